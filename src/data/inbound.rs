@@ -1,0 +1,145 @@
+//! The receiving side's per-task state shared with connections: the task's bounded inbox and its
+//! ack board. Acks are per link, not per connection, so a reconnecting sender immediately learns
+//! how far the task got, and a late ack is harmless.
+
+use crate::ids::TaskKey;
+use crate::tuple::Tuple;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// What a connection hands a task.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Tuples `first_seq ..` from upstream task `from`.
+    Batch {
+        /// Upstream task index.
+        from: u32,
+        /// Sequence number of the first tuple.
+        first_seq: u64,
+        /// Oldest source emit time of the tuples.
+        emit_ns: u64,
+        /// The tuples.
+        tuples: Vec<Tuple>,
+    },
+    /// End of stream of the link from `from`.
+    Eos {
+        /// Upstream task index.
+        from: u32,
+        /// Last sequence number of the link.
+        last_seq: u64,
+    },
+}
+
+/// Ack state of one link: (accepted up to, end of stream accepted).
+pub type AckState = (u64, bool);
+
+/// Per-link ack state of one task.
+#[derive(Default)]
+pub struct AckBoard {
+    links: Mutex<HashMap<u32, watch::Sender<AckState>>>,
+}
+
+impl AckBoard {
+    /// Follows the acks of the link from upstream task `from`.
+    pub fn subscribe(&self, from: u32) -> watch::Receiver<AckState> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links
+            .entry(from)
+            .or_insert_with(|| watch::channel((0, false)).0)
+            .subscribe()
+    }
+
+    /// Publishes that the link from `from` is accepted up to `upto` (and its EOS if `eos`).
+    pub fn set(&self, from: u32, upto: u64, eos: bool) {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = links
+            .entry(from)
+            .or_insert_with(|| watch::channel((0, false)).0);
+        tx.send_if_modified(|cur| {
+            let next = (upto.max(cur.0), eos || cur.1);
+            let changed = next != *cur;
+            *cur = next;
+            changed
+        });
+    }
+}
+
+/// A registered task's entry: how connections reach it.
+#[derive(Clone)]
+pub struct InboundHandle {
+    /// The task's bounded inbox.
+    pub tx: mpsc::Sender<Inbound>,
+    /// The task's ack board.
+    pub acks: Arc<AckBoard>,
+    /// Distinguishes registrations of the same task (restarts on the same process).
+    pub generation: u64,
+}
+
+/// All tasks of this process that can receive data, by job and position.
+#[derive(Default)]
+pub struct Registry {
+    tasks: Mutex<HashMap<TaskKey, InboundHandle>>,
+    next_gen: AtomicU64,
+}
+
+/// Removes its registration when dropped, so every exit path of a task unregisters it.
+pub struct Registration {
+    registry: Arc<Registry>,
+    key: TaskKey,
+    generation: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut tasks = self
+            .registry
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if tasks.get(&self.key).map(|h| h.generation) == Some(self.generation) {
+            tasks.remove(&self.key);
+        }
+    }
+}
+
+impl Registry {
+    /// Registers a task; returns its inbox, ack board and the guard that unregisters it.
+    pub fn register(
+        self: &Arc<Self>,
+        key: TaskKey,
+        capacity: usize,
+    ) -> (mpsc::Receiver<Inbound>, Arc<AckBoard>, Registration) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let acks = Arc::new(AckBoard::default());
+        let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
+        let handle = InboundHandle {
+            tx,
+            acks: acks.clone(),
+            generation,
+        };
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), handle);
+        (
+            rx,
+            acks,
+            Registration {
+                registry: self.clone(),
+                key,
+                generation,
+            },
+        )
+    }
+
+    /// Looks a task up (a copy of its handle; the lock is released at once).
+    pub fn get(&self, key: &TaskKey) -> Option<InboundHandle> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+}

@@ -1,0 +1,89 @@
+//! Dedup state of a task's inputs: per incoming link, the highest sequence number accepted and
+//! whether its end of stream arrived. O(links), never O(tuples).
+
+/// Per-link high-water marks of one task.
+#[derive(Clone, Debug)]
+pub struct InputState {
+    hwm: Vec<u64>,
+    eos: Vec<bool>,
+    eos_count: usize,
+}
+
+impl InputState {
+    /// State for `links` upstream tasks, nothing accepted yet.
+    pub fn new(links: u32) -> Self {
+        InputState {
+            hwm: vec![0; links as usize],
+            eos: vec![false; links as usize],
+            eos_count: 0,
+        }
+    }
+
+    /// How many leading tuples of a batch starting at `first_seq` are duplicates; `None` if the
+    /// link is unknown (a protocol error the caller logs).
+    pub fn duplicates(&self, from: u32, first_seq: u64) -> Option<u64> {
+        let hwm = *self.hwm.get(from as usize)?;
+        Some(hwm.saturating_sub(first_seq.saturating_sub(1)))
+    }
+
+    /// Records that the link is accepted up to `last`.
+    pub fn advance(&mut self, from: u32, last: u64) {
+        if let Some(h) = self.hwm.get_mut(from as usize) {
+            *h = (*h).max(last);
+        }
+    }
+
+    /// Records an end of stream; returns true the first time.
+    pub fn end(&mut self, from: u32, last_seq: u64) -> bool {
+        self.advance(from, last_seq);
+        match self.eos.get_mut(from as usize) {
+            Some(e) if !*e => {
+                *e = true;
+                self.eos_count += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Accepted high-water mark of a link.
+    pub fn hwm(&self, from: u32) -> u64 {
+        self.hwm.get(from as usize).copied().unwrap_or(0)
+    }
+
+    /// Whether the link's end of stream has been accepted.
+    pub fn ended(&self, from: u32) -> bool {
+        self.eos.get(from as usize).copied().unwrap_or(false)
+    }
+
+    /// Whether every link has ended.
+    pub fn all_ended(&self) -> bool {
+        self.eos_count == self.eos.len()
+    }
+
+    /// Number of links.
+    pub fn links(&self) -> u32 {
+        self.hwm.len() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_by_sequence() {
+        let mut s = InputState::new(2);
+        assert_eq!(s.duplicates(0, 1), Some(0));
+        s.advance(0, 10);
+        assert_eq!(s.duplicates(0, 1), Some(10));
+        assert_eq!(s.duplicates(0, 6), Some(5));
+        assert_eq!(s.duplicates(0, 11), Some(0));
+        assert_eq!(s.duplicates(5, 1), None);
+        assert!(s.end(0, 10));
+        assert!(!s.end(0, 10));
+        assert!(!s.all_ended());
+        assert!(s.end(1, 0));
+        assert!(s.all_ended());
+    }
+}

@@ -1,0 +1,279 @@
+//! The sending side of one link: a task of its own that numbers batches, keeps every
+//! unacknowledged batch in a bounded window, writes them pipelined, re-sends the window after a
+//! reconnect, and ends with an end-of-stream marker once its input closes and everything is
+//! acked. Retry belongs to the link: nothing is ever written back into the queue it drains.
+
+use super::routes::RouteTable;
+use super::DataConfig;
+use crate::ids::{JobId, TaskPos};
+use crate::tuple::Tuple;
+use crate::wire::{codec, encode_batch, Frame};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// A batch handed from a router to a link.
+#[derive(Debug)]
+pub struct OutBatch {
+    /// The tuples, in order.
+    pub tuples: Vec<Tuple>,
+    /// Oldest source emit time among them.
+    pub emit_ns: u64,
+}
+
+/// Static description of a link.
+#[derive(Clone, Debug)]
+pub struct LinkSpec {
+    /// Job.
+    pub job: JobId,
+    /// Sending task.
+    pub from: TaskPos,
+    /// Receiving task.
+    pub to: TaskPos,
+    /// Whether unacknowledged batches are re-sent after a reconnect (false = at-most-once).
+    pub resend: bool,
+}
+
+/// How a link ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// Everything including the end of stream was acknowledged.
+    Done,
+    /// Stopped by cancellation.
+    Cancelled,
+}
+
+type Conn = (
+    FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    String,
+);
+
+struct Window {
+    batches: VecDeque<(u64, u64, Bytes)>,
+    bytes: usize,
+}
+
+impl Window {
+    fn ack(&mut self, upto: u64) {
+        while let Some((_, last, b)) = self.batches.front() {
+            if *last > upto {
+                break;
+            }
+            self.bytes -= b.len();
+            self.batches.pop_front();
+        }
+    }
+}
+
+/// Runs a link until its end of stream is acknowledged or it is cancelled.
+pub async fn run_link(
+    spec: LinkSpec,
+    cfg: DataConfig,
+    mut input: mpsc::Receiver<OutBatch>,
+    mut routes: watch::Receiver<RouteTable>,
+    cancel: CancellationToken,
+) -> LinkEnd {
+    let mut window = Window {
+        batches: VecDeque::new(),
+        bytes: 0,
+    };
+    let mut next_seq: u64 = 1;
+    let mut input_closed = false;
+    let mut eos_sent = false;
+    let mut conn: Option<Conn> = None;
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        if conn.is_none() {
+            match connect(&spec, &mut routes, &cancel, &mut backoff).await {
+                None => return LinkEnd::Cancelled,
+                Some(mut c) => {
+                    if !spec.resend {
+                        window.batches.clear();
+                        window.bytes = 0;
+                    }
+                    let mut ok = true;
+                    for (_, _, b) in &window.batches {
+                        if c.1.feed(b.clone()).await.is_err() {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if ok && eos_sent {
+                        ok =
+                            c.1.feed(
+                                Frame::Eos {
+                                    last_seq: next_seq - 1,
+                                }
+                                .encode(),
+                            )
+                            .await
+                            .is_ok();
+                    }
+                    if ok && SinkExt::<Bytes>::flush(&mut c.1).await.is_ok() {
+                        conn = Some(c);
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some((rd, wr, addr)) = conn.as_mut() else {
+            continue;
+        };
+        if input_closed && !eos_sent {
+            eos_sent = true;
+            let eos = Frame::Eos {
+                last_seq: next_seq - 1,
+            };
+            if send(wr, eos.encode(), &cancel).await.is_err() {
+                conn = None;
+                continue;
+            }
+        }
+        let can_take = !input_closed && window.bytes < cfg.window_bytes;
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return LinkEnd::Cancelled,
+            frame = rd.next() => {
+                match frame.map(|r| r.map(|b| Frame::decode(b.freeze()))) {
+                    Some(Ok(Ok(Frame::Ack { upto, eos }))) => {
+                        window.ack(upto);
+                        backoff = Duration::from_millis(5);
+                        if eos && eos_sent && upto >= next_seq - 1 {
+                            return LinkEnd::Done;
+                        }
+                    }
+                    Some(Ok(Ok(Frame::Reject { reason, .. }))) => {
+                        debug!(job = %spec.job, from = %spec.from, to = %spec.to, %reason, "link rejected; retrying");
+                        conn = None;
+                        if pause(&cancel, &mut backoff).await.is_err() {
+                            return LinkEnd::Cancelled;
+                        }
+                    }
+                    Some(Ok(Ok(other))) => {
+                        warn!(job = %spec.job, to = %spec.to, frame = ?other, "unexpected frame on link; resetting");
+                        conn = None;
+                    }
+                    Some(Ok(Err(e))) => {
+                        warn!(job = %spec.job, to = %spec.to, error = %e, "bad frame on link; resetting");
+                        conn = None;
+                    }
+                    Some(Err(e)) => {
+                        debug!(job = %spec.job, to = %spec.to, error = %e, "link connection failed; reconnecting");
+                        conn = None;
+                    }
+                    None => {
+                        debug!(job = %spec.job, to = %spec.to, "link connection closed; reconnecting");
+                        conn = None;
+                        if pause(&cancel, &mut backoff).await.is_err() {
+                            return LinkEnd::Cancelled;
+                        }
+                    }
+                }
+            }
+            changed = routes.changed() => {
+                if changed.is_err() {
+                    // The job's routes were removed: the job is over for this process.
+                    return LinkEnd::Cancelled;
+                }
+                let moved = routes.borrow().get(&spec.to).map(|a| a != addr).unwrap_or(true);
+                if moved {
+                    debug!(job = %spec.job, to = %spec.to, "destination moved; reconnecting");
+                    conn = None;
+                }
+            }
+            batch = input.recv(), if can_take => match batch {
+                Some(b) => {
+                    let n = b.tuples.len() as u64;
+                    if n == 0 {
+                        continue;
+                    }
+                    let first = next_seq;
+                    next_seq += n;
+                    let bytes = encode_batch(first, b.emit_ns, &b.tuples);
+                    window.bytes += bytes.len();
+                    window.batches.push_back((first, next_seq - 1, bytes.clone()));
+                    if send(wr, bytes, &cancel).await.is_err() {
+                        conn = None;
+                    }
+                }
+                None => input_closed = true,
+            },
+        }
+    }
+}
+
+async fn send(
+    wr: &mut FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    bytes: Bytes,
+    cancel: &CancellationToken,
+) -> Result<(), ()> {
+    tokio::select! {
+        _ = cancel.cancelled() => Err(()),
+        r = wr.send(bytes) => r.map_err(|e| debug!(error = %e, "link write failed")),
+    }
+}
+
+async fn pause(cancel: &CancellationToken, backoff: &mut Duration) -> Result<(), ()> {
+    let d = *backoff;
+    *backoff = (*backoff * 2).min(Duration::from_millis(250));
+    tokio::select! {
+        _ = cancel.cancelled() => Err(()),
+        _ = tokio::time::sleep(d) => Ok(()),
+    }
+}
+
+async fn connect(
+    spec: &LinkSpec,
+    routes: &mut watch::Receiver<RouteTable>,
+    cancel: &CancellationToken,
+    backoff: &mut Duration,
+) -> Option<Conn> {
+    loop {
+        let addr = routes.borrow_and_update().get(&spec.to).cloned();
+        if let Some(addr) = addr {
+            let attempt = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&addr));
+            let res = tokio::select! {
+                _ = cancel.cancelled() => return None,
+                r = attempt => r,
+            };
+            match res {
+                Ok(Ok(stream)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        debug!(error = %e, "set_nodelay failed");
+                    }
+                    let (r, w) = stream.into_split();
+                    let mut wr = FramedWrite::new(w, codec());
+                    let hello = Frame::Hello {
+                        job: spec.job.0.clone(),
+                        from_stage: spec.from.stage,
+                        from_index: spec.from.index,
+                        to_stage: spec.to.stage,
+                        to_index: spec.to.index,
+                    };
+                    if wr.send(hello.encode()).await.is_ok() {
+                        return Some((FramedRead::new(r, codec()), wr, addr));
+                    }
+                }
+                Ok(Err(e)) => {
+                    debug!(job = %spec.job, to = %spec.to, %addr, error = %e, "connect failed")
+                }
+                Err(_) => debug!(job = %spec.job, to = %spec.to, %addr, "connect timed out"),
+            }
+        }
+        let d = *backoff;
+        *backoff = (*backoff * 2).min(Duration::from_millis(250));
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            r = routes.changed() => if r.is_err() { return None; },
+            _ = tokio::time::sleep(d) => {}
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The data plane: one TCP listener per process, per-link connections carrying sequenced
+//! batches, cumulative acks and end-of-stream markers, bounded windows and queues throughout.
+//!
+//! A tuple's trip: an operator's output goes to the [`router::Router`], which partitions it and
+//! batches it per destination; each destination has a [`link`] task that numbers the batch,
+//! keeps it in its window and writes it to the connection; the receiving process's
+//! [`listener`] hands it to the destination task's bounded inbox (so backpressure reaches TCP);
+//! the task dedups it with [`input::InputState`], processes it, and publishes its ack on the
+//! [`inbound::AckBoard`], which the connection forwards back.
+
+pub mod inbound;
+pub mod input;
+pub mod link;
+pub mod listener;
+pub mod router;
+pub mod routes;
+
+/// Tunables of the data plane, shared by every link and task of a process.
+#[derive(Clone, Debug)]
+pub struct DataConfig {
+    /// Tuples per batch before a batch is cut.
+    pub batch_tuples: usize,
+    /// Bytes per batch before a batch is cut.
+    pub batch_bytes: usize,
+    /// Unacknowledged bytes a link may have in flight before it stops taking batches.
+    pub window_bytes: usize,
+    /// Batches queued between a router and a link, and between a connection and a task.
+    pub queue_batches: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            batch_tuples: 1024,
+            batch_bytes: 256 * 1024,
+            window_bytes: 8 * 1024 * 1024,
+            queue_batches: 8,
+        }
+    }
+}
+
+/// Nanoseconds since the Unix epoch, the clock of batch emit times.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,119 @@
+//! Partitions a task's output across the next stage and cuts it into batches, one pending batch
+//! per destination. Sending awaits the link's bounded queue, which is how backpressure travels
+//! from a slow consumer back to the operator that feeds it.
+
+use super::link::OutBatch;
+use super::DataConfig;
+use crate::ops::csvline::CsvSplitter;
+use crate::tuple::{stable_hash, Tuple};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// How a tuple picks its destination task.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partition {
+    /// `hash(key) % tasks`.
+    Key,
+    /// `hash(CSV column of the value) % tasks` (0-based column): keyed built-ins.
+    Column(usize),
+}
+
+/// The downstream links have gone (job cancelled or task stopping).
+#[derive(Debug, thiserror::Error)]
+#[error("downstream link closed")]
+pub struct Closed;
+
+/// Output side of a task.
+pub struct Router {
+    links: Vec<mpsc::Sender<OutBatch>>,
+    pending: Vec<Vec<Tuple>>,
+    pending_bytes: Vec<usize>,
+    pending_emit: Vec<u64>,
+    partition: Partition,
+    csv: CsvSplitter,
+    cfg: DataConfig,
+    emitted: Arc<AtomicU64>,
+}
+
+impl Router {
+    /// A router over `links` (one per downstream task, in index order).
+    pub fn new(
+        links: Vec<mpsc::Sender<OutBatch>>,
+        partition: Partition,
+        cfg: DataConfig,
+        emitted: Arc<AtomicU64>,
+    ) -> Self {
+        let n = links.len();
+        Router {
+            links,
+            pending: (0..n).map(|_| Vec::new()).collect(),
+            pending_bytes: vec![0; n],
+            pending_emit: vec![u64::MAX; n],
+            partition,
+            csv: CsvSplitter::default(),
+            cfg,
+            emitted,
+        }
+    }
+
+    fn target(&mut self, t: &Tuple) -> usize {
+        let n = self.links.len();
+        if n <= 1 {
+            return 0;
+        }
+        let h = match self.partition {
+            Partition::Key => stable_hash(t.key.as_bytes()),
+            Partition::Column(c) => {
+                self.csv.split(&t.value);
+                stable_hash(self.csv.field(c).unwrap_or("").as_bytes())
+            }
+        };
+        (h % n as u64) as usize
+    }
+
+    /// Routes one tuple; sends its destination's batch if that batch is full.
+    pub async fn push(&mut self, t: Tuple, emit_ns: u64) -> Result<(), Closed> {
+        let i = self.target(&t);
+        self.pending_bytes[i] += t.key.len() + t.value.len() + 8;
+        self.pending_emit[i] = self.pending_emit[i].min(emit_ns);
+        self.pending[i].push(t);
+        self.emitted.fetch_add(1, Ordering::Relaxed);
+        if self.pending[i].len() >= self.cfg.batch_tuples
+            || self.pending_bytes[i] >= self.cfg.batch_bytes
+        {
+            self.send(i).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, i: usize) -> Result<(), Closed> {
+        if self.pending[i].is_empty() {
+            return Ok(());
+        }
+        let tuples = std::mem::replace(&mut self.pending[i], Vec::with_capacity(64));
+        let emit_ns = std::mem::replace(&mut self.pending_emit[i], u64::MAX);
+        self.pending_bytes[i] = 0;
+        self.links[i]
+            .send(OutBatch { tuples, emit_ns })
+            .await
+            .map_err(|_| Closed)
+    }
+
+    /// Sends every partial batch: called when the input runs dry, so latency stays low under
+    /// light load while batches stay large under heavy load.
+    pub async fn flush(&mut self) -> Result<(), Closed> {
+        for i in 0..self.links.len() {
+            self.send(i).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and closes every link, which makes each send its end of stream.
+    pub async fn finish(mut self) -> Result<(), Closed> {
+        self.flush().await?;
+        self.links.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! Where each task of a job currently runs. The leader pushes a new table whenever placement
+//! changes (start, restart); links watch it and reconnect when their destination moves.
+
+use crate::ids::{JobId, TaskPos};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Task position → data address (`host:port`) of the process running it.
+pub type RouteTable = HashMap<TaskPos, String>;
+
+/// Route tables of all jobs this process takes part in.
+#[derive(Default)]
+pub struct Routes {
+    jobs: Mutex<HashMap<JobId, watch::Sender<RouteTable>>>,
+}
+
+impl Routes {
+    /// Installs or replaces a job's table.
+    pub fn set(&self, job: &JobId, table: RouteTable) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        match jobs.get(job) {
+            Some(tx) => {
+                tx.send_replace(table);
+            }
+            None => {
+                jobs.insert(job.clone(), watch::channel(table).0);
+            }
+        }
+    }
+
+    /// A receiver that follows the job's table (created empty if unknown yet).
+    pub fn watch(&self, job: &JobId) -> watch::Receiver<RouteTable> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.entry(job.clone())
+            .or_insert_with(|| watch::channel(RouteTable::new()).0)
+            .subscribe()
+    }
+
+    /// Forgets a job; its links see the channel close and stop waiting for routes.
+    pub fn remove(&self, job: &JobId) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.remove(job);
+    }
+}
+
+/// Shared handle.
+pub type SharedRoutes = Arc<Routes>;
+
+impl Routes {
+    /// Installs a job's table from the list form used in control messages.
+    pub fn set_many(&self, job: &JobId, routes: &[(crate::ids::TaskPos, String)]) {
+        self.set(job, routes.iter().cloned().collect());
+    }
+}

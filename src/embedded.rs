@@ -1,0 +1,156 @@
+//! `rainstorm run`: a leader and N workers on loopback inside this process — the same code
+//! paths as a real cluster (HTTP control plane, TCP data plane), with paths resolved locally.
+
+use crate::client::{succeeded, Client};
+use crate::data::DataConfig;
+use crate::leader::{self, LeaderConfig};
+use crate::proto::{JobInfo, WorkerState};
+use crate::spec::{JobSpec, OperatorSpec, PathMode};
+use crate::store::Store;
+use crate::worker::{self, WorkerConfig};
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Resolves a job's relative paths against `cwd` and marks them local.
+pub fn localize(mut spec: JobSpec, cwd: &Path) -> JobSpec {
+    let abs = |p: &str| -> String {
+        let path = Path::new(p);
+        if path.is_absolute() {
+            p.to_string()
+        } else {
+            cwd.join(path).to_string_lossy().into_owned()
+        }
+    };
+    if spec.source_name.is_empty() {
+        spec.source_name = spec.source_path.clone();
+    }
+    spec.source_path = abs(&spec.source_path);
+    spec.sink_path = abs(&spec.sink_path);
+    for st in &mut spec.stages {
+        if let OperatorSpec::Exec { path, .. } = &mut st.operator {
+            if path.contains('/') {
+                *path = abs(path);
+            }
+        }
+    }
+    spec.paths = PathMode::Local;
+    spec
+}
+
+/// A running embedded cluster.
+pub struct Cluster {
+    /// Client of its leader.
+    pub client: Client,
+    shutdown: CancellationToken,
+    parts: JoinSet<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts a leader and `workers` workers on loopback; returns once all workers joined.
+    pub async fn start(workers: usize, keep_logs: bool) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("rainstorm-")
+            .tempdir()
+            .context("creating a temporary data directory")?;
+        let http = TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the leader")?;
+        let url = format!("http://{}", http.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let mut parts = JoinSet::new();
+        let cfg = LeaderConfig {
+            data_dir: dir.path().join("leader"),
+            keep_logs,
+            ..LeaderConfig::default()
+        };
+        let store = Store::local(cfg.data_dir.join("store"))?;
+        parts.spawn(leader::run(cfg, http, shutdown.clone()));
+        for i in 0..workers {
+            let wc = WorkerConfig {
+                leader: url.clone(),
+                data_dir: dir.path().join(format!("worker-{i}")),
+                data_listen: "127.0.0.1:0".into(),
+                advertise: None,
+                store: Some(store.clone()),
+                data: DataConfig::default(),
+            };
+            parts.spawn(worker::run(wc, shutdown.clone()));
+        }
+        let client = Client::new(&url);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(ws) = client.workers().await {
+                if ws.iter().filter(|w| w.state == WorkerState::Alive).count() >= workers {
+                    break;
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the embedded workers did not join within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(Cluster {
+            client,
+            shutdown,
+            parts,
+            _dir: dir,
+        })
+    }
+
+    /// Stops everything and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let mut first_err = None;
+        while let Some(r) = self.parts.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(e) => {
+                    first_err = first_err.or(Some(anyhow::anyhow!("cluster task panicked: {e}")))
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Runs one job on a fresh embedded cluster, printing its output lines to stdout.
+pub async fn run_job(spec: JobSpec, workers: usize, keep_logs: bool) -> anyhow::Result<JobInfo> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let spec = localize(spec, &cwd);
+    let cluster = Cluster::start(workers.max(1), keep_logs).await?;
+    let result = async {
+        let id = cluster.client.submit(&spec).await?;
+        eprintln!("rainstorm: job {id} running on {workers} embedded workers");
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        let follow = cluster.client.follow(&id, &mut out);
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::select! {
+            info = follow => info,
+            _ = ctrl_c => {
+                eprintln!("rainstorm: interrupted; cancelling job {id}");
+                cluster.client.cancel(&id).await?;
+                cluster.client.job(&id).await
+            }
+        }
+    }
+    .await;
+    let stopped = cluster.stop().await;
+    let info = result?;
+    stopped?;
+    if !succeeded(&info) {
+        tracing::debug!(job = %info.id, "job did not succeed");
+    }
+    Ok(info)
+}
+
+/// Default location of a job's files: the current directory.
+pub fn cwd() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
+}

@@ -1,0 +1,303 @@
+//! The leader: public HTTP/JSON API and worker control plane on one address, the job drivers,
+//! the source and sink of every job (on its own data listener), the store, and the monitor that
+//! declares silent workers dead.
+
+pub mod api;
+mod dashboard;
+pub mod driver;
+pub mod sink;
+pub mod source;
+pub mod state;
+pub mod validate;
+
+use crate::data::inbound::Registry;
+use crate::data::routes::Routes;
+use crate::data::{listener, DataConfig};
+use crate::ids::JobId;
+use crate::proto::{TaskState, WorkerState};
+use crate::spec::{JobSpec, Problem};
+use crate::store::Store;
+use crate::task::TaskEnv;
+use anyhow::Context;
+use sink::SinkProgress;
+use state::{lock, JobEvent, JobRec, SharedState};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+/// How to run a leader.
+#[derive(Clone, Debug)]
+pub struct LeaderConfig {
+    /// Data directory (the store lives in `DIR/store`).
+    pub data_dir: PathBuf,
+    /// A worker silent for this long is dead.
+    pub heartbeat_timeout: Duration,
+    /// How often workers heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Restarts of one task before its job fails.
+    pub max_restarts: u32,
+    /// Keep input logs of ended jobs.
+    pub keep_logs: bool,
+    /// How long ended jobs stay listed.
+    pub retention: Duration,
+    /// Data-plane tunables.
+    pub data: DataConfig,
+}
+
+impl Default for LeaderConfig {
+    fn default() -> Self {
+        LeaderConfig {
+            data_dir: PathBuf::from("rainstorm-data"),
+            heartbeat_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_millis(500),
+            max_restarts: 20,
+            keep_logs: false,
+            retention: Duration::from_secs(3600),
+            data: DataConfig::default(),
+        }
+    }
+}
+
+/// Shared leader context, handed to API handlers and job drivers.
+pub struct Leader {
+    /// Cluster state (one lock, never held across `.await`).
+    pub state: SharedState,
+    /// The store.
+    pub store: Store,
+    /// Data-plane environment of the source and sink.
+    pub env: TaskEnv,
+    /// Address of the leader's data listener.
+    pub data_addr: String,
+    /// Configuration.
+    pub cfg: LeaderConfig,
+    spawn_tx: mpsc::Sender<(
+        JobId,
+        JobSpec,
+        mpsc::Receiver<JobEvent>,
+        CancellationToken,
+        watch::Sender<SinkProgress>,
+    )>,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The job is invalid.
+    #[error("invalid job")]
+    Invalid(Vec<Problem>),
+    /// The leader is shutting down.
+    #[error("the leader is shutting down")]
+    ShuttingDown,
+}
+
+impl Leader {
+    /// Validates and starts a job; returns its id.
+    pub async fn submit(self: &Arc<Self>, mut spec: JobSpec) -> Result<JobId, SubmitError> {
+        if spec.source_name.is_empty() {
+            spec.source_name = spec.source_path.clone();
+        }
+        let problems = validate::check(&spec, &self.store);
+        if !problems.is_empty() {
+            return Err(SubmitError::Invalid(problems));
+        }
+        let sink_file = driver::local_file(self, &spec, &spec.sink_path).map_err(|e| {
+            SubmitError::Invalid(vec![Problem {
+                field: "sink.path".into(),
+                value: spec.sink_path.clone(),
+                message: e,
+            }])
+        })?;
+        let (ev_tx, ev_rx) = mpsc::channel(256);
+        let cancel = CancellationToken::new();
+        let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
+        let id = {
+            let mut st = lock(&self.state);
+            st.next_job += 1;
+            let id = JobId(format!("job-{}", st.next_job));
+            st.jobs.insert(
+                id.clone(),
+                JobRec {
+                    spec: spec.clone(),
+                    status: crate::proto::JobStatus::Running,
+                    error: None,
+                    submitted: SystemTime::now(),
+                    started: Instant::now(),
+                    ended: None,
+                    source_tuples: Arc::new(AtomicU64::new(0)),
+                    sink_tuples: Arc::new(AtomicU64::new(0)),
+                    latency: Arc::default(),
+                    failures: 0,
+                    recoveries: 0,
+                    events: Some(ev_tx),
+                    cancel: cancel.clone(),
+                    progress: progress_rx,
+                    sink_file,
+                },
+            );
+            id
+        };
+        info!(job = %id, name = ?spec.name, "job submitted");
+        if self
+            .spawn_tx
+            .send((id.clone(), spec, ev_rx, cancel, progress_tx))
+            .await
+            .is_err()
+        {
+            return Err(SubmitError::ShuttingDown);
+        }
+        Ok(id)
+    }
+}
+
+/// Runs the leader on an already-bound HTTP listener until `shutdown`; returns when every job
+/// driver, connection and background task has finished.
+pub async fn run(
+    cfg: LeaderConfig,
+    http: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = Store::local(cfg.data_dir.join("store")).context("opening the store")?;
+    let http_addr = http.local_addr()?;
+    let data = TcpListener::bind((http_addr.ip(), 0))
+        .await
+        .context("binding the leader's data listener")?;
+    let data_addr = data.local_addr()?.to_string();
+    let registry = Arc::new(Registry::default());
+    let env = TaskEnv {
+        registry: registry.clone(),
+        routes: Arc::new(Routes::default()),
+        cfg: cfg.data.clone(),
+        store: store.clone(),
+    };
+    let (spawn_tx, mut spawn_rx) = mpsc::channel(16);
+    let leader = Arc::new(Leader {
+        state: Arc::new(Mutex::new(state::State::default())),
+        store,
+        env,
+        data_addr,
+        cfg: cfg.clone(),
+        spawn_tx,
+    });
+    let mut bg = JoinSet::new();
+    let stop_net = CancellationToken::new();
+    bg.spawn(listener::serve(data, registry, stop_net.clone()));
+    bg.spawn(monitor(leader.clone(), stop_net.clone()));
+    let app = api::router(leader.clone());
+    let http_stop = stop_net.clone();
+    bg.spawn(async move {
+        let serve = axum::serve(http, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await });
+        if let Err(e) = serve.await {
+            warn!(error = %e, "HTTP server failed");
+        }
+    });
+    info!(api = %http_addr, data = %leader.data_addr, "leader ready");
+    let mut drivers = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some((id, spec, ev, cancel, progress)) = spawn_rx.recv() => {
+                let span = tracing::info_span!("job", job = %id);
+                drivers.spawn(driver::drive(leader.clone(), id, spec, ev, cancel, progress).instrument(span));
+            }
+            Some(r) = drivers.join_next(), if !drivers.is_empty() => {
+                if let Err(e) = r {
+                    warn!(error = %e, "job driver panicked");
+                }
+            }
+        }
+    }
+    // Graceful stop: cancel running jobs and let their drivers clean up and record it.
+    {
+        let st = lock(&leader.state);
+        for j in st.jobs.values() {
+            j.cancel.cancel();
+        }
+    }
+    while drivers.join_next().await.is_some() {}
+    stop_net.cancel();
+    while bg.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Declares workers dead after the heartbeat timeout, fails their tasks (the drivers decide on
+/// recovery), and drops ended jobs past retention.
+async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
+    let period = (leader.cfg.heartbeat_timeout / 5)
+        .clamp(Duration::from_millis(20), Duration::from_millis(500));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut to_send = Vec::new();
+        {
+            let mut st = lock(&leader.state);
+            let now = Instant::now();
+            let dead: Vec<_> = st
+                .workers
+                .iter()
+                .filter(|(_, w)| {
+                    w.state == WorkerState::Alive
+                        && now.duration_since(w.last_seen) > leader.cfg.heartbeat_timeout
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in dead {
+                warn!(worker = %id, "worker missed its heartbeats; declared dead");
+                if let Some(w) = st.workers.get_mut(&id) {
+                    w.state = WorkerState::Dead;
+                    w.commands.clear();
+                    w.notify.notify_one();
+                }
+                let lost: Vec<_> = st
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.worker == id && !t.state.is_terminal())
+                    .map(|(k, t)| (k.clone(), t.attempt))
+                    .collect();
+                for (key, attempt) in lost {
+                    if let Some(t) = st.tasks.get_mut(&key) {
+                        t.state = TaskState::Failed;
+                        t.error = Some(format!("worker {id} lost"));
+                    }
+                    if let Some(tx) = st.jobs.get(&key.job).and_then(|j| j.events.clone()) {
+                        to_send.push((
+                            tx,
+                            JobEvent::TaskEnded {
+                                key,
+                                attempt,
+                                state: TaskState::Failed,
+                                error: Some(format!("worker {id} lost")),
+                            },
+                        ));
+                    }
+                }
+            }
+            let retention = leader.cfg.retention;
+            let expired: Vec<_> = st
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.ended.is_some_and(|e| now.duration_since(e) > retention))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                st.jobs.remove(&id);
+                st.tasks.retain(|k, _| k.job != id);
+            }
+        }
+        for (tx, ev) in to_send {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = tx.send(ev) => if r.is_err() { warn!("job ended before a lost worker's task could be reported to it"); },
+            }
+        }
+    }
+}

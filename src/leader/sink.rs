@@ -1,0 +1,189 @@
+//! The sink: dedups what the last stage delivers, writes each value as a line, publishes how
+//! far the file is flushed (for clients following the job), and completes only when every
+//! last-stage task delivered its end of stream and the file is fsynced.
+
+use crate::data::inbound::Inbound;
+use crate::data::input::InputState;
+use crate::data::now_ns;
+use crate::ids::TaskKey;
+use crate::task::TaskEnv;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Progress of a job's output, followed by streaming clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SinkProgress {
+    /// Bytes of the sink file that are flushed (always whole lines).
+    pub flushed: u64,
+    /// The job reached a final status; nothing more will be written.
+    pub finished: bool,
+}
+
+/// Log-scale latency histogram (5% buckets from 1 µs), cheap to update per batch.
+#[derive(Default)]
+pub struct LatencyHist {
+    buckets: Vec<u64>,
+    max_us: u64,
+    count: u64,
+}
+
+const GROWTH: f64 = 1.05;
+
+impl LatencyHist {
+    /// Records `n` tuples that took `us` microseconds.
+    pub fn record(&mut self, us: u64, n: u64) {
+        let b = ((us.max(1) as f64).ln() / GROWTH.ln()) as usize;
+        if self.buckets.len() <= b {
+            self.buckets.resize(b + 1, 0);
+        }
+        self.buckets[b] += n;
+        self.count += n;
+        self.max_us = self.max_us.max(us);
+    }
+
+    /// p50, p99 and max in milliseconds, if anything was recorded.
+    pub fn summary(&self) -> Option<crate::proto::Latency> {
+        if self.count == 0 {
+            return None;
+        }
+        let q = |p: f64| {
+            let target = (self.count as f64 * p).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in self.buckets.iter().enumerate() {
+                seen += c;
+                if seen >= target {
+                    return (GROWTH.powi(i as i32 + 1) / 1000.0).min(self.max_us as f64 / 1000.0);
+                }
+            }
+            self.max_us as f64 / 1000.0
+        };
+        Some(crate::proto::Latency {
+            p50: q(0.5),
+            p99: q(0.99),
+            max: self.max_us as f64 / 1000.0,
+        })
+    }
+}
+
+/// What the sink needs.
+pub struct SinkSpec {
+    /// The sink's own task key (stage K+1, index 0).
+    pub key: TaskKey,
+    /// Last-stage task count.
+    pub upstream: u32,
+    /// Local file to write.
+    pub file: PathBuf,
+}
+
+/// Runs the sink until every upstream link ended and the file is durable.
+pub async fn run_sink(
+    env: TaskEnv,
+    spec: SinkSpec,
+    written: Arc<AtomicU64>,
+    latency: Arc<Mutex<LatencyHist>>,
+    progress: watch::Sender<SinkProgress>,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let (mut inbox, acks, _registration) = env
+        .registry
+        .register(spec.key.clone(), env.cfg.queue_batches);
+    let fail =
+        |what: &str, e: std::io::Error| format!("{what} sink file {}: {e}", spec.file.display());
+    if let Some(dir) = spec.file.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| fail("creating the directory of", e))?;
+    }
+    let file = tokio::fs::File::create(&spec.file)
+        .await
+        .map_err(|e| fail("creating", e))?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut input = InputState::new(spec.upstream);
+    let mut bytes: u64 = 0;
+    let mut flushed: u64 = 0;
+    while !input.all_ended() {
+        let msg = match inbox.try_recv() {
+            Ok(m) => m,
+            Err(_) => {
+                if bytes != flushed {
+                    out.flush().await.map_err(|e| fail("writing", e))?;
+                    flushed = bytes;
+                    progress.send_modify(|p| p.flushed = flushed);
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err("cancelled".into()),
+                    m = inbox.recv() => match m {
+                        Some(m) => m,
+                        None => return Err("sink inbox closed".into()),
+                    },
+                }
+            }
+        };
+        match msg {
+            Inbound::Batch {
+                from,
+                first_seq,
+                emit_ns,
+                tuples,
+            } => {
+                let Some(dups) = input.duplicates(from, first_seq) else {
+                    tracing::warn!(sink = %spec.key, from, "batch from an unknown upstream task; dropped");
+                    continue;
+                };
+                let n = tuples.len() as u64;
+                let last = first_seq + n - 1;
+                if dups < n {
+                    for t in &tuples[dups as usize..] {
+                        out.write_all(t.value.as_bytes())
+                            .await
+                            .map_err(|e| fail("writing", e))?;
+                        out.write_all(b"\n").await.map_err(|e| fail("writing", e))?;
+                        bytes += t.value.len() as u64 + 1;
+                    }
+                    let fresh = n - dups;
+                    written.fetch_add(fresh, Ordering::Relaxed);
+                    let lat_us = now_ns().saturating_sub(emit_ns) / 1000;
+                    latency
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .record(lat_us, fresh);
+                    input.advance(from, last);
+                }
+                acks.set(from, input.hwm(from), input.ended(from));
+            }
+            Inbound::Eos { from, last_seq } => {
+                input.end(from, last_seq);
+                acks.set(from, input.hwm(from), true);
+            }
+        }
+    }
+    out.flush().await.map_err(|e| fail("writing", e))?;
+    out.get_ref()
+        .sync_all()
+        .await
+        .map_err(|e| fail("syncing", e))?;
+    progress.send_modify(|p| p.flushed = bytes);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LatencyHist;
+
+    #[test]
+    fn latency_quantiles() {
+        let mut h = LatencyHist::default();
+        assert!(h.summary().is_none());
+        for us in 1..=1000u64 {
+            h.record(us * 10, 1);
+        }
+        let s = h.summary().unwrap();
+        assert!((s.p50 - 5.0).abs() < 0.5, "{s:?}");
+        assert!((s.p99 - 9.9).abs() < 0.6, "{s:?}");
+        assert_eq!(s.max, 10.0);
+    }
+}

@@ -1,0 +1,265 @@
+//! The leader's cluster state: workers, jobs and tasks. One `std::sync::Mutex` guards it; it is
+//! never held across `.await` or I/O — every user copies what it needs out and releases it.
+//! Resource accounting (which worker runs what) is derived from task records, never kept twice.
+
+use super::sink::{LatencyHist, SinkProgress};
+use crate::ids::{JobId, TaskKey, WorkerId};
+use crate::proto::{Command, JobInfo, JobStatus, TaskInfo, TaskState, WorkerInfo, WorkerState};
+use crate::spec::JobSpec;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// A worker as the leader tracks it.
+pub struct WorkerRec {
+    /// Data address.
+    pub data_addr: String,
+    /// Last heartbeat (or registration).
+    pub last_seen: Instant,
+    /// Liveness.
+    pub state: WorkerState,
+    /// Commands waiting for the worker's next poll.
+    pub commands: VecDeque<Command>,
+    /// Wakes the worker's pending poll.
+    pub notify: Arc<Notify>,
+}
+
+/// A task as the leader tracks it (its current attempt).
+#[derive(Clone)]
+pub struct TaskRec {
+    /// Worker running the current attempt.
+    pub worker: WorkerId,
+    /// Current attempt.
+    pub attempt: u32,
+    /// Operator pid.
+    pub pid: Option<u32>,
+    /// State of the current attempt.
+    pub state: TaskState,
+    /// Counters.
+    pub tuples_in: u64,
+    /// Counters.
+    pub tuples_out: u64,
+    /// Recent input rate.
+    pub rate: f64,
+    /// When counters were last updated.
+    pub sampled: Instant,
+    /// Last failure.
+    pub error: Option<String>,
+    /// Operator description.
+    pub operator: String,
+    /// When input last advanced (stall detection).
+    pub progressed: Instant,
+}
+
+/// Events a job's driver reacts to.
+#[derive(Debug)]
+pub enum JobEvent {
+    /// An attempt reached a terminal state.
+    TaskEnded {
+        /// Which task.
+        key: TaskKey,
+        /// Which attempt.
+        attempt: u32,
+        /// Final state.
+        state: TaskState,
+        /// Cause.
+        error: Option<String>,
+    },
+}
+
+/// A job's record; it outlives the job's tasks (retention), so its final status is always
+/// deliverable.
+pub struct JobRec {
+    /// The spec.
+    pub spec: JobSpec,
+    /// Status.
+    pub status: JobStatus,
+    /// Failure cause.
+    pub error: Option<String>,
+    /// Submission time.
+    pub submitted: SystemTime,
+    /// Start instant.
+    pub started: Instant,
+    /// End instant.
+    pub ended: Option<Instant>,
+    /// Tuples the source emitted.
+    pub source_tuples: Arc<AtomicU64>,
+    /// Lines the sink wrote.
+    pub sink_tuples: Arc<AtomicU64>,
+    /// Latency histogram.
+    pub latency: Arc<Mutex<LatencyHist>>,
+    /// Failures seen.
+    pub failures: u64,
+    /// Restarts done.
+    pub recoveries: u64,
+    /// Driver's event inbox (None once the job ended).
+    pub events: Option<mpsc::Sender<JobEvent>>,
+    /// Cancels the job.
+    pub cancel: CancellationToken,
+    /// Output progress, for followers.
+    pub progress: watch::Receiver<SinkProgress>,
+    /// Local path of the sink file.
+    pub sink_file: std::path::PathBuf,
+}
+
+/// Everything the leader knows.
+#[derive(Default)]
+pub struct State {
+    /// Workers by id.
+    pub workers: BTreeMap<WorkerId, WorkerRec>,
+    /// Jobs by id.
+    pub jobs: BTreeMap<JobId, JobRec>,
+    /// Tasks by key.
+    pub tasks: BTreeMap<TaskKey, TaskRec>,
+    /// Next job number.
+    pub next_job: u64,
+    /// Next worker number.
+    pub next_worker: u64,
+}
+
+fn ms_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl State {
+    /// Queues a command for a worker and wakes its poll.
+    pub fn command(&mut self, worker: &WorkerId, cmd: Command) {
+        if let Some(w) = self.workers.get_mut(worker) {
+            if w.state == WorkerState::Alive {
+                w.commands.push_back(cmd);
+                w.notify.notify_one();
+            }
+        }
+    }
+
+    /// Live workers, least loaded first (load derived from task records).
+    pub fn workers_by_load(&self) -> Vec<WorkerId> {
+        let mut load: BTreeMap<&WorkerId, usize> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.state == WorkerState::Alive)
+            .map(|(id, _)| (id, 0))
+            .collect();
+        for t in self.tasks.values() {
+            if !t.state.is_terminal() {
+                if let Some(n) = load.get_mut(&t.worker) {
+                    *n += 1;
+                }
+            }
+        }
+        let mut v: Vec<(usize, &WorkerId)> = load.into_iter().map(|(w, n)| (n, w)).collect();
+        v.sort();
+        v.into_iter().map(|(_, w)| w.clone()).collect()
+    }
+
+    /// Running tasks of a worker.
+    pub fn running_on(&self, worker: &WorkerId) -> u32 {
+        self.tasks
+            .values()
+            .filter(|t| &t.worker == worker && !t.state.is_terminal())
+            .count() as u32
+    }
+
+    /// Public view of a job.
+    pub fn job_info(&self, id: &JobId) -> Option<JobInfo> {
+        let j = self.jobs.get(id)?;
+        let elapsed = j
+            .ended
+            .unwrap_or_else(Instant::now)
+            .duration_since(j.started);
+        Some(JobInfo {
+            id: id.clone(),
+            name: j.spec.name.clone(),
+            status: j.status,
+            error: j.error.clone(),
+            delivery: j.spec.delivery,
+            stages: j
+                .spec
+                .stages
+                .iter()
+                .map(|s| format!("{}×{}", s.tasks, s.operator.describe()))
+                .collect(),
+            sink: j.spec.sink_path.clone(),
+            source_tuples: j.source_tuples.load(Ordering::Relaxed),
+            sink_tuples: j.sink_tuples.load(Ordering::Relaxed),
+            failures: j.failures,
+            recoveries: j.recoveries,
+            submitted_ms: ms_since_epoch(j.submitted),
+            elapsed_ms: elapsed.as_millis() as u64,
+            latency_ms: j
+                .latency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .summary(),
+        })
+    }
+
+    /// Public view of all jobs, oldest first.
+    pub fn jobs_info(&self) -> Vec<JobInfo> {
+        let mut v: Vec<JobInfo> = self
+            .jobs
+            .keys()
+            .filter_map(|id| self.job_info(id))
+            .collect();
+        v.sort_by_key(|j| (j.submitted_ms, j.id.0.len(), j.id.0.clone()));
+        v
+    }
+
+    /// Public view of tasks.
+    pub fn tasks_info(&self) -> Vec<TaskInfo> {
+        let mut v: Vec<TaskInfo> = self
+            .tasks
+            .iter()
+            .map(|(k, t)| TaskInfo {
+                job: k.job.clone(),
+                stage: k.pos.stage,
+                task: k.pos.index,
+                worker: t.worker.clone(),
+                pid: t.pid,
+                state: t.state,
+                attempt: t.attempt,
+                restarts: t.attempt,
+                tuples_in: t.tuples_in,
+                tuples_out: t.tuples_out,
+                input_rate: (t.rate * 10.0).round() / 10.0,
+                operator: t.operator.clone(),
+                error: t.error.clone(),
+            })
+            .collect();
+        v.sort_by_key(|t| (t.job.0.len(), t.job.0.clone(), t.stage, t.task));
+        v
+    }
+
+    /// Public view of workers.
+    pub fn workers_info(&self) -> Vec<WorkerInfo> {
+        let now = Instant::now();
+        let mut v: Vec<WorkerInfo> = self
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerInfo {
+                id: id.clone(),
+                address: w.data_addr.clone(),
+                state: w.state,
+                last_heartbeat_s: (now.duration_since(w.last_seen).as_secs_f64() * 10.0).round()
+                    / 10.0,
+                running_tasks: self.running_on(id),
+            })
+            .collect();
+        v.sort_by_key(|w| (w.id.0.len(), w.id.0.clone()));
+        v
+    }
+}
+
+/// Shared handle to the state.
+pub type SharedState = Arc<Mutex<State>>;
+
+/// Locks the state, recovering from a poisoned lock (a panicking holder cannot leave the
+/// maps half-updated: every mutation is a single insert/remove/assignment).
+pub fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}

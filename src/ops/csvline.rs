@@ -1,0 +1,141 @@
+//! CSV fields of a single line, with real quoting rules, without allocating per line: the
+//! splitter keeps its buffers between calls (`csv_core` does the parsing).
+
+/// Reusable splitter of one CSV record.
+#[derive(Default)]
+pub struct CsvSplitter {
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    nfields: usize,
+}
+
+impl CsvSplitter {
+    /// Splits `line` into fields; read them with [`CsvSplitter::field`].
+    pub fn split(&mut self, line: &str) {
+        let mut rdr = csv_core::Reader::new();
+        if self.out.len() < line.len() + 1 {
+            self.out.resize(line.len() + 1, 0);
+        }
+        if self.ends.len() < 16 {
+            self.ends.resize(16, 0);
+        }
+        let mut input = line.as_bytes();
+        let (mut nout, mut nend) = (0usize, 0usize);
+        loop {
+            let (res, nin, o, e) =
+                rdr.read_record(input, &mut self.out[nout..], &mut self.ends[nend..]);
+            input = &input[nin..];
+            nout += o;
+            nend += e;
+            match res {
+                csv_core::ReadRecordResult::InputEmpty => {
+                    if input.is_empty() {
+                        // Feed the end of input so the last field is terminated.
+                        let (res2, _, o2, e2) =
+                            rdr.read_record(&[], &mut self.out[nout..], &mut self.ends[nend..]);
+                        nout += o2;
+                        nend += e2;
+                        match res2 {
+                            csv_core::ReadRecordResult::OutputEndsFull => {
+                                let l = self.ends.len();
+                                self.ends.resize(l * 2, 0);
+                                continue;
+                            }
+                            csv_core::ReadRecordResult::OutputFull => {
+                                let l = self.out.len();
+                                self.out.resize(l * 2, 0);
+                                continue;
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                csv_core::ReadRecordResult::OutputFull => {
+                    let l = self.out.len();
+                    self.out.resize(l * 2, 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    let l = self.ends.len();
+                    self.ends.resize(l * 2, 0);
+                }
+                csv_core::ReadRecordResult::Record | csv_core::ReadRecordResult::End => break,
+            }
+        }
+        // Ends are relative to the start of the output of the whole record.
+        self.nfields = nend;
+    }
+
+    /// Number of fields found by the last split.
+    pub fn len(&self) -> usize {
+        self.nfields
+    }
+
+    /// Whether the last split found no fields.
+    pub fn is_empty(&self) -> bool {
+        self.nfields == 0
+    }
+
+    /// Field `i` (0-based) of the last split, if present.
+    pub fn field(&self, i: usize) -> Option<&str> {
+        if i >= self.nfields {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        std::str::from_utf8(&self.out[start..self.ends[i]]).ok()
+    }
+}
+
+/// Appends `field` to `out`, quoted only where CSV needs it.
+pub fn push_field(out: &mut String, field: &str) {
+    if field.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        for c in field.chars() {
+            if c == '"' {
+                out.push('"');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    } else {
+        out.push_str(field);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_quoted_fields() {
+        let mut s = CsvSplitter::default();
+        s.split(r#"1,"a, b","say ""hi""",,last"#);
+        assert_eq!(s.len(), 5);
+        assert_eq!(s.field(0), Some("1"));
+        assert_eq!(s.field(1), Some("a, b"));
+        assert_eq!(s.field(2), Some(r#"say "hi""#));
+        assert_eq!(s.field(3), Some(""));
+        assert_eq!(s.field(4), Some("last"));
+        assert_eq!(s.field(5), None);
+        s.split("x");
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.field(0), Some("x"));
+    }
+
+    #[test]
+    fn many_fields_and_long_lines_grow_buffers() {
+        let line: Vec<String> = (0..100).map(|i| format!("field{i}")).collect();
+        let mut s = CsvSplitter::default();
+        s.split(&line.join(","));
+        assert_eq!(s.len(), 100);
+        assert_eq!(s.field(99), Some("field99"));
+    }
+
+    #[test]
+    fn quoting_on_output() {
+        let mut out = String::new();
+        push_field(&mut out, "plain");
+        out.push(',');
+        push_field(&mut out, "a, \"b\"");
+        assert_eq!(out, r#"plain,"a, ""b""""#);
+    }
+}

@@ -1,0 +1,289 @@
+//! Messages of the control plane (leader ⇄ workers, HTTP/JSON on the leader's one address) and
+//! of the public API. Both sides compile from this one file, so they cannot drift apart.
+
+use crate::data::router::Partition;
+use crate::ids::{JobId, TaskKey, TaskPos, WorkerId};
+use crate::spec::{Delivery, OperatorSpec, PathMode};
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a control message changes incompatibly; checked at registration.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A worker asking to join.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Protocol version the worker speaks.
+    pub version: u32,
+    /// `host:port` of its data listener.
+    pub data_addr: String,
+    /// Its OS process id (for operators' eyes only).
+    pub pid: u32,
+}
+
+/// The leader's answer to a registration.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The id the worker uses from now on.
+    pub worker_id: WorkerId,
+    /// How often to heartbeat.
+    pub heartbeat_ms: u64,
+}
+
+/// Lifecycle of a task, as reported by its worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Placed, not yet processing (recovering its log counts as starting).
+    Starting,
+    /// Processing.
+    Running,
+    /// Ended after its end of stream was acknowledged downstream.
+    Finished,
+    /// Ended by a failure (operator crash, kill-task, lost worker).
+    Failed,
+    /// Stopped because its job was cancelled or ended.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Whether no more reports will follow.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+}
+
+/// A task's state and counters, from its worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskReport {
+    /// Which task.
+    pub key: TaskKey,
+    /// Which attempt of it.
+    pub attempt: u32,
+    /// Operator process id, for executables.
+    pub pid: Option<u32>,
+    /// State.
+    pub state: TaskState,
+    /// Tuples accepted (after dedup).
+    pub tuples_in: u64,
+    /// Tuples emitted.
+    pub tuples_out: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Periodic liveness message.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Sender.
+    pub worker_id: WorkerId,
+    /// Every live task's report.
+    pub tasks: Vec<TaskReport>,
+}
+
+/// Reply to a heartbeat or event post.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Known {
+    /// False when the leader no longer knows the worker (declared dead): it must stop its
+    /// tasks and register again.
+    pub known: bool,
+}
+
+/// Terminal and start events, posted as they happen.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Events {
+    /// Sender.
+    pub worker_id: WorkerId,
+    /// The reports.
+    pub reports: Vec<TaskReport>,
+}
+
+/// Everything a worker needs to run one task attempt.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskAssignment {
+    /// Which task.
+    pub key: TaskKey,
+    /// Attempt number (0 first).
+    pub attempt: u32,
+    /// Its operator.
+    pub operator: OperatorSpec,
+    /// How to resolve an executable's path.
+    pub paths: PathMode,
+    /// Number of upstream tasks (incoming links).
+    pub upstream: u32,
+    /// Number of downstream tasks (outgoing links).
+    pub downstream: u32,
+    /// How outputs pick their downstream task.
+    pub partition: Partition,
+    /// Delivery mode.
+    pub delivery: Delivery,
+    /// Current placement of the job.
+    pub routes: Vec<(TaskPos, String)>,
+}
+
+/// A command from leader to worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Command {
+    /// Start a task attempt.
+    Start(TaskAssignment),
+    /// New placement of a job's tasks.
+    Routes {
+        /// Job.
+        job: JobId,
+        /// Position → data address.
+        routes: Vec<(TaskPos, String)>,
+    },
+    /// Stop every task of a job and forget it.
+    StopJob {
+        /// Job.
+        job: JobId,
+    },
+    /// SIGKILL an operator process of this worker (failure injection).
+    Kill {
+        /// Process id.
+        pid: u32,
+    },
+}
+
+/// Final or current status of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Validated and running.
+    Running,
+    /// Every tuple reached the sink, which is durable.
+    Succeeded,
+    /// Failed; see `error`.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the status is final.
+    pub fn is_terminal(self) -> bool {
+        self != JobStatus::Running
+    }
+}
+
+/// Tuple latency summary (source emit → sink write).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median, ms.
+    pub p50: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+    /// Maximum, ms.
+    pub max: f64,
+}
+
+/// A job as the public API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// Id.
+    pub id: JobId,
+    /// Name from the job file.
+    pub name: Option<String>,
+    /// Status.
+    pub status: JobStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Delivery mode.
+    pub delivery: Delivery,
+    /// Stages, described.
+    pub stages: Vec<String>,
+    /// Sink path.
+    pub sink: String,
+    /// Tuples the source emitted.
+    pub source_tuples: u64,
+    /// Lines the sink wrote.
+    pub sink_tuples: u64,
+    /// Task failures seen.
+    pub failures: u64,
+    /// Task restarts done.
+    pub recoveries: u64,
+    /// Submission time, ms since the Unix epoch.
+    pub submitted_ms: u64,
+    /// Run time so far or in total, ms.
+    pub elapsed_ms: u64,
+    /// Latency, once tuples reached the sink.
+    pub latency_ms: Option<Latency>,
+}
+
+/// A task as `rainstorm tasks` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Job id.
+    pub job: JobId,
+    /// Stage (1-based; source and sink are not listed).
+    pub stage: u32,
+    /// Task index in its stage.
+    pub task: u32,
+    /// Worker running (or last running) it.
+    pub worker: WorkerId,
+    /// Operator process id (null for built-ins).
+    pub pid: Option<u32>,
+    /// State.
+    pub state: TaskState,
+    /// Attempt number (0 = never restarted).
+    pub attempt: u32,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Tuples accepted.
+    pub tuples_in: u64,
+    /// Tuples emitted.
+    pub tuples_out: u64,
+    /// Input tuples per second, recent.
+    pub input_rate: f64,
+    /// The operator.
+    pub operator: String,
+    /// Last failure.
+    pub error: Option<String>,
+}
+
+/// Liveness of a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Heartbeating.
+    Alive,
+    /// Missed heartbeats past the timeout, or left.
+    Dead,
+}
+
+/// A worker as `rainstorm workers` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Id.
+    pub id: WorkerId,
+    /// Data address.
+    pub address: String,
+    /// Liveness.
+    pub state: WorkerState,
+    /// Seconds since its last heartbeat.
+    pub last_heartbeat_s: f64,
+    /// Tasks running on it.
+    pub running_tasks: u32,
+}
+
+/// Request of `rainstorm kill-task`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KillRequest {
+    /// Worker id.
+    pub worker: WorkerId,
+    /// Operator process id.
+    pub pid: u32,
+}
+
+/// One event of a job's output stream (NDJSON).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputEvent {
+    /// A chunk of complete output lines.
+    Data(String),
+    /// The final status; always the last event.
+    End(JobInfo),
+}

@@ -1,0 +1,302 @@
+//! The cluster's store: source files, sink files and input logs. One interface, two backends:
+//! a local directory (the embedded default, and the leader's own view) and the leader's HTTP
+//! store API (how workers on other hosts reach it). Writes are whole objects, atomic and
+//! durable (temp file, fsync, rename), so logs made of immutable segments work on object storage.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
+
+/// A store failure, with whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist.
+    #[error("{0}: not found in the store")]
+    NotFound(String),
+    /// The path is not a valid store path.
+    #[error("{0:?} is not a valid store path (relative, no '..')")]
+    BadPath(String),
+    /// Local I/O failed.
+    #[error("store i/o on {path}: {source}")]
+    Io {
+        /// Store path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The leader's store API failed.
+    #[error("store request {0}")]
+    Http(String),
+}
+
+/// One listed object.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Store path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Checks and normalises a store path (`a/b/c`, no leading slash, no `..`).
+pub fn clean_path(path: &str) -> Result<String, StoreError> {
+    let p = Path::new(path.trim_start_matches('/'));
+    let mut parts = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            _ => return Err(StoreError::BadPath(path.to_string())),
+        }
+    }
+    if parts.is_empty() {
+        return Err(StoreError::BadPath(path.to_string()));
+    }
+    Ok(parts.join("/"))
+}
+
+/// The store handle every component holds.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// A directory on this host.
+    Local(PathBuf),
+    /// The leader's store API at this base URL.
+    Http(String, reqwest::Client),
+}
+
+fn io_err(path: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            StoreError::NotFound(path.to_string())
+        } else {
+            StoreError::Io {
+                path: path.to_string(),
+                source,
+            }
+        }
+    }
+}
+
+/// Writes `data` to `target` atomically and durably: temp file, fsync, rename, fsync directory.
+pub fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(target).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        let path = entry.path();
+        if ft.is_dir() {
+            walk(root, &path, out)?;
+        } else if ft.is_file() {
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(".tmp") {
+                continue;
+            }
+            let rel = path.strip_prefix(root).unwrap_or(&path);
+            out.push(ObjectMeta {
+                path: rel.to_string_lossy().into_owned(),
+                size: entry.metadata()?.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// A store over a local directory (created if missing).
+    pub fn local(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(io_err("(root)"))?;
+        Ok(Store::Local(root))
+    }
+
+    /// A store reached through the leader's HTTP API.
+    pub fn http(leader: &str) -> Store {
+        Store::Http(
+            leader.trim_end_matches('/').to_string(),
+            reqwest::Client::new(),
+        )
+    }
+
+    /// The local file behind a store path, when the store is local.
+    pub fn local_path(&self, path: &str) -> Result<Option<PathBuf>, StoreError> {
+        let clean = clean_path(path)?;
+        Ok(match self {
+            Store::Local(root) => Some(root.join(clean)),
+            Store::Http(..) => None,
+        })
+    }
+
+    /// Writes an object atomically and durably.
+    pub async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        let clean = clean_path(path)?;
+        match self {
+            Store::Local(root) => {
+                let target = root.join(&clean);
+                tokio::task::spawn_blocking(move || write_atomic(&target, &data))
+                    .await
+                    .map_err(|e| StoreError::Http(format!("blocking task: {e}")))?
+                    .map_err(io_err(&clean))
+            }
+            Store::Http(base, client) => {
+                let resp = client
+                    .put(format!("{base}/api/store/{clean}"))
+                    .body(data)
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Http(format!("PUT {clean}: {e}")))?;
+                check(resp, &clean).await.map(|_| ())
+            }
+        }
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
+        let clean = clean_path(path)?;
+        match self {
+            Store::Local(root) => {
+                let target = root.join(&clean);
+                tokio::fs::read(&target)
+                    .await
+                    .map(Bytes::from)
+                    .map_err(io_err(&clean))
+            }
+            Store::Http(base, client) => {
+                let resp = client
+                    .get(format!("{base}/api/store/{clean}"))
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))?;
+                let resp = check(resp, &clean).await?;
+                resp.bytes()
+                    .await
+                    .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))
+            }
+        }
+    }
+
+    /// Lists objects under a prefix (a path prefix; `""` lists everything), sorted by path.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        match self {
+            Store::Local(root) => {
+                let root = root.clone();
+                let prefix = prefix.trim_start_matches('/').to_string();
+                tokio::task::spawn_blocking(move || {
+                    // Walk only the deepest directory the prefix names.
+                    let dir_part = match prefix.rfind('/') {
+                        Some(i) => &prefix[..i],
+                        None => "",
+                    };
+                    let mut out = Vec::new();
+                    walk(&root, &root.join(dir_part), &mut out).map_err(io_err(&prefix))?;
+                    out.retain(|o| o.path.starts_with(&prefix));
+                    out.sort_by(|a, b| a.path.cmp(&b.path));
+                    Ok(out)
+                })
+                .await
+                .map_err(|e| StoreError::Http(format!("blocking task: {e}")))?
+            }
+            Store::Http(base, client) => {
+                let resp = client
+                    .get(format!("{base}/api/store"))
+                    .query(&[("prefix", prefix)])
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Http(format!("LIST {prefix}: {e}")))?;
+                let resp = check(resp, prefix).await?;
+                resp.json()
+                    .await
+                    .map_err(|e| StoreError::Http(format!("LIST {prefix}: {e}")))
+            }
+        }
+    }
+
+    /// Deletes every object under a prefix (used to drop a finished job's logs).
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        let clean = clean_path(prefix)?;
+        match self {
+            Store::Local(root) => {
+                let dir = root.join(&clean);
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(io_err(&clean)(e)),
+                }
+            }
+            Store::Http(base, client) => {
+                let resp = client
+                    .delete(format!("{base}/api/store/{clean}"))
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Http(format!("DELETE {clean}: {e}")))?;
+                check(resp, &clean).await.map(|_| ())
+            }
+        }
+    }
+}
+
+async fn check(resp: reqwest::Response, path: &str) -> Result<reqwest::Response, StoreError> {
+    match resp.status() {
+        s if s.is_success() => Ok(resp),
+        reqwest::StatusCode::NOT_FOUND => Err(StoreError::NotFound(path.to_string())),
+        s => {
+            let body = resp.text().await.unwrap_or_default();
+            Err(StoreError::Http(format!("{path}: {s}: {body}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path()).unwrap();
+        store
+            .put("a/b/one", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        store.put("a/two", Bytes::from_static(b"22")).await.unwrap();
+        store.put("c", Bytes::from_static(b"")).await.unwrap();
+        assert_eq!(&store.get("a/b/one").await.unwrap()[..], b"1");
+        let all: Vec<_> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        assert_eq!(all, ["a/b/one", "a/two", "c"]);
+        let a: Vec<_> = store
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        assert_eq!(a, ["a/b/one", "a/two"]);
+        store.delete_prefix("a").await.unwrap();
+        assert!(matches!(
+            store.get("a/two").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(clean_path("../etc/passwd").is_err());
+        assert_eq!(clean_path("/x/./y").unwrap(), "x/y");
+    }
+}

@@ -1,0 +1,557 @@
+//! The runtime of one task attempt on a worker: recover (exactly-once), then consume the inbox,
+//! dedup, log, process, route; finish by draining — end of stream in, operator exit, end of
+//! stream out and acknowledged. Every exit path returns exactly one [`TaskEnd`].
+
+use crate::data::inbound::{AckBoard, Inbound, Registry};
+use crate::data::input::InputState;
+use crate::data::link::{run_link, LinkEnd, LinkSpec};
+use crate::data::router::Router;
+use crate::data::routes::Routes;
+use crate::data::DataConfig;
+use crate::ids::TaskPos;
+use crate::log::{
+    decode_segment, encode_record, recover_lineage, seal_segment, segment_path, LogError, LogRecord,
+};
+use crate::ops::builtin::Builtin;
+use crate::ops::exec::{ExecError, ExecOperator};
+use crate::proto::{TaskAssignment, TaskState};
+use crate::spec::{Delivery, OperatorSpec};
+use crate::store::Store;
+use crate::tuple::Tuple;
+use bytes::BytesMut;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How a task attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// Drained and acknowledged downstream.
+    Finished,
+    /// Failed, with the cause.
+    Failed(String),
+    /// Stopped by cancellation.
+    Cancelled,
+}
+
+/// Live state of a task, read by heartbeats without touching the task.
+#[derive(Default)]
+pub struct TaskStatus {
+    state: AtomicU8,
+    /// Operator process id (0 = none).
+    pub pid: AtomicU32,
+    /// Tuples accepted.
+    pub tuples_in: AtomicU64,
+    /// Tuples emitted.
+    pub tuples_out: Arc<AtomicU64>,
+    /// Failure cause.
+    pub error: Mutex<Option<String>>,
+}
+
+impl TaskStatus {
+    /// Current state.
+    pub fn state(&self) -> TaskState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => TaskState::Starting,
+            1 => TaskState::Running,
+            2 => TaskState::Finished,
+            3 => TaskState::Failed,
+            _ => TaskState::Cancelled,
+        }
+    }
+
+    /// Sets the state.
+    pub fn set_state(&self, s: TaskState) {
+        let v = match s {
+            TaskState::Starting => 0,
+            TaskState::Running => 1,
+            TaskState::Finished => 2,
+            TaskState::Failed => 3,
+            TaskState::Cancelled => 4,
+        };
+        self.state.store(v, Ordering::Relaxed);
+    }
+}
+
+/// What a task needs from its process.
+#[derive(Clone)]
+pub struct TaskEnv {
+    /// Where tasks register to receive data.
+    pub registry: Arc<Registry>,
+    /// Where tasks find each other.
+    pub routes: Arc<Routes>,
+    /// Data-plane tunables.
+    pub cfg: DataConfig,
+    /// The store (logs).
+    pub store: Store,
+}
+
+enum Operator {
+    Builtin(Builtin, Router, Vec<Tuple>),
+    Exec(ExecOperator),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ExecError> for Stop {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Closed => Stop::Cancelled,
+            other => Stop::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<LogError> for Stop {
+    fn from(e: LogError) -> Self {
+        Stop::Failed(format!("input log: {e}"))
+    }
+}
+
+impl Operator {
+    async fn feed(&mut self, t: Tuple, emit_ns: u64) -> Result<(), Stop> {
+        match self {
+            Operator::Builtin(op, router, out) => {
+                op.process(t, out);
+                for t in out.drain(..) {
+                    router.push(t, emit_ns).await.map_err(|_| Stop::Cancelled)?;
+                }
+                Ok(())
+            }
+            Operator::Exec(op) => Ok(op.feed(&t, emit_ns).await?),
+        }
+    }
+
+    async fn idle(&mut self) -> Result<(), Stop> {
+        match self {
+            Operator::Builtin(_, router, _) => router.flush().await.map_err(|_| Stop::Cancelled),
+            Operator::Exec(op) => Ok(op.idle().await?),
+        }
+    }
+
+    async fn died(&mut self) -> Stop {
+        match self {
+            Operator::Builtin(..) => std::future::pending().await,
+            Operator::Exec(op) => op.died().await.into(),
+        }
+    }
+
+    async fn finish(self) -> Result<(), Stop> {
+        let router = match self {
+            Operator::Builtin(_, router, _) => router,
+            Operator::Exec(op) => op.finish().await?,
+        };
+        router.finish().await.map_err(|_| Stop::Cancelled)
+    }
+
+    async fn abort(self) {
+        if let Operator::Exec(op) = self {
+            op.abort().await;
+        }
+    }
+}
+
+/// Group commit of the input log: records queue here while the previous segment is being
+/// written, and each segment write acknowledges everything it holds.
+struct LogWriter {
+    tx: mpsc::Sender<(BytesMut, (u32, u64, bool))>,
+}
+
+async fn log_writer(
+    env: TaskEnv,
+    key: crate::ids::TaskKey,
+    attempt: u32,
+    acks: Arc<AckBoard>,
+    mut rx: mpsc::Receiver<(BytesMut, (u32, u64, bool))>,
+) -> Result<(), LogError> {
+    const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
+    let mut n: u64 = 0;
+    let mut body = BytesMut::new();
+    let mut marks: Vec<(u32, u64, bool)> = Vec::new();
+    while let Some((rec, mark)) = rx.recv().await {
+        body.clear();
+        marks.clear();
+        body.extend_from_slice(&rec);
+        marks.push(mark);
+        while body.len() < SEGMENT_BYTES {
+            match rx.try_recv() {
+                Ok((rec, mark)) => {
+                    body.extend_from_slice(&rec);
+                    marks.push(mark);
+                }
+                Err(_) => break,
+            }
+        }
+        let seg = seal_segment(&body, marks.len() as u32);
+        env.store.put(&segment_path(&key, attempt, n), seg).await?;
+        n += 1;
+        for (from, upto, eos) in &marks {
+            acks.set(*from, *upto, *eos);
+        }
+    }
+    Ok(())
+}
+
+/// Resolves the local executable for an operator path (fetching it from the store in cluster
+/// mode into `ops_dir`).
+pub async fn resolve_exec(
+    store: &Store,
+    a: &TaskAssignment,
+    path: &str,
+    ops_dir: &std::path::Path,
+) -> Result<PathBuf, String> {
+    let local = PathBuf::from(path);
+    if a.paths == crate::spec::PathMode::Local || (local.is_absolute() && local.exists()) {
+        return Ok(local);
+    }
+    let clean = crate::store::clean_path(path).map_err(|e| e.to_string())?;
+    let target = ops_dir.join(&a.key.job.0).join(&clean);
+    if !target.exists() {
+        let data = store
+            .get(&clean)
+            .await
+            .map_err(|e| format!("fetching operator: {e}"))?;
+        let t = target.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            crate::store::write_atomic(&t, &data)?;
+            std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o755))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("installing operator {}: {e}", target.display()))?;
+    }
+    Ok(target)
+}
+
+/// Runs one task attempt to its end.
+pub async fn run_task(
+    env: TaskEnv,
+    a: TaskAssignment,
+    exec_path: Option<PathBuf>,
+    status: Arc<TaskStatus>,
+    cancel: CancellationToken,
+) -> TaskEnd {
+    let key = a.key.clone();
+    let (inbox, acks, registration) = env.registry.register(key.clone(), env.cfg.queue_batches);
+    env.routes.set_many(&key.job, &a.routes);
+    let mut links = JoinSet::new();
+    let link_cancel = cancel.child_token();
+    let mut senders = Vec::new();
+    for i in 0..a.downstream {
+        let (tx, rx) = mpsc::channel(env.cfg.queue_batches);
+        senders.push(tx);
+        let spec = LinkSpec {
+            job: key.job.clone(),
+            from: key.pos,
+            to: TaskPos {
+                stage: key.pos.stage + 1,
+                index: i,
+            },
+            resend: a.delivery != Delivery::AtMostOnce,
+        };
+        links.spawn(run_link(
+            spec,
+            env.cfg.clone(),
+            rx,
+            env.routes.watch(&key.job),
+            link_cancel.clone(),
+        ));
+    }
+    let router = Router::new(
+        senders,
+        a.partition.clone(),
+        env.cfg.clone(),
+        status.tuples_out.clone(),
+    );
+    let op = match (&a.operator, exec_path) {
+        (OperatorSpec::Builtin { name, args }, _) => match Builtin::from_spec(name, args) {
+            Ok(b) => Operator::Builtin(b, router, Vec::new()),
+            Err(e) => {
+                return end(
+                    &status,
+                    TaskEnd::Failed(e),
+                    links,
+                    link_cancel,
+                    registration,
+                )
+                .await
+            }
+        },
+        (OperatorSpec::Exec { args, .. }, Some(path)) => {
+            match ExecOperator::spawn(&path, args, router) {
+                Ok(op) => {
+                    status.pid.store(op.pid(), Ordering::Relaxed);
+                    Operator::Exec(op)
+                }
+                Err(e) => {
+                    return end(
+                        &status,
+                        TaskEnd::Failed(e.to_string()),
+                        links,
+                        link_cancel,
+                        registration,
+                    )
+                    .await
+                }
+            }
+        }
+        (OperatorSpec::Exec { path, .. }, None) => {
+            let e = TaskEnd::Failed(format!("operator {path} is not available on this worker"));
+            return end(&status, e, links, link_cancel, registration).await;
+        }
+    };
+    let mut bg = JoinSet::new();
+    let result = drive(&env, &a, op, inbox, &acks, &status, &cancel, &mut bg).await;
+    let outcome = match result {
+        Ok(()) => {
+            // Wait for every link to deliver its end of stream.
+            let mut outcome = TaskEnd::Finished;
+            while let Some(res) = links.join_next().await {
+                match res {
+                    Ok(LinkEnd::Done) => {}
+                    Ok(LinkEnd::Cancelled) => outcome = TaskEnd::Cancelled,
+                    Err(e) => outcome = TaskEnd::Failed(format!("link task: {e}")),
+                }
+            }
+            outcome
+        }
+        Err(Stop::Cancelled) => TaskEnd::Cancelled,
+        Err(Stop::Failed(e)) => TaskEnd::Failed(e),
+    };
+    bg.shutdown().await;
+    end(&status, outcome, links, link_cancel, registration).await
+}
+
+async fn end(
+    status: &TaskStatus,
+    outcome: TaskEnd,
+    mut links: JoinSet<LinkEnd>,
+    link_cancel: CancellationToken,
+    registration: crate::data::inbound::Registration,
+) -> TaskEnd {
+    link_cancel.cancel();
+    while links.join_next().await.is_some() {}
+    drop(registration);
+    match &outcome {
+        TaskEnd::Finished => status.set_state(TaskState::Finished),
+        TaskEnd::Failed(e) => {
+            *status.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            status.set_state(TaskState::Failed);
+        }
+        TaskEnd::Cancelled => status.set_state(TaskState::Cancelled),
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    env: &TaskEnv,
+    a: &TaskAssignment,
+    mut op: Operator,
+    mut inbox: mpsc::Receiver<Inbound>,
+    acks: &Arc<AckBoard>,
+    status: &TaskStatus,
+    cancel: &CancellationToken,
+    bg: &mut JoinSet<Result<(), LogError>>,
+) -> Result<(), Stop> {
+    let exactly_once = a.delivery == Delivery::ExactlyOnce;
+    let mut input = InputState::new(a.upstream);
+    let res = async {
+        if exactly_once {
+            let lineage = recover_lineage(&env.store, &a.key, a.attempt).await?;
+            let mut replayed = 0u64;
+            for seg in &lineage {
+                let data = env.store.get(seg).await.map_err(LogError::from)?;
+                for rec in decode_segment(seg, data)? {
+                    match rec {
+                        LogRecord::Batch {
+                            from,
+                            first_seq,
+                            emit_ns,
+                            tuples,
+                        } => {
+                            let n = tuples.len() as u64;
+                            for t in tuples {
+                                op.feed(t, emit_ns).await?;
+                            }
+                            replayed += n;
+                            input.advance(from, first_seq + n - 1);
+                        }
+                        LogRecord::Eos { from, last_seq } => {
+                            input.end(from, last_seq);
+                        }
+                    }
+                }
+            }
+            status.tuples_in.store(replayed, Ordering::Relaxed);
+            if !lineage.is_empty() {
+                info!(task = %a.key, attempt = a.attempt, segments = lineage.len(), tuples = replayed, "recovered from input log");
+            }
+        }
+        for from in 0..input.links() {
+            acks.set(from, input.hwm(from), input.ended(from));
+        }
+        Ok::<(), Stop>(())
+    };
+    if let Err(e) = tokio::select! { _ = cancel.cancelled() => Err(Stop::Cancelled), r = res => r }
+    {
+        op.abort().await;
+        return Err(e);
+    }
+    status.set_state(TaskState::Running);
+
+    let log = if exactly_once {
+        let (tx, rx) = mpsc::channel(64);
+        bg.spawn(log_writer(
+            env.clone(),
+            a.key.clone(),
+            a.attempt,
+            acks.clone(),
+            rx,
+        ));
+        Some(LogWriter { tx })
+    } else {
+        None
+    };
+    let res = consume(
+        &mut op, &mut inbox, &mut input, acks, &log, status, cancel, a,
+    )
+    .await;
+    if let Err(e) = res {
+        op.abort().await;
+        return Err(e);
+    }
+    // All inputs ended: let the operator drain, then close the log (acking the final EOS).
+    let finished = tokio::select! {
+        _ = cancel.cancelled() => Err(Stop::Cancelled),
+        r = op.finish() => r,
+    };
+    drop(log);
+    finished?;
+    while let Some(res) = bg.join_next().await {
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(Stop::Failed(format!("log writer: {e}"))),
+        }
+    }
+    debug!(task = %a.key, "operator drained");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn consume(
+    op: &mut Operator,
+    inbox: &mut mpsc::Receiver<Inbound>,
+    input: &mut InputState,
+    acks: &AckBoard,
+    log: &Option<LogWriter>,
+    status: &TaskStatus,
+    cancel: &CancellationToken,
+    a: &TaskAssignment,
+) -> Result<(), Stop> {
+    while !input.all_ended() {
+        let msg = match inbox.try_recv() {
+            Ok(m) => m,
+            Err(_) => {
+                op.idle().await?;
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Err(Stop::Cancelled),
+                    e = op.died() => return Err(e),
+                    m = inbox.recv() => match m {
+                        Some(m) => m,
+                        None => return Err(Stop::Cancelled),
+                    },
+                }
+            }
+        };
+        if cancel.is_cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        match msg {
+            Inbound::Batch {
+                from,
+                first_seq,
+                emit_ns,
+                mut tuples,
+            } => {
+                let Some(dups) = input.duplicates(from, first_seq) else {
+                    warn!(task = %a.key, from, "batch from an unknown upstream task; dropped");
+                    continue;
+                };
+                let n = tuples.len() as u64;
+                let last = first_seq + n - 1;
+                if dups >= n {
+                    // Entirely seen before (a re-send): just re-ack.
+                    if log.is_none() {
+                        acks.set(from, input.hwm(from), input.ended(from));
+                    }
+                    continue;
+                }
+                if dups > 0 {
+                    tuples.drain(..dups as usize);
+                }
+                input.advance(from, last);
+                status
+                    .tuples_in
+                    .fetch_add(tuples.len() as u64, Ordering::Relaxed);
+                if let Some(log) = log {
+                    let mut rec = BytesMut::new();
+                    let r = LogRecord::Batch {
+                        from,
+                        first_seq: first_seq + dups,
+                        emit_ns,
+                        tuples,
+                    };
+                    encode_record(&mut rec, &r);
+                    let LogRecord::Batch { tuples, .. } = r else {
+                        unreachable!()
+                    };
+                    if log.tx.send((rec, (from, last, false))).await.is_err() {
+                        return Err(Stop::Failed("input log writer stopped".into()));
+                    }
+                    for t in tuples {
+                        op.feed(t, emit_ns).await?;
+                    }
+                } else {
+                    for t in tuples {
+                        op.feed(t, emit_ns).await?;
+                    }
+                    acks.set(from, last, false);
+                }
+            }
+            Inbound::Eos { from, last_seq } => {
+                if input.hwm(from) < last_seq && a.delivery != Delivery::AtMostOnce {
+                    warn!(task = %a.key, from, last_seq, hwm = input.hwm(from), "end of stream before all tuples; waiting for re-send");
+                    continue;
+                }
+                if input.end(from, last_seq) {
+                    if let Some(log) = log {
+                        let mut rec = BytesMut::new();
+                        encode_record(&mut rec, &LogRecord::Eos { from, last_seq });
+                        if log.tx.send((rec, (from, last_seq, true))).await.is_err() {
+                            return Err(Stop::Failed("input log writer stopped".into()));
+                        }
+                    } else {
+                        acks.set(from, last_seq, true);
+                    }
+                } else if log.is_none() {
+                    acks.set(from, last_seq, true);
+                }
+            }
+        }
+    }
+    Ok(())
+}

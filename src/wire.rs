@@ -1,0 +1,304 @@
+//! The data plane's frame format.
+//!
+//! Every TCP connection carries one link `(job, from task) → (job, to task)`. Frames are
+//! length-delimited (4-byte big-endian length, by `tokio_util`'s codec) and start with a tag byte:
+//!
+//! | tag | frame  | body                                                                     |
+//! |-----|--------|--------------------------------------------------------------------------|
+//! | 1   | Hello  | job (str), from stage, from index, to stage, to index (u32 each)          |
+//! | 2   | Batch  | first_seq u64, emit_ns u64, count u32, then count × (key str, value str)  |
+//! | 3   | Eos    | last_seq u64: the link's end of stream, behind its last batch              |
+//! | 4   | Ack    | upto u64, eos u8: cumulative — everything ≤ upto is accepted (durably, under exactly-once) |
+//! | 5   | Reject | retry u8, reason (str): the destination cannot take this link now         |
+//!
+//! Strings are a u32 length and UTF-8 bytes. Sequence numbers start at 1 per link; a link's
+//! tuples are numbered, not its batches, so dedup works tuple by tuple whatever the batching.
+//! Acks are cumulative, so a late or repeated ack is harmless.
+
+use crate::tuple::Tuple;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+/// Largest frame either side accepts; a batch is cut well below it.
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// A malformed frame: the connection is reset and the link resumes from its last ack.
+#[derive(Debug, Error)]
+pub enum WireError {
+    /// The frame ended before its fields did.
+    #[error("truncated frame")]
+    Truncated,
+    /// Unknown tag byte.
+    #[error("unknown frame tag {0}")]
+    UnknownTag(u8),
+    /// A string field is not UTF-8.
+    #[error("invalid utf-8 in frame")]
+    Utf8,
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// First frame on a connection: names the link.
+    Hello {
+        /// Job id.
+        job: String,
+        /// Sending task's stage.
+        from_stage: u32,
+        /// Sending task's index.
+        from_index: u32,
+        /// Receiving task's stage.
+        to_stage: u32,
+        /// Receiving task's index.
+        to_index: u32,
+    },
+    /// Tuples numbered `first_seq ..`.
+    Batch {
+        /// Sequence number of the first tuple.
+        first_seq: u64,
+        /// Oldest source emit time (ns since the Unix epoch) among the tuples, for latency.
+        emit_ns: u64,
+        /// The tuples.
+        tuples: Vec<Tuple>,
+    },
+    /// End of stream after tuple `last_seq`.
+    Eos {
+        /// Last sequence number the link ever carries.
+        last_seq: u64,
+    },
+    /// Cumulative acknowledgement.
+    Ack {
+        /// Every tuple with a sequence number ≤ `upto` is accepted.
+        upto: u64,
+        /// The end of stream is accepted too.
+        eos: bool,
+    },
+    /// The destination refuses the link (unknown or finished task).
+    Reject {
+        /// Whether the sender should try again later (the task may be starting or restarting).
+        retry: bool,
+        /// Human-readable reason, for logs.
+        reason: String,
+    },
+}
+
+fn put_str(buf: &mut BytesMut, s: &str) {
+    buf.put_u32(s.len() as u32);
+    buf.put_slice(s.as_bytes());
+}
+
+fn get_u32(buf: &mut Bytes) -> Result<u32, WireError> {
+    if buf.remaining() < 4 {
+        return Err(WireError::Truncated);
+    }
+    Ok(buf.get_u32())
+}
+
+fn get_u64(buf: &mut Bytes) -> Result<u64, WireError> {
+    if buf.remaining() < 8 {
+        return Err(WireError::Truncated);
+    }
+    Ok(buf.get_u64())
+}
+
+fn get_str(buf: &mut Bytes) -> Result<String, WireError> {
+    let len = get_u32(buf)? as usize;
+    if buf.remaining() < len {
+        return Err(WireError::Truncated);
+    }
+    let bytes = buf.split_to(len);
+    String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Utf8)
+}
+
+/// Encodes the body of a batch frame straight from tuples, so a sender never builds a `Frame`.
+pub fn encode_batch(first_seq: u64, emit_ns: u64, tuples: &[Tuple]) -> Bytes {
+    let size: usize = tuples.iter().map(|t| 8 + t.key.len() + t.value.len()).sum();
+    let mut buf = BytesMut::with_capacity(1 + 20 + size);
+    buf.put_u8(2);
+    buf.put_u64(first_seq);
+    buf.put_u64(emit_ns);
+    buf.put_u32(tuples.len() as u32);
+    for t in tuples {
+        put_str(&mut buf, &t.key);
+        put_str(&mut buf, &t.value);
+    }
+    buf.freeze()
+}
+
+/// Decodes the tuples of a batch body (after `first_seq`, `emit_ns`); shared with the input log.
+pub fn decode_tuples(buf: &mut Bytes) -> Result<Vec<Tuple>, WireError> {
+    let n = get_u32(buf)? as usize;
+    let mut tuples = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let key = get_str(buf)?;
+        let value = get_str(buf)?;
+        tuples.push(Tuple { key, value });
+    }
+    Ok(tuples)
+}
+
+/// Appends tuples in the batch body layout (count, then pairs); shared with the input log.
+pub fn encode_tuples(buf: &mut BytesMut, tuples: &[Tuple]) {
+    buf.put_u32(tuples.len() as u32);
+    for t in tuples {
+        put_str(buf, &t.key);
+        put_str(buf, &t.value);
+    }
+}
+
+impl Frame {
+    /// Serialises the frame (without the length prefix the codec adds).
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Frame::Batch {
+                first_seq,
+                emit_ns,
+                tuples,
+            } => encode_batch(*first_seq, *emit_ns, tuples),
+            Frame::Hello {
+                job,
+                from_stage,
+                from_index,
+                to_stage,
+                to_index,
+            } => {
+                let mut buf = BytesMut::with_capacity(32 + job.len());
+                buf.put_u8(1);
+                put_str(&mut buf, job);
+                buf.put_u32(*from_stage);
+                buf.put_u32(*from_index);
+                buf.put_u32(*to_stage);
+                buf.put_u32(*to_index);
+                buf.freeze()
+            }
+            Frame::Eos { last_seq } => {
+                let mut buf = BytesMut::with_capacity(9);
+                buf.put_u8(3);
+                buf.put_u64(*last_seq);
+                buf.freeze()
+            }
+            Frame::Ack { upto, eos } => {
+                let mut buf = BytesMut::with_capacity(10);
+                buf.put_u8(4);
+                buf.put_u64(*upto);
+                buf.put_u8(u8::from(*eos));
+                buf.freeze()
+            }
+            Frame::Reject { retry, reason } => {
+                let mut buf = BytesMut::with_capacity(6 + reason.len());
+                buf.put_u8(5);
+                buf.put_u8(u8::from(*retry));
+                put_str(&mut buf, reason);
+                buf.freeze()
+            }
+        }
+    }
+
+    /// Parses one frame body.
+    pub fn decode(mut buf: Bytes) -> Result<Frame, WireError> {
+        if buf.is_empty() {
+            return Err(WireError::Truncated);
+        }
+        let tag = buf.get_u8();
+        let frame = match tag {
+            1 => Frame::Hello {
+                job: get_str(&mut buf)?,
+                from_stage: get_u32(&mut buf)?,
+                from_index: get_u32(&mut buf)?,
+                to_stage: get_u32(&mut buf)?,
+                to_index: get_u32(&mut buf)?,
+            },
+            2 => {
+                let first_seq = get_u64(&mut buf)?;
+                let emit_ns = get_u64(&mut buf)?;
+                let tuples = decode_tuples(&mut buf)?;
+                Frame::Batch {
+                    first_seq,
+                    emit_ns,
+                    tuples,
+                }
+            }
+            3 => Frame::Eos {
+                last_seq: get_u64(&mut buf)?,
+            },
+            4 => {
+                let upto = get_u64(&mut buf)?;
+                if buf.remaining() < 1 {
+                    return Err(WireError::Truncated);
+                }
+                Frame::Ack {
+                    upto,
+                    eos: buf.get_u8() != 0,
+                }
+            }
+            5 => {
+                if buf.remaining() < 1 {
+                    return Err(WireError::Truncated);
+                }
+                let retry = buf.get_u8() != 0;
+                Frame::Reject {
+                    retry,
+                    reason: get_str(&mut buf)?,
+                }
+            }
+            other => return Err(WireError::UnknownTag(other)),
+        };
+        Ok(frame)
+    }
+}
+
+/// The codec every data-plane connection uses.
+pub fn codec() -> tokio_util::codec::LengthDelimitedCodec {
+    tokio_util::codec::LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let frames = vec![
+            Frame::Hello {
+                job: "job-1".into(),
+                from_stage: 1,
+                from_index: 2,
+                to_stage: 2,
+                to_index: 0,
+            },
+            Frame::Batch {
+                first_seq: 7,
+                emit_ns: 99,
+                tuples: vec![Tuple::new("k", "v"), Tuple::new("", "ünïcode")],
+            },
+            Frame::Eos { last_seq: 8 },
+            Frame::Ack { upto: 8, eos: true },
+            Frame::Reject {
+                retry: true,
+                reason: "no such task".into(),
+            },
+        ];
+        for f in frames {
+            assert_eq!(Frame::decode(f.encode()).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn truncated_frames_are_errors_not_panics() {
+        let full = Frame::Batch {
+            first_seq: 1,
+            emit_ns: 0,
+            tuples: vec![Tuple::new("key", "value")],
+        }
+        .encode();
+        for cut in 0..full.len() {
+            assert!(Frame::decode(full.slice(..cut)).is_err());
+        }
+        assert!(matches!(
+            Frame::decode(Bytes::from_static(&[42])),
+            Err(WireError::UnknownTag(42))
+        ));
+    }
+}
