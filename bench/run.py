@@ -252,7 +252,6 @@ def measure(argv, cwd, stdout_path, stderr_path, timeout):
         res["error"] = str(e)
         return res
     pid = proc.pid
-    sampler = TreeSampler(pid)
     done = threading.Event()
     outcome = {}
 
@@ -263,15 +262,25 @@ def measure(argv, cwd, stdout_path, stderr_path, timeout):
         outcome["usage"] = usage
         done.set()
 
-    threading.Thread(target=reap, daemon=True).start()
-    deadline = t0 + timeout
-    while not done.is_set():
-        sampler.sample()
-        if time.perf_counter() > deadline:
-            res["timed_out"] = True
-            stop_group(pid, done)
-            break
-        done.wait(SAMPLE_EVERY)
+    try:
+        sampler = TreeSampler(pid)
+        threading.Thread(target=reap, daemon=True).start()
+        deadline = t0 + timeout
+        while not done.is_set():
+            sampler.sample()
+            if time.perf_counter() > deadline:
+                res["timed_out"] = True
+                stop_group(pid, done)
+                break
+            done.wait(SAMPLE_EVERY)
+    except BaseException:
+        # E.g. Ctrl-C: the run has its own session, so the terminal's SIGINT did not reach
+        # it. Do not leave it running.
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        raise
     done.wait(30)
     if "status" not in outcome:
         res["error"] = "could not reap the process"
@@ -291,7 +300,8 @@ def measure(argv, cwd, stdout_path, stderr_path, timeout):
     # (ru_maxrss is no substitute for a process too short-lived to sample: it also counts
     # the memory the child shared with this script between fork and exec.)
     res["mem"] = sampler.report()
-    res["tree_kb"] = sampler.peak_total
+    # The tree's sampled sum can miss the root's peak, which VmHWM keeps; it is never less.
+    res["tree_kb"] = max(sampler.peak_total, res["mem"]["main"])
     return res
 
 

@@ -16,7 +16,8 @@ the tuples arrived in, so that multiset is the expected output.
 Every line of the file is a tuple, the header included (it matches no app's filter with the
 default parameters). A trailing "\\r" is dropped from each line, the way line readers treat
 CRLF files. Each line is parsed with Python's csv module; a column beyond the end of a
-record is empty for select and absent for count (that record is not counted).
+record is empty. select's output is re-quoted like csv.writer (only where needed); count's
+`VALUE,COUNT` is written as is, like the built-in count-by.
 
 --compare FILE checks FILE (the sink output) against the reference instead of printing it
 and exits 0 if the multisets are equal, 1 if not, listing a few missing / unexpected lines.
@@ -97,11 +98,10 @@ def reference_lines(app, path, contains=DEFAULT_FILTER, filter_col=None, filter_
         for line, fields in matching_records(path, contains, filter_col, filter_value):
             if fields is None:
                 fields = parse_record(line)
-            if len(fields) >= col:
-                totals[fields[col - 1]] += 1
+            totals[fields[col - 1] if len(fields) >= col else ""] += 1
         for cat, n in totals.items():
             for i in range(1, n + 1):
-                out.append(write_record([cat, str(i)]))
+                out.append("%s,%d" % (cat, i))
     else:
         raise ValueError("unknown app %r (expected app1 or app2)" % app)
     out.sort()

@@ -121,6 +121,8 @@ pub struct TaskAssignment {
     pub delivery: Delivery,
     /// Current placement of the job.
     pub routes: Vec<(TaskPos, String)>,
+    /// Version of that placement (newer wins).
+    pub routes_version: u64,
 }
 
 /// A command from leader to worker.
@@ -135,6 +137,8 @@ pub enum Command {
         job: JobId,
         /// Position → data address.
         routes: Vec<(TaskPos, String)>,
+        /// Version of the placement (newer wins).
+        version: u64,
     },
     /// Stop every task of a job and forget it.
     StopJob {

@@ -244,7 +244,7 @@ pub async fn run_task(
 ) -> TaskEnd {
     let key = a.key.clone();
     let (inbox, acks, registration) = env.registry.register(key.clone(), env.cfg.queue_batches);
-    env.routes.set_many(&key.job, &a.routes);
+    env.routes.set_many(&key.job, a.routes_version, &a.routes);
     let mut links = JoinSet::new();
     let link_cancel = cancel.child_token();
     let mut senders = Vec::new();

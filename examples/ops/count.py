@@ -3,13 +3,12 @@
 
 usage: count.py COL
 
-For every input tuple whose value has a column COL (1-based, CSV rules), the count of that
-column's text goes up by one and the operator emits key = the column text and
-value = `TEXT,COUNT` (TEXT quoted CSV-style only if it needs it). Records with fewer
-columns are dropped. The output depends only on the order of the inputs, as RainStorm's
-replay requires. For correct totals every tuple of one category must reach the same task,
-so the stage before this one should key its output by the same column (see filter.py
---key-col or keyby.py).
+For every input tuple the count of the text in column COL (1-based, CSV rules; empty if the
+record is shorter) goes up by one, and the operator emits key = that text and
+value = `TEXT,COUNT`, written as is (no CSV quoting), like the built-in `count-by`. The
+output depends only on the order of the inputs, as RainStorm's replay requires. For correct
+totals every tuple of one category must reach the same task, so the stage before this one
+should key its output by the same column (see filter.py --key-col or keyby.py).
 
 Protocol: one `key<TAB>value` line per tuple on stdin and stdout, with tab, newline,
 carriage return and backslash inside a field written as \\t, \\n, \\r, \\\\.
@@ -139,23 +138,20 @@ def main(argv):
         sys.stderr.write("count.py: %s\nusage: count.py COL\n" % e)
         return 2
     counts = {}
-    # Cache of category -> its escaped key and CSV-quoted text: categories are few.
-    shown = {}
+    prefix = {}  # category -> its escaped "key<TAB>TEXT," (categories are few)
 
     def batch(lines):
         out = []
         for line in lines:
             _, value = split_line(line)
             fields = csv_fields(unescape(value))
-            if col >= len(fields):
-                continue
-            cat = fields[col]
+            cat = fields[col] if col < len(fields) else ""
             n = counts.get(cat, 0) + 1
             counts[cat] = n
-            pre = shown.get(cat)
+            pre = prefix.get(cat)
             if pre is None:
-                pre = shown[cat] = (escape(cat) + "\t", escape(csv_quote(cat)) + ",")
-            out.append(pre[0] + pre[1] + str(n) + "\n")
+                pre = prefix[cat] = escape(cat) + "\t" + escape(cat) + ","
+            out.append(pre + str(n) + "\n")
         return "".join(out)
 
     serve(batch)

@@ -151,7 +151,7 @@ def main(argv):
     def batch(lines):
         kept = []
         for line in lines:
-            key, value = split_line(line)
+            _, value = split_line(line)
             fields = csv_fields(unescape(value))
             if col < len(fields) and fields[col] == wanted:
                 if key_col is None:

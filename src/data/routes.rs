@@ -12,19 +12,24 @@ pub type RouteTable = HashMap<TaskPos, String>;
 /// Route tables of all jobs this process takes part in.
 #[derive(Default)]
 pub struct Routes {
-    jobs: Mutex<HashMap<JobId, watch::Sender<RouteTable>>>,
+    jobs: Mutex<HashMap<JobId, (watch::Sender<RouteTable>, u64)>>,
 }
 
 impl Routes {
-    /// Installs or replaces a job's table.
-    pub fn set(&self, job: &JobId, table: RouteTable) {
+    /// Installs a job's table unless a newer version is already installed: commands that
+    /// carry tables may be applied out of order, and a stale table would point a link at a
+    /// dead worker forever.
+    pub fn set(&self, job: &JobId, version: u64, table: RouteTable) {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        match jobs.get(job) {
-            Some(tx) => {
-                tx.send_replace(table);
+        match jobs.get_mut(job) {
+            Some((tx, v)) => {
+                if version >= *v {
+                    *v = version;
+                    tx.send_replace(table);
+                }
             }
             None => {
-                jobs.insert(job.clone(), watch::channel(table).0);
+                jobs.insert(job.clone(), (watch::channel(table).0, version));
             }
         }
     }
@@ -33,7 +38,8 @@ impl Routes {
     pub fn watch(&self, job: &JobId) -> watch::Receiver<RouteTable> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         jobs.entry(job.clone())
-            .or_insert_with(|| watch::channel(RouteTable::new()).0)
+            .or_insert_with(|| (watch::channel(RouteTable::new()).0, 0))
+            .0
             .subscribe()
     }
 
@@ -49,7 +55,7 @@ pub type SharedRoutes = Arc<Routes>;
 
 impl Routes {
     /// Installs a job's table from the list form used in control messages.
-    pub fn set_many(&self, job: &JobId, routes: &[(crate::ids::TaskPos, String)]) {
-        self.set(job, routes.iter().cloned().collect());
+    pub fn set_many(&self, job: &JobId, version: u64, routes: &[(crate::ids::TaskPos, String)]) {
+        self.set(job, version, routes.iter().cloned().collect());
     }
 }

@@ -50,12 +50,7 @@ fn tasks_of(spec: &JobSpec, stage: u32) -> u32 {
         .unwrap_or(1)
 }
 
-fn assignment(
-    spec: &JobSpec,
-    key: &TaskKey,
-    attempt: u32,
-    routes: &BTreeMap<TaskPos, String>,
-) -> TaskAssignment {
+fn assignment(spec: &JobSpec, key: &TaskKey, attempt: u32, routes: &Placement) -> TaskAssignment {
     let stage = key.pos.stage;
     TaskAssignment {
         key: key.clone(),
@@ -70,7 +65,26 @@ fn assignment(
         downstream: tasks_of(spec, stage + 1),
         partition: partition_into(spec, stage + 1),
         delivery: spec.delivery,
-        routes: routes.iter().map(|(p, a)| (*p, a.clone())).collect(),
+        routes: routes.list(),
+        routes_version: routes.version,
+    }
+}
+
+/// Where a job's tasks run, versioned so that workers apply placements in order.
+#[derive(Default)]
+pub struct Placement {
+    table: BTreeMap<TaskPos, String>,
+    version: u64,
+}
+
+impl Placement {
+    fn insert(&mut self, pos: TaskPos, addr: String) {
+        self.table.insert(pos, addr);
+        self.version += 1;
+    }
+
+    fn list(&self) -> Vec<(TaskPos, String)> {
+        self.table.iter().map(|(p, a)| (*p, a.clone())).collect()
     }
 }
 
@@ -95,11 +109,8 @@ pub async fn drive(
     cancel: CancellationToken,
     progress: watch::Sender<SinkProgress>,
 ) {
-    let span = tracing::info_span!("job", job = %id);
-    let _enter = span.enter();
-    drop(_enter);
     let k = spec.stages.len() as u32;
-    let mut routes: BTreeMap<TaskPos, String> = BTreeMap::new();
+    let mut routes = Placement::default();
     routes.insert(TaskPos { stage: 0, index: 0 }, leader.data_addr.clone());
     routes.insert(
         TaskPos {
@@ -148,7 +159,7 @@ fn start(
     leader: &Arc<Leader>,
     id: &JobId,
     spec: &JobSpec,
-    routes: &mut BTreeMap<TaskPos, String>,
+    routes: &mut Placement,
     parts: &mut JoinSet<Part>,
     parts_cancel: &CancellationToken,
     progress: &watch::Sender<SinkProgress>,
@@ -205,13 +216,10 @@ fn start(
             job.latency.clone(),
         )
     };
-    leader.env.routes.set_many(
-        id,
-        &routes
-            .iter()
-            .map(|(p, a)| (*p, a.clone()))
-            .collect::<Vec<_>>(),
-    );
+    leader
+        .env
+        .routes
+        .set_many(id, routes.version, &routes.list());
     let sink = SinkSpec {
         key: TaskKey {
             job: id.clone(),
@@ -282,7 +290,7 @@ async fn watch_job(
     leader: &Arc<Leader>,
     id: &JobId,
     spec: &JobSpec,
-    routes: &mut BTreeMap<TaskPos, String>,
+    routes: &mut Placement,
     events: &mut mpsc::Receiver<JobEvent>,
     parts: &mut JoinSet<Part>,
     cancel: &CancellationToken,
@@ -366,7 +374,7 @@ fn restart(
     spec: &JobSpec,
     key: &TaskKey,
     attempt: u32,
-    routes: &mut BTreeMap<TaskPos, String>,
+    routes: &mut Placement,
 ) -> Result<(), String> {
     let mut st = lock(&leader.state);
     let workers = st.workers_by_load();
@@ -395,8 +403,8 @@ fn restart(
     if let Some(j) = st.jobs.get_mut(id) {
         j.recoveries += 1;
     }
-    let list: Vec<(TaskPos, String)> = routes.iter().map(|(p, a)| (*p, a.clone())).collect();
-    leader.env.routes.set_many(id, &list);
+    let list = routes.list();
+    leader.env.routes.set_many(id, routes.version, &list);
     let involved: std::collections::BTreeSet<WorkerId> = st
         .tasks
         .iter()
@@ -410,6 +418,7 @@ fn restart(
                 Command::Routes {
                     job: id.clone(),
                     routes: list.clone(),
+                    version: routes.version,
                 },
             );
         }

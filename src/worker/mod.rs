@@ -336,7 +336,11 @@ async fn handle(
                 .instrument(span),
             );
         }
-        Command::Routes { job, routes } => env.routes.set_many(&job, &routes),
+        Command::Routes {
+            job,
+            routes,
+            version,
+        } => env.routes.set_many(&job, version, &routes),
         Command::StopJob { job } => stop_job(&job, tasks, env),
         Command::Kill { pid } => kill(pid, tasks),
     }
