@@ -194,6 +194,7 @@ fn init_tracing(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -558,6 +559,21 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     init_tracing(default_log);
+    if matches!(
+        cli.cmd,
+        Cmd::Jobs { .. }
+            | Cmd::Job { .. }
+            | Cmd::Tasks { .. }
+            | Cmd::Workers { .. }
+            | Cmd::Ls { .. }
+    ) {
+        // Listings behave like Unix tools when piped into `head`: die quietly on a closed pipe.
+        // (Never for processes that host operators: a dead operator's pipe must be an error.)
+        // SAFETY: called before any thread is spawned.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

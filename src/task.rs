@@ -161,34 +161,46 @@ impl Operator {
     }
 }
 
-/// Group commit of the input log: records queue here while the previous segment is being
-/// written, and each segment write acknowledges everything it holds.
-struct LogWriter {
-    tx: mpsc::Sender<(BytesMut, (u32, u64, bool))>,
+/// A unit of accepted input on its way through the log: its encoded record, the ack it
+/// releases once durable, and the tuples to feed afterwards.
+struct Logged {
+    record: BytesMut,
+    mark: (u32, u64, bool),
+    tuples: Vec<Tuple>,
+    emit_ns: u64,
 }
 
+/// Group commit of the input log: records queue while the previous segment is being written;
+/// each segment write acknowledges everything it holds and only then releases its tuples to
+/// the operator. So every output a task emits derives from durably logged input, and a
+/// replacement that replays the log regenerates exactly what was emitted — whatever order
+/// unlogged input arrives in after the crash.
 async fn log_writer(
     env: TaskEnv,
     key: crate::ids::TaskKey,
     attempt: u32,
     acks: Arc<AckBoard>,
-    mut rx: mpsc::Receiver<(BytesMut, (u32, u64, bool))>,
+    mut rx: mpsc::Receiver<Logged>,
+    feed: mpsc::Sender<Vec<(Vec<Tuple>, u64)>>,
 ) -> Result<(), LogError> {
     const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
     let mut n: u64 = 0;
     let mut body = BytesMut::new();
-    let mut marks: Vec<(u32, u64, bool)> = Vec::new();
-    while let Some((rec, mark)) = rx.recv().await {
+    while let Some(first) = rx.recv().await {
         body.clear();
-        marks.clear();
-        body.extend_from_slice(&rec);
-        marks.push(mark);
+        let mut marks = Vec::new();
+        let mut released = Vec::new();
+        let mut take = |l: Logged, body: &mut BytesMut| {
+            body.extend_from_slice(&l.record);
+            marks.push(l.mark);
+            if !l.tuples.is_empty() {
+                released.push((l.tuples, l.emit_ns));
+            }
+        };
+        take(first, &mut body);
         while body.len() < SEGMENT_BYTES {
             match rx.try_recv() {
-                Ok((rec, mark)) => {
-                    body.extend_from_slice(&rec);
-                    marks.push(mark);
-                }
+                Ok(l) => take(l, &mut body),
                 Err(_) => break,
             }
         }
@@ -197,6 +209,10 @@ async fn log_writer(
         n += 1;
         for (from, upto, eos) in &marks {
             acks.set(*from, *upto, *eos);
+        }
+        if !released.is_empty() && feed.send(released).await.is_err() {
+            // The feeder stopped: the task is ending; its caller reports why.
+            return Ok(());
         }
     }
     Ok(())
@@ -411,52 +427,171 @@ async fn drive(
     }
     status.set_state(TaskState::Running);
 
-    let log = if exactly_once {
-        let (tx, rx) = mpsc::channel(64);
+    let res = if exactly_once {
+        let (log_tx, log_rx) = mpsc::channel(64);
+        let (feed_tx, feed_rx) = mpsc::channel(4);
         bg.spawn(log_writer(
             env.clone(),
             a.key.clone(),
             a.attempt,
             acks.clone(),
-            rx,
+            log_rx,
+            feed_tx,
         ));
-        Some(LogWriter { tx })
+        let receiving = receive_logged(&mut inbox, &mut input, log_tx, status, cancel, a);
+        let feeding = feed_logged(&mut op, feed_rx, cancel);
+        tokio::try_join!(receiving, feeding).map(|_| ())
     } else {
-        None
+        consume(&mut op, &mut inbox, &mut input, acks, status, cancel, a).await
     };
-    let res = consume(
-        &mut op, &mut inbox, &mut input, acks, &log, status, cancel, a,
-    )
-    .await;
     if let Err(e) = res {
         op.abort().await;
         return Err(e);
     }
-    // All inputs ended: let the operator drain, then close the log (acking the final EOS).
-    let finished = tokio::select! {
-        _ = cancel.cancelled() => Err(Stop::Cancelled),
-        r = op.finish() => r,
-    };
-    drop(log);
-    finished?;
     while let Some(res) = bg.join_next().await {
         match res {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.into()),
-            Err(e) => return Err(Stop::Failed(format!("log writer: {e}"))),
+            Ok(Err(e)) => {
+                op.abort().await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                op.abort().await;
+                return Err(Stop::Failed(format!("log writer: {e}")));
+            }
         }
     }
+    // All inputs ended and were processed: let the operator drain and end its streams.
+    tokio::select! {
+        _ = cancel.cancelled() => Err(Stop::Cancelled),
+        r = op.finish() => r,
+    }?;
     debug!(task = %a.key, "operator drained");
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Next inbox message, or why there is none; `on_idle` runs when the inbox is momentarily empty.
+async fn next_input(
+    inbox: &mut mpsc::Receiver<Inbound>,
+    cancel: &CancellationToken,
+) -> Result<Inbound, Stop> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Stop::Cancelled),
+        m = inbox.recv() => m.ok_or(Stop::Cancelled),
+    }
+}
+
+/// Exactly-once receive side: dedup, then hand accepted input to the log writer.
+async fn receive_logged(
+    inbox: &mut mpsc::Receiver<Inbound>,
+    input: &mut InputState,
+    log: mpsc::Sender<Logged>,
+    status: &TaskStatus,
+    cancel: &CancellationToken,
+    a: &TaskAssignment,
+) -> Result<(), Stop> {
+    let gone = || Stop::Failed("input log writer stopped".into());
+    while !input.all_ended() {
+        match next_input(inbox, cancel).await? {
+            Inbound::Batch {
+                from,
+                first_seq,
+                emit_ns,
+                mut tuples,
+            } => {
+                let Some(dups) = input.duplicates(from, first_seq) else {
+                    warn!(task = %a.key, from, "batch from an unknown upstream task; dropped");
+                    continue;
+                };
+                let n = tuples.len() as u64;
+                if dups >= n {
+                    continue;
+                }
+                tuples.drain(..dups as usize);
+                let last = first_seq + n - 1;
+                input.advance(from, last);
+                status
+                    .tuples_in
+                    .fetch_add(tuples.len() as u64, Ordering::Relaxed);
+                let mut record = BytesMut::new();
+                let r = LogRecord::Batch {
+                    from,
+                    first_seq: first_seq + dups,
+                    emit_ns,
+                    tuples,
+                };
+                encode_record(&mut record, &r);
+                let LogRecord::Batch { tuples, .. } = r else {
+                    unreachable!()
+                };
+                let l = Logged {
+                    record,
+                    mark: (from, last, false),
+                    tuples,
+                    emit_ns,
+                };
+                log.send(l).await.map_err(|_| gone())?;
+            }
+            Inbound::Eos { from, last_seq } => {
+                if input.hwm(from) < last_seq {
+                    warn!(task = %a.key, from, last_seq, hwm = input.hwm(from), "end of stream before all tuples; waiting for re-send");
+                    continue;
+                }
+                if input.end(from, last_seq) {
+                    let mut record = BytesMut::new();
+                    encode_record(&mut record, &LogRecord::Eos { from, last_seq });
+                    let l = Logged {
+                        record,
+                        mark: (from, last_seq, true),
+                        tuples: Vec::new(),
+                        emit_ns: 0,
+                    };
+                    log.send(l).await.map_err(|_| gone())?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Exactly-once feed side: the operator sees input only once it is durable.
+async fn feed_logged(
+    op: &mut Operator,
+    mut feed: mpsc::Receiver<Vec<(Vec<Tuple>, u64)>>,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    loop {
+        let group = match feed.try_recv() {
+            Ok(g) => g,
+            Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                op.idle().await?;
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Err(Stop::Cancelled),
+                    e = op.died() => return Err(e),
+                    g = feed.recv() => match g {
+                        Some(g) => g,
+                        None => return Ok(()),
+                    },
+                }
+            }
+        };
+        for (tuples, emit_ns) in group {
+            for t in tuples {
+                op.feed(t, emit_ns).await?;
+            }
+        }
+    }
+}
+
+/// At-least-once / at-most-once: process as received, ack once processed.
 async fn consume(
     op: &mut Operator,
     inbox: &mut mpsc::Receiver<Inbound>,
     input: &mut InputState,
     acks: &AckBoard,
-    log: &Option<LogWriter>,
     status: &TaskStatus,
     cancel: &CancellationToken,
     a: &TaskAssignment,
@@ -468,18 +603,11 @@ async fn consume(
                 op.idle().await?;
                 tokio::select! {
                     biased;
-                    _ = cancel.cancelled() => return Err(Stop::Cancelled),
                     e = op.died() => return Err(e),
-                    m = inbox.recv() => match m {
-                        Some(m) => m,
-                        None => return Err(Stop::Cancelled),
-                    },
+                    m = next_input(inbox, cancel) => m?,
                 }
             }
         };
-        if cancel.is_cancelled() {
-            return Err(Stop::Cancelled);
-        }
         match msg {
             Inbound::Batch {
                 from,
@@ -492,64 +620,25 @@ async fn consume(
                     continue;
                 };
                 let n = tuples.len() as u64;
-                let last = first_seq + n - 1;
-                if dups >= n {
-                    // Entirely seen before (a re-send): just re-ack.
-                    if log.is_none() {
-                        acks.set(from, input.hwm(from), input.ended(from));
-                    }
-                    continue;
-                }
-                if dups > 0 {
+                if dups < n {
                     tuples.drain(..dups as usize);
-                }
-                input.advance(from, last);
-                status
-                    .tuples_in
-                    .fetch_add(tuples.len() as u64, Ordering::Relaxed);
-                if let Some(log) = log {
-                    let mut rec = BytesMut::new();
-                    let r = LogRecord::Batch {
-                        from,
-                        first_seq: first_seq + dups,
-                        emit_ns,
-                        tuples,
-                    };
-                    encode_record(&mut rec, &r);
-                    let LogRecord::Batch { tuples, .. } = r else {
-                        unreachable!()
-                    };
-                    if log.tx.send((rec, (from, last, false))).await.is_err() {
-                        return Err(Stop::Failed("input log writer stopped".into()));
-                    }
+                    input.advance(from, first_seq + n - 1);
+                    status
+                        .tuples_in
+                        .fetch_add(tuples.len() as u64, Ordering::Relaxed);
                     for t in tuples {
                         op.feed(t, emit_ns).await?;
                     }
-                } else {
-                    for t in tuples {
-                        op.feed(t, emit_ns).await?;
-                    }
-                    acks.set(from, last, false);
                 }
+                acks.set(from, input.hwm(from), input.ended(from));
             }
             Inbound::Eos { from, last_seq } => {
                 if input.hwm(from) < last_seq && a.delivery != Delivery::AtMostOnce {
                     warn!(task = %a.key, from, last_seq, hwm = input.hwm(from), "end of stream before all tuples; waiting for re-send");
                     continue;
                 }
-                if input.end(from, last_seq) {
-                    if let Some(log) = log {
-                        let mut rec = BytesMut::new();
-                        encode_record(&mut rec, &LogRecord::Eos { from, last_seq });
-                        if log.tx.send((rec, (from, last_seq, true))).await.is_err() {
-                            return Err(Stop::Failed("input log writer stopped".into()));
-                        }
-                    } else {
-                        acks.set(from, last_seq, true);
-                    }
-                } else if log.is_none() {
-                    acks.set(from, last_seq, true);
-                }
+                input.end(from, last_seq);
+                acks.set(from, input.hwm(from), true);
             }
         }
     }

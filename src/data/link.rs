@@ -19,6 +19,17 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+/// What a router hands a link. The end of stream is explicit: a link whose channel merely
+/// closes (its task failed or was cancelled) abandons the stream and never sends EOS, so a
+/// failed task can never make downstream believe its output was complete.
+#[derive(Debug)]
+pub enum LinkMsg {
+    /// More tuples.
+    Batch(OutBatch),
+    /// The stream is complete.
+    End,
+}
+
 /// A batch handed from a router to a link.
 #[derive(Debug)]
 pub struct OutBatch {
@@ -77,7 +88,7 @@ impl Window {
 pub async fn run_link(
     spec: LinkSpec,
     cfg: DataConfig,
-    mut input: mpsc::Receiver<OutBatch>,
+    mut input: mpsc::Receiver<LinkMsg>,
     mut routes: watch::Receiver<RouteTable>,
     cancel: CancellationToken,
 ) -> LinkEnd {
@@ -190,7 +201,7 @@ pub async fn run_link(
                 }
             }
             batch = input.recv(), if can_take => match batch {
-                Some(b) => {
+                Some(LinkMsg::Batch(b)) => {
                     let n = b.tuples.len() as u64;
                     if n == 0 {
                         continue;
@@ -204,7 +215,11 @@ pub async fn run_link(
                         conn = None;
                     }
                 }
-                None => input_closed = true,
+                Some(LinkMsg::End) => input_closed = true,
+                None => {
+                    debug!(job = %spec.job, from = %spec.from, to = %spec.to, "link abandoned without end of stream");
+                    return LinkEnd::Cancelled;
+                }
             },
         }
     }

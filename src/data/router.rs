@@ -2,7 +2,7 @@
 //! per destination. Sending awaits the link's bounded queue, which is how backpressure travels
 //! from a slow consumer back to the operator that feeds it.
 
-use super::link::OutBatch;
+use super::link::{LinkMsg, OutBatch};
 use super::DataConfig;
 use crate::ops::csvline::CsvSplitter;
 use crate::tuple::{stable_hash, Tuple};
@@ -27,7 +27,7 @@ pub struct Closed;
 
 /// Output side of a task.
 pub struct Router {
-    links: Vec<mpsc::Sender<OutBatch>>,
+    links: Vec<mpsc::Sender<LinkMsg>>,
     pending: Vec<Vec<Tuple>>,
     pending_bytes: Vec<usize>,
     pending_emit: Vec<u64>,
@@ -40,7 +40,7 @@ pub struct Router {
 impl Router {
     /// A router over `links` (one per downstream task, in index order).
     pub fn new(
-        links: Vec<mpsc::Sender<OutBatch>>,
+        links: Vec<mpsc::Sender<LinkMsg>>,
         partition: Partition,
         cfg: DataConfig,
         emitted: Arc<AtomicU64>,
@@ -96,7 +96,7 @@ impl Router {
         let emit_ns = std::mem::replace(&mut self.pending_emit[i], u64::MAX);
         self.pending_bytes[i] = 0;
         self.links[i]
-            .send(OutBatch { tuples, emit_ns })
+            .send(LinkMsg::Batch(OutBatch { tuples, emit_ns }))
             .await
             .map_err(|_| Closed)
     }
@@ -110,10 +110,13 @@ impl Router {
         Ok(())
     }
 
-    /// Flushes and closes every link, which makes each send its end of stream.
+    /// Flushes and tells every link the stream is complete (each then sends its end of
+    /// stream). Dropping a router without `finish` abandons the links instead.
     pub async fn finish(mut self) -> Result<(), Closed> {
         self.flush().await?;
-        self.links.clear();
+        for l in &self.links {
+            l.send(LinkMsg::End).await.map_err(|_| Closed)?;
+        }
         Ok(())
     }
 }

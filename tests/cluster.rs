@@ -1,0 +1,412 @@
+//! A real cluster: a leader and workers as separate processes, driven through the CLI.
+//! Several tests are named after the war story (DESIGN.md §2) they guard against.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+#[test]
+fn store_put_get_ls() {
+    let c = Cluster::start(1, 5.0);
+    c.file("local/a.txt", "hello\n");
+    c.ok(&["put", "local/a.txt", "data/a.txt"]);
+    c.ok(&["put", "local/a.txt", "data/sub/b.txt"]);
+    let ls = c.ok(&["ls", "data/"]);
+    assert!(
+        ls.contains("data/a.txt") && ls.contains("data/sub/b.txt"),
+        "{ls}"
+    );
+    c.ok(&["get", "data/sub/b.txt", "back/b.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(c.dir.path().join("back/b.txt")).unwrap(),
+        "hello\n"
+    );
+    let missing = c.run(&["get", "nope.txt", "x"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+}
+
+/// War stories: "a second job hung on the first job's port", "zombie goroutines of old jobs".
+/// Five jobs one after another, then two at once, on the same cluster; afterwards no operator
+/// process and no data connection of those jobs remains.
+#[test]
+fn second_job_and_concurrent_jobs_run_on_the_same_cluster_and_leave_nothing_behind() {
+    let c = Cluster::start(3, 5.0);
+    let signs = Signs::generate(3000, 7);
+    signs.write(&c.dir.path().join("signs.csv"));
+    let ops = install_ops(c.dir.path());
+    c.ok(&["put", "signs.csv", "signs.csv"]);
+    c.ok(&["put", "ops/filter.py", "ops/filter.py"]);
+    c.ok(&["put", "ops/count.py", "ops/count.py"]);
+    c.ok(&["put", "ops/select.py", "ops/select.py"]);
+    let ports = c.data_ports();
+    assert_eq!(
+        ports.len(),
+        4,
+        "three workers and the leader have data listeners"
+    );
+    let app1 = job_toml(
+        "app1",
+        "signs.csv",
+        "out/app1.txt",
+        0.0,
+        "exactly-once",
+        &[
+            (3, "filter", &["Punched Telespar"]),
+            (3, "select", &["3-5"]),
+        ],
+    );
+    let app2 = job_toml(
+        "app2",
+        "signs.csv",
+        "out/app2.txt",
+        0.0,
+        "exactly-once",
+        &[
+            (3, "filter", &["Punched Telespar"]),
+            (3, "count-by", &["9"]),
+        ],
+    );
+    let app1x = job_toml(
+        "app1x",
+        "signs.csv",
+        "out/app1x.txt",
+        0.0,
+        "exactly-once",
+        &[
+            (3, "ops/filter.py", &["7", "Punched Telespar"]),
+            (3, "ops/select.py", &["3-5"]),
+        ],
+    );
+    let app2x = job_toml(
+        "app2x",
+        "signs.csv",
+        "out/app2x.txt",
+        0.0,
+        "exactly-once",
+        &[
+            (
+                3,
+                "ops/filter.py",
+                &["7", "Punched Telespar", "--key-col", "9"],
+            ),
+            (3, "ops/count.py", &["9"]),
+        ],
+    );
+    c.file("app1.toml", &app1);
+    c.file("app2.toml", &app2);
+    c.file("app1x.toml", &app1x);
+    c.file("app2x.toml", &app2x);
+    let expect = |job: &str| {
+        if job.starts_with("app1") {
+            signs.app1()
+        } else {
+            signs.app2()
+        }
+    };
+    for job in ["app1", "app2", "app1x", "app2x", "app1"] {
+        let id = c.submit(&format!("{job}.toml"));
+        let j = c.wait_job(&id, Duration::from_secs(60));
+        assert_eq!(j["status"], "succeeded", "{job}: {j}");
+        let out = sorted_lines(&c.store_file(&format!("out/{job}.txt")));
+        assert_same(job, &out, &expect(job));
+        assert!(
+            processes_matching(ops.to_str().unwrap()).is_empty(),
+            "operator processes outlived {job}"
+        );
+    }
+    let a = c.submit("app2.toml");
+    let b = c.submit("app1x.toml");
+    for (id, job) in [(a, "app2"), (b, "app1x")] {
+        let j = c.wait_job(&id, Duration::from_secs(60));
+        assert_eq!(j["status"], "succeeded", "{job}: {j}");
+        assert_same(
+            job,
+            &sorted_lines(&c.store_file(&format!("out/{job}.txt"))),
+            &expect(job),
+        );
+    }
+    assert!(processes_matching(ops.to_str().unwrap()).is_empty());
+    wait_for(
+        "data connections of ended jobs to close",
+        Duration::from_secs(10),
+        || (established_on(&ports) == 0).then_some(()),
+    );
+    let jobs = c.json(&["jobs", "--json"]);
+    assert_eq!(jobs.as_array().unwrap().len(), 7);
+    assert!(jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["status"] == "succeeded"));
+}
+
+#[test]
+fn submit_follow_streams_only_output_and_exit_code_follows_the_job() {
+    let c = Cluster::start(2, 5.0);
+    let signs = Signs::generate(2000, 8);
+    signs.write(&c.dir.path().join("signs.csv"));
+    c.ok(&["put", "signs.csv", "in/signs.csv"]);
+    c.file(
+        "app1.toml",
+        &job_toml(
+            "app1",
+            "in/signs.csv",
+            "out/app1.txt",
+            0.0,
+            "exactly-once",
+            &[
+                (2, "filter", &["Punched Telespar"]),
+                (2, "select", &["3-5"]),
+            ],
+        ),
+    );
+    let out = c.run(&["submit", "app1.toml", "--follow"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same(
+        "followed output",
+        &sorted_lines(&String::from_utf8(out.stdout).unwrap()),
+        &signs.app1(),
+    );
+    // A failing operator: the follower exits non-zero with the cause on stderr.
+    c.file("fail.sh", "#!/bin/sh\nexit 3\n");
+    let fail_path = c.dir.path().join("fail.sh");
+    std::fs::set_permissions(
+        &fail_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    c.file(
+        "fail.toml",
+        &job_toml(
+            "fail",
+            "in/signs.csv",
+            "out/fail.txt",
+            0.0,
+            "at-least-once",
+            &[(1, fail_path.to_str().unwrap(), &[])],
+        ),
+    );
+    let out = c.run(&["submit", "fail.toml", "--follow"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("code 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn course_syntax_submit_args_runs_the_same_job() {
+    let c = Cluster::start(2, 5.0);
+    let signs = Signs::generate(2000, 9);
+    signs.write(&c.dir.path().join("signs.csv"));
+    c.ok(&["put", "signs.csv", "signs.csv"]);
+    let out = c.run(&[
+        "submit-args",
+        "--follow",
+        "2",
+        "2",
+        "filter",
+        "'Punched Telespar'",
+        "count-by",
+        "9",
+        "signs.csv",
+        "out/c.txt",
+        "true",
+        "false",
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same(
+        "course syntax",
+        &sorted_lines(&String::from_utf8(out.stdout).unwrap()),
+        &signs.app2(),
+    );
+}
+
+/// War story: "a README was accepted as a build input" — validate at the door; the leader
+/// keeps serving after a bad job.
+#[test]
+fn invalid_jobs_are_rejected_with_field_and_value_and_the_leader_keeps_serving() {
+    let c = Cluster::start(1, 5.0);
+    c.file("bad.toml", "[source]\npath = \"absent.csv\"\n[sink]\npath = \"o.txt\"\n[[stages]]\nop = \"count-by\"\nargs = [\"zero\"]\n");
+    let out = c.run(&["submit", "bad.toml"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stages[1].args") && err.contains("zero"),
+        "{err}"
+    );
+    c.file("bad2.toml", "[source]\npath = \"absent.csv\"\n[sink]\npath = \"o.txt\"\n[[stages]]\nop = \"identity\"\n");
+    let out = c.run(&["submit", "bad2.toml"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("source.path") && err.contains("absent.csv"),
+        "{err}"
+    );
+    assert!(c.json(&["jobs", "--json"]).as_array().unwrap().is_empty());
+    // Still serving.
+    c.file("in.txt", "a\nb\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file(
+        "ok.toml",
+        "[source]\npath = \"in.txt\"\n[sink]\npath = \"o.txt\"\n[[stages]]\nop = \"identity\"\n",
+    );
+    let id = c.submit("ok.toml");
+    assert_eq!(
+        c.wait_job(&id, Duration::from_secs(30))["status"],
+        "succeeded"
+    );
+}
+
+fn send_frame(s: &mut std::net::TcpStream, f: &rainstorm::wire::Frame) {
+    let body = f.encode();
+    s.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+}
+
+fn read_frame(s: &mut std::net::TcpStream) -> Option<rainstorm::wire::Frame> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    rainstorm::wire::Frame::decode(body.into()).ok()
+}
+
+/// War story: "a late tuple for a finished task crashed the worker". Unknown destinations are
+/// answered with a Reject; the worker keeps running jobs.
+#[test]
+fn late_tuple_for_a_finished_or_unknown_task_is_answered_not_a_crash() {
+    use rainstorm::tuple::Tuple;
+    use rainstorm::wire::Frame;
+    let c = Cluster::start(1, 5.0);
+    c.file("in.txt", "x\ny\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file(
+        "ok.toml",
+        "[source]\npath = \"in.txt\"\n[sink]\npath = \"o.txt\"\n[[stages]]\nop = \"identity\"\n",
+    );
+    let id = c.submit("ok.toml");
+    assert_eq!(
+        c.wait_job(&id, Duration::from_secs(30))["status"],
+        "succeeded"
+    );
+    let addr = c.json(&["workers", "--json"])[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for job in [id.as_str(), "job-does-not-exist"] {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        send_frame(
+            &mut s,
+            &Frame::Hello {
+                job: job.into(),
+                from_stage: 0,
+                from_index: 0,
+                to_stage: 1,
+                to_index: 0,
+            },
+        );
+        send_frame(
+            &mut s,
+            &Frame::Batch {
+                first_seq: 99,
+                emit_ns: 0,
+                tuples: vec![Tuple::new("late", "tuple")],
+            },
+        );
+        match read_frame(&mut s) {
+            Some(Frame::Reject { reason, .. }) => assert!(reason.contains("no task"), "{reason}"),
+            other => panic!("expected a Reject, got {other:?}"),
+        }
+    }
+    // Garbage is a protocol error for that connection only.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(&[0, 0, 0, 3, 42, 1, 2]).unwrap();
+    drop(s);
+    let id = c.submit("ok.toml");
+    assert_eq!(
+        c.wait_job(&id, Duration::from_secs(30))["status"],
+        "succeeded"
+    );
+    assert_eq!(c.json(&["workers", "--json"])[0]["state"], "alive");
+}
+
+/// War story: "cancelling a stream lost the final cancelled message". A follower of a
+/// cancelled job still receives the final status; nothing of the job keeps running.
+#[test]
+fn cancel_stops_the_job_and_followers_still_get_the_final_status() {
+    let c = Cluster::start(2, 5.0);
+    let signs = Signs::generate(20000, 10);
+    signs.write(&c.dir.path().join("signs.csv"));
+    let ops = install_ops(c.dir.path());
+    c.ok(&["put", "signs.csv", "signs.csv"]);
+    let job = job_toml(
+        "slow",
+        "signs.csv",
+        "out/slow.txt",
+        500.0,
+        "exactly-once",
+        &[(
+            2,
+            ops.join("filter_contains.py").to_str().unwrap(),
+            &["Punched Telespar"],
+        )],
+    );
+    c.file("slow.toml", &job);
+    let id = c.submit("slow.toml");
+    let follower = c
+        .cmd(&["submit", "slow.toml", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("output to flow", Duration::from_secs(30), || {
+        let j = c.json(&["job", &id, "--json"]);
+        (j["sink_tuples"].as_u64()? > 0).then_some(())
+    });
+    let follow_id = wait_for("the second job", Duration::from_secs(30), || {
+        let jobs = c.json(&["jobs", "--json"]);
+        jobs.as_array()?
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .find(|j| *j != id)
+    });
+    c.ok(&["cancel", &follow_id]);
+    let out = follower.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .to_lowercase()
+            .contains("cancelled"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.ok(&["cancel", &id]);
+    for j in [&id, &follow_id] {
+        assert_eq!(
+            c.wait_job(j, Duration::from_secs(10))["status"],
+            "cancelled"
+        );
+    }
+    wait_for("operator processes to go", Duration::from_secs(10), || {
+        processes_matching(ops.to_str().unwrap())
+            .is_empty()
+            .then_some(())
+    });
+    // The record outlives the job.
+    assert_eq!(c.json(&["job", &id, "--json"])["status"], "cancelled");
+}

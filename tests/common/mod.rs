@@ -1,0 +1,456 @@
+//! Test harness: real `rainstorm` processes on loopback, datasets generated here, and
+//! references computed from the generated rows (never by the engine's own code).
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rainstorm")
+}
+
+/// The repository root (for the example operators).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Polls `cond` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A small deterministic PRNG (xorshift), so datasets do not depend on a crate's API.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+pub const POSTS: [&str; 5] = ["Punched Telespar", "Wood", "Steel", "Unknown", "U-Channel"];
+pub const CATEGORIES: [&str; 6] = [
+    "Warning",
+    "Regulatory",
+    "Guide",
+    "School",
+    "Construction",
+    "Street Name",
+];
+
+/// A generated traffic-signs dataset: the rows as fields, and the CSV text (with a header).
+pub struct Signs {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\n']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_string()
+    }
+}
+
+pub fn csv_line(fields: &[String]) -> String {
+    fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Signs {
+    pub fn generate(n: usize, seed: u64) -> Signs {
+        let mut r = Rng::new(seed);
+        let header = [
+            "X",
+            "Y",
+            "OBJECTID",
+            "Sign_Type",
+            "Size_",
+            "Supplement",
+            "Sign_Post",
+            "Year_Insta",
+            "Category",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let rows = (0..n)
+            .map(|i| {
+                let supp = match r.below(4) {
+                    0 => "Arrow, left".to_string(),
+                    1 => "say \"stop\"".to_string(),
+                    _ => String::new(),
+                };
+                vec![
+                    format!("-88.{:04}", r.below(10000)),
+                    format!("40.{:04}", r.below(10000)),
+                    (i + 1).to_string(),
+                    format!("R{}-{}", r.below(12), r.below(5)),
+                    format!("{}x{}", 12 + r.below(4) * 6, 12 + r.below(4) * 6),
+                    supp,
+                    POSTS[r.below(POSTS.len() as u64) as usize].to_string(),
+                    (1990 + r.below(30)).to_string(),
+                    CATEGORIES[r.below(CATEGORIES.len() as u64) as usize].to_string(),
+                ]
+            })
+            .collect();
+        Signs { header, rows }
+    }
+
+    pub fn write(&self, path: &Path) {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+        writeln!(f, "{}", csv_line(&self.header)).unwrap();
+        for r in &self.rows {
+            writeln!(f, "{}", csv_line(r)).unwrap();
+        }
+    }
+
+    /// App 1: lines containing "Punched Telespar" → columns 3-5.
+    pub fn app1(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| r[6] == "Punched Telespar")
+            .map(|r| csv_line(&r[2..5]))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// App 2: lines with post == "Punched Telespar" → running count per category.
+    pub fn app2(&self) -> Vec<String> {
+        let mut counts = std::collections::HashMap::<&str, u64>::new();
+        let mut v = Vec::new();
+        for r in self.rows.iter().filter(|r| r[6] == "Punched Telespar") {
+            let c = counts.entry(&r[8]).or_default();
+            *c += 1;
+            v.push(format!("{},{}", r[8], c));
+        }
+        v.sort();
+        v
+    }
+}
+
+pub fn sorted_lines(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = text.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// Asserts two sorted multisets are equal, with a readable summary when they are not.
+pub fn assert_same(what: &str, got: &[String], want: &[String]) {
+    if got != want {
+        let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).take(5).collect();
+        let extra: Vec<_> = got.iter().filter(|g| !want.contains(g)).take(5).collect();
+        panic!(
+            "{what}: got {} lines, want {}; e.g. missing {missing:?}, unexpected {extra:?}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// A job file.
+pub fn job_toml(
+    name: &str,
+    source: &str,
+    sink: &str,
+    rate: f64,
+    delivery: &str,
+    stages: &[(u32, &str, &[&str])],
+) -> String {
+    let mut s = format!(
+        "name = \"{name}\"\ndelivery = \"{delivery}\"\n[source]\npath = \"{source}\"\nrate = {rate}\n[sink]\npath = \"{sink}\"\n"
+    );
+    for (tasks, op, args) in stages {
+        let key = if op.contains('/') { "exec" } else { "op" };
+        let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+        s.push_str(&format!(
+            "[[stages]]\ntasks = {tasks}\n{key} = \"{op}\"\nargs = [{}]\n",
+            args.join(", ")
+        ));
+    }
+    s
+}
+
+/// Copies the example operators into `dir` (a path unique to the test, so leftover processes
+/// can be found by it).
+pub fn install_ops(dir: &Path) -> PathBuf {
+    let ops = dir.join("ops");
+    std::fs::create_dir_all(&ops).unwrap();
+    for entry in std::fs::read_dir(repo().join("examples/ops")).unwrap() {
+        let entry = entry.unwrap();
+        let to = ops.join(entry.file_name());
+        std::fs::copy(entry.path(), &to).unwrap();
+    }
+    ops
+}
+
+/// Established loopback TCP connections with an end on one of `ports` (from /proc/net/tcp).
+pub fn established_on(ports: &[u16]) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            if cols.len() < 4 || cols[3] != "01" {
+                return false;
+            }
+            let port = |a: &str| {
+                a.rsplit(':')
+                    .next()
+                    .and_then(|h| u16::from_str_radix(h, 16).ok())
+            };
+            [cols[1], cols[2]]
+                .iter()
+                .any(|a| port(a).is_some_and(|p| ports.contains(&p)))
+        })
+        .count()
+}
+
+/// Processes whose command line mentions `needle`.
+pub fn processes_matching(needle: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+/// A leader and workers as separate processes.
+pub struct Cluster {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    leader: Child,
+    pub workers: Vec<Child>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = self.leader.kill();
+        let _ = self.leader.wait();
+    }
+}
+
+impl Cluster {
+    /// Starts a leader (heartbeat timeout `timeout_s`) and `n` workers; waits until all joined.
+    pub fn start(n: usize, timeout_s: f64) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("leader.log")).unwrap();
+        let leader = Command::new(bin())
+            .args([
+                "leader",
+                "--listen",
+                "127.0.0.1:0",
+                "--heartbeat-ms",
+                "100",
+                "--heartbeat-timeout",
+            ])
+            .arg(timeout_s.to_string())
+            .arg("--data-dir")
+            .arg(dir.path().join("leader"))
+            .env("RAINSTORM_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let log_path = dir.path().join("leader.log");
+        let url = wait_for("the leader to listen", Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&log_path).ok()?;
+            let line = text.lines().find(|l| l.contains("listening on "))?;
+            Some(line.rsplit("listening on ").next()?.trim().to_string())
+        });
+        let mut c = Cluster {
+            url,
+            dir,
+            leader,
+            workers: Vec::new(),
+        };
+        for _ in 0..n {
+            c.add_worker();
+        }
+        c.wait_alive(n);
+        c
+    }
+
+    pub fn add_worker(&mut self) {
+        let i = self.workers.len();
+        let log = std::fs::File::create(self.dir.path().join(format!("worker-{i}.log"))).unwrap();
+        let w = Command::new(bin())
+            .args(["worker", "--leader", &self.url, "--data-dir"])
+            .arg(self.dir.path().join(format!("worker-{i}")))
+            .env("RAINSTORM_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.workers.push(w);
+    }
+
+    pub fn wait_alive(&self, n: usize) {
+        wait_for("workers to join", Duration::from_secs(20), || {
+            let ws = self.json(&["workers", "--json"]);
+            let alive = ws
+                .as_array()?
+                .iter()
+                .filter(|w| w["state"] == "alive")
+                .count();
+            (alive >= n).then_some(())
+        });
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("RAINSTORM_LEADER", &self.url)
+            .current_dir(self.dir.path());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "rainstorm {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    /// Writes a file into the cluster's working directory.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Submits a job file (already in the working dir); returns the job id.
+    pub fn submit(&self, job_file: &str) -> String {
+        let out = self.ok(&["submit", job_file]);
+        out.lines().last().unwrap().trim().to_string()
+    }
+
+    /// Waits for a job to reach a final status; returns its record.
+    pub fn wait_job(&self, id: &str, timeout: Duration) -> serde_json::Value {
+        wait_for(&format!("job {id} to end"), timeout, || {
+            let j = self.json(&["job", id, "--json"]);
+            (j["status"] != "running").then_some(j)
+        })
+    }
+
+    /// Reads a store file.
+    pub fn store_file(&self, path: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("leader/store").join(path)).unwrap()
+    }
+
+    /// Tasks of a job.
+    pub fn tasks(&self, job: &str) -> Vec<serde_json::Value> {
+        self.json(&["tasks", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["job"] == job)
+            .cloned()
+            .collect()
+    }
+
+    pub fn kill_worker(&mut self, i: usize) {
+        self.workers[i].kill().unwrap();
+        self.workers[i].wait().unwrap();
+    }
+
+    /// Data-plane ports: every worker's listener and the leader's.
+    pub fn data_ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .json(&["workers", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w["address"].as_str()?.rsplit(':').next()?.parse().ok())
+            .collect();
+        let log = self.leader_log();
+        if let Some(p) = log
+            .lines()
+            .find(|l| l.contains("leader ready"))
+            .and_then(|l| l.split("data=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| {
+                a.trim_matches(|c: char| !c.is_ascii_digit() && c != ':' && c != '.')
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+        {
+            ports.push(p);
+        }
+        ports
+    }
+
+    /// Index (in `workers`) of the process that registered as `worker_id`.
+    pub fn worker_index(&self, worker_id: &str) -> Option<usize> {
+        (0..self.workers.len()).find(|i| {
+            let log = std::fs::read_to_string(self.dir.path().join(format!("worker-{i}.log")))
+                .unwrap_or_default();
+            log.lines()
+                .filter(|l| l.contains("registered with the leader"))
+                .any(|l| {
+                    l.split_whitespace()
+                        .any(|w| w == format!("worker={worker_id}"))
+                })
+        })
+    }
+
+    pub fn leader_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("leader.log")).unwrap_or_default()
+    }
+}

@@ -1,0 +1,170 @@
+//! `rainstorm run`: the embedded cluster, driven exactly as a user would.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn run_in(dir: &std::path::Path, job: &str) -> std::process::Output {
+    Command::new(bin())
+        .args(["run", job, "--workers", "3"])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn run_app1_builtins_prints_exactly_the_output_and_writes_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let signs = Signs::generate(5000, 1);
+    signs.write(&dir.path().join("signs.csv"));
+    let job = job_toml(
+        "app1",
+        "signs.csv",
+        "out/deep/app1.txt",
+        0.0,
+        "exactly-once",
+        &[
+            (3, "filter", &["Punched Telespar"]),
+            (3, "select", &["3-5"]),
+        ],
+    );
+    std::fs::write(dir.path().join("app1.toml"), job).unwrap();
+    let out = run_in(dir.path(), "app1.toml");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_same("stdout", &sorted_lines(&stdout), &signs.app1());
+    let sink = std::fs::read_to_string(dir.path().join("out/deep/app1.txt")).unwrap();
+    assert_same("sink file", &sorted_lines(&sink), &signs.app1());
+}
+
+#[test]
+fn run_app2_with_python_operators_counts_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let signs = Signs::generate(4000, 2);
+    signs.write(&dir.path().join("signs.csv"));
+    install_ops(dir.path());
+    let job = job_toml(
+        "app2-exec",
+        "signs.csv",
+        "out/app2.txt",
+        0.0,
+        "exactly-once",
+        &[
+            (
+                3,
+                "ops/filter.py",
+                &["7", "Punched Telespar", "--key-col", "9"],
+            ),
+            (3, "ops/count.py", &["9"]),
+        ],
+    );
+    std::fs::write(dir.path().join("app2.toml"), job).unwrap();
+    let out = run_in(dir.path(), "app2.toml");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same(
+        "stdout",
+        &sorted_lines(&String::from_utf8(out.stdout).unwrap()),
+        &signs.app2(),
+    );
+}
+
+#[test]
+fn keyed_builtin_routes_by_its_own_column_whatever_the_upstream_key() {
+    // The upstream keeps the source key (FILE:LINE); count-by must still count per category.
+    let dir = tempfile::tempdir().unwrap();
+    let signs = Signs::generate(3000, 3);
+    signs.write(&dir.path().join("signs.csv"));
+    let job = job_toml(
+        "app2",
+        "signs.csv",
+        "out/app2.txt",
+        0.0,
+        "at-least-once",
+        &[
+            (2, "filter", &["Punched Telespar"]),
+            (3, "count-by", &["9"]),
+        ],
+    );
+    std::fs::write(dir.path().join("app2.toml"), job).unwrap();
+    let out = run_in(dir.path(), "app2.toml");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same(
+        "stdout",
+        &sorted_lines(&String::from_utf8(out.stdout).unwrap()),
+        &signs.app2(),
+    );
+}
+
+#[test]
+fn validate_at_the_door_reports_every_problem_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("not-exec.py"), "print('x')\n").unwrap();
+    let job = r#"
+delivery = "sometimes"
+[source]
+path = "missing.csv"
+rate = -5
+[sink]
+path = "out/x.txt"
+[[stages]]
+tasks = 0
+op = "frobnicate"
+[[stages]]
+exec = "not-exec.py"
+[[stages]]
+exec = "nowhere/op.py"
+"#;
+    std::fs::write(dir.path().join("bad.toml"), job).unwrap();
+    let out = run_in(dir.path(), "bad.toml");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "delivery",
+        "sometimes",
+        "source.rate",
+        "-5",
+        "stages[1].tasks",
+        "frobnicate",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in: {err}");
+    }
+    assert!(out.stdout.is_empty());
+    // Static problems fixed, the environment ones are reported next, all of them.
+    let job = r#"
+[source]
+path = "missing.csv"
+[sink]
+path = "out/x.txt"
+[[stages]]
+exec = "not-exec.py"
+[[stages]]
+exec = "nowhere/op.py"
+"#;
+    std::fs::write(dir.path().join("bad2.toml"), job).unwrap();
+    let out = run_in(dir.path(), "bad2.toml");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "source.path",
+        "missing.csv",
+        "stages[1].exec",
+        "not executable",
+        "stages[2].exec",
+        "nowhere/op.py",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in: {err}");
+    }
+    assert!(!dir.path().join("out/x.txt").exists());
+}
