@@ -318,7 +318,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             max_restarts,
             keep_logs,
         } => {
-            if !(heartbeat_timeout > 0.0) {
+            if heartbeat_timeout.is_nan() || heartbeat_timeout <= 0.0 {
                 bail!("--heartbeat-timeout must be > 0");
             }
             let http = tokio::net::TcpListener::bind(&listen)

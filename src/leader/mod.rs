@@ -64,6 +64,15 @@ impl Default for LeaderConfig {
     }
 }
 
+/// A validated job handed to the leader's main loop, which owns the drivers' `JoinSet`.
+type NewJob = (
+    JobId,
+    JobSpec,
+    mpsc::Receiver<JobEvent>,
+    CancellationToken,
+    watch::Sender<SinkProgress>,
+);
+
 /// Shared leader context, handed to API handlers and job drivers.
 pub struct Leader {
     /// Cluster state (one lock, never held across `.await`).
@@ -76,13 +85,7 @@ pub struct Leader {
     pub data_addr: String,
     /// Configuration.
     pub cfg: LeaderConfig,
-    spawn_tx: mpsc::Sender<(
-        JobId,
-        JobSpec,
-        mpsc::Receiver<JobEvent>,
-        CancellationToken,
-        watch::Sender<SinkProgress>,
-    )>,
+    spawn_tx: mpsc::Sender<NewJob>,
 }
 
 /// Why a submission was refused.
