@@ -9,7 +9,7 @@ use crate::spec::{JobSpec, OperatorSpec, PathMode};
 use crate::store::Store;
 use crate::worker::{self, WorkerConfig};
 use anyhow::Context;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -94,6 +94,22 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        if keep_logs {
+            let kept = dir.keep();
+            eprintln!(
+                "rainstorm: keeping the cluster's data (input logs) in {}",
+                kept.display()
+            );
+            let dir = tempfile::Builder::new()
+                .prefix("rainstorm-empty-")
+                .tempdir()?;
+            return Ok(Cluster {
+                client,
+                shutdown,
+                parts,
+                _dir: dir,
+            });
+        }
         Ok(Cluster {
             client,
             shutdown,
@@ -148,9 +164,4 @@ pub async fn run_job(spec: JobSpec, workers: usize, keep_logs: bool) -> anyhow::
         tracing::debug!(job = %info.id, "job did not succeed");
     }
     Ok(info)
-}
-
-/// Default location of a job's files: the current directory.
-pub fn cwd() -> PathBuf {
-    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))
 }

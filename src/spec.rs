@@ -352,6 +352,53 @@ pub fn parse_job_toml(text: &str) -> Result<JobSpec, InvalidJob> {
     })
 }
 
+/// The static checks for a spec that did not come from a job file (the JSON API): the same
+/// rules `parse_job_toml` enforces, so no submission path can skip them.
+pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if !(spec.rate >= 0.0 && spec.rate.is_finite()) {
+        problems.push(problem(
+            "source.rate",
+            spec.rate,
+            "must be a number of tuples per second ≥ 0",
+        ));
+    }
+    if spec.source_path.is_empty() {
+        problems.push(problem("source.path", "(missing)", "name the input file"));
+    }
+    if spec.sink_path.is_empty() {
+        problems.push(problem("sink.path", "(missing)", "name the output file"));
+    }
+    if spec.stages.is_empty() {
+        problems.push(problem("stages", "(none)", "add at least one stage"));
+    }
+    for (i, st) in spec.stages.iter().enumerate() {
+        if !(1..=1024).contains(&st.tasks) {
+            problems.push(problem(
+                format!("stages[{}].tasks", i + 1),
+                st.tasks,
+                "must be an integer from 1 to 1024",
+            ));
+        }
+        match &st.operator {
+            OperatorSpec::Builtin { name, args } => {
+                if let Err(msg) = Builtin::from_spec(name, args) {
+                    problems.push(problem(format!("stages[{}].op", i + 1), name, msg));
+                }
+            }
+            OperatorSpec::Exec { path, .. } if path.is_empty() => {
+                problems.push(problem(
+                    format!("stages[{}].exec", i + 1),
+                    "\"\"",
+                    "name the operator executable",
+                ));
+            }
+            OperatorSpec::Exec { .. } => {}
+        }
+    }
+    problems
+}
+
 /// Builds a job from the course's positional syntax:
 /// `<Nstages> <Ntasks> (<op_exe> <op_args>)×Nstages <src> <dest> <exactly_once> <autoscale> <rate> [<LW> <HW>]`.
 /// Each `op_args` is one argument split like a shell would (`'7 "Punched Telespar"'`); `""`

@@ -150,6 +150,7 @@ async fn output(State(l): Shared, Path(id): Path<String>) -> Response {
         path: std::path::PathBuf,
         file: Option<tokio::fs::File>,
         offset: u64,
+        chunk: u64,
         done: bool,
     }
     let tail = Tail {
@@ -159,6 +160,7 @@ async fn output(State(l): Shared, Path(id): Path<String>) -> Response {
         path: file,
         file: None,
         offset: 0,
+        chunk: 1 << 20,
         done: false,
     };
     let stream = futures::stream::unfold(tail, |mut t| async move {
@@ -178,7 +180,7 @@ async fn output(State(l): Shared, Path(id): Path<String>) -> Response {
                     }
                 }
                 let f = t.file.as_mut()?;
-                let want = (p.flushed - t.offset).min(1 << 20) as usize;
+                let want = (p.flushed - t.offset).min(t.chunk) as usize;
                 let mut buf = vec![0u8; want];
                 let res = async {
                     f.seek(std::io::SeekFrom::Start(t.offset)).await?;
@@ -196,9 +198,11 @@ async fn output(State(l): Shared, Path(id): Path<String>) -> Response {
                     .map(|i| i + 1)
                     .unwrap_or(0);
                 if cut == 0 {
-                    t.file = None;
+                    // A line longer than the chunk: read a larger chunk next time.
+                    t.chunk *= 2;
                     continue;
                 }
+                t.chunk = 1 << 20;
                 buf.truncate(cut);
                 t.offset += cut as u64;
                 let ev = OutputEvent::Data(String::from_utf8_lossy(&buf).into_owned());

@@ -48,6 +48,9 @@ pub struct LeaderConfig {
     pub retention: Duration,
     /// Data-plane tunables.
     pub data: DataConfig,
+    /// Host name or IP workers use to reach the leader's data listener (default: the
+    /// `--listen` IP, or this host's name when that is a wildcard).
+    pub advertise_host: Option<String>,
 }
 
 impl Default for LeaderConfig {
@@ -60,6 +63,7 @@ impl Default for LeaderConfig {
             keep_logs: false,
             retention: Duration::from_secs(3600),
             data: DataConfig::default(),
+            advertise_host: None,
         }
     }
 }
@@ -105,7 +109,10 @@ impl Leader {
         if spec.source_name.is_empty() {
             spec.source_name = spec.source_path.clone();
         }
-        let problems = validate::check(&spec, &self.store);
+        let mut problems = crate::spec::check_spec(&spec);
+        if problems.is_empty() {
+            problems = validate::check(&spec, &self.store);
+        }
         if !problems.is_empty() {
             return Err(SubmitError::Invalid(problems));
         }
@@ -170,7 +177,13 @@ pub async fn run(
     let data = TcpListener::bind((http_addr.ip(), 0))
         .await
         .context("binding the leader's data listener")?;
-    let data_addr = data.local_addr()?.to_string();
+    let data_port = data.local_addr()?.port();
+    let host = match &cfg.advertise_host {
+        Some(h) => h.clone(),
+        None if http_addr.ip().is_unspecified() => hostname(),
+        None => http_addr.ip().to_string(),
+    };
+    let data_addr = format!("{host}:{data_port}");
     let registry = Arc::new(Registry::default());
     let env = TaskEnv {
         registry: registry.clone(),
@@ -227,6 +240,14 @@ pub async fn run(
     stop_net.cancel();
     while bg.join_next().await.is_some() {}
     Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".to_string())
 }
 
 /// Declares workers dead after the heartbeat timeout, fails their tasks (the drivers decide on

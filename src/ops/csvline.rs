@@ -1,9 +1,11 @@
 //! CSV fields of a single line, with real quoting rules, without allocating per line: the
 //! splitter keeps its buffers between calls (`csv_core` does the parsing).
 
-/// Reusable splitter of one CSV record.
+/// Reusable splitter of one CSV record (building a `csv_core` reader compiles a DFA, so the
+/// reader is built once and reset per line).
 #[derive(Default)]
 pub struct CsvSplitter {
+    rdr: csv_core::Reader,
     out: Vec<u8>,
     ends: Vec<usize>,
     nfields: usize,
@@ -12,7 +14,8 @@ pub struct CsvSplitter {
 impl CsvSplitter {
     /// Splits `line` into fields; read them with [`CsvSplitter::field`].
     pub fn split(&mut self, line: &str) {
-        let mut rdr = csv_core::Reader::new();
+        self.rdr.reset();
+        let rdr = &mut self.rdr;
         if self.out.len() < line.len() + 1 {
             self.out.resize(line.len() + 1, 0);
         }

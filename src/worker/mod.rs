@@ -108,7 +108,20 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         .await
         .with_context(|| format!("binding the data listener on {}", cfg.data_listen))?;
     let bound = listener.local_addr()?;
-    let data_addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let data_addr = match &cfg.advertise {
+        Some(a) => a.clone(),
+        None if bound.ip().is_unspecified() => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default();
+            format!(
+                "{}:{}",
+                if host.is_empty() { "127.0.0.1" } else { &host },
+                bound.port()
+            )
+        }
+        None => bound.to_string(),
+    };
     let store = cfg
         .store
         .clone()
@@ -242,7 +255,27 @@ async fn session_loop(
             Some(done) = running.join_next(), if !running.is_empty() => {
                 let ((key, attempt), outcome) = match done {
                     Ok(v) => v,
-                    Err(e) => { warn!(error = %e, "task supervisor panicked"); continue; }
+                    Err(e) => {
+                        // A panicked supervisor still reports: every attempt whose supervisor
+                        // is gone is reported failed.
+                        warn!(error = %e, "task supervisor panicked");
+                        let gone: Vec<_> = {
+                            let t = tasks.lock().unwrap_or_else(|p| p.into_inner());
+                            t.iter().filter(|(_, r)| r.cancel.is_cancelled() || r.status.state().is_terminal()).map(|(k, _)| k.clone()).collect()
+                        };
+                        for k in gone {
+                            let removed = tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+                            if let Some(r) = removed {
+                                let mut rep = report(&r.assignment, &r.status);
+                                rep.state = TaskState::Failed;
+                                rep.error = Some(format!("task supervisor panicked: {e}"));
+                                if ev_tx.send(rep).await.is_err() {
+                                    warn!("event reporter gone");
+                                }
+                            }
+                        }
+                        continue;
+                    }
                 };
                 let entry = tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&(key.clone(), attempt));
                 if let Some(r) = entry {
@@ -304,7 +337,12 @@ async fn handle(
                         OperatorSpec::Exec { path, .. } => {
                             match resolve_exec(&env.store, &a, path, &ops_dir).await {
                                 Ok(p) => Some(p),
-                                Err(e) => return ((key, attempt), TaskEnd::Failed(e)),
+                                Err(e) => {
+                                    *status.error.lock().unwrap_or_else(|p| p.into_inner()) =
+                                        Some(e.clone());
+                                    status.set_state(TaskState::Failed);
+                                    return ((key, attempt), TaskEnd::Failed(e));
+                                }
                             }
                         }
                         OperatorSpec::Builtin { .. } => None,
