@@ -66,6 +66,7 @@ impl Cluster {
         let cfg = LeaderConfig {
             data_dir: dir.path().join("leader"),
             keep_logs,
+            data: DataConfig::from_env(),
             ..LeaderConfig::default()
         };
         let store = Store::local(cfg.data_dir.join("store"))?;
@@ -77,7 +78,7 @@ impl Cluster {
                 data_listen: "127.0.0.1:0".into(),
                 advertise: None,
                 store: Some(store.clone()),
-                data: DataConfig::default(),
+                data: DataConfig::from_env(),
             };
             parts.spawn(worker::run(wc, shutdown.clone()));
         }

@@ -345,6 +345,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_restarts,
                 keep_logs,
                 advertise_host,
+                data: DataConfig::from_env(),
                 ..LeaderConfig::default()
             };
             let shutdown = shutdown_on_signal();
@@ -363,7 +364,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_listen: listen,
                 advertise,
                 store: None,
-                data: DataConfig::default(),
+                data: DataConfig::from_env(),
             };
             worker::run(cfg, shutdown_on_signal()).await?;
             Ok(ExitCode::SUCCESS)

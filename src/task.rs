@@ -428,7 +428,7 @@ async fn drive(
     status.set_state(TaskState::Running);
 
     let res = if exactly_once {
-        let (log_tx, log_rx) = mpsc::channel(64);
+        let (log_tx, log_rx) = mpsc::channel(16);
         let (feed_tx, feed_rx) = mpsc::channel(4);
         bg.spawn(log_writer(
             env.clone(),

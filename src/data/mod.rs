@@ -33,9 +33,35 @@ impl Default for DataConfig {
         DataConfig {
             batch_tuples: 1024,
             batch_bytes: 256 * 1024,
-            window_bytes: 8 * 1024 * 1024,
+            window_bytes: 2 * 1024 * 1024,
             queue_batches: 8,
         }
+    }
+}
+
+impl DataConfig {
+    /// Defaults, overridden by `RAINSTORM_BATCH_TUPLES`, `RAINSTORM_BATCH_BYTES`,
+    /// `RAINSTORM_WINDOW_BYTES` and `RAINSTORM_QUEUE_BATCHES` when set (bad values are
+    /// reported and ignored).
+    pub fn from_env() -> Self {
+        let mut c = DataConfig::default();
+        let vars: [(&str, &mut usize); 4] = [
+            ("RAINSTORM_BATCH_TUPLES", &mut c.batch_tuples),
+            ("RAINSTORM_BATCH_BYTES", &mut c.batch_bytes),
+            ("RAINSTORM_WINDOW_BYTES", &mut c.window_bytes),
+            ("RAINSTORM_QUEUE_BATCHES", &mut c.queue_batches),
+        ];
+        for (name, slot) in vars {
+            if let Ok(v) = std::env::var(name) {
+                match v.parse::<usize>() {
+                    Ok(n) if n > 0 => *slot = n,
+                    _ => {
+                        tracing::warn!(%name, value = %v, "ignoring a data-plane setting that is not a positive integer")
+                    }
+                }
+            }
+        }
+        c
     }
 }
 

@@ -3,12 +3,23 @@
 
 /// Reusable splitter of one CSV record (building a `csv_core` reader compiles a DFA, so the
 /// reader is built once and reset per line).
-#[derive(Default)]
 pub struct CsvSplitter {
     rdr: csv_core::Reader,
     out: Vec<u8>,
     ends: Vec<usize>,
     nfields: usize,
+}
+
+impl Default for CsvSplitter {
+    fn default() -> Self {
+        // Not `csv_core::Reader::default()`: that one has a zero delimiter.
+        CsvSplitter {
+            rdr: csv_core::Reader::new(),
+            out: Vec::new(),
+            ends: Vec::new(),
+            nfields: 0,
+        }
+    }
 }
 
 impl CsvSplitter {
