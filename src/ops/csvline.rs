@@ -4,7 +4,7 @@
 /// Reusable splitter of one CSV record (building a `csv_core` reader compiles a DFA, so the
 /// reader is built once and reset per line).
 pub struct CsvSplitter {
-    rdr: csv_core::Reader,
+    rdr: Box<csv_core::Reader>,
     out: Vec<u8>,
     ends: Vec<usize>,
     nfields: usize,
@@ -14,7 +14,7 @@ impl Default for CsvSplitter {
     fn default() -> Self {
         // Not `csv_core::Reader::default()`: that one has a zero delimiter.
         CsvSplitter {
-            rdr: csv_core::Reader::new(),
+            rdr: Box::new(csv_core::Reader::new()),
             out: Vec::new(),
             ends: Vec::new(),
             nfields: 0,
@@ -26,7 +26,7 @@ impl CsvSplitter {
     /// Splits `line` into fields; read them with [`CsvSplitter::field`].
     pub fn split(&mut self, line: &str) {
         self.rdr.reset();
-        let rdr = &mut self.rdr;
+        let rdr = &mut *self.rdr;
         if self.out.len() < line.len() + 1 {
             self.out.resize(line.len() + 1, 0);
         }
