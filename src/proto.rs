@@ -123,6 +123,27 @@ pub struct TaskAssignment {
     pub routes: Vec<(TaskPos, String)>,
     /// Version of that placement (newer wins).
     pub routes_version: u64,
+    /// For a restarted first-stage task under exactly-once: what to replay from the source
+    /// file (which is the first stage's input log).
+    pub source_replay: Option<SourceReplay>,
+}
+
+/// How a first-stage task regenerates its input after a restart: the tuples of its partition
+/// of the source file, up to what the source link had acknowledged.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SourceReplay {
+    /// Source path (local or store path, per the assignment's path mode).
+    pub path: String,
+    /// Name used in keys.
+    pub name: String,
+    /// First-stage partitioning.
+    pub partition: Partition,
+    /// First-stage task count.
+    pub tasks: u32,
+    /// Replay tuples with sequence numbers up to this.
+    pub upto: u64,
+    /// The source link's end of stream was acknowledged.
+    pub ended: bool,
 }
 
 /// A command from leader to worker.

@@ -225,6 +225,45 @@ impl Store {
         }
     }
 
+    /// Copies an object into a local file, streaming (used to replay a large source file on a
+    /// worker that reaches the store over HTTP).
+    pub async fn fetch_to_file(&self, path: &str, target: &Path) -> Result<(), StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let clean = clean_path(path)?;
+        let local_err = |e: std::io::Error| StoreError::Io {
+            path: target.display().to_string(),
+            source: e,
+        };
+        if let Some(dir) = target.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(local_err)?;
+        }
+        match self {
+            Store::Local(root) => {
+                tokio::fs::copy(root.join(&clean), target)
+                    .await
+                    .map_err(io_err(&clean))?;
+                Ok(())
+            }
+            Store::Http(base, client) => {
+                let resp = client
+                    .get(format!("{base}/api/store/{clean}"))
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))?;
+                let mut resp = check(resp, &clean).await?;
+                let mut f = tokio::fs::File::create(target).await.map_err(local_err)?;
+                while let Some(chunk) = resp
+                    .chunk()
+                    .await
+                    .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))?
+                {
+                    f.write_all(&chunk).await.map_err(local_err)?;
+                }
+                f.flush().await.map_err(local_err)
+            }
+        }
+    }
+
     /// Deletes every object under a prefix (used to drop a finished job's logs).
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
         let clean = clean_path(prefix)?;

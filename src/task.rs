@@ -88,6 +88,8 @@ pub struct TaskEnv {
     pub cfg: DataConfig,
     /// The store (logs).
     pub store: Store,
+    /// Private scratch directory of this process (fetched files).
+    pub work_dir: PathBuf,
 }
 
 enum Operator {
@@ -275,6 +277,7 @@ pub async fn run_task(
                 index: i,
             },
             resend: a.delivery != Delivery::AtMostOnce,
+            progress: None,
         };
         links.spawn(run_link(
             spec,
@@ -382,9 +385,15 @@ async fn drive(
     bg: &mut JoinSet<Result<(), LogError>>,
 ) -> Result<(), Stop> {
     let exactly_once = a.delivery == Delivery::ExactlyOnce;
+    // A first-stage task's only input is the source, so its consumption order is sequence
+    // order and the source file is its log: it needs no input log of its own.
+    let logged = exactly_once && a.key.pos.stage > 1;
     let mut input = InputState::new(a.upstream);
     let res = async {
-        if exactly_once {
+        if let (false, Some(r)) = (logged, &a.source_replay) {
+            replay_source(env, a, r, &mut op, &mut input, status).await?;
+        }
+        if logged {
             let lineage = recover_lineage(&env.store, &a.key, a.attempt).await?;
             let mut replayed = 0u64;
             for seg in &lineage {
@@ -427,7 +436,7 @@ async fn drive(
     }
     status.set_state(TaskState::Running);
 
-    let res = if exactly_once {
+    let res = if logged {
         let (log_tx, log_rx) = mpsc::channel(16);
         let (feed_tx, feed_rx) = mpsc::channel(4);
         bg.spawn(log_writer(
@@ -467,6 +476,76 @@ async fn drive(
         r = op.finish() => r,
     }?;
     debug!(task = %a.key, "operator drained");
+    Ok(())
+}
+
+/// Regenerates a restarted first-stage task's input from the source file: the tuples the
+/// source routed to this task, up to the position its link had acknowledged.
+async fn replay_source(
+    env: &TaskEnv,
+    a: &TaskAssignment,
+    r: &crate::proto::SourceReplay,
+    op: &mut Operator,
+    input: &mut InputState,
+    status: &TaskStatus,
+) -> Result<(), Stop> {
+    let failed = |e: String| Stop::Failed(format!("replaying source {}: {e}", r.path));
+    let local = match a.paths {
+        crate::spec::PathMode::Local => PathBuf::from(&r.path),
+        crate::spec::PathMode::Store => match env
+            .store
+            .local_path(&r.path)
+            .map_err(|e| failed(e.to_string()))?
+        {
+            Some(p) => p,
+            None => {
+                let target = env
+                    .work_dir
+                    .join("replay")
+                    .join(format!("{}-{}", a.key.job, a.key.pos));
+                env.store
+                    .fetch_to_file(&r.path, &target)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                target
+            }
+        },
+    };
+    let file = tokio::fs::File::open(&local)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let mut rd = crate::leader::source::SourceReader::new(file, &r.name);
+    let mut part = crate::data::router::Partitioner::new(r.partition.clone(), r.tasks as usize);
+    let me = a.key.pos.index as usize;
+    let mut seq = 0u64;
+    while seq < r.upto {
+        let Some(t) = rd.next_tuple().await.map_err(|e| failed(e.to_string()))? else {
+            break;
+        };
+        if part.pick(&t) == me {
+            seq += 1;
+            op.feed(t, crate::data::now_ns()).await?;
+        }
+    }
+    if seq < r.upto {
+        return Err(failed(format!(
+            "the file ended at tuple {seq}, before the acknowledged {}",
+            r.upto
+        )));
+    }
+    input.advance(0, seq);
+    if r.ended {
+        input.end(0, seq);
+    }
+    status.tuples_in.store(seq, Ordering::Relaxed);
+    if a.paths == crate::spec::PathMode::Store
+        && env.store.local_path(&r.path).ok().flatten().is_none()
+    {
+        if let Err(e) = tokio::fs::remove_file(&local).await {
+            warn!(file = %local.display(), error = %e, "could not remove a fetched replay file");
+        }
+    }
+    info!(task = %a.key, attempt = a.attempt, tuples = seq, ended = r.ended, "recovered from the source file");
     Ok(())
 }
 

@@ -379,3 +379,59 @@ fn chaos_random_task_and_worker_kills_every_round_exact() {
         eprintln!("chaos round {round} ({file}) exact");
     }
 }
+
+/// The first stage's log is the source file: a first-stage task killed after the source
+/// finished replays its partition of the file and still sees the (recorded) end of stream.
+#[test]
+fn first_stage_task_killed_after_the_source_finished_replays_the_file() {
+    let c = Cluster::start(2, 5.0);
+    let (signs, _) = setup(&c, 8000, 27);
+    c.file(
+        "slow.py",
+        "#!/usr/bin/env python3\nimport sys, time\nfor line in sys.stdin:\n    time.sleep(0.0004)\n    sys.stdout.write(line)\n    sys.stdout.flush()\n",
+    );
+    let slow = c.dir.path().join("slow.py");
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let job = job_toml(
+        "first-stage",
+        "signs.csv",
+        "out/first.txt",
+        0.0,
+        "exactly-once",
+        &[(2, slow.to_str().unwrap(), &[]), (2, "identity", &[])],
+    );
+    c.file("first.toml", &job);
+    let id = c.submit("first.toml");
+    wait_for(
+        "the source to finish while stage 1 still works",
+        LONG,
+        || {
+            let finished = c
+                .leader_log()
+                .lines()
+                .any(|l| l.contains("source finished") && l.contains(&id));
+            let busy = c
+                .tasks(&id)
+                .iter()
+                .any(|t| t["stage"] == 1 && t["state"] == "running");
+            (finished && busy).then_some(())
+        },
+    );
+    kill_task(&c, &id, 1);
+    let mut want: Vec<String> = std::iter::once(csv_line(&signs.header))
+        .chain(signs.rows.iter().map(|r| csv_line(r)))
+        .collect();
+    want.sort();
+    let j = check_output(&c, &id, "out/first.txt", &want);
+    assert!(j["recoveries"].as_u64().unwrap() >= 1, "{j}");
+    let replayed = (0..c.workers.len()).any(|i| {
+        std::fs::read_to_string(c.dir.path().join(format!("worker-{i}.log")))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("recovered from the source file") && l.contains("ended=true"))
+    });
+    assert!(
+        replayed,
+        "the replacement did not replay the source file with its end of stream"
+    );
+}

@@ -39,6 +39,16 @@ pub struct OutBatch {
     pub emit_ns: u64,
 }
 
+/// How far a link is acknowledged, published for whoever must know (the leader reads its
+/// source links' progress when a first-stage task restarts).
+#[derive(Debug, Default)]
+pub struct LinkProgress {
+    /// Highest acknowledged sequence number.
+    pub acked: std::sync::atomic::AtomicU64,
+    /// The end of stream is acknowledged.
+    pub eos: std::sync::atomic::AtomicBool,
+}
+
 /// Static description of a link.
 #[derive(Clone, Debug)]
 pub struct LinkSpec {
@@ -50,6 +60,8 @@ pub struct LinkSpec {
     pub to: TaskPos,
     /// Whether unacknowledged batches are re-sent after a reconnect (false = at-most-once).
     pub resend: bool,
+    /// Where to publish acknowledgements, if anyone needs them.
+    pub progress: Option<std::sync::Arc<LinkProgress>>,
 }
 
 /// How a link ended.
@@ -156,6 +168,12 @@ pub async fn run_link(
                 match frame.map(|r| r.map(|b| Frame::decode(b.freeze()))) {
                     Some(Ok(Ok(Frame::Ack { upto, eos }))) => {
                         window.ack(upto);
+                        if let Some(p) = &spec.progress {
+                            p.acked.fetch_max(upto, std::sync::atomic::Ordering::Relaxed);
+                            if eos && eos_sent && upto >= next_seq - 1 {
+                                p.eos.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
                         backoff = Duration::from_millis(5);
                         if eos && eos_sent && upto >= next_seq - 1 {
                             return LinkEnd::Done;

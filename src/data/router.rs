@@ -20,6 +20,40 @@ pub enum Partition {
     Column(usize),
 }
 
+/// Picks a tuple's destination among `n` tasks; shared by routers and by source replay, which
+/// must route exactly as the source did.
+pub struct Partitioner {
+    partition: Partition,
+    n: usize,
+    csv: CsvSplitter,
+}
+
+impl Partitioner {
+    /// A partitioner over `n` tasks.
+    pub fn new(partition: Partition, n: usize) -> Self {
+        Partitioner {
+            partition,
+            n,
+            csv: CsvSplitter::default(),
+        }
+    }
+
+    /// Destination index of `t`.
+    pub fn pick(&mut self, t: &Tuple) -> usize {
+        if self.n <= 1 {
+            return 0;
+        }
+        let h = match self.partition {
+            Partition::Key => stable_hash(t.key.as_bytes()),
+            Partition::Column(c) => {
+                self.csv.split(&t.value);
+                stable_hash(self.csv.field(c).unwrap_or("").as_bytes())
+            }
+        };
+        (h % self.n as u64) as usize
+    }
+}
+
 /// The downstream links have gone (job cancelled or task stopping).
 #[derive(Debug, thiserror::Error)]
 #[error("downstream link closed")]
@@ -31,8 +65,7 @@ pub struct Router {
     pending: Vec<Vec<Tuple>>,
     pending_bytes: Vec<usize>,
     pending_emit: Vec<u64>,
-    partition: Partition,
-    csv: CsvSplitter,
+    partitioner: Partitioner,
     cfg: DataConfig,
     emitted: Arc<AtomicU64>,
 }
@@ -51,31 +84,15 @@ impl Router {
             pending: (0..n).map(|_| Vec::new()).collect(),
             pending_bytes: vec![0; n],
             pending_emit: vec![u64::MAX; n],
-            partition,
-            csv: CsvSplitter::default(),
+            partitioner: Partitioner::new(partition, n),
             cfg,
             emitted,
         }
     }
 
-    fn target(&mut self, t: &Tuple) -> usize {
-        let n = self.links.len();
-        if n <= 1 {
-            return 0;
-        }
-        let h = match self.partition {
-            Partition::Key => stable_hash(t.key.as_bytes()),
-            Partition::Column(c) => {
-                self.csv.split(&t.value);
-                stable_hash(self.csv.field(c).unwrap_or("").as_bytes())
-            }
-        };
-        (h % n as u64) as usize
-    }
-
     /// Routes one tuple; sends its destination's batch if that batch is full.
     pub async fn push(&mut self, t: Tuple, emit_ns: u64) -> Result<(), Closed> {
-        let i = self.target(&t);
+        let i = self.partitioner.pick(&t);
         self.pending_bytes[i] += t.key.len() + t.value.len() + 8;
         self.pending_emit[i] = self.pending_emit[i].min(emit_ns);
         self.pending[i].push(t);

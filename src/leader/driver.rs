@@ -7,13 +7,15 @@ use super::sink::{run_sink, SinkProgress, SinkSpec};
 use super::source::{run_source, SourceSpec};
 use super::state::{lock, JobEvent, TaskRec};
 use super::Leader;
+use crate::data::link::LinkProgress;
 use crate::data::router::Partition;
 use crate::ids::{JobId, TaskKey, TaskPos, WorkerId};
 use crate::ops::builtin::Builtin;
-use crate::proto::{Command, JobStatus, TaskAssignment, TaskState};
+use crate::proto::{Command, JobStatus, SourceReplay, TaskAssignment, TaskState};
 use crate::spec::{Delivery, JobSpec, OperatorSpec, PathMode};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -50,8 +52,29 @@ fn tasks_of(spec: &JobSpec, stage: u32) -> u32 {
         .unwrap_or(1)
 }
 
-fn assignment(spec: &JobSpec, key: &TaskKey, attempt: u32, routes: &Placement) -> TaskAssignment {
+fn assignment(
+    spec: &JobSpec,
+    key: &TaskKey,
+    attempt: u32,
+    routes: &Placement,
+    source: &[Arc<LinkProgress>],
+) -> TaskAssignment {
     let stage = key.pos.stage;
+    let source_replay =
+        (stage == 1 && attempt > 0 && spec.delivery == Delivery::ExactlyOnce).then(|| {
+            let p = source
+                .get(key.pos.index as usize)
+                .cloned()
+                .unwrap_or_default();
+            SourceReplay {
+                path: spec.source_path.clone(),
+                name: spec.source_name.clone(),
+                partition: partition_into(spec, 1),
+                tasks: tasks_of(spec, 1),
+                upto: p.acked.load(Ordering::Relaxed),
+                ended: p.eos.load(Ordering::Relaxed),
+            }
+        });
     TaskAssignment {
         key: key.clone(),
         attempt,
@@ -67,6 +90,7 @@ fn assignment(spec: &JobSpec, key: &TaskKey, attempt: u32, routes: &Placement) -
         delivery: spec.delivery,
         routes: routes.list(),
         routes_version: routes.version,
+        source_replay,
     }
 }
 
@@ -121,6 +145,7 @@ pub async fn drive(
     );
     let mut parts = JoinSet::new();
     let parts_cancel = cancel.child_token();
+    let source: Vec<Arc<LinkProgress>> = (0..tasks_of(&spec, 1)).map(|_| Arc::default()).collect();
     let mut outcome = start(
         &leader,
         &id,
@@ -129,6 +154,7 @@ pub async fn drive(
         &mut parts,
         &parts_cancel,
         &progress,
+        &source,
     );
     if outcome.is_none() {
         info!(job = %id, stages = k, "job started");
@@ -141,6 +167,7 @@ pub async fn drive(
                 &mut events,
                 &mut parts,
                 &cancel,
+                &source,
             )
             .await,
         );
@@ -155,6 +182,7 @@ pub async fn drive(
     cleanup(&leader, &id, &spec, outcome, &progress).await;
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start(
     leader: &Arc<Leader>,
     id: &JobId,
@@ -163,6 +191,7 @@ fn start(
     parts: &mut JoinSet<Part>,
     parts_cancel: &CancellationToken,
     progress: &watch::Sender<SinkProgress>,
+    source_progress: &[Arc<LinkProgress>],
 ) -> Option<Outcome> {
     let k = spec.stages.len() as u32;
     let (source_file, sink_file) = match (
@@ -251,7 +280,7 @@ fn start(
             .map(|(key, t)| (key.clone(), t.worker.clone()))
             .collect();
         for (key, w) in keys {
-            let a = assignment(spec, &key, 0, routes);
+            let a = assignment(spec, &key, 0, routes, source_progress);
             st.command(&w, Command::Start(a));
         }
     }
@@ -263,6 +292,7 @@ fn start(
         downstream: tasks_of(spec, 1),
         partition: partition_into(spec, 1),
         resend: spec.delivery != Delivery::AtMostOnce,
+        progress: source_progress.to_vec(),
     };
     parts.spawn(
         run_source(
@@ -286,6 +316,7 @@ trait MapPart: std::future::Future<Output = Result<(), String>> + Sized {
 }
 impl<F: std::future::Future<Output = Result<(), String>>> MapPart for F {}
 
+#[allow(clippy::too_many_arguments)]
 async fn watch_job(
     leader: &Arc<Leader>,
     id: &JobId,
@@ -294,6 +325,7 @@ async fn watch_job(
     events: &mut mpsc::Receiver<JobEvent>,
     parts: &mut JoinSet<Part>,
     cancel: &CancellationToken,
+    source: &[Arc<LinkProgress>],
 ) -> Outcome {
     let mut sink_done = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
@@ -360,7 +392,7 @@ async fn watch_job(
                         restarts + 1
                     ));
                 }
-                if let Err(e) = restart(leader, id, spec, &key, attempt, routes) {
+                if let Err(e) = restart(leader, id, spec, &key, attempt, routes, source) {
                     return Outcome::Failed(e);
                 }
             }
@@ -375,6 +407,7 @@ fn restart(
     key: &TaskKey,
     attempt: u32,
     routes: &mut Placement,
+    source: &[Arc<LinkProgress>],
 ) -> Result<(), String> {
     let mut st = lock(&leader.state);
     let workers = st.workers_by_load();
@@ -423,7 +456,10 @@ fn restart(
             );
         }
     }
-    st.command(&target, Command::Start(assignment(spec, key, next, routes)));
+    st.command(
+        &target,
+        Command::Start(assignment(spec, key, next, routes, source)),
+    );
     info!(job = %id, task = %key.pos, attempt = next, worker = %target, "task restarted");
     Ok(())
 }

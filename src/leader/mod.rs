@@ -190,6 +190,7 @@ pub async fn run(
         routes: Arc::new(Routes::default()),
         cfg: cfg.data.clone(),
         store: store.clone(),
+        work_dir: cfg.data_dir.clone(),
     };
     let (spawn_tx, mut spawn_rx) = mpsc::channel(16);
     let leader = Arc::new(Leader {

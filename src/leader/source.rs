@@ -17,6 +17,55 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Turns the source file into tuples `(NAME:LINE, line)`; the one definition of what the
+/// source emits, shared with first-stage replay after a crash.
+pub struct SourceReader<R> {
+    rd: tokio::io::BufReader<R>,
+    name: String,
+    line_no: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
+    /// Reads `inner`, naming tuples after `name`.
+    pub fn new(inner: R, name: &str) -> Self {
+        SourceReader {
+            rd: tokio::io::BufReader::with_capacity(1 << 20, inner),
+            name: name.to_string(),
+            line_no: 0,
+            buf: Vec::with_capacity(512),
+        }
+    }
+
+    /// The next tuple, or None at the end of the file.
+    pub async fn next_tuple(&mut self) -> std::io::Result<Option<Tuple>> {
+        self.buf.clear();
+        if self.rd.read_until(b'\n', &mut self.buf).await? == 0 {
+            return Ok(None);
+        }
+        if self.buf.last() == Some(&b'\n') {
+            self.buf.pop();
+            if self.buf.last() == Some(&b'\r') {
+                self.buf.pop();
+            }
+        }
+        self.line_no += 1;
+        let value = match String::from_utf8(std::mem::take(&mut self.buf)) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        Ok(Some(Tuple {
+            key: format!("{}:{}", self.name, self.line_no),
+            value,
+        }))
+    }
+
+    /// Whether the next read would not block on the file (its buffer holds data).
+    pub fn buffered(&self) -> bool {
+        !self.rd.buffer().is_empty()
+    }
+}
+
 /// What the source needs to know.
 pub struct SourceSpec {
     /// Job.
@@ -33,6 +82,9 @@ pub struct SourceSpec {
     pub partition: Partition,
     /// Re-send on reconnect (all modes but at-most-once).
     pub resend: bool,
+    /// Per first-stage task: how far its link is acknowledged (first-stage recovery replays
+    /// the file up to there).
+    pub progress: Vec<Arc<crate::data::link::LinkProgress>>,
 }
 
 /// Reads and routes the whole file, then waits until every first-stage task has acknowledged
@@ -57,6 +109,7 @@ pub async fn run_source(
             from: TaskPos { stage: 0, index: 0 },
             to: TaskPos { stage: 1, index: i },
             resend: spec.resend,
+            progress: spec.progress.get(i as usize).cloned(),
         };
         links.spawn(run_link(
             ls,
@@ -68,8 +121,7 @@ pub async fn run_source(
     }
     let mut router = Router::new(senders, spec.partition.clone(), env.cfg.clone(), emitted);
     let read = async {
-        let mut rd = tokio::io::BufReader::with_capacity(1 << 20, file);
-        let mut buf = Vec::with_capacity(512);
+        let mut rd = SourceReader::new(file, &spec.name);
         let mut line_no: u64 = 0;
         let start = Instant::now();
         loop {
@@ -80,31 +132,14 @@ pub async fn run_source(
                     tokio::time::sleep_until(due.into()).await;
                 }
             }
-            buf.clear();
-            let n = rd
-                .read_until(b'\n', &mut buf)
-                .await
-                .map_err(|e| format!("reading source {}: {e}", spec.file.display()))?;
-            if n == 0 {
-                break;
-            }
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-                if buf.last() == Some(&b'\r') {
-                    buf.pop();
-                }
-            }
+            let t = match rd.next_tuple().await {
+                Ok(Some(t)) => t,
+                Ok(None) => break,
+                Err(e) => return Err(format!("reading source {}: {e}", spec.file.display())),
+            };
             line_no += 1;
-            let value = match String::from_utf8(std::mem::take(&mut buf)) {
-                Ok(s) => s,
-                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-            };
-            let t = Tuple {
-                key: format!("{}:{line_no}", spec.name),
-                value,
-            };
             router.push(t, now_ns()).await.map_err(|e| e.to_string())?;
-            if rd.buffer().is_empty() {
+            if !rd.buffered() {
                 router.flush().await.map_err(|e| e.to_string())?;
             }
         }

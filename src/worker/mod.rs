@@ -133,6 +133,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         routes: routes.clone(),
         cfg: cfg.data.clone(),
         store: store.clone(),
+        work_dir: cfg.data_dir.clone(),
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
