@@ -123,6 +123,9 @@ pub struct TaskAssignment {
     pub routes: Vec<(TaskPos, String)>,
     /// Version of that placement (newer wins).
     pub routes_version: u64,
+    /// Job epoch (at-least-once restarts the whole pipeline in a new epoch).
+    #[serde(default)]
+    pub epoch: u32,
     /// For a restarted first-stage task under exactly-once: what to replay from the source
     /// file (which is the first stage's input log).
     pub source_replay: Option<SourceReplay>,

@@ -278,6 +278,7 @@ pub async fn run_task(
             },
             resend: a.delivery != Delivery::AtMostOnce,
             progress: None,
+            floor: u64::from(a.epoch) << crate::data::link::EPOCH_SHIFT,
         };
         links.spawn(run_link(
             spec,
@@ -388,7 +389,10 @@ async fn drive(
     // A first-stage task's only input is the source, so its consumption order is sequence
     // order and the source file is its log: it needs no input log of its own.
     let logged = exactly_once && a.key.pos.stage > 1;
-    let mut input = InputState::new(a.upstream);
+    let mut input = InputState::with_floor(
+        a.upstream,
+        u64::from(a.epoch) << crate::data::link::EPOCH_SHIFT,
+    );
     let res = async {
         if let (false, Some(r)) = (logged, &a.source_replay) {
             replay_source(env, a, r, &mut op, &mut input, status).await?;
@@ -712,6 +716,9 @@ async fn consume(
                 acks.set(from, input.hwm(from), input.ended(from));
             }
             Inbound::Eos { from, last_seq } => {
+                if input.stale(last_seq) {
+                    continue;
+                }
                 if input.hwm(from) < last_seq && a.delivery != Delivery::AtMostOnce {
                     warn!(task = %a.key, from, last_seq, hwm = input.hwm(from), "end of stream before all tuples; waiting for re-send");
                     continue;

@@ -435,3 +435,92 @@ fn first_stage_task_killed_after_the_source_finished_replays_the_file() {
         "the replacement did not replay the source file with its end of stream"
     );
 }
+
+fn counts(lines: &[String]) -> std::collections::HashMap<&str, usize> {
+    let mut m = std::collections::HashMap::new();
+    for l in lines {
+        *m.entry(l.as_str()).or_default() += 1;
+    }
+    m
+}
+
+/// At-least-once: a crash restarts the pipeline from the source in a new epoch; nothing is
+/// lost, duplicates are allowed.
+#[test]
+fn at_least_once_loses_nothing_through_a_kill() {
+    let c = Cluster::start(3, 5.0);
+    let (signs, ops) = setup(&c, 12000, 28);
+    let op = |n: &str| ops.join(n).to_str().unwrap().to_string();
+    let job = job_toml(
+        "alo",
+        "signs.csv",
+        "out/alo.txt",
+        4000.0,
+        "at-least-once",
+        &[
+            (
+                2,
+                &op("filter.py"),
+                &["7", "Punched Telespar", "--key-col", "9"],
+            ),
+            (2, &op("count.py"), &["9"]),
+        ],
+    );
+    c.file("alo.toml", &job);
+    let id = c.submit("alo.toml");
+    wait_source(&c, &id, 5000);
+    kill_task(&c, &id, 2);
+    let j = c.wait_job(&id, LONG);
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert!(j["recoveries"].as_u64().unwrap() >= 1, "{j}");
+    let got = sorted_lines(&c.store_file("out/alo.txt"));
+    let want = signs.app2();
+    let have = counts(&got);
+    for (line, n) in counts(&want) {
+        assert!(
+            have.get(line).copied().unwrap_or(0) >= n,
+            "lost {line:?} under at-least-once"
+        );
+    }
+}
+
+/// At-most-once never re-runs work: a crash fails the job, and nothing is duplicated.
+#[test]
+fn at_most_once_never_duplicates() {
+    let c = Cluster::start(2, 5.0);
+    let (signs, ops) = setup(&c, 12000, 29);
+    let op = |n: &str| ops.join(n).to_str().unwrap().to_string();
+    let job = job_toml(
+        "amo",
+        "signs.csv",
+        "out/amo.txt",
+        4000.0,
+        "at-most-once",
+        &[
+            (
+                2,
+                &op("filter.py"),
+                &["7", "Punched Telespar", "--key-col", "9"],
+            ),
+            (2, &op("count.py"), &["9"]),
+        ],
+    );
+    c.file("amo.toml", &job);
+    let id = c.submit("amo.toml");
+    wait_source(&c, &id, 5000);
+    kill_task(&c, &id, 2);
+    let j = c.wait_job(&id, LONG);
+    assert_eq!(j["status"], "failed", "{j}");
+    assert!(j["error"].as_str().unwrap().contains("at-most-once"), "{j}");
+    let got = sorted_lines(&c.store_file("out/amo.txt"));
+    let want = counts(&signs.app2())
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect::<std::collections::HashMap<_, _>>();
+    for (line, n) in counts(&got) {
+        assert!(
+            n <= *want.get(line).unwrap_or(&0),
+            "{line:?} appeared {n} times under at-most-once"
+        );
+    }
+}

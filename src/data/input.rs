@@ -4,6 +4,7 @@
 /// Per-link high-water marks of one task.
 #[derive(Clone, Debug)]
 pub struct InputState {
+    floor: u64,
     hwm: Vec<u64>,
     eos: Vec<bool>,
     eos_count: usize,
@@ -12,8 +13,15 @@ pub struct InputState {
 impl InputState {
     /// State for `links` upstream tasks, nothing accepted yet.
     pub fn new(links: u32) -> Self {
+        Self::with_floor(links, 0)
+    }
+
+    /// State for a job epoch whose sequence numbers start above `floor`: everything at or
+    /// below it (a previous epoch's tuples and ends of stream) is stale.
+    pub fn with_floor(links: u32, floor: u64) -> Self {
         InputState {
-            hwm: vec![0; links as usize],
+            floor,
+            hwm: vec![floor; links as usize],
             eos: vec![false; links as usize],
             eos_count: 0,
         }
@@ -35,6 +43,9 @@ impl InputState {
 
     /// Records an end of stream; returns true the first time.
     pub fn end(&mut self, from: u32, last_seq: u64) -> bool {
+        if last_seq < self.floor {
+            return false;
+        }
         self.advance(from, last_seq);
         match self.eos.get_mut(from as usize) {
             Some(e) if !*e => {
@@ -61,6 +72,11 @@ impl InputState {
         self.eos_count == self.eos.len()
     }
 
+    /// Whether an end of stream belongs to an earlier epoch.
+    pub fn stale(&self, last_seq: u64) -> bool {
+        last_seq < self.floor
+    }
+
     /// Number of links.
     pub fn links(&self) -> u32 {
         self.hwm.len() as u32
@@ -84,6 +100,21 @@ mod tests {
         assert!(!s.end(0, 10));
         assert!(!s.all_ended());
         assert!(s.end(1, 0));
+        assert!(s.all_ended());
+    }
+
+    #[test]
+    fn earlier_epochs_are_stale() {
+        let floor = 1 << 40;
+        let mut s = InputState::with_floor(1, floor);
+        assert!(
+            s.duplicates(0, 5).unwrap() >= 1000,
+            "an old epoch's batch is all duplicates"
+        );
+        assert!(!s.end(0, 17));
+        assert!(s.stale(17));
+        assert_eq!(s.duplicates(0, floor + 1), Some(0));
+        assert!(s.end(0, floor));
         assert!(s.all_ended());
     }
 }

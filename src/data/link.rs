@@ -62,7 +62,12 @@ pub struct LinkSpec {
     pub resend: bool,
     /// Where to publish acknowledgements, if anyone needs them.
     pub progress: Option<std::sync::Arc<LinkProgress>>,
+    /// Sequence numbers start above this (the job epoch's floor; 0 in the first epoch).
+    pub floor: u64,
 }
+
+/// Bits of a sequence number below the epoch: epoch `e` numbers its tuples from `e << 40`.
+pub const EPOCH_SHIFT: u32 = 40;
 
 /// How a link ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -108,7 +113,7 @@ pub async fn run_link(
         batches: VecDeque::new(),
         bytes: 0,
     };
-    let mut next_seq: u64 = 1;
+    let mut next_seq: u64 = spec.floor + 1;
     let mut input_closed = false;
     let mut eos_sent = false;
     let mut conn: Option<Conn> = None;

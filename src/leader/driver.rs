@@ -56,6 +56,7 @@ fn assignment(
     spec: &JobSpec,
     key: &TaskKey,
     attempt: u32,
+    epoch: u32,
     routes: &Placement,
     source: &[Arc<LinkProgress>],
 ) -> TaskAssignment {
@@ -91,6 +92,7 @@ fn assignment(
         routes: routes.list(),
         routes_version: routes.version,
         source_replay,
+        epoch,
     }
 }
 
@@ -124,6 +126,23 @@ pub fn local_file(leader: &Leader, spec: &JobSpec, path: &str) -> Result<PathBuf
     }
 }
 
+/// One job's run: everything its driver owns.
+struct JobRun {
+    leader: Arc<Leader>,
+    id: JobId,
+    spec: JobSpec,
+    routes: Placement,
+    /// Source and sink of the current epoch.
+    parts: JoinSet<Part>,
+    /// Cancels the current epoch's source and sink.
+    epoch_cancel: CancellationToken,
+    epoch: u32,
+    /// How far each source link is acknowledged (first-stage recovery).
+    source: Vec<Arc<LinkProgress>>,
+    progress: watch::Sender<SinkProgress>,
+    cancel: CancellationToken,
+}
+
 /// Runs a job to its final status.
 pub async fn drive(
     leader: Arc<Leader>,
@@ -143,167 +162,28 @@ pub async fn drive(
         },
         leader.data_addr.clone(),
     );
-    let mut parts = JoinSet::new();
-    let parts_cancel = cancel.child_token();
-    let source: Vec<Arc<LinkProgress>> = (0..tasks_of(&spec, 1)).map(|_| Arc::default()).collect();
-    let mut outcome = start(
-        &leader,
-        &id,
-        &spec,
-        &mut routes,
-        &mut parts,
-        &parts_cancel,
-        &progress,
-        &source,
-    );
-    if outcome.is_none() {
-        info!(job = %id, stages = k, "job started");
-        outcome = Some(
-            watch_job(
-                &leader,
-                &id,
-                &spec,
-                &mut routes,
-                &mut events,
-                &mut parts,
-                &cancel,
-                &source,
-            )
-            .await,
-        );
-    }
-    let outcome = outcome.unwrap_or(Outcome::Failed("not started".into()));
-    parts_cancel.cancel();
-    while let Some(r) = parts.join_next().await {
-        if let Err(e) = r {
-            warn!(job = %id, error = %e, "source/sink task panicked");
-        }
-    }
-    cleanup(&leader, &id, &spec, outcome, &progress).await;
-}
-
-#[allow(clippy::too_many_arguments)]
-fn start(
-    leader: &Arc<Leader>,
-    id: &JobId,
-    spec: &JobSpec,
-    routes: &mut Placement,
-    parts: &mut JoinSet<Part>,
-    parts_cancel: &CancellationToken,
-    progress: &watch::Sender<SinkProgress>,
-    source_progress: &[Arc<LinkProgress>],
-) -> Option<Outcome> {
-    let k = spec.stages.len() as u32;
-    let (source_file, sink_file) = match (
-        local_file(leader, spec, &spec.source_path),
-        local_file(leader, spec, &spec.sink_path),
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return Some(Outcome::Failed(e)),
+    let source = (0..tasks_of(&spec, 1)).map(|_| Arc::default()).collect();
+    let mut run = JobRun {
+        epoch_cancel: cancel.child_token(),
+        leader,
+        id,
+        spec,
+        routes,
+        parts: JoinSet::new(),
+        epoch: 0,
+        source,
+        progress,
+        cancel,
     };
-    let (source_count, sink_count, latency) = {
-        let mut st = lock(&leader.state);
-        let workers = st.workers_by_load();
-        if workers.is_empty() {
-            return Some(Outcome::Failed("no live workers to run the job".into()));
+    let outcome = match run.place().and_then(|()| run.launch()) {
+        Ok(()) => {
+            info!(job = %run.id, stages = k, "job started");
+            run.watch(&mut events).await
         }
-        let mut next = 0;
-        for stage in 1..=k {
-            for index in 0..tasks_of(spec, stage) {
-                let w = workers[next % workers.len()].clone();
-                next += 1;
-                let pos = TaskPos { stage, index };
-                if let Some(rec) = st.workers.get(&w) {
-                    routes.insert(pos, rec.data_addr.clone());
-                }
-                let now = Instant::now();
-                st.tasks.insert(
-                    TaskKey {
-                        job: id.clone(),
-                        pos,
-                    },
-                    TaskRec {
-                        worker: w,
-                        attempt: 0,
-                        pid: None,
-                        state: TaskState::Starting,
-                        tuples_in: 0,
-                        tuples_out: 0,
-                        rate: 0.0,
-                        sampled: now,
-                        error: None,
-                        operator: spec.stages[stage as usize - 1].operator.describe(),
-                        progressed: now,
-                    },
-                );
-            }
-        }
-        let job = st.jobs.get(id)?;
-        (
-            job.source_tuples.clone(),
-            job.sink_tuples.clone(),
-            job.latency.clone(),
-        )
+        Err(e) => Outcome::Failed(e),
     };
-    leader
-        .env
-        .routes
-        .set_many(id, routes.version, &routes.list());
-    let sink = SinkSpec {
-        key: TaskKey {
-            job: id.clone(),
-            pos: TaskPos {
-                stage: k + 1,
-                index: 0,
-            },
-        },
-        upstream: tasks_of(spec, k),
-        file: sink_file,
-    };
-    parts.spawn(
-        run_sink(
-            leader.env.clone(),
-            sink,
-            sink_count,
-            latency,
-            progress.clone(),
-            parts_cancel.clone(),
-        )
-        .map_part(Part::Sink),
-    );
-    {
-        let mut st = lock(&leader.state);
-        let keys: Vec<(TaskKey, WorkerId)> = st
-            .tasks
-            .iter()
-            .filter(|(key, _)| &key.job == id)
-            .map(|(key, t)| (key.clone(), t.worker.clone()))
-            .collect();
-        for (key, w) in keys {
-            let a = assignment(spec, &key, 0, routes, source_progress);
-            st.command(&w, Command::Start(a));
-        }
-    }
-    let source = SourceSpec {
-        job: id.clone(),
-        file: source_file,
-        name: spec.source_name.clone(),
-        rate: spec.rate,
-        downstream: tasks_of(spec, 1),
-        partition: partition_into(spec, 1),
-        resend: spec.delivery != Delivery::AtMostOnce,
-        progress: source_progress.to_vec(),
-    };
-    parts.spawn(
-        run_source(
-            leader.env.clone(),
-            source,
-            source_count,
-            parts_cancel.clone(),
-        )
-        .map_part(Part::Source),
-    );
-    None
+    run.stop_epoch().await;
+    cleanup(&run.leader, &run.id, &run.spec, outcome, &run.progress).await;
 }
 
 trait MapPart: std::future::Future<Output = Result<(), String>> + Sized {
@@ -316,152 +196,342 @@ trait MapPart: std::future::Future<Output = Result<(), String>> + Sized {
 }
 impl<F: std::future::Future<Output = Result<(), String>>> MapPart for F {}
 
-#[allow(clippy::too_many_arguments)]
-async fn watch_job(
-    leader: &Arc<Leader>,
-    id: &JobId,
-    spec: &JobSpec,
-    routes: &mut Placement,
-    events: &mut mpsc::Receiver<JobEvent>,
-    parts: &mut JoinSet<Part>,
-    cancel: &CancellationToken,
-    source: &[Arc<LinkProgress>],
-) -> Outcome {
-    let mut sink_done = false;
-    let mut drain_deadline: Option<tokio::time::Instant> = None;
-    loop {
-        if sink_done {
-            let all_finished = lock(&leader.state)
+impl JobRun {
+    /// Places every task on live workers, least loaded first.
+    fn place(&mut self) -> Result<(), String> {
+        let k = self.spec.stages.len() as u32;
+        let mut st = lock(&self.leader.state);
+        let workers = st.workers_by_load();
+        if workers.is_empty() {
+            return Err("no live workers to run the job".into());
+        }
+        let mut next = 0;
+        for stage in 1..=k {
+            for index in 0..tasks_of(&self.spec, stage) {
+                let w = workers[next % workers.len()].clone();
+                next += 1;
+                let pos = TaskPos { stage, index };
+                if let Some(rec) = st.workers.get(&w) {
+                    self.routes.insert(pos, rec.data_addr.clone());
+                }
+                let now = Instant::now();
+                st.tasks.insert(
+                    TaskKey {
+                        job: self.id.clone(),
+                        pos,
+                    },
+                    TaskRec {
+                        worker: w,
+                        attempt: 0,
+                        pid: None,
+                        state: TaskState::Starting,
+                        tuples_in: 0,
+                        tuples_out: 0,
+                        rate: 0.0,
+                        sampled: now,
+                        error: None,
+                        operator: self.spec.stages[stage as usize - 1].operator.describe(),
+                        progressed: now,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the current epoch: sink, every task (at its current attempt), source.
+    fn launch(&mut self) -> Result<(), String> {
+        let spec = &self.spec;
+        let k = spec.stages.len() as u32;
+        let source_file = local_file(&self.leader, spec, &spec.source_path)?;
+        let sink_file = local_file(&self.leader, spec, &spec.sink_path)?;
+        let (source_count, sink_count, latency) = {
+            let st = lock(&self.leader.state);
+            let job = st.jobs.get(&self.id).ok_or("job record vanished")?;
+            (
+                job.source_tuples.clone(),
+                job.sink_tuples.clone(),
+                job.latency.clone(),
+            )
+        };
+        self.leader
+            .env
+            .routes
+            .set_many(&self.id, self.routes.version, &self.routes.list());
+        let sink = SinkSpec {
+            key: TaskKey {
+                job: self.id.clone(),
+                pos: TaskPos {
+                    stage: k + 1,
+                    index: 0,
+                },
+            },
+            upstream: tasks_of(spec, k),
+            file: sink_file,
+            epoch: self.epoch,
+        };
+        let env = self.leader.env.clone();
+        self.parts.spawn(
+            run_sink(
+                env.clone(),
+                sink,
+                sink_count,
+                latency,
+                self.progress.clone(),
+                self.epoch_cancel.clone(),
+            )
+            .map_part(Part::Sink),
+        );
+        {
+            let mut st = lock(&self.leader.state);
+            let tasks: Vec<(TaskKey, WorkerId, u32)> = st
                 .tasks
                 .iter()
-                .filter(|(k, _)| &k.job == id)
-                .all(|(_, t)| t.state == TaskState::Finished);
-            if all_finished {
-                return Outcome::Succeeded;
+                .filter(|(key, _)| key.job == self.id)
+                .map(|(key, t)| (key.clone(), t.worker.clone(), t.attempt))
+                .collect();
+            for (key, w, attempt) in tasks {
+                let a = assignment(spec, &key, attempt, self.epoch, &self.routes, &self.source);
+                st.command(&w, Command::Start(a));
             }
         }
-        let deadline = async {
-            match drain_deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
+        let source = SourceSpec {
+            job: self.id.clone(),
+            file: source_file,
+            name: spec.source_name.clone(),
+            rate: spec.rate,
+            downstream: tasks_of(spec, 1),
+            partition: partition_into(spec, 1),
+            resend: spec.delivery != Delivery::AtMostOnce,
+            epoch: self.epoch,
+            progress: self.source.clone(),
         };
-        tokio::select! {
-            _ = cancel.cancelled() => return Outcome::Cancelled,
-            _ = deadline => {
-                // Every tuple is durable in the sink; a task that has not reported its end is
-                // stopped by cleanup. The output is complete, so the job succeeded.
-                warn!(job = %id, "some tasks did not report their end after the sink completed");
-                return Outcome::Succeeded;
+        self.parts.spawn(
+            run_source(env, source, source_count, self.epoch_cancel.clone()).map_part(Part::Source),
+        );
+        Ok(())
+    }
+
+    /// Stops the current epoch's source and sink and waits for them.
+    async fn stop_epoch(&mut self) {
+        self.epoch_cancel.cancel();
+        while let Some(r) = self.parts.join_next().await {
+            if let Err(e) = r {
+                warn!(job = %self.id, error = %e, "source/sink task panicked");
             }
-            Some(part) = parts.join_next(), if !parts.is_empty() => match part {
-                Ok(Part::Sink(Ok(()))) => {
-                    sink_done = true;
-                    drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+        }
+    }
+
+    async fn watch(&mut self, events: &mut mpsc::Receiver<JobEvent>) -> Outcome {
+        let mut sink_done = false;
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        loop {
+            if sink_done {
+                let all_finished = lock(&self.leader.state)
+                    .tasks
+                    .iter()
+                    .filter(|(k, _)| k.job == self.id)
+                    .all(|(_, t)| t.state == TaskState::Finished);
+                if all_finished {
+                    return Outcome::Succeeded;
                 }
-                Ok(Part::Sink(Err(e))) => return Outcome::Failed(format!("sink: {e}")),
-                Ok(Part::Source(Ok(()))) => info!(job = %id, "source finished"),
-                Ok(Part::Source(Err(e))) => return Outcome::Failed(format!("source: {e}")),
-                Err(e) => return Outcome::Failed(format!("source/sink task panicked: {e}")),
-            },
-            Some(ev) = events.recv() => {
-                let JobEvent::TaskEnded { key, attempt, state, error } = ev;
-                if state == TaskState::Finished {
-                    continue;
+            }
+            let deadline = async {
+                match drain_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
                 }
-                let cause = error.unwrap_or_else(|| format!("task {}", if state == TaskState::Cancelled { "stopped" } else { "failed" }));
-                warn!(job = %id, task = %key.pos, attempt, %cause, "task failed");
-                let restarts = {
-                    let mut st = lock(&leader.state);
-                    if let Some(j) = st.jobs.get_mut(id) {
-                        j.failures += 1;
+            };
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Outcome::Cancelled,
+                _ = deadline => {
+                    // Every tuple is durable in the sink; a task that has not reported its end
+                    // is stopped by cleanup. The output is complete, so the job succeeded.
+                    warn!(job = %self.id, "some tasks did not report their end after the sink completed");
+                    return Outcome::Succeeded;
+                }
+                Some(part) = self.parts.join_next(), if !self.parts.is_empty() => match part {
+                    Ok(Part::Sink(Ok(()))) => {
+                        sink_done = true;
+                        drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
                     }
-                    st.tasks.get(&key).map(|t| t.attempt).unwrap_or(0)
-                };
-                if spec.delivery != Delivery::ExactlyOnce {
-                    return Outcome::Failed(format!(
-                        "task {} failed ({cause}); {} jobs do not recover tasks",
-                        key.pos,
-                        spec.delivery.as_str()
-                    ));
-                }
-                if restarts >= leader.cfg.max_restarts {
-                    return Outcome::Failed(format!(
-                        "task {} failed {} times; last cause: {cause}",
-                        key.pos,
-                        restarts + 1
-                    ));
-                }
-                if let Err(e) = restart(leader, id, spec, &key, attempt, routes, source) {
-                    return Outcome::Failed(e);
+                    _ if self.cancel.is_cancelled() => return Outcome::Cancelled,
+                    Ok(Part::Sink(Err(e))) => return Outcome::Failed(format!("sink: {e}")),
+                    Ok(Part::Source(Ok(()))) => info!(job = %self.id, "source finished"),
+                    Ok(Part::Source(Err(e))) => return Outcome::Failed(format!("source: {e}")),
+                    Err(e) => return Outcome::Failed(format!("source/sink task panicked: {e}")),
+                },
+                Some(ev) = events.recv() => {
+                    let JobEvent::TaskEnded { key, attempt, state, error } = ev;
+                    if state == TaskState::Finished {
+                        continue;
+                    }
+                    let current = lock(&self.leader.state).tasks.get(&key).map(|t| t.attempt);
+                    if current != Some(attempt) {
+                        continue; // a stale attempt (an earlier epoch's, stopped on purpose)
+                    }
+                    let cause = error.unwrap_or_else(|| format!("task {}", if state == TaskState::Cancelled { "stopped" } else { "failed" }));
+                    warn!(job = %self.id, task = %key.pos, attempt, %cause, "task failed");
+                    {
+                        let mut st = lock(&self.leader.state);
+                        if let Some(j) = st.jobs.get_mut(&self.id) {
+                            j.failures += 1;
+                        }
+                    }
+                    if attempt >= self.leader.cfg.max_restarts {
+                        return Outcome::Failed(format!("task {} failed {} times; last cause: {cause}", key.pos, attempt + 1));
+                    }
+                    let res = match self.spec.delivery {
+                        Delivery::ExactlyOnce => self.restart_task(&key, attempt),
+                        Delivery::AtLeastOnce => {
+                            sink_done = false;
+                            drain_deadline = None;
+                            self.restart_epoch().await
+                        }
+                        Delivery::AtMostOnce => Err(format!(
+                            "task {} failed ({cause}); at-most-once never re-runs work, so the job ends with the output written so far",
+                            key.pos
+                        )),
+                    };
+                    if let Err(e) = res {
+                        return Outcome::Failed(e);
+                    }
                 }
             }
         }
     }
-}
 
-fn restart(
-    leader: &Arc<Leader>,
-    id: &JobId,
-    spec: &JobSpec,
-    key: &TaskKey,
-    attempt: u32,
-    routes: &mut Placement,
-    source: &[Arc<LinkProgress>],
-) -> Result<(), String> {
-    let mut st = lock(&leader.state);
-    let workers = st.workers_by_load();
-    let old = st.tasks.get(key).map(|t| t.worker.clone());
-    // Prefer another worker than the one that just failed it, if there is one.
-    let target = workers
-        .iter()
-        .find(|w| Some(*w) != old.as_ref())
-        .or_else(|| workers.first())
-        .cloned()
-        .ok_or_else(|| format!("task {} failed and no live worker can take it", key.pos))?;
-    let addr = st
-        .workers
-        .get(&target)
-        .map(|w| w.data_addr.clone())
-        .ok_or_else(|| "worker vanished".to_string())?;
-    routes.insert(key.pos, addr);
-    let next = attempt + 1;
-    if let Some(t) = st.tasks.get_mut(key) {
-        t.attempt = next;
-        t.worker = target.clone();
-        t.state = TaskState::Starting;
-        t.pid = None;
-        t.progressed = Instant::now();
+    /// Picks a live worker for a task, preferring another than `avoid`; records the move.
+    fn move_task(
+        &mut self,
+        st: &mut super::state::State,
+        key: &TaskKey,
+        avoid: Option<&WorkerId>,
+    ) -> Result<WorkerId, String> {
+        let workers = st.workers_by_load();
+        let target = workers
+            .iter()
+            .find(|w| Some(*w) != avoid)
+            .or_else(|| workers.first())
+            .cloned()
+            .ok_or_else(|| format!("task {} failed and no live worker can take it", key.pos))?;
+        let addr = st
+            .workers
+            .get(&target)
+            .map(|w| w.data_addr.clone())
+            .ok_or_else(|| "worker vanished".to_string())?;
+        self.routes.insert(key.pos, addr);
+        if let Some(t) = st.tasks.get_mut(key) {
+            t.attempt += 1;
+            t.worker = target.clone();
+            t.state = TaskState::Starting;
+            t.pid = None;
+            t.progressed = Instant::now();
+        }
+        Ok(target)
     }
-    if let Some(j) = st.jobs.get_mut(id) {
-        j.recoveries += 1;
-    }
-    let list = routes.list();
-    leader.env.routes.set_many(id, routes.version, &list);
-    let involved: std::collections::BTreeSet<WorkerId> = st
-        .tasks
-        .iter()
-        .filter(|(k, _)| &k.job == id)
-        .map(|(_, t)| t.worker.clone())
-        .collect();
-    for w in involved {
-        if w != target {
+
+    /// Exactly-once: restarts one task elsewhere; it recovers from its log (or the source
+    /// file) and every peer is told where it now runs.
+    fn restart_task(&mut self, key: &TaskKey, attempt: u32) -> Result<(), String> {
+        let leader = self.leader.clone();
+        let mut st = lock(&leader.state);
+        let old = st.tasks.get(key).map(|t| t.worker.clone());
+        let target = self.move_task(&mut st, key, old.as_ref())?;
+        if let Some(j) = st.jobs.get_mut(&self.id) {
+            j.recoveries += 1;
+        }
+        let list = self.routes.list();
+        leader
+            .env
+            .routes
+            .set_many(&self.id, self.routes.version, &list);
+        let involved: std::collections::BTreeSet<WorkerId> = st
+            .tasks
+            .iter()
+            .filter(|(k, _)| k.job == self.id)
+            .map(|(_, t)| t.worker.clone())
+            .collect();
+        for w in involved.into_iter().filter(|w| *w != target) {
             st.command(
                 &w,
                 Command::Routes {
-                    job: id.clone(),
+                    job: self.id.clone(),
                     routes: list.clone(),
-                    version: routes.version,
+                    version: self.routes.version,
                 },
             );
         }
+        let a = assignment(
+            &self.spec,
+            key,
+            attempt + 1,
+            self.epoch,
+            &self.routes,
+            &self.source,
+        );
+        st.command(&target, Command::Start(a));
+        info!(job = %self.id, task = %key.pos, attempt = attempt + 1, worker = %target, "task restarted");
+        Ok(())
     }
-    st.command(
-        &target,
-        Command::Start(assignment(spec, key, next, routes, source)),
-    );
-    info!(job = %id, task = %key.pos, attempt = next, worker = %target, "task restarted");
-    Ok(())
+
+    /// At-least-once: without logs a crashed task's state and its links' end-of-stream state
+    /// are gone, so the whole pipeline restarts from the source in a new epoch. Sequence
+    /// numbers of the new epoch start above every old one, so stale frames are dropped as
+    /// duplicates; the sink keeps what it wrote and appends. No loss; duplicates possible.
+    async fn restart_epoch(&mut self) -> Result<(), String> {
+        self.stop_epoch().await;
+        let leader = self.leader.clone();
+        {
+            let mut st = lock(&leader.state);
+            let workers: std::collections::BTreeSet<WorkerId> = st
+                .tasks
+                .iter()
+                .filter(|(k, _)| k.job == self.id)
+                .map(|(_, t)| t.worker.clone())
+                .collect();
+            for w in workers {
+                st.command(
+                    &w,
+                    Command::StopJob {
+                        job: self.id.clone(),
+                    },
+                );
+            }
+            let keys: Vec<(TaskKey, WorkerId)> = st
+                .tasks
+                .iter()
+                .filter(|(k, _)| k.job == self.id)
+                .map(|(k, t)| (k.clone(), t.worker.clone()))
+                .collect();
+            for (key, worker) in keys {
+                let alive = st
+                    .workers
+                    .get(&worker)
+                    .is_some_and(|w| w.state == crate::proto::WorkerState::Alive);
+                if alive {
+                    if let Some(t) = st.tasks.get_mut(&key) {
+                        t.attempt += 1;
+                        t.state = TaskState::Starting;
+                        t.pid = None;
+                    }
+                } else {
+                    self.move_task(&mut st, &key, Some(&worker))?;
+                }
+            }
+            if let Some(j) = st.jobs.get_mut(&self.id) {
+                j.recoveries += 1;
+            }
+        }
+        self.epoch += 1;
+        self.epoch_cancel = self.cancel.child_token();
+        self.source = (0..tasks_of(&self.spec, 1))
+            .map(|_| Arc::default())
+            .collect();
+        info!(job = %self.id, epoch = self.epoch, "at-least-once: restarting the pipeline from the source");
+        self.launch()
+    }
 }
 
 async fn cleanup(

@@ -77,6 +77,8 @@ pub struct SinkSpec {
     pub upstream: u32,
     /// Local file to write.
     pub file: PathBuf,
+    /// Job epoch (a later epoch appends to what earlier ones wrote).
+    pub epoch: u32,
 }
 
 /// Runs the sink until every upstream link ended and the file is durable.
@@ -156,8 +158,9 @@ pub async fn run_sink(
                 acks.set(from, input.hwm(from), input.ended(from));
             }
             Inbound::Eos { from, last_seq } => {
-                input.end(from, last_seq);
-                acks.set(from, input.hwm(from), true);
+                if input.end(from, last_seq) || input.ended(from) {
+                    acks.set(from, input.hwm(from), true);
+                }
             }
         }
     }

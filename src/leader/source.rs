@@ -82,6 +82,8 @@ pub struct SourceSpec {
     pub partition: Partition,
     /// Re-send on reconnect (all modes but at-most-once).
     pub resend: bool,
+    /// Job epoch (at-least-once restarts start the source over in a new epoch).
+    pub epoch: u32,
     /// Per first-stage task: how far its link is acknowledged (first-stage recovery replays
     /// the file up to there).
     pub progress: Vec<Arc<crate::data::link::LinkProgress>>,
@@ -110,6 +112,7 @@ pub async fn run_source(
             to: TaskPos { stage: 1, index: i },
             resend: spec.resend,
             progress: spec.progress.get(i as usize).cloned(),
+            floor: u64::from(spec.epoch) << crate::data::link::EPOCH_SHIFT,
         };
         links.spawn(run_link(
             ls,

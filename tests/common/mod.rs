@@ -295,7 +295,10 @@ impl Cluster {
         let log_path = dir.path().join("leader.log");
         let url = wait_for("the leader to listen", Duration::from_secs(20), || {
             let text = std::fs::read_to_string(&log_path).ok()?;
-            let line = text.lines().find(|l| l.contains("listening on "))?;
+            // Only complete lines: the log may be caught mid-write.
+            let line = text
+                .split_inclusive('\n')
+                .find(|l| l.contains("listening on ") && l.ends_with('\n'))?;
             Some(line.rsplit("listening on ").next()?.trim().to_string())
         });
         let mut c = Cluster {
@@ -441,8 +444,8 @@ impl Cluster {
         (0..self.workers.len()).find(|i| {
             let log = std::fs::read_to_string(self.dir.path().join(format!("worker-{i}.log")))
                 .unwrap_or_default();
-            log.lines()
-                .filter(|l| l.contains("registered with the leader"))
+            log.split_inclusive('\n')
+                .filter(|l| l.ends_with('\n') && l.contains("registered with the leader"))
                 .any(|l| {
                     l.split_whitespace()
                         .any(|w| w == format!("worker={worker_id}"))
