@@ -77,6 +77,10 @@ enum Cmd {
         /// Keep input logs of ended jobs.
         #[arg(long)]
         keep_logs: bool,
+        /// Seconds a running task may have input waiting without progress before it is
+        /// declared stalled and restarted.
+        #[arg(long, default_value_t = 60.0)]
+        stall_timeout: f64,
         /// Host or IP that workers use to reach this leader's data listener (default: the
         /// --listen IP, or the host name when listening on a wildcard address).
         #[arg(long)]
@@ -327,9 +331,13 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             max_restarts,
             keep_logs,
             advertise_host,
+            stall_timeout,
         } => {
             if heartbeat_timeout.is_nan() || heartbeat_timeout <= 0.0 {
                 bail!("--heartbeat-timeout must be > 0");
+            }
+            if stall_timeout.is_nan() || stall_timeout <= 0.0 {
+                bail!("--stall-timeout must be > 0");
             }
             let http = tokio::net::TcpListener::bind(&listen)
                 .await
@@ -345,6 +353,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_restarts,
                 keep_logs,
                 advertise_host,
+                stall_timeout: Duration::from_secs_f64(stall_timeout),
                 data: DataConfig::from_env(),
                 ..LeaderConfig::default()
             };

@@ -72,6 +72,9 @@ pub struct TaskReport {
     pub tuples_out: u64,
     /// Why it failed.
     pub error: Option<String>,
+    /// Input batches waiting in the task's inbox (stall detection).
+    #[serde(default)]
+    pub queued: u32,
 }
 
 /// Periodic liveness message.
@@ -168,6 +171,13 @@ pub enum Command {
     StopJob {
         /// Job.
         job: JobId,
+    },
+    /// Stop one task attempt (the leader found it stalled and restarts it elsewhere).
+    StopTask {
+        /// Which task.
+        key: TaskKey,
+        /// Which attempt.
+        attempt: u32,
     },
     /// SIGKILL an operator process of this worker (failure injection).
     Kill {

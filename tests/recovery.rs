@@ -524,3 +524,40 @@ fn at_most_once_never_duplicates() {
         );
     }
 }
+
+/// War story: "a process hung for hours with no error". Liveness is observed: a task with
+/// input waiting and no progress is declared stalled, stopped and restarted.
+#[test]
+fn stalled_task_is_detected_and_restarted() {
+    let c = Cluster::start_with(2, 5.0, &["--stall-timeout", "1.5"]);
+    let (signs, _) = setup(&c, 6000, 30);
+    let marker = c.dir.path().join("hung-once");
+    c.file(
+        "hang_once.py",
+        &format!(
+            "#!/usr/bin/env python3\nimport os, sys, time\nfirst = False\ntry:\n    fd = os.open({:?}, os.O_CREAT | os.O_EXCL)\n    first = True\nexcept FileExistsError:\n    pass\nfor line in sys.stdin:\n    while first:\n        time.sleep(3600)\n    sys.stdout.write(line)\nsys.stdout.flush()\n",
+            marker.to_str().unwrap()
+        ),
+    );
+    let op = c.dir.path().join("hang_once.py");
+    std::fs::set_permissions(&op, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let job = job_toml(
+        "stall",
+        "signs.csv",
+        "out/stall.txt",
+        0.0,
+        "exactly-once",
+        &[(2, op.to_str().unwrap(), &[])],
+    );
+    c.file("stall.toml", &job);
+    let id = c.submit("stall.toml");
+    let j = check_output(&c, &id, "out/stall.txt", &{
+        let mut v: Vec<String> = std::iter::once(csv_line(&signs.header))
+            .chain(signs.rows.iter().map(|r| csv_line(r)))
+            .collect();
+        v.sort();
+        v
+    });
+    assert!(j["recoveries"].as_u64().unwrap() >= 1, "{j}");
+    assert!(c.leader_log().contains("stalled"), "no stall reported");
+}

@@ -329,9 +329,10 @@ async fn heartbeat(State(l): Shared, Json(hb): Json<Heartbeat>) -> Response {
                 };
                 t.sampled = now;
             }
-            if r.tuples_in != t.tuples_in {
+            if r.tuples_in != t.tuples_in || r.queued == 0 || r.state != TaskState::Running {
                 t.progressed = now;
             }
+            t.queued = r.queued;
             t.tuples_in = r.tuples_in;
             t.tuples_out = r.tuples_out;
             t.pid = r.pid.or(t.pid);

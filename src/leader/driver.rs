@@ -232,6 +232,7 @@ impl JobRun {
                         error: None,
                         operator: self.spec.stages[stage as usize - 1].operator.describe(),
                         progressed: now,
+                        queued: 0,
                     },
                 );
             }

@@ -48,6 +48,9 @@ pub struct LeaderConfig {
     pub retention: Duration,
     /// Data-plane tunables.
     pub data: DataConfig,
+    /// A running task with input waiting and no progress for this long is stalled: it is
+    /// stopped and restarted like a failed one.
+    pub stall_timeout: Duration,
     /// Host name or IP workers use to reach the leader's data listener (default: the
     /// `--listen` IP, or this host's name when that is a wildcard).
     pub advertise_host: Option<String>,
@@ -64,6 +67,7 @@ impl Default for LeaderConfig {
             retention: Duration::from_secs(3600),
             data: DataConfig::default(),
             advertise_host: None,
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -304,6 +308,46 @@ async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                             },
                         ));
                     }
+                }
+            }
+            let stall = leader.cfg.stall_timeout;
+            let stalled: Vec<_> = st
+                .tasks
+                .iter()
+                .filter(|(_, t)| {
+                    t.state == TaskState::Running
+                        && t.queued > 0
+                        && now.duration_since(t.progressed) > stall
+                })
+                .map(|(k, t)| (k.clone(), t.attempt, t.worker.clone()))
+                .collect();
+            for (key, attempt, worker) in stalled {
+                let cause = format!(
+                    "stalled: input waiting and no progress for {:.0} s",
+                    stall.as_secs_f64()
+                );
+                warn!(task = %key, attempt, %worker, "{cause}");
+                if let Some(t) = st.tasks.get_mut(&key) {
+                    t.state = TaskState::Failed;
+                    t.error = Some(cause.clone());
+                }
+                st.command(
+                    &worker,
+                    crate::proto::Command::StopTask {
+                        key: key.clone(),
+                        attempt,
+                    },
+                );
+                if let Some(tx) = st.jobs.get(&key.job).and_then(|j| j.events.clone()) {
+                    to_send.push((
+                        tx,
+                        JobEvent::TaskEnded {
+                            key,
+                            attempt,
+                            state: TaskState::Failed,
+                            error: Some(cause),
+                        },
+                    ));
                 }
             }
             let retention = leader.cfg.retention;

@@ -100,13 +100,23 @@ pub async fn run_sink(
             .await
             .map_err(|e| fail("creating the directory of", e))?;
     }
-    let file = tokio::fs::File::create(&spec.file)
-        .await
-        .map_err(|e| fail("creating", e))?;
+    // A later at-least-once epoch appends: what earlier epochs wrote stays.
+    let file = if spec.epoch == 0 {
+        tokio::fs::File::create(&spec.file)
+            .await
+            .map_err(|e| fail("creating", e))?
+    } else {
+        tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&spec.file)
+            .await
+            .map_err(|e| fail("reopening", e))?
+    };
+    let mut bytes: u64 = file.metadata().await.map_err(|e| fail("reading", e))?.len();
+    let mut flushed: u64 = bytes;
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-    let mut input = InputState::new(spec.upstream);
-    let mut bytes: u64 = 0;
-    let mut flushed: u64 = 0;
+    let floor = u64::from(spec.epoch) << crate::data::link::EPOCH_SHIFT;
+    let mut input = InputState::with_floor(spec.upstream, floor);
     while !input.all_ended() {
         let msg = match inbox.try_recv() {
             Ok(m) => m,
@@ -158,6 +168,7 @@ pub async fn run_sink(
                 acks.set(from, input.hwm(from), input.ended(from));
             }
             Inbound::Eos { from, last_seq } => {
+                // An end of stream from an earlier epoch is stale: ignore it.
                 if input.end(from, last_seq) || input.ended(from) {
                     acks.set(from, input.hwm(from), true);
                 }

@@ -50,8 +50,10 @@ pub struct TaskRec {
     pub error: Option<String>,
     /// Operator description.
     pub operator: String,
-    /// When input last advanced (stall detection).
+    /// When input last advanced, or last had nothing pending (stall detection).
     pub progressed: Instant,
+    /// Input batches waiting for the task, per its last heartbeat.
+    pub queued: u32,
 }
 
 /// Events a job's driver reacts to.

@@ -62,6 +62,7 @@ fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         tuples_in: s.tuples_in.load(Ordering::Relaxed),
         tuples_out: s.tuples_out.load(Ordering::Relaxed),
         error: s.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        queued: 0,
     }
 }
 
@@ -239,6 +240,7 @@ async fn session_loop(
         id.clone(),
         heartbeat_ms,
         tasks.clone(),
+        env.registry.clone(),
         session.clone(),
     ));
     helpers.spawn(send_events(
@@ -381,6 +383,16 @@ async fn handle(
             version,
         } => env.routes.set_many(&job, version, &routes),
         Command::StopJob { job } => stop_job(&job, tasks, env),
+        Command::StopTask { key, attempt } => {
+            if let Some(r) = tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(key.clone(), attempt))
+            {
+                warn!(task = %key, attempt, "stopping a task the leader found stalled");
+                r.cancel.cancel();
+            }
+        }
         Command::Kill { pid } => kill(pid, tasks),
     }
 }
@@ -472,6 +484,7 @@ async fn heartbeats(
     id: WorkerId,
     every_ms: u64,
     tasks: TaskTable,
+    registry: Arc<Registry>,
     session: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(every_ms.max(10)));
@@ -485,7 +498,14 @@ async fn heartbeats(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .map(|r| report(&r.assignment, &r.status))
+            .map(|r| {
+                let mut rep = report(&r.assignment, &r.status);
+                rep.queued = registry
+                    .get(&r.assignment.key)
+                    .map(|h| (h.tx.max_capacity() - h.tx.capacity()) as u32)
+                    .unwrap_or(0);
+                rep
+            })
             .collect();
         let hb = Heartbeat {
             worker_id: id.clone(),

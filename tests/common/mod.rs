@@ -273,6 +273,11 @@ impl Drop for Cluster {
 impl Cluster {
     /// Starts a leader (heartbeat timeout `timeout_s`) and `n` workers; waits until all joined.
     pub fn start(n: usize, timeout_s: f64) -> Cluster {
+        Self::start_with(n, timeout_s, &[])
+    }
+
+    /// Like `start`, with extra leader arguments.
+    pub fn start_with(n: usize, timeout_s: f64, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("leader.log")).unwrap();
         let leader = Command::new(bin())
@@ -287,6 +292,7 @@ impl Cluster {
             .arg(timeout_s.to_string())
             .arg("--data-dir")
             .arg(dir.path().join("leader"))
+            .args(extra)
             .env("RAINSTORM_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
