@@ -2,12 +2,12 @@
 //! of the public API. Both sides compile from this one file, so they cannot drift apart.
 
 use crate::data::router::Partition;
-use crate::ids::{JobId, TaskKey, TaskPos, WorkerId};
+use crate::ids::{JobId, TaskKey, WorkerId};
 use crate::spec::{Delivery, OperatorSpec, PathMode};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a control message changes incompatibly; checked at registration.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A worker asking to join.
 #[derive(Debug, Serialize, Deserialize)]
@@ -122,8 +122,8 @@ pub struct TaskAssignment {
     pub partition: Partition,
     /// Delivery mode.
     pub delivery: Delivery,
-    /// Current placement of the job.
-    pub routes: Vec<(TaskPos, String)>,
+    /// Current placement of the job (position, data address, attempt).
+    pub routes: Vec<crate::data::routes::Route>,
     /// Version of that placement (newer wins).
     pub routes_version: u64,
     /// Job epoch (at-least-once restarts the whole pipeline in a new epoch).
@@ -162,8 +162,8 @@ pub enum Command {
     Routes {
         /// Job.
         job: JobId,
-        /// Position → data address.
-        routes: Vec<(TaskPos, String)>,
+        /// Position, data address, attempt.
+        routes: Vec<crate::data::routes::Route>,
         /// Version of the placement (newer wins).
         version: u64,
     },

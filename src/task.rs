@@ -272,6 +272,7 @@ pub async fn run_task(
         let spec = LinkSpec {
             job: key.job.clone(),
             from: key.pos,
+            attempt: a.attempt,
             to: TaskPos {
                 stage: key.pos.stage + 1,
                 index: i,
@@ -593,7 +594,7 @@ async fn receive_logged(
                 }
                 tuples.drain(..dups as usize);
                 let last = first_seq + n - 1;
-                input.advance(from, last);
+                let ended_now = input.advance(from, last);
                 status
                     .tuples_in
                     .fetch_add(tuples.len() as u64, Ordering::Relaxed);
@@ -615,12 +616,26 @@ async fn receive_logged(
                     emit_ns,
                 };
                 log.send(l).await.map_err(|_| gone())?;
+                if ended_now {
+                    // A pending end of stream just completed: log it behind the tuples.
+                    let mut record = BytesMut::new();
+                    encode_record(
+                        &mut record,
+                        &LogRecord::Eos {
+                            from,
+                            last_seq: last,
+                        },
+                    );
+                    let l = Logged {
+                        record,
+                        mark: (from, last, true),
+                        tuples: Vec::new(),
+                        emit_ns: 0,
+                    };
+                    log.send(l).await.map_err(|_| gone())?;
+                }
             }
             Inbound::Eos { from, last_seq } => {
-                if input.hwm(from) < last_seq {
-                    warn!(task = %a.key, from, last_seq, hwm = input.hwm(from), "end of stream before all tuples; waiting for re-send");
-                    continue;
-                }
                 if input.end(from, last_seq) {
                     let mut record = BytesMut::new();
                     encode_record(&mut record, &LogRecord::Eos { from, last_seq });
@@ -719,12 +734,8 @@ async fn consume(
                 if input.stale(last_seq) {
                     continue;
                 }
-                if input.hwm(from) < last_seq && a.delivery != Delivery::AtMostOnce {
-                    warn!(task = %a.key, from, last_seq, hwm = input.hwm(from), "end of stream before all tuples; waiting for re-send");
-                    continue;
-                }
-                input.end(from, last_seq);
-                acks.set(from, input.hwm(from), true);
+                input.end_with(from, last_seq, a.delivery == Delivery::AtMostOnce);
+                acks.set(from, input.hwm(from), input.ended(from));
             }
         }
     }

@@ -5,7 +5,7 @@
 //!
 //! | tag | frame  | body                                                                     |
 //! |-----|--------|--------------------------------------------------------------------------|
-//! | 1   | Hello  | job (str), from stage, from index, to stage, to index (u32 each)          |
+//! | 1   | Hello  | job (str), from stage, from index, from attempt, to stage, to index (u32 each) |
 //! | 2   | Batch  | first_seq u64, emit_ns u64, count u32, then count × (key str, value str)  |
 //! | 3   | Eos    | last_seq u64: the link's end of stream, behind its last batch              |
 //! | 4   | Ack    | upto u64, eos u8: cumulative — everything ≤ upto is accepted (durably, under exactly-once) |
@@ -47,6 +47,8 @@ pub enum Frame {
         from_stage: u32,
         /// Sending task's index.
         from_index: u32,
+        /// Sending task's attempt (receivers reject attempts older than their route table's).
+        from_attempt: u32,
         /// Receiving task's stage.
         to_stage: u32,
         /// Receiving task's index.
@@ -159,6 +161,7 @@ impl Frame {
                 job,
                 from_stage,
                 from_index,
+                from_attempt,
                 to_stage,
                 to_index,
             } => {
@@ -167,6 +170,7 @@ impl Frame {
                 put_str(&mut buf, job);
                 buf.put_u32(*from_stage);
                 buf.put_u32(*from_index);
+                buf.put_u32(*from_attempt);
                 buf.put_u32(*to_stage);
                 buf.put_u32(*to_index);
                 buf.freeze()
@@ -205,6 +209,7 @@ impl Frame {
                 job: get_str(&mut buf)?,
                 from_stage: get_u32(&mut buf)?,
                 from_index: get_u32(&mut buf)?,
+                from_attempt: get_u32(&mut buf)?,
                 to_stage: get_u32(&mut buf)?,
                 to_index: get_u32(&mut buf)?,
             },
@@ -265,6 +270,7 @@ mod tests {
                 job: "job-1".into(),
                 from_stage: 1,
                 from_index: 2,
+                from_attempt: 3,
                 to_stage: 2,
                 to_index: 0,
             },

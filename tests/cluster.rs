@@ -320,6 +320,7 @@ fn late_tuple_for_a_finished_or_unknown_task_is_answered_not_a_crash() {
                 job: job.into(),
                 from_stage: 0,
                 from_index: 0,
+                from_attempt: 0,
                 to_stage: 1,
                 to_index: 0,
             },

@@ -7,6 +7,9 @@ pub struct InputState {
     floor: u64,
     hwm: Vec<u64>,
     eos: Vec<bool>,
+    /// An end of stream that arrived before all of its link's tuples: it takes effect when
+    /// the high-water mark reaches it (an end never advances the mark over missing tuples).
+    pending: Vec<Option<u64>>,
     eos_count: usize,
 }
 
@@ -23,6 +26,7 @@ impl InputState {
             floor,
             hwm: vec![floor; links as usize],
             eos: vec![false; links as usize],
+            pending: vec![None; links as usize],
             eos_count: 0,
         }
     }
@@ -34,20 +38,26 @@ impl InputState {
         Some(hwm.saturating_sub(first_seq.saturating_sub(1)))
     }
 
-    /// Records that the link is accepted up to `last`.
-    pub fn advance(&mut self, from: u32, last: u64) {
-        if let Some(h) = self.hwm.get_mut(from as usize) {
-            *h = (*h).max(last);
+    /// Records that the link is accepted up to `last`; returns true if that completes a
+    /// pending end of stream (the caller then acknowledges or logs the end).
+    pub fn advance(&mut self, from: u32, last: u64) -> bool {
+        let i = from as usize;
+        let Some(h) = self.hwm.get_mut(i) else {
+            return false;
+        };
+        *h = (*h).max(last);
+        let h = *h;
+        match self.pending.get(i).copied().flatten() {
+            Some(p) if h >= p => {
+                self.pending[i] = None;
+                self.mark_ended(i)
+            }
+            _ => false,
         }
     }
 
-    /// Records an end of stream; returns true the first time.
-    pub fn end(&mut self, from: u32, last_seq: u64) -> bool {
-        if last_seq < self.floor {
-            return false;
-        }
-        self.advance(from, last_seq);
-        match self.eos.get_mut(from as usize) {
+    fn mark_ended(&mut self, i: usize) -> bool {
+        match self.eos.get_mut(i) {
             Some(e) if !*e => {
                 *e = true;
                 self.eos_count += 1;
@@ -55,6 +65,27 @@ impl InputState {
             }
             _ => false,
         }
+    }
+
+    /// Records an end of stream after tuple `last_seq`; returns true if the link ended now.
+    /// An end from an earlier epoch is ignored; one that overtook some of its tuples waits
+    /// for them (`accept_gaps` = at-most-once, where missing tuples never come).
+    pub fn end_with(&mut self, from: u32, last_seq: u64, accept_gaps: bool) -> bool {
+        let i = from as usize;
+        if last_seq < self.floor || i >= self.hwm.len() {
+            return false;
+        }
+        if self.hwm[i] >= last_seq || accept_gaps {
+            self.hwm[i] = self.hwm[i].max(last_seq);
+            return self.mark_ended(i);
+        }
+        self.pending[i] = Some(last_seq);
+        false
+    }
+
+    /// [`InputState::end_with`] without gaps.
+    pub fn end(&mut self, from: u32, last_seq: u64) -> bool {
+        self.end_with(from, last_seq, false)
     }
 
     /// Accepted high-water mark of a link.
@@ -101,6 +132,21 @@ mod tests {
         assert!(!s.all_ended());
         assert!(s.end(1, 0));
         assert!(s.all_ended());
+    }
+
+    #[test]
+    fn an_end_that_overtakes_its_tuples_waits_for_them() {
+        let mut s = InputState::new(1);
+        s.advance(0, 5);
+        assert!(!s.end(0, 10));
+        assert!(!s.ended(0));
+        assert_eq!(s.hwm(0), 5, "an early end must not skip tuples 6..10");
+        assert!(!s.advance(0, 8));
+        assert!(s.advance(0, 10));
+        assert!(s.all_ended());
+        let mut g = InputState::new(1);
+        g.advance(0, 5);
+        assert!(g.end_with(0, 10, true));
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct LinkSpec {
     pub job: JobId,
     /// Sending task.
     pub from: TaskPos,
+    /// Sending task's attempt (announced in the Hello, for fencing).
+    pub attempt: u32,
     /// Receiving task.
     pub to: TaskPos,
     /// Whether unacknowledged batches are re-sent after a reconnect (false = at-most-once).
@@ -184,6 +186,11 @@ pub async fn run_link(
                             return LinkEnd::Done;
                         }
                     }
+                    Some(Ok(Ok(Frame::Reject { retry: false, reason }))) => {
+                        // This sender is a stale attempt: a newer one runs elsewhere.
+                        warn!(job = %spec.job, from = %spec.from, to = %spec.to, %reason, "link fenced off; stopping");
+                        return LinkEnd::Cancelled;
+                    }
                     Some(Ok(Ok(Frame::Reject { reason, .. }))) => {
                         debug!(job = %spec.job, from = %spec.from, to = %spec.to, %reason, "link rejected; retrying");
                         conn = None;
@@ -217,7 +224,7 @@ pub async fn run_link(
                     // The job's routes were removed: the job is over for this process.
                     return LinkEnd::Cancelled;
                 }
-                let moved = routes.borrow().get(&spec.to).map(|a| a != addr).unwrap_or(true);
+                let moved = routes.borrow().get(&spec.to).map(|(a, _)| a != addr).unwrap_or(true);
                 if moved {
                     debug!(job = %spec.job, to = %spec.to, "destination moved; reconnecting");
                     conn = None;
@@ -275,7 +282,10 @@ async fn connect(
     backoff: &mut Duration,
 ) -> Option<Conn> {
     loop {
-        let addr = routes.borrow_and_update().get(&spec.to).cloned();
+        let addr = routes
+            .borrow_and_update()
+            .get(&spec.to)
+            .map(|(a, _)| a.clone());
         if let Some(addr) = addr {
             let attempt = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&addr));
             let res = tokio::select! {
@@ -293,6 +303,7 @@ async fn connect(
                         job: spec.job.0.clone(),
                         from_stage: spec.from.stage,
                         from_index: spec.from.index,
+                        from_attempt: spec.attempt,
                         to_stage: spec.to.stage,
                         to_index: spec.to.index,
                     };

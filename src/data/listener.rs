@@ -4,6 +4,7 @@
 //! case: it is answered with a Reject, never a panic.
 
 use super::inbound::{Inbound, Registry};
+use super::routes::{RouteTable, Routes};
 use crate::ids::{JobId, TaskKey, TaskPos};
 use crate::wire::{codec, Frame};
 use futures::{SinkExt, StreamExt};
@@ -15,7 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
 /// Accepts connections until `shutdown`, then waits for every handler to finish.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    routes: Arc<Routes>,
+    shutdown: CancellationToken,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -23,10 +29,11 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, shutdown: Can
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let registry = registry.clone();
+                    let routes = routes.clone();
                     let stop = shutdown.clone();
                     conns.spawn(
                         async move {
-                            if let Err(e) = serve_conn(stream, registry, stop).await {
+                            if let Err(e) = serve_conn(stream, registry, routes, stop).await {
                                 debug!(error = %e, "data connection ended");
                             }
                         }
@@ -56,9 +63,17 @@ pub enum ConnError {
     Protocol(String),
 }
 
+/// Whether the route table knows a newer attempt of the sender than `attempt`.
+fn stale(table: &RouteTable, from: TaskPos, attempt: u32) -> bool {
+    table
+        .get(&from)
+        .is_some_and(|(_, current)| *current > attempt)
+}
+
 async fn serve_conn(
     stream: TcpStream,
     registry: Arc<Registry>,
+    routes: Arc<Routes>,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
     stream.set_nodelay(true)?;
@@ -74,6 +89,7 @@ async fn serve_conn(
         job,
         from_stage,
         from_index,
+        from_attempt,
         to_stage,
         to_index,
     } = hello
@@ -95,7 +111,25 @@ async fn serve_conn(
         wr.send(reject.encode()).await?;
         return Ok(());
     };
-    debug!(%key, from_stage, from_index, "link connected");
+    let from = TaskPos {
+        stage: from_stage,
+        index: from_index,
+    };
+    // Fencing: a sender older than the attempt our route table names is a stale attempt (its
+    // worker was declared dead but lives on); what it sends may derive from input its
+    // replacement never sees, so it is refused, and dropped if it becomes stale later.
+    let mut job_routes = routes.watch_existing(&key.job);
+    if let Some(r) = &job_routes {
+        if stale(&r.borrow(), from, from_attempt) {
+            let reject = Frame::Reject {
+                retry: false,
+                reason: format!("attempt {from_attempt} of {from} is stale"),
+            };
+            wr.send(reject.encode()).await?;
+            return Ok(());
+        }
+    }
+    debug!(%key, from_stage, from_index, from_attempt, "link connected");
     let mut acks = handle.acks.subscribe(from_index);
     let inbox = handle.tx.clone();
     drop(handle);
@@ -137,8 +171,25 @@ async fn serve_conn(
             }
         }
     };
+    let fenced = async {
+        match job_routes.as_mut() {
+            Some(r) => loop {
+                if r.changed().await.is_err() {
+                    return std::future::pending::<()>().await;
+                }
+                if stale(&r.borrow_and_update(), from, from_attempt) {
+                    return;
+                }
+            },
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
+        _ = fenced => {
+            debug!(%key, %from, from_attempt, "sender became stale; closing its connection");
+            Ok(())
+        }
         res = reader => match res {
             Ok(true) => {
                 // Closing is the answer: the sender reconnects and asks where the task runs now.

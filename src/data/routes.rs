@@ -6,8 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-/// Task position → data address (`host:port`) of the process running it.
-pub type RouteTable = HashMap<TaskPos, String>;
+/// Task position → data address (`host:port`) of the process running it, and the attempt
+/// that runs there (receivers fence off older attempts with it).
+pub type RouteTable = HashMap<TaskPos, (String, u32)>;
+
+/// One route, as control messages carry it.
+pub type Route = (TaskPos, String, u32);
 
 /// Route tables of all jobs this process takes part in.
 #[derive(Default)]
@@ -43,6 +47,12 @@ impl Routes {
             .subscribe()
     }
 
+    /// Follows a job's table only if the job is known here (never creates an entry).
+    pub fn watch_existing(&self, job: &JobId) -> Option<watch::Receiver<RouteTable>> {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.get(job).map(|(tx, _)| tx.subscribe())
+    }
+
     /// Forgets a job; its links see the channel close and stop waiting for routes.
     pub fn remove(&self, job: &JobId) {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -55,7 +65,14 @@ pub type SharedRoutes = Arc<Routes>;
 
 impl Routes {
     /// Installs a job's table from the list form used in control messages.
-    pub fn set_many(&self, job: &JobId, version: u64, routes: &[(crate::ids::TaskPos, String)]) {
-        self.set(job, version, routes.iter().cloned().collect());
+    pub fn set_many(&self, job: &JobId, version: u64, routes: &[Route]) {
+        self.set(
+            job,
+            version,
+            routes
+                .iter()
+                .map(|(p, a, n)| (*p, (a.clone(), *n)))
+                .collect(),
+        );
     }
 }

@@ -99,18 +99,21 @@ fn assignment(
 /// Where a job's tasks run, versioned so that workers apply placements in order.
 #[derive(Default)]
 pub struct Placement {
-    table: BTreeMap<TaskPos, String>,
+    table: BTreeMap<TaskPos, (String, u32)>,
     version: u64,
 }
 
 impl Placement {
-    fn insert(&mut self, pos: TaskPos, addr: String) {
-        self.table.insert(pos, addr);
+    fn insert(&mut self, pos: TaskPos, addr: String, attempt: u32) {
+        self.table.insert(pos, (addr, attempt));
         self.version += 1;
     }
 
-    fn list(&self) -> Vec<(TaskPos, String)> {
-        self.table.iter().map(|(p, a)| (*p, a.clone())).collect()
+    fn list(&self) -> Vec<crate::data::routes::Route> {
+        self.table
+            .iter()
+            .map(|(p, (a, n))| (*p, a.clone(), *n))
+            .collect()
     }
 }
 
@@ -154,13 +157,14 @@ pub async fn drive(
 ) {
     let k = spec.stages.len() as u32;
     let mut routes = Placement::default();
-    routes.insert(TaskPos { stage: 0, index: 0 }, leader.data_addr.clone());
+    routes.insert(TaskPos { stage: 0, index: 0 }, leader.data_addr.clone(), 0);
     routes.insert(
         TaskPos {
             stage: k + 1,
             index: 0,
         },
         leader.data_addr.clone(),
+        0,
     );
     let source = (0..tasks_of(&spec, 1)).map(|_| Arc::default()).collect();
     let mut run = JobRun {
@@ -212,7 +216,7 @@ impl JobRun {
                 next += 1;
                 let pos = TaskPos { stage, index };
                 if let Some(rec) = st.workers.get(&w) {
-                    self.routes.insert(pos, rec.data_addr.clone());
+                    self.routes.insert(pos, rec.data_addr.clone(), 0);
                 }
                 let now = Instant::now();
                 st.tasks.insert(
@@ -270,6 +274,7 @@ impl JobRun {
             upstream: tasks_of(spec, k),
             file: sink_file,
             epoch: self.epoch,
+            accept_gaps: spec.delivery == Delivery::AtMostOnce,
         };
         let env = self.leader.env.clone();
         self.parts.spawn(
@@ -422,9 +427,10 @@ impl JobRun {
             .get(&target)
             .map(|w| w.data_addr.clone())
             .ok_or_else(|| "worker vanished".to_string())?;
-        self.routes.insert(key.pos, addr);
+        let attempt = st.tasks.get(key).map_or(0, |t| t.attempt + 1);
+        self.routes.insert(key.pos, addr, attempt);
         if let Some(t) = st.tasks.get_mut(key) {
-            t.attempt += 1;
+            t.attempt = attempt;
             t.worker = target.clone();
             t.state = TaskState::Starting;
             t.pid = None;
@@ -516,6 +522,13 @@ impl JobRun {
                         t.attempt += 1;
                         t.state = TaskState::Starting;
                         t.pid = None;
+                        let addr = st
+                            .workers
+                            .get(&worker)
+                            .map(|w| w.data_addr.clone())
+                            .unwrap_or_default();
+                        let attempt = st.tasks.get(&key).map_or(0, |t| t.attempt);
+                        self.routes.insert(key.pos, addr, attempt);
                     }
                 } else {
                     self.move_task(&mut st, &key, Some(&worker))?;

@@ -189,9 +189,10 @@ pub async fn run(
     };
     let data_addr = format!("{host}:{data_port}");
     let registry = Arc::new(Registry::default());
+    let env_routes = Arc::new(Routes::default());
     let env = TaskEnv {
         registry: registry.clone(),
-        routes: Arc::new(Routes::default()),
+        routes: env_routes.clone(),
         cfg: cfg.data.clone(),
         store: store.clone(),
         work_dir: cfg.data_dir.clone(),
@@ -207,7 +208,12 @@ pub async fn run(
     });
     let mut bg = JoinSet::new();
     let stop_net = CancellationToken::new();
-    bg.spawn(listener::serve(data, registry, stop_net.clone()));
+    bg.spawn(listener::serve(
+        data,
+        registry,
+        env_routes.clone(),
+        stop_net.clone(),
+    ));
     bg.spawn(monitor(leader.clone(), stop_net.clone()));
     let app = api::router(leader.clone());
     let http_stop = stop_net.clone();

@@ -69,6 +69,15 @@ impl LatencyHist {
     }
 }
 
+async fn ends_with_newline(path: &std::path::Path, len: u64) -> std::io::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await?;
+    f.seek(std::io::SeekFrom::Start(len - 1)).await?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).await?;
+    Ok(b[0] == b'\n')
+}
+
 /// What the sink needs.
 pub struct SinkSpec {
     /// The sink's own task key (stage K+1, index 0).
@@ -79,6 +88,8 @@ pub struct SinkSpec {
     pub file: PathBuf,
     /// Job epoch (a later epoch appends to what earlier ones wrote).
     pub epoch: u32,
+    /// At-most-once: an end of stream is final even if tuples before it never came.
+    pub accept_gaps: bool,
 }
 
 /// Runs the sink until every upstream link ended and the file is durable.
@@ -113,6 +124,19 @@ pub async fn run_sink(
             .map_err(|e| fail("reopening", e))?
     };
     let mut bytes: u64 = file.metadata().await.map_err(|e| fail("reading", e))?.len();
+    let mut file = file;
+    if bytes > 0
+        && !ends_with_newline(&spec.file, bytes)
+            .await
+            .map_err(|e| fail("reading", e))?
+    {
+        // A cancelled epoch may have left half a line: end it, so the next line is not glued
+        // onto it.
+        file.write_all(b"\n")
+            .await
+            .map_err(|e| fail("writing", e))?;
+        bytes += 1;
+    }
     let mut flushed: u64 = bytes;
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let floor = u64::from(spec.epoch) << crate::data::link::EPOCH_SHIFT;
@@ -169,7 +193,7 @@ pub async fn run_sink(
             }
             Inbound::Eos { from, last_seq } => {
                 // An end of stream from an earlier epoch is stale: ignore it.
-                if input.end(from, last_seq) || input.ended(from) {
+                if input.end_with(from, last_seq, spec.accept_gaps) || input.ended(from) {
                     acks.set(from, input.hwm(from), true);
                 }
             }

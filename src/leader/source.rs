@@ -109,6 +109,7 @@ pub async fn run_source(
         let ls = LinkSpec {
             job: spec.job.clone(),
             from: TaskPos { stage: 0, index: 0 },
+            attempt: 0,
             to: TaskPos { stage: 1, index: i },
             resend: spec.resend,
             progress: spec.progress.get(i as usize).cloned(),

@@ -146,6 +146,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
     bg.spawn(listener::serve(
         listener,
         registry.clone(),
+        routes.clone(),
         net_stop.clone(),
     ));
 
