@@ -202,3 +202,112 @@ async fn serve_conn(
         res = writer => res,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuple::Tuple;
+
+    async fn hello(
+        addr: std::net::SocketAddr,
+        attempt: u32,
+    ) -> (
+        FramedRead<tokio::net::tcp::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
+        FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>,
+    ) {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (r, w) = s.into_split();
+        let mut wr = FramedWrite::new(w, codec());
+        let h = Frame::Hello {
+            job: "j".into(),
+            from_stage: 1,
+            from_index: 0,
+            from_attempt: attempt,
+            to_stage: 2,
+            to_index: 0,
+        };
+        wr.send(h.encode()).await.unwrap();
+        (FramedRead::new(r, codec()), wr)
+    }
+
+    async fn next(
+        rd: &mut FramedRead<
+            tokio::net::tcp::OwnedReadHalf,
+            tokio_util::codec::LengthDelimitedCodec,
+        >,
+    ) -> Option<Frame> {
+        let f = tokio::time::timeout(std::time::Duration::from_secs(10), rd.next())
+            .await
+            .ok()??;
+        Frame::decode(f.ok()?.freeze()).ok()
+    }
+
+    #[tokio::test]
+    async fn stale_sender_attempts_are_fenced_off() {
+        let registry = Arc::new(Registry::default());
+        let routes = Arc::new(Routes::default());
+        let job = JobId("j".into());
+        let from = TaskPos { stage: 1, index: 0 };
+        routes.set_many(&job, 1, &[(from, "x:1".into(), 2)]);
+        let key = TaskKey {
+            job: job.clone(),
+            pos: TaskPos { stage: 2, index: 0 },
+        };
+        let (mut inbox, acks, _reg) = registry.register(key, 4);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            registry.clone(),
+            routes.clone(),
+            stop.clone(),
+        ));
+
+        // Attempt 1 is older than the route table's attempt 2: refused for good.
+        let (mut rd, _wr) = hello(addr, 1).await;
+        assert!(matches!(
+            next(&mut rd).await,
+            Some(Frame::Reject { retry: false, .. })
+        ));
+
+        // Attempt 2 is current: acked and its batches delivered.
+        let (mut rd, mut wr) = hello(addr, 2).await;
+        assert_eq!(
+            next(&mut rd).await,
+            Some(Frame::Ack {
+                upto: 0,
+                eos: false
+            })
+        );
+        let b = Frame::Batch {
+            first_seq: 1,
+            emit_ns: 0,
+            tuples: vec![Tuple::new("k", "v")],
+        };
+        wr.send(b.encode()).await.unwrap();
+        assert!(matches!(
+            inbox.recv().await,
+            Some(Inbound::Batch {
+                from: 0,
+                first_seq: 1,
+                ..
+            })
+        ));
+        acks.set(0, 1, false);
+        assert_eq!(
+            next(&mut rd).await,
+            Some(Frame::Ack {
+                upto: 1,
+                eos: false
+            })
+        );
+
+        // A newer attempt appears in the routes: the open connection of attempt 2 is dropped.
+        routes.set_many(&job, 2, &[(from, "y:1".into(), 3)]);
+        assert_eq!(next(&mut rd).await, None);
+
+        stop.cancel();
+        server.await.unwrap();
+    }
+}
