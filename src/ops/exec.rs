@@ -199,7 +199,9 @@ impl ExecOperator {
         if let Some(mut stdin) = self.stdin.take() {
             // A child that already exited makes these fail; its exit status says why below.
             if stdin.flush().await.is_ok() {
-                let _closed = stdin.shutdown().await;
+                if let Err(e) = stdin.shutdown().await {
+                    tracing::debug!(pid = self.pid, error = %e, "closing operator stdin failed; its exit status tells why");
+                }
             }
             drop(stdin);
         }
@@ -225,7 +227,11 @@ impl ExecOperator {
     pub async fn abort(mut self) {
         if let Some(r) = self.reader.take() {
             r.abort();
-            let _aborted = r.await;
+            if let Err(e) = r.await {
+                if !e.is_cancelled() {
+                    tracing::warn!(pid = self.pid, error = %e, "operator output reader panicked");
+                }
+            }
         }
         if let Err(e) = self.child.kill().await {
             tracing::debug!(pid = self.pid, error = %e, "kill of operator failed (already gone?)");

@@ -360,7 +360,9 @@ async fn handle(
                                 if status.state() != TaskState::Starting
                                     || status.pid.load(Ordering::Relaxed) != 0
                                 {
-                                    let _sent = ev_tx.send(report(&a, &status)).await;
+                                    if ev_tx.send(report(&a, &status)).await.is_err() {
+                                        warn!(task = %a.key, "event reporter gone; the start goes unreported");
+                                    }
                                     break;
                                 }
                                 tokio::time::sleep(Duration::from_millis(5)).await;
