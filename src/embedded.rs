@@ -32,7 +32,9 @@ pub fn localize(mut spec: JobSpec, cwd: &Path) -> JobSpec {
     spec.sink_path = abs(&spec.sink_path);
     for st in &mut spec.stages {
         if let OperatorSpec::Exec { path, .. } = &mut st.operator {
-            if path.contains('/') {
+            // A bare name is a file in the current directory if there is one, else a command
+            // looked up on PATH (like `cat`).
+            if path.contains('/') || cwd.join(path.as_str()).is_file() {
                 *path = abs(path);
             }
         }

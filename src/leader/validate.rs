@@ -26,6 +26,14 @@ fn check_executable(path: &Path) -> Result<(), &'static str> {
     }
 }
 
+/// Finds an executable command on PATH.
+fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|d| d.join(name))
+        .find(|p| check_executable(p).is_ok())
+}
+
 /// Checks everything outside the job file; returns all problems found.
 pub fn check(spec: &JobSpec, store: &Store) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -74,6 +82,10 @@ pub fn check(spec: &JobSpec, store: &Store) -> Vec<Problem> {
             let field = format!("stages[{}].exec", i + 1);
             let local = Path::new(path);
             let res = match spec.paths {
+                PathMode::Local if !path.contains('/') => match on_path(path) {
+                    Some(_) => Ok(()),
+                    None => Err("operator not found (not a file here, nor a command on PATH)"),
+                },
                 PathMode::Local => check_executable(local),
                 PathMode::Store => {
                     let in_store = store
