@@ -317,7 +317,7 @@ async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 }
             }
             let stall = leader.cfg.stall_timeout;
-            let stalled: Vec<_> = st
+            let candidates: Vec<_> = st
                 .tasks
                 .iter()
                 .filter(|(_, t)| {
@@ -326,6 +326,18 @@ async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                         && now.duration_since(t.progressed) > stall
                 })
                 .map(|(k, t)| (k.clone(), t.attempt, t.worker.clone()))
+                .collect();
+            // Tasks upstream of a stalled task are only backpressured: per job, only the
+            // deepest stalled stage is the culprit.
+            let mut deepest: std::collections::HashMap<crate::ids::JobId, u32> =
+                std::collections::HashMap::new();
+            for (k, _, _) in &candidates {
+                let d = deepest.entry(k.job.clone()).or_insert(0);
+                *d = (*d).max(k.pos.stage);
+            }
+            let stalled: Vec<_> = candidates
+                .into_iter()
+                .filter(|(k, _, _)| deepest.get(&k.job) == Some(&k.pos.stage))
                 .collect();
             for (key, attempt, worker) in stalled {
                 let cause = format!(

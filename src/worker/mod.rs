@@ -252,30 +252,28 @@ async fn session_loop(
         session.clone(),
     ));
     let mut running: JoinSet<((TaskKey, u32), TaskEnd)> = JoinSet::new();
+    let mut ids: HashMap<tokio::task::Id, (TaskKey, u32)> = HashMap::new();
     let lost = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break false,
             _ = session.cancelled() => break true,
-            Some(done) = running.join_next(), if !running.is_empty() => {
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
                 let ((key, attempt), outcome) = match done {
-                    Ok(v) => v,
+                    Ok((id, v)) => {
+                        ids.remove(&id);
+                        v
+                    }
                     Err(e) => {
-                        // A panicked supervisor still reports: every attempt whose supervisor
-                        // is gone is reported failed.
+                        // A panicked supervisor still reports: the attempt it ran is failed.
                         warn!(error = %e, "task supervisor panicked");
-                        let gone: Vec<_> = {
-                            let t = tasks.lock().unwrap_or_else(|p| p.into_inner());
-                            t.iter().filter(|(_, r)| r.cancel.is_cancelled() || r.status.state().is_terminal()).map(|(k, _)| k.clone()).collect()
-                        };
-                        for k in gone {
-                            let removed = tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
-                            if let Some(r) = removed {
-                                let mut rep = report(&r.assignment, &r.status);
-                                rep.state = TaskState::Failed;
-                                rep.error = Some(format!("task supervisor panicked: {e}"));
-                                if ev_tx.send(rep).await.is_err() {
-                                    warn!("event reporter gone");
-                                }
+                        let Some(k) = ids.remove(&e.id()) else { continue };
+                        let removed = tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+                        if let Some(r) = removed {
+                            let mut rep = report(&r.assignment, &r.status);
+                            rep.state = TaskState::Failed;
+                            rep.error = Some(format!("task supervisor panicked: {e}"));
+                            if ev_tx.send(rep).await.is_err() {
+                                warn!("event reporter gone");
                             }
                         }
                         continue;
@@ -295,7 +293,7 @@ async fn session_loop(
             }
             cmd = cmd_rx.recv() => match cmd {
                 None => break true,
-                Some(cmd) => handle(cmd, cfg, env, tasks, &mut running, &ev_tx).await,
+                Some(cmd) => handle(cmd, cfg, env, tasks, &mut running, &mut ids, &ev_tx).await,
             },
         }
     };
@@ -315,6 +313,7 @@ async fn handle(
     env: &TaskEnv,
     tasks: &TaskTable,
     running: &mut JoinSet<((TaskKey, u32), TaskEnd)>,
+    ids: &mut HashMap<tokio::task::Id, (TaskKey, u32)>,
     ev_tx: &mpsc::Sender<TaskReport>,
 ) {
     match cmd {
@@ -335,7 +334,8 @@ async fn handle(
             let ops_dir = cfg.data_dir.join("ops");
             let ev_tx = ev_tx.clone();
             let span = tracing::info_span!("task", job = %key.job, stage = key.pos.stage, task = key.pos.index, attempt);
-            running.spawn(
+            let id_key = (key.clone(), attempt);
+            let handle = running.spawn(
                 async move {
                     let exec = match &a.operator {
                         OperatorSpec::Exec { path, .. } => {
@@ -379,6 +379,7 @@ async fn handle(
                 }
                 .instrument(span),
             );
+            ids.insert(handle.id(), id_key);
         }
         Command::Routes {
             job,
