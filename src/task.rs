@@ -200,10 +200,18 @@ async fn log_writer(
             }
         };
         take(first, &mut body);
+        let linger = tokio::time::Instant::now()
+            + std::time::Duration::from_micros(env.cfg.log_linger_us as u64);
         while body.len() < SEGMENT_BYTES {
             match rx.try_recv() {
                 Ok(l) => take(l, &mut body),
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(linger, rx.recv()).await {
+                        Ok(Some(l)) => take(l, &mut body),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
             }
         }
         let seg = seal_segment(&body, marks.len() as u32);

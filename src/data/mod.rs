@@ -26,6 +26,9 @@ pub struct DataConfig {
     pub window_bytes: usize,
     /// Batches queued between a router and a link, and between a connection and a task.
     pub queue_batches: usize,
+    /// How long a group commit of the input log waits for more records before writing
+    /// (microseconds): fewer, larger segments under load, at most this much added latency.
+    pub log_linger_us: usize,
 }
 
 impl Default for DataConfig {
@@ -35,17 +38,19 @@ impl Default for DataConfig {
             batch_bytes: 256 * 1024,
             window_bytes: 2 * 1024 * 1024,
             queue_batches: 8,
+            log_linger_us: 2000,
         }
     }
 }
 
 impl DataConfig {
     /// Defaults, overridden by `RAINSTORM_BATCH_TUPLES`, `RAINSTORM_BATCH_BYTES`,
-    /// `RAINSTORM_WINDOW_BYTES` and `RAINSTORM_QUEUE_BATCHES` when set (bad values are
+    /// `RAINSTORM_WINDOW_BYTES`, `RAINSTORM_QUEUE_BATCHES` and `RAINSTORM_LOG_LINGER_US` when set (bad values are
     /// reported and ignored).
     pub fn from_env() -> Self {
         let mut c = DataConfig::default();
-        let vars: [(&str, &mut usize); 4] = [
+        let vars: [(&str, &mut usize); 5] = [
+            ("RAINSTORM_LOG_LINGER_US", &mut c.log_linger_us),
             ("RAINSTORM_BATCH_TUPLES", &mut c.batch_tuples),
             ("RAINSTORM_BATCH_BYTES", &mut c.batch_bytes),
             ("RAINSTORM_WINDOW_BYTES", &mut c.window_bytes),
@@ -54,7 +59,7 @@ impl DataConfig {
         for (name, slot) in vars {
             if let Ok(v) = std::env::var(name) {
                 match v.parse::<usize>() {
-                    Ok(n) if n > 0 => *slot = n,
+                    Ok(n) if n > 0 || name == "RAINSTORM_LOG_LINGER_US" => *slot = n,
                     _ => {
                         tracing::warn!(%name, value = %v, "ignoring a data-plane setting that is not a positive integer")
                     }
