@@ -3,7 +3,7 @@
 //! stream out and acknowledged. Every exit path returns exactly one [`TaskEnd`].
 
 use crate::data::inbound::{AckBoard, Inbound, Registry};
-use crate::data::input::InputState;
+use crate::data::input::{Accepted, InputState};
 use crate::data::link::{run_link, LinkEnd, LinkSpec};
 use crate::data::router::Router;
 use crate::data::routes::Routes;
@@ -592,24 +592,26 @@ async fn receive_logged(
                 emit_ns,
                 mut tuples,
             } => {
-                let Some(dups) = input.duplicates(from, first_seq) else {
-                    warn!(task = %a.key, from, "batch from an unknown upstream task; dropped");
-                    continue;
+                let (first_seq, last, ended_now) = match input.accept(from, first_seq, &mut tuples)
+                {
+                    Accepted::UnknownLink => {
+                        warn!(task = %a.key, from, "batch from an unknown upstream task; dropped");
+                        continue;
+                    }
+                    Accepted::Duplicate => continue,
+                    Accepted::Fresh {
+                        first_seq,
+                        last_seq,
+                        ended_now,
+                    } => (first_seq, last_seq, ended_now),
                 };
-                let n = tuples.len() as u64;
-                if dups >= n {
-                    continue;
-                }
-                tuples.drain(..dups as usize);
-                let last = first_seq + n - 1;
-                let ended_now = input.advance(from, last);
                 status
                     .tuples_in
                     .fetch_add(tuples.len() as u64, Ordering::Relaxed);
                 let mut record = BytesMut::new();
                 let r = LogRecord::Batch {
                     from,
-                    first_seq: first_seq + dups,
+                    first_seq,
                     emit_ns,
                     tuples,
                 };
@@ -721,19 +723,19 @@ async fn consume(
                 emit_ns,
                 mut tuples,
             } => {
-                let Some(dups) = input.duplicates(from, first_seq) else {
-                    warn!(task = %a.key, from, "batch from an unknown upstream task; dropped");
-                    continue;
-                };
-                let n = tuples.len() as u64;
-                if dups < n {
-                    tuples.drain(..dups as usize);
-                    input.advance(from, first_seq + n - 1);
-                    status
-                        .tuples_in
-                        .fetch_add(tuples.len() as u64, Ordering::Relaxed);
-                    for t in tuples {
-                        op.feed(t, emit_ns).await?;
+                match input.accept(from, first_seq, &mut tuples) {
+                    Accepted::UnknownLink => {
+                        warn!(task = %a.key, from, "batch from an unknown upstream task; dropped");
+                        continue;
+                    }
+                    Accepted::Duplicate => {}
+                    Accepted::Fresh { .. } => {
+                        status
+                            .tuples_in
+                            .fetch_add(tuples.len() as u64, Ordering::Relaxed);
+                        for t in tuples {
+                            op.feed(t, emit_ns).await?;
+                        }
                     }
                 }
                 acks.set(from, input.hwm(from), input.ended(from));

@@ -1,6 +1,24 @@
 //! Dedup state of a task's inputs: per incoming link, the highest sequence number accepted and
 //! whether its end of stream arrived. O(links), never O(tuples).
 
+/// What offering a batch to an [`InputState`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// The link is not one of this task's inputs (a protocol error the caller logs).
+    UnknownLink,
+    /// Every tuple was seen before (a re-send or a stale epoch).
+    Duplicate,
+    /// Tuples `first_seq..=last_seq` are new; the duplicates before them were removed.
+    Fresh {
+        /// Sequence number of the first new tuple.
+        first_seq: u64,
+        /// Sequence number of the last tuple.
+        last_seq: u64,
+        /// A pending end of stream of this link completed with this batch.
+        ended_now: bool,
+    },
+}
+
 /// Per-link high-water marks of one task.
 #[derive(Clone, Debug)]
 pub struct InputState {
@@ -36,6 +54,26 @@ impl InputState {
     pub fn duplicates(&self, from: u32, first_seq: u64) -> Option<u64> {
         let hwm = *self.hwm.get(from as usize)?;
         Some(hwm.saturating_sub(first_seq.saturating_sub(1)))
+    }
+
+    /// Offers a batch starting at `first_seq`: drops its leading duplicates from `tuples` and
+    /// advances the link's mark over the rest.
+    pub fn accept<T>(&mut self, from: u32, first_seq: u64, tuples: &mut Vec<T>) -> Accepted {
+        let Some(dups) = self.duplicates(from, first_seq) else {
+            return Accepted::UnknownLink;
+        };
+        let n = tuples.len() as u64;
+        if dups >= n {
+            return Accepted::Duplicate;
+        }
+        tuples.drain(..dups as usize);
+        let last_seq = first_seq + n - 1;
+        let ended_now = self.advance(from, last_seq);
+        Accepted::Fresh {
+            first_seq: first_seq + dups,
+            last_seq,
+            ended_now,
+        }
     }
 
     /// Records that the link is accepted up to `last`; returns true if that completes a
@@ -132,6 +170,32 @@ mod tests {
         assert!(!s.all_ended());
         assert!(s.end(1, 0));
         assert!(s.all_ended());
+    }
+
+    #[test]
+    fn accept_drops_leading_duplicates() {
+        let mut s = InputState::new(1);
+        let mut b = vec!['a', 'b', 'c'];
+        assert_eq!(
+            s.accept(0, 1, &mut b),
+            Accepted::Fresh {
+                first_seq: 1,
+                last_seq: 3,
+                ended_now: false
+            }
+        );
+        let mut b = vec!['b', 'c', 'd'];
+        assert_eq!(
+            s.accept(0, 2, &mut b),
+            Accepted::Fresh {
+                first_seq: 4,
+                last_seq: 4,
+                ended_now: false
+            }
+        );
+        assert_eq!(b, vec!['d']);
+        assert_eq!(s.accept(0, 1, &mut vec!['a']), Accepted::Duplicate);
+        assert_eq!(s.accept(9, 1, &mut vec!['a']), Accepted::UnknownLink);
     }
 
     #[test]

@@ -261,6 +261,30 @@ fn hostname() -> String {
         .unwrap_or_else(|| "127.0.0.1".to_string())
 }
 
+/// Records a task attempt as failed and returns the event for its job's driver (if the job
+/// still runs).
+fn fail_task(
+    st: &mut state::State,
+    key: crate::ids::TaskKey,
+    attempt: u32,
+    cause: String,
+) -> Option<(mpsc::Sender<JobEvent>, JobEvent)> {
+    if let Some(t) = st.tasks.get_mut(&key) {
+        t.state = TaskState::Failed;
+        t.error = Some(cause.clone());
+    }
+    let tx = st.jobs.get(&key.job).and_then(|j| j.events.clone())?;
+    Some((
+        tx,
+        JobEvent::TaskEnded {
+            key,
+            attempt,
+            state: TaskState::Failed,
+            error: Some(cause),
+        },
+    ))
+}
+
 /// Declares workers dead after the heartbeat timeout, fails their tasks (the drivers decide on
 /// recovery), and drops ended jobs past retention.
 async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
@@ -299,21 +323,12 @@ async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                     .map(|(k, t)| (k.clone(), t.attempt))
                     .collect();
                 for (key, attempt) in lost {
-                    if let Some(t) = st.tasks.get_mut(&key) {
-                        t.state = TaskState::Failed;
-                        t.error = Some(format!("worker {id} lost"));
-                    }
-                    if let Some(tx) = st.jobs.get(&key.job).and_then(|j| j.events.clone()) {
-                        to_send.push((
-                            tx,
-                            JobEvent::TaskEnded {
-                                key,
-                                attempt,
-                                state: TaskState::Failed,
-                                error: Some(format!("worker {id} lost")),
-                            },
-                        ));
-                    }
+                    to_send.extend(fail_task(
+                        &mut st,
+                        key,
+                        attempt,
+                        format!("worker {id} lost"),
+                    ));
                 }
             }
             let stall = leader.cfg.stall_timeout;
@@ -345,10 +360,6 @@ async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                     stall.as_secs_f64()
                 );
                 warn!(task = %key, attempt, %worker, "{cause}");
-                if let Some(t) = st.tasks.get_mut(&key) {
-                    t.state = TaskState::Failed;
-                    t.error = Some(cause.clone());
-                }
                 st.command(
                     &worker,
                     crate::proto::Command::StopTask {
@@ -356,17 +367,7 @@ async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                         attempt,
                     },
                 );
-                if let Some(tx) = st.jobs.get(&key.job).and_then(|j| j.events.clone()) {
-                    to_send.push((
-                        tx,
-                        JobEvent::TaskEnded {
-                            key,
-                            attempt,
-                            state: TaskState::Failed,
-                            error: Some(cause),
-                        },
-                    ));
-                }
+                to_send.extend(fail_task(&mut st, key, attempt, cause));
             }
             let retention = leader.cfg.retention;
             let expired: Vec<_> = st

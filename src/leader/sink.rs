@@ -3,7 +3,7 @@
 //! last-stage task delivered its end of stream and the file is fsynced.
 
 use crate::data::inbound::Inbound;
-use crate::data::input::InputState;
+use crate::data::input::{Accepted, InputState};
 use crate::data::now_ns;
 use crate::ids::TaskKey;
 use crate::task::TaskEnv;
@@ -164,30 +164,30 @@ pub async fn run_sink(
                 from,
                 first_seq,
                 emit_ns,
-                tuples,
+                mut tuples,
             } => {
-                let Some(dups) = input.duplicates(from, first_seq) else {
-                    tracing::warn!(sink = %spec.key, from, "batch from an unknown upstream task; dropped");
-                    continue;
-                };
-                let n = tuples.len() as u64;
-                let last = first_seq + n - 1;
-                if dups < n {
-                    for t in &tuples[dups as usize..] {
-                        out.write_all(t.value.as_bytes())
-                            .await
-                            .map_err(|e| fail("writing", e))?;
-                        out.write_all(b"\n").await.map_err(|e| fail("writing", e))?;
-                        bytes += t.value.len() as u64 + 1;
+                match input.accept(from, first_seq, &mut tuples) {
+                    Accepted::UnknownLink => {
+                        tracing::warn!(sink = %spec.key, from, "batch from an unknown upstream task; dropped");
+                        continue;
                     }
-                    let fresh = n - dups;
-                    written.fetch_add(fresh, Ordering::Relaxed);
-                    let lat_us = now_ns().saturating_sub(emit_ns) / 1000;
-                    latency
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .record(lat_us, fresh);
-                    input.advance(from, last);
+                    Accepted::Duplicate => {}
+                    Accepted::Fresh { .. } => {
+                        for t in &tuples {
+                            out.write_all(t.value.as_bytes())
+                                .await
+                                .map_err(|e| fail("writing", e))?;
+                            out.write_all(b"\n").await.map_err(|e| fail("writing", e))?;
+                            bytes += t.value.len() as u64 + 1;
+                        }
+                        let fresh = tuples.len() as u64;
+                        written.fetch_add(fresh, Ordering::Relaxed);
+                        let lat_us = now_ns().saturating_sub(emit_ns) / 1000;
+                        latency
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .record(lat_us, fresh);
+                    }
                 }
                 acks.set(from, input.hwm(from), input.ended(from));
             }
