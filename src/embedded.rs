@@ -48,7 +48,9 @@ pub struct Cluster {
     /// Client of its leader.
     pub client: Client,
     shutdown: CancellationToken,
+    workers_shutdown: CancellationToken,
     parts: JoinSet<anyhow::Result<()>>,
+    worker_parts: JoinSet<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -64,7 +66,9 @@ impl Cluster {
             .context("binding the leader")?;
         let url = format!("http://{}", http.local_addr()?);
         let shutdown = CancellationToken::new();
+        let workers_shutdown = CancellationToken::new();
         let mut parts = JoinSet::new();
+        let mut worker_parts = JoinSet::new();
         let cfg = LeaderConfig {
             data_dir: dir.path().join("leader"),
             keep_logs,
@@ -82,7 +86,7 @@ impl Cluster {
                 store: Some(store.clone()),
                 data: DataConfig::from_env(),
             };
-            parts.spawn(worker::run(wc, shutdown.clone()));
+            worker_parts.spawn(worker::run(wc, workers_shutdown.clone()));
         }
         let client = Client::new(&url);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -109,22 +113,37 @@ impl Cluster {
             return Ok(Cluster {
                 client,
                 shutdown,
+                workers_shutdown,
                 parts,
+                worker_parts,
                 _dir: dir,
             });
         }
         Ok(Cluster {
             client,
             shutdown,
+            workers_shutdown,
             parts,
+            worker_parts,
             _dir: dir,
         })
     }
 
-    /// Stops everything and waits for it.
+    /// Stops everything and waits for it: workers first (they report to a leader that is
+    /// still there), then the leader.
     pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
+        self.workers_shutdown.cancel();
         let mut first_err = None;
+        while let Some(r) = self.worker_parts.join_next().await {
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(e) => {
+                    first_err = first_err.or(Some(anyhow::anyhow!("worker task panicked: {e}")))
+                }
+            }
+        }
+        self.shutdown.cancel();
         while let Some(r) = self.parts.join_next().await {
             match r {
                 Ok(Ok(())) => {}
@@ -140,6 +159,10 @@ impl Cluster {
 
 /// Runs one job on a fresh embedded cluster, printing its output lines to stdout.
 pub async fn run_job(spec: JobSpec, workers: usize, keep_logs: bool) -> anyhow::Result<JobInfo> {
+    // Registered first thing: a Ctrl-C during start-up is not lost (and a process started in
+    // the background, which inherits SIGINT as ignored, still gets it from here on).
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("watching SIGINT")?;
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let spec = localize(spec, &cwd);
     let cluster = Cluster::start(workers.max(1), keep_logs).await?;
@@ -149,13 +172,20 @@ pub async fn run_job(spec: JobSpec, workers: usize, keep_logs: bool) -> anyhow::
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
         let follow = cluster.client.follow(&id, &mut out);
-        let ctrl_c = tokio::signal::ctrl_c();
         tokio::select! {
             info = follow => info,
-            _ = ctrl_c => {
+            _ = sigint.recv() => {
                 eprintln!("rainstorm: interrupted; cancelling job {id}");
                 cluster.client.cancel(&id).await?;
-                cluster.client.job(&id).await
+                // The terminal status is always deliverable: wait for it (bounded).
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    let info = cluster.client.job(&id).await?;
+                    if info.status.is_terminal() || tokio::time::Instant::now() > deadline {
+                        break Ok(info);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
     }
