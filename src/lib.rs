@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod ids;
 pub mod leader;
 pub mod log;
+pub mod net;
 pub mod ops;
 pub mod proto;
 pub mod spec;

@@ -184,8 +184,7 @@ pub async fn run(
     let data_port = data.local_addr()?.port();
     let host = match &cfg.advertise_host {
         Some(h) => h.clone(),
-        None if http_addr.ip().is_unspecified() => hostname(),
-        None => http_addr.ip().to_string(),
+        None => crate::net::advertise_host(http_addr.ip()),
     };
     let data_addr = format!("{host}:{data_port}");
     let registry = Arc::new(Registry::default());
@@ -251,14 +250,6 @@ pub async fn run(
     stop_net.cancel();
     while bg.join_next().await.is_some() {}
     Ok(())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "127.0.0.1".to_string())
 }
 
 /// Records a task attempt as failed and returns the event for its job's driver (if the job

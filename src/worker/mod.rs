@@ -111,17 +111,11 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
     let bound = listener.local_addr()?;
     let data_addr = match &cfg.advertise {
         Some(a) => a.clone(),
-        None if bound.ip().is_unspecified() => {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_default();
-            format!(
-                "{}:{}",
-                if host.is_empty() { "127.0.0.1" } else { &host },
-                bound.port()
-            )
-        }
-        None => bound.to_string(),
+        None => format!(
+            "{}:{}",
+            crate::net::advertise_host(bound.ip()),
+            bound.port()
+        ),
     };
     let store = cfg
         .store
