@@ -168,3 +168,61 @@ exec = "nowhere/op.py"
     }
     assert!(!dir.path().join("out/x.txt").exists());
 }
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Ctrl-C on `rainstorm run` behind a slow operator stops the job promptly, reports it
+/// cancelled, exits non-zero and leaves no operator process behind.
+#[test]
+fn interrupting_run_cancels_the_job_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let signs = Signs::generate(20000, 4);
+    signs.write(&dir.path().join("signs.csv"));
+    std::fs::write(
+        dir.path().join("slow.py"),
+        "#!/usr/bin/env python3\nimport sys, time\nfor line in sys.stdin:\n    time.sleep(0.001)\n    sys.stdout.write(line)\n    sys.stdout.flush()\n",
+    )
+    .unwrap();
+    let slow = dir.path().join("slow.py");
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let job = job_toml(
+        "slow",
+        "signs.csv",
+        "out/slow.txt",
+        0.0,
+        "exactly-once",
+        &[(2, "identity", &[]), (1, "./slow.py", &[])],
+    );
+    std::fs::write(dir.path().join("slow.toml"), job).unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "slow.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sink = dir.path().join("out/slow.txt");
+    wait_for("output to flow", std::time::Duration::from_secs(60), || {
+        (std::fs::metadata(&sink).map(|m| m.len()).unwrap_or(0) > 0).then_some(())
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let status = wait_for(
+        "run to exit after Ctrl-C",
+        std::time::Duration::from_secs(10),
+        || child.try_wait().unwrap(),
+    );
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(err.contains("cancelled"), "{err}");
+    assert!(
+        processes_matching(slow.to_str().unwrap()).is_empty(),
+        "operator processes outlived the run"
+    );
+    let written = std::fs::read_to_string(&sink).unwrap().lines().count();
+    assert!(written < signs.rows.len() + 1, "the job was not cut short");
+}
