@@ -129,25 +129,20 @@ pub async fn run_link(
                         window.batches.clear();
                         window.bytes = 0;
                     }
-                    let mut ok = true;
-                    for (_, _, b) in &window.batches {
-                        if c.1.feed(b.clone()).await.is_err() {
-                            ok = false;
-                            break;
-                        }
+                    let mut frames: Vec<Bytes> =
+                        window.batches.iter().map(|(_, _, b)| b.clone()).collect();
+                    if eos_sent {
+                        frames.push(
+                            Frame::Eos {
+                                last_seq: next_seq - 1,
+                            }
+                            .encode(),
+                        );
                     }
-                    if ok && eos_sent {
-                        ok =
-                            c.1.feed(
-                                Frame::Eos {
-                                    last_seq: next_seq - 1,
-                                }
-                                .encode(),
-                            )
-                            .await
-                            .is_ok();
-                    }
-                    if ok && SinkExt::<Bytes>::flush(&mut c.1).await.is_ok() {
+                    if send(&mut c.1, frames, &cancel, &mut routes, &spec.to, &c.2)
+                        .await
+                        .is_ok()
+                    {
                         conn = Some(c);
                     }
                     continue;
@@ -162,7 +157,10 @@ pub async fn run_link(
             let eos = Frame::Eos {
                 last_seq: next_seq - 1,
             };
-            if send(wr, eos.encode(), &cancel).await.is_err() {
+            if send(wr, [eos.encode()], &cancel, &mut routes, &spec.to, addr)
+                .await
+                .is_err()
+            {
                 conn = None;
                 continue;
             }
@@ -241,7 +239,7 @@ pub async fn run_link(
                     let bytes = encode_batch(first, b.emit_ns, &b.tuples);
                     window.bytes += bytes.len();
                     window.batches.push_back((first, next_seq - 1, bytes.clone()));
-                    if send(wr, bytes, &cancel).await.is_err() {
+                    if send(wr, [bytes], &cancel, &mut routes, &spec.to, addr).await.is_err() {
                         conn = None;
                     }
                 }
@@ -255,14 +253,45 @@ pub async fn run_link(
     }
 }
 
+/// Writes frames and flushes; gives up (Err) on cancellation or when the destination moves.
+/// A write to a partitioned host can block for minutes (no reset ever comes), so a blocked
+/// write must not keep a link from following its destination to a new worker.
 async fn send(
     wr: &mut FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
-    bytes: Bytes,
+    frames: impl IntoIterator<Item = Bytes>,
     cancel: &CancellationToken,
+    routes: &mut watch::Receiver<RouteTable>,
+    to: &TaskPos,
+    addr: &str,
 ) -> Result<(), ()> {
+    let write = async {
+        for f in frames {
+            wr.feed(f).await?;
+        }
+        SinkExt::<Bytes>::flush(wr).await
+    };
+    let moved = async {
+        loop {
+            if routes.changed().await.is_err() {
+                return;
+            }
+            if routes
+                .borrow()
+                .get(to)
+                .map(|(a, _)| a != addr)
+                .unwrap_or(true)
+            {
+                return;
+            }
+        }
+    };
     tokio::select! {
         _ = cancel.cancelled() => Err(()),
-        r = wr.send(bytes) => r.map_err(|e| debug!(error = %e, "link write failed")),
+        _ = moved => {
+            debug!(%to, "destination moved during a write; reconnecting");
+            Err(())
+        }
+        r = write => r.map_err(|e: std::io::Error| debug!(error = %e, "link write failed")),
     }
 }
 
