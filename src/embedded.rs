@@ -51,7 +51,7 @@ pub struct Cluster {
     workers_shutdown: CancellationToken,
     parts: JoinSet<anyhow::Result<()>>,
     worker_parts: JoinSet<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
@@ -101,24 +101,17 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if keep_logs {
+        // With --keep-logs the data directory outlives the cluster (it is not deleted).
+        let dir = if keep_logs {
             let kept = dir.keep();
             eprintln!(
                 "rainstorm: keeping the cluster's data (input logs) in {}",
                 kept.display()
             );
-            let dir = tempfile::Builder::new()
-                .prefix("rainstorm-empty-")
-                .tempdir()?;
-            return Ok(Cluster {
-                client,
-                shutdown,
-                workers_shutdown,
-                parts,
-                worker_parts,
-                _dir: dir,
-            });
-        }
+            None
+        } else {
+            Some(dir)
+        };
         Ok(Cluster {
             client,
             shutdown,

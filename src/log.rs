@@ -64,6 +64,21 @@ pub fn job_prefix(job: &crate::ids::JobId) -> String {
     format!("logs/{job}")
 }
 
+/// Appends a batch record without building a [`LogRecord`] (the tuples stay with the caller).
+pub fn encode_batch_record(
+    buf: &mut BytesMut,
+    from: u32,
+    first_seq: u64,
+    emit_ns: u64,
+    tuples: &[Tuple],
+) {
+    buf.put_u8(1);
+    buf.put_u32(from);
+    buf.put_u64(first_seq);
+    buf.put_u64(emit_ns);
+    encode_tuples(buf, tuples);
+}
+
 /// Appends a record to a segment body under construction.
 pub fn encode_record(buf: &mut BytesMut, rec: &LogRecord) {
     match rec {
@@ -72,13 +87,7 @@ pub fn encode_record(buf: &mut BytesMut, rec: &LogRecord) {
             first_seq,
             emit_ns,
             tuples,
-        } => {
-            buf.put_u8(1);
-            buf.put_u32(*from);
-            buf.put_u64(*first_seq);
-            buf.put_u64(*emit_ns);
-            encode_tuples(buf, tuples);
-        }
+        } => encode_batch_record(buf, *from, *first_seq, *emit_ns, tuples),
         LogRecord::Eos { from, last_seq } => {
             buf.put_u8(2);
             buf.put_u32(*from);

@@ -549,6 +549,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    // Process-wide signal watcher: it lives as long as the process (the runtime drops it).
     tokio::spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -10,7 +10,8 @@ use crate::data::routes::Routes;
 use crate::data::DataConfig;
 use crate::ids::TaskPos;
 use crate::log::{
-    decode_segment, encode_record, recover_lineage, seal_segment, segment_path, LogError, LogRecord,
+    decode_segment, encode_batch_record, encode_record, recover_lineage, seal_segment,
+    segment_path, LogError, LogRecord,
 };
 use crate::ops::builtin::Builtin;
 use crate::ops::exec::{ExecError, ExecOperator};
@@ -574,6 +575,18 @@ async fn next_input(
     }
 }
 
+/// The log entry of a link's end of stream (acked with the end flag once durable).
+fn eos_record(from: u32, last_seq: u64) -> Logged {
+    let mut record = BytesMut::new();
+    encode_record(&mut record, &LogRecord::Eos { from, last_seq });
+    Logged {
+        record,
+        mark: (from, last_seq, true),
+        tuples: Vec::new(),
+        emit_ns: 0,
+    }
+}
+
 /// Exactly-once receive side: dedup, then hand accepted input to the log writer.
 async fn receive_logged(
     inbox: &mut mpsc::Receiver<Inbound>,
@@ -609,16 +622,7 @@ async fn receive_logged(
                     .tuples_in
                     .fetch_add(tuples.len() as u64, Ordering::Relaxed);
                 let mut record = BytesMut::new();
-                let r = LogRecord::Batch {
-                    from,
-                    first_seq,
-                    emit_ns,
-                    tuples,
-                };
-                encode_record(&mut record, &r);
-                let LogRecord::Batch { tuples, .. } = r else {
-                    unreachable!()
-                };
+                encode_batch_record(&mut record, from, first_seq, emit_ns, &tuples);
                 let l = Logged {
                     record,
                     mark: (from, last, false),
@@ -628,34 +632,14 @@ async fn receive_logged(
                 log.send(l).await.map_err(|_| gone())?;
                 if ended_now {
                     // A pending end of stream just completed: log it behind the tuples.
-                    let mut record = BytesMut::new();
-                    encode_record(
-                        &mut record,
-                        &LogRecord::Eos {
-                            from,
-                            last_seq: last,
-                        },
-                    );
-                    let l = Logged {
-                        record,
-                        mark: (from, last, true),
-                        tuples: Vec::new(),
-                        emit_ns: 0,
-                    };
-                    log.send(l).await.map_err(|_| gone())?;
+                    log.send(eos_record(from, last)).await.map_err(|_| gone())?;
                 }
             }
             Inbound::Eos { from, last_seq } => {
                 if input.end(from, last_seq) {
-                    let mut record = BytesMut::new();
-                    encode_record(&mut record, &LogRecord::Eos { from, last_seq });
-                    let l = Logged {
-                        record,
-                        mark: (from, last_seq, true),
-                        tuples: Vec::new(),
-                        emit_ns: 0,
-                    };
-                    log.send(l).await.map_err(|_| gone())?;
+                    log.send(eos_record(from, last_seq))
+                        .await
+                        .map_err(|_| gone())?;
                 }
             }
         }
