@@ -7,7 +7,7 @@ use crate::spec::{Delivery, OperatorSpec, PathMode};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a control message changes incompatibly; checked at registration.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A worker asking to join.
 #[derive(Debug, Serialize, Deserialize)]

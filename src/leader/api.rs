@@ -296,6 +296,7 @@ async fn register(State(l): Shared, Json(req): Json<RegisterRequest>) -> Respons
             last_seen: Instant::now(),
             state: WorkerState::Alive,
             commands: VecDeque::new(),
+            next_command: 0,
             notify: Arc::new(Notify::new()),
         },
     );
@@ -396,6 +397,9 @@ async fn events(State(l): Shared, Json(ev): Json<Events>) -> Response {
 struct WaitQuery {
     #[serde(default)]
     wait_ms: u64,
+    /// The worker has handled every command numbered up to this.
+    #[serde(default)]
+    after: u64,
 }
 
 async fn commands(
@@ -417,8 +421,11 @@ async fn commands(
                     format!("worker {id} was declared dead"),
                 );
             }
+            while w.commands.front().is_some_and(|(n, _)| *n <= q.after) {
+                w.commands.pop_front();
+            }
             if !w.commands.is_empty() {
-                let cmds: Vec<_> = w.commands.drain(..).collect();
+                let cmds: Vec<(u64, crate::proto::Command)> = w.commands.iter().cloned().collect();
                 return Json(cmds).into_response();
             }
             w.notify.clone()
@@ -427,7 +434,7 @@ async fn commands(
         // is not missed.
         tokio::select! {
             _ = notify.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => return Json(Vec::<crate::proto::Command>::new()).into_response(),
+            _ = tokio::time::sleep_until(deadline) => return Json(Vec::<(u64, crate::proto::Command)>::new()).into_response(),
         }
     }
 }

@@ -151,7 +151,15 @@ pub async fn run_sink(
                     progress.send_modify(|p| p.flushed = flushed);
                 }
                 tokio::select! {
-                    _ = cancel.cancelled() => return Err("cancelled".into()),
+                    _ = cancel.cancelled() => {
+                        // tokio file writes finish on a blocking thread even after their future
+                        // is gone; wait for them, so that a later epoch appending to this file
+                        // can never be overwritten by a write of this one landing late.
+                        if let Err(e) = out.flush().await {
+                            tracing::warn!(sink = %spec.key, error = %e, "flushing a cancelled sink failed");
+                        }
+                        return Err("cancelled".into());
+                    }
                     m = inbox.recv() => match m {
                         Some(m) => m,
                         None => return Err("sink inbox closed".into()),

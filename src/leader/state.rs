@@ -21,8 +21,11 @@ pub struct WorkerRec {
     pub last_seen: Instant,
     /// Liveness.
     pub state: WorkerState,
-    /// Commands waiting for the worker's next poll.
-    pub commands: VecDeque<Command>,
+    /// Commands not yet acknowledged by the worker, numbered: a command stays queued until a
+    /// later poll says it arrived (`after`), so a lost poll response loses nothing.
+    pub commands: VecDeque<(u64, Command)>,
+    /// Number of the next command.
+    pub next_command: u64,
     /// Wakes the worker's pending poll.
     pub notify: Arc<Notify>,
 }
@@ -133,7 +136,8 @@ impl State {
     pub fn command(&mut self, worker: &WorkerId, cmd: Command) {
         if let Some(w) = self.workers.get_mut(worker) {
             if w.state == WorkerState::Alive {
-                w.commands.push_back(cmd);
+                w.next_command += 1;
+                w.commands.push_back((w.next_command, cmd));
                 w.notify.notify_one();
             }
         }

@@ -439,10 +439,16 @@ async fn poll_commands(
     session: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(50);
+    // Commands are numbered; the next poll acknowledges everything up to `handled`, and a
+    // command delivered twice (its acknowledgement was lost) is skipped.
+    let mut handled: u64 = 0;
     loop {
         let req = http
             .get(format!("{leader}/internal/commands/{id}"))
-            .query(&[("wait_ms", "20000")])
+            .query(&[
+                ("wait_ms", "20000".to_string()),
+                ("after", handled.to_string()),
+            ])
             .send();
         let res = tokio::select! {
             _ = session.cancelled() => return,
@@ -453,14 +459,18 @@ async fn poll_commands(
                 session.cancel();
                 return;
             }
-            Ok(r) => match r.json::<Vec<Command>>().await {
+            Ok(r) => match r.json::<Vec<(u64, Command)>>().await {
                 Ok(cmds) => {
                     delay = Duration::from_millis(50);
-                    for c in cmds {
+                    for (n, c) in cmds {
+                        if n <= handled {
+                            continue;
+                        }
                         tokio::select! {
                             _ = session.cancelled() => return,
                             r = tx.send(c) => if r.is_err() { return; },
                         }
+                        handled = n;
                     }
                     continue;
                 }
