@@ -463,9 +463,19 @@ async fn drive(
         ));
         let receiving = receive_logged(&mut inbox, &mut input, log_tx, status, cancel, a);
         let feeding = feed_logged(&mut op, feed_rx, cancel);
-        tokio::try_join!(receiving, feeding).map(|_| ())
+        // Raced against cancellation as a whole: a write to an operator that stopped reading
+        // blocks forever, and a stalled or cancelled task must still stop (and be killed).
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(Stop::Cancelled),
+            r = async { tokio::try_join!(receiving, feeding).map(|_| ()) } => r,
+        }
     } else {
-        consume(&mut op, &mut inbox, &mut input, acks, status, cancel, a).await
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(Stop::Cancelled),
+            r = consume(&mut op, &mut inbox, &mut input, acks, status, cancel, a) => r,
+        }
     };
     if let Err(e) = res {
         op.abort().await;
