@@ -176,12 +176,7 @@ impl Store {
                     .map_err(io_err(&clean))
             }
             Store::Http(base, client) => {
-                let resp = client
-                    .get(format!("{base}/api/store/{clean}"))
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))?;
-                let resp = check(resp, &clean).await?;
+                let resp = http_get(base, client, &clean).await?;
                 resp.bytes()
                     .await
                     .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))
@@ -245,12 +240,7 @@ impl Store {
                 Ok(())
             }
             Store::Http(base, client) => {
-                let resp = client
-                    .get(format!("{base}/api/store/{clean}"))
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))?;
-                let mut resp = check(resp, &clean).await?;
+                let mut resp = http_get(base, client, &clean).await?;
                 let mut f = tokio::fs::File::create(target).await.map_err(local_err)?;
                 while let Some(chunk) = resp
                     .chunk()
@@ -286,6 +276,20 @@ impl Store {
             }
         }
     }
+}
+
+/// GETs an object from the leader's store API, mapping transport and status errors.
+async fn http_get(
+    base: &str,
+    client: &reqwest::Client,
+    clean: &str,
+) -> Result<reqwest::Response, StoreError> {
+    let resp = client
+        .get(format!("{base}/api/store/{clean}"))
+        .send()
+        .await
+        .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))?;
+    check(resp, clean).await
 }
 
 async fn check(resp: reqwest::Response, path: &str) -> Result<reqwest::Response, StoreError> {

@@ -51,6 +51,8 @@ pub struct TaskStatus {
     pub tuples_out: Arc<AtomicU64>,
     /// Failure cause.
     pub error: Mutex<Option<String>>,
+    /// Signalled when the state or pid changes (the worker announces a start on it).
+    pub changed: tokio::sync::Notify,
 }
 
 impl TaskStatus {
@@ -75,6 +77,13 @@ impl TaskStatus {
             TaskState::Cancelled => 4,
         };
         self.state.store(v, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// Records the operator's process id.
+    pub fn set_pid(&self, pid: u32) {
+        self.pid.store(pid, Ordering::Relaxed);
+        self.changed.notify_one();
     }
 }
 
@@ -321,7 +330,7 @@ pub async fn run_task(
         (OperatorSpec::Exec { args, .. }, Some(path)) => {
             match ExecOperator::spawn(&path, args, router) {
                 Ok(op) => {
-                    status.pid.store(op.pid(), Ordering::Relaxed);
+                    status.set_pid(op.pid());
                     Operator::Exec(op)
                 }
                 Err(e) => {

@@ -174,13 +174,7 @@ fn submit_follow_streams_only_output_and_exit_code_follows_the_job() {
         &signs.app1(),
     );
     // A failing operator: the follower exits non-zero with the cause on stderr.
-    c.file("fail.sh", "#!/bin/sh\nexit 3\n");
-    let fail_path = c.dir.path().join("fail.sh");
-    std::fs::set_permissions(
-        &fail_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let fail_path = write_exec(&c.dir.path().join("fail.sh"), "#!/bin/sh\nexit 3\n");
     c.file(
         "fail.toml",
         &job_toml(

@@ -181,13 +181,7 @@ fn interrupting_run_cancels_the_job_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let signs = Signs::generate(20000, 4);
     signs.write(&dir.path().join("signs.csv"));
-    std::fs::write(
-        dir.path().join("slow.py"),
-        "#!/usr/bin/env python3\nimport sys, time\nfor line in sys.stdin:\n    time.sleep(0.001)\n    sys.stdout.write(line)\n    sys.stdout.flush()\n",
-    )
-    .unwrap();
-    let slow = dir.path().join("slow.py");
-    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let slow = write_exec(&dir.path().join("slow.py"), &slow_echo(0.001));
     let job = job_toml(
         "slow",
         "signs.csv",

@@ -170,12 +170,7 @@ fn sigkilled_worker_is_declared_dead_and_its_builtin_stateful_tasks_recover() {
 fn lost_signal_task_restarted_after_its_upstream_finished_still_finishes() {
     let c = Cluster::start(2, 5.0);
     let (signs, _) = setup(&c, 8000, 23);
-    c.file(
-        "slow.py",
-        "#!/usr/bin/env python3\nimport sys, time\nfor line in sys.stdin:\n    time.sleep(0.0005)\n    sys.stdout.write(line)\n    sys.stdout.flush()\n",
-    );
-    let slow = c.dir.path().join("slow.py");
-    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let slow = write_exec(&c.dir.path().join("slow.py"), &slow_echo(0.0005));
     let job = job_toml(
         "lost-signal",
         "signs.csv",
@@ -198,10 +193,7 @@ fn lost_signal_task_restarted_after_its_upstream_finished_still_finishes() {
         (s1_done && s2_busy).then_some(())
     });
     kill_task(&c, &id, 2);
-    let mut want: Vec<String> = std::iter::once(csv_line(&signs.header))
-        .chain(signs.rows.iter().map(|r| csv_line(r)))
-        .collect();
-    want.sort();
+    let want = signs.all_lines();
     check_output(&c, &id, "out/lost.txt", &want);
 }
 
@@ -386,12 +378,7 @@ fn chaos_random_task_and_worker_kills_every_round_exact() {
 fn first_stage_task_killed_after_the_source_finished_replays_the_file() {
     let c = Cluster::start(2, 5.0);
     let (signs, _) = setup(&c, 8000, 27);
-    c.file(
-        "slow.py",
-        "#!/usr/bin/env python3\nimport sys, time\nfor line in sys.stdin:\n    time.sleep(0.0004)\n    sys.stdout.write(line)\n    sys.stdout.flush()\n",
-    );
-    let slow = c.dir.path().join("slow.py");
-    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let slow = write_exec(&c.dir.path().join("slow.py"), &slow_echo(0.0004));
     let job = job_toml(
         "first-stage",
         "signs.csv",
@@ -418,10 +405,7 @@ fn first_stage_task_killed_after_the_source_finished_replays_the_file() {
         },
     );
     kill_task(&c, &id, 1);
-    let mut want: Vec<String> = std::iter::once(csv_line(&signs.header))
-        .chain(signs.rows.iter().map(|r| csv_line(r)))
-        .collect();
-    want.sort();
+    let want = signs.all_lines();
     let j = check_output(&c, &id, "out/first.txt", &want);
     assert!(j["recoveries"].as_u64().unwrap() >= 1, "{j}");
     let replayed = (0..c.workers.len()).any(|i| {
@@ -542,15 +526,13 @@ fn stalled_task_is_detected_and_restarted() {
     let c = Cluster::start_with(2, 5.0, &["--stall-timeout", "8"]);
     let (signs, _) = setup(&c, 6000, 30);
     let marker = c.dir.path().join("hung-once");
-    c.file(
-        "hang_once.py",
+    let op = write_exec(
+        &c.dir.path().join("hang_once.py"),
         &format!(
             "#!/usr/bin/env python3\nimport os, sys, time\nfirst = False\ntry:\n    fd = os.open({:?}, os.O_CREAT | os.O_EXCL)\n    first = True\nexcept FileExistsError:\n    pass\nfor line in sys.stdin:\n    while first:\n        time.sleep(3600)\n    sys.stdout.write(line)\nsys.stdout.flush()\n",
             marker.to_str().unwrap()
         ),
     );
-    let op = c.dir.path().join("hang_once.py");
-    std::fs::set_permissions(&op, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let job = job_toml(
         "stall",
         "signs.csv",
@@ -561,13 +543,7 @@ fn stalled_task_is_detected_and_restarted() {
     );
     c.file("stall.toml", &job);
     let id = c.submit("stall.toml");
-    let j = check_output(&c, &id, "out/stall.txt", &{
-        let mut v: Vec<String> = std::iter::once(csv_line(&signs.header))
-            .chain(signs.rows.iter().map(|r| csv_line(r)))
-            .collect();
-        v.sort();
-        v
-    });
+    let j = check_output(&c, &id, "out/stall.txt", &signs.all_lines());
     assert!(j["recoveries"].as_u64().unwrap() >= 1, "{j}");
     assert!(c.leader_log().contains("stalled"), "no stall reported");
 }

@@ -359,7 +359,7 @@ async fn handle(
                                     }
                                     break;
                                 }
-                                tokio::time::sleep(Duration::from_millis(5)).await;
+                                status.changed.notified().await;
                             }
                         }
                     };

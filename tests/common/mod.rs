@@ -131,6 +131,15 @@ impl Signs {
         }
     }
 
+    /// Every line of the file (header included), sorted: what a pass-through job outputs.
+    pub fn all_lines(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::iter::once(csv_line(&self.header))
+            .chain(self.rows.iter().map(|r| csv_line(r)))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// App 1: lines containing "Punched Telespar" → columns 3-5.
     pub fn app1(&self) -> Vec<String> {
         let mut v: Vec<String> = self
@@ -155,6 +164,20 @@ impl Signs {
         v.sort();
         v
     }
+}
+
+/// Writes an executable script and returns its path.
+pub fn write_exec(path: &Path, body: &str) -> PathBuf {
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.to_path_buf()
+}
+
+/// A deliberately slow pass-through operator (sleeps per line), for backpressure and timing.
+pub fn slow_echo(seconds_per_line: f64) -> String {
+    format!(
+        "#!/usr/bin/env python3\nimport sys, time\nfor line in sys.stdin:\n    time.sleep({seconds_per_line})\n    sys.stdout.write(line)\n    sys.stdout.flush()\n"
+    )
 }
 
 pub fn sorted_lines(text: &str) -> Vec<String> {
