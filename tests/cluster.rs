@@ -266,7 +266,7 @@ fn invalid_jobs_are_rejected_with_field_and_value_and_the_leader_keeps_serving()
 }
 
 /// Sends a frame; the peer may already have answered and closed, which is not an error here.
-fn send_frame(s: &mut std::net::TcpStream, f: &rainstorm::wire::Frame) {
+fn send_frame(s: &mut std::net::TcpStream, f: &rainstorm::protocol::frame::Frame) {
     let body = f.encode();
     let mut buf = (body.len() as u32).to_be_bytes().to_vec();
     buf.extend_from_slice(&body);
@@ -275,20 +275,20 @@ fn send_frame(s: &mut std::net::TcpStream, f: &rainstorm::wire::Frame) {
     }
 }
 
-fn read_frame(s: &mut std::net::TcpStream) -> Option<rainstorm::wire::Frame> {
+fn read_frame(s: &mut std::net::TcpStream) -> Option<rainstorm::protocol::frame::Frame> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).ok()?;
     let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
     s.read_exact(&mut body).ok()?;
-    rainstorm::wire::Frame::decode(body.into()).ok()
+    rainstorm::protocol::frame::Frame::decode(body.into()).ok()
 }
 
 /// War story: "a late tuple for a finished task crashed the worker". Unknown destinations are
 /// answered with a Reject; the worker keeps running jobs.
 #[test]
 fn late_tuple_for_a_finished_or_unknown_task_is_answered_not_a_crash() {
-    use rainstorm::tuple::Tuple;
-    use rainstorm::wire::Frame;
+    use rainstorm::model::tuple::Tuple;
+    use rainstorm::protocol::frame::Frame;
     let c = Cluster::start(1, 5.0);
     c.file("in.txt", "x\ny\n");
     c.ok(&["put", "in.txt", "in.txt"]);

@@ -3,12 +3,12 @@
 
 use super::state::{lock, JobEvent, WorkerRec};
 use super::{Leader, SubmitError};
-use crate::ids::{JobId, WorkerId};
-use crate::proto::{
+use crate::model::ids::{JobId, WorkerId};
+use crate::model::spec::JobSpec;
+use crate::protocol::control::{
     Events, Heartbeat, JobStatus, KillRequest, Known, OutputEvent, RegisterRequest,
     RegisterResponse, TaskState, WorkerState, PROTOCOL_VERSION,
 };
-use crate::spec::JobSpec;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -127,7 +127,10 @@ async fn kill_task(State(l): Shared, Json(req): Json<KillRequest>) -> Response {
             ),
         );
     };
-    st.command(&req.worker, crate::proto::Command::Kill { pid: req.pid });
+    st.command(
+        &req.worker,
+        crate::protocol::control::Command::Kill { pid: req.pid },
+    );
     Json(json!({ "worker": req.worker, "pid": req.pid, "task": task.to_string() })).into_response()
 }
 
@@ -146,7 +149,7 @@ async fn output(State(l): Shared, Path(id): Path<String>) -> Response {
     struct Tail {
         leader: Arc<Leader>,
         id: JobId,
-        progress: tokio::sync::watch::Receiver<super::sink::SinkProgress>,
+        progress: tokio::sync::watch::Receiver<crate::runtime::sink::SinkProgress>,
         path: std::path::PathBuf,
         file: Option<tokio::fs::File>,
         offset: u64,
@@ -246,8 +249,8 @@ async fn store_list(State(l): Shared, Query(q): Query<PrefixQuery>) -> Response 
     }
 }
 
-fn store_error(e: crate::store::StoreError) -> Response {
-    use crate::store::StoreError;
+fn store_error(e: crate::runtime::store::StoreError) -> Response {
+    use crate::runtime::store::StoreError;
     match e {
         StoreError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
         StoreError::BadPath(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -425,7 +428,8 @@ async fn commands(
                 w.commands.pop_front();
             }
             if !w.commands.is_empty() {
-                let cmds: Vec<(u64, crate::proto::Command)> = w.commands.iter().cloned().collect();
+                let cmds: Vec<(u64, crate::protocol::control::Command)> =
+                    w.commands.iter().cloned().collect();
                 return Json(cmds).into_response();
             }
             w.notify.clone()
@@ -434,7 +438,7 @@ async fn commands(
         // is not missed.
         tokio::select! {
             _ = notify.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => return Json(Vec::<(u64, crate::proto::Command)>::new()).into_response(),
+            _ = tokio::time::sleep_until(deadline) => return Json(Vec::<(u64, crate::protocol::control::Command)>::new()).into_response(),
         }
     }
 }

@@ -3,16 +3,15 @@
 //! succeeds only when the sink has every end of stream and its file is durable. Whatever the
 //! outcome, cleanup stops every task of the job and the record keeps its final status.
 
-use super::sink::{run_sink, SinkProgress, SinkSpec};
-use super::source::{run_source, SourceSpec};
 use super::state::{lock, JobEvent, TaskRec};
 use super::Leader;
-use crate::data::link::LinkProgress;
-use crate::data::router::Partition;
-use crate::ids::{JobId, TaskKey, TaskPos, WorkerId};
-use crate::ops::builtin::Builtin;
-use crate::proto::{Command, JobStatus, SourceReplay, TaskAssignment, TaskState};
-use crate::spec::{Delivery, JobSpec, OperatorSpec, PathMode};
+use crate::dataplane::link::LinkProgress;
+use crate::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
+use crate::model::partition::{partition_into, tasks_of};
+use crate::model::spec::{Delivery, JobSpec, PathMode};
+use crate::protocol::control::{Command, JobStatus, SourceReplay, TaskAssignment, TaskState};
+use crate::runtime::sink::{run_sink, SinkProgress, SinkSpec};
+use crate::runtime::source::{run_source, SourceSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -32,24 +31,6 @@ enum Outcome {
     Succeeded,
     Failed(String),
     Cancelled,
-}
-
-/// How tuples entering `stage` (1-based; K+1 = sink) pick their task.
-pub fn partition_into(spec: &JobSpec, stage: u32) -> Partition {
-    match spec.stages.get(stage as usize - 1).map(|s| &s.operator) {
-        Some(OperatorSpec::Builtin { name, args }) => match Builtin::routing_column(name, args) {
-            Some(c) => Partition::Column(c),
-            None => Partition::Key,
-        },
-        _ => Partition::Key,
-    }
-}
-
-fn tasks_of(spec: &JobSpec, stage: u32) -> u32 {
-    spec.stages
-        .get(stage as usize - 1)
-        .map(|s| s.tasks)
-        .unwrap_or(1)
 }
 
 fn assignment(
@@ -109,7 +90,7 @@ impl Placement {
         self.version += 1;
     }
 
-    fn list(&self) -> Vec<crate::data::routes::Route> {
+    fn list(&self) -> Vec<crate::dataplane::routes::Route> {
         self.table
             .iter()
             .map(|(p, (a, n))| (*p, a.clone(), *n))
@@ -516,7 +497,7 @@ impl JobRun {
                 let alive = st
                     .workers
                     .get(&worker)
-                    .is_some_and(|w| w.state == crate::proto::WorkerState::Alive);
+                    .is_some_and(|w| w.state == crate::protocol::control::WorkerState::Alive);
                 if alive {
                     if let Some(t) = st.tasks.get_mut(&key) {
                         t.attempt += 1;
@@ -581,7 +562,7 @@ async fn cleanup(
     if !spec.keep_logs && !leader.cfg.keep_logs {
         if let Err(e) = leader
             .store
-            .delete_prefix(&crate::log::job_prefix(id))
+            .delete_prefix(&crate::runtime::log::job_prefix(id))
             .await
         {
             warn!(job = %id, error = %e, "could not delete the job's input logs");

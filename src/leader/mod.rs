@@ -5,21 +5,19 @@
 pub mod api;
 mod dashboard;
 pub mod driver;
-pub mod sink;
-pub mod source;
 pub mod state;
 pub mod validate;
 
-use crate::data::inbound::Registry;
-use crate::data::routes::Routes;
-use crate::data::{listener, DataConfig};
-use crate::ids::JobId;
-use crate::proto::{TaskState, WorkerState};
-use crate::spec::{JobSpec, Problem};
-use crate::store::Store;
-use crate::task::TaskEnv;
+use crate::dataplane::inbound::Registry;
+use crate::dataplane::routes::Routes;
+use crate::dataplane::{listener, DataConfig};
+use crate::model::ids::JobId;
+use crate::model::spec::{JobSpec, Problem};
+use crate::protocol::control::{TaskState, WorkerState};
+use crate::runtime::sink::SinkProgress;
+use crate::runtime::store::Store;
+use crate::runtime::task::TaskEnv;
 use anyhow::Context;
-use sink::SinkProgress;
 use state::{lock, JobEvent, JobRec, SharedState};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -113,7 +111,7 @@ impl Leader {
         if spec.source_name.is_empty() {
             spec.source_name = spec.source_path.clone();
         }
-        let mut problems = crate::spec::check_spec(&spec);
+        let mut problems = crate::model::spec::check_spec(&spec);
         if problems.is_empty() {
             problems = validate::check(&spec, &self.store);
         }
@@ -138,7 +136,7 @@ impl Leader {
                 id.clone(),
                 JobRec {
                     spec: spec.clone(),
-                    status: crate::proto::JobStatus::Running,
+                    status: crate::protocol::control::JobStatus::Running,
                     error: None,
                     submitted: SystemTime::now(),
                     started: Instant::now(),
@@ -184,7 +182,7 @@ pub async fn run(
     let data_port = data.local_addr()?.port();
     let host = match &cfg.advertise_host {
         Some(h) => h.clone(),
-        None => crate::net::advertise_host(http_addr.ip()),
+        None => crate::dataplane::net::advertise_host(http_addr.ip()),
     };
     let data_addr = format!("{host}:{data_port}");
     let registry = Arc::new(Registry::default());
@@ -256,7 +254,7 @@ pub async fn run(
 /// still runs).
 fn fail_task(
     st: &mut state::State,
-    key: crate::ids::TaskKey,
+    key: crate::model::ids::TaskKey,
     attempt: u32,
     cause: String,
 ) -> Option<(mpsc::Sender<JobEvent>, JobEvent)> {
@@ -335,7 +333,7 @@ async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 .collect();
             // Tasks upstream of a stalled task are only backpressured: per job, only the
             // deepest stalled stage is the culprit.
-            let mut deepest: std::collections::HashMap<crate::ids::JobId, u32> =
+            let mut deepest: std::collections::HashMap<crate::model::ids::JobId, u32> =
                 std::collections::HashMap::new();
             for (k, _, _) in &candidates {
                 let d = deepest.entry(k.job.clone()).or_insert(0);
@@ -353,7 +351,7 @@ async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 warn!(task = %key, attempt, %worker, "{cause}");
                 st.command(
                     &worker,
-                    crate::proto::Command::StopTask {
+                    crate::protocol::control::Command::StopTask {
                         key: key.clone(),
                         attempt,
                     },

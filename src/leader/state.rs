@@ -2,10 +2,12 @@
 //! never held across `.await` or I/O — every user copies what it needs out and releases it.
 //! Resource accounting (which worker runs what) is derived from task records, never kept twice.
 
-use super::sink::{LatencyHist, SinkProgress};
-use crate::ids::{JobId, TaskKey, WorkerId};
-use crate::proto::{Command, JobInfo, JobStatus, TaskInfo, TaskState, WorkerInfo, WorkerState};
-use crate::spec::JobSpec;
+use crate::model::ids::{JobId, TaskKey, WorkerId};
+use crate::model::spec::JobSpec;
+use crate::protocol::control::{
+    Command, JobInfo, JobStatus, TaskInfo, TaskState, WorkerInfo, WorkerState,
+};
+use crate::runtime::sink::{LatencyHist, SinkProgress};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,8 @@
 //! (source exists, operators exist and are executable, sink is writable). Combined with the
 //! static checks of `spec`, every problem is reported before anything starts.
 
-use crate::spec::{JobSpec, OperatorSpec, PathMode, Problem};
-use crate::store::Store;
+use crate::model::spec::{JobSpec, OperatorSpec, PathMode, Problem};
+use crate::runtime::store::Store;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -70,7 +70,8 @@ pub fn check(spec: &JobSpec, store: &Store) -> Vec<Problem> {
             ));
         }
     }
-    if spec.paths == PathMode::Store && crate::store::clean_path(&spec.sink_path).is_err() {
+    if spec.paths == PathMode::Store && crate::runtime::store::clean_path(&spec.sink_path).is_err()
+    {
         problems.push(problem(
             "sink.path".into(),
             &spec.sink_path,

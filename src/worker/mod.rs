@@ -2,18 +2,18 @@
 //! the leader commands, heartbeats their progress, and reports each attempt's end exactly once.
 //! Every spawned task belongs to a `JoinSet` owned here and is joined on shutdown.
 
-use crate::data::inbound::Registry;
-use crate::data::listener;
-use crate::data::routes::Routes;
-use crate::data::DataConfig;
-use crate::ids::{JobId, TaskKey, WorkerId};
-use crate::proto::{
+use crate::dataplane::inbound::Registry;
+use crate::dataplane::listener;
+use crate::dataplane::routes::Routes;
+use crate::dataplane::DataConfig;
+use crate::model::ids::{JobId, TaskKey, WorkerId};
+use crate::model::spec::OperatorSpec;
+use crate::protocol::control::{
     Command, Events, Heartbeat, Known, RegisterRequest, RegisterResponse, TaskAssignment,
     TaskReport, TaskState, PROTOCOL_VERSION,
 };
-use crate::spec::OperatorSpec;
-use crate::store::Store;
-use crate::task::{resolve_exec, run_task, TaskEnd, TaskEnv, TaskStatus};
+use crate::runtime::store::Store;
+use crate::runtime::task::{resolve_exec, run_task, TaskEnd, TaskEnv, TaskStatus};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -113,7 +113,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         Some(a) => a.clone(),
         None => format!(
             "{}:{}",
-            crate::net::advertise_host(bound.ip()),
+            crate::dataplane::net::advertise_host(bound.ip()),
             bound.port()
         ),
     };

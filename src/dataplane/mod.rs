@@ -12,6 +12,7 @@ pub mod inbound;
 pub mod input;
 pub mod link;
 pub mod listener;
+pub mod net;
 pub mod router;
 pub mod routes;
 

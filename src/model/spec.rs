@@ -2,7 +2,7 @@
 //! static half of "validate at the door" (the half that needs no filesystem). The leader adds the
 //! other half (files exist, operators are executable) in `leader::validate` before anything starts.
 
-use crate::ops::builtin::Builtin;
+use crate::model::builtin::BuiltinSpec;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -314,13 +314,13 @@ pub fn parse_job_toml(text: &str) -> Result<JobSpec, InvalidJob> {
                 }
             }
             (None, Some(name)) => {
-                if let Err(msg) = Builtin::from_spec(name, &args) {
-                    let f = if Builtin::is_known(name) {
+                if let Err(msg) = BuiltinSpec::parse(name, &args) {
+                    let f = if BuiltinSpec::is_known(name) {
                         field("args")
                     } else {
                         field("op")
                     };
-                    let v = if Builtin::is_known(name) {
+                    let v = if BuiltinSpec::is_known(name) {
                         format!("{args:?}")
                     } else {
                         name.clone()
@@ -382,7 +382,7 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
         }
         match &st.operator {
             OperatorSpec::Builtin { name, args } => {
-                if let Err(msg) = Builtin::from_spec(name, args) {
+                if let Err(msg) = BuiltinSpec::parse(name, args) {
                     problems.push(problem(format!("stages[{}].op", i + 1), name, msg));
                 }
             }
@@ -444,7 +444,11 @@ pub fn from_course_args(argv: &[String]) -> Result<JobSpec, InvalidJob> {
             .ok_or_else(|| bad(&format!("op{}_args", i + 1), args_word, "unbalanced quotes"))?;
         let mut st = toml::Table::new();
         st.insert("tasks".into(), toml::Value::Integer(ntasks));
-        let key = if Builtin::is_known(exe) { "op" } else { "exec" };
+        let key = if BuiltinSpec::is_known(exe) {
+            "op"
+        } else {
+            "exec"
+        };
         st.insert(key.into(), toml::Value::String(exe.clone()));
         st.insert(
             "args".into(),

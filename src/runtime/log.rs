@@ -14,10 +14,10 @@
 //!   attempt N+1 recovers from the newest manifest plus that attempt's own segments. Segments a
 //!   stale (declared-dead) attempt writes later are never part of anyone's history.
 
-use crate::ids::TaskKey;
-use crate::store::{Store, StoreError};
-use crate::tuple::Tuple;
-use crate::wire::{decode_tuples, encode_tuples};
+use crate::model::ids::TaskKey;
+use crate::model::tuple::Tuple;
+use crate::protocol::frame::{decode_tuples, encode_tuples};
+use crate::runtime::store::{Store, StoreError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// One logged input record.
@@ -60,7 +60,7 @@ pub fn task_prefix(key: &TaskKey) -> String {
 }
 
 /// Store prefix of a job's logs.
-pub fn job_prefix(job: &crate::ids::JobId) -> String {
+pub fn job_prefix(job: &crate::model::ids::JobId) -> String {
     format!("logs/{job}")
 }
 
@@ -215,7 +215,7 @@ pub fn segment_path(key: &TaskKey, attempt: u32, n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{JobId, TaskPos};
+    use crate::model::ids::{JobId, TaskPos};
 
     fn key() -> TaskKey {
         TaskKey {

@@ -1,7 +1,7 @@
 //! Where each task of a job currently runs. The leader pushes a new table whenever placement
 //! changes (start, restart); links watch it and reconnect when their destination moves.
 
-use crate::ids::{JobId, TaskPos};
+use crate::model::ids::{JobId, TaskPos};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -10,8 +10,7 @@ use tokio::sync::watch;
 /// that runs there (receivers fence off older attempts with it).
 pub type RouteTable = HashMap<TaskPos, (String, u32)>;
 
-/// One route, as control messages carry it.
-pub type Route = (TaskPos, String, u32);
+pub use crate::protocol::control::Route;
 
 /// Route tables of all jobs this process takes part in.
 #[derive(Default)]

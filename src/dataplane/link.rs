@@ -5,9 +5,9 @@
 
 use super::routes::RouteTable;
 use super::DataConfig;
-use crate::ids::{JobId, TaskPos};
-use crate::tuple::Tuple;
-use crate::wire::{codec, encode_batch, Frame};
+use crate::model::ids::{JobId, TaskPos};
+use crate::model::tuple::Tuple;
+use crate::protocol::frame::{codec, encode_batch, Frame};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::collections::VecDeque;

@@ -2,12 +2,13 @@
 //! tuple `(FILE:LINE, line)` to the first stage. The file itself is the source's log: line
 //! numbers are its sequence, so it never needs to log anything.
 
-use crate::data::link::{run_link, LinkEnd, LinkSpec};
-use crate::data::now_ns;
-use crate::data::router::{Partition, Router};
-use crate::ids::{JobId, TaskPos};
-use crate::task::TaskEnv;
-use crate::tuple::Tuple;
+use crate::dataplane::link::{run_link, LinkEnd, LinkSpec};
+use crate::dataplane::now_ns;
+use crate::dataplane::router::Router;
+use crate::model::ids::{JobId, TaskPos};
+use crate::model::partition::Partition;
+use crate::model::tuple::Tuple;
+use crate::runtime::task::TaskEnv;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -86,7 +87,7 @@ pub struct SourceSpec {
     pub epoch: u32,
     /// Per first-stage task: how far its link is acknowledged (first-stage recovery replays
     /// the file up to there).
-    pub progress: Vec<Arc<crate::data::link::LinkProgress>>,
+    pub progress: Vec<Arc<crate::dataplane::link::LinkProgress>>,
 }
 
 /// Reads and routes the whole file, then waits until every first-stage task has acknowledged
@@ -113,7 +114,7 @@ pub async fn run_source(
             to: TaskPos { stage: 1, index: i },
             resend: spec.resend,
             progress: spec.progress.get(i as usize).cloned(),
-            floor: u64::from(spec.epoch) << crate::data::link::EPOCH_SHIFT,
+            floor: u64::from(spec.epoch) << crate::dataplane::link::EPOCH_SHIFT,
         };
         links.spawn(run_link(
             ls,

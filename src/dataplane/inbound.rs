@@ -2,8 +2,8 @@
 //! ack board. Acks are per link, not per connection, so a reconnecting sender immediately learns
 //! how far the task got, and a late ack is harmless.
 
-use crate::ids::TaskKey;
-use crate::tuple::Tuple;
+use crate::model::ids::TaskKey;
+use crate::model::tuple::Tuple;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

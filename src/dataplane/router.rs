@@ -4,55 +4,11 @@
 
 use super::link::{LinkMsg, OutBatch};
 use super::DataConfig;
-use crate::ops::csvline::CsvSplitter;
-use crate::tuple::{stable_hash, Tuple};
+use crate::model::partition::{Partition, Partitioner};
+use crate::model::tuple::Tuple;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
-
-/// How a tuple picks its destination task.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Partition {
-    /// `hash(key) % tasks`.
-    Key,
-    /// `hash(CSV column of the value) % tasks` (0-based column): keyed built-ins.
-    Column(usize),
-}
-
-/// Picks a tuple's destination among `n` tasks; shared by routers and by source replay, which
-/// must route exactly as the source did.
-pub struct Partitioner {
-    partition: Partition,
-    n: usize,
-    csv: CsvSplitter,
-}
-
-impl Partitioner {
-    /// A partitioner over `n` tasks.
-    pub fn new(partition: Partition, n: usize) -> Self {
-        Partitioner {
-            partition,
-            n,
-            csv: CsvSplitter::default(),
-        }
-    }
-
-    /// Destination index of `t`.
-    pub fn pick(&mut self, t: &Tuple) -> usize {
-        if self.n <= 1 {
-            return 0;
-        }
-        let h = match self.partition {
-            Partition::Key => stable_hash(t.key.as_bytes()),
-            Partition::Column(c) => {
-                self.csv.split(&t.value);
-                stable_hash(self.csv.field(c).unwrap_or("").as_bytes())
-            }
-        };
-        (h % self.n as u64) as usize
-    }
-}
 
 /// The downstream links have gone (job cancelled or task stopping).
 #[derive(Debug, thiserror::Error)]

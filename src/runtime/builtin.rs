@@ -1,12 +1,11 @@
 //! Built-in operators. They run inside the worker process on the task's own tokio task, so they
 //! are plain synchronous state machines: one input tuple in, zero or more tuples out.
 
-use super::csvline::{push_field, CsvSplitter};
-use crate::tuple::Tuple;
+use crate::model::builtin::BuiltinSpec;
+use crate::model::csv::{push_field, CsvSplitter};
+use crate::model::tuple::Tuple;
 use regex::Regex;
 use std::collections::HashMap;
-
-const NAMES: [&str; 5] = ["filter", "filter-regex", "select", "count-by", "identity"];
 
 /// A built-in operator instance with its state.
 pub enum Builtin {
@@ -29,94 +28,20 @@ pub enum Builtin {
     Identity,
 }
 
-fn parse_col(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n - 1),
-        _ => Err(format!("column {s:?} is not a 1-based column number")),
-    }
-}
-
-/// Parses `3,4,5`, `3-5` or mixes like `1,3-5` into 0-based indices.
-pub fn parse_cols(spec: &str) -> Result<Vec<usize>, String> {
-    let mut cols = Vec::new();
-    for part in spec.split(',') {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (parse_col(a)?, parse_col(b)?);
-                if b < a {
-                    return Err(format!("column range {part:?} is backwards"));
-                }
-                cols.extend(a..=b);
-            }
-            None => cols.push(parse_col(part)?),
-        }
-    }
-    Ok(cols)
-}
-
 impl Builtin {
-    /// Whether `name` is a built-in.
-    pub fn is_known(name: &str) -> bool {
-        NAMES.contains(&name)
-    }
-
     /// Builds the operator, or says what is wrong with its name or arguments.
     pub fn from_spec(name: &str, args: &[String]) -> Result<Builtin, String> {
-        let one = |what: &str| -> Result<&String, String> {
-            match args {
-                [a] => Ok(a),
-                _ => Err(format!(
-                    "{name} takes exactly one argument ({what}), got {}",
-                    args.len()
-                )),
-            }
-        };
-        match name {
-            "filter" => Ok(Builtin::Filter(one("a substring")?.clone())),
-            "filter-regex" => {
-                let re = one("a regular expression")?;
-                Regex::new(re)
-                    .map(Builtin::FilterRegex)
-                    .map_err(|e| format!("bad regular expression: {e}"))
-            }
-            "select" => {
-                let joined = args.join(",");
-                if args.is_empty() {
-                    return Err(
-                        "select takes the columns to keep, e.g. \"3,4,5\" or \"3-5\"".into(),
-                    );
-                }
-                Ok(Builtin::Select(
-                    parse_cols(&joined)?,
-                    CsvSplitter::default(),
-                ))
-            }
-            "count-by" => Ok(Builtin::CountBy {
-                col: parse_col(one("a 1-based CSV column")?)?,
+        Ok(match BuiltinSpec::parse(name, args)? {
+            BuiltinSpec::Filter(s) => Builtin::Filter(s),
+            BuiltinSpec::FilterRegex(re) => Builtin::FilterRegex(re),
+            BuiltinSpec::Select(cols) => Builtin::Select(cols, CsvSplitter::default()),
+            BuiltinSpec::CountBy(col) => Builtin::CountBy {
+                col,
                 counts: HashMap::new(),
                 csv: CsvSplitter::default(),
-            }),
-            "identity" => {
-                if args.is_empty() {
-                    Ok(Builtin::Identity)
-                } else {
-                    Err("identity takes no arguments".into())
-                }
-            }
-            other => Err(format!(
-                "unknown built-in {other:?}; built-ins are {}",
-                NAMES.join(", ")
-            )),
-        }
-    }
-
-    /// The CSV column (0-based) a keyed built-in partitions its input by, so that upstream
-    /// routing agrees with the operator's own key whatever key the upstream emitted.
-    pub fn routing_column(name: &str, args: &[String]) -> Option<usize> {
-        match (name, args) {
-            ("count-by", [c]) => parse_col(c).ok(),
-            _ => None,
-        }
+            },
+            BuiltinSpec::Identity => Builtin::Identity,
+        })
     }
 
     /// Processes one tuple, appending results to `out`.
@@ -198,14 +123,5 @@ mod tests {
         let vals: Vec<_> = out.iter().map(|t| t.value.as_str()).collect();
         assert_eq!(vals, ["x,1", "y,1", "x,2"]);
         assert_eq!(out[2].key, "x");
-    }
-
-    #[test]
-    fn bad_specs_are_errors() {
-        assert!(Builtin::from_spec("count-by", &["0".into()]).is_err());
-        assert!(Builtin::from_spec("filter-regex", &["(".into()]).is_err());
-        assert!(Builtin::from_spec("select", &["5-3".into()]).is_err());
-        assert!(Builtin::from_spec("nope", &[]).is_err());
-        assert_eq!(Builtin::routing_column("count-by", &["9".into()]), Some(8));
     }
 }

@@ -1,12 +1,12 @@
 //! `rainstorm run`: a leader and N workers on loopback inside this process — the same code
 //! paths as a real cluster (HTTP control plane, TCP data plane), with paths resolved locally.
 
-use crate::client::{succeeded, Client};
-use crate::data::DataConfig;
+use crate::cli::client::{succeeded, Client};
+use crate::dataplane::DataConfig;
 use crate::leader::{self, LeaderConfig};
-use crate::proto::{JobInfo, WorkerState};
-use crate::spec::{JobSpec, OperatorSpec, PathMode};
-use crate::store::Store;
+use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
+use crate::protocol::control::{JobInfo, WorkerState};
+use crate::runtime::store::Store;
 use crate::worker::{self, WorkerConfig};
 use anyhow::Context;
 use std::path::Path;

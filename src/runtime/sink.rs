@@ -2,11 +2,11 @@
 //! far the file is flushed (for clients following the job), and completes only when every
 //! last-stage task delivered its end of stream and the file is fsynced.
 
-use crate::data::inbound::Inbound;
-use crate::data::input::{Accepted, InputState};
-use crate::data::now_ns;
-use crate::ids::TaskKey;
-use crate::task::TaskEnv;
+use crate::dataplane::inbound::Inbound;
+use crate::dataplane::input::{Accepted, InputState};
+use crate::dataplane::now_ns;
+use crate::model::ids::TaskKey;
+use crate::runtime::task::TaskEnv;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,7 +46,7 @@ impl LatencyHist {
     }
 
     /// p50, p99 and max in milliseconds, if anything was recorded.
-    pub fn summary(&self) -> Option<crate::proto::Latency> {
+    pub fn summary(&self) -> Option<crate::protocol::control::Latency> {
         if self.count == 0 {
             return None;
         }
@@ -61,7 +61,7 @@ impl LatencyHist {
             }
             self.max_us as f64 / 1000.0
         };
-        Some(crate::proto::Latency {
+        Some(crate::protocol::control::Latency {
             p50: q(0.5),
             p99: q(0.99),
             max: self.max_us as f64 / 1000.0,
@@ -139,7 +139,7 @@ pub async fn run_sink(
     }
     let mut flushed: u64 = bytes;
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-    let floor = u64::from(spec.epoch) << crate::data::link::EPOCH_SHIFT;
+    let floor = u64::from(spec.epoch) << crate::dataplane::link::EPOCH_SHIFT;
     let mut input = InputState::with_floor(spec.upstream, floor);
     while !input.all_ended() {
         let msg = match inbox.try_recv() {

@@ -2,23 +2,23 @@
 //! dedup, log, process, route; finish by draining — end of stream in, operator exit, end of
 //! stream out and acknowledged. Every exit path returns exactly one [`TaskEnd`].
 
-use crate::data::inbound::{AckBoard, Inbound, Registry};
-use crate::data::input::{Accepted, InputState};
-use crate::data::link::{run_link, LinkEnd, LinkSpec};
-use crate::data::router::Router;
-use crate::data::routes::Routes;
-use crate::data::DataConfig;
-use crate::ids::TaskPos;
-use crate::log::{
+use crate::dataplane::inbound::{AckBoard, Inbound, Registry};
+use crate::dataplane::input::{Accepted, InputState};
+use crate::dataplane::link::{run_link, LinkEnd, LinkSpec};
+use crate::dataplane::router::Router;
+use crate::dataplane::routes::Routes;
+use crate::dataplane::DataConfig;
+use crate::model::ids::TaskPos;
+use crate::model::spec::{Delivery, OperatorSpec};
+use crate::model::tuple::Tuple;
+use crate::protocol::control::{TaskAssignment, TaskState};
+use crate::runtime::builtin::Builtin;
+use crate::runtime::exec::{ExecError, ExecOperator};
+use crate::runtime::log::{
     decode_segment, encode_batch_record, encode_record, recover_lineage, seal_segment,
     segment_path, LogError, LogRecord,
 };
-use crate::ops::builtin::Builtin;
-use crate::ops::exec::{ExecError, ExecOperator};
-use crate::proto::{TaskAssignment, TaskState};
-use crate::spec::{Delivery, OperatorSpec};
-use crate::store::Store;
-use crate::tuple::Tuple;
+use crate::runtime::store::Store;
 use bytes::BytesMut;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -189,7 +189,7 @@ struct Logged {
 /// unlogged input arrives in after the crash.
 async fn log_writer(
     env: TaskEnv,
-    key: crate::ids::TaskKey,
+    key: crate::model::ids::TaskKey,
     attempt: u32,
     acks: Arc<AckBoard>,
     mut rx: mpsc::Receiver<Logged>,
@@ -247,10 +247,10 @@ pub async fn resolve_exec(
     ops_dir: &std::path::Path,
 ) -> Result<PathBuf, String> {
     let local = PathBuf::from(path);
-    if a.paths == crate::spec::PathMode::Local || (local.is_absolute() && local.exists()) {
+    if a.paths == crate::model::spec::PathMode::Local || (local.is_absolute() && local.exists()) {
         return Ok(local);
     }
-    let clean = crate::store::clean_path(path).map_err(|e| e.to_string())?;
+    let clean = crate::runtime::store::clean_path(path).map_err(|e| e.to_string())?;
     let target = ops_dir.join(&a.key.job.0).join(&clean);
     if !target.exists() {
         let data = store
@@ -260,7 +260,7 @@ pub async fn resolve_exec(
         let t = target.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::os::unix::fs::PermissionsExt;
-            crate::store::write_atomic(&t, &data)?;
+            crate::runtime::store::write_atomic(&t, &data)?;
             std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o755))
         })
         .await
@@ -297,7 +297,7 @@ pub async fn run_task(
             },
             resend: a.delivery != Delivery::AtMostOnce,
             progress: None,
-            floor: u64::from(a.epoch) << crate::data::link::EPOCH_SHIFT,
+            floor: u64::from(a.epoch) << crate::dataplane::link::EPOCH_SHIFT,
         };
         links.spawn(run_link(
             spec,
@@ -377,7 +377,7 @@ async fn end(
     outcome: TaskEnd,
     mut links: JoinSet<LinkEnd>,
     link_cancel: CancellationToken,
-    registration: crate::data::inbound::Registration,
+    registration: crate::dataplane::inbound::Registration,
 ) -> TaskEnd {
     link_cancel.cancel();
     while links.join_next().await.is_some() {}
@@ -410,7 +410,7 @@ async fn drive(
     let logged = exactly_once && a.key.pos.stage > 1;
     let mut input = InputState::with_floor(
         a.upstream,
-        u64::from(a.epoch) << crate::data::link::EPOCH_SHIFT,
+        u64::from(a.epoch) << crate::dataplane::link::EPOCH_SHIFT,
     );
     let res = async {
         if let (false, Some(r)) = (logged, &a.source_replay) {
@@ -517,15 +517,15 @@ async fn drive(
 async fn replay_source(
     env: &TaskEnv,
     a: &TaskAssignment,
-    r: &crate::proto::SourceReplay,
+    r: &crate::protocol::control::SourceReplay,
     op: &mut Operator,
     input: &mut InputState,
     status: &TaskStatus,
 ) -> Result<(), Stop> {
     let failed = |e: String| Stop::Failed(format!("replaying source {}: {e}", r.path));
     let local = match a.paths {
-        crate::spec::PathMode::Local => PathBuf::from(&r.path),
-        crate::spec::PathMode::Store => match env
+        crate::model::spec::PathMode::Local => PathBuf::from(&r.path),
+        crate::model::spec::PathMode::Store => match env
             .store
             .local_path(&r.path)
             .map_err(|e| failed(e.to_string()))?
@@ -547,8 +547,8 @@ async fn replay_source(
     let file = tokio::fs::File::open(&local)
         .await
         .map_err(|e| failed(e.to_string()))?;
-    let mut rd = crate::leader::source::SourceReader::new(file, &r.name);
-    let mut part = crate::data::router::Partitioner::new(r.partition.clone(), r.tasks as usize);
+    let mut rd = crate::runtime::source::SourceReader::new(file, &r.name);
+    let mut part = crate::model::partition::Partitioner::new(r.partition.clone(), r.tasks as usize);
     let me = a.key.pos.index as usize;
     let mut seq = 0u64;
     while seq < r.upto {
@@ -557,7 +557,7 @@ async fn replay_source(
         };
         if part.pick(&t) == me {
             seq += 1;
-            op.feed(t, crate::data::now_ns()).await?;
+            op.feed(t, crate::dataplane::now_ns()).await?;
         }
     }
     if seq < r.upto {
@@ -571,7 +571,7 @@ async fn replay_source(
         input.end(0, seq);
     }
     status.tuples_in.store(seq, Ordering::Relaxed);
-    if a.paths == crate::spec::PathMode::Store
+    if a.paths == crate::model::spec::PathMode::Store
         && env.store.local_path(&r.path).ok().flatten().is_none()
     {
         if let Err(e) = tokio::fs::remove_file(&local).await {

@@ -1,9 +1,11 @@
 //! The CLI's client of the leader's HTTP API. Everything a user types outside `run`, `leader`
 //! and `worker` goes through here.
 
-use crate::proto::{JobInfo, JobStatus, KillRequest, OutputEvent, TaskInfo, WorkerInfo};
-use crate::spec::{JobSpec, OperatorSpec, Problem};
-use crate::store::ObjectMeta;
+use crate::model::spec::{JobSpec, OperatorSpec, Problem};
+use crate::protocol::control::{
+    JobInfo, JobStatus, KillRequest, OutputEvent, TaskInfo, WorkerInfo,
+};
+use crate::runtime::store::ObjectMeta;
 use anyhow::{anyhow, bail, Context};
 use futures::StreamExt;
 use std::io::Write;
@@ -166,7 +168,7 @@ impl Client {
     /// SIGKILLs an operator process on a worker.
     pub async fn kill_task(&self, worker: &str, pid: u32) -> anyhow::Result<String> {
         let req = KillRequest {
-            worker: crate::ids::WorkerId(worker.to_string()),
+            worker: crate::model::ids::WorkerId(worker.to_string()),
             pid,
         };
         let resp = self
@@ -188,7 +190,7 @@ impl Client {
         let data = tokio::fs::read(local)
             .await
             .with_context(|| format!("reading {}", local.display()))?;
-        let remote = crate::store::clean_path(remote)?;
+        let remote = crate::runtime::store::clean_path(remote)?;
         let resp = self
             .http
             .put(format!("{}/api/store/{remote}", self.base))
@@ -204,7 +206,7 @@ impl Client {
 
     /// Downloads a store file.
     pub async fn get(&self, remote: &str, local: &Path) -> anyhow::Result<()> {
-        let remote = crate::store::clean_path(remote)?;
+        let remote = crate::runtime::store::clean_path(remote)?;
         let resp = self
             .http
             .get(format!("{}/api/store/{remote}", self.base))
@@ -252,7 +254,10 @@ impl Client {
             })
             .collect();
         let source_in_store = self.ls(&spec.source_path).await?.iter().any(|o| {
-            Some(o.path.as_str()) == crate::store::clean_path(&spec.source_path).ok().as_deref()
+            Some(o.path.as_str())
+                == crate::runtime::store::clean_path(&spec.source_path)
+                    .ok()
+                    .as_deref()
         });
         if !source_in_store {
             paths.push(&spec.source_path);

@@ -15,7 +15,7 @@
 //! tuples are numbered, not its batches, so dedup works tuple by tuple whatever the batching.
 //! Acks are cumulative, so a late or repeated ack is harmless.
 
-use crate::tuple::Tuple;
+use crate::model::tuple::Tuple;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 

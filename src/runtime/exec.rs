@@ -5,8 +5,8 @@
 //! blocked on a full stdin. The reader returns the router instead of finishing it: only after
 //! the child exits 0 does the task send end of stream downstream.
 
-use crate::data::router::{Closed, Router};
-use crate::tuple::{decode_line, encode_line, Tuple};
+use crate::dataplane::router::{Closed, Router};
+use crate::model::tuple::{decode_line, encode_line, Tuple};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};

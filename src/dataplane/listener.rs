@@ -5,8 +5,8 @@
 
 use super::inbound::{Inbound, Registry};
 use super::routes::{RouteTable, Routes};
-use crate::ids::{JobId, TaskKey, TaskPos};
-use crate::wire::{codec, Frame};
+use crate::model::ids::{JobId, TaskKey, TaskPos};
+use crate::protocol::frame::{codec, Frame};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -206,7 +206,7 @@ async fn serve_conn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tuple::Tuple;
+    use crate::model::tuple::Tuple;
 
     async fn hello(
         addr: std::net::SocketAddr,

@@ -1,10 +1,14 @@
 //! Messages of the control plane (leader ⇄ workers, HTTP/JSON on the leader's one address) and
 //! of the public API. Both sides compile from this one file, so they cannot drift apart.
 
-use crate::data::router::Partition;
-use crate::ids::{JobId, TaskKey, WorkerId};
-use crate::spec::{Delivery, OperatorSpec, PathMode};
+use crate::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
+use crate::model::partition::Partition;
+use crate::model::spec::{Delivery, OperatorSpec, PathMode};
 use serde::{Deserialize, Serialize};
+
+/// One route of a job's placement: task position, data address (`host:port`) of the process
+/// running it, and the attempt that runs there.
+pub type Route = (TaskPos, String, u32);
 
 /// Bumped whenever a control message changes incompatibly; checked at registration.
 pub const PROTOCOL_VERSION: u32 = 3;
@@ -123,7 +127,7 @@ pub struct TaskAssignment {
     /// Delivery mode.
     pub delivery: Delivery,
     /// Current placement of the job (position, data address, attempt).
-    pub routes: Vec<crate::data::routes::Route>,
+    pub routes: Vec<Route>,
     /// Version of that placement (newer wins).
     pub routes_version: u64,
     /// Job epoch (at-least-once restarts the whole pipeline in a new epoch).
@@ -163,7 +167,7 @@ pub enum Command {
         /// Job.
         job: JobId,
         /// Position, data address, attempt.
-        routes: Vec<crate::data::routes::Route>,
+        routes: Vec<Route>,
         /// Version of the placement (newer wins).
         version: u64,
     },

@@ -1,0 +1,9 @@
+//! The vocabulary every other layer speaks: ids, tuples and their hash, job specs and their one
+//! validator, and how tuples are partitioned. No I/O and no async here.
+
+pub mod builtin;
+pub mod csv;
+pub mod ids;
+pub mod partition;
+pub mod spec;
+pub mod tuple;
