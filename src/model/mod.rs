@@ -1,6 +1,7 @@
 //! The vocabulary every other layer speaks: ids, tuples and their hash, job specs and their one
 //! validator, and how tuples are partitioned. No I/O and no async here.
 
+pub mod backoff;
 pub mod builtin;
 pub mod csv;
 pub mod ids;

@@ -1,0 +1,197 @@
+//! The leader's commands to a worker: the long-poll that fetches them (numbered, so each is
+//! handled once and acknowledged by the next poll) and what each one does here: start an
+//! attempt, update routes, stop a job or a stalled task, SIGKILL an operator.
+
+use super::report::report;
+use super::session::{Attempts, LeaderLink, Worker};
+use super::{lock_tasks, pause, Running, TaskTable};
+use crate::model::backoff::Backoff;
+use crate::model::ids::JobId;
+use crate::model::spec::OperatorSpec;
+use crate::protocol::control::{Command, TaskAssignment, TaskReport, TaskState};
+use crate::runtime::task::{resolve_exec, run_task, TaskEnd, TaskStatus};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+/// Long-polls the leader for commands and passes them on in order until the session ends; a
+/// 404 (the leader forgot this worker) ends the session.
+pub(super) async fn poll_commands(link: LeaderLink, tx: mpsc::Sender<Command>) {
+    let LeaderLink {
+        http,
+        leader,
+        id,
+        session,
+    } = link;
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    // Commands are numbered; the next poll acknowledges everything up to `handled`, and a
+    // command delivered twice (its acknowledgement was lost) is skipped.
+    let mut handled: u64 = 0;
+    loop {
+        let req = http
+            .get(format!("{leader}/internal/commands/{id}"))
+            .query(&[
+                ("wait_ms", "20000".to_string()),
+                ("after", handled.to_string()),
+            ])
+            .send();
+        let Some(res) = session.run_until_cancelled(req).await else {
+            return;
+        };
+        match res {
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                session.cancel();
+                return;
+            }
+            Ok(r) => match r.json::<Vec<(u64, Command)>>().await {
+                Ok(cmds) => {
+                    backoff.reset();
+                    for (n, c) in cmds {
+                        if n <= handled {
+                            continue;
+                        }
+                        match session.run_until_cancelled(tx.send(c)).await {
+                            Some(Ok(())) => handled = n,
+                            _ => return,
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => warn!(error = %e, "bad command batch from the leader"),
+            },
+            Err(e) => warn!(error = %e, "polling the leader for commands failed"),
+        }
+        if !pause(&session, backoff.next()).await {
+            return;
+        }
+    }
+}
+
+impl Worker {
+    /// Carries out one command.
+    pub(super) fn handle(
+        &self,
+        cmd: Command,
+        attempts: &mut Attempts,
+        ev_tx: &mpsc::Sender<TaskReport>,
+    ) {
+        match cmd {
+            Command::Start(a) => self.start(a, attempts, ev_tx),
+            Command::Routes {
+                job,
+                routes,
+                version,
+            } => self.env.routes.set_many(&job, version, &routes),
+            Command::StopJob { job } => self.stop_job(&job),
+            Command::StopTask { key, attempt } => {
+                if let Some(r) = lock_tasks(&self.tasks).get(&(key.clone(), attempt)) {
+                    warn!(task = %key, attempt, "stopping a task the leader found stalled");
+                    r.cancel.cancel();
+                }
+            }
+            Command::Kill { pid } => kill(pid, &self.tasks),
+        }
+    }
+
+    /// Starts one attempt under a supervisor that fetches its operator, announces its pid as
+    /// soon as the operator runs, and returns how it ended.
+    fn start(&self, a: TaskAssignment, attempts: &mut Attempts, ev_tx: &mpsc::Sender<TaskReport>) {
+        let status = Arc::new(TaskStatus::default());
+        let cancel = CancellationToken::new();
+        let key = a.key.clone();
+        let attempt = a.attempt;
+        lock_tasks(&self.tasks).insert(
+            (key.clone(), attempt),
+            Running {
+                assignment: a.clone(),
+                status: status.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        let env = self.env.clone();
+        let ops_dir = self.cfg.data_dir.join("ops");
+        let ev_tx = ev_tx.clone();
+        let span = tracing::info_span!("task", job = %key.job, stage = key.pos.stage, task = key.pos.index, attempt);
+        let id_key = (key.clone(), attempt);
+        let supervisor = async move {
+            let exec = match &a.operator {
+                OperatorSpec::Exec { path, .. } => {
+                    match resolve_exec(&env.store, &a, path, &ops_dir).await {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            *status.error.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(e.clone());
+                            status.set_state(TaskState::Failed);
+                            return ((key, attempt), TaskEnd::Failed(e));
+                        }
+                    }
+                }
+                OperatorSpec::Builtin { .. } => None,
+            };
+            let announce = announce_start(a.clone(), status.clone(), ev_tx);
+            let run = run_task(env, a, exec, status, cancel);
+            tokio::pin!(run);
+            let outcome = tokio::select! {
+                o = &mut run => o,
+                _ = announce => run.await,
+            };
+            ((key, attempt), outcome)
+        };
+        let handle = attempts.set.spawn(supervisor.instrument(span));
+        attempts.ids.insert(handle.id(), id_key);
+    }
+
+    /// Cancels every attempt of a job and forgets its routes.
+    fn stop_job(&self, job: &JobId) {
+        for ((key, _), r) in lock_tasks(&self.tasks).iter() {
+            if &key.job == job {
+                r.cancel.cancel();
+            }
+        }
+        self.env.routes.remove(job);
+    }
+}
+
+/// Reports an attempt once its operator runs (it has a pid, or left `Starting`).
+async fn announce_start(
+    a: TaskAssignment,
+    status: Arc<TaskStatus>,
+    ev_tx: mpsc::Sender<TaskReport>,
+) {
+    loop {
+        if status.state() != TaskState::Starting || status.pid.load(Ordering::Relaxed) != 0 {
+            if ev_tx.send(report(&a, &status)).await.is_err() {
+                warn!(task = %a.key, "event reporter gone; the start goes unreported");
+            }
+            return;
+        }
+        status.changed.notified().await;
+    }
+}
+
+/// SIGKILLs `pid` if it is one of this worker's operators (failure injection).
+fn kill(pid: u32, tasks: &TaskTable) {
+    let ours = lock_tasks(tasks)
+        .values()
+        .any(|r| r.status.pid.load(Ordering::Relaxed) == pid);
+    if !ours {
+        warn!(
+            pid,
+            "kill-task for a process that is not one of this worker's operators; ignored"
+        );
+        return;
+    }
+    // SAFETY: plain syscall on a pid this worker spawned and has not reaped yet.
+    let rc = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    if rc != 0 {
+        warn!(pid, error = %std::io::Error::last_os_error(), "kill-task failed");
+    } else {
+        info!(
+            pid,
+            "operator process killed on request (failure injection)"
+        );
+    }
+}
