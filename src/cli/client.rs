@@ -1,7 +1,8 @@
 //! The CLI's client of the leader's HTTP API. Everything a user types outside `run`, `leader`
 //! and `worker` goes through here.
 
-use crate::model::spec::{JobSpec, OperatorSpec, Problem};
+use crate::model::check::Problem;
+use crate::model::spec::{JobSpec, OperatorSpec};
 use crate::protocol::control::{
     JobInfo, JobStatus, KillRequest, OutputEvent, TaskInfo, WorkerInfo,
 };

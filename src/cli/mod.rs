@@ -7,7 +7,9 @@ pub mod embedded;
 use crate::cli::client::{succeeded, Client, Rejected};
 use crate::dataplane::DataConfig;
 use crate::leader::{self, LeaderConfig};
-use crate::model::spec::{self, InvalidJob, JobSpec};
+use crate::model::check::InvalidJob;
+use crate::model::spec::JobSpec;
+use crate::model::{course, jobfile};
 use crate::protocol::control::JobInfo;
 use crate::worker::{self, WorkerConfig};
 use anyhow::{bail, Context};
@@ -212,7 +214,7 @@ fn init_tracing(default: &str) {
 fn read_job(path: &PathBuf) -> anyhow::Result<JobSpec> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read job file {}", path.display()))?;
-    Ok(spec::parse_job_toml(&text)?)
+    Ok(jobfile::parse_job_toml(&text)?)
 }
 
 fn print_problems(err: &anyhow::Error) -> bool {
@@ -411,7 +413,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             leader,
             args,
         } => {
-            let spec = spec::from_course_args(&args)?;
+            let spec = course::from_course_args(&args)?;
             submit_and_maybe_follow(&Client::new(&leader.leader), spec, follow).await
         }
         Cmd::Jobs { json, leader } => {

@@ -11,8 +11,9 @@ pub mod validate;
 use crate::dataplane::inbound::Registry;
 use crate::dataplane::routes::Routes;
 use crate::dataplane::{listener, DataConfig};
+use crate::model::check::{check_spec, Problem};
 use crate::model::ids::JobId;
-use crate::model::spec::{JobSpec, Problem};
+use crate::model::spec::JobSpec;
 use crate::protocol::control::{TaskState, WorkerState};
 use crate::runtime::sink::SinkProgress;
 use crate::runtime::store::Store;
@@ -111,7 +112,7 @@ impl Leader {
         if spec.source_name.is_empty() {
             spec.source_name = spec.source_path.clone();
         }
-        let mut problems = crate::model::spec::check_spec(&spec);
+        let mut problems = check_spec(&spec);
         if problems.is_empty() {
             problems = validate::check(&spec, &self.store);
         }
@@ -119,11 +120,7 @@ impl Leader {
             return Err(SubmitError::Invalid(problems));
         }
         let sink_file = driver::local_file(self, &spec, &spec.sink_path).map_err(|e| {
-            SubmitError::Invalid(vec![Problem {
-                field: "sink.path".into(),
-                value: spec.sink_path.clone(),
-                message: e,
-            }])
+            SubmitError::Invalid(vec![Problem::new("sink.path", &spec.sink_path, e)])
         })?;
         let (ev_tx, ev_rx) = mpsc::channel(256);
         let cancel = CancellationToken::new();

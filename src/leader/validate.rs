@@ -1,19 +1,12 @@
 //! The leader's half of "validate at the door": what needs the filesystem or the store
 //! (source exists, operators exist and are executable, sink is writable). Combined with the
-//! static checks of `spec`, every problem is reported before anything starts.
+//! static checks of `model::check`, every problem is reported before anything starts.
 
-use crate::model::spec::{JobSpec, OperatorSpec, PathMode, Problem};
+use crate::model::check::Problem;
+use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
 use crate::runtime::store::Store;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-
-fn problem(field: String, value: &str, message: &str) -> Problem {
-    Problem {
-        field,
-        value: value.to_string(),
-        message: message.to_string(),
-    }
-}
 
 fn check_executable(path: &Path) -> Result<(), &'static str> {
     match std::fs::metadata(path) {
@@ -45,13 +38,13 @@ pub fn check(spec: &JobSpec, store: &Store) -> Vec<Problem> {
     };
     match resolve(&spec.source_path) {
         Some(p) if p.is_file() => {}
-        Some(p) if p.is_dir() => problems.push(problem(
-            "source.path".into(),
+        Some(p) if p.is_dir() => problems.push(Problem::new(
+            "source.path",
             &spec.source_path,
             "is a directory; name a file",
         )),
-        _ => problems.push(problem(
-            "source.path".into(),
+        _ => problems.push(Problem::new(
+            "source.path",
             &spec.source_path,
             match spec.paths {
                 PathMode::Local => "file not found",
@@ -63,8 +56,8 @@ pub fn check(spec: &JobSpec, store: &Store) -> Vec<Problem> {
     }
     if let Some(p) = resolve(&spec.sink_path) {
         if p.is_dir() {
-            problems.push(problem(
-                "sink.path".into(),
+            problems.push(Problem::new(
+                "sink.path",
                 &spec.sink_path,
                 "is a directory; name a file",
             ));
@@ -72,8 +65,8 @@ pub fn check(spec: &JobSpec, store: &Store) -> Vec<Problem> {
     }
     if spec.paths == PathMode::Store && crate::runtime::store::clean_path(&spec.sink_path).is_err()
     {
-        problems.push(problem(
-            "sink.path".into(),
+        problems.push(Problem::new(
+            "sink.path",
             &spec.sink_path,
             "not a valid store path",
         ));
@@ -104,7 +97,7 @@ pub fn check(spec: &JobSpec, store: &Store) -> Vec<Problem> {
                 }
             };
             if let Err(msg) = res {
-                problems.push(problem(field, path, msg));
+                problems.push(Problem::new(field, path, msg));
             }
         }
     }

@@ -3,8 +3,11 @@
 
 pub mod backoff;
 pub mod builtin;
+pub mod check;
+pub mod course;
 pub mod csv;
 pub mod ids;
+pub mod jobfile;
 pub mod partition;
 pub mod spec;
 pub mod tuple;
