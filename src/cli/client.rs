@@ -1,15 +1,16 @@
 //! The CLI's client of the leader's HTTP API. Everything a user types outside `run`, `leader`
 //! and `worker` goes through here.
 
+use crate::cli::output::OutputWriter;
 use crate::model::check::Problem;
 use crate::model::spec::{JobSpec, OperatorSpec};
 use crate::protocol::control::{
     JobInfo, JobStatus, KillRequest, OutputEvent, TaskInfo, WorkerInfo,
 };
-use crate::runtime::store::ObjectMeta;
+use crate::runtime::store::{clean_path, ObjectMeta};
 use anyhow::{anyhow, bail, Context};
-use futures::StreamExt;
-use std::io::Write;
+use futures::{Stream, StreamExt};
+use reqwest::Method;
 use std::path::Path;
 
 /// A connection to one leader.
@@ -29,12 +30,24 @@ pub struct Rejected {
     pub problems: Vec<Problem>,
 }
 
-async fn fail(resp: reqwest::Response) -> anyhow::Error {
+/// The error for a refused request: a [`Rejected`] when the body lists problems (a refused
+/// submission), else the status and the body's `error` message.
+async fn refusal(resp: reqwest::Response) -> anyhow::Error {
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
-    let msg = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+    let v = serde_json::from_str::<serde_json::Value>(&body).ok();
+    let field = |k: &str| v.as_ref().and_then(|v| v.get(k)).cloned();
+    if let Some(problems) = field("problems") {
+        return Rejected {
+            message: field("error")
+                .and_then(|e| e.as_str().map(str::to_string))
+                .unwrap_or_else(|| "invalid job".into()),
+            problems: serde_json::from_value(problems).unwrap_or_default(),
+        }
+        .into();
+    }
+    let msg = field("error")
+        .and_then(|e| e.as_str().map(str::to_string))
         .unwrap_or(body);
     anyhow!("leader answered {status}: {msg}")
 }
@@ -58,78 +71,54 @@ impl Client {
         &self.base
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
+    /// A request for `path` on the leader.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Sends a request; a refusal becomes an error carrying the leader's message.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach the leader at {}", self.base))?;
         if !resp.status().is_success() {
-            return Err(fail(resp).await);
+            return Err(refusal(resp).await);
         }
+        Ok(resp)
+    }
+
+    /// Sends a request and decodes the JSON answer.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let resp = self.send(req).await?;
         resp.json().await.context("bad answer from the leader")
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(self.request(Method::GET, path)).await
     }
 
     /// Submits a job; on refusal the error is a [`Rejected`] carrying every problem.
     pub async fn submit(&self, spec: &JobSpec) -> anyhow::Result<String> {
-        let resp = self
-            .http
-            .post(format!("{}/api/jobs", self.base))
-            .json(spec)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the leader at {}", self.base))?;
-        if resp.status() == reqwest::StatusCode::BAD_REQUEST {
-            let v: serde_json::Value = resp.json().await.context("bad answer from the leader")?;
-            let problems: Vec<Problem> =
-                serde_json::from_value(v["problems"].clone()).unwrap_or_default();
-            return Err(Rejected {
-                message: v["error"].as_str().unwrap_or("invalid job").to_string(),
-                problems,
-            }
-            .into());
-        }
-        if !resp.status().is_success() {
-            return Err(fail(resp).await);
-        }
-        let v: serde_json::Value = resp.json().await.context("bad answer from the leader")?;
+        let req = self.request(Method::POST, "/api/jobs").json(spec);
+        let v: serde_json::Value = self.call(req).await?;
         v["id"]
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| anyhow!("the leader returned no job id"))
     }
 
-    /// Streams a job's output lines into `out` until the job ends; returns its final record.
-    pub async fn follow(&self, id: &str, out: &mut dyn Write) -> anyhow::Result<JobInfo> {
-        let resp = self
-            .http
-            .get(format!("{}/api/jobs/{id}/output", self.base))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the leader at {}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(fail(resp).await);
-        }
-        let mut body = resp.bytes_stream();
-        let mut pending: Vec<u8> = Vec::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.context("output stream broke")?;
-            pending.extend_from_slice(&chunk);
-            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=nl).collect();
-                let ev: OutputEvent =
-                    serde_json::from_slice(&line).context("bad event in the output stream")?;
-                match ev {
-                    OutputEvent::Data(text) => {
-                        out.write_all(text.as_bytes()).context("writing output")?;
-                        out.flush().context("writing output")?;
-                    }
-                    OutputEvent::End(info) => return Ok(info),
-                }
-            }
-        }
-        bail!("the output stream ended without a final status")
+    /// Streams a job's output lines into `out` until the job ends; returns its final record
+    /// once every line is written.
+    pub async fn follow(&self, id: &str, mut out: OutputWriter) -> anyhow::Result<JobInfo> {
+        let req = self.request(Method::GET, &format!("/api/jobs/{id}/output"));
+        let resp = self.send(req).await?;
+        let info = relay(resp.bytes_stream(), &mut out).await?;
+        out.finish().await?;
+        Ok(info)
     }
 
     /// One job.
@@ -154,16 +143,8 @@ impl Client {
 
     /// Cancels a job.
     pub async fn cancel(&self, id: &str) -> anyhow::Result<()> {
-        let resp = self
-            .http
-            .post(format!("{}/api/jobs/{id}/cancel", self.base))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the leader at {}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(fail(resp).await);
-        }
-        Ok(())
+        let req = self.request(Method::POST, &format!("/api/jobs/{id}/cancel"));
+        self.send(req).await.map(drop)
     }
 
     /// SIGKILLs an operator process on a worker.
@@ -172,17 +153,8 @@ impl Client {
             worker: crate::model::ids::WorkerId(worker.to_string()),
             pid,
         };
-        let resp = self
-            .http
-            .post(format!("{}/api/kill-task", self.base))
-            .json(&req)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the leader at {}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(fail(resp).await);
-        }
-        let v: serde_json::Value = resp.json().await.context("bad answer from the leader")?;
+        let req = self.request(Method::POST, "/api/kill-task").json(&req);
+        let v: serde_json::Value = self.call(req).await?;
         Ok(v["task"].as_str().unwrap_or("").to_string())
     }
 
@@ -191,33 +163,21 @@ impl Client {
         let data = tokio::fs::read(local)
             .await
             .with_context(|| format!("reading {}", local.display()))?;
-        let remote = crate::runtime::store::clean_path(remote)?;
-        let resp = self
-            .http
-            .put(format!("{}/api/store/{remote}", self.base))
-            .body(data)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the leader at {}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(fail(resp).await);
-        }
-        Ok(())
+        let remote = clean_path(remote)?;
+        let req = self.request(Method::PUT, &format!("/api/store/{remote}"));
+        self.send(req.body(data)).await.map(drop)
     }
 
     /// Downloads a store file.
     pub async fn get(&self, remote: &str, local: &Path) -> anyhow::Result<()> {
-        let remote = crate::runtime::store::clean_path(remote)?;
-        let resp = self
-            .http
-            .get(format!("{}/api/store/{remote}", self.base))
-            .send()
+        let remote = clean_path(remote)?;
+        let req = self.request(Method::GET, &format!("/api/store/{remote}"));
+        let data = self
+            .send(req)
+            .await?
+            .bytes()
             .await
-            .with_context(|| format!("cannot reach the leader at {}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(fail(resp).await);
-        }
-        let data = resp.bytes().await.context("download broke")?;
+            .context("download broke")?;
         if let Some(dir) = local.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir).await?;
         }
@@ -228,17 +188,8 @@ impl Client {
 
     /// Lists store files under a prefix.
     pub async fn ls(&self, prefix: &str) -> anyhow::Result<Vec<ObjectMeta>> {
-        let resp = self
-            .http
-            .get(format!("{}/api/store", self.base))
-            .query(&[("prefix", prefix)])
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the leader at {}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(fail(resp).await);
-        }
-        resp.json().await.context("bad answer from the leader")
+        let req = self.request(Method::GET, "/api/store");
+        self.call(req.query(&[("prefix", prefix)])).await
     }
 
     /// Cluster mode convenience, like Hadoop's `-file`: executables (and a source) named by a
@@ -254,12 +205,11 @@ impl Client {
                 _ => None,
             })
             .collect();
-        let source_in_store = self.ls(&spec.source_path).await?.iter().any(|o| {
-            Some(o.path.as_str())
-                == crate::runtime::store::clean_path(&spec.source_path)
-                    .ok()
-                    .as_deref()
-        });
+        let source_in_store = self
+            .ls(&spec.source_path)
+            .await?
+            .iter()
+            .any(|o| Some(o.path.as_str()) == clean_path(&spec.source_path).ok().as_deref());
         if !source_in_store {
             paths.push(&spec.source_path);
         }
@@ -277,4 +227,138 @@ impl Client {
 /// Whether a status means success, for exit codes.
 pub fn succeeded(info: &JobInfo) -> bool {
     info.status == JobStatus::Succeeded
+}
+
+/// Relays an NDJSON output stream: each data chunk goes to `out` as it arrives, until the
+/// final record.
+async fn relay<E>(
+    body: impl Stream<Item = Result<bytes::Bytes, E>>,
+    out: &mut OutputWriter,
+) -> anyhow::Result<JobInfo>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut body = std::pin::pin!(body);
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("output stream broke")?;
+        pending.extend_from_slice(&chunk);
+        while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            let ev: OutputEvent =
+                serde_json::from_slice(&line).context("bad event in the output stream")?;
+            match ev {
+                OutputEvent::Data(text) => out.write(text.into_bytes()).await?,
+                OutputEvent::End(info) => return Ok(info),
+            }
+        }
+    }
+    bail!("the output stream ended without a final status")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ids::JobId;
+    use crate::model::spec::Delivery;
+    use std::sync::mpsc as std_mpsc;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// A reader of our output that has stopped reading: every write waits for a release.
+    struct Stalled {
+        release: std_mpsc::Receiver<()>,
+        got: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl std::io::Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.release.recv();
+            self.got.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn ndjson(ev: &OutputEvent) -> Result<bytes::Bytes, std::io::Error> {
+        let mut v = serde_json::to_vec(ev).unwrap();
+        v.push(b'\n');
+        Ok(v.into())
+    }
+
+    fn end() -> OutputEvent {
+        OutputEvent::End(JobInfo {
+            id: JobId("job-1".into()),
+            name: None,
+            status: JobStatus::Succeeded,
+            error: None,
+            delivery: Delivery::ExactlyOnce,
+            stages: vec![],
+            sink: "out".into(),
+            source_tuples: 0,
+            sink_tuples: 0,
+            failures: 0,
+            recoveries: 0,
+            submitted_ms: 0,
+            elapsed_ms: 0,
+            latency_ms: None,
+        })
+    }
+
+    /// War story "a lock never held across a pipe write": a follower whose output reader has
+    /// stalled waits without blocking its thread, so other tasks on the same (single) runtime
+    /// thread keep running and stdout stays free for anyone else; once the reader resumes,
+    /// every line arrives in order. The follower used to hold stdout's lock across its awaits
+    /// and write the pipe from the async task: then the other task below never ran.
+    #[test]
+    fn stdout_lock_is_never_held_across_await() {
+        let (release, stalled) = std_mpsc::channel();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = Stalled {
+            release: stalled,
+            got: got.clone(),
+        };
+        let (other_ran, other_done) = std_mpsc::channel();
+        let runtime = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut out = OutputWriter::spawn(sink, 1).unwrap();
+                let mut events: Vec<_> = (0..5)
+                    .map(|i| ndjson(&OutputEvent::Data(format!("line {i}\n"))))
+                    .collect();
+                events.push(ndjson(&end()));
+                let follower = tokio::spawn(async move {
+                    let info = relay(futures::stream::iter(events), &mut out).await?;
+                    out.finish().await?;
+                    anyhow::Ok(info)
+                });
+                let other = tokio::spawn(async move {
+                    tokio::task::yield_now().await;
+                    let _free = std::io::stdout().lock();
+                    other_ran.send(()).unwrap();
+                });
+                other.await.unwrap();
+                follower.await.unwrap()
+            })
+        });
+        let ran = other_done.recv_timeout(Duration::from_secs(10));
+        // Let the writer go in every case, so the threads end.
+        for _ in 0..5 {
+            let _ = release.send(());
+        }
+        drop(release);
+        assert!(
+            ran.is_ok(),
+            "another task could not run while the output was stalled"
+        );
+        let info = runtime.join().unwrap().unwrap();
+        assert_eq!(info.status, JobStatus::Succeeded);
+        let text = String::from_utf8(got.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, "line 0\nline 1\nline 2\nline 3\nline 4\n");
+    }
 }

@@ -2,6 +2,7 @@
 //! paths as a real cluster (HTTP control plane, TCP data plane), with paths resolved locally.
 
 use crate::cli::client::{succeeded, Client};
+use crate::cli::output::OutputWriter;
 use crate::dataplane::DataConfig;
 use crate::leader::{self, LeaderConfig};
 use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
@@ -162,9 +163,7 @@ pub async fn run_job(spec: JobSpec, workers: usize, keep_logs: bool) -> anyhow::
     let result = async {
         let id = cluster.client.submit(&spec).await?;
         eprintln!("rainstorm: job {id} running on {workers} embedded workers");
-        let stdout = std::io::stdout();
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-        let follow = cluster.client.follow(&id, &mut out);
+        let follow = cluster.client.follow(&id, OutputWriter::stdout()?);
         tokio::select! {
             info = follow => info,
             _ = sigint.recv() => {

@@ -1,0 +1,187 @@
+//! The command line's grammar: every subcommand of `rainstorm` and its options (clap). What each
+//! one does is in `commands`; this file only says what can be typed.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "rainstorm",
+    version,
+    about = "A distributed stream-processing engine: pipelines of operators over lines, exactly once."
+)]
+pub(super) struct Cli {
+    #[command(subcommand)]
+    pub(super) cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+pub(super) struct LeaderArg {
+    /// Leader URL (http://HOST:PORT).
+    #[arg(
+        long,
+        env = "RAINSTORM_LEADER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub(super) leader: String,
+}
+
+#[derive(Subcommand)]
+pub(super) enum Cmd {
+    /// Run a job on an embedded local cluster and print its output lines.
+    Run {
+        /// Job file (TOML).
+        job: PathBuf,
+        /// Number of embedded workers.
+        #[arg(long, default_value_t = 3)]
+        workers: usize,
+        /// Write the final job record (JSON) to this file.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+        /// Keep the input logs after the job (debugging).
+        #[arg(long)]
+        keep_logs: bool,
+    },
+    /// Run the leader of a cluster.
+    Leader {
+        /// Address of the HTTP API and control plane.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+        /// Data directory (the store lives under it).
+        #[arg(long, default_value = "rainstorm-leader")]
+        data_dir: PathBuf,
+        /// Seconds without heartbeat before a worker is dead.
+        #[arg(long, default_value_t = 5.0)]
+        heartbeat_timeout: f64,
+        /// Heartbeat period workers use, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        heartbeat_ms: u64,
+        /// Restarts of one task before its job fails.
+        #[arg(long, default_value_t = 20)]
+        max_restarts: u32,
+        /// Keep input logs of ended jobs.
+        #[arg(long)]
+        keep_logs: bool,
+        /// Seconds a running task may have input waiting without progress before it is
+        /// declared stalled and restarted.
+        #[arg(long, default_value_t = 60.0)]
+        stall_timeout: f64,
+        /// Host or IP that workers use to reach this leader's data listener (default: the
+        /// --listen IP, or the host name when listening on a wildcard address).
+        #[arg(long)]
+        advertise_host: Option<String>,
+    },
+    /// Run a worker of a cluster.
+    Worker {
+        #[command(flatten)]
+        leader: LeaderArg,
+        /// Private working directory.
+        #[arg(long, default_value = "rainstorm-worker")]
+        data_dir: PathBuf,
+        /// Address of this worker's data listener (port 0 = any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Address other nodes use to reach the data listener, if not the bound one.
+        #[arg(long)]
+        advertise: Option<String>,
+    },
+    /// Upload a local file to the cluster's store.
+    Put {
+        /// Local file.
+        local: PathBuf,
+        /// Store path.
+        remote: String,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
+    /// Download a file from the cluster's store.
+    Get {
+        /// Store path.
+        remote: String,
+        /// Local file.
+        local: PathBuf,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
+    /// List files in the cluster's store.
+    Ls {
+        /// Path prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
+    /// Submit a job; prints its id (with --follow: streams its output, exit 0 iff it succeeded).
+    Submit {
+        /// Job file (TOML).
+        job: PathBuf,
+        /// Stream output lines to stdout until the job ends.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
+    /// Submit a job in the course's positional syntax:
+    /// <Nstages> <Ntasks> (<op_exe> <op_args>)… <src> <dest> <exactly_once> <autoscale> <rate> [<LW> <HW>].
+    /// Each op_args is ONE argument, split like a shell would ('7 "Punched Telespar"'); "" = none.
+    SubmitArgs {
+        /// Stream output lines to stdout until the job ends.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        leader: LeaderArg,
+        /// The positional arguments.
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// List jobs.
+    Jobs {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
+    /// Show one job.
+    Job {
+        /// Job id.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
+    /// Cancel a job.
+    Cancel {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
+    /// List tasks (the course's list_tasks).
+    Tasks {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
+    /// List workers.
+    Workers {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
+    /// SIGKILL an operator process on a worker (simulates a crash; handled as a real failure).
+    KillTask {
+        /// Worker id (as `tasks`/`workers` print it).
+        worker: String,
+        /// Operator process id.
+        pid: u32,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
+}

@@ -1,0 +1,185 @@
+//! What each subcommand does: read the job or the options, start the role or call the leader,
+//! and print the result (through `print`). Returns the process's exit code.
+
+use crate::cli::args::{Cli, Cmd};
+use crate::cli::client::Client;
+use crate::cli::output::OutputWriter;
+use crate::cli::print;
+use crate::cli::signals::shutdown_on_signal;
+use crate::dataplane::DataConfig;
+use crate::leader::{self, LeaderConfig};
+use crate::model::spec::JobSpec;
+use crate::model::{course, jobfile};
+use crate::worker::{self, WorkerConfig};
+use anyhow::{bail, Context};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn read_job(path: &Path) -> anyhow::Result<JobSpec> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read job file {}", path.display()))?;
+    Ok(jobfile::parse_job_toml(&text)?)
+}
+
+/// A number of seconds given on the command line, which must be > 0.
+fn positive_secs(option: &str, secs: f64) -> anyhow::Result<Duration> {
+    if secs.is_nan() || secs <= 0.0 {
+        bail!("--{option} must be > 0");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+async fn submit_and_maybe_follow(
+    client: &Client,
+    spec: JobSpec,
+    follow: bool,
+) -> anyhow::Result<ExitCode> {
+    client.upload_local_inputs(&spec).await?;
+    let id = client.submit(&spec).await?;
+    if !follow {
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("rainstorm: submitted {id}");
+    let info = client.follow(&id, OutputWriter::stdout()?).await?;
+    Ok(print::final_status(&info))
+}
+
+/// Runs the chosen subcommand.
+pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Run {
+            job,
+            workers,
+            summary_json,
+            keep_logs,
+        } => {
+            let spec = read_job(&job)?;
+            let info = crate::cli::embedded::run_job(spec, workers, keep_logs).await?;
+            if let Some(p) = summary_json {
+                std::fs::write(&p, serde_json::to_vec_pretty(&info)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            Ok(print::final_status(&info))
+        }
+        Cmd::Leader {
+            listen,
+            data_dir,
+            heartbeat_timeout,
+            heartbeat_ms,
+            max_restarts,
+            keep_logs,
+            advertise_host,
+            stall_timeout,
+        } => {
+            let heartbeat_timeout = positive_secs("heartbeat-timeout", heartbeat_timeout)?;
+            let stall_timeout = positive_secs("stall-timeout", stall_timeout)?;
+            let http = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!(
+                "rainstorm leader listening on http://{}",
+                http.local_addr()?
+            );
+            let cfg = LeaderConfig {
+                data_dir,
+                heartbeat_timeout,
+                heartbeat_interval: Duration::from_millis(heartbeat_ms.max(10)),
+                max_restarts,
+                keep_logs,
+                advertise_host,
+                stall_timeout,
+                data: DataConfig::from_env(),
+                ..LeaderConfig::default()
+            };
+            leader::run(cfg, http, shutdown_on_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Worker {
+            leader,
+            data_dir,
+            listen,
+            advertise,
+        } => {
+            let cfg = WorkerConfig {
+                leader: Client::new(&leader.leader).base().to_string(),
+                data_dir,
+                data_listen: listen,
+                advertise,
+                store: None,
+                data: DataConfig::from_env(),
+            };
+            worker::run(cfg, shutdown_on_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Put {
+            local,
+            remote,
+            leader,
+        } => {
+            Client::new(&leader.leader).put(&local, &remote).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Get {
+            remote,
+            local,
+            leader,
+        } => {
+            Client::new(&leader.leader).get(&remote, &local).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ls { prefix, leader } => {
+            for o in Client::new(&leader.leader).ls(&prefix).await? {
+                println!("{}\t{}", o.size, o.path);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Submit {
+            job,
+            follow,
+            leader,
+        } => {
+            let spec = read_job(&job)?;
+            submit_and_maybe_follow(&Client::new(&leader.leader), spec, follow).await
+        }
+        Cmd::SubmitArgs {
+            follow,
+            leader,
+            args,
+        } => {
+            let spec = course::from_course_args(&args)?;
+            submit_and_maybe_follow(&Client::new(&leader.leader), spec, follow).await
+        }
+        Cmd::Jobs { json, leader } => {
+            print::jobs(&Client::new(&leader.leader).jobs().await?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Job { id, json, leader } => {
+            print::job(&Client::new(&leader.leader).job(&id).await?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Cancel { id, leader } => {
+            Client::new(&leader.leader).cancel(&id).await?;
+            eprintln!("rainstorm: cancel requested for {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Tasks { json, leader } => {
+            print::tasks(&Client::new(&leader.leader).tasks().await?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Workers { json, leader } => {
+            print::workers(&Client::new(&leader.leader).workers().await?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::KillTask {
+            worker,
+            pid,
+            leader,
+        } => {
+            let task = Client::new(&leader.leader).kill_task(&worker, pid).await?;
+            eprintln!("rainstorm: killed pid {pid} on {worker} (task {task})");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! How the CLI shows things: listings as aligned tables or JSON, one job's details, a job's final
+//! status line (and the exit code it means), and the problems of an invalid job. Data goes to
+//! stdout; status and problems go to stderr.
+
+use crate::cli::client::{succeeded, Rejected};
+use crate::model::check::InvalidJob;
+use crate::protocol::control::{JobInfo, TaskInfo, WorkerInfo};
+use std::process::ExitCode;
+
+/// The JSON spelling of an enum value (`running`, `at-least-once` …).
+pub(super) fn status_word<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Prints every problem of a refused job; returns whether `err` was one.
+pub(super) fn print_problems(err: &anyhow::Error) -> bool {
+    let (problems, fallback) = if let Some(InvalidJob(problems)) = err.downcast_ref() {
+        (problems, None)
+    } else if let Some(r) = err.downcast_ref::<Rejected>() {
+        (&r.problems, Some(&r.message))
+    } else {
+        return false;
+    };
+    eprintln!("rainstorm: the job is invalid; nothing was started:");
+    for p in problems {
+        eprintln!("  {p}");
+    }
+    if let (true, Some(message)) = (problems.is_empty(), fallback) {
+        eprintln!("  {message}");
+    }
+    true
+}
+
+/// Prints a job's final status on stderr; the exit code is 0 only if it succeeded.
+pub(super) fn final_status(info: &JobInfo) -> ExitCode {
+    match &info.error {
+        Some(e) => eprintln!("rainstorm: job {} {:?}: {e}", info.id, info.status),
+        None => eprintln!(
+            "rainstorm: job {} {} ({} tuples in, {} lines out, {:.2} s)",
+            info.id,
+            status_word(info.status),
+            info.source_tuples,
+            info.sink_tuples,
+            info.elapsed_ms as f64 / 1000.0
+        ),
+    }
+    if succeeded(info) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Prints rows under headers, each column as wide as its widest cell.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+/// Prints a listing: pretty JSON, or a table with one row per item.
+fn listing<T: serde::Serialize>(
+    items: &[T],
+    json: bool,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(items)?);
+    } else {
+        table(headers, items.iter().map(row).collect());
+    }
+    Ok(())
+}
+
+/// `rainstorm jobs`.
+pub(super) fn jobs(jobs: &[JobInfo], json: bool) -> anyhow::Result<()> {
+    let headers = [
+        "ID", "NAME", "STATUS", "DELIVERY", "IN", "OUT", "RESTARTS", "SECONDS",
+    ];
+    listing(jobs, json, &headers, |j| {
+        vec![
+            j.id.to_string(),
+            j.name.clone().unwrap_or_default(),
+            status_word(j.status),
+            j.delivery.as_str().to_string(),
+            j.source_tuples.to_string(),
+            j.sink_tuples.to_string(),
+            j.recoveries.to_string(),
+            format!("{:.1}", j.elapsed_ms as f64 / 1000.0),
+        ]
+    })
+}
+
+/// `rainstorm tasks`.
+pub(super) fn tasks(tasks: &[TaskInfo], json: bool) -> anyhow::Result<()> {
+    let headers = [
+        "JOB", "STAGE", "TASK", "WORKER", "PID", "STATE", "ATTEMPT", "IN", "OUT", "RATE/S",
+        "OPERATOR",
+    ];
+    listing(tasks, json, &headers, |t| {
+        vec![
+            t.job.to_string(),
+            t.stage.to_string(),
+            t.task.to_string(),
+            t.worker.to_string(),
+            t.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            status_word(t.state),
+            t.attempt.to_string(),
+            t.tuples_in.to_string(),
+            t.tuples_out.to_string(),
+            format!("{:.1}", t.input_rate),
+            t.operator.clone(),
+        ]
+    })
+}
+
+/// `rainstorm workers`.
+pub(super) fn workers(workers: &[WorkerInfo], json: bool) -> anyhow::Result<()> {
+    let headers = ["ID", "ADDRESS", "STATE", "LAST HEARTBEAT", "TASKS"];
+    listing(workers, json, &headers, |w| {
+        vec![
+            w.id.to_string(),
+            w.address.clone(),
+            status_word(w.state),
+            format!("{:.1}s", w.last_heartbeat_s),
+            w.running_tasks.to_string(),
+        ]
+    })
+}
+
+/// `rainstorm job ID`.
+pub(super) fn job(j: &JobInfo, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(j)?);
+        return Ok(());
+    }
+    println!("id:         {}", j.id);
+    println!("name:       {}", j.name.clone().unwrap_or_default());
+    println!("status:     {}", status_word(j.status));
+    if let Some(e) = &j.error {
+        println!("error:      {e}");
+    }
+    println!("delivery:   {}", j.delivery.as_str());
+    println!("stages:     {}", j.stages.join(" → "));
+    println!("sink:       {}", j.sink);
+    println!("tuples:     {} in, {} out", j.source_tuples, j.sink_tuples);
+    println!(
+        "failures:   {} seen, {} recoveries",
+        j.failures, j.recoveries
+    );
+    println!("elapsed:    {:.2} s", j.elapsed_ms as f64 / 1000.0);
+    if let Some(l) = &j.latency_ms {
+        println!(
+            "latency:    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            l.p50, l.p99, l.max
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! Signals for the long-running roles (leader, worker): SIGINT or SIGTERM starts a graceful stop,
+//! and a second one exits at once. (`run` watches SIGINT itself, to cancel its job.)
+
+use tokio_util::sync::CancellationToken;
+
+/// A token cancelled by SIGINT or SIGTERM (graceful stop); a second signal exits at once.
+pub(super) fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    // Process-wide signal watcher: it lives as long as the process (the runtime drops it).
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down gracefully (signal again to force)");
+        t.cancel();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(130);
+    });
+    token
+}
