@@ -127,28 +127,25 @@ impl Cluster {
     /// still there), then the leader.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.workers_shutdown.cancel();
-        let mut first_err = None;
-        while let Some(r) = self.worker_parts.join_next().await {
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => first_err = first_err.or(Some(e)),
-                Err(e) => {
-                    first_err = first_err.or(Some(anyhow::anyhow!("worker task panicked: {e}")))
-                }
-            }
-        }
+        let workers = join_all(&mut self.worker_parts, "worker").await;
         self.shutdown.cancel();
-        while let Some(r) = self.parts.join_next().await {
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => first_err = first_err.or(Some(e)),
-                Err(e) => {
-                    first_err = first_err.or(Some(anyhow::anyhow!("cluster task panicked: {e}")))
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        let leader = join_all(&mut self.parts, "cluster").await;
+        workers.and(leader)
     }
+}
+
+/// Waits for every part; returns the first error (or panic) among them.
+async fn join_all(parts: &mut JoinSet<anyhow::Result<()>>, what: &str) -> anyhow::Result<()> {
+    let mut first_err = None;
+    while let Some(r) = parts.join_next().await {
+        let err = match r {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("{what} task panicked: {e}"),
+        };
+        first_err = first_err.or(Some(err));
+    }
+    first_err.map_or(Ok(()), Err)
 }
 
 /// Runs one job on a fresh embedded cluster, printing its output lines to stdout.

@@ -5,6 +5,7 @@
 pub mod api;
 mod dashboard;
 pub mod driver;
+mod monitor;
 pub mod state;
 pub mod validate;
 
@@ -14,16 +15,14 @@ use crate::dataplane::{listener, DataConfig};
 use crate::model::check::{check_spec, Problem};
 use crate::model::ids::JobId;
 use crate::model::spec::JobSpec;
-use crate::protocol::control::{TaskState, WorkerState};
 use crate::runtime::sink::SinkProgress;
 use crate::runtime::store::Store;
 use crate::runtime::task::TaskEnv;
 use anyhow::Context;
 use state::{lock, JobEvent, JobRec, SharedState};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -125,32 +124,8 @@ impl Leader {
         let (ev_tx, ev_rx) = mpsc::channel(256);
         let cancel = CancellationToken::new();
         let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
-        let id = {
-            let mut st = lock(&self.state);
-            st.next_job += 1;
-            let id = JobId(format!("job-{}", st.next_job));
-            st.jobs.insert(
-                id.clone(),
-                JobRec {
-                    spec: spec.clone(),
-                    status: crate::protocol::control::JobStatus::Running,
-                    error: None,
-                    submitted: SystemTime::now(),
-                    started: Instant::now(),
-                    ended: None,
-                    source_tuples: Arc::new(AtomicU64::new(0)),
-                    sink_tuples: Arc::new(AtomicU64::new(0)),
-                    latency: Arc::default(),
-                    failures: 0,
-                    recoveries: 0,
-                    events: Some(ev_tx),
-                    cancel: cancel.clone(),
-                    progress: progress_rx,
-                    sink_file,
-                },
-            );
-            id
-        };
+        let rec = JobRec::new(spec.clone(), ev_tx, cancel.clone(), progress_rx, sink_file);
+        let id = lock(&self.state).add_job(rec);
         info!(job = %id, name = ?spec.name, "job submitted");
         if self
             .spawn_tx
@@ -208,7 +183,7 @@ pub async fn run(
         env_routes.clone(),
         stop_net.clone(),
     ));
-    bg.spawn(monitor(leader.clone(), stop_net.clone()));
+    bg.spawn(monitor::monitor(leader.clone(), stop_net.clone()));
     let app = api::router(leader.clone());
     let http_stop = stop_net.clone();
     bg.spawn(async move {
@@ -245,133 +220,4 @@ pub async fn run(
     stop_net.cancel();
     while bg.join_next().await.is_some() {}
     Ok(())
-}
-
-/// Records a task attempt as failed and returns the event for its job's driver (if the job
-/// still runs).
-fn fail_task(
-    st: &mut state::State,
-    key: crate::model::ids::TaskKey,
-    attempt: u32,
-    cause: String,
-) -> Option<(mpsc::Sender<JobEvent>, JobEvent)> {
-    if let Some(t) = st.tasks.get_mut(&key) {
-        t.state = TaskState::Failed;
-        t.error = Some(cause.clone());
-    }
-    let tx = st.jobs.get(&key.job).and_then(|j| j.events.clone())?;
-    Some((
-        tx,
-        JobEvent::TaskEnded {
-            key,
-            attempt,
-            state: TaskState::Failed,
-            error: Some(cause),
-        },
-    ))
-}
-
-/// Declares workers dead after the heartbeat timeout, fails their tasks (the drivers decide on
-/// recovery), and drops ended jobs past retention.
-async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
-    let period = (leader.cfg.heartbeat_timeout / 5)
-        .clamp(Duration::from_millis(20), Duration::from_millis(500));
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let mut to_send = Vec::new();
-        {
-            let mut st = lock(&leader.state);
-            let now = Instant::now();
-            let dead: Vec<_> = st
-                .workers
-                .iter()
-                .filter(|(_, w)| {
-                    w.state == WorkerState::Alive
-                        && now.duration_since(w.last_seen) > leader.cfg.heartbeat_timeout
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in dead {
-                warn!(worker = %id, "worker missed its heartbeats; declared dead");
-                if let Some(w) = st.workers.get_mut(&id) {
-                    w.state = WorkerState::Dead;
-                    w.commands.clear();
-                    w.notify.notify_one();
-                }
-                let lost: Vec<_> = st
-                    .tasks
-                    .iter()
-                    .filter(|(_, t)| t.worker == id && !t.state.is_terminal())
-                    .map(|(k, t)| (k.clone(), t.attempt))
-                    .collect();
-                for (key, attempt) in lost {
-                    to_send.extend(fail_task(
-                        &mut st,
-                        key,
-                        attempt,
-                        format!("worker {id} lost"),
-                    ));
-                }
-            }
-            let stall = leader.cfg.stall_timeout;
-            let candidates: Vec<_> = st
-                .tasks
-                .iter()
-                .filter(|(_, t)| {
-                    t.state == TaskState::Running
-                        && t.queued > 0
-                        && now.duration_since(t.progressed) > stall
-                })
-                .map(|(k, t)| (k.clone(), t.attempt, t.worker.clone()))
-                .collect();
-            // Tasks upstream of a stalled task are only backpressured: per job, only the
-            // deepest stalled stage is the culprit.
-            let mut deepest: std::collections::HashMap<crate::model::ids::JobId, u32> =
-                std::collections::HashMap::new();
-            for (k, _, _) in &candidates {
-                let d = deepest.entry(k.job.clone()).or_insert(0);
-                *d = (*d).max(k.pos.stage);
-            }
-            let stalled: Vec<_> = candidates
-                .into_iter()
-                .filter(|(k, _, _)| deepest.get(&k.job) == Some(&k.pos.stage))
-                .collect();
-            for (key, attempt, worker) in stalled {
-                let cause = format!(
-                    "stalled: input waiting and no progress for {:.0} s",
-                    stall.as_secs_f64()
-                );
-                warn!(task = %key, attempt, %worker, "{cause}");
-                st.command(
-                    &worker,
-                    crate::protocol::control::Command::StopTask {
-                        key: key.clone(),
-                        attempt,
-                    },
-                );
-                to_send.extend(fail_task(&mut st, key, attempt, cause));
-            }
-            let retention = leader.cfg.retention;
-            let expired: Vec<_> = st
-                .jobs
-                .iter()
-                .filter(|(_, j)| j.ended.is_some_and(|e| now.duration_since(e) > retention))
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in expired {
-                st.jobs.remove(&id);
-                st.tasks.retain(|k, _| k.job != id);
-            }
-        }
-        for (tx, ev) in to_send {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                r = tx.send(ev) => if r.is_err() { warn!("job ended before a lost worker's task could be reported to it"); },
-            }
-        }
-    }
 }

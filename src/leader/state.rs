@@ -133,7 +133,60 @@ fn ms_since_epoch(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+impl JobRec {
+    /// A job's record as it is submitted: running, nothing counted yet.
+    pub fn new(
+        spec: JobSpec,
+        events: mpsc::Sender<JobEvent>,
+        cancel: CancellationToken,
+        progress: watch::Receiver<SinkProgress>,
+        sink_file: std::path::PathBuf,
+    ) -> JobRec {
+        JobRec {
+            spec,
+            status: JobStatus::Running,
+            error: None,
+            submitted: SystemTime::now(),
+            started: Instant::now(),
+            ended: None,
+            source_tuples: Arc::new(AtomicU64::new(0)),
+            sink_tuples: Arc::new(AtomicU64::new(0)),
+            latency: Arc::default(),
+            failures: 0,
+            recoveries: 0,
+            events: Some(events),
+            cancel,
+            progress,
+            sink_file,
+        }
+    }
+}
+
 impl State {
+    /// Records a job under a new id `job-N`.
+    pub fn add_job(&mut self, rec: JobRec) -> JobId {
+        self.next_job += 1;
+        let id = JobId(format!("job-{}", self.next_job));
+        self.jobs.insert(id.clone(), rec);
+        id
+    }
+
+    /// Records a newly registered worker, alive and with no commands, under a new id `wN`.
+    pub fn add_worker(&mut self, data_addr: String) -> WorkerId {
+        self.next_worker += 1;
+        let id = WorkerId(format!("w{}", self.next_worker));
+        let rec = WorkerRec {
+            data_addr,
+            last_seen: Instant::now(),
+            state: WorkerState::Alive,
+            commands: VecDeque::new(),
+            next_command: 0,
+            notify: Arc::new(Notify::new()),
+        };
+        self.workers.insert(id.clone(), rec);
+        id
+    }
+
     /// Queues a command for a worker and wakes its poll.
     pub fn command(&mut self, worker: &WorkerId, cmd: Command) {
         if let Some(w) = self.workers.get_mut(worker) {
