@@ -1,6 +1,10 @@
 //! The leader: public HTTP/JSON API and worker control plane on one address, the job drivers,
 //! the source and sink of every job (on its own data listener), the store, and the monitor that
 //! declares silent workers dead.
+//!
+//! This file holds the leader's configuration, the shared [`Leader`] context with
+//! [`Leader::submit`], and [`run`], which starts the parts: the HTTP surface (`api`), the
+//! monitor (`monitor`) and one driver per job (`driver`), over the state in `state`.
 
 pub mod api;
 mod dashboard;
