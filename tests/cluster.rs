@@ -288,7 +288,7 @@ fn read_frame(s: &mut std::net::TcpStream) -> Option<rainstorm::protocol::frame:
 #[test]
 fn late_tuple_for_a_finished_or_unknown_task_is_answered_not_a_crash() {
     use rainstorm::model::tuple::Tuple;
-    use rainstorm::protocol::frame::Frame;
+    use rainstorm::protocol::frame::{Frame, Hello};
     let c = Cluster::start(1, 5.0);
     c.file("in.txt", "x\ny\n");
     c.ok(&["put", "in.txt", "in.txt"]);
@@ -310,14 +310,18 @@ fn late_tuple_for_a_finished_or_unknown_task_is_answered_not_a_crash() {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         send_frame(
             &mut s,
-            &Frame::Hello {
+            &Frame::Hello(Hello {
                 job: job.into(),
                 from_stage: 0,
                 from_index: 0,
                 from_attempt: 0,
                 to_stage: 1,
                 to_index: 0,
-            },
+                to_attempt: 0,
+                epoch: 0,
+                acked: 0,
+                eos_acked: false,
+            }),
         );
         match read_frame(&mut s) {
             Some(Frame::Reject { reason, .. }) => assert!(reason.contains("no task"), "{reason}"),

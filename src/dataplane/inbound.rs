@@ -1,6 +1,7 @@
 //! The receiving side's per-task state shared with connections: the task's bounded inbox and its
 //! ack board. Acks are per link, not per connection, so a reconnecting sender immediately learns
-//! how far the task got, and a late ack is harmless.
+//! how far the task got, and a late ack is harmless. A registration belongs to one attempt of
+//! a task: the listener hands a connection only to the attempt its Hello names.
 
 use crate::model::ids::TaskKey;
 use crate::model::tuple::Tuple;
@@ -8,12 +9,44 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Lets a task reset the connection a message came from: on a protocol error (a sequence
+/// gap) the connection is dropped unacknowledged and the sender re-sends from its last ack.
+#[derive(Clone, Debug, Default)]
+pub struct ConnCtl(CancellationToken);
+
+impl ConnCtl {
+    /// Asks the connection's handler to drop it.
+    pub fn reset(&self) {
+        self.0.cancel();
+    }
+
+    /// Resolves once a reset was asked for.
+    pub async fn reset_requested(&self) {
+        self.0.cancelled().await
+    }
+}
 
 /// What a connection hands a task.
 #[derive(Debug)]
 pub enum Inbound {
+    /// A sender attempt connected; its link is acknowledged up to `acked` already (by this
+    /// attempt or an earlier one of this task), and those tuples will never be sent again.
+    Connected {
+        /// Upstream task index.
+        from: u32,
+        /// Highest sequence number the sender holds acknowledged.
+        acked: u64,
+        /// The sender holds the link's end of stream acknowledged.
+        eos_acked: bool,
+        /// The connection.
+        conn: ConnCtl,
+    },
     /// Tuples `first_seq ..` from upstream task `from`.
     Batch {
+        /// The connection it came on.
+        conn: ConnCtl,
         /// Upstream task index.
         from: u32,
         /// Sequence number of the first tuple.
@@ -25,6 +58,8 @@ pub enum Inbound {
     },
     /// End of stream of the link from `from`.
     Eos {
+        /// The connection it came on.
+        conn: ConnCtl,
         /// Upstream task index.
         from: u32,
         /// Last sequence number of the link.
@@ -75,6 +110,10 @@ pub struct InboundHandle {
     pub acks: Arc<AckBoard>,
     /// Distinguishes registrations of the same task (restarts on the same process).
     pub generation: u64,
+    /// The attempt registered: connections naming another attempt are refused.
+    pub attempt: u32,
+    /// The job epoch of that attempt.
+    pub epoch: u32,
 }
 
 /// All tasks of this process that can receive data, by job and position.
@@ -105,12 +144,17 @@ impl Drop for Registration {
 }
 
 impl Registry {
-    /// Registers a task; returns its inbox, ack board and the guard that unregisters it.
+    /// Registers attempt `attempt` of a task, replacing an older attempt's registration (its
+    /// connections can no longer reach the new one). Returns its inbox, ack board and the
+    /// guard that unregisters it, or `None` when a newer attempt is already registered here
+    /// (the start of a superseded attempt arrived late).
     pub fn register(
         self: &Arc<Self>,
         key: TaskKey,
+        attempt: u32,
+        epoch: u32,
         capacity: usize,
-    ) -> (mpsc::Receiver<Inbound>, Arc<AckBoard>, Registration) {
+    ) -> Option<(mpsc::Receiver<Inbound>, Arc<AckBoard>, Registration)> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let acks = Arc::new(AckBoard::default());
         let generation = self.next_gen.fetch_add(1, Ordering::Relaxed);
@@ -118,12 +162,17 @@ impl Registry {
             tx,
             acks: acks.clone(),
             generation,
+            attempt,
+            epoch,
         };
-        self.tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), handle);
-        (
+        {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            if tasks.get(&key).is_some_and(|h| h.attempt > attempt) {
+                return None;
+            }
+            tasks.insert(key.clone(), handle);
+        }
+        Some((
             rx,
             acks,
             Registration {
@@ -131,7 +180,7 @@ impl Registry {
                 key,
                 generation,
             },
-        )
+        ))
     }
 
     /// Looks a task up (a copy of its handle; the lock is released at once).

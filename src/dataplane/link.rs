@@ -4,20 +4,23 @@
 //! acked. Retry belongs to the link: nothing is ever written back into the queue it drains.
 
 use super::routes::RouteTable;
+use super::transport::Network;
 use super::DataConfig;
+use crate::model::backoff::Backoff;
 use crate::model::ids::{JobId, TaskPos};
 use crate::model::tuple::Tuple;
-use crate::protocol::frame::{codec, encode_batch, Frame};
+use crate::protocol::frame::{codec, encode_batch, Frame, Hello};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+use super::transport::{ConnRead, ConnWrite};
 
 /// What a router hands a link. The end of stream is explicit: a link whose channel merely
 /// closes (its task failed or was cancelled) abandons the stream and never sends EOS, so a
@@ -39,18 +42,8 @@ pub struct OutBatch {
     pub emit_ns: u64,
 }
 
-/// How far a link is acknowledged, published for whoever must know (the leader reads its
-/// source links' progress when a first-stage task restarts).
-#[derive(Debug, Default)]
-pub struct LinkProgress {
-    /// Highest acknowledged sequence number.
-    pub acked: std::sync::atomic::AtomicU64,
-    /// The end of stream is acknowledged.
-    pub eos: std::sync::atomic::AtomicBool,
-}
-
 /// Static description of a link.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LinkSpec {
     /// Job.
     pub job: JobId,
@@ -58,14 +51,20 @@ pub struct LinkSpec {
     pub from: TaskPos,
     /// Sending task's attempt (announced in the Hello, for fencing).
     pub attempt: u32,
+    /// Job epoch (announced in the Hello; sequence numbers start above `epoch << EPOCH_SHIFT`).
+    pub epoch: u32,
     /// Receiving task.
     pub to: TaskPos,
     /// Whether unacknowledged batches are re-sent after a reconnect (false = at-most-once).
     pub resend: bool,
-    /// Where to publish acknowledgements, if anyone needs them.
-    pub progress: Option<std::sync::Arc<LinkProgress>>,
-    /// Sequence numbers start above this (the job epoch's floor; 0 in the first epoch).
-    pub floor: u64,
+    /// Keep serving after the end of stream is acknowledged: a later attempt of the receiver
+    /// is told, in its Hello, that everything including the end was acknowledged. The source
+    /// needs this (its links are the first stage's only record of what was delivered).
+    pub linger: bool,
+    /// Told this link's index the first time its end of stream is acknowledged.
+    pub done: Option<mpsc::Sender<u32>>,
+    /// How to reach the receiver.
+    pub net: Arc<dyn Network>,
 }
 
 /// Bits of a sequence number below the epoch: epoch `e` numbers its tuples from `e << 40`.
@@ -78,23 +77,29 @@ pub enum LinkEnd {
     Done,
     /// Stopped by cancellation.
     Cancelled,
+    /// Refused for good by the receiver: this sender attempt (or epoch) is stale.
+    Fenced,
 }
 
-type Conn = (
-    FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
-    FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
-    String,
-);
+struct Connection {
+    rd: FramedRead<ConnRead, LengthDelimitedCodec>,
+    wr: FramedWrite<ConnWrite, LengthDelimitedCodec>,
+    /// Where it goes: the destination's address and attempt when it was opened.
+    dest: (String, u32),
+}
 
 struct Window {
     batches: VecDeque<(u64, u64, Bytes)>,
     bytes: usize,
+    /// Highest sequence number acknowledged.
+    acked: u64,
 }
 
 impl Window {
     fn ack(&mut self, upto: u64) {
+        self.acked = self.acked.max(upto);
         while let Some((_, last, b)) = self.batches.front() {
-            if *last > upto {
+            if *last > self.acked {
                 break;
             }
             self.bytes -= b.len();
@@ -103,7 +108,12 @@ impl Window {
     }
 }
 
-/// Runs a link until its end of stream is acknowledged or it is cancelled.
+/// The destination's current placement, if any.
+fn dest_of(routes: &RouteTable, to: &TaskPos) -> Option<(String, u32)> {
+    routes.get(to).cloned()
+}
+
+/// Runs a link until its end of stream is acknowledged (or, lingering, until cancelled).
 pub async fn run_link(
     spec: LinkSpec,
     cfg: DataConfig,
@@ -111,18 +121,22 @@ pub async fn run_link(
     mut routes: watch::Receiver<RouteTable>,
     cancel: CancellationToken,
 ) -> LinkEnd {
+    let floor = u64::from(spec.epoch) << EPOCH_SHIFT;
     let mut window = Window {
         batches: VecDeque::new(),
         bytes: 0,
+        acked: floor,
     };
-    let mut next_seq: u64 = spec.floor + 1;
+    let mut next_seq: u64 = floor + 1;
     let mut input_closed = false;
     let mut eos_sent = false;
-    let mut conn: Option<Conn> = None;
-    let mut backoff = Duration::from_millis(5);
+    let mut eos_acked = false;
+    let mut conn: Option<Connection> = None;
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(250));
     loop {
         if conn.is_none() {
-            match connect(&spec, &mut routes, &cancel, &mut backoff).await {
+            let hello_state = (window.acked, eos_acked);
+            match connect(&spec, hello_state, &mut routes, &cancel, &mut backoff).await {
                 None => return LinkEnd::Cancelled,
                 Some(mut c) => {
                     if !spec.resend {
@@ -139,7 +153,7 @@ pub async fn run_link(
                             .encode(),
                         );
                     }
-                    if send(&mut c.1, frames, &cancel, &mut routes, &spec.to, &c.2)
+                    if send(&mut c, frames, &cancel, &mut routes, &spec.to)
                         .await
                         .is_ok()
                     {
@@ -149,7 +163,7 @@ pub async fn run_link(
                 }
             }
         }
-        let Some((rd, wr, addr)) = conn.as_mut() else {
+        let Some(c) = conn.as_mut() else {
             continue;
         };
         if input_closed && !eos_sent {
@@ -157,7 +171,7 @@ pub async fn run_link(
             let eos = Frame::Eos {
                 last_seq: next_seq - 1,
             };
-            if send(wr, [eos.encode()], &cancel, &mut routes, &spec.to, addr)
+            if send(c, [eos.encode()], &cancel, &mut routes, &spec.to)
                 .await
                 .is_err()
             {
@@ -169,25 +183,28 @@ pub async fn run_link(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return LinkEnd::Cancelled,
-            frame = rd.next() => {
+            frame = c.rd.next() => {
                 match frame.map(|r| r.map(|b| Frame::decode(b.freeze()))) {
                     Some(Ok(Ok(Frame::Ack { upto, eos }))) => {
+                        tracing::trace!(job = %spec.job, from = %spec.from, to = %spec.to, upto, eos, "ack");
                         window.ack(upto);
-                        if let Some(p) = &spec.progress {
-                            p.acked.fetch_max(upto, std::sync::atomic::Ordering::Relaxed);
-                            if eos && eos_sent && upto >= next_seq - 1 {
-                                p.eos.store(true, std::sync::atomic::Ordering::Relaxed);
+                        backoff.reset();
+                        if eos && eos_sent && upto >= next_seq - 1 && !eos_acked {
+                            eos_acked = true;
+                            if let Some(done) = &spec.done {
+                                if done.try_send(spec.to.index).is_err() {
+                                    debug!(job = %spec.job, to = %spec.to, "nobody waits for this link's end");
+                                }
                             }
-                        }
-                        backoff = Duration::from_millis(5);
-                        if eos && eos_sent && upto >= next_seq - 1 {
-                            return LinkEnd::Done;
+                            if !spec.linger {
+                                return LinkEnd::Done;
+                            }
                         }
                     }
                     Some(Ok(Ok(Frame::Reject { retry: false, reason }))) => {
                         // This sender is a stale attempt: a newer one runs elsewhere.
                         warn!(job = %spec.job, from = %spec.from, to = %spec.to, %reason, "link fenced off; stopping");
-                        return LinkEnd::Cancelled;
+                        return LinkEnd::Fenced;
                     }
                     Some(Ok(Ok(Frame::Reject { reason, .. }))) => {
                         debug!(job = %spec.job, from = %spec.from, to = %spec.to, %reason, "link rejected; retrying");
@@ -222,9 +239,8 @@ pub async fn run_link(
                     // The job's routes were removed: the job is over for this process.
                     return LinkEnd::Cancelled;
                 }
-                let moved = routes.borrow().get(&spec.to).map(|(a, _)| a != addr).unwrap_or(true);
-                if moved {
-                    debug!(job = %spec.job, to = %spec.to, "destination moved; reconnecting");
+                if dest_of(&routes.borrow(), &spec.to).as_ref() != Some(&c.dest) {
+                    debug!(job = %spec.job, to = %spec.to, "destination moved or restarted; reconnecting");
                     conn = None;
                 }
             }
@@ -236,10 +252,16 @@ pub async fn run_link(
                     }
                     let first = next_seq;
                     next_seq += n;
+                    if next_seq - 1 <= window.acked {
+                        // A restarted sender regenerating what its predecessor delivered:
+                        // the receiver holds all of it acknowledged already, and a duplicate
+                        // changes no ack, so keeping it would hold the window forever.
+                        continue;
+                    }
                     let bytes = encode_batch(first, b.emit_ns, &b.tuples);
                     window.bytes += bytes.len();
                     window.batches.push_back((first, next_seq - 1, bytes.clone()));
-                    if send(wr, [bytes], &cancel, &mut routes, &spec.to, addr).await.is_err() {
+                    if send(c, [bytes], &cancel, &mut routes, &spec.to).await.is_err() {
                         conn = None;
                     }
                 }
@@ -253,17 +275,18 @@ pub async fn run_link(
     }
 }
 
-/// Writes frames and flushes; gives up (Err) on cancellation or when the destination moves.
-/// A write to a partitioned host can block for minutes (no reset ever comes), so a blocked
-/// write must not keep a link from following its destination to a new worker.
+/// Writes frames and flushes; gives up (Err) on cancellation or when the destination moves or
+/// restarts. A write to a partitioned host can block for minutes (no reset ever comes), so a
+/// blocked write must not keep a link from following its destination to a new attempt.
 async fn send(
-    wr: &mut FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    c: &mut Connection,
     frames: impl IntoIterator<Item = Bytes>,
     cancel: &CancellationToken,
     routes: &mut watch::Receiver<RouteTable>,
     to: &TaskPos,
-    addr: &str,
 ) -> Result<(), ()> {
+    let wr = &mut c.wr;
+    let dest = &c.dest;
     let write = async {
         for f in frames {
             wr.feed(f).await?;
@@ -275,12 +298,7 @@ async fn send(
             if routes.changed().await.is_err() {
                 return;
             }
-            if routes
-                .borrow()
-                .get(to)
-                .map(|(a, _)| a != addr)
-                .unwrap_or(true)
-            {
+            if dest_of(&routes.borrow(), to).as_ref() != Some(dest) {
                 return;
             }
         }
@@ -295,49 +313,52 @@ async fn send(
     }
 }
 
-async fn pause(cancel: &CancellationToken, backoff: &mut Duration) -> Result<(), ()> {
-    let d = *backoff;
-    *backoff = (*backoff * 2).min(Duration::from_millis(250));
+async fn pause(cancel: &CancellationToken, backoff: &mut Backoff) -> Result<(), ()> {
+    let d = backoff.next();
     tokio::select! {
         _ = cancel.cancelled() => Err(()),
         _ = tokio::time::sleep(d) => Ok(()),
     }
 }
 
+/// Connects to wherever the destination runs now and says Hello, naming both attempts and
+/// how far the link is acknowledged.
 async fn connect(
     spec: &LinkSpec,
+    (acked, eos_acked): (u64, bool),
     routes: &mut watch::Receiver<RouteTable>,
     cancel: &CancellationToken,
-    backoff: &mut Duration,
-) -> Option<Conn> {
+    backoff: &mut Backoff,
+) -> Option<Connection> {
     loop {
-        let addr = routes
-            .borrow_and_update()
-            .get(&spec.to)
-            .map(|(a, _)| a.clone());
-        if let Some(addr) = addr {
-            let attempt = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&addr));
+        let dest = dest_of(&routes.borrow_and_update(), &spec.to);
+        if let Some((addr, to_attempt)) = dest {
+            let attempt = tokio::time::timeout(Duration::from_secs(2), spec.net.connect(&addr));
             let res = tokio::select! {
                 _ = cancel.cancelled() => return None,
                 r = attempt => r,
             };
             match res {
                 Ok(Ok(stream)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        debug!(error = %e, "set_nodelay failed");
-                    }
-                    let (r, w) = stream.into_split();
-                    let mut wr = FramedWrite::new(w, codec());
-                    let hello = Frame::Hello {
+                    let mut wr = FramedWrite::new(stream.write, codec());
+                    let hello = Frame::Hello(Hello {
                         job: spec.job.0.clone(),
                         from_stage: spec.from.stage,
                         from_index: spec.from.index,
                         from_attempt: spec.attempt,
                         to_stage: spec.to.stage,
                         to_index: spec.to.index,
-                    };
+                        to_attempt,
+                        epoch: spec.epoch,
+                        acked,
+                        eos_acked,
+                    });
                     if wr.send(hello.encode()).await.is_ok() {
-                        return Some((FramedRead::new(r, codec()), wr, addr));
+                        return Some(Connection {
+                            rd: FramedRead::new(stream.read, codec()),
+                            wr,
+                            dest: (addr, to_attempt),
+                        });
                     }
                 }
                 Ok(Err(e)) => {
@@ -346,8 +367,7 @@ async fn connect(
                 Err(_) => debug!(job = %spec.job, to = %spec.to, %addr, "connect timed out"),
             }
         }
-        let d = *backoff;
-        *backoff = (*backoff * 2).min(Duration::from_millis(250));
+        let d = backoff.next();
         tokio::select! {
             _ = cancel.cancelled() => return None,
             r = routes.changed() => if r.is_err() { return None; },

@@ -3,44 +3,60 @@
 //! task's bounded inbox and forwards the link's acks back. An unknown destination is a normal
 //! case: it is answered with a Reject, never a panic.
 
-use super::inbound::{Inbound, Registry};
+use super::inbound::{ConnCtl, Inbound, Registry};
 use super::routes::{RouteTable, Routes};
+use super::transport::{Acceptor, Conn};
+use crate::model::backoff::Backoff;
 use crate::model::ids::{JobId, TaskKey, TaskPos};
-use crate::protocol::frame::{codec, Frame};
+use crate::protocol::frame::{codec, Frame, Hello};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpStream};
+use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
+/// How long a new connection may take to say Hello before it is dropped.
+const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Accepts connections until `shutdown`, then waits for every handler to finish.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: impl Acceptor,
     registry: Arc<Registry>,
     routes: Arc<Routes>,
     shutdown: CancellationToken,
 ) {
     let mut conns = JoinSet::new();
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+                Ok(conn) => {
+                    backoff.reset();
                     let registry = registry.clone();
                     let routes = routes.clone();
                     let stop = shutdown.clone();
+                    let span = tracing::debug_span!("data_conn", peer = %conn.peer);
                     conns.spawn(
                         async move {
-                            if let Err(e) = serve_conn(stream, registry, routes, stop).await {
+                            if let Err(e) = serve_conn(conn, registry, routes, stop).await {
                                 debug!(error = %e, "data connection ended");
                             }
                         }
-                        .instrument(tracing::debug_span!("data_conn", %peer)),
+                        .instrument(span),
                     );
                 }
-                Err(e) => warn!(error = %e, "accept failed on the data listener"),
+                Err(e) => {
+                    // Out of descriptors, say: back off instead of spinning on the error.
+                    let d = backoff.next();
+                    warn!(error = %e, retry_in = ?d, "accept failed on the data listener");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                }
             },
             Some(res) = conns.join_next(), if !conns.is_empty() => {
                 if let Err(e) = res {
@@ -70,69 +86,120 @@ fn stale(table: &RouteTable, from: TaskPos, attempt: u32) -> bool {
         .is_some_and(|(_, current)| *current > attempt)
 }
 
+/// Decides whether a Hello may reach a registered task: `Err((retry, reason))` refuses it.
+/// Retry means "the receiver you name is not here yet (or you will soon learn where it is)";
+/// no retry means "you are stale: a newer attempt or epoch of you exists".
+fn admit(
+    hello: &Hello,
+    registered: Option<(u32, u32)>,
+    table: Option<&RouteTable>,
+) -> Result<(), (bool, String)> {
+    let to = TaskPos {
+        stage: hello.to_stage,
+        index: hello.to_index,
+    };
+    let from = TaskPos {
+        stage: hello.from_stage,
+        index: hello.from_index,
+    };
+    if table.is_some_and(|t| stale(t, from, hello.from_attempt)) {
+        return Err((
+            false,
+            format!("attempt {} of {from} is stale", hello.from_attempt),
+        ));
+    }
+    let Some((attempt, epoch)) = registered else {
+        return Err((
+            true,
+            format!("no task {to} here (not started, restarted elsewhere, or finished)"),
+        ));
+    };
+    if hello.epoch < epoch {
+        return Err((
+            false,
+            format!("epoch {} is over (epoch {epoch} runs)", hello.epoch),
+        ));
+    }
+    if hello.epoch > epoch || hello.to_attempt != attempt {
+        return Err((
+            true,
+            format!(
+                "attempt {} of {to} (epoch {}) is not here; attempt {attempt} (epoch {epoch}) is",
+                hello.to_attempt, hello.epoch
+            ),
+        ));
+    }
+    Ok(())
+}
+
 async fn serve_conn(
-    stream: TcpStream,
+    conn: Conn,
     registry: Arc<Registry>,
     routes: Arc<Routes>,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
-    stream.set_nodelay(true)?;
-    let (r, w) = stream.into_split();
-    let mut rd = FramedRead::new(r, codec());
-    let mut wr = FramedWrite::new(w, codec());
-    let hello = match rd.next().await {
+    let mut rd = FramedRead::new(conn.read, codec());
+    let mut wr = FramedWrite::new(conn.write, codec());
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        f = tokio::time::timeout(HELLO_DEADLINE, rd.next()) => match f {
+            Ok(f) => f,
+            Err(_) => return Err(ConnError::Protocol("no Hello before the deadline".into())),
+        },
+    };
+    let hello = match first {
         Some(Ok(b)) => Frame::decode(b.freeze()).map_err(|e| ConnError::Protocol(e.to_string()))?,
         Some(Err(e)) => return Err(e.into()),
         None => return Ok(()),
     };
-    let Frame::Hello {
-        job,
-        from_stage,
-        from_index,
-        from_attempt,
-        to_stage,
-        to_index,
-    } = hello
-    else {
+    let Frame::Hello(hello) = hello else {
         return Err(ConnError::Protocol("first frame is not a Hello".into()));
     };
     let key = TaskKey {
-        job: JobId(job),
+        job: JobId(hello.job.clone()),
         pos: TaskPos {
-            stage: to_stage,
-            index: to_index,
+            stage: hello.to_stage,
+            index: hello.to_index,
         },
     };
-    let Some(handle) = registry.get(&key) else {
-        let reject = Frame::Reject {
-            retry: true,
-            reason: format!("no task {key} here (not started, restarted elsewhere, or finished)"),
-        };
-        wr.send(reject.encode()).await?;
-        return Ok(());
-    };
     let from = TaskPos {
-        stage: from_stage,
-        index: from_index,
+        stage: hello.from_stage,
+        index: hello.from_index,
     };
-    // Fencing: a sender older than the attempt our route table names is a stale attempt (its
-    // worker was declared dead but lives on); what it sends may derive from input its
-    // replacement never sees, so it is refused, and dropped if it becomes stale later.
+    // Two-sided fencing: the sender must be current (our route table names no newer attempt
+    // of it) and the receiver must be exactly the attempt and epoch the sender expects.
+    let handle = registry.get(&key);
     let mut job_routes = routes.watch_existing(&key.job);
-    if let Some(r) = &job_routes {
-        if stale(&r.borrow(), from, from_attempt) {
-            let reject = Frame::Reject {
-                retry: false,
-                reason: format!("attempt {from_attempt} of {from} is stale"),
-            };
-            wr.send(reject.encode()).await?;
+    let verdict = admit(
+        &hello,
+        handle.as_ref().map(|h| (h.attempt, h.epoch)),
+        job_routes.as_ref().map(|r| r.borrow().clone()).as_ref(),
+    );
+    let handle = match (verdict, handle) {
+        (Ok(()), Some(h)) => h,
+        (Err((retry, reason)), _) => {
+            debug!(%key, %from, retry, %reason, "link refused");
+            wr.send(Frame::Reject { retry, reason }.encode()).await?;
             return Ok(());
         }
-    }
-    debug!(%key, from_stage, from_index, from_attempt, "link connected");
+        (Ok(()), None) => return Ok(()),
+    };
+    debug!(%key, %from, from_attempt = hello.from_attempt, to_attempt = hello.to_attempt, "link connected");
+    let from_index = hello.from_index;
+    let from_attempt = hello.from_attempt;
     let mut acks = handle.acks.subscribe(from_index);
     let inbox = handle.tx.clone();
     drop(handle);
+    let ctl = ConnCtl::default();
+    let connected = Inbound::Connected {
+        from: from_index,
+        acked: hello.acked,
+        eos_acked: hello.eos_acked,
+        conn: ctl.clone(),
+    };
+    if inbox.send(connected).await.is_err() {
+        return Ok(());
+    }
 
     let reader = async {
         while let Some(frame) = rd.next().await {
@@ -144,12 +211,14 @@ async fn serve_conn(
                     emit_ns,
                     tuples,
                 } => Inbound::Batch {
+                    conn: ctl.clone(),
                     from: from_index,
                     first_seq,
                     emit_ns,
                     tuples,
                 },
                 Frame::Eos { last_seq } => Inbound::Eos {
+                    conn: ctl.clone(),
                     from: from_index,
                     last_seq,
                 },
@@ -186,6 +255,10 @@ async fn serve_conn(
     };
     tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
+        _ = ctl.reset_requested() => {
+            debug!(%key, %from, "connection reset by its task (protocol error)");
+            Ok(())
+        }
         _ = fenced => {
             debug!(%key, %from, from_attempt, "sender became stale; closing its connection");
             Ok(())
@@ -207,43 +280,40 @@ async fn serve_conn(
 mod tests {
     use super::*;
     use crate::model::tuple::Tuple;
+    use tokio::net::{TcpListener, TcpStream};
 
-    async fn hello(
-        addr: std::net::SocketAddr,
-        attempt: u32,
-    ) -> (
-        FramedRead<tokio::net::tcp::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
-        FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>,
-    ) {
+    type Rd = FramedRead<tokio::net::tcp::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>;
+    type Wr = FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>;
+
+    async fn hello(addr: std::net::SocketAddr, from_attempt: u32, to_attempt: u32) -> (Rd, Wr) {
         let s = TcpStream::connect(addr).await.unwrap();
         let (r, w) = s.into_split();
         let mut wr = FramedWrite::new(w, codec());
-        let h = Frame::Hello {
+        let h = Frame::Hello(Hello {
             job: "j".into(),
             from_stage: 1,
             from_index: 0,
-            from_attempt: attempt,
+            from_attempt,
             to_stage: 2,
             to_index: 0,
-        };
+            to_attempt,
+            epoch: 0,
+            acked: 0,
+            eos_acked: false,
+        });
         wr.send(h.encode()).await.unwrap();
         (FramedRead::new(r, codec()), wr)
     }
 
-    async fn next(
-        rd: &mut FramedRead<
-            tokio::net::tcp::OwnedReadHalf,
-            tokio_util::codec::LengthDelimitedCodec,
-        >,
-    ) -> Option<Frame> {
-        let f = tokio::time::timeout(std::time::Duration::from_secs(10), rd.next())
+    async fn next(rd: &mut Rd) -> Option<Frame> {
+        let f = tokio::time::timeout(Duration::from_secs(10), rd.next())
             .await
             .ok()??;
         Frame::decode(f.ok()?.freeze()).ok()
     }
 
     #[tokio::test]
-    async fn stale_sender_attempts_are_fenced_off() {
+    async fn links_are_fenced_at_both_ends() {
         let registry = Arc::new(Registry::default());
         let routes = Arc::new(Routes::default());
         let job = JobId("j".into());
@@ -253,7 +323,6 @@ mod tests {
             job: job.clone(),
             pos: TaskPos { stage: 2, index: 0 },
         };
-        let (mut inbox, acks, _reg) = registry.register(key, 4);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -264,15 +333,46 @@ mod tests {
             stop.clone(),
         ));
 
-        // Attempt 1 is older than the route table's attempt 2: refused for good.
-        let (mut rd, _wr) = hello(addr, 1).await;
+        // Nobody registered yet: come back later.
+        let (mut rd, _wr) = hello(addr, 2, 5).await;
+        assert!(matches!(
+            next(&mut rd).await,
+            Some(Frame::Reject { retry: true, .. })
+        ));
+
+        // Attempt 4 of the receiver is registered; a Hello for attempt 5 must not reach it.
+        let (mut old_inbox, _old_acks, _old_reg) = registry.register(key.clone(), 4, 0, 4).unwrap();
+        let (mut rd, _wr) = hello(addr, 2, 5).await;
+        assert!(matches!(
+            next(&mut rd).await,
+            Some(Frame::Reject { retry: true, .. })
+        ));
+        assert!(
+            old_inbox.try_recv().is_err(),
+            "an older receiver attempt got a link"
+        );
+
+        // Attempt 5 registers: an older one can never register over it.
+        let (mut inbox, acks, _reg) = registry.register(key.clone(), 5, 0, 4).unwrap();
+        assert!(registry.register(key.clone(), 4, 0, 4).is_none());
+
+        // Sender attempt 1 is older than the route table's attempt 2: refused for good.
+        let (mut rd, _wr) = hello(addr, 1, 5).await;
         assert!(matches!(
             next(&mut rd).await,
             Some(Frame::Reject { retry: false, .. })
         ));
 
-        // Attempt 2 is current: acked and its batches delivered.
-        let (mut rd, mut wr) = hello(addr, 2).await;
+        // Sender attempt 2 to receiver attempt 5: connected, acked, its batches delivered.
+        let (mut rd, mut wr) = hello(addr, 2, 5).await;
+        assert!(matches!(
+            inbox.recv().await,
+            Some(Inbound::Connected {
+                from: 0,
+                acked: 0,
+                ..
+            })
+        ));
         assert_eq!(
             next(&mut rd).await,
             Some(Frame::Ack {
@@ -303,10 +403,34 @@ mod tests {
             })
         );
 
-        // A newer attempt appears in the routes: the open connection of attempt 2 is dropped.
+        // A newer attempt of the sender appears in the routes: the open connection is dropped.
         routes.set_many(&job, 2, &[(from, "y:1".into(), 3)]);
         assert_eq!(next(&mut rd).await, None);
 
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_task_can_reset_a_connection() {
+        let registry = Arc::new(Registry::default());
+        let routes = Arc::new(Routes::default());
+        let key = TaskKey {
+            job: JobId("j".into()),
+            pos: TaskPos { stage: 2, index: 0 },
+        };
+        let (mut inbox, _acks, _reg) = registry.register(key, 0, 0, 4).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, registry, routes, stop.clone()));
+        let (mut rd, _wr) = hello(addr, 0, 0).await;
+        let Some(Inbound::Connected { conn, .. }) = inbox.recv().await else {
+            panic!("no Connected");
+        };
+        assert!(matches!(next(&mut rd).await, Some(Frame::Ack { .. })));
+        conn.reset();
+        assert_eq!(next(&mut rd).await, None);
         stop.cancel();
         server.await.unwrap();
     }

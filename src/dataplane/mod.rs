@@ -1,20 +1,21 @@
-//! The data plane: one TCP listener per process, per-link connections carrying sequenced
+//! The data plane: one listener per process (TCP, or the simulation's network), per-link connections carrying sequenced
 //! batches, cumulative acks and end-of-stream markers, bounded windows and queues throughout.
 //!
 //! A tuple's trip: an operator's output goes to the [`router::Router`], which partitions it and
 //! batches it per destination; each destination has a [`link`] task that numbers the batch,
 //! keeps it in its window and writes it to the connection; the receiving process's
 //! [`listener`] hands it to the destination task's bounded inbox (so backpressure reaches TCP);
-//! the task dedups it with [`input::InputState`], processes it, and publishes its ack on the
+//! the task judges it with [`acceptance::Acceptance`], processes it, and publishes its ack on the
 //! [`inbound::AckBoard`], which the connection forwards back.
 
+pub mod acceptance;
 pub mod inbound;
-pub mod input;
 pub mod link;
 pub mod listener;
 pub mod net;
 pub mod router;
 pub mod routes;
+pub mod transport;
 
 /// Tunables of the data plane, shared by every link and task of a process.
 #[derive(Clone, Debug)]

@@ -5,16 +5,14 @@
 
 use super::state::{lock, JobEvent, TaskRec};
 use super::Leader;
-use crate::dataplane::link::LinkProgress;
 use crate::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
 use crate::model::partition::{partition_into, tasks_of};
 use crate::model::spec::{Delivery, JobSpec, PathMode};
 use crate::protocol::control::{Command, JobStatus, SourceReplay, TaskAssignment, TaskState};
-use crate::runtime::sink::{run_sink, SinkProgress, SinkSpec};
+use crate::runtime::sink::{run_sink, SinkProgress, SinkSpec, SinkTarget};
 use crate::runtime::source::{run_source, SourceSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -33,29 +31,45 @@ enum Outcome {
     Cancelled,
 }
 
-fn assignment(
+/// What happens when a task attempt fails, by delivery mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Exactly-once: that task alone restarts (elsewhere if possible) and recovers from its
+    /// input log, or in the first stage from the source file.
+    RestartTask,
+    /// At-least-once: the whole pipeline restarts from the source in a new epoch.
+    RestartEpoch,
+    /// At-most-once: nothing is ever re-run; the job fails with the output written so far.
+    Fail,
+}
+
+/// The recovery rule of a delivery mode (the driver and the simulation both follow it).
+pub fn recovery(delivery: Delivery) -> Recovery {
+    match delivery {
+        Delivery::ExactlyOnce => Recovery::RestartTask,
+        Delivery::AtLeastOnce => Recovery::RestartEpoch,
+        Delivery::AtMostOnce => Recovery::Fail,
+    }
+}
+
+/// Everything a worker needs to run attempt `attempt` of `key` in `epoch`.
+pub fn assignment(
     spec: &JobSpec,
     key: &TaskKey,
     attempt: u32,
     epoch: u32,
     routes: &Placement,
-    source: &[Arc<LinkProgress>],
 ) -> TaskAssignment {
     let stage = key.pos.stage;
+    // The first stage's input log is the source file: a first-stage task under exactly-once
+    // regenerates from it whatever its source link holds acknowledged (the link says how far
+    // in its Hello), so every attempt is told where the file is.
     let source_replay =
-        (stage == 1 && attempt > 0 && spec.delivery == Delivery::ExactlyOnce).then(|| {
-            let p = source
-                .get(key.pos.index as usize)
-                .cloned()
-                .unwrap_or_default();
-            SourceReplay {
-                path: spec.source_path.clone(),
-                name: spec.source_name.clone(),
-                partition: partition_into(spec, 1),
-                tasks: tasks_of(spec, 1),
-                upto: p.acked.load(Ordering::Relaxed),
-                ended: p.eos.load(Ordering::Relaxed),
-            }
+        (stage == 1 && spec.delivery == Delivery::ExactlyOnce).then(|| SourceReplay {
+            path: spec.source_path.clone(),
+            name: spec.source_name.clone(),
+            partition: partition_into(spec, 1),
+            tasks: tasks_of(spec, 1),
         });
     TaskAssignment {
         key: key.clone(),
@@ -85,12 +99,19 @@ pub struct Placement {
 }
 
 impl Placement {
-    fn insert(&mut self, pos: TaskPos, addr: String, attempt: u32) {
+    /// Records that attempt `attempt` of the task at `pos` runs at `addr` (a new version).
+    pub fn insert(&mut self, pos: TaskPos, addr: String, attempt: u32) {
         self.table.insert(pos, (addr, attempt));
         self.version += 1;
     }
 
-    fn list(&self) -> Vec<crate::dataplane::routes::Route> {
+    /// The version of the placement (newer wins on workers).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The placement in the list form control messages carry.
+    pub fn list(&self) -> Vec<crate::dataplane::routes::Route> {
         self.table
             .iter()
             .map(|(p, (a, n))| (*p, a.clone(), *n))
@@ -121,8 +142,6 @@ struct JobRun {
     /// Cancels the current epoch's source and sink.
     epoch_cancel: CancellationToken,
     epoch: u32,
-    /// How far each source link is acknowledged (first-stage recovery).
-    source: Vec<Arc<LinkProgress>>,
     progress: watch::Sender<SinkProgress>,
     cancel: CancellationToken,
 }
@@ -147,7 +166,6 @@ pub async fn drive(
         leader.data_addr.clone(),
         0,
     );
-    let source = (0..tasks_of(&spec, 1)).map(|_| Arc::default()).collect();
     let mut run = JobRun {
         epoch_cancel: cancel.child_token(),
         leader,
@@ -156,7 +174,6 @@ pub async fn drive(
         routes,
         parts: JoinSet::new(),
         epoch: 0,
-        source,
         progress,
         cancel,
     };
@@ -229,7 +246,6 @@ impl JobRun {
     fn launch(&mut self) -> Result<(), String> {
         let spec = &self.spec;
         let k = spec.stages.len() as u32;
-        let source_file = local_file(&self.leader, spec, &spec.source_path)?;
         let sink_file = local_file(&self.leader, spec, &spec.sink_path)?;
         let (source_count, sink_count, latency) = {
             let st = lock(&self.leader.state);
@@ -253,7 +269,7 @@ impl JobRun {
                 },
             },
             upstream: tasks_of(spec, k),
-            file: sink_file,
+            target: SinkTarget::File(sink_file),
             epoch: self.epoch,
             accept_gaps: spec.delivery == Delivery::AtMostOnce,
         };
@@ -278,20 +294,20 @@ impl JobRun {
                 .map(|(key, t)| (key.clone(), t.worker.clone(), t.attempt))
                 .collect();
             for (key, w, attempt) in tasks {
-                let a = assignment(spec, &key, attempt, self.epoch, &self.routes, &self.source);
+                let a = assignment(spec, &key, attempt, self.epoch, &self.routes);
                 st.command(&w, Command::Start(a));
             }
         }
         let source = SourceSpec {
             job: self.id.clone(),
-            file: source_file,
+            path: spec.source_path.clone(),
+            paths: spec.paths,
             name: spec.source_name.clone(),
             rate: spec.rate,
             downstream: tasks_of(spec, 1),
             partition: partition_into(spec, 1),
             resend: spec.delivery != Delivery::AtMostOnce,
             epoch: self.epoch,
-            progress: self.source.clone(),
         };
         self.parts.spawn(
             run_source(env, source, source_count, self.epoch_cancel.clone()).map_part(Part::Source),
@@ -369,14 +385,14 @@ impl JobRun {
                     if attempt >= self.leader.cfg.max_restarts {
                         return Outcome::Failed(format!("task {} failed {} times; last cause: {cause}", key.pos, attempt + 1));
                     }
-                    let res = match self.spec.delivery {
-                        Delivery::ExactlyOnce => self.restart_task(&key, attempt),
-                        Delivery::AtLeastOnce => {
+                    let res = match recovery(self.spec.delivery) {
+                        Recovery::RestartTask => self.restart_task(&key, attempt),
+                        Recovery::RestartEpoch => {
                             sink_done = false;
                             drain_deadline = None;
                             self.restart_epoch().await
                         }
-                        Delivery::AtMostOnce => Err(format!(
+                        Recovery::Fail => Err(format!(
                             "task {} failed ({cause}); at-most-once never re-runs work, so the job ends with the output written so far",
                             key.pos
                         )),
@@ -451,14 +467,7 @@ impl JobRun {
                 },
             );
         }
-        let a = assignment(
-            &self.spec,
-            key,
-            attempt + 1,
-            self.epoch,
-            &self.routes,
-            &self.source,
-        );
+        let a = assignment(&self.spec, key, attempt + 1, self.epoch, &self.routes);
         st.command(&target, Command::Start(a));
         info!(job = %self.id, task = %key.pos, attempt = attempt + 1, worker = %target, "task restarted");
         Ok(())
@@ -521,9 +530,6 @@ impl JobRun {
         }
         self.epoch += 1;
         self.epoch_cancel = self.cancel.child_token();
-        self.source = (0..tasks_of(&self.spec, 1))
-            .map(|_| Arc::default())
-            .collect();
         info!(job = %self.id, epoch = self.epoch, "at-least-once: restarting the pipeline from the source");
         self.launch()
     }

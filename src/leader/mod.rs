@@ -169,6 +169,8 @@ pub async fn run(
         cfg: cfg.data.clone(),
         store: store.clone(),
         work_dir: cfg.data_dir.clone(),
+        net: Arc::new(crate::dataplane::transport::Tcp),
+        scripts: Default::default(),
     };
     let (spawn_tx, mut spawn_rx) = mpsc::channel(16);
     let leader = Arc::new(Leader {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub type Route = (TaskPos, String, u32);
 
 /// Bumped whenever a control message changes incompatibly; checked at registration.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// A worker asking to join.
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,13 +133,12 @@ pub struct TaskAssignment {
     /// Job epoch (at-least-once restarts the whole pipeline in a new epoch).
     #[serde(default)]
     pub epoch: u32,
-    /// For a restarted first-stage task under exactly-once: what to replay from the source
-    /// file (which is the first stage's input log).
+    /// For a first-stage task under exactly-once: where its input log, the source file, is.
     pub source_replay: Option<SourceReplay>,
 }
 
-/// How a first-stage task regenerates its input after a restart: the tuples of its partition
-/// of the source file, up to what the source link had acknowledged.
+/// How a first-stage task regenerates input it never saw: the tuples of its partition of the
+/// source file, up to what its source link says (in its Hello) is already acknowledged.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SourceReplay {
     /// Source path (local or store path, per the assignment's path mode).
@@ -150,10 +149,6 @@ pub struct SourceReplay {
     pub partition: Partition,
     /// First-stage task count.
     pub tasks: u32,
-    /// Replay tuples with sequence numbers up to this.
-    pub upto: u64,
-    /// The source link's end of stream was acknowledged.
-    pub ended: bool,
 }
 
 /// A command from leader to worker.

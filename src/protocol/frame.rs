@@ -5,7 +5,7 @@
 //!
 //! | tag | frame  | body                                                                     |
 //! |-----|--------|--------------------------------------------------------------------------|
-//! | 1   | Hello  | job (str), from stage, from index, from attempt, to stage, to index (u32 each) |
+//! | 1   | Hello  | job (str); from stage, index, attempt; to stage, index, attempt; epoch (u32 each); acked u64; eos acked u8 |
 //! | 2   | Batch  | first_seq u64, emit_ns u64, count u32, then count × (key str, value str)  |
 //! | 3   | Eos    | last_seq u64: the link's end of stream, behind its last batch              |
 //! | 4   | Ack    | upto u64, eos u8: cumulative — everything ≤ upto is accepted (durably, under exactly-once) |
@@ -14,6 +14,12 @@
 //! Strings are a u32 length and UTF-8 bytes. Sequence numbers start at 1 per link; a link's
 //! tuples are numbered, not its batches, so dedup works tuple by tuple whatever the batching.
 //! Acks are cumulative, so a late or repeated ack is harmless.
+//!
+//! A Hello fences both ends: it names the exact sender attempt, the exact receiver attempt it
+//! expects and the job epoch, and the listener delivers only to that receiver attempt. It also
+//! says how far the link is already acknowledged (`acked`, `eos_acked`): everything at or below
+//! it will never be sent again, so a receiver that has less must regenerate it (a first-stage
+//! task replays its share of the source file) or fail loudly — it is never skipped.
 
 use crate::model::tuple::Tuple;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -36,24 +42,37 @@ pub enum WireError {
     Utf8,
 }
 
+/// The first frame of a connection: which link, which attempts at both ends, and how far the
+/// link is already acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello {
+    /// Job id.
+    pub job: String,
+    /// Sending task's stage.
+    pub from_stage: u32,
+    /// Sending task's index.
+    pub from_index: u32,
+    /// Sending task's attempt (receivers reject attempts older than their route table's).
+    pub from_attempt: u32,
+    /// Receiving task's stage.
+    pub to_stage: u32,
+    /// Receiving task's index.
+    pub to_index: u32,
+    /// The receiver attempt the sender's route table names: only that attempt may take it.
+    pub to_attempt: u32,
+    /// Job epoch of the sender (at-least-once restarts bump it).
+    pub epoch: u32,
+    /// Highest sequence number already acknowledged on this link (never re-sent).
+    pub acked: u64,
+    /// The link's end of stream is already acknowledged.
+    pub eos_acked: bool,
+}
+
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// First frame on a connection: names the link.
-    Hello {
-        /// Job id.
-        job: String,
-        /// Sending task's stage.
-        from_stage: u32,
-        /// Sending task's index.
-        from_index: u32,
-        /// Sending task's attempt (receivers reject attempts older than their route table's).
-        from_attempt: u32,
-        /// Receiving task's stage.
-        to_stage: u32,
-        /// Receiving task's index.
-        to_index: u32,
-    },
+    Hello(Hello),
     /// Tuples numbered `first_seq ..`.
     Batch {
         /// Sequence number of the first tuple.
@@ -94,6 +113,13 @@ fn get_u32(buf: &mut Bytes) -> Result<u32, WireError> {
         return Err(WireError::Truncated);
     }
     Ok(buf.get_u32())
+}
+
+fn get_u8(buf: &mut Bytes) -> Result<u8, WireError> {
+    if buf.remaining() < 1 {
+        return Err(WireError::Truncated);
+    }
+    Ok(buf.get_u8())
 }
 
 fn get_u64(buf: &mut Bytes) -> Result<u64, WireError> {
@@ -157,22 +183,23 @@ impl Frame {
                 emit_ns,
                 tuples,
             } => encode_batch(*first_seq, *emit_ns, tuples),
-            Frame::Hello {
-                job,
-                from_stage,
-                from_index,
-                from_attempt,
-                to_stage,
-                to_index,
-            } => {
-                let mut buf = BytesMut::with_capacity(32 + job.len());
+            Frame::Hello(h) => {
+                let mut buf = BytesMut::with_capacity(48 + h.job.len());
                 buf.put_u8(1);
-                put_str(&mut buf, job);
-                buf.put_u32(*from_stage);
-                buf.put_u32(*from_index);
-                buf.put_u32(*from_attempt);
-                buf.put_u32(*to_stage);
-                buf.put_u32(*to_index);
+                put_str(&mut buf, &h.job);
+                for v in [
+                    h.from_stage,
+                    h.from_index,
+                    h.from_attempt,
+                    h.to_stage,
+                    h.to_index,
+                    h.to_attempt,
+                    h.epoch,
+                ] {
+                    buf.put_u32(v);
+                }
+                buf.put_u64(h.acked);
+                buf.put_u8(u8::from(h.eos_acked));
                 buf.freeze()
             }
             Frame::Eos { last_seq } => {
@@ -205,14 +232,18 @@ impl Frame {
         }
         let tag = buf.get_u8();
         let frame = match tag {
-            1 => Frame::Hello {
+            1 => Frame::Hello(Hello {
                 job: get_str(&mut buf)?,
                 from_stage: get_u32(&mut buf)?,
                 from_index: get_u32(&mut buf)?,
                 from_attempt: get_u32(&mut buf)?,
                 to_stage: get_u32(&mut buf)?,
                 to_index: get_u32(&mut buf)?,
-            },
+                to_attempt: get_u32(&mut buf)?,
+                epoch: get_u32(&mut buf)?,
+                acked: get_u64(&mut buf)?,
+                eos_acked: get_u8(&mut buf)? != 0,
+            }),
             2 => {
                 let first_seq = get_u64(&mut buf)?;
                 let emit_ns = get_u64(&mut buf)?;
@@ -266,14 +297,18 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let frames = vec![
-            Frame::Hello {
+            Frame::Hello(Hello {
                 job: "job-1".into(),
                 from_stage: 1,
                 from_index: 2,
                 from_attempt: 3,
                 to_stage: 2,
                 to_index: 0,
-            },
+                to_attempt: 4,
+                epoch: 1,
+                acked: 77,
+                eos_acked: true,
+            }),
             Frame::Batch {
                 first_seq: 7,
                 emit_ns: 99,

@@ -10,9 +10,16 @@
 //! - A batch is acknowledged upstream only after the segment holding it is durable.
 //! - Replay order = consumption order, so a deterministic operator regenerates the same outputs
 //!   with the same sequence numbers.
-//! - Fencing: attempt N first writes `<N>-manifest`, the exact segment list it recovered from;
+//! - Lineage: attempt N first writes `<N>-manifest`, the exact segment list it recovered from;
 //!   attempt N+1 recovers from the newest manifest plus that attempt's own segments. Segments a
 //!   stale (declared-dead) attempt writes later are never part of anyone's history.
+//! - Fencing: before it lists anything, attempt N writes `fence-<a>` for every earlier attempt
+//!   `a`, and an attempt checks its own fence after every segment write, before it acknowledges
+//!   or processes anything in it. So an older attempt that is still running (a restart queued
+//!   but not yet acted on, a partitioned zombie, a restart on the same worker) can never
+//!   acknowledge or process input that is missing from its successor's lineage: either its
+//!   write came before the fence (then the successor's listing sees it) or it sees the fence
+//!   and stops.
 
 use crate::model::ids::TaskKey;
 use crate::model::tuple::Tuple;
@@ -162,14 +169,40 @@ fn attempt_of(name: &str) -> Option<u32> {
     name.split('-').next()?.parse().ok()
 }
 
+/// Store path of attempt `attempt`'s fence: once it exists, that attempt may neither
+/// acknowledge nor process anything it logs.
+pub fn fence_path(key: &TaskKey, attempt: u32) -> String {
+    format!("{}fence-{attempt:06}", task_prefix(key))
+}
+
+/// Whether attempt `attempt` has been fenced by a successor.
+pub async fn fenced(store: &Store, key: &TaskKey, attempt: u32) -> Result<bool, LogError> {
+    Ok(store.exists(&fence_path(key, attempt)).await?)
+}
+
 /// Recovers the segment list attempt `attempt` must replay, and records it as that attempt's
-/// manifest (the fence against stale attempts). Returns segment store paths in replay order.
+/// manifest. Fences every earlier attempt first (see the module doc). Returns segment store
+/// paths in replay order.
 pub async fn recover_lineage(
     store: &Store,
     key: &TaskKey,
     attempt: u32,
 ) -> Result<Vec<String>, LogError> {
     let prefix = task_prefix(key);
+    if attempt > 0 {
+        let existing: std::collections::BTreeSet<String> = store
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        for a in 0..attempt {
+            let fence = fence_path(key, a);
+            if !existing.contains(&fence) {
+                store.put(&fence, Bytes::new()).await?;
+            }
+        }
+    }
     let objects = store.list(&prefix).await?;
     let names: Vec<String> = objects
         .iter()
@@ -247,6 +280,26 @@ mod tests {
         let mut bad = seg.to_vec();
         bad[10] ^= 1;
         assert!(decode_segment("s", Bytes::from(bad)).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_successor_fences_every_earlier_attempt_before_listing() {
+        let store = Store::memory();
+        let k = key();
+        assert!(!fenced(&store, &k, 0).await.unwrap());
+        recover_lineage(&store, &k, 0).await.unwrap();
+        assert!(
+            !fenced(&store, &k, 0).await.unwrap(),
+            "attempt 0 fences nobody"
+        );
+        recover_lineage(&store, &k, 3).await.unwrap();
+        for a in 0..3 {
+            assert!(
+                fenced(&store, &k, a).await.unwrap(),
+                "attempt {a} not fenced"
+            );
+        }
+        assert!(!fenced(&store, &k, 3).await.unwrap());
     }
 
     #[tokio::test]

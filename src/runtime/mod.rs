@@ -3,6 +3,8 @@
 
 pub mod builtin;
 pub mod exec;
+pub mod fetch;
+pub mod links;
 pub mod log;
 pub mod sink;
 pub mod source;

@@ -2,20 +2,20 @@
 //! tuple `(FILE:LINE, line)` to the first stage. The file itself is the source's log: line
 //! numbers are its sequence, so it never needs to log anything.
 
-use crate::dataplane::link::{run_link, LinkEnd, LinkSpec};
 use crate::dataplane::now_ns;
-use crate::dataplane::router::Router;
 use crate::model::ids::{JobId, TaskPos};
 use crate::model::partition::Partition;
+use crate::model::spec::PathMode;
 use crate::model::tuple::Tuple;
+use crate::runtime::links::{self, Outgoing};
+use crate::runtime::store::ObjectReader;
 use crate::runtime::task::TaskEnv;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Turns the source file into tuples `(NAME:LINE, line)`; the one definition of what the
@@ -67,12 +67,33 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
     }
 }
 
+/// Opens a job's source for reading: a local path in embedded runs, a store object otherwise.
+pub async fn open_source(
+    env: &TaskEnv,
+    paths: PathMode,
+    path: &str,
+) -> Result<ObjectReader, String> {
+    match paths {
+        PathMode::Local => tokio::fs::File::open(path)
+            .await
+            .map(|f| Box::new(f) as ObjectReader)
+            .map_err(|e| format!("cannot open source {path}: {e}")),
+        PathMode::Store => env
+            .store
+            .open(path)
+            .await
+            .map_err(|e| format!("cannot open source {path}: {e}")),
+    }
+}
+
 /// What the source needs to know.
 pub struct SourceSpec {
     /// Job.
     pub job: JobId,
-    /// Local file to read.
-    pub file: PathBuf,
+    /// Source path (local or store path, per `paths`).
+    pub path: String,
+    /// How to resolve `path`.
+    pub paths: PathMode,
     /// Name used in keys (`name:line`).
     pub name: String,
     /// Tuples per second; 0 = unthrottled.
@@ -85,46 +106,36 @@ pub struct SourceSpec {
     pub resend: bool,
     /// Job epoch (at-least-once restarts start the source over in a new epoch).
     pub epoch: u32,
-    /// Per first-stage task: how far its link is acknowledged (first-stage recovery replays
-    /// the file up to there).
-    pub progress: Vec<Arc<crate::dataplane::link::LinkProgress>>,
 }
 
-/// Reads and routes the whole file, then waits until every first-stage task has acknowledged
-/// the end of stream.
+/// Reads and routes the whole file, waits until every first-stage task has acknowledged the
+/// end of stream, then keeps its links serving until cancelled: a first-stage task restarted
+/// later learns from them how far its input was acknowledged (and regenerates it from the
+/// file). Returns `Ok` once cancelled after a complete read, `Err` on a failure before.
 pub async fn run_source(
     env: TaskEnv,
     spec: SourceSpec,
     emitted: Arc<AtomicU64>,
     cancel: CancellationToken,
 ) -> Result<(), String> {
-    let file = tokio::fs::File::open(&spec.file)
-        .await
-        .map_err(|e| format!("cannot open source {}: {e}", spec.file.display()))?;
-    let mut links = JoinSet::new();
-    let mut senders = Vec::new();
-    let link_cancel = cancel.child_token();
-    for i in 0..spec.downstream {
-        let (tx, rx) = mpsc::channel(env.cfg.queue_batches);
-        senders.push(tx);
-        let ls = LinkSpec {
+    let file = open_source(&env, spec.paths, &spec.path).await?;
+    let (done_tx, mut done_rx) = mpsc::channel(spec.downstream.max(1) as usize);
+    let (mut router, mut links) = links::spawn(
+        &env,
+        Outgoing {
             job: spec.job.clone(),
             from: TaskPos { stage: 0, index: 0 },
             attempt: 0,
-            to: TaskPos { stage: 1, index: i },
+            epoch: spec.epoch,
+            downstream: spec.downstream,
+            partition: spec.partition.clone(),
             resend: spec.resend,
-            progress: spec.progress.get(i as usize).cloned(),
-            floor: u64::from(spec.epoch) << crate::dataplane::link::EPOCH_SHIFT,
-        };
-        links.spawn(run_link(
-            ls,
-            env.cfg.clone(),
-            rx,
-            env.routes.watch(&spec.job),
-            link_cancel.clone(),
-        ));
-    }
-    let mut router = Router::new(senders, spec.partition.clone(), env.cfg.clone(), emitted);
+            linger: true,
+            done: Some(done_tx),
+        },
+        emitted,
+        &cancel,
+    );
     let read = async {
         let mut rd = SourceReader::new(file, &spec.name);
         let mut line_no: u64 = 0;
@@ -134,13 +145,13 @@ pub async fn run_source(
                 let due = start + Duration::from_secs_f64(line_no as f64 / spec.rate);
                 if due > Instant::now() {
                     router.flush().await.map_err(|e| e.to_string())?;
-                    tokio::time::sleep_until(due.into()).await;
+                    tokio::time::sleep_until(due).await;
                 }
             }
             let t = match rd.next_tuple().await {
                 Ok(Some(t)) => t,
                 Ok(None) => break,
-                Err(e) => return Err(format!("reading source {}: {e}", spec.file.display())),
+                Err(e) => return Err(format!("reading source {}: {e}", spec.path)),
             };
             line_no += 1;
             router.push(t, now_ns()).await.map_err(|e| e.to_string())?;
@@ -148,24 +159,22 @@ pub async fn run_source(
                 router.flush().await.map_err(|e| e.to_string())?;
             }
         }
-        router.finish().await.map_err(|e| e.to_string())
+        router.finish().await.map_err(|e| e.to_string())?;
+        for _ in 0..spec.downstream {
+            if done_rx.recv().await.is_none() {
+                return Err("source links stopped".to_string());
+            }
+        }
+        Ok(())
     };
     let res = tokio::select! {
         _ = cancel.cancelled() => Err("cancelled".to_string()),
         r = read => r,
     };
-    if let Err(e) = res {
-        link_cancel.cancel();
-        while links.join_next().await.is_some() {}
-        return Err(e);
+    if res.is_ok() {
+        tracing::info!(job = %spec.job, "source finished: every first-stage task acknowledged its end");
+        cancel.cancelled().await;
     }
-    let mut result = Ok(());
-    while let Some(r) = links.join_next().await {
-        match r {
-            Ok(LinkEnd::Done) => {}
-            Ok(LinkEnd::Cancelled) => result = Err("cancelled".to_string()),
-            Err(e) => result = Err(format!("source link: {e}")),
-        }
-    }
-    result
+    links.stop().await;
+    res
 }

@@ -1,11 +1,19 @@
-//! The cluster's store: source files, sink files and input logs. One interface, two backends:
-//! a local directory (the embedded default, and the leader's own view) and the leader's HTTP
-//! store API (how workers on other hosts reach it). Writes are whole objects, atomic and
+//! The cluster's store: source files, sink files and input logs. One interface, three backends:
+//! a local directory (the embedded default, and the leader's own view), the leader's HTTP
+//! store API (how workers on other hosts reach it), and memory (the deterministic simulation,
+//! which can make writes fail on purpose). Writes are whole objects, atomic and
 //! durable (temp file, fsync, rename), so logs made of immutable segments work on object storage.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncRead;
+
+/// A streaming reader of an object.
+pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// A store failure, with whether retrying can help.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +70,23 @@ pub enum Store {
     Local(PathBuf),
     /// The leader's store API at this base URL.
     Http(String, reqwest::Client),
+    /// Objects in memory (simulation and tests).
+    Memory(Arc<MemStore>),
+}
+
+/// An in-memory store whose writes can be made to fail, so the simulation can exercise the
+/// input log's retries and its give-up path deterministically.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    objects: Mutex<BTreeMap<String, Bytes>>,
+    /// Puts still to fail (each failed put decrements it).
+    pub fail_puts: AtomicU32,
+}
+
+impl MemStore {
+    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
+        self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 fn io_err(path: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -137,8 +162,13 @@ impl Store {
         let clean = clean_path(path)?;
         Ok(match self {
             Store::Local(root) => Some(root.join(clean)),
-            Store::Http(..) => None,
+            Store::Http(..) | Store::Memory(_) => None,
         })
+    }
+
+    /// A fresh, empty in-memory store.
+    pub fn memory() -> Store {
+        Store::Memory(Arc::default())
     }
 
     /// Writes an object atomically and durably.
@@ -161,6 +191,49 @@ impl Store {
                     .map_err(|e| StoreError::Http(format!("PUT {clean}: {e}")))?;
                 check(resp, &clean).await.map(|_| ())
             }
+            Store::Memory(m) => {
+                let fail = m
+                    .fail_puts
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok();
+                if fail {
+                    return Err(StoreError::Io {
+                        path: clean,
+                        source: std::io::Error::other("injected write failure"),
+                    });
+                }
+                m.objects().insert(clean, data);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, path: &str) -> Result<bool, StoreError> {
+        match self.get(path).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens an object for streaming reads (a source file of any size).
+    pub async fn open(&self, path: &str) -> Result<ObjectReader, StoreError> {
+        let clean = clean_path(path)?;
+        match self {
+            Store::Local(root) => {
+                let f = tokio::fs::File::open(root.join(&clean))
+                    .await
+                    .map_err(io_err(&clean))?;
+                Ok(Box::new(f))
+            }
+            Store::Http(base, client) => {
+                use futures::TryStreamExt;
+                let resp = http_get(base, client, &clean).await?;
+                let stream = resp.bytes_stream().map_err(std::io::Error::other);
+                Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+            }
+            Store::Memory(_) => Ok(Box::new(std::io::Cursor::new(self.get(&clean).await?))),
         }
     }
 
@@ -181,6 +254,11 @@ impl Store {
                     .await
                     .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))
             }
+            Store::Memory(m) => m
+                .objects()
+                .get(&clean)
+                .cloned()
+                .ok_or(StoreError::NotFound(clean)),
         }
     }
 
@@ -217,6 +295,17 @@ impl Store {
                     .await
                     .map_err(|e| StoreError::Http(format!("LIST {prefix}: {e}")))
             }
+            Store::Memory(m) => {
+                let prefix = prefix.trim_start_matches('/');
+                Ok(m.objects()
+                    .range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| ObjectMeta {
+                        path: k.clone(),
+                        size: v.len() as u64,
+                    })
+                    .collect())
+            }
         }
     }
 
@@ -251,6 +340,10 @@ impl Store {
                 }
                 f.flush().await.map_err(local_err)
             }
+            Store::Memory(_) => {
+                let data = self.get(&clean).await?;
+                tokio::fs::write(target, data).await.map_err(local_err)
+            }
         }
     }
 
@@ -273,6 +366,12 @@ impl Store {
                     .await
                     .map_err(|e| StoreError::Http(format!("DELETE {clean}: {e}")))?;
                 check(resp, &clean).await.map(|_| ())
+            }
+            Store::Memory(m) => {
+                let dir = format!("{clean}/");
+                m.objects()
+                    .retain(|k, _| *k != clean && !k.starts_with(&dir));
+                Ok(())
             }
         }
     }

@@ -88,6 +88,8 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         cfg: cfg.data.clone(),
         store: (cfg.store.clone()).unwrap_or_else(|| Store::http(&cfg.leader)),
         work_dir: cfg.data_dir.clone(),
+        net: Arc::new(crate::dataplane::transport::Tcp),
+        scripts: Default::default(),
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))

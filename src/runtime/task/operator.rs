@@ -1,0 +1,90 @@
+//! A task's operator behind one interface, whether built in (a synchronous state machine on
+//! the task's own tokio task) or an executable (a process fed on stdin, read on stdout).
+
+use crate::dataplane::router::Router;
+use crate::model::tuple::Tuple;
+use crate::runtime::builtin::Builtin;
+use crate::runtime::exec::{ExecError, ExecOperator};
+use crate::runtime::log::LogError;
+
+/// Why a task attempt stopped before finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    /// Cancelled (the job ended, or the leader stopped this attempt).
+    #[error("cancelled")]
+    Cancelled,
+    /// Failed, with the cause.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ExecError> for Stop {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Closed => Stop::Cancelled,
+            other => Stop::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<LogError> for Stop {
+    fn from(e: LogError) -> Self {
+        Stop::Failed(format!("input log: {e}"))
+    }
+}
+
+/// The operator of one task attempt.
+pub enum Operator {
+    /// A built-in, its router and a reusable output buffer.
+    Builtin(Builtin, Router, Vec<Tuple>),
+    /// An executable (or the simulation's scripted stand-in for one).
+    Exec(ExecOperator),
+}
+
+impl Operator {
+    /// Processes one tuple.
+    pub async fn feed(&mut self, t: Tuple, emit_ns: u64) -> Result<(), Stop> {
+        match self {
+            Operator::Builtin(op, router, out) => {
+                op.process(t, out);
+                for t in out.drain(..) {
+                    router.push(t, emit_ns).await.map_err(|_| Stop::Cancelled)?;
+                }
+                Ok(())
+            }
+            Operator::Exec(op) => Ok(op.feed(&t, emit_ns).await?),
+        }
+    }
+
+    /// The input ran dry for now: push out what is buffered.
+    pub async fn idle(&mut self) -> Result<(), Stop> {
+        match self {
+            Operator::Builtin(_, router, _) => router.flush().await.map_err(|_| Stop::Cancelled),
+            Operator::Exec(op) => Ok(op.idle().await?),
+        }
+    }
+
+    /// Resolves only if the operator failed on its own (an executable died).
+    pub async fn died(&mut self) -> Stop {
+        match self {
+            Operator::Builtin(..) => std::future::pending().await,
+            Operator::Exec(op) => op.died().await.into(),
+        }
+    }
+
+    /// Every input ended: lets the operator drain, then ends every outgoing stream.
+    pub async fn finish(self) -> Result<(), Stop> {
+        let router = match self {
+            Operator::Builtin(_, router, _) => router,
+            Operator::Exec(op) => op.finish().await?,
+        };
+        router.finish().await.map_err(|_| Stop::Cancelled)
+    }
+
+    /// Stops at once (an executable is killed and reaped).
+    pub async fn abort(self) {
+        if let Operator::Exec(op) = self {
+            op.abort().await;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The one receive loop of every receiver — tasks of every delivery mode and the sink. It
+//! takes the inbox's messages in order, asks the [`Acceptance`] rule what each one means, and
+//! hands the result to an [`Intake`]: feed an operator, append to the input log, or write the
+//! sink file. Nothing about dedup, gaps, ends of stream or staleness is decided anywhere else.
+
+use super::operator::Stop;
+use crate::dataplane::acceptance::{reset_on_gap, Acceptance, Verdict};
+use crate::dataplane::inbound::{AckBoard, Inbound};
+use crate::model::ids::TaskKey;
+use crate::model::tuple::Tuple;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a receiver does with accepted input.
+pub(crate) trait Intake {
+    /// Accepted tuples `first_seq..=last_seq` of link `from`.
+    async fn fresh(
+        &mut self,
+        from: u32,
+        first_seq: u64,
+        last_seq: u64,
+        emit_ns: u64,
+        tuples: Vec<Tuple>,
+    ) -> Result<(), Stop>;
+
+    /// Link `from` ended behind tuple `last_seq`.
+    async fn ended(&mut self, from: u32, last_seq: u64) -> Result<(), Stop>;
+
+    /// Rebuilds tuples `after+1..=upto` of link `from`, which the sender holds acknowledged
+    /// (with its end of stream if `ended`) but this attempt never saw. Only receivers built as regenerable are asked.
+    async fn regenerate(
+        &mut self,
+        from: u32,
+        after: u64,
+        upto: u64,
+        ended: bool,
+    ) -> Result<(), Stop> {
+        let _ = (after, ended);
+        Err(Stop::Failed(format!(
+            "link {from} is acknowledged up to {upto}, which this receiver cannot regenerate"
+        )))
+    }
+
+    /// The inbox is momentarily empty: push out what is buffered.
+    async fn idle(&mut self) -> Result<(), Stop>;
+
+    /// Resolves only if the consumer failed on its own (an operator process died).
+    async fn died(&mut self) -> Stop {
+        std::future::pending().await
+    }
+
+    /// Whether acceptance is acknowledged as soon as the intake returns (false: a log writer
+    /// acknowledges once the input is durable).
+    fn acks_on_accept(&self) -> bool;
+}
+
+/// Receives until every incoming link has ended.
+pub(crate) async fn receive<I: Intake>(
+    task: &TaskKey,
+    inbox: &mut mpsc::Receiver<Inbound>,
+    acc: &mut Acceptance,
+    intake: &mut I,
+    acks: &AckBoard,
+    tuples_in: &AtomicU64,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    while !acc.all_ended() {
+        let msg = match inbox.try_recv() {
+            Ok(m) => m,
+            Err(_) => {
+                intake.idle().await?;
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Err(Stop::Cancelled),
+                    e = intake.died() => return Err(e),
+                    m = inbox.recv() => m.ok_or(Stop::Cancelled)?,
+                }
+            }
+        };
+        tracing::trace!(%task, msg = ?MsgSummary(&msg), "inbox");
+        let from = match msg {
+            Inbound::Connected {
+                from,
+                acked,
+                eos_acked,
+                conn: _,
+            } => {
+                match acc.connected(from, acked, eos_acked) {
+                    Verdict::Regenerate { after, upto, ended } => {
+                        intake.regenerate(from, after, upto, ended).await?;
+                        tuples_in.fetch_add(upto - after, Ordering::Relaxed);
+                        acc.regenerated(from, upto, ended);
+                        if ended {
+                            intake.ended(from, upto).await?;
+                        }
+                    }
+                    Verdict::Lost { have, acked } => {
+                        return Err(Stop::Failed(format!(
+                            "protocol violation: link {from} is acknowledged up to {acked} but \
+                             this attempt holds only {have}; refusing to lose tuples"
+                        )))
+                    }
+                    Verdict::Ended { last_seq } => intake.ended(from, last_seq).await?,
+                    Verdict::UnknownLink => {
+                        tracing::warn!(%task, from, "connection from an unknown upstream task");
+                        continue;
+                    }
+                    _ => {}
+                }
+                from
+            }
+            Inbound::Batch {
+                conn,
+                from,
+                first_seq,
+                emit_ns,
+                mut tuples,
+            } => {
+                match acc.batch(from, first_seq, &mut tuples) {
+                    Verdict::Fresh {
+                        first_seq,
+                        last_seq,
+                    } => {
+                        tuples_in.fetch_add(tuples.len() as u64, Ordering::Relaxed);
+                        intake
+                            .fresh(from, first_seq, last_seq, emit_ns, tuples)
+                            .await?;
+                    }
+                    v @ Verdict::Gap { .. } => {
+                        reset_on_gap(&conn, task, from, &v);
+                        continue;
+                    }
+                    Verdict::UnknownLink => {
+                        tracing::warn!(%task, from, "batch from an unknown upstream task; dropped");
+                        continue;
+                    }
+                    _ => {}
+                }
+                from
+            }
+            Inbound::Eos {
+                conn,
+                from,
+                last_seq,
+            } => {
+                match acc.end(from, last_seq) {
+                    Verdict::Ended { last_seq } => intake.ended(from, last_seq).await?,
+                    v @ Verdict::Gap { .. } => {
+                        reset_on_gap(&conn, task, from, &v);
+                        continue;
+                    }
+                    Verdict::UnknownLink => {
+                        tracing::warn!(%task, from, "end of stream from an unknown upstream task");
+                        continue;
+                    }
+                    _ => {}
+                }
+                from
+            }
+        };
+        if intake.acks_on_accept() {
+            acks.set(from, acc.hwm(from), acc.ended(from));
+        }
+    }
+    Ok(())
+}
+
+/// A one-line description of an inbox message for trace logs (without the tuples).
+struct MsgSummary<'a>(&'a Inbound);
+
+impl std::fmt::Debug for MsgSummary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Inbound::Connected {
+                from,
+                acked,
+                eos_acked,
+                ..
+            } => write!(f, "connected from {from} acked {acked} eos {eos_acked}"),
+            Inbound::Batch {
+                from,
+                first_seq,
+                tuples,
+                ..
+            } => write!(f, "batch from {from} seq {first_seq}+{}", tuples.len()),
+            Inbound::Eos { from, last_seq, .. } => write!(f, "eos from {from} at {last_seq}"),
+        }
+    }
+}
