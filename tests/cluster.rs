@@ -414,3 +414,83 @@ fn cancel_stops_the_job_and_followers_still_get_the_final_status() {
     // The record outlives the job.
     assert_eq!(c.json(&["job", &id, "--json"])["status"], "cancelled");
 }
+
+/// Plain HTTP/1.1 GET on the leader; returns the response body (the connection is closed).
+fn http_get(url: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn open_streams(url: &str) -> Option<i64> {
+    http_get(url, "/metrics")
+        .lines()
+        .find(|l| l.starts_with("rainstorm_output_streams"))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// War story: writers blocked forever on a client that disconnected. Followers that stop
+/// reading and then go away must free what served them, while the job runs on.
+#[test]
+fn a_follower_that_goes_away_frees_its_output_stream() {
+    use std::io::Write;
+    let c = Cluster::start(2, 5.0);
+    let signs = Signs::generate(30000, 11);
+    signs.write(&c.dir.path().join("signs.csv"));
+    c.ok(&["put", "signs.csv", "signs.csv"]);
+    let job = job_toml(
+        "long",
+        "signs.csv",
+        "out/long.txt",
+        3000.0,
+        "exactly-once",
+        &[(2, "identity", &[])],
+    );
+    c.file("long.toml", &job);
+    let id = c.submit("long.toml");
+    let addr = c.url.trim_start_matches("http://").to_string();
+    // Five followers that never read a byte: the server's writes to them block.
+    let clients: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "GET /api/jobs/{id}/output HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    wait_for("the five streams to open", Duration::from_secs(20), || {
+        (open_streams(&c.url)? == 5).then_some(())
+    });
+    wait_for("output to flow", Duration::from_secs(30), || {
+        let j = c.json(&["job", &id, "--json"]);
+        (j["sink_tuples"].as_u64()? > 5000).then_some(())
+    });
+    drop(clients);
+    wait_for(
+        "the streams of the vanished followers to be freed",
+        Duration::from_secs(20),
+        || (open_streams(&c.url)? == 0).then_some(()),
+    );
+    assert_eq!(
+        c.json(&["job", &id, "--json"])["status"],
+        "running",
+        "the job must not notice its followers leaving"
+    );
+    c.ok(&["cancel", &id]);
+}

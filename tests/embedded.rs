@@ -220,3 +220,38 @@ fn interrupting_run_cancels_the_job_and_leaves_nothing_behind() {
     let written = std::fs::read_to_string(&sink).unwrap().lines().count();
     assert!(written < signs.rows.len() + 1, "the job was not cut short");
 }
+
+/// The operator protocol's rule for an operator that exits 0 before its input ends (like
+/// `head`): its output so far is its whole output and the unread input is discarded — the
+/// same at any input size, whether or not the unread input still fitted in the pipe.
+#[test]
+fn an_operator_that_exits_0_early_finishes_its_task_at_any_input_size() {
+    for rows in [100usize, 20_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let signs = Signs::generate(rows, 9);
+        signs.write(&dir.path().join("signs.csv"));
+        let head = write_exec(&dir.path().join("head5.sh"), "#!/bin/sh\nexec head -n 5\n");
+        let job = job_toml(
+            "head",
+            "signs.csv",
+            "out/head.txt",
+            0.0,
+            "exactly-once",
+            &[(1, head.to_str().unwrap(), &[]), (2, "identity", &[])],
+        );
+        std::fs::write(dir.path().join("head.toml"), job).unwrap();
+        let out = run_in(dir.path(), "head.toml");
+        assert!(
+            out.status.success(),
+            "{rows} rows: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The file's first five lines: the header and four rows.
+        let mut want: Vec<String> = std::iter::once(csv_line(&signs.header))
+            .chain(signs.rows.iter().take(4).map(|r| csv_line(r)))
+            .collect();
+        want.sort();
+        let sink = std::fs::read_to_string(dir.path().join("out/head.txt")).unwrap();
+        assert_same(&format!("{rows} rows"), &sorted_lines(&sink), &want);
+    }
+}

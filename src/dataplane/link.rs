@@ -375,3 +375,198 @@ async fn connect(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::transport::Conn;
+    use crate::model::ids::JobId;
+    use futures::future::BoxFuture;
+    use std::collections::HashMap;
+
+    /// A network whose every connection lands in a channel the test reads as the receiver.
+    struct Loopback(mpsc::UnboundedSender<Conn>);
+
+    impl Network for Loopback {
+        fn connect<'a>(&'a self, _addr: &'a str) -> BoxFuture<'a, std::io::Result<Conn>> {
+            Box::pin(async move {
+                let (a, b) = tokio::io::duplex(1 << 16);
+                let (ar, aw) = tokio::io::split(a);
+                let (br, bw) = tokio::io::split(b);
+                let server = Conn {
+                    read: Box::new(br),
+                    write: Box::new(bw),
+                    peer: "link".into(),
+                };
+                self.0
+                    .send(server)
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::ConnectionRefused))?;
+                Ok(Conn {
+                    read: Box::new(ar),
+                    write: Box::new(aw),
+                    peer: "receiver".into(),
+                })
+            })
+        }
+    }
+
+    type Rd = FramedRead<ConnRead, LengthDelimitedCodec>;
+    type Wr = FramedWrite<ConnWrite, LengthDelimitedCodec>;
+
+    struct Receiver {
+        conns: mpsc::UnboundedReceiver<Conn>,
+    }
+
+    impl Receiver {
+        async fn accept(&mut self) -> (Rd, Wr, Hello) {
+            let c = self.conns.recv().await.expect("a connection");
+            let mut rd = FramedRead::new(c.read, codec());
+            let wr = FramedWrite::new(c.write, codec());
+            let hello = match next(&mut rd).await {
+                Some(Frame::Hello(h)) => h,
+                other => panic!("expected a Hello, got {other:?}"),
+            };
+            (rd, wr, hello)
+        }
+    }
+
+    async fn next(rd: &mut Rd) -> Option<Frame> {
+        let f = tokio::time::timeout(Duration::from_secs(10), rd.next())
+            .await
+            .ok()??;
+        Frame::decode(f.ok()?.freeze()).ok()
+    }
+
+    async fn ack(wr: &mut Wr, upto: u64, eos: bool) {
+        wr.send(Frame::Ack { upto, eos }.encode()).await.unwrap();
+    }
+
+    fn start(
+        queue: usize,
+        window: usize,
+    ) -> (
+        mpsc::Sender<LinkMsg>,
+        Receiver,
+        tokio::task::JoinHandle<LinkEnd>,
+        watch::Sender<RouteTable>,
+    ) {
+        let (conn_tx, conns) = mpsc::unbounded_channel();
+        let to = TaskPos { stage: 2, index: 0 };
+        let spec = LinkSpec {
+            job: JobId("j".into()),
+            from: TaskPos { stage: 1, index: 0 },
+            attempt: 0,
+            epoch: 0,
+            to,
+            resend: true,
+            linger: false,
+            done: None,
+            net: Arc::new(Loopback(conn_tx)),
+        };
+        let cfg = DataConfig {
+            window_bytes: window,
+            ..DataConfig::default()
+        };
+        let (tx, rx) = mpsc::channel(queue);
+        let (routes_tx, routes) = watch::channel(HashMap::from([(to, ("r:1".to_string(), 0))]));
+        let link = tokio::spawn(run_link(spec, cfg, rx, routes, CancellationToken::new()));
+        (tx, Receiver { conns }, link, routes_tx)
+    }
+
+    fn batch(values: &[&str]) -> LinkMsg {
+        LinkMsg::Batch(OutBatch {
+            tuples: values.iter().map(|v| Tuple::new("k", *v)).collect(),
+            emit_ns: 0,
+        })
+    }
+
+    /// War story: stale acks from timed-out sends desynchronised the stream. Acks here are
+    /// cumulative, so a late or repeated ack changes nothing, and an end-of-stream ack counts
+    /// only when it covers every tuple.
+    #[tokio::test]
+    async fn ghost_acks_late_and_duplicate_change_nothing() {
+        let (tx, mut recv, link, _routes) = start(8, 1 << 20);
+        for b in [["a", "b"], ["c", "d"], ["e", "f"]] {
+            tx.send(batch(&b)).await.unwrap();
+        }
+        tx.send(LinkMsg::End).await.unwrap();
+        let (mut rd, mut wr, hello) = recv.accept().await;
+        assert_eq!((hello.acked, hello.eos_acked), (0, false));
+        for first in [1, 3, 5] {
+            assert!(
+                matches!(next(&mut rd).await, Some(Frame::Batch { first_seq, .. }) if first_seq == first)
+            );
+        }
+        assert_eq!(next(&mut rd).await, Some(Frame::Eos { last_seq: 6 }));
+        ack(&mut wr, 4, false).await;
+        ack(&mut wr, 2, false).await; // late
+        ack(&mut wr, 4, false).await; // duplicate
+        ack(&mut wr, 4, true).await; // an end ack that does not cover tuples 5 and 6
+        drop((rd, wr));
+        // The link reconnects: it holds 4 acknowledged, and re-sends exactly 5..6 and the end.
+        let (mut rd, mut wr, hello) = recv.accept().await;
+        assert_eq!((hello.acked, hello.eos_acked), (4, false));
+        match next(&mut rd).await {
+            Some(Frame::Batch {
+                first_seq, tuples, ..
+            }) => {
+                assert_eq!(first_seq, 5);
+                assert_eq!(tuples.len(), 2);
+            }
+            other => panic!("expected the unacknowledged batch, got {other:?}"),
+        }
+        assert_eq!(next(&mut rd).await, Some(Frame::Eos { last_seq: 6 }));
+        assert!(!link.is_finished());
+        ack(&mut wr, 6, true).await;
+        assert_eq!(link.await.unwrap(), LinkEnd::Done);
+    }
+
+    /// War story: a sender re-queued a failed tuple into its own full input channel and
+    /// deadlocked. Retry belongs to the link's window: with its input queue full and every
+    /// connection reset before any ack, it keeps re-sending and finishes once acked.
+    #[tokio::test]
+    async fn self_requeue_a_retry_never_writes_into_its_own_input() {
+        let (tx, mut recv, link, _routes) = start(1, 64);
+        let producer = tokio::spawn(async move {
+            for i in 0..20 {
+                tx.send(batch(&[&format!("v{i}")])).await.unwrap();
+            }
+            tx.send(LinkMsg::End).await.unwrap();
+        });
+        let mut got = Vec::new();
+        // Ten connections in a row are dropped without an ack after their first batch.
+        for _ in 0..10 {
+            let (mut rd, _wr, hello) = recv.accept().await;
+            assert_eq!(hello.acked, 0);
+            assert!(matches!(
+                next(&mut rd).await,
+                Some(Frame::Batch { first_seq: 1, .. })
+            ));
+        }
+        // Then a receiver that acks everything it gets.
+        let (mut rd, mut wr, _) = recv.accept().await;
+        loop {
+            match next(&mut rd).await {
+                Some(Frame::Batch {
+                    first_seq, tuples, ..
+                }) => {
+                    let last = first_seq + tuples.len() as u64 - 1;
+                    if last as usize > got.len() {
+                        got.extend(tuples.into_iter().skip(got.len() + 1 - first_seq as usize));
+                    }
+                    ack(&mut wr, last, false).await;
+                }
+                Some(Frame::Eos { last_seq }) => {
+                    ack(&mut wr, last_seq, true).await;
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        producer.await.unwrap();
+        assert_eq!(link.await.unwrap(), LinkEnd::Done);
+        let values: Vec<String> = got.into_iter().map(|t| t.value).collect();
+        let want: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+        assert_eq!(values, want);
+    }
+}

@@ -95,6 +95,8 @@ pub struct Leader {
     pub data_addr: String,
     /// Configuration.
     pub cfg: LeaderConfig,
+    /// Output streams being served now (a follower that goes away must free its stream).
+    pub output_streams: Arc<std::sync::atomic::AtomicI64>,
     spawn_tx: mpsc::Sender<NewJob>,
 }
 
@@ -179,6 +181,7 @@ pub async fn run(
         env,
         data_addr,
         cfg: cfg.clone(),
+        output_streams: Arc::default(),
         spawn_tx,
     });
     let mut bg = JoinSet::new();

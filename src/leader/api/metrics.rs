@@ -63,6 +63,16 @@ pub(super) async fn metrics(State(l): Shared) -> Response {
     );
     family(
         &mut out,
+        "rainstorm_output_streams",
+        "Job output streams being served to followers.",
+        "gauge",
+        [(
+            String::new(),
+            l.output_streams.load(std::sync::atomic::Ordering::Relaxed),
+        )],
+    );
+    family(
+        &mut out,
         "rainstorm_jobs",
         "Jobs by status.",
         "gauge",

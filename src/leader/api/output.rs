@@ -10,6 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -34,8 +35,10 @@ pub(super) async fn output(State(l): Shared, Path(id): Path<String>) -> Response
         offset: u64,
         chunk: u64,
         done: bool,
+        _open: OpenStream,
     }
     let tail = Tail {
+        _open: OpenStream::new(&l.output_streams),
         leader: l.clone(),
         id,
         progress,
@@ -107,6 +110,23 @@ pub(super) async fn output(State(l): Shared, Path(id): Path<String>) -> Response
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Counts a stream as open for as long as its state lives: the server drops the stream's
+/// state as soon as the client goes away, whatever the stream was waiting on.
+struct OpenStream(Arc<AtomicI64>);
+
+impl OpenStream {
+    fn new(count: &Arc<AtomicI64>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenStream(count.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn ndjson(ev: &OutputEvent) -> Bytes {

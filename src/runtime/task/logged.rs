@@ -199,3 +199,92 @@ pub(super) async fn feed(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::inbound::Registry;
+    use crate::dataplane::routes::Routes;
+    use crate::dataplane::transport::Tcp;
+    use crate::model::ids::{JobId, TaskPos};
+    use crate::runtime::log::fence_path;
+    use crate::runtime::store::{MemStore, Store};
+    use std::sync::atomic::Ordering;
+
+    fn env(mem: &Arc<MemStore>) -> TaskEnv {
+        TaskEnv {
+            registry: Arc::new(Registry::default()),
+            routes: Arc::new(Routes::default()),
+            cfg: Default::default(),
+            store: Store::Memory(mem.clone()),
+            work_dir: std::env::temp_dir(),
+            net: Arc::new(Tcp),
+            scripts: Default::default(),
+        }
+    }
+
+    fn key() -> TaskKey {
+        TaskKey {
+            job: JobId("j".into()),
+            pos: TaskPos { stage: 2, index: 0 },
+        }
+    }
+
+    /// Logs one batch of one tuple on link 0 with a writer for `attempt`; returns what the
+    /// writer returned and the link's ack afterwards.
+    async fn log_one(mem: &Arc<MemStore>, attempt: u32) -> (Result<(), Stop>, (u64, bool)) {
+        let acks = Arc::new(AckBoard::default());
+        let (tx, rx) = mpsc::channel(4);
+        let (feed_tx, mut feed_rx) = mpsc::channel(4);
+        let mut intake = LogIntake { tx };
+        intake
+            .fresh(0, 1, 1, 0, vec![Tuple::new("k", "v")])
+            .await
+            .unwrap();
+        drop(intake);
+        let res = log_writer(env(mem), key(), attempt, acks.clone(), rx, feed_tx).await;
+        if res.is_ok() {
+            assert!(feed_rx.recv().await.is_some(), "logged input is released");
+        }
+        let ack = *acks.subscribe(0).borrow();
+        (res, ack)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_log_write_is_retried() {
+        let mem = Arc::new(MemStore::default());
+        mem.fail_puts.store(WRITE_TRIES - 1, Ordering::Relaxed);
+        let (res, ack) = log_one(&mem, 0).await;
+        assert!(res.is_ok(), "{res:?}");
+        assert_eq!(ack, (1, false), "acknowledged once durable");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_log_write_that_keeps_failing_fails_the_task_with_the_store_error() {
+        let mem = Arc::new(MemStore::default());
+        mem.fail_puts.store(WRITE_TRIES, Ordering::Relaxed);
+        let (res, ack) = log_one(&mem, 0).await;
+        match res {
+            Err(Stop::Failed(cause)) => {
+                assert!(cause.contains("injected write failure"), "{cause}")
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert_eq!(ack, (0, false), "nothing acknowledged");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fenced_attempt_acknowledges_and_processes_nothing() {
+        let mem = Arc::new(MemStore::default());
+        Store::Memory(mem.clone())
+            .put(&fence_path(&key(), 0), bytes::Bytes::new())
+            .await
+            .unwrap();
+        let (res, ack) = log_one(&mem, 0).await;
+        assert!(
+            matches!(res, Err(Stop::Failed(ref c)) if c.contains("fenced")),
+            "{res:?}"
+        );
+        assert_eq!(ack, (0, false));
+    }
+}
