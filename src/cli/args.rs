@@ -41,6 +41,10 @@ pub(super) enum Cmd {
         /// Keep the input logs after the job (debugging).
         #[arg(long)]
         keep_logs: bool,
+        /// Also allow operators from this directory (repeatable); `run` already allows the
+        /// current directory, the job file's directory and commands on PATH.
+        #[arg(long = "allow-exec", value_name = "DIR")]
+        allow_exec: Vec<PathBuf>,
     },
     /// Run the leader of a cluster.
     Leader {
@@ -70,6 +74,10 @@ pub(super) enum Cmd {
         /// --listen IP, or the host name when listening on a wildcard address).
         #[arg(long)]
         advertise_host: Option<String>,
+        /// Jobs may run executables from this directory (repeatable); otherwise only
+        /// executables uploaded to the store.
+        #[arg(long = "allow-exec", value_name = "DIR")]
+        allow_exec: Vec<PathBuf>,
     },
     /// Run a worker of a cluster.
     Worker {
@@ -84,6 +92,13 @@ pub(super) enum Cmd {
         /// Address other nodes use to reach the data listener, if not the bound one.
         #[arg(long)]
         advertise: Option<String>,
+        /// Operators may run from this directory (repeatable); otherwise only executables
+        /// fetched from the store.
+        #[arg(long = "allow-exec", value_name = "DIR")]
+        allow_exec: Vec<PathBuf>,
+        /// Start operators as this (unprivileged) user; the worker must run as root.
+        #[arg(long = "run-as", value_name = "USER")]
+        run_as: Option<String>,
     },
     /// Upload a local file to the cluster's store.
     Put {

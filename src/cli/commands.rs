@@ -10,6 +10,8 @@ use crate::dataplane::DataConfig;
 use crate::leader::{self, LeaderConfig};
 use crate::model::spec::JobSpec;
 use crate::model::{course, jobfile};
+use crate::runtime::exec::RunAs;
+use crate::runtime::fetch::ExecPolicy;
 use crate::worker::{self, WorkerConfig};
 use anyhow::{bail, Context};
 use std::path::Path;
@@ -54,9 +56,16 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             workers,
             summary_json,
             keep_logs,
+            allow_exec,
         } => {
             let spec = read_job(&job)?;
-            let info = crate::cli::embedded::run_job(spec, workers, keep_logs).await?;
+            let cwd = std::env::current_dir().context("reading the current directory")?;
+            let job_dir = match job.parent() {
+                Some(d) if !d.as_os_str().is_empty() => cwd.join(d),
+                _ => cwd.clone(),
+            };
+            let policy = ExecPolicy::local_run(&allow_exec, &cwd, &job_dir)?;
+            let info = crate::cli::embedded::run_job(spec, workers, keep_logs, policy).await?;
             if let Some(p) = summary_json {
                 std::fs::write(&p, serde_json::to_vec_pretty(&info)?)
                     .with_context(|| format!("writing {}", p.display()))?;
@@ -72,7 +81,9 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keep_logs,
             advertise_host,
             stall_timeout,
+            allow_exec,
         } => {
+            let exec_policy = ExecPolicy::new(&allow_exec)?;
             let heartbeat_timeout = positive_secs("heartbeat-timeout", heartbeat_timeout)?;
             let stall_timeout = positive_secs("stall-timeout", stall_timeout)?;
             let http = tokio::net::TcpListener::bind(&listen)
@@ -90,6 +101,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 keep_logs,
                 advertise_host,
                 stall_timeout,
+                exec_policy,
                 data: DataConfig::from_env(),
                 ..LeaderConfig::default()
             };
@@ -101,7 +113,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
             listen,
             advertise,
+            allow_exec,
+            run_as,
         } => {
+            let exec_policy = ExecPolicy::new(&allow_exec)?;
+            let run_as = run_as.as_deref().map(RunAs::lookup).transpose()?;
             let cfg = WorkerConfig {
                 leader: Client::new(&leader.leader).base().to_string(),
                 data_dir,
@@ -109,6 +125,8 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 advertise,
                 store: None,
                 data: DataConfig::from_env(),
+                exec_policy,
+                run_as,
             };
             worker::run(cfg, shutdown_on_signal()).await?;
             Ok(ExitCode::SUCCESS)

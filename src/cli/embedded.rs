@@ -7,6 +7,7 @@ use crate::dataplane::DataConfig;
 use crate::leader::{self, LeaderConfig};
 use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
 use crate::protocol::control::{JobInfo, WorkerState};
+use crate::runtime::fetch::ExecPolicy;
 use crate::runtime::store::Store;
 use crate::worker::{self, WorkerConfig};
 use anyhow::Context;
@@ -57,7 +58,12 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts a leader and `workers` workers on loopback; returns once all workers joined.
-    pub async fn start(workers: usize, keep_logs: bool) -> anyhow::Result<Cluster> {
+    /// Operators obey `policy`, on the leader and on every worker.
+    pub async fn start(
+        workers: usize,
+        keep_logs: bool,
+        policy: ExecPolicy,
+    ) -> anyhow::Result<Cluster> {
         let dir = tempfile::Builder::new()
             .prefix("rainstorm-")
             .tempdir()
@@ -74,6 +80,7 @@ impl Cluster {
             data_dir: dir.path().join("leader"),
             keep_logs,
             data: DataConfig::from_env(),
+            exec_policy: policy.clone(),
             ..LeaderConfig::default()
         };
         let store = Store::local(cfg.data_dir.join("store"))?;
@@ -86,6 +93,8 @@ impl Cluster {
                 advertise: None,
                 store: Some(store.clone()),
                 data: DataConfig::from_env(),
+                exec_policy: policy.clone(),
+                run_as: None,
             };
             worker_parts.spawn(worker::run(wc, workers_shutdown.clone()));
         }
@@ -148,15 +157,22 @@ async fn join_all(parts: &mut JoinSet<anyhow::Result<()>>, what: &str) -> anyhow
     first_err.map_or(Ok(()), Err)
 }
 
-/// Runs one job on a fresh embedded cluster, printing its output lines to stdout.
-pub async fn run_job(spec: JobSpec, workers: usize, keep_logs: bool) -> anyhow::Result<JobInfo> {
+/// Runs one job on a fresh embedded cluster, printing its output lines to stdout. Its operators
+/// obey `policy` (`ExecPolicy::local_run`: the current directory, the job file's directory,
+/// commands on PATH and `--allow-exec` directories).
+pub async fn run_job(
+    spec: JobSpec,
+    workers: usize,
+    keep_logs: bool,
+    policy: ExecPolicy,
+) -> anyhow::Result<JobInfo> {
     // Registered first thing: a Ctrl-C during start-up is not lost (and a process started in
     // the background, which inherits SIGINT as ignored, still gets it from here on).
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("watching SIGINT")?;
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let spec = localize(spec, &cwd);
-    let cluster = Cluster::start(workers.max(1), keep_logs).await?;
+    let cluster = Cluster::start(workers.max(1), keep_logs, policy).await?;
     let result = async {
         let id = cluster.client.submit(&spec).await?;
         eprintln!("rainstorm: job {id} running on {workers} embedded workers");

@@ -56,6 +56,8 @@ pub struct LeaderConfig {
     /// Host name or IP workers use to reach the leader's data listener (default: the
     /// `--listen` IP, or this host's name when that is a wildcard).
     pub advertise_host: Option<String>,
+    /// Which executables jobs may name (validated at submission; workers check again).
+    pub exec_policy: crate::runtime::fetch::ExecPolicy,
 }
 
 impl Default for LeaderConfig {
@@ -70,6 +72,7 @@ impl Default for LeaderConfig {
             data: DataConfig::default(),
             advertise_host: None,
             stall_timeout: Duration::from_secs(60),
+            exec_policy: Default::default(),
         }
     }
 }
@@ -119,7 +122,7 @@ impl Leader {
         }
         let mut problems = check_spec(&spec);
         if problems.is_empty() {
-            problems = validate::check(&spec, &self.store);
+            problems = validate::check(&spec, &self.store, &self.cfg.exec_policy);
         }
         if !problems.is_empty() {
             return Err(SubmitError::Invalid(problems));

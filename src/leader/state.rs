@@ -316,6 +316,23 @@ impl State {
     }
 }
 
+/// A pid a worker reports for a task, if it can be an operator process: the task runs an
+/// executable, and the pid names one process (not 0, 1 or a group). Anything else is ignored,
+/// so a report can never make `kill-task` aim at a group or at the worker itself.
+pub fn reported_pid(
+    jobs: &BTreeMap<JobId, JobRec>,
+    key: &TaskKey,
+    pid: Option<u32>,
+) -> Option<u32> {
+    let pid = pid.filter(|p| *p > 1 && *p <= i32::MAX as u32)?;
+    let stage = (key.pos.stage as usize).checked_sub(1)?;
+    let exec = jobs
+        .get(&key.job)
+        .and_then(|j| j.spec.stages.get(stage))
+        .is_some_and(|s| matches!(s.operator, crate::model::spec::OperatorSpec::Exec { .. }));
+    exec.then_some(pid)
+}
+
 /// Shared handle to the state.
 pub type SharedState = Arc<Mutex<State>>;
 

@@ -4,31 +4,16 @@
 
 use crate::model::check::Problem;
 use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
+use crate::runtime::fetch::ExecPolicy;
 use crate::runtime::store::Store;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-fn check_executable(path: &Path) -> Result<(), &'static str> {
-    match std::fs::metadata(path) {
-        Err(_) => Err("operator not found"),
-        Ok(m) if !m.is_file() => Err("operator is not a file"),
-        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
-            Err("operator is not executable (chmod +x it)")
-        }
-        Ok(_) => Ok(()),
-    }
-}
-
-/// Finds an executable command on PATH.
-fn on_path(name: &str) -> Option<std::path::PathBuf> {
-    let paths = std::env::var_os("PATH")?;
-    std::env::split_paths(&paths)
-        .map(|d| d.join(name))
-        .find(|p| check_executable(p).is_ok())
-}
-
 /// Checks everything outside the job file; returns all problems found.
-pub fn check(spec: &JobSpec, store: &Store) -> Vec<Problem> {
+///
+/// Operators must obey `policy` (see `runtime::fetch`): from the store, or from an allowed
+/// directory; anything else is refused here with the field and the rule, before any worker
+/// hears of the job.
+pub fn check(spec: &JobSpec, store: &Store, policy: &ExecPolicy) -> Vec<Problem> {
     let mut problems = Vec::new();
     let resolve = |p: &str| -> Option<std::path::PathBuf> {
         match spec.paths {
@@ -74,25 +59,22 @@ pub fn check(spec: &JobSpec, store: &Store) -> Vec<Problem> {
     for (i, st) in spec.stages.iter().enumerate() {
         if let OperatorSpec::Exec { path, .. } = &st.operator {
             let field = format!("stages[{}].exec", i + 1);
-            let local = Path::new(path);
-            let res = match spec.paths {
-                PathMode::Local if !path.contains('/') => match on_path(path) {
-                    Some(_) => Ok(()),
-                    None => Err("operator not found (not a file here, nor a command on PATH)"),
-                },
-                PathMode::Local => check_executable(local),
+            let res: Result<(), String> = match spec.paths {
+                PathMode::Local => policy.local(path).map(|_| ()),
                 PathMode::Store => {
-                    let in_store = store
-                        .local_path(path)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|p| p.is_file());
-                    if in_store {
-                        Ok(())
-                    } else if local.is_absolute() {
-                        check_executable(local)
-                    } else {
-                        Err("operator not found in the store (upload it with `rainstorm put`) nor as an absolute path")
+                    let in_store = || {
+                        store
+                            .local_path(path)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|p| p.is_file())
+                    };
+                    // The worker's order: an allowed local file first, then the store.
+                    match policy.local(path) {
+                        Ok(_) => Ok(()),
+                        Err(_) if in_store() => Ok(()),
+                        Err(msg) if Path::new(path).is_absolute() => Err(msg),
+                        Err(_) => Err("operator not found in the store (upload it with `rainstorm put`, or name it by a relative path that `submit` uploads)".to_string()),
                     }
                 }
             };

@@ -11,7 +11,20 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The allowed number of tasks of one stage.
-pub const TASKS: std::ops::RangeInclusive<u32> = 1..=1024;
+pub const TASKS: std::ops::RangeInclusive<u32> = 1..=256;
+
+/// The most stages one job may have.
+pub const MAX_STAGES: usize = 64;
+
+/// The allowed source rates in tuples per second, besides 0 (as fast as possible): one tuple
+/// every 1000 s at the slowest (a slower rate would put the next tuple's due time out of
+/// reach of the clock), a billion per second at the fastest (far beyond what one source can do).
+pub const RATE: std::ops::RangeInclusive<f64> = 1e-3..=1e9;
+
+/// Whether `rate` is a usable source rate: 0, or a finite number in [`RATE`].
+pub fn rate_ok(rate: f64) -> bool {
+    rate == 0.0 || RATE.contains(&rate)
+}
 
 /// One problem found in a job; `field` uses the job file's own names (`stages[2].tasks`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,12 +78,29 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             "name the input file (path in the [source] table)",
         ));
     }
-    if !(spec.rate >= 0.0 && spec.rate.is_finite()) {
+    if !rate_ok(spec.rate) {
         problems.push(Problem::new(
             "source.rate",
             spec.rate,
-            "must be a number of tuples per second ≥ 0 (0 = as fast as possible)",
+            format!(
+                "must be 0 (as fast as possible) or a number of tuples per second from {} to {}",
+                RATE.start(),
+                RATE.end()
+            ),
         ));
+    }
+    if let Some((lw, hw)) = spec.autoscale {
+        if !(rate_ok(lw) && rate_ok(hw) && lw < hw) {
+            problems.push(Problem::new(
+                "autoscale",
+                format!("{lw} {hw}"),
+                format!(
+                    "needs two numbers LW < HW (tuples/s per task), each 0 or from {} to {}",
+                    RATE.start(),
+                    RATE.end()
+                ),
+            ));
+        }
     }
     if spec.sink_path.is_empty() {
         problems.push(Problem::new(
@@ -84,6 +114,13 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             "stages",
             "(none)",
             "add at least one stage (a [[stages]] table)",
+        ));
+    }
+    if spec.stages.len() > MAX_STAGES {
+        problems.push(Problem::new(
+            "stages",
+            format!("({} stages)", spec.stages.len()),
+            format!("a job has at most {MAX_STAGES} stages"),
         ));
     }
     for (i, st) in spec.stages.iter().enumerate() {
@@ -197,5 +234,98 @@ mod tests {
             .map(|(f, v)| (f.to_string(), v.to_string()))
             .collect();
         assert_eq!(got, want);
+    }
+
+    fn with_rate(rate: f64) -> Vec<Problem> {
+        let mut s = spec(vec![StageSpec {
+            tasks: 1,
+            operator: builtin("identity", &[]),
+        }]);
+        s.rate = rate;
+        check_spec(&s)
+    }
+
+    #[test]
+    fn a_vanishing_rate_is_rejected_with_field_and_value_instead_of_panicking_the_source() {
+        let p = with_rate(1e-300);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].field, "source.rate");
+        assert_eq!(p[0].value, 1e-300f64.to_string());
+        assert!(p[0].message.contains("0.001"), "{}", p[0]);
+    }
+
+    #[test]
+    fn nan_infinite_negative_and_absurd_rates_are_rejected_and_sane_ones_accepted() {
+        for bad in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -1.0,
+            1e10,
+            1e300,
+        ] {
+            let p = with_rate(bad);
+            assert_eq!(p.len(), 1, "rate {bad}: {p:?}");
+            assert_eq!(
+                (p[0].field.as_str(), p[0].value.as_str()),
+                ("source.rate", bad.to_string().as_str())
+            );
+        }
+        for good in [0.0, 0.001, 1.0, 2500.5, 1e9] {
+            assert!(with_rate(good).is_empty(), "rate {good}");
+        }
+    }
+
+    #[test]
+    fn autoscale_watermarks_must_be_finite_and_ordered() {
+        for (lw, hw) in [
+            (f64::NAN, 10.0),
+            (1.0, f64::INFINITY),
+            (5.0, 5.0),
+            (-1.0, 3.0),
+        ] {
+            let mut s = spec(vec![StageSpec {
+                tasks: 1,
+                operator: builtin("identity", &[]),
+            }]);
+            s.autoscale = Some((lw, hw));
+            let p = check_spec(&s);
+            assert_eq!(p.len(), 1, "{lw} {hw}: {p:?}");
+            assert_eq!(p[0].field, "autoscale");
+        }
+    }
+
+    #[test]
+    fn more_than_256_tasks_in_a_stage_is_rejected_with_the_limit() {
+        let s = spec(vec![StageSpec {
+            tasks: 257,
+            operator: builtin("identity", &[]),
+        }]);
+        let p = check_spec(&s);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            p[0].to_string(),
+            "stages[1].tasks = 257: must be an integer from 1 to 256"
+        );
+        let s = spec(vec![StageSpec {
+            tasks: 256,
+            operator: builtin("identity", &[]),
+        }]);
+        assert!(check_spec(&s).is_empty());
+    }
+
+    #[test]
+    fn more_than_64_stages_is_rejected_with_the_limit() {
+        let stage = StageSpec {
+            tasks: 1,
+            operator: builtin("identity", &[]),
+        };
+        let p = check_spec(&spec(vec![stage.clone(); 65]));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            p[0].to_string(),
+            "stages = (65 stages): a job has at most 64 stages"
+        );
+        assert!(check_spec(&spec(vec![stage; 64])).is_empty());
     }
 }

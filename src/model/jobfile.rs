@@ -284,11 +284,11 @@ tasks = "many"
         let want = [
             "delivery = 3: must be a string",
             "source.path = (missing): name the input file (path in the [source] table)",
-            "source.rate = \"fast\": must be a number of tuples per second ≥ 0 (0 = as fast as possible)",
+            "source.rate = \"fast\": must be 0 (as fast as possible) or a number of tuples per second from 0.001 to 1000000000",
             "sink.path = (missing): name the output file (path in the [sink] table)",
-            "stages[1].tasks = -2: must be an integer from 1 to 1024",
+            "stages[1].tasks = -2: must be an integer from 1 to 256",
             "stages[1].op = (both): give either exec or op, not both",
-            "stages[2].tasks = \"many\": must be an integer from 1 to 1024",
+            "stages[2].tasks = \"many\": must be an integer from 1 to 256",
             "stages[2].op = (missing): give exec = \"path/to/operator\" or op = \"<built-in>\"",
         ];
         assert_eq!(got, want);

@@ -13,6 +13,16 @@
 //!
 //! The simulation runs scripted stand-ins through this same code: an in-process task on
 //! in-memory pipes in place of the child process.
+//!
+//! **One process group per operator.** Each child starts in a group of its own, and the whole
+//! group is SIGKILLed as soon as the child has exited (its task finished or failed) or when the
+//! task is cancelled or dropped: a helper the operator left behind (`sleep 7777 &`) neither
+//! holds the output open, so the task cannot hang on it, nor outlives the task. The output of
+//! an operator therefore ends when its main process exits.
+//!
+//! **Under another identity.** A worker started with `--run-as USER` starts every operator as
+//! that user ([`RunAs`]: its uid, its primary group and its supplementary groups), after
+//! joining its new process group and before `exec`.
 
 use crate::dataplane::router::{Closed, Router};
 use crate::model::tuple::{decode_line, encode_line, Tuple};
@@ -21,7 +31,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -49,26 +59,25 @@ impl Scripts {
 /// The process behind an operator: an OS child, or a scripted task.
 enum Proc {
     Os(Child),
-    Scripted(Option<JoinHandle<()>>),
+    /// The task while it runs, then its exit code.
+    Scripted(Option<JoinHandle<()>>, i32),
 }
 
 impl Proc {
+    /// Waits for the exit; cancel-safe (a wait dropped midway loses nothing), and once it has
+    /// returned it returns the same status again.
     async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         match self {
             Proc::Os(c) => c.wait().await,
-            Proc::Scripted(h) => {
-                let code = match h.take() {
-                    Some(h) => match h.await {
+            Proc::Scripted(h, code) => {
+                if let Some(task) = h.as_mut() {
+                    *code = match task.await {
                         Ok(()) => 0,
                         Err(_) => 9,
-                    },
-                    None => 0,
-                };
-                Ok(if code == 0 {
-                    ExitStatus::from_raw(0)
-                } else {
-                    ExitStatus::from_raw(code)
-                })
+                    };
+                    *h = None;
+                }
+                Ok(ExitStatus::from_raw(*code))
             }
         }
     }
@@ -76,7 +85,7 @@ impl Proc {
     async fn kill(&mut self) -> std::io::Result<()> {
         match self {
             Proc::Os(c) => c.kill().await,
-            Proc::Scripted(h) => {
+            Proc::Scripted(h, _) => {
                 if let Some(h) = h.take() {
                     h.abort();
                     if let Err(e) = h.await {
@@ -88,6 +97,112 @@ impl Proc {
                 Ok(())
             }
         }
+    }
+}
+
+/// The unprivileged identity operators run as (`worker --run-as USER`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user's name.
+    pub name: String,
+    /// Its uid.
+    pub uid: libc::uid_t,
+    /// Its primary group.
+    pub gid: libc::gid_t,
+    /// Every group it belongs to (primary included).
+    pub groups: Vec<libc::gid_t>,
+}
+
+impl RunAs {
+    /// Looks a user up by name (the system's user database); an error if there is no such user.
+    pub fn lookup(name: &str) -> anyhow::Result<RunAs> {
+        let cname = std::ffi::CString::new(name)
+            .map_err(|_| anyhow::anyhow!("--run-as {name:?}: not a user name"))?;
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        // SAFETY: every pointer is valid for the call; `buf` outlives the use of `pw`'s fields.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc != 0 {
+            anyhow::bail!(
+                "--run-as {name}: looking the user up failed: {}",
+                std::io::Error::from_raw_os_error(rc)
+            );
+        }
+        if result.is_null() {
+            anyhow::bail!("--run-as {name}: no such user");
+        }
+        let (uid, gid) = (pw.pw_uid, pw.pw_gid);
+        let mut n: libc::c_int = 64;
+        let mut groups: Vec<libc::gid_t> = vec![0; n as usize];
+        loop {
+            let mut got = n;
+            // SAFETY: `groups` has room for `got` entries.
+            let rc =
+                unsafe { libc::getgrouplist(cname.as_ptr(), gid, groups.as_mut_ptr(), &mut got) };
+            if rc >= 0 {
+                groups.truncate(got.max(0) as usize);
+                break;
+            }
+            if got <= n || n > 65536 {
+                groups = vec![gid];
+                break;
+            }
+            n = got;
+            groups = vec![0; n as usize];
+        }
+        if !groups.contains(&gid) {
+            groups.push(gid);
+        }
+        Ok(RunAs {
+            name: name.to_string(),
+            uid,
+            gid,
+            groups,
+        })
+    }
+}
+
+/// The identity operators of this process run as (one per process: it is the worker's).
+static RUN_AS: OnceLock<RunAs> = OnceLock::new();
+
+/// Makes every operator this process starts from now on run as `who`. Needs root (or the
+/// user's own uid); set once per process.
+pub fn run_operators_as(who: RunAs) -> anyhow::Result<()> {
+    // SAFETY: plain syscall.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 && euid != who.uid {
+        anyhow::bail!(
+            "--run-as {}: this worker runs as uid {euid}, and only root can start processes as another user",
+            who.name
+        );
+    }
+    if RUN_AS.get() == Some(&who) {
+        return Ok(());
+    }
+    let name = who.name.clone();
+    RUN_AS.set(who).map_err(|_| {
+        anyhow::anyhow!("--run-as {name}: operators of this process already have an identity")
+    })
+}
+
+/// SIGKILLs process group `pgid` (never 0 or 1, which would mean this process's own group or
+/// every process).
+fn kill_group(pgid: u32) {
+    if pgid <= 1 || pgid > i32::MAX as u32 {
+        return;
+    }
+    // SAFETY: plain syscall; a negative pid names the group the operator leads.
+    unsafe {
+        libc::kill(-(pgid as i32), libc::SIGKILL);
     }
 }
 
@@ -134,6 +249,8 @@ pub fn describe_exit(status: ExitStatus) -> String {
 pub struct ExecOperator {
     child: Proc,
     pid: u32,
+    /// The operator's process group, until it has been killed (0: none).
+    group: u32,
     stdin: Option<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>,
     reader: Option<JoinHandle<Result<Router, Closed>>>,
     /// The router, once the reader returned it early (the process closed its output).
@@ -186,9 +303,24 @@ impl ExecOperator {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        let who = RUN_AS.get().cloned();
+        // SAFETY: only async-signal-safe syscalls run between fork and exec, on data prepared
+        // before the fork (no allocation).
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                // A group of its own: whatever it starts can be killed with it.
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(w) = &who {
+                    if libc::setgroups(w.groups.len() as _, w.groups.as_ptr()) != 0
+                        || libc::setgid(w.gid) != 0
+                        || libc::setuid(w.uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // After the identity change, which would clear it.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -209,6 +341,7 @@ impl ExecOperator {
         Ok(ExecOperator {
             child: Proc::Os(child),
             pid,
+            group: pid,
             stdin: Some(BufWriter::with_capacity(PIPE_BUF, Box::new(stdin))),
             reader: Some(reader),
             router: None,
@@ -253,8 +386,9 @@ impl ExecOperator {
         let current_emit = Arc::new(AtomicU64::new(0));
         let reader = spawn_reader(stdout_r, router, current_emit.clone());
         ExecOperator {
-            child: Proc::Scripted(Some(task)),
+            child: Proc::Scripted(Some(task), 0),
             pid: 0,
+            group: 0,
             stdin: Some(BufWriter::with_capacity(PIPE_BUF, Box::new(stdin_w))),
             reader: Some(reader),
             router: None,
@@ -269,10 +403,17 @@ impl ExecOperator {
         self.pid
     }
 
+    /// Kills what is left of the operator's process group (once).
+    fn end_group(&mut self) {
+        kill_group(std::mem::take(&mut self.group));
+    }
+
     /// Stdin failed: the process is gone. Exit 0 means it finished early (not an error);
     /// anything else is a failure.
     async fn stdin_failed(&mut self) -> Result<(), ExecError> {
-        match self.child.wait().await {
+        let status = self.child.wait().await;
+        self.end_group();
+        match status {
             Ok(status) if status.success() => {
                 self.finished_early();
                 Ok(())
@@ -326,21 +467,37 @@ impl ExecOperator {
     /// Resolves only when the operator failed on its own while input is still open: it
     /// closed its output and exited non-zero or by a signal. (Exit 0 is an early finish.)
     pub async fn died(&mut self) -> ExecError {
+        enum Ev {
+            Output(Result<Result<Router, Closed>, tokio::task::JoinError>),
+            Exit(std::io::Result<ExitStatus>),
+        }
         loop {
             if self.done {
                 return std::future::pending().await;
             }
-            if let Some(r) = self.reader.as_mut() {
-                let res = r.await;
-                self.reader = None;
-                match res {
-                    Ok(Ok(router)) => self.router = Some(router),
-                    Ok(Err(Closed)) => return ExecError::Closed,
-                    Err(e) => return ExecError::Io(std::io::Error::other(e)),
+            // Its output closed, or it exited (a helper it left may still hold the output).
+            let ev = match self.reader.as_mut() {
+                Some(r) => tokio::select! {
+                    res = r => Ev::Output(res),
+                    st = self.child.wait() => Ev::Exit(st),
+                },
+                None => Ev::Exit(self.child.wait().await),
+            };
+            let status = match ev {
+                Ev::Output(res) => {
+                    self.reader = None;
+                    match res {
+                        Ok(Ok(router)) => self.router = Some(router),
+                        Ok(Err(Closed)) => return ExecError::Closed,
+                        Err(e) => return ExecError::Io(std::io::Error::other(e)),
+                    }
+                    // Its output is closed: it is ending.
+                    self.child.wait().await
                 }
-            }
-            // Its output is closed: it is ending.
-            match self.child.wait().await {
+                Ev::Exit(st) => st,
+            };
+            self.end_group();
+            match status {
                 Ok(status) if status.success() => self.finished_early(),
                 Ok(status) => {
                     return ExecError::Exited {
@@ -364,6 +521,10 @@ impl ExecOperator {
             }
             drop(stdin);
         }
+        // The exit ends the output: the rest of its group goes with it, so a helper left
+        // holding stdout open cannot keep the reader (and the task) waiting.
+        let status = self.child.wait().await;
+        self.end_group();
         let routed = match (self.reader.take(), self.router.take()) {
             (Some(r), _) => match r.await {
                 Ok(res) => res.map_err(|_| ExecError::Closed),
@@ -372,7 +533,7 @@ impl ExecOperator {
             (None, Some(router)) => Ok(router),
             (None, None) => Err(ExecError::Closed),
         };
-        let status = self.child.wait().await?;
+        let status = status?;
         if !status.success() {
             return Err(ExecError::Exited {
                 pid: self.pid,
@@ -392,6 +553,7 @@ impl ExecOperator {
                 }
             }
         }
+        self.end_group();
         if let Err(e) = self.child.kill().await {
             tracing::debug!(pid = self.pid, error = %e, "kill of operator failed (already gone?)");
         }
@@ -403,5 +565,7 @@ impl Drop for ExecOperator {
         if let Some(r) = self.reader.take() {
             r.abort();
         }
+        // `kill_on_drop` kills the child; its group goes too.
+        self.end_group();
     }
 }

@@ -114,13 +114,14 @@ impl Worker {
         );
         let env = self.env.clone();
         let ops_dir = self.cfg.data_dir.join("ops");
+        let policy = self.cfg.exec_policy.clone();
         let ev_tx = ev_tx.clone();
         let span = tracing::info_span!("task", job = %key.job, stage = key.pos.stage, task = key.pos.index, attempt);
         let id_key = (key.clone(), attempt);
         let supervisor = async move {
             let exec = match &a.operator {
                 OperatorSpec::Exec { path, .. } => {
-                    match resolve_exec(&env.store, &a, path, &ops_dir).await {
+                    match resolve_exec(&env.store, &a, path, &ops_dir, &policy).await {
                         Ok(p) => Some(p),
                         Err(e) => {
                             *status.error.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -173,19 +174,29 @@ async fn announce_start(
     }
 }
 
-/// SIGKILLs `pid` if it is one of this worker's operators (failure injection).
+/// Whether `pid` can name one process: never 0 (this process's group), 1 (init, or with a
+/// minus sign every process) nor anything that turns negative (a group) as a `pid_t`.
+fn single_process(pid: u32) -> bool {
+    pid > 1 && pid <= i32::MAX as u32
+}
+
+/// SIGKILLs `pid` only if it is the live operator process of one of this worker's running
+/// executable tasks (failure injection); never pid 0, never a group.
 fn kill(pid: u32, tasks: &TaskTable) {
-    let ours = lock_tasks(tasks)
-        .values()
-        .any(|r| r.status.pid.load(Ordering::Relaxed) == pid);
+    let ours = single_process(pid)
+        && lock_tasks(tasks).values().any(|r| {
+            matches!(r.assignment.operator, OperatorSpec::Exec { .. })
+                && !r.status.state().is_terminal()
+                && r.status.pid.load(Ordering::Relaxed) == pid
+        });
     if !ours {
         warn!(
             pid,
-            "kill-task for a process that is not one of this worker's operators; ignored"
+            "kill-task for a process that is not a running operator of this worker; ignored"
         );
         return;
     }
-    // SAFETY: plain syscall on a pid this worker spawned and has not reaped yet.
+    // SAFETY: plain syscall on one process (pid > 1) this worker spawned and has not reaped.
     let rc = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     if rc != 0 {
         warn!(pid, error = %std::io::Error::last_os_error(), "kill-task failed");

@@ -41,6 +41,10 @@ pub struct WorkerConfig {
     pub store: Option<Store>,
     /// Data-plane tunables.
     pub data: DataConfig,
+    /// Which executables may run (the store's, and `--allow-exec` directories).
+    pub exec_policy: crate::runtime::fetch::ExecPolicy,
+    /// Operators start as this user (`--run-as`).
+    pub run_as: Option<crate::runtime::exec::RunAs>,
 }
 
 /// One task attempt this worker runs.
@@ -70,6 +74,9 @@ async fn pause(token: &CancellationToken, delay: Duration) -> bool {
 /// Runs a worker until `shutdown`; on shutdown its running tasks are reported failed (so the
 /// leader reschedules them) and stopped.
 pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let Some(who) = &cfg.run_as {
+        crate::runtime::exec::run_operators_as(who.clone())?;
+    }
     let bound_listener = TcpListener::bind(&cfg.data_listen)
         .await
         .with_context(|| format!("binding the data listener on {}", cfg.data_listen))?;

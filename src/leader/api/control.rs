@@ -2,7 +2,7 @@
 //! long-poll through which a worker receives its numbered commands.
 
 use super::{error, Shared};
-use crate::leader::state::{lock, JobEvent};
+use crate::leader::state::{lock, reported_pid, JobEvent};
 use crate::model::ids::WorkerId;
 use crate::protocol::control::{
     Command, Events, Heartbeat, Known, RegisterRequest, RegisterResponse, TaskState, WorkerState,
@@ -43,6 +43,7 @@ pub(super) async fn heartbeat(State(l): Shared, Json(hb): Json<Heartbeat>) -> Re
         _ => return Json(Known { known: false }).into_response(),
     }
     for r in hb.tasks {
+        let pid = reported_pid(&st.jobs, &r.key, r.pid);
         if let Some(t) = st.tasks.get_mut(&r.key) {
             if t.attempt != r.attempt || t.worker != hb.worker_id || t.state.is_terminal() {
                 continue;
@@ -63,7 +64,7 @@ pub(super) async fn heartbeat(State(l): Shared, Json(hb): Json<Heartbeat>) -> Re
             t.queued = r.queued;
             t.tuples_in = r.tuples_in;
             t.tuples_out = r.tuples_out;
-            t.pid = r.pid.or(t.pid);
+            t.pid = pid.or(t.pid);
             if !r.state.is_terminal() {
                 t.state = r.state;
             }
@@ -81,6 +82,7 @@ pub(super) async fn events(State(l): Shared, Json(ev): Json<Events>) -> Response
             _ => return Json(Known { known: false }).into_response(),
         }
         for r in ev.reports {
+            let pid = reported_pid(&st.jobs, &r.key, r.pid);
             let Some(t) = st.tasks.get_mut(&r.key) else {
                 continue;
             };
@@ -89,7 +91,7 @@ pub(super) async fn events(State(l): Shared, Json(ev): Json<Events>) -> Response
             }
             t.tuples_in = r.tuples_in;
             t.tuples_out = r.tuples_out;
-            t.pid = r.pid.or(t.pid);
+            t.pid = pid.or(t.pid);
             t.state = r.state;
             if r.error.is_some() {
                 t.error = r.error.clone();

@@ -61,6 +61,15 @@ pub(super) async fn list_workers(State(l): Shared) -> Response {
 }
 
 pub(super) async fn kill_task(State(l): Shared, Json(req): Json<KillRequest>) -> Response {
+    if req.pid <= 1 || req.pid > i32::MAX as u32 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "pid {} names no single process; kill-task only signals an operator process",
+                req.pid
+            ),
+        );
+    }
     let mut st = lock(&l.state);
     match st.workers.get(&req.worker) {
         None => return error(StatusCode::NOT_FOUND, format!("no worker {}", req.worker)),

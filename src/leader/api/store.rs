@@ -1,14 +1,21 @@
-//! The store over HTTP, for clients (`put`, `get`, `ls`) and for remote workers, which fetch
-//! operators and read and write input logs through it.
+//! The store over HTTP. Public (`/api/store`, clients' `put`, `get`, `ls`): uploads and
+//! downloads are streamed (a file of any size passes through a small buffer); `logs/` and
+//! `blobs/` belong to the engine and are read-only here; a file a running job reads or writes
+//! cannot be replaced or deleted (409). Internal (`/internal/store`, workers without direct
+//! access to the store): reads anything, writes only input logs.
 
 use super::{error, Shared};
-use crate::runtime::store::StoreError;
-use axum::body::Bytes;
+use crate::leader::owned::reserved;
+use crate::leader::Leader;
+use crate::runtime::store::{clean_path, clean_prefix, StoreError};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::TryStreamExt;
 use serde::Deserialize;
+use serde_json::json;
 
 #[derive(Deserialize)]
 pub(super) struct PrefixQuery {
@@ -17,9 +24,12 @@ pub(super) struct PrefixQuery {
 }
 
 pub(super) async fn store_list(State(l): Shared, Query(q): Query<PrefixQuery>) -> Response {
+    if let Err(e) = clean_prefix(&q.prefix) {
+        return store_error(e);
+    }
     match l.store.list(&q.prefix).await {
         Ok(v) => Json(v).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => store_error(e),
     }
 }
 
@@ -32,22 +42,102 @@ fn store_error(e: StoreError) -> Response {
 }
 
 pub(super) async fn store_get(State(l): Shared, Path(path): Path<String>) -> Response {
-    match l.store.get(&path).await {
-        Ok(b) => b.into_response(),
+    match l.store.open(&path).await {
+        Ok(rd) => {
+            let stream = tokio_util::io::ReaderStream::with_capacity(rd, 256 << 10);
+            Response::builder()
+                .header("content-type", "application/octet-stream")
+                .body(Body::from_stream(stream))
+                .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        }
         Err(e) => store_error(e),
     }
 }
 
-pub(super) async fn store_put(State(l): Shared, Path(path): Path<String>, body: Bytes) -> Response {
-    match l.store.put(&path, body).await {
-        Ok(()) => StatusCode::CREATED.into_response(),
+/// Streams a request body into the store.
+async fn put_body(l: &Leader, clean: &str, body: Body) -> Response {
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    match l.store.put_stream(clean, stream).await {
+        Ok(n) => (
+            StatusCode::CREATED,
+            Json(json!({ "path": clean, "size": n })),
+        )
+            .into_response(),
         Err(e) => store_error(e),
     }
+}
+
+pub(super) async fn store_put(State(l): Shared, Path(path): Path<String>, body: Body) -> Response {
+    let clean = match clean_path(&path) {
+        Ok(c) => c,
+        Err(e) => return store_error(e),
+    };
+    if reserved(&clean) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{clean}: logs/ and blobs/ belong to the engine and cannot be written through the API"),
+        );
+    }
+    // Held for the whole upload: a job submitted meanwhile cannot claim this path.
+    let _writing = match l.claim_write(&clean) {
+        Ok(g) => g,
+        Err(msg) => return error(StatusCode::CONFLICT, msg),
+    };
+    put_body(&l, &clean, body).await
 }
 
 pub(super) async fn store_delete(State(l): Shared, Path(path): Path<String>) -> Response {
-    match l.store.delete_prefix(&path).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => store_error(e),
+    let clean = match clean_path(&path) {
+        Ok(c) => c,
+        Err(e) => return store_error(e),
+    };
+    if reserved(&clean) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{clean}: logs/ and blobs/ belong to the engine and cannot be deleted through the API"),
+        );
     }
+    if let Err(msg) = l.check_delete(&clean) {
+        return error(StatusCode::CONFLICT, msg);
+    }
+    match l.store.delete_report(&clean).await {
+        (removed, None) => Json(json!({ "removed": removed })).into_response(),
+        (removed, Some(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({
+                "error": format!("delete of {clean} stopped after {} objects: {e}", removed.len()),
+                "removed": removed,
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// Workers' reads (operators, sources, logs).
+pub(super) async fn internal_get(state: Shared, path: Path<String>) -> Response {
+    store_get(state, path).await
+}
+
+/// Workers' listings (input logs).
+pub(super) async fn internal_list(state: Shared, q: Query<PrefixQuery>) -> Response {
+    store_list(state, q).await
+}
+
+/// Workers' writes: input-log segments and fences only.
+pub(super) async fn internal_put(
+    State(l): Shared,
+    Path(path): Path<String>,
+    body: Body,
+) -> Response {
+    let clean = match clean_path(&path) {
+        Ok(c) => c,
+        Err(e) => return store_error(e),
+    };
+    if !clean.starts_with("logs/") {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{clean}: workers write only input logs (logs/)"),
+        );
+    }
+    put_body(&l, &clean, body).await
 }

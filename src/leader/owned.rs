@@ -1,0 +1,293 @@
+//! Owned files: what each running job reads (its source, its operators) and writes (its sink),
+//! so no submission, upload or delete can corrupt a running job. A running job's sink is no
+//! other running job's sink or source, and never its own source; a `PUT` or `DELETE` on a file
+//! a running job reads or writes is refused (409). Also here: operators pinned by content hash
+//! at submission, so a job runs exactly the executable it was validated against.
+
+use super::state::{lock, State};
+use super::{Leader, SubmitError};
+use crate::model::check::Problem;
+use crate::model::ids::JobId;
+use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
+use crate::protocol::control::JobStatus;
+use crate::runtime::store::{blob_path, clean_path, sha256_hex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// The files of one job, as store paths (or local paths for `rainstorm run`).
+#[derive(Clone, Debug, Default)]
+pub struct JobFiles {
+    /// Files the job reads: its source and its operators (as named and as pinned).
+    pub reads: BTreeSet<String>,
+    /// The file the job writes: its sink.
+    pub writes: String,
+}
+
+/// Every job's files, and the uploads in progress.
+#[derive(Debug, Default)]
+pub struct Files {
+    jobs: BTreeMap<JobId, JobFiles>,
+    /// Store paths being uploaded now, with how many uploads hold each.
+    writing: BTreeMap<String, u32>,
+}
+
+fn norm(spec: &JobSpec, p: &str) -> String {
+    match spec.paths {
+        PathMode::Store => clean_path(p).unwrap_or_else(|_| p.to_string()),
+        PathMode::Local => p.to_string(),
+    }
+}
+
+/// The files a job names.
+pub fn job_files(spec: &JobSpec, pinned: &[String]) -> JobFiles {
+    let mut reads: BTreeSet<String> = [norm(spec, &spec.source_path)].into();
+    for st in &spec.stages {
+        if let OperatorSpec::Exec { path, .. } = &st.operator {
+            reads.insert(norm(spec, path));
+        }
+    }
+    reads.extend(pinned.iter().cloned());
+    JobFiles {
+        reads,
+        writes: norm(spec, &spec.sink_path),
+    }
+}
+
+fn running(st: &State) -> impl Iterator<Item = (&JobId, &JobFiles)> {
+    st.files.jobs.iter().filter(|(id, _)| {
+        st.jobs
+            .get(*id)
+            .is_some_and(|j| j.status == JobStatus::Running)
+    })
+}
+
+/// Whether `path` is `prefix` or lies under it.
+fn under(path: &str, prefix: &str) -> bool {
+    path == prefix || path.starts_with(&format!("{prefix}/"))
+}
+
+impl State {
+    /// Refuses a new job whose files clash with a running job's (or with its own), naming
+    /// both jobs; else records them under the id the job is about to get.
+    pub fn claim_files(&mut self, files: JobFiles) -> Result<JobId, String> {
+        let me = JobId(format!("job-{}", self.next_job + 1));
+        // Ended jobs own nothing any more.
+        let ended: Vec<JobId> = self
+            .files
+            .jobs
+            .keys()
+            .filter(|id| {
+                !self
+                    .jobs
+                    .get(*id)
+                    .is_some_and(|j| j.status == JobStatus::Running)
+            })
+            .cloned()
+            .collect();
+        for id in ended {
+            self.files.jobs.remove(&id);
+        }
+        let sink = &files.writes;
+        if files.reads.contains(sink) {
+            return Err(format!(
+                "sink.path {sink}: job {me}'s sink cannot be its own source or operator (job {me} reads it)"
+            ));
+        }
+        if reserved(sink) {
+            return Err(format!(
+                "sink.path {sink}: logs/ and blobs/ belong to the engine"
+            ));
+        }
+        for (id, other) in running(self) {
+            if &other.writes == sink {
+                return Err(format!(
+                    "sink.path {sink}: already the sink of running job {id}; job {me} cannot write it too"
+                ));
+            }
+            if other.reads.contains(sink) {
+                return Err(format!(
+                    "sink.path {sink}: running job {id} reads it; job {me} cannot write it"
+                ));
+            }
+            if let Some(r) = files.reads.iter().find(|r| **r == other.writes) {
+                return Err(format!(
+                    "{r}: the sink of running job {id}; job {me} cannot read it while it is written"
+                ));
+            }
+        }
+        if let Some(p) = files
+            .reads
+            .iter()
+            .chain([sink])
+            .find(|p| self.files.writing.contains_key(*p))
+        {
+            return Err(format!("{p}: being uploaded now; job {me} cannot use it"));
+        }
+        self.files.jobs.insert(me.clone(), files);
+        Ok(me)
+    }
+
+    /// Forgets an ended job's files (kept only while they can matter: running jobs).
+    pub fn release_files(&mut self, id: &JobId) {
+        self.files.jobs.remove(id);
+    }
+}
+
+/// An upload in progress; dropping it ends the claim.
+pub struct Writing {
+    leader: Arc<Leader>,
+    path: String,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut st = lock(&self.leader.state);
+        if let Some(n) = st.files.writing.get_mut(&self.path) {
+            *n -= 1;
+            if *n == 0 {
+                st.files.writing.remove(&self.path);
+            }
+        }
+    }
+}
+
+impl Leader {
+    /// Claims `clean` for an upload, unless a running job reads or writes it.
+    pub fn claim_write(self: &Arc<Self>, clean: &str) -> Result<Writing, String> {
+        let mut st = lock(&self.state);
+        if let Some((id, f)) =
+            running(&st).find(|(_, f)| f.reads.contains(clean) || f.writes == clean)
+        {
+            let how = if f.writes == clean { "writes" } else { "reads" };
+            return Err(format!(
+                "{clean}: running job {id} {how} it; try again when it ends"
+            ));
+        }
+        *st.files.writing.entry(clean.to_string()).or_default() += 1;
+        Ok(Writing {
+            leader: self.clone(),
+            path: clean.to_string(),
+        })
+    }
+
+    /// Refuses to delete `clean` (and what lies under it) while a running job uses any of it.
+    pub fn check_delete(&self, clean: &str) -> Result<(), String> {
+        let st = lock(&self.state);
+        for (id, f) in running(&st) {
+            if let Some(p) = f.reads.iter().chain([&f.writes]).find(|p| under(p, clean)) {
+                return Err(format!(
+                    "{clean}: running job {id} uses {p}; nothing was deleted"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Store paths of the job (source, operators) that exist in a store other than a local
+    /// directory, for validation.
+    pub async fn present_in_store(&self, spec: &JobSpec) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        if spec.paths != PathMode::Store || self.store.is_local() {
+            return out;
+        }
+        let mut names = vec![spec.source_path.clone()];
+        for st in &spec.stages {
+            if let OperatorSpec::Exec { path, .. } = &st.operator {
+                names.push(path.clone());
+            }
+        }
+        for n in names {
+            if let Ok(c) = clean_path(&n) {
+                if self.store.exists(&c).await.unwrap_or(false) {
+                    out.insert(c);
+                }
+            }
+        }
+        out
+    }
+
+    /// The local file standing for store path `path` when the store is not a local directory:
+    /// a copy under `DATA_DIR/sinks/` (a sink writes it, [`Leader::publish_sink`] uploads it
+    /// when the job ends, and the output stream reads it meanwhile).
+    pub fn staged_file(&self, path: &str) -> Result<std::path::PathBuf, String> {
+        let clean = clean_path(path).map_err(|e| e.to_string())?;
+        Ok(self.cfg.data_dir.join("sinks").join(clean))
+    }
+
+    /// Uploads the sink file of an ended job to the store when the store is not a local
+    /// directory (streamed, so the file may be of any size).
+    pub async fn publish_sink(&self, spec: &JobSpec) -> Result<(), String> {
+        if spec.paths != PathMode::Store || self.store.is_local() {
+            return Ok(());
+        }
+        let local = super::driver::local_file(self, spec, &spec.sink_path)?;
+        let f = match tokio::fs::File::open(&local).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("reading the sink {}: {e}", local.display())),
+        };
+        let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20);
+        self.store
+            .put_stream(&spec.sink_path, stream)
+            .await
+            .map(drop)
+            .map_err(|e| format!("uploading the sink to the store: {e}"))
+    }
+
+    /// Pins every store operator of `spec` by content: reads it, stores it under
+    /// `blobs/sha256/HEX` and makes the stage name that object, which workers verify before
+    /// running. Returns the store paths as named (the job reads them).
+    pub async fn pin_operators(&self, spec: &mut JobSpec) -> Result<Vec<String>, SubmitError> {
+        let mut named = Vec::new();
+        if spec.paths != PathMode::Store {
+            return Ok(named);
+        }
+        for (i, st) in spec.stages.iter_mut().enumerate() {
+            let OperatorSpec::Exec { path, .. } = &mut st.operator else {
+                continue;
+            };
+            if std::path::Path::new(path.as_str()).is_absolute()
+                || crate::runtime::store::pinned_hash(path).is_some()
+            {
+                continue;
+            }
+            let Ok(clean) = clean_path(path) else {
+                continue;
+            };
+            let data = match self.store.get(&clean).await {
+                Ok(d) => d,
+                Err(crate::runtime::store::StoreError::NotFound(_)) => continue,
+                Err(e) => {
+                    return Err(SubmitError::Invalid(vec![Problem::new(
+                        format!("stages[{}].exec", i + 1),
+                        path.as_str(),
+                        format!("cannot read the operator: {e}"),
+                    )]))
+                }
+            };
+            let blob = blob_path(&sha256_hex(&data));
+            if !self.store.exists(&blob).await.unwrap_or(false) {
+                self.store.put(&blob, data).await.map_err(|e| {
+                    SubmitError::Invalid(vec![Problem::new(
+                        format!("stages[{}].exec", i + 1),
+                        path.as_str(),
+                        format!("cannot store the operator: {e}"),
+                    )])
+                })?;
+            }
+            named.push(clean);
+            *path = blob;
+        }
+        Ok(named)
+    }
+}
+
+/// Store areas the engine owns: input logs and content-addressed operators.
+pub const RESERVED: [&str; 2] = ["logs", "blobs"];
+
+/// Whether a clean store path lies in an area the engine owns (not writable, deletable or
+/// usable as a sink through the API).
+pub fn reserved(clean: &str) -> bool {
+    let top = clean.split('/').next().unwrap_or("");
+    RESERVED.contains(&top)
+}

@@ -1,0 +1,176 @@
+//! A cluster on an S3-compatible server (moto): leader and workers with `--store s3://…`, the
+//! workers reading and writing the bucket directly. `.ci/run` starts moto and sets
+//! RAINSTORM_TEST_S3=http://HOST:PORT/BUCKET; without it a local `moto_server` is started if one
+//! is on PATH, else the tests say they are skipped (and fail under CI).
+
+mod common;
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+struct Moto(Option<Child>);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `http://HOST:PORT/BUCKET`, with the store's environment set for every child process.
+fn s3() -> Option<&'static str> {
+    static URL: OnceLock<Option<(String, Moto)>> = OnceLock::new();
+    let got = URL.get_or_init(|| {
+        let (url, moto) = match std::env::var("RAINSTORM_TEST_S3") {
+            Ok(u) => (u, Moto(None)),
+            Err(_) if std::env::var_os("CI").is_some() => {
+                panic!("RAINSTORM_TEST_S3 is not set under CI: .ci/run must start moto_server")
+            }
+            Err(_) => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let Ok(child) = Command::new("moto_server")
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                else {
+                    eprintln!("skipped: no RAINSTORM_TEST_S3 and no moto_server on PATH (pip install \"moto[server]\")");
+                    return None;
+                };
+                let url = format!("http://127.0.0.1:{port}/rainstorm-test");
+                let moto = Moto(Some(child));
+                wait_for("moto to answer", Duration::from_secs(30), || {
+                    std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+                });
+                let ok = Command::new("curl")
+                    .args(["-s", "-f", "-X", "PUT", &url])
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "creating the bucket");
+                (url, moto)
+            }
+        };
+        let rest = url.strip_prefix("http://").expect("http://HOST:PORT/BUCKET");
+        let (host, bucket) = rest.split_once('/').expect("a bucket");
+        // SAFETY: set once, before any child process of these tests starts.
+        unsafe {
+            std::env::set_var("RAINSTORM_STORE", format!("s3://{bucket}/{}", std::process::id()));
+            std::env::set_var("RAINSTORM_STORE_ENDPOINT", format!("http://{host}"));
+            std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+            std::env::set_var("AWS_REGION", "us-east-1");
+        }
+        Some((url, moto))
+    });
+    got.as_ref().map(|(u, _)| u.as_str())
+}
+
+fn get(c: &Cluster, path: &str) -> String {
+    let local = c.dir.path().join("got").join(path);
+    c.ok(&["get", path, local.to_str().unwrap()]);
+    std::fs::read_to_string(local).unwrap()
+}
+
+fn wait_source(c: &Cluster, id: &str, n: u64) {
+    wait_for("source progress", Duration::from_secs(120), || {
+        let j = c.json(&["job", id, "--json"]);
+        (j["source_tuples"].as_u64()? >= n || j["status"] != "running").then_some(())
+    });
+}
+
+/// The demo app (filter, then a running count per category) on a cluster whose store is an S3
+/// bucket, with a task SIGKILLed in the middle stage: the output object is exact.
+#[test]
+fn s3_store_cluster_runs_the_demo_app_exactly_through_a_task_kill() {
+    if s3().is_none() {
+        return;
+    }
+    let c = Cluster::start(3, 5.0);
+    let signs = Signs::generate(8000, 77);
+    signs.write(&c.dir.path().join("signs.csv"));
+    install_ops(c.dir.path());
+    c.ok(&["put", "signs.csv", "in/signs.csv"]);
+    let job = job_toml(
+        "s3-app2",
+        "in/signs.csv",
+        "out/app2.txt",
+        2000.0,
+        "exactly-once",
+        &[
+            (
+                2,
+                "ops/filter.py",
+                &["7", "Punched Telespar", "--key-col", "9"],
+            ),
+            (2, "ops/count.py", &["9"]),
+        ],
+    );
+    c.file("app2.toml", &job);
+    let id = c.submit("app2.toml");
+    wait_source(&c, &id, 2000);
+    let t = wait_for("a running stage-2 task", Duration::from_secs(60), || {
+        c.tasks(&id).into_iter().find(|t| {
+            t["stage"] == 2
+                && t["state"] == "running"
+                && t["pid"].is_u64()
+                && t["tuples_in"].as_u64() > Some(0)
+        })
+    });
+    c.ok(&[
+        "kill-task",
+        t["worker"].as_str().unwrap(),
+        &t["pid"].as_u64().unwrap().to_string(),
+    ]);
+    let j = c.wait_job(&id, Duration::from_secs(180));
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", c.leader_log());
+    assert!(j["failures"].as_u64().unwrap() >= 1, "{j}");
+    assert_same(
+        "s3 output",
+        &sorted_lines(&get(&c, "out/app2.txt")),
+        &signs.app2(),
+    );
+    // Nothing of the job's store data went through the leader's local directory.
+    assert!(!c.dir.path().join("leader/store/in/signs.csv").exists());
+}
+
+/// Operators are pinned by content: v1 runs in the first job, v2 (uploaded under the same
+/// path) in the second, never a stale cached copy.
+#[test]
+fn an_operator_replaced_between_two_jobs_runs_the_new_version() {
+    if s3().is_none() {
+        return;
+    }
+    let c = Cluster::start(2, 5.0);
+    c.file("in.txt", "a\nb\nc\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    for v in ["v1", "v2"] {
+        write_exec(
+            &c.dir.path().join("tag.sh"),
+            &format!("#!/bin/sh\nexec awk -F'\\t' -v OFS='\\t' '{{ $NF = \"{v}:\" $NF; print; fflush() }}'\n"),
+        );
+        c.file(
+            &format!("{v}.toml"),
+            &job_toml(
+                v,
+                "in.txt",
+                &format!("out/{v}.txt"),
+                0.0,
+                "exactly-once",
+                &[(2, "./tag.sh", &[])],
+            ),
+        );
+        let id = c.submit(&format!("{v}.toml"));
+        let j = c.wait_job(&id, Duration::from_secs(60));
+        assert_eq!(j["status"], "succeeded", "{j}");
+        let out = sorted_lines(&get(&c, &format!("out/{v}.txt")));
+        let want: Vec<String> = ["a", "b", "c"].iter().map(|l| format!("{v}:{l}")).collect();
+        assert_same(v, &out, &want);
+    }
+}
