@@ -288,7 +288,7 @@ fn read_frame(s: &mut std::net::TcpStream) -> Option<rainstorm::protocol::frame:
 #[test]
 fn late_tuple_for_a_finished_or_unknown_task_is_answered_not_a_crash() {
     use rainstorm::model::tuple::Tuple;
-    use rainstorm::protocol::frame::{Frame, Hello};
+    use rainstorm::protocol::frame::Frame;
     let c = Cluster::start(1, 5.0);
     c.file("in.txt", "x\ny\n");
     c.ok(&["put", "in.txt", "in.txt"]);
@@ -308,21 +308,8 @@ fn late_tuple_for_a_finished_or_unknown_task_is_answered_not_a_crash() {
     for job in [id.as_str(), "job-does-not-exist"] {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        send_frame(
-            &mut s,
-            &Frame::Hello(Hello {
-                job: job.into(),
-                from_stage: 0,
-                from_index: 0,
-                from_attempt: 0,
-                to_stage: 1,
-                to_index: 0,
-                to_attempt: 0,
-                epoch: 0,
-                acked: 0,
-                eos_acked: false,
-            }),
-        );
+        let hello = c.signed_hello(&mut s, job);
+        send_frame(&mut s, &Frame::Hello(hello));
         match read_frame(&mut s) {
             Some(Frame::Reject { reason, .. }) => assert!(reason.contains("no task"), "{reason}"),
             other => panic!("expected a Reject, got {other:?}"),
@@ -415,14 +402,16 @@ fn cancel_stops_the_job_and_followers_still_get_the_final_status() {
     assert_eq!(c.json(&["job", &id, "--json"])["status"], "cancelled");
 }
 
-/// Plain HTTP/1.1 GET on the leader; returns the response body (the connection is closed).
-fn http_get(url: &str, path: &str) -> String {
+/// Plain HTTP/1.1 GET on the leader, with the cluster secret; returns the response body (the
+/// connection is closed).
+fn http_get(c: &Cluster, path: &str) -> String {
     use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://");
+    let addr = c.url.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        c.token
     )
     .unwrap();
     let mut text = String::new();
@@ -432,8 +421,8 @@ fn http_get(url: &str, path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn open_streams(url: &str) -> Option<i64> {
-    http_get(url, "/metrics")
+fn open_streams(c: &Cluster) -> Option<i64> {
+    http_get(c, "/metrics")
         .lines()
         .find(|l| l.starts_with("rainstorm_output_streams"))?
         .rsplit(' ')
@@ -468,14 +457,15 @@ fn a_follower_that_goes_away_frees_its_output_stream() {
             let mut s = std::net::TcpStream::connect(&addr).unwrap();
             write!(
                 s,
-                "GET /api/jobs/{id}/output HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+                "GET /api/jobs/{id}/output HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\r\n",
+                c.token
             )
             .unwrap();
             s
         })
         .collect();
     wait_for("the five streams to open", Duration::from_secs(20), || {
-        (open_streams(&c.url)? == 5).then_some(())
+        (open_streams(&c)? == 5).then_some(())
     });
     wait_for("output to flow", Duration::from_secs(30), || {
         let j = c.json(&["job", &id, "--json"]);
@@ -485,7 +475,7 @@ fn a_follower_that_goes_away_frees_its_output_stream() {
     wait_for(
         "the streams of the vanished followers to be freed",
         Duration::from_secs(20),
-        || (open_streams(&c.url)? == 0).then_some(()),
+        || (open_streams(&c)? == 0).then_some(()),
     );
     assert_eq!(
         c.json(&["job", &id, "--json"])["status"],

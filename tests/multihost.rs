@@ -86,6 +86,7 @@ impl Net {
             .args(["netns", "exec", &self.ns(host), bin()])
             .args(args)
             .env("RAINSTORM_LOG", "info")
+            .env("RAINSTORM_TOKEN", "multihost-test-secret-0123456789")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
@@ -152,6 +153,7 @@ fn cluster_across_hosts_survives_a_partitioned_worker() {
         let out = Command::new(bin())
             .args(args)
             .env("RAINSTORM_LEADER", &url)
+            .env("RAINSTORM_TOKEN", "multihost-test-secret-0123456789")
             .current_dir(dir.path())
             .output()
             .unwrap();
@@ -166,6 +168,7 @@ fn cluster_across_hosts_survives_a_partitioned_worker() {
         let out = Command::new(bin())
             .args(args)
             .env("RAINSTORM_LEADER", &url)
+            .env("RAINSTORM_TOKEN", "multihost-test-secret-0123456789")
             .output()
             .unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)

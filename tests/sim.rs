@@ -32,6 +32,7 @@ use rainstorm::model::ids::{JobId, TaskKey, TaskPos};
 use rainstorm::model::partition::{partition_into, tasks_of};
 use rainstorm::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
 use rainstorm::model::tuple::Tuple;
+use rainstorm::protocol::auth::{DataAuth, Secret};
 use rainstorm::runtime::exec::{ScriptFn, Scripts};
 use rainstorm::runtime::sink::{run_sink, LatencyHist, SinkProgress, SinkSpec, SinkTarget};
 use rainstorm::runtime::source::{run_source, SourceSpec};
@@ -472,6 +473,12 @@ async fn run_seed(seed: u64) -> SeedResult {
         log_linger_us: rng.below(1000) as usize,
     };
     let scripts = scripts();
+    // Every connection proves the cluster secret, as in a real cluster.
+    let auth = DataAuth(Some(
+        Secret::new(&format!("simulated-cluster-secret-{seed}"))
+            .expect("a long secret")
+            .data_key(),
+    ));
     let n_workers = 2 + rng.below(3) as usize;
     let stop = CancellationToken::new();
     let mut hosts = Vec::new();
@@ -491,12 +498,14 @@ async fn run_seed(seed: u64) -> SeedResult {
             work_dir: std::env::temp_dir(),
             net: net.host(&name),
             scripts: scripts.clone(),
+            auth: auth.clone(),
         };
         let acceptor = net.listen(&name, &addr);
         servers.push(tokio::spawn(listener::serve(
             acceptor,
             env.registry.clone(),
             env.routes.clone(),
+            env.auth.clone(),
             stop.clone(),
         )));
         hosts.push(Host { name, addr, env });

@@ -24,6 +24,36 @@ pub(super) struct LeaderArg {
         default_value = "http://127.0.0.1:7070"
     )]
     pub(super) leader: String,
+    /// File holding the cluster secret (else the RAINSTORM_TOKEN variable).
+    #[arg(long, value_name = "FILE")]
+    pub(super) token_file: Option<PathBuf>,
+}
+
+/// Where the cluster's store is (leader and workers).
+#[derive(clap::Args, Clone, Debug)]
+pub(super) struct StoreArg {
+    /// The store: an S3-compatible bucket, `s3://BUCKET[/PREFIX]` (credentials and region from
+    /// the usual AWS_* environment variables). Default: the leader's directory, which workers
+    /// reach through the leader.
+    #[arg(long = "store", env = "RAINSTORM_STORE", value_name = "URL")]
+    pub(super) store: Option<String>,
+    /// Endpoint of an S3-compatible service (default: AWS_ENDPOINT_URL, else AWS). Plain http
+    /// is allowed for a loopback endpoint, or with AWS_ALLOW_HTTP=true.
+    #[arg(long = "store-endpoint", env = "RAINSTORM_STORE_ENDPOINT", value_name = "URL")]
+    pub(super) store_endpoint: Option<String>,
+}
+
+impl StoreArg {
+    /// The S3 location, if one was given.
+    pub(super) fn location(&self) -> anyhow::Result<Option<crate::runtime::store::S3Location>> {
+        self.store
+            .as_deref()
+            .map(|u| {
+                crate::runtime::store::S3Location::parse(u, self.store_endpoint.clone())
+                    .map_err(|e| anyhow::anyhow!("--store {e}"))
+            })
+            .transpose()
+    }
 }
 
 #[derive(Subcommand)]
@@ -78,6 +108,16 @@ pub(super) enum Cmd {
         /// executables uploaded to the store.
         #[arg(long = "allow-exec", value_name = "DIR")]
         allow_exec: Vec<PathBuf>,
+        /// File holding the cluster secret (else the RAINSTORM_TOKEN variable). Without a
+        /// secret the leader listens on loopback only.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Allow a non-loopback --listen without a cluster secret (anyone who reaches the
+        /// port then owns the cluster).
+        #[arg(long)]
+        insecure: bool,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Run a worker of a cluster.
     Worker {
@@ -99,6 +139,8 @@ pub(super) enum Cmd {
         /// Start operators as this (unprivileged) user; the worker must run as root.
         #[arg(long = "run-as", value_name = "USER")]
         run_as: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
     },
     /// Upload a local file to the cluster's store.
     Put {

@@ -18,6 +18,7 @@ use std::path::Path;
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<crate::protocol::auth::Secret>,
 }
 
 /// Submission refused with the leader's list of problems.
@@ -60,10 +61,18 @@ impl Client {
         } else {
             format!("http://{}", base.trim_end_matches('/'))
         };
+        crate::runtime::store::install_crypto();
         Client {
             base,
             http: reqwest::Client::new(),
+            token: None,
         }
+    }
+
+    /// Sends the cluster secret as a bearer token on every request.
+    pub fn with_token(mut self, token: Option<crate::protocol::auth::Secret>) -> Client {
+        self.token = token;
+        self
     }
 
     /// The leader's base URL.
@@ -71,9 +80,13 @@ impl Client {
         &self.base
     }
 
-    /// A request for `path` on the leader.
+    /// A request for `path` on the leader (with the bearer token, when there is one).
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base))
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t.expose()),
+            None => req,
+        }
     }
 
     /// Sends a request; a refusal becomes an error carrying the leader's message.
@@ -158,31 +171,43 @@ impl Client {
         Ok(v["task"].as_str().unwrap_or("").to_string())
     }
 
-    /// Uploads a local file to the store.
+    /// Uploads a local file to the store, streaming it (a file of any size).
     pub async fn put(&self, local: &Path, remote: &str) -> anyhow::Result<()> {
-        let data = tokio::fs::read(local)
+        let file = tokio::fs::File::open(local)
             .await
             .with_context(|| format!("reading {}", local.display()))?;
         let remote = clean_path(remote)?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 << 10,
+        ));
         let req = self.request(Method::PUT, &format!("/api/store/{remote}"));
-        self.send(req.body(data)).await.map(drop)
+        self.send(req.body(body)).await.map(drop)
     }
 
-    /// Downloads a store file.
+    /// Downloads a store file, streaming it to `local` (written whole or not at all).
     pub async fn get(&self, remote: &str, local: &Path) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
         let remote = clean_path(remote)?;
         let req = self.request(Method::GET, &format!("/api/store/{remote}"));
-        let data = self
-            .send(req)
-            .await?
-            .bytes()
-            .await
-            .context("download broke")?;
-        if let Some(dir) = local.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir).await?;
+        let mut resp = self.send(req).await?;
+        let dir = match local.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) => {
+                tokio::fs::create_dir_all(d).await?;
+                d.to_path_buf()
+            }
+            None => std::path::PathBuf::from("."),
+        };
+        let tmp = tempfile::NamedTempFile::new_in(&dir)
+            .with_context(|| format!("writing into {}", dir.display()))?;
+        let mut f = tokio::fs::File::from_std(tmp.reopen()?);
+        while let Some(chunk) = resp.chunk().await.context("download broke")? {
+            f.write_all(&chunk).await?;
         }
-        tokio::fs::write(local, &data)
-            .await
+        f.flush().await?;
+        drop(f);
+        tmp.persist(local)
+            .map(drop)
             .with_context(|| format!("writing {}", local.display()))
     }
 

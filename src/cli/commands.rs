@@ -13,6 +13,7 @@ use crate::model::{course, jobfile};
 use crate::runtime::exec::RunAs;
 use crate::runtime::fetch::ExecPolicy;
 use crate::worker::{self, WorkerConfig};
+use crate::protocol::auth::Secret;
 use anyhow::{bail, Context};
 use std::path::Path;
 use std::process::ExitCode;
@@ -82,13 +83,25 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             advertise_host,
             stall_timeout,
             allow_exec,
+            token_file,
+            insecure,
+            store,
         } => {
+            let store = store.location()?;
             let exec_policy = ExecPolicy::new(&allow_exec)?;
+            let token = Secret::from_args(token_file.as_deref())?;
             let heartbeat_timeout = positive_secs("heartbeat-timeout", heartbeat_timeout)?;
             let stall_timeout = positive_secs("stall-timeout", stall_timeout)?;
             let http = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            if token.is_none() && !http.local_addr()?.ip().is_loopback() && !insecure {
+                anyhow::bail!(
+                    "refusing to listen on {listen} without a cluster secret: give \
+                     --token-file FILE (or RAINSTORM_TOKEN), or --insecure to accept that \
+                     anyone who reaches this port owns the cluster"
+                );
+            }
             eprintln!(
                 "rainstorm leader listening on http://{}",
                 http.local_addr()?
@@ -102,6 +115,8 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 advertise_host,
                 stall_timeout,
                 exec_policy,
+                token,
+                store,
                 data: DataConfig::from_env(),
                 ..LeaderConfig::default()
             };
@@ -115,7 +130,13 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             advertise,
             allow_exec,
             run_as,
+            store,
         } => {
+            // With an S3 store the worker reads and writes it directly, not via the leader.
+            let store = match store.location()? {
+                Some(loc) => Some(crate::runtime::store::Store::s3(&loc)?),
+                None => None,
+            };
             let exec_policy = ExecPolicy::new(&allow_exec)?;
             let run_as = run_as.as_deref().map(RunAs::lookup).transpose()?;
             let cfg = WorkerConfig {
@@ -123,10 +144,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_dir,
                 data_listen: listen,
                 advertise,
-                store: None,
+                store,
                 data: DataConfig::from_env(),
                 exec_policy,
                 run_as,
+                token: Secret::from_args(leader.token_file.as_deref())?,
             };
             worker::run(cfg, shutdown_on_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -136,7 +158,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             remote,
             leader,
         } => {
-            Client::new(&leader.leader).put(&local, &remote).await?;
+            client(&leader)?.put(&local, &remote).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Get {
@@ -144,11 +166,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             local,
             leader,
         } => {
-            Client::new(&leader.leader).get(&remote, &local).await?;
+            client(&leader)?.get(&remote, &local).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ls { prefix, leader } => {
-            for o in Client::new(&leader.leader).ls(&prefix).await? {
+            for o in client(&leader)?.ls(&prefix).await? {
                 println!("{}\t{}", o.size, o.path);
             }
             Ok(ExitCode::SUCCESS)
@@ -159,7 +181,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             leader,
         } => {
             let spec = read_job(&job)?;
-            submit_and_maybe_follow(&Client::new(&leader.leader), spec, follow).await
+            submit_and_maybe_follow(&client(&leader)?, spec, follow).await
         }
         Cmd::SubmitArgs {
             follow,
@@ -167,27 +189,27 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             args,
         } => {
             let spec = course::from_course_args(&args)?;
-            submit_and_maybe_follow(&Client::new(&leader.leader), spec, follow).await
+            submit_and_maybe_follow(&client(&leader)?, spec, follow).await
         }
         Cmd::Jobs { json, leader } => {
-            print::jobs(&Client::new(&leader.leader).jobs().await?, json)?;
+            print::jobs(&client(&leader)?.jobs().await?, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Job { id, json, leader } => {
-            print::job(&Client::new(&leader.leader).job(&id).await?, json)?;
+            print::job(&client(&leader)?.job(&id).await?, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Cancel { id, leader } => {
-            Client::new(&leader.leader).cancel(&id).await?;
+            client(&leader)?.cancel(&id).await?;
             eprintln!("rainstorm: cancel requested for {id}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Tasks { json, leader } => {
-            print::tasks(&Client::new(&leader.leader).tasks().await?, json)?;
+            print::tasks(&client(&leader)?.tasks().await?, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Workers { json, leader } => {
-            print::workers(&Client::new(&leader.leader).workers().await?, json)?;
+            print::workers(&client(&leader)?.workers().await?, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::KillTask {
@@ -195,9 +217,15 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pid,
             leader,
         } => {
-            let task = Client::new(&leader.leader).kill_task(&worker, pid).await?;
+            let task = client(&leader)?.kill_task(&worker, pid).await?;
             eprintln!("rainstorm: killed pid {pid} on {worker} (task {task})");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A client of the leader named by `--leader`, sending the cluster secret of `--token-file`
+/// or `RAINSTORM_TOKEN`.
+fn client(arg: &crate::cli::args::LeaderArg) -> anyhow::Result<Client> {
+    Ok(Client::new(&arg.leader).with_token(Secret::from_args(arg.token_file.as_deref())?))
 }

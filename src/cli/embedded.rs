@@ -10,6 +10,7 @@ use crate::protocol::control::{JobInfo, WorkerState};
 use crate::runtime::fetch::ExecPolicy;
 use crate::runtime::store::Store;
 use crate::worker::{self, WorkerConfig};
+use crate::protocol::auth::Secret;
 use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
@@ -54,6 +55,9 @@ pub struct Cluster {
     parts: JoinSet<anyhow::Result<()>>,
     worker_parts: JoinSet<anyhow::Result<()>>,
     _dir: Option<tempfile::TempDir>,
+    /// The leader in this process: jobs with local paths are submitted to it directly (the
+    /// HTTP API takes store paths only).
+    pub leader: std::sync::Arc<leader::Leader>,
 }
 
 impl Cluster {
@@ -76,12 +80,20 @@ impl Cluster {
         let workers_shutdown = CancellationToken::new();
         let mut parts = JoinSet::new();
         let mut worker_parts = JoinSet::new();
+        // A fresh secret: even on loopback, another local user cannot join or feed the job.
+        let token = Secret::random()?;
         let cfg = LeaderConfig {
+            token: Some(token.clone()),
             data_dir: dir.path().join("leader"),
             keep_logs,
             data: DataConfig::from_env(),
             exec_policy: policy.clone(),
             ..LeaderConfig::default()
+        };
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
+        let cfg = LeaderConfig {
+            ready: Some(ready_tx),
+            ..cfg
         };
         let store = Store::local(cfg.data_dir.join("store"))?;
         parts.spawn(leader::run(cfg, http, shutdown.clone()));
@@ -95,10 +107,15 @@ impl Cluster {
                 data: DataConfig::from_env(),
                 exec_policy: policy.clone(),
                 run_as: None,
+                token: Some(token.clone()),
             };
             worker_parts.spawn(worker::run(wc, workers_shutdown.clone()));
         }
-        let client = Client::new(&url);
+        let leader = ready_rx
+            .recv()
+            .await
+            .context("the embedded leader did not start")?;
+        let client = Client::new(&url).with_token(Some(token));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(ws) = client.workers().await {
@@ -129,6 +146,7 @@ impl Cluster {
             parts,
             worker_parts,
             _dir: dir,
+            leader,
         })
     }
 
@@ -174,7 +192,20 @@ pub async fn run_job(
     let spec = localize(spec, &cwd);
     let cluster = Cluster::start(workers.max(1), keep_logs, policy).await?;
     let result = async {
-        let id = cluster.client.submit(&spec).await?;
+        let id = cluster
+            .leader
+            .submit(spec.clone())
+            .await
+            .map_err(|e| match e {
+                leader::SubmitError::Invalid(problems) => anyhow::Error::from(
+                    crate::cli::client::Rejected {
+                        message: "invalid job".into(),
+                        problems,
+                    },
+                ),
+                other => anyhow::anyhow!("{other}"),
+            })?
+            .0;
         eprintln!("rainstorm: job {id} running on {workers} embedded workers");
         let follow = cluster.client.follow(&id, OutputWriter::stdout()?);
         tokio::select! {

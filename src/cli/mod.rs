@@ -28,6 +28,8 @@ fn init_tracing(default: &str) {
 /// Parses the command line, runs the chosen role and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // TLS for the HTTP clients (S3 store, leader over https) uses ring.
+    crate::runtime::store::install_crypto();
     let default_log = match cli.cmd {
         Cmd::Leader { .. } | Cmd::Worker { .. } => "info",
         _ => "warn",

@@ -9,6 +9,7 @@ use super::DataConfig;
 use crate::model::backoff::Backoff;
 use crate::model::ids::{JobId, TaskPos};
 use crate::model::tuple::Tuple;
+use crate::protocol::auth::DataAuth;
 use crate::protocol::frame::{codec, encode_batch, Frame, Hello};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -65,6 +66,8 @@ pub struct LinkSpec {
     pub done: Option<mpsc::Sender<u32>>,
     /// How to reach the receiver.
     pub net: Arc<dyn Network>,
+    /// How to prove the cluster secret in the Hello.
+    pub auth: DataAuth,
 }
 
 /// Bits of a sequence number below the epoch: epoch `e` numbers its tuples from `e << 40`.
@@ -340,25 +343,45 @@ async fn connect(
             };
             match res {
                 Ok(Ok(stream)) => {
+                    let mut rd = FramedRead::new(stream.read, codec());
                     let mut wr = FramedWrite::new(stream.write, codec());
-                    let hello = Frame::Hello(Hello {
-                        job: spec.job.0.clone(),
-                        from_stage: spec.from.stage,
-                        from_index: spec.from.index,
-                        from_attempt: spec.attempt,
-                        to_stage: spec.to.stage,
-                        to_index: spec.to.index,
-                        to_attempt,
-                        epoch: spec.epoch,
-                        acked,
-                        eos_acked,
-                    });
-                    if wr.send(hello.encode()).await.is_ok() {
-                        return Some(Connection {
-                            rd: FramedRead::new(stream.read, codec()),
-                            wr,
-                            dest: (addr, to_attempt),
-                        });
+                    // The listener speaks first: a challenge the Hello must prove the secret over.
+                    let challenge = tokio::select! {
+                        _ = cancel.cancelled() => return None,
+                        f = tokio::time::timeout(Duration::from_secs(10), rd.next()) => f,
+                    };
+                    let challenge = match challenge {
+                        Ok(Some(Ok(b))) => match Frame::decode(b.freeze()) {
+                            Ok(Frame::Challenge(n)) => Some(n),
+                            other => {
+                                debug!(job = %spec.job, to = %spec.to, frame = ?other, "expected a challenge");
+                                None
+                            }
+                        },
+                        _ => None,
+                    };
+                    if let Some(challenge) = challenge {
+                        let mut hello = Hello {
+                            job: spec.job.0.clone(),
+                            from_stage: spec.from.stage,
+                            from_index: spec.from.index,
+                            from_attempt: spec.attempt,
+                            to_stage: spec.to.stage,
+                            to_index: spec.to.index,
+                            to_attempt,
+                            epoch: spec.epoch,
+                            acked,
+                            eos_acked,
+                            proof: Vec::new(),
+                        };
+                        hello.proof = spec.auth.prove(&challenge, &hello.signed_body());
+                        if wr.send(Frame::Hello(hello).encode()).await.is_ok() {
+                            return Some(Connection {
+                                rd,
+                                wr,
+                                dest: (addr, to_attempt),
+                            });
+                        }
                     }
                 }
                 Ok(Err(e)) => {
@@ -421,7 +444,8 @@ mod tests {
         async fn accept(&mut self) -> (Rd, Wr, Hello) {
             let c = self.conns.recv().await.expect("a connection");
             let mut rd = FramedRead::new(c.read, codec());
-            let wr = FramedWrite::new(c.write, codec());
+            let mut wr = FramedWrite::new(c.write, codec());
+            wr.send(Frame::Challenge([0; 16]).encode()).await.unwrap();
             let hello = match next(&mut rd).await {
                 Some(Frame::Hello(h)) => h,
                 other => panic!("expected a Hello, got {other:?}"),
@@ -462,6 +486,7 @@ mod tests {
             linger: false,
             done: None,
             net: Arc::new(Loopback(conn_tx)),
+            auth: DataAuth::default(),
         };
         let cfg = DataConfig {
             window_bytes: window,

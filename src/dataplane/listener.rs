@@ -8,7 +8,8 @@ use super::routes::{RouteTable, Routes};
 use super::transport::{Acceptor, Conn};
 use crate::model::backoff::Backoff;
 use crate::model::ids::{JobId, TaskKey, TaskPos};
-use crate::protocol::frame::{codec, Frame, Hello};
+use crate::protocol::auth::{nonce, DataAuth};
+use crate::protocol::frame::{codec, Frame, Hello, MAX_FRAME, MAX_HELLO};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,14 +21,20 @@ use tracing::{debug, warn, Instrument};
 /// How long a new connection may take to say Hello before it is dropped.
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Accepts connections until `shutdown`, then waits for every handler to finish.
+/// Connections a listener serves at once; more are closed as they come.
+pub const MAX_CONNS: usize = 4096;
+
+/// Accepts connections until `shutdown`, then waits for every handler to finish. Each
+/// connection must prove the cluster secret (`auth`) in its Hello.
 pub async fn serve(
     mut listener: impl Acceptor,
     registry: Arc<Registry>,
     routes: Arc<Routes>,
+    auth: DataAuth,
     shutdown: CancellationToken,
 ) {
     let mut conns = JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
     let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -35,15 +42,21 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(conn) => {
                     backoff.reset();
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        warn!(peer = %conn.peer, limit = MAX_CONNS, "too many data connections; closing a new one");
+                        continue;
+                    };
                     let registry = registry.clone();
                     let routes = routes.clone();
+                    let auth = auth.clone();
                     let stop = shutdown.clone();
                     let span = tracing::debug_span!("data_conn", peer = %conn.peer);
                     conns.spawn(
                         async move {
-                            if let Err(e) = serve_conn(conn, registry, routes, stop).await {
+                            if let Err(e) = serve_conn(conn, registry, routes, auth, stop).await {
                                 debug!(error = %e, "data connection ended");
                             }
+                            drop(slot);
                         }
                         .instrument(span),
                     );
@@ -136,10 +149,15 @@ async fn serve_conn(
     conn: Conn,
     registry: Arc<Registry>,
     routes: Arc<Routes>,
+    auth: DataAuth,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
     let mut rd = FramedRead::new(conn.read, codec());
+    // Until the Hello is authenticated, a peer may not make us buffer a large frame.
+    rd.decoder_mut().set_max_frame_length(MAX_HELLO);
     let mut wr = FramedWrite::new(conn.write, codec());
+    let challenge = nonce();
+    wr.send(Frame::Challenge(challenge).encode()).await?;
     let first = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
         f = tokio::time::timeout(HELLO_DEADLINE, rd.next()) => match f {
@@ -155,6 +173,16 @@ async fn serve_conn(
     let Frame::Hello(hello) = hello else {
         return Err(ConnError::Protocol("first frame is not a Hello".into()));
     };
+    if !auth.verify(&challenge, &hello.signed_body(), &hello.proof) {
+        warn!(peer = %conn.peer, job = %hello.job, "data connection without the cluster secret refused");
+        let reject = Frame::Reject {
+            retry: false,
+            reason: "authentication failed".into(),
+        };
+        wr.send(reject.encode()).await?;
+        return Ok(());
+    }
+    rd.decoder_mut().set_max_frame_length(MAX_FRAME);
     let key = TaskKey {
         job: JobId(hello.job.clone()),
         pos: TaskPos {
@@ -285,11 +313,32 @@ mod tests {
     type Rd = FramedRead<tokio::net::tcp::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>;
     type Wr = FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>;
 
+    fn secret() -> DataAuth {
+        DataAuth(Some(
+            crate::protocol::auth::Secret::new("listener-test-secret")
+                .unwrap()
+                .data_key(),
+        ))
+    }
+
     async fn hello(addr: std::net::SocketAddr, from_attempt: u32, to_attempt: u32) -> (Rd, Wr) {
+        hello_as(addr, from_attempt, to_attempt, &secret()).await
+    }
+
+    async fn hello_as(
+        addr: std::net::SocketAddr,
+        from_attempt: u32,
+        to_attempt: u32,
+        auth: &DataAuth,
+    ) -> (Rd, Wr) {
         let s = TcpStream::connect(addr).await.unwrap();
         let (r, w) = s.into_split();
+        let mut rd = FramedRead::new(r, codec());
         let mut wr = FramedWrite::new(w, codec());
-        let h = Frame::Hello(Hello {
+        let Some(Frame::Challenge(nonce)) = next(&mut rd).await else {
+            panic!("the listener speaks first");
+        };
+        let mut h = Hello {
             job: "j".into(),
             from_stage: 1,
             from_index: 0,
@@ -300,9 +349,11 @@ mod tests {
             epoch: 0,
             acked: 0,
             eos_acked: false,
-        });
-        wr.send(h.encode()).await.unwrap();
-        (FramedRead::new(r, codec()), wr)
+            proof: Vec::new(),
+        };
+        h.proof = auth.prove(&nonce, &h.signed_body());
+        wr.send(Frame::Hello(h).encode()).await.unwrap();
+        (rd, wr)
     }
 
     async fn next(rd: &mut Rd) -> Option<Frame> {
@@ -330,7 +381,20 @@ mod tests {
             listener,
             registry.clone(),
             routes.clone(),
+            secret(),
             stop.clone(),
+        ));
+
+        // Without the secret: refused for good.
+        let stranger = DataAuth(Some(
+            crate::protocol::auth::Secret::new("not-the-cluster-secret")
+                .unwrap()
+                .data_key(),
+        ));
+        let (mut rd, _wr) = hello_as(addr, 2, 5, &stranger).await;
+        assert!(matches!(
+            next(&mut rd).await,
+            Some(Frame::Reject { retry: false, reason }) if reason.contains("authentication")
         ));
 
         // Nobody registered yet: come back later.
@@ -423,7 +487,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, registry, routes, stop.clone()));
+        let server = tokio::spawn(serve(listener, registry, routes, secret(), stop.clone()));
         let (mut rd, _wr) = hello(addr, 0, 0).await;
         let Some(Inbound::Connected { conn, .. }) = inbox.recv().await else {
             panic!("no Connected");

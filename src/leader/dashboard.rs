@@ -27,9 +27,27 @@ function fill(id, cols, rows){
   t.innerHTML='<tr>'+cols.map(c=>'<th>'+c+'</th>').join('')+'</tr>'+
     rows.map(r=>'<tr>'+cols.map(c=>{const v=r[c]; return '<td class="'+esc(v)+'">'+esc(typeof v==='object'&&v?JSON.stringify(v):v)+'</td>'}).join('')+'</tr>').join('');
 }
+// The API needs the cluster secret: open the page as /#token=SECRET (the fragment never
+// leaves the browser), or type it when asked; it is kept for this tab only.
+function token(){
+  const m=location.hash.match(/token=([^&]+)/);
+  if(m){sessionStorage.setItem('rainstorm-token',decodeURIComponent(m[1])); history.replaceState(null,'',location.pathname);}
+  return sessionStorage.getItem('rainstorm-token')||'';
+}
+let asked=false;
+async function get(u){
+  const r=await fetch(u,{headers:token()?{'Authorization':'Bearer '+token()}:{}});
+  if(r.status===401){
+    const t=asked?null:prompt('Cluster secret');
+    asked=true;
+    if(t){sessionStorage.setItem('rainstorm-token',t);}
+    throw new Error('unauthorized');
+  }
+  return r.json();
+}
 async function refresh(){
   try{
-    const [j,t,w]=await Promise.all(['/api/jobs','/api/tasks','/api/workers'].map(u=>fetch(u).then(r=>r.json())));
+    const [j,t,w]=await Promise.all(['/api/jobs','/api/tasks','/api/workers'].map(get));
     fill('jobs',['id','name','status','delivery','source_tuples','sink_tuples','failures','recoveries','elapsed_ms','latency_ms','error'],j.reverse());
     fill('tasks',['job','stage','task','worker','pid','state','attempt','tuples_in','tuples_out','input_rate','operator'],t);
     fill('workers',['id','address','state','last_heartbeat_s','running_tasks'],w);

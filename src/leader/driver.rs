@@ -127,7 +127,7 @@ pub fn local_file(leader: &Leader, spec: &JobSpec, path: &str) -> Result<PathBuf
             .store
             .local_path(path)
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| "the store has no local files".to_string()),
+            .map_or_else(|| leader.staged_file(path), Ok),
     }
 }
 
@@ -542,6 +542,12 @@ async fn cleanup(
     outcome: Outcome,
     progress: &watch::Sender<SinkProgress>,
 ) {
+    // A store that is not a local directory gets the sink file now (a failed upload fails
+    // a job that had succeeded).
+    let outcome = match (leader.publish_sink(spec).await, outcome) {
+        (Err(e), Outcome::Succeeded) => Outcome::Failed(e),
+        (_, o) => o,
+    };
     let (status, error) = match outcome {
         Outcome::Succeeded => (JobStatus::Succeeded, None),
         Outcome::Failed(e) => (JobStatus::Failed, Some(e)),

@@ -10,11 +10,10 @@ pub mod api;
 mod dashboard;
 pub mod driver;
 mod monitor;
+pub mod owned;
 pub mod state;
 pub mod validate;
 
-use crate::dataplane::inbound::Registry;
-use crate::dataplane::routes::Routes;
 use crate::dataplane::{listener, DataConfig};
 use crate::model::check::{check_spec, Problem};
 use crate::model::ids::JobId;
@@ -58,6 +57,13 @@ pub struct LeaderConfig {
     pub advertise_host: Option<String>,
     /// Which executables jobs may name (validated at submission; workers check again).
     pub exec_policy: crate::runtime::fetch::ExecPolicy,
+    /// The cluster secret every door checks (none: loopback only).
+    pub token: Option<crate::protocol::auth::Secret>,
+    /// The store: an S3-compatible bucket, else the directory `DATA_DIR/store`.
+    pub store: Option<crate::runtime::store::S3Location>,
+    /// Receives the leader's context once it runs (`rainstorm run` submits in-process: only
+    /// it may use local paths, which the HTTP API refuses).
+    pub ready: Option<mpsc::UnboundedSender<Arc<Leader>>>,
 }
 
 impl Default for LeaderConfig {
@@ -73,6 +79,9 @@ impl Default for LeaderConfig {
             advertise_host: None,
             stall_timeout: Duration::from_secs(60),
             exec_policy: Default::default(),
+            token: None,
+            store: None,
+            ready: None,
         }
     }
 }
@@ -109,6 +118,9 @@ pub enum SubmitError {
     /// The job is invalid.
     #[error("invalid job")]
     Invalid(Vec<Problem>),
+    /// The job's files clash with a running job's (the message names both jobs).
+    #[error("{0}")]
+    Conflict(String),
     /// The leader is shutting down.
     #[error("the leader is shutting down")]
     ShuttingDown,
@@ -122,11 +134,14 @@ impl Leader {
         }
         let mut problems = check_spec(&spec);
         if problems.is_empty() {
-            problems = validate::check(&spec, &self.store, &self.cfg.exec_policy);
+            let present = self.present_in_store(&spec).await;
+            problems = validate::check(&spec, &self.store, &self.cfg.exec_policy, &present);
         }
         if !problems.is_empty() {
             return Err(SubmitError::Invalid(problems));
         }
+        let pinned = self.pin_operators(&mut spec).await?;
+        let files = owned::job_files(&spec, &pinned);
         let sink_file = driver::local_file(self, &spec, &spec.sink_path).map_err(|e| {
             SubmitError::Invalid(vec![Problem::new("sink.path", &spec.sink_path, e)])
         })?;
@@ -134,7 +149,13 @@ impl Leader {
         let cancel = CancellationToken::new();
         let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
         let rec = JobRec::new(spec.clone(), ev_tx, cancel.clone(), progress_rx, sink_file);
-        let id = lock(&self.state).add_job(rec);
+        let id = {
+            let mut st = lock(&self.state);
+            let id = st.claim_files(files).map_err(SubmitError::Conflict)?;
+            let added = st.add_job(rec);
+            debug_assert_eq!(id, added);
+            added
+        };
         info!(job = %id, name = ?spec.name, "job submitted");
         if self
             .spawn_tx
@@ -155,7 +176,10 @@ pub async fn run(
     http: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = Store::local(cfg.data_dir.join("store")).context("opening the store")?;
+    let store = match &cfg.store {
+        Some(loc) => Store::s3(loc).context("opening the S3 store")?,
+        None => Store::local(cfg.data_dir.join("store")).context("opening the store")?,
+    };
     let http_addr = http.local_addr()?;
     let data = TcpListener::bind((http_addr.ip(), 0))
         .await
@@ -166,17 +190,15 @@ pub async fn run(
         None => crate::dataplane::net::advertise_host(http_addr.ip()),
     };
     let data_addr = format!("{host}:{data_port}");
-    let registry = Arc::new(Registry::default());
-    let env_routes = Arc::new(Routes::default());
-    let env = TaskEnv {
-        registry: registry.clone(),
-        routes: env_routes.clone(),
-        cfg: cfg.data.clone(),
-        store: store.clone(),
-        work_dir: cfg.data_dir.clone(),
-        net: Arc::new(crate::dataplane::transport::Tcp),
-        scripts: Default::default(),
-    };
+    let env = TaskEnv::new(
+        cfg.data.clone(),
+        store.clone(),
+        cfg.data_dir.clone(),
+        cfg.token.as_ref(),
+    );
+    let registry = env.registry.clone();
+    let env_routes = env.routes.clone();
+    let data_auth = env.auth.clone();
     let (spawn_tx, mut spawn_rx) = mpsc::channel(16);
     let leader = Arc::new(Leader {
         state: Arc::new(Mutex::new(state::State::default())),
@@ -187,12 +209,16 @@ pub async fn run(
         output_streams: Arc::default(),
         spawn_tx,
     });
+    if let Some(tx) = &cfg.ready {
+        let _ = tx.send(leader.clone());
+    }
     let mut bg = JoinSet::new();
     let stop_net = CancellationToken::new();
     bg.spawn(listener::serve(
         data,
         registry,
         env_routes.clone(),
+        data_auth,
         stop_net.clone(),
     ));
     bg.spawn(monitor::monitor(leader.clone(), stop_net.clone()));

@@ -28,8 +28,13 @@ pub struct WorkerRec {
     pub commands: VecDeque<(u64, Command)>,
     /// Number of the next command.
     pub next_command: u64,
+    /// Highest command number handed to the worker so far.
+    pub delivered: u64,
     /// Wakes the worker's pending poll.
     pub notify: Arc<Notify>,
+    /// The key this registration proves on every later control-plane call (none in a
+    /// cluster without a secret).
+    pub session: Option<String>,
 }
 
 /// A task as the leader tracks it (its current attempt).
@@ -125,6 +130,8 @@ pub struct State {
     pub next_job: u64,
     /// Next worker number.
     pub next_worker: u64,
+    /// What running jobs read and write, and uploads in progress.
+    pub files: crate::leader::owned::Files,
 }
 
 fn ms_since_epoch(t: SystemTime) -> u64 {
@@ -172,7 +179,7 @@ impl State {
     }
 
     /// Records a newly registered worker, alive and with no commands, under a new id `wN`.
-    pub fn add_worker(&mut self, data_addr: String) -> WorkerId {
+    pub fn add_worker(&mut self, data_addr: String, session: Option<String>) -> WorkerId {
         self.next_worker += 1;
         let id = WorkerId(format!("w{}", self.next_worker));
         let rec = WorkerRec {
@@ -181,7 +188,9 @@ impl State {
             state: WorkerState::Alive,
             commands: VecDeque::new(),
             next_command: 0,
+            delivered: 0,
             notify: Arc::new(Notify::new()),
+            session,
         };
         self.workers.insert(id.clone(), rec);
         id

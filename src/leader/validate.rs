@@ -13,8 +13,20 @@ use std::path::Path;
 /// Operators must obey `policy` (see `runtime::fetch`): from the store, or from an allowed
 /// directory; anything else is refused here with the field and the rule, before any worker
 /// hears of the job.
-pub fn check(spec: &JobSpec, store: &Store, policy: &ExecPolicy) -> Vec<Problem> {
+///
+/// `present`: store paths known to exist in a store that is not a local directory (S3), which
+/// the caller looked up beforehand.
+pub fn check(
+    spec: &JobSpec,
+    store: &Store,
+    policy: &ExecPolicy,
+    present: &std::collections::BTreeSet<String>,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
+    let remote = |p: &str| {
+        spec.paths == PathMode::Store
+            && crate::runtime::store::clean_path(p).is_ok_and(|c| present.contains(&c))
+    };
     let resolve = |p: &str| -> Option<std::path::PathBuf> {
         match spec.paths {
             PathMode::Local => Some(Path::new(p).to_path_buf()),
@@ -22,6 +34,7 @@ pub fn check(spec: &JobSpec, store: &Store, policy: &ExecPolicy) -> Vec<Problem>
         }
     };
     match resolve(&spec.source_path) {
+        None if remote(&spec.source_path) => {}
         Some(p) if p.is_file() => {}
         Some(p) if p.is_dir() => problems.push(Problem::new(
             "source.path",
@@ -63,7 +76,8 @@ pub fn check(spec: &JobSpec, store: &Store, policy: &ExecPolicy) -> Vec<Problem>
                 PathMode::Local => policy.local(path).map(|_| ()),
                 PathMode::Store => {
                     let in_store = || {
-                        store
+                        remote(path)
+                            || store
                             .local_path(path)
                             .ok()
                             .flatten()

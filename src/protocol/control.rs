@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub type Route = (TaskPos, String, u32);
 
 /// Bumped whenever a control message changes incompatibly; checked at registration.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// A worker asking to join.
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,6 +31,10 @@ pub struct RegisterResponse {
     pub worker_id: WorkerId,
     /// How often to heartbeat.
     pub heartbeat_ms: u64,
+    /// The key to send as a bearer token on every later control-plane call (absent in a
+    /// cluster without a secret).
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 /// Lifecycle of a task, as reported by its worker.

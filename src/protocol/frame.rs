@@ -10,10 +10,15 @@
 //! | 3   | Eos    | last_seq u64: the link's end of stream, behind its last batch              |
 //! | 4   | Ack    | upto u64, eos u8: cumulative — everything ≤ upto is accepted (durably, under exactly-once) |
 //! | 5   | Reject | retry u8, reason (str): the destination cannot take this link now         |
+//! | 6   | Challenge | 16 random bytes: the listener's first frame on every connection        |
 //!
 //! Strings are a u32 length and UTF-8 bytes. Sequence numbers start at 1 per link; a link's
 //! tuples are numbered, not its batches, so dedup works tuple by tuple whatever the batching.
 //! Acks are cumulative, so a late or repeated ack is harmless.
+//!
+//! The listener speaks first, with a Challenge; the Hello carries an HMAC of that challenge and
+//! of itself under the cluster's data-plane key (`protocol::auth`), so only a holder of the
+//! secret can open a link, and a Hello cannot be replayed on another connection.
 //!
 //! A Hello fences both ends: it names the exact sender attempt, the exact receiver attempt it
 //! expects and the job epoch, and the listener delivers only to that receiver attempt. It also
@@ -27,6 +32,10 @@ use thiserror::Error;
 
 /// Largest frame either side accepts; a batch is cut well below it.
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// Largest frame a listener accepts before the Hello is authenticated: an unauthenticated
+/// peer cannot make it buffer more than this.
+pub const MAX_HELLO: usize = 64 * 1024;
 
 /// A malformed frame: the connection is reset and the link resumes from its last ack.
 #[derive(Debug, Error)]
@@ -66,6 +75,20 @@ pub struct Hello {
     pub acked: u64,
     /// The link's end of stream is already acknowledged.
     pub eos_acked: bool,
+    /// HMAC of the listener's challenge and of this Hello (with an empty proof); empty in a
+    /// cluster without a secret.
+    pub proof: Vec<u8>,
+}
+
+impl Hello {
+    /// The bytes the proof covers: this Hello encoded with an empty proof.
+    pub fn signed_body(&self) -> Bytes {
+        Frame::Hello(Hello {
+            proof: Vec::new(),
+            ..self.clone()
+        })
+        .encode()
+    }
 }
 
 /// One decoded frame.
@@ -94,6 +117,8 @@ pub enum Frame {
         /// The end of stream is accepted too.
         eos: bool,
     },
+    /// The listener's challenge: the Hello must prove the secret over these bytes.
+    Challenge([u8; 16]),
     /// The destination refuses the link (unknown or finished task).
     Reject {
         /// Whether the sender should try again later (the task may be starting or restarting).
@@ -127,6 +152,14 @@ fn get_u64(buf: &mut Bytes) -> Result<u64, WireError> {
         return Err(WireError::Truncated);
     }
     Ok(buf.get_u64())
+}
+
+fn get_bytes(buf: &mut Bytes) -> Result<Vec<u8>, WireError> {
+    let len = get_u32(buf)? as usize;
+    if buf.remaining() < len {
+        return Err(WireError::Truncated);
+    }
+    Ok(buf.split_to(len).to_vec())
 }
 
 fn get_str(buf: &mut Bytes) -> Result<String, WireError> {
@@ -200,6 +233,14 @@ impl Frame {
                 }
                 buf.put_u64(h.acked);
                 buf.put_u8(u8::from(h.eos_acked));
+                buf.put_u32(h.proof.len() as u32);
+                buf.put_slice(&h.proof);
+                buf.freeze()
+            }
+            Frame::Challenge(nonce) => {
+                let mut buf = BytesMut::with_capacity(17);
+                buf.put_u8(6);
+                buf.put_slice(nonce);
                 buf.freeze()
             }
             Frame::Eos { last_seq } => {
@@ -243,7 +284,16 @@ impl Frame {
                 epoch: get_u32(&mut buf)?,
                 acked: get_u64(&mut buf)?,
                 eos_acked: get_u8(&mut buf)? != 0,
+                proof: get_bytes(&mut buf)?,
             }),
+            6 => {
+                if buf.remaining() < 16 {
+                    return Err(WireError::Truncated);
+                }
+                let mut nonce = [0u8; 16];
+                buf.copy_to_slice(&mut nonce);
+                Frame::Challenge(nonce)
+            }
             2 => {
                 let first_seq = get_u64(&mut buf)?;
                 let emit_ns = get_u64(&mut buf)?;
@@ -308,7 +358,9 @@ mod tests {
                 epoch: 1,
                 acked: 77,
                 eos_acked: true,
+                proof: vec![1, 2, 3],
             }),
+            Frame::Challenge([7; 16]),
             Frame::Batch {
                 first_seq: 7,
                 emit_ns: 99,

@@ -468,7 +468,7 @@ impl ExecOperator {
     /// closed its output and exited non-zero or by a signal. (Exit 0 is an early finish.)
     pub async fn died(&mut self) -> ExecError {
         enum Ev {
-            Output(Result<Result<Router, Closed>, tokio::task::JoinError>),
+            Output(Box<Result<Result<Router, Closed>, tokio::task::JoinError>>),
             Exit(std::io::Result<ExitStatus>),
         }
         loop {
@@ -478,7 +478,7 @@ impl ExecOperator {
             // Its output closed, or it exited (a helper it left may still hold the output).
             let ev = match self.reader.as_mut() {
                 Some(r) => tokio::select! {
-                    res = r => Ev::Output(res),
+                    res = r => Ev::Output(Box::new(res)),
                     st = self.child.wait() => Ev::Exit(st),
                 },
                 None => Ev::Exit(self.child.wait().await),
@@ -486,7 +486,7 @@ impl ExecOperator {
             let status = match ev {
                 Ev::Output(res) => {
                     self.reader = None;
-                    match res {
+                    match *res {
                         Ok(Ok(router)) => self.router = Some(router),
                         Ok(Err(Closed)) => return ExecError::Closed,
                         Err(e) => return ExecError::Io(std::io::Error::other(e)),

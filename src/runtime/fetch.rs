@@ -159,6 +159,10 @@ pub async fn resolve_exec(
         }
     }
     let clean = crate::runtime::store::clean_path(path).map_err(|e| refused(e.to_string()))?;
+    // Pinned by content at submission: cached by hash, verified before it runs.
+    if let Some(hex) = crate::runtime::store::pinned_hash(&clean) {
+        return crate::runtime::opcache::fetch_pinned(store, hex, ops_dir).await;
+    }
     let target = ops_dir.join(&a.key.job.0).join(&clean);
     if !target.exists() {
         let data = store.get(&clean).await.map_err(|e| {

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod fetch;
 pub mod links;
 pub mod log;
+pub mod opcache;
 pub mod sink;
 pub mod source;
 pub mod store;

@@ -21,19 +21,15 @@ use tracing::{info, warn, Instrument};
 /// Long-polls the leader for commands and passes them on in order until the session ends; a
 /// 404 (the leader forgot this worker) ends the session.
 pub(super) async fn poll_commands(link: LeaderLink, tx: mpsc::Sender<Command>) {
-    let LeaderLink {
-        http,
-        leader,
-        id,
-        session,
-    } = link;
+    let session = link.session.clone();
+    let id = link.id.clone();
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     // Commands are numbered; the next poll acknowledges everything up to `handled`, and a
     // command delivered twice (its acknowledgement was lost) is skipped.
     let mut handled: u64 = 0;
     loop {
-        let req = http
-            .get(format!("{leader}/internal/commands/{id}"))
+        let req = link
+            .request(reqwest::Method::GET, &format!("/internal/commands/{id}"))
             .query(&[
                 ("wait_ms", "20000".to_string()),
                 ("after", handled.to_string()),

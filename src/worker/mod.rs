@@ -45,6 +45,8 @@ pub struct WorkerConfig {
     pub exec_policy: crate::runtime::fetch::ExecPolicy,
     /// Operators start as this user (`--run-as`).
     pub run_as: Option<crate::runtime::exec::RunAs>,
+    /// The cluster secret (proved at registration and on every data connection).
+    pub token: Option<crate::protocol::auth::Secret>,
 }
 
 /// One task attempt this worker runs.
@@ -89,15 +91,13 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
             bound.port()
         ),
     };
-    let env = TaskEnv {
-        registry: Arc::default(),
-        routes: Arc::default(),
-        cfg: cfg.data.clone(),
-        store: (cfg.store.clone()).unwrap_or_else(|| Store::http(&cfg.leader)),
-        work_dir: cfg.data_dir.clone(),
-        net: Arc::new(crate::dataplane::transport::Tcp),
-        scripts: Default::default(),
-    };
+    let env = TaskEnv::new(
+        cfg.data.clone(),
+        (cfg.store.clone())
+            .unwrap_or_else(|| Store::http_with_token(&cfg.leader, cfg.token.as_ref())),
+        cfg.data_dir.clone(),
+        cfg.token.as_ref(),
+    );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -109,6 +109,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         bound_listener,
         env.registry.clone(),
         env.routes.clone(),
+        env.auth.clone(),
         net_stop.clone(),
     ));
     let worker = session::Worker {

@@ -37,8 +37,7 @@ impl LeaderLink {
             worker_id: self.id.clone(),
             reports,
         };
-        self.http
-            .post(format!("{}/internal/events", self.leader))
+        self.request(reqwest::Method::POST, "/internal/events")
             .json(&ev)
             .send()
             .await?
@@ -77,8 +76,7 @@ pub(super) async fn heartbeats(
             tasks: reports,
         };
         let req = link
-            .http
-            .post(format!("{}/internal/heartbeat", link.leader))
+            .request(reqwest::Method::POST, "/internal/heartbeat")
             .timeout(Duration::from_secs(5))
             .json(&hb)
             .send();

@@ -38,6 +38,19 @@ pub(super) struct LeaderLink {
     pub(super) id: WorkerId,
     /// Cancelled when the session ends.
     pub(super) session: CancellationToken,
+    /// The key this registration proves on every call (none without a cluster secret).
+    pub(super) key: Option<String>,
+}
+
+impl LeaderLink {
+    /// A request to the leader's control plane, proving this registration.
+    pub(super) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.leader));
+        match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        }
+    }
 }
 
 /// Which attempt a supervisor ran, and how it ended.
@@ -61,7 +74,7 @@ impl Worker {
             let id = reg.worker_id.clone();
             info!(worker = %id, data_addr = %self.data_addr, "registered with the leader");
             let lost = self
-                .session_loop(&id, reg.heartbeat_ms, shutdown)
+                .session_loop(&id, reg.heartbeat_ms, reg.session, shutdown)
                 .instrument(tracing::info_span!("worker", id = %id))
                 .await;
             if !lost {
@@ -80,13 +93,14 @@ impl Worker {
                 data_addr: self.data_addr.clone(),
                 pid: std::process::id(),
             };
-            let res = self
+            let mut post = self
                 .http
                 .post(format!("{}/internal/register", self.cfg.leader))
-                .json(&req)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status());
+                .json(&req);
+            if let Some(t) = &self.cfg.token {
+                post = post.bearer_auth(t.expose());
+            }
+            let res = post.send().await.and_then(|r| r.error_for_status());
             match res {
                 Ok(r) => match r.json::<RegisterResponse>().await {
                     Ok(resp) => return Some(resp),
@@ -108,6 +122,7 @@ impl Worker {
         &self,
         id: &WorkerId,
         heartbeat_ms: u64,
+        key: Option<String>,
         shutdown: &CancellationToken,
     ) -> bool {
         let link = LeaderLink {
@@ -115,6 +130,7 @@ impl Worker {
             leader: self.cfg.leader.clone(),
             id: id.clone(),
             session: CancellationToken::new(),
+            key,
         };
         let session = link.session.clone();
         let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(64);

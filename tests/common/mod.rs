@@ -277,6 +277,8 @@ pub fn processes_matching(needle: &str) -> Vec<u32> {
 /// A leader and workers as separate processes.
 pub struct Cluster {
     pub url: String,
+    /// The cluster secret every process and CLI call of the test uses.
+    pub token: String,
     pub dir: tempfile::TempDir,
     leader: Child,
     pub workers: Vec<Child>,
@@ -302,6 +304,14 @@ impl Cluster {
     /// Like `start`, with extra leader arguments.
     pub fn start_with(n: usize, timeout_s: f64, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
+        let token = format!(
+            "test-secret-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
         let log = std::fs::File::create(dir.path().join("leader.log")).unwrap();
         let leader = Command::new(bin())
             .args([
@@ -317,6 +327,7 @@ impl Cluster {
             .arg(dir.path().join("leader"))
             .args(extra)
             .env("RAINSTORM_LOG", "info")
+            .env("RAINSTORM_TOKEN", &token)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -332,6 +343,7 @@ impl Cluster {
         });
         let mut c = Cluster {
             url,
+            token,
             dir,
             leader,
             workers: Vec::new(),
@@ -350,6 +362,7 @@ impl Cluster {
             .args(["worker", "--leader", &self.url, "--data-dir"])
             .arg(self.dir.path().join(format!("worker-{i}")))
             .env("RAINSTORM_LOG", "info")
+            .env("RAINSTORM_TOKEN", &self.token)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -373,6 +386,7 @@ impl Cluster {
         let mut c = Command::new(bin());
         c.args(args)
             .env("RAINSTORM_LEADER", &self.url)
+            .env("RAINSTORM_TOKEN", &self.token)
             .current_dir(self.dir.path());
         c
     }
@@ -484,5 +498,42 @@ impl Cluster {
 
     pub fn leader_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("leader.log")).unwrap_or_default()
+    }
+}
+
+impl Cluster {
+    /// Reads a data listener's challenge from `s` and returns a Hello for task 1.0 of `job`
+    /// that proves this cluster's secret, as a real sender would.
+    pub fn signed_hello(
+        &self,
+        s: &mut std::net::TcpStream,
+        job: &str,
+    ) -> rainstorm::protocol::frame::Hello {
+        use rainstorm::protocol::auth::{DataAuth, Secret};
+        use rainstorm::protocol::frame::{Frame, Hello};
+        use std::io::Read;
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        let Ok(Frame::Challenge(nonce)) = Frame::decode(body.into()) else {
+            panic!("a data listener must speak first with a challenge");
+        };
+        let mut h = Hello {
+            job: job.into(),
+            from_stage: 0,
+            from_index: 0,
+            from_attempt: 0,
+            to_stage: 1,
+            to_index: 0,
+            to_attempt: 0,
+            epoch: 0,
+            acked: 0,
+            eos_acked: false,
+            proof: Vec::new(),
+        };
+        let auth = DataAuth(Some(Secret::new(&self.token).unwrap().data_key()));
+        h.proof = auth.prove(&nonce, &h.signed_body());
+        h
     }
 }

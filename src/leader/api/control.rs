@@ -1,14 +1,17 @@
 //! The workers' control plane (`/internal/*`): registration, heartbeats, task events, and the
 //! long-poll through which a worker receives its numbered commands.
 
-use super::{error, Shared};
+use super::{bearer, error, Shared};
 use crate::leader::state::{lock, reported_pid, JobEvent};
+use crate::leader::Leader;
 use crate::model::ids::WorkerId;
+use crate::protocol::auth::{eq_ct, random_hex};
 use crate::protocol::control::{
     Command, Events, Heartbeat, Known, RegisterRequest, RegisterResponse, TaskState, WorkerState,
     PROTOCOL_VERSION,
 };
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +19,51 @@ use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-pub(super) async fn register(State(l): Shared, Json(req): Json<RegisterRequest>) -> Response {
+/// Checks that a control-plane call comes from the registration of worker `id`: it must
+/// carry the session key that registration received. `Err` is the answer to send.
+fn authorize(l: &Leader, headers: &HeaderMap, id: &WorkerId) -> Result<(), Box<Response>> {
+    if l.cfg.token.is_none() {
+        return Ok(());
+    }
+    let st = lock(&l.state);
+    let ok = match (
+        st.workers.get(id).and_then(|w| w.session.as_deref()),
+        bearer(headers),
+    ) {
+        (Some(key), Some(sent)) => eq_ct(key.as_bytes(), sent.as_bytes()),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            format!("not the registration of worker {id}"),
+        )))
+    }
+}
+
+pub(super) async fn register(
+    State(l): Shared,
+    headers: HeaderMap,
+    Json(req): Json<RegisterRequest>,
+) -> Response {
+    if let Some(secret) = &l.cfg.token {
+        if !bearer(&headers).is_some_and(|t| secret.matches(t)) {
+            warn!(data = %req.data_addr, "a worker without the cluster secret tried to register");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "registering needs the cluster secret (--token-file or RAINSTORM_TOKEN)",
+            );
+        }
+    }
+    let session = match l.cfg.token {
+        Some(_) => match random_hex(32) {
+            Ok(k) => Some(k),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        None => None,
+    };
     if req.version != PROTOCOL_VERSION {
         return error(
             StatusCode::BAD_REQUEST,
@@ -26,16 +73,24 @@ pub(super) async fn register(State(l): Shared, Json(req): Json<RegisterRequest>)
             ),
         );
     }
-    let id = lock(&l.state).add_worker(req.data_addr.clone());
+    let id = lock(&l.state).add_worker(req.data_addr.clone(), session.clone());
     info!(worker = %id, data = %req.data_addr, pid = req.pid, "worker joined");
     Json(RegisterResponse {
         worker_id: id,
         heartbeat_ms: l.cfg.heartbeat_interval.as_millis() as u64,
+        session,
     })
     .into_response()
 }
 
-pub(super) async fn heartbeat(State(l): Shared, Json(hb): Json<Heartbeat>) -> Response {
+pub(super) async fn heartbeat(
+    State(l): Shared,
+    headers: HeaderMap,
+    Json(hb): Json<Heartbeat>,
+) -> Response {
+    if let Err(denied) = authorize(&l, &headers, &hb.worker_id) {
+        return *denied;
+    }
     let mut st = lock(&l.state);
     let now = Instant::now();
     match st.workers.get_mut(&hb.worker_id) {
@@ -73,7 +128,14 @@ pub(super) async fn heartbeat(State(l): Shared, Json(hb): Json<Heartbeat>) -> Re
     Json(Known { known: true }).into_response()
 }
 
-pub(super) async fn events(State(l): Shared, Json(ev): Json<Events>) -> Response {
+pub(super) async fn events(
+    State(l): Shared,
+    headers: HeaderMap,
+    Json(ev): Json<Events>,
+) -> Response {
+    if let Err(denied) = authorize(&l, &headers, &ev.worker_id) {
+        return *denied;
+    }
     let mut to_send = Vec::new();
     {
         let mut st = lock(&l.state);
@@ -133,10 +195,14 @@ pub(super) struct WaitQuery {
 
 pub(super) async fn commands(
     State(l): Shared,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Response {
     let id = WorkerId(id);
+    if let Err(denied) = authorize(&l, &headers, &id) {
+        return *denied;
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(30_000));
     loop {
         let notify = {
@@ -150,11 +216,15 @@ pub(super) async fn commands(
                     format!("worker {id} was declared dead"),
                 );
             }
-            while w.commands.front().is_some_and(|(n, _)| *n <= q.after) {
+            // Only commands already handed out can be acknowledged: a poll claiming more
+            // (a forged or confused `after`) cannot discard commands the worker never saw.
+            let after = q.after.min(w.delivered);
+            while w.commands.front().is_some_and(|(n, _)| *n <= after) {
                 w.commands.pop_front();
             }
             if !w.commands.is_empty() {
                 let cmds: Vec<(u64, Command)> = w.commands.iter().cloned().collect();
+                w.delivered = cmds.last().map_or(w.delivered, |(n, _)| *n);
                 return Json(cmds).into_response();
             }
             w.notify.clone()

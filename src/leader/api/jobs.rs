@@ -15,7 +15,22 @@ use serde_json::json;
 use tracing::info;
 
 pub(super) async fn submit(State(l): Shared, Json(spec): Json<JobSpec>) -> Response {
+    // Paths on the API are store paths: local paths are only for `rainstorm run`, which
+    // submits in-process on the machine it runs on.
+    if spec.paths != crate::model::spec::PathMode::Store {
+        let problem = crate::model::check::Problem::new(
+            "paths",
+            "local",
+            "the API takes store paths only; local paths are for `rainstorm run`",
+        );
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("invalid job: {problem}"), "problems": [problem] })),
+        )
+            .into_response();
+    }
     match l.submit(spec).await {
+        Err(SubmitError::Conflict(msg)) => error(StatusCode::CONFLICT, msg),
         Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
         Err(SubmitError::Invalid(problems)) => (
             StatusCode::BAD_REQUEST,

@@ -11,7 +11,8 @@ mod store;
 
 use super::Leader;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,15 +21,46 @@ use std::sync::Arc;
 
 type Shared = State<Arc<Leader>>;
 
+/// The largest request body outside store uploads (which are streamed).
+pub const BODY_LIMIT: usize = 4 << 20;
+
 /// An error answer: `{"error": msg}` with `status`.
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 
+/// The bearer token of a request, if it sent one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The public API's door: every request must carry the cluster secret as a bearer token
+/// (a leader without a secret listens on loopback only, and lets loopback callers in).
+async fn require_secret(
+    State(l): Shared,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(secret) = &l.cfg.token {
+        if !bearer(req.headers()).is_some_and(|t| secret.matches(t)) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "this leader requires the cluster secret: send `Authorization: Bearer <secret>` \
+                 (the CLI reads it from --token-file or RAINSTORM_TOKEN)",
+            );
+        }
+    }
+    next.run(req).await
+}
+
 /// Builds the router.
 pub fn router(leader: Arc<Leader>) -> Router {
-    Router::new()
-        .route("/", get(super::dashboard::page))
+    let public = Router::new()
         .route("/metrics", get(metrics::metrics))
         .route("/api/jobs", post(jobs::submit).get(jobs::list_jobs))
         .route("/api/jobs/{id}", get(jobs::get_job))
@@ -42,12 +74,33 @@ pub fn router(leader: Arc<Leader>) -> Router {
             "/api/store/{*path}",
             get(store::store_get)
                 .put(store::store_put)
-                .delete(store::store_delete),
+                .delete(store::store_delete)
+                // Uploads are streamed to the store: no body limit.
+                .layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            leader.clone(),
+            require_secret,
+        ));
+    // The control plane checks its callers itself: registration proves the secret, and
+    // every later call proves the key that registration handed out.
+    let internal = Router::new()
         .route("/internal/register", post(control::register))
         .route("/internal/heartbeat", post(control::heartbeat))
         .route("/internal/events", post(control::events))
         .route("/internal/commands/{id}", get(control::commands))
-        .layer(axum::extract::DefaultBodyLimit::max(4 << 30))
+        .route("/internal/store", get(store::internal_list))
+        .route(
+            "/internal/store/{*path}",
+            get(store::internal_get)
+                .put(store::internal_put)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        );
+    Router::new()
+        .route("/", get(super::dashboard::page))
+        .merge(public)
+        .merge(internal)
+        // Every other body (job submissions, control messages) is small: 413 beyond 4 MiB.
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(leader)
 }

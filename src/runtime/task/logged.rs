@@ -220,6 +220,7 @@ mod tests {
             work_dir: std::env::temp_dir(),
             net: Arc::new(Tcp),
             scripts: Default::default(),
+            auth: Default::default(),
         }
     }
 

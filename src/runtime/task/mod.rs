@@ -110,6 +110,30 @@ pub struct TaskEnv {
     pub net: Arc<dyn Network>,
     /// In-process stand-ins for executables, by operator path (the simulation's).
     pub scripts: Scripts,
+    /// How data-plane connections prove the cluster secret.
+    pub auth: crate::protocol::auth::DataAuth,
+}
+
+impl TaskEnv {
+    /// The environment of a real process: TCP links, no scripted operators, data-plane
+    /// connections authenticated with the cluster secret when there is one.
+    pub fn new(
+        cfg: DataConfig,
+        store: Store,
+        work_dir: PathBuf,
+        secret: Option<&crate::protocol::auth::Secret>,
+    ) -> TaskEnv {
+        TaskEnv {
+            registry: Arc::default(),
+            routes: Arc::default(),
+            cfg,
+            store,
+            work_dir,
+            net: Arc::new(crate::dataplane::transport::Tcp),
+            scripts: Scripts::default(),
+            auth: crate::protocol::auth::DataAuth(secret.map(|s| s.data_key())),
+        }
+    }
 }
 
 /// Runs one task attempt to its end.

@@ -1,0 +1,220 @@
+//! Every door checks the cluster secret: the public API, the workers' control plane and every
+//! data-plane connection. Each test is a request a hostile client made, and proves it now
+//! changes nothing.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+/// One HTTP/1.1 request to the leader; returns the status code and the body.
+fn http(c: &Cluster, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
+    let addr = c.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+const JOB: &str = r#"{"delivery":"exactly-once","source_path":"in.txt","source_name":"in.txt","rate":0.0,"sink_path":"o.txt","stages":[{"tasks":1,"operator":{"kind":"builtin","name":"identity","args":[]}}],"paths":"store","keep_logs":false}"#;
+
+#[test]
+fn the_public_api_refuses_requests_without_the_secret() {
+    let c = Cluster::start(1, 5.0);
+    c.file("in.txt", "a\nb\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    for (bearer, want) in [(None, 401), (Some("wrong-secret-0123456789"), 401)] {
+        for (method, path, body) in [
+            ("GET", "/api/jobs", ""),
+            ("GET", "/api/workers", ""),
+            ("GET", "/api/store?prefix=", ""),
+            ("GET", "/api/store/in.txt", ""),
+            ("GET", "/metrics", ""),
+            ("POST", "/api/jobs", JOB),
+            ("POST", "/api/kill-task", r#"{"worker":"w1","pid":1}"#),
+        ] {
+            let (status, _) = http(&c, method, path, bearer, body);
+            assert_eq!(status, want, "{method} {path} with {bearer:?}");
+        }
+    }
+    assert_eq!(
+        c.json(&["jobs", "--json"]).as_array().unwrap().len(),
+        0,
+        "a refused submission started nothing"
+    );
+    let (status, body) = http(&c, "GET", "/api/jobs", Some(&c.token), "");
+    assert_eq!(status, 200, "{body}");
+    // The CLI without the secret is refused too, with a message that says what to do.
+    let out = c
+        .cmd(&["jobs"])
+        .env_remove("RAINSTORM_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("secret"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn forged_control_plane_calls_are_refused() {
+    let c = Cluster::start(1, 5.0);
+    let w = c.json(&["workers", "--json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let failed = format!(
+        r#"{{"worker_id":"{w}","reports":[{{"key":{{"job":"job-1","pos":{{"stage":1,"index":0}}}},"attempt":0,"pid":null,"state":"failed","tuples_in":0,"tuples_out":0,"error":"forged"}}]}}"#
+    );
+    let beat = format!(r#"{{"worker_id":"{w}","tasks":[]}}"#);
+    let register = r#"{"version":5,"data_addr":"127.0.0.1:1","pid":1}"#;
+    // The cluster secret alone does not let anyone speak for a registered worker.
+    for bearer in [
+        None,
+        Some("wrong-secret-0123456789"),
+        Some(c.token.as_str()),
+    ] {
+        assert_eq!(http(&c, "POST", "/internal/events", bearer, &failed).0, 401);
+        assert_eq!(
+            http(&c, "POST", "/internal/heartbeat", bearer, &beat).0,
+            401
+        );
+        let poll = format!("/internal/commands/{w}?after=18446744073709551615&wait_ms=0");
+        assert_eq!(http(&c, "GET", &poll, bearer, "").0, 401);
+    }
+    // Registering needs the secret.
+    assert_eq!(
+        http(&c, "POST", "/internal/register", None, register).0,
+        401
+    );
+    assert_eq!(
+        http(
+            &c,
+            "POST",
+            "/internal/register",
+            Some("wrong-secret-0123456789"),
+            register
+        )
+        .0,
+        401
+    );
+    assert_eq!(c.json(&["workers", "--json"]).as_array().unwrap().len(), 1);
+    // The real worker still works: a job runs through it.
+    c.file("in.txt", "x\ny\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file(
+        "ok.toml",
+        "[source]\npath = \"in.txt\"\n[sink]\npath = \"o.txt\"\n[[stages]]\nop = \"identity\"\n",
+    );
+    let id = c.submit("ok.toml");
+    assert_eq!(
+        c.wait_job(&id, Duration::from_secs(30))["status"],
+        "succeeded"
+    );
+}
+
+/// Reads one length-prefixed data-plane frame.
+fn read_frame(s: &mut std::net::TcpStream) -> Option<rainstorm::protocol::frame::Frame> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    rainstorm::protocol::frame::Frame::decode(body.into()).ok()
+}
+
+fn send_frame(
+    s: &mut std::net::TcpStream,
+    f: &rainstorm::protocol::frame::Frame,
+) -> std::io::Result<()> {
+    let b = f.encode();
+    s.write_all(&(b.len() as u32).to_be_bytes())?;
+    s.write_all(&b)
+}
+
+/// A raw connection to every data port trying to deliver tuples without the secret: a Hello
+/// with a made-up proof (or none) is refused for good before anything reaches a task.
+#[test]
+fn data_connections_without_the_secret_cannot_deliver_tuples() {
+    use rainstorm::protocol::frame::{Frame, Hello};
+    let c = Cluster::start(2, 5.0);
+    let ports = c.data_ports();
+    assert!(ports.len() >= 3, "leader and two workers: {ports:?}");
+    for port in ports {
+        for proof in [Vec::new(), vec![0u8; 32]] {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            assert!(matches!(read_frame(&mut s), Some(Frame::Challenge(_))));
+            let hello = Hello {
+                job: "job-1".into(),
+                from_stage: 2,
+                from_index: 0,
+                from_attempt: 0,
+                to_stage: 3,
+                to_index: 0,
+                to_attempt: 0,
+                epoch: 0,
+                acked: 0,
+                eos_acked: false,
+                proof,
+            };
+            send_frame(&mut s, &Frame::Hello(hello)).unwrap();
+            match read_frame(&mut s) {
+                Some(Frame::Reject { retry, reason }) => {
+                    assert!(!retry);
+                    assert!(reason.contains("authentication"), "{reason}");
+                }
+                other => panic!("port {port}: expected a refusal, got {other:?}"),
+            }
+        }
+        // A peer that never says Hello cannot make the listener buffer a 64 MiB frame.
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert!(matches!(read_frame(&mut s), Some(Frame::Challenge(_))));
+        let _ = s.write_all(&(60u32 << 20).to_be_bytes());
+        let _ = s.write_all(&[1u8; 4096]);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty(),
+            "the oversized frame must be dropped, not answered"
+        );
+    }
+}
+
+#[test]
+fn a_leader_without_a_secret_listens_on_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["leader", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("l"))
+        .env_remove("RAINSTORM_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--token-file") && err.contains("--insecure"),
+        "{err}"
+    );
+}
