@@ -49,6 +49,9 @@ fn the_public_api_refuses_requests_without_the_secret() {
             ("GET", "/api/store?prefix=", ""),
             ("GET", "/api/store/in.txt", ""),
             ("GET", "/metrics", ""),
+            ("GET", "/internal/store?prefix=", ""),
+            ("GET", "/internal/store/in.txt", ""),
+            ("PUT", "/internal/store/logs/job-1/x", "forged"),
             ("POST", "/api/jobs", JOB),
             ("POST", "/api/kill-task", r#"{"worker":"w1","pid":1}"#),
         ] {

@@ -88,18 +88,26 @@ pub fn router(leader: Arc<Leader>) -> Router {
         .route("/internal/register", post(control::register))
         .route("/internal/heartbeat", post(control::heartbeat))
         .route("/internal/events", post(control::events))
-        .route("/internal/commands/{id}", get(control::commands))
+        .route("/internal/commands/{id}", get(control::commands));
+    // Workers without a store of their own reach the leader's through these; their store
+    // client is made before registration and outlives it, so it proves the cluster secret.
+    let worker_store = Router::new()
         .route("/internal/store", get(store::internal_list))
         .route(
             "/internal/store/{*path}",
             get(store::internal_get)
                 .put(store::internal_put)
                 .layer(axum::extract::DefaultBodyLimit::disable()),
-        );
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            leader.clone(),
+            require_secret,
+        ));
     Router::new()
         .route("/", get(super::dashboard::page))
         .merge(public)
         .merge(internal)
+        .merge(worker_store)
         // Every other body (job submissions, control messages) is small: 413 beyond 4 MiB.
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(leader)
