@@ -1,0 +1,403 @@
+//! Operators under a policy: executables only from the store or an `--allow-exec` directory
+//! (checked by the leader at submission and again by each worker), operators as an
+//! unprivileged user (`--run-as`), one process group per operator killed with its task, and a
+//! `kill-task` that only ever signals a live operator process.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// One HTTP/1.1 request to the leader with the cluster's secret; the status and the body.
+fn http(c: &Cluster, method: &str, path: &str, body: &str) -> (u16, String) {
+    let addr = c.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        c.token,
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Adds a worker with extra arguments, running in its own working directory `cwd`.
+fn add_worker(c: &mut Cluster, extra: &[&str], cwd: &std::path::Path) {
+    let i = c.workers.len();
+    std::fs::create_dir_all(cwd).unwrap();
+    let log = std::fs::File::create(c.dir.path().join(format!("worker-{i}.log"))).unwrap();
+    let w = Command::new(bin())
+        .args(["worker", "--leader", &c.url, "--data-dir"])
+        .arg(c.dir.path().join(format!("worker-{i}")))
+        .args(extra)
+        .env("RAINSTORM_LOG", "info")
+        .env("RAINSTORM_TOKEN", &c.token)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    c.workers.push(w);
+}
+
+/// A cluster whose leader gets `leader_extra` and whose `n` workers get `worker_extra`, each
+/// worker in its own working directory `DIR/cwd-I`.
+fn cluster(n: usize, leader_extra: &[&str], worker_extra: &[&str]) -> Cluster {
+    let mut c = Cluster::start_with(0, 5.0, leader_extra);
+    for i in 0..n {
+        let cwd = c.dir.path().join(format!("cwd-{i}"));
+        add_worker(&mut c, worker_extra, &cwd);
+    }
+    c.wait_alive(n);
+    c
+}
+
+/// A job posted straight to the API: one exec stage `path args` over store file `in.txt`.
+fn exec_job(path: &str, args: &[&str], rate: f64, sink: &str) -> String {
+    serde_json::json!({
+        "delivery": "exactly-once",
+        "source_path": "in.txt",
+        "source_name": "in.txt",
+        "rate": rate,
+        "sink_path": sink,
+        "stages": [{"tasks": 1, "operator": {"kind": "exec", "path": path, "args": args}}],
+        "paths": "store",
+        "keep_logs": false,
+    })
+    .to_string()
+}
+
+fn submit(c: &Cluster, job: &str) -> String {
+    let (status, body) = http(c, "POST", "/api/jobs", job);
+    assert_eq!(status, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Every place an operator could have written `owned.txt` to.
+fn owned_anywhere(c: &Cluster) -> Vec<std::path::PathBuf> {
+    let mut places = vec![repo().join("owned.txt"), c.dir.path().join("owned.txt")];
+    for i in 0..c.workers.len() {
+        places.push(c.dir.path().join(format!("cwd-{i}/owned.txt")));
+        places.push(c.dir.path().join(format!("worker-{i}/owned.txt")));
+    }
+    places.into_iter().filter(|p| p.exists()).collect()
+}
+
+/// The attack of issue 10: `POST /api/jobs` with `/bin/sh -c "id -un > owned.txt; cat"` ran as
+/// root on every worker. Now the leader refuses it with the field and the rule, and nothing
+/// runs anywhere.
+#[test]
+fn an_executable_outside_the_store_and_allowed_dirs_is_rejected_at_submit_and_nothing_runs() {
+    let c = cluster(2, &[], &[]);
+    c.file("in.txt", "a\nb\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let attack = exec_job("/bin/sh", &["-c", "id -un > owned.txt; cat"], 0.0, "o.txt");
+    let (status, body) = http(&c, "POST", "/api/jobs", &attack);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains(
+            "stages[1].exec = /bin/sh: executables run only from the store or an --allow-exec directory"
+        ),
+        "{body}"
+    );
+    // The same through the CLI with a job file.
+    c.file(
+        "attack.toml",
+        "[source]\npath = \"in.txt\"\n[sink]\npath = \"o2.txt\"\n[[stages]]\nexec = \"/bin/sh\"\nargs = [\"-c\", \"id -un > owned.txt; cat\"]\n",
+    );
+    let out = c.run(&["submit", "attack.toml"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stages[1].exec") && err.contains("--allow-exec"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(c.json(&["jobs", "--json"]).as_array().unwrap().is_empty());
+    assert!(owned_anywhere(&c).is_empty(), "{:?}", owned_anywhere(&c));
+}
+
+/// `--allow-exec DIR` on the leader and the workers lets a job run an executable from DIR.
+#[test]
+fn an_executable_in_an_allow_exec_directory_runs() {
+    let tools = tempfile::tempdir().unwrap();
+    let op = write_exec(&tools.path().join("upper.sh"), "#!/bin/sh\ntr a-z A-Z\n");
+    let dir = tools.path().to_str().unwrap();
+    let c = cluster(1, &["--allow-exec", dir], &["--allow-exec", dir]);
+    c.file("in.txt", "a\nb\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let id = submit(&c, &exec_job(op.to_str().unwrap(), &[], 0.0, "o.txt"));
+    let j = c.wait_job(&id, Duration::from_secs(30));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(sorted_lines(&c.store_file("o.txt")), ["A", "B"]);
+}
+
+/// Defense in depth: a worker checks its own policy before it spawns anything, so a leader
+/// that allows more than a worker does cannot make that worker run it.
+#[test]
+fn a_worker_refuses_an_executable_its_own_policy_does_not_allow() {
+    let tools = tempfile::tempdir().unwrap();
+    let marker = tools.path().join("ran");
+    let op = write_exec(
+        &tools.path().join("op.sh"),
+        &format!("#!/bin/sh\ntouch {}\ncat\n", marker.display()),
+    );
+    let dir = tools.path().to_str().unwrap();
+    let c = cluster(1, &["--allow-exec", dir, "--max-restarts", "1"], &[]);
+    c.file("in.txt", "a\nb\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let id = submit(&c, &exec_job(op.to_str().unwrap(), &[], 0.0, "o.txt"));
+    let j = c.wait_job(&id, Duration::from_secs(30));
+    assert_eq!(j["status"], "failed", "{j}");
+    let tasks = c.json(&["tasks", "--json"]);
+    let errors = tasks.to_string() + &j.to_string();
+    assert!(
+        errors.contains("executables run only from the store or an --allow-exec directory"),
+        "{errors}"
+    );
+    assert!(
+        !marker.exists(),
+        "the worker ran an executable it does not allow"
+    );
+}
+
+/// `--allow-exec` naming something that is not a directory stops the leader and the worker
+/// at start-up instead of silently allowing nothing.
+#[test]
+fn an_allow_exec_directory_that_does_not_exist_stops_the_process_at_start() {
+    for role in [
+        &["leader", "--listen", "127.0.0.1:0"][..],
+        &["worker", "--leader", "http://127.0.0.1:9"][..],
+    ] {
+        let out = Command::new(bin())
+            .args(role)
+            .args(["--allow-exec", "/nonexistent-rainstorm-dir"])
+            .env("RAINSTORM_TOKEN", "test-secret-0123456789abcdef")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{role:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--allow-exec"), "{role:?}: {err}");
+    }
+}
+
+extern "C" {
+    fn geteuid() -> u32;
+}
+
+/// `--run-as nobody`: an operator that prints its uid shows the unprivileged one.
+#[test]
+fn run_as_starts_operators_as_the_unprivileged_user() {
+    // SAFETY: plain syscall.
+    if unsafe { geteuid() } != 0 {
+        eprintln!("skipped: --run-as needs the test to run as root");
+        return;
+    }
+    let c = cluster(
+        1,
+        &["--allow-exec", "/bin"],
+        &["--allow-exec", "/bin", "--run-as", "nobody"],
+    );
+    c.file("in.txt", "a\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let id = submit(
+        &c,
+        &exec_job(
+            "/bin/sh",
+            &["-c", "id -u; id -g; cat >/dev/null"],
+            0.0,
+            "o.txt",
+        ),
+    );
+    let j = c.wait_job(&id, Duration::from_secs(30));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(sorted_lines(&c.store_file("o.txt")), ["65534", "65534"]);
+}
+
+/// A worker told to run operators as a user that does not exist refuses to start.
+#[test]
+fn run_as_a_user_that_does_not_exist_refuses_to_start_the_worker() {
+    let out = Command::new(bin())
+        .args([
+            "worker",
+            "--leader",
+            "http://127.0.0.1:9",
+            "--run-as",
+            "no-such-user-rainstorm",
+        ])
+        .env("RAINSTORM_TOKEN", "test-secret-0123456789abcdef")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-user-rainstorm") && err.contains("no such user"),
+        "{err}"
+    );
+}
+
+/// `sh -c 'sleep 7777 & exec cat'` used to hang its task at the end (the `sleep` held the
+/// output open). The operator's group is killed when it exits: the job finishes with the
+/// output and no `sleep 7777` remains.
+#[test]
+fn an_operator_that_leaves_a_background_process_finishes_and_leaves_no_process() {
+    let c = cluster(1, &["--allow-exec", "/bin"], &["--allow-exec", "/bin"]);
+    c.file("in.txt", "a\nb\nc\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let id = submit(
+        &c,
+        &exec_job("/bin/sh", &["-c", "sleep 7777 & exec cat"], 0.0, "o.txt"),
+    );
+    let j = c.wait_job(&id, Duration::from_secs(30));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(sorted_lines(&c.store_file("o.txt")), ["a", "b", "c"]);
+    wait_for("the background sleep to go", Duration::from_secs(5), || {
+        processes_matching("sleep 7777").is_empty().then_some(())
+    });
+}
+
+/// Cancelling a job kills its operators' whole process groups: the `sleep` an operator left
+/// in the background does not survive the cancel.
+#[test]
+fn cancelling_a_job_kills_the_operators_whole_process_group() {
+    let c = cluster(1, &["--allow-exec", "/bin"], &["--allow-exec", "/bin"]);
+    let lines: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    c.file("in.txt", &lines);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let id = submit(
+        &c,
+        &exec_job("/bin/sh", &["-c", "sleep 7778 & exec cat"], 5.0, "o.txt"),
+    );
+    wait_for("the operator to start", Duration::from_secs(20), || {
+        (!processes_matching("sleep 7778").is_empty()).then_some(())
+    });
+    c.ok(&["cancel", &id]);
+    let j = c.wait_job(&id, Duration::from_secs(30));
+    assert_eq!(j["status"], "cancelled", "{j}");
+    wait_for(
+        "the background sleep to go with its task",
+        Duration::from_secs(10),
+        || processes_matching("sleep 7778").is_empty().then_some(()),
+    );
+}
+
+/// A forged heartbeat once set a built-in task's pid to 0, and `kill-task w1 0` made the worker
+/// call `kill(0, SIGKILL)` on its own process group. pid 0 is now refused at the API (400), the
+/// worker checks its own table too, and the worker survives.
+#[test]
+fn kill_task_of_pid_0_is_refused_and_the_worker_survives() {
+    let mut c = cluster(1, &[], &[]);
+    let lines: String = (0..400).map(|i| format!("{i}\n")).collect();
+    c.file("in.txt", &lines);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file(
+        "slow.toml",
+        "[source]\npath = \"in.txt\"\nrate = 100\n[sink]\npath = \"o.txt\"\n[[stages]]\nop = \"identity\"\n",
+    );
+    let id = c.submit("slow.toml");
+    for pid in ["0", "1", "4294967295"] {
+        let out = c.run(&["kill-task", "w1", pid]);
+        assert!(!out.status.success(), "kill-task w1 {pid} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("400") || err.contains("no single process"),
+            "{err}"
+        );
+        let (status, body) = http(
+            &c,
+            "POST",
+            "/api/kill-task",
+            &format!(r#"{{"worker":"w1","pid":{pid}}}"#),
+        );
+        assert_eq!(status, 400, "pid {pid}: {body}");
+    }
+    // The built-in task has no pid to aim at.
+    let tasks = c.tasks(&id);
+    assert!(tasks.iter().all(|t| t["pid"].is_null()), "{tasks:?}");
+    let j = c.wait_job(&id, Duration::from_secs(30));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert!(
+        c.workers[0].try_wait().unwrap().is_none(),
+        "the worker died"
+    );
+    let ws = c.json(&["workers", "--json"]);
+    assert_eq!(ws[0]["state"], "alive", "{ws}");
+}
+
+/// `rainstorm run` allows the job's own places (current directory, job file's directory, PATH)
+/// but not an executable elsewhere, unless `--allow-exec` names its directory.
+#[test]
+fn run_allows_the_jobs_own_directories_and_path_but_not_elsewhere() {
+    let home = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let op = write_exec(
+        &elsewhere.path().join("upper.sh"),
+        "#!/bin/sh\ntr a-z A-Z\n",
+    );
+    std::fs::write(home.path().join("in.txt"), "a\nb\n").unwrap();
+    let job = format!(
+        "[source]\npath = \"in.txt\"\n[sink]\npath = \"out.txt\"\n[[stages]]\nexec = \"{}\"\n",
+        op.display()
+    );
+    std::fs::write(home.path().join("job.toml"), job).unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(bin())
+            .args(["run", "job.toml", "--workers", "1"])
+            .args(extra)
+            .current_dir(home.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stages[1].exec") && err.contains("executables run only from"),
+        "{err}"
+    );
+    let out = run(&["--allow-exec", elsewhere.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sorted_lines(&String::from_utf8_lossy(&out.stdout)),
+        ["A", "B"]
+    );
+    // A command on PATH, by its bare name.
+    std::fs::write(
+        home.path().join("path.toml"),
+        "[source]\npath = \"in.txt\"\n[sink]\npath = \"out2.txt\"\n[[stages]]\nexec = \"cat\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["run", "path.toml", "--workers", "1"])
+        .current_dir(home.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sorted_lines(&String::from_utf8_lossy(&out.stdout)),
+        ["a", "b"]
+    );
+}
