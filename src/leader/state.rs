@@ -350,3 +350,62 @@ pub type SharedState = Arc<Mutex<State>>;
 pub fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ids::TaskPos;
+    use crate::model::spec::{Delivery, OperatorSpec, PathMode, StageSpec};
+
+    fn jobs() -> BTreeMap<JobId, JobRec> {
+        let stage = |operator| StageSpec { tasks: 1, operator };
+        let spec = JobSpec {
+            name: None,
+            delivery: Delivery::ExactlyOnce,
+            source_path: "in.txt".into(),
+            source_name: "in.txt".into(),
+            rate: 0.0,
+            sink_path: "o.txt".into(),
+            stages: vec![
+                stage(OperatorSpec::Builtin {
+                    name: "identity".into(),
+                    args: vec![],
+                }),
+                stage(OperatorSpec::Exec {
+                    path: "ops/op.sh".into(),
+                    args: vec![],
+                }),
+            ],
+            paths: PathMode::Store,
+            keep_logs: false,
+            autoscale: None,
+        };
+        let (tx, _) = mpsc::channel(1);
+        let (_, progress) = watch::channel(SinkProgress::default());
+        let rec = JobRec::new(spec, tx, CancellationToken::new(), progress, "o.txt".into());
+        BTreeMap::from([(JobId("job-1".into()), rec)])
+    }
+
+    fn key(stage: u32) -> TaskKey {
+        TaskKey {
+            job: JobId("job-1".into()),
+            pos: TaskPos { stage, index: 0 },
+        }
+    }
+
+    #[test]
+    fn a_forged_pid_for_a_builtin_task_or_a_pid_naming_a_group_is_ignored() {
+        let jobs = jobs();
+        // Stage 1 is a built-in: it has no process, whatever a report says.
+        assert_eq!(reported_pid(&jobs, &key(1), Some(0)), None);
+        assert_eq!(reported_pid(&jobs, &key(1), Some(4242)), None);
+        // Stage 2 runs an executable: only a pid naming one process counts.
+        for bad in [0, 1, u32::MAX, i32::MAX as u32 + 1] {
+            assert_eq!(reported_pid(&jobs, &key(2), Some(bad)), None, "{bad}");
+        }
+        assert_eq!(reported_pid(&jobs, &key(2), Some(4242)), Some(4242));
+        // Source, sink and unknown jobs have no operator process.
+        assert_eq!(reported_pid(&jobs, &key(0), Some(4242)), None);
+        assert_eq!(reported_pid(&jobs, &key(3), Some(4242)), None);
+    }
+}
