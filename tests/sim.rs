@@ -27,7 +27,7 @@ use rainstorm::dataplane::inbound::Registry;
 use rainstorm::dataplane::listener;
 use rainstorm::dataplane::routes::Routes;
 use rainstorm::dataplane::DataConfig;
-use rainstorm::leader::driver::{assignment, recovery, Placement, Recovery};
+use rainstorm::leader::placement::{assignment, recovery, Placement, Recovery};
 use rainstorm::model::ids::{JobId, TaskKey, TaskPos};
 use rainstorm::model::partition::{partition_into, tasks_of};
 use rainstorm::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};

@@ -8,7 +8,10 @@
 
 pub mod api;
 mod dashboard;
+mod cleanup;
 pub mod driver;
+pub mod placement;
+mod recovery;
 mod monitor;
 pub mod owned;
 pub mod state;

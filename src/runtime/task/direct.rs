@@ -10,6 +10,7 @@ use crate::model::spec::PathMode;
 use crate::model::tuple::Tuple;
 use crate::protocol::control::SourceReplay;
 use crate::runtime::source::{open_source, SourceReader};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Feeds the operator as input is accepted.
 pub(super) struct DirectIntake<'a> {
@@ -43,6 +44,7 @@ impl Intake for DirectIntake<'_> {
         after: u64,
         upto: u64,
         ended: bool,
+        progress: &AtomicU64,
     ) -> Result<(), Stop> {
         let Some((env, paths, r, me)) = self.replay else {
             return Err(Stop::Failed(format!(
@@ -64,6 +66,7 @@ impl Intake for DirectIntake<'_> {
                 seq += 1;
                 if seq > after {
                     self.op.feed(t, crate::dataplane::now_ns()).await?;
+                    progress.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

@@ -28,15 +28,17 @@ pub(crate) trait Intake {
     async fn ended(&mut self, from: u32, last_seq: u64) -> Result<(), Stop>;
 
     /// Rebuilds tuples `after+1..=upto` of link `from`, which the sender holds acknowledged
-    /// (with its end of stream if `ended`) but this attempt never saw. Only receivers built as regenerable are asked.
+    /// (with its end of stream if `ended`) but this attempt never saw, counting each one on
+    /// `progress` as it goes (a long regeneration is progress, not a stall). Only receivers built as regenerable are asked.
     async fn regenerate(
         &mut self,
         from: u32,
         after: u64,
         upto: u64,
         ended: bool,
+        progress: &AtomicU64,
     ) -> Result<(), Stop> {
-        let _ = (after, ended);
+        let _ = (after, ended, progress);
         Err(Stop::Failed(format!(
             "link {from} is acknowledged up to {upto}, which this receiver cannot regenerate"
         )))
@@ -88,8 +90,9 @@ pub(crate) async fn receive<I: Intake>(
             } => {
                 match acc.connected(from, acked, eos_acked) {
                     Verdict::Regenerate { after, upto, ended } => {
-                        intake.regenerate(from, after, upto, ended).await?;
-                        tuples_in.fetch_add(upto - after, Ordering::Relaxed);
+                        intake
+                            .regenerate(from, after, upto, ended, tuples_in)
+                            .await?;
                         acc.regenerated(from, upto, ended);
                         if ended {
                             intake.ended(from, upto).await?;

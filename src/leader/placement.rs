@@ -1,0 +1,98 @@
+//! Where a job's tasks run and what each attempt is told: the versioned placement (the route
+//! table every worker follows), the assignment of one attempt, and the recovery rule of each
+//! delivery mode. Pure functions of the job spec and the placement, so the deterministic
+//! simulation (`tests/sim.rs`) drives the leader's own decisions.
+
+use crate::model::ids::{TaskKey, TaskPos};
+use crate::model::partition::{partition_into, tasks_of};
+use crate::model::spec::{Delivery, JobSpec};
+use crate::protocol::control::{SourceReplay, TaskAssignment};
+use std::collections::BTreeMap;
+
+/// What happens when a task attempt fails, by delivery mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Exactly-once: that task alone restarts (elsewhere if possible) and recovers from its
+    /// input log, or in the first stage from the source file.
+    RestartTask,
+    /// At-least-once: the whole pipeline restarts from the source in a new epoch.
+    RestartEpoch,
+    /// At-most-once: nothing is ever re-run; the job fails with the output written so far.
+    Fail,
+}
+
+/// The recovery rule of a delivery mode (the driver and the simulation both follow it).
+pub fn recovery(delivery: Delivery) -> Recovery {
+    match delivery {
+        Delivery::ExactlyOnce => Recovery::RestartTask,
+        Delivery::AtLeastOnce => Recovery::RestartEpoch,
+        Delivery::AtMostOnce => Recovery::Fail,
+    }
+}
+
+/// Everything a worker needs to run attempt `attempt` of `key` in `epoch`.
+pub fn assignment(
+    spec: &JobSpec,
+    key: &TaskKey,
+    attempt: u32,
+    epoch: u32,
+    routes: &Placement,
+) -> TaskAssignment {
+    let stage = key.pos.stage;
+    // The first stage's input log is the source file: a first-stage task under exactly-once
+    // regenerates from it whatever its source link holds acknowledged (the link says how far
+    // in its Hello), so every attempt is told where the file is.
+    let source_replay =
+        (stage == 1 && spec.delivery == Delivery::ExactlyOnce).then(|| SourceReplay {
+            path: spec.source_path.clone(),
+            name: spec.source_name.clone(),
+            partition: partition_into(spec, 1),
+            tasks: tasks_of(spec, 1),
+        });
+    TaskAssignment {
+        key: key.clone(),
+        attempt,
+        operator: spec.stages[stage as usize - 1].operator.clone(),
+        paths: spec.paths,
+        upstream: if stage == 1 {
+            1
+        } else {
+            tasks_of(spec, stage - 1)
+        },
+        downstream: tasks_of(spec, stage + 1),
+        partition: partition_into(spec, stage + 1),
+        delivery: spec.delivery,
+        routes: routes.list(),
+        routes_version: routes.version,
+        source_replay,
+        epoch,
+    }
+}
+
+/// Where a job's tasks run, versioned so that workers apply placements in order.
+#[derive(Default)]
+pub struct Placement {
+    table: BTreeMap<TaskPos, (String, u32)>,
+    version: u64,
+}
+
+impl Placement {
+    /// Records that attempt `attempt` of the task at `pos` runs at `addr` (a new version).
+    pub fn insert(&mut self, pos: TaskPos, addr: String, attempt: u32) {
+        self.table.insert(pos, (addr, attempt));
+        self.version += 1;
+    }
+
+    /// The version of the placement (newer wins on workers).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The placement in the list form control messages carry.
+    pub fn list(&self) -> Vec<crate::dataplane::routes::Route> {
+        self.table
+            .iter()
+            .map(|(p, (a, n))| (*p, a.clone(), *n))
+            .collect()
+    }
+}
