@@ -325,6 +325,9 @@ impl Cluster {
             .arg(timeout_s.to_string())
             .arg("--data-dir")
             .arg(dir.path().join("leader"))
+            // The test's own directory holds its operators (the exec policy's allowed place).
+            .arg("--allow-exec")
+            .arg(dir.path())
             .args(extra)
             .env("RAINSTORM_LOG", "info")
             .env("RAINSTORM_TOKEN", &token)
@@ -361,6 +364,8 @@ impl Cluster {
         let w = Command::new(bin())
             .args(["worker", "--leader", &self.url, "--data-dir"])
             .arg(self.dir.path().join(format!("worker-{i}")))
+            .arg("--allow-exec")
+            .arg(self.dir.path())
             .env("RAINSTORM_LOG", "info")
             .env("RAINSTORM_TOKEN", &self.token)
             .stdout(Stdio::null())
