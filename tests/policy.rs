@@ -115,6 +115,11 @@ fn an_executable_outside_the_store_and_allowed_dirs_is_rejected_at_submit_and_no
         ),
         "{body}"
     );
+    // Claiming local paths changes nothing: the cluster's policy holds for them too.
+    let local = attack.replace(r#""paths":"store""#, r#""paths":"local""#);
+    assert!(local.contains(r#""paths":"local""#));
+    let (status, body) = http(&c, "POST", "/api/jobs", &local);
+    assert_eq!(status, 400, "{body}");
     // The same through the CLI with a job file.
     c.file(
         "attack.toml",
