@@ -358,9 +358,11 @@ fn cancel_stops_the_job_and_followers_still_get_the_final_status() {
         )],
     );
     c.file("slow.toml", &job);
+    // The followed job needs a sink of its own: two running jobs cannot share one.
+    c.file("slow2.toml", &job.replace("out/slow.txt", "out/slow2.txt"));
     let id = c.submit("slow.toml");
     let follower = c
-        .cmd(&["submit", "slow.toml", "--follow"])
+        .cmd(&["submit", "slow2.toml", "--follow"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
