@@ -1,0 +1,183 @@
+//! The store through the leader's HTTP API, for workers that cannot reach the store themselves
+//! (`/internal/store/...` for reads, listings and input-log writes; `/api/store/...` for
+//! deletes). Kept apart because it is a client of the leader, not a storage backend: every
+//! status the leader answers is mapped back to a [`StoreError`], and uploads and downloads are
+//! streamed so neither side buffers a whole file.
+
+use super::{upload_broke, ObjectMeta, ObjectReader, StoreError};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+
+/// An HTTP client that proves the cluster secret (if any) as a bearer token on every request.
+pub(super) fn client(token: Option<&crate::protocol::auth::Secret>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        match reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose())) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, v);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the cluster secret is not a valid header value")
+            }
+        }
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap_or_default()
+}
+
+/// Maps a non-success answer: 404 is [`StoreError::NotFound`], anything else says the status
+/// and the leader's message.
+async fn check(resp: reqwest::Response, path: &str) -> Result<reqwest::Response, StoreError> {
+    match resp.status() {
+        s if s.is_success() => Ok(resp),
+        reqwest::StatusCode::NOT_FOUND => Err(StoreError::NotFound(path.to_string())),
+        s => {
+            let body = resp.text().await.unwrap_or_default();
+            Err(StoreError::Http(format!("{path}: {s}: {body}")))
+        }
+    }
+}
+
+/// GETs an object, mapping transport and status errors.
+async fn get_response(
+    base: &str,
+    client: &reqwest::Client,
+    clean: &str,
+) -> Result<reqwest::Response, StoreError> {
+    let resp = client
+        .get(format!("{base}/internal/store/{clean}"))
+        .send()
+        .await
+        .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))?;
+    check(resp, clean).await
+}
+
+pub(super) async fn put(
+    base: &str,
+    client: &reqwest::Client,
+    clean: &str,
+    data: Bytes,
+) -> Result<(), StoreError> {
+    let resp = client
+        .put(format!("{base}/internal/store/{clean}"))
+        .body(data)
+        .send()
+        .await
+        .map_err(|e| StoreError::Http(format!("PUT {clean}: {e}")))?;
+    check(resp, clean).await.map(|_| ())
+}
+
+/// Streams `body` as the request body through a small channel (at most a few chunks queued).
+pub(super) async fn put_stream<S, E>(
+    base: &str,
+    client: &reqwest::Client,
+    clean: &str,
+    body: S,
+) -> Result<u64, StoreError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
+    let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let url = format!("{base}/internal/store/{clean}");
+    let send = client.put(url).body(reqwest::Body::wrap_stream(rx)).send();
+    let feed = async move {
+        let mut tx = tx;
+        let mut total = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| upload_broke(clean, e))?;
+            total += chunk.len() as u64;
+            if futures::SinkExt::send(&mut tx, Ok(chunk)).await.is_err() {
+                break;
+            }
+        }
+        Ok::<u64, StoreError>(total)
+    };
+    let (resp, total) = tokio::join!(send, feed);
+    let total = total?;
+    let resp = resp.map_err(|e| StoreError::Http(format!("PUT {clean}: {e}")))?;
+    check(resp, clean).await.map(|_| total)
+}
+
+/// The API has no HEAD: the size of what a GET returns.
+pub(super) async fn size(
+    base: &str,
+    client: &reqwest::Client,
+    clean: &str,
+) -> Result<u64, StoreError> {
+    get(base, client, clean).await.map(|b| b.len() as u64)
+}
+
+pub(super) async fn open(
+    base: &str,
+    client: &reqwest::Client,
+    clean: &str,
+) -> Result<ObjectReader, StoreError> {
+    let resp = get_response(base, client, clean).await?;
+    let stream = resp.bytes_stream().map_err(std::io::Error::other);
+    Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+}
+
+pub(super) async fn get(
+    base: &str,
+    client: &reqwest::Client,
+    clean: &str,
+) -> Result<Bytes, StoreError> {
+    let resp = get_response(base, client, clean).await?;
+    resp.bytes()
+        .await
+        .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))
+}
+
+pub(super) async fn list(
+    base: &str,
+    client: &reqwest::Client,
+    prefix: &str,
+) -> Result<Vec<ObjectMeta>, StoreError> {
+    let resp = client
+        .get(format!("{base}/internal/store"))
+        .query(&[("prefix", prefix)])
+        .send()
+        .await
+        .map_err(|e| StoreError::Http(format!("LIST {prefix}: {e}")))?;
+    let resp = check(resp, prefix).await?;
+    resp.json()
+        .await
+        .map_err(|e| StoreError::Http(format!("LIST {prefix}: {e}")))
+}
+
+/// Deletes through the public API, which answers with what it removed.
+pub(super) async fn delete_report(
+    base: &str,
+    client: &reqwest::Client,
+    clean: &str,
+) -> (Vec<String>, Option<StoreError>) {
+    let resp = client
+        .delete(format!("{base}/api/store/{clean}"))
+        .send()
+        .await
+        .map_err(|e| StoreError::Http(format!("DELETE {clean}: {e}")));
+    let resp = match resp {
+        Ok(r) => check(r, clean).await,
+        Err(e) => Err(e),
+    };
+    match resp {
+        Ok(r) => {
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            let removed = v["removed"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (removed, None)
+        }
+        Err(e) => (Vec::new(), Some(e)),
+    }
+}

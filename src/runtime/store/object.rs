@@ -1,0 +1,306 @@
+//! The `object_store` backend: a directory on this host (`LocalFileSystem`, every write fsynced)
+//! or any S3-compatible bucket (`--store s3://bucket/prefix`, built in `s3.rs`). Both speak the
+//! same `ObjectStore` interface, so every operation is written once, here; the one difference
+//! is that a local store knows its root directory (local paths for `rainstorm run`, plain file
+//! reads for sources).
+
+use super::{io_err, upload_broke};
+use super::{ObjectMeta, ObjectReader, StoreError};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An `object_store` backend: a local directory (with its root, so local files can be named)
+/// or an S3-compatible bucket.
+#[derive(Debug)]
+pub struct Objects {
+    pub(super) inner: Arc<dyn ObjectStore>,
+    /// The directory behind a local store.
+    pub(super) root: Option<PathBuf>,
+    /// What the store is, for messages (`/dir` or `s3://bucket/prefix`).
+    pub url: String,
+}
+
+fn os_err(path: &str) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
+    move |e| match e {
+        object_store::Error::NotFound { .. } => StoreError::NotFound(path.to_string()),
+        other => StoreError::Object {
+            path: path.to_string(),
+            msg: other.to_string(),
+        },
+    }
+}
+
+fn os_path(clean: &str) -> Result<object_store::path::Path, StoreError> {
+    object_store::path::Path::parse(clean).map_err(|_| StoreError::BadPath(clean.to_string()))
+}
+
+/// Objects up to this size are written with one request; larger streams go up in parts.
+const SINGLE_PUT: usize = 8 << 20;
+
+impl Objects {
+    /// A local directory (created if missing).
+    pub(super) fn local(root: PathBuf) -> Result<Objects, StoreError> {
+        std::fs::create_dir_all(&root).map_err(io_err("(root)"))?;
+        let root = root.canonicalize().map_err(io_err("(root)"))?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
+            .map_err(os_err("(root)"))?
+            .with_fsync(true)
+            .with_automatic_cleanup(true);
+        Ok(Objects {
+            inner: Arc::new(fs),
+            url: root.display().to_string(),
+            root: Some(root),
+        })
+    }
+
+    /// The directory behind a local store.
+    pub(super) fn root(&self) -> Option<&Path> {
+        self.root.as_deref()
+    }
+
+    pub(super) async fn put(&self, clean: &str, data: Bytes) -> Result<(), StoreError> {
+        let p = os_path(clean)?;
+        self.inner
+            .put(&p, PutPayload::from(data))
+            .await
+            .map_err(os_err(clean))?;
+        Ok(())
+    }
+
+    /// Small objects: one request. Beyond `SINGLE_PUT`: a multipart upload holding at most a
+    /// few parts in memory, aborted if the body breaks.
+    pub(super) async fn put_stream<S, E>(&self, clean: &str, body: S) -> Result<u64, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let mut body = std::pin::pin!(body);
+        let p = os_path(clean)?;
+        let mut first = Vec::new();
+        let mut total = 0u64;
+        let mut rest = None;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| upload_broke(clean, e))?;
+            total += chunk.len() as u64;
+            first.push(chunk);
+            if total as usize > SINGLE_PUT {
+                rest = Some(());
+                break;
+            }
+        }
+        if rest.is_none() {
+            let payload: PutPayload = first.into_iter().collect();
+            self.inner.put(&p, payload).await.map_err(os_err(clean))?;
+            return Ok(total);
+        }
+        let upload = self.inner.put_multipart(&p).await.map_err(os_err(clean))?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, SINGLE_PUT);
+        for c in first {
+            w.put(c);
+        }
+        let res: Result<u64, StoreError> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| upload_broke(clean, e))?;
+                total += chunk.len() as u64;
+                w.wait_for_capacity(2).await.map_err(os_err(clean))?;
+                w.put(chunk);
+            }
+            Ok(total)
+        }
+        .await;
+        match res {
+            Ok(n) => {
+                w.finish().await.map_err(os_err(clean))?;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = w.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn size(&self, clean: &str) -> Result<u64, StoreError> {
+        let p = os_path(clean)?;
+        let m = self.inner.head(&p).await.map_err(os_err(clean))?;
+        Ok(m.size)
+    }
+
+    /// A local file is read directly; an S3 object as a streamed GET.
+    pub(super) async fn open(&self, clean: &str) -> Result<ObjectReader, StoreError> {
+        if let Some(root) = &self.root {
+            let f = tokio::fs::File::open(root.join(clean))
+                .await
+                .map_err(io_err(clean))?;
+            if f.metadata().await.is_ok_and(|m| m.is_dir()) {
+                return Err(StoreError::NotFound(clean.to_string()));
+            }
+            return Ok(Box::new(f));
+        }
+        let p = os_path(clean)?;
+        let res = self.inner.get(&p).await.map_err(os_err(clean))?;
+        let stream = res.into_stream().map_err(std::io::Error::other);
+        Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+    }
+
+    pub(super) async fn get(&self, clean: &str) -> Result<Bytes, StoreError> {
+        let p = os_path(clean)?;
+        let res = self.inner.get(&p).await.map_err(os_err(clean))?;
+        res.bytes().await.map_err(os_err(clean))
+    }
+
+    /// Lists only the deepest directory `prefix` (already clean) names, then filters; skips
+    /// the local store's temporary files.
+    pub(super) async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let dir_part = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let dir = match dir_part {
+            "" => None,
+            d => Some(os_path(d).map_err(|_| StoreError::BadPath(prefix.to_string()))?),
+        };
+        let mut stream = self.inner.list(dir.as_ref());
+        let mut out = Vec::new();
+        while let Some(m) = stream.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(os_err(prefix)(e)),
+            };
+            let path = m.location.to_string();
+            let name = path.rsplit('/').next().unwrap_or("");
+            if name.starts_with(".tmp") || !path.starts_with(prefix) {
+                continue;
+            }
+            out.push(ObjectMeta { path, size: m.size });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Deletes `clean` and everything under `clean/`, one object at a time, so a failure can
+    /// say what is already gone; a local store's empty directories go too.
+    pub(super) async fn delete_report(&self, clean: &str) -> (Vec<String>, Option<StoreError>) {
+        let mut names: Vec<String> = match self.list(&format!("{clean}/")).await {
+            Ok(v) => v.into_iter().map(|m| m.path).collect(),
+            Err(e) => return (Vec::new(), Some(e)),
+        };
+        if let Ok(p) = os_path(clean) {
+            if self.inner.head(&p).await.is_ok() {
+                names.insert(0, clean.to_string());
+            }
+        }
+        let mut removed = Vec::new();
+        for n in names {
+            let res = match os_path(&n) {
+                Ok(p) => self.inner.delete(&p).await.map_err(os_err(&n)),
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) | Err(StoreError::NotFound(_)) => removed.push(n),
+                Err(e) => return (removed, Some(e)),
+            }
+        }
+        if let Some(root) = &self.root {
+            let dir = root.join(clean);
+            if dir.is_dir() {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+            }
+        }
+        (removed, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{clean_path, Store};
+    use super::*;
+
+    async fn names(store: &Store, prefix: &str) -> Vec<String> {
+        let all = store.list(prefix).await.unwrap();
+        all.into_iter().map(|o| o.path).collect()
+    }
+
+    #[tokio::test]
+    async fn local_put_get_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path()).unwrap();
+        store
+            .put("a/b/one", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+        store.put("a/two", Bytes::from_static(b"22")).await.unwrap();
+        store.put("c", Bytes::from_static(b"")).await.unwrap();
+        assert_eq!(&store.get("a/b/one").await.unwrap()[..], b"1");
+        assert_eq!(names(&store, "").await, ["a/b/one", "a/two", "c"]);
+        assert_eq!(names(&store, "a/").await, ["a/b/one", "a/two"]);
+        let (mut removed, err) = store.delete_report("a").await;
+        removed.sort();
+        assert!(err.is_none());
+        assert_eq!(removed, ["a/b/one", "a/two"]);
+        assert!(matches!(
+            store.get("a/two").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(!dir.path().join("a").exists());
+        assert!(clean_path("../etc/passwd").is_err());
+        assert_eq!(clean_path("/x/./y").unwrap(), "x/y");
+    }
+
+    #[tokio::test]
+    async fn store_listing_cannot_escape_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path().join("store")).unwrap();
+        std::fs::write(dir.path().join("secret"), b"x").unwrap();
+        for p in ["../", "../../etc/", "a/../../", "./..", "a/./b"] {
+            assert!(
+                matches!(store.list(p).await, Err(StoreError::BadPath(_))),
+                "{p}"
+            );
+        }
+        assert!(store.list("").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn streamed_put_writes_whole_objects_small_and_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path()).unwrap();
+        let chunk = Bytes::from(vec![7u8; 1 << 20]);
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            (0..20).map(|_| Ok(chunk.clone())).collect();
+        let n = store
+            .put_stream("big/file", futures::stream::iter(chunks))
+            .await
+            .unwrap();
+        assert_eq!(n, 20 << 20);
+        assert_eq!(store.size("big/file").await.unwrap(), 20 << 20);
+        let small: Vec<Result<Bytes, std::io::Error>> = vec![Ok(Bytes::from_static(b"hi"))];
+        store
+            .put_stream("small", futures::stream::iter(small))
+            .await
+            .unwrap();
+        assert_eq!(&store.get("small").await.unwrap()[..], b"hi");
+        assert_eq!(names(&store, "").await, ["big/file", "small"]);
+    }
+
+    #[tokio::test]
+    async fn a_broken_upload_leaves_no_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path()).unwrap();
+        let chunk = Bytes::from(vec![1u8; 1 << 20]);
+        let mut chunks: Vec<Result<Bytes, std::io::Error>> =
+            (0..12).map(|_| Ok(chunk.clone())).collect();
+        chunks.push(Err(std::io::Error::other("client went away")));
+        let err = store
+            .put_stream("half", futures::stream::iter(chunks))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("upload broke"), "{err}");
+        assert!(!store.exists("half").await.unwrap());
+        assert!(names(&store, "").await.is_empty());
+    }
+}
