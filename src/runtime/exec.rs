@@ -25,7 +25,8 @@
 //! joining its new process group and before `exec`.
 
 use crate::dataplane::router::{Closed, Router};
-use crate::model::tuple::{decode_line, encode_line, Tuple};
+use crate::model::tuple::Tuple;
+use crate::protocol::line::{decode_line, encode_line};
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
