@@ -542,3 +542,11 @@ impl Cluster {
         h
     }
 }
+
+/// The leader as a process: its pid, its arguments, SIGTERM and restarts on the same data dir.
+impl Cluster {
+    /// The leader's pid.
+    pub fn leader_pid(&self) -> u32 {
+        self.leader.id()
+    }
+}

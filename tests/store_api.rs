@@ -1,0 +1,499 @@
+//! The store API and owned files, against real leader and worker processes: no job can write
+//! another running job's files (or its own source), no upload or delete can touch a file a
+//! running job reads or writes, `logs/` belongs to the engine, the API takes store paths only
+//! and never lists outside the store, request bodies are bounded, and a large upload and
+//! download stream through the leader without growing it.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One HTTP/1.1 request to the leader with the cluster secret; returns the status code and
+/// the body. The body is written from another thread while the answer is read, so a server
+/// that answers early (413) and closes is still heard.
+fn http(c: &Cluster, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let addr = c.url.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        c.token,
+        body.len()
+    );
+    let mut w = s.try_clone().unwrap();
+    let body = body.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(head.as_bytes());
+        let _ = w.write_all(&body);
+    });
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `n` numbered lines.
+fn lines(n: usize) -> String {
+    (1..=n).map(|i| format!("line {i:05}\n")).collect()
+}
+
+/// Uploads `text` as store file `path` through the CLI.
+fn put_text(c: &Cluster, path: &str, text: &str) {
+    let local = format!("local-{}", path.replace('/', "_"));
+    c.file(&local, text);
+    c.ok(&["put", &local, path]);
+}
+
+/// Writes a pass-through job file reading `source` at `rate` lines/s into `sink`.
+fn job(c: &Cluster, file: &str, source: &str, sink: &str, rate: f64) -> String {
+    let toml = job_toml(
+        file,
+        source,
+        sink,
+        rate,
+        "exactly-once",
+        &[(1, "identity", &[])],
+    );
+    c.file(file, &toml);
+    file.to_string()
+}
+
+/// A job that keeps running for about a minute (1,000 lines at 20/s).
+fn slow_job(c: &Cluster, file: &str, source: &str, sink: &str) -> String {
+    put_text(c, source, &lines(1000));
+    let id = c.submit(&job(c, file, source, sink, 20.0));
+    assert_eq!(c.json(&["job", &id, "--json"])["status"], "running");
+    id
+}
+
+/// Submits a job file that must be refused; returns the CLI's error output.
+fn refused_submit(c: &Cluster, file: &str) -> String {
+    let out = c.run(&["submit", file]);
+    assert!(
+        !out.status.success(),
+        "{file} must be refused: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Store paths under `prefix`, through the API.
+fn listing(c: &Cluster, prefix: &str) -> Vec<String> {
+    let (status, body) = http(c, "GET", &format!("/api/store?prefix={prefix}"), b"");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["path"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The job ids (`job-N`) a message names.
+fn job_ids(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '-'))
+        .filter(|w| {
+            w.strip_prefix("job-")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn job_count(c: &Cluster) -> usize {
+    c.json(&["jobs", "--json"]).as_array().unwrap().len()
+}
+
+#[test]
+fn two_running_jobs_cannot_share_a_sink() {
+    let c = Cluster::start(1, 5.0);
+    let first = slow_job(&c, "a.toml", "in-a.txt", "out/shared.txt");
+    put_text(&c, "in-b.txt", &lines(10));
+    let err = refused_submit(&c, &job(&c, "b.toml", "in-b.txt", "out/shared.txt", 0.0));
+    assert!(
+        err.contains(&first) && err.contains("out/shared.txt") && err.contains("sink"),
+        "the refusal names the running job and the sink: {err}"
+    );
+    assert_eq!(job_ids(&err).len(), 2, "both jobs are named: {err}");
+    assert_eq!(job_count(&c), 1, "nothing of the refused job was created");
+    // Once the first job has ended, the sink is free again.
+    c.ok(&["cancel", &first]);
+    c.wait_job(&first, Duration::from_secs(30));
+    let second = c.submit("b.toml");
+    let j = c.wait_job(&second, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(c.store_file("out/shared.txt"), lines(10));
+}
+
+#[test]
+fn a_jobs_sink_cannot_be_a_running_jobs_source() {
+    let c = Cluster::start(1, 5.0);
+    let original = lines(1000);
+    let first = slow_job(&c, "a.toml", "in.txt", "out/a.txt");
+    put_text(&c, "other.txt", &lines(10));
+    let err = refused_submit(&c, &job(&c, "b.toml", "other.txt", "in.txt", 0.0));
+    assert!(
+        err.contains(&first) && err.contains("in.txt") && err.contains("reads"),
+        "the refusal names the running job that reads the file: {err}"
+    );
+    assert_eq!(job_ids(&err).len(), 2, "both jobs are named: {err}");
+    // Nor the other way round: a job cannot read what a running job is writing.
+    let err = refused_submit(&c, &job(&c, "c.toml", "out/a.txt", "out/c.txt", 0.0));
+    assert!(err.contains(&first) && err.contains("out/a.txt"), "{err}");
+    assert_eq!(job_count(&c), 1);
+    assert_eq!(c.store_file("in.txt"), original, "the source is untouched");
+}
+
+#[test]
+fn a_jobs_sink_cannot_be_its_own_source() {
+    let c = Cluster::start(1, 5.0);
+    let original = lines(100);
+    put_text(&c, "in.txt", &original);
+    let err = refused_submit(&c, &job(&c, "self.toml", "in.txt", "in.txt", 0.0));
+    assert!(
+        err.contains("in.txt") && err.contains("its own source"),
+        "{err}"
+    );
+    // The same file under another spelling of its path is still the same file.
+    let err = refused_submit(&c, &job(&c, "self2.toml", "in.txt", "./in.txt", 0.0));
+    assert!(err.contains("its own source"), "{err}");
+    assert_eq!(job_count(&c), 0, "nothing ran");
+    assert_eq!(
+        c.store_file("in.txt"),
+        original,
+        "the input is not truncated"
+    );
+}
+
+#[test]
+fn put_over_a_running_jobs_source_is_refused() {
+    let c = Cluster::start(1, 5.0);
+    let original = lines(60);
+    put_text(&c, "in.txt", &original);
+    // 60 lines at 20/s: running for about three seconds.
+    let id = c.submit(&job(&c, "a.toml", "in.txt", "out/a.txt", 20.0));
+    let (status, body) = http(&c, "PUT", "/api/store/in.txt", b"replaced\n");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains(&id) && body.contains("reads"), "{body}");
+    // The CLI says so too.
+    c.file("new.txt", "replaced\n");
+    let out = c.run(&["put", "new.txt", "in.txt"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&id),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.store_file("in.txt"), original, "the source is unchanged");
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same(
+        "the job's output",
+        &sorted_lines(&c.store_file("out/a.txt")),
+        &sorted_lines(&original),
+    );
+    // When the job has ended the file is the user's again.
+    let (status, body) = http(&c, "PUT", "/api/store/in.txt", b"replaced\n");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(c.store_file("in.txt"), "replaced\n");
+}
+
+#[test]
+fn delete_of_a_running_jobs_sink_is_refused() {
+    let c = Cluster::start(1, 5.0);
+    let original = lines(60);
+    put_text(&c, "in.txt", &original);
+    let id = c.submit(&job(&c, "a.toml", "in.txt", "out/a.txt", 20.0));
+    // The sink itself, or a directory holding it.
+    for path in ["/api/store/out/a.txt", "/api/store/out"] {
+        let (status, body) = http(&c, "DELETE", path, b"");
+        assert_eq!(status, 409, "DELETE {path}: {body}");
+        assert!(
+            body.contains(&id) && body.contains("nothing was deleted"),
+            "{body}"
+        );
+    }
+    // Replacing the sink is refused too.
+    let (status, body) = http(&c, "PUT", "/api/store/out/a.txt", b"lost\n");
+    assert_eq!(status, 409, "{body}");
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same(
+        "the sink after the refused delete",
+        &sorted_lines(&c.store_file("out/a.txt")),
+        &sorted_lines(&original),
+    );
+    // The job has ended: the delete goes through and says what it removed.
+    let (status, body) = http(&c, "DELETE", "/api/store/out", b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("out/a.txt"), "{body}");
+}
+
+#[test]
+fn logs_are_not_writable_or_deletable_through_the_api() {
+    let c = Cluster::start(1, 5.0);
+    // Two stages: the second one's input is logged (exactly-once).
+    put_text(&c, "in.txt", &lines(1000));
+    let two = job_toml(
+        "logged",
+        "in.txt",
+        "out/a.txt",
+        20.0,
+        "exactly-once",
+        &[(1, "identity", &[]), (1, "identity", &[])],
+    );
+    c.file("a.toml", &two);
+    let id = c.submit("a.toml");
+    let logs = wait_for("the job's input logs", Duration::from_secs(30), || {
+        let names = listing(&c, "logs/");
+        (!names.is_empty()).then_some(names)
+    });
+    assert!(logs.iter().all(|n| n.starts_with(&format!("logs/{id}/"))));
+    for (method, path) in [
+        ("PUT", format!("/api/store/logs/{id}/forged")),
+        ("PUT", format!("/api/store/{}", logs[0])),
+        ("PUT", "/api/store/blobs/sha256/forged".to_string()),
+        ("DELETE", "/api/store/logs".to_string()),
+        ("DELETE", format!("/api/store/logs/{id}")),
+        ("DELETE", format!("/api/store/{}", logs[0])),
+        ("DELETE", "/api/store/blobs".to_string()),
+    ] {
+        let (status, body) = http(&c, method, &path, b"forged\n");
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(body.contains("belong to the engine"), "{body}");
+    }
+    let after = listing(&c, "logs/");
+    for n in &logs {
+        assert!(after.contains(n), "{n} is still there");
+    }
+    assert!(!after.iter().any(|n| n.ends_with("/forged")));
+    // The CLI cannot write there either, and no job may use logs/ as its sink.
+    c.file("x.txt", "x\n");
+    assert!(!c.run(&["put", "x.txt", "logs/x"]).status.success());
+    put_text(&c, "in-b.txt", &lines(5));
+    let sink = format!("logs/job-{}/out.txt", job_count(&c) + 1);
+    let err = refused_submit(&c, &job(&c, "b.toml", "in-b.txt", &sink, 0.0));
+    assert!(err.contains("belong to the engine"), "{err}");
+    assert_eq!(
+        c.json(&["job", &id, "--json"])["status"],
+        "running",
+        "the job whose logs were attacked runs on"
+    );
+}
+
+#[test]
+fn the_api_refuses_local_paths() {
+    let c = Cluster::start(1, 5.0);
+    let secret = c.dir.path().join("secret.txt");
+    std::fs::write(&secret, "do not read\n").unwrap();
+    let victim = c.dir.path().join("victim.txt");
+    std::fs::write(&victim, "do not overwrite\n").unwrap();
+    let job = format!(
+        r#"{{"delivery":"exactly-once","source_path":{:?},"source_name":"x","rate":0.0,"sink_path":{:?},"stages":[{{"tasks":1,"operator":{{"kind":"builtin","name":"identity","args":[]}}}}],"paths":"local","keep_logs":false}}"#,
+        secret.display().to_string(),
+        victim.display().to_string()
+    );
+    let (status, body) = http(&c, "POST", "/api/jobs", job.as_bytes());
+    assert_eq!(status, 400, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("paths"), "{body}");
+    assert_eq!(v["problems"][0]["field"], "paths", "{body}");
+    assert_eq!(job_count(&c), 0);
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "do not overwrite\n"
+    );
+}
+
+#[test]
+fn store_listing_cannot_escape_the_store() {
+    let c = Cluster::start(1, 5.0);
+    put_text(&c, "in.txt", "x\n");
+    for path in [
+        "/api/store?prefix=../../../../etc/",
+        "/api/store?prefix=..%2F..%2F..%2F..%2Fetc%2F",
+        "/api/store?prefix=a/../../",
+        "/api/store?prefix=/../",
+        "/internal/store?prefix=../../../../etc/",
+        "/api/store/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        "/internal/store/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    ] {
+        let (status, body) = http(&c, "GET", path, b"");
+        assert_eq!(status, 400, "GET {path}: {body}");
+        assert!(
+            !body.contains("passwd") || body.contains("not a valid store path"),
+            "GET {path} names nothing outside the store: {body}"
+        );
+        assert!(
+            !body.contains("hostname") && !body.contains("root:"),
+            "{body}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v.is_object() && v["error"].is_string(), "{body}");
+    }
+    // The store itself lists as before.
+    assert_eq!(listing(&c, "in"), ["in.txt"]);
+}
+
+#[test]
+fn a_job_submission_over_the_body_limit_is_413() {
+    let c = Cluster::start(1, 5.0);
+    // A syntactically plausible job whose args make it 5 MiB (the limit is 4 MiB).
+    let big = "a".repeat(5 << 20);
+    let job = format!(
+        r#"{{"delivery":"exactly-once","source_path":"in.txt","source_name":"in.txt","rate":0.0,"sink_path":"o.txt","stages":[{{"tasks":1,"operator":{{"kind":"builtin","name":"identity","args":["{big}"]}}}}],"paths":"store","keep_logs":false}}"#
+    );
+    let (status, body) = http(&c, "POST", "/api/jobs", job.as_bytes());
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(job_count(&c), 0);
+    // Kill requests are small too.
+    let (status, _) = http(&c, "POST", "/api/kill-task", big.as_bytes());
+    assert_eq!(status, 413);
+    // The leader is still there and answers.
+    let (status, _) = http(&c, "GET", "/api/jobs", b"");
+    assert_eq!(status, 200);
+}
+
+/// Samples a process's resident set (VmRSS, kB) every ~100 ms until stopped; returns the peak.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, usize)>,
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut peak, mut samples) = (0, 0);
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kb(pid));
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (peak.max(rss_kb(pid)), samples + 1)
+        });
+        RssSampler { stop, thread }
+    }
+
+    /// The peak in kB and the number of samples.
+    fn finish(self) -> (u64, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// The SHA-256 of a file, by `sha256sum` (fast even when the test is built without
+/// optimisation).
+fn sha256_file(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_large_put_and_get_keep_the_leader_small() {
+    const SIZE: u64 = 1 << 30;
+    const LIMIT_KB: u64 = 150 * 1024;
+    let c = Cluster::start(1, 5.0);
+    let pid = c.leader_pid();
+    // Real bytes (no sparse file): repeated 64-byte lines, each 1 MiB block numbered.
+    let src = c.dir.path().join("big.txt");
+    let t = Instant::now();
+    {
+        let line = format!(
+            "{:<63}\n",
+            "rainstorm large upload test line: abcdefghijklmnopqrstuvwxyz"
+        );
+        let mut block = line.repeat((1 << 20) / 64).into_bytes();
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
+        for i in 0..SIZE >> 20 {
+            block[..10].copy_from_slice(format!("{i:>9} ").as_bytes());
+            f.write_all(&block).unwrap();
+        }
+        f.flush().unwrap();
+    }
+    assert_eq!(std::fs::metadata(&src).unwrap().len(), SIZE);
+    let generated = t.elapsed();
+    let before = rss_kb(pid);
+
+    let sampler = RssSampler::start(pid);
+    let t = Instant::now();
+    c.ok(&["put", src.to_str().unwrap(), "big/file.txt"]);
+    let put_time = t.elapsed();
+    let (put_peak, put_samples) = sampler.finish();
+
+    let back = c.dir.path().join("back.txt");
+    let sampler = RssSampler::start(pid);
+    let t = Instant::now();
+    c.ok(&["get", "big/file.txt", back.to_str().unwrap()]);
+    let get_time = t.elapsed();
+    let (get_peak, get_samples) = sampler.finish();
+
+    let after = rss_kb(pid);
+    println!(
+        "{} MiB: generated in {generated:.1?}; leader RSS {} MB before, peak {} MB during put \
+         ({put_time:.1?}, {put_samples} samples), peak {} MB during get ({get_time:.1?}, \
+         {get_samples} samples), {} MB after",
+        SIZE >> 20,
+        before / 1024,
+        put_peak / 1024,
+        get_peak / 1024,
+        after / 1024
+    );
+    assert!(
+        put_samples >= 3 && get_samples >= 3,
+        "the sampler saw the transfers"
+    );
+    assert!(
+        put_peak < LIMIT_KB,
+        "the leader peaked at {} MB during the put",
+        put_peak / 1024
+    );
+    assert!(
+        get_peak < LIMIT_KB,
+        "the leader peaked at {} MB during the get",
+        get_peak / 1024
+    );
+    let stored = c.dir.path().join("leader/store/big/file.txt");
+    assert_eq!(std::fs::metadata(&stored).unwrap().len(), SIZE);
+    assert_eq!(std::fs::metadata(&back).unwrap().len(), SIZE);
+    let (want, got) = (sha256_file(&src), sha256_file(&back));
+    assert_eq!(got, want, "the round-tripped file is byte-identical");
+}
