@@ -329,6 +329,7 @@ mod tests {
             submitted_ms: 0,
             elapsed_ms: 0,
             latency_ms: None,
+            cleanup_error: None,
         })
     }
 

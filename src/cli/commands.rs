@@ -10,10 +10,10 @@ use crate::dataplane::DataConfig;
 use crate::leader::{self, LeaderConfig};
 use crate::model::spec::JobSpec;
 use crate::model::{course, jobfile};
+use crate::protocol::auth::Secret;
 use crate::runtime::exec::RunAs;
 use crate::runtime::fetch::ExecPolicy;
 use crate::worker::{self, WorkerConfig};
-use crate::protocol::auth::Secret;
 use anyhow::{bail, Context};
 use std::path::Path;
 use std::process::ExitCode;
@@ -92,6 +92,8 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let token = Secret::from_args(token_file.as_deref())?;
             let heartbeat_timeout = positive_secs("heartbeat-timeout", heartbeat_timeout)?;
             let stall_timeout = positive_secs("stall-timeout", stall_timeout)?;
+            // The data dir first: a second leader on it is refused before it takes a port.
+            let dir_lock = std::sync::Arc::new(leader::persist::DirLock::acquire(&data_dir)?);
             let http = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -117,6 +119,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 exec_policy,
                 token,
                 store,
+                dir_lock: Some(dir_lock),
                 data: DataConfig::from_env(),
                 ..LeaderConfig::default()
             };

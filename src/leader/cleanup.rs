@@ -1,15 +1,19 @@
 //! The end of a job, whatever the outcome: every task of it is stopped, its routes and (unless
-//! kept) its input logs are removed, and its record keeps the final status for followers.
+//! kept) its input logs are removed, and its record keeps the final status for followers,
+//! durably (written before it is visible). A failed removal is retried with backoff in the
+//! background and shown on the job (`cleanup_error`). At start-up, the records of an earlier
+//! leader on the same data dir are loaded here too.
 
-use super::driver::Outcome;
-use super::state::lock;
+use super::driver::{local_file, Outcome};
+use super::state::{lock, JobRec};
 use super::Leader;
+use crate::model::backoff::Backoff;
 use crate::model::ids::{JobId, WorkerId};
 use crate::model::spec::JobSpec;
 use crate::protocol::control::{Command, JobStatus, TaskState};
 use crate::runtime::sink::SinkProgress;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -50,13 +54,26 @@ pub(super) async fn cleanup(
         }
     }
     leader.env.routes.remove(id);
-    if !spec.keep_logs && !leader.cfg.keep_logs {
-        if let Err(e) = leader
-            .store
-            .delete_prefix(&crate::runtime::log::job_prefix(id))
-            .await
-        {
-            warn!(job = %id, error = %e, "could not delete the job's input logs");
+    let keep = spec.keep_logs || leader.cfg.keep_logs;
+    let removed = if keep {
+        Ok(())
+    } else {
+        remove_logs(leader, id).await
+    };
+    // The final status is durable before it is visible.
+    let now = SystemTime::now();
+    let record = lock(&leader.state).jobs.get(id).map(|j| {
+        let mut r = j.stored(id);
+        r.status = status;
+        r.error = error.clone();
+        r.ended_ms = Some(ms(now));
+        r.logs_left = removed.is_err();
+        r.cleanup_error = removed.as_ref().err().cloned();
+        r
+    });
+    if let Some(r) = record {
+        if let Err(e) = leader.persist.put_job(r).await {
+            warn!(job = %id, error = %format!("{e:#}"), "could not record the job's end");
         }
     }
     {
@@ -65,12 +82,134 @@ pub(super) async fn cleanup(
             j.status = status;
             j.error = error.clone();
             j.ended = Some(Instant::now());
+            j.ended_at = Some(now);
             j.events = None;
+            j.logs_left = removed.is_err();
+            j.cleanup_error = removed.as_ref().err().cloned();
         }
+    }
+    if let Err(e) = removed {
+        warn!(job = %id, error = %e, "could not delete the job's input logs; retrying in the background");
+        retry_removal(leader, id.clone());
     }
     progress.send_modify(|p| p.finished = true);
     match &error {
         None => info!(job = %id, status = ?status, "job ended"),
         Some(e) => warn!(job = %id, error = %e, "job failed"),
     }
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Removes a job's input logs (`logs/<id>/`).
+async fn remove_logs(leader: &Leader, id: &JobId) -> Result<(), String> {
+    let prefix = format!("{}/", crate::runtime::log::job_prefix(id));
+    leader
+        .store
+        .delete_prefix(&prefix)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Updates a job's record (in memory, then durably) after a removal attempt.
+async fn record_removal(leader: &Leader, id: &JobId, result: &Result<(), String>) {
+    let record = {
+        let mut st = lock(&leader.state);
+        let Some(j) = st.jobs.get_mut(id) else {
+            return;
+        };
+        j.logs_left = result.is_err();
+        j.cleanup_error = result.as_ref().err().cloned();
+        j.stored(id)
+    };
+    if let Err(e) = leader.persist.put_job(record).await {
+        warn!(job = %id, error = %format!("{e:#}"), "could not record the removal of the job's logs");
+    }
+}
+
+/// First delay and cap of the removal retries.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_CAP: Duration = Duration::from_secs(30);
+
+/// Retries the removal of an ended job's logs with backoff, in the background, until it
+/// succeeds or the leader stops (the record keeps `logs_left`, so the next leader carries on).
+/// Every failure is logged and kept in the job record (`cleanup_error`).
+fn retry_removal(leader: &Arc<Leader>, id: JobId) {
+    let l = leader.clone();
+    let task = async move {
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
+        let mut last: Option<String> = None;
+        for attempt in 1u64.. {
+            tokio::select! {
+                _ = l.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next()) => {}
+            }
+            let result = remove_logs(&l, &id).await;
+            match &result {
+                Ok(()) => info!(job = %id, attempt, "the job's input logs are removed"),
+                Err(e) => {
+                    warn!(job = %id, attempt, error = %e, "could not delete the job's input logs; retrying")
+                }
+            }
+            let changed = result.as_ref().err() != last.as_ref();
+            if changed || result.is_ok() {
+                record_removal(&l, &id, &result).await;
+            }
+            match result {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+        }
+    };
+    leader
+        .cleanups
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .spawn(task);
+}
+
+/// The cause recorded for a job that was running when its leader went away.
+pub const LEADER_RESTARTED: &str = "the leader restarted while the job ran";
+
+/// Loads the job records an earlier leader on this data dir left: ended jobs as they ended,
+/// running ones as failed (carrying them on is not done yet), and resumes removing the input
+/// logs of every ended job that may still have some.
+pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<()> {
+    let jobs = leader.persist.load_jobs().await?;
+    let now = SystemTime::now();
+    let mut leftovers = Vec::new();
+    for mut job in jobs {
+        if job.status == JobStatus::Running {
+            job.status = JobStatus::Failed;
+            job.error = Some(LEADER_RESTARTED.into());
+            job.ended_ms = Some(ms(now));
+            leader.persist.put_job(job.clone()).await?;
+            warn!(job = %job.id, "{LEADER_RESTARTED}; recorded as failed");
+        }
+        let sink_file = local_file(leader, &job.spec, &job.spec.sink_path).unwrap_or_default();
+        let flushed = match job.status {
+            JobStatus::Succeeded => std::fs::metadata(&sink_file).map_or(0, |m| m.len()),
+            _ => 0,
+        };
+        if job.logs_left {
+            leftovers.push(job.id.clone());
+        }
+        let id = job.id.clone();
+        let rec = JobRec::restored(job, sink_file, flushed);
+        lock(&leader.state).add_job(id, rec);
+    }
+    if !leftovers.is_empty() {
+        info!(
+            jobs = leftovers.len(),
+            "removing input logs earlier jobs left"
+        );
+    }
+    for id in leftovers {
+        retry_removal(leader, id);
+    }
+    Ok(())
 }

@@ -7,13 +7,14 @@
 //! monitor (`monitor`) and one driver per job (`driver`), over the state in `state`.
 
 pub mod api;
-mod dashboard;
 mod cleanup;
+mod dashboard;
 pub mod driver;
-pub mod placement;
-mod recovery;
 mod monitor;
 pub mod owned;
+pub mod persist;
+pub mod placement;
+mod recovery;
 pub mod state;
 pub mod validate;
 
@@ -64,6 +65,9 @@ pub struct LeaderConfig {
     pub token: Option<crate::protocol::auth::Secret>,
     /// The store: an S3-compatible bucket, else the directory `DATA_DIR/store`.
     pub store: Option<crate::runtime::store::S3Location>,
+    /// The data-dir lock, if the caller took it before `run` (the CLI does, before binding
+    /// its port, so a second leader is told why at once); else `run` takes it.
+    pub dir_lock: Option<Arc<persist::DirLock>>,
     /// Receives the leader's context once it runs (`rainstorm run` submits in-process: only
     /// it may use local paths, which the HTTP API refuses).
     pub ready: Option<mpsc::UnboundedSender<Arc<Leader>>>,
@@ -84,6 +88,7 @@ impl Default for LeaderConfig {
             exec_policy: Default::default(),
             token: None,
             store: None,
+            dir_lock: None,
             ready: None,
         }
     }
@@ -112,6 +117,14 @@ pub struct Leader {
     pub cfg: LeaderConfig,
     /// Output streams being served now (a follower that goes away must free its stream).
     pub output_streams: Arc<std::sync::atomic::AtomicI64>,
+    /// Durable state under the data dir (job counter and job records).
+    pub persist: persist::Persist,
+    /// Cancelled when the leader starts stopping: long polls answer at once, output streams
+    /// end, background retries give up (what they had not done is durable and redone by the
+    /// next leader).
+    pub shutdown: CancellationToken,
+    /// Background removals of ended jobs' leftovers, retried with backoff.
+    pub cleanups: Mutex<JoinSet<()>>,
     spawn_tx: mpsc::Sender<NewJob>,
 }
 
@@ -127,7 +140,14 @@ pub enum SubmitError {
     /// The leader is shutting down.
     #[error("the leader is shutting down")]
     ShuttingDown,
+    /// The leader's durable state or the store failed.
+    #[error("{0}")]
+    Internal(String),
 }
+
+/// How many fresh ids `new_job_id` tries before giving up on a store that holds logs under
+/// each (which only a store shared with other leaders could do).
+const ID_TRIES: usize = 5;
 
 impl Leader {
     /// Validates and starts a job; returns its id.
@@ -151,14 +171,29 @@ impl Leader {
         let (ev_tx, ev_rx) = mpsc::channel(256);
         let cancel = CancellationToken::new();
         let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
-        let rec = JobRec::new(spec.clone(), ev_tx, cancel.clone(), progress_rx, sink_file);
-        let id = {
+        let mut rec = JobRec::new(spec.clone(), ev_tx, cancel.clone(), progress_rx, sink_file);
+        rec.logs_left = !(spec.keep_logs || self.cfg.keep_logs);
+        let id = self.new_job_id().await?;
+        // Durable before anyone can see it: a restarted leader knows every job it showed.
+        self.persist
+            .put_job(rec.stored(&id))
+            .await
+            .map_err(|e| SubmitError::Internal(format!("recording the job: {e:#}")))?;
+        let claimed = {
             let mut st = lock(&self.state);
-            let id = st.claim_files(files).map_err(SubmitError::Conflict)?;
-            let added = st.add_job(rec);
-            debug_assert_eq!(id, added);
-            added
+            let claimed = st.claim_files(&id, files);
+            if claimed.is_ok() {
+                st.add_job(id.clone(), rec);
+            }
+            claimed
         };
+        if let Err(msg) = claimed {
+            // The id stays used up: ids are never handed out twice.
+            if let Err(e) = self.persist.remove_job(id.clone()).await {
+                warn!(job = %id, error = %e, "could not forget a refused job's record");
+            }
+            return Err(SubmitError::Conflict(msg));
+        }
         info!(job = %id, name = ?spec.name, "job submitted");
         if self
             .spawn_tx
@@ -170,6 +205,39 @@ impl Leader {
         }
         Ok(id)
     }
+
+    /// A job id never used before in this store: `job-N-XXXXXX`, N from the durable counter
+    /// (never reused by this data dir, across restarts) and six random hex digits (so a leader
+    /// with a fresh data dir on an old store does not repeat an old id either), and no object
+    /// under `logs/<id>/` (a job never reads another job's logs, whatever the store holds).
+    async fn new_job_id(&self) -> Result<JobId, SubmitError> {
+        let internal = |what: &str, e: &dyn std::fmt::Display| {
+            SubmitError::Internal(format!("choosing a job id: {what}: {e}"))
+        };
+        for _ in 0..ID_TRIES {
+            let n = self
+                .persist
+                .next_job_number()
+                .await
+                .map_err(|e| internal("the job counter", &format!("{e:#}")))?;
+            let suffix =
+                crate::protocol::auth::random_hex(3).map_err(|e| internal("random suffix", &e))?;
+            let id = JobId(format!("job-{n}-{suffix}"));
+            let prefix = format!("{}/", crate::runtime::log::job_prefix(&id));
+            let used = self
+                .store
+                .list(&prefix)
+                .await
+                .map_err(|e| internal("listing the store", &e))?;
+            if used.is_empty() {
+                return Ok(id);
+            }
+            warn!(job = %id, objects = used.len(), "the store already holds logs under this id; choosing another");
+        }
+        Err(SubmitError::Internal(format!(
+            "no unused job id after {ID_TRIES} tries: the store holds logs under each"
+        )))
+    }
 }
 
 /// Runs the leader on an already-bound HTTP listener until `shutdown`; returns when every job
@@ -179,6 +247,12 @@ pub async fn run(
     http: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // One leader per data dir, for this whole function.
+    let _dir_lock = match &cfg.dir_lock {
+        Some(l) => l.clone(),
+        None => Arc::new(persist::DirLock::acquire(&cfg.data_dir)?),
+    };
+    let persist = persist::Persist::open_dir(&cfg.data_dir)?;
     let store = match &cfg.store {
         Some(loc) => Store::s3(loc).context("opening the S3 store")?,
         None => Store::local(cfg.data_dir.join("store")).context("opening the store")?,
@@ -210,8 +284,12 @@ pub async fn run(
         data_addr,
         cfg: cfg.clone(),
         output_streams: Arc::default(),
+        persist,
+        shutdown: CancellationToken::new(),
+        cleanups: Mutex::new(JoinSet::new()),
         spawn_tx,
     });
+    cleanup::restore_jobs(&leader).await?;
     if let Some(tx) = &cfg.ready {
         let _ = tx.send(leader.clone());
     }
@@ -250,15 +328,51 @@ pub async fn run(
             }
         }
     }
-    // Graceful stop: cancel running jobs and let their drivers clean up and record it.
+    // Graceful stop, bounded (SIGTERM must end a leader within 2 s): pending long polls are
+    // answered and retries give up at once; running jobs are cancelled and their drivers
+    // record it; then the servers stop. Whatever is still running at a deadline is aborted:
+    // the records are durable before they change, so the next leader sees the truth.
+    let started = std::time::Instant::now();
+    leader.shutdown.cancel();
     {
         let st = lock(&leader.state);
         for j in st.jobs.values() {
             j.cancel.cancel();
         }
     }
-    while drivers.join_next().await.is_some() {}
+    join_within(&mut drivers, STOP_DRIVERS, "job drivers").await;
+    let mut cleanups =
+        std::mem::take(&mut *leader.cleanups.lock().unwrap_or_else(|p| p.into_inner()));
+    join_within(&mut cleanups, STOP_SERVERS, "leftover removals").await;
     stop_net.cancel();
-    while bg.join_next().await.is_some() {}
+    join_within(&mut bg, STOP_SERVERS, "servers").await;
+    info!(ms = started.elapsed().as_millis() as u64, "leader stopped");
     Ok(())
+}
+
+/// How long a stopping leader waits for its job drivers to record their jobs' ends.
+const STOP_DRIVERS: Duration = Duration::from_millis(1000);
+/// How long a stopping leader waits for its servers (HTTP connections, data listener).
+const STOP_SERVERS: Duration = Duration::from_millis(600);
+
+/// Joins every task of `set`, aborting those still running after `limit`.
+async fn join_within<T: 'static>(set: &mut JoinSet<T>, limit: Duration, what: &str) {
+    let joined = tokio::time::timeout(limit, async {
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r {
+                if e.is_panic() {
+                    warn!(error = %e, "{what}: a task panicked");
+                }
+            }
+        }
+    })
+    .await;
+    if joined.is_err() {
+        warn!(
+            left = set.len(),
+            "{what} still running after {} ms; aborted",
+            limit.as_millis()
+        );
+        set.shutdown().await;
+    }
 }

@@ -50,6 +50,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let mut to_send = Vec::new();
+        let forget: Vec<JobId>;
         {
             let mut st = lock(&leader.state);
             let now = Instant::now();
@@ -128,9 +129,15 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 .filter(|(_, j)| j.ended.is_some_and(|e| now.duration_since(e) > retention))
                 .map(|(id, _)| id.clone())
                 .collect();
-            for id in expired {
-                st.jobs.remove(&id);
-                st.tasks.retain(|k, _| k.job != id);
+            for id in &expired {
+                st.jobs.remove(id);
+                st.tasks.retain(|k, _| &k.job != id);
+            }
+            forget = expired;
+        }
+        for id in forget {
+            if let Err(e) = leader.persist.remove_job(id.clone()).await {
+                warn!(job = %id, error = %format!("{e:#}"), "could not forget an expired job's record");
             }
         }
         for (tx, ev) in to_send {

@@ -69,8 +69,7 @@ fn under(path: &str, prefix: &str) -> bool {
 impl State {
     /// Refuses a new job whose files clash with a running job's (or with its own), naming
     /// both jobs; else records them under the id the job is about to get.
-    pub fn claim_files(&mut self, files: JobFiles) -> Result<JobId, String> {
-        let me = JobId(format!("job-{}", self.next_job + 1));
+    pub fn claim_files(&mut self, me: &JobId, files: JobFiles) -> Result<(), String> {
         // Ended jobs own nothing any more.
         let ended: Vec<JobId> = self
             .files
@@ -124,7 +123,7 @@ impl State {
             return Err(format!("{p}: being uploaded now; job {me} cannot use it"));
         }
         self.files.jobs.insert(me.clone(), files);
-        Ok(me)
+        Ok(())
     }
 
     /// Forgets an ended job's files (kept only while they can matter: running jobs).

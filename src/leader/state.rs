@@ -2,6 +2,7 @@
 //! never held across `.await` or I/O — every user copies what it needs out and releases it.
 //! Resource accounting (which worker runs what) is derived from task records, never kept twice.
 
+use crate::leader::persist::StoredJob;
 use crate::model::ids::{JobId, TaskKey, WorkerId};
 use crate::model::spec::JobSpec;
 use crate::protocol::control::{
@@ -115,6 +116,12 @@ pub struct JobRec {
     pub progress: watch::Receiver<SinkProgress>,
     /// Local path of the sink file.
     pub sink_file: std::path::PathBuf,
+    /// End time (wall clock, for the durable record).
+    pub ended_at: Option<SystemTime>,
+    /// The last failure to remove the job's leftovers, while removal is still being retried.
+    pub cleanup_error: Option<String>,
+    /// The job's input logs may still be in the store (see `persist::StoredJob::logs_left`).
+    pub logs_left: bool,
 }
 
 /// Everything the leader knows.
@@ -126,10 +133,6 @@ pub struct State {
     pub jobs: BTreeMap<JobId, JobRec>,
     /// Tasks by key.
     pub tasks: BTreeMap<TaskKey, TaskRec>,
-    /// Next job number.
-    pub next_job: u64,
-    /// Next worker number.
-    pub next_worker: u64,
     /// What running jobs read and write, and uploads in progress.
     pub files: crate::leader::owned::Files,
 }
@@ -165,23 +168,83 @@ impl JobRec {
             cancel,
             progress,
             sink_file,
+            ended_at: None,
+            cleanup_error: None,
+            logs_left: true,
+        }
+    }
+
+    /// The durable record of this job.
+    pub fn stored(&self, id: &JobId) -> StoredJob {
+        StoredJob {
+            id: id.clone(),
+            spec: self.spec.clone(),
+            status: self.status,
+            error: self.error.clone(),
+            source_tuples: self.source_tuples.load(Ordering::Relaxed),
+            sink_tuples: self.sink_tuples.load(Ordering::Relaxed),
+            failures: self.failures,
+            recoveries: self.recoveries,
+            submitted_ms: ms_since_epoch(self.submitted),
+            ended_ms: self.ended_at.map(ms_since_epoch),
+            cleanup_error: self.cleanup_error.clone(),
+            logs_left: self.logs_left,
+        }
+    }
+
+    /// A job recorded by an earlier leader, as this one shows it: ended (a job that was
+    /// running is the caller's to mark failed first), nothing to drive, its output complete up
+    /// to `flushed` bytes of `sink_file`.
+    pub fn restored(job: StoredJob, sink_file: std::path::PathBuf, flushed: u64) -> JobRec {
+        let at = |ms: u64| UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let submitted = at(job.submitted_ms);
+        let ended_at = at(job.ended_ms.unwrap_or(job.submitted_ms));
+        // Instants of the past, as far as this process's clock reaches back.
+        let ago = |t: SystemTime| {
+            let d = SystemTime::now().duration_since(t).unwrap_or_default();
+            Instant::now().checked_sub(d).unwrap_or_else(Instant::now)
+        };
+        let ended = ago(ended_at);
+        let run = ended_at.duration_since(submitted).unwrap_or_default();
+        let started = ended.checked_sub(run).unwrap_or(ended);
+        let (_, progress) = watch::channel(SinkProgress {
+            flushed,
+            finished: true,
+        });
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        JobRec {
+            spec: job.spec,
+            status: job.status,
+            error: job.error,
+            submitted,
+            started,
+            ended: Some(ended),
+            source_tuples: Arc::new(AtomicU64::new(job.source_tuples)),
+            sink_tuples: Arc::new(AtomicU64::new(job.sink_tuples)),
+            latency: Arc::default(),
+            failures: job.failures,
+            recoveries: job.recoveries,
+            events: None,
+            cancel,
+            progress,
+            sink_file,
+            ended_at: Some(ended_at),
+            cleanup_error: job.cleanup_error,
+            logs_left: job.logs_left,
         }
     }
 }
 
 impl State {
-    /// Records a job under a new id `job-N`.
-    pub fn add_job(&mut self, rec: JobRec) -> JobId {
-        self.next_job += 1;
-        let id = JobId(format!("job-{}", self.next_job));
-        self.jobs.insert(id.clone(), rec);
-        id
+    /// Records a job under the id the leader reserved for it (`Leader::new_job_id`).
+    pub fn add_job(&mut self, id: JobId, rec: JobRec) {
+        self.jobs.insert(id, rec);
     }
 
-    /// Records a newly registered worker, alive and with no commands, under a new id `wN`.
-    pub fn add_worker(&mut self, data_addr: String, session: Option<String>) -> WorkerId {
-        self.next_worker += 1;
-        let id = WorkerId(format!("w{}", self.next_worker));
+    /// Records a newly registered worker, alive and with no commands, under the id the
+    /// leader took for it (`wN`, from the durable counter).
+    pub fn add_worker(&mut self, id: WorkerId, data_addr: String, session: Option<String>) {
         let rec = WorkerRec {
             data_addr,
             last_seen: Instant::now(),
@@ -192,8 +255,7 @@ impl State {
             notify: Arc::new(Notify::new()),
             session,
         };
-        self.workers.insert(id.clone(), rec);
-        id
+        self.workers.insert(id, rec);
     }
 
     /// Queues a command for a worker and wakes its poll.
@@ -266,6 +328,7 @@ impl State {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .summary(),
+            cleanup_error: j.cleanup_error.clone(),
         })
     }
 

@@ -252,6 +252,9 @@ pub struct JobInfo {
     pub elapsed_ms: u64,
     /// Latency, once tuples reached the sink.
     pub latency_ms: Option<Latency>,
+    /// Why the job's leftovers (input logs) could not be removed yet; removal is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_error: Option<String>,
 }
 
 /// A task as `rainstorm tasks` shows it.
@@ -320,6 +323,9 @@ pub struct KillRequest {
 }
 
 /// One event of a job's output stream (NDJSON).
+// The one `End` of a stream carries the job's record; boxing it would save nothing that
+// matters on a path that serializes every event anyway.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputEvent {

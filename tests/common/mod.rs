@@ -549,4 +549,91 @@ impl Cluster {
     pub fn leader_pid(&self) -> u32 {
         self.leader.id()
     }
+
+    /// The running leader's command-line arguments (after the program name), from /proc.
+    pub fn leader_args(&self) -> Vec<String> {
+        let raw = std::fs::read(format!("/proc/{}/cmdline", self.leader.id())).unwrap();
+        raw.split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .skip(1)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    /// The running leader's arguments, listening on the port it has now (to start another
+    /// one in its place).
+    pub fn leader_args_same_port(&self) -> Vec<String> {
+        let port = self.url.rsplit(':').next().unwrap().to_string();
+        let mut args = self.leader_args();
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            args[i + 1] = format!("127.0.0.1:{port}");
+        }
+        args
+    }
+
+    /// Sends the leader SIGTERM and waits (at most `limit`) for it to exit; returns its exit
+    /// status (None if it was still running at `limit`, and then it is killed) and how long
+    /// it took.
+    pub fn sigterm_leader(
+        &mut self,
+        limit: Duration,
+    ) -> (Option<std::process::ExitStatus>, Duration) {
+        let t0 = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.leader.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+        loop {
+            if let Some(st) = self.leader.try_wait().unwrap() {
+                return (Some(st), t0.elapsed());
+            }
+            if t0.elapsed() > limit {
+                let took = t0.elapsed();
+                let _ = self.leader.kill();
+                let _ = self.leader.wait();
+                return (None, took);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGKILLs the leader and starts a new one with the same arguments on the same data dir
+    /// and the same port (workers reconnect by themselves); its log goes on in `leader.log`.
+    /// Waits until it answers.
+    pub fn restart_leader(&mut self) {
+        let args = self.leader_args_same_port();
+        let _ = self.leader.kill();
+        let _ = self.leader.wait();
+        self.start_leader_again(&args);
+    }
+
+    /// Starts a leader with `args` (the previous one must be gone) and waits until it
+    /// answers on this cluster's URL.
+    pub fn start_leader_again(&mut self, args: &[String]) {
+        let log_path = self.dir.path().join("leader.log");
+        let before = self.leader_log().matches("listening on ").count();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log_path)
+            .unwrap();
+        self.leader = Command::new(bin())
+            .args(args)
+            .env("RAINSTORM_LOG", "info")
+            .env("RAINSTORM_TOKEN", &self.token)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for("the new leader to listen", Duration::from_secs(20), || {
+            if let Some(st) = self.leader.try_wait().unwrap() {
+                panic!("the new leader exited ({st}): {}", self.leader_log());
+            }
+            (self.leader_log().matches("listening on ").count() > before).then_some(())
+        });
+        wait_for("the new leader to answer", Duration::from_secs(20), || {
+            self.run(&["jobs", "--json"]).status.success().then_some(())
+        });
+    }
 }

@@ -26,10 +26,13 @@ fn authorize(l: &Leader, headers: &HeaderMap, id: &WorkerId) -> Result<(), Box<R
         return Ok(());
     }
     let st = lock(&l.state);
-    let ok = match (
-        st.workers.get(id).and_then(|w| w.session.as_deref()),
-        bearer(headers),
-    ) {
+    let Some(w) = st.workers.get(id) else {
+        // A worker this leader never registered (it registered with an earlier leader, or
+        // this one forgot it): the handler answers "unknown", which only makes it register
+        // again, with the cluster secret.
+        return Ok(());
+    };
+    let ok = match (w.session.as_deref(), bearer(headers)) {
         (Some(key), Some(sent)) => eq_ct(key.as_bytes(), sent.as_bytes()),
         _ => false,
     };
@@ -73,7 +76,11 @@ pub(super) async fn register(
             ),
         );
     }
-    let id = lock(&l.state).add_worker(req.data_addr.clone(), session.clone());
+    let id = match l.persist.next_worker_number().await {
+        Ok(n) => WorkerId(format!("w{n}")),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    };
+    lock(&l.state).add_worker(id.clone(), req.data_addr.clone(), session.clone());
     info!(worker = %id, data = %req.data_addr, pid = req.pid, "worker joined");
     Json(RegisterResponse {
         worker_id: id,
@@ -230,10 +237,12 @@ pub(super) async fn commands(
             w.notify.clone()
         };
         // `notify_one` stores a permit, so a command queued between the check and this wait
-        // is not missed.
+        // is not missed. A stopping leader answers at once (nothing new), so its HTTP server
+        // does not wait out the poll.
         tokio::select! {
             _ = notify.notified() => {}
             _ = tokio::time::sleep_until(deadline) => return Json(Vec::<(u64, Command)>::new()).into_response(),
+            _ = l.shutdown.cancelled() => return Json(Vec::<(u64, Command)>::new()).into_response(),
         }
     }
 }

@@ -40,6 +40,7 @@ pub(super) async fn submit(State(l): Shared, Json(spec): Json<JobSpec>) -> Respo
             })),
         )
             .into_response(),
+        Err(SubmitError::Internal(msg)) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

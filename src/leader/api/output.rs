@@ -98,8 +98,21 @@ pub(super) async fn output(State(l): Shared, Path(id): Path<String>) -> Response
                 let info = lock(&t.leader.state).job_info(&t.id)?;
                 return Some((Ok(ndjson(&OutputEvent::End(info))), t));
             }
-            if t.progress.changed().await.is_err() {
-                // The job record was dropped (retention): end with what we know.
+            let changed = if t.leader.shutdown.is_cancelled() {
+                // The leader is stopping and cancelling the job: give its driver a moment to
+                // record the end, but never hold the server's stop for long.
+                tokio::time::timeout(STOP_GRACE, t.progress.changed())
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            } else {
+                tokio::select! {
+                    r = t.progress.changed() => r.is_ok(),
+                    _ = t.leader.shutdown.cancelled() => continue,
+                }
+            };
+            if !changed {
+                // The job record was dropped (retention), or the leader is stopping: end
+                // with what we know.
                 t.done = true;
                 let info = lock(&t.leader.state).job_info(&t.id)?;
                 return Some((Ok(ndjson(&OutputEvent::End(info))), t));
@@ -111,6 +124,9 @@ pub(super) async fn output(State(l): Shared, Path(id): Path<String>) -> Response
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
+
+/// How long a stream waits for its job's final status once the leader is stopping.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// Counts a stream as open for as long as its state lives: the server drops the stream's
 /// state as soon as the client goes away, whatever the stream was waiting on.

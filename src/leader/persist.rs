@@ -1,0 +1,313 @@
+//! What the leader keeps on disk under `--data-dir`, so a restarted leader knows what the last
+//! one did: the lock that makes one leader the only user of the directory, the durable job
+//! counter (job ids are never reused) and the job records.
+//!
+//! The records live behind [`JobStore`], a small synchronous trait: [`RedbJobs`] (an embedded
+//! transactional database, `DATA_DIR/leader.redb`) is the one backend today; a consensus store
+//! (etcd, for standby leaders) would be a second implementation, not a rewrite. [`Persist`] is
+//! the handle the leader holds: it runs the blocking calls off the async workers.
+
+use crate::model::ids::JobId;
+use crate::model::spec::JobSpec;
+use crate::protocol::control::JobStatus;
+use anyhow::Context;
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A job's durable record: everything `jobs` and `job` show once the job has ended.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StoredJob {
+    /// Id.
+    pub id: JobId,
+    /// The spec as submitted (operators pinned).
+    pub spec: JobSpec,
+    /// Status.
+    pub status: JobStatus,
+    /// Failure cause.
+    pub error: Option<String>,
+    /// Tuples the source emitted.
+    pub source_tuples: u64,
+    /// Lines the sink wrote.
+    pub sink_tuples: u64,
+    /// Task failures seen.
+    pub failures: u64,
+    /// Task restarts done.
+    pub recoveries: u64,
+    /// Submission time, ms since the Unix epoch.
+    pub submitted_ms: u64,
+    /// End time, ms since the Unix epoch.
+    pub ended_ms: Option<u64>,
+    /// The last failure to remove the job's leftovers (retried until it succeeds).
+    #[serde(default)]
+    pub cleanup_error: Option<String>,
+    /// The job's input logs may still be in the store: set at creation, cleared once they are
+    /// removed (or kept on purpose). A restarted leader removes what is still flagged.
+    #[serde(default)]
+    pub logs_left: bool,
+}
+
+/// Durable leader state: a job counter that only grows, and job records by id. Every call is
+/// one transaction, durable when it returns.
+pub trait JobStore: Send + Sync {
+    /// Takes the next number (1, 2, …) of a named counter (`job`, `worker`); a number is
+    /// never handed out twice, even if what it was for is never recorded.
+    fn next_number(&self, counter: &str) -> anyhow::Result<u64>;
+    /// Creates or replaces a job's record.
+    fn put_job(&self, job: &StoredJob) -> anyhow::Result<()>;
+    /// Forgets a job's record (retention).
+    fn remove_job(&self, id: &JobId) -> anyhow::Result<()>;
+    /// Every recorded job.
+    fn load_jobs(&self) -> anyhow::Result<Vec<StoredJob>>;
+}
+
+const JOBS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("jobs");
+const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+
+/// [`JobStore`] in a redb database: table `jobs` (id → JSON of [`StoredJob`]) and table
+/// `meta` (counter name, `job` or `worker` → the last number handed out).
+pub struct RedbJobs {
+    db: redb::Database,
+}
+
+impl RedbJobs {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<RedbJobs> {
+        let db = redb::Database::create(path)
+            .with_context(|| format!("opening the leader's database {}", path.display()))?;
+        let tx = db.begin_write()?;
+        tx.open_table(JOBS)?;
+        tx.open_table(META)?;
+        tx.commit()?;
+        Ok(RedbJobs { db })
+    }
+}
+
+impl JobStore for RedbJobs {
+    fn next_number(&self, counter: &str) -> anyhow::Result<u64> {
+        let tx = self.db.begin_write()?;
+        let n = {
+            let mut meta = tx.open_table(META)?;
+            let n = meta.get(counter)?.map_or(0, |v| v.value()) + 1;
+            meta.insert(counter, n)?;
+            n
+        };
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn put_job(&self, job: &StoredJob) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(job)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(JOBS)?
+            .insert(job.id.0.as_str(), bytes.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn remove_job(&self, id: &JobId) -> anyhow::Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(JOBS)?.remove(id.0.as_str())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_jobs(&self) -> anyhow::Result<Vec<StoredJob>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(JOBS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let job: StoredJob = serde_json::from_slice(v.value())
+                .with_context(|| format!("job record {} is unreadable", k.value()))?;
+            out.push(job);
+        }
+        Ok(out)
+    }
+}
+
+/// The leader's handle on its durable state; blocking calls run on tokio's blocking pool.
+#[derive(Clone)]
+pub struct Persist(Arc<dyn JobStore>);
+
+impl Persist {
+    /// Wraps a backend.
+    pub fn new(store: Arc<dyn JobStore>) -> Persist {
+        Persist(store)
+    }
+
+    /// The redb backend at `DATA_DIR/leader.redb`.
+    pub fn open_dir(data_dir: &Path) -> anyhow::Result<Persist> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+        Ok(Persist(Arc::new(RedbJobs::open(
+            &data_dir.join("leader.redb"),
+        )?)))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn JobStore) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let s = self.0.clone();
+        tokio::task::spawn_blocking(move || f(s.as_ref()))
+            .await
+            .context("the leader's database call panicked")?
+    }
+
+    /// The next job number (job ids are `job-N-…`).
+    pub async fn next_job_number(&self) -> anyhow::Result<u64> {
+        self.blocking(|s| s.next_number("job")).await
+    }
+
+    /// The next worker number (worker ids are `wN`, never reused, so a worker registered with
+    /// an earlier leader cannot be mistaken for one registered with this one).
+    pub async fn next_worker_number(&self) -> anyhow::Result<u64> {
+        self.blocking(|s| s.next_number("worker")).await
+    }
+
+    /// See [`JobStore::put_job`].
+    pub async fn put_job(&self, job: StoredJob) -> anyhow::Result<()> {
+        self.blocking(move |s| s.put_job(&job)).await
+    }
+
+    /// See [`JobStore::remove_job`].
+    pub async fn remove_job(&self, id: JobId) -> anyhow::Result<()> {
+        self.blocking(move |s| s.remove_job(&id)).await
+    }
+
+    /// See [`JobStore::load_jobs`].
+    pub async fn load_jobs(&self) -> anyhow::Result<Vec<StoredJob>> {
+        self.blocking(|s| s.load_jobs()).await
+    }
+}
+
+/// An exclusive `flock` on `DATA_DIR/leader.lock`, held for the leader's life (the kernel
+/// drops it when the process dies, however it dies). The file holds the holder's pid, so a
+/// refused leader can name it.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+    /// The lock file.
+    pub path: PathBuf,
+}
+
+impl DirLock {
+    /// Takes the lock, or fails at once naming the directory and the pid holding it.
+    pub fn acquire(data_dir: &Path) -> anyhow::Result<DirLock> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+        let path = data_dir.join("leader.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a file descriptor this function owns; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let holder = match text.trim() {
+                    "" => "unknown pid".to_string(),
+                    pid => format!("pid {pid}"),
+                };
+                anyhow::bail!(
+                    "the data dir {} is in use by another leader ({holder}; lock file {})",
+                    data_dir.display(),
+                    path.display()
+                );
+            }
+            return Err(err).with_context(|| format!("locking {}", path.display()));
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        Ok(DirLock { _file: file, path })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::spec::{Delivery, PathMode};
+
+    fn job(id: &str, status: JobStatus) -> StoredJob {
+        StoredJob {
+            id: JobId(id.into()),
+            spec: JobSpec {
+                name: Some("t".into()),
+                delivery: Delivery::ExactlyOnce,
+                source_path: "in.txt".into(),
+                source_name: "in.txt".into(),
+                rate: 0.0,
+                sink_path: "o.txt".into(),
+                stages: vec![],
+                paths: PathMode::Store,
+                keep_logs: false,
+                autoscale: None,
+            },
+            status,
+            error: None,
+            source_tuples: 3,
+            sink_tuples: 2,
+            failures: 1,
+            recoveries: 1,
+            submitted_ms: 1000,
+            ended_ms: None,
+            cleanup_error: None,
+            logs_left: true,
+        }
+    }
+
+    #[test]
+    fn the_counter_and_the_records_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leader.redb");
+        {
+            let db = RedbJobs::open(&path).unwrap();
+            assert_eq!(db.next_number("job").unwrap(), 1);
+            assert_eq!(db.next_number("job").unwrap(), 2);
+            assert_eq!(db.next_number("worker").unwrap(), 1);
+            db.put_job(&job("job-1-aaaaaa", JobStatus::Running))
+                .unwrap();
+            db.put_job(&job("job-2-bbbbbb", JobStatus::Running))
+                .unwrap();
+            let mut done = job("job-1-aaaaaa", JobStatus::Succeeded);
+            done.ended_ms = Some(2000);
+            db.put_job(&done).unwrap();
+            db.remove_job(&JobId("job-2-bbbbbb".into())).unwrap();
+        }
+        let db = RedbJobs::open(&path).unwrap();
+        assert_eq!(db.next_number("job").unwrap(), 3);
+        assert_eq!(db.next_number("worker").unwrap(), 2);
+        let jobs = db.load_jobs().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].status, JobStatus::Succeeded);
+        assert_eq!(jobs[0].ended_ms, Some(2000));
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_dir_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DirLock::acquire(dir.path()).unwrap();
+        let err = DirLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("in use by another leader"), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        drop(first);
+        DirLock::acquire(dir.path()).unwrap();
+    }
+}

@@ -1,0 +1,203 @@
+//! The leader as a process that stops, dies and comes back (issue 11): one leader per data
+//! dir, a prompt SIGTERM, durable job records across a SIGKILL and restart, and job ids that
+//! are never reused.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A job over `signs.csv` that runs for a long time (rate-limited), on built-in operators.
+fn slow_job(c: &Cluster, name: &str, sink: &str, rate: f64) -> String {
+    let toml = job_toml(
+        name,
+        "signs.csv",
+        sink,
+        rate,
+        "exactly-once",
+        &[
+            (2, "filter", &["Punched Telespar"]),
+            (2, "count-by", &["9"]),
+        ],
+    );
+    c.file(&format!("{name}.toml"), &toml);
+    c.submit(&format!("{name}.toml"))
+}
+
+fn jobs(c: &Cluster) -> Vec<serde_json::Value> {
+    c.json(&["jobs", "--json"]).as_array().unwrap().clone()
+}
+
+#[test]
+fn a_second_leader_on_the_same_data_dir_exits_at_once_naming_the_dir_and_the_holder() {
+    let c = Cluster::start(1, 5.0);
+    let data_dir = c.dir.path().join("leader");
+    let t0 = Instant::now();
+    let out = Command::new(bin())
+        .args(["leader", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .env("RAINSTORM_TOKEN", &c.token)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the second leader must fail: {err}");
+    assert!(
+        took < Duration::from_secs(5),
+        "it must exit at once, took {took:?}"
+    );
+    assert!(err.contains("in use by another leader"), "{err}");
+    assert!(err.contains(&data_dir.display().to_string()), "{err}");
+    assert!(err.contains(&format!("pid {}", c.leader_pid())), "{err}");
+    // The first one still serves.
+    let ws = c.json(&["workers", "--json"]);
+    assert_eq!(ws.as_array().unwrap().len(), 1);
+    c.ok(&["ls", ""]);
+}
+
+#[test]
+fn sigterm_stops_a_leader_with_workers_and_a_running_job_within_two_seconds() {
+    let mut c = Cluster::start(2, 5.0);
+    let signs = Signs::generate(2000, 3);
+    signs.write(&c.dir.path().join("signs.csv"));
+    c.ok(&["put", "signs.csv", "signs.csv"]);
+    // Submitted with --follow: the follower's output stream must end, not hold the server.
+    let toml = job_toml(
+        "slow",
+        "signs.csv",
+        "out/slow.txt",
+        50.0,
+        "exactly-once",
+        &[
+            (2, "filter", &["Punched Telespar"]),
+            (2, "count-by", &["9"]),
+        ],
+    );
+    c.file("slow.toml", &toml);
+    let mut follower = c
+        .cmd(&["submit", "slow.toml", "--follow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = wait_for("the job to be listed", Duration::from_secs(20), || {
+        Some(jobs(&c).first()?["id"].as_str()?.to_string())
+    });
+    wait_for("the job to move tuples", Duration::from_secs(20), || {
+        let j = c.json(&["job", &id, "--json"]);
+        (j["source_tuples"].as_u64()? > 20).then_some(())
+    });
+    // Workers are parked in their long polls now.
+    std::thread::sleep(Duration::from_millis(300));
+    let args = c.leader_args_same_port();
+    let (status, took) = c.sigterm_leader(Duration::from_secs(20));
+    println!("leader SIGTERM → exit took {} ms", took.as_millis());
+    let status = status.expect("the leader did not exit after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took < Duration::from_secs(3),
+        "SIGTERM took {took:?} (must be within 2 s)"
+    );
+    // The follower was told the job ended (it exits non-zero: the job did not succeed).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while follower.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let followed = follower.try_wait().unwrap();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        followed.is_some(),
+        "the follower did not end with the leader"
+    );
+    // Its state is durable: a new leader on the same dir knows the job and how it ended.
+    c.start_leader_again(&args);
+    let j = c.json(&["job", &id, "--json"]);
+    assert_eq!(j["status"], "cancelled", "{j}");
+}
+
+#[test]
+fn after_a_sigkill_and_restart_jobs_lists_the_old_jobs_and_a_new_job_gets_a_new_id() {
+    let mut c = Cluster::start(2, 5.0);
+    let signs = Signs::generate(3000, 11);
+    signs.write(&c.dir.path().join("signs.csv"));
+    c.ok(&["put", "signs.csv", "signs.csv"]);
+    let app2 = job_toml(
+        "app2",
+        "signs.csv",
+        "out/app2.txt",
+        0.0,
+        "exactly-once",
+        &[
+            (2, "filter", &["Punched Telespar"]),
+            (2, "count-by", &["9"]),
+        ],
+    );
+    c.file("app2.toml", &app2);
+    let first = c.submit("app2.toml");
+    let j = c.wait_job(&first, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same(
+        "first run",
+        &sorted_lines(&c.store_file("out/app2.txt")),
+        &signs.app2(),
+    );
+    // A job still running when the leader dies.
+    let slow = slow_job(&c, "slow", "out/slow.txt", 40.0);
+    wait_for(
+        "the slow job to move tuples",
+        Duration::from_secs(20),
+        || {
+            let j = c.json(&["job", &slow, "--json"]);
+            (j["sink_tuples"].as_u64()? > 0).then_some(())
+        },
+    );
+    c.restart_leader();
+
+    let listed = jobs(&c);
+    let find = |id: &str| {
+        listed
+            .iter()
+            .find(|j| j["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed after the restart: {listed:?}"))
+            .clone()
+    };
+    let old = find(&first);
+    assert_eq!(old["status"], "succeeded", "{old}");
+    assert_eq!(old["sink_tuples"], j["sink_tuples"], "{old}");
+    let died = find(&slow);
+    assert_eq!(died["status"], "failed", "{died}");
+    assert_eq!(
+        died["error"], "the leader restarted while the job ran",
+        "{died}"
+    );
+    // The dead job's input logs are removed by the new leader.
+    wait_for(
+        "the dead job's logs to be removed",
+        Duration::from_secs(30),
+        || {
+            let ls = c.ok(&["ls", &format!("logs/{slow}/")]);
+            ls.trim().is_empty().then_some(())
+        },
+    );
+
+    // Workers come back by themselves; a new job gets an id never used and exact output.
+    c.wait_alive(2);
+    let second = c.submit("app2.toml");
+    assert!(second != first && second != slow, "{second} reused an id");
+    let j2 = c.wait_job(&second, Duration::from_secs(60));
+    assert_eq!(j2["status"], "succeeded", "{j2}");
+    assert_same(
+        "run after the restart",
+        &sorted_lines(&c.store_file("out/app2.txt")),
+        &signs.app2(),
+    );
+    println!("ids: before the restart {first}, {slow}; after it {second}");
+    // The ids carry a number that only grows, across the restart.
+    let n = |id: &str| -> u64 { id.split('-').nth(1).unwrap().parse().unwrap() };
+    assert!(
+        n(&second) > n(&slow) && n(&slow) > n(&first),
+        "{first} {slow} {second}"
+    );
+}
