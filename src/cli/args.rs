@@ -39,7 +39,11 @@ pub(super) struct StoreArg {
     pub(super) store: Option<String>,
     /// Endpoint of an S3-compatible service (default: AWS_ENDPOINT_URL, else AWS). Plain http
     /// is allowed for a loopback endpoint, or with AWS_ALLOW_HTTP=true.
-    #[arg(long = "store-endpoint", env = "RAINSTORM_STORE_ENDPOINT", value_name = "URL")]
+    #[arg(
+        long = "store-endpoint",
+        env = "RAINSTORM_STORE_ENDPOINT",
+        value_name = "URL"
+    )]
     pub(super) store_endpoint: Option<String>,
 }
 

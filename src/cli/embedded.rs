@@ -6,11 +6,11 @@ use crate::cli::output::OutputWriter;
 use crate::dataplane::DataConfig;
 use crate::leader::{self, LeaderConfig};
 use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
+use crate::protocol::auth::Secret;
 use crate::protocol::control::{JobInfo, WorkerState};
 use crate::runtime::fetch::ExecPolicy;
 use crate::runtime::store::Store;
 use crate::worker::{self, WorkerConfig};
-use crate::protocol::auth::Secret;
 use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
@@ -197,12 +197,12 @@ pub async fn run_job(
             .submit(spec.clone())
             .await
             .map_err(|e| match e {
-                leader::SubmitError::Invalid(problems) => anyhow::Error::from(
-                    crate::cli::client::Rejected {
+                leader::SubmitError::Invalid(problems) => {
+                    anyhow::Error::from(crate::cli::client::Rejected {
                         message: "invalid job".into(),
                         problems,
-                    },
-                ),
+                    })
+                }
                 other => anyhow::anyhow!("{other}"),
             })?
             .0;

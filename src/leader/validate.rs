@@ -78,10 +78,10 @@ pub fn check(
                     let in_store = || {
                         remote(path)
                             || store
-                            .local_path(path)
-                            .ok()
-                            .flatten()
-                            .is_some_and(|p| p.is_file())
+                                .local_path(path)
+                                .ok()
+                                .flatten()
+                                .is_some_and(|p| p.is_file())
                     };
                     // The worker's order: an allowed local file first, then the store.
                     match policy.local(path) {

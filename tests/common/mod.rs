@@ -432,10 +432,35 @@ impl Cluster {
 
     /// Waits for a job to reach a final status; returns its record.
     pub fn wait_job(&self, id: &str, timeout: Duration) -> serde_json::Value {
-        wait_for(&format!("job {id} to end"), timeout, || {
+        let deadline = Instant::now() + timeout;
+        loop {
             let j = self.json(&["job", id, "--json"]);
-            (j["status"] != "running").then_some(j)
-        })
+            if j["status"] != "running" {
+                return j;
+            }
+            if Instant::now() > deadline {
+                // Everything needed to see why, before the temporary directory goes.
+                let workers: String = (0..self.workers.len())
+                    .map(|i| {
+                        let log = std::fs::read_to_string(
+                            self.dir.path().join(format!("worker-{i}.log")),
+                        )
+                        .unwrap_or_default();
+                        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                        format!(
+                            "--- worker-{i} (last 40 lines, newest first)\n{}\n",
+                            tail.join("\n")
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for job {id} to end: {j}\ntasks: {}\n--- leader\n{}\n{workers}",
+                    self.json(&["tasks", "--json"]),
+                    self.leader_log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Reads a store file.
