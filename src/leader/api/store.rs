@@ -67,21 +67,41 @@ async fn put_body(l: &Leader, clean: &str, body: Body) -> Response {
     }
 }
 
+/// Bytes of a refused upload read and discarded before the refusal is sent: a client still
+/// writing its body would otherwise see a broken pipe instead of the reason.
+const DRAIN_REFUSED: usize = 64 << 20;
+
+/// Answers a refused upload after reading (and dropping) up to [`DRAIN_REFUSED`] bytes of its
+/// body, so that the client gets to read the answer.
+async fn refuse_upload(body: Body, refusal: Response) -> Response {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    while seen < DRAIN_REFUSED {
+        match stream.next().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            _ => break,
+        }
+    }
+    refusal
+}
+
 pub(super) async fn store_put(State(l): Shared, Path(path): Path<String>, body: Body) -> Response {
     let clean = match clean_path(&path) {
         Ok(c) => c,
-        Err(e) => return store_error(e),
+        Err(e) => return refuse_upload(body, store_error(e)).await,
     };
     if reserved(&clean) {
-        return error(
+        let refusal = error(
             StatusCode::FORBIDDEN,
             format!("{clean}: logs/ and blobs/ belong to the engine and cannot be written through the API"),
         );
+        return refuse_upload(body, refusal).await;
     }
     // Held for the whole upload: a job submitted meanwhile cannot claim this path.
     let _writing = match l.claim_write(&clean) {
         Ok(g) => g,
-        Err(msg) => return error(StatusCode::CONFLICT, msg),
+        Err(msg) => return refuse_upload(body, error(StatusCode::CONFLICT, msg)).await,
     };
     put_body(&l, &clean, body).await
 }
