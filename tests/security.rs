@@ -221,3 +221,39 @@ fn a_leader_without_a_secret_listens_on_loopback_only() {
         "{err}"
     );
 }
+
+/// A tuple no data-plane frame can carry fails its task with a message saying so, instead of
+/// a link reconnecting in a loop forever.
+#[test]
+fn a_tuple_larger_than_a_frame_fails_its_task_with_a_message() {
+    let c = Cluster::start(1, 5.0);
+    c.file("in.txt", "small\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let big = write_exec(
+        &c.dir.path().join("big.py"),
+        "#!/usr/bin/env python3\nimport sys\nfor line in sys.stdin:\n    sys.stdout.write('k\\t' + 'x' * (65 << 20) + '\\n')\n",
+    );
+    let job = job_toml(
+        "big",
+        "in.txt",
+        "out/big.txt",
+        0.0,
+        "at-most-once",
+        &[(1, big.to_str().unwrap(), &[]), (1, "identity", &[])],
+    );
+    c.file("big.toml", &job);
+    let id = c.submit("big.toml");
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "failed", "{j}");
+    let tasks = c.json(&["tasks", "--json"]);
+    let errors: Vec<String> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["error"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("frame limit")),
+        "the task's error must name the frame limit: {errors:?} / {j}"
+    );
+}

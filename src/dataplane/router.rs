@@ -10,10 +10,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// The downstream links have gone (job cancelled or task stopping).
+/// Why a router could not take a tuple.
 #[derive(Debug, thiserror::Error)]
-#[error("downstream link closed")]
-pub struct Closed;
+pub enum Closed {
+    /// The downstream links have gone (job cancelled or task stopping).
+    #[error("downstream link closed")]
+    Gone,
+    /// One tuple is larger than a data-plane frame can carry: the task must fail, since no
+    /// retry can ever deliver it.
+    #[error(
+        "a tuple of {0} bytes is larger than the data plane's frame limit of {MAX_TUPLE} bytes"
+    )]
+    TooLarge(usize),
+}
+
+/// The largest tuple (key and value bytes) a batch frame can carry.
+pub const MAX_TUPLE: usize = crate::protocol::frame::MAX_FRAME - 1024;
 
 /// Output side of a task.
 pub struct Router {
@@ -48,7 +60,15 @@ impl Router {
 
     /// Routes one tuple; sends its destination's batch if that batch is full.
     pub async fn push(&mut self, t: Tuple, emit_ns: u64) -> Result<(), Closed> {
+        let size = t.key.len() + t.value.len() + 8;
+        if size > MAX_TUPLE {
+            return Err(Closed::TooLarge(size));
+        }
         let i = self.partitioner.pick(&t);
+        if !self.pending[i].is_empty() && self.pending_bytes[i] + size > MAX_TUPLE {
+            // Never let one batch grow past what a frame can carry.
+            self.send(i).await?;
+        }
         self.pending_bytes[i] += t.key.len() + t.value.len() + 8;
         self.pending_emit[i] = self.pending_emit[i].min(emit_ns);
         self.pending[i].push(t);
@@ -71,7 +91,7 @@ impl Router {
         self.links[i]
             .send(LinkMsg::Batch(OutBatch { tuples, emit_ns }))
             .await
-            .map_err(|_| Closed)
+            .map_err(|_| Closed::Gone)
     }
 
     /// Sends every partial batch: called when the input runs dry, so latency stays low under
@@ -88,7 +108,7 @@ impl Router {
     pub async fn finish(mut self) -> Result<(), Closed> {
         self.flush().await?;
         for l in &self.links {
-            l.send(LinkMsg::End).await.map_err(|_| Closed)?;
+            l.send(LinkMsg::End).await.map_err(|_| Closed::Gone)?;
         }
         Ok(())
     }

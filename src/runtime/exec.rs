@@ -231,6 +231,9 @@ pub enum ExecError {
     /// Downstream went away (cancellation).
     #[error("downstream closed")]
     Closed,
+    /// The operator emitted a tuple no data-plane frame can carry.
+    #[error("operator output: {0}")]
+    Output(String),
     /// Pipe I/O failed for another reason.
     #[error("operator pipe: {0}")]
     Io(#[from] std::io::Error),
@@ -489,7 +492,10 @@ impl ExecOperator {
                     self.reader = None;
                     match *res {
                         Ok(Ok(router)) => self.router = Some(router),
-                        Ok(Err(Closed)) => return ExecError::Closed,
+                        Ok(Err(Closed::Gone)) => return ExecError::Closed,
+                        Ok(Err(e @ Closed::TooLarge(_))) => {
+                            return ExecError::Output(e.to_string())
+                        }
                         Err(e) => return ExecError::Io(std::io::Error::other(e)),
                     }
                     // Its output is closed: it is ending.
@@ -528,7 +534,10 @@ impl ExecOperator {
         self.end_group();
         let routed = match (self.reader.take(), self.router.take()) {
             (Some(r), _) => match r.await {
-                Ok(res) => res.map_err(|_| ExecError::Closed),
+                Ok(res) => res.map_err(|e| match e {
+                    Closed::Gone => ExecError::Closed,
+                    too_large => ExecError::Output(too_large.to_string()),
+                }),
                 Err(e) => Err(ExecError::Io(std::io::Error::other(e))),
             },
             (None, Some(router)) => Ok(router),

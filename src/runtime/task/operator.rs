@@ -33,6 +33,14 @@ impl From<LogError> for Stop {
     }
 }
 
+/// A router refusal as a task stop: gone links mean cancellation, an oversized tuple a failure.
+fn routed(e: crate::dataplane::router::Closed) -> Stop {
+    match e {
+        crate::dataplane::router::Closed::Gone => Stop::Cancelled,
+        too_large => Stop::Failed(too_large.to_string()),
+    }
+}
+
 /// The operator of one task attempt.
 pub enum Operator {
     /// A built-in, its router and a reusable output buffer.
@@ -48,7 +56,7 @@ impl Operator {
             Operator::Builtin(op, router, out) => {
                 op.process(t, out);
                 for t in out.drain(..) {
-                    router.push(t, emit_ns).await.map_err(|_| Stop::Cancelled)?;
+                    router.push(t, emit_ns).await.map_err(routed)?;
                 }
                 Ok(())
             }
@@ -59,7 +67,7 @@ impl Operator {
     /// The input ran dry for now: push out what is buffered.
     pub async fn idle(&mut self) -> Result<(), Stop> {
         match self {
-            Operator::Builtin(_, router, _) => router.flush().await.map_err(|_| Stop::Cancelled),
+            Operator::Builtin(_, router, _) => router.flush().await.map_err(routed),
             Operator::Exec(op) => Ok(op.idle().await?),
         }
     }
@@ -78,7 +86,7 @@ impl Operator {
             Operator::Builtin(_, router, _) => router,
             Operator::Exec(op) => op.finish().await?,
         };
-        router.finish().await.map_err(|_| Stop::Cancelled)
+        router.finish().await.map_err(routed)
     }
 
     /// Stops at once (an executable is killed and reaped).
