@@ -36,15 +36,14 @@ fn running_task(c: &Cluster, id: &str, stage: u64) -> Option<Value> {
 /// task may have just ended or been restarted), and kill-task refuses a pid that is no longer
 /// a live operator, so a refused kill is retried on a fresh listing.
 fn kill_task(c: &Cluster, id: &str, stage: u64) -> Value {
-    wait_for(
-        &format!("a running task of stage {stage} to kill"),
-        LONG,
-        || {
-            let t = running_task(c, id, stage)?;
-            let pid = t["pid"].as_u64()?.to_string();
-            let out = c.run(&["kill-task", t["worker"].as_str()?, &pid]);
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        if let Some(t) = running_task(c, id, stage) {
+            let pid = t["pid"].as_u64().unwrap_or(0).to_string();
+            let worker = t["worker"].as_str().unwrap_or("").to_string();
+            let out = c.run(&["kill-task", &worker, &pid]);
             if out.status.success() {
-                return Some(t);
+                return t;
             }
             let err = String::from_utf8_lossy(&out.stderr);
             let status = c.json(&["job", id, "--json"])["status"].clone();
@@ -56,9 +55,14 @@ fn kill_task(c: &Cluster, id: &str, stage: u64) -> Value {
                 err.contains("no operator process"),
                 "kill-task failed for another reason: {err}"
             );
-            None
-        },
-    )
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no running task of stage {stage} to kill within {LONG:?}\n{}",
+            c.diagnose()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn setup(c: &Cluster, rows: usize, seed: u64) -> (Signs, std::path::PathBuf) {
@@ -560,6 +564,37 @@ fn stalled_task_is_detected_and_restarted() {
     c.file("stall.toml", &job);
     let id = c.submit("stall.toml");
     let j = check_output(&c, &id, "out/stall.txt", &signs.all_lines());
+    assert!(j["recoveries"].as_u64().unwrap() >= 1, "{j}");
+    assert!(c.leader_log().contains("stalled"), "no stall reported");
+}
+
+/// A hung operator that already received all its input (so its inbox is empty) is a stall too:
+/// the task is draining, which is pending work.
+#[test]
+fn a_task_stalled_after_its_last_input_is_detected_and_restarted() {
+    let c = Cluster::start_with(2, 5.0, &["--stall-timeout", "8"]);
+    // So little input that all of it fits in the operator's pipe: the hang comes after the
+    // last input, while the operator should be draining, with nothing left in the inbox.
+    let (signs, _) = setup(&c, 100, 31);
+    let marker = c.dir.path().join("hung-once");
+    let op = write_exec(
+        &c.dir.path().join("hang_once.py"),
+        &format!(
+            "#!/usr/bin/env python3\nimport os, sys, time\nfirst = False\ntry:\n    fd = os.open({:?}, os.O_CREAT | os.O_EXCL)\n    first = True\nexcept FileExistsError:\n    pass\nfor line in sys.stdin:\n    while first:\n        time.sleep(3600)\n    sys.stdout.write(line)\nsys.stdout.flush()\n",
+            marker.to_str().unwrap()
+        ),
+    );
+    let job = job_toml(
+        "stall-drain",
+        "signs.csv",
+        "out/stall-drain.txt",
+        0.0,
+        "exactly-once",
+        &[(2, op.to_str().unwrap(), &[])],
+    );
+    c.file("stall-drain.toml", &job);
+    let id = c.submit("stall-drain.toml");
+    let j = check_output(&c, &id, "out/stall-drain.txt", &signs.all_lines());
     assert!(j["recoveries"].as_u64().unwrap() >= 1, "{j}");
     assert!(c.leader_log().contains("stalled"), "no stall reported");
 }

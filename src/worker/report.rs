@@ -64,10 +64,14 @@ pub(super) async fn heartbeats(
             .values()
             .map(|r| {
                 let mut rep = report(&r.assignment, &r.status);
-                rep.queued = registry
+                // Pending work: batches waiting in the inbox, plus one while the operator
+                // drains after its last input (an operator that never finishes is a stall).
+                let inbox = registry
                     .get(&r.assignment.key)
                     .map(|h| (h.tx.max_capacity() - h.tx.capacity()) as u32)
                     .unwrap_or(0);
+                let draining = r.status.draining.load(std::sync::atomic::Ordering::Relaxed);
+                rep.queued = inbox + u32::from(draining);
                 rep
             })
             .collect();

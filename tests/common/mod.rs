@@ -439,28 +439,34 @@ impl Cluster {
                 return j;
             }
             if Instant::now() > deadline {
-                // Everything needed to see why, before the temporary directory goes.
-                let workers: String = (0..self.workers.len())
-                    .map(|i| {
-                        let log = std::fs::read_to_string(
-                            self.dir.path().join(format!("worker-{i}.log")),
-                        )
-                        .unwrap_or_default();
-                        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                        format!(
-                            "--- worker-{i} (last 40 lines, newest first)\n{}\n",
-                            tail.join("\n")
-                        )
-                    })
-                    .collect();
                 panic!(
-                    "timed out after {timeout:?} waiting for job {id} to end: {j}\ntasks: {}\n--- leader\n{}\n{workers}",
-                    self.json(&["tasks", "--json"]),
-                    self.leader_log()
+                    "timed out after {timeout:?} waiting for job {id} to end: {j}\n{}",
+                    self.diagnose()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The cluster's tasks and the tail of every process's log, for a failure message.
+    pub fn diagnose(&self) -> String {
+        let workers: String = (0..self.workers.len())
+            .map(|i| {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("worker-{i}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                format!(
+                    "--- worker-{i} (last 40 lines, newest first)\n{}\n",
+                    tail.join("\n")
+                )
+            })
+            .collect();
+        let tasks = self.run(&["tasks", "--json"]).stdout;
+        format!(
+            "tasks: {}\n--- leader\n{}\n{workers}",
+            String::from_utf8_lossy(&tasks),
+            self.leader_log()
+        )
     }
 
     /// Reads a store file.

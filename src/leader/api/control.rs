@@ -120,7 +120,13 @@ pub(super) async fn heartbeat(
                 };
                 t.sampled = now;
             }
-            if r.tuples_in != t.tuples_in || r.queued == 0 || r.state != TaskState::Running {
+            // Progress is new input or new output; no pending work (an empty inbox, not
+            // draining) is never a stall.
+            if r.tuples_in != t.tuples_in
+                || r.tuples_out != t.tuples_out
+                || r.queued == 0
+                || r.state != TaskState::Running
+            {
                 t.progressed = now;
             }
             t.queued = r.queued;

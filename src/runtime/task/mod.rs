@@ -59,6 +59,9 @@ pub struct TaskStatus {
     pub error: Mutex<Option<String>>,
     /// Signalled when the state or pid changes (the worker announces a start on it).
     pub changed: tokio::sync::Notify,
+    /// Every input ended and the operator is draining: work is pending even with an empty
+    /// inbox, so an operator that never finishes is seen as stalled.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl TaskStatus {
@@ -348,6 +351,7 @@ async fn drive(
         return Err(e);
     }
     // All inputs ended and were processed: let the operator drain and end its streams.
+    status.draining.store(true, Ordering::Relaxed);
     tokio::select! {
         _ = cancel.cancelled() => Err(Stop::Cancelled),
         r = op.finish() => r,
