@@ -543,39 +543,24 @@ fn at_most_once_never_duplicates() {
 /// input waiting and no progress is declared stalled, stopped and restarted.
 #[test]
 fn stalled_task_is_detected_and_restarted() {
-    let c = Cluster::start_with(2, 5.0, &["--stall-timeout", "8"]);
-    let (signs, _) = setup(&c, 6000, 30);
-    let marker = c.dir.path().join("hung-once");
-    let op = write_exec(
-        &c.dir.path().join("hang_once.py"),
-        &format!(
-            "#!/usr/bin/env python3\nimport os, sys, time\nfirst = False\ntry:\n    fd = os.open({:?}, os.O_CREAT | os.O_EXCL)\n    first = True\nexcept FileExistsError:\n    pass\nfor line in sys.stdin:\n    while first:\n        time.sleep(3600)\n    sys.stdout.write(line)\nsys.stdout.flush()\n",
-            marker.to_str().unwrap()
-        ),
-    );
-    let job = job_toml(
-        "stall",
-        "signs.csv",
-        "out/stall.txt",
-        0.0,
-        "exactly-once",
-        &[(2, op.to_str().unwrap(), &[])],
-    );
-    c.file("stall.toml", &job);
-    let id = c.submit("stall.toml");
-    let j = check_output(&c, &id, "out/stall.txt", &signs.all_lines());
-    assert!(j["recoveries"].as_u64().unwrap() >= 1, "{j}");
-    assert!(c.leader_log().contains("stalled"), "no stall reported");
+    // Enough input that the hung operator's pipe fills: batches wait in the inbox.
+    stall_case(6000, 30, "stall");
 }
 
 /// A hung operator that already received all its input (so its inbox is empty) is a stall too:
 /// the task is draining, which is pending work.
 #[test]
 fn a_task_stalled_after_its_last_input_is_detected_and_restarted() {
-    let c = Cluster::start_with(2, 5.0, &["--stall-timeout", "8"]);
     // So little input that all of it fits in the operator's pipe: the hang comes after the
     // last input, while the operator should be draining, with nothing left in the inbox.
-    let (signs, _) = setup(&c, 100, 31);
+    stall_case(100, 31, "stall-drain");
+}
+
+/// A job whose operator hangs on its first attempt (a marker file makes later attempts
+/// behave): the stall must be detected and the task restarted, with exact output.
+fn stall_case(rows: usize, seed: u64, name: &str) {
+    let c = Cluster::start_with(2, 5.0, &["--stall-timeout", "8"]);
+    let (signs, _) = setup(&c, rows, seed);
     let marker = c.dir.path().join("hung-once");
     let op = write_exec(
         &c.dir.path().join("hang_once.py"),
@@ -584,17 +569,18 @@ fn a_task_stalled_after_its_last_input_is_detected_and_restarted() {
             marker.to_str().unwrap()
         ),
     );
+    let sink = format!("out/{name}.txt");
     let job = job_toml(
-        "stall-drain",
+        name,
         "signs.csv",
-        "out/stall-drain.txt",
+        &sink,
         0.0,
         "exactly-once",
         &[(2, op.to_str().unwrap(), &[])],
     );
-    c.file("stall-drain.toml", &job);
-    let id = c.submit("stall-drain.toml");
-    let j = check_output(&c, &id, "out/stall-drain.txt", &signs.all_lines());
+    c.file(&format!("{name}.toml"), &job);
+    let id = c.submit(&format!("{name}.toml"));
+    let j = check_output(&c, &id, &sink, &signs.all_lines());
     assert!(j["recoveries"].as_u64().unwrap() >= 1, "{j}");
     assert!(c.leader_log().contains("stalled"), "no stall reported");
 }

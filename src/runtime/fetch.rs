@@ -172,14 +172,7 @@ pub async fn resolve_exec(
                 format!("fetching operator: {e}")
             }
         })?;
-        let t = target.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            crate::runtime::store::write_atomic(&t, &data)?;
-            std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o755))
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("installing operator {}: {e}", target.display()))?;
+        crate::runtime::opcache::install_executable(&target, data).await?;
     }
     Ok(target)
 }

@@ -49,7 +49,17 @@ pub async fn fetch_pinned(store: &Store, hex: &str, ops_dir: &Path) -> Result<Pa
             "operator sha256:{hex} from the store has sha256:{got}; refusing to run it"
         ));
     }
-    let t = target.clone();
+    install_executable(&target, data).await?;
+    Ok(target)
+}
+
+/// Writes an operator's bytes to `target` atomically and makes it executable (off the async
+/// threads: it fsyncs).
+pub async fn install_executable(
+    target: &std::path::Path,
+    data: bytes::Bytes,
+) -> Result<(), String> {
+    let t = target.to_path_buf();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         crate::runtime::store::write_atomic(&t, &data)?;
@@ -57,8 +67,7 @@ pub async fn fetch_pinned(store: &Store, hex: &str, ops_dir: &Path) -> Result<Pa
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| format!("installing operator {}: {e}", target.display()))?;
-    Ok(target)
+    .map_err(|e| format!("installing operator {}: {e}", target.display()))
 }
 
 #[cfg(test)]
