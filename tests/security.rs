@@ -244,7 +244,7 @@ fn a_tuple_larger_than_a_frame_fails_its_task_with_a_message() {
     c.file("big.toml", &job);
     let id = c.submit("big.toml");
     let j = c.wait_job(&id, Duration::from_secs(60));
-    assert_eq!(j["status"], "failed", "{j}");
+    assert_eq!(j["status"], "failed", "{j}\n{}", c.diagnose());
     let tasks = c.json(&["tasks", "--json"]);
     let errors: Vec<String> = tasks
         .as_array()

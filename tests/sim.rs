@@ -621,7 +621,14 @@ async fn run_seed(seed: u64) -> SeedResult {
                     continue;
                 }
                 match end {
-                    TaskEnd::Finished => sim.log.push(format!("{pos} attempt {attempt} finished")),
+                    TaskEnd::Finished => {
+                        sim.log.push(format!("{pos} attempt {attempt} finished"));
+                        // As the leader does: a restarted upstream learns it has nothing left
+                        // to deliver to a finished task.
+                        if sim.placement.finish(pos, attempt) {
+                            sim.push_routes();
+                        }
+                    }
                     TaskEnd::Failed(e) => {
                         sim.log.push(format!("{pos} attempt {attempt} failed: {e}"));
                         if sim.restarts > 60 {

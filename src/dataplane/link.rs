@@ -111,9 +111,48 @@ impl Window {
     }
 }
 
-/// The destination's current placement, if any.
+/// Where the destination runs now (address and attempt), if placed and not finished.
 fn dest_of(routes: &RouteTable, to: &TaskPos) -> Option<(String, u32)> {
-    routes.get(to).cloned()
+    routes
+        .get(to)
+        .filter(|d| !d.finished)
+        .map(|d| (d.addr.clone(), d.attempt))
+}
+
+/// Whether the destination has finished: it holds this link's whole stream acknowledged.
+fn finished(routes: &RouteTable, to: &TaskPos) -> bool {
+    routes.get(to).is_some_and(|d| d.finished)
+}
+
+/// The link of a restarted sender whose destination already finished: everything it
+/// regenerates was delivered by an earlier attempt, so its input is drained and dropped.
+async fn drain_to_finished(
+    spec: &LinkSpec,
+    input: &mut mpsc::Receiver<LinkMsg>,
+    (input_closed, eos_acked): (bool, bool),
+    cancel: &CancellationToken,
+) -> LinkEnd {
+    debug!(job = %spec.job, from = %spec.from, to = %spec.to, "destination finished; its share of the regenerated output is dropped");
+    if !input_closed {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return LinkEnd::Cancelled,
+                m = input.recv() => match m {
+                    Some(LinkMsg::Batch(_)) => {}
+                    Some(LinkMsg::End) => break,
+                    None => return LinkEnd::Cancelled,
+                },
+            }
+        }
+    }
+    if !eos_acked {
+        if let Some(done) = &spec.done {
+            if done.try_send(spec.to.index).is_err() {
+                debug!(job = %spec.job, to = %spec.to, "nobody waits for this link's end");
+            }
+        }
+    }
+    LinkEnd::Done
 }
 
 /// Runs a link until its end of stream is acknowledged (or, lingering, until cancelled).
@@ -140,8 +179,27 @@ pub async fn run_link(
         if conn.is_none() {
             let hello_state = (window.acked, eos_acked);
             match connect(&spec, hello_state, &mut routes, &cancel, &mut backoff).await {
-                None => return LinkEnd::Cancelled,
-                Some(mut c) => {
+                Admission::Cancelled => return LinkEnd::Cancelled,
+                Admission::Finished => {
+                    let state = (input_closed, eos_acked);
+                    return drain_to_finished(&spec, &mut input, state, &cancel).await;
+                }
+                Admission::Fenced(reason) => {
+                    warn!(job = %spec.job, from = %spec.from, to = %spec.to, %reason, "link fenced off; stopping");
+                    return LinkEnd::Fenced;
+                }
+                Admission::Admitted(mut c, upto, eos) => {
+                    if take_ack(
+                        &spec,
+                        &mut window,
+                        (upto, eos),
+                        (eos_sent, next_seq),
+                        &mut eos_acked,
+                    ) {
+                        return LinkEnd::Done;
+                    }
+                    // Only batches written on an admitted connection can have been delivered:
+                    // at-most-once drops those (delivered or not), never ones no receiver saw.
                     if !spec.resend {
                         window.batches.clear();
                         window.bytes = 0;
@@ -189,19 +247,9 @@ pub async fn run_link(
             frame = c.rd.next() => {
                 match frame.map(|r| r.map(|b| Frame::decode(b.freeze()))) {
                     Some(Ok(Ok(Frame::Ack { upto, eos }))) => {
-                        tracing::trace!(job = %spec.job, from = %spec.from, to = %spec.to, upto, eos, "ack");
-                        window.ack(upto);
                         backoff.reset();
-                        if eos && eos_sent && upto >= next_seq - 1 && !eos_acked {
-                            eos_acked = true;
-                            if let Some(done) = &spec.done {
-                                if done.try_send(spec.to.index).is_err() {
-                                    debug!(job = %spec.job, to = %spec.to, "nobody waits for this link's end");
-                                }
-                            }
-                            if !spec.linger {
-                                return LinkEnd::Done;
-                            }
+                        if take_ack(&spec, &mut window, (upto, eos), (eos_sent, next_seq), &mut eos_acked) {
+                            return LinkEnd::Done;
                         }
                     }
                     Some(Ok(Ok(Frame::Reject { retry: false, reason }))) => {
@@ -278,6 +326,28 @@ pub async fn run_link(
     }
 }
 
+/// Applies a cumulative ack; true when it completes a link that does not linger.
+fn take_ack(
+    spec: &LinkSpec,
+    window: &mut Window,
+    (upto, eos): (u64, bool),
+    (eos_sent, next_seq): (bool, u64),
+    eos_acked: &mut bool,
+) -> bool {
+    tracing::trace!(job = %spec.job, from = %spec.from, to = %spec.to, upto, eos, "ack");
+    window.ack(upto);
+    if eos && eos_sent && upto >= next_seq - 1 && !*eos_acked {
+        *eos_acked = true;
+        if let Some(done) = &spec.done {
+            if done.try_send(spec.to.index).is_err() {
+                debug!(job = %spec.job, to = %spec.to, "nobody waits for this link's end");
+            }
+        }
+        return !spec.linger;
+    }
+    false
+}
+
 /// Writes frames and flushes; gives up (Err) on cancellation or when the destination moves or
 /// restarts. A write to a partitioned host can block for minutes (no reset ever comes), so a
 /// blocked write must not keep a link from following its destination to a new attempt.
@@ -324,21 +394,41 @@ async fn pause(cancel: &CancellationToken, backoff: &mut Backoff) -> Result<(), 
     }
 }
 
-/// Connects to wherever the destination runs now and says Hello, naming both attempts and
-/// how far the link is acknowledged.
+/// How an attempt to open a link ended.
+enum Admission {
+    /// The receiver took the link; its first ack (`upto`, `eos`) came with it.
+    Admitted(Connection, u64, bool),
+    /// Cancelled while connecting.
+    Cancelled,
+    /// The destination finished: there is nothing left to deliver to it.
+    Finished,
+    /// The receiver refused this sender for good (stale attempt or epoch, or no secret).
+    Fenced(String),
+}
+
+/// Connects to wherever the destination runs now, says Hello (naming both attempts and how far
+/// the link is acknowledged) and waits for the verdict: the receiver's first ack admits the
+/// link, a retryable Reject (the receiver is not registered yet) means try again. Nothing is
+/// written before admission, so a refused connection can never have delivered anything.
 async fn connect(
     spec: &LinkSpec,
     (acked, eos_acked): (u64, bool),
     routes: &mut watch::Receiver<RouteTable>,
     cancel: &CancellationToken,
     backoff: &mut Backoff,
-) -> Option<Connection> {
+) -> Admission {
     loop {
-        let dest = dest_of(&routes.borrow_and_update(), &spec.to);
+        let dest = {
+            let table = routes.borrow_and_update();
+            if finished(&table, &spec.to) {
+                return Admission::Finished;
+            }
+            dest_of(&table, &spec.to)
+        };
         if let Some((addr, to_attempt)) = dest {
             let attempt = tokio::time::timeout(Duration::from_secs(2), spec.net.connect(&addr));
             let res = tokio::select! {
-                _ = cancel.cancelled() => return None,
+                _ = cancel.cancelled() => return Admission::Cancelled,
                 r = attempt => r,
             };
             match res {
@@ -347,7 +437,7 @@ async fn connect(
                     let mut wr = FramedWrite::new(stream.write, codec());
                     // The listener speaks first: a challenge the Hello must prove the secret over.
                     let challenge = tokio::select! {
-                        _ = cancel.cancelled() => return None,
+                        _ = cancel.cancelled() => return Admission::Cancelled,
                         f = tokio::time::timeout(Duration::from_secs(10), rd.next()) => f,
                     };
                     let challenge = match challenge {
@@ -376,11 +466,19 @@ async fn connect(
                         };
                         hello.proof = spec.auth.prove(&challenge, &hello.signed_body());
                         if wr.send(Frame::Hello(hello).encode()).await.is_ok() {
-                            return Some(Connection {
+                            let mut c = Connection {
                                 rd,
                                 wr,
                                 dest: (addr, to_attempt),
-                            });
+                            };
+                            match verdict(spec, &mut c, routes, cancel).await {
+                                Verdict::Ack(upto, eos) => {
+                                    return Admission::Admitted(c, upto, eos)
+                                }
+                                Verdict::Cancelled => return Admission::Cancelled,
+                                Verdict::Fenced(reason) => return Admission::Fenced(reason),
+                                Verdict::Retry => {}
+                            }
                         }
                     }
                 }
@@ -392,9 +490,69 @@ async fn connect(
         }
         let d = backoff.next();
         tokio::select! {
-            _ = cancel.cancelled() => return None,
-            r = routes.changed() => if r.is_err() { return None; },
+            _ = cancel.cancelled() => return Admission::Cancelled,
+            r = routes.changed() => if r.is_err() { return Admission::Cancelled; },
             _ = tokio::time::sleep(d) => {}
+        }
+    }
+}
+
+/// The receiver's answer to a Hello.
+enum Verdict {
+    Ack(u64, bool),
+    Retry,
+    Fenced(String),
+    Cancelled,
+}
+
+/// Waits for the receiver's answer to a Hello. A receiver whose inbox is full answers late,
+/// so there is no deadline here; a move of the destination or cancellation ends the wait.
+async fn verdict(
+    spec: &LinkSpec,
+    c: &mut Connection,
+    routes: &mut watch::Receiver<RouteTable>,
+    cancel: &CancellationToken,
+) -> Verdict {
+    let moved = async {
+        loop {
+            if routes.changed().await.is_err() {
+                return;
+            }
+            if dest_of(&routes.borrow(), &spec.to).as_ref() != Some(&c.dest) {
+                return;
+            }
+        }
+    };
+    let frame = tokio::select! {
+        _ = cancel.cancelled() => return Verdict::Cancelled,
+        _ = moved => return Verdict::Retry,
+        f = c.rd.next() => f,
+    };
+    match frame.map(|r| r.map(|b| Frame::decode(b.freeze()))) {
+        Some(Ok(Ok(Frame::Ack { upto, eos }))) => Verdict::Ack(upto, eos),
+        Some(Ok(Ok(Frame::Reject {
+            retry: false,
+            reason,
+        }))) => Verdict::Fenced(reason),
+        Some(Ok(Ok(Frame::Reject { reason, .. }))) => {
+            debug!(job = %spec.job, from = %spec.from, to = %spec.to, %reason, "link refused; retrying");
+            Verdict::Retry
+        }
+        Some(Ok(Ok(other))) => {
+            warn!(job = %spec.job, to = %spec.to, frame = ?other, "expected an ack or a reject; retrying");
+            Verdict::Retry
+        }
+        Some(Ok(Err(e))) => {
+            warn!(job = %spec.job, to = %spec.to, error = %e, "bad frame instead of an admission; retrying");
+            Verdict::Retry
+        }
+        Some(Err(e)) => {
+            debug!(job = %spec.job, to = %spec.to, error = %e, "link connection failed before admission");
+            Verdict::Retry
+        }
+        None => {
+            debug!(job = %spec.job, to = %spec.to, "link connection closed before admission");
+            Verdict::Retry
         }
     }
 }
@@ -402,6 +560,7 @@ async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::routes::Dest;
     use crate::dataplane::transport::Conn;
     use crate::model::ids::JobId;
     use futures::future::BoxFuture;
@@ -452,6 +611,13 @@ mod tests {
             };
             (rd, wr, hello)
         }
+
+        /// Accepts a connection and admits it, holding what the sender says was acked.
+        async fn admit(&mut self) -> (Rd, Wr, Hello) {
+            let (rd, mut wr, hello) = self.accept().await;
+            ack(&mut wr, hello.acked, hello.eos_acked).await;
+            (rd, wr, hello)
+        }
     }
 
     async fn next(rd: &mut Rd) -> Option<Frame> {
@@ -468,6 +634,7 @@ mod tests {
     fn start(
         queue: usize,
         window: usize,
+        resend: bool,
     ) -> (
         mpsc::Sender<LinkMsg>,
         Receiver,
@@ -482,7 +649,7 @@ mod tests {
             attempt: 0,
             epoch: 0,
             to,
-            resend: true,
+            resend,
             linger: false,
             done: None,
             net: Arc::new(Loopback(conn_tx)),
@@ -493,7 +660,7 @@ mod tests {
             ..DataConfig::default()
         };
         let (tx, rx) = mpsc::channel(queue);
-        let (routes_tx, routes) = watch::channel(HashMap::from([(to, ("r:1".to_string(), 0))]));
+        let (routes_tx, routes) = watch::channel(HashMap::from([(to, Dest::running("r:1", 0))]));
         let link = tokio::spawn(run_link(spec, cfg, rx, routes, CancellationToken::new()));
         (tx, Receiver { conns }, link, routes_tx)
     }
@@ -510,12 +677,12 @@ mod tests {
     /// only when it covers every tuple.
     #[tokio::test]
     async fn ghost_acks_late_and_duplicate_change_nothing() {
-        let (tx, mut recv, link, _routes) = start(8, 1 << 20);
+        let (tx, mut recv, link, _routes) = start(8, 1 << 20, true);
         for b in [["a", "b"], ["c", "d"], ["e", "f"]] {
             tx.send(batch(&b)).await.unwrap();
         }
         tx.send(LinkMsg::End).await.unwrap();
-        let (mut rd, mut wr, hello) = recv.accept().await;
+        let (mut rd, mut wr, hello) = recv.admit().await;
         assert_eq!((hello.acked, hello.eos_acked), (0, false));
         for first in [1, 3, 5] {
             assert!(
@@ -529,7 +696,7 @@ mod tests {
         ack(&mut wr, 4, true).await; // an end ack that does not cover tuples 5 and 6
         drop((rd, wr));
         // The link reconnects: it holds 4 acknowledged, and re-sends exactly 5..6 and the end.
-        let (mut rd, mut wr, hello) = recv.accept().await;
+        let (mut rd, mut wr, hello) = recv.admit().await;
         assert_eq!((hello.acked, hello.eos_acked), (4, false));
         match next(&mut rd).await {
             Some(Frame::Batch {
@@ -551,7 +718,7 @@ mod tests {
     /// connection reset before any ack, it keeps re-sending and finishes once acked.
     #[tokio::test]
     async fn self_requeue_a_retry_never_writes_into_its_own_input() {
-        let (tx, mut recv, link, _routes) = start(1, 64);
+        let (tx, mut recv, link, _routes) = start(1, 64, true);
         let producer = tokio::spawn(async move {
             for i in 0..20 {
                 tx.send(batch(&[&format!("v{i}")])).await.unwrap();
@@ -561,7 +728,7 @@ mod tests {
         let mut got = Vec::new();
         // Ten connections in a row are dropped without an ack after their first batch.
         for _ in 0..10 {
-            let (mut rd, _wr, hello) = recv.accept().await;
+            let (mut rd, _wr, hello) = recv.admit().await;
             assert_eq!(hello.acked, 0);
             assert!(matches!(
                 next(&mut rd).await,
@@ -569,7 +736,7 @@ mod tests {
             ));
         }
         // Then a receiver that acks everything it gets.
-        let (mut rd, mut wr, _) = recv.accept().await;
+        let (mut rd, mut wr, _) = recv.admit().await;
         loop {
             match next(&mut rd).await {
                 Some(Frame::Batch {
@@ -593,5 +760,80 @@ mod tests {
         let values: Vec<String> = got.into_iter().map(|t| t.value).collect();
         let want: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
         assert_eq!(values, want);
+    }
+
+    /// War story: at-most-once lost its first tuples whenever the first stage registered after
+    /// the source connected: batches written behind a Hello the receiver refused were dropped
+    /// as if delivered. Nothing is written before admission, so a refusal loses nothing; only
+    /// what went out on an admitted connection is dropped at a reconnect.
+    #[tokio::test]
+    async fn at_most_once_loses_nothing_to_a_refused_connection() {
+        let (tx, mut recv, link, _routes) = start(8, 1 << 20, false);
+        tx.send(batch(&["a"])).await.unwrap();
+        let (mut rd, mut wr, _) = recv.accept().await;
+        let refuse = Frame::Reject {
+            retry: true,
+            reason: "not registered yet".into(),
+        };
+        wr.send(refuse.encode()).await.unwrap();
+        assert_eq!(
+            next(&mut rd).await,
+            None,
+            "nothing is sent before admission"
+        );
+        drop((rd, wr));
+        let (mut rd, mut wr, hello) = recv.admit().await;
+        assert_eq!(hello.acked, 0);
+        match next(&mut rd).await {
+            Some(Frame::Batch {
+                first_seq: 1,
+                tuples,
+                ..
+            }) => assert_eq!(tuples[0].value, "a"),
+            other => panic!("the refused batch must still be sent, got {other:?}"),
+        }
+        // Admitted and unacknowledged, then the connection drops: at-most-once drops "b".
+        tx.send(batch(&["b"])).await.unwrap();
+        assert!(matches!(
+            next(&mut rd).await,
+            Some(Frame::Batch { first_seq: 2, .. })
+        ));
+        ack(&mut wr, 1, false).await;
+        drop((rd, wr));
+        tx.send(LinkMsg::End).await.unwrap();
+        let (mut rd, mut wr, hello) = recv.admit().await;
+        assert_eq!(hello.acked, 1);
+        assert_eq!(next(&mut rd).await, Some(Frame::Eos { last_seq: 2 }));
+        ack(&mut wr, 2, true).await;
+        assert_eq!(link.await.unwrap(), LinkEnd::Done);
+    }
+
+    /// War story (simulation seed 2864): a task that finished after an upstream attempt's end
+    /// of stream left that upstream's restarted attempt retrying a link to nowhere forever.
+    /// A finished destination holds the whole stream: the link drains its input and ends.
+    #[tokio::test]
+    async fn a_link_to_a_finished_task_drains_and_ends() {
+        let (tx, mut recv, link, routes) = start(2, 1 << 20, true);
+        tx.send(batch(&["a"])).await.unwrap();
+        let (mut rd, _wr, _) = recv.admit().await;
+        assert!(matches!(next(&mut rd).await, Some(Frame::Batch { .. })));
+        let to = TaskPos { stage: 2, index: 0 };
+        routes.send_replace(HashMap::from([(
+            to,
+            Dest {
+                finished: true,
+                ..Dest::running("r:1", 0)
+            },
+        )]));
+        // Regenerated output keeps coming; none of it goes anywhere, and End ends the link.
+        for i in 0..10 {
+            tx.send(batch(&[&format!("v{i}")])).await.unwrap();
+        }
+        tx.send(LinkMsg::End).await.unwrap();
+        assert_eq!(link.await.unwrap(), LinkEnd::Done);
+        assert!(
+            recv.conns.try_recv().is_err(),
+            "no new connection is opened"
+        );
     }
 }

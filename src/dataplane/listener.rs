@@ -94,9 +94,7 @@ pub enum ConnError {
 
 /// Whether the route table knows a newer attempt of the sender than `attempt`.
 fn stale(table: &RouteTable, from: TaskPos, attempt: u32) -> bool {
-    table
-        .get(&from)
-        .is_some_and(|(_, current)| *current > attempt)
+    table.get(&from).is_some_and(|d| d.attempt > attempt)
 }
 
 /// Decides whether a Hello may reach a registered task: `Err((retry, reason))` refuses it.
@@ -307,6 +305,7 @@ async fn serve_conn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::routes::Dest;
     use crate::model::tuple::Tuple;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -369,7 +368,7 @@ mod tests {
         let routes = Arc::new(Routes::default());
         let job = JobId("j".into());
         let from = TaskPos { stage: 1, index: 0 };
-        routes.set_many(&job, 1, &[(from, "x:1".into(), 2)]);
+        routes.set_many(&job, 1, &[(from, Dest::running("x:1", 2))]);
         let key = TaskKey {
             job: job.clone(),
             pos: TaskPos { stage: 2, index: 0 },
@@ -468,7 +467,7 @@ mod tests {
         );
 
         // A newer attempt of the sender appears in the routes: the open connection is dropped.
-        routes.set_many(&job, 2, &[(from, "y:1".into(), 3)]);
+        routes.set_many(&job, 2, &[(from, Dest::running("y:1", 3))]);
         assert_eq!(next(&mut rd).await, None);
 
         stop.cancel();

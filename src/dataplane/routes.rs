@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
-/// Task position → data address (`host:port`) of the process running it, and the attempt
-/// that runs there (receivers fence off older attempts with it).
-pub type RouteTable = HashMap<TaskPos, (String, u32)>;
+/// Task position → where it runs (address, attempt, finished).
+pub type RouteTable = HashMap<TaskPos, Dest>;
 
-pub use crate::protocol::control::Route;
+pub use crate::protocol::control::{Dest, Route};
 
 /// Route tables of all jobs this process takes part in.
 #[derive(Default)]
@@ -65,13 +64,6 @@ pub type SharedRoutes = Arc<Routes>;
 impl Routes {
     /// Installs a job's table from the list form used in control messages.
     pub fn set_many(&self, job: &JobId, version: u64, routes: &[Route]) {
-        self.set(
-            job,
-            version,
-            routes
-                .iter()
-                .map(|(p, a, n)| (*p, (a.clone(), *n)))
-                .collect(),
-        );
+        self.set(job, version, routes.iter().cloned().collect());
     }
 }

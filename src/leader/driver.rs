@@ -284,6 +284,7 @@ impl JobRun {
                 Some(ev) = events.recv() => {
                     let JobEvent::TaskEnded { key, attempt, state, error } = ev;
                     if state == TaskState::Finished {
+                        self.task_finished(&key, attempt);
                         continue;
                     }
                     let current = lock(&self.leader.state).tasks.get(&key).map(|t| t.attempt);

@@ -6,7 +6,7 @@
 use crate::model::ids::{TaskKey, TaskPos};
 use crate::model::partition::{partition_into, tasks_of};
 use crate::model::spec::{Delivery, JobSpec};
-use crate::protocol::control::{SourceReplay, TaskAssignment};
+use crate::protocol::control::{Dest, SourceReplay, TaskAssignment};
 use std::collections::BTreeMap;
 
 /// What happens when a task attempt fails, by delivery mode.
@@ -72,15 +72,28 @@ pub fn assignment(
 /// Where a job's tasks run, versioned so that workers apply placements in order.
 #[derive(Default)]
 pub struct Placement {
-    table: BTreeMap<TaskPos, (String, u32)>,
+    table: BTreeMap<TaskPos, Dest>,
     version: u64,
 }
 
 impl Placement {
     /// Records that attempt `attempt` of the task at `pos` runs at `addr` (a new version).
     pub fn insert(&mut self, pos: TaskPos, addr: String, attempt: u32) {
-        self.table.insert(pos, (addr, attempt));
+        self.table.insert(pos, Dest::running(addr, attempt));
         self.version += 1;
+    }
+
+    /// Records that attempt `attempt` of the task at `pos` finished (a new version), unless a
+    /// later attempt has replaced it; true when the placement changed.
+    pub fn finish(&mut self, pos: TaskPos, attempt: u32) -> bool {
+        match self.table.get_mut(&pos) {
+            Some(d) if d.attempt == attempt && !d.finished => {
+                d.finished = true;
+                self.version += 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The version of the placement (newer wins on workers).
@@ -90,9 +103,6 @@ impl Placement {
 
     /// The placement in the list form control messages carry.
     pub fn list(&self) -> Vec<crate::dataplane::routes::Route> {
-        self.table
-            .iter()
-            .map(|(p, (a, n))| (*p, a.clone(), *n))
-            .collect()
+        self.table.iter().map(|(p, d)| (*p, d.clone())).collect()
     }
 }

@@ -53,31 +53,45 @@ impl JobRun {
         if let Some(j) = st.jobs.get_mut(&self.id) {
             j.recoveries += 1;
         }
+        self.publish_routes(&mut st, Some(&target));
+        let a = assignment(&self.spec, key, attempt + 1, self.epoch, &self.routes);
+        st.command(&target, Command::Start(a));
+        info!(job = %self.id, task = %key.pos, attempt = attempt + 1, worker = %target, "task restarted");
+        Ok(())
+    }
+
+    /// Tells the leader's own data plane and every worker of the job but `skip` (which gets
+    /// the placement with its Start command) where each task runs now.
+    pub(super) fn publish_routes(&self, st: &mut super::state::State, skip: Option<&WorkerId>) {
         let list = self.routes.list();
-        leader
-            .env
-            .routes
-            .set_many(&self.id, self.routes.version(), &list);
+        let version = self.routes.version();
+        self.leader.env.routes.set_many(&self.id, version, &list);
         let involved: std::collections::BTreeSet<WorkerId> = st
             .tasks
             .iter()
             .filter(|(k, _)| k.job == self.id)
             .map(|(_, t)| t.worker.clone())
             .collect();
-        for w in involved.into_iter().filter(|w| *w != target) {
+        for w in involved.into_iter().filter(|w| Some(w) != skip) {
             st.command(
                 &w,
                 Command::Routes {
                     job: self.id.clone(),
                     routes: list.clone(),
-                    version: self.routes.version(),
+                    version,
                 },
             );
         }
-        let a = assignment(&self.spec, key, attempt + 1, self.epoch, &self.routes);
-        st.command(&target, Command::Start(a));
-        info!(job = %self.id, task = %key.pos, attempt = attempt + 1, worker = %target, "task restarted");
-        Ok(())
+    }
+
+    /// Marks a finished task in the placement, so a restarted upstream attempt knows there is
+    /// nothing left to deliver to it (instead of waiting forever for it to come back).
+    pub(super) fn task_finished(&mut self, key: &TaskKey, attempt: u32) {
+        if self.routes.finish(key.pos, attempt) {
+            let leader = self.leader.clone();
+            let mut st = lock(&leader.state);
+            self.publish_routes(&mut st, None);
+        }
     }
 
     /// At-least-once: without logs a crashed task's state and its links' end-of-stream state

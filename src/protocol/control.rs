@@ -6,12 +6,40 @@ use crate::model::partition::Partition;
 use crate::model::spec::{Delivery, OperatorSpec, PathMode};
 use serde::{Deserialize, Serialize};
 
-/// One route of a job's placement: task position, data address (`host:port`) of the process
-/// running it, and the attempt that runs there.
-pub type Route = (TaskPos, String, u32);
+/// Where one task of a job runs now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dest {
+    /// Data address (`host:port`) of the process running it.
+    pub addr: String,
+    /// The attempt that runs there (receivers fence off older attempts with it).
+    pub attempt: u32,
+    /// The task finished: it holds every input, ends of stream included, acknowledged. A
+    /// restarted upstream attempt has nothing left to deliver to it (whatever it regenerates
+    /// for it was delivered by an earlier attempt), so its link ends without connecting.
+    pub finished: bool,
+}
+
+impl Dest {
+    /// Attempt `attempt` runs at `addr` and has not finished.
+    pub fn running(addr: impl Into<String>, attempt: u32) -> Self {
+        Dest {
+            addr: addr.into(),
+            attempt,
+            finished: false,
+        }
+    }
+
+    /// The address and attempt: what a link's connection is bound to.
+    pub fn place(&self) -> (&str, u32) {
+        (&self.addr, self.attempt)
+    }
+}
+
+/// One route of a job's placement: a task position and where it runs.
+pub type Route = (TaskPos, Dest);
 
 /// Bumped whenever a control message changes incompatibly; checked at registration.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// A worker asking to join.
 #[derive(Debug, Serialize, Deserialize)]
