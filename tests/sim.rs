@@ -278,6 +278,7 @@ impl Sim {
         let epoch = self.epoch;
         let cancel = CancellationToken::new();
         let src = SourceSpec {
+            attempt: 0,
             job: self.job.clone(),
             path: self.spec.source_path.clone(),
             paths: PathMode::Store,
@@ -289,6 +290,8 @@ impl Sim {
             epoch,
         };
         let sink = SinkSpec {
+            attempt: 0,
+            commit: None,
             key: TaskKey {
                 job: self.job.clone(),
                 pos: TaskPos {

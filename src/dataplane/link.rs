@@ -218,7 +218,7 @@ pub async fn run_link(
                         .await
                         .is_ok()
                     {
-                        conn = Some(c);
+                        conn = Some(*c);
                     }
                     continue;
                 }
@@ -397,7 +397,7 @@ async fn pause(cancel: &CancellationToken, backoff: &mut Backoff) -> Result<(), 
 /// How an attempt to open a link ended.
 enum Admission {
     /// The receiver took the link; its first ack (`upto`, `eos`) came with it.
-    Admitted(Connection, u64, bool),
+    Admitted(Box<Connection>, u64, bool),
     /// Cancelled while connecting.
     Cancelled,
     /// The destination finished: there is nothing left to deliver to it.
@@ -473,7 +473,7 @@ async fn connect(
                             };
                             match verdict(spec, &mut c, routes, cancel).await {
                                 Verdict::Ack(upto, eos) => {
-                                    return Admission::Admitted(c, upto, eos)
+                                    return Admission::Admitted(Box::new(c), upto, eos)
                                 }
                                 Verdict::Cancelled => return Admission::Cancelled,
                                 Verdict::Fenced(reason) => return Admission::Fenced(reason),

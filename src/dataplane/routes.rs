@@ -51,6 +51,15 @@ impl Routes {
         jobs.get(job).map(|(tx, _)| tx.subscribe())
     }
 
+    /// A job's current table and its version, in list form (to bring a worker up to date).
+    pub fn snapshot(&self, job: &JobId) -> Option<(u64, Vec<Route>)> {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.get(job).map(|(tx, v)| {
+            let list = tx.borrow().iter().map(|(p, d)| (*p, d.clone())).collect();
+            (*v, list)
+        })
+    }
+
     /// Forgets a job; its links see the channel close and stop waiting for routes.
     pub fn remove(&self, job: &JobId) {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());

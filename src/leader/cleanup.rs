@@ -4,7 +4,7 @@
 //! background and shown on the job (`cleanup_error`). At start-up, the records of an earlier
 //! leader on the same data dir are loaded here too.
 
-use super::driver::{local_file, Outcome};
+use super::driver::{local_file, sink_commit_path, Outcome};
 use super::state::{lock, JobRec};
 use super::Leader;
 use crate::model::backoff::Backoff;
@@ -68,12 +68,22 @@ pub(super) async fn cleanup(
         r.error = error.clone();
         r.ended_ms = Some(ms(now));
         r.logs_left = removed.is_err();
+        r.run = None;
         r.cleanup_error = removed.as_ref().err().cloned();
         r
     });
     if let Some(r) = record {
         if let Err(e) = leader.persist.put_job(r).await {
             warn!(job = %id, error = %format!("{e:#}"), "could not record the job's end");
+        }
+    }
+    // Only once the end is durable: a leader restarted before it resumes the sink from it.
+    let commit = sink_commit_path(leader, id);
+    match tokio::fs::remove_file(&commit).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            warn!(job = %id, path = %commit.display(), error = %e, "could not remove the sink's commit record")
         }
     }
     {
@@ -175,14 +185,39 @@ fn retry_removal(leader: &Arc<Leader>, id: JobId) {
 /// The cause recorded for a job that was running when its leader went away.
 pub const LEADER_RESTARTED: &str = "the leader restarted while the job ran";
 
-/// Loads the job records an earlier leader on this data dir left: ended jobs as they ended,
-/// running ones as failed (carrying them on is not done yet), and resumes removing the input
-/// logs of every ended job that may still have some.
-pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<()> {
+/// Loads what an earlier leader on this data dir left: the worker identities it handed out,
+/// ended jobs as they ended, running jobs with a recorded placement to be carried on (their
+/// drivers are returned, to be spawned), running ones without one as failed; and resumes
+/// removing the input logs of every ended job that may still have some.
+pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<Vec<super::NewJob>> {
+    let workers = leader.persist.load_workers().await?;
+    lock(&leader.state).known_workers.extend(workers);
     let jobs = leader.persist.load_jobs().await?;
     let now = SystemTime::now();
     let mut leftovers = Vec::new();
+    let mut resumed = Vec::new();
     for mut job in jobs {
+        if job.status == JobStatus::Running && job.run.is_some() {
+            let sink_file = match local_file(leader, &job.spec, &job.spec.sink_path) {
+                Ok(f) => f,
+                Err(e) => anyhow::bail!("job {}: locating its sink: {e}", job.id),
+            };
+            let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(256);
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
+            let rec = JobRec::resumed(&job, ev_tx, cancel.clone(), progress_rx, sink_file);
+            let id = job.id.clone();
+            {
+                let mut st = lock(&leader.state);
+                if let Err(e) = st.claim_files(&id, super::owned::job_files(&job.spec, &[])) {
+                    warn!(job = %id, error = %e, "a resumed job's files overlap another's");
+                }
+                st.add_job(id.clone(), rec);
+            }
+            info!(job = %id, "the previous leader ran this job; carrying it on");
+            resumed.push((id, job.spec, ev_rx, cancel, progress_tx, job.run));
+            continue;
+        }
         if job.status == JobStatus::Running {
             job.status = JobStatus::Failed;
             job.error = Some(LEADER_RESTARTED.into());
@@ -211,5 +246,5 @@ pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<()> {
     for id in leftovers {
         retry_removal(leader, id);
     }
-    Ok(())
+    Ok(resumed)
 }

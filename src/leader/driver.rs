@@ -7,6 +7,7 @@
 //! `recovery.rs`; the end: `cleanup.rs`.
 
 use super::cleanup::cleanup;
+use super::persist::{PlacedTask, RunState};
 use super::placement::{assignment, recovery, Placement, Recovery};
 use super::state::{lock, JobEvent, TaskRec};
 use super::Leader;
@@ -47,6 +48,16 @@ pub fn local_file(leader: &Leader, spec: &JobSpec, path: &str) -> Result<PathBuf
     }
 }
 
+/// Where the sink of a job keeps its commit record: the leader's data dir, next to the job
+/// records, so a restarted leader resumes the sink where it committed.
+pub fn sink_commit_path(leader: &Leader, id: &JobId) -> PathBuf {
+    leader
+        .cfg
+        .data_dir
+        .join("sinks")
+        .join(format!("{}.commit", id.0))
+}
+
 /// One job's run: everything its driver owns.
 pub(super) struct JobRun {
     pub(super) leader: Arc<Leader>,
@@ -60,9 +71,12 @@ pub(super) struct JobRun {
     pub(super) epoch: u32,
     pub(super) progress: watch::Sender<SinkProgress>,
     pub(super) cancel: CancellationToken,
+    /// A resumed job: when tasks whose worker has not rejoined count as lost.
+    pub(super) adopt_deadline: Option<tokio::time::Instant>,
 }
 
-/// Runs a job to its final status.
+/// Runs a job to its final status: from the start, or (`resume`) from the placement an
+/// earlier leader recorded, carrying on with the tasks the workers still run.
 pub async fn drive(
     leader: Arc<Leader>,
     id: JobId,
@@ -70,32 +84,52 @@ pub async fn drive(
     mut events: mpsc::Receiver<JobEvent>,
     cancel: CancellationToken,
     progress: watch::Sender<SinkProgress>,
+    resume: Option<RunState>,
 ) {
     let k = spec.stages.len() as u32;
-    let mut routes = Placement::default();
-    routes.insert(TaskPos { stage: 0, index: 0 }, leader.data_addr.clone(), 0);
-    routes.insert(
-        TaskPos {
-            stage: k + 1,
-            index: 0,
-        },
-        leader.data_addr.clone(),
-        0,
-    );
     let mut run = JobRun {
         epoch_cancel: cancel.child_token(),
         leader,
         id,
         spec,
-        routes,
+        routes: Placement::default(),
         parts: JoinSet::new(),
         epoch: 0,
         progress,
         cancel,
+        adopt_deadline: None,
     };
-    let outcome = match run.place().and_then(|()| run.launch()) {
+    let started = match resume {
+        None => {
+            run.routes.insert(
+                TaskPos { stage: 0, index: 0 },
+                run.leader.data_addr.clone(),
+                0,
+            );
+            run.routes.insert(
+                TaskPos {
+                    stage: k + 1,
+                    index: 0,
+                },
+                run.leader.data_addr.clone(),
+                0,
+            );
+            match run.place() {
+                Ok(()) => run.persist_run().await.and_then(|()| run.launch()),
+                Err(e) => Err(e),
+            }
+        }
+        Some(state) => {
+            run.resume(state);
+            match run.persist_run().await {
+                Ok(()) => run.relaunch(),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    let outcome = match started {
         Ok(()) => {
-            info!(job = %run.id, stages = k, "job started");
+            info!(job = %run.id, stages = k, epoch = run.epoch, "job started");
             run.watch(&mut events).await
         }
         Err(e) => Outcome::Failed(e),
@@ -158,49 +192,123 @@ impl JobRun {
         Ok(())
     }
 
-    /// Starts the current epoch: sink, every task (at its current attempt), source.
-    pub(super) fn launch(&mut self) -> Result<(), String> {
-        let spec = &self.spec;
-        let k = spec.stages.len() as u32;
-        let sink_file = local_file(&self.leader, spec, &spec.sink_path)?;
-        let (source_count, sink_count, latency) = {
-            let st = lock(&self.leader.state);
-            let job = st.jobs.get(&self.id).ok_or("job record vanished")?;
-            (
-                job.source_tuples.clone(),
-                job.sink_tuples.clone(),
-                job.latency.clone(),
-            )
+    /// Records the placement durably; called before any change of it takes effect.
+    pub(super) async fn persist_run(&self) -> Result<(), String> {
+        let record = {
+            let mut st = lock(&self.leader.state);
+            let tasks = self
+                .routes
+                .list()
+                .into_iter()
+                .map(|(pos, dest)| PlacedTask {
+                    pos,
+                    worker: st
+                        .tasks
+                        .get(&TaskKey {
+                            job: self.id.clone(),
+                            pos,
+                        })
+                        .map(|t| t.worker.clone()),
+                    dest,
+                })
+                .collect();
+            let run = RunState {
+                epoch: self.epoch,
+                version: self.routes.version(),
+                tasks,
+            };
+            let j = st.jobs.get_mut(&self.id).ok_or("job record vanished")?;
+            j.run = Some(run);
+            j.stored(&self.id)
         };
         self.leader
-            .env
-            .routes
-            .set_many(&self.id, self.routes.version(), &self.routes.list());
-        let sink = SinkSpec {
-            key: TaskKey {
-                job: self.id.clone(),
-                pos: TaskPos {
-                    stage: k + 1,
-                    index: 0,
-                },
-            },
-            upstream: tasks_of(spec, k),
-            target: SinkTarget::File(sink_file),
-            epoch: self.epoch,
-            accept_gaps: spec.delivery == Delivery::AtMostOnce,
-        };
-        let env = self.leader.env.clone();
-        self.parts.spawn(
-            run_sink(
-                env.clone(),
-                sink,
-                sink_count,
-                latency,
-                self.progress.clone(),
-                self.epoch_cancel.clone(),
-            )
-            .map_part(Part::Sink),
+            .persist
+            .put_job(record)
+            .await
+            .map_err(|e| format!("recording the job's placement: {e:#}"))
+    }
+
+    /// Takes over a job an earlier leader ran: its epoch and placement as recorded, every
+    /// task expected back from its worker (adopted when the worker rejoins), and new attempts
+    /// of the source and the sink here. The sink resumes from its last commit; the source
+    /// reads its file again (the first stage drops what it already holds).
+    fn resume(&mut self, state: RunState) {
+        let k = self.spec.stages.len() as u32;
+        self.epoch = state.epoch;
+        self.routes = Placement::restored(
+            state.version,
+            state.tasks.iter().map(|t| (t.pos, t.dest.clone())),
         );
+        let now = Instant::now();
+        let mut st = lock(&self.leader.state);
+        for t in &state.tasks {
+            if t.pos.stage == 0 || t.pos.stage > k {
+                let attempt = t.dest.attempt + 1;
+                self.routes
+                    .insert(t.pos, self.leader.data_addr.clone(), attempt);
+                continue;
+            }
+            let Some(worker) = t.worker.clone() else {
+                continue;
+            };
+            st.tasks.insert(
+                TaskKey {
+                    job: self.id.clone(),
+                    pos: t.pos,
+                },
+                TaskRec {
+                    worker,
+                    attempt: t.dest.attempt,
+                    pid: None,
+                    state: if t.dest.finished {
+                        TaskState::Finished
+                    } else {
+                        TaskState::Starting
+                    },
+                    tuples_in: 0,
+                    tuples_out: 0,
+                    rate: 0.0,
+                    sampled: now,
+                    error: None,
+                    operator: self.spec.stages[t.pos.stage as usize - 1]
+                        .operator
+                        .describe(),
+                    progressed: now,
+                    queued: 0,
+                },
+            );
+        }
+        self.adopt_deadline = Some(tokio::time::Instant::now() + self.leader.cfg.heartbeat_timeout);
+        info!(job = %self.id, epoch = self.epoch, "resuming a job the previous leader ran");
+    }
+
+    /// Starts the sink and the source of a resumed job; its tasks run on already.
+    fn relaunch(&mut self) -> Result<(), String> {
+        self.start_sink()?;
+        self.start_source();
+        Ok(())
+    }
+
+    /// Tasks of a resumed job whose worker has not rejoined in time fail (and are recovered).
+    fn unadopted(&self) -> Vec<(TaskKey, u32)> {
+        let st = lock(&self.leader.state);
+        st.tasks
+            .iter()
+            .filter(|(k, t)| {
+                k.job == self.id
+                    && !t.state.is_terminal()
+                    && !st
+                        .workers
+                        .get(&t.worker)
+                        .is_some_and(|w| w.state == crate::protocol::control::WorkerState::Alive)
+            })
+            .map(|(k, t)| (k.clone(), t.attempt))
+            .collect()
+    }
+
+    /// Starts the current epoch: sink, every task (at its current attempt), source.
+    pub(super) fn launch(&mut self) -> Result<(), String> {
+        self.start_sink()?;
         {
             let mut st = lock(&self.leader.state);
             let tasks: Vec<(TaskKey, WorkerId, u32)> = st
@@ -210,11 +318,72 @@ impl JobRun {
                 .map(|(key, t)| (key.clone(), t.worker.clone(), t.attempt))
                 .collect();
             for (key, w, attempt) in tasks {
-                let a = assignment(spec, &key, attempt, self.epoch, &self.routes);
+                let a = assignment(&self.spec, &key, attempt, self.epoch, &self.routes);
                 st.command(&w, Command::Start(a));
             }
         }
+        self.start_source();
+        Ok(())
+    }
+
+    /// Publishes the placement here and starts the sink of the current epoch.
+    fn start_sink(&mut self) -> Result<(), String> {
+        let spec = &self.spec;
+        let k = spec.stages.len() as u32;
+        let sink_file = local_file(&self.leader, spec, &spec.sink_path)?;
+        let (sink_count, latency) = {
+            let st = lock(&self.leader.state);
+            let job = st.jobs.get(&self.id).ok_or("job record vanished")?;
+            (job.sink_tuples.clone(), job.latency.clone())
+        };
+        self.leader
+            .env
+            .routes
+            .set_many(&self.id, self.routes.version(), &self.routes.list());
+        let sink_pos = TaskPos {
+            stage: k + 1,
+            index: 0,
+        };
+        let sink = SinkSpec {
+            key: TaskKey {
+                job: self.id.clone(),
+                pos: sink_pos,
+            },
+            attempt: self.routes.get(&sink_pos).map_or(0, |d| d.attempt),
+            commit: Some(sink_commit_path(&self.leader, &self.id)),
+            upstream: tasks_of(spec, k),
+            target: SinkTarget::File(sink_file),
+            epoch: self.epoch,
+            accept_gaps: spec.delivery == Delivery::AtMostOnce,
+        };
+        let env = self.leader.env.clone();
+        self.parts.spawn(
+            run_sink(
+                env,
+                sink,
+                sink_count,
+                latency,
+                self.progress.clone(),
+                self.epoch_cancel.clone(),
+            )
+            .map_part(Part::Sink),
+        );
+        Ok(())
+    }
+
+    /// Starts the source of the current epoch.
+    fn start_source(&mut self) {
+        let spec = &self.spec;
+        let source_count = lock(&self.leader.state)
+            .jobs
+            .get(&self.id)
+            .map(|j| j.source_tuples.clone())
+            .unwrap_or_default();
         let source = SourceSpec {
+            attempt: self
+                .routes
+                .get(&TaskPos { stage: 0, index: 0 })
+                .map_or(0, |d| d.attempt),
             job: self.id.clone(),
             path: spec.source_path.clone(),
             paths: spec.paths,
@@ -225,10 +394,10 @@ impl JobRun {
             resend: spec.delivery != Delivery::AtMostOnce,
             epoch: self.epoch,
         };
+        let env = self.leader.env.clone();
         self.parts.spawn(
             run_source(env, source, source_count, self.epoch_cancel.clone()).map_part(Part::Source),
         );
-        Ok(())
     }
 
     /// Stops the current epoch's source and sink and waits for them.
@@ -244,6 +413,8 @@ impl JobRun {
     async fn watch(&mut self, events: &mut mpsc::Receiver<JobEvent>) -> Outcome {
         let mut sink_done = false;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        // Failures the driver finds itself (tasks of a resumed job nobody brought back).
+        let mut found: std::collections::VecDeque<JobEvent> = Default::default();
         loop {
             if sink_done {
                 let all_finished = lock(&self.leader.state)
@@ -255,69 +426,114 @@ impl JobRun {
                     return Outcome::Succeeded;
                 }
             }
-            let deadline = async {
-                match drain_deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
+            let ev = match found.pop_front() {
+                Some(ev) => ev,
+                None => {
+                    let deadline = async {
+                        match drain_deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    let adopt = async {
+                        match self.adopt_deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        biased;
+                        _ = self.cancel.cancelled() => return Outcome::Cancelled,
+                        _ = deadline => {
+                            // Every tuple is durable in the sink; a task that has not reported its end
+                            // is stopped by cleanup. The output is complete, so the job succeeded.
+                            warn!(job = %self.id, "some tasks did not report their end after the sink completed");
+                            return Outcome::Succeeded;
+                        }
+                        _ = adopt => {
+                            self.adopt_deadline = None;
+                            for (key, attempt) in self.unadopted() {
+                                found.push_back(JobEvent::TaskEnded {
+                                    key,
+                                    attempt,
+                                    state: TaskState::Failed,
+                                    error: Some("its worker did not rejoin the restarted leader".into()),
+                                });
+                            }
+                            continue;
+                        }
+                        Some(part) = self.parts.join_next(), if !self.parts.is_empty() => {
+                            match part {
+                                Ok(Part::Sink(Ok(()))) => {
+                                    sink_done = true;
+                                    drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+                                }
+                                _ if self.cancel.is_cancelled() => return Outcome::Cancelled,
+                                Ok(Part::Sink(Err(e))) => return Outcome::Failed(format!("sink: {e}")),
+                                Ok(Part::Source(Ok(()))) => info!(job = %self.id, "source finished"),
+                                Ok(Part::Source(Err(e))) => return Outcome::Failed(format!("source: {e}")),
+                                Err(e) => return Outcome::Failed(format!("source/sink task panicked: {e}")),
+                            }
+                            continue;
+                        }
+                        Some(ev) = events.recv() => ev,
+                    }
                 }
             };
-            tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => return Outcome::Cancelled,
-                _ = deadline => {
-                    // Every tuple is durable in the sink; a task that has not reported its end
-                    // is stopped by cleanup. The output is complete, so the job succeeded.
-                    warn!(job = %self.id, "some tasks did not report their end after the sink completed");
-                    return Outcome::Succeeded;
+            let JobEvent::TaskEnded {
+                key,
+                attempt,
+                state,
+                error,
+            } = ev;
+            if state == TaskState::Finished {
+                if let Err(e) = self.task_finished(&key, attempt).await {
+                    return Outcome::Failed(e);
                 }
-                Some(part) = self.parts.join_next(), if !self.parts.is_empty() => match part {
-                    Ok(Part::Sink(Ok(()))) => {
-                        sink_done = true;
-                        drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+                continue;
+            }
+            let current = lock(&self.leader.state).tasks.get(&key).map(|t| t.attempt);
+            if current != Some(attempt) {
+                continue; // a stale attempt (an earlier epoch's, stopped on purpose)
+            }
+            let cause = error.unwrap_or_else(|| {
+                format!(
+                    "task {}",
+                    if state == TaskState::Cancelled {
+                        "stopped"
+                    } else {
+                        "failed"
                     }
-                    _ if self.cancel.is_cancelled() => return Outcome::Cancelled,
-                    Ok(Part::Sink(Err(e))) => return Outcome::Failed(format!("sink: {e}")),
-                    Ok(Part::Source(Ok(()))) => info!(job = %self.id, "source finished"),
-                    Ok(Part::Source(Err(e))) => return Outcome::Failed(format!("source: {e}")),
-                    Err(e) => return Outcome::Failed(format!("source/sink task panicked: {e}")),
-                },
-                Some(ev) = events.recv() => {
-                    let JobEvent::TaskEnded { key, attempt, state, error } = ev;
-                    if state == TaskState::Finished {
-                        self.task_finished(&key, attempt);
-                        continue;
-                    }
-                    let current = lock(&self.leader.state).tasks.get(&key).map(|t| t.attempt);
-                    if current != Some(attempt) {
-                        continue; // a stale attempt (an earlier epoch's, stopped on purpose)
-                    }
-                    let cause = error.unwrap_or_else(|| format!("task {}", if state == TaskState::Cancelled { "stopped" } else { "failed" }));
-                    warn!(job = %self.id, task = %key.pos, attempt, %cause, "task failed");
-                    {
-                        let mut st = lock(&self.leader.state);
-                        if let Some(j) = st.jobs.get_mut(&self.id) {
-                            j.failures += 1;
-                        }
-                    }
-                    if attempt >= self.leader.cfg.max_restarts {
-                        return Outcome::Failed(format!("task {} failed {} times; last cause: {cause}", key.pos, attempt + 1));
-                    }
-                    let res = match recovery(self.spec.delivery) {
-                        Recovery::RestartTask => self.restart_task(&key, attempt),
-                        Recovery::RestartEpoch => {
-                            sink_done = false;
-                            drain_deadline = None;
-                            self.restart_epoch().await
-                        }
-                        Recovery::Fail => Err(format!(
-                            "task {} failed ({cause}); at-most-once never re-runs work, so the job ends with the output written so far",
-                            key.pos
-                        )),
-                    };
-                    if let Err(e) = res {
-                        return Outcome::Failed(e);
-                    }
+                )
+            });
+            warn!(job = %self.id, task = %key.pos, attempt, %cause, "task failed");
+            {
+                let mut st = lock(&self.leader.state);
+                if let Some(j) = st.jobs.get_mut(&self.id) {
+                    j.failures += 1;
                 }
+            }
+            if attempt >= self.leader.cfg.max_restarts {
+                return Outcome::Failed(format!(
+                    "task {} failed {} times; last cause: {cause}",
+                    key.pos,
+                    attempt + 1
+                ));
+            }
+            let res = match recovery(self.spec.delivery) {
+                Recovery::RestartTask => self.restart_task(&key, attempt).await,
+                Recovery::RestartEpoch => {
+                    sink_done = false;
+                    drain_deadline = None;
+                    self.restart_epoch().await
+                }
+                Recovery::Fail => Err(format!(
+                    "task {} failed ({cause}); at-most-once never re-runs work, so the job ends with the output written so far",
+                    key.pos
+                )),
+            };
+            if let Err(e) = res {
+                return Outcome::Failed(e);
             }
         }
     }

@@ -101,6 +101,7 @@ type NewJob = (
     mpsc::Receiver<JobEvent>,
     CancellationToken,
     watch::Sender<SinkProgress>,
+    Option<persist::RunState>,
 );
 
 /// Shared leader context, handed to API handlers and job drivers.
@@ -197,7 +198,7 @@ impl Leader {
         info!(job = %id, name = ?spec.name, "job submitted");
         if self
             .spawn_tx
-            .send((id.clone(), spec, ev_rx, cancel, progress_tx))
+            .send((id.clone(), spec, ev_rx, cancel, progress_tx, None))
             .await
             .is_err()
         {
@@ -289,7 +290,7 @@ pub async fn run(
         cleanups: Mutex::new(JoinSet::new()),
         spawn_tx,
     });
-    cleanup::restore_jobs(&leader).await?;
+    let resumed = cleanup::restore_jobs(&leader).await?;
     if let Some(tx) = &cfg.ready {
         let _ = tx.send(leader.clone());
     }
@@ -314,12 +315,18 @@ pub async fn run(
     });
     info!(api = %http_addr, data = %leader.data_addr, "leader ready");
     let mut drivers = JoinSet::new();
+    for (id, spec, ev, cancel, progress, run) in resumed {
+        let span = tracing::info_span!("job", job = %id);
+        drivers.spawn(
+            driver::drive(leader.clone(), id, spec, ev, cancel, progress, run).instrument(span),
+        );
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some((id, spec, ev, cancel, progress)) = spawn_rx.recv() => {
+            Some((id, spec, ev, cancel, progress, run)) = spawn_rx.recv() => {
                 let span = tracing::info_span!("job", job = %id);
-                drivers.spawn(driver::drive(leader.clone(), id, spec, ev, cancel, progress).instrument(span));
+                drivers.spawn(driver::drive(leader.clone(), id, spec, ev, cancel, progress, run).instrument(span));
             }
             Some(r) = drivers.join_next(), if !drivers.is_empty() => {
                 if let Err(e) = r {

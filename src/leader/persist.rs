@@ -7,8 +7,9 @@
 //! (etcd, for standby leaders) would be a second implementation, not a rewrite. [`Persist`] is
 //! the handle the leader holds: it runs the blocking calls off the async workers.
 
-use crate::model::ids::JobId;
+use crate::model::ids::{JobId, TaskPos, WorkerId};
 use crate::model::spec::JobSpec;
+use crate::protocol::control::Dest;
 use crate::protocol::control::JobStatus;
 use anyhow::Context;
 use redb::{ReadableDatabase, ReadableTable};
@@ -49,6 +50,33 @@ pub struct StoredJob {
     /// removed (or kept on purpose). A restarted leader removes what is still flagged.
     #[serde(default)]
     pub logs_left: bool,
+    /// While the job runs: where its tasks run, so a restarted leader carries it on.
+    #[serde(default)]
+    pub run: Option<RunState>,
+}
+
+/// A running job's placement, written before any change of it takes effect (before a Start
+/// or a Routes command leaves the leader), so a restarted leader never hands out an attempt
+/// number or a placement version twice.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunState {
+    /// The job epoch (at-least-once restarts bump it).
+    pub epoch: u32,
+    /// The placement version (workers apply only newer ones).
+    pub version: u64,
+    /// Every task, the source (stage 0) and the sink (stage K+1) included.
+    pub tasks: Vec<PlacedTask>,
+}
+
+/// One task of a running job's placement.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlacedTask {
+    /// Position.
+    pub pos: TaskPos,
+    /// The worker running it (none: the leader itself, for the source and the sink).
+    pub worker: Option<WorkerId>,
+    /// Where it runs: address, attempt, finished.
+    pub dest: Dest,
 }
 
 /// Durable leader state: a job counter that only grows, and job records by id. Every call is
@@ -63,10 +91,16 @@ pub trait JobStore: Send + Sync {
     fn remove_job(&self, id: &JobId) -> anyhow::Result<()>;
     /// Every recorded job.
     fn load_jobs(&self) -> anyhow::Result<Vec<StoredJob>>;
+    /// Records a worker identity this leader handed out (and its data address), so a
+    /// restarted leader can take the worker back under it.
+    fn put_worker(&self, id: &WorkerId, data_addr: &str) -> anyhow::Result<()>;
+    /// Every recorded worker identity and its data address.
+    fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, String)>>;
 }
 
 const JOBS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("jobs");
 const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+const WORKERS: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("workers");
 
 /// [`JobStore`] in a redb database: table `jobs` (id → JSON of [`StoredJob`]) and table
 /// `meta` (counter name, `job` or `worker` → the last number handed out).
@@ -82,6 +116,7 @@ impl RedbJobs {
         let tx = db.begin_write()?;
         tx.open_table(JOBS)?;
         tx.open_table(META)?;
+        tx.open_table(WORKERS)?;
         tx.commit()?;
         Ok(RedbJobs { db })
     }
@@ -125,6 +160,24 @@ impl JobStore for RedbJobs {
             let job: StoredJob = serde_json::from_slice(v.value())
                 .with_context(|| format!("job record {} is unreadable", k.value()))?;
             out.push(job);
+        }
+        Ok(out)
+    }
+
+    fn put_worker(&self, id: &WorkerId, data_addr: &str) -> anyhow::Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(WORKERS)?.insert(id.0.as_str(), data_addr)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, String)>> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(WORKERS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((WorkerId(k.value().to_string()), v.value().to_string()));
         }
         Ok(out)
     }
@@ -183,6 +236,16 @@ impl Persist {
     /// See [`JobStore::load_jobs`].
     pub async fn load_jobs(&self) -> anyhow::Result<Vec<StoredJob>> {
         self.blocking(|s| s.load_jobs()).await
+    }
+
+    /// See [`JobStore::put_worker`].
+    pub async fn put_worker(&self, id: WorkerId, data_addr: String) -> anyhow::Result<()> {
+        self.blocking(move |s| s.put_worker(&id, &data_addr)).await
+    }
+
+    /// See [`JobStore::load_workers`].
+    pub async fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, String)>> {
+        self.blocking(|s| s.load_workers()).await
     }
 }
 
@@ -266,6 +329,15 @@ mod tests {
             ended_ms: None,
             cleanup_error: None,
             logs_left: true,
+            run: Some(RunState {
+                epoch: 1,
+                version: 7,
+                tasks: vec![PlacedTask {
+                    pos: TaskPos { stage: 1, index: 0 },
+                    worker: Some(WorkerId("w2".into())),
+                    dest: Dest::running("127.0.0.1:9", 3),
+                }],
+            }),
         }
     }
 
@@ -286,6 +358,8 @@ mod tests {
             done.ended_ms = Some(2000);
             db.put_job(&done).unwrap();
             db.remove_job(&JobId("job-2-bbbbbb".into())).unwrap();
+            db.put_worker(&WorkerId("w1".into()), "127.0.0.1:7")
+                .unwrap();
         }
         let db = RedbJobs::open(&path).unwrap();
         assert_eq!(db.next_number("job").unwrap(), 3);
@@ -294,6 +368,17 @@ mod tests {
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].status, JobStatus::Succeeded);
         assert_eq!(jobs[0].ended_ms, Some(2000));
+        assert_eq!(jobs[0], job_done_expected());
+        assert_eq!(
+            db.load_workers().unwrap(),
+            vec![(WorkerId("w1".into()), "127.0.0.1:7".to_string())]
+        );
+    }
+
+    fn job_done_expected() -> StoredJob {
+        let mut j = job("job-1-aaaaaa", JobStatus::Succeeded);
+        j.ended_ms = Some(2000);
+        j
     }
 
     #[test]

@@ -96,6 +96,19 @@ impl Placement {
         }
     }
 
+    /// A placement as an earlier leader recorded it, at its version.
+    pub fn restored(version: u64, entries: impl IntoIterator<Item = (TaskPos, Dest)>) -> Self {
+        Placement {
+            table: entries.into_iter().collect(),
+            version,
+        }
+    }
+
+    /// Where the task at `pos` runs, if placed.
+    pub fn get(&self, pos: &TaskPos) -> Option<&Dest> {
+        self.table.get(pos)
+    }
+
     /// The version of the placement (newer wins on workers).
     pub fn version(&self) -> u64 {
         self.version

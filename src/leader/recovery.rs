@@ -45,14 +45,20 @@ impl JobRun {
 
     /// Exactly-once: restarts one task elsewhere; it recovers from its log (or the source
     /// file) and every peer is told where it now runs.
-    pub(super) fn restart_task(&mut self, key: &TaskKey, attempt: u32) -> Result<(), String> {
+    /// The new placement is durable before any worker hears of it.
+    pub(super) async fn restart_task(&mut self, key: &TaskKey, attempt: u32) -> Result<(), String> {
         let leader = self.leader.clone();
+        let target = {
+            let mut st = lock(&leader.state);
+            let old = st.tasks.get(key).map(|t| t.worker.clone());
+            let target = self.move_task(&mut st, key, old.as_ref())?;
+            if let Some(j) = st.jobs.get_mut(&self.id) {
+                j.recoveries += 1;
+            }
+            target
+        };
+        self.persist_run().await?;
         let mut st = lock(&leader.state);
-        let old = st.tasks.get(key).map(|t| t.worker.clone());
-        let target = self.move_task(&mut st, key, old.as_ref())?;
-        if let Some(j) = st.jobs.get_mut(&self.id) {
-            j.recoveries += 1;
-        }
         self.publish_routes(&mut st, Some(&target));
         let a = assignment(&self.spec, key, attempt + 1, self.epoch, &self.routes);
         st.command(&target, Command::Start(a));
@@ -86,12 +92,18 @@ impl JobRun {
 
     /// Marks a finished task in the placement, so a restarted upstream attempt knows there is
     /// nothing left to deliver to it (instead of waiting forever for it to come back).
-    pub(super) fn task_finished(&mut self, key: &TaskKey, attempt: u32) {
+    pub(super) async fn task_finished(
+        &mut self,
+        key: &TaskKey,
+        attempt: u32,
+    ) -> Result<(), String> {
         if self.routes.finish(key.pos, attempt) {
+            self.persist_run().await?;
             let leader = self.leader.clone();
             let mut st = lock(&leader.state);
             self.publish_routes(&mut st, None);
         }
+        Ok(())
     }
 
     /// At-least-once: without logs a crashed task's state and its links' end-of-stream state
@@ -151,6 +163,7 @@ impl JobRun {
         }
         self.epoch += 1;
         self.epoch_cancel = self.cancel.child_token();
+        self.persist_run().await?;
         info!(job = %self.id, epoch = self.epoch, "at-least-once: restarting the pipeline from the source");
         self.launch()
     }

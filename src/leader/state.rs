@@ -122,6 +122,8 @@ pub struct JobRec {
     pub cleanup_error: Option<String>,
     /// The job's input logs may still be in the store (see `persist::StoredJob::logs_left`).
     pub logs_left: bool,
+    /// While running: its durable placement (see `persist::RunState`).
+    pub run: Option<crate::leader::persist::RunState>,
 }
 
 /// Everything the leader knows.
@@ -135,6 +137,9 @@ pub struct State {
     pub tasks: BTreeMap<TaskKey, TaskRec>,
     /// What running jobs read and write, and uploads in progress.
     pub files: crate::leader::owned::Files,
+    /// Every worker identity handed out on this data dir (durable), by id: a worker that
+    /// lost its leader rejoins under one of these.
+    pub known_workers: BTreeMap<WorkerId, String>,
 }
 
 fn ms_since_epoch(t: SystemTime) -> u64 {
@@ -171,6 +176,7 @@ impl JobRec {
             ended_at: None,
             cleanup_error: None,
             logs_left: true,
+            run: None,
         }
     }
 
@@ -189,7 +195,29 @@ impl JobRec {
             ended_ms: self.ended_at.map(ms_since_epoch),
             cleanup_error: self.cleanup_error.clone(),
             logs_left: self.logs_left,
+            run: self.run.clone(),
         }
+    }
+
+    /// A job an earlier leader was running, carried on by this one: its counters as recorded,
+    /// its driver resuming from `job.run`.
+    pub fn resumed(
+        job: &StoredJob,
+        events: mpsc::Sender<JobEvent>,
+        cancel: CancellationToken,
+        progress: watch::Receiver<SinkProgress>,
+        sink_file: std::path::PathBuf,
+    ) -> JobRec {
+        let mut rec = JobRec::new(job.spec.clone(), events, cancel, progress, sink_file);
+        rec.submitted = UNIX_EPOCH + std::time::Duration::from_millis(job.submitted_ms);
+        rec.source_tuples
+            .store(job.source_tuples, Ordering::Relaxed);
+        rec.sink_tuples.store(job.sink_tuples, Ordering::Relaxed);
+        rec.failures = job.failures;
+        rec.recoveries = job.recoveries;
+        rec.logs_left = job.logs_left;
+        rec.run = job.run.clone();
+        rec
     }
 
     /// A job recorded by an earlier leader, as this one shows it: ended (a job that was
@@ -232,6 +260,7 @@ impl JobRec {
             ended_at: Some(ended_at),
             cleanup_error: job.cleanup_error,
             logs_left: job.logs_left,
+            run: None,
         }
     }
 }

@@ -50,6 +50,20 @@ pub struct RegisterRequest {
     pub data_addr: String,
     /// Its OS process id (for operators' eyes only).
     pub pid: u32,
+    /// A worker that lost its leader (it restarted, or forgot this worker) asks to keep its
+    /// identity and its running tasks.
+    #[serde(default)]
+    pub rejoin: Option<Rejoin>,
+}
+
+/// What a rejoining worker brings: the id it had and every attempt it runs or ran since its
+/// last report (an end the old leader never heard of is in here).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Rejoin {
+    /// The id it registered under before.
+    pub worker_id: WorkerId,
+    /// Its attempts and their states.
+    pub tasks: Vec<TaskReport>,
 }
 
 /// The leader's answer to a registration.
@@ -63,6 +77,11 @@ pub struct RegisterResponse {
     /// cluster without a secret).
     #[serde(default)]
     pub session: Option<String>,
+    /// The leader took the worker back under its old id: it keeps its tasks (the leader
+    /// adopted those it still wants and sends StopTask for the others). False: a new
+    /// identity, and the worker stops every task it ran.
+    #[serde(default)]
+    pub adopted: bool,
 }
 
 /// Lifecycle of a task, as reported by its worker.

@@ -1,8 +1,16 @@
 //! The sink: dedups what the last stage delivers, writes each value as a line, publishes how
 //! far the file is flushed (for clients following the job), and completes only when every
 //! last-stage task delivered its end of stream and the file is fsynced.
+//!
+//! A committing sink (one given a commit record path) survives its own restart: it commits
+//! its output and its per-link high-water marks together — fsync the output, then atomically
+//! replace the record (output length, marks) — and acknowledges only what is committed. A
+//! restarted sink truncates the output to the committed length and starts from the committed
+//! marks; the last-stage links re-send everything after them. Followers see committed bytes
+//! only, so nothing they printed is ever rewritten.
 
 use crate::dataplane::acceptance::{Acceptance, Gaps};
+use crate::dataplane::inbound::AckBoard;
 use crate::dataplane::link::EPOCH_SHIFT;
 use crate::dataplane::now_ns;
 use crate::model::ids::TaskKey;
@@ -10,7 +18,8 @@ use crate::model::tuple::Tuple;
 use crate::runtime::task::operator::Stop;
 use crate::runtime::task::receive::{receive, Intake};
 use crate::runtime::task::TaskEnv;
-use std::path::PathBuf;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
@@ -88,10 +97,17 @@ enum Out {
 }
 
 impl Out {
-    /// Opens the target: epoch 0 truncates, a later at-least-once epoch appends to what
-    /// earlier epochs wrote (ending a half-written line first). Returns the output and its
-    /// current length.
-    async fn open(target: &SinkTarget, epoch: u32) -> std::io::Result<(Out, u64)> {
+    /// Opens the target: a resumed sink truncates it to its committed length, epoch 0
+    /// truncates it, a later at-least-once epoch appends to what earlier epochs wrote (ending
+    /// a half-written line first). Returns the output and its current length.
+    async fn open(
+        target: &SinkTarget,
+        epoch: u32,
+        resume: Option<u64>,
+    ) -> std::io::Result<(Out, u64)> {
+        if let Some(len) = resume {
+            return Out::resume(target, len).await;
+        }
         match target {
             SinkTarget::Memory(buf) => {
                 let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
@@ -121,6 +137,39 @@ impl Out {
                     file.write_all(b"\n").await?;
                     len += 1;
                 }
+                Ok((
+                    Out::File(tokio::io::BufWriter::with_capacity(1 << 20, file)),
+                    len,
+                ))
+            }
+        }
+    }
+
+    /// Reopens the target cut back to `len`, its committed length: whatever was written after
+    /// the last commit is written again (by the re-sent input), never kept twice.
+    async fn resume(target: &SinkTarget, len: u64) -> std::io::Result<(Out, u64)> {
+        match target {
+            SinkTarget::Memory(buf) => {
+                let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
+                b.truncate(len as usize);
+                Ok((Out::Memory(buf.clone()), b.len() as u64))
+            }
+            SinkTarget::File(path) => {
+                let file = tokio::fs::OpenOptions::new().write(true).open(path).await?;
+                let have = file.metadata().await?.len();
+                if have < len {
+                    return Err(std::io::Error::other(format!(
+                        "{} holds {have} bytes but {len} were committed",
+                        path.display()
+                    )));
+                }
+                file.set_len(len).await?;
+                file.sync_all().await?;
+                drop(file);
+                let file = tokio::fs::OpenOptions::new()
+                    .append(true)
+                    .open(path)
+                    .await?;
                 Ok((
                     Out::File(tokio::io::BufWriter::with_capacity(1 << 20, file)),
                     len,
@@ -160,6 +209,66 @@ impl Out {
     }
 }
 
+/// A committing sink's durable record: how long its output is and how far each last-stage
+/// link is accepted, as of its last commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkCommit {
+    /// The job epoch the record belongs to (a record of another epoch is not resumed).
+    pub epoch: u32,
+    /// Committed output length in bytes (whole lines).
+    pub len: u64,
+    /// Committed lines (the job's `sink_tuples` after a restart).
+    pub lines: u64,
+    /// Per last-stage link: accepted high-water mark and whether its end was accepted.
+    pub marks: Vec<(u64, bool)>,
+}
+
+impl SinkCommit {
+    /// Reads a record; `Ok(None)` if there is none yet.
+    pub fn read(path: &Path) -> Result<Option<SinkCommit>, String> {
+        match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| format!("sink commit record {} is corrupt: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!(
+                "reading sink commit record {}: {e}",
+                path.display()
+            )),
+        }
+    }
+
+    /// Replaces the record atomically and durably: a temporary file, fsynced, renamed over
+    /// the old record, and the directory fsynced.
+    async fn write(&self, path: &Path) -> std::io::Result<()> {
+        let body = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("tmp");
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        f.write_all(&body).await?;
+        f.sync_all().await?;
+        drop(f);
+        tokio::fs::rename(&tmp, path).await?;
+        if let Some(dir) = path.parent() {
+            tokio::fs::File::open(dir).await?.sync_all().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A committing sink's state between commits.
+struct Committer {
+    path: PathBuf,
+    record: SinkCommit,
+    /// Something was accepted since the last commit.
+    dirty: bool,
+}
+
+/// Uncommitted output that makes the sink commit without waiting for its inbox to run dry.
+const COMMIT_BYTES: u64 = 8 << 20;
+
 async fn ends_with_newline(path: &std::path::Path, len: u64) -> std::io::Result<bool> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let mut f = tokio::fs::File::open(path).await?;
@@ -181,6 +290,11 @@ pub struct SinkSpec {
     pub epoch: u32,
     /// At-most-once: gaps are accepted (its senders never re-send).
     pub accept_gaps: bool,
+    /// The sink's attempt (a sink restarted with its leader is a new attempt).
+    pub attempt: u32,
+    /// Where a committing sink keeps its commit record (see the module doc); `None`: the
+    /// sink acknowledges on accept and cannot be resumed.
+    pub commit: Option<PathBuf>,
 }
 
 /// The sink as a receiver: writes each accepted value as a line.
@@ -188,6 +302,9 @@ struct SinkIntake<'a> {
     out: Out,
     bytes: u64,
     flushed: u64,
+    lines: u64,
+    commit: Option<Committer>,
+    acks: &'a AckBoard,
     written: &'a AtomicU64,
     latency: &'a Mutex<LatencyHist>,
     progress: &'a watch::Sender<SinkProgress>,
@@ -198,14 +315,49 @@ impl SinkIntake<'_> {
     fn fail(&self, e: std::io::Error) -> Stop {
         Stop::Failed(format!("writing sink {}: {e}", self.what))
     }
+
+    /// Commits output and marks together, then acknowledges and publishes what is committed.
+    async fn commit(&mut self) -> Result<(), Stop> {
+        let Some(c) = self.commit.as_mut().filter(|c| c.dirty) else {
+            return Ok(());
+        };
+        if let Err(e) = self.out.sync().await {
+            return Err(Stop::Failed(format!("syncing sink {}: {e}", self.what)));
+        }
+        c.record.len = self.bytes;
+        c.record.lines = self.lines;
+        if let Err(e) = c.record.write(&c.path).await {
+            return Err(Stop::Failed(format!(
+                "writing sink commit record {}: {e}",
+                c.path.display()
+            )));
+        }
+        c.dirty = false;
+        for (i, (upto, eos)) in c.record.marks.iter().enumerate() {
+            self.acks.set(i as u32, *upto, *eos);
+        }
+        self.flushed = self.bytes;
+        let flushed = self.flushed;
+        self.progress.send_modify(|p| p.flushed = flushed);
+        Ok(())
+    }
+
+    fn mark(&mut self, from: u32, upto: u64, eos: bool) {
+        if let Some(c) = self.commit.as_mut() {
+            if let Some(m) = c.record.marks.get_mut(from as usize) {
+                *m = (upto, eos || m.1);
+                c.dirty = true;
+            }
+        }
+    }
 }
 
 impl Intake for SinkIntake<'_> {
     async fn fresh(
         &mut self,
-        _from: u32,
+        from: u32,
         _first_seq: u64,
-        _last_seq: u64,
+        last_seq: u64,
         emit_ns: u64,
         tuples: Vec<Tuple>,
     ) -> Result<(), Stop> {
@@ -217,20 +369,33 @@ impl Intake for SinkIntake<'_> {
             self.bytes += t.value.len() as u64 + 1;
         }
         let fresh = tuples.len() as u64;
+        self.lines += fresh;
+        self.mark(from, last_seq, false);
         self.written.fetch_add(fresh, Ordering::Relaxed);
         let lat_us = now_ns().saturating_sub(emit_ns) / 1000;
         self.latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .record(lat_us, fresh);
+        if self
+            .commit
+            .as_ref()
+            .is_some_and(|c| self.bytes.saturating_sub(c.record.len) >= COMMIT_BYTES)
+        {
+            self.commit().await?;
+        }
         Ok(())
     }
 
-    async fn ended(&mut self, _from: u32, _last_seq: u64) -> Result<(), Stop> {
+    async fn ended(&mut self, from: u32, last_seq: u64) -> Result<(), Stop> {
+        self.mark(from, last_seq, true);
         Ok(())
     }
 
     async fn idle(&mut self) -> Result<(), Stop> {
+        if self.commit.is_some() {
+            return self.commit().await;
+        }
         if self.bytes != self.flushed {
             self.out.flush().await.map_err(|e| self.fail(e))?;
             self.flushed = self.bytes;
@@ -241,7 +406,7 @@ impl Intake for SinkIntake<'_> {
     }
 
     fn acks_on_accept(&self) -> bool {
-        true
+        self.commit.is_none()
     }
 }
 
@@ -254,27 +419,26 @@ pub async fn run_sink(
     progress: watch::Sender<SinkProgress>,
     cancel: CancellationToken,
 ) -> Result<(), String> {
-    let Some((mut inbox, acks, _registration)) =
-        env.registry
-            .register(spec.key.clone(), 0, spec.epoch, env.cfg.queue_batches)
-    else {
-        return Err("a newer sink of this job is registered".into());
-    };
     let what = match &spec.target {
         SinkTarget::File(p) => p.display().to_string(),
         SinkTarget::Memory(_) => "(memory)".to_string(),
     };
-    let (out, bytes) = Out::open(&spec.target, spec.epoch)
+    // A record of this epoch means this sink is resumed; any other is an earlier epoch's.
+    let resumed = match &spec.commit {
+        Some(p) => SinkCommit::read(p)?
+            .filter(|c| c.epoch == spec.epoch && c.marks.len() == spec.upstream as usize),
+        None => None,
+    };
+    let (out, bytes) = Out::open(&spec.target, spec.epoch, resumed.as_ref().map(|c| c.len))
         .await
         .map_err(|e| format!("opening sink {what}: {e}"))?;
-    let mut intake = SinkIntake {
-        out,
-        bytes,
-        flushed: bytes,
-        written: &written,
-        latency: &latency,
-        progress: &progress,
-        what,
+    let Some((mut inbox, acks, _registration)) = env.registry.register(
+        spec.key.clone(),
+        spec.attempt,
+        spec.epoch,
+        env.cfg.queue_batches,
+    ) else {
+        return Err("a newer sink of this job is registered".into());
     };
     let gaps = if spec.accept_gaps {
         Gaps::Accept
@@ -283,6 +447,45 @@ pub async fn run_sink(
     };
     let floor = u64::from(spec.epoch) << EPOCH_SHIFT;
     let mut acc = Acceptance::new(spec.upstream, floor, gaps, false);
+    let commit = spec.commit.as_ref().map(|path| {
+        let record = resumed.clone().unwrap_or_else(|| SinkCommit {
+            epoch: spec.epoch,
+            len: bytes,
+            lines: 0,
+            marks: vec![(floor, false); spec.upstream as usize],
+        });
+        for (i, (upto, eos)) in record.marks.iter().enumerate() {
+            if *eos {
+                acc.replay_end(i as u32, *upto);
+            } else {
+                acc.advance(i as u32, *upto);
+            }
+            acks.set(i as u32, *upto, *eos);
+        }
+        Committer {
+            path: path.clone(),
+            record,
+            dirty: resumed.is_none(),
+        }
+    });
+    let lines = resumed.as_ref().map_or(0, |c| c.lines);
+    if let Some(c) = &resumed {
+        written.store(c.lines, Ordering::Relaxed);
+        tracing::info!(sink = %spec.key, bytes = c.len, lines = c.lines, "sink resumed from its last commit");
+    }
+    progress.send_modify(|p| p.flushed = bytes);
+    let mut intake = SinkIntake {
+        out,
+        bytes,
+        flushed: bytes,
+        lines,
+        commit,
+        acks: &acks,
+        written: &written,
+        latency: &latency,
+        progress: &progress,
+        what,
+    };
     let tuples_in = AtomicU64::new(0);
     let res = receive(
         &spec.key,
@@ -303,6 +506,8 @@ pub async fn run_sink(
         }
         return Err(e.to_string());
     }
+    // The ends of stream are acknowledged once committed.
+    intake.commit().await.map_err(|e| e.to_string())?;
     intake
         .out
         .sync()

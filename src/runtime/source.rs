@@ -106,6 +106,9 @@ pub struct SourceSpec {
     pub resend: bool,
     /// Job epoch (at-least-once restarts start the source over in a new epoch).
     pub epoch: u32,
+    /// The source's attempt (a source restarted with its leader is a new attempt; receivers
+    /// fence off older ones).
+    pub attempt: u32,
 }
 
 /// Reads and routes the whole file, waits until every first-stage task has acknowledged the
@@ -125,7 +128,7 @@ pub async fn run_source(
         Outgoing {
             job: spec.job.clone(),
             from: TaskPos { stage: 0, index: 0 },
-            attempt: 0,
+            attempt: spec.attempt,
             epoch: spec.epoch,
             downstream: spec.downstream,
             partition: spec.partition.clone(),

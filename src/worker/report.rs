@@ -32,17 +32,22 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
 
 impl LeaderLink {
     /// Sends one batch of events to the leader (once; the caller decides about retrying).
-    pub(super) async fn post_events(&self, reports: Vec<TaskReport>) -> reqwest::Result<()> {
+    /// Delivers reports; `Ok(false)` when the leader does not know this worker (nothing
+    /// was taken).
+    pub(super) async fn post_events(&self, reports: Vec<TaskReport>) -> reqwest::Result<bool> {
         let ev = Events {
             worker_id: self.id.clone(),
             reports,
         };
-        self.request(reqwest::Method::POST, "/internal/events")
+        let known: Known = self
+            .request(reqwest::Method::POST, "/internal/events")
             .json(&ev)
             .send()
             .await?
-            .error_for_status()?;
-        Ok(())
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(known.known)
     }
 }
 
@@ -103,7 +108,10 @@ pub(super) async fn heartbeats(
 
 /// Sends the reports queued on `rx` as they come (whatever is queued goes in one batch),
 /// retrying each batch with backoff until the leader has it or the session ends.
-pub(super) async fn send_events(link: LeaderLink, mut rx: mpsc::Receiver<TaskReport>) {
+pub(super) async fn send_events(
+    link: LeaderLink,
+    mut rx: mpsc::Receiver<TaskReport>,
+) -> (mpsc::Receiver<TaskReport>, Vec<TaskReport>) {
     let session = &link.session;
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
     while let Some(Some(first)) = session.run_until_cancelled(rx.recv()).await {
@@ -115,13 +123,19 @@ pub(super) async fn send_events(link: LeaderLink, mut rx: mpsc::Receiver<TaskRep
         loop {
             let post = link.post_events(reports.clone());
             match session.run_until_cancelled(post).await {
-                None => return,
-                Some(Ok(())) => break,
+                None => return (rx, reports),
+                Some(Ok(true)) => break,
+                Some(Ok(false)) => {
+                    // The leader does not know this worker: the reports go with the rejoin.
+                    session.cancel();
+                    return (rx, reports);
+                }
                 Some(Err(e)) => warn!(error = %e, "reporting task events failed; retrying"),
             }
             if !pause(session, backoff.next()).await {
-                return;
+                return (rx, reports);
             }
         }
     }
+    (rx, Vec::new())
 }

@@ -76,18 +76,157 @@ pub(super) async fn register(
             ),
         );
     }
-    let id = match l.persist.next_worker_number().await {
-        Ok(n) => WorkerId(format!("w{n}")),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    // A worker that lost its leader keeps its identity if this data dir handed it out.
+    let rejoin = req
+        .rejoin
+        .filter(|r| lock(&l.state).known_workers.contains_key(&r.worker_id));
+    let id = match &rejoin {
+        Some(r) => r.worker_id.clone(),
+        None => match l.persist.next_worker_number().await {
+            Ok(n) => WorkerId(format!("w{n}")),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        },
     };
-    lock(&l.state).add_worker(id.clone(), req.data_addr.clone(), session.clone());
-    info!(worker = %id, data = %req.data_addr, pid = req.pid, "worker joined");
+    // Durable before the worker learns it: a restarted leader takes it back.
+    if let Err(e) = l
+        .persist
+        .put_worker(id.clone(), req.data_addr.clone())
+        .await
+    {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
+    }
+    let adopted = rejoin.is_some();
+    let to_send = {
+        let mut st = lock(&l.state);
+        st.known_workers.insert(id.clone(), req.data_addr.clone());
+        st.add_worker(id.clone(), req.data_addr.clone(), session.clone());
+        match rejoin {
+            Some(r) => adopt(&l, &mut st, &id, r.tasks),
+            None => Vec::new(),
+        }
+    };
+    for (tx, e) in to_send {
+        if tx.send(e).await.is_err() {
+            warn!("task event for a job that already ended; dropped");
+        }
+    }
+    if adopted {
+        info!(worker = %id, data = %req.data_addr, pid = req.pid, "worker rejoined with its tasks");
+    } else {
+        info!(worker = %id, data = %req.data_addr, pid = req.pid, "worker joined");
+    }
     Json(RegisterResponse {
         worker_id: id,
         heartbeat_ms: l.cfg.heartbeat_interval.as_millis() as u64,
         session,
+        adopted,
     })
     .into_response()
+}
+
+/// Takes back the attempts a rejoining worker reports: those the leader still counts on carry
+/// on (an end reported here goes to its job's driver as if it had just happened); any other
+/// still running is stopped. A task the leader placed on this worker that the worker does not
+/// report was lost while the leader was away: it fails, and is recovered as usual. The
+/// worker also gets every placement of the jobs it serves.
+fn adopt(
+    l: &Leader,
+    st: &mut crate::leader::state::State,
+    id: &WorkerId,
+    reports: Vec<crate::protocol::control::TaskReport>,
+) -> Vec<(tokio::sync::mpsc::Sender<JobEvent>, JobEvent)> {
+    let mut to_send = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in reports {
+        let current = st
+            .tasks
+            .get(&r.key)
+            .is_some_and(|t| t.attempt == r.attempt && t.worker == *id);
+        if !current {
+            if !r.state.is_terminal() {
+                st.command(
+                    id,
+                    Command::StopTask {
+                        key: r.key.clone(),
+                        attempt: r.attempt,
+                    },
+                );
+            }
+            continue;
+        }
+        seen.insert(r.key.clone());
+        let events = st.jobs.get(&r.key.job).and_then(|j| j.events.clone());
+        let Some(t) = st.tasks.get_mut(&r.key) else {
+            continue;
+        };
+        if t.state.is_terminal() {
+            continue;
+        }
+        t.tuples_in = t.tuples_in.max(r.tuples_in);
+        t.tuples_out = t.tuples_out.max(r.tuples_out);
+        t.pid = r.pid.or(t.pid);
+        t.state = r.state;
+        t.progressed = Instant::now();
+        if r.error.is_some() {
+            t.error = r.error.clone();
+        }
+        if r.state.is_terminal() {
+            if let Some(tx) = events {
+                to_send.push((
+                    tx,
+                    JobEvent::TaskEnded {
+                        key: r.key,
+                        attempt: r.attempt,
+                        state: r.state,
+                        error: r.error,
+                    },
+                ));
+            }
+        }
+    }
+    let lost: Vec<(crate::model::ids::TaskKey, u32)> = st
+        .tasks
+        .iter()
+        .filter(|(k, t)| t.worker == *id && !t.state.is_terminal() && !seen.contains(*k))
+        .map(|(k, t)| (k.clone(), t.attempt))
+        .collect();
+    for (key, attempt) in lost {
+        let cause = "the task was gone when its worker rejoined the leader".to_string();
+        if let Some(t) = st.tasks.get_mut(&key) {
+            t.state = TaskState::Failed;
+            t.error = Some(cause.clone());
+        }
+        if let Some(tx) = st.jobs.get(&key.job).and_then(|j| j.events.clone()) {
+            to_send.push((
+                tx,
+                JobEvent::TaskEnded {
+                    key,
+                    attempt,
+                    state: TaskState::Failed,
+                    error: Some(cause),
+                },
+            ));
+        }
+    }
+    let jobs: std::collections::BTreeSet<crate::model::ids::JobId> = st
+        .tasks
+        .iter()
+        .filter(|(_, t)| t.worker == *id)
+        .map(|(k, _)| k.job.clone())
+        .collect();
+    for job in jobs {
+        if let Some((version, routes)) = l.env.routes.snapshot(&job) {
+            st.command(
+                id,
+                Command::Routes {
+                    job,
+                    routes,
+                    version,
+                },
+            );
+        }
+    }
+    to_send
 }
 
 pub(super) async fn heartbeat(
