@@ -34,7 +34,9 @@ use rainstorm::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpe
 use rainstorm::model::tuple::Tuple;
 use rainstorm::protocol::auth::{DataAuth, Secret};
 use rainstorm::runtime::exec::{ScriptFn, Scripts};
-use rainstorm::runtime::sink::{run_sink, LatencyHist, SinkProgress, SinkSpec, SinkTarget};
+use rainstorm::runtime::sink::{
+    run_sink, CommitTarget, LatencyHist, SinkCommit, SinkProgress, SinkSpec, SinkTarget,
+};
 use rainstorm::runtime::source::{run_source, SourceSpec};
 use rainstorm::runtime::store::Store;
 use rainstorm::runtime::task::{run_task, TaskEnd, TaskEnv, TaskStatus};
@@ -208,11 +210,16 @@ struct Sim {
     parts: Vec<JoinHandle<()>>,
     part_events: mpsc::UnboundedSender<(u32, &'static str, Result<(), String>)>,
     output: Arc<Mutex<Vec<u8>>>,
+    /// The sink's commit record, which survives a leader crash (as the leader's data dir does).
+    commit: Arc<Mutex<Option<SinkCommit>>>,
     restarts: u32,
     log: Vec<String>,
 }
 
 const LEADER: usize = 0;
+
+/// Leader restarts simulated over the whole run (to show the fault is exercised).
+static LEADER_RESTARTS: AtomicU64 = AtomicU64::new(0);
 
 impl Sim {
     fn host_env(&self, i: usize) -> TaskEnv {
@@ -277,8 +284,13 @@ impl Sim {
         let env = self.host_env(LEADER);
         let epoch = self.epoch;
         let cancel = CancellationToken::new();
+        let attempt = |stage| {
+            self.placement
+                .get(&TaskPos { stage, index: 0 })
+                .map_or(0, |d| d.attempt)
+        };
         let src = SourceSpec {
-            attempt: 0,
+            attempt: attempt(0),
             job: self.job.clone(),
             path: self.spec.source_path.clone(),
             paths: PathMode::Store,
@@ -290,8 +302,8 @@ impl Sim {
             epoch,
         };
         let sink = SinkSpec {
-            attempt: 0,
-            commit: None,
+            attempt: attempt(k + 1),
+            commit: Some(CommitTarget::Memory(self.commit.clone())),
             key: TaskKey {
                 job: self.job.clone(),
                 pos: TaskPos {
@@ -332,6 +344,21 @@ impl Sim {
             let _g = guard;
             std::future::pending::<()>().await
         }));
+    }
+
+    /// A restarted leader: new attempts of the source and the sink, pushed to every host.
+    fn leader_back(&mut self) {
+        let k = self.spec.stages.len() as u32;
+        for stage in [0, k + 1] {
+            let pos = TaskPos { stage, index: 0 };
+            let attempt = self.placement.get(&pos).map_or(0, |d| d.attempt) + 1;
+            self.placement
+                .insert(pos, self.hosts[LEADER].addr.clone(), attempt);
+        }
+        self.log.push("leader back".into());
+        LEADER_RESTARTS.fetch_add(1, Ordering::Relaxed);
+        self.push_routes();
+        self.start_parts();
     }
 
     fn stop_parts(&mut self) {
@@ -423,6 +450,10 @@ enum Chaos {
     /// A worker's control plane is cut: it is declared dead while its tasks keep running with
     /// a working data plane (zombies with stale routes) until it learns and rejoins.
     ControlCut,
+    /// The leader dies (its source and sink with it, the sink possibly mid-commit) and comes
+    /// back a little later: new attempts of both, the sink resuming from its commit record,
+    /// while the tasks on the workers run on.
+    LeaderCrash,
 }
 
 struct SeedResult {
@@ -531,6 +562,7 @@ async fn run_seed(seed: u64) -> SeedResult {
         parts: Vec::new(),
         part_events: pe_tx,
         output: Arc::default(),
+        commit: Arc::default(),
         restarts: 0,
         log: vec![format!(
             "{delivery:?} {pipeline:?} rows={n_rows} workers={n_workers} {:?} cfg={cfg:?}",
@@ -577,13 +609,14 @@ async fn run_seed(seed: u64) -> SeedResult {
     let mut plan: Vec<(u64, Chaos)> = (0..n_events)
         .map(|_| {
             let at = rng.below(1_500_000);
-            let kind = match rng.below(14) {
+            let kind = match rng.below(16) {
                 0..=4 => Chaos::Kill,
                 5..=6 => Chaos::Cut,
                 7..=8 => Chaos::Partition,
                 9 => Chaos::StoreFaults,
                 10..=11 => Chaos::Stall,
-                _ => Chaos::ControlCut,
+                12..=13 => Chaos::ControlCut,
+                _ => Chaos::LeaderCrash,
             };
             (at, kind)
         })
@@ -741,6 +774,15 @@ async fn run_seed(seed: u64) -> SeedResult {
                                 timers.insert((learn, timer_seq), Timed::Rejoin(w));
                             }
                         }
+                        Chaos::LeaderCrash => {
+                            if !sim.parts.is_empty() && sink_done_at.is_none() {
+                                sim.log.push("leader crash".into());
+                                sim.stop_parts();
+                                let back = now + Duration::from_micros(1_000 + sim.rng.below(60_000));
+                                timer_seq += 1;
+                                timers.insert((back, timer_seq), Timed::LeaderBack(sim.epoch));
+                            }
+                        }
                         Chaos::StoreFaults => {
                             if let Store::Memory(m) = &store {
                                 let n = if sim.rng.chance(0.2) { 12 } else { 1 + sim.rng.below(4) as u32 };
@@ -756,6 +798,12 @@ async fn run_seed(seed: u64) -> SeedResult {
                     }
                     let Some((_, t)) = timers.pop_first() else { break };
                     match t {
+                        Timed::LeaderBack(epoch) => {
+                            // An epoch restart in the meantime already started new parts.
+                            if epoch == sim.epoch && sim.parts.is_empty() {
+                                sim.leader_back();
+                            }
+                        }
                         Timed::Stop(c) => c.cancel(),
                         Timed::KillTask(pos) => {
                             let (_, attempt) = sim.tasks[&pos];
@@ -849,6 +897,7 @@ async fn run_seed(seed: u64) -> SeedResult {
 }
 
 enum Timed {
+    LeaderBack(u32),
     KillTask(TaskPos),
     Stop(CancellationToken),
     DeclareDead(usize, Instant),
@@ -968,5 +1017,8 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
         }
         panic!("{msg}");
     }
-    eprintln!("{seeds} seeds passed");
+    eprintln!(
+        "{seeds} seeds passed ({} simulated leader restarts)",
+        LEADER_RESTARTS.load(Ordering::Relaxed)
+    );
 }

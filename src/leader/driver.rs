@@ -15,7 +15,7 @@ use crate::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
 use crate::model::partition::{partition_into, tasks_of};
 use crate::model::spec::{Delivery, JobSpec, PathMode};
 use crate::protocol::control::{Command, TaskState};
-use crate::runtime::sink::{run_sink, SinkProgress, SinkSpec, SinkTarget};
+use crate::runtime::sink::{run_sink, CommitTarget, SinkProgress, SinkSpec, SinkTarget};
 use crate::runtime::source::{run_source, SourceSpec};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -350,7 +350,7 @@ impl JobRun {
                 pos: sink_pos,
             },
             attempt: self.routes.get(&sink_pos).map_or(0, |d| d.attempt),
-            commit: Some(sink_commit_path(&self.leader, &self.id)),
+            commit: Some(CommitTarget::File(sink_commit_path(&self.leader, &self.id))),
             upstream: tasks_of(spec, k),
             target: SinkTarget::File(sink_file),
             epoch: self.epoch,

@@ -258,9 +258,42 @@ impl SinkCommit {
     }
 }
 
+/// Where a committing sink keeps its commit record.
+#[derive(Clone, Debug)]
+pub enum CommitTarget {
+    /// A file, replaced atomically (the leader's data dir).
+    File(PathBuf),
+    /// A cell in memory (the simulation, whose "crashes" keep memory).
+    Memory(Arc<Mutex<Option<SinkCommit>>>),
+}
+
+impl CommitTarget {
+    fn read(&self) -> Result<Option<SinkCommit>, String> {
+        match self {
+            CommitTarget::File(p) => SinkCommit::read(p),
+            CommitTarget::Memory(m) => Ok(m.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+        }
+    }
+
+    async fn write(&self, record: &SinkCommit) -> Result<(), String> {
+        match self {
+            CommitTarget::File(p) => record
+                .write(p)
+                .await
+                .map_err(|e| format!("writing sink commit record {}: {e}", p.display())),
+            CommitTarget::Memory(m) => {
+                // An fsync takes time: a crash can land between the output and the record.
+                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+                *m.lock().unwrap_or_else(|p| p.into_inner()) = Some(record.clone());
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A committing sink's state between commits.
 struct Committer {
-    path: PathBuf,
+    target: CommitTarget,
     record: SinkCommit,
     /// Something was accepted since the last commit.
     dirty: bool,
@@ -294,7 +327,7 @@ pub struct SinkSpec {
     pub attempt: u32,
     /// Where a committing sink keeps its commit record (see the module doc); `None`: the
     /// sink acknowledges on accept and cannot be resumed.
-    pub commit: Option<PathBuf>,
+    pub commit: Option<CommitTarget>,
 }
 
 /// The sink as a receiver: writes each accepted value as a line.
@@ -326,12 +359,7 @@ impl SinkIntake<'_> {
         }
         c.record.len = self.bytes;
         c.record.lines = self.lines;
-        if let Err(e) = c.record.write(&c.path).await {
-            return Err(Stop::Failed(format!(
-                "writing sink commit record {}: {e}",
-                c.path.display()
-            )));
-        }
+        c.target.write(&c.record).await.map_err(Stop::Failed)?;
         c.dirty = false;
         for (i, (upto, eos)) in c.record.marks.iter().enumerate() {
             self.acks.set(i as u32, *upto, *eos);
@@ -425,7 +453,8 @@ pub async fn run_sink(
     };
     // A record of this epoch means this sink is resumed; any other is an earlier epoch's.
     let resumed = match &spec.commit {
-        Some(p) => SinkCommit::read(p)?
+        Some(t) => t
+            .read()?
             .filter(|c| c.epoch == spec.epoch && c.marks.len() == spec.upstream as usize),
         None => None,
     };
@@ -447,7 +476,7 @@ pub async fn run_sink(
     };
     let floor = u64::from(spec.epoch) << EPOCH_SHIFT;
     let mut acc = Acceptance::new(spec.upstream, floor, gaps, false);
-    let commit = spec.commit.as_ref().map(|path| {
+    let commit = spec.commit.as_ref().map(|target| {
         let record = resumed.clone().unwrap_or_else(|| SinkCommit {
             epoch: spec.epoch,
             len: bytes,
@@ -463,7 +492,7 @@ pub async fn run_sink(
             acks.set(i as u32, *upto, *eos);
         }
         Committer {
-            path: path.clone(),
+            target: target.clone(),
             record,
             dirty: resumed.is_none(),
         }
