@@ -96,6 +96,10 @@ struct Window {
     bytes: usize,
     /// Highest sequence number acknowledged.
     acked: u64,
+    /// The receiver said it holds this link's end of stream (behind `acked`). Kept, because it
+    /// may say so before this attempt has sent its own end: a receiver that already has the
+    /// whole stream (from an earlier attempt of this sender) acks nothing new afterwards.
+    peer_ended: bool,
 }
 
 impl Window {
@@ -168,6 +172,7 @@ pub async fn run_link(
         batches: VecDeque::new(),
         bytes: 0,
         acked: floor,
+        peer_ended: false,
     };
     let mut next_seq: u64 = floor + 1;
     let mut input_closed = false;
@@ -229,6 +234,17 @@ pub async fn run_link(
         };
         if input_closed && !eos_sent {
             eos_sent = true;
+            // The receiver may hold the whole stream already (it said so before our end).
+            let known = (window.acked, window.peer_ended);
+            if take_ack(
+                &spec,
+                &mut window,
+                known,
+                (eos_sent, next_seq),
+                &mut eos_acked,
+            ) {
+                return LinkEnd::Done;
+            }
             let eos = Frame::Eos {
                 last_seq: next_seq - 1,
             };
@@ -336,7 +352,8 @@ fn take_ack(
 ) -> bool {
     tracing::trace!(job = %spec.job, from = %spec.from, to = %spec.to, upto, eos, "ack");
     window.ack(upto);
-    if eos && eos_sent && upto >= next_seq - 1 && !*eos_acked {
+    window.peer_ended |= eos;
+    if window.peer_ended && eos_sent && window.acked >= next_seq - 1 && !*eos_acked {
         *eos_acked = true;
         if let Some(done) = &spec.done {
             if done.try_send(spec.to.index).is_err() {
@@ -835,5 +852,24 @@ mod tests {
             recv.conns.try_recv().is_err(),
             "no new connection is opened"
         );
+    }
+
+    /// War story (simulation seed 8206 of 20,000): a restarted sender connected to a receiver
+    /// that already held its whole stream, ended, from an earlier attempt. The receiver said
+    /// so in its first ack, before the sender had sent its own end, and never acked again; the
+    /// link forgot it and waited forever. The receiver's word is kept until the end is sent.
+    #[tokio::test]
+    async fn an_end_acknowledged_before_it_is_sent_still_completes_the_link() {
+        let (tx, mut recv, link, _routes) = start(8, 1 << 20, true);
+        let (_rd, mut wr, hello) = recv.accept().await;
+        assert_eq!(hello.acked, 0);
+        ack(&mut wr, 2, true).await;
+        // The regenerated stream: everything is at or below the receiver's end.
+        tx.send(batch(&["a", "b"])).await.unwrap();
+        tx.send(LinkMsg::End).await.unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(10), link)
+            .await
+            .expect("the link must end without another ack");
+        assert_eq!(end.unwrap(), LinkEnd::Done);
     }
 }
