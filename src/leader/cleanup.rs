@@ -72,19 +72,20 @@ pub(super) async fn cleanup(
         r.cleanup_error = removed.as_ref().err().cloned();
         r
     });
-    if let Some(r) = record {
-        if let Err(e) = leader.persist.put_job(r).await {
-            warn!(job = %id, error = %format!("{e:#}"), "could not record the job's end");
-        }
-    }
-    // Only once the end is durable: a leader restarted before it resumes the sink from it.
-    let commit = sink_commit_path(leader, id);
-    match tokio::fs::remove_file(&commit).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            warn!(job = %id, path = %commit.display(), error = %e, "could not remove the sink's commit record")
-        }
+    let recorded = match record {
+        Some(r) => match leader.persist.put_job(r).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(job = %id, error = %format!("{e:#}"), "could not record the job's end");
+                false
+            }
+        },
+        None => false,
+    };
+    // Only once the end is durable: a leader restarted before it resumes the sink from it
+    // (and without the record it would start the sink afresh, cutting the output).
+    if recorded {
+        remove_commit_record(leader, id).await;
     }
     {
         let mut st = lock(&leader.state);
@@ -182,6 +183,19 @@ fn retry_removal(leader: &Arc<Leader>, id: JobId) {
         .spawn(task);
 }
 
+/// Removes an ended job's sink commit record (a leader restarted between recording the end
+/// and this removal finds it again and removes it then).
+async fn remove_commit_record(leader: &Leader, id: &JobId) {
+    let commit = sink_commit_path(leader, id);
+    match tokio::fs::remove_file(&commit).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            warn!(job = %id, path = %commit.display(), error = %e, "could not remove the sink's commit record")
+        }
+    }
+}
+
 /// The cause recorded for a job that was running when its leader went away.
 pub const LEADER_RESTARTED: &str = "the leader restarted while the job ran";
 
@@ -233,6 +247,7 @@ pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<Vec<sup
         if job.logs_left {
             leftovers.push(job.id.clone());
         }
+        remove_commit_record(leader, &job.id).await;
         let id = job.id.clone();
         let rec = JobRec::restored(job, sink_file, flushed);
         lock(&leader.state).add_job(id, rec);
