@@ -213,6 +213,14 @@ pub(super) enum Cmd {
         #[command(flatten)]
         leader: LeaderArg,
     },
+    /// Follow a job's output: print its lines as they come (from the first), then its final
+    /// status on stderr; exit 0 iff it succeeded. Reconnects if the leader restarts.
+    Follow {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
     /// Cancel a job.
     Cancel {
         /// Job id.

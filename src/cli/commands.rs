@@ -202,6 +202,12 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print::job(&client(&leader)?.job(&id).await?, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Follow { id, leader } => {
+            let info = client(&leader)?
+                .follow(&id, OutputWriter::stdout()?)
+                .await?;
+            Ok(print::final_status(&info))
+        }
         Cmd::Cancel { id, leader } => {
             client(&leader)?.cancel(&id).await?;
             eprintln!("rainstorm: cancel requested for {id}");

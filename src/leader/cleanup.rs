@@ -240,10 +240,8 @@ pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<Vec<sup
             warn!(job = %job.id, "{LEADER_RESTARTED}; recorded as failed");
         }
         let sink_file = local_file(leader, &job.spec, &job.spec.sink_path).unwrap_or_default();
-        let flushed = match job.status {
-            JobStatus::Succeeded => std::fs::metadata(&sink_file).map_or(0, |m| m.len()),
-            _ => 0,
-        };
+        // Whatever the job's end, its sink file is final: followers may read all of it.
+        let flushed = std::fs::metadata(&sink_file).map_or(0, |m| m.len());
         if job.logs_left {
             leftovers.push(job.id.clone());
         }

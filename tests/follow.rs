@@ -1,0 +1,283 @@
+//! Following a job's output (`submit --follow`, `follow ID`) across a leader restart (issue 11
+//! item 4): the follower reconnects and carries on from the byte it had reached, printing every
+//! line of the sink file exactly once; and the output stream's `?offset=`.
+
+mod common;
+use common::*;
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One GET to the leader with the cluster secret; returns the status code and the body
+/// (de-chunked).
+fn get(c: &Cluster, path: &str) -> (u16, Vec<u8>) {
+    let addr = c.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        c.token
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = raw[split + 4..].to_vec();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(&body)
+    } else {
+        body
+    };
+    (status, body)
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+        let size = std::str::from_utf8(&b[..eol]).unwrap();
+        let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+}
+
+/// The events of an NDJSON output stream: the data, concatenated, and the final record.
+fn events(body: &[u8]) -> (String, Option<serde_json::Value>) {
+    let mut data = String::new();
+    let mut end = None;
+    for line in String::from_utf8(body.to_vec()).unwrap().lines() {
+        let ev: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(end.is_none(), "an event after the end: {line}");
+        if let Some(d) = ev.get("data") {
+            data.push_str(d.as_str().unwrap());
+        } else {
+            end = Some(ev["end"].clone());
+        }
+    }
+    (data, end)
+}
+
+/// Fails naming the first line printed twice, if any.
+fn assert_no_line_twice(text: &str) {
+    let mut seen = HashSet::new();
+    for l in text.lines() {
+        assert!(seen.insert(l), "line printed twice: {l:?}");
+    }
+}
+
+/// Fails with a short summary (not the whole output) when the follower's output is not the
+/// sink file.
+fn assert_same_text(what: &str, got: &str, want: &str) {
+    if got != want {
+        let at = got
+            .bytes()
+            .zip(want.bytes())
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: {} bytes ({} lines) printed, the sink file has {} bytes ({} lines); they \
+             differ from byte {at}: printed {:?}…, file {:?}…",
+            got.len(),
+            got.lines().count(),
+            want.len(),
+            want.lines().count(),
+            &got[at..(at + 80).min(got.len())],
+            &want[at..(at + 80).min(want.len())],
+        );
+    }
+}
+
+/// A child process killed when the test ends, even by a panic (a follower left behind would
+/// go on reconnecting for minutes).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The id of the only job of the cluster, once it is listed.
+fn only_job(c: &Cluster) -> String {
+    wait_for("the job to be listed", Duration::from_secs(20), || {
+        let jobs = c.json(&["jobs", "--json"]);
+        Some(jobs.as_array()?.first()?["id"].as_str()?.to_string())
+    })
+}
+
+#[test]
+fn submit_follow_survives_a_leader_sigkill_and_restart() {
+    let mut c = Cluster::start(2, 5.0);
+    let signs = Signs::generate(800, 21);
+    signs.write(&c.dir.path().join("signs.csv"));
+    c.ok(&["put", "signs.csv", "signs.csv"]);
+    // Every data row reaches the sink, about 100 a second: the job runs for 8 s, so the
+    // leader dies while it runs (whether the new leader carries it on or records it failed).
+    let toml = job_toml(
+        "follow",
+        "signs.csv",
+        "out/follow.txt",
+        100.0,
+        "exactly-once",
+        &[(2, "filter", &["-88."]), (2, "identity", &[])],
+    );
+    c.file("follow.toml", &toml);
+    let log = c.dir.path().join("follower.log");
+    let mut follower = KillOnDrop(
+        c.cmd(&["submit", "follow.toml", "--follow"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let printed = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let reader = {
+        let printed = printed.clone();
+        let mut stdout = follower.0.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => printed.lock().unwrap().extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+    };
+    let lines_printed = || {
+        printed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+    };
+    let id = only_job(&c);
+    wait_for(
+        "the follower to print some lines",
+        Duration::from_secs(60),
+        || (lines_printed() >= 20).then_some(()),
+    );
+    let before = lines_printed();
+
+    c.restart_leader();
+
+    let status = wait_for(
+        "the follower to end after the restart",
+        Duration::from_secs(180),
+        || follower.0.try_wait().unwrap(),
+    );
+    reader.join().unwrap();
+    let job = c.wait_job(&id, Duration::from_secs(120));
+    let followed = std::fs::read_to_string(&log).unwrap();
+    let out = String::from_utf8(printed.lock().unwrap().clone()).unwrap();
+    println!(
+        "job {id} ended {}; the follower printed {before} lines before the restart, {} in all \
+         and exited {status}",
+        job["status"],
+        out.lines().count()
+    );
+    assert!(
+        followed.contains("reconnecting"),
+        "the follower did not reconnect: {followed}"
+    );
+    // Every row is a distinct line (its OBJECTID), so a line seen twice was printed twice.
+    assert_no_line_twice(&out);
+    let file = c.store_file("out/follow.txt");
+    assert_same_text("the follower's stdout", &out, &file);
+    if job["status"] == "succeeded" {
+        let mut rows: Vec<String> = signs.rows.iter().map(|r| csv_line(r)).collect();
+        rows.sort();
+        assert_same("the job carried on", &sorted_lines(&file), &rows);
+    }
+    let want = if job["status"] == "succeeded" { 0 } else { 1 };
+    assert_eq!(
+        status.code(),
+        Some(want),
+        "the job ended {job}; the follower said: {followed}"
+    );
+}
+
+#[test]
+fn follow_prints_a_finished_jobs_output_once_and_the_stream_checks_its_offset() {
+    let c = Cluster::start(1, 5.0);
+    let signs = Signs::generate(400, 5);
+    signs.write(&c.dir.path().join("signs.csv"));
+    c.ok(&["put", "signs.csv", "signs.csv"]);
+    let toml = job_toml(
+        "done",
+        "signs.csv",
+        "out/done.txt",
+        0.0,
+        "exactly-once",
+        &[(1, "identity", &[])],
+    );
+    c.file("done.toml", &toml);
+    let id = c.submit("done.toml");
+    let job = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let file = c.store_file("out/done.txt");
+    assert_eq!(file.lines().count(), 401);
+
+    // `follow ID` prints the whole output once, then the final status on stderr.
+    let out = c.run(&["follow", &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "follow failed: {err}");
+    assert!(err.contains("succeeded"), "{err}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_no_line_twice(&printed);
+    assert_same_text("follow's stdout", &printed, &file);
+
+    // An unknown job is an error at once, not a reconnect loop.
+    let out = c.run(&["follow", "job-999999-ffffff"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no job job-999999-ffffff"), "{err}");
+
+    // The stream from a line: the rest of the file, then the end.
+    let output = format!("/api/jobs/{id}/output");
+    let first = file.find('\n').unwrap() + 1;
+    let (status, body) = get(&c, &format!("{output}?offset={first}"));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (data, end) = events(&body);
+    assert_same_text("the stream from the second line", &data, &file[first..]);
+    assert_eq!(end.expect("a final event")["status"], "succeeded");
+    // From the end: only the final status.
+    let (status, body) = get(&c, &format!("{output}?offset={}", file.len()));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (data, end) = events(&body);
+    assert_eq!(data, "");
+    assert!(end.is_some());
+
+    // Offsets the stream refuses, each with a JSON error saying why.
+    let refused = |query: String, why: &str| {
+        let (status, body) = get(&c, &format!("{output}?{query}"));
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "?{query}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(why), "?{query}: {msg}");
+    };
+    refused(format!("offset={}", file.len() + 1), "beyond the output");
+    refused("offset=abc".into(), "not \"abc\"");
+    refused("offset=-1".into(), "byte count");
+    refused("offset=1".into(), "not at the start of a line");
+}
