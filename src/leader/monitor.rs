@@ -3,40 +3,15 @@
 //! progress (stopping it), and drops ended jobs past retention. It only records failures; each
 //! job's driver decides how to recover.
 
-use super::state::{self, lock, JobEvent};
+use super::state::lock;
 use super::Leader;
-use crate::model::ids::{JobId, TaskKey};
+use crate::model::ids::JobId;
 use crate::protocol::control::{Command, TaskState, WorkerState};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
-
-/// Records a task attempt as failed and returns the event for its job's driver (if the job
-/// still runs).
-fn fail_task(
-    st: &mut state::State,
-    key: TaskKey,
-    attempt: u32,
-    cause: String,
-) -> Option<(mpsc::Sender<JobEvent>, JobEvent)> {
-    if let Some(t) = st.tasks.get_mut(&key) {
-        t.state = TaskState::Failed;
-        t.error = Some(cause.clone());
-    }
-    let tx = st.jobs.get(&key.job).and_then(|j| j.events.clone())?;
-    Some((
-        tx,
-        JobEvent::TaskEnded {
-            key,
-            attempt,
-            state: TaskState::Failed,
-            error: Some(cause),
-        },
-    ))
-}
 
 /// Declares workers dead after the heartbeat timeout, fails their tasks (the drivers decide on
 /// recovery), and drops ended jobs past retention.
@@ -77,12 +52,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                     .map(|(k, t)| (k.clone(), t.attempt))
                     .collect();
                 for (key, attempt) in lost {
-                    to_send.extend(fail_task(
-                        &mut st,
-                        key,
-                        attempt,
-                        format!("worker {id} lost"),
-                    ));
+                    to_send.extend(st.fail_task(key, attempt, format!("worker {id} lost")));
                 }
             }
             let stall = leader.cfg.stall_timeout;
@@ -120,7 +90,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                         attempt,
                     },
                 );
-                to_send.extend(fail_task(&mut st, key, attempt, cause));
+                to_send.extend(st.fail_task(key, attempt, cause));
             }
             let retention = leader.cfg.retention;
             let expired: Vec<_> = st

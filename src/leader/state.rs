@@ -287,6 +287,69 @@ impl State {
         self.workers.insert(id, rec);
     }
 
+    /// Applies a worker's report about one of its attempts: counters, pid (only an executable
+    /// operator's), state and error, if it is the current attempt of a task placed on that
+    /// worker and not already ended. Returns the event for the job's driver when the report
+    /// says the attempt ended.
+    pub fn take_report(
+        &mut self,
+        worker: &WorkerId,
+        r: crate::protocol::control::TaskReport,
+    ) -> Option<(mpsc::Sender<JobEvent>, JobEvent)> {
+        let pid = reported_pid(&self.jobs, &r.key, r.pid);
+        let t = self.tasks.get_mut(&r.key)?;
+        if t.attempt != r.attempt || t.worker != *worker || t.state.is_terminal() {
+            return None;
+        }
+        t.tuples_in = r.tuples_in;
+        t.tuples_out = r.tuples_out;
+        t.pid = pid.or(t.pid);
+        t.state = r.state;
+        if r.error.is_some() {
+            t.error = r.error.clone();
+        }
+        if !r.state.is_terminal() {
+            return None;
+        }
+        if r.state == TaskState::Finished {
+            t.rate = 0.0;
+        }
+        let tx = self.jobs.get(&r.key.job).and_then(|j| j.events.clone())?;
+        Some((
+            tx,
+            JobEvent::TaskEnded {
+                key: r.key,
+                attempt: r.attempt,
+                state: r.state,
+                error: r.error,
+            },
+        ))
+    }
+
+    /// Records a task attempt as failed and returns the event for its job's driver (if the
+    /// job still runs).
+    pub fn fail_task(
+        &mut self,
+        key: TaskKey,
+        attempt: u32,
+        cause: String,
+    ) -> Option<(mpsc::Sender<JobEvent>, JobEvent)> {
+        if let Some(t) = self.tasks.get_mut(&key) {
+            t.state = TaskState::Failed;
+            t.error = Some(cause.clone());
+        }
+        let tx = self.jobs.get(&key.job).and_then(|j| j.events.clone())?;
+        Some((
+            tx,
+            JobEvent::TaskEnded {
+                key,
+                attempt,
+                state: TaskState::Failed,
+                error: Some(cause),
+            },
+        ))
+    }
+
     /// Queues a command for a worker and wakes its poll.
     pub fn command(&mut self, worker: &WorkerId, cmd: Command) {
         if let Some(w) = self.workers.get_mut(worker) {

@@ -155,33 +155,10 @@ fn adopt(
             continue;
         }
         seen.insert(r.key.clone());
-        let events = st.jobs.get(&r.key.job).and_then(|j| j.events.clone());
-        let Some(t) = st.tasks.get_mut(&r.key) else {
-            continue;
-        };
-        if t.state.is_terminal() {
-            continue;
-        }
-        t.tuples_in = t.tuples_in.max(r.tuples_in);
-        t.tuples_out = t.tuples_out.max(r.tuples_out);
-        t.pid = r.pid.or(t.pid);
-        t.state = r.state;
-        t.progressed = Instant::now();
-        if r.error.is_some() {
-            t.error = r.error.clone();
-        }
-        if r.state.is_terminal() {
-            if let Some(tx) = events {
-                to_send.push((
-                    tx,
-                    JobEvent::TaskEnded {
-                        key: r.key,
-                        attempt: r.attempt,
-                        state: r.state,
-                        error: r.error,
-                    },
-                ));
-            }
+        let key = r.key.clone();
+        to_send.extend(st.take_report(id, r));
+        if let Some(t) = st.tasks.get_mut(&key) {
+            t.progressed = Instant::now();
         }
     }
     let lost: Vec<(crate::model::ids::TaskKey, u32)> = st
@@ -192,21 +169,7 @@ fn adopt(
         .collect();
     for (key, attempt) in lost {
         let cause = "the task was gone when its worker rejoined the leader".to_string();
-        if let Some(t) = st.tasks.get_mut(&key) {
-            t.state = TaskState::Failed;
-            t.error = Some(cause.clone());
-        }
-        if let Some(tx) = st.jobs.get(&key.job).and_then(|j| j.events.clone()) {
-            to_send.push((
-                tx,
-                JobEvent::TaskEnded {
-                    key,
-                    attempt,
-                    state: TaskState::Failed,
-                    error: Some(cause),
-                },
-            ));
-        }
+        to_send.extend(st.fail_task(key, attempt, cause));
     }
     let jobs: std::collections::BTreeSet<crate::model::ids::JobId> = st
         .tasks
@@ -296,36 +259,7 @@ pub(super) async fn events(
             _ => return Json(Known { known: false }).into_response(),
         }
         for r in ev.reports {
-            let pid = reported_pid(&st.jobs, &r.key, r.pid);
-            let Some(t) = st.tasks.get_mut(&r.key) else {
-                continue;
-            };
-            if t.attempt != r.attempt || t.worker != ev.worker_id || t.state.is_terminal() {
-                continue;
-            }
-            t.tuples_in = r.tuples_in;
-            t.tuples_out = r.tuples_out;
-            t.pid = pid.or(t.pid);
-            t.state = r.state;
-            if r.error.is_some() {
-                t.error = r.error.clone();
-            }
-            if r.state.is_terminal() {
-                if r.state == TaskState::Finished {
-                    t.rate = 0.0;
-                }
-                if let Some(tx) = st.jobs.get(&r.key.job).and_then(|j| j.events.clone()) {
-                    to_send.push((
-                        tx,
-                        JobEvent::TaskEnded {
-                            key: r.key,
-                            attempt: r.attempt,
-                            state: r.state,
-                            error: r.error,
-                        },
-                    ));
-                }
-            }
+            to_send.extend(st.take_report(&ev.worker_id, r));
         }
     }
     for (tx, e) in to_send {
