@@ -150,11 +150,7 @@ async fn drain_to_finished(
         }
     }
     if !eos_acked {
-        if let Some(done) = &spec.done {
-            if done.try_send(spec.to.index).is_err() {
-                debug!(job = %spec.job, to = %spec.to, "nobody waits for this link's end");
-            }
-        }
+        notify_done(spec);
     }
     LinkEnd::Done
 }
@@ -342,6 +338,15 @@ pub async fn run_link(
     }
 }
 
+/// Tells whoever waits for this link's end (the source) that it was delivered.
+fn notify_done(spec: &LinkSpec) {
+    if let Some(done) = &spec.done {
+        if done.try_send(spec.to.index).is_err() {
+            debug!(job = %spec.job, to = %spec.to, "nobody waits for this link's end");
+        }
+    }
+}
+
 /// Applies a cumulative ack; true when it completes a link that does not linger.
 fn take_ack(
     spec: &LinkSpec,
@@ -355,11 +360,7 @@ fn take_ack(
     window.peer_ended |= eos;
     if window.peer_ended && eos_sent && window.acked >= next_seq - 1 && !*eos_acked {
         *eos_acked = true;
-        if let Some(done) = &spec.done {
-            if done.try_send(spec.to.index).is_err() {
-                debug!(job = %spec.job, to = %spec.to, "nobody waits for this link's end");
-            }
-        }
+        notify_done(spec);
         return !spec.linger;
     }
     false
