@@ -5,7 +5,8 @@
 //! leader on the same data dir are loaded here too.
 
 use super::driver::{local_file, sink_commit_path, Outcome};
-use super::state::{lock, JobRec};
+use super::job::JobRec;
+use super::state::lock;
 use super::Leader;
 use crate::model::backoff::Backoff;
 use crate::model::ids::{JobId, WorkerId};

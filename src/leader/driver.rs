@@ -3,13 +3,15 @@
 //! succeeds only when the sink has every end of stream and its file is durable. Whatever the
 //! outcome, cleanup stops every task of the job and the record keeps its final status.
 //!
-//! Where tasks go and what each attempt is told: `placement.rs`; what a failure triggers:
-//! `recovery.rs`; the end: `cleanup.rs`.
+//! Where tasks go and what each attempt is told: `placement.rs`; the loop that reacts to task
+//! ends until the outcome is known: `outcome.rs`; what a failure triggers: `recovery.rs`; the
+//! end: `cleanup.rs`.
 
 use super::cleanup::cleanup;
+use super::job::JobEvent;
 use super::persist::{PlacedTask, RunState};
-use super::placement::{assignment, recovery, Placement, Recovery};
-use super::state::{lock, JobEvent, TaskRec};
+use super::placement::{assignment, Placement};
+use super::state::{lock, TaskRec};
 use super::Leader;
 use crate::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
 use crate::model::partition::{partition_into, tasks_of};
@@ -19,7 +21,6 @@ use crate::runtime::sink::{run_sink, CommitTarget, SinkProgress, SinkSpec, SinkT
 use crate::runtime::source::{run_source, SourceSpec};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -166,26 +167,12 @@ impl JobRun {
                 if let Some(rec) = st.workers.get(&w) {
                     self.routes.insert(pos, rec.data_addr.clone(), 0);
                 }
-                let now = Instant::now();
                 st.tasks.insert(
                     TaskKey {
                         job: self.id.clone(),
                         pos,
                     },
-                    TaskRec {
-                        worker: w,
-                        attempt: 0,
-                        pid: None,
-                        state: TaskState::Starting,
-                        tuples_in: 0,
-                        tuples_out: 0,
-                        rate: 0.0,
-                        sampled: now,
-                        error: None,
-                        operator: self.spec.stages[stage as usize - 1].operator.describe(),
-                        progressed: now,
-                        queued: 0,
-                    },
+                    TaskRec::placed(w, 0, TaskState::Starting, &self.spec, stage),
                 );
             }
         }
@@ -239,7 +226,6 @@ impl JobRun {
             state.version,
             state.tasks.iter().map(|t| (t.pos, t.dest.clone())),
         );
-        let now = Instant::now();
         let mut st = lock(&self.leader.state);
         for t in &state.tasks {
             if t.pos.stage == 0 || t.pos.stage > k {
@@ -256,26 +242,17 @@ impl JobRun {
                     job: self.id.clone(),
                     pos: t.pos,
                 },
-                TaskRec {
+                TaskRec::placed(
                     worker,
-                    attempt: t.dest.attempt,
-                    pid: None,
-                    state: if t.dest.finished {
+                    t.dest.attempt,
+                    if t.dest.finished {
                         TaskState::Finished
                     } else {
                         TaskState::Starting
                     },
-                    tuples_in: 0,
-                    tuples_out: 0,
-                    rate: 0.0,
-                    sampled: now,
-                    error: None,
-                    operator: self.spec.stages[t.pos.stage as usize - 1]
-                        .operator
-                        .describe(),
-                    progressed: now,
-                    queued: 0,
-                },
+                    &self.spec,
+                    t.pos.stage,
+                ),
             );
         }
         self.adopt_deadline = Some(tokio::time::Instant::now() + self.leader.cfg.heartbeat_timeout);
@@ -290,7 +267,7 @@ impl JobRun {
     }
 
     /// Tasks of a resumed job whose worker has not rejoined in time fail (and are recovered).
-    fn unadopted(&self) -> Vec<(TaskKey, u32)> {
+    pub(super) fn unadopted(&self) -> Vec<(TaskKey, u32)> {
         let st = lock(&self.leader.state);
         st.tasks
             .iter()
@@ -406,134 +383,6 @@ impl JobRun {
         while let Some(r) = self.parts.join_next().await {
             if let Err(e) = r {
                 warn!(job = %self.id, error = %e, "source/sink task panicked");
-            }
-        }
-    }
-
-    async fn watch(&mut self, events: &mut mpsc::Receiver<JobEvent>) -> Outcome {
-        let mut sink_done = false;
-        let mut drain_deadline: Option<tokio::time::Instant> = None;
-        // Failures the driver finds itself (tasks of a resumed job nobody brought back).
-        let mut found: std::collections::VecDeque<JobEvent> = Default::default();
-        loop {
-            if sink_done {
-                let all_finished = lock(&self.leader.state)
-                    .tasks
-                    .iter()
-                    .filter(|(k, _)| k.job == self.id)
-                    .all(|(_, t)| t.state == TaskState::Finished);
-                if all_finished {
-                    return Outcome::Succeeded;
-                }
-            }
-            let ev = match found.pop_front() {
-                Some(ev) => ev,
-                None => {
-                    let deadline = async {
-                        match drain_deadline {
-                            Some(d) => tokio::time::sleep_until(d).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    let adopt = async {
-                        match self.adopt_deadline {
-                            Some(d) => tokio::time::sleep_until(d).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        biased;
-                        _ = self.cancel.cancelled() => return Outcome::Cancelled,
-                        _ = deadline => {
-                            // Every tuple is durable in the sink; a task that has not reported its end
-                            // is stopped by cleanup. The output is complete, so the job succeeded.
-                            warn!(job = %self.id, "some tasks did not report their end after the sink completed");
-                            return Outcome::Succeeded;
-                        }
-                        _ = adopt => {
-                            self.adopt_deadline = None;
-                            for (key, attempt) in self.unadopted() {
-                                found.push_back(JobEvent::TaskEnded {
-                                    key,
-                                    attempt,
-                                    state: TaskState::Failed,
-                                    error: Some("its worker did not rejoin the restarted leader".into()),
-                                });
-                            }
-                            continue;
-                        }
-                        Some(part) = self.parts.join_next(), if !self.parts.is_empty() => {
-                            match part {
-                                Ok(Part::Sink(Ok(()))) => {
-                                    sink_done = true;
-                                    drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
-                                }
-                                _ if self.cancel.is_cancelled() => return Outcome::Cancelled,
-                                Ok(Part::Sink(Err(e))) => return Outcome::Failed(format!("sink: {e}")),
-                                Ok(Part::Source(Ok(()))) => info!(job = %self.id, "source finished"),
-                                Ok(Part::Source(Err(e))) => return Outcome::Failed(format!("source: {e}")),
-                                Err(e) => return Outcome::Failed(format!("source/sink task panicked: {e}")),
-                            }
-                            continue;
-                        }
-                        Some(ev) = events.recv() => ev,
-                    }
-                }
-            };
-            let JobEvent::TaskEnded {
-                key,
-                attempt,
-                state,
-                error,
-            } = ev;
-            if state == TaskState::Finished {
-                if let Err(e) = self.task_finished(&key, attempt).await {
-                    return Outcome::Failed(e);
-                }
-                continue;
-            }
-            let current = lock(&self.leader.state).tasks.get(&key).map(|t| t.attempt);
-            if current != Some(attempt) {
-                continue; // a stale attempt (an earlier epoch's, stopped on purpose)
-            }
-            let cause = error.unwrap_or_else(|| {
-                format!(
-                    "task {}",
-                    if state == TaskState::Cancelled {
-                        "stopped"
-                    } else {
-                        "failed"
-                    }
-                )
-            });
-            warn!(job = %self.id, task = %key.pos, attempt, %cause, "task failed");
-            {
-                let mut st = lock(&self.leader.state);
-                if let Some(j) = st.jobs.get_mut(&self.id) {
-                    j.failures += 1;
-                }
-            }
-            if attempt >= self.leader.cfg.max_restarts {
-                return Outcome::Failed(format!(
-                    "task {} failed {} times; last cause: {cause}",
-                    key.pos,
-                    attempt + 1
-                ));
-            }
-            let res = match recovery(self.spec.delivery) {
-                Recovery::RestartTask => self.restart_task(&key, attempt).await,
-                Recovery::RestartEpoch => {
-                    sink_done = false;
-                    drain_deadline = None;
-                    self.restart_epoch().await
-                }
-                Recovery::Fail => Err(format!(
-                    "task {} failed ({cause}); at-most-once never re-runs work, so the job ends with the output written so far",
-                    key.pos
-                )),
-            };
-            if let Err(e) = res {
-                return Outcome::Failed(e);
             }
         }
     }

@@ -2,19 +2,13 @@
 //! never held across `.await` or I/O — every user copies what it needs out and releases it.
 //! Resource accounting (which worker runs what) is derived from task records, never kept twice.
 
-use crate::leader::persist::StoredJob;
+use super::job::{JobEvent, JobRec};
 use crate::model::ids::{JobId, TaskKey, WorkerId};
-use crate::model::spec::JobSpec;
-use crate::protocol::control::{
-    Command, JobInfo, JobStatus, TaskInfo, TaskState, WorkerInfo, WorkerState,
-};
-use crate::runtime::sink::{LatencyHist, SinkProgress};
+use crate::protocol::control::{Command, TaskState, WorkerState};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, watch, Notify};
-use tokio_util::sync::CancellationToken;
+use std::time::Instant;
+use tokio::sync::{mpsc, Notify};
 
 /// A worker as the leader tracks it.
 pub struct WorkerRec {
@@ -67,63 +61,34 @@ pub struct TaskRec {
     pub queued: u32,
 }
 
-/// Events a job's driver reacts to.
-#[derive(Debug)]
-pub enum JobEvent {
-    /// An attempt reached a terminal state.
-    TaskEnded {
-        /// Which task.
-        key: TaskKey,
-        /// Which attempt.
+impl TaskRec {
+    /// A task just placed (or expected back from its worker): no counters, no pid yet.
+    pub fn placed(
+        worker: WorkerId,
         attempt: u32,
-        /// Final state.
         state: TaskState,
-        /// Cause.
-        error: Option<String>,
-    },
-}
-
-/// A job's record; it outlives the job's tasks (retention), so its final status is always
-/// deliverable.
-pub struct JobRec {
-    /// The spec.
-    pub spec: JobSpec,
-    /// Status.
-    pub status: JobStatus,
-    /// Failure cause.
-    pub error: Option<String>,
-    /// Submission time.
-    pub submitted: SystemTime,
-    /// Start instant.
-    pub started: Instant,
-    /// End instant.
-    pub ended: Option<Instant>,
-    /// Tuples the source emitted.
-    pub source_tuples: Arc<AtomicU64>,
-    /// Lines the sink wrote.
-    pub sink_tuples: Arc<AtomicU64>,
-    /// Latency histogram.
-    pub latency: Arc<Mutex<LatencyHist>>,
-    /// Failures seen.
-    pub failures: u64,
-    /// Restarts done.
-    pub recoveries: u64,
-    /// Driver's event inbox (None once the job ended).
-    pub events: Option<mpsc::Sender<JobEvent>>,
-    /// Cancels the job.
-    pub cancel: CancellationToken,
-    /// Output progress, for followers.
-    pub progress: watch::Receiver<SinkProgress>,
-    /// Local path of the sink file.
-    pub sink_file: std::path::PathBuf,
-    /// End time (wall clock, for the durable record).
-    pub ended_at: Option<SystemTime>,
-    /// The last failure to remove the job's leftovers, while removal is still being retried.
-    pub cleanup_error: Option<String>,
-    /// The job's input logs may still be in the store (see `persist::StoredJob::logs_left`).
-    pub logs_left: bool,
-    /// While running: its durable placement (see `persist::RunState`).
-    pub run: Option<crate::leader::persist::RunState>,
+        spec: &crate::model::spec::JobSpec,
+        stage: u32,
+    ) -> TaskRec {
+        let now = Instant::now();
+        TaskRec {
+            worker,
+            attempt,
+            pid: None,
+            state,
+            tuples_in: 0,
+            tuples_out: 0,
+            rate: 0.0,
+            sampled: now,
+            error: None,
+            operator: spec
+                .stages
+                .get((stage as usize).wrapping_sub(1))
+                .map_or_else(String::new, |s| s.operator.describe()),
+            progressed: now,
+            queued: 0,
+        }
+    }
 }
 
 /// Everything the leader knows.
@@ -140,129 +105,6 @@ pub struct State {
     /// Every worker identity handed out on this data dir (durable), by id: a worker that
     /// lost its leader rejoins under one of these.
     pub known_workers: BTreeMap<WorkerId, String>,
-}
-
-fn ms_since_epoch(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-impl JobRec {
-    /// A job's record as it is submitted: running, nothing counted yet.
-    pub fn new(
-        spec: JobSpec,
-        events: mpsc::Sender<JobEvent>,
-        cancel: CancellationToken,
-        progress: watch::Receiver<SinkProgress>,
-        sink_file: std::path::PathBuf,
-    ) -> JobRec {
-        JobRec {
-            spec,
-            status: JobStatus::Running,
-            error: None,
-            submitted: SystemTime::now(),
-            started: Instant::now(),
-            ended: None,
-            source_tuples: Arc::new(AtomicU64::new(0)),
-            sink_tuples: Arc::new(AtomicU64::new(0)),
-            latency: Arc::default(),
-            failures: 0,
-            recoveries: 0,
-            events: Some(events),
-            cancel,
-            progress,
-            sink_file,
-            ended_at: None,
-            cleanup_error: None,
-            logs_left: true,
-            run: None,
-        }
-    }
-
-    /// The durable record of this job.
-    pub fn stored(&self, id: &JobId) -> StoredJob {
-        StoredJob {
-            id: id.clone(),
-            spec: self.spec.clone(),
-            status: self.status,
-            error: self.error.clone(),
-            source_tuples: self.source_tuples.load(Ordering::Relaxed),
-            sink_tuples: self.sink_tuples.load(Ordering::Relaxed),
-            failures: self.failures,
-            recoveries: self.recoveries,
-            submitted_ms: ms_since_epoch(self.submitted),
-            ended_ms: self.ended_at.map(ms_since_epoch),
-            cleanup_error: self.cleanup_error.clone(),
-            logs_left: self.logs_left,
-            run: self.run.clone(),
-        }
-    }
-
-    /// A job an earlier leader was running, carried on by this one: its counters as recorded,
-    /// its driver resuming from `job.run`.
-    pub fn resumed(
-        job: &StoredJob,
-        events: mpsc::Sender<JobEvent>,
-        cancel: CancellationToken,
-        progress: watch::Receiver<SinkProgress>,
-        sink_file: std::path::PathBuf,
-    ) -> JobRec {
-        let mut rec = JobRec::new(job.spec.clone(), events, cancel, progress, sink_file);
-        rec.submitted = UNIX_EPOCH + std::time::Duration::from_millis(job.submitted_ms);
-        rec.source_tuples
-            .store(job.source_tuples, Ordering::Relaxed);
-        rec.sink_tuples.store(job.sink_tuples, Ordering::Relaxed);
-        rec.failures = job.failures;
-        rec.recoveries = job.recoveries;
-        rec.logs_left = job.logs_left;
-        rec.run = job.run.clone();
-        rec
-    }
-
-    /// A job recorded by an earlier leader, as this one shows it: ended (a job that was
-    /// running is the caller's to mark failed first), nothing to drive, its output complete up
-    /// to `flushed` bytes of `sink_file`.
-    pub fn restored(job: StoredJob, sink_file: std::path::PathBuf, flushed: u64) -> JobRec {
-        let at = |ms: u64| UNIX_EPOCH + std::time::Duration::from_millis(ms);
-        let submitted = at(job.submitted_ms);
-        let ended_at = at(job.ended_ms.unwrap_or(job.submitted_ms));
-        // Instants of the past, as far as this process's clock reaches back.
-        let ago = |t: SystemTime| {
-            let d = SystemTime::now().duration_since(t).unwrap_or_default();
-            Instant::now().checked_sub(d).unwrap_or_else(Instant::now)
-        };
-        let ended = ago(ended_at);
-        let run = ended_at.duration_since(submitted).unwrap_or_default();
-        let started = ended.checked_sub(run).unwrap_or(ended);
-        let (_, progress) = watch::channel(SinkProgress {
-            flushed,
-            finished: true,
-        });
-        let cancel = CancellationToken::new();
-        cancel.cancel();
-        JobRec {
-            spec: job.spec,
-            status: job.status,
-            error: job.error,
-            submitted,
-            started,
-            ended: Some(ended),
-            source_tuples: Arc::new(AtomicU64::new(job.source_tuples)),
-            sink_tuples: Arc::new(AtomicU64::new(job.sink_tuples)),
-            latency: Arc::default(),
-            failures: job.failures,
-            recoveries: job.recoveries,
-            events: None,
-            cancel,
-            progress,
-            sink_file,
-            ended_at: Some(ended_at),
-            cleanup_error: job.cleanup_error,
-            logs_left: job.logs_left,
-            run: None,
-        }
-    }
 }
 
 impl State {
@@ -388,96 +230,6 @@ impl State {
             .filter(|t| &t.worker == worker && !t.state.is_terminal())
             .count() as u32
     }
-
-    /// Public view of a job.
-    pub fn job_info(&self, id: &JobId) -> Option<JobInfo> {
-        let j = self.jobs.get(id)?;
-        let elapsed = j
-            .ended
-            .unwrap_or_else(Instant::now)
-            .duration_since(j.started);
-        Some(JobInfo {
-            id: id.clone(),
-            name: j.spec.name.clone(),
-            status: j.status,
-            error: j.error.clone(),
-            delivery: j.spec.delivery,
-            stages: j
-                .spec
-                .stages
-                .iter()
-                .map(|s| format!("{}×{}", s.tasks, s.operator.describe()))
-                .collect(),
-            sink: j.spec.sink_path.clone(),
-            source_tuples: j.source_tuples.load(Ordering::Relaxed),
-            sink_tuples: j.sink_tuples.load(Ordering::Relaxed),
-            failures: j.failures,
-            recoveries: j.recoveries,
-            submitted_ms: ms_since_epoch(j.submitted),
-            elapsed_ms: elapsed.as_millis() as u64,
-            latency_ms: j
-                .latency
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .summary(),
-            cleanup_error: j.cleanup_error.clone(),
-        })
-    }
-
-    /// Public view of all jobs, oldest first.
-    pub fn jobs_info(&self) -> Vec<JobInfo> {
-        let mut v: Vec<JobInfo> = self
-            .jobs
-            .keys()
-            .filter_map(|id| self.job_info(id))
-            .collect();
-        v.sort_by_key(|j| (j.submitted_ms, j.id.0.len(), j.id.0.clone()));
-        v
-    }
-
-    /// Public view of tasks.
-    pub fn tasks_info(&self) -> Vec<TaskInfo> {
-        let mut v: Vec<TaskInfo> = self
-            .tasks
-            .iter()
-            .map(|(k, t)| TaskInfo {
-                job: k.job.clone(),
-                stage: k.pos.stage,
-                task: k.pos.index,
-                worker: t.worker.clone(),
-                pid: t.pid,
-                state: t.state,
-                attempt: t.attempt,
-                restarts: t.attempt,
-                tuples_in: t.tuples_in,
-                tuples_out: t.tuples_out,
-                input_rate: (t.rate * 10.0).round() / 10.0,
-                operator: t.operator.clone(),
-                error: t.error.clone(),
-            })
-            .collect();
-        v.sort_by_key(|t| (t.job.0.len(), t.job.0.clone(), t.stage, t.task));
-        v
-    }
-
-    /// Public view of workers.
-    pub fn workers_info(&self) -> Vec<WorkerInfo> {
-        let now = Instant::now();
-        let mut v: Vec<WorkerInfo> = self
-            .workers
-            .iter()
-            .map(|(id, w)| WorkerInfo {
-                id: id.clone(),
-                address: w.data_addr.clone(),
-                state: w.state,
-                last_heartbeat_s: (now.duration_since(w.last_seen).as_secs_f64() * 10.0).round()
-                    / 10.0,
-                running_tasks: self.running_on(id),
-            })
-            .collect();
-        v.sort_by_key(|w| (w.id.0.len(), w.id.0.clone()));
-        v
-    }
 }
 
 /// A pid a worker reports for a task, if it can be an operator process: the task runs an
@@ -510,7 +262,10 @@ pub fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, State> {
 mod tests {
     use super::*;
     use crate::model::ids::TaskPos;
-    use crate::model::spec::{Delivery, OperatorSpec, PathMode, StageSpec};
+    use crate::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
+    use crate::runtime::sink::SinkProgress;
+    use tokio::sync::watch;
+    use tokio_util::sync::CancellationToken;
 
     fn jobs() -> BTreeMap<JobId, JobRec> {
         let stage = |operator| StageSpec { tasks: 1, operator };

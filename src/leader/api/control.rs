@@ -2,7 +2,8 @@
 //! long-poll through which a worker receives its numbered commands.
 
 use super::{bearer, error, Shared};
-use crate::leader::state::{lock, reported_pid, JobEvent};
+use crate::leader::job::JobEvent;
+use crate::leader::state::{lock, reported_pid};
 use crate::leader::Leader;
 use crate::model::ids::WorkerId;
 use crate::protocol::auth::{eq_ct, random_hex};

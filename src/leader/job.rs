@@ -1,0 +1,197 @@
+//! A job's record in the leader's state: its spec, status, counters and the handles its
+//! driver and followers use. It outlives the job's tasks (retention) and is built three ways:
+//! submitted, resumed after a leader restart, or restored as an ended job.
+
+use super::persist::StoredJob;
+use crate::model::ids::{JobId, TaskKey};
+use crate::model::spec::JobSpec;
+use crate::protocol::control::{JobStatus, TaskState};
+use crate::runtime::sink::{LatencyHist, SinkProgress};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Milliseconds since the Unix epoch (0 for a time before it): how records keep wall times.
+pub fn ms_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Events a job's driver reacts to.
+#[derive(Debug)]
+pub enum JobEvent {
+    /// An attempt reached a terminal state.
+    TaskEnded {
+        /// Which task.
+        key: TaskKey,
+        /// Which attempt.
+        attempt: u32,
+        /// Final state.
+        state: TaskState,
+        /// Cause.
+        error: Option<String>,
+    },
+}
+
+/// A job's record; it outlives the job's tasks (retention), so its final status is always
+/// deliverable.
+pub struct JobRec {
+    /// The spec.
+    pub spec: JobSpec,
+    /// Status.
+    pub status: JobStatus,
+    /// Failure cause.
+    pub error: Option<String>,
+    /// Submission time.
+    pub submitted: SystemTime,
+    /// Start instant.
+    pub started: Instant,
+    /// End instant.
+    pub ended: Option<Instant>,
+    /// Tuples the source emitted.
+    pub source_tuples: Arc<AtomicU64>,
+    /// Lines the sink wrote.
+    pub sink_tuples: Arc<AtomicU64>,
+    /// Latency histogram.
+    pub latency: Arc<Mutex<LatencyHist>>,
+    /// Failures seen.
+    pub failures: u64,
+    /// Restarts done.
+    pub recoveries: u64,
+    /// Driver's event inbox (None once the job ended).
+    pub events: Option<mpsc::Sender<JobEvent>>,
+    /// Cancels the job.
+    pub cancel: CancellationToken,
+    /// Output progress, for followers.
+    pub progress: watch::Receiver<SinkProgress>,
+    /// Local path of the sink file.
+    pub sink_file: std::path::PathBuf,
+    /// End time (wall clock, for the durable record).
+    pub ended_at: Option<SystemTime>,
+    /// The last failure to remove the job's leftovers, while removal is still being retried.
+    pub cleanup_error: Option<String>,
+    /// The job's input logs may still be in the store (see `persist::StoredJob::logs_left`).
+    pub logs_left: bool,
+    /// While running: its durable placement (see `persist::RunState`).
+    pub run: Option<crate::leader::persist::RunState>,
+}
+
+impl JobRec {
+    /// A job's record as it is submitted: running, nothing counted yet.
+    pub fn new(
+        spec: JobSpec,
+        events: mpsc::Sender<JobEvent>,
+        cancel: CancellationToken,
+        progress: watch::Receiver<SinkProgress>,
+        sink_file: std::path::PathBuf,
+    ) -> JobRec {
+        JobRec {
+            spec,
+            status: JobStatus::Running,
+            error: None,
+            submitted: SystemTime::now(),
+            started: Instant::now(),
+            ended: None,
+            source_tuples: Arc::new(AtomicU64::new(0)),
+            sink_tuples: Arc::new(AtomicU64::new(0)),
+            latency: Arc::default(),
+            failures: 0,
+            recoveries: 0,
+            events: Some(events),
+            cancel,
+            progress,
+            sink_file,
+            ended_at: None,
+            cleanup_error: None,
+            logs_left: true,
+            run: None,
+        }
+    }
+
+    /// The durable record of this job.
+    pub fn stored(&self, id: &JobId) -> StoredJob {
+        StoredJob {
+            id: id.clone(),
+            spec: self.spec.clone(),
+            status: self.status,
+            error: self.error.clone(),
+            source_tuples: self.source_tuples.load(Ordering::Relaxed),
+            sink_tuples: self.sink_tuples.load(Ordering::Relaxed),
+            failures: self.failures,
+            recoveries: self.recoveries,
+            submitted_ms: ms_since_epoch(self.submitted),
+            ended_ms: self.ended_at.map(ms_since_epoch),
+            cleanup_error: self.cleanup_error.clone(),
+            logs_left: self.logs_left,
+            run: self.run.clone(),
+        }
+    }
+
+    /// A job an earlier leader was running, carried on by this one: its counters as recorded,
+    /// its driver resuming from `job.run`.
+    pub fn resumed(
+        job: &StoredJob,
+        events: mpsc::Sender<JobEvent>,
+        cancel: CancellationToken,
+        progress: watch::Receiver<SinkProgress>,
+        sink_file: std::path::PathBuf,
+    ) -> JobRec {
+        let mut rec = JobRec::new(job.spec.clone(), events, cancel, progress, sink_file);
+        rec.submitted = UNIX_EPOCH + std::time::Duration::from_millis(job.submitted_ms);
+        rec.source_tuples
+            .store(job.source_tuples, Ordering::Relaxed);
+        rec.sink_tuples.store(job.sink_tuples, Ordering::Relaxed);
+        rec.failures = job.failures;
+        rec.recoveries = job.recoveries;
+        rec.logs_left = job.logs_left;
+        rec.run = job.run.clone();
+        rec
+    }
+
+    /// A job recorded by an earlier leader, as this one shows it: ended (a job that was
+    /// running is the caller's to mark failed first), nothing to drive, its output complete up
+    /// to `flushed` bytes of `sink_file`.
+    pub fn restored(job: StoredJob, sink_file: std::path::PathBuf, flushed: u64) -> JobRec {
+        let at = |ms: u64| UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let submitted = at(job.submitted_ms);
+        let ended_at = at(job.ended_ms.unwrap_or(job.submitted_ms));
+        // Instants of the past, as far as this process's clock reaches back.
+        let ago = |t: SystemTime| {
+            let d = SystemTime::now().duration_since(t).unwrap_or_default();
+            Instant::now().checked_sub(d).unwrap_or_else(Instant::now)
+        };
+        let ended = ago(ended_at);
+        let run = ended_at.duration_since(submitted).unwrap_or_default();
+        let started = ended.checked_sub(run).unwrap_or(ended);
+        let (_, progress) = watch::channel(SinkProgress {
+            flushed,
+            finished: true,
+        });
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        JobRec {
+            spec: job.spec,
+            status: job.status,
+            error: job.error,
+            submitted,
+            started,
+            ended: Some(ended),
+            source_tuples: Arc::new(AtomicU64::new(job.source_tuples)),
+            sink_tuples: Arc::new(AtomicU64::new(job.sink_tuples)),
+            latency: Arc::default(),
+            failures: job.failures,
+            recoveries: job.recoveries,
+            events: None,
+            cancel,
+            progress,
+            sink_file,
+            ended_at: Some(ended_at),
+            cleanup_error: job.cleanup_error,
+            logs_left: job.logs_left,
+            run: None,
+        }
+    }
+}

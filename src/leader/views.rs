@@ -1,0 +1,101 @@
+//! The public views of the leader's state — jobs, tasks and workers as the API, the CLI and
+//! the dashboard show them — built from the records under one short lock.
+
+use super::job::ms_since_epoch;
+use super::state::State;
+use crate::model::ids::JobId;
+use crate::protocol::control::{JobInfo, TaskInfo, WorkerInfo};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+impl State {
+    /// Public view of a job.
+    pub fn job_info(&self, id: &JobId) -> Option<JobInfo> {
+        let j = self.jobs.get(id)?;
+        let elapsed = j
+            .ended
+            .unwrap_or_else(Instant::now)
+            .duration_since(j.started);
+        Some(JobInfo {
+            id: id.clone(),
+            name: j.spec.name.clone(),
+            status: j.status,
+            error: j.error.clone(),
+            delivery: j.spec.delivery,
+            stages: j
+                .spec
+                .stages
+                .iter()
+                .map(|s| format!("{}×{}", s.tasks, s.operator.describe()))
+                .collect(),
+            sink: j.spec.sink_path.clone(),
+            source_tuples: j.source_tuples.load(Ordering::Relaxed),
+            sink_tuples: j.sink_tuples.load(Ordering::Relaxed),
+            failures: j.failures,
+            recoveries: j.recoveries,
+            submitted_ms: ms_since_epoch(j.submitted),
+            elapsed_ms: elapsed.as_millis() as u64,
+            latency_ms: j
+                .latency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .summary(),
+            cleanup_error: j.cleanup_error.clone(),
+        })
+    }
+
+    /// Public view of all jobs, oldest first.
+    pub fn jobs_info(&self) -> Vec<JobInfo> {
+        let mut v: Vec<JobInfo> = self
+            .jobs
+            .keys()
+            .filter_map(|id| self.job_info(id))
+            .collect();
+        v.sort_by_key(|j| (j.submitted_ms, j.id.0.len(), j.id.0.clone()));
+        v
+    }
+
+    /// Public view of tasks.
+    pub fn tasks_info(&self) -> Vec<TaskInfo> {
+        let mut v: Vec<TaskInfo> = self
+            .tasks
+            .iter()
+            .map(|(k, t)| TaskInfo {
+                job: k.job.clone(),
+                stage: k.pos.stage,
+                task: k.pos.index,
+                worker: t.worker.clone(),
+                pid: t.pid,
+                state: t.state,
+                attempt: t.attempt,
+                restarts: t.attempt,
+                tuples_in: t.tuples_in,
+                tuples_out: t.tuples_out,
+                input_rate: (t.rate * 10.0).round() / 10.0,
+                operator: t.operator.clone(),
+                error: t.error.clone(),
+            })
+            .collect();
+        v.sort_by_key(|t| (t.job.0.len(), t.job.0.clone(), t.stage, t.task));
+        v
+    }
+
+    /// Public view of workers.
+    pub fn workers_info(&self) -> Vec<WorkerInfo> {
+        let now = Instant::now();
+        let mut v: Vec<WorkerInfo> = self
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerInfo {
+                id: id.clone(),
+                address: w.data_addr.clone(),
+                state: w.state,
+                last_heartbeat_s: (now.duration_since(w.last_seen).as_secs_f64() * 10.0).round()
+                    / 10.0,
+                running_tasks: self.running_on(id),
+            })
+            .collect();
+        v.sort_by_key(|w| (w.id.0.len(), w.id.0.clone()));
+        v
+    }
+}
