@@ -4,10 +4,7 @@
 
 mod common;
 use common::*;
-use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One GET to the leader with the cluster secret; returns the status code and the body
@@ -74,47 +71,6 @@ fn events(body: &[u8]) -> (String, Option<serde_json::Value>) {
     (data, end)
 }
 
-/// Fails naming the first line printed twice, if any.
-fn assert_no_line_twice(text: &str) {
-    let mut seen = HashSet::new();
-    for l in text.lines() {
-        assert!(seen.insert(l), "line printed twice: {l:?}");
-    }
-}
-
-/// Fails with a short summary (not the whole output) when the follower's output is not the
-/// sink file.
-fn assert_same_text(what: &str, got: &str, want: &str) {
-    if got != want {
-        let at = got
-            .bytes()
-            .zip(want.bytes())
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.len().min(want.len()));
-        panic!(
-            "{what}: {} bytes ({} lines) printed, the sink file has {} bytes ({} lines); they \
-             differ from byte {at}: printed {:?}…, file {:?}…",
-            got.len(),
-            got.lines().count(),
-            want.len(),
-            want.lines().count(),
-            &got[at..(at + 80).min(got.len())],
-            &want[at..(at + 80).min(want.len())],
-        );
-    }
-}
-
-/// A child process killed when the test ends, even by a panic (a follower left behind would
-/// go on reconnecting for minutes).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The id of the only job of the cluster, once it is listed.
 fn only_job(c: &Cluster) -> String {
     wait_for("the job to be listed", Duration::from_secs(20), || {
@@ -140,55 +96,19 @@ fn submit_follow_survives_a_leader_sigkill_and_restart() {
         &[(2, "filter", &["-88."]), (2, "identity", &[])],
     );
     c.file("follow.toml", &toml);
-    let log = c.dir.path().join("follower.log");
-    let mut follower = KillOnDrop(
-        c.cmd(&["submit", "follow.toml", "--follow"])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let printed = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let reader = {
-        let printed = printed.clone();
-        let mut stdout = follower.0.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            loop {
-                match stdout.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => printed.lock().unwrap().extend_from_slice(&buf[..n]),
-                }
-            }
-        })
-    };
-    let lines_printed = || {
-        printed
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count()
-    };
+    let follower = Follower::start(&c, &["submit", "follow.toml", "--follow"], "follower.log");
     let id = only_job(&c);
     wait_for(
         "the follower to print some lines",
         Duration::from_secs(60),
-        || (lines_printed() >= 20).then_some(()),
+        || (follower.lines() >= 20).then_some(()),
     );
-    let before = lines_printed();
+    let before = follower.lines();
 
     c.restart_leader();
 
-    let status = wait_for(
-        "the follower to end after the restart",
-        Duration::from_secs(180),
-        || follower.0.try_wait().unwrap(),
-    );
-    reader.join().unwrap();
+    let (status, out, followed) = follower.finish(Duration::from_secs(180));
     let job = c.wait_job(&id, Duration::from_secs(120));
-    let followed = std::fs::read_to_string(&log).unwrap();
-    let out = String::from_utf8(printed.lock().unwrap().clone()).unwrap();
     println!(
         "job {id} ended {}; the follower printed {before} lines before the restart, {} in all \
          and exited {status}",

@@ -236,6 +236,8 @@ fn an_executable_job_carries_on_through_leader_sigkills_with_exact_output() {
     );
     c.file("carry.toml", &job);
     let id = c.submit("carry.toml");
+    // A follower attached all along must print every output line exactly once.
+    let follower = Follower::start(&c, &["follow", &id], "follower.log");
     let emitted = |c: &Cluster| -> u64 {
         c.json(&["job", &id, "--json"])["source_tuples"]
             .as_u64()
@@ -271,11 +273,21 @@ fn an_executable_job_carries_on_through_leader_sigkills_with_exact_output() {
     c.restart_leader();
     let j = c.wait_job(&id, Duration::from_secs(120));
     assert_eq!(j["status"], "succeeded", "{j}\n{}", c.diagnose());
+    let file = c.store_file("out/carry.txt");
     assert_same(
         "output through four leader restarts",
-        &sorted_lines(&c.store_file("out/carry.txt")),
+        &sorted_lines(&file),
         &signs.app2(),
     );
+    let (status, printed, said) = follower.finish(Duration::from_secs(60));
+    assert!(status.success(), "the follower exited {status}: {said}");
+    assert!(
+        said.contains("reconnecting"),
+        "the follower never reconnected: {said}"
+    );
+    // Each output line is distinct (a key with its running count).
+    assert_no_line_twice(&printed);
+    assert_same_text("the follower's stdout", &printed, &file);
     // The same workers carried the job: nobody registered under a new identity.
     let workers = c.json(&["workers", "--json"]);
     let ids: Vec<&str> = workers

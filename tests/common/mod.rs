@@ -668,3 +668,104 @@ impl Cluster {
         });
     }
 }
+
+/// A client command that streams a job's output (`submit --follow`, `follow ID`), read on a
+/// thread as it prints, its stderr kept in a file. Killed when dropped, even by a panic (a
+/// follower left behind would go on reconnecting for minutes).
+pub struct Follower {
+    child: Child,
+    printed: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    log: PathBuf,
+}
+
+impl Follower {
+    /// Starts `rainstorm ARGS` against the cluster, its stderr in `DIR/<log>`.
+    pub fn start(c: &Cluster, args: &[&str], log: &str) -> Follower {
+        use std::io::Read;
+        let log = c.dir.path().join(log);
+        let mut child = c
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = printed.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => sink.lock().unwrap().extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        Follower {
+            child,
+            printed,
+            reader: Some(reader),
+            log,
+        }
+    }
+
+    /// Lines printed so far.
+    pub fn lines(&self) -> usize {
+        self.printed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+    }
+
+    /// Waits for the command to exit: its status, everything it printed, and its stderr.
+    pub fn finish(mut self, timeout: Duration) -> (std::process::ExitStatus, String, String) {
+        let status = wait_for("the follower to exit", timeout, || {
+            self.child.try_wait().unwrap()
+        });
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        let out = String::from_utf8(self.printed.lock().unwrap().clone()).unwrap();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        (status, out, log)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fails when a line appears twice (for outputs whose lines are all distinct).
+pub fn assert_no_line_twice(text: &str) {
+    let mut seen = std::collections::HashSet::new();
+    for line in text.lines() {
+        assert!(seen.insert(line), "printed twice: {line:?}");
+    }
+}
+
+/// Fails unless two texts are byte for byte the same, showing where they part.
+pub fn assert_same_text(what: &str, got: &str, want: &str) {
+    if got == want {
+        return;
+    }
+    let at = got
+        .bytes()
+        .zip(want.bytes())
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: {} bytes / {} lines, want {} bytes / {} lines; they part at byte {at}: {:?} vs {:?}",
+        got.len(),
+        got.lines().count(),
+        want.len(),
+        want.lines().count(),
+        &got[at..(at + 80).min(got.len())],
+        &want[at..(at + 80).min(want.len())],
+    );
+}
