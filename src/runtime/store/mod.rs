@@ -14,6 +14,7 @@
 mod http;
 mod memory;
 mod object;
+mod ranged;
 mod s3;
 
 pub use memory::MemStore;

@@ -4,10 +4,11 @@
 //! is that a local store knows its root directory (local paths for `rainstorm run`, plain file
 //! reads for sources).
 
+use super::ranged::{ranged_reader, RANGE_BYTES};
 use super::{io_err, upload_broke};
 use super::{ObjectMeta, ObjectReader, StoreError};
 use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -129,7 +130,7 @@ impl Objects {
         Ok(m.size)
     }
 
-    /// A local file is read directly; an S3 object as a streamed GET.
+    /// A local file is read directly; an S3 object in ranged GETs (`ranged.rs`).
     pub(super) async fn open(&self, clean: &str) -> Result<ObjectReader, StoreError> {
         if let Some(root) = &self.root {
             let f = tokio::fs::File::open(root.join(clean))
@@ -141,9 +142,18 @@ impl Objects {
             return Ok(Box::new(f));
         }
         let p = os_path(clean)?;
-        let res = self.inner.get(&p).await.map_err(os_err(clean))?;
-        let stream = res.into_stream().map_err(std::io::Error::other);
-        Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+        let size = self.size(clean).await?;
+        let inner = self.inner.clone();
+        let name = clean.to_string();
+        Ok(ranged_reader(
+            clean.to_string(),
+            size,
+            RANGE_BYTES,
+            move |r| {
+                let (inner, p, name) = (inner.clone(), p.clone(), name.clone());
+                async move { inner.get_range(&p, r).await.map_err(os_err(&name)) }
+            },
+        ))
     }
 
     pub(super) async fn get(&self, clean: &str) -> Result<Bytes, StoreError> {
