@@ -1,132 +1,18 @@
-//! The CLI's client of the leader's HTTP API. Everything a user types outside `run`, `leader`
-//! and `worker` goes through here.
+//! Following a job's output: stream its lines to the user's output until the job ends, and
+//! survive a leader restart by reconnecting from the byte reached, so no line is printed twice
+//! or skipped.
 
+use super::{refusal, Client};
 use crate::cli::output::OutputWriter;
 use crate::model::backoff::Backoff;
-use crate::model::check::Problem;
-use crate::model::spec::{JobSpec, OperatorSpec};
-use crate::protocol::control::{
-    JobInfo, JobStatus, KillRequest, OutputEvent, TaskInfo, WorkerInfo,
-};
-use crate::runtime::store::{clean_path, ObjectMeta};
+use crate::protocol::control::{JobInfo, OutputEvent};
 use anyhow::{anyhow, Context};
 use futures::{Stream, StreamExt};
 use reqwest::Method;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use tracing::warn;
 
-/// A connection to one leader.
-#[derive(Clone)]
-pub struct Client {
-    base: String,
-    http: reqwest::Client,
-    token: Option<crate::protocol::auth::Secret>,
-}
-
-/// Submission refused with the leader's list of problems.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Rejected {
-    /// Summary.
-    pub message: String,
-    /// Every problem found.
-    pub problems: Vec<Problem>,
-}
-
-/// The error for a refused request: a [`Rejected`] when the body lists problems (a refused
-/// submission), else the status and the body's `error` message.
-async fn refusal(resp: reqwest::Response) -> anyhow::Error {
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    let v = serde_json::from_str::<serde_json::Value>(&body).ok();
-    let field = |k: &str| v.as_ref().and_then(|v| v.get(k)).cloned();
-    if let Some(problems) = field("problems") {
-        return Rejected {
-            message: field("error")
-                .and_then(|e| e.as_str().map(str::to_string))
-                .unwrap_or_else(|| "invalid job".into()),
-            problems: serde_json::from_value(problems).unwrap_or_default(),
-        }
-        .into();
-    }
-    let msg = field("error")
-        .and_then(|e| e.as_str().map(str::to_string))
-        .unwrap_or(body);
-    anyhow!("leader answered {status}: {msg}")
-}
-
 impl Client {
-    /// A client of the leader at `base` (`http://host:port`).
-    pub fn new(base: &str) -> Client {
-        let base = if base.starts_with("http://") || base.starts_with("https://") {
-            base.trim_end_matches('/').to_string()
-        } else {
-            format!("http://{}", base.trim_end_matches('/'))
-        };
-        crate::runtime::store::install_crypto();
-        Client {
-            base,
-            http: reqwest::Client::new(),
-            token: None,
-        }
-    }
-
-    /// Sends the cluster secret as a bearer token on every request.
-    pub fn with_token(mut self, token: Option<crate::protocol::auth::Secret>) -> Client {
-        self.token = token;
-        self
-    }
-
-    /// The leader's base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    /// A request for `path` on the leader (with the bearer token, when there is one).
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => req.bearer_auth(t.expose()),
-            None => req,
-        }
-    }
-
-    /// Sends a request; a refusal becomes an error carrying the leader's message.
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the leader at {}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(refusal(resp).await);
-        }
-        Ok(resp)
-    }
-
-    /// Sends a request and decodes the JSON answer.
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> anyhow::Result<T> {
-        let resp = self.send(req).await?;
-        resp.json().await.context("bad answer from the leader")
-    }
-
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.call(self.request(Method::GET, path)).await
-    }
-
-    /// Submits a job; on refusal the error is a [`Rejected`] carrying every problem.
-    pub async fn submit(&self, spec: &JobSpec) -> anyhow::Result<String> {
-        let req = self.request(Method::POST, "/api/jobs").json(spec);
-        let v: serde_json::Value = self.call(req).await?;
-        v["id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("the leader returned no job id"))
-    }
-
     /// Streams a job's output lines into `out` until the job ends; returns its final record
     /// once every line is written.
     ///
@@ -249,125 +135,6 @@ impl Client {
         }
         relay(resp.bytes_stream(), out, written).await
     }
-
-    /// One job.
-    pub async fn job(&self, id: &str) -> anyhow::Result<JobInfo> {
-        self.get_json(&format!("/api/jobs/{id}")).await
-    }
-
-    /// All jobs.
-    pub async fn jobs(&self) -> anyhow::Result<Vec<JobInfo>> {
-        self.get_json("/api/jobs").await
-    }
-
-    /// All tasks.
-    pub async fn tasks(&self) -> anyhow::Result<Vec<TaskInfo>> {
-        self.get_json("/api/tasks").await
-    }
-
-    /// All workers.
-    pub async fn workers(&self) -> anyhow::Result<Vec<WorkerInfo>> {
-        self.get_json("/api/workers").await
-    }
-
-    /// Cancels a job.
-    pub async fn cancel(&self, id: &str) -> anyhow::Result<()> {
-        let req = self.request(Method::POST, &format!("/api/jobs/{id}/cancel"));
-        self.send(req).await.map(drop)
-    }
-
-    /// SIGKILLs an operator process on a worker.
-    pub async fn kill_task(&self, worker: &str, pid: u32) -> anyhow::Result<String> {
-        let req = KillRequest {
-            worker: crate::model::ids::WorkerId(worker.to_string()),
-            pid,
-        };
-        let req = self.request(Method::POST, "/api/kill-task").json(&req);
-        let v: serde_json::Value = self.call(req).await?;
-        Ok(v["task"].as_str().unwrap_or("").to_string())
-    }
-
-    /// Uploads a local file to the store, streaming it (a file of any size).
-    pub async fn put(&self, local: &Path, remote: &str) -> anyhow::Result<()> {
-        let file = tokio::fs::File::open(local)
-            .await
-            .with_context(|| format!("reading {}", local.display()))?;
-        let remote = clean_path(remote)?;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-            file,
-            256 << 10,
-        ));
-        let req = self.request(Method::PUT, &format!("/api/store/{remote}"));
-        self.send(req.body(body)).await.map(drop)
-    }
-
-    /// Downloads a store file, streaming it to `local` (written whole or not at all).
-    pub async fn get(&self, remote: &str, local: &Path) -> anyhow::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        let remote = clean_path(remote)?;
-        let req = self.request(Method::GET, &format!("/api/store/{remote}"));
-        let mut resp = self.send(req).await?;
-        let dir = match local.parent().filter(|d| !d.as_os_str().is_empty()) {
-            Some(d) => {
-                tokio::fs::create_dir_all(d).await?;
-                d.to_path_buf()
-            }
-            None => std::path::PathBuf::from("."),
-        };
-        let tmp = tempfile::NamedTempFile::new_in(&dir)
-            .with_context(|| format!("writing into {}", dir.display()))?;
-        let mut f = tokio::fs::File::from_std(tmp.reopen()?);
-        while let Some(chunk) = resp.chunk().await.context("download broke")? {
-            f.write_all(&chunk).await?;
-        }
-        f.flush().await?;
-        drop(f);
-        tmp.persist(local)
-            .map(drop)
-            .with_context(|| format!("writing {}", local.display()))
-    }
-
-    /// Lists store files under a prefix.
-    pub async fn ls(&self, prefix: &str) -> anyhow::Result<Vec<ObjectMeta>> {
-        let req = self.request(Method::GET, "/api/store");
-        self.call(req.query(&[("prefix", prefix)])).await
-    }
-
-    /// Cluster mode convenience, like Hadoop's `-file`: executables (and a source) named by a
-    /// local path that exists here are uploaded to the same store path before submission.
-    pub async fn upload_local_inputs(&self, spec: &JobSpec) -> anyhow::Result<()> {
-        let mut paths: Vec<&str> = spec
-            .stages
-            .iter()
-            .filter_map(|s| match &s.operator {
-                OperatorSpec::Exec { path, .. } if !Path::new(path).is_absolute() => {
-                    Some(path.as_str())
-                }
-                _ => None,
-            })
-            .collect();
-        let source_in_store = self
-            .ls(&spec.source_path)
-            .await?
-            .iter()
-            .any(|o| Some(o.path.as_str()) == clean_path(&spec.source_path).ok().as_deref());
-        if !source_in_store {
-            paths.push(&spec.source_path);
-        }
-        for p in paths {
-            let local = Path::new(p);
-            if local.is_file() {
-                eprintln!("rainstorm: uploading {p} to the store");
-                self.put(local, p).await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whether a status means success, for exit codes.
-pub fn succeeded(info: &JobInfo) -> bool {
-    info.status == JobStatus::Succeeded
 }
 
 /// When a follower gives up reconnecting.
@@ -465,6 +232,7 @@ mod tests {
     use super::*;
     use crate::model::ids::JobId;
     use crate::model::spec::Delivery;
+    use crate::protocol::control::JobStatus;
     use std::sync::mpsc as std_mpsc;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;

@@ -1,132 +1,23 @@
-//! The sending side of one link: a task of its own that numbers batches, keeps every
-//! unacknowledged batch in a bounded window, writes them pipelined, re-sends the window after a
-//! reconnect, and ends with an end-of-stream marker once its input closes and everything is
-//! acked. Retry belongs to the link: nothing is ever written back into the queue it drains.
+//! The loop of one link: take batches from the router while the window has room, write them,
+//! read the receiver's acks, follow the destination when it moves, reconnect and re-send after a
+//! failure, and end once the end of stream is acknowledged (or the input is abandoned, or the
+//! link is fenced off or cancelled).
 
-use super::routes::RouteTable;
-use super::transport::Network;
-use super::DataConfig;
+use super::admission::{connect, Admission};
+use super::connection::{dest_of, send, Connection};
+use super::window::{notify_done, take_ack, Window};
+use super::{LinkEnd, LinkMsg, LinkSpec, EPOCH_SHIFT};
+use crate::dataplane::routes::RouteTable;
+use crate::dataplane::DataConfig;
 use crate::model::backoff::Backoff;
-use crate::model::ids::{JobId, TaskPos};
-use crate::model::tuple::Tuple;
-use crate::protocol::auth::DataAuth;
-use crate::protocol::frame::{codec, encode_batch, Frame, Hello};
+use crate::protocol::frame::{encode_batch, Frame};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-
-use super::transport::{ConnRead, ConnWrite};
-
-/// What a router hands a link. The end of stream is explicit: a link whose channel merely
-/// closes (its task failed or was cancelled) abandons the stream and never sends EOS, so a
-/// failed task can never make downstream believe its output was complete.
-#[derive(Debug)]
-pub enum LinkMsg {
-    /// More tuples.
-    Batch(OutBatch),
-    /// The stream is complete.
-    End,
-}
-
-/// A batch handed from a router to a link.
-#[derive(Debug)]
-pub struct OutBatch {
-    /// The tuples, in order.
-    pub tuples: Vec<Tuple>,
-    /// Oldest source emit time among them.
-    pub emit_ns: u64,
-}
-
-/// Static description of a link.
-#[derive(Clone)]
-pub struct LinkSpec {
-    /// Job.
-    pub job: JobId,
-    /// Sending task.
-    pub from: TaskPos,
-    /// Sending task's attempt (announced in the Hello, for fencing).
-    pub attempt: u32,
-    /// Job epoch (announced in the Hello; sequence numbers start above `epoch << EPOCH_SHIFT`).
-    pub epoch: u32,
-    /// Receiving task.
-    pub to: TaskPos,
-    /// Whether unacknowledged batches are re-sent after a reconnect (false = at-most-once).
-    pub resend: bool,
-    /// Keep serving after the end of stream is acknowledged: a later attempt of the receiver
-    /// is told, in its Hello, that everything including the end was acknowledged. The source
-    /// needs this (its links are the first stage's only record of what was delivered).
-    pub linger: bool,
-    /// Told this link's index the first time its end of stream is acknowledged.
-    pub done: Option<mpsc::Sender<u32>>,
-    /// How to reach the receiver.
-    pub net: Arc<dyn Network>,
-    /// How to prove the cluster secret in the Hello.
-    pub auth: DataAuth,
-}
-
-/// Bits of a sequence number below the epoch: epoch `e` numbers its tuples from `e << 40`.
-pub const EPOCH_SHIFT: u32 = 40;
-
-/// How a link ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum LinkEnd {
-    /// Everything including the end of stream was acknowledged.
-    Done,
-    /// Stopped by cancellation.
-    Cancelled,
-    /// Refused for good by the receiver: this sender attempt (or epoch) is stale.
-    Fenced,
-}
-
-struct Connection {
-    rd: FramedRead<ConnRead, LengthDelimitedCodec>,
-    wr: FramedWrite<ConnWrite, LengthDelimitedCodec>,
-    /// Where it goes: the destination's address and attempt when it was opened.
-    dest: (String, u32),
-}
-
-struct Window {
-    batches: VecDeque<(u64, u64, Bytes)>,
-    bytes: usize,
-    /// Highest sequence number acknowledged.
-    acked: u64,
-    /// The receiver said it holds this link's end of stream (behind `acked`). Kept, because it
-    /// may say so before this attempt has sent its own end: a receiver that already has the
-    /// whole stream (from an earlier attempt of this sender) acks nothing new afterwards.
-    peer_ended: bool,
-}
-
-impl Window {
-    fn ack(&mut self, upto: u64) {
-        self.acked = self.acked.max(upto);
-        while let Some((_, last, b)) = self.batches.front() {
-            if *last > self.acked {
-                break;
-            }
-            self.bytes -= b.len();
-            self.batches.pop_front();
-        }
-    }
-}
-
-/// Where the destination runs now (address and attempt), if placed and not finished.
-fn dest_of(routes: &RouteTable, to: &TaskPos) -> Option<(String, u32)> {
-    routes
-        .get(to)
-        .filter(|d| !d.finished)
-        .map(|d| (d.addr.clone(), d.attempt))
-}
-
-/// Whether the destination has finished: it holds this link's whole stream acknowledged.
-fn finished(routes: &RouteTable, to: &TaskPos) -> bool {
-    routes.get(to).is_some_and(|d| d.finished)
-}
 
 /// The link of a restarted sender whose destination already finished: everything it
 /// regenerates was delivered by an earlier attempt, so its input is drained and dropped.
@@ -338,72 +229,7 @@ pub async fn run_link(
     }
 }
 
-/// Tells whoever waits for this link's end (the source) that it was delivered.
-fn notify_done(spec: &LinkSpec) {
-    if let Some(done) = &spec.done {
-        if done.try_send(spec.to.index).is_err() {
-            debug!(job = %spec.job, to = %spec.to, "nobody waits for this link's end");
-        }
-    }
-}
-
-/// Applies a cumulative ack; true when it completes a link that does not linger.
-fn take_ack(
-    spec: &LinkSpec,
-    window: &mut Window,
-    (upto, eos): (u64, bool),
-    (eos_sent, next_seq): (bool, u64),
-    eos_acked: &mut bool,
-) -> bool {
-    tracing::trace!(job = %spec.job, from = %spec.from, to = %spec.to, upto, eos, "ack");
-    window.ack(upto);
-    window.peer_ended |= eos;
-    if window.peer_ended && eos_sent && window.acked >= next_seq - 1 && !*eos_acked {
-        *eos_acked = true;
-        notify_done(spec);
-        return !spec.linger;
-    }
-    false
-}
-
-/// Writes frames and flushes; gives up (Err) on cancellation or when the destination moves or
-/// restarts. A write to a partitioned host can block for minutes (no reset ever comes), so a
-/// blocked write must not keep a link from following its destination to a new attempt.
-async fn send(
-    c: &mut Connection,
-    frames: impl IntoIterator<Item = Bytes>,
-    cancel: &CancellationToken,
-    routes: &mut watch::Receiver<RouteTable>,
-    to: &TaskPos,
-) -> Result<(), ()> {
-    let wr = &mut c.wr;
-    let dest = &c.dest;
-    let write = async {
-        for f in frames {
-            wr.feed(f).await?;
-        }
-        SinkExt::<Bytes>::flush(wr).await
-    };
-    let moved = async {
-        loop {
-            if routes.changed().await.is_err() {
-                return;
-            }
-            if dest_of(&routes.borrow(), to).as_ref() != Some(dest) {
-                return;
-            }
-        }
-    };
-    tokio::select! {
-        _ = cancel.cancelled() => Err(()),
-        _ = moved => {
-            debug!(%to, "destination moved during a write; reconnecting");
-            Err(())
-        }
-        r = write => r.map_err(|e: std::io::Error| debug!(error = %e, "link write failed")),
-    }
-}
-
+/// Waits the backoff's next delay; Err when cancelled meanwhile.
 async fn pause(cancel: &CancellationToken, backoff: &mut Backoff) -> Result<(), ()> {
     let d = backoff.next();
     tokio::select! {
@@ -412,177 +238,22 @@ async fn pause(cancel: &CancellationToken, backoff: &mut Backoff) -> Result<(), 
     }
 }
 
-/// How an attempt to open a link ended.
-enum Admission {
-    /// The receiver took the link; its first ack (`upto`, `eos`) came with it.
-    Admitted(Box<Connection>, u64, bool),
-    /// Cancelled while connecting.
-    Cancelled,
-    /// The destination finished: there is nothing left to deliver to it.
-    Finished,
-    /// The receiver refused this sender for good (stale attempt or epoch, or no secret).
-    Fenced(String),
-}
-
-/// Connects to wherever the destination runs now, says Hello (naming both attempts and how far
-/// the link is acknowledged) and waits for the verdict: the receiver's first ack admits the
-/// link, a retryable Reject (the receiver is not registered yet) means try again. Nothing is
-/// written before admission, so a refused connection can never have delivered anything.
-async fn connect(
-    spec: &LinkSpec,
-    (acked, eos_acked): (u64, bool),
-    routes: &mut watch::Receiver<RouteTable>,
-    cancel: &CancellationToken,
-    backoff: &mut Backoff,
-) -> Admission {
-    loop {
-        let dest = {
-            let table = routes.borrow_and_update();
-            if finished(&table, &spec.to) {
-                return Admission::Finished;
-            }
-            dest_of(&table, &spec.to)
-        };
-        if let Some((addr, to_attempt)) = dest {
-            let attempt = tokio::time::timeout(Duration::from_secs(2), spec.net.connect(&addr));
-            let res = tokio::select! {
-                _ = cancel.cancelled() => return Admission::Cancelled,
-                r = attempt => r,
-            };
-            match res {
-                Ok(Ok(stream)) => {
-                    let mut rd = FramedRead::new(stream.read, codec());
-                    let mut wr = FramedWrite::new(stream.write, codec());
-                    // The listener speaks first: a challenge the Hello must prove the secret over.
-                    let challenge = tokio::select! {
-                        _ = cancel.cancelled() => return Admission::Cancelled,
-                        f = tokio::time::timeout(Duration::from_secs(10), rd.next()) => f,
-                    };
-                    let challenge = match challenge {
-                        Ok(Some(Ok(b))) => match Frame::decode(b.freeze()) {
-                            Ok(Frame::Challenge(n)) => Some(n),
-                            other => {
-                                debug!(job = %spec.job, to = %spec.to, frame = ?other, "expected a challenge");
-                                None
-                            }
-                        },
-                        _ => None,
-                    };
-                    if let Some(challenge) = challenge {
-                        let mut hello = Hello {
-                            job: spec.job.0.clone(),
-                            from_stage: spec.from.stage,
-                            from_index: spec.from.index,
-                            from_attempt: spec.attempt,
-                            to_stage: spec.to.stage,
-                            to_index: spec.to.index,
-                            to_attempt,
-                            epoch: spec.epoch,
-                            acked,
-                            eos_acked,
-                            proof: Vec::new(),
-                        };
-                        hello.proof = spec.auth.prove(&challenge, &hello.signed_body());
-                        if wr.send(Frame::Hello(hello).encode()).await.is_ok() {
-                            let mut c = Connection {
-                                rd,
-                                wr,
-                                dest: (addr, to_attempt),
-                            };
-                            match verdict(spec, &mut c, routes, cancel).await {
-                                Verdict::Ack(upto, eos) => {
-                                    return Admission::Admitted(Box::new(c), upto, eos)
-                                }
-                                Verdict::Cancelled => return Admission::Cancelled,
-                                Verdict::Fenced(reason) => return Admission::Fenced(reason),
-                                Verdict::Retry => {}
-                            }
-                        }
-                    }
-                }
-                Ok(Err(e)) => {
-                    debug!(job = %spec.job, to = %spec.to, %addr, error = %e, "connect failed")
-                }
-                Err(_) => debug!(job = %spec.job, to = %spec.to, %addr, "connect timed out"),
-            }
-        }
-        let d = backoff.next();
-        tokio::select! {
-            _ = cancel.cancelled() => return Admission::Cancelled,
-            r = routes.changed() => if r.is_err() { return Admission::Cancelled; },
-            _ = tokio::time::sleep(d) => {}
-        }
-    }
-}
-
-/// The receiver's answer to a Hello.
-enum Verdict {
-    Ack(u64, bool),
-    Retry,
-    Fenced(String),
-    Cancelled,
-}
-
-/// Waits for the receiver's answer to a Hello. A receiver whose inbox is full answers late,
-/// so there is no deadline here; a move of the destination or cancellation ends the wait.
-async fn verdict(
-    spec: &LinkSpec,
-    c: &mut Connection,
-    routes: &mut watch::Receiver<RouteTable>,
-    cancel: &CancellationToken,
-) -> Verdict {
-    let moved = async {
-        loop {
-            if routes.changed().await.is_err() {
-                return;
-            }
-            if dest_of(&routes.borrow(), &spec.to).as_ref() != Some(&c.dest) {
-                return;
-            }
-        }
-    };
-    let frame = tokio::select! {
-        _ = cancel.cancelled() => return Verdict::Cancelled,
-        _ = moved => return Verdict::Retry,
-        f = c.rd.next() => f,
-    };
-    match frame.map(|r| r.map(|b| Frame::decode(b.freeze()))) {
-        Some(Ok(Ok(Frame::Ack { upto, eos }))) => Verdict::Ack(upto, eos),
-        Some(Ok(Ok(Frame::Reject {
-            retry: false,
-            reason,
-        }))) => Verdict::Fenced(reason),
-        Some(Ok(Ok(Frame::Reject { reason, .. }))) => {
-            debug!(job = %spec.job, from = %spec.from, to = %spec.to, %reason, "link refused; retrying");
-            Verdict::Retry
-        }
-        Some(Ok(Ok(other))) => {
-            warn!(job = %spec.job, to = %spec.to, frame = ?other, "expected an ack or a reject; retrying");
-            Verdict::Retry
-        }
-        Some(Ok(Err(e))) => {
-            warn!(job = %spec.job, to = %spec.to, error = %e, "bad frame instead of an admission; retrying");
-            Verdict::Retry
-        }
-        Some(Err(e)) => {
-            debug!(job = %spec.job, to = %spec.to, error = %e, "link connection failed before admission");
-            Verdict::Retry
-        }
-        None => {
-            debug!(job = %spec.job, to = %spec.to, "link connection closed before admission");
-            Verdict::Retry
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::link::OutBatch;
     use crate::dataplane::routes::Dest;
-    use crate::dataplane::transport::Conn;
+    use crate::dataplane::transport::{Conn, ConnRead, ConnWrite, Network};
     use crate::model::ids::JobId;
+    use crate::model::ids::TaskPos;
+    use crate::model::tuple::Tuple;
+    use crate::protocol::auth::DataAuth;
+    use crate::protocol::frame::{codec, Hello};
     use futures::future::BoxFuture;
+    use futures::SinkExt;
     use std::collections::HashMap;
+    use std::sync::Arc;
+    use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
     /// A network whose every connection lands in a channel the test reads as the receiver.
     struct Loopback(mpsc::UnboundedSender<Conn>);

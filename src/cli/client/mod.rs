@@ -1,0 +1,173 @@
+//! The CLI's client of the leader's HTTP API. Everything a user types outside `run`, `leader`
+//! and `worker` goes through here.
+//!
+//! This file holds the [`Client`], its one request helper (bearer token, refusals turned into
+//! errors carrying the leader's message) and the calls that are a single request (submit,
+//! listings, cancel, kill-task). Following a job's output across leader restarts is in
+//! `follow`; moving files to and from the store is in `store`.
+
+mod follow;
+mod store;
+
+pub use follow::{Patience, FOLLOW_PATIENCE};
+
+use crate::model::check::Problem;
+use crate::model::spec::JobSpec;
+use crate::protocol::control::{JobInfo, JobStatus, KillRequest, TaskInfo, WorkerInfo};
+use anyhow::{anyhow, Context};
+use reqwest::Method;
+
+/// A connection to one leader.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<crate::protocol::auth::Secret>,
+}
+
+/// Submission refused with the leader's list of problems.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejected {
+    /// Summary.
+    pub message: String,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+}
+
+/// The error for a refused request: a [`Rejected`] when the body lists problems (a refused
+/// submission), else the status and the body's `error` message.
+async fn refusal(resp: reqwest::Response) -> anyhow::Error {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let v = serde_json::from_str::<serde_json::Value>(&body).ok();
+    let field = |k: &str| v.as_ref().and_then(|v| v.get(k)).cloned();
+    if let Some(problems) = field("problems") {
+        return Rejected {
+            message: field("error")
+                .and_then(|e| e.as_str().map(str::to_string))
+                .unwrap_or_else(|| "invalid job".into()),
+            problems: serde_json::from_value(problems).unwrap_or_default(),
+        }
+        .into();
+    }
+    let msg = field("error")
+        .and_then(|e| e.as_str().map(str::to_string))
+        .unwrap_or(body);
+    anyhow!("leader answered {status}: {msg}")
+}
+
+impl Client {
+    /// A client of the leader at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Client {
+        let base = if base.starts_with("http://") || base.starts_with("https://") {
+            base.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{}", base.trim_end_matches('/'))
+        };
+        crate::runtime::store::install_crypto();
+        Client {
+            base,
+            http: reqwest::Client::new(),
+            token: None,
+        }
+    }
+
+    /// Sends the cluster secret as a bearer token on every request.
+    pub fn with_token(mut self, token: Option<crate::protocol::auth::Secret>) -> Client {
+        self.token = token;
+        self
+    }
+
+    /// The leader's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// A request for `path` on the leader (with the bearer token, when there is one).
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.bearer_auth(t.expose()),
+            None => req,
+        }
+    }
+
+    /// Sends a request; a refusal becomes an error carrying the leader's message.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the leader at {}", self.base))?;
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
+        }
+        Ok(resp)
+    }
+
+    /// Sends a request and decodes the JSON answer.
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let resp = self.send(req).await?;
+        resp.json().await.context("bad answer from the leader")
+    }
+
+    /// Sends a GET for `path` and decodes the JSON answer.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call(self.request(Method::GET, path)).await
+    }
+
+    /// Submits a job; on refusal the error is a [`Rejected`] carrying every problem.
+    pub async fn submit(&self, spec: &JobSpec) -> anyhow::Result<String> {
+        let req = self.request(Method::POST, "/api/jobs").json(spec);
+        let v: serde_json::Value = self.call(req).await?;
+        v["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("the leader returned no job id"))
+    }
+
+    /// One job.
+    pub async fn job(&self, id: &str) -> anyhow::Result<JobInfo> {
+        self.get_json(&format!("/api/jobs/{id}")).await
+    }
+
+    /// All jobs.
+    pub async fn jobs(&self) -> anyhow::Result<Vec<JobInfo>> {
+        self.get_json("/api/jobs").await
+    }
+
+    /// All tasks.
+    pub async fn tasks(&self) -> anyhow::Result<Vec<TaskInfo>> {
+        self.get_json("/api/tasks").await
+    }
+
+    /// All workers.
+    pub async fn workers(&self) -> anyhow::Result<Vec<WorkerInfo>> {
+        self.get_json("/api/workers").await
+    }
+
+    /// Cancels a job.
+    pub async fn cancel(&self, id: &str) -> anyhow::Result<()> {
+        let req = self.request(Method::POST, &format!("/api/jobs/{id}/cancel"));
+        self.send(req).await.map(drop)
+    }
+
+    /// SIGKILLs an operator process on a worker.
+    pub async fn kill_task(&self, worker: &str, pid: u32) -> anyhow::Result<String> {
+        let req = KillRequest {
+            worker: crate::model::ids::WorkerId(worker.to_string()),
+            pid,
+        };
+        let req = self.request(Method::POST, "/api/kill-task").json(&req);
+        let v: serde_json::Value = self.call(req).await?;
+        Ok(v["task"].as_str().unwrap_or("").to_string())
+    }
+}
+
+/// Whether a status means success, for exit codes.
+pub fn succeeded(info: &JobInfo) -> bool {
+    info.status == JobStatus::Succeeded
+}

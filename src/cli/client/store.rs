@@ -1,0 +1,88 @@
+//! The store's files through the leader: upload, download, listing, and the cluster-mode
+//! upload of a job's local executables and source before submission.
+
+use super::Client;
+use crate::model::spec::{JobSpec, OperatorSpec};
+use crate::runtime::store::{clean_path, ObjectMeta};
+use anyhow::Context;
+use reqwest::Method;
+use std::path::Path;
+
+impl Client {
+    /// Uploads a local file to the store, streaming it (a file of any size).
+    pub async fn put(&self, local: &Path, remote: &str) -> anyhow::Result<()> {
+        let file = tokio::fs::File::open(local)
+            .await
+            .with_context(|| format!("reading {}", local.display()))?;
+        let remote = clean_path(remote)?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 << 10,
+        ));
+        let req = self.request(Method::PUT, &format!("/api/store/{remote}"));
+        self.send(req.body(body)).await.map(drop)
+    }
+
+    /// Downloads a store file, streaming it to `local` (written whole or not at all).
+    pub async fn get(&self, remote: &str, local: &Path) -> anyhow::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let remote = clean_path(remote)?;
+        let req = self.request(Method::GET, &format!("/api/store/{remote}"));
+        let mut resp = self.send(req).await?;
+        let dir = match local.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) => {
+                tokio::fs::create_dir_all(d).await?;
+                d.to_path_buf()
+            }
+            None => std::path::PathBuf::from("."),
+        };
+        let tmp = tempfile::NamedTempFile::new_in(&dir)
+            .with_context(|| format!("writing into {}", dir.display()))?;
+        let mut f = tokio::fs::File::from_std(tmp.reopen()?);
+        while let Some(chunk) = resp.chunk().await.context("download broke")? {
+            f.write_all(&chunk).await?;
+        }
+        f.flush().await?;
+        drop(f);
+        tmp.persist(local)
+            .map(drop)
+            .with_context(|| format!("writing {}", local.display()))
+    }
+
+    /// Lists store files under a prefix.
+    pub async fn ls(&self, prefix: &str) -> anyhow::Result<Vec<ObjectMeta>> {
+        let req = self.request(Method::GET, "/api/store");
+        self.call(req.query(&[("prefix", prefix)])).await
+    }
+
+    /// Cluster mode convenience, like Hadoop's `-file`: executables (and a source) named by a
+    /// local path that exists here are uploaded to the same store path before submission.
+    pub async fn upload_local_inputs(&self, spec: &JobSpec) -> anyhow::Result<()> {
+        let mut paths: Vec<&str> = spec
+            .stages
+            .iter()
+            .filter_map(|s| match &s.operator {
+                OperatorSpec::Exec { path, .. } if !Path::new(path).is_absolute() => {
+                    Some(path.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let source_in_store = self
+            .ls(&spec.source_path)
+            .await?
+            .iter()
+            .any(|o| Some(o.path.as_str()) == clean_path(&spec.source_path).ok().as_deref());
+        if !source_in_store {
+            paths.push(&spec.source_path);
+        }
+        for p in paths {
+            let local = Path::new(p);
+            if local.is_file() {
+                eprintln!("rainstorm: uploading {p} to the store");
+                self.put(local, p).await?;
+            }
+        }
+        Ok(())
+    }
+}

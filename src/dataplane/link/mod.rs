@@ -1,0 +1,85 @@
+//! The sending side of one link: a task of its own that numbers batches, keeps every
+//! unacknowledged batch in a bounded window, writes them pipelined, re-sends the window after a
+//! reconnect, and ends with an end-of-stream marker once its input closes and everything is
+//! acked. Retry belongs to the link: nothing is ever written back into the queue it drains.
+//!
+//! This file holds what the rest of the process sees of a link (what a router hands it, its
+//! static description, how it ended). The link's loop is in `run` ([`run_link`]); the window
+//! of unacknowledged batches and how an ack shrinks it in `window`; an open connection, the
+//! destination it goes to and the one write that follows a moving destination in `connection`;
+//! connecting, the Hello and the receiver's verdict in `admission`.
+
+mod admission;
+mod connection;
+mod run;
+mod window;
+
+pub use run::run_link;
+
+use super::transport::Network;
+use crate::model::ids::{JobId, TaskPos};
+use crate::model::tuple::Tuple;
+use crate::protocol::auth::DataAuth;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What a router hands a link. The end of stream is explicit: a link whose channel merely
+/// closes (its task failed or was cancelled) abandons the stream and never sends EOS, so a
+/// failed task can never make downstream believe its output was complete.
+#[derive(Debug)]
+pub enum LinkMsg {
+    /// More tuples.
+    Batch(OutBatch),
+    /// The stream is complete.
+    End,
+}
+
+/// A batch handed from a router to a link.
+#[derive(Debug)]
+pub struct OutBatch {
+    /// The tuples, in order.
+    pub tuples: Vec<Tuple>,
+    /// Oldest source emit time among them.
+    pub emit_ns: u64,
+}
+
+/// Static description of a link.
+#[derive(Clone)]
+pub struct LinkSpec {
+    /// Job.
+    pub job: JobId,
+    /// Sending task.
+    pub from: TaskPos,
+    /// Sending task's attempt (announced in the Hello, for fencing).
+    pub attempt: u32,
+    /// Job epoch (announced in the Hello; sequence numbers start above `epoch << EPOCH_SHIFT`).
+    pub epoch: u32,
+    /// Receiving task.
+    pub to: TaskPos,
+    /// Whether unacknowledged batches are re-sent after a reconnect (false = at-most-once).
+    pub resend: bool,
+    /// Keep serving after the end of stream is acknowledged: a later attempt of the receiver
+    /// is told, in its Hello, that everything including the end was acknowledged. The source
+    /// needs this (its links are the first stage's only record of what was delivered).
+    pub linger: bool,
+    /// Told this link's index the first time its end of stream is acknowledged.
+    pub done: Option<mpsc::Sender<u32>>,
+    /// How to reach the receiver.
+    pub net: Arc<dyn Network>,
+    /// How to prove the cluster secret in the Hello.
+    pub auth: DataAuth,
+}
+
+/// Bits of a sequence number below the epoch: epoch `e` numbers its tuples from `e << 40`.
+pub const EPOCH_SHIFT: u32 = 40;
+
+/// How a link ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LinkEnd {
+    /// Everything including the end of stream was acknowledged.
+    Done,
+    /// Stopped by cancellation.
+    Cancelled,
+    /// Refused for good by the receiver: this sender attempt (or epoch) is stale.
+    Fenced,
+}
