@@ -27,20 +27,24 @@ use crate::protocol::frame::{decode_tuples, encode_tuples};
 use crate::runtime::store::{Store, StoreError};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+/// The accepted tuples of one batch, as logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRecord {
+    /// Upstream task index.
+    pub from: u32,
+    /// Sequence number of the first tuple.
+    pub first_seq: u64,
+    /// Emit time.
+    pub emit_ns: u64,
+    /// The tuples.
+    pub tuples: Vec<Tuple>,
+}
+
 /// One logged input record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LogRecord {
     /// Accepted tuples of a batch.
-    Batch {
-        /// Upstream task index.
-        from: u32,
-        /// Sequence number of the first tuple.
-        first_seq: u64,
-        /// Emit time.
-        emit_ns: u64,
-        /// The tuples.
-        tuples: Vec<Tuple>,
-    },
+    Batch(BatchRecord),
     /// End of stream of a link.
     Eos {
         /// Upstream task index.
@@ -89,12 +93,7 @@ pub fn encode_batch_record(
 /// Appends a record to a segment body under construction.
 pub fn encode_record(buf: &mut BytesMut, rec: &LogRecord) {
     match rec {
-        LogRecord::Batch {
-            from,
-            first_seq,
-            emit_ns,
-            tuples,
-        } => encode_batch_record(buf, *from, *first_seq, *emit_ns, tuples),
+        LogRecord::Batch(b) => encode_batch_record(buf, b.from, b.first_seq, b.emit_ns, &b.tuples),
         LogRecord::Eos { from, last_seq } => {
             buf.put_u8(2);
             buf.put_u32(*from);
@@ -147,12 +146,12 @@ pub fn decode_segment(name: &str, mut data: Bytes) -> Result<Vec<LogRecord>, Log
                 let first_seq = data.get_u64();
                 let emit_ns = data.get_u64();
                 let tuples = decode_tuples(&mut data).map_err(|_| corrupt())?;
-                out.push(LogRecord::Batch {
+                out.push(LogRecord::Batch(BatchRecord {
                     from,
                     first_seq,
                     emit_ns,
                     tuples,
-                });
+                }));
             }
             2 => {
                 let from = data.get_u32();
@@ -260,12 +259,12 @@ mod tests {
     #[test]
     fn segment_round_trip_and_corruption() {
         let recs = vec![
-            LogRecord::Batch {
+            LogRecord::Batch(BatchRecord {
                 from: 0,
                 first_seq: 5,
                 emit_ns: 1,
                 tuples: vec![Tuple::new("k", "v")],
-            },
+            }),
             LogRecord::Eos {
                 from: 1,
                 last_seq: 9,

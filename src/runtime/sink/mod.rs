@@ -24,9 +24,8 @@ use crate::dataplane::inbound::AckBoard;
 use crate::dataplane::link::EPOCH_SHIFT;
 use crate::dataplane::now_ns;
 use crate::model::ids::TaskKey;
-use crate::model::tuple::Tuple;
 use crate::runtime::task::operator::Stop;
-use crate::runtime::task::receive::{receive, Intake};
+use crate::runtime::task::receive::{receive, Accepted, Intake};
 use crate::runtime::task::TaskEnv;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,14 +111,14 @@ impl SinkIntake<'_> {
 }
 
 impl Intake for SinkIntake<'_> {
-    async fn fresh(
-        &mut self,
-        from: u32,
-        _first_seq: u64,
-        last_seq: u64,
-        emit_ns: u64,
-        tuples: Vec<Tuple>,
-    ) -> Result<(), Stop> {
+    async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop> {
+        let Accepted {
+            from,
+            last_seq,
+            emit_ns,
+            tuples,
+            ..
+        } = batch;
         for t in &tuples {
             self.out
                 .write_line(&t.value)

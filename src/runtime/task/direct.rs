@@ -3,11 +3,10 @@
 //! the source file itself — so it alone can regenerate acknowledged input it never saw.
 
 use super::operator::{Operator, Stop};
-use super::receive::Intake;
+use super::receive::{Accepted, Intake, Unseen};
 use super::TaskEnv;
 use crate::model::partition::Partitioner;
 use crate::model::spec::PathMode;
-use crate::model::tuple::Tuple;
 use crate::protocol::control::SourceReplay;
 use crate::runtime::source::{open_source, SourceReader};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,16 +19,9 @@ pub(super) struct DirectIntake<'a> {
 }
 
 impl Intake for DirectIntake<'_> {
-    async fn fresh(
-        &mut self,
-        _from: u32,
-        _first_seq: u64,
-        _last_seq: u64,
-        emit_ns: u64,
-        tuples: Vec<Tuple>,
-    ) -> Result<(), Stop> {
-        for t in tuples {
-            self.op.feed(t, emit_ns).await?;
+    async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop> {
+        for t in batch.tuples {
+            self.op.feed(t, batch.emit_ns).await?;
         }
         Ok(())
     }
@@ -38,19 +30,11 @@ impl Intake for DirectIntake<'_> {
         Ok(())
     }
 
-    async fn regenerate(
-        &mut self,
-        from: u32,
-        after: u64,
-        upto: u64,
-        ended: bool,
-        progress: &AtomicU64,
-    ) -> Result<(), Stop> {
+    async fn regenerate(&mut self, unseen: Unseen, progress: &AtomicU64) -> Result<(), Stop> {
         let Some((env, paths, r, me)) = self.replay else {
-            return Err(Stop::Failed(format!(
-                "link {from} is acknowledged up to {upto}, which this task cannot regenerate"
-            )));
+            return Err(unseen.cannot_regenerate("task"));
         };
+        let (from, after, upto, ended) = (unseen.from, unseen.after, unseen.upto, unseen.ended);
         let failed = |e: String| Stop::Failed(format!("replaying source {}: {e}", r.path));
         let file = open_source(env, paths, &r.path).await.map_err(failed)?;
         let mut rd = SourceReader::new(file, &r.name);

@@ -9,7 +9,7 @@
 //! `runtime::log`): a fenced attempt acknowledges and processes nothing more.
 
 use super::operator::{Operator, Stop};
-use super::receive::Intake;
+use super::receive::{Accepted, Intake};
 use super::TaskEnv;
 use crate::dataplane::inbound::AckBoard;
 use crate::model::backoff::Backoff;
@@ -49,20 +49,14 @@ fn gone() -> Stop {
 }
 
 impl Intake for LogIntake {
-    async fn fresh(
-        &mut self,
-        from: u32,
-        first_seq: u64,
-        last_seq: u64,
-        emit_ns: u64,
-        tuples: Vec<Tuple>,
-    ) -> Result<(), Stop> {
+    async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop> {
         let mut record = BytesMut::new();
-        encode_batch_record(&mut record, from, first_seq, emit_ns, &tuples);
+        let (from, emit_ns) = (batch.from, batch.emit_ns);
+        encode_batch_record(&mut record, from, batch.first_seq, emit_ns, &batch.tuples);
         let l = Logged {
             record,
-            mark: (from, last_seq, false),
-            tuples,
+            mark: (from, batch.last_seq, false),
+            tuples: batch.tuples,
             emit_ns,
         };
         self.tx.send(l).await.map_err(|_| gone())
@@ -238,10 +232,14 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let (feed_tx, mut feed_rx) = mpsc::channel(4);
         let mut intake = LogIntake { tx };
-        intake
-            .fresh(0, 1, 1, 0, vec![Tuple::new("k", "v")])
-            .await
-            .unwrap();
+        let batch = Accepted {
+            from: 0,
+            first_seq: 1,
+            last_seq: 1,
+            emit_ns: 0,
+            tuples: vec![Tuple::new("k", "v")],
+        };
+        intake.fresh(batch).await.unwrap();
         drop(intake);
         let res = log_writer(env(mem), key(), attempt, acks.clone(), rx, feed_tx).await;
         if res.is_ok() {

@@ -235,18 +235,13 @@ async fn replay_log(
         let data = env.store.get(seg).await.map_err(LogError::from)?;
         for rec in decode_segment(seg, data)? {
             match rec {
-                LogRecord::Batch {
-                    from,
-                    first_seq,
-                    emit_ns,
-                    tuples,
-                } => {
-                    let n = tuples.len() as u64;
-                    for t in tuples {
-                        op.feed(t, emit_ns).await?;
+                LogRecord::Batch(b) => {
+                    let n = b.tuples.len() as u64;
+                    for t in b.tuples {
+                        op.feed(t, b.emit_ns).await?;
                     }
                     replayed += n;
-                    acc.advance(from, first_seq + n - 1);
+                    acc.advance(b.from, b.first_seq + n - 1);
                 }
                 LogRecord::Eos { from, last_seq } => acc.replay_end(from, last_seq),
             }

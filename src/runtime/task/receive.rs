@@ -12,36 +12,58 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Accepted input: tuples `first_seq..=last_seq` of link `from`, in order and new to this
+/// attempt.
+pub(crate) struct Accepted {
+    /// The link (the upstream task's index).
+    pub(crate) from: u32,
+    /// Sequence number of the first tuple.
+    pub(crate) first_seq: u64,
+    /// Sequence number of the last tuple.
+    pub(crate) last_seq: u64,
+    /// When the batch was emitted.
+    pub(crate) emit_ns: u64,
+    /// The tuples.
+    pub(crate) tuples: Vec<Tuple>,
+}
+
+/// Input the sender holds acknowledged but this attempt never saw: tuples `after+1..=upto` of
+/// link `from`, followed by its end of stream if `ended`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Unseen {
+    /// The link (the upstream task's index).
+    pub(crate) from: u32,
+    /// The last tuple this attempt holds.
+    pub(crate) after: u64,
+    /// The last tuple the sender holds acknowledged.
+    pub(crate) upto: u64,
+    /// Whether the sender holds the link's end of stream acknowledged too.
+    pub(crate) ended: bool,
+}
+
+impl Unseen {
+    /// The failure of a receiver (`what`) that cannot regenerate this input.
+    pub(crate) fn cannot_regenerate(&self, what: &str) -> Stop {
+        Stop::Failed(format!(
+            "link {} is acknowledged up to {}, which this {what} cannot regenerate",
+            self.from, self.upto
+        ))
+    }
+}
+
 /// What a receiver does with accepted input.
 pub(crate) trait Intake {
-    /// Accepted tuples `first_seq..=last_seq` of link `from`.
-    async fn fresh(
-        &mut self,
-        from: u32,
-        first_seq: u64,
-        last_seq: u64,
-        emit_ns: u64,
-        tuples: Vec<Tuple>,
-    ) -> Result<(), Stop>;
+    /// Accepted tuples.
+    async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop>;
 
     /// Link `from` ended behind tuple `last_seq`.
     async fn ended(&mut self, from: u32, last_seq: u64) -> Result<(), Stop>;
 
-    /// Rebuilds tuples `after+1..=upto` of link `from`, which the sender holds acknowledged
-    /// (with its end of stream if `ended`) but this attempt never saw, counting each one on
-    /// `progress` as it goes (a long regeneration is progress, not a stall). Only receivers built as regenerable are asked.
-    async fn regenerate(
-        &mut self,
-        from: u32,
-        after: u64,
-        upto: u64,
-        ended: bool,
-        progress: &AtomicU64,
-    ) -> Result<(), Stop> {
-        let _ = (after, ended, progress);
-        Err(Stop::Failed(format!(
-            "link {from} is acknowledged up to {upto}, which this receiver cannot regenerate"
-        )))
+    /// Rebuilds the `unseen` input, counting each tuple on `progress` as it goes (a long
+    /// regeneration is progress, not a stall). Only receivers built as regenerable are asked.
+    async fn regenerate(&mut self, unseen: Unseen, progress: &AtomicU64) -> Result<(), Stop> {
+        let _ = progress;
+        Err(unseen.cannot_regenerate("receiver"))
     }
 
     /// The inbox is momentarily empty: push out what is buffered.
@@ -90,9 +112,13 @@ pub(crate) async fn receive<I: Intake>(
             } => {
                 match acc.connected(from, acked, eos_acked) {
                     Verdict::Regenerate { after, upto, ended } => {
-                        intake
-                            .regenerate(from, after, upto, ended, tuples_in)
-                            .await?;
+                        let unseen = Unseen {
+                            from,
+                            after,
+                            upto,
+                            ended,
+                        };
+                        intake.regenerate(unseen, tuples_in).await?;
                         acc.regenerated(from, upto, ended);
                         if ended {
                             intake.ended(from, upto).await?;
@@ -126,9 +152,14 @@ pub(crate) async fn receive<I: Intake>(
                         last_seq,
                     } => {
                         tuples_in.fetch_add(tuples.len() as u64, Ordering::Relaxed);
-                        intake
-                            .fresh(from, first_seq, last_seq, emit_ns, tuples)
-                            .await?;
+                        let batch = Accepted {
+                            from,
+                            first_seq,
+                            last_seq,
+                            emit_ns,
+                            tuples,
+                        };
+                        intake.fresh(batch).await?;
                     }
                     v @ Verdict::Gap { .. } => {
                         reset_on_gap(&conn, task, from, &v);

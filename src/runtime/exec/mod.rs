@@ -1,0 +1,85 @@
+//! An executable operator: one OS process per task attempt, tuples on stdin, results on stdout.
+//!
+//! The task writes to stdin; a separate reader (owned here, always joined or aborted) parses
+//! stdout and feeds the router, so a child blocked on a full stdout never deadlocks a task
+//! blocked on a full stdin. The reader returns the router instead of finishing it: only after
+//! the child exits 0 does the task send end of stream downstream.
+//!
+//! **Exit 0 is the end of the operator's output**, whenever it comes. An operator may stop
+//! reading early, like `head`: once it has exited 0, input it did not read is discarded, its
+//! output so far is its whole output, and the task finishes normally when its inputs end.
+//! Exiting non-zero or by a signal is a failure. (The same rule holds at any input size: it
+//! does not matter whether the unread input still fitted in the pipe.)
+//!
+//! The simulation runs scripted stand-ins through this same code: an in-process task on
+//! in-memory pipes in place of the child process.
+//!
+//! **One process group per operator.** Each child starts in a group of its own, and the whole
+//! group is SIGKILLed as soon as the child has exited (its task finished or failed) or when the
+//! task is cancelled or dropped: a helper the operator left behind (`sleep 7777 &`) neither
+//! holds the output open, so the task cannot hang on it, nor outlives the task. The output of
+//! an operator therefore ends when its main process exits.
+//!
+//! **Under another identity.** A worker started with `--run-as USER` starts every operator as
+//! that user ([`RunAs`]: its uid, its primary group and its supplementary groups), after
+//! joining its new process group and before `exec`.
+//!
+//! The parts: `operator` (the running operator: feeding, failure, finish, abort), `process`
+//! (the child in a process group of its own, or a scripted task in its place), `reader` (the
+//! output half of the line protocol), `scripted` (the simulation's stand-ins), `run_as` (the
+//! identity operators run under).
+
+mod operator;
+mod process;
+mod reader;
+mod run_as;
+mod scripted;
+
+pub use operator::ExecOperator;
+pub use run_as::{run_operators_as, RunAs};
+pub use scripted::{ScriptFn, Scripts};
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+/// Capacity of the buffers on an operator's pipes.
+pub(crate) const PIPE_BUF: usize = 256 * 1024;
+
+/// Why an executable operator stopped working.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// It could not be started.
+    #[error("cannot start operator {path}: {source}")]
+    Spawn {
+        /// Executable.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// It exited (or was killed) before or without finishing cleanly.
+    #[error("operator process {pid} {how}")]
+    Exited {
+        /// Process id.
+        pid: u32,
+        /// Exit description.
+        how: String,
+    },
+    /// Downstream went away (cancellation).
+    #[error("downstream closed")]
+    Closed,
+    /// The operator emitted a tuple no data-plane frame can carry.
+    #[error("operator output: {0}")]
+    Output(String),
+    /// Pipe I/O failed for another reason.
+    #[error("operator pipe: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Describes an exit status for humans (`exited with code 3`, `killed by signal 9`).
+pub fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "ended".to_string(),
+    }
+}

@@ -1,0 +1,263 @@
+//! The running executable operator: what a task feeds, watches for failure, finishes or
+//! aborts. It owns the process, its group and its output reader, and makes sure each is
+//! always waited for or killed, whichever way the attempt ends.
+
+use super::process::{kill_group, spawn_child, Proc};
+use super::reader::spawn_reader;
+use super::scripted::{self, ScriptFn};
+use super::{describe_exit, ExecError, PIPE_BUF};
+use crate::dataplane::router::{Closed, Router};
+use crate::model::tuple::Tuple;
+use crate::protocol::line::encode_line;
+use std::path::Path;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::task::JoinHandle;
+
+/// A running operator process.
+pub struct ExecOperator {
+    /// The process (or the scripted task in its place).
+    child: Proc,
+    /// Its process id (0: a scripted task).
+    pid: u32,
+    /// The operator's process group, until it has been killed (0: none).
+    group: u32,
+    /// Its stdin, until closed or the process finished early.
+    stdin: Option<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>,
+    /// The output reader, until joined or aborted.
+    reader: Option<JoinHandle<Result<Router, Closed>>>,
+    /// The router, once the reader returned it early (the process closed its output).
+    router: Option<Router>,
+    /// The process exited 0: its output is complete and further input is discarded.
+    done: bool,
+    /// A reusable buffer for the encoded input line.
+    line: Vec<u8>,
+    /// The emit time of the input being fed, which the reader stamps on the output.
+    current_emit: Arc<AtomicU64>,
+}
+
+impl ExecOperator {
+    /// Starts `path args…` with piped stdin/stdout; stderr goes to the worker's stderr. The
+    /// child gets SIGKILL if the worker dies (so a killed worker leaves no orphans).
+    pub fn spawn(path: &Path, args: &[String], router: Router) -> Result<ExecOperator, ExecError> {
+        let (child, pid, stdin, stdout) = spawn_child(path, args)?;
+        Ok(ExecOperator::start(
+            Proc::Os(child),
+            pid,
+            Box::new(stdin),
+            stdout,
+            router,
+        ))
+    }
+
+    /// Runs a scripted stand-in on in-memory pipes (the simulation's executables).
+    pub fn scripted(script: ScriptFn, router: Router) -> ExecOperator {
+        let (child, stdin, stdout) = scripted::start(script);
+        ExecOperator::start(child, 0, Box::new(stdin), stdout, router)
+    }
+
+    /// The operator around a started process `pid` (0: none; also its process group): its
+    /// output reader is running from here on.
+    fn start(
+        child: Proc,
+        pid: u32,
+        stdin: Box<dyn AsyncWrite + Send + Unpin>,
+        stdout: impl AsyncRead + Send + Unpin + 'static,
+        router: Router,
+    ) -> ExecOperator {
+        let current_emit = Arc::new(AtomicU64::new(0));
+        let reader = spawn_reader(stdout, router, current_emit.clone());
+        ExecOperator {
+            child,
+            pid,
+            group: pid,
+            stdin: Some(BufWriter::with_capacity(PIPE_BUF, stdin)),
+            reader: Some(reader),
+            router: None,
+            done: false,
+            line: Vec::with_capacity(1024),
+            current_emit,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Kills what is left of the operator's process group (once).
+    fn end_group(&mut self) {
+        kill_group(std::mem::take(&mut self.group));
+    }
+
+    /// Stdin failed: the process is gone. Exit 0 means it finished early (not an error);
+    /// anything else is a failure.
+    async fn stdin_failed(&mut self) -> Result<(), ExecError> {
+        let status = self.child.wait().await;
+        self.end_group();
+        match status {
+            Ok(status) if status.success() => {
+                self.finished_early();
+                Ok(())
+            }
+            Ok(status) => Err(ExecError::Exited {
+                pid: self.pid,
+                how: describe_exit(status),
+            }),
+            Err(e) => Err(ExecError::Io(e)),
+        }
+    }
+
+    /// The process exited 0 before its input ended: its output is complete, the rest of its
+    /// input is discarded.
+    fn finished_early(&mut self) {
+        if !self.done {
+            tracing::info!(
+                pid = self.pid,
+                "operator exited 0 before its input ended; the rest of its input is discarded"
+            );
+        }
+        self.done = true;
+        self.stdin = None;
+    }
+
+    /// Writes one tuple to the operator's stdin (buffered); discarded once it has exited 0.
+    pub async fn feed(&mut self, t: &Tuple, emit_ns: u64) -> Result<(), ExecError> {
+        if self.done {
+            return Ok(());
+        }
+        self.current_emit.store(emit_ns, Ordering::Relaxed);
+        self.line.clear();
+        encode_line(t, &mut self.line);
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(ExecError::Closed);
+        };
+        if stdin.write_all(&self.line).await.is_err() {
+            return self.stdin_failed().await;
+        }
+        Ok(())
+    }
+
+    /// Flushes stdin: the input ran dry.
+    pub async fn idle(&mut self) -> Result<(), ExecError> {
+        if let Some(stdin) = self.stdin.as_mut() {
+            if stdin.flush().await.is_err() {
+                return self.stdin_failed().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves only when the operator failed on its own while input is still open: it
+    /// closed its output and exited non-zero or by a signal. (Exit 0 is an early finish.)
+    pub async fn died(&mut self) -> ExecError {
+        enum Ev {
+            Output(Box<Result<Result<Router, Closed>, tokio::task::JoinError>>),
+            Exit(std::io::Result<ExitStatus>),
+        }
+        loop {
+            if self.done {
+                return std::future::pending().await;
+            }
+            // Its output closed, or it exited (a helper it left may still hold the output).
+            let ev = match self.reader.as_mut() {
+                Some(r) => tokio::select! {
+                    res = r => Ev::Output(Box::new(res)),
+                    st = self.child.wait() => Ev::Exit(st),
+                },
+                None => Ev::Exit(self.child.wait().await),
+            };
+            let status = match ev {
+                Ev::Output(res) => {
+                    self.reader = None;
+                    match *res {
+                        Ok(Ok(router)) => self.router = Some(router),
+                        Ok(Err(Closed::Gone)) => return ExecError::Closed,
+                        Ok(Err(e @ Closed::TooLarge(_))) => {
+                            return ExecError::Output(e.to_string())
+                        }
+                        Err(e) => return ExecError::Io(std::io::Error::other(e)),
+                    }
+                    // Its output is closed: it is ending.
+                    self.child.wait().await
+                }
+                Ev::Exit(st) => st,
+            };
+            self.end_group();
+            match status {
+                Ok(status) if status.success() => self.finished_early(),
+                Ok(status) => {
+                    return ExecError::Exited {
+                        pid: self.pid,
+                        how: describe_exit(status),
+                    }
+                }
+                Err(e) => return ExecError::Io(e),
+            }
+        }
+    }
+
+    /// Closes stdin, waits for all output and a clean exit; returns the router to finish.
+    pub async fn finish(mut self) -> Result<Router, ExecError> {
+        if let Some(mut stdin) = self.stdin.take() {
+            // A child that already exited makes these fail; its exit status says why below.
+            if stdin.flush().await.is_ok() {
+                if let Err(e) = stdin.shutdown().await {
+                    tracing::debug!(pid = self.pid, error = %e, "closing operator stdin failed; its exit status tells why");
+                }
+            }
+            drop(stdin);
+        }
+        // The exit ends the output: the rest of its group goes with it, so a helper left
+        // holding stdout open cannot keep the reader (and the task) waiting.
+        let status = self.child.wait().await;
+        self.end_group();
+        let routed = match (self.reader.take(), self.router.take()) {
+            (Some(r), _) => match r.await {
+                Ok(res) => res.map_err(|e| match e {
+                    Closed::Gone => ExecError::Closed,
+                    too_large => ExecError::Output(too_large.to_string()),
+                }),
+                Err(e) => Err(ExecError::Io(std::io::Error::other(e))),
+            },
+            (None, Some(router)) => Ok(router),
+            (None, None) => Err(ExecError::Closed),
+        };
+        let status = status?;
+        if !status.success() {
+            return Err(ExecError::Exited {
+                pid: self.pid,
+                how: describe_exit(status),
+            });
+        }
+        routed
+    }
+
+    /// Kills and reaps the process (cancellation or failure elsewhere).
+    pub async fn abort(mut self) {
+        if let Some(r) = self.reader.take() {
+            r.abort();
+            if let Err(e) = r.await {
+                if !e.is_cancelled() {
+                    tracing::warn!(pid = self.pid, error = %e, "operator output reader panicked");
+                }
+            }
+        }
+        self.end_group();
+        if let Err(e) = self.child.kill().await {
+            tracing::debug!(pid = self.pid, error = %e, "kill of operator failed (already gone?)");
+        }
+    }
+}
+
+impl Drop for ExecOperator {
+    fn drop(&mut self) {
+        if let Some(r) = self.reader.take() {
+            r.abort();
+        }
+        // `kill_on_drop` kills the child; its group goes too.
+        self.end_group();
+    }
+}

@@ -1,0 +1,118 @@
+//! The process behind an operator and its process group: starting the OS child (in a group of
+//! its own, under the worker's `--run-as` identity, killed if the worker dies), waiting for it,
+//! killing it, and SIGKILLing whatever is left of its group. The simulation's scripted task
+//! stands in for the child behind the same interface.
+
+use super::{run_as, ExecError};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinHandle;
+
+/// The process behind an operator: an OS child, or a scripted task.
+pub(super) enum Proc {
+    /// A child process.
+    Os(Child),
+    /// The task while it runs, then its exit code.
+    Scripted(Option<JoinHandle<()>>, i32),
+}
+
+impl Proc {
+    /// Waits for the exit; cancel-safe (a wait dropped midway loses nothing), and once it has
+    /// returned it returns the same status again.
+    pub(super) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Proc::Os(c) => c.wait().await,
+            Proc::Scripted(h, code) => {
+                if let Some(task) = h.as_mut() {
+                    *code = match task.await {
+                        Ok(()) => 0,
+                        Err(_) => 9,
+                    };
+                    *h = None;
+                }
+                Ok(ExitStatus::from_raw(*code))
+            }
+        }
+    }
+
+    /// Kills the process (or aborts the scripted task) and reaps it.
+    pub(super) async fn kill(&mut self) -> std::io::Result<()> {
+        match self {
+            Proc::Os(c) => c.kill().await,
+            Proc::Scripted(h, _) => {
+                if let Some(h) = h.take() {
+                    h.abort();
+                    if let Err(e) = h.await {
+                        if !e.is_cancelled() {
+                            tracing::warn!(error = %e, "scripted operator panicked");
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// SIGKILLs process group `pgid` (never 0 or 1, which would mean this process's own group or
+/// every process).
+pub(super) fn kill_group(pgid: u32) {
+    if pgid <= 1 || pgid > i32::MAX as u32 {
+        return;
+    }
+    // SAFETY: plain syscall; a negative pid names the group the operator leads.
+    unsafe {
+        libc::kill(-(pgid as i32), libc::SIGKILL);
+    }
+}
+
+/// Starts `path args…` in a process group of its own, as the worker's `--run-as` identity if
+/// it has one, with piped stdin/stdout; stderr goes to the worker's stderr. The child gets
+/// SIGKILL if the worker dies. Returns the child, its pid (also its group) and its pipes.
+pub(super) fn spawn_child(
+    path: &Path,
+    args: &[String],
+) -> Result<(Child, u32, ChildStdin, ChildStdout), ExecError> {
+    let mut cmd = Command::new(path);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let who = run_as::current();
+    // SAFETY: only async-signal-safe syscalls run between fork and exec, on data prepared
+    // before the fork (no allocation).
+    unsafe {
+        cmd.pre_exec(move || {
+            // A group of its own: whatever it starts can be killed with it.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(w) = &who {
+                if libc::setgroups(w.groups.len() as _, w.groups.as_ptr()) != 0
+                    || libc::setgid(w.gid) != 0
+                    || libc::setuid(w.uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // After the identity change, which would clear it.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawn_err = |source| ExecError::Spawn {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let pid = child.id().unwrap_or(0);
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(spawn_err(std::io::Error::other("no pipes")));
+    };
+    Ok((child, pid, stdin, stdout))
+}
