@@ -430,7 +430,7 @@ fn sha256_file(path: &std::path::Path) -> String {
 #[test]
 fn a_large_put_and_get_keep_the_leader_small() {
     const SIZE: u64 = 1 << 30;
-    const LIMIT_KB: u64 = 150 * 1024;
+    const LIMIT_KB: u64 = 100 * 1024;
     let c = Cluster::start(1, 5.0);
     let pid = c.leader_pid();
     // Real bytes (no sparse file): repeated 64-byte lines, each 1 MiB block numbered.

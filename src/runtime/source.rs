@@ -3,6 +3,7 @@
 //! numbers are its sequence, so it never needs to log anything.
 
 use crate::dataplane::now_ns;
+use crate::dataplane::router::MAX_TUPLE;
 use crate::model::ids::{JobId, TaskPos};
 use crate::model::partition::Partition;
 use crate::model::spec::PathMode;
@@ -25,6 +26,8 @@ pub struct SourceReader<R> {
     name: String,
     line_no: u64,
     buf: Vec<u8>,
+    /// The longest line accepted (`MAX_TUPLE`; smaller in tests).
+    max_line: usize,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
@@ -35,13 +38,14 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
             name: name.to_string(),
             line_no: 0,
             buf: Vec::with_capacity(512),
+            max_line: MAX_TUPLE,
         }
     }
 
     /// The next tuple, or None at the end of the file.
     pub async fn next_tuple(&mut self) -> std::io::Result<Option<Tuple>> {
         self.buf.clear();
-        if self.rd.read_until(b'\n', &mut self.buf).await? == 0 {
+        if !self.read_line().await? {
             return Ok(None);
         }
         if self.buf.last() == Some(&b'\n') {
@@ -59,6 +63,37 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
             key: format!("{}:{}", self.name, self.line_no),
             value,
         }))
+    }
+
+    /// Reads one line (with its newline, if any) into `buf`; false at the end of the file. A
+    /// line longer than a tuple may be is an error, found before it is all in memory: a file
+    /// without newlines cannot grow the reader without bound.
+    async fn read_line(&mut self) -> std::io::Result<bool> {
+        loop {
+            let avail = self.rd.fill_buf().await?;
+            if avail.is_empty() {
+                return Ok(!self.buf.is_empty());
+            }
+            let (take, done) = match avail.iter().position(|b| *b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (avail.len(), false),
+            };
+            if self.buf.len() + take - usize::from(done) > self.max_line {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "line {} is longer than the largest tuple the data plane carries ({} bytes)",
+                        self.line_no + 1,
+                        self.max_line
+                    ),
+                ));
+            }
+            self.buf.extend_from_slice(&avail[..take]);
+            self.rd.consume(take);
+            if done {
+                return Ok(true);
+            }
+        }
     }
 
     /// Whether the next read would not block on the file (its buffer holds data).
@@ -180,4 +215,45 @@ pub async fn run_source(
     }
     links.stop().await;
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(text: &[u8], max_line: usize) -> std::io::Result<Vec<Tuple>> {
+        let mut rd = SourceReader::new(std::io::Cursor::new(text.to_vec()), "f");
+        rd.max_line = max_line;
+        let mut out = Vec::new();
+        while let Some(t) = rd.next_tuple().await? {
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn lines_become_numbered_tuples_whatever_their_ending() {
+        let got = read_all(b"a,1\r\nb,2\n\nlast", 100).await.unwrap();
+        let pairs: Vec<(&str, &str)> = got
+            .iter()
+            .map(|t| (t.key.as_str(), t.value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("f:1", "a,1"), ("f:2", "b,2"), ("f:3", ""), ("f:4", "last")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_a_tuple_fails_the_read_naming_it() {
+        // Exactly the limit is fine, with or without its newline.
+        assert_eq!(read_all(b"12345\n12345", 5).await.unwrap().len(), 2);
+        let err = read_all(b"ok\n123456\nok\n", 5).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("line 2 is longer"), "{err}");
+        // No newline at all: the error comes before the whole file is in memory.
+        let endless = vec![b'x'; 1 << 20];
+        let err = read_all(&endless, 1000).await.unwrap_err();
+        assert!(err.to_string().contains("line 1 is longer"), "{err}");
+    }
 }
