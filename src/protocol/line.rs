@@ -71,6 +71,58 @@ pub fn decode_line(line: &str) -> Tuple {
     }
 }
 
+/// What [`read_line_bounded`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineRead {
+    /// A line is in the buffer (its newline, if it had one, removed).
+    Line,
+    /// The end of the input, nothing buffered.
+    End,
+    /// A line longer than the limit; its first bytes were read and dropped. The number is
+    /// how many bytes of it were seen (more than the limit).
+    TooLong(usize),
+}
+
+/// Reads one line into `buf` (cleared first), refusing one longer than `max` bytes before
+/// it is all in memory: input without newlines (a source file, an operator's stdout) cannot
+/// grow a reader without bound. A last line without a newline counts as a line.
+pub async fn read_line_bounded<R>(
+    rd: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    buf.clear();
+    loop {
+        let avail = rd.fill_buf().await?;
+        if avail.is_empty() {
+            return Ok(if buf.is_empty() {
+                LineRead::End
+            } else {
+                LineRead::Line
+            });
+        }
+        let (take, done) = match avail.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        let len = buf.len() + take - usize::from(done);
+        if len > max {
+            rd.consume(take);
+            return Ok(LineRead::TooLong(len));
+        }
+        buf.extend_from_slice(&avail[..take]);
+        rd.consume(take);
+        if done {
+            buf.pop();
+            return Ok(LineRead::Line);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +140,32 @@ mod tests {
     #[test]
     fn line_without_tab_is_value() {
         assert_eq!(decode_line("hello"), Tuple::new("", "hello"));
+    }
+
+    #[tokio::test]
+    async fn a_line_is_read_whole_up_to_the_limit_and_refused_beyond_it() {
+        let mut rd = tokio::io::BufReader::with_capacity(4, &b"12345\nabc\n123456\nend"[..]);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            match read_line_bounded(&mut rd, &mut buf, 5).await.unwrap() {
+                LineRead::End => break,
+                LineRead::Line => got.push(String::from_utf8(buf.clone()).unwrap()),
+                LineRead::TooLong(n) => {
+                    got.push(format!("too long: {n}"));
+                    break;
+                }
+            }
+        }
+        assert_eq!(got, ["12345", "abc", "too long: 6"]);
+        // Without any newline the refusal comes after `max` bytes, not at the end.
+        let endless = vec![b'x'; 1 << 20];
+        let mut rd = tokio::io::BufReader::with_capacity(4096, &endless[..]);
+        let r = read_line_bounded(&mut rd, &mut buf, 1000).await.unwrap();
+        assert!(
+            matches!(r, LineRead::TooLong(n) if n <= 4096 + 1000),
+            "{r:?}"
+        );
+        assert!(buf.len() <= 1000);
     }
 }

@@ -8,13 +8,13 @@ use crate::model::ids::{JobId, TaskPos};
 use crate::model::partition::Partition;
 use crate::model::spec::PathMode;
 use crate::model::tuple::Tuple;
+use crate::protocol::line::{read_line_bounded, LineRead};
 use crate::runtime::links::{self, Outgoing};
 use crate::runtime::store::ObjectReader;
 use crate::runtime::task::TaskEnv;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -44,15 +44,20 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
 
     /// The next tuple, or None at the end of the file.
     pub async fn next_tuple(&mut self) -> std::io::Result<Option<Tuple>> {
-        self.buf.clear();
-        if !self.read_line().await? {
-            return Ok(None);
+        match read_line_bounded(&mut self.rd, &mut self.buf, self.max_line).await? {
+            LineRead::End => return Ok(None),
+            LineRead::Line => {}
+            LineRead::TooLong(_) => return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "line {} is longer than the largest tuple the data plane carries ({} bytes)",
+                    self.line_no + 1,
+                    self.max_line
+                ),
+            )),
         }
-        if self.buf.last() == Some(&b'\n') {
+        if self.buf.last() == Some(&b'\r') {
             self.buf.pop();
-            if self.buf.last() == Some(&b'\r') {
-                self.buf.pop();
-            }
         }
         self.line_no += 1;
         let value = match String::from_utf8(std::mem::take(&mut self.buf)) {
@@ -63,37 +68,6 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
             key: format!("{}:{}", self.name, self.line_no),
             value,
         }))
-    }
-
-    /// Reads one line (with its newline, if any) into `buf`; false at the end of the file. A
-    /// line longer than a tuple may be is an error, found before it is all in memory: a file
-    /// without newlines cannot grow the reader without bound.
-    async fn read_line(&mut self) -> std::io::Result<bool> {
-        loop {
-            let avail = self.rd.fill_buf().await?;
-            if avail.is_empty() {
-                return Ok(!self.buf.is_empty());
-            }
-            let (take, done) = match avail.iter().position(|b| *b == b'\n') {
-                Some(i) => (i + 1, true),
-                None => (avail.len(), false),
-            };
-            if self.buf.len() + take - usize::from(done) > self.max_line {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "line {} is longer than the largest tuple the data plane carries ({} bytes)",
-                        self.line_no + 1,
-                        self.max_line
-                    ),
-                ));
-            }
-            self.buf.extend_from_slice(&avail[..take]);
-            self.rd.consume(take);
-            if done {
-                return Ok(true);
-            }
-        }
     }
 
     /// Whether the next read would not block on the file (its buffer holds data).

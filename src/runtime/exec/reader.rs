@@ -3,11 +3,11 @@
 //! on a full stdout never deadlocks a task blocked on a full stdin.
 
 use super::PIPE_BUF;
-use crate::dataplane::router::{Closed, Router};
-use crate::protocol::line::decode_line;
+use crate::dataplane::router::{Closed, Router, MAX_TUPLE};
+use crate::protocol::line::{decode_line, read_line_bounded, LineRead};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::task::JoinHandle;
 
 /// Parses the operator's stdout into the router until it closes; returns the router.
@@ -21,13 +21,17 @@ pub(super) fn spawn_reader(
         let mut rd = BufReader::with_capacity(PIPE_BUF, stdout);
         let mut buf = Vec::with_capacity(1024);
         loop {
-            buf.clear();
-            match rd.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
+            match read_line_bounded(&mut rd, &mut buf, MAX_TUPLE).await {
+                Ok(LineRead::Line) => {}
+                Ok(LineRead::End) => break,
+                // Refused before it is all in memory; the task fails saying why.
+                Ok(LineRead::TooLong(n)) => return Err(Closed::TooLarge(n)),
+                Err(e) => {
+                    // The exit status says what happened to the operator; the read error is
+                    // context for it.
+                    tracing::warn!(error = %e, "reading the operator's output failed");
+                    break;
+                }
             }
             let line = String::from_utf8_lossy(&buf);
             router
