@@ -152,6 +152,48 @@ fn an_executable_in_an_allow_exec_directory_runs() {
     assert_eq!(sorted_lines(&c.store_file("o.txt")), ["A", "B"]);
 }
 
+/// An operator is code from a job: it must not see the cluster secret or the store's
+/// credentials the worker holds in its environment (it could forge control-plane calls or
+/// write the bucket directly).
+#[test]
+fn an_operator_does_not_inherit_the_workers_secret_or_credentials() {
+    let tools = tempfile::tempdir().unwrap();
+    // For each input line, prints what it can see of the worker's secrets (nothing).
+    let op = write_exec(
+        &tools.path().join("peek.sh"),
+        "#!/bin/sh\nwhile read -r l; do echo \"$l token=[$RAINSTORM_TOKEN] aws=[$AWS_SECRET_ACCESS_KEY] path=[${PATH:+set}]\"; done\n",
+    );
+    let dir = tools.path().to_str().unwrap();
+    let mut c = Cluster::start_with(0, 5.0, &["--allow-exec", dir]);
+    let cwd = c.dir.path().join("cwd-0");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let log = std::fs::File::create(c.dir.path().join("worker-0.log")).unwrap();
+    let w = Command::new(bin())
+        .args(["worker", "--leader", &c.url, "--allow-exec", dir, "--data-dir"])
+        .arg(c.dir.path().join("worker-0"))
+        .env("RAINSTORM_TOKEN", &c.token)
+        .env("AWS_SECRET_ACCESS_KEY", "worker-only-credential")
+        .current_dir(&cwd)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    c.workers.push(w);
+    c.wait_alive(1);
+    c.file("in.txt", "a\nb\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let id = submit(&c, &exec_job(op.to_str().unwrap(), &[], 0.0, "o.txt"));
+    let j = c.wait_job(&id, Duration::from_secs(30));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(
+        sorted_lines(&c.store_file("o.txt")),
+        [
+            "a token=[] aws=[] path=[set]",
+            "b token=[] aws=[] path=[set]"
+        ]
+    );
+}
+
 /// Defense in depth: a worker checks its own policy before it spawns anything, so a leader
 /// that allows more than a worker does cannot make that worker run it.
 #[test]

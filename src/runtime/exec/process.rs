@@ -68,6 +68,35 @@ pub(super) fn kill_group(pgid: u32) {
     }
 }
 
+/// Variables an operator inherits from the worker: what programs need to find their
+/// interpreter and libraries and to read text (`PATH`, `HOME`, locale, time zone, temp dir,
+/// Python's own settings). Nothing else — in particular no `RAINSTORM_*` secret and no
+/// `AWS_*` credential.
+const OPERATOR_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONUNBUFFERED",
+    "PYTHONIOENCODING",
+    "VIRTUAL_ENV",
+];
+
+/// The part of `vars` an operator may see (see [`OPERATOR_ENV`]; `LC_*` locale variables too).
+pub(super) fn operator_env(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    vars.filter(|(k, _)| {
+        k.to_str()
+            .is_some_and(|k| OPERATOR_ENV.contains(&k) || k.starts_with("LC_"))
+    })
+    .collect()
+}
+
 /// Starts `path args…` in a process group of its own, as the worker's `--run-as` identity if
 /// it has one, with piped stdin/stdout; stderr goes to the worker's stderr. The child gets
 /// SIGKILL if the worker dies. Returns the child, its pid (also its group) and its pipes.
@@ -76,6 +105,9 @@ pub(super) fn spawn_child(
     args: &[String],
 ) -> Result<(Child, u32, ChildStdin, ChildStdout), ExecError> {
     let mut cmd = Command::new(path);
+    // Operators get a clean environment: the worker's own holds the cluster secret and the
+    // store's credentials, which code from a job must never see.
+    cmd.env_clear().envs(operator_env(std::env::vars_os()));
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -115,4 +147,30 @@ pub(super) fn spawn_child(
         return Err(spawn_err(std::io::Error::other("no pipes")));
     };
     Ok((child, pid, stdin, stdout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operator_sees_no_secret_and_no_store_credential() {
+        let worker: Vec<(std::ffi::OsString, std::ffi::OsString)> = [
+            ("PATH", "/usr/bin"),
+            ("RAINSTORM_TOKEN", "s3cret-s3cret-s3cret"),
+            ("AWS_SECRET_ACCESS_KEY", "k"),
+            ("AWS_ACCESS_KEY_ID", "id"),
+            ("LC_ALL", "C.UTF-8"),
+            ("HOME", "/root"),
+            ("RAINSTORM_LEADER", "http://127.0.0.1:1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let kept: Vec<String> = operator_env(worker.into_iter())
+            .into_iter()
+            .map(|(k, _)| k.into_string().unwrap())
+            .collect();
+        assert_eq!(kept, ["PATH", "LC_ALL", "HOME"]);
+    }
 }
