@@ -6,6 +6,7 @@
 mod common;
 use common::*;
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -169,7 +170,14 @@ fn an_operator_does_not_inherit_the_workers_secret_or_credentials() {
     std::fs::create_dir_all(&cwd).unwrap();
     let log = std::fs::File::create(c.dir.path().join("worker-0.log")).unwrap();
     let w = Command::new(bin())
-        .args(["worker", "--leader", &c.url, "--allow-exec", dir, "--data-dir"])
+        .args([
+            "worker",
+            "--leader",
+            &c.url,
+            "--allow-exec",
+            dir,
+            "--data-dir",
+        ])
         .arg(c.dir.path().join("worker-0"))
         .env("RAINSTORM_TOKEN", &c.token)
         .env("AWS_SECRET_ACCESS_KEY", "worker-only-credential")
@@ -255,11 +263,17 @@ fn run_as_starts_operators_as_the_unprivileged_user() {
         eprintln!("skipped: --run-as needs the test to run as root");
         return;
     }
-    let c = cluster(
-        1,
-        &["--allow-exec", "/bin"],
+    let mut c = Cluster::start_with(0, 5.0, &["--allow-exec", "/bin"]);
+    // The worker's data dir (where operators from the store are cached) must be reachable
+    // by that user; a private one is refused at start (next test).
+    std::fs::set_permissions(c.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cwd = c.dir.path().join("cwd-0");
+    add_worker(
+        &mut c,
         &["--allow-exec", "/bin", "--run-as", "nobody"],
+        &cwd,
     );
+    c.wait_alive(1);
     c.file("in.txt", "a\n");
     c.ok(&["put", "in.txt", "in.txt"]);
     let id = submit(
@@ -274,6 +288,63 @@ fn run_as_starts_operators_as_the_unprivileged_user() {
     let j = c.wait_job(&id, Duration::from_secs(30));
     assert_eq!(j["status"], "succeeded", "{j}");
     assert_eq!(sorted_lines(&c.store_file("o.txt")), ["65534", "65534"]);
+    // An operator uploaded with the job, fetched into the worker's cache, runs as that user.
+    write_exec(
+        &c.dir.path().join("who.sh"),
+        "#!/bin/sh\nid -u\ncat >/dev/null\n",
+    );
+    c.file(
+        "who.toml",
+        &job_toml(
+            "who",
+            "in.txt",
+            "who.txt",
+            0.0,
+            "exactly-once",
+            &[(1, "./who.sh", &[])],
+        ),
+    );
+    let id = c.submit("who.toml");
+    let j = c.wait_job(&id, Duration::from_secs(30));
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", c.diagnose());
+    assert_eq!(sorted_lines(&c.store_file("who.txt")), ["65534"]);
+}
+
+/// `--run-as` with a data dir the user cannot traverse (operators fetched from the store
+/// would all fail with "permission denied") or as root stops the worker at start, naming why.
+#[test]
+fn run_as_with_a_private_data_dir_or_as_root_stops_the_worker_at_start() {
+    // SAFETY: plain syscall.
+    if unsafe { geteuid() } != 0 {
+        eprintln!("skipped: --run-as needs the test to run as root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    for (who, want) in [("nobody", "(mode 700)"), ("root", "unprivileged")] {
+        let log = d.path().join(format!("{who}.log"));
+        let mut w = Command::new(bin())
+            .args(["worker", "--leader", "http://127.0.0.1:9", "--run-as", who])
+            .arg("--data-dir")
+            .arg(d.path().join("w"))
+            .env("RAINSTORM_TOKEN", "test-secret-0123456789abcdef")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        // A worker that started anyway would retry its (absent) leader for ever.
+        let exited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for("the worker to stop", Duration::from_secs(20), || {
+                w.try_wait().unwrap()
+            })
+        }));
+        let _ = w.kill();
+        let _ = w.wait();
+        let err = std::fs::read_to_string(&log).unwrap();
+        let status = exited.unwrap_or_else(|_| panic!("--run-as {who}: the worker started: {err}"));
+        assert!(!status.success(), "{who}");
+        assert!(err.contains(want), "{who}: {err}");
+    }
 }
 
 /// A worker told to run operators as a user that does not exist refuses to start.

@@ -47,14 +47,16 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
         match read_line_bounded(&mut self.rd, &mut self.buf, self.max_line).await? {
             LineRead::End => return Ok(None),
             LineRead::Line => {}
-            LineRead::TooLong(_) => return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
+            LineRead::TooLong(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
                     "line {} is longer than the largest tuple the data plane carries ({} bytes)",
                     self.line_no + 1,
                     self.max_line
                 ),
-            )),
+                ))
+            }
         }
         if self.buf.last() == Some(&b'\r') {
             self.buf.pop();

@@ -78,6 +78,16 @@ async fn pause(token: &CancellationToken, delay: Duration) -> bool {
 pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     if let Some(who) = &cfg.run_as {
         crate::runtime::exec::run_operators_as(who.clone())?;
+        // The operator cache must be reachable by that user (created open to it).
+        let cache = cfg.data_dir.join("ops").join("sha256");
+        std::fs::create_dir_all(&cache)
+            .with_context(|| format!("creating the operator cache {}", cache.display()))?;
+        for d in [cfg.data_dir.join("ops"), cache.clone()] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("opening {} to --run-as", d.display()))?;
+        }
+        who.check_reachable(&cache)?;
     }
     let bound_listener = TcpListener::bind(&cfg.data_listen)
         .await

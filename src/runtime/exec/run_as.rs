@@ -80,6 +80,12 @@ static RUN_AS: OnceLock<RunAs> = OnceLock::new();
 /// Makes every operator this process starts from now on run as `who`. Needs root (or the
 /// user's own uid); set once per process.
 pub fn run_operators_as(who: RunAs) -> anyhow::Result<()> {
+    if who.uid == 0 {
+        anyhow::bail!(
+            "--run-as {}: that is root; operators must run as an unprivileged user",
+            who.name
+        );
+    }
     // SAFETY: plain syscall.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 && euid != who.uid {
@@ -100,4 +106,90 @@ pub fn run_operators_as(who: RunAs) -> anyhow::Result<()> {
 /// The identity set by [`run_operators_as`], if any: what every operator starts as.
 pub(super) fn current() -> Option<RunAs> {
     RUN_AS.get().cloned()
+}
+
+impl RunAs {
+    /// Fails unless this user can reach `dir` (every directory from `/` down to it grants it
+    /// search permission) — where the worker caches operators it fetched from the store: a
+    /// worker whose data dir is private would otherwise start and then fail every operator
+    /// with "permission denied".
+    pub fn check_reachable(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = &dir
+            .canonicalize()
+            .map_err(|e| anyhow::anyhow!("--run-as {}: {}: {e}", self.name, dir.display()))?;
+        let mut at = std::path::PathBuf::new();
+        for part in dir.components() {
+            at.push(part);
+            let m = std::fs::metadata(&at)
+                .map_err(|e| anyhow::anyhow!("--run-as {}: {}: {e}", self.name, at.display()))?;
+            let mode = m.mode();
+            let search = if m.uid() == self.uid {
+                mode & 0o100
+            } else if self.groups.contains(&m.gid()) {
+                mode & 0o010
+            } else {
+                mode & 0o001
+            };
+            if search == 0 {
+                anyhow::bail!(
+                    "--run-as {}: operators fetched from the store are kept in {}, but {} \
+                     (mode {:o}) does not let {} through; give the worker a --data-dir that \
+                     user can traverse (e.g. chmod o+x {})",
+                    self.name,
+                    dir.display(),
+                    at.display(),
+                    mode & 0o7777,
+                    self.name,
+                    at.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn nobody() -> RunAs {
+        RunAs {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+        }
+    }
+
+    #[test]
+    fn a_private_directory_on_the_way_to_the_operator_cache_is_named() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data");
+        let ops = data.join("ops");
+        std::fs::create_dir_all(&ops).unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&ops, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let err = nobody().check_reachable(&ops).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{} (mode 700)", data.display())),
+            "{err}"
+        );
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o711)).unwrap();
+        nobody().check_reachable(&ops).unwrap();
+    }
+
+    #[test]
+    fn root_is_not_an_unprivileged_identity() {
+        let root = RunAs {
+            name: "root".into(),
+            uid: 0,
+            gid: 0,
+            groups: vec![0],
+        };
+        let err = run_operators_as(root).unwrap_err().to_string();
+        assert!(err.contains("unprivileged"), "{err}");
+    }
 }
