@@ -9,15 +9,37 @@ use std::time::Duration;
 
 /// One HTTP/1.1 request to the leader; returns the status code and the body.
 fn http(c: &Cluster, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
-    let addr = c.url.trim_start_matches("http://");
+    http_at(
+        c.url.trim_start_matches("http://"),
+        method,
+        path,
+        bearer,
+        &[],
+        body,
+    )
+}
+
+/// One HTTP/1.1 request to `addr` (`host:port`) with a bearer token and extra headers, if
+/// any; returns the status code and the body.
+fn http_at(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = bearer
+    let mut extra: String = bearer
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    for (name, value) in headers {
+        extra.push_str(&format!("{name}: {value}\r\n"));
+    }
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -255,5 +277,87 @@ fn a_tuple_larger_than_a_frame_fails_its_task_with_a_message() {
     assert!(
         errors.iter().any(|e| e.contains("frame limit")),
         "the task's error must name the frame limit: {errors:?} / {j}"
+    );
+}
+
+/// The workers' store through the leader (`/internal/store`) serves live worker registrations
+/// only: a caller holding just the cluster secret (an operator process that read
+/// `RAINSTORM_TOKEN`, say), or naming a worker without its registration's session key, can
+/// neither write an input log (new or existing) nor read or list the store there, and
+/// nothing changes; the real worker's own log writes go through, so the job is exact.
+#[test]
+fn store_writes_through_the_worker_path_need_a_worker_registration() {
+    use rainstorm::protocol::control::{SESSION_HEADER, WORKER_HEADER};
+    let c = Cluster::start(1, 5.0);
+    let text: String = (1..=200).map(|i| format!("line {i:04}\n")).collect();
+    c.file("in.txt", &text);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    // Two stages, exactly-once: the worker writes the second stage's input log through the
+    // leader. 200 lines at 20/s: about ten seconds of running.
+    c.file(
+        "logged.toml",
+        &job_toml(
+            "logged",
+            "in.txt",
+            "out.txt",
+            20.0,
+            "exactly-once",
+            &[(1, "identity", &[]), (1, "identity", &[])],
+        ),
+    );
+    let id = c.submit("logged.toml");
+    let store = c.dir.path().join("leader/store");
+    let seg = wait_for(
+        "the worker to write an input log through the leader",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http(&c, "GET", "/api/store?prefix=logs/", Some(&c.token), "");
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            v.as_array()?
+                .iter()
+                .filter_map(|o| o["path"].as_str())
+                .find(|p| p.ends_with(".seg"))
+                .map(str::to_string)
+        },
+    );
+    let before = std::fs::read(store.join(&seg)).unwrap();
+    let forged = format!("{}/000000-9999999999.seg", seg.rsplit_once('/').unwrap().0);
+    let worker = c.json(&["workers", "--json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong_key = "0".repeat(64);
+    let callers: [&[(&str, &str)]; 4] = [
+        &[],
+        &[(WORKER_HEADER, &worker)],
+        &[(WORKER_HEADER, &worker), (SESSION_HEADER, &wrong_key)],
+        &[(WORKER_HEADER, &worker), (SESSION_HEADER, &c.token)],
+    ];
+    let addr = c.url.trim_start_matches("http://");
+    for headers in callers {
+        for (method, path, body) in [
+            ("PUT", format!("/internal/store/{seg}"), "forged"),
+            ("PUT", format!("/internal/store/{forged}"), "forged"),
+            ("PUT", "/internal/store/in.txt".to_string(), "forged"),
+            ("GET", "/internal/store/in.txt".to_string(), ""),
+            ("GET", "/internal/store?prefix=".to_string(), ""),
+        ] {
+            let (status, answer) = http_at(addr, method, &path, Some(&c.token), headers, body);
+            assert_eq!(status, 401, "{method} {path} as {headers:?}: {answer}");
+        }
+    }
+    assert_eq!(
+        std::fs::read(store.join(&seg)).unwrap(),
+        before,
+        "the segment is untouched"
+    );
+    assert!(!store.join(&forged).exists(), "no forged segment appeared");
+    assert_eq!(c.store_file("in.txt"), text, "the source is untouched");
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", c.diagnose());
+    assert_same(
+        "the job's output",
+        &sorted_lines(&c.store_file("out.txt")),
+        &sorted_lines(&text),
     );
 }

@@ -339,7 +339,14 @@ fn store_listing_cannot_escape_the_store() {
         "/internal/store/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
     ] {
         let (status, body) = http(&c, "GET", path, b"");
-        assert_eq!(status, 400, "GET {path}: {body}");
+        // The workers' store refuses a caller that is no worker registration before
+        // anything else; the public API refuses the path.
+        let want = if path.starts_with("/internal/") {
+            401
+        } else {
+            400
+        };
+        assert_eq!(status, want, "GET {path}: {body}");
         assert!(
             !body.contains("passwd") || body.contains("not a valid store path"),
             "GET {path} names nothing outside the store: {body}"
