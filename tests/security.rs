@@ -361,3 +361,110 @@ fn store_writes_through_the_worker_path_need_a_worker_registration() {
         &sorted_lines(&text),
     );
 }
+
+/// The data port of the cluster's only worker.
+fn worker_port(c: &Cluster) -> u16 {
+    c.json(&["workers", "--json"])[0]["address"]
+        .as_str()
+        .and_then(|a| a.rsplit(':').next()?.parse().ok())
+        .expect("the worker's data address")
+}
+
+/// Reads until the peer closes; whether it closed without sending anything (a reset counts
+/// as closed; a read timeout does not).
+fn closed_silently(s: &mut std::net::TcpStream) -> bool {
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(_) => rest.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset && rest.is_empty(),
+    }
+}
+
+/// A connection to a data port that never says Hello is closed at the listener's Hello
+/// deadline (`RAINSTORM_HELLO_DEADLINE_MS`, here 300 ms instead of the default 10 s).
+#[test]
+fn a_data_connection_that_never_says_hello_is_closed_at_the_deadline() {
+    let mut c = Cluster::start(0, 5.0);
+    c.add_worker_env(&[("RAINSTORM_HELLO_DEADLINE_MS", "300")]);
+    c.wait_alive(1);
+    let port = worker_port(&c);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let t0 = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    assert!(matches!(
+        read_frame(&mut s),
+        Some(rainstorm::protocol::frame::Frame::Challenge(_))
+    ));
+    assert!(
+        closed_silently(&mut s),
+        "a silent peer is closed, without an answer"
+    );
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "closed after {took:?}: the 300 ms deadline was not applied"
+    );
+}
+
+/// A data port serves at most `RAINSTORM_MAX_DATA_CONNS` connections at once: one more is
+/// closed at once, without even a challenge, while those it serves go on being served; a
+/// connection that ends frees its place.
+#[test]
+fn data_connections_beyond_the_cap_are_closed_at_once() {
+    use rainstorm::protocol::frame::{Frame, Hello};
+    let mut c = Cluster::start(0, 5.0);
+    c.add_worker_env(&[("RAINSTORM_MAX_DATA_CONNS", "2")]);
+    c.wait_alive(1);
+    let port = worker_port(&c);
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    let mut held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = connect();
+            assert!(matches!(read_frame(&mut s), Some(Frame::Challenge(_))));
+            s
+        })
+        .collect();
+    for i in 0..3 {
+        let mut s = connect();
+        assert!(
+            closed_silently(&mut s),
+            "connection {} beyond the cap of 2 was served",
+            i + 1
+        );
+    }
+    // The two within the cap are still served: a Hello gets its (refusing) answer.
+    for s in &mut held {
+        let hello = Hello {
+            job: "job-1".into(),
+            from_stage: 0,
+            from_index: 0,
+            from_attempt: 0,
+            to_stage: 1,
+            to_index: 0,
+            to_attempt: 0,
+            epoch: 0,
+            acked: 0,
+            eos_acked: false,
+            proof: Vec::new(),
+        };
+        send_frame(s, &Frame::Hello(hello)).unwrap();
+        assert!(matches!(
+            read_frame(s),
+            Some(Frame::Reject { retry: false, .. })
+        ));
+    }
+    drop(held);
+    // Those ended: their places serve new connections again.
+    wait_for(
+        "a freed place to serve a new connection",
+        Duration::from_secs(20),
+        || {
+            let mut s = connect();
+            matches!(read_frame(&mut s), Some(Frame::Challenge(_))).then_some(())
+        },
+    );
+}
