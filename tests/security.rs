@@ -362,6 +362,113 @@ fn store_writes_through_the_worker_path_need_a_worker_registration() {
     );
 }
 
+/// `rainstorm run` guards its embedded cluster with a secret of its own, made fresh for the
+/// run: its leader (on loopback) refuses a caller without a secret and one that tries the
+/// secret the environment holds (`RAINSTORM_TOKEN`), which the run does not use.
+#[test]
+fn rainstorm_run_guards_its_embedded_cluster_with_a_fresh_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    std::fs::write(dir.path().join("in.txt"), text).unwrap();
+    // Two lines a second: running for minutes, until interrupted.
+    let job = job_toml(
+        "slow",
+        "in.txt",
+        "out.txt",
+        2.0,
+        "exactly-once",
+        &[(1, "identity", &[])],
+    );
+    std::fs::write(dir.path().join("slow.toml"), job).unwrap();
+    let env_secret = "the-environment-secret-0123456789";
+    let log = dir.path().join("run.log");
+    let mut run = std::process::Command::new(bin())
+        .args(["run", "slow.toml"])
+        .current_dir(dir.path())
+        .env("RAINSTORM_LOG", "info")
+        .env("RAINSTORM_TOKEN", env_secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let api = wait_for("the embedded leader", Duration::from_secs(30), || {
+        if let Some(st) = run.try_wait().unwrap() {
+            panic!(
+                "run exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        let text = std::fs::read_to_string(&log).ok()?;
+        let line = text
+            .split_inclusive('\n')
+            .find(|l| l.contains("leader ready") && l.ends_with('\n'))?;
+        let addr = line.split("api=").nth(1)?.split_whitespace().next()?;
+        Some(
+            addr.trim_matches(|c: char| !c.is_ascii_digit() && c != ':' && c != '.')
+                .to_string(),
+        )
+    });
+    let register = r#"{"version":6,"data_addr":"127.0.0.1:1","pid":1}"#;
+    for bearer in [None, Some(env_secret)] {
+        let (status, body) = http_at(&api, "GET", "/api/jobs", bearer, &[], "");
+        assert_eq!(status, 401, "GET /api/jobs with {bearer:?}: {body}");
+        assert!(body.contains("secret"), "{body}");
+        let (status, body) = http_at(&api, "POST", "/internal/register", bearer, &[], register);
+        assert_eq!(status, 401, "registering with {bearer:?}: {body}");
+    }
+    // SAFETY: signalling our own child, which is still running (checked above).
+    assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGINT) }, 0);
+    wait_for("run to exit after Ctrl-C", Duration::from_secs(30), || {
+        run.try_wait().unwrap()
+    });
+}
+
+/// `--insecure` is the one way to run a leader without a secret beyond loopback: with it, the
+/// leader starts on a wildcard address and lets callers in without a secret.
+#[test]
+fn insecure_lets_a_leader_without_a_secret_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("leader.log");
+    let mut leader = std::process::Command::new(bin())
+        .args([
+            "leader",
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("l"))
+        .env_remove("RAINSTORM_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let port = wait_for("the leader to listen", Duration::from_secs(30), || {
+        if let Some(st) = leader.try_wait().unwrap() {
+            panic!(
+                "the leader exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        let text = std::fs::read_to_string(&log).ok()?;
+        let line = text
+            .split_inclusive('\n')
+            .find(|l| l.contains("listening on http://0.0.0.0:") && l.ends_with('\n'))?;
+        line.trim().rsplit(':').next()?.parse::<u16>().ok()
+    });
+    let (status, body) = http_at(
+        &format!("127.0.0.1:{port}"),
+        "GET",
+        "/api/jobs",
+        None,
+        &[],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let _ = leader.kill();
+    let _ = leader.wait();
+}
+
 /// The data port of the cluster's only worker.
 fn worker_port(c: &Cluster) -> u16 {
     c.json(&["workers", "--json"])[0]["address"]
