@@ -519,3 +519,156 @@ fn run_allows_the_jobs_own_directories_and_path_but_not_elsewhere() {
         ["a", "b"]
     );
 }
+
+/// A stand-in leader: registers one worker as `w1` (no cluster secret), hands it `commands`
+/// on its first poll, and answers heartbeats and events. Long polls are held until `stop`.
+struct FakeLeader {
+    url: String,
+    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl FakeLeader {
+    fn start(commands: Vec<(u64, rainstorm::protocol::control::Command)>) -> FakeLeader {
+        use rainstorm::model::ids::WorkerId;
+        use rainstorm::protocol::control::RegisterResponse;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let registered = serde_json::to_string(&RegisterResponse {
+            worker_id: WorkerId("w1".into()),
+            heartbeat_ms: 60_000,
+            session: None,
+            adopted: false,
+        })
+        .unwrap();
+        let first = serde_json::to_string(&commands).unwrap();
+        let delivered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let (registered, first) = (registered.clone(), first.clone());
+                let (delivered, held) = (delivered.clone(), held.clone());
+                std::thread::spawn(move || {
+                    let Some(head) = read_request(&mut conn) else {
+                        return;
+                    };
+                    let body = if head.starts_with("POST /internal/register") {
+                        registered
+                    } else if head.starts_with("GET /internal/commands/w1") {
+                        if !delivered.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                            first
+                        } else {
+                            // A long poll with nothing new: held until the test ends.
+                            let (lock, cv) = &*held;
+                            let stopped = lock.lock().unwrap();
+                            let _ = cv
+                                .wait_timeout_while(stopped, Duration::from_secs(20), |s| !*s)
+                                .unwrap();
+                            "[]".to_string()
+                        }
+                    } else {
+                        r#"{"known":true}"#.to_string()
+                    };
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        FakeLeader { url, stop }
+    }
+}
+
+impl Drop for FakeLeader {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+}
+
+/// Reads one HTTP request (head and `Content-Length` body); returns the head.
+fn read_request(conn: &mut std::net::TcpStream) -> Option<String> {
+    conn.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while raw.len() < end + len {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
+/// The worker checks a kill-task against its own running operators, whatever the leader
+/// says: handed `kill-task` for the pid of a live process that is not one of its operators
+/// (here a `sleep` this test started; the leader's record was wrong, or the command
+/// forged), it leaves that process alone and says so.
+#[test]
+fn kill_task_of_a_process_that_is_not_an_operator_of_the_worker_leaves_it_alive() {
+    use rainstorm::protocol::control::Command as Cmd;
+    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
+    let leader = FakeLeader::start(vec![(
+        1,
+        Cmd::Kill {
+            pid: bystander.id(),
+        },
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("worker.log");
+    let mut worker = Command::new(bin())
+        .args(["worker", "--leader", &leader.url, "--data-dir"])
+        .arg(dir.path().join("w"))
+        .env("RAINSTORM_LOG", "info")
+        .env_remove("RAINSTORM_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The worker logs how it handled the command either way.
+    let text = wait_for(
+        "the worker to handle the kill",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            (text.contains("not a running operator of this worker")
+                || text.contains("killed on request"))
+            .then_some(text)
+        },
+    );
+    let alive = bystander.try_wait().unwrap().is_none();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(
+        alive,
+        "the worker killed a process that is not its operator:\n{text}"
+    );
+    assert!(
+        text.contains("not a running operator of this worker; ignored"),
+        "{text}"
+    );
+}

@@ -9,15 +9,37 @@ use std::time::Duration;
 
 /// One HTTP/1.1 request to the leader; returns the status code and the body.
 fn http(c: &Cluster, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
-    let addr = c.url.trim_start_matches("http://");
+    http_at(
+        c.url.trim_start_matches("http://"),
+        method,
+        path,
+        bearer,
+        &[],
+        body,
+    )
+}
+
+/// One HTTP/1.1 request to `addr` (`host:port`) with a bearer token and extra headers, if
+/// any; returns the status code and the body.
+fn http_at(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = bearer
+    let mut extra: String = bearer
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    for (name, value) in headers {
+        extra.push_str(&format!("{name}: {value}\r\n"));
+    }
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -255,5 +277,301 @@ fn a_tuple_larger_than_a_frame_fails_its_task_with_a_message() {
     assert!(
         errors.iter().any(|e| e.contains("frame limit")),
         "the task's error must name the frame limit: {errors:?} / {j}"
+    );
+}
+
+/// The workers' store through the leader (`/internal/store`) serves live worker registrations
+/// only: a caller holding just the cluster secret (an operator process that read
+/// `RAINSTORM_TOKEN`, say), or naming a worker without its registration's session key, can
+/// neither write an input log (new or existing) nor read or list the store there, and
+/// nothing changes; the real worker's own log writes go through, so the job is exact.
+#[test]
+fn store_writes_through_the_worker_path_need_a_worker_registration() {
+    use rainstorm::protocol::control::{SESSION_HEADER, WORKER_HEADER};
+    let c = Cluster::start(1, 5.0);
+    let text: String = (1..=200).map(|i| format!("line {i:04}\n")).collect();
+    c.file("in.txt", &text);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    // Two stages, exactly-once: the worker writes the second stage's input log through the
+    // leader. 200 lines at 20/s: about ten seconds of running.
+    c.file(
+        "logged.toml",
+        &job_toml(
+            "logged",
+            "in.txt",
+            "out.txt",
+            20.0,
+            "exactly-once",
+            &[(1, "identity", &[]), (1, "identity", &[])],
+        ),
+    );
+    let id = c.submit("logged.toml");
+    let store = c.dir.path().join("leader/store");
+    let seg = wait_for(
+        "the worker to write an input log through the leader",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http(&c, "GET", "/api/store?prefix=logs/", Some(&c.token), "");
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            v.as_array()?
+                .iter()
+                .filter_map(|o| o["path"].as_str())
+                .find(|p| p.ends_with(".seg"))
+                .map(str::to_string)
+        },
+    );
+    let before = std::fs::read(store.join(&seg)).unwrap();
+    let forged = format!("{}/000000-9999999999.seg", seg.rsplit_once('/').unwrap().0);
+    let worker = c.json(&["workers", "--json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong_key = "0".repeat(64);
+    let callers: [&[(&str, &str)]; 4] = [
+        &[],
+        &[(WORKER_HEADER, &worker)],
+        &[(WORKER_HEADER, &worker), (SESSION_HEADER, &wrong_key)],
+        &[(WORKER_HEADER, &worker), (SESSION_HEADER, &c.token)],
+    ];
+    let addr = c.url.trim_start_matches("http://");
+    for headers in callers {
+        for (method, path, body) in [
+            ("PUT", format!("/internal/store/{seg}"), "forged"),
+            ("PUT", format!("/internal/store/{forged}"), "forged"),
+            ("PUT", "/internal/store/in.txt".to_string(), "forged"),
+            ("GET", "/internal/store/in.txt".to_string(), ""),
+            ("GET", "/internal/store?prefix=".to_string(), ""),
+        ] {
+            let (status, answer) = http_at(addr, method, &path, Some(&c.token), headers, body);
+            assert_eq!(status, 401, "{method} {path} as {headers:?}: {answer}");
+        }
+    }
+    assert_eq!(
+        std::fs::read(store.join(&seg)).unwrap(),
+        before,
+        "the segment is untouched"
+    );
+    assert!(!store.join(&forged).exists(), "no forged segment appeared");
+    assert_eq!(c.store_file("in.txt"), text, "the source is untouched");
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", c.diagnose());
+    assert_same(
+        "the job's output",
+        &sorted_lines(&c.store_file("out.txt")),
+        &sorted_lines(&text),
+    );
+}
+
+/// `rainstorm run` guards its embedded cluster with a secret of its own, made fresh for the
+/// run: its leader (on loopback) refuses a caller without a secret and one that tries the
+/// secret the environment holds (`RAINSTORM_TOKEN`), which the run does not use.
+#[test]
+fn rainstorm_run_guards_its_embedded_cluster_with_a_fresh_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    std::fs::write(dir.path().join("in.txt"), text).unwrap();
+    // Two lines a second: running for minutes, until interrupted.
+    let job = job_toml(
+        "slow",
+        "in.txt",
+        "out.txt",
+        2.0,
+        "exactly-once",
+        &[(1, "identity", &[])],
+    );
+    std::fs::write(dir.path().join("slow.toml"), job).unwrap();
+    let env_secret = "the-environment-secret-0123456789";
+    let log = dir.path().join("run.log");
+    let mut run = std::process::Command::new(bin())
+        .args(["run", "slow.toml"])
+        .current_dir(dir.path())
+        .env("RAINSTORM_LOG", "info")
+        .env("RAINSTORM_TOKEN", env_secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let api = wait_for("the embedded leader", Duration::from_secs(30), || {
+        if let Some(st) = run.try_wait().unwrap() {
+            panic!(
+                "run exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        let text = std::fs::read_to_string(&log).ok()?;
+        let line = text
+            .split_inclusive('\n')
+            .find(|l| l.contains("leader ready") && l.ends_with('\n'))?;
+        let addr = line.split("api=").nth(1)?.split_whitespace().next()?;
+        Some(
+            addr.trim_matches(|c: char| !c.is_ascii_digit() && c != ':' && c != '.')
+                .to_string(),
+        )
+    });
+    let register = r#"{"version":6,"data_addr":"127.0.0.1:1","pid":1}"#;
+    for bearer in [None, Some(env_secret)] {
+        let (status, body) = http_at(&api, "GET", "/api/jobs", bearer, &[], "");
+        assert_eq!(status, 401, "GET /api/jobs with {bearer:?}: {body}");
+        assert!(body.contains("secret"), "{body}");
+        let (status, body) = http_at(&api, "POST", "/internal/register", bearer, &[], register);
+        assert_eq!(status, 401, "registering with {bearer:?}: {body}");
+    }
+    // SAFETY: signalling our own child, which is still running (checked above).
+    assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGINT) }, 0);
+    wait_for("run to exit after Ctrl-C", Duration::from_secs(30), || {
+        run.try_wait().unwrap()
+    });
+}
+
+/// `--insecure` is the one way to run a leader without a secret beyond loopback: with it, the
+/// leader starts on a wildcard address and lets callers in without a secret.
+#[test]
+fn insecure_lets_a_leader_without_a_secret_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("leader.log");
+    let mut leader = std::process::Command::new(bin())
+        .args([
+            "leader",
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("l"))
+        .env_remove("RAINSTORM_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let port = wait_for("the leader to listen", Duration::from_secs(30), || {
+        if let Some(st) = leader.try_wait().unwrap() {
+            panic!(
+                "the leader exited ({st}): {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        let text = std::fs::read_to_string(&log).ok()?;
+        let line = text
+            .split_inclusive('\n')
+            .find(|l| l.contains("listening on http://0.0.0.0:") && l.ends_with('\n'))?;
+        line.trim().rsplit(':').next()?.parse::<u16>().ok()
+    });
+    let (status, body) = http_at(
+        &format!("127.0.0.1:{port}"),
+        "GET",
+        "/api/jobs",
+        None,
+        &[],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let _ = leader.kill();
+    let _ = leader.wait();
+}
+
+/// The data port of the cluster's only worker.
+fn worker_port(c: &Cluster) -> u16 {
+    c.json(&["workers", "--json"])[0]["address"]
+        .as_str()
+        .and_then(|a| a.rsplit(':').next()?.parse().ok())
+        .expect("the worker's data address")
+}
+
+/// Reads until the peer closes; whether it closed without sending anything (a reset counts
+/// as closed; a read timeout does not).
+fn closed_silently(s: &mut std::net::TcpStream) -> bool {
+    let mut rest = Vec::new();
+    match s.read_to_end(&mut rest) {
+        Ok(_) => rest.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset && rest.is_empty(),
+    }
+}
+
+/// A connection to a data port that never says Hello is closed at the listener's Hello
+/// deadline (`RAINSTORM_HELLO_DEADLINE_MS`, here 300 ms instead of the default 10 s).
+#[test]
+fn a_data_connection_that_never_says_hello_is_closed_at_the_deadline() {
+    let mut c = Cluster::start(0, 5.0);
+    c.add_worker_env(&[("RAINSTORM_HELLO_DEADLINE_MS", "300")]);
+    c.wait_alive(1);
+    let port = worker_port(&c);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let t0 = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    assert!(matches!(
+        read_frame(&mut s),
+        Some(rainstorm::protocol::frame::Frame::Challenge(_))
+    ));
+    assert!(
+        closed_silently(&mut s),
+        "a silent peer is closed, without an answer"
+    );
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "closed after {took:?}: the 300 ms deadline was not applied"
+    );
+}
+
+/// A data port serves at most `RAINSTORM_MAX_DATA_CONNS` connections at once: one more is
+/// closed at once, without even a challenge, while those it serves go on being served; a
+/// connection that ends frees its place.
+#[test]
+fn data_connections_beyond_the_cap_are_closed_at_once() {
+    use rainstorm::protocol::frame::{Frame, Hello};
+    let mut c = Cluster::start(0, 5.0);
+    c.add_worker_env(&[("RAINSTORM_MAX_DATA_CONNS", "2")]);
+    c.wait_alive(1);
+    let port = worker_port(&c);
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    let mut held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = connect();
+            assert!(matches!(read_frame(&mut s), Some(Frame::Challenge(_))));
+            s
+        })
+        .collect();
+    for i in 0..3 {
+        let mut s = connect();
+        assert!(
+            closed_silently(&mut s),
+            "connection {} beyond the cap of 2 was served",
+            i + 1
+        );
+    }
+    // The two within the cap are still served: a Hello gets its (refusing) answer.
+    for s in &mut held {
+        let hello = Hello {
+            job: "job-1".into(),
+            from_stage: 0,
+            from_index: 0,
+            from_attempt: 0,
+            to_stage: 1,
+            to_index: 0,
+            to_attempt: 0,
+            epoch: 0,
+            acked: 0,
+            eos_acked: false,
+            proof: Vec::new(),
+        };
+        send_frame(s, &Frame::Hello(hello)).unwrap();
+        assert!(matches!(
+            read_frame(s),
+            Some(Frame::Reject { retry: false, .. })
+        ));
+    }
+    drop(held);
+    // Those ended: their places serve new connections again.
+    wait_for(
+        "a freed place to serve a new connection",
+        Duration::from_secs(20),
+        || {
+            let mut s = connect();
+            matches!(read_frame(&mut s), Some(Frame::Challenge(_))).then_some(())
+        },
     );
 }

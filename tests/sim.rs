@@ -505,6 +505,7 @@ async fn run_seed(seed: u64) -> SeedResult {
         window_bytes: 256 + rng.below(4096) as usize,
         queue_batches: 1 + rng.below(4) as usize,
         log_linger_us: rng.below(1000) as usize,
+        ..DataConfig::default()
     };
     let scripts = scripts();
     // Every connection proves the cluster secret, as in a real cluster.
@@ -540,6 +541,7 @@ async fn run_seed(seed: u64) -> SeedResult {
             env.registry.clone(),
             env.routes.clone(),
             env.auth.clone(),
+            listener::Limits::of(&cfg),
             stop.clone(),
         )));
         hosts.push(Host { name, addr, env });

@@ -249,6 +249,55 @@ fn delete_of_a_running_jobs_sink_is_refused() {
     assert!(body.contains("out/a.txt"), "{body}");
 }
 
+/// An operator executable uploaded into the store is read by the running job that uses it:
+/// replacing or deleting it (or the directory holding it) is refused (409, naming the job)
+/// and the file stays as it was; once the job has ended it is the user's again.
+#[test]
+fn put_or_delete_of_a_running_jobs_operator_is_refused() {
+    let c = Cluster::start(1, 5.0);
+    let op = "#!/bin/sh\nexec cat\n";
+    put_text(&c, "ops/pass.sh", op);
+    put_text(&c, "in.txt", &lines(1000));
+    // 1,000 lines at 20/s: running for about a minute, until cancelled.
+    let toml = job_toml(
+        "op",
+        "in.txt",
+        "out/op.txt",
+        20.0,
+        "exactly-once",
+        &[(1, "ops/pass.sh", &[])],
+    );
+    c.file("op.toml", &toml);
+    let id = c.submit("op.toml");
+    assert_eq!(c.json(&["job", &id, "--json"])["status"], "running");
+    for (method, path) in [
+        ("PUT", "/api/store/ops/pass.sh"),
+        ("DELETE", "/api/store/ops/pass.sh"),
+        ("DELETE", "/api/store/ops"),
+    ] {
+        let (status, body) = http(&c, method, path, b"#!/bin/sh\nexit 1\n");
+        assert_eq!(status, 409, "{method} {path}: {body}");
+        assert!(
+            body.contains(&id) && body.contains("ops/pass.sh"),
+            "{method} {path}: {body}"
+        );
+    }
+    assert_eq!(c.store_file("ops/pass.sh"), op, "the operator is unchanged");
+    assert_eq!(
+        c.json(&["job", &id, "--json"])["status"],
+        "running",
+        "the refusals came while the job ran"
+    );
+    c.ok(&["cancel", &id]);
+    let j = c.wait_job(&id, Duration::from_secs(30));
+    assert_eq!(j["status"], "cancelled", "{j}");
+    let (status, body) = http(&c, "PUT", "/api/store/ops/pass.sh", b"#!/bin/sh\nexit 1\n");
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(&c, "DELETE", "/api/store/ops", b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ops/pass.sh"), "{body}");
+}
+
 #[test]
 fn logs_are_not_writable_or_deletable_through_the_api() {
     let c = Cluster::start(1, 5.0);
@@ -339,7 +388,14 @@ fn store_listing_cannot_escape_the_store() {
         "/internal/store/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
     ] {
         let (status, body) = http(&c, "GET", path, b"");
-        assert_eq!(status, 400, "GET {path}: {body}");
+        // The workers' store refuses a caller that is no worker registration before
+        // anything else; the public API refuses the path.
+        let want = if path.starts_with("/internal/") {
+            401
+        } else {
+            400
+        };
+        assert_eq!(status, want, "GET {path}: {body}");
         assert!(
             !body.contains("passwd") || body.contains("not a valid store path"),
             "GET {path} names nothing outside the store: {body}"

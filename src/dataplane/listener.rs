@@ -6,6 +6,7 @@
 use super::inbound::{ConnCtl, Inbound, Registry};
 use super::routes::{RouteTable, Routes};
 use super::transport::{Acceptor, Conn};
+use super::DataConfig;
 use crate::model::backoff::Backoff;
 use crate::model::ids::{JobId, TaskKey, TaskPos};
 use crate::protocol::auth::{nonce, DataAuth};
@@ -18,23 +19,44 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-/// How long a new connection may take to say Hello before it is dropped.
-const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+/// What a listener grants peers before they prove anything.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a new connection may take to say Hello before it is dropped.
+    pub hello_deadline: Duration,
+    /// Connections served at once; more are closed as they come.
+    pub max_conns: usize,
+}
 
-/// Connections a listener serves at once; more are closed as they come.
-pub const MAX_CONNS: usize = 4096;
+impl Limits {
+    /// The limits `cfg` sets.
+    pub fn of(cfg: &DataConfig) -> Limits {
+        Limits {
+            hello_deadline: Duration::from_millis(cfg.hello_deadline_ms as u64),
+            max_conns: cfg.max_conns,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::of(&DataConfig::default())
+    }
+}
 
 /// Accepts connections until `shutdown`, then waits for every handler to finish. Each
-/// connection must prove the cluster secret (`auth`) in its Hello.
+/// connection must prove the cluster secret (`auth`) in its Hello within
+/// `limits.hello_deadline`; at most `limits.max_conns` are served at once.
 pub async fn serve(
     mut listener: impl Acceptor,
     registry: Arc<Registry>,
     routes: Arc<Routes>,
     auth: DataAuth,
+    limits: Limits,
     shutdown: CancellationToken,
 ) {
     let mut conns = JoinSet::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_conns));
     let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -43,7 +65,7 @@ pub async fn serve(
                 Ok(conn) => {
                     backoff.reset();
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        warn!(peer = %conn.peer, limit = MAX_CONNS, "too many data connections; closing a new one");
+                        warn!(peer = %conn.peer, limit = limits.max_conns, "too many data connections; closing a new one");
                         continue;
                     };
                     let registry = registry.clone();
@@ -53,7 +75,8 @@ pub async fn serve(
                     let span = tracing::debug_span!("data_conn", peer = %conn.peer);
                     conns.spawn(
                         async move {
-                            if let Err(e) = serve_conn(conn, registry, routes, auth, stop).await {
+                            let deadline = limits.hello_deadline;
+                            if let Err(e) = serve_conn(conn, registry, routes, auth, deadline, stop).await {
                                 debug!(error = %e, "data connection ended");
                             }
                             drop(slot);
@@ -148,6 +171,7 @@ async fn serve_conn(
     registry: Arc<Registry>,
     routes: Arc<Routes>,
     auth: DataAuth,
+    hello_deadline: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
     let mut rd = FramedRead::new(conn.read, codec());
@@ -158,7 +182,7 @@ async fn serve_conn(
     wr.send(Frame::Challenge(challenge).encode()).await?;
     let first = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        f = tokio::time::timeout(HELLO_DEADLINE, rd.next()) => match f {
+        f = tokio::time::timeout(hello_deadline, rd.next()) => match f {
             Ok(f) => f,
             Err(_) => return Err(ConnError::Protocol("no Hello before the deadline".into())),
         },
@@ -381,6 +405,7 @@ mod tests {
             registry.clone(),
             routes.clone(),
             secret(),
+            Limits::default(),
             stop.clone(),
         ));
 
@@ -486,7 +511,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, registry, routes, secret(), stop.clone()));
+        let server = tokio::spawn(serve(
+            listener,
+            registry,
+            routes,
+            secret(),
+            Limits::default(),
+            stop.clone(),
+        ));
         let (mut rd, _wr) = hello(addr, 0, 0).await;
         let Some(Inbound::Connected { conn, .. }) = inbox.recv().await else {
             panic!("no Connected");

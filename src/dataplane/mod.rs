@@ -31,6 +31,11 @@ pub struct DataConfig {
     /// How long a group commit of the input log waits for more records before writing
     /// (microseconds): fewer, larger segments under load, at most this much added latency.
     pub log_linger_us: usize,
+    /// How long a new connection to the data listener may take to prove the cluster secret
+    /// in its Hello before it is closed (milliseconds).
+    pub hello_deadline_ms: usize,
+    /// Connections the data listener serves at once; more are closed as they come.
+    pub max_conns: usize,
 }
 
 impl Default for DataConfig {
@@ -41,22 +46,27 @@ impl Default for DataConfig {
             window_bytes: 2 * 1024 * 1024,
             queue_batches: 8,
             log_linger_us: 2000,
+            hello_deadline_ms: 10_000,
+            max_conns: 4096,
         }
     }
 }
 
 impl DataConfig {
     /// Defaults, overridden by `RAINSTORM_BATCH_TUPLES`, `RAINSTORM_BATCH_BYTES`,
-    /// `RAINSTORM_WINDOW_BYTES`, `RAINSTORM_QUEUE_BATCHES` and `RAINSTORM_LOG_LINGER_US` when set (bad values are
+    /// `RAINSTORM_WINDOW_BYTES`, `RAINSTORM_QUEUE_BATCHES`, `RAINSTORM_LOG_LINGER_US`,
+    /// `RAINSTORM_HELLO_DEADLINE_MS` and `RAINSTORM_MAX_DATA_CONNS` when set (bad values are
     /// reported and ignored).
     pub fn from_env() -> Self {
         let mut c = DataConfig::default();
-        let vars: [(&str, &mut usize); 5] = [
+        let vars: [(&str, &mut usize); 7] = [
             ("RAINSTORM_LOG_LINGER_US", &mut c.log_linger_us),
             ("RAINSTORM_BATCH_TUPLES", &mut c.batch_tuples),
             ("RAINSTORM_BATCH_BYTES", &mut c.batch_bytes),
             ("RAINSTORM_WINDOW_BYTES", &mut c.window_bytes),
             ("RAINSTORM_QUEUE_BATCHES", &mut c.queue_batches),
+            ("RAINSTORM_HELLO_DEADLINE_MS", &mut c.hello_deadline_ms),
+            ("RAINSTORM_MAX_DATA_CONNS", &mut c.max_conns),
         ];
         for (name, slot) in vars {
             if let Ok(v) = std::env::var(name) {

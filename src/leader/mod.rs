@@ -305,6 +305,7 @@ pub async fn run(
         registry,
         env_routes.clone(),
         data_auth,
+        listener::Limits::of(&cfg.data),
         stop_net.clone(),
     ));
     bg.spawn(monitor::monitor(leader.clone(), stop_net.clone()));

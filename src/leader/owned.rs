@@ -1,8 +1,10 @@
 //! Owned files: what each running job reads (its source, its operators) and writes (its sink),
 //! so no submission, upload or delete can corrupt a running job. A running job's sink is no
 //! other running job's sink or source, and never its own source; a `PUT` or `DELETE` on a file
-//! a running job reads or writes is refused (409). Also here: operators pinned by content hash
-//! at submission, so a job runs exactly the executable it was validated against.
+//! a running job reads or writes is refused (409). An upload or a delete holds its path while
+//! it runs, so a job submitted meanwhile that names it is refused too (the check and the
+//! change are one step with respect to submissions). Also here: operators pinned by content
+//! hash at submission, so a job runs exactly the executable it was validated against.
 
 use super::state::{lock, State};
 use super::{Leader, SubmitError};
@@ -23,12 +25,25 @@ pub struct JobFiles {
     pub writes: String,
 }
 
-/// Every job's files, and the uploads in progress.
+/// Every job's files, and the uploads and deletes in progress.
 #[derive(Debug, Default)]
 pub struct Files {
     jobs: BTreeMap<JobId, JobFiles>,
     /// Store paths being uploaded now, with how many uploads hold each.
     writing: BTreeMap<String, u32>,
+    /// Store paths being deleted now (each with everything under it), with how many deletes
+    /// hold each.
+    deleting: BTreeMap<String, u32>,
+}
+
+/// Drops one hold on `path` in a map of held paths.
+fn unhold(map: &mut BTreeMap<String, u32>, path: &str) {
+    if let Some(n) = map.get_mut(path) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(path);
+        }
+    }
 }
 
 fn norm(spec: &JobSpec, p: &str) -> String {
@@ -122,8 +137,38 @@ impl State {
         {
             return Err(format!("{p}: being uploaded now; job {me} cannot use it"));
         }
+        if let Some((p, d)) = files.reads.iter().chain([sink]).find_map(|p| {
+            self.files
+                .deleting
+                .keys()
+                .find(|d| under(p, d))
+                .map(|d| (p, d))
+        }) {
+            return Err(format!(
+                "{p}: {d} is being deleted now; job {me} cannot use it"
+            ));
+        }
         self.files.jobs.insert(me.clone(), files);
         Ok(())
+    }
+
+    /// Holds `clean` and everything under it for a delete, unless a running job uses any of
+    /// it: until [`State::end_delete`], a job naming any of it is refused.
+    pub fn begin_delete(&mut self, clean: &str) -> Result<(), String> {
+        for (id, f) in running(self) {
+            if let Some(p) = f.reads.iter().chain([&f.writes]).find(|p| under(p, clean)) {
+                return Err(format!(
+                    "{clean}: running job {id} uses {p}; nothing was deleted"
+                ));
+            }
+        }
+        *self.files.deleting.entry(clean.to_string()).or_default() += 1;
+        Ok(())
+    }
+
+    /// Ends a delete's hold on `clean` (see [`State::begin_delete`]).
+    pub fn end_delete(&mut self, clean: &str) {
+        unhold(&mut self.files.deleting, clean);
     }
 
     /// Forgets an ended job's files (kept only while they can matter: running jobs).
@@ -140,13 +185,19 @@ pub struct Writing {
 
 impl Drop for Writing {
     fn drop(&mut self) {
-        let mut st = lock(&self.leader.state);
-        if let Some(n) = st.files.writing.get_mut(&self.path) {
-            *n -= 1;
-            if *n == 0 {
-                st.files.writing.remove(&self.path);
-            }
-        }
+        unhold(&mut lock(&self.leader.state).files.writing, &self.path);
+    }
+}
+
+/// A delete in progress; dropping it ends the hold.
+pub struct Deleting {
+    leader: Arc<Leader>,
+    path: String,
+}
+
+impl Drop for Deleting {
+    fn drop(&mut self) {
+        lock(&self.leader.state).end_delete(&self.path);
     }
 }
 
@@ -169,17 +220,14 @@ impl Leader {
         })
     }
 
-    /// Refuses to delete `clean` (and what lies under it) while a running job uses any of it.
-    pub fn check_delete(&self, clean: &str) -> Result<(), String> {
-        let st = lock(&self.state);
-        for (id, f) in running(&st) {
-            if let Some(p) = f.reads.iter().chain([&f.writes]).find(|p| under(p, clean)) {
-                return Err(format!(
-                    "{clean}: running job {id} uses {p}; nothing was deleted"
-                ));
-            }
-        }
-        Ok(())
+    /// Holds `clean` (and what lies under it) for a delete, unless a running job uses any of
+    /// it; a job submitted while the hold lasts cannot name any of it.
+    pub fn claim_delete(self: &Arc<Self>, clean: &str) -> Result<Deleting, String> {
+        lock(&self.state).begin_delete(clean)?;
+        Ok(Deleting {
+            leader: self.clone(),
+            path: clean.to_string(),
+        })
     }
 
     /// Store paths of the job (source, operators) that exist in a store other than a local
@@ -289,4 +337,80 @@ pub const RESERVED: [&str; 2] = ["logs", "blobs"];
 pub fn reserved(clean: &str) -> bool {
     let top = clean.split('/').next().unwrap_or("");
     RESERVED.contains(&top)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leader::job::JobRec;
+    use crate::model::spec::{Delivery, StageSpec};
+    use crate::runtime::sink::SinkProgress;
+    use tokio::sync::{mpsc, watch};
+    use tokio_util::sync::CancellationToken;
+
+    fn spec(source: &str, sink: &str) -> JobSpec {
+        JobSpec {
+            name: None,
+            delivery: Delivery::ExactlyOnce,
+            source_path: source.into(),
+            source_name: source.into(),
+            rate: 0.0,
+            sink_path: sink.into(),
+            stages: vec![StageSpec {
+                tasks: 1,
+                operator: OperatorSpec::Exec {
+                    path: "ops/op.sh".into(),
+                    args: vec![],
+                },
+            }],
+            paths: PathMode::Store,
+            keep_logs: false,
+            autoscale: None,
+        }
+    }
+
+    /// Claims the files of a job as `Leader::submit` does, and records it running.
+    fn submit(st: &mut State, id: &str, source: &str, sink: &str) -> Result<(), String> {
+        let spec = spec(source, sink);
+        let id = JobId(id.into());
+        st.claim_files(&id, job_files(&spec, &[]))?;
+        let (tx, _) = mpsc::channel(1);
+        let (_, progress) = watch::channel(SinkProgress::default());
+        let rec = JobRec::new(spec, tx, CancellationToken::new(), progress, "o".into());
+        st.add_job(id, rec);
+        Ok(())
+    }
+
+    #[test]
+    fn a_job_submitted_while_a_delete_runs_cannot_claim_what_it_deletes() {
+        let mut st = State::default();
+        submit(&mut st, "job-1", "a/in.txt", "out/a.txt").unwrap();
+        // A delete of anything a running job uses is refused and holds nothing.
+        for busy in ["a", "a/in.txt", "out", "ops/op.sh", "ops"] {
+            let err = st.begin_delete(busy).unwrap_err();
+            assert!(
+                err.contains("job-1") && err.contains("nothing was deleted"),
+                "{err}"
+            );
+        }
+        assert!(st.files.deleting.is_empty());
+        // While `b` is being deleted, no job may read or write anything under it.
+        st.begin_delete("b").unwrap();
+        for (source, sink) in [
+            ("b/in.txt", "out/x.txt"),
+            ("c.txt", "b/out.txt"),
+            ("b", "out/y.txt"),
+        ] {
+            let err = submit(&mut st, "job-2", source, sink).unwrap_err();
+            assert!(err.contains("being deleted"), "{source} -> {sink}: {err}");
+        }
+        assert!(!st.jobs.contains_key(&JobId("job-2".into())));
+        // A path that merely shares the prefix's letters is not under it.
+        submit(&mut st, "job-3", "bb/in.txt", "out/z.txt").unwrap();
+        // Once the delete is over, the path is free again.
+        st.end_delete("b");
+        submit(&mut st, "job-2", "b/in.txt", "out/x.txt").unwrap();
+        // And the next delete of it is refused: a running job reads it now.
+        assert!(st.begin_delete("b").is_err());
+    }
 }

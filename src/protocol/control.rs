@@ -41,6 +41,13 @@ pub type Route = (TaskPos, Dest);
 /// Bumped whenever a control message changes incompatibly; checked at registration.
 pub const PROTOCOL_VERSION: u32 = 6;
 
+/// Header naming the worker registration a worker-store request (`/internal/store`) comes
+/// from; [`SESSION_HEADER`] carries that registration's session key.
+pub const WORKER_HEADER: &str = "x-rainstorm-worker";
+
+/// Header carrying the session key of the registration [`WORKER_HEADER`] names.
+pub const SESSION_HEADER: &str = "x-rainstorm-session";
+
 /// A worker asking to join.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RegisterRequest {

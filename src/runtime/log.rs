@@ -70,6 +70,31 @@ pub fn task_prefix(key: &TaskKey) -> String {
     format!("logs/{}/{}.{}/", key.job, key.pos.stage, key.pos.index)
 }
 
+/// The task whose log holds store path `path` (`logs/<job>/<stage>.<index>/<name>`, spelled
+/// exactly as [`task_prefix`] spells it), if it names an object of a task's log.
+pub fn log_task(path: &str) -> Option<TaskKey> {
+    let mut parts = path.split('/');
+    let (Some("logs"), Some(job), Some(pos), Some(name), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let (stage, index) = pos.split_once('.')?;
+    let key = TaskKey {
+        job: crate::model::ids::JobId(job.to_string()),
+        pos: crate::model::ids::TaskPos {
+            stage: stage.parse().ok()?,
+            index: index.parse().ok()?,
+        },
+    };
+    (!job.is_empty() && !name.is_empty() && format!("{}{name}", task_prefix(&key)) == path)
+        .then_some(key)
+}
+
 /// Store prefix of a job's logs.
 pub fn job_prefix(job: &crate::model::ids::JobId) -> String {
     format!("logs/{job}")
@@ -253,6 +278,31 @@ mod tests {
         TaskKey {
             job: JobId("job-1".into()),
             pos: TaskPos { stage: 1, index: 2 },
+        }
+    }
+
+    #[test]
+    fn log_paths_name_their_task_and_nothing_else_does() {
+        let k = key();
+        for p in [
+            segment_path(&k, 3, 7),
+            fence_path(&k, 0),
+            format!("{}000002-manifest", task_prefix(&k)),
+        ] {
+            assert_eq!(log_task(&p), Some(k.clone()), "{p}");
+        }
+        for p in [
+            "logs/job-1/1.2",
+            "logs/job-1/1.2/",
+            "logs/job-1/x",
+            "logs/job-1/1.2/a/b",
+            "logs/job-1/+1.2/a",
+            "logs/job-1/01.2/a",
+            "logs//1.2/a",
+            "blobs/job-1/1.2/a",
+            "in.txt",
+        ] {
+            assert_eq!(log_task(p), None, "{p}");
         }
     }
 

@@ -120,6 +120,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         env.registry.clone(),
         env.routes.clone(),
         env.auth.clone(),
+        listener::Limits::of(&cfg.data),
         net_stop.clone(),
     ));
     let worker = session::Worker {

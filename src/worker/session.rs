@@ -106,6 +106,8 @@ impl Worker {
                 return Ok(());
             };
             let id = reg.worker_id.clone();
+            // The store through the leader serves only this registration from now on.
+            self.env.store.bind_session(&id, reg.session.as_deref());
             if reg.adopted {
                 info!(worker = %id, data_addr = %self.data_addr, tasks = lock_tasks(&self.tasks).len(), "rejoined the leader under the old identity; tasks carry on");
             } else {

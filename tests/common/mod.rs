@@ -359,6 +359,11 @@ impl Cluster {
     }
 
     pub fn add_worker(&mut self) {
+        self.add_worker_env(&[]);
+    }
+
+    /// Starts one more worker with extra environment variables (data-plane limits, say).
+    pub fn add_worker_env(&mut self, env: &[(&str, &str)]) {
         let i = self.workers.len();
         let log = std::fs::File::create(self.dir.path().join(format!("worker-{i}.log"))).unwrap();
         let w = Command::new(bin())
@@ -368,6 +373,7 @@ impl Cluster {
             .arg(self.dir.path())
             .env("RAINSTORM_LOG", "info")
             .env("RAINSTORM_TOKEN", &self.token)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -9,7 +9,7 @@ use crate::model::ids::WorkerId;
 use crate::protocol::auth::{eq_ct, random_hex};
 use crate::protocol::control::{
     Command, Events, Heartbeat, Known, RegisterRequest, RegisterResponse, TaskState, WorkerState,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSION, SESSION_HEADER, WORKER_HEADER,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -43,6 +43,43 @@ fn authorize(l: &Leader, headers: &HeaderMap, id: &WorkerId) -> Result<(), Box<R
         Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             format!("not the registration of worker {id}"),
+        )))
+    }
+}
+
+/// The live registration a worker-store request (`/internal/store`) comes from: it must name a
+/// live worker ([`WORKER_HEADER`]) and prove that registration's session key
+/// ([`SESSION_HEADER`]), so the cluster secret alone (an operator process that read
+/// `RAINSTORM_TOKEN`, say) cannot use the workers' store. `Ok(None)` on a leader without a
+/// secret, which hands out no sessions. `Err` is the answer to send.
+pub(super) fn store_caller(
+    l: &Leader,
+    headers: &HeaderMap,
+) -> Result<Option<WorkerId>, Box<Response>> {
+    if l.cfg.token.is_none() {
+        return Ok(None);
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(id), Some(sent)) = (header(WORKER_HEADER), header(SESSION_HEADER)) else {
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "the workers' store serves worker registrations only (no worker session sent)",
+        )));
+    };
+    let id = WorkerId(id.to_string());
+    let st = lock(&l.state);
+    let ok = st.workers.get(&id).is_some_and(|w| {
+        w.state == WorkerState::Alive
+            && w.session
+                .as_deref()
+                .is_some_and(|key| eq_ct(key.as_bytes(), sent.as_bytes()))
+    });
+    if ok {
+        Ok(Some(id))
+    } else {
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            format!("not a live registration of worker {id}"),
         )))
     }
 }

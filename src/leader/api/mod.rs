@@ -89,8 +89,8 @@ pub fn router(leader: Arc<Leader>) -> Router {
         .route("/internal/heartbeat", post(control::heartbeat))
         .route("/internal/events", post(control::events))
         .route("/internal/commands/{id}", get(control::commands));
-    // Workers without a store of their own reach the leader's through these; their store
-    // client is made before registration and outlives it, so it proves the cluster secret.
+    // Workers without a store of their own reach the leader's through these: every request
+    // proves the cluster secret and, checked by each handler, a live worker registration.
     let worker_store = Router::new()
         .route("/internal/store", get(store::internal_list))
         .route(

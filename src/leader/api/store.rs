@@ -2,20 +2,27 @@
 //! downloads are streamed (a file of any size passes through a small buffer); `logs/` and
 //! `blobs/` belong to the engine and are read-only here; a file a running job reads or writes
 //! cannot be replaced or deleted (409). Internal (`/internal/store`, workers without direct
-//! access to the store): reads anything, writes only input logs.
+//! access to the store): only for a live worker registration (its session key, not just the
+//! cluster secret); reads anything, writes only the input logs of that worker's own tasks.
 
+use super::control::store_caller;
 use super::{error, Shared};
 use crate::leader::owned::reserved;
+use crate::leader::state::{lock, State as LeaderState};
 use crate::leader::Leader;
+use crate::model::ids::WorkerId;
+use crate::protocol::control::JobStatus;
+use crate::runtime::log::log_task;
 use crate::runtime::store::{clean_path, clean_prefix, StoreError};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::json;
+use tracing::warn;
 
 #[derive(Deserialize)]
 pub(super) struct PrefixQuery {
@@ -117,9 +124,11 @@ pub(super) async fn store_delete(State(l): Shared, Path(path): Path<String>) -> 
             format!("{clean}: logs/ and blobs/ belong to the engine and cannot be deleted through the API"),
         );
     }
-    if let Err(msg) = l.check_delete(&clean) {
-        return error(StatusCode::CONFLICT, msg);
-    }
+    // Held until the answer: a job submitted meanwhile cannot claim what is being deleted.
+    let _deleting = match l.claim_delete(&clean) {
+        Ok(g) => g,
+        Err(msg) => return error(StatusCode::CONFLICT, msg),
+    };
     match l.store.delete_report(&clean).await {
         (removed, None) => Json(json!({ "removed": removed })).into_response(),
         (removed, Some(e)) => (
@@ -133,31 +142,162 @@ pub(super) async fn store_delete(State(l): Shared, Path(path): Path<String>) -> 
     }
 }
 
-/// Workers' reads (operators, sources, logs).
-pub(super) async fn internal_get(state: Shared, path: Path<String>) -> Response {
+/// Workers' reads (operators, sources, logs), from a live registration.
+pub(super) async fn internal_get(
+    state: Shared,
+    headers: HeaderMap,
+    path: Path<String>,
+) -> Response {
+    if let Err(denied) = store_caller(&state.0, &headers) {
+        return *denied;
+    }
     store_get(state, path).await
 }
 
-/// Workers' listings (input logs).
-pub(super) async fn internal_list(state: Shared, q: Query<PrefixQuery>) -> Response {
+/// Workers' listings (input logs), from a live registration.
+pub(super) async fn internal_list(
+    state: Shared,
+    headers: HeaderMap,
+    q: Query<PrefixQuery>,
+) -> Response {
+    if let Err(denied) = store_caller(&state.0, &headers) {
+        return *denied;
+    }
     store_list(state, q).await
 }
 
-/// Workers' writes: input-log segments and fences only.
+/// Whether worker `caller` may write store path `clean`: only an object of the input log of
+/// a task of a running job that the leader placed on that worker (segments, manifests, and
+/// the fences a new attempt puts on its predecessors, all under the task's own prefix).
+/// Without a cluster secret there are no registrations to tell apart (`caller` is `None`):
+/// any task's log. `Err` says why not.
+fn may_write(st: &LeaderState, caller: Option<&WorkerId>, clean: &str) -> Result<(), String> {
+    let Some(key) = log_task(clean) else {
+        return Err(format!(
+            "{clean}: workers write only their tasks' input logs (logs/<job>/<stage>.<index>/...)"
+        ));
+    };
+    let Some(id) = caller else {
+        return Ok(());
+    };
+    let running = st
+        .jobs
+        .get(&key.job)
+        .is_some_and(|j| j.status == JobStatus::Running);
+    if running && st.tasks.get(&key).is_some_and(|t| t.worker == *id) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{clean}: task {key} is not a task of a running job placed on worker {id}"
+        ))
+    }
+}
+
+/// Workers' writes: objects of the input logs of their own tasks, from a live registration.
 pub(super) async fn internal_put(
     State(l): Shared,
+    headers: HeaderMap,
     Path(path): Path<String>,
     body: Body,
 ) -> Response {
+    let caller = match store_caller(&l, &headers) {
+        Ok(c) => c,
+        Err(denied) => return *denied,
+    };
     let clean = match clean_path(&path) {
         Ok(c) => c,
         Err(e) => return store_error(e),
     };
-    if !clean.starts_with("logs/") {
-        return error(
-            StatusCode::FORBIDDEN,
-            format!("{clean}: workers write only input logs (logs/)"),
-        );
+    let allowed = may_write(&lock(&l.state), caller.as_ref(), &clean);
+    if let Err(msg) = allowed {
+        warn!(worker = ?caller.map(|w| w.0), path = %clean, "a worker store write outside the worker's own input logs was refused");
+        return error(StatusCode::FORBIDDEN, msg);
     }
     put_body(&l, &clean, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leader::job::JobRec;
+    use crate::leader::state::TaskRec;
+    use crate::model::ids::{JobId, TaskKey, TaskPos};
+    use crate::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
+    use crate::protocol::control::TaskState;
+    use crate::runtime::log::{fence_path, segment_path};
+    use crate::runtime::sink::SinkProgress;
+    use tokio::sync::{mpsc, watch};
+    use tokio_util::sync::CancellationToken;
+
+    fn key(job: &str, stage: u32) -> TaskKey {
+        TaskKey {
+            job: JobId(job.into()),
+            pos: TaskPos { stage, index: 0 },
+        }
+    }
+
+    /// Job `job-1` running, its stage 1 placed on `w1` and its stage 2 on `w2`.
+    fn state() -> LeaderState {
+        let spec = JobSpec {
+            name: None,
+            delivery: Delivery::ExactlyOnce,
+            source_path: "in.txt".into(),
+            source_name: "in.txt".into(),
+            rate: 0.0,
+            sink_path: "o.txt".into(),
+            stages: vec![
+                StageSpec {
+                    tasks: 1,
+                    operator: OperatorSpec::Builtin {
+                        name: "identity".into(),
+                        args: vec![],
+                    },
+                };
+                2
+            ],
+            paths: PathMode::Store,
+            keep_logs: false,
+            autoscale: None,
+        };
+        let mut st = LeaderState::default();
+        for (stage, w) in [(1, "w1"), (2, "w2")] {
+            let rec = TaskRec::placed(WorkerId(w.into()), 0, TaskState::Running, &spec, stage);
+            st.tasks.insert(key("job-1", stage), rec);
+        }
+        let (tx, _) = mpsc::channel(1);
+        let (_, progress) = watch::channel(SinkProgress::default());
+        let rec = JobRec::new(spec, tx, CancellationToken::new(), progress, "o".into());
+        st.add_job(JobId("job-1".into()), rec);
+        st
+    }
+
+    #[test]
+    fn a_worker_writes_only_the_input_logs_of_its_own_tasks_of_running_jobs() {
+        let mut st = state();
+        let w1 = WorkerId("w1".into());
+        let mine = key("job-1", 1);
+        // Its own task's segments, manifests and fences.
+        for p in [segment_path(&mine, 0, 3), fence_path(&mine, 0)] {
+            assert_eq!(may_write(&st, Some(&w1), &p), Ok(()), "{p}");
+        }
+        // Another worker's task, a task that does not exist, anything outside the logs.
+        for p in [
+            segment_path(&key("job-1", 2), 0, 0),
+            segment_path(&key("job-9", 1), 0, 0),
+            "in.txt".to_string(),
+            "o.txt".to_string(),
+            "blobs/sha256/x".to_string(),
+            "logs/job-1/forged".to_string(),
+        ] {
+            assert!(may_write(&st, Some(&w1), &p).is_err(), "{p}");
+        }
+        // Once the job has ended, not even its own task's log.
+        if let Some(j) = st.jobs.get_mut(&JobId("job-1".into())) {
+            j.status = JobStatus::Cancelled;
+        }
+        assert!(may_write(&st, Some(&w1), &segment_path(&mine, 0, 4)).is_err());
+        // A leader without a secret has no registrations to tell apart: logs only.
+        assert_eq!(may_write(&st, None, &segment_path(&mine, 0, 4)), Ok(()));
+        assert!(may_write(&st, None, "in.txt").is_err());
+    }
 }

@@ -2,11 +2,67 @@
 //! (`/internal/store/...` for reads, listings and input-log writes; `/api/store/...` for
 //! deletes). Kept apart because it is a client of the leader, not a storage backend: every
 //! status the leader answers is mapped back to a [`StoreError`], and uploads and downloads are
-//! streamed so neither side buffers a whole file.
+//! streamed so neither side buffers a whole file. Every `/internal/store` request proves the
+//! cluster secret and names the worker registration it comes from ([`StoreSession`]): the
+//! leader serves the worker store only to a live registration.
 
 use super::{upload_broke, ObjectMeta, ObjectReader, StoreError};
+use crate::protocol::control::{SESSION_HEADER, WORKER_HEADER};
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
+use std::sync::{Arc, RwLock};
+
+/// The worker registration a store client speaks for: set by the worker each time it
+/// registers (a new session key each time), shared by every clone of its store.
+#[derive(Clone, Debug, Default)]
+pub struct StoreSession(Arc<RwLock<Option<(String, String)>>>);
+
+impl StoreSession {
+    /// Speaks for registration `worker` with session key `key` from now on (no key: a leader
+    /// without a cluster secret, which hands out none).
+    pub fn bind(&self, worker: &crate::model::ids::WorkerId, key: Option<&str>) {
+        let mut slot = self.0.write().unwrap_or_else(|p| p.into_inner());
+        *slot = key.map(|k| (worker.0.clone(), k.to_string()));
+    }
+
+    /// Adds the registration's headers to a request (none before the first registration).
+    fn prove(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let slot = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let Some((worker, key)) = slot.as_ref() else {
+            return req;
+        };
+        match reqwest::header::HeaderValue::from_str(key) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                req.header(WORKER_HEADER, worker.as_str())
+                    .header(SESSION_HEADER, v)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the session key is not a valid header value");
+                req
+            }
+        }
+    }
+}
+
+/// The leader's store API as a worker reaches it: base URL, a client proving the cluster
+/// secret, and the registration the requests speak for.
+#[derive(Clone, Debug)]
+pub struct HttpStore {
+    pub(super) base: String,
+    pub(super) client: reqwest::Client,
+    pub(super) session: StoreSession,
+}
+
+impl HttpStore {
+    /// A request to `/internal/store{rest}`, proving the registration.
+    fn internal(&self, method: reqwest::Method, rest: &str) -> reqwest::RequestBuilder {
+        let req = self
+            .client
+            .request(method, format!("{}/internal/store{rest}", self.base));
+        self.session.prove(req)
+    }
+}
 
 /// An HTTP client that proves the cluster secret (if any) as a bearer token on every request.
 pub(super) fn client(token: Option<&crate::protocol::auth::Secret>) -> reqwest::Client {
@@ -42,27 +98,18 @@ async fn check(resp: reqwest::Response, path: &str) -> Result<reqwest::Response,
 }
 
 /// GETs an object, mapping transport and status errors.
-async fn get_response(
-    base: &str,
-    client: &reqwest::Client,
-    clean: &str,
-) -> Result<reqwest::Response, StoreError> {
-    let resp = client
-        .get(format!("{base}/internal/store/{clean}"))
+async fn get_response(h: &HttpStore, clean: &str) -> Result<reqwest::Response, StoreError> {
+    let resp = h
+        .internal(reqwest::Method::GET, &format!("/{clean}"))
         .send()
         .await
         .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))?;
     check(resp, clean).await
 }
 
-pub(super) async fn put(
-    base: &str,
-    client: &reqwest::Client,
-    clean: &str,
-    data: Bytes,
-) -> Result<(), StoreError> {
-    let resp = client
-        .put(format!("{base}/internal/store/{clean}"))
+pub(super) async fn put(h: &HttpStore, clean: &str, data: Bytes) -> Result<(), StoreError> {
+    let resp = h
+        .internal(reqwest::Method::PUT, &format!("/{clean}"))
         .body(data)
         .send()
         .await
@@ -71,20 +118,17 @@ pub(super) async fn put(
 }
 
 /// Streams `body` as the request body through a small channel (at most a few chunks queued).
-pub(super) async fn put_stream<S, E>(
-    base: &str,
-    client: &reqwest::Client,
-    clean: &str,
-    body: S,
-) -> Result<u64, StoreError>
+pub(super) async fn put_stream<S, E>(h: &HttpStore, clean: &str, body: S) -> Result<u64, StoreError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: std::fmt::Display,
 {
     let mut body = std::pin::pin!(body);
     let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    let url = format!("{base}/internal/store/{clean}");
-    let send = client.put(url).body(reqwest::Body::wrap_stream(rx)).send();
+    let send = h
+        .internal(reqwest::Method::PUT, &format!("/{clean}"))
+        .body(reqwest::Body::wrap_stream(rx))
+        .send();
     let feed = async move {
         let mut tx = tx;
         let mut total = 0u64;
@@ -104,42 +148,26 @@ where
 }
 
 /// The API has no HEAD: the size of what a GET returns.
-pub(super) async fn size(
-    base: &str,
-    client: &reqwest::Client,
-    clean: &str,
-) -> Result<u64, StoreError> {
-    get(base, client, clean).await.map(|b| b.len() as u64)
+pub(super) async fn size(h: &HttpStore, clean: &str) -> Result<u64, StoreError> {
+    get(h, clean).await.map(|b| b.len() as u64)
 }
 
-pub(super) async fn open(
-    base: &str,
-    client: &reqwest::Client,
-    clean: &str,
-) -> Result<ObjectReader, StoreError> {
-    let resp = get_response(base, client, clean).await?;
+pub(super) async fn open(h: &HttpStore, clean: &str) -> Result<ObjectReader, StoreError> {
+    let resp = get_response(h, clean).await?;
     let stream = resp.bytes_stream().map_err(std::io::Error::other);
     Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
 }
 
-pub(super) async fn get(
-    base: &str,
-    client: &reqwest::Client,
-    clean: &str,
-) -> Result<Bytes, StoreError> {
-    let resp = get_response(base, client, clean).await?;
+pub(super) async fn get(h: &HttpStore, clean: &str) -> Result<Bytes, StoreError> {
+    let resp = get_response(h, clean).await?;
     resp.bytes()
         .await
         .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))
 }
 
-pub(super) async fn list(
-    base: &str,
-    client: &reqwest::Client,
-    prefix: &str,
-) -> Result<Vec<ObjectMeta>, StoreError> {
-    let resp = client
-        .get(format!("{base}/internal/store"))
+pub(super) async fn list(h: &HttpStore, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+    let resp = h
+        .internal(reqwest::Method::GET, "")
         .query(&[("prefix", prefix)])
         .send()
         .await
@@ -151,13 +179,10 @@ pub(super) async fn list(
 }
 
 /// Deletes through the public API, which answers with what it removed.
-pub(super) async fn delete_report(
-    base: &str,
-    client: &reqwest::Client,
-    clean: &str,
-) -> (Vec<String>, Option<StoreError>) {
-    let resp = client
-        .delete(format!("{base}/api/store/{clean}"))
+pub(super) async fn delete_report(h: &HttpStore, clean: &str) -> (Vec<String>, Option<StoreError>) {
+    let resp = h
+        .client
+        .delete(format!("{}/api/store/{clean}", h.base))
         .send()
         .await
         .map_err(|e| StoreError::Http(format!("DELETE {clean}: {e}")));

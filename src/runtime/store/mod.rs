@@ -17,6 +17,7 @@ mod object;
 mod ranged;
 mod s3;
 
+pub use http::{HttpStore, StoreSession};
 pub use memory::MemStore;
 pub use object::Objects;
 pub use s3::S3Location;
@@ -114,8 +115,8 @@ pub fn install_crypto() {
 pub enum Store {
     /// An `object_store` backend: a directory on this host or an S3-compatible service.
     Object(Arc<Objects>),
-    /// The leader's store API at this base URL.
-    Http(String, reqwest::Client),
+    /// The leader's store API, as a worker reaches it.
+    Http(HttpStore),
     /// Objects in memory (simulation and tests).
     Memory(Arc<MemStore>),
 }
@@ -171,19 +172,30 @@ impl Store {
     /// A store reached through the leader's HTTP API.
     pub fn http(leader: &str) -> Store {
         install_crypto();
-        Store::Http(
-            leader.trim_end_matches('/').to_string(),
-            reqwest::Client::new(),
-        )
+        Store::Http(HttpStore {
+            base: leader.trim_end_matches('/').to_string(),
+            client: reqwest::Client::new(),
+            session: StoreSession::default(),
+        })
     }
 
     /// A store reached through the leader's HTTP API, proving the cluster secret (if any) as
-    /// a bearer token on every request.
+    /// a bearer token on every request, and the worker registration bound with
+    /// [`Store::bind_session`].
     pub fn http_with_token(leader: &str, token: Option<&crate::protocol::auth::Secret>) -> Store {
-        Store::Http(
-            leader.trim_end_matches('/').to_string(),
-            http::client(token),
-        )
+        Store::Http(HttpStore {
+            base: leader.trim_end_matches('/').to_string(),
+            client: http::client(token),
+            session: StoreSession::default(),
+        })
+    }
+
+    /// Makes a store reached through the leader speak for worker registration `worker`
+    /// (session key `key`) from now on; other stores have no use for it.
+    pub fn bind_session(&self, worker: &crate::model::ids::WorkerId, key: Option<&str>) {
+        if let Store::Http(h) = self {
+            h.session.bind(worker, key);
+        }
     }
 
     /// A fresh, empty in-memory store.
@@ -210,7 +222,7 @@ impl Store {
         let clean = clean_path(path)?;
         match self {
             Store::Object(o) => o.put(&clean, data).await,
-            Store::Http(base, client) => http::put(base, client, &clean, data).await,
+            Store::Http(h) => http::put(h, &clean, data).await,
             Store::Memory(m) => m.put(clean, data),
         }
     }
@@ -225,7 +237,7 @@ impl Store {
         let clean = clean_path(path)?;
         match self {
             Store::Object(o) => o.put_stream(&clean, body).await,
-            Store::Http(base, client) => http::put_stream(base, client, &clean, body).await,
+            Store::Http(h) => http::put_stream(h, &clean, body).await,
             Store::Memory(m) => m.put_stream(clean, body).await,
         }
     }
@@ -244,7 +256,7 @@ impl Store {
         let clean = clean_path(path)?;
         match self {
             Store::Object(o) => o.size(&clean).await,
-            Store::Http(base, client) => http::size(base, client, &clean).await,
+            Store::Http(h) => http::size(h, &clean).await,
             Store::Memory(m) => m.size(clean),
         }
     }
@@ -254,7 +266,7 @@ impl Store {
         let clean = clean_path(path)?;
         match self {
             Store::Object(o) => o.open(&clean).await,
-            Store::Http(base, client) => http::open(base, client, &clean).await,
+            Store::Http(h) => http::open(h, &clean).await,
             Store::Memory(m) => m.open(clean),
         }
     }
@@ -264,7 +276,7 @@ impl Store {
         let clean = clean_path(path)?;
         match self {
             Store::Object(o) => o.get(&clean).await,
-            Store::Http(base, client) => http::get(base, client, &clean).await,
+            Store::Http(h) => http::get(h, &clean).await,
             Store::Memory(m) => m.get(clean),
         }
     }
@@ -275,7 +287,7 @@ impl Store {
         let prefix = clean_prefix(prefix)?;
         match self {
             Store::Object(o) => o.list(&prefix).await,
-            Store::Http(base, client) => http::list(base, client, &prefix).await,
+            Store::Http(h) => http::list(h, &prefix).await,
             Store::Memory(m) => Ok(m.list(&prefix)),
         }
     }
@@ -319,7 +331,7 @@ impl Store {
         };
         match self {
             Store::Object(o) => o.delete_report(&clean).await,
-            Store::Http(base, client) => http::delete_report(base, client, &clean).await,
+            Store::Http(h) => http::delete_report(h, &clean).await,
             Store::Memory(m) => (m.delete(&clean), None),
         }
     }

@@ -308,6 +308,122 @@ mod tests {
         assert_eq!(clean_path("/x/./y").unwrap(), "x/y");
     }
 
+    /// An in-memory object store that cannot delete one object (as a bucket policy or a
+    /// failing disk may refuse), so a delete stops part-way deterministically.
+    #[derive(Debug)]
+    struct Undeletable {
+        inner: Arc<object_store::memory::InMemory>,
+        stuck: &'static str,
+    }
+
+    impl std::fmt::Display for Undeletable {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Undeletable({})", self.stuck)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Undeletable {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<
+                'static,
+                object_store::Result<object_store::path::Path>,
+            >,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+        {
+            let inner = self.inner.clone();
+            let stuck = self.stuck;
+            locations
+                .then(move |p| {
+                    let inner = inner.clone();
+                    async move {
+                        let p = p?;
+                        if p.as_ref() == stuck {
+                            return Err(object_store::Error::Generic {
+                                store: "undeletable",
+                                source: format!("{p}: permission denied").into(),
+                            });
+                        }
+                        inner.delete(&p).await.map(|()| p)
+                    }
+                })
+                .boxed()
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delete_that_stops_part_way_reports_what_it_removed() {
+        let store = Store::Object(Arc::new(Objects {
+            inner: Arc::new(Undeletable {
+                inner: Arc::default(),
+                stuck: "d/b",
+            }),
+            root: None,
+            url: "undeletable".into(),
+        }));
+        for p in ["d/a", "d/b", "d/c", "e"] {
+            store.put(p, Bytes::from_static(b"x")).await.unwrap();
+        }
+        let (removed, err) = store.delete_report("d").await;
+        assert_eq!(removed, ["d/a"], "what went before the failure is reported");
+        let err = err.expect("the delete must report its failure");
+        assert!(err.to_string().contains("d/b"), "{err}");
+        // It stopped there: nothing after the failure was touched, nothing outside `d`.
+        assert_eq!(names(&store, "").await, ["d/b", "d/c", "e"]);
+        // The same delete through `delete_prefix` is an error, not a silent success.
+        assert!(store.delete_prefix("d").await.is_err());
+    }
+
     #[tokio::test]
     async fn store_listing_cannot_escape_the_store() {
         let dir = tempfile::tempdir().unwrap();
