@@ -303,7 +303,6 @@ impl Leader {
             };
             let data = match self.store.get(&clean).await {
                 Ok(d) => d,
-                Err(crate::runtime::store::StoreError::NotFound(_)) => continue,
                 Err(e) => {
                     return Err(SubmitError::Invalid(vec![Problem::new(
                         format!("stages[{}].exec", i + 1),

@@ -83,11 +83,12 @@ pub fn check(
                                 .flatten()
                                 .is_some_and(|p| p.is_file())
                     };
-                    // The worker's order: an allowed local file first, then the store.
+                    // The worker's order: an allowed local file first, then the store (pinned at submit).
+                    // An absolute path names a local file, never a store object.
                     match policy.local(path) {
                         Ok(_) => Ok(()),
-                        Err(_) if in_store() => Ok(()),
                         Err(msg) if Path::new(path).is_absolute() => Err(msg),
+                        Err(_) if in_store() => Ok(()),
                         Err(_) => Err("operator not found in the store (upload it with `rainstorm put`, or name it by a relative path that `submit` uploads)".to_string()),
                     }
                 }

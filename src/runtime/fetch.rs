@@ -153,28 +153,20 @@ pub async fn resolve_exec(
     if a.paths == crate::model::spec::PathMode::Local {
         return policy.local(path).map_err(refused);
     }
+    // An absolute path names a file of this host, in an allowed directory, or nothing.
     if Path::new(path).is_absolute() {
-        if let Ok(p) = policy.local(path) {
-            return Ok(p);
-        }
+        return policy.local(path).map_err(refused);
     }
     let clean = crate::runtime::store::clean_path(path).map_err(|e| refused(e.to_string()))?;
-    // Pinned by content at submission: cached by hash, verified before it runs.
-    if let Some(hex) = crate::runtime::store::pinned_hash(&clean) {
-        return crate::runtime::opcache::fetch_pinned(store, hex, ops_dir).await;
+    // From the store only as pinned by content at submission: cached by hash, verified
+    // before it runs. Anything else could be another file than the one validated.
+    match crate::runtime::store::pinned_hash(&clean) {
+        Some(hex) => crate::runtime::opcache::fetch_pinned(store, hex, ops_dir).await,
+        None => Err(refused(
+            "an operator from the store runs only as pinned by its SHA-256 at submission"
+                .to_string(),
+        )),
     }
-    let target = ops_dir.join(&a.key.job.0).join(&clean);
-    if !target.exists() {
-        let data = store.get(&clean).await.map_err(|e| {
-            if Path::new(path).is_absolute() {
-                refused(policy.rule().to_string())
-            } else {
-                format!("fetching operator: {e}")
-            }
-        })?;
-        crate::runtime::opcache::install_executable(&target, data).await?;
-    }
-    Ok(target)
 }
 
 #[cfg(test)]
