@@ -406,31 +406,8 @@ fn cancel_stops_the_job_and_followers_still_get_the_final_status() {
 
 /// Plain HTTP/1.1 GET on the leader, with the cluster secret; returns the response body (the
 /// connection is closed).
-fn http_get(c: &Cluster, path: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = c.url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        c.token
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
 fn open_streams(c: &Cluster) -> Option<i64> {
-    http_get(c, "/metrics")
-        .lines()
-        .find(|l| l.starts_with("rainstorm_output_streams"))?
-        .rsplit(' ')
-        .next()?
-        .parse()
-        .ok()
+    c.metric("rainstorm_output_streams")
 }
 
 /// War story: writers blocked forever on a client that disconnected. Followers that stop

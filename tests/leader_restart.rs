@@ -88,8 +88,12 @@ fn sigterm_stops_a_leader_with_workers_and_a_running_job_within_two_seconds() {
         let j = c.json(&["job", &id, "--json"]);
         (j["source_tuples"].as_u64()? > 20).then_some(())
     });
-    // Workers are parked in their long polls now.
-    std::thread::sleep(Duration::from_millis(300));
+    // Both workers parked in their long polls: the leader must answer them, not wait them out.
+    wait_for(
+        "both workers' polls to wait",
+        Duration::from_secs(20),
+        || (c.metric("rainstorm_command_polls_waiting")? >= 2).then_some(()),
+    );
     let args = c.leader_args_same_port();
     let (status, took) = c.sigterm_leader(Duration::from_secs(20));
     println!("leader SIGTERM → exit took {} ms", took.as_millis());

@@ -122,6 +122,8 @@ pub struct Leader {
     pub cfg: LeaderConfig,
     /// Output streams being served now (a follower that goes away must free its stream).
     pub output_streams: Arc<std::sync::atomic::AtomicI64>,
+    /// Worker command polls parked waiting for a command now (answered at once on shutdown).
+    pub waiting_polls: Arc<std::sync::atomic::AtomicI64>,
     /// Durable state under the data dir (job counter and job records).
     pub persist: persist::Persist,
     /// Cancelled when the leader starts stopping: long polls answer at once, output streams
@@ -289,6 +291,7 @@ pub async fn run(
         data_addr,
         cfg: cfg.clone(),
         output_streams: Arc::default(),
+        waiting_polls: Arc::default(),
         persist,
         shutdown: CancellationToken::new(),
         cleanups: Mutex::new(JoinSet::new()),

@@ -538,6 +538,38 @@ impl Cluster {
         })
     }
 
+    /// One authenticated GET to the leader over a plain socket; the response body.
+    pub fn http_get(&self, path: &str) -> String {
+        use std::io::Read;
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            self.token
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The value of an unlabelled metric on the leader's `/metrics`.
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        self.http_get("/metrics")
+            .lines()
+            .find(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    }
+
     pub fn leader_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("leader.log")).unwrap_or_default()
     }

@@ -356,6 +356,7 @@ pub(super) async fn commands(
         // `notify_one` stores a permit, so a command queued between the check and this wait
         // is not missed. A stopping leader answers at once (nothing new), so its HTTP server
         // does not wait out the poll.
+        let _waiting = super::InUse::new(&l.waiting_polls);
         tokio::select! {
             _ = notify.notified() => {}
             _ = tokio::time::sleep_until(deadline) => return Json(Vec::<(u64, Command)>::new()).into_response(),

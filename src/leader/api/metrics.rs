@@ -63,6 +63,16 @@ pub(super) async fn metrics(State(l): Shared) -> Response {
     );
     family(
         &mut out,
+        "rainstorm_command_polls_waiting",
+        "Worker command polls parked at the leader, waiting for a command.",
+        "gauge",
+        [(
+            String::new(),
+            l.waiting_polls.load(std::sync::atomic::Ordering::Relaxed),
+        )],
+    );
+    family(
+        &mut out,
         "rainstorm_output_streams",
         "Job output streams being served to followers.",
         "gauge",

@@ -24,6 +24,23 @@ type Shared = State<Arc<Leader>>;
 /// The largest request body outside store uploads (which are streamed).
 pub const BODY_LIMIT: usize = 4 << 20;
 
+/// Counts itself in a gauge while it lives (an open output stream, a parked command poll):
+/// dropped on every exit, so a client that goes away can never leave the count high.
+struct InUse(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl InUse {
+    fn new(count: &std::sync::Arc<std::sync::atomic::AtomicI64>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InUse(count.clone())
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// An error answer: `{"error": msg}` with `status`.
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()

@@ -2,7 +2,7 @@
 //! the durable sink file up to what the sink has flushed, from any line the follower asks for
 //! (`?offset=N`), so a follower that lost its leader reconnects where it stopped.
 
-use super::{error, Shared};
+use super::{error, InUse, Shared};
 use crate::leader::state::lock;
 use crate::leader::Leader;
 use crate::model::ids::JobId;
@@ -14,7 +14,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
@@ -91,7 +90,7 @@ pub(super) async fn output(
         }
     }
     let tail = Tail {
-        _open: OpenStream::new(&l.output_streams),
+        _open: InUse::new(&l.output_streams),
         leader: l.clone(),
         id,
         progress,
@@ -172,7 +171,7 @@ struct Tail {
     /// How much to read next (grows for a line longer than [`CHUNK`]).
     chunk: u64,
     done: bool,
-    _open: OpenStream,
+    _open: InUse,
 }
 
 impl Tail {
@@ -231,21 +230,6 @@ async fn starts_line(
 
 /// Counts a stream as open for as long as its state lives: the server drops the stream's
 /// state as soon as the client goes away, whatever the stream was waiting on.
-struct OpenStream(Arc<AtomicI64>);
-
-impl OpenStream {
-    fn new(count: &Arc<AtomicI64>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        OpenStream(count.clone())
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 fn ndjson(ev: &OutputEvent) -> Bytes {
     let mut v = serde_json::to_vec(ev).unwrap_or_default();
     v.push(b'\n');
