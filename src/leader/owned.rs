@@ -12,7 +12,8 @@ use crate::model::check::Problem;
 use crate::model::ids::JobId;
 use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
 use crate::protocol::control::JobStatus;
-use crate::runtime::store::{blob_path, clean_path, sha256_hex};
+use crate::runtime::store::{blob_path, clean_path};
+use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -281,6 +282,45 @@ impl Leader {
             .map_err(|e| format!("uploading the sink to the store: {e}"))
     }
 
+    /// Copies store object `clean` to `blobs/sha256/HEX` (unless that blob exists) and returns
+    /// the blob's path, streaming both passes (hash, then copy) so an operator of any size
+    /// costs the leader one buffer. A copy whose content is not what was hashed (the object
+    /// was replaced in between) is removed and refused.
+    async fn pin_blob(&self, clean: &str) -> Result<String, String> {
+        let hex = hash_stream(self.store.open(clean).await.map_err(|e| e.to_string())?)
+            .await
+            .map_err(|e| format!("reading {clean}: {e}"))?;
+        let blob = blob_path(&hex);
+        if self.store.exists(&blob).await.unwrap_or(false) {
+            return Ok(blob);
+        }
+        let rd = self.store.open(clean).await.map_err(|e| e.to_string())?;
+        let hasher = Arc::new(std::sync::Mutex::new(<sha2::Sha256 as sha2::Digest>::new()));
+        let seen = hasher.clone();
+        let body = tokio_util::io::ReaderStream::with_capacity(rd, 256 << 10).inspect(move |c| {
+            if let Ok(c) = c {
+                sha2::Digest::update(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()), c);
+            }
+        });
+        self.store
+            .put_stream(&blob, body)
+            .await
+            .map_err(|e| format!("storing {blob}: {e}"))?;
+        let copied = {
+            let h = std::mem::take(&mut *hasher.lock().unwrap_or_else(|p| p.into_inner()));
+            hex::encode(sha2::Digest::finalize(h))
+        };
+        if copied != hex {
+            if let Err(e) = self.store.delete_prefix(&blob).await {
+                tracing::warn!(%blob, error = %e, "removing a blob whose copy changed failed");
+            }
+            return Err(format!(
+                "{clean} changed while it was being pinned; submit again"
+            ));
+        }
+        Ok(blob)
+    }
+
     /// Pins every store operator of `spec` by content: reads it, stores it under
     /// `blobs/sha256/HEX` and makes the stage name that object, which workers verify before
     /// running. Returns the store paths as named (the job reads them).
@@ -301,26 +341,17 @@ impl Leader {
             let Ok(clean) = clean_path(path) else {
                 continue;
             };
-            let data = match self.store.get(&clean).await {
-                Ok(d) => d,
-                Err(e) => {
-                    return Err(SubmitError::Invalid(vec![Problem::new(
-                        format!("stages[{}].exec", i + 1),
-                        path.as_str(),
-                        format!("cannot read the operator: {e}"),
-                    )]))
-                }
+            let problem = |msg: String| {
+                SubmitError::Invalid(vec![Problem::new(
+                    format!("stages[{}].exec", i + 1),
+                    path.as_str(),
+                    msg,
+                )])
             };
-            let blob = blob_path(&sha256_hex(&data));
-            if !self.store.exists(&blob).await.unwrap_or(false) {
-                self.store.put(&blob, data).await.map_err(|e| {
-                    SubmitError::Invalid(vec![Problem::new(
-                        format!("stages[{}].exec", i + 1),
-                        path.as_str(),
-                        format!("cannot store the operator: {e}"),
-                    )])
-                })?;
-            }
+            let blob = self
+                .pin_blob(&clean)
+                .await
+                .map_err(|e| problem(format!("cannot pin the operator: {e}")))?;
             named.push(clean);
             *path = blob;
         }
@@ -336,6 +367,21 @@ pub const RESERVED: [&str; 2] = ["logs", "blobs"];
 pub fn reserved(clean: &str) -> bool {
     let top = clean.split('/').next().unwrap_or("");
     RESERVED.contains(&top)
+}
+
+/// The SHA-256 of everything `rd` yields, read in bounded chunks.
+async fn hash_stream(mut rd: crate::runtime::store::ObjectReader) -> std::io::Result<String> {
+    use sha2::Digest;
+    use tokio::io::AsyncReadExt;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
 }
 
 #[cfg(test)]
