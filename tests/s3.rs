@@ -35,15 +35,28 @@ fn s3() -> Option<&'static str> {
                     .local_addr()
                     .unwrap()
                     .port();
-                let Ok(child) = Command::new("moto_server")
-                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                let on_path = std::env::var_os("PATH").is_some_and(|p| {
+                    std::env::split_paths(&p).any(|d| d.join("moto_server").is_file())
+                });
+                if !on_path {
+                    eprintln!("skipped: no RAINSTORM_TEST_S3 and no moto_server on PATH (pip install \"moto[server]\")");
+                    return None;
+                }
+                // A static is never dropped, so moto is tied to this test process instead: a
+                // shell holds it and kills it when its stdin (our pipe) closes, which happens
+                // however this process ends.
+                let child = Command::new("sh")
+                    .args([
+                        "-c",
+                        "moto_server -H 127.0.0.1 -p \"$1\" >/dev/null 2>&1 & m=$!; read _; kill $m",
+                        "sh",
+                        &port.to_string(),
+                    ])
+                    .stdin(Stdio::piped())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
-                else {
-                    eprintln!("skipped: no RAINSTORM_TEST_S3 and no moto_server on PATH (pip install \"moto[server]\")");
-                    return None;
-                };
+                    .unwrap();
                 let url = format!("http://127.0.0.1:{port}/rainstorm-test");
                 let moto = Moto(Some(child));
                 wait_for("moto to answer", Duration::from_secs(30), || {
