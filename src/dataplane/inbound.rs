@@ -5,7 +5,7 @@
 
 use crate::model::ids::TaskKey;
 use crate::model::tuple::Tuple;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
@@ -71,9 +71,14 @@ pub enum Inbound {
 pub type AckState = (u64, bool);
 
 /// Per-link ack state of one task.
+///
+/// A BTreeMap, not a HashMap: when the board is dropped (its task ended), each sender's drop
+/// wakes the connections following that link, and a HashMap would wake them in an order that
+/// changes from process to process (its hasher is randomly seeded), so a simulated run
+/// (`tests/sim.rs`) would not replay exactly.
 #[derive(Default)]
 pub struct AckBoard {
-    links: Mutex<HashMap<u32, watch::Sender<AckState>>>,
+    links: Mutex<BTreeMap<u32, watch::Sender<AckState>>>,
 }
 
 impl AckBoard {

@@ -37,6 +37,8 @@ struct PipeState {
 }
 
 struct Pipe {
+    /// The pipe's number in the run (connection order), for the trace.
+    id: u64,
     state: Mutex<PipeState>,
     latency: Duration,
     jitter_us: u64,
@@ -161,6 +163,7 @@ impl AsyncWrite for PipeWriter {
             due = due.max(last);
         }
         st.last_due = Some(due);
+        trace(pipe.id, n as u64);
         st.chunks.push_back((due, data[..n].to_vec()));
         st.in_flight += n;
         if let Some(w) = st.reader.take() {
@@ -206,6 +209,45 @@ struct NetState {
     listeners: BTreeMap<String, (String, mpsc::UnboundedSender<Conn>)>,
     conns: Vec<Weak<Link>>,
     cut: BTreeSet<(String, String)>,
+    /// Pipes made so far (their ids).
+    pipes: u64,
+}
+
+thread_local! {
+    /// The run's data-plane trace on this thread (one run at a time per thread): its start and
+    /// an FNV-1a hash of every write (virtual time, pipe, length). Not the bytes: they carry
+    /// random challenge nonces and wall-clock emit stamps, which decide nothing.
+    static TRACE: std::cell::Cell<(Option<Instant>, u64)> = const { std::cell::Cell::new((None, 0)) };
+}
+
+/// Starts this thread's trace (at the start of a run).
+pub fn trace_start() {
+    TRACE.set((Some(Instant::now()), 0xcbf2_9ce4_8422_2325));
+}
+
+/// Virtual time since this thread's trace started.
+pub fn trace_elapsed() -> Duration {
+    TRACE.get().0.map_or(Duration::ZERO, |t| t.elapsed())
+}
+
+/// This thread's trace so far.
+pub fn trace_hash() -> u64 {
+    TRACE.get().1
+}
+
+fn trace(pipe: u64, n: u64) {
+    tracing::trace!(target: "sim", pipe, n, "write");
+    let (t0, mut h) = TRACE.get();
+    let at = t0.map_or(0, |t| t.elapsed().as_nanos() as u64);
+    for b in at
+        .to_le_bytes()
+        .iter()
+        .chain(&pipe.to_le_bytes())
+        .chain(&n.to_le_bytes())
+    {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    TRACE.set((t0, h));
 }
 
 /// The simulated network shared by every host of one run.
@@ -327,13 +369,16 @@ impl SimNet {
             return Err(io::ErrorKind::TimedOut.into());
         }
         let slow = self.rng.chance(0.2);
-        let mk = |rng: &Rng| {
+        let mut mk = |rng: &Rng| {
+            st.pipes += 1;
+            let id = st.pipes;
             let base = if slow {
                 rng.below(20_000) + 1_000
             } else {
                 rng.below(500) + 20
             };
             Arc::new(Pipe {
+                id,
                 state: Mutex::new(PipeState::default()),
                 latency: Duration::from_micros(base),
                 jitter_us: 300,
@@ -342,6 +387,7 @@ impl SimNet {
         };
         let up = mk(&self.rng);
         let down = mk(&self.rng);
+        tracing::trace!(target: "sim", from, to, up = up.id, down = down.id, "connect");
         let link = Arc::new(Link {
             hosts: pair(from, &to),
             up: up.clone(),
