@@ -3,7 +3,7 @@
 //! again every time a task is about to run it. A cached file whose content does not match is
 //! thrown away and fetched again, so a replaced or tampered copy never runs.
 
-use crate::runtime::store::{blob_path, sha256_hex, Store};
+use crate::runtime::store::{blob_path, Store};
 use std::path::{Path, PathBuf};
 
 /// The SHA-256 (hex) of a local file.
@@ -39,40 +39,49 @@ pub async fn fetch_pinned(store: &Store, hex: &str, ops_dir: &Path) -> Result<Pa
         }
         None => {}
     }
-    let data = store
-        .get(&blob_path(hex))
+    // Streamed to a hidden file next to the target (an operator of any size costs one
+    // buffer), verified, then renamed into place: a half-fetched or wrong file never runs.
+    // Unique per fetch: two tasks may fetch the same operator at once.
+    static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = target.with_file_name(format!(".fetch-{hex}-{}-{n}", std::process::id()));
+    store
+        .fetch_to_file(&blob_path(hex), &tmp)
         .await
         .map_err(|e| format!("fetching operator sha256:{hex}: {e}"))?;
-    let got = sha256_hex(&data);
-    if got != hex {
-        return Err(format!(
-            "operator sha256:{hex} from the store has sha256:{got}; refusing to run it"
-        ));
-    }
-    install_executable(&target, data).await?;
-    Ok(target)
-}
-
-/// Writes an operator's bytes to `target` atomically and makes it executable (off the async
-/// threads: it fsyncs).
-pub async fn install_executable(
-    target: &std::path::Path,
-    data: bytes::Bytes,
-) -> Result<(), String> {
-    let t = target.to_path_buf();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+    let (t, final_path, want) = (tmp.clone(), target.clone(), hex.to_string());
+    let installed = tokio::task::spawn_blocking(move || -> std::io::Result<Option<String>> {
         use std::os::unix::fs::PermissionsExt;
-        crate::runtime::store::write_atomic(&t, &data)?;
-        std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o755))
+        let got = file_hash(&t)?;
+        if got != want {
+            std::fs::remove_file(&t)?;
+            return Ok(Some(got));
+        }
+        std::fs::File::open(&t)?.sync_all()?;
+        std::fs::set_permissions(&t, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&t, &final_path)?;
+        Ok(None)
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("installing operator {}: {e}", target.display()))
+    .map_err(|e| e.to_string())?;
+    match installed {
+        Ok(None) => Ok(target),
+        Ok(Some(got)) => Err(format!(
+            "operator sha256:{hex} from the store has sha256:{got}; refusing to run it"
+        )),
+        Err(e) => {
+            if let Err(rm) = tokio::fs::remove_file(&tmp).await {
+                tracing::debug!(tmp = %tmp.display(), error = %rm, "no temporary operator file to remove");
+            }
+            Err(format!("installing operator {}: {e}", target.display()))
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::store::sha256_hex;
     use bytes::Bytes;
 
     #[tokio::test]
@@ -102,5 +111,12 @@ mod tests {
         let err = fetch_pinned(&store, &hex, dir.path()).await.unwrap_err();
         assert!(err.contains("refusing to run it"), "{err}");
         assert!(!dir.path().join("sha256").join(&hex).exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("sha256"))
+            .unwrap()
+            .collect();
+        assert!(
+            left.is_empty(),
+            "a refused download leaves nothing: {left:?}"
+        );
     }
 }
