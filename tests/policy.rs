@@ -182,6 +182,33 @@ fn an_absolute_path_never_names_a_store_operator_which_runs_only_pinned() {
     );
 }
 
+/// A process an operator detaches from its group (`setsid`) escapes the group kill; the
+/// worker adopts it as an orphan and kills it when the operator ends.
+#[test]
+fn a_process_an_operator_detaches_from_its_group_does_not_survive_the_task() {
+    let c = cluster(1, &["--allow-exec", "/bin"], &["--allow-exec", "/bin"]);
+    c.file("in.txt", "a\nb\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let id = submit(
+        &c,
+        &exec_job(
+            "/bin/sh",
+            &[
+                "-c",
+                "setsid sleep 7781 </dev/null >/dev/null 2>&1 & exec cat",
+            ],
+            0.0,
+            "o.txt",
+        ),
+    );
+    let j = c.wait_job(&id, Duration::from_secs(30));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(sorted_lines(&c.store_file("o.txt")), ["a", "b"]);
+    wait_for("the detached sleep to go", Duration::from_secs(10), || {
+        processes_matching("sleep 7781").is_empty().then_some(())
+    });
+}
+
 /// An operator is code from a job: it must not see the cluster secret or the store's
 /// credentials the worker holds in its environment (it could forge control-plane calls or
 /// write the bucket directly).

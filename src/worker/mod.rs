@@ -76,6 +76,8 @@ async fn pause(token: &CancellationToken, delay: Duration) -> bool {
 /// Runs a worker until `shutdown`; on shutdown its running tasks are reported failed (so the
 /// leader reschedules them) and stopped.
 pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Processes an operator detaches from its group become ours, and are killed when it ends.
+    crate::runtime::exec::adopt_orphans().context("becoming the subreaper of operators")?;
     if let Some(who) = &cfg.run_as {
         crate::runtime::exec::run_operators_as(who.clone())?;
         // The operator cache must be reachable by that user (created open to it).

@@ -30,12 +30,14 @@
 //! identity operators run under).
 
 mod operator;
+mod orphans;
 mod process;
 mod reader;
 mod run_as;
 mod scripted;
 
 pub use operator::ExecOperator;
+pub use orphans::adopt_orphans;
 pub use run_as::{run_operators_as, RunAs};
 pub use scripted::{ScriptFn, Scripts};
 

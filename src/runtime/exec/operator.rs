@@ -44,7 +44,7 @@ impl ExecOperator {
     pub fn spawn(path: &Path, args: &[String], router: Router) -> Result<ExecOperator, ExecError> {
         let (child, pid, stdin, stdout) = spawn_child(path, args)?;
         Ok(ExecOperator::start(
-            Proc::Os(child),
+            Proc::Os(child, pid),
             pid,
             Box::new(stdin),
             stdout,

@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 
 /// The process behind an operator: an OS child, or a scripted task.
 pub(super) enum Proc {
-    /// A child process.
-    Os(Child),
+    /// A child process, and its pid (kept: the child forgets it once reaped).
+    Os(Child, u32),
     /// The task while it runs, then its exit code.
     Scripted(Option<JoinHandle<()>>, i32),
 }
@@ -23,7 +23,13 @@ impl Proc {
     /// returned it returns the same status again.
     pub(super) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         match self {
-            Proc::Os(c) => c.wait().await,
+            Proc::Os(c, pid) => {
+                let status = c.wait().await;
+                if status.is_ok() {
+                    super::orphans::reaped(*pid);
+                }
+                status
+            }
             Proc::Scripted(h, code) => {
                 if let Some(task) = h.as_mut() {
                     *code = match task.await {
@@ -40,7 +46,11 @@ impl Proc {
     /// Kills the process (or aborts the scripted task) and reaps it.
     pub(super) async fn kill(&mut self) -> std::io::Result<()> {
         match self {
-            Proc::Os(c) => c.kill().await,
+            Proc::Os(c, pid) => {
+                c.kill().await?;
+                super::orphans::reaped(*pid);
+                Ok(())
+            }
             Proc::Scripted(h, _) => {
                 if let Some(h) = h.take() {
                     h.abort();
@@ -66,6 +76,8 @@ pub(super) fn kill_group(pgid: u32) {
     unsafe {
         libc::kill(-(pgid as i32), libc::SIGKILL);
     }
+    // What the operator detached from its group goes too.
+    super::orphans::sweep();
 }
 
 /// Variables an operator inherits from the worker: what programs need to find their
@@ -141,7 +153,12 @@ pub(super) fn spawn_child(
         path: path.display().to_string(),
         source,
     };
-    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let mut child = super::orphans::spawn_live(|| {
+        let child = cmd.spawn()?;
+        let pid = child.id().unwrap_or(0);
+        Ok((child, pid))
+    })
+    .map_err(spawn_err)?;
     let pid = child.id().unwrap_or(0);
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(spawn_err(std::io::Error::other("no pipes")));
