@@ -195,3 +195,13 @@ impl JobRec {
         }
     }
 }
+
+#[cfg(test)]
+impl JobRec {
+    /// A running job's record for unit tests, with no driver or follower behind it.
+    pub(crate) fn detached(spec: JobSpec) -> JobRec {
+        let (tx, _) = mpsc::channel(1);
+        let (_, progress) = watch::channel(SinkProgress::default());
+        JobRec::new(spec, tx, CancellationToken::new(), progress, "o.txt".into())
+    }
+}

@@ -81,9 +81,9 @@ impl TaskRec {
             rate: 0.0,
             sampled: now,
             error: None,
-            operator: spec
-                .stages
-                .get((stage as usize).wrapping_sub(1))
+            operator: stage
+                .checked_sub(1)
+                .and_then(|i| spec.stages.get(i as usize))
                 .map_or_else(String::new, |s| s.operator.describe()),
             progressed: now,
             queued: 0,
@@ -262,37 +262,21 @@ pub fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, State> {
 mod tests {
     use super::*;
     use crate::model::ids::TaskPos;
-    use crate::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
-    use crate::runtime::sink::SinkProgress;
-    use tokio::sync::watch;
-    use tokio_util::sync::CancellationToken;
+    use crate::model::spec::{JobSpec, OperatorSpec, StageSpec};
 
     fn jobs() -> BTreeMap<JobId, JobRec> {
         let stage = |operator| StageSpec { tasks: 1, operator };
-        let spec = JobSpec {
-            name: None,
-            delivery: Delivery::ExactlyOnce,
-            source_path: "in.txt".into(),
-            source_name: "in.txt".into(),
-            rate: 0.0,
-            sink_path: "o.txt".into(),
-            stages: vec![
-                stage(OperatorSpec::Builtin {
-                    name: "identity".into(),
-                    args: vec![],
-                }),
-                stage(OperatorSpec::Exec {
-                    path: "ops/op.sh".into(),
-                    args: vec![],
-                }),
-            ],
-            paths: PathMode::Store,
-            keep_logs: false,
-            autoscale: None,
-        };
-        let (tx, _) = mpsc::channel(1);
-        let (_, progress) = watch::channel(SinkProgress::default());
-        let rec = JobRec::new(spec, tx, CancellationToken::new(), progress, "o.txt".into());
+        let spec = JobSpec::sample(vec![
+            stage(OperatorSpec::Builtin {
+                name: "identity".into(),
+                args: vec![],
+            }),
+            stage(OperatorSpec::Exec {
+                path: "ops/op.sh".into(),
+                args: vec![],
+            }),
+        ]);
+        let rec = JobRec::detached(spec);
         BTreeMap::from([(JobId("job-1".into()), rec)])
     }
 

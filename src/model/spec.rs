@@ -120,3 +120,22 @@ pub struct JobSpec {
     #[serde(default)]
     pub autoscale: Option<(f64, f64)>,
 }
+
+#[cfg(test)]
+impl JobSpec {
+    /// A job for unit tests: `in.txt` → `stages` → `o.txt`, exactly-once, store paths.
+    pub(crate) fn sample(stages: Vec<StageSpec>) -> JobSpec {
+        JobSpec {
+            name: None,
+            delivery: Delivery::ExactlyOnce,
+            source_path: "in.txt".into(),
+            source_name: "in.txt".into(),
+            rate: 0.0,
+            sink_path: "o.txt".into(),
+            stages,
+            paths: PathMode::Store,
+            keep_logs: false,
+            autoscale: None,
+        }
+    }
+}

@@ -222,12 +222,9 @@ mod tests {
     use crate::leader::job::JobRec;
     use crate::leader::state::TaskRec;
     use crate::model::ids::{JobId, TaskKey, TaskPos};
-    use crate::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
+    use crate::model::spec::{JobSpec, OperatorSpec, StageSpec};
     use crate::protocol::control::TaskState;
     use crate::runtime::log::{fence_path, segment_path};
-    use crate::runtime::sink::SinkProgress;
-    use tokio::sync::{mpsc, watch};
-    use tokio_util::sync::CancellationToken;
 
     fn key(job: &str, stage: u32) -> TaskKey {
         TaskKey {
@@ -238,36 +235,22 @@ mod tests {
 
     /// Job `job-1` running, its stage 1 placed on `w1` and its stage 2 on `w2`.
     fn state() -> LeaderState {
-        let spec = JobSpec {
-            name: None,
-            delivery: Delivery::ExactlyOnce,
-            source_path: "in.txt".into(),
-            source_name: "in.txt".into(),
-            rate: 0.0,
-            sink_path: "o.txt".into(),
-            stages: vec![
-                StageSpec {
-                    tasks: 1,
-                    operator: OperatorSpec::Builtin {
-                        name: "identity".into(),
-                        args: vec![],
-                    },
-                };
-                2
-            ],
-            paths: PathMode::Store,
-            keep_logs: false,
-            autoscale: None,
-        };
+        let spec = JobSpec::sample(vec![
+            StageSpec {
+                tasks: 1,
+                operator: OperatorSpec::Builtin {
+                    name: "identity".into(),
+                    args: vec![],
+                },
+            };
+            2
+        ]);
         let mut st = LeaderState::default();
         for (stage, w) in [(1, "w1"), (2, "w2")] {
             let rec = TaskRec::placed(WorkerId(w.into()), 0, TaskState::Running, &spec, stage);
             st.tasks.insert(key("job-1", stage), rec);
         }
-        let (tx, _) = mpsc::channel(1);
-        let (_, progress) = watch::channel(SinkProgress::default());
-        let rec = JobRec::new(spec, tx, CancellationToken::new(), progress, "o".into());
-        st.add_job(JobId("job-1".into()), rec);
+        st.add_job(JobId("job-1".into()), JobRec::detached(spec));
         st
     }
 

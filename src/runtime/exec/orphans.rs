@@ -47,18 +47,23 @@ pub(super) fn sweep() {
     if !ADOPTING.load(Ordering::Relaxed) {
         return;
     }
+    // Read /proc without the lock (no I/O under it), then decide under it: an operator
+    // being spawned holds the lock until it is in `LIVE`, so a child that existed at the
+    // scan and is an operator is known as one by the time it is checked.
     let me = std::process::id();
-    let live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid <= 1 || live.contains(&pid) || parent_of(pid) != Some(me) {
-            continue;
-        }
+    let children: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid > 1 && parent_of(*pid) == Some(me))
+        .collect();
+    if children.is_empty() {
+        return;
+    }
+    let live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    for pid in children.into_iter().filter(|p| !live.contains(p)) {
         tracing::warn!(pid, "killing a process an operator left behind");
         // SAFETY: plain syscalls on one process (pid > 1) that is our own child; waitpid on
         // that pid only, so no other child's status is taken from its owner.
