@@ -4,7 +4,7 @@
 //! background and shown on the job (`cleanup_error`). At start-up, the records of an earlier
 //! leader on the same data dir are loaded here too.
 
-use super::driver::{local_file, sink_commit_path, Outcome};
+use super::driver::Outcome;
 use super::job::JobRec;
 use super::state::lock;
 use super::Leader;
@@ -26,12 +26,7 @@ pub(super) async fn cleanup(
     outcome: Outcome,
     progress: &watch::Sender<SinkProgress>,
 ) {
-    // A store that is not a local directory gets the sink file now (a failed upload fails
-    // a job that had succeeded).
-    let outcome = match (leader.publish_sink(spec).await, outcome) {
-        (Err(e), Outcome::Succeeded) => Outcome::Failed(e),
-        (_, o) => o,
-    };
+    let succeeded = matches!(outcome, Outcome::Succeeded);
     let (status, error) = match outcome {
         Outcome::Succeeded => (JobStatus::Succeeded, None),
         Outcome::Failed(e) => (JobStatus::Failed, Some(e)),
@@ -54,7 +49,10 @@ pub(super) async fn cleanup(
             }
         }
     }
-    leader.env.routes.remove(id);
+    if !succeeded {
+        // A succeeded job's sink wrote the output; any other end keeps what was committed.
+        write_committed_output(leader, id).await;
+    }
     let keep = spec.keep_logs || leader.cfg.keep_logs;
     let removed = if keep {
         Ok(())
@@ -83,10 +81,8 @@ pub(super) async fn cleanup(
         },
         None => false,
     };
-    // Only once the end is durable: a leader restarted before it resumes the sink from it
-    // (and without the record it would start the sink afresh, cutting the output).
-    if recorded {
-        remove_commit_record(leader, id).await;
+    if !recorded {
+        warn!(job = %id, "the job's end is not durable; a restarted leader will see it as running");
     }
     {
         let mut st = lock(&leader.state);
@@ -184,17 +180,35 @@ fn retry_removal(leader: &Arc<Leader>, id: JobId) {
         .spawn(task);
 }
 
-/// Removes an ended job's sink commit record (a leader restarted between recording the end
-/// and this removal finds it again and removes it then).
-async fn remove_commit_record(leader: &Leader, id: &JobId) {
-    let commit = sink_commit_path(leader, id);
-    match tokio::fs::remove_file(&commit).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            warn!(job = %id, path = %commit.display(), error = %e, "could not remove the sink's commit record")
+/// Writes what the sink of a job that did not succeed had committed as its output (an
+/// at-most-once job that failed, a cancelled one): the same text a follower saw, whole lines.
+/// A sink that is being taken over is waited for briefly; a failure is logged, and the output
+/// then stays as it was.
+async fn write_committed_output(leader: &Leader, id: &JobId) {
+    let (key, target) = match lock(&leader.state).jobs.get(id) {
+        Some(j) => (j.sink_key(id), j.output()),
+        None => return,
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+    for _ in 0..20 {
+        match crate::runtime::log::committed_lineage(&leader.store, &key).await {
+            Ok(Some(lineage)) => {
+                match crate::runtime::sink::assemble(&leader.store, &lineage, &target).await {
+                    Ok(bytes) => info!(job = %id, bytes, "wrote the output the job had committed"),
+                    Err(e) => {
+                        warn!(job = %id, error = %e, "could not write the job's committed output")
+                    }
+                }
+                return;
+            }
+            Ok(None) => tokio::time::sleep(backoff.next()).await,
+            Err(e) => {
+                warn!(job = %id, error = %e, "could not read the sink's log; the output stays as it was");
+                return;
+            }
         }
     }
+    warn!(job = %id, "the sink's log stayed in a takeover; the output stays as it was");
 }
 
 /// The cause recorded for a job that was running when its leader went away.
@@ -213,14 +227,10 @@ pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<Vec<sup
     let mut resumed = Vec::new();
     for mut job in jobs {
         if job.status == JobStatus::Running && job.run.is_some() {
-            let sink_file = match local_file(leader, &job.spec, &job.spec.sink_path) {
-                Ok(f) => f,
-                Err(e) => anyhow::bail!("job {}: locating its sink: {e}", job.id),
-            };
             let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(256);
             let cancel = tokio_util::sync::CancellationToken::new();
             let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
-            let rec = JobRec::resumed(&job, ev_tx, cancel.clone(), progress_rx, sink_file);
+            let rec = JobRec::resumed(&job, ev_tx, cancel.clone(), progress_rx);
             let id = job.id.clone();
             {
                 let mut st = lock(&leader.state);
@@ -240,15 +250,11 @@ pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<Vec<sup
             leader.persist.put_job(job.clone()).await?;
             warn!(job = %job.id, "{LEADER_RESTARTED}; recorded as failed");
         }
-        let sink_file = local_file(leader, &job.spec, &job.spec.sink_path).unwrap_or_default();
-        // Whatever the job's end, its sink file is final: followers may read all of it.
-        let flushed = std::fs::metadata(&sink_file).map_or(0, |m| m.len());
         if job.logs_left {
             leftovers.push(job.id.clone());
         }
-        remove_commit_record(leader, &job.id).await;
         let id = job.id.clone();
-        let rec = JobRec::restored(job, sink_file, flushed);
+        let rec = JobRec::restored(job);
         lock(&leader.state).add_job(id, rec);
     }
     if !leftovers.is_empty() {

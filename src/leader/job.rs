@@ -4,9 +4,10 @@
 
 use super::persist::StoredJob;
 use crate::model::ids::{JobId, TaskKey};
+use crate::model::latency::LatencyHist;
 use crate::model::spec::JobSpec;
 use crate::protocol::control::{JobStatus, TaskState};
-use crate::runtime::sink::{LatencyHist, SinkProgress};
+use crate::runtime::sink::SinkProgress;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -67,8 +68,6 @@ pub struct JobRec {
     pub cancel: CancellationToken,
     /// Output progress, for followers.
     pub progress: watch::Receiver<SinkProgress>,
-    /// Local path of the sink file.
-    pub sink_file: std::path::PathBuf,
     /// End time (wall clock, for the durable record).
     pub ended_at: Option<SystemTime>,
     /// The last failure to remove the job's leftovers, while removal is still being retried.
@@ -86,7 +85,6 @@ impl JobRec {
         events: mpsc::Sender<JobEvent>,
         cancel: CancellationToken,
         progress: watch::Receiver<SinkProgress>,
-        sink_file: std::path::PathBuf,
     ) -> JobRec {
         JobRec {
             spec,
@@ -103,12 +101,27 @@ impl JobRec {
             events: Some(events),
             cancel,
             progress,
-            sink_file,
             ended_at: None,
             cleanup_error: None,
             logs_left: true,
             run: None,
         }
+    }
+
+    /// The sink task of this job (stage K+1): its log is the job's committed output.
+    pub fn sink_key(&self, id: &JobId) -> crate::model::ids::TaskKey {
+        crate::model::ids::TaskKey {
+            job: id.clone(),
+            pos: crate::model::ids::TaskPos {
+                stage: self.spec.stages.len() as u32 + 1,
+                index: 0,
+            },
+        }
+    }
+
+    /// Where the job's output file goes.
+    pub fn output(&self) -> crate::runtime::sink::SinkTarget {
+        crate::runtime::sink::target(self.spec.paths, &self.spec.sink_path)
     }
 
     /// The durable record of this job.
@@ -137,9 +150,8 @@ impl JobRec {
         events: mpsc::Sender<JobEvent>,
         cancel: CancellationToken,
         progress: watch::Receiver<SinkProgress>,
-        sink_file: std::path::PathBuf,
     ) -> JobRec {
-        let mut rec = JobRec::new(job.spec.clone(), events, cancel, progress, sink_file);
+        let mut rec = JobRec::new(job.spec.clone(), events, cancel, progress);
         rec.submitted = UNIX_EPOCH + std::time::Duration::from_millis(job.submitted_ms);
         rec.source_tuples
             .store(job.source_tuples, Ordering::Relaxed);
@@ -152,9 +164,8 @@ impl JobRec {
     }
 
     /// A job recorded by an earlier leader, as this one shows it: ended (a job that was
-    /// running is the caller's to mark failed first), nothing to drive, its output complete up
-    /// to `flushed` bytes of `sink_file`.
-    pub fn restored(job: StoredJob, sink_file: std::path::PathBuf, flushed: u64) -> JobRec {
+    /// running is the caller's to mark failed first), nothing to drive, its output final.
+    pub fn restored(job: StoredJob) -> JobRec {
         let at = |ms: u64| UNIX_EPOCH + std::time::Duration::from_millis(ms);
         let submitted = at(job.submitted_ms);
         let ended_at = at(job.ended_ms.unwrap_or(job.submitted_ms));
@@ -166,10 +177,7 @@ impl JobRec {
         let ended = ago(ended_at);
         let run = ended_at.duration_since(submitted).unwrap_or_default();
         let started = ended.checked_sub(run).unwrap_or(ended);
-        let (_, progress) = watch::channel(SinkProgress {
-            flushed,
-            finished: true,
-        });
+        let (_, progress) = watch::channel(SinkProgress { finished: true });
         let cancel = CancellationToken::new();
         cancel.cancel();
         JobRec {
@@ -187,7 +195,6 @@ impl JobRec {
             events: None,
             cancel,
             progress,
-            sink_file,
             ended_at: Some(ended_at),
             cleanup_error: job.cleanup_error,
             logs_left: job.logs_left,
@@ -202,6 +209,6 @@ impl JobRec {
     pub(crate) fn detached(spec: JobSpec) -> JobRec {
         let (tx, _) = mpsc::channel(1);
         let (_, progress) = watch::channel(SinkProgress::default());
-        JobRec::new(spec, tx, CancellationToken::new(), progress, "o.txt".into())
+        JobRec::new(spec, tx, CancellationToken::new(), progress)
     }
 }

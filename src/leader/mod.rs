@@ -172,13 +172,10 @@ impl Leader {
         }
         let pinned = self.pin_operators(&mut spec).await?;
         let files = owned::job_files(&spec, &pinned);
-        let sink_file = driver::local_file(self, &spec, &spec.sink_path).map_err(|e| {
-            SubmitError::Invalid(vec![Problem::new("sink.path", &spec.sink_path, e)])
-        })?;
         let (ev_tx, ev_rx) = mpsc::channel(256);
         let cancel = CancellationToken::new();
         let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
-        let mut rec = JobRec::new(spec.clone(), ev_tx, cancel.clone(), progress_rx, sink_file);
+        let mut rec = JobRec::new(spec.clone(), ev_tx, cancel.clone(), progress_rx);
         rec.logs_left = !(spec.keep_logs || self.cfg.keep_logs);
         let id = self.new_job_id().await?;
         // Durable before anyone can see it: a restarted leader knows every job it showed.

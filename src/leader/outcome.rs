@@ -1,8 +1,10 @@
 //! What a running job's driver reacts to, until the job's outcome is known: task ends
-//! (restart under exactly-once, fail otherwise), the sink's completion (then a short drain for
-//! the tasks' own reports), cancellation, and tasks a restarted leader never got back.
+//! (restart under exactly-once, fail otherwise), the sink task's end (then a short drain for
+//! the other tasks' own reports), cancellation, and tasks a restarted leader never got back.
+//! The source never finishes (it serves restarted first-stage tasks until the job ends), so
+//! it is not waited for.
 
-use super::driver::{JobRun, Outcome, Part};
+use super::driver::{JobRun, Outcome};
 use super::job::JobEvent;
 use super::placement::{recovery, Recovery};
 use super::state::lock;
@@ -23,7 +25,7 @@ impl JobRun {
                 let all_finished = lock(&self.leader.state)
                     .tasks
                     .iter()
-                    .filter(|(k, _)| k.job == self.id)
+                    .filter(|(k, _)| k.job == self.id && k.pos.stage > 0)
                     .all(|(_, t)| t.state == TaskState::Finished);
                 if all_finished {
                     return Outcome::Succeeded;
@@ -65,20 +67,6 @@ impl JobRun {
                             }
                             continue;
                         }
-                        Some(part) = self.parts.join_next(), if !self.parts.is_empty() => {
-                            match part {
-                                Ok(Part::Sink(Ok(()))) => {
-                                    sink_done = true;
-                                    drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
-                                }
-                                _ if self.cancel.is_cancelled() => return Outcome::Cancelled,
-                                Ok(Part::Sink(Err(e))) => return Outcome::Failed(format!("sink: {e}")),
-                                Ok(Part::Source(Ok(()))) => info!(job = %self.id, "source finished"),
-                                Ok(Part::Source(Err(e))) => return Outcome::Failed(format!("source: {e}")),
-                                Err(e) => return Outcome::Failed(format!("source/sink task panicked: {e}")),
-                            }
-                            continue;
-                        }
                         Some(ev) = events.recv() => ev,
                     }
                 }
@@ -92,6 +80,13 @@ impl JobRun {
             if state == TaskState::Finished {
                 if let Err(e) = self.task_finished(&key, attempt).await {
                     return Outcome::Failed(e);
+                }
+                let current = lock(&self.leader.state).tasks.get(&key).map(|t| t.attempt);
+                if key.pos.stage == self.spec.stages.len() as u32 + 1 && current == Some(attempt) {
+                    // The sink holds every end of stream and wrote the output.
+                    info!(job = %self.id, "sink finished");
+                    sink_done = true;
+                    drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
                 }
                 continue;
             }

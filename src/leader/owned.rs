@@ -254,34 +254,6 @@ impl Leader {
         out
     }
 
-    /// The local file standing for store path `path` when the store is not a local directory:
-    /// a copy under `DATA_DIR/sinks/` (a sink writes it, [`Leader::publish_sink`] uploads it
-    /// when the job ends, and the output stream reads it meanwhile).
-    pub fn staged_file(&self, path: &str) -> Result<std::path::PathBuf, String> {
-        let clean = clean_path(path).map_err(|e| e.to_string())?;
-        Ok(self.cfg.data_dir.join("sinks").join(clean))
-    }
-
-    /// Uploads the sink file of an ended job to the store when the store is not a local
-    /// directory (streamed, so the file may be of any size).
-    pub async fn publish_sink(&self, spec: &JobSpec) -> Result<(), String> {
-        if spec.paths != PathMode::Store || self.store.is_local() {
-            return Ok(());
-        }
-        let local = super::driver::local_file(self, spec, &spec.sink_path)?;
-        let f = match tokio::fs::File::open(&local).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("reading the sink {}: {e}", local.display())),
-        };
-        let stream = tokio_util::io::ReaderStream::with_capacity(f, 1 << 20);
-        self.store
-            .put_stream(&spec.sink_path, stream)
-            .await
-            .map(drop)
-            .map_err(|e| format!("uploading the sink to the store: {e}"))
-    }
-
     /// Copies store object `clean` to `blobs/sha256/HEX` (unless that blob exists) and returns
     /// the blob's path, streaming both passes (hash, then copy) so an operator of any size
     /// costs the leader one buffer. A copy whose content is not what was hashed (the object
@@ -421,7 +393,7 @@ mod tests {
         st.claim_files(&id, job_files(&spec, &[]))?;
         let (tx, _) = mpsc::channel(1);
         let (_, progress) = watch::channel(SinkProgress::default());
-        let rec = JobRec::new(spec, tx, CancellationToken::new(), progress, "o".into());
+        let rec = JobRec::new(spec, tx, CancellationToken::new(), progress);
         st.add_job(id, rec);
         Ok(())
     }

@@ -6,7 +6,7 @@
 use crate::model::ids::{TaskKey, TaskPos};
 use crate::model::partition::{partition_into, tasks_of};
 use crate::model::spec::{Delivery, JobSpec};
-use crate::protocol::control::{Dest, SourceReplay, TaskAssignment};
+use crate::protocol::control::{Dest, SourceReplay, TaskAssignment, TaskRole};
 use std::collections::BTreeMap;
 
 /// What happens when a task attempt fails, by delivery mode.
@@ -49,17 +49,37 @@ pub fn assignment(
             partition: partition_into(spec, 1),
             tasks: tasks_of(spec, 1),
         });
+    let k = spec.stages.len() as u32;
+    let role = if stage == 0 {
+        TaskRole::Source {
+            path: spec.source_path.clone(),
+            name: spec.source_name.clone(),
+            rate: spec.rate,
+        }
+    } else if stage > k {
+        TaskRole::Sink {
+            path: spec.sink_path.clone(),
+        }
+    } else {
+        TaskRole::Operator {
+            operator: spec.stages[stage as usize - 1].operator.clone(),
+        }
+    };
     TaskAssignment {
         key: key.clone(),
         attempt,
-        operator: spec.stages[stage as usize - 1].operator.clone(),
+        role,
         paths: spec.paths,
-        upstream: if stage == 1 {
-            1
-        } else {
-            tasks_of(spec, stage - 1)
+        upstream: match stage {
+            0 => 0,
+            1 => 1,
+            s => tasks_of(spec, s - 1),
         },
-        downstream: tasks_of(spec, stage + 1),
+        downstream: if stage > k {
+            0
+        } else {
+            tasks_of(spec, stage + 1)
+        },
         partition: partition_into(spec, stage + 1),
         delivery: spec.delivery,
         routes: routes.list(),

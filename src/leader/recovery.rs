@@ -66,12 +66,11 @@ impl JobRun {
         Ok(())
     }
 
-    /// Tells the leader's own data plane and every worker of the job but `skip` (which gets
-    /// the placement with its Start command) where each task runs now.
+    /// Tells every worker of the job but `skip` (which gets the placement with its Start
+    /// command) where each task runs now.
     pub(super) fn publish_routes(&self, st: &mut super::state::State, skip: Option<&WorkerId>) {
         let list = self.routes.list();
         let version = self.routes.version();
-        self.leader.env.routes.set_many(&self.id, version, &list);
         let involved: std::collections::BTreeSet<WorkerId> = st
             .tasks
             .iter()
@@ -109,9 +108,8 @@ impl JobRun {
     /// At-least-once: without logs a crashed task's state and its links' end-of-stream state
     /// are gone, so the whole pipeline restarts from the source in a new epoch. Sequence
     /// numbers of the new epoch start above every old one, so stale frames are dropped as
-    /// duplicates; the sink keeps what it wrote and appends. No loss; duplicates possible.
+    /// duplicates; the sink's log keeps what it committed and the new epoch appends to it. No loss; duplicates possible.
     pub(super) async fn restart_epoch(&mut self) -> Result<(), String> {
-        self.stop_epoch().await;
         let leader = self.leader.clone();
         {
             let mut st = lock(&leader.state);
@@ -162,7 +160,6 @@ impl JobRun {
             }
         }
         self.epoch += 1;
-        self.epoch_cancel = self.cancel.child_token();
         self.persist_run().await?;
         info!(job = %self.id, epoch = self.epoch, "at-least-once: restarting the pipeline from the source");
         self.launch()

@@ -6,6 +6,7 @@ use super::job::{JobEvent, JobRec};
 use crate::model::ids::{JobId, TaskKey, WorkerId};
 use crate::protocol::control::{Command, TaskState, WorkerState};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
@@ -81,12 +82,32 @@ impl TaskRec {
             rate: 0.0,
             sampled: now,
             error: None,
-            operator: stage
-                .checked_sub(1)
-                .and_then(|i| spec.stages.get(i as usize))
-                .map_or_else(String::new, |s| s.operator.describe()),
+            operator: match stage.checked_sub(1) {
+                None => "source".to_string(),
+                Some(i) => spec
+                    .stages
+                    .get(i as usize)
+                    .map_or_else(|| "sink".to_string(), |s| s.operator.describe()),
+            },
             progressed: now,
             queued: 0,
+        }
+    }
+}
+
+/// Carries the counters of a job's source and sink task (current attempt) onto the job: the
+/// tuples the source emitted, the lines the sink holds, the sink's latency histogram.
+pub fn job_counters(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control::TaskReport) {
+    let Some(j) = jobs.get(&r.key.job) else {
+        return;
+    };
+    let stage = r.key.pos.stage;
+    if stage == 0 {
+        j.source_tuples.store(r.tuples_out, Ordering::Relaxed);
+    } else if stage == j.spec.stages.len() as u32 + 1 {
+        j.sink_tuples.store(r.tuples_in, Ordering::Relaxed);
+        if let Some(h) = &r.latency {
+            *j.latency.lock().unwrap_or_else(|p| p.into_inner()) = h.clone();
         }
     }
 }
@@ -147,6 +168,7 @@ impl State {
         t.tuples_out = r.tuples_out;
         t.pid = pid.or(t.pid);
         t.state = r.state;
+        job_counters(&self.jobs, &r);
         if r.error.is_some() {
             t.error = r.error.clone();
         }

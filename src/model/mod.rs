@@ -8,6 +8,7 @@ pub mod course;
 pub mod csv;
 pub mod ids;
 pub mod jobfile;
+pub mod latency;
 pub mod partition;
 pub mod spec;
 pub mod tuple;

@@ -39,7 +39,7 @@ impl Dest {
 pub type Route = (TaskPos, Dest);
 
 /// Bumped whenever a control message changes incompatibly; checked at registration.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Header naming the worker registration a worker-store request (`/internal/store`) comes
 /// from; [`SESSION_HEADER`] carries that registration's session key.
@@ -137,6 +137,9 @@ pub struct TaskReport {
     /// Input batches waiting in the task's inbox (stall detection).
     #[serde(default)]
     pub queued: u32,
+    /// The sink's end-to-end latency histogram (sink tasks only).
+    #[serde(default)]
+    pub latency: Option<crate::model::latency::LatencyHist>,
 }
 
 /// Periodic liveness message.
@@ -172,9 +175,9 @@ pub struct TaskAssignment {
     pub key: TaskKey,
     /// Attempt number (0 first).
     pub attempt: u32,
-    /// Its operator.
-    pub operator: OperatorSpec,
-    /// How to resolve an executable's path.
+    /// What the task is: an operator, the job's source or its sink.
+    pub role: TaskRole,
+    /// How to resolve an executable's path (and the source's and the sink's).
     pub paths: PathMode,
     /// Number of upstream tasks (incoming links).
     pub upstream: u32,
@@ -193,6 +196,44 @@ pub struct TaskAssignment {
     pub epoch: u32,
     /// For a first-stage task under exactly-once: where its input log, the source file, is.
     pub source_replay: Option<SourceReplay>,
+}
+
+/// What a task runs. The source (stage 0) and the sink (stage K+1) are placed on workers like
+/// the operators, so the data path never passes through the leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "kebab-case")]
+pub enum TaskRole {
+    /// A stage's operator.
+    Operator {
+        /// The operator.
+        operator: OperatorSpec,
+    },
+    /// The job's source: reads the file at a rate and feeds the first stage.
+    Source {
+        /// Source path (local or store path, per the assignment's path mode).
+        path: String,
+        /// Name used in keys (`name:line`).
+        name: String,
+        /// Tuples per second; 0 = unthrottled.
+        rate: f64,
+    },
+    /// The job's sink: logs what the last stage delivers, then writes the output file.
+    Sink {
+        /// Output path (local or store path, per the assignment's path mode).
+        path: String,
+    },
+}
+
+impl TaskRole {
+    /// The executable this task runs, if it runs one.
+    pub fn exec(&self) -> Option<&str> {
+        match self {
+            TaskRole::Operator {
+                operator: OperatorSpec::Exec { path, .. },
+            } => Some(path),
+            _ => None,
+        }
+    }
 }
 
 /// How a first-stage task regenerates input it never saw: the tuples of its partition of the

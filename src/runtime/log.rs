@@ -245,23 +245,97 @@ pub async fn recover_lineage(
         base = Some((a, list));
     }
     let (base_attempt, mut lineage) = base.unwrap_or((0, Vec::new()));
-    let mut own: Vec<&String> = names
-        .iter()
-        .filter(|n| n.ends_with(".seg") && attempt_of(n) == Some(base_attempt))
-        .collect();
-    own.sort();
-    lineage.extend(own.into_iter().map(|n| format!("{prefix}{n}")));
+    lineage.extend(own_segments(&prefix, &names, base_attempt));
     if attempt > 0 {
         let manifest =
             serde_json::to_vec(&lineage).map_err(|_| LogError::Corrupt("manifest".into()))?;
         store
-            .put(
-                &format!("{prefix}{attempt:06}-manifest"),
-                Bytes::from(manifest),
-            )
+            .put(&manifest_path(key, attempt), Bytes::from(manifest))
             .await?;
     }
     Ok(lineage)
+}
+
+fn manifest_path(key: &TaskKey, attempt: u32) -> String {
+    format!("{}{attempt:06}-manifest", task_prefix(key))
+}
+
+async fn read_manifest(
+    store: &Store,
+    key: &TaskKey,
+    attempt: u32,
+) -> Result<Vec<String>, LogError> {
+    let path = manifest_path(key, attempt);
+    let data = store.get(&path).await?;
+    serde_json::from_slice(&data).map_err(|_| LogError::Corrupt(path))
+}
+
+/// Segment store paths of `attempt`'s own segments, in write order.
+fn own_segments(prefix: &str, names: &[String], attempt: u32) -> Vec<String> {
+    let mut own: Vec<&String> = names
+        .iter()
+        .filter(|n| n.ends_with(".seg") && attempt_of(n) == Some(attempt))
+        .collect();
+    own.sort();
+    own.into_iter().map(|n| format!("{prefix}{n}")).collect()
+}
+
+/// The whole history of attempt `attempt` as of now: what it recovered (its manifest) and the
+/// segments it wrote since. Complete once the attempt has stopped writing.
+pub async fn lineage_of(
+    store: &Store,
+    key: &TaskKey,
+    attempt: u32,
+) -> Result<Vec<String>, LogError> {
+    let prefix = task_prefix(key);
+    let mut lineage = if attempt > 0 {
+        read_manifest(store, key, attempt).await?
+    } else {
+        Vec::new()
+    };
+    let names: Vec<String> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| o.path.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    lineage.extend(own_segments(&prefix, &names, attempt));
+    Ok(lineage)
+}
+
+/// What a reader may take as committed in a task's log right now, writing nothing: the
+/// newest attempt that recorded a manifest, with the segments it wrote so far — provided that
+/// attempt is not fenced *after* the listing, which puts every listed segment before any fence
+/// and so in every successor's lineage (the writer's own argument, see the module doc). Each
+/// answer is therefore a prefix of every later one. `None` while a successor is taking over
+/// (ask again).
+pub async fn committed_lineage(
+    store: &Store,
+    key: &TaskKey,
+) -> Result<Option<Vec<String>>, LogError> {
+    let prefix = task_prefix(key);
+    let names: Vec<String> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| o.path.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    let newest = names
+        .iter()
+        .filter(|n| n.ends_with("-manifest"))
+        .filter_map(|n| attempt_of(n))
+        .max()
+        .unwrap_or(0);
+    let mut lineage = if newest > 0 {
+        read_manifest(store, key, newest).await?
+    } else {
+        Vec::new()
+    };
+    lineage.extend(own_segments(&prefix, &names, newest));
+    if fenced(store, key, newest).await? {
+        return Ok(None);
+    }
+    Ok(Some(lineage))
 }
 
 /// Name of segment `n` of an attempt.

@@ -122,6 +122,15 @@ pub struct SourceSpec {
     pub attempt: u32,
 }
 
+/// Why a source stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SourceEnd {
+    /// Cancelled before its whole stream was acknowledged.
+    Cancelled,
+    /// It could not read or deliver its stream.
+    Failed(String),
+}
+
 /// Reads and routes the whole file, waits until every first-stage task has acknowledged the
 /// end of stream, then keeps its links serving until cancelled: a first-stage task restarted
 /// later learns from them how far its input was acknowledged (and regenerates it from the
@@ -131,8 +140,10 @@ pub async fn run_source(
     spec: SourceSpec,
     emitted: Arc<AtomicU64>,
     cancel: CancellationToken,
-) -> Result<(), String> {
-    let file = open_source(&env, spec.paths, &spec.path).await?;
+) -> Result<(), SourceEnd> {
+    let file = open_source(&env, spec.paths, &spec.path)
+        .await
+        .map_err(SourceEnd::Failed)?;
     let (done_tx, mut done_rx) = mpsc::channel(spec.downstream.max(1) as usize);
     let (mut router, mut links) = links::spawn(
         &env,
@@ -182,8 +193,8 @@ pub async fn run_source(
         Ok(())
     };
     let res = tokio::select! {
-        _ = cancel.cancelled() => Err("cancelled".to_string()),
-        r = read => r,
+        _ = cancel.cancelled() => Err(SourceEnd::Cancelled),
+        r = read => r.map_err(SourceEnd::Failed),
     };
     if res.is_ok() {
         tracing::info!(job = %spec.job, "source finished: every first-stage task acknowledged its end");

@@ -7,7 +7,6 @@ use super::session::{Attempts, LeaderLink, Worker};
 use super::{lock_tasks, pause, Running, TaskTable};
 use crate::model::backoff::Backoff;
 use crate::model::ids::JobId;
-use crate::model::spec::OperatorSpec;
 use crate::protocol::control::{Command, TaskAssignment, TaskReport, TaskState};
 use crate::runtime::fetch::resolve_exec;
 use crate::runtime::task::{run_task, TaskEnd, TaskStatus};
@@ -115,19 +114,16 @@ impl Worker {
         let span = tracing::info_span!("task", job = %key.job, stage = key.pos.stage, task = key.pos.index, attempt);
         let id_key = (key.clone(), attempt);
         let supervisor = async move {
-            let exec = match &a.operator {
-                OperatorSpec::Exec { path, .. } => {
-                    match resolve_exec(&env.store, &a, path, &ops_dir, &policy).await {
-                        Ok(p) => Some(p),
-                        Err(e) => {
-                            *status.error.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some(e.clone());
-                            status.set_state(TaskState::Failed);
-                            return ((key, attempt), TaskEnd::Failed(e));
-                        }
+            let exec = match a.role.exec() {
+                Some(path) => match resolve_exec(&env.store, &a, path, &ops_dir, &policy).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        *status.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                        status.set_state(TaskState::Failed);
+                        return ((key, attempt), TaskEnd::Failed(e));
                     }
-                }
-                OperatorSpec::Builtin { .. } => None,
+                },
+                None => None,
             };
             let announce = announce_start(a.clone(), status.clone(), ev_tx);
             let run = run_task(env, a, exec, status, cancel);
@@ -181,7 +177,7 @@ fn single_process(pid: u32) -> bool {
 fn kill(pid: u32, tasks: &TaskTable) {
     let ours = single_process(pid)
         && lock_tasks(tasks).values().any(|r| {
-            matches!(r.assignment.operator, OperatorSpec::Exec { .. })
+            r.assignment.role.exec().is_some()
                 && !r.status.state().is_terminal()
                 && r.status.pid.load(Ordering::Relaxed) == pid
         });

@@ -27,6 +27,7 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         tuples_out: s.tuples_out.load(Ordering::Relaxed),
         error: s.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         queued: 0,
+        latency: s.latency.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     }
 }
 

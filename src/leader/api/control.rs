@@ -276,6 +276,7 @@ pub(super) async fn heartbeat(
             if !r.state.is_terminal() {
                 t.state = r.state;
             }
+            crate::leader::state::job_counters(&st.jobs, &r);
         }
     }
     Json(Known { known: true }).into_response()

@@ -1,20 +1,27 @@
-//! A job's output stream for followers (`submit --follow`, `follow`, `run`): NDJSON read from
-//! the durable sink file up to what the sink has flushed, from any line the follower asks for
-//! (`?offset=N`), so a follower that lost its leader reconnects where it stopped.
+//! A job's output stream for followers (`submit --follow`, `follow`, `run`): NDJSON of the
+//! job's committed output from any line the follower asks for (`?offset=N`), so a follower
+//! that lost its leader reconnects where it stopped. While the job runs, the committed output
+//! is the sink task's log in the store (`runtime::log::committed_lineage`: each answer a
+//! prefix of every later one, so nothing printed is ever taken back); once it ended, it is
+//! the output file, which holds exactly that text. This stream is the only job data the
+//! leader carries, and only for followers.
 
 use super::{error, InUse, Shared};
 use crate::leader::state::lock;
 use crate::leader::Leader;
 use crate::model::ids::JobId;
+use crate::model::ids::TaskKey;
 use crate::protocol::control::OutputEvent;
-use crate::runtime::sink::SinkProgress;
+use crate::runtime::log::committed_lineage;
+use crate::runtime::sink::{segment_text, SinkProgress, SinkTarget};
+use crate::runtime::store::ObjectReader;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
@@ -26,14 +33,12 @@ pub(super) struct OutputQuery {
     offset: Option<String>,
 }
 
-/// NDJSON stream of a job's output: `{"data": "<lines>"}` chunks read from the durable sink
-/// file from byte `offset` on, then exactly one `{"end": <job>}`. It reads the file, never a
-/// buffer the sink fills, so a slow or vanished client costs the job nothing; dropping the
-/// stream frees everything. The offset must start a line and be at most what is flushed
-/// (else 400; for a running job, an offset within the file but past what its sink has
-/// published yet waits for it): offsets count the file's bytes, and since the sink writes
-/// UTF-8 text and every chunk is whole lines, they are also the bytes of the text a follower
-/// has received.
+/// NDJSON stream of a job's output: `{"data": "<lines>"}` chunks of committed output from byte
+/// `offset` on, then exactly one `{"end": <job>}`. It reads the store or the output file,
+/// never a buffer the sink fills, so a slow or vanished client costs the job nothing; dropping
+/// the stream frees everything. The offset must start a line and be at most what is committed
+/// (else 400): offsets count the output's bytes, and since the output is UTF-8 text and every
+/// chunk is whole lines, they are also the bytes of the text a follower has received.
 pub(super) async fn output(
     State(l): Shared,
     Path(id): Path<String>,
@@ -53,78 +58,64 @@ pub(super) async fn output(
         },
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query: {e}")),
     };
-    let (progress, path) = {
+    let (progress, key, target) = {
         let st = lock(&l.state);
         match st.jobs.get(&id) {
-            Some(j) => (j.progress.clone(), j.sink_file.clone()),
+            Some(j) => (j.progress.clone(), j.sink_key(&id), j.output()),
             None => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
         }
     };
-    let now = *progress.borrow();
-    if offset > now.flushed {
-        // A running job's sink may not have said yet how far its file is flushed (a restarted
-        // leader's sink before it resumed from its commit): bytes already in the file are
-        // waited for, anything past the file's end is refused.
-        let on_disk = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
-        if now.finished || offset > on_disk {
-            let have = if now.finished { now.flushed } else { on_disk };
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("offset {offset} is beyond the output of job {id} ({have} bytes so far)"),
-            );
-        }
-    }
-    match starts_line(&path, offset, now).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("offset {offset} is not at the start of a line of job {id}'s output"),
-            )
-        }
-        Err(e) => {
+    let mut tail = Tail {
+        _open: InUse::new(&l.output_streams),
+        leader: l.clone(),
+        id: id.clone(),
+        progress,
+        key,
+        target,
+        offset,
+        segs_done: 0,
+        seg_start: 0,
+        fin: None,
+        done: false,
+    };
+    match tail.check_offset().await {
+        Ok(()) => {}
+        Err(Refused::Bad(msg)) => return error(StatusCode::BAD_REQUEST, msg),
+        Err(Refused::Io(e)) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("reading the output of job {id}: {e}"),
             )
         }
     }
-    let tail = Tail {
-        _open: InUse::new(&l.output_streams),
-        leader: l.clone(),
-        id,
-        progress,
-        path,
-        file: None,
-        offset,
-        chunk: CHUNK,
-        done: false,
-    };
     let stream = futures::stream::unfold(tail, |mut t| async move {
         if t.done {
             return None;
         }
         loop {
-            let p = *t.progress.borrow_and_update();
-            if p.flushed > t.offset {
-                match t.next_lines(p).await {
-                    Ok(Some(buf)) => {
-                        let ev = OutputEvent::Data(String::from_utf8_lossy(&buf).into_owned());
-                        return Some((Ok(ndjson(&ev)), t));
-                    }
-                    // No whole line yet (the sink publishes whole lines, so not expected):
-                    // wait for more.
-                    Ok(None) => {}
-                    Err(e) => {
-                        t.done = true;
-                        return Some((Err(e), t));
-                    }
+            let finished = t.progress.borrow_and_update().finished;
+            let next = if finished {
+                t.final_lines().await
+            } else {
+                t.committed_lines().await
+            };
+            match next {
+                Ok(Some(buf)) => {
+                    let ev = OutputEvent::Data(String::from_utf8_lossy(&buf).into_owned());
+                    return Some((Ok(ndjson(&ev)), t));
                 }
-            }
-            if p.finished {
-                t.done = true;
-                let info = lock(&t.leader.state).job_info(&t.id)?;
-                return Some((Ok(ndjson(&OutputEvent::End(info))), t));
+                Ok(None) if finished => {
+                    t.done = true;
+                    let info = lock(&t.leader.state).job_info(&t.id)?;
+                    return Some((Ok(ndjson(&OutputEvent::End(info))), t));
+                }
+                Ok(None) => {}
+                // The sink's log is removed as the job ends: read the output file instead.
+                Err(_) if !finished && t.progress.borrow().finished => continue,
+                Err(e) => {
+                    t.done = true;
+                    return Some((Err(e), t));
+                }
             }
             let changed = if t.leader.shutdown.is_cancelled() {
                 // The leader is stopping and cancelling the job: give its driver a moment to
@@ -135,6 +126,7 @@ pub(super) async fn output(
             } else {
                 tokio::select! {
                     r = t.progress.changed() => r.is_ok(),
+                    _ = tokio::time::sleep(POLL) => true,
                     _ = t.leader.shutdown.cancelled() => continue,
                 }
             };
@@ -153,79 +145,185 @@ pub(super) async fn output(
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-/// How much of the file one data event carries at most (unless a single line is longer).
-const CHUNK: u64 = 1 << 20;
+/// How much of the output file one data event carries at most (unless a line is longer).
+const CHUNK: usize = 1 << 20;
+
+/// How often a follower of a running job looks for newly committed output.
+const POLL: Duration = Duration::from_millis(100);
 
 /// How long a stream waits for its job's final status once the leader is stopping.
-const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(400);
+const STOP_GRACE: Duration = Duration::from_millis(400);
 
-/// One follower's stream: where it is in the sink file.
+/// Why a follower's offset is refused.
+enum Refused {
+    Bad(String),
+    Io(std::io::Error),
+}
+
+/// One follower's stream: where it is in the output.
 struct Tail {
     leader: Arc<Leader>,
     id: JobId,
     progress: watch::Receiver<SinkProgress>,
-    path: PathBuf,
-    file: Option<tokio::fs::File>,
-    /// The next byte of the file to hand out (always the start of a line).
+    /// The sink task, whose log is the output while the job runs.
+    key: TaskKey,
+    /// The output file, read once the job ended.
+    target: SinkTarget,
+    /// The next byte of the output to hand out (always the start of a line).
     offset: u64,
-    /// How much to read next (grows for a line longer than [`CHUNK`]).
-    chunk: u64,
+    /// Committed segments wholly before `offset`, and the output byte the next one starts at.
+    segs_done: usize,
+    seg_start: u64,
+    /// The output file, opened at `offset`, with the bytes read past the last whole line (in
+    /// a mutex only to make the stream `Sync`; it is only ever borrowed mutably, never locked).
+    fin: Option<(std::sync::Mutex<ObjectReader>, Vec<u8>)>,
     done: bool,
     _open: InUse,
 }
 
-impl Tail {
-    /// The next whole lines between `offset` and `p.flushed` (> `offset`), at most about a
-    /// chunk; `None` if no line is complete yet. A finished job's file is final, so its last
-    /// line is handed out even without a newline (a leader killed mid-write can leave one);
-    /// waiting for the rest of it would wait forever.
-    async fn next_lines(&mut self, p: SinkProgress) -> std::io::Result<Option<Vec<u8>>> {
-        let f = match &mut self.file {
-            Some(f) => f,
-            None => self.file.insert(tokio::fs::File::open(&self.path).await?),
-        };
-        loop {
-            let avail = p.flushed - self.offset;
-            let want = avail.min(self.chunk);
-            let mut buf = vec![0u8; want as usize];
-            f.seek(std::io::SeekFrom::Start(self.offset)).await?;
-            f.read_exact(&mut buf).await?;
-            // Only whole lines: cut after the last newline of the chunk.
-            let mut cut = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-            if cut == 0 {
-                if want < avail {
-                    // A line longer than the chunk: read a larger one.
-                    self.chunk = self.chunk.saturating_mul(2);
-                    continue;
-                }
-                if !p.finished {
-                    return Ok(None);
-                }
-                cut = buf.len();
-            }
-            self.chunk = CHUNK;
-            buf.truncate(cut);
-            self.offset += cut as u64;
-            return Ok(Some(buf));
-        }
-    }
+fn io(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
 }
 
-/// Whether `offset` is where a line of the sink file starts: 0, just after a newline, or the
-/// end of a finished job's output (whose last line may lack its newline).
-async fn starts_line(
-    path: &std::path::Path,
-    offset: u64,
-    p: SinkProgress,
-) -> std::io::Result<bool> {
-    if offset == 0 || (p.finished && offset == p.flushed) {
-        return Ok(true);
+impl Tail {
+    /// Refuses an offset that is past the output so far or inside a line.
+    async fn check_offset(&mut self) -> Result<(), Refused> {
+        if self.offset == 0 {
+            return Ok(());
+        }
+        let beyond = |have: u64| {
+            Refused::Bad(format!(
+                "offset {} is beyond the output of job {} ({have} bytes so far)",
+                self.offset, self.id
+            ))
+        };
+        let inside = || {
+            Refused::Bad(format!(
+                "offset {} is not at the start of a line of job {}'s output",
+                self.offset, self.id
+            ))
+        };
+        if self.progress.borrow().finished {
+            let (mut rd, have) = self
+                .open_final(self.offset - 1)
+                .await
+                .map_err(Refused::Io)?;
+            if self.offset > have {
+                return Err(beyond(have));
+            }
+            let mut b = [0u8; 1];
+            rd.read_exact(&mut b).await.map_err(Refused::Io)?;
+            return if b[0] == b'\n' { Ok(()) } else { Err(inside()) };
+        }
+        let lineage = loop {
+            match committed_lineage(&self.leader.store, &self.key).await {
+                Ok(Some(l)) => break l,
+                Ok(None) => tokio::time::sleep(POLL).await,
+                Err(e) => return Err(Refused::Io(io(e))),
+            }
+        };
+        for seg in &lineage {
+            let text = self.segment(seg).await.map_err(Refused::Io)?;
+            let end = self.seg_start + text.len() as u64;
+            if end >= self.offset {
+                let at = (self.offset - self.seg_start) as usize;
+                return match at.checked_sub(1).map(|i| text[i]) {
+                    None | Some(b'\n') => Ok(()),
+                    Some(_) => Err(inside()),
+                };
+            }
+            self.segs_done += 1;
+            self.seg_start = end;
+        }
+        Err(beyond(self.seg_start))
     }
-    let mut f = tokio::fs::File::open(path).await?;
-    f.seek(std::io::SeekFrom::Start(offset - 1)).await?;
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).await?;
-    Ok(b[0] == b'\n')
+
+    async fn segment(&self, seg: &str) -> std::io::Result<Bytes> {
+        let data = self.leader.store.get(seg).await.map_err(io)?;
+        segment_text(seg, data).map_err(io)
+    }
+
+    /// The committed lines from `offset` up to the end of the next segment that has any;
+    /// `None` if nothing new is committed yet.
+    async fn committed_lines(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let Some(lineage) = committed_lineage(&self.leader.store, &self.key)
+            .await
+            .map_err(io)?
+        else {
+            return Ok(None);
+        };
+        while let Some(seg) = lineage.get(self.segs_done) {
+            let text = self.segment(seg).await?;
+            let end = self.seg_start + text.len() as u64;
+            let from = (self.offset.max(self.seg_start) - self.seg_start) as usize;
+            self.segs_done += 1;
+            self.seg_start = end;
+            if end > self.offset {
+                self.offset = end;
+                return Ok(Some(text[from..].to_vec()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The output file from byte `at`, and its length.
+    async fn open_final(&self, at: u64) -> std::io::Result<(ObjectReader, u64)> {
+        match &self.target {
+            SinkTarget::File(path) => {
+                let mut f = match tokio::fs::File::open(path).await {
+                    Ok(f) => f,
+                    // A job that ended before its sink wrote anything has no output.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Ok((Box::new(tokio::io::empty()), 0))
+                    }
+                    Err(e) => return Err(e),
+                };
+                let len = f.metadata().await?.len();
+                f.seek(std::io::SeekFrom::Start(at.min(len))).await?;
+                Ok((Box::new(f), len))
+            }
+            SinkTarget::Store(path) => {
+                let len = match self.leader.store.size(path).await {
+                    Ok(n) => n,
+                    Err(crate::runtime::store::StoreError::NotFound(_)) => {
+                        return Ok((Box::new(tokio::io::empty()), 0))
+                    }
+                    Err(e) => return Err(io(e)),
+                };
+                let mut rd = self.leader.store.open(path).await.map_err(io)?;
+                tokio::io::copy(&mut (&mut rd).take(at.min(len)), &mut tokio::io::sink()).await?;
+                Ok((rd, len))
+            }
+        }
+    }
+
+    /// The next whole lines of the ended job's output file, about a chunk at a time (its last
+    /// line even without a newline); `None` at its end.
+    async fn final_lines(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        if self.fin.is_none() {
+            let (rd, _) = self.open_final(self.offset).await?;
+            self.fin = Some((std::sync::Mutex::new(rd), Vec::new()));
+        }
+        let Some((rd, carry)) = self.fin.as_mut() else {
+            return Ok(None);
+        };
+        let rd = rd.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut buf = std::mem::take(carry);
+        loop {
+            let before = buf.len();
+            buf.resize(before + CHUNK, 0);
+            let n = rd.read(&mut buf[before..]).await?;
+            buf.truncate(before + n);
+            if n == 0 {
+                return Ok((!buf.is_empty()).then_some(buf));
+            }
+            if let Some(i) = buf.iter().rposition(|b| *b == b'\n') {
+                *carry = buf.split_off(i + 1);
+                self.offset += buf.len() as u64;
+                return Ok(Some(buf));
+            }
+        }
+    }
 }
 
 /// Counts a stream as open for as long as its state lives: the server drops the stream's

@@ -168,13 +168,14 @@ pub(super) async fn internal_list(
 
 /// Whether worker `caller` may write store path `clean`: only an object of the input log of
 /// a task of a running job that the leader placed on that worker (segments, manifests, and
-/// the fences a new attempt puts on its predecessors, all under the task's own prefix).
-/// Without a cluster secret there are no registrations to tell apart (`caller` is `None`):
-/// any task's log. `Err` says why not.
+/// the fences a new attempt puts on its predecessors, all under the task's own prefix), or the
+/// output of a running job whose sink task it runs. Without a cluster secret there are no
+/// registrations to tell apart (`caller` is `None`): any task's log or running job's output.
+/// `Err` says why not.
 fn may_write(st: &LeaderState, caller: Option<&WorkerId>, clean: &str) -> Result<(), String> {
-    let Some(key) = log_task(clean) else {
+    let Some(key) = log_task(clean).or_else(|| output_of(st, clean)) else {
         return Err(format!(
-            "{clean}: workers write only their tasks' input logs (logs/<job>/<stage>.<index>/...)"
+            "{clean}: workers write only their tasks' input logs (logs/<job>/<stage>.<index>/...) and their sinks' outputs"
         ));
     };
     let Some(id) = caller else {
@@ -191,6 +192,16 @@ fn may_write(st: &LeaderState, caller: Option<&WorkerId>, clean: &str) -> Result
             "{clean}: task {key} is not a task of a running job placed on worker {id}"
         ))
     }
+}
+
+/// The sink task of the running job whose output is store path `clean`, if any.
+fn output_of(st: &LeaderState, clean: &str) -> Option<crate::model::ids::TaskKey> {
+    st.jobs.iter().find_map(|(id, j)| {
+        (j.status == JobStatus::Running
+            && j.spec.paths == crate::model::spec::PathMode::Store
+            && clean_path(&j.spec.sink_path).is_ok_and(|p| p == clean))
+        .then(|| j.sink_key(id))
+    })
 }
 
 /// Workers' writes: objects of the input logs of their own tasks, from a live registration.
@@ -233,7 +244,8 @@ mod tests {
         }
     }
 
-    /// Job `job-1` running, its stage 1 placed on `w1` and its stage 2 on `w2`.
+    /// Job `job-1` running (output `o.txt`), its stage 1 placed on `w1`, its stage 2 on `w2`
+    /// and its sink (stage 3) on `w3`.
     fn state() -> LeaderState {
         let spec = JobSpec::sample(vec![
             StageSpec {
@@ -246,7 +258,7 @@ mod tests {
             2
         ]);
         let mut st = LeaderState::default();
-        for (stage, w) in [(1, "w1"), (2, "w2")] {
+        for (stage, w) in [(1, "w1"), (2, "w2"), (3, "w3")] {
             let rec = TaskRec::placed(WorkerId(w.into()), 0, TaskState::Running, &spec, stage);
             st.tasks.insert(key("job-1", stage), rec);
         }
@@ -274,10 +286,17 @@ mod tests {
         ] {
             assert!(may_write(&st, Some(&w1), &p).is_err(), "{p}");
         }
-        // Once the job has ended, not even its own task's log.
+        // The job's output: only the worker that runs its sink.
+        assert_eq!(
+            may_write(&st, Some(&WorkerId("w3".into())), "o.txt"),
+            Ok(())
+        );
+        assert!(may_write(&st, Some(&WorkerId("w2".into())), "./o.txt").is_err());
+        // Once the job has ended, not even its own task's log, nor its output.
         if let Some(j) = st.jobs.get_mut(&JobId("job-1".into())) {
             j.status = JobStatus::Cancelled;
         }
+        assert!(may_write(&st, Some(&WorkerId("w3".into())), "o.txt").is_err());
         assert!(may_write(&st, Some(&w1), &segment_path(&mine, 0, 4)).is_err());
         // A leader without a secret has no registrations to tell apart: logs only.
         assert_eq!(may_write(&st, None, &segment_path(&mine, 0, 4)), Ok(()));

@@ -1,144 +1,120 @@
-//! Where a sink writes its lines: a local file (opened fresh, or cut back to its committed
-//! length when resumed) or memory (the simulation), behind one small `Out` type.
+//! The sink's output as text: one committed log segment rendered as lines, the committed
+//! lineage a follower may print, and the whole lineage written out as the output file (a
+//! local file replaced atomically, or a store object uploaded as a stream).
 
+use crate::model::spec::PathMode;
+use crate::runtime::log::{decode_segment, LogError, LogRecord};
+use crate::runtime::store::Store;
+use bytes::{BufMut, Bytes, BytesMut};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncWriteExt;
 
-/// Where the sink writes: a file, or memory (the simulation).
+/// Where a job's output goes.
 #[derive(Clone, Debug)]
 pub enum SinkTarget {
-    /// A local file (created with its directories).
+    /// A local file (embedded runs): written beside it, then renamed over it.
     File(PathBuf),
-    /// A buffer in memory.
-    Memory(Arc<Mutex<Vec<u8>>>),
+    /// A store object (clusters), uploaded as a stream.
+    Store(String),
 }
 
-/// The open output of a sink.
-pub(super) enum Out {
-    File(tokio::io::BufWriter<tokio::fs::File>),
-    Memory(Arc<Mutex<Vec<u8>>>),
+/// The target of output path `path` under path mode `paths`.
+pub fn target(paths: PathMode, path: &str) -> SinkTarget {
+    match paths {
+        PathMode::Local => SinkTarget::File(PathBuf::from(path)),
+        PathMode::Store => SinkTarget::Store(path.to_string()),
+    }
 }
 
-impl Out {
-    /// Opens the target: a resumed sink truncates it to its committed length, epoch 0
-    /// truncates it, a later at-least-once epoch appends to what earlier epochs wrote (ending
-    /// a half-written line first). Returns the output and its current length.
-    pub(super) async fn open(
-        target: &SinkTarget,
-        epoch: u32,
-        resume: Option<u64>,
-    ) -> std::io::Result<(Out, u64)> {
-        if let Some(len) = resume {
-            return Out::resume(target, len).await;
-        }
-        match target {
-            SinkTarget::Memory(buf) => {
-                let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
-                if epoch == 0 {
-                    b.clear();
-                } else if b.last().is_some_and(|c| *c != b'\n') {
-                    b.push(b'\n');
-                }
-                Ok((Out::Memory(buf.clone()), b.len() as u64))
-            }
-            SinkTarget::File(path) => {
-                if let Some(dir) = path.parent() {
-                    tokio::fs::create_dir_all(dir).await?;
-                }
-                let mut file = if epoch == 0 {
-                    tokio::fs::File::create(path).await?
-                } else {
-                    tokio::fs::OpenOptions::new()
-                        .append(true)
-                        .open(path)
-                        .await?
-                };
-                let mut len = file.metadata().await?.len();
-                if len > 0 && !ends_with_newline(path, len).await? {
-                    // A cancelled epoch may have left half a line: end it, so the next line
-                    // is not glued onto it.
-                    file.write_all(b"\n").await?;
-                    len += 1;
-                }
-                Ok((
-                    Out::File(tokio::io::BufWriter::with_capacity(1 << 20, file)),
-                    len,
-                ))
+/// The lines a sink log segment commits: each logged value and a newline, in log order.
+pub fn segment_text(name: &str, data: Bytes) -> Result<Bytes, LogError> {
+    let mut out = BytesMut::with_capacity(data.len());
+    for rec in decode_segment(name, data)? {
+        if let LogRecord::Batch(b) = rec {
+            for t in &b.tuples {
+                out.put_slice(t.value.as_bytes());
+                out.put_u8(b'\n');
             }
         }
     }
+    Ok(out.freeze())
+}
 
-    /// Reopens the target cut back to `len`, its committed length: whatever was written after
-    /// the last commit is written again (by the re-sent input), never kept twice.
-    pub(super) async fn resume(target: &SinkTarget, len: u64) -> std::io::Result<(Out, u64)> {
-        match target {
-            SinkTarget::Memory(buf) => {
-                let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
-                b.truncate(len as usize);
-                Ok((Out::Memory(buf.clone()), b.len() as u64))
-            }
-            SinkTarget::File(path) => {
-                let file = tokio::fs::OpenOptions::new().write(true).open(path).await?;
-                let have = file.metadata().await?.len();
-                if have < len {
-                    return Err(std::io::Error::other(format!(
-                        "{} holds {have} bytes but {len} were committed",
-                        path.display()
-                    )));
+/// Writes the lines of `lineage` to `target`; returns the bytes written. A file is written
+/// beside the target and renamed over it once durable, so the target only ever holds a whole
+/// output; an upload replaces the object at once when it completes.
+pub async fn assemble(
+    store: &Store,
+    lineage: &[String],
+    target: &SinkTarget,
+) -> Result<u64, String> {
+    match target {
+        SinkTarget::File(path) => to_file(store, lineage, path).await,
+        SinkTarget::Store(path) => {
+            let segs = lineage.to_vec();
+            let reader = store.clone();
+            let body = futures::stream::unfold(0usize, move |i| {
+                let (segs, reader) = (segs.clone(), reader.clone());
+                async move {
+                    let seg = segs.get(i)?;
+                    let text = match reader.get(seg).await {
+                        Ok(data) => segment_text(seg, data).map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    Some((text, i + 1))
                 }
-                file.set_len(len).await?;
-                file.sync_all().await?;
-                drop(file);
-                let file = tokio::fs::OpenOptions::new()
-                    .append(true)
-                    .open(path)
-                    .await?;
-                Ok((
-                    Out::File(tokio::io::BufWriter::with_capacity(1 << 20, file)),
-                    len,
-                ))
-            }
-        }
-    }
-
-    pub(super) async fn write_line(&mut self, value: &str) -> std::io::Result<()> {
-        match self {
-            Out::File(f) => {
-                f.write_all(value.as_bytes()).await?;
-                f.write_all(b"\n").await
-            }
-            Out::Memory(b) => {
-                let mut b = b.lock().unwrap_or_else(|p| p.into_inner());
-                b.extend_from_slice(value.as_bytes());
-                b.push(b'\n');
-                Ok(())
-            }
-        }
-    }
-
-    pub(super) async fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Out::File(f) => f.flush().await,
-            Out::Memory(_) => Ok(()),
-        }
-    }
-
-    pub(super) async fn sync(&mut self) -> std::io::Result<()> {
-        self.flush().await?;
-        match self {
-            Out::File(f) => f.get_ref().sync_all().await,
-            Out::Memory(_) => Ok(()),
+            });
+            store
+                .put_stream(path, body)
+                .await
+                .map_err(|e| format!("writing the output {path}: {e}"))
         }
     }
 }
 
-/// Whether the first `len` bytes of a file end a line (a resumed sink must cut at one).
-async fn ends_with_newline(path: &std::path::Path, len: u64) -> std::io::Result<bool> {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut f = tokio::fs::File::open(path).await?;
-    f.seek(std::io::SeekFrom::Start(len - 1)).await?;
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).await?;
-    Ok(b[0] == b'\n')
+async fn to_file(store: &Store, lineage: &[String], path: &std::path::Path) -> Result<u64, String> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let failed = |e: std::io::Error| format!("writing the output {}: {e}", path.display());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("output path {} names no file", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    tokio::fs::create_dir_all(&dir).await.map_err(failed)?;
+    let tmp = dir.join(format!(
+        ".{name}.{}-{}.part",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = async {
+        let mut f =
+            tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
+        let mut bytes = 0u64;
+        for seg in lineage {
+            let data = store.get(seg).await.map_err(std::io::Error::other)?;
+            let text = segment_text(seg, data).map_err(std::io::Error::other)?;
+            f.write_all(&text).await?;
+            bytes += text.len() as u64;
+        }
+        f.flush().await?;
+        f.get_ref().sync_all().await?;
+        drop(f);
+        tokio::fs::rename(&tmp, path).await?;
+        tokio::fs::File::open(&dir).await?.sync_all().await?;
+        Ok::<u64, std::io::Error>(bytes)
+    }
+    .await;
+    if written.is_err() {
+        if let Err(e) = tokio::fs::remove_file(&tmp).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(file = %tmp.display(), error = %e, "removing a half-written output failed");
+            }
+        }
+    }
+    written.map_err(failed)
 }

@@ -20,11 +20,13 @@ use crate::dataplane::routes::Routes;
 use crate::dataplane::transport::Network;
 use crate::dataplane::DataConfig;
 use crate::model::spec::{Delivery, OperatorSpec};
-use crate::protocol::control::{TaskAssignment, TaskState};
+use crate::protocol::control::{TaskAssignment, TaskRole, TaskState};
 use crate::runtime::builtin::Builtin;
 use crate::runtime::exec::{ExecOperator, Scripts};
 use crate::runtime::links::{self, Outgoing};
 use crate::runtime::log::{decode_segment, recover_lineage, LogError, LogRecord};
+use crate::runtime::sink::write_output;
+use crate::runtime::source::{run_source, SourceEnd, SourceSpec};
 use crate::runtime::store::Store;
 use operator::{Operator, Stop};
 use std::path::PathBuf;
@@ -62,6 +64,8 @@ pub struct TaskStatus {
     /// Every input ended and the operator is draining: work is pending even with an empty
     /// inbox, so an operator that never finishes is seen as stalled.
     pub draining: std::sync::atomic::AtomicBool,
+    /// A sink's end-to-end latency histogram (reported to the leader with its counters).
+    pub latency: Mutex<Option<crate::model::latency::LatencyHist>>,
 }
 
 impl TaskStatus {
@@ -147,6 +151,28 @@ pub async fn run_task(
     status: Arc<TaskStatus>,
     cancel: CancellationToken,
 ) -> TaskEnd {
+    if let TaskRole::Source { path, name, rate } = &a.role {
+        let spec = SourceSpec {
+            job: a.key.job.clone(),
+            path: path.clone(),
+            paths: a.paths,
+            name: name.clone(),
+            rate: *rate,
+            downstream: a.downstream,
+            partition: a.partition.clone(),
+            resend: a.delivery != Delivery::AtMostOnce,
+            epoch: a.epoch,
+            attempt: a.attempt,
+        };
+        env.routes.set_many(&a.key.job, a.routes_version, &a.routes);
+        status.set_state(TaskState::Running);
+        let end = match run_source(env, spec, status.tuples_out.clone(), cancel).await {
+            Ok(()) => TaskEnd::Cancelled,
+            Err(SourceEnd::Cancelled) => TaskEnd::Cancelled,
+            Err(SourceEnd::Failed(e)) => TaskEnd::Failed(e),
+        };
+        return settle(&status, end);
+    }
     let key = a.key.clone();
     let Some((inbox, acks, registration)) =
         env.registry
@@ -172,11 +198,15 @@ pub async fn run_task(
         status.tuples_out.clone(),
         &cancel,
     );
-    let op = match &a.operator {
-        OperatorSpec::Builtin { name, args } => {
-            Builtin::from_spec(name, args).map(|b| Operator::Builtin(b, router, Vec::new()))
-        }
-        OperatorSpec::Exec { path, args } => match (env.scripts.get(path), exec_path) {
+    let op = match &a.role {
+        TaskRole::Operator {
+            operator: OperatorSpec::Builtin { name, args },
+        } => Builtin::from_spec(name, args).map(|b| Operator::Builtin(b, router, Vec::new())),
+        TaskRole::Sink { .. } => Ok(Operator::Sink(status.clone())),
+        TaskRole::Source { .. } => Err("a source is not an operator".to_string()),
+        TaskRole::Operator {
+            operator: OperatorSpec::Exec { path, args },
+        } => match (env.scripts.get(path), exec_path) {
             (Some(script), _) => Ok(Operator::Exec(ExecOperator::scripted(script, router))),
             (None, Some(p)) => ExecOperator::spawn(&p, args, router)
                 .map(|op| {
@@ -191,7 +221,14 @@ pub async fn run_task(
         Err(e) => TaskEnd::Failed(e),
         Ok(op) => match drive(&env, &a, op, inbox, &acks, &status, &cancel).await {
             Ok(()) => match links.drain().await {
-                Ok(()) => TaskEnd::Finished,
+                Ok(()) => match &a.role {
+                    // Every input is durable in the sink's log: write it out as the output.
+                    TaskRole::Sink { path } => match write_output(&env, &a, path).await {
+                        Ok(()) => TaskEnd::Finished,
+                        Err(e) => TaskEnd::Failed(e),
+                    },
+                    _ => TaskEnd::Finished,
+                },
                 Err(LinkEnd::Fenced) => {
                     TaskEnd::Failed("fenced: a newer attempt of this task took over".into())
                 }
@@ -231,19 +268,32 @@ async fn replay_log(
 ) -> Result<(), Stop> {
     let lineage = recover_lineage(&env.store, &a.key, a.attempt).await?;
     let mut replayed = 0u64;
+    // Records of an earlier epoch (the sink's, under at-least-once) are output already written,
+    // not positions on this epoch's links.
+    let floor = u64::from(a.epoch) << EPOCH_SHIFT;
+    // The sink's log is its output: replay restores its positions, there is nothing to feed.
+    let feeds = !matches!(op, Operator::Sink(_));
     for seg in &lineage {
         let data = env.store.get(seg).await.map_err(LogError::from)?;
         for rec in decode_segment(seg, data)? {
             match rec {
                 LogRecord::Batch(b) => {
                     let n = b.tuples.len() as u64;
-                    for t in b.tuples {
-                        op.feed(t, b.emit_ns).await?;
+                    let last = b.first_seq + n - 1;
+                    if feeds {
+                        for t in b.tuples {
+                            op.feed(t, b.emit_ns).await?;
+                        }
                     }
                     replayed += n;
-                    acc.advance(b.from, b.first_seq + n - 1);
+                    if b.first_seq > floor {
+                        acc.advance(b.from, last);
+                    }
                 }
-                LogRecord::Eos { from, last_seq } => acc.replay_end(from, last_seq),
+                LogRecord::Eos { from, last_seq } if last_seq >= floor => {
+                    acc.replay_end(from, last_seq)
+                }
+                LogRecord::Eos { .. } => {}
             }
         }
     }
@@ -267,7 +317,8 @@ async fn drive(
     let exactly_once = a.delivery == Delivery::ExactlyOnce;
     // A first-stage task's only input is the source, so its consumption order is sequence
     // order and the source file is its log: it needs no input log of its own.
-    let logged = exactly_once && a.key.pos.stage > 1;
+    // The sink's input log is its committed output, under every delivery mode.
+    let logged = (exactly_once && a.key.pos.stage > 1) || matches!(a.role, TaskRole::Sink { .. });
     let gaps = if a.delivery == Delivery::AtMostOnce {
         Gaps::Accept
     } else {

@@ -6,6 +6,8 @@ use crate::model::tuple::Tuple;
 use crate::runtime::builtin::Builtin;
 use crate::runtime::exec::{ExecError, ExecOperator};
 use crate::runtime::log::LogError;
+use crate::runtime::task::TaskStatus;
+use std::sync::Arc;
 
 /// Why a task attempt stopped before finishing.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub enum Operator {
     Builtin(Builtin, Router, Vec<Tuple>),
     /// An executable (or the simulation's scripted stand-in for one).
     Exec(ExecOperator),
+    /// The sink: its input log is its output, so a tuple needs only its latency recorded.
+    Sink(Arc<TaskStatus>),
 }
 
 impl Operator {
@@ -61,6 +65,16 @@ impl Operator {
                 Ok(())
             }
             Operator::Exec(op) => Ok(op.feed(&t, emit_ns).await?),
+            Operator::Sink(status) => {
+                let us = crate::dataplane::now_ns().saturating_sub(emit_ns) / 1000;
+                status
+                    .latency
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(Default::default)
+                    .record(us, 1);
+                Ok(())
+            }
         }
     }
 
@@ -69,13 +83,14 @@ impl Operator {
         match self {
             Operator::Builtin(_, router, _) => router.flush().await.map_err(routed),
             Operator::Exec(op) => Ok(op.idle().await?),
+            Operator::Sink(_) => Ok(()),
         }
     }
 
     /// Resolves only if the operator failed on its own (an executable died).
     pub async fn died(&mut self) -> Stop {
         match self {
-            Operator::Builtin(..) => std::future::pending().await,
+            Operator::Builtin(..) | Operator::Sink(_) => std::future::pending().await,
             Operator::Exec(op) => op.died().await.into(),
         }
     }
@@ -85,6 +100,7 @@ impl Operator {
         let router = match self {
             Operator::Builtin(_, router, _) => router,
             Operator::Exec(op) => op.finish().await?,
+            Operator::Sink(_) => return Ok(()),
         };
         router.finish().await.map_err(routed)
     }

@@ -1,8 +1,9 @@
 //! The sink's end-to-end latency histogram: how long tuples took from the source to the
-//! sink, kept per job and shown as p50/p99/max by the API and the dashboard.
+//! sink, kept by the sink task, carried to the leader on its reports, and shown per job as
+//! p50/p99/max by the API and the dashboard.
 
 /// Log-scale latency histogram (5% buckets from 1 µs), cheap to update per batch.
-#[derive(Default)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LatencyHist {
     buckets: Vec<u64>,
     max_us: u64,
