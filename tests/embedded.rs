@@ -194,14 +194,24 @@ fn interrupting_run_cancels_the_job_and_leaves_nothing_behind() {
     let mut child = Command::new(bin())
         .args(["run", "slow.toml"])
         .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let sink = dir.path().join("out/slow.txt");
-    wait_for("output to flow", std::time::Duration::from_secs(60), || {
-        (std::fs::metadata(&sink).map(|m| m.len()).unwrap_or(0) > 0).then_some(())
+    // Output flows: `run` printed a committed line (the file itself is written at the end).
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        if let Some(Ok(l)) = lines.next() {
+            let _ = line_tx.send(l);
+        }
+        lines.count()
     });
+    line_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("output to flow");
     // SAFETY: signalling our own child.
     unsafe { libc_kill(child.id() as i32, 2) };
     let status = wait_for(
@@ -217,8 +227,12 @@ fn interrupting_run_cancels_the_job_and_leaves_nothing_behind() {
         processes_matching(slow.to_str().unwrap()).is_empty(),
         "operator processes outlived the run"
     );
+    // The output file holds what was committed when the job was cancelled: something, not all.
     let written = std::fs::read_to_string(&sink).unwrap().lines().count();
+    assert!(written > 0, "the committed output was not written");
     assert!(written < signs.rows.len() + 1, "the job was not cut short");
+    let printed = reader.join().unwrap() + 1;
+    assert!(printed <= written, "run printed {printed} lines, the file has {written}");
 }
 
 /// The operator protocol's rule for an operator that exits 0 before its input ends (like

@@ -164,6 +164,9 @@ impl Leader {
         }
         let mut problems = check_spec(&spec);
         if problems.is_empty() {
+            problems = lock(&self.state).reads_running_output(&spec);
+        }
+        if problems.is_empty() {
             let present = self.present_in_store(&spec).await;
             problems = validate::check(&spec, &self.store, &self.cfg.exec_policy, &present);
         }

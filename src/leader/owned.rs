@@ -83,6 +83,28 @@ fn under(path: &str, prefix: &str) -> bool {
 }
 
 impl State {
+    /// Problems of a job submission that reads the output of a running job: that output is
+    /// written only when the job ends, so the submission is told so rather than "not found".
+    pub fn reads_running_output(&self, spec: &JobSpec) -> Vec<Problem> {
+        let files = job_files(spec, &[]);
+        let mut problems = Vec::new();
+        for (id, other) in running(self) {
+            if let Some(r) = files.reads.iter().find(|r| **r == other.writes) {
+                let field = if *r == norm(spec, &spec.source_path) {
+                    "source.path"
+                } else {
+                    "stages.exec"
+                };
+                problems.push(Problem::new(
+                    field,
+                    r,
+                    format!("the sink of running job {id}, written when it ends; it cannot be read while it is written"),
+                ));
+            }
+        }
+        problems
+    }
+
     /// Refuses a new job whose files clash with a running job's (or with its own), naming
     /// both jobs; else records them under the id the job is about to get.
     pub fn claim_files(&mut self, me: &JobId, files: JobFiles) -> Result<(), String> {

@@ -573,6 +573,16 @@ impl Cluster {
     pub fn leader_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("leader.log")).unwrap_or_default()
     }
+
+    /// Every worker's log, one after another (the source and the sink run on workers).
+    pub fn worker_logs(&self) -> String {
+        (0..self.workers.len())
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("worker-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
 }
 
 impl Cluster {
