@@ -232,7 +232,10 @@ fn interrupting_run_cancels_the_job_and_leaves_nothing_behind() {
     assert!(written > 0, "the committed output was not written");
     assert!(written < signs.rows.len() + 1, "the job was not cut short");
     let printed = reader.join().unwrap() + 1;
-    assert!(printed <= written, "run printed {printed} lines, the file has {written}");
+    assert!(
+        printed <= written,
+        "run printed {printed} lines, the file has {written}"
+    );
 }
 
 /// The operator protocol's rule for an operator that exits 0 before its input ends (like

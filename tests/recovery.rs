@@ -605,3 +605,74 @@ fn stall_case(rows: usize, seed: u64, name: &str) {
     assert!(j["recoveries"].as_u64().unwrap() >= 1, "{j}");
     assert!(c.leader_log().contains("stalled"), "no stall reported");
 }
+
+/// The source and the sink are tasks on workers like any other, so the leader carries no
+/// tuple and a worker dying under either is recovered like any task: SIGKILL the worker that
+/// runs the sink, then the one that runs the source, and the output is still exact — in the
+/// output file and for a follower attached all along, which prints every line exactly once.
+#[test]
+fn workers_running_the_sink_and_then_the_source_die_and_the_output_is_exact() {
+    let mut c = Cluster::start(4, 1.5);
+    let (signs, _) = setup(&c, 12000, 31);
+    let job = job_toml(
+        "edges",
+        "signs.csv",
+        "out/edges.txt",
+        2500.0,
+        "exactly-once",
+        &[
+            (3, "filter", &["Punched Telespar"]),
+            (2, "count-by", &["9"]),
+        ],
+    );
+    c.file("edges.toml", &job);
+    let id = c.submit("edges.toml");
+    let follower = Follower::start(&c, &["follow", &id], "follow.log");
+    let on_worker = |c: &Cluster, stage: u64| {
+        let t = c.tasks(&id).into_iter().find(|t| t["stage"] == stage)?;
+        let w = t["worker"].as_str()?.to_string();
+        (t["state"] == "running").then_some((w, t))
+    };
+    // The sink holds some output: kill the worker it runs on.
+    let (sink_worker, _) = wait_for("the sink to hold output", LONG, || {
+        on_worker(&c, 3).filter(|(_, t)| t["tuples_in"].as_u64() > Some(0))
+    });
+    assert_eq!(
+        on_worker(&c, 0).map(|(_, t)| t["operator"].clone()),
+        Some("source".into())
+    );
+    c.kill_worker(c.worker_index(&sink_worker).expect("the sink's worker"));
+    let (new_sink, _) = wait_for("the sink to run again elsewhere", LONG, || {
+        on_worker(&c, 3).filter(|(w, t)| *w != sink_worker && t["attempt"].as_u64() >= Some(1))
+    });
+    assert_ne!(new_sink, sink_worker);
+    // Then the source, wherever it runs now, while it still reads.
+    let (source_worker, _) = wait_for("the source to run", LONG, || on_worker(&c, 0));
+    let j = job_progress(&c, &id);
+    assert!(
+        j["source_tuples"].as_u64() < Some(signs.rows.len() as u64),
+        "the source finished before it could be killed: {j}"
+    );
+    c.kill_worker(c.worker_index(&source_worker).expect("the source's worker"));
+    let j = check_output(&c, &id, "out/edges.txt", &signs.app2());
+    assert!(j["recoveries"].as_u64() >= Some(2), "{j}");
+    // The job's counters come from the source and sink tasks' reports.
+    assert_eq!(
+        j["sink_tuples"].as_u64(),
+        Some(signs.app2().len() as u64),
+        "{j}"
+    );
+    assert_eq!(
+        j["source_tuples"].as_u64(),
+        Some(signs.all_lines().len() as u64),
+        "{j}"
+    );
+    let (status, printed, log) = follower.finish(LONG);
+    assert!(status.success(), "the follower failed: {log}");
+    assert_no_line_twice(&printed);
+    assert_same_text(
+        "what the follower printed",
+        &printed,
+        &c.store_file("out/edges.txt"),
+    );
+}

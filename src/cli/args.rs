@@ -104,9 +104,9 @@ pub(super) enum Cmd {
         /// declared stalled and restarted.
         #[arg(long, default_value_t = 60.0)]
         stall_timeout: f64,
-        /// Host or IP that workers use to reach this leader's data listener (default: the
-        /// --listen IP, or the host name when listening on a wildcard address).
-        #[arg(long)]
+        /// Ignored (kept so existing command lines still start): the leader has no data
+        /// listener any more, since sources and sinks run on workers.
+        #[arg(long, hide = true)]
         advertise_host: Option<String>,
         /// Jobs may run executables from this directory (repeatable); otherwise only
         /// executables uploaded to the store.

@@ -88,6 +88,12 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
         } => {
             let store = store.location()?;
+            if let Some(h) = advertise_host {
+                eprintln!(
+                    "rainstorm leader: --advertise-host {h} is ignored: the leader has no data \
+                     listener any more (sources and sinks run on workers)"
+                );
+            }
             let exec_policy = ExecPolicy::new(&allow_exec)?;
             let token = Secret::from_args(token_file.as_deref())?;
             let heartbeat_timeout = positive_secs("heartbeat-timeout", heartbeat_timeout)?;
@@ -114,13 +120,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 heartbeat_interval: Duration::from_millis(heartbeat_ms.max(10)),
                 max_restarts,
                 keep_logs,
-                advertise_host,
                 stall_timeout,
                 exec_policy,
                 token,
                 store,
                 dir_lock: Some(dir_lock),
-                data: DataConfig::from_env(),
                 ..LeaderConfig::default()
             };
             leader::run(cfg, http, shutdown_on_signal()).await?;

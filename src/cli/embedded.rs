@@ -86,7 +86,6 @@ impl Cluster {
             token: Some(token.clone()),
             data_dir: dir.path().join("leader"),
             keep_logs,
-            data: DataConfig::from_env(),
             exec_policy: policy.clone(),
             ..LeaderConfig::default()
         };

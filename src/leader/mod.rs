@@ -1,6 +1,6 @@
 //! The leader: public HTTP/JSON API and worker control plane on one address, the job drivers,
-//! the source and sink of every job (on its own data listener), the store, and the monitor that
-//! declares silent workers dead.
+//! the store, and the monitor that declares silent workers dead. It has no data plane: every
+//! task of a job, its source and its sink included, runs on a worker.
 //!
 //! This file holds the leader's configuration, the shared [`Leader`] context with
 //! [`Leader::submit`], and [`run`], which starts the parts: the HTTP surface (`api`), the
@@ -21,13 +21,11 @@ pub mod state;
 pub mod validate;
 mod views;
 
-use crate::dataplane::{listener, DataConfig};
 use crate::model::check::{check_spec, Problem};
 use crate::model::ids::JobId;
 use crate::model::spec::JobSpec;
 use crate::runtime::sink::SinkProgress;
 use crate::runtime::store::Store;
-use crate::runtime::task::TaskEnv;
 use anyhow::Context;
 use job::{JobEvent, JobRec};
 use state::{lock, SharedState};
@@ -55,14 +53,9 @@ pub struct LeaderConfig {
     pub keep_logs: bool,
     /// How long ended jobs stay listed.
     pub retention: Duration,
-    /// Data-plane tunables.
-    pub data: DataConfig,
     /// A running task with input waiting and no progress for this long is stalled: it is
     /// stopped and restarted like a failed one.
     pub stall_timeout: Duration,
-    /// Host name or IP workers use to reach the leader's data listener (default: the
-    /// `--listen` IP, or this host's name when that is a wildcard).
-    pub advertise_host: Option<String>,
     /// Which executables jobs may name (validated at submission; workers check again).
     pub exec_policy: crate::runtime::fetch::ExecPolicy,
     /// The cluster secret every door checks (none: loopback only).
@@ -86,8 +79,6 @@ impl Default for LeaderConfig {
             max_restarts: 20,
             keep_logs: false,
             retention: Duration::from_secs(3600),
-            data: DataConfig::default(),
-            advertise_host: None,
             stall_timeout: Duration::from_secs(60),
             exec_policy: Default::default(),
             token: None,
@@ -114,10 +105,6 @@ pub struct Leader {
     pub state: SharedState,
     /// The store.
     pub store: Store,
-    /// Data-plane environment of the source and sink.
-    pub env: TaskEnv,
-    /// Address of the leader's data listener.
-    pub data_addr: String,
     /// Configuration.
     pub cfg: LeaderConfig,
     /// Output streams being served now (a follower that goes away must free its stream).
@@ -265,30 +252,10 @@ pub async fn run(
         None => Store::local(cfg.data_dir.join("store")).context("opening the store")?,
     };
     let http_addr = http.local_addr()?;
-    let data = TcpListener::bind((http_addr.ip(), 0))
-        .await
-        .context("binding the leader's data listener")?;
-    let data_port = data.local_addr()?.port();
-    let host = match &cfg.advertise_host {
-        Some(h) => h.clone(),
-        None => crate::dataplane::net::advertise_host(http_addr.ip()),
-    };
-    let data_addr = format!("{host}:{data_port}");
-    let env = TaskEnv::new(
-        cfg.data.clone(),
-        store.clone(),
-        cfg.data_dir.clone(),
-        cfg.token.as_ref(),
-    );
-    let registry = env.registry.clone();
-    let env_routes = env.routes.clone();
-    let data_auth = env.auth.clone();
     let (spawn_tx, mut spawn_rx) = mpsc::channel(16);
     let leader = Arc::new(Leader {
         state: Arc::new(Mutex::new(state::State::default())),
         store,
-        env,
-        data_addr,
         cfg: cfg.clone(),
         output_streams: Arc::default(),
         waiting_polls: Arc::default(),
@@ -303,14 +270,6 @@ pub async fn run(
     }
     let mut bg = JoinSet::new();
     let stop_net = CancellationToken::new();
-    bg.spawn(listener::serve(
-        data,
-        registry,
-        env_routes.clone(),
-        data_auth,
-        listener::Limits::of(&cfg.data),
-        stop_net.clone(),
-    ));
     bg.spawn(monitor::monitor(leader.clone(), stop_net.clone()));
     let app = api::router(leader.clone());
     let http_stop = stop_net.clone();
@@ -321,7 +280,7 @@ pub async fn run(
             warn!(error = %e, "HTTP server failed");
         }
     });
-    info!(api = %http_addr, data = %leader.data_addr, "leader ready");
+    info!(api = %http_addr, "leader ready");
     let mut drivers = JoinSet::new();
     for (id, spec, ev, cancel, progress, run) in resumed {
         let span = tracing::info_span!("job", job = %id);

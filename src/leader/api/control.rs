@@ -139,7 +139,7 @@ pub(super) async fn register(
         st.known_workers.insert(id.clone(), req.data_addr.clone());
         st.add_worker(id.clone(), req.data_addr.clone(), session.clone());
         match rejoin {
-            Some(r) => adopt(&l, &mut st, &id, r.tasks),
+            Some(r) => adopt(&mut st, &id, r.tasks),
             None => Vec::new(),
         }
     };
@@ -168,7 +168,6 @@ pub(super) async fn register(
 /// report was lost while the leader was away: it fails, and is recovered as usual. The
 /// worker also gets every placement of the jobs it serves.
 fn adopt(
-    l: &Leader,
     st: &mut crate::leader::state::State,
     id: &WorkerId,
     reports: Vec<crate::protocol::control::TaskReport>,
@@ -216,7 +215,11 @@ fn adopt(
         .map(|(k, _)| k.job.clone())
         .collect();
     for job in jobs {
-        if let Some((version, routes)) = l.env.routes.snapshot(&job) {
+        let placed = st.jobs.get(&job).and_then(|j| j.run.as_ref()).map(|r| {
+            let routes = r.tasks.iter().map(|t| (t.pos, t.dest.clone())).collect();
+            (r.version, routes)
+        });
+        if let Some((version, routes)) = placed {
             st.command(
                 id,
                 Command::Routes {
