@@ -71,10 +71,10 @@ pub async fn drive(
             Ok(()) => run.persist_run().await.and_then(|()| run.launch()),
             Err(e) => Err(e),
         },
-        Some(state) => {
-            run.resume(state);
-            run.persist_run().await
-        }
+        Some(state) => match run.resume(state) {
+            Ok(()) => run.persist_run().await,
+            Err(e) => Err(e),
+        },
     };
     let outcome = match started {
         Ok(()) => {
@@ -160,7 +160,19 @@ impl JobRun {
     /// Takes over a job an earlier leader ran: its epoch and placement as recorded, and every
     /// task — source and sink included — expected back from its worker (adopted when the
     /// worker rejoins, recovered as usual if it does not).
-    fn resume(&mut self, state: RunState) {
+    fn resume(&mut self, state: RunState) -> Result<(), String> {
+        // A placement recorded before sources and sinks ran on workers has them on no worker.
+        let k = self.spec.stages.len() as u32;
+        if let Some(t) = state
+            .tasks
+            .iter()
+            .find(|t| t.worker.is_none() && (t.pos.stage == 0 || t.pos.stage > k))
+        {
+            return Err(format!(
+                "task {} was placed by a leader that ran sources and sinks itself; resubmit the job",
+                t.pos
+            ));
+        }
         self.epoch = state.epoch;
         self.routes = Placement::restored(
             state.version,
@@ -191,6 +203,7 @@ impl JobRun {
         }
         self.adopt_deadline = Some(tokio::time::Instant::now() + self.leader.cfg.heartbeat_timeout);
         info!(job = %self.id, epoch = self.epoch, "resuming a job the previous leader ran");
+        Ok(())
     }
 
     /// Tasks of a resumed job whose worker has not rejoined in time fail (and are recovered).

@@ -223,10 +223,15 @@ pub async fn run_task(
             Ok(()) => match links.drain().await {
                 Ok(()) => match &a.role {
                     // Every input is durable in the sink's log: write it out as the output.
-                    TaskRole::Sink { path } => match write_output(&env, &a, path).await {
-                        Ok(()) => TaskEnd::Finished,
-                        Err(e) => TaskEnd::Failed(e),
-                    },
+                    TaskRole::Sink { path } => {
+                        // Writing the output is work of its own, not an operator that never
+                        // finishes: nothing is pending in the stall detector's eyes.
+                        status.draining.store(false, Ordering::Relaxed);
+                        match write_output(&env, &a, path).await {
+                            Ok(()) => TaskEnd::Finished,
+                            Err(e) => TaskEnd::Failed(e),
+                        }
+                    }
                     _ => TaskEnd::Finished,
                 },
                 Err(LinkEnd::Fenced) => {
