@@ -456,4 +456,41 @@ mod tests {
         assert!(l2.iter().all(|p| !p.ends_with("000000-0000000002.seg")));
         assert!(l2[2].ends_with("000001-0000000000.seg"));
     }
+
+    #[tokio::test]
+    async fn a_readers_committed_lineage_only_grows_and_waits_out_a_takeover() {
+        let store = Store::memory();
+        let k = key();
+        let seg = seal_segment(&[], 0);
+        assert_eq!(committed_lineage(&store, &k).await.unwrap(), Some(vec![]));
+        store
+            .put(&segment_path(&k, 0, 0), seg.clone())
+            .await
+            .unwrap();
+        let first = committed_lineage(&store, &k).await.unwrap().unwrap();
+        assert_eq!(first, vec![segment_path(&k, 0, 0)]);
+        // Attempt 1 fences attempt 0 but has not recorded its manifest yet: no answer.
+        store.put(&fence_path(&k, 0), Bytes::new()).await.unwrap();
+        assert_eq!(committed_lineage(&store, &k).await.unwrap(), None);
+        // The successor records its manifest; a late write of the fenced attempt is in
+        // nobody's history, and what a reader sees next extends what it saw before.
+        let l1 = recover_lineage(&store, &k, 1).await.unwrap();
+        store
+            .put(&segment_path(&k, 0, 1), seg.clone())
+            .await
+            .unwrap();
+        store
+            .put(&segment_path(&k, 1, 0), seg.clone())
+            .await
+            .unwrap();
+        let next = committed_lineage(&store, &k).await.unwrap().unwrap();
+        assert!(
+            next.starts_with(&first),
+            "{next:?} does not extend {first:?}"
+        );
+        assert_eq!(next[..l1.len()], l1[..]);
+        assert_eq!(next[l1.len()..], [segment_path(&k, 1, 0)]);
+        assert!(!next.contains(&segment_path(&k, 0, 1)));
+        assert_eq!(lineage_of(&store, &k, 1).await.unwrap(), next);
+    }
 }

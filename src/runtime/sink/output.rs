@@ -118,3 +118,70 @@ async fn to_file(store: &Store, lineage: &[String], path: &std::path::Path) -> R
     }
     written.map_err(failed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tuple::Tuple;
+    use crate::runtime::log::{encode_record, seal_segment, BatchRecord};
+
+    async fn segment(store: &Store, path: &str, values: &[&str]) {
+        let mut body = BytesMut::new();
+        encode_record(
+            &mut body,
+            &LogRecord::Batch(BatchRecord {
+                from: 0,
+                first_seq: 1,
+                emit_ns: 0,
+                tuples: values.iter().map(|v| Tuple::new("k", *v)).collect(),
+            }),
+        );
+        encode_record(
+            &mut body,
+            &LogRecord::Eos {
+                from: 0,
+                last_seq: 9,
+            },
+        );
+        store.put(path, seal_segment(&body, 2)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_output_is_the_lineages_values_line_by_line_in_a_file_or_the_store() {
+        let store = Store::memory();
+        segment(&store, "s/1", &["a", "b,c"]).await;
+        segment(&store, "s/2", &["", "d"]).await;
+        let lineage = vec!["s/1".to_string(), "s/2".to_string()];
+        let want = "a\nb,c\n\nd\n";
+        assert_eq!(
+            segment_text("s/1", store.get("s/1").await.unwrap()).unwrap(),
+            "a\nb,c\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("out/o.txt");
+        let n = assemble(&store, &lineage, &SinkTarget::File(file.clone()))
+            .await
+            .unwrap();
+        assert_eq!(n, want.len() as u64);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
+        // Only the output is left: the temporary file was renamed over it.
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+            1
+        );
+        assemble(&store, &lineage, &SinkTarget::Store("o.txt".into()))
+            .await
+            .unwrap();
+        assert_eq!(store.get("o.txt").await.unwrap(), want.as_bytes());
+        // A segment that cannot be read fails the write and leaves the old output whole.
+        let broken = vec!["s/1".to_string(), "s/missing".to_string()];
+        assert!(assemble(&store, &broken, &SinkTarget::File(file.clone()))
+            .await
+            .is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+            1
+        );
+    }
+}
