@@ -627,6 +627,9 @@ fn workers_running_the_sink_and_then_the_source_die_and_the_output_is_exact() {
     );
     c.file("edges.toml", &job);
     let id = c.submit("edges.toml");
+    // The leader has no data plane: the only port it listens on is its API's.
+    let api: u16 = c.url.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(listening_ports(c.leader_pid()), vec![api]);
     let follower = Follower::start(&c, &["follow", &id], "follow.log");
     let on_worker = |c: &Cluster, stage: u64| {
         let t = c.tasks(&id).into_iter().find(|t| t["stage"] == stage)?;

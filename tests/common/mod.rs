@@ -257,6 +257,38 @@ pub fn established_on(ports: &[u16]) -> usize {
         .count()
 }
 
+/// TCP ports process `pid` listens on (its socket inodes matched against /proc/net/tcp*).
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports: Vec<u16> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            text.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    (cols.len() > 9 && cols[3] == "0A" && inodes.contains(cols[9]))
+                        .then(|| u16::from_str_radix(cols[1].rsplit(':').next()?, 16).ok())
+                        .flatten()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
 /// Processes whose command line mentions `needle`.
 pub fn processes_matching(needle: &str) -> Vec<u32> {
     let mut v = Vec::new();
