@@ -43,8 +43,8 @@ fn second_job_and_concurrent_jobs_run_on_the_same_cluster_and_leave_nothing_behi
     let ports = c.data_ports();
     assert_eq!(
         ports.len(),
-        4,
-        "three workers and the leader have data listeners"
+        3,
+        "three workers have data listeners (the leader has none)"
     );
     let app1 = job_toml(
         "app1",

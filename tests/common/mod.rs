@@ -528,32 +528,14 @@ impl Cluster {
         self.workers[i].wait().unwrap();
     }
 
-    /// Data-plane ports: every worker's listener and the leader's.
+    /// Data-plane ports: every worker's listener (the leader has none).
     pub fn data_ports(&self) -> Vec<u16> {
-        let mut ports: Vec<u16> = self
-            .json(&["workers", "--json"])
+        self.json(&["workers", "--json"])
             .as_array()
             .unwrap()
             .iter()
             .filter_map(|w| w["address"].as_str()?.rsplit(':').next()?.parse().ok())
-            .collect();
-        let log = self.leader_log();
-        if let Some(p) = log
-            .lines()
-            .find(|l| l.contains("leader ready"))
-            .and_then(|l| l.split("data=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| {
-                a.trim_matches(|c: char| !c.is_ascii_digit() && c != ':' && c != '.')
-                    .rsplit(':')
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-        {
-            ports.push(p);
-        }
-        ports
+            .collect()
     }
 
     /// Index (in `workers`) of the process that registered as `worker_id`.
