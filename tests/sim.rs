@@ -1,19 +1,29 @@
 //! Deterministic simulation of the data plane and the recovery protocol.
 //!
-//! One seed = one run of a job, in one thread, on tokio's paused clock: the real source, links,
-//! listeners, acceptance rule, tasks (built-ins and scripted stand-ins for executables, run
-//! through the same executable-operator code), input logs (an in-memory store that can fail
-//! writes) and sink, connected by a simulated network (`sim/net.rs`). A small coordinator
-//! plays the leader: it places tasks with the leader's `Placement`, builds every attempt's
-//! `assignment` and follows the leader's `recovery` rule, pushing route changes to each host
+//! One seed = one run of a job, in one thread, on tokio's paused clock: the real tasks — the
+//! source (stage 0), the operators (built-ins and scripted stand-ins for executables, run
+//! through the same executable-operator code) and the sink (stage K+1), all started on worker
+//! hosts by `run_task` with the leader's `assignment` — their links, listeners, acceptance
+//! rule and input logs (an in-memory store that can fail writes; the sink's log is the
+//! committed output), connected by a simulated network (`sim/net.rs`). A small coordinator
+//! plays the leader (which has no data plane): it places every task with the leader's
+//! `Placement` and follows the leader's `recovery` rule, pushing route changes to each host
 //! after its own random delay. The seed drives the faults: delayed and reordered frames
 //! across connections, cut connections (some still delivering late frames), partitions that
 //! heal (the leader declares the worker dead while its tasks run on as zombies), store write
-//! failures, and kills of any task attempt at any await point, on the same or another worker,
-//! repeated during recovery and aimed at a restarted task's successor.
+//! failures, kills of any task attempt (source and sink included) at any await point, on the
+//! same or another worker, repeated during recovery and aimed at a restarted task's
+//! successor, and leader restarts (the job carries on: no task restarts, task ends wait for
+//! the leader, the workers rejoin and get the placement again).
 //!
-//! After each seed: exactly-once → the output equals the failure-free output as a multiset;
-//! at-least-once → nothing is missing; at-most-once → nothing is duplicated; every job ends.
+//! The job ends when the sink's current attempt finished (the source never does), then drains
+//! as the leader does. After each seed: the output is the object the sink wrote at the sink
+//! path, or for a job that did not succeed the sink's committed lineage (what the leader's
+//! cleanup writes); exactly-once → it equals the failure-free output as a multiset;
+//! at-least-once → nothing is missing; at-most-once → nothing is duplicated; every job ends;
+//! a job that succeeded wrote exactly its committed lineage; and what followers read of the
+//! committed lineage at random moments during the run (`committed_lineage`) is a prefix of the
+//! output, never taken back.
 //!
 //! `RAINSTORM_SIM_SEEDS=N` runs N seeds (default 2000); `RAINSTORM_SIM_SEED=S` replays one
 //! seed with logs stamped with virtual time (`RAINSTORM_LOG=debug` for more, `sim=trace` adds
@@ -33,15 +43,13 @@ use rainstorm::dataplane::routes::Routes;
 use rainstorm::dataplane::DataConfig;
 use rainstorm::leader::placement::{assignment, recovery, Placement, Recovery};
 use rainstorm::model::ids::{JobId, TaskKey, TaskPos};
-use rainstorm::model::partition::{partition_into, tasks_of};
+use rainstorm::model::partition::tasks_of;
 use rainstorm::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
 use rainstorm::model::tuple::Tuple;
 use rainstorm::protocol::auth::{DataAuth, Secret};
 use rainstorm::runtime::exec::{ScriptFn, Scripts};
-use rainstorm::runtime::sink::{
-    run_sink, CommitTarget, LatencyHist, SinkCommit, SinkProgress, SinkSpec, SinkTarget,
-};
-use rainstorm::runtime::source::{run_source, SourceSpec};
+use rainstorm::runtime::log::committed_lineage;
+use rainstorm::runtime::sink::segment_text;
 use rainstorm::runtime::store::Store;
 use rainstorm::runtime::task::{run_task, TaskEnd, TaskEnv, TaskStatus};
 use sim::net::SimNet;
@@ -50,7 +58,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -182,7 +190,8 @@ impl Pipeline {
     }
 }
 
-/// One simulated host of the data plane.
+/// One simulated host: the leader (host 0: no data plane, only the route table it pushes) or
+/// a worker (a data listener and the task attempts placed on it).
 struct Host {
     name: String,
     addr: String,
@@ -197,37 +206,98 @@ struct Attempt {
     status: Arc<TaskStatus>,
 }
 
+/// A task attempt's end as its worker reports it.
+type Report = (TaskPos, u32, TaskEnd);
+
+/// What a follower read as the sink's committed output at one moment.
+type Sample = Result<Vec<u8>, String>;
+
 struct Sim {
     rng: Rng,
     net: SimNet,
+    store: Store,
     spec: JobSpec,
     job: JobId,
     hosts: Vec<Host>,
     /// Workers (host indices ≥ 1) the coordinator believes alive.
     alive: Vec<bool>,
     placement: Placement,
-    /// Per task: (host, current attempt).
+    /// Per task, the source (stage 0) and the sink (stage K+1) included: (host, current
+    /// attempt).
     tasks: BTreeMap<TaskPos, (usize, u32)>,
     running: BTreeMap<(TaskPos, u32), Attempt>,
     epoch: u32,
-    events: mpsc::UnboundedSender<(TaskPos, u32, TaskEnd)>,
-    parts: Vec<JoinHandle<()>>,
-    part_events: mpsc::UnboundedSender<(u32, &'static str, Result<(), String>)>,
-    output: Arc<Mutex<Vec<u8>>>,
-    /// The sink's commit record, which survives a leader crash (as the leader's data dir does).
-    commit: Arc<Mutex<Option<SinkCommit>>>,
+    events: mpsc::UnboundedSender<Report>,
+    /// Pending timed actions: (when, order set) → what.
+    timers: BTreeMap<(Instant, u64), Timed>,
+    timer_seq: u64,
+    /// When the sink's current attempt finished: the job then drains and ends.
+    sink_done_at: Option<Instant>,
+    /// While the leader is down: when it comes back.
+    leader_down: Option<Instant>,
+    /// Task ends the workers hold while the leader is down (they retry until it has them).
+    held: Vec<Report>,
+    /// Followers' reads of the sink's committed output, in the order they completed.
+    samples: Arc<Mutex<Vec<Sample>>>,
     restarts: u32,
     log: Vec<String>,
 }
 
 const LEADER: usize = 0;
 
+/// How long the leader waits for a worker's heartbeat before declaring it dead (and for the
+/// workers to rejoin after it restarted).
+const DEAD_AFTER: Duration = Duration::from_millis(30);
+
+/// How long a job whose sink finished waits for its other tasks' ends (as `leader::outcome`).
+const DRAIN: Duration = Duration::from_secs(10);
+
 /// Leader restarts simulated over the whole run (to show the fault is exercised).
 static LEADER_RESTARTS: AtomicU64 = AtomicU64::new(0);
+/// Restarted attempts of the source and of the sink over the whole run.
+static SOURCE_RESTARTS: AtomicU64 = AtomicU64::new(0);
+static SINK_RESTARTS: AtomicU64 = AtomicU64::new(0);
+/// Followers' reads checked against the output (non-empty ones), and jobs that failed (their
+/// output is the committed lineage).
+static SAMPLES_CHECKED: AtomicU64 = AtomicU64::new(0);
+static JOBS_FAILED: AtomicU64 = AtomicU64::new(0);
 
 impl Sim {
     fn host_env(&self, i: usize) -> TaskEnv {
         self.hosts[i].env.clone()
+    }
+
+    fn sink(&self) -> TaskPos {
+        TaskPos {
+            stage: self.spec.stages.len() as u32 + 1,
+            index: 0,
+        }
+    }
+
+    fn sink_key(&self) -> TaskKey {
+        TaskKey {
+            job: self.job.clone(),
+            pos: self.sink(),
+        }
+    }
+
+    /// Sets a timed action.
+    fn at(&mut self, when: Instant, t: Timed) {
+        self.timer_seq += 1;
+        self.timers.insert((when, self.timer_seq), t);
+    }
+
+    /// Any task, the source and the sink included.
+    fn random_task(&self) -> TaskPos {
+        *self
+            .tasks
+            .keys()
+            .nth(self.rng.below(self.tasks.len() as u64) as usize)
+            .expect("tasks exist")
+    }
+
+    fn live_workers(&self) -> usize {
+        self.alive.iter().skip(1).filter(|a| **a).count()
     }
 
     /// Pushes the placement to every host the coordinator can reach, each after its own delay.
@@ -253,8 +323,14 @@ impl Sim {
         }
     }
 
+    /// Starts the current attempt of a task (source, operator or sink alike) on its worker.
     fn start_task(&mut self, pos: TaskPos) {
         let (host, attempt) = self.tasks[&pos];
+        if attempt > 0 && pos.stage == 0 {
+            SOURCE_RESTARTS.fetch_add(1, Ordering::Relaxed);
+        } else if attempt > 0 && pos == self.sink() {
+            SINK_RESTARTS.fetch_add(1, Ordering::Relaxed);
+        }
         let key = TaskKey {
             job: self.job.clone(),
             pos,
@@ -281,94 +357,6 @@ impl Sim {
                 status,
             },
         );
-    }
-
-    fn start_parts(&mut self) {
-        let k = self.spec.stages.len() as u32;
-        let env = self.host_env(LEADER);
-        let epoch = self.epoch;
-        let cancel = CancellationToken::new();
-        let attempt = |stage| {
-            self.placement
-                .get(&TaskPos { stage, index: 0 })
-                .map_or(0, |d| d.attempt)
-        };
-        let src = SourceSpec {
-            attempt: attempt(0),
-            job: self.job.clone(),
-            path: self.spec.source_path.clone(),
-            paths: PathMode::Store,
-            name: self.spec.source_name.clone(),
-            rate: self.spec.rate,
-            downstream: tasks_of(&self.spec, 1),
-            partition: partition_into(&self.spec, 1),
-            resend: self.spec.delivery != Delivery::AtMostOnce,
-            epoch,
-        };
-        let sink = SinkSpec {
-            attempt: attempt(k + 1),
-            commit: Some(CommitTarget::Memory(self.commit.clone())),
-            key: TaskKey {
-                job: self.job.clone(),
-                pos: TaskPos {
-                    stage: k + 1,
-                    index: 0,
-                },
-            },
-            upstream: tasks_of(&self.spec, k),
-            target: SinkTarget::Memory(self.output.clone()),
-            epoch,
-            accept_gaps: self.spec.delivery == Delivery::AtMostOnce,
-        };
-        let (progress, _) = watch::channel(SinkProgress::default());
-        let pe = self.part_events.clone();
-        let c = cancel.clone();
-        let e2 = env.clone();
-        self.parts.push(tokio::spawn(async move {
-            let r = run_sink(
-                e2,
-                sink,
-                Arc::new(AtomicU64::new(0)),
-                Arc::new(Mutex::new(LatencyHist::default())),
-                progress,
-                c,
-            )
-            .await;
-            let _ = pe.send((epoch, "sink", r));
-        }));
-        let pe = self.part_events.clone();
-        let c = cancel.clone();
-        self.parts.push(tokio::spawn(async move {
-            let r = run_source(env, src, Arc::new(AtomicU64::new(0)), c).await;
-            let _ = pe.send((epoch, "source", r));
-        }));
-        let guard = cancel.clone().drop_guard();
-        self.parts.push(tokio::spawn(async move {
-            // Holds the epoch's cancel token until the part list is cleared.
-            let _g = guard;
-            std::future::pending::<()>().await
-        }));
-    }
-
-    /// A restarted leader: new attempts of the source and the sink, pushed to every host.
-    fn leader_back(&mut self) {
-        let k = self.spec.stages.len() as u32;
-        for stage in [0, k + 1] {
-            let pos = TaskPos { stage, index: 0 };
-            let attempt = self.placement.get(&pos).map_or(0, |d| d.attempt) + 1;
-            self.placement
-                .insert(pos, self.hosts[LEADER].addr.clone(), attempt);
-        }
-        self.log.push("leader back".into());
-        LEADER_RESTARTS.fetch_add(1, Ordering::Relaxed);
-        self.push_routes();
-        self.start_parts();
-    }
-
-    fn stop_parts(&mut self) {
-        for p in self.parts.drain(..) {
-            p.abort();
-        }
     }
 
     /// Picks a live worker for a task, preferring another than `avoid`, sometimes the same.
@@ -404,8 +392,9 @@ impl Sim {
         Ok(())
     }
 
+    /// A new epoch: every task, the source and the sink included, restarts at a new attempt
+    /// (on its worker if alive); the sink's log keeps what it committed.
     fn restart_epoch(&mut self) -> Result<(), String> {
-        self.stop_parts();
         for a in self.running.values() {
             if self.alive[a.host] {
                 a.cancel.cancel();
@@ -425,8 +414,8 @@ impl Sim {
                 .insert(pos, self.hosts[host].addr.clone(), attempt + 1);
         }
         self.restarts += 1;
+        self.sink_done_at = None;
         self.push_routes();
-        self.start_parts();
         for pos in self.tasks.keys().copied().collect::<Vec<_>>() {
             self.start_task(pos);
         }
@@ -442,6 +431,271 @@ impl Sim {
             Recovery::Fail => Err(format!("task {pos} failed under at-most-once")),
         }
     }
+
+    /// A recovery the leader starts on its own (a worker declared dead, a task it believes
+    /// stalled): under at-most-once the job ends; otherwise a task that finds no live worker
+    /// is recovered when its worker rejoins (its zombie is then stopped and reports).
+    fn recover_lost(&mut self, pos: TaskPos) -> Result<(), String> {
+        match self.recover(pos) {
+            Err(e) if recovery(self.spec.delivery) == Recovery::Fail => Err(e),
+            Err(e) => {
+                self.log.push(format!("recovery failed: {e}"));
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Reacts to a task end the leader hears of, as `leader::outcome` does; an error ends the
+    /// job.
+    fn on_end(&mut self, (pos, attempt, end): Report) -> Result<(), String> {
+        let current = self.tasks.get(&pos).map(|(_, a)| *a) == Some(attempt);
+        if !current {
+            return Ok(());
+        }
+        match end {
+            TaskEnd::Finished => {
+                self.log.push(format!("{pos} attempt {attempt} finished"));
+                // As the leader does: a restarted upstream learns it has nothing left to
+                // deliver to a finished task.
+                if self.placement.finish(pos, attempt) {
+                    self.push_routes();
+                }
+                if pos == self.sink() {
+                    // The sink holds every end of stream and wrote the output.
+                    self.sink_done_at = Some(Instant::now());
+                }
+            }
+            TaskEnd::Failed(e) => {
+                self.log
+                    .push(format!("{pos} attempt {attempt} failed: {e}"));
+                if self.restarts > 60 {
+                    return Err(format!("too many restarts; last: {pos}: {e}"));
+                }
+                self.recover(pos)?;
+                if self.rng.chance(0.3) {
+                    // Aim at the successor while it recovers.
+                    let at = Instant::now() + Duration::from_micros(self.rng.below(4000));
+                    self.at(at, Timed::KillTask(pos));
+                }
+            }
+            TaskEnd::Cancelled => {
+                self.log.push(format!("{pos} attempt {attempt} cancelled"));
+                self.recover(pos)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A follower reads the sink's committed output (in its own task, racing the writers).
+    fn sample(&self) {
+        let store = self.store.clone();
+        let key = self.sink_key();
+        let samples = self.samples.clone();
+        tokio::spawn(async move {
+            if let Some(s) = committed_text(&store, &key).await.transpose() {
+                samples.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+            }
+        });
+    }
+
+    /// Injects one fault of the plan; an error ends the job.
+    fn chaos(&mut self, kind: Chaos, now: Instant) -> Result<(), String> {
+        let n_workers = self.hosts.len() - 1;
+        match kind {
+            Chaos::Kill => {
+                let pos = self.random_task();
+                self.at(now, Timed::KillTask(pos));
+            }
+            Chaos::Cut => {
+                self.net.cut_random(&self.rng);
+            }
+            Chaos::Partition => {
+                let w = 1 + self.rng.below(n_workers as u64) as usize;
+                if self.alive[w] && self.live_workers() > 1 {
+                    self.net.partition(&self.hosts[w].name, &self.rng);
+                    self.log.push(format!("partition {}", self.hosts[w].name));
+                    let heal = now + Duration::from_micros(5_000 + self.rng.below(200_000));
+                    self.at(now + DEAD_AFTER, Timed::DeclareDead(w, heal));
+                    self.at(heal, Timed::Heal(w));
+                }
+            }
+            Chaos::Stall => {
+                let pos = self.random_task();
+                let (host, attempt) = self.tasks[&pos];
+                if self.leader_down.is_none()
+                    && self.alive[host]
+                    && self.spec.delivery == Delivery::ExactlyOnce
+                {
+                    if let Some(a) = self.running.remove(&(pos, attempt)) {
+                        self.log.push(format!("stalled {pos} attempt {attempt}"));
+                        let at = now + Duration::from_micros(self.rng.below(30_000));
+                        self.at(at, Timed::Stop(a.cancel.clone()));
+                        self.running.insert((pos, attempt + 2_000_000), a);
+                        self.recover_lost(pos)?;
+                    }
+                }
+            }
+            Chaos::ControlCut => {
+                let w = 1 + self.rng.below(n_workers as u64) as usize;
+                if self.alive[w] && self.live_workers() > 1 {
+                    self.log
+                        .push(format!("control plane of {} cut", self.hosts[w].name));
+                    let learn = now + Duration::from_micros(20_000 + self.rng.below(200_000));
+                    self.at(now, Timed::DeclareDead(w, learn));
+                    self.at(learn, Timed::Rejoin(w));
+                }
+            }
+            Chaos::LeaderCrash => {
+                if self.leader_down.is_none() && self.sink_done_at.is_none() {
+                    let back = now + Duration::from_micros(1_000 + self.rng.below(60_000));
+                    self.log.push("leader crash".into());
+                    self.leader_down = Some(back);
+                    self.at(back, Timed::LeaderBack);
+                }
+            }
+            Chaos::StoreFaults => {
+                if let Store::Memory(m) = &self.store {
+                    let n = if self.rng.chance(0.2) {
+                        12
+                    } else {
+                        1 + self.rng.below(4) as u32
+                    };
+                    m.fail_puts.store(n, Ordering::Relaxed);
+                    self.log.push(format!("store fails the next {n} writes"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries out a timed action; an error ends the job.
+    fn fire(&mut self, t: Timed, now: Instant) -> Result<(), String> {
+        match t {
+            Timed::LeaderBack => {
+                // As `leader::cleanup::restore_jobs` and `api::control::adopt`: the job carries
+                // on from its recorded placement (no task restarts), every worker rejoins with
+                // its attempts and gets the placement again, and the ends it held reach the
+                // driver as if they had just happened.
+                self.leader_down = None;
+                self.log.push("leader back".into());
+                LEADER_RESTARTS.fetch_add(1, Ordering::Relaxed);
+                self.push_routes();
+                for r in std::mem::take(&mut self.held) {
+                    self.on_end(r)?;
+                }
+            }
+            Timed::Stop(c) => c.cancel(),
+            Timed::Sample => self.sample(),
+            Timed::KillTask(pos) => {
+                let (_, attempt) = self.tasks[&pos];
+                if let Some(a) = self.running.remove(&(pos, attempt)) {
+                    if !self.alive[a.host] {
+                        self.running.insert((pos, attempt), a);
+                        return Ok(());
+                    }
+                    a.handle.abort();
+                    self.log.push(format!("kill {pos} attempt {attempt}"));
+                    // Its worker reports the crash, as a real one does.
+                    let _ = self
+                        .events
+                        .send((pos, attempt, TaskEnd::Failed("killed".into())));
+                }
+            }
+            Timed::DeclareDead(w, heal) => {
+                if heal <= now || !self.alive[w] {
+                    return Ok(());
+                }
+                if let Some(back) = self.leader_down {
+                    // Nobody declares anything while the leader is down; the restarted leader
+                    // gives every worker a heartbeat timeout to rejoin.
+                    self.at(back + DEAD_AFTER, Timed::DeclareDead(w, heal));
+                    return Ok(());
+                }
+                self.alive[w] = false;
+                self.log
+                    .push(format!("{} declared dead", self.hosts[w].name));
+                let lost: Vec<TaskPos> = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, (h, _))| *h == w)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for pos in lost {
+                    // Its attempts run on as zombies until the worker learns.
+                    let (_, attempt) = self.tasks[&pos];
+                    if let Some(a) = self.running.remove(&(pos, attempt)) {
+                        self.running.insert((pos, attempt + 1_000_000), a);
+                    }
+                    if self.live_workers() == 0 {
+                        break;
+                    }
+                    self.recover_lost(pos)?;
+                }
+            }
+            Timed::Heal(w) => {
+                self.net.heal(&self.hosts[w].name);
+                self.log.push(format!("heal {}", self.hosts[w].name));
+                if !self.alive[w] {
+                    // The worker learns it was declared dead (its next heartbeat says so) a
+                    // little later: it stops its zombies and rejoins.
+                    let at = now + Duration::from_micros(self.rng.below(20_000));
+                    self.at(at, Timed::Rejoin(w));
+                }
+            }
+            Timed::Rejoin(w) => {
+                if self.alive[w] {
+                    return Ok(());
+                }
+                if let Some(back) = self.leader_down {
+                    self.at(back, Timed::Rejoin(w));
+                    return Ok(());
+                }
+                for a in self.running.values() {
+                    if a.host == w {
+                        a.cancel.cancel();
+                    }
+                }
+                self.alive[w] = true;
+                self.push_routes();
+                self.log.push(format!("{} rejoined", self.hosts[w].name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The text a follower may print of a task's committed log right now (`None` while a
+/// successor takes over), as the leader serves it.
+async fn committed_text(store: &Store, key: &TaskKey) -> Result<Option<Vec<u8>>, String> {
+    let Some(lineage) = committed_lineage(store, key)
+        .await
+        .map_err(|e| format!("committed lineage: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for seg in &lineage {
+        let data = store
+            .get(seg)
+            .await
+            .map_err(|e| format!("reading {seg}: {e}"))?;
+        let text = segment_text(seg, data).map_err(|e| format!("decoding {seg}: {e}"))?;
+        out.extend_from_slice(&text);
+    }
+    Ok(Some(out))
+}
+
+/// What `leader::cleanup` writes as the output of a job that did not succeed: the sink's
+/// committed lineage, waiting briefly for a takeover to settle.
+async fn committed_output(store: &Store, key: &TaskKey) -> Result<Vec<u8>, String> {
+    for _ in 0..20 {
+        if let Some(text) = committed_text(store, key).await? {
+            return Ok(text);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err("the sink's log stayed in a takeover".into())
 }
 
 enum Chaos {
@@ -454,22 +708,42 @@ enum Chaos {
     /// A worker's control plane is cut: it is declared dead while its tasks keep running with
     /// a working data plane (zombies with stale routes) until it learns and rejoins.
     ControlCut,
-    /// The leader dies (its source and sink with it, the sink possibly mid-commit) and comes
-    /// back a little later: new attempts of both, the sink resuming from its commit record,
-    /// while the tasks on the workers run on.
+    /// The leader dies and comes back a little later, carrying the job on: no task restarts
+    /// (the source and the sink are tasks on workers like the others). While it is down
+    /// nothing is recovered or declared dead, and the workers hold the ends they report; when
+    /// it is back they rejoin, get the placement again and deliver what they held, and a
+    /// worker still cut off is declared dead a heartbeat timeout later.
     LeaderCrash,
 }
 
 struct SeedResult {
     delivery: Delivery,
     outcome: Result<(), String>,
-    output: BTreeMap<String, i64>,
+    /// The object at the sink path once the job ended, if any.
+    written: Option<Vec<u8>>,
+    /// The sink's committed output once the job ended (what cleanup writes for a job that
+    /// did not succeed).
+    committed: Result<Vec<u8>, String>,
+    /// Followers' reads during the run.
+    samples: Vec<Sample>,
     reference: BTreeMap<String, i64>,
     log: Vec<String>,
-    /// A fingerprint of the run: the coordinator's log, the sink's output bytes in the order
-    /// written, the virtual time the run took and the data-plane traffic (`sim::net`'s trace).
-    /// A seed's replay gives the same one.
+    /// A fingerprint of the run: the coordinator's log, the output bytes, the virtual time the
+    /// run took and the data-plane traffic (`sim::net`'s trace). A seed's replay gives the
+    /// same one.
     trace: u64,
+}
+
+impl SeedResult {
+    /// The job's output: the sink's file for a job that succeeded, what cleanup writes (the
+    /// committed lineage) for one that did not.
+    fn output(&self) -> Result<&[u8], String> {
+        match (&self.outcome, &self.written) {
+            (Ok(()), Some(w)) => Ok(w),
+            (Ok(()), None) => Err("the sink finished but its output is missing".into()),
+            (Err(_), _) => self.committed.as_deref().map_err(|e| e.clone()),
+        }
+    }
 }
 
 /// FNV-1a, 64 bits: a hash with no per-process seed, so fingerprints compare across runs.
@@ -551,24 +825,27 @@ async fn run_seed(seed: u64) -> SeedResult {
             scripts: scripts.clone(),
             auth: auth.clone(),
         };
-        let acceptor = net.listen(&name, &addr);
-        servers.push(tokio::spawn(listener::serve(
-            acceptor,
-            env.registry.clone(),
-            env.routes.clone(),
-            env.auth.clone(),
-            listener::Limits::of(&cfg),
-            stop.clone(),
-        )));
+        if i != LEADER {
+            // No tuple passes through the leader: only workers listen for data.
+            let acceptor = net.listen(&name, &addr);
+            servers.push(tokio::spawn(listener::serve(
+                acceptor,
+                env.registry.clone(),
+                env.routes.clone(),
+                env.auth.clone(),
+                listener::Limits::of(&cfg),
+                stop.clone(),
+            )));
+        }
         hosts.push(Host { name, addr, env });
     }
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let (pe_tx, mut pe_rx) = mpsc::unbounded_channel();
     let job = JobId("job-1".into());
     let k = spec.stages.len() as u32;
     let mut sim = Sim {
         rng: rng.fork(),
         net: net.clone(),
+        store: store.clone(),
         job: job.clone(),
         alive: vec![true; hosts.len()],
         hosts,
@@ -577,10 +854,12 @@ async fn run_seed(seed: u64) -> SeedResult {
         running: BTreeMap::new(),
         epoch: 0,
         events: ev_tx,
-        parts: Vec::new(),
-        part_events: pe_tx,
-        output: Arc::default(),
-        commit: Arc::default(),
+        timers: BTreeMap::new(),
+        timer_seq: 0,
+        sink_done_at: None,
+        leader_down: None,
+        held: Vec::new(),
+        samples: Arc::default(),
         restarts: 0,
         log: vec![format!(
             "{delivery:?} {pipeline:?} rows={n_rows} workers={n_workers} {:?} cfg={cfg:?}",
@@ -588,22 +867,15 @@ async fn run_seed(seed: u64) -> SeedResult {
         )],
         spec,
     };
-    sim.placement.insert(
-        TaskPos { stage: 0, index: 0 },
-        sim.hosts[LEADER].addr.clone(),
-        0,
-    );
-    sim.placement.insert(
-        TaskPos {
-            stage: k + 1,
-            index: 0,
-        },
-        sim.hosts[LEADER].addr.clone(),
-        0,
-    );
-    let mut next = 0usize;
-    for stage in 1..=k {
-        for index in 0..tasks_of(&sim.spec, stage) {
+    // Every task — source, operators, sink — on the workers, round robin from a random one.
+    let mut next = rng.below(n_workers as u64) as usize;
+    for stage in 0..=k + 1 {
+        let n = if stage == 0 || stage == k + 1 {
+            1
+        } else {
+            tasks_of(&sim.spec, stage)
+        };
+        for index in 0..n {
             let host = 1 + next % n_workers;
             next += 1;
             let pos = TaskPos { stage, index };
@@ -617,7 +889,6 @@ async fn run_seed(seed: u64) -> SeedResult {
             .routes
             .set_many(&job, sim.placement.version(), &sim.placement.list());
     }
-    sim.start_parts();
     for pos in sim.tasks.keys().copied().collect::<Vec<_>>() {
         sim.start_task(pos);
     }
@@ -643,24 +914,26 @@ async fn run_seed(seed: u64) -> SeedResult {
     let mut plan = plan.into_iter().peekable();
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(300);
-    let dead_after = Duration::from_millis(30);
-    // Pending timed actions: (when, what).
-    let mut timers: BTreeMap<(Instant, u64), Timed> = BTreeMap::new();
-    let mut timer_seq = 0u64;
-    let mut sink_done_at: Option<Instant> = None;
+    // Followers read the committed output at random moments.
+    for _ in 0..3 + rng.below(6) {
+        let at = t0 + Duration::from_micros(rng.below(1_500_000));
+        sim.at(at, Timed::Sample);
+    }
     let outcome: Result<(), String> = loop {
-        if let Some(at) = sink_done_at {
-            let all_finished = sim
+        if let Some(at) = sim.sink_done_at {
+            // The source never ends (it serves restarted first-stage tasks until stopped).
+            let drained = sim
                 .tasks
                 .iter()
+                .filter(|(pos, _)| pos.stage > 0)
                 .all(|(pos, (_, a))| !sim.running.contains_key(&(*pos, *a)));
-            if all_finished || Instant::now() >= at + Duration::from_secs(10) {
+            if drained || Instant::now() >= at + DRAIN {
                 break Ok(());
             }
         }
         let next_plan = plan.peek().map(|(at, _)| t0 + Duration::from_micros(*at));
-        let next_timer = timers.keys().next().map(|(t, _)| *t);
-        let drained = sink_done_at.map(|t| t + Duration::from_secs(10));
+        let next_timer = sim.timers.keys().next().map(|(t, _)| *t);
+        let drained = sim.sink_done_at.map(|t| t + DRAIN);
         let wake = [next_plan, next_timer, drained, Some(deadline)]
             .into_iter()
             .flatten()
@@ -668,53 +941,14 @@ async fn run_seed(seed: u64) -> SeedResult {
             .unwrap_or(deadline);
         tokio::select! {
             biased;
-            Some((pos, attempt, end)) = ev_rx.recv() => {
-                let current = sim.tasks.get(&pos).map(|(_, a)| *a) == Some(attempt);
-                sim.running.remove(&(pos, attempt));
-                if !current {
+            Some(report) = ev_rx.recv() => {
+                sim.running.remove(&(report.0, report.1));
+                if sim.leader_down.is_some() {
+                    sim.held.push(report);
                     continue;
                 }
-                match end {
-                    TaskEnd::Finished => {
-                        sim.log.push(format!("{pos} attempt {attempt} finished"));
-                        // As the leader does: a restarted upstream learns it has nothing left
-                        // to deliver to a finished task.
-                        if sim.placement.finish(pos, attempt) {
-                            sim.push_routes();
-                        }
-                    }
-                    TaskEnd::Failed(e) => {
-                        sim.log.push(format!("{pos} attempt {attempt} failed: {e}"));
-                        if sim.restarts > 60 {
-                            break Err(format!("too many restarts; last: {pos}: {e}"));
-                        }
-                        if let Err(e) = sim.recover(pos) {
-                            break Err(e);
-                        }
-                        if sim.rng.chance(0.3) {
-                            // Aim at the successor while it recovers.
-                            let at = Instant::now() + Duration::from_micros(sim.rng.below(4000));
-                            timer_seq += 1;
-                            timers.insert((at, timer_seq), Timed::KillTask(pos));
-                        }
-                    }
-                    TaskEnd::Cancelled => {
-                        sim.log.push(format!("{pos} attempt {attempt} cancelled"));
-                        if let Err(e) = sim.recover(pos) {
-                            break Err(e);
-                        }
-                    }
-                }
-            }
-            Some((epoch, part, res)) = pe_rx.recv() => {
-                if epoch != sim.epoch {
-                    continue;
-                }
-                match (part, res) {
-                    ("sink", Ok(())) => sink_done_at = Some(Instant::now()),
-                    ("source", Ok(())) => {}
-                    (_, Err(e)) => break Err(format!("{part} failed: {e}")),
-                    _ => {}
+                if let Err(e) = sim.on_end(report) {
+                    break Err(e);
                 }
             }
             _ = tokio::time::sleep_until(wake) => {
@@ -731,167 +965,36 @@ async fn run_seed(seed: u64) -> SeedResult {
                     }
                     break Err("the job did not terminate".into());
                 }
+                let mut res = Ok(());
                 while let Some((at, _)) = plan.peek() {
                     if t0 + Duration::from_micros(*at) > now {
                         break;
                     }
                     let Some((_, kind)) = plan.next() else { break };
-                    match kind {
-                        Chaos::Kill => {
-                            let pos = *sim
-                                .tasks
-                                .keys()
-                                .nth(sim.rng.below(sim.tasks.len() as u64) as usize)
-                                .expect("tasks exist");
-                            timer_seq += 1;
-                            timers.insert((now, timer_seq), Timed::KillTask(pos));
-                        }
-                        Chaos::Cut => {
-                            sim.net.cut_random(&sim.rng);
-                        }
-                        Chaos::Partition => {
-                            let w = 1 + sim.rng.below(n_workers as u64) as usize;
-                            if sim.alive[w] && sim.alive.iter().skip(1).filter(|a| **a).count() > 1 {
-                                sim.net.partition(&sim.hosts[w].name, &sim.rng);
-                                sim.log.push(format!("partition {}", sim.hosts[w].name));
-                                let heal = now + Duration::from_micros(5_000 + sim.rng.below(200_000));
-                                timer_seq += 1;
-                                timers.insert((now + dead_after, timer_seq), Timed::DeclareDead(w, heal));
-                                timer_seq += 1;
-                                timers.insert((heal, timer_seq), Timed::Heal(w));
-                            }
-                        }
-                        Chaos::Stall => {
-                            let pos = *sim
-                                .tasks
-                                .keys()
-                                .nth(sim.rng.below(sim.tasks.len() as u64) as usize)
-                                .expect("tasks exist");
-                            let (host, attempt) = sim.tasks[&pos];
-                            if sim.alive[host] && sim.spec.delivery == Delivery::ExactlyOnce {
-                                if let Some(a) = sim.running.remove(&(pos, attempt)) {
-                                    sim.log.push(format!("stalled {pos} attempt {attempt}"));
-                                    let at = now + Duration::from_micros(sim.rng.below(30_000));
-                                    timer_seq += 1;
-                                    timers.insert((at, timer_seq), Timed::Stop(a.cancel.clone()));
-                                    sim.running.insert((pos, attempt + 2_000_000), a);
-                                    if let Err(e) = sim.recover(pos) {
-                                        sim.log.push(format!("recovery failed: {e}"));
-                                    }
-                                }
-                            }
-                        }
-                        Chaos::ControlCut => {
-                            let w = 1 + sim.rng.below(n_workers as u64) as usize;
-                            if sim.alive[w] && sim.alive.iter().skip(1).filter(|a| **a).count() > 1 {
-                                sim.log.push(format!("control plane of {} cut", sim.hosts[w].name));
-                                let learn = now + Duration::from_micros(20_000 + sim.rng.below(200_000));
-                                timer_seq += 1;
-                                timers.insert((now, timer_seq), Timed::DeclareDead(w, learn));
-                                timer_seq += 1;
-                                timers.insert((learn, timer_seq), Timed::Rejoin(w));
-                            }
-                        }
-                        Chaos::LeaderCrash => {
-                            if !sim.parts.is_empty() && sink_done_at.is_none() {
-                                sim.log.push("leader crash".into());
-                                sim.stop_parts();
-                                let back = now + Duration::from_micros(1_000 + sim.rng.below(60_000));
-                                timer_seq += 1;
-                                timers.insert((back, timer_seq), Timed::LeaderBack(sim.epoch));
-                            }
-                        }
-                        Chaos::StoreFaults => {
-                            if let Store::Memory(m) = &store {
-                                let n = if sim.rng.chance(0.2) { 12 } else { 1 + sim.rng.below(4) as u32 };
-                                m.fail_puts.store(n, Ordering::Relaxed);
-                                sim.log.push(format!("store fails the next {n} writes"));
-                            }
-                        }
-                    }
-                }
-                while let Some(((at, _), _)) = timers.first_key_value() {
-                    if *at > now {
+                    sim.sample();
+                    res = sim.chaos(kind, now);
+                    if res.is_err() {
                         break;
                     }
-                    let Some((_, t)) = timers.pop_first() else { break };
-                    match t {
-                        Timed::LeaderBack(epoch) => {
-                            // An epoch restart in the meantime already started new parts.
-                            if epoch == sim.epoch && sim.parts.is_empty() {
-                                sim.leader_back();
-                            }
-                        }
-                        Timed::Stop(c) => c.cancel(),
-                        Timed::KillTask(pos) => {
-                            let (_, attempt) = sim.tasks[&pos];
-                            if let Some(a) = sim.running.remove(&(pos, attempt)) {
-                                if !sim.alive[a.host] {
-                                    sim.running.insert((pos, attempt), a);
-                                    continue;
-                                }
-                                a.handle.abort();
-                                sim.log.push(format!("kill {pos} attempt {attempt}"));
-                                // Its worker reports the crash, as a real one does.
-                                let _ = sim.events.send((pos, attempt, TaskEnd::Failed("killed".into())));
-                            }
-                        }
-                        Timed::DeclareDead(w, heal) => {
-                            if heal <= now {
-                                continue;
-                            }
-                            sim.alive[w] = false;
-                            sim.log.push(format!("{} declared dead", sim.hosts[w].name));
-                            let lost: Vec<TaskPos> = sim
-                                .tasks
-                                .iter()
-                                .filter(|(_, (h, _))| *h == w)
-                                .map(|(p, _)| *p)
-                                .collect();
-                            for pos in lost {
-                                // Its attempts run on as zombies until the worker learns.
-                                let (_, attempt) = sim.tasks[&pos];
-                                if let Some(a) = sim.running.remove(&(pos, attempt)) {
-                                    sim.running.insert((pos, attempt + 1_000_000), a);
-                                }
-                                if sim.alive.iter().skip(1).all(|a| !a) {
-                                    break;
-                                }
-                                if let Err(e) = sim.recover(pos) {
-                                    sim.log.push(format!("recovery failed: {e}"));
-                                }
-                            }
-                        }
-                        Timed::Heal(w) => {
-                            sim.net.heal(&sim.hosts[w].name);
-                            sim.log.push(format!("heal {}", sim.hosts[w].name));
-                            if !sim.alive[w] {
-                                // The worker learns it was declared dead (its next heartbeat
-                                // says so) a little later: it stops its zombies and rejoins.
-                                let at = now + Duration::from_micros(sim.rng.below(20_000));
-                                timer_seq += 1;
-                                timers.insert((at, timer_seq), Timed::Rejoin(w));
-                            }
-                        }
-                        Timed::Rejoin(w) => {
-                            for a in sim.running.values() {
-                                if a.host == w {
-                                    a.cancel.cancel();
-                                }
-                            }
-                            sim.alive[w] = true;
-                            sim.push_routes();
-                            sim.log.push(format!("{} rejoined", sim.hosts[w].name));
-                        }
+                }
+                while res.is_ok() {
+                    match sim.timers.first_key_value() {
+                        Some(((at, _), _)) if *at <= now => {}
+                        _ => break,
                     }
+                    let Some((_, t)) = sim.timers.pop_first() else { break };
+                    res = sim.fire(t, now);
+                }
+                if let Err(e) = res {
+                    break Err(e);
                 }
             }
         }
     };
+    // The end of the job, as `leader::cleanup`: every task of it stopped (the source too).
     for a in sim.running.values() {
         a.cancel.cancel();
     }
-    sim.stop_parts();
     stop.cancel();
     for (_, a) in std::mem::take(&mut sim.running) {
         a.handle.abort();
@@ -899,24 +1002,34 @@ async fn run_seed(seed: u64) -> SeedResult {
     for s in servers {
         s.abort();
     }
-    let raw = sim.output.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let written = store
+        .get(&sim.spec.sink_path)
+        .await
+        .ok()
+        .map(|b| b.to_vec());
+    let committed = committed_output(&store, &sim.sink_key()).await;
+    let samples = std::mem::take(&mut *sim.samples.lock().unwrap_or_else(|p| p.into_inner()));
     let mut trace = 0xcbf2_9ce4_8422_2325;
     for l in &sim.log {
         trace = fnv(trace, l.as_bytes());
         trace = fnv(trace, b"\n");
     }
-    trace = fnv(trace, &raw);
+    trace = fnv(trace, written.as_deref().unwrap_or_default());
+    trace = fnv(trace, committed.as_deref().unwrap_or_default());
+    for s in &samples {
+        trace = fnv(
+            trace,
+            &(s.as_ref().map_or(0, |s| s.len()) as u64).to_le_bytes(),
+        );
+    }
     trace = fnv(trace, &(t0.elapsed().as_nanos() as u64).to_le_bytes());
     trace = fnv(trace, &sim::net::trace_hash().to_le_bytes());
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let mut output = BTreeMap::new();
-    for l in text.lines() {
-        *output.entry(l.to_string()).or_insert(0) += 1;
-    }
     SeedResult {
         delivery,
         outcome,
-        output,
+        written,
+        committed,
+        samples,
         reference,
         log: sim.log,
         trace,
@@ -924,16 +1037,24 @@ async fn run_seed(seed: u64) -> SeedResult {
 }
 
 enum Timed {
-    LeaderBack(u32),
+    LeaderBack,
     KillTask(TaskPos),
     Stop(CancellationToken),
     DeclareDead(usize, Instant),
     Heal(usize),
     Rejoin(usize),
+    /// A follower reads the sink's committed output.
+    Sample,
 }
 
-/// Checks a seed's result against its delivery mode's invariant.
+/// Checks a seed's result against its delivery mode's invariant, and every follower's read
+/// against the final output.
 fn check(r: &SeedResult) -> Result<(), String> {
+    let raw = r.output()?;
+    let mut output: BTreeMap<String, i64> = BTreeMap::new();
+    for l in String::from_utf8_lossy(raw).lines() {
+        *output.entry(l.to_string()).or_insert(0) += 1;
+    }
     let diff = |a: &BTreeMap<String, i64>, b: &BTreeMap<String, i64>| {
         let mut missing = Vec::new();
         for (k, n) in a {
@@ -944,8 +1065,8 @@ fn check(r: &SeedResult) -> Result<(), String> {
         }
         missing
     };
-    let missing = diff(&r.reference, &r.output);
-    let extra = diff(&r.output, &r.reference);
+    let missing = diff(&r.reference, &output);
+    let extra = diff(&output, &r.reference);
     let show = |v: &[String]| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
     match r.delivery {
         Delivery::ExactlyOnce | Delivery::AtLeastOnce => {
@@ -975,6 +1096,46 @@ fn check(r: &SeedResult) -> Result<(), String> {
                     show(&extra)
                 ));
             }
+        }
+    }
+    if r.outcome.is_err() {
+        JOBS_FAILED.fetch_add(1, Ordering::Relaxed);
+    }
+    if r.outcome.is_ok() {
+        // What followers printed last is the output file.
+        match &r.committed {
+            Ok(c) if c.as_slice() == raw => {}
+            Ok(c) => {
+                return Err(format!(
+                    "the output ({} bytes) differs from the sink's committed lineage ({} bytes)",
+                    raw.len(),
+                    c.len()
+                ))
+            }
+            Err(e) => return Err(format!("the sink's committed lineage: {e}")),
+        }
+    }
+    // A follower prints the committed output as it grows: never taken back.
+    for (i, s) in r.samples.iter().enumerate() {
+        match s {
+            Ok(s) if raw.starts_with(s) => {
+                if !s.is_empty() {
+                    SAMPLES_CHECKED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(s) => {
+                let at = s
+                    .iter()
+                    .zip(raw)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(s.len().min(raw.len()));
+                return Err(format!(
+                    "follower read {i} ({} bytes) is not a prefix of the output ({} bytes): they differ at byte {at}",
+                    s.len(),
+                    raw.len()
+                ));
+            }
+            Err(e) => return Err(format!("follower read {i} failed: {e}")),
         }
     }
     Ok(())
@@ -1099,8 +1260,14 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
         }
         panic!("{msg}");
     }
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
     eprintln!(
-        "{seeds} seeds passed ({} simulated leader restarts)",
-        LEADER_RESTARTS.load(Ordering::Relaxed)
+        "{seeds} seeds passed ({} simulated leader restarts, {} source and {} sink restarts, \
+         {} jobs failed under at-most-once, {} follower reads checked)",
+        n(&LEADER_RESTARTS),
+        n(&SOURCE_RESTARTS),
+        n(&SINK_RESTARTS),
+        n(&JOBS_FAILED),
+        n(&SAMPLES_CHECKED)
     );
 }
