@@ -330,6 +330,12 @@ impl Sim {
             SOURCE_RESTARTS.fetch_add(1, Ordering::Relaxed);
         } else if attempt > 0 && pos == self.sink() {
             SINK_RESTARTS.fetch_add(1, Ordering::Relaxed);
+            // Followers also read while the new attempt takes over (its fences, listing and
+            // manifest in flight, a zombie predecessor perhaps still writing).
+            for _ in 0..4 {
+                let after = Duration::from_micros(self.rng.below(6_000));
+                self.at(Instant::now() + after, Timed::Sample);
+            }
         }
         let key = TaskKey {
             job: self.job.clone(),
@@ -765,6 +771,13 @@ async fn run_seed(seed: u64) -> SeedResult {
     let text: String = rows.iter().map(|(id, c)| format!("{id},{c}\n")).collect();
     if let Err(e) = store.put("in.csv", text.into()).await {
         panic!("seeding the store: {e}");
+    }
+    // Store operations take virtual time in most seeds, so other tasks run between a caller's
+    // operations as against a real store: a zombie's segment write and its fence check, a
+    // successor's fences, listing and manifest, a follower's listing and its fence check.
+    if let Store::Memory(m) = &store {
+        let us = [0, 20, 100, 400][rng.below(4) as usize];
+        m.latency_us.store(us, Ordering::Relaxed);
     }
     let delivery = match rng.below(10) {
         0..=5 => Delivery::ExactlyOnce,

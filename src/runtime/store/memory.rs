@@ -1,14 +1,17 @@
 //! The in-memory store of the deterministic simulation and of unit tests: a sorted map of
 //! objects, plus fault injection (`fail_puts`) so the input log's retries and its give-up path
-//! can be exercised on purpose. Apart from the object backends because its behaviour is part
-//! of the simulation's contract: it must stay exactly as it is (no I/O, no time, no order
-//! other than the map's).
+//! can be exercised on purpose, and a per-operation latency (`latency_us`, on tokio's clock:
+//! virtual time in the simulation) so that other tasks run between a caller's store
+//! operations, as they do against a real store — the fence and takeover races of the input
+//! log only happen then. Apart from the object backends because its behaviour is part of the
+//! simulation's contract: it must stay exactly as it is (no I/O, no order other than the
+//! map's, no time but that latency).
 
 use super::{upload_broke, ObjectMeta, ObjectReader, StoreError};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// An in-memory store whose writes can be made to fail, so the simulation can exercise the
@@ -18,11 +21,21 @@ pub struct MemStore {
     objects: Mutex<BTreeMap<String, Bytes>>,
     /// Puts still to fail (each failed put decrements it).
     pub fail_puts: AtomicU32,
+    /// Microseconds every get, put, list and size waits before it takes effect (0: none).
+    pub latency_us: AtomicU64,
 }
 
 impl MemStore {
     fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
         self.objects.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits the configured per-operation latency.
+    pub(super) async fn latency(&self) {
+        let us = self.latency_us.load(Ordering::Relaxed);
+        if us > 0 {
+            tokio::time::sleep(std::time::Duration::from_micros(us)).await;
+        }
     }
 
     /// Stores `data`, unless a put is still to fail (then it fails and one fewer remains).

@@ -223,7 +223,10 @@ impl Store {
         match self {
             Store::Object(o) => o.put(&clean, data).await,
             Store::Http(h) => http::put(h, &clean, data).await,
-            Store::Memory(m) => m.put(clean, data),
+            Store::Memory(m) => {
+                m.latency().await;
+                m.put(clean, data)
+            }
         }
     }
 
@@ -257,7 +260,10 @@ impl Store {
         match self {
             Store::Object(o) => o.size(&clean).await,
             Store::Http(h) => http::size(h, &clean).await,
-            Store::Memory(m) => m.size(clean),
+            Store::Memory(m) => {
+                m.latency().await;
+                m.size(clean)
+            }
         }
     }
 
@@ -277,7 +283,10 @@ impl Store {
         match self {
             Store::Object(o) => o.get(&clean).await,
             Store::Http(h) => http::get(h, &clean).await,
-            Store::Memory(m) => m.get(clean),
+            Store::Memory(m) => {
+                m.latency().await;
+                m.get(clean)
+            }
         }
     }
 
@@ -288,7 +297,10 @@ impl Store {
         match self {
             Store::Object(o) => o.list(&prefix).await,
             Store::Http(h) => http::list(h, &prefix).await,
-            Store::Memory(m) => Ok(m.list(&prefix)),
+            Store::Memory(m) => {
+                m.latency().await;
+                Ok(m.list(&prefix))
+            }
         }
     }
 
