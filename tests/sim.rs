@@ -4,8 +4,9 @@
 //! source (stage 0), the operators (built-ins and scripted stand-ins for executables, run
 //! through the same executable-operator code) and the sink (stage K+1), all started on worker
 //! hosts by `run_task` with the leader's `assignment` — their links, listeners, acceptance
-//! rule and input logs (an in-memory store that can fail writes; the sink's log is the
-//! committed output), connected by a simulated network (`sim/net.rs`). A small coordinator
+//! rule and input logs (an in-memory store that can fail writes and, in most seeds, takes
+//! virtual time per operation so other tasks run between a caller's store operations; the
+//! sink's log is the committed output), connected by a simulated network (`sim/net.rs`). A small coordinator
 //! plays the leader (which has no data plane): it places every task with the leader's
 //! `Placement` and follows the leader's `recovery` rule, pushing route changes to each host
 //! after its own random delay. The seed drives the faults: delayed and reordered frames
@@ -22,8 +23,8 @@
 //! cleanup writes); exactly-once → it equals the failure-free output as a multiset;
 //! at-least-once → nothing is missing; at-most-once → nothing is duplicated; every job ends;
 //! a job that succeeded wrote exactly its committed lineage; and what followers read of the
-//! committed lineage at random moments during the run (`committed_lineage`) is a prefix of the
-//! output, never taken back.
+//! committed lineage at random moments and during every sink takeover (`committed_lineage`) is
+//! a prefix of the output, never taken back.
 //!
 //! `RAINSTORM_SIM_SEEDS=N` runs N seeds (default 2000); `RAINSTORM_SIM_SEED=S` replays one
 //! seed with logs stamped with virtual time (`RAINSTORM_LOG=debug` for more, `sim=trace` adds
