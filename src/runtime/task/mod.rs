@@ -3,6 +3,11 @@
 //! exactly-once), receive until every input ended, let the operator drain, and wait for every
 //! outgoing link's end of stream to be acknowledged.
 //!
+//! The assignment's role picks what runs: an operator; the job's source (`runtime::source`,
+//! which has no input and serves until cancelled); or the job's sink, a logged task under
+//! every delivery mode whose log is the committed output and which, once every input ended,
+//! writes that output out (`runtime::sink`).
+//!
 //! - [`operator`]: built-in and executable operators behind one interface.
 //! - [`receive`]: the one receive loop, over the one acceptance rule.
 //! - [`direct`]: input fed straight to the operator (and first-stage source regeneration).
