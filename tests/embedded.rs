@@ -41,6 +41,44 @@ fn run_app1_builtins_prints_exactly_the_output_and_writes_the_sink() {
     assert_same("sink file", &sorted_lines(&sink), &signs.app1());
 }
 
+/// What `run` prints while a rate-limited job runs is the output file byte for byte: it
+/// follows the sink's committed log until the job ends, then the file — including across the
+/// moment the job ends and the log is removed (a follower that kept listing the log while it
+/// was deleted once printed lines twice and skipped others).
+#[test]
+fn run_prints_the_output_file_byte_for_byte_while_it_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let signs = Signs::generate(24000, 5);
+    signs.write(&dir.path().join("signs.csv"));
+    let job = job_toml(
+        "stream",
+        "signs.csv",
+        "out/stream.txt",
+        12000.0,
+        "exactly-once",
+        &[
+            (3, "filter", &["Punched Telespar"]),
+            (3, "select", &["3-5"]),
+        ],
+    );
+    std::fs::write(dir.path().join("stream.toml"), job).unwrap();
+    for round in 0..3 {
+        let out = run_in(dir.path(), "stream.toml");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let file = std::fs::read_to_string(dir.path().join("out/stream.txt")).unwrap();
+        assert!(
+            file.lines().count() > 1000,
+            "round {round}: too little output to stream"
+        );
+        assert_same_text(&format!("round {round}: stdout"), &stdout, &file);
+    }
+}
+
 #[test]
 fn run_app2_with_python_operators_counts_exactly() {
     let dir = tempfile::tempdir().unwrap();

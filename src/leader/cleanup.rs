@@ -26,6 +26,8 @@ pub(super) async fn cleanup(
     outcome: Outcome,
     progress: &watch::Sender<SinkProgress>,
 ) {
+    // Followers stop reading the sink's log before anything removes it.
+    progress.send_modify(|p| p.closing = true);
     let succeeded = matches!(outcome, Outcome::Succeeded);
     let (status, error) = match outcome {
         Outcome::Succeeded => (JobStatus::Succeeded, None),
@@ -100,7 +102,10 @@ pub(super) async fn cleanup(
         warn!(job = %id, error = %e, "could not delete the job's input logs; retrying in the background");
         retry_removal(leader, id.clone());
     }
-    progress.send_modify(|p| p.finished = true);
+    progress.send_modify(|p| {
+        p.closing = true;
+        p.finished = true;
+    });
     match &error {
         None => info!(job = %id, status = ?status, "job ended"),
         Some(e) => warn!(job = %id, error = %e, "job failed"),

@@ -177,7 +177,10 @@ impl JobRec {
         let ended = ago(ended_at);
         let run = ended_at.duration_since(submitted).unwrap_or_default();
         let started = ended.checked_sub(run).unwrap_or(ended);
-        let (_, progress) = watch::channel(SinkProgress { finished: true });
+        let (_, progress) = watch::channel(SinkProgress {
+            closing: true,
+            finished: true,
+        });
         let cancel = CancellationToken::new();
         cancel.cancel();
         JobRec {

@@ -3,6 +3,7 @@
 //! also used by remote workers); workers: the control plane (`control`, `/internal/*`);
 //! operators: Prometheus metrics (`metrics`) and the dashboard (`leader::dashboard`).
 
+mod committed;
 mod control;
 mod jobs;
 mod metrics;

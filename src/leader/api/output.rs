@@ -6,14 +6,13 @@
 //! the output file, which holds exactly that text. This stream is the only job data the
 //! leader carries, and only for followers.
 
+use super::committed::{LogCursor, Seek};
 use super::{error, InUse, Shared};
 use crate::leader::state::lock;
 use crate::leader::Leader;
 use crate::model::ids::JobId;
-use crate::model::ids::TaskKey;
 use crate::protocol::control::OutputEvent;
-use crate::runtime::log::committed_lineage;
-use crate::runtime::sink::{segment_text, SinkProgress, SinkTarget};
+use crate::runtime::sink::{SinkProgress, SinkTarget};
 use crate::runtime::store::ObjectReader;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -70,15 +69,13 @@ pub(super) async fn output(
         leader: l.clone(),
         id: id.clone(),
         progress,
-        key,
+        log: LogCursor::new(key),
         target,
         offset,
-        segs_done: 0,
-        seg_start: 0,
         fin: None,
         done: false,
     };
-    match tail.check_offset().await {
+    match tail.check().await {
         Ok(()) => {}
         Err(Refused::Bad(msg)) => return error(StatusCode::BAD_REQUEST, msg),
         Err(Refused::Io(e)) => {
@@ -110,8 +107,6 @@ pub(super) async fn output(
                     return Some((Ok(ndjson(&OutputEvent::End(info))), t));
                 }
                 Ok(None) => {}
-                // The sink's log is removed as the job ends: read the output file instead.
-                Err(_) if !finished && t.progress.borrow().finished => continue,
                 Err(e) => {
                     t.done = true;
                     return Some((Err(e), t));
@@ -165,15 +160,12 @@ struct Tail {
     leader: Arc<Leader>,
     id: JobId,
     progress: watch::Receiver<SinkProgress>,
-    /// The sink task, whose log is the output while the job runs.
-    key: TaskKey,
+    /// Where the follower is in the sink's log, the output while the job runs.
+    log: LogCursor,
     /// The output file, read once the job ended.
     target: SinkTarget,
     /// The next byte of the output to hand out (always the start of a line).
     offset: u64,
-    /// Committed segments wholly before `offset`, and the output byte the next one starts at.
-    segs_done: usize,
-    seg_start: u64,
     /// The output file, opened at `offset`, with the bytes read past the last whole line (in
     /// a mutex only to make the stream `Sync`; it is only ever borrowed mutably, never locked).
     fin: Option<(std::sync::Mutex<ObjectReader>, Vec<u8>)>,
@@ -203,6 +195,12 @@ impl Tail {
                 self.offset, self.id
             ))
         };
+        if self.progress.borrow().closing {
+            // The log is going away: check against the output file once it is final.
+            if self.progress.wait_for(|p| p.finished).await.is_err() {
+                return Err(Refused::Io(io("the job's record went away")));
+            }
+        }
         if self.progress.borrow().finished {
             let (mut rd, have) = self
                 .open_final(self.offset - 1)
@@ -215,55 +213,33 @@ impl Tail {
             rd.read_exact(&mut b).await.map_err(Refused::Io)?;
             return if b[0] == b'\n' { Ok(()) } else { Err(inside()) };
         }
-        let lineage = loop {
-            match committed_lineage(&self.leader.store, &self.key).await {
-                Ok(Some(l)) => break l,
-                Ok(None) => tokio::time::sleep(POLL).await,
-                Err(e) => return Err(Refused::Io(io(e))),
-            }
-        };
-        for seg in &lineage {
-            let text = self.segment(seg).await.map_err(Refused::Io)?;
-            let end = self.seg_start + text.len() as u64;
-            if end >= self.offset {
-                let at = (self.offset - self.seg_start) as usize;
-                return match at.checked_sub(1).map(|i| text[i]) {
-                    None | Some(b'\n') => Ok(()),
-                    Some(_) => Err(inside()),
-                };
-            }
-            self.segs_done += 1;
-            self.seg_start = end;
-        }
-        Err(beyond(self.seg_start))
-    }
-
-    async fn segment(&self, seg: &str) -> std::io::Result<Bytes> {
-        let data = self.leader.store.get(seg).await.map_err(io)?;
-        segment_text(seg, data).map_err(io)
-    }
-
-    /// The committed lines from `offset` up to the end of the next segment that has any;
-    /// `None` if nothing new is committed yet.
-    async fn committed_lines(&mut self) -> std::io::Result<Option<Vec<u8>>> {
-        let Some(lineage) = committed_lineage(&self.leader.store, &self.key)
+        match self
+            .log
+            .seek(&self.leader.store, self.offset)
             .await
-            .map_err(io)?
-        else {
-            return Ok(None);
-        };
-        while let Some(seg) = lineage.get(self.segs_done) {
-            let text = self.segment(seg).await?;
-            let end = self.seg_start + text.len() as u64;
-            let from = (self.offset.max(self.seg_start) - self.seg_start) as usize;
-            self.segs_done += 1;
-            self.seg_start = end;
-            if end > self.offset {
-                self.offset = end;
-                return Ok(Some(text[from..].to_vec()));
-            }
+            .map_err(Refused::Io)?
+        {
+            Seek::LineStart => Ok(()),
+            Seek::InsideLine => Err(inside()),
+            Seek::Beyond(have) => Err(beyond(have)),
         }
-        Ok(None)
+    }
+
+    /// [`Tail::check_offset`], checked again against the output file if the job started
+    /// closing meanwhile (its log may have been removed under the first check).
+    async fn check(&mut self) -> Result<(), Refused> {
+        let first = self.check_offset().await;
+        if self.progress.borrow().closing {
+            return self.check_offset().await;
+        }
+        first
+    }
+
+    /// The committed lines from `offset` on (see [`LogCursor::next`]).
+    async fn committed_lines(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        self.log
+            .next(&self.leader.store, &self.progress, &mut self.offset)
+            .await
     }
 
     /// The output file from byte `at`, and its length.

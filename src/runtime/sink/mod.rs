@@ -25,6 +25,10 @@ use crate::runtime::task::TaskEnv;
 /// Progress of a job's output, followed by streaming clients.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SinkProgress {
+    /// The job's end is being settled: its sink's log is about to be removed, so followers
+    /// stop reading it (a read that overlapped the removal is discarded) and wait for
+    /// `finished`.
+    pub closing: bool,
     /// The job reached a final status and its output file is final.
     pub finished: bool,
 }
