@@ -39,6 +39,27 @@ fn run_app1_builtins_prints_exactly_the_output_and_writes_the_sink() {
     assert_same("stdout", &sorted_lines(&stdout), &signs.app1());
     let sink = std::fs::read_to_string(dir.path().join("out/deep/app1.txt")).unwrap();
     assert_same("sink file", &sorted_lines(&sink), &signs.app1());
+    // The job's counters are final when it ends: the source's too, though it serves on
+    // until the job ends (it reports when its whole stream is acknowledged).
+    let out = Command::new(bin())
+        .args(["run", "app1.toml", "--summary-json", "summary.json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        summary["source_tuples"],
+        signs.all_lines().len(),
+        "{summary}"
+    );
+    assert_eq!(summary["sink_tuples"], signs.app1().len(), "{summary}");
 }
 
 /// What `run` prints while a rate-limited job runs is the output file byte for byte: it

@@ -35,6 +35,9 @@ pub enum JobEvent {
         /// Cause.
         error: Option<String>,
     },
+    /// The source's whole stream is acknowledged (its counters are final): a job whose sink
+    /// finished may now be complete.
+    SourceDone,
 }
 
 /// A job's record; it outlives the job's tasks (retention), so its final status is always

@@ -22,11 +22,19 @@ impl JobRun {
         let mut found: std::collections::VecDeque<JobEvent> = Default::default();
         loop {
             if sink_done {
+                // Every task finished but the source, which serves on once its whole stream
+                // is acknowledged: then its counters are final too.
                 let all_finished = lock(&self.leader.state)
                     .tasks
                     .iter()
-                    .filter(|(k, _)| k.job == self.id && k.pos.stage > 0)
-                    .all(|(_, t)| t.state == TaskState::Finished);
+                    .filter(|(k, _)| k.job == self.id)
+                    .all(|(k, t)| {
+                        if k.pos.stage == 0 {
+                            t.done
+                        } else {
+                            t.state == TaskState::Finished
+                        }
+                    });
                 if all_finished {
                     return Outcome::Succeeded;
                 }
@@ -76,7 +84,10 @@ impl JobRun {
                 attempt,
                 state,
                 error,
-            } = ev;
+            } = ev
+            else {
+                continue; // the source is done: look again whether the job is complete
+            };
             if state == TaskState::Finished {
                 if let Err(e) = self.task_finished(&key, attempt).await {
                     return Outcome::Failed(e);

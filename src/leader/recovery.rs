@@ -38,6 +38,7 @@ impl JobRun {
             t.worker = target.clone();
             t.state = TaskState::Starting;
             t.pid = None;
+            t.done = false;
             t.progressed = Instant::now();
         }
         Ok(target)
@@ -143,6 +144,7 @@ impl JobRun {
                         t.attempt += 1;
                         t.state = TaskState::Starting;
                         t.pid = None;
+                        t.done = false;
                         let addr = st
                             .workers
                             .get(&worker)

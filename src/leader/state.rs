@@ -60,6 +60,8 @@ pub struct TaskRec {
     pub progressed: Instant,
     /// Input batches waiting for the task, per its last heartbeat.
     pub queued: u32,
+    /// A source whose current attempt reported its whole stream acknowledged.
+    pub done: bool,
 }
 
 impl TaskRec {
@@ -91,6 +93,7 @@ impl TaskRec {
             },
             progressed: now,
             queued: 0,
+            done: false,
         }
     }
 }
@@ -153,7 +156,7 @@ impl State {
     /// Applies a worker's report about one of its attempts: counters, pid (only an executable
     /// operator's), state and error, if it is the current attempt of a task placed on that
     /// worker and not already ended. Returns the event for the job's driver when the report
-    /// says the attempt ended.
+    /// says the attempt ended, or that the source's whole stream is acknowledged.
     pub fn take_report(
         &mut self,
         worker: &WorkerId,
@@ -168,12 +171,17 @@ impl State {
         t.tuples_out = r.tuples_out;
         t.pid = pid.or(t.pid);
         t.state = r.state;
+        let newly_done = r.done && !t.done;
+        t.done |= r.done;
         job_counters(&self.jobs, &r);
         if r.error.is_some() {
             t.error = r.error.clone();
         }
         if !r.state.is_terminal() {
-            return None;
+            let tx = self.jobs.get(&r.key.job).and_then(|j| j.events.clone());
+            return tx
+                .filter(|_| newly_done)
+                .map(|tx| (tx, JobEvent::SourceDone));
         }
         if r.state == TaskState::Finished {
             t.rate = 0.0;

@@ -140,6 +140,10 @@ pub struct TaskReport {
     /// The sink's end-to-end latency histogram (sink tasks only).
     #[serde(default)]
     pub latency: Option<crate::model::latency::LatencyHist>,
+    /// A source whose whole stream is acknowledged: its counters are final, though it keeps
+    /// serving restarted first-stage tasks until the job ends.
+    #[serde(default)]
+    pub done: bool,
 }
 
 /// Periodic liveness message.

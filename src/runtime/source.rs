@@ -134,11 +134,13 @@ pub enum SourceEnd {
 /// Reads and routes the whole file, waits until every first-stage task has acknowledged the
 /// end of stream, then keeps its links serving until cancelled: a first-stage task restarted
 /// later learns from them how far its input was acknowledged (and regenerates it from the
-/// file). Returns `Ok` once cancelled after a complete read, `Err` on a failure before.
+/// file). Calls `on_done` when the whole stream is acknowledged (its count is then final).
+/// Returns `Ok` once cancelled after a complete read, `Err` on a failure before.
 pub async fn run_source(
     env: TaskEnv,
     spec: SourceSpec,
     emitted: Arc<AtomicU64>,
+    on_done: impl FnOnce(),
     cancel: CancellationToken,
 ) -> Result<(), SourceEnd> {
     let file = open_source(&env, spec.paths, &spec.path)
@@ -198,6 +200,7 @@ pub async fn run_source(
     };
     if res.is_ok() {
         tracing::info!(job = %spec.job, "source finished: every first-stage task acknowledged its end");
+        on_done();
         cancel.cancelled().await;
     }
     links.stop().await;

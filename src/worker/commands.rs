@@ -7,7 +7,7 @@ use super::session::{Attempts, LeaderLink, Worker};
 use super::{lock_tasks, pause, Running, TaskTable};
 use crate::model::backoff::Backoff;
 use crate::model::ids::JobId;
-use crate::protocol::control::{Command, TaskAssignment, TaskReport, TaskState};
+use crate::protocol::control::{Command, TaskAssignment, TaskReport, TaskRole, TaskState};
 use crate::runtime::fetch::resolve_exec;
 use crate::runtime::task::{run_task, TaskEnd, TaskStatus};
 use std::sync::atomic::Ordering;
@@ -149,17 +149,33 @@ impl Worker {
     }
 }
 
-/// Reports an attempt once its operator runs (it has a pid, or left `Starting`).
+/// Reports an attempt once its operator runs (it has a pid, or left `Starting`), and a source
+/// once its whole stream is acknowledged (its final count, without waiting for a heartbeat).
 async fn announce_start(
     a: TaskAssignment,
     status: Arc<TaskStatus>,
     ev_tx: mpsc::Sender<TaskReport>,
 ) {
+    let source = matches!(a.role, TaskRole::Source { .. });
+    let mut started = false;
     loop {
-        if status.state() != TaskState::Starting || status.pid.load(Ordering::Relaxed) != 0 {
+        let due = if !started {
+            status.state() != TaskState::Starting || status.pid.load(Ordering::Relaxed) != 0
+        } else {
+            status.done.load(Ordering::Relaxed)
+        };
+        if due {
             if ev_tx.send(report(&a, &status)).await.is_err() {
-                warn!(task = %a.key, "event reporter gone; the start goes unreported");
+                warn!(task = %a.key, "event reporter gone; a start or a source's end goes unreported");
+                return;
             }
+            if started || !source {
+                return;
+            }
+            started = true;
+            continue;
+        }
+        if status.state().is_terminal() && started {
             return;
         }
         status.changed.notified().await;

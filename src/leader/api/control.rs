@@ -279,6 +279,7 @@ pub(super) async fn heartbeat(
             if !r.state.is_terminal() {
                 t.state = r.state;
             }
+            t.done |= r.done;
             crate::leader::state::job_counters(&st.jobs, &r);
         }
     }

@@ -71,6 +71,8 @@ pub struct TaskStatus {
     pub draining: std::sync::atomic::AtomicBool,
     /// A sink's end-to-end latency histogram (reported to the leader with its counters).
     pub latency: Mutex<Option<crate::model::latency::LatencyHist>>,
+    /// A source: its whole stream is acknowledged, its counters are final (it serves on).
+    pub done: std::sync::atomic::AtomicBool,
 }
 
 impl TaskStatus {
@@ -95,6 +97,12 @@ impl TaskStatus {
             TaskState::Cancelled => 4,
         };
         self.state.store(v, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// Marks a source's stream as wholly acknowledged (the worker reports it at once).
+    pub fn set_done(&self) {
+        self.done.store(true, Ordering::Relaxed);
         self.changed.notify_one();
     }
 
@@ -171,7 +179,8 @@ pub async fn run_task(
         };
         env.routes.set_many(&a.key.job, a.routes_version, &a.routes);
         status.set_state(TaskState::Running);
-        let end = match run_source(env, spec, status.tuples_out.clone(), cancel).await {
+        let done = || status.set_done();
+        let end = match run_source(env, spec, status.tuples_out.clone(), done, cancel).await {
             Ok(()) => TaskEnd::Cancelled,
             Err(SourceEnd::Cancelled) => TaskEnd::Cancelled,
             Err(SourceEnd::Failed(e)) => TaskEnd::Failed(e),
