@@ -11,6 +11,9 @@ use axum::body::Bytes;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// About how much output one read hands out (whole lines; a longer line goes whole).
+const CHUNK: usize = 1 << 20;
+
 /// How often a cursor that waits for a sink takeover to settle looks again, and how often.
 const TAKEOVER_POLL: Duration = Duration::from_millis(100);
 const TAKEOVER_POLLS: u32 = 50;
@@ -36,6 +39,8 @@ pub(super) struct LogCursor {
     /// Committed segments wholly before the cursor, and the output byte the next one starts at.
     segs_done: usize,
     seg_start: u64,
+    /// The text of the segment the cursor is inside, while it hands it out chunk by chunk.
+    current: Option<(usize, Bytes)>,
 }
 
 impl LogCursor {
@@ -44,6 +49,7 @@ impl LogCursor {
             key,
             segs_done: 0,
             seg_start: 0,
+            current: None,
         }
     }
 
@@ -74,7 +80,7 @@ impl LogCursor {
     /// Moves the cursor from the start to the segment holding byte `offset` and says where
     /// that byte falls.
     pub(super) async fn seek(&mut self, store: &Store, offset: u64) -> std::io::Result<Seek> {
-        (self.segs_done, self.seg_start) = (0, 0);
+        (self.segs_done, self.seg_start, self.current) = (0, 0, None);
         if offset == 0 {
             return Ok(Seek::LineStart);
         }
@@ -109,6 +115,7 @@ impl LogCursor {
         let read = self.read(store, offset).await;
         if progress.borrow().closing {
             (self.segs_done, self.seg_start, *offset) = (segs_done, seg_start, at);
+            self.current = None;
             return Ok(None);
         }
         read
@@ -119,15 +126,38 @@ impl LogCursor {
             return Ok(None);
         };
         while let Some(seg) = lineage.get(self.segs_done) {
-            let text = Self::segment(store, seg).await?;
+            let text = match self.current.take() {
+                Some((at, text)) if at == self.segs_done => text,
+                _ => Self::segment(store, seg).await?,
+            };
             let end = self.seg_start + text.len() as u64;
-            let from = ((*offset).max(self.seg_start) - self.seg_start) as usize;
-            self.segs_done += 1;
-            self.seg_start = end;
-            if end > *offset {
-                *offset = end;
-                return Ok(Some(text[from..].to_vec()));
+            if end <= *offset {
+                self.segs_done += 1;
+                self.seg_start = end;
+                continue;
             }
+            // At most about a chunk of whole lines at a time (a longer line whole).
+            let rest = &text[(*offset - self.seg_start) as usize..];
+            let take = if rest.len() <= CHUNK {
+                rest.len()
+            } else {
+                match rest[..CHUNK].iter().rposition(|b| *b == b'\n') {
+                    Some(i) => i + 1,
+                    None => rest[CHUNK..]
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(rest.len(), |i| CHUNK + i + 1),
+                }
+            };
+            let out = rest[..take].to_vec();
+            *offset += take as u64;
+            if *offset == end {
+                self.segs_done += 1;
+                self.seg_start = end;
+            } else {
+                self.current = Some((self.segs_done, text));
+            }
+            return Ok(Some(out));
         }
         Ok(None)
     }
@@ -201,5 +231,28 @@ mod tests {
         assert_eq!(got.as_deref(), Some(&b"g\nh\n"[..]));
         assert_eq!(cur.next(&store, &rx, &mut offset).await.unwrap(), None);
         assert_eq!(offset, 16);
+    }
+
+    #[tokio::test]
+    async fn a_large_segment_is_handed_out_in_chunks_of_whole_lines() {
+        let store = Store::memory();
+        let key = TaskKey {
+            job: JobId("job-2".into()),
+            pos: TaskPos { stage: 2, index: 0 },
+        };
+        let (_tx, rx) = watch::channel(SinkProgress::default());
+        let lines: Vec<String> = (0..40_000).map(|i| format!("{i:0>70}")).collect();
+        let values: Vec<&str> = lines.iter().map(String::as_str).collect();
+        put_segment(&store, &key, 0, &values).await;
+        let mut cur = LogCursor::new(key);
+        let (mut offset, mut got, mut chunks) = (0u64, Vec::new(), 0);
+        while let Some(chunk) = cur.next(&store, &rx, &mut offset).await.unwrap() {
+            assert!(chunk.len() <= CHUNK && chunk.ends_with(b"\n"));
+            got.extend_from_slice(&chunk);
+            chunks += 1;
+        }
+        assert!(chunks >= 3, "{chunks} chunks");
+        assert_eq!(got, (lines.join("\n") + "\n").into_bytes());
+        assert_eq!(offset, got.len() as u64);
     }
 }

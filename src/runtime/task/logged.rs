@@ -42,6 +42,9 @@ pub(super) type Released = Vec<(Vec<Tuple>, u64)>;
 /// The receive side: accepted input goes to the log writer.
 pub(super) struct LogIntake {
     pub(super) tx: mpsc::Sender<Logged>,
+    /// A sink's status: its log is its output, so nothing is fed on; each batch's latency is
+    /// recorded as it is accepted and its tuples are dropped once encoded.
+    pub(super) sink: Option<Arc<super::TaskStatus>>,
 }
 
 fn gone() -> Stop {
@@ -53,10 +56,23 @@ impl Intake for LogIntake {
         let mut record = BytesMut::new();
         let (from, emit_ns) = (batch.from, batch.emit_ns);
         encode_batch_record(&mut record, from, batch.first_seq, emit_ns, &batch.tuples);
+        let tuples = match &self.sink {
+            None => batch.tuples,
+            Some(status) => {
+                let us = crate::dataplane::now_ns().saturating_sub(emit_ns) / 1000;
+                status
+                    .latency
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(Default::default)
+                    .record(us, batch.tuples.len() as u64);
+                Vec::new()
+            }
+        };
         let l = Logged {
             record,
             mark: (from, batch.last_seq, false),
-            tuples: batch.tuples,
+            tuples,
             emit_ns,
         };
         self.tx.send(l).await.map_err(|_| gone())
@@ -231,7 +247,7 @@ mod tests {
         let acks = Arc::new(AckBoard::default());
         let (tx, rx) = mpsc::channel(4);
         let (feed_tx, mut feed_rx) = mpsc::channel(4);
-        let mut intake = LogIntake { tx };
+        let mut intake = LogIntake { tx, sink: None };
         let batch = Accepted {
             from: 0,
             first_seq: 1,

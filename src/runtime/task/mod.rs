@@ -364,8 +364,12 @@ async fn drive(
     let res = if logged {
         let (log_tx, log_rx) = mpsc::channel(16);
         let (feed_tx, feed_rx) = mpsc::channel(4);
+        let sink = match &op {
+            Operator::Sink(status) => Some(status.clone()),
+            _ => None,
+        };
         let receiving = async {
-            let mut intake = logged::LogIntake { tx: log_tx };
+            let mut intake = logged::LogIntake { tx: log_tx, sink };
             let r = receive::receive(
                 &a.key,
                 &mut inbox,

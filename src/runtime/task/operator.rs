@@ -49,7 +49,8 @@ pub enum Operator {
     Builtin(Builtin, Router, Vec<Tuple>),
     /// An executable (or the simulation's scripted stand-in for one).
     Exec(ExecOperator),
-    /// The sink: its input log is its output, so a tuple needs only its latency recorded.
+    /// The sink: its input log is its output, so nothing is fed to it; it holds its status,
+    /// where its intake records the latency of what it accepts.
     Sink(Arc<TaskStatus>),
 }
 
@@ -65,16 +66,8 @@ impl Operator {
                 Ok(())
             }
             Operator::Exec(op) => Ok(op.feed(&t, emit_ns).await?),
-            Operator::Sink(status) => {
-                let us = crate::dataplane::now_ns().saturating_sub(emit_ns) / 1000;
-                status
-                    .latency
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert_with(Default::default)
-                    .record(us, 1);
-                Ok(())
-            }
+            // The sink's tuples stay in its log (their latency is taken as they arrive).
+            Operator::Sink(_) => Ok(()),
         }
     }
 
