@@ -189,6 +189,62 @@ pub fn decode_segment(name: &str, mut data: Bytes) -> Result<Vec<LogRecord>, Log
     Ok(out)
 }
 
+/// Appends the values of a segment's batch records to `out`, each followed by a newline, in
+/// log order, without building tuples (a sink's log rendered as its output: the output file
+/// and what followers print). The segment is checked as [`decode_segment`] checks it.
+pub fn segment_values(name: &str, data: &[u8], out: &mut BytesMut) -> Result<(), LogError> {
+    let corrupt = || LogError::Corrupt(name.to_string());
+    if data.len() < 12 || &data[..4] != b"RSEG" {
+        return Err(corrupt());
+    }
+    let body_len = data.len() - 4;
+    let want = u32::from_be_bytes([
+        data[body_len],
+        data[body_len + 1],
+        data[body_len + 2],
+        data[body_len + 3],
+    ]);
+    if crc32fast::hash(&data[..body_len]) != want {
+        return Err(corrupt());
+    }
+    let mut body = &data[4..body_len];
+    let count = body.try_get_u32().map_err(|_| corrupt())?;
+    for _ in 0..count {
+        match body.try_get_u8().map_err(|_| corrupt())? {
+            1 => {
+                // from, first_seq, emit_ns
+                if body.remaining() < 20 {
+                    return Err(corrupt());
+                }
+                body.advance(20);
+                let n = body.try_get_u32().map_err(|_| corrupt())?;
+                for _ in 0..n {
+                    let key = body.try_get_u32().map_err(|_| corrupt())? as usize;
+                    if body.remaining() < key {
+                        return Err(corrupt());
+                    }
+                    body.advance(key);
+                    let len = body.try_get_u32().map_err(|_| corrupt())? as usize;
+                    if body.remaining() < len {
+                        return Err(corrupt());
+                    }
+                    out.extend_from_slice(&body[..len]);
+                    out.put_u8(b'\n');
+                    body.advance(len);
+                }
+            }
+            2 => {
+                if body.remaining() < 12 {
+                    return Err(corrupt());
+                }
+                body.advance(12);
+            }
+            _ => return Err(corrupt()),
+        }
+    }
+    Ok(())
+}
+
 fn attempt_of(name: &str) -> Option<u32> {
     name.split('-').next()?.parse().ok()
 }
@@ -403,6 +459,46 @@ mod tests {
         let mut bad = seg.to_vec();
         bad[10] ^= 1;
         assert!(decode_segment("s", Bytes::from(bad)).is_err());
+    }
+
+    #[test]
+    fn segment_values_are_the_logged_values_line_by_line_and_corruption_is_refused() {
+        let recs = vec![
+            LogRecord::Batch(BatchRecord {
+                from: 0,
+                first_seq: 5,
+                emit_ns: 1,
+                tuples: vec![
+                    Tuple::new("k", "v,1"),
+                    Tuple::new("", ""),
+                    Tuple::new("x", "é"),
+                ],
+            }),
+            LogRecord::Eos {
+                from: 1,
+                last_seq: 9,
+            },
+            LogRecord::Batch(BatchRecord {
+                from: 1,
+                first_seq: 7,
+                emit_ns: 2,
+                tuples: vec![Tuple::new("k2", "last")],
+            }),
+        ];
+        let mut body = BytesMut::new();
+        for r in &recs {
+            encode_record(&mut body, r);
+        }
+        let seg = seal_segment(&body, 3);
+        let mut out = BytesMut::new();
+        segment_values("s", &seg, &mut out).unwrap();
+        assert_eq!(&out[..], "v,1\n\né\nlast\n".as_bytes());
+        for cut in [seg.len() - 1, 11, 3] {
+            assert!(segment_values("s", &seg[..cut], &mut BytesMut::new()).is_err());
+        }
+        let mut bad = seg.to_vec();
+        bad[14] ^= 1;
+        assert!(segment_values("s", &bad, &mut BytesMut::new()).is_err());
     }
 
     #[tokio::test]

@@ -3,9 +3,9 @@
 //! local file replaced atomically, or a store object uploaded as a stream).
 
 use crate::model::spec::PathMode;
-use crate::runtime::log::{decode_segment, LogError, LogRecord};
+use crate::runtime::log::{segment_values, LogError};
 use crate::runtime::store::Store;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncWriteExt;
@@ -30,14 +30,7 @@ pub fn target(paths: PathMode, path: &str) -> SinkTarget {
 /// The lines a sink log segment commits: each logged value and a newline, in log order.
 pub fn segment_text(name: &str, data: Bytes) -> Result<Bytes, LogError> {
     let mut out = BytesMut::with_capacity(data.len());
-    for rec in decode_segment(name, data)? {
-        if let LogRecord::Batch(b) = rec {
-            for t in &b.tuples {
-                out.put_slice(t.value.as_bytes());
-                out.put_u8(b'\n');
-            }
-        }
-    }
+    segment_values(name, &data, &mut out)?;
     Ok(out.freeze())
 }
 
@@ -123,7 +116,7 @@ async fn to_file(store: &Store, lineage: &[String], path: &std::path::Path) -> R
 mod tests {
     use super::*;
     use crate::model::tuple::Tuple;
-    use crate::runtime::log::{encode_record, seal_segment, BatchRecord};
+    use crate::runtime::log::{encode_record, seal_segment, BatchRecord, LogRecord};
 
     async fn segment(store: &Store, path: &str, values: &[&str]) {
         let mut body = BytesMut::new();
