@@ -138,8 +138,9 @@ pub fn seal_segment(records: &[u8], count: u32) -> Bytes {
     buf.freeze()
 }
 
-/// Decodes a whole segment.
-pub fn decode_segment(name: &str, mut data: Bytes) -> Result<Vec<LogRecord>, LogError> {
+/// The records part of a whole segment (after the magic, up to the checksum), once its
+/// framing and checksum are checked.
+fn segment_body(name: &str, data: &[u8]) -> Result<std::ops::Range<usize>, LogError> {
     let corrupt = || LogError::Corrupt(name.to_string());
     if data.len() < 12 || &data[..4] != b"RSEG" {
         return Err(corrupt());
@@ -154,8 +155,15 @@ pub fn decode_segment(name: &str, mut data: Bytes) -> Result<Vec<LogRecord>, Log
     if crc32fast::hash(&data[..body_len]) != want {
         return Err(corrupt());
     }
-    data.truncate(body_len);
-    data.advance(4);
+    Ok(4..body_len)
+}
+
+/// Decodes a whole segment.
+pub fn decode_segment(name: &str, mut data: Bytes) -> Result<Vec<LogRecord>, LogError> {
+    let corrupt = || LogError::Corrupt(name.to_string());
+    let body = segment_body(name, &data)?;
+    data.truncate(body.end);
+    data.advance(body.start);
     let count = data.get_u32();
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
@@ -194,20 +202,7 @@ pub fn decode_segment(name: &str, mut data: Bytes) -> Result<Vec<LogRecord>, Log
 /// and what followers print). The segment is checked as [`decode_segment`] checks it.
 pub fn segment_values(name: &str, data: &[u8], out: &mut BytesMut) -> Result<(), LogError> {
     let corrupt = || LogError::Corrupt(name.to_string());
-    if data.len() < 12 || &data[..4] != b"RSEG" {
-        return Err(corrupt());
-    }
-    let body_len = data.len() - 4;
-    let want = u32::from_be_bytes([
-        data[body_len],
-        data[body_len + 1],
-        data[body_len + 2],
-        data[body_len + 3],
-    ]);
-    if crc32fast::hash(&data[..body_len]) != want {
-        return Err(corrupt());
-    }
-    let mut body = &data[4..body_len];
+    let mut body = &data[segment_body(name, data)?];
     let count = body.try_get_u32().map_err(|_| corrupt())?;
     for _ in 0..count {
         match body.try_get_u8().map_err(|_| corrupt())? {
