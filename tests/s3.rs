@@ -149,6 +149,9 @@ fn s3_store_cluster_runs_the_demo_app_exactly_through_a_task_kill() {
         &sorted_lines(&get(&c, "out/app2.txt")),
         &signs.app2(),
     );
+    // No job data went through the leader: the workers (source and sink included) reached the
+    // bucket themselves, and the leader has no data plane.
+    assert_eq!(c.metric("rainstorm_worker_store_requests_total"), Some(0));
     // Nothing of the job's store data went through the leader's local directory.
     assert!(!c.dir.path().join("leader/store/in/signs.csv").exists());
 }

@@ -111,6 +111,9 @@ pub struct Leader {
     pub output_streams: Arc<std::sync::atomic::AtomicI64>,
     /// Worker command polls parked waiting for a command now (answered at once on shutdown).
     pub waiting_polls: Arc<std::sync::atomic::AtomicI64>,
+    /// Store requests workers made through the leader (`/internal/store`): zero when every
+    /// worker reaches the store itself, since no other job data passes through the leader.
+    pub worker_store_requests: std::sync::atomic::AtomicU64,
     /// Durable state under the data dir (job counter and job records).
     pub persist: persist::Persist,
     /// Cancelled when the leader starts stopping: long polls answer at once, output streams
@@ -259,6 +262,7 @@ pub async fn run(
         cfg: cfg.clone(),
         output_streams: Arc::default(),
         waiting_polls: Arc::default(),
+        worker_store_requests: Default::default(),
         persist,
         shutdown: CancellationToken::new(),
         cleanups: Mutex::new(JoinSet::new()),

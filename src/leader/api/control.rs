@@ -56,6 +56,8 @@ pub(super) fn store_caller(
     l: &Leader,
     headers: &HeaderMap,
 ) -> Result<Option<WorkerId>, Box<Response>> {
+    l.worker_store_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if l.cfg.token.is_none() {
         return Ok(None);
     }

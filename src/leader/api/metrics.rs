@@ -83,6 +83,17 @@ pub(super) async fn metrics(State(l): Shared) -> Response {
     );
     family(
         &mut out,
+        "rainstorm_worker_store_requests_total",
+        "Store requests workers made through the leader (workers with a store of their own make none).",
+        "counter",
+        [(
+            String::new(),
+            l.worker_store_requests
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )],
+    );
+    family(
+        &mut out,
         "rainstorm_jobs",
         "Jobs by status.",
         "gauge",
