@@ -304,6 +304,14 @@ fn an_executable_job_carries_on_through_leader_sigkills_with_exact_output() {
         ids.iter().all(|w| ["w1", "w2", "w3"].contains(w)),
         "workers rejoined under new ids: {workers}"
     );
+    // The source and the sink ran on workers through all four restarts and were adopted each
+    // time, never restarted: their first attempts carried the whole job.
+    let tasks = c.tasks(&id);
+    for (stage, what) in [(0, "source"), (4, "sink")] {
+        let t = tasks.iter().find(|t| t["stage"] == stage).expect(what);
+        assert_eq!(t["attempt"], 0, "the {what} was restarted: {t}");
+        assert_eq!(t["operator"], what, "{t}");
+    }
     let log = c.leader_log();
     let rejoins = log.matches("worker rejoined with its tasks").count();
     let resumed = log.matches("carrying it on").count();
