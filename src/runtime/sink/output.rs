@@ -1,14 +1,13 @@
-//! The sink's output as text: one committed log segment rendered as lines, the committed
-//! lineage a follower may print, and the whole lineage written out as the output file (a
-//! local file replaced atomically, or a store object uploaded as a stream).
+//! The sink's output as text: one committed log segment rendered as lines, and a whole
+//! lineage written out as the output file (a local file replaced atomically, or a store
+//! object uploaded as a stream).
 
 use crate::model::spec::PathMode;
 use crate::runtime::log::{segment_values, LogError};
-use crate::runtime::store::Store;
+use crate::runtime::store::{write_stream_atomic, Store};
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::io::AsyncWriteExt;
 
 /// Where a job's output goes.
 #[derive(Clone, Debug)]
@@ -34,82 +33,30 @@ pub fn segment_text(name: &str, data: Bytes) -> Result<Bytes, LogError> {
     Ok(out.freeze())
 }
 
-/// Writes the lines of `lineage` to `target`; returns the bytes written. A file is written
-/// beside the target and renamed over it once durable, so the target only ever holds a whole
-/// output; an upload replaces the object at once when it completes.
+/// Writes the lines of `lineage` to `target`; returns the bytes written. Both targets are
+/// replaced whole or not at all: a local file through `store::write_stream_atomic`, a store
+/// object by an upload that takes effect when it completes. One segment is in memory at a
+/// time.
 pub async fn assemble(
     store: &Store,
     lineage: &[String],
     target: &SinkTarget,
 ) -> Result<u64, String> {
-    match target {
-        SinkTarget::File(path) => to_file(store, lineage, path).await,
-        SinkTarget::Store(path) => {
-            let segs = lineage.to_vec();
-            let reader = store.clone();
-            let body = futures::stream::unfold(0usize, move |i| {
-                let (segs, reader) = (segs.clone(), reader.clone());
-                async move {
-                    let seg = segs.get(i)?;
-                    let text = match reader.get(seg).await {
-                        Ok(data) => segment_text(seg, data).map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    Some((text, i + 1))
-                }
-            });
-            store
-                .put_stream(path, body)
-                .await
-                .map_err(|e| format!("writing the output {path}: {e}"))
+    let reader = store.clone();
+    let body = futures::stream::iter(lineage.to_vec()).then(move |seg| {
+        let reader = reader.clone();
+        async move {
+            let data = reader.get(&seg).await.map_err(|e| e.to_string())?;
+            segment_text(&seg, data).map_err(|e| e.to_string())
         }
-    }
-}
-
-async fn to_file(store: &Store, lineage: &[String], path: &std::path::Path) -> Result<u64, String> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let failed = |e: std::io::Error| format!("writing the output {}: {e}", path.display());
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| format!("output path {} names no file", path.display()))?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."))
-        .to_path_buf();
-    tokio::fs::create_dir_all(&dir).await.map_err(failed)?;
-    let tmp = dir.join(format!(
-        ".{name}.{}-{}.part",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = async {
-        let mut f =
-            tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
-        let mut bytes = 0u64;
-        for seg in lineage {
-            let data = store.get(seg).await.map_err(std::io::Error::other)?;
-            let text = segment_text(seg, data).map_err(std::io::Error::other)?;
-            f.write_all(&text).await?;
-            bytes += text.len() as u64;
+    });
+    let written = match target {
+        SinkTarget::File(path) => {
+            write_stream_atomic(path, &path.display().to_string(), body).await
         }
-        f.flush().await?;
-        f.get_ref().sync_all().await?;
-        drop(f);
-        tokio::fs::rename(&tmp, path).await?;
-        tokio::fs::File::open(&dir).await?.sync_all().await?;
-        Ok::<u64, std::io::Error>(bytes)
-    }
-    .await;
-    if written.is_err() {
-        if let Err(e) = tokio::fs::remove_file(&tmp).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(file = %tmp.display(), error = %e, "removing a half-written output failed");
-            }
-        }
-    }
-    written.map_err(failed)
+        SinkTarget::Store(path) => store.put_stream(path, body).await,
+    };
+    written.map_err(|e| format!("writing the output: {e}"))
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ impl Objects {
         E: std::fmt::Display,
     {
         if let Some(root) = &self.root {
-            return put_local_stream(root, clean, body).await;
+            return super::write_stream_atomic(&root.join(clean), clean, body).await;
         }
         let mut body = std::pin::pin!(body);
         let p = os_path(clean)?;
@@ -227,49 +227,6 @@ impl Objects {
         }
         (removed, None)
     }
-}
-
-/// Streams `body` into `root/clean` on this host: a hidden temporary file in the target's
-/// directory (skipped by listings), fsynced, then renamed over the target and the directory
-/// fsynced, so a reader sees the old object or the whole new one, never a part. A broken body
-/// leaves nothing behind (the temporary file is removed when dropped).
-async fn put_local_stream<S, E>(root: &Path, clean: &str, body: S) -> Result<u64, StoreError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Send,
-    E: std::fmt::Display,
-{
-    use tokio::io::AsyncWriteExt;
-    let target = root.join(clean);
-    let dir = target.parent().unwrap_or(root).to_path_buf();
-    let tmp = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            tempfile::NamedTempFile::new_in(&dir)
-        })
-        .await
-        .map_err(|e| io_err(clean)(std::io::Error::other(e)))?
-        .map_err(io_err(clean))?
-    };
-    let (file, tmp_path) = tmp.into_parts();
-    let mut out = tokio::fs::File::from_std(file);
-    let mut body = std::pin::pin!(body);
-    let mut total = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| upload_broke(clean, e))?;
-        out.write_all(&chunk).await.map_err(io_err(clean))?;
-        total += chunk.len() as u64;
-    }
-    out.sync_all().await.map_err(io_err(clean))?;
-    drop(out);
-    tokio::task::spawn_blocking(move || {
-        tmp_path.persist(&target).map_err(|e| e.error)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })
-    .await
-    .map_err(|e| io_err(clean)(std::io::Error::other(e)))?
-    .map_err(io_err(clean))?;
-    Ok(total)
 }
 
 #[cfg(test)]
