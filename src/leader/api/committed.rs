@@ -11,14 +11,29 @@ use axum::body::Bytes;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// About how much output one read hands out (whole lines; a longer line goes whole).
-const CHUNK: usize = 1 << 20;
+/// About how much output one data event carries (whole lines; a longer line goes whole).
+pub(super) const CHUNK: usize = 1 << 20;
+
+/// How much of `buf` to hand out as whole lines of about [`CHUNK`]: through the last newline
+/// in its first `CHUNK` bytes, else through the first newline after (a longer line goes
+/// whole); `None` if `buf` holds no whole line.
+pub(super) fn whole_lines(buf: &[u8]) -> Option<usize> {
+    let head = &buf[..buf.len().min(CHUNK)];
+    match head.iter().rposition(|b| *b == b'\n') {
+        Some(i) => Some(i + 1),
+        None => buf[head.len()..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map(|i| head.len() + i + 1),
+    }
+}
 
 /// How often a cursor that waits for a sink takeover to settle looks again, and how often.
 const TAKEOVER_POLL: Duration = Duration::from_millis(100);
 const TAKEOVER_POLLS: u32 = 50;
 
-fn io(e: impl std::fmt::Display) -> std::io::Error {
+/// A store or log error as the I/O error a stream reports.
+pub(super) fn io(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
@@ -136,18 +151,12 @@ impl LogCursor {
                 self.seg_start = end;
                 continue;
             }
-            // At most about a chunk of whole lines at a time (a longer line whole).
+            // About a chunk of whole lines at a time (a segment's text ends with a newline).
             let rest = &text[(*offset - self.seg_start) as usize..];
             let take = if rest.len() <= CHUNK {
                 rest.len()
             } else {
-                match rest[..CHUNK].iter().rposition(|b| *b == b'\n') {
-                    Some(i) => i + 1,
-                    None => rest[CHUNK..]
-                        .iter()
-                        .position(|b| *b == b'\n')
-                        .map_or(rest.len(), |i| CHUNK + i + 1),
-                }
+                whole_lines(rest).unwrap_or(rest.len())
             };
             let out = rest[..take].to_vec();
             *offset += take as u64;
@@ -254,5 +263,19 @@ mod tests {
         assert!(chunks >= 3, "{chunks} chunks");
         assert_eq!(got, (lines.join("\n") + "\n").into_bytes());
         assert_eq!(offset, got.len() as u64);
+    }
+
+    #[test]
+    fn whole_lines_cut_after_the_last_newline_of_a_chunk_or_after_a_long_line() {
+        assert_eq!(whole_lines(b""), None);
+        assert_eq!(whole_lines(b"half a line"), None);
+        assert_eq!(whole_lines(b"a\nb\nhalf"), Some(4));
+        let mut big = vec![b'x'; CHUNK - 2];
+        big.extend_from_slice(b"\nyy\nzz\n");
+        assert_eq!(whole_lines(&big), Some(CHUNK - 1));
+        let mut long = vec![b'x'; CHUNK + 5];
+        assert_eq!(whole_lines(&long), None);
+        long.extend_from_slice(b"\nmore");
+        assert_eq!(whole_lines(&long), Some(CHUNK + 6));
     }
 }

@@ -6,7 +6,7 @@
 //! the output file, which holds exactly that text. This stream is the only job data the
 //! leader carries, and only for followers.
 
-use super::committed::{LogCursor, Seek};
+use super::committed::{io, whole_lines, LogCursor, Seek, CHUNK};
 use super::{error, InUse, Shared};
 use crate::leader::state::lock;
 use crate::leader::Leader;
@@ -140,9 +140,6 @@ pub(super) async fn output(
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-/// How much of the output file one data event carries at most (unless a line is longer).
-const CHUNK: usize = 1 << 20;
-
 /// How often a follower of a running job looks for newly committed output.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -171,10 +168,6 @@ struct Tail {
     fin: Option<(std::sync::Mutex<ObjectReader>, Vec<u8>)>,
     done: bool,
     _open: InUse,
-}
-
-fn io(e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::other(e.to_string())
 }
 
 impl Tail {
@@ -286,17 +279,17 @@ impl Tail {
         let rd = rd.get_mut().unwrap_or_else(|p| p.into_inner());
         let mut buf = std::mem::take(carry);
         loop {
-            let before = buf.len();
-            buf.resize(before + CHUNK, 0);
-            let n = rd.read(&mut buf[before..]).await?;
-            buf.truncate(before + n);
-            if n == 0 {
-                return Ok((!buf.is_empty()).then_some(buf));
+            if buf.len() >= CHUNK {
+                if let Some(n) = whole_lines(&buf) {
+                    *carry = buf.split_off(n);
+                    self.offset += n as u64;
+                    return Ok(Some(buf));
+                }
             }
-            if let Some(i) = buf.iter().rposition(|b| *b == b'\n') {
-                *carry = buf.split_off(i + 1);
+            buf.reserve(CHUNK);
+            if rd.read_buf(&mut buf).await? == 0 {
                 self.offset += buf.len() as u64;
-                return Ok(Some(buf));
+                return Ok((!buf.is_empty()).then_some(buf));
             }
         }
     }
