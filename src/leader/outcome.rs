@@ -1,8 +1,8 @@
 //! What a running job's driver reacts to, until the job's outcome is known: task ends
 //! (restart under exactly-once, fail otherwise), the sink task's end (then a short drain for
 //! the other tasks' own reports), cancellation, and tasks a restarted leader never got back.
-//! The source never finishes (it serves restarted first-stage tasks until the job ends), so
-//! it is not waited for.
+//! The source never finishes (it serves restarted first-stage tasks until the job ends): what
+//! is waited for is its report that its whole stream is acknowledged.
 
 use super::driver::{JobRun, Outcome};
 use super::job::JobEvent;

@@ -40,28 +40,27 @@ pub(super) struct Logged {
 pub(super) type Released = Vec<(Vec<Tuple>, u64)>;
 
 /// The receive side: accepted input goes to the log writer.
-pub(super) struct LogIntake {
+pub(super) struct LogIntake<'a> {
     pub(super) tx: mpsc::Sender<Logged>,
-    /// A sink's status: its log is its output, so nothing is fed on; each batch's latency is
-    /// recorded as it is accepted and its tuples are dropped once encoded.
-    pub(super) sink: Option<Arc<super::TaskStatus>>,
+    /// A sink's latency histogram: its log is its output, so nothing is fed on; each batch's
+    /// latency is recorded as it is accepted and its tuples are dropped once encoded.
+    pub(super) sink: Option<&'a std::sync::Mutex<Option<crate::model::latency::LatencyHist>>>,
 }
 
 fn gone() -> Stop {
     Stop::Failed("input log writer stopped".into())
 }
 
-impl Intake for LogIntake {
+impl Intake for LogIntake<'_> {
     async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop> {
         let mut record = BytesMut::new();
         let (from, emit_ns) = (batch.from, batch.emit_ns);
         encode_batch_record(&mut record, from, batch.first_seq, emit_ns, &batch.tuples);
         let tuples = match &self.sink {
             None => batch.tuples,
-            Some(status) => {
+            Some(latency) => {
                 let us = crate::dataplane::now_ns().saturating_sub(emit_ns) / 1000;
-                status
-                    .latency
+                latency
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get_or_insert_with(Default::default)

@@ -216,7 +216,7 @@ pub async fn run_task(
         TaskRole::Operator {
             operator: OperatorSpec::Builtin { name, args },
         } => Builtin::from_spec(name, args).map(|b| Operator::Builtin(b, router, Vec::new())),
-        TaskRole::Sink { .. } => Ok(Operator::Sink(status.clone())),
+        TaskRole::Sink { .. } => Ok(Operator::Sink),
         TaskRole::Source { .. } => Err("a source is not an operator".to_string()),
         TaskRole::Operator {
             operator: OperatorSpec::Exec { path, args },
@@ -291,7 +291,7 @@ async fn replay_log(
     // not positions on this epoch's links.
     let floor = u64::from(a.epoch) << EPOCH_SHIFT;
     // The sink's log is its output: replay restores its positions, there is nothing to feed.
-    let feeds = !matches!(op, Operator::Sink(_));
+    let feeds = !matches!(op, Operator::Sink);
     for seg in &lineage {
         let data = env.store.get(seg).await.map_err(LogError::from)?;
         for rec in decode_segment(seg, data)? {
@@ -364,10 +364,7 @@ async fn drive(
     let res = if logged {
         let (log_tx, log_rx) = mpsc::channel(16);
         let (feed_tx, feed_rx) = mpsc::channel(4);
-        let sink = match &op {
-            Operator::Sink(status) => Some(status.clone()),
-            _ => None,
-        };
+        let sink = matches!(op, Operator::Sink).then_some(&status.latency);
         let receiving = async {
             let mut intake = logged::LogIntake { tx: log_tx, sink };
             let r = receive::receive(

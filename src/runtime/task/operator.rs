@@ -6,8 +6,6 @@ use crate::model::tuple::Tuple;
 use crate::runtime::builtin::Builtin;
 use crate::runtime::exec::{ExecError, ExecOperator};
 use crate::runtime::log::LogError;
-use crate::runtime::task::TaskStatus;
-use std::sync::Arc;
 
 /// Why a task attempt stopped before finishing.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +47,9 @@ pub enum Operator {
     Builtin(Builtin, Router, Vec<Tuple>),
     /// An executable (or the simulation's scripted stand-in for one).
     Exec(ExecOperator),
-    /// The sink: its input log is its output, so nothing is fed to it; it holds its status,
-    /// where its intake records the latency of what it accepts.
-    Sink(Arc<TaskStatus>),
+    /// The sink: its input log is its output, so nothing is fed to it (its intake records
+    /// the latency of what it accepts).
+    Sink,
 }
 
 impl Operator {
@@ -67,7 +65,7 @@ impl Operator {
             }
             Operator::Exec(op) => Ok(op.feed(&t, emit_ns).await?),
             // The sink's tuples stay in its log (their latency is taken as they arrive).
-            Operator::Sink(_) => Ok(()),
+            Operator::Sink => Ok(()),
         }
     }
 
@@ -76,14 +74,14 @@ impl Operator {
         match self {
             Operator::Builtin(_, router, _) => router.flush().await.map_err(routed),
             Operator::Exec(op) => Ok(op.idle().await?),
-            Operator::Sink(_) => Ok(()),
+            Operator::Sink => Ok(()),
         }
     }
 
     /// Resolves only if the operator failed on its own (an executable died).
     pub async fn died(&mut self) -> Stop {
         match self {
-            Operator::Builtin(..) | Operator::Sink(_) => std::future::pending().await,
+            Operator::Builtin(..) | Operator::Sink => std::future::pending().await,
             Operator::Exec(op) => op.died().await.into(),
         }
     }
@@ -93,7 +91,7 @@ impl Operator {
         let router = match self {
             Operator::Builtin(_, router, _) => router,
             Operator::Exec(op) => op.finish().await?,
-            Operator::Sink(_) => return Ok(()),
+            Operator::Sink => return Ok(()),
         };
         router.finish().await.map_err(routed)
     }
