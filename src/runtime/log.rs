@@ -278,25 +278,8 @@ pub async fn recover_lineage(
             }
         }
     }
-    let objects = store.list(&prefix).await?;
-    let names: Vec<String> = objects
-        .iter()
-        .filter_map(|o| o.path.strip_prefix(&prefix).map(str::to_string))
-        .collect();
     // Newest earlier attempt that wrote a manifest (attempt 0 has an implicit empty one).
-    let mut base: Option<(u32, Vec<String>)> = None;
-    for name in names.iter().filter(|n| n.ends_with("-manifest")) {
-        let Some(a) = attempt_of(name) else { continue };
-        if a >= attempt || base.as_ref().is_some_and(|(b, _)| *b >= a) {
-            continue;
-        }
-        let data = store.get(&format!("{prefix}{name}")).await?;
-        let list: Vec<String> =
-            serde_json::from_slice(&data).map_err(|_| LogError::Corrupt(name.clone()))?;
-        base = Some((a, list));
-    }
-    let (base_attempt, mut lineage) = base.unwrap_or((0, Vec::new()));
-    lineage.extend(own_segments(&prefix, &names, base_attempt));
+    let (_, lineage) = latest_lineage(store, key, attempt).await?;
     if attempt > 0 {
         let manifest =
             serde_json::to_vec(&lineage).map_err(|_| LogError::Corrupt("manifest".into()))?;
@@ -311,24 +294,43 @@ fn manifest_path(key: &TaskKey, attempt: u32) -> String {
     format!("{}{attempt:06}-manifest", task_prefix(key))
 }
 
-async fn read_manifest(
+/// The lineage of the newest attempt below `below` that recorded a manifest (attempt 0 has an
+/// implicit empty one): that manifest and the segments that attempt wrote, as listed now, with
+/// the attempt's number. Its own segments are complete once that attempt stopped writing.
+async fn latest_lineage(
     store: &Store,
     key: &TaskKey,
-    attempt: u32,
-) -> Result<Vec<String>, LogError> {
-    let path = manifest_path(key, attempt);
-    let data = store.get(&path).await?;
-    serde_json::from_slice(&data).map_err(|_| LogError::Corrupt(path))
-}
-
-/// Segment store paths of `attempt`'s own segments, in write order.
-fn own_segments(prefix: &str, names: &[String], attempt: u32) -> Vec<String> {
+    below: u32,
+) -> Result<(u32, Vec<String>), LogError> {
+    let prefix = task_prefix(key);
+    let names: Vec<String> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| o.path.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    let base = names
+        .iter()
+        .filter(|n| n.ends_with("-manifest"))
+        .filter_map(|n| attempt_of(n))
+        .filter(|a| *a < below)
+        .max();
+    let mut lineage = match base {
+        Some(a) => {
+            let path = manifest_path(key, a);
+            let data = store.get(&path).await?;
+            serde_json::from_slice(&data).map_err(|_| LogError::Corrupt(path))?
+        }
+        None => Vec::new(),
+    };
+    let base = base.unwrap_or(0);
     let mut own: Vec<&String> = names
         .iter()
-        .filter(|n| n.ends_with(".seg") && attempt_of(n) == Some(attempt))
+        .filter(|n| n.ends_with(".seg") && attempt_of(n) == Some(base))
         .collect();
     own.sort();
-    own.into_iter().map(|n| format!("{prefix}{n}")).collect()
+    lineage.extend(own.into_iter().map(|n| format!("{prefix}{n}")));
+    Ok((base, lineage))
 }
 
 /// The whole history of attempt `attempt` as of now: what it recovered (its manifest) and the
@@ -338,20 +340,10 @@ pub async fn lineage_of(
     key: &TaskKey,
     attempt: u32,
 ) -> Result<Vec<String>, LogError> {
-    let prefix = task_prefix(key);
-    let mut lineage = if attempt > 0 {
-        read_manifest(store, key, attempt).await?
-    } else {
-        Vec::new()
-    };
-    let names: Vec<String> = store
-        .list(&prefix)
+    // Every attempt but the first records its manifest before it writes a segment.
+    Ok(latest_lineage(store, key, attempt.saturating_add(1))
         .await?
-        .into_iter()
-        .filter_map(|o| o.path.strip_prefix(&prefix).map(str::to_string))
-        .collect();
-    lineage.extend(own_segments(&prefix, &names, attempt));
-    Ok(lineage)
+        .1)
 }
 
 /// What a reader may take as committed in a task's log right now, writing nothing: the
@@ -364,25 +356,7 @@ pub async fn committed_lineage(
     store: &Store,
     key: &TaskKey,
 ) -> Result<Option<Vec<String>>, LogError> {
-    let prefix = task_prefix(key);
-    let names: Vec<String> = store
-        .list(&prefix)
-        .await?
-        .into_iter()
-        .filter_map(|o| o.path.strip_prefix(&prefix).map(str::to_string))
-        .collect();
-    let newest = names
-        .iter()
-        .filter(|n| n.ends_with("-manifest"))
-        .filter_map(|n| attempt_of(n))
-        .max()
-        .unwrap_or(0);
-    let mut lineage = if newest > 0 {
-        read_manifest(store, key, newest).await?
-    } else {
-        Vec::new()
-    };
-    lineage.extend(own_segments(&prefix, &names, newest));
+    let (newest, lineage) = latest_lineage(store, key, u32::MAX).await?;
     if fenced(store, key, newest).await? {
         return Ok(None);
     }
