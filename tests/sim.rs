@@ -38,16 +38,20 @@ mod sim {
     pub mod rng;
 }
 
+use rainstorm::coordinator::record::RunState;
+use rainstorm::coordinator::{
+    Action, Cluster, CoreConfig, Input, JobCore, Outcome, Reported, Timer,
+};
 use rainstorm::dataplane::inbound::Registry;
 use rainstorm::dataplane::listener;
 use rainstorm::dataplane::routes::Routes;
 use rainstorm::dataplane::DataConfig;
-use rainstorm::leader::placement::{assignment, recovery, Placement, Recovery};
-use rainstorm::model::ids::{JobId, TaskKey, TaskPos};
+use rainstorm::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
 use rainstorm::model::partition::tasks_of;
 use rainstorm::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
 use rainstorm::model::tuple::Tuple;
 use rainstorm::protocol::auth::{DataAuth, Secret};
+use rainstorm::protocol::control::{TaskAssignment, TaskState};
 use rainstorm::runtime::exec::{ScriptFn, Scripts};
 use rainstorm::runtime::log::committed_lineage;
 use rainstorm::runtime::sink::segment_text;
@@ -191,8 +195,8 @@ impl Pipeline {
     }
 }
 
-/// One simulated host: the leader (host 0: no data plane, only the route table it pushes) or
-/// a worker (a data listener and the task attempts placed on it).
+/// One simulated host: the leader (host 0: no data plane; it runs the coordinator core) or a
+/// worker (a data listener and the task attempts placed on it).
 struct Host {
     name: String,
     addr: String,
@@ -207,8 +211,8 @@ struct Attempt {
     status: Arc<TaskStatus>,
 }
 
-/// A task attempt's end as its worker reports it.
-type Report = (TaskPos, u32, TaskEnd);
+/// A task attempt's end as its worker reports it: (host, task, attempt, end).
+type Report = (usize, TaskPos, u32, TaskEnd);
 
 /// What a follower read as the sink's committed output at one moment.
 type Sample = Result<Vec<u8>, String>;
@@ -220,27 +224,32 @@ struct Sim {
     spec: JobSpec,
     job: JobId,
     hosts: Vec<Host>,
-    /// Workers (host indices ≥ 1) the coordinator believes alive.
+    /// Workers (host indices ≥ 1) the leader believes alive.
     alive: Vec<bool>,
-    placement: Placement,
-    /// Per task, the source (stage 0) and the sink (stage K+1) included: (host, current
-    /// attempt).
-    tasks: BTreeMap<TaskPos, (usize, u32)>,
+    /// The leader's coordinator core for the job: the real one (`rainstorm::coordinator`).
+    /// `None` while the leader is down.
+    core: Option<JobCore>,
+    /// The placement as the leader last made it durable (a restarted leader resumes from it).
+    durable: RunState,
+    /// The core's timers and when each expires.
+    core_timers: BTreeMap<Timer, Instant>,
+    /// Every attempt still running, current or not, by (task, attempt).
     running: BTreeMap<(TaskPos, u32), Attempt>,
-    epoch: u32,
+    /// Sources whose whole stream was reported acknowledged (as heartbeats carry it).
+    done_reported: Vec<(TaskPos, u32)>,
     events: mpsc::UnboundedSender<Report>,
     /// Pending timed actions: (when, order set) → what.
     timers: BTreeMap<(Instant, u64), Timed>,
     timer_seq: u64,
-    /// When the sink's current attempt finished: the job then drains and ends.
-    sink_done_at: Option<Instant>,
+    /// The job's outcome once the core decided it.
+    outcome: Option<Result<(), String>>,
     /// While the leader is down: when it comes back.
     leader_down: Option<Instant>,
-    /// Task ends the workers hold while the leader is down (they retry until it has them).
+    /// Task ends the leader could not take (it was down, or believed their worker dead):
+    /// the worker hands them over when it rejoins.
     held: Vec<Report>,
     /// Followers' reads of the sink's committed output, in the order they completed.
     samples: Arc<Mutex<Vec<Sample>>>,
-    restarts: u32,
     log: Vec<String>,
 }
 
@@ -250,8 +259,17 @@ const LEADER: usize = 0;
 /// workers to rejoin after it restarted).
 const DEAD_AFTER: Duration = Duration::from_millis(30);
 
-/// How long a job whose sink finished waits for its other tasks' ends (as `leader::outcome`).
-const DRAIN: Duration = Duration::from_secs(10);
+/// How often workers report their tasks' progress (a source's "done" travels this way).
+const HEARTBEAT: Duration = Duration::from_millis(10);
+
+/// The core's limits, as the leader's defaults (drain as `leader::driver`).
+fn core_config() -> CoreConfig {
+    CoreConfig {
+        max_restarts: 20,
+        adopt_after: DEAD_AFTER,
+        drain_after: Duration::from_secs(10),
+    }
+}
 
 /// Leader restarts simulated over the whole run (to show the fault is exercised).
 static LEADER_RESTARTS: AtomicU64 = AtomicU64::new(0);
@@ -263,14 +281,34 @@ static SINK_RESTARTS: AtomicU64 = AtomicU64::new(0);
 static SAMPLES_CHECKED: AtomicU64 = AtomicU64::new(0);
 static JOBS_FAILED: AtomicU64 = AtomicU64::new(0);
 
-impl Sim {
-    fn host_env(&self, i: usize) -> TaskEnv {
-        self.hosts[i].env.clone()
-    }
+fn worker_id(host: usize) -> WorkerId {
+    WorkerId(format!("w{host}"))
+}
 
+fn host_of(w: &WorkerId) -> usize {
+    w.0.strip_prefix('w')
+        .and_then(|n| n.parse().ok())
+        .expect("a simulated worker id")
+}
+
+fn input_of(pos: TaskPos, attempt: u32, end: TaskEnd) -> Input {
+    let (state, error) = match end {
+        TaskEnd::Finished => (TaskState::Finished, None),
+        TaskEnd::Failed(e) => (TaskState::Failed, Some(e)),
+        TaskEnd::Cancelled => (TaskState::Cancelled, None),
+    };
+    Input::TaskEnded {
+        pos,
+        attempt,
+        state,
+        error,
+    }
+}
+
+impl Sim {
     fn sink(&self) -> TaskPos {
         TaskPos {
-            stage: self.spec.stages.len() as u32 + 1,
+            stage: self.spec.sink_stage(),
             index: 0,
         }
     }
@@ -290,43 +328,135 @@ impl Sim {
 
     /// Any task, the source and the sink included.
     fn random_task(&self) -> TaskPos {
-        *self
-            .tasks
-            .keys()
-            .nth(self.rng.below(self.tasks.len() as u64) as usize)
-            .expect("tasks exist")
+        let all: Vec<TaskPos> = (0..=self.spec.sink_stage())
+            .flat_map(|stage| {
+                (0..tasks_of(&self.spec, stage)).map(move |index| TaskPos { stage, index })
+            })
+            .collect();
+        all[self.rng.below(all.len() as u64) as usize]
     }
 
     fn live_workers(&self) -> usize {
         self.alive.iter().skip(1).filter(|a| **a).count()
     }
 
-    /// Pushes the placement to every host the coordinator can reach, each after its own delay.
-    fn push_routes(&self) {
-        let list = self.placement.list();
-        let version = self.placement.version();
-        for (i, h) in self.hosts.iter().enumerate() {
-            if i != LEADER && !self.alive[i] {
-                continue;
-            }
-            let delay = if i == LEADER {
-                0
-            } else {
-                self.rng.below(15_000)
-            };
-            let routes = h.env.routes.clone();
-            let job = self.job.clone();
-            let list = list.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_micros(delay)).await;
-                routes.set_many(&job, version, &list);
-            });
+    /// The newest attempt of a task still running on a worker the leader believes alive.
+    fn newest_running(&self, pos: TaskPos) -> Option<u32> {
+        self.running
+            .range((pos, 0)..=(pos, u32::MAX))
+            .filter(|(_, a)| self.alive[a.host])
+            .map(|((_, attempt), _)| *attempt)
+            .next_back()
+    }
+
+    /// What the core sees: the live workers, in a random order of preference.
+    fn cluster(&self) -> Cluster {
+        let mut live: Vec<usize> = (1..self.hosts.len()).filter(|i| self.alive[*i]).collect();
+        for i in (1..live.len()).rev() {
+            live.swap(i, self.rng.below(i as u64 + 1) as usize);
+        }
+        Cluster {
+            workers: live
+                .into_iter()
+                .map(|i| (worker_id(i), self.hosts[i].addr.clone()))
+                .collect(),
         }
     }
 
-    /// Starts the current attempt of a task (source, operator or sink alike) on its worker.
-    fn start_task(&mut self, pos: TaskPos) {
-        let (host, attempt) = self.tasks[&pos];
+    /// Hands an input to the leader's core (if the leader is up) and carries out its actions.
+    fn feed(&mut self, input: Input) {
+        let cluster = self.cluster();
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        let actions = core.handle(input, &cluster);
+        for a in actions {
+            self.execute(a);
+        }
+    }
+
+    /// Carries out one action of the core, as the leader's driver and the workers would.
+    fn execute(&mut self, action: Action) {
+        let now = Instant::now();
+        match action {
+            Action::Assign {
+                pos,
+                worker,
+                attempt,
+                ..
+            } => self
+                .log
+                .push(format!("assign {pos} attempt {attempt} to {worker}")),
+            Action::Persist(run) => self.durable = run,
+            Action::Start { worker, assignment } => self.start_task(host_of(&worker), *assignment),
+            Action::Stop {
+                worker,
+                pos,
+                attempt,
+            } => {
+                // The command reaches the worker a little later.
+                let host = host_of(&worker);
+                if let Some(a) = self.running.get(&(pos, attempt)) {
+                    if self.alive[host] && a.host == host {
+                        let at = now + Duration::from_micros(self.rng.below(30_000));
+                        let cancel = a.cancel.clone();
+                        self.at(at, Timed::Stop(cancel));
+                    }
+                }
+            }
+            Action::StopJob { workers } => {
+                let hosts: Vec<usize> = workers.iter().map(host_of).collect();
+                for a in self.running.values() {
+                    if hosts.contains(&a.host) && self.alive[a.host] {
+                        a.cancel.cancel();
+                    }
+                }
+            }
+            Action::Routes {
+                workers,
+                version,
+                routes,
+            } => {
+                // Each worker applies the placement after its own delay.
+                for w in workers {
+                    let host = host_of(&w);
+                    if !self.alive[host] {
+                        continue;
+                    }
+                    let delay = self.rng.below(15_000);
+                    let table = self.hosts[host].env.routes.clone();
+                    let job = self.job.clone();
+                    let routes = routes.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_micros(delay)).await;
+                        table.set_many(&job, version, &routes);
+                    });
+                }
+            }
+            Action::SetTimer(t, after) => {
+                self.core_timers.insert(t, now + after);
+            }
+            Action::ClearTimer(t) => {
+                self.core_timers.remove(&t);
+            }
+            Action::End(outcome) => {
+                self.log.push(format!("end: {outcome:?}"));
+                self.outcome = Some(match outcome {
+                    Outcome::Succeeded => Ok(()),
+                    Outcome::Failed(e) => Err(e),
+                    Outcome::Cancelled => Err("cancelled".into()),
+                });
+            }
+        }
+    }
+
+    /// Starts an attempt (source, operator or sink alike) on a worker, as its Start command
+    /// does (a command to a worker the leader believes dead is never delivered).
+    fn start_task(&mut self, host: usize, a: TaskAssignment) {
+        if !self.alive[host] {
+            return;
+        }
+        let (pos, attempt) = (a.key.pos, a.attempt);
         if attempt > 0 && pos.stage == 0 {
             SOURCE_RESTARTS.fetch_add(1, Ordering::Relaxed);
         } else if attempt > 0 && pos == self.sink() {
@@ -338,12 +468,7 @@ impl Sim {
                 self.at(Instant::now() + after, Timed::Sample);
             }
         }
-        let key = TaskKey {
-            job: self.job.clone(),
-            pos,
-        };
-        let a = assignment(&self.spec, &key, attempt, self.epoch, &self.placement);
-        let env = self.host_env(host);
+        let env = self.hosts[host].env.clone();
         let cancel = CancellationToken::new();
         let events = self.events.clone();
         let delay = self.rng.below(5_000);
@@ -353,7 +478,7 @@ impl Sim {
         let handle = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_micros(delay)).await;
             let end = run_task(env, a, None, st, c).await;
-            let _ = events.send((pos, attempt, end));
+            let _ = events.send((host, pos, attempt, end));
         });
         self.running.insert(
             (pos, attempt),
@@ -366,132 +491,80 @@ impl Sim {
         );
     }
 
-    /// Picks a live worker for a task, preferring another than `avoid`, sometimes the same.
-    fn pick_worker(&self, avoid: Option<usize>) -> Option<usize> {
-        let live: Vec<usize> = (1..self.hosts.len()).filter(|i| self.alive[*i]).collect();
-        if live.is_empty() {
-            return None;
+    /// A worker's report of an attempt's end: to the leader's core, or held by the worker
+    /// until it rejoins when the leader is down or believes the worker dead.
+    fn on_report(&mut self, report: Report) {
+        let (host, pos, attempt, end) = report;
+        self.running.remove(&(pos, attempt));
+        if self.leader_down.is_some() || !self.alive[host] {
+            self.held.push((host, pos, attempt, end));
+            return;
         }
-        if let Some(a) = avoid {
-            if self.alive[a] && self.rng.chance(0.3) {
-                return Some(a);
-            }
-        }
-        Some(live[self.rng.below(live.len() as u64) as usize])
+        self.log
+            .push(format!("{pos} attempt {attempt} ended: {end:?}"));
+        self.feed(input_of(pos, attempt, end));
     }
 
-    fn restart_task(&mut self, pos: TaskPos) -> Result<(), String> {
-        let (old_host, attempt) = self.tasks[&pos];
-        let host = self
-            .pick_worker(Some(old_host))
-            .ok_or("no live worker to restart on")?;
-        let attempt = attempt + 1;
-        self.tasks.insert(pos, (host, attempt));
-        self.placement
-            .insert(pos, self.hosts[host].addr.clone(), attempt);
-        self.restarts += 1;
-        self.push_routes();
-        self.start_task(pos);
+    /// Heartbeats: a source's "whole stream acknowledged" reaches the leader.
+    fn heartbeat(&mut self) {
+        if self.leader_down.is_some() {
+            return;
+        }
+        let done: Vec<(TaskPos, u32)> = self
+            .running
+            .iter()
+            .filter(|((pos, attempt), a)| {
+                pos.stage == 0
+                    && self.alive[a.host]
+                    && a.status.done.load(Ordering::Relaxed)
+                    && !self.done_reported.contains(&(*pos, *attempt))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for (pos, attempt) in done {
+            self.done_reported.push((pos, attempt));
+            self.feed(Input::SourceDone { attempt });
+        }
+    }
+
+    /// A worker rejoins the leader under its old identity, reporting the attempts it runs and
+    /// the ends it held.
+    fn rejoin(&mut self, w: usize) {
+        self.alive[w] = true;
+        let mut reports: Vec<Reported> = self
+            .running
+            .iter()
+            .filter(|(_, a)| a.host == w)
+            .map(|((pos, attempt), a)| Reported {
+                pos: *pos,
+                attempt: *attempt,
+                state: a.status.state(),
+                error: None,
+            })
+            .collect();
+        let (mine, others): (Vec<Report>, Vec<Report>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|r| r.0 == w);
+        self.held = others;
+        for (_, pos, attempt, end) in mine {
+            if let Input::TaskEnded { state, error, .. } = input_of(pos, attempt, end) {
+                reports.push(Reported {
+                    pos,
+                    attempt,
+                    state,
+                    error,
+                });
+            }
+        }
         self.log.push(format!(
-            "restart {pos} attempt {attempt} on {}",
-            self.hosts[host].name
+            "{} rejoined with {} attempts",
+            self.hosts[w].name,
+            reports.len()
         ));
-        Ok(())
-    }
-
-    /// A new epoch: every task, the source and the sink included, restarts at a new attempt
-    /// (on its worker if alive); the sink's log keeps what it committed.
-    fn restart_epoch(&mut self) -> Result<(), String> {
-        for a in self.running.values() {
-            if self.alive[a.host] {
-                a.cancel.cancel();
-            }
-        }
-        self.epoch += 1;
-        let positions: Vec<TaskPos> = self.tasks.keys().copied().collect();
-        for pos in positions {
-            let (host, attempt) = self.tasks[&pos];
-            let host = if self.alive[host] {
-                host
-            } else {
-                self.pick_worker(None).ok_or("no live worker")?
-            };
-            self.tasks.insert(pos, (host, attempt + 1));
-            self.placement
-                .insert(pos, self.hosts[host].addr.clone(), attempt + 1);
-        }
-        self.restarts += 1;
-        self.sink_done_at = None;
-        self.push_routes();
-        for pos in self.tasks.keys().copied().collect::<Vec<_>>() {
-            self.start_task(pos);
-        }
-        self.log.push(format!("epoch {}", self.epoch));
-        Ok(())
-    }
-
-    /// Reacts to a failed current attempt by the delivery mode's recovery rule.
-    fn recover(&mut self, pos: TaskPos) -> Result<(), String> {
-        match recovery(self.spec.delivery) {
-            Recovery::RestartTask => self.restart_task(pos),
-            Recovery::RestartEpoch => self.restart_epoch(),
-            Recovery::Fail => Err(format!("task {pos} failed under at-most-once")),
-        }
-    }
-
-    /// A recovery the leader starts on its own (a worker declared dead, a task it believes
-    /// stalled): under at-most-once the job ends; otherwise a task that finds no live worker
-    /// is recovered when its worker rejoins (its zombie is then stopped and reports).
-    fn recover_lost(&mut self, pos: TaskPos) -> Result<(), String> {
-        match self.recover(pos) {
-            Err(e) if recovery(self.spec.delivery) == Recovery::Fail => Err(e),
-            Err(e) => {
-                self.log.push(format!("recovery failed: {e}"));
-                Ok(())
-            }
-            Ok(()) => Ok(()),
-        }
-    }
-
-    /// Reacts to a task end the leader hears of, as `leader::outcome` does; an error ends the
-    /// job.
-    fn on_end(&mut self, (pos, attempt, end): Report) -> Result<(), String> {
-        let current = self.tasks.get(&pos).map(|(_, a)| *a) == Some(attempt);
-        if !current {
-            return Ok(());
-        }
-        match end {
-            TaskEnd::Finished => {
-                self.log.push(format!("{pos} attempt {attempt} finished"));
-                // As the leader does: a restarted upstream learns it has nothing left to
-                // deliver to a finished task.
-                if self.placement.finish(pos, attempt) {
-                    self.push_routes();
-                }
-                if pos == self.sink() {
-                    // The sink holds every end of stream and wrote the output.
-                    self.sink_done_at = Some(Instant::now());
-                }
-            }
-            TaskEnd::Failed(e) => {
-                self.log
-                    .push(format!("{pos} attempt {attempt} failed: {e}"));
-                if self.restarts > 60 {
-                    return Err(format!("too many restarts; last: {pos}: {e}"));
-                }
-                self.recover(pos)?;
-                if self.rng.chance(0.3) {
-                    // Aim at the successor while it recovers.
-                    let at = Instant::now() + Duration::from_micros(self.rng.below(4000));
-                    self.at(at, Timed::KillTask(pos));
-                }
-            }
-            TaskEnd::Cancelled => {
-                self.log.push(format!("{pos} attempt {attempt} cancelled"));
-                self.recover(pos)?;
-            }
-        }
-        Ok(())
+        self.feed(Input::Rejoined {
+            worker: worker_id(w),
+            reports,
+        });
     }
 
     /// A follower reads the sink's committed output (in its own task, racing the writers).
@@ -506,8 +579,8 @@ impl Sim {
         });
     }
 
-    /// Injects one fault of the plan; an error ends the job.
-    fn chaos(&mut self, kind: Chaos, now: Instant) -> Result<(), String> {
+    /// Injects one fault of the plan.
+    fn chaos(&mut self, kind: Chaos, now: Instant) {
         let n_workers = self.hosts.len() - 1;
         match kind {
             Chaos::Kill => {
@@ -528,18 +601,17 @@ impl Sim {
                 }
             }
             Chaos::Stall => {
+                // The leader's monitor finds an attempt stalled: its core stops and recovers
+                // it (the old attempt stops when the Stop command arrives).
                 let pos = self.random_task();
-                let (host, attempt) = self.tasks[&pos];
-                if self.leader_down.is_none()
-                    && self.alive[host]
-                    && self.spec.delivery == Delivery::ExactlyOnce
-                {
-                    if let Some(a) = self.running.remove(&(pos, attempt)) {
+                if self.leader_down.is_none() && self.spec.delivery == Delivery::ExactlyOnce {
+                    if let Some(attempt) = self.newest_running(pos) {
                         self.log.push(format!("stalled {pos} attempt {attempt}"));
-                        let at = now + Duration::from_micros(self.rng.below(30_000));
-                        self.at(at, Timed::Stop(a.cancel.clone()));
-                        self.running.insert((pos, attempt + 2_000_000), a);
-                        self.recover_lost(pos)?;
+                        self.feed(Input::Stalled {
+                            pos,
+                            attempt,
+                            cause: "simulated stall".into(),
+                        });
                     }
                 }
             }
@@ -554,121 +626,116 @@ impl Sim {
                 }
             }
             Chaos::LeaderCrash => {
-                if self.leader_down.is_none() && self.sink_done_at.is_none() {
+                if self.leader_down.is_none() {
                     let back = now + Duration::from_micros(1_000 + self.rng.below(60_000));
                     self.log.push("leader crash".into());
                     self.leader_down = Some(back);
+                    self.core = None;
+                    self.core_timers.clear();
                     self.at(back, Timed::LeaderBack);
                 }
             }
             Chaos::StoreFaults => {
+                let n = if self.rng.chance(0.2) {
+                    12
+                } else {
+                    1 + self.rng.below(4) as u32
+                };
                 if let Store::Memory(m) = &self.store {
-                    let n = if self.rng.chance(0.2) {
-                        12
-                    } else {
-                        1 + self.rng.below(4) as u32
-                    };
                     m.fail_puts.store(n, Ordering::Relaxed);
                     self.log.push(format!("store fails the next {n} writes"));
                 }
             }
         }
-        Ok(())
     }
 
-    /// Carries out a timed action; an error ends the job.
-    fn fire(&mut self, t: Timed, now: Instant) -> Result<(), String> {
+    /// Carries out a timed action.
+    fn fire(&mut self, t: Timed, now: Instant) {
         match t {
             Timed::LeaderBack => {
-                // As `leader::cleanup::restore_jobs` and `api::control::adopt`: the job carries
-                // on from its recorded placement (no task restarts), every worker rejoins with
-                // its attempts and gets the placement again, and the ends it held reach the
-                // driver as if they had just happened.
+                // As `leader::cleanup::restore_jobs` and `api::control::adopt`: a new core
+                // resumes the job from its durable placement (no task restarts), every
+                // worker the leader can reach rejoins with its attempts and the ends it held,
+                // and a worker still cut off is lost once the adoption deadline passes.
                 self.leader_down = None;
                 self.log.push("leader back".into());
                 LEADER_RESTARTS.fetch_add(1, Ordering::Relaxed);
-                self.push_routes();
-                for r in std::mem::take(&mut self.held) {
-                    self.on_end(r)?;
+                self.done_reported.clear();
+                self.core = Some(JobCore::new(
+                    self.job.clone(),
+                    self.spec.clone(),
+                    core_config(),
+                ));
+                self.feed(Input::Resume(self.durable.clone()));
+                for w in 1..self.hosts.len() {
+                    if self.alive[w] {
+                        self.rejoin(w);
+                    }
                 }
+            }
+            Timed::Heartbeat => {
+                self.heartbeat();
+                self.at(now + HEARTBEAT, Timed::Heartbeat);
             }
             Timed::Stop(c) => c.cancel(),
             Timed::Sample => self.sample(),
             Timed::KillTask(pos) => {
-                let (_, attempt) = self.tasks[&pos];
+                let Some(attempt) = self.newest_running(pos) else {
+                    return;
+                };
                 if let Some(a) = self.running.remove(&(pos, attempt)) {
-                    if !self.alive[a.host] {
-                        self.running.insert((pos, attempt), a);
-                        return Ok(());
-                    }
+                    let host = a.host;
                     a.handle.abort();
                     self.log.push(format!("kill {pos} attempt {attempt}"));
                     // Its worker reports the crash, as a real one does.
-                    let _ = self
-                        .events
-                        .send((pos, attempt, TaskEnd::Failed("killed".into())));
+                    let _ =
+                        self.events
+                            .send((host, pos, attempt, TaskEnd::Failed("killed".into())));
                 }
             }
             Timed::DeclareDead(w, heal) => {
                 if heal <= now || !self.alive[w] {
-                    return Ok(());
+                    return;
                 }
                 if let Some(back) = self.leader_down {
                     // Nobody declares anything while the leader is down; the restarted leader
                     // gives every worker a heartbeat timeout to rejoin.
                     self.at(back + DEAD_AFTER, Timed::DeclareDead(w, heal));
-                    return Ok(());
+                    return;
                 }
+                if self.live_workers() <= 1 {
+                    // The plan never takes the last worker: a job with no worker fails.
+                    return;
+                }
+                // Its attempts run on as zombies until the worker learns.
                 self.alive[w] = false;
                 self.log
                     .push(format!("{} declared dead", self.hosts[w].name));
-                let lost: Vec<TaskPos> = self
-                    .tasks
-                    .iter()
-                    .filter(|(_, (h, _))| *h == w)
-                    .map(|(p, _)| *p)
-                    .collect();
-                for pos in lost {
-                    // Its attempts run on as zombies until the worker learns.
-                    let (_, attempt) = self.tasks[&pos];
-                    if let Some(a) = self.running.remove(&(pos, attempt)) {
-                        self.running.insert((pos, attempt + 1_000_000), a);
-                    }
-                    if self.live_workers() == 0 {
-                        break;
-                    }
-                    self.recover_lost(pos)?;
-                }
+                self.feed(Input::WorkerLost {
+                    worker: worker_id(w),
+                });
             }
             Timed::Heal(w) => {
                 self.net.heal(&self.hosts[w].name);
                 self.log.push(format!("heal {}", self.hosts[w].name));
                 if !self.alive[w] {
                     // The worker learns it was declared dead (its next heartbeat says so) a
-                    // little later: it stops its zombies and rejoins.
+                    // little later, and rejoins under its old identity.
                     let at = now + Duration::from_micros(self.rng.below(20_000));
                     self.at(at, Timed::Rejoin(w));
                 }
             }
             Timed::Rejoin(w) => {
                 if self.alive[w] {
-                    return Ok(());
+                    return;
                 }
                 if let Some(back) = self.leader_down {
                     self.at(back, Timed::Rejoin(w));
-                    return Ok(());
+                    return;
                 }
-                for a in self.running.values() {
-                    if a.host == w {
-                        a.cancel.cancel();
-                    }
-                }
-                self.alive[w] = true;
-                self.push_routes();
-                self.log.push(format!("{} rejoined", self.hosts[w].name));
+                self.rejoin(w);
             }
         }
-        Ok(())
     }
 }
 
@@ -855,7 +922,6 @@ async fn run_seed(seed: u64) -> SeedResult {
     }
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let job = JobId("job-1".into());
-    let k = spec.stages.len() as u32;
     let mut sim = Sim {
         rng: rng.fork(),
         net: net.clone(),
@@ -863,49 +929,26 @@ async fn run_seed(seed: u64) -> SeedResult {
         job: job.clone(),
         alive: vec![true; hosts.len()],
         hosts,
-        placement: Placement::default(),
-        tasks: BTreeMap::new(),
+        core: Some(JobCore::new(job.clone(), spec.clone(), core_config())),
+        durable: RunState::default(),
+        core_timers: BTreeMap::new(),
         running: BTreeMap::new(),
-        epoch: 0,
+        done_reported: Vec::new(),
         events: ev_tx,
         timers: BTreeMap::new(),
         timer_seq: 0,
-        sink_done_at: None,
+        outcome: None,
         leader_down: None,
         held: Vec::new(),
         samples: Arc::default(),
-        restarts: 0,
         log: vec![format!(
             "{delivery:?} {pipeline:?} rows={n_rows} workers={n_workers} {:?} cfg={cfg:?}",
             spec.stages.iter().map(|s| s.tasks).collect::<Vec<_>>()
         )],
         spec,
     };
-    // Every task — source, operators, sink — on the workers, round robin from a random one.
-    let mut next = rng.below(n_workers as u64) as usize;
-    for stage in 0..=k + 1 {
-        let n = if stage == 0 || stage == k + 1 {
-            1
-        } else {
-            tasks_of(&sim.spec, stage)
-        };
-        for index in 0..n {
-            let host = 1 + next % n_workers;
-            next += 1;
-            let pos = TaskPos { stage, index };
-            sim.tasks.insert(pos, (host, 0));
-            sim.placement.insert(pos, sim.hosts[host].addr.clone(), 0);
-        }
-    }
-    // The first placement reaches every host before anything starts, as with Start commands.
-    for h in &sim.hosts {
-        h.env
-            .routes
-            .set_many(&job, sim.placement.version(), &sim.placement.list());
-    }
-    for pos in sim.tasks.keys().copied().collect::<Vec<_>>() {
-        sim.start_task(pos);
-    }
+    // The leader's core places every task — source, operators, sink — and starts them.
+    sim.feed(Input::Start);
 
     // The fault plan: event times over the job's expected run (about a second or less).
     let n_events = rng.below(9);
@@ -933,38 +976,22 @@ async fn run_seed(seed: u64) -> SeedResult {
         let at = t0 + Duration::from_micros(rng.below(1_500_000));
         sim.at(at, Timed::Sample);
     }
+    sim.at(t0 + HEARTBEAT, Timed::Heartbeat);
     let outcome: Result<(), String> = loop {
-        if let Some(at) = sim.sink_done_at {
-            // The source never ends (it serves restarted first-stage tasks until stopped).
-            let drained = sim
-                .tasks
-                .iter()
-                .filter(|(pos, _)| pos.stage > 0)
-                .all(|(pos, (_, a))| !sim.running.contains_key(&(*pos, *a)));
-            if drained || Instant::now() >= at + DRAIN {
-                break Ok(());
-            }
+        if let Some(outcome) = sim.outcome.take() {
+            break outcome;
         }
         let next_plan = plan.peek().map(|(at, _)| t0 + Duration::from_micros(*at));
         let next_timer = sim.timers.keys().next().map(|(t, _)| *t);
-        let drained = sim.sink_done_at.map(|t| t + DRAIN);
-        let wake = [next_plan, next_timer, drained, Some(deadline)]
+        let next_core = sim.core_timers.values().min().copied();
+        let wake = [next_plan, next_timer, next_core, Some(deadline)]
             .into_iter()
             .flatten()
             .min()
             .unwrap_or(deadline);
         tokio::select! {
             biased;
-            Some(report) = ev_rx.recv() => {
-                sim.running.remove(&(report.0, report.1));
-                if sim.leader_down.is_some() {
-                    sim.held.push(report);
-                    continue;
-                }
-                if let Err(e) = sim.on_end(report) {
-                    break Err(e);
-                }
-            }
+            Some(report) = ev_rx.recv() => sim.on_report(report),
             _ = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 if now >= deadline {
@@ -979,28 +1006,31 @@ async fn run_seed(seed: u64) -> SeedResult {
                     }
                     break Err("the job did not terminate".into());
                 }
-                let mut res = Ok(());
                 while let Some((at, _)) = plan.peek() {
                     if t0 + Duration::from_micros(*at) > now {
                         break;
                     }
                     let Some((_, kind)) = plan.next() else { break };
                     sim.sample();
-                    res = sim.chaos(kind, now);
-                    if res.is_err() {
-                        break;
-                    }
+                    sim.chaos(kind, now);
                 }
-                while res.is_ok() {
+                let due: Vec<Timer> = sim
+                    .core_timers
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in due {
+                    sim.core_timers.remove(&t);
+                    sim.feed(Input::Timer(t));
+                }
+                loop {
                     match sim.timers.first_key_value() {
                         Some(((at, _), _)) if *at <= now => {}
                         _ => break,
                     }
                     let Some((_, t)) = sim.timers.pop_first() else { break };
-                    res = sim.fire(t, now);
-                }
-                if let Err(e) = res {
-                    break Err(e);
+                    sim.fire(t, now);
                 }
             }
         }
@@ -1052,6 +1082,8 @@ async fn run_seed(seed: u64) -> SeedResult {
 
 enum Timed {
     LeaderBack,
+    /// Workers report their tasks' progress.
+    Heartbeat,
     KillTask(TaskPos),
     Stop(CancellationToken),
     DeclareDead(usize, Instant),

@@ -4,10 +4,10 @@
 //! background and shown on the job (`cleanup_error`). At start-up, the records of an earlier
 //! leader on the same data dir are loaded here too.
 
-use super::driver::Outcome;
 use super::job::JobRec;
 use super::state::lock;
 use super::Leader;
+use crate::coordinator::Outcome;
 use crate::model::backoff::Backoff;
 use crate::model::ids::{JobId, WorkerId};
 use crate::model::spec::JobSpec;

@@ -1,48 +1,27 @@
-//! One job's lifecycle, owned by one tokio task: place every task — the source (stage 0), the
-//! operators and the sink (stage K+1) — on workers, start them, react to task ends (restart
-//! under exactly-once, fail otherwise), and finish by draining — the job succeeds only when the
-//! sink task reports that it holds every end of stream and wrote the output. The leader only
-//! coordinates: no tuple passes through it. Whatever the outcome, cleanup stops every task of
-//! the job and the record keeps its final status.
-//!
-//! Where tasks go and what each attempt is told: `placement.rs`; the loop that reacts to task
-//! ends until the outcome is known: `outcome.rs`; what a failure triggers: `recovery.rs`; the
-//! end: `cleanup.rs`.
+//! One job's driver, owned by one tokio task: it feeds the job's coordinator core
+//! ([`crate::coordinator::JobCore`]) its inputs — the start or resume, task ends and the
+//! monitor's findings from the job's inbox, its timers, a cancel — and carries out the actions
+//! the core returns: the task records the API shows, the durable placement, worker commands.
+//! Every decision is the core's; this file only executes them. Whatever the outcome,
+//! `cleanup.rs` stops every task of the job and the record keeps the final status.
 
 use super::cleanup::cleanup;
-use super::job::JobEvent;
-use super::persist::{PlacedTask, RunState};
-use super::placement::{assignment, Placement};
 use super::state::{lock, TaskRec};
 use super::Leader;
-use crate::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
-use crate::model::partition::tasks_of;
+use crate::coordinator::record::RunState;
+use crate::coordinator::{Action, Cluster, CoreConfig, Input, JobCore, Outcome, Timer};
+use crate::model::ids::{JobId, TaskKey};
 use crate::model::spec::JobSpec;
-use crate::protocol::control::{Command, TaskState};
+use crate::protocol::control::Command;
 use crate::runtime::sink::SinkProgress;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
-pub(super) enum Outcome {
-    Succeeded,
-    Failed(String),
-    Cancelled,
-}
-
-/// One job's run: everything its driver owns.
-pub(super) struct JobRun {
-    pub(super) leader: Arc<Leader>,
-    pub(super) id: JobId,
-    pub(super) spec: JobSpec,
-    pub(super) routes: Placement,
-    pub(super) epoch: u32,
-    pub(super) progress: watch::Sender<SinkProgress>,
-    pub(super) cancel: CancellationToken,
-    /// A resumed job: when tasks whose worker has not rejoined count as lost.
-    pub(super) adopt_deadline: Option<tokio::time::Instant>,
-}
+/// Once a job's sink finished, how long its other tasks have to report their own ends.
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// Runs a job to its final status: from the start, or (`resume`) from the placement an
 /// earlier leader recorded, carrying on with the tasks the workers still run.
@@ -50,102 +29,134 @@ pub async fn drive(
     leader: Arc<Leader>,
     id: JobId,
     spec: JobSpec,
-    mut events: mpsc::Receiver<JobEvent>,
+    mut events: mpsc::Receiver<Input>,
     cancel: CancellationToken,
     progress: watch::Sender<SinkProgress>,
     resume: Option<RunState>,
 ) {
-    let k = spec.stages.len() as u32;
-    let mut run = JobRun {
-        leader,
-        id,
-        spec,
-        routes: Placement::default(),
-        epoch: 0,
-        progress,
-        cancel,
-        adopt_deadline: None,
+    let cfg = CoreConfig {
+        max_restarts: leader.cfg.max_restarts,
+        adopt_after: leader.cfg.heartbeat_timeout,
+        drain_after: DRAIN,
     };
-    let started = match resume {
-        None => match run.place() {
-            Ok(()) => run.persist_run().await.and_then(|()| run.launch()),
-            Err(e) => Err(e),
-        },
-        Some(state) => match run.resume(state) {
-            Ok(()) => run.persist_run().await,
-            Err(e) => Err(e),
-        },
+    let mut core = JobCore::new(id.clone(), spec.clone(), cfg);
+    let mut run = Executor {
+        leader: leader.clone(),
+        id: id.clone(),
+        spec: spec.clone(),
+        timers: BTreeMap::new(),
     };
-    let outcome = match started {
-        Ok(()) => {
-            info!(job = %run.id, stages = k, epoch = run.epoch, "job started");
-            run.watch(&mut events).await
+    let mut input = match resume {
+        None => Input::Start,
+        Some(state) => Input::Resume(state),
+    };
+    let outcome = loop {
+        if let Some(outcome) = run.step(&mut core, input).await {
+            break outcome;
         }
-        Err(e) => Outcome::Failed(e),
+        input = run.next_input(&mut events, &cancel).await;
     };
-    cleanup(&run.leader, &run.id, &run.spec, outcome, &run.progress).await;
+    cleanup(&leader, &id, &spec, outcome, &progress).await;
 }
 
-impl JobRun {
-    /// Places every task — source, operators, sink — on live workers, least loaded first.
-    fn place(&mut self) -> Result<(), String> {
-        let k = self.spec.stages.len() as u32;
-        let mut st = lock(&self.leader.state);
-        let workers = st.workers_by_load();
-        if workers.is_empty() {
-            return Err("no live workers to run the job".into());
-        }
-        let mut next = 0;
-        for stage in 0..=k + 1 {
-            let tasks = if stage == 0 {
-                1
-            } else {
-                tasks_of(&self.spec, stage)
-            };
-            for index in 0..tasks {
-                let w = workers[next % workers.len()].clone();
-                next += 1;
-                let pos = TaskPos { stage, index };
-                if let Some(rec) = st.workers.get(&w) {
-                    self.routes.insert(pos, rec.data_addr.clone(), 0);
+/// What carries out one job's core's actions.
+struct Executor {
+    leader: Arc<Leader>,
+    id: JobId,
+    spec: JobSpec,
+    /// The core's timers and when each expires.
+    timers: BTreeMap<Timer, tokio::time::Instant>,
+}
+
+impl Executor {
+    /// The next input: a cancel first, then an expired timer, then the job's inbox.
+    async fn next_input(
+        &mut self,
+        events: &mut mpsc::Receiver<Input>,
+        cancel: &CancellationToken,
+    ) -> Input {
+        let first = self
+            .timers
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(t, at)| (*t, *at));
+        let timer = async {
+            match first {
+                Some((t, at)) => {
+                    tokio::time::sleep_until(at).await;
+                    t
                 }
-                st.tasks.insert(
-                    TaskKey {
-                        job: self.id.clone(),
-                        pos,
-                    },
-                    TaskRec::placed(w, 0, TaskState::Starting, &self.spec, stage),
-                );
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Input::Cancel,
+            t = timer => {
+                self.timers.remove(&t);
+                Input::Timer(t)
+            }
+            ev = events.recv() => ev.unwrap_or(Input::Cancel),
+        }
+    }
+
+    /// Hands `input` to the core and carries out its actions, in order; the job's outcome
+    /// once the core decided it.
+    async fn step(&mut self, core: &mut JobCore, input: Input) -> Option<Outcome> {
+        let mut actions = core.handle(input, &self.cluster());
+        let mut i = 0;
+        while i < actions.len() {
+            let action = actions[i].clone();
+            i += 1;
+            match action {
+                Action::Persist(run) => {
+                    if let Err(e) = self.persist(run).await {
+                        // Nothing after an undurable placement may take effect.
+                        actions = core.handle(Input::Abort(e), &self.cluster());
+                        i = 0;
+                    }
+                }
+                Action::SetTimer(t, after) => {
+                    self.timers.insert(t, tokio::time::Instant::now() + after);
+                }
+                Action::ClearTimer(t) => {
+                    self.timers.remove(&t);
+                }
+                Action::End(outcome) => {
+                    self.counters(core);
+                    return Some(outcome);
+                }
+                other => self.command(other),
             }
         }
-        Ok(())
+        self.counters(core);
+        None
+    }
+
+    /// The live workers, least loaded first.
+    fn cluster(&self) -> Cluster {
+        let st = lock(&self.leader.state);
+        let workers = st
+            .workers_by_load()
+            .into_iter()
+            .filter_map(|w| st.workers.get(&w).map(|r| (w, r.data_addr.clone())))
+            .collect();
+        Cluster { workers }
+    }
+
+    /// Copies the core's counters onto the job's record.
+    fn counters(&self, core: &JobCore) {
+        let mut st = lock(&self.leader.state);
+        if let Some(j) = st.jobs.get_mut(&self.id) {
+            j.failures = core.failures();
+            j.recoveries = core.recoveries();
+        }
     }
 
     /// Records the placement durably; called before any change of it takes effect.
-    pub(super) async fn persist_run(&self) -> Result<(), String> {
+    async fn persist(&self, run: RunState) -> Result<(), String> {
         let record = {
             let mut st = lock(&self.leader.state);
-            let tasks = self
-                .routes
-                .list()
-                .into_iter()
-                .map(|(pos, dest)| PlacedTask {
-                    pos,
-                    worker: st
-                        .tasks
-                        .get(&TaskKey {
-                            job: self.id.clone(),
-                            pos,
-                        })
-                        .map(|t| t.worker.clone()),
-                    dest,
-                })
-                .collect();
-            let run = RunState {
-                epoch: self.epoch,
-                version: self.routes.version(),
-                tasks,
-            };
             let j = st.jobs.get_mut(&self.id).ok_or("job record vanished")?;
             j.run = Some(run);
             j.stored(&self.id)
@@ -157,87 +168,75 @@ impl JobRun {
             .map_err(|e| format!("recording the job's placement: {e:#}"))
     }
 
-    /// Takes over a job an earlier leader ran: its epoch and placement as recorded, and every
-    /// task — source and sink included — expected back from its worker (adopted when the
-    /// worker rejoins, recovered as usual if it does not).
-    fn resume(&mut self, state: RunState) -> Result<(), String> {
-        // A placement recorded before sources and sinks ran on workers has them on no worker.
-        let k = self.spec.stages.len() as u32;
-        if let Some(t) = state
-            .tasks
-            .iter()
-            .find(|t| t.worker.is_none() && (t.pos.stage == 0 || t.pos.stage > k))
-        {
-            return Err(format!(
-                "task {} was placed by a leader that ran sources and sinks itself; resubmit the job",
-                t.pos
-            ));
-        }
-        self.epoch = state.epoch;
-        self.routes = Placement::restored(
-            state.version,
-            state.tasks.iter().map(|t| (t.pos, t.dest.clone())),
-        );
+    /// Carries out an action that touches the task records or workers' command queues.
+    fn command(&self, action: Action) {
+        let key = |pos| TaskKey {
+            job: self.id.clone(),
+            pos,
+        };
         let mut st = lock(&self.leader.state);
-        for t in &state.tasks {
-            let Some(worker) = t.worker.clone() else {
-                continue;
-            };
-            st.tasks.insert(
-                TaskKey {
-                    job: self.id.clone(),
-                    pos: t.pos,
-                },
-                TaskRec::placed(
-                    worker,
-                    t.dest.attempt,
-                    if t.dest.finished {
-                        TaskState::Finished
-                    } else {
-                        TaskState::Starting
-                    },
-                    &self.spec,
-                    t.pos.stage,
-                ),
-            );
-        }
-        self.adopt_deadline = Some(tokio::time::Instant::now() + self.leader.cfg.heartbeat_timeout);
-        info!(job = %self.id, epoch = self.epoch, "resuming a job the previous leader ran");
-        Ok(())
-    }
-
-    /// Tasks of a resumed job whose worker has not rejoined in time fail (and are recovered).
-    pub(super) fn unadopted(&self) -> Vec<(TaskKey, u32)> {
-        let st = lock(&self.leader.state);
-        st.tasks
-            .iter()
-            .filter(|(k, t)| {
-                k.job == self.id
-                    && !t.state.is_terminal()
-                    && !st
-                        .workers
-                        .get(&t.worker)
-                        .is_some_and(|w| w.state == crate::protocol::control::WorkerState::Alive)
-            })
-            .map(|(k, t)| (k.clone(), t.attempt))
-            .collect()
-    }
-
-    /// Starts the current epoch: every task, source and sink included, at its current attempt.
-    pub(super) fn launch(&mut self) -> Result<(), String> {
-        {
-            let mut st = lock(&self.leader.state);
-            let tasks: Vec<(TaskKey, WorkerId, u32)> = st
-                .tasks
-                .iter()
-                .filter(|(key, _)| key.job == self.id)
-                .map(|(key, t)| (key.clone(), t.worker.clone(), t.attempt))
-                .collect();
-            for (key, w, attempt) in tasks {
-                let a = assignment(&self.spec, &key, attempt, self.epoch, &self.routes);
-                st.command(&w, Command::Start(a));
+        match action {
+            Action::Assign {
+                pos,
+                worker,
+                attempt,
+                state,
+            } => {
+                let key = key(pos);
+                match st.tasks.get_mut(&key) {
+                    Some(t) => {
+                        t.worker = worker;
+                        t.attempt = attempt;
+                        t.state = state;
+                        t.pid = None;
+                        t.done = false;
+                        t.progressed = Instant::now();
+                    }
+                    None => {
+                        let rec = TaskRec::placed(worker, attempt, state, &self.spec, pos.stage);
+                        st.tasks.insert(key, rec);
+                    }
+                }
             }
+            Action::Start { worker, assignment } => {
+                st.command(&worker, Command::Start(*assignment));
+            }
+            Action::Stop {
+                worker,
+                pos,
+                attempt,
+            } => st.command(
+                &worker,
+                Command::StopTask {
+                    key: key(pos),
+                    attempt,
+                },
+            ),
+            Action::StopJob { workers } => {
+                for w in workers {
+                    st.command(
+                        &w,
+                        Command::StopJob {
+                            job: self.id.clone(),
+                        },
+                    );
+                }
+            }
+            Action::Routes {
+                workers,
+                version,
+                routes,
+            } => {
+                for w in workers {
+                    let cmd = Command::Routes {
+                        job: self.id.clone(),
+                        routes: routes.clone(),
+                        version,
+                    };
+                    st.command(&w, cmd);
+                }
+            }
+            Action::Persist(_) | Action::SetTimer(..) | Action::ClearTimer(_) | Action::End(_) => {}
         }
-        Ok(())
     }
 }

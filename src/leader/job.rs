@@ -3,10 +3,11 @@
 //! submitted, resumed after a leader restart, or restored as an ended job.
 
 use super::persist::StoredJob;
+use crate::coordinator::Input;
 use crate::model::ids::{JobId, TaskKey};
 use crate::model::latency::LatencyHist;
 use crate::model::spec::JobSpec;
-use crate::protocol::control::{JobStatus, TaskState};
+use crate::protocol::control::JobStatus;
 use crate::runtime::sink::SinkProgress;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,25 +20,6 @@ pub fn ms_since_epoch(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Events a job's driver reacts to.
-#[derive(Debug)]
-pub enum JobEvent {
-    /// An attempt reached a terminal state.
-    TaskEnded {
-        /// Which task.
-        key: TaskKey,
-        /// Which attempt.
-        attempt: u32,
-        /// Final state.
-        state: TaskState,
-        /// Cause.
-        error: Option<String>,
-    },
-    /// The source's whole stream is acknowledged (its counters are final): a job whose sink
-    /// finished may now be complete.
-    SourceDone,
 }
 
 /// A job's record; it outlives the job's tasks (retention), so its final status is always
@@ -66,7 +48,7 @@ pub struct JobRec {
     /// Restarts done.
     pub recoveries: u64,
     /// Driver's event inbox (None once the job ended).
-    pub events: Option<mpsc::Sender<JobEvent>>,
+    pub events: Option<mpsc::Sender<Input>>,
     /// Cancels the job.
     pub cancel: CancellationToken,
     /// Output progress, for followers.
@@ -78,14 +60,14 @@ pub struct JobRec {
     /// The job's input logs may still be in the store (see `persist::StoredJob::logs_left`).
     pub logs_left: bool,
     /// While running: its durable placement (see `persist::RunState`).
-    pub run: Option<crate::leader::persist::RunState>,
+    pub run: Option<crate::coordinator::record::RunState>,
 }
 
 impl JobRec {
     /// A job's record as it is submitted: running, nothing counted yet.
     pub fn new(
         spec: JobSpec,
-        events: mpsc::Sender<JobEvent>,
+        events: mpsc::Sender<Input>,
         cancel: CancellationToken,
         progress: watch::Receiver<SinkProgress>,
     ) -> JobRec {
@@ -112,11 +94,11 @@ impl JobRec {
     }
 
     /// The sink task of this job (stage K+1): its log is the job's committed output.
-    pub fn sink_key(&self, id: &JobId) -> crate::model::ids::TaskKey {
-        crate::model::ids::TaskKey {
+    pub fn sink_key(&self, id: &JobId) -> TaskKey {
+        TaskKey {
             job: id.clone(),
             pos: crate::model::ids::TaskPos {
-                stage: self.spec.stages.len() as u32 + 1,
+                stage: self.spec.sink_stage(),
                 index: 0,
             },
         }
@@ -150,7 +132,7 @@ impl JobRec {
     /// its driver resuming from `job.run`.
     pub fn resumed(
         job: &StoredJob,
-        events: mpsc::Sender<JobEvent>,
+        events: mpsc::Sender<Input>,
         cancel: CancellationToken,
         progress: watch::Receiver<SinkProgress>,
     ) -> JobRec {

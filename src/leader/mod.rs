@@ -12,22 +12,20 @@ mod dashboard;
 pub mod driver;
 pub mod job;
 mod monitor;
-mod outcome;
 pub mod owned;
 pub mod persist;
-pub mod placement;
-mod recovery;
 pub mod state;
 pub mod validate;
 mod views;
 
+use crate::coordinator::Input;
 use crate::model::check::{check_spec, Problem};
 use crate::model::ids::JobId;
 use crate::model::spec::JobSpec;
 use crate::runtime::sink::SinkProgress;
 use crate::runtime::store::Store;
 use anyhow::Context;
-use job::{JobEvent, JobRec};
+use job::JobRec;
 use state::{lock, SharedState};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -93,10 +91,10 @@ impl Default for LeaderConfig {
 type NewJob = (
     JobId,
     JobSpec,
-    mpsc::Receiver<JobEvent>,
+    mpsc::Receiver<Input>,
     CancellationToken,
     watch::Sender<SinkProgress>,
-    Option<persist::RunState>,
+    Option<crate::coordinator::record::RunState>,
 );
 
 /// Shared leader context, handed to API handlers and job drivers.

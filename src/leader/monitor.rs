@@ -1,13 +1,15 @@
-//! The leader's monitor: a periodic sweep that declares silent workers dead and fails their
-//! tasks, declares stalled the deepest task of a job that has input waiting and makes no
-//! progress (stopping it), and drops ended jobs past retention. It only records failures; each
-//! job's driver decides how to recover.
+//! The leader's monitor: a periodic sweep that gathers what the leader last heard, asks the
+//! coordinator's sweeps (`coordinator::sweep`) which workers are silent and which tasks are
+//! stalled, and tells each job concerned (`WorkerLost`, `Stalled`): each job's core decides how
+//! to recover. It also drops ended jobs past retention.
 
 use super::state::lock;
 use super::Leader;
-use crate::model::ids::JobId;
-use crate::protocol::control::{Command, TaskState, WorkerState};
-use std::collections::HashMap;
+use crate::coordinator::sweep::{silent_workers, stalled_tasks, TaskSeen, WorkerSeen};
+use crate::coordinator::Input;
+use crate::model::ids::{JobId, TaskKey};
+use crate::protocol::control::WorkerState;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -29,68 +31,63 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
         {
             let mut st = lock(&leader.state);
             let now = Instant::now();
-            let dead: Vec<_> = st
+            let seen: Vec<WorkerSeen> = st
                 .workers
                 .iter()
-                .filter(|(_, w)| {
-                    w.state == WorkerState::Alive
-                        && now.duration_since(w.last_seen) > leader.cfg.heartbeat_timeout
+                .filter(|(_, w)| w.state == WorkerState::Alive)
+                .map(|(id, w)| WorkerSeen {
+                    id: id.clone(),
+                    last_seen: w.last_seen,
                 })
-                .map(|(id, _)| id.clone())
                 .collect();
-            for id in dead {
+            for id in silent_workers(&seen, now, leader.cfg.heartbeat_timeout) {
                 warn!(worker = %id, "worker missed its heartbeats; declared dead");
                 if let Some(w) = st.workers.get_mut(&id) {
                     w.state = WorkerState::Dead;
                     w.commands.clear();
                     w.notify.notify_one();
                 }
-                let lost: Vec<_> = st
+                let lost: Vec<(TaskKey, u32)> = st
                     .tasks
                     .iter()
                     .filter(|(_, t)| t.worker == id && !t.state.is_terminal())
                     .map(|(k, t)| (k.clone(), t.attempt))
                     .collect();
+                let mut jobs = BTreeSet::new();
                 for (key, attempt) in lost {
-                    to_send.extend(st.fail_task(key, attempt, format!("worker {id} lost")));
+                    st.mark_failed(&key, attempt, format!("worker {id} lost"));
+                    jobs.insert(key.job);
+                }
+                for job in jobs {
+                    let input = Input::WorkerLost { worker: id.clone() };
+                    to_send.extend(st.driver_of(&job).map(|tx| (tx, input)));
                 }
             }
             let stall = leader.cfg.stall_timeout;
-            let candidates: Vec<_> = st
+            let tasks: Vec<TaskSeen> = st
                 .tasks
                 .iter()
-                .filter(|(_, t)| {
-                    t.state == TaskState::Running
-                        && t.queued > 0
-                        && now.duration_since(t.progressed) > stall
+                .map(|(k, t)| TaskSeen {
+                    key: k.clone(),
+                    attempt: t.attempt,
+                    state: t.state,
+                    queued: t.queued,
+                    progressed: t.progressed,
                 })
-                .map(|(k, t)| (k.clone(), t.attempt, t.worker.clone()))
                 .collect();
-            // Tasks upstream of a stalled task are only backpressured: per job, only the
-            // deepest stalled stage is the culprit.
-            let mut deepest: HashMap<JobId, u32> = HashMap::new();
-            for (k, _, _) in &candidates {
-                let d = deepest.entry(k.job.clone()).or_insert(0);
-                *d = (*d).max(k.pos.stage);
-            }
-            let stalled: Vec<_> = candidates
-                .into_iter()
-                .filter(|(k, _, _)| deepest.get(&k.job) == Some(&k.pos.stage))
-                .collect();
-            for (key, attempt, worker) in stalled {
+            for (key, attempt) in stalled_tasks(&tasks, now, stall) {
                 let cause = format!(
                     "stalled: input waiting and no progress for {:.0} s",
                     stall.as_secs_f64()
                 );
-                warn!(task = %key, attempt, %worker, "{cause}");
-                st.command(
-                    &worker,
-                    Command::StopTask {
-                        key: key.clone(),
-                        attempt,
-                    },
-                );
-                to_send.extend(st.fail_task(key, attempt, cause));
+                warn!(task = %key, attempt, "{cause}");
+                st.mark_failed(&key, attempt, cause.clone());
+                let input = Input::Stalled {
+                    pos: key.pos,
+                    attempt,
+                    cause,
+                };
+                to_send.extend(st.driver_of(&key.job).map(|tx| (tx, input)));
             }
             let retention = leader.cfg.retention;
             let expired: Vec<_> = st

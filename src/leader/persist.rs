@@ -7,9 +7,8 @@
 //! (etcd, for standby leaders) would be a second implementation, not a rewrite. [`Persist`] is
 //! the handle the leader holds: it runs the blocking calls off the async workers.
 
-use crate::model::ids::{JobId, TaskPos, WorkerId};
+use crate::model::ids::{JobId, WorkerId};
 use crate::model::spec::JobSpec;
-use crate::protocol::control::Dest;
 use crate::protocol::control::JobStatus;
 use anyhow::Context;
 use redb::{ReadableDatabase, ReadableTable};
@@ -55,29 +54,7 @@ pub struct StoredJob {
     pub run: Option<RunState>,
 }
 
-/// A running job's placement, written before any change of it takes effect (before a Start
-/// or a Routes command leaves the leader), so a restarted leader never hands out an attempt
-/// number or a placement version twice.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct RunState {
-    /// The job epoch (at-least-once restarts bump it).
-    pub epoch: u32,
-    /// The placement version (workers apply only newer ones).
-    pub version: u64,
-    /// Every task, the source (stage 0) and the sink (stage K+1) included.
-    pub tasks: Vec<PlacedTask>,
-}
-
-/// One task of a running job's placement.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PlacedTask {
-    /// Position.
-    pub pos: TaskPos,
-    /// The worker running it (none: the leader itself, for the source and the sink).
-    pub worker: Option<WorkerId>,
-    /// Where it runs: address, attempt, finished.
-    pub dest: Dest,
-}
+pub use crate::coordinator::record::{PlacedTask, RunState};
 
 /// Durable leader state: a job counter that only grows, and job records by id. Every call is
 /// one transaction, durable when it returns.
@@ -302,7 +279,9 @@ impl DirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ids::TaskPos;
     use crate::model::spec::{Delivery, PathMode};
+    use crate::protocol::control::Dest;
 
     fn job(id: &str, status: JobStatus) -> StoredJob {
         StoredJob {

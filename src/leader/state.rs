@@ -2,8 +2,10 @@
 //! never held across `.await` or I/O — every user copies what it needs out and releases it.
 //! Resource accounting (which worker runs what) is derived from task records, never kept twice.
 
-use super::job::{JobEvent, JobRec};
+use super::job::JobRec;
+use crate::coordinator::Input;
 use crate::model::ids::{JobId, TaskKey, WorkerId};
+use crate::model::spec::StageRole;
 use crate::protocol::control::{Command, TaskState, WorkerState};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -84,12 +86,10 @@ impl TaskRec {
             rate: 0.0,
             sampled: now,
             error: None,
-            operator: match stage.checked_sub(1) {
-                None => "source".to_string(),
-                Some(i) => spec
-                    .stages
-                    .get(i as usize)
-                    .map_or_else(|| "sink".to_string(), |s| s.operator.describe()),
+            operator: match spec.role_of(stage) {
+                StageRole::Source => "source".to_string(),
+                StageRole::Sink => "sink".to_string(),
+                StageRole::Operator(s) => s.operator.describe(),
             },
             progressed: now,
             queued: 0,
@@ -104,14 +104,15 @@ pub fn job_counters(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control
     let Some(j) = jobs.get(&r.key.job) else {
         return;
     };
-    let stage = r.key.pos.stage;
-    if stage == 0 {
-        j.source_tuples.store(r.tuples_out, Ordering::Relaxed);
-    } else if stage == j.spec.stages.len() as u32 + 1 {
-        j.sink_tuples.store(r.tuples_in, Ordering::Relaxed);
-        if let Some(h) = &r.latency {
-            *j.latency.lock().unwrap_or_else(|p| p.into_inner()) = h.clone();
+    match j.spec.role_of(r.key.pos.stage) {
+        StageRole::Source => j.source_tuples.store(r.tuples_out, Ordering::Relaxed),
+        StageRole::Sink => {
+            j.sink_tuples.store(r.tuples_in, Ordering::Relaxed);
+            if let Some(h) = &r.latency {
+                *j.latency.lock().unwrap_or_else(|p| p.into_inner()) = h.clone();
+            }
         }
+        StageRole::Operator(_) => {}
     }
 }
 
@@ -153,20 +154,43 @@ impl State {
         self.workers.insert(id, rec);
     }
 
-    /// Applies a worker's report about one of its attempts: counters, pid (only an executable
-    /// operator's), state and error, if it is the current attempt of a task placed on that
-    /// worker and not already ended. Returns the event for the job's driver when the report
-    /// says the attempt ended, or that the source's whole stream is acknowledged.
+    /// Applies a worker's report about one of its attempts — from a heartbeat, an event post
+    /// or a rejoin: the one place reports are applied — if it is the current attempt of a
+    /// task placed on that worker and not already ended: counters, input rate, progress
+    /// (stall detection), queue depth, pid (only an executable operator's), state and error.
+    /// Returns the input for the job's core when the report is the first to say the attempt
+    /// ended, or that the source's whole stream is acknowledged.
     pub fn take_report(
         &mut self,
         worker: &WorkerId,
         r: crate::protocol::control::TaskReport,
-    ) -> Option<(mpsc::Sender<JobEvent>, JobEvent)> {
+        now: Instant,
+    ) -> Option<(mpsc::Sender<Input>, Input)> {
         let pid = reported_pid(&self.jobs, &r.key, r.pid);
         let t = self.tasks.get_mut(&r.key)?;
         if t.attempt != r.attempt || t.worker != *worker || t.state.is_terminal() {
             return None;
         }
+        let dt = now.saturating_duration_since(t.sampled).as_secs_f64();
+        if dt > 0.05 {
+            let inst = r.tuples_in.saturating_sub(t.tuples_in) as f64 / dt;
+            t.rate = if t.rate == 0.0 {
+                inst
+            } else {
+                0.5 * t.rate + 0.5 * inst
+            };
+            t.sampled = now;
+        }
+        // Progress is new input or new output; no pending work (an empty inbox, not
+        // draining) is never a stall.
+        if r.tuples_in != t.tuples_in
+            || r.tuples_out != t.tuples_out
+            || r.queued == 0
+            || r.state != TaskState::Running
+        {
+            t.progressed = now;
+        }
+        t.queued = r.queued;
         t.tuples_in = r.tuples_in;
         t.tuples_out = r.tuples_out;
         t.pid = pid.or(t.pid);
@@ -177,49 +201,36 @@ impl State {
         if r.error.is_some() {
             t.error = r.error.clone();
         }
-        if !r.state.is_terminal() {
-            let tx = self.jobs.get(&r.key.job).and_then(|j| j.events.clone());
-            return tx
-                .filter(|_| newly_done)
-                .map(|tx| (tx, JobEvent::SourceDone));
-        }
         if r.state == TaskState::Finished {
             t.rate = 0.0;
         }
         let tx = self.jobs.get(&r.key.job).and_then(|j| j.events.clone())?;
-        Some((
-            tx,
-            JobEvent::TaskEnded {
-                key: r.key,
+        if r.state.is_terminal() {
+            let input = Input::TaskEnded {
+                pos: r.key.pos,
                 attempt: r.attempt,
                 state: r.state,
                 error: r.error,
-            },
-        ))
+            };
+            return Some((tx, input));
+        }
+        newly_done.then_some((tx, Input::SourceDone { attempt: r.attempt }))
     }
 
-    /// Records a task attempt as failed and returns the event for its job's driver (if the
-    /// job still runs).
-    pub fn fail_task(
-        &mut self,
-        key: TaskKey,
-        attempt: u32,
-        cause: String,
-    ) -> Option<(mpsc::Sender<JobEvent>, JobEvent)> {
-        if let Some(t) = self.tasks.get_mut(&key) {
-            t.state = TaskState::Failed;
-            t.error = Some(cause.clone());
+    /// Records in the task's record that its attempt failed (the job's core decides what
+    /// follows; this only keeps the views true meanwhile).
+    pub fn mark_failed(&mut self, key: &TaskKey, attempt: u32, cause: String) {
+        if let Some(t) = self.tasks.get_mut(key) {
+            if t.attempt == attempt && !t.state.is_terminal() {
+                t.state = TaskState::Failed;
+                t.error = Some(cause);
+            }
         }
-        let tx = self.jobs.get(&key.job).and_then(|j| j.events.clone())?;
-        Some((
-            tx,
-            JobEvent::TaskEnded {
-                key,
-                attempt,
-                state: TaskState::Failed,
-                error: Some(cause),
-            },
-        ))
+    }
+
+    /// The event inbox of a job whose driver still runs.
+    pub fn driver_of(&self, job: &JobId) -> Option<mpsc::Sender<Input>> {
+        self.jobs.get(job).and_then(|j| j.events.clone())
     }
 
     /// Queues a command for a worker and wakes its poll.
@@ -271,11 +282,12 @@ pub fn reported_pid(
     pid: Option<u32>,
 ) -> Option<u32> {
     let pid = pid.filter(|p| *p > 1 && *p <= i32::MAX as u32)?;
-    let stage = (key.pos.stage as usize).checked_sub(1)?;
-    let exec = jobs
-        .get(&key.job)
-        .and_then(|j| j.spec.stages.get(stage))
-        .is_some_and(|s| matches!(s.operator, crate::model::spec::OperatorSpec::Exec { .. }));
+    let exec = jobs.get(&key.job).is_some_and(|j| {
+        matches!(
+            j.spec.role_of(key.pos.stage),
+            StageRole::Operator(s) if matches!(s.operator, crate::model::spec::OperatorSpec::Exec { .. })
+        )
+    });
     exec.then_some(pid)
 }
 

@@ -64,10 +64,10 @@ pub fn partition_into(spec: &JobSpec, stage: u32) -> Partition {
     }
 }
 
-/// Number of tasks of `stage` (1-based; the sink, past the last stage, has one).
+/// Number of tasks of `stage`: the source and the sink have one each.
 pub fn tasks_of(spec: &JobSpec, stage: u32) -> u32 {
-    spec.stages
-        .get(stage as usize - 1)
-        .map(|s| s.tasks)
-        .unwrap_or(1)
+    match spec.role_of(stage) {
+        crate::model::spec::StageRole::Operator(s) => s.tasks,
+        _ => 1,
+    }
 }

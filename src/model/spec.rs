@@ -121,6 +121,36 @@ pub struct JobSpec {
     pub autoscale: Option<(f64, f64)>,
 }
 
+/// What runs at one stage of a job. Stage 0 is the source, stages 1..=K are the user's
+/// stages, K+1 is the sink: the one place that rule is written, so no caller derives it.
+#[derive(Clone, Copy, Debug)]
+pub enum StageRole<'a> {
+    /// Stage 0: reads the source file.
+    Source,
+    /// Stages 1..=K: the user's operator.
+    Operator(&'a StageSpec),
+    /// Stage K+1: commits the output.
+    Sink,
+}
+
+impl JobSpec {
+    /// What runs at `stage` (anything past K is the sink; positions past K+1 do not exist).
+    pub fn role_of(&self, stage: u32) -> StageRole<'_> {
+        match (stage as usize).checked_sub(1) {
+            None => StageRole::Source,
+            Some(i) => self
+                .stages
+                .get(i)
+                .map_or(StageRole::Sink, StageRole::Operator),
+        }
+    }
+
+    /// The sink's stage number, K+1.
+    pub fn sink_stage(&self) -> u32 {
+        self.stages.len() as u32 + 1
+    }
+}
+
 #[cfg(test)]
 impl JobSpec {
     /// A job for unit tests: `in.txt` → `stages` → `o.txt`, exactly-once, store paths.

@@ -2,13 +2,13 @@
 //! long-poll through which a worker receives its numbered commands.
 
 use super::{bearer, error, Shared};
-use crate::leader::job::JobEvent;
-use crate::leader::state::{lock, reported_pid};
+use crate::coordinator::{Input, Reported};
+use crate::leader::state::lock;
 use crate::leader::Leader;
-use crate::model::ids::WorkerId;
+use crate::model::ids::{JobId, WorkerId};
 use crate::protocol::auth::{eq_ct, random_hex};
 use crate::protocol::control::{
-    Command, Events, Heartbeat, Known, RegisterRequest, RegisterResponse, TaskState, WorkerState,
+    Command, Events, Heartbeat, Known, RegisterRequest, RegisterResponse, WorkerState,
     PROTOCOL_VERSION, SESSION_HEADER, WORKER_HEADER,
 };
 use axum::extract::{Path, Query, State};
@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -145,11 +146,7 @@ pub(super) async fn register(
             None => Vec::new(),
         }
     };
-    for (tx, e) in to_send {
-        if tx.send(e).await.is_err() {
-            warn!("task event for a job that already ended; dropped");
-        }
-    }
+    deliver(to_send).await;
     if adopted {
         info!(worker = %id, data = %req.data_addr, pid = req.pid, "worker rejoined with its tasks");
     } else {
@@ -164,75 +161,68 @@ pub(super) async fn register(
     .into_response()
 }
 
-/// Takes back the attempts a rejoining worker reports: those the leader still counts on carry
-/// on (an end reported here goes to its job's driver as if it had just happened); any other
-/// still running is stopped. A task the leader placed on this worker that the worker does not
-/// report was lost while the leader was away: it fails, and is recovered as usual. The
-/// worker also gets every placement of the jobs it serves.
+/// Takes back the attempts a rejoining worker reports. Each report updates its task's record
+/// (the one place reports are applied); what follows is each job's core's decision
+/// (`Input::Rejoined`: carry on, stop a stale attempt, recover a task the worker lost, send
+/// it the placement). An attempt still running for a job that has ended is stopped here:
+/// there is no job left to decide.
 fn adopt(
     st: &mut crate::leader::state::State,
     id: &WorkerId,
     reports: Vec<crate::protocol::control::TaskReport>,
-) -> Vec<(tokio::sync::mpsc::Sender<JobEvent>, JobEvent)> {
-    let mut to_send = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
+) -> Vec<(tokio::sync::mpsc::Sender<Input>, Input)> {
+    let now = Instant::now();
+    let mut by_job: BTreeMap<JobId, Vec<Reported>> = BTreeMap::new();
+    // Every running job with a task placed on this worker hears of the rejoin, even one whose
+    // tasks the worker no longer reports (it lost them).
+    for (k, t) in st.tasks.iter() {
+        if &t.worker == id && st.driver_of(&k.job).is_some() {
+            by_job.entry(k.job.clone()).or_default();
+        }
+    }
     for r in reports {
-        let current = st
-            .tasks
-            .get(&r.key)
-            .is_some_and(|t| t.attempt == r.attempt && t.worker == *id);
-        if !current {
+        if st.driver_of(&r.key.job).is_none() {
             if !r.state.is_terminal() {
-                st.command(
-                    id,
-                    Command::StopTask {
-                        key: r.key.clone(),
-                        attempt: r.attempt,
-                    },
-                );
+                let stop = Command::StopTask {
+                    key: r.key.clone(),
+                    attempt: r.attempt,
+                };
+                st.command(id, stop);
             }
             continue;
         }
-        seen.insert(r.key.clone());
-        let key = r.key.clone();
-        to_send.extend(st.take_report(id, r));
-        if let Some(t) = st.tasks.get_mut(&key) {
-            t.progressed = Instant::now();
-        }
-    }
-    let lost: Vec<(crate::model::ids::TaskKey, u32)> = st
-        .tasks
-        .iter()
-        .filter(|(k, t)| t.worker == *id && !t.state.is_terminal() && !seen.contains(*k))
-        .map(|(k, t)| (k.clone(), t.attempt))
-        .collect();
-    for (key, attempt) in lost {
-        let cause = "the task was gone when its worker rejoined the leader".to_string();
-        to_send.extend(st.fail_task(key, attempt, cause));
-    }
-    let jobs: std::collections::BTreeSet<crate::model::ids::JobId> = st
-        .tasks
-        .iter()
-        .filter(|(_, t)| t.worker == *id)
-        .map(|(k, _)| k.job.clone())
-        .collect();
-    for job in jobs {
-        let placed = st.jobs.get(&job).and_then(|j| j.run.as_ref()).map(|r| {
-            let routes = r.tasks.iter().map(|t| (t.pos, t.dest.clone())).collect();
-            (r.version, routes)
+        by_job.entry(r.key.job.clone()).or_default().push(Reported {
+            pos: r.key.pos,
+            attempt: r.attempt,
+            state: r.state,
+            error: r.error.clone(),
         });
-        if let Some((version, routes)) = placed {
-            st.command(
-                id,
-                Command::Routes {
-                    job,
-                    routes,
-                    version,
-                },
-            );
+        let key = r.key.clone();
+        // The job's core gets the end, if any, with the rejoin.
+        let _already_in_the_rejoin = st.take_report(id, r, now);
+        if let Some(t) = st.tasks.get_mut(&key) {
+            t.progressed = now;
         }
     }
-    to_send
+    by_job
+        .into_iter()
+        .filter_map(|(job, reports)| {
+            let input = Input::Rejoined {
+                worker: id.clone(),
+                reports,
+            };
+            st.driver_of(&job).map(|tx| (tx, input))
+        })
+        .collect()
+}
+
+/// Hands inputs to their jobs' drivers.
+async fn deliver(inputs: Vec<(tokio::sync::mpsc::Sender<Input>, Input)>) {
+    for (tx, input) in inputs {
+        if tx.send(input).await.is_err() {
+            warn!("task event for a job that already ended; dropped");
+        }
+    }
 }
 
 pub(super) async fn heartbeat(
@@ -243,48 +233,20 @@ pub(super) async fn heartbeat(
     if let Err(denied) = authorize(&l, &headers, &hb.worker_id) {
         return *denied;
     }
-    let mut st = lock(&l.state);
-    let now = Instant::now();
-    match st.workers.get_mut(&hb.worker_id) {
-        Some(w) if w.state == WorkerState::Alive => w.last_seen = now,
-        _ => return Json(Known { known: false }).into_response(),
-    }
-    for r in hb.tasks {
-        let pid = reported_pid(&st.jobs, &r.key, r.pid);
-        if let Some(t) = st.tasks.get_mut(&r.key) {
-            if t.attempt != r.attempt || t.worker != hb.worker_id || t.state.is_terminal() {
-                continue;
-            }
-            let dt = now.duration_since(t.sampled).as_secs_f64();
-            if dt > 0.05 {
-                let inst = r.tuples_in.saturating_sub(t.tuples_in) as f64 / dt;
-                t.rate = if t.rate == 0.0 {
-                    inst
-                } else {
-                    0.5 * t.rate + 0.5 * inst
-                };
-                t.sampled = now;
-            }
-            // Progress is new input or new output; no pending work (an empty inbox, not
-            // draining) is never a stall.
-            if r.tuples_in != t.tuples_in
-                || r.tuples_out != t.tuples_out
-                || r.queued == 0
-                || r.state != TaskState::Running
-            {
-                t.progressed = now;
-            }
-            t.queued = r.queued;
-            t.tuples_in = r.tuples_in;
-            t.tuples_out = r.tuples_out;
-            t.pid = pid.or(t.pid);
-            if !r.state.is_terminal() {
-                t.state = r.state;
-            }
-            t.done |= r.done;
-            crate::leader::state::job_counters(&st.jobs, &r);
+    let to_send = {
+        let mut st = lock(&l.state);
+        let now = Instant::now();
+        match st.workers.get_mut(&hb.worker_id) {
+            Some(w) if w.state == WorkerState::Alive => w.last_seen = now,
+            _ => return Json(Known { known: false }).into_response(),
         }
-    }
+        let mut to_send = Vec::new();
+        for r in hb.tasks {
+            to_send.extend(st.take_report(&hb.worker_id, r, now));
+        }
+        to_send
+    };
+    deliver(to_send).await;
     Json(Known { known: true }).into_response()
 }
 
@@ -303,15 +265,12 @@ pub(super) async fn events(
             Some(w) if w.state == WorkerState::Alive => {}
             _ => return Json(Known { known: false }).into_response(),
         }
+        let now = Instant::now();
         for r in ev.reports {
-            to_send.extend(st.take_report(&ev.worker_id, r));
+            to_send.extend(st.take_report(&ev.worker_id, r, now));
         }
     }
-    for (tx, e) in to_send {
-        if tx.send(e).await.is_err() {
-            warn!("task event for a job that already ended; dropped");
-        }
-    }
+    deliver(to_send).await;
     Json(Known { known: true }).into_response()
 }
 

@@ -1,11 +1,11 @@
 //! Where a job's tasks run and what each attempt is told: the versioned placement (the route
 //! table every worker follows), the assignment of one attempt, and the recovery rule of each
-//! delivery mode. Pure functions of the job spec and the placement, so the deterministic
-//! simulation (`tests/sim.rs`) drives the leader's own decisions.
+//! delivery mode. Pure functions of the job spec and the placement, used by the job's core
+//! ([`crate::coordinator::JobCore`]).
 
 use crate::model::ids::{TaskKey, TaskPos};
 use crate::model::partition::{partition_into, tasks_of};
-use crate::model::spec::{Delivery, JobSpec};
+use crate::model::spec::{Delivery, JobSpec, StageRole};
 use crate::protocol::control::{Dest, SourceReplay, TaskAssignment, TaskRole};
 use std::collections::BTreeMap;
 
@@ -49,36 +49,31 @@ pub fn assignment(
             partition: partition_into(spec, 1),
             tasks: tasks_of(spec, 1),
         });
-    let k = spec.stages.len() as u32;
-    let role = if stage == 0 {
-        TaskRole::Source {
+    let role = match spec.role_of(stage) {
+        StageRole::Source => TaskRole::Source {
             path: spec.source_path.clone(),
             name: spec.source_name.clone(),
             rate: spec.rate,
-        }
-    } else if stage > k {
-        TaskRole::Sink {
+        },
+        StageRole::Sink => TaskRole::Sink {
             path: spec.sink_path.clone(),
-        }
-    } else {
-        TaskRole::Operator {
-            operator: spec.stages[stage as usize - 1].operator.clone(),
-        }
+        },
+        StageRole::Operator(s) => TaskRole::Operator {
+            operator: s.operator.clone(),
+        },
     };
     TaskAssignment {
         key: key.clone(),
         attempt,
         role,
         paths: spec.paths,
-        upstream: match stage {
-            0 => 0,
-            1 => 1,
-            s => tasks_of(spec, s - 1),
+        upstream: match stage.checked_sub(1) {
+            None => 0,
+            Some(before) => tasks_of(spec, before),
         },
-        downstream: if stage > k {
-            0
-        } else {
-            tasks_of(spec, stage + 1)
+        downstream: match spec.role_of(stage) {
+            StageRole::Sink => 0,
+            _ => tasks_of(spec, stage + 1),
         },
         partition: partition_into(spec, stage + 1),
         delivery: spec.delivery,
@@ -135,7 +130,7 @@ impl Placement {
     }
 
     /// The placement in the list form control messages carry.
-    pub fn list(&self) -> Vec<crate::dataplane::routes::Route> {
+    pub fn list(&self) -> Vec<crate::protocol::control::Route> {
         self.table.iter().map(|(p, d)| (*p, d.clone())).collect()
     }
 }

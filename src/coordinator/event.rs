@@ -1,0 +1,183 @@
+//! What a job's core is told ([`Input`]), what it sees of the cluster ([`Cluster`]) and what it
+//! asks its executor to do ([`Action`]).
+
+use super::record::RunState;
+use crate::model::ids::{TaskPos, WorkerId};
+use crate::protocol::control::{Route, TaskAssignment, TaskState};
+use std::time::Duration;
+
+/// Something a job's core reacts to.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A new job: place every task and start them.
+    Start,
+    /// A restarted leader carries on a job an earlier one ran, from its durable placement:
+    /// every task is expected back from its worker.
+    Resume(RunState),
+    /// An attempt reached a terminal state (as its worker reported it).
+    TaskEnded {
+        /// Which task.
+        pos: TaskPos,
+        /// Which attempt.
+        attempt: u32,
+        /// Its final state.
+        state: TaskState,
+        /// Why it failed.
+        error: Option<String>,
+    },
+    /// The source's attempt reported its whole stream acknowledged (its counters are final).
+    SourceDone {
+        /// Which attempt of the source.
+        attempt: u32,
+    },
+    /// The monitor declared this worker dead: whatever ran there is lost.
+    WorkerLost {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// The monitor found this attempt stalled (input waiting, no progress).
+    Stalled {
+        /// Which task.
+        pos: TaskPos,
+        /// Which attempt.
+        attempt: u32,
+        /// What the monitor saw.
+        cause: String,
+    },
+    /// A worker rejoined under its old identity, reporting the attempts of this job it runs
+    /// or ran since it lost the leader.
+    Rejoined {
+        /// The worker.
+        worker: WorkerId,
+        /// Its attempts of this job.
+        reports: Vec<Reported>,
+    },
+    /// A timer the core set has expired.
+    Timer(Timer),
+    /// The user cancelled the job.
+    Cancel,
+    /// The executor could not carry out an action (the placement could not be made
+    /// durable): the job cannot go on safely.
+    Abort(String),
+}
+
+/// One attempt a rejoining worker reports.
+#[derive(Clone, Debug)]
+pub struct Reported {
+    /// Which task.
+    pub pos: TaskPos,
+    /// Which attempt.
+    pub attempt: u32,
+    /// Its state on the worker.
+    pub state: TaskState,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The core's timers; setting one replaces an earlier deadline of the same kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timer {
+    /// The sink finished: the other tasks have this long to report their own ends.
+    Drain,
+    /// A resumed job: tasks whose worker has not rejoined by then are lost.
+    Adopt,
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The sink holds every end of stream and wrote the output.
+    Succeeded,
+    /// The job cannot go on; the cause.
+    Failed(String),
+    /// The user cancelled it.
+    Cancelled,
+}
+
+/// What the core asks its executor to do, in order. A [`Action::Persist`] is durable before
+/// any later action of the same step takes effect.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// The task's current attempt is now `attempt`, on `worker`, in `state` (the executor's
+    /// view of tasks follows; reports of other attempts are stale).
+    Assign {
+        /// Which task.
+        pos: TaskPos,
+        /// Where it runs.
+        worker: WorkerId,
+        /// Its current attempt.
+        attempt: u32,
+        /// `Starting` for a new attempt or one expected back, `Finished` for one that was.
+        state: TaskState,
+    },
+    /// Make the placement durable (a restarted leader resumes from it).
+    Persist(RunState),
+    /// Start an attempt on a worker.
+    Start {
+        /// The worker.
+        worker: WorkerId,
+        /// What it runs.
+        assignment: Box<TaskAssignment>,
+    },
+    /// Stop one attempt.
+    Stop {
+        /// The worker running it.
+        worker: WorkerId,
+        /// Which task.
+        pos: TaskPos,
+        /// Which attempt.
+        attempt: u32,
+    },
+    /// Stop every attempt of the job on these workers.
+    StopJob {
+        /// The workers.
+        workers: Vec<WorkerId>,
+    },
+    /// Tell these workers where each task of the job runs now.
+    Routes {
+        /// The workers.
+        workers: Vec<WorkerId>,
+        /// The placement's version (workers apply only newer ones).
+        version: u64,
+        /// The placement.
+        routes: Vec<Route>,
+    },
+    /// Call back with [`Input::Timer`] after this long (replacing that timer's deadline).
+    SetTimer(Timer, Duration),
+    /// Forget a timer.
+    ClearTimer(Timer),
+    /// The job's outcome is known: stop its tasks and record it.
+    End(Outcome),
+}
+
+/// What the core sees of the cluster when it decides: the live workers, in the order it
+/// should prefer them (the leader: least loaded first), with their data addresses.
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    /// Live workers in preference order, with their data addresses.
+    pub workers: Vec<(WorkerId, String)>,
+}
+
+impl Cluster {
+    /// Whether `worker` is alive.
+    pub fn alive(&self, worker: &WorkerId) -> bool {
+        self.workers.iter().any(|(w, _)| w == worker)
+    }
+
+    /// The data address of a live worker.
+    pub fn addr(&self, worker: &WorkerId) -> Option<&str> {
+        self.workers
+            .iter()
+            .find(|(w, _)| w == worker)
+            .map(|(_, a)| a.as_str())
+    }
+
+    /// The preferred live worker other than `avoid`, or `avoid` itself if it is the only
+    /// one alive.
+    pub fn pick(&self, avoid: Option<&WorkerId>) -> Option<&(WorkerId, String)> {
+        self.workers
+            .iter()
+            .find(|(w, _)| Some(w) != avoid)
+            .or_else(|| self.workers.first())
+    }
+}

@@ -1,0 +1,390 @@
+//! One job's core: its placement, epoch and every task's current attempt, and the rules that
+//! turn an input into actions — placement and launch, adoption after a leader restart,
+//! finished tasks, completion, cancellation. What a failure triggers is in `recover.rs`.
+
+use super::event::{Action, Cluster, Input, Outcome, Timer};
+use super::placement::{assignment, Placement};
+use super::record::{PlacedTask, RunState};
+use crate::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
+use crate::model::partition::tasks_of;
+use crate::model::spec::JobSpec;
+use crate::protocol::control::TaskState;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// The limits a job's core decides by.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// A task that failed this many times fails its job.
+    pub max_restarts: u32,
+    /// A resumed job waits this long for a task's worker to rejoin before it counts the task
+    /// as lost.
+    pub adopt_after: Duration,
+    /// Once the sink finished, how long the other tasks have to report their own ends before
+    /// the job succeeds anyway (its output is complete).
+    pub drain_after: Duration,
+}
+
+/// A task as the core tracks it: its current attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreTask {
+    /// The worker running the current attempt.
+    pub worker: WorkerId,
+    /// The current attempt.
+    pub attempt: u32,
+    /// What the core knows of it: `Starting` until it ends, then how it ended.
+    pub state: TaskState,
+    /// A source whose current attempt reported its whole stream acknowledged.
+    pub done: bool,
+    /// Restored from a resumed placement and not yet reported back by its worker.
+    pub adopting: bool,
+}
+
+/// One job's coordinator: see the module doc of [`crate::coordinator`].
+pub struct JobCore {
+    pub(super) id: JobId,
+    pub(super) spec: JobSpec,
+    pub(super) cfg: CoreConfig,
+    pub(super) placement: Placement,
+    pub(super) epoch: u32,
+    pub(super) tasks: BTreeMap<TaskPos, CoreTask>,
+    /// The sink's current attempt finished: the job completes once the others report.
+    pub(super) sink_done: bool,
+    pub(super) ended: bool,
+    pub(super) failures: u64,
+    pub(super) recoveries: u64,
+}
+
+impl JobCore {
+    /// A job's core before its first input ([`Input::Start`] or [`Input::Resume`]).
+    pub fn new(id: JobId, spec: JobSpec, cfg: CoreConfig) -> JobCore {
+        JobCore {
+            id,
+            spec,
+            cfg,
+            placement: Placement::default(),
+            epoch: 0,
+            tasks: BTreeMap::new(),
+            sink_done: false,
+            ended: false,
+            failures: 0,
+            recoveries: 0,
+        }
+    }
+
+    /// Decides what `input` calls for, given the live workers; once the job has ended, nothing.
+    pub fn handle(&mut self, input: Input, cluster: &Cluster) -> Vec<Action> {
+        if self.ended {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let res = match input {
+            Input::Start => self.start(cluster, &mut out),
+            Input::Resume(run) => self.resume(run, &mut out),
+            Input::TaskEnded {
+                pos,
+                attempt,
+                state,
+                error,
+            } => self.ended_attempt(pos, attempt, state, error, cluster, &mut out),
+            Input::SourceDone { attempt } => {
+                if let Some(t) = self.current_mut(TaskPos { stage: 0, index: 0 }, attempt) {
+                    t.done = true;
+                }
+                Ok(())
+            }
+            Input::WorkerLost { worker } => {
+                let lost = self.running_on(&worker);
+                self.fail_each(lost, &format!("worker {worker} lost"), cluster, &mut out)
+            }
+            Input::Stalled {
+                pos,
+                attempt,
+                cause,
+            } => self.stalled(pos, attempt, cause, cluster, &mut out),
+            Input::Rejoined { worker, reports } => {
+                self.rejoined(worker, reports, cluster, &mut out)
+            }
+            Input::Timer(Timer::Adopt) => {
+                let lost: Vec<(TaskPos, u32)> = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.adopting && !cluster.alive(&t.worker))
+                    .map(|(p, t)| (*p, t.attempt))
+                    .collect();
+                let cause = "its worker did not rejoin the restarted leader";
+                self.fail_each(lost, cause, cluster, &mut out)
+            }
+            Input::Timer(Timer::Drain) => {
+                if self.sink_done {
+                    // Every tuple is durable in the sink and the output is written; a task
+                    // that has not reported its end is stopped when the job ends.
+                    warn!(job = %self.id, "some tasks did not report their end after the sink completed");
+                    Err(Outcome::Succeeded)
+                } else {
+                    Ok(())
+                }
+            }
+            Input::Cancel => Err(Outcome::Cancelled),
+            Input::Abort(cause) => Err(Outcome::Failed(cause)),
+        };
+        let end = match res {
+            Err(outcome) => Some(outcome),
+            Ok(()) => self.complete().then_some(Outcome::Succeeded),
+        };
+        if let Some(outcome) = end {
+            self.ended = true;
+            out.push(Action::End(outcome));
+        }
+        out
+    }
+
+    /// Every task's current attempt.
+    pub fn tasks(&self) -> &BTreeMap<TaskPos, CoreTask> {
+        &self.tasks
+    }
+
+    /// The job's epoch (at-least-once restarts bump it).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Failures of current attempts seen so far.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// Restarts done so far (a task's, or a whole epoch's).
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries
+    }
+
+    /// The job has an outcome; the core takes no more inputs.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The durable form of the placement.
+    pub fn run_state(&self) -> RunState {
+        RunState {
+            epoch: self.epoch,
+            version: self.placement.version(),
+            tasks: self
+                .placement
+                .list()
+                .into_iter()
+                .map(|(pos, dest)| PlacedTask {
+                    pos,
+                    worker: self.tasks.get(&pos).map(|t| t.worker.clone()),
+                    dest,
+                })
+                .collect(),
+        }
+    }
+
+    /// The job completes when the sink finished and every other task reported its end — the
+    /// source, which serves restarted first-stage tasks until the job ends, by reporting its
+    /// whole stream acknowledged.
+    fn complete(&self) -> bool {
+        self.sink_done
+            && self.tasks.iter().all(|(pos, t)| match pos.stage {
+                0 => t.done,
+                _ => t.state == TaskState::Finished,
+            })
+    }
+
+    /// The task at `pos` if `attempt` is its current attempt and it has not ended.
+    pub(super) fn current_mut(&mut self, pos: TaskPos, attempt: u32) -> Option<&mut CoreTask> {
+        self.tasks
+            .get_mut(&pos)
+            .filter(|t| t.attempt == attempt && !t.state.is_terminal())
+    }
+
+    /// Current attempts on `worker` that have not ended.
+    fn running_on(&self, worker: &WorkerId) -> Vec<(TaskPos, u32)> {
+        self.tasks
+            .iter()
+            .filter(|(_, t)| &t.worker == worker && !t.state.is_terminal())
+            .map(|(p, t)| (*p, t.attempt))
+            .collect()
+    }
+
+    pub(super) fn key(&self, pos: TaskPos) -> TaskKey {
+        TaskKey {
+            job: self.id.clone(),
+            pos,
+        }
+    }
+
+    /// Records a task's (new) current attempt, in the core and for the executor.
+    pub(super) fn assign(
+        &mut self,
+        pos: TaskPos,
+        worker: WorkerId,
+        addr: &str,
+        attempt: u32,
+        out: &mut Vec<Action>,
+    ) {
+        self.placement.insert(pos, addr.to_string(), attempt);
+        self.tasks.insert(
+            pos,
+            CoreTask {
+                worker: worker.clone(),
+                attempt,
+                state: TaskState::Starting,
+                done: false,
+                adopting: false,
+            },
+        );
+        out.push(Action::Assign {
+            pos,
+            worker,
+            attempt,
+            state: TaskState::Starting,
+        });
+    }
+
+    /// The Start command of a task's current attempt.
+    pub(super) fn start_action(&self, pos: TaskPos) -> Option<Action> {
+        let t = self.tasks.get(&pos)?;
+        let a = assignment(
+            &self.spec,
+            &self.key(pos),
+            t.attempt,
+            self.epoch,
+            &self.placement,
+        );
+        Some(Action::Start {
+            worker: t.worker.clone(),
+            assignment: Box::new(a),
+        })
+    }
+
+    /// Tells every live worker of the job but `skip` (which gets the placement with its Start
+    /// command) where each task runs now.
+    pub(super) fn publish_routes(
+        &self,
+        cluster: &Cluster,
+        skip: Option<&WorkerId>,
+        out: &mut Vec<Action>,
+    ) {
+        let workers: BTreeSet<&WorkerId> = self
+            .tasks
+            .values()
+            .map(|t| &t.worker)
+            .filter(|w| Some(*w) != skip && cluster.alive(w))
+            .collect();
+        if workers.is_empty() {
+            return;
+        }
+        out.push(Action::Routes {
+            workers: workers.into_iter().cloned().collect(),
+            version: self.placement.version(),
+            routes: self.placement.list(),
+        });
+    }
+
+    /// Places every task — source, operators, sink — round robin over the live workers in
+    /// their order of preference, makes the placement durable, then starts every task.
+    fn start(&mut self, cluster: &Cluster, out: &mut Vec<Action>) -> Result<(), Outcome> {
+        if cluster.workers.is_empty() {
+            return Err(Outcome::Failed("no live workers to run the job".into()));
+        }
+        let mut next = 0;
+        for stage in 0..=self.spec.sink_stage() {
+            for index in 0..tasks_of(&self.spec, stage) {
+                let (w, addr) = &cluster.workers[next % cluster.workers.len()];
+                next += 1;
+                self.assign(TaskPos { stage, index }, w.clone(), addr, 0, out);
+            }
+        }
+        out.push(Action::Persist(self.run_state()));
+        self.launch(out);
+        info!(job = %self.id, stages = self.spec.stages.len(), epoch = self.epoch, "job started");
+        Ok(())
+    }
+
+    /// Starts every task of the current epoch at its current attempt.
+    pub(super) fn launch(&self, out: &mut Vec<Action>) {
+        out.extend(self.tasks.keys().filter_map(|p| self.start_action(*p)));
+    }
+
+    /// An attempt ended: a finished one is marked in the placement (a restarted upstream
+    /// learns it has nothing left to deliver to it) and, if it is the sink, the job drains;
+    /// a failed current one is recovered by the delivery mode's rule.
+    pub(super) fn ended_attempt(
+        &mut self,
+        pos: TaskPos,
+        attempt: u32,
+        state: TaskState,
+        error: Option<String>,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Outcome> {
+        if state != TaskState::Finished {
+            let cause = error.unwrap_or_else(|| match state {
+                TaskState::Cancelled => "task stopped".to_string(),
+                _ => "task failed".to_string(),
+            });
+            return self.failed(pos, attempt, state, cause, cluster, out);
+        }
+        if self.placement.finish(pos, attempt) {
+            out.push(Action::Persist(self.run_state()));
+            self.publish_routes(cluster, None, out);
+        }
+        let sink = pos.stage == self.spec.sink_stage();
+        let Some(t) = self.current_mut(pos, attempt) else {
+            return Ok(());
+        };
+        t.state = TaskState::Finished;
+        t.adopting = false;
+        if sink {
+            info!(job = %self.id, "sink finished");
+            self.sink_done = true;
+            out.push(Action::SetTimer(Timer::Drain, self.cfg.drain_after));
+        }
+        Ok(())
+    }
+
+    /// The monitor found an attempt stalled: it is stopped and recovered like a failed one.
+    fn stalled(
+        &mut self,
+        pos: TaskPos,
+        attempt: u32,
+        cause: String,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Outcome> {
+        let Some(t) = self.current_mut(pos, attempt) else {
+            return Ok(());
+        };
+        out.push(Action::Stop {
+            worker: t.worker.clone(),
+            pos,
+            attempt,
+        });
+        self.failed(pos, attempt, TaskState::Failed, cause, cluster, out)
+    }
+
+    /// Fails each of these attempts (the current ones among them) with one cause.
+    pub(super) fn fail_each(
+        &mut self,
+        attempts: Vec<(TaskPos, u32)>,
+        cause: &str,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Outcome> {
+        for (pos, attempt) in attempts {
+            self.failed(
+                pos,
+                attempt,
+                TaskState::Failed,
+                cause.to_string(),
+                cluster,
+                out,
+            )?;
+        }
+        Ok(())
+    }
+}
