@@ -24,3 +24,6 @@ pub mod sweep;
 
 pub use event::{Action, Cluster, Input, Outcome, Reported, Timer};
 pub use job::{CoreConfig, CoreTask, JobCore};
+
+#[cfg(test)]
+mod tests;
