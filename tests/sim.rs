@@ -37,7 +37,10 @@ mod sim {
     pub mod net;
     pub mod rng;
 }
+#[path = "support/faulty_store.rs"]
+mod faulty_store;
 
+use faulty_store::FaultyStore;
 use rainstorm::coordinator::record::RunState;
 use rainstorm::coordinator::{
     Action, Cluster, CoreConfig, Input, JobCore, Outcome, Reported, Timer,
@@ -221,6 +224,8 @@ struct Sim {
     rng: Rng,
     net: SimNet,
     store: Store,
+    /// The store's fault injection.
+    faults: Arc<FaultyStore>,
     spec: JobSpec,
     job: JobId,
     hosts: Vec<Host>,
@@ -641,10 +646,8 @@ impl Sim {
                 } else {
                     1 + self.rng.below(4) as u32
                 };
-                if let Store::Memory(m) = &self.store {
-                    m.fail_puts.store(n, Ordering::Relaxed);
-                    self.log.push(format!("store fails the next {n} writes"));
-                }
+                self.faults.fail_puts.store(n, Ordering::Relaxed);
+                self.log.push(format!("store fails the next {n} writes"));
             }
         }
     }
@@ -831,7 +834,8 @@ async fn run_seed(seed: u64) -> SeedResult {
     sim::net::trace_start();
     let rng = Rng::new(seed);
     let net = SimNet::new(rng.fork());
-    let store = Store::memory();
+    let faults = Arc::new(FaultyStore::default());
+    let store = Store::objects(faults.clone(), "simulated");
     let n_rows = 60 + rng.below(240);
     let rows: Vec<(u64, &str)> = (1..=n_rows)
         .map(|id| (id, CATS[rng.below(CATS.len() as u64) as usize]))
@@ -843,10 +847,8 @@ async fn run_seed(seed: u64) -> SeedResult {
     // Store operations take virtual time in most seeds, so other tasks run between a caller's
     // operations as against a real store: a zombie's segment write and its fence check, a
     // successor's fences, listing and manifest, a follower's listing and its fence check.
-    if let Store::Memory(m) = &store {
-        let us = [0, 20, 100, 400][rng.below(4) as usize];
-        m.latency_us.store(us, Ordering::Relaxed);
-    }
+    let us = [0, 20, 100, 400][rng.below(4) as usize];
+    faults.latency_us.store(us, Ordering::Relaxed);
     let delivery = match rng.below(10) {
         0..=5 => Delivery::ExactlyOnce,
         6..=7 => Delivery::AtLeastOnce,
@@ -926,6 +928,7 @@ async fn run_seed(seed: u64) -> SeedResult {
         rng: rng.fork(),
         net: net.clone(),
         store: store.clone(),
+        faults,
         job: job.clone(),
         alive: vec![true; hosts.len()],
         hosts,

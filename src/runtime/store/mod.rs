@@ -1,26 +1,29 @@
-//! The cluster's store: source files, sink files, input logs and operators. One interface, four
-//! backends: a local directory and any S3-compatible service, both through the `object_store`
-//! crate; the leader's HTTP store API (how workers without direct store access reach it); and
-//! memory (the deterministic simulation, which can make writes fail on purpose). Writes are
-//! whole objects, atomic and durable (the local directory fsyncs the file and its directory),
-//! so logs made of immutable segments work on object storage.
+//! The cluster's store: source files, sink files, input logs and operators. One interface, two
+//! kinds of backend: any `object_store` implementation — a local directory, an S3-compatible
+//! service, or any other store a caller hands in (tests use the crate's in-memory store, the
+//! simulation wraps it to inject faults and latency) — and the leader's HTTP store API (how
+//! workers without direct store access reach it). Writes are whole objects, atomic and durable
+//! (the local directory fsyncs the file and its directory), so logs made of immutable segments
+//! work on object storage.
 //!
 //! This file is the interface every component sees: the [`Store`] handle, its errors, the
 //! store-path rules (nothing outside the store can be named) and the public methods, each a
-//! dispatch to the backend that does the work in its own file: `object` (local directory or
-//! S3, with `s3` building the S3 client), `http` (through the leader) and `memory`
-//! (simulation, fault injection).
+//! dispatch to the backend that does the work in its own file: `object` (any `object_store`,
+//! with `s3` building the S3 client) and `http` (through the leader).
 
 mod http;
-mod memory;
 mod object;
 mod ranged;
 mod s3;
 
 pub use http::{HttpStore, StoreSession};
-pub use memory::MemStore;
 pub use object::Objects;
 pub use s3::S3Location;
+
+/// The fault-injecting store of the tests and the simulation (it lives with the tests).
+#[cfg(test)]
+#[path = "../../../tests/support/faulty_store.rs"]
+pub(crate) mod faulty;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -117,8 +120,6 @@ pub enum Store {
     Object(Arc<Objects>),
     /// The leader's store API, as a worker reaches it.
     Http(HttpStore),
-    /// Objects in memory (simulation and tests).
-    Memory(Arc<MemStore>),
 }
 
 /// Maps a local I/O error on store path `path`: a missing file is [`StoreError::NotFound`].
@@ -252,9 +253,19 @@ impl Store {
         }
     }
 
-    /// A fresh, empty in-memory store.
+    /// A store over any `object_store` implementation (`url` names it in messages): how
+    /// tests and the simulation bring their own (in memory, or wrapped to inject faults).
+    pub fn objects(inner: Arc<dyn object_store::ObjectStore>, url: impl Into<String>) -> Store {
+        Store::Object(Arc::new(Objects {
+            inner,
+            root: None,
+            url: url.into(),
+        }))
+    }
+
+    /// A fresh, empty in-memory store (`object_store`'s own), for tests.
     pub fn memory() -> Store {
-        Store::Memory(Arc::default())
+        Store::objects(Arc::new(object_store::memory::InMemory::new()), "memory")
     }
 
     /// The local file behind a store path, when the store is local.
@@ -262,7 +273,7 @@ impl Store {
         let clean = clean_path(path)?;
         Ok(match self {
             Store::Object(o) => o.root().map(|r| r.join(clean)),
-            Store::Http(..) | Store::Memory(_) => None,
+            Store::Http(..) => None,
         })
     }
 
@@ -277,10 +288,6 @@ impl Store {
         match self {
             Store::Object(o) => o.put(&clean, data).await,
             Store::Http(h) => http::put(h, &clean, data).await,
-            Store::Memory(m) => {
-                m.latency().await;
-                m.put(clean, data)
-            }
         }
     }
 
@@ -295,7 +302,6 @@ impl Store {
         match self {
             Store::Object(o) => o.put_stream(&clean, body).await,
             Store::Http(h) => http::put_stream(h, &clean, body).await,
-            Store::Memory(m) => m.put_stream(clean, body).await,
         }
     }
 
@@ -314,10 +320,6 @@ impl Store {
         match self {
             Store::Object(o) => o.size(&clean).await,
             Store::Http(h) => http::size(h, &clean).await,
-            Store::Memory(m) => {
-                m.latency().await;
-                m.size(clean)
-            }
         }
     }
 
@@ -327,7 +329,6 @@ impl Store {
         match self {
             Store::Object(o) => o.open(&clean).await,
             Store::Http(h) => http::open(h, &clean).await,
-            Store::Memory(m) => m.open(clean),
         }
     }
 
@@ -337,10 +338,6 @@ impl Store {
         match self {
             Store::Object(o) => o.get(&clean).await,
             Store::Http(h) => http::get(h, &clean).await,
-            Store::Memory(m) => {
-                m.latency().await;
-                m.get(clean)
-            }
         }
     }
 
@@ -351,10 +348,6 @@ impl Store {
         match self {
             Store::Object(o) => o.list(&prefix).await,
             Store::Http(h) => http::list(h, &prefix).await,
-            Store::Memory(m) => {
-                m.latency().await;
-                Ok(m.list(&prefix))
-            }
         }
     }
 
@@ -398,7 +391,6 @@ impl Store {
         match self {
             Store::Object(o) => o.delete_report(&clean).await,
             Store::Http(h) => http::delete_report(h, &clean).await,
-            Store::Memory(m) => (m.delete(&clean), None),
         }
     }
 }
@@ -427,37 +419,4 @@ pub fn pinned_hash(path: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn store_paths_and_prefixes_stay_inside_the_store() {
-        assert!(clean_path("../etc/passwd").is_err());
-        assert!(clean_path("a/../../b").is_err());
-        assert!(clean_path("").is_err());
-        assert_eq!(clean_path("/x/./y").unwrap(), "x/y");
-        for p in [
-            "../",
-            "../../etc/",
-            "a/../../",
-            "./..",
-            "a/./b",
-            "a//b",
-            "a\\b",
-        ] {
-            assert!(clean_prefix(p).is_err(), "{p}");
-        }
-        assert_eq!(clean_prefix("").unwrap(), "");
-        assert_eq!(clean_prefix("/logs/job-1/").unwrap(), "logs/job-1/");
-    }
-
-    #[test]
-    fn blob_paths_pin_content_hashes() {
-        assert_eq!(
-            pinned_hash(&blob_path(&sha256_hex(b"x"))).map(str::len),
-            Some(64)
-        );
-        assert_eq!(pinned_hash("blobs/sha256/xyz"), None);
-        assert_eq!(pinned_hash(&blob_path(&"A".repeat(64))), None);
-    }
-}
+mod tests;

@@ -217,15 +217,16 @@ mod tests {
     use crate::dataplane::transport::Tcp;
     use crate::model::ids::{JobId, TaskPos};
     use crate::runtime::log::fence_path;
-    use crate::runtime::store::{MemStore, Store};
+    use crate::runtime::store::faulty::FaultyStore;
+    use crate::runtime::store::Store;
     use std::sync::atomic::Ordering;
 
-    fn env(mem: &Arc<MemStore>) -> TaskEnv {
+    fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
         TaskEnv {
             registry: Arc::new(Registry::default()),
             routes: Arc::new(Routes::default()),
             cfg: Default::default(),
-            store: Store::Memory(mem.clone()),
+            store: Store::objects(mem.clone(), "faulty"),
             work_dir: std::env::temp_dir(),
             net: Arc::new(Tcp),
             scripts: Default::default(),
@@ -242,7 +243,7 @@ mod tests {
 
     /// Logs one batch of one tuple on link 0 with a writer for `attempt`; returns what the
     /// writer returned and the link's ack afterwards.
-    async fn log_one(mem: &Arc<MemStore>, attempt: u32) -> (Result<(), Stop>, (u64, bool)) {
+    async fn log_one(mem: &Arc<FaultyStore>, attempt: u32) -> (Result<(), Stop>, (u64, bool)) {
         let acks = Arc::new(AckBoard::default());
         let (tx, rx) = mpsc::channel(4);
         let (feed_tx, mut feed_rx) = mpsc::channel(4);
@@ -266,7 +267,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_log_write_is_retried() {
-        let mem = Arc::new(MemStore::default());
+        let mem = Arc::new(FaultyStore::default());
         mem.fail_puts.store(WRITE_TRIES - 1, Ordering::Relaxed);
         let (res, ack) = log_one(&mem, 0).await;
         assert!(res.is_ok(), "{res:?}");
@@ -275,7 +276,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_log_write_that_keeps_failing_fails_the_task_with_the_store_error() {
-        let mem = Arc::new(MemStore::default());
+        let mem = Arc::new(FaultyStore::default());
         mem.fail_puts.store(WRITE_TRIES, Ordering::Relaxed);
         let (res, ack) = log_one(&mem, 0).await;
         match res {
@@ -289,8 +290,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_fenced_attempt_acknowledges_and_processes_nothing() {
-        let mem = Arc::new(MemStore::default());
-        Store::Memory(mem.clone())
+        let mem = Arc::new(FaultyStore::default());
+        Store::objects(mem.clone(), "faulty")
             .put(&fence_path(&key(), 0), bytes::Bytes::new())
             .await
             .unwrap();

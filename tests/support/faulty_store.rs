@@ -1,0 +1,134 @@
+//! A fault-injecting `object_store` for tests and the simulation: the crate's in-memory store
+//! behind a wrapper that can fail the next N writes (so the input log's retries and give-up
+//! path run on purpose) and makes every operation take a fixed time on tokio's clock (virtual
+//! time in the simulation), so that other tasks run between a caller's store operations, as
+//! against a real store — the fence and takeover races of the input log only happen then.
+//! Deterministic: no I/O, the in-memory store's order, no time but that latency.
+//!
+//! It lives with the tests: `tests/sim.rs` includes it, and so do the library's unit tests
+//! (`runtime::store`), through `#[path]`.
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// An in-memory object store whose writes can be made to fail and whose operations take time.
+#[derive(Debug, Default)]
+pub struct FaultyStore {
+    inner: Arc<InMemory>,
+    /// Writes still to fail (each failed write decrements it).
+    pub fail_puts: AtomicU32,
+    /// Microseconds every operation waits before it takes effect (0: none).
+    pub latency_us: AtomicU64,
+}
+
+impl std::fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultyStore")
+    }
+}
+
+impl FaultyStore {
+    async fn latency(&self) {
+        let us = self.latency_us.load(Ordering::Relaxed);
+        if us > 0 {
+            tokio::time::sleep(Duration::from_micros(us)).await;
+        }
+    }
+
+    /// Whether this write is one of those to fail (then one fewer remains).
+    fn fails(&self) -> bool {
+        self.fail_puts
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+fn injected(location: &Path) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "faulty",
+        source: format!("{location}: injected write failure").into(),
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.latency().await;
+        if self.fails() {
+            return Err(injected(location));
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.latency().await;
+        if self.fails() {
+            return Err(injected(location));
+        }
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.latency().await;
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        // The listing is taken after the latency, as every other operation takes effect.
+        let us = self.latency_us.load(Ordering::Relaxed);
+        let inner = self.inner.clone();
+        let prefix = prefix.cloned();
+        futures::stream::once(async move {
+            if us > 0 {
+                tokio::time::sleep(Duration::from_micros(us)).await;
+            }
+            inner.list(prefix.as_ref())
+        })
+        .flatten()
+        .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.latency().await;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.latency().await;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
