@@ -14,7 +14,7 @@ use crate::model::spec::JobSpec;
 use crate::protocol::control::{Command, JobStatus, TaskState};
 use crate::runtime::sink::SinkProgress;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -89,11 +89,7 @@ pub(super) async fn cleanup(
     {
         let mut st = lock(&leader.state);
         if let Some(j) = st.jobs.get_mut(id) {
-            j.status = status;
-            j.error = error.clone();
-            j.ended = Some(Instant::now());
-            j.ended_at = Some(now);
-            j.events = None;
+            j.end(status, error.clone(), now);
             j.logs_left = removed.is_err();
             j.cleanup_error = removed.as_ref().err().cloned();
         }

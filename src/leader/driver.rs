@@ -158,7 +158,7 @@ impl Executor {
         let record = {
             let mut st = lock(&self.leader.state);
             let j = st.jobs.get_mut(&self.id).ok_or("job record vanished")?;
-            j.run = Some(run);
+            j.set_run(run);
             j.stored(&self.id)
         };
         self.leader

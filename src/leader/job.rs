@@ -3,6 +3,7 @@
 //! submitted, resumed after a leader restart, or restored as an ended job.
 
 use super::persist::StoredJob;
+use crate::coordinator::record::RunState;
 use crate::coordinator::Input;
 use crate::model::ids::{JobId, TaskKey};
 use crate::model::latency::LatencyHist;
@@ -27,16 +28,12 @@ pub fn ms_since_epoch(t: SystemTime) -> u64 {
 pub struct JobRec {
     /// The spec.
     pub spec: JobSpec,
-    /// Status.
-    pub status: JobStatus,
-    /// Failure cause.
-    pub error: Option<String>,
+    /// Running (with what only a running job has) or ended (with what only an ended one has).
+    pub phase: Phase,
     /// Submission time.
     pub submitted: SystemTime,
     /// Start instant.
     pub started: Instant,
-    /// End instant.
-    pub ended: Option<Instant>,
     /// Tuples the source emitted.
     pub source_tuples: Arc<AtomicU64>,
     /// Lines the sink wrote.
@@ -47,20 +44,88 @@ pub struct JobRec {
     pub failures: u64,
     /// Restarts done.
     pub recoveries: u64,
-    /// Driver's event inbox (None once the job ended).
-    pub events: Option<mpsc::Sender<Input>>,
     /// Cancels the job.
     pub cancel: CancellationToken,
     /// Output progress, for followers.
     pub progress: watch::Receiver<SinkProgress>,
-    /// End time (wall clock, for the durable record).
-    pub ended_at: Option<SystemTime>,
     /// The last failure to remove the job's leftovers, while removal is still being retried.
     pub cleanup_error: Option<String>,
     /// The job's input logs may still be in the store (see `persist::StoredJob::logs_left`).
     pub logs_left: bool,
-    /// While running: its durable placement (see `persist::RunState`).
-    pub run: Option<crate::coordinator::record::RunState>,
+}
+
+/// Where a job is in its life: what a running job has (a driver to tell, a placement) and
+/// what an ended one has (a final status, a cause, an end time) are never both present.
+pub enum Phase {
+    /// Its driver runs it.
+    Running {
+        /// The driver's inbox.
+        events: mpsc::Sender<Input>,
+        /// Its durable placement once made (see `persist::RunState`).
+        run: Option<RunState>,
+    },
+    /// It has its final status.
+    Ended {
+        /// `Succeeded`, `Failed` or `Cancelled`.
+        status: JobStatus,
+        /// Why it failed.
+        error: Option<String>,
+        /// When it ended (this process's clock).
+        at: Instant,
+        /// When it ended (wall clock, for the durable record).
+        at_wall: SystemTime,
+    },
+}
+
+impl JobRec {
+    /// Its status: `Running`, or the final one.
+    pub fn status(&self) -> JobStatus {
+        match &self.phase {
+            Phase::Running { .. } => JobStatus::Running,
+            Phase::Ended { status, .. } => *status,
+        }
+    }
+
+    /// Why it failed, once it has.
+    pub fn error(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Ended { error, .. } => error.as_deref(),
+            Phase::Running { .. } => None,
+        }
+    }
+
+    /// When it ended, if it has.
+    pub fn ended(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Ended { at, .. } => Some(*at),
+            Phase::Running { .. } => None,
+        }
+    }
+
+    /// Its driver's inbox while it runs.
+    pub fn events(&self) -> Option<&mpsc::Sender<Input>> {
+        match &self.phase {
+            Phase::Running { events, .. } => Some(events),
+            Phase::Ended { .. } => None,
+        }
+    }
+
+    /// Records its placement (a running job only).
+    pub fn set_run(&mut self, placement: RunState) {
+        if let Phase::Running { run, .. } = &mut self.phase {
+            *run = Some(placement);
+        }
+    }
+
+    /// Records its end: from here on it has no driver and no placement.
+    pub fn end(&mut self, status: JobStatus, error: Option<String>, at_wall: SystemTime) {
+        self.phase = Phase::Ended {
+            status,
+            error,
+            at: Instant::now(),
+            at_wall,
+        };
+    }
 }
 
 impl JobRec {
@@ -73,23 +138,18 @@ impl JobRec {
     ) -> JobRec {
         JobRec {
             spec,
-            status: JobStatus::Running,
-            error: None,
+            phase: Phase::Running { events, run: None },
             submitted: SystemTime::now(),
             started: Instant::now(),
-            ended: None,
             source_tuples: Arc::new(AtomicU64::new(0)),
             sink_tuples: Arc::new(AtomicU64::new(0)),
             latency: Arc::default(),
             failures: 0,
             recoveries: 0,
-            events: Some(events),
             cancel,
             progress,
-            ended_at: None,
             cleanup_error: None,
             logs_left: true,
-            run: None,
         }
     }
 
@@ -114,17 +174,23 @@ impl JobRec {
         StoredJob {
             id: id.clone(),
             spec: self.spec.clone(),
-            status: self.status,
-            error: self.error.clone(),
+            status: self.status(),
+            error: self.error().map(str::to_string),
             source_tuples: self.source_tuples.load(Ordering::Relaxed),
             sink_tuples: self.sink_tuples.load(Ordering::Relaxed),
             failures: self.failures,
             recoveries: self.recoveries,
             submitted_ms: ms_since_epoch(self.submitted),
-            ended_ms: self.ended_at.map(ms_since_epoch),
+            ended_ms: match &self.phase {
+                Phase::Ended { at_wall, .. } => Some(ms_since_epoch(*at_wall)),
+                Phase::Running { .. } => None,
+            },
             cleanup_error: self.cleanup_error.clone(),
             logs_left: self.logs_left,
-            run: self.run.clone(),
+            run: match &self.phase {
+                Phase::Running { run, .. } => run.clone(),
+                Phase::Ended { .. } => None,
+            },
         }
     }
 
@@ -144,7 +210,9 @@ impl JobRec {
         rec.failures = job.failures;
         rec.recoveries = job.recoveries;
         rec.logs_left = job.logs_left;
-        rec.run = job.run.clone();
+        if let Some(run) = &job.run {
+            rec.set_run(run.clone());
+        }
         rec
     }
 
@@ -170,23 +238,23 @@ impl JobRec {
         cancel.cancel();
         JobRec {
             spec: job.spec,
-            status: job.status,
-            error: job.error,
+            phase: Phase::Ended {
+                status: job.status,
+                error: job.error,
+                at: ended,
+                at_wall: ended_at,
+            },
             submitted,
             started,
-            ended: Some(ended),
             source_tuples: Arc::new(AtomicU64::new(job.source_tuples)),
             sink_tuples: Arc::new(AtomicU64::new(job.sink_tuples)),
             latency: Arc::default(),
             failures: job.failures,
             recoveries: job.recoveries,
-            events: None,
             cancel,
             progress,
-            ended_at: Some(ended_at),
             cleanup_error: job.cleanup_error,
             logs_left: job.logs_left,
-            run: None,
         }
     }
 }

@@ -93,7 +93,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
             let expired: Vec<_> = st
                 .jobs
                 .iter()
-                .filter(|(_, j)| j.ended.is_some_and(|e| now.duration_since(e) > retention))
+                .filter(|(_, j)| j.ended().is_some_and(|e| now.duration_since(e) > retention))
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in &expired {

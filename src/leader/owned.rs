@@ -73,7 +73,7 @@ fn running(st: &State) -> impl Iterator<Item = (&JobId, &JobFiles)> {
     st.files.jobs.iter().filter(|(id, _)| {
         st.jobs
             .get(*id)
-            .is_some_and(|j| j.status == JobStatus::Running)
+            .is_some_and(|j| j.status() == JobStatus::Running)
     })
 }
 
@@ -117,7 +117,7 @@ impl State {
                 !self
                     .jobs
                     .get(*id)
-                    .is_some_and(|j| j.status == JobStatus::Running)
+                    .is_some_and(|j| j.status() == JobStatus::Running)
             })
             .cloned()
             .collect();

@@ -204,7 +204,7 @@ impl State {
         if r.state == TaskState::Finished {
             t.rate = 0.0;
         }
-        let tx = self.jobs.get(&r.key.job).and_then(|j| j.events.clone())?;
+        let tx = self.driver_of(&r.key.job)?;
         if r.state.is_terminal() {
             let input = Input::TaskEnded {
                 pos: r.key.pos,
@@ -230,7 +230,7 @@ impl State {
 
     /// The event inbox of a job whose driver still runs.
     pub fn driver_of(&self, job: &JobId) -> Option<mpsc::Sender<Input>> {
-        self.jobs.get(job).and_then(|j| j.events.clone())
+        self.jobs.get(job).and_then(|j| j.events().cloned())
     }
 
     /// Queues a command for a worker and wakes its poll.

@@ -13,14 +13,14 @@ impl State {
     pub fn job_info(&self, id: &JobId) -> Option<JobInfo> {
         let j = self.jobs.get(id)?;
         let elapsed = j
-            .ended
+            .ended()
             .unwrap_or_else(Instant::now)
             .duration_since(j.started);
         Some(JobInfo {
             id: id.clone(),
             name: j.spec.name.clone(),
-            status: j.status,
-            error: j.error.clone(),
+            status: j.status(),
+            error: j.error().map(str::to_string),
             delivery: j.spec.delivery,
             stages: j
                 .spec

@@ -62,7 +62,7 @@ pub(super) async fn cancel_job(State(l): Shared, Path(id): Path<String>) -> Resp
         Some(j) => {
             j.cancel.cancel();
             info!(job = %id, "cancel requested");
-            Json(json!({ "id": id, "status": j.status })).into_response()
+            Json(json!({ "id": id, "status": j.status() })).into_response()
         }
         None => error(StatusCode::NOT_FOUND, format!("no job {id}")),
     }

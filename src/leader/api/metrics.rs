@@ -38,7 +38,7 @@ pub(super) async fn metrics(State(l): Shared) -> Response {
         ]
         .into_iter()
         .map(|s| {
-            let n = st.jobs.values().filter(|j| j.status == s).count();
+            let n = st.jobs.values().filter(|j| j.status() == s).count();
             (format!("status=\"{}\"", format!("{s:?}").to_lowercase()), n)
         })
         .collect();

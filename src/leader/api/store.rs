@@ -184,7 +184,7 @@ fn may_write(st: &LeaderState, caller: Option<&WorkerId>, clean: &str) -> Result
     let running = st
         .jobs
         .get(&key.job)
-        .is_some_and(|j| j.status == JobStatus::Running);
+        .is_some_and(|j| j.status() == JobStatus::Running);
     if running && st.tasks.get(&key).is_some_and(|t| t.worker == *id) {
         Ok(())
     } else {
@@ -197,7 +197,7 @@ fn may_write(st: &LeaderState, caller: Option<&WorkerId>, clean: &str) -> Result
 /// The sink task of the running job whose output is store path `clean`, if any.
 fn output_of(st: &LeaderState, clean: &str) -> Option<crate::model::ids::TaskKey> {
     st.jobs.iter().find_map(|(id, j)| {
-        (j.status == JobStatus::Running
+        (j.status() == JobStatus::Running
             && j.spec.paths == crate::model::spec::PathMode::Store
             && clean_path(&j.spec.sink_path).is_ok_and(|p| p == clean))
         .then(|| j.sink_key(id))
@@ -294,7 +294,7 @@ mod tests {
         assert!(may_write(&st, Some(&WorkerId("w2".into())), "./o.txt").is_err());
         // Once the job has ended, not even its own task's log, nor its output.
         if let Some(j) = st.jobs.get_mut(&JobId("job-1".into())) {
-            j.status = JobStatus::Cancelled;
+            j.end(JobStatus::Cancelled, None, std::time::SystemTime::now());
         }
         assert!(may_write(&st, Some(&WorkerId("w3".into())), "o.txt").is_err());
         assert!(may_write(&st, Some(&w1), &segment_path(&mine, 0, 4)).is_err());
