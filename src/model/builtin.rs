@@ -21,22 +21,55 @@ pub enum BuiltinSpec {
     Identity,
 }
 
-fn parse_col(s: &str) -> Result<usize, String> {
+/// What is wrong with a built-in's name or arguments; the message says the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuiltinError {
+    /// Not a built-in.
+    #[error("unknown built-in {0:?}; built-ins are {list}", list = NAMES.join(", "))]
+    Unknown(String),
+    /// The wrong number of arguments.
+    #[error("{name} takes exactly one argument ({what}), got {got}")]
+    Arity {
+        /// The built-in.
+        name: String,
+        /// What its argument is.
+        what: &'static str,
+        /// How many it got.
+        got: usize,
+    },
+    /// `identity` got arguments.
+    #[error("identity takes no arguments")]
+    NoArgsExpected,
+    /// `select` got no columns.
+    #[error("select takes the columns to keep, e.g. \"3,4,5\" or \"3-5\"")]
+    NoColumns,
+    /// Not a 1-based column number.
+    #[error("column {0:?} is not a 1-based column number")]
+    BadColumn(String),
+    /// A column range whose end comes before its start.
+    #[error("column range {0:?} is backwards")]
+    BackwardsRange(String),
+    /// A regular expression that does not compile.
+    #[error("bad regular expression: {0}")]
+    BadRegex(String),
+}
+
+fn parse_col(s: &str) -> Result<usize, BuiltinError> {
     match s.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n - 1),
-        _ => Err(format!("column {s:?} is not a 1-based column number")),
+        _ => Err(BuiltinError::BadColumn(s.to_string())),
     }
 }
 
 /// Parses `3,4,5`, `3-5` or mixes like `1,3-5` into 0-based indices.
-pub fn parse_cols(spec: &str) -> Result<Vec<usize>, String> {
+pub fn parse_cols(spec: &str) -> Result<Vec<usize>, BuiltinError> {
     let mut cols = Vec::new();
     for part in spec.split(',') {
         match part.split_once('-') {
             Some((a, b)) => {
                 let (a, b) = (parse_col(a)?, parse_col(b)?);
                 if b < a {
-                    return Err(format!("column range {part:?} is backwards"));
+                    return Err(BuiltinError::BackwardsRange(part.to_string()));
                 }
                 cols.extend(a..=b);
             }
@@ -53,14 +86,15 @@ impl BuiltinSpec {
     }
 
     /// Parses a built-in's name and arguments, or says what is wrong with them.
-    pub fn parse(name: &str, args: &[String]) -> Result<BuiltinSpec, String> {
-        let one = |what: &str| -> Result<&String, String> {
+    pub fn parse(name: &str, args: &[String]) -> Result<BuiltinSpec, BuiltinError> {
+        let one = |what: &'static str| -> Result<&String, BuiltinError> {
             match args {
                 [a] => Ok(a),
-                _ => Err(format!(
-                    "{name} takes exactly one argument ({what}), got {}",
-                    args.len()
-                )),
+                _ => Err(BuiltinError::Arity {
+                    name: name.to_string(),
+                    what,
+                    got: args.len(),
+                }),
             }
         };
         match name {
@@ -69,13 +103,11 @@ impl BuiltinSpec {
                 let re = one("a regular expression")?;
                 Regex::new(re)
                     .map(BuiltinSpec::FilterRegex)
-                    .map_err(|e| format!("bad regular expression: {e}"))
+                    .map_err(|e| BuiltinError::BadRegex(e.to_string()))
             }
             "select" => {
                 if args.is_empty() {
-                    return Err(
-                        "select takes the columns to keep, e.g. \"3,4,5\" or \"3-5\"".into(),
-                    );
+                    return Err(BuiltinError::NoColumns);
                 }
                 Ok(BuiltinSpec::Select(parse_cols(&args.join(","))?))
             }
@@ -86,13 +118,10 @@ impl BuiltinSpec {
                 if args.is_empty() {
                     Ok(BuiltinSpec::Identity)
                 } else {
-                    Err("identity takes no arguments".into())
+                    Err(BuiltinError::NoArgsExpected)
                 }
             }
-            other => Err(format!(
-                "unknown built-in {other:?}; built-ins are {}",
-                NAMES.join(", ")
-            )),
+            other => Err(BuiltinError::Unknown(other.to_string())),
         }
     }
 

@@ -137,7 +137,8 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
         }
         match &st.operator {
             OperatorSpec::Builtin { name, args } => {
-                if let Err(msg) = BuiltinSpec::parse(name, args) {
+                if let Err(e) = BuiltinSpec::parse(name, args) {
+                    let msg = e.to_string();
                     // A known built-in with bad arguments: the arguments are the problem.
                     problems.push(if BuiltinSpec::is_known(name) {
                         Problem::new(stage_field(i, "args"), format!("{args:?}"), msg)

@@ -1,7 +1,7 @@
 //! Built-in operators. They run inside the worker process on the task's own tokio task, so they
 //! are plain synchronous state machines: one input tuple in, zero or more tuples out.
 
-use crate::model::builtin::BuiltinSpec;
+use crate::model::builtin::{BuiltinError, BuiltinSpec};
 use crate::model::csv::{push_field, CsvSplitter};
 use crate::model::tuple::Tuple;
 use regex::Regex;
@@ -30,7 +30,7 @@ pub enum Builtin {
 
 impl Builtin {
     /// Builds the operator, or says what is wrong with its name or arguments.
-    pub fn from_spec(name: &str, args: &[String]) -> Result<Builtin, String> {
+    pub fn from_spec(name: &str, args: &[String]) -> Result<Builtin, BuiltinError> {
         Ok(match BuiltinSpec::parse(name, args)? {
             BuiltinSpec::Filter(s) => Builtin::Filter(s),
             BuiltinSpec::FilterRegex(re) => Builtin::FilterRegex(re),

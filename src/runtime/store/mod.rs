@@ -18,7 +18,7 @@ mod s3;
 
 pub use http::{HttpStore, StoreSession};
 pub use object::Objects;
-pub use s3::S3Location;
+pub use s3::{S3Location, S3UrlError};
 
 /// The fault-injecting store of the tests and the simulation (it lives with the tests).
 #[cfg(test)]

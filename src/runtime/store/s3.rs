@@ -20,19 +20,33 @@ pub struct S3Location {
     pub endpoint: Option<String>,
 }
 
+/// What is wrong with a store URL.
+#[derive(Debug, thiserror::Error)]
+pub enum S3UrlError {
+    /// Not `s3://…`.
+    #[error("{0:?}: a store URL is s3://BUCKET[/PREFIX]")]
+    NotS3(String),
+    /// `s3://` with nothing after it.
+    #[error("{0:?}: no bucket")]
+    NoBucket(String),
+    /// A prefix that is not a clean store path.
+    #[error(transparent)]
+    BadPrefix(#[from] StoreError),
+}
+
 impl S3Location {
     /// Parses `s3://bucket[/prefix]`.
-    pub fn parse(url: &str, endpoint: Option<String>) -> Result<S3Location, String> {
+    pub fn parse(url: &str, endpoint: Option<String>) -> Result<S3Location, S3UrlError> {
         let rest = url
             .strip_prefix("s3://")
-            .ok_or_else(|| format!("{url:?}: a store URL is s3://BUCKET[/PREFIX]"))?;
+            .ok_or_else(|| S3UrlError::NotS3(url.to_string()))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(format!("{url:?}: no bucket"));
+            return Err(S3UrlError::NoBucket(url.to_string()));
         }
         let prefix = prefix.trim_matches('/').to_string();
         if !prefix.is_empty() {
-            clean_path(&prefix).map_err(|e| e.to_string())?;
+            clean_path(&prefix)?;
         }
         Ok(S3Location {
             bucket: bucket.to_string(),

@@ -215,7 +215,9 @@ pub async fn run_task(
     let op = match &a.role {
         TaskRole::Operator {
             operator: OperatorSpec::Builtin { name, args },
-        } => Builtin::from_spec(name, args).map(|b| Operator::Builtin(b, router, Vec::new())),
+        } => Builtin::from_spec(name, args)
+            .map(|b| Operator::Builtin(b, router, Vec::new()))
+            .map_err(|e| e.to_string()),
         TaskRole::Sink { .. } => Ok(Operator::Sink),
         TaskRole::Source { .. } => Err("a source is not an operator".to_string()),
         TaskRole::Operator {
