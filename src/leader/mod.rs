@@ -10,6 +10,7 @@ pub mod api;
 mod cleanup;
 mod dashboard;
 pub mod driver;
+mod files;
 pub mod job;
 mod monitor;
 pub mod owned;

@@ -6,6 +6,7 @@
 //! change are one step with respect to submissions). Also here: operators pinned by content
 //! hash at submission, so a job runs exactly the executable it was validated against.
 
+use super::files::{unhold, JobFiles};
 use super::state::{lock, State};
 use super::{Leader, SubmitError};
 use crate::model::check::Problem;
@@ -14,38 +15,8 @@ use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
 use crate::protocol::control::JobStatus;
 use crate::runtime::store::{blob_path, clean_path};
 use futures::StreamExt;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-
-/// The files of one job, as store paths (or local paths for `rainstorm run`).
-#[derive(Clone, Debug, Default)]
-pub struct JobFiles {
-    /// Files the job reads: its source and its operators (as named and as pinned).
-    pub reads: BTreeSet<String>,
-    /// The file the job writes: its sink.
-    pub writes: String,
-}
-
-/// Every job's files, and the uploads and deletes in progress.
-#[derive(Debug, Default)]
-pub struct Files {
-    jobs: BTreeMap<JobId, JobFiles>,
-    /// Store paths being uploaded now, with how many uploads hold each.
-    writing: BTreeMap<String, u32>,
-    /// Store paths being deleted now (each with everything under it), with how many deletes
-    /// hold each.
-    deleting: BTreeMap<String, u32>,
-}
-
-/// Drops one hold on `path` in a map of held paths.
-fn unhold(map: &mut BTreeMap<String, u32>, path: &str) {
-    if let Some(n) = map.get_mut(path) {
-        *n -= 1;
-        if *n == 0 {
-            map.remove(path);
-        }
-    }
-}
 
 fn norm(spec: &JobSpec, p: &str) -> String {
     match spec.paths {

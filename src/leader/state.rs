@@ -126,7 +126,7 @@ pub struct State {
     /// Tasks by key.
     pub tasks: BTreeMap<TaskKey, TaskRec>,
     /// What running jobs read and write, and uploads in progress.
-    pub files: crate::leader::owned::Files,
+    pub files: super::files::Files,
     /// Every worker identity handed out on this data dir (durable), by id: a worker that
     /// lost its leader rejoins under one of these.
     pub known_workers: BTreeMap<WorkerId, String>,

@@ -2,6 +2,17 @@
 //! sink, kept by the sink task, carried to the leader on its reports, and shown per job as
 //! p50/p99/max by the API and the dashboard.
 
+/// Tuple latency summary (source emit → sink write), as the API shows it.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Latency {
+    /// Median, ms.
+    pub p50: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+    /// Maximum, ms.
+    pub max: f64,
+}
+
 /// Log-scale latency histogram (5% buckets from 1 µs), cheap to update per batch.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LatencyHist {
@@ -25,7 +36,7 @@ impl LatencyHist {
     }
 
     /// p50, p99 and max in milliseconds, if anything was recorded.
-    pub fn summary(&self) -> Option<crate::protocol::control::Latency> {
+    pub fn summary(&self) -> Option<Latency> {
         if self.count == 0 {
             return None;
         }
@@ -40,7 +51,7 @@ impl LatencyHist {
             }
             self.max_us as f64 / 1000.0
         };
-        Some(crate::protocol::control::Latency {
+        Some(Latency {
             p50: q(0.5),
             p99: q(0.99),
             max: self.max_us as f64 / 1000.0,

@@ -309,16 +309,7 @@ impl JobStatus {
     }
 }
 
-/// Tuple latency summary (source emit → sink write).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Latency {
-    /// Median, ms.
-    pub p50: f64,
-    /// 99th percentile, ms.
-    pub p99: f64,
-    /// Maximum, ms.
-    pub max: f64,
-}
+pub use crate::model::latency::Latency;
 
 /// A job as the public API shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
