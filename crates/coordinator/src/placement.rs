@@ -1,0 +1,136 @@
+//! Where a job's tasks run and what each attempt is told: the versioned placement (the route
+//! table every worker follows), the assignment of one attempt, and the recovery rule of each
+//! delivery mode. Pure functions of the job spec and the placement, used by the job's core
+//! ([`crate::JobCore`]).
+
+use crate::model::ids::{TaskKey, TaskPos};
+use crate::model::partition::{partition_into, tasks_of};
+use crate::model::spec::{Delivery, JobSpec, StageRole};
+use crate::protocol::control::{Dest, SourceReplay, TaskAssignment, TaskRole};
+use std::collections::BTreeMap;
+
+/// What happens when a task attempt fails, by delivery mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Exactly-once: that task alone restarts (elsewhere if possible) and recovers from its
+    /// input log, or in the first stage from the source file.
+    RestartTask,
+    /// At-least-once: the whole pipeline restarts from the source in a new epoch.
+    RestartEpoch,
+    /// At-most-once: nothing is ever re-run; the job fails with the output written so far.
+    Fail,
+}
+
+/// The recovery rule of a delivery mode (the driver and the simulation both follow it).
+pub fn recovery(delivery: Delivery) -> Recovery {
+    match delivery {
+        Delivery::ExactlyOnce => Recovery::RestartTask,
+        Delivery::AtLeastOnce => Recovery::RestartEpoch,
+        Delivery::AtMostOnce => Recovery::Fail,
+    }
+}
+
+/// Everything a worker needs to run attempt `attempt` of `key` in `epoch`.
+pub fn assignment(
+    spec: &JobSpec,
+    key: &TaskKey,
+    attempt: u32,
+    epoch: u32,
+    routes: &Placement,
+) -> TaskAssignment {
+    let stage = key.pos.stage;
+    // The first stage's input log is the source file: a first-stage task under exactly-once
+    // regenerates from it whatever its source link holds acknowledged (the link says how far
+    // in its Hello), so every attempt is told where the file is.
+    let source_replay =
+        (stage == 1 && spec.delivery == Delivery::ExactlyOnce).then(|| SourceReplay {
+            path: spec.source_path.clone(),
+            name: spec.source_name.clone(),
+            partition: partition_into(spec, 1),
+            tasks: tasks_of(spec, 1),
+        });
+    let role = match spec.role_of(stage) {
+        StageRole::Source => TaskRole::Source {
+            path: spec.source_path.clone(),
+            name: spec.source_name.clone(),
+            rate: spec.rate,
+        },
+        StageRole::Sink => TaskRole::Sink {
+            path: spec.sink_path.clone(),
+        },
+        StageRole::Operator(s) => TaskRole::Operator {
+            operator: s.operator.clone(),
+        },
+    };
+    TaskAssignment {
+        key: key.clone(),
+        attempt,
+        role,
+        paths: spec.paths,
+        upstream: match stage.checked_sub(1) {
+            None => 0,
+            Some(before) => tasks_of(spec, before),
+        },
+        downstream: match spec.role_of(stage) {
+            StageRole::Sink => 0,
+            _ => tasks_of(spec, stage + 1),
+        },
+        partition: partition_into(spec, stage + 1),
+        delivery: spec.delivery,
+        routes: routes.list(),
+        routes_version: routes.version,
+        source_replay,
+        epoch,
+    }
+}
+
+/// Where a job's tasks run, versioned so that workers apply placements in order.
+#[derive(Default)]
+pub struct Placement {
+    table: BTreeMap<TaskPos, Dest>,
+    version: u64,
+}
+
+impl Placement {
+    /// Records that attempt `attempt` of the task at `pos` runs at `addr` (a new version).
+    pub fn insert(&mut self, pos: TaskPos, addr: String, attempt: u32) {
+        self.table.insert(pos, Dest::running(addr, attempt));
+        self.version += 1;
+    }
+
+    /// Records that attempt `attempt` of the task at `pos` finished (a new version), unless a
+    /// later attempt has replaced it; true when the placement changed.
+    pub fn finish(&mut self, pos: TaskPos, attempt: u32) -> bool {
+        match self.table.get_mut(&pos) {
+            Some(d) if d.attempt == attempt && !d.finished => {
+                d.finished = true;
+                self.version += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A placement as an earlier leader recorded it, at its version.
+    pub fn restored(version: u64, entries: impl IntoIterator<Item = (TaskPos, Dest)>) -> Self {
+        Placement {
+            table: entries.into_iter().collect(),
+            version,
+        }
+    }
+
+    /// Where the task at `pos` runs, if placed.
+    pub fn get(&self, pos: &TaskPos) -> Option<&Dest> {
+        self.table.get(pos)
+    }
+
+    /// The version of the placement (newer wins on workers).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The placement in the list form control messages carry.
+    pub fn list(&self) -> Vec<crate::protocol::control::Route> {
+        self.table.iter().map(|(p, d)| (*p, d.clone())).collect()
+    }
+}

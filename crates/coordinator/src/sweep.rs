@@ -1,0 +1,111 @@
+//! The monitor's decisions, as pure functions of what the leader last heard and the time now:
+//! which workers are silent past the heartbeat timeout, and which tasks are stalled. The
+//! leader's monitor gathers the facts, calls these, and tells each job's core
+//! ([`crate::Input::WorkerLost`], [`crate::Input::Stalled`]).
+
+use crate::model::ids::{JobId, TaskKey, WorkerId};
+use crate::protocol::control::TaskState;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// What the monitor knows of a live worker.
+#[derive(Clone, Debug)]
+pub struct WorkerSeen {
+    /// The worker.
+    pub id: WorkerId,
+    /// When it last heartbeat (or registered).
+    pub last_seen: Instant,
+}
+
+/// Workers silent for longer than `timeout` at `now`: they are dead.
+pub fn silent_workers(workers: &[WorkerSeen], now: Instant, timeout: Duration) -> Vec<WorkerId> {
+    workers
+        .iter()
+        .filter(|w| now.saturating_duration_since(w.last_seen) > timeout)
+        .map(|w| w.id.clone())
+        .collect()
+}
+
+/// What the monitor knows of a task's current attempt.
+#[derive(Clone, Debug)]
+pub struct TaskSeen {
+    /// The task.
+    pub key: TaskKey,
+    /// Its current attempt.
+    pub attempt: u32,
+    /// Its state.
+    pub state: TaskState,
+    /// Input batches waiting for it, per its last heartbeat.
+    pub queued: u32,
+    /// When its input last advanced, or last had nothing pending.
+    pub progressed: Instant,
+}
+
+/// Running tasks with input waiting and no progress for longer than `stall` at `now`. Tasks
+/// upstream of a stalled task are only backpressured: per job, only the deepest stalled stage
+/// is the culprit.
+pub fn stalled_tasks(tasks: &[TaskSeen], now: Instant, stall: Duration) -> Vec<(TaskKey, u32)> {
+    let candidates: Vec<&TaskSeen> = tasks
+        .iter()
+        .filter(|t| {
+            t.state == TaskState::Running
+                && t.queued > 0
+                && now.saturating_duration_since(t.progressed) > stall
+        })
+        .collect();
+    let mut deepest: BTreeMap<&JobId, u32> = BTreeMap::new();
+    for t in &candidates {
+        let d = deepest.entry(&t.key.job).or_insert(0);
+        *d = (*d).max(t.key.pos.stage);
+    }
+    candidates
+        .iter()
+        .filter(|t| deepest.get(&t.key.job) == Some(&t.key.pos.stage))
+        .map(|t| (t.key.clone(), t.attempt))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ids::TaskPos;
+
+    fn seen(job: &str, stage: u32, queued: u32, idle: u64, now: Instant) -> TaskSeen {
+        TaskSeen {
+            key: TaskKey {
+                job: JobId(job.into()),
+                pos: TaskPos { stage, index: 0 },
+            },
+            attempt: 0,
+            state: TaskState::Running,
+            queued,
+            progressed: now - Duration::from_secs(idle),
+        }
+    }
+
+    #[test]
+    fn only_the_deepest_stalled_stage_of_a_job_is_the_culprit() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let tasks = [
+            seen("a", 1, 3, 90, now),
+            seen("a", 2, 3, 90, now),
+            seen("a", 3, 0, 90, now), // nothing waiting: idle, not stalled
+            seen("b", 1, 3, 90, now),
+            seen("b", 2, 3, 5, now), // progressed recently
+        ];
+        let stalled = stalled_tasks(&tasks, now, Duration::from_secs(60));
+        let got: Vec<String> = stalled.iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(got, ["a/2.0", "b/1.0"]);
+    }
+
+    #[test]
+    fn a_worker_is_dead_only_past_the_timeout() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let w = |id: &str, ago: u64| WorkerSeen {
+            id: WorkerId(id.into()),
+            last_seen: now - Duration::from_secs(ago),
+        };
+        let dead = silent_workers(&[w("w1", 4), w("w2", 6)], now, Duration::from_secs(5));
+        assert_eq!(dead, [WorkerId("w2".into())]);
+    }
+}

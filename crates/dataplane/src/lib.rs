@@ -1,0 +1,96 @@
+//! The data plane: one listener per process (TCP, or the simulation's network), per-link connections carrying sequenced
+//! batches, cumulative acks and end-of-stream markers, bounded windows and queues throughout.
+//!
+//! A tuple's trip: an operator's output goes to the [`router::Router`], which partitions it and
+//! batches it per destination; each destination has a [`link`] task that numbers the batch,
+//! keeps it in its window and writes it to the connection; the receiving process's
+//! [`listener`] hands it to the destination task's bounded inbox (so backpressure reaches TCP);
+//! the task judges it with [`acceptance::Acceptance`], processes it, and publishes its ack on the
+//! [`inbound::AckBoard`], which the connection forwards back.
+
+#![warn(missing_docs)]
+
+use rainstorm_model as model;
+use rainstorm_protocol as protocol;
+
+pub mod acceptance;
+pub mod inbound;
+pub mod link;
+pub mod listener;
+pub mod net;
+pub mod router;
+pub mod routes;
+pub mod transport;
+
+/// Tunables of the data plane, shared by every link and task of a process.
+#[derive(Clone, Debug)]
+pub struct DataConfig {
+    /// Tuples per batch before a batch is cut.
+    pub batch_tuples: usize,
+    /// Bytes per batch before a batch is cut.
+    pub batch_bytes: usize,
+    /// Unacknowledged bytes a link may have in flight before it stops taking batches.
+    pub window_bytes: usize,
+    /// Batches queued between a router and a link, and between a connection and a task.
+    pub queue_batches: usize,
+    /// How long a group commit of the input log waits for more records before writing
+    /// (microseconds): fewer, larger segments under load, at most this much added latency.
+    pub log_linger_us: usize,
+    /// How long a new connection to the data listener may take to prove the cluster secret
+    /// in its Hello before it is closed (milliseconds).
+    pub hello_deadline_ms: usize,
+    /// Connections the data listener serves at once; more are closed as they come.
+    pub max_conns: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            batch_tuples: 1024,
+            batch_bytes: 256 * 1024,
+            window_bytes: 2 * 1024 * 1024,
+            queue_batches: 8,
+            log_linger_us: 2000,
+            hello_deadline_ms: 10_000,
+            max_conns: 4096,
+        }
+    }
+}
+
+impl DataConfig {
+    /// Defaults, overridden by `RAINSTORM_BATCH_TUPLES`, `RAINSTORM_BATCH_BYTES`,
+    /// `RAINSTORM_WINDOW_BYTES`, `RAINSTORM_QUEUE_BATCHES`, `RAINSTORM_LOG_LINGER_US`,
+    /// `RAINSTORM_HELLO_DEADLINE_MS` and `RAINSTORM_MAX_DATA_CONNS` when set (bad values are
+    /// reported and ignored).
+    pub fn from_env() -> Self {
+        let mut c = DataConfig::default();
+        let vars: [(&str, &mut usize); 7] = [
+            ("RAINSTORM_LOG_LINGER_US", &mut c.log_linger_us),
+            ("RAINSTORM_BATCH_TUPLES", &mut c.batch_tuples),
+            ("RAINSTORM_BATCH_BYTES", &mut c.batch_bytes),
+            ("RAINSTORM_WINDOW_BYTES", &mut c.window_bytes),
+            ("RAINSTORM_QUEUE_BATCHES", &mut c.queue_batches),
+            ("RAINSTORM_HELLO_DEADLINE_MS", &mut c.hello_deadline_ms),
+            ("RAINSTORM_MAX_DATA_CONNS", &mut c.max_conns),
+        ];
+        for (name, slot) in vars {
+            if let Ok(v) = std::env::var(name) {
+                match v.parse::<usize>() {
+                    Ok(n) if n > 0 || name == "RAINSTORM_LOG_LINGER_US" => *slot = n,
+                    _ => {
+                        tracing::warn!(%name, value = %v, "ignoring a data-plane setting that is not a positive integer")
+                    }
+                }
+            }
+        }
+        c
+    }
+}
+
+/// Nanoseconds since the Unix epoch, the clock of batch emit times.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

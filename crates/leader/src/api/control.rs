@@ -1,0 +1,332 @@
+//! The workers' control plane (`/internal/*`): registration, heartbeats, task events, and the
+//! long-poll through which a worker receives its numbered commands.
+
+use super::{bearer, error, Shared};
+use crate::coordinator::{Input, Reported};
+use crate::model::ids::{JobId, WorkerId};
+use crate::protocol::auth::{eq_ct, random_hex};
+use crate::protocol::control::{
+    Command, Events, Heartbeat, Known, RegisterRequest, RegisterResponse, WorkerState,
+    PROTOCOL_VERSION, SESSION_HEADER, WORKER_HEADER,
+};
+use crate::state::lock;
+use crate::Leader;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Checks that a control-plane call comes from the registration of worker `id`: it must
+/// carry the session key that registration received. `Err` is the answer to send.
+fn authorize(l: &Leader, headers: &HeaderMap, id: &WorkerId) -> Result<(), Box<Response>> {
+    if l.cfg.token.is_none() {
+        return Ok(());
+    }
+    let st = lock(&l.state);
+    let Some(w) = st.workers.get(id) else {
+        // A worker this leader never registered (it registered with an earlier leader, or
+        // this one forgot it): the handler answers "unknown", which only makes it register
+        // again, with the cluster secret.
+        return Ok(());
+    };
+    let ok = match (w.session.as_deref(), bearer(headers)) {
+        (Some(key), Some(sent)) => eq_ct(key.as_bytes(), sent.as_bytes()),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            format!("not the registration of worker {id}"),
+        )))
+    }
+}
+
+/// The live registration a worker-store request (`/internal/store`) comes from: it must name a
+/// live worker ([`WORKER_HEADER`]) and prove that registration's session key
+/// ([`SESSION_HEADER`]), so the cluster secret alone (an operator process that read
+/// `RAINSTORM_TOKEN`, say) cannot use the workers' store. `Ok(None)` on a leader without a
+/// secret, which hands out no sessions. `Err` is the answer to send.
+pub(super) fn store_caller(
+    l: &Leader,
+    headers: &HeaderMap,
+) -> Result<Option<WorkerId>, Box<Response>> {
+    l.worker_store_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if l.cfg.token.is_none() {
+        return Ok(None);
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(id), Some(sent)) = (header(WORKER_HEADER), header(SESSION_HEADER)) else {
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "the workers' store serves worker registrations only (no worker session sent)",
+        )));
+    };
+    let id = WorkerId(id.to_string());
+    let st = lock(&l.state);
+    let ok = st.workers.get(&id).is_some_and(|w| {
+        w.state == WorkerState::Alive
+            && w.session
+                .as_deref()
+                .is_some_and(|key| eq_ct(key.as_bytes(), sent.as_bytes()))
+    });
+    if ok {
+        Ok(Some(id))
+    } else {
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            format!("not a live registration of worker {id}"),
+        )))
+    }
+}
+
+pub(super) async fn register(
+    State(l): Shared,
+    headers: HeaderMap,
+    Json(req): Json<RegisterRequest>,
+) -> Response {
+    if let Some(secret) = &l.cfg.token {
+        if !bearer(&headers).is_some_and(|t| secret.matches(t)) {
+            warn!(data = %req.data_addr, "a worker without the cluster secret tried to register");
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "registering needs the cluster secret (--token-file or RAINSTORM_TOKEN)",
+            );
+        }
+    }
+    let session = match l.cfg.token {
+        Some(_) => match random_hex(32) {
+            Ok(k) => Some(k),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        None => None,
+    };
+    if req.version != PROTOCOL_VERSION {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "protocol version {} unsupported; leader speaks {PROTOCOL_VERSION}",
+                req.version
+            ),
+        );
+    }
+    // A worker that lost its leader keeps its identity if this data dir handed it out.
+    let rejoin = req
+        .rejoin
+        .filter(|r| lock(&l.state).known_workers.contains_key(&r.worker_id));
+    let id = match &rejoin {
+        Some(r) => r.worker_id.clone(),
+        None => match l.persist.next_worker_number().await {
+            Ok(n) => WorkerId(format!("w{n}")),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        },
+    };
+    // Durable before the worker learns it: a restarted leader takes it back.
+    if let Err(e) = l
+        .persist
+        .put_worker(id.clone(), req.data_addr.clone())
+        .await
+    {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
+    }
+    let adopted = rejoin.is_some();
+    let to_send = {
+        let mut st = lock(&l.state);
+        st.known_workers.insert(id.clone(), req.data_addr.clone());
+        st.add_worker(id.clone(), req.data_addr.clone(), session.clone());
+        match rejoin {
+            Some(r) => adopt(&mut st, &id, r.tasks),
+            None => Vec::new(),
+        }
+    };
+    deliver(to_send).await;
+    if adopted {
+        info!(worker = %id, data = %req.data_addr, pid = req.pid, "worker rejoined with its tasks");
+    } else {
+        info!(worker = %id, data = %req.data_addr, pid = req.pid, "worker joined");
+    }
+    Json(RegisterResponse {
+        worker_id: id,
+        heartbeat_ms: l.cfg.heartbeat_interval.as_millis() as u64,
+        session,
+        adopted,
+    })
+    .into_response()
+}
+
+/// Takes back the attempts a rejoining worker reports. Each report updates its task's record
+/// (the one place reports are applied); what follows is each job's core's decision
+/// (`Input::Rejoined`: carry on, stop a stale attempt, recover a task the worker lost, send
+/// it the placement). An attempt still running for a job that has ended is stopped here:
+/// there is no job left to decide.
+fn adopt(
+    st: &mut crate::state::State,
+    id: &WorkerId,
+    reports: Vec<crate::protocol::control::TaskReport>,
+) -> Vec<(tokio::sync::mpsc::Sender<Input>, Input)> {
+    let now = Instant::now();
+    let mut by_job: BTreeMap<JobId, Vec<Reported>> = BTreeMap::new();
+    // Every running job with a task placed on this worker hears of the rejoin, even one whose
+    // tasks the worker no longer reports (it lost them).
+    for (k, t) in st.tasks.iter() {
+        if &t.worker == id && st.driver_of(&k.job).is_some() {
+            by_job.entry(k.job.clone()).or_default();
+        }
+    }
+    for r in reports {
+        if st.driver_of(&r.key.job).is_none() {
+            if !r.state.is_terminal() {
+                let stop = Command::StopTask {
+                    key: r.key.clone(),
+                    attempt: r.attempt,
+                };
+                st.command(id, stop);
+            }
+            continue;
+        }
+        by_job.entry(r.key.job.clone()).or_default().push(Reported {
+            pos: r.key.pos,
+            attempt: r.attempt,
+            state: r.state,
+            error: r.error.clone(),
+        });
+        let key = r.key.clone();
+        // The job's core gets the end, if any, with the rejoin.
+        let _already_in_the_rejoin = st.take_report(id, r, now);
+        if let Some(t) = st.tasks.get_mut(&key) {
+            t.progressed = now;
+        }
+    }
+    by_job
+        .into_iter()
+        .filter_map(|(job, reports)| {
+            let input = Input::Rejoined {
+                worker: id.clone(),
+                reports,
+            };
+            st.driver_of(&job).map(|tx| (tx, input))
+        })
+        .collect()
+}
+
+/// Hands inputs to their jobs' drivers.
+async fn deliver(inputs: Vec<(tokio::sync::mpsc::Sender<Input>, Input)>) {
+    for (tx, input) in inputs {
+        if tx.send(input).await.is_err() {
+            warn!("task event for a job that already ended; dropped");
+        }
+    }
+}
+
+pub(super) async fn heartbeat(
+    State(l): Shared,
+    headers: HeaderMap,
+    Json(hb): Json<Heartbeat>,
+) -> Response {
+    if let Err(denied) = authorize(&l, &headers, &hb.worker_id) {
+        return *denied;
+    }
+    let to_send = {
+        let mut st = lock(&l.state);
+        let now = Instant::now();
+        match st.workers.get_mut(&hb.worker_id) {
+            Some(w) if w.state == WorkerState::Alive => w.last_seen = now,
+            _ => return Json(Known { known: false }).into_response(),
+        }
+        let mut to_send = Vec::new();
+        for r in hb.tasks {
+            to_send.extend(st.take_report(&hb.worker_id, r, now));
+        }
+        to_send
+    };
+    deliver(to_send).await;
+    Json(Known { known: true }).into_response()
+}
+
+pub(super) async fn events(
+    State(l): Shared,
+    headers: HeaderMap,
+    Json(ev): Json<Events>,
+) -> Response {
+    if let Err(denied) = authorize(&l, &headers, &ev.worker_id) {
+        return *denied;
+    }
+    let mut to_send = Vec::new();
+    {
+        let mut st = lock(&l.state);
+        match st.workers.get(&ev.worker_id) {
+            Some(w) if w.state == WorkerState::Alive => {}
+            _ => return Json(Known { known: false }).into_response(),
+        }
+        let now = Instant::now();
+        for r in ev.reports {
+            to_send.extend(st.take_report(&ev.worker_id, r, now));
+        }
+    }
+    deliver(to_send).await;
+    Json(Known { known: true }).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct WaitQuery {
+    #[serde(default)]
+    wait_ms: u64,
+    /// The worker has handled every command numbered up to this.
+    #[serde(default)]
+    after: u64,
+}
+
+pub(super) async fn commands(
+    State(l): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Response {
+    let id = WorkerId(id);
+    if let Err(denied) = authorize(&l, &headers, &id) {
+        return *denied;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.wait_ms.min(30_000));
+    loop {
+        let notify = {
+            let mut st = lock(&l.state);
+            let Some(w) = st.workers.get_mut(&id) else {
+                return error(StatusCode::NOT_FOUND, format!("unknown worker {id}"));
+            };
+            if w.state != WorkerState::Alive {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("worker {id} was declared dead"),
+                );
+            }
+            // Only commands already handed out can be acknowledged: a poll claiming more
+            // (a forged or confused `after`) cannot discard commands the worker never saw.
+            let after = q.after.min(w.delivered);
+            while w.commands.front().is_some_and(|(n, _)| *n <= after) {
+                w.commands.pop_front();
+            }
+            if !w.commands.is_empty() {
+                let cmds: Vec<(u64, Command)> = w.commands.iter().cloned().collect();
+                w.delivered = cmds.last().map_or(w.delivered, |(n, _)| *n);
+                return Json(cmds).into_response();
+            }
+            w.notify.clone()
+        };
+        // `notify_one` stores a permit, so a command queued between the check and this wait
+        // is not missed. A stopping leader answers at once (nothing new), so its HTTP server
+        // does not wait out the poll.
+        let _waiting = super::InUse::new(&l.waiting_polls);
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => return Json(Vec::<(u64, Command)>::new()).into_response(),
+            _ = l.shutdown.cancelled() => return Json(Vec::<(u64, Command)>::new()).into_response(),
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The public job API, for clients and the dashboard: submit, list, show and cancel jobs, list
+//! tasks and workers, and kill an operator process (failure injection).
+
+use super::{error, Shared};
+use crate::model::ids::JobId;
+use crate::model::spec::JobSpec;
+use crate::protocol::control::{Command, KillRequest, WorkerState};
+use crate::state::lock;
+use crate::SubmitError;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use tracing::info;
+
+pub(super) async fn submit(State(l): Shared, Json(spec): Json<JobSpec>) -> Response {
+    // Paths on the API are store paths: local paths are only for `rainstorm run`, which
+    // submits in-process on the machine it runs on.
+    if spec.paths != crate::model::spec::PathMode::Store {
+        let problem = crate::model::check::Problem::new(
+            "paths",
+            "local",
+            "the API takes store paths only; local paths are for `rainstorm run`",
+        );
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("invalid job: {problem}"), "problems": [problem] })),
+        )
+            .into_response();
+    }
+    match l.submit(spec).await {
+        Err(SubmitError::Conflict(msg)) => error(StatusCode::CONFLICT, msg),
+        Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
+        Err(SubmitError::Invalid(problems)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "error": format!("invalid job: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")),
+                "problems": problems,
+            })),
+        )
+            .into_response(),
+        Err(SubmitError::Internal(msg)) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+pub(super) async fn list_jobs(State(l): Shared) -> Response {
+    Json(lock(&l.state).jobs_info()).into_response()
+}
+
+pub(super) async fn get_job(State(l): Shared, Path(id): Path<String>) -> Response {
+    match lock(&l.state).job_info(&JobId(id.clone())) {
+        Some(j) => Json(j).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no job {id}")),
+    }
+}
+
+pub(super) async fn cancel_job(State(l): Shared, Path(id): Path<String>) -> Response {
+    let st = lock(&l.state);
+    match st.jobs.get(&JobId(id.clone())) {
+        Some(j) => {
+            j.cancel.cancel();
+            info!(job = %id, "cancel requested");
+            Json(json!({ "id": id, "status": j.status() })).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no job {id}")),
+    }
+}
+
+pub(super) async fn list_tasks(State(l): Shared) -> Response {
+    Json(lock(&l.state).tasks_info()).into_response()
+}
+
+pub(super) async fn list_workers(State(l): Shared) -> Response {
+    Json(lock(&l.state).workers_info()).into_response()
+}
+
+pub(super) async fn kill_task(State(l): Shared, Json(req): Json<KillRequest>) -> Response {
+    if req.pid <= 1 || req.pid > i32::MAX as u32 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "pid {} names no single process; kill-task only signals an operator process",
+                req.pid
+            ),
+        );
+    }
+    let mut st = lock(&l.state);
+    match st.workers.get(&req.worker) {
+        None => return error(StatusCode::NOT_FOUND, format!("no worker {}", req.worker)),
+        Some(w) if w.state != WorkerState::Alive => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("worker {} is dead", req.worker),
+            )
+        }
+        Some(_) => {}
+    }
+    let task = st
+        .tasks
+        .iter()
+        .find(|(_, t)| t.worker == req.worker && t.pid == Some(req.pid) && !t.state.is_terminal())
+        .map(|(k, _)| k.clone());
+    let Some(task) = task else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "worker {} runs no operator process with pid {}",
+                req.worker, req.pid
+            ),
+        );
+    };
+    st.command(&req.worker, Command::Kill { pid: req.pid });
+    Json(json!({ "worker": req.worker, "pid": req.pid, "task": task.to_string() })).into_response()
+}

@@ -1,0 +1,304 @@
+//! A job's output stream for followers (`submit --follow`, `follow`, `run`): NDJSON of the
+//! job's committed output from any line the follower asks for (`?offset=N`), so a follower
+//! that lost its leader reconnects where it stopped. While the job runs, the committed output
+//! is the sink task's log in the store (`runtime::log::committed_lineage`: each answer a
+//! prefix of every later one, so nothing printed is ever taken back); once it ended, it is
+//! the output file, which holds exactly that text. This stream is the only job data the
+//! leader carries, and only for followers.
+
+use super::committed::{io, whole_lines, LogCursor, Seek, CHUNK};
+use super::{error, InUse, Shared};
+use crate::model::ids::JobId;
+use crate::protocol::control::OutputEvent;
+use crate::state::lock;
+use crate::Leader;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use rainstorm_store::output::{SinkProgress, SinkTarget};
+use rainstorm_store::store::ObjectReader;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
+
+/// The query of an output stream. `offset` is the byte of the sink file to start at (0 by
+/// default): a follower that reconnects asks for the byte it had reached. It is taken as text
+/// so that a bad value gets this API's JSON error rather than the extractor's plain text.
+#[derive(serde::Deserialize)]
+pub(super) struct OutputQuery {
+    offset: Option<String>,
+}
+
+/// NDJSON stream of a job's output: `{"data": "<lines>"}` chunks of committed output from byte
+/// `offset` on, then exactly one `{"end": <job>}`. It reads the store or the output file,
+/// never a buffer the sink fills, so a slow or vanished client costs the job nothing; dropping
+/// the stream frees everything. The offset must start a line and be at most what is committed
+/// (else 400): offsets count the output's bytes, and since the output is UTF-8 text and every
+/// chunk is whole lines, they are also the bytes of the text a follower has received.
+pub(super) async fn output(
+    State(l): Shared,
+    Path(id): Path<String>,
+    query: Result<Query<OutputQuery>, QueryRejection>,
+) -> Response {
+    let id = JobId(id);
+    let offset = match query.map(|Query(q)| q.offset) {
+        Ok(None) => 0,
+        Ok(Some(text)) => match text.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("offset must be a byte count (a whole number ≥ 0), not {text:?}"),
+                )
+            }
+        },
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query: {e}")),
+    };
+    let (progress, key, target) = {
+        let st = lock(&l.state);
+        match st.jobs.get(&id) {
+            Some(j) => (j.progress.clone(), j.sink_key(&id), j.output()),
+            None => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
+        }
+    };
+    let mut tail = Tail {
+        _open: InUse::new(&l.output_streams),
+        leader: l.clone(),
+        id: id.clone(),
+        progress,
+        log: LogCursor::new(key),
+        target,
+        offset,
+        fin: None,
+        done: false,
+    };
+    match tail.check().await {
+        Ok(()) => {}
+        Err(Refused::Bad(msg)) => return error(StatusCode::BAD_REQUEST, msg),
+        Err(Refused::Io(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the output of job {id}: {e}"),
+            )
+        }
+    }
+    let stream = futures::stream::unfold(tail, |mut t| async move {
+        if t.done {
+            return None;
+        }
+        loop {
+            let finished = t.progress.borrow_and_update().finished;
+            let next = if finished {
+                t.final_lines().await
+            } else {
+                t.committed_lines().await
+            };
+            match next {
+                Ok(Some(buf)) => {
+                    let ev = OutputEvent::Data(String::from_utf8_lossy(&buf).into_owned());
+                    return Some((Ok(ndjson(&ev)), t));
+                }
+                Ok(None) if finished => {
+                    t.done = true;
+                    let info = lock(&t.leader.state).job_info(&t.id)?;
+                    return Some((Ok(ndjson(&OutputEvent::End(info))), t));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    t.done = true;
+                    return Some((Err(e), t));
+                }
+            }
+            let changed = if t.leader.shutdown.is_cancelled() {
+                // The leader is stopping and cancelling the job: give its driver a moment to
+                // record the end, but never hold the server's stop for long.
+                tokio::time::timeout(STOP_GRACE, t.progress.changed())
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            } else {
+                tokio::select! {
+                    r = t.progress.changed() => r.is_ok(),
+                    _ = tokio::time::sleep(POLL) => true,
+                    _ = t.leader.shutdown.cancelled() => continue,
+                }
+            };
+            if !changed {
+                // The job record was dropped (retention), or the leader is stopping: end
+                // with what we know.
+                t.done = true;
+                let info = lock(&t.leader.state).job_info(&t.id)?;
+                return Some((Ok(ndjson(&OutputEvent::End(info))), t));
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// How often a follower of a running job looks for newly committed output.
+const POLL: Duration = Duration::from_millis(100);
+
+/// How long a stream waits for its job's final status once the leader is stopping.
+const STOP_GRACE: Duration = Duration::from_millis(400);
+
+/// Why a follower's offset is refused.
+enum Refused {
+    Bad(String),
+    Io(std::io::Error),
+}
+
+/// One follower's stream: where it is in the output.
+struct Tail {
+    leader: Arc<Leader>,
+    id: JobId,
+    progress: watch::Receiver<SinkProgress>,
+    /// Where the follower is in the sink's log, the output while the job runs.
+    log: LogCursor,
+    /// The output file, read once the job ended.
+    target: SinkTarget,
+    /// The next byte of the output to hand out (always the start of a line).
+    offset: u64,
+    /// The output file, opened at `offset`, with the bytes read past the last whole line (in
+    /// a mutex only to make the stream `Sync`; it is only ever borrowed mutably, never locked).
+    fin: Option<(std::sync::Mutex<ObjectReader>, Vec<u8>)>,
+    done: bool,
+    _open: InUse,
+}
+
+impl Tail {
+    /// Refuses an offset that is past the output so far or inside a line.
+    async fn check_offset(&mut self) -> Result<(), Refused> {
+        if self.offset == 0 {
+            return Ok(());
+        }
+        let beyond = |have: u64| {
+            Refused::Bad(format!(
+                "offset {} is beyond the output of job {} ({have} bytes so far)",
+                self.offset, self.id
+            ))
+        };
+        let inside = || {
+            Refused::Bad(format!(
+                "offset {} is not at the start of a line of job {}'s output",
+                self.offset, self.id
+            ))
+        };
+        if self.progress.borrow().closing {
+            // The log is going away: check against the output file once it is final.
+            if self.progress.wait_for(|p| p.finished).await.is_err() {
+                return Err(Refused::Io(io("the job's record went away")));
+            }
+        }
+        if self.progress.borrow().finished {
+            let (mut rd, have) = self
+                .open_final(self.offset - 1)
+                .await
+                .map_err(Refused::Io)?;
+            if self.offset > have {
+                return Err(beyond(have));
+            }
+            let mut b = [0u8; 1];
+            rd.read_exact(&mut b).await.map_err(Refused::Io)?;
+            return if b[0] == b'\n' { Ok(()) } else { Err(inside()) };
+        }
+        match self
+            .log
+            .seek(&self.leader.store, self.offset)
+            .await
+            .map_err(Refused::Io)?
+        {
+            Seek::LineStart => Ok(()),
+            Seek::InsideLine => Err(inside()),
+            Seek::Beyond(have) => Err(beyond(have)),
+        }
+    }
+
+    /// [`Tail::check_offset`], checked again against the output file if the job started
+    /// closing meanwhile (its log may have been removed under the first check).
+    async fn check(&mut self) -> Result<(), Refused> {
+        let first = self.check_offset().await;
+        if self.progress.borrow().closing {
+            return self.check_offset().await;
+        }
+        first
+    }
+
+    /// The committed lines from `offset` on (see [`LogCursor::next`]).
+    async fn committed_lines(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        self.log
+            .next(&self.leader.store, &self.progress, &mut self.offset)
+            .await
+    }
+
+    /// The output file from byte `at`, and its length.
+    async fn open_final(&self, at: u64) -> std::io::Result<(ObjectReader, u64)> {
+        match &self.target {
+            SinkTarget::File(path) => {
+                let mut f = match tokio::fs::File::open(path).await {
+                    Ok(f) => f,
+                    // A job that ended before its sink wrote anything has no output.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Ok((Box::new(tokio::io::empty()), 0))
+                    }
+                    Err(e) => return Err(e),
+                };
+                let len = f.metadata().await?.len();
+                f.seek(std::io::SeekFrom::Start(at.min(len))).await?;
+                Ok((Box::new(f), len))
+            }
+            SinkTarget::Store(path) => {
+                let len = match self.leader.store.size(path).await {
+                    Ok(n) => n,
+                    Err(rainstorm_store::store::StoreError::NotFound(_)) => {
+                        return Ok((Box::new(tokio::io::empty()), 0))
+                    }
+                    Err(e) => return Err(io(e)),
+                };
+                let mut rd = self.leader.store.open(path).await.map_err(io)?;
+                tokio::io::copy(&mut (&mut rd).take(at.min(len)), &mut tokio::io::sink()).await?;
+                Ok((rd, len))
+            }
+        }
+    }
+
+    /// The next whole lines of the ended job's output file, about a chunk at a time (its last
+    /// line even without a newline); `None` at its end.
+    async fn final_lines(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        if self.fin.is_none() {
+            let (rd, _) = self.open_final(self.offset).await?;
+            self.fin = Some((std::sync::Mutex::new(rd), Vec::new()));
+        }
+        let Some((rd, carry)) = self.fin.as_mut() else {
+            return Ok(None);
+        };
+        let rd = rd.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut buf = std::mem::take(carry);
+        loop {
+            if buf.len() >= CHUNK {
+                if let Some(n) = whole_lines(&buf) {
+                    *carry = buf.split_off(n);
+                    self.offset += n as u64;
+                    return Ok(Some(buf));
+                }
+            }
+            buf.reserve(CHUNK);
+            if rd.read_buf(&mut buf).await? == 0 {
+                self.offset += buf.len() as u64;
+                return Ok((!buf.is_empty()).then_some(buf));
+            }
+        }
+    }
+}
+
+/// Counts a stream as open for as long as its state lives: the server drops the stream's
+/// state as soon as the client goes away, whatever the stream was waiting on.
+fn ndjson(ev: &OutputEvent) -> Bytes {
+    let mut v = serde_json::to_vec(ev).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}

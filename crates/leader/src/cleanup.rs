@@ -1,0 +1,271 @@
+//! The end of a job, whatever the outcome: every task of it is stopped, its routes and (unless
+//! kept) its input logs are removed, and its record keeps the final status for followers,
+//! durably (written before it is visible). A failed removal is retried with backoff in the
+//! background and shown on the job (`cleanup_error`). At start-up, the records of an earlier
+//! leader on the same data dir are loaded here too.
+
+use super::job::JobRec;
+use super::state::lock;
+use super::Leader;
+use crate::coordinator::Outcome;
+use crate::model::backoff::Backoff;
+use crate::model::ids::{JobId, WorkerId};
+use crate::model::spec::JobSpec;
+use crate::protocol::control::{Command, JobStatus, TaskState};
+use rainstorm_store::output::SinkProgress;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Stops the job's tasks, removes what it leaves behind and records its final status.
+pub(super) async fn cleanup(
+    leader: &Arc<Leader>,
+    id: &JobId,
+    spec: &JobSpec,
+    outcome: Outcome,
+    progress: &watch::Sender<SinkProgress>,
+) {
+    // Followers stop reading the sink's log before anything removes it.
+    progress.send_modify(|p| p.closing = true);
+    let succeeded = matches!(outcome, Outcome::Succeeded);
+    let (status, error) = match outcome {
+        Outcome::Succeeded => (JobStatus::Succeeded, None),
+        Outcome::Failed(e) => (JobStatus::Failed, Some(e)),
+        Outcome::Cancelled => (JobStatus::Cancelled, None),
+    };
+    {
+        let mut st = lock(&leader.state);
+        let workers: std::collections::BTreeSet<WorkerId> = st
+            .tasks
+            .iter()
+            .filter(|(k, _)| &k.job == id)
+            .map(|(_, t)| t.worker.clone())
+            .collect();
+        for w in workers {
+            st.command(&w, Command::StopJob { job: id.clone() });
+        }
+        for (_, t) in st.tasks.iter_mut().filter(|(k, _)| &k.job == id) {
+            if !t.state.is_terminal() {
+                t.state = TaskState::Cancelled;
+            }
+        }
+    }
+    if !succeeded {
+        // A succeeded job's sink wrote the output; any other end keeps what was committed.
+        write_committed_output(leader, id).await;
+    }
+    let keep = spec.keep_logs || leader.cfg.keep_logs;
+    let removed = if keep {
+        Ok(())
+    } else {
+        remove_logs(leader, id).await
+    };
+    // The final status is durable before it is visible.
+    let now = SystemTime::now();
+    let record = lock(&leader.state).jobs.get(id).map(|j| {
+        let mut r = j.stored(id);
+        r.status = status;
+        r.error = error.clone();
+        r.ended_ms = Some(ms(now));
+        r.logs_left = removed.is_err();
+        r.run = None;
+        r.cleanup_error = removed.as_ref().err().cloned();
+        r
+    });
+    let recorded = match record {
+        Some(r) => match leader.persist.put_job(r).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(job = %id, error = %format!("{e:#}"), "could not record the job's end");
+                false
+            }
+        },
+        None => false,
+    };
+    if !recorded {
+        warn!(job = %id, "the job's end is not durable; a restarted leader will see it as running");
+    }
+    {
+        let mut st = lock(&leader.state);
+        if let Some(j) = st.jobs.get_mut(id) {
+            j.end(status, error.clone(), now);
+            j.logs_left = removed.is_err();
+            j.cleanup_error = removed.as_ref().err().cloned();
+        }
+    }
+    if let Err(e) = removed {
+        warn!(job = %id, error = %e, "could not delete the job's input logs; retrying in the background");
+        retry_removal(leader, id.clone());
+    }
+    progress.send_modify(|p| {
+        p.closing = true;
+        p.finished = true;
+    });
+    match &error {
+        None => info!(job = %id, status = ?status, "job ended"),
+        Some(e) => warn!(job = %id, error = %e, "job failed"),
+    }
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Removes a job's input logs (`logs/<id>/`).
+async fn remove_logs(leader: &Leader, id: &JobId) -> Result<(), String> {
+    let prefix = format!("{}/", rainstorm_store::log::job_prefix(id));
+    leader
+        .store
+        .delete_prefix(&prefix)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Updates a job's record (in memory, then durably) after a removal attempt.
+async fn record_removal(leader: &Leader, id: &JobId, result: &Result<(), String>) {
+    let record = {
+        let mut st = lock(&leader.state);
+        let Some(j) = st.jobs.get_mut(id) else {
+            return;
+        };
+        j.logs_left = result.is_err();
+        j.cleanup_error = result.as_ref().err().cloned();
+        j.stored(id)
+    };
+    if let Err(e) = leader.persist.put_job(record).await {
+        warn!(job = %id, error = %format!("{e:#}"), "could not record the removal of the job's logs");
+    }
+}
+
+/// First delay and cap of the removal retries.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_CAP: Duration = Duration::from_secs(30);
+
+/// Retries the removal of an ended job's logs with backoff, in the background, until it
+/// succeeds or the leader stops (the record keeps `logs_left`, so the next leader carries on).
+/// Every failure is logged and kept in the job record (`cleanup_error`).
+fn retry_removal(leader: &Arc<Leader>, id: JobId) {
+    let l = leader.clone();
+    let task = async move {
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
+        let mut last: Option<String> = None;
+        for attempt in 1u64.. {
+            tokio::select! {
+                _ = l.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next()) => {}
+            }
+            let result = remove_logs(&l, &id).await;
+            match &result {
+                Ok(()) => info!(job = %id, attempt, "the job's input logs are removed"),
+                Err(e) => {
+                    warn!(job = %id, attempt, error = %e, "could not delete the job's input logs; retrying")
+                }
+            }
+            let changed = result.as_ref().err() != last.as_ref();
+            if changed || result.is_ok() {
+                record_removal(&l, &id, &result).await;
+            }
+            match result {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+        }
+    };
+    leader
+        .cleanups
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .spawn(task);
+}
+
+/// Writes what the sink of a job that did not succeed had committed as its output (an
+/// at-most-once job that failed, a cancelled one): the same text a follower saw, whole lines.
+/// A sink that is being taken over is waited for briefly; a failure is logged, and the output
+/// then stays as it was.
+async fn write_committed_output(leader: &Leader, id: &JobId) {
+    let (key, target) = match lock(&leader.state).jobs.get(id) {
+        Some(j) => (j.sink_key(id), j.output()),
+        None => return,
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+    for _ in 0..20 {
+        match rainstorm_store::log::committed_lineage(&leader.store, &key).await {
+            Ok(Some(lineage)) => {
+                match rainstorm_store::output::assemble(&leader.store, &lineage, &target).await {
+                    Ok(bytes) => info!(job = %id, bytes, "wrote the output the job had committed"),
+                    Err(e) => {
+                        warn!(job = %id, error = %e, "could not write the job's committed output")
+                    }
+                }
+                return;
+            }
+            Ok(None) => tokio::time::sleep(backoff.next()).await,
+            Err(e) => {
+                warn!(job = %id, error = %e, "could not read the sink's log; the output stays as it was");
+                return;
+            }
+        }
+    }
+    warn!(job = %id, "the sink's log stayed in a takeover; the output stays as it was");
+}
+
+/// The cause recorded for a job that was running when its leader went away.
+pub const LEADER_RESTARTED: &str = "the leader restarted while the job ran";
+
+/// Loads what an earlier leader on this data dir left: the worker identities it handed out,
+/// ended jobs as they ended, running jobs with a recorded placement to be carried on (their
+/// drivers are returned, to be spawned), running ones without one as failed; and resumes
+/// removing the input logs of every ended job that may still have some.
+pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<Vec<super::NewJob>> {
+    let workers = leader.persist.load_workers().await?;
+    lock(&leader.state).known_workers.extend(workers);
+    let jobs = leader.persist.load_jobs().await?;
+    let now = SystemTime::now();
+    let mut leftovers = Vec::new();
+    let mut resumed = Vec::new();
+    for mut job in jobs {
+        if job.status == JobStatus::Running && job.run.is_some() {
+            let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(256);
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
+            let rec = JobRec::resumed(&job, ev_tx, cancel.clone(), progress_rx);
+            let id = job.id.clone();
+            {
+                let mut st = lock(&leader.state);
+                if let Err(e) = st.claim_files(&id, super::owned::job_files(&job.spec, &[])) {
+                    warn!(job = %id, error = %e, "a resumed job's files overlap another's");
+                }
+                st.add_job(id.clone(), rec);
+            }
+            info!(job = %id, "the previous leader ran this job; carrying it on");
+            resumed.push((id, job.spec, ev_rx, cancel, progress_tx, job.run));
+            continue;
+        }
+        if job.status == JobStatus::Running {
+            job.status = JobStatus::Failed;
+            job.error = Some(LEADER_RESTARTED.into());
+            job.ended_ms = Some(ms(now));
+            leader.persist.put_job(job.clone()).await?;
+            warn!(job = %job.id, "{LEADER_RESTARTED}; recorded as failed");
+        }
+        if job.logs_left {
+            leftovers.push(job.id.clone());
+        }
+        let id = job.id.clone();
+        let rec = JobRec::restored(job);
+        lock(&leader.state).add_job(id, rec);
+    }
+    if !leftovers.is_empty() {
+        info!(
+            jobs = leftovers.len(),
+            "removing input logs earlier jobs left"
+        );
+    }
+    for id in leftovers {
+        retry_removal(leader, id);
+    }
+    Ok(resumed)
+}

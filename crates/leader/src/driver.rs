@@ -1,0 +1,242 @@
+//! One job's driver, owned by one tokio task: it feeds the job's coordinator core
+//! ([`crate::coordinator::JobCore`]) its inputs — the start or resume, task ends and the
+//! monitor's findings from the job's inbox, its timers, a cancel — and carries out the actions
+//! the core returns: the task records the API shows, the durable placement, worker commands.
+//! Every decision is the core's; this file only executes them. Whatever the outcome,
+//! `cleanup.rs` stops every task of the job and the record keeps the final status.
+
+use super::cleanup::cleanup;
+use super::state::{lock, TaskRec};
+use super::Leader;
+use crate::coordinator::record::RunState;
+use crate::coordinator::{Action, Cluster, CoreConfig, Input, JobCore, Outcome, Timer};
+use crate::model::ids::{JobId, TaskKey};
+use crate::model::spec::JobSpec;
+use crate::protocol::control::Command;
+use rainstorm_store::output::SinkProgress;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Once a job's sink finished, how long its other tasks have to report their own ends.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs a job to its final status: from the start, or (`resume`) from the placement an
+/// earlier leader recorded, carrying on with the tasks the workers still run.
+pub async fn drive(
+    leader: Arc<Leader>,
+    id: JobId,
+    spec: JobSpec,
+    mut events: mpsc::Receiver<Input>,
+    cancel: CancellationToken,
+    progress: watch::Sender<SinkProgress>,
+    resume: Option<RunState>,
+) {
+    let cfg = CoreConfig {
+        max_restarts: leader.cfg.max_restarts,
+        adopt_after: leader.cfg.heartbeat_timeout,
+        drain_after: DRAIN,
+    };
+    let mut core = JobCore::new(id.clone(), spec.clone(), cfg);
+    let mut run = Executor {
+        leader: leader.clone(),
+        id: id.clone(),
+        spec: spec.clone(),
+        timers: BTreeMap::new(),
+    };
+    let mut input = match resume {
+        None => Input::Start,
+        Some(state) => Input::Resume(state),
+    };
+    let outcome = loop {
+        if let Some(outcome) = run.step(&mut core, input).await {
+            break outcome;
+        }
+        input = run.next_input(&mut events, &cancel).await;
+    };
+    cleanup(&leader, &id, &spec, outcome, &progress).await;
+}
+
+/// What carries out one job's core's actions.
+struct Executor {
+    leader: Arc<Leader>,
+    id: JobId,
+    spec: JobSpec,
+    /// The core's timers and when each expires.
+    timers: BTreeMap<Timer, tokio::time::Instant>,
+}
+
+impl Executor {
+    /// The next input: a cancel first, then an expired timer, then the job's inbox.
+    async fn next_input(
+        &mut self,
+        events: &mut mpsc::Receiver<Input>,
+        cancel: &CancellationToken,
+    ) -> Input {
+        let first = self
+            .timers
+            .iter()
+            .min_by_key(|(_, at)| **at)
+            .map(|(t, at)| (*t, *at));
+        let timer = async {
+            match first {
+                Some((t, at)) => {
+                    tokio::time::sleep_until(at).await;
+                    t
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Input::Cancel,
+            t = timer => {
+                self.timers.remove(&t);
+                Input::Timer(t)
+            }
+            ev = events.recv() => ev.unwrap_or(Input::Cancel),
+        }
+    }
+
+    /// Hands `input` to the core and carries out its actions, in order; the job's outcome
+    /// once the core decided it.
+    async fn step(&mut self, core: &mut JobCore, input: Input) -> Option<Outcome> {
+        let mut actions = core.handle(input, &self.cluster());
+        let mut i = 0;
+        while i < actions.len() {
+            let action = actions[i].clone();
+            i += 1;
+            match action {
+                Action::Persist(run) => {
+                    if let Err(e) = self.persist(run).await {
+                        // Nothing after an undurable placement may take effect.
+                        actions = core.handle(Input::Abort(e), &self.cluster());
+                        i = 0;
+                    }
+                }
+                Action::SetTimer(t, after) => {
+                    self.timers.insert(t, tokio::time::Instant::now() + after);
+                }
+                Action::ClearTimer(t) => {
+                    self.timers.remove(&t);
+                }
+                Action::End(outcome) => {
+                    self.counters(core);
+                    return Some(outcome);
+                }
+                other => self.command(other),
+            }
+        }
+        self.counters(core);
+        None
+    }
+
+    /// The live workers, least loaded first.
+    fn cluster(&self) -> Cluster {
+        let st = lock(&self.leader.state);
+        let workers = st
+            .workers_by_load()
+            .into_iter()
+            .filter_map(|w| st.workers.get(&w).map(|r| (w, r.data_addr.clone())))
+            .collect();
+        Cluster { workers }
+    }
+
+    /// Copies the core's counters onto the job's record.
+    fn counters(&self, core: &JobCore) {
+        let mut st = lock(&self.leader.state);
+        if let Some(j) = st.jobs.get_mut(&self.id) {
+            j.failures = core.failures();
+            j.recoveries = core.recoveries();
+        }
+    }
+
+    /// Records the placement durably; called before any change of it takes effect.
+    async fn persist(&self, run: RunState) -> Result<(), String> {
+        let record = {
+            let mut st = lock(&self.leader.state);
+            let j = st.jobs.get_mut(&self.id).ok_or("job record vanished")?;
+            j.set_run(run);
+            j.stored(&self.id)
+        };
+        self.leader
+            .persist
+            .put_job(record)
+            .await
+            .map_err(|e| format!("recording the job's placement: {e:#}"))
+    }
+
+    /// Carries out an action that touches the task records or workers' command queues.
+    fn command(&self, action: Action) {
+        let key = |pos| TaskKey {
+            job: self.id.clone(),
+            pos,
+        };
+        let mut st = lock(&self.leader.state);
+        match action {
+            Action::Assign {
+                pos,
+                worker,
+                attempt,
+                state,
+            } => {
+                let key = key(pos);
+                match st.tasks.get_mut(&key) {
+                    Some(t) => {
+                        t.worker = worker;
+                        t.attempt = attempt;
+                        t.state = state;
+                        t.pid = None;
+                        t.done = false;
+                        t.progressed = Instant::now();
+                    }
+                    None => {
+                        let rec = TaskRec::placed(worker, attempt, state, &self.spec, pos.stage);
+                        st.tasks.insert(key, rec);
+                    }
+                }
+            }
+            Action::Start { worker, assignment } => {
+                st.command(&worker, Command::Start(*assignment));
+            }
+            Action::Stop {
+                worker,
+                pos,
+                attempt,
+            } => st.command(
+                &worker,
+                Command::StopTask {
+                    key: key(pos),
+                    attempt,
+                },
+            ),
+            Action::StopJob { workers } => {
+                for w in workers {
+                    st.command(
+                        &w,
+                        Command::StopJob {
+                            job: self.id.clone(),
+                        },
+                    );
+                }
+            }
+            Action::Routes {
+                workers,
+                version,
+                routes,
+            } => {
+                for w in workers {
+                    let cmd = Command::Routes {
+                        job: self.id.clone(),
+                        routes: routes.clone(),
+                        version,
+                    };
+                    st.command(&w, cmd);
+                }
+            }
+            Action::Persist(_) | Action::SetTimer(..) | Action::ClearTimer(_) | Action::End(_) => {}
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! A job's record in the leader's state: its spec, status, counters and the handles its
+//! driver and followers use. It outlives the job's tasks (retention) and is built three ways:
+//! submitted, resumed after a leader restart, or restored as an ended job.
+
+use super::persist::StoredJob;
+use crate::coordinator::record::RunState;
+use crate::coordinator::Input;
+use crate::model::ids::{JobId, TaskKey};
+use crate::model::latency::LatencyHist;
+use crate::model::spec::JobSpec;
+use crate::protocol::control::JobStatus;
+use rainstorm_store::output::SinkProgress;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Milliseconds since the Unix epoch (0 for a time before it): how records keep wall times.
+pub fn ms_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A job's record; it outlives the job's tasks (retention), so its final status is always
+/// deliverable.
+pub struct JobRec {
+    /// The spec.
+    pub spec: JobSpec,
+    /// Running (with what only a running job has) or ended (with what only an ended one has).
+    pub phase: Phase,
+    /// Submission time.
+    pub submitted: SystemTime,
+    /// Start instant.
+    pub started: Instant,
+    /// Tuples the source emitted.
+    pub source_tuples: Arc<AtomicU64>,
+    /// Lines the sink wrote.
+    pub sink_tuples: Arc<AtomicU64>,
+    /// Latency histogram.
+    pub latency: Arc<Mutex<LatencyHist>>,
+    /// Failures seen.
+    pub failures: u64,
+    /// Restarts done.
+    pub recoveries: u64,
+    /// Cancels the job.
+    pub cancel: CancellationToken,
+    /// Output progress, for followers.
+    pub progress: watch::Receiver<SinkProgress>,
+    /// The last failure to remove the job's leftovers, while removal is still being retried.
+    pub cleanup_error: Option<String>,
+    /// The job's input logs may still be in the store (see `persist::StoredJob::logs_left`).
+    pub logs_left: bool,
+}
+
+/// Where a job is in its life: what a running job has (a driver to tell, a placement) and
+/// what an ended one has (a final status, a cause, an end time) are never both present.
+pub enum Phase {
+    /// Its driver runs it.
+    Running {
+        /// The driver's inbox.
+        events: mpsc::Sender<Input>,
+        /// Its durable placement once made (see `persist::RunState`).
+        run: Option<RunState>,
+    },
+    /// It has its final status.
+    Ended {
+        /// `Succeeded`, `Failed` or `Cancelled`.
+        status: JobStatus,
+        /// Why it failed.
+        error: Option<String>,
+        /// When it ended (this process's clock).
+        at: Instant,
+        /// When it ended (wall clock, for the durable record).
+        at_wall: SystemTime,
+    },
+}
+
+impl JobRec {
+    /// Its status: `Running`, or the final one.
+    pub fn status(&self) -> JobStatus {
+        match &self.phase {
+            Phase::Running { .. } => JobStatus::Running,
+            Phase::Ended { status, .. } => *status,
+        }
+    }
+
+    /// Why it failed, once it has.
+    pub fn error(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Ended { error, .. } => error.as_deref(),
+            Phase::Running { .. } => None,
+        }
+    }
+
+    /// When it ended, if it has.
+    pub fn ended(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Ended { at, .. } => Some(*at),
+            Phase::Running { .. } => None,
+        }
+    }
+
+    /// Its driver's inbox while it runs.
+    pub fn events(&self) -> Option<&mpsc::Sender<Input>> {
+        match &self.phase {
+            Phase::Running { events, .. } => Some(events),
+            Phase::Ended { .. } => None,
+        }
+    }
+
+    /// Records its placement (a running job only).
+    pub fn set_run(&mut self, placement: RunState) {
+        if let Phase::Running { run, .. } = &mut self.phase {
+            *run = Some(placement);
+        }
+    }
+
+    /// Records its end: from here on it has no driver and no placement.
+    pub fn end(&mut self, status: JobStatus, error: Option<String>, at_wall: SystemTime) {
+        self.phase = Phase::Ended {
+            status,
+            error,
+            at: Instant::now(),
+            at_wall,
+        };
+    }
+}
+
+impl JobRec {
+    /// A job's record as it is submitted: running, nothing counted yet.
+    pub fn new(
+        spec: JobSpec,
+        events: mpsc::Sender<Input>,
+        cancel: CancellationToken,
+        progress: watch::Receiver<SinkProgress>,
+    ) -> JobRec {
+        JobRec {
+            spec,
+            phase: Phase::Running { events, run: None },
+            submitted: SystemTime::now(),
+            started: Instant::now(),
+            source_tuples: Arc::new(AtomicU64::new(0)),
+            sink_tuples: Arc::new(AtomicU64::new(0)),
+            latency: Arc::default(),
+            failures: 0,
+            recoveries: 0,
+            cancel,
+            progress,
+            cleanup_error: None,
+            logs_left: true,
+        }
+    }
+
+    /// The sink task of this job (stage K+1): its log is the job's committed output.
+    pub fn sink_key(&self, id: &JobId) -> TaskKey {
+        TaskKey {
+            job: id.clone(),
+            pos: crate::model::ids::TaskPos {
+                stage: self.spec.sink_stage(),
+                index: 0,
+            },
+        }
+    }
+
+    /// Where the job's output file goes.
+    pub fn output(&self) -> rainstorm_store::output::SinkTarget {
+        rainstorm_store::output::target(self.spec.paths, &self.spec.sink_path)
+    }
+
+    /// The durable record of this job.
+    pub fn stored(&self, id: &JobId) -> StoredJob {
+        StoredJob {
+            id: id.clone(),
+            spec: self.spec.clone(),
+            status: self.status(),
+            error: self.error().map(str::to_string),
+            source_tuples: self.source_tuples.load(Ordering::Relaxed),
+            sink_tuples: self.sink_tuples.load(Ordering::Relaxed),
+            failures: self.failures,
+            recoveries: self.recoveries,
+            submitted_ms: ms_since_epoch(self.submitted),
+            ended_ms: match &self.phase {
+                Phase::Ended { at_wall, .. } => Some(ms_since_epoch(*at_wall)),
+                Phase::Running { .. } => None,
+            },
+            cleanup_error: self.cleanup_error.clone(),
+            logs_left: self.logs_left,
+            run: match &self.phase {
+                Phase::Running { run, .. } => run.clone(),
+                Phase::Ended { .. } => None,
+            },
+        }
+    }
+
+    /// A job an earlier leader was running, carried on by this one: its counters as recorded,
+    /// its driver resuming from `job.run`.
+    pub fn resumed(
+        job: &StoredJob,
+        events: mpsc::Sender<Input>,
+        cancel: CancellationToken,
+        progress: watch::Receiver<SinkProgress>,
+    ) -> JobRec {
+        let mut rec = JobRec::new(job.spec.clone(), events, cancel, progress);
+        rec.submitted = UNIX_EPOCH + std::time::Duration::from_millis(job.submitted_ms);
+        rec.source_tuples
+            .store(job.source_tuples, Ordering::Relaxed);
+        rec.sink_tuples.store(job.sink_tuples, Ordering::Relaxed);
+        rec.failures = job.failures;
+        rec.recoveries = job.recoveries;
+        rec.logs_left = job.logs_left;
+        if let Some(run) = &job.run {
+            rec.set_run(run.clone());
+        }
+        rec
+    }
+
+    /// A job recorded by an earlier leader, as this one shows it: ended (a job that was
+    /// running is the caller's to mark failed first), nothing to drive, its output final.
+    pub fn restored(job: StoredJob) -> JobRec {
+        let at = |ms: u64| UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let submitted = at(job.submitted_ms);
+        let ended_at = at(job.ended_ms.unwrap_or(job.submitted_ms));
+        // Instants of the past, as far as this process's clock reaches back.
+        let ago = |t: SystemTime| {
+            let d = SystemTime::now().duration_since(t).unwrap_or_default();
+            Instant::now().checked_sub(d).unwrap_or_else(Instant::now)
+        };
+        let ended = ago(ended_at);
+        let run = ended_at.duration_since(submitted).unwrap_or_default();
+        let started = ended.checked_sub(run).unwrap_or(ended);
+        let (_, progress) = watch::channel(SinkProgress {
+            closing: true,
+            finished: true,
+        });
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        JobRec {
+            spec: job.spec,
+            phase: Phase::Ended {
+                status: job.status,
+                error: job.error,
+                at: ended,
+                at_wall: ended_at,
+            },
+            submitted,
+            started,
+            source_tuples: Arc::new(AtomicU64::new(job.source_tuples)),
+            sink_tuples: Arc::new(AtomicU64::new(job.sink_tuples)),
+            latency: Arc::default(),
+            failures: job.failures,
+            recoveries: job.recoveries,
+            cancel,
+            progress,
+            cleanup_error: job.cleanup_error,
+            logs_left: job.logs_left,
+        }
+    }
+}
+
+#[cfg(test)]
+impl JobRec {
+    /// A running job's record for unit tests, with no driver or follower behind it.
+    pub(crate) fn detached(spec: JobSpec) -> JobRec {
+        let (tx, _) = mpsc::channel(1);
+        let (_, progress) = watch::channel(SinkProgress::default());
+        JobRec::new(spec, tx, CancellationToken::new(), progress)
+    }
+}

@@ -1,0 +1,361 @@
+//! The leader: public HTTP/JSON API and worker control plane on one address, the job drivers,
+//! the store, and the monitor that declares silent workers dead. It has no data plane: every
+//! task of a job, its source and its sink included, runs on a worker.
+//!
+//! This file holds the leader's configuration, the shared [`Leader`] context with
+//! [`Leader::submit`], and [`run`], which starts the parts: the HTTP surface (`api`), the
+//! monitor (`monitor`) and one driver per job (`driver`), over the state in `state`.
+
+#![warn(missing_docs)]
+
+use rainstorm_coordinator as coordinator;
+use rainstorm_model as model;
+use rainstorm_protocol as protocol;
+
+pub mod api;
+mod cleanup;
+mod dashboard;
+pub mod driver;
+mod files;
+pub mod job;
+mod monitor;
+pub mod owned;
+pub mod persist;
+pub mod state;
+pub mod validate;
+mod views;
+
+use crate::coordinator::Input;
+use crate::model::check::{check_spec, Problem};
+use crate::model::ids::JobId;
+use crate::model::spec::JobSpec;
+use anyhow::Context;
+use job::JobRec;
+use rainstorm_store::output::SinkProgress;
+use rainstorm_store::store::Store;
+use state::{lock, SharedState};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+/// How to run a leader.
+#[derive(Clone, Debug)]
+pub struct LeaderConfig {
+    /// Data directory (the store lives in `DIR/store`).
+    pub data_dir: PathBuf,
+    /// A worker silent for this long is dead.
+    pub heartbeat_timeout: Duration,
+    /// How often workers heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Restarts of one task before its job fails.
+    pub max_restarts: u32,
+    /// Keep input logs of ended jobs.
+    pub keep_logs: bool,
+    /// How long ended jobs stay listed.
+    pub retention: Duration,
+    /// A running task with input waiting and no progress for this long is stalled: it is
+    /// stopped and restarted like a failed one.
+    pub stall_timeout: Duration,
+    /// Which executables jobs may name (validated at submission; workers check again).
+    pub exec_policy: rainstorm_store::fetch::ExecPolicy,
+    /// The cluster secret every door checks (none: loopback only).
+    pub token: Option<crate::protocol::auth::Secret>,
+    /// The store: an S3-compatible bucket, else the directory `DATA_DIR/store`.
+    pub store: Option<rainstorm_store::store::S3Location>,
+    /// The data-dir lock, if the caller took it before `run` (the CLI does, before binding
+    /// its port, so a second leader is told why at once); else `run` takes it.
+    pub dir_lock: Option<Arc<persist::DirLock>>,
+    /// Receives the leader's context once it runs (`rainstorm run` submits in-process: only
+    /// it may use local paths, which the HTTP API refuses).
+    pub ready: Option<mpsc::UnboundedSender<Arc<Leader>>>,
+}
+
+impl Default for LeaderConfig {
+    fn default() -> Self {
+        LeaderConfig {
+            data_dir: PathBuf::from("rainstorm-data"),
+            heartbeat_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_millis(500),
+            max_restarts: 20,
+            keep_logs: false,
+            retention: Duration::from_secs(3600),
+            stall_timeout: Duration::from_secs(60),
+            exec_policy: Default::default(),
+            token: None,
+            store: None,
+            dir_lock: None,
+            ready: None,
+        }
+    }
+}
+
+/// A validated job handed to the leader's main loop, which owns the drivers' `JoinSet`.
+type NewJob = (
+    JobId,
+    JobSpec,
+    mpsc::Receiver<Input>,
+    CancellationToken,
+    watch::Sender<SinkProgress>,
+    Option<crate::coordinator::record::RunState>,
+);
+
+/// Shared leader context, handed to API handlers and job drivers.
+pub struct Leader {
+    /// Cluster state (one lock, never held across `.await`).
+    pub state: SharedState,
+    /// The store.
+    pub store: Store,
+    /// Configuration.
+    pub cfg: LeaderConfig,
+    /// Output streams being served now (a follower that goes away must free its stream).
+    pub output_streams: Arc<std::sync::atomic::AtomicI64>,
+    /// Worker command polls parked waiting for a command now (answered at once on shutdown).
+    pub waiting_polls: Arc<std::sync::atomic::AtomicI64>,
+    /// Store requests workers made through the leader (`/internal/store`): zero when every
+    /// worker reaches the store itself, since no other job data passes through the leader.
+    pub worker_store_requests: std::sync::atomic::AtomicU64,
+    /// Durable state under the data dir (job counter and job records).
+    pub persist: persist::Persist,
+    /// Cancelled when the leader starts stopping: long polls answer at once, output streams
+    /// end, background retries give up (what they had not done is durable and redone by the
+    /// next leader).
+    pub shutdown: CancellationToken,
+    /// Background removals of ended jobs' leftovers, retried with backoff.
+    pub cleanups: Mutex<JoinSet<()>>,
+    spawn_tx: mpsc::Sender<NewJob>,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The job is invalid.
+    #[error("invalid job")]
+    Invalid(Vec<Problem>),
+    /// The job's files clash with a running job's (the message names both jobs).
+    #[error("{0}")]
+    Conflict(String),
+    /// The leader is shutting down.
+    #[error("the leader is shutting down")]
+    ShuttingDown,
+    /// The leader's durable state or the store failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// How many fresh ids `new_job_id` tries before giving up on a store that holds logs under
+/// each (which only a store shared with other leaders could do).
+const ID_TRIES: usize = 5;
+
+impl Leader {
+    /// Validates and starts a job; returns its id.
+    pub async fn submit(self: &Arc<Self>, mut spec: JobSpec) -> Result<JobId, SubmitError> {
+        if spec.source_name.is_empty() {
+            spec.source_name = spec.source_path.clone();
+        }
+        let mut problems = check_spec(&spec);
+        if problems.is_empty() {
+            problems = lock(&self.state).reads_running_output(&spec);
+        }
+        if problems.is_empty() {
+            let present = self.present_in_store(&spec).await;
+            problems = validate::check(&spec, &self.store, &self.cfg.exec_policy, &present);
+        }
+        if !problems.is_empty() {
+            return Err(SubmitError::Invalid(problems));
+        }
+        let pinned = self.pin_operators(&mut spec).await?;
+        let files = owned::job_files(&spec, &pinned);
+        let (ev_tx, ev_rx) = mpsc::channel(256);
+        let cancel = CancellationToken::new();
+        let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
+        let mut rec = JobRec::new(spec.clone(), ev_tx, cancel.clone(), progress_rx);
+        rec.logs_left = !(spec.keep_logs || self.cfg.keep_logs);
+        let id = self.new_job_id().await?;
+        // Durable before anyone can see it: a restarted leader knows every job it showed.
+        self.persist
+            .put_job(rec.stored(&id))
+            .await
+            .map_err(|e| SubmitError::Internal(format!("recording the job: {e:#}")))?;
+        let claimed = {
+            let mut st = lock(&self.state);
+            let claimed = st.claim_files(&id, files);
+            if claimed.is_ok() {
+                st.add_job(id.clone(), rec);
+            }
+            claimed
+        };
+        if let Err(msg) = claimed {
+            // The id stays used up: ids are never handed out twice.
+            if let Err(e) = self.persist.remove_job(id.clone()).await {
+                warn!(job = %id, error = %e, "could not forget a refused job's record");
+            }
+            return Err(SubmitError::Conflict(msg));
+        }
+        info!(job = %id, name = ?spec.name, "job submitted");
+        if self
+            .spawn_tx
+            .send((id.clone(), spec, ev_rx, cancel, progress_tx, None))
+            .await
+            .is_err()
+        {
+            return Err(SubmitError::ShuttingDown);
+        }
+        Ok(id)
+    }
+
+    /// A job id never used before in this store: `job-N-XXXXXX`, N from the durable counter
+    /// (never reused by this data dir, across restarts) and six random hex digits (so a leader
+    /// with a fresh data dir on an old store does not repeat an old id either), and no object
+    /// under `logs/<id>/` (a job never reads another job's logs, whatever the store holds).
+    async fn new_job_id(&self) -> Result<JobId, SubmitError> {
+        let internal = |what: &str, e: &dyn std::fmt::Display| {
+            SubmitError::Internal(format!("choosing a job id: {what}: {e}"))
+        };
+        for _ in 0..ID_TRIES {
+            let n = self
+                .persist
+                .next_job_number()
+                .await
+                .map_err(|e| internal("the job counter", &format!("{e:#}")))?;
+            let suffix =
+                crate::protocol::auth::random_hex(3).map_err(|e| internal("random suffix", &e))?;
+            let id = JobId(format!("job-{n}-{suffix}"));
+            let prefix = format!("{}/", rainstorm_store::log::job_prefix(&id));
+            let used = self
+                .store
+                .list(&prefix)
+                .await
+                .map_err(|e| internal("listing the store", &e))?;
+            if used.is_empty() {
+                return Ok(id);
+            }
+            warn!(job = %id, objects = used.len(), "the store already holds logs under this id; choosing another");
+        }
+        Err(SubmitError::Internal(format!(
+            "no unused job id after {ID_TRIES} tries: the store holds logs under each"
+        )))
+    }
+}
+
+/// Runs the leader on an already-bound HTTP listener until `shutdown`; returns when every job
+/// driver, connection and background task has finished.
+pub async fn run(
+    cfg: LeaderConfig,
+    http: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // One leader per data dir, for this whole function.
+    let _dir_lock = match &cfg.dir_lock {
+        Some(l) => l.clone(),
+        None => Arc::new(persist::DirLock::acquire(&cfg.data_dir)?),
+    };
+    let persist = persist::Persist::open_dir(&cfg.data_dir)?;
+    let store = match &cfg.store {
+        Some(loc) => Store::s3(loc).context("opening the S3 store")?,
+        None => Store::local(cfg.data_dir.join("store")).context("opening the store")?,
+    };
+    let http_addr = http.local_addr()?;
+    let (spawn_tx, mut spawn_rx) = mpsc::channel(16);
+    let leader = Arc::new(Leader {
+        state: Arc::new(Mutex::new(state::State::default())),
+        store,
+        cfg: cfg.clone(),
+        output_streams: Arc::default(),
+        waiting_polls: Arc::default(),
+        worker_store_requests: Default::default(),
+        persist,
+        shutdown: CancellationToken::new(),
+        cleanups: Mutex::new(JoinSet::new()),
+        spawn_tx,
+    });
+    let resumed = cleanup::restore_jobs(&leader).await?;
+    if let Some(tx) = &cfg.ready {
+        let _ = tx.send(leader.clone());
+    }
+    let mut bg = JoinSet::new();
+    let stop_net = CancellationToken::new();
+    bg.spawn(monitor::monitor(leader.clone(), stop_net.clone()));
+    let app = api::router(leader.clone());
+    let http_stop = stop_net.clone();
+    bg.spawn(async move {
+        let serve = axum::serve(http, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await });
+        if let Err(e) = serve.await {
+            warn!(error = %e, "HTTP server failed");
+        }
+    });
+    info!(api = %http_addr, "leader ready");
+    let mut drivers = JoinSet::new();
+    for (id, spec, ev, cancel, progress, run) in resumed {
+        let span = tracing::info_span!("job", job = %id);
+        drivers.spawn(
+            driver::drive(leader.clone(), id, spec, ev, cancel, progress, run).instrument(span),
+        );
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some((id, spec, ev, cancel, progress, run)) = spawn_rx.recv() => {
+                let span = tracing::info_span!("job", job = %id);
+                drivers.spawn(driver::drive(leader.clone(), id, spec, ev, cancel, progress, run).instrument(span));
+            }
+            Some(r) = drivers.join_next(), if !drivers.is_empty() => {
+                if let Err(e) = r {
+                    warn!(error = %e, "job driver panicked");
+                }
+            }
+        }
+    }
+    // Graceful stop, bounded (SIGTERM must end a leader within 2 s): pending long polls are
+    // answered and retries give up at once; running jobs are cancelled and their drivers
+    // record it; then the servers stop. Whatever is still running at a deadline is aborted:
+    // the records are durable before they change, so the next leader sees the truth.
+    let started = std::time::Instant::now();
+    leader.shutdown.cancel();
+    {
+        let st = lock(&leader.state);
+        for j in st.jobs.values() {
+            j.cancel.cancel();
+        }
+    }
+    join_within(&mut drivers, STOP_DRIVERS, "job drivers").await;
+    let mut cleanups =
+        std::mem::take(&mut *leader.cleanups.lock().unwrap_or_else(|p| p.into_inner()));
+    join_within(&mut cleanups, STOP_SERVERS, "leftover removals").await;
+    stop_net.cancel();
+    join_within(&mut bg, STOP_SERVERS, "servers").await;
+    info!(ms = started.elapsed().as_millis() as u64, "leader stopped");
+    Ok(())
+}
+
+/// How long a stopping leader waits for its job drivers to record their jobs' ends.
+const STOP_DRIVERS: Duration = Duration::from_millis(1000);
+/// How long a stopping leader waits for its servers (HTTP connections, data listener).
+const STOP_SERVERS: Duration = Duration::from_millis(600);
+
+/// Joins every task of `set`, aborting those still running after `limit`.
+async fn join_within<T: 'static>(set: &mut JoinSet<T>, limit: Duration, what: &str) {
+    let joined = tokio::time::timeout(limit, async {
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r {
+                if e.is_panic() {
+                    warn!(error = %e, "{what}: a task panicked");
+                }
+            }
+        }
+    })
+    .await;
+    if joined.is_err() {
+        warn!(
+            left = set.len(),
+            "{what} still running after {} ms; aborted",
+            limit.as_millis()
+        );
+        set.shutdown().await;
+    }
+}

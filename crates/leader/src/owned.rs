@@ -1,0 +1,426 @@
+//! Owned files: what each running job reads (its source, its operators) and writes (its sink),
+//! so no submission, upload or delete can corrupt a running job. A running job's sink is no
+//! other running job's sink or source, and never its own source; a `PUT` or `DELETE` on a file
+//! a running job reads or writes is refused (409). An upload or a delete holds its path while
+//! it runs, so a job submitted meanwhile that names it is refused too (the check and the
+//! change are one step with respect to submissions). Also here: operators pinned by content
+//! hash at submission, so a job runs exactly the executable it was validated against.
+
+use super::files::{unhold, JobFiles};
+use super::state::{lock, State};
+use super::{Leader, SubmitError};
+use crate::model::check::Problem;
+use crate::model::ids::JobId;
+use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
+use crate::protocol::control::JobStatus;
+use futures::StreamExt;
+use rainstorm_store::store::{blob_path, clean_path};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+fn norm(spec: &JobSpec, p: &str) -> String {
+    match spec.paths {
+        PathMode::Store => clean_path(p).unwrap_or_else(|_| p.to_string()),
+        PathMode::Local => p.to_string(),
+    }
+}
+
+/// The files a job names.
+pub fn job_files(spec: &JobSpec, pinned: &[String]) -> JobFiles {
+    let mut reads: BTreeSet<String> = [norm(spec, &spec.source_path)].into();
+    for st in &spec.stages {
+        if let OperatorSpec::Exec { path, .. } = &st.operator {
+            reads.insert(norm(spec, path));
+        }
+    }
+    reads.extend(pinned.iter().cloned());
+    JobFiles {
+        reads,
+        writes: norm(spec, &spec.sink_path),
+    }
+}
+
+fn running(st: &State) -> impl Iterator<Item = (&JobId, &JobFiles)> {
+    st.files.jobs.iter().filter(|(id, _)| {
+        st.jobs
+            .get(*id)
+            .is_some_and(|j| j.status() == JobStatus::Running)
+    })
+}
+
+/// Whether `path` is `prefix` or lies under it.
+fn under(path: &str, prefix: &str) -> bool {
+    path == prefix || path.starts_with(&format!("{prefix}/"))
+}
+
+impl State {
+    /// Problems of a job submission that reads the output of a running job: that output is
+    /// written only when the job ends, so the submission is told so rather than "not found".
+    pub fn reads_running_output(&self, spec: &JobSpec) -> Vec<Problem> {
+        let files = job_files(spec, &[]);
+        let mut problems = Vec::new();
+        for (id, other) in running(self) {
+            if let Some(r) = files.reads.iter().find(|r| **r == other.writes) {
+                let field = if *r == norm(spec, &spec.source_path) {
+                    "source.path"
+                } else {
+                    "stages.exec"
+                };
+                problems.push(Problem::new(
+                    field,
+                    r,
+                    format!("the sink of running job {id}, written when it ends; it cannot be read while it is written"),
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Refuses a new job whose files clash with a running job's (or with its own), naming
+    /// both jobs; else records them under the id the job is about to get.
+    pub fn claim_files(&mut self, me: &JobId, files: JobFiles) -> Result<(), String> {
+        // Ended jobs own nothing any more.
+        let ended: Vec<JobId> = self
+            .files
+            .jobs
+            .keys()
+            .filter(|id| {
+                !self
+                    .jobs
+                    .get(*id)
+                    .is_some_and(|j| j.status() == JobStatus::Running)
+            })
+            .cloned()
+            .collect();
+        for id in ended {
+            self.files.jobs.remove(&id);
+        }
+        let sink = &files.writes;
+        if files.reads.contains(sink) {
+            return Err(format!(
+                "sink.path {sink}: job {me}'s sink cannot be its own source or operator (job {me} reads it)"
+            ));
+        }
+        if reserved(sink) {
+            return Err(format!(
+                "sink.path {sink}: logs/ and blobs/ belong to the engine"
+            ));
+        }
+        for (id, other) in running(self) {
+            if &other.writes == sink {
+                return Err(format!(
+                    "sink.path {sink}: already the sink of running job {id}; job {me} cannot write it too"
+                ));
+            }
+            if other.reads.contains(sink) {
+                return Err(format!(
+                    "sink.path {sink}: running job {id} reads it; job {me} cannot write it"
+                ));
+            }
+            if let Some(r) = files.reads.iter().find(|r| **r == other.writes) {
+                return Err(format!(
+                    "{r}: the sink of running job {id}; job {me} cannot read it while it is written"
+                ));
+            }
+        }
+        if let Some(p) = files
+            .reads
+            .iter()
+            .chain([sink])
+            .find(|p| self.files.writing.contains_key(*p))
+        {
+            return Err(format!("{p}: being uploaded now; job {me} cannot use it"));
+        }
+        if let Some((p, d)) = files.reads.iter().chain([sink]).find_map(|p| {
+            self.files
+                .deleting
+                .keys()
+                .find(|d| under(p, d))
+                .map(|d| (p, d))
+        }) {
+            return Err(format!(
+                "{p}: {d} is being deleted now; job {me} cannot use it"
+            ));
+        }
+        self.files.jobs.insert(me.clone(), files);
+        Ok(())
+    }
+
+    /// Holds `clean` and everything under it for a delete, unless a running job uses any of
+    /// it: until [`State::end_delete`], a job naming any of it is refused.
+    pub fn begin_delete(&mut self, clean: &str) -> Result<(), String> {
+        for (id, f) in running(self) {
+            if let Some(p) = f.reads.iter().chain([&f.writes]).find(|p| under(p, clean)) {
+                return Err(format!(
+                    "{clean}: running job {id} uses {p}; nothing was deleted"
+                ));
+            }
+        }
+        *self.files.deleting.entry(clean.to_string()).or_default() += 1;
+        Ok(())
+    }
+
+    /// Ends a delete's hold on `clean` (see [`State::begin_delete`]).
+    pub fn end_delete(&mut self, clean: &str) {
+        unhold(&mut self.files.deleting, clean);
+    }
+
+    /// Forgets an ended job's files (kept only while they can matter: running jobs).
+    pub fn release_files(&mut self, id: &JobId) {
+        self.files.jobs.remove(id);
+    }
+}
+
+/// An upload in progress; dropping it ends the claim.
+pub struct Writing {
+    leader: Arc<Leader>,
+    path: String,
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        unhold(&mut lock(&self.leader.state).files.writing, &self.path);
+    }
+}
+
+/// A delete in progress; dropping it ends the hold.
+pub struct Deleting {
+    leader: Arc<Leader>,
+    path: String,
+}
+
+impl Drop for Deleting {
+    fn drop(&mut self) {
+        lock(&self.leader.state).end_delete(&self.path);
+    }
+}
+
+impl Leader {
+    /// Claims `clean` for an upload, unless a running job reads or writes it.
+    pub fn claim_write(self: &Arc<Self>, clean: &str) -> Result<Writing, String> {
+        let mut st = lock(&self.state);
+        if let Some((id, f)) =
+            running(&st).find(|(_, f)| f.reads.contains(clean) || f.writes == clean)
+        {
+            let how = if f.writes == clean { "writes" } else { "reads" };
+            return Err(format!(
+                "{clean}: running job {id} {how} it; try again when it ends"
+            ));
+        }
+        *st.files.writing.entry(clean.to_string()).or_default() += 1;
+        Ok(Writing {
+            leader: self.clone(),
+            path: clean.to_string(),
+        })
+    }
+
+    /// Holds `clean` (and what lies under it) for a delete, unless a running job uses any of
+    /// it; a job submitted while the hold lasts cannot name any of it.
+    pub fn claim_delete(self: &Arc<Self>, clean: &str) -> Result<Deleting, String> {
+        lock(&self.state).begin_delete(clean)?;
+        Ok(Deleting {
+            leader: self.clone(),
+            path: clean.to_string(),
+        })
+    }
+
+    /// Store paths of the job (source, operators) that exist in a store other than a local
+    /// directory, for validation.
+    pub async fn present_in_store(&self, spec: &JobSpec) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        if spec.paths != PathMode::Store || self.store.is_local() {
+            return out;
+        }
+        let mut names = vec![spec.source_path.clone()];
+        for st in &spec.stages {
+            if let OperatorSpec::Exec { path, .. } = &st.operator {
+                names.push(path.clone());
+            }
+        }
+        for n in names {
+            if let Ok(c) = clean_path(&n) {
+                if self.store.exists(&c).await.unwrap_or(false) {
+                    out.insert(c);
+                }
+            }
+        }
+        out
+    }
+
+    /// Copies store object `clean` to `blobs/sha256/HEX` (unless that blob exists) and returns
+    /// the blob's path, streaming both passes (hash, then copy) so an operator of any size
+    /// costs the leader one buffer. A copy whose content is not what was hashed (the object
+    /// was replaced in between) is removed and refused.
+    async fn pin_blob(&self, clean: &str) -> Result<String, String> {
+        let hex = hash_stream(self.store.open(clean).await.map_err(|e| e.to_string())?)
+            .await
+            .map_err(|e| format!("reading {clean}: {e}"))?;
+        let blob = blob_path(&hex);
+        if self.store.exists(&blob).await.unwrap_or(false) {
+            return Ok(blob);
+        }
+        let rd = self.store.open(clean).await.map_err(|e| e.to_string())?;
+        let hasher = Arc::new(std::sync::Mutex::new(<sha2::Sha256 as sha2::Digest>::new()));
+        let seen = hasher.clone();
+        let body = tokio_util::io::ReaderStream::with_capacity(rd, 256 << 10).inspect(move |c| {
+            if let Ok(c) = c {
+                sha2::Digest::update(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()), c);
+            }
+        });
+        self.store
+            .put_stream(&blob, body)
+            .await
+            .map_err(|e| format!("storing {blob}: {e}"))?;
+        let copied = {
+            let h = std::mem::take(&mut *hasher.lock().unwrap_or_else(|p| p.into_inner()));
+            hex::encode(sha2::Digest::finalize(h))
+        };
+        if copied != hex {
+            if let Err(e) = self.store.delete_prefix(&blob).await {
+                tracing::warn!(%blob, error = %e, "removing a blob whose copy changed failed");
+            }
+            return Err(format!(
+                "{clean} changed while it was being pinned; submit again"
+            ));
+        }
+        Ok(blob)
+    }
+
+    /// Pins every store operator of `spec` by content: reads it, stores it under
+    /// `blobs/sha256/HEX` and makes the stage name that object, which workers verify before
+    /// running. Returns the store paths as named (the job reads them).
+    pub async fn pin_operators(&self, spec: &mut JobSpec) -> Result<Vec<String>, SubmitError> {
+        let mut named = Vec::new();
+        if spec.paths != PathMode::Store {
+            return Ok(named);
+        }
+        for (i, st) in spec.stages.iter_mut().enumerate() {
+            let OperatorSpec::Exec { path, .. } = &mut st.operator else {
+                continue;
+            };
+            if std::path::Path::new(path.as_str()).is_absolute()
+                || rainstorm_store::store::pinned_hash(path).is_some()
+            {
+                continue;
+            }
+            let Ok(clean) = clean_path(path) else {
+                continue;
+            };
+            let problem = |msg: String| {
+                SubmitError::Invalid(vec![Problem::new(
+                    format!("stages[{}].exec", i + 1),
+                    path.as_str(),
+                    msg,
+                )])
+            };
+            let blob = self
+                .pin_blob(&clean)
+                .await
+                .map_err(|e| problem(format!("cannot pin the operator: {e}")))?;
+            named.push(clean);
+            *path = blob;
+        }
+        Ok(named)
+    }
+}
+
+/// Store areas the engine owns: input logs and content-addressed operators.
+pub const RESERVED: [&str; 2] = ["logs", "blobs"];
+
+/// Whether a clean store path lies in an area the engine owns (not writable, deletable or
+/// usable as a sink through the API).
+pub fn reserved(clean: &str) -> bool {
+    let top = clean.split('/').next().unwrap_or("");
+    RESERVED.contains(&top)
+}
+
+/// The SHA-256 of everything `rd` yields, read in bounded chunks.
+async fn hash_stream(mut rd: rainstorm_store::store::ObjectReader) -> std::io::Result<String> {
+    use sha2::Digest;
+    use tokio::io::AsyncReadExt;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobRec;
+    use crate::model::spec::{Delivery, StageSpec};
+    use rainstorm_store::output::SinkProgress;
+    use tokio::sync::{mpsc, watch};
+    use tokio_util::sync::CancellationToken;
+
+    fn spec(source: &str, sink: &str) -> JobSpec {
+        JobSpec {
+            name: None,
+            delivery: Delivery::ExactlyOnce,
+            source_path: source.into(),
+            source_name: source.into(),
+            rate: 0.0,
+            sink_path: sink.into(),
+            stages: vec![StageSpec {
+                tasks: 1,
+                operator: OperatorSpec::Exec {
+                    path: "ops/op.sh".into(),
+                    args: vec![],
+                },
+            }],
+            paths: PathMode::Store,
+            keep_logs: false,
+            autoscale: None,
+        }
+    }
+
+    /// Claims the files of a job as `Leader::submit` does, and records it running.
+    fn submit(st: &mut State, id: &str, source: &str, sink: &str) -> Result<(), String> {
+        let spec = spec(source, sink);
+        let id = JobId(id.into());
+        st.claim_files(&id, job_files(&spec, &[]))?;
+        let (tx, _) = mpsc::channel(1);
+        let (_, progress) = watch::channel(SinkProgress::default());
+        let rec = JobRec::new(spec, tx, CancellationToken::new(), progress);
+        st.add_job(id, rec);
+        Ok(())
+    }
+
+    #[test]
+    fn a_job_submitted_while_a_delete_runs_cannot_claim_what_it_deletes() {
+        let mut st = State::default();
+        submit(&mut st, "job-1", "a/in.txt", "out/a.txt").unwrap();
+        // A delete of anything a running job uses is refused and holds nothing.
+        for busy in ["a", "a/in.txt", "out", "ops/op.sh", "ops"] {
+            let err = st.begin_delete(busy).unwrap_err();
+            assert!(
+                err.contains("job-1") && err.contains("nothing was deleted"),
+                "{err}"
+            );
+        }
+        assert!(st.files.deleting.is_empty());
+        // While `b` is being deleted, no job may read or write anything under it.
+        st.begin_delete("b").unwrap();
+        for (source, sink) in [
+            ("b/in.txt", "out/x.txt"),
+            ("c.txt", "b/out.txt"),
+            ("b", "out/y.txt"),
+        ] {
+            let err = submit(&mut st, "job-2", source, sink).unwrap_err();
+            assert!(err.contains("being deleted"), "{source} -> {sink}: {err}");
+        }
+        assert!(!st.jobs.contains_key(&JobId("job-2".into())));
+        // A path that merely shares the prefix's letters is not under it.
+        submit(&mut st, "job-3", "bb/in.txt", "out/z.txt").unwrap();
+        // Once the delete is over, the path is free again.
+        st.end_delete("b");
+        submit(&mut st, "job-2", "b/in.txt", "out/x.txt").unwrap();
+        // And the next delete of it is refused: a running job reads it now.
+        assert!(st.begin_delete("b").is_err());
+    }
+}

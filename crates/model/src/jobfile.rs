@@ -1,0 +1,305 @@
+//! The job file (TOML): decodes it into a [`JobSpec`] and hands that to the one static
+//! validator, [`check_spec`]. Decoding itself only reports what a `JobSpec` cannot hold (bad
+//! TOML, an unknown delivery, a stage with both or neither of `exec` and `op`); a value of the
+//! wrong type becomes an invalid value that `check_spec` then rejects, shown as written.
+
+use crate::check::{check_spec, stage_field, InvalidJob, Problem};
+use crate::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+#[derive(Deserialize)]
+struct RawJob {
+    name: Option<String>,
+    delivery: Option<toml::Value>,
+    source: Option<RawSource>,
+    sink: Option<RawSink>,
+    #[serde(default)]
+    stages: Vec<RawStage>,
+    #[serde(default)]
+    keep_logs: bool,
+}
+
+#[derive(Deserialize)]
+struct RawSource {
+    path: Option<String>,
+    rate: Option<toml::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawSink {
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawStage {
+    tasks: Option<toml::Value>,
+    exec: Option<String>,
+    op: Option<String>,
+    #[serde(default)]
+    args: Vec<toml::Value>,
+}
+
+fn arg_string(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What decoding found besides the spec.
+#[derive(Default)]
+struct Decoding {
+    /// Problems a `JobSpec` cannot express.
+    problems: Vec<Problem>,
+    /// Fields whose value had to be replaced by an invalid one, with the value as written.
+    written: HashMap<String, String>,
+}
+
+/// Where a field stands in the file, to report problems in reading order.
+fn file_order(field: &str) -> usize {
+    if field.starts_with("source") {
+        1
+    } else if field.starts_with("sink") {
+        2
+    } else if let Some(rest) = field.strip_prefix("stages[") {
+        3 + rest
+            .split(']')
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    } else if field == "stages" {
+        3
+    } else {
+        0
+    }
+}
+
+impl Decoding {
+    fn delivery(&mut self, v: Option<&toml::Value>) -> Delivery {
+        let (value, message) = match v {
+            None => return Delivery::ExactlyOnce,
+            Some(toml::Value::String(s)) => match Delivery::parse(s) {
+                Some(d) => return d,
+                None => (
+                    s.clone(),
+                    "unknown delivery; use at-most-once, at-least-once or exactly-once",
+                ),
+            },
+            Some(other) => (other.to_string(), "must be a string"),
+        };
+        self.problems.push(Problem::new("delivery", value, message));
+        Delivery::ExactlyOnce
+    }
+
+    /// A number, or NaN (which the validator rejects) for a value of another type.
+    fn rate(&mut self, v: Option<&toml::Value>) -> f64 {
+        match v {
+            None => 0.0,
+            Some(v) => v
+                .as_float()
+                .or_else(|| v.as_integer().map(|i| i as f64))
+                .unwrap_or_else(|| {
+                    self.written.insert("source.rate".into(), v.to_string());
+                    f64::NAN
+                }),
+        }
+    }
+
+    /// A task count, or 0 (which the validator rejects) for anything that is not one.
+    fn tasks(&mut self, i: usize, v: Option<&toml::Value>) -> u32 {
+        match v {
+            None => 1,
+            Some(v) => v
+                .as_integer()
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or_else(|| {
+                    self.written.insert(stage_field(i, "tasks"), v.to_string());
+                    0
+                }),
+        }
+    }
+
+    fn operator(&mut self, i: usize, st: &RawStage) -> OperatorSpec {
+        let args: Vec<String> = st.args.iter().map(arg_string).collect();
+        let (value, message) = match (&st.exec, &st.op) {
+            (Some(path), None) => {
+                return OperatorSpec::Exec {
+                    path: path.clone(),
+                    args,
+                }
+            }
+            (None, Some(name)) => {
+                return OperatorSpec::Builtin {
+                    name: name.clone(),
+                    args,
+                }
+            }
+            (Some(_), Some(_)) => ("(both)", "give either exec or op, not both"),
+            (None, None) => (
+                "(missing)",
+                "give exec = \"path/to/operator\" or op = \"<built-in>\"",
+            ),
+        };
+        self.problems
+            .push(Problem::new(stage_field(i, "op"), value, message));
+        // A stand-in that passes validation, so only this stage's other problems are added.
+        OperatorSpec::Builtin {
+            name: "identity".into(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// Parses and statically validates a job file's text; every problem is reported.
+pub fn parse_job_toml(text: &str) -> Result<JobSpec, InvalidJob> {
+    let raw: RawJob = toml::from_str(text).map_err(|e| {
+        InvalidJob(vec![Problem::new(
+            "(file)",
+            "",
+            format!("not a valid job file: {e}"),
+        )])
+    })?;
+    let mut d = Decoding::default();
+    let delivery = d.delivery(raw.delivery.as_ref());
+    let source_path = raw
+        .source
+        .as_ref()
+        .and_then(|s| s.path.clone())
+        .unwrap_or_default();
+    let rate = d.rate(raw.source.as_ref().and_then(|s| s.rate.as_ref()));
+    let stages = raw
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, st)| StageSpec {
+            tasks: d.tasks(i, st.tasks.as_ref()),
+            operator: d.operator(i, st),
+        })
+        .collect();
+    let spec = JobSpec {
+        name: raw.name,
+        delivery,
+        source_name: source_path.clone(),
+        source_path,
+        rate,
+        sink_path: raw.sink.and_then(|s| s.path).unwrap_or_default(),
+        stages,
+        paths: PathMode::Store,
+        keep_logs: raw.keep_logs,
+        autoscale: None,
+    };
+    let mut problems = check_spec(&spec);
+    for p in &mut problems {
+        if let Some(v) = d.written.remove(&p.field) {
+            p.value = v;
+        }
+    }
+    // The validator's problems come first within a field group, then the decoder's; the
+    // stable sort keeps that and puts the groups in file order.
+    problems.append(&mut d.problems);
+    problems.sort_by_key(|p| file_order(&p.field));
+    if problems.is_empty() {
+        Ok(spec)
+    } else {
+        Err(InvalidJob(problems))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The job file of the contract's example app2.
+    pub(crate) const APP2: &str = r#"
+name = "app2"
+delivery = "exactly-once"
+[source]
+path = "signs.csv"
+rate = 0
+[sink]
+path = "out/app2.txt"
+[[stages]]
+tasks = 3
+exec = "ops/filter.py"
+args = ["7", "Punched Telespar"]
+[[stages]]
+tasks = 3
+op = "count-by"
+args = ["9"]
+"#;
+
+    #[test]
+    fn parses_the_contract_example() {
+        let spec = parse_job_toml(APP2).unwrap();
+        assert_eq!(spec.stages.len(), 2);
+        assert_eq!(spec.delivery, Delivery::ExactlyOnce);
+        assert_eq!(
+            spec.stages[0].operator,
+            OperatorSpec::Exec {
+                path: "ops/filter.py".into(),
+                args: vec!["7".into(), "Punched Telespar".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_with_field_and_value() {
+        let text = r#"
+delivery = "twice"
+[source]
+path = "x"
+rate = -3
+[sink]
+path = "y"
+[[stages]]
+tasks = 0
+op = "frobnicate"
+"#;
+        let err = parse_job_toml(text).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["delivery", "source.rate", "stages[1].tasks", "stages[1].op"]
+        );
+        assert!(err.to_string().contains("twice"));
+        assert!(err.to_string().contains("frobnicate"));
+    }
+
+    #[test]
+    fn values_of_the_wrong_type_are_shown_as_written_in_file_order() {
+        let text = r#"
+delivery = 3
+[source]
+rate = "fast"
+[[stages]]
+tasks = -2
+exec = "a"
+op = "identity"
+[[stages]]
+tasks = "many"
+"#;
+        let err = parse_job_toml(text).unwrap_err();
+        let got: Vec<String> = err.0.iter().map(|p| p.to_string()).collect();
+        let want = [
+            "delivery = 3: must be a string",
+            "source.path = (missing): name the input file (path in the [source] table)",
+            "source.rate = \"fast\": must be 0 (as fast as possible) or a number of tuples per second from 0.001 to 1000000000",
+            "sink.path = (missing): name the output file (path in the [sink] table)",
+            "stages[1].tasks = -2: must be an integer from 1 to 256",
+            "stages[1].op = (both): give either exec or op, not both",
+            "stages[2].tasks = \"many\": must be an integer from 1 to 256",
+            "stages[2].op = (missing): give exec = \"path/to/operator\" or op = \"<built-in>\"",
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn bad_builtin_arguments_name_the_args_field() {
+        let text = "[source]\npath = \"a\"\n[sink]\npath = \"o\"\n[[stages]]\nop = \"count-by\"\nargs = [\"zero\"]\n";
+        let err = parse_job_toml(text).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].field, "stages[1].args");
+        assert!(err.0[0].value.contains("zero"));
+    }
+}

@@ -1,0 +1,11 @@
+//! What crosses process boundaries: control-plane and API messages, data-plane frames, and the
+//! line format of executable operators. Encodings only; no sockets.
+
+#![warn(missing_docs)]
+
+use rainstorm_model as model;
+
+pub mod auth;
+pub mod control;
+pub mod frame;
+pub mod line;

@@ -1,0 +1,56 @@
+//! What a task needs from its process: the registry it receives through, the route tables,
+//! the data-plane tunables, the store, a scratch directory, the network and the data-plane
+//! credentials. Its own module so the parts of a task (links, source, sink) depend on it and
+//! not on the task lifecycle that uses them.
+
+use crate::dataplane::inbound::Registry;
+use crate::dataplane::routes::Routes;
+use crate::dataplane::transport::Network;
+use crate::dataplane::DataConfig;
+use crate::exec::Scripts;
+use crate::store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What a task needs from its process.
+#[derive(Clone)]
+pub struct TaskEnv {
+    /// Where tasks register to receive data.
+    pub registry: Arc<Registry>,
+    /// Where tasks find each other.
+    pub routes: Arc<Routes>,
+    /// Data-plane tunables.
+    pub cfg: DataConfig,
+    /// The store (logs, and source files in cluster mode).
+    pub store: Store,
+    /// Private scratch directory of this process (fetched files).
+    pub work_dir: PathBuf,
+    /// How links reach other processes.
+    pub net: Arc<dyn Network>,
+    /// In-process stand-ins for executables, by operator path (the simulation's).
+    pub scripts: Scripts,
+    /// How data-plane connections prove the cluster secret.
+    pub auth: crate::protocol::auth::DataAuth,
+}
+
+impl TaskEnv {
+    /// The environment of a real process: TCP links, no scripted operators, data-plane
+    /// connections authenticated with the cluster secret when there is one.
+    pub fn new(
+        cfg: DataConfig,
+        store: Store,
+        work_dir: PathBuf,
+        secret: Option<&crate::protocol::auth::Secret>,
+    ) -> TaskEnv {
+        TaskEnv {
+            registry: Arc::default(),
+            routes: Arc::default(),
+            cfg,
+            store,
+            work_dir,
+            net: Arc::new(crate::dataplane::transport::Tcp),
+            scripts: Scripts::default(),
+            auth: crate::protocol::auth::DataAuth(secret.map(|s| s.data_key())),
+        }
+    }
+}

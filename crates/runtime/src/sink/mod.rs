@@ -1,0 +1,38 @@
+//! The sink: a task on a worker (stage K+1, placed like any other) whose input log is the
+//! job's committed output.
+//!
+//! It runs as a logged task under every delivery mode (`runtime::task`): what the last stage
+//! delivers is deduplicated, appended to the sink's log as fenced, group-committed segments
+//! and acknowledged only once durable. A segment holds the lines and the per-link high-water
+//! marks together, so output and marks are committed in one atomic write: a restarted sink
+//! (on any worker) recovers the lineage of its predecessors, resumes from their marks, and
+//! nothing an earlier attempt wrote but did not commit is part of its history — so nothing is
+//! lost and nothing doubled.
+//!
+//! When every last-stage link has ended, the sink writes the lineage out as the output file
+//! ([`write_output`]) and only then reports finished. Followers of a running job read the
+//! committed lineage through the leader (`runtime::log::committed_lineage`); a job that ends otherwise gets
+//! what was committed (`leader::cleanup`).
+
+pub use rainstorm_store::output::{assemble, segment_text, target, SinkProgress, SinkTarget};
+
+use crate::env::TaskEnv;
+use crate::log::{fenced, lineage_of};
+use crate::protocol::control::TaskAssignment;
+
+/// Writes a finished sink's committed lineage out as the job's output. Refused once a newer
+/// attempt fenced this one (that attempt writes the output instead).
+pub async fn write_output(env: &TaskEnv, a: &TaskAssignment, path: &str) -> Result<(), String> {
+    let lineage = lineage_of(&env.store, &a.key, a.attempt)
+        .await
+        .map_err(|e| format!("sink log: {e}"))?;
+    if fenced(&env.store, &a.key, a.attempt)
+        .await
+        .map_err(|e| format!("sink log: {e}"))?
+    {
+        return Err("fenced: a newer attempt of the sink took over".into());
+    }
+    let bytes = assemble(&env.store, &lineage, &target(a.paths, path)).await?;
+    tracing::info!(sink = %a.key, attempt = a.attempt, segments = lineage.len(), bytes, "sink wrote its output");
+    Ok(())
+}

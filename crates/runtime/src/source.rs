@@ -1,0 +1,249 @@
+//! The source: reads the input file line by line at the configured rate and routes each line as
+//! tuple `(FILE:LINE, line)` to the first stage. The file itself is the source's log: line
+//! numbers are its sequence, so it never needs to log anything.
+
+use crate::dataplane::now_ns;
+use crate::dataplane::router::MAX_TUPLE;
+use crate::env::TaskEnv;
+use crate::links::{self, Outgoing};
+use crate::model::ids::{JobId, TaskPos};
+use crate::model::partition::Partition;
+use crate::model::spec::PathMode;
+use crate::model::tuple::Tuple;
+use crate::protocol::line::{read_line_bounded, LineRead};
+use crate::store::ObjectReader;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Turns the source file into tuples `(NAME:LINE, line)`; the one definition of what the
+/// source emits, shared with first-stage replay after a crash.
+pub struct SourceReader<R> {
+    rd: tokio::io::BufReader<R>,
+    name: String,
+    line_no: u64,
+    buf: Vec<u8>,
+    /// The longest line accepted (`MAX_TUPLE`; smaller in tests).
+    max_line: usize,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
+    /// Reads `inner`, naming tuples after `name`.
+    pub fn new(inner: R, name: &str) -> Self {
+        SourceReader {
+            rd: tokio::io::BufReader::with_capacity(1 << 20, inner),
+            name: name.to_string(),
+            line_no: 0,
+            buf: Vec::with_capacity(512),
+            max_line: MAX_TUPLE,
+        }
+    }
+
+    /// The next tuple, or None at the end of the file.
+    pub async fn next_tuple(&mut self) -> std::io::Result<Option<Tuple>> {
+        match read_line_bounded(&mut self.rd, &mut self.buf, self.max_line).await? {
+            LineRead::End => return Ok(None),
+            LineRead::Line => {}
+            LineRead::TooLong(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                    "line {} is longer than the largest tuple the data plane carries ({} bytes)",
+                    self.line_no + 1,
+                    self.max_line
+                ),
+                ))
+            }
+        }
+        if self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+        }
+        self.line_no += 1;
+        let value = match String::from_utf8(std::mem::take(&mut self.buf)) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        Ok(Some(Tuple {
+            key: format!("{}:{}", self.name, self.line_no),
+            value,
+        }))
+    }
+
+    /// Whether the next read would not block on the file (its buffer holds data).
+    pub fn buffered(&self) -> bool {
+        !self.rd.buffer().is_empty()
+    }
+}
+
+/// Opens a job's source for reading: a local path in embedded runs, a store object otherwise.
+pub async fn open_source(
+    env: &TaskEnv,
+    paths: PathMode,
+    path: &str,
+) -> Result<ObjectReader, String> {
+    match paths {
+        PathMode::Local => tokio::fs::File::open(path)
+            .await
+            .map(|f| Box::new(f) as ObjectReader)
+            .map_err(|e| format!("cannot open source {path}: {e}")),
+        PathMode::Store => env
+            .store
+            .open(path)
+            .await
+            .map_err(|e| format!("cannot open source {path}: {e}")),
+    }
+}
+
+/// What the source needs to know.
+pub struct SourceSpec {
+    /// Job.
+    pub job: JobId,
+    /// Source path (local or store path, per `paths`).
+    pub path: String,
+    /// How to resolve `path`.
+    pub paths: PathMode,
+    /// Name used in keys (`name:line`).
+    pub name: String,
+    /// Tuples per second; 0 = unthrottled.
+    pub rate: f64,
+    /// First-stage task count.
+    pub downstream: u32,
+    /// First-stage partitioning.
+    pub partition: Partition,
+    /// Re-send on reconnect (all modes but at-most-once).
+    pub resend: bool,
+    /// Job epoch (at-least-once restarts start the source over in a new epoch).
+    pub epoch: u32,
+    /// The source's attempt (a source restarted with its leader is a new attempt; receivers
+    /// fence off older ones).
+    pub attempt: u32,
+}
+
+/// Why a source stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SourceEnd {
+    /// Cancelled before its whole stream was acknowledged.
+    Cancelled,
+    /// It could not read or deliver its stream.
+    Failed(String),
+}
+
+/// Reads and routes the whole file, waits until every first-stage task has acknowledged the
+/// end of stream, then keeps its links serving until cancelled: a first-stage task restarted
+/// later learns from them how far its input was acknowledged (and regenerates it from the
+/// file). Calls `on_done` when the whole stream is acknowledged (its count is then final).
+/// Returns `Ok` once cancelled after a complete read, `Err` on a failure before.
+pub async fn run_source(
+    env: TaskEnv,
+    spec: SourceSpec,
+    emitted: Arc<AtomicU64>,
+    on_done: impl FnOnce(),
+    cancel: CancellationToken,
+) -> Result<(), SourceEnd> {
+    let file = open_source(&env, spec.paths, &spec.path)
+        .await
+        .map_err(SourceEnd::Failed)?;
+    let (done_tx, mut done_rx) = mpsc::channel(spec.downstream.max(1) as usize);
+    let (mut router, mut links) = links::spawn(
+        &env,
+        Outgoing {
+            job: spec.job.clone(),
+            from: TaskPos { stage: 0, index: 0 },
+            attempt: spec.attempt,
+            epoch: spec.epoch,
+            downstream: spec.downstream,
+            partition: spec.partition.clone(),
+            resend: spec.resend,
+            linger: true,
+            done: Some(done_tx),
+        },
+        emitted,
+        &cancel,
+    );
+    let read = async {
+        let mut rd = SourceReader::new(file, &spec.name);
+        let mut line_no: u64 = 0;
+        let start = Instant::now();
+        loop {
+            if spec.rate > 0.0 {
+                let due = start + Duration::from_secs_f64(line_no as f64 / spec.rate);
+                if due > Instant::now() {
+                    router.flush().await.map_err(|e| e.to_string())?;
+                    tokio::time::sleep_until(due).await;
+                }
+            }
+            let t = match rd.next_tuple().await {
+                Ok(Some(t)) => t,
+                Ok(None) => break,
+                Err(e) => return Err(format!("reading source {}: {e}", spec.path)),
+            };
+            line_no += 1;
+            router.push(t, now_ns()).await.map_err(|e| e.to_string())?;
+            if !rd.buffered() {
+                router.flush().await.map_err(|e| e.to_string())?;
+            }
+        }
+        router.finish().await.map_err(|e| e.to_string())?;
+        for _ in 0..spec.downstream {
+            if done_rx.recv().await.is_none() {
+                return Err("source links stopped".to_string());
+            }
+        }
+        Ok(())
+    };
+    let res = tokio::select! {
+        _ = cancel.cancelled() => Err(SourceEnd::Cancelled),
+        r = read => r.map_err(SourceEnd::Failed),
+    };
+    if res.is_ok() {
+        tracing::info!(job = %spec.job, "source finished: every first-stage task acknowledged its end");
+        on_done();
+        cancel.cancelled().await;
+    }
+    links.stop().await;
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read_all(text: &[u8], max_line: usize) -> std::io::Result<Vec<Tuple>> {
+        let mut rd = SourceReader::new(std::io::Cursor::new(text.to_vec()), "f");
+        rd.max_line = max_line;
+        let mut out = Vec::new();
+        while let Some(t) = rd.next_tuple().await? {
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn lines_become_numbered_tuples_whatever_their_ending() {
+        let got = read_all(b"a,1\r\nb,2\n\nlast", 100).await.unwrap();
+        let pairs: Vec<(&str, &str)> = got
+            .iter()
+            .map(|t| (t.key.as_str(), t.value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("f:1", "a,1"), ("f:2", "b,2"), ("f:3", ""), ("f:4", "last")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_a_tuple_fails_the_read_naming_it() {
+        // Exactly the limit is fine, with or without its newline.
+        assert_eq!(read_all(b"12345\n12345", 5).await.unwrap().len(), 2);
+        let err = read_all(b"ok\n123456\nok\n", 5).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("line 2 is longer"), "{err}");
+        // No newline at all: the error comes before the whole file is in memory.
+        let endless = vec![b'x'; 1 << 20];
+        let err = read_all(&endless, 1000).await.unwrap_err();
+        assert!(err.to_string().contains("line 1 is longer"), "{err}");
+    }
+}

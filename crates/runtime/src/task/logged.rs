@@ -1,0 +1,305 @@
+//! Exactly-once input for stages ≥ 2: accepted input is appended to the task's input log by a
+//! group-commit writer, acknowledged only once durable, and fed to the operator only after
+//! that. So every output a task emits derives from durably logged input, and a replacement
+//! that replays the log regenerates exactly what was emitted — whatever order unlogged input
+//! arrives in after the crash.
+//!
+//! A segment write that fails is retried with backoff; one that keeps failing fails this task
+//! with the store's error. After every write the writer checks its attempt's fence (see
+//! `runtime::log`): a fenced attempt acknowledges and processes nothing more.
+
+use super::operator::{Operator, Stop};
+use super::receive::{Accepted, Intake};
+use super::TaskEnv;
+use crate::dataplane::inbound::AckBoard;
+use crate::log::{
+    encode_batch_record, encode_record, fenced, seal_segment, segment_path, LogRecord,
+};
+use crate::model::backoff::Backoff;
+use crate::model::ids::TaskKey;
+use crate::model::tuple::Tuple;
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Tries per segment write before the task fails.
+pub const WRITE_TRIES: u32 = 8;
+
+/// A unit of accepted input on its way through the log: its encoded record, the ack it
+/// releases once durable, and the tuples to feed afterwards.
+pub(super) struct Logged {
+    record: BytesMut,
+    mark: (u32, u64, bool),
+    tuples: Vec<Tuple>,
+    emit_ns: u64,
+}
+
+/// Tuples released to the operator by one group commit.
+pub(super) type Released = Vec<(Vec<Tuple>, u64)>;
+
+/// The receive side: accepted input goes to the log writer.
+pub(super) struct LogIntake<'a> {
+    pub(super) tx: mpsc::Sender<Logged>,
+    /// A sink's latency histogram: its log is its output, so nothing is fed on; each batch's
+    /// latency is recorded as it is accepted and its tuples are dropped once encoded.
+    pub(super) sink: Option<&'a std::sync::Mutex<Option<crate::model::latency::LatencyHist>>>,
+}
+
+fn gone() -> Stop {
+    Stop::Failed("input log writer stopped".into())
+}
+
+impl Intake for LogIntake<'_> {
+    async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop> {
+        let mut record = BytesMut::new();
+        let (from, emit_ns) = (batch.from, batch.emit_ns);
+        encode_batch_record(&mut record, from, batch.first_seq, emit_ns, &batch.tuples);
+        let tuples = match &self.sink {
+            None => batch.tuples,
+            Some(latency) => {
+                let us = crate::dataplane::now_ns().saturating_sub(emit_ns) / 1000;
+                latency
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(Default::default)
+                    .record(us, batch.tuples.len() as u64);
+                Vec::new()
+            }
+        };
+        let l = Logged {
+            record,
+            mark: (from, batch.last_seq, false),
+            tuples,
+            emit_ns,
+        };
+        self.tx.send(l).await.map_err(|_| gone())
+    }
+
+    async fn ended(&mut self, from: u32, last_seq: u64) -> Result<(), Stop> {
+        let mut record = BytesMut::new();
+        encode_record(&mut record, &LogRecord::Eos { from, last_seq });
+        let l = Logged {
+            record,
+            mark: (from, last_seq, true),
+            tuples: Vec::new(),
+            emit_ns: 0,
+        };
+        self.tx.send(l).await.map_err(|_| gone())
+    }
+
+    async fn idle(&mut self) -> Result<(), Stop> {
+        Ok(())
+    }
+
+    fn acks_on_accept(&self) -> bool {
+        false
+    }
+}
+
+/// Group commit: records queue while the previous segment is being written; each segment
+/// write acknowledges everything it holds and only then releases its tuples to the feeder.
+pub(super) async fn log_writer(
+    env: TaskEnv,
+    key: TaskKey,
+    attempt: u32,
+    acks: Arc<AckBoard>,
+    mut rx: mpsc::Receiver<Logged>,
+    feed: mpsc::Sender<Released>,
+) -> Result<(), Stop> {
+    const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
+    let mut n: u64 = 0;
+    let mut body = BytesMut::new();
+    while let Some(first) = rx.recv().await {
+        body.clear();
+        let mut marks = Vec::new();
+        let mut released = Vec::new();
+        let mut take = |l: Logged, body: &mut BytesMut| {
+            body.extend_from_slice(&l.record);
+            marks.push(l.mark);
+            if !l.tuples.is_empty() {
+                released.push((l.tuples, l.emit_ns));
+            }
+        };
+        take(first, &mut body);
+        let linger =
+            tokio::time::Instant::now() + Duration::from_micros(env.cfg.log_linger_us as u64);
+        while body.len() < SEGMENT_BYTES {
+            match rx.try_recv() {
+                Ok(l) => take(l, &mut body),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(linger, rx.recv()).await {
+                        Ok(Some(l)) => take(l, &mut body),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+        }
+        let seg = seal_segment(&body, marks.len() as u32);
+        let path = segment_path(&key, attempt, n);
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+        let mut tries = 0;
+        let is_fenced = loop {
+            tries += 1;
+            let res = match env.store.put(&path, seg.clone()).await {
+                Ok(()) => fenced(&env.store, &key, attempt).await,
+                Err(e) => Err(e.into()),
+            };
+            match res {
+                Ok(f) => break f,
+                Err(e) if tries >= WRITE_TRIES => {
+                    return Err(Stop::Failed(format!(
+                        "input log: writing {path} failed {tries} times; last error: {e}"
+                    )))
+                }
+                Err(e) => {
+                    let d = backoff.next();
+                    tracing::warn!(task = %key, attempt, error = %e, retry_in = ?d, "input log write failed; retrying");
+                    tokio::time::sleep(d).await;
+                }
+            }
+        };
+        if is_fenced {
+            return Err(Stop::Failed(format!(
+                "attempt {attempt} is fenced: a newer attempt of this task took over its log"
+            )));
+        }
+        n += 1;
+        for (from, upto, eos) in &marks {
+            acks.set(*from, *upto, *eos);
+        }
+        if !released.is_empty() && feed.send(released).await.is_err() {
+            // The feeder only stops on an error, which its own future reports.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Feeds the operator what the log writer released; ends when the writer does.
+pub(super) async fn feed(
+    op: &mut Operator,
+    mut rx: mpsc::Receiver<Released>,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    loop {
+        let group = match rx.try_recv() {
+            Ok(g) => g,
+            Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                op.idle().await?;
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Err(Stop::Cancelled),
+                    e = op.died() => return Err(e),
+                    g = rx.recv() => match g {
+                        Some(g) => g,
+                        None => return Ok(()),
+                    },
+                }
+            }
+        };
+        for (tuples, emit_ns) in group {
+            for t in tuples {
+                op.feed(t, emit_ns).await?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::inbound::Registry;
+    use crate::dataplane::routes::Routes;
+    use crate::dataplane::transport::Tcp;
+    use crate::faulty::FaultyStore;
+    use crate::log::fence_path;
+    use crate::model::ids::{JobId, TaskPos};
+    use crate::store::Store;
+    use std::sync::atomic::Ordering;
+
+    fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
+        TaskEnv {
+            registry: Arc::new(Registry::default()),
+            routes: Arc::new(Routes::default()),
+            cfg: Default::default(),
+            store: Store::objects(mem.clone(), "faulty"),
+            work_dir: std::env::temp_dir(),
+            net: Arc::new(Tcp),
+            scripts: Default::default(),
+            auth: Default::default(),
+        }
+    }
+
+    fn key() -> TaskKey {
+        TaskKey {
+            job: JobId("j".into()),
+            pos: TaskPos { stage: 2, index: 0 },
+        }
+    }
+
+    /// Logs one batch of one tuple on link 0 with a writer for `attempt`; returns what the
+    /// writer returned and the link's ack afterwards.
+    async fn log_one(mem: &Arc<FaultyStore>, attempt: u32) -> (Result<(), Stop>, (u64, bool)) {
+        let acks = Arc::new(AckBoard::default());
+        let (tx, rx) = mpsc::channel(4);
+        let (feed_tx, mut feed_rx) = mpsc::channel(4);
+        let mut intake = LogIntake { tx, sink: None };
+        let batch = Accepted {
+            from: 0,
+            first_seq: 1,
+            last_seq: 1,
+            emit_ns: 0,
+            tuples: vec![Tuple::new("k", "v")],
+        };
+        intake.fresh(batch).await.unwrap();
+        drop(intake);
+        let res = log_writer(env(mem), key(), attempt, acks.clone(), rx, feed_tx).await;
+        if res.is_ok() {
+            assert!(feed_rx.recv().await.is_some(), "logged input is released");
+        }
+        let ack = *acks.subscribe(0).borrow();
+        (res, ack)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_log_write_is_retried() {
+        let mem = Arc::new(FaultyStore::default());
+        mem.fail_puts.store(WRITE_TRIES - 1, Ordering::Relaxed);
+        let (res, ack) = log_one(&mem, 0).await;
+        assert!(res.is_ok(), "{res:?}");
+        assert_eq!(ack, (1, false), "acknowledged once durable");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_log_write_that_keeps_failing_fails_the_task_with_the_store_error() {
+        let mem = Arc::new(FaultyStore::default());
+        mem.fail_puts.store(WRITE_TRIES, Ordering::Relaxed);
+        let (res, ack) = log_one(&mem, 0).await;
+        match res {
+            Err(Stop::Failed(cause)) => {
+                assert!(cause.contains("injected write failure"), "{cause}")
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert_eq!(ack, (0, false), "nothing acknowledged");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fenced_attempt_acknowledges_and_processes_nothing() {
+        let mem = Arc::new(FaultyStore::default());
+        Store::objects(mem.clone(), "faulty")
+            .put(&fence_path(&key(), 0), bytes::Bytes::new())
+            .await
+            .unwrap();
+        let (res, ack) = log_one(&mem, 0).await;
+        assert!(
+            matches!(res, Err(Stop::Failed(ref c)) if c.contains("fenced")),
+            "{res:?}"
+        );
+        assert_eq!(ack, (0, false));
+    }
+}

@@ -1,0 +1,384 @@
+//! One task attempt on a worker, from start to exactly one end: register (fenced by attempt),
+//! build the outgoing links and the operator, recover (replay the input log under
+//! exactly-once), receive until every input ended, let the operator drain, and wait for every
+//! outgoing link's end of stream to be acknowledged.
+//!
+//! The assignment's role picks what runs: an operator; the job's source (`runtime::source`,
+//! which has no input and serves until cancelled); or the job's sink, a logged task under
+//! every delivery mode whose log is the committed output and which, once every input ended,
+//! writes that output out (`runtime::sink`).
+//!
+//! - [`operator`]: built-in and executable operators behind one interface.
+//! - [`receive`]: the one receive loop, over the one acceptance rule.
+//! - [`direct`]: input fed straight to the operator (and first-stage source regeneration).
+//! - [`logged`]: exactly-once input through the group-committed, fenced input log.
+
+mod direct;
+mod logged;
+pub mod operator;
+pub(crate) mod receive;
+
+use crate::builtin::Builtin;
+use crate::dataplane::acceptance::{Acceptance, Gaps};
+use crate::dataplane::inbound::{AckBoard, Inbound};
+use crate::dataplane::link::{LinkEnd, EPOCH_SHIFT};
+use crate::exec::ExecOperator;
+use crate::links::{self, Outgoing};
+use crate::log::{decode_segment, recover_lineage, LogError, LogRecord};
+use crate::model::spec::{Delivery, OperatorSpec};
+use crate::protocol::control::{TaskAssignment, TaskRole, TaskState};
+use crate::sink::write_output;
+use crate::source::{run_source, SourceEnd, SourceSpec};
+use operator::{Operator, Stop};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+/// How a task attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// Drained and acknowledged downstream.
+    Finished,
+    /// Failed, with the cause.
+    Failed(String),
+    /// Stopped by cancellation.
+    Cancelled,
+}
+
+/// Live state of a task, read by heartbeats without touching the task.
+#[derive(Default)]
+pub struct TaskStatus {
+    state: AtomicU8,
+    /// Operator process id (0 = none).
+    pub pid: AtomicU32,
+    /// Tuples accepted.
+    pub tuples_in: AtomicU64,
+    /// Tuples emitted.
+    pub tuples_out: Arc<AtomicU64>,
+    /// Failure cause.
+    pub error: Mutex<Option<String>>,
+    /// Signalled when the state or pid changes (the worker announces a start on it).
+    pub changed: tokio::sync::Notify,
+    /// Every input ended and the operator is draining: work is pending even with an empty
+    /// inbox, so an operator that never finishes is seen as stalled.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// A sink's end-to-end latency histogram (reported to the leader with its counters).
+    pub latency: Mutex<Option<crate::model::latency::LatencyHist>>,
+    /// A source: its whole stream is acknowledged, its counters are final (it serves on).
+    pub done: std::sync::atomic::AtomicBool,
+}
+
+impl TaskStatus {
+    /// Current state.
+    pub fn state(&self) -> TaskState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => TaskState::Starting,
+            1 => TaskState::Running,
+            2 => TaskState::Finished,
+            3 => TaskState::Failed,
+            _ => TaskState::Cancelled,
+        }
+    }
+
+    /// Sets the state.
+    pub fn set_state(&self, s: TaskState) {
+        let v = match s {
+            TaskState::Starting => 0,
+            TaskState::Running => 1,
+            TaskState::Finished => 2,
+            TaskState::Failed => 3,
+            TaskState::Cancelled => 4,
+        };
+        self.state.store(v, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// Marks a source's stream as wholly acknowledged (the worker reports it at once).
+    pub fn set_done(&self) {
+        self.done.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// Records the operator's process id.
+    pub fn set_pid(&self, pid: u32) {
+        self.pid.store(pid, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+}
+
+pub use crate::env::TaskEnv;
+
+/// Runs one task attempt to its end.
+pub async fn run_task(
+    env: TaskEnv,
+    a: TaskAssignment,
+    exec_path: Option<PathBuf>,
+    status: Arc<TaskStatus>,
+    cancel: CancellationToken,
+) -> TaskEnd {
+    if let TaskRole::Source { path, name, rate } = &a.role {
+        let spec = SourceSpec {
+            job: a.key.job.clone(),
+            path: path.clone(),
+            paths: a.paths,
+            name: name.clone(),
+            rate: *rate,
+            downstream: a.downstream,
+            partition: a.partition.clone(),
+            resend: a.delivery != Delivery::AtMostOnce,
+            epoch: a.epoch,
+            attempt: a.attempt,
+        };
+        env.routes.set_many(&a.key.job, a.routes_version, &a.routes);
+        status.set_state(TaskState::Running);
+        let done = || status.set_done();
+        let end = match run_source(env, spec, status.tuples_out.clone(), done, cancel).await {
+            Ok(()) => TaskEnd::Cancelled,
+            Err(SourceEnd::Cancelled) => TaskEnd::Cancelled,
+            Err(SourceEnd::Failed(e)) => TaskEnd::Failed(e),
+        };
+        return settle(&status, end);
+    }
+    let key = a.key.clone();
+    let Some((inbox, acks, registration)) =
+        env.registry
+            .register(key.clone(), a.attempt, a.epoch, env.cfg.queue_batches)
+    else {
+        let why = "a newer attempt of this task is already registered here".to_string();
+        return settle(&status, TaskEnd::Failed(why));
+    };
+    env.routes.set_many(&key.job, a.routes_version, &a.routes);
+    let (router, mut links) = links::spawn(
+        &env,
+        Outgoing {
+            job: key.job.clone(),
+            from: key.pos,
+            attempt: a.attempt,
+            epoch: a.epoch,
+            downstream: a.downstream,
+            partition: a.partition.clone(),
+            resend: a.delivery != Delivery::AtMostOnce,
+            linger: false,
+            done: None,
+        },
+        status.tuples_out.clone(),
+        &cancel,
+    );
+    let op = match &a.role {
+        TaskRole::Operator {
+            operator: OperatorSpec::Builtin { name, args },
+        } => Builtin::from_spec(name, args)
+            .map(|b| Operator::Builtin(b, router, Vec::new()))
+            .map_err(|e| e.to_string()),
+        TaskRole::Sink { .. } => Ok(Operator::Sink),
+        TaskRole::Source { .. } => Err("a source is not an operator".to_string()),
+        TaskRole::Operator {
+            operator: OperatorSpec::Exec { path, args },
+        } => match (env.scripts.get(path), exec_path) {
+            (Some(script), _) => Ok(Operator::Exec(ExecOperator::scripted(script, router))),
+            (None, Some(p)) => ExecOperator::spawn(&p, args, router)
+                .map(|op| {
+                    status.set_pid(op.pid());
+                    Operator::Exec(op)
+                })
+                .map_err(|e| e.to_string()),
+            (None, None) => Err(format!("operator {path} is not available on this worker")),
+        },
+    };
+    let outcome = match op {
+        Err(e) => TaskEnd::Failed(e),
+        Ok(op) => match drive(&env, &a, op, inbox, &acks, &status, &cancel).await {
+            Ok(()) => match links.drain().await {
+                Ok(()) => match &a.role {
+                    // Every input is durable in the sink's log: write it out as the output.
+                    TaskRole::Sink { path } => {
+                        // Writing the output is work of its own, not an operator that never
+                        // finishes: nothing is pending in the stall detector's eyes.
+                        status.draining.store(false, Ordering::Relaxed);
+                        match write_output(&env, &a, path).await {
+                            Ok(()) => TaskEnd::Finished,
+                            Err(e) => TaskEnd::Failed(e),
+                        }
+                    }
+                    _ => TaskEnd::Finished,
+                },
+                Err(LinkEnd::Fenced) => {
+                    TaskEnd::Failed("fenced: a newer attempt of this task took over".into())
+                }
+                Err(_) => TaskEnd::Cancelled,
+            },
+            Err(Stop::Cancelled) => TaskEnd::Cancelled,
+            Err(Stop::Failed(e)) => TaskEnd::Failed(e),
+        },
+    };
+    links.stop().await;
+    drop(registration);
+    settle(&status, outcome)
+}
+
+/// Publishes the attempt's end on its status.
+fn settle(status: &TaskStatus, outcome: TaskEnd) -> TaskEnd {
+    match &outcome {
+        TaskEnd::Finished => status.set_state(TaskState::Finished),
+        TaskEnd::Failed(e) => {
+            *status.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            status.set_state(TaskState::Failed);
+        }
+        TaskEnd::Cancelled => status.set_state(TaskState::Cancelled),
+    }
+    outcome
+}
+
+/// Replays the input log (exactly-once, stages ≥ 2) into a fresh operator: the same inputs in
+/// the same order, so a deterministic operator emits the same outputs with the same sequence
+/// numbers; downstream drops what it already had.
+async fn replay_log(
+    env: &TaskEnv,
+    a: &TaskAssignment,
+    op: &mut Operator,
+    acc: &mut Acceptance,
+    status: &TaskStatus,
+) -> Result<(), Stop> {
+    let lineage = recover_lineage(&env.store, &a.key, a.attempt).await?;
+    let mut replayed = 0u64;
+    // Records of an earlier epoch (the sink's, under at-least-once) are output already written,
+    // not positions on this epoch's links.
+    let floor = u64::from(a.epoch) << EPOCH_SHIFT;
+    // The sink's log is its output: replay restores its positions, there is nothing to feed.
+    let feeds = !matches!(op, Operator::Sink);
+    for seg in &lineage {
+        let data = env.store.get(seg).await.map_err(LogError::from)?;
+        for rec in decode_segment(seg, data)? {
+            match rec {
+                LogRecord::Batch(b) => {
+                    let n = b.tuples.len() as u64;
+                    let last = b.first_seq + n - 1;
+                    if feeds {
+                        for t in b.tuples {
+                            op.feed(t, b.emit_ns).await?;
+                        }
+                    }
+                    replayed += n;
+                    if b.first_seq > floor {
+                        acc.advance(b.from, last);
+                    }
+                }
+                LogRecord::Eos { from, last_seq } if last_seq >= floor => {
+                    acc.replay_end(from, last_seq)
+                }
+                LogRecord::Eos { .. } => {}
+            }
+        }
+    }
+    status.tuples_in.store(replayed, Ordering::Relaxed);
+    if !lineage.is_empty() {
+        info!(task = %a.key, attempt = a.attempt, segments = lineage.len(), tuples = replayed, "recovered from input log");
+    }
+    Ok(())
+}
+
+/// Recover, receive, drain: the attempt's work between start and the links' ends.
+async fn drive(
+    env: &TaskEnv,
+    a: &TaskAssignment,
+    mut op: Operator,
+    mut inbox: mpsc::Receiver<Inbound>,
+    acks: &Arc<AckBoard>,
+    status: &TaskStatus,
+    cancel: &CancellationToken,
+) -> Result<(), Stop> {
+    let exactly_once = a.delivery == Delivery::ExactlyOnce;
+    // A first-stage task's only input is the source, so its consumption order is sequence
+    // order and the source file is its log: it needs no input log of its own.
+    // The sink's input log is its committed output, under every delivery mode.
+    let logged = (exactly_once && a.key.pos.stage > 1) || matches!(a.role, TaskRole::Sink { .. });
+    let gaps = if a.delivery == Delivery::AtMostOnce {
+        Gaps::Accept
+    } else {
+        Gaps::Refuse
+    };
+    let regenerable = exactly_once && a.key.pos.stage == 1 && a.source_replay.is_some();
+    let floor = u64::from(a.epoch) << EPOCH_SHIFT;
+    let mut acc = Acceptance::new(a.upstream, floor, gaps, regenerable);
+    if logged {
+        let recovered = tokio::select! {
+            _ = cancel.cancelled() => Err(Stop::Cancelled),
+            r = replay_log(env, a, &mut op, &mut acc, status) => r,
+        };
+        if let Err(e) = recovered {
+            op.abort().await;
+            return Err(e);
+        }
+    }
+    for from in 0..acc.links() {
+        acks.set(from, acc.hwm(from), acc.ended(from));
+    }
+    status.set_state(TaskState::Running);
+
+    let res = if logged {
+        let (log_tx, log_rx) = mpsc::channel(16);
+        let (feed_tx, feed_rx) = mpsc::channel(4);
+        let sink = matches!(op, Operator::Sink).then_some(&status.latency);
+        let receiving = async {
+            let mut intake = logged::LogIntake { tx: log_tx, sink };
+            let r = receive::receive(
+                &a.key,
+                &mut inbox,
+                &mut acc,
+                &mut intake,
+                acks,
+                &status.tuples_in,
+                cancel,
+            )
+            .await;
+            drop(intake);
+            r
+        };
+        let writing = logged::log_writer(
+            env.clone(),
+            a.key.clone(),
+            a.attempt,
+            acks.clone(),
+            log_rx,
+            feed_tx,
+        );
+        let feeding = logged::feed(&mut op, feed_rx, cancel);
+        // Raced against cancellation as a whole: a write to an operator that stopped reading
+        // blocks forever, and a stalled or cancelled task must still stop (and be killed).
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(Stop::Cancelled),
+            r = async { tokio::try_join!(receiving, writing, feeding).map(|_| ()) } => r,
+        }
+    } else {
+        let replay = a
+            .source_replay
+            .as_ref()
+            .filter(|_| regenerable)
+            .map(|r| (env, a.paths, r, a.key.pos.index));
+        let mut intake = direct::DirectIntake {
+            op: &mut op,
+            replay,
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(Stop::Cancelled),
+            r = receive::receive(&a.key, &mut inbox, &mut acc, &mut intake, acks, &status.tuples_in, cancel) => r,
+        }
+    };
+    if let Err(e) = res {
+        op.abort().await;
+        return Err(e);
+    }
+    // All inputs ended and were processed: let the operator drain and end its streams.
+    status.draining.store(true, Ordering::Relaxed);
+    tokio::select! {
+        _ = cancel.cancelled() => Err(Stop::Cancelled),
+        r = op.finish() => r,
+    }?;
+    debug!(task = %a.key, "operator drained");
+    Ok(())
+}

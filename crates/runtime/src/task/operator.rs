@@ -1,0 +1,105 @@
+//! A task's operator behind one interface, whether built in (a synchronous state machine on
+//! the task's own tokio task) or an executable (a process fed on stdin, read on stdout).
+
+use crate::builtin::Builtin;
+use crate::dataplane::router::Router;
+use crate::exec::{ExecError, ExecOperator};
+use crate::log::LogError;
+use crate::model::tuple::Tuple;
+
+/// Why a task attempt stopped before finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum Stop {
+    /// Cancelled (the job ended, or the leader stopped this attempt).
+    #[error("cancelled")]
+    Cancelled,
+    /// Failed, with the cause.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ExecError> for Stop {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Closed => Stop::Cancelled,
+            other => Stop::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<LogError> for Stop {
+    fn from(e: LogError) -> Self {
+        Stop::Failed(format!("input log: {e}"))
+    }
+}
+
+/// A router refusal as a task stop: gone links mean cancellation, an oversized tuple a failure.
+fn routed(e: crate::dataplane::router::Closed) -> Stop {
+    match e {
+        crate::dataplane::router::Closed::Gone => Stop::Cancelled,
+        too_large => Stop::Failed(too_large.to_string()),
+    }
+}
+
+/// The operator of one task attempt.
+pub enum Operator {
+    /// A built-in, its router and a reusable output buffer.
+    Builtin(Builtin, Router, Vec<Tuple>),
+    /// An executable (or the simulation's scripted stand-in for one).
+    Exec(ExecOperator),
+    /// The sink: its input log is its output, so nothing is fed to it (its intake records
+    /// the latency of what it accepts).
+    Sink,
+}
+
+impl Operator {
+    /// Processes one tuple.
+    pub async fn feed(&mut self, t: Tuple, emit_ns: u64) -> Result<(), Stop> {
+        match self {
+            Operator::Builtin(op, router, out) => {
+                op.process(t, out);
+                for t in out.drain(..) {
+                    router.push(t, emit_ns).await.map_err(routed)?;
+                }
+                Ok(())
+            }
+            Operator::Exec(op) => Ok(op.feed(&t, emit_ns).await?),
+            // The sink's tuples stay in its log (their latency is taken as they arrive).
+            Operator::Sink => Ok(()),
+        }
+    }
+
+    /// The input ran dry for now: push out what is buffered.
+    pub async fn idle(&mut self) -> Result<(), Stop> {
+        match self {
+            Operator::Builtin(_, router, _) => router.flush().await.map_err(routed),
+            Operator::Exec(op) => Ok(op.idle().await?),
+            Operator::Sink => Ok(()),
+        }
+    }
+
+    /// Resolves only if the operator failed on its own (an executable died).
+    pub async fn died(&mut self) -> Stop {
+        match self {
+            Operator::Builtin(..) | Operator::Sink => std::future::pending().await,
+            Operator::Exec(op) => op.died().await.into(),
+        }
+    }
+
+    /// Every input ended: lets the operator drain, then ends every outgoing stream.
+    pub async fn finish(self) -> Result<(), Stop> {
+        let router = match self {
+            Operator::Builtin(_, router, _) => router,
+            Operator::Exec(op) => op.finish().await?,
+            Operator::Sink => return Ok(()),
+        };
+        router.finish().await.map_err(routed)
+    }
+
+    /// Stops at once (an executable is killed and reaped).
+    pub async fn abort(self) {
+        if let Operator::Exec(op) = self {
+            op.abort().await;
+        }
+    }
+}

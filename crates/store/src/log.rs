@@ -1,0 +1,561 @@
+//! A task's durable input log (exactly-once).
+//!
+//! Format: the log of task `(job, stage, index)` lives under `logs/<job>/<stage>.<index>/` as
+//! immutable segments `<attempt>-<n>.seg`, each one group commit:
+//! `"RSEG" | u32 record count | records | u32 crc32 of everything before it`. A record is
+//! `1 | from u32 | first_seq u64 | emit_ns u64 | tuples` (only the non-duplicate tuples of a
+//! batch, in the order the task consumed them) or `2 | from u32 | last_seq u64` (an end of stream).
+//!
+//! Invariants:
+//! - A batch is acknowledged upstream only after the segment holding it is durable.
+//! - Replay order = consumption order, so a deterministic operator regenerates the same outputs
+//!   with the same sequence numbers.
+//! - Lineage: attempt N first writes `<N>-manifest`, the exact segment list it recovered from;
+//!   attempt N+1 recovers from the newest manifest plus that attempt's own segments. Segments a
+//!   stale (declared-dead) attempt writes later are never part of anyone's history.
+//! - Fencing: before it lists anything, attempt N writes `fence-<a>` for every earlier attempt
+//!   `a`, and an attempt checks its own fence after every segment write, before it acknowledges
+//!   or processes anything in it. So an older attempt that is still running (a restart queued
+//!   but not yet acted on, a partitioned zombie, a restart on the same worker) can never
+//!   acknowledge or process input that is missing from its successor's lineage: either its
+//!   write came before the fence (then the successor's listing sees it) or it sees the fence
+//!   and stops.
+
+use crate::model::ids::TaskKey;
+use crate::model::tuple::Tuple;
+use crate::protocol::frame::{decode_tuples, encode_tuples};
+use crate::store::{Store, StoreError};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// The accepted tuples of one batch, as logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRecord {
+    /// Upstream task index.
+    pub from: u32,
+    /// Sequence number of the first tuple.
+    pub first_seq: u64,
+    /// Emit time.
+    pub emit_ns: u64,
+    /// The tuples.
+    pub tuples: Vec<Tuple>,
+}
+
+/// One logged input record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogRecord {
+    /// Accepted tuples of a batch.
+    Batch(BatchRecord),
+    /// End of stream of a link.
+    Eos {
+        /// Upstream task index.
+        from: u32,
+        /// Last sequence number.
+        last_seq: u64,
+    },
+}
+
+/// A log that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A segment is damaged.
+    #[error("log segment {0} is corrupt")]
+    Corrupt(String),
+}
+
+/// Store prefix of a task's log.
+pub fn task_prefix(key: &TaskKey) -> String {
+    format!("logs/{}/{}.{}/", key.job, key.pos.stage, key.pos.index)
+}
+
+/// The task whose log holds store path `path` (`logs/<job>/<stage>.<index>/<name>`, spelled
+/// exactly as [`task_prefix`] spells it), if it names an object of a task's log.
+pub fn log_task(path: &str) -> Option<TaskKey> {
+    let mut parts = path.split('/');
+    let (Some("logs"), Some(job), Some(pos), Some(name), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let (stage, index) = pos.split_once('.')?;
+    let key = TaskKey {
+        job: crate::model::ids::JobId(job.to_string()),
+        pos: crate::model::ids::TaskPos {
+            stage: stage.parse().ok()?,
+            index: index.parse().ok()?,
+        },
+    };
+    (!job.is_empty() && !name.is_empty() && format!("{}{name}", task_prefix(&key)) == path)
+        .then_some(key)
+}
+
+/// Store prefix of a job's logs.
+pub fn job_prefix(job: &crate::model::ids::JobId) -> String {
+    format!("logs/{job}")
+}
+
+/// Appends a batch record without building a [`LogRecord`] (the tuples stay with the caller).
+pub fn encode_batch_record(
+    buf: &mut BytesMut,
+    from: u32,
+    first_seq: u64,
+    emit_ns: u64,
+    tuples: &[Tuple],
+) {
+    buf.put_u8(1);
+    buf.put_u32(from);
+    buf.put_u64(first_seq);
+    buf.put_u64(emit_ns);
+    encode_tuples(buf, tuples);
+}
+
+/// Appends a record to a segment body under construction.
+pub fn encode_record(buf: &mut BytesMut, rec: &LogRecord) {
+    match rec {
+        LogRecord::Batch(b) => encode_batch_record(buf, b.from, b.first_seq, b.emit_ns, &b.tuples),
+        LogRecord::Eos { from, last_seq } => {
+            buf.put_u8(2);
+            buf.put_u32(*from);
+            buf.put_u64(*last_seq);
+        }
+    }
+}
+
+/// Frames a segment around encoded records.
+pub fn seal_segment(records: &[u8], count: u32) -> Bytes {
+    let mut buf = BytesMut::with_capacity(records.len() + 12);
+    buf.put_slice(b"RSEG");
+    buf.put_u32(count);
+    buf.put_slice(records);
+    let crc = crc32fast::hash(&buf);
+    buf.put_u32(crc);
+    buf.freeze()
+}
+
+/// The records part of a whole segment (after the magic, up to the checksum), once its
+/// framing and checksum are checked.
+fn segment_body(name: &str, data: &[u8]) -> Result<std::ops::Range<usize>, LogError> {
+    let corrupt = || LogError::Corrupt(name.to_string());
+    if data.len() < 12 || &data[..4] != b"RSEG" {
+        return Err(corrupt());
+    }
+    let body_len = data.len() - 4;
+    let want = u32::from_be_bytes([
+        data[body_len],
+        data[body_len + 1],
+        data[body_len + 2],
+        data[body_len + 3],
+    ]);
+    if crc32fast::hash(&data[..body_len]) != want {
+        return Err(corrupt());
+    }
+    Ok(4..body_len)
+}
+
+/// Decodes a whole segment.
+pub fn decode_segment(name: &str, mut data: Bytes) -> Result<Vec<LogRecord>, LogError> {
+    let corrupt = || LogError::Corrupt(name.to_string());
+    let body = segment_body(name, &data)?;
+    data.truncate(body.end);
+    data.advance(body.start);
+    let count = data.get_u32();
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        if data.remaining() < 13 {
+            return Err(corrupt());
+        }
+        match data.get_u8() {
+            1 => {
+                if data.remaining() < 20 {
+                    return Err(corrupt());
+                }
+                let from = data.get_u32();
+                let first_seq = data.get_u64();
+                let emit_ns = data.get_u64();
+                let tuples = decode_tuples(&mut data).map_err(|_| corrupt())?;
+                out.push(LogRecord::Batch(BatchRecord {
+                    from,
+                    first_seq,
+                    emit_ns,
+                    tuples,
+                }));
+            }
+            2 => {
+                let from = data.get_u32();
+                let last_seq = data.get_u64();
+                out.push(LogRecord::Eos { from, last_seq });
+            }
+            _ => return Err(corrupt()),
+        }
+    }
+    Ok(out)
+}
+
+/// Appends the values of a segment's batch records to `out`, each followed by a newline, in
+/// log order, without building tuples (a sink's log rendered as its output: the output file
+/// and what followers print). The segment is checked as [`decode_segment`] checks it.
+pub fn segment_values(name: &str, data: &[u8], out: &mut BytesMut) -> Result<(), LogError> {
+    let corrupt = || LogError::Corrupt(name.to_string());
+    let mut body = &data[segment_body(name, data)?];
+    let count = body.try_get_u32().map_err(|_| corrupt())?;
+    for _ in 0..count {
+        match body.try_get_u8().map_err(|_| corrupt())? {
+            1 => {
+                // from, first_seq, emit_ns
+                if body.remaining() < 20 {
+                    return Err(corrupt());
+                }
+                body.advance(20);
+                let n = body.try_get_u32().map_err(|_| corrupt())?;
+                for _ in 0..n {
+                    let key = body.try_get_u32().map_err(|_| corrupt())? as usize;
+                    if body.remaining() < key {
+                        return Err(corrupt());
+                    }
+                    body.advance(key);
+                    let len = body.try_get_u32().map_err(|_| corrupt())? as usize;
+                    if body.remaining() < len {
+                        return Err(corrupt());
+                    }
+                    out.extend_from_slice(&body[..len]);
+                    out.put_u8(b'\n');
+                    body.advance(len);
+                }
+            }
+            2 => {
+                if body.remaining() < 12 {
+                    return Err(corrupt());
+                }
+                body.advance(12);
+            }
+            _ => return Err(corrupt()),
+        }
+    }
+    Ok(())
+}
+
+fn attempt_of(name: &str) -> Option<u32> {
+    name.split('-').next()?.parse().ok()
+}
+
+/// Store path of attempt `attempt`'s fence: once it exists, that attempt may neither
+/// acknowledge nor process anything it logs.
+pub fn fence_path(key: &TaskKey, attempt: u32) -> String {
+    format!("{}fence-{attempt:06}", task_prefix(key))
+}
+
+/// Whether attempt `attempt` has been fenced by a successor.
+pub async fn fenced(store: &Store, key: &TaskKey, attempt: u32) -> Result<bool, LogError> {
+    Ok(store.exists(&fence_path(key, attempt)).await?)
+}
+
+/// Recovers the segment list attempt `attempt` must replay, and records it as that attempt's
+/// manifest. Fences every earlier attempt first (see the module doc). Returns segment store
+/// paths in replay order.
+pub async fn recover_lineage(
+    store: &Store,
+    key: &TaskKey,
+    attempt: u32,
+) -> Result<Vec<String>, LogError> {
+    let prefix = task_prefix(key);
+    if attempt > 0 {
+        let existing: std::collections::BTreeSet<String> = store
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        for a in 0..attempt {
+            let fence = fence_path(key, a);
+            if !existing.contains(&fence) {
+                store.put(&fence, Bytes::new()).await?;
+            }
+        }
+    }
+    // Newest earlier attempt that wrote a manifest (attempt 0 has an implicit empty one).
+    let (_, lineage) = latest_lineage(store, key, attempt).await?;
+    if attempt > 0 {
+        let manifest =
+            serde_json::to_vec(&lineage).map_err(|_| LogError::Corrupt("manifest".into()))?;
+        store
+            .put(&manifest_path(key, attempt), Bytes::from(manifest))
+            .await?;
+    }
+    Ok(lineage)
+}
+
+fn manifest_path(key: &TaskKey, attempt: u32) -> String {
+    format!("{}{attempt:06}-manifest", task_prefix(key))
+}
+
+/// The lineage of the newest attempt below `below` that recorded a manifest (attempt 0 has an
+/// implicit empty one): that manifest and the segments that attempt wrote, as listed now, with
+/// the attempt's number. Its own segments are complete once that attempt stopped writing.
+async fn latest_lineage(
+    store: &Store,
+    key: &TaskKey,
+    below: u32,
+) -> Result<(u32, Vec<String>), LogError> {
+    let prefix = task_prefix(key);
+    let names: Vec<String> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|o| o.path.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    let base = names
+        .iter()
+        .filter(|n| n.ends_with("-manifest"))
+        .filter_map(|n| attempt_of(n))
+        .filter(|a| *a < below)
+        .max();
+    let mut lineage = match base {
+        Some(a) => {
+            let path = manifest_path(key, a);
+            let data = store.get(&path).await?;
+            serde_json::from_slice(&data).map_err(|_| LogError::Corrupt(path))?
+        }
+        None => Vec::new(),
+    };
+    let base = base.unwrap_or(0);
+    let mut own: Vec<&String> = names
+        .iter()
+        .filter(|n| n.ends_with(".seg") && attempt_of(n) == Some(base))
+        .collect();
+    own.sort();
+    lineage.extend(own.into_iter().map(|n| format!("{prefix}{n}")));
+    Ok((base, lineage))
+}
+
+/// The whole history of attempt `attempt` as of now: what it recovered (its manifest) and the
+/// segments it wrote since. Complete once the attempt has stopped writing.
+pub async fn lineage_of(
+    store: &Store,
+    key: &TaskKey,
+    attempt: u32,
+) -> Result<Vec<String>, LogError> {
+    // Every attempt but the first records its manifest before it writes a segment.
+    Ok(latest_lineage(store, key, attempt.saturating_add(1))
+        .await?
+        .1)
+}
+
+/// What a reader may take as committed in a task's log right now, writing nothing: the
+/// newest attempt that recorded a manifest, with the segments it wrote so far — provided that
+/// attempt is not fenced *after* the listing, which puts every listed segment before any fence
+/// and so in every successor's lineage (the writer's own argument, see the module doc). Each
+/// answer is therefore a prefix of every later one. `None` while a successor is taking over
+/// (ask again).
+pub async fn committed_lineage(
+    store: &Store,
+    key: &TaskKey,
+) -> Result<Option<Vec<String>>, LogError> {
+    let (newest, lineage) = latest_lineage(store, key, u32::MAX).await?;
+    if fenced(store, key, newest).await? {
+        return Ok(None);
+    }
+    Ok(Some(lineage))
+}
+
+/// Name of segment `n` of an attempt.
+pub fn segment_path(key: &TaskKey, attempt: u32, n: u64) -> String {
+    format!("{}{attempt:06}-{n:010}.seg", task_prefix(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ids::{JobId, TaskPos};
+
+    fn key() -> TaskKey {
+        TaskKey {
+            job: JobId("job-1".into()),
+            pos: TaskPos { stage: 1, index: 2 },
+        }
+    }
+
+    #[test]
+    fn log_paths_name_their_task_and_nothing_else_does() {
+        let k = key();
+        for p in [
+            segment_path(&k, 3, 7),
+            fence_path(&k, 0),
+            format!("{}000002-manifest", task_prefix(&k)),
+        ] {
+            assert_eq!(log_task(&p), Some(k.clone()), "{p}");
+        }
+        for p in [
+            "logs/job-1/1.2",
+            "logs/job-1/1.2/",
+            "logs/job-1/x",
+            "logs/job-1/1.2/a/b",
+            "logs/job-1/+1.2/a",
+            "logs/job-1/01.2/a",
+            "logs//1.2/a",
+            "blobs/job-1/1.2/a",
+            "in.txt",
+        ] {
+            assert_eq!(log_task(p), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn segment_round_trip_and_corruption() {
+        let recs = vec![
+            LogRecord::Batch(BatchRecord {
+                from: 0,
+                first_seq: 5,
+                emit_ns: 1,
+                tuples: vec![Tuple::new("k", "v")],
+            }),
+            LogRecord::Eos {
+                from: 1,
+                last_seq: 9,
+            },
+        ];
+        let mut body = BytesMut::new();
+        for r in &recs {
+            encode_record(&mut body, r);
+        }
+        let seg = seal_segment(&body, 2);
+        assert_eq!(decode_segment("s", seg.clone()).unwrap(), recs);
+        let mut bad = seg.to_vec();
+        bad[10] ^= 1;
+        assert!(decode_segment("s", Bytes::from(bad)).is_err());
+    }
+
+    #[test]
+    fn segment_values_are_the_logged_values_line_by_line_and_corruption_is_refused() {
+        let recs = vec![
+            LogRecord::Batch(BatchRecord {
+                from: 0,
+                first_seq: 5,
+                emit_ns: 1,
+                tuples: vec![
+                    Tuple::new("k", "v,1"),
+                    Tuple::new("", ""),
+                    Tuple::new("x", "é"),
+                ],
+            }),
+            LogRecord::Eos {
+                from: 1,
+                last_seq: 9,
+            },
+            LogRecord::Batch(BatchRecord {
+                from: 1,
+                first_seq: 7,
+                emit_ns: 2,
+                tuples: vec![Tuple::new("k2", "last")],
+            }),
+        ];
+        let mut body = BytesMut::new();
+        for r in &recs {
+            encode_record(&mut body, r);
+        }
+        let seg = seal_segment(&body, 3);
+        let mut out = BytesMut::new();
+        segment_values("s", &seg, &mut out).unwrap();
+        assert_eq!(&out[..], "v,1\n\né\nlast\n".as_bytes());
+        for cut in [seg.len() - 1, 11, 3] {
+            assert!(segment_values("s", &seg[..cut], &mut BytesMut::new()).is_err());
+        }
+        let mut bad = seg.to_vec();
+        bad[14] ^= 1;
+        assert!(segment_values("s", &bad, &mut BytesMut::new()).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_successor_fences_every_earlier_attempt_before_listing() {
+        let store = Store::memory();
+        let k = key();
+        assert!(!fenced(&store, &k, 0).await.unwrap());
+        recover_lineage(&store, &k, 0).await.unwrap();
+        assert!(
+            !fenced(&store, &k, 0).await.unwrap(),
+            "attempt 0 fences nobody"
+        );
+        recover_lineage(&store, &k, 3).await.unwrap();
+        for a in 0..3 {
+            assert!(
+                fenced(&store, &k, a).await.unwrap(),
+                "attempt {a} not fenced"
+            );
+        }
+        assert!(!fenced(&store, &k, 3).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn lineage_excludes_stale_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path()).unwrap();
+        let k = key();
+        let seg = seal_segment(&[], 0);
+        store
+            .put(&segment_path(&k, 0, 0), seg.clone())
+            .await
+            .unwrap();
+        store
+            .put(&segment_path(&k, 0, 1), seg.clone())
+            .await
+            .unwrap();
+        // Attempt 1 takes over from attempt 0.
+        let l1 = recover_lineage(&store, &k, 1).await.unwrap();
+        assert_eq!(l1.len(), 2);
+        // The stale attempt 0 writes once more; attempt 1 writes its own segment.
+        store
+            .put(&segment_path(&k, 0, 2), seg.clone())
+            .await
+            .unwrap();
+        store
+            .put(&segment_path(&k, 1, 0), seg.clone())
+            .await
+            .unwrap();
+        let l2 = recover_lineage(&store, &k, 2).await.unwrap();
+        assert_eq!(l2.len(), 3);
+        assert!(l2.iter().all(|p| !p.ends_with("000000-0000000002.seg")));
+        assert!(l2[2].ends_with("000001-0000000000.seg"));
+    }
+
+    #[tokio::test]
+    async fn a_readers_committed_lineage_only_grows_and_waits_out_a_takeover() {
+        let store = Store::memory();
+        let k = key();
+        let seg = seal_segment(&[], 0);
+        assert_eq!(committed_lineage(&store, &k).await.unwrap(), Some(vec![]));
+        store
+            .put(&segment_path(&k, 0, 0), seg.clone())
+            .await
+            .unwrap();
+        let first = committed_lineage(&store, &k).await.unwrap().unwrap();
+        assert_eq!(first, vec![segment_path(&k, 0, 0)]);
+        // Attempt 1 fences attempt 0 but has not recorded its manifest yet: no answer.
+        store.put(&fence_path(&k, 0), Bytes::new()).await.unwrap();
+        assert_eq!(committed_lineage(&store, &k).await.unwrap(), None);
+        // The successor records its manifest; a late write of the fenced attempt is in
+        // nobody's history, and what a reader sees next extends what it saw before.
+        let l1 = recover_lineage(&store, &k, 1).await.unwrap();
+        store
+            .put(&segment_path(&k, 0, 1), seg.clone())
+            .await
+            .unwrap();
+        store
+            .put(&segment_path(&k, 1, 0), seg.clone())
+            .await
+            .unwrap();
+        let next = committed_lineage(&store, &k).await.unwrap().unwrap();
+        assert!(
+            next.starts_with(&first),
+            "{next:?} does not extend {first:?}"
+        );
+        assert_eq!(next[..l1.len()], l1[..]);
+        assert_eq!(next[l1.len()..], [segment_path(&k, 1, 0)]);
+        assert!(!next.contains(&segment_path(&k, 0, 1)));
+        assert_eq!(lineage_of(&store, &k, 1).await.unwrap(), next);
+    }
+}

@@ -1,0 +1,138 @@
+//! The sink's output as text: one committed log segment rendered as lines, and a whole
+//! lineage written out as the output file (a local file replaced atomically, or a store
+//! object uploaded as a stream), and how far a job's output has come, for followers.
+
+use crate::log::{segment_values, LogError};
+use crate::model::spec::PathMode;
+use crate::store::{write_stream_atomic, Store};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use std::path::PathBuf;
+
+/// Progress of a job's output, followed by streaming clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SinkProgress {
+    /// The job's end is being settled: its sink's log is about to be removed, so followers
+    /// stop reading it (a read that overlapped the removal is discarded) and wait for
+    /// `finished`.
+    pub closing: bool,
+    /// The job reached a final status and its output file is final.
+    pub finished: bool,
+}
+
+/// Where a job's output goes.
+#[derive(Clone, Debug)]
+pub enum SinkTarget {
+    /// A local file (embedded runs): written beside it, then renamed over it.
+    File(PathBuf),
+    /// A store object (clusters), uploaded as a stream.
+    Store(String),
+}
+
+/// The target of output path `path` under path mode `paths`.
+pub fn target(paths: PathMode, path: &str) -> SinkTarget {
+    match paths {
+        PathMode::Local => SinkTarget::File(PathBuf::from(path)),
+        PathMode::Store => SinkTarget::Store(path.to_string()),
+    }
+}
+
+/// The lines a sink log segment commits: each logged value and a newline, in log order.
+pub fn segment_text(name: &str, data: Bytes) -> Result<Bytes, LogError> {
+    let mut out = BytesMut::with_capacity(data.len());
+    segment_values(name, &data, &mut out)?;
+    Ok(out.freeze())
+}
+
+/// Writes the lines of `lineage` to `target`; returns the bytes written. Both targets are
+/// replaced whole or not at all: a local file through `store::write_stream_atomic`, a store
+/// object by an upload that takes effect when it completes. One segment is in memory at a
+/// time.
+pub async fn assemble(
+    store: &Store,
+    lineage: &[String],
+    target: &SinkTarget,
+) -> Result<u64, String> {
+    let reader = store.clone();
+    let body = futures::stream::iter(lineage.to_vec()).then(move |seg| {
+        let reader = reader.clone();
+        async move {
+            let data = reader.get(&seg).await.map_err(|e| e.to_string())?;
+            segment_text(&seg, data).map_err(|e| e.to_string())
+        }
+    });
+    let written = match target {
+        SinkTarget::File(path) => {
+            write_stream_atomic(path, &path.display().to_string(), body).await
+        }
+        SinkTarget::Store(path) => store.put_stream(path, body).await,
+    };
+    written.map_err(|e| format!("writing the output: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{encode_record, seal_segment, BatchRecord, LogRecord};
+    use crate::model::tuple::Tuple;
+
+    async fn segment(store: &Store, path: &str, values: &[&str]) {
+        let mut body = BytesMut::new();
+        encode_record(
+            &mut body,
+            &LogRecord::Batch(BatchRecord {
+                from: 0,
+                first_seq: 1,
+                emit_ns: 0,
+                tuples: values.iter().map(|v| Tuple::new("k", *v)).collect(),
+            }),
+        );
+        encode_record(
+            &mut body,
+            &LogRecord::Eos {
+                from: 0,
+                last_seq: 9,
+            },
+        );
+        store.put(path, seal_segment(&body, 2)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_output_is_the_lineages_values_line_by_line_in_a_file_or_the_store() {
+        let store = Store::memory();
+        segment(&store, "s/1", &["a", "b,c"]).await;
+        segment(&store, "s/2", &["", "d"]).await;
+        let lineage = vec!["s/1".to_string(), "s/2".to_string()];
+        let want = "a\nb,c\n\nd\n";
+        assert_eq!(
+            segment_text("s/1", store.get("s/1").await.unwrap()).unwrap(),
+            "a\nb,c\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("out/o.txt");
+        let n = assemble(&store, &lineage, &SinkTarget::File(file.clone()))
+            .await
+            .unwrap();
+        assert_eq!(n, want.len() as u64);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
+        // Only the output is left: the temporary file was renamed over it.
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+            1
+        );
+        assemble(&store, &lineage, &SinkTarget::Store("o.txt".into()))
+            .await
+            .unwrap();
+        assert_eq!(store.get("o.txt").await.unwrap(), want.as_bytes());
+        // A segment that cannot be read fails the write and leaves the old output whole.
+        let broken = vec!["s/1".to_string(), "s/missing".to_string()];
+        assert!(assemble(&store, &broken, &SinkTarget::File(file.clone()))
+            .await
+            .is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("out")).unwrap().count(),
+            1
+        );
+    }
+}

@@ -1,0 +1,422 @@
+//! The cluster's store: source files, sink files, input logs and operators. One interface, two
+//! kinds of backend: any `object_store` implementation — a local directory, an S3-compatible
+//! service, or any other store a caller hands in (tests use the crate's in-memory store, the
+//! simulation wraps it to inject faults and latency) — and the leader's HTTP store API (how
+//! workers without direct store access reach it). Writes are whole objects, atomic and durable
+//! (the local directory fsyncs the file and its directory), so logs made of immutable segments
+//! work on object storage.
+//!
+//! This file is the interface every component sees: the [`Store`] handle, its errors, the
+//! store-path rules (nothing outside the store can be named) and the public methods, each a
+//! dispatch to the backend that does the work in its own file: `object` (any `object_store`,
+//! with `s3` building the S3 client) and `http` (through the leader).
+
+mod http;
+mod object;
+mod ranged;
+mod s3;
+
+pub use http::{HttpStore, StoreSession};
+pub use object::Objects;
+pub use s3::{S3Location, S3UrlError};
+
+/// The fault-injecting store of the tests and the simulation (it lives with the tests).
+#[cfg(test)]
+#[path = "../../../../tests/support/faulty_store.rs"]
+pub(crate) mod faulty;
+
+use bytes::Bytes;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::AsyncRead;
+
+/// A streaming reader of an object.
+pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A store failure, with whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist.
+    #[error("{0}: not found in the store")]
+    NotFound(String),
+    /// The path is not a valid store path.
+    #[error("{0:?} is not a valid store path (relative, no '..')")]
+    BadPath(String),
+    /// Local I/O failed.
+    #[error("store i/o on {path}: {source}")]
+    Io {
+        /// Store path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The leader's store API failed.
+    #[error("store request {0}")]
+    Http(String),
+    /// The object store (local directory or S3) failed.
+    #[error("object store, {path}: {msg}")]
+    Object {
+        /// Store path.
+        path: String,
+        /// Cause.
+        msg: String,
+    },
+}
+
+/// One listed object.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Store path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Checks and normalises a store path (`a/b/c`, no leading slash, no `..`).
+pub fn clean_path(path: &str) -> Result<String, StoreError> {
+    let p = Path::new(path.trim_start_matches('/'));
+    let mut parts = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            _ => return Err(StoreError::BadPath(path.to_string())),
+        }
+    }
+    if parts.is_empty() {
+        return Err(StoreError::BadPath(path.to_string()));
+    }
+    Ok(parts.join("/"))
+}
+
+/// Checks a listing prefix: `""` (everything) or a string prefix of clean store paths (no `..`,
+/// no `.` segment, no leading slash), so a listing can never name anything outside the store.
+pub fn clean_prefix(prefix: &str) -> Result<String, StoreError> {
+    let p = prefix.trim_start_matches('/');
+    if p.is_empty() {
+        return Ok(String::new());
+    }
+    let bad = p.split('/').enumerate().any(|(i, seg)| {
+        seg == ".." || seg == "." || (seg.is_empty() && i + 1 < p.split('/').count())
+    });
+    if bad || p.contains('\\') || p.contains('\0') {
+        return Err(StoreError::BadPath(prefix.to_string()));
+    }
+    Ok(p.to_string())
+}
+
+/// Installs the TLS crypto provider (ring) the HTTP clients use; call once at start-up (later
+/// calls do nothing).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The store handle every component holds.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// An `object_store` backend: a directory on this host or an S3-compatible service.
+    Object(Arc<Objects>),
+    /// The leader's store API, as a worker reaches it.
+    Http(HttpStore),
+}
+
+/// Maps a local I/O error on store path `path`: a missing file is [`StoreError::NotFound`].
+fn io_err(path: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            StoreError::NotFound(path.to_string())
+        } else {
+            StoreError::Io {
+                path: path.to_string(),
+                source,
+            }
+        }
+    }
+}
+
+/// The error of an upload whose body stream failed part-way.
+fn upload_broke(clean: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io {
+        path: clean.to_string(),
+        source: std::io::Error::other(format!("upload broke: {e}")),
+    }
+}
+
+/// Writes `data` to `target` atomically and durably: temp file, fsync, rename, fsync directory.
+pub fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(target).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Streams `body` into the local file `target` (`name` is what errors call it): a hidden
+/// temporary file in the target's directory (skipped by listings), fsynced, then renamed over
+/// the target and the directory fsynced, so a reader sees the old file or the whole new one,
+/// never a part. A broken body leaves nothing behind (the temporary file is removed when
+/// dropped). Memory stays at one chunk whatever the size. The local store's uploads and a
+/// sink's local output file are written this way.
+pub async fn write_stream_atomic<S, E>(
+    target: &Path,
+    name: &str,
+    body: S,
+) -> Result<u64, StoreError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let target = target.to_path_buf();
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let tmp = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            tempfile::NamedTempFile::new_in(&dir)
+        })
+        .await
+        .map_err(|e| io_err(name)(std::io::Error::other(e)))?
+        .map_err(io_err(name))?
+    };
+    let (file, tmp_path) = tmp.into_parts();
+    let mut out = tokio::fs::File::from_std(file);
+    let mut body = std::pin::pin!(body);
+    let mut total = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| upload_broke(name, e))?;
+        out.write_all(&chunk).await.map_err(io_err(name))?;
+        total += chunk.len() as u64;
+    }
+    out.sync_all().await.map_err(io_err(name))?;
+    drop(out);
+    tokio::task::spawn_blocking(move || {
+        tmp_path.persist(&target).map_err(|e| e.error)?;
+        std::fs::File::open(&dir)?.sync_all()
+    })
+    .await
+    .map_err(|e| io_err(name)(std::io::Error::other(e)))?
+    .map_err(io_err(name))?;
+    Ok(total)
+}
+
+impl Store {
+    /// A store over a local directory (created if missing).
+    pub fn local(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        Objects::local(root.into()).map(|o| Store::Object(Arc::new(o)))
+    }
+
+    /// A store in an S3-compatible bucket. Credentials and region come from the usual AWS
+    /// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, ...);
+    /// the endpoint from `loc.endpoint`, else `AWS_ENDPOINT_URL`. Plain `http://` is allowed
+    /// for a loopback endpoint (or with `AWS_ALLOW_HTTP=true`).
+    pub fn s3(loc: &S3Location) -> Result<Store, StoreError> {
+        Objects::s3(loc).map(|o| Store::Object(Arc::new(o)))
+    }
+
+    /// A store reached through the leader's HTTP API.
+    pub fn http(leader: &str) -> Store {
+        install_crypto();
+        Store::Http(HttpStore {
+            base: leader.trim_end_matches('/').to_string(),
+            client: reqwest::Client::new(),
+            session: StoreSession::default(),
+        })
+    }
+
+    /// A store reached through the leader's HTTP API, proving the cluster secret (if any) as
+    /// a bearer token on every request, and the worker registration bound with
+    /// [`Store::bind_session`].
+    pub fn http_with_token(leader: &str, token: Option<&crate::protocol::auth::Secret>) -> Store {
+        Store::Http(HttpStore {
+            base: leader.trim_end_matches('/').to_string(),
+            client: http::client(token),
+            session: StoreSession::default(),
+        })
+    }
+
+    /// Makes a store reached through the leader speak for worker registration `worker`
+    /// (session key `key`) from now on; other stores have no use for it.
+    pub fn bind_session(&self, worker: &crate::model::ids::WorkerId, key: Option<&str>) {
+        if let Store::Http(h) = self {
+            h.session.bind(worker, key);
+        }
+    }
+
+    /// A store over any `object_store` implementation (`url` names it in messages): how
+    /// tests and the simulation bring their own (in memory, or wrapped to inject faults).
+    pub fn objects(inner: Arc<dyn object_store::ObjectStore>, url: impl Into<String>) -> Store {
+        Store::Object(Arc::new(Objects {
+            inner,
+            root: None,
+            url: url.into(),
+        }))
+    }
+
+    /// A fresh, empty in-memory store (`object_store`'s own), for tests.
+    pub fn memory() -> Store {
+        Store::objects(Arc::new(object_store::memory::InMemory::new()), "memory")
+    }
+
+    /// The local file behind a store path, when the store is local.
+    pub fn local_path(&self, path: &str) -> Result<Option<PathBuf>, StoreError> {
+        let clean = clean_path(path)?;
+        Ok(match self {
+            Store::Object(o) => o.root().map(|r| r.join(clean)),
+            Store::Http(..) => None,
+        })
+    }
+
+    /// Whether this store is a directory on this host.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Store::Object(o) if o.root().is_some())
+    }
+
+    /// Writes an object atomically and durably.
+    pub async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        let clean = clean_path(path)?;
+        match self {
+            Store::Object(o) => o.put(&clean, data).await,
+            Store::Http(h) => http::put(h, &clean, data).await,
+        }
+    }
+
+    /// Writes an object from a stream of chunks, holding at most a few chunks in memory (a
+    /// large object goes up in parts); the object appears whole or not at all. Returns its size.
+    pub async fn put_stream<S, E>(&self, path: &str, body: S) -> Result<u64, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        let clean = clean_path(path)?;
+        match self {
+            Store::Object(o) => o.put_stream(&clean, body).await,
+            Store::Http(h) => http::put_stream(h, &clean, body).await,
+        }
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, path: &str) -> Result<bool, StoreError> {
+        match self.size(path).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The size of an object.
+    pub async fn size(&self, path: &str) -> Result<u64, StoreError> {
+        let clean = clean_path(path)?;
+        match self {
+            Store::Object(o) => o.size(&clean).await,
+            Store::Http(h) => http::size(h, &clean).await,
+        }
+    }
+
+    /// Opens an object for streaming reads (a source file of any size).
+    pub async fn open(&self, path: &str) -> Result<ObjectReader, StoreError> {
+        let clean = clean_path(path)?;
+        match self {
+            Store::Object(o) => o.open(&clean).await,
+            Store::Http(h) => http::open(h, &clean).await,
+        }
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
+        let clean = clean_path(path)?;
+        match self {
+            Store::Object(o) => o.get(&clean).await,
+            Store::Http(h) => http::get(h, &clean).await,
+        }
+    }
+
+    /// Lists objects under a prefix (a string prefix of store paths; `""` lists everything),
+    /// sorted by path. A prefix with `..` is refused: a listing never leaves the store.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        let prefix = clean_prefix(prefix)?;
+        match self {
+            Store::Object(o) => o.list(&prefix).await,
+            Store::Http(h) => http::list(h, &prefix).await,
+        }
+    }
+
+    /// Copies an object into a local file, streaming (used to replay a large source file on a
+    /// worker that reaches the store remotely).
+    pub async fn fetch_to_file(&self, path: &str, target: &Path) -> Result<(), StoreError> {
+        use tokio::io::AsyncWriteExt;
+        let clean = clean_path(path)?;
+        let local_err = |e: std::io::Error| StoreError::Io {
+            path: target.display().to_string(),
+            source: e,
+        };
+        if let Some(dir) = target.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(local_err)?;
+        }
+        if let Some(src) = self.local_path(&clean)? {
+            tokio::fs::copy(src, target).await.map_err(io_err(&clean))?;
+            return Ok(());
+        }
+        let mut rd = self.open(&clean).await?;
+        let mut f = tokio::fs::File::create(target).await.map_err(local_err)?;
+        tokio::io::copy(&mut rd, &mut f).await.map_err(local_err)?;
+        f.flush().await.map_err(local_err)
+    }
+
+    /// Deletes every object under a prefix (used to drop a finished job's logs).
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        match self.delete_report(prefix).await {
+            (_, None) => Ok(()),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// Deletes the object `prefix` and every object under `prefix/`; returns what it removed
+    /// and, if it stopped early, why (so a failed delete can say what is already gone).
+    pub async fn delete_report(&self, prefix: &str) -> (Vec<String>, Option<StoreError>) {
+        let clean = match clean_path(prefix) {
+            Ok(c) => c,
+            Err(e) => return (Vec::new(), Some(e)),
+        };
+        match self {
+            Store::Object(o) => o.delete_report(&clean).await,
+            Store::Http(h) => http::delete_report(h, &clean).await,
+        }
+    }
+}
+
+/// SHA-256 of bytes, as lowercase hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Where an operator's content lives once pinned by its SHA-256: an immutable store object.
+pub const BLOBS: &str = "blobs/sha256/";
+
+/// The store path of content with SHA-256 `hex`.
+pub fn blob_path(hex: &str) -> String {
+    format!("{BLOBS}{hex}")
+}
+
+/// The SHA-256 a store path pins, if it is a content-addressed path.
+pub fn pinned_hash(path: &str) -> Option<&str> {
+    let h = path.strip_prefix(BLOBS)?;
+    (h.len() == 64
+        && h.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then_some(h)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! A worker: registers with the leader, serves its one data listener, runs task attempts as
+//! the leader commands, heartbeats their progress, and reports each attempt's end exactly once.
+//! Every spawned task belongs to a `JoinSet` owned here and is joined on shutdown.
+//!
+//! This file holds the public entry point ([`run`], [`WorkerConfig`]) and the table of running
+//! attempts the other parts share: `session` (registration and the session loop), `commands`
+//! (polling for commands and carrying them out) and `report` (heartbeats and events).
+
+#![warn(missing_docs)]
+
+use rainstorm_dataplane as dataplane;
+use rainstorm_model as model;
+use rainstorm_protocol as protocol;
+use rainstorm_runtime as runtime;
+
+mod commands;
+mod link;
+mod report;
+mod session;
+mod state;
+
+use crate::dataplane::listener;
+use crate::dataplane::DataConfig;
+use crate::model::ids::TaskKey;
+use crate::protocol::control::TaskAssignment;
+use crate::runtime::store::Store;
+use crate::runtime::task::{TaskEnv, TaskStatus};
+use anyhow::Context;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How to run a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Leader base URL (`http://host:port`).
+    pub leader: String,
+    /// Private working directory (fetched operators).
+    pub data_dir: PathBuf,
+    /// Address to bind the data listener to (`host:port`, port 0 = any).
+    pub data_listen: String,
+    /// Address other processes use to reach the data listener (defaults to the bound one).
+    pub advertise: Option<String>,
+    /// Store to use directly (embedded mode shares the leader's directory); default: the
+    /// leader's store API.
+    pub store: Option<Store>,
+    /// Data-plane tunables.
+    pub data: DataConfig,
+    /// Which executables may run (the store's, and `--allow-exec` directories).
+    pub exec_policy: crate::runtime::fetch::ExecPolicy,
+    /// Operators start as this user (`--run-as`).
+    pub run_as: Option<crate::runtime::exec::RunAs>,
+    /// The cluster secret (proved at registration and on every data connection).
+    pub token: Option<crate::protocol::auth::Secret>,
+}
+
+/// One task attempt this worker runs.
+struct Running {
+    assignment: TaskAssignment,
+    status: Arc<TaskStatus>,
+    cancel: CancellationToken,
+}
+
+/// The attempts this worker runs, by task and attempt number.
+type TaskTable = Arc<Mutex<HashMap<(TaskKey, u32), Running>>>;
+
+/// Locks the task table (a poisoned lock is still usable: entries are plain data).
+fn lock_tasks(tasks: &TaskTable) -> std::sync::MutexGuard<'_, HashMap<(TaskKey, u32), Running>> {
+    tasks.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits `delay` unless `token` is cancelled first; returns whether the wait ran out (so the
+/// caller may retry).
+async fn pause(token: &CancellationToken, delay: Duration) -> bool {
+    token
+        .run_until_cancelled(tokio::time::sleep(delay))
+        .await
+        .is_some()
+}
+
+/// Runs a worker until `shutdown`; on shutdown its running tasks are reported failed (so the
+/// leader reschedules them) and stopped.
+pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Processes an operator detaches from its group become ours, and are killed when it ends.
+    crate::runtime::exec::adopt_orphans().context("becoming the subreaper of operators")?;
+    if let Some(who) = &cfg.run_as {
+        crate::runtime::exec::run_operators_as(who.clone())?;
+        // The operator cache must be reachable by that user (created open to it).
+        let cache = cfg.data_dir.join("ops").join("sha256");
+        std::fs::create_dir_all(&cache)
+            .with_context(|| format!("creating the operator cache {}", cache.display()))?;
+        for d in [cfg.data_dir.join("ops"), cache.clone()] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("opening {} to --run-as", d.display()))?;
+        }
+        who.check_reachable(&cache)?;
+    }
+    let bound_listener = TcpListener::bind(&cfg.data_listen)
+        .await
+        .with_context(|| format!("binding the data listener on {}", cfg.data_listen))?;
+    let bound = bound_listener.local_addr()?;
+    let data_addr = match &cfg.advertise {
+        Some(a) => a.clone(),
+        None => format!(
+            "{}:{}",
+            crate::dataplane::net::advertise_host(bound.ip()),
+            bound.port()
+        ),
+    };
+    let env = TaskEnv::new(
+        cfg.data.clone(),
+        (cfg.store.clone())
+            .unwrap_or_else(|| Store::http_with_token(&cfg.leader, cfg.token.as_ref())),
+        cfg.data_dir.clone(),
+        cfg.token.as_ref(),
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("building the HTTP client")?;
+
+    let mut bg = JoinSet::new();
+    let net_stop = CancellationToken::new();
+    bg.spawn(listener::serve(
+        bound_listener,
+        env.registry.clone(),
+        env.routes.clone(),
+        env.auth.clone(),
+        listener::Limits::of(&cfg.data),
+        net_stop.clone(),
+    ));
+    let worker = state::Worker {
+        cfg,
+        env,
+        http,
+        data_addr,
+        tasks: Arc::default(),
+    };
+    let result = worker.serve(&shutdown).await;
+    net_stop.cancel();
+    while bg.join_next().await.is_some() {}
+    result
+}

@@ -1,0 +1,143 @@
+//! What a worker tells the leader about its tasks: periodic heartbeats (counters, queue depth,
+//! non-terminal states; the answer says whether the leader still knows this worker) and events
+//! (a pid once an operator runs, each attempt's terminal state), which are retried until the
+//! leader has them.
+
+use super::link::LeaderLink;
+use super::{lock_tasks, pause, TaskTable};
+use crate::dataplane::inbound::Registry;
+use crate::model::backoff::Backoff;
+use crate::protocol::control::{Events, Heartbeat, Known, TaskAssignment, TaskReport};
+use crate::runtime::task::TaskStatus;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// An attempt's report as of now.
+pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
+    let pid = s.pid.load(Ordering::Relaxed);
+    TaskReport {
+        key: a.key.clone(),
+        attempt: a.attempt,
+        pid: (pid != 0).then_some(pid),
+        state: s.state(),
+        tuples_in: s.tuples_in.load(Ordering::Relaxed),
+        tuples_out: s.tuples_out.load(Ordering::Relaxed),
+        error: s.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        queued: 0,
+        latency: s.latency.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        done: s.done.load(Ordering::Relaxed),
+    }
+}
+
+impl LeaderLink {
+    /// Sends one batch of events to the leader (once; the caller decides about retrying).
+    /// Delivers reports; `Ok(false)` when the leader does not know this worker (nothing
+    /// was taken).
+    pub(super) async fn post_events(&self, reports: Vec<TaskReport>) -> reqwest::Result<bool> {
+        let ev = Events {
+            worker_id: self.id.clone(),
+            reports,
+        };
+        let known: Known = self
+            .request(reqwest::Method::POST, "/internal/events")
+            .json(&ev)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(known.known)
+    }
+}
+
+/// Heartbeats every `every_ms` until the session ends; an answer `known: false` ends it.
+pub(super) async fn heartbeats(
+    link: LeaderLink,
+    every_ms: u64,
+    tasks: TaskTable,
+    registry: Arc<Registry>,
+) {
+    let session = &link.session;
+    let mut tick = tokio::time::interval(Duration::from_millis(every_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if session.run_until_cancelled(tick.tick()).await.is_none() {
+            return;
+        }
+        let reports: Vec<TaskReport> = lock_tasks(&tasks)
+            .values()
+            .map(|r| {
+                let mut rep = report(&r.assignment, &r.status);
+                // Pending work: batches waiting in the inbox, plus one while the operator
+                // drains after its last input (an operator that never finishes is a stall).
+                let inbox = registry
+                    .get(&r.assignment.key)
+                    .map(|h| (h.tx.max_capacity() - h.tx.capacity()) as u32)
+                    .unwrap_or(0);
+                let draining = r.status.draining.load(std::sync::atomic::Ordering::Relaxed);
+                rep.queued = inbox + u32::from(draining);
+                rep
+            })
+            .collect();
+        let hb = Heartbeat {
+            worker_id: link.id.clone(),
+            tasks: reports,
+        };
+        let req = link
+            .request(reqwest::Method::POST, "/internal/heartbeat")
+            .timeout(Duration::from_secs(5))
+            .json(&hb)
+            .send();
+        let Some(res) = session.run_until_cancelled(req).await else {
+            return;
+        };
+        match res {
+            Ok(r) => match r.json::<Known>().await {
+                Ok(k) if !k.known => {
+                    session.cancel();
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "bad heartbeat answer"),
+            },
+            Err(e) => warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Sends the reports queued on `rx` as they come (whatever is queued goes in one batch),
+/// retrying each batch with backoff until the leader has it or the session ends.
+pub(super) async fn send_events(
+    link: LeaderLink,
+    mut rx: mpsc::Receiver<TaskReport>,
+) -> (mpsc::Receiver<TaskReport>, Vec<TaskReport>) {
+    let session = &link.session;
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
+    while let Some(Some(first)) = session.run_until_cancelled(rx.recv()).await {
+        let mut reports = vec![first];
+        while let Ok(r) = rx.try_recv() {
+            reports.push(r);
+        }
+        backoff.reset();
+        loop {
+            let post = link.post_events(reports.clone());
+            match session.run_until_cancelled(post).await {
+                None => return (rx, reports),
+                Some(Ok(true)) => break,
+                Some(Ok(false)) => {
+                    // The leader does not know this worker: the reports go with the rejoin.
+                    session.cancel();
+                    return (rx, reports);
+                }
+                Some(Err(e)) => warn!(error = %e, "reporting task events failed; retrying"),
+            }
+            if !pause(session, backoff.next()).await {
+                return (rx, reports);
+            }
+        }
+    }
+    (rx, Vec::new())
+}

@@ -1,0 +1,254 @@
+//! A worker's life with the leader: register (retrying with backoff), then run one *session*
+//! (command poller, heartbeater, event sender) until shutdown or until the leader forgets this
+//! worker (it restarted, or declared this worker dead). The task attempts outlive sessions: a
+//! leader that is merely unreachable changes nothing (the data plane does not need it), and a
+//! worker the leader forgot *rejoins* under its old id, reporting every attempt it runs and
+//! every end not yet reported; the leader adopts them. Only a leader that refuses the old
+//! identity makes the worker stop its tasks and start afresh under a new id.
+
+use super::link::LeaderLink;
+use super::report::report;
+use super::state::{Attempts, Ended, Worker};
+use super::{lock_tasks, pause};
+use crate::model::backoff::Backoff;
+use crate::model::ids::WorkerId;
+use crate::protocol::control::{
+    Command, RegisterRequest, RegisterResponse, Rejoin, TaskReport, TaskState, PROTOCOL_VERSION,
+};
+use crate::runtime::task::TaskEnd;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+/// What outlives a session: the attempts, the channel of their reports, and reports a
+/// session could not deliver.
+pub(super) struct Carry {
+    pub(super) attempts: Attempts,
+    pub(super) ev_tx: mpsc::Sender<TaskReport>,
+    pub(super) ev_rx: mpsc::Receiver<TaskReport>,
+    /// Reports not yet delivered (ends included), handed to the next registration.
+    pub(super) backlog: Vec<TaskReport>,
+}
+
+impl Worker {
+    /// Registers and runs sessions until `shutdown`.
+    pub(super) async fn serve(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let (ev_tx, ev_rx) = mpsc::channel::<TaskReport>(256);
+        let mut carry = Carry {
+            attempts: Attempts::default(),
+            ev_tx,
+            ev_rx,
+            backlog: Vec::new(),
+        };
+        let mut previous: Option<WorkerId> = None;
+        loop {
+            let rejoin = previous.take().map(|worker_id| {
+                let mut tasks = std::mem::take(&mut carry.backlog);
+                while let Ok(r) = carry.ev_rx.try_recv() {
+                    tasks.push(r);
+                }
+                tasks.extend(
+                    lock_tasks(&self.tasks)
+                        .values()
+                        .map(|r| report(&r.assignment, &r.status)),
+                );
+                Rejoin { worker_id, tasks }
+            });
+            let Some(reg) = self.register(shutdown, rejoin).await else {
+                self.stop_all(&mut carry.attempts.set, None).await;
+                return Ok(());
+            };
+            let id = reg.worker_id.clone();
+            // The store through the leader serves only this registration from now on.
+            self.env.store.bind_session(&id, reg.session.as_deref());
+            if reg.adopted {
+                info!(worker = %id, data_addr = %self.data_addr, tasks = lock_tasks(&self.tasks).len(), "rejoined the leader under the old identity; tasks carry on");
+            } else {
+                if !lock_tasks(&self.tasks).is_empty() {
+                    warn!(worker = %id, "the leader gave this worker a new identity; stopping the tasks it ran");
+                }
+                self.stop_all(&mut carry.attempts.set, None).await;
+                carry.backlog.clear();
+                while carry.ev_rx.try_recv().is_ok() {}
+                info!(worker = %id, data_addr = %self.data_addr, "registered with the leader");
+            }
+            let lost = self
+                .session_loop(&id, reg.heartbeat_ms, reg.session, &mut carry, shutdown)
+                .instrument(tracing::info_span!("worker", id = %id))
+                .await;
+            if !lost {
+                return Ok(());
+            }
+            warn!(worker = %id, "the leader no longer knows this worker; rejoining with its tasks");
+            previous = Some(id);
+        }
+    }
+
+    /// Registers with the leader (asking to keep an old identity if `rejoin`), retrying until
+    /// it answers or `shutdown`.
+    async fn register(
+        &self,
+        shutdown: &CancellationToken,
+        rejoin: Option<Rejoin>,
+    ) -> Option<RegisterResponse> {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        loop {
+            let req = RegisterRequest {
+                version: PROTOCOL_VERSION,
+                data_addr: self.data_addr.clone(),
+                pid: std::process::id(),
+                rejoin: rejoin.as_ref().map(|r| Rejoin {
+                    worker_id: r.worker_id.clone(),
+                    tasks: r.tasks.clone(),
+                }),
+            };
+            let mut post = self
+                .http
+                .post(format!("{}/internal/register", self.cfg.leader))
+                .json(&req);
+            if let Some(t) = &self.cfg.token {
+                post = post.bearer_auth(t.expose());
+            }
+            let res = post.send().await.and_then(|r| r.error_for_status());
+            match res {
+                Ok(r) => match r.json::<RegisterResponse>().await {
+                    Ok(resp) => return Some(resp),
+                    Err(e) => warn!(error = %e, "bad registration answer"),
+                },
+                Err(e) => {
+                    warn!(leader = %self.cfg.leader, error = %e, "cannot register with the leader; retrying")
+                }
+            }
+            if !pause(shutdown, backoff.next()).await {
+                return None;
+            }
+        }
+    }
+
+    /// Runs one session; returns whether it ended because the leader forgot this worker (as
+    /// opposed to `shutdown`, which stops every task and reports them).
+    async fn session_loop(
+        &self,
+        id: &WorkerId,
+        heartbeat_ms: u64,
+        key: Option<String>,
+        carry: &mut Carry,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let link = LeaderLink {
+            http: self.http.clone(),
+            leader: self.cfg.leader.clone(),
+            id: id.clone(),
+            session: CancellationToken::new(),
+            key,
+        };
+        let session = link.session.clone();
+        let (cmd_tx, mut cmd_rx) = mpsc::channel::<Command>(64);
+        let ev_rx = std::mem::replace(&mut carry.ev_rx, mpsc::channel(1).1);
+        let events = tokio::spawn(super::report::send_events(link.clone(), ev_rx));
+        let mut helpers = JoinSet::new();
+        helpers.spawn(super::commands::poll_commands(link.clone(), cmd_tx));
+        let registry = self.env.registry.clone();
+        helpers.spawn(super::report::heartbeats(
+            link.clone(),
+            heartbeat_ms,
+            self.tasks.clone(),
+            registry,
+        ));
+        let attempts = &mut carry.attempts;
+        let ev_tx = carry.ev_tx.clone();
+        let lost = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break false,
+                _ = session.cancelled() => break true,
+                Some(done) = attempts.set.join_next_with_id(), if !attempts.set.is_empty() => {
+                    if let Some(rep) = self.ended(done, attempts) {
+                        if ev_tx.send(rep).await.is_err() {
+                            warn!("event reporter gone; the end of a task goes unreported");
+                        }
+                    }
+                }
+                cmd = cmd_rx.recv() => match cmd {
+                    None => break true,
+                    Some(cmd) => self.handle(cmd, attempts, &ev_tx),
+                },
+            }
+        };
+        if !lost {
+            self.stop_all(&mut attempts.set, Some(&link)).await;
+        }
+        session.cancel();
+        while let Some(r) = helpers.join_next().await {
+            if let Err(e) = r {
+                warn!(error = %e, "worker helper task panicked");
+            }
+        }
+        match events.await {
+            Ok((rx, unsent)) => {
+                carry.ev_rx = rx;
+                carry.backlog.extend(unsent);
+            }
+            Err(e) => warn!(error = %e, "event reporter panicked; its unsent reports are lost"),
+        }
+        lost
+    }
+
+    /// The report of an attempt whose supervisor returned (or panicked), removing it from the
+    /// table; `None` if it was no longer there.
+    fn ended(
+        &self,
+        done: Result<(tokio::task::Id, Ended), tokio::task::JoinError>,
+        attempts: &mut Attempts,
+    ) -> Option<TaskReport> {
+        let (k, failure) = match done {
+            Ok((tid, (k, outcome))) => {
+                attempts.ids.remove(&tid);
+                info!(task = %k.0, attempt = k.1, outcome = ?outcome, "task ended");
+                match outcome {
+                    TaskEnd::Failed(e) => (k, Some(e)),
+                    _ => (k, None),
+                }
+            }
+            Err(e) => {
+                // A panicked supervisor still reports: the attempt it ran is failed.
+                warn!(error = %e, "task supervisor panicked");
+                let k = attempts.ids.remove(&e.id())?;
+                let r = lock_tasks(&self.tasks).remove(&k)?;
+                let mut rep = report(&r.assignment, &r.status);
+                rep.state = TaskState::Failed;
+                rep.error = Some(format!("task supervisor panicked: {e}"));
+                return Some(rep);
+            }
+        };
+        let r = lock_tasks(&self.tasks).remove(&k)?;
+        let mut rep = report(&r.assignment, &r.status);
+        if failure.is_some() {
+            rep.error = failure;
+        }
+        Some(rep)
+    }
+
+    /// Stops every attempt and waits for them; with a `link` (a graceful exit), reports what
+    /// was still running as failed.
+    async fn stop_all(&self, running: &mut JoinSet<Ended>, link: Option<&LeaderLink>) {
+        let reports: Vec<TaskReport> = lock_tasks(&self.tasks)
+            .values()
+            .map(|r| {
+                r.cancel.cancel();
+                let mut rep = report(&r.assignment, &r.status);
+                rep.state = TaskState::Failed;
+                rep.error = Some("worker shutting down".into());
+                rep
+            })
+            .collect();
+        if let Some(link) = link.filter(|_| !reports.is_empty()) {
+            if let Err(e) = link.post_events(reports).await {
+                warn!(error = %e, "could not report stopped tasks to the leader");
+            }
+        }
+        while running.join_next().await.is_some() {}
+        lock_tasks(&self.tasks).clear();
+    }
+}

@@ -1,7 +1,0 @@
-//! What crosses process boundaries: control-plane and API messages, data-plane frames, and the
-//! line format of executable operators. Encodings only; no sockets.
-
-pub mod auth;
-pub mod control;
-pub mod frame;
-pub mod line;
