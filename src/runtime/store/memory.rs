@@ -159,4 +159,23 @@ mod tests {
             Err(StoreError::NotFound(_))
         ));
     }
+
+    #[tokio::test]
+    async fn a_broken_streamed_put_commits_nothing() {
+        let store = Store::memory();
+        store
+            .put("o", Bytes::from_static(b"whole\n"))
+            .await
+            .unwrap();
+        for path in ["o", "new"] {
+            let body = futures::stream::iter([
+                Ok(Bytes::from_static(b"part")),
+                Err(std::io::Error::other("gone")),
+            ]);
+            let err = store.put_stream(path, body).await.unwrap_err();
+            assert!(err.to_string().contains("upload broke"), "{err}");
+        }
+        assert_eq!(&store.get("o").await.unwrap()[..], b"whole\n");
+        assert!(!store.exists("new").await.unwrap());
+    }
 }
