@@ -554,20 +554,34 @@ impl Cluster {
 
     /// One authenticated GET to the leader over a plain socket; the response body.
     pub fn http_get(&self, path: &str) -> String {
+        self.http("GET", path).1
+    }
+
+    /// One authenticated request without a body to the leader over a plain socket (no CLI
+    /// process to start: it can hit a chosen moment); the status code and the body (answers
+    /// of a known length only).
+    pub fn http(&self, method: &str, path: &str) -> (u16, String) {
         use std::io::Read;
         let addr = self.url.trim_start_matches("http://");
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             self.token
         )
         .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
-        text.split_once("\r\n\r\n")
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
             .map(|(_, b)| b.to_string())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (status, body)
     }
 
     /// The value of an unlabelled metric on the leader's `/metrics`.

@@ -1,4 +1,6 @@
-//! The end of a job, whatever the outcome: every task of it is stopped, its routes and (unless
+//! The end of a job, whatever the outcome: the job's output gate is closed (from then on the
+//! leader is the output's last writer, see `job::OutputGate`), every task of it is stopped, a
+//! job that did not succeed gets what it committed as its output, its routes and (unless
 //! kept) its input logs are removed, and its record keeps the final status for followers,
 //! durably (written before it is visible). A failed removal is retried with backoff in the
 //! background and shown on the job (`cleanup_error`). At start-up, the records of an earlier
@@ -34,8 +36,14 @@ pub(super) async fn cleanup(
         Outcome::Failed(e) => (JobStatus::Failed, Some(e)),
         Outcome::Cancelled => (JobStatus::Cancelled, None),
     };
-    {
+    // From here on the leader is the output's last writer (`job::OutputGate`): no sink write
+    // of it is taken any more, and those admitted are aborted unless their body has ended.
+    let sink_writes = {
         let mut st = lock(&leader.state);
+        let closing = st
+            .jobs
+            .get(id)
+            .map(|j| (j.output.in_flight(), j.output.close()));
         let workers: std::collections::BTreeSet<WorkerId> = st
             .tasks
             .iter()
@@ -50,6 +58,14 @@ pub(super) async fn cleanup(
                 t.state = TaskState::Cancelled;
             }
         }
+        closing
+    };
+    if let Some((in_flight, finished)) = sink_writes {
+        if in_flight > 0 {
+            info!(job = %id, in_flight, "waiting for the sink's output writes in flight to stop");
+        }
+        // Each stops at its next chunk or ends its commit: one store operation at most.
+        finished.await;
     }
     if !succeeded {
         // A succeeded job's sink wrote the output; any other end keeps what was committed.
@@ -184,7 +200,8 @@ fn retry_removal(leader: &Arc<Leader>, id: JobId) {
 /// Writes what the sink of a job that did not succeed had committed as its output (an
 /// at-most-once job that failed, a cancelled one): the same text a follower saw, whole lines.
 /// A sink that is being taken over is waited for briefly; a failure is logged, and the output
-/// then stays as it was.
+/// then stays as it was. Called once the job's output gate is closed and the sink's writes
+/// have finished, so no sink write can land over it.
 async fn write_committed_output(leader: &Leader, id: &JobId) {
     let (key, target) = match lock(&leader.state).jobs.get(id) {
         Some(j) => (j.sink_key(id), j.output()),

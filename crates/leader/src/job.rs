@@ -2,6 +2,7 @@
 //! driver and followers use. It outlives the job's tasks (retention) and is built three ways:
 //! submitted, resumed after a leader restart, or restored as an ended job.
 
+pub use super::gate::{OutputGate, OutputWrite};
 use super::persist::StoredJob;
 use crate::coordinator::record::RunState;
 use crate::coordinator::Input;
@@ -52,6 +53,8 @@ pub struct JobRec {
     pub cleanup_error: Option<String>,
     /// The job's input logs may still be in the store (see `persist::StoredJob::logs_left`).
     pub logs_left: bool,
+    /// The door for the sink's writes of the output through the leader, closed by cleanup.
+    pub output: OutputGate,
 }
 
 /// Where a job is in its life: what a running job has (a driver to tell, a placement) and
@@ -150,6 +153,7 @@ impl JobRec {
             progress,
             cleanup_error: None,
             logs_left: true,
+            output: OutputGate::default(),
         }
     }
 
@@ -255,6 +259,8 @@ impl JobRec {
             progress,
             cleanup_error: job.cleanup_error,
             logs_left: job.logs_left,
+            // Ended: its output is final, and no sink writes it any more.
+            output: OutputGate::shut(),
         }
     }
 }

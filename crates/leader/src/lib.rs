@@ -17,6 +17,7 @@ mod cleanup;
 mod dashboard;
 pub mod driver;
 mod files;
+mod gate;
 pub mod job;
 mod monitor;
 pub mod owned;

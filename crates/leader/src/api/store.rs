@@ -3,11 +3,15 @@
 //! `blobs/` belong to the engine and are read-only here; a file a running job reads or writes
 //! cannot be replaced or deleted (409). Internal (`/internal/store`, workers without direct
 //! access to the store): only for a live worker registration (its session key, not just the
-//! cluster secret); reads anything, writes only the input logs of that worker's own tasks.
+//! cluster secret); reads anything, writes only the input logs of that worker's own tasks and
+//! the output of a job whose sink it runs, the latter only until the job's cleanup starts
+//! (`job::OutputGate`). Every upload is whole or absent: only a body that ended properly is
+//! committed.
 
 use super::control::store_caller;
 use super::{error, Shared};
-use crate::model::ids::WorkerId;
+use crate::job::OutputWrite;
+use crate::model::ids::{JobId, WorkerId};
 use crate::owned::reserved;
 use crate::protocol::control::JobStatus;
 use crate::state::{lock, State as LeaderState};
@@ -17,11 +21,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::TryStreamExt;
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
 use rainstorm_store::log::log_task;
 use rainstorm_store::store::{clean_path, clean_prefix, StoreError};
 use serde::Deserialize;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 #[derive(Deserialize)]
@@ -61,17 +67,71 @@ pub(super) async fn store_get(State(l): Shared, Path(path): Path<String>) -> Res
     }
 }
 
-/// Streams a request body into the store.
-async fn put_body(l: &Leader, clean: &str, body: Body) -> Response {
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
-    match l.store.put_stream(clean, stream).await {
-        Ok(n) => (
+/// Streams a request body into the store: committed only if the body ended properly (a body
+/// that broke part-way is an error, and the store commits nothing on a body error).
+///
+/// The write runs on a task of its own, so it runs to its end even if the client goes away
+/// mid-request (its body then fails, and nothing is committed); `hold` (an upload's claim on
+/// its path, a sink's admission through its job's output gate) is released only once the
+/// store has finished with the write, never while a commit could still be under way.
+async fn put_body<S>(l: &Leader, clean: &str, body: S, hold: impl Send + 'static) -> Response
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    let store = l.store.clone();
+    let path = clean.to_string();
+    let write = tokio::spawn(async move {
+        let written = store.put_stream(&path, body).await;
+        drop(hold);
+        written
+    });
+    match write.await {
+        Ok(Ok(n)) => (
             StatusCode::CREATED,
             Json(json!({ "path": clean, "size": n })),
         )
             .into_response(),
-        Err(e) => store_error(e),
+        Ok(Err(e)) => {
+            warn!(path = %clean, error = %e, "a store upload failed; nothing was written");
+            store_error(e)
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{clean}: the store write stopped: {e}"),
+        ),
     }
+}
+
+/// Why a sink's write of its job's output is refused or stopped once the job is ending.
+fn ending(clean: &str) -> String {
+    format!("{clean}: the job is ending; the leader writes its output from what the job committed")
+}
+
+/// A request body as a stream of chunks (a transport error is an error of the stream).
+fn body_stream(body: Body) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    body.into_data_stream().map_err(std::io::Error::other)
+}
+
+/// A request body that fails as soon as `closed` is cancelled (the job whose output it is
+/// started ending), even while it waits for the client's next chunk, so the store's write
+/// stops and commits nothing. A body that already ended is not affected: its write is the
+/// one the gate waits for.
+fn until_closed(
+    body: Body,
+    closed: CancellationToken,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let body = Box::pin(body_stream(body));
+    futures::stream::unfold(Some((body, closed)), |state| async move {
+        let (mut body, closed) = state?;
+        tokio::select! {
+            biased;
+            _ = closed.cancelled() => Some((
+                Err(std::io::Error::other("the job is ending")),
+                None,
+            )),
+            chunk = body.next() => chunk.map(|c| (c, Some((body, closed)))),
+        }
+    })
 }
 
 /// Bytes of a refused upload read and discarded before the refusal is sent: a client still
@@ -81,7 +141,6 @@ const DRAIN_REFUSED: usize = 64 << 20;
 /// Answers a refused upload after reading (and dropping) up to [`DRAIN_REFUSED`] bytes of its
 /// body, so that the client gets to read the answer.
 async fn refuse_upload(body: Body, refusal: Response) -> Response {
-    use futures::StreamExt;
     let mut stream = body.into_data_stream();
     let mut seen = 0usize;
     while seen < DRAIN_REFUSED {
@@ -106,11 +165,11 @@ pub(super) async fn store_put(State(l): Shared, Path(path): Path<String>, body: 
         return refuse_upload(body, refusal).await;
     }
     // Held for the whole upload: a job submitted meanwhile cannot claim this path.
-    let _writing = match l.claim_write(&clean) {
+    let writing = match l.claim_write(&clean) {
         Ok(g) => g,
         Err(msg) => return refuse_upload(body, error(StatusCode::CONFLICT, msg)).await,
     };
-    put_body(&l, &clean, body).await
+    put_body(&l, &clean, body_stream(body), writing).await
 }
 
 pub(super) async fn store_delete(State(l): Shared, Path(path): Path<String>) -> Response {
@@ -166,27 +225,50 @@ pub(super) async fn internal_list(
     store_list(state, q).await
 }
 
+/// What a worker's store write is, once allowed.
+#[derive(Debug, PartialEq, Eq)]
+enum WorkerWrite {
+    /// An object of a task's input log.
+    Log,
+    /// The output of this running job, written by its sink: admitted through the job's
+    /// output gate (`job::OutputGate`).
+    Output(JobId),
+}
+
 /// Whether worker `caller` may write store path `clean`: only an object of the input log of
 /// a task of a running job that the leader placed on that worker (segments, manifests, and
 /// the fences a new attempt puts on its predecessors, all under the task's own prefix), or the
 /// output of a running job whose sink task it runs. Without a cluster secret there are no
 /// registrations to tell apart (`caller` is `None`): any task's log or running job's output.
 /// `Err` says why not.
-fn may_write(st: &LeaderState, caller: Option<&WorkerId>, clean: &str) -> Result<(), String> {
-    let Some(key) = log_task(clean).or_else(|| output_of(st, clean)) else {
-        return Err(format!(
-            "{clean}: workers write only their tasks' input logs (logs/<job>/<stage>.<index>/...) and their sinks' outputs"
-        ));
+fn may_write(
+    st: &LeaderState,
+    caller: Option<&WorkerId>,
+    clean: &str,
+) -> Result<WorkerWrite, String> {
+    let (key, what) = match log_task(clean) {
+        Some(key) => (key, WorkerWrite::Log),
+        None => match output_of(st, clean) {
+            Some(key) => {
+                let job = key.job.clone();
+                (key, WorkerWrite::Output(job))
+            }
+            None => {
+                return Err(format!(
+                    "{clean}: workers write only their tasks' input logs (logs/<job>/<stage>.<index>/...) and their sinks' outputs"
+                ))
+            }
+        },
     };
     let Some(id) = caller else {
-        return Ok(());
+        return Ok(what);
     };
     let running = st
         .jobs
         .get(&key.job)
         .is_some_and(|j| j.status() == JobStatus::Running);
     if running && st.tasks.get(&key).is_some_and(|t| t.worker == *id) {
-        Ok(())
+        Ok(what)
     } else {
         Err(format!(
             "{clean}: task {key} is not a task of a running job placed on worker {id}"
@@ -204,7 +286,37 @@ fn output_of(st: &LeaderState, clean: &str) -> Option<crate::model::ids::TaskKey
     })
 }
 
-/// Workers' writes: objects of the input logs of their own tasks, from a live registration.
+/// Admits a worker's store write: `Ok(None)` for a log object, `Ok(Some(_))` for a job's
+/// output (the admission, held until the store has finished with the write), `Err` the
+/// refusal to send — 403 for a write the worker may not make, 409 for the output of a job
+/// that is ending (its cleanup writes the output; see `job::OutputGate`).
+fn admit_worker_write(
+    st: &LeaderState,
+    caller: Option<&WorkerId>,
+    clean: &str,
+) -> Result<Option<OutputWrite>, Box<Response>> {
+    match may_write(st, caller, clean) {
+        Ok(WorkerWrite::Log) => Ok(None),
+        Ok(WorkerWrite::Output(job)) => st
+            .jobs
+            .get(&job)
+            .and_then(|j| j.output.admit())
+            .map(Some)
+            .ok_or_else(|| {
+                Box::new(error(
+                    StatusCode::CONFLICT,
+                    format!("job {job}: {}", ending(clean)),
+                ))
+            }),
+        Err(msg) => {
+            warn!(worker = ?caller.map(|w| &w.0), path = %clean, "a worker store write outside the worker's own input logs and outputs was refused");
+            Err(Box::new(error(StatusCode::FORBIDDEN, msg)))
+        }
+    }
+}
+
+/// Workers' writes: objects of the input logs of their own tasks, and their sinks' outputs
+/// (through the job's output gate), from a live registration.
 pub(super) async fn internal_put(
     State(l): Shared,
     headers: HeaderMap,
@@ -219,12 +331,20 @@ pub(super) async fn internal_put(
         Ok(c) => c,
         Err(e) => return store_error(e),
     };
-    let allowed = may_write(&lock(&l.state), caller.as_ref(), &clean);
-    if let Err(msg) = allowed {
-        warn!(worker = ?caller.map(|w| w.0), path = %clean, "a worker store write outside the worker's own input logs was refused");
-        return error(StatusCode::FORBIDDEN, msg);
+    let admitted = admit_worker_write(&lock(&l.state), caller.as_ref(), &clean);
+    match admitted {
+        Ok(None) => put_body(&l, &clean, body_stream(body), ()).await,
+        Ok(Some(output)) => {
+            let closed = output.closed.clone();
+            let answer = put_body(&l, &clean, until_closed(body, closed.clone()), output).await;
+            if closed.is_cancelled() && !answer.status().is_success() {
+                // Stopped by the job's end, not by a fault: say so.
+                return error(StatusCode::CONFLICT, ending(&clean));
+            }
+            answer
+        }
+        Err(refusal) => *refusal,
     }
-    put_body(&l, &clean, body).await
 }
 
 #[cfg(test)]
@@ -273,7 +393,7 @@ mod tests {
         let mine = key("job-1", 1);
         // Its own task's segments, manifests and fences.
         for p in [segment_path(&mine, 0, 3), fence_path(&mine, 0)] {
-            assert_eq!(may_write(&st, Some(&w1), &p), Ok(()), "{p}");
+            assert_eq!(may_write(&st, Some(&w1), &p), Ok(WorkerWrite::Log), "{p}");
         }
         // Another worker's task, a task that does not exist, anything outside the logs.
         for p in [
@@ -289,7 +409,7 @@ mod tests {
         // The job's output: only the worker that runs its sink.
         assert_eq!(
             may_write(&st, Some(&WorkerId("w3".into())), "o.txt"),
-            Ok(())
+            Ok(WorkerWrite::Output(JobId("job-1".into())))
         );
         assert!(may_write(&st, Some(&WorkerId("w2".into())), "./o.txt").is_err());
         // Once the job has ended, not even its own task's log, nor its output.
@@ -299,7 +419,77 @@ mod tests {
         assert!(may_write(&st, Some(&WorkerId("w3".into())), "o.txt").is_err());
         assert!(may_write(&st, Some(&w1), &segment_path(&mine, 0, 4)).is_err());
         // A leader without a secret has no registrations to tell apart: logs only.
-        assert_eq!(may_write(&st, None, &segment_path(&mine, 0, 4)), Ok(()));
+        assert_eq!(
+            may_write(&st, None, &segment_path(&mine, 0, 4)),
+            Ok(WorkerWrite::Log)
+        );
         assert!(may_write(&st, None, "in.txt").is_err());
+    }
+
+    #[test]
+    fn the_output_of_an_ending_job_is_refused_to_its_sink() {
+        let st = state();
+        let w3 = WorkerId("w3".into());
+        let admitted = admit_worker_write(&st, Some(&w3), "o.txt");
+        assert!(
+            matches!(admitted, Ok(Some(_))),
+            "the sink writes the output"
+        );
+        assert!(matches!(
+            admit_worker_write(
+                &st,
+                Some(&WorkerId("w1".into())),
+                &segment_path(&key("job-1", 1), 0, 0)
+            ),
+            Ok(None)
+        ));
+        // Cleanup started: the job is still running, but its output is the leader's to write.
+        let closing = st
+            .jobs
+            .get(&JobId("job-1".into()))
+            .map(|j| j.output.close());
+        assert!(closing.is_some());
+        match admit_worker_write(&st, Some(&w3), "o.txt") {
+            Err(r) => assert_eq!(r.status(), StatusCode::CONFLICT),
+            Ok(_) => panic!("a sink write after cleanup started was admitted"),
+        }
+        if let Ok(Some(w)) = admitted {
+            assert!(
+                w.closed.is_cancelled(),
+                "the admitted write is told to stop"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_output_body_fails_when_its_job_starts_ending_even_while_it_waits() {
+        // A body whose next chunk never comes (a sink still reading its log).
+        let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let closed = CancellationToken::new();
+        let mut body = Box::pin(until_closed(Body::from_stream(rx), closed.clone()));
+        let mut tx = tx;
+        futures::SinkExt::send(&mut tx, Ok(Bytes::from_static(b"a\n")))
+            .await
+            .unwrap();
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], b"a\n");
+        let next = tokio::spawn(async move {
+            let item = body.next().await;
+            (
+                item.map(|r| r.map_err(|e| e.to_string())),
+                body.next().await.is_none(),
+            )
+        });
+        closed.cancel();
+        let (item, ended) = next.await.unwrap();
+        let err = item.expect("an error, not an end").unwrap_err();
+        assert!(err.contains("ending"), "{err}");
+        assert!(ended, "nothing after the error");
+        drop(tx);
+        // A body that ends before the close ends as it is.
+        let open = CancellationToken::new();
+        let whole = until_closed(Body::from("xy"), open);
+        let chunks: Vec<_> = whole.collect().await;
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(&chunks[0].as_ref().unwrap()[..], b"xy");
     }
 }

@@ -118,11 +118,18 @@ pub(super) async fn put(h: &HttpStore, clean: &str, data: Bytes) -> Result<(), S
 }
 
 /// Streams `body` as the request body through a small channel (at most a few chunks queued).
+///
+/// Whole or absent: when `body` fails part-way, the error itself is pushed into the request
+/// body before the channel closes, so the HTTP client aborts the request (no final chunk is
+/// sent) and the leader sees a body that did not end properly, which it refuses to commit.
+/// Merely dropping the sender would end the body cleanly, and the leader would commit the
+/// part that had arrived as if it were the whole object. The caller gets `body`'s error.
 pub(super) async fn put_stream<S, E>(h: &HttpStore, clean: &str, body: S) -> Result<u64, StoreError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: std::fmt::Display,
 {
+    use futures::SinkExt;
     let mut body = std::pin::pin!(body);
     let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let send = h
@@ -133,18 +140,41 @@ where
         let mut tx = tx;
         let mut total = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| upload_broke(clean, e))?;
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let broke = upload_broke(clean, e);
+                    // Fails only when the request is already over: nothing more reaches the
+                    // leader then, and the caller gets the body's error all the same.
+                    if tx
+                        .send(Err(std::io::Error::other(broke.to_string())))
+                        .await
+                        .is_err()
+                    {
+                        tracing::debug!(path = %clean, "the upload had already ended when its body broke");
+                    }
+                    return Err(broke);
+                }
+            };
             total += chunk.len() as u64;
-            if futures::SinkExt::send(&mut tx, Ok(chunk)).await.is_err() {
-                break;
+            if tx.send(Ok(chunk)).await.is_err() {
+                // The request is over before its body was (the leader answered early, or
+                // the connection went): its answer or its error says why.
+                return Ok(None);
             }
         }
-        Ok::<u64, StoreError>(total)
+        Ok::<Option<u64>, StoreError>(Some(total))
     };
     let (resp, total) = tokio::join!(send, feed);
     let total = total?;
     let resp = resp.map_err(|e| StoreError::Http(format!("PUT {clean}: {e}")))?;
-    check(resp, clean).await.map(|_| total)
+    let resp = check(resp, clean).await?;
+    total.ok_or_else(|| {
+        StoreError::Http(format!(
+            "PUT {clean}: the leader answered {} before the whole body was sent",
+            resp.status()
+        ))
+    })
 }
 
 /// The API has no HEAD: the size of what a GET returns.

@@ -122,7 +122,11 @@ impl Objects {
                 Ok(n)
             }
             Err(e) => {
-                let _ = w.abort().await;
+                // Nothing was committed either way; an upload left unaborted only costs the
+                // bucket's stored parts until its lifecycle rule removes them.
+                if let Err(abort) = w.abort().await {
+                    tracing::warn!(path = %clean, error = %abort, "could not abort a broken multipart upload");
+                }
                 Err(e)
             }
         }
@@ -432,5 +436,37 @@ mod tests {
         assert!(err.to_string().contains("upload broke"), "{err}");
         assert!(!store.exists("half").await.unwrap());
         assert!(names(&store, "").await.is_empty());
+    }
+
+    /// The S3 code path (no local root), on an in-memory object store: a body that breaks
+    /// commits nothing, whether it would have been one request or a multipart upload, and an
+    /// object already there keeps its whole content.
+    #[tokio::test]
+    async fn a_broken_upload_to_an_object_store_commits_nothing() {
+        let store = Store::Object(Arc::new(Objects {
+            inner: Arc::new(object_store::memory::InMemory::new()),
+            root: None,
+            url: "memory".into(),
+        }));
+        store
+            .put("o", Bytes::from_static(b"whole\n"))
+            .await
+            .unwrap();
+        let chunk = Bytes::from(vec![3u8; 1 << 20]);
+        // Under SINGLE_PUT (one request) and beyond it (multipart, aborted).
+        for chunks in [2, SINGLE_PUT / (1 << 20) + 4] {
+            for path in ["o", "new"] {
+                let mut body: Vec<Result<Bytes, std::io::Error>> =
+                    (0..chunks).map(|_| Ok(chunk.clone())).collect();
+                body.push(Err(std::io::Error::other("gone")));
+                let err = store
+                    .put_stream(path, futures::stream::iter(body))
+                    .await
+                    .unwrap_err();
+                assert!(err.to_string().contains("upload broke"), "{err}");
+            }
+            assert_eq!(&store.get("o").await.unwrap()[..], b"whole\n");
+            assert!(!store.exists("new").await.unwrap());
+        }
     }
 }
