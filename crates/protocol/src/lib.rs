@@ -5,6 +5,7 @@
 
 use rainstorm_model as model;
 
+pub mod api;
 pub mod auth;
 pub mod control;
 pub mod frame;

@@ -11,11 +11,13 @@
 //! dispatch to the backend that does the work in its own file: `object` (any `object_store`,
 //! with `s3` building the S3 client) and `http` (through the leader).
 
+mod atomic;
 mod http;
 mod object;
 mod ranged;
 mod s3;
 
+pub use atomic::{write_atomic, write_stream_atomic};
 pub use http::{HttpStore, StoreSession};
 pub use object::Objects;
 pub use s3::{S3Location, S3UrlError};
@@ -142,72 +144,6 @@ fn upload_broke(clean: &str, e: impl std::fmt::Display) -> StoreError {
         path: clean.to_string(),
         source: std::io::Error::other(format!("upload broke: {e}")),
     }
-}
-
-/// Writes `data` to `target` atomically and durably: temp file, fsync, rename, fsync directory.
-pub fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = target.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(data)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(target).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Streams `body` into the local file `target` (`name` is what errors call it): a hidden
-/// temporary file in the target's directory (skipped by listings), fsynced, then renamed over
-/// the target and the directory fsynced, so a reader sees the old file or the whole new one,
-/// never a part. A broken body leaves nothing behind (the temporary file is removed when
-/// dropped). Memory stays at one chunk whatever the size. The local store's uploads and a
-/// sink's local output file are written this way.
-pub async fn write_stream_atomic<S, E>(
-    target: &Path,
-    name: &str,
-    body: S,
-) -> Result<u64, StoreError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Send,
-    E: std::fmt::Display,
-{
-    use futures::StreamExt;
-    use tokio::io::AsyncWriteExt;
-    let target = target.to_path_buf();
-    let dir = target
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let tmp = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            tempfile::NamedTempFile::new_in(&dir)
-        })
-        .await
-        .map_err(|e| io_err(name)(std::io::Error::other(e)))?
-        .map_err(io_err(name))?
-    };
-    let (file, tmp_path) = tmp.into_parts();
-    let mut out = tokio::fs::File::from_std(file);
-    let mut body = std::pin::pin!(body);
-    let mut total = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| upload_broke(name, e))?;
-        out.write_all(&chunk).await.map_err(io_err(name))?;
-        total += chunk.len() as u64;
-    }
-    out.sync_all().await.map_err(io_err(name))?;
-    drop(out);
-    tokio::task::spawn_blocking(move || {
-        tmp_path.persist(&target).map_err(|e| e.error)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })
-    .await
-    .map_err(|e| io_err(name)(std::io::Error::other(e)))?
-    .map_err(io_err(name))?;
-    Ok(total)
 }
 
 impl Store {

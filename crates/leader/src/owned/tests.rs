@@ -1,0 +1,74 @@
+//! Unit tests of `owned`.
+
+use super::*;
+use crate::job::JobRec;
+use crate::model::spec::{Delivery, StageSpec};
+use rainstorm_store::output::SinkProgress;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+fn spec(source: &str, sink: &str) -> JobSpec {
+    JobSpec {
+        name: None,
+        delivery: Delivery::ExactlyOnce,
+        source_path: source.into(),
+        source_name: source.into(),
+        rate: 0.0,
+        sink_path: sink.into(),
+        stages: vec![StageSpec {
+            tasks: 1,
+            operator: OperatorSpec::Exec {
+                path: "ops/op.sh".into(),
+                args: vec![],
+            },
+        }],
+        paths: PathMode::Store,
+        keep_logs: false,
+        autoscale: None,
+    }
+}
+
+/// Claims the files of a job as `Leader::submit` does, and records it running.
+fn submit(st: &mut State, id: &str, source: &str, sink: &str) -> Result<(), String> {
+    let spec = spec(source, sink);
+    let id = JobId(id.into());
+    st.claim_files(&id, job_files(&spec, &[]))?;
+    let (tx, _) = mpsc::channel(1);
+    let (_, progress) = watch::channel(SinkProgress::default());
+    let rec = JobRec::new(spec, tx, CancellationToken::new(), progress);
+    st.add_job(id, rec);
+    Ok(())
+}
+
+#[test]
+fn a_job_submitted_while_a_delete_runs_cannot_claim_what_it_deletes() {
+    let mut st = State::default();
+    submit(&mut st, "job-1", "a/in.txt", "out/a.txt").unwrap();
+    // A delete of anything a running job uses is refused and holds nothing.
+    for busy in ["a", "a/in.txt", "out", "ops/op.sh", "ops"] {
+        let err = st.begin_delete(busy).unwrap_err();
+        assert!(
+            err.contains("job-1") && err.contains("nothing was deleted"),
+            "{err}"
+        );
+    }
+    assert!(st.files.deleting.is_empty());
+    // While `b` is being deleted, no job may read or write anything under it.
+    st.begin_delete("b").unwrap();
+    for (source, sink) in [
+        ("b/in.txt", "out/x.txt"),
+        ("c.txt", "b/out.txt"),
+        ("b", "out/y.txt"),
+    ] {
+        let err = submit(&mut st, "job-2", source, sink).unwrap_err();
+        assert!(err.contains("being deleted"), "{source} -> {sink}: {err}");
+    }
+    assert!(!st.jobs.contains_key(&JobId("job-2".into())));
+    // A path that merely shares the prefix's letters is not under it.
+    submit(&mut st, "job-3", "bb/in.txt", "out/z.txt").unwrap();
+    // Once the delete is over, the path is free again.
+    st.end_delete("b");
+    submit(&mut st, "job-2", "b/in.txt", "out/x.txt").unwrap();
+    // And the next delete of it is refused: a running job reads it now.
+    assert!(st.begin_delete("b").is_err());
+}

@@ -1,0 +1,170 @@
+//! What the public API answers (and the CLI and dashboard show): job, task and worker views,
+//! statuses, `kill-task` requests and the events of a job's output stream. Re-exported by
+//! `control`, where the control-plane messages are.
+
+use crate::model::ids::{JobId, WorkerId};
+use crate::model::spec::Delivery;
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle of a task, as reported by its worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Placed, not yet processing (recovering its log counts as starting).
+    Starting,
+    /// Processing.
+    Running,
+    /// Ended after its end of stream was acknowledged downstream.
+    Finished,
+    /// Ended by a failure (operator crash, kill-task, lost worker).
+    Failed,
+    /// Stopped because its job was cancelled or ended.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Whether no more reports will follow.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished | TaskState::Failed | TaskState::Cancelled
+        )
+    }
+}
+
+/// Final or current status of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Validated and running.
+    Running,
+    /// Every tuple reached the sink, which is durable.
+    Succeeded,
+    /// Failed; see `error`.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the status is final.
+    pub fn is_terminal(self) -> bool {
+        self != JobStatus::Running
+    }
+}
+
+pub use crate::model::latency::Latency;
+
+/// A job as the public API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// Id.
+    pub id: JobId,
+    /// Name from the job file.
+    pub name: Option<String>,
+    /// Status.
+    pub status: JobStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Delivery mode.
+    pub delivery: Delivery,
+    /// Stages, described.
+    pub stages: Vec<String>,
+    /// Sink path.
+    pub sink: String,
+    /// Tuples the source emitted.
+    pub source_tuples: u64,
+    /// Lines the sink wrote.
+    pub sink_tuples: u64,
+    /// Task failures seen.
+    pub failures: u64,
+    /// Task restarts done.
+    pub recoveries: u64,
+    /// Submission time, ms since the Unix epoch.
+    pub submitted_ms: u64,
+    /// Run time so far or in total, ms.
+    pub elapsed_ms: u64,
+    /// Latency, once tuples reached the sink.
+    pub latency_ms: Option<Latency>,
+    /// Why the job's leftovers (input logs) could not be removed yet; removal is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_error: Option<String>,
+}
+
+/// A task as `rainstorm tasks` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Job id.
+    pub job: JobId,
+    /// Stage (1-based; source and sink are not listed).
+    pub stage: u32,
+    /// Task index in its stage.
+    pub task: u32,
+    /// Worker running (or last running) it.
+    pub worker: WorkerId,
+    /// Operator process id (null for built-ins).
+    pub pid: Option<u32>,
+    /// State.
+    pub state: TaskState,
+    /// Attempt number (0 = never restarted).
+    pub attempt: u32,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Tuples accepted.
+    pub tuples_in: u64,
+    /// Tuples emitted.
+    pub tuples_out: u64,
+    /// Input tuples per second, recent.
+    pub input_rate: f64,
+    /// The operator.
+    pub operator: String,
+    /// Last failure.
+    pub error: Option<String>,
+}
+
+/// Liveness of a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Heartbeating.
+    Alive,
+    /// Missed heartbeats past the timeout, or left.
+    Dead,
+}
+
+/// A worker as `rainstorm workers` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Id.
+    pub id: WorkerId,
+    /// Data address.
+    pub address: String,
+    /// Liveness.
+    pub state: WorkerState,
+    /// Seconds since its last heartbeat.
+    pub last_heartbeat_s: f64,
+    /// Tasks running on it.
+    pub running_tasks: u32,
+}
+
+/// Request of `rainstorm kill-task`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KillRequest {
+    /// Worker id.
+    pub worker: WorkerId,
+    /// Operator process id.
+    pub pid: u32,
+}
+
+/// One event of a job's output stream (NDJSON).
+// The one `End` of a stream carries the job's record; boxing it would save nothing that
+// matters on a path that serializes every event anyway.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputEvent {
+    /// A chunk of complete output lines.
+    Data(String),
+    /// The final status; always the last event.
+    End(JobInfo),
+}
