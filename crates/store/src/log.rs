@@ -274,7 +274,7 @@ pub async fn recover_lineage(
         for a in 0..attempt {
             let fence = fence_path(key, a);
             if !existing.contains(&fence) {
-                store.put(&fence, Bytes::new()).await?;
+                put_retrying(store, &fence, Bytes::new()).await?;
             }
         }
     }
@@ -283,11 +283,35 @@ pub async fn recover_lineage(
     if attempt > 0 {
         let manifest =
             serde_json::to_vec(&lineage).map_err(|_| LogError::Corrupt("manifest".into()))?;
-        store
-            .put(&manifest_path(key, attempt), Bytes::from(manifest))
-            .await?;
+        put_retrying(store, &manifest_path(key, attempt), Bytes::from(manifest)).await?;
     }
     Ok(lineage)
+}
+
+/// Tries of a recovery write (a fence or a manifest) before the attempt fails.
+const RECOVERY_WRITE_TRIES: u32 = 8;
+
+/// Writes a fence or a manifest, retrying a failed write with backoff: both are idempotent,
+/// and a store that fails a few writes in a row must not cost the attempt (every attempt it
+/// costs counts against the task's restarts, and a restarted attempt meets the same store).
+async fn put_retrying(store: &Store, path: &str, data: Bytes) -> Result<(), LogError> {
+    let mut backoff = crate::model::backoff::Backoff::new(
+        std::time::Duration::from_millis(20),
+        std::time::Duration::from_secs(2),
+    );
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match store.put(path, data.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries >= RECOVERY_WRITE_TRIES => return Err(e.into()),
+            Err(e) => {
+                let d = backoff.next();
+                tracing::warn!(%path, error = %e, retry_in = ?d, "input log recovery write failed; retrying");
+                tokio::time::sleep(d).await;
+            }
+        }
+    }
 }
 
 fn manifest_path(key: &TaskKey, attempt: u32) -> String {

@@ -188,3 +188,27 @@ async fn a_readers_committed_lineage_only_grows_and_waits_out_a_takeover() {
     assert!(!next.contains(&segment_path(&k, 0, 1)));
     assert_eq!(lineage_of(&store, &k, 1).await.unwrap(), next);
 }
+
+/// A store that fails a few writes in a row while a successor fences its predecessors and
+/// records its manifest costs nothing: the writes are retried (simulation seed 17755 of
+/// 20,000 failed a job after 21 restarts of its sink, each killed by one failed fence write).
+#[tokio::test(start_paused = true)]
+async fn recovery_writes_are_retried_through_a_short_store_outage() {
+    let faulty = std::sync::Arc::new(crate::store::faulty::FaultyStore::default());
+    let store = Store::objects(faulty.clone(), "faulty");
+    let k = key();
+    faulty.fail_puts.store(
+        RECOVERY_WRITE_TRIES - 1,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let lineage = recover_lineage(&store, &k, 2).await.unwrap();
+    assert!(lineage.is_empty());
+    for a in 0..2 {
+        assert!(fenced(&store, &k, a).await.unwrap(), "attempt {a} fenced");
+    }
+    // A longer outage still fails the attempt, with the store's error.
+    faulty
+        .fail_puts
+        .store(RECOVERY_WRITE_TRIES, std::sync::atomic::Ordering::Relaxed);
+    assert!(recover_lineage(&store, &k, 5).await.is_err());
+}
