@@ -1,6 +1,8 @@
-//! Every door checks the cluster secret: the public API, the workers' control plane and every
-//! data-plane connection. Each test is a request a hostile client made, and proves it now
-//! changes nothing.
+//! Every door checks who is speaking: the public API and a worker's registration want the
+//! cluster secret; a registration also proves the worker's own key, and a rejoin under an old
+//! id only that worker's key; a data-plane connection proves the key of the worker running
+//! the sender attempt it names. Each test is a request a hostile client made, and proves it
+//! now changes nothing.
 
 mod common;
 use common::*;
@@ -177,8 +179,10 @@ fn send_frame(
     s.write_all(&b)
 }
 
-/// A raw connection to every data port trying to deliver tuples without the secret: a Hello
-/// with a made-up proof (or none) is refused for good before anything reaches a task.
+/// A raw connection to every data port trying to deliver tuples without a worker's key: a
+/// Hello with a made-up proof (or none) is refused before anything reaches a task (here no
+/// task runs: "come back later"; against a running task, see
+/// `the_cluster_secret_alone_cannot_write_into_a_task_it_does_not_run`).
 #[test]
 fn data_connections_without_the_secret_cannot_deliver_tuples() {
     use rainstorm::protocol::frame::{Frame, Hello};
@@ -191,23 +195,13 @@ fn data_connections_without_the_secret_cannot_deliver_tuples() {
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             assert!(matches!(read_frame(&mut s), Some(Frame::Challenge(_))));
             let hello = Hello {
-                job: "job-1".into(),
-                from_stage: 2,
-                from_index: 0,
-                from_attempt: 0,
-                to_stage: 3,
-                to_index: 0,
-                to_attempt: 0,
-                epoch: 0,
-                acked: 0,
-                eos_acked: false,
                 proof,
+                ..unsigned_hello("job-1", (2, 0), (3, 0))
             };
             send_frame(&mut s, &Frame::Hello(hello)).unwrap();
             match read_frame(&mut s) {
-                Some(Frame::Reject { retry, reason }) => {
-                    assert!(!retry);
-                    assert!(reason.contains("authentication"), "{reason}");
+                Some(Frame::Reject { reason, .. }) => {
+                    assert!(reason.contains("no task"), "{reason}");
                 }
                 other => panic!("port {port}: expected a refusal, got {other:?}"),
             }
@@ -518,7 +512,7 @@ fn a_data_connection_that_never_says_hello_is_closed_at_the_deadline() {
 /// connection that ends frees its place.
 #[test]
 fn data_connections_beyond_the_cap_are_closed_at_once() {
-    use rainstorm::protocol::frame::{Frame, Hello};
+    use rainstorm::protocol::frame::Frame;
     let mut c = Cluster::start(0, 5.0);
     c.add_worker_env(&[("RAINSTORM_MAX_DATA_CONNS", "2")]);
     c.wait_alive(1);
@@ -545,24 +539,9 @@ fn data_connections_beyond_the_cap_are_closed_at_once() {
     }
     // The two within the cap are still served: a Hello gets its (refusing) answer.
     for s in &mut held {
-        let hello = Hello {
-            job: "job-1".into(),
-            from_stage: 0,
-            from_index: 0,
-            from_attempt: 0,
-            to_stage: 1,
-            to_index: 0,
-            to_attempt: 0,
-            epoch: 0,
-            acked: 0,
-            eos_acked: false,
-            proof: Vec::new(),
-        };
+        let hello = unsigned_hello("job-1", (0, 0), (1, 0));
         send_frame(s, &Frame::Hello(hello)).unwrap();
-        assert!(matches!(
-            read_frame(s),
-            Some(Frame::Reject { retry: false, .. })
-        ));
+        assert!(matches!(read_frame(s), Some(Frame::Reject { .. })));
     }
     drop(held);
     // Those ended: their places serve new connections again.

@@ -1,7 +1,8 @@
-//! The one data listener of a process (worker or leader), shared by all jobs for its whole life.
-//! Each accepted connection names its link in a Hello; the handler then feeds the destination
-//! task's bounded inbox and forwards the link's acks back. An unknown destination is a normal
-//! case: it is answered with a Reject, never a panic.
+//! The one data listener of a worker, shared by all jobs for its whole life. Each accepted
+//! connection names its link in a Hello signed by the sending worker's key; the handler checks
+//! that signature against the key the job's route table names for that sender attempt, then
+//! feeds the destination task's bounded inbox and forwards the link's acks back. An unknown
+//! destination is a normal case: it is answered with a Reject, never a panic.
 
 use super::inbound::{ConnCtl, Inbound, Registry};
 use super::routes::{RouteTable, Routes};
@@ -9,7 +10,7 @@ use super::transport::{Acceptor, Conn};
 use super::DataConfig;
 use crate::model::backoff::Backoff;
 use crate::model::ids::{JobId, TaskKey, TaskPos};
-use crate::protocol::auth::{nonce, DataAuth};
+use crate::protocol::auth::nonce;
 use crate::protocol::frame::{codec, Frame, Hello, MAX_FRAME, MAX_HELLO};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -45,13 +46,12 @@ impl Default for Limits {
 }
 
 /// Accepts connections until `shutdown`, then waits for every handler to finish. Each
-/// connection must prove the cluster secret (`auth`) in its Hello within
-/// `limits.hello_deadline`; at most `limits.max_conns` are served at once.
+/// connection must say Hello within `limits.hello_deadline`, signed by the key `routes` names
+/// for the sender attempt it speaks for; at most `limits.max_conns` are served at once.
 pub async fn serve(
     mut listener: impl Acceptor,
     registry: Arc<Registry>,
     routes: Arc<Routes>,
-    auth: DataAuth,
     limits: Limits,
     shutdown: CancellationToken,
 ) {
@@ -70,13 +70,12 @@ pub async fn serve(
                     };
                     let registry = registry.clone();
                     let routes = routes.clone();
-                    let auth = auth.clone();
                     let stop = shutdown.clone();
                     let span = tracing::debug_span!("data_conn", peer = %conn.peer);
                     conns.spawn(
                         async move {
                             let deadline = limits.hello_deadline;
-                            if let Err(e) = serve_conn(conn, registry, routes, auth, deadline, stop).await {
+                            if let Err(e) = serve_conn(conn, registry, routes, deadline, stop).await {
                                 debug!(error = %e, "data connection ended");
                             }
                             drop(slot);
@@ -120,14 +119,44 @@ fn stale(table: &RouteTable, from: TaskPos, attempt: u32) -> bool {
     table.get(&from).is_some_and(|d| d.attempt > attempt)
 }
 
-/// Decides whether a Hello may reach a registered task: `Err((retry, reason))` refuses it.
-/// Retry means "the receiver you name is not here yet (or you will soon learn where it is)";
-/// no retry means "you are stale: a newer attempt or epoch of you exists".
+/// Why a Hello was refused; each becomes a Reject frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The receiver it names is not here yet, or this worker has not yet learned where the
+    /// sender runs (it will soon be in its routes): try again.
+    Later(String),
+    /// The sender is stale: a newer attempt or epoch of it exists. Never again.
+    Stale(String),
+    /// The Hello is not signed by the key of the worker the route table names for the sender
+    /// attempt it speaks for. Never again.
+    Unauthenticated(String),
+}
+
+impl Refusal {
+    /// The Reject frame that answers it.
+    fn reject(self) -> Frame {
+        match self {
+            Refusal::Later(reason) => Frame::Reject {
+                retry: true,
+                reason,
+            },
+            Refusal::Stale(reason) | Refusal::Unauthenticated(reason) => Frame::Reject {
+                retry: false,
+                reason,
+            },
+        }
+    }
+}
+
+/// Decides whether a Hello may reach a registered task. Nothing reaches a task unless it is
+/// signed by the worker our route table names for the sender attempt, whoever holds the
+/// cluster secret.
 fn admit(
     hello: &Hello,
+    challenge: &[u8; 16],
     registered: Option<(u32, u32)>,
     table: Option<&RouteTable>,
-) -> Result<(), (bool, String)> {
+) -> Result<(), Refusal> {
     let to = TaskPos {
         stage: hello.to_stage,
         index: hello.to_index,
@@ -137,31 +166,42 @@ fn admit(
         index: hello.from_index,
     };
     if table.is_some_and(|t| stale(t, from, hello.from_attempt)) {
-        return Err((
-            false,
-            format!("attempt {} of {from} is stale", hello.from_attempt),
-        ));
+        return Err(Refusal::Stale(format!(
+            "attempt {} of {from} is stale",
+            hello.from_attempt
+        )));
     }
-    let Some((attempt, epoch)) = registered else {
-        return Err((
-            true,
-            format!("no task {to} here (not started, restarted elsewhere, or finished)"),
-        ));
+    let (Some((attempt, epoch)), Some(table)) = (registered, table) else {
+        return Err(Refusal::Later(format!(
+            "no task {to} here (not started, restarted elsewhere, or finished)"
+        )));
     };
+    let Some(sender) = table.get(&from).filter(|d| d.attempt == hello.from_attempt) else {
+        return Err(Refusal::Later(format!(
+            "attempt {} of {from} is not in this worker's routes yet",
+            hello.from_attempt
+        )));
+    };
+    let signed = sender
+        .key
+        .is_some_and(|k| k.verify_hello(challenge, &hello.signed_body(), &hello.proof));
+    if !signed {
+        return Err(Refusal::Unauthenticated(format!(
+            "authentication failed: the Hello is not signed by the worker running attempt {} of {from}",
+            hello.from_attempt
+        )));
+    }
     if hello.epoch < epoch {
-        return Err((
-            false,
-            format!("epoch {} is over (epoch {epoch} runs)", hello.epoch),
-        ));
+        return Err(Refusal::Stale(format!(
+            "epoch {} is over (epoch {epoch} runs)",
+            hello.epoch
+        )));
     }
     if hello.epoch > epoch || hello.to_attempt != attempt {
-        return Err((
-            true,
-            format!(
-                "attempt {} of {to} (epoch {}) is not here; attempt {attempt} (epoch {epoch}) is",
-                hello.to_attempt, hello.epoch
-            ),
-        ));
+        return Err(Refusal::Later(format!(
+            "attempt {} of {to} (epoch {}) is not here; attempt {attempt} (epoch {epoch}) is",
+            hello.to_attempt, hello.epoch
+        )));
     }
     Ok(())
 }
@@ -170,7 +210,6 @@ async fn serve_conn(
     conn: Conn,
     registry: Arc<Registry>,
     routes: Arc<Routes>,
-    auth: DataAuth,
     hello_deadline: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
@@ -195,16 +234,6 @@ async fn serve_conn(
     let Frame::Hello(hello) = hello else {
         return Err(ConnError::Protocol("first frame is not a Hello".into()));
     };
-    if !auth.verify(&challenge, &hello.signed_body(), &hello.proof) {
-        warn!(peer = %conn.peer, job = %hello.job, "data connection without the cluster secret refused");
-        let reject = Frame::Reject {
-            retry: false,
-            reason: "authentication failed".into(),
-        };
-        wr.send(reject.encode()).await?;
-        return Ok(());
-    }
-    rd.decoder_mut().set_max_frame_length(MAX_FRAME);
     let key = TaskKey {
         job: JobId(hello.job.clone()),
         pos: TaskPos {
@@ -216,24 +245,31 @@ async fn serve_conn(
         stage: hello.from_stage,
         index: hello.from_index,
     };
-    // Two-sided fencing: the sender must be current (our route table names no newer attempt
-    // of it) and the receiver must be exactly the attempt and epoch the sender expects.
+    // The sender must be who it says (signed by the key of the worker our route table names
+    // for its attempt) and current (no newer attempt of it in our routes); the receiver must
+    // be exactly the attempt and epoch the sender expects.
     let handle = registry.get(&key);
     let mut job_routes = routes.watch_existing(&key.job);
     let verdict = admit(
         &hello,
+        &challenge,
         handle.as_ref().map(|h| (h.attempt, h.epoch)),
         job_routes.as_ref().map(|r| r.borrow().clone()).as_ref(),
     );
     let handle = match (verdict, handle) {
         (Ok(()), Some(h)) => h,
-        (Err((retry, reason)), _) => {
-            debug!(%key, %from, retry, %reason, "link refused");
-            wr.send(Frame::Reject { retry, reason }.encode()).await?;
+        (Err(refusal), _) => {
+            if let Refusal::Unauthenticated(_) = refusal {
+                warn!(peer = %conn.peer, %key, %from, from_attempt = hello.from_attempt, "data connection refused: not signed by the worker running the sender attempt it names");
+            } else {
+                debug!(%key, %from, ?refusal, "link refused");
+            }
+            wr.send(refusal.reject().encode()).await?;
             return Ok(());
         }
         (Ok(()), None) => return Ok(()),
     };
+    rd.decoder_mut().set_max_frame_length(MAX_FRAME);
     debug!(%key, %from, from_attempt = hello.from_attempt, to_attempt = hello.to_attempt, "link connected");
     let from_index = hello.from_index;
     let from_attempt = hello.from_attempt;
@@ -331,28 +367,66 @@ mod tests {
     use super::*;
     use crate::dataplane::routes::Dest;
     use crate::model::tuple::Tuple;
+    use crate::protocol::auth::Identity;
+    use crate::protocol::control::Endpoint;
     use tokio::net::{TcpListener, TcpStream};
 
     type Rd = FramedRead<tokio::net::tcp::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>;
     type Wr = FramedWrite<tokio::net::tcp::OwnedWriteHalf, tokio_util::codec::LengthDelimitedCodec>;
 
-    fn secret() -> DataAuth {
-        DataAuth(Some(
-            crate::protocol::auth::Secret::new("listener-test-secret")
-                .unwrap()
-                .data_key(),
-        ))
+    /// A listener on a loopback port serving `registry` by `routes` until `stop` is cancelled.
+    async fn listen(
+        registry: Arc<Registry>,
+        routes: Arc<Routes>,
+    ) -> (
+        std::net::SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            registry,
+            routes,
+            Limits::default(),
+            stop.clone(),
+        ));
+        (addr, stop, server)
+    }
+
+    /// Makes a Hello's proof from the challenge and the Hello.
+    type Prover<'a> = dyn FnOnce(&[u8; 16], &[u8]) -> Vec<u8> + 'a;
+
+    /// The worker running the sender task 1.0 in these tests.
+    fn sender() -> Identity {
+        Identity::from_seed([1; 32]).unwrap()
+    }
+
+    /// Where sender attempt `attempt` of task 1.0 runs: on the worker [`sender`].
+    fn sender_at(addr: &str, attempt: u32) -> Dest {
+        let at = Endpoint {
+            addr: addr.into(),
+            key: sender().public(),
+        };
+        Dest::running(&at, attempt)
     }
 
     async fn hello(addr: std::net::SocketAddr, from_attempt: u32, to_attempt: u32) -> (Rd, Wr) {
-        hello_as(addr, from_attempt, to_attempt, &secret()).await
+        hello_as(addr, from_attempt, to_attempt, |n, body| {
+            sender().sign_hello(n, body)
+        })
+        .await
     }
 
+    /// Says Hello for sender 1.0 attempt `from_attempt` to receiver 2.0 attempt `to_attempt`
+    /// with the proof `prove` makes of the challenge and the Hello.
     async fn hello_as(
         addr: std::net::SocketAddr,
         from_attempt: u32,
         to_attempt: u32,
-        auth: &DataAuth,
+        prove: impl FnOnce(&[u8; 16], &[u8]) -> Vec<u8>,
     ) -> (Rd, Wr) {
         let s = TcpStream::connect(addr).await.unwrap();
         let (r, w) = s.into_split();
@@ -374,7 +448,7 @@ mod tests {
             eos_acked: false,
             proof: Vec::new(),
         };
-        h.proof = auth.prove(&nonce, &h.signed_body());
+        h.proof = prove(&nonce, &h.signed_body());
         wr.send(Frame::Hello(h).encode()).await.unwrap();
         (rd, wr)
     }
@@ -392,34 +466,12 @@ mod tests {
         let routes = Arc::new(Routes::default());
         let job = JobId("j".into());
         let from = TaskPos { stage: 1, index: 0 };
-        routes.set_many(&job, 1, &[(from, Dest::running("x:1", 2))]);
+        routes.set_many(&job, 1, &[(from, sender_at("x:1", 2))]);
         let key = TaskKey {
             job: job.clone(),
             pos: TaskPos { stage: 2, index: 0 },
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(
-            listener,
-            registry.clone(),
-            routes.clone(),
-            secret(),
-            Limits::default(),
-            stop.clone(),
-        ));
-
-        // Without the secret: refused for good.
-        let stranger = DataAuth(Some(
-            crate::protocol::auth::Secret::new("not-the-cluster-secret")
-                .unwrap()
-                .data_key(),
-        ));
-        let (mut rd, _wr) = hello_as(addr, 2, 5, &stranger).await;
-        assert!(matches!(
-            next(&mut rd).await,
-            Some(Frame::Reject { retry: false, reason }) if reason.contains("authentication")
-        ));
+        let (addr, stop, server) = listen(registry.clone(), routes.clone()).await;
 
         // Nobody registered yet: come back later.
         let (mut rd, _wr) = hello(addr, 2, 5).await;
@@ -449,6 +501,13 @@ mod tests {
         assert!(matches!(
             next(&mut rd).await,
             Some(Frame::Reject { retry: false, .. })
+        ));
+
+        // Sender attempt 3 is newer than the routes know: come back once they do.
+        let (mut rd, _wr) = hello(addr, 3, 5).await;
+        assert!(matches!(
+            next(&mut rd).await,
+            Some(Frame::Reject { retry: true, reason }) if reason.contains("routes yet")
         ));
 
         // Sender attempt 2 to receiver attempt 5: connected, acked, its batches delivered.
@@ -492,7 +551,7 @@ mod tests {
         );
 
         // A newer attempt of the sender appears in the routes: the open connection is dropped.
-        routes.set_many(&job, 2, &[(from, Dest::running("y:1", 3))]);
+        routes.set_many(&job, 2, &[(from, sender_at("y:1", 3))]);
         assert_eq!(next(&mut rd).await, None);
 
         stop.cancel();
@@ -507,18 +566,10 @@ mod tests {
             job: JobId("j".into()),
             pos: TaskPos { stage: 2, index: 0 },
         };
+        let from = TaskPos { stage: 1, index: 0 };
+        routes.set_many(&key.job, 1, &[(from, sender_at("x:1", 0))]);
         let (mut inbox, _acks, _reg) = registry.register(key, 0, 0, 4).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(
-            listener,
-            registry,
-            routes,
-            secret(),
-            Limits::default(),
-            stop.clone(),
-        ));
+        let (addr, stop, server) = listen(registry, routes).await;
         let (mut rd, _wr) = hello(addr, 0, 0).await;
         let Some(Inbound::Connected { conn, .. }) = inbox.recv().await else {
             panic!("no Connected");
@@ -526,6 +577,132 @@ mod tests {
         assert!(matches!(next(&mut rd).await, Some(Frame::Ack { .. })));
         conn.reset();
         assert_eq!(next(&mut rd).await, None);
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    /// The hole a hostile probe found: a process holding the cluster secret, even a worker of
+    /// the same job with a key of its own in the routes, posed as upstream task 1.0 attempt 0
+    /// while the real link was live and had a batch above the receiver's mark acknowledged.
+    /// Now only the worker the routes name for that attempt can open its link: every other
+    /// proof is refused for good, and nothing of it reaches the receiver.
+    #[tokio::test]
+    async fn only_the_worker_running_the_sender_attempt_can_speak_for_it() {
+        let registry = Arc::new(Registry::default());
+        let routes = Arc::new(Routes::default());
+        let job = JobId("j".into());
+        let neighbour = Identity::from_seed([9; 32]).unwrap();
+        let neighbour_at = Endpoint {
+            addr: "n:1".into(),
+            key: neighbour.public(),
+        };
+        routes.set_many(
+            &job,
+            1,
+            &[
+                (TaskPos { stage: 1, index: 0 }, sender_at("x:1", 0)),
+                // Task 1.1 of the same job runs on another worker, whose key is in the routes.
+                (
+                    TaskPos { stage: 1, index: 1 },
+                    Dest::running(&neighbour_at, 0),
+                ),
+            ],
+        );
+        let key = TaskKey {
+            job: job.clone(),
+            pos: TaskPos { stage: 2, index: 0 },
+        };
+        let (mut inbox, acks, _reg) = registry.register(key, 0, 0, 4).unwrap();
+        let (addr, stop, server) = listen(registry, routes).await;
+
+        // The real link is live.
+        let (mut rd, mut wr) = hello(addr, 0, 0).await;
+        assert!(matches!(
+            inbox.recv().await,
+            Some(Inbound::Connected { from: 0, .. })
+        ));
+        assert!(matches!(
+            next(&mut rd).await,
+            Some(Frame::Ack { upto: 0, .. })
+        ));
+        let real = Frame::Batch {
+            first_seq: 1,
+            emit_ns: 0,
+            tuples: vec![Tuple::new("k", "real")],
+        };
+        wr.send(real.encode()).await.unwrap();
+        assert!(matches!(
+            inbox.recv().await,
+            Some(Inbound::Batch { first_seq: 1, .. })
+        ));
+        acks.set(0, 1, false);
+
+        // What a holder of the cluster secret can make: an HMAC under a key derived from it,
+        // a proof of another worker's key (its own, registered), nothing at all.
+        let secret_hmac = |n: &[u8; 16], body: &[u8]| {
+            use hmac::Mac;
+            let mut m =
+                <hmac::Hmac<sha2::Sha256>>::new_from_slice(b"the-cluster-secret-0123").unwrap();
+            m.update(n);
+            m.update(body);
+            m.finalize().into_bytes().to_vec()
+        };
+        let forgeries: [(&str, Box<Prover<'_>>); 4] = [
+            ("an HMAC under the cluster secret", Box::new(secret_hmac)),
+            (
+                "another worker's signature",
+                Box::new(|n: &[u8; 16], b: &[u8]| neighbour.sign_hello(n, b)),
+            ),
+            ("no proof", Box::new(|_: &[u8; 16], _: &[u8]| Vec::new())),
+            (
+                "64 zero bytes",
+                Box::new(|_: &[u8; 16], _: &[u8]| vec![0; 64]),
+            ),
+        ];
+        for (what, prove) in forgeries {
+            let (mut frd, mut fwr) = hello_as(addr, 0, 0, prove).await;
+            match next(&mut frd).await {
+                Some(Frame::Reject {
+                    retry: false,
+                    reason,
+                }) => {
+                    assert!(reason.contains("authentication failed"), "{what}: {reason}")
+                }
+                other => panic!("{what}: expected a refusal for good, got {other:?}"),
+            }
+            // The forged batch at the mark + 1 goes nowhere.
+            let forged = Frame::Batch {
+                first_seq: 2,
+                emit_ns: 0,
+                tuples: vec![Tuple::new("k", "forged")],
+            };
+            let _ = fwr.send(forged.encode()).await;
+            assert_eq!(
+                next(&mut frd).await,
+                None,
+                "{what}: the connection is closed"
+            );
+        }
+        // A signature made for one connection's challenge is no good on another.
+        let (mut crd, _cwr) =
+            hello_as(addr, 0, 0, |_, body| sender().sign_hello(&[0; 16], body)).await;
+        assert!(matches!(
+            next(&mut crd).await,
+            Some(Frame::Reject { retry: false, .. })
+        ));
+
+        // Nothing of theirs reached the receiver; the real link carries on.
+        assert!(
+            inbox.try_recv().is_err(),
+            "a forged connection reached the task"
+        );
+        assert_eq!(
+            next(&mut rd).await,
+            Some(Frame::Ack {
+                upto: 1,
+                eos: false
+            })
+        );
         stop.cancel();
         server.await.unwrap();
     }

@@ -1,6 +1,7 @@
 //! What the leader keeps on disk under `--data-dir`, so a restarted leader knows what the last
 //! one did: the lock that makes one leader the only user of the directory, the durable job
-//! counter (job ids are never reused) and the job records.
+//! counter (job ids are never reused), the job records, and the worker identities it handed
+//! out with each worker's public key (so a restarted leader lets a worker rejoin only with it).
 //!
 //! The records live behind [`JobStore`], a small synchronous trait: [`RedbJobs`] (an embedded
 //! transactional database, `DATA_DIR/leader.redb`) is the one backend today; a consensus store
@@ -9,6 +10,7 @@
 
 use crate::model::ids::{JobId, WorkerId};
 use crate::model::spec::JobSpec;
+use crate::protocol::auth::PeerKey;
 use crate::protocol::control::JobStatus;
 use anyhow::Context;
 use redb::{ReadableDatabase, ReadableTable};
@@ -56,6 +58,17 @@ pub struct StoredJob {
 
 pub use crate::coordinator::record::{PlacedTask, RunState};
 
+/// A worker identity as recorded: where it listened and the public key it registered with
+/// (the only key a rejoin under its id is accepted with).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KnownWorker {
+    /// Data address.
+    pub data_addr: String,
+    /// Its public key; none for an identity recorded before workers had keys (it can no
+    /// longer be rejoined: its worker gets a new identity).
+    pub key: Option<PeerKey>,
+}
+
 /// Durable leader state: a job counter that only grows, and job records by id. Every call is
 /// one transaction, durable when it returns.
 pub trait JobStore: Send + Sync {
@@ -68,19 +81,20 @@ pub trait JobStore: Send + Sync {
     fn remove_job(&self, id: &JobId) -> anyhow::Result<()>;
     /// Every recorded job.
     fn load_jobs(&self) -> anyhow::Result<Vec<StoredJob>>;
-    /// Records a worker identity this leader handed out (and its data address), so a
-    /// restarted leader can take the worker back under it.
-    fn put_worker(&self, id: &WorkerId, data_addr: &str) -> anyhow::Result<()>;
-    /// Every recorded worker identity and its data address.
-    fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, String)>>;
+    /// Records a worker identity this leader handed out (its data address and public key), so
+    /// a restarted leader can take the worker back under it, and only that worker.
+    fn put_worker(&self, id: &WorkerId, worker: &KnownWorker) -> anyhow::Result<()>;
+    /// Every recorded worker identity.
+    fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, KnownWorker)>>;
 }
 
 const JOBS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("jobs");
 const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
 const WORKERS: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("workers");
 
-/// [`JobStore`] in a redb database: table `jobs` (id → JSON of [`StoredJob`]) and table
-/// `meta` (counter name, `job` or `worker` → the last number handed out).
+/// [`JobStore`] in a redb database: table `jobs` (id → JSON of [`StoredJob`]), table
+/// `meta` (counter name, `job` or `worker` → the last number handed out) and table `workers`
+/// (id → JSON of [`KnownWorker`]; a plain data address in records from before worker keys).
 pub struct RedbJobs {
     db: redb::Database,
 }
@@ -141,20 +155,33 @@ impl JobStore for RedbJobs {
         Ok(out)
     }
 
-    fn put_worker(&self, id: &WorkerId, data_addr: &str) -> anyhow::Result<()> {
+    fn put_worker(&self, id: &WorkerId, worker: &KnownWorker) -> anyhow::Result<()> {
+        let text = serde_json::to_string(worker)?;
         let tx = self.db.begin_write()?;
-        tx.open_table(WORKERS)?.insert(id.0.as_str(), data_addr)?;
+        tx.open_table(WORKERS)?
+            .insert(id.0.as_str(), text.as_str())?;
         tx.commit()?;
         Ok(())
     }
 
-    fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, String)>> {
+    fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, KnownWorker)>> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(WORKERS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            out.push((WorkerId(k.value().to_string()), v.value().to_string()));
+            let text = v.value();
+            let worker = if text.starts_with('{') {
+                serde_json::from_str(text)
+                    .with_context(|| format!("worker record {} is unreadable", k.value()))?
+            } else {
+                // A record from before worker keys held the data address alone.
+                KnownWorker {
+                    data_addr: text.to_string(),
+                    key: None,
+                }
+            };
+            out.push((WorkerId(k.value().to_string()), worker));
         }
         Ok(out)
     }
@@ -216,12 +243,12 @@ impl Persist {
     }
 
     /// See [`JobStore::put_worker`].
-    pub async fn put_worker(&self, id: WorkerId, data_addr: String) -> anyhow::Result<()> {
-        self.blocking(move |s| s.put_worker(&id, &data_addr)).await
+    pub async fn put_worker(&self, id: WorkerId, worker: KnownWorker) -> anyhow::Result<()> {
+        self.blocking(move |s| s.put_worker(&id, &worker)).await
     }
 
     /// See [`JobStore::load_workers`].
-    pub async fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, String)>> {
+    pub async fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, KnownWorker)>> {
         self.blocking(|s| s.load_workers()).await
     }
 }
@@ -281,7 +308,12 @@ mod tests {
     use super::*;
     use crate::model::ids::TaskPos;
     use crate::model::spec::{Delivery, PathMode};
-    use crate::protocol::control::Dest;
+    use crate::protocol::auth::Identity;
+    use crate::protocol::control::{Dest, Endpoint};
+
+    fn key() -> PeerKey {
+        Identity::from_seed([4; 32]).unwrap().public()
+    }
 
     fn job(id: &str, status: JobStatus) -> StoredJob {
         StoredJob {
@@ -314,7 +346,13 @@ mod tests {
                 tasks: vec![PlacedTask {
                     pos: TaskPos { stage: 1, index: 0 },
                     worker: Some(WorkerId("w2".into())),
-                    dest: Dest::running("127.0.0.1:9", 3),
+                    dest: Dest::running(
+                        &Endpoint {
+                            addr: "127.0.0.1:9".into(),
+                            key: key(),
+                        },
+                        3,
+                    ),
                 }],
             }),
         }
@@ -337,8 +375,18 @@ mod tests {
             done.ended_ms = Some(2000);
             db.put_job(&done).unwrap();
             db.remove_job(&JobId("job-2-bbbbbb".into())).unwrap();
-            db.put_worker(&WorkerId("w1".into()), "127.0.0.1:7")
+            let w1 = KnownWorker {
+                data_addr: "127.0.0.1:7".into(),
+                key: Some(key()),
+            };
+            db.put_worker(&WorkerId("w1".into()), &w1).unwrap();
+            // A record from before worker keys: its address alone.
+            let tx = db.db.begin_write().unwrap();
+            tx.open_table(WORKERS)
+                .unwrap()
+                .insert("w0", "127.0.0.1:6")
                 .unwrap();
+            tx.commit().unwrap();
         }
         let db = RedbJobs::open(&path).unwrap();
         assert_eq!(db.next_number("job").unwrap(), 3);
@@ -350,7 +398,22 @@ mod tests {
         assert_eq!(jobs[0], job_done_expected());
         assert_eq!(
             db.load_workers().unwrap(),
-            vec![(WorkerId("w1".into()), "127.0.0.1:7".to_string())]
+            vec![
+                (
+                    WorkerId("w0".into()),
+                    KnownWorker {
+                        data_addr: "127.0.0.1:6".into(),
+                        key: None
+                    }
+                ),
+                (
+                    WorkerId("w1".into()),
+                    KnownWorker {
+                        data_addr: "127.0.0.1:7".into(),
+                        key: Some(key())
+                    }
+                )
+            ]
         );
     }
 

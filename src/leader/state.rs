@@ -6,11 +6,12 @@ use super::job::JobRec;
 use crate::coordinator::Input;
 use crate::model::ids::{JobId, TaskKey, WorkerId};
 use crate::model::spec::StageRole;
+use crate::protocol::auth::{eq_ct, PeerKey};
 use crate::protocol::control::{Command, TaskState, WorkerState};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 
 /// A worker as the leader tracks it.
@@ -33,6 +34,9 @@ pub struct WorkerRec {
     /// The key this registration proves on every later control-plane call (none in a
     /// cluster without a secret).
     pub session: Option<String>,
+    /// The worker's public key: placements name it for every attempt this worker runs, so
+    /// receivers admit links only from this worker for those attempts.
+    pub key: PeerKey,
 }
 
 /// A task as the leader tracks it (its current attempt).
@@ -127,9 +131,51 @@ pub struct State {
     pub tasks: BTreeMap<TaskKey, TaskRec>,
     /// What running jobs read and write, and uploads in progress.
     pub files: crate::leader::owned::Files,
-    /// Every worker identity handed out on this data dir (durable), by id: a worker that
-    /// lost its leader rejoins under one of these.
-    pub known_workers: BTreeMap<WorkerId, String>,
+    /// Every worker identity handed out on this data dir (durable), by id, with the key that
+    /// worker registered: a worker that lost its leader rejoins under one of these, proving
+    /// that key.
+    pub known_workers: BTreeMap<WorkerId, PeerKey>,
+    /// Registration challenges handed out and not yet answered.
+    pub challenges: Challenges,
+}
+
+/// How long a registration challenge stays good.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
+
+/// Challenges kept at most; beyond, the oldest are forgotten (only callers holding the
+/// cluster secret can ask for them, but none may grow the leader's memory without bound).
+const CHALLENGES_KEPT: usize = 1024;
+
+/// Registration challenges handed out and not yet used: a registration signs one, which is
+/// then spent, so a recorded registration cannot be replayed. Each is good once, for
+/// [`CHALLENGE_TTL`].
+#[derive(Default)]
+pub struct Challenges(VecDeque<(String, Instant)>);
+
+impl Challenges {
+    /// Records a challenge handed out at `now`.
+    pub fn issue(&mut self, challenge: String, now: Instant) {
+        self.0
+            .retain(|(_, at)| now.duration_since(*at) < CHALLENGE_TTL);
+        while self.0.len() >= CHALLENGES_KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back((challenge, now));
+    }
+
+    /// Spends `challenge` if it was handed out and is still good; false otherwise.
+    pub fn take(&mut self, challenge: &str, now: Instant) -> bool {
+        let found = self.0.iter().position(|(c, at)| {
+            now.duration_since(*at) < CHALLENGE_TTL && eq_ct(c.as_bytes(), challenge.as_bytes())
+        });
+        match found {
+            Some(i) => {
+                self.0.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl State {
@@ -139,8 +185,14 @@ impl State {
     }
 
     /// Records a newly registered worker, alive and with no commands, under the id the
-    /// leader took for it (`wN`, from the durable counter).
-    pub fn add_worker(&mut self, id: WorkerId, data_addr: String, session: Option<String>) {
+    /// leader took for it (`wN`, from the durable counter), with the key it proved.
+    pub fn add_worker(
+        &mut self,
+        id: WorkerId,
+        data_addr: String,
+        key: PeerKey,
+        session: Option<String>,
+    ) {
         let rec = WorkerRec {
             data_addr,
             last_seen: Instant::now(),
@@ -150,6 +202,7 @@ impl State {
             delivered: 0,
             notify: Arc::new(Notify::new()),
             session,
+            key,
         };
         self.workers.insert(id, rec);
     }
@@ -343,5 +396,23 @@ mod tests {
         // Source, sink and unknown jobs have no operator process.
         assert_eq!(reported_pid(&jobs, &key(0), Some(4242)), None);
         assert_eq!(reported_pid(&jobs, &key(3), Some(4242)), None);
+    }
+
+    #[test]
+    fn a_registration_challenge_is_good_once_and_only_for_a_while() {
+        let mut c = Challenges::default();
+        let t0 = Instant::now();
+        c.issue("aa".into(), t0);
+        c.issue("bb".into(), t0);
+        assert!(!c.take("cc", t0), "never handed out");
+        assert!(c.take("aa", t0));
+        assert!(!c.take("aa", t0), "spent");
+        assert!(!c.take("bb", t0 + CHALLENGE_TTL), "expired");
+        for i in 0..CHALLENGES_KEPT + 10 {
+            c.issue(format!("{i}"), t0);
+        }
+        assert!(c.0.len() <= CHALLENGES_KEPT, "bounded");
+        assert!(!c.take("0", t0), "the oldest were forgotten");
+        assert!(c.take(&format!("{}", CHALLENGES_KEPT + 9), t0));
     }
 }

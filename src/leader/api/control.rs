@@ -1,15 +1,17 @@
-//! The workers' control plane (`/internal/*`): registration, heartbeats, task events, and the
-//! long-poll through which a worker receives its numbered commands.
+//! The workers' control plane (`/internal/*`): registration (a fresh challenge, then a request
+//! signed with the worker's own key over it), heartbeats, task events, and the long-poll
+//! through which a worker receives its numbered commands.
 
 use super::{bearer, error, Shared};
 use crate::coordinator::{Input, Reported};
+use crate::leader::persist::KnownWorker;
 use crate::leader::state::lock;
 use crate::leader::Leader;
 use crate::model::ids::{JobId, WorkerId};
-use crate::protocol::auth::{eq_ct, random_hex};
+use crate::protocol::auth::{eq_ct, random_hex, RegistrationClaim};
 use crate::protocol::control::{
-    Command, Events, Heartbeat, Known, RegisterRequest, RegisterResponse, WorkerState,
-    PROTOCOL_VERSION, SESSION_HEADER, WORKER_HEADER,
+    Command, Events, Heartbeat, Known, RegisterChallenge, RegisterRequest, RegisterResponse,
+    WorkerState, PROTOCOL_VERSION, SESSION_HEADER, WORKER_HEADER,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -87,27 +89,49 @@ pub(super) fn store_caller(
     }
 }
 
+/// Whether a request carries the cluster secret (always, on a leader without one).
+fn has_secret(l: &Leader, headers: &HeaderMap) -> bool {
+    match &l.cfg.token {
+        Some(secret) => bearer(headers).is_some_and(|t| secret.matches(t)),
+        None => true,
+    }
+}
+
+/// What a registration without the cluster secret is told.
+const NO_SECRET: &str = "registering needs the cluster secret (--token-file or RAINSTORM_TOKEN)";
+
+/// `POST /internal/challenge`: a fresh value for one registration to sign (good once, for
+/// [`crate::leader::state::CHALLENGE_TTL`]), so a recorded registration cannot be replayed.
+/// Only callers holding the cluster secret get one.
+pub(super) async fn challenge(State(l): Shared, headers: HeaderMap) -> Response {
+    if !has_secret(&l, &headers) {
+        return error(StatusCode::UNAUTHORIZED, NO_SECRET);
+    }
+    let challenge = match random_hex(32) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    lock(&l.state)
+        .challenges
+        .issue(challenge.clone(), Instant::now());
+    Json(RegisterChallenge { challenge }).into_response()
+}
+
+/// `POST /internal/register`: a worker joins, or rejoins under the id it had. It must carry
+/// the cluster secret, name its public key and sign a fresh challenge and its claim with the
+/// matching private key; a rejoin is accepted only with the key recorded for that id, so
+/// holding the cluster secret is not enough to become another worker (401, and the real one
+/// keeps its registration). A missing key or proof is a 401 too; an unknown, spent or expired
+/// challenge is a 409: ask for another.
 pub(super) async fn register(
     State(l): Shared,
     headers: HeaderMap,
     Json(req): Json<RegisterRequest>,
 ) -> Response {
-    if let Some(secret) = &l.cfg.token {
-        if !bearer(&headers).is_some_and(|t| secret.matches(t)) {
-            warn!(data = %req.data_addr, "a worker without the cluster secret tried to register");
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "registering needs the cluster secret (--token-file or RAINSTORM_TOKEN)",
-            );
-        }
+    if !has_secret(&l, &headers) {
+        warn!(data = %req.data_addr, "a worker without the cluster secret tried to register");
+        return error(StatusCode::UNAUTHORIZED, NO_SECRET);
     }
-    let session = match l.cfg.token {
-        Some(_) => match random_hex(32) {
-            Ok(k) => Some(k),
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        },
-        None => None,
-    };
     if req.version != PROTOCOL_VERSION {
         return error(
             StatusCode::BAD_REQUEST,
@@ -117,10 +141,64 @@ pub(super) async fn register(
             ),
         );
     }
-    // A worker that lost its leader keeps its identity if this data dir handed it out.
-    let rejoin = req
-        .rejoin
-        .filter(|r| lock(&l.state).known_workers.contains_key(&r.worker_id));
+    let (Some(key), Some(challenge), Some(proof)) = (req.key, &req.challenge, &req.proof) else {
+        warn!(data = %req.data_addr, "a registration without a worker key was refused");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "a registration names the worker's key and signs a challenge from POST /internal/challenge with it",
+        );
+    };
+    let Ok(proof) = hex::decode(proof) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the registration's proof is not hex",
+        );
+    };
+    if !lock(&l.state).challenges.take(challenge, Instant::now()) {
+        return error(
+            StatusCode::CONFLICT,
+            "unknown, spent or expired registration challenge: ask POST /internal/challenge for another",
+        );
+    }
+    let claim = RegistrationClaim {
+        challenge: challenge.as_bytes(),
+        data_addr: &req.data_addr,
+        pid: req.pid,
+        rejoin: req.rejoin.as_ref().map(|r| r.worker_id.0.as_str()),
+    };
+    if !key.verify_registration(&claim, &proof) {
+        warn!(data = %req.data_addr, "a registration not signed by the key it names was refused");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the registration is not signed by the key it names",
+        );
+    }
+    // A worker that lost its leader keeps its identity if this data dir handed it out, and
+    // only if it proves the key that identity registered with.
+    let rejoin = match req.rejoin {
+        Some(r) => match lock(&l.state).known_workers.get(&r.worker_id) {
+            Some(recorded) if *recorded == key => Some(r),
+            Some(_) => {
+                warn!(worker = %r.worker_id, data = %req.data_addr, pid = req.pid, "a registration posing as another worker was refused");
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    format!(
+                        "not worker {}: a rejoin must be signed with the key that worker registered",
+                        r.worker_id
+                    ),
+                );
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let session = match l.cfg.token {
+        Some(_) => match random_hex(32) {
+            Ok(k) => Some(k),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        None => None,
+    };
     let id = match &rejoin {
         Some(r) => r.worker_id.clone(),
         None => match l.persist.next_worker_number().await {
@@ -128,19 +206,19 @@ pub(super) async fn register(
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
         },
     };
-    // Durable before the worker learns it: a restarted leader takes it back.
-    if let Err(e) = l
-        .persist
-        .put_worker(id.clone(), req.data_addr.clone())
-        .await
-    {
+    // Durable before the worker learns it: a restarted leader takes it back, with this key.
+    let known = KnownWorker {
+        data_addr: req.data_addr.clone(),
+        key: Some(key),
+    };
+    if let Err(e) = l.persist.put_worker(id.clone(), known).await {
         return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
     }
     let adopted = rejoin.is_some();
     let to_send = {
         let mut st = lock(&l.state);
-        st.known_workers.insert(id.clone(), req.data_addr.clone());
-        st.add_worker(id.clone(), req.data_addr.clone(), session.clone());
+        st.known_workers.insert(id.clone(), key);
+        st.add_worker(id.clone(), req.data_addr.clone(), key, session.clone());
         match rejoin {
             Some(r) => adopt(&mut st, &id, r.tasks),
             None => Vec::new(),

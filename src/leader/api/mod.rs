@@ -100,9 +100,11 @@ pub fn router(leader: Arc<Leader>) -> Router {
             leader.clone(),
             require_secret,
         ));
-    // The control plane checks its callers itself: registration proves the secret, and
-    // every later call proves the key that registration handed out.
+    // The control plane checks its callers itself: registration proves the secret and the
+    // worker's own key (over a fresh challenge), and every later call proves the session key
+    // that registration handed out.
     let internal = Router::new()
+        .route("/internal/challenge", post(control::challenge))
         .route("/internal/register", post(control::register))
         .route("/internal/heartbeat", post(control::heartbeat))
         .route("/internal/events", post(control::events))

@@ -130,18 +130,18 @@ pub struct TaskEnv {
     pub net: Arc<dyn Network>,
     /// In-process stand-ins for executables, by operator path (the simulation's).
     pub scripts: Scripts,
-    /// How data-plane connections prove the cluster secret.
-    pub auth: crate::protocol::auth::DataAuth,
+    /// This worker's key: every Hello its links send is signed with it.
+    pub identity: crate::protocol::auth::Identity,
 }
 
 impl TaskEnv {
     /// The environment of a real process: TCP links, no scripted operators, data-plane
-    /// connections authenticated with the cluster secret when there is one.
+    /// connections signed with the worker's key `identity`.
     pub fn new(
         cfg: DataConfig,
         store: Store,
         work_dir: PathBuf,
-        secret: Option<&crate::protocol::auth::Secret>,
+        identity: crate::protocol::auth::Identity,
     ) -> TaskEnv {
         TaskEnv {
             registry: Arc::default(),
@@ -151,7 +151,7 @@ impl TaskEnv {
             work_dir,
             net: Arc::new(crate::dataplane::transport::Tcp),
             scripts: Scripts::default(),
-            auth: crate::protocol::auth::DataAuth(secret.map(|s| s.data_key())),
+            identity,
         }
     }
 }
@@ -188,6 +188,8 @@ pub async fn run_task(
         return settle(&status, end);
     }
     let key = a.key.clone();
+    // The routes first: the listener admits a link only from a sender attempt they name.
+    env.routes.set_many(&key.job, a.routes_version, &a.routes);
     let Some((inbox, acks, registration)) =
         env.registry
             .register(key.clone(), a.attempt, a.epoch, env.cfg.queue_batches)
@@ -195,7 +197,6 @@ pub async fn run_task(
         let why = "a newer attempt of this task is already registered here".to_string();
         return settle(&status, TaskEnd::Failed(why));
     };
-    env.routes.set_many(&key.job, a.routes_version, &a.routes);
     let (router, mut links) = links::spawn(
         &env,
         Outgoing {
