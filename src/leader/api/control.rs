@@ -175,9 +175,13 @@ pub(super) async fn register(
     }
     // A worker that lost its leader keeps its identity if this data dir handed it out, and
     // only if it proves the key that identity registered with.
+    let recorded = req
+        .rejoin
+        .as_ref()
+        .and_then(|r| lock(&l.state).known_workers.get(&r.worker_id).copied());
     let rejoin = match req.rejoin {
-        Some(r) => match lock(&l.state).known_workers.get(&r.worker_id) {
-            Some(recorded) if *recorded == key => Some(r),
+        Some(r) => match recorded {
+            Some(recorded) if recorded == key => Some(r),
             Some(_) => {
                 warn!(worker = %r.worker_id, data = %req.data_addr, pid = req.pid, "a registration posing as another worker was refused");
                 return error(
