@@ -308,7 +308,7 @@ fn late_tuple_for_a_finished_or_unknown_task_is_answered_not_a_crash() {
     for job in [id.as_str(), "job-does-not-exist"] {
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let hello = c.signed_hello(&mut s, job);
+        let hello = c.secret_hello(&mut s, job);
         send_frame(&mut s, &Frame::Hello(hello));
         match read_frame(&mut s) {
             Some(Frame::Reject { reason, .. }) => assert!(reason.contains("no task"), "{reason}"),

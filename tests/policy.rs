@@ -576,8 +576,9 @@ fn run_allows_the_jobs_own_directories_and_path_but_not_elsewhere() {
     );
 }
 
-/// A stand-in leader: registers one worker as `w1` (no cluster secret), hands it `commands`
-/// on its first poll, and answers heartbeats and events. Long polls are held until `stop`.
+/// A stand-in leader: registers one worker as `w1` (no cluster secret; it hands out a
+/// challenge and checks no signature), hands it `commands` on its first poll, and answers
+/// heartbeats and events. Long polls are held until `stop`.
 struct FakeLeader {
     url: String,
     stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
@@ -609,7 +610,10 @@ impl FakeLeader {
                     let Some(head) = read_request(&mut conn) else {
                         return;
                     };
-                    let body = if head.starts_with("POST /internal/register") {
+                    let body = if head.starts_with("POST /internal/challenge") {
+                        // Any challenge: this stand-in checks no registration's signature.
+                        format!(r#"{{"challenge":"{}"}}"#, "0".repeat(64))
+                    } else if head.starts_with("POST /internal/register") {
                         registered
                     } else if head.starts_with("GET /internal/commands/w1") {
                         if !delivered.swap(true, std::sync::atomic::Ordering::SeqCst) {

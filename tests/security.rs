@@ -1,6 +1,8 @@
-//! Every door checks the cluster secret: the public API, the workers' control plane and every
-//! data-plane connection. Each test is a request a hostile client made, and proves it now
-//! changes nothing.
+//! Every door checks who is speaking: the public API and a worker's registration want the
+//! cluster secret; a registration also proves the worker's own key, and a rejoin under an old
+//! id only that worker's key; a data-plane connection proves the key of the worker running
+//! the sender attempt it names. Each test is a request a hostile client made, and proves it
+//! now changes nothing.
 
 mod common;
 use common::*;
@@ -177,8 +179,10 @@ fn send_frame(
     s.write_all(&b)
 }
 
-/// A raw connection to every data port trying to deliver tuples without the secret: a Hello
-/// with a made-up proof (or none) is refused for good before anything reaches a task.
+/// A raw connection to every data port trying to deliver tuples without a worker's key: a
+/// Hello with a made-up proof (or none) is refused before anything reaches a task (here no
+/// task runs: "come back later"; against a running task, see
+/// `the_cluster_secret_alone_cannot_write_into_a_task_it_does_not_run`).
 #[test]
 fn data_connections_without_the_secret_cannot_deliver_tuples() {
     use rainstorm::protocol::frame::{Frame, Hello};
@@ -191,23 +195,13 @@ fn data_connections_without_the_secret_cannot_deliver_tuples() {
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             assert!(matches!(read_frame(&mut s), Some(Frame::Challenge(_))));
             let hello = Hello {
-                job: "job-1".into(),
-                from_stage: 2,
-                from_index: 0,
-                from_attempt: 0,
-                to_stage: 3,
-                to_index: 0,
-                to_attempt: 0,
-                epoch: 0,
-                acked: 0,
-                eos_acked: false,
                 proof,
+                ..unsigned_hello("job-1", (2, 0), (3, 0))
             };
             send_frame(&mut s, &Frame::Hello(hello)).unwrap();
             match read_frame(&mut s) {
-                Some(Frame::Reject { retry, reason }) => {
-                    assert!(!retry);
-                    assert!(reason.contains("authentication"), "{reason}");
+                Some(Frame::Reject { reason, .. }) => {
+                    assert!(reason.contains("no task"), "{reason}");
                 }
                 other => panic!("port {port}: expected a refusal, got {other:?}"),
             }
@@ -518,7 +512,7 @@ fn a_data_connection_that_never_says_hello_is_closed_at_the_deadline() {
 /// connection that ends frees its place.
 #[test]
 fn data_connections_beyond_the_cap_are_closed_at_once() {
-    use rainstorm::protocol::frame::{Frame, Hello};
+    use rainstorm::protocol::frame::Frame;
     let mut c = Cluster::start(0, 5.0);
     c.add_worker_env(&[("RAINSTORM_MAX_DATA_CONNS", "2")]);
     c.wait_alive(1);
@@ -545,24 +539,9 @@ fn data_connections_beyond_the_cap_are_closed_at_once() {
     }
     // The two within the cap are still served: a Hello gets its (refusing) answer.
     for s in &mut held {
-        let hello = Hello {
-            job: "job-1".into(),
-            from_stage: 0,
-            from_index: 0,
-            from_attempt: 0,
-            to_stage: 1,
-            to_index: 0,
-            to_attempt: 0,
-            epoch: 0,
-            acked: 0,
-            eos_acked: false,
-            proof: Vec::new(),
-        };
+        let hello = unsigned_hello("job-1", (0, 0), (1, 0));
         send_frame(s, &Frame::Hello(hello)).unwrap();
-        assert!(matches!(
-            read_frame(s),
-            Some(Frame::Reject { retry: false, .. })
-        ));
+        assert!(matches!(read_frame(s), Some(Frame::Reject { .. })));
     }
     drop(held);
     // Those ended: their places serve new connections again.
@@ -574,4 +553,230 @@ fn data_connections_beyond_the_cap_are_closed_at_once() {
             matches!(read_frame(&mut s), Some(Frame::Challenge(_))).then_some(())
         },
     );
+}
+
+/// `lines` numbered lines, the input of the jobs below (identity writes them back as they are).
+fn numbered(lines: usize) -> String {
+    (1..=lines).map(|i| format!("line {i:04}\n")).collect()
+}
+
+/// Submits an exactly-once identity job over `in.txt` at `rate` lines a second, writing
+/// `o.txt`, and waits until its sink holds some lines (its links are live); returns its id.
+fn running_job(c: &Cluster, lines: usize, rate: f64) -> String {
+    c.file("in.txt", &numbered(lines));
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file(
+        "slow.toml",
+        &job_toml(
+            "slow",
+            "in.txt",
+            "o.txt",
+            rate,
+            "exactly-once",
+            &[(1, "identity", &[])],
+        ),
+    );
+    let id = c.submit("slow.toml");
+    wait_for("the sink to hold lines", Duration::from_secs(30), || {
+        let j = c.json(&["job", &id, "--json"]);
+        (j["sink_tuples"].as_u64()? > 0).then_some(())
+    });
+    id
+}
+
+/// The job ran to its end and its output is its input, line for line: nothing forged is in
+/// it and nothing real is missing.
+fn assert_exact(c: &Cluster, id: &str, lines: usize) {
+    let j = c.wait_job(id, Duration::from_secs(120));
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", c.diagnose());
+    assert_same(
+        "the output",
+        &sorted_lines(&c.store_file("o.txt")),
+        &sorted_lines(&numbered(lines)),
+    );
+}
+
+/// The hole a hostile probe found: holding the cluster secret, a raw connection posed as
+/// upstream task 1.0 attempt 0 to the sink while the real link was live; its batch at the
+/// sink's mark + 1 was acknowledged, 5 forged lines reached the output, 5 real ones went
+/// missing, and the job said `succeeded`. A Hello must now be signed by the worker running
+/// the sender attempt it names: the cluster secret proves nothing on the data plane, the
+/// connection is refused for good, and the output is exact.
+#[test]
+fn the_cluster_secret_alone_cannot_write_into_a_task_it_does_not_run() {
+    use rainstorm::model::tuple::Tuple;
+    use rainstorm::protocol::frame::Frame;
+    let c = Cluster::start(1, 5.0);
+    let lines = 600;
+    let id = running_job(&c, lines, 100.0);
+    let port = c.data_ports()[0];
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Task 1.0 to the sink, task 2.0, of this one-stage job.
+    let hello = c.prove_with_secret(&mut s, unsigned_hello(&id, (1, 0), (2, 0)));
+    send_frame(&mut s, &Frame::Hello(hello)).unwrap();
+    match read_frame(&mut s) {
+        Some(Frame::Reject { retry, reason }) => {
+            assert!(!retry, "refused for good: {reason}");
+            assert!(reason.contains("authentication failed"), "{reason}");
+        }
+        Some(Frame::Ack { upto, .. }) => {
+            // What the probe then did: a batch at the mark + 1, acknowledged.
+            let forged = Frame::Batch {
+                first_seq: upto + 1,
+                emit_ns: 0,
+                tuples: (0..5)
+                    .map(|i| Tuple::new("k", format!("forged {i}")))
+                    .collect(),
+            };
+            let _ = send_frame(&mut s, &forged);
+            panic!(
+                "a Hello proving only the cluster secret was admitted to the sink at mark {upto}; \
+                 then: {:?}",
+                read_frame(&mut s)
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Whatever it sends now goes nowhere: the listener has closed the connection.
+    let forged = Frame::Batch {
+        first_seq: 1,
+        emit_ns: 0,
+        tuples: vec![Tuple::new("k", "forged")],
+    };
+    let _ = send_frame(&mut s, &forged);
+    assert!(read_frame(&mut s).is_none(), "the connection is closed");
+    let j = c.json(&["job", &id, "--json"]);
+    assert_eq!(
+        j["status"], "running",
+        "the attack ran while the job did: {j}"
+    );
+    assert_exact(&c, &id, lines);
+    assert!(
+        c.worker_logs().contains("data connection refused"),
+        "the refusal is logged"
+    );
+}
+
+/// The hole a hostile probe found: holding the cluster secret, a registration with
+/// `rejoin.worker_id = "w1"` while w1 was alive was answered `adopted: true` with a session,
+/// and the real w1 got 401 on every call until the leader restarted. A rejoin must now be
+/// signed with the key w1 registered with: the impostor gets 401, and the real worker keeps
+/// its registration and runs its job to an exact output.
+#[test]
+fn a_registration_posing_as_a_live_worker_is_refused_and_the_worker_keeps_its_job() {
+    use rainstorm::protocol::control::PROTOCOL_VERSION;
+    let c = Cluster::start(1, 5.0);
+    let before = c.json(&["workers", "--json"]);
+    let w = before[0]["id"].as_str().unwrap().to_string();
+    let addr = before[0]["address"].as_str().unwrap().to_string();
+    let lines = 400;
+    let id = running_job(&c, lines, 100.0);
+    let rejoin = format!(r#""rejoin":{{"worker_id":"{w}","tasks":[]}}"#);
+    // Without any key; then naming a made-up key, with a real challenge and a made-up proof.
+    let bare =
+        format!(r#"{{"version":{PROTOCOL_VERSION},"data_addr":"127.0.0.1:1","pid":1,{rejoin}}}"#);
+    let (status, body) = http(&c, "POST", "/internal/register", Some(&c.token), &bare);
+    assert_eq!(status, 401, "posing as {w} without its key: {body}");
+    let (status, body) = http(&c, "POST", "/internal/challenge", Some(&c.token), "");
+    assert_eq!(status, 200, "{body}");
+    let challenge: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let made_up = format!(
+        r#"{{"version":{PROTOCOL_VERSION},"data_addr":"127.0.0.1:1","pid":1,"key":"{}","challenge":{},"proof":"{}",{rejoin}}}"#,
+        "ab".repeat(32),
+        challenge["challenge"],
+        "cd".repeat(64)
+    );
+    let (status, body) = http(&c, "POST", "/internal/register", Some(&c.token), &made_up);
+    assert_eq!(status, 401, "posing as {w} with a made-up key: {body}");
+    // The real worker kept its registration: still alive, at its own address, and its job
+    // runs to the end.
+    assert_exact(&c, &id, lines);
+    let after = c.json(&["workers", "--json"]);
+    assert_eq!(after.as_array().unwrap().len(), 1, "{after}");
+    assert_eq!(after[0]["id"], w.as_str());
+    assert_eq!(after[0]["address"], addr.as_str());
+    assert_eq!(after[0]["state"], "alive");
+    assert!(
+        !c.worker_logs().contains("no longer knows this worker"),
+        "the real worker never lost its registration"
+    );
+}
+
+/// A registration request of its own: a fresh challenge, then the claim signed with `me`.
+fn registration(
+    c: &Cluster,
+    me: &rainstorm::protocol::auth::Identity,
+    rejoin: Option<&str>,
+) -> String {
+    use rainstorm::protocol::auth::RegistrationClaim;
+    use rainstorm::protocol::control::PROTOCOL_VERSION;
+    let (status, body) = http(c, "POST", "/internal/challenge", Some(&c.token), "");
+    assert_eq!(status, 200, "{body}");
+    let challenge: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let challenge = challenge["challenge"].as_str().unwrap().to_string();
+    let claim = RegistrationClaim {
+        challenge: challenge.as_bytes(),
+        data_addr: "127.0.0.1:9",
+        pid: 4242,
+        rejoin,
+    };
+    let req = serde_json::json!({
+        "version": PROTOCOL_VERSION,
+        "data_addr": "127.0.0.1:9",
+        "pid": 4242,
+        "key": me.public(),
+        "challenge": challenge,
+        "proof": hex::encode(me.sign_registration(&claim)),
+        "rejoin": rejoin.map(|w| serde_json::json!({"worker_id": w, "tasks": []})),
+    });
+    req.to_string()
+}
+
+/// The strongest attacker short of running the task: it holds the cluster secret and has
+/// registered a worker of its own, whose key the leader knows. It still cannot rejoin as
+/// another worker (401), nor open a link for a task attempt it does not run (its signature is
+/// not the key the routes name for that attempt); a proof made for one challenge is spent.
+#[test]
+fn a_registered_worker_cannot_take_another_workers_identity_or_task() {
+    use rainstorm::protocol::auth::Identity;
+    use rainstorm::protocol::frame::Frame;
+    let c = Cluster::start(1, 5.0);
+    let w = c.json(&["workers", "--json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lines = 400;
+    let id = running_job(&c, lines, 100.0);
+    let rogue = Identity::generate().unwrap();
+    let register = |body: &str| http(&c, "POST", "/internal/register", Some(&c.token), body);
+    let own = registration(&c, &rogue, None);
+    let (status, body) = register(&own);
+    assert_eq!(status, 200, "the secret still admits a new worker: {body}");
+    // A recorded registration cannot be replayed: its challenge is spent.
+    let (status, body) = register(&own);
+    assert_eq!(status, 409, "a replayed registration: {body}");
+    let (status, body) = register(&registration(&c, &rogue, Some(&w)));
+    assert_eq!(status, 401, "rejoining as {w} with another key: {body}");
+    assert!(body.contains(&format!("not worker {w}")), "{body}");
+
+    let port = c.data_ports().into_iter().find(|p| *p != 9).unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let Some(Frame::Challenge(nonce)) = read_frame(&mut s) else {
+        panic!("a data listener speaks first");
+    };
+    let mut hello = unsigned_hello(&id, (1, 0), (2, 0));
+    hello.proof = rogue.sign_hello(&nonce, &hello.signed_body());
+    send_frame(&mut s, &Frame::Hello(hello)).unwrap();
+    match read_frame(&mut s) {
+        Some(Frame::Reject { retry, reason }) => {
+            assert!(
+                !retry && reason.contains("authentication failed"),
+                "{reason}"
+            )
+        }
+        other => panic!("a registered worker's key opened another worker's link: {other:?}"),
+    }
+    assert_exact(&c, &id, lines);
 }

@@ -53,8 +53,8 @@ use rainstorm::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
 use rainstorm::model::partition::tasks_of;
 use rainstorm::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
 use rainstorm::model::tuple::Tuple;
-use rainstorm::protocol::auth::{DataAuth, Secret};
-use rainstorm::protocol::control::{TaskAssignment, TaskState};
+use rainstorm::protocol::auth::Identity;
+use rainstorm::protocol::control::{Endpoint, TaskAssignment, TaskState};
 use rainstorm::runtime::exec::{ScriptFn, Scripts};
 use rainstorm::runtime::log::committed_lineage;
 use rainstorm::runtime::sink::segment_text;
@@ -363,7 +363,13 @@ impl Sim {
         Cluster {
             workers: live
                 .into_iter()
-                .map(|i| (worker_id(i), self.hosts[i].addr.clone()))
+                .map(|i| {
+                    let at = Endpoint {
+                        addr: self.hosts[i].addr.clone(),
+                        key: self.hosts[i].env.identity.public(),
+                    };
+                    (worker_id(i), at)
+                })
                 .collect(),
         }
     }
@@ -881,12 +887,15 @@ async fn run_seed(seed: u64) -> SeedResult {
         ..DataConfig::default()
     };
     let scripts = scripts();
-    // Every connection proves the cluster secret, as in a real cluster.
-    let auth = DataAuth(Some(
-        Secret::new(&format!("simulated-cluster-secret-{seed}"))
-            .expect("a long secret")
-            .data_key(),
-    ));
+    // Every worker signs its Hellos with a key of its own and every listener checks them
+    // against the keys the routes name, as in a real cluster (fixed per seed and host, so a
+    // seed replays exactly).
+    let identity = |host: usize| {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&seed.to_be_bytes());
+        b[8] = host as u8;
+        Identity::from_seed(b).expect("a worker key from 32 bytes")
+    };
     let n_workers = 2 + rng.below(3) as usize;
     let stop = CancellationToken::new();
     let mut hosts = Vec::new();
@@ -906,7 +915,7 @@ async fn run_seed(seed: u64) -> SeedResult {
             work_dir: std::env::temp_dir(),
             net: net.host(&name),
             scripts: scripts.clone(),
-            auth: auth.clone(),
+            identity: identity(i),
         };
         if i != LEADER {
             // No tuple passes through the leader: only workers listen for data.
@@ -915,7 +924,6 @@ async fn run_seed(seed: u64) -> SeedResult {
                 acceptor,
                 env.registry.clone(),
                 env.routes.clone(),
-                env.auth.clone(),
                 listener::Limits::of(&cfg),
                 stop.clone(),
             )));

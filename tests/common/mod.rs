@@ -613,17 +613,52 @@ impl Cluster {
     }
 }
 
+/// A Hello without a proof from attempt 0 of task `from` (stage, index) to attempt 0 of task
+/// `to` of `job`, in epoch 0, with nothing acknowledged yet.
+pub fn unsigned_hello(
+    job: &str,
+    from: (u32, u32),
+    to: (u32, u32),
+) -> rainstorm::protocol::frame::Hello {
+    rainstorm::protocol::frame::Hello {
+        job: job.into(),
+        from_stage: from.0,
+        from_index: from.1,
+        from_attempt: 0,
+        to_stage: to.0,
+        to_index: to.1,
+        to_attempt: 0,
+        epoch: 0,
+        acked: 0,
+        eos_acked: false,
+        proof: Vec::new(),
+    }
+}
+
 impl Cluster {
-    /// Reads a data listener's challenge from `s` and returns a Hello for task 1.0 of `job`
-    /// that proves this cluster's secret, as a real sender would.
-    pub fn signed_hello(
+    /// Reads a data listener's challenge from `s` and returns a Hello from task 0.0 attempt 0
+    /// to task 1.0 attempt 0 of `job`, proved as well as a holder of the cluster secret alone
+    /// can: with an HMAC of the challenge and the Hello under a key derived from the secret
+    /// (what data connections proved before they were signed by the sending worker's key).
+    pub fn secret_hello(
         &self,
         s: &mut std::net::TcpStream,
         job: &str,
     ) -> rainstorm::protocol::frame::Hello {
-        use rainstorm::protocol::auth::{DataAuth, Secret};
-        use rainstorm::protocol::frame::{Frame, Hello};
+        self.prove_with_secret(s, unsigned_hello(job, (0, 0), (1, 0)))
+    }
+
+    /// Reads a data listener's challenge from `s` and fills `h`'s proof with an HMAC under the
+    /// cluster secret's data-plane key, the most a holder of the secret alone can make.
+    pub fn prove_with_secret(
+        &self,
+        s: &mut std::net::TcpStream,
+        mut h: rainstorm::protocol::frame::Hello,
+    ) -> rainstorm::protocol::frame::Hello {
+        use hmac::Mac;
+        use rainstorm::protocol::frame::Frame;
         use std::io::Read;
+        type H = hmac::Hmac<sha2::Sha256>;
         let mut len = [0u8; 4];
         s.read_exact(&mut len).unwrap();
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
@@ -631,21 +666,13 @@ impl Cluster {
         let Ok(Frame::Challenge(nonce)) = Frame::decode(body.into()) else {
             panic!("a data listener must speak first with a challenge");
         };
-        let mut h = Hello {
-            job: job.into(),
-            from_stage: 0,
-            from_index: 0,
-            from_attempt: 0,
-            to_stage: 1,
-            to_index: 0,
-            to_attempt: 0,
-            epoch: 0,
-            acked: 0,
-            eos_acked: false,
-            proof: Vec::new(),
-        };
-        let auth = DataAuth(Some(Secret::new(&self.token).unwrap().data_key()));
-        h.proof = auth.prove(&nonce, &h.signed_body());
+        let mut k = H::new_from_slice(self.token.as_bytes()).unwrap();
+        k.update(b"rainstorm data plane v1");
+        let data_key = k.finalize().into_bytes();
+        let mut m = H::new_from_slice(&data_key).unwrap();
+        m.update(&nonce);
+        m.update(&h.signed_body());
+        h.proof = m.finalize().into_bytes().to_vec();
         h
     }
 }

@@ -3,7 +3,7 @@
 
 use super::record::RunState;
 use crate::model::ids::{TaskPos, WorkerId};
-use crate::protocol::control::{Route, TaskAssignment, TaskState};
+use crate::protocol::control::{Endpoint, Route, TaskAssignment, TaskState};
 use std::time::Duration;
 
 /// Something a job's core reacts to.
@@ -151,11 +151,12 @@ pub enum Action {
 }
 
 /// What the core sees of the cluster when it decides: the live workers, in the order it
-/// should prefer them (the leader: least loaded first), with their data addresses.
+/// should prefer them (the leader: least loaded first), with their data addresses and keys
+/// (a placement names, for each attempt, the key its Hellos must be signed with).
 #[derive(Clone, Debug, Default)]
 pub struct Cluster {
-    /// Live workers in preference order, with their data addresses.
-    pub workers: Vec<(WorkerId, String)>,
+    /// Live workers in preference order, with their data addresses and keys.
+    pub workers: Vec<(WorkerId, Endpoint)>,
 }
 
 impl Cluster {
@@ -164,17 +165,17 @@ impl Cluster {
         self.workers.iter().any(|(w, _)| w == worker)
     }
 
-    /// The data address of a live worker.
-    pub fn addr(&self, worker: &WorkerId) -> Option<&str> {
+    /// The data address and key of a live worker.
+    pub fn endpoint(&self, worker: &WorkerId) -> Option<&Endpoint> {
         self.workers
             .iter()
             .find(|(w, _)| w == worker)
-            .map(|(_, a)| a.as_str())
+            .map(|(_, e)| e)
     }
 
     /// The preferred live worker other than `avoid`, or `avoid` itself if it is the only
     /// one alive.
-    pub fn pick(&self, avoid: Option<&WorkerId>) -> Option<&(WorkerId, String)> {
+    pub fn pick(&self, avoid: Option<&WorkerId>) -> Option<&(WorkerId, Endpoint)> {
         self.workers
             .iter()
             .find(|(w, _)| Some(w) != avoid)

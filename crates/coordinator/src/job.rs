@@ -8,7 +8,7 @@ use super::record::{PlacedTask, RunState};
 use crate::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
 use crate::model::partition::tasks_of;
 use crate::model::spec::JobSpec;
-use crate::protocol::control::TaskState;
+use crate::protocol::control::{Endpoint, TaskState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -222,11 +222,11 @@ impl JobCore {
         &mut self,
         pos: TaskPos,
         worker: WorkerId,
-        addr: &str,
+        at: &Endpoint,
         attempt: u32,
         out: &mut Vec<Action>,
     ) {
-        self.placement.insert(pos, addr.to_string(), attempt);
+        self.placement.insert(pos, at, attempt);
         self.tasks.insert(
             pos,
             CoreTask {
@@ -294,9 +294,9 @@ impl JobCore {
         let mut next = 0;
         for stage in 0..=self.spec.sink_stage() {
             for index in 0..tasks_of(&self.spec, stage) {
-                let (w, addr) = &cluster.workers[next % cluster.workers.len()];
+                let (w, at) = &cluster.workers[next % cluster.workers.len()];
                 next += 1;
-                self.assign(TaskPos { stage, index }, w.clone(), addr, 0, out);
+                self.assign(TaskPos { stage, index }, w.clone(), at, 0, out);
             }
         }
         out.push(Action::Persist(self.run_state()));

@@ -6,7 +6,7 @@
 use crate::model::ids::{TaskKey, TaskPos};
 use crate::model::partition::{partition_into, tasks_of};
 use crate::model::spec::{Delivery, JobSpec, StageRole};
-use crate::protocol::control::{Dest, SourceReplay, TaskAssignment, TaskRole};
+use crate::protocol::control::{Dest, Endpoint, SourceReplay, TaskAssignment, TaskRole};
 use std::collections::BTreeMap;
 
 /// What happens when a task attempt fails, by delivery mode.
@@ -92,9 +92,10 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// Records that attempt `attempt` of the task at `pos` runs at `addr` (a new version).
-    pub fn insert(&mut self, pos: TaskPos, addr: String, attempt: u32) {
-        self.table.insert(pos, Dest::running(addr, attempt));
+    /// Records that attempt `attempt` of the task at `pos` runs on the worker at `at` (a new
+    /// version): its address, and the key that attempt's Hellos are signed with.
+    pub fn insert(&mut self, pos: TaskPos, at: &Endpoint, attempt: u32) {
+        self.table.insert(pos, Dest::running(at, attempt));
         self.version += 1;
     }
 

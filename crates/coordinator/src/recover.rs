@@ -59,12 +59,12 @@ impl JobCore {
             Some(t) => (Some(t.worker.clone()), t.attempt + 1),
             None => (None, 0),
         };
-        let Some((target, addr)) = cluster.pick(old.as_ref()).cloned() else {
+        let Some((target, at)) = cluster.pick(old.as_ref()).cloned() else {
             return Err(Outcome::Failed(format!(
                 "task {pos} failed and no live worker can take it"
             )));
         };
-        self.assign(pos, target.clone(), &addr, attempt, out);
+        self.assign(pos, target.clone(), &at, attempt, out);
         self.recoveries += 1;
         out.push(Action::Persist(self.run_state()));
         self.publish_routes(cluster, Some(&target), out);
@@ -94,10 +94,10 @@ impl JobCore {
             .map(|(p, t)| (*p, t.worker.clone(), t.attempt + 1))
             .collect();
         for (pos, worker, attempt) in placed {
-            let (target, addr) = match cluster.addr(&worker) {
-                Some(addr) => (worker, addr.to_string()),
+            let (target, at) = match cluster.endpoint(&worker) {
+                Some(at) => (worker, at.clone()),
                 None => match cluster.pick(Some(&worker)) {
-                    Some((w, a)) => (w.clone(), a.clone()),
+                    Some((w, at)) => (w.clone(), at.clone()),
                     None => {
                         return Err(Outcome::Failed(format!(
                             "task {pos} failed and no live worker can take it"
@@ -105,7 +105,7 @@ impl JobCore {
                     }
                 },
             };
-            self.assign(pos, target, &addr, attempt, out);
+            self.assign(pos, target, &at, attempt, out);
         }
         self.recoveries += 1;
         self.epoch += 1;

@@ -5,7 +5,8 @@ use super::record::RunState;
 use super::{Action, Cluster, CoreConfig, Input, JobCore, Outcome, Reported, Timer};
 use crate::model::ids::{JobId, TaskPos, WorkerId};
 use crate::model::spec::{Delivery, JobSpec, OperatorSpec, StageSpec};
-use crate::protocol::control::TaskState;
+use crate::protocol::auth::Identity;
+use crate::protocol::control::{Endpoint, TaskState};
 use std::time::Duration;
 
 fn spec(delivery: Delivery) -> JobSpec {
@@ -23,10 +24,15 @@ fn spec(delivery: Delivery) -> JobSpec {
 
 fn cluster(ids: &[u32]) -> Cluster {
     Cluster {
-        workers: ids
-            .iter()
-            .map(|i| (w(*i), format!("10.0.0.{i}:7100")))
-            .collect(),
+        workers: ids.iter().map(|i| (w(*i), endpoint(*i))).collect(),
+    }
+}
+
+/// Worker `i`'s data address and key.
+fn endpoint(i: u32) -> Endpoint {
+    Endpoint {
+        addr: format!("10.0.0.{i}:7100"),
+        key: Identity::from_seed([i as u8; 32]).unwrap().public(),
     }
 }
 
@@ -133,7 +139,15 @@ fn exactly_once_restarts_the_failed_task_alone_at_a_new_attempt_elsewhere() {
     }
     // The restarted task's worker gets the placement with its Start, not twice.
     match &actions[routes] {
-        Action::Routes { workers, .. } => assert!(!workers.contains(&t.worker)),
+        Action::Routes {
+            workers, routes, ..
+        } => {
+            assert!(!workers.contains(&t.worker));
+            // Receivers learn the key the new attempt's Hellos are signed with: its worker's.
+            let worker_no: u32 = t.worker.0[1..].parse().unwrap();
+            let dest = &routes.iter().find(|(q, _)| *q == p).unwrap().1;
+            assert_eq!((dest.attempt, dest.key), (1, Some(endpoint(worker_no).key)));
+        }
         other => panic!("{other:?}"),
     }
     // Other tasks keep their attempts.

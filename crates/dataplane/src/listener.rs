@@ -1,7 +1,8 @@
-//! The one data listener of a process (worker or leader), shared by all jobs for its whole life.
-//! Each accepted connection names its link in a Hello; the handler then feeds the destination
-//! task's bounded inbox and forwards the link's acks back. An unknown destination is a normal
-//! case: it is answered with a Reject, never a panic.
+//! The one data listener of a worker, shared by all jobs for its whole life. Each accepted
+//! connection names its link in a Hello signed by the sending worker's key; the handler checks
+//! that signature against the key the job's route table names for that sender attempt, then
+//! feeds the destination task's bounded inbox and forwards the link's acks back. An unknown
+//! destination is a normal case: it is answered with a Reject, never a panic.
 
 use super::inbound::{ConnCtl, Inbound, Registry};
 use super::routes::{RouteTable, Routes};
@@ -9,7 +10,7 @@ use super::transport::{Acceptor, Conn};
 use super::DataConfig;
 use crate::model::backoff::Backoff;
 use crate::model::ids::{JobId, TaskKey, TaskPos};
-use crate::protocol::auth::{nonce, DataAuth};
+use crate::protocol::auth::nonce;
 use crate::protocol::frame::{codec, Frame, Hello, MAX_FRAME, MAX_HELLO};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -45,13 +46,12 @@ impl Default for Limits {
 }
 
 /// Accepts connections until `shutdown`, then waits for every handler to finish. Each
-/// connection must prove the cluster secret (`auth`) in its Hello within
-/// `limits.hello_deadline`; at most `limits.max_conns` are served at once.
+/// connection must say Hello within `limits.hello_deadline`, signed by the key `routes` names
+/// for the sender attempt it speaks for; at most `limits.max_conns` are served at once.
 pub async fn serve(
     mut listener: impl Acceptor,
     registry: Arc<Registry>,
     routes: Arc<Routes>,
-    auth: DataAuth,
     limits: Limits,
     shutdown: CancellationToken,
 ) {
@@ -70,13 +70,12 @@ pub async fn serve(
                     };
                     let registry = registry.clone();
                     let routes = routes.clone();
-                    let auth = auth.clone();
                     let stop = shutdown.clone();
                     let span = tracing::debug_span!("data_conn", peer = %conn.peer);
                     conns.spawn(
                         async move {
                             let deadline = limits.hello_deadline;
-                            if let Err(e) = serve_conn(conn, registry, routes, auth, deadline, stop).await {
+                            if let Err(e) = serve_conn(conn, registry, routes, deadline, stop).await {
                                 debug!(error = %e, "data connection ended");
                             }
                             drop(slot);
@@ -120,14 +119,44 @@ fn stale(table: &RouteTable, from: TaskPos, attempt: u32) -> bool {
     table.get(&from).is_some_and(|d| d.attempt > attempt)
 }
 
-/// Decides whether a Hello may reach a registered task: `Err((retry, reason))` refuses it.
-/// Retry means "the receiver you name is not here yet (or you will soon learn where it is)";
-/// no retry means "you are stale: a newer attempt or epoch of you exists".
+/// Why a Hello was refused; each becomes a Reject frame.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The receiver it names is not here yet, or this worker has not yet learned where the
+    /// sender runs (it will soon be in its routes): try again.
+    Later(String),
+    /// The sender is stale: a newer attempt or epoch of it exists. Never again.
+    Stale(String),
+    /// The Hello is not signed by the key of the worker the route table names for the sender
+    /// attempt it speaks for. Never again.
+    Unauthenticated(String),
+}
+
+impl Refusal {
+    /// The Reject frame that answers it.
+    fn reject(self) -> Frame {
+        match self {
+            Refusal::Later(reason) => Frame::Reject {
+                retry: true,
+                reason,
+            },
+            Refusal::Stale(reason) | Refusal::Unauthenticated(reason) => Frame::Reject {
+                retry: false,
+                reason,
+            },
+        }
+    }
+}
+
+/// Decides whether a Hello may reach a registered task. Nothing reaches a task unless it is
+/// signed by the worker our route table names for the sender attempt, whoever holds the
+/// cluster secret.
 fn admit(
     hello: &Hello,
+    challenge: &[u8; 16],
     registered: Option<(u32, u32)>,
     table: Option<&RouteTable>,
-) -> Result<(), (bool, String)> {
+) -> Result<(), Refusal> {
     let to = TaskPos {
         stage: hello.to_stage,
         index: hello.to_index,
@@ -137,31 +166,42 @@ fn admit(
         index: hello.from_index,
     };
     if table.is_some_and(|t| stale(t, from, hello.from_attempt)) {
-        return Err((
-            false,
-            format!("attempt {} of {from} is stale", hello.from_attempt),
-        ));
+        return Err(Refusal::Stale(format!(
+            "attempt {} of {from} is stale",
+            hello.from_attempt
+        )));
     }
-    let Some((attempt, epoch)) = registered else {
-        return Err((
-            true,
-            format!("no task {to} here (not started, restarted elsewhere, or finished)"),
-        ));
+    let (Some((attempt, epoch)), Some(table)) = (registered, table) else {
+        return Err(Refusal::Later(format!(
+            "no task {to} here (not started, restarted elsewhere, or finished)"
+        )));
     };
+    let Some(sender) = table.get(&from).filter(|d| d.attempt == hello.from_attempt) else {
+        return Err(Refusal::Later(format!(
+            "attempt {} of {from} is not in this worker's routes yet",
+            hello.from_attempt
+        )));
+    };
+    let signed = sender
+        .key
+        .is_some_and(|k| k.verify_hello(challenge, &hello.signed_body(), &hello.proof));
+    if !signed {
+        return Err(Refusal::Unauthenticated(format!(
+            "authentication failed: the Hello is not signed by the worker running attempt {} of {from}",
+            hello.from_attempt
+        )));
+    }
     if hello.epoch < epoch {
-        return Err((
-            false,
-            format!("epoch {} is over (epoch {epoch} runs)", hello.epoch),
-        ));
+        return Err(Refusal::Stale(format!(
+            "epoch {} is over (epoch {epoch} runs)",
+            hello.epoch
+        )));
     }
     if hello.epoch > epoch || hello.to_attempt != attempt {
-        return Err((
-            true,
-            format!(
-                "attempt {} of {to} (epoch {}) is not here; attempt {attempt} (epoch {epoch}) is",
-                hello.to_attempt, hello.epoch
-            ),
-        ));
+        return Err(Refusal::Later(format!(
+            "attempt {} of {to} (epoch {}) is not here; attempt {attempt} (epoch {epoch}) is",
+            hello.to_attempt, hello.epoch
+        )));
     }
     Ok(())
 }
@@ -170,7 +210,6 @@ async fn serve_conn(
     conn: Conn,
     registry: Arc<Registry>,
     routes: Arc<Routes>,
-    auth: DataAuth,
     hello_deadline: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
@@ -195,16 +234,6 @@ async fn serve_conn(
     let Frame::Hello(hello) = hello else {
         return Err(ConnError::Protocol("first frame is not a Hello".into()));
     };
-    if !auth.verify(&challenge, &hello.signed_body(), &hello.proof) {
-        warn!(peer = %conn.peer, job = %hello.job, "data connection without the cluster secret refused");
-        let reject = Frame::Reject {
-            retry: false,
-            reason: "authentication failed".into(),
-        };
-        wr.send(reject.encode()).await?;
-        return Ok(());
-    }
-    rd.decoder_mut().set_max_frame_length(MAX_FRAME);
     let key = TaskKey {
         job: JobId(hello.job.clone()),
         pos: TaskPos {
@@ -216,24 +245,31 @@ async fn serve_conn(
         stage: hello.from_stage,
         index: hello.from_index,
     };
-    // Two-sided fencing: the sender must be current (our route table names no newer attempt
-    // of it) and the receiver must be exactly the attempt and epoch the sender expects.
+    // The sender must be who it says (signed by the key of the worker our route table names
+    // for its attempt) and current (no newer attempt of it in our routes); the receiver must
+    // be exactly the attempt and epoch the sender expects.
     let handle = registry.get(&key);
     let mut job_routes = routes.watch_existing(&key.job);
     let verdict = admit(
         &hello,
+        &challenge,
         handle.as_ref().map(|h| (h.attempt, h.epoch)),
         job_routes.as_ref().map(|r| r.borrow().clone()).as_ref(),
     );
     let handle = match (verdict, handle) {
         (Ok(()), Some(h)) => h,
-        (Err((retry, reason)), _) => {
-            debug!(%key, %from, retry, %reason, "link refused");
-            wr.send(Frame::Reject { retry, reason }.encode()).await?;
+        (Err(refusal), _) => {
+            if let Refusal::Unauthenticated(_) = refusal {
+                warn!(peer = %conn.peer, %key, %from, from_attempt = hello.from_attempt, "data connection refused: not signed by the worker running the sender attempt it names");
+            } else {
+                debug!(%key, %from, ?refusal, "link refused");
+            }
+            wr.send(refusal.reject().encode()).await?;
             return Ok(());
         }
         (Ok(()), None) => return Ok(()),
     };
+    rd.decoder_mut().set_max_frame_length(MAX_FRAME);
     debug!(%key, %from, from_attempt = hello.from_attempt, to_attempt = hello.to_attempt, "link connected");
     let from_index = hello.from_index;
     let from_attempt = hello.from_attempt;

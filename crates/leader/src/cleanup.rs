@@ -238,7 +238,9 @@ pub const LEADER_RESTARTED: &str = "the leader restarted while the job ran";
 /// removing the input logs of every ended job that may still have some.
 pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<Vec<super::NewJob>> {
     let workers = leader.persist.load_workers().await?;
-    lock(&leader.state).known_workers.extend(workers);
+    // An identity recorded without a key cannot be proved: its worker gets a new one.
+    let keyed = workers.into_iter().filter_map(|(id, w)| Some((id, w.key?)));
+    lock(&leader.state).known_workers.extend(keyed);
     let jobs = leader.persist.load_jobs().await?;
     let now = SystemTime::now();
     let mut leftovers = Vec::new();

@@ -12,7 +12,7 @@ use crate::coordinator::record::RunState;
 use crate::coordinator::{Action, Cluster, CoreConfig, Input, JobCore, Outcome, Timer};
 use crate::model::ids::{JobId, TaskKey};
 use crate::model::spec::JobSpec;
-use crate::protocol::control::Command;
+use crate::protocol::control::{Command, Endpoint};
 use rainstorm_store::output::SinkProgress;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -139,7 +139,14 @@ impl Executor {
         let workers = st
             .workers_by_load()
             .into_iter()
-            .filter_map(|w| st.workers.get(&w).map(|r| (w, r.data_addr.clone())))
+            .filter_map(|w| {
+                let r = st.workers.get(&w)?;
+                let at = Endpoint {
+                    addr: r.data_addr.clone(),
+                    key: r.key,
+                };
+                Some((w, at))
+            })
             .collect();
         Cluster { workers }
     }

@@ -1,6 +1,7 @@
 //! What the leader keeps on disk under `--data-dir`, so a restarted leader knows what the last
 //! one did: the lock that makes one leader the only user of the directory, the durable job
-//! counter (job ids are never reused) and the job records.
+//! counter (job ids are never reused), the job records, and the worker identities it handed
+//! out with each worker's public key (so a restarted leader lets a worker rejoin only with it).
 //!
 //! The records live behind [`JobStore`], a small synchronous trait: [`RedbJobs`] (an embedded
 //! transactional database, `DATA_DIR/leader.redb`) is the one backend today; a consensus store
@@ -9,6 +10,7 @@
 
 use crate::model::ids::{JobId, WorkerId};
 use crate::model::spec::JobSpec;
+use crate::protocol::auth::PeerKey;
 use crate::protocol::control::JobStatus;
 use anyhow::Context;
 use redb::{ReadableDatabase, ReadableTable};
@@ -56,6 +58,17 @@ pub struct StoredJob {
 
 pub use crate::coordinator::record::{PlacedTask, RunState};
 
+/// A worker identity as recorded: where it listened and the public key it registered with
+/// (the only key a rejoin under its id is accepted with).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KnownWorker {
+    /// Data address.
+    pub data_addr: String,
+    /// Its public key; none for an identity recorded before workers had keys (it can no
+    /// longer be rejoined: its worker gets a new identity).
+    pub key: Option<PeerKey>,
+}
+
 /// Durable leader state: a job counter that only grows, and job records by id. Every call is
 /// one transaction, durable when it returns.
 pub trait JobStore: Send + Sync {
@@ -68,19 +81,20 @@ pub trait JobStore: Send + Sync {
     fn remove_job(&self, id: &JobId) -> anyhow::Result<()>;
     /// Every recorded job.
     fn load_jobs(&self) -> anyhow::Result<Vec<StoredJob>>;
-    /// Records a worker identity this leader handed out (and its data address), so a
-    /// restarted leader can take the worker back under it.
-    fn put_worker(&self, id: &WorkerId, data_addr: &str) -> anyhow::Result<()>;
-    /// Every recorded worker identity and its data address.
-    fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, String)>>;
+    /// Records a worker identity this leader handed out (its data address and public key), so
+    /// a restarted leader can take the worker back under it, and only that worker.
+    fn put_worker(&self, id: &WorkerId, worker: &KnownWorker) -> anyhow::Result<()>;
+    /// Every recorded worker identity.
+    fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, KnownWorker)>>;
 }
 
 const JOBS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("jobs");
 const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
 const WORKERS: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("workers");
 
-/// [`JobStore`] in a redb database: table `jobs` (id → JSON of [`StoredJob`]) and table
-/// `meta` (counter name, `job` or `worker` → the last number handed out).
+/// [`JobStore`] in a redb database: table `jobs` (id → JSON of [`StoredJob`]), table
+/// `meta` (counter name, `job` or `worker` → the last number handed out) and table `workers`
+/// (id → JSON of [`KnownWorker`]; a plain data address in records from before worker keys).
 pub struct RedbJobs {
     db: redb::Database,
 }
@@ -141,20 +155,33 @@ impl JobStore for RedbJobs {
         Ok(out)
     }
 
-    fn put_worker(&self, id: &WorkerId, data_addr: &str) -> anyhow::Result<()> {
+    fn put_worker(&self, id: &WorkerId, worker: &KnownWorker) -> anyhow::Result<()> {
+        let text = serde_json::to_string(worker)?;
         let tx = self.db.begin_write()?;
-        tx.open_table(WORKERS)?.insert(id.0.as_str(), data_addr)?;
+        tx.open_table(WORKERS)?
+            .insert(id.0.as_str(), text.as_str())?;
         tx.commit()?;
         Ok(())
     }
 
-    fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, String)>> {
+    fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, KnownWorker)>> {
         let tx = self.db.begin_read()?;
         let table = tx.open_table(WORKERS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
             let (k, v) = row?;
-            out.push((WorkerId(k.value().to_string()), v.value().to_string()));
+            let text = v.value();
+            let worker = if text.starts_with('{') {
+                serde_json::from_str(text)
+                    .with_context(|| format!("worker record {} is unreadable", k.value()))?
+            } else {
+                // A record from before worker keys held the data address alone.
+                KnownWorker {
+                    data_addr: text.to_string(),
+                    key: None,
+                }
+            };
+            out.push((WorkerId(k.value().to_string()), worker));
         }
         Ok(out)
     }
@@ -216,12 +243,12 @@ impl Persist {
     }
 
     /// See [`JobStore::put_worker`].
-    pub async fn put_worker(&self, id: WorkerId, data_addr: String) -> anyhow::Result<()> {
-        self.blocking(move |s| s.put_worker(&id, &data_addr)).await
+    pub async fn put_worker(&self, id: WorkerId, worker: KnownWorker) -> anyhow::Result<()> {
+        self.blocking(move |s| s.put_worker(&id, &worker)).await
     }
 
     /// See [`JobStore::load_workers`].
-    pub async fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, String)>> {
+    pub async fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, KnownWorker)>> {
         self.blocking(|s| s.load_workers()).await
     }
 }
@@ -277,101 +304,4 @@ impl DirLock {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::ids::TaskPos;
-    use crate::model::spec::{Delivery, PathMode};
-    use crate::protocol::control::Dest;
-
-    fn job(id: &str, status: JobStatus) -> StoredJob {
-        StoredJob {
-            id: JobId(id.into()),
-            spec: JobSpec {
-                name: Some("t".into()),
-                delivery: Delivery::ExactlyOnce,
-                source_path: "in.txt".into(),
-                source_name: "in.txt".into(),
-                rate: 0.0,
-                sink_path: "o.txt".into(),
-                stages: vec![],
-                paths: PathMode::Store,
-                keep_logs: false,
-                autoscale: None,
-            },
-            status,
-            error: None,
-            source_tuples: 3,
-            sink_tuples: 2,
-            failures: 1,
-            recoveries: 1,
-            submitted_ms: 1000,
-            ended_ms: None,
-            cleanup_error: None,
-            logs_left: true,
-            run: Some(RunState {
-                epoch: 1,
-                version: 7,
-                tasks: vec![PlacedTask {
-                    pos: TaskPos { stage: 1, index: 0 },
-                    worker: Some(WorkerId("w2".into())),
-                    dest: Dest::running("127.0.0.1:9", 3),
-                }],
-            }),
-        }
-    }
-
-    #[test]
-    fn the_counter_and_the_records_survive_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("leader.redb");
-        {
-            let db = RedbJobs::open(&path).unwrap();
-            assert_eq!(db.next_number("job").unwrap(), 1);
-            assert_eq!(db.next_number("job").unwrap(), 2);
-            assert_eq!(db.next_number("worker").unwrap(), 1);
-            db.put_job(&job("job-1-aaaaaa", JobStatus::Running))
-                .unwrap();
-            db.put_job(&job("job-2-bbbbbb", JobStatus::Running))
-                .unwrap();
-            let mut done = job("job-1-aaaaaa", JobStatus::Succeeded);
-            done.ended_ms = Some(2000);
-            db.put_job(&done).unwrap();
-            db.remove_job(&JobId("job-2-bbbbbb".into())).unwrap();
-            db.put_worker(&WorkerId("w1".into()), "127.0.0.1:7")
-                .unwrap();
-        }
-        let db = RedbJobs::open(&path).unwrap();
-        assert_eq!(db.next_number("job").unwrap(), 3);
-        assert_eq!(db.next_number("worker").unwrap(), 2);
-        let jobs = db.load_jobs().unwrap();
-        assert_eq!(jobs.len(), 1);
-        assert_eq!(jobs[0].status, JobStatus::Succeeded);
-        assert_eq!(jobs[0].ended_ms, Some(2000));
-        assert_eq!(jobs[0], job_done_expected());
-        assert_eq!(
-            db.load_workers().unwrap(),
-            vec![(WorkerId("w1".into()), "127.0.0.1:7".to_string())]
-        );
-    }
-
-    fn job_done_expected() -> StoredJob {
-        let mut j = job("job-1-aaaaaa", JobStatus::Succeeded);
-        j.ended_ms = Some(2000);
-        j
-    }
-
-    #[test]
-    fn a_second_lock_on_the_same_dir_is_refused_naming_the_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = DirLock::acquire(dir.path()).unwrap();
-        let err = DirLock::acquire(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("in use by another leader"), "{err}");
-        assert!(
-            err.contains(&format!("pid {}", std::process::id())),
-            "{err}"
-        );
-        assert!(err.contains(&dir.path().display().to_string()), "{err}");
-        drop(first);
-        DirLock::acquire(dir.path()).unwrap();
-    }
-}
+mod tests;

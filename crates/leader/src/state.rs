@@ -6,11 +6,12 @@ use super::job::JobRec;
 use crate::coordinator::Input;
 use crate::model::ids::{JobId, TaskKey, WorkerId};
 use crate::model::spec::StageRole;
+use crate::protocol::auth::{eq_ct, PeerKey};
 use crate::protocol::control::{Command, TaskState, WorkerState};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 
 /// A worker as the leader tracks it.
@@ -33,6 +34,9 @@ pub struct WorkerRec {
     /// The key this registration proves on every later control-plane call (none in a
     /// cluster without a secret).
     pub session: Option<String>,
+    /// The worker's public key: placements name it for every attempt this worker runs, so
+    /// receivers admit links only from this worker for those attempts.
+    pub key: PeerKey,
 }
 
 /// A task as the leader tracks it (its current attempt).
@@ -127,9 +131,51 @@ pub struct State {
     pub tasks: BTreeMap<TaskKey, TaskRec>,
     /// What running jobs read and write, and uploads in progress.
     pub files: super::files::Files,
-    /// Every worker identity handed out on this data dir (durable), by id: a worker that
-    /// lost its leader rejoins under one of these.
-    pub known_workers: BTreeMap<WorkerId, String>,
+    /// Every worker identity handed out on this data dir (durable), by id, with the key that
+    /// worker registered: a worker that lost its leader rejoins under one of these, proving
+    /// that key.
+    pub known_workers: BTreeMap<WorkerId, PeerKey>,
+    /// Registration challenges handed out and not yet answered.
+    pub challenges: Challenges,
+}
+
+/// How long a registration challenge stays good.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
+
+/// Challenges kept at most; beyond, the oldest are forgotten (only callers holding the
+/// cluster secret can ask for them, but none may grow the leader's memory without bound).
+const CHALLENGES_KEPT: usize = 1024;
+
+/// Registration challenges handed out and not yet used: a registration signs one, which is
+/// then spent, so a recorded registration cannot be replayed. Each is good once, for
+/// [`CHALLENGE_TTL`].
+#[derive(Default)]
+pub struct Challenges(VecDeque<(String, Instant)>);
+
+impl Challenges {
+    /// Records a challenge handed out at `now`.
+    pub fn issue(&mut self, challenge: String, now: Instant) {
+        self.0
+            .retain(|(_, at)| now.duration_since(*at) < CHALLENGE_TTL);
+        while self.0.len() >= CHALLENGES_KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back((challenge, now));
+    }
+
+    /// Spends `challenge` if it was handed out and is still good; false otherwise.
+    pub fn take(&mut self, challenge: &str, now: Instant) -> bool {
+        let found = self.0.iter().position(|(c, at)| {
+            now.duration_since(*at) < CHALLENGE_TTL && eq_ct(c.as_bytes(), challenge.as_bytes())
+        });
+        match found {
+            Some(i) => {
+                self.0.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl State {
@@ -139,8 +185,14 @@ impl State {
     }
 
     /// Records a newly registered worker, alive and with no commands, under the id the
-    /// leader took for it (`wN`, from the durable counter).
-    pub fn add_worker(&mut self, id: WorkerId, data_addr: String, session: Option<String>) {
+    /// leader took for it (`wN`, from the durable counter), with the key it proved.
+    pub fn add_worker(
+        &mut self,
+        id: WorkerId,
+        data_addr: String,
+        key: PeerKey,
+        session: Option<String>,
+    ) {
         let rec = WorkerRec {
             data_addr,
             last_seen: Instant::now(),
@@ -150,6 +202,7 @@ impl State {
             delivered: 0,
             notify: Arc::new(Notify::new()),
             session,
+            key,
         };
         self.workers.insert(id, rec);
     }
@@ -301,47 +354,4 @@ pub fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, State> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::ids::TaskPos;
-    use crate::model::spec::{JobSpec, OperatorSpec, StageSpec};
-
-    fn jobs() -> BTreeMap<JobId, JobRec> {
-        let stage = |operator| StageSpec { tasks: 1, operator };
-        let spec = JobSpec::sample(vec![
-            stage(OperatorSpec::Builtin {
-                name: "identity".into(),
-                args: vec![],
-            }),
-            stage(OperatorSpec::Exec {
-                path: "ops/op.sh".into(),
-                args: vec![],
-            }),
-        ]);
-        let rec = JobRec::detached(spec);
-        BTreeMap::from([(JobId("job-1".into()), rec)])
-    }
-
-    fn key(stage: u32) -> TaskKey {
-        TaskKey {
-            job: JobId("job-1".into()),
-            pos: TaskPos { stage, index: 0 },
-        }
-    }
-
-    #[test]
-    fn a_forged_pid_for_a_builtin_task_or_a_pid_naming_a_group_is_ignored() {
-        let jobs = jobs();
-        // Stage 1 is a built-in: it has no process, whatever a report says.
-        assert_eq!(reported_pid(&jobs, &key(1), Some(0)), None);
-        assert_eq!(reported_pid(&jobs, &key(1), Some(4242)), None);
-        // Stage 2 runs an executable: only a pid naming one process counts.
-        for bad in [0, 1, u32::MAX, i32::MAX as u32 + 1] {
-            assert_eq!(reported_pid(&jobs, &key(2), Some(bad)), None, "{bad}");
-        }
-        assert_eq!(reported_pid(&jobs, &key(2), Some(4242)), Some(4242));
-        // Source, sink and unknown jobs have no operator process.
-        assert_eq!(reported_pid(&jobs, &key(0), Some(4242)), None);
-        assert_eq!(reported_pid(&jobs, &key(3), Some(4242)), None);
-    }
-}
+mod tests;

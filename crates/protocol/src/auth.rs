@@ -1,11 +1,13 @@
-//! The cluster secret and what is derived from it, for every door: the public API and the
-//! workers' registration take it as a bearer token; a registered worker gets its own session
-//! key, so no one can speak for another worker; data-plane connections prove it with an HMAC
-//! over the listener's fresh challenge and the whole Hello, so the secret never crosses the
-//! wire and a Hello cannot be replayed on another connection.
+//! Who may speak, at every door. The cluster secret admits: the public API and a worker's
+//! registration take it as a bearer token. Identity is per worker: each worker process makes
+//! its own Ed25519 key ([`Identity`]) and registers the public half ([`PeerKey`]), signing the
+//! leader's fresh challenge with it, so a registration can rejoin under an old worker id only
+//! with that worker's key; a registered worker gets a session key for its later control-plane
+//! calls. On the data plane a Hello is signed with the sending worker's key over the
+//! listener's fresh challenge and the whole Hello, and the receiver checks it against the key
+//! its route table names for that sender attempt: the cluster secret plays no part there, and
+//! a process that holds it but does not run the sender attempt cannot open its link.
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::fmt;
 use std::sync::Arc;
 
@@ -36,6 +38,9 @@ pub enum SecretError {
     /// The system's random source failed.
     #[error("no randomness for a secret: {0}")]
     Random(String),
+    /// A worker key could not be made from its seed.
+    #[error("making a worker key: {0}")]
+    Key(String),
 }
 
 impl Secret {
@@ -82,14 +87,6 @@ impl Secret {
     pub fn matches(&self, candidate: &str) -> bool {
         eq_ct(self.0.as_bytes(), candidate.as_bytes())
     }
-
-    /// The data plane's key, derived so that a leaked data-plane key is not the API token.
-    pub fn data_key(&self) -> DataKey {
-        DataKey(Arc::new(hmac(
-            self.0.as_bytes(),
-            &[b"rainstorm data plane v1"],
-        )))
-    }
 }
 
 /// Compares in constant time (for equal lengths).
@@ -98,14 +95,6 @@ pub fn eq_ct(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
-    for p in parts {
-        m.update(p);
-    }
-    m.finalize().into_bytes().into()
 }
 
 /// `n` random bytes as hex.
@@ -136,35 +125,158 @@ pub fn nonce() -> [u8; 16] {
     b
 }
 
-/// The data plane's key (or none: a cluster without a secret, on loopback only).
-#[derive(Clone, Default)]
-pub struct DataKey(Arc<[u8; 32]>);
+/// A worker's own signing key (Ed25519), made fresh by each worker process and never sent
+/// anywhere: the private half stays in the worker's memory, the public half ([`PeerKey`]) is
+/// registered with the leader (proving the cluster secret), recorded durably with the worker's
+/// id, and named in every route table entry of the attempts that worker runs. A data-plane
+/// Hello and a registration are signed with it, so the cluster secret alone no longer lets a
+/// process speak for a task attempt or a worker it is not.
+#[derive(Clone)]
+pub struct Identity(Arc<IdentityInner>);
 
-impl fmt::Debug for DataKey {
+struct IdentityInner {
+    pair: ring::signature::Ed25519KeyPair,
+    public: PeerKey,
+}
+
+impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DataKey(…)")
+        write!(f, "Identity({:?})", self.0.public)
     }
 }
 
-/// How data-plane connections authenticate: with a key, or not at all (no secret).
-#[derive(Clone, Debug, Default)]
-pub struct DataAuth(pub Option<DataKey>);
+/// What a Hello's signature covers besides the Hello: the purpose, so that no other signed
+/// message can pass for a Hello.
+const HELLO_CONTEXT: &[u8] = b"rainstorm data-plane hello v2\0";
 
-impl DataAuth {
-    /// The proof a sender attaches to its Hello (`body` = the Hello without its proof).
-    pub fn prove(&self, nonce: &[u8; 16], body: &[u8]) -> Vec<u8> {
-        match &self.0 {
-            Some(k) => hmac(&k.0[..], &[nonce, body]).to_vec(),
-            None => Vec::new(),
-        }
+/// What a registration's signature covers besides the claim.
+const REGISTER_CONTEXT: &[u8] = b"rainstorm worker registration v1\0";
+
+impl Identity {
+    /// A fresh key from the system's random source (a worker makes one at start-up).
+    pub fn generate() -> Result<Identity, SecretError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| SecretError::Random(e.to_string()))?;
+        Identity::from_seed(seed)
     }
 
-    /// Whether `proof` is right for this challenge and Hello.
-    pub fn verify(&self, nonce: &[u8; 16], body: &[u8], proof: &[u8]) -> bool {
-        match &self.0 {
-            Some(k) => eq_ct(&hmac(&k.0[..], &[nonce, body]), proof),
-            None => true,
+    /// The key a 32-byte seed determines (the simulation and tests use fixed seeds, so a run
+    /// replays exactly).
+    pub fn from_seed(seed: [u8; 32]) -> Result<Identity, SecretError> {
+        let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|e| SecretError::Key(e.to_string()))?;
+        let public = PeerKey::from_slice(ring::signature::KeyPair::public_key(&pair).as_ref())
+            .ok_or_else(|| SecretError::Key("an Ed25519 public key is not 32 bytes".into()))?;
+        Ok(Identity(Arc::new(IdentityInner { pair, public })))
+    }
+
+    /// The public half, which the leader records and hands to receivers in route tables.
+    pub fn public(&self) -> PeerKey {
+        self.0.public
+    }
+
+    /// The proof a sender attaches to its Hello (`body` = the Hello without its proof): a
+    /// signature over the listener's challenge and the Hello.
+    pub fn sign_hello(&self, challenge: &[u8; 16], body: &[u8]) -> Vec<u8> {
+        self.sign(&[HELLO_CONTEXT, challenge, body])
+    }
+
+    /// The proof a registration carries: a signature over the leader's challenge and the
+    /// claim (this key, the data address, the pid, and the id it rejoins as, if any).
+    pub fn sign_registration(&self, claim: &RegistrationClaim<'_>) -> Vec<u8> {
+        self.sign(&[REGISTER_CONTEXT, &claim.encode(&self.0.public)])
+    }
+
+    fn sign(&self, parts: &[&[u8]]) -> Vec<u8> {
+        self.0.pair.sign(&parts.concat()).as_ref().to_vec()
+    }
+}
+
+/// What a worker's registration claims, as its signature covers it.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistrationClaim<'a> {
+    /// The challenge the leader handed out for this registration (single use).
+    pub challenge: &'a [u8],
+    /// The worker's data address.
+    pub data_addr: &'a str,
+    /// The worker's process id.
+    pub pid: u32,
+    /// The worker id it asks to keep (a rejoin), if any.
+    pub rejoin: Option<&'a str>,
+}
+
+impl RegistrationClaim<'_> {
+    /// Length-prefixed fields, so no two claims encode alike.
+    fn encode(&self, key: &PeerKey) -> Vec<u8> {
+        let mut out = Vec::new();
+        for field in [
+            self.challenge,
+            &key.0[..],
+            self.data_addr.as_bytes(),
+            &self.pid.to_be_bytes()[..],
+            self.rejoin.unwrap_or("").as_bytes(),
+        ] {
+            out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            out.extend_from_slice(field);
         }
+        out.push(u8::from(self.rejoin.is_some()));
+        out
+    }
+}
+
+/// A worker's public key: what the leader records for a worker id and what a route table
+/// names for each task attempt, so a receiver can check that a Hello comes from the worker
+/// running the sender attempt it names. Serialized as hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey([u8; 32]);
+
+impl fmt::Debug for PeerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerKey({})", &hex::encode(self.0)[..12])
+    }
+}
+
+impl fmt::Display for PeerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl PeerKey {
+    /// The key in `bytes`, if they are 32 of them.
+    pub fn from_slice(bytes: &[u8]) -> Option<PeerKey> {
+        bytes.try_into().ok().map(PeerKey)
+    }
+
+    /// Whether `proof` is this key's signature over the challenge and the Hello.
+    pub fn verify_hello(&self, challenge: &[u8; 16], body: &[u8], proof: &[u8]) -> bool {
+        self.verify(&[HELLO_CONTEXT, challenge, body], proof)
+    }
+
+    /// Whether `proof` is this key's signature over the registration claim.
+    pub fn verify_registration(&self, claim: &RegistrationClaim<'_>, proof: &[u8]) -> bool {
+        self.verify(&[REGISTER_CONTEXT, &claim.encode(self)], proof)
+    }
+
+    fn verify(&self, parts: &[&[u8]], proof: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &self.0[..])
+            .verify(&parts.concat(), proof)
+            .is_ok()
+    }
+}
+
+impl serde::Serialize for PeerKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PeerKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        let bytes = hex::decode(&text).map_err(serde::de::Error::custom)?;
+        PeerKey::from_slice(&bytes)
+            .ok_or_else(|| serde::de::Error::custom("a worker key is 32 bytes of hex"))
     }
 }
 
@@ -173,19 +285,71 @@ mod tests {
     use super::*;
 
     #[test]
-    fn proofs_bind_the_key_the_challenge_and_the_hello() {
-        let s = Secret::new("0123456789abcdef-secret").unwrap();
-        let auth = DataAuth(Some(s.data_key()));
+    fn hello_proofs_bind_the_worker_key_the_challenge_and_the_hello() {
+        let me = Identity::from_seed([1; 32]).unwrap();
         let n = nonce();
-        let p = auth.prove(&n, b"hello");
-        assert!(auth.verify(&n, b"hello", &p));
-        assert!(!auth.verify(&nonce(), b"hello", &p), "another challenge");
-        assert!(!auth.verify(&n, b"hellO", &p), "another Hello");
-        let other = DataAuth(Some(
-            Secret::new("another-secret-of-16").unwrap().data_key(),
-        ));
-        assert!(!other.verify(&n, b"hello", &p), "another secret");
-        assert!(DataAuth(None).verify(&n, b"x", &[]));
+        let p = me.sign_hello(&n, b"hello");
+        assert!(me.public().verify_hello(&n, b"hello", &p));
+        assert!(
+            !me.public().verify_hello(&nonce(), b"hello", &p),
+            "another challenge"
+        );
+        assert!(!me.public().verify_hello(&n, b"hellO", &p), "another Hello");
+        let other = Identity::from_seed([2; 32]).unwrap();
+        assert!(
+            !other.public().verify_hello(&n, b"hello", &p),
+            "another worker"
+        );
+        assert!(
+            !me.public().verify_hello(&n, b"hello", &[0; 64]),
+            "a made-up proof"
+        );
+        assert!(!me.public().verify_hello(&n, b"hello", &[]), "no proof");
+        assert_eq!(
+            Identity::from_seed([1; 32]).unwrap().public(),
+            me.public(),
+            "a seed is one key"
+        );
+    }
+
+    #[test]
+    fn registration_proofs_bind_every_field_of_the_claim() {
+        let me = Identity::from_seed([3; 32]).unwrap();
+        let claim = RegistrationClaim {
+            challenge: b"0123456789abcdef",
+            data_addr: "127.0.0.1:7000",
+            pid: 42,
+            rejoin: Some("w1"),
+        };
+        let p = me.sign_registration(&claim);
+        assert!(me.public().verify_registration(&claim, &p));
+        for other in [
+            RegistrationClaim {
+                challenge: b"0123456789abcdeF",
+                ..claim
+            },
+            RegistrationClaim {
+                data_addr: "127.0.0.1:7001",
+                ..claim
+            },
+            RegistrationClaim { pid: 43, ..claim },
+            RegistrationClaim {
+                rejoin: Some("w2"),
+                ..claim
+            },
+            RegistrationClaim {
+                rejoin: None,
+                ..claim
+            },
+        ] {
+            assert!(!me.public().verify_registration(&other, &p), "{other:?}");
+        }
+        // A Hello signature is never a registration proof, nor the reverse.
+        assert!(!me.public().verify_hello(b"0123456789abcdef", b"", &p));
+        let key: PeerKey =
+            serde_json::from_str(&serde_json::to_string(&me.public()).unwrap()).unwrap();
+        assert_eq!(key, me.public());
+        assert!(serde_json::from_str::<PeerKey>("\"abcd\"").is_err());
     }
 
     #[test]

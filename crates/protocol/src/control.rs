@@ -1,10 +1,21 @@
 //! Messages of the control plane (leader ⇄ workers, HTTP/JSON on the leader's one address) and
 //! of the public API. Both sides compile from this one file, so they cannot drift apart.
 
+use crate::auth::PeerKey;
 use crate::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
 use crate::model::partition::Partition;
 use crate::model::spec::{Delivery, OperatorSpec, PathMode};
 use serde::{Deserialize, Serialize};
+
+/// A live worker as placement sees it: where its data listener is and the key its data
+/// connections are signed with, both from its registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Data address (`host:port`).
+    pub addr: String,
+    /// The worker's public key.
+    pub key: PeerKey,
+}
 
 /// Where one task of a job runs now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,15 +28,21 @@ pub struct Dest {
     /// restarted upstream attempt has nothing left to deliver to it (whatever it regenerates
     /// for it was delivered by an earlier attempt), so its link ends without connecting.
     pub finished: bool,
+    /// The key of the worker running this attempt: a receiver admits a link from this attempt
+    /// only if its Hello is signed with it. None (a placement recorded before keys existed):
+    /// no connection can speak for this attempt.
+    #[serde(default)]
+    pub key: Option<PeerKey>,
 }
 
 impl Dest {
-    /// Attempt `attempt` runs at `addr` and has not finished.
-    pub fn running(addr: impl Into<String>, attempt: u32) -> Self {
+    /// Attempt `attempt` runs on the worker at `at` and has not finished.
+    pub fn running(at: &Endpoint, attempt: u32) -> Self {
         Dest {
-            addr: addr.into(),
+            addr: at.addr.clone(),
             attempt,
             finished: false,
+            key: Some(at.key),
         }
     }
 
@@ -39,7 +56,7 @@ impl Dest {
 pub type Route = (TaskPos, Dest);
 
 /// Bumped whenever a control message changes incompatibly; checked at registration.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// Header naming the worker registration a worker-store request (`/internal/store`) comes
 /// from; [`SESSION_HEADER`] carries that registration's session key.
@@ -47,6 +64,14 @@ pub const WORKER_HEADER: &str = "x-rainstorm-worker";
 
 /// Header carrying the session key of the registration [`WORKER_HEADER`] names.
 pub const SESSION_HEADER: &str = "x-rainstorm-session";
+
+/// The leader's answer to `POST /internal/challenge`: a fresh value a registration signs,
+/// good for one registration within a minute.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisterChallenge {
+    /// 32 random bytes, hex.
+    pub challenge: String,
+}
 
 /// A worker asking to join.
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,6 +82,19 @@ pub struct RegisterRequest {
     pub data_addr: String,
     /// Its OS process id (for operators' eyes only).
     pub pid: u32,
+    /// The worker's public key: recorded with its id, named in the routes of the attempts it
+    /// runs, and the only key a later rejoin under this id is accepted with. (Optional only so
+    /// that a worker of another protocol version is told so, not that its request is
+    /// malformed.)
+    #[serde(default)]
+    pub key: Option<PeerKey>,
+    /// The challenge this registration answers (from `POST /internal/challenge`, hex).
+    #[serde(default)]
+    pub challenge: Option<String>,
+    /// The worker's signature over the challenge and this request's claim
+    /// (`protocol::auth::RegistrationClaim`), hex.
+    #[serde(default)]
+    pub proof: Option<String>,
     /// A worker that lost its leader (it restarted, or forgot this worker) asks to keep its
     /// identity and its running tasks.
     #[serde(default)]
@@ -64,7 +102,8 @@ pub struct RegisterRequest {
 }
 
 /// What a rejoining worker brings: the id it had and every attempt it runs or ran since its
-/// last report (an end the old leader never heard of is in here).
+/// last report (an end the old leader never heard of is in here). The request's proof must
+/// be made with the key recorded for that id, or the registration is refused (401).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Rejoin {
     /// The id it registered under before.
@@ -165,7 +204,8 @@ pub struct TaskAssignment {
     pub partition: Partition,
     /// Delivery mode.
     pub delivery: Delivery,
-    /// Current placement of the job (position, data address, attempt).
+    /// Current placement of the job (position, data address, attempt, the key of the worker
+    /// running it).
     pub routes: Vec<Route>,
     /// Version of that placement (newer wins).
     pub routes_version: u64,
@@ -238,7 +278,7 @@ pub enum Command {
     Routes {
         /// Job.
         job: JobId,
-        /// Position, data address, attempt.
+        /// Position, data address, attempt, worker key.
         routes: Vec<Route>,
         /// Version of the placement (newer wins).
         version: u64,

@@ -16,9 +16,11 @@
 //! tuples are numbered, not its batches, so dedup works tuple by tuple whatever the batching.
 //! Acks are cumulative, so a late or repeated ack is harmless.
 //!
-//! The listener speaks first, with a Challenge; the Hello carries an HMAC of that challenge and
-//! of itself under the cluster's data-plane key (`protocol::auth`), so only a holder of the
-//! secret can open a link, and a Hello cannot be replayed on another connection.
+//! The listener speaks first, with a Challenge; the Hello carries a signature of that challenge
+//! and of itself by the sending worker's own key (`protocol::auth::Identity`), which the
+//! receiver checks against the key its route table names for that sender attempt: only the
+//! worker running the sender attempt can open its link, and a Hello cannot be replayed on
+//! another connection.
 //!
 //! A Hello fences both ends: it names the exact sender attempt, the exact receiver attempt it
 //! expects and the job epoch, and the listener delivers only to that receiver attempt. It also
@@ -75,8 +77,8 @@ pub struct Hello {
     pub acked: u64,
     /// The link's end of stream is already acknowledged.
     pub eos_acked: bool,
-    /// HMAC of the listener's challenge and of this Hello (with an empty proof); empty in a
-    /// cluster without a secret.
+    /// The sending worker's Ed25519 signature of the listener's challenge and of this Hello
+    /// (with an empty proof).
     pub proof: Vec<u8>,
 }
 
@@ -117,7 +119,7 @@ pub enum Frame {
         /// The end of stream is accepted too.
         eos: bool,
     },
-    /// The listener's challenge: the Hello must prove the secret over these bytes.
+    /// The listener's challenge: the Hello must be signed over these bytes.
     Challenge([u8; 16]),
     /// The destination refuses the link (unknown or finished task).
     Reject {

@@ -29,18 +29,18 @@ pub struct TaskEnv {
     pub net: Arc<dyn Network>,
     /// In-process stand-ins for executables, by operator path (the simulation's).
     pub scripts: Scripts,
-    /// How data-plane connections prove the cluster secret.
-    pub auth: crate::protocol::auth::DataAuth,
+    /// This worker's key: every Hello its links send is signed with it.
+    pub identity: crate::protocol::auth::Identity,
 }
 
 impl TaskEnv {
     /// The environment of a real process: TCP links, no scripted operators, data-plane
-    /// connections authenticated with the cluster secret when there is one.
+    /// connections signed with the worker's key `identity`.
     pub fn new(
         cfg: DataConfig,
         store: Store,
         work_dir: PathBuf,
-        secret: Option<&crate::protocol::auth::Secret>,
+        identity: crate::protocol::auth::Identity,
     ) -> TaskEnv {
         TaskEnv {
             registry: Arc::default(),
@@ -50,7 +50,7 @@ impl TaskEnv {
             work_dir,
             net: Arc::new(crate::dataplane::transport::Tcp),
             scripts: Scripts::default(),
-            auth: crate::protocol::auth::DataAuth(secret.map(|s| s.data_key())),
+            identity,
         }
     }
 }

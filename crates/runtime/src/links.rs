@@ -68,7 +68,7 @@ pub fn spawn(
             linger: out.linger,
             done: out.done.clone(),
             net: env.net.clone(),
-            auth: env.auth.clone(),
+            identity: env.identity.clone(),
         };
         tasks.spawn(run_link(
             spec,

@@ -22,6 +22,7 @@ mod state;
 use crate::dataplane::listener;
 use crate::dataplane::DataConfig;
 use crate::model::ids::TaskKey;
+use crate::protocol::auth::Identity;
 use crate::protocol::control::TaskAssignment;
 use crate::runtime::store::Store;
 use crate::runtime::task::{TaskEnv, TaskStatus};
@@ -54,7 +55,7 @@ pub struct WorkerConfig {
     pub exec_policy: crate::runtime::fetch::ExecPolicy,
     /// Operators start as this user (`--run-as`).
     pub run_as: Option<crate::runtime::exec::RunAs>,
-    /// The cluster secret (proved at registration and on every data connection).
+    /// The cluster secret (proved at registration; the data plane uses the worker's own key).
     pub token: Option<crate::protocol::auth::Secret>,
 }
 
@@ -112,12 +113,15 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
             bound.port()
         ),
     };
+    // This process's own key, in memory only: it signs the registration and every Hello, and
+    // a rejoin under this worker's id is accepted only with it.
+    let identity = Identity::generate().context("making the worker's key")?;
     let env = TaskEnv::new(
         cfg.data.clone(),
         (cfg.store.clone())
             .unwrap_or_else(|| Store::http_with_token(&cfg.leader, cfg.token.as_ref())),
         cfg.data_dir.clone(),
-        cfg.token.as_ref(),
+        identity,
     );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -130,7 +134,6 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         bound_listener,
         env.registry.clone(),
         env.routes.clone(),
-        env.auth.clone(),
         listener::Limits::of(&cfg.data),
         net_stop.clone(),
     ));

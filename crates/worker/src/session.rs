@@ -12,8 +12,10 @@ use super::state::{Attempts, Ended, Worker};
 use super::{lock_tasks, pause};
 use crate::model::backoff::Backoff;
 use crate::model::ids::WorkerId;
+use crate::protocol::auth::RegistrationClaim;
 use crate::protocol::control::{
-    Command, RegisterRequest, RegisterResponse, Rejoin, TaskReport, TaskState, PROTOCOL_VERSION,
+    Command, RegisterChallenge, RegisterRequest, RegisterResponse, Rejoin, TaskReport, TaskState,
+    PROTOCOL_VERSION,
 };
 use crate::runtime::task::TaskEnd;
 use std::time::Duration;
@@ -21,6 +23,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
+
+/// Why one registration did not go through.
+enum Refused {
+    /// The leader refused the identity this worker claimed (401 once the secret was
+    /// accepted): a rejoin under an id recorded with another key.
+    Identity(String),
+    /// Anything else (unreachable, a spent challenge, a bad answer): try again.
+    Other(String),
+}
 
 /// What outlives a session: the attempts, the channel of their reports, and reports a
 /// session could not deliver.
@@ -87,37 +98,25 @@ impl Worker {
     }
 
     /// Registers with the leader (asking to keep an old identity if `rejoin`), retrying until
-    /// it answers or `shutdown`.
+    /// it answers or `shutdown`. A leader that refuses the old identity (it recorded another
+    /// key for that id: it was handed to another worker) gets a fresh registration instead.
     async fn register(
         &self,
         shutdown: &CancellationToken,
-        rejoin: Option<Rejoin>,
+        mut rejoin: Option<Rejoin>,
     ) -> Option<RegisterResponse> {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
-            let req = RegisterRequest {
-                version: PROTOCOL_VERSION,
-                data_addr: self.data_addr.clone(),
-                pid: std::process::id(),
-                rejoin: rejoin.as_ref().map(|r| Rejoin {
-                    worker_id: r.worker_id.clone(),
-                    tasks: r.tasks.clone(),
-                }),
-            };
-            let mut post = self
-                .http
-                .post(format!("{}/internal/register", self.cfg.leader))
-                .json(&req);
-            if let Some(t) = &self.cfg.token {
-                post = post.bearer_auth(t.expose());
-            }
-            let res = post.send().await.and_then(|r| r.error_for_status());
-            match res {
-                Ok(r) => match r.json::<RegisterResponse>().await {
-                    Ok(resp) => return Some(resp),
-                    Err(e) => warn!(error = %e, "bad registration answer"),
-                },
-                Err(e) => {
+            match self.try_register(rejoin.as_ref()).await {
+                Ok(resp) => return Some(resp),
+                Err(Refused::Identity(why)) => {
+                    if let Some(r) = rejoin.take() {
+                        warn!(worker = %r.worker_id, reason = %why, "the leader refused this worker's old identity; registering afresh");
+                        continue;
+                    }
+                    warn!(leader = %self.cfg.leader, reason = %why, "registration refused; retrying");
+                }
+                Err(Refused::Other(e)) => {
                     warn!(leader = %self.cfg.leader, error = %e, "cannot register with the leader; retrying")
                 }
             }
@@ -125,6 +124,66 @@ impl Worker {
                 return None;
             }
         }
+    }
+
+    /// One registration: a fresh challenge from the leader, then the request signed over it
+    /// with this worker's key.
+    async fn try_register(&self, rejoin: Option<&Rejoin>) -> Result<RegisterResponse, Refused> {
+        let with_secret = |req: reqwest::RequestBuilder| match &self.cfg.token {
+            Some(t) => req.bearer_auth(t.expose()),
+            None => req,
+        };
+        let challenge = with_secret(
+            self.http
+                .post(format!("{}/internal/challenge", self.cfg.leader)),
+        )
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| Refused::Other(e.to_string()))?
+        .json::<RegisterChallenge>()
+        .await
+        .map_err(|e| Refused::Other(format!("bad challenge: {e}")))?
+        .challenge;
+        let identity = &self.env.identity;
+        let pid = std::process::id();
+        let claim = RegistrationClaim {
+            challenge: challenge.as_bytes(),
+            data_addr: &self.data_addr,
+            pid,
+            rejoin: rejoin.map(|r| r.worker_id.0.as_str()),
+        };
+        let proof = hex::encode(identity.sign_registration(&claim));
+        let req = RegisterRequest {
+            version: PROTOCOL_VERSION,
+            data_addr: self.data_addr.clone(),
+            pid,
+            key: Some(identity.public()),
+            challenge: Some(challenge),
+            proof: Some(proof),
+            rejoin: rejoin.map(|r| Rejoin {
+                worker_id: r.worker_id.clone(),
+                tasks: r.tasks.clone(),
+            }),
+        };
+        let res = with_secret(
+            self.http
+                .post(format!("{}/internal/register", self.cfg.leader))
+                .json(&req),
+        )
+        .send()
+        .await
+        .map_err(|e| Refused::Other(e.to_string()))?;
+        if res.status() == reqwest::StatusCode::UNAUTHORIZED {
+            // The secret was good (the challenge came): the identity claimed was refused.
+            let why = res.text().await.unwrap_or_else(|e| e.to_string());
+            return Err(Refused::Identity(why));
+        }
+        res.error_for_status()
+            .map_err(|e| Refused::Other(e.to_string()))?
+            .json::<RegisterResponse>()
+            .await
+            .map_err(|e| Refused::Other(format!("bad registration answer: {e}")))
     }
 
     /// Runs one session; returns whether it ended because the leader forgot this worker (as

@@ -22,7 +22,8 @@ pub(super) enum Admission {
     Cancelled,
     /// The destination finished: there is nothing left to deliver to it.
     Finished,
-    /// The receiver refused this sender for good (stale attempt or epoch, or no secret).
+    /// The receiver refused this sender for good (stale attempt or epoch, or a Hello not
+    /// signed by the key its routes name for this attempt).
     Fenced(String),
 }
 
@@ -55,7 +56,7 @@ pub(super) async fn connect(
                 Ok(Ok(stream)) => {
                     let mut rd = FramedRead::new(stream.read, codec());
                     let mut wr = FramedWrite::new(stream.write, codec());
-                    // The listener speaks first: a challenge the Hello must prove the secret over.
+                    // The listener speaks first: a challenge the Hello must be signed over.
                     let challenge = tokio::select! {
                         _ = cancel.cancelled() => return Admission::Cancelled,
                         f = tokio::time::timeout(Duration::from_secs(10), rd.next()) => f,
@@ -84,7 +85,7 @@ pub(super) async fn connect(
                             eos_acked,
                             proof: Vec::new(),
                         };
-                        hello.proof = spec.auth.prove(&challenge, &hello.signed_body());
+                        hello.proof = spec.identity.sign_hello(&challenge, &hello.signed_body());
                         if wr.send(Frame::Hello(hello).encode()).await.is_ok() {
                             let mut c = Connection {
                                 rd,

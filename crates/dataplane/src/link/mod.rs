@@ -19,7 +19,7 @@ pub use run::run_link;
 use super::transport::Network;
 use crate::model::ids::{JobId, TaskPos};
 use crate::model::tuple::Tuple;
-use crate::protocol::auth::DataAuth;
+use crate::protocol::auth::Identity;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -66,8 +66,9 @@ pub struct LinkSpec {
     pub done: Option<mpsc::Sender<u32>>,
     /// How to reach the receiver.
     pub net: Arc<dyn Network>,
-    /// How to prove the cluster secret in the Hello.
-    pub auth: DataAuth,
+    /// The key of the worker running the sending attempt: the Hello is signed with it, and
+    /// the receiver admits the link only if its route table names this key for the attempt.
+    pub identity: Identity,
 }
 
 /// Bits of a sequence number below the epoch: epoch `e` numbers its tuples from `e << 40`.

@@ -1,13 +1,15 @@
-//! The workers' control plane (`/internal/*`): registration, heartbeats, task events, and the
-//! long-poll through which a worker receives its numbered commands.
+//! The workers' control plane (`/internal/*`): registration (a fresh challenge, then a request
+//! signed with the worker's own key over it), heartbeats, task events, and the long-poll
+//! through which a worker receives its numbered commands.
 
+use super::adopt::{adopt, deliver};
 use super::{bearer, error, Shared};
-use crate::coordinator::{Input, Reported};
-use crate::model::ids::{JobId, WorkerId};
-use crate::protocol::auth::{eq_ct, random_hex};
+use crate::model::ids::WorkerId;
+use crate::persist::KnownWorker;
+use crate::protocol::auth::{eq_ct, random_hex, RegistrationClaim};
 use crate::protocol::control::{
-    Command, Events, Heartbeat, Known, RegisterRequest, RegisterResponse, WorkerState,
-    PROTOCOL_VERSION, SESSION_HEADER, WORKER_HEADER,
+    Command, Events, Heartbeat, Known, RegisterChallenge, RegisterRequest, RegisterResponse,
+    WorkerState, PROTOCOL_VERSION, SESSION_HEADER, WORKER_HEADER,
 };
 use crate::state::lock;
 use crate::Leader;
@@ -17,7 +19,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -87,27 +88,49 @@ pub(super) fn store_caller(
     }
 }
 
+/// Whether a request carries the cluster secret (always, on a leader without one).
+fn has_secret(l: &Leader, headers: &HeaderMap) -> bool {
+    match &l.cfg.token {
+        Some(secret) => bearer(headers).is_some_and(|t| secret.matches(t)),
+        None => true,
+    }
+}
+
+/// What a registration without the cluster secret is told.
+const NO_SECRET: &str = "registering needs the cluster secret (--token-file or RAINSTORM_TOKEN)";
+
+/// `POST /internal/challenge`: a fresh value for one registration to sign (good once, for
+/// [`crate::state::CHALLENGE_TTL`]), so a recorded registration cannot be replayed.
+/// Only callers holding the cluster secret get one.
+pub(super) async fn challenge(State(l): Shared, headers: HeaderMap) -> Response {
+    if !has_secret(&l, &headers) {
+        return error(StatusCode::UNAUTHORIZED, NO_SECRET);
+    }
+    let challenge = match random_hex(32) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    lock(&l.state)
+        .challenges
+        .issue(challenge.clone(), Instant::now());
+    Json(RegisterChallenge { challenge }).into_response()
+}
+
+/// `POST /internal/register`: a worker joins, or rejoins under the id it had. It must carry
+/// the cluster secret, name its public key and sign a fresh challenge and its claim with the
+/// matching private key; a rejoin is accepted only with the key recorded for that id, so
+/// holding the cluster secret is not enough to become another worker (401, and the real one
+/// keeps its registration). A missing key or proof is a 401 too; an unknown, spent or expired
+/// challenge is a 409: ask for another.
 pub(super) async fn register(
     State(l): Shared,
     headers: HeaderMap,
     Json(req): Json<RegisterRequest>,
 ) -> Response {
-    if let Some(secret) = &l.cfg.token {
-        if !bearer(&headers).is_some_and(|t| secret.matches(t)) {
-            warn!(data = %req.data_addr, "a worker without the cluster secret tried to register");
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "registering needs the cluster secret (--token-file or RAINSTORM_TOKEN)",
-            );
-        }
+    if !has_secret(&l, &headers) {
+        warn!(data = %req.data_addr, "a worker without the cluster secret tried to register");
+        return error(StatusCode::UNAUTHORIZED, NO_SECRET);
     }
-    let session = match l.cfg.token {
-        Some(_) => match random_hex(32) {
-            Ok(k) => Some(k),
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        },
-        None => None,
-    };
     if req.version != PROTOCOL_VERSION {
         return error(
             StatusCode::BAD_REQUEST,
@@ -117,10 +140,68 @@ pub(super) async fn register(
             ),
         );
     }
-    // A worker that lost its leader keeps its identity if this data dir handed it out.
-    let rejoin = req
+    let (Some(key), Some(challenge), Some(proof)) = (req.key, &req.challenge, &req.proof) else {
+        warn!(data = %req.data_addr, "a registration without a worker key was refused");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "a registration names the worker's key and signs a challenge from POST /internal/challenge with it",
+        );
+    };
+    let Ok(proof) = hex::decode(proof) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the registration's proof is not hex",
+        );
+    };
+    if !lock(&l.state).challenges.take(challenge, Instant::now()) {
+        return error(
+            StatusCode::CONFLICT,
+            "unknown, spent or expired registration challenge: ask POST /internal/challenge for another",
+        );
+    }
+    let claim = RegistrationClaim {
+        challenge: challenge.as_bytes(),
+        data_addr: &req.data_addr,
+        pid: req.pid,
+        rejoin: req.rejoin.as_ref().map(|r| r.worker_id.0.as_str()),
+    };
+    if !key.verify_registration(&claim, &proof) {
+        warn!(data = %req.data_addr, "a registration not signed by the key it names was refused");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the registration is not signed by the key it names",
+        );
+    }
+    // A worker that lost its leader keeps its identity if this data dir handed it out, and
+    // only if it proves the key that identity registered with.
+    let recorded = req
         .rejoin
-        .filter(|r| lock(&l.state).known_workers.contains_key(&r.worker_id));
+        .as_ref()
+        .and_then(|r| lock(&l.state).known_workers.get(&r.worker_id).copied());
+    let rejoin = match req.rejoin {
+        Some(r) => match recorded {
+            Some(recorded) if recorded == key => Some(r),
+            Some(_) => {
+                warn!(worker = %r.worker_id, data = %req.data_addr, pid = req.pid, "a registration posing as another worker was refused");
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    format!(
+                        "not worker {}: a rejoin must be signed with the key that worker registered",
+                        r.worker_id
+                    ),
+                );
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let session = match l.cfg.token {
+        Some(_) => match random_hex(32) {
+            Ok(k) => Some(k),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        None => None,
+    };
     let id = match &rejoin {
         Some(r) => r.worker_id.clone(),
         None => match l.persist.next_worker_number().await {
@@ -128,19 +209,19 @@ pub(super) async fn register(
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
         },
     };
-    // Durable before the worker learns it: a restarted leader takes it back.
-    if let Err(e) = l
-        .persist
-        .put_worker(id.clone(), req.data_addr.clone())
-        .await
-    {
+    // Durable before the worker learns it: a restarted leader takes it back, with this key.
+    let known = KnownWorker {
+        data_addr: req.data_addr.clone(),
+        key: Some(key),
+    };
+    if let Err(e) = l.persist.put_worker(id.clone(), known).await {
         return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
     }
     let adopted = rejoin.is_some();
     let to_send = {
         let mut st = lock(&l.state);
-        st.known_workers.insert(id.clone(), req.data_addr.clone());
-        st.add_worker(id.clone(), req.data_addr.clone(), session.clone());
+        st.known_workers.insert(id.clone(), key);
+        st.add_worker(id.clone(), req.data_addr.clone(), key, session.clone());
         match rejoin {
             Some(r) => adopt(&mut st, &id, r.tasks),
             None => Vec::new(),
@@ -159,70 +240,6 @@ pub(super) async fn register(
         adopted,
     })
     .into_response()
-}
-
-/// Takes back the attempts a rejoining worker reports. Each report updates its task's record
-/// (the one place reports are applied); what follows is each job's core's decision
-/// (`Input::Rejoined`: carry on, stop a stale attempt, recover a task the worker lost, send
-/// it the placement). An attempt still running for a job that has ended is stopped here:
-/// there is no job left to decide.
-fn adopt(
-    st: &mut crate::state::State,
-    id: &WorkerId,
-    reports: Vec<crate::protocol::control::TaskReport>,
-) -> Vec<(tokio::sync::mpsc::Sender<Input>, Input)> {
-    let now = Instant::now();
-    let mut by_job: BTreeMap<JobId, Vec<Reported>> = BTreeMap::new();
-    // Every running job with a task placed on this worker hears of the rejoin, even one whose
-    // tasks the worker no longer reports (it lost them).
-    for (k, t) in st.tasks.iter() {
-        if &t.worker == id && st.driver_of(&k.job).is_some() {
-            by_job.entry(k.job.clone()).or_default();
-        }
-    }
-    for r in reports {
-        if st.driver_of(&r.key.job).is_none() {
-            if !r.state.is_terminal() {
-                let stop = Command::StopTask {
-                    key: r.key.clone(),
-                    attempt: r.attempt,
-                };
-                st.command(id, stop);
-            }
-            continue;
-        }
-        by_job.entry(r.key.job.clone()).or_default().push(Reported {
-            pos: r.key.pos,
-            attempt: r.attempt,
-            state: r.state,
-            error: r.error.clone(),
-        });
-        let key = r.key.clone();
-        // The job's core gets the end, if any, with the rejoin.
-        let _already_in_the_rejoin = st.take_report(id, r, now);
-        if let Some(t) = st.tasks.get_mut(&key) {
-            t.progressed = now;
-        }
-    }
-    by_job
-        .into_iter()
-        .filter_map(|(job, reports)| {
-            let input = Input::Rejoined {
-                worker: id.clone(),
-                reports,
-            };
-            st.driver_of(&job).map(|tx| (tx, input))
-        })
-        .collect()
-}
-
-/// Hands inputs to their jobs' drivers.
-async fn deliver(inputs: Vec<(tokio::sync::mpsc::Sender<Input>, Input)>) {
-    for (tx, input) in inputs {
-        if tx.send(input).await.is_err() {
-            warn!("task event for a job that already ended; dropped");
-        }
-    }
 }
 
 pub(super) async fn heartbeat(

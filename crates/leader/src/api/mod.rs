@@ -3,6 +3,7 @@
 //! also used by remote workers); workers: the control plane (`control`, `/internal/*`);
 //! operators: Prometheus metrics (`metrics`) and the dashboard (`leader::dashboard`).
 
+mod adopt;
 mod committed;
 mod control;
 mod jobs;
@@ -100,9 +101,11 @@ pub fn router(leader: Arc<Leader>) -> Router {
             leader.clone(),
             require_secret,
         ));
-    // The control plane checks its callers itself: registration proves the secret, and
-    // every later call proves the key that registration handed out.
+    // The control plane checks its callers itself: registration proves the secret and the
+    // worker's own key (over a fresh challenge), and every later call proves the session key
+    // that registration handed out.
     let internal = Router::new()
+        .route("/internal/challenge", post(control::challenge))
         .route("/internal/register", post(control::register))
         .route("/internal/heartbeat", post(control::heartbeat))
         .route("/internal/events", post(control::events))

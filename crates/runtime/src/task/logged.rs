@@ -230,7 +230,7 @@ mod tests {
             work_dir: std::env::temp_dir(),
             net: Arc::new(Tcp),
             scripts: Default::default(),
-            auth: Default::default(),
+            identity: crate::protocol::auth::Identity::from_seed([5; 32]).unwrap(),
         }
     }
 

@@ -143,6 +143,8 @@ pub async fn run_task(
         return settle(&status, end);
     }
     let key = a.key.clone();
+    // The routes first: the listener admits a link only from a sender attempt they name.
+    env.routes.set_many(&key.job, a.routes_version, &a.routes);
     let Some((inbox, acks, registration)) =
         env.registry
             .register(key.clone(), a.attempt, a.epoch, env.cfg.queue_batches)
@@ -150,7 +152,6 @@ pub async fn run_task(
         let why = "a newer attempt of this task is already registered here".to_string();
         return settle(&status, TaskEnd::Failed(why));
     };
-    env.routes.set_many(&key.job, a.routes_version, &a.routes);
     let (router, mut links) = links::spawn(
         &env,
         Outgoing {

@@ -5,7 +5,8 @@ use crate::link::OutBatch;
 use crate::model::ids::JobId;
 use crate::model::ids::TaskPos;
 use crate::model::tuple::Tuple;
-use crate::protocol::auth::DataAuth;
+use crate::protocol::auth::Identity;
+use crate::protocol::control::Endpoint;
 use crate::protocol::frame::{codec, Hello};
 use crate::routes::Dest;
 use crate::transport::{Conn, ConnRead, ConnWrite, Network};
@@ -14,6 +15,15 @@ use futures::SinkExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+/// Where the receiver runs (these tests play it: its key signs nothing).
+fn receiver() -> Dest {
+    let at = Endpoint {
+        addr: "r:1".into(),
+        key: Identity::from_seed([2; 32]).unwrap().public(),
+    };
+    Dest::running(&at, 0)
+}
 
 /// A network whose every connection lands in a channel the test reads as the receiver.
 struct Loopback(mpsc::UnboundedSender<Conn>);
@@ -102,14 +112,14 @@ fn start(
         linger: false,
         done: None,
         net: Arc::new(Loopback(conn_tx)),
-        auth: DataAuth::default(),
+        identity: Identity::from_seed([1; 32]).unwrap(),
     };
     let cfg = DataConfig {
         window_bytes: window,
         ..DataConfig::default()
     };
     let (tx, rx) = mpsc::channel(queue);
-    let (routes_tx, routes) = watch::channel(HashMap::from([(to, Dest::running("r:1", 0))]));
+    let (routes_tx, routes) = watch::channel(HashMap::from([(to, receiver())]));
     let link = tokio::spawn(run_link(spec, cfg, rx, routes, CancellationToken::new()));
     (tx, Receiver { conns }, link, routes_tx)
 }
@@ -271,7 +281,7 @@ async fn a_link_to_a_finished_task_drains_and_ends() {
         to,
         Dest {
             finished: true,
-            ..Dest::running("r:1", 0)
+            ..receiver()
         },
     )]));
     // Regenerated output keeps coming; none of it goes anywhere, and End ends the link.

@@ -1,0 +1,134 @@
+//! Unit tests of `persist`.
+
+use super::*;
+use crate::model::ids::TaskPos;
+use crate::model::spec::{Delivery, PathMode};
+use crate::protocol::auth::Identity;
+use crate::protocol::control::{Dest, Endpoint};
+
+fn key() -> PeerKey {
+    Identity::from_seed([4; 32]).unwrap().public()
+}
+
+fn job(id: &str, status: JobStatus) -> StoredJob {
+    StoredJob {
+        id: JobId(id.into()),
+        spec: JobSpec {
+            name: Some("t".into()),
+            delivery: Delivery::ExactlyOnce,
+            source_path: "in.txt".into(),
+            source_name: "in.txt".into(),
+            rate: 0.0,
+            sink_path: "o.txt".into(),
+            stages: vec![],
+            paths: PathMode::Store,
+            keep_logs: false,
+            autoscale: None,
+        },
+        status,
+        error: None,
+        source_tuples: 3,
+        sink_tuples: 2,
+        failures: 1,
+        recoveries: 1,
+        submitted_ms: 1000,
+        ended_ms: None,
+        cleanup_error: None,
+        logs_left: true,
+        run: Some(RunState {
+            epoch: 1,
+            version: 7,
+            tasks: vec![PlacedTask {
+                pos: TaskPos { stage: 1, index: 0 },
+                worker: Some(WorkerId("w2".into())),
+                dest: Dest::running(
+                    &Endpoint {
+                        addr: "127.0.0.1:9".into(),
+                        key: key(),
+                    },
+                    3,
+                ),
+            }],
+        }),
+    }
+}
+
+#[test]
+fn the_counter_and_the_records_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leader.redb");
+    {
+        let db = RedbJobs::open(&path).unwrap();
+        assert_eq!(db.next_number("job").unwrap(), 1);
+        assert_eq!(db.next_number("job").unwrap(), 2);
+        assert_eq!(db.next_number("worker").unwrap(), 1);
+        db.put_job(&job("job-1-aaaaaa", JobStatus::Running))
+            .unwrap();
+        db.put_job(&job("job-2-bbbbbb", JobStatus::Running))
+            .unwrap();
+        let mut done = job("job-1-aaaaaa", JobStatus::Succeeded);
+        done.ended_ms = Some(2000);
+        db.put_job(&done).unwrap();
+        db.remove_job(&JobId("job-2-bbbbbb".into())).unwrap();
+        let w1 = KnownWorker {
+            data_addr: "127.0.0.1:7".into(),
+            key: Some(key()),
+        };
+        db.put_worker(&WorkerId("w1".into()), &w1).unwrap();
+        // A record from before worker keys: its address alone.
+        let tx = db.db.begin_write().unwrap();
+        tx.open_table(WORKERS)
+            .unwrap()
+            .insert("w0", "127.0.0.1:6")
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let db = RedbJobs::open(&path).unwrap();
+    assert_eq!(db.next_number("job").unwrap(), 3);
+    assert_eq!(db.next_number("worker").unwrap(), 2);
+    let jobs = db.load_jobs().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].status, JobStatus::Succeeded);
+    assert_eq!(jobs[0].ended_ms, Some(2000));
+    assert_eq!(jobs[0], job_done_expected());
+    assert_eq!(
+        db.load_workers().unwrap(),
+        vec![
+            (
+                WorkerId("w0".into()),
+                KnownWorker {
+                    data_addr: "127.0.0.1:6".into(),
+                    key: None
+                }
+            ),
+            (
+                WorkerId("w1".into()),
+                KnownWorker {
+                    data_addr: "127.0.0.1:7".into(),
+                    key: Some(key())
+                }
+            )
+        ]
+    );
+}
+
+fn job_done_expected() -> StoredJob {
+    let mut j = job("job-1-aaaaaa", JobStatus::Succeeded);
+    j.ended_ms = Some(2000);
+    j
+}
+
+#[test]
+fn a_second_lock_on_the_same_dir_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = DirLock::acquire(dir.path()).unwrap();
+    let err = DirLock::acquire(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("in use by another leader"), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    drop(first);
+    DirLock::acquire(dir.path()).unwrap();
+}

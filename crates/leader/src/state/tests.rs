@@ -1,0 +1,62 @@
+//! Unit tests of `state`.
+
+use super::*;
+use crate::model::ids::TaskPos;
+use crate::model::spec::{JobSpec, OperatorSpec, StageSpec};
+
+fn jobs() -> BTreeMap<JobId, JobRec> {
+    let stage = |operator| StageSpec { tasks: 1, operator };
+    let spec = JobSpec::sample(vec![
+        stage(OperatorSpec::Builtin {
+            name: "identity".into(),
+            args: vec![],
+        }),
+        stage(OperatorSpec::Exec {
+            path: "ops/op.sh".into(),
+            args: vec![],
+        }),
+    ]);
+    let rec = JobRec::detached(spec);
+    BTreeMap::from([(JobId("job-1".into()), rec)])
+}
+
+fn key(stage: u32) -> TaskKey {
+    TaskKey {
+        job: JobId("job-1".into()),
+        pos: TaskPos { stage, index: 0 },
+    }
+}
+
+#[test]
+fn a_forged_pid_for_a_builtin_task_or_a_pid_naming_a_group_is_ignored() {
+    let jobs = jobs();
+    // Stage 1 is a built-in: it has no process, whatever a report says.
+    assert_eq!(reported_pid(&jobs, &key(1), Some(0)), None);
+    assert_eq!(reported_pid(&jobs, &key(1), Some(4242)), None);
+    // Stage 2 runs an executable: only a pid naming one process counts.
+    for bad in [0, 1, u32::MAX, i32::MAX as u32 + 1] {
+        assert_eq!(reported_pid(&jobs, &key(2), Some(bad)), None, "{bad}");
+    }
+    assert_eq!(reported_pid(&jobs, &key(2), Some(4242)), Some(4242));
+    // Source, sink and unknown jobs have no operator process.
+    assert_eq!(reported_pid(&jobs, &key(0), Some(4242)), None);
+    assert_eq!(reported_pid(&jobs, &key(3), Some(4242)), None);
+}
+
+#[test]
+fn a_registration_challenge_is_good_once_and_only_for_a_while() {
+    let mut c = Challenges::default();
+    let t0 = Instant::now();
+    c.issue("aa".into(), t0);
+    c.issue("bb".into(), t0);
+    assert!(!c.take("cc", t0), "never handed out");
+    assert!(c.take("aa", t0));
+    assert!(!c.take("aa", t0), "spent");
+    assert!(!c.take("bb", t0 + CHALLENGE_TTL), "expired");
+    for i in 0..CHALLENGES_KEPT + 10 {
+        c.issue(format!("{i}"), t0);
+    }
+    assert!(c.0.len() <= CHALLENGES_KEPT, "bounded");
+    assert!(!c.take("0", t0), "the oldest were forgotten");
+    assert!(c.take(&format!("{}", CHALLENGES_KEPT + 9), t0));
+}
