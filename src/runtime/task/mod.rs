@@ -27,7 +27,7 @@ use crate::dataplane::DataConfig;
 use crate::model::spec::{Delivery, OperatorSpec};
 use crate::protocol::control::{TaskAssignment, TaskRole, TaskState};
 use crate::runtime::builtin::Builtin;
-use crate::runtime::exec::{ExecOperator, Scripts};
+use crate::runtime::exec::{ExecOperator, Launch, OsLauncher};
 use crate::runtime::links::{self, Outgoing};
 use crate::runtime::log::{decode_segment, recover_lineage, LogError, LogRecord};
 use crate::runtime::sink::write_output;
@@ -128,14 +128,15 @@ pub struct TaskEnv {
     pub work_dir: PathBuf,
     /// How links reach other processes.
     pub net: Arc<dyn Network>,
-    /// In-process stand-ins for executables, by operator path (the simulation's).
-    pub scripts: Scripts,
+    /// What starts executable operators: OS processes ([`OsLauncher`]) in a real process; the
+    /// simulation's in-process stand-ins in its own.
+    pub launcher: Arc<dyn Launch>,
     /// How data-plane connections prove the cluster secret.
     pub auth: crate::protocol::auth::DataAuth,
 }
 
 impl TaskEnv {
-    /// The environment of a real process: TCP links, no scripted operators, data-plane
+    /// The environment of a real process: TCP links, operators as OS processes, data-plane
     /// connections authenticated with the cluster secret when there is one.
     pub fn new(
         cfg: DataConfig,
@@ -150,7 +151,7 @@ impl TaskEnv {
             store,
             work_dir,
             net: Arc::new(crate::dataplane::transport::Tcp),
-            scripts: Scripts::default(),
+            launcher: Arc::new(OsLauncher),
             auth: crate::protocol::auth::DataAuth(secret.map(|s| s.data_key())),
         }
     }
@@ -220,15 +221,17 @@ pub async fn run_task(
         TaskRole::Source { .. } => Err("a source is not an operator".to_string()),
         TaskRole::Operator {
             operator: OperatorSpec::Exec { path, args },
-        } => match (env.scripts.get(path), exec_path) {
-            (Some(script), _) => Ok(Operator::Exec(ExecOperator::scripted(script, router))),
-            (None, Some(p)) => ExecOperator::spawn(&p, args, router)
-                .map(|op| {
+        } => match exec_path {
+            Some(p) => env
+                .launcher
+                .launch(&p, args)
+                .map(|launched| {
+                    let op = ExecOperator::start(launched, router);
                     status.set_pid(op.pid());
                     Operator::Exec(op)
                 })
                 .map_err(|e| e.to_string()),
-            (None, None) => Err(format!("operator {path} is not available on this worker")),
+            None => Err(format!("operator {path} is not available on this worker")),
         },
     };
     let outcome = match op {
