@@ -1,8 +1,9 @@
 //! Deterministic simulation of the data plane and the recovery protocol.
 //!
 //! One seed = one run of a job, in one thread, on tokio's paused clock: the real tasks — the
-//! source (stage 0), the operators (built-ins and scripted stand-ins for executables, run
-//! through the same executable-operator code) and the sink (stage K+1), all started on worker
+//! source (stage 0), the operators (built-ins, and for executables scripted stand-ins that the
+//! hosts' operator factory starts on in-memory pipes (`sim/operators.rs`), run through the
+//! real executable-operator code) and the sink (stage K+1), all started on worker
 //! hosts by `run_task` with the leader's `assignment` — their links, listeners, acceptance
 //! rule and input logs (an in-memory store that can fail writes and, in most seeds, takes
 //! virtual time per operation so other tasks run between a caller's store operations; the
@@ -35,6 +36,7 @@
 
 mod sim {
     pub mod net;
+    pub mod operators;
     pub mod rng;
 }
 #[path = "support/faulty_store.rs"]
@@ -55,14 +57,16 @@ use rainstorm::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpe
 use rainstorm::model::tuple::Tuple;
 use rainstorm::protocol::auth::Identity;
 use rainstorm::protocol::control::{Endpoint, TaskAssignment, TaskState};
-use rainstorm::runtime::exec::{ScriptFn, Scripts};
+use rainstorm::runtime::exec::Launch;
 use rainstorm::runtime::log::committed_lineage;
 use rainstorm::runtime::sink::segment_text;
 use rainstorm::runtime::store::Store;
 use rainstorm::runtime::task::{run_task, TaskEnd, TaskEnv, TaskStatus};
 use sim::net::SimNet;
+use sim::operators::{ScriptFn, StandIns};
 use sim::rng::Rng;
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,7 +87,7 @@ enum Pipeline {
     CountEven,
 }
 
-fn scripts() -> Scripts {
+fn scripts() -> StandIns {
     let mut m: HashMap<String, ScriptFn> = HashMap::new();
     m.insert(
         "keep".into(),
@@ -122,7 +126,7 @@ fn scripts() -> Scripts {
             })
         }),
     );
-    Scripts::new(m)
+    StandIns::new(m)
 }
 
 fn exec(path: &str) -> OperatorSpec {
@@ -486,9 +490,12 @@ impl Sim {
         let c = cancel.clone();
         let status = Arc::new(TaskStatus::default());
         let st = status.clone();
+        // A worker resolves an executable to a local path; here to its name, which the
+        // hosts' launcher knows its stand-in by.
+        let exec_path = a.role.exec().map(PathBuf::from);
         let handle = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_micros(delay)).await;
-            let end = run_task(env, a, None, st, c).await;
+            let end = run_task(env, a, exec_path, st, c).await;
             let _ = events.send((host, pos, attempt, end));
         });
         self.running.insert(
@@ -886,7 +893,8 @@ async fn run_seed(seed: u64) -> SeedResult {
         log_linger_us: rng.below(1000) as usize,
         ..DataConfig::default()
     };
-    let scripts = scripts();
+    // Every worker starts executables as the same stand-ins (a fresh one per attempt).
+    let launcher: Arc<dyn Launch> = Arc::new(scripts());
     // Every worker signs its Hellos with a key of its own and every listener checks them
     // against the keys the routes name, as in a real cluster (fixed per seed and host, so a
     // seed replays exactly).
@@ -914,7 +922,7 @@ async fn run_seed(seed: u64) -> SeedResult {
             store: store.clone(),
             work_dir: std::env::temp_dir(),
             net: net.host(&name),
-            scripts: scripts.clone(),
+            launcher: launcher.clone(),
             identity: identity(i),
         };
         if i != LEADER {

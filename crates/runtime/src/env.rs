@@ -7,7 +7,7 @@ use crate::dataplane::inbound::Registry;
 use crate::dataplane::routes::Routes;
 use crate::dataplane::transport::Network;
 use crate::dataplane::DataConfig;
-use crate::exec::Scripts;
+use crate::exec::{Launch, OsLauncher};
 use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,14 +27,15 @@ pub struct TaskEnv {
     pub work_dir: PathBuf,
     /// How links reach other processes.
     pub net: Arc<dyn Network>,
-    /// In-process stand-ins for executables, by operator path (the simulation's).
-    pub scripts: Scripts,
+    /// What starts executable operators: OS processes ([`OsLauncher`]) in a real process; the
+    /// simulation's in-process stand-ins in its own.
+    pub launcher: Arc<dyn Launch>,
     /// This worker's key: every Hello its links send is signed with it.
     pub identity: crate::protocol::auth::Identity,
 }
 
 impl TaskEnv {
-    /// The environment of a real process: TCP links, no scripted operators, data-plane
+    /// The environment of a real process: TCP links, operators as OS processes, data-plane
     /// connections signed with the worker's key `identity`.
     pub fn new(
         cfg: DataConfig,
@@ -49,7 +50,7 @@ impl TaskEnv {
             store,
             work_dir,
             net: Arc::new(crate::dataplane::transport::Tcp),
-            scripts: Scripts::default(),
+            launcher: Arc::new(OsLauncher),
             identity,
         }
     }

@@ -11,8 +11,9 @@
 //! Exiting non-zero or by a signal is a failure. (The same rule holds at any input size: it
 //! does not matter whether the unread input still fitted in the pipe.)
 //!
-//! The simulation runs scripted stand-ins through this same code: an in-process task on
-//! in-memory pipes in place of the child process.
+//! **Where the process comes from.** A [`Launch`] factory starts it: a worker's is
+//! [`OsLauncher`] (the OS child described below); the simulation's (`tests/sim`) runs
+//! in-process stand-ins on in-memory pipes, through this same operator code.
 //!
 //! **One process group per operator.** Each child starts in a group of its own, and the whole
 //! group is SIGKILLed as soon as the child has exited (its task finished or failed) or when the
@@ -24,28 +25,30 @@
 //! that user ([`RunAs`]: its uid, its primary group and its supplementary groups), after
 //! joining its new process group and before `exec`.
 //!
-//! The parts: `operator` (the running operator: feeding, failure, finish, abort), `process`
-//! (the child in a process group of its own, or a scripted task in its place), `reader` (the
-//! output half of the line protocol), `scripted` (the simulation's stand-ins), `run_as` (the
-//! identity operators run under).
+//! The parts: `launch` (the factory and the process as the operator sees it), `operator` (the
+//! running operator: feeding, failure, finish, abort), `process` (the OS child in a process
+//! group of its own), `reader` (the output half of the line protocol), `run_as` (the identity
+//! operators run under), `orphans` (processes an operator detached).
 
+mod launch;
 mod operator;
 mod orphans;
 mod process;
 mod reader;
 mod run_as;
-mod scripted;
 
+pub use launch::{Launch, Launched, OperatorProcess};
 pub use operator::ExecOperator;
 pub use orphans::adopt_orphans;
+pub use process::OsLauncher;
 pub use run_as::{run_operators_as, RunAs};
-pub use scripted::{ScriptFn, Scripts};
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-/// Capacity of the buffers on an operator's pipes.
-pub(crate) const PIPE_BUF: usize = 256 * 1024;
+/// Capacity of the buffers on an operator's pipes (the task's stdin writer, the output
+/// reader); public so that a [`Launch`] with in-memory pipes can size them alike.
+pub const PIPE_BUF: usize = 256 * 1024;
 
 /// Why an executable operator stopped working.
 #[derive(Debug, thiserror::Error)]

@@ -1,29 +1,26 @@
 //! The running executable operator: what a task feeds, watches for failure, finishes or
-//! aborts. It owns the process, its group and its output reader, and makes sure each is
-//! always waited for or killed, whichever way the attempt ends.
+//! aborts. It owns the process (from whichever [`Launch`](super::Launch) started it) and its
+//! output reader, and makes sure each is always waited for or killed, whichever way the
+//! attempt ends.
 
-use super::process::{kill_group, spawn_child, Proc};
+use super::launch::{Launched, OperatorProcess};
 use super::reader::spawn_reader;
-use super::scripted::{self, ScriptFn};
 use super::{describe_exit, ExecError, PIPE_BUF};
 use crate::dataplane::router::{Closed, Router};
 use crate::model::tuple::Tuple;
 use crate::protocol::line::encode_line;
-use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::task::JoinHandle;
 
 /// A running operator process.
 pub struct ExecOperator {
-    /// The process (or the scripted task in its place).
-    child: Proc,
-    /// Its process id (0: a scripted task).
+    /// The process (it ends whatever it left behind once it has exited or is killed).
+    child: Box<dyn OperatorProcess>,
+    /// Its process id (0: not an OS process).
     pid: u32,
-    /// The operator's process group, until it has been killed (0: none).
-    group: u32,
     /// Its stdin, until closed or the process finished early.
     stdin: Option<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>,
     /// The output reader, until joined or aborted.
@@ -39,40 +36,18 @@ pub struct ExecOperator {
 }
 
 impl ExecOperator {
-    /// Starts `path args…` with piped stdin/stdout; stderr goes to the worker's stderr. The
-    /// child gets SIGKILL if the worker dies (so a killed worker leaves no orphans).
-    pub fn spawn(path: &Path, args: &[String], router: Router) -> Result<ExecOperator, ExecError> {
-        let (child, pid, stdin, stdout) = spawn_child(path, args)?;
-        Ok(ExecOperator::start(
-            Proc::Os(child, pid),
-            pid,
-            Box::new(stdin),
+    /// The operator around a freshly launched process: its output reader runs from here on.
+    pub fn start(launched: Launched, router: Router) -> ExecOperator {
+        let Launched {
+            process,
+            stdin,
             stdout,
-            router,
-        ))
-    }
-
-    /// Runs a scripted stand-in on in-memory pipes (the simulation's executables).
-    pub fn scripted(script: ScriptFn, router: Router) -> ExecOperator {
-        let (child, stdin, stdout) = scripted::start(script);
-        ExecOperator::start(child, 0, Box::new(stdin), stdout, router)
-    }
-
-    /// The operator around a started process `pid` (0: none; also its process group): its
-    /// output reader is running from here on.
-    fn start(
-        child: Proc,
-        pid: u32,
-        stdin: Box<dyn AsyncWrite + Send + Unpin>,
-        stdout: impl AsyncRead + Send + Unpin + 'static,
-        router: Router,
-    ) -> ExecOperator {
+        } = launched;
         let current_emit = Arc::new(AtomicU64::new(0));
         let reader = spawn_reader(stdout, router, current_emit.clone());
         ExecOperator {
-            child,
-            pid,
-            group: pid,
+            pid: process.pid(),
+            child: process,
             stdin: Some(BufWriter::with_capacity(PIPE_BUF, stdin)),
             reader: Some(reader),
             router: None,
@@ -87,16 +62,10 @@ impl ExecOperator {
         self.pid
     }
 
-    /// Kills what is left of the operator's process group (once).
-    fn end_group(&mut self) {
-        kill_group(std::mem::take(&mut self.group));
-    }
-
     /// Stdin failed: the process is gone. Exit 0 means it finished early (not an error);
     /// anything else is a failure.
     async fn stdin_failed(&mut self) -> Result<(), ExecError> {
         let status = self.child.wait().await;
-        self.end_group();
         match status {
             Ok(status) if status.success() => {
                 self.finished_early();
@@ -185,7 +154,6 @@ impl ExecOperator {
                 }
                 Ev::Exit(st) => st,
             };
-            self.end_group();
             match status {
                 Ok(status) if status.success() => self.finished_early(),
                 Ok(status) => {
@@ -210,10 +178,10 @@ impl ExecOperator {
             }
             drop(stdin);
         }
-        // The exit ends the output: the rest of its group goes with it, so a helper left
-        // holding stdout open cannot keep the reader (and the task) waiting.
+        // The exit ends the output: whatever the process left behind goes with it (its
+        // group), so a helper left holding stdout open cannot keep the reader (and the task)
+        // waiting.
         let status = self.child.wait().await;
-        self.end_group();
         let routed = match (self.reader.take(), self.router.take()) {
             (Some(r), _) => match r.await {
                 Ok(res) => res.map_err(|e| match e {
@@ -245,7 +213,6 @@ impl ExecOperator {
                 }
             }
         }
-        self.end_group();
         if let Err(e) = self.child.kill().await {
             tracing::debug!(pid = self.pid, error = %e, "kill of operator failed (already gone?)");
         }
@@ -257,7 +224,6 @@ impl Drop for ExecOperator {
         if let Some(r) = self.reader.take() {
             r.abort();
         }
-        // `kill_on_drop` kills the child; its group goes too.
-        self.end_group();
+        // The process ends as it is dropped (an OS child with its group).
     }
 }

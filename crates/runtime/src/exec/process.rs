@@ -1,74 +1,90 @@
-//! The process behind an operator and its process group: starting the OS child (in a group of
-//! its own, under the worker's `--run-as` identity, killed if the worker dies), waiting for it,
-//! killing it, and SIGKILLing whatever is left of its group. The simulation's scripted task
-//! stands in for the child behind the same interface.
+//! The worker's operator processes: [`OsLauncher`] starts the OS child (in a group of its own,
+//! under the worker's `--run-as` identity, killed if the worker dies); [`OsProcess`] waits for
+//! it, kills it, and SIGKILLs whatever is left of its group once it has exited, is killed or
+//! is dropped.
 
+use super::launch::{Launch, Launched, OperatorProcess};
 use super::{run_as, ExecError};
-use std::os::unix::process::ExitStatusExt;
+use futures::future::BoxFuture;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::task::JoinHandle;
 
-/// The process behind an operator: an OS child, or a scripted task.
-pub(super) enum Proc {
-    /// A child process, and its pid (kept: the child forgets it once reaped).
-    Os(Child, u32),
-    /// The task while it runs, then its exit code.
-    Scripted(Option<JoinHandle<()>>, i32),
+/// The worker's operator factory: each operator an OS child process (see [`spawn_child`]).
+/// The default of every `TaskEnv`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OsLauncher;
+
+impl Launch for OsLauncher {
+    fn launch(&self, path: &Path, args: &[String]) -> Result<Launched, ExecError> {
+        let (child, pid, stdin, stdout) = spawn_child(path, args)?;
+        Ok(Launched {
+            process: Box::new(OsProcess {
+                child,
+                pid,
+                group: pid,
+            }),
+            stdin: Box::new(stdin),
+            stdout: Box::new(stdout),
+        })
+    }
 }
 
-impl Proc {
-    /// Waits for the exit; cancel-safe (a wait dropped midway loses nothing), and once it has
-    /// returned it returns the same status again.
-    pub(super) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        match self {
-            Proc::Os(c, pid) => {
-                let status = c.wait().await;
-                if status.is_ok() {
-                    super::orphans::reaped(*pid);
-                }
-                status
-            }
-            Proc::Scripted(h, code) => {
-                if let Some(task) = h.as_mut() {
-                    *code = match task.await {
-                        Ok(()) => 0,
-                        Err(_) => 9,
-                    };
-                    *h = None;
-                }
-                Ok(ExitStatus::from_raw(*code))
-            }
-        }
+/// An operator's OS child and its process group.
+struct OsProcess {
+    /// The child (`kill_on_drop`).
+    child: Child,
+    /// Its pid (kept: the child forgets it once reaped).
+    pid: u32,
+    /// Its process group, until it has been killed (0: none).
+    group: u32,
+}
+
+impl OsProcess {
+    /// Kills what is left of the process group (once): a helper the operator left behind
+    /// neither holds its output open nor outlives it.
+    fn end_group(&mut self) {
+        kill_group(std::mem::take(&mut self.group));
+    }
+}
+
+impl OperatorProcess for OsProcess {
+    fn pid(&self) -> u32 {
+        self.pid
     }
 
-    /// Kills the process (or aborts the scripted task) and reaps it.
-    pub(super) async fn kill(&mut self) -> std::io::Result<()> {
-        match self {
-            Proc::Os(c, pid) => {
-                c.kill().await?;
-                super::orphans::reaped(*pid);
-                Ok(())
+    fn wait(&mut self) -> BoxFuture<'_, std::io::Result<ExitStatus>> {
+        Box::pin(async move {
+            let status = self.child.wait().await;
+            if status.is_ok() {
+                super::orphans::reaped(self.pid);
             }
-            Proc::Scripted(h, _) => {
-                if let Some(h) = h.take() {
-                    h.abort();
-                    if let Err(e) = h.await {
-                        if !e.is_cancelled() {
-                            tracing::warn!(error = %e, "scripted operator panicked");
-                        }
-                    }
-                }
-                Ok(())
-            }
-        }
+            // The exit ends the output: the rest of its group goes with it.
+            self.end_group();
+            status
+        })
+    }
+
+    fn kill(&mut self) -> BoxFuture<'_, std::io::Result<()>> {
+        Box::pin(async move {
+            self.end_group();
+            self.child.kill().await?;
+            super::orphans::reaped(self.pid);
+            Ok(())
+        })
+    }
+}
+
+impl Drop for OsProcess {
+    fn drop(&mut self) {
+        // `kill_on_drop` kills the child; its group goes too.
+        self.end_group();
     }
 }
 
 /// SIGKILLs process group `pgid` (never 0 or 1, which would mean this process's own group or
 /// every process).
-pub(super) fn kill_group(pgid: u32) {
+fn kill_group(pgid: u32) {
     if pgid <= 1 || pgid > i32::MAX as u32 {
         return;
     }
@@ -112,7 +128,7 @@ pub(super) fn operator_env(
 /// Starts `path args…` in a process group of its own, as the worker's `--run-as` identity if
 /// it has one, with piped stdin/stdout; stderr goes to the worker's stderr. The child gets
 /// SIGKILL if the worker dies. Returns the child, its pid (also its group) and its pipes.
-pub(super) fn spawn_child(
+fn spawn_child(
     path: &Path,
     args: &[String],
 ) -> Result<(Child, u32, ChildStdin, ChildStdout), ExecError> {

@@ -229,7 +229,7 @@ mod tests {
             store: Store::objects(mem.clone(), "faulty"),
             work_dir: std::env::temp_dir(),
             net: Arc::new(Tcp),
-            scripts: Default::default(),
+            launcher: Arc::new(crate::exec::OsLauncher),
             identity: crate::protocol::auth::Identity::from_seed([5; 32]).unwrap(),
         }
     }

@@ -178,15 +178,17 @@ pub async fn run_task(
         TaskRole::Source { .. } => Err("a source is not an operator".to_string()),
         TaskRole::Operator {
             operator: OperatorSpec::Exec { path, args },
-        } => match (env.scripts.get(path), exec_path) {
-            (Some(script), _) => Ok(Operator::Exec(ExecOperator::scripted(script, router))),
-            (None, Some(p)) => ExecOperator::spawn(&p, args, router)
-                .map(|op| {
+        } => match exec_path {
+            Some(p) => env
+                .launcher
+                .launch(&p, args)
+                .map(|launched| {
+                    let op = ExecOperator::start(launched, router);
                     status.set_pid(op.pid());
                     Operator::Exec(op)
                 })
                 .map_err(|e| e.to_string()),
-            (None, None) => Err(format!("operator {path} is not available on this worker")),
+            None => Err(format!("operator {path} is not available on this worker")),
         },
     };
     let outcome = match op {

@@ -45,7 +45,7 @@ fn routed(e: crate::dataplane::router::Closed) -> Stop {
 pub enum Operator {
     /// A built-in, its router and a reusable output buffer.
     Builtin(Builtin, Router, Vec<Tuple>),
-    /// An executable (or the simulation's scripted stand-in for one).
+    /// An executable (whatever process the task's launcher started for it).
     Exec(ExecOperator),
     /// The sink: its input log is its output, so nothing is fed to it (its intake records
     /// the latency of what it accepts).
