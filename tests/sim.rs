@@ -27,12 +27,15 @@
 //! committed lineage at random moments and during every sink takeover (`committed_lineage`) is
 //! a prefix of the output, never taken back.
 //!
+//! Run it with `scripts/test sim` (`scripts/test` runs it after the rest of the suite).
 //! `RAINSTORM_SIM_SEEDS=N` runs N seeds (default 2000); `RAINSTORM_SIM_SEED=S` replays one
 //! seed with logs stamped with virtual time (`RAINSTORM_LOG=debug` for more, `sim=trace` adds
 //! every connection and write of the simulated network) and prints the run's fingerprint
 //! (`seed S trace …`): replays of a seed print the same one, and two replays' logs diff cleanly.
-//! A replay is exact only with tokio's randomness seeded (`--cfg tokio_unstable`, see
-//! `.cargo/config.toml`) and no order taken from a HashMap; `a_seed_replays_bit_for_bit` checks.
+//! A replay is exact only with tokio's randomness seeded, which needs tokio built with
+//! `--cfg tokio_unstable` (`Builder::rng_seed`), and no order taken from a HashMap;
+//! `a_seed_replays_bit_for_bit` checks. Only the simulation's build has the cfg (`scripts/test
+//! sim` sets it); in any other build (a plain `cargo test`) its tests are ignored.
 
 mod sim {
     pub mod net;
@@ -1230,15 +1233,23 @@ fn run_traced(seed: u64) -> (u64, Result<(), String>) {
 /// and size). Two runs in one process still differ in everything a process-wide seed would
 /// hide, e.g. each HashMap's hasher keys, so this catches an order taken from a HashMap.
 ///
-/// Needs tokio's randomness seeded (`--cfg tokio_unstable`, set by `.cargo/config.toml`; a
-/// `RUSTFLAGS` in the environment replaces it): without it `select!` picks its first branch at
-/// random and `watch` receivers wake in a random order, so no seed replays.
+/// Needs tokio's randomness seeded (`--cfg tokio_unstable`, which `scripts/test sim` sets):
+/// without it `select!` picks its first branch at random and `watch` receivers wake in a
+/// random order, so no seed replays. Run without the cfg (`--include-ignored`, as
+/// `scripts/test sim` does), it fails instead of passing unchecked.
 #[test]
 #[cfg_attr(
     not(tokio_unstable),
-    ignore = "needs --cfg tokio_unstable (.cargo/config.toml) to seed tokio's randomness"
+    ignore = "run by scripts/test sim (needs --cfg tokio_unstable)"
 )]
 fn a_seed_replays_bit_for_bit() {
+    if !cfg!(tokio_unstable) {
+        panic!(
+            "built without --cfg tokio_unstable: tokio's randomness is not seeded and no seed \
+             replays (run scripts/test sim; a CARGO_ENCODED_RUSTFLAGS in the environment \
+             overrides its RUSTFLAGS)"
+        );
+    }
     if std::env::var_os("RAINSTORM_SIM_SEED").is_some() {
         // A replay with logs was asked for; keep its output to itself.
         return;
@@ -1263,6 +1274,10 @@ impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
 }
 
 #[test]
+#[cfg_attr(
+    not(tokio_unstable),
+    ignore = "run by scripts/test sim (needs --cfg tokio_unstable)"
+)]
 fn simulated_faults_never_break_the_delivery_guarantees() {
     if let Ok(seed) = std::env::var("RAINSTORM_SIM_SEED") {
         let seed: u64 = seed.parse().expect("RAINSTORM_SIM_SEED is a number");
@@ -1276,8 +1291,8 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
             .try_init();
         #[cfg(not(tokio_unstable))]
         eprintln!(
-            "warning: built without --cfg tokio_unstable (a RUSTFLAGS in the environment replaces \
-             .cargo/config.toml's): tokio's randomness is not seeded and this replay is not exact"
+            "warning: built without --cfg tokio_unstable (run scripts/test sim): tokio's \
+             randomness is not seeded and this replay is not exact"
         );
         let (trace, r) = run_traced(seed);
         // Replays of one seed print the same fingerprint.
@@ -1320,7 +1335,7 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
         let mut msg = format!("{} of {seeds} seeds failed\n", failures.len());
         for (seed, e) in failures.iter().take(5) {
             msg.push_str(&format!(
-                "\nseed {seed}: {e}\n  replay: RAINSTORM_SIM_SEED={seed} cargo test --test sim -- --nocapture\n"
+                "\nseed {seed}: {e}\n  replay: RAINSTORM_SIM_SEED={seed} scripts/test sim -- --nocapture\n"
             ));
         }
         panic!("{msg}");
