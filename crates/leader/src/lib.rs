@@ -138,8 +138,8 @@ pub enum SubmitError {
     #[error("invalid job")]
     Invalid(Vec<Problem>),
     /// The job's files clash with a running job's (the message names both jobs).
-    #[error("{0}")]
-    Conflict(String),
+    #[error(transparent)]
+    Conflict(#[from] owned::FileConflict),
     /// The leader is shutting down.
     #[error("the leader is shutting down")]
     ShuttingDown,

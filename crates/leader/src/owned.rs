@@ -18,6 +18,12 @@ use rainstorm_store::store::{blob_path, clean_path};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+/// A claim refused because a running job, an upload or a delete holds the file; the message
+/// names both sides and what to do (the API answers it as 409 Conflict).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FileConflict(pub String);
+
 fn norm(spec: &JobSpec, p: &str) -> String {
     match spec.paths {
         PathMode::Store => clean_path(p).unwrap_or_else(|_| p.to_string()),
@@ -78,7 +84,7 @@ impl State {
 
     /// Refuses a new job whose files clash with a running job's (or with its own), naming
     /// both jobs; else records them under the id the job is about to get.
-    pub fn claim_files(&mut self, me: &JobId, files: JobFiles) -> Result<(), String> {
+    pub fn claim_files(&mut self, me: &JobId, files: JobFiles) -> Result<(), FileConflict> {
         // Ended jobs own nothing any more.
         let ended: Vec<JobId> = self
             .files
@@ -97,30 +103,30 @@ impl State {
         }
         let sink = &files.writes;
         if files.reads.contains(sink) {
-            return Err(format!(
+            return Err(FileConflict(format!(
                 "sink.path {sink}: job {me}'s sink cannot be its own source or operator (job {me} reads it)"
-            ));
+            )));
         }
         if reserved(sink) {
-            return Err(format!(
+            return Err(FileConflict(format!(
                 "sink.path {sink}: logs/ and blobs/ belong to the engine"
-            ));
+            )));
         }
         for (id, other) in running(self) {
             if &other.writes == sink {
-                return Err(format!(
+                return Err(FileConflict(format!(
                     "sink.path {sink}: already the sink of running job {id}; job {me} cannot write it too"
-                ));
+                )));
             }
             if other.reads.contains(sink) {
-                return Err(format!(
+                return Err(FileConflict(format!(
                     "sink.path {sink}: running job {id} reads it; job {me} cannot write it"
-                ));
+                )));
             }
             if let Some(r) = files.reads.iter().find(|r| **r == other.writes) {
-                return Err(format!(
+                return Err(FileConflict(format!(
                     "{r}: the sink of running job {id}; job {me} cannot read it while it is written"
-                ));
+                )));
             }
         }
         if let Some(p) = files
@@ -129,7 +135,9 @@ impl State {
             .chain([sink])
             .find(|p| self.files.writing.contains_key(*p))
         {
-            return Err(format!("{p}: being uploaded now; job {me} cannot use it"));
+            return Err(FileConflict(format!(
+                "{p}: being uploaded now; job {me} cannot use it"
+            )));
         }
         if let Some((p, d)) = files.reads.iter().chain([sink]).find_map(|p| {
             self.files
@@ -138,9 +146,9 @@ impl State {
                 .find(|d| under(p, d))
                 .map(|d| (p, d))
         }) {
-            return Err(format!(
+            return Err(FileConflict(format!(
                 "{p}: {d} is being deleted now; job {me} cannot use it"
-            ));
+            )));
         }
         self.files.jobs.insert(me.clone(), files);
         Ok(())
@@ -148,12 +156,12 @@ impl State {
 
     /// Holds `clean` and everything under it for a delete, unless a running job uses any of
     /// it: until [`State::end_delete`], a job naming any of it is refused.
-    pub fn begin_delete(&mut self, clean: &str) -> Result<(), String> {
+    pub fn begin_delete(&mut self, clean: &str) -> Result<(), FileConflict> {
         for (id, f) in running(self) {
             if let Some(p) = f.reads.iter().chain([&f.writes]).find(|p| under(p, clean)) {
-                return Err(format!(
+                return Err(FileConflict(format!(
                     "{clean}: running job {id} uses {p}; nothing was deleted"
-                ));
+                )));
             }
         }
         *self.files.deleting.entry(clean.to_string()).or_default() += 1;
@@ -197,15 +205,15 @@ impl Drop for Deleting {
 
 impl Leader {
     /// Claims `clean` for an upload, unless a running job reads or writes it.
-    pub fn claim_write(self: &Arc<Self>, clean: &str) -> Result<Writing, String> {
+    pub fn claim_write(self: &Arc<Self>, clean: &str) -> Result<Writing, FileConflict> {
         let mut st = lock(&self.state);
         if let Some((id, f)) =
             running(&st).find(|(_, f)| f.reads.contains(clean) || f.writes == clean)
         {
             let how = if f.writes == clean { "writes" } else { "reads" };
-            return Err(format!(
+            return Err(FileConflict(format!(
                 "{clean}: running job {id} {how} it; try again when it ends"
-            ));
+            )));
         }
         *st.files.writing.entry(clean.to_string()).or_default() += 1;
         Ok(Writing {
@@ -216,7 +224,7 @@ impl Leader {
 
     /// Holds `clean` (and what lies under it) for a delete, unless a running job uses any of
     /// it; a job submitted while the hold lasts cannot name any of it.
-    pub fn claim_delete(self: &Arc<Self>, clean: &str) -> Result<Deleting, String> {
+    pub fn claim_delete(self: &Arc<Self>, clean: &str) -> Result<Deleting, FileConflict> {
         lock(&self.state).begin_delete(clean)?;
         Ok(Deleting {
             leader: self.clone(),

@@ -4,7 +4,7 @@
 
 use crate::log::{segment_values, LogError};
 use crate::model::spec::PathMode;
-use crate::store::{write_stream_atomic, Store};
+use crate::store::{write_stream_atomic, Store, StoreError};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use std::path::PathBuf;
@@ -52,7 +52,7 @@ pub async fn assemble(
     store: &Store,
     lineage: &[String],
     target: &SinkTarget,
-) -> Result<u64, String> {
+) -> Result<u64, OutputError> {
     let reader = store.clone();
     let body = futures::stream::iter(lineage.to_vec()).then(move |seg| {
         let reader = reader.clone();
@@ -67,7 +67,21 @@ pub async fn assemble(
         }
         SinkTarget::Store(path) => store.put_stream(path, body).await,
     };
-    written.map_err(|e| format!("writing the output: {e}"))
+    written.map_err(OutputError::Write)
+}
+
+/// Why a job's output could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The sink's log could not be read.
+    #[error("sink log: {0}")]
+    Log(#[from] LogError),
+    /// A newer attempt of the sink fenced this one: that attempt writes the output instead.
+    #[error("fenced: a newer attempt of the sink took over")]
+    Fenced,
+    /// Reading a segment or writing the target failed (nothing was committed).
+    #[error("writing the output: {0}")]
+    Write(StoreError),
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub(super) async fn submit(State(l): Shared, Json(spec): Json<JobSpec>) -> Respo
             .into_response();
     }
     match l.submit(spec).await {
-        Err(SubmitError::Conflict(msg)) => error(StatusCode::CONFLICT, msg),
+        Err(SubmitError::Conflict(e)) => error(StatusCode::CONFLICT, e.to_string()),
         Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
         Err(SubmitError::Invalid(problems)) => (
             StatusCode::BAD_REQUEST,

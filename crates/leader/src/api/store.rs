@@ -167,7 +167,7 @@ pub(super) async fn store_put(State(l): Shared, Path(path): Path<String>, body: 
     // Held for the whole upload: a job submitted meanwhile cannot claim this path.
     let writing = match l.claim_write(&clean) {
         Ok(g) => g,
-        Err(msg) => return refuse_upload(body, error(StatusCode::CONFLICT, msg)).await,
+        Err(e) => return refuse_upload(body, error(StatusCode::CONFLICT, e.to_string())).await,
     };
     put_body(&l, &clean, body_stream(body), writing).await
 }
@@ -186,7 +186,7 @@ pub(super) async fn store_delete(State(l): Shared, Path(path): Path<String>) -> 
     // Held until the answer: a job submitted meanwhile cannot claim what is being deleted.
     let _deleting = match l.claim_delete(&clean) {
         Ok(g) => g,
-        Err(msg) => return error(StatusCode::CONFLICT, msg),
+        Err(e) => return error(StatusCode::CONFLICT, e.to_string()),
     };
     match l.store.delete_report(&clean).await {
         (removed, None) => Json(json!({ "removed": removed })).into_response(),

@@ -29,7 +29,7 @@ fn spec(source: &str, sink: &str) -> JobSpec {
 }
 
 /// Claims the files of a job as `Leader::submit` does, and records it running.
-fn submit(st: &mut State, id: &str, source: &str, sink: &str) -> Result<(), String> {
+fn submit(st: &mut State, id: &str, source: &str, sink: &str) -> Result<(), FileConflict> {
     let spec = spec(source, sink);
     let id = JobId(id.into());
     st.claim_files(&id, job_files(&spec, &[]))?;
@@ -46,7 +46,7 @@ fn a_job_submitted_while_a_delete_runs_cannot_claim_what_it_deletes() {
     submit(&mut st, "job-1", "a/in.txt", "out/a.txt").unwrap();
     // A delete of anything a running job uses is refused and holds nothing.
     for busy in ["a", "a/in.txt", "out", "ops/op.sh", "ops"] {
-        let err = st.begin_delete(busy).unwrap_err();
+        let err = st.begin_delete(busy).unwrap_err().0;
         assert!(
             err.contains("job-1") && err.contains("nothing was deleted"),
             "{err}"
@@ -60,7 +60,7 @@ fn a_job_submitted_while_a_delete_runs_cannot_claim_what_it_deletes() {
         ("c.txt", "b/out.txt"),
         ("b", "out/y.txt"),
     ] {
-        let err = submit(&mut st, "job-2", source, sink).unwrap_err();
+        let err = submit(&mut st, "job-2", source, sink).unwrap_err().0;
         assert!(err.contains("being deleted"), "{source} -> {sink}: {err}");
     }
     assert!(!st.jobs.contains_key(&JobId("job-2".into())));

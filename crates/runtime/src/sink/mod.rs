@@ -14,7 +14,9 @@
 //! committed lineage through the leader (`runtime::log::committed_lineage`); a job that ends otherwise gets
 //! what was committed (`leader::cleanup`).
 
-pub use rainstorm_store::output::{assemble, segment_text, target, SinkProgress, SinkTarget};
+pub use rainstorm_store::output::{
+    assemble, segment_text, target, OutputError, SinkProgress, SinkTarget,
+};
 
 use crate::env::TaskEnv;
 use crate::log::{fenced, lineage_of};
@@ -22,15 +24,14 @@ use crate::protocol::control::TaskAssignment;
 
 /// Writes a finished sink's committed lineage out as the job's output. Refused once a newer
 /// attempt fenced this one (that attempt writes the output instead).
-pub async fn write_output(env: &TaskEnv, a: &TaskAssignment, path: &str) -> Result<(), String> {
-    let lineage = lineage_of(&env.store, &a.key, a.attempt)
-        .await
-        .map_err(|e| format!("sink log: {e}"))?;
-    if fenced(&env.store, &a.key, a.attempt)
-        .await
-        .map_err(|e| format!("sink log: {e}"))?
-    {
-        return Err("fenced: a newer attempt of the sink took over".into());
+pub async fn write_output(
+    env: &TaskEnv,
+    a: &TaskAssignment,
+    path: &str,
+) -> Result<(), OutputError> {
+    let lineage = lineage_of(&env.store, &a.key, a.attempt).await?;
+    if fenced(&env.store, &a.key, a.attempt).await? {
+        return Err(OutputError::Fenced);
     }
     let bytes = assemble(&env.store, &lineage, &target(a.paths, path)).await?;
     tracing::info!(sink = %a.key, attempt = a.attempt, segments = lineage.len(), bytes, "sink wrote its output");

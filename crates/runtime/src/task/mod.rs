@@ -203,7 +203,7 @@ pub async fn run_task(
                         status.draining.store(false, Ordering::Relaxed);
                         match write_output(&env, &a, path).await {
                             Ok(()) => TaskEnd::Finished,
-                            Err(e) => TaskEnd::Failed(e),
+                            Err(e) => TaskEnd::Failed(e.to_string()),
                         }
                     }
                     _ => TaskEnd::Finished,
