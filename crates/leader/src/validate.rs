@@ -73,7 +73,7 @@ pub fn check(
         if let OperatorSpec::Exec { path, .. } = &st.operator {
             let field = format!("stages[{}].exec", i + 1);
             let res: Result<(), String> = match spec.paths {
-                PathMode::Local => policy.local(path).map(|_| ()),
+                PathMode::Local => policy.local(path).map(|_| ()).map_err(|e| e.to_string()),
                 PathMode::Store => {
                     let in_store = || {
                         remote(path)
@@ -87,7 +87,7 @@ pub fn check(
                     // An absolute path names a local file, never a store object.
                     match policy.local(path) {
                         Ok(_) => Ok(()),
-                        Err(msg) if Path::new(path).is_absolute() => Err(msg),
+                        Err(e) if Path::new(path).is_absolute() => Err(e.to_string()),
                         Err(_) if in_store() => Ok(()),
                         Err(_) => Err("operator not found in the store (upload it with `rainstorm put`, or name it by a relative path that `submit` uploads)".to_string()),
                     }

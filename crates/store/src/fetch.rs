@@ -105,7 +105,7 @@ impl ExecPolicy {
     /// command found on PATH (only where PATH commands are allowed), or an absolute path inside
     /// an allowed directory. The error says what is wrong (the rule, or why the file cannot
     /// run); it never reveals whether a file outside the allowed places exists.
-    pub fn local(&self, path: &str) -> Result<PathBuf, String> {
+    pub fn local(&self, path: &str) -> Result<PathBuf, ExecUnavailable> {
         let p = Path::new(path);
         if self.path_commands && !path.contains('/') {
             return path_dirs()
@@ -113,11 +113,13 @@ impl ExecPolicy {
                 .map(|d| d.join(path))
                 .find(|c| check_executable(c).is_ok())
                 .ok_or_else(|| {
-                    "operator not found (not a file here, nor a command on PATH)".to_string()
+                    ExecUnavailable::NotFound(
+                        "operator not found (not a file here, nor a command on PATH)".to_string(),
+                    )
                 });
         }
         if !p.is_absolute() {
-            return Err(self.rule().to_string());
+            return Err(ExecUnavailable::NotAllowed(self.rule().to_string()));
         }
         let Ok(canon) = std::fs::canonicalize(p) else {
             // Not there: say so only if its directory is an allowed place.
@@ -126,16 +128,47 @@ impl ExecPolicy {
                 .and_then(|d| std::fs::canonicalize(d).ok())
                 .is_some_and(|d| self.dirs.iter().any(|a| d.starts_with(a)));
             return Err(if inside {
-                "operator not found".to_string()
+                ExecUnavailable::NotFound("operator not found".to_string())
             } else {
-                self.rule().to_string()
+                ExecUnavailable::NotAllowed(self.rule().to_string())
             });
         };
         if !self.allowed_dir(&canon) {
-            return Err(self.rule().to_string());
+            return Err(ExecUnavailable::NotAllowed(self.rule().to_string()));
         }
-        check_executable(&canon).map_err(str::to_string)?;
+        check_executable(&canon).map_err(|e| ExecUnavailable::NotRunnable(e.to_string()))?;
         Ok(canon)
+    }
+}
+
+/// Why an operator's executable cannot run here. The message says the rule or the cause, and
+/// never whether a file outside the allowed places exists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecUnavailable {
+    /// Outside what the exec policy allows (the message is the rule).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// Allowed, but not there (nor a command on PATH).
+    #[error("{0}")]
+    NotFound(String),
+    /// There, but it cannot run (not a regular file, not executable).
+    #[error("{0}")]
+    NotRunnable(String),
+    /// Fetching or verifying an operator pinned in the store failed.
+    #[error("{0}")]
+    Fetch(String),
+}
+
+impl ExecUnavailable {
+    /// The same refusal, its message prefixed with where it applies (`stages[2].exec = …: `).
+    fn at(self, prefix: &str) -> ExecUnavailable {
+        let with = |m: String| format!("{prefix}: {m}");
+        match self {
+            ExecUnavailable::NotAllowed(m) => ExecUnavailable::NotAllowed(with(m)),
+            ExecUnavailable::NotFound(m) => ExecUnavailable::NotFound(with(m)),
+            ExecUnavailable::NotRunnable(m) => ExecUnavailable::NotRunnable(with(m)),
+            ExecUnavailable::Fetch(m) => ExecUnavailable::Fetch(with(m)),
+        }
     }
 }
 
@@ -148,24 +181,26 @@ pub async fn resolve_exec(
     path: &str,
     ops_dir: &std::path::Path,
     policy: &ExecPolicy,
-) -> Result<PathBuf, String> {
-    let refused = |msg: String| format!("stages[{}].exec = {path}: {msg}", a.key.pos.stage);
+) -> Result<PathBuf, ExecUnavailable> {
+    let at = format!("stages[{}].exec = {path}", a.key.pos.stage);
     if a.paths == crate::model::spec::PathMode::Local {
-        return policy.local(path).map_err(refused);
+        return policy.local(path).map_err(|e| e.at(&at));
     }
     // An absolute path names a file of this host, in an allowed directory, or nothing.
     if Path::new(path).is_absolute() {
-        return policy.local(path).map_err(refused);
+        return policy.local(path).map_err(|e| e.at(&at));
     }
-    let clean = crate::store::clean_path(path).map_err(|e| refused(e.to_string()))?;
+    let clean = crate::store::clean_path(path)
+        .map_err(|e| ExecUnavailable::NotAllowed(e.to_string()).at(&at))?;
     // From the store only as pinned by content at submission: cached by hash, verified
     // before it runs. Anything else could be another file than the one validated.
     match crate::store::pinned_hash(&clean) {
         Some(hex) => crate::opcache::fetch_pinned(store, hex, ops_dir).await,
-        None => Err(refused(
+        None => Err(ExecUnavailable::NotAllowed(
             "an operator from the store runs only as pinned by its SHA-256 at submission"
                 .to_string(),
-        )),
+        )
+        .at(&at)),
     }
 }
 
@@ -202,13 +237,13 @@ mod tests {
             format!("{}/../nothing/op.sh", allowed.path().display()),
             "/nonexistent/op".to_string(),
         ] {
-            assert_eq!(policy.local(&bad).unwrap_err(), RULE, "{bad}");
+            assert_eq!(policy.local(&bad).unwrap_err().to_string(), RULE, "{bad}");
         }
         assert_eq!(
             policy
                 .local(allowed.path().join("absent").to_str().unwrap())
                 .unwrap_err(),
-            "operator not found"
+            ExecUnavailable::NotFound("operator not found".into())
         );
     }
 
@@ -228,7 +263,7 @@ mod tests {
         assert!(policy.local("sh").is_ok());
         assert_eq!(
             policy.local(outside.to_str().unwrap()).unwrap_err(),
-            LOCAL_RULE
+            ExecUnavailable::NotAllowed(LOCAL_RULE.into())
         );
     }
 }

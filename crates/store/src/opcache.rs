@@ -3,6 +3,7 @@
 //! again every time a task is about to run it. A cached file whose content does not match is
 //! thrown away and fetched again, so a replaced or tampered copy never runs.
 
+use crate::fetch::ExecUnavailable;
 use crate::store::{blob_path, Store};
 use std::path::{Path, PathBuf};
 
@@ -25,7 +26,17 @@ fn file_hash(path: &Path) -> std::io::Result<String> {
 
 /// The local executable for the operator with SHA-256 `hex`: the cached copy if its content
 /// matches, else a fresh copy from the store, verified before it is installed.
-pub async fn fetch_pinned(store: &Store, hex: &str, ops_dir: &Path) -> Result<PathBuf, String> {
+pub async fn fetch_pinned(
+    store: &Store,
+    hex: &str,
+    ops_dir: &Path,
+) -> Result<PathBuf, ExecUnavailable> {
+    fetch(store, hex, ops_dir)
+        .await
+        .map_err(ExecUnavailable::Fetch)
+}
+
+async fn fetch(store: &Store, hex: &str, ops_dir: &Path) -> Result<PathBuf, String> {
     let target = ops_dir.join("sha256").join(hex);
     let t = target.clone();
     let cached = tokio::task::spawn_blocking(move || file_hash(&t).ok())
@@ -109,7 +120,10 @@ mod tests {
             .await
             .unwrap();
         let err = fetch_pinned(&store, &hex, dir.path()).await.unwrap_err();
-        assert!(err.contains("refusing to run it"), "{err}");
+        assert!(
+            matches!(&err, ExecUnavailable::Fetch(m) if m.contains("refusing to run it")),
+            "{err}"
+        );
         assert!(!dir.path().join("sha256").join(&hex).exists());
         let left: Vec<_> = std::fs::read_dir(dir.path().join("sha256"))
             .unwrap()

@@ -119,6 +119,7 @@ impl Worker {
                 Some(path) => match resolve_exec(&env.store, &a, path, &ops_dir, &policy).await {
                     Ok(p) => Some(p),
                     Err(e) => {
+                        let e = e.to_string();
                         *status.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
                         status.set_state(TaskState::Failed);
                         return ((key, attempt), TaskEnd::Failed(e));
