@@ -24,16 +24,7 @@ fn http(c: &Cluster, method: &str, path: &str, body: &str) -> (u16, String) {
     .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    split_response(&text)
 }
 
 /// Adds a worker with extra arguments, running in its own working directory `cwd`.

@@ -47,16 +47,7 @@ fn http_at(
     .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    split_response(&text)
 }
 
 const JOB: &str = r#"{"delivery":"exactly-once","source_path":"in.txt","source_name":"in.txt","rate":0.0,"sink_path":"o.txt","stages":[{"tasks":1,"operator":{"kind":"builtin","name":"identity","args":[]}}],"paths":"store","keep_logs":false}"#;

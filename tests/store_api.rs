@@ -40,16 +40,7 @@ fn http(c: &Cluster, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let _ = s.shutdown(std::net::Shutdown::Both);
     let _ = writer.join();
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    split_response(&text)
 }
 
 /// `n` numbered lines.

@@ -572,16 +572,7 @@ impl Cluster {
         .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
+        split_response(&text)
     }
 
     /// The value of an unlabelled metric on the leader's `/metrics`.
@@ -871,4 +862,18 @@ pub fn assert_same_text(what: &str, got: &str, want: &str) {
         &got[at..(at + 80).min(got.len())],
         &want[at..(at + 80).min(want.len())],
     );
+}
+
+/// A raw HTTP/1.1 response's status code (0 if there is none) and body.
+pub fn split_response(text: &str) -> (u16, String) {
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
