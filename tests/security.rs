@@ -771,3 +771,72 @@ fn a_registered_worker_cannot_take_another_workers_identity_or_task() {
     }
     assert_exact(&c, &id, lines);
 }
+
+/// A worker that registers and heartbeats but never takes the tasks it is given (a start
+/// command lost, or a hostile worker) must not wedge a job: its attempts stayed `starting`
+/// for good and the job never ended. An attempt its worker has not reported within
+/// `--start-timeout` of its start is now failed and restarted elsewhere, and the output is
+/// exact.
+#[test]
+fn a_worker_that_never_starts_its_tasks_cannot_wedge_a_job() {
+    use rainstorm::protocol::auth::Identity;
+    let c = Cluster::start_with(1, 5.0, &["--start-timeout", "1"]);
+    let rogue = Identity::generate().unwrap();
+    let (status, body) = http(
+        &c,
+        "POST",
+        "/internal/register",
+        Some(&c.token),
+        &registration(&c, &rogue, None),
+    );
+    assert_eq!(status, 200, "{body}");
+    let reg: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let me = reg["worker_id"].as_str().unwrap().to_string();
+    let session = reg["session"].as_str().unwrap().to_string();
+    // It stays alive: it heartbeats, reporting nothing, and never asks for its commands.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beat = {
+        let (stop, me) = (stop.clone(), me.clone());
+        let api = c.url.trim_start_matches("http://").to_string();
+        std::thread::spawn(move || {
+            let hb = serde_json::json!({ "worker_id": me, "tasks": [] }).to_string();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = http_at(
+                    &api,
+                    "POST",
+                    "/internal/heartbeat",
+                    Some(&session),
+                    &[],
+                    &hb,
+                );
+                assert_eq!(status, 200, "the rogue's heartbeat: {body}");
+                std::thread::park_timeout(Duration::from_millis(200));
+            }
+        })
+    };
+    let lines = 300;
+    c.file("in.txt", &numbered(lines));
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let job = job_toml(
+        "wedge",
+        "in.txt",
+        "o.txt",
+        0.0,
+        "exactly-once",
+        &[(2, "identity", &[])],
+    );
+    c.file("wedge.toml", &job);
+    let id = c.submit("wedge.toml");
+    assert_exact(&c, &id, lines);
+    let restarted: Vec<serde_json::Value> = c
+        .tasks(&id)
+        .into_iter()
+        .filter(|t| t["attempt"].as_u64() > Some(0))
+        .collect();
+    assert!(
+        !restarted.is_empty() && restarted.iter().all(|t| t["worker"] != me.as_str()),
+        "the rogue's tasks were restarted on the real worker: {restarted:?}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    beat.join().unwrap();
+}

@@ -280,6 +280,8 @@ fn core_config() -> CoreConfig {
         max_restarts: 20,
         adopt_after: DEAD_AFTER,
         drain_after: Duration::from_secs(10),
+        restart_delay: Duration::from_millis(100),
+        restart_delay_max: Duration::from_secs(2),
     }
 }
 

@@ -29,6 +29,22 @@ pub(super) struct LeaderArg {
     pub(super) token_file: Option<PathBuf>,
 }
 
+/// How the leader restarts tasks: how long a start may take, and the backoff between restarts.
+#[derive(clap::Args, Clone, Debug)]
+pub(super) struct RestartArgs {
+    /// Seconds a task attempt may go unreported by its worker after its start was sent
+    /// before it is counted as failed and restarted (a start that never arrived).
+    #[arg(long, default_value_t = 30.0)]
+    pub start_timeout: f64,
+    /// Seconds the second restart of a task waits before it starts (the first starts at
+    /// once); each later one waits twice as long, up to --restart-delay-max.
+    #[arg(long, default_value_t = 0.25)]
+    pub restart_delay: f64,
+    /// The longest a restart waits, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub restart_delay_max: f64,
+}
+
 /// Where the cluster's store is (leader and workers).
 #[derive(clap::Args, Clone, Debug)]
 pub(super) struct StoreArg {
@@ -104,6 +120,8 @@ pub(super) enum Cmd {
         /// declared stalled and restarted.
         #[arg(long, default_value_t = 60.0)]
         stall_timeout: f64,
+        #[command(flatten)]
+        restarts: RestartArgs,
         /// Ignored (kept so existing command lines still start): the leader has no data
         /// listener any more, since sources and sinks run on workers.
         #[arg(long, hide = true)]

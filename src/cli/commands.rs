@@ -30,7 +30,18 @@ fn positive_secs(option: &str, secs: f64) -> anyhow::Result<Duration> {
     if secs.is_nan() || secs <= 0.0 {
         bail!("--{option} must be > 0");
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| anyhow::anyhow!("--{option} is too large"))
+}
+
+/// The leader's restart settings from its flags.
+fn restart_settings(a: &super::args::RestartArgs, cfg: &mut LeaderConfig) -> anyhow::Result<()> {
+    cfg.start_timeout = positive_secs("start-timeout", a.start_timeout)?;
+    cfg.restart_delay = positive_secs("restart-delay", a.restart_delay)?;
+    cfg.restart_delay_max = positive_secs("restart-delay-max", a.restart_delay_max)?;
+    if cfg.restart_delay_max < cfg.restart_delay {
+        bail!("--restart-delay-max must be at least --restart-delay");
+    }
+    Ok(())
 }
 
 async fn submit_and_maybe_follow(
@@ -82,6 +93,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keep_logs,
             advertise_host,
             stall_timeout,
+            restarts,
             allow_exec,
             token_file,
             insecure,
@@ -114,7 +126,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "rainstorm leader listening on http://{}",
                 http.local_addr()?
             );
-            let cfg = LeaderConfig {
+            let mut cfg = LeaderConfig {
                 data_dir,
                 heartbeat_timeout,
                 heartbeat_interval: Duration::from_millis(heartbeat_ms.max(10)),
@@ -127,6 +139,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 dir_lock: Some(dir_lock),
                 ..LeaderConfig::default()
             };
+            restart_settings(&restarts, &mut cfg)?;
             leader::run(cfg, http, shutdown_on_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -167,6 +167,9 @@ pub(super) fn job(j: &JobInfo, json: bool) -> anyhow::Result<()> {
         "failures:   {} seen, {} recoveries",
         j.failures, j.recoveries
     );
+    if let Some(f) = &j.last_failure {
+        println!("last failure: {f}");
+    }
     println!("elapsed:    {:.2} s", j.elapsed_ms as f64 / 1000.0);
     if let Some(l) = &j.latency_ms {
         println!(

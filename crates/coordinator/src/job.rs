@@ -24,6 +24,28 @@ pub struct CoreConfig {
     /// Once the sink finished, how long the other tasks have to report their own ends before
     /// the job succeeds anyway (its output is complete).
     pub drain_after: Duration,
+    /// The first restart of a task (or of an epoch) starts at once; the next waits this long,
+    /// and each one after twice as long as the one before, up to [`CoreConfig::restart_delay_max`],
+    /// so a cause that outlives restarts (a full disk, a missing file) does not burn every
+    /// restart in a second.
+    pub restart_delay: Duration,
+    /// The longest a restart waits.
+    pub restart_delay_max: Duration,
+}
+
+impl CoreConfig {
+    /// How long the start of restart number `n` (the attempt number of a task's restart, or
+    /// the epoch of an at-least-once restart) waits: nothing for the first, then
+    /// `restart_delay` doubling each time, capped at `restart_delay_max`.
+    pub fn restart_wait(&self, n: u32) -> Duration {
+        if n <= 1 {
+            return Duration::ZERO;
+        }
+        let doublings = (n - 2).min(30);
+        self.restart_delay
+            .saturating_mul(1u32 << doublings)
+            .min(self.restart_delay_max)
+    }
 }
 
 /// A task as the core tracks it: its current attempt.
@@ -54,6 +76,7 @@ pub struct JobCore {
     pub(super) ended: bool,
     pub(super) failures: u64,
     pub(super) recoveries: u64,
+    pub(super) last_failure: Option<String>,
 }
 
 impl JobCore {
@@ -70,6 +93,7 @@ impl JobCore {
             ended: false,
             failures: 0,
             recoveries: 0,
+            last_failure: None,
         }
     }
 
@@ -126,6 +150,12 @@ impl JobCore {
                     Ok(())
                 }
             }
+            Input::Timer(Timer::Start(pos, attempt)) => {
+                if self.current_mut(pos, attempt).is_some() {
+                    out.extend(self.start_action(pos));
+                }
+                Ok(())
+            }
             Input::Cancel => Err(Outcome::Cancelled),
             Input::Abort(cause) => Err(Outcome::Failed(cause)),
         };
@@ -153,6 +183,11 @@ impl JobCore {
     /// Failures of current attempts seen so far.
     pub fn failures(&self) -> u64 {
         self.failures
+    }
+
+    /// The latest failure of a current attempt: the task, the attempt and the cause.
+    pub fn last_failure(&self) -> Option<&str> {
+        self.last_failure.as_deref()
     }
 
     /// Restarts done so far (a task's, or a whole epoch's).

@@ -30,6 +30,7 @@ impl JobCore {
         };
         t.state = state;
         self.failures += 1;
+        self.last_failure = Some(format!("task {pos} attempt {attempt}: {cause}"));
         warn!(job = %self.id, task = %pos, attempt, %cause, "task failed");
         if attempt >= self.cfg.max_restarts {
             return Err(Outcome::Failed(format!(
@@ -67,9 +68,17 @@ impl JobCore {
         self.assign(pos, target.clone(), &at, attempt, out);
         self.recoveries += 1;
         out.push(Action::Persist(self.run_state()));
-        self.publish_routes(cluster, Some(&target), out);
-        out.extend(self.start_action(pos));
-        info!(job = %self.id, task = %pos, attempt, worker = %target, "task restarted");
+        let wait = self.cfg.restart_wait(attempt);
+        if wait.is_zero() {
+            self.publish_routes(cluster, Some(&target), out);
+            out.extend(self.start_action(pos));
+        } else {
+            // Peers learn the new placement now (their links wait for the attempt to start);
+            // the attempt starts when the backoff expires.
+            self.publish_routes(cluster, None, out);
+            out.push(Action::SetTimer(Timer::Start(pos, attempt), wait));
+        }
+        info!(job = %self.id, task = %pos, attempt, worker = %target, wait_ms = wait.as_millis() as u64, "task restarted");
         Ok(())
     }
 
@@ -112,8 +121,18 @@ impl JobCore {
         self.sink_done = false;
         out.push(Action::ClearTimer(Timer::Drain));
         out.push(Action::Persist(self.run_state()));
-        info!(job = %self.id, epoch = self.epoch, "at-least-once: restarting the pipeline from the source");
-        self.launch(out);
+        let wait = self.cfg.restart_wait(self.epoch);
+        info!(job = %self.id, epoch = self.epoch, wait_ms = wait.as_millis() as u64, "at-least-once: restarting the pipeline from the source");
+        if wait.is_zero() {
+            self.launch(out);
+        } else {
+            let timers: Vec<Action> = self
+                .tasks
+                .iter()
+                .map(|(p, t)| Action::SetTimer(Timer::Start(*p, t.attempt), wait))
+                .collect();
+            out.extend(timers);
+        }
         Ok(())
     }
 }

@@ -39,6 +39,26 @@ pub struct TaskSeen {
     pub queued: u32,
     /// When its input last advanced, or last had nothing pending.
     pub progressed: Instant,
+    /// When its Start command was sent (none while it is expected back, or held back).
+    pub start_sent: Option<Instant>,
+    /// Whether its worker has reported it at all.
+    pub reported: bool,
+}
+
+/// Attempts whose start was sent longer than `timeout` ago at `now` and which their worker
+/// has never reported: the start never arrived (a lost command, a worker that dropped it), and
+/// without a deadline the task would stay `starting` and its job would never end.
+pub fn unstarted_tasks(tasks: &[TaskSeen], now: Instant, timeout: Duration) -> Vec<(TaskKey, u32)> {
+    tasks
+        .iter()
+        .filter(|t| {
+            t.state == TaskState::Starting
+                && !t.reported
+                && t.start_sent
+                    .is_some_and(|s| now.saturating_duration_since(s) > timeout)
+        })
+        .map(|t| (t.key.clone(), t.attempt))
+        .collect()
 }
 
 /// Running tasks with input waiting and no progress for longer than `stall` at `now`. Tasks
@@ -80,7 +100,29 @@ mod tests {
             state: TaskState::Running,
             queued,
             progressed: now - Duration::from_secs(idle),
+            start_sent: None,
+            reported: true,
         }
+    }
+
+    #[test]
+    fn a_start_never_reported_past_the_timeout_is_a_failed_start() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let starting = |job: &str, sent: Option<u64>, reported: bool| TaskSeen {
+            state: TaskState::Starting,
+            start_sent: sent.map(|ago| now - Duration::from_secs(ago)),
+            reported,
+            ..seen(job, 1, 0, 0, now)
+        };
+        let tasks = [
+            starting("lost", Some(40), false),
+            starting("recent", Some(10), false),
+            starting("replaying", Some(40), true), // reported: its worker has it
+            starting("adopting", None, false),     // expected back: the adopt timer's job
+        ];
+        let got = unstarted_tasks(&tasks, now, Duration::from_secs(30));
+        let got: Vec<String> = got.iter().map(|(k, _)| k.job.0.clone()).collect();
+        assert_eq!(got, ["lost"]);
     }
 
     #[test]

@@ -49,6 +49,8 @@ fn core(delivery: Delivery) -> JobCore {
         max_restarts: 3,
         adopt_after: Duration::from_secs(5),
         drain_after: Duration::from_secs(10),
+        restart_delay: Duration::from_millis(100),
+        restart_delay_max: Duration::from_secs(2),
     };
     JobCore::new(JobId("job-1".into()), spec(delivery), cfg)
 }
@@ -346,4 +348,85 @@ fn cancel_and_abort_end_the_job() {
     let mut c = started(Delivery::ExactlyOnce);
     let actions = c.handle(Input::Abort("disk".into()), &cluster(&[1]));
     assert_eq!(ended(&actions), Some(&Outcome::Failed("disk".into())));
+}
+
+#[test]
+fn restarts_back_off_the_first_at_once_then_doubling_to_the_cap() {
+    let c = core(Delivery::ExactlyOnce);
+    let waits: Vec<u64> = (1..=8)
+        .map(|n| c.cfg.restart_wait(n).as_millis() as u64)
+        .collect();
+    assert_eq!(waits, [0, 100, 200, 400, 800, 1600, 2000, 2000]);
+    assert_eq!(c.cfg.restart_wait(u32::MAX), Duration::from_secs(2));
+}
+
+#[test]
+fn a_task_failing_again_waits_for_its_restart_and_a_stale_wait_starts_nothing() {
+    let mut c = core(Delivery::ExactlyOnce);
+    c.cfg.max_restarts = 10;
+    let cl = cluster(&[1, 2, 3]);
+    c.handle(Input::Start, &cl);
+    let p = pos(1, 0);
+    let starts = |a: &[Action]| {
+        a.iter()
+            .filter(|a| matches!(a, Action::Start { .. }))
+            .count()
+    };
+    // The first restart starts at once.
+    let a = c.handle(failed(p, 0), &cl);
+    assert_eq!(starts(&a), 1, "{a:?}");
+    // The second is placed (durably, peers told) but held back.
+    let a = c.handle(failed(p, 1), &cl);
+    assert_eq!(starts(&a), 0, "{a:?}");
+    assert!(first(&a, |a| matches!(a, Action::Persist(_))).is_some());
+    assert!(first(&a, |a| matches!(a, Action::Routes { .. })).is_some());
+    let wait = a.iter().find_map(|a| match a {
+        Action::SetTimer(Timer::Start(q, 2), d) if *q == p => Some(*d),
+        _ => None,
+    });
+    assert_eq!(wait, Some(Duration::from_millis(100)), "{a:?}");
+    // Its wait expires: attempt 2 starts.
+    let a = c.handle(Input::Timer(Timer::Start(p, 2)), &cl);
+    assert_eq!(starts(&a), 1, "{a:?}");
+    // Attempt 3 waits; attempt 3 fails (its worker lost) before its wait expires: the
+    // expired wait of attempt 3 starts nothing, attempt 4's does.
+    let a = c.handle(failed(p, 2), &cl);
+    assert_eq!(starts(&a), 0, "{a:?}");
+    let lost = c.tasks()[&p].worker.clone();
+    let a = c.handle(Input::WorkerLost { worker: lost }, &cl);
+    assert!(a
+        .iter()
+        .any(|a| matches!(a, Action::SetTimer(Timer::Start(q, 4), _) if *q == p)));
+    assert_eq!(starts(&c.handle(Input::Timer(Timer::Start(p, 3)), &cl)), 0);
+    assert_eq!(starts(&c.handle(Input::Timer(Timer::Start(p, 4)), &cl)), 1);
+}
+
+#[test]
+fn an_at_least_once_epoch_restart_backs_off_too() {
+    let mut c = core(Delivery::AtLeastOnce);
+    c.cfg.max_restarts = 10;
+    let cl = cluster(&[1, 2, 3]);
+    c.handle(Input::Start, &cl);
+    let a = c.handle(failed(pos(1, 0), 0), &cl);
+    assert_eq!(c.epoch(), 1);
+    assert_eq!(
+        a.iter()
+            .filter(|a| matches!(a, Action::Start { .. }))
+            .count(),
+        5
+    );
+    let a = c.handle(failed(pos(1, 0), 1), &cl);
+    assert_eq!(c.epoch(), 2);
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Start { .. })),
+        "{a:?}"
+    );
+    let timers: Vec<TaskPos> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetTimer(Timer::Start(p, 2), d) if *d == Duration::from_millis(100) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(timers.len(), 5, "{a:?}");
 }

@@ -38,6 +38,8 @@ pub async fn drive(
         max_restarts: leader.cfg.max_restarts,
         adopt_after: leader.cfg.heartbeat_timeout,
         drain_after: DRAIN,
+        restart_delay: leader.cfg.restart_delay,
+        restart_delay_max: leader.cfg.restart_delay_max,
     };
     let mut core = JobCore::new(id.clone(), spec.clone(), cfg);
     let mut run = Executor {
@@ -157,6 +159,7 @@ impl Executor {
         if let Some(j) = st.jobs.get_mut(&self.id) {
             j.failures = core.failures();
             j.recoveries = core.recoveries();
+            j.last_failure = core.last_failure().map(str::to_string);
         }
     }
 
@@ -198,6 +201,8 @@ impl Executor {
                         t.pid = None;
                         t.done = false;
                         t.progressed = Instant::now();
+                        t.start_sent = None;
+                        t.reported = false;
                     }
                     None => {
                         let rec = TaskRec::placed(worker, attempt, state, &self.spec, pos.stage);
@@ -206,6 +211,11 @@ impl Executor {
                 }
             }
             Action::Start { worker, assignment } => {
+                if let Some(t) = st.tasks.get_mut(&assignment.key) {
+                    if t.attempt == assignment.attempt {
+                        t.start_sent = Some(Instant::now());
+                    }
+                }
                 st.command(&worker, Command::Start(*assignment));
             }
             Action::Stop {

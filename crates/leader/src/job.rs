@@ -45,6 +45,8 @@ pub struct JobRec {
     pub failures: u64,
     /// Restarts done.
     pub recoveries: u64,
+    /// The latest failure of a current attempt: which, and why (the job's core says).
+    pub last_failure: Option<String>,
     /// Cancels the job.
     pub cancel: CancellationToken,
     /// Output progress, for followers.
@@ -149,6 +151,7 @@ impl JobRec {
             latency: Arc::default(),
             failures: 0,
             recoveries: 0,
+            last_failure: None,
             cancel,
             progress,
             cleanup_error: None,
@@ -255,6 +258,7 @@ impl JobRec {
             latency: Arc::default(),
             failures: job.failures,
             recoveries: job.recoveries,
+            last_failure: None,
             cancel,
             progress,
             cleanup_error: job.cleanup_error,

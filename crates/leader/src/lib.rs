@@ -62,6 +62,13 @@ pub struct LeaderConfig {
     /// A running task with input waiting and no progress for this long is stalled: it is
     /// stopped and restarted like a failed one.
     pub stall_timeout: Duration,
+    /// A task attempt its worker has not reported this long after its start was sent is
+    /// counted as failed (the start never arrived) and restarted.
+    pub start_timeout: Duration,
+    /// How long a task's second restart waits (doubling for each later one).
+    pub restart_delay: Duration,
+    /// The longest a restart waits.
+    pub restart_delay_max: Duration,
     /// Which executables jobs may name (validated at submission; workers check again).
     pub exec_policy: rainstorm_store::fetch::ExecPolicy,
     /// The cluster secret every door checks (none: loopback only).
@@ -86,6 +93,9 @@ impl Default for LeaderConfig {
             keep_logs: false,
             retention: Duration::from_secs(3600),
             stall_timeout: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(30),
+            restart_delay: Duration::from_millis(250),
+            restart_delay_max: Duration::from_secs(10),
             exec_policy: Default::default(),
             token: None,
             store: None,

@@ -5,7 +5,9 @@
 
 use super::state::lock;
 use super::Leader;
-use crate::coordinator::sweep::{silent_workers, stalled_tasks, TaskSeen, WorkerSeen};
+use crate::coordinator::sweep::{
+    silent_workers, stalled_tasks, unstarted_tasks, TaskSeen, WorkerSeen,
+};
 use crate::coordinator::Input;
 use crate::model::ids::{JobId, TaskKey};
 use crate::protocol::control::WorkerState;
@@ -73,8 +75,25 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                     state: t.state,
                     queued: t.queued,
                     progressed: t.progressed,
+                    start_sent: t.start_sent,
+                    reported: t.reported,
                 })
                 .collect();
+            let start = leader.cfg.start_timeout;
+            for (key, attempt) in unstarted_tasks(&tasks, now, start) {
+                let cause = format!(
+                    "not started: its worker did not report it within {:.0} s of its start",
+                    start.as_secs_f64()
+                );
+                warn!(task = %key, attempt, "{cause}");
+                st.mark_failed(&key, attempt, cause.clone());
+                let input = Input::Stalled {
+                    pos: key.pos,
+                    attempt,
+                    cause,
+                };
+                to_send.extend(st.driver_of(&key.job).map(|tx| (tx, input)));
+            }
             for (key, attempt) in stalled_tasks(&tasks, now, stall) {
                 let cause = format!(
                     "stalled: input waiting and no progress for {:.0} s",

@@ -68,6 +68,12 @@ pub struct TaskRec {
     pub queued: u32,
     /// A source whose current attempt reported its whole stream acknowledged.
     pub done: bool,
+    /// When the current attempt's Start command was queued for its worker (none for an
+    /// attempt expected back after a leader restart, or one whose start is held back).
+    pub start_sent: Option<Instant>,
+    /// Whether the worker has reported the current attempt at all (a start that never
+    /// arrived leaves this false).
+    pub reported: bool,
 }
 
 impl TaskRec {
@@ -98,6 +104,8 @@ impl TaskRec {
             progressed: now,
             queued: 0,
             done: false,
+            start_sent: None,
+            reported: false,
         }
     }
 }
@@ -243,6 +251,7 @@ impl State {
         {
             t.progressed = now;
         }
+        t.reported = true;
         t.queued = r.queued;
         t.tuples_in = r.tuples_in;
         t.tuples_out = r.tuples_out;

@@ -33,6 +33,7 @@ impl State {
             sink_tuples: j.sink_tuples.load(Ordering::Relaxed),
             failures: j.failures,
             recoveries: j.recoveries,
+            last_failure: j.last_failure.clone(),
             submitted_ms: ms_since_epoch(j.submitted),
             elapsed_ms: elapsed.as_millis() as u64,
             latency_ms: j

@@ -80,6 +80,10 @@ pub struct JobInfo {
     pub failures: u64,
     /// Task restarts done.
     pub recoveries: u64,
+    /// The latest task failure: which attempt and why (while a job keeps restarting a task,
+    /// this is what to look at).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
     /// Submission time, ms since the Unix epoch.
     pub submitted_ms: u64,
     /// Run time so far or in total, ms.

@@ -60,6 +60,10 @@ where
         out.write_all(&chunk).await.map_err(io_err(name))?;
         total += chunk.len() as u64;
     }
+    // tokio's File writes in the background and keeps a failed write's error for the next
+    // operation: `sync_all` does not report it, `flush` does. Without this a full disk
+    // (ENOSPC) or an I/O error commits a truncated file as if it were whole.
+    out.flush().await.map_err(io_err(name))?;
     out.sync_all().await.map_err(io_err(name))?;
     drop(out);
     tokio::task::spawn_blocking(move || {

@@ -44,6 +44,7 @@ fn end() -> OutputEvent {
         sink_tuples: 0,
         failures: 0,
         recoveries: 0,
+        last_failure: None,
         submitted_ms: 0,
         elapsed_ms: 0,
         latency_ms: None,
