@@ -282,6 +282,7 @@ fn core_config() -> CoreConfig {
         drain_after: Duration::from_secs(10),
         restart_delay: Duration::from_millis(100),
         restart_delay_max: Duration::from_secs(2),
+        timeout: None,
     }
 }
 
@@ -888,6 +889,7 @@ async fn run_seed(seed: u64) -> SeedResult {
         paths: PathMode::Store,
         keep_logs: false,
         autoscale: None,
+        limits: Default::default(),
     };
     let reference = pipeline.reference(&rows);
     let cfg = DataConfig {

@@ -57,6 +57,7 @@ impl JobCore {
         }
         out.push(Action::Persist(self.run_state()));
         out.push(Action::SetTimer(Timer::Adopt, self.cfg.adopt_after));
+        self.arm_timeout(out);
         // A sink that finished before the leader went away reports nothing more: the job
         // drains from here as it would have from that report.
         let sink = TaskPos {

@@ -81,6 +81,8 @@ pub enum Timer {
     Drain,
     /// A resumed job: tasks whose worker has not rejoined by then are lost.
     Adopt,
+    /// The job's time limit (`timeout_s`) is reached: it fails.
+    Timeout,
     /// A restart held back by the restart backoff: start this attempt of this task now (if
     /// it is still the task's current attempt).
     Start(TaskPos, u32),

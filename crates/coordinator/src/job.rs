@@ -31,6 +31,9 @@ pub struct CoreConfig {
     pub restart_delay: Duration,
     /// The longest a restart waits.
     pub restart_delay_max: Duration,
+    /// The job's time limit and how much of it is left (less than the limit for a job a
+    /// restarted leader resumes): the job fails once it is used up.
+    pub timeout: Option<(Duration, Duration)>,
 }
 
 impl CoreConfig {
@@ -156,6 +159,13 @@ impl JobCore {
                 }
                 Ok(())
             }
+            Input::Timer(Timer::Timeout) => match self.cfg.timeout {
+                Some((limit, _)) => Err(Outcome::Failed(format!(
+                    "timed out: the job ran longer than its timeout_s = {} s",
+                    limit.as_secs_f64()
+                ))),
+                None => Ok(()),
+            },
             Input::Cancel => Err(Outcome::Cancelled),
             Input::Abort(cause) => Err(Outcome::Failed(cause)),
         };
@@ -336,8 +346,16 @@ impl JobCore {
         }
         out.push(Action::Persist(self.run_state()));
         self.launch(out);
+        self.arm_timeout(out);
         info!(job = %self.id, stages = self.spec.stages.len(), epoch = self.epoch, "job started");
         Ok(())
+    }
+
+    /// Sets the job's time limit, if it has one.
+    pub(super) fn arm_timeout(&self, out: &mut Vec<Action>) {
+        if let Some((_, left)) = self.cfg.timeout {
+            out.push(Action::SetTimer(Timer::Timeout, left));
+        }
     }
 
     /// Starts every task of the current epoch at its current attempt.

@@ -51,6 +51,7 @@ fn core(delivery: Delivery) -> JobCore {
         drain_after: Duration::from_secs(10),
         restart_delay: Duration::from_millis(100),
         restart_delay_max: Duration::from_secs(2),
+        timeout: None,
     };
     JobCore::new(JobId("job-1".into()), spec(delivery), cfg)
 }

@@ -16,7 +16,7 @@ use crate::protocol::control::{Command, Endpoint};
 use rainstorm_store::output::SinkProgress;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -34,12 +34,21 @@ pub async fn drive(
     progress: watch::Sender<SinkProgress>,
     resume: Option<RunState>,
 ) {
+    // A resumed job's time limit counts from its submission, not from this leader's start.
+    let submitted = lock(&leader.state).jobs.get(&id).map(|j| j.submitted);
+    let ran = submitted
+        .and_then(|s| SystemTime::now().duration_since(s).ok())
+        .unwrap_or_default();
     let cfg = CoreConfig {
-        max_restarts: leader.cfg.max_restarts,
+        max_restarts: spec.limits.max_restarts.unwrap_or(leader.cfg.max_restarts),
         adopt_after: leader.cfg.heartbeat_timeout,
         drain_after: DRAIN,
         restart_delay: leader.cfg.restart_delay,
         restart_delay_max: leader.cfg.restart_delay_max,
+        timeout: spec
+            .limits
+            .timeout()
+            .map(|limit| (limit, limit.saturating_sub(ran))),
     };
     let mut core = JobCore::new(id.clone(), spec.clone(), cfg);
     let mut run = Executor {

@@ -10,12 +10,13 @@ use crate::coordinator::sweep::{
 };
 use crate::coordinator::Input;
 use crate::model::ids::{JobId, TaskKey};
+use crate::model::spec::PathMode;
 use crate::protocol::control::WorkerState;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// Declares workers dead after the heartbeat timeout, fails their tasks (the drivers decide on
 /// recovery), and drops ended jobs past retention.
@@ -30,6 +31,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
         }
         let mut to_send = Vec::new();
         let forget: Vec<JobId>;
+        let outputs: Vec<(JobId, String)>;
         {
             let mut st = lock(&leader.state);
             let now = Instant::now();
@@ -108,18 +110,43 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 };
                 to_send.extend(st.driver_of(&key.job).map(|tx| (tx, input)));
             }
-            let retention = leader.cfg.retention;
             let expired: Vec<_> = st
                 .jobs
                 .iter()
-                .filter(|(_, j)| j.ended().is_some_and(|e| now.duration_since(e) > retention))
+                .filter(|(_, j)| {
+                    let retention = j.spec.limits.retention().unwrap_or(leader.cfg.retention);
+                    j.ended().is_some_and(|e| now.duration_since(e) > retention)
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
+            let mut gone = Vec::new();
             for id in &expired {
-                st.jobs.remove(id);
+                if let Some(j) = st.jobs.remove(id) {
+                    gone.push((id.clone(), j.spec));
+                }
                 st.tasks.retain(|k, _| &k.job != id);
             }
+            // A job whose own retention_s ran out takes its output with it, unless another
+            // job the leader still knows writes (or wrote) the same file.
+            outputs = gone
+                .into_iter()
+                .filter(|(_, spec)| {
+                    spec.limits.retention_s.is_some() && spec.paths == PathMode::Store
+                })
+                .filter(|(_, spec)| !st.jobs.values().any(|j| j.spec.sink_path == spec.sink_path))
+                .map(|(id, spec)| (id, spec.sink_path))
+                .collect();
             forget = expired;
+        }
+        for (id, path) in outputs {
+            match leader.store.delete_prefix(&path).await {
+                Ok(()) => {
+                    info!(job = %id, %path, "retention_s ran out: the job's output is removed")
+                }
+                Err(e) => {
+                    warn!(job = %id, %path, error = %e, "could not remove an expired job's output")
+                }
+            }
         }
         for id in forget {
             if let Err(e) = leader.persist.remove_job(id.clone()).await {

@@ -102,6 +102,7 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             ));
         }
     }
+    problems.extend(spec.limits.check());
     if spec.sink_path.is_empty() {
         problems.push(Problem::new(
             "sink.path",
@@ -177,6 +178,7 @@ mod tests {
             paths: PathMode::Store,
             keep_logs: false,
             autoscale: None,
+            limits: Default::default(),
         }
     }
 

@@ -101,6 +101,7 @@ pub fn from_course_args(argv: &[String]) -> Result<JobSpec, InvalidJob> {
         paths: PathMode::Store,
         keep_logs: false,
         autoscale,
+        limits: Default::default(),
     };
     let problems = check_spec(&spec);
     if problems.is_empty() {

@@ -18,6 +18,9 @@ struct RawJob {
     stages: Vec<RawStage>,
     #[serde(default)]
     keep_logs: bool,
+    max_restarts: Option<toml::Value>,
+    timeout_s: Option<toml::Value>,
+    retention_s: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +109,34 @@ impl Decoding {
         }
     }
 
+    /// An optional count; anything that is not one becomes an out-of-range count the
+    /// validator rejects, shown as written.
+    fn count(&mut self, field: &str, v: Option<&toml::Value>) -> Option<u32> {
+        let v = v?;
+        Some(
+            v.as_integer()
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or_else(|| {
+                    self.written.insert(field.into(), v.to_string());
+                    u32::MAX
+                }),
+        )
+    }
+
+    /// Optional seconds; anything that is not a number becomes NaN, which the validator
+    /// rejects, shown as written.
+    fn seconds(&mut self, field: &str, v: Option<&toml::Value>) -> Option<f64> {
+        let v = v?;
+        Some(
+            v.as_float()
+                .or_else(|| v.as_integer().map(|i| i as f64))
+                .unwrap_or_else(|| {
+                    self.written.insert(field.into(), v.to_string());
+                    f64::NAN
+                }),
+        )
+    }
+
     /// A task count, or 0 (which the validator rejects) for anything that is not one.
     fn tasks(&mut self, i: usize, v: Option<&toml::Value>) -> u32 {
         match v {
@@ -188,6 +219,11 @@ pub fn parse_job_toml(text: &str) -> Result<JobSpec, InvalidJob> {
         paths: PathMode::Store,
         keep_logs: raw.keep_logs,
         autoscale: None,
+        limits: crate::limits::JobLimits {
+            max_restarts: d.count("max_restarts", raw.max_restarts.as_ref()),
+            timeout_s: d.seconds("timeout_s", raw.timeout_s.as_ref()),
+            retention_s: d.seconds("retention_s", raw.retention_s.as_ref()),
+        },
     };
     let mut problems = check_spec(&spec);
     for p in &mut problems {

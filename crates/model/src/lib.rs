@@ -11,6 +11,7 @@ pub mod csv;
 pub mod ids;
 pub mod jobfile;
 pub mod latency;
+pub mod limits;
 pub mod partition;
 pub mod spec;
 pub mod tuple;

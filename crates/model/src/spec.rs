@@ -119,6 +119,9 @@ pub struct JobSpec {
     /// Autoscaling watermarks (input tuples/s per task), recorded for the autoscaler.
     #[serde(default)]
     pub autoscale: Option<(f64, f64)>,
+    /// The job's own limits (restarts, time, retention); absent ones are the leader's.
+    #[serde(default)]
+    pub limits: crate::limits::JobLimits,
 }
 
 /// What runs at one stage of a job. Stage 0 is the source, stages 1..=K are the user's
@@ -166,6 +169,7 @@ impl JobSpec {
             paths: PathMode::Store,
             keep_logs: false,
             autoscale: None,
+            limits: Default::default(),
         }
     }
 }

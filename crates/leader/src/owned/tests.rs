@@ -25,6 +25,7 @@ fn spec(source: &str, sink: &str) -> JobSpec {
         paths: PathMode::Store,
         keep_logs: false,
         autoscale: None,
+        limits: Default::default(),
     }
 }
 

@@ -24,6 +24,7 @@ fn job(id: &str, status: JobStatus) -> StoredJob {
             paths: PathMode::Store,
             keep_logs: false,
             autoscale: None,
+            limits: Default::default(),
         },
         status,
         error: None,
