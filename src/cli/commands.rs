@@ -86,6 +86,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token_file,
             insecure,
             store,
+            api,
         } => {
             let store = store.location()?;
             if let Some(h) = advertise_host {
@@ -125,6 +126,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 token,
                 store,
                 dir_lock: Some(dir_lock),
+                api: api.limits(),
                 ..LeaderConfig::default()
             };
             leader::run(cfg, http, shutdown_on_signal()).await?;
