@@ -143,22 +143,28 @@ pub async fn serve(
             ev.close.cancel();
             log.refused(ev.rank.reason(), || format!("for {peer}, cap {cap}"));
         }
-        let open = Open {
+        let open = Arc::new(Open {
             table: table.clone(),
             id,
-        };
+        });
         let (http, app, vouch, stop) = (http.clone(), app.clone(), vouch.clone(), stop.clone());
         let body_timeout = limits.body_timeout;
         conns.spawn(async move {
-            let conn = connection(sock, &http, app, vouch, body_timeout, open);
+            let conn = connection(sock, &http, app, vouch, body_timeout, open.clone());
             tokio::pin!(conn);
             let ended = tokio::select! {
                 r = conn.as_mut() => r,
                 // Closed to make room: dropping it closes the socket.
                 _ = close.cancelled() => Ok(()),
+                // Stopping: a connection without a request (a slowloris among them) closes now;
+                // one carrying a request closes once its answer is sent.
                 _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+                    if open.busy() {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    } else {
+                        Ok(())
+                    }
                 }
             };
             if let Err(e) = ended {
@@ -195,13 +201,13 @@ fn connection(
     app: Router,
     vouch: Vouch,
     body_timeout: Duration,
-    open: Open,
+    open: Arc<Open>,
 ) -> http1::Connection<TokioIo<TcpStream>, Service> {
     let svc = Service {
         app,
         vouch,
         body_timeout,
-        open: Arc::new(open),
+        open,
     };
     http.serve_connection(TokioIo::new(sock), svc)
 }
@@ -248,6 +254,13 @@ fn lock(table: &Mutex<Table>) -> MutexGuard<'_, Table> {
 struct Open {
     table: Arc<Mutex<Table>>,
     id: u64,
+}
+
+impl Open {
+    /// Whether it carries a request now.
+    fn busy(&self) -> bool {
+        lock(&self.table).busy(self.id)
+    }
 }
 
 impl Drop for Open {

@@ -163,6 +163,11 @@ impl Table {
         }
     }
 
+    /// Whether connection `id` carries a request now.
+    pub(crate) fn busy(&self, id: u64) -> bool {
+        self.conns.get(&id).is_some_and(|e| e.busy > 0)
+    }
+
     /// Connection `id` is closed.
     pub(crate) fn remove(&mut self, id: u64) {
         self.conns.remove(&id);
