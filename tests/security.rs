@@ -644,7 +644,8 @@ fn the_cluster_secret_alone_cannot_write_into_a_task_it_does_not_run() {
     );
     assert_exact(&c, &id, lines);
     assert!(
-        c.worker_logs().contains("data connection refused"),
+        c.worker_logs()
+            .contains("data connections refused: not signed by the worker running"),
         "the refusal is logged"
     );
 }

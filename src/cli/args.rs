@@ -76,6 +76,35 @@ impl StoreArg {
     }
 }
 
+/// What the leader's HTTP API grants clients before they prove anything (a flood of
+/// connections without the secret must not lock out the clients that have it).
+#[derive(clap::Args, Clone, Debug)]
+pub(super) struct ApiLimitsArg {
+    /// Connections the API keeps open at once (at most half the descriptor limit); at the cap
+    /// a new one closes the oldest that proves nothing.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) api_max_conns: u64,
+    /// Milliseconds a connection may take to send a request's headers (also how long an idle
+    /// keep-alive connection stays open).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) api_header_timeout_ms: u64,
+    /// A request body must bring 1 KiB (or end) in every this many milliseconds of waiting
+    /// for it; slower ones are cut.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) api_body_timeout_ms: u64,
+}
+
+impl ApiLimitsArg {
+    /// The leader's limits.
+    pub(super) fn limits(&self) -> crate::leader::server::ApiLimits {
+        crate::leader::server::ApiLimits {
+            max_conns: usize::try_from(self.api_max_conns).unwrap_or(usize::MAX),
+            header_timeout: std::time::Duration::from_millis(self.api_header_timeout_ms),
+            body_timeout: std::time::Duration::from_millis(self.api_body_timeout_ms),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub(super) enum Cmd {
     /// Run a job on an embedded local cluster and print its output lines.
@@ -140,6 +169,8 @@ pub(super) enum Cmd {
         insecure: bool,
         #[command(flatten)]
         store: StoreArg,
+        #[command(flatten)]
+        api: ApiLimitsArg,
     },
     /// Run a worker of a cluster.
     Worker {

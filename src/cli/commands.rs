@@ -98,6 +98,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token_file,
             insecure,
             store,
+            api,
         } => {
             let store = store.location()?;
             if let Some(h) = advertise_host {
@@ -137,6 +138,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 token,
                 store,
                 dir_lock: Some(dir_lock),
+                api: api.limits(),
                 ..LeaderConfig::default()
             };
             restart_settings(&restarts, &mut cfg)?;

@@ -335,6 +335,17 @@ impl Cluster {
 
     /// Like `start`, with extra leader arguments.
     pub fn start_with(n: usize, timeout_s: f64, extra: &[&str]) -> Cluster {
+        Self::start_tuned(n, timeout_s, extra, |_| {})
+    }
+
+    /// Like `start_with`; `tune` adjusts the leader's command before it starts (its limits,
+    /// say).
+    pub fn start_tuned(
+        n: usize,
+        timeout_s: f64,
+        extra: &[&str],
+        tune: impl FnOnce(&mut Command),
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let token = format!(
             "test-secret-{}-{}",
@@ -345,7 +356,8 @@ impl Cluster {
                 .as_nanos()
         );
         let log = std::fs::File::create(dir.path().join("leader.log")).unwrap();
-        let leader = Command::new(bin())
+        let mut leader = Command::new(bin());
+        leader
             .args([
                 "leader",
                 "--listen",
@@ -364,9 +376,9 @@ impl Cluster {
             .env("RAINSTORM_LOG", "info")
             .env("RAINSTORM_TOKEN", &token)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        tune(&mut leader);
+        let leader = leader.spawn().unwrap();
         let log_path = dir.path().join("leader.log");
         let url = wait_for("the leader to listen", Duration::from_secs(20), || {
             let text = std::fs::read_to_string(&log_path).ok()?;

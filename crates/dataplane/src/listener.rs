@@ -12,6 +12,7 @@ use crate::model::backoff::Backoff;
 use crate::model::ids::{JobId, TaskKey, TaskPos};
 use crate::protocol::auth::nonce;
 use crate::protocol::frame::{codec, Frame, Hello, MAX_FRAME, MAX_HELLO};
+use crate::protocol::refusal::{RefusalLog, INTERVAL};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,8 @@ impl Default for Limits {
 /// Accepts connections until `shutdown`, then waits for every handler to finish. Each
 /// connection must say Hello within `limits.hello_deadline`, signed by the key `routes` names
 /// for the sender attempt it speaks for; at most `limits.max_conns` are served at once.
+/// Refusals (over the cap, unsigned Hellos) and accept failures are counted in one
+/// [`RefusalLog`]: a flood of them writes a line per interval, not a line each.
 pub async fn serve(
     mut listener: impl Acceptor,
     registry: Arc<Registry>,
@@ -58,6 +61,7 @@ pub async fn serve(
     let mut conns = JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_conns));
     let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
+    let refusals = Arc::new(RefusalLog::new("data connections refused", INTERVAL));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -65,17 +69,21 @@ pub async fn serve(
                 Ok(conn) => {
                     backoff.reset();
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        warn!(peer = %conn.peer, limit = limits.max_conns, "too many data connections; closing a new one");
+                        refusals.refused("too many connections", || {
+                            format!("peer {}, limit {}", conn.peer, limits.max_conns)
+                        });
                         continue;
                     };
                     let registry = registry.clone();
+                    let refusals = refusals.clone();
                     let routes = routes.clone();
                     let stop = shutdown.clone();
                     let span = tracing::debug_span!("data_conn", peer = %conn.peer);
                     conns.spawn(
                         async move {
                             let deadline = limits.hello_deadline;
-                            if let Err(e) = serve_conn(conn, registry, routes, deadline, stop).await {
+                            let served = serve_conn(conn, registry, routes, deadline, &refusals, stop);
+                            if let Err(e) = served.await {
                                 debug!(error = %e, "data connection ended");
                             }
                             drop(slot);
@@ -86,7 +94,9 @@ pub async fn serve(
                 Err(e) => {
                     // Out of descriptors, say: back off instead of spinning on the error.
                     let d = backoff.next();
-                    warn!(error = %e, retry_in = ?d, "accept failed on the data listener");
+                    refusals.refused("accept failed (out of descriptors?)", || {
+                        format!("{e}; retrying in {d:?}")
+                    });
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(d) => {}
@@ -101,6 +111,7 @@ pub async fn serve(
         }
     }
     conns.shutdown().await;
+    refusals.flush();
 }
 
 /// Why a connection ended.
@@ -211,6 +222,7 @@ async fn serve_conn(
     registry: Arc<Registry>,
     routes: Arc<Routes>,
     hello_deadline: Duration,
+    refusals: &RefusalLog,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
     let mut rd = FramedRead::new(conn.read, codec());
@@ -260,7 +272,13 @@ async fn serve_conn(
         (Ok(()), Some(h)) => h,
         (Err(refusal), _) => {
             if let Refusal::Unauthenticated(_) = refusal {
-                warn!(peer = %conn.peer, %key, %from, from_attempt = hello.from_attempt, "data connection refused: not signed by the worker running the sender attempt it names");
+                refusals.refused(
+                    "not signed by the worker running the sender attempt it names",
+                    || {
+                        let a = hello.from_attempt;
+                        format!("peer {}, to {key}, from {from} attempt {a}", conn.peer)
+                    },
+                );
             } else {
                 debug!(%key, %from, ?refusal, "link refused");
             }

@@ -22,6 +22,7 @@ pub mod job;
 mod monitor;
 pub mod owned;
 pub mod persist;
+pub mod server;
 pub mod state;
 pub mod validate;
 mod views;
@@ -78,6 +79,8 @@ pub struct LeaderConfig {
     /// The data-dir lock, if the caller took it before `run` (the CLI does, before binding
     /// its port, so a second leader is told why at once); else `run` takes it.
     pub dir_lock: Option<Arc<persist::DirLock>>,
+    /// What the HTTP API grants clients before they prove anything: connections, deadlines.
+    pub api: server::ApiLimits,
     /// Receives the leader's context once it runs (`rainstorm run` submits in-process: only
     /// it may use local paths, which the HTTP API refuses).
     pub ready: Option<mpsc::UnboundedSender<Arc<Leader>>>,
@@ -100,6 +103,7 @@ impl Default for LeaderConfig {
             token: None,
             store: None,
             dir_lock: None,
+            api: server::ApiLimits::default(),
             ready: None,
         }
     }
@@ -292,15 +296,20 @@ pub async fn run(
     let stop_net = CancellationToken::new();
     bg.spawn(monitor::monitor(leader.clone(), stop_net.clone()));
     let app = api::router(leader.clone());
-    let http_stop = stop_net.clone();
-    bg.spawn(async move {
-        let serve = axum::serve(http, app)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await });
-        if let Err(e) = serve.await {
-            warn!(error = %e, "HTTP server failed");
-        }
-    });
-    info!(api = %http_addr, "leader ready");
+    let vouch: server::Vouch = {
+        let l = leader.clone();
+        Arc::new(move |headers| api::vouched(&l, headers))
+    };
+    let limits = cfg.api;
+    bg.spawn(server::serve(
+        http,
+        app,
+        vouch,
+        limits,
+        stop_net.clone(),
+        STOP_SERVERS * 2 / 3,
+    ));
+    info!(api = %http_addr, max_conns = limits.effective_max_conns(), "leader ready");
     let mut drivers = JoinSet::new();
     for (id, spec, ev, cancel, progress, run) in resumed {
         let span = tracing::info_span!("job", job = %id);

@@ -1,5 +1,6 @@
-//! What crosses process boundaries: control-plane and API messages, data-plane frames, and the
-//! line format of executable operators. Encodings only; no sockets.
+//! What crosses process boundaries: control-plane and API messages, data-plane frames, the line
+//! format of executable operators; and how a door reports what it refuses. Encodings only; no
+//! sockets.
 
 #![warn(missing_docs)]
 
@@ -10,3 +11,4 @@ pub mod auth;
 pub mod control;
 pub mod frame;
 pub mod line;
+pub mod refusal;

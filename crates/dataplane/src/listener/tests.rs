@@ -340,3 +340,92 @@ async fn only_the_worker_running_the_sender_attempt_can_speak_for_it() {
     stop.cancel();
     server.await.unwrap();
 }
+
+/// Counts the WARN events (a log line each) of the thread it is the default subscriber of.
+struct WarnLines(Arc<std::sync::atomic::AtomicUsize>);
+
+impl tracing::Subscriber for WarnLines {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// An unauthenticated flood (connections over the cap, Hellos signed by the wrong key) is
+/// refused connection by connection, but logged in a bounded number of lines.
+#[tokio::test]
+async fn a_flood_of_refusals_logs_a_few_lines() {
+    const FLOOD: usize = 300;
+    let warns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Current-thread runtime: the listeners' tasks log on this thread.
+    let _log = tracing::subscriber::set_default(WarnLines(warns.clone()));
+    let registry = Arc::new(Registry::default());
+    let routes = Arc::new(Routes::default());
+    let job = JobId("j".into());
+    routes.set_many(
+        &job,
+        1,
+        &[(TaskPos { stage: 1, index: 0 }, sender_at("x:1", 0))],
+    );
+    let key = TaskKey {
+        job,
+        pos: TaskPos { stage: 2, index: 0 },
+    };
+    let (_inbox, _acks, _reg) = registry.register(key, 0, 0, 4).unwrap();
+
+    // Hellos signed by another worker's key: each refused for good.
+    let (addr, stop, server) = listen(registry.clone(), routes.clone()).await;
+    let neighbour = Identity::from_seed([9; 32]).unwrap();
+    for _ in 0..FLOOD {
+        let (mut rd, _wr) = hello_as(addr, 0, 0, |n, b| neighbour.sign_hello(n, b)).await;
+        assert!(matches!(
+            next(&mut rd).await,
+            Some(Frame::Reject { retry: false, .. })
+        ));
+    }
+    stop.cancel();
+    server.await.unwrap();
+
+    // Connections over the cap: one holds the only slot, every other is closed at once.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let limits = Limits {
+        hello_deadline: Duration::from_secs(30),
+        max_conns: 1,
+    };
+    let server = tokio::spawn(serve(listener, registry, routes, limits, stop.clone()));
+    // Its write half stays open: it never says Hello, nor goes away.
+    let (held, _held_wr) = TcpStream::connect(addr).await.unwrap().into_split();
+    let mut held = FramedRead::new(held, codec());
+    assert!(
+        matches!(next(&mut held).await, Some(Frame::Challenge(_))),
+        "the first connection is served"
+    );
+    for _ in 0..FLOOD {
+        let (s, _wr) = TcpStream::connect(addr).await.unwrap().into_split();
+        let mut s = FramedRead::new(s, codec());
+        assert_eq!(
+            next(&mut s).await,
+            None,
+            "a connection over the cap is closed"
+        );
+    }
+    stop.cancel();
+    server.await.unwrap();
+
+    // Each listener: its first refusal, then one summary when it closes.
+    let lines = warns.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(lines <= 4, "{lines} warnings for {} refusals", 2 * FLOOD);
+}
