@@ -18,9 +18,10 @@ pub fn raise_nofile() -> Option<u64> {
         tracing::info!(limit = soft, "open-files limit (already the hard limit)");
         return Some(soft);
     }
+    // `hard` is the limit as read back (RLIM_INFINITY included): it is given back as is.
     let want = libc::rlimit {
-        rlim_cur: hard as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
+        rlim_cur: hard,
+        rlim_max: hard,
     };
     // SAFETY: setrlimit reads the struct we pass; no memory is shared.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
@@ -36,7 +37,8 @@ pub fn raise_nofile() -> Option<u64> {
     Some(hard)
 }
 
-/// The soft and hard `RLIMIT_NOFILE` of this process (`RLIM_INFINITY` as `u64::MAX`).
+/// The soft and hard `RLIMIT_NOFILE` of this process (`RLIM_INFINITY` is `u64::MAX` on
+/// Linux, so no limit reads as the largest one).
 pub fn nofile() -> std::io::Result<(u64, u64)> {
     let mut l = libc::rlimit {
         rlim_cur: 0,
@@ -46,14 +48,7 @@ pub fn nofile() -> std::io::Result<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let wide = |v: libc::rlim_t| {
-        if v == libc::RLIM_INFINITY {
-            u64::MAX
-        } else {
-            v as u64
-        }
-    };
-    Ok((wide(l.rlim_cur), wide(l.rlim_max)))
+    Ok((l.rlim_cur, l.rlim_max))
 }
 
 /// The descriptors this process may open now (its soft limit), for fitting the data plane;
