@@ -23,6 +23,17 @@ pub const MAX_STAGES: usize = 64;
 /// one worker with the default settings. See [`links`] for how they are counted.
 pub const MAX_LINKS: u64 = 4096;
 
+/// The most tasks one job may run, its stages' tasks together (the source and the sink come
+/// on top). Each task's start carries the job's whole route table (one entry per task), so
+/// what the leader sends its workers to start a job grows with the square of its tasks: at
+/// 1024 tasks, about 150 MB of commands, enough to make a loaded leader miss heartbeats.
+pub const MAX_TASKS: u64 = 512;
+
+/// The tasks of a job's stages together.
+pub fn stage_tasks(spec: &JobSpec) -> u64 {
+    spec.stages.iter().map(|s| u64::from(s.tasks)).sum()
+}
+
 /// The data links a job opens: every task of a stage connects to every task of the next, the
 /// source and the sink counting as a stage of one task each — `t1 + t1·t2 + … + t(K-1)·tK +
 /// tK` for stages of `t1 … tK` tasks.
@@ -225,6 +236,18 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
     }
     // Counted only over valid stages: a stage of 100000 tasks is reported once, as itself.
     let counted = spec.stages.iter().all(|s| TASKS.contains(&s.tasks));
+    if counted && spec.stages.len() <= MAX_STAGES && stage_tasks(spec) > MAX_TASKS {
+        problems.push(Problem::new(
+            LINKS_FIELD,
+            tasks_list(spec),
+            format!(
+                "the job runs {} tasks (its stages' tasks together); a job may run at most \
+                 {MAX_TASKS}: each task's start carries the job's whole route table, so \
+                 starting a job costs the control plane the square of its tasks",
+                stage_tasks(spec)
+            ),
+        ));
+    }
     if counted && spec.stages.len() <= MAX_STAGES && links(spec) > MAX_LINKS {
         problems.push(Problem::new(
             LINKS_FIELD,

@@ -191,6 +191,8 @@ fn two_stages_of_256_tasks_are_refused_by_the_link_rule_naming_fields_and_limit(
     assert_eq!(p[0].field, "stages[*].tasks");
     assert_eq!(p[0].value, "256, 256");
     let text = p[0].to_string();
+    // 512 tasks is within the task rule: the links are what is refused.
+    assert!(!text.contains("tasks together"), "{text}");
     for part in [
         "66048 data links",
         "at most 4096",
@@ -209,10 +211,10 @@ fn the_link_limit_is_inclusive() {
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].message.contains("4159 data links"), "{}", p[0]);
     // Many small stages add up too, and the largest term is named.
-    let p = check_spec(&spec(stages_of(&[16; 64])));
+    let p = check_spec(&spec(stages_of(&[10; 50])));
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(
-        p[0].message.contains("16160 data links")
+        p[0].message.contains("4920 data links")
             && p[0]
                 .message
                 .contains("the largest term is stages[1].tasks × stages[2].tasks"),
@@ -250,4 +252,22 @@ fn the_example_jobs_and_the_shapes_tests_use_pass() {
         let p = check_spec(&spec(stages_of(shape)));
         assert!(p.is_empty(), "{shape:?}: {p:?}");
     }
+}
+
+#[test]
+fn more_than_512_tasks_in_a_job_are_refused_even_with_few_links() {
+    // 256 + 1 + 255 = 512 tasks and 1022 links: admitted.
+    assert!(check_spec(&spec(stages_of(&[256, 1, 255]))).is_empty());
+    // One more task: 513, with only 1024 links.
+    let p = check_spec(&spec(stages_of(&[256, 1, 256])));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        (p[0].field.as_str(), p[0].value.as_str()),
+        ("stages[*].tasks", "256, 1, 256")
+    );
+    assert!(
+        p[0].message.contains("runs 513 tasks") && p[0].message.contains("at most 512"),
+        "{}",
+        p[0]
+    );
 }
