@@ -157,10 +157,10 @@ pub fn links_fit(spec: &JobSpec, room: Option<&LinkRoom>) -> Vec<Problem> {
         LINKS_FIELD,
         tasks_list(spec),
         format!(
-            "the job needs {}, but the cluster has room for {free} more: it holds as many \
-             links at once as its smallest live worker takes data connections ({}, worker \
-             {}: RAINSTORM_MAX_DATA_CONNS fitted to its open-files limit), and running jobs \
-             hold {}; use fewer tasks in adjacent stages, or submit it when jobs have ended",
+            "the job needs {}; the cluster has room for {free} more: it holds as many links \
+             at once as its smallest live worker takes data connections ({}, worker {}: \
+             RAINSTORM_MAX_DATA_CONNS fitted to its open-files limit), and running jobs hold \
+             {}. Use fewer tasks in adjacent stages, or submit it when jobs have ended",
             links_explained(spec),
             room.cap,
             room.worker,

@@ -26,7 +26,7 @@ pub const MAX_LINKS: u64 = 4096;
 /// The most tasks one job may run, its stages' tasks together (the source and the sink come
 /// on top). Each task's start carries the job's whole route table (one entry per task), so
 /// what the leader sends its workers to start a job grows with the square of its tasks: at
-/// 1024 tasks, about 150 MB of commands, enough to make a loaded leader miss heartbeats.
+/// 1024 tasks, about 180 MB of commands, enough to make a loaded leader miss heartbeats.
 pub const MAX_TASKS: u64 = 512;
 
 /// The tasks of a job's stages together.
