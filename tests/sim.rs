@@ -931,6 +931,7 @@ async fn run_seed(seed: u64) -> SeedResult {
             net: net.host(&name),
             launcher: launcher.clone(),
             identity: identity(i),
+            slots: rainstorm::dataplane::link::LinkSlots::new(cfg.max_conns),
         };
         if i != LEADER {
             // No tuple passes through the leader: only workers listen for data.

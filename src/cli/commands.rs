@@ -167,7 +167,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_listen: listen,
                 advertise,
                 store,
-                data: DataConfig::from_env(),
+                data: DataConfig::from_env().fit_to_fds(super::limits::open_files()),
                 exec_policy,
                 run_as,
                 token: Secret::from_args(leader.token_file.as_deref())?,

@@ -96,6 +96,8 @@ impl Cluster {
         };
         let store = Store::local(cfg.data_dir.join("store"))?;
         parts.spawn(leader::run(cfg, http, shutdown.clone()));
+        // The workers share this process's descriptors: each is fitted to its share.
+        let share = super::limits::open_files() / workers.max(1) as u64;
         for i in 0..workers {
             let wc = WorkerConfig {
                 leader: url.clone(),
@@ -103,7 +105,7 @@ impl Cluster {
                 data_listen: "127.0.0.1:0".into(),
                 advertise: None,
                 store: Some(store.clone()),
-                data: DataConfig::from_env(),
+                data: DataConfig::from_env().fit_to_fds(share),
                 exec_policy: policy.clone(),
                 run_as: None,
                 token: Some(token.clone()),

@@ -7,6 +7,7 @@ mod args;
 pub mod client;
 mod commands;
 pub mod embedded;
+pub mod limits;
 pub mod output;
 mod print;
 mod signals;
@@ -35,6 +36,13 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     init_tracing(default_log);
+    if matches!(
+        cli.cmd,
+        Cmd::Leader { .. } | Cmd::Worker { .. } | Cmd::Run { .. }
+    ) {
+        // Before any thread or socket: what a process may hold is known from here on.
+        limits::raise_nofile();
+    }
     if matches!(
         cli.cmd,
         Cmd::Jobs { .. }

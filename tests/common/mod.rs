@@ -408,10 +408,16 @@ impl Cluster {
 
     /// Starts one more worker with extra environment variables (data-plane limits, say).
     pub fn add_worker_env(&mut self, env: &[(&str, &str)]) {
+        self.add_worker_with(env, None);
+    }
+
+    /// Starts one more worker with extra environment variables and, with `nofile`, an
+    /// open-files limit (soft and hard, so the worker cannot raise it).
+    pub fn add_worker_with(&mut self, env: &[(&str, &str)], nofile: Option<u64>) {
         let i = self.workers.len();
         let log = std::fs::File::create(self.dir.path().join(format!("worker-{i}.log"))).unwrap();
-        let w = Command::new(bin())
-            .args(["worker", "--leader", &self.url, "--data-dir"])
+        let mut w = Command::new(bin());
+        w.args(["worker", "--leader", &self.url, "--data-dir"])
             .arg(self.dir.path().join(format!("worker-{i}")))
             .arg("--allow-exec")
             .arg(self.dir.path())
@@ -419,9 +425,24 @@ impl Cluster {
             .env("RAINSTORM_TOKEN", &self.token)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(n) = nofile {
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: only setrlimit runs between fork and exec (async-signal-safe).
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut w, move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let w = w.spawn().unwrap();
         self.workers.push(w);
     }
 

@@ -39,7 +39,11 @@ pub struct DataConfig {
     /// How long a new connection to the data listener may take to prove the cluster secret
     /// in its Hello before it is closed (milliseconds).
     pub hello_deadline_ms: usize,
-    /// Connections the data listener serves at once; more are closed as they come.
+    /// Connections the data listener serves at once (more are closed as they come), and link
+    /// connections this process's links hold open at once (more wait for one to close). Each
+    /// link holds one descriptor at each end, so this bounds the data plane's descriptors at
+    /// twice it; [`DataConfig::fit_to_fds`] lowers it to what the process may open. The leader
+    /// admits no more links into the cluster than the smallest worker's cap.
     pub max_conns: usize,
 }
 
@@ -52,7 +56,7 @@ impl Default for DataConfig {
             queue_batches: 8,
             log_linger_us: 2000,
             hello_deadline_ms: 10_000,
-            max_conns: 4096,
+            max_conns: model::check::MAX_LINKS as usize,
         }
     }
 }
@@ -84,6 +88,26 @@ impl DataConfig {
             }
         }
         c
+    }
+}
+
+/// Descriptors of a process kept out of the data plane's reach, out of `limit`: a quarter, at
+/// least 256. They keep the control plane (heartbeats, command polls, events), the store,
+/// operators' pipes and files working however many links are open.
+pub fn fd_reserve(limit: u64) -> u64 {
+    (limit / 4).max(256)
+}
+
+impl DataConfig {
+    /// This config with `max_conns` lowered so that the data plane fits in `fds` descriptors
+    /// (the process's limit, or its share of it): the listener's connections and the links'
+    /// connections, each at most `max_conns`, plus [`fd_reserve`] for everything else. At
+    /// least 1, so a tiny limit still runs a tiny job.
+    pub fn fit_to_fds(mut self, fds: u64) -> DataConfig {
+        let room = fds.saturating_sub(fd_reserve(fds)) / 2;
+        let room = usize::try_from(room).unwrap_or(usize::MAX);
+        self.max_conns = self.max_conns.min(room).max(1);
+        self
     }
 }
 

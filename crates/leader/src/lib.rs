@@ -174,7 +174,12 @@ impl Leader {
         }
         let mut problems = check_spec(&spec);
         if problems.is_empty() {
-            problems = lock(&self.state).reads_running_output(&spec);
+            let st = lock(&self.state);
+            problems = st.reads_running_output(&spec);
+            problems.extend(validate::links_fit(
+                &spec,
+                validate::link_room(&st).as_ref(),
+            ));
         }
         if problems.is_empty() {
             let present = self.present_in_store(&spec).await;
@@ -196,20 +201,27 @@ impl Leader {
             .put_job(rec.stored(&id))
             .await
             .map_err(|e| SubmitError::Internal(format!("recording the job: {e:#}")))?;
-        let claimed = {
+        let admitted = {
             let mut st = lock(&self.state);
-            let claimed = st.claim_files(&id, files);
-            if claimed.is_ok() {
-                st.add_job(id.clone(), rec);
+            // Again under the lock that records the job: two jobs submitted at once must not
+            // both count on the same room.
+            let over = validate::links_fit(&spec, validate::link_room(&st).as_ref());
+            if !over.is_empty() {
+                Err(SubmitError::Invalid(over))
+            } else {
+                let claimed = st.claim_files(&id, files);
+                if claimed.is_ok() {
+                    st.add_job(id.clone(), rec);
+                }
+                claimed.map_err(SubmitError::Conflict)
             }
-            claimed
         };
-        if let Err(msg) = claimed {
+        if let Err(refused) = admitted {
             // The id stays used up: ids are never handed out twice.
             if let Err(e) = self.persist.remove_job(id.clone()).await {
                 warn!(job = %id, error = %e, "could not forget a refused job's record");
             }
-            return Err(SubmitError::Conflict(msg));
+            return Err(refused);
         }
         info!(job = %id, name = ?spec.name, "job submitted");
         if self

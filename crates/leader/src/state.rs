@@ -37,6 +37,9 @@ pub struct WorkerRec {
     /// The worker's public key: placements name it for every attempt this worker runs, so
     /// receivers admit links only from this worker for those attempts.
     pub key: PeerKey,
+    /// The data connections it holds at most, each way, as it registered them: the link
+    /// rule's capacity (`validate::link_room`).
+    pub data_conns: u64,
 }
 
 /// A task as the leader tracks it (its current attempt).
@@ -193,13 +196,15 @@ impl State {
     }
 
     /// Records a newly registered worker, alive and with no commands, under the id the
-    /// leader took for it (`wN`, from the durable counter), with the key it proved.
+    /// leader took for it (`wN`, from the durable counter), with the key it proved and the
+    /// data connections it holds.
     pub fn add_worker(
         &mut self,
         id: WorkerId,
         data_addr: String,
         key: PeerKey,
         session: Option<String>,
+        data_conns: u64,
     ) {
         let rec = WorkerRec {
             data_addr,
@@ -211,6 +216,7 @@ impl State {
             notify: Arc::new(Notify::new()),
             session,
             key,
+            data_conns,
         };
         self.workers.insert(id, rec);
     }

@@ -1,9 +1,13 @@
 //! The leader's half of "validate at the door": what needs the filesystem or the store
-//! (source exists, operators exist and are executable, sink is writable). Combined with the
-//! static checks of `model::check`, every problem is reported before anything starts.
+//! (source exists, operators exist and are executable, sink is writable), and what needs the
+//! cluster (room for the job's data links). Combined with the static checks of
+//! `model::check`, every problem is reported before anything starts.
 
-use crate::model::check::Problem;
+use crate::model::check::{links, links_explained, tasks_list, Problem, LINKS_FIELD};
+use crate::model::ids::WorkerId;
 use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
+use crate::protocol::control::WorkerState;
+use crate::state::State;
 use rainstorm_store::fetch::ExecPolicy;
 use rainstorm_store::store::Store;
 use std::path::Path;
@@ -100,3 +104,70 @@ pub fn check(
     }
     problems
 }
+
+/// What the cluster holds of data links: the smallest data-connection cap among the live
+/// workers (and whose it is), and the links the running jobs may hold of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkRoom {
+    /// The smallest live worker's cap (connections each way).
+    pub cap: u64,
+    /// That worker.
+    pub worker: WorkerId,
+    /// Links of the jobs running now (each counted whole, as `model::check::links`).
+    pub used: u64,
+}
+
+/// The cluster's room for data links now; `None` with no live worker (such a job fails at
+/// its start, saying so, as it always did).
+///
+/// Why the smallest worker and not the sum: placement is round robin per task and a failed
+/// worker's tasks move to the survivors, so one worker can end up holding every link of a
+/// job (a one-task stage receives a link from every task before it). A cap that held for
+/// the cluster as a whole could still leave one listener full, and a link that cannot
+/// connect stalls its job.
+pub fn link_room(st: &State) -> Option<LinkRoom> {
+    let (worker, cap) = st
+        .workers
+        .iter()
+        .filter(|(_, w)| w.state == WorkerState::Alive)
+        .map(|(id, w)| (id.clone(), w.data_conns))
+        .min_by_key(|(_, c)| *c)?;
+    let used = st
+        .jobs
+        .values()
+        .filter(|j| j.events().is_some())
+        .map(|j| links(&j.spec))
+        .sum();
+    Some(LinkRoom { cap, worker, used })
+}
+
+/// The link rule's cluster half: a job's links plus the running jobs' must fit in the
+/// smallest live worker's data-connection cap. One problem naming the stages' task counts,
+/// the numbers and the rule, or none.
+pub fn links_fit(spec: &JobSpec, room: Option<&LinkRoom>) -> Vec<Problem> {
+    let Some(room) = room else {
+        return Vec::new();
+    };
+    let need = links(spec);
+    let free = room.cap.saturating_sub(room.used);
+    if need <= free {
+        return Vec::new();
+    }
+    vec![Problem::new(
+        LINKS_FIELD,
+        tasks_list(spec),
+        format!(
+            "the job needs {}; the cluster has room for {free} more: it holds as many links \
+             at once as its smallest live worker takes data connections ({}, worker {}: \
+             RAINSTORM_MAX_DATA_CONNS fitted to its open-files limit), and running jobs hold \
+             {}. Use fewer tasks in adjacent stages, or submit it when jobs have ended",
+            links_explained(spec),
+            room.cap,
+            room.worker,
+            room.used
+        ),
+    )]
+}
+
+#[cfg(test)]
+mod tests;

@@ -94,6 +94,7 @@ impl State {
                 last_heartbeat_s: (now.duration_since(w.last_seen).as_secs_f64() * 10.0).round()
                     / 10.0,
                 running_tasks: self.running_on(id),
+                data_conns: w.data_conns,
             })
             .collect();
         v.sort_by_key(|w| (w.id.0.len(), w.id.0.clone()));

@@ -16,6 +16,83 @@ pub const TASKS: std::ops::RangeInclusive<u32> = 1..=256;
 /// The most stages one job may have.
 pub const MAX_STAGES: usize = 64;
 
+/// The most data links one job may open. A link is one TCP connection from a sending task to
+/// a receiving task of the next stage (acks come back on it); each one holds a descriptor at
+/// both ends for the whole job, so a job's links, not its tasks, are what a worker runs out
+/// of. 4096 is also a worker's default data-connection cap, so a job within it fits on any
+/// one worker with the default settings. See [`links`] for how they are counted.
+pub const MAX_LINKS: u64 = 4096;
+
+/// The most tasks one job may run, its stages' tasks together (the source and the sink come
+/// on top). Each task's start carries the job's whole route table (one entry per task), so
+/// what the leader sends its workers to start a job grows with the square of its tasks: at
+/// 1024 tasks, about 180 MB of commands, enough to make a loaded leader miss heartbeats.
+pub const MAX_TASKS: u64 = 512;
+
+/// The tasks of a job's stages together.
+pub fn stage_tasks(spec: &JobSpec) -> u64 {
+    spec.stages.iter().map(|s| u64::from(s.tasks)).sum()
+}
+
+/// The data links a job opens: every task of a stage connects to every task of the next, the
+/// source and the sink counting as a stage of one task each — `t1 + t1·t2 + … + t(K-1)·tK +
+/// tK` for stages of `t1 … tK` tasks.
+pub fn links(spec: &JobSpec) -> u64 {
+    let tasks = |stage: u32| u64::from(crate::partition::tasks_of(spec, stage));
+    (0..spec.sink_stage())
+        .map(|s| tasks(s) * tasks(s + 1))
+        .sum()
+}
+
+/// The job file's name for every stage's task count, the field the link rule is about.
+pub const LINKS_FIELD: &str = "stages[*].tasks";
+
+/// The task counts of a job's stages as the job file lists them (`256, 256`): the value the
+/// link rule's problems show.
+pub fn tasks_list(spec: &JobSpec) -> String {
+    let v: Vec<String> = spec.stages.iter().map(|s| s.tasks.to_string()).collect();
+    v.join(", ")
+}
+
+/// How a job's links are counted, and its largest term: said in every refusal of the link
+/// rule so a user sees which stages to shrink.
+pub fn links_explained(spec: &JobSpec) -> String {
+    let n = spec.stages.len();
+    let mut terms: Vec<(u64, String)> = Vec::new();
+    if let Some(first) = spec.stages.first() {
+        terms.push((
+            u64::from(first.tasks),
+            "the source to stages[1]".to_string(),
+        ));
+    }
+    for (i, w) in spec.stages.windows(2).enumerate() {
+        let (a, b) = (u64::from(w[0].tasks), u64::from(w[1].tasks));
+        terms.push((
+            a * b,
+            format!(
+                "{} × {}",
+                stage_field(i, "tasks"),
+                stage_field(i + 1, "tasks")
+            ),
+        ));
+    }
+    if let Some(last) = spec.stages.last() {
+        terms.push((u64::from(last.tasks), format!("stages[{n}] to the sink")));
+    }
+    // The first of equal terms (max_by_key keeps the last, so look from the end).
+    let largest = terms
+        .iter()
+        .rev()
+        .max_by_key(|(v, _)| *v)
+        .map(|(v, what)| format!("; the largest term is {what} = {v}"))
+        .unwrap_or_default();
+    format!(
+        "{} data links (one TCP connection from each task of a stage to each task of the next, \
+         the source and the sink counting as one task each){largest}",
+        links(spec)
+    )
+}
+
 /// The allowed source rates in tuples per second, besides 0 (as fast as possible): one tuple
 /// every 1000 s at the slowest (a slower rate would put the next tuple's due time out of
 /// reach of the clock), a billion per second at the fastest (far beyond what one source can do).
@@ -158,177 +235,33 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             OperatorSpec::Exec { .. } => {}
         }
     }
+    // Counted only over valid stages: a stage of 100000 tasks is reported once, as itself.
+    let counted = spec.stages.iter().all(|s| TASKS.contains(&s.tasks));
+    if counted && spec.stages.len() <= MAX_STAGES && stage_tasks(spec) > MAX_TASKS {
+        problems.push(Problem::new(
+            LINKS_FIELD,
+            tasks_list(spec),
+            format!(
+                "the job runs {} tasks (its stages' tasks together); a job may run at most \
+                 {MAX_TASKS}: each task's start carries the job's whole route table, so \
+                 starting a job costs the control plane the square of its tasks",
+                stage_tasks(spec)
+            ),
+        ));
+    }
+    if counted && spec.stages.len() <= MAX_STAGES && links(spec) > MAX_LINKS {
+        problems.push(Problem::new(
+            LINKS_FIELD,
+            tasks_list(spec),
+            format!(
+                "the job needs {}; a job may open at most {MAX_LINKS}: use fewer tasks in \
+                 adjacent stages",
+                links_explained(spec)
+            ),
+        ));
+    }
     problems
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::spec::{Delivery, PathMode, StageSpec};
-
-    fn spec(stages: Vec<StageSpec>) -> JobSpec {
-        JobSpec {
-            name: None,
-            delivery: Delivery::ExactlyOnce,
-            source_path: "in.csv".into(),
-            source_name: "in.csv".into(),
-            rate: 0.0,
-            sink_path: "out.txt".into(),
-            stages,
-            paths: PathMode::Store,
-            keep_logs: false,
-            autoscale: None,
-            limits: Default::default(),
-        }
-    }
-
-    fn builtin(name: &str, args: &[&str]) -> OperatorSpec {
-        OperatorSpec::Builtin {
-            name: name.into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn a_good_spec_has_no_problems() {
-        let s = spec(vec![StageSpec {
-            tasks: 3,
-            operator: builtin("count-by", &["9"]),
-        }]);
-        assert!(check_spec(&s).is_empty());
-    }
-
-    #[test]
-    fn names_each_field_and_the_value() {
-        let mut s = spec(vec![
-            StageSpec {
-                tasks: 0,
-                operator: builtin("frobnicate", &[]),
-            },
-            StageSpec {
-                tasks: 2000,
-                operator: builtin("count-by", &["zero"]),
-            },
-            StageSpec {
-                tasks: 1,
-                operator: OperatorSpec::Exec {
-                    path: String::new(),
-                    args: vec![],
-                },
-            },
-        ]);
-        s.rate = -3.0;
-        s.sink_path.clear();
-        let got: Vec<(String, String)> = check_spec(&s)
-            .into_iter()
-            .map(|p| (p.field, p.value))
-            .collect();
-        let want = [
-            ("source.rate", "-3"),
-            ("sink.path", "(missing)"),
-            ("stages[1].tasks", "0"),
-            ("stages[1].op", "frobnicate"),
-            ("stages[2].tasks", "2000"),
-            ("stages[2].args", "[\"zero\"]"),
-            ("stages[3].exec", "\"\""),
-        ];
-        let want: Vec<(String, String)> = want
-            .iter()
-            .map(|(f, v)| (f.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(got, want);
-    }
-
-    fn with_rate(rate: f64) -> Vec<Problem> {
-        let mut s = spec(vec![StageSpec {
-            tasks: 1,
-            operator: builtin("identity", &[]),
-        }]);
-        s.rate = rate;
-        check_spec(&s)
-    }
-
-    #[test]
-    fn a_vanishing_rate_is_rejected_with_field_and_value_instead_of_panicking_the_source() {
-        let p = with_rate(1e-300);
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert_eq!(p[0].field, "source.rate");
-        assert_eq!(p[0].value, 1e-300f64.to_string());
-        assert!(p[0].message.contains("0.001"), "{}", p[0]);
-    }
-
-    #[test]
-    fn nan_infinite_negative_and_absurd_rates_are_rejected_and_sane_ones_accepted() {
-        for bad in [
-            f64::NAN,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            -1.0,
-            1e10,
-            1e300,
-        ] {
-            let p = with_rate(bad);
-            assert_eq!(p.len(), 1, "rate {bad}: {p:?}");
-            assert_eq!(
-                (p[0].field.as_str(), p[0].value.as_str()),
-                ("source.rate", bad.to_string().as_str())
-            );
-        }
-        for good in [0.0, 0.001, 1.0, 2500.5, 1e9] {
-            assert!(with_rate(good).is_empty(), "rate {good}");
-        }
-    }
-
-    #[test]
-    fn autoscale_watermarks_must_be_finite_and_ordered() {
-        for (lw, hw) in [
-            (f64::NAN, 10.0),
-            (1.0, f64::INFINITY),
-            (5.0, 5.0),
-            (-1.0, 3.0),
-        ] {
-            let mut s = spec(vec![StageSpec {
-                tasks: 1,
-                operator: builtin("identity", &[]),
-            }]);
-            s.autoscale = Some((lw, hw));
-            let p = check_spec(&s);
-            assert_eq!(p.len(), 1, "{lw} {hw}: {p:?}");
-            assert_eq!(p[0].field, "autoscale");
-        }
-    }
-
-    #[test]
-    fn more_than_256_tasks_in_a_stage_is_rejected_with_the_limit() {
-        let s = spec(vec![StageSpec {
-            tasks: 257,
-            operator: builtin("identity", &[]),
-        }]);
-        let p = check_spec(&s);
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert_eq!(
-            p[0].to_string(),
-            "stages[1].tasks = 257: must be an integer from 1 to 256"
-        );
-        let s = spec(vec![StageSpec {
-            tasks: 256,
-            operator: builtin("identity", &[]),
-        }]);
-        assert!(check_spec(&s).is_empty());
-    }
-
-    #[test]
-    fn more_than_64_stages_is_rejected_with_the_limit() {
-        let stage = StageSpec {
-            tasks: 1,
-            operator: builtin("identity", &[]),
-        };
-        let p = check_spec(&spec(vec![stage.clone(); 65]));
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert_eq!(
-            p[0].to_string(),
-            "stages = (65 stages): a job has at most 64 stages"
-        );
-        assert!(check_spec(&spec(vec![stage; 64])).is_empty());
-    }
-}
+mod tests;

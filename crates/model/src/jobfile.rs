@@ -246,6 +246,23 @@ pub fn parse_job_toml(text: &str) -> Result<JobSpec, InvalidJob> {
 pub(crate) mod tests {
     use super::*;
 
+    /// The example job files pass validation, the link rule included.
+    #[test]
+    fn the_example_jobs_pass() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let parsed = parse_job_toml(&text);
+                assert!(parsed.is_ok(), "{}: {:?}", path.display(), parsed.err());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 5, "only {seen} example jobs in {}", dir.display());
+    }
+
     /// The job file of the contract's example app2.
     pub(crate) const APP2: &str = r#"
 name = "app2"

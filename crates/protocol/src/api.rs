@@ -149,6 +149,9 @@ pub struct WorkerInfo {
     pub last_heartbeat_s: f64,
     /// Tasks running on it.
     pub running_tasks: u32,
+    /// The data connections it holds at most, each way (what the link rule counts with).
+    #[serde(default)]
+    pub data_conns: u64,
 }
 
 /// Request of `rainstorm kill-task`.

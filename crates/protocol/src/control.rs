@@ -99,6 +99,12 @@ pub struct RegisterRequest {
     /// identity and its running tasks.
     #[serde(default)]
     pub rejoin: Option<Rejoin>,
+    /// The data connections the worker holds at most, each way (its data listener's cap and
+    /// its links' budget, fitted to its open-files limit): the leader admits no more links
+    /// into the cluster than its smallest worker holds. Absent from an older worker, which
+    /// is taken to hold the default (`model::check::MAX_LINKS`).
+    #[serde(default)]
+    pub data_conns: Option<u64>,
 }
 
 /// What a rejoining worker brings: the id it had and every attempt it runs or ran since its

@@ -4,6 +4,7 @@
 //! not on the task lifecycle that uses them.
 
 use crate::dataplane::inbound::Registry;
+use crate::dataplane::link::LinkSlots;
 use crate::dataplane::routes::Routes;
 use crate::dataplane::transport::Network;
 use crate::dataplane::DataConfig;
@@ -32,6 +33,9 @@ pub struct TaskEnv {
     pub launcher: Arc<dyn Launch>,
     /// This worker's key: every Hello its links send is signed with it.
     pub identity: crate::protocol::auth::Identity,
+    /// The process's budget of link connections (`cfg.max_conns`), shared by every link of
+    /// every task, so links never take the descriptors the control plane needs.
+    pub slots: LinkSlots,
 }
 
 impl TaskEnv {
@@ -46,6 +50,7 @@ impl TaskEnv {
         TaskEnv {
             registry: Arc::default(),
             routes: Arc::default(),
+            slots: LinkSlots::new(cfg.max_conns),
             cfg,
             store,
             work_dir,

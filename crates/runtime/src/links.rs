@@ -69,6 +69,7 @@ pub fn spawn(
             done: out.done.clone(),
             net: env.net.clone(),
             identity: env.identity.clone(),
+            slots: env.slots.clone(),
         };
         tasks.spawn(run_link(
             spec,

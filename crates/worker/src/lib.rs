@@ -127,6 +127,15 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         .timeout(Duration::from_secs(60))
         .build()
         .context("building the HTTP client")?;
+    let beat_http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1)
+        .build()
+        .context("building the heartbeats' HTTP client")?;
+    tracing::info!(
+        max_conns = cfg.data.max_conns,
+        "data plane: at most this many connections in (listener) and out (links) at once"
+    );
 
     let mut bg = JoinSet::new();
     let net_stop = CancellationToken::new();
@@ -141,6 +150,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         cfg,
         env,
         http,
+        beat_http,
         data_addr,
         tasks: Arc::default(),
     };

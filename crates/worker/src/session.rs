@@ -165,6 +165,7 @@ impl Worker {
                 worker_id: r.worker_id.clone(),
                 tasks: r.tasks.clone(),
             }),
+            data_conns: Some(self.cfg.data.max_conns as u64),
         };
         let res = with_secret(
             self.http
@@ -210,8 +211,14 @@ impl Worker {
         let mut helpers = JoinSet::new();
         helpers.spawn(super::commands::poll_commands(link.clone(), cmd_tx));
         let registry = self.env.registry.clone();
+        // Heartbeats have a client of their own: its one connection stays open between beats,
+        // so a worker short of descriptors (or with every pooled connection busy) still beats.
+        let beat = LeaderLink {
+            http: self.beat_http.clone(),
+            ..link.clone()
+        };
         helpers.spawn(super::report::heartbeats(
-            link.clone(),
+            beat,
             heartbeat_ms,
             self.tasks.clone(),
             registry,

@@ -12,6 +12,8 @@ pub(crate) struct Worker {
     pub(crate) cfg: WorkerConfig,
     pub(crate) env: TaskEnv,
     pub(crate) http: reqwest::Client,
+    /// The heartbeats' own client (one connection, kept open between beats).
+    pub(crate) beat_http: reqwest::Client,
     /// The data listener's address as registered.
     pub(crate) data_addr: String,
     pub(crate) tasks: TaskTable,

@@ -46,7 +46,16 @@ pub(super) async fn connect(
             }
             dest_of(&table, &spec.to)
         };
-        if let Some((addr, to_attempt)) = dest {
+        if let Some((addr, to_attempt)) = dest.clone() {
+            // A socket only with a slot of the process's budget: past it, wait (a link
+            // finishing frees one) instead of failing for want of descriptors.
+            let slot = tokio::select! {
+                _ = cancel.cancelled() => return Admission::Cancelled,
+                s = spec.slots.acquire() => s,
+            };
+            let Some(slot) = slot else {
+                return Admission::Cancelled;
+            };
             let attempt = tokio::time::timeout(Duration::from_secs(2), spec.net.connect(&addr));
             let res = tokio::select! {
                 _ = cancel.cancelled() => return Admission::Cancelled,
@@ -91,6 +100,7 @@ pub(super) async fn connect(
                                 rd,
                                 wr,
                                 dest: (addr, to_attempt),
+                                _slot: slot,
                             };
                             match verdict(spec, &mut c, routes, cancel).await {
                                 Verdict::Ack(upto, eos) => {
@@ -112,7 +122,16 @@ pub(super) async fn connect(
         let d = backoff.next();
         tokio::select! {
             _ = cancel.cancelled() => return Admission::Cancelled,
-            r = routes.changed() => if r.is_err() { return Admission::Cancelled; },
+            r = routes.changed() => {
+                if r.is_err() {
+                    return Admission::Cancelled;
+                }
+                // A new destination (moved, or a new attempt) is worth trying at once and
+                // again soon; a table that changed elsewhere keeps the backoff growing.
+                if dest_of(&routes.borrow(), &spec.to) != dest {
+                    backoff.reset();
+                }
+            }
             _ = tokio::time::sleep(d) => {}
         }
     }

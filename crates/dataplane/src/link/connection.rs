@@ -20,6 +20,8 @@ pub(super) struct Connection {
     pub(super) wr: FramedWrite<ConnWrite, LengthDelimitedCodec>,
     /// Where it goes: the destination's address and attempt when it was opened.
     pub(super) dest: (String, u32),
+    /// Its place in the process's budget of link connections, given back on drop.
+    pub(super) _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Where the destination runs now (address and attempt), if placed and not finished.

@@ -21,7 +21,7 @@ use crate::model::ids::{JobId, TaskPos};
 use crate::model::tuple::Tuple;
 use crate::protocol::auth::Identity;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// What a router hands a link. The end of stream is explicit: a link whose channel merely
 /// closes (its task failed or was cancelled) abandons the stream and never sends EOS, so a
@@ -69,6 +69,45 @@ pub struct LinkSpec {
     /// The key of the worker running the sending attempt: the Hello is signed with it, and
     /// the receiver admits the link only if its route table names this key for the attempt.
     pub identity: Identity,
+    /// The process's budget of link connections: one is held from connect to close.
+    pub slots: LinkSlots,
+}
+
+/// How many link connections one process holds open at once (connecting or connected),
+/// shared by all its links. Past it a link waits for a connection of another to close rather
+/// than open a socket the process may not have: running out of descriptors would also cut
+/// the worker off from its leader (no heartbeat, no command, declared dead).
+#[derive(Clone, Debug)]
+pub struct LinkSlots {
+    sem: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl LinkSlots {
+    /// A budget of `limit` connections (at least 1).
+    pub fn new(limit: usize) -> LinkSlots {
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
+        LinkSlots {
+            sem: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// Connections held now.
+    pub fn in_use(&self) -> usize {
+        self.limit - self.sem.available_permits()
+    }
+
+    /// The budget.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Waits for a free slot; it is given back when the returned permit is dropped.
+    async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        // The semaphore is never closed, so this only waits.
+        self.sem.clone().acquire_owned().await.ok()
+    }
 }
 
 /// Bits of a sequence number below the epoch: epoch `e` numbers its tuples from `e << 40`.

@@ -19,6 +19,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+/// The first wait before a link tries its destination again (a receiver not registered yet
+/// is the common case at a job's start: it is there within milliseconds).
+const RECONNECT_FIRST: Duration = Duration::from_millis(5);
+
+/// The longest wait between a link's tries of the same destination. A destination that stays
+/// unreachable costs one connection a second per link, not a storm; a new destination in the
+/// routes is tried at once whatever the wait.
+const RECONNECT_CAP: Duration = Duration::from_secs(1);
+
 /// The link of a restarted sender whose destination already finished: everything it
 /// regenerates was delivered by an earlier attempt, so its input is drained and dropped.
 async fn drain_to_finished(
@@ -66,7 +75,7 @@ pub async fn run_link(
     let mut eos_sent = false;
     let mut eos_acked = false;
     let mut conn: Option<Connection> = None;
-    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(250));
+    let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_CAP);
     loop {
         if conn.is_none() {
             let hello_state = (window.acked, eos_acked);

@@ -221,7 +221,15 @@ pub(super) async fn register(
     let to_send = {
         let mut st = lock(&l.state);
         st.known_workers.insert(id.clone(), key);
-        st.add_worker(id.clone(), req.data_addr.clone(), key, session.clone());
+        // An older worker does not say: it holds the default.
+        let conns = req.data_conns.unwrap_or(crate::model::check::MAX_LINKS);
+        st.add_worker(
+            id.clone(),
+            req.data_addr.clone(),
+            key,
+            session.clone(),
+            conns,
+        );
         match rejoin {
             Some(r) => adopt(&mut st, &id, r.tasks),
             None => Vec::new(),

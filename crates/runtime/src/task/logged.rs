@@ -231,6 +231,7 @@ mod tests {
             net: Arc::new(Tcp),
             launcher: Arc::new(crate::exec::OsLauncher),
             identity: crate::protocol::auth::Identity::from_seed([5; 32]).unwrap(),
+            slots: crate::dataplane::link::LinkSlots::new(64),
         }
     }
 

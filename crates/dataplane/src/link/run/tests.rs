@@ -1,7 +1,7 @@
 //! Unit tests of `run`.
 
 use super::*;
-use crate::link::OutBatch;
+use crate::link::{LinkSlots, OutBatch};
 use crate::model::ids::JobId;
 use crate::model::ids::TaskPos;
 use crate::model::tuple::Tuple;
@@ -90,19 +90,34 @@ async fn ack(wr: &mut Wr, upto: u64, eos: bool) {
     wr.send(Frame::Ack { upto, eos }.encode()).await.unwrap();
 }
 
-fn start(
-    queue: usize,
-    window: usize,
-    resend: bool,
-) -> (
+type Started = (
     mpsc::Sender<LinkMsg>,
     Receiver,
     tokio::task::JoinHandle<LinkEnd>,
     watch::Sender<RouteTable>,
-) {
+);
+
+fn start(queue: usize, window: usize, resend: bool) -> Started {
+    start_with(
+        queue,
+        window,
+        resend,
+        LinkSlots::new(64),
+        CancellationToken::new(),
+    )
+}
+
+fn start_with(
+    queue: usize,
+    window: usize,
+    resend: bool,
+    slots: LinkSlots,
+    cancel: CancellationToken,
+) -> Started {
     let (conn_tx, conns) = mpsc::unbounded_channel();
     let to = TaskPos { stage: 2, index: 0 };
     let spec = LinkSpec {
+        slots,
         job: JobId("j".into()),
         from: TaskPos { stage: 1, index: 0 },
         attempt: 0,
@@ -120,7 +135,7 @@ fn start(
     };
     let (tx, rx) = mpsc::channel(queue);
     let (routes_tx, routes) = watch::channel(HashMap::from([(to, receiver())]));
-    let link = tokio::spawn(run_link(spec, cfg, rx, routes, CancellationToken::new()));
+    let link = tokio::spawn(run_link(spec, cfg, rx, routes, cancel));
     (tx, Receiver { conns }, link, routes_tx)
 }
 
@@ -313,4 +328,86 @@ async fn an_end_acknowledged_before_it_is_sent_still_completes_the_link() {
         .await
         .expect("the link must end without another ack");
     assert_eq!(end.unwrap(), LinkEnd::Done);
+}
+
+/// Links past the process's budget of connections wait for a slot instead of opening a
+/// socket: with one slot, a second link connects only once the first one's connection is
+/// gone. (Paused clock: the wait is virtual, nothing sleeps.)
+#[tokio::test(start_paused = true)]
+async fn a_link_past_the_connection_budget_waits_for_a_slot() {
+    let slots = LinkSlots::new(1);
+    let (tx1, mut recv1, link1, _r1) =
+        start_with(8, 1 << 20, true, slots.clone(), CancellationToken::new());
+    let (tx2, mut recv2, link2, _r2) =
+        start_with(8, 1 << 20, true, slots.clone(), CancellationToken::new());
+    // Whichever link got the slot is admitted; the other has not even connected.
+    let first = tokio::select! {
+        c = recv1.admit() => (1, c),
+        c = recv2.admit() => (2, c),
+    };
+    let (n, (mut rd, mut wr, hello)) = first;
+    assert_eq!(slots.in_use(), 1);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let other = if n == 1 { &mut recv2 } else { &mut recv1 };
+    assert!(
+        other.conns.try_recv().is_err(),
+        "a link connected past the budget of 1"
+    );
+    // The first link ends (its whole stream acked): its slot goes to the other link.
+    let (tx_first, tx_other) = if n == 1 { (&tx1, &tx2) } else { (&tx2, &tx1) };
+    tx_first.send(LinkMsg::End).await.unwrap();
+    let last = match next(&mut rd).await {
+        Some(Frame::Eos { last_seq }) => last_seq,
+        f => panic!("expected the end of stream, got {f:?}"),
+    };
+    ack(&mut wr, last.max(hello.acked), true).await;
+    let (mut rd2, mut wr2, hello2) = other.admit().await;
+    tx_other.send(LinkMsg::End).await.unwrap();
+    let last2 = match next(&mut rd2).await {
+        Some(Frame::Eos { last_seq }) => last_seq,
+        f => panic!("expected the end of stream, got {f:?}"),
+    };
+    ack(&mut wr2, last2.max(hello2.acked), true).await;
+    assert_eq!(link1.await.unwrap(), LinkEnd::Done);
+    assert_eq!(link2.await.unwrap(), LinkEnd::Done);
+    assert_eq!(slots.in_use(), 0);
+}
+
+/// A destination that keeps refusing is retried with a growing wait, capped at a second: ten
+/// (virtual) seconds of refusals cost a handful of connections, not a storm; once the link is
+/// cancelled it connects no more, and its slot is free.
+#[tokio::test(start_paused = true)]
+async fn a_refusing_destination_is_retried_with_backoff_and_not_after_cancel() {
+    let slots = LinkSlots::new(4);
+    let cancel = CancellationToken::new();
+    let (_tx, mut recv, link, _routes) =
+        start_with(8, 1 << 20, true, slots.clone(), cancel.clone());
+    let refuse = Frame::Reject {
+        retry: true,
+        reason: "not here yet".into(),
+    };
+    let t0 = tokio::time::Instant::now();
+    let mut tries = 0;
+    while t0.elapsed() < Duration::from_secs(10) {
+        let Ok(Some(c)) = tokio::time::timeout(Duration::from_secs(5), recv.conns.recv()).await
+        else {
+            break;
+        };
+        tries += 1;
+        let mut rd = FramedRead::new(c.read, codec());
+        let mut wr = FramedWrite::new(c.write, codec());
+        wr.send(Frame::Challenge([0; 16]).encode()).await.unwrap();
+        assert!(matches!(next(&mut rd).await, Some(Frame::Hello(_))));
+        wr.send(refuse.clone().encode()).await.unwrap();
+    }
+    // 5 ms doubling to 1 s: 8 quick tries within 1.3 s, then one a second.
+    assert!(
+        (10..=20).contains(&tries),
+        "{tries} connections in 10 s to a refusing destination"
+    );
+    cancel.cancel();
+    assert_eq!(link.await.unwrap(), LinkEnd::Cancelled);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(recv.conns.try_recv().is_err(), "a cancelled link connected");
+    assert_eq!(slots.in_use(), 0);
 }
