@@ -5,6 +5,10 @@
 //! the job file's own terms, `stages[2].tasks`) and the value as written, and all of them are
 //! reported at once so a user fixes them in one round.
 
+mod paths;
+
+pub use paths::{path_problem, MAX_COMPONENT, MAX_PATH};
+
 use crate::builtin::BuiltinSpec;
 use crate::spec::{JobSpec, OperatorSpec};
 use serde::{Deserialize, Serialize};
@@ -157,6 +161,8 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             OperatorSpec::Exec { .. } => {}
         }
     }
+    // What a file system can name (NUL, lengths): a rule of its own, in its own file.
+    problems.extend(paths::check_paths(spec));
     problems
 }
 
