@@ -771,3 +771,120 @@ fn a_registered_worker_cannot_take_another_workers_identity_or_task() {
     }
     assert_exact(&c, &id, lines);
 }
+
+/// One unauthenticated GET to the leader; the status, the headers (names lowercased) and the
+/// body.
+fn get_raw(c: &Cluster, path: &str) -> (u16, Vec<(String, String)>, String) {
+    let addr = c.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (status, body) = split_response(&text);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect();
+    (status, headers, body)
+}
+
+/// The hostile probe's find: the dashboard escaped `& < >` but not `"`, and put values into
+/// attributes, so a job named `" onmouseover="…` ran script in the page that holds the
+/// cluster secret. Now the page runs only its own same-origin script (a Content-Security-Policy
+/// without inline script or event handlers), which builds every cell as text; markup in a
+/// job's name or an operator's path is data in the API and never markup in the page. A worker
+/// whose data address is not `HOST:PORT` is refused at registration.
+#[test]
+fn markup_in_a_job_name_or_an_operator_path_is_inert_on_the_dashboard() {
+    let c = Cluster::start(1, 5.0);
+    c.file("in.txt", "a\nb\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let hostile = r#""><img src=x onerror=alert(1)> " onmouseover="x"#;
+    // An operator whose store path carries markup too (no '/' inside a name).
+    let op = "ops/\"><img src=x onerror=alert(2)>.sh";
+    c.file(op, "#!/bin/sh\ncat\n");
+    c.ok(&["put", op, op]);
+    let job = serde_json::json!({
+        "name": hostile,
+        "delivery": "exactly-once",
+        "source_path": "in.txt",
+        "source_name": "in.txt",
+        "rate": 0.0,
+        "sink_path": "o.txt",
+        "stages": [{"tasks": 1, "operator": {"kind": "exec", "path": op, "args": []}}],
+        "paths": "store",
+        "keep_logs": false,
+    });
+    let (status, body) = http(&c, "POST", "/api/jobs", Some(&c.token), &job.to_string());
+    assert_eq!(status, 201, "{body}");
+    // The API hands the name back as data, exactly as given.
+    let (_, jobs) = http(&c, "GET", "/api/jobs", Some(&c.token), "");
+    let jobs: serde_json::Value = serde_json::from_str(&jobs).unwrap();
+    assert_eq!(jobs[0]["name"], hostile);
+
+    let (status, headers, page) = get_raw(&c, "/");
+    assert_eq!(status, 200);
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let csp = header("content-security-policy");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "no policy forbids inline script and handlers on /: {csp:?}"
+    );
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert!(!page.contains(hostile) && !page.contains("onerror"));
+    // The page's one script is a same-origin file; nothing runs inline.
+    for part in page.split("<script").skip(1) {
+        let (tag, inner) = part.split_once('>').unwrap();
+        assert!(tag.contains("src="), "<script{tag}>");
+        assert!(inner.trim_start().starts_with("</script>"), "inline script");
+    }
+    let src = page
+        .split("<script src=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a script file");
+    let (status, headers, script) = get_raw(&c, src);
+    assert_eq!(status, 200, "{src}");
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v.starts_with("text/javascript")));
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+    ] {
+        assert!(
+            !script.contains(sink),
+            "the dashboard script builds markup with {sink}"
+        );
+    }
+    assert!(script.contains("textContent"));
+
+    // A worker address is shown too: one that is not HOST:PORT is refused.
+    let register = format!(
+        r#"{{"version":{},"data_addr":"\"><img src=x onerror=alert(3)>:1","pid":1}}"#,
+        rainstorm::protocol::control::PROTOCOL_VERSION
+    );
+    let (status, body) = http(&c, "POST", "/internal/register", Some(&c.token), &register);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("HOST:PORT"), "{body}");
+    let j = c.wait_job(jobs[0]["id"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+}

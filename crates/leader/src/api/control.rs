@@ -96,6 +96,21 @@ fn has_secret(l: &Leader, headers: &HeaderMap) -> bool {
     }
 }
 
+/// Whether a worker's data address can be one: `HOST:PORT`, the host made of the characters
+/// of names and IP addresses. Peers connect to it and every view shows it, so anything else
+/// (markup, control characters) is refused at registration.
+fn plausible_addr(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    addr.len() <= 300
+        && port.parse::<u16>().is_ok()
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:[]%".contains(c))
+}
+
 /// What a registration without the cluster secret is told.
 const NO_SECRET: &str = "registering needs the cluster secret (--token-file or RAINSTORM_TOKEN)";
 
@@ -128,7 +143,7 @@ pub(super) async fn register(
     Json(req): Json<RegisterRequest>,
 ) -> Response {
     if !has_secret(&l, &headers) {
-        warn!(data = %req.data_addr, "a worker without the cluster secret tried to register");
+        warn!(data = ?req.data_addr, "a worker without the cluster secret tried to register");
         return error(StatusCode::UNAUTHORIZED, NO_SECRET);
     }
     if req.version != PROTOCOL_VERSION {
@@ -138,6 +153,12 @@ pub(super) async fn register(
                 "protocol version {} unsupported; leader speaks {PROTOCOL_VERSION}",
                 req.version
             ),
+        );
+    }
+    if !plausible_addr(&req.data_addr) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "data_addr must be HOST:PORT (a host name or IP address, and a port)",
         );
     }
     let (Some(key), Some(challenge), Some(proof)) = (req.key, &req.challenge, &req.proof) else {
