@@ -888,3 +888,112 @@ fn markup_in_a_job_name_or_an_operator_path_is_inert_on_the_dashboard() {
     let j = c.wait_job(jobs[0]["id"].as_str().unwrap(), Duration::from_secs(60));
     assert_eq!(j["status"], "succeeded", "{j}");
 }
+
+/// The ids of the workers the leader lists, with their states.
+fn listed_workers(c: &Cluster) -> Vec<(String, String)> {
+    c.json(&["workers", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["id"].as_str().unwrap().to_string(),
+                w["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The hostile probe's find: 2,000 registrations that never heartbeat left 2,006 workers
+/// listed, for good. A registration never used is now forgotten once declared dead (here the
+/// heartbeat timeout is 1 s), and a worker that did run is listed dead for
+/// `--forget-dead-after` (here 2 s), then forgotten too; the live workers stay.
+#[test]
+fn registrations_that_never_heartbeat_and_dead_workers_are_forgotten() {
+    use rainstorm::protocol::auth::Identity;
+    let mut c = Cluster::start_with(2, 1.0, &["--forget-dead-after", "2"]);
+    let real: Vec<String> = listed_workers(&c).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(real.len(), 2);
+    let flood = 300;
+    for _ in 0..flood {
+        let me = Identity::generate().unwrap();
+        let (status, body) = http(
+            &c,
+            "POST",
+            "/internal/register",
+            Some(&c.token),
+            &registration(&c, &me, None),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let t0 = std::time::Instant::now();
+    wait_for(
+        "the unused registrations to be forgotten",
+        Duration::from_secs(30),
+        || {
+            let ids: Vec<String> = listed_workers(&c).into_iter().map(|(id, _)| id).collect();
+            (ids == real).then_some(())
+        },
+    );
+    eprintln!(
+        "{flood} unused registrations forgotten {:?} after the last one",
+        t0.elapsed()
+    );
+    assert!(listed_workers(&c).iter().all(|(_, s)| s == "alive"));
+    // Each was forgotten once, counted in one line per sweep.
+    let forgotten: usize = c
+        .leader_log()
+        .lines()
+        .filter(|l| l.contains("registrations never used"))
+        .filter_map(|l| {
+            l.split("count=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(forgotten, flood);
+    // A worker that ran, then died: listed dead for a while, then forgotten.
+    let gone = c
+        .worker_index(&real[1])
+        .expect("which process registered as the second worker");
+    c.kill_worker(gone);
+    wait_for(
+        "the killed worker to be dead",
+        Duration::from_secs(20),
+        || {
+            listed_workers(&c)
+                .iter()
+                .any(|(id, s)| id == &real[1] && s == "dead")
+                .then_some(())
+        },
+    );
+    let dead_at = std::time::Instant::now();
+    wait_for(
+        "the dead worker to be forgotten",
+        Duration::from_secs(30),
+        || {
+            let ids: Vec<String> = listed_workers(&c).into_iter().map(|(id, _)| id).collect();
+            (ids == real[..1]).then_some(())
+        },
+    );
+    assert!(
+        dead_at.elapsed() >= Duration::from_millis(1500),
+        "a dead worker is listed for --forget-dead-after before it is forgotten ({:?})",
+        dead_at.elapsed()
+    );
+    // The live worker still runs jobs.
+    c.file("in.txt", "x\ny\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file(
+        "ok.toml",
+        "[source]\npath = \"in.txt\"\n[sink]\npath = \"o.txt\"\n[[stages]]\nop = \"identity\"\n",
+    );
+    let id = c.submit("ok.toml");
+    assert_eq!(
+        c.wait_job(&id, Duration::from_secs(30))["status"],
+        "succeeded"
+    );
+}

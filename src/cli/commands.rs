@@ -30,7 +30,8 @@ fn positive_secs(option: &str, secs: f64) -> anyhow::Result<Duration> {
     if secs.is_nan() || secs <= 0.0 {
         bail!("--{option} must be > 0");
     }
-    Ok(Duration::from_secs_f64(secs))
+    // `try_`: an infinite or huge value is refused, not a panic.
+    Duration::try_from_secs_f64(secs).map_err(|_| anyhow::anyhow!("--{option} is out of range"))
 }
 
 async fn submit_and_maybe_follow(
@@ -82,6 +83,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keep_logs,
             advertise_host,
             stall_timeout,
+            forget_dead_after,
             allow_exec,
             token_file,
             insecure,
@@ -98,6 +100,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let token = Secret::from_args(token_file.as_deref())?;
             let heartbeat_timeout = positive_secs("heartbeat-timeout", heartbeat_timeout)?;
             let stall_timeout = positive_secs("stall-timeout", stall_timeout)?;
+            let forget_dead_after = positive_secs("forget-dead-after", forget_dead_after)?;
             // The data dir first: a second leader on it is refused before it takes a port.
             let dir_lock = std::sync::Arc::new(leader::persist::DirLock::acquire(&data_dir)?);
             let http = tokio::net::TcpListener::bind(&listen)
@@ -121,6 +124,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_restarts,
                 keep_logs,
                 stall_timeout,
+                forget_dead_after,
                 exec_policy,
                 token,
                 store,

@@ -37,6 +37,12 @@ pub struct WorkerRec {
     /// The worker's public key: placements name it for every attempt this worker runs, so
     /// receivers admit links only from this worker for those attempts.
     pub key: PeerKey,
+    /// The registration has been used since it was made (a heartbeat, an event, a command
+    /// poll), or took back a worker's tasks: one that never is, is forgotten as soon as it is
+    /// declared dead.
+    pub heard: bool,
+    /// When it was declared dead: a dead worker stays listed for a while, then is forgotten.
+    pub dead_since: Option<Instant>,
 }
 
 /// A task as the leader tracks it (its current attempt).
@@ -203,6 +209,8 @@ impl State {
             notify: Arc::new(Notify::new()),
             session,
             key,
+            heard: false,
+            dead_since: None,
         };
         self.workers.insert(id, rec);
     }

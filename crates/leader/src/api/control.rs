@@ -243,6 +243,9 @@ pub(super) async fn register(
         let mut st = lock(&l.state);
         st.known_workers.insert(id.clone(), key);
         st.add_worker(id.clone(), req.data_addr.clone(), key, session.clone());
+        if let Some(w) = st.workers.get_mut(&id) {
+            w.heard = rejoin.is_some();
+        }
         match rejoin {
             Some(r) => adopt(&mut st, &id, r.tasks),
             None => Vec::new(),
@@ -275,7 +278,10 @@ pub(super) async fn heartbeat(
         let mut st = lock(&l.state);
         let now = Instant::now();
         match st.workers.get_mut(&hb.worker_id) {
-            Some(w) if w.state == WorkerState::Alive => w.last_seen = now,
+            Some(w) if w.state == WorkerState::Alive => {
+                w.last_seen = now;
+                w.heard = true;
+            }
             _ => return Json(Known { known: false }).into_response(),
         }
         let mut to_send = Vec::new();
@@ -299,8 +305,8 @@ pub(super) async fn events(
     let mut to_send = Vec::new();
     {
         let mut st = lock(&l.state);
-        match st.workers.get(&ev.worker_id) {
-            Some(w) if w.state == WorkerState::Alive => {}
+        match st.workers.get_mut(&ev.worker_id) {
+            Some(w) if w.state == WorkerState::Alive => w.heard = true,
             _ => return Json(Known { known: false }).into_response(),
         }
         let now = Instant::now();
@@ -344,6 +350,7 @@ pub(super) async fn commands(
                     format!("worker {id} was declared dead"),
                 );
             }
+            w.heard = true;
             // Only commands already handed out can be acknowledged: a poll claiming more
             // (a forged or confused `after`) cannot discard commands the worker never saw.
             let after = q.after.min(w.delivered);
