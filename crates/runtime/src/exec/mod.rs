@@ -27,8 +27,9 @@
 //!
 //! The parts: `launch` (the factory and the process as the operator sees it), `operator` (the
 //! running operator: feeding, failure, finish, abort), `process` (the OS child in a process
-//! group of its own), `reader` (the output half of the line protocol), `run_as` (the identity
-//! operators run under), `orphans` (processes an operator detached).
+//! group of its own), `reader` (the output half of the line protocol), `stderr` (its stderr into the
+//! worker's log, bounded and rate limited), `run_as` (the identity operators run under),
+//! `orphans` (processes an operator detached).
 
 mod launch;
 mod operator;
@@ -36,6 +37,7 @@ mod orphans;
 mod process;
 mod reader;
 mod run_as;
+mod stderr;
 
 pub use launch::{Launch, Launched, OperatorProcess};
 pub use operator::ExecOperator;
