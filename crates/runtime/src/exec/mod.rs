@@ -27,9 +27,9 @@
 //!
 //! The parts: `launch` (the factory and the process as the operator sees it), `operator` (the
 //! running operator: feeding, failure, finish, abort), `process` (the OS child in a process
-//! group of its own), `reader` (the output half of the line protocol), `stderr` (its stderr into the
-//! worker's log, bounded and rate limited), `run_as` (the identity operators run under),
-//! `orphans` (processes an operator detached).
+//! group of its own), `reader` (the output half of the line protocol), `stderr` (the
+//! operator's stderr into the worker's log, bounded and rate limited), `run_as` (the identity
+//! operators run under), `orphans` (processes an operator detached).
 
 mod launch;
 mod operator;
