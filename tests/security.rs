@@ -265,6 +265,57 @@ fn a_tuple_larger_than_a_frame_fails_its_task_with_a_message() {
     );
 }
 
+/// The hostile probe's find: an operator line over 64 MiB was reported as "killed by signal
+/// 13" — the engine refuses the line and closes the operator's stdout, and the operator dies
+/// of the SIGPIPE that follows. The task's failure now names the real cause. (This operator
+/// reads all its input first, so the line comes once its input has ended, and it keeps the
+/// default SIGPIPE action, so it dies of the signal rather than of a Python exception.)
+#[test]
+fn an_operator_line_over_64_mib_is_the_failure_reason_not_the_sigpipe_after_it() {
+    let c = Cluster::start(1, 5.0);
+    c.file("in.txt", "a\nb\nc\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let big = write_exec(
+        &c.dir.path().join("huge_line.py"),
+        "#!/usr/bin/env python3\n\
+         import signal, sys\n\
+         signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n\
+         sys.stdin.read()\n\
+         chunk = b'x' * (1 << 20)\n\
+         sys.stdout.buffer.write(b'k\\t')\n\
+         for _ in range(80):\n\
+         \x20   sys.stdout.buffer.write(chunk)\n\
+         sys.stdout.buffer.write(b'\\n')\n",
+    );
+    let job = job_toml(
+        "huge",
+        "in.txt",
+        "out/huge.txt",
+        0.0,
+        "at-most-once",
+        &[(1, big.to_str().unwrap(), &[])],
+    );
+    c.file("huge.toml", &job);
+    let id = c.submit("huge.toml");
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "failed", "{j}\n{}", c.diagnose());
+    let errors: Vec<String> = c
+        .tasks(&id)
+        .iter()
+        .filter_map(|t| t["error"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("operator wrote a line longer than") && e.contains("64 MiB")),
+        "the task's error must name the long line: {errors:?} / {j}"
+    );
+    assert!(
+        !errors.iter().any(|e| e.contains("signal 13")) && !j.to_string().contains("signal 13"),
+        "the SIGPIPE is not the reason: {errors:?} / {j}"
+    );
+}
+
 /// The workers' store through the leader (`/internal/store`) serves live worker registrations
 /// only: a caller holding just the cluster secret (an operator process that read
 /// `RAINSTORM_TOKEN`, say), or naming a worker without its registration's session key, can

@@ -74,9 +74,18 @@ pub enum ExecError {
     /// Downstream went away (cancellation).
     #[error("downstream closed")]
     Closed,
-    /// The operator emitted a tuple no data-plane frame can carry.
-    #[error("operator output: {0}")]
-    Output(String),
+    /// The operator wrote a line no data-plane frame can carry: it was refused, which closed
+    /// the operator's stdout (so it then died of SIGPIPE, or of a write error — that is not
+    /// the cause, this is).
+    #[error(
+        "operator wrote a line longer than the data plane's frame limit of {limit} bytes \
+         (64 MiB; {seen} bytes of it were read before it was refused)",
+        limit = crate::dataplane::router::MAX_TUPLE
+    )]
+    LineTooLong {
+        /// How many bytes of the line were read (more than the limit).
+        seen: usize,
+    },
     /// Pipe I/O failed for another reason.
     #[error("operator pipe: {0}")]
     Io(#[from] std::io::Error),
