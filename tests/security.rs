@@ -1048,3 +1048,91 @@ fn registrations_that_never_heartbeat_and_dead_workers_are_forgotten() {
         "succeeded"
     );
 }
+
+/// The hostile probe's find: a worker reported a pid of its choosing for its task, the
+/// leader stored it, and `kill-task`'s answer named that pid as killed. The answer now names
+/// the task attempt and the worker, and the pid only as that worker's report ("reported by");
+/// the CLI says so too. (The worker checks the pid against its own operators before it
+/// signals anything: `kill_task_of_a_process_that_is_not_an_operator_of_the_worker_leaves_it_alive`.)
+#[test]
+fn a_pid_a_worker_reports_is_named_as_its_report_not_as_a_fact() {
+    use rainstorm::protocol::auth::Identity;
+    let c = Cluster::start(0, 5.0);
+    // The cluster's only worker is the test's own: it registers, then reports what it likes.
+    let rogue = Identity::generate().unwrap();
+    let (status, body) = http(
+        &c,
+        "POST",
+        "/internal/register",
+        Some(&c.token),
+        &registration(&c, &rogue, None),
+    );
+    assert_eq!(status, 200, "{body}");
+    let reg: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let w = reg["worker_id"].as_str().unwrap().to_string();
+    let session = reg["session"].as_str().unwrap().to_string();
+    c.file("in.txt", "a\nb\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file("ops/cat.sh", "#!/bin/sh\ncat\n");
+    c.ok(&["put", "ops/cat.sh", "ops/cat.sh"]);
+    c.file(
+        "job.toml",
+        "[source]\npath = \"in.txt\"\n[sink]\npath = \"o.txt\"\n[[stages]]\nexec = \"ops/cat.sh\"\n",
+    );
+    let id = c.submit("job.toml");
+    // A process of this host that is no operator of anyone's: the lie.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let lie = bystander.id();
+    let beat = serde_json::json!({
+        "worker_id": w,
+        "tasks": [{
+            "key": {"job": id, "pos": {"stage": 1, "index": 0}},
+            "attempt": 0, "pid": lie, "state": "running",
+            "tuples_in": 0, "tuples_out": 0, "error": null,
+        }],
+    })
+    .to_string();
+    wait_for(
+        "the leader to record the report",
+        Duration::from_secs(20),
+        || {
+            let (status, body) = http(&c, "POST", "/internal/heartbeat", Some(&session), &beat);
+            assert_eq!(status, 200, "{body}");
+            c.tasks(&id)
+                .iter()
+                .any(|t| t["stage"] == 1 && t["pid"] == lie)
+                .then_some(())
+        },
+    );
+    let (status, body) = http(
+        &c,
+        "POST",
+        "/api/kill-task",
+        Some(&c.token),
+        &format!(r#"{{"worker":"{w}","pid":{lie}}}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["reported_pid"], lie, "{body}");
+    assert_eq!(answer["reported_by"], w.as_str(), "{body}");
+    assert_eq!(answer["task"], format!("{id}/1.0"), "{body}");
+    assert_eq!(answer["attempt"], 0, "{body}");
+    assert!(
+        answer.get("pid").is_none(),
+        "no pid is presented as the leader's fact: {body}"
+    );
+    let out = c.run(&["kill-task", &w, &lie.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("pid {lie} as reported by {w}")) && !said.contains("killed pid"),
+        "{said}"
+    );
+    // The leader signals nothing itself: the bystander lives.
+    assert!(bystander.try_wait().unwrap().is_none());
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}

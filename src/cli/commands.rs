@@ -234,8 +234,8 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pid,
             leader,
         } => {
-            let task = client(&leader)?.kill_task(&worker, pid).await?;
-            eprintln!("rainstorm: killed pid {pid} on {worker} (task {task})");
+            let done = client(&leader)?.kill_task(&worker, pid).await?;
+            eprintln!("rainstorm: {done}");
             Ok(ExitCode::SUCCESS)
         }
     }
