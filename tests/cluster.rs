@@ -463,3 +463,95 @@ fn a_follower_that_goes_away_frees_its_output_stream() {
     );
     c.ok(&["cancel", &id]);
 }
+
+/// The hostile probe's find: 50 MB of operator stderr became one 52 MB line of the worker's
+/// log. An operator's stderr now reaches the log in lines cut at 4 KiB, saying how long they
+/// were, at most 20 lines a second with a count of the rest, each in its task's span; the
+/// job is not disturbed and its output is exact.
+#[test]
+fn an_operators_stderr_reaches_the_worker_log_bounded_and_tagged_with_its_task() {
+    let c = Cluster::start(1, 5.0);
+    let input: String = (0..200).map(|i| format!("row {i:03}\n")).collect();
+    c.file("in.txt", &input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let noisy = write_exec(
+        &c.dir.path().join("noisy.py"),
+        "#!/usr/bin/env python3\n\
+         import sys\n\
+         first = True\n\
+         for line in sys.stdin:\n\
+         \x20   if first:\n\
+         \x20       first = False\n\
+         \x20       sys.stderr.buffer.write(b'x' * (50 << 20))\n\
+         \x20       sys.stderr.buffer.write(b'\\n')\n\
+         \x20       for i in range(20000):\n\
+         \x20           sys.stderr.write('noise %d\\n' % i)\n\
+         \x20       sys.stderr.flush()\n\
+         \x20   sys.stdout.write(line)\n",
+    );
+    c.file(
+        "noisy.toml",
+        &job_toml(
+            "noisy",
+            "in.txt",
+            "out.txt",
+            0.0,
+            "exactly-once",
+            &[(1, noisy.to_str().unwrap(), &[])],
+        ),
+    );
+    let id = c.submit("noisy.toml");
+    let j = c.wait_job(&id, Duration::from_secs(120));
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", c.diagnose());
+    assert_same(
+        "the output",
+        &sorted_lines(&c.store_file("out.txt")),
+        &sorted_lines(&input),
+    );
+    let log = c.worker_logs();
+    eprintln!(
+        "worker log: {} bytes, {} lines, longest {} bytes",
+        log.len(),
+        log.lines().count(),
+        log.lines().map(str::len).max().unwrap_or(0)
+    );
+    assert!(
+        log.len() < 256 << 10,
+        "the worker's log holds {} bytes after 50 MB of operator stderr",
+        log.len()
+    );
+    assert!(
+        log.lines().all(|l| l.len() < 8 << 10),
+        "a log line over 8 KiB"
+    );
+    let cut = log
+        .lines()
+        .find(|l| l.contains("line cut to 4096 bytes"))
+        .expect("the 50 MB line, cut and said so");
+    assert!(cut.contains(&format!("bytes={}", 50 << 20)), "{cut}");
+    assert!(
+        cut.contains(&format!("job={id}")) && cut.contains("stage=1"),
+        "a stderr line names its task: {cut}"
+    );
+    let dropped: u64 = log
+        .lines()
+        .filter(|l| l.contains("more lines") && l.contains("not logged"))
+        .filter_map(|l| {
+            l.split(" lines=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("operator stderr: noise"))
+        .count() as u64;
+    assert_eq!(
+        logged + dropped,
+        20000,
+        "every noise line is logged or counted ({logged} logged, {dropped} counted)"
+    );
+}

@@ -265,6 +265,57 @@ fn a_tuple_larger_than_a_frame_fails_its_task_with_a_message() {
     );
 }
 
+/// The hostile probe's find: an operator line over 64 MiB was reported as "killed by signal
+/// 13" — the engine refuses the line and closes the operator's stdout, and the operator dies
+/// of the SIGPIPE that follows. The task's failure now names the real cause. (This operator
+/// reads all its input first, so the line comes once its input has ended, and it keeps the
+/// default SIGPIPE action, so it dies of the signal rather than of a Python exception.)
+#[test]
+fn an_operator_line_over_64_mib_is_the_failure_reason_not_the_sigpipe_after_it() {
+    let c = Cluster::start(1, 5.0);
+    c.file("in.txt", "a\nb\nc\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let big = write_exec(
+        &c.dir.path().join("huge_line.py"),
+        "#!/usr/bin/env python3\n\
+         import signal, sys\n\
+         signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n\
+         sys.stdin.read()\n\
+         chunk = b'x' * (1 << 20)\n\
+         sys.stdout.buffer.write(b'k\\t')\n\
+         for _ in range(80):\n\
+         \x20   sys.stdout.buffer.write(chunk)\n\
+         sys.stdout.buffer.write(b'\\n')\n",
+    );
+    let job = job_toml(
+        "huge",
+        "in.txt",
+        "out/huge.txt",
+        0.0,
+        "at-most-once",
+        &[(1, big.to_str().unwrap(), &[])],
+    );
+    c.file("huge.toml", &job);
+    let id = c.submit("huge.toml");
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "failed", "{j}\n{}", c.diagnose());
+    let errors: Vec<String> = c
+        .tasks(&id)
+        .iter()
+        .filter_map(|t| t["error"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("operator wrote a line longer than") && e.contains("64 MiB")),
+        "the task's error must name the long line: {errors:?} / {j}"
+    );
+    assert!(
+        !errors.iter().any(|e| e.contains("signal 13")) && !j.to_string().contains("signal 13"),
+        "the SIGPIPE is not the reason: {errors:?} / {j}"
+    );
+}
+
 /// The workers' store through the leader (`/internal/store`) serves live worker registrations
 /// only: a caller holding just the cluster secret (an operator process that read
 /// `RAINSTORM_TOKEN`, say), or naming a worker without its registration's session key, can
@@ -771,6 +822,320 @@ fn a_registered_worker_cannot_take_another_workers_identity_or_task() {
         other => panic!("a registered worker's key opened another worker's link: {other:?}"),
     }
     assert_exact(&c, &id, lines);
+}
+
+/// One unauthenticated GET to the leader; the status, the headers (names lowercased) and the
+/// body.
+fn get_raw(c: &Cluster, path: &str) -> (u16, Vec<(String, String)>, String) {
+    let addr = c.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (status, body) = split_response(&text);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect();
+    (status, headers, body)
+}
+
+/// The hostile probe's find: the dashboard escaped `& < >` but not `"`, and put values into
+/// attributes, so a job named `" onmouseover="…` ran script in the page that holds the
+/// cluster secret. Now the page runs only its own same-origin script (a Content-Security-Policy
+/// without inline script or event handlers), which builds every cell as text; markup in a
+/// job's name or an operator's path is data in the API and never markup in the page. A worker
+/// whose data address is not `HOST:PORT` is refused at registration.
+#[test]
+fn markup_in_a_job_name_or_an_operator_path_is_inert_on_the_dashboard() {
+    let c = Cluster::start(1, 5.0);
+    c.file("in.txt", "a\nb\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let hostile = r#""><img src=x onerror=alert(1)> " onmouseover="x"#;
+    // An operator whose store path carries markup too (no '/' inside a name).
+    let op = "ops/\"><img src=x onerror=alert(2)>.sh";
+    c.file(op, "#!/bin/sh\ncat\n");
+    c.ok(&["put", op, op]);
+    let job = serde_json::json!({
+        "name": hostile,
+        "delivery": "exactly-once",
+        "source_path": "in.txt",
+        "source_name": "in.txt",
+        "rate": 0.0,
+        "sink_path": "o.txt",
+        "stages": [{"tasks": 1, "operator": {"kind": "exec", "path": op, "args": []}}],
+        "paths": "store",
+        "keep_logs": false,
+    });
+    let (status, body) = http(&c, "POST", "/api/jobs", Some(&c.token), &job.to_string());
+    assert_eq!(status, 201, "{body}");
+    // The API hands the name back as data, exactly as given.
+    let (_, jobs) = http(&c, "GET", "/api/jobs", Some(&c.token), "");
+    let jobs: serde_json::Value = serde_json::from_str(&jobs).unwrap();
+    assert_eq!(jobs[0]["name"], hostile);
+
+    let (status, headers, page) = get_raw(&c, "/");
+    assert_eq!(status, 200);
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let csp = header("content-security-policy");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "no policy forbids inline script and handlers on /: {csp:?}"
+    );
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert!(!page.contains(hostile) && !page.contains("onerror"));
+    // The page's one script is a same-origin file; nothing runs inline.
+    for part in page.split("<script").skip(1) {
+        let (tag, inner) = part.split_once('>').unwrap();
+        assert!(tag.contains("src="), "<script{tag}>");
+        assert!(inner.trim_start().starts_with("</script>"), "inline script");
+    }
+    let src = page
+        .split("<script src=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a script file");
+    let (status, headers, script) = get_raw(&c, src);
+    assert_eq!(status, 200, "{src}");
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v.starts_with("text/javascript")));
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+    ] {
+        assert!(
+            !script.contains(sink),
+            "the dashboard script builds markup with {sink}"
+        );
+    }
+    assert!(script.contains("textContent"));
+
+    // A worker address is shown too: one that is not HOST:PORT is refused.
+    let register = format!(
+        r#"{{"version":{},"data_addr":"\"><img src=x onerror=alert(3)>:1","pid":1}}"#,
+        rainstorm::protocol::control::PROTOCOL_VERSION
+    );
+    let (status, body) = http(&c, "POST", "/internal/register", Some(&c.token), &register);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("HOST:PORT"), "{body}");
+    let j = c.wait_job(jobs[0]["id"].as_str().unwrap(), Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+}
+
+/// The ids of the workers the leader lists, with their states.
+fn listed_workers(c: &Cluster) -> Vec<(String, String)> {
+    c.json(&["workers", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["id"].as_str().unwrap().to_string(),
+                w["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The hostile probe's find: 2,000 registrations that never heartbeat left 2,006 workers
+/// listed, for good. A registration never used is now forgotten once declared dead (here the
+/// heartbeat timeout is 1 s), and a worker that did run is listed dead for
+/// `--forget-dead-after` (here 2 s), then forgotten too; the live workers stay.
+#[test]
+fn registrations_that_never_heartbeat_and_dead_workers_are_forgotten() {
+    use rainstorm::protocol::auth::Identity;
+    let mut c = Cluster::start_with(2, 1.0, &["--forget-dead-after", "2"]);
+    let real: Vec<String> = listed_workers(&c).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(real.len(), 2);
+    let flood = 300;
+    for _ in 0..flood {
+        let me = Identity::generate().unwrap();
+        let (status, body) = http(
+            &c,
+            "POST",
+            "/internal/register",
+            Some(&c.token),
+            &registration(&c, &me, None),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let t0 = std::time::Instant::now();
+    wait_for(
+        "the unused registrations to be forgotten",
+        Duration::from_secs(30),
+        || {
+            let ids: Vec<String> = listed_workers(&c).into_iter().map(|(id, _)| id).collect();
+            (ids == real).then_some(())
+        },
+    );
+    eprintln!(
+        "{flood} unused registrations forgotten {:?} after the last one",
+        t0.elapsed()
+    );
+    assert!(listed_workers(&c).iter().all(|(_, s)| s == "alive"));
+    // Each was forgotten once, counted in one line per sweep.
+    let forgotten: usize = c
+        .leader_log()
+        .lines()
+        .filter(|l| l.contains("registrations never used"))
+        .filter_map(|l| {
+            l.split("count=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(forgotten, flood);
+    // A worker that ran, then died: listed dead for a while, then forgotten.
+    let gone = c
+        .worker_index(&real[1])
+        .expect("which process registered as the second worker");
+    c.kill_worker(gone);
+    wait_for(
+        "the killed worker to be dead",
+        Duration::from_secs(20),
+        || {
+            listed_workers(&c)
+                .iter()
+                .any(|(id, s)| id == &real[1] && s == "dead")
+                .then_some(())
+        },
+    );
+    let dead_at = std::time::Instant::now();
+    wait_for(
+        "the dead worker to be forgotten",
+        Duration::from_secs(30),
+        || {
+            let ids: Vec<String> = listed_workers(&c).into_iter().map(|(id, _)| id).collect();
+            (ids == real[..1]).then_some(())
+        },
+    );
+    assert!(
+        dead_at.elapsed() >= Duration::from_millis(1500),
+        "a dead worker is listed for --forget-dead-after before it is forgotten ({:?})",
+        dead_at.elapsed()
+    );
+    // The live worker still runs jobs.
+    c.file("in.txt", "x\ny\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file(
+        "ok.toml",
+        "[source]\npath = \"in.txt\"\n[sink]\npath = \"o.txt\"\n[[stages]]\nop = \"identity\"\n",
+    );
+    let id = c.submit("ok.toml");
+    assert_eq!(
+        c.wait_job(&id, Duration::from_secs(30))["status"],
+        "succeeded"
+    );
+}
+
+/// The hostile probe's find: a worker reported a pid of its choosing for its task, the
+/// leader stored it, and `kill-task`'s answer named that pid as killed. The answer now names
+/// the task attempt and the worker, and the pid only as that worker's report ("reported by");
+/// the CLI says so too. (The worker checks the pid against its own operators before it
+/// signals anything: `kill_task_of_a_process_that_is_not_an_operator_of_the_worker_leaves_it_alive`.)
+#[test]
+fn a_pid_a_worker_reports_is_named_as_its_report_not_as_a_fact() {
+    use rainstorm::protocol::auth::Identity;
+    let c = Cluster::start(0, 5.0);
+    // The cluster's only worker is the test's own: it registers, then reports what it likes.
+    let rogue = Identity::generate().unwrap();
+    let (status, body) = http(
+        &c,
+        "POST",
+        "/internal/register",
+        Some(&c.token),
+        &registration(&c, &rogue, None),
+    );
+    assert_eq!(status, 200, "{body}");
+    let reg: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let w = reg["worker_id"].as_str().unwrap().to_string();
+    let session = reg["session"].as_str().unwrap().to_string();
+    c.file("in.txt", "a\nb\n");
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file("ops/cat.sh", "#!/bin/sh\ncat\n");
+    c.ok(&["put", "ops/cat.sh", "ops/cat.sh"]);
+    c.file(
+        "job.toml",
+        "[source]\npath = \"in.txt\"\n[sink]\npath = \"o.txt\"\n[[stages]]\nexec = \"ops/cat.sh\"\n",
+    );
+    let id = c.submit("job.toml");
+    // A process of this host that is no operator of anyone's: the lie.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    let lie = bystander.id();
+    let beat = serde_json::json!({
+        "worker_id": w,
+        "tasks": [{
+            "key": {"job": id, "pos": {"stage": 1, "index": 0}},
+            "attempt": 0, "pid": lie, "state": "running",
+            "tuples_in": 0, "tuples_out": 0, "error": null,
+        }],
+    })
+    .to_string();
+    wait_for(
+        "the leader to record the report",
+        Duration::from_secs(20),
+        || {
+            let (status, body) = http(&c, "POST", "/internal/heartbeat", Some(&session), &beat);
+            assert_eq!(status, 200, "{body}");
+            c.tasks(&id)
+                .iter()
+                .any(|t| t["stage"] == 1 && t["pid"] == lie)
+                .then_some(())
+        },
+    );
+    let (status, body) = http(
+        &c,
+        "POST",
+        "/api/kill-task",
+        Some(&c.token),
+        &format!(r#"{{"worker":"{w}","pid":{lie}}}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["reported_pid"], lie, "{body}");
+    assert_eq!(answer["reported_by"], w.as_str(), "{body}");
+    assert_eq!(answer["task"], format!("{id}/1.0"), "{body}");
+    assert_eq!(answer["attempt"], 0, "{body}");
+    assert!(
+        answer.get("pid").is_none(),
+        "no pid is presented as the leader's fact: {body}"
+    );
+    let out = c.run(&["kill-task", &w, &lie.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("pid {lie} as reported by {w}")) && !said.contains("killed pid"),
+        "{said}"
+    );
+    // The leader signals nothing itself: the bystander lives.
+    assert!(bystander.try_wait().unwrap().is_none());
+    let _ = bystander.kill();
+    let _ = bystander.wait();
 }
 
 /// A worker that registers and heartbeats but never takes the tasks it is given (a start

@@ -402,6 +402,95 @@ fn store_listing_cannot_escape_the_store() {
     assert_eq!(listing(&c, "in"), ["in.txt"]);
 }
 
+/// The hostile probe's finds: a NUL in a store path was a 500 (the file system refused it
+/// deep down), and a symbolic link planted in the store directory was followed out of it.
+/// Now a NUL is a 400 that says so, and a path through a link is a 403 that says so: nothing
+/// outside the store is read, written or listed.
+#[test]
+fn a_nul_or_a_symlink_in_a_store_path_is_refused_with_a_clear_message() {
+    let c = Cluster::start(1, 5.0);
+    put_text(&c, "in.txt", "x\n");
+    for (method, path) in [
+        ("GET", "/api/store/a%00b"),
+        ("PUT", "/api/store/a%00b"),
+        ("DELETE", "/api/store/a%00b"),
+        ("GET", "/api/store?prefix=a%00"),
+    ] {
+        let (status, body) = http(&c, method, path, b"data");
+        assert_eq!(status, 400, "{method} {path}: {body}");
+        assert!(
+            body.contains("NUL") || body.contains("not a valid store path"),
+            "{method} {path}: {body}"
+        );
+    }
+    let outside = c.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "private\n").unwrap();
+    let store = c.dir.path().join("leader/store");
+    std::os::unix::fs::symlink(&outside, store.join("evil")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), store.join("leak")).unwrap();
+    for (method, path) in [
+        ("GET", "/api/store/evil/secret"),
+        ("GET", "/api/store/leak"),
+        ("PUT", "/api/store/evil/planted"),
+        ("PUT", "/api/store/leak"),
+        ("DELETE", "/api/store/evil"),
+    ] {
+        let (status, body) = http(&c, method, path, b"forged\n");
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(body.contains("symbolic link"), "{method} {path}: {body}");
+        assert!(!body.contains("private"), "{body}");
+    }
+    assert_eq!(listing(&c, ""), ["in.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret")).unwrap(),
+        "private\n"
+    );
+    assert!(!outside.join("planted").exists());
+}
+
+/// The hostile probe's finds: a sink path with a NUL or a 300-byte name was accepted at
+/// submit and failed only at the job's end, and an absolute sink path (`/tmp/x`) silently
+/// became the store path `tmp/x`. Each is now refused at submit (400), naming `sink.path`
+/// and why, and nothing starts.
+#[test]
+fn bad_sink_paths_are_refused_at_submit_naming_the_field() {
+    let c = Cluster::start(1, 5.0);
+    put_text(&c, "in.txt", "x\n");
+    let long = format!("out/{}.txt", "n".repeat(300));
+    for (sink, why) in [
+        ("out/a\\u0000b.txt", "NUL"),
+        (long.as_str(), "255"),
+        ("/tmp/x", "absolute path names a local file"),
+    ] {
+        let job = format!(
+            r#"{{"delivery":"exactly-once","source_path":"in.txt","source_name":"in.txt","rate":0.0,"sink_path":"{sink}","stages":[{{"tasks":1,"operator":{{"kind":"builtin","name":"identity","args":[]}}}}],"paths":"store","keep_logs":false}}"#
+        );
+        let (status, body) = http(&c, "POST", "/api/jobs", job.as_bytes());
+        assert_eq!(status, 400, "sink {sink}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let problems = v["problems"].as_array().unwrap();
+        assert_eq!(problems.len(), 1, "{body}");
+        assert_eq!(problems[0]["field"], "sink.path", "{body}");
+        assert!(
+            problems[0]["message"].as_str().unwrap().contains(why),
+            "sink {sink}: {body}"
+        );
+    }
+    // The same from a job file through the CLI.
+    c.file(
+        "abs.toml",
+        "[source]\npath = \"in.txt\"\n[sink]\npath = \"/tmp/x\"\n[[stages]]\nop = \"identity\"\n",
+    );
+    let err = refused_submit(&c, "abs.toml");
+    assert!(
+        err.contains("sink.path") && err.contains("absolute"),
+        "{err}"
+    );
+    assert_eq!(job_count(&c), 0);
+    assert!(listing(&c, "tmp").is_empty());
+}
+
 #[test]
 fn a_job_submission_over_the_body_limit_is_413() {
     let c = Cluster::start(1, 5.0);

@@ -151,6 +151,10 @@ pub(super) enum Cmd {
         stall_timeout: f64,
         #[command(flatten)]
         restarts: RestartArgs,
+        /// Seconds a dead worker stays listed before it is forgotten (never while a running
+        /// job's task is placed on it); a registration never used is forgotten once dead.
+        #[arg(long, default_value_t = 300.0)]
+        forget_dead_after: f64,
         /// Ignored (kept so existing command lines still start): the leader has no data
         /// listener any more, since sources and sinks run on workers.
         #[arg(long, hide = true)]

@@ -94,6 +94,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             advertise_host,
             stall_timeout,
             restarts,
+            forget_dead_after,
             allow_exec,
             token_file,
             insecure,
@@ -111,6 +112,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let token = Secret::from_args(token_file.as_deref())?;
             let heartbeat_timeout = positive_secs("heartbeat-timeout", heartbeat_timeout)?;
             let stall_timeout = positive_secs("stall-timeout", stall_timeout)?;
+            let forget_dead_after = positive_secs("forget-dead-after", forget_dead_after)?;
             // The data dir first: a second leader on it is refused before it takes a port.
             let dir_lock = std::sync::Arc::new(leader::persist::DirLock::acquire(&data_dir)?);
             let http = tokio::net::TcpListener::bind(&listen)
@@ -134,6 +136,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_restarts,
                 keep_logs,
                 stall_timeout,
+                forget_dead_after,
                 exec_policy,
                 token,
                 store,
@@ -245,8 +248,8 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pid,
             leader,
         } => {
-            let task = client(&leader)?.kill_task(&worker, pid).await?;
-            eprintln!("rainstorm: killed pid {pid} on {worker} (task {task})");
+            let done = client(&leader)?.kill_task(&worker, pid).await?;
+            eprintln!("rainstorm: {done}");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,57 +1,66 @@
 //! A one-page dashboard: jobs, tasks and workers, refreshed from the JSON API every second.
+//!
+//! Whatever it shows comes from jobs and workers (a job's name, an operator's path, an error,
+//! a worker's address), so the page must never run any of it: its script
+//! (`dashboard/dashboard.js`) builds every cell with `textContent`, never HTML, and the page
+//! is served with a Content-Security-Policy that runs only scripts and styles of this origin's
+//! own files — no inline script, no inline event handler (`onerror=`, `onmouseover=`), no
+//! image or frame from anywhere — so even markup that reached the page by mistake stays inert.
+//! The page holds no data and no secret: it asks for the cluster secret, kept in the tab's
+//! `sessionStorage`.
 
-use axum::response::Html;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
+use axum::response::{IntoResponse, Response};
 
-/// Serves the page.
-pub async fn page() -> Html<&'static str> {
-    Html(PAGE)
+/// Where the dashboard's script and style are served (same origin: the policy allows them).
+pub const SCRIPT_ROUTE: &str = "/dashboard.js";
+/// See [`SCRIPT_ROUTE`].
+pub const STYLE_ROUTE: &str = "/dashboard.css";
+
+/// The policy of every dashboard response: scripts and styles only from this origin's files,
+/// fetches only to this origin, nothing else loaded, never framed. Without `'unsafe-inline'`
+/// a browser runs no inline script and no event-handler attribute.
+pub const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+const PAGE: &str = include_str!("dashboard/page.html");
+const SCRIPT: &str = include_str!("dashboard/dashboard.js");
+const STYLE: &str = include_str!("dashboard/dashboard.css");
+
+/// One dashboard file with its type and the protective headers.
+fn serve(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (CONTENT_TYPE, content_type),
+            (CONTENT_SECURITY_POLICY, POLICY),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (X_FRAME_OPTIONS, "DENY"),
+            (REFERRER_POLICY, "no-referrer"),
+            (CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
-const PAGE: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>RainStorm</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;margin-bottom:1.5em;font-size:14px}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}
-th{background:#eef}
-.running{color:#06c}.succeeded,.alive,.finished{color:#080}.failed,.dead{color:#c00}.cancelled{color:#888}
-</style></head><body>
-<h1>RainStorm</h1>
-<h2>Jobs</h2><table id="jobs"></table>
-<h2>Tasks</h2><table id="tasks"></table>
-<h2>Workers</h2><table id="workers"></table>
-<script>
-function esc(s){return String(s ?? '').replace(/[&<>]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;'}[c]))}
-function fill(id, cols, rows){
-  const t=document.getElementById(id);
-  t.innerHTML='<tr>'+cols.map(c=>'<th>'+c+'</th>').join('')+'</tr>'+
-    rows.map(r=>'<tr>'+cols.map(c=>{const v=r[c]; return '<td class="'+esc(v)+'">'+esc(typeof v==='object'&&v?JSON.stringify(v):v)+'</td>'}).join('')+'</tr>').join('');
+/// Serves the page (`/`).
+pub async fn page() -> Response {
+    serve("text/html; charset=utf-8", PAGE)
 }
-// The API needs the cluster secret: open the page as /#token=SECRET (the fragment never
-// leaves the browser), or type it when asked; it is kept for this tab only.
-function token(){
-  const m=location.hash.match(/token=([^&]+)/);
-  if(m){sessionStorage.setItem('rainstorm-token',decodeURIComponent(m[1])); history.replaceState(null,'',location.pathname);}
-  return sessionStorage.getItem('rainstorm-token')||'';
+
+/// Serves the page's script ([`SCRIPT_ROUTE`]).
+pub async fn script() -> Response {
+    serve("text/javascript; charset=utf-8", SCRIPT)
 }
-let asked=false;
-async function get(u){
-  const r=await fetch(u,{headers:token()?{'Authorization':'Bearer '+token()}:{}});
-  if(r.status===401){
-    const t=asked?null:prompt('Cluster secret');
-    asked=true;
-    if(t){sessionStorage.setItem('rainstorm-token',t);}
-    throw new Error('unauthorized');
-  }
-  return r.json();
+
+/// Serves the page's style ([`STYLE_ROUTE`]).
+pub async fn style() -> Response {
+    serve("text/css; charset=utf-8", STYLE)
 }
-async function refresh(){
-  try{
-    const [j,t,w]=await Promise.all(['/api/jobs','/api/tasks','/api/workers'].map(get));
-    fill('jobs',['id','name','status','delivery','source_tuples','sink_tuples','failures','recoveries','elapsed_ms','latency_ms','error'],j.reverse());
-    fill('tasks',['job','stage','task','worker','pid','state','attempt','tuples_in','tuples_out','input_rate','operator'],t);
-    fill('workers',['id','address','state','last_heartbeat_s','running_tasks'],w);
-  }catch(e){}
-}
-refresh(); setInterval(refresh,1000);
-</script></body></html>"#;
+
+#[cfg(test)]
+mod tests;

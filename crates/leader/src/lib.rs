@@ -60,6 +60,10 @@ pub struct LeaderConfig {
     pub keep_logs: bool,
     /// How long ended jobs stay listed.
     pub retention: Duration,
+    /// How long a dead worker stays listed before it is forgotten (never while a running
+    /// job's task is still placed on it). A registration never used (no heartbeat, event or
+    /// command poll) is forgotten as soon as it is declared dead.
+    pub forget_dead_after: Duration,
     /// A running task with input waiting and no progress for this long is stalled: it is
     /// stopped and restarted like a failed one.
     pub stall_timeout: Duration,
@@ -95,6 +99,7 @@ impl Default for LeaderConfig {
             max_restarts: 20,
             keep_logs: false,
             retention: Duration::from_secs(3600),
+            forget_dead_after: Duration::from_secs(300),
             stall_timeout: Duration::from_secs(60),
             start_timeout: Duration::from_secs(30),
             restart_delay: Duration::from_millis(250),

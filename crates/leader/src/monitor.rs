@@ -1,15 +1,17 @@
 //! The leader's monitor: a periodic sweep that gathers what the leader last heard, asks the
 //! coordinator's sweeps (`coordinator::sweep`) which workers are silent and which tasks are
 //! stalled, and tells each job concerned (`WorkerLost`, `Stalled`): each job's core decides how
-//! to recover. It also drops ended jobs past retention.
+//! to recover. It also drops ended jobs past retention, and forgets dead workers: a
+//! registration never used at once, any other after `forget_dead_after`, never one a running
+//! job's task is still placed on.
 
-use super::state::lock;
+use super::state::{lock, State};
 use super::Leader;
 use crate::coordinator::sweep::{
     silent_workers, stalled_tasks, unstarted_tasks, TaskSeen, WorkerSeen,
 };
 use crate::coordinator::Input;
-use crate::model::ids::{JobId, TaskKey};
+use crate::model::ids::{JobId, TaskKey, WorkerId};
 use crate::model::spec::PathMode;
 use crate::protocol::control::WorkerState;
 use std::collections::BTreeSet;
@@ -32,6 +34,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
         let mut to_send = Vec::new();
         let forget: Vec<JobId>;
         let outputs: Vec<(JobId, String)>;
+        let unused: Vec<WorkerId>;
         {
             let mut st = lock(&leader.state);
             let now = Instant::now();
@@ -48,6 +51,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 warn!(worker = %id, "worker missed its heartbeats; declared dead");
                 if let Some(w) = st.workers.get_mut(&id) {
                     w.state = WorkerState::Dead;
+                    w.dead_since = Some(now);
                     w.commands.clear();
                     w.notify.notify_one();
                 }
@@ -137,6 +141,13 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 .map(|(id, spec)| (id, spec.sink_path))
                 .collect();
             forget = expired;
+            unused = forget_dead_workers(&mut st, now, leader.cfg.forget_dead_after);
+        }
+        // A registration never used is forgotten durably too: nothing can rejoin under it.
+        for id in unused {
+            if let Err(e) = leader.persist.remove_worker(id.clone()).await {
+                warn!(worker = %id, error = %format!("{e:#}"), "could not forget an unused registration's record");
+            }
         }
         for (id, path) in outputs {
             match leader.store.delete_prefix(&path).await {
@@ -161,3 +172,52 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
         }
     }
 }
+
+/// Forgets dead workers: one whose registration was never used as soon as it is dead, any
+/// other once it has been dead for `after` — but never one that a running job's task is
+/// still placed on (its job is recovering that task, or waiting for a worker to place it
+/// on). Returns the never-used registrations it forgot (their durable records go too).
+fn forget_dead_workers(st: &mut State, now: Instant, after: Duration) -> Vec<WorkerId> {
+    let due = |w: &crate::state::WorkerRec| {
+        w.state == WorkerState::Dead
+            && w.dead_since
+                .is_some_and(|t| !w.heard || now.saturating_duration_since(t) >= after)
+    };
+    if !st.workers.values().any(due) {
+        return Vec::new();
+    }
+    let placed: BTreeSet<&WorkerId> = st
+        .tasks
+        .iter()
+        .filter(|(k, _)| st.driver_of(&k.job).is_some())
+        .map(|(_, t)| &t.worker)
+        .collect();
+    let gone: Vec<(WorkerId, bool)> = st
+        .workers
+        .iter()
+        .filter(|(id, w)| due(w) && !placed.contains(id))
+        .map(|(id, w)| (id.clone(), w.heard))
+        .collect();
+    let mut unused = Vec::new();
+    for (id, heard) in gone {
+        st.workers.remove(&id);
+        if heard {
+            info!(worker = %id, "dead worker forgotten");
+        } else {
+            st.known_workers.remove(&id);
+            unused.push(id);
+        }
+    }
+    if !unused.is_empty() {
+        // One line for however many: a flood of registrations does not flood the log.
+        info!(
+            count = unused.len(),
+            first = %unused[0],
+            "registrations never used (no heartbeat, event or command poll) forgotten once declared dead"
+        );
+    }
+    unused
+}
+
+#[cfg(test)]
+mod tests;

@@ -86,6 +86,8 @@ pub trait JobStore: Send + Sync {
     fn put_worker(&self, id: &WorkerId, worker: &KnownWorker) -> anyhow::Result<()>;
     /// Every recorded worker identity.
     fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, KnownWorker)>>;
+    /// Forgets a worker identity (a registration never used: nothing can rejoin under it).
+    fn remove_worker(&self, id: &WorkerId) -> anyhow::Result<()>;
 }
 
 const JOBS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("jobs");
@@ -160,6 +162,13 @@ impl JobStore for RedbJobs {
         let tx = self.db.begin_write()?;
         tx.open_table(WORKERS)?
             .insert(id.0.as_str(), text.as_str())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn remove_worker(&self, id: &WorkerId) -> anyhow::Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(WORKERS)?.remove(id.0.as_str())?;
         tx.commit()?;
         Ok(())
     }
@@ -250,6 +259,11 @@ impl Persist {
     /// See [`JobStore::load_workers`].
     pub async fn load_workers(&self) -> anyhow::Result<Vec<(WorkerId, KnownWorker)>> {
         self.blocking(|s| s.load_workers()).await
+    }
+
+    /// See [`JobStore::remove_worker`].
+    pub async fn remove_worker(&self, id: WorkerId) -> anyhow::Result<()> {
+        self.blocking(move |s| s.remove_worker(&id)).await
     }
 }
 

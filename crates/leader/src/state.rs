@@ -40,6 +40,12 @@ pub struct WorkerRec {
     /// The data connections it holds at most, each way, as it registered them: the link
     /// rule's capacity (`validate::link_room`).
     pub data_conns: u64,
+    /// The registration has been used since it was made (a heartbeat, an event, a command
+    /// poll), or took back a worker's tasks: one that never is, is forgotten as soon as it is
+    /// declared dead.
+    pub heard: bool,
+    /// When it was declared dead: a dead worker stays listed for a while, then is forgotten.
+    pub dead_since: Option<Instant>,
 }
 
 /// A task as the leader tracks it (its current attempt).
@@ -217,6 +223,8 @@ impl State {
             session,
             key,
             data_conns,
+            heard: false,
+            dead_since: None,
         };
         self.workers.insert(id, rec);
     }

@@ -56,7 +56,18 @@ pub fn check(
             },
         )),
     }
-    if let Some(p) = resolve(&spec.sink_path) {
+    // As for an operator: an absolute path names a local file, never a store object. A
+    // submitted job's output is a store object, so such a sink is refused rather than quietly
+    // written to the store path without its leading slash.
+    let sink_absolute = spec.paths == PathMode::Store && Path::new(&spec.sink_path).is_absolute();
+    if sink_absolute {
+        problems.push(Problem::new(
+            "sink.path",
+            &spec.sink_path,
+            "an absolute path names a local file, but a submitted job writes its output to the \
+             store: name a store path (like out/result.txt) and fetch it with `rainstorm get`",
+        ));
+    } else if let Some(p) = resolve(&spec.sink_path) {
         if p.is_dir() {
             problems.push(Problem::new(
                 "sink.path",
@@ -65,7 +76,9 @@ pub fn check(
             ));
         }
     }
-    if spec.paths == PathMode::Store && rainstorm_store::store::clean_path(&spec.sink_path).is_err()
+    if spec.paths == PathMode::Store
+        && !sink_absolute
+        && rainstorm_store::store::clean_path(&spec.sink_path).is_err()
     {
         problems.push(Problem::new(
             "sink.path",

@@ -5,6 +5,10 @@
 //! the job file's own terms, `stages[2].tasks`) and the value as written, and all of them are
 //! reported at once so a user fixes them in one round.
 
+mod paths;
+
+pub use paths::{path_problem, MAX_COMPONENT, MAX_PATH};
+
 use crate::builtin::BuiltinSpec;
 use crate::spec::{JobSpec, OperatorSpec};
 use serde::{Deserialize, Serialize};
@@ -179,7 +183,12 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             ));
         }
     }
-    problems.extend(spec.limits.check());
+    problems.extend(
+        spec.limits
+            .problems()
+            .into_iter()
+            .map(|(field, value, message)| Problem::new(field, value, message)),
+    );
     if spec.sink_path.is_empty() {
         problems.push(Problem::new(
             "sink.path",
@@ -260,6 +269,8 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             ),
         ));
     }
+    // What a file system can name (NUL, lengths): a rule of its own, in its own file.
+    problems.extend(paths::check_paths(spec));
     problems
 }
 

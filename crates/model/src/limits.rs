@@ -3,7 +3,6 @@
 //! one falls back to the leader's setting, so one leader can host a quick batch job and a
 //! long-lived stream side by side.
 
-use crate::check::Problem;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -40,32 +39,32 @@ impl JobLimits {
             .and_then(|s| Duration::try_from_secs_f64(s).ok())
     }
 
-    /// Every problem with these limits, named by their job-file fields.
-    pub fn check(&self) -> Vec<Problem> {
+    /// Every problem with these limits: (job-file field, value as written, what is wrong).
+    pub fn problems(&self) -> Vec<(&'static str, String, String)> {
         let mut problems = Vec::new();
         if let Some(n) = self.max_restarts {
             if n > MAX_RESTARTS {
-                problems.push(Problem::new(
+                problems.push((
                     "max_restarts",
-                    n,
+                    n.to_string(),
                     format!("must be an integer from 0 to {MAX_RESTARTS}"),
                 ));
             }
         }
         if let Some(s) = self.timeout_s {
             if !(s.is_finite() && s > 0.0 && s <= MAX_SECONDS) {
-                problems.push(Problem::new(
+                problems.push((
                     "timeout_s",
-                    s,
+                    s.to_string(),
                     format!("must be a number of seconds above 0, at most {MAX_SECONDS}"),
                 ));
             }
         }
         if let Some(s) = self.retention_s {
             if !(s.is_finite() && (0.0..=MAX_SECONDS).contains(&s)) {
-                problems.push(Problem::new(
+                problems.push((
                     "retention_s",
-                    s,
+                    s.to_string(),
                     format!("must be a number of seconds from 0 to {MAX_SECONDS}"),
                 ));
             }
@@ -85,21 +84,25 @@ mod tests {
             timeout_s: Some(0.0),
             retention_s: Some(f64::NAN),
         };
-        let fields: Vec<String> = bad.check().into_iter().map(|p| p.field).collect();
+        let fields: Vec<String> = bad
+            .problems()
+            .into_iter()
+            .map(|p| p.0.to_string())
+            .collect();
         assert_eq!(fields, ["max_restarts", "timeout_s", "retention_s"]);
         let negative = JobLimits {
             timeout_s: Some(-1.0),
             retention_s: Some(-1.0),
             ..JobLimits::default()
         };
-        assert_eq!(negative.check().len(), 2);
+        assert_eq!(negative.problems().len(), 2);
         let good = JobLimits {
             max_restarts: Some(0),
             timeout_s: Some(0.5),
             retention_s: Some(0.0),
         };
-        assert!(good.check().is_empty());
+        assert!(good.problems().is_empty());
         assert_eq!(good.timeout(), Some(Duration::from_millis(500)));
-        assert!(JobLimits::default().check().is_empty());
+        assert!(JobLimits::default().problems().is_empty());
     }
 }

@@ -106,7 +106,8 @@ pub struct TaskInfo {
     pub task: u32,
     /// Worker running (or last running) it.
     pub worker: WorkerId,
-    /// Operator process id (null for built-ins).
+    /// Operator process id as the worker running it reports it (null for built-ins): the
+    /// worker's word, which `kill-task` passes back to that worker only.
     pub pid: Option<u32>,
     /// State.
     pub state: TaskState,

@@ -195,7 +195,9 @@ pub async fn resolve_exec(
     // From the store only as pinned by content at submission: cached by hash, verified
     // before it runs. Anything else could be another file than the one validated.
     match crate::store::pinned_hash(&clean) {
-        Some(hex) => crate::opcache::fetch_pinned(store, hex, ops_dir).await,
+        Some(hex) => crate::opcache::fetch_pinned(store, hex, ops_dir)
+            .await
+            .map_err(|e| ExecUnavailable::Fetch(e.0)),
         None => Err(ExecUnavailable::NotAllowed(
             "an operator from the store runs only as pinned by its SHA-256 at submission"
                 .to_string(),

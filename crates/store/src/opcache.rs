@@ -3,7 +3,6 @@
 //! again every time a task is about to run it. A cached file whose content does not match is
 //! thrown away and fetched again, so a replaced or tampered copy never runs.
 
-use crate::fetch::ExecUnavailable;
 use crate::store::{blob_path, Store};
 use std::path::{Path, PathBuf};
 
@@ -24,16 +23,21 @@ fn file_hash(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// Why a pinned operator could not be had: not in the store, unreadable, or its content
+/// does not match its hash (the message says which). `fetch` turns it into
+/// `ExecUnavailable::Fetch`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FetchFailed(pub String);
+
 /// The local executable for the operator with SHA-256 `hex`: the cached copy if its content
 /// matches, else a fresh copy from the store, verified before it is installed.
 pub async fn fetch_pinned(
     store: &Store,
     hex: &str,
     ops_dir: &Path,
-) -> Result<PathBuf, ExecUnavailable> {
-    fetch(store, hex, ops_dir)
-        .await
-        .map_err(ExecUnavailable::Fetch)
+) -> Result<PathBuf, FetchFailed> {
+    fetch(store, hex, ops_dir).await.map_err(FetchFailed)
 }
 
 async fn fetch(store: &Store, hex: &str, ops_dir: &Path) -> Result<PathBuf, String> {
@@ -120,10 +124,7 @@ mod tests {
             .await
             .unwrap();
         let err = fetch_pinned(&store, &hex, dir.path()).await.unwrap_err();
-        assert!(
-            matches!(&err, ExecUnavailable::Fetch(m) if m.contains("refusing to run it")),
-            "{err}"
-        );
+        assert!(err.0.contains("refusing to run it"), "{err}");
         assert!(!dir.path().join("sha256").join(&hex).exists());
         let left: Vec<_> = std::fs::read_dir(dir.path().join("sha256"))
             .unwrap()

@@ -155,7 +155,8 @@ impl Client {
         self.send(req).await.map(drop)
     }
 
-    /// SIGKILLs an operator process on a worker.
+    /// Asks a worker to SIGKILL an operator process; returns the leader's account of what it
+    /// asked (the task attempt, and the pid as the worker reported it).
     pub async fn kill_task(&self, worker: &str, pid: u32) -> anyhow::Result<String> {
         let req = KillRequest {
             worker: crate::model::ids::WorkerId(worker.to_string()),
@@ -163,7 +164,14 @@ impl Client {
         };
         let req = self.request(Method::POST, "/api/kill-task").json(&req);
         let v: serde_json::Value = self.call(req).await?;
-        Ok(v["task"].as_str().unwrap_or("").to_string())
+        Ok(match v["message"].as_str() {
+            Some(m) => m.to_string(),
+            // A leader from before the message: it named the task only.
+            None => format!(
+                "asked worker {worker} to kill pid {pid} (task {})",
+                v["task"].as_str().unwrap_or("?")
+            ),
+        })
     }
 }
 

@@ -96,6 +96,21 @@ fn has_secret(l: &Leader, headers: &HeaderMap) -> bool {
     }
 }
 
+/// Whether a worker's data address can be one: `HOST:PORT`, the host made of the characters
+/// of names and IP addresses. Peers connect to it and every view shows it, so anything else
+/// (markup, control characters) is refused at registration.
+fn plausible_addr(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    addr.len() <= 300
+        && port.parse::<u16>().is_ok()
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:[]%".contains(c))
+}
+
 /// What a registration without the cluster secret is told.
 const NO_SECRET: &str = "registering needs the cluster secret (--token-file or RAINSTORM_TOKEN)";
 
@@ -128,7 +143,7 @@ pub(super) async fn register(
     Json(req): Json<RegisterRequest>,
 ) -> Response {
     if !has_secret(&l, &headers) {
-        warn!(data = %req.data_addr, "a worker without the cluster secret tried to register");
+        warn!(data = ?req.data_addr, "a worker without the cluster secret tried to register");
         return error(StatusCode::UNAUTHORIZED, NO_SECRET);
     }
     if req.version != PROTOCOL_VERSION {
@@ -138,6 +153,12 @@ pub(super) async fn register(
                 "protocol version {} unsupported; leader speaks {PROTOCOL_VERSION}",
                 req.version
             ),
+        );
+    }
+    if !plausible_addr(&req.data_addr) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "data_addr must be HOST:PORT (a host name or IP address, and a port)",
         );
     }
     let (Some(key), Some(challenge), Some(proof)) = (req.key, &req.challenge, &req.proof) else {
@@ -230,6 +251,9 @@ pub(super) async fn register(
             session.clone(),
             conns,
         );
+        if let Some(w) = st.workers.get_mut(&id) {
+            w.heard = rejoin.is_some();
+        }
         match rejoin {
             Some(r) => adopt(&mut st, &id, r.tasks),
             None => Vec::new(),
@@ -262,7 +286,10 @@ pub(super) async fn heartbeat(
         let mut st = lock(&l.state);
         let now = Instant::now();
         match st.workers.get_mut(&hb.worker_id) {
-            Some(w) if w.state == WorkerState::Alive => w.last_seen = now,
+            Some(w) if w.state == WorkerState::Alive => {
+                w.last_seen = now;
+                w.heard = true;
+            }
             _ => return Json(Known { known: false }).into_response(),
         }
         let mut to_send = Vec::new();
@@ -286,8 +313,8 @@ pub(super) async fn events(
     let mut to_send = Vec::new();
     {
         let mut st = lock(&l.state);
-        match st.workers.get(&ev.worker_id) {
-            Some(w) if w.state == WorkerState::Alive => {}
+        match st.workers.get_mut(&ev.worker_id) {
+            Some(w) if w.state == WorkerState::Alive => w.heard = true,
             _ => return Json(Known { known: false }).into_response(),
         }
         let now = Instant::now();
@@ -331,6 +358,7 @@ pub(super) async fn commands(
                     format!("worker {id} was declared dead"),
                 );
             }
+            w.heard = true;
             // Only commands already handed out can be acknowledged: a poll claiming more
             // (a forged or confused `after`) cannot discard commands the worker never saw.
             let after = q.after.min(w.delivered);

@@ -101,8 +101,8 @@ pub(super) async fn kill_task(State(l): Shared, Json(req): Json<KillRequest>) ->
         .tasks
         .iter()
         .find(|(_, t)| t.worker == req.worker && t.pid == Some(req.pid) && !t.state.is_terminal())
-        .map(|(k, _)| k.clone());
-    let Some(task) = task else {
+        .map(|(k, t)| (k.clone(), t.attempt));
+    let Some((task, attempt)) = task else {
         return error(
             StatusCode::NOT_FOUND,
             format!(
@@ -112,5 +112,23 @@ pub(super) async fn kill_task(State(l): Shared, Json(req): Json<KillRequest>) ->
         );
     };
     st.command(&req.worker, Command::Kill { pid: req.pid });
-    Json(json!({ "worker": req.worker, "pid": req.pid, "task": task.to_string() })).into_response()
+    info!(worker = %req.worker, task = %task, attempt, reported_pid = req.pid, "kill-task sent to the worker");
+    // The pid is the worker's word, not the leader's knowledge: the answer names the task
+    // attempt and the worker, and the pid only as that worker reported it. The worker checks
+    // it against its own running operators before it signals anything.
+    Json(json!({
+        "worker": req.worker,
+        "task": task.to_string(),
+        "attempt": attempt,
+        "reported_pid": req.pid,
+        "reported_by": req.worker,
+        "message": format!(
+            "asked worker {w} to kill the operator of task {task} attempt {attempt} \
+             (pid {pid} as reported by {w}; the worker signals it only if it is one of its \
+             running operators)",
+            w = req.worker,
+            pid = req.pid,
+        ),
+    }))
+    .into_response()
 }

@@ -144,6 +144,11 @@ pub fn router(leader: Arc<Leader>) -> Router {
         ));
     Router::new()
         .route("/", get(super::dashboard::page))
+        .route(
+            super::dashboard::SCRIPT_ROUTE,
+            get(super::dashboard::script),
+        )
+        .route(super::dashboard::STYLE_ROUTE, get(super::dashboard::style))
         .merge(public)
         .merge(internal)
         .merge(worker_store)

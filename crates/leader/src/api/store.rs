@@ -49,7 +49,10 @@ pub(super) async fn store_list(State(l): Shared, Query(q): Query<PrefixQuery>) -
 fn store_error(e: StoreError) -> Response {
     match e {
         StoreError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
-        StoreError::BadPath(_) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        StoreError::BadPath(_) | StoreError::BadByte { .. } => {
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        StoreError::Symlink(_) => error(StatusCode::FORBIDDEN, e.to_string()),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
 }
@@ -190,6 +193,7 @@ pub(super) async fn store_delete(State(l): Shared, Path(path): Path<String>) -> 
     };
     match l.store.delete_report(&clean).await {
         (removed, None) => Json(json!({ "removed": removed })).into_response(),
+        (removed, Some(e @ StoreError::Symlink(_))) if removed.is_empty() => store_error(e),
         (removed, Some(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({

@@ -27,7 +27,8 @@
 //!
 //! The parts: `launch` (the factory and the process as the operator sees it), `operator` (the
 //! running operator: feeding, failure, finish, abort), `process` (the OS child in a process
-//! group of its own), `reader` (the output half of the line protocol), `run_as` (the identity
+//! group of its own), `reader` (the output half of the line protocol), `stderr` (the
+//! operator's stderr into the worker's log, bounded and rate limited), `run_as` (the identity
 //! operators run under), `orphans` (processes an operator detached).
 
 mod launch;
@@ -36,6 +37,7 @@ mod orphans;
 mod process;
 mod reader;
 mod run_as;
+mod stderr;
 
 pub use launch::{Launch, Launched, OperatorProcess};
 pub use operator::ExecOperator;
@@ -72,9 +74,18 @@ pub enum ExecError {
     /// Downstream went away (cancellation).
     #[error("downstream closed")]
     Closed,
-    /// The operator emitted a tuple no data-plane frame can carry.
-    #[error("operator output: {0}")]
-    Output(String),
+    /// The operator wrote a line no data-plane frame can carry: it was refused, which closed
+    /// the operator's stdout (so it then died of SIGPIPE, or of a write error — that is not
+    /// the cause, this is).
+    #[error(
+        "operator wrote a line longer than the data plane's frame limit of {limit} bytes \
+         (64 MiB; {seen} bytes of it were read before it was refused)",
+        limit = crate::dataplane::router::MAX_TUPLE
+    )]
+    LineTooLong {
+        /// How many bytes of the line were read (more than the limit).
+        seen: usize,
+    },
     /// Pipe I/O failed for another reason.
     #[error("operator pipe: {0}")]
     Io(#[from] std::io::Error),

@@ -10,7 +10,7 @@ use crate::dataplane::router::{Closed, Router};
 use crate::model::tuple::Tuple;
 use crate::protocol::line::encode_line;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::task::JoinHandle;
@@ -33,6 +33,10 @@ pub struct ExecOperator {
     line: Vec<u8>,
     /// The emit time of the input being fed, which the reader stamps on the output.
     current_emit: Arc<AtomicU64>,
+    /// Set by the reader (to the bytes it read of it) when it refused a line too large for a
+    /// frame, before it closed stdout: then that is why the operator ended, whatever its exit
+    /// status says (SIGPIPE, a write error, or even 0 with its output cut short).
+    refused: Arc<AtomicUsize>,
 }
 
 impl ExecOperator {
@@ -44,7 +48,8 @@ impl ExecOperator {
             stdout,
         } = launched;
         let current_emit = Arc::new(AtomicU64::new(0));
-        let reader = spawn_reader(stdout, router, current_emit.clone());
+        let refused = Arc::new(AtomicUsize::new(0));
+        let reader = spawn_reader(stdout, router, current_emit.clone(), refused.clone());
         ExecOperator {
             pid: process.pid(),
             child: process,
@@ -54,7 +59,25 @@ impl ExecOperator {
             done: false,
             line: Vec::with_capacity(1024),
             current_emit,
+            refused,
         }
+    }
+
+    /// The operator's refused line, if the reader refused one: the cause of its end.
+    fn line_refused(&self) -> Option<ExecError> {
+        match self.refused.load(Ordering::SeqCst) {
+            0 => None,
+            seen => Some(ExecError::LineTooLong { seen }),
+        }
+    }
+
+    /// Why the operator failed, given that it exited with `status` (not 0, or 0 after its
+    /// output was cut short): a refused line if there was one, else the exit.
+    fn failure(&self, status: ExitStatus) -> ExecError {
+        self.line_refused().unwrap_or_else(|| ExecError::Exited {
+            pid: self.pid,
+            how: describe_exit(status),
+        })
     }
 
     /// The process id.
@@ -67,14 +90,11 @@ impl ExecOperator {
     async fn stdin_failed(&mut self) -> Result<(), ExecError> {
         let status = self.child.wait().await;
         match status {
-            Ok(status) if status.success() => {
+            Ok(status) if status.success() && self.line_refused().is_none() => {
                 self.finished_early();
                 Ok(())
             }
-            Ok(status) => Err(ExecError::Exited {
-                pid: self.pid,
-                how: describe_exit(status),
-            }),
+            Ok(status) => Err(self.failure(status)),
             Err(e) => Err(ExecError::Io(e)),
         }
     }
@@ -144,9 +164,7 @@ impl ExecOperator {
                     match *res {
                         Ok(Ok(router)) => self.router = Some(router),
                         Ok(Err(Closed::Gone)) => return ExecError::Closed,
-                        Ok(Err(e @ Closed::TooLarge(_))) => {
-                            return ExecError::Output(e.to_string())
-                        }
+                        Ok(Err(Closed::TooLarge(seen))) => return ExecError::LineTooLong { seen },
                         Err(e) => return ExecError::Io(std::io::Error::other(e)),
                     }
                     // Its output is closed: it is ending.
@@ -155,13 +173,10 @@ impl ExecOperator {
                 Ev::Exit(st) => st,
             };
             match status {
-                Ok(status) if status.success() => self.finished_early(),
-                Ok(status) => {
-                    return ExecError::Exited {
-                        pid: self.pid,
-                        how: describe_exit(status),
-                    }
+                Ok(status) if status.success() && self.line_refused().is_none() => {
+                    self.finished_early()
                 }
+                Ok(status) => return self.failure(status),
                 Err(e) => return ExecError::Io(e),
             }
         }
@@ -186,19 +201,20 @@ impl ExecOperator {
             (Some(r), _) => match r.await {
                 Ok(res) => res.map_err(|e| match e {
                     Closed::Gone => ExecError::Closed,
-                    too_large => ExecError::Output(too_large.to_string()),
+                    Closed::TooLarge(seen) => ExecError::LineTooLong { seen },
                 }),
                 Err(e) => Err(ExecError::Io(std::io::Error::other(e))),
             },
             (None, Some(router)) => Ok(router),
             (None, None) => Err(ExecError::Closed),
         };
+        // A refused line is the cause, whatever the exit status says.
+        if let Some(e) = self.line_refused() {
+            return Err(e);
+        }
         let status = status?;
         if !status.success() {
-            return Err(ExecError::Exited {
-                pid: self.pid,
-                how: describe_exit(status),
-            });
+            return Err(self.failure(status));
         }
         routed
     }

@@ -1,14 +1,18 @@
 //! The worker's operator processes: [`OsLauncher`] starts the OS child (in a group of its own,
 //! under the worker's `--run-as` identity, killed if the worker dies); [`OsProcess`] waits for
 //! it, kills it, and SIGKILLs whatever is left of its group once it has exited, is killed or
-//! is dropped.
+//! is dropped. Its stderr goes to the worker's log through `stderr::relay` (bounded lines,
+//! rate limited, in the task's span), on a task the process joins once it has ended.
 
 use super::launch::{Launch, Launched, OperatorProcess};
 use super::{run_as, ExecError};
 use futures::future::BoxFuture;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use std::time::Duration;
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// The worker's operator factory: each operator an OS child process (see [`spawn_child`]).
 /// The default of every `TaskEnv`.
@@ -17,12 +21,16 @@ pub struct OsLauncher;
 
 impl Launch for OsLauncher {
     fn launch(&self, path: &Path, args: &[String]) -> Result<Launched, ExecError> {
-        let (child, pid, stdin, stdout) = spawn_child(path, args)?;
+        let (child, pid, stdin, stdout, stderr) = spawn_child(path, args)?;
+        // In the span of the task that launches it: each line names the job, stage, task and
+        // attempt.
+        let relay = tokio::spawn(log_stderr(stderr, pid).instrument(tracing::Span::current()));
         Ok(Launched {
             process: Box::new(OsProcess {
                 child,
                 pid,
                 group: pid,
+                stderr: Some(relay),
             }),
             stdin: Box::new(stdin),
             stdout: Box::new(stdout),
@@ -38,6 +46,8 @@ struct OsProcess {
     pid: u32,
     /// Its process group, until it has been killed (0: none).
     group: u32,
+    /// The task relaying its stderr to the log, until joined.
+    stderr: Option<JoinHandle<()>>,
 }
 
 impl OsProcess {
@@ -45,6 +55,56 @@ impl OsProcess {
     /// neither holds its output open nor outlives it.
     fn end_group(&mut self) {
         kill_group(std::mem::take(&mut self.group));
+    }
+
+    /// Joins the stderr relay once the process and its group are gone (their end closes the
+    /// pipe, so the relay ends with the last line); a relay that has not ended within
+    /// [`STDERR_GRACE`] (a process that escaped the group still holds the pipe) is aborted.
+    /// Cancel-safe: the relay stays to join until it has been.
+    async fn join_stderr(&mut self) {
+        let Some(relay) = self.stderr.as_mut() else {
+            return;
+        };
+        let res = match tokio::time::timeout(STDERR_GRACE, &mut *relay).await {
+            Ok(res) => res,
+            Err(_) => {
+                relay.abort();
+                (&mut *relay).await
+            }
+        };
+        self.stderr = None;
+        if let Err(e) = res {
+            if !e.is_cancelled() {
+                tracing::warn!(pid = self.pid, error = %e, "the operator's stderr relay failed");
+            }
+        }
+    }
+}
+
+/// How long the stderr relay may take to end once its process has.
+const STDERR_GRACE: Duration = Duration::from_secs(2);
+
+/// Relays an operator's stderr into the log (see `stderr`), each line with the pid.
+async fn log_stderr(stderr: ChildStderr, pid: u32) {
+    let res = super::stderr::relay(stderr, super::stderr::LINES_PER_SEC, |r| match r {
+        super::stderr::Relayed::Line { text, len } if len > text.len() => {
+            tracing::warn!(target: "operator", pid, bytes = len, "operator stderr (line cut to {} bytes): {text}", super::stderr::MAX_LINE)
+        }
+        super::stderr::Relayed::Line { text, .. } => {
+            tracing::warn!(target: "operator", pid, "operator stderr: {text}")
+        }
+        super::stderr::Relayed::Dropped { lines, bytes } => tracing::warn!(
+            target: "operator",
+            pid,
+            lines,
+            bytes,
+            "operator stderr: {lines} more lines ({bytes} bytes) not logged: at most {} lines a second are",
+            super::stderr::LINES_PER_SEC
+        ),
+    })
+    .await;
+    if let Err(e) = res {
+        tracing::warn!(pid, error = %e, "reading the operator's stderr failed; the rest of it is not logged");
     }
 }
 
@@ -61,6 +121,7 @@ impl OperatorProcess for OsProcess {
             }
             // The exit ends the output: the rest of its group goes with it.
             self.end_group();
+            self.join_stderr().await;
             status
         })
     }
@@ -70,6 +131,7 @@ impl OperatorProcess for OsProcess {
             self.end_group();
             self.child.kill().await?;
             super::orphans::reaped(self.pid);
+            self.join_stderr().await;
             Ok(())
         })
     }
@@ -77,8 +139,11 @@ impl OperatorProcess for OsProcess {
 
 impl Drop for OsProcess {
     fn drop(&mut self) {
-        // `kill_on_drop` kills the child; its group goes too.
+        // `kill_on_drop` kills the child; its group goes too, and the relay of its stderr.
         self.end_group();
+        if let Some(relay) = self.stderr.take() {
+            relay.abort();
+        }
     }
 }
 
@@ -126,12 +191,13 @@ pub(super) fn operator_env(
 }
 
 /// Starts `path args…` in a process group of its own, as the worker's `--run-as` identity if
-/// it has one, with piped stdin/stdout; stderr goes to the worker's stderr. The child gets
-/// SIGKILL if the worker dies. Returns the child, its pid (also its group) and its pipes.
+/// it has one, with piped stdin, stdout and stderr. The child gets SIGKILL if the worker
+/// dies. Returns the child, its pid (also its group) and its pipes.
+#[allow(clippy::type_complexity)]
 fn spawn_child(
     path: &Path,
     args: &[String],
-) -> Result<(Child, u32, ChildStdin, ChildStdout), ExecError> {
+) -> Result<(Child, u32, ChildStdin, ChildStdout, ChildStderr), ExecError> {
     let mut cmd = Command::new(path);
     // Operators get a clean environment: the worker's own holds the cluster secret and the
     // store's credentials, which code from a job must never see.
@@ -139,7 +205,7 @@ fn spawn_child(
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     let who = run_as::current();
     // SAFETY: only async-signal-safe syscalls run between fork and exec, on data prepared
@@ -176,10 +242,12 @@ fn spawn_child(
     })
     .map_err(spawn_err)?;
     let pid = child.id().unwrap_or(0);
-    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
         return Err(spawn_err(std::io::Error::other("no pipes")));
     };
-    Ok((child, pid, stdin, stdout))
+    Ok((child, pid, stdin, stdout, stderr))
 }
 
 #[cfg(test)]

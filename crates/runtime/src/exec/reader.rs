@@ -1,31 +1,40 @@
 //! The output half of the operator line protocol: a task of its own reads the operator's
 //! stdout, decodes each `key<TAB>value` line and pushes it to the router, so a child blocked
-//! on a full stdout never deadlocks a task blocked on a full stdin.
+//! on a full stdout never deadlocks a task blocked on a full stdin. A line too large for a
+//! frame ends the reader; it records that in `refused` before it lets go of stdout, so the
+//! operator's death from the closed pipe that follows is never taken for the cause.
 
 use super::PIPE_BUF;
 use crate::dataplane::router::{Closed, Router, MAX_TUPLE};
 use crate::protocol::line::{decode_line, read_line_bounded, LineRead};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, BufReader};
 use tokio::task::JoinHandle;
 
-/// Parses the operator's stdout into the router until it closes; returns the router.
+/// Parses the operator's stdout into the router until it closes; returns the router. A line
+/// too large for a frame is refused: its size goes into `refused` (before stdout is closed)
+/// and the reader ends with [`Closed::TooLarge`].
 pub(super) fn spawn_reader(
     stdout: impl AsyncRead + Send + Unpin + 'static,
     router: Router,
     emit: Arc<AtomicU64>,
+    refused: Arc<AtomicUsize>,
 ) -> JoinHandle<Result<Router, Closed>> {
     tokio::spawn(async move {
         let mut router = router;
         let mut rd = BufReader::with_capacity(PIPE_BUF, stdout);
         let mut buf = Vec::with_capacity(1024);
+        let refuse = |n: usize| {
+            refused.store(n.max(1), Ordering::SeqCst);
+            Closed::TooLarge(n)
+        };
         loop {
             match read_line_bounded(&mut rd, &mut buf, MAX_TUPLE).await {
                 Ok(LineRead::Line) => {}
                 Ok(LineRead::End) => break,
                 // Refused before it is all in memory; the task fails saying why.
-                Ok(LineRead::TooLong(n)) => return Err(Closed::TooLarge(n)),
+                Ok(LineRead::TooLong(n)) => return Err(refuse(n)),
                 Err(e) => {
                     // The exit status says what happened to the operator; the read error is
                     // context for it.
@@ -34,9 +43,13 @@ pub(super) fn spawn_reader(
                 }
             }
             let line = String::from_utf8_lossy(&buf);
-            router
+            match router
                 .push(decode_line(&line), emit.load(Ordering::Relaxed))
-                .await?;
+                .await
+            {
+                Err(Closed::TooLarge(n)) => return Err(refuse(n)),
+                other => other?,
+            }
             if rd.buffer().is_empty() {
                 router.flush().await?;
             }

@@ -13,6 +13,7 @@
 
 mod atomic;
 mod http;
+mod nofollow;
 mod object;
 mod ranged;
 mod s3;
@@ -46,6 +47,18 @@ pub enum StoreError {
     /// The path is not a valid store path.
     #[error("{0:?} is not a valid store path (relative, no '..')")]
     BadPath(String),
+    /// The path holds a byte no store path may hold (a NUL), which a file system cannot name.
+    #[error("{path:?} is not a valid store path: {why}")]
+    BadByte {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A local store's path crosses a symbolic link inside its directory: the store never
+    /// follows one, so no store path can name a file outside the store.
+    #[error("{0}: crosses a symbolic link inside the store directory; the store does not follow symbolic links")]
+    Symlink(String),
     /// Local I/O failed.
     #[error("store i/o on {path}: {source}")]
     Io {
@@ -76,8 +89,14 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
-/// Checks and normalises a store path (`a/b/c`, no leading slash, no `..`).
+/// Checks and normalises a store path (`a/b/c`, no leading slash, no `..`, no NUL byte).
 pub fn clean_path(path: &str) -> Result<String, StoreError> {
+    if path.contains('\0') {
+        return Err(StoreError::BadByte {
+            path: path.to_string(),
+            why: "it contains a NUL byte",
+        });
+    }
     let p = Path::new(path.trim_start_matches('/'));
     let mut parts = Vec::new();
     for c in p.components() {
@@ -204,11 +223,18 @@ impl Store {
         Store::objects(Arc::new(object_store::memory::InMemory::new()), "memory")
     }
 
-    /// The local file behind a store path, when the store is local.
+    /// The local file behind a store path, when the store is local; refused if the path
+    /// crosses a symbolic link inside the store directory (it would name a file outside it).
     pub fn local_path(&self, path: &str) -> Result<Option<PathBuf>, StoreError> {
         let clean = clean_path(path)?;
         Ok(match self {
-            Store::Object(o) => o.root().map(|r| r.join(clean)),
+            Store::Object(o) => match o.root() {
+                Some(r) => {
+                    nofollow::check(r, &clean)?;
+                    Some(r.join(clean))
+                }
+                None => None,
+            },
             Store::Http(..) => None,
         })
     }

@@ -64,6 +64,7 @@ impl Objects {
 
     pub(super) async fn put(&self, clean: &str, data: Bytes) -> Result<(), StoreError> {
         let p = os_path(clean)?;
+        self.no_symlink(clean).await?;
         self.inner
             .put(&p, PutPayload::from(data))
             .await
@@ -80,6 +81,7 @@ impl Objects {
         E: std::fmt::Display,
     {
         if let Some(root) = &self.root {
+            self.no_symlink(clean).await?;
             return super::write_stream_atomic(&root.join(clean), clean, body).await;
         }
         let mut body = std::pin::pin!(body);
@@ -134,6 +136,7 @@ impl Objects {
 
     pub(super) async fn size(&self, clean: &str) -> Result<u64, StoreError> {
         let p = os_path(clean)?;
+        self.no_symlink(clean).await?;
         let m = self.inner.head(&p).await.map_err(os_err(clean))?;
         Ok(m.size)
     }
@@ -141,9 +144,17 @@ impl Objects {
     /// A local file is read directly; an S3 object in ranged GETs (`ranged.rs`).
     pub(super) async fn open(&self, clean: &str) -> Result<ObjectReader, StoreError> {
         if let Some(root) = &self.root {
-            let f = tokio::fs::File::open(root.join(clean))
+            self.no_symlink(clean).await?;
+            // The last component is checked again by the open itself.
+            let f = tokio::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(root.join(clean))
                 .await
-                .map_err(io_err(clean))?;
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP) => StoreError::Symlink(clean.to_string()),
+                    _ => io_err(clean)(e),
+                })?;
             if f.metadata().await.is_ok_and(|m| m.is_dir()) {
                 return Err(StoreError::NotFound(clean.to_string()));
             }
@@ -166,6 +177,7 @@ impl Objects {
 
     pub(super) async fn get(&self, clean: &str) -> Result<Bytes, StoreError> {
         let p = os_path(clean)?;
+        self.no_symlink(clean).await?;
         let res = self.inner.get(&p).await.map_err(os_err(clean))?;
         res.bytes().await.map_err(os_err(clean))
     }
@@ -197,12 +209,15 @@ impl Objects {
             out.push(ObjectMeta { path, size: m.size });
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        self.unlinked(out, prefix).await
     }
 
     /// Deletes `clean` and everything under `clean/`, one object at a time, so a failure can
     /// say what is already gone; a local store's empty directories go too.
     pub(super) async fn delete_report(&self, clean: &str) -> (Vec<String>, Option<StoreError>) {
+        if let Err(e) = self.no_symlink(clean).await {
+            return (Vec::new(), Some(e));
+        }
         let mut names: Vec<String> = match self.list(&format!("{clean}/")).await {
             Ok(v) => v.into_iter().map(|m| m.path).collect(),
             Err(e) => return (Vec::new(), Some(e)),

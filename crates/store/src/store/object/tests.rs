@@ -231,3 +231,73 @@ async fn a_broken_upload_to_an_object_store_commits_nothing() {
         assert!(!store.exists("new").await.unwrap());
     }
 }
+
+/// A symbolic link planted in a local store's directory, to a file and to a directory outside
+/// it, cannot be read, written, listed or deleted through: every such path is refused, and
+/// nothing outside the store is read or changed.
+#[tokio::test]
+async fn a_symlink_inside_the_store_directory_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), b"private").unwrap();
+    let store = Store::local(dir.path().join("store")).unwrap();
+    store
+        .put("real/ok", Bytes::from_static(b"ok"))
+        .await
+        .unwrap();
+    let root = dir.path().join("store");
+    std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), root.join("file")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), root.join("real/link")).unwrap();
+    let refused = |r: Result<(), StoreError>, what: &str| {
+        assert!(matches!(r, Err(StoreError::Symlink(_))), "{what}: {r:?}");
+    };
+    for p in ["evil/secret", "file", "real/link"] {
+        refused(store.get(p).await.map(drop), &format!("get {p}"));
+        refused(store.open(p).await.map(drop), &format!("open {p}"));
+        refused(store.size(p).await.map(drop), &format!("size {p}"));
+        refused(store.local_path(p).map(drop), &format!("local_path {p}"));
+    }
+    refused(
+        store.put("evil/new", Bytes::from_static(b"x")).await,
+        "put through a linked directory",
+    );
+    refused(
+        store.put("evil/secret", Bytes::from_static(b"x")).await,
+        "put over a file through a linked directory",
+    );
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"y"))]);
+    refused(
+        store.put_stream("evil/streamed", body).await.map(drop),
+        "streamed put through a linked directory",
+    );
+    let (removed, err) = store.delete_report("evil").await;
+    assert!(removed.is_empty(), "{removed:?}");
+    refused(err.map_or(Ok(()), Err), "delete through a link");
+    // A listing shows only what really is in the store.
+    assert_eq!(names(&store, "").await, ["real/ok"]);
+    assert_eq!(names(&store, "evil/").await, Vec::<String>::new());
+    // Nothing outside changed, and the store's own files still work.
+    assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"private");
+    let mut left: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["secret"]);
+    assert_eq!(&store.get("real/ok").await.unwrap()[..], b"ok");
+}
+
+/// A NUL byte in a store path is refused as a bad path, saying why, before any file system
+/// call could fail on it.
+#[tokio::test]
+async fn a_nul_in_a_store_path_is_a_bad_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::local(dir.path()).unwrap();
+    let e = clean_path("a/b\0c").unwrap_err();
+    assert!(matches!(e, StoreError::BadByte { .. }), "{e:?}");
+    assert!(e.to_string().contains("NUL"), "{e}");
+    let got = store.get("x\0").await;
+    assert!(matches!(got, Err(StoreError::BadByte { .. })), "{got:?}");
+}
