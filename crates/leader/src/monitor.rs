@@ -86,25 +86,22 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 })
                 .collect();
             let start = leader.cfg.start_timeout;
-            for (key, attempt) in unstarted_tasks(&tasks, now, start) {
+            let unstarted = unstarted_tasks(&tasks, now, start).into_iter().map(|t| {
                 let cause = format!(
                     "not started: its worker did not report it within {:.0} s of its start",
                     start.as_secs_f64()
                 );
-                warn!(task = %key, attempt, "{cause}");
-                st.mark_failed(&key, attempt, cause.clone());
-                let input = Input::Stalled {
-                    pos: key.pos,
-                    attempt,
-                    cause,
-                };
-                to_send.extend(st.driver_of(&key.job).map(|tx| (tx, input)));
-            }
-            for (key, attempt) in stalled_tasks(&tasks, now, stall) {
+                (t, cause)
+            });
+            let stalled = stalled_tasks(&tasks, now, stall).into_iter().map(|t| {
                 let cause = format!(
                     "stalled: input waiting and no progress for {:.0} s",
                     stall.as_secs_f64()
                 );
+                (t, cause)
+            });
+            // Both are stopped and recovered like a failed attempt, by the job's core.
+            for ((key, attempt), cause) in unstarted.chain(stalled).collect::<Vec<_>>() {
                 warn!(task = %key, attempt, "{cause}");
                 st.mark_failed(&key, attempt, cause.clone());
                 let input = Input::Stalled {
