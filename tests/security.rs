@@ -746,6 +746,21 @@ fn a_registration_posing_as_a_live_worker_is_refused_and_the_worker_keeps_its_jo
     );
 }
 
+/// Registers a worker of the test's own, signed with `me`; its id and session key.
+fn register_own(c: &Cluster, me: &rainstorm::protocol::auth::Identity) -> (String, String) {
+    let (status, body) = http(
+        c,
+        "POST",
+        "/internal/register",
+        Some(&c.token),
+        &registration(c, me, None),
+    );
+    assert_eq!(status, 200, "{body}");
+    let reg: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let field = |k: &str| reg[k].as_str().unwrap().to_string();
+    (field("worker_id"), field("session"))
+}
+
 /// A registration request of its own: a fresh challenge, then the claim signed with `me`.
 fn registration(
     c: &Cluster,
@@ -1061,17 +1076,7 @@ fn a_pid_a_worker_reports_is_named_as_its_report_not_as_a_fact() {
     let c = Cluster::start(0, 5.0);
     // The cluster's only worker is the test's own: it registers, then reports what it likes.
     let rogue = Identity::generate().unwrap();
-    let (status, body) = http(
-        &c,
-        "POST",
-        "/internal/register",
-        Some(&c.token),
-        &registration(&c, &rogue, None),
-    );
-    assert_eq!(status, 200, "{body}");
-    let reg: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let w = reg["worker_id"].as_str().unwrap().to_string();
-    let session = reg["session"].as_str().unwrap().to_string();
+    let (w, session) = register_own(&c, &rogue);
     c.file("in.txt", "a\nb\n");
     c.ok(&["put", "in.txt", "in.txt"]);
     c.file("ops/cat.sh", "#!/bin/sh\ncat\n");
@@ -1148,17 +1153,7 @@ fn a_worker_that_never_starts_its_tasks_cannot_wedge_a_job() {
     use rainstorm::protocol::auth::Identity;
     let c = Cluster::start_with(1, 5.0, &["--start-timeout", "1"]);
     let rogue = Identity::generate().unwrap();
-    let (status, body) = http(
-        &c,
-        "POST",
-        "/internal/register",
-        Some(&c.token),
-        &registration(&c, &rogue, None),
-    );
-    assert_eq!(status, 200, "{body}");
-    let reg: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let me = reg["worker_id"].as_str().unwrap().to_string();
-    let session = reg["session"].as_str().unwrap().to_string();
+    let (me, session) = register_own(&c, &rogue);
     // It stays alive: it heartbeats, reporting nothing, and never asks for its commands.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let beat = {

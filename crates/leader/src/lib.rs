@@ -376,7 +376,7 @@ const STOP_DRIVERS: Duration = Duration::from_millis(1000);
 const STOP_SERVERS: Duration = Duration::from_millis(600);
 
 /// Joins every task of `set`, aborting those still running after `limit`.
-async fn join_within<T: 'static>(set: &mut JoinSet<T>, limit: Duration, what: &str) {
+pub(crate) async fn join_within<T: 'static>(set: &mut JoinSet<T>, limit: Duration, what: &str) {
     let joined = tokio::time::timeout(limit, async {
         while let Some(r) = set.join_next().await {
             if let Err(e) = r {

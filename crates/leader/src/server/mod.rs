@@ -172,24 +172,7 @@ pub async fn serve(
             }
         });
     }
-    let joined = tokio::time::timeout(drain, async {
-        while let Some(r) = conns.join_next().await {
-            if let Err(e) = r {
-                if e.is_panic() {
-                    warn!(error = %e, "an HTTP connection task panicked");
-                }
-            }
-        }
-    })
-    .await;
-    if joined.is_err() {
-        warn!(
-            left = conns.len(),
-            "HTTP connections still open {} ms after the stop; aborted",
-            drain.as_millis()
-        );
-        conns.shutdown().await;
-    }
+    crate::join_within(&mut conns, drain, "HTTP connections").await;
     log.flush();
 }
 
