@@ -10,3 +10,4 @@ pub mod auth;
 pub mod control;
 pub mod frame;
 pub mod line;
+pub mod meters;
