@@ -57,14 +57,14 @@ impl Drop for Running<'_> {
 /// What a router measures of its output, shared with whoever reports it.
 #[derive(Debug, Default)]
 pub struct SendMeter {
-    /// Key and value bytes of the tuples routed.
+    /// Key and value bytes of the batches handed to links.
     pub bytes: AtomicU64,
     /// Time spent waiting for room in a full link queue (back-pressure from downstream).
     pub blocked: Stopwatch,
 }
 
 impl SendMeter {
-    /// Bytes routed so far.
+    /// Bytes handed to links so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }

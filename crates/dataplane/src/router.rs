@@ -96,9 +96,10 @@ impl Router {
         // Key and value bytes: the 8 bytes a tuple is counted with for batch sizes are not data.
         let bytes = self.pending_bytes[i] - 8 * tuples.len();
         self.pending_bytes[i] = 0;
-        self.meter.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         self.deliver(i, LinkMsg::Batch(OutBatch { tuples, emit_ns }))
-            .await
+            .await?;
+        self.meter.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Hands a message to link `i`, timing the wait as back-pressure if its queue is full.

@@ -11,13 +11,13 @@
 use super::operator::{Operator, Stop};
 use super::receive::{Accepted, Intake};
 use super::{TaskEnv, TaskStatus};
-use crate::dataplane::meter::Stopwatch;
-use crate::model::hist::AtomicHist;
 use crate::dataplane::inbound::AckBoard;
+use crate::dataplane::meter::Stopwatch;
 use crate::log::{
     encode_batch_record, encode_record, fenced, seal_segment, segment_path, LogRecord,
 };
 use crate::model::backoff::Backoff;
+use crate::model::hist::AtomicHist;
 use crate::model::ids::TaskKey;
 use crate::model::tuple::Tuple;
 use bytes::BytesMut;
@@ -178,9 +178,7 @@ pub(super) async fn log_writer(
             }
         };
         drop(working);
-        meter
-            .commits
-            .record(began.elapsed().as_micros() as u64, 1);
+        meter.commits.record(began.elapsed().as_micros() as u64, 1);
         if is_fenced {
             return Err(Stop::Failed(format!(
                 "attempt {attempt} is fenced: a newer attempt of this task took over its log"
@@ -241,6 +239,7 @@ mod tests {
     use crate::dataplane::transport::Tcp;
     use crate::faulty::FaultyStore;
     use crate::log::fence_path;
+    use crate::model::hist::Hist;
     use crate::model::ids::{JobId, TaskPos};
     use crate::store::Store;
     use std::sync::atomic::Ordering;
@@ -268,6 +267,15 @@ mod tests {
     /// Logs one batch of one tuple on link 0 with a writer for `attempt`; returns what the
     /// writer returned and the link's ack afterwards.
     async fn log_one(mem: &Arc<FaultyStore>, attempt: u32) -> (Result<(), Stop>, (u64, bool)) {
+        let (res, ack, _) = log_one_timed(mem, attempt).await;
+        (res, ack)
+    }
+
+    /// [`log_one`], with the commit durations the writer recorded.
+    async fn log_one_timed(
+        mem: &Arc<FaultyStore>,
+        attempt: u32,
+    ) -> (Result<(), Stop>, (u64, bool), Option<Hist>) {
         let acks = Arc::new(AckBoard::default());
         let (tx, rx) = mpsc::channel(4);
         let (feed_tx, mut feed_rx) = mpsc::channel(4);
@@ -291,7 +299,28 @@ mod tests {
             assert!(feed_rx.recv().await.is_some(), "logged input is released");
         }
         let ack = *acks.subscribe(0).borrow();
-        (res, ack)
+        (res, ack, commits.snapshot())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_is_timed_from_its_first_try_until_it_is_durable() {
+        let mem = Arc::new(FaultyStore::default());
+        mem.fail_puts.store(3, Ordering::Relaxed);
+        let (res, _, commits) = log_one_timed(&mem, 0).await;
+        assert!(res.is_ok(), "{res:?}");
+        let commits = commits.expect("the commit was timed");
+        assert_eq!(commits.count(), 1);
+        // Three retries after 20, 40 and 80 ms at least (the backoff's first delays).
+        assert!(commits.sum_us >= 140_000, "{commits:?}");
+        let le = commits.cumulative();
+        assert_eq!(le.last(), Some(&(u64::MAX, 1)));
+        assert_eq!(
+            le.iter()
+                .find(|(_, n)| *n == 1)
+                .map(|(b, _)| *b >= commits.sum_us),
+            Some(true),
+            "the sample sits in the first bucket that holds it: {le:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

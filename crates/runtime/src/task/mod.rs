@@ -33,7 +33,7 @@ use crate::protocol::control::{TaskAssignment, TaskRole, TaskState};
 use crate::sink::write_output;
 use crate::source::{run_source, SourceEnd, SourceSpec};
 use operator::{Operator, Stop};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -272,8 +272,16 @@ async fn drive(
         let sink = matches!(op, Operator::Sink).then_some(status);
         let receiving = async {
             let mut intake = logged::LogIntake { tx: log_tx, sink };
-            let r = receive::receive(&a.key, &mut inbox, &mut acc, &mut intake, acks, status, cancel)
-                .await;
+            let r = receive::receive(
+                &a.key,
+                &mut inbox,
+                &mut acc,
+                &mut intake,
+                acks,
+                status,
+                cancel,
+            )
+            .await;
             drop(intake);
             r
         };
@@ -329,3 +337,6 @@ async fn drive(
     debug!(task = %a.key, "operator drained");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
