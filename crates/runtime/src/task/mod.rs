@@ -33,7 +33,7 @@ use crate::protocol::control::{TaskAssignment, TaskRole, TaskState};
 use crate::sink::write_output;
 use crate::source::{run_source, SourceEnd, SourceSpec};
 use operator::{Operator, Stop};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;

@@ -16,6 +16,7 @@ use crate::model::tuple::Tuple;
 use crate::protocol::meters::TaskMeters;
 use crate::store::Store;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
