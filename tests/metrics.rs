@@ -264,7 +264,8 @@ fn metrics_count_every_tasks_tuples_and_bytes_with_escaped_labels() {
     // The task views carry the same meters.
     for t in c.tasks(&id) {
         let labels = |s: &&Sample| {
-            s.label("stage") == t["stage"].to_string() && s.label("task") == t["task"].to_string()
+            s.label("stage").parse().ok() == t["stage"].as_u64()
+                && s.label("task").parse().ok() == t["task"].as_u64()
         };
         let metric = of(&samples, "rainstorm_task_bytes_in_total", &id)
             .into_iter()
