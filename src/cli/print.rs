@@ -114,7 +114,7 @@ pub(super) fn jobs(jobs: &[JobInfo], json: bool) -> anyhow::Result<()> {
 pub(super) fn tasks(tasks: &[TaskInfo], json: bool) -> anyhow::Result<()> {
     let headers = [
         "JOB", "STAGE", "TASK", "WORKER", "PID", "STATE", "ATTEMPT", "IN", "OUT", "RATE/S",
-        "OPERATOR",
+        "QUEUE", "BUSY%", "BLOCKED%", "OPERATOR",
     ];
     listing(tasks, json, &headers, |t| {
         vec![
@@ -128,6 +128,9 @@ pub(super) fn tasks(tasks: &[TaskInfo], json: bool) -> anyhow::Result<()> {
             t.tuples_in.to_string(),
             t.tuples_out.to_string(),
             format!("{:.1}", t.input_rate),
+            t.queued.to_string(),
+            format!("{:.0}", t.busy * 100.0),
+            format!("{:.0}", t.backpressured * 100.0),
             t.operator.clone(),
         ]
     })

@@ -17,6 +17,7 @@ pub mod acceptance;
 pub mod inbound;
 pub mod link;
 pub mod listener;
+pub mod meter;
 pub mod net;
 pub mod router;
 pub mod routes;

@@ -3,12 +3,14 @@
 //! from a slow consumer back to the operator that feeds it.
 
 use super::link::{LinkMsg, OutBatch};
+use super::meter::SendMeter;
 use super::DataConfig;
 use crate::model::partition::{Partition, Partitioner};
 use crate::model::tuple::Tuple;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 /// Why a router could not take a tuple.
 #[derive(Debug, thiserror::Error)]
@@ -36,15 +38,18 @@ pub struct Router {
     partitioner: Partitioner,
     cfg: DataConfig,
     emitted: Arc<AtomicU64>,
+    meter: Arc<SendMeter>,
 }
 
 impl Router {
-    /// A router over `links` (one per downstream task, in index order).
+    /// A router over `links` (one per downstream task, in index order), counting the tuples
+    /// it routes on `emitted` and their bytes and its waits for room on `meter`.
     pub fn new(
         links: Vec<mpsc::Sender<LinkMsg>>,
         partition: Partition,
         cfg: DataConfig,
         emitted: Arc<AtomicU64>,
+        meter: Arc<SendMeter>,
     ) -> Self {
         let n = links.len();
         Router {
@@ -55,6 +60,7 @@ impl Router {
             partitioner: Partitioner::new(partition, n),
             cfg,
             emitted,
+            meter,
         }
     }
 
@@ -87,11 +93,25 @@ impl Router {
         }
         let tuples = std::mem::replace(&mut self.pending[i], Vec::with_capacity(64));
         let emit_ns = std::mem::replace(&mut self.pending_emit[i], u64::MAX);
+        // Key and value bytes: the 8 bytes a tuple is counted with for batch sizes are not data.
+        let bytes = self.pending_bytes[i] - 8 * tuples.len();
         self.pending_bytes[i] = 0;
-        self.links[i]
-            .send(LinkMsg::Batch(OutBatch { tuples, emit_ns }))
-            .await
-            .map_err(|_| Closed::Gone)
+        self.deliver(i, LinkMsg::Batch(OutBatch { tuples, emit_ns }))
+            .await?;
+        self.meter.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Hands a message to link `i`, timing the wait as back-pressure if its queue is full.
+    async fn deliver(&self, i: usize, msg: LinkMsg) -> Result<(), Closed> {
+        match self.links[i].try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(Closed::Gone),
+            Err(TrySendError::Full(msg)) => {
+                let _blocked = self.meter.blocked.run();
+                self.links[i].send(msg).await.map_err(|_| Closed::Gone)
+            }
+        }
     }
 
     /// Sends every partial batch: called when the input runs dry, so latency stays low under
@@ -107,8 +127,8 @@ impl Router {
     /// stream). Dropping a router without `finish` abandons the links instead.
     pub async fn finish(mut self) -> Result<(), Closed> {
         self.flush().await?;
-        for l in &self.links {
-            l.send(LinkMsg::End).await.map_err(|_| Closed::Gone)?;
+        for i in 0..self.links.len() {
+            self.deliver(i, LinkMsg::End).await?;
         }
         Ok(())
     }

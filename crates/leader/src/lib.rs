@@ -19,6 +19,7 @@ pub mod driver;
 mod files;
 mod gate;
 pub mod job;
+pub mod meters;
 mod monitor;
 pub mod owned;
 pub mod persist;

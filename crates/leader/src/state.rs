@@ -83,6 +83,9 @@ pub struct TaskRec {
     /// Whether the worker has reported the current attempt at all (a start that never
     /// arrived leaves this false).
     pub reported: bool,
+    /// Bytes, busy and back-pressured time and histograms of the current attempt, and the
+    /// shares and rates derived from them (`/metrics`, the task views).
+    pub meters: super::meters::Meters,
 }
 
 impl TaskRec {
@@ -115,6 +118,7 @@ impl TaskRec {
             done: false,
             start_sent: None,
             reported: false,
+            meters: Default::default(),
         }
     }
 }
@@ -265,6 +269,8 @@ impl State {
         {
             t.progressed = now;
         }
+        t.meters
+            .update(r.attempt, r.tuples_out, &r.meters, r.state.is_terminal());
         t.reported = true;
         t.queued = r.queued;
         t.tuples_in = r.tuples_in;

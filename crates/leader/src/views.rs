@@ -75,6 +75,16 @@ impl State {
                 input_rate: (t.rate * 10.0).round() / 10.0,
                 operator: t.operator.clone(),
                 error: t.error.clone(),
+                queued: t.queued,
+                bytes_in: t.meters.last.bytes_in,
+                bytes_out: t.meters.last.bytes_out,
+                output_rate: round1(t.meters.output_rate),
+                busy: round3(t.meters.busy),
+                backpressured: round3(t.meters.backpressured),
+                idle: round3(t.meters.idle()),
+                busy_s: round3(t.meters.last.busy_ns as f64 / 1e9),
+                backpressured_s: round3(t.meters.last.backpressure_ns as f64 / 1e9),
+                uptime_s: round3(t.meters.last.uptime_ns as f64 / 1e9),
             })
             .collect();
         v.sort_by_key(|t| (t.job.0.len(), t.job.0.clone(), t.stage, t.task));
@@ -100,4 +110,14 @@ impl State {
         v.sort_by_key(|w| (w.id.0.len(), w.id.0.clone()));
         v
     }
+}
+
+/// One decimal (rates).
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Three decimals (shares, seconds).
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }

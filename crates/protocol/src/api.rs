@@ -125,6 +125,37 @@ pub struct TaskInfo {
     pub operator: String,
     /// Last failure.
     pub error: Option<String>,
+    /// Input batches waiting in the task's inbox (plus one while it drains).
+    #[serde(default)]
+    pub queued: u32,
+    /// Key and value bytes accepted by the current attempt.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Key and value bytes emitted by the current attempt.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Output tuples per second, recent.
+    #[serde(default)]
+    pub output_rate: f64,
+    /// Share of recent time spent processing (0–1): a stage whose tasks are busy while the
+    /// stages before it are back-pressured is the bottleneck.
+    #[serde(default)]
+    pub busy: f64,
+    /// Share of recent time blocked handing output downstream (0–1).
+    #[serde(default)]
+    pub backpressured: f64,
+    /// Share of recent time waiting for input (0–1).
+    #[serde(default)]
+    pub idle: f64,
+    /// Busy time of the current attempt, seconds.
+    #[serde(default)]
+    pub busy_s: f64,
+    /// Back-pressured time of the current attempt, seconds.
+    #[serde(default)]
+    pub backpressured_s: f64,
+    /// Age of the current attempt as its worker last reported it, seconds.
+    #[serde(default)]
+    pub uptime_s: f64,
 }
 
 /// Liveness of a worker.

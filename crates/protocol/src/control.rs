@@ -163,6 +163,9 @@ pub struct TaskReport {
     /// serving restarted first-stage tasks until the job ends.
     #[serde(default)]
     pub done: bool,
+    /// Bytes, busy and back-pressured time, log commit and latency histograms.
+    #[serde(default)]
+    pub meters: crate::meters::TaskMeters,
 }
 
 /// Periodic liveness message.

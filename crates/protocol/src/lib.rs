@@ -11,4 +11,5 @@ pub mod auth;
 pub mod control;
 pub mod frame;
 pub mod line;
+pub mod meters;
 pub mod refusal;

@@ -2,6 +2,7 @@
 //! router that partitions and batches into them. Tasks and the source both use it.
 
 use crate::dataplane::link::{run_link, LinkEnd, LinkMsg, LinkSpec};
+use crate::dataplane::meter::SendMeter;
 use crate::dataplane::router::Router;
 use crate::env::TaskEnv;
 use crate::model::ids::{JobId, TaskPos};
@@ -42,11 +43,13 @@ pub struct Links {
     pub cancel: CancellationToken,
 }
 
-/// Spawns one link per downstream task (children of `cancel`) and the router over them.
+/// Spawns one link per downstream task (children of `cancel`) and the router over them, which
+/// counts what it routes on `emitted` (tuples) and `meter` (bytes, waits for room).
 pub fn spawn(
     env: &TaskEnv,
     out: Outgoing,
     emitted: Arc<AtomicU64>,
+    meter: Arc<SendMeter>,
     cancel: &CancellationToken,
 ) -> (Router, Links) {
     let cancel = cancel.child_token();
@@ -79,7 +82,7 @@ pub fn spawn(
             cancel.clone(),
         ));
     }
-    let router = Router::new(senders, out.partition, env.cfg.clone(), emitted);
+    let router = Router::new(senders, out.partition, env.cfg.clone(), emitted, meter);
     (router, Links { tasks, cancel })
 }
 

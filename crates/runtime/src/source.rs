@@ -135,11 +135,13 @@ pub enum SourceEnd {
 /// end of stream, then keeps its links serving until cancelled: a first-stage task restarted
 /// later learns from them how far its input was acknowledged (and regenerates it from the
 /// file). Calls `on_done` when the whole stream is acknowledged (its count is then final).
+/// Counts what it routes on `emitted` and `meter`.
 /// Returns `Ok` once cancelled after a complete read, `Err` on a failure before.
 pub async fn run_source(
     env: TaskEnv,
     spec: SourceSpec,
     emitted: Arc<AtomicU64>,
+    meter: Arc<crate::dataplane::meter::SendMeter>,
     on_done: impl FnOnce(),
     cancel: CancellationToken,
 ) -> Result<(), SourceEnd> {
@@ -161,6 +163,7 @@ pub async fn run_source(
             done: Some(done_tx),
         },
         emitted,
+        meter,
         &cancel,
     );
     let read = async {

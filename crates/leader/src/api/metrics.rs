@@ -1,36 +1,106 @@
-//! Prometheus metrics (`/metrics`): workers by state, jobs by status, and per-job and per-task
-//! counters, as text.
+//! Prometheus metrics (`/metrics`) in the OpenMetrics text format, encoded by the
+//! `prometheus-client` crate (which escapes label values): workers by state, jobs by status,
+//! per-job counters and end-to-end latency, and per-task counters, gauges and histograms from
+//! the meters workers report (bytes, busy and back-pressured time, queue depth, input-log
+//! commit times, restarts).
+//!
+//! A scrape copies what it shows out of the state under the lock — plain numbers, label
+//! strings and small histograms — and encodes after releasing it, so a scrape never holds the
+//! lock for longer than the copy, however many series it encodes.
 
 use super::Shared;
-use crate::protocol::control::{JobInfo, JobStatus, WorkerState};
-use crate::state::lock;
-use axum::extract::State;
+use crate::model::hist::Hist;
+use crate::protocol::control::{JobStatus, WorkerState};
+use crate::protocol::meters::TaskMeters;
+use crate::state::{lock, State};
+use axum::extract::State as Extract;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
 
-/// Writes one metric family: its HELP and TYPE lines, then one sample per (labels, value).
-fn family<V: std::fmt::Display>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    kind: &str,
-    samples: impl IntoIterator<Item = (String, V)>,
-) {
-    use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+/// The OpenMetrics text format's content type.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub(super) async fn metrics(Extract(l): Shared) -> Response {
+    let snap = {
+        let st = lock(&l.state);
+        Snapshot::take(&st)
+    };
+    let snap = Snapshot {
+        polls_waiting: l.waiting_polls.load(Ordering::Relaxed),
+        output_streams: l.output_streams.load(Ordering::Relaxed),
+        store_requests: l.worker_store_requests.load(Ordering::Relaxed),
+        ..snap
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snap));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "encoding /metrics failed");
+        return super::error(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed");
+    }
+    ([("content-type", OPENMETRICS)], out).into_response()
+}
+
+/// What one scrape shows, copied out of the state.
+#[derive(Debug, Default)]
+struct Snapshot {
+    workers_alive: u64,
+    workers_dead: u64,
+    polls_waiting: i64,
+    output_streams: i64,
+    store_requests: u64,
+    jobs_by_status: Vec<(&'static str, u64)>,
+    jobs: Vec<JobSample>,
+    tasks: Vec<TaskSample>,
+}
+
+/// One job's numbers.
+#[derive(Debug)]
+struct JobSample {
+    id: String,
+    name: String,
+    status: &'static str,
+    source_tuples: u64,
+    sink_tuples: u64,
+    recoveries: u64,
+    failures: u64,
+    /// Its sink's end-to-end latency histogram (current sink attempt).
+    latency: Option<Hist>,
+}
+
+/// One task's numbers (its current attempt's).
+#[derive(Debug)]
+struct TaskSample {
+    /// job, stage, task, worker.
+    labels: [(&'static str, String); 4],
+    operator: String,
+    restarts: u32,
+    tuples_in: u64,
+    tuples_out: u64,
+    queued: u32,
+    meters: TaskMeters,
+}
+
+fn status_label(s: JobStatus) -> &'static str {
+    match s {
+        JobStatus::Running => "running",
+        JobStatus::Succeeded => "succeeded",
+        JobStatus::Failed => "failed",
+        JobStatus::Cancelled => "cancelled",
     }
 }
 
-pub(super) async fn metrics(State(l): Shared) -> Response {
-    let (workers, alive, job_counts, jobs, tasks) = {
-        let st = lock(&l.state);
+impl Snapshot {
+    /// Copies the state's numbers (the caller holds the lock only for this).
+    fn take(st: &State) -> Snapshot {
         let alive = st
             .workers
             .values()
             .filter(|w| w.state == WorkerState::Alive)
-            .count();
-        let job_counts: Vec<(String, usize)> = [
+            .count() as u64;
+        let jobs_by_status = [
             JobStatus::Running,
             JobStatus::Succeeded,
             JobStatus::Failed,
@@ -38,101 +108,57 @@ pub(super) async fn metrics(State(l): Shared) -> Response {
         ]
         .into_iter()
         .map(|s| {
-            let n = st.jobs.values().filter(|j| j.status() == s).count();
-            (format!("status=\"{}\"", format!("{s:?}").to_lowercase()), n)
+            let n = st.jobs.values().filter(|j| j.status() == s).count() as u64;
+            (status_label(s), n)
         })
         .collect();
-        (
-            st.workers.len(),
-            alive,
-            job_counts,
-            st.jobs_info(),
-            st.tasks_info(),
-        )
-    };
-    let mut out = String::new();
-    family(
-        &mut out,
-        "rainstorm_workers",
-        "Workers by state.",
-        "gauge",
-        [
-            ("state=\"alive\"".to_string(), alive),
-            ("state=\"dead\"".to_string(), workers - alive),
-        ],
-    );
-    family(
-        &mut out,
-        "rainstorm_command_polls_waiting",
-        "Worker command polls parked at the leader, waiting for a command.",
-        "gauge",
-        [(
-            String::new(),
-            l.waiting_polls.load(std::sync::atomic::Ordering::Relaxed),
-        )],
-    );
-    family(
-        &mut out,
-        "rainstorm_output_streams",
-        "Job output streams being served to followers.",
-        "gauge",
-        [(
-            String::new(),
-            l.output_streams.load(std::sync::atomic::Ordering::Relaxed),
-        )],
-    );
-    family(
-        &mut out,
-        "rainstorm_worker_store_requests_total",
-        "Store requests workers made through the leader (workers with a store of their own make none).",
-        "counter",
-        [(
-            String::new(),
-            l.worker_store_requests
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )],
-    );
-    family(
-        &mut out,
-        "rainstorm_jobs",
-        "Jobs by status.",
-        "gauge",
-        job_counts,
-    );
-    let per_job = [
-        (
-            "rainstorm_job_source_tuples_total",
-            "Tuples emitted by a job's source.",
-            (|j| j.source_tuples) as fn(&JobInfo) -> u64,
-        ),
-        (
-            "rainstorm_job_sink_tuples_total",
-            "Lines written by a job's sink.",
-            |j| j.sink_tuples,
-        ),
-        (
-            "rainstorm_job_recoveries_total",
-            "Task restarts of a job.",
-            |j| j.recoveries,
-        ),
-    ];
-    for (name, help, value) in per_job {
-        let samples = jobs.iter().map(|j| (format!("job=\"{}\"", j.id), value(j)));
-        family(&mut out, name, help, "counter", samples);
+        let jobs = st
+            .jobs
+            .iter()
+            .map(|(id, j)| JobSample {
+                id: id.0.clone(),
+                name: j.spec.name.clone().unwrap_or_default(),
+                status: status_label(j.status()),
+                source_tuples: j.source_tuples.load(Ordering::Relaxed),
+                sink_tuples: j.sink_tuples.load(Ordering::Relaxed),
+                recoveries: j.recoveries,
+                failures: j.failures,
+                latency: st
+                    .tasks
+                    .get(&j.sink_key(id))
+                    .and_then(|t| t.meters.last.latency.clone()),
+            })
+            .collect();
+        let tasks = st
+            .tasks
+            .iter()
+            .map(|(k, t)| TaskSample {
+                labels: [
+                    ("job", k.job.0.clone()),
+                    ("stage", k.pos.stage.to_string()),
+                    ("task", k.pos.index.to_string()),
+                    ("worker", t.worker.0.clone()),
+                ],
+                operator: t.operator.clone(),
+                restarts: t.attempt,
+                tuples_in: t.tuples_in,
+                tuples_out: t.tuples_out,
+                queued: t.queued,
+                meters: t.meters.last.clone(),
+            })
+            .collect();
+        Snapshot {
+            workers_alive: alive,
+            workers_dead: st.workers.len() as u64 - alive,
+            jobs_by_status,
+            jobs,
+            tasks,
+            ..Default::default()
+        }
     }
-    let samples = tasks.iter().map(|t| {
-        let labels = format!(
-            "job=\"{}\",stage=\"{}\",task=\"{}\",worker=\"{}\"",
-            t.job, t.stage, t.task, t.worker
-        );
-        (labels, t.tuples_in)
-    });
-    family(
-        &mut out,
-        "rainstorm_task_tuples_in_total",
-        "Tuples accepted by a task.",
-        "counter",
-        samples,
-    );
-    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
+
+mod encode;
+
+#[cfg(test)]
+mod tests;

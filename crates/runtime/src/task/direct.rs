@@ -4,22 +4,26 @@
 
 use super::operator::{Operator, Stop};
 use super::receive::{Accepted, Intake, Unseen};
-use super::TaskEnv;
+use super::{TaskEnv, TaskStatus};
+use crate::dataplane::meter::Stopwatch;
 use crate::model::partition::Partitioner;
 use crate::model::spec::PathMode;
 use crate::protocol::control::SourceReplay;
 use crate::source::{open_source, SourceReader};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 /// Feeds the operator as input is accepted.
 pub(super) struct DirectIntake<'a> {
     pub(super) op: &'a mut Operator,
     /// How to regenerate the source link's input (first stage under exactly-once).
     pub(super) replay: Option<(&'a TaskEnv, PathMode, &'a SourceReplay, u32)>,
+    /// The task's working time: feeding, flushing and regenerating run on it.
+    pub(super) working: &'a Stopwatch,
 }
 
 impl Intake for DirectIntake<'_> {
     async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop> {
+        let _working = self.working.run();
         for t in batch.tuples {
             self.op.feed(t, batch.emit_ns).await?;
         }
@@ -30,11 +34,12 @@ impl Intake for DirectIntake<'_> {
         Ok(())
     }
 
-    async fn regenerate(&mut self, unseen: Unseen, progress: &AtomicU64) -> Result<(), Stop> {
+    async fn regenerate(&mut self, unseen: Unseen, progress: &TaskStatus) -> Result<(), Stop> {
         let Some((env, paths, r, me)) = self.replay else {
             return Err(unseen.cannot_regenerate("task"));
         };
         let (from, after, upto, ended) = (unseen.from, unseen.after, unseen.upto, unseen.ended);
+        let _working = self.working.run();
         let failed = |e: String| Stop::Failed(format!("replaying source {}: {e}", r.path));
         let file = open_source(env, paths, &r.path).await.map_err(failed)?;
         let mut rd = SourceReader::new(file, &r.name);
@@ -49,8 +54,10 @@ impl Intake for DirectIntake<'_> {
             if part.pick(&t) == me as usize {
                 seq += 1;
                 if seq > after {
+                    let bytes = (t.key.len() + t.value.len()) as u64;
                     self.op.feed(t, crate::dataplane::now_ns()).await?;
-                    progress.fetch_add(1, Ordering::Relaxed);
+                    progress.tuples_in.fetch_add(1, Ordering::Relaxed);
+                    progress.bytes_in.fetch_add(bytes, Ordering::Relaxed);
                 }
             }
         }
@@ -65,6 +72,7 @@ impl Intake for DirectIntake<'_> {
     }
 
     async fn idle(&mut self) -> Result<(), Stop> {
+        let _working = self.working.run();
         self.op.idle().await
     }
 

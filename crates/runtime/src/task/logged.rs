@@ -10,12 +10,14 @@
 
 use super::operator::{Operator, Stop};
 use super::receive::{Accepted, Intake};
-use super::TaskEnv;
+use super::{TaskEnv, TaskStatus};
 use crate::dataplane::inbound::AckBoard;
+use crate::dataplane::meter::Stopwatch;
 use crate::log::{
     encode_batch_record, encode_record, fenced, seal_segment, segment_path, LogRecord,
 };
 use crate::model::backoff::Backoff;
+use crate::model::hist::AtomicHist;
 use crate::model::ids::TaskKey;
 use crate::model::tuple::Tuple;
 use bytes::BytesMut;
@@ -42,9 +44,18 @@ pub(super) type Released = Vec<(Vec<Tuple>, u64)>;
 /// The receive side: accepted input goes to the log writer.
 pub(super) struct LogIntake<'a> {
     pub(super) tx: mpsc::Sender<Logged>,
-    /// A sink's latency histogram: its log is its output, so nothing is fed on; each batch's
-    /// latency is recorded as it is accepted and its tuples are dropped once encoded.
-    pub(super) sink: Option<&'a std::sync::Mutex<Option<crate::model::latency::LatencyHist>>>,
+    /// A sink's status, where its latency histograms are: its log is its output, so nothing
+    /// is fed on; each batch's latency is recorded as it is accepted and its tuples are
+    /// dropped once encoded.
+    pub(super) sink: Option<&'a TaskStatus>,
+}
+
+/// What the log writer measures: each segment write's duration, from its first try until it
+/// is durable (fence checked) and its input can be acknowledged; and, for a sink, whose work
+/// is its log, the time writing as working time.
+pub(super) struct CommitMeter<'a> {
+    pub(super) commits: &'a AtomicHist,
+    pub(super) working: Option<&'a Stopwatch>,
 }
 
 fn gone() -> Stop {
@@ -58,9 +69,11 @@ impl Intake for LogIntake<'_> {
         encode_batch_record(&mut record, from, batch.first_seq, emit_ns, &batch.tuples);
         let tuples = match &self.sink {
             None => batch.tuples,
-            Some(latency) => {
+            Some(status) => {
                 let us = crate::dataplane::now_ns().saturating_sub(emit_ns) / 1000;
-                latency
+                status.e2e.record(us, batch.tuples.len() as u64);
+                status
+                    .latency
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get_or_insert_with(Default::default)
@@ -107,6 +120,7 @@ pub(super) async fn log_writer(
     acks: Arc<AckBoard>,
     mut rx: mpsc::Receiver<Logged>,
     feed: mpsc::Sender<Released>,
+    meter: CommitMeter<'_>,
 ) -> Result<(), Stop> {
     const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
     let mut n: u64 = 0;
@@ -141,6 +155,8 @@ pub(super) async fn log_writer(
         let path = segment_path(&key, attempt, n);
         let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
         let mut tries = 0;
+        let began = tokio::time::Instant::now();
+        let working = meter.working.map(Stopwatch::run);
         let is_fenced = loop {
             tries += 1;
             let res = match env.store.put(&path, seg.clone()).await {
@@ -161,6 +177,8 @@ pub(super) async fn log_writer(
                 }
             }
         };
+        drop(working);
+        meter.commits.record(began.elapsed().as_micros() as u64, 1);
         if is_fenced {
             return Err(Stop::Failed(format!(
                 "attempt {attempt} is fenced: a newer attempt of this task took over its log"
@@ -182,6 +200,7 @@ pub(super) async fn log_writer(
 pub(super) async fn feed(
     op: &mut Operator,
     mut rx: mpsc::Receiver<Released>,
+    working: &Stopwatch,
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     loop {
@@ -189,7 +208,9 @@ pub(super) async fn feed(
             Ok(g) => g,
             Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
             Err(mpsc::error::TryRecvError::Empty) => {
+                let flushing = working.run();
                 op.idle().await?;
+                drop(flushing);
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => return Err(Stop::Cancelled),
@@ -201,6 +222,7 @@ pub(super) async fn feed(
                 }
             }
         };
+        let _feeding = working.run();
         for (tuples, emit_ns) in group {
             for t in tuples {
                 op.feed(t, emit_ns).await?;
@@ -217,6 +239,7 @@ mod tests {
     use crate::dataplane::transport::Tcp;
     use crate::faulty::FaultyStore;
     use crate::log::fence_path;
+    use crate::model::hist::Hist;
     use crate::model::ids::{JobId, TaskPos};
     use crate::store::Store;
     use std::sync::atomic::Ordering;
@@ -245,6 +268,15 @@ mod tests {
     /// Logs one batch of one tuple on link 0 with a writer for `attempt`; returns what the
     /// writer returned and the link's ack afterwards.
     async fn log_one(mem: &Arc<FaultyStore>, attempt: u32) -> (Result<(), Stop>, (u64, bool)) {
+        let (res, ack, _) = log_one_timed(mem, attempt).await;
+        (res, ack)
+    }
+
+    /// [`log_one`], with the commit durations the writer recorded.
+    async fn log_one_timed(
+        mem: &Arc<FaultyStore>,
+        attempt: u32,
+    ) -> (Result<(), Stop>, (u64, bool), Option<Hist>) {
         let acks = Arc::new(AckBoard::default());
         let (tx, rx) = mpsc::channel(4);
         let (feed_tx, mut feed_rx) = mpsc::channel(4);
@@ -258,12 +290,38 @@ mod tests {
         };
         intake.fresh(batch).await.unwrap();
         drop(intake);
-        let res = log_writer(env(mem), key(), attempt, acks.clone(), rx, feed_tx).await;
+        let commits = AtomicHist::default();
+        let meter = CommitMeter {
+            commits: &commits,
+            working: None,
+        };
+        let res = log_writer(env(mem), key(), attempt, acks.clone(), rx, feed_tx, meter).await;
         if res.is_ok() {
             assert!(feed_rx.recv().await.is_some(), "logged input is released");
         }
         let ack = *acks.subscribe(0).borrow();
-        (res, ack)
+        (res, ack, commits.snapshot())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_is_timed_from_its_first_try_until_it_is_durable() {
+        let mem = Arc::new(FaultyStore::default());
+        mem.fail_puts.store(3, Ordering::Relaxed);
+        let (res, _, commits) = log_one_timed(&mem, 0).await;
+        assert!(res.is_ok(), "{res:?}");
+        let commits = commits.expect("the commit was timed");
+        assert_eq!(commits.count(), 1);
+        // Three retries after 20, 40 and 80 ms at least (the backoff's first delays).
+        assert!(commits.sum_us >= 140_000, "{commits:?}");
+        let le = commits.cumulative();
+        assert_eq!(le.last(), Some(&(u64::MAX, 1)));
+        assert_eq!(
+            le.iter()
+                .find(|(_, n)| *n == 1)
+                .map(|(b, _)| *b >= commits.sum_us),
+            Some(true),
+            "the sample sits in the first bucket that holds it: {le:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

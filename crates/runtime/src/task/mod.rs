@@ -17,6 +17,9 @@ mod direct;
 mod logged;
 pub mod operator;
 pub(crate) mod receive;
+mod status;
+
+pub use status::{Started, TaskStatus};
 
 use crate::builtin::Builtin;
 use crate::dataplane::acceptance::{Acceptance, Gaps};
@@ -31,8 +34,8 @@ use crate::sink::write_output;
 use crate::source::{run_source, SourceEnd, SourceSpec};
 use operator::{Operator, Stop};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -46,67 +49,6 @@ pub enum TaskEnd {
     Failed(String),
     /// Stopped by cancellation.
     Cancelled,
-}
-
-/// Live state of a task, read by heartbeats without touching the task.
-#[derive(Default)]
-pub struct TaskStatus {
-    state: AtomicU8,
-    /// Operator process id (0 = none).
-    pub pid: AtomicU32,
-    /// Tuples accepted.
-    pub tuples_in: AtomicU64,
-    /// Tuples emitted.
-    pub tuples_out: Arc<AtomicU64>,
-    /// Failure cause.
-    pub error: Mutex<Option<String>>,
-    /// Signalled when the state or pid changes (the worker announces a start on it).
-    pub changed: tokio::sync::Notify,
-    /// Every input ended and the operator is draining: work is pending even with an empty
-    /// inbox, so an operator that never finishes is seen as stalled.
-    pub draining: std::sync::atomic::AtomicBool,
-    /// A sink's end-to-end latency histogram (reported to the leader with its counters).
-    pub latency: Mutex<Option<crate::model::latency::LatencyHist>>,
-    /// A source: its whole stream is acknowledged, its counters are final (it serves on).
-    pub done: std::sync::atomic::AtomicBool,
-}
-
-impl TaskStatus {
-    /// Current state.
-    pub fn state(&self) -> TaskState {
-        match self.state.load(Ordering::Relaxed) {
-            0 => TaskState::Starting,
-            1 => TaskState::Running,
-            2 => TaskState::Finished,
-            3 => TaskState::Failed,
-            _ => TaskState::Cancelled,
-        }
-    }
-
-    /// Sets the state.
-    pub fn set_state(&self, s: TaskState) {
-        let v = match s {
-            TaskState::Starting => 0,
-            TaskState::Running => 1,
-            TaskState::Finished => 2,
-            TaskState::Failed => 3,
-            TaskState::Cancelled => 4,
-        };
-        self.state.store(v, Ordering::Relaxed);
-        self.changed.notify_one();
-    }
-
-    /// Marks a source's stream as wholly acknowledged (the worker reports it at once).
-    pub fn set_done(&self) {
-        self.done.store(true, Ordering::Relaxed);
-        self.changed.notify_one();
-    }
-
-    /// Records the operator's process id.
-    pub fn set_pid(&self, pid: u32) {
-        self.pid.store(pid, Ordering::Relaxed);
-        self.changed.notify_one();
-    }
 }
 
 pub use crate::env::TaskEnv;
@@ -135,7 +77,8 @@ pub async fn run_task(
         env.routes.set_many(&a.key.job, a.routes_version, &a.routes);
         status.set_state(TaskState::Running);
         let done = || status.set_done();
-        let end = match run_source(env, spec, status.tuples_out.clone(), done, cancel).await {
+        let (emitted, sent) = (status.tuples_out.clone(), status.sent.clone());
+        let end = match run_source(env, spec, emitted, sent, done, cancel).await {
             Ok(()) => TaskEnd::Cancelled,
             Err(SourceEnd::Cancelled) => TaskEnd::Cancelled,
             Err(SourceEnd::Failed(e)) => TaskEnd::Failed(e),
@@ -166,6 +109,7 @@ pub async fn run_task(
             done: None,
         },
         status.tuples_out.clone(),
+        status.sent.clone(),
         &cancel,
     );
     let op = match &a.role {
@@ -246,6 +190,7 @@ async fn replay_log(
     status: &TaskStatus,
 ) -> Result<(), Stop> {
     let lineage = recover_lineage(&env.store, &a.key, a.attempt).await?;
+    let _working = status.working.run();
     let mut replayed = 0u64;
     // Records of an earlier epoch (the sink's, under at-least-once) are output already written,
     // not positions on this epoch's links.
@@ -324,7 +269,7 @@ async fn drive(
     let res = if logged {
         let (log_tx, log_rx) = mpsc::channel(16);
         let (feed_tx, feed_rx) = mpsc::channel(4);
-        let sink = matches!(op, Operator::Sink).then_some(&status.latency);
+        let sink = matches!(op, Operator::Sink).then_some(status);
         let receiving = async {
             let mut intake = logged::LogIntake { tx: log_tx, sink };
             let r = receive::receive(
@@ -333,7 +278,7 @@ async fn drive(
                 &mut acc,
                 &mut intake,
                 acks,
-                &status.tuples_in,
+                status,
                 cancel,
             )
             .await;
@@ -347,8 +292,12 @@ async fn drive(
             acks.clone(),
             log_rx,
             feed_tx,
+            logged::CommitMeter {
+                commits: &status.log_commit,
+                working: sink.map(|s| &s.working),
+            },
         );
-        let feeding = logged::feed(&mut op, feed_rx, cancel);
+        let feeding = logged::feed(&mut op, feed_rx, &status.working, cancel);
         // Raced against cancellation as a whole: a write to an operator that stopped reading
         // blocks forever, and a stalled or cancelled task must still stop (and be killed).
         tokio::select! {
@@ -365,11 +314,12 @@ async fn drive(
         let mut intake = direct::DirectIntake {
             op: &mut op,
             replay,
+            working: &status.working,
         };
         tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(Stop::Cancelled),
-            r = receive::receive(&a.key, &mut inbox, &mut acc, &mut intake, acks, &status.tuples_in, cancel) => r,
+            r = receive::receive(&a.key, &mut inbox, &mut acc, &mut intake, acks, status, cancel) => r,
         }
     };
     if let Err(e) = res {
@@ -378,10 +328,15 @@ async fn drive(
     }
     // All inputs ended and were processed: let the operator drain and end its streams.
     status.draining.store(true, Ordering::Relaxed);
+    let draining = status.working.run();
     tokio::select! {
         _ = cancel.cancelled() => Err(Stop::Cancelled),
         r = op.finish() => r,
     }?;
+    drop(draining);
     debug!(task = %a.key, "operator drained");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,11 +4,12 @@
 //! sink file. Nothing about dedup, gaps, ends of stream or staleness is decided anywhere else.
 
 use super::operator::Stop;
+use super::TaskStatus;
 use crate::dataplane::acceptance::{reset_on_gap, Acceptance, Verdict};
 use crate::dataplane::inbound::{AckBoard, Inbound};
 use crate::model::ids::TaskKey;
 use crate::model::tuple::Tuple;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -59,9 +60,10 @@ pub(crate) trait Intake {
     /// Link `from` ended behind tuple `last_seq`.
     async fn ended(&mut self, from: u32, last_seq: u64) -> Result<(), Stop>;
 
-    /// Rebuilds the `unseen` input, counting each tuple on `progress` as it goes (a long
-    /// regeneration is progress, not a stall). Only receivers built as regenerable are asked.
-    async fn regenerate(&mut self, unseen: Unseen, progress: &AtomicU64) -> Result<(), Stop> {
+    /// Rebuilds the `unseen` input, counting each tuple (and its bytes) on `progress` as it
+    /// goes (a long regeneration is progress, not a stall). Only receivers built as
+    /// regenerable are asked.
+    async fn regenerate(&mut self, unseen: Unseen, progress: &TaskStatus) -> Result<(), Stop> {
         let _ = progress;
         Err(unseen.cannot_regenerate("receiver"))
     }
@@ -86,9 +88,10 @@ pub(crate) async fn receive<I: Intake>(
     acc: &mut Acceptance,
     intake: &mut I,
     acks: &AckBoard,
-    tuples_in: &AtomicU64,
+    status: &TaskStatus,
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
+    let tuples_in = &status.tuples_in;
     while !acc.all_ended() {
         let msg = match inbox.try_recv() {
             Ok(m) => m,
@@ -118,7 +121,7 @@ pub(crate) async fn receive<I: Intake>(
                             upto,
                             ended,
                         };
-                        intake.regenerate(unseen, tuples_in).await?;
+                        intake.regenerate(unseen, status).await?;
                         acc.regenerated(from, upto, ended);
                         if ended {
                             intake.ended(from, upto).await?;
@@ -152,6 +155,8 @@ pub(crate) async fn receive<I: Intake>(
                         last_seq,
                     } => {
                         tuples_in.fetch_add(tuples.len() as u64, Ordering::Relaxed);
+                        let bytes: usize = tuples.iter().map(|t| t.key.len() + t.value.len()).sum();
+                        status.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
                         let batch = Accepted {
                             from,
                             first_seq,

@@ -1,0 +1,142 @@
+//! What the leader keeps of each task's meters: the current attempt's cumulative meters as
+//! its worker last reported them (bytes, busy and back-pressured time, histograms), and
+//! what two reports in a row tell — the shares of recent time the attempt spent busy,
+//! back-pressured or idle, and its output rate. The shares say which stage is the bottleneck:
+//! its tasks are busy while the stages before it are back-pressured.
+
+use crate::protocol::meters::TaskMeters;
+
+/// Reports closer together than this (worker time) change no share or rate: too noisy.
+const MIN_INTERVAL_NS: u64 = 50_000_000;
+
+/// One task's meters as the leader keeps them (its current attempt's).
+#[derive(Clone, Debug, Default)]
+pub struct Meters {
+    /// The attempt's meters as of its last report.
+    pub last: TaskMeters,
+    /// The attempt they belong to.
+    attempt: u32,
+    /// Tuples emitted as of the last report.
+    out: u64,
+    /// Recent share of time spent processing (0–1, smoothed over reports).
+    pub busy: f64,
+    /// Recent share of time blocked downstream (0–1, smoothed over reports).
+    pub backpressured: f64,
+    /// Recent output, tuples per second (smoothed over reports).
+    pub output_rate: f64,
+}
+
+/// `part / whole`, clamped to 0–1.
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (part as f64 / whole as f64).clamp(0.0, 1.0)
+}
+
+/// Half the old value, half the new one (the first value as it is).
+fn smooth(old: f64, new: f64, first: bool) -> f64 {
+    if first {
+        new
+    } else {
+        0.5 * old + 0.5 * new
+    }
+}
+
+impl Meters {
+    /// Takes a report of `attempt` that emitted `tuples_out` tuples so far, with meters `m`;
+    /// `ended` when the attempt ended (it is then neither busy nor back-pressured).
+    pub fn update(&mut self, attempt: u32, tuples_out: u64, m: &TaskMeters, ended: bool) {
+        let new_attempt = attempt != self.attempt || m.uptime_ns < self.last.uptime_ns;
+        if new_attempt || self.last.uptime_ns == 0 {
+            // The first report of an attempt: its shares so far.
+            *self = Meters {
+                last: m.clone(),
+                attempt,
+                out: tuples_out,
+                busy: share(m.busy_ns, m.uptime_ns),
+                backpressured: share(m.backpressure_ns, m.uptime_ns),
+                output_rate: 0.0,
+            };
+        } else {
+            let dt = m.uptime_ns - self.last.uptime_ns;
+            if dt >= MIN_INTERVAL_NS {
+                let busy = share(m.busy_ns.saturating_sub(self.last.busy_ns), dt);
+                let bp = share(
+                    m.backpressure_ns.saturating_sub(self.last.backpressure_ns),
+                    dt,
+                );
+                let rate = tuples_out.saturating_sub(self.out) as f64 * 1e9 / dt as f64;
+                let first_rate = self.output_rate == 0.0;
+                self.busy = smooth(self.busy, busy, false);
+                self.backpressured = smooth(self.backpressured, bp, false);
+                self.output_rate = smooth(self.output_rate, rate, first_rate);
+                self.last = m.clone();
+                self.out = tuples_out;
+            } else {
+                // Keep the interval's start; take the newest totals and histograms.
+                let (busy, bp, up) = (
+                    self.last.busy_ns,
+                    self.last.backpressure_ns,
+                    self.last.uptime_ns,
+                );
+                self.last = TaskMeters {
+                    busy_ns: busy,
+                    backpressure_ns: bp,
+                    uptime_ns: up,
+                    ..m.clone()
+                };
+            }
+        }
+        if ended {
+            self.busy = 0.0;
+            self.backpressured = 0.0;
+            self.output_rate = 0.0;
+            self.last = m.clone();
+        }
+    }
+
+    /// Recent share of time waiting for input: what is neither busy nor back-pressured.
+    pub fn idle(&self) -> f64 {
+        (1.0 - self.busy - self.backpressured).max(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(busy_s: u64, bp_s: u64, up_s: u64) -> TaskMeters {
+        TaskMeters {
+            busy_ns: busy_s * 1_000_000_000,
+            backpressure_ns: bp_s * 1_000_000_000,
+            uptime_ns: up_s * 1_000_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shares_come_from_the_difference_of_two_reports() {
+        let mut t = Meters::default();
+        t.update(0, 0, &m(1, 0, 10), false);
+        assert_eq!((t.busy, t.backpressured), (0.1, 0.0), "the first: so far");
+        // The next 10 s: 9 s blocked downstream, 1 s busy, 100 tuples out.
+        t.update(0, 100, &m(2, 9, 20), false);
+        assert!((t.busy - 0.1).abs() < 1e-9, "{t:?}");
+        assert!((t.backpressured - 0.45).abs() < 1e-9, "smoothed: {t:?}");
+        assert!((t.output_rate - 10.0).abs() < 1e-9, "{t:?}");
+        assert!((t.idle() - 0.45).abs() < 1e-9, "{t:?}");
+        // A new attempt starts over.
+        t.update(1, 0, &m(0, 1, 2), false);
+        assert_eq!((t.busy, t.backpressured, t.output_rate), (0.0, 0.5, 0.0));
+    }
+
+    #[test]
+    fn an_ended_attempt_is_neither_busy_nor_backpressured_and_keeps_its_totals() {
+        let mut t = Meters::default();
+        t.update(0, 0, &m(5, 0, 10), false);
+        t.update(0, 50, &m(15, 0, 20), true);
+        assert_eq!((t.busy, t.backpressured, t.output_rate), (0.0, 0.0, 0.0));
+        assert_eq!(t.last.busy_ns, 15_000_000_000);
+    }
+}

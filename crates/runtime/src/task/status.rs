@@ -1,0 +1,115 @@
+//! The live state of a task attempt, shared between the attempt and its worker's reports:
+//! state, counters and meters, all read without touching the task (atomics, short locks).
+
+use crate::dataplane::meter::{SendMeter, Stopwatch};
+use crate::model::hist::AtomicHist;
+use crate::protocol::control::TaskState;
+use crate::protocol::meters::TaskMeters;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// When an attempt began: the whole its busy and back-pressured shares are taken of.
+#[derive(Debug)]
+pub struct Started(pub tokio::time::Instant);
+
+impl Default for Started {
+    fn default() -> Self {
+        Started(tokio::time::Instant::now())
+    }
+}
+
+/// Live state of a task, read by heartbeats without touching the task.
+#[derive(Default)]
+pub struct TaskStatus {
+    state: AtomicU8,
+    /// Operator process id (0 = none).
+    pub pid: AtomicU32,
+    /// Tuples accepted.
+    pub tuples_in: AtomicU64,
+    /// Tuples emitted.
+    pub tuples_out: Arc<AtomicU64>,
+    /// Failure cause.
+    pub error: Mutex<Option<String>>,
+    /// Signalled when the state or pid changes (the worker announces a start on it).
+    pub changed: tokio::sync::Notify,
+    /// Every input ended and the operator is draining: work is pending even with an empty
+    /// inbox, so an operator that never finishes is seen as stalled.
+    pub draining: AtomicBool,
+    /// A sink's end-to-end latency histogram (reported to the leader with its counters).
+    pub latency: Mutex<Option<crate::model::latency::LatencyHist>>,
+    /// A source: its whole stream is acknowledged, its counters are final (it serves on).
+    pub done: AtomicBool,
+    /// Key and value bytes accepted.
+    pub bytes_in: AtomicU64,
+    /// What the task's router measures: bytes emitted, time blocked on a full link queue.
+    pub sent: Arc<SendMeter>,
+    /// Time spent processing: feeding and flushing the operator and letting it drain (a
+    /// sink: writing its log). Time blocked downstream meanwhile is in it too; the busy time
+    /// reported is this less that.
+    pub working: Stopwatch,
+    /// The busy time last reported: reports never show less (see [`TaskStatus::meters`]).
+    busy_seen: AtomicU64,
+    /// Durations of the input log's segment writes.
+    pub log_commit: AtomicHist,
+    /// A sink's end-to-end latency, in the fixed buckets `/metrics` shows.
+    pub e2e: AtomicHist,
+    /// When the attempt began.
+    pub started: Started,
+}
+
+impl TaskStatus {
+    /// Current state.
+    pub fn state(&self) -> TaskState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => TaskState::Starting,
+            1 => TaskState::Running,
+            2 => TaskState::Finished,
+            3 => TaskState::Failed,
+            _ => TaskState::Cancelled,
+        }
+    }
+
+    /// Sets the state.
+    pub fn set_state(&self, s: TaskState) {
+        let v = match s {
+            TaskState::Starting => 0,
+            TaskState::Running => 1,
+            TaskState::Finished => 2,
+            TaskState::Failed => 3,
+            TaskState::Cancelled => 4,
+        };
+        self.state.store(v, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// Marks a source's stream as wholly acknowledged (the worker reports it at once).
+    pub fn set_done(&self) {
+        self.done.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// Records the operator's process id.
+    pub fn set_pid(&self, pid: u32) {
+        self.pid.store(pid, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// The attempt's meters as of now. Busy time is working time less back-pressured time.
+    /// An executable's output is blocked by its own reader, concurrently with feeding it, so
+    /// that difference can shrink for a moment; a report never shows less busy time than the
+    /// one before (a counter that went back would read as a restart).
+    pub fn meters(&self) -> TaskMeters {
+        let blocked = self.sent.blocked.read_ns();
+        let busy = self.working.read_ns().saturating_sub(blocked);
+        let busy = self.busy_seen.fetch_max(busy, Ordering::Relaxed).max(busy);
+        TaskMeters {
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.sent.bytes(),
+            busy_ns: busy,
+            backpressure_ns: blocked,
+            uptime_ns: self.started.0.elapsed().as_nanos() as u64,
+            log_commit: self.log_commit.snapshot(),
+            latency: self.e2e.snapshot(),
+        }
+    }
+}

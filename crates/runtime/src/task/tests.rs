@@ -1,0 +1,235 @@
+//! Where a task attempt's time goes: a task blocked by its downstream is back-pressured, not
+//! busy; a slow operator is busy, not back-pressured. Real task attempts (`run_task`) on a
+//! paused clock, their input handed straight to their inbox, their downstream a route that
+//! never appears (so its link never takes a batch).
+
+use super::*;
+use crate::dataplane::inbound::{ConnCtl, Registry};
+use crate::dataplane::routes::Routes;
+use crate::dataplane::transport::Tcp;
+use crate::exec::{ExecError, Launch, Launched, OperatorProcess};
+use crate::faulty::FaultyStore;
+use crate::model::ids::{JobId, TaskKey, TaskPos};
+use crate::model::partition::Partition;
+use crate::model::spec::PathMode;
+use crate::model::tuple::Tuple;
+use crate::protocol::meters::TaskMeters;
+use crate::store::Store;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const SECOND: u64 = 1_000_000_000;
+
+fn env(cfg: crate::dataplane::DataConfig, launcher: Arc<dyn Launch>) -> TaskEnv {
+    TaskEnv {
+        registry: Arc::new(Registry::default()),
+        routes: Arc::new(Routes::default()),
+        slots: crate::dataplane::link::LinkSlots::new(cfg.max_conns),
+        cfg,
+        store: Store::objects(Arc::new(FaultyStore::default()), "faulty"),
+        work_dir: std::env::temp_dir(),
+        net: Arc::new(Tcp),
+        launcher,
+        identity: crate::protocol::auth::Identity::from_seed([7; 32]).unwrap(),
+    }
+}
+
+fn key() -> TaskKey {
+    TaskKey {
+        job: JobId("meters".into()),
+        pos: TaskPos { stage: 1, index: 0 },
+    }
+}
+
+/// Stage 1 of 1 under at-least-once: one upstream link, one downstream task.
+fn assignment(operator: OperatorSpec) -> TaskAssignment {
+    TaskAssignment {
+        key: key(),
+        attempt: 0,
+        role: TaskRole::Operator { operator },
+        paths: PathMode::Local,
+        upstream: 1,
+        downstream: 1,
+        partition: Partition::Key,
+        delivery: Delivery::AtLeastOnce,
+        routes: Vec::new(),
+        routes_version: 1,
+        epoch: 0,
+        source_replay: None,
+    }
+}
+
+/// Starts the attempt and hands its inbox one batch of `n` tuples on link 0; returns the
+/// attempt's status, its cancel token and its task.
+async fn start_with_input(
+    env: TaskEnv,
+    a: TaskAssignment,
+    exec: Option<PathBuf>,
+    n: usize,
+) -> (
+    Arc<TaskStatus>,
+    CancellationToken,
+    tokio::task::JoinHandle<TaskEnd>,
+) {
+    let status = Arc::new(TaskStatus::default());
+    let cancel = CancellationToken::new();
+    let registry = env.registry.clone();
+    let run = tokio::spawn(run_task(env, a, exec, status.clone(), cancel.clone()));
+    let inbox = loop {
+        if let Some(h) = registry.get(&key()) {
+            break h.tx;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let conn = ConnCtl::default();
+    let connected = Inbound::Connected {
+        from: 0,
+        acked: 0,
+        eos_acked: false,
+        conn: conn.clone(),
+    };
+    inbox.send(connected).await.unwrap();
+    let tuples = (0..n)
+        .map(|i| Tuple::new(format!("f:{i}"), format!("line {i}")))
+        .collect();
+    let batch = Inbound::Batch {
+        conn,
+        from: 0,
+        first_seq: 1,
+        emit_ns: 0,
+        tuples,
+    };
+    inbox.send(batch).await.unwrap();
+    (status, cancel, run)
+}
+
+/// Waits (virtual time) until the attempt has emitted `n` tuples.
+async fn wait_emitted(status: &TaskStatus, n: u64) {
+    for _ in 0..100_000 {
+        if status.tuples_out.load(Ordering::Relaxed) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the task never emitted {n} tuples");
+}
+
+async fn stop(cancel: CancellationToken, run: tokio::task::JoinHandle<TaskEnd>) {
+    cancel.cancel();
+    assert_eq!(run.await.unwrap(), TaskEnd::Cancelled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_whose_downstream_takes_nothing_is_backpressured_not_busy() {
+    // One tuple per batch and one batch of room: the second output waits for room.
+    let cfg = crate::dataplane::DataConfig {
+        batch_tuples: 1,
+        queue_batches: 1,
+        ..Default::default()
+    };
+    let identity = OperatorSpec::Builtin {
+        name: "identity".into(),
+        args: Vec::new(),
+    };
+    let env = env(cfg, Arc::new(crate::exec::OsLauncher));
+    let (status, cancel, run) = start_with_input(env, assignment(identity), None, 5).await;
+    wait_emitted(&status, 2).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let m: TaskMeters = status.meters();
+    assert!(m.backpressure_ns >= 10 * SECOND, "{m:?}");
+    assert!(
+        m.busy_ns < SECOND / 100,
+        "blocked time is not busy time: {m:?}"
+    );
+    assert!(m.uptime_ns >= m.backpressure_ns, "{m:?}");
+    assert_eq!(status.tuples_in.load(Ordering::Relaxed), 5);
+    // "f:0".."f:4" and "line 0".."line 4": 3 + 6 bytes each.
+    assert_eq!(m.bytes_in, 45, "{m:?}");
+    assert_eq!(
+        m.bytes_out, 9,
+        "only the first batch left the router: {m:?}"
+    );
+    stop(cancel, run).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_operator_is_busy_not_backpressured() {
+    let slow = OperatorSpec::Exec {
+        path: "slow".into(),
+        args: Vec::new(),
+    };
+    let env = env(
+        Default::default(),
+        Arc::new(SlowEcho(Duration::from_secs(1))),
+    );
+    let exec = Some(PathBuf::from("slow"));
+    let (status, cancel, run) = start_with_input(env, assignment(slow), exec, 5).await;
+    wait_emitted(&status, 5).await;
+    let m = status.meters();
+    // Feeding waits on the operator's full stdin while it works through its input: the last
+    // line or so still fits in the pipe, the rest is the operator's time.
+    assert!(m.busy_ns >= 3 * SECOND, "{m:?}");
+    assert_eq!(m.backpressure_ns, 0, "{m:?}");
+    assert_eq!((m.bytes_in, m.bytes_out), (45, 45), "{m:?}");
+    stop(cancel, run).await;
+}
+
+/// An executable stand-in that echoes each line after working on it for a while, reading its
+/// stdin through a one-byte pipe (so whoever feeds it waits while it works).
+struct SlowEcho(Duration);
+
+impl Launch for SlowEcho {
+    fn launch(&self, _path: &Path, _args: &[String]) -> Result<Launched, ExecError> {
+        let per_line = self.0;
+        let (stdin_w, stdin_r) = tokio::io::duplex(1);
+        let (mut stdout_w, stdout_r) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(async move {
+            let mut rd = BufReader::new(stdin_r);
+            let mut line = String::new();
+            while rd.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                tokio::time::sleep(per_line).await;
+                if stdout_w.write_all(line.as_bytes()).await.is_err() {
+                    return;
+                }
+                line.clear();
+            }
+        });
+        Ok(Launched {
+            process: Box::new(StandIn(Some(task))),
+            stdin: Box::new(stdin_w),
+            stdout: Box::new(stdout_r),
+        })
+    }
+}
+
+/// A stand-in's task in the place of a process (exit 0 once it returned).
+struct StandIn(Option<tokio::task::JoinHandle<()>>);
+
+impl OperatorProcess for StandIn {
+    fn pid(&self) -> u32 {
+        0
+    }
+
+    fn wait(
+        &mut self,
+    ) -> futures::future::BoxFuture<'_, std::io::Result<std::process::ExitStatus>> {
+        Box::pin(async move {
+            if let Some(t) = self.0.as_mut() {
+                t.await.map_err(std::io::Error::other)?;
+                self.0 = None;
+            }
+            Ok(std::process::ExitStatus::from_raw(0))
+        })
+    }
+
+    fn kill(&mut self) -> futures::future::BoxFuture<'_, std::io::Result<()>> {
+        Box::pin(async move {
+            if let Some(t) = self.0.take() {
+                t.abort();
+            }
+            Ok(())
+        })
+    }
+}
