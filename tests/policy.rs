@@ -35,6 +35,7 @@ fn add_worker(c: &mut Cluster, extra: &[&str], cwd: &std::path::Path) {
     let w = Command::new(bin())
         .args(["worker", "--leader", &c.url, "--data-dir"])
         .arg(c.dir.path().join(format!("worker-{i}")))
+        .args(["--slots", "64"])
         .args(extra)
         .env("RAINSTORM_LOG", "info")
         .env("RAINSTORM_TOKEN", &c.token)

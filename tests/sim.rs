@@ -68,7 +68,7 @@ use rainstorm::runtime::task::{run_task, TaskEnd, TaskEnv, TaskStatus};
 use sim::net::SimNet;
 use sim::operators::{ScriptFn, StandIns};
 use sim::rng::Rng;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -263,6 +263,11 @@ struct Sim {
     /// Followers' reads of the sink's committed output, in the order they completed.
     samples: Arc<Mutex<Vec<Sample>>>,
     log: Vec<String>,
+    /// Slots of each worker (`None`: capacity not counted); tight when set, so restarts
+    /// wait for a slot.
+    slots: Option<u32>,
+    /// Workers draining (host indices): they take no new task.
+    draining: BTreeSet<usize>,
 }
 
 const LEADER: usize = 0;
@@ -295,6 +300,9 @@ static SINK_RESTARTS: AtomicU64 = AtomicU64::new(0);
 /// output is the committed lineage).
 static SAMPLES_CHECKED: AtomicU64 = AtomicU64::new(0);
 static JOBS_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Drains of a worker simulated, and seeds run with counted (tight) slots.
+static DRAINS: AtomicU64 = AtomicU64::new(0);
+static SLOTTED: AtomicU64 = AtomicU64::new(0);
 
 fn worker_id(host: usize) -> WorkerId {
     WorkerId(format!("w{host}"))
@@ -371,6 +379,14 @@ impl Sim {
             live.swap(i, self.rng.below(i as u64 + 1) as usize);
         }
         Cluster {
+            slots: self
+                .slots
+                .map(|n| live.iter().map(|i| (worker_id(*i), n)).collect()),
+            draining: live
+                .iter()
+                .filter(|i| self.draining.contains(i))
+                .map(|i| worker_id(*i))
+                .collect(),
             workers: live
                 .into_iter()
                 .map(|i| {
@@ -381,6 +397,7 @@ impl Sim {
                     (worker_id(i), at)
                 })
                 .collect(),
+            behind: None,
         }
     }
 
@@ -454,6 +471,7 @@ impl Sim {
                     });
                 }
             }
+            Action::Waiting(why) => self.log.push(format!("waiting: {why:?}")),
             Action::SetTimer(t, after) => {
                 self.core_timers.insert(t, now + after);
             }
@@ -659,6 +677,26 @@ impl Sim {
                     self.at(back, Timed::LeaderBack);
                 }
             }
+            Chaos::Drain => {
+                // A worker drains (SIGTERM, `rainstorm drain`): its tasks move; it comes back
+                // into service a little later (maintenance done), like a new worker.
+                let w = 1 + self.rng.below(n_workers as u64) as usize;
+                let in_service = self.live_workers() - self.draining.len();
+                if self.alive[w]
+                    && !self.draining.contains(&w)
+                    && in_service > 1
+                    && self.leader_down.is_none()
+                {
+                    self.draining.insert(w);
+                    self.log.push(format!("{} drains", self.hosts[w].name));
+                    DRAINS.fetch_add(1, Ordering::Relaxed);
+                    self.feed(Input::WorkerDraining {
+                        worker: worker_id(w),
+                    });
+                    let back = now + Duration::from_micros(50_000 + self.rng.below(300_000));
+                    self.at(back, Timed::Undrain(w));
+                }
+            }
             Chaos::StoreFaults => {
                 let n = if self.rng.chance(0.2) {
                     12
@@ -747,6 +785,11 @@ impl Sim {
                     self.at(at, Timed::Rejoin(w));
                 }
             }
+            Timed::Undrain(w) => {
+                self.draining.remove(&w);
+                self.log
+                    .push(format!("{} back in service", self.hosts[w].name));
+            }
             Timed::Rejoin(w) => {
                 if self.alive[w] {
                     return;
@@ -810,6 +853,9 @@ enum Chaos {
     /// it is back they rejoin, get the placement again and deliver what they held, and a
     /// worker still cut off is declared dead a heartbeat timeout later.
     LeaderCrash,
+    /// A worker drains: the core moves its tasks (exactly-once: stop and restart from the log,
+    /// not counted as failures); it takes tasks again a little later.
+    Drain,
 }
 
 struct SeedResult {
@@ -948,6 +994,13 @@ async fn run_seed(seed: u64) -> SeedResult {
     }
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
     let job = JobId("job-1".into());
+    // Half the seeds count slots, with just enough for the job (or one more per worker): a
+    // lost worker's tasks then wait for a slot until it rejoins.
+    let slots = rng.chance(0.5).then(|| {
+        SLOTTED.fetch_add(1, Ordering::Relaxed);
+        rainstorm::coordinator::capacity::demand(&spec).div_ceil(n_workers as u32)
+            + rng.below(2) as u32
+    });
     let mut sim = Sim {
         rng: rng.fork(),
         net: net.clone(),
@@ -968,6 +1021,8 @@ async fn run_seed(seed: u64) -> SeedResult {
         leader_down: None,
         held: Vec::new(),
         samples: Arc::default(),
+        slots,
+        draining: BTreeSet::new(),
         log: vec![format!(
             "{delivery:?} {pipeline:?} rows={n_rows} workers={n_workers} {:?} cfg={cfg:?}",
             spec.stages.iter().map(|s| s.tasks).collect::<Vec<_>>()
@@ -982,13 +1037,14 @@ async fn run_seed(seed: u64) -> SeedResult {
     let mut plan: Vec<(u64, Chaos)> = (0..n_events)
         .map(|_| {
             let at = rng.below(1_500_000);
-            let kind = match rng.below(16) {
+            let kind = match rng.below(17) {
                 0..=4 => Chaos::Kill,
                 5..=6 => Chaos::Cut,
                 7..=8 => Chaos::Partition,
                 9 => Chaos::StoreFaults,
                 10..=11 => Chaos::Stall,
                 12..=13 => Chaos::ControlCut,
+                14 => Chaos::Drain,
                 _ => Chaos::LeaderCrash,
             };
             (at, kind)
@@ -1118,6 +1174,8 @@ enum Timed {
     Rejoin(usize),
     /// A follower reads the sink's committed output.
     Sample,
+    /// A drained worker is back in service.
+    Undrain(usize),
 }
 
 /// Checks a seed's result against its delivery mode's invariant, and every follower's read
@@ -1348,11 +1406,14 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
     let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
     eprintln!(
         "{seeds} seeds passed ({} simulated leader restarts, {} source and {} sink restarts, \
-         {} jobs failed under at-most-once, {} follower reads checked)",
+         {} jobs failed under at-most-once, {} follower reads checked, {} worker drains, \
+         {} seeds with tight slots)",
         n(&LEADER_RESTARTS),
         n(&SOURCE_RESTARTS),
         n(&SINK_RESTARTS),
         n(&JOBS_FAILED),
-        n(&SAMPLES_CHECKED)
+        n(&SAMPLES_CHECKED),
+        n(&DRAINS),
+        n(&SLOTTED)
     );
 }

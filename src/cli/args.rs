@@ -196,6 +196,14 @@ pub(super) enum Cmd {
         /// Start operators as this (unprivileged) user; the worker must run as root.
         #[arg(long = "run-as", value_name = "USER")]
         run_as: Option<String>,
+        /// Operator tasks this worker runs at once (default: its CPUs). The source and sink
+        /// take no slot; the leader never places more, and a job that does not fit waits.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        slots: Option<u32>,
+        /// How long a drain (SIGTERM or `rainstorm drain`) waits for the leader to move this
+        /// worker's tasks before it stops what is left, in seconds.
+        #[arg(long = "drain-timeout", default_value_t = 60.0, value_parser = positive_secs)]
+        drain_timeout: f64,
         #[command(flatten)]
         store: StoreArg,
     },
@@ -297,6 +305,14 @@ pub(super) enum Cmd {
         #[command(flatten)]
         leader: LeaderArg,
     },
+    /// Take a worker out of service: it takes no new task, its tasks move to other workers
+    /// (nothing lost or doubled under exactly-once), then it leaves and exits 0.
+    Drain {
+        /// Worker id (as `workers` prints it).
+        worker: String,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
     /// SIGKILL an operator process on a worker (simulates a crash; handled as a real failure).
     KillTask {
         /// Worker id (as `tasks`/`workers` print it).
@@ -306,4 +322,12 @@ pub(super) enum Cmd {
         #[command(flatten)]
         leader: LeaderArg,
     },
+}
+
+/// A positive, finite number of seconds.
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }

@@ -155,6 +155,8 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             advertise,
             allow_exec,
             run_as,
+            slots,
+            drain_timeout,
             store,
         } => {
             // With an S3 store the worker reads and writes it directly, not via the leader.
@@ -174,6 +176,10 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 exec_policy,
                 run_as,
                 token: Secret::from_args(leader.token_file.as_deref())?,
+                slots: slots.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+                }),
+                drain_timeout: Duration::from_secs_f64(drain_timeout),
             };
             worker::run(cfg, shutdown_on_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -241,6 +247,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Workers { json, leader } => {
             print::workers(&client(&leader)?.workers().await?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Drain { worker, leader } => {
+            let done = client(&leader)?.drain(&worker).await?;
+            eprintln!("rainstorm: {done}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::KillTask {

@@ -109,6 +109,9 @@ impl Cluster {
                 exec_policy: policy.clone(),
                 run_as: None,
                 token: Some(token.clone()),
+                // One process runs the whole cluster: its workers take whatever one job needs.
+                slots: crate::model::check::MAX_TASKS as u32,
+                drain_timeout: Duration::from_secs(10),
             };
             worker_parts.spawn(worker::run(wc, workers_shutdown.clone()));
         }

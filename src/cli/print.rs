@@ -94,7 +94,15 @@ fn listing<T: serde::Serialize>(
 /// `rainstorm jobs`.
 pub(super) fn jobs(jobs: &[JobInfo], json: bool) -> anyhow::Result<()> {
     let headers = [
-        "ID", "NAME", "STATUS", "DELIVERY", "IN", "OUT", "RESTARTS", "SECONDS",
+        "ID",
+        "NAME",
+        "STATUS",
+        "DELIVERY",
+        "IN",
+        "OUT",
+        "RESTARTS",
+        "SECONDS",
+        "WAITING FOR",
     ];
     listing(jobs, json, &headers, |j| {
         vec![
@@ -106,6 +114,7 @@ pub(super) fn jobs(jobs: &[JobInfo], json: bool) -> anyhow::Result<()> {
             j.sink_tuples.to_string(),
             j.recoveries.to_string(),
             format!("{:.1}", j.elapsed_ms as f64 / 1000.0),
+            j.pending_reason.clone().unwrap_or_else(|| "-".into()),
         ]
     })
 }
@@ -138,7 +147,7 @@ pub(super) fn tasks(tasks: &[TaskInfo], json: bool) -> anyhow::Result<()> {
 
 /// `rainstorm workers`.
 pub(super) fn workers(workers: &[WorkerInfo], json: bool) -> anyhow::Result<()> {
-    let headers = ["ID", "ADDRESS", "STATE", "LAST HEARTBEAT", "TASKS"];
+    let headers = ["ID", "ADDRESS", "STATE", "LAST HEARTBEAT", "TASKS", "SLOTS"];
     listing(workers, json, &headers, |w| {
         vec![
             w.id.to_string(),
@@ -146,6 +155,7 @@ pub(super) fn workers(workers: &[WorkerInfo], json: bool) -> anyhow::Result<()> 
             status_word(w.state),
             format!("{:.1}s", w.last_heartbeat_s),
             w.running_tasks.to_string(),
+            format!("{}/{}", w.slots_used, w.slots),
         ]
     })
 }
@@ -172,6 +182,9 @@ pub(super) fn job(j: &JobInfo, json: bool) -> anyhow::Result<()> {
     );
     if let Some(f) = &j.last_failure {
         println!("last failure: {f}");
+    }
+    if let Some(why) = &j.pending_reason {
+        println!("waiting:    {why}");
     }
     println!("elapsed:    {:.2} s", j.elapsed_ms as f64 / 1000.0);
     if let Some(l) = &j.latency_ms {

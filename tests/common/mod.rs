@@ -314,6 +314,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     leader: Child,
     pub workers: Vec<Child>,
+    /// `--slots` of the workers it adds from now on.
+    pub worker_slots: u32,
 }
 
 impl Drop for Cluster {
@@ -394,6 +396,7 @@ impl Cluster {
             dir,
             leader,
             workers: Vec::new(),
+            worker_slots: 64,
         };
         for _ in 0..n {
             c.add_worker();
@@ -419,6 +422,9 @@ impl Cluster {
         let mut w = Command::new(bin());
         w.args(["worker", "--leader", &self.url, "--data-dir"])
             .arg(self.dir.path().join(format!("worker-{i}")))
+            // Tests size their jobs for the machine's cores, not for slots; the capacity
+            // tests set their own.
+            .args(["--slots", &self.worker_slots.to_string()])
             .arg("--allow-exec")
             .arg(self.dir.path())
             .env("RAINSTORM_LOG", "info")
@@ -506,7 +512,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let j = self.json(&["job", id, "--json"]);
-            if j["status"] != "running" {
+            if j["status"] != "running" && j["status"] != "pending" {
                 return j;
             }
             if Instant::now() > deadline {

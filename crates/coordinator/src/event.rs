@@ -4,6 +4,7 @@
 use super::record::RunState;
 use crate::model::ids::{TaskPos, WorkerId};
 use crate::protocol::control::{Endpoint, Route, TaskAssignment, TaskState};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Something a job's core reacts to.
@@ -32,6 +33,14 @@ pub enum Input {
     },
     /// The monitor declared this worker dead: whatever ran there is lost.
     WorkerLost {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// This worker is draining: it takes no new task, and the tasks it runs move to other
+    /// workers (stopped and restarted from their logs under exactly-once, a new epoch under
+    /// at-least-once); a move is not a failure. At-most-once tasks, which can never re-run,
+    /// stay until they end.
+    WorkerDraining {
         /// The worker.
         worker: WorkerId,
     },
@@ -83,6 +92,9 @@ pub enum Timer {
     Adopt,
     /// The job's time limit (`timeout_s`) is reached: it fails.
     Timeout,
+    /// Capacity may have freed up: try again to place a job that waits for slots, or tasks
+    /// whose restart found none.
+    Place,
     /// A restart held back by the restart backoff: start this attempt of this task now (if
     /// it is still the task's current attempt).
     Start(TaskPos, u32),
@@ -147,6 +159,8 @@ pub enum Action {
         /// The placement.
         routes: Vec<Route>,
     },
+    /// The job waits for capacity (why), or (`None`) no longer does.
+    Waiting(Option<String>),
     /// Call back with [`Input::Timer`] after this long (replacing that timer's deadline).
     SetTimer(Timer, Duration),
     /// Forget a timer.
@@ -157,11 +171,21 @@ pub enum Action {
 
 /// What the core sees of the cluster when it decides: the live workers, in the order it
 /// should prefer them (the leader: least loaded first), with their data addresses and keys
-/// (a placement names, for each attempt, the key its Hellos must be signed with).
+/// (a placement names, for each attempt, the key its Hellos must be signed with); which of
+/// them take new tasks and how many slots each has free for this job.
 #[derive(Clone, Debug, Default)]
 pub struct Cluster {
-    /// Live workers in preference order, with their data addresses and keys.
+    /// Live workers in preference order, with their data addresses and keys (draining ones
+    /// included: they still take commands).
     pub workers: Vec<(WorkerId, Endpoint)>,
+    /// Slots each worker has free for this job: its total less what the tasks of *other*
+    /// running jobs hold (the core subtracts its own). `None`: capacity is not counted.
+    pub slots: Option<BTreeMap<WorkerId, u32>>,
+    /// Live workers that take no new task.
+    pub draining: BTreeSet<WorkerId>,
+    /// An earlier job still waits for capacity (its id): a new job waits behind it, so jobs
+    /// start first come, first served.
+    pub behind: Option<String>,
 }
 
 impl Cluster {
@@ -178,12 +202,10 @@ impl Cluster {
             .map(|(_, e)| e)
     }
 
-    /// The preferred live worker other than `avoid`, or `avoid` itself if it is the only
-    /// one alive.
-    pub fn pick(&self, avoid: Option<&WorkerId>) -> Option<&(WorkerId, Endpoint)> {
+    /// Live workers that take new tasks, in preference order.
+    pub fn placeable(&self) -> impl Iterator<Item = &(WorkerId, Endpoint)> {
         self.workers
             .iter()
-            .find(|(w, _)| Some(w) != avoid)
-            .or_else(|| self.workers.first())
+            .filter(|(w, _)| !self.draining.contains(w))
     }
 }

@@ -6,7 +6,6 @@ use super::event::{Action, Cluster, Input, Outcome, Timer};
 use super::placement::{assignment, Placement};
 use super::record::{PlacedTask, RunState};
 use crate::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
-use crate::model::partition::tasks_of;
 use crate::model::spec::JobSpec;
 use crate::protocol::control::{Endpoint, TaskState};
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,6 +79,14 @@ pub struct JobCore {
     pub(super) failures: u64,
     pub(super) recoveries: u64,
     pub(super) last_failure: Option<String>,
+    /// Whether the job's tasks were placed (a pending job's were not).
+    pub(super) placed: bool,
+    /// Why the job waits for capacity, as last said.
+    pub(super) waiting_reason: Option<String>,
+    /// Tasks whose restart found no free slot: they wait for one.
+    pub(super) unplaced: BTreeSet<TaskPos>,
+    /// Times each task moved off a draining worker (restarts that are not failures).
+    pub(super) moves: BTreeMap<TaskPos, u32>,
 }
 
 impl JobCore {
@@ -97,6 +104,10 @@ impl JobCore {
             failures: 0,
             recoveries: 0,
             last_failure: None,
+            placed: false,
+            waiting_reason: None,
+            unplaced: BTreeSet::new(),
+            moves: BTreeMap::new(),
         }
     }
 
@@ -107,7 +118,10 @@ impl JobCore {
         }
         let mut out = Vec::new();
         let res = match input {
-            Input::Start => self.start(cluster, &mut out),
+            Input::Start => {
+                self.arm_timeout(&mut out);
+                self.start(cluster, &mut out)
+            }
             Input::Resume(run) => self.resume(run, &mut out),
             Input::TaskEnded {
                 pos,
@@ -125,6 +139,7 @@ impl JobCore {
                 let lost = self.running_on(&worker);
                 self.fail_each(lost, &format!("worker {worker} lost"), cluster, &mut out)
             }
+            Input::WorkerDraining { worker } => self.drain_worker(&worker, cluster, &mut out),
             Input::Stalled {
                 pos,
                 attempt,
@@ -153,6 +168,7 @@ impl JobCore {
                     Ok(())
                 }
             }
+            Input::Timer(Timer::Place) => self.place_waiting(cluster, &mut out),
             Input::Timer(Timer::Start(pos, attempt)) => {
                 if self.current_mut(pos, attempt).is_some() {
                     out.extend(self.start_action(pos));
@@ -247,7 +263,7 @@ impl JobCore {
     }
 
     /// Current attempts on `worker` that have not ended.
-    fn running_on(&self, worker: &WorkerId) -> Vec<(TaskPos, u32)> {
+    pub(super) fn running_on(&self, worker: &WorkerId) -> Vec<(TaskPos, u32)> {
         self.tasks
             .iter()
             .filter(|(_, t)| &t.worker == worker && !t.state.is_terminal())
@@ -330,39 +346,6 @@ impl JobCore {
         });
     }
 
-    /// Places every task — source, operators, sink — round robin over the live workers in
-    /// their order of preference, makes the placement durable, then starts every task.
-    fn start(&mut self, cluster: &Cluster, out: &mut Vec<Action>) -> Result<(), Outcome> {
-        if cluster.workers.is_empty() {
-            return Err(Outcome::Failed("no live workers to run the job".into()));
-        }
-        let mut next = 0;
-        for stage in 0..=self.spec.sink_stage() {
-            for index in 0..tasks_of(&self.spec, stage) {
-                let (w, at) = &cluster.workers[next % cluster.workers.len()];
-                next += 1;
-                self.assign(TaskPos { stage, index }, w.clone(), at, 0, out);
-            }
-        }
-        out.push(Action::Persist(self.run_state()));
-        self.launch(out);
-        self.arm_timeout(out);
-        info!(job = %self.id, stages = self.spec.stages.len(), epoch = self.epoch, "job started");
-        Ok(())
-    }
-
-    /// Sets the job's time limit, if it has one.
-    pub(super) fn arm_timeout(&self, out: &mut Vec<Action>) {
-        if let Some((_, left)) = self.cfg.timeout {
-            out.push(Action::SetTimer(Timer::Timeout, left));
-        }
-    }
-
-    /// Starts every task of the current epoch at its current attempt.
-    pub(super) fn launch(&self, out: &mut Vec<Action>) {
-        out.extend(self.tasks.keys().filter_map(|p| self.start_action(*p)));
-    }
-
     /// An attempt ended: a finished one is marked in the placement (a restarted upstream
     /// learns it has nothing left to deliver to it) and, if it is the sink, the job drains;
     /// a failed current one is recovered by the delivery mode's rule.
@@ -396,47 +379,6 @@ impl JobCore {
             info!(job = %self.id, "sink finished");
             self.sink_done = true;
             out.push(Action::SetTimer(Timer::Drain, self.cfg.drain_after));
-        }
-        Ok(())
-    }
-
-    /// The monitor found an attempt stalled: it is stopped and recovered like a failed one.
-    fn stalled(
-        &mut self,
-        pos: TaskPos,
-        attempt: u32,
-        cause: String,
-        cluster: &Cluster,
-        out: &mut Vec<Action>,
-    ) -> Result<(), Outcome> {
-        let Some(t) = self.current_mut(pos, attempt) else {
-            return Ok(());
-        };
-        out.push(Action::Stop {
-            worker: t.worker.clone(),
-            pos,
-            attempt,
-        });
-        self.failed(pos, attempt, TaskState::Failed, cause, cluster, out)
-    }
-
-    /// Fails each of these attempts (the current ones among them) with one cause.
-    pub(super) fn fail_each(
-        &mut self,
-        attempts: Vec<(TaskPos, u32)>,
-        cause: &str,
-        cluster: &Cluster,
-        out: &mut Vec<Action>,
-    ) -> Result<(), Outcome> {
-        for (pos, attempt) in attempts {
-            self.failed(
-                pos,
-                attempt,
-                TaskState::Failed,
-                cause.to_string(),
-                cluster,
-                out,
-            )?;
         }
         Ok(())
     }

@@ -20,11 +20,13 @@ use rainstorm_model as model;
 use rainstorm_protocol as protocol;
 
 mod adopt;
+pub mod capacity;
 mod event;
 mod job;
 pub mod placement;
 pub mod record;
 mod recover;
+mod start;
 pub mod sweep;
 
 pub use event::{Action, Cluster, Input, Outcome, Reported, Timer};

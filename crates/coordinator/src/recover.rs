@@ -4,6 +4,7 @@
 //! the new placement durable first, then tells every worker of the job, so each link
 //! reconnects to exactly the attempt that now runs.
 
+use super::capacity::{takes_slot, Room};
 use super::event::{Action, Cluster, Outcome, Timer};
 use super::job::JobCore;
 use super::placement::{recovery, Recovery};
@@ -32,11 +33,16 @@ impl JobCore {
         self.failures += 1;
         self.last_failure = Some(format!("task {pos} attempt {attempt}: {cause}"));
         warn!(job = %self.id, task = %pos, attempt, %cause, "task failed");
-        if attempt >= self.cfg.max_restarts {
+        // Moves off a draining worker bumped the attempt without a failure.
+        let moved = self.moves.get(&pos).copied().unwrap_or(0);
+        if attempt.saturating_sub(moved) >= self.cfg.max_restarts {
             return Err(Outcome::Failed(format!(
                 "task {pos} failed {} times; last cause: {cause}",
-                attempt + 1
+                attempt.saturating_sub(moved) + 1
             )));
+        }
+        if recovery(self.spec.delivery) != Recovery::Fail {
+            self.recoveries += 1;
         }
         match recovery(self.spec.delivery) {
             Recovery::RestartTask => self.restart_task(pos, cluster, out),
@@ -47,10 +53,11 @@ impl JobCore {
         }
     }
 
-    /// Exactly-once: restarts one task elsewhere; it recovers from its log (or the source
-    /// file) and every peer is told where it now runs. The new placement is durable before
-    /// any worker hears of it.
-    fn restart_task(
+    /// Restarts one task at its next attempt, elsewhere when another worker has room; it
+    /// recovers from its log (or the source file) and every peer is told where it now runs.
+    /// The new placement is durable before any worker hears of it. With no free slot the
+    /// task waits for one (the job says so) instead of over-filling a worker.
+    pub(super) fn restart_task(
         &mut self,
         pos: TaskPos,
         cluster: &Cluster,
@@ -60,13 +67,19 @@ impl JobCore {
             Some(t) => (Some(t.worker.clone()), t.attempt + 1),
             None => (None, 0),
         };
-        let Some((target, at)) = cluster.pick(old.as_ref()).cloned() else {
-            return Err(Outcome::Failed(format!(
-                "task {pos} failed and no live worker can take it"
-            )));
+        let slot = takes_slot(&self.spec, pos.stage);
+        let Some((target, at)) = Room::of(self, cluster, false).take(slot, old.as_ref(), None)
+        else {
+            self.unplaced.insert(pos);
+            let why = match cluster.placeable().next() {
+                None => "a live worker",
+                Some(_) => "a free slot",
+            };
+            self.wait(format!("task {pos} waits for {why}"), out);
+            return Ok(());
         };
+        self.unplaced.remove(&pos);
         self.assign(pos, target.clone(), &at, attempt, out);
-        self.recoveries += 1;
         out.push(Action::Persist(self.run_state()));
         let wait = self.cfg.restart_wait(attempt);
         if wait.is_zero() {
@@ -87,7 +100,11 @@ impl JobCore {
     /// a new attempt (on its worker if alive). Sequence numbers of the new epoch start above
     /// every old one, so stale frames are dropped as duplicates; the sink's log keeps what it
     /// committed and the new epoch appends to it. No loss; duplicates possible.
-    fn restart_epoch(&mut self, cluster: &Cluster, out: &mut Vec<Action>) -> Result<(), Outcome> {
+    pub(super) fn restart_epoch(
+        &mut self,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Outcome> {
         let workers: BTreeSet<WorkerId> = self
             .tasks
             .values()
@@ -102,21 +119,27 @@ impl JobCore {
             .iter()
             .map(|(p, t)| (*p, t.worker.clone(), t.attempt + 1))
             .collect();
+        // Every task is placed anew (the job holds no slot while it restarts), on its old
+        // worker when that one still takes tasks and has room.
+        let mut room = Room::of(self, cluster, true);
         for (pos, worker, attempt) in placed {
-            let (target, at) = match cluster.endpoint(&worker) {
-                Some(at) => (worker, at.clone()),
-                None => match cluster.pick(Some(&worker)) {
-                    Some((w, at)) => (w.clone(), at.clone()),
-                    None => {
-                        return Err(Outcome::Failed(format!(
-                            "task {pos} failed and no live worker can take it"
-                        )))
+            match room.take(takes_slot(&self.spec, pos.stage), None, Some(&worker)) {
+                Some((target, at)) => {
+                    self.unplaced.remove(&pos);
+                    self.assign(pos, target, &at, attempt, out);
+                }
+                None => {
+                    // It waits for a slot; its old attempt is stopped with the others.
+                    if let Some(t) = self.tasks.get_mut(&pos) {
+                        t.state = TaskState::Cancelled;
                     }
-                },
-            };
-            self.assign(pos, target, &at, attempt, out);
+                    self.unplaced.insert(pos);
+                }
+            }
         }
-        self.recoveries += 1;
+        if let Some(pos) = self.unplaced.iter().next() {
+            self.wait(format!("task {pos} waits for a free slot"), out);
+        }
         self.epoch += 1;
         self.sink_done = false;
         out.push(Action::ClearTimer(Timer::Drain));
@@ -129,9 +152,51 @@ impl JobCore {
             let timers: Vec<Action> = self
                 .tasks
                 .iter()
+                .filter(|(p, _)| !self.unplaced.contains(p))
                 .map(|(p, t)| Action::SetTimer(Timer::Start(*p, t.attempt), wait))
                 .collect();
             out.extend(timers);
+        }
+        Ok(())
+    }
+
+    /// The monitor found an attempt stalled: it is stopped and recovered like a failed one.
+    pub(super) fn stalled(
+        &mut self,
+        pos: TaskPos,
+        attempt: u32,
+        cause: String,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Outcome> {
+        let Some(t) = self.current_mut(pos, attempt) else {
+            return Ok(());
+        };
+        out.push(Action::Stop {
+            worker: t.worker.clone(),
+            pos,
+            attempt,
+        });
+        self.failed(pos, attempt, TaskState::Failed, cause, cluster, out)
+    }
+
+    /// Fails each of these attempts (the current ones among them) with one cause.
+    pub(super) fn fail_each(
+        &mut self,
+        attempts: Vec<(TaskPos, u32)>,
+        cause: &str,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Outcome> {
+        for (pos, attempt) in attempts {
+            self.failed(
+                pos,
+                attempt,
+                TaskState::Failed,
+                cause.to_string(),
+                cluster,
+                out,
+            )?;
         }
         Ok(())
     }

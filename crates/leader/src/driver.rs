@@ -6,13 +6,13 @@
 //! `cleanup.rs` stops every task of the job and the record keeps the final status.
 
 use super::cleanup::cleanup;
-use super::state::{lock, TaskRec};
+use super::state::{lock, State, TaskRec};
 use super::Leader;
 use crate::coordinator::record::RunState;
 use crate::coordinator::{Action, Cluster, CoreConfig, Input, JobCore, Outcome, Timer};
 use crate::model::ids::{JobId, TaskKey};
 use crate::model::spec::JobSpec;
-use crate::protocol::control::{Command, Endpoint};
+use crate::protocol::control::{Command, Endpoint, JobStatus};
 use rainstorm_store::output::SinkProgress;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -114,7 +114,7 @@ impl Executor {
     /// Hands `input` to the core and carries out its actions, in order; the job's outcome
     /// once the core decided it.
     async fn step(&mut self, core: &mut JobCore, input: Input) -> Option<Outcome> {
-        let mut actions = core.handle(input, &self.cluster());
+        let mut actions = self.decide(core, input);
         let mut i = 0;
         while i < actions.len() {
             let action = actions[i].clone();
@@ -123,7 +123,7 @@ impl Executor {
                 Action::Persist(run) => {
                     if let Err(e) = self.persist(run).await {
                         // Nothing after an undurable placement may take effect.
-                        actions = core.handle(Input::Abort(e), &self.cluster());
+                        actions = self.decide(core, Input::Abort(e));
                         i = 0;
                     }
                 }
@@ -144,9 +144,10 @@ impl Executor {
         None
     }
 
-    /// The live workers, least loaded first.
-    fn cluster(&self) -> Cluster {
-        let st = lock(&self.leader.state);
+    /// What the core sees, read under the state lock `st`: the live workers, least loaded
+    /// first; the slots each has free for this job (other running jobs' tasks subtracted);
+    /// which drain; and the earliest other job still pending, if it was submitted first.
+    fn cluster(&self, st: &State) -> Cluster {
         let workers = st
             .workers_by_load()
             .into_iter()
@@ -158,8 +159,94 @@ impl Executor {
                 };
                 Some((w, at))
             })
+            .collect::<Vec<_>>();
+        let slots = workers
+            .iter()
+            .filter_map(|(w, _)| {
+                let r = st.workers.get(w)?;
+                Some((
+                    w.clone(),
+                    r.slots.saturating_sub(st.slots_held(w, Some(&self.id))),
+                ))
+            })
             .collect();
-        Cluster { workers }
+        let draining = workers
+            .iter()
+            .filter(|(w, _)| st.workers.get(w).is_some_and(|r| r.draining))
+            .map(|(w, _)| w.clone())
+            .collect();
+        let mine = st
+            .jobs
+            .get(&self.id)
+            .map(|j| (j.submitted, self.id.clone()));
+        let behind = st
+            .jobs
+            .iter()
+            .filter(|(id, j)| **id != self.id && j.status() == JobStatus::Pending)
+            .map(|(id, j)| (j.submitted, id.clone()))
+            .filter(|earlier| mine.as_ref().is_some_and(|m| earlier < m))
+            .min()
+            .map(|(_, id)| id.0);
+        Cluster {
+            workers,
+            slots: Some(slots),
+            draining,
+            behind,
+        }
+    }
+
+    /// Hands `input` to the core with the cluster as it is now and records the attempts it
+    /// assigns, under one hold of the state lock: two jobs deciding at once never both count
+    /// on the same free slot.
+    fn decide(&self, core: &mut JobCore, input: Input) -> Vec<Action> {
+        let mut st = lock(&self.leader.state);
+        let cluster = self.cluster(&st);
+        let actions = core.handle(input, &cluster);
+        for a in &actions {
+            match a {
+                Action::Assign { .. } => self.assign(&mut st, a),
+                Action::Waiting(why) => {
+                    if let Some(j) = st.jobs.get_mut(&self.id) {
+                        j.waiting = why.clone();
+                    }
+                }
+                _ => {}
+            }
+        }
+        actions
+    }
+
+    /// Records a task's new current attempt ([`Action::Assign`]) in the task records.
+    fn assign(&self, st: &mut State, action: &Action) {
+        let Action::Assign {
+            pos,
+            worker,
+            attempt,
+            state,
+        } = action
+        else {
+            return;
+        };
+        let key = TaskKey {
+            job: self.id.clone(),
+            pos: *pos,
+        };
+        match st.tasks.get_mut(&key) {
+            Some(t) => {
+                t.worker = worker.clone();
+                t.attempt = *attempt;
+                t.state = *state;
+                t.pid = None;
+                t.done = false;
+                t.progressed = Instant::now();
+                t.start_sent = None;
+                t.reported = false;
+            }
+            None => {
+                let rec = TaskRec::placed(worker.clone(), *attempt, *state, &self.spec, pos.stage);
+                st.tasks.insert(key, rec);
+            }
+        }
     }
 
     /// Copies the core's counters onto the job's record.
@@ -195,30 +282,8 @@ impl Executor {
         };
         let mut st = lock(&self.leader.state);
         match action {
-            Action::Assign {
-                pos,
-                worker,
-                attempt,
-                state,
-            } => {
-                let key = key(pos);
-                match st.tasks.get_mut(&key) {
-                    Some(t) => {
-                        t.worker = worker;
-                        t.attempt = attempt;
-                        t.state = state;
-                        t.pid = None;
-                        t.done = false;
-                        t.progressed = Instant::now();
-                        t.start_sent = None;
-                        t.reported = false;
-                    }
-                    None => {
-                        let rec = TaskRec::placed(worker, attempt, state, &self.spec, pos.stage);
-                        st.tasks.insert(key, rec);
-                    }
-                }
-            }
+            // Recorded when decided (`decide`); the job's wait, likewise.
+            Action::Assign { .. } | Action::Waiting(_) => {}
             Action::Start { worker, assignment } => {
                 if let Some(t) = st.tasks.get_mut(&assignment.key) {
                     if t.attempt == assignment.attempt {

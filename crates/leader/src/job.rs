@@ -47,6 +47,8 @@ pub struct JobRec {
     pub recoveries: u64,
     /// The latest failure of a current attempt: which, and why (the job's core says).
     pub last_failure: Option<String>,
+    /// Why the job, or some of its tasks, wait for capacity (its core says).
+    pub waiting: Option<String>,
     /// Cancels the job.
     pub cancel: CancellationToken,
     /// Output progress, for followers.
@@ -86,6 +88,8 @@ impl JobRec {
     /// Its status: `Running`, or the final one.
     pub fn status(&self) -> JobStatus {
         match &self.phase {
+            // Never placed and waiting: pending.
+            Phase::Running { run: None, .. } if self.waiting.is_some() => JobStatus::Pending,
             Phase::Running { .. } => JobStatus::Running,
             Phase::Ended { status, .. } => *status,
         }
@@ -152,6 +156,7 @@ impl JobRec {
             failures: 0,
             recoveries: 0,
             last_failure: None,
+            waiting: None,
             cancel,
             progress,
             cleanup_error: None,
@@ -181,7 +186,12 @@ impl JobRec {
         StoredJob {
             id: id.clone(),
             spec: self.spec.clone(),
-            status: self.status(),
+            // A pending job is stored as running without a placement: a restarted leader
+            // starts it (and it waits again if it still does not fit).
+            status: match self.status() {
+                JobStatus::Pending => JobStatus::Running,
+                s => s,
+            },
             error: self.error().map(str::to_string),
             source_tuples: self.source_tuples.load(Ordering::Relaxed),
             sink_tuples: self.sink_tuples.load(Ordering::Relaxed),
@@ -259,6 +269,7 @@ impl JobRec {
             failures: job.failures,
             recoveries: job.recoveries,
             last_failure: None,
+            waiting: None,
             cancel,
             progress,
             cleanup_error: job.cleanup_error,

@@ -23,6 +23,7 @@ pub mod meters;
 mod monitor;
 pub mod owned;
 pub mod persist;
+mod roster;
 pub mod server;
 pub mod state;
 pub mod validate;

@@ -12,7 +12,6 @@ use super::{Leader, SubmitError};
 use crate::model::check::Problem;
 use crate::model::ids::JobId;
 use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
-use crate::protocol::control::JobStatus;
 use futures::StreamExt;
 use rainstorm_store::store::{blob_path, clean_path};
 use std::collections::BTreeSet;
@@ -47,11 +46,10 @@ pub fn job_files(spec: &JobSpec, pinned: &[String]) -> JobFiles {
 }
 
 fn running(st: &State) -> impl Iterator<Item = (&JobId, &JobFiles)> {
-    st.files.jobs.iter().filter(|(id, _)| {
-        st.jobs
-            .get(*id)
-            .is_some_and(|j| j.status() == JobStatus::Running)
-    })
+    st.files
+        .jobs
+        .iter()
+        .filter(|(id, _)| st.jobs.get(*id).is_some_and(|j| !j.status().is_terminal()))
 }
 
 /// Whether `path` is `prefix` or lies under it.
@@ -90,12 +88,7 @@ impl State {
             .files
             .jobs
             .keys()
-            .filter(|id| {
-                !self
-                    .jobs
-                    .get(*id)
-                    .is_some_and(|j| j.status() == JobStatus::Running)
-            })
+            .filter(|id| self.jobs.get(*id).is_none_or(|j| j.status().is_terminal()))
             .cloned()
             .collect();
         for id in ended {

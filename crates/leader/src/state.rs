@@ -40,6 +40,12 @@ pub struct WorkerRec {
     /// The data connections it holds at most, each way, as it registered them: the link
     /// rule's capacity (`validate::link_room`).
     pub data_conns: u64,
+    /// How many operator tasks it runs at once.
+    pub slots: u32,
+    /// It takes no new task (it drains, then leaves).
+    pub draining: bool,
+    /// It drained and left (its state is then `Dead`).
+    pub left: bool,
     /// The registration has been used since it was made (a heartbeat, an event, a command
     /// poll), or took back a worker's tasks: one that never is, is forgotten as soon as it is
     /// declared dead.
@@ -215,6 +221,7 @@ impl State {
         key: PeerKey,
         session: Option<String>,
         data_conns: u64,
+        slots: u32,
     ) {
         let rec = WorkerRec {
             data_addr,
@@ -227,6 +234,9 @@ impl State {
             session,
             key,
             data_conns,
+            slots,
+            draining: false,
+            left: false,
             heard: false,
             dead_since: None,
         };

@@ -4,7 +4,7 @@
 use super::job::ms_since_epoch;
 use super::state::State;
 use crate::model::ids::JobId;
-use crate::protocol::control::{JobInfo, TaskInfo, WorkerInfo};
+use crate::protocol::control::{JobInfo, TaskInfo, WorkerInfo, WorkerState};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -34,6 +34,7 @@ impl State {
             failures: j.failures,
             recoveries: j.recoveries,
             last_failure: j.last_failure.clone(),
+            pending_reason: j.events().and(j.waiting.clone()),
             submitted_ms: ms_since_epoch(j.submitted),
             elapsed_ms: elapsed.as_millis() as u64,
             latency_ms: j
@@ -100,11 +101,17 @@ impl State {
             .map(|(id, w)| WorkerInfo {
                 id: id.clone(),
                 address: w.data_addr.clone(),
-                state: w.state,
+                state: match (w.state, w.left, w.draining) {
+                    (WorkerState::Dead, true, _) => WorkerState::Left,
+                    (WorkerState::Alive, _, true) => WorkerState::Draining,
+                    (state, _, _) => state,
+                },
                 last_heartbeat_s: (now.duration_since(w.last_seen).as_secs_f64() * 10.0).round()
                     / 10.0,
                 running_tasks: self.running_on(id),
                 data_conns: w.data_conns,
+                slots: w.slots,
+                slots_used: self.slots_held(id, None),
             })
             .collect();
         v.sort_by_key(|w| (w.id.0.len(), w.id.0.clone()));

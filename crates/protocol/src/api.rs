@@ -36,6 +36,8 @@ impl TaskState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
+    /// Accepted, waiting for capacity (see `pending_reason`); first come, first served.
+    Pending,
     /// Validated and running.
     Running,
     /// Every tuple reached the sink, which is durable.
@@ -49,7 +51,7 @@ pub enum JobStatus {
 impl JobStatus {
     /// Whether the status is final.
     pub fn is_terminal(self) -> bool {
-        self != JobStatus::Running
+        !matches!(self, JobStatus::Running | JobStatus::Pending)
     }
 }
 
@@ -84,6 +86,9 @@ pub struct JobInfo {
     /// this is what to look at).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
+    /// Why the job (`pending`), or some of its tasks, wait for capacity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
     /// Submission time, ms since the Unix epoch.
     pub submitted_ms: u64,
     /// Run time so far or in total, ms.
@@ -164,8 +169,12 @@ pub struct TaskInfo {
 pub enum WorkerState {
     /// Heartbeating.
     Alive,
-    /// Missed heartbeats past the timeout, or left.
+    /// Missed heartbeats past the timeout.
     Dead,
+    /// Takes no new task; its tasks move to other workers before it leaves.
+    Draining,
+    /// Drained and gone.
+    Left,
 }
 
 /// A worker as `rainstorm workers` shows it.
@@ -184,6 +193,12 @@ pub struct WorkerInfo {
     /// The data connections it holds at most, each way (what the link rule counts with).
     #[serde(default)]
     pub data_conns: u64,
+    /// How many operator tasks it runs at once.
+    #[serde(default)]
+    pub slots: u32,
+    /// How many of them running jobs' tasks hold now.
+    #[serde(default)]
+    pub slots_used: u32,
 }
 
 /// Request of `rainstorm kill-task`.

@@ -105,6 +105,34 @@ pub struct RegisterRequest {
     /// is taken to hold the default (`model::check::MAX_LINKS`).
     #[serde(default)]
     pub data_conns: Option<u64>,
+    /// How many operator tasks the worker runs at once (`--slots`). Absent from an older
+    /// worker, which is taken to have [`DEFAULT_SLOTS_OF_OLD_WORKERS`].
+    #[serde(default)]
+    pub slots: Option<u32>,
+}
+
+/// The slots of a worker that does not say (an older version): as good as unlimited, which
+/// is what it had.
+pub const DEFAULT_SLOTS_OF_OLD_WORKERS: u32 = 1024;
+
+/// A worker leaving the cluster: first it drains (it takes no new task and the leader moves
+/// its tasks elsewhere), then it has left (it runs nothing and exits).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Leave {
+    /// Sender.
+    pub worker_id: WorkerId,
+    /// How far it is.
+    pub phase: LeavePhase,
+}
+
+/// See [`Leave`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeavePhase {
+    /// Take no new task; move mine.
+    Draining,
+    /// I run nothing and exit now.
+    Left,
 }
 
 /// What a rejoining worker brings: the id it had and every attempt it runs or ran since its
@@ -304,6 +332,9 @@ pub enum Command {
         /// Which attempt.
         attempt: u32,
     },
+    /// Drain (`rainstorm drain`): take no new task, wait until the leader has moved every
+    /// task elsewhere, then leave and exit.
+    Drain,
     /// SIGKILL an operator process of this worker (failure injection).
     Kill {
         /// Process id.

@@ -90,6 +90,8 @@ impl Worker {
                 }
             }
             Command::Kill { pid } => kill(pid, &self.tasks),
+            // The session loop drains (it owns the drain's state); nothing to do here.
+            Command::Drain => {}
         }
     }
 

@@ -57,6 +57,11 @@ pub struct WorkerConfig {
     pub run_as: Option<crate::runtime::exec::RunAs>,
     /// The cluster secret (proved at registration; the data plane uses the worker's own key).
     pub token: Option<crate::protocol::auth::Secret>,
+    /// How many operator tasks it runs at once (`--slots`; the leader places no more).
+    pub slots: u32,
+    /// How long a drain (SIGTERM, `rainstorm drain`) may wait for the leader to move this
+    /// worker's tasks before it stops what is left (reported failed: recovered as usual).
+    pub drain_timeout: Duration,
 }
 
 /// One task attempt this worker runs.
@@ -83,8 +88,9 @@ async fn pause(token: &CancellationToken, delay: Duration) -> bool {
         .is_some()
 }
 
-/// Runs a worker until `shutdown`; on shutdown its running tasks are reported failed (so the
-/// leader reschedules them) and stopped.
+/// Runs a worker until `shutdown`, which drains it: it tells the leader, which moves its
+/// tasks to other workers, and leaves once it runs nothing (or at `drain_timeout`, stopping
+/// what is left, reported failed). A worker without a leader to drain through stops at once.
 pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Processes an operator detaches from its group become ours, and are killed when it ends.
     crate::runtime::exec::adopt_orphans().context("becoming the subreaper of operators")?;

@@ -7,7 +7,9 @@ use super::link::LeaderLink;
 use super::{lock_tasks, pause, TaskTable};
 use crate::dataplane::inbound::Registry;
 use crate::model::backoff::Backoff;
-use crate::protocol::control::{Events, Heartbeat, Known, TaskAssignment, TaskReport};
+use crate::protocol::control::{
+    Events, Heartbeat, Known, Leave, LeavePhase, TaskAssignment, TaskReport,
+};
 use crate::runtime::task::TaskStatus;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,6 +47,27 @@ impl LeaderLink {
         let known: Known = self
             .request(reqwest::Method::POST, "/internal/events")
             .json(&ev)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(known.known)
+    }
+}
+
+impl LeaderLink {
+    /// Tells the leader this worker drains or left; `Ok(false)` when the leader does not
+    /// know it. A short deadline: a drain must not hang on a leader that is gone.
+    pub(super) async fn post_leave(&self, phase: LeavePhase) -> reqwest::Result<bool> {
+        let req = Leave {
+            worker_id: self.id.clone(),
+            phase,
+        };
+        let known: Known = self
+            .request(reqwest::Method::POST, "/internal/leave")
+            .timeout(Duration::from_secs(5))
+            .json(&req)
             .send()
             .await?
             .error_for_status()?

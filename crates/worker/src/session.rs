@@ -14,8 +14,8 @@ use crate::model::backoff::Backoff;
 use crate::model::ids::WorkerId;
 use crate::protocol::auth::RegistrationClaim;
 use crate::protocol::control::{
-    Command, RegisterChallenge, RegisterRequest, RegisterResponse, Rejoin, TaskReport, TaskState,
-    PROTOCOL_VERSION,
+    Command, LeavePhase, RegisterChallenge, RegisterRequest, RegisterResponse, Rejoin, TaskReport,
+    TaskState, PROTOCOL_VERSION,
 };
 use crate::runtime::task::TaskEnd;
 use std::time::Duration;
@@ -166,6 +166,7 @@ impl Worker {
                 tasks: r.tasks.clone(),
             }),
             data_conns: Some(self.cfg.data.max_conns as u64),
+            slots: Some(self.cfg.slots),
         };
         let res = with_secret(
             self.http
@@ -225,9 +226,31 @@ impl Worker {
         ));
         let attempts = &mut carry.attempts;
         let ev_tx = carry.ev_tx.clone();
+        // Once draining: when the drain gives up on the leader moving the tasks.
+        let mut draining: Option<tokio::time::Instant> = None;
+        let mut drained = false;
         let lost = loop {
+            if draining.is_some() && attempts.set.is_empty() && lock_tasks(&self.tasks).is_empty() {
+                drained = true;
+                break false;
+            }
+            let give_up = async {
+                match draining {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = shutdown.cancelled() => break false,
+                _ = shutdown.cancelled(), if draining.is_none() => {
+                    match self.start_drain(&link).await {
+                        Some(at) => draining = Some(at),
+                        None => break false,
+                    }
+                }
+                _ = give_up => {
+                    warn!(tasks = lock_tasks(&self.tasks).len(), "the drain timed out; stopping the tasks still here (reported failed)");
+                    break false;
+                }
                 _ = session.cancelled() => break true,
                 Some(done) = attempts.set.join_next_with_id(), if !attempts.set.is_empty() => {
                     if let Some(rep) = self.ended(done, attempts) {
@@ -238,6 +261,14 @@ impl Worker {
                 }
                 cmd = cmd_rx.recv() => match cmd {
                     None => break true,
+                    Some(Command::Drain) => {
+                        if draining.is_none() {
+                            match self.start_drain(&link).await {
+                                Some(at) => draining = Some(at),
+                                None => break false,
+                            }
+                        }
+                    }
                     Some(cmd) => self.handle(cmd, attempts, &ev_tx),
                 },
             }
@@ -252,13 +283,54 @@ impl Worker {
             }
         }
         match events.await {
-            Ok((rx, unsent)) => {
+            Ok((mut rx, mut unsent)) => {
+                if drained {
+                    // Every end goes before the leave: a finished task must never look lost.
+                    while let Ok(r) = rx.try_recv() {
+                        unsent.push(r);
+                    }
+                    self.leave(&link, std::mem::take(&mut unsent)).await;
+                }
                 carry.ev_rx = rx;
                 carry.backlog.extend(unsent);
             }
             Err(e) => warn!(error = %e, "event reporter panicked; its unsent reports are lost"),
         }
         lost
+    }
+
+    /// Starts draining: tells the leader, which moves this worker's tasks; the deadline of
+    /// the drain, or `None` (stop at once) when the leader cannot be told.
+    async fn start_drain(&self, link: &LeaderLink) -> Option<tokio::time::Instant> {
+        match link.post_leave(LeavePhase::Draining).await {
+            Ok(true) => {
+                info!(tasks = lock_tasks(&self.tasks).len(), timeout_s = self.cfg.drain_timeout.as_secs_f64(), "draining: the leader moves this worker's tasks, then it leaves (signal again to stop at once)");
+                Some(tokio::time::Instant::now() + self.cfg.drain_timeout)
+            }
+            Ok(false) => {
+                warn!("the leader no longer knows this worker; stopping at once");
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "could not tell the leader this worker drains; stopping at once");
+                None
+            }
+        }
+    }
+
+    /// Drained: delivers the last task ends, then tells the leader this worker left.
+    async fn leave(&self, link: &LeaderLink, last: Vec<TaskReport>) {
+        if !last.is_empty() {
+            if let Err(e) = link.post_events(last).await {
+                warn!(error = %e, "could not deliver the last task ends before leaving");
+            }
+        }
+        match link.post_leave(LeavePhase::Left).await {
+            Ok(_) => info!("drained: left the cluster"),
+            Err(e) => {
+                warn!(error = %e, "drained, but could not tell the leader; it will find this worker silent")
+            }
+        }
     }
 
     /// The report of an attempt whose supervisor returned (or panicked), removing it from the

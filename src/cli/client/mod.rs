@@ -175,6 +175,26 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Asks the leader to drain a worker (`rainstorm drain`).
+    pub async fn drain(&self, worker: &str) -> anyhow::Result<String> {
+        if worker.is_empty()
+            || !worker
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            anyhow::bail!("{worker:?} is not a worker id (as `rainstorm workers` prints them)");
+        }
+        let req = self.request(Method::POST, &format!("/api/workers/{worker}/drain"));
+        let v: serde_json::Value = self.call(req).await?;
+        Ok(if v["already"].as_bool() == Some(true) {
+            format!("worker {worker} was already draining")
+        } else {
+            format!("worker {worker} is draining: its tasks move to other workers, then it leaves")
+        })
+    }
+}
+
 /// Whether a status means success, for exit codes.
 pub fn succeeded(info: &JobInfo) -> bool {
     info.status == JobStatus::Succeeded

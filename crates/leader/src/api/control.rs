@@ -24,7 +24,11 @@ use tracing::{info, warn};
 
 /// Checks that a control-plane call comes from the registration of worker `id`: it must
 /// carry the session key that registration received. `Err` is the answer to send.
-fn authorize(l: &Leader, headers: &HeaderMap, id: &WorkerId) -> Result<(), Box<Response>> {
+pub(super) fn authorize(
+    l: &Leader,
+    headers: &HeaderMap,
+    id: &WorkerId,
+) -> Result<(), Box<Response>> {
     if l.cfg.token.is_none() {
         return Ok(());
     }
@@ -250,6 +254,8 @@ pub(super) async fn register(
             key,
             session.clone(),
             conns,
+            req.slots
+                .unwrap_or(crate::protocol::control::DEFAULT_SLOTS_OF_OLD_WORKERS),
         );
         if let Some(w) = st.workers.get_mut(&id) {
             w.heard = rejoin.is_some();

@@ -85,6 +85,7 @@ struct TaskSample {
 
 fn status_label(s: JobStatus) -> &'static str {
     match s {
+        JobStatus::Pending => "pending",
         JobStatus::Running => "running",
         JobStatus::Succeeded => "succeeded",
         JobStatus::Failed => "failed",
@@ -101,6 +102,7 @@ impl Snapshot {
             .filter(|w| w.state == WorkerState::Alive)
             .count() as u64;
         let jobs_by_status = [
+            JobStatus::Pending,
             JobStatus::Running,
             JobStatus::Succeeded,
             JobStatus::Failed,

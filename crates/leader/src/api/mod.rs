@@ -6,6 +6,7 @@
 mod adopt;
 mod committed;
 mod control;
+mod drain;
 mod jobs;
 mod metrics;
 mod output;
@@ -106,6 +107,7 @@ pub fn router(leader: Arc<Leader>) -> Router {
         .route("/api/tasks", get(jobs::list_tasks))
         .route("/api/workers", get(jobs::list_workers))
         .route("/api/kill-task", post(jobs::kill_task))
+        .route("/api/workers/{id}/drain", post(drain::drain))
         .route("/api/store", get(store::store_list))
         .route(
             "/api/store/{*path}",
@@ -126,6 +128,7 @@ pub fn router(leader: Arc<Leader>) -> Router {
         .route("/internal/challenge", post(control::challenge))
         .route("/internal/register", post(control::register))
         .route("/internal/heartbeat", post(control::heartbeat))
+        .route("/internal/leave", post(drain::leave))
         .route("/internal/events", post(control::events))
         .route("/internal/commands/{id}", get(control::commands));
     // Workers without a store of their own reach the leader's through these: every request

@@ -13,7 +13,6 @@ use super::{error, Shared};
 use crate::job::OutputWrite;
 use crate::model::ids::{JobId, WorkerId};
 use crate::owned::reserved;
-use crate::protocol::control::JobStatus;
 use crate::state::{lock, State as LeaderState};
 use crate::Leader;
 use axum::body::Body;
@@ -270,7 +269,7 @@ fn may_write(
     let running = st
         .jobs
         .get(&key.job)
-        .is_some_and(|j| j.status() == JobStatus::Running);
+        .is_some_and(|j| !j.status().is_terminal());
     if running && st.tasks.get(&key).is_some_and(|t| t.worker == *id) {
         Ok(what)
     } else {
@@ -283,7 +282,7 @@ fn may_write(
 /// The sink task of the running job whose output is store path `clean`, if any.
 fn output_of(st: &LeaderState, clean: &str) -> Option<crate::model::ids::TaskKey> {
     st.jobs.iter().find_map(|(id, j)| {
-        (j.status() == JobStatus::Running
+        (!j.status().is_terminal()
             && j.spec.paths == crate::model::spec::PathMode::Store
             && clean_path(&j.spec.sink_path).is_ok_and(|p| p == clean))
         .then(|| j.sink_key(id))

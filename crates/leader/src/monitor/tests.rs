@@ -15,7 +15,7 @@ fn w(n: u32) -> WorkerId {
 /// A worker that is dead since `ago` before `now` (alive if `None`), heard from or not.
 fn worker(st: &mut State, n: u32, heard: bool, dead: Option<Duration>, now: Instant) {
     let key = PeerKey::from_slice(&[n as u8; 32]).unwrap();
-    st.add_worker(w(n), format!("127.0.0.1:{n}"), key, None, 4096);
+    st.add_worker(w(n), format!("127.0.0.1:{n}"), key, None, 4096, 8);
     st.known_workers.insert(w(n), key);
     let rec = st.workers.get_mut(&w(n)).unwrap();
     rec.heard = heard;

@@ -25,7 +25,7 @@ fn job(tasks: &[u32]) -> JobSpec {
 fn worker(st: &mut State, id: &str, conns: u64, alive: bool) {
     let key = Identity::from_seed([7; 32]).unwrap().public();
     let id = WorkerId(id.into());
-    st.add_worker(id.clone(), "127.0.0.1:1".into(), key, None, conns);
+    st.add_worker(id.clone(), "127.0.0.1:1".into(), key, None, conns, 8);
     if !alive {
         if let Some(w) = st.workers.get_mut(&id) {
             w.state = WorkerState::Dead;

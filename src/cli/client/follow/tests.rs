@@ -45,6 +45,7 @@ fn end() -> OutputEvent {
         failures: 0,
         recoveries: 0,
         last_failure: None,
+        pending_reason: None,
         submitted_ms: 0,
         elapsed_ms: 0,
         latency_ms: None,

@@ -4,6 +4,7 @@ use super::*;
 use crate::job::JobRec;
 use crate::model::ids::{JobId, TaskKey, TaskPos};
 use crate::model::spec::{JobSpec, OperatorSpec, StageSpec};
+use crate::protocol::control::JobStatus;
 use crate::protocol::control::TaskState;
 use crate::state::TaskRec;
 use rainstorm_store::log::{fence_path, segment_path};

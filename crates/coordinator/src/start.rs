@@ -1,0 +1,137 @@
+//! Starting a job and keeping it placed: the first placement (once the job fits; pending
+//! until then), the start of every task, the job's time limit, tasks that wait for a slot,
+//! and moving tasks off a draining worker.
+
+use super::capacity::{takes_slot, Room};
+use super::event::{Action, Cluster, Outcome, Timer};
+use super::job::JobCore;
+use super::placement::{recovery, Recovery};
+use crate::model::ids::{TaskPos, WorkerId};
+use crate::model::partition::tasks_of;
+use crate::protocol::control::TaskState;
+use tracing::info;
+
+impl JobCore {
+    /// Places every task once the job fits — its operator tasks on the workers with the
+    /// most free slots, the source and sink beside them — makes the placement durable, then
+    /// starts every task. A job that does not fit yet waits (pending) and looks again.
+    pub(super) fn start(
+        &mut self,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Outcome> {
+        if let Some(reason) = self.cannot_start(cluster) {
+            self.wait(reason, out);
+            return Ok(());
+        }
+        self.waited(out);
+        let mut room = Room::of(self, cluster, true);
+        let sink = self.spec.sink_stage();
+        // Slot-taking tasks first, so they spread by free slots; the source and sink then
+        // go where the job has the fewest tasks.
+        let stages = (0..=sink)
+            .filter(|s| takes_slot(&self.spec, *s))
+            .chain((0..=sink).filter(|s| !takes_slot(&self.spec, *s)));
+        let positions: Vec<TaskPos> = stages
+            .flat_map(|stage| {
+                (0..tasks_of(&self.spec, stage)).map(move |index| TaskPos { stage, index })
+            })
+            .collect();
+        for pos in positions {
+            let Some((w, at)) = room.take(takes_slot(&self.spec, pos.stage), None, None) else {
+                return Err(Outcome::Failed(format!(
+                    "task {pos} found no room the start counted on"
+                )));
+            };
+            self.assign(pos, w, &at, 0, out);
+        }
+        self.placed = true;
+        out.push(Action::Persist(self.run_state()));
+        self.launch(out);
+        info!(job = %self.id, stages = self.spec.stages.len(), epoch = self.epoch, "job started");
+        Ok(())
+    }
+
+    /// Sets the job's time limit, if it has one.
+    pub(super) fn arm_timeout(&self, out: &mut Vec<Action>) {
+        if let Some((_, left)) = self.cfg.timeout {
+            out.push(Action::SetTimer(Timer::Timeout, left));
+        }
+    }
+
+    /// Starts every task of the current epoch at its current attempt (but those waiting for
+    /// a slot).
+    pub(super) fn launch(&self, out: &mut Vec<Action>) {
+        out.extend(
+            self.tasks
+                .keys()
+                .filter(|p| !self.unplaced.contains(p))
+                .filter_map(|p| self.start_action(*p)),
+        );
+    }
+
+    /// Capacity may have freed up: start a pending job, or place the tasks that wait for a
+    /// slot.
+    pub(super) fn place_waiting(
+        &mut self,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Outcome> {
+        if !self.placed {
+            return self.start(cluster, out);
+        }
+        for pos in self.unplaced() {
+            self.restart_task(pos, cluster, out)?;
+        }
+        if self.unplaced.is_empty() {
+            self.waited(out);
+        }
+        Ok(())
+    }
+
+    /// A worker drains: its tasks move elsewhere by the delivery mode's restart path, which
+    /// exactly-once already proves, but a move is not a failure (it counts toward neither
+    /// the failures nor `max_restarts`). At-most-once tasks cannot re-run: they stay until
+    /// they end, and the worker leaves after.
+    pub(super) fn drain_worker(
+        &mut self,
+        worker: &WorkerId,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Outcome> {
+        let here = self.running_on(worker);
+        if here.is_empty() {
+            return Ok(());
+        }
+        match recovery(self.spec.delivery) {
+            Recovery::Fail => {
+                info!(job = %self.id, %worker, tasks = here.len(), "at-most-once tasks stay on the draining worker until they end");
+                Ok(())
+            }
+            Recovery::RestartTask => {
+                for (pos, attempt) in here {
+                    let Some(t) = self.current_mut(pos, attempt) else {
+                        continue;
+                    };
+                    t.state = TaskState::Cancelled;
+                    out.push(Action::Stop {
+                        worker: worker.clone(),
+                        pos,
+                        attempt,
+                    });
+                    *self.moves.entry(pos).or_default() += 1;
+                    info!(job = %self.id, task = %pos, attempt, %worker, "moving a task off a draining worker");
+                    self.restart_task(pos, cluster, out)?;
+                }
+                Ok(())
+            }
+            Recovery::RestartEpoch => {
+                for pos in self.tasks.keys() {
+                    *self.moves.entry(*pos).or_default() += 1;
+                }
+                info!(job = %self.id, %worker, "a worker drains: restarting the at-least-once pipeline without it");
+                self.restart_epoch(cluster, out)
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Capacity and drain: slots are never over-filled, a job that does not fit waits (first come,
+//! first served), a restart without a free slot waits for one, and a draining worker's tasks
+//! move without counting as failures.
+
+use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Workers `ids` with `slots[i]` slots each free for the job.
+fn sized(ids: &[u32], slots: &[u32]) -> Cluster {
+    let mut c = cluster(ids);
+    c.slots = Some(ids.iter().zip(slots).map(|(i, n)| (w(*i), *n)).collect());
+    c
+}
+
+/// Slot-taking (operator) tasks not ended, per worker.
+fn held(c: &JobCore) -> BTreeMap<WorkerId, u32> {
+    let mut m = BTreeMap::new();
+    for (p, t) in c.tasks() {
+        let operator = p.stage >= 1 && p.stage <= 2;
+        if operator && !t.state.is_terminal() {
+            *m.entry(t.worker.clone()).or_default() += 1;
+        }
+    }
+    m
+}
+
+fn starts(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Start { .. }))
+        .count()
+}
+
+#[test]
+fn a_job_fills_no_worker_past_its_slots_and_spreads_by_free_slots() {
+    let mut c = core(Delivery::ExactlyOnce);
+    let actions = c.handle(Input::Start, &sized(&[1, 2, 3], &[2, 1, 0]));
+    assert_eq!(starts(&actions), 5);
+    let held = held(&c);
+    assert_eq!(held.get(&w(1)), Some(&2));
+    assert_eq!(held.get(&w(2)), Some(&1));
+    assert_eq!(held.get(&w(3)), None, "w3 has no slot");
+}
+
+#[test]
+fn a_job_that_does_not_fit_is_pending_with_its_reason_and_starts_when_slots_free() {
+    let mut c = core(Delivery::ExactlyOnce);
+    let actions = c.handle(Input::Start, &sized(&[1, 2], &[1, 1]));
+    assert_eq!(starts(&actions), 0);
+    assert!(actions.iter().any(|a| matches!(a,
+        Action::Waiting(Some(why)) if why == "waiting for 3 free slots: 2 free on 2 workers")));
+    // Still no room: no second Waiting (the reason did not change), a new look scheduled.
+    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1, 2], &[1, 1]));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Waiting(_))));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::SetTimer(Timer::Place, _))));
+    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1, 2], &[2, 1]));
+    assert!(actions.iter().any(|a| matches!(a, Action::Waiting(None))));
+    assert_eq!(starts(&actions), 5);
+    // A cancel while pending ends it like any job.
+    let mut p = core(Delivery::ExactlyOnce);
+    p.handle(Input::Start, &Cluster::default());
+    assert_eq!(
+        ended(&p.handle(Input::Cancel, &Cluster::default())),
+        Some(&Outcome::Cancelled)
+    );
+}
+
+#[test]
+fn a_job_waits_behind_an_earlier_pending_one_even_if_it_fits() {
+    let mut c = core(Delivery::ExactlyOnce);
+    let mut room = sized(&[1, 2], &[8, 8]);
+    room.behind = Some("job-0".into());
+    let actions = c.handle(Input::Start, &room);
+    assert_eq!(starts(&actions), 0);
+    assert!(actions.iter().any(|a| matches!(a,
+        Action::Waiting(Some(why)) if why.contains("behind job-0"))));
+    room.behind = None;
+    assert_eq!(starts(&c.handle(Input::Timer(Timer::Place), &room)), 5);
+}
+
+#[test]
+fn a_restart_without_a_free_slot_waits_for_one_instead_of_over_filling() {
+    let mut c = core(Delivery::ExactlyOnce);
+    c.handle(Input::Start, &sized(&[1, 2], &[2, 1]));
+    let on_w2: Vec<TaskPos> = c
+        .tasks()
+        .iter()
+        .filter(|(p, t)| t.worker == w(2) && p.stage >= 1 && p.stage <= 2)
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(on_w2.len(), 1);
+    let lost = on_w2[0];
+    // w2 dies; w1's two slots are both held by this job: the task waits.
+    let actions = c.handle(Input::WorkerLost { worker: w(2) }, &sized(&[1], &[2]));
+    assert!(ended(&actions).is_none());
+    assert_eq!(
+        starts(&actions),
+        1,
+        "only the source or sink moves: {actions:?}"
+    );
+    assert!(actions.iter().any(|a| matches!(a,
+        Action::Waiting(Some(why)) if why.contains("waits for a free slot"))));
+    assert!(held(&c).get(&w(1)) == Some(&2));
+    // Still no room at the next look.
+    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1], &[2]));
+    assert_eq!(starts(&actions), 0);
+    // A worker with a slot joins: the task restarts there.
+    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1, 3], &[2, 1]));
+    assert_eq!(starts(&actions), 1);
+    assert_eq!(c.tasks()[&lost].worker, w(3));
+    assert_eq!(c.tasks()[&lost].attempt, 1);
+    assert!(actions.iter().any(|a| matches!(a, Action::Waiting(None))));
+}
+
+#[test]
+fn a_draining_worker_s_tasks_move_without_counting_as_failures() {
+    let mut c = core(Delivery::ExactlyOnce);
+    c.handle(Input::Start, &sized(&[1, 2, 3], &[4, 4, 4]));
+    let here: BTreeSet<TaskPos> = c
+        .tasks()
+        .iter()
+        .filter(|(_, t)| t.worker == w(1))
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(!here.is_empty());
+    let mut draining = sized(&[1, 2, 3], &[4, 4, 4]);
+    draining.draining.insert(w(1));
+    let actions = c.handle(Input::WorkerDraining { worker: w(1) }, &draining);
+    for p in &here {
+        assert!(actions.iter().any(
+            |a| matches!(a, Action::Stop { worker, pos, attempt: 0 } if worker == &w(1) && pos == p)
+        ));
+        assert_ne!(c.tasks()[p].worker, w(1), "{p} moved");
+        assert_eq!(c.tasks()[p].attempt, 1);
+    }
+    assert_eq!(starts(&actions), here.len());
+    assert_eq!(c.failures(), 0);
+    assert_eq!(c.last_failure(), None);
+    // The moves do not use up max_restarts (3): three real failures are still restarted.
+    let p = *here.iter().next().unwrap();
+    for attempt in 1..4 {
+        let actions = c.handle(failed(p, attempt), &draining);
+        assert!(ended(&actions).is_none(), "attempt {attempt}: {actions:?}");
+    }
+    assert!(ended(&c.handle(failed(p, 4), &draining)).is_some());
+}
+
+#[test]
+fn a_draining_worker_keeps_at_most_once_tasks_and_at_least_once_restarts_elsewhere() {
+    let mut c = started(Delivery::AtMostOnce);
+    let mut draining = cluster(&[1, 2, 3]);
+    draining.draining.insert(w(1));
+    let actions = c.handle(Input::WorkerDraining { worker: w(1) }, &draining);
+    assert!(actions.is_empty(), "{actions:?}");
+
+    let mut c = started(Delivery::AtLeastOnce);
+    let actions = c.handle(Input::WorkerDraining { worker: w(1) }, &draining);
+    assert!(actions.iter().any(|a| matches!(a, Action::StopJob { .. })));
+    assert_eq!(c.epoch(), 1);
+    assert!(c.tasks().values().all(|t| t.worker != w(1)));
+    assert_eq!(c.failures(), 0);
+}

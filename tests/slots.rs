@@ -1,0 +1,221 @@
+//! Capacity and drain with real processes: a job larger than the free slots waits as
+//! `pending` (first come, first served) and runs when a worker joins; no worker holds more
+//! operator tasks than its slots; slots come back when jobs end; a worker drained by SIGTERM
+//! or `rainstorm drain` hands its tasks over mid-job, is listed `draining` then `left`, exits
+//! 0, and the exactly-once output is exact.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn numbered(lines: usize) -> String {
+    (1..=lines).map(|i| format!("line {i:05}\n")).collect()
+}
+
+fn status(c: &Cluster, id: &str) -> (String, String) {
+    let j = c.json(&["job", id, "--json"]);
+    (
+        j["status"].as_str().unwrap_or_default().to_string(),
+        j["pending_reason"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Operator tasks (stages 1..=last_operator) not ended, per worker, across every job.
+fn operator_tasks_per_worker(c: &Cluster, last_operator: u64) -> BTreeMap<String, u32> {
+    let mut m = BTreeMap::new();
+    for t in c.json(&["tasks", "--json"]).as_array().unwrap() {
+        let stage = t["stage"].as_u64().unwrap();
+        let live = !matches!(
+            t["state"].as_str().unwrap(),
+            "finished" | "failed" | "cancelled"
+        );
+        if live && stage >= 1 && stage <= last_operator {
+            *m.entry(t["worker"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn a_job_larger_than_the_free_slots_waits_pending_and_runs_when_a_worker_joins() {
+    let mut c = Cluster::start(0, 5.0);
+    c.worker_slots = 2;
+    c.add_worker();
+    c.wait_alive(1);
+    let ws = c.json(&["workers", "--json"]);
+    assert_eq!(ws[0]["slots"], 2, "{ws}");
+    assert_eq!(ws[0]["slots_used"], 0, "{ws}");
+
+    let input = numbered(400);
+    c.file("in.txt", &input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    // Four operator tasks: more than the two free slots.
+    let big = job_toml(
+        "big",
+        "in.txt",
+        "big.txt",
+        200.0,
+        "exactly-once",
+        &[(2, "identity", &[]), (2, "identity", &[])],
+    );
+    c.file("big.toml", &big);
+    let a = c.submit("big.toml");
+    let (s, why) = status(&c, &a);
+    assert_eq!(s, "pending");
+    assert_eq!(why, "waiting for 4 free slots: 2 free on 1 workers");
+    // One task would fit, but an earlier job waits: first come, first served.
+    let small = job_toml(
+        "small",
+        "in.txt",
+        "small.txt",
+        0.0,
+        "exactly-once",
+        &[(1, "identity", &[])],
+    );
+    c.file("small.toml", &small);
+    let b = c.submit("small.toml");
+    let (s, why) = wait_for(
+        "the small job to say why it waits",
+        Duration::from_secs(10),
+        || {
+            let (s, why) = status(&c, &b);
+            (!why.is_empty()).then_some((s, why))
+        },
+    );
+    assert_eq!(s, "pending");
+    assert!(why.contains(&format!("behind {a}")), "{why}");
+    let listed = c.ok(&["jobs"]);
+    assert!(listed.contains("pending"), "{listed}");
+
+    // A worker with two more slots joins: the big job starts, never over-filling a worker.
+    c.add_worker();
+    c.wait_alive(2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (sa, _) = status(&c, &a);
+        let (sb, _) = status(&c, &b);
+        assert!(
+            !(sa == "pending" && sb != "pending"),
+            "the later job started before the earlier one"
+        );
+        for (w, n) in operator_tasks_per_worker(&c, 2) {
+            assert!(n <= 2, "worker {w} holds {n} operator tasks on 2 slots");
+        }
+        if sa == "succeeded" && sb == "succeeded" {
+            break;
+        }
+        assert!(
+            !["failed", "cancelled"].contains(&sa.as_str())
+                && !["failed", "cancelled"].contains(&sb.as_str()),
+            "{sa} {sb}\n{}",
+            c.diagnose()
+        );
+        assert!(Instant::now() < deadline, "{}", c.diagnose());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let want = sorted_lines(&input);
+    assert_same("big", &sorted_lines(&c.store_file("big.txt")), &want);
+    assert_same("small", &sorted_lines(&c.store_file("small.txt")), &want);
+    // Every slot is free again.
+    for w in c.json(&["workers", "--json"]).as_array().unwrap() {
+        assert_eq!(w["slots_used"], 0, "{w}");
+    }
+}
+
+/// Waits until worker `id` is listed in `state`.
+fn wait_state(c: &Cluster, id: &str, state: &str, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    wait_for(&format!("worker {id} to be {state}"), limit, || {
+        let ws = c.json(&["workers", "--json"]);
+        ws.as_array()?
+            .iter()
+            .any(|w| w["id"] == id && w["state"] == state)
+            .then_some(())
+    });
+    t0.elapsed()
+}
+
+/// Waits for worker process `i` to exit; its status.
+fn wait_exit(c: &mut Cluster, i: usize, limit: Duration) -> std::process::ExitStatus {
+    wait_for("the drained worker to exit", limit, || {
+        c.workers[i].try_wait().unwrap()
+    })
+}
+
+#[test]
+fn drained_workers_hand_their_tasks_over_mid_job_and_the_exactly_once_output_is_exact() {
+    let mut c = Cluster::start(4, 5.0);
+    let input = numbered(3000);
+    c.file("in.txt", &input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let job = job_toml(
+        "drained",
+        "in.txt",
+        "out.txt",
+        500.0,
+        "exactly-once",
+        &[(3, "identity", &[]), (3, "identity", &[])],
+    );
+    c.file("job.toml", &job);
+    let id = c.submit("job.toml");
+    wait_for("the job to make progress", Duration::from_secs(30), || {
+        (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? > 300).then_some(())
+    });
+    // The worker running the most operator tasks drains by SIGTERM.
+    let busiest = |c: &Cluster| {
+        operator_tasks_per_worker(c, 2)
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(w, _)| w)
+            .unwrap()
+    };
+    let first = busiest(&c);
+    let i = c.worker_index(&first).unwrap();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &c.workers[i].id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let took =
+        wait_state(&c, &first, "draining", Duration::from_secs(2)).min(Duration::from_secs(2));
+    println!("SIGTERM → listed draining in {} ms", took.as_millis());
+    let status = wait_exit(&mut c, i, Duration::from_secs(30));
+    assert!(status.success(), "a drained worker exits 0: {status:?}");
+    wait_state(&c, &first, "left", Duration::from_secs(5));
+
+    // Another, through the CLI, while the job still runs.
+    let second = busiest(&c);
+    assert_ne!(second, first);
+    let said = c.ok(&["drain", &second]);
+    println!("{said}");
+    let j = c.tasks(&id);
+    assert!(j
+        .iter()
+        .all(|t| t["worker"] != first.as_str() || t["state"] != "running"));
+    let k = c.worker_index(&second).unwrap();
+    let status = wait_exit(&mut c, k, Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+    wait_state(&c, &second, "left", Duration::from_secs(5));
+    // Neither drained worker still runs anything of the job.
+    for t in c.tasks(&id) {
+        let on = t["worker"].as_str().unwrap();
+        if on == first || on == second {
+            assert_ne!(t["state"], "running", "{t}");
+        }
+    }
+
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", c.diagnose());
+    assert_eq!(j["failures"], 0, "a move is not a failure: {j}");
+    let out = c.store_file("out.txt");
+    assert_no_line_twice(&out);
+    assert_same("drained", &sorted_lines(&out), &sorted_lines(&input));
+    for w in c.json(&["workers", "--json"]).as_array().unwrap() {
+        assert_eq!(w["slots_used"], 0, "{w}");
+    }
+    // A worker that left cannot be drained again.
+    let refused = c.run(&["drain", &first]);
+    assert!(!refused.status.success());
+}
