@@ -59,5 +59,4 @@ impl State {
             .map(|tx| (tx, input()))
             .collect()
     }
-
 }

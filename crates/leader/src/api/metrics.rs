@@ -46,8 +46,10 @@ pub(super) async fn metrics(Extract(l): Shared) -> Response {
 /// What one scrape shows, copied out of the state.
 #[derive(Debug, Default)]
 struct Snapshot {
-    workers_alive: u64,
-    workers_dead: u64,
+    /// Workers by state (`alive`, `draining`, `dead`, `left`).
+    workers_by_state: Vec<(&'static str, u64)>,
+    /// Each worker that is alive or draining: its id, slots and slots in use.
+    slots: Vec<(String, u32, u32)>,
     polls_waiting: i64,
     output_streams: i64,
     store_requests: u64,
@@ -96,11 +98,26 @@ fn status_label(s: JobStatus) -> &'static str {
 impl Snapshot {
     /// Copies the state's numbers (the caller holds the lock only for this).
     fn take(st: &State) -> Snapshot {
-        let alive = st
-            .workers
-            .values()
-            .filter(|w| w.state == WorkerState::Alive)
-            .count() as u64;
+        let workers = st.workers_info();
+        let workers_by_state = [
+            ("alive", WorkerState::Alive),
+            ("draining", WorkerState::Draining),
+            ("dead", WorkerState::Dead),
+            ("left", WorkerState::Left),
+        ]
+        .into_iter()
+        .map(|(label, s)| {
+            (
+                label,
+                workers.iter().filter(|w| w.state == s).count() as u64,
+            )
+        })
+        .collect();
+        let slots = workers
+            .iter()
+            .filter(|w| matches!(w.state, WorkerState::Alive | WorkerState::Draining))
+            .map(|w| (w.id.0.clone(), w.slots, w.slots_used))
+            .collect();
         let jobs_by_status = [
             JobStatus::Pending,
             JobStatus::Running,
@@ -150,8 +167,8 @@ impl Snapshot {
             })
             .collect();
         Snapshot {
-            workers_alive: alive,
-            workers_dead: st.workers.len() as u64 - alive,
+            workers_by_state,
+            slots,
             jobs_by_status,
             jobs,
             tasks,

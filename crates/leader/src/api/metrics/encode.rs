@@ -108,11 +108,35 @@ impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), Error> {
         let e = &mut enc;
         let none = || Vec::<(&str, &str)>::new();
-        let workers = [
-            (vec![("state", "alive")], gauge(self.workers_alive as i64)),
-            (vec![("state", "dead")], gauge(self.workers_dead as i64)),
-        ];
+        let workers = self
+            .workers_by_state
+            .iter()
+            .map(|(state, n)| (vec![("state", *state)], gauge(*n as i64)));
         family(e, ("rainstorm_workers", "Workers by state."), workers)?;
+        let slots = self
+            .slots
+            .iter()
+            .map(|(w, total, _)| (vec![("worker", w.as_str())], gauge(*total as i64)));
+        family(
+            e,
+            (
+                "rainstorm_worker_slots",
+                "Operator tasks a live worker runs at once (--slots).",
+            ),
+            slots,
+        )?;
+        let used = self
+            .slots
+            .iter()
+            .map(|(w, _, used)| (vec![("worker", w.as_str())], gauge(*used as i64)));
+        family(
+            e,
+            (
+                "rainstorm_worker_slots_used",
+                "Slots of a live worker the tasks of running jobs hold.",
+            ),
+            used,
+        )?;
         family(
             e,
             (
