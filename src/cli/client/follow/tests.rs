@@ -49,6 +49,8 @@ fn end() -> OutputEvent {
         elapsed_ms: 0,
         latency_ms: None,
         cleanup_error: None,
+        source_bytes: None,
+        source_read_bytes: None,
     })
 }
 
