@@ -3,8 +3,8 @@
 
 use crate::cli::args::{Cli, Cmd};
 use crate::cli::client::Client;
-use crate::cli::output::OutputWriter;
 use crate::cli::print;
+use crate::cli::progress::follow_to_stdout;
 use crate::cli::signals::shutdown_on_signal;
 use crate::dataplane::DataConfig;
 use crate::leader::{self, LeaderConfig};
@@ -56,7 +56,7 @@ async fn submit_and_maybe_follow(
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!("rainstorm: submitted {id}");
-    let info = client.follow(&id, OutputWriter::stdout()?).await?;
+    let info = follow_to_stdout(client, &id).await?;
     Ok(print::final_status(&info))
 }
 
@@ -231,9 +231,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Follow { id, leader } => {
-            let info = client(&leader)?
-                .follow(&id, OutputWriter::stdout()?)
-                .await?;
+            let info = follow_to_stdout(&client(&leader)?, &id).await?;
             Ok(print::final_status(&info))
         }
         Cmd::Cancel { id, leader } => {

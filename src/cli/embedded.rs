@@ -2,7 +2,6 @@
 //! paths as a real cluster (HTTP control plane, TCP data plane), with paths resolved locally.
 
 use crate::cli::client::{succeeded, Client};
-use crate::cli::output::OutputWriter;
 use crate::dataplane::DataConfig;
 use crate::leader::{self, LeaderConfig};
 use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
@@ -211,7 +210,7 @@ pub async fn run_job(
             })?
             .0;
         eprintln!("rainstorm: job {id} running on {workers} embedded workers");
-        let follow = cluster.client.follow(&id, OutputWriter::stdout()?);
+        let follow = crate::cli::progress::follow_to_stdout(&cluster.client, &id);
         tokio::select! {
             info = follow => info,
             _ = sigint.recv() => {

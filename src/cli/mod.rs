@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod limits;
 pub mod output;
 mod print;
+pub mod progress;
 mod signals;
 
 use args::{Cli, Cmd};

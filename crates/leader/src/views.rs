@@ -1,10 +1,10 @@
 //! The public views of the leader's state — jobs, tasks and workers as the API, the CLI and
 //! the dashboard show them — built from the records under one short lock.
 
-use super::job::ms_since_epoch;
+use super::job::{ms_since_epoch, JobRec};
 use super::state::State;
-use crate::model::ids::JobId;
-use crate::protocol::control::{JobInfo, TaskInfo, WorkerInfo, WorkerState};
+use crate::model::ids::{JobId, TaskKey, TaskPos};
+use crate::protocol::control::{JobInfo, JobStatus, TaskInfo, WorkerInfo, WorkerState};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ impl State {
             .ended()
             .unwrap_or_else(Instant::now)
             .duration_since(j.started);
+        let (source_bytes, source_read_bytes) = self.source_read(id, j);
         Some(JobInfo {
             id: id.clone(),
             name: j.spec.name.clone(),
@@ -43,7 +44,28 @@ impl State {
                 .unwrap_or_else(|p| p.into_inner())
                 .summary(),
             cleanup_error: j.cleanup_error.clone(),
+            source_bytes,
+            source_read_bytes,
         })
+    }
+
+    /// The source file's size and how much of it the source's current attempt has read, as
+    /// that attempt last reported: a source whose stream is acknowledged has read it all.
+    fn source_read(&self, id: &JobId, j: &JobRec) -> (Option<u64>, Option<u64>) {
+        let key = TaskKey {
+            job: id.clone(),
+            pos: TaskPos { stage: 0, index: 0 },
+        };
+        let Some(t) = self.tasks.get(&key) else {
+            return (None, None);
+        };
+        let size = t.meters.last.source_size;
+        let read = match size {
+            Some(size) if t.done || j.status() == JobStatus::Succeeded => size,
+            Some(size) => t.meters.last.source_read.min(size),
+            None => t.meters.last.source_read,
+        };
+        (size, Some(read))
     }
 
     /// Public view of all jobs, oldest first.

@@ -98,6 +98,14 @@ pub struct JobInfo {
     /// Why the job's leftovers (input logs) could not be removed yet; removal is retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
+    /// The source file's size, bytes, as its task found it (unknown before the source
+    /// reported, or from a leader or worker that does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_bytes: Option<u64>,
+    /// Bytes of the source file read by its current attempt (at most `source_bytes`): with
+    /// it, the share of the input done, which `follow` shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_read_bytes: Option<u64>,
 }
 
 /// A task as `rainstorm tasks` shows it.

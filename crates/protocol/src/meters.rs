@@ -27,4 +27,10 @@ pub struct TaskMeters {
     pub log_commit: Option<Hist>,
     /// Source-to-sink latency of the tuples a sink accepted (sink tasks only).
     pub latency: Option<Hist>,
+    /// A source: bytes of its file read so far (lines and their line ends), so a follower
+    /// can show how much of the input is done.
+    pub source_read: u64,
+    /// A source: its file's size when the attempt opened it (unknown if it could not be
+    /// looked up).
+    pub source_size: Option<u64>,
 }

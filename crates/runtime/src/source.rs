@@ -12,7 +12,7 @@ use crate::model::spec::PathMode;
 use crate::model::tuple::Tuple;
 use crate::protocol::line::{read_line_bounded, LineRead};
 use crate::store::ObjectReader;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -28,6 +28,8 @@ pub struct SourceReader<R> {
     buf: Vec<u8>,
     /// The longest line accepted (`MAX_TUPLE`; smaller in tests).
     max_line: usize,
+    /// Bytes of the file taken so far, line ends included.
+    consumed: u64,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
@@ -39,6 +41,7 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
             line_no: 0,
             buf: Vec::with_capacity(512),
             max_line: MAX_TUPLE,
+            consumed: 0,
         }
     }
 
@@ -58,6 +61,9 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
                 ))
             }
         }
+        // The line and its newline (one too many for a last line without one: a follower's
+        // share is capped at the size).
+        self.consumed += self.buf.len() as u64 + 1;
         if self.buf.last() == Some(&b'\r') {
             self.buf.pop();
         }
@@ -70,6 +76,11 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
             key: format!("{}:{}", self.name, self.line_no),
             value,
         }))
+    }
+
+    /// Bytes of the file taken so far (each line with its line end).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
     }
 
     /// Whether the next read would not block on the file (its buffer holds data).
@@ -97,6 +108,28 @@ pub async fn open_source(
     }
 }
 
+/// How far a source has read its file, shared with the reports of its attempt.
+#[derive(Debug, Default)]
+pub struct SourceRead {
+    /// Bytes read so far (see [`SourceReader::consumed`]).
+    pub bytes: AtomicU64,
+    /// The file's size, once looked up.
+    pub size: std::sync::OnceLock<u64>,
+}
+
+/// The size of a job's source, for progress only: a failed look-up is logged, not fatal.
+async fn source_size(env: &TaskEnv, paths: PathMode, path: &str) -> Option<u64> {
+    let size = match paths {
+        PathMode::Local => tokio::fs::metadata(path)
+            .await
+            .map(|m| m.len())
+            .map_err(|e| e.to_string()),
+        PathMode::Store => env.store.size(path).await.map_err(|e| e.to_string()),
+    };
+    size.map_err(|e| tracing::debug!(source = path, error = %e, "cannot size the source"))
+        .ok()
+}
+
 /// What the source needs to know.
 pub struct SourceSpec {
     /// Job.
@@ -120,6 +153,8 @@ pub struct SourceSpec {
     /// The source's attempt (a source restarted with its leader is a new attempt; receivers
     /// fence off older ones).
     pub attempt: u32,
+    /// Where it counts how far it has read (reported with its meters).
+    pub read: Arc<SourceRead>,
 }
 
 /// Why a source stopped.
@@ -148,6 +183,10 @@ pub async fn run_source(
     let file = open_source(&env, spec.paths, &spec.path)
         .await
         .map_err(SourceEnd::Failed)?;
+    if let Some(size) = source_size(&env, spec.paths, &spec.path).await {
+        // Set once per attempt; a second set cannot happen and would change nothing.
+        let _ = spec.read.size.set(size);
+    }
     let (done_tx, mut done_rx) = mpsc::channel(spec.downstream.max(1) as usize);
     let (mut router, mut links) = links::spawn(
         &env,
@@ -184,6 +223,7 @@ pub async fn run_source(
                 Err(e) => return Err(format!("reading source {}: {e}", spec.path)),
             };
             line_no += 1;
+            spec.read.bytes.store(rd.consumed(), Ordering::Relaxed);
             router.push(t, now_ns()).await.map_err(|e| e.to_string())?;
             if !rd.buffered() {
                 router.flush().await.map_err(|e| e.to_string())?;
@@ -235,6 +275,18 @@ mod tests {
             pairs,
             [("f:1", "a,1"), ("f:2", "b,2"), ("f:3", ""), ("f:4", "last")]
         );
+    }
+
+    #[tokio::test]
+    async fn the_reader_counts_the_bytes_it_took_line_ends_included() {
+        let text = b"a,1\r\nb,2\n\n";
+        let mut rd = SourceReader::new(std::io::Cursor::new(text.to_vec()), "f");
+        let mut seen = Vec::new();
+        while rd.next_tuple().await.unwrap().is_some() {
+            seen.push(rd.consumed());
+        }
+        assert_eq!(seen, [5, 9, 10]);
+        assert_eq!(rd.consumed(), text.len() as u64);
     }
 
     #[tokio::test]

@@ -73,6 +73,7 @@ pub async fn run_task(
             resend: a.delivery != Delivery::AtMostOnce,
             epoch: a.epoch,
             attempt: a.attempt,
+            read: status.source.clone(),
         };
         env.routes.set_many(&a.key.job, a.routes_version, &a.routes);
         status.set_state(TaskState::Running);

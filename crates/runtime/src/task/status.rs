@@ -55,6 +55,8 @@ pub struct TaskStatus {
     pub e2e: AtomicHist,
     /// When the attempt began.
     pub started: Started,
+    /// A source: how far it has read its file.
+    pub source: Arc<crate::source::SourceRead>,
 }
 
 impl TaskStatus {
@@ -110,6 +112,8 @@ impl TaskStatus {
             uptime_ns: self.started.0.elapsed().as_nanos() as u64,
             log_commit: self.log_commit.snapshot(),
             latency: self.e2e.snapshot(),
+            source_read: self.source.bytes.load(Ordering::Relaxed),
+            source_size: self.source.size.get().copied(),
         }
     }
 }

@@ -50,6 +50,8 @@ fn end() -> OutputEvent {
         elapsed_ms: 0,
         latency_ms: None,
         cleanup_error: None,
+        source_bytes: None,
+        source_read_bytes: None,
     })
 }
 
@@ -73,7 +75,7 @@ fn stdout_lock_is_never_held_across_await() {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let mut out = OutputWriter::spawn(sink, 1).unwrap();
+            let mut out = OutputWriter::spawn(sink, None, 1).unwrap();
             let mut events: Vec<_> = (0..5)
                 .map(|i| ndjson(&OutputEvent::Data(format!("line {i}\n"))))
                 .collect();
@@ -208,7 +210,7 @@ async fn a_broken_stream_resumes_from_the_byte_reached() {
         ])),
     }))
     .await;
-    let out = OutputWriter::spawn(got.clone(), 1).unwrap();
+    let out = OutputWriter::spawn(got.clone(), None, 1).unwrap();
     let client = Client::new(&url);
     let follow = client.follow_until("job-1", out, FOLLOW_PATIENCE);
     let info = tokio::time::timeout(Duration::from_secs(60), follow)
@@ -231,7 +233,7 @@ async fn an_unknown_job_is_final() {
             .unwrap()
     }))
     .await;
-    let out = OutputWriter::spawn(Capture::default(), 1).unwrap();
+    let out = OutputWriter::spawn(Capture::default(), None, 1).unwrap();
     let err = Client::new(&url)
         .follow_until("job-9", out, FOLLOW_PATIENCE)
         .await
@@ -248,7 +250,7 @@ async fn a_leader_gone_for_good_is_given_up_naming_it() {
         l.local_addr().unwrap().port()
     };
     let url = format!("http://127.0.0.1:{port}");
-    let out = OutputWriter::spawn(Capture::default(), 1).unwrap();
+    let out = OutputWriter::spawn(Capture::default(), None, 1).unwrap();
     let t0 = std::time::Instant::now();
     let err = Client::new(&url)
         .follow_until(
@@ -294,7 +296,7 @@ async fn a_stream_that_always_breaks_at_once_is_given_up() {
             let _ = s.shutdown().await;
         }
     });
-    let out = OutputWriter::spawn(Capture::default(), 1).unwrap();
+    let out = OutputWriter::spawn(Capture::default(), None, 1).unwrap();
     let err = Client::new(&url)
         .follow_until(
             "job-1",
