@@ -27,6 +27,8 @@ impl JobCore {
             )));
         }
         self.epoch = run.epoch;
+        // Placed by the earlier leader: a later look for capacity places only waiting tasks.
+        self.placed = true;
         self.placement = Placement::restored(
             run.version,
             run.tasks.iter().map(|t| (t.pos, t.dest.clone())),

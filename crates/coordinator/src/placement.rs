@@ -99,6 +99,28 @@ impl Placement {
         self.version += 1;
     }
 
+    /// Reserves attempt `attempt` of the task at `pos` before it has a worker (it waits for a
+    /// slot): a new version that names the attempt, so receivers fence off every earlier one
+    /// at once, as a restart does, but with no key, so no connection can speak for it until
+    /// it is placed.
+    pub fn reserve(&mut self, pos: TaskPos, attempt: u32) {
+        let addr = self
+            .table
+            .get(&pos)
+            .map(|d| d.addr.clone())
+            .unwrap_or_default();
+        self.table.insert(
+            pos,
+            Dest {
+                addr,
+                attempt,
+                finished: false,
+                key: None,
+            },
+        );
+        self.version += 1;
+    }
+
     /// Records that attempt `attempt` of the task at `pos` finished (a new version), unless a
     /// later attempt has replaced it; true when the placement changed.
     pub fn finish(&mut self, pos: TaskPos, attempt: u32) -> bool {

@@ -63,18 +63,22 @@ impl JobCore {
         cluster: &Cluster,
         out: &mut Vec<Action>,
     ) -> Result<(), Outcome> {
-        let (old, attempt) = match self.tasks.get(&pos) {
+        let (old, mut attempt) = match self.tasks.get(&pos) {
             Some(t) => (Some(t.worker.clone()), t.attempt + 1),
             None => (None, 0),
         };
+        if self.unplaced.contains(&pos) {
+            // Its next attempt was reserved when it began to wait.
+            attempt = self.placement.get(&pos).map_or(attempt, |d| d.attempt);
+        }
         let slot = takes_slot(&self.spec, pos.stage);
         let Some((target, at)) = Room::of(self, cluster, false).take(slot, old.as_ref(), None)
         else {
-            self.unplaced.insert(pos);
             let why = match cluster.placeable().next() {
                 None => "a live worker",
                 Some(_) => "a free slot",
             };
+            self.unplace(pos, attempt, cluster, out);
             self.wait(format!("task {pos} waits for {why}"), out);
             return Ok(());
         };
@@ -93,6 +97,23 @@ impl JobCore {
         }
         info!(job = %self.id, task = %pos, attempt, worker = %target, wait_ms = wait.as_millis() as u64, "task restarted");
         Ok(())
+    }
+
+    /// A task waits for a slot: its next attempt is reserved in the placement, which is made
+    /// durable and published, so every earlier attempt (a zombie on a worker declared dead,
+    /// say) is fenced off now, exactly as when a restart is placed at once.
+    fn unplace(&mut self, pos: TaskPos, attempt: u32, cluster: &Cluster, out: &mut Vec<Action>) {
+        let fresh = self.unplaced.insert(pos);
+        if fresh
+            || self
+                .placement
+                .get(&pos)
+                .is_none_or(|d| d.attempt != attempt)
+        {
+            self.placement.reserve(pos, attempt);
+            out.push(Action::Persist(self.run_state()));
+            self.publish_routes(cluster, None, out);
+        }
     }
 
     /// At-least-once: without logs a crashed task's state and its links' end-of-stream state
@@ -129,11 +150,13 @@ impl JobCore {
                     self.assign(pos, target, &at, attempt, out);
                 }
                 None => {
-                    // It waits for a slot; its old attempt is stopped with the others.
+                    // It waits for a slot; its old attempt is stopped with the others, and
+                    // fenced off by the attempt reserved for it.
                     if let Some(t) = self.tasks.get_mut(&pos) {
                         t.state = TaskState::Cancelled;
                     }
                     self.unplaced.insert(pos);
+                    self.placement.reserve(pos, attempt);
                 }
             }
         }

@@ -103,6 +103,15 @@ fn a_restart_without_a_free_slot_waits_for_one_instead_of_over_filling() {
     assert!(actions.iter().any(|a| matches!(a,
         Action::Waiting(Some(why)) if why.contains("waits for a free slot"))));
     assert!(held(&c).get(&w(1)) == Some(&2));
+    // Its next attempt is reserved and published with no key: the old attempt (a zombie on
+    // a worker declared dead) is fenced off now, not when a slot frees up.
+    let fenced = actions.iter().any(|a| match a {
+        Action::Routes { routes, .. } => routes
+            .iter()
+            .any(|(p, d)| *p == lost && d.attempt == 1 && d.key.is_none()),
+        _ => false,
+    });
+    assert!(fenced, "{actions:?}");
     // Still no room at the next look.
     let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1], &[2]));
     assert_eq!(starts(&actions), 0);
