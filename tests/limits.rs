@@ -37,8 +37,13 @@ fn a_job_fails_at_its_own_timeout_and_its_own_restart_limit() {
     assert!(j["elapsed_ms"].as_u64().unwrap() < 10_000, "{j}");
 
     // An operator that always fails: with max_restarts = 1 the job fails after 2 failures,
-    // not after the leader's 21.
-    let bad = write_exec(&c.dir.path().join("bad.sh"), "#!/bin/sh\nexit 3\n");
+    // not after the leader's 21. Its last words on stderr are in its failure (the last 5
+    // lines: not the 3 before them).
+    let bad = write_exec(
+        &c.dir.path().join("bad.sh"),
+        "#!/bin/sh\nfor i in 1 2 3 4 5 6 7; do echo \"bad row $i\" >&2; done\n\
+         echo 'ValueError: last \"word\"' >&2\nexit 3\n",
+    );
     let job = job_toml(
         "bad",
         "in.txt",
@@ -58,6 +63,12 @@ fn a_job_fails_at_its_own_timeout_and_its_own_restart_limit() {
             .is_some_and(|f| f.contains("attempt 1")),
         "{j}"
     );
+    let said = r#"exited with code 3; last stderr: "bad row 4" | "bad row 5" | "bad row 6" | "bad row 7" | "ValueError: last \"word\"""#;
+    for field in ["last_failure", "error"] {
+        let text = j[field].as_str().unwrap_or_default();
+        assert!(text.contains(said), "{field}: {j}");
+        assert!(!text.contains("bad row 3"), "{field}: {j}");
+    }
 }
 
 #[test]

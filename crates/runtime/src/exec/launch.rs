@@ -44,4 +44,10 @@ pub trait OperatorProcess: Send {
 
     /// Kills the process and whatever it left behind, and reaps it.
     fn kill(&mut self) -> BoxFuture<'_, std::io::Result<()>>;
+
+    /// Its last stderr lines, oldest first, for its failure to quote (all of them in once
+    /// `wait` has returned); none for a process without a stderr.
+    fn last_stderr(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -64,12 +64,14 @@ pub enum ExecError {
         source: std::io::Error,
     },
     /// It exited (or was killed) before or without finishing cleanly.
-    #[error("operator process {pid} {how}")]
+    #[error("operator process {pid} {how}{stderr}")]
     Exited {
         /// Process id.
         pid: u32,
         /// Exit description.
         how: String,
+        /// What it last wrote on stderr: users look there first for why.
+        stderr: LastStderr,
     },
     /// Downstream went away (cancellation).
     #[error("downstream closed")]
@@ -89,6 +91,22 @@ pub enum ExecError {
     /// Pipe I/O failed for another reason.
     #[error("operator pipe: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// An operator's last stderr lines as its failure quotes them: nothing when there are none,
+/// else `; last stderr: "l1" | "l2" …` (the lines as the `stderr` tail keeps them: few,
+/// short, escaped).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LastStderr(pub Vec<String>);
+
+impl std::fmt::Display for LastStderr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, line) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "; last stderr: " } else { " | " };
+            write!(f, "{sep}\"{line}\"")?;
+        }
+        Ok(())
+    }
 }
 
 /// Describes an exit status for humans (`exited with code 3`, `killed by signal 9`).

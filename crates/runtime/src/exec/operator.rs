@@ -5,7 +5,7 @@
 
 use super::launch::{Launched, OperatorProcess};
 use super::reader::spawn_reader;
-use super::{describe_exit, ExecError, PIPE_BUF};
+use super::{describe_exit, ExecError, LastStderr, PIPE_BUF};
 use crate::dataplane::router::{Closed, Router};
 use crate::model::tuple::Tuple;
 use crate::protocol::line::encode_line;
@@ -72,11 +72,13 @@ impl ExecOperator {
     }
 
     /// Why the operator failed, given that it exited with `status` (not 0, or 0 after its
-    /// output was cut short): a refused line if there was one, else the exit.
+    /// output was cut short): a refused line if there was one, else the exit with the last
+    /// lines it wrote on stderr (the wait that returned `status` took them all in).
     fn failure(&self, status: ExitStatus) -> ExecError {
         self.line_refused().unwrap_or_else(|| ExecError::Exited {
             pid: self.pid,
             how: describe_exit(status),
+            stderr: LastStderr(self.child.last_stderr()),
         })
     }
 

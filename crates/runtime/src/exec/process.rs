@@ -2,9 +2,11 @@
 //! under the worker's `--run-as` identity, killed if the worker dies); [`OsProcess`] waits for
 //! it, kills it, and SIGKILLs whatever is left of its group once it has exited, is killed or
 //! is dropped. Its stderr goes to the worker's log through `stderr::relay` (bounded lines,
-//! rate limited, in the task's span), on a task the process joins once it has ended.
+//! rate limited, in the task's span), on a task the process joins once it has ended; the
+//! relay keeps its last lines, which a failure quotes.
 
 use super::launch::{Launch, Launched, OperatorProcess};
+use super::stderr::Tail;
 use super::{run_as, ExecError};
 use futures::future::BoxFuture;
 use std::path::Path;
@@ -24,13 +26,17 @@ impl Launch for OsLauncher {
         let (child, pid, stdin, stdout, stderr) = spawn_child(path, args)?;
         // In the span of the task that launches it: each line names the job, stage, task and
         // attempt.
-        let relay = tokio::spawn(log_stderr(stderr, pid).instrument(tracing::Span::current()));
+        let tail = Tail::default();
+        let relay = tokio::spawn(
+            log_stderr(stderr, pid, tail.clone()).instrument(tracing::Span::current()),
+        );
         Ok(Launched {
             process: Box::new(OsProcess {
                 child,
                 pid,
                 group: pid,
                 stderr: Some(relay),
+                tail,
             }),
             stdin: Box::new(stdin),
             stdout: Box::new(stdout),
@@ -48,6 +54,8 @@ struct OsProcess {
     group: u32,
     /// The task relaying its stderr to the log, until joined.
     stderr: Option<JoinHandle<()>>,
+    /// Its last stderr lines, which the relay keeps.
+    tail: Tail,
 }
 
 impl OsProcess {
@@ -84,9 +92,10 @@ impl OsProcess {
 /// How long the stderr relay may take to end once its process has.
 const STDERR_GRACE: Duration = Duration::from_secs(2);
 
-/// Relays an operator's stderr into the log (see `stderr`), each line with the pid.
-async fn log_stderr(stderr: ChildStderr, pid: u32) {
-    let res = super::stderr::relay(stderr, super::stderr::LINES_PER_SEC, |r| match r {
+/// Relays an operator's stderr into the log (see `stderr`), each line with the pid, keeping
+/// the last lines in `tail`.
+async fn log_stderr(stderr: ChildStderr, pid: u32, tail: Tail) {
+    let res = super::stderr::relay(stderr, super::stderr::LINES_PER_SEC, &tail, |r| match r {
         super::stderr::Relayed::Line { text, len } if len > text.len() => {
             tracing::warn!(target: "operator", pid, bytes = len, "operator stderr (line cut to {} bytes): {text}", super::stderr::MAX_LINE)
         }
@@ -134,6 +143,10 @@ impl OperatorProcess for OsProcess {
             self.join_stderr().await;
             Ok(())
         })
+    }
+
+    fn last_stderr(&self) -> Vec<String> {
+        self.tail.lines()
     }
 }
 

@@ -1,7 +1,8 @@
 //! Where a task attempt's time goes: a task blocked by its downstream is back-pressured, not
 //! busy; a slow operator is busy, not back-pressured. Real task attempts (`run_task`) on a
 //! paused clock, their input handed straight to their inbox, their downstream a route that
-//! never appears (so its link never takes a batch).
+//! never appears (so its link never takes a batch). And what a failed operator's failure
+//! says: its exit and its last stderr lines.
 
 use super::*;
 use crate::dataplane::inbound::{ConnCtl, Registry};
@@ -174,6 +175,39 @@ async fn a_slow_operator_is_busy_not_backpressured() {
     assert_eq!(m.backpressure_ns, 0, "{m:?}");
     assert_eq!((m.bytes_in, m.bytes_out), (45, 45), "{m:?}");
     stop(cancel, run).await;
+}
+
+#[tokio::test]
+async fn a_failed_operator_quotes_its_last_five_stderr_lines_in_the_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fail.sh");
+    // 40 lines in a burst (over the log's 20 a second), then exit 3.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ni=0\nwhile [ $i -lt 40 ]; do echo \"err $i\" >&2; i=$((i+1)); done\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let fail = OperatorSpec::Exec {
+        path: "fail.sh".into(),
+        args: Vec::new(),
+    };
+    let env = env(Default::default(), Arc::new(crate::exec::OsLauncher));
+    let (_status, _cancel, run) = start_with_input(env, assignment(fail), Some(script), 5).await;
+    let end = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the attempt ends")
+        .unwrap();
+    let TaskEnd::Failed(why) = end else {
+        panic!("the attempt failed: {end:?}");
+    };
+    assert!(
+        why.ends_with(
+            "exited with code 3; last stderr: \"err 35\" | \"err 36\" | \"err 37\" | \"err 38\" | \"err 39\""
+        ),
+        "{why}"
+    );
+    assert!(!why.contains("err 34"), "{why}");
 }
 
 /// An executable stand-in that echoes each line after working on it for a while, reading its
