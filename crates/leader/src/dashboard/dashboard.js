@@ -152,19 +152,17 @@ function node(card, n, kind) {
   const box = el('div', 'node ' + kind);
   box.dataset.stage = String(n);
   box.dataset.bottleneck = 'false';
-  const parts = { box, title: el('div', 'title', box), badge: el('div', 'badge', box),
+  const parts = { box, kind, title: el('div', 'title', box), badge: el('div', 'badge', box),
     lines: [el('div', 'line', box), el('div', 'line', box), el('div', 'line', box)] };
-  if (kind === 'stage') {
-    parts.bar = el('div', 'bar', box);
-    parts.segs = ['busy', 'bp', 'idle'].map((c) => el('span', c, parts.bar));
-    parts.shares = el('div', 'line shares', box);
-    box.tabIndex = 0;
-    const k = card.id + '/' + n;
-    box.addEventListener('click', () => toggle(openStages, k));
-    box.addEventListener('keydown', (e) => {
-      if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); toggle(openStages, k); }
-    });
-  }
+  parts.bar = el('div', 'bar', box);
+  parts.segs = ['busy', 'bp', 'idle'].map((c) => el('span', c, parts.bar));
+  parts.shares = el('div', 'line shares', box);
+  box.tabIndex = 0;
+  const k = card.id + '/' + n;
+  box.addEventListener('click', () => toggle(openStages, k));
+  box.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); toggle(openStages, k); }
+  });
   return parts;
 }
 
@@ -179,6 +177,14 @@ function newCard(id) {
   card.graph.dataset.job = id;
   head.addEventListener('click', () => { if (openJobs.has(id)) toggle(openJobs, id); });
   return card;
+}
+
+// What node n of a job with `count` stages is called.
+function label(job, n, count) {
+  if (n === 0) return ['Source', 'the source'];
+  if (n === count + 1) return ['Sink · ' + base(job.sink), String(job.sink || '')];
+  const desc = String(job.stages[n - 1]).replace(/^\d+×/, '');
+  return ['Stage ' + n + ' · ' + base(desc), desc];
 }
 
 function updateCard(card, job, tasks) {
@@ -200,20 +206,20 @@ function updateCard(card, job, tasks) {
   if (job.last_failure) notes.push('Last failure: ' + job.last_failure);
   setText(card.note, notes.join('\n'));
 
-  // Stage n's tasks (1-based, as TaskInfo.stage); 0 is the source, count+1 the sink.
+  // Node n's tasks, as TaskInfo.stage numbers them: 0 is the source, 1..count the operator
+  // stages, count+1 the sink (whose tasks the API may or may not list).
   const count = Array.isArray(job.stages) ? job.stages.length : 0;
   const sums = [];
-  for (let n = 1; n <= count; n++) {
+  for (let n = 0; n <= count + 1; n++) {
     sums.push(Object.assign({ stage: n }, summarize(tasks.filter((t) => t.stage === n))));
   }
-  const marked = bottleneck(sums);
+  const marked = bottleneck(sums.slice(1, count + 1));
   const wanted = [];
   for (let n = 0; n <= count + 1; n++) {
     const kind = n === 0 ? 'source' : n === count + 1 ? 'sink' : 'stage';
     let p = card.nodes.get(n);
     if (!p || p.kind !== kind) {
       p = node(card, n, kind);
-      p.kind = kind;
       card.nodes.set(n, p);
     }
     if (n > 0) {
@@ -222,40 +228,35 @@ function updateCard(card, job, tasks) {
       wanted.push(card.arrows[n]);
     }
     wanted.push(p.box);
+    const s = sums[n];
+    const [title, tip] = label(job, n, count);
+    setText(p.title, title);
+    p.box.title = tip + ' (click for its tasks)';
+    setText(p.lines[0], s.tasks + (s.tasks === 1 ? ' task' : ' tasks') +
+      (s.running !== s.tasks ? ', ' + s.running + ' running' : '') +
+      (s.failed ? ', ' + s.failed + ' failed' : ''));
     if (kind === 'source') {
-      setText(p.title, 'Source');
-      setText(p.lines[0], num(job.source_tuples) + ' tuples read');
-      setText(p.lines[1], count ? 'out ' + rate(sums[0].inRate) : '');
-      setText(p.lines[2], '');
+      setText(p.lines[1], num(job.source_tuples) + ' read · out ' + rate(s.outRate));
     } else if (kind === 'sink') {
-      setText(p.title, 'Sink · ' + base(job.sink));
-      p.box.title = String(job.sink || '');
-      setText(p.lines[0], num(job.sink_tuples) + ' lines written');
-      setText(p.lines[1], count ? 'in ' + rate(sums[count - 1].outRate) : '');
-      setText(p.lines[2], '');
+      setText(p.lines[1], num(job.sink_tuples) + ' written · in ' + rate(s.inRate));
     } else {
-      const s = sums[n - 1];
-      const desc = String(job.stages[n - 1]).replace(/^\d+×/, '');
-      setText(p.title, 'Stage ' + n + ' · ' + base(desc));
-      p.box.title = desc + ' (click for its tasks)';
-      setText(p.lines[0], s.tasks + (s.tasks === 1 ? ' task' : ' tasks') +
-        (s.running !== s.tasks ? ', ' + s.running + ' running' : '') +
-        (s.failed ? ', ' + s.failed + ' failed' : ''));
       setText(p.lines[1], 'in ' + rate(s.inRate) + ' · out ' + rate(s.outRate));
-      setText(p.lines[2], 'queue ' + s.queued);
-      const shares = [s.busy, s.backpressured, s.idle];
-      p.segs.forEach((seg, i) => { seg.style.width = pct(shares[i] === null ? 0 : shares[i]); });
-      setText(p.shares, 'busy ' + pct(s.busy) + ' · back-pressured ' + pct(s.backpressured) +
-        ' · idle ' + pct(s.idle));
-      p.box.classList.toggle('open', openStages.has(card.id + '/' + n));
     }
+    setText(p.lines[2], 'queue ' + s.queued);
+    const shares = [s.busy, s.backpressured, s.idle];
+    p.segs.forEach((seg, i) => { seg.style.width = pct(shares[i] === null ? 0 : shares[i]); });
+    setText(p.shares, 'busy ' + pct(s.busy) + ' · bp ' + pct(s.backpressured) + ' · idle ' +
+      pct(s.idle));
+    p.bar.title = 'mean over running tasks: busy ' + pct(s.busy) + ', back-pressured ' +
+      pct(s.backpressured) + ', idle ' + pct(s.idle);
+    p.box.classList.toggle('open', openStages.has(card.id + '/' + n));
     const isB = n === marked;
     p.box.dataset.bottleneck = String(isB);
     setText(p.badge, isB ? 'bottleneck' : '');
   }
   for (const n of card.nodes.keys()) if (n > count + 1) card.nodes.delete(n);
   order(card.graph, wanted);
-  updateDetails(card, tasks, count);
+  updateDetails(card, job, tasks, count);
 }
 
 const TASK_COLS = [
@@ -269,9 +270,9 @@ const TASK_COLS = [
 ];
 
 // The task tables of the stages the user opened, in stage order; each kept and updated.
-function updateDetails(card, tasks, count) {
+function updateDetails(card, job, tasks, count) {
   const shown = [];
-  for (let n = 1; n <= count; n++) {
+  for (let n = 0; n <= count + 1; n++) {
     const k = card.id + '/' + n;
     if (!openStages.has(k)) { card.tables.delete(n); continue; }
     let d = card.tables.get(n);
@@ -281,7 +282,8 @@ function updateDetails(card, tasks, count) {
       card.tables.set(n, d);
     }
     const mine = tasks.filter((t) => t.stage === n).sort((a, b) => a.task - b.task);
-    setText(d.caption, 'Stage ' + n + ' tasks (' + (mine[0] ? mine[0].operator : '') + ')');
+    setText(d.caption, label(job, n, count)[0] + ': tasks' +
+      (mine[0] && mine[0].operator ? ' (' + mine[0].operator + ')' : ''));
     syncTable(d.table, TASK_COLS, mine, (t) => t.task);
     shown.push(d.wrap);
   }
