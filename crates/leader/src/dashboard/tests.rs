@@ -71,3 +71,55 @@ fn the_policy_runs_only_this_origins_files() {
     assert!(!POLICY.contains("unsafe"));
     assert!(POLICY.contains("default-src 'none'"));
 }
+
+#[test]
+fn the_script_adds_handlers_with_add_event_listener_only() {
+    // A handler property (`el.onclick = …`) is not blocked by the policy, but the page's rule
+    // is one way in: addEventListener.
+    let bytes = SCRIPT.as_bytes();
+    for (i, _) in SCRIPT.match_indices(".on") {
+        let name: String = SCRIPT[i + 3..]
+            .chars()
+            .take_while(char::is_ascii_lowercase)
+            .collect();
+        let after = SCRIPT[i + 3 + name.len()..].trim_start();
+        assert!(
+            name.is_empty() || !after.starts_with('=') || after.starts_with("=="),
+            "a handler property .on{name} at byte {i}: {:?}",
+            String::from_utf8_lossy(&bytes[i..(i + 40).min(bytes.len())])
+        );
+    }
+    assert!(SCRIPT.contains("addEventListener('click'"));
+    // Styles only through the CSSOM, which `style-src 'self'` allows.
+    assert!(!SCRIPT.contains("setAttribute('style'") && !SCRIPT.contains("cssText"));
+}
+
+#[test]
+fn every_element_the_script_looks_up_is_on_the_page() {
+    let ids: Vec<&str> = SCRIPT
+        .split("getElementById('")
+        .skip(1)
+        .filter_map(|s| s.split('\'').next())
+        .collect();
+    assert!(ids.len() >= 4, "{ids:?}");
+    for id in ids {
+        assert!(
+            PAGE.contains(&format!("id=\"{id}\"")),
+            "no #{id} in page.html"
+        );
+    }
+}
+
+#[test]
+fn the_bottleneck_is_decided_in_one_function_and_marked_for_tests() {
+    assert_eq!(SCRIPT.matches("function bottleneck(").count(), 1);
+    assert_eq!(SCRIPT.matches("bottleneck(sums").count(), 1);
+    assert!(SCRIPT.contains("THE BOTTLENECK RULE"));
+    for attr in [
+        "dataset.stage = ",
+        "dataset.bottleneck = ",
+        "dataset.job = ",
+    ] {
+        assert!(SCRIPT.contains(attr), "the script never sets {attr}");
+    }
+}
