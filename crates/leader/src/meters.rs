@@ -6,8 +6,13 @@
 
 use crate::protocol::meters::TaskMeters;
 
-/// Reports closer together than this (worker time) change no share or rate: too noisy.
+/// Reports closer together than this (worker time) change no share: too noisy.
 const MIN_INTERVAL_NS: u64 = 50_000_000;
+
+/// Rates are taken over at least this much of the attempt's own time: input arrives in
+/// batches (64 tuples at once, say), so a rate over one heartbeat would swing between 0 and
+/// twice the truth.
+const RATE_WINDOW_NS: u64 = 2_000_000_000;
 
 /// One task's meters as the leader keeps them (its current attempt's).
 #[derive(Clone, Debug, Default)]
@@ -16,14 +21,16 @@ pub struct Meters {
     pub last: TaskMeters,
     /// The attempt they belong to.
     attempt: u32,
-    /// Tuples emitted as of the last report.
-    out: u64,
     /// Recent share of time spent processing (0–1, smoothed over reports).
     pub busy: f64,
     /// Recent share of time blocked downstream (0–1, smoothed over reports).
     pub backpressured: f64,
-    /// Recent output, tuples per second (smoothed over reports).
+    /// Recent output, tuples per second (over [`RATE_WINDOW_NS`] windows, smoothed).
     pub output_rate: f64,
+    /// Recent input, tuples per second (likewise).
+    pub input_rate: f64,
+    /// Where the current rate window began: the attempt's uptime and its tuples in and out.
+    window: (u64, u64, u64),
 }
 
 /// `part / whole`, clamped to 0–1.
@@ -44,19 +51,27 @@ fn smooth(old: f64, new: f64, first: bool) -> f64 {
 }
 
 impl Meters {
-    /// Takes a report of `attempt` that emitted `tuples_out` tuples so far, with meters `m`;
-    /// `ended` when the attempt ended (it is then neither busy nor back-pressured).
-    pub fn update(&mut self, attempt: u32, tuples_out: u64, m: &TaskMeters, ended: bool) {
+    /// Takes a report of `attempt` that took `tuples_in` and emitted `tuples_out` tuples so
+    /// far, with meters `m`; `ended` when the attempt ended (it is then neither busy nor
+    /// back-pressured, and has no rate).
+    pub fn update(
+        &mut self,
+        attempt: u32,
+        (tuples_in, tuples_out): (u64, u64),
+        m: &TaskMeters,
+        ended: bool,
+    ) {
         let new_attempt = attempt != self.attempt || m.uptime_ns < self.last.uptime_ns;
         if new_attempt || self.last.uptime_ns == 0 {
             // The first report of an attempt: its shares so far.
             *self = Meters {
                 last: m.clone(),
                 attempt,
-                out: tuples_out,
                 busy: share(m.busy_ns, m.uptime_ns),
                 backpressured: share(m.backpressure_ns, m.uptime_ns),
                 output_rate: 0.0,
+                input_rate: 0.0,
+                window: (m.uptime_ns, tuples_in, tuples_out),
             };
         } else {
             let dt = m.uptime_ns - self.last.uptime_ns;
@@ -66,13 +81,9 @@ impl Meters {
                     m.backpressure_ns.saturating_sub(self.last.backpressure_ns),
                     dt,
                 );
-                let rate = tuples_out.saturating_sub(self.out) as f64 * 1e9 / dt as f64;
-                let first_rate = self.output_rate == 0.0;
                 self.busy = smooth(self.busy, busy, false);
                 self.backpressured = smooth(self.backpressured, bp, false);
-                self.output_rate = smooth(self.output_rate, rate, first_rate);
                 self.last = m.clone();
-                self.out = tuples_out;
             } else {
                 // Keep the interval's start; take the newest totals and histograms.
                 let (busy, bp, up) = (
@@ -88,10 +99,21 @@ impl Meters {
                 };
             }
         }
+        let (from, was_in, was_out) = self.window;
+        let span = m.uptime_ns.saturating_sub(from);
+        if span >= RATE_WINDOW_NS {
+            let per_s = |now: u64, then: u64| now.saturating_sub(then) as f64 * 1e9 / span as f64;
+            let (rate_in, rate_out) = (per_s(tuples_in, was_in), per_s(tuples_out, was_out));
+            let first = from == 0 || self.input_rate == 0.0 && self.output_rate == 0.0;
+            self.input_rate = smooth(self.input_rate, rate_in, first);
+            self.output_rate = smooth(self.output_rate, rate_out, first);
+            self.window = (m.uptime_ns, tuples_in, tuples_out);
+        }
         if ended {
             self.busy = 0.0;
             self.backpressured = 0.0;
             self.output_rate = 0.0;
+            self.input_rate = 0.0;
             self.last = m.clone();
         }
     }
@@ -118,25 +140,47 @@ mod tests {
     #[test]
     fn shares_come_from_the_difference_of_two_reports() {
         let mut t = Meters::default();
-        t.update(0, 0, &m(1, 0, 10), false);
+        t.update(0, (0, 0), &m(1, 0, 10), false);
         assert_eq!((t.busy, t.backpressured), (0.1, 0.0), "the first: so far");
         // The next 10 s: 9 s blocked downstream, 1 s busy, 100 tuples out.
-        t.update(0, 100, &m(2, 9, 20), false);
+        t.update(0, (100, 100), &m(2, 9, 20), false);
         assert!((t.busy - 0.1).abs() < 1e-9, "{t:?}");
         assert!((t.backpressured - 0.45).abs() < 1e-9, "smoothed: {t:?}");
         assert!((t.output_rate - 10.0).abs() < 1e-9, "{t:?}");
         assert!((t.idle() - 0.45).abs() < 1e-9, "{t:?}");
         // A new attempt starts over.
-        t.update(1, 0, &m(0, 1, 2), false);
+        t.update(1, (0, 0), &m(0, 1, 2), false);
         assert_eq!((t.busy, t.backpressured, t.output_rate), (0.0, 0.5, 0.0));
     }
 
     #[test]
     fn an_ended_attempt_is_neither_busy_nor_backpressured_and_keeps_its_totals() {
         let mut t = Meters::default();
-        t.update(0, 0, &m(5, 0, 10), false);
-        t.update(0, 50, &m(15, 0, 20), true);
+        t.update(0, (0, 0), &m(5, 0, 10), false);
+        t.update(0, (50, 50), &m(15, 0, 20), true);
         assert_eq!((t.busy, t.backpressured, t.output_rate), (0.0, 0.0, 0.0));
         assert_eq!(t.last.busy_ns, 15_000_000_000);
+    }
+
+    #[test]
+    fn a_stage_fed_in_bursts_has_a_steady_rate_not_one_that_swings() {
+        // 64 tuples arrive at once every second; the worker reports every half second.
+        let mut t = Meters::default();
+        let half = |i: u64| TaskMeters {
+            uptime_ns: i * 500_000_000,
+            ..Default::default()
+        };
+        let mut rates = Vec::new();
+        for i in 1..=40u64 {
+            let got = (i / 2) * 64;
+            t.update(0, (got, got), &half(i), false);
+            if i > 8 {
+                rates.push(t.input_rate);
+            }
+        }
+        for r in rates {
+            assert!((r - 64.0).abs() < 20.0, "{r} is far from 64/s");
+        }
+        assert!((t.output_rate - 64.0).abs() < 20.0, "{t:?}");
     }
 }

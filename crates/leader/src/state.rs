@@ -69,10 +69,6 @@ pub struct TaskRec {
     pub tuples_in: u64,
     /// Counters.
     pub tuples_out: u64,
-    /// Recent input rate.
-    pub rate: f64,
-    /// When counters were last updated.
-    pub sampled: Instant,
     /// Last failure.
     pub error: Option<String>,
     /// Operator description.
@@ -111,8 +107,6 @@ impl TaskRec {
             state,
             tuples_in: 0,
             tuples_out: 0,
-            rate: 0.0,
-            sampled: now,
             error: None,
             operator: match spec.role_of(stage) {
                 StageRole::Source => "source".to_string(),
@@ -260,16 +254,6 @@ impl State {
         if t.attempt != r.attempt || t.worker != *worker || t.state.is_terminal() {
             return None;
         }
-        let dt = now.saturating_duration_since(t.sampled).as_secs_f64();
-        if dt > 0.05 {
-            let inst = r.tuples_in.saturating_sub(t.tuples_in) as f64 / dt;
-            t.rate = if t.rate == 0.0 {
-                inst
-            } else {
-                0.5 * t.rate + 0.5 * inst
-            };
-            t.sampled = now;
-        }
         // Progress is new input or new output; no pending work (an empty inbox, not
         // draining) is never a stall.
         if r.tuples_in != t.tuples_in
@@ -279,8 +263,12 @@ impl State {
         {
             t.progressed = now;
         }
-        t.meters
-            .update(r.attempt, r.tuples_out, &r.meters, r.state.is_terminal());
+        t.meters.update(
+            r.attempt,
+            (r.tuples_in, r.tuples_out),
+            &r.meters,
+            r.state.is_terminal(),
+        );
         t.reported = true;
         t.queued = r.queued;
         t.tuples_in = r.tuples_in;
@@ -292,9 +280,6 @@ impl State {
         job_counters(&self.jobs, &r);
         if r.error.is_some() {
             t.error = r.error.clone();
-        }
-        if r.state == TaskState::Finished {
-            t.rate = 0.0;
         }
         let tx = self.driver_of(&r.key.job)?;
         if r.state.is_terminal() {

@@ -95,7 +95,7 @@ impl State {
                 restarts: t.attempt,
                 tuples_in: t.tuples_in,
                 tuples_out: t.tuples_out,
-                input_rate: (t.rate * 10.0).round() / 10.0,
+                input_rate: (t.meters.input_rate * 10.0).round() / 10.0,
                 operator: t.operator.clone(),
                 error: t.error.clone(),
                 queued: t.queued,
