@@ -198,18 +198,28 @@ fn the_dashboard_marks_the_slow_middle_stage_as_the_bottleneck() {
     let _ = std::fs::remove_file(&png);
     let profile = c.dir.path().join("chromium-profile");
     let url = format!("{}/#token={}", c.url, c.token);
-    let t0 = Instant::now();
-    let dom = render(&bin, &url, &profile, &png, 4000);
-    eprintln!(
-        "chromium rendered the page in {:?}; screenshot: {}",
-        t0.elapsed(),
-        png.display()
-    );
-
-    let stages = stage_elements(graph_of(&dom, &id));
     let want: Vec<(String, String)> = (0..=4)
         .map(|n| (n.to_string(), (n == 2).to_string()))
         .collect();
+    // The page reads the meters as they are when it loads; an executable's busy share dips
+    // while its stdin pipe has room (see README, "Which stage is the bottleneck"), so the
+    // page is looked at again, within a deadline, until it shows what the API shows.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut looks = 0;
+    let (dom, stages) = loop {
+        looks += 1;
+        let t0 = Instant::now();
+        let dom = render(&bin, &url, &profile, &png, 4000);
+        eprintln!(
+            "look {looks}: chromium rendered the page in {:?}; screenshot: {}",
+            t0.elapsed(),
+            png.display()
+        );
+        let stages = stage_elements(graph_of(&dom, &id));
+        if stages == want || Instant::now() > deadline {
+            break (dom, stages);
+        }
+    };
     assert_eq!(
         stages,
         want,

@@ -268,6 +268,8 @@ struct Sim {
     slots: Option<u32>,
     /// Workers draining (host indices): they take no new task.
     draining: BTreeSet<usize>,
+    /// Lines in the source file.
+    rows: u64,
 }
 
 const LEADER: usize = 0;
@@ -303,6 +305,8 @@ static JOBS_FAILED: AtomicU64 = AtomicU64::new(0);
 /// Drains of a worker simulated, and seeds run with counted (tight) slots.
 static DRAINS: AtomicU64 = AtomicU64::new(0);
 static SLOTTED: AtomicU64 = AtomicU64::new(0);
+/// Source rate changes simulated.
+static RATE_CHANGES: AtomicU64 = AtomicU64::new(0);
 
 fn worker_id(host: usize) -> WorkerId {
     WorkerId(format!("w{host}"))
@@ -472,6 +476,17 @@ impl Sim {
                 }
             }
             Action::Waiting(why) => self.log.push(format!("waiting: {why:?}")),
+            Action::SetRate { worker, rate } => {
+                // As the worker does with the command: every attempt of the source it runs.
+                let host = host_of(&worker);
+                if self.alive[host] {
+                    for ((pos, _), a) in &self.running {
+                        if pos.stage == 0 && a.host == host {
+                            a.status.source.rate.send_replace(rate);
+                        }
+                    }
+                }
+            }
             Action::SetTimer(t, after) => {
                 self.core_timers.insert(t, now + after);
             }
@@ -512,7 +527,7 @@ impl Sim {
         let events = self.events.clone();
         let delay = self.rng.below(5_000);
         let c = cancel.clone();
-        let status = Arc::new(TaskStatus::default());
+        let status = Arc::new(TaskStatus::of(&a));
         let st = status.clone();
         // A worker resolves an executable to a local path; here to its name, which the
         // hosts' launcher knows its stand-in by.
@@ -697,6 +712,19 @@ impl Sim {
                     self.at(back, Timed::Undrain(w));
                 }
             }
+            Chaos::SetRate => {
+                // `rainstorm set-rate`: from a tenth of the job's rows a second to unthrottled.
+                if self.leader_down.is_none() {
+                    let rows = self.rows as f64;
+                    let rate = match self.rng.below(4) {
+                        0 => 0.0,
+                        k => rows * 0.1 * (1 << k) as f64,
+                    };
+                    self.log.push(format!("set rate {rate}"));
+                    RATE_CHANGES.fetch_add(1, Ordering::Relaxed);
+                    self.feed(Input::SetRate(rate));
+                }
+            }
             Chaos::StoreFaults => {
                 let n = if self.rng.chance(0.2) {
                     12
@@ -853,6 +881,8 @@ enum Chaos {
     /// it is back they rejoin, get the placement again and deliver what they held, and a
     /// worker still cut off is declared dead a heartbeat timeout later.
     LeaderCrash,
+    /// The source's rate changes while it runs (`rainstorm set-rate`).
+    SetRate,
     /// A worker drains: the core moves its tasks (exactly-once: stop and restart from the log,
     /// not counted as failures); it takes tasks again a little later.
     Drain,
@@ -1023,6 +1053,7 @@ async fn run_seed(seed: u64) -> SeedResult {
         samples: Arc::default(),
         slots,
         draining: BTreeSet::new(),
+        rows: n_rows,
         log: vec![format!(
             "{delivery:?} {pipeline:?} rows={n_rows} workers={n_workers} {:?} cfg={cfg:?}",
             spec.stages.iter().map(|s| s.tasks).collect::<Vec<_>>()
@@ -1037,7 +1068,7 @@ async fn run_seed(seed: u64) -> SeedResult {
     let mut plan: Vec<(u64, Chaos)> = (0..n_events)
         .map(|_| {
             let at = rng.below(1_500_000);
-            let kind = match rng.below(17) {
+            let kind = match rng.below(18) {
                 0..=4 => Chaos::Kill,
                 5..=6 => Chaos::Cut,
                 7..=8 => Chaos::Partition,
@@ -1045,6 +1076,7 @@ async fn run_seed(seed: u64) -> SeedResult {
                 10..=11 => Chaos::Stall,
                 12..=13 => Chaos::ControlCut,
                 14 => Chaos::Drain,
+                15 => Chaos::SetRate,
                 _ => Chaos::LeaderCrash,
             };
             (at, kind)
@@ -1407,13 +1439,14 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
     eprintln!(
         "{seeds} seeds passed ({} simulated leader restarts, {} source and {} sink restarts, \
          {} jobs failed under at-most-once, {} follower reads checked, {} worker drains, \
-         {} seeds with tight slots)",
+         {} seeds with tight slots, {} rate changes)",
         n(&LEADER_RESTARTS),
         n(&SOURCE_RESTARTS),
         n(&SINK_RESTARTS),
         n(&JOBS_FAILED),
         n(&SAMPLES_CHECKED),
         n(&DRAINS),
-        n(&SLOTTED)
+        n(&SLOTTED),
+        n(&RATE_CHANGES)
     );
 }

@@ -305,6 +305,15 @@ pub(super) enum Cmd {
         #[command(flatten)]
         leader: LeaderArg,
     },
+    /// Change a running job's source rate (tuples per second; 0 = unthrottled).
+    SetRate {
+        /// Job id.
+        id: String,
+        /// Tuples per second.
+        rate: f64,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
     /// Take a worker out of service: it takes no new task, its tasks move to other workers
     /// (nothing lost or doubled under exactly-once), then it leaves and exits 0.
     Drain {

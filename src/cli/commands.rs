@@ -247,6 +247,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print::workers(&client(&leader)?.workers().await?, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::SetRate { id, rate, leader } => {
+            client(&leader)?.set_rate(&id, rate).await?;
+            eprintln!("rainstorm: job {id}: the source paces by {rate} tuples/s from now on");
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Drain { worker, leader } => {
             let done = client(&leader)?.drain(&worker).await?;
             eprintln!("rainstorm: {done}");

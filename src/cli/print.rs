@@ -175,6 +175,10 @@ pub(super) fn job(j: &JobInfo, json: bool) -> anyhow::Result<()> {
     println!("delivery:   {}", j.delivery.as_str());
     println!("stages:     {}", j.stages.join(" → "));
     println!("sink:       {}", j.sink);
+    match j.rate {
+        r if r > 0.0 => println!("rate:       {r} tuples/s"),
+        _ => println!("rate:       unthrottled"),
+    }
     println!("tuples:     {} in, {} out", j.source_tuples, j.sink_tuples);
     println!(
         "failures:   {} seen, {} recoveries",

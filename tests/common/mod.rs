@@ -614,6 +614,23 @@ impl Cluster {
         split_response(&text)
     }
 
+    /// A request with the secret and a JSON body: (status code, body).
+    pub fn http_json(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        use std::io::Read;
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.token,
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        split_response(&text)
+    }
+
     /// The value of an unlabelled metric on the leader's `/metrics`.
     pub fn metric(&self, name: &str) -> Option<i64> {
         self.http_get("/metrics")

@@ -63,6 +63,8 @@ pub enum Input {
     },
     /// A timer the core set has expired.
     Timer(Timer),
+    /// The user changed the source's rate (`rainstorm set-rate`).
+    SetRate(f64),
     /// The user cancelled the job.
     Cancel,
     /// The executor could not carry out an action (the placement could not be made
@@ -158,6 +160,13 @@ pub enum Action {
         version: u64,
         /// The placement.
         routes: Vec<Route>,
+    },
+    /// The source, running on `worker`, paces by `rate` from now on.
+    SetRate {
+        /// The worker running the source's current attempt.
+        worker: WorkerId,
+        /// Tuples per second (0: unthrottled).
+        rate: f64,
     },
     /// The job waits for capacity (why), or (`None`) no longer does.
     Waiting(Option<String>),

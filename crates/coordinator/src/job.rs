@@ -182,6 +182,10 @@ impl JobCore {
                 ))),
                 None => Ok(()),
             },
+            Input::SetRate(rate) => {
+                self.set_rate(rate, cluster, &mut out);
+                Ok(())
+            }
             Input::Cancel => Err(Outcome::Cancelled),
             Input::Abort(cause) => Err(Outcome::Failed(cause)),
         };

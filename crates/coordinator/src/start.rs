@@ -89,6 +89,26 @@ impl JobCore {
         Ok(())
     }
 
+    /// The source's rate changes: the spec every later source attempt is assigned from, made
+    /// durable with the placement (a placed job), and the running source told.
+    pub(super) fn set_rate(&mut self, rate: f64, cluster: &Cluster, out: &mut Vec<Action>) {
+        self.spec.rate = rate;
+        if !self.placed {
+            return;
+        }
+        out.push(Action::Persist(self.run_state()));
+        let source = TaskPos { stage: 0, index: 0 };
+        if let Some(t) = self.tasks.get(&source) {
+            if !t.state.is_terminal() && cluster.alive(&t.worker) {
+                out.push(Action::SetRate {
+                    worker: t.worker.clone(),
+                    rate,
+                });
+            }
+        }
+        info!(job = %self.id, rate, "source rate changed");
+    }
+
     /// A worker drains: its tasks move elsewhere by the delivery mode's restart path, which
     /// exactly-once already proves, but a move is not a failure (it counts toward neither
     /// the failures nor `max_restarts`). At-most-once tasks cannot re-run: they stay until

@@ -210,6 +210,12 @@ impl Executor {
                         j.waiting = why.clone();
                     }
                 }
+                // The job's record takes the new rate before the Persist that follows.
+                Action::SetRate { rate, .. } => {
+                    if let Some(j) = st.jobs.get_mut(&self.id) {
+                        j.spec.rate = *rate;
+                    }
+                }
                 _ => {}
             }
         }
@@ -301,6 +307,13 @@ impl Executor {
                 Command::StopTask {
                     key: key(pos),
                     attempt,
+                },
+            ),
+            Action::SetRate { worker, rate } => st.command(
+                &worker,
+                Command::SetRate {
+                    job: self.id.clone(),
+                    rate,
                 },
             ),
             Action::StopJob { workers } => {

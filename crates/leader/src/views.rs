@@ -36,6 +36,7 @@ impl State {
             recoveries: j.recoveries,
             last_failure: j.last_failure.clone(),
             pending_reason: j.events().and(j.waiting.clone()),
+            rate: j.spec.rate,
             submitted_ms: ms_since_epoch(j.submitted),
             elapsed_ms: elapsed.as_millis() as u64,
             latency_ms: j

@@ -86,6 +86,9 @@ pub struct JobInfo {
     /// this is what to look at).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
+    /// The source's rate, tuples per second (0: unthrottled); `set-rate` changes it.
+    #[serde(default)]
+    pub rate: f64,
     /// Why the job (`pending`), or some of its tasks, wait for capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<String>,

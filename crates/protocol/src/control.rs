@@ -332,6 +332,13 @@ pub enum Command {
         /// Which attempt.
         attempt: u32,
     },
+    /// A job's source paces by this rate from now on (`rainstorm set-rate`).
+    SetRate {
+        /// Job.
+        job: JobId,
+        /// Tuples per second (0: unthrottled).
+        rate: f64,
+    },
     /// Drain (`rainstorm drain`): take no new task, wait until the leader has moved every
     /// task elsewhere, then leave and exit.
     Drain,

@@ -108,13 +108,51 @@ pub async fn open_source(
     }
 }
 
-/// How far a source has read its file, shared with the reports of its attempt.
-#[derive(Debug, Default)]
+/// How far a source has read its file, shared with the reports of its attempt; and its
+/// rate, which `rainstorm set-rate` changes while it runs.
+#[derive(Debug)]
 pub struct SourceRead {
     /// Bytes read so far (see [`SourceReader::consumed`]).
     pub bytes: AtomicU64,
     /// The file's size, once looked up.
     pub size: std::sync::OnceLock<u64>,
+    /// Tuples per second (0: unthrottled); the running source paces by the latest value.
+    pub rate: tokio::sync::watch::Sender<f64>,
+}
+
+impl Default for SourceRead {
+    fn default() -> Self {
+        SourceRead {
+            bytes: AtomicU64::new(0),
+            size: std::sync::OnceLock::new(),
+            rate: tokio::sync::watch::Sender::new(0.0),
+        }
+    }
+}
+
+/// Where a source's pacing counts from: a new rate starts counting anew from the line it
+/// reached, so a change applies at once and the lines before it keep the old pace.
+struct Pace {
+    since: Instant,
+    from_line: u64,
+    rate: f64,
+}
+
+impl Pace {
+    /// When line `line_no` is due, if the source is paced; a changed rate re-bases first.
+    fn due(&mut self, line_no: u64, rate: f64) -> Option<Instant> {
+        if rate != self.rate {
+            *self = Pace {
+                since: Instant::now(),
+                from_line: line_no,
+                rate,
+            };
+        }
+        (rate > 0.0).then(|| {
+            let ahead = (line_no - self.from_line) as f64 / rate;
+            self.since + Duration::from_secs_f64(ahead.min(1e9))
+        })
+    }
 }
 
 /// The size of a job's source, for progress only: a failed look-up is logged, not fatal.
@@ -140,8 +178,6 @@ pub struct SourceSpec {
     pub paths: PathMode,
     /// Name used in keys (`name:line`).
     pub name: String,
-    /// Tuples per second; 0 = unthrottled.
-    pub rate: f64,
     /// First-stage task count.
     pub downstream: u32,
     /// First-stage partitioning.
@@ -208,13 +244,23 @@ pub async fn run_source(
     let read = async {
         let mut rd = SourceReader::new(file, &spec.name);
         let mut line_no: u64 = 0;
-        let start = Instant::now();
+        let mut rate = spec.read.rate.subscribe();
+        let mut pace = Pace {
+            since: Instant::now(),
+            from_line: 0,
+            rate: *rate.borrow_and_update(),
+        };
         loop {
-            if spec.rate > 0.0 {
-                let due = start + Duration::from_secs_f64(line_no as f64 / spec.rate);
+            let now_rate = *rate.borrow_and_update();
+            if let Some(due) = pace.due(line_no, now_rate) {
                 if due > Instant::now() {
                     router.flush().await.map_err(|e| e.to_string())?;
-                    tokio::time::sleep_until(due).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => {}
+                        // A new rate: pace by it from here (a dropped sender never happens
+                        // while the attempt's status lives; then the old pace holds).
+                        Ok(()) = rate.changed() => continue,
+                    }
                 }
             }
             let t = match rd.next_tuple().await {

@@ -90,6 +90,16 @@ impl Worker {
                 }
             }
             Command::Kill { pid } => kill(pid, &self.tasks),
+            Command::SetRate { job, rate } => {
+                for r in lock_tasks(&self.tasks).values() {
+                    if r.assignment.key.job == job
+                        && matches!(r.assignment.role, TaskRole::Source { .. })
+                    {
+                        info!(%job, rate, "source rate changed");
+                        r.status.source.rate.send_replace(rate);
+                    }
+                }
+            }
             // The session loop drains (it owns the drain's state); nothing to do here.
             Command::Drain => {}
         }
@@ -98,7 +108,7 @@ impl Worker {
     /// Starts one attempt under a supervisor that fetches its operator, announces its pid as
     /// soon as the operator runs, and returns how it ended.
     fn start(&self, a: TaskAssignment, attempts: &mut Attempts, ev_tx: &mpsc::Sender<TaskReport>) {
-        let status = Arc::new(TaskStatus::default());
+        let status = Arc::new(TaskStatus::of(&a));
         let cancel = CancellationToken::new();
         let key = a.key.clone();
         let attempt = a.attempt;

@@ -176,6 +176,15 @@ impl Client {
 }
 
 impl Client {
+    /// Changes a running job's source rate (`rainstorm set-rate`).
+    pub async fn set_rate(&self, id: &str, rate: f64) -> anyhow::Result<()> {
+        let req = self
+            .request(Method::POST, &format!("/api/jobs/{id}/rate"))
+            .json(&serde_json::json!({ "rate": rate }));
+        let _: serde_json::Value = self.call(req).await?;
+        Ok(())
+    }
+
     /// Asks the leader to drain a worker (`rainstorm drain`).
     pub async fn drain(&self, worker: &str) -> anyhow::Result<String> {
         if worker.is_empty()

@@ -2,6 +2,7 @@
 //! tasks and workers, and kill an operator process (failure injection).
 
 use super::{error, Shared};
+use crate::coordinator::Input;
 use crate::model::ids::JobId;
 use crate::model::spec::JobSpec;
 use crate::protocol::control::{Command, KillRequest, WorkerState};
@@ -66,6 +67,53 @@ pub(super) async fn cancel_job(State(l): Shared, Path(id): Path<String>) -> Resp
         }
         None => error(StatusCode::NOT_FOUND, format!("no job {id}")),
     }
+}
+
+/// Body of `POST /api/jobs/{id}/rate`.
+#[derive(serde::Deserialize)]
+pub(super) struct RateRequest {
+    rate: f64,
+}
+
+/// The most tuples per second a source may be set to (beyond, 0 means unthrottled).
+const MAX_RATE: f64 = 1e9;
+
+/// `POST /api/jobs/{id}/rate` (`rainstorm set-rate`): the job's source paces by the new rate
+/// from now on, and so does any later attempt of it.
+pub(super) async fn set_rate(
+    State(l): Shared,
+    Path(id): Path<String>,
+    Json(req): Json<RateRequest>,
+) -> Response {
+    if !req.rate.is_finite() || !(0.0..=MAX_RATE).contains(&req.rate) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "rate {} is not a number of tuples per second from 0 (unthrottled) to {MAX_RATE}",
+                req.rate
+            ),
+        );
+    }
+    let tx = {
+        let st = lock(&l.state);
+        match st.jobs.get(&JobId(id.clone())) {
+            None => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
+            Some(j) => match j.events() {
+                Some(tx) => tx.clone(),
+                None => {
+                    return error(
+                        StatusCode::CONFLICT,
+                        format!("job {id} has ended ({:?})", j.status()),
+                    )
+                }
+            },
+        }
+    };
+    if tx.send(Input::SetRate(req.rate)).await.is_err() {
+        return error(StatusCode::CONFLICT, format!("job {id} has ended"));
+    }
+    info!(job = %id, rate = req.rate, "rate change requested");
+    Json(json!({ "id": id, "rate": req.rate })).into_response()
 }
 
 pub(super) async fn list_tasks(State(l): Shared) -> Response {

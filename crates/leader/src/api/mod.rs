@@ -103,6 +103,7 @@ pub fn router(leader: Arc<Leader>) -> Router {
         .route("/api/jobs", post(jobs::submit).get(jobs::list_jobs))
         .route("/api/jobs/{id}", get(jobs::get_job))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel_job))
+        .route("/api/jobs/{id}/rate", post(jobs::set_rate))
         .route("/api/jobs/{id}/output", get(output::output))
         .route("/api/tasks", get(jobs::list_tasks))
         .route("/api/workers", get(jobs::list_workers))

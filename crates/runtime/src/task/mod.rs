@@ -61,13 +61,12 @@ pub async fn run_task(
     status: Arc<TaskStatus>,
     cancel: CancellationToken,
 ) -> TaskEnd {
-    if let TaskRole::Source { path, name, rate } = &a.role {
+    if let TaskRole::Source { path, name, .. } = &a.role {
         let spec = SourceSpec {
             job: a.key.job.clone(),
             path: path.clone(),
             paths: a.paths,
             name: name.clone(),
-            rate: *rate,
             downstream: a.downstream,
             partition: a.partition.clone(),
             resend: a.delivery != Delivery::AtMostOnce,

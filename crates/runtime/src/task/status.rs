@@ -60,6 +60,16 @@ pub struct TaskStatus {
 }
 
 impl TaskStatus {
+    /// The status of a new attempt of `a`: a source's starts at its assigned rate (set here,
+    /// when the worker takes the start, so a later `SetRate` command is never overwritten).
+    pub fn of(a: &crate::protocol::control::TaskAssignment) -> TaskStatus {
+        let status = TaskStatus::default();
+        if let crate::protocol::control::TaskRole::Source { rate, .. } = &a.role {
+            status.source.rate.send_replace(*rate);
+        }
+        status
+    }
+
     /// Current state.
     pub fn state(&self) -> TaskState {
         match self.state.load(Ordering::Relaxed) {

@@ -46,6 +46,7 @@ fn end() -> OutputEvent {
         recoveries: 0,
         last_failure: None,
         pending_reason: None,
+        rate: 0.0,
         submitted_ms: 0,
         elapsed_ms: 0,
         latency_ms: None,
