@@ -14,26 +14,42 @@
 //! committed lineage through the leader (`runtime::log::committed_lineage`); a job that ends otherwise gets
 //! what was committed (`leader::cleanup`).
 
+mod spool;
+pub use spool::Spool;
+
 pub use rainstorm_store::output::{
-    assemble, segment_text, target, OutputError, SinkProgress, SinkTarget,
+    assemble, segment_text, target, write_body, OutputError, SinkProgress, SinkTarget,
 };
 
 use crate::env::TaskEnv;
 use crate::log::{fenced, lineage_of};
 use crate::protocol::control::TaskAssignment;
 
-/// Writes a finished sink's committed lineage out as the job's output. Refused once a newer
-/// attempt fenced this one (that attempt writes the output instead).
+/// Writes a finished sink's committed lineage out as the job's output: its spool streamed
+/// out when it holds exactly that lineage, else the segments read back from the store.
+/// Refused once a newer attempt fenced this one (that attempt writes the output instead).
 pub async fn write_output(
     env: &TaskEnv,
     a: &TaskAssignment,
     path: &str,
+    spool: Option<&Spool>,
 ) -> Result<(), OutputError> {
     let lineage = lineage_of(&env.store, &a.key, a.attempt).await?;
     if fenced(&env.store, &a.key, a.attempt).await? {
         return Err(OutputError::Fenced);
     }
-    let bytes = assemble(&env.store, &lineage, &target(a.paths, path)).await?;
-    tracing::info!(sink = %a.key, attempt = a.attempt, segments = lineage.len(), bytes, "sink wrote its output");
+    let target = target(a.paths, path);
+    let spooled = match spool {
+        Some(s) => s.body_if(&lineage).await,
+        None => None,
+    };
+    let from_spool = spooled.is_some();
+    let bytes = match spooled {
+        Some(body) => write_body(&env.store, &target, body)
+            .await
+            .map_err(OutputError::Write)?,
+        None => assemble(&env.store, &lineage, &target).await?,
+    };
+    tracing::info!(sink = %a.key, attempt = a.attempt, segments = lineage.len(), bytes, from_spool, "sink wrote its output");
     Ok(())
 }

@@ -50,12 +50,14 @@ pub(super) struct LogIntake<'a> {
     pub(super) sink: Option<&'a TaskStatus>,
 }
 
-/// What the log writer measures: each segment write's duration, from its first try until it
-/// is durable (fence checked) and its input can be acknowledged; and, for a sink, whose work
-/// is its log, the time writing as working time.
+/// What the log writer tells besides the log: each segment write's duration, from its first
+/// try until it is durable (fence checked) and its input can be acknowledged; for a sink,
+/// whose work is its log, the time writing as working time, and the spool each committed
+/// segment's text goes to.
 pub(super) struct CommitMeter<'a> {
     pub(super) commits: &'a AtomicHist,
     pub(super) working: Option<&'a Stopwatch>,
+    pub(super) spool: Option<&'a crate::sink::Spool>,
 }
 
 fn gone() -> Stop {
@@ -185,6 +187,9 @@ pub(super) async fn log_writer(
             )));
         }
         n += 1;
+        if let Some(s) = meter.spool {
+            s.append(&path, &seg).await;
+        }
         for (from, upto, eos) in &marks {
             acks.set(*from, *upto, *eos);
         }
@@ -294,6 +299,7 @@ mod tests {
         let meter = CommitMeter {
             commits: &commits,
             working: None,
+            spool: None,
         };
         let res = log_writer(env(mem), key(), attempt, acks.clone(), rx, feed_tx, meter).await;
         if res.is_ok() {

@@ -30,7 +30,7 @@ use crate::links::{self, Outgoing};
 use crate::log::{decode_segment, recover_lineage, LogError, LogRecord};
 use crate::model::spec::{Delivery, OperatorSpec};
 use crate::protocol::control::{TaskAssignment, TaskRole, TaskState};
-use crate::sink::write_output;
+use crate::sink::{write_output, Spool};
 use crate::source::{run_source, SourceEnd, SourceSpec};
 use operator::{Operator, Stop};
 use std::path::PathBuf;
@@ -112,13 +112,20 @@ pub async fn run_task(
         status.sent.clone(),
         &cancel,
     );
+    // A sink spools the text of its log as it goes, for the output at its end.
+    let spool = match &a.role {
+        TaskRole::Sink { .. } => Spool::create(&env.work_dir, &key, a.attempt)
+            .await
+            .map(Arc::new),
+        _ => None,
+    };
     let op = match &a.role {
         TaskRole::Operator {
             operator: OperatorSpec::Builtin { name, args },
         } => Builtin::from_spec(name, args)
             .map(|b| Operator::Builtin(b, router, Vec::new()))
             .map_err(|e| e.to_string()),
-        TaskRole::Sink { .. } => Ok(Operator::Sink),
+        TaskRole::Sink { .. } => Ok(Operator::Sink(spool.clone())),
         TaskRole::Source { .. } => Err("a source is not an operator".to_string()),
         TaskRole::Operator {
             operator: OperatorSpec::Exec { path, args },
@@ -145,7 +152,7 @@ pub async fn run_task(
                         // Writing the output is work of its own, not an operator that never
                         // finishes: nothing is pending in the stall detector's eyes.
                         status.draining.store(false, Ordering::Relaxed);
-                        match write_output(&env, &a, path).await {
+                        match write_output(&env, &a, path, spool.as_deref()).await {
                             Ok(()) => TaskEnd::Finished,
                             Err(e) => TaskEnd::Failed(e.to_string()),
                         }
@@ -196,9 +203,16 @@ async fn replay_log(
     // not positions on this epoch's links.
     let floor = u64::from(a.epoch) << EPOCH_SHIFT;
     // The sink's log is its output: replay restores its positions, there is nothing to feed.
-    let feeds = !matches!(op, Operator::Sink);
+    let spool = match op {
+        Operator::Sink(s) => Some(s.clone()),
+        _ => None,
+    };
+    let feeds = spool.is_none();
     for seg in &lineage {
         let data = env.store.get(seg).await.map_err(LogError::from)?;
+        if let Some(Some(s)) = &spool {
+            s.append(seg, &data).await;
+        }
         for rec in decode_segment(seg, data)? {
             match rec {
                 LogRecord::Batch(b) => {
@@ -269,7 +283,11 @@ async fn drive(
     let res = if logged {
         let (log_tx, log_rx) = mpsc::channel(16);
         let (feed_tx, feed_rx) = mpsc::channel(4);
-        let sink = matches!(op, Operator::Sink).then_some(status);
+        let spool = match &op {
+            Operator::Sink(s) => s.clone(),
+            _ => None,
+        };
+        let sink = matches!(op, Operator::Sink(_)).then_some(status);
         let receiving = async {
             let mut intake = logged::LogIntake { tx: log_tx, sink };
             let r = receive::receive(
@@ -295,6 +313,7 @@ async fn drive(
             logged::CommitMeter {
                 commits: &status.log_commit,
                 working: sink.map(|s| &s.working),
+                spool: spool.as_deref(),
             },
         );
         let feeding = logged::feed(&mut op, feed_rx, &status.working, cancel);

@@ -6,6 +6,7 @@ use crate::dataplane::router::Router;
 use crate::exec::{ExecError, ExecOperator};
 use crate::log::LogError;
 use crate::model::tuple::Tuple;
+use std::sync::Arc;
 
 /// Why a task attempt stopped before finishing.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +49,8 @@ pub enum Operator {
     /// An executable (whatever process the task's launcher started for it).
     Exec(ExecOperator),
     /// The sink: its input log is its output, so nothing is fed to it (its intake records
-    /// the latency of what it accepts).
-    Sink,
+    /// the latency of what it accepts); its spool keeps the text of that log for the output.
+    Sink(Option<Arc<crate::sink::Spool>>),
 }
 
 impl Operator {
@@ -65,7 +66,7 @@ impl Operator {
             }
             Operator::Exec(op) => Ok(op.feed(&t, emit_ns).await?),
             // The sink's tuples stay in its log (their latency is taken as they arrive).
-            Operator::Sink => Ok(()),
+            Operator::Sink(_) => Ok(()),
         }
     }
 
@@ -74,14 +75,14 @@ impl Operator {
         match self {
             Operator::Builtin(_, router, _) => router.flush().await.map_err(routed),
             Operator::Exec(op) => Ok(op.idle().await?),
-            Operator::Sink => Ok(()),
+            Operator::Sink(_) => Ok(()),
         }
     }
 
     /// Resolves only if the operator failed on its own (an executable died).
     pub async fn died(&mut self) -> Stop {
         match self {
-            Operator::Builtin(..) | Operator::Sink => std::future::pending().await,
+            Operator::Builtin(..) | Operator::Sink(_) => std::future::pending().await,
             Operator::Exec(op) => op.died().await.into(),
         }
     }
@@ -91,7 +92,7 @@ impl Operator {
         let router = match self {
             Operator::Builtin(_, router, _) => router,
             Operator::Exec(op) => op.finish().await?,
-            Operator::Sink => return Ok(()),
+            Operator::Sink(_) => return Ok(()),
         };
         router.finish().await.map_err(routed)
     }

@@ -1,0 +1,194 @@
+//! The sink's spool: the text of every segment of its lineage, in order, in one local file
+//! the attempt appends to as it goes — the segments it replayed from its predecessors, then
+//! each segment it commits. When the job ends the output is this one file streamed out, not
+//! every segment read back from the store (through the leader, for a worker without a store
+//! of its own): the output is there within moments of the last commit, however long the job.
+//!
+//! It is a cache, never the truth: the output is written from it only if the segments it
+//! holds are exactly the attempt's committed lineage as the store lists it at the end; any
+//! write error, or any difference, and the output is assembled from the store as before.
+//! Nothing in it needs to survive the attempt (a new attempt builds its own while it
+//! replays), so it is neither synced nor kept.
+
+use super::segment_text;
+use crate::model::ids::TaskKey;
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// One sink attempt's spool file and the segments it holds.
+pub struct Spool {
+    path: PathBuf,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// What the spool holds so far; `file` is `None` once a write failed (it is then unused).
+struct State {
+    file: Option<tokio::fs::File>,
+    segments: Vec<String>,
+}
+
+/// A file name made only of safe characters, whatever an id holds.
+fn safe(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+impl Spool {
+    /// A fresh spool for attempt `attempt` of the sink `key`, under `work_dir/spool`; `None`
+    /// (logged) when the file cannot be made: the output is then assembled from the store.
+    pub async fn create(work_dir: &Path, key: &TaskKey, attempt: u32) -> Option<Spool> {
+        let dir = work_dir.join("spool");
+        let name = format!(
+            "{}-{}-{}-{attempt}.txt",
+            safe(&key.job.0),
+            key.pos.stage,
+            key.pos.index
+        );
+        let path = dir.join(name);
+        let made = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .await
+        };
+        match made.await {
+            Ok(file) => Some(Spool {
+                path,
+                state: tokio::sync::Mutex::new(State {
+                    file: Some(file),
+                    segments: Vec::new(),
+                }),
+            }),
+            Err(e) => {
+                tracing::warn!(sink = %key, path = %path.display(), error = %e, "no output spool; the output will be assembled from the store");
+                None
+            }
+        }
+    }
+
+    /// Appends the text of segment `name` (its committed bytes `data`). A failure leaves the
+    /// spool unused, logged; the sink goes on.
+    pub async fn append(&self, name: &str, data: &Bytes) {
+        let mut st = self.state.lock().await;
+        let Some(file) = st.file.as_mut() else {
+            return;
+        };
+        let written = match segment_text(name, data.clone()) {
+            Ok(text) => file.write_all(&text).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match written {
+            Ok(()) => st.segments.push(name.to_string()),
+            Err(e) => {
+                tracing::warn!(spool = %self.path.display(), segment = name, error = %e, "the output spool failed; the output will be assembled from the store");
+                st.file = None;
+            }
+        }
+    }
+
+    /// The spool's text as a stream, if it holds exactly `lineage` (and is intact).
+    pub async fn body_if(
+        &self,
+        lineage: &[String],
+    ) -> Option<tokio_util::io::ReaderStream<tokio::fs::File>> {
+        let mut st = self.state.lock().await;
+        if st.segments != lineage {
+            return None;
+        }
+        let file = st.file.as_mut()?;
+        if let Err(e) = file.flush().await {
+            tracing::warn!(spool = %self.path.display(), error = %e, "flushing the output spool failed");
+            return None;
+        }
+        match tokio::fs::File::open(&self.path).await {
+            Ok(f) => Some(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)),
+            Err(e) => {
+                tracing::warn!(spool = %self.path.display(), error = %e, "reopening the output spool failed");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Spool {
+    /// The attempt is over, however it ended: the file goes (one unlink; a spool is never
+    /// read after its attempt).
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(spool = %self.path.display(), error = %e, "could not remove the output spool");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{encode_record, seal_segment, BatchRecord, LogRecord};
+    use crate::model::ids::{JobId, TaskPos};
+    use crate::model::tuple::Tuple;
+    use bytes::BytesMut;
+    use futures::StreamExt;
+
+    fn segment(values: &[&str]) -> Bytes {
+        let mut body = BytesMut::new();
+        encode_record(
+            &mut body,
+            &LogRecord::Batch(BatchRecord {
+                from: 0,
+                first_seq: 1,
+                emit_ns: 0,
+                tuples: values.iter().map(|v| Tuple::new("k", *v)).collect(),
+            }),
+        );
+        seal_segment(&body, 1)
+    }
+
+    fn key() -> TaskKey {
+        TaskKey {
+            job: JobId("job-1/../x".into()),
+            pos: TaskPos { stage: 3, index: 0 },
+        }
+    }
+
+    async fn text(spool: &Spool, lineage: &[String]) -> Option<String> {
+        let mut body = spool.body_if(lineage).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        Some(String::from_utf8(out).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_spool_is_the_output_only_for_exactly_its_lineage_and_goes_with_its_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::create(dir.path(), &key(), 2).await.unwrap();
+        let path = spool.path.clone();
+        assert!(path.starts_with(dir.path().join("spool")), "{path:?}");
+        spool.append("s/1", &segment(&["a", "b"])).await;
+        spool.append("s/2", &segment(&["c"])).await;
+        let lineage = ["s/1".to_string(), "s/2".to_string()];
+        assert_eq!(text(&spool, &lineage).await.as_deref(), Some("a\nb\nc\n"));
+        // Anything but exactly its segments, in order: not used.
+        assert!(spool.body_if(&lineage[..1]).await.is_none());
+        let other = ["s/1".to_string(), "s/3".to_string()];
+        assert!(spool.body_if(&other).await.is_none());
+        // A segment that does not decode leaves the spool unused from then on.
+        spool.append("s/3", &Bytes::from_static(b"junk")).await;
+        let three = ["s/1".to_string(), "s/2".to_string(), "s/3".to_string()];
+        assert!(spool.body_if(&three).await.is_none());
+        assert!(spool.body_if(&lineage).await.is_none());
+        drop(spool);
+        assert!(!path.exists(), "the spool goes with its attempt");
+    }
+}
