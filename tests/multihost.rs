@@ -141,6 +141,8 @@ fn cluster_across_hosts_survives_a_partitioned_worker() {
                 "worker",
                 "--leader",
                 &url,
+                "--slots",
+                "64",
                 "--data-dir",
                 wdir.to_str().unwrap(),
                 "--listen",

@@ -974,6 +974,7 @@ async fn run_seed(seed: u64) -> SeedResult {
         window_bytes: 256 + rng.below(4096) as usize,
         queue_batches: 1 + rng.below(4) as usize,
         log_linger_us: rng.below(1000) as usize,
+        log_commit_ms: [0, 0, 5, 30][rng.below(4) as usize],
         ..DataConfig::default()
     };
     // Every worker starts executables as the same stand-ins (a fresh one per attempt).

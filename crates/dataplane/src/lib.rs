@@ -37,6 +37,11 @@ pub struct DataConfig {
     /// How long a group commit of the input log waits for more records before writing
     /// (microseconds): fewer, larger segments under load, at most this much added latency.
     pub log_linger_us: usize,
+    /// The least time between the starts of two segment writes of one task's input log
+    /// (milliseconds): what bounds a logged task's store writes by time (at most 1000 / this
+    /// a second, whatever its traffic), at the cost of up to this much latency per logged
+    /// stage. 0: a segment as soon as the previous one is written.
+    pub log_commit_ms: usize,
     /// How long a new connection to the data listener may take to prove the cluster secret
     /// in its Hello before it is closed (milliseconds).
     pub hello_deadline_ms: usize,
@@ -48,6 +53,9 @@ pub struct DataConfig {
     pub max_conns: usize,
 }
 
+/// See [`DataConfig::log_commit_ms`] (`docs/benchmarks.md`: what it costs and saves).
+pub const DEFAULT_LOG_COMMIT_MS: usize = 100;
+
 impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
@@ -56,6 +64,7 @@ impl Default for DataConfig {
             window_bytes: 2 * 1024 * 1024,
             queue_batches: 8,
             log_linger_us: 2000,
+            log_commit_ms: DEFAULT_LOG_COMMIT_MS,
             hello_deadline_ms: 10_000,
             max_conns: model::check::MAX_LINKS as usize,
         }
@@ -69,8 +78,9 @@ impl DataConfig {
     /// reported and ignored).
     pub fn from_env() -> Self {
         let mut c = DataConfig::default();
-        let vars: [(&str, &mut usize); 7] = [
+        let vars: [(&str, &mut usize); 8] = [
             ("RAINSTORM_LOG_LINGER_US", &mut c.log_linger_us),
+            ("RAINSTORM_LOG_COMMIT_MS", &mut c.log_commit_ms),
             ("RAINSTORM_BATCH_TUPLES", &mut c.batch_tuples),
             ("RAINSTORM_BATCH_BYTES", &mut c.batch_bytes),
             ("RAINSTORM_WINDOW_BYTES", &mut c.window_bytes),

@@ -127,6 +127,8 @@ pub(super) async fn log_writer(
     const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
     let mut n: u64 = 0;
     let mut body = BytesMut::new();
+    let every = Duration::from_millis(env.cfg.log_commit_ms as u64);
+    let mut last_write: Option<tokio::time::Instant> = None;
     while let Some(first) = rx.recv().await {
         body.clear();
         let mut marks = Vec::new();
@@ -139,8 +141,13 @@ pub(super) async fn log_writer(
             }
         };
         take(first, &mut body);
-        let linger =
+        // Wait for more records at least the linger, and until the commit interval since the
+        // previous write has passed: store writes are bounded by time, not by traffic.
+        let mut linger =
             tokio::time::Instant::now() + Duration::from_micros(env.cfg.log_linger_us as u64);
+        if let Some(at) = last_write {
+            linger = linger.max(at + every);
+        }
         while body.len() < SEGMENT_BYTES {
             match rx.try_recv() {
                 Ok(l) => take(l, &mut body),
@@ -158,6 +165,7 @@ pub(super) async fn log_writer(
         let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
         let mut tries = 0;
         let began = tokio::time::Instant::now();
+        last_write = Some(began);
         let working = meter.working.map(Stopwatch::run);
         let is_fenced = loop {
             tries += 1;
