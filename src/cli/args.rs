@@ -196,9 +196,8 @@ pub(super) enum Cmd {
         /// Start operators as this (unprivileged) user; the worker must run as root.
         #[arg(long = "run-as", value_name = "USER")]
         run_as: Option<String>,
-        /// Slots of this worker (default: its CPUs). A slot holds one task of each operator
-        /// stage (task i of every stage shares slot i); the source and sink take none. The
-        /// leader never places more, and a job that does not fit waits.
+        /// Operator tasks this worker runs at once (default: its CPUs). The source and sink
+        /// take no slot; the leader never places more, and a job that does not fit waits.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
         slots: Option<u32>,
         /// How long a drain (SIGTERM or `rainstorm drain`) waits for the leader to move this

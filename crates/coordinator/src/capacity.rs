@@ -1,13 +1,11 @@
 //! Capacity: which tasks take a worker slot, what a job needs to start, and where each task
-//! goes. Slots are shared the way Flink shares them: task `i` of every operator stage forms
-//! slot group `i`, and a group takes one slot on each worker it runs on, so a job needs as
-//! many slots as its widest stage. A job starts only when all of its groups fit at once (and
-//! no earlier job still waits: first come, first served); until then it is pending. A task
-//! whose restart finds no room waits for a slot instead of over-filling a worker. Draining
-//! workers take nothing new.
+//! goes. A job starts only when all of its slot-taking tasks fit at once (and no earlier job
+//! still waits: first come, first served); until then it is pending. A task whose restart
+//! finds no free slot waits for one instead of over-filling a worker. Draining workers take
+//! nothing new.
 //!
 //! Slots are never stored as counters that could leak: the leader derives what other jobs
-//! hold from their tasks that have not ended, and the core derives what its own current
+//! hold from their tasks that have not ended, and the core subtracts what its own current
 //! attempts hold, so a slot comes back on every way a task can end.
 
 use super::event::{Action, Cluster, Timer};
@@ -17,7 +15,6 @@ use crate::model::partition::tasks_of;
 use crate::model::spec::{JobSpec, StageRole};
 use crate::protocol::control::Endpoint;
 use std::cmp::Reverse;
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// How soon a job or a task waiting for capacity looks again.
@@ -30,29 +27,12 @@ pub fn takes_slot(spec: &JobSpec, stage: u32) -> bool {
     matches!(spec.role_of(stage), StageRole::Operator(_))
 }
 
-/// The slots a job holds while it runs with every group on its own worker: as many as its
-/// widest operator stage has tasks.
+/// The slots a job holds while it runs: one per operator task.
 pub fn demand(spec: &JobSpec) -> u32 {
     (0..=spec.sink_stage())
         .filter(|s| takes_slot(spec, *s))
         .map(|s| tasks_of(spec, s))
-        .max()
-        .unwrap_or(0)
-}
-
-/// The slot group of a task: its index (task `i` of every operator stage shares slot `i`);
-/// `None` for a task that takes no slot.
-pub fn group_of(spec: &JobSpec, pos: TaskPos) -> Option<u32> {
-    takes_slot(spec, pos.stage).then_some(pos.index)
-}
-
-/// The slots `tasks` (running, with their positions) hold on one worker: one per slot group
-/// among them.
-pub fn slots_of<'a>(spec: &JobSpec, tasks: impl Iterator<Item = &'a TaskPos>) -> u32 {
-    tasks
-        .filter_map(|p| group_of(spec, *p))
-        .collect::<BTreeSet<u32>>()
-        .len() as u32
+        .sum()
 }
 
 /// One worker that takes new tasks, as a placement sees it.
@@ -63,8 +43,6 @@ struct Spot {
     free: Option<u32>,
     /// This job's tasks on it.
     ours: u32,
-    /// The slot groups this job holds on it (a task of one of them costs no new slot).
-    groups: BTreeSet<u32>,
 }
 
 /// Where a job's tasks can go now: every live, non-draining worker with the slots it has free
@@ -80,31 +58,28 @@ impl Room {
         let spots = cluster
             .placeable()
             .map(|(w, at)| {
-                let mine: Vec<&TaskPos> = if fresh {
-                    Vec::new()
-                } else {
+                let mine = |slot_only: bool| -> u32 {
+                    if fresh {
+                        return 0;
+                    }
                     core.tasks
                         .iter()
-                        .filter(|(_, t)| &t.worker == w && !t.state.is_terminal())
-                        .map(|(p, _)| p)
-                        .collect()
+                        .filter(|(p, t)| {
+                            &t.worker == w
+                                && !t.state.is_terminal()
+                                && (!slot_only || takes_slot(&core.spec, p.stage))
+                        })
+                        .count() as u32
                 };
-                let groups: BTreeSet<u32> = mine
-                    .iter()
-                    .filter_map(|p| group_of(&core.spec, **p))
-                    .collect();
-                let free = cluster.slots.as_ref().map(|m| {
-                    m.get(w)
-                        .copied()
-                        .unwrap_or(0)
-                        .saturating_sub(groups.len() as u32)
-                });
+                let free = cluster
+                    .slots
+                    .as_ref()
+                    .map(|m| m.get(w).copied().unwrap_or(0).saturating_sub(mine(true)));
                 Spot {
                     worker: w.clone(),
                     at: at.clone(),
                     free,
-                    ours: mine.len() as u32,
-                    groups,
+                    ours: mine(false),
                 }
             })
             .collect();
@@ -121,21 +96,17 @@ impl Room {
         (free, self.spots.len())
     }
 
-    /// Takes a place for a task of slot group `group` (`None`: it takes no slot): on a
-    /// worker that holds its group already, or has a free slot — the most free slots first —;
-    /// a task that takes no slot where the job runs the fewest tasks (ties: the fewest of the
-    /// job's tasks, then the cluster's preference). `avoid` (where the task failed) is passed
-    /// over unless no other worker has room; `prefer` is taken if it has room.
+    /// Takes a place for a task: a slot-taking one on the worker with the most free slots,
+    /// any other on the worker running the fewest of this job's tasks (ties: fewest of the
+    /// job's tasks, then the cluster's preference). `avoid` (where the task failed) is
+    /// passed over unless no other worker has room; `prefer` is taken if it has room.
     pub(super) fn take(
         &mut self,
-        group: Option<u32>,
+        slot: bool,
         avoid: Option<&WorkerId>,
         prefer: Option<&WorkerId>,
     ) -> Option<(WorkerId, Endpoint)> {
-        let fits = |s: &Spot| match group {
-            None => true,
-            Some(g) => s.groups.contains(&g) || s.free != Some(0),
-        };
+        let fits = |s: &Spot| !slot || s.free != Some(0);
         let chosen = match prefer.and_then(|p| self.spots.iter().position(|s| &s.worker == p)) {
             Some(i) if fits(&self.spots[i]) => Some(i),
             _ => {
@@ -145,11 +116,8 @@ impl Room {
                         .enumerate()
                         .filter(|(_, s)| fits(s) && Some(&s.worker) != skip)
                         .min_by_key(|(i, s)| {
-                            let (holds, free) = match group {
-                                None => (false, 0),
-                                Some(g) => (s.groups.contains(&g), s.free.unwrap_or(u32::MAX)),
-                            };
-                            (Reverse(holds), Reverse(free), s.ours, *i)
+                            let free = if slot { s.free.unwrap_or(u32::MAX) } else { 0 };
+                            (Reverse(free), s.ours, *i)
                         })
                         .map(|(i, _)| i)
                 };
@@ -157,10 +125,8 @@ impl Room {
             }
         }?;
         let s = &mut self.spots[chosen];
-        if let Some(g) = group {
-            if s.groups.insert(g) {
-                s.free = s.free.map(|f| f - 1);
-            }
+        if slot {
+            s.free = s.free.map(|f| f - 1);
         }
         s.ours += 1;
         Some((s.worker.clone(), s.at.clone()))
@@ -215,7 +181,7 @@ mod tests {
     use crate::model::spec::{OperatorSpec, StageSpec};
 
     #[test]
-    fn only_operator_tasks_take_slots_and_a_job_needs_its_widest_stage() {
+    fn only_operator_tasks_take_slots() {
         let stage = |tasks| StageSpec {
             tasks,
             operator: OperatorSpec::Builtin {
@@ -228,15 +194,6 @@ mod tests {
         assert!(takes_slot(&spec, 1));
         assert!(takes_slot(&spec, 2));
         assert!(!takes_slot(&spec, spec.sink_stage()));
-        assert_eq!(demand(&spec), 3);
-        assert_eq!(group_of(&spec, TaskPos { stage: 2, index: 1 }), Some(1));
-        assert_eq!(group_of(&spec, TaskPos { stage: 0, index: 0 }), None);
-        let running = [
-            TaskPos { stage: 1, index: 0 },
-            TaskPos { stage: 2, index: 0 },
-            TaskPos { stage: 1, index: 2 },
-            TaskPos { stage: 0, index: 0 },
-        ];
-        assert_eq!(slots_of(&spec, running.iter()), 2);
+        assert_eq!(demand(&spec), 5);
     }
 }

@@ -4,7 +4,7 @@
 //! the new placement durable first, then tells every worker of the job, so each link
 //! reconnects to exactly the attempt that now runs.
 
-use super::capacity::{group_of, Room};
+use super::capacity::{takes_slot, Room};
 use super::event::{Action, Cluster, Outcome, Timer};
 use super::job::JobCore;
 use super::placement::{recovery, Recovery};
@@ -71,8 +71,8 @@ impl JobCore {
             // Its next attempt was reserved when it began to wait.
             attempt = self.placement.get(&pos).map_or(attempt, |d| d.attempt);
         }
-        let group = group_of(&self.spec, pos);
-        let Some((target, at)) = Room::of(self, cluster, false).take(group, old.as_ref(), None)
+        let slot = takes_slot(&self.spec, pos.stage);
+        let Some((target, at)) = Room::of(self, cluster, false).take(slot, old.as_ref(), None)
         else {
             let why = match cluster.placeable().next() {
                 None => "a live worker",
@@ -144,7 +144,7 @@ impl JobCore {
         // worker when that one still takes tasks and has room.
         let mut room = Room::of(self, cluster, true);
         for (pos, worker, attempt) in placed {
-            match room.take(group_of(&self.spec, pos), None, Some(&worker)) {
+            match room.take(takes_slot(&self.spec, pos.stage), None, Some(&worker)) {
                 Some((target, at)) => {
                     self.unplaced.remove(&pos);
                     self.assign(pos, target, &at, attempt, out);

@@ -2,7 +2,7 @@
 //! until then), the start of every task, the job's time limit, tasks that wait for a slot,
 //! and moving tasks off a draining worker.
 
-use super::capacity::{group_of, takes_slot, Room};
+use super::capacity::{takes_slot, Room};
 use super::event::{Action, Cluster, Outcome, Timer};
 use super::job::JobCore;
 use super::placement::{recovery, Recovery};
@@ -27,9 +27,8 @@ impl JobCore {
         self.waited(out);
         let mut room = Room::of(self, cluster, true);
         let sink = self.spec.sink_stage();
-        // Slot-taking tasks first — a stage's tasks start new slot groups, spread by free
-        // slots, and a later stage's task joins its group —, then the source and sink where
-        // the job has the fewest tasks.
+        // Slot-taking tasks first, so they spread by free slots; the source and sink then
+        // go where the job has the fewest tasks.
         let stages = (0..=sink)
             .filter(|s| takes_slot(&self.spec, *s))
             .chain((0..=sink).filter(|s| !takes_slot(&self.spec, *s)));
@@ -39,7 +38,7 @@ impl JobCore {
             })
             .collect();
         for pos in positions {
-            let Some((w, at)) = room.take(group_of(&self.spec, pos), None, None) else {
+            let Some((w, at)) = room.take(takes_slot(&self.spec, pos.stage), None, None) else {
                 return Err(Outcome::Failed(format!(
                     "task {pos} found no room the start counted on"
                 )));

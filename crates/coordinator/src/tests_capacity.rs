@@ -12,17 +12,6 @@ fn sized(ids: &[u32], slots: &[u32]) -> Cluster {
     c
 }
 
-/// Slots held per worker: the slot groups (task indices) of operator tasks not ended.
-fn slots(c: &JobCore) -> BTreeMap<WorkerId, u32> {
-    let mut m: BTreeMap<WorkerId, BTreeSet<u32>> = BTreeMap::new();
-    for (p, t) in c.tasks() {
-        if p.stage >= 1 && p.stage <= 2 && !t.state.is_terminal() {
-            m.entry(t.worker.clone()).or_default().insert(p.index);
-        }
-    }
-    m.into_iter().map(|(w, g)| (w, g.len() as u32)).collect()
-}
-
 /// Slot-taking (operator) tasks not ended, per worker.
 fn held(c: &JobCore) -> BTreeMap<WorkerId, u32> {
     let mut m = BTreeMap::new();
@@ -43,33 +32,30 @@ fn starts(actions: &[Action]) -> usize {
 }
 
 #[test]
-fn a_job_fills_no_worker_past_its_slots_and_a_slot_holds_one_task_of_each_stage() {
+fn a_job_fills_no_worker_past_its_slots_and_spreads_by_free_slots() {
     let mut c = core(Delivery::ExactlyOnce);
-    // Stages of 2 and 1 tasks: two slot groups, {1.0, 2.0} and {1.1}.
-    let actions = c.handle(Input::Start, &sized(&[1, 2, 3], &[1, 1, 0]));
+    let actions = c.handle(Input::Start, &sized(&[1, 2, 3], &[2, 1, 0]));
     assert_eq!(starts(&actions), 5);
-    let slots = slots(&c);
-    assert_eq!(slots.get(&w(1)), Some(&1));
-    assert_eq!(slots.get(&w(2)), Some(&1));
-    assert_eq!(slots.get(&w(3)), None, "w3 has no slot");
-    assert_eq!(c.tasks()[&pos(1, 0)].worker, c.tasks()[&pos(2, 0)].worker);
-    assert_ne!(c.tasks()[&pos(1, 0)].worker, c.tasks()[&pos(1, 1)].worker);
+    let held = held(&c);
+    assert_eq!(held.get(&w(1)), Some(&2));
+    assert_eq!(held.get(&w(2)), Some(&1));
+    assert_eq!(held.get(&w(3)), None, "w3 has no slot");
 }
 
 #[test]
 fn a_job_that_does_not_fit_is_pending_with_its_reason_and_starts_when_slots_free() {
     let mut c = core(Delivery::ExactlyOnce);
-    let actions = c.handle(Input::Start, &sized(&[1], &[1]));
+    let actions = c.handle(Input::Start, &sized(&[1, 2], &[1, 1]));
     assert_eq!(starts(&actions), 0);
     assert!(actions.iter().any(|a| matches!(a,
-        Action::Waiting(Some(why)) if why == "waiting for 2 free slots: 1 free on 1 workers")));
+        Action::Waiting(Some(why)) if why == "waiting for 3 free slots: 2 free on 2 workers")));
     // Still no room: no second Waiting (the reason did not change), a new look scheduled.
-    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1], &[1]));
+    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1, 2], &[1, 1]));
     assert!(!actions.iter().any(|a| matches!(a, Action::Waiting(_))));
     assert!(actions
         .iter()
         .any(|a| matches!(a, Action::SetTimer(Timer::Place, _))));
-    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1], &[2]));
+    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1, 2], &[2, 1]));
     assert!(actions.iter().any(|a| matches!(a, Action::Waiting(None))));
     assert_eq!(starts(&actions), 5);
     // A cancel while pending ends it like any job.
@@ -97,7 +83,7 @@ fn a_job_waits_behind_an_earlier_pending_one_even_if_it_fits() {
 #[test]
 fn a_restart_without_a_free_slot_waits_for_one_instead_of_over_filling() {
     let mut c = core(Delivery::ExactlyOnce);
-    c.handle(Input::Start, &sized(&[1, 2], &[1, 1]));
+    c.handle(Input::Start, &sized(&[1, 2], &[2, 1]));
     let on_w2: Vec<TaskPos> = c
         .tasks()
         .iter()
@@ -106,8 +92,8 @@ fn a_restart_without_a_free_slot_waits_for_one_instead_of_over_filling() {
         .collect();
     assert_eq!(on_w2.len(), 1);
     let lost = on_w2[0];
-    // w2 dies; w1's one slot holds the other group: the task waits.
-    let actions = c.handle(Input::WorkerLost { worker: w(2) }, &sized(&[1], &[1]));
+    // w2 dies; w1's two slots are both held by this job: the task waits.
+    let actions = c.handle(Input::WorkerLost { worker: w(2) }, &sized(&[1], &[2]));
     assert!(ended(&actions).is_none());
     assert_eq!(
         starts(&actions),
@@ -117,7 +103,6 @@ fn a_restart_without_a_free_slot_waits_for_one_instead_of_over_filling() {
     assert!(actions.iter().any(|a| matches!(a,
         Action::Waiting(Some(why)) if why.contains("waits for a free slot"))));
     assert!(held(&c).get(&w(1)) == Some(&2));
-    assert!(slots(&c).get(&w(1)) == Some(&1));
     // Its next attempt is reserved and published with no key: the old attempt (a zombie on
     // a worker declared dead) is fenced off now, not when a slot frees up.
     let fenced = actions.iter().any(|a| match a {
@@ -128,10 +113,10 @@ fn a_restart_without_a_free_slot_waits_for_one_instead_of_over_filling() {
     });
     assert!(fenced, "{actions:?}");
     // Still no room at the next look.
-    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1], &[1]));
+    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1], &[2]));
     assert_eq!(starts(&actions), 0);
     // A worker with a slot joins: the task restarts there.
-    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1, 3], &[1, 1]));
+    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[1, 3], &[2, 1]));
     assert_eq!(starts(&actions), 1);
     assert_eq!(c.tasks()[&lost].worker, w(3));
     assert_eq!(c.tasks()[&lost].attempt, 1);

@@ -4,33 +4,27 @@
 
 use super::state::State;
 use crate::coordinator::Input;
-use crate::model::ids::{JobId, TaskPos, WorkerId};
+use crate::model::ids::{JobId, WorkerId};
 use crate::protocol::control::WorkerState;
-use std::collections::BTreeMap;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
 impl State {
-    /// Slots of `worker` the tasks of running jobs hold (those of `except` not counted): one
-    /// per slot group of each job there, derived from task records, so a slot is free again
-    /// however its tasks ended.
+    /// Slots of `worker` the tasks of running jobs hold (those of `except` not counted):
+    /// derived from task records, so a slot is free again however its task ended.
     pub fn slots_held(&self, worker: &WorkerId, except: Option<&JobId>) -> u32 {
-        let mut by_job: BTreeMap<&JobId, Vec<TaskPos>> = BTreeMap::new();
-        for (k, t) in &self.tasks {
-            if &t.worker == worker && !t.state.is_terminal() && Some(&k.job) != except {
-                by_job.entry(&k.job).or_default().push(k.pos);
-            }
-        }
-        by_job
-            .into_iter()
-            .filter_map(|(job, tasks)| {
-                let j = self.jobs.get(job).filter(|j| j.events().is_some())?;
-                Some(crate::coordinator::capacity::slots_of(
-                    &j.spec,
-                    tasks.iter(),
-                ))
+        self.tasks
+            .iter()
+            .filter(|(k, t)| {
+                &t.worker == worker && !t.state.is_terminal() && Some(&k.job) != except
             })
-            .sum()
+            .filter(|(k, _)| {
+                self.jobs.get(&k.job).is_some_and(|j| {
+                    j.events().is_some()
+                        && crate::coordinator::capacity::takes_slot(&j.spec, k.pos.stage)
+                })
+            })
+            .count() as u32
     }
 
     /// A worker starts draining: it takes no new task, and every running job is told so its
