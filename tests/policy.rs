@@ -693,7 +693,14 @@ fn kill_task_of_a_process_that_is_not_an_operator_of_the_worker_leaves_it_alive(
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("worker.log");
     let mut worker = Command::new(bin())
-        .args(["worker", "--leader", &leader.url, "--slots", "64", "--data-dir"])
+        .args([
+            "worker",
+            "--leader",
+            &leader.url,
+            "--slots",
+            "64",
+            "--data-dir",
+        ])
         .arg(dir.path().join("w"))
         .env("RAINSTORM_LOG", "info")
         .env_remove("RAINSTORM_TOKEN")

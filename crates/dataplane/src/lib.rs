@@ -91,7 +91,7 @@ impl DataConfig {
         for (name, slot) in vars {
             if let Ok(v) = std::env::var(name) {
                 match v.parse::<usize>() {
-                    Ok(n) if n > 0 || name == "RAINSTORM_LOG_LINGER_US" => *slot = n,
+                    Ok(n) if n > 0 || name.starts_with("RAINSTORM_LOG_") => *slot = n,
                     _ => {
                         tracing::warn!(%name, value = %v, "ignoring a data-plane setting that is not a positive integer")
                     }

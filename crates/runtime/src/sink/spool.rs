@@ -42,20 +42,24 @@ impl Spool {
     /// A fresh spool for attempt `attempt` of the sink `key`, under `work_dir/spool`; `None`
     /// (logged) when the file cannot be made: the output is then assembled from the store.
     pub async fn create(work_dir: &Path, key: &TaskKey, attempt: u32) -> Option<Spool> {
+        // Unique per process and per spool, whatever else shares the directory (another
+        // attempt of the same task, another worker given the same data dir by mistake).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = work_dir.join("spool");
         let name = format!(
-            "{}-{}-{}-{attempt}.txt",
+            "{}-{}-{}-{attempt}-{}-{n}.txt",
             safe(&key.job.0),
             key.pos.stage,
-            key.pos.index
+            key.pos.index,
+            std::process::id()
         );
         let path = dir.join(name);
         let made = async {
             tokio::fs::create_dir_all(&dir).await?;
             tokio::fs::OpenOptions::new()
-                .create(true)
+                .create_new(true)
                 .write(true)
-                .truncate(true)
                 .open(&path)
                 .await
         };
