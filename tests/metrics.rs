@@ -23,6 +23,71 @@ impl Sample {
     }
 }
 
+/// Parses `text` with the reference OpenMetrics parser (Python's `prometheus_client`, which
+/// checks what the format requires: names, escapes, histogram buckets in order ending in
+/// `+Inf` with `_count` and `_sum`, `# EOF`) and checks what it found: the histograms as
+/// histograms, the counters as counters, the job's name label as the job was named. Skipped
+/// without the parser, except under `CI=true` (`.ci/run` installs it).
+fn openmetrics_reference_parse(text: &str) {
+    use std::io::Write;
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    out[f.name] = [f.type, len(f.samples), sorted({s.labels.get("name", "") for s in f.samples} - {""})]
+print(json.dumps(out))
+"#;
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import prometheus_client.openmetrics.parser"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must have the reference parser (pip install prometheus-client)"
+        );
+        eprintln!("skipped: the reference OpenMetrics parser (python3 prometheus_client) is not installed");
+        return;
+    }
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the reference parser refused /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kind = |name: &str| families[name][0].as_str().unwrap_or("missing").to_string();
+    assert_eq!(
+        kind("rainstorm_job_end_to_end_latency_seconds"),
+        "histogram"
+    );
+    assert_eq!(kind("rainstorm_task_log_commit_seconds"), "histogram");
+    assert_eq!(kind("rainstorm_task_tuples_in"), "counter");
+    assert_eq!(kind("rainstorm_task_busy_seconds"), "counter");
+    assert_eq!(kind("rainstorm_task_queue_depth"), "gauge");
+    assert_eq!(kind("rainstorm_worker_slots"), "gauge");
+    assert_eq!(kind("rainstorm_workers"), "gauge");
+    assert_eq!(
+        families["rainstorm_job"][2],
+        serde_json::json!([WEIRD]),
+        "the job's name, escaped by the encoder, unescaped by the reference parser: {families}"
+    );
+}
+
 /// Parses the OpenMetrics text format (the subset the leader writes): `# ` lines are skipped;
 /// label values are unescaped (`\\`, `\"`, `\n`).
 fn parse(text: &str) -> Vec<Sample> {
@@ -202,6 +267,7 @@ fn metrics_count_every_tasks_tuples_and_bytes_with_escaped_labels() {
         done.then_some((text, s))
     });
     assert_eq!(text.lines().last(), Some("# EOF"));
+    openmetrics_reference_parse(&text);
 
     // Bytes, against the input.
     let bytes = |name: &str, stage| stage_sum(&samples, name, &id, stage);

@@ -12,7 +12,7 @@ use crate::coordinator::record::RunState;
 use crate::coordinator::{Action, Cluster, CoreConfig, Input, JobCore, Outcome, Timer};
 use crate::model::ids::{JobId, TaskKey};
 use crate::model::spec::JobSpec;
-use crate::protocol::control::{Command, Endpoint, JobStatus};
+use crate::protocol::control::{Command, Endpoint};
 use rainstorm_store::output::SinkProgress;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -182,7 +182,9 @@ impl Executor {
         let behind = st
             .jobs
             .iter()
-            .filter(|(id, j)| **id != self.id && j.status() == JobStatus::Pending)
+            // An earlier job not placed yet — pending, or its driver has not decided yet —
+            // goes first, so two drivers starting at once keep the order of submission.
+            .filter(|(id, j)| **id != self.id && j.unplaced())
             .map(|(id, j)| (j.submitted, id.clone()))
             .filter(|earlier| mine.as_ref().is_some_and(|m| earlier < m))
             .min()

@@ -119,6 +119,11 @@ impl JobRec {
         }
     }
 
+    /// Whether it runs and was never placed: pending, or not yet looked at by its driver.
+    pub fn unplaced(&self) -> bool {
+        matches!(self.phase, Phase::Running { run: None, .. })
+    }
+
     /// Records its placement (a running job only).
     pub fn set_run(&mut self, placement: RunState) {
         if let Phase::Running { run, .. } = &mut self.phase {
