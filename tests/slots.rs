@@ -219,3 +219,62 @@ fn drained_workers_hand_their_tasks_over_mid_job_and_the_exactly_once_output_is_
     let refused = c.run(&["drain", &first]);
     assert!(!refused.status.success());
 }
+
+#[test]
+fn a_draining_worker_keeps_at_most_once_tasks_and_a_second_sigterm_stops_it_at_once() {
+    let mut c = Cluster::start(2, 5.0);
+    let input = numbered(3000);
+    c.file("in.txt", &input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    // At-most-once work cannot re-run, so a drain leaves it where it is: 30 s of it.
+    let job = job_toml(
+        "kept",
+        "in.txt",
+        "kept.txt",
+        100.0,
+        "at-most-once",
+        &[(2, "identity", &[])],
+    );
+    c.file("job.toml", &job);
+    let id = c.submit("job.toml");
+    wait_for("the job to make progress", Duration::from_secs(30), || {
+        (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? > 20).then_some(())
+    });
+    let on = operator_tasks_per_worker(&c, 1)
+        .into_iter()
+        .next()
+        .map(|(w, _)| w)
+        .unwrap();
+    let i = c.worker_index(&on).unwrap();
+    let pid = c.workers[i].id().to_string();
+    let term = || {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    term();
+    wait_state(&c, &on, &["draining"], Duration::from_secs(2));
+    // Its task stays (and the job goes on) while it drains.
+    let before = c.json(&["job", &id, "--json"])["sink_tuples"]
+        .as_u64()
+        .unwrap();
+    wait_for(
+        "the job to go on while the worker drains",
+        Duration::from_secs(10),
+        || (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? > before + 20).then_some(()),
+    );
+    assert!(
+        c.workers[i].try_wait().unwrap().is_none(),
+        "it waits for its task"
+    );
+    let t0 = Instant::now();
+    term();
+    let status = wait_exit(&mut c, i, Duration::from_secs(5));
+    assert!(
+        !status.success(),
+        "a second SIGTERM stops it at once: {status:?}"
+    );
+    println!("second SIGTERM → exit in {} ms", t0.elapsed().as_millis());
+}
