@@ -36,6 +36,22 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
 }
 
 impl LeaderLink {
+    /// Posts `body` to the leader's control plane at `path` and reads its `Known` answer:
+    /// `Ok(false)` when the leader does not know this worker (nothing was taken).
+    async fn post_known(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        deadline: Option<Duration>,
+    ) -> reqwest::Result<bool> {
+        let mut req = self.request(reqwest::Method::POST, path).json(body);
+        if let Some(d) = deadline {
+            req = req.timeout(d);
+        }
+        let known: Known = req.send().await?.error_for_status()?.json().await?;
+        Ok(known.known)
+    }
+
     /// Sends one batch of events to the leader (once; the caller decides about retrying).
     /// Delivers reports; `Ok(false)` when the leader does not know this worker (nothing
     /// was taken).
@@ -44,19 +60,9 @@ impl LeaderLink {
             worker_id: self.id.clone(),
             reports,
         };
-        let known: Known = self
-            .request(reqwest::Method::POST, "/internal/events")
-            .json(&ev)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(known.known)
+        self.post_known("/internal/events", &ev, None).await
     }
-}
 
-impl LeaderLink {
     /// Tells the leader this worker drains or left; `Ok(false)` when the leader does not
     /// know it. A short deadline: a drain must not hang on a leader that is gone.
     pub(super) async fn post_leave(&self, phase: LeavePhase) -> reqwest::Result<bool> {
@@ -64,16 +70,8 @@ impl LeaderLink {
             worker_id: self.id.clone(),
             phase,
         };
-        let known: Known = self
-            .request(reqwest::Method::POST, "/internal/leave")
-            .timeout(Duration::from_secs(5))
-            .json(&req)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(known.known)
+        let deadline = Some(Duration::from_secs(5));
+        self.post_known("/internal/leave", &req, deadline).await
     }
 }
 
