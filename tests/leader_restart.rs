@@ -274,9 +274,21 @@ fn an_executable_job_carries_on_through_leader_sigkills_with_exact_output() {
     let worker = victim["worker"].as_str().unwrap().to_string();
     let killed = c.run(&["kill-task", &worker, &pid]);
     assert!(killed.status.success(), "{killed:?}");
+    let seen = wait_for(
+        "the leader to count the kill",
+        Duration::from_secs(30),
+        || {
+            let j = c.json(&["job", &id, "--json"]);
+            (j["failures"].as_u64()? >= 1).then(|| j["last_failure"].clone())
+        },
+    );
     c.restart_leader();
     let j = c.wait_job(&id, Duration::from_secs(120));
     assert_eq!(j["status"], "succeeded", "{j}\n{}", c.diagnose());
+    // What the earlier leader counted survives it.
+    assert!(j["failures"].as_u64() >= Some(1), "{j}");
+    assert!(j["recoveries"].as_u64() >= Some(1), "{j}");
+    assert!(j["last_failure"].is_string(), "before: {seen}; after: {j}");
     let file = c.store_file("out/carry.txt");
     assert_same(
         "output through four leader restarts",

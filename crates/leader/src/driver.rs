@@ -51,11 +51,16 @@ pub async fn drive(
             .map(|limit| (limit, limit.saturating_sub(ran))),
     };
     let mut core = JobCore::new(id.clone(), spec.clone(), cfg);
+    let before = lock(&leader.state)
+        .jobs
+        .get(&id)
+        .map_or((0, 0), |j| (j.failures, j.recoveries));
     let mut run = Executor {
         leader: leader.clone(),
         id: id.clone(),
         spec: spec.clone(),
         timers: BTreeMap::new(),
+        before,
     };
     let mut input = match resume {
         None => Input::Start,
@@ -77,6 +82,8 @@ struct Executor {
     spec: JobSpec,
     /// The core's timers and when each expires.
     timers: BTreeMap<Timer, tokio::time::Instant>,
+    /// Failures and restarts an earlier leader counted (a resumed job's core counts anew).
+    before: (u64, u64),
 }
 
 impl Executor {
@@ -204,6 +211,8 @@ impl Executor {
         let mut st = lock(&self.leader.state);
         let cluster = self.cluster(&st);
         let actions = core.handle(input, &cluster);
+        // The counters first: a Persist among these actions records them.
+        self.count(&mut st, core);
         for a in &actions {
             match a {
                 Action::Assign { .. } => self.assign(&mut st, a),
@@ -260,10 +269,18 @@ impl Executor {
     /// Copies the core's counters onto the job's record.
     fn counters(&self, core: &JobCore) {
         let mut st = lock(&self.leader.state);
+        self.count(&mut st, core);
+    }
+
+    /// See [`Executor::counters`], under the lock `st` already held.
+    fn count(&self, st: &mut State, core: &JobCore) {
         if let Some(j) = st.jobs.get_mut(&self.id) {
-            j.failures = core.failures();
-            j.recoveries = core.recoveries();
-            j.last_failure = core.last_failure().map(str::to_string);
+            j.failures = self.before.0 + core.failures();
+            j.recoveries = self.before.1 + core.recoveries();
+            // A resumed job keeps the failure an earlier leader recorded until a new one.
+            if let Some(f) = core.last_failure() {
+                j.last_failure = Some(f.to_string());
+            }
         }
     }
 

@@ -202,6 +202,7 @@ impl JobRec {
             sink_tuples: self.sink_tuples.load(Ordering::Relaxed),
             failures: self.failures,
             recoveries: self.recoveries,
+            last_failure: self.last_failure.clone(),
             submitted_ms: ms_since_epoch(self.submitted),
             ended_ms: match &self.phase {
                 Phase::Ended { at_wall, .. } => Some(ms_since_epoch(*at_wall)),
@@ -231,6 +232,7 @@ impl JobRec {
         rec.sink_tuples.store(job.sink_tuples, Ordering::Relaxed);
         rec.failures = job.failures;
         rec.recoveries = job.recoveries;
+        rec.last_failure = job.last_failure.clone();
         rec.logs_left = job.logs_left;
         if let Some(run) = &job.run {
             rec.set_run(run.clone());
@@ -273,7 +275,7 @@ impl JobRec {
             latency: Arc::default(),
             failures: job.failures,
             recoveries: job.recoveries,
-            last_failure: None,
+            last_failure: job.last_failure.clone(),
             waiting: None,
             cancel,
             progress,

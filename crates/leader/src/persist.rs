@@ -40,6 +40,9 @@ pub struct StoredJob {
     pub failures: u64,
     /// Task restarts done.
     pub recoveries: u64,
+    /// The latest failure of a current attempt: which, and why.
+    #[serde(default)]
+    pub last_failure: Option<String>,
     /// Submission time, ms since the Unix epoch.
     pub submitted_ms: u64,
     /// End time, ms since the Unix epoch.

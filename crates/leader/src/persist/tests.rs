@@ -32,6 +32,7 @@ fn job(id: &str, status: JobStatus) -> StoredJob {
         sink_tuples: 2,
         failures: 1,
         recoveries: 1,
+        last_failure: Some("task 1.0 attempt 0: boom".into()),
         submitted_ms: 1000,
         ended_ms: None,
         cleanup_error: None,
