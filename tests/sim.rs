@@ -1009,6 +1009,8 @@ async fn run_seed(seed: u64) -> SeedResult {
             launcher: launcher.clone(),
             identity: identity(i),
             slots: rainstorm::dataplane::link::LinkSlots::new(cfg.max_conns),
+            // Off: file I/O runs outside the virtual clock (the output comes from the store).
+            spool: false,
         };
         if i != LEADER {
             // No tuple passes through the leader: only workers listen for data.

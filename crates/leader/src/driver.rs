@@ -177,9 +177,12 @@ impl Executor {
                 ))
             })
             .collect();
+        // Draining workers take no new task, and neither does a registration never used
+        // since it was made (no command poll, no heartbeat): a flood of registrations that
+        // never ask for work does not attract any.
         let draining = workers
             .iter()
-            .filter(|(w, _)| st.workers.get(w).is_some_and(|r| r.draining))
+            .filter(|(w, _)| st.workers.get(w).is_some_and(|r| r.draining || !r.heard))
             .map(|(w, _)| w.clone())
             .collect();
         let mine = st

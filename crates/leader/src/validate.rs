@@ -130,8 +130,9 @@ pub struct LinkRoom {
     pub used: u64,
 }
 
-/// The cluster's room for data links now; `None` with no live worker (such a job fails at
-/// its start, saying so, as it always did).
+/// The cluster's room for data links now, among live workers whose registration was used
+/// (a flood of registrations that never ask for work does not shrink it); `None` with no
+/// such worker (the job then waits for one).
 ///
 /// Why the smallest worker and not the sum: placement is round robin per task and a failed
 /// worker's tasks move to the survivors, so one worker can end up holding every link of a
@@ -142,7 +143,7 @@ pub fn link_room(st: &State) -> Option<LinkRoom> {
     let (worker, cap) = st
         .workers
         .iter()
-        .filter(|(_, w)| w.state == WorkerState::Alive)
+        .filter(|(_, w)| w.state == WorkerState::Alive && w.heard)
         .map(|(id, w)| (id.clone(), w.data_conns))
         .min_by_key(|(_, c)| *c)?;
     let used = st

@@ -33,6 +33,10 @@ pub struct TaskEnv {
     pub launcher: Arc<dyn Launch>,
     /// This worker's key: every Hello its links send is signed with it.
     pub identity: crate::protocol::auth::Identity,
+    /// Whether a sink spools its lineage's text to a local file for its output
+    /// (`sink::Spool`). The simulation turns it off: file I/O runs on threads outside its
+    /// virtual clock, and a seed must replay bit for bit.
+    pub spool: bool,
     /// The process's budget of link connections (`cfg.max_conns`), shared by every link of
     /// every task, so links never take the descriptors the control plane needs.
     pub slots: LinkSlots,
@@ -51,6 +55,7 @@ impl TaskEnv {
             registry: Arc::default(),
             routes: Arc::default(),
             slots: LinkSlots::new(cfg.max_conns),
+            spool: true,
             cfg,
             store,
             work_dir,

@@ -26,6 +26,10 @@ fn worker(st: &mut State, id: &str, conns: u64, alive: bool) {
     let key = Identity::from_seed([7; 32]).unwrap().public();
     let id = WorkerId(id.into());
     st.add_worker(id.clone(), "127.0.0.1:1".into(), key, None, conns, 8);
+    if let Some(w) = st.workers.get_mut(&id) {
+        // Its registration was used (it polled): it counts.
+        w.heard = true;
+    }
     if !alive {
         if let Some(w) = st.workers.get_mut(&id) {
             w.state = WorkerState::Dead;
@@ -40,6 +44,15 @@ fn the_room_is_the_smallest_live_worker_less_the_running_jobs() {
     worker(&mut st, "w1", 4096, true);
     worker(&mut st, "w2", 1000, true);
     worker(&mut st, "w3", 10, false);
+    // A registration never used does not count, however small its cap.
+    st.add_worker(
+        WorkerId("w4".into()),
+        "127.0.0.1:4".into(),
+        Identity::from_seed([8; 32]).unwrap().public(),
+        None,
+        1,
+        8,
+    );
     // A running job counts whole (3 + 9 + 3); an ended one not at all.
     st.add_job(JobId("job-1".into()), JobRec::detached(job(&[3, 3])));
     let mut ended = JobRec::detached(job(&[50, 50]));

@@ -268,6 +268,7 @@ mod tests {
             launcher: Arc::new(crate::exec::OsLauncher),
             identity: crate::protocol::auth::Identity::from_seed([5; 32]).unwrap(),
             slots: crate::dataplane::link::LinkSlots::new(64),
+            spool: false,
         }
     }
 

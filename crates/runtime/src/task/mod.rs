@@ -114,7 +114,7 @@ pub async fn run_task(
     );
     // A sink spools the text of its log as it goes, for the output at its end.
     let spool = match &a.role {
-        TaskRole::Sink { .. } => Spool::create(&env.work_dir, &key, a.attempt)
+        TaskRole::Sink { .. } if env.spool => Spool::create(&env.work_dir, &key, a.attempt)
             .await
             .map(Arc::new),
         _ => None,
