@@ -123,16 +123,7 @@ fn the_dashboard_marks_the_slow_middle_stage_as_the_bottleneck() {
         eprintln!("skipped: chromium not found (apt-get install chromium)");
         return;
     };
-    let mut c = Cluster::start(0, 5.0);
-    // Small windows and queues, so back-pressure reaches the first stage within a few batches.
-    let small = [
-        ("RAINSTORM_WINDOW_BYTES", "8192"),
-        ("RAINSTORM_QUEUE_BATCHES", "2"),
-        ("RAINSTORM_BATCH_TUPLES", "64"),
-    ];
-    c.add_worker_env(&small);
-    c.add_worker_env(&small);
-    c.wait_alive(2);
+    let c = Cluster::start_small_windows(2);
 
     // One job that ended, for the compact list.
     c.file("few.txt", "a\nb\nc\n");

@@ -347,16 +347,7 @@ fn metrics_count_every_tasks_tuples_and_bytes_with_escaped_labels() {
 
 #[test]
 fn a_slow_stage_is_busy_while_the_stage_before_it_is_backpressured_and_scrapes_stay_quick() {
-    let mut c = Cluster::start(0, 5.0);
-    // Small windows and queues, so back-pressure reaches the first stage within a few batches.
-    let small = [
-        ("RAINSTORM_WINDOW_BYTES", "8192"),
-        ("RAINSTORM_QUEUE_BATCHES", "2"),
-        ("RAINSTORM_BATCH_TUPLES", "64"),
-    ];
-    c.add_worker_env(&small);
-    c.add_worker_env(&small);
-    c.wait_alive(2);
+    let c = Cluster::start_small_windows(2);
     let slow = write_exec(&c.dir.path().join("slow.py"), &slow_echo(0.002));
     let lines: Vec<String> = (0..60_000).map(|i| format!("row {i}")).collect();
     c.file("in.txt", &(lines.join("\n") + "\n"));

@@ -409,6 +409,22 @@ impl Cluster {
         self.add_worker_env(&[]);
     }
 
+    /// A leader and `n` workers with small link windows and queues, so back-pressure from a
+    /// slow stage reaches the stages before it within a few batches.
+    pub fn start_small_windows(n: usize) -> Cluster {
+        let mut c = Cluster::start(0, 5.0);
+        let small = [
+            ("RAINSTORM_WINDOW_BYTES", "8192"),
+            ("RAINSTORM_QUEUE_BATCHES", "2"),
+            ("RAINSTORM_BATCH_TUPLES", "64"),
+        ];
+        for _ in 0..n {
+            c.add_worker_env(&small);
+        }
+        c.wait_alive(n);
+        c
+    }
+
     /// Starts one more worker with extra environment variables (data-plane limits, say).
     pub fn add_worker_env(&mut self, env: &[(&str, &str)]) {
         self.add_worker_with(env, None);
