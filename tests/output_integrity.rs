@@ -13,12 +13,16 @@ const LINES: usize = 200;
 /// Bytes of one source line (the line, padding and newline).
 const LINE_BYTES: usize = 512;
 
-/// A worker that cuts a batch per tuple and commits its log without lingering: with the
-/// source paced, the sink's log is about one segment per line, and its output upload (one
-/// read through the leader per segment) lasts long enough to be cancelled part-way.
-const SEGMENT_ENV: [(&str, &str); 2] = [
+/// A worker that cuts a batch per tuple, commits its log without lingering or a commit
+/// interval, and writes the output from its log's segments (not its spool, whose upload is
+/// too quick to catch): with the source paced, the sink's log is about one segment per line,
+/// and its output upload (reads through the leader, a few segments at a time) lasts long
+/// enough to be cancelled part-way.
+const SEGMENT_ENV: [(&str, &str); 4] = [
     ("RAINSTORM_BATCH_TUPLES", "1"),
     ("RAINSTORM_LOG_LINGER_US", "0"),
+    ("RAINSTORM_LOG_COMMIT_MS", "0"),
+    ("RAINSTORM_SINK_SPOOL", "0"),
 ];
 
 /// `n` numbered lines of [`LINE_BYTES`] bytes each.

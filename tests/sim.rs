@@ -975,6 +975,7 @@ async fn run_seed(seed: u64) -> SeedResult {
         queue_batches: 1 + rng.below(4) as usize,
         log_linger_us: rng.below(1000) as usize,
         log_commit_ms: [0, 0, 5, 30][rng.below(4) as usize],
+        sink_spool: 0,
         ..DataConfig::default()
     };
     // Every worker starts executables as the same stand-ins (a fresh one per attempt).

@@ -42,6 +42,9 @@ pub struct DataConfig {
     /// a second, whatever its traffic), at the cost of up to this much latency per logged
     /// stage. 0: a segment as soon as the previous one is written.
     pub log_commit_ms: usize,
+    /// Whether a sink spools its lineage's text for the output (1, the default) or reads its
+    /// segments back from the store at the end (0: for a worker short of local disk).
+    pub sink_spool: usize,
     /// How long a new connection to the data listener may take to prove the cluster secret
     /// in its Hello before it is closed (milliseconds).
     pub hello_deadline_ms: usize,
@@ -65,6 +68,7 @@ impl Default for DataConfig {
             queue_batches: 8,
             log_linger_us: 2000,
             log_commit_ms: DEFAULT_LOG_COMMIT_MS,
+            sink_spool: 1,
             hello_deadline_ms: 10_000,
             max_conns: model::check::MAX_LINKS as usize,
         }
@@ -78,7 +82,8 @@ impl DataConfig {
     /// reported and ignored).
     pub fn from_env() -> Self {
         let mut c = DataConfig::default();
-        let vars: [(&str, &mut usize); 8] = [
+        let vars: [(&str, &mut usize); 9] = [
+            ("RAINSTORM_SINK_SPOOL", &mut c.sink_spool),
             ("RAINSTORM_LOG_LINGER_US", &mut c.log_linger_us),
             ("RAINSTORM_LOG_COMMIT_MS", &mut c.log_commit_ms),
             ("RAINSTORM_BATCH_TUPLES", &mut c.batch_tuples),
@@ -91,7 +96,13 @@ impl DataConfig {
         for (name, slot) in vars {
             if let Ok(v) = std::env::var(name) {
                 match v.parse::<usize>() {
-                    Ok(n) if n > 0 || name.starts_with("RAINSTORM_LOG_") => *slot = n,
+                    Ok(n)
+                        if n > 0
+                            || name.starts_with("RAINSTORM_LOG_")
+                            || name == "RAINSTORM_SINK_SPOOL" =>
+                    {
+                        *slot = n
+                    }
                     _ => {
                         tracing::warn!(%name, value = %v, "ignoring a data-plane setting that is not a positive integer")
                     }

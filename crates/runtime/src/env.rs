@@ -55,7 +55,7 @@ impl TaskEnv {
             registry: Arc::default(),
             routes: Arc::default(),
             slots: LinkSlots::new(cfg.max_conns),
-            spool: true,
+            spool: cfg.sink_spool != 0,
             cfg,
             store,
             work_dir,
