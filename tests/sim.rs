@@ -47,8 +47,9 @@ mod faulty_store;
 
 use faulty_store::FaultyStore;
 use rainstorm::coordinator::record::RunState;
+use rainstorm::coordinator::rescale::ScaleRequest;
 use rainstorm::coordinator::{
-    Action, Cluster, CoreConfig, Input, JobCore, Outcome, Reported, Timer,
+    Action, Cluster, CoreConfig, Input, JobCore, Outcome, Reported, ScalePhase, Timer,
 };
 use rainstorm::dataplane::inbound::Registry;
 use rainstorm::dataplane::listener;
@@ -60,6 +61,7 @@ use rainstorm::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpe
 use rainstorm::model::tuple::Tuple;
 use rainstorm::protocol::auth::Identity;
 use rainstorm::protocol::control::{Endpoint, TaskAssignment, TaskState};
+use rainstorm::protocol::reroute::{PendingRoute, SwitchReport};
 use rainstorm::runtime::exec::Launch;
 use rainstorm::runtime::log::committed_lineage;
 use rainstorm::runtime::sink::segment_text;
@@ -88,6 +90,9 @@ enum Pipeline {
     KeepCountUpper,
     /// count-by category → even (scripted, keeps even running counts).
     CountEven,
+    /// identity → count-by category → identity: built-ins whose stateless stages the
+    /// simulation rescales while the job runs.
+    Builtins,
 }
 
 fn scripts() -> StandIns {
@@ -139,6 +144,13 @@ fn exec(path: &str) -> OperatorSpec {
     }
 }
 
+fn identity() -> OperatorSpec {
+    OperatorSpec::Builtin {
+        name: "identity".into(),
+        args: vec![],
+    }
+}
+
 fn count_by() -> OperatorSpec {
     OperatorSpec::Builtin {
         name: "count-by".into(),
@@ -174,6 +186,20 @@ impl Pipeline {
                     operator: exec("even"),
                 },
             ],
+            Pipeline::Builtins => vec![
+                StageSpec {
+                    tasks: n(rng),
+                    operator: identity(),
+                },
+                StageSpec {
+                    tasks: n(rng),
+                    operator: count_by(),
+                },
+                StageSpec {
+                    tasks: n(rng),
+                    operator: identity(),
+                },
+            ],
         }
     }
 
@@ -195,6 +221,11 @@ impl Pipeline {
                     let c = counts.entry(cat).or_default();
                     *c += 1;
                     c.is_multiple_of(2).then(|| format!("{cat},{c}"))
+                }
+                Pipeline::Builtins => {
+                    let c = counts.entry(cat).or_default();
+                    *c += 1;
+                    Some(format!("{cat},{c}"))
                 }
             };
             if let Some(l) = line {
@@ -304,6 +335,8 @@ static SAMPLES_CHECKED: AtomicU64 = AtomicU64::new(0);
 static JOBS_FAILED: AtomicU64 = AtomicU64::new(0);
 /// Drains of a worker simulated, and seeds run with counted (tight) slots.
 static DRAINS: AtomicU64 = AtomicU64::new(0);
+static SCALES_DONE: AtomicU64 = AtomicU64::new(0);
+static SCALES_ABORTED: AtomicU64 = AtomicU64::new(0);
 static SLOTTED: AtomicU64 = AtomicU64::new(0);
 /// Source rate changes simulated.
 static RATE_CHANGES: AtomicU64 = AtomicU64::new(0);
@@ -487,6 +520,42 @@ impl Sim {
                     }
                 }
             }
+            Action::Reroute {
+                worker,
+                pos,
+                attempt,
+                route,
+            } => {
+                // The command reaches the worker a little later; its answer goes with the
+                // worker's heartbeats.
+                let host = host_of(&worker);
+                if self.alive[host] {
+                    let at = now + Duration::from_micros(self.rng.below(20_000));
+                    self.at(at, Timed::Reroute(host, pos, attempt, route));
+                }
+            }
+            Action::Rerouted {
+                worker,
+                pos,
+                attempt,
+                version,
+                confirm,
+            } => {
+                let host = host_of(&worker);
+                if self.alive[host] {
+                    let at = now + Duration::from_micros(self.rng.below(20_000));
+                    self.at(at, Timed::Rerouted(host, pos, attempt, version, confirm));
+                }
+            }
+            Action::Standby(_) => {}
+            Action::Scaling(note) => {
+                match note.phase {
+                    ScalePhase::Done => SCALES_DONE.fetch_add(1, Ordering::Relaxed),
+                    ScalePhase::Aborted(_) => SCALES_ABORTED.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+                self.log.push(format!("scaling: {note:?}"));
+            }
             Action::SetTimer(t, after) => {
                 self.core_timers.insert(t, now + after);
             }
@@ -581,6 +650,20 @@ impl Sim {
         for (pos, attempt) in done {
             self.done_reported.push((pos, attempt));
             self.feed(Input::SourceDone { attempt });
+        }
+        // Switches made, as every heartbeat of their worker repeats them.
+        let switched: Vec<(TaskPos, u32, SwitchReport)> = self
+            .running
+            .iter()
+            .filter(|(_, a)| self.alive[a.host])
+            .filter_map(|((pos, attempt), a)| Some((*pos, *attempt, a.status.board.last()?)))
+            .collect();
+        for (pos, attempt, report) in switched {
+            self.feed(Input::Switched {
+                pos,
+                attempt,
+                report,
+            });
         }
     }
 
@@ -712,6 +795,20 @@ impl Sim {
                     self.at(back, Timed::Undrain(w));
                 }
             }
+            Chaos::Scale => {
+                if self.leader_down.is_none() {
+                    let stage = 1 + self.rng.below(self.spec.stages.len() as u64) as u32;
+                    let most = tasks_of(&self.spec, stage);
+                    let tasks = 1 + self.rng.below(most as u64) as u32;
+                    self.log.push(format!("scale stage {stage} to {tasks}"));
+                    self.feed(Input::Scale(ScaleRequest {
+                        stage,
+                        tasks,
+                        reason: "simulated".into(),
+                        rate: None,
+                    }));
+                }
+            }
             Chaos::SetRate => {
                 // `rainstorm set-rate`: from a tenth of the job's rows a second to unthrottled.
                 if self.leader_down.is_none() {
@@ -766,6 +863,16 @@ impl Sim {
                 self.at(now + HEARTBEAT, Timed::Heartbeat);
             }
             Timed::Stop(c) => c.cancel(),
+            Timed::Reroute(host, pos, attempt, route) => {
+                if let Some(a) = self.running.get(&(pos, attempt)).filter(|a| a.host == host) {
+                    a.status.board.reroute(route);
+                }
+            }
+            Timed::Rerouted(host, pos, attempt, version, confirm) => {
+                if let Some(a) = self.running.get(&(pos, attempt)).filter(|a| a.host == host) {
+                    a.status.board.decide(version, confirm);
+                }
+            }
             Timed::Sample => self.sample(),
             Timed::KillTask(pos) => {
                 let Some(attempt) = self.newest_running(pos) else {
@@ -883,6 +990,9 @@ enum Chaos {
     LeaderCrash,
     /// The source's rate changes while it runs (`rainstorm set-rate`).
     SetRate,
+    /// A stage is rescaled (`rainstorm scale`, or the autoscaler): its upstream tasks switch
+    /// key-group maps in two phases while everything else goes on.
+    Scale,
     /// A worker drains: the core moves its tasks (exactly-once: stop and restart from the log,
     /// not counted as failures); it takes tasks again a little later.
     Drain,
@@ -949,10 +1059,10 @@ async fn run_seed(seed: u64) -> SeedResult {
         6..=7 => Delivery::AtLeastOnce,
         _ => Delivery::AtMostOnce,
     };
-    let pipeline = if rng.chance(0.5) {
-        Pipeline::KeepCountUpper
-    } else {
-        Pipeline::CountEven
+    let pipeline = match rng.below(3) {
+        0 => Pipeline::KeepCountUpper,
+        1 => Pipeline::CountEven,
+        _ => Pipeline::Builtins,
     };
     let spec = JobSpec {
         name: None,
@@ -1072,7 +1182,7 @@ async fn run_seed(seed: u64) -> SeedResult {
     let mut plan: Vec<(u64, Chaos)> = (0..n_events)
         .map(|_| {
             let at = rng.below(1_500_000);
-            let kind = match rng.below(18) {
+            let kind = match rng.below(20) {
                 0..=4 => Chaos::Kill,
                 5..=6 => Chaos::Cut,
                 7..=8 => Chaos::Partition,
@@ -1081,6 +1191,7 @@ async fn run_seed(seed: u64) -> SeedResult {
                 12..=13 => Chaos::ControlCut,
                 14 => Chaos::Drain,
                 15 => Chaos::SetRate,
+                16..=17 => Chaos::Scale,
                 _ => Chaos::LeaderCrash,
             };
             (at, kind)
@@ -1212,6 +1323,10 @@ enum Timed {
     Sample,
     /// A drained worker is back in service.
     Undrain(usize),
+    /// A reroute command reaches a worker.
+    Reroute(usize, TaskPos, u32, PendingRoute),
+    /// A switch's verdict reaches a worker.
+    Rerouted(usize, TaskPos, u32, u32, bool),
 }
 
 /// Checks a seed's result against its delivery mode's invariant, and every follower's read
@@ -1443,7 +1558,7 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
     eprintln!(
         "{seeds} seeds passed ({} simulated leader restarts, {} source and {} sink restarts, \
          {} jobs failed under at-most-once, {} follower reads checked, {} worker drains, \
-         {} seeds with tight slots, {} rate changes)",
+         {} seeds with tight slots, {} rate changes, {} rescales done and {} aborted)",
         n(&LEADER_RESTARTS),
         n(&SOURCE_RESTARTS),
         n(&SINK_RESTARTS),
@@ -1451,6 +1566,8 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
         n(&SAMPLES_CHECKED),
         n(&DRAINS),
         n(&SLOTTED),
-        n(&RATE_CHANGES)
+        n(&RATE_CHANGES),
+        n(&SCALES_DONE),
+        n(&SCALES_ABORTED)
     );
 }

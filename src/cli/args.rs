@@ -314,6 +314,18 @@ pub(super) enum Cmd {
         #[command(flatten)]
         leader: LeaderArg,
     },
+    /// Rescale one stage of a running job: its key groups move to (or from) tasks kept ready,
+    /// live, with nothing lost or doubled. The job's `scaling` list shows how it went.
+    Scale {
+        /// Job id.
+        id: String,
+        /// Stage (1-based).
+        stage: u32,
+        /// Tasks it should run (1 to its max_tasks).
+        tasks: u32,
+        #[command(flatten)]
+        leader: LeaderArg,
+    },
     /// Take a worker out of service: it takes no new task, its tasks move to other workers
     /// (nothing lost or doubled under exactly-once), then it leaves and exits 0.
     Drain {

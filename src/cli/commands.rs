@@ -252,6 +252,16 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("rainstorm: job {id}: the source paces by {rate} tuples/s from now on");
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Scale {
+            id,
+            stage,
+            tasks,
+            leader,
+        } => {
+            client(&leader)?.scale(&id, stage, tasks).await?;
+            eprintln!("rainstorm: job {id}: stage {stage} rescales to {tasks} tasks (see `rainstorm job {id}`)");
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Drain { worker, leader } => {
             let done = client(&leader)?.drain(&worker).await?;
             eprintln!("rainstorm: {done}");

@@ -27,6 +27,7 @@ impl JobCore {
             )));
         }
         self.epoch = run.epoch;
+        self.routing = run.routing.clone();
         // Placed by the earlier leader: a later look for capacity places only waiting tasks.
         self.placed = true;
         self.placement = Placement::restored(
@@ -57,7 +58,10 @@ impl JobCore {
                 state,
             });
         }
+        // Upstream tasks may hold outputs for a verdict the earlier leader never gave.
+        self.abort_all_switches("the leader restarted", out);
         out.push(Action::Persist(self.run_state()));
+        out.push(self.standby_action());
         out.push(Action::SetTimer(Timer::Adopt, self.cfg.adopt_after));
         self.arm_timeout(out);
         // A sink that finished before the leader went away reports nothing more: the job
@@ -127,6 +131,7 @@ impl JobCore {
                 routes: self.placement.list(),
             });
         }
+        self.resend_verdicts(&worker, out);
         for r in ends {
             self.ended_attempt(r.pos, r.attempt, r.state, r.error, cluster, out)?;
         }

@@ -11,7 +11,6 @@
 use super::event::{Action, Cluster, Timer};
 use super::job::JobCore;
 use crate::model::ids::{TaskPos, WorkerId};
-use crate::model::partition::tasks_of;
 use crate::model::spec::{JobSpec, StageRole};
 use crate::protocol::control::Endpoint;
 use std::cmp::Reverse;
@@ -27,11 +26,12 @@ pub fn takes_slot(spec: &JobSpec, stage: u32) -> bool {
     matches!(spec.role_of(stage), StageRole::Operator(_))
 }
 
-/// The slots a job holds while it runs: one per operator task.
+/// The slots a job needs to start: one per operator task that owns key groups (a stage's
+/// `tasks`; the rest of an autoscaled stage's `max_tasks` stand by and hold none).
 pub fn demand(spec: &JobSpec) -> u32 {
     (0..=spec.sink_stage())
         .filter(|s| takes_slot(spec, *s))
-        .map(|s| tasks_of(spec, s))
+        .map(|s| crate::model::partition::initial_map(spec, s).active().len() as u32)
         .sum()
 }
 
@@ -67,7 +67,7 @@ impl Room {
                         .filter(|(p, t)| {
                             &t.worker == w
                                 && !t.state.is_terminal()
-                                && (!slot_only || takes_slot(&core.spec, p.stage))
+                                && (!slot_only || core.holds_slot(**p))
                         })
                         .count() as u32
                 };
@@ -84,6 +84,22 @@ impl Room {
             })
             .collect();
         Room { spots }
+    }
+
+    /// Takes a slot on `worker` if it takes tasks and has one free (or slots are not
+    /// counted).
+    pub(super) fn take_on(&mut self, worker: &WorkerId) -> bool {
+        match self.spots.iter_mut().find(|s| &s.worker == worker) {
+            Some(s) => match s.free {
+                None => true,
+                Some(0) => false,
+                Some(n) => {
+                    s.free = Some(n - 1);
+                    true
+                }
+            },
+            None => false,
+        }
     }
 
     /// Free slots in all (`None`: not counted), and how many workers take tasks.

@@ -65,6 +65,17 @@ pub enum Input {
     Timer(Timer),
     /// The user changed the source's rate (`rainstorm set-rate`).
     SetRate(f64),
+    /// Rescale a stage (the user, or the autoscaler).
+    Scale(crate::rescale::ScaleRequest),
+    /// An upstream attempt switched its outputs to a stage's new map, at this point.
+    Switched {
+        /// Which task.
+        pos: TaskPos,
+        /// Which attempt.
+        attempt: u32,
+        /// The version and the point.
+        report: crate::protocol::reroute::SwitchReport,
+    },
     /// The user cancelled the job.
     Cancel,
     /// The executor could not carry out an action (the placement could not be made
@@ -97,6 +108,8 @@ pub enum Timer {
     /// Capacity may have freed up: try again to place a job that waits for slots, or tasks
     /// whose restart found none.
     Place,
+    /// A rescale of this stage has not had every upstream point by now: it is aborted.
+    Switch(u32),
     /// A restart held back by the restart backoff: start this attempt of this task now (if
     /// it is still the task's current attempt).
     Start(TaskPos, u32),
@@ -168,6 +181,34 @@ pub enum Action {
         /// Tuples per second (0: unthrottled).
         rate: f64,
     },
+    /// Switch this upstream attempt's outputs to a new key-group map of the next stage.
+    Reroute {
+        /// The worker running it.
+        worker: WorkerId,
+        /// Which task.
+        pos: TaskPos,
+        /// Which attempt.
+        attempt: u32,
+        /// The version and its map.
+        route: crate::protocol::reroute::PendingRoute,
+    },
+    /// The verdict on a switch: confirmed (every point is durable) or aborted.
+    Rerouted {
+        /// The worker running it.
+        worker: WorkerId,
+        /// Which task.
+        pos: TaskPos,
+        /// Which attempt.
+        attempt: u32,
+        /// The next stage's routing version.
+        version: u32,
+        /// Confirmed or aborted.
+        confirm: bool,
+    },
+    /// The operator tasks that own no key group now: they hold no slot.
+    Standby(BTreeSet<TaskPos>),
+    /// A rescale started, finished, was aborted or refused (for the job's `scaling` list).
+    Scaling(ScaleNote),
     /// The job waits for capacity (why), or (`None`) no longer does.
     Waiting(Option<String>),
     /// Call back with [`Input::Timer`] after this long (replacing that timer's deadline).
@@ -176,6 +217,38 @@ pub enum Action {
     ClearTimer(Timer),
     /// The job's outcome is known: stop its tasks and record it.
     End(Outcome),
+}
+
+/// One step of a rescale, as the job's `scaling` list shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScaleNote {
+    /// The stage.
+    pub stage: u32,
+    /// The routing version (0 for a refusal).
+    pub version: u32,
+    /// Tasks before (0 when not known here: the executor keeps the started note).
+    pub from: u32,
+    /// Tasks after.
+    pub to: u32,
+    /// Why it was decided.
+    pub reason: String,
+    /// The stage's input rate when decided (tuples/s).
+    pub rate: Option<f64>,
+    /// How far it got.
+    pub phase: ScalePhase,
+}
+
+/// How far a rescale got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScalePhase {
+    /// Upstream tasks were asked to switch.
+    Started,
+    /// Every upstream task switched.
+    Done,
+    /// Given up (why); the stage keeps its tasks.
+    Aborted(String),
+    /// Not started (why).
+    Refused(String),
 }
 
 /// What the core sees of the cluster when it decides: the live workers, in the order it

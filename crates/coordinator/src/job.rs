@@ -87,6 +87,8 @@ pub struct JobCore {
     pub(super) unplaced: BTreeSet<TaskPos>,
     /// Times each task moved off a draining worker (restarts that are not failures).
     pub(super) moves: BTreeMap<TaskPos, u32>,
+    /// The key-group maps of the stages rescaled so far.
+    pub(super) routing: BTreeMap<u32, super::routing::StageRouting>,
 }
 
 impl JobCore {
@@ -108,6 +110,7 @@ impl JobCore {
             waiting_reason: None,
             unplaced: BTreeSet::new(),
             moves: BTreeMap::new(),
+            routing: BTreeMap::new(),
         }
     }
 
@@ -186,6 +189,22 @@ impl JobCore {
                 self.set_rate(rate, cluster, &mut out);
                 Ok(())
             }
+            Input::Scale(req) => {
+                self.scale(req, cluster, &mut out);
+                Ok(())
+            }
+            Input::Switched {
+                pos,
+                attempt,
+                report,
+            } => {
+                self.switched(pos, attempt, report, &mut out);
+                Ok(())
+            }
+            Input::Timer(Timer::Switch(stage)) => {
+                self.abort_switch(stage, "not every upstream task switched in time", &mut out);
+                Ok(())
+            }
             Input::Cancel => Err(Outcome::Cancelled),
             Input::Abort(cause) => Err(Outcome::Failed(cause)),
         };
@@ -245,6 +264,7 @@ impl JobCore {
                     dest,
                 })
                 .collect(),
+            routing: self.routing.clone(),
         }
     }
 
@@ -313,13 +333,17 @@ impl JobCore {
     /// The Start command of a task's current attempt.
     pub(super) fn start_action(&self, pos: TaskPos) -> Option<Action> {
         let t = self.tasks.get(&pos)?;
-        let a = assignment(
+        let mut a = assignment(
             &self.spec,
             &self.key(pos),
             t.attempt,
             self.epoch,
             &self.placement,
         );
+        a.routing.steps = self.steps_of(pos);
+        if let Some(r) = a.source_replay.as_mut() {
+            r.steps = self.steps_of(TaskPos { stage: 0, index: 0 });
+        }
         Some(Action::Start {
             worker: t.worker.clone(),
             assignment: Box::new(a),

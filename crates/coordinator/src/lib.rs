@@ -26,10 +26,12 @@ mod job;
 pub mod placement;
 pub mod record;
 mod recover;
+pub mod rescale;
+pub mod routing;
 mod start;
 pub mod sweep;
 
-pub use event::{Action, Cluster, Input, Outcome, Reported, Timer};
+pub use event::{Action, Cluster, Input, Outcome, Reported, ScaleNote, ScalePhase, Timer};
 pub use job::{CoreConfig, CoreTask, JobCore};
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ pub fn assignment(
             name: spec.source_name.clone(),
             partition: partition_into(spec, 1),
             tasks: tasks_of(spec, 1),
+            steps: Vec::new(),
         });
     let role = match spec.role_of(stage) {
         StageRole::Source => TaskRole::Source {
@@ -76,6 +77,7 @@ pub fn assignment(
             _ => tasks_of(spec, stage + 1),
         },
         partition: partition_into(spec, stage + 1),
+        routing: Default::default(),
         delivery: spec.delivery,
         routes: routes.list(),
         routes_version: routes.version,

@@ -18,6 +18,9 @@ pub struct RunState {
     pub version: u64,
     /// Every task, the source (stage 0) and the sink (stage K+1) included.
     pub tasks: Vec<PlacedTask>,
+    /// The key-group maps of every stage that was rescaled, by stage.
+    #[serde(default)]
+    pub routing: std::collections::BTreeMap<u32, crate::routing::StageRouting>,
 }
 
 /// One task of a running job's placement.

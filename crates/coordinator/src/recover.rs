@@ -4,7 +4,7 @@
 //! the new placement durable first, then tells every worker of the job, so each link
 //! reconnects to exactly the attempt that now runs.
 
-use super::capacity::{takes_slot, Room};
+use super::capacity::Room;
 use super::event::{Action, Cluster, Outcome, Timer};
 use super::job::JobCore;
 use super::placement::{recovery, Recovery};
@@ -63,6 +63,8 @@ impl JobCore {
         cluster: &Cluster,
         out: &mut Vec<Action>,
     ) -> Result<(), Outcome> {
+        // A switch of the next stage this task had not made durably cannot be made now.
+        self.restarting(pos, out);
         let (old, mut attempt) = match self.tasks.get(&pos) {
             Some(t) => (Some(t.worker.clone()), t.attempt + 1),
             None => (None, 0),
@@ -71,7 +73,7 @@ impl JobCore {
             // Its next attempt was reserved when it began to wait.
             attempt = self.placement.get(&pos).map_or(attempt, |d| d.attempt);
         }
-        let slot = takes_slot(&self.spec, pos.stage);
+        let slot = self.holds_slot(pos);
         let Some((target, at)) = Room::of(self, cluster, false).take(slot, old.as_ref(), None)
         else {
             let why = match cluster.placeable().next() {
@@ -144,7 +146,7 @@ impl JobCore {
         // worker when that one still takes tasks and has room.
         let mut room = Room::of(self, cluster, true);
         for (pos, worker, attempt) in placed {
-            match room.take(takes_slot(&self.spec, pos.stage), None, Some(&worker)) {
+            match room.take(self.holds_slot(pos), None, Some(&worker)) {
                 Some((target, at)) => {
                     self.unplaced.remove(&pos);
                     self.assign(pos, target, &at, attempt, out);
@@ -163,6 +165,7 @@ impl JobCore {
         if let Some(pos) = self.unplaced.iter().next() {
             self.wait(format!("task {pos} waits for a free slot"), out);
         }
+        self.restart_routing(out);
         self.epoch += 1;
         self.sink_done = false;
         out.push(Action::ClearTimer(Timer::Drain));

@@ -38,7 +38,7 @@ impl JobCore {
             })
             .collect();
         for pos in positions {
-            let Some((w, at)) = room.take(takes_slot(&self.spec, pos.stage), None, None) else {
+            let Some((w, at)) = room.take(self.holds_slot(pos), None, None) else {
                 return Err(Outcome::Failed(format!(
                     "task {pos} found no room the start counted on"
                 )));
@@ -47,6 +47,7 @@ impl JobCore {
         }
         self.placed = true;
         out.push(Action::Persist(self.run_state()));
+        out.push(self.standby_action());
         self.launch(out);
         info!(job = %self.id, stages = self.spec.stages.len(), epoch = self.epoch, "job started");
         Ok(())

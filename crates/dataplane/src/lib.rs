@@ -19,6 +19,7 @@ pub mod link;
 pub mod listener;
 pub mod meter;
 pub mod net;
+pub mod reroute;
 pub mod router;
 pub mod routes;
 pub mod transport;

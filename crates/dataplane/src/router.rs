@@ -4,6 +4,7 @@
 
 use super::link::{LinkMsg, OutBatch};
 use super::meter::SendMeter;
+use super::reroute::{Switchboard, Verdict};
 use super::DataConfig;
 use crate::model::partition::{Partition, Partitioner};
 use crate::model::tuple::Tuple;
@@ -29,9 +30,15 @@ pub enum Closed {
 /// The largest tuple (key and value bytes) a batch frame can carry.
 pub const MAX_TUPLE: usize = crate::protocol::frame::MAX_FRAME - 1024;
 
+/// Outputs held back during a switch before it waits for the verdict instead (back-pressure).
+const HOLD_MAX: usize = 8192;
+
 /// Output side of a task.
 pub struct Router {
     links: Vec<mpsc::Sender<LinkMsg>>,
+    board: Arc<Switchboard>,
+    /// Outputs waiting for a switch's verdict, with their emit time and key group, in order.
+    held: Vec<(Tuple, u64, usize)>,
     pending: Vec<Vec<Tuple>>,
     pending_bytes: Vec<usize>,
     pending_emit: Vec<u64>,
@@ -42,11 +49,13 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router over `links` (one per downstream task, in index order), counting the tuples
-    /// it routes on `emitted` and their bytes and its waits for room on `meter`.
+    /// A router over `links` (one per downstream task, in index order) that routes by the
+    /// key-group maps of `board`, counting the tuples it routes on `emitted` and their bytes
+    /// and its waits for room on `meter`.
     pub fn new(
         links: Vec<mpsc::Sender<LinkMsg>>,
         partition: Partition,
+        board: Arc<Switchboard>,
         cfg: DataConfig,
         emitted: Arc<AtomicU64>,
         meter: Arc<SendMeter>,
@@ -54,10 +63,12 @@ impl Router {
         let n = links.len();
         Router {
             links,
+            board,
+            held: Vec::new(),
             pending: (0..n).map(|_| Vec::new()).collect(),
             pending_bytes: vec![0; n],
             pending_emit: vec![u64::MAX; n],
-            partitioner: Partitioner::new(partition, n),
+            partitioner: Partitioner::new(partition, 1),
             cfg,
             emitted,
             meter,
@@ -70,7 +81,41 @@ impl Router {
         if size > MAX_TUPLE {
             return Err(Closed::TooLarge(size));
         }
-        let i = self.partitioner.pick(&t);
+        let g = self.partitioner.group(&t);
+        if !self.held.is_empty() {
+            self.release().await?;
+        }
+        match self.board.route(g) {
+            Verdict::To(i) => self.place(i, t, emit_ns).await,
+            Verdict::Hold => {
+                self.held.push((t, emit_ns, g));
+                if self.held.len() >= HOLD_MAX {
+                    self.board.wait_decided().await;
+                    self.release().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Routes the held outputs, in order, once their switch is decided.
+    async fn release(&mut self) -> Result<(), Closed> {
+        let mut done = 0;
+        while let Some((_, _, g)) = self.held.get(done) {
+            let Some(i) = self.board.route_held(*g) else {
+                break;
+            };
+            let (t, emit_ns, _) = std::mem::take(&mut self.held[done]);
+            self.place(i, t, emit_ns).await?;
+            done += 1;
+        }
+        self.held.drain(..done);
+        Ok(())
+    }
+
+    /// Adds `t` to destination `i`'s batch; sends the batch when full.
+    async fn place(&mut self, i: usize, t: Tuple, emit_ns: u64) -> Result<(), Closed> {
+        let size = t.key.len() + t.value.len() + 8;
         if !self.pending[i].is_empty() && self.pending_bytes[i] + size > MAX_TUPLE {
             // Never let one batch grow past what a frame can carry.
             self.send(i).await?;
@@ -117,6 +162,9 @@ impl Router {
     /// Sends every partial batch: called when the input runs dry, so latency stays low under
     /// light load while batches stay large under heavy load.
     pub async fn flush(&mut self) -> Result<(), Closed> {
+        if !self.held.is_empty() {
+            self.release().await?;
+        }
         for i in 0..self.links.len() {
             self.send(i).await?;
         }
@@ -126,6 +174,8 @@ impl Router {
     /// Flushes and tells every link the stream is complete (each then sends its end of
     /// stream). Dropping a router without `finish` abandons the links instead.
     pub async fn finish(mut self) -> Result<(), Closed> {
+        // A switch in progress is decided before the stream ends: held outputs are part of it.
+        self.board.wait_decided().await;
         self.flush().await?;
         for i in 0..self.links.len() {
             self.deliver(i, LinkMsg::End).await?;

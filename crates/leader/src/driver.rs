@@ -230,6 +230,17 @@ impl Executor {
                         j.spec.rate = *rate;
                     }
                 }
+                // Slots follow at once: the next decision of any job counts them.
+                Action::Standby(set) => {
+                    for (k, t) in st.tasks.iter_mut().filter(|(k, _)| k.job == self.id) {
+                        t.standby = set.contains(&k.pos);
+                    }
+                }
+                Action::Scaling(note) => {
+                    if let Some(j) = st.jobs.get_mut(&self.id) {
+                        crate::scaling::record(&mut j.scaling, note);
+                    }
+                }
                 _ => {}
             }
         }
@@ -331,6 +342,36 @@ impl Executor {
                     attempt,
                 },
             ),
+            Action::Reroute {
+                worker,
+                pos,
+                attempt,
+                route,
+            } => st.command(
+                &worker,
+                Command::Reroute {
+                    key: key(pos),
+                    attempt,
+                    route,
+                },
+            ),
+            Action::Rerouted {
+                worker,
+                pos,
+                attempt,
+                version,
+                confirm,
+            } => st.command(
+                &worker,
+                Command::Rerouted {
+                    key: key(pos),
+                    attempt,
+                    version,
+                    confirm,
+                },
+            ),
+            // Recorded when decided (`decide`).
+            Action::Standby(_) | Action::Scaling(_) => {}
             Action::SetRate { worker, rate } => st.command(
                 &worker,
                 Command::SetRate {

@@ -24,6 +24,7 @@ mod monitor;
 pub mod owned;
 pub mod persist;
 mod roster;
+mod scaling;
 pub mod server;
 pub mod state;
 pub mod validate;

@@ -88,6 +88,10 @@ pub struct TaskRec {
     /// Bytes, busy and back-pressured time and histograms of the current attempt, and the
     /// shares and rates derived from them (`/metrics`, the task views).
     pub meters: super::meters::Meters,
+    /// It owns no key group (an autoscaled stage's spare): it holds no slot.
+    pub standby: bool,
+    /// The latest switch of its outputs the job's core was told of (its version).
+    pub switched: Option<u32>,
 }
 
 impl TaskRec {
@@ -119,6 +123,8 @@ impl TaskRec {
             start_sent: None,
             reported: false,
             meters: Default::default(),
+            standby: false,
+            switched: None,
         }
     }
 }
@@ -276,7 +282,15 @@ impl State {
         t.pid = pid.or(t.pid);
         t.state = r.state;
         let newly_done = r.done && !t.done;
-        t.done |= r.done;
+        // A new switch goes to the core first; a source's "done" then waits for the next
+        // report (it is repeated in every one).
+        let switch = r.switched.clone().filter(|s| t.switched < Some(s.version));
+        if switch.is_none() {
+            t.done |= r.done;
+        }
+        if let Some(s) = &switch {
+            t.switched = Some(s.version);
+        }
         job_counters(&self.jobs, &r);
         if r.error.is_some() {
             t.error = r.error.clone();
@@ -290,6 +304,18 @@ impl State {
                 error: r.error,
             };
             return Some((tx, input));
+        }
+        if let Some(report) = switch {
+            let pos = r.key.pos;
+            let attempt = r.attempt;
+            return Some((
+                tx,
+                Input::Switched {
+                    pos,
+                    attempt,
+                    report,
+                },
+            ));
         }
         newly_done.then_some((tx, Input::SourceDone { attempt: r.attempt }))
     }

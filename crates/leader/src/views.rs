@@ -47,6 +47,8 @@ impl State {
             cleanup_error: j.cleanup_error.clone(),
             source_bytes,
             source_read_bytes,
+            stage_tasks: self.stage_tasks(id, j),
+            scaling: j.scaling.clone(),
         })
     }
 
@@ -67,6 +69,33 @@ impl State {
             None => t.meters.last.source_read,
         };
         (size, Some(read))
+    }
+
+    /// Each stage's tasks that own key groups (all of a stage's tasks but those standing by).
+    fn stage_tasks(&self, id: &JobId, j: &JobRec) -> Vec<u32> {
+        (1..=j.spec.stages.len() as u32)
+            .map(|stage| {
+                let placed = self
+                    .tasks
+                    .range(
+                        TaskKey {
+                            job: id.clone(),
+                            pos: TaskPos { stage, index: 0 },
+                        }..,
+                    )
+                    .take_while(|(k, _)| k.job == *id && k.pos.stage == stage);
+                let mut any = false;
+                let n = placed
+                    .inspect(|_| any = true)
+                    .filter(|(_, t)| !t.standby)
+                    .count() as u32;
+                if any {
+                    n
+                } else {
+                    j.spec.stages[stage as usize - 1].tasks
+                }
+            })
+            .collect()
     }
 
     /// Public view of all jobs, oldest first.
@@ -93,6 +122,7 @@ impl State {
                 pid: t.pid,
                 state: t.state,
                 attempt: t.attempt,
+                standby: t.standby,
                 restarts: t.attempt,
                 tuples_in: t.tuples_in,
                 tuples_out: t.tuples_out,

@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod check;
 pub mod course;
 pub mod csv;
+pub mod groups;
 pub mod hist;
 pub mod ids;
 pub mod jobfile;

@@ -5,42 +5,50 @@
 
 use crate::builtin::BuiltinSpec;
 use crate::csv::CsvSplitter;
+use crate::groups::{GroupMap, KEY_GROUPS};
 use crate::spec::{JobSpec, OperatorSpec};
 use crate::tuple::{stable_hash, Tuple};
 
-/// How a tuple picks its destination task.
+/// How a tuple picks its key group (and so its destination task).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Partition {
-    /// `hash(key) % tasks`.
+    /// `hash(key)`.
     Key,
-    /// `hash(CSV column of the value) % tasks` (0-based column): keyed built-ins.
+    /// `hash(CSV column of the value)` (0-based column): keyed built-ins.
     Column(usize),
 }
 
-/// Picks a tuple's destination among `n` tasks; shared by routers and by source replay, which
-/// must route exactly as the source did.
+/// Picks a tuple's key group, and its destination by a [`GroupMap`]; shared by routers and
+/// by source replay, which must route exactly as the source did.
 pub struct Partitioner {
     partition: Partition,
-    n: usize,
+    map: GroupMap,
     csv: CsvSplitter,
 }
 
 impl Partitioner {
-    /// A partitioner over `n` tasks.
+    /// A partitioner over `n` tasks, groups dealt evenly ([`GroupMap::even`]).
     pub fn new(partition: Partition, n: usize) -> Self {
+        Partitioner::with_map(partition, GroupMap::even(n as u32))
+    }
+
+    /// A partitioner by `map`.
+    pub fn with_map(partition: Partition, map: GroupMap) -> Self {
         Partitioner {
             partition,
-            n,
+            map,
             csv: CsvSplitter::default(),
         }
     }
 
-    /// Destination index of `t`.
-    pub fn pick(&mut self, t: &Tuple) -> usize {
-        if self.n <= 1 {
-            return 0;
-        }
+    /// Routes by `map` from now on.
+    pub fn set_map(&mut self, map: GroupMap) {
+        self.map = map;
+    }
+
+    /// The key group of `t`.
+    pub fn group(&mut self, t: &Tuple) -> usize {
         let h = match self.partition {
             Partition::Key => stable_hash(t.key.as_bytes()),
             Partition::Column(c) => {
@@ -48,7 +56,13 @@ impl Partitioner {
                 stable_hash(self.csv.field(c).unwrap_or("").as_bytes())
             }
         };
-        (h % self.n as u64) as usize
+        (h % KEY_GROUPS as u64) as usize
+    }
+
+    /// Destination index of `t`.
+    pub fn pick(&mut self, t: &Tuple) -> usize {
+        let g = self.group(t);
+        self.map.owner(g) as usize
     }
 }
 
@@ -64,10 +78,24 @@ pub fn partition_into(spec: &JobSpec, stage: u32) -> Partition {
     }
 }
 
-/// Number of tasks of `stage`: the source and the sink have one each.
+/// Number of task positions of `stage`: the source and the sink have one each; an operator
+/// stage its `tasks`, or, autoscaled, its `max_tasks` (those that own no key group stand by).
 pub fn tasks_of(spec: &JobSpec, stage: u32) -> u32 {
     match spec.role_of(stage) {
-        crate::spec::StageRole::Operator(s) => s.tasks,
+        crate::spec::StageRole::Operator(s) => s.tasks.max(max_tasks_of(spec, stage)),
         _ => 1,
+    }
+}
+
+/// The most tasks `stage` can run at once (0 when it is not autoscaled).
+pub fn max_tasks_of(_spec: &JobSpec, _stage: u32) -> u32 {
+    0
+}
+
+/// The key-group map a stage starts with: its first `tasks` positions own every group.
+pub fn initial_map(spec: &JobSpec, stage: u32) -> GroupMap {
+    match spec.role_of(stage) {
+        crate::spec::StageRole::Operator(s) => GroupMap::even(s.tasks),
+        _ => GroupMap::even(1),
     }
 }

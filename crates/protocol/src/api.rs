@@ -109,6 +109,38 @@ pub struct JobInfo {
     /// it, the share of the input done, which `follow` shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_read_bytes: Option<u64>,
+    /// Each stage's tasks owning key groups now (autoscaled stages change it).
+    #[serde(default)]
+    pub stage_tasks: Vec<u32>,
+    /// Every rescale decided for the job, oldest first.
+    #[serde(default)]
+    pub scaling: Vec<ScaleInfo>,
+}
+
+/// One rescale of a stage, as `rainstorm job ID --json` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ScaleInfo {
+    /// When it was decided, ms since the Unix epoch.
+    pub time_ms: u64,
+    /// The stage (1-based).
+    pub stage: u32,
+    /// Tasks before.
+    pub from: u32,
+    /// Tasks asked for (or, done, reached).
+    pub to: u32,
+    /// The stage's measured input rate when decided, tuples/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Why it was decided.
+    pub reason: String,
+    /// `in-progress`, `done`, `aborted` or `refused`.
+    pub outcome: String,
+    /// Why it was aborted or refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// How long the move took, from the decision until every upstream task switched, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
 }
 
 /// A task as `rainstorm tasks` shows it.
@@ -129,6 +161,9 @@ pub struct TaskInfo {
     pub state: TaskState,
     /// Attempt number (0 = never restarted).
     pub attempt: u32,
+    /// It owns no key group: an autoscaled stage's task kept ready, holding no slot.
+    #[serde(default)]
+    pub standby: bool,
     /// Restarts so far.
     pub restarts: u32,
     /// Tuples accepted.

@@ -194,6 +194,9 @@ pub struct TaskReport {
     /// Bytes, busy and back-pressured time, log commit and latency histograms.
     #[serde(default)]
     pub meters: crate::meters::TaskMeters,
+    /// The latest switch of this attempt's outputs to a new map, and where it made it.
+    #[serde(default)]
+    pub switched: Option<crate::reroute::SwitchReport>,
 }
 
 /// Periodic liveness message.
@@ -239,6 +242,9 @@ pub struct TaskAssignment {
     pub downstream: u32,
     /// How outputs pick their downstream task.
     pub partition: Partition,
+    /// Which downstream task owns each key group, from which output on (rescales).
+    #[serde(default)]
+    pub routing: crate::reroute::OutRouting,
     /// Delivery mode.
     pub delivery: Delivery,
     /// Current placement of the job (position, data address, attempt, the key of the worker
@@ -303,11 +309,17 @@ pub struct SourceReplay {
     pub partition: Partition,
     /// First-stage task count.
     pub tasks: u32,
+    /// The source's routing history into the first stage, by line number.
+    #[serde(default)]
+    pub steps: Vec<crate::model::groups::RouteStep>,
 }
 
 /// A command from leader to worker.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
+// Commands are few and short-lived (one per start, route change or switch); boxing the
+// start would only move the allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Start a task attempt.
     Start(TaskAssignment),
@@ -338,6 +350,28 @@ pub enum Command {
         job: JobId,
         /// Tuples per second (0: unthrottled).
         rate: f64,
+    },
+    /// Switch an upstream task's outputs to a new key-group map (a rescale of the next
+    /// stage): record the point reached, hold the outputs whose group moves, report.
+    Reroute {
+        /// Which task.
+        key: TaskKey,
+        /// Which attempt.
+        attempt: u32,
+        /// The switch.
+        route: crate::reroute::PendingRoute,
+    },
+    /// The leader made every point of a switch durable (`confirm`: held outputs go by the
+    /// new map) or gave it up (they go by the old one).
+    Rerouted {
+        /// Which task.
+        key: TaskKey,
+        /// Which attempt.
+        attempt: u32,
+        /// The downstream stage's routing version.
+        version: u32,
+        /// Confirmed or aborted.
+        confirm: bool,
     },
     /// Drain (`rainstorm drain`): take no new task, wait until the leader has moved every
     /// task elsewhere, then leave and exit.

@@ -13,3 +13,4 @@ pub mod frame;
 pub mod line;
 pub mod meters;
 pub mod refusal;
+pub mod reroute;

@@ -3,6 +3,7 @@
 
 use crate::dataplane::link::{run_link, LinkEnd, LinkMsg, LinkSpec};
 use crate::dataplane::meter::SendMeter;
+use crate::dataplane::reroute::Switchboard;
 use crate::dataplane::router::Router;
 use crate::env::TaskEnv;
 use crate::model::ids::{JobId, TaskPos};
@@ -25,8 +26,10 @@ pub struct Outgoing {
     pub epoch: u32,
     /// Downstream task count (stage `from.stage + 1`).
     pub downstream: u32,
-    /// How outputs pick their downstream task.
+    /// How outputs pick their key group.
     pub partition: Partition,
+    /// Which downstream task owns each key group (and a switch in progress).
+    pub board: Arc<Switchboard>,
     /// Re-send unacknowledged batches after a reconnect (all modes but at-most-once).
     pub resend: bool,
     /// Links keep serving after their end is acknowledged (the source; see `LinkSpec`).
@@ -82,7 +85,14 @@ pub fn spawn(
             cancel.clone(),
         ));
     }
-    let router = Router::new(senders, out.partition, env.cfg.clone(), emitted, meter);
+    let router = Router::new(
+        senders,
+        out.partition,
+        out.board,
+        env.cfg.clone(),
+        emitted,
+        meter,
+    );
     (router, Links { tasks, cancel })
 }
 

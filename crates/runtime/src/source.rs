@@ -182,6 +182,8 @@ pub struct SourceSpec {
     pub downstream: u32,
     /// First-stage partitioning.
     pub partition: Partition,
+    /// Which first-stage task owns each key group (and a switch in progress).
+    pub board: Arc<crate::dataplane::reroute::Switchboard>,
     /// Re-send on reconnect (all modes but at-most-once).
     pub resend: bool,
     /// Job epoch (at-least-once restarts start the source over in a new epoch).
@@ -233,6 +235,7 @@ pub async fn run_source(
             epoch: spec.epoch,
             downstream: spec.downstream,
             partition: spec.partition.clone(),
+            board: spec.board.clone(),
             resend: spec.resend,
             linger: true,
             done: Some(done_tx),

@@ -100,6 +100,41 @@ impl Worker {
                     }
                 }
             }
+            Command::Reroute {
+                key,
+                attempt,
+                route,
+            } => {
+                let version = route.version;
+                let tasks = lock_tasks(&self.tasks);
+                let Some(r) = tasks.get(&(key.clone(), attempt)) else {
+                    warn!(task = %key, attempt, version, "a reroute for an attempt not running here");
+                    return;
+                };
+                match r.status.board.reroute(route) {
+                    Some(rep) => {
+                        info!(task = %key, attempt, version, outputs = rep.point.outputs, "outputs switch to a new key-group map");
+                        // The report goes now; heartbeats repeat it until the leader has it.
+                        if ev_tx.try_send(report(&r.assignment, &r.status)).is_err() {
+                            warn!(task = %key, "event queue full; the switch goes with the next heartbeat");
+                        }
+                    }
+                    None => {
+                        warn!(task = %key, attempt, version, "a reroute while another switch waits for its verdict")
+                    }
+                }
+            }
+            Command::Rerouted {
+                key,
+                attempt,
+                version,
+                confirm,
+            } => {
+                if let Some(r) = lock_tasks(&self.tasks).get(&(key.clone(), attempt)) {
+                    info!(task = %key, attempt, version, confirm, "switch decided");
+                    r.status.board.decide(version, confirm);
+                }
+            }
             // The session loop drains (it owns the drain's state); nothing to do here.
             Command::Drain => {}
         }

@@ -32,6 +32,7 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         latency: s.latency.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         done: s.done.load(Ordering::Relaxed),
         meters: s.meters(),
+        switched: s.board.last(),
     }
 }
 

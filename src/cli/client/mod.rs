@@ -185,6 +185,15 @@ impl Client {
         Ok(())
     }
 
+    /// Asks the leader to rescale a stage of a running job (`rainstorm scale`).
+    pub async fn scale(&self, id: &str, stage: u32, tasks: u32) -> anyhow::Result<()> {
+        let req = self
+            .request(Method::POST, &format!("/api/jobs/{id}/scale"))
+            .json(&serde_json::json!({ "stage": stage, "tasks": tasks }));
+        let _: serde_json::Value = self.call(req).await?;
+        Ok(())
+    }
+
     /// Asks the leader to drain a worker (`rainstorm drain`).
     pub async fn drain(&self, worker: &str) -> anyhow::Result<String> {
         if worker.is_empty()

@@ -116,6 +116,61 @@ pub(super) async fn set_rate(
     Json(json!({ "id": id, "rate": req.rate })).into_response()
 }
 
+/// Body of `POST /api/jobs/{id}/scale`.
+#[derive(serde::Deserialize)]
+pub(super) struct ScaleRequest {
+    stage: u32,
+    tasks: u32,
+}
+
+/// `POST /api/jobs/{id}/scale` (`rainstorm scale`): rescale one stage of a running job to
+/// `tasks` tasks, moving key groups live. The job's core decides whether it can now; the
+/// outcome shows in the job's `scaling` list.
+pub(super) async fn scale(
+    State(l): Shared,
+    Path(id): Path<String>,
+    Json(req): Json<ScaleRequest>,
+) -> Response {
+    let tx = {
+        let st = lock(&l.state);
+        let Some(j) = st.jobs.get(&JobId(id.clone())) else {
+            return error(StatusCode::NOT_FOUND, format!("no job {id}"));
+        };
+        let stages = j.spec.stages.len() as u32;
+        if req.stage == 0 || req.stage > stages {
+            let why = format!("job {id} has stages 1 to {stages}, not {}", req.stage);
+            return error(StatusCode::BAD_REQUEST, why);
+        }
+        let most = crate::model::partition::tasks_of(&j.spec, req.stage);
+        if req.tasks == 0 || req.tasks > most {
+            let why = format!(
+                "stage {} can run 1 to {most} tasks (its max_tasks), not {}",
+                req.stage, req.tasks
+            );
+            return error(StatusCode::BAD_REQUEST, why);
+        }
+        match j.events() {
+            Some(tx) => tx.clone(),
+            None => {
+                let why = format!("job {id} has ended ({:?})", j.status());
+                return error(StatusCode::CONFLICT, why);
+            }
+        }
+    };
+    let input = Input::Scale(crate::coordinator::rescale::ScaleRequest {
+        stage: req.stage,
+        tasks: req.tasks,
+        reason: "requested".into(),
+        rate: None,
+    });
+    if tx.send(input).await.is_err() {
+        return error(StatusCode::CONFLICT, format!("job {id} has ended"));
+    }
+    info!(job = %id, stage = req.stage, tasks = req.tasks, "rescale requested");
+    let body = json!({ "id": id, "stage": req.stage, "tasks": req.tasks, "status": "requested" });
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
 pub(super) async fn list_tasks(State(l): Shared) -> Response {
     Json(lock(&l.state).tasks_info()).into_response()
 }

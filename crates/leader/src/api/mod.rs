@@ -104,6 +104,7 @@ pub fn router(leader: Arc<Leader>) -> Router {
         .route("/api/jobs/{id}", get(jobs::get_job))
         .route("/api/jobs/{id}/cancel", post(jobs::cancel_job))
         .route("/api/jobs/{id}/rate", post(jobs::set_rate))
+        .route("/api/jobs/{id}/scale", post(jobs::scale))
         .route("/api/jobs/{id}/output", get(output::output))
         .route("/api/tasks", get(jobs::list_tasks))
         .route("/api/workers", get(jobs::list_workers))

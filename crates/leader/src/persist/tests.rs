@@ -1,10 +1,13 @@
 //! Unit tests of `persist`.
 
 use super::*;
+use crate::coordinator::routing::StageRouting;
+use crate::model::groups::GroupMap;
 use crate::model::ids::TaskPos;
 use crate::model::spec::{Delivery, PathMode};
 use crate::protocol::auth::Identity;
 use crate::protocol::control::{Dest, Endpoint};
+use crate::protocol::reroute::SwitchPoint;
 
 fn key() -> PeerKey {
     Identity::from_seed([4; 32]).unwrap().public()
@@ -51,6 +54,23 @@ fn job(id: &str, status: JobStatus) -> StoredJob {
                     3,
                 ),
             }],
+            // A rescaled stage's maps and switch points are part of the placement.
+            routing: [(2, {
+                let mut r = StageRouting::starting(GroupMap::even(2), 0);
+                r.begin(GroupMap::even(3));
+                if let Some(v) = r.pending_mut() {
+                    v.at.insert(
+                        0,
+                        SwitchPoint {
+                            outputs: 12,
+                            sent: vec![5, 7, 0],
+                        },
+                    );
+                }
+                r
+            })]
+            .into_iter()
+            .collect(),
         }),
     }
 }

@@ -6,6 +6,7 @@ use super::operator::{Operator, Stop};
 use super::receive::{Accepted, Intake, Unseen};
 use super::{TaskEnv, TaskStatus};
 use crate::dataplane::meter::Stopwatch;
+use crate::model::groups::map_for;
 use crate::model::partition::Partitioner;
 use crate::model::spec::PathMode;
 use crate::protocol::control::SourceReplay;
@@ -44,6 +45,8 @@ impl Intake for DirectIntake<'_> {
         let file = open_source(env, paths, &r.path).await.map_err(failed)?;
         let mut rd = SourceReader::new(file, &r.name);
         let mut part = Partitioner::new(r.partition.clone(), r.tasks as usize);
+        // The source routed line n by the map in force for its n-th output.
+        let mut line = 0u64;
         let mut seq = 0u64;
         while seq < upto {
             let Some(t) = rd.next_tuple().await.map_err(|e| failed(e.to_string()))? else {
@@ -51,7 +54,9 @@ impl Intake for DirectIntake<'_> {
                     "the file ended at tuple {seq} of this task, before the acknowledged {upto}"
                 )));
             };
-            if part.pick(&t) == me as usize {
+            line += 1;
+            let g = part.group(&t);
+            if map_for(&r.steps, line, r.tasks).owner(g) == me {
                 seq += 1;
                 if seq > after {
                     let bytes = (t.key.len() + t.value.len()) as u64;

@@ -2,6 +2,7 @@
 //! state, counters and meters, all read without touching the task (atomics, short locks).
 
 use crate::dataplane::meter::{SendMeter, Stopwatch};
+use crate::dataplane::reroute::Switchboard;
 use crate::model::hist::AtomicHist;
 use crate::protocol::control::TaskState;
 use crate::protocol::meters::TaskMeters;
@@ -57,13 +58,19 @@ pub struct TaskStatus {
     pub started: Started,
     /// A source: how far it has read its file.
     pub source: Arc<crate::source::SourceRead>,
+    /// Where its outputs go by key group, and a switch to a new map in progress (rescales).
+    pub board: Arc<Switchboard>,
 }
 
 impl TaskStatus {
     /// The status of a new attempt of `a`: a source's starts at its assigned rate (set here,
     /// when the worker takes the start, so a later `SetRate` command is never overwritten).
     pub fn of(a: &crate::protocol::control::TaskAssignment) -> TaskStatus {
-        let status = TaskStatus::default();
+        let board = Switchboard::new(a.routing.steps.clone(), a.downstream);
+        let status = TaskStatus {
+            board: Arc::new(board),
+            ..TaskStatus::default()
+        };
         if let crate::protocol::control::TaskRole::Source { rate, .. } = &a.role {
             status.source.rate.send_replace(*rate);
         }

@@ -55,6 +55,7 @@ fn assignment(operator: OperatorSpec) -> TaskAssignment {
         upstream: 1,
         downstream: 1,
         partition: Partition::Key,
+        routing: Default::default(),
         delivery: Delivery::AtLeastOnce,
         routes: Vec::new(),
         routes_version: 1,

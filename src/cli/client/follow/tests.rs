@@ -53,6 +53,8 @@ fn end() -> OutputEvent {
         cleanup_error: None,
         source_bytes: None,
         source_read_bytes: None,
+        stage_tasks: Vec::new(),
+        scaling: Vec::new(),
     })
 }
 

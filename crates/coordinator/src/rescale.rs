@@ -1,0 +1,438 @@
+//! Rescaling a stage while the job runs: which tasks own key groups, the two-phase switch of
+//! every upstream task to the new map, and what a failure, a timeout or a leader restart does
+//! to a switch in progress. The protocol and why it loses and doubles nothing are in
+//! `docs/rescale.md`.
+//!
+//! Phase one: the new map is made durable as a version in progress and every upstream task is
+//! asked to switch ([`Action::Reroute`]). Each records its point, holds back the outputs it
+//! would route differently, and reports the point ([`crate::Input::Switched`]), which is made
+//! durable. Phase two, once every point is durable: each is confirmed ([`Action::Rerouted`]).
+//! An upstream task that restarts before its point is durable, a switch that takes longer
+//! than [`SWITCH_TIMEOUT`], and a leader restart abort it instead: nothing was routed by the
+//! new map yet, so every replay still routes by the old one.
+
+use super::capacity::{takes_slot, Room};
+use super::event::{Action, Cluster, ScaleNote, ScalePhase, Timer};
+use super::job::JobCore;
+use super::routing::{StageRouting, NEVER};
+use crate::model::builtin::BuiltinSpec;
+use crate::model::ids::{TaskPos, WorkerId};
+use crate::model::partition::{initial_map, tasks_of};
+use crate::model::spec::{OperatorSpec, StageRole};
+use crate::protocol::control::TaskState;
+use crate::protocol::reroute::{PendingRoute, SwitchPoint, SwitchReport};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// A switch whose points are not all durable by then is aborted (an upstream attempt that
+/// never got the command, say); the next decision starts afresh.
+pub const SWITCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request to rescale a stage.
+#[derive(Clone, Debug)]
+pub struct ScaleRequest {
+    /// The stage (1..=K).
+    pub stage: u32,
+    /// Tasks it should run.
+    pub tasks: u32,
+    /// Why (the autoscaler's numbers, or "requested").
+    pub reason: String,
+    /// The stage's input rate when decided (tuples/s), if measured.
+    pub rate: Option<f64>,
+}
+
+impl JobCore {
+    /// The routing of `stage` (its first map if it was never rescaled).
+    pub(super) fn routing_of(&self, stage: u32) -> StageRouting {
+        self.routing
+            .get(&stage)
+            .cloned()
+            .unwrap_or_else(|| StageRouting::starting(initial_map(&self.spec, stage), 0))
+    }
+
+    /// Whether the task at `pos` holds a slot: an operator task that owns key groups (or
+    /// will, or still does until a switch in progress is done). The others stand by.
+    pub fn holds_slot(&self, pos: TaskPos) -> bool {
+        if !takes_slot(&self.spec, pos.stage) {
+            return false;
+        }
+        match self.routing.get(&pos.stage) {
+            Some(r) => r.active().contains(&pos.index),
+            None => initial_map(&self.spec, pos.stage)
+                .active()
+                .contains(&pos.index),
+        }
+    }
+
+    /// Tasks that stand by (own no key group), for the executor's slot accounting.
+    pub(super) fn standby_action(&self) -> Action {
+        let standby = self
+            .tasks
+            .keys()
+            .filter(|p| takes_slot(&self.spec, p.stage) && !self.holds_slot(**p))
+            .copied()
+            .collect();
+        Action::Standby(standby)
+    }
+
+    /// A stage whose operator keeps state per key cannot move keys yet: their state would not
+    /// go with them.
+    fn stateful(&self, stage: u32) -> Option<String> {
+        match self.spec.role_of(stage) {
+            StageRole::Operator(s) => match &s.operator {
+                OperatorSpec::Builtin { name, args } => BuiltinSpec::routing_column(name, args)
+                    .map(|_| format!("stage {stage} runs `{name}`, which keeps state per key")),
+                OperatorSpec::Exec { .. } => Some(format!(
+                    "stage {stage} runs an executable, which may keep state per key"
+                )),
+            },
+            _ => Some(format!("stage {stage} is not an operator stage")),
+        }
+    }
+
+    /// Starts rescaling a stage, or says why not.
+    pub(super) fn scale(&mut self, req: ScaleRequest, cluster: &Cluster, out: &mut Vec<Action>) {
+        let note = |phase, from, to, version| ScaleNote {
+            stage: req.stage,
+            version,
+            from,
+            to,
+            reason: req.reason.clone(),
+            rate: req.rate,
+            phase,
+        };
+        let routing = self.routing_of(req.stage);
+        let active = routing
+            .current()
+            .map(|v| v.map.active())
+            .unwrap_or_default();
+        let from = active.len() as u32;
+        let refuse = |why: String, out: &mut Vec<Action>| {
+            info!(stage = req.stage, to = req.tasks, %why, "rescale refused");
+            out.push(Action::Scaling(note(
+                ScalePhase::Refused(why),
+                from,
+                req.tasks,
+                0,
+            )));
+        };
+        if let Some(why) = self.cannot_rescale(&req, &routing) {
+            return refuse(why, out);
+        }
+        let target = match self.target_tasks(req.stage, &active, req.tasks, cluster) {
+            Ok(t) => t,
+            Err(why) => return refuse(why, out),
+        };
+        let map = match routing.current() {
+            Some(v) => v.map.rescaled(&target),
+            None => return refuse("the stage has no map".into(), out),
+        };
+        let mut routing = routing;
+        let version = routing.begin(map.clone());
+        // Upstream tasks whose stream has ended route nothing more: their outputs all went
+        // by the old map.
+        let upstream = req.stage - 1;
+        let ended: Vec<u32> = (0..tasks_of(&self.spec, upstream))
+            .filter(|i| {
+                self.stream_ended(TaskPos {
+                    stage: upstream,
+                    index: *i,
+                })
+            })
+            .collect();
+        if let Some(v) = routing.pending_mut() {
+            for i in ended {
+                v.at.insert(
+                    i,
+                    SwitchPoint {
+                        outputs: NEVER,
+                        sent: Vec::new(),
+                    },
+                );
+            }
+        }
+        self.routing.insert(req.stage, routing);
+        let to = target.len() as u32;
+        info!(job = %self.id, stage = req.stage, from, to, version, reason = %req.reason, "rescaling a stage");
+        out.push(Action::Persist(self.run_state()));
+        out.push(self.standby_action());
+        out.push(Action::Scaling(note(
+            ScalePhase::Started,
+            from,
+            to,
+            version,
+        )));
+        for (pos, worker, attempt) in self.upstream_attempts(req.stage) {
+            let switched = self.routing[&req.stage]
+                .pending()
+                .is_some_and(|v| v.at.contains_key(&pos.index));
+            if !switched {
+                let route = PendingRoute {
+                    version,
+                    map: map.clone(),
+                };
+                out.push(Action::Reroute {
+                    worker,
+                    pos,
+                    attempt,
+                    route,
+                });
+            }
+        }
+        out.push(Action::SetTimer(Timer::Switch(req.stage), SWITCH_TIMEOUT));
+        self.settle_switch(req.stage, out);
+    }
+
+    /// Why `req` cannot start now, if it cannot.
+    fn cannot_rescale(&self, req: &ScaleRequest, routing: &StageRouting) -> Option<String> {
+        let positions = tasks_of(&self.spec, req.stage);
+        if req.stage == 0 || req.stage > self.spec.stages.len() as u32 {
+            return Some(format!("stage {} is not an operator stage", req.stage));
+        }
+        if req.tasks == 0 || req.tasks > positions {
+            return Some(format!(
+                "stage {} can run 1 to {positions} tasks (its max_tasks)",
+                req.stage
+            ));
+        }
+        if let Some(why) = self.stateful(req.stage) {
+            return Some(format!("{why}; moving its keys needs state handover"));
+        }
+        if !self.placed || self.sink_done {
+            return Some("the job is not running".into());
+        }
+        if routing.pending().is_some() {
+            return Some(format!("stage {} is already being rescaled", req.stage));
+        }
+        let upstream = req.stage - 1;
+        let positions = (0..tasks_of(&self.spec, upstream)).map(|index| TaskPos {
+            stage: upstream,
+            index,
+        });
+        for p in positions {
+            let Some(t) = self.tasks.get(&p).filter(|_| !self.unplaced.contains(&p)) else {
+                return Some(format!("upstream task {p} waits to be placed"));
+            };
+            // A restarted attempt regenerates what its predecessors routed, and could take its
+            // switch point below an output they already routed by the old map. Until attempts
+            // learn how far their predecessors got, only a task's first attempt of the epoch
+            // switches.
+            if t.attempt > self.epoch && !self.stream_ended(p) {
+                return Some(format!(
+                    "upstream task {p} was restarted (attempt {}); a restarted task cannot switch maps yet",
+                    t.attempt
+                ));
+            }
+        }
+        None
+    }
+
+    /// The tasks that own groups after a rescale to `tasks`: the lowest-numbered of the
+    /// active ones when it shrinks; when it grows, the active ones and the lowest-numbered
+    /// standing-by tasks whose worker takes tasks and has a free slot.
+    fn target_tasks(
+        &self,
+        stage: u32,
+        active: &BTreeSet<u32>,
+        tasks: u32,
+        cluster: &Cluster,
+    ) -> Result<BTreeSet<u32>, String> {
+        let want = tasks as usize;
+        if want == active.len() {
+            return Err(format!("stage {stage} already runs {tasks} tasks"));
+        }
+        if want < active.len() {
+            return Ok(active.iter().take(want).copied().collect());
+        }
+        let mut room = Room::of(self, cluster, false);
+        let mut target = active.clone();
+        for index in 0..tasks_of(&self.spec, stage) {
+            if target.len() == want {
+                break;
+            }
+            let pos = TaskPos { stage, index };
+            let Some(t) = self.tasks.get(&pos) else {
+                continue;
+            };
+            if active.contains(&index) || t.state.is_terminal() || self.unplaced.contains(&pos) {
+                continue;
+            }
+            if room.take_on(&t.worker) {
+                target.insert(index);
+            }
+        }
+        if target.len() == active.len() {
+            return Err("no free slot on a worker that runs a standing-by task".into());
+        }
+        Ok(target)
+    }
+
+    /// Whether the task at `pos` has ended its stream (it routes nothing more).
+    fn stream_ended(&self, pos: TaskPos) -> bool {
+        self.tasks
+            .get(&pos)
+            .is_some_and(|t| t.state == TaskState::Finished || (pos.stage == 0 && t.done))
+    }
+
+    /// The current, unended attempts of the tasks feeding `stage`.
+    fn upstream_attempts(&self, stage: u32) -> Vec<(TaskPos, WorkerId, u32)> {
+        let upstream = stage.saturating_sub(1);
+        self.tasks
+            .iter()
+            .filter(|(p, t)| p.stage == upstream && !t.state.is_terminal())
+            .map(|(p, t)| (*p, t.worker.clone(), t.attempt))
+            .collect()
+    }
+
+    /// An upstream task reported where it switched: made durable, and once every upstream
+    /// task has, the switch is confirmed.
+    pub(super) fn switched(
+        &mut self,
+        pos: TaskPos,
+        attempt: u32,
+        report: SwitchReport,
+        out: &mut Vec<Action>,
+    ) {
+        if self.current_mut(pos, attempt).is_none() {
+            return;
+        }
+        let stage = pos.stage + 1;
+        let Some(v) = self.routing.get_mut(&stage).and_then(|r| r.pending_mut()) else {
+            return;
+        };
+        if v.version != report.version || v.at.contains_key(&pos.index) {
+            return;
+        }
+        v.at.insert(pos.index, report.point);
+        out.push(Action::Persist(self.run_state()));
+        self.settle_switch(stage, out);
+    }
+
+    /// Confirms the switch of `stage` once every upstream point is durable.
+    fn settle_switch(&mut self, stage: u32, out: &mut Vec<Action>) {
+        let upstream = tasks_of(&self.spec, stage - 1) as usize;
+        let Some(v) = self.routing.get_mut(&stage).and_then(|r| r.pending_mut()) else {
+            return;
+        };
+        if v.at.len() < upstream {
+            return;
+        }
+        v.done = true;
+        let (version, to) = (v.version, v.map.active().len() as u32);
+        out.push(Action::Persist(self.run_state()));
+        for (pos, worker, attempt) in self.upstream_attempts(stage) {
+            out.push(Action::Rerouted {
+                worker,
+                pos,
+                attempt,
+                version,
+                confirm: true,
+            });
+        }
+        out.push(Action::ClearTimer(Timer::Switch(stage)));
+        out.push(self.standby_action());
+        out.push(Action::Scaling(ScaleNote {
+            stage,
+            version,
+            from: 0,
+            to,
+            reason: String::new(),
+            rate: None,
+            phase: ScalePhase::Done,
+        }));
+        info!(job = %self.id, stage, version, tasks = to, "rescale done: every upstream task switched");
+    }
+
+    /// Gives up the switch of `stage` in progress, if any: every upstream task routes what
+    /// it held by the old map.
+    pub(super) fn abort_switch(&mut self, stage: u32, why: &str, out: &mut Vec<Action>) {
+        let Some(version) = self.routing.get_mut(&stage).and_then(|r| r.abort()) else {
+            return;
+        };
+        warn!(job = %self.id, stage, version, %why, "rescale aborted");
+        out.push(Action::Persist(self.run_state()));
+        for (pos, worker, attempt) in self.upstream_attempts(stage) {
+            out.push(Action::Rerouted {
+                worker,
+                pos,
+                attempt,
+                version,
+                confirm: false,
+            });
+        }
+        out.push(Action::ClearTimer(Timer::Switch(stage)));
+        out.push(self.standby_action());
+        out.push(Action::Scaling(ScaleNote {
+            stage,
+            version,
+            from: 0,
+            to: 0,
+            reason: String::new(),
+            rate: None,
+            phase: ScalePhase::Aborted(why.to_string()),
+        }));
+    }
+
+    /// A task gets a new attempt: a switch of the next stage it had not made durably is
+    /// aborted (its new attempt replays by the old map, and so must every other).
+    pub(super) fn restarting(&mut self, pos: TaskPos, out: &mut Vec<Action>) {
+        let stage = pos.stage + 1;
+        let unswitched = self
+            .routing
+            .get(&stage)
+            .and_then(|r| r.pending())
+            .is_some_and(|v| !v.at.contains_key(&pos.index));
+        if unswitched {
+            self.abort_switch(stage, &format!("upstream task {pos} restarted"), out);
+        }
+    }
+
+    /// Every switch in progress is aborted (a resumed job: its upstream tasks may hold
+    /// outputs for a verdict the earlier leader never gave).
+    pub(super) fn abort_all_switches(&mut self, why: &str, out: &mut Vec<Action>) {
+        let stages: Vec<u32> = self.routing.keys().copied().collect();
+        for stage in stages {
+            self.abort_switch(stage, why, out);
+        }
+    }
+
+    /// The verdicts a worker may have missed (it rejoined): the latest confirmed switch of
+    /// every stage, for the upstream attempts it runs. A verdict repeated changes nothing.
+    pub(super) fn resend_verdicts(&self, worker: &WorkerId, out: &mut Vec<Action>) {
+        for (stage, r) in &self.routing {
+            let verdicts = r
+                .confirmed()
+                .map(|v| (v.version, true))
+                .into_iter()
+                .chain(r.aborted.map(|v| (v, false)));
+            for (version, confirm) in verdicts {
+                for (pos, w, attempt) in self.upstream_attempts(*stage) {
+                    if &w == worker {
+                        out.push(Action::Rerouted {
+                            worker: w,
+                            pos,
+                            attempt,
+                            version,
+                            confirm,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// An at-least-once restart replays everything from the source: every stage routes by
+    /// its current map from the start.
+    pub(super) fn restart_routing(&mut self, out: &mut Vec<Action>) {
+        self.abort_all_switches("the pipeline restarted", out);
+        for r in self.routing.values_mut() {
+            *r = r.restarted();
+        }
+    }
+
+    /// The routing history upstream task `pos` starts with (for the stage after it).
+    pub(super) fn steps_of(&self, pos: TaskPos) -> Vec<crate::model::groups::RouteStep> {
+        self.routing_of(pos.stage + 1).steps_of(pos.index)
+    }
+}

@@ -1,0 +1,321 @@
+//! The switchboard of one task attempt's outputs: which downstream task owns each key group,
+//! from which output on, and a switch to a new map in progress. The router asks it where each
+//! output goes; the worker's command handler asks it to switch (`reroute`) and then tells it
+//! the leader's verdict (`decide`). One lock orders both, so the point a switch is recorded at
+//! is exact: no output is routed between reading the counters and holding back what moves.
+//!
+//! The protocol is in `protocol::reroute` and `docs/rescale.md`.
+
+use crate::model::groups::{map_for, GroupMap, RouteStep};
+use crate::protocol::reroute::{PendingRoute, SwitchPoint, SwitchReport};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::watch;
+
+/// Where an output goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// To this downstream task.
+    To(usize),
+    /// Nowhere yet: its group moves in a switch the leader has not decided. The router holds
+    /// it and routes it once the switch is decided.
+    Hold,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    Waiting,
+    Confirmed,
+    Aborted,
+}
+
+struct Pending {
+    route: PendingRoute,
+    point: SwitchPoint,
+    decision: Decision,
+    /// Tasks that gain a group in this switch: every output for them waits, so each link
+    /// still carries its outputs in output order (as a replay will send them).
+    gainers: Vec<bool>,
+}
+
+struct Board {
+    /// The maps in force and from which output (this attempt's history, then its switches).
+    steps: Vec<RouteStep>,
+    /// How many of `steps` are in force.
+    applied: usize,
+    cur: GroupMap,
+    routed: u64,
+    sent: Vec<u64>,
+    pending: Option<Pending>,
+    last: Option<SwitchReport>,
+}
+
+impl Board {
+    /// Puts in force every step that starts at or before output `n`.
+    fn advance(&mut self, n: u64) {
+        while let Some(s) = self.steps.get(self.applied).filter(|s| s.from < n) {
+            self.cur = s.map.clone();
+            self.applied += 1;
+        }
+    }
+
+    /// Applies a decided switch: confirmed, its map takes over from its point on.
+    fn settle(&mut self) {
+        let decided = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.decision != Decision::Waiting);
+        if !decided {
+            return;
+        }
+        if let Some(p) = self.pending.take() {
+            if p.decision == Decision::Confirmed {
+                self.steps.push(RouteStep {
+                    from: p.point.outputs,
+                    map: p.route.map,
+                });
+                self.advance(self.routed + 1);
+            }
+        }
+    }
+}
+
+/// See the module doc.
+pub struct Switchboard {
+    board: Mutex<Board>,
+    decided: watch::Sender<u64>,
+}
+
+impl Default for Switchboard {
+    /// A switchboard with no downstream task (a sink's).
+    fn default() -> Switchboard {
+        Switchboard::new(Vec::new(), 0)
+    }
+}
+
+impl Switchboard {
+    /// The switchboard of an attempt with `downstream` tasks whose routing history is `steps`.
+    pub fn new(steps: Vec<RouteStep>, downstream: u32) -> Switchboard {
+        let cur = map_for(&steps, 1, downstream).into_owned();
+        let mut board = Board {
+            steps,
+            applied: 0,
+            cur,
+            routed: 0,
+            sent: vec![0; downstream as usize],
+            pending: None,
+            last: None,
+        };
+        board.advance(1);
+        Switchboard {
+            board: Mutex::new(board),
+            decided: watch::Sender::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Board> {
+        self.board.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the next output, of key group `g`, goes (it is counted either way).
+    pub fn route(&self, g: usize) -> Verdict {
+        let mut b = self.lock();
+        b.settle();
+        let n = b.routed + 1;
+        b.advance(n);
+        b.routed = n;
+        if let Some(p) = &b.pending {
+            let to = p.route.map.owner(g) as usize;
+            if p.route.map.owner(g) != b.cur.owner(g) || p.gainers.get(to) == Some(&true) {
+                return Verdict::Hold;
+            }
+        }
+        let to = b.cur.owner(g) as usize;
+        if let Some(c) = b.sent.get_mut(to) {
+            *c += 1;
+        }
+        Verdict::To(to)
+    }
+
+    /// Where a held output of group `g` goes, once its switch is decided (`None`: still
+    /// undecided). It was counted when it was held.
+    pub fn route_held(&self, g: usize) -> Option<usize> {
+        let mut b = self.lock();
+        b.settle();
+        if b.pending.is_some() {
+            return None;
+        }
+        let to = b.cur.owner(g) as usize;
+        if let Some(c) = b.sent.get_mut(to) {
+            *c += 1;
+        }
+        Some(to)
+    }
+
+    /// Whether a switch waits for the leader's verdict.
+    pub fn undecided(&self) -> bool {
+        let mut b = self.lock();
+        b.settle();
+        b.pending.is_some()
+    }
+
+    /// Waits until no switch waits for a verdict.
+    pub async fn wait_decided(&self) {
+        let mut rx = self.decided.subscribe();
+        while self.undecided() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Switches to `route` at the point reached now and returns that point to report; the
+    /// same answer again for a switch already made (a repeated command). `None` while
+    /// another switch waits for its verdict.
+    pub fn reroute(&self, route: PendingRoute) -> Option<SwitchReport> {
+        let mut b = self.lock();
+        b.settle();
+        if let Some(last) = b.last.as_ref().filter(|l| l.version >= route.version) {
+            return Some(last.clone());
+        }
+        if b.pending.is_some() {
+            return None;
+        }
+        let point = SwitchPoint {
+            outputs: b.routed,
+            sent: b.sent.clone(),
+        };
+        let report = SwitchReport {
+            version: route.version,
+            point: point.clone(),
+        };
+        let mut gainers = vec![false; b.sent.len()];
+        for g in b.cur.moved(&route.map) {
+            if let Some(x) = gainers.get_mut(route.map.owner(g) as usize) {
+                *x = true;
+            }
+        }
+        b.pending = Some(Pending {
+            route,
+            point,
+            decision: Decision::Waiting,
+            gainers,
+        });
+        b.last = Some(report.clone());
+        Some(report)
+    }
+
+    /// The leader's verdict on switch `version`: confirmed (held outputs go by the new map)
+    /// or aborted (by the old one). Nothing for another version.
+    pub fn decide(&self, version: u32, confirm: bool) {
+        let mut b = self.lock();
+        match b.pending.as_mut() {
+            Some(p) if p.route.version == version => {
+                p.decision = if confirm {
+                    Decision::Confirmed
+                } else {
+                    Decision::Aborted
+                };
+            }
+            _ => return,
+        }
+        if !confirm {
+            // An aborted switch is not reported as made.
+            b.last = None;
+        }
+        drop(b);
+        self.decided.send_modify(|n| *n += 1);
+    }
+
+    /// The latest switch made, for the attempt's reports.
+    pub fn last(&self) -> Option<SwitchReport> {
+        self.lock().last.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::groups::KEY_GROUPS;
+
+    fn grow() -> PendingRoute {
+        PendingRoute {
+            version: 1,
+            map: GroupMap::even(1).rescaled(&(0..2).collect()),
+        }
+    }
+
+    fn one_task() -> Switchboard {
+        let first = RouteStep {
+            from: 0,
+            map: GroupMap::even(1),
+        };
+        Switchboard::new(vec![first], 2)
+    }
+
+    fn group_of(map: &GroupMap, task: u32) -> usize {
+        (0..KEY_GROUPS).find(|g| map.owner(*g) == task).unwrap()
+    }
+
+    #[test]
+    fn a_switch_holds_what_moves_until_confirmed() {
+        let (b, new) = (one_task(), grow());
+        let (moving, staying) = (group_of(&new.map, 1), group_of(&new.map, 0));
+        assert_eq!(b.route(moving), Verdict::To(0));
+        let rep = b.reroute(new.clone()).unwrap();
+        assert_eq!(
+            rep.point,
+            SwitchPoint {
+                outputs: 1,
+                sent: vec![1, 0]
+            }
+        );
+        assert_eq!(
+            b.reroute(new),
+            Some(rep),
+            "a repeated command gets the same point"
+        );
+        assert_eq!(b.route(moving), Verdict::Hold);
+        assert_eq!(
+            b.route(staying),
+            Verdict::To(0),
+            "what stays with a task that gains nothing flows on"
+        );
+        assert_eq!(b.route_held(moving), None);
+        b.decide(1, true);
+        assert_eq!(b.route_held(moving), Some(1));
+        assert_eq!(b.route(moving), Verdict::To(1));
+        assert!(!b.undecided());
+    }
+
+    #[test]
+    fn an_aborted_switch_routes_held_outputs_by_the_old_map() {
+        let (b, new) = (one_task(), grow());
+        let moving = group_of(&new.map, 1);
+        b.reroute(new);
+        assert_eq!(b.route(moving), Verdict::Hold);
+        b.decide(1, false);
+        assert_eq!(b.route_held(moving), Some(0));
+        assert_eq!(b.route(moving), Verdict::To(0));
+        assert_eq!(b.last(), None);
+    }
+
+    #[test]
+    fn a_replay_switches_at_the_recorded_output() {
+        let new = grow();
+        let moving = group_of(&new.map, 1);
+        let steps = vec![
+            RouteStep {
+                from: 0,
+                map: GroupMap::even(1),
+            },
+            RouteStep {
+                from: 3,
+                map: new.map,
+            },
+        ];
+        let b = Switchboard::new(steps, 2);
+        let routed: Vec<Verdict> = (0..5).map(|_| b.route(moving)).collect();
+        let (old, moved) = (Verdict::To(0), Verdict::To(1));
+        assert_eq!(routed, vec![old, old, old, moved, moved]);
+    }
+}
