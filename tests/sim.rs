@@ -154,24 +154,29 @@ impl Pipeline {
                 StageSpec {
                     tasks: n(rng),
                     operator: exec("keep"),
+                    autoscale: Default::default(),
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: count_by(),
+                    autoscale: Default::default(),
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: exec("upper"),
+                    autoscale: Default::default(),
                 },
             ],
             Pipeline::CountEven => vec![
                 StageSpec {
                     tasks: n(rng),
                     operator: count_by(),
+                    autoscale: Default::default(),
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: exec("even"),
+                    autoscale: Default::default(),
                 },
             ],
         }

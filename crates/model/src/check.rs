@@ -5,6 +5,7 @@
 //! the job file's own terms, `stages[2].tasks`) and the value as written, and all of them are
 //! reported at once so a user fixes them in one round.
 
+mod autoscale;
 mod paths;
 
 pub use paths::{path_problem, MAX_COMPONENT, MAX_PATH};
@@ -170,19 +171,7 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             ),
         ));
     }
-    if let Some((lw, hw)) = spec.autoscale {
-        if !(rate_ok(lw) && rate_ok(hw) && lw < hw) {
-            problems.push(Problem::new(
-                "autoscale",
-                format!("{lw} {hw}"),
-                format!(
-                    "needs two numbers LW < HW (tuples/s per task), each 0 or from {} to {}",
-                    RATE.start(),
-                    RATE.end()
-                ),
-            ));
-        }
-    }
+    problems.extend(autoscale::job_problems(spec));
     problems.extend(
         spec.limits
             .problems()
@@ -243,6 +232,7 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             }
             OperatorSpec::Exec { .. } => {}
         }
+        problems.extend(autoscale::stage_problems(spec, i));
     }
     // Counted only over valid stages: a stage of 100000 tasks is reported once, as itself.
     let counted = spec.stages.iter().all(|s| TASKS.contains(&s.tasks));

@@ -2,6 +2,7 @@
 //! `<Nstages> <Ntasks> (<op_exe> <op_args>)×Nstages <src> <dest> <exactly_once> <autoscale> <rate> [<LW> <HW>]`.
 //! It builds the same [`JobSpec`] a job file would and runs the same validator on it.
 
+use crate::autoscale::AutoscaleSpec;
 use crate::builtin::BuiltinSpec;
 use crate::check::{check_spec, InvalidJob, Problem};
 use crate::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
@@ -59,10 +60,7 @@ pub fn from_course_args(argv: &[String]) -> Result<JobSpec, InvalidJob> {
                 args,
             }
         };
-        stages.push(StageSpec {
-            tasks: ntasks,
-            operator,
-        });
+        stages.push(StageSpec::new(ntasks, operator));
     }
     let rest = &argv[2 + 2 * nstages..];
     let exactly_once = flag("exactly_once", &rest[2])?;
@@ -74,7 +72,9 @@ pub fn from_course_args(argv: &[String]) -> Result<JobSpec, InvalidJob> {
         let lw = rest.get(5).map(|s| s.parse::<f64>());
         let hw = rest.get(6).map(|s| s.parse::<f64>());
         match (lw, hw) {
-            (Some(Ok(lw)), Some(Ok(hw))) if lw >= 0.0 && hw > lw => Some((lw, hw)),
+            (Some(Ok(lw)), Some(Ok(hw))) if lw >= 0.0 && hw > lw => {
+                Some(AutoscaleSpec::new(lw, hw))
+            }
             _ => {
                 return Err(bad(
                     "LW/HW",
