@@ -1,5 +1,6 @@
-//! Autoscaling settings: what a job asks of the autoscaler, and the one place that resolves them
-//! for a stage ([`autoscale_of`]).
+//! Autoscaling settings: what a job asks of the autoscaler, and how a stage's are resolved
+//! ([`resolve`]; for a job's stage, `spec::autoscale_of`). This module knows no `JobSpec`, so
+//! the spec can hold its types.
 //!
 //! A job turns autoscaling on with an `[autoscale]` table ([`AutoscaleSpec`]): the watermarks
 //! `low` and `high` (input tuples per second per task) and optional bounds and delays. Each
@@ -9,8 +10,6 @@
 //! resolved [`Autoscale`] of each stage and makes the decisions; the validator in `check` holds
 //! the rules the numbers obey.
 
-use crate::check::TASKS;
-use crate::spec::{JobSpec, StageRole};
 use serde::{Deserialize, Serialize};
 
 /// The fewest tasks an autoscaled stage keeps when `min_tasks` is not given.
@@ -27,7 +26,7 @@ pub const DEFAULT_COOLDOWN_S: f64 = 5.0;
 pub const DEFAULT_SCALE_DOWN_GRACE_S: f64 = 30.0;
 
 /// The job's `[autoscale]` table as written (absent optional fields stay absent, so a job
-/// round-trips unchanged; [`autoscale_of`] fills in the defaults).
+/// round-trips unchanged; [`resolve`] fills in the defaults).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "JobWire")]
 pub struct AutoscaleSpec {
@@ -244,13 +243,11 @@ fn secs_to_ms(s: f64) -> u64 {
     (s * 1000.0).round().clamp(0.0, u64::MAX as f64) as u64
 }
 
-/// The partial settings of stage `i` (0-based index into `spec.stages`): the job's with the
-/// stage's override laid over them, or `None` when the stage does not autoscale. The
-/// validator checks these; [`autoscale_of`] fills them in.
-pub(crate) fn merged(spec: &JobSpec, i: usize) -> Option<AutoscaleOverride> {
-    let st = spec.stages.get(i)?;
-    let job = spec.autoscale.as_ref();
-    match &st.autoscale {
+/// A stage's partial settings: the job's table (if any) with the stage's override laid over
+/// it, or `None` when the stage does not autoscale. The validator checks these; [`resolve`]
+/// fills them in.
+pub fn merged(job: Option<&AutoscaleSpec>, stage: &StageAutoscale) -> Option<AutoscaleOverride> {
+    match stage {
         StageAutoscale::Off => None,
         StageAutoscale::Inherit => job.map(AutoscaleOverride::of_job),
         StageAutoscale::Override(o) => Some(
@@ -261,32 +258,26 @@ pub(crate) fn merged(spec: &JobSpec, i: usize) -> Option<AutoscaleOverride> {
     }
 }
 
-/// The resolved settings of operator stage `stage` (1..=K, as in [`JobSpec::role_of`]), or
-/// `None` when it does not autoscale (opted out, no settings, or not an operator stage). An
+/// The settings of a stage that starts with `tasks` tasks, every field filled, or `None`
+/// when it does not autoscale (see `spec::autoscale_of`, the one caller a job needs). An
 /// absent `max_tasks` is [`DEFAULT_MAX_TASKS`], or the stage's starting `tasks` (or
 /// `min_tasks`) when either is more, so a job that starts wide is not refused for a bound it
-/// never wrote. Only meaningful for a spec the validator accepted.
-pub fn autoscale_of(spec: &JobSpec, stage: u32) -> Option<Autoscale> {
-    let StageRole::Operator(st) = spec.role_of(stage) else {
-        return None;
-    };
-    let m = merged(spec, stage as usize - 1)?;
+/// never wrote. Only meaningful for settings the validator accepted.
+pub fn resolve(
+    job: Option<&AutoscaleSpec>,
+    stage: &StageAutoscale,
+    tasks: u32,
+) -> Option<Autoscale> {
+    let m = merged(job, stage)?;
     let min_tasks = m.min_tasks.unwrap_or(DEFAULT_MIN_TASKS);
-    let max_tasks = m.max_tasks.unwrap_or_else(|| {
-        DEFAULT_MAX_TASKS
-            .max(st.tasks)
-            .max(min_tasks)
-            .min(*TASKS.end())
-    });
     Some(Autoscale {
         low: m.low?,
         high: m.high?,
         min_tasks,
-        max_tasks,
+        max_tasks: m
+            .max_tasks
+            .unwrap_or_else(|| DEFAULT_MAX_TASKS.max(tasks).max(min_tasks)),
         cooldown_s: m.cooldown_s.unwrap_or(DEFAULT_COOLDOWN_S),
         scale_down_grace_s: m.scale_down_grace_s.unwrap_or(DEFAULT_SCALE_DOWN_GRACE_S),
     })
 }
-
-#[cfg(test)]
-mod tests;

@@ -43,10 +43,21 @@ pub fn stage_tasks(spec: &JobSpec) -> u64 {
 /// source and the sink counting as a stage of one task each — `t1 + t1·t2 + … + t(K-1)·tK +
 /// tK` for stages of `t1 … tK` tasks.
 pub fn links(spec: &JobSpec) -> u64 {
-    let tasks = |stage: u32| u64::from(crate::partition::tasks_of(spec, stage));
-    (0..spec.sink_stage())
-        .map(|s| tasks(s) * tasks(s + 1))
-        .sum()
+    let tasks: Vec<u32> = spec.stages.iter().map(|s| s.tasks).collect();
+    links_of(&tasks)
+}
+
+/// The data links of stages of `tasks` tasks, in order, with the source and the sink: the
+/// rule [`links`] applies to a spec, for counts that are not (yet) one — the autoscaler asks
+/// it before growing a stage.
+pub fn links_of(tasks: &[u32]) -> u64 {
+    let mut prev = 1u64; // the source
+    let mut sum = 0u64;
+    for &t in tasks {
+        sum = sum.saturating_add(prev.saturating_mul(u64::from(t)));
+        prev = u64::from(t);
+    }
+    sum.saturating_add(prev) // into the sink
 }
 
 /// The job file's name for every stage's task count, the field the link rule is about.

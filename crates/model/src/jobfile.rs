@@ -250,3 +250,5 @@ pub fn parse_job_toml(text: &str) -> Result<JobSpec, InvalidJob> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_autoscale;

@@ -3,7 +3,7 @@
 //! job file is `jobfile`, from the course's positional syntax `course`, and the one static
 //! validator every spec passes is `check`.
 
-use crate::autoscale::{AutoscaleSpec, StageAutoscale};
+use crate::autoscale::{resolve, Autoscale, AutoscaleSpec, StageAutoscale};
 use serde::{Deserialize, Serialize};
 
 /// Delivery guarantee of a job.
@@ -168,6 +168,17 @@ impl JobSpec {
     /// The sink's stage number, K+1.
     pub fn sink_stage(&self) -> u32 {
         self.stages.len() as u32 + 1
+    }
+}
+
+/// The resolved autoscale settings of operator stage `stage` (1..=K, as in
+/// [`JobSpec::role_of`]), or `None` when it does not autoscale (opted out, no settings, or not
+/// an operator stage): the one place a stage's settings are worked out (see
+/// `autoscale::resolve` for the defaults).
+pub fn autoscale_of(spec: &JobSpec, stage: u32) -> Option<Autoscale> {
+    match spec.role_of(stage) {
+        StageRole::Operator(st) => resolve(spec.autoscale.as_ref(), &st.autoscale, st.tasks),
+        _ => None,
     }
 }
 

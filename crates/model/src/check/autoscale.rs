@@ -7,9 +7,9 @@
 //! can move its state is not judged here (the rescale protocol decides that).
 
 use super::{stage_field, Problem, RATE, TASKS};
-use crate::autoscale::{autoscale_of, merged, AutoscaleOverride, StageAutoscale};
+use crate::autoscale::{merged, AutoscaleOverride, StageAutoscale};
 use crate::limits::MAX_SECONDS;
-use crate::spec::JobSpec;
+use crate::spec::{autoscale_of, JobSpec};
 
 /// The given fields of a (partial) autoscale table, each judged alone, with the field prefix
 /// they are reported under (`autoscale.` or `stages[N].autoscale.`).
@@ -152,13 +152,13 @@ pub(super) fn stage_problems(spec: &JobSpec, i: usize) -> Vec<Problem> {
                 }
             }
         }
-        if let Some(m) = merged(spec, i) {
+        if let Some(m) = merged(spec.autoscale.as_ref(), &st.autoscale) {
             out.extend(pair_problems(&prefix, &m, own));
         }
     }
     // The starting count against the bounds, once the bounds themselves are sound (a stage
     // whose `tasks` is out of every range is reported as that alone).
-    let sound = merged(spec, i).is_some_and(|m| {
+    let sound = merged(spec.autoscale.as_ref(), &st.autoscale).is_some_and(|m| {
         let bound_ok = |v: Option<u32>| v.is_none_or(|v| TASKS.contains(&v));
         bound_ok(m.min_tasks)
             && bound_ok(m.max_tasks)

@@ -147,7 +147,13 @@ fn a_stage_starting_outside_its_bounds_is_refused_saying_so() {
 
 #[test]
 fn a_mistake_in_the_job_table_is_reported_once_not_per_stage() {
-    let s = job(&[2, 2, 2], Some(AutoscaleSpec::new(900.0, 800.0)));
+    let mut s = job(&[2, 2, 2], Some(AutoscaleSpec::new(900.0, 800.0)));
+    assert_eq!(fields(&check_spec(&s)), ["autoscale.low"]);
+    // A stage overriding other fields does not repeat it either.
+    s.stages[1].autoscale = StageAutoscale::Override(AutoscaleOverride {
+        max_tasks: Some(4),
+        ..Default::default()
+    });
     assert_eq!(fields(&check_spec(&s)), ["autoscale.low"]);
     let mut a = AutoscaleSpec::new(200.0, 800.0);
     a.min_tasks = Some(0);

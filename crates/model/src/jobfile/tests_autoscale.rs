@@ -1,6 +1,8 @@
-use super::*;
-use crate::course::from_course_args;
-use crate::jobfile::parse_job_toml;
+//! The job file's autoscale tables: parsing, resolution (`spec::autoscale_of`) and JSON.
+
+use super::parse_job_toml;
+use crate::autoscale::*;
+use crate::spec::{autoscale_of, JobSpec};
 
 const HEAD: &str = "[source]\npath = \"in.csv\"\n[sink]\npath = \"out.txt\"\n";
 
@@ -220,47 +222,4 @@ fn specs_round_trip_through_json_and_old_records_still_read() {
     assert_eq!(read.autoscale, Some(AutoscaleSpec::new(200.0, 800.0)));
     assert_eq!(read.stages[0].autoscale, StageAutoscale::Inherit);
     assert_eq!(autoscale_of(&read, 1).map(|a| a.max_tasks), Some(8));
-}
-
-fn course(words: &[&str]) -> Result<JobSpec, crate::check::InvalidJob> {
-    from_course_args(&words.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-}
-
-#[test]
-fn course_syntax_autoscale_true_with_watermarks_gives_the_table_with_defaults() {
-    let spec = course(&[
-        "1", "2", "identity", "", "in", "out", "true", "true", "0", "200", "800",
-    ])
-    .unwrap();
-    assert_eq!(spec.autoscale, Some(AutoscaleSpec::new(200.0, 800.0)));
-    assert_eq!(
-        autoscale_of(&spec, 1),
-        Some(Autoscale {
-            low: 200.0,
-            high: 800.0,
-            min_tasks: 1,
-            max_tasks: 8,
-            cooldown_s: 5.0,
-            scale_down_grace_s: 30.0,
-        })
-    );
-    // `false` ignores watermarks given anyway, as before.
-    let spec = course(&[
-        "1", "2", "identity", "", "in", "out", "true", "false", "0", "200", "800",
-    ])
-    .unwrap();
-    assert_eq!(spec.autoscale, None);
-    // `true` needs two numbers LW < HW, as before.
-    for tail in [&[][..], &["800", "200"], &["x", "800"]] {
-        let mut w = vec!["1", "2", "identity", "", "in", "out", "true", "true", "0"];
-        w.extend_from_slice(tail);
-        let err = course(&w).unwrap_err();
-        assert_eq!(err.0[0].field, "LW/HW", "{tail:?}: {err}");
-    }
-    // Past the course's own check, the validator's: a stage wider than the cap it can reach.
-    let err = course(&[
-        "1", "300", "identity", "", "in", "out", "true", "true", "0", "200", "800",
-    ])
-    .unwrap_err();
-    assert_eq!(err.0[0].field, "stages[1].tasks");
 }
