@@ -56,6 +56,7 @@ use rainstorm::dataplane::listener;
 use rainstorm::dataplane::routes::Routes;
 use rainstorm::dataplane::DataConfig;
 use rainstorm::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
+use rainstorm::model::autoscale::AutoscaleSpec;
 use rainstorm::model::partition::tasks_of;
 use rainstorm::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
 use rainstorm::model::tuple::Tuple;
@@ -166,38 +167,46 @@ impl Pipeline {
                 StageSpec {
                     tasks: n(rng),
                     operator: exec("keep"),
+                    autoscale: Default::default(),
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: count_by(),
+                    autoscale: Default::default(),
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: exec("upper"),
+                    autoscale: Default::default(),
                 },
             ],
             Pipeline::CountEven => vec![
                 StageSpec {
                     tasks: n(rng),
                     operator: count_by(),
+                    autoscale: Default::default(),
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: exec("even"),
+                    autoscale: Default::default(),
                 },
             ],
             Pipeline::Builtins => vec![
                 StageSpec {
                     tasks: n(rng),
                     operator: identity(),
+                    autoscale: Default::default(),
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: count_by(),
+                    autoscale: Default::default(),
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: identity(),
+                    autoscale: Default::default(),
                 },
             ],
         }
@@ -1074,7 +1083,11 @@ async fn run_seed(seed: u64) -> SeedResult {
         stages: pipeline.stages(&rng),
         paths: PathMode::Store,
         keep_logs: false,
-        autoscale: None,
+        // Half the jobs autoscale: their stages get task positions to grow into (standing by).
+        autoscale: rng.chance(0.5).then(|| AutoscaleSpec {
+            max_tasks: Some(4),
+            ..AutoscaleSpec::new(1.0, 1e9)
+        }),
         limits: Default::default(),
     };
     let reference = pipeline.reference(&rows);
@@ -1182,7 +1195,7 @@ async fn run_seed(seed: u64) -> SeedResult {
     let mut plan: Vec<(u64, Chaos)> = (0..n_events)
         .map(|_| {
             let at = rng.below(1_500_000);
-            let kind = match rng.below(20) {
+            let kind = match rng.below(21) {
                 0..=4 => Chaos::Kill,
                 5..=6 => Chaos::Cut,
                 7..=8 => Chaos::Partition,
@@ -1191,7 +1204,7 @@ async fn run_seed(seed: u64) -> SeedResult {
                 12..=13 => Chaos::ControlCut,
                 14 => Chaos::Drain,
                 15 => Chaos::SetRate,
-                16..=17 => Chaos::Scale,
+                16..=18 => Chaos::Scale,
                 _ => Chaos::LeaderCrash,
             };
             (at, kind)

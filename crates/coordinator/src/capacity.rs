@@ -204,6 +204,7 @@ mod tests {
                 name: "identity".into(),
                 args: vec![],
             },
+            autoscale: Default::default(),
         };
         let spec = JobSpec::sample(vec![stage(3), stage(2)]);
         assert!(!takes_slot(&spec, 0));

@@ -20,6 +20,7 @@ use rainstorm_model as model;
 use rainstorm_protocol as protocol;
 
 mod adopt;
+pub mod autoscale;
 pub mod capacity;
 mod event;
 mod job;
@@ -31,6 +32,7 @@ pub mod routing;
 mod start;
 pub mod sweep;
 
+pub use autoscale::{ScaleDecision, Scaler, StageLoad};
 pub use event::{Action, Cluster, Input, Outcome, Reported, ScaleNote, ScalePhase, Timer};
 pub use job::{CoreConfig, CoreTask, JobCore};
 

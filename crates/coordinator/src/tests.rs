@@ -16,6 +16,7 @@ fn spec(delivery: Delivery) -> JobSpec {
             name: "identity".into(),
             args: vec![],
         },
+        autoscale: Default::default(),
     };
     let mut s = JobSpec::sample(vec![stage(2), stage(1)]);
     s.delivery = delivery;

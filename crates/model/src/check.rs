@@ -5,6 +5,7 @@
 //! the job file's own terms, `stages[2].tasks`) and the value as written, and all of them are
 //! reported at once so a user fixes them in one round.
 
+mod autoscale;
 mod paths;
 
 pub use paths::{path_problem, MAX_COMPONENT, MAX_PATH};
@@ -42,10 +43,21 @@ pub fn stage_tasks(spec: &JobSpec) -> u64 {
 /// source and the sink counting as a stage of one task each — `t1 + t1·t2 + … + t(K-1)·tK +
 /// tK` for stages of `t1 … tK` tasks.
 pub fn links(spec: &JobSpec) -> u64 {
-    let tasks = |stage: u32| u64::from(crate::partition::tasks_of(spec, stage));
-    (0..spec.sink_stage())
-        .map(|s| tasks(s) * tasks(s + 1))
-        .sum()
+    let tasks: Vec<u32> = spec.stages.iter().map(|s| s.tasks).collect();
+    links_of(&tasks)
+}
+
+/// The data links of stages of `tasks` tasks, in order, with the source and the sink: the
+/// rule [`links`] applies to a spec, for counts that are not (yet) one — the autoscaler asks
+/// it before growing a stage.
+pub fn links_of(tasks: &[u32]) -> u64 {
+    let mut prev = 1u64; // the source
+    let mut sum = 0u64;
+    for &t in tasks {
+        sum = sum.saturating_add(prev.saturating_mul(u64::from(t)));
+        prev = u64::from(t);
+    }
+    sum.saturating_add(prev) // into the sink
 }
 
 /// The job file's name for every stage's task count, the field the link rule is about.
@@ -170,19 +182,7 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             ),
         ));
     }
-    if let Some((lw, hw)) = spec.autoscale {
-        if !(rate_ok(lw) && rate_ok(hw) && lw < hw) {
-            problems.push(Problem::new(
-                "autoscale",
-                format!("{lw} {hw}"),
-                format!(
-                    "needs two numbers LW < HW (tuples/s per task), each 0 or from {} to {}",
-                    RATE.start(),
-                    RATE.end()
-                ),
-            ));
-        }
-    }
+    problems.extend(autoscale::job_problems(spec));
     problems.extend(
         spec.limits
             .problems()
@@ -243,6 +243,7 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             }
             OperatorSpec::Exec { .. } => {}
         }
+        problems.extend(autoscale::stage_problems(spec, i));
     }
     // Counted only over valid stages: a stage of 100000 tasks is reported once, as itself.
     let counted = spec.stages.iter().all(|s| TASKS.contains(&s.tasks));

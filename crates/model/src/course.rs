@@ -2,6 +2,7 @@
 //! `<Nstages> <Ntasks> (<op_exe> <op_args>)×Nstages <src> <dest> <exactly_once> <autoscale> <rate> [<LW> <HW>]`.
 //! It builds the same [`JobSpec`] a job file would and runs the same validator on it.
 
+use crate::autoscale::AutoscaleSpec;
 use crate::builtin::BuiltinSpec;
 use crate::check::{check_spec, InvalidJob, Problem};
 use crate::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
@@ -59,10 +60,7 @@ pub fn from_course_args(argv: &[String]) -> Result<JobSpec, InvalidJob> {
                 args,
             }
         };
-        stages.push(StageSpec {
-            tasks: ntasks,
-            operator,
-        });
+        stages.push(StageSpec::new(ntasks, operator));
     }
     let rest = &argv[2 + 2 * nstages..];
     let exactly_once = flag("exactly_once", &rest[2])?;
@@ -74,7 +72,9 @@ pub fn from_course_args(argv: &[String]) -> Result<JobSpec, InvalidJob> {
         let lw = rest.get(5).map(|s| s.parse::<f64>());
         let hw = rest.get(6).map(|s| s.parse::<f64>());
         match (lw, hw) {
-            (Some(Ok(lw)), Some(Ok(hw))) if lw >= 0.0 && hw > lw => Some((lw, hw)),
+            (Some(Ok(lw)), Some(Ok(hw))) if lw >= 0.0 && hw > lw => {
+                Some(AutoscaleSpec::new(lw, hw))
+            }
             _ => {
                 return Err(bad(
                     "LW/HW",
@@ -114,7 +114,9 @@ pub fn from_course_args(argv: &[String]) -> Result<JobSpec, InvalidJob> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autoscale::Autoscale;
     use crate::jobfile::{parse_job_toml, tests::APP2};
+    use crate::spec::autoscale_of;
 
     fn argv(words: &[&str]) -> Vec<String> {
         words.iter().map(|s| s.to_string()).collect()
@@ -151,5 +153,48 @@ mod tests {
         .unwrap_err();
         let fields: Vec<_> = err.0.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["source.rate", "stages[1].tasks", "stages[1].args"]);
+    }
+
+    fn course(words: &[&str]) -> Result<JobSpec, InvalidJob> {
+        from_course_args(&words.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn course_syntax_autoscale_true_with_watermarks_gives_the_table_with_defaults() {
+        let spec = course(&[
+            "1", "2", "identity", "", "in", "out", "true", "true", "0", "200", "800",
+        ])
+        .unwrap();
+        assert_eq!(spec.autoscale, Some(AutoscaleSpec::new(200.0, 800.0)));
+        assert_eq!(
+            autoscale_of(&spec, 1),
+            Some(Autoscale {
+                low: 200.0,
+                high: 800.0,
+                min_tasks: 1,
+                max_tasks: 8,
+                cooldown_s: 5.0,
+                scale_down_grace_s: 30.0,
+            })
+        );
+        // `false` ignores watermarks given anyway, as before.
+        let spec = course(&[
+            "1", "2", "identity", "", "in", "out", "true", "false", "0", "200", "800",
+        ])
+        .unwrap();
+        assert_eq!(spec.autoscale, None);
+        // `true` needs two numbers LW < HW, as before.
+        for tail in [&[][..], &["800", "200"], &["x", "800"]] {
+            let mut w = vec!["1", "2", "identity", "", "in", "out", "true", "true", "0"];
+            w.extend_from_slice(tail);
+            let err = course(&w).unwrap_err();
+            assert_eq!(err.0[0].field, "LW/HW", "{tail:?}: {err}");
+        }
+        // Past the course's own check, the validator's: a stage wider than the cap it can reach.
+        let err = course(&[
+            "1", "300", "identity", "", "in", "out", "true", "true", "0", "200", "800",
+        ])
+        .unwrap_err();
+        assert_eq!(err.0[0].field, "stages[1].tasks");
     }
 }

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod autoscale;
 pub mod backoff;
 pub mod builtin;
 pub mod check;

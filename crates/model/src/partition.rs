@@ -88,8 +88,8 @@ pub fn tasks_of(spec: &JobSpec, stage: u32) -> u32 {
 }
 
 /// The most tasks `stage` can run at once (0 when it is not autoscaled).
-pub fn max_tasks_of(_spec: &JobSpec, _stage: u32) -> u32 {
-    0
+pub fn max_tasks_of(spec: &JobSpec, stage: u32) -> u32 {
+    crate::spec::autoscale_of(spec, stage).map_or(0, |a| a.max_tasks)
 }
 
 /// The key-group map a stage starts with: its first `tasks` positions own every group.

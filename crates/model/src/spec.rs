@@ -3,6 +3,7 @@
 //! job file is `jobfile`, from the course's positional syntax `course`, and the one static
 //! validator every spec passes is `check`.
 
+use crate::autoscale::{resolve, Autoscale, AutoscaleSpec, StageAutoscale};
 use serde::{Deserialize, Serialize};
 
 /// Delivery guarantee of a job.
@@ -84,12 +85,27 @@ impl OperatorSpec {
 }
 
 /// One stage of parallel tasks.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StageSpec {
-    /// Number of parallel tasks (≥ 1).
+    /// Number of parallel tasks (≥ 1); an autoscaled stage starts with this many.
     pub tasks: u32,
     /// The operator each task runs.
     pub operator: OperatorSpec,
+    /// Whether the stage autoscales: the job's settings (the default, also for specs written
+    /// before this field), none, or its own override.
+    #[serde(default, skip_serializing_if = "StageAutoscale::is_inherit")]
+    pub autoscale: StageAutoscale,
+}
+
+impl StageSpec {
+    /// A stage of `tasks` tasks running `operator`, with the job's autoscale settings.
+    pub fn new(tasks: u32, operator: OperatorSpec) -> StageSpec {
+        StageSpec {
+            tasks,
+            operator,
+            autoscale: StageAutoscale::Inherit,
+        }
+    }
 }
 
 /// A validated job, as sent from client to leader.
@@ -116,9 +132,10 @@ pub struct JobSpec {
     /// Keep input logs after the job ends (debugging).
     #[serde(default)]
     pub keep_logs: bool,
-    /// Autoscaling watermarks (input tuples/s per task), recorded for the autoscaler.
+    /// The job's `[autoscale]` table, which its stages inherit (see `autoscale_of`); `None`:
+    /// no stage autoscales unless it gives its own watermarks.
     #[serde(default)]
-    pub autoscale: Option<(f64, f64)>,
+    pub autoscale: Option<AutoscaleSpec>,
     /// The job's own limits (restarts, time, retention); absent ones are the leader's.
     #[serde(default)]
     pub limits: crate::limits::JobLimits,
@@ -151,6 +168,17 @@ impl JobSpec {
     /// The sink's stage number, K+1.
     pub fn sink_stage(&self) -> u32 {
         self.stages.len() as u32 + 1
+    }
+}
+
+/// The resolved autoscale settings of operator stage `stage` (1..=K, as in
+/// [`JobSpec::role_of`]), or `None` when it does not autoscale (opted out, no settings, or not
+/// an operator stage): the one place a stage's settings are worked out (see
+/// `autoscale::resolve` for the defaults).
+pub fn autoscale_of(spec: &JobSpec, stage: u32) -> Option<Autoscale> {
+    match spec.role_of(stage) {
+        StageRole::Operator(st) => resolve(spec.autoscale.as_ref(), &st.autoscale, st.tasks),
+        _ => None,
     }
 }
 

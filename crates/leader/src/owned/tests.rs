@@ -21,6 +21,7 @@ fn spec(source: &str, sink: &str) -> JobSpec {
                 path: "ops/op.sh".into(),
                 args: vec![],
             },
+            autoscale: Default::default(),
         }],
         paths: PathMode::Store,
         keep_logs: false,

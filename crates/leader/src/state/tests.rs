@@ -5,7 +5,11 @@ use crate::model::ids::TaskPos;
 use crate::model::spec::{JobSpec, OperatorSpec, StageSpec};
 
 fn jobs() -> BTreeMap<JobId, JobRec> {
-    let stage = |operator| StageSpec { tasks: 1, operator };
+    let stage = |operator| StageSpec {
+        tasks: 1,
+        operator,
+        autoscale: Default::default(),
+    };
     let spec = JobSpec::sample(vec![
         stage(OperatorSpec::Builtin {
             name: "identity".into(),

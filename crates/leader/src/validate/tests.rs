@@ -17,6 +17,7 @@ fn job(tasks: &[u32]) -> JobSpec {
                     name: "identity".into(),
                     args: vec![],
                 },
+                autoscale: Default::default(),
             })
             .collect(),
     )

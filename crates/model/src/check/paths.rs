@@ -78,6 +78,7 @@ mod tests {
                     path: exec.into(),
                     args: vec![],
                 },
+                autoscale: Default::default(),
             }],
             paths: PathMode::Store,
             keep_logs: false,

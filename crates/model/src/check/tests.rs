@@ -29,6 +29,7 @@ fn a_good_spec_has_no_problems() {
     let s = spec(vec![StageSpec {
         tasks: 3,
         operator: builtin("count-by", &["9"]),
+        autoscale: Default::default(),
     }]);
     assert!(check_spec(&s).is_empty());
 }
@@ -39,10 +40,12 @@ fn names_each_field_and_the_value() {
         StageSpec {
             tasks: 0,
             operator: builtin("frobnicate", &[]),
+            autoscale: Default::default(),
         },
         StageSpec {
             tasks: 2000,
             operator: builtin("count-by", &["zero"]),
+            autoscale: Default::default(),
         },
         StageSpec {
             tasks: 1,
@@ -50,6 +53,7 @@ fn names_each_field_and_the_value() {
                 path: String::new(),
                 args: vec![],
             },
+            autoscale: Default::default(),
         },
     ]);
     s.rate = -3.0;
@@ -78,6 +82,7 @@ fn with_rate(rate: f64) -> Vec<Problem> {
     let mut s = spec(vec![StageSpec {
         tasks: 1,
         operator: builtin("identity", &[]),
+        autoscale: Default::default(),
     }]);
     s.rate = rate;
     check_spec(&s)
@@ -125,11 +130,12 @@ fn autoscale_watermarks_must_be_finite_and_ordered() {
         let mut s = spec(vec![StageSpec {
             tasks: 1,
             operator: builtin("identity", &[]),
+            autoscale: Default::default(),
         }]);
-        s.autoscale = Some((lw, hw));
+        s.autoscale = Some(crate::autoscale::AutoscaleSpec::new(lw, hw));
         let p = check_spec(&s);
         assert_eq!(p.len(), 1, "{lw} {hw}: {p:?}");
-        assert_eq!(p[0].field, "autoscale");
+        assert!(p[0].field.starts_with("autoscale."), "{}", p[0]);
     }
 }
 
@@ -138,6 +144,7 @@ fn more_than_256_tasks_in_a_stage_is_rejected_with_the_limit() {
     let s = spec(vec![StageSpec {
         tasks: 257,
         operator: builtin("identity", &[]),
+        autoscale: Default::default(),
     }]);
     let p = check_spec(&s);
     assert_eq!(p.len(), 1, "{p:?}");
@@ -148,6 +155,7 @@ fn more_than_256_tasks_in_a_stage_is_rejected_with_the_limit() {
     let s = spec(vec![StageSpec {
         tasks: 256,
         operator: builtin("identity", &[]),
+        autoscale: Default::default(),
     }]);
     assert!(check_spec(&s).is_empty());
 }
@@ -157,6 +165,7 @@ fn more_than_64_stages_is_rejected_with_the_limit() {
     let stage = StageSpec {
         tasks: 1,
         operator: builtin("identity", &[]),
+        autoscale: Default::default(),
     };
     let p = check_spec(&spec(vec![stage.clone(); 65]));
     assert_eq!(p.len(), 1, "{p:?}");
@@ -173,6 +182,7 @@ fn stages_of(tasks: &[u32]) -> Vec<StageSpec> {
         .map(|&t| StageSpec {
             tasks: t,
             operator: builtin("identity", &[]),
+            autoscale: Default::default(),
         })
         .collect()
 }

@@ -26,6 +26,7 @@ fn state() -> LeaderState {
                 name: "identity".into(),
                 args: vec![],
             },
+            autoscale: Default::default(),
         };
         2
     ]);

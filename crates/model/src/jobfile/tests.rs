@@ -1,0 +1,111 @@
+use super::*;
+
+/// The example job files pass validation, the link rule included.
+#[test]
+fn the_example_jobs_pass() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let parsed = parse_job_toml(&text);
+            assert!(parsed.is_ok(), "{}: {:?}", path.display(), parsed.err());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "only {seen} example jobs in {}", dir.display());
+}
+
+/// The job file of the contract's example app2.
+pub(crate) const APP2: &str = r#"
+name = "app2"
+delivery = "exactly-once"
+[source]
+path = "signs.csv"
+rate = 0
+[sink]
+path = "out/app2.txt"
+[[stages]]
+tasks = 3
+exec = "ops/filter.py"
+args = ["7", "Punched Telespar"]
+[[stages]]
+tasks = 3
+op = "count-by"
+args = ["9"]
+"#;
+
+#[test]
+fn parses_the_contract_example() {
+    let spec = parse_job_toml(APP2).unwrap();
+    assert_eq!(spec.stages.len(), 2);
+    assert_eq!(spec.delivery, Delivery::ExactlyOnce);
+    assert_eq!(
+        spec.stages[0].operator,
+        OperatorSpec::Exec {
+            path: "ops/filter.py".into(),
+            args: vec!["7".into(), "Punched Telespar".into()]
+        }
+    );
+}
+
+#[test]
+fn reports_every_problem_with_field_and_value() {
+    let text = r#"
+delivery = "twice"
+[source]
+path = "x"
+rate = -3
+[sink]
+path = "y"
+[[stages]]
+tasks = 0
+op = "frobnicate"
+"#;
+    let err = parse_job_toml(text).unwrap_err();
+    let fields: Vec<_> = err.0.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["delivery", "source.rate", "stages[1].tasks", "stages[1].op"]
+    );
+    assert!(err.to_string().contains("twice"));
+    assert!(err.to_string().contains("frobnicate"));
+}
+
+#[test]
+fn values_of_the_wrong_type_are_shown_as_written_in_file_order() {
+    let text = r#"
+delivery = 3
+[source]
+rate = "fast"
+[[stages]]
+tasks = -2
+exec = "a"
+op = "identity"
+[[stages]]
+tasks = "many"
+"#;
+    let err = parse_job_toml(text).unwrap_err();
+    let got: Vec<String> = err.0.iter().map(|p| p.to_string()).collect();
+    let want = [
+        "delivery = 3: must be a string",
+        "source.path = (missing): name the input file (path in the [source] table)",
+        "source.rate = \"fast\": must be 0 (as fast as possible) or a number of tuples per second from 0.001 to 1000000000",
+        "sink.path = (missing): name the output file (path in the [sink] table)",
+        "stages[1].tasks = -2: must be an integer from 1 to 256",
+        "stages[1].op = (both): give either exec or op, not both",
+        "stages[2].tasks = \"many\": must be an integer from 1 to 256",
+        "stages[2].op = (missing): give exec = \"path/to/operator\" or op = \"<built-in>\"",
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn bad_builtin_arguments_name_the_args_field() {
+    let text = "[source]\npath = \"a\"\n[sink]\npath = \"o\"\n[[stages]]\nop = \"count-by\"\nargs = [\"zero\"]\n";
+    let err = parse_job_toml(text).unwrap_err();
+    assert_eq!(err.0.len(), 1);
+    assert_eq!(err.0[0].field, "stages[1].args");
+    assert!(err.0[0].value.contains("zero"));
+}
