@@ -65,8 +65,16 @@ pub enum Input {
     Timer(Timer),
     /// The user changed the source's rate (`rainstorm set-rate`).
     SetRate(f64),
-    /// Rescale a stage (the user, or the autoscaler).
+    /// Rescale a stage (`rainstorm scale`).
     Scale(crate::rescale::ScaleRequest),
+    /// The autoscaled stages' measured loads (every second or so), at `now_ms` on the
+    /// leader's clock: the autoscaler decides from them.
+    Loads {
+        /// ms since the Unix epoch.
+        now_ms: u64,
+        /// One per autoscaled stage.
+        loads: Vec<crate::autoscale::StageLoad>,
+    },
     /// An upstream attempt switched its outputs to a stage's new map, at this point.
     Switched {
         /// Which task.

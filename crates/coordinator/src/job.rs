@@ -89,11 +89,18 @@ pub struct JobCore {
     pub(super) moves: BTreeMap<TaskPos, u32>,
     /// The key-group maps of the stages rescaled so far.
     pub(super) routing: BTreeMap<u32, super::routing::StageRouting>,
+    /// The autoscaler of its autoscaled stages.
+    pub(super) scaler: super::autoscale::Scaler,
+    /// The leader's clock as the latest loads gave it, ms since the Unix epoch.
+    pub(super) now_ms: u64,
+    /// The autoscaler's last refused rescale of each stage, listed once.
+    pub(super) refused: BTreeMap<u32, String>,
 }
 
 impl JobCore {
     /// A job's core before its first input ([`Input::Start`] or [`Input::Resume`]).
     pub fn new(id: JobId, spec: JobSpec, cfg: CoreConfig) -> JobCore {
+        let scaler = super::autoscale::Scaler::new(&spec);
         JobCore {
             id,
             spec,
@@ -111,6 +118,9 @@ impl JobCore {
             unplaced: BTreeSet::new(),
             moves: BTreeMap::new(),
             routing: BTreeMap::new(),
+            scaler,
+            now_ms: 0,
+            refused: BTreeMap::new(),
         }
     }
 
@@ -193,6 +203,10 @@ impl JobCore {
                 self.scale(req, cluster, &mut out);
                 Ok(())
             }
+            Input::Loads { now_ms, loads } => {
+                self.loads(now_ms, loads, cluster, &mut out);
+                Ok(())
+            }
             Input::Switched {
                 pos,
                 attempt,
@@ -217,36 +231,6 @@ impl JobCore {
             out.push(Action::End(outcome));
         }
         out
-    }
-
-    /// Every task's current attempt.
-    pub fn tasks(&self) -> &BTreeMap<TaskPos, CoreTask> {
-        &self.tasks
-    }
-
-    /// The job's epoch (at-least-once restarts bump it).
-    pub fn epoch(&self) -> u32 {
-        self.epoch
-    }
-
-    /// Failures of current attempts seen so far.
-    pub fn failures(&self) -> u64 {
-        self.failures
-    }
-
-    /// The latest failure of a current attempt: the task, the attempt and the cause.
-    pub fn last_failure(&self) -> Option<&str> {
-        self.last_failure.as_deref()
-    }
-
-    /// Restarts done so far (a task's, or a whole epoch's).
-    pub fn recoveries(&self) -> u64 {
-        self.recoveries
-    }
-
-    /// The job has an outcome; the core takes no more inputs.
-    pub fn ended(&self) -> bool {
-        self.ended
     }
 
     /// The durable form of the placement.

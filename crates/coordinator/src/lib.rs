@@ -21,16 +21,19 @@ use rainstorm_protocol as protocol;
 
 mod adopt;
 pub mod autoscale;
+mod autoscaled;
 pub mod capacity;
 mod event;
 mod job;
 pub mod placement;
+mod readout;
 pub mod record;
 mod recover;
 pub mod rescale;
 pub mod routing;
 mod start;
 pub mod sweep;
+mod switch;
 
 pub use autoscale::{ScaleDecision, Scaler, StageLoad};
 pub use event::{Action, Cluster, Input, Outcome, Reported, ScaleNote, ScalePhase, Timer};

@@ -20,10 +20,10 @@ use crate::model::ids::{TaskPos, WorkerId};
 use crate::model::partition::{initial_map, tasks_of};
 use crate::model::spec::{OperatorSpec, StageRole};
 use crate::protocol::control::TaskState;
-use crate::protocol::reroute::{PendingRoute, SwitchPoint, SwitchReport};
+use crate::protocol::reroute::{PendingRoute, SwitchPoint};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::info;
 
 /// A switch whose points are not all durable by then is aborted (an upstream attempt that
 /// never got the command, say); the next decision starts afresh.
@@ -93,6 +93,33 @@ impl JobCore {
 
     /// Starts rescaling a stage, or says why not.
     pub(super) fn scale(&mut self, req: ScaleRequest, cluster: &Cluster, out: &mut Vec<Action>) {
+        if let Err(why) = self.try_scale(&req, cluster, out) {
+            info!(job = %self.id, stage = req.stage, to = req.tasks, %why, "rescale refused");
+            out.push(Action::Scaling(ScaleNote {
+                stage: req.stage,
+                version: 0,
+                from: self.active_tasks(req.stage),
+                to: req.tasks,
+                reason: req.reason.clone(),
+                rate: req.rate,
+                phase: ScalePhase::Refused(why),
+            }));
+        }
+    }
+
+    /// The tasks of `stage` that own key groups now.
+    pub(super) fn active_tasks(&self, stage: u32) -> u32 {
+        let routing = self.routing_of(stage);
+        routing.current().map_or(0, |v| v.map.active().len() as u32)
+    }
+
+    /// Starts rescaling a stage; why not, if it cannot now.
+    pub(super) fn try_scale(
+        &mut self,
+        req: &ScaleRequest,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
         let note = |phase, from, to, version| ScaleNote {
             stage: req.stage,
             version,
@@ -108,25 +135,13 @@ impl JobCore {
             .map(|v| v.map.active())
             .unwrap_or_default();
         let from = active.len() as u32;
-        let refuse = |why: String, out: &mut Vec<Action>| {
-            info!(stage = req.stage, to = req.tasks, %why, "rescale refused");
-            out.push(Action::Scaling(note(
-                ScalePhase::Refused(why),
-                from,
-                req.tasks,
-                0,
-            )));
-        };
-        if let Some(why) = self.cannot_rescale(&req, &routing) {
-            return refuse(why, out);
+        if let Some(why) = self.cannot_rescale(req, &routing) {
+            return Err(why);
         }
-        let target = match self.target_tasks(req.stage, &active, req.tasks, cluster) {
-            Ok(t) => t,
-            Err(why) => return refuse(why, out),
-        };
+        let target = self.target_tasks(req.stage, &active, req.tasks, cluster)?;
         let map = match routing.current() {
             Some(v) => v.map.rescaled(&target),
-            None => return refuse("the stage has no map".into(), out),
+            None => return Err("the stage has no map".into()),
         };
         let mut routing = routing;
         let version = routing.begin(map.clone());
@@ -182,6 +197,7 @@ impl JobCore {
         }
         out.push(Action::SetTimer(Timer::Switch(req.stage), SWITCH_TIMEOUT));
         self.settle_switch(req.stage, out);
+        Ok(())
     }
 
     /// Why `req` cannot start now, if it cannot.
@@ -276,159 +292,13 @@ impl JobCore {
     }
 
     /// The current, unended attempts of the tasks feeding `stage`.
-    fn upstream_attempts(&self, stage: u32) -> Vec<(TaskPos, WorkerId, u32)> {
+    pub(super) fn upstream_attempts(&self, stage: u32) -> Vec<(TaskPos, WorkerId, u32)> {
         let upstream = stage.saturating_sub(1);
         self.tasks
             .iter()
             .filter(|(p, t)| p.stage == upstream && !t.state.is_terminal())
             .map(|(p, t)| (*p, t.worker.clone(), t.attempt))
             .collect()
-    }
-
-    /// An upstream task reported where it switched: made durable, and once every upstream
-    /// task has, the switch is confirmed.
-    pub(super) fn switched(
-        &mut self,
-        pos: TaskPos,
-        attempt: u32,
-        report: SwitchReport,
-        out: &mut Vec<Action>,
-    ) {
-        if self.current_mut(pos, attempt).is_none() {
-            return;
-        }
-        let stage = pos.stage + 1;
-        let Some(v) = self.routing.get_mut(&stage).and_then(|r| r.pending_mut()) else {
-            return;
-        };
-        if v.version != report.version || v.at.contains_key(&pos.index) {
-            return;
-        }
-        v.at.insert(pos.index, report.point);
-        out.push(Action::Persist(self.run_state()));
-        self.settle_switch(stage, out);
-    }
-
-    /// Confirms the switch of `stage` once every upstream point is durable.
-    fn settle_switch(&mut self, stage: u32, out: &mut Vec<Action>) {
-        let upstream = tasks_of(&self.spec, stage - 1) as usize;
-        let Some(v) = self.routing.get_mut(&stage).and_then(|r| r.pending_mut()) else {
-            return;
-        };
-        if v.at.len() < upstream {
-            return;
-        }
-        v.done = true;
-        let (version, to) = (v.version, v.map.active().len() as u32);
-        out.push(Action::Persist(self.run_state()));
-        for (pos, worker, attempt) in self.upstream_attempts(stage) {
-            out.push(Action::Rerouted {
-                worker,
-                pos,
-                attempt,
-                version,
-                confirm: true,
-            });
-        }
-        out.push(Action::ClearTimer(Timer::Switch(stage)));
-        out.push(self.standby_action());
-        out.push(Action::Scaling(ScaleNote {
-            stage,
-            version,
-            from: 0,
-            to,
-            reason: String::new(),
-            rate: None,
-            phase: ScalePhase::Done,
-        }));
-        info!(job = %self.id, stage, version, tasks = to, "rescale done: every upstream task switched");
-    }
-
-    /// Gives up the switch of `stage` in progress, if any: every upstream task routes what
-    /// it held by the old map.
-    pub(super) fn abort_switch(&mut self, stage: u32, why: &str, out: &mut Vec<Action>) {
-        let Some(version) = self.routing.get_mut(&stage).and_then(|r| r.abort()) else {
-            return;
-        };
-        warn!(job = %self.id, stage, version, %why, "rescale aborted");
-        out.push(Action::Persist(self.run_state()));
-        for (pos, worker, attempt) in self.upstream_attempts(stage) {
-            out.push(Action::Rerouted {
-                worker,
-                pos,
-                attempt,
-                version,
-                confirm: false,
-            });
-        }
-        out.push(Action::ClearTimer(Timer::Switch(stage)));
-        out.push(self.standby_action());
-        out.push(Action::Scaling(ScaleNote {
-            stage,
-            version,
-            from: 0,
-            to: 0,
-            reason: String::new(),
-            rate: None,
-            phase: ScalePhase::Aborted(why.to_string()),
-        }));
-    }
-
-    /// A task gets a new attempt: a switch of the next stage it had not made durably is
-    /// aborted (its new attempt replays by the old map, and so must every other).
-    pub(super) fn restarting(&mut self, pos: TaskPos, out: &mut Vec<Action>) {
-        let stage = pos.stage + 1;
-        let unswitched = self
-            .routing
-            .get(&stage)
-            .and_then(|r| r.pending())
-            .is_some_and(|v| !v.at.contains_key(&pos.index));
-        if unswitched {
-            self.abort_switch(stage, &format!("upstream task {pos} restarted"), out);
-        }
-    }
-
-    /// Every switch in progress is aborted (a resumed job: its upstream tasks may hold
-    /// outputs for a verdict the earlier leader never gave).
-    pub(super) fn abort_all_switches(&mut self, why: &str, out: &mut Vec<Action>) {
-        let stages: Vec<u32> = self.routing.keys().copied().collect();
-        for stage in stages {
-            self.abort_switch(stage, why, out);
-        }
-    }
-
-    /// The verdicts a worker may have missed (it rejoined): the latest confirmed switch of
-    /// every stage, for the upstream attempts it runs. A verdict repeated changes nothing.
-    pub(super) fn resend_verdicts(&self, worker: &WorkerId, out: &mut Vec<Action>) {
-        for (stage, r) in &self.routing {
-            let verdicts = r
-                .confirmed()
-                .map(|v| (v.version, true))
-                .into_iter()
-                .chain(r.aborted.map(|v| (v, false)));
-            for (version, confirm) in verdicts {
-                for (pos, w, attempt) in self.upstream_attempts(*stage) {
-                    if &w == worker {
-                        out.push(Action::Rerouted {
-                            worker: w,
-                            pos,
-                            attempt,
-                            version,
-                            confirm,
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    /// An at-least-once restart replays everything from the source: every stage routes by
-    /// its current map from the start.
-    pub(super) fn restart_routing(&mut self, out: &mut Vec<Action>) {
-        self.abort_all_switches("the pipeline restarted", out);
-        for r in self.routing.values_mut() {
-            *r = r.restarted();
-        }
     }
 
     /// The routing history upstream task `pos` starts with (for the stage after it).

@@ -230,16 +230,8 @@ impl Executor {
                         j.spec.rate = *rate;
                     }
                 }
-                // Slots follow at once: the next decision of any job counts them.
-                Action::Standby(set) => {
-                    for (k, t) in st.tasks.iter_mut().filter(|(k, _)| k.job == self.id) {
-                        t.standby = set.contains(&k.pos);
-                    }
-                }
-                Action::Scaling(note) => {
-                    if let Some(j) = st.jobs.get_mut(&self.id) {
-                        crate::scaling::record(&mut j.scaling, note);
-                    }
+                Action::Standby(_) | Action::Scaling(_) => {
+                    crate::scaling::decided(&mut st, &self.id, a)
                 }
                 _ => {}
             }

@@ -5,7 +5,6 @@
 //! This file holds the leader's configuration, the shared [`Leader`] context with
 //! [`Leader::submit`], and [`run`], which starts the parts: the HTTP surface (`api`), the
 //! monitor (`monitor`) and one driver per job (`driver`), over the state in `state`.
-
 #![warn(missing_docs)]
 
 use rainstorm_coordinator as coordinator;

@@ -26,6 +26,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
     let period = (leader.cfg.heartbeat_timeout / 5)
         .clamp(Duration::from_millis(20), Duration::from_millis(500));
     let mut tick = tokio::time::interval(period);
+    let mut looked = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -35,9 +36,15 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
         let forget: Vec<JobId>;
         let outputs: Vec<(JobId, String)>;
         let unused: Vec<WorkerId>;
+        let mut measured = Vec::new();
         {
             let mut st = lock(&leader.state);
             let now = Instant::now();
+            if now.duration_since(looked) >= loads::EVERY {
+                looked = now;
+                let now_ms = crate::job::ms_since_epoch(std::time::SystemTime::now());
+                measured = loads::loads(&st, now_ms);
+            }
             let seen: Vec<WorkerSeen> = st
                 .workers
                 .iter()
@@ -161,6 +168,12 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 warn!(job = %id, error = %format!("{e:#}"), "could not forget an expired job's record");
             }
         }
+        // A busy job skips a look rather than hold the monitor up; the next one comes soon.
+        for (tx, ev) in measured {
+            if tx.try_send(ev).is_err() {
+                tracing::debug!("a job's inbox is full; its autoscaler skips this look");
+            }
+        }
         for (tx, ev) in to_send {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -215,6 +228,8 @@ fn forget_dead_workers(st: &mut State, now: Instant, after: Duration) -> Vec<Wor
     }
     unused
 }
+
+mod loads;
 
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,33 @@
 //! A job's `scaling` list: each rescale its core decided, when, why, and how it ended, with
 //! the time the move took as the leader saw it (the core has no clock).
 
-use crate::coordinator::{ScaleNote, ScalePhase};
+use crate::coordinator::{Action, ScaleNote, ScalePhase};
+use crate::model::ids::JobId;
 use crate::protocol::control::ScaleInfo;
+use crate::state::State;
 use std::time::SystemTime;
 
 /// Rescales kept per job (the oldest go first).
 const KEPT: usize = 200;
+
+/// Records what a job's core decided about its tasks' key groups, under the lock its decision
+/// was made under: which tasks stand by (their slots are free at once for the next decision
+/// of any job) and the steps of its rescales.
+pub fn decided(st: &mut State, job: &JobId, action: &Action) {
+    match action {
+        Action::Standby(set) => {
+            for (k, t) in st.tasks.iter_mut().filter(|(k, _)| &k.job == job) {
+                t.standby = set.contains(&k.pos);
+            }
+        }
+        Action::Scaling(note) => {
+            if let Some(j) = st.jobs.get_mut(job) {
+                record(&mut j.scaling, note);
+            }
+        }
+        _ => {}
+    }
+}
 
 /// Records one step of a rescale in `list`.
 pub fn record(list: &mut Vec<ScaleInfo>, note: &ScaleNote) {

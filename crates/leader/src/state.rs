@@ -54,80 +54,7 @@ pub struct WorkerRec {
     pub dead_since: Option<Instant>,
 }
 
-/// A task as the leader tracks it (its current attempt).
-#[derive(Clone)]
-pub struct TaskRec {
-    /// Worker running the current attempt.
-    pub worker: WorkerId,
-    /// Current attempt.
-    pub attempt: u32,
-    /// Operator pid.
-    pub pid: Option<u32>,
-    /// State of the current attempt.
-    pub state: TaskState,
-    /// Counters.
-    pub tuples_in: u64,
-    /// Counters.
-    pub tuples_out: u64,
-    /// Last failure.
-    pub error: Option<String>,
-    /// Operator description.
-    pub operator: String,
-    /// When input last advanced, or last had nothing pending (stall detection).
-    pub progressed: Instant,
-    /// Input batches waiting for the task, per its last heartbeat.
-    pub queued: u32,
-    /// A source whose current attempt reported its whole stream acknowledged.
-    pub done: bool,
-    /// When the current attempt's Start command was queued for its worker (none for an
-    /// attempt expected back after a leader restart, or one whose start is held back).
-    pub start_sent: Option<Instant>,
-    /// Whether the worker has reported the current attempt at all (a start that never
-    /// arrived leaves this false).
-    pub reported: bool,
-    /// Bytes, busy and back-pressured time and histograms of the current attempt, and the
-    /// shares and rates derived from them (`/metrics`, the task views).
-    pub meters: super::meters::Meters,
-    /// It owns no key group (an autoscaled stage's spare): it holds no slot.
-    pub standby: bool,
-    /// The latest switch of its outputs the job's core was told of (its version).
-    pub switched: Option<u32>,
-}
-
-impl TaskRec {
-    /// A task just placed (or expected back from its worker): no counters, no pid yet.
-    pub fn placed(
-        worker: WorkerId,
-        attempt: u32,
-        state: TaskState,
-        spec: &crate::model::spec::JobSpec,
-        stage: u32,
-    ) -> TaskRec {
-        let now = Instant::now();
-        TaskRec {
-            worker,
-            attempt,
-            pid: None,
-            state,
-            tuples_in: 0,
-            tuples_out: 0,
-            error: None,
-            operator: match spec.role_of(stage) {
-                StageRole::Source => "source".to_string(),
-                StageRole::Sink => "sink".to_string(),
-                StageRole::Operator(s) => s.operator.describe(),
-            },
-            progressed: now,
-            queued: 0,
-            done: false,
-            start_sent: None,
-            reported: false,
-            meters: Default::default(),
-            standby: false,
-            switched: None,
-        }
-    }
-}
+pub use rec::TaskRec;
 
 /// Carries the counters of a job's source and sink task (current attempt) onto the job: the
 /// tuples the source emitted, the lines the sink holds, the sink's latency histogram.
@@ -402,6 +329,8 @@ pub type SharedState = Arc<Mutex<State>>;
 pub fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, State> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+mod rec;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,72 @@
+//! A job's autoscaler at work: the loads the leader measures come in every second, the
+//! [`Scaler`](super::autoscale::Scaler) decides, and each decision becomes a rescale like
+//! one a user asks for. A rescale that cannot start now (a restarted upstream task, no free
+//! slot) starts the stage's cooldown, so the same refusal is not repeated every second, and
+//! is listed once until its cause changes.
+
+use super::autoscale::StageLoad;
+use super::event::{Action, Cluster, ScaleNote, ScalePhase};
+use super::job::JobCore;
+use super::rescale::ScaleRequest;
+use crate::model::ids::TaskPos;
+use crate::model::partition::tasks_of;
+use tracing::info;
+
+impl JobCore {
+    /// The stages' loads at `now_ms` (ms since the Unix epoch, the leader's clock).
+    pub(super) fn loads(
+        &mut self,
+        now_ms: u64,
+        mut loads: Vec<StageLoad>,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) {
+        self.now_ms = now_ms;
+        if !self.placed || self.sink_done {
+            return;
+        }
+        for l in &mut loads {
+            l.tasks = self.active_tasks(l.stage);
+            let r = self.routing_of(l.stage);
+            let waiting = (l.stage - 1..=l.stage).any(|s| {
+                (0..tasks_of(&self.spec, s))
+                    .any(|index| self.unplaced.contains(&TaskPos { stage: s, index }))
+            });
+            l.settling |= r.pending().is_some() || waiting;
+        }
+        let (free, _) = super::capacity::Room::of(self, cluster, false).free();
+        let decisions = self.scaler.decide(now_ms, &loads, free.unwrap_or(u32::MAX));
+        for d in decisions {
+            let req = ScaleRequest {
+                stage: d.stage,
+                tasks: d.to,
+                reason: d.reason,
+                rate: Some(d.rate),
+            };
+            info!(job = %self.id, stage = d.stage, from = d.from, to = d.to, rate = d.rate, reason = %req.reason, "autoscaler decided");
+            if let Err(why) = self.try_scale(&req, cluster, out) {
+                self.scaler.applied(now_ms, d.stage, d.from);
+                if self.refused.get(&d.stage) != Some(&why) {
+                    self.refused.insert(d.stage, why.clone());
+                    info!(job = %self.id, stage = d.stage, %why, "autoscaler's rescale refused");
+                    out.push(Action::Scaling(ScaleNote {
+                        stage: d.stage,
+                        version: 0,
+                        from: d.from,
+                        to: d.to,
+                        reason: req.reason,
+                        rate: req.rate,
+                        phase: ScalePhase::Refused(why),
+                    }));
+                }
+            } else {
+                self.refused.remove(&d.stage);
+            }
+        }
+    }
+
+    /// A rescale of `stage` ended with `tasks` tasks owning key groups: its cooldown starts.
+    pub(super) fn rescaled(&mut self, stage: u32, tasks: u32) {
+        self.scaler.applied(self.now_ms, stage, tasks);
+    }
+}

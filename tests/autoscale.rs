@@ -1,0 +1,126 @@
+//! Autoscaling on a cluster of real processes: a stage follows its input rate up and back
+//! down while the job runs (`set-rate` moves the rate), its key groups move live, and the
+//! output equals an independent reference exactly.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+/// The job file: a rate-limited source, an autoscaled stateless stage, a keyed count that
+/// does not autoscale.
+fn job(rate: f64) -> String {
+    format!(
+        r#"name = "follows"
+delivery = "exactly-once"
+[source]
+path = "in.txt"
+rate = {rate}
+[sink]
+path = "out.txt"
+[autoscale]
+low = 50
+high = 150
+max_tasks = 4
+cooldown_s = 1
+scale_down_grace_s = 2
+[[stages]]
+tasks = 1
+op = "identity"
+[[stages]]
+tasks = 2
+op = "count-by"
+args = ["1"]
+autoscale = false
+"#
+    )
+}
+
+/// Lines `k<i % 7>,<i>` and the running counts count-by emits for them.
+fn data(n: usize) -> (String, Vec<String>) {
+    let mut counts = [0u64; 7];
+    let mut want = Vec::new();
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!("k{},{i}\n", i % 7));
+        counts[i % 7] += 1;
+        want.push(format!("k{},{}", i % 7, counts[i % 7]));
+    }
+    want.sort();
+    (text, want)
+}
+
+fn stage_tasks(c: &Cluster, id: &str) -> Option<u64> {
+    c.json(&["job", id, "--json"])["stage_tasks"][0].as_u64()
+}
+
+fn scaling(c: &Cluster, id: &str) -> Vec<Value> {
+    c.json(&["job", id, "--json"])["scaling"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_stateless_stage_follows_its_rate_up_and_down_exactly_once() {
+    let c = Cluster::start(3, 5.0);
+    let (input, want) = data(8000);
+    c.file("in.txt", &input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file("job.toml", &job(100.0));
+    let id = c.submit("job.toml");
+    wait_for("the source to start", Duration::from_secs(30), || {
+        (c.json(&["job", &id, "--json"])["source_tuples"].as_u64()? >= 50).then_some(())
+    });
+    assert_eq!(stage_tasks(&c, &id), Some(1), "{}", c.diagnose());
+    let standby = c
+        .tasks(&id)
+        .iter()
+        .filter(|t| t["stage"] == 1 && t["standby"] == true)
+        .count();
+    assert_eq!(standby, 3, "three of stage 1's four tasks stand by");
+
+    // Six times the rate one task should carry: one decision, straight to the most it may run.
+    c.ok(&["set-rate", &id, "600"]);
+    wait_for(
+        "stage 1 to grow to 4 tasks",
+        Duration::from_secs(30),
+        || (stage_tasks(&c, &id)? == 4).then_some(()),
+    );
+    let grows: Vec<Value> = scaling(&c, &id)
+        .into_iter()
+        .filter(|s| s["outcome"] == "done" && s["to"] == 4)
+        .collect();
+    assert_eq!(grows.len(), 1, "one decision: {:?}", scaling(&c, &id));
+    assert_eq!(grows[0]["from"], 1);
+    assert!(
+        grows[0]["reason"].as_str().unwrap_or("").contains("HW"),
+        "{}",
+        grows[0]
+    );
+    assert!(grows[0]["took_ms"].as_u64().is_some());
+
+    // Well under the low watermark: back to one task after the grace period.
+    c.ok(&["set-rate", &id, "40"]);
+    wait_for(
+        "stage 1 to shrink to 1 task",
+        Duration::from_secs(40),
+        || (stage_tasks(&c, &id)? == 1).then_some(()),
+    );
+    c.ok(&["set-rate", &id, "0"]);
+    let j = c.wait_job(&id, Duration::from_secs(120));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same("counts", &sorted_lines(&c.store_file("out.txt")), &want);
+    let done: Vec<(u64, u64)> = scaling(&c, &id)
+        .iter()
+        .filter(|s| s["outcome"] == "done")
+        .map(|s| {
+            (
+                s["from"].as_u64().unwrap_or(0),
+                s["to"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(done.len() <= 4, "few decisions: {done:?}");
+    assert_eq!(done.last().map(|d| d.1), Some(1), "{done:?}");
+}
