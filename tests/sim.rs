@@ -63,6 +63,7 @@ use rainstorm::model::tuple::Tuple;
 use rainstorm::protocol::auth::Identity;
 use rainstorm::protocol::control::{Endpoint, TaskAssignment, TaskState};
 use rainstorm::protocol::reroute::{PendingRoute, SwitchReport};
+use rainstorm::protocol::routing::StageRouting;
 use rainstorm::runtime::exec::Launch;
 use rainstorm::runtime::log::committed_lineage;
 use rainstorm::runtime::sink::segment_text;
@@ -308,6 +309,8 @@ struct Sim {
     slots: Option<u32>,
     /// Workers draining (host indices): they take no new task.
     draining: BTreeSet<usize>,
+    /// When the last rescale command sent to each worker reaches it.
+    commands_at: BTreeMap<usize, Instant>,
     /// Lines in the source file.
     rows: u64,
 }
@@ -393,6 +396,15 @@ impl Sim {
     fn at(&mut self, when: Instant, t: Timed) {
         self.timer_seq += 1;
         self.timers.insert((when, self.timer_seq), t);
+    }
+
+    /// When a rescale command sent now reaches worker `host`: a little later, and never
+    /// before one sent to it earlier (a worker takes its commands in order).
+    fn command_at(&mut self, host: usize, now: Instant) -> Instant {
+        let at = now + Duration::from_micros(self.rng.below(20_000));
+        let at = self.commands_at.get(&host).map_or(at, |last| at.max(*last));
+        self.commands_at.insert(host, at);
+        at
     }
 
     /// Any task, the source and the sink included.
@@ -539,7 +551,7 @@ impl Sim {
                 // worker's heartbeats.
                 let host = host_of(&worker);
                 if self.alive[host] {
-                    let at = now + Duration::from_micros(self.rng.below(20_000));
+                    let at = self.command_at(host, now);
                     self.at(at, Timed::Reroute(host, pos, attempt, route));
                 }
             }
@@ -552,11 +564,24 @@ impl Sim {
             } => {
                 let host = host_of(&worker);
                 if self.alive[host] {
-                    let at = now + Duration::from_micros(self.rng.below(20_000));
+                    let at = self.command_at(host, now);
                     self.at(at, Timed::Rerouted(host, pos, attempt, version, confirm));
                 }
             }
             Action::Standby(_) => {}
+            Action::Inbound {
+                workers,
+                stage,
+                routing,
+            } => {
+                for w in workers {
+                    let host = host_of(&w);
+                    if self.alive[host] {
+                        let at = self.command_at(host, now);
+                        self.at(at, Timed::Inbound(host, stage, routing.clone()));
+                    }
+                }
+            }
             Action::Scaling(note) => {
                 match note.phase {
                     ScalePhase::Done => SCALES_DONE.fetch_add(1, Ordering::Relaxed),
@@ -877,6 +902,13 @@ impl Sim {
                     a.status.board.reroute(route);
                 }
             }
+            Timed::Inbound(host, stage, routing) => {
+                for ((pos, _), a) in &self.running {
+                    if a.host == host && pos.stage == stage {
+                        a.status.inbound.send_replace(Some(routing.clone()));
+                    }
+                }
+            }
             Timed::Rerouted(host, pos, attempt, version, confirm) => {
                 if let Some(a) = self.running.get(&(pos, attempt)).filter(|a| a.host == host) {
                     a.status.board.decide(version, confirm);
@@ -1180,6 +1212,7 @@ async fn run_seed(seed: u64) -> SeedResult {
         samples: Arc::default(),
         slots,
         draining: BTreeSet::new(),
+        commands_at: BTreeMap::new(),
         rows: n_rows,
         log: vec![format!(
             "{delivery:?} {pipeline:?} rows={n_rows} workers={n_workers} {:?} cfg={cfg:?}",
@@ -1340,6 +1373,8 @@ enum Timed {
     Reroute(usize, TaskPos, u32, PendingRoute),
     /// A switch's verdict reaches a worker.
     Rerouted(usize, TaskPos, u32, u32, bool),
+    /// A stage's routing reaches a worker.
+    Inbound(usize, u32, StageRouting),
 }
 
 /// Checks a seed's result against its delivery mode's invariant, and every follower's read

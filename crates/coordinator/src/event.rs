@@ -213,6 +213,16 @@ pub enum Action {
         /// Confirmed or aborted.
         confirm: bool,
     },
+    /// Tell these workers a stage's routing after a switch was confirmed: its tasks take over
+    /// the state of the key groups they gained.
+    Inbound {
+        /// The workers running the stage's tasks.
+        workers: Vec<WorkerId>,
+        /// The stage.
+        stage: u32,
+        /// Its routing (confirmed switches only).
+        routing: crate::routing::StageRouting,
+    },
     /// The operator tasks that own no key group now: they hold no slot.
     Standby(BTreeSet<TaskPos>),
     /// A rescale started, finished, was aborted or refused (for the job's `scaling` list).

@@ -325,6 +325,7 @@ impl JobCore {
             &self.placement,
         );
         a.routing.steps = self.steps_of(pos);
+        a.inbound = self.inbound_of(pos.stage);
         if let Some(r) = a.source_replay.as_mut() {
             r.steps = self.steps_of(TaskPos { stage: 0, index: 0 });
         }

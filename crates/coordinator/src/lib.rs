@@ -30,7 +30,7 @@ mod readout;
 pub mod record;
 mod recover;
 pub mod rescale;
-pub mod routing;
+pub use protocol::routing;
 mod start;
 pub mod sweep;
 mod switch;

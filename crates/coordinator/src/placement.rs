@@ -78,6 +78,7 @@ pub fn assignment(
         },
         partition: partition_into(spec, stage + 1),
         routing: Default::default(),
+        inbound: None,
         delivery: spec.delivery,
         routes: routes.list(),
         routes_version: routes.version,

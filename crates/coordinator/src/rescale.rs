@@ -17,10 +17,11 @@ use super::job::JobCore;
 use super::routing::{StageRouting, NEVER};
 use crate::model::builtin::BuiltinSpec;
 use crate::model::ids::{TaskPos, WorkerId};
-use crate::model::partition::{initial_map, tasks_of};
-use crate::model::spec::{OperatorSpec, StageRole};
+use crate::model::partition::{initial_map, partition_into, tasks_of};
+use crate::model::spec::{Delivery, OperatorSpec, StageRole};
 use crate::protocol::control::TaskState;
 use crate::protocol::reroute::{PendingRoute, SwitchPoint};
+use crate::protocol::routing::Inbound;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tracing::info;
@@ -76,18 +77,80 @@ impl JobCore {
         Action::Standby(standby)
     }
 
-    /// A stage whose operator keeps state per key cannot move keys yet: their state would not
-    /// go with them.
-    fn stateful(&self, stage: u32) -> Option<String> {
+    /// Whether the operator of `stage` keeps state per key group: a keyed built-in
+    /// (`count-by`), or an executable (which may).
+    pub(super) fn keeps_state(&self, stage: u32) -> bool {
         match self.spec.role_of(stage) {
             StageRole::Operator(s) => match &s.operator {
-                OperatorSpec::Builtin { name, args } => BuiltinSpec::routing_column(name, args)
-                    .map(|_| format!("stage {stage} runs `{name}`, which keeps state per key")),
-                OperatorSpec::Exec { .. } => Some(format!(
-                    "stage {stage} runs an executable, which may keep state per key"
-                )),
+                OperatorSpec::Builtin { name, args } => {
+                    BuiltinSpec::routing_column(name, args).is_some()
+                }
+                OperatorSpec::Exec { .. } => true,
             },
-            _ => Some(format!("stage {stage} is not an operator stage")),
+            _ => false,
+        }
+    }
+
+    /// Why the keys of `stage` cannot move with their state, if they cannot: the new owner
+    /// of a group rebuilds its state from the group's logged input, which only exactly-once
+    /// keeps, by replaying it into its operator with the outputs dropped, which only a
+    /// built-in can do so far (an executable's outputs cannot be told apart).
+    fn stateful(&self, stage: u32) -> Option<String> {
+        if !self.keeps_state(stage) {
+            return None;
+        }
+        if self.spec.delivery != Delivery::ExactlyOnce {
+            return Some(format!(
+                "stage {stage} keeps state per key, which moves with its keys only under exactly-once"
+            ));
+        }
+        match self.spec.role_of(stage) {
+            StageRole::Operator(s) if matches!(s.operator, OperatorSpec::Exec { .. }) => Some(
+                format!("stage {stage} runs an executable, which may keep state per key"),
+            ),
+            _ => None,
+        }
+    }
+
+    /// What a task of `stage` is told to take key groups over with their state (a stage
+    /// that keeps state, under exactly-once): the stage's confirmed routing.
+    pub(super) fn inbound_of(&self, stage: u32) -> Option<Inbound> {
+        if !self.keeps_state(stage) || self.spec.delivery != Delivery::ExactlyOnce {
+            return None;
+        }
+        let mut routing = self.routing_of(stage);
+        if routing.pending().is_some() {
+            routing.versions.pop();
+        }
+        Some(Inbound {
+            partition: partition_into(&self.spec, stage),
+            routing,
+        })
+    }
+
+    /// Tells the workers of `stage`'s tasks its routing, after a switch was confirmed.
+    pub(super) fn publish_inbound(
+        &self,
+        stage: u32,
+        only: Option<&WorkerId>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(inbound) = self.inbound_of(stage) else {
+            return;
+        };
+        let workers: BTreeSet<WorkerId> = self
+            .tasks
+            .iter()
+            .filter(|(p, t)| p.stage == stage && !t.state.is_terminal())
+            .map(|(_, t)| t.worker.clone())
+            .filter(|w| only.is_none_or(|o| o == w))
+            .collect();
+        if !workers.is_empty() && inbound.routing.versions.len() > 1 {
+            out.push(Action::Inbound {
+                workers: workers.into_iter().collect(),
+                stage,
+                routing: inbound.routing,
+            });
         }
     }
 
@@ -213,7 +276,7 @@ impl JobCore {
             ));
         }
         if let Some(why) = self.stateful(req.stage) {
-            return Some(format!("{why}; moving its keys needs state handover"));
+            return Some(format!("{why}: its keys cannot move with their state yet"));
         }
         if !self.placed || self.sink_done {
             return Some("the job is not running".into());

@@ -58,6 +58,7 @@ impl JobCore {
         }
         out.push(Action::ClearTimer(Timer::Switch(stage)));
         out.push(self.standby_action());
+        self.publish_inbound(stage, None, out);
         self.rescaled(stage, to);
         out.push(Action::Scaling(ScaleNote {
             stage,
@@ -129,6 +130,10 @@ impl JobCore {
     /// The verdicts a worker may have missed (it rejoined): the latest confirmed switch of
     /// every stage, for the upstream attempts it runs. A verdict repeated changes nothing.
     pub(super) fn resend_verdicts(&self, worker: &WorkerId, out: &mut Vec<Action>) {
+        let stages: Vec<u32> = self.routing.keys().copied().collect();
+        for stage in stages {
+            self.publish_inbound(stage, Some(worker), out);
+        }
         for (stage, r) in &self.routing {
             let verdicts = r
                 .confirmed()

@@ -47,6 +47,9 @@ struct Board {
     sent: Vec<u64>,
     pending: Option<Pending>,
     last: Option<SwitchReport>,
+    /// The newest switch aborted before it was asked for here (its verdict overtook it): it
+    /// is never made.
+    aborted: u32,
 }
 
 impl Board {
@@ -104,6 +107,7 @@ impl Switchboard {
             sent: vec![0; downstream as usize],
             pending: None,
             last: None,
+            aborted: 0,
         };
         board.advance(1);
         Switchboard {
@@ -158,6 +162,11 @@ impl Switchboard {
         b.pending.is_some()
     }
 
+    /// A receiver that sees every verdict (its value counts them).
+    pub fn verdicts(&self) -> watch::Receiver<u64> {
+        self.decided.subscribe()
+    }
+
     /// Waits until no switch waits for a verdict.
     pub async fn wait_decided(&self) {
         let mut rx = self.decided.subscribe();
@@ -177,7 +186,7 @@ impl Switchboard {
         if let Some(last) = b.last.as_ref().filter(|l| l.version >= route.version) {
             return Some(last.clone());
         }
-        if b.pending.is_some() {
+        if b.pending.is_some() || route.version <= b.aborted {
             return None;
         }
         let point = SwitchPoint {
@@ -216,7 +225,12 @@ impl Switchboard {
                     Decision::Aborted
                 };
             }
-            _ => return,
+            _ => {
+                if !confirm {
+                    b.aborted = b.aborted.max(version);
+                }
+                return;
+            }
         }
         if !confirm {
             // An aborted switch is not reported as made.
@@ -297,6 +311,17 @@ mod tests {
         assert_eq!(b.route_held(moving), Some(0));
         assert_eq!(b.route(moving), Verdict::To(0));
         assert_eq!(b.last(), None);
+    }
+
+    #[test]
+    fn an_abort_that_overtakes_its_switch_keeps_the_switch_from_being_made() {
+        let (b, new) = (one_task(), grow());
+        b.decide(1, false);
+        assert_eq!(b.reroute(new), None);
+        assert!(
+            !b.undecided(),
+            "nothing waits for a verdict that came already"
+        );
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct Router {
     board: Arc<Switchboard>,
     /// Outputs waiting for a switch's verdict, with their emit time and key group, in order.
     held: Vec<(Tuple, u64, usize)>,
+    /// Bumped by every verdict: the router then first sends every pending batch, so what it
+    /// routed by the old map is on its way before anything goes by the new one (a task
+    /// taking a key group over waits for its earlier owner to log the group's last tuples).
+    verdicts: tokio::sync::watch::Receiver<u64>,
     pending: Vec<Vec<Tuple>>,
     pending_bytes: Vec<usize>,
     pending_emit: Vec<u64>,
@@ -61,8 +65,10 @@ impl Router {
         meter: Arc<SendMeter>,
     ) -> Self {
         let n = links.len();
+        let verdicts = board.verdicts();
         Router {
             links,
+            verdicts,
             board,
             held: Vec::new(),
             pending: (0..n).map(|_| Vec::new()).collect(),
@@ -82,6 +88,10 @@ impl Router {
             return Err(Closed::TooLarge(size));
         }
         let g = self.partitioner.group(&t);
+        if self.verdicts.has_changed().unwrap_or(false) {
+            self.verdicts.mark_unchanged();
+            self.send_all().await?;
+        }
         if !self.held.is_empty() {
             self.release().await?;
         }
@@ -163,8 +173,14 @@ impl Router {
     /// light load while batches stay large under heavy load.
     pub async fn flush(&mut self) -> Result<(), Closed> {
         if !self.held.is_empty() {
+            self.send_all().await?;
             self.release().await?;
         }
+        self.send_all().await
+    }
+
+    /// Sends every pending batch.
+    async fn send_all(&mut self) -> Result<(), Closed> {
         for i in 0..self.links.len() {
             self.send(i).await?;
         }

@@ -362,6 +362,24 @@ impl Executor {
                     confirm,
                 },
             ),
+            Action::Inbound {
+                workers,
+                stage,
+                routing,
+            } => {
+                for w in workers {
+                    let job = self.id.clone();
+                    let routing = routing.clone();
+                    st.command(
+                        &w,
+                        Command::Inbound {
+                            job,
+                            stage,
+                            routing,
+                        },
+                    );
+                }
+            }
             // Recorded when decided (`decide`).
             Action::Standby(_) | Action::Scaling(_) => {}
             Action::SetRate { worker, rate } => st.command(

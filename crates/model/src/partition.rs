@@ -42,6 +42,11 @@ impl Partitioner {
         }
     }
 
+    /// How it picks key groups.
+    pub fn partition(&self) -> &Partition {
+        &self.partition
+    }
+
     /// Routes by `map` from now on.
     pub fn set_map(&mut self, map: GroupMap) {
         self.map = map;

@@ -245,6 +245,10 @@ pub struct TaskAssignment {
     /// Which downstream task owns each key group, from which output on (rescales).
     #[serde(default)]
     pub routing: crate::reroute::OutRouting,
+    /// For a task whose stage keeps state per key group: its stage's routing, to take groups
+    /// over with their state.
+    #[serde(default)]
+    pub inbound: Option<crate::routing::Inbound>,
     /// Delivery mode.
     pub delivery: Delivery,
     /// Current placement of the job (position, data address, attempt, the key of the worker
@@ -372,6 +376,16 @@ pub enum Command {
         version: u32,
         /// Confirmed or aborted.
         confirm: bool,
+    },
+    /// A stage's routing after a switch was confirmed: its tasks learn which key groups they
+    /// gained, from whom and up to where, to take the groups' state over.
+    Inbound {
+        /// Job.
+        job: JobId,
+        /// The stage.
+        stage: u32,
+        /// Its routing.
+        routing: crate::routing::StageRouting,
     },
     /// Drain (`rainstorm drain`): take no new task, wait until the leader has moved every
     /// task elsewhere, then leave and exit.

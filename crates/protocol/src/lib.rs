@@ -14,3 +14,4 @@ pub mod line;
 pub mod meters;
 pub mod refusal;
 pub mod reroute;
+pub mod routing;

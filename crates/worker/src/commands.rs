@@ -135,6 +135,17 @@ impl Worker {
                     r.status.board.decide(version, confirm);
                 }
             }
+            Command::Inbound {
+                job,
+                stage,
+                routing,
+            } => {
+                for ((key, _), r) in lock_tasks(&self.tasks).iter() {
+                    if key.job == job && key.pos.stage == stage {
+                        r.status.inbound.send_replace(Some(routing.clone()));
+                    }
+                }
+            }
             // The session loop drains (it owns the drain's state); nothing to do here.
             Command::Drain => {}
         }

@@ -20,12 +20,18 @@ pub(super) struct DirectIntake<'a> {
     pub(super) replay: Option<(&'a TaskEnv, PathMode, &'a SourceReplay, u32)>,
     /// The task's working time: feeding, flushing and regenerating run on it.
     pub(super) working: &'a Stopwatch,
+    /// Key groups it gains are taken over with their state (a stage that keeps state).
+    pub(super) takeover: Option<&'a mut super::takeover::Takeover<'a>>,
 }
 
 impl Intake for DirectIntake<'_> {
     async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop> {
         let _working = self.working.run();
-        for t in batch.tuples {
+        for (i, t) in batch.tuples.into_iter().enumerate() {
+            if let Some(k) = self.takeover.as_deref_mut() {
+                k.before(self.op, batch.from, batch.first_seq + i as u64, &t)
+                    .await?;
+            }
             self.op.feed(t, batch.emit_ns).await?;
         }
         Ok(())
@@ -59,6 +65,9 @@ impl Intake for DirectIntake<'_> {
             if map_for(&r.steps, line, r.tasks).owner(g) == me {
                 seq += 1;
                 if seq > after {
+                    if let Some(k) = self.takeover.as_deref_mut() {
+                        k.before(self.op, from, seq, &t).await?;
+                    }
                     let bytes = (t.key.len() + t.value.len()) as u64;
                     self.op.feed(t, crate::dataplane::now_ns()).await?;
                     progress.tuples_in.fetch_add(1, Ordering::Relaxed);

@@ -39,7 +39,16 @@ pub(super) struct Logged {
 }
 
 /// Tuples released to the operator by one group commit.
-pub(super) type Released = Vec<(Vec<Tuple>, u64)>;
+pub(super) type Released = Vec<Fed>;
+
+/// Tuples the log made durable, to feed: from which upstream link, from which sequence
+/// number, and when they were emitted.
+pub(super) struct Fed {
+    from: u32,
+    first_seq: u64,
+    tuples: Vec<Tuple>,
+    emit_ns: u64,
+}
 
 /// The receive side: accepted input goes to the log writer.
 pub(super) struct LogIntake<'a> {
@@ -137,7 +146,13 @@ pub(super) async fn log_writer(
             body.extend_from_slice(&l.record);
             marks.push(l.mark);
             if !l.tuples.is_empty() {
-                released.push((l.tuples, l.emit_ns));
+                let (from, last, _) = l.mark;
+                released.push(Fed {
+                    from,
+                    first_seq: last + 1 - l.tuples.len() as u64,
+                    tuples: l.tuples,
+                    emit_ns: l.emit_ns,
+                });
             }
         };
         take(first, &mut body);
@@ -214,6 +229,7 @@ pub(super) async fn feed(
     op: &mut Operator,
     mut rx: mpsc::Receiver<Released>,
     working: &Stopwatch,
+    mut takeover: Option<&mut super::takeover::Takeover<'_>>,
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     loop {
@@ -236,9 +252,12 @@ pub(super) async fn feed(
             }
         };
         let _feeding = working.run();
-        for (tuples, emit_ns) in group {
-            for t in tuples {
-                op.feed(t, emit_ns).await?;
+        for fed in group {
+            for (i, t) in fed.tuples.into_iter().enumerate() {
+                if let Some(k) = takeover.as_deref_mut() {
+                    k.before(op, fed.from, fed.first_seq + i as u64, &t).await?;
+                }
+                op.feed(t, fed.emit_ns).await?;
             }
         }
     }

@@ -18,6 +18,7 @@ mod logged;
 pub mod operator;
 pub(crate) mod receive;
 mod status;
+mod takeover;
 
 pub use status::{Started, TaskStatus};
 
@@ -197,6 +198,7 @@ async fn replay_log(
     op: &mut Operator,
     acc: &mut Acceptance,
     status: &TaskStatus,
+    mut takeover: Option<&mut takeover::Takeover<'_>>,
 ) -> Result<(), Stop> {
     let lineage = recover_lineage(&env.store, &a.key, a.attempt).await?;
     let _working = status.working.run();
@@ -221,7 +223,10 @@ async fn replay_log(
                     let n = b.tuples.len() as u64;
                     let last = b.first_seq + n - 1;
                     if feeds {
-                        for t in b.tuples {
+                        for (i, t) in b.tuples.into_iter().enumerate() {
+                            if let Some(k) = takeover.as_deref_mut() {
+                                k.before(op, b.from, b.first_seq + i as u64, &t).await?;
+                            }
                             op.feed(t, b.emit_ns).await?;
                         }
                     }
@@ -267,10 +272,19 @@ async fn drive(
     let regenerable = exactly_once && a.key.pos.stage == 1 && a.source_replay.is_some();
     let floor = u64::from(a.epoch) << EPOCH_SHIFT;
     let mut acc = Acceptance::new(a.upstream, floor, gaps, regenerable);
+    // A stage whose key groups keep state takes the groups it gains over with their state.
+    let source = a
+        .source_replay
+        .as_ref()
+        .filter(|_| regenerable)
+        .map(|r| (a.paths, r));
+    let mut takeover = a.inbound.as_ref().map(|i| {
+        takeover::Takeover::new(env, a.key.clone(), i, status.inbound.subscribe(), source)
+    });
     if logged {
         let recovered = tokio::select! {
             _ = cancel.cancelled() => Err(Stop::Cancelled),
-            r = replay_log(env, a, &mut op, &mut acc, status) => r,
+            r = replay_log(env, a, &mut op, &mut acc, status, takeover.as_mut()) => r,
         };
         if let Err(e) = recovered {
             op.abort().await;
@@ -318,7 +332,7 @@ async fn drive(
                 spool: spool.as_deref(),
             },
         );
-        let feeding = logged::feed(&mut op, feed_rx, &status.working, cancel);
+        let feeding = logged::feed(&mut op, feed_rx, &status.working, takeover.as_mut(), cancel);
         // Raced against cancellation as a whole: a write to an operator that stopped reading
         // blocks forever, and a stalled or cancelled task must still stop (and be killed).
         tokio::select! {
@@ -336,6 +350,7 @@ async fn drive(
             op: &mut op,
             replay,
             working: &status.working,
+            takeover: takeover.as_mut(),
         };
         tokio::select! {
             biased;

@@ -60,6 +60,9 @@ pub struct TaskStatus {
     pub source: Arc<crate::source::SourceRead>,
     /// Where its outputs go by key group, and a switch to a new map in progress (rescales).
     pub board: Arc<Switchboard>,
+    /// Its stage's routing as the leader last told it (a stage whose key groups keep state):
+    /// which groups it gained, to take their state over.
+    pub inbound: tokio::sync::watch::Sender<Option<crate::protocol::routing::StageRouting>>,
 }
 
 impl TaskStatus {
@@ -67,8 +70,10 @@ impl TaskStatus {
     /// when the worker takes the start, so a later `SetRate` command is never overwritten).
     pub fn of(a: &crate::protocol::control::TaskAssignment) -> TaskStatus {
         let board = Switchboard::new(a.routing.steps.clone(), a.downstream);
+        let inbound = a.inbound.as_ref().map(|i| i.routing.clone());
         let status = TaskStatus {
             board: Arc::new(board),
+            inbound: tokio::sync::watch::Sender::new(inbound),
             ..TaskStatus::default()
         };
         if let crate::protocol::control::TaskRole::Source { rate, .. } = &a.role {

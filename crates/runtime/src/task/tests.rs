@@ -56,6 +56,7 @@ fn assignment(operator: OperatorSpec) -> TaskAssignment {
         downstream: 1,
         partition: Partition::Key,
         routing: Default::default(),
+        inbound: None,
         delivery: Delivery::AtLeastOnce,
         routes: Vec::new(),
         routes_version: 1,

@@ -1,16 +1,28 @@
-//! The routing of a rescaled stage, as the coordinator keeps it durable: every key-group map
-//! the stage had, in order, and where each upstream task switched to it. From it come the
-//! routing history an upstream attempt starts with ([`StageRouting::steps_of`]), the tasks
-//! that hold a slot ([`StageRouting::active`]), and the map a new rescale starts from.
+//! The routing of a rescaled stage, as the coordinator keeps it durable and tells the stage's
+//! tasks: every key-group map the stage had, in order, and where each upstream task switched
+//! to it. From it come the routing history an upstream attempt starts with
+//! ([`StageRouting::steps_of`]), the tasks that hold a slot ([`StageRouting::active`]), the
+//! map a new rescale starts from, and, for a task that gains a key group, whose input held the
+//! group before and up to which tuple of each link ([`StageRouting::bound`]).
 
 use crate::model::groups::{GroupMap, RouteStep};
-use crate::protocol::reroute::SwitchPoint;
+use crate::reroute::SwitchPoint;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// An upstream task that switched at this point never routes by the new map: it had ended
 /// its stream (finished) before the switch, so every output it made went by the old one.
 pub const NEVER: u64 = u64::MAX;
+
+/// What a task of a stage whose key groups keep state needs to take groups over: how its
+/// input is grouped, and the stage's maps and switch points (confirmed ones only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inbound {
+    /// How the stage's input picks its key group.
+    pub partition: crate::model::partition::Partition,
+    /// The stage's routing.
+    pub routing: StageRouting,
+}
 
 /// The maps of one stage that was rescaled at least once.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +146,16 @@ impl StageRouting {
     fn with_next(mut self, next: u32) -> StageRouting {
         self.next = self.next.max(next);
         self
+    }
+
+    /// How many tuples upstream task `from` had sent downstream task `to` when it switched
+    /// at `point` (the first map: none; a task that ended before the switch: all of them).
+    pub fn bound(point: Option<&SwitchPoint>, to: u32) -> u64 {
+        match point {
+            None => 0,
+            Some(p) if p.outputs == NEVER => u64::MAX,
+            Some(p) => p.sent.get(to as usize).copied().unwrap_or(0),
+        }
     }
 
     /// The latest confirmed switch that moved anything (none: never rescaled).

@@ -1,0 +1,284 @@
+//! Taking key groups over with their state, in a stage whose operator keeps state per key
+//! (exactly-once). When a rescale gives this task a key group, the group's earlier tuples
+//! were processed by other tasks. Before the first tuple of the group routed here by the new
+//! map is fed, this task rebuilds the group's state: it feeds its operator, with the outputs
+//! dropped (they were emitted already, by the group's earlier owners), every tuple of the
+//! group those owners took — read from their input logs, or for the first stage from the
+//! source file — in the order each owner took them. The owners and the tuples' bounds on every
+//! link come from the stage's routing (`protocol::routing`), which the leader tells the task.
+//!
+//! A tuple's map is known from where it sits on its link: past the point its upstream task
+//! switched to a map, it was routed by that map. A tuple of a group this task does not own by
+//! the newest map it knows was routed by a newer one: it waits for the leader's word. The
+//! rebuild happens at the same place in the task's input whether it runs live or replays its
+//! log, so a restarted task rebuilds the same state.
+
+use super::operator::{Operator, Stop};
+use super::TaskEnv;
+use crate::log::{committed_lineage, decode_segment, LogRecord};
+use crate::model::groups::KEY_GROUPS;
+use crate::model::ids::{TaskKey, TaskPos};
+use crate::model::partition::Partitioner;
+use crate::model::spec::PathMode;
+use crate::model::tuple::Tuple;
+use crate::protocol::control::SourceReplay;
+use crate::protocol::routing::{Inbound, StageRouting};
+use crate::source::{open_source, SourceReader};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::info;
+
+/// How often a rebuild looks again at an owner's log that has not caught up yet.
+const LOG_POLL: Duration = Duration::from_millis(20);
+
+/// One stretch of a group's history: owner `t` held it from map `a` up to map `b`.
+type Stretch = (u32, usize, usize);
+
+/// See the module doc.
+pub(super) struct Takeover<'a> {
+    env: &'a TaskEnv,
+    key: TaskKey,
+    partitioner: Partitioner,
+    routing: watch::Receiver<Option<StageRouting>>,
+    plan: StageRouting,
+    /// Map indices whose gained groups this task has rebuilt.
+    rebuilt: BTreeSet<usize>,
+    /// The first stage's input log: the source file.
+    source: Option<(PathMode, &'a SourceReplay)>,
+}
+
+impl<'a> Takeover<'a> {
+    /// The takeover of a task whose stage keeps state (`inbound`), told of later switches on
+    /// `routing`.
+    pub(super) fn new(
+        env: &'a TaskEnv,
+        key: TaskKey,
+        inbound: &Inbound,
+        routing: watch::Receiver<Option<StageRouting>>,
+        source: Option<(PathMode, &'a SourceReplay)>,
+    ) -> Takeover<'a> {
+        Takeover {
+            env,
+            key,
+            partitioner: Partitioner::new(inbound.partition.clone(), 1),
+            plan: inbound.routing.clone(),
+            routing,
+            rebuilt: BTreeSet::new(),
+            source,
+        }
+    }
+
+    /// Before `t` (tuple `seq` of the link from upstream task `from`) is fed: makes sure this
+    /// task holds the state of its key group.
+    pub(super) async fn before(
+        &mut self,
+        op: &mut Operator,
+        from: u32,
+        seq: u64,
+        t: &Tuple,
+    ) -> Result<(), Stop> {
+        let g = self.partitioner.group(t);
+        let me = self.key.pos.index;
+        let mut look = self.routing.has_changed().unwrap_or(false);
+        loop {
+            if look {
+                if let Some(r) = self.routing.borrow_and_update().clone() {
+                    if r.versions.len() > self.plan.versions.len() {
+                        self.plan = r;
+                    }
+                }
+            }
+            let v = self.map_of(from, seq);
+            if self.owner(v, g) == me {
+                if let Some(w) = (1..=v).rev().find(|w| self.gained(*w, g)) {
+                    if self.rebuilt.insert(w) {
+                        self.rebuild(op, w).await?;
+                    }
+                }
+                return Ok(());
+            }
+            // Routed here by a map this task has not been told of: wait for it.
+            tracing::debug!(task = %self.key, from, seq, group = g, "waiting for the stage's routing");
+            look = true;
+            if self.routing.changed().await.is_err() {
+                return Err(Stop::Failed(
+                    "a tuple of a key group this task does not own arrived, and no routing will come"
+                        .into(),
+                ));
+            }
+        }
+    }
+
+    /// The index of the map tuple `seq` of the link from `from` was routed by.
+    fn map_of(&self, from: u32, seq: u64) -> usize {
+        let me = self.key.pos.index;
+        (1..self.plan.versions.len())
+            .rev()
+            .find(|i| seq > StageRouting::bound(self.plan.versions[*i].at.get(&from), me))
+            .unwrap_or(0)
+    }
+
+    fn owner(&self, v: usize, g: usize) -> u32 {
+        self.plan
+            .versions
+            .get(v)
+            .map_or(u32::MAX, |x| x.map.owner(g))
+    }
+
+    /// Whether this task gained group `g` with map `w`.
+    fn gained(&self, w: usize, g: usize) -> bool {
+        let me = self.key.pos.index;
+        w > 0 && self.owner(w, g) == me && self.owner(w - 1, g) != me
+    }
+
+    /// Rebuilds the state of every group this task gained with map `w`: each group's history
+    /// since this task last held it, stretch by stretch, fed with the outputs dropped.
+    async fn rebuild(&mut self, op: &mut Operator, w: usize) -> Result<(), Stop> {
+        let me = self.key.pos.index;
+        let mut by_history: BTreeMap<Vec<Stretch>, BTreeSet<usize>> = BTreeMap::new();
+        for g in (0..KEY_GROUPS).filter(|g| self.gained(w, *g)) {
+            let mut stretches: Vec<Stretch> = Vec::new();
+            let mut b = w;
+            while b > 0 && self.owner(b - 1, g) != me {
+                let t = self.owner(b - 1, g);
+                let mut a = b - 1;
+                while a > 0 && self.owner(a - 1, g) == t {
+                    a -= 1;
+                }
+                stretches.push((t, a, b));
+                b = a;
+            }
+            stretches.reverse();
+            by_history.entry(stretches).or_default().insert(g);
+        }
+        let started = tokio::time::Instant::now();
+        let mut fed = 0u64;
+        for (stretches, groups) in &by_history {
+            for &(t, a, b) in stretches {
+                fed += match self.source {
+                    Some((paths, r)) => self.from_source(op, (a, b), groups, paths, r).await?,
+                    None => self.from_log(op, t, (a, b), groups).await?,
+                };
+            }
+        }
+        let groups: usize = by_history.values().map(BTreeSet::len).sum();
+        info!(task = %self.key, map = w, groups, tuples = fed, ms = started.elapsed().as_millis() as u64, "took key groups over with their state");
+        Ok(())
+    }
+
+    /// Feeds, with the outputs dropped, the tuples of `groups` that task `t` took from each
+    /// upstream link while maps `a..b` were in force, read from `t`'s input log as it
+    /// commits them (waiting for the log to reach each bound).
+    async fn from_log(
+        &self,
+        op: &mut Operator,
+        t: u32,
+        (a, b): (usize, usize),
+        groups: &BTreeSet<usize>,
+    ) -> Result<u64, Stop> {
+        let owner = TaskKey {
+            job: self.key.job.clone(),
+            pos: TaskPos {
+                stage: self.key.pos.stage,
+                index: t,
+            },
+        };
+        let upto = &self.plan.versions[b].at;
+        let lo = |u: u32| match a {
+            0 => 0,
+            _ => StageRouting::bound(self.plan.versions[a].at.get(&u), t),
+        };
+        // Per upstream link: the last tuple of the stretch, and how far the log was read.
+        let mut want: BTreeMap<u32, (u64, u64, bool)> = upto
+            .keys()
+            .map(|u| (*u, (StageRouting::bound(upto.get(u), t), 0, false)))
+            .collect();
+        let mut read = 0usize;
+        let mut fed = 0u64;
+        let mut part = Partitioner::new(self.partitioner_kind(), 1);
+        loop {
+            let complete = want
+                .values()
+                .all(|(hi, seen, ended)| *ended || (*hi != u64::MAX && seen >= hi));
+            if complete {
+                return Ok(fed);
+            }
+            let lineage = committed_lineage(&self.env.store, &owner).await?;
+            let segments = lineage.unwrap_or_default();
+            if segments.len() <= read {
+                tokio::time::sleep(LOG_POLL).await;
+                continue;
+            }
+            for seg in &segments[read..] {
+                let data = self
+                    .env
+                    .store
+                    .get(seg)
+                    .await
+                    .map_err(crate::log::LogError::from)?;
+                for rec in decode_segment(seg, data)? {
+                    match rec {
+                        LogRecord::Batch(batch) => {
+                            let (low, w) = (lo(batch.from), want.get_mut(&batch.from));
+                            let Some((hi, seen, _)) = w else { continue };
+                            for (i, tuple) in batch.tuples.into_iter().enumerate() {
+                                let seq = batch.first_seq + i as u64;
+                                *seen = (*seen).max(seq);
+                                if seq > low && seq <= *hi && groups.contains(&part.group(&tuple)) {
+                                    op.feed_silently(tuple)?;
+                                    fed += 1;
+                                }
+                            }
+                        }
+                        LogRecord::Eos { from, .. } => {
+                            if let Some(w) = want.get_mut(&from) {
+                                w.2 = true;
+                            }
+                        }
+                    }
+                }
+            }
+            read = segments.len();
+        }
+    }
+
+    /// Feeds, with the outputs dropped, the lines of the source file in `groups` that the
+    /// source routed while maps `a..b` were in force (the first stage: the file is its log).
+    async fn from_source(
+        &self,
+        op: &mut Operator,
+        (a, b): (usize, usize),
+        groups: &BTreeSet<usize>,
+        paths: PathMode,
+        r: &SourceReplay,
+    ) -> Result<u64, Stop> {
+        let point = |i: usize| match i {
+            0 => 0,
+            _ => self.plan.versions[i].at.get(&0).map_or(0, |p| p.outputs),
+        };
+        let (lo, hi) = (point(a), point(b));
+        let failed = |e: String| Stop::Failed(format!("rebuilding state from {}: {e}", r.path));
+        let file = open_source(self.env, paths, &r.path)
+            .await
+            .map_err(failed)?;
+        let mut rd = SourceReader::new(file, &r.name);
+        let mut part = Partitioner::new(self.partitioner_kind(), 1);
+        let (mut line, mut fed) = (0u64, 0u64);
+        while line < hi {
+            let Some(t) = rd.next_tuple().await.map_err(|e| failed(e.to_string()))? else {
+                break;
+            };
+            line += 1;
+            if line > lo && groups.contains(&part.group(&t)) {
+                op.feed_silently(t)?;
+                fed += 1;
+            }
+        }
+        Ok(fed)
+    }
+
+    fn partitioner_kind(&self) -> crate::model::partition::Partition {
+        self.partitioner.partition().clone()
+    }
+}
