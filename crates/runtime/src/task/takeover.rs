@@ -157,8 +157,8 @@ impl<'a> Takeover<'a> {
         for (stretches, groups) in &by_history {
             for &(t, a, b) in stretches {
                 fed += match self.source {
-                    Some((paths, r)) => self.from_source(op, (a, b), groups, paths, r).await?,
-                    None => self.from_log(op, t, (a, b), groups).await?,
+                    Some((paths, r)) => self.replay_source(op, (a, b), groups, paths, r).await?,
+                    None => self.replay_log(op, t, (a, b), groups).await?,
                 };
             }
         }
@@ -170,7 +170,7 @@ impl<'a> Takeover<'a> {
     /// Feeds, with the outputs dropped, the tuples of `groups` that task `t` took from each
     /// upstream link while maps `a..b` were in force, read from `t`'s input log as it
     /// commits them (waiting for the log to reach each bound).
-    async fn from_log(
+    async fn replay_log(
         &self,
         op: &mut Operator,
         t: u32,
@@ -245,7 +245,7 @@ impl<'a> Takeover<'a> {
 
     /// Feeds, with the outputs dropped, the lines of the source file in `groups` that the
     /// source routed while maps `a..b` were in force (the first stage: the file is its log).
-    async fn from_source(
+    async fn replay_source(
         &self,
         op: &mut Operator,
         (a, b): (usize, usize),
