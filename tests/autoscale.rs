@@ -124,3 +124,97 @@ fn a_stateless_stage_follows_its_rate_up_and_down_exactly_once() {
     assert!(done.len() <= 4, "few decisions: {done:?}");
     assert_eq!(done.last().map(|d| d.1), Some(1), "{done:?}");
 }
+
+/// A job whose keyed count moves its keys: identity (one task) → count-by (1 to 3 tasks).
+fn counting_job(rate: f64) -> String {
+    format!(
+        r#"name = "moves-state"
+delivery = "exactly-once"
+[source]
+path = "in.txt"
+rate = {rate}
+[sink]
+path = "out.txt"
+[[stages]]
+tasks = 1
+op = "identity"
+[[stages]]
+tasks = 1
+op = "count-by"
+args = ["1"]
+[stages.autoscale]
+low = 1
+high = 1000000
+max_tasks = 3
+"#
+    )
+}
+
+#[test]
+fn a_keyed_count_moves_its_keys_with_their_state_through_a_worker_kill() {
+    let mut c = Cluster::start(4, 5.0);
+    let (input, want) = data(6000);
+    c.file("in.txt", &input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file("job.toml", &counting_job(300.0));
+    let id = c.submit("job.toml");
+    let counted = |c: &Cluster| c.json(&["job", &id, "--json"])["stage_tasks"][1].as_u64();
+    wait_for("the count to start", Duration::from_secs(30), || {
+        (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? >= 200).then_some(())
+    });
+    // Grow the count: two new tasks take key groups over, with their running counts.
+    c.ok(&["scale", &id, "2", "3"]);
+    wait_for(
+        "the count to run on 3 tasks",
+        Duration::from_secs(30),
+        || (counted(&c)? == 3).then_some(()),
+    );
+    // SIGKILL a worker running one of the count's tasks (not the one feeding it): its tasks
+    // restart from their logs, taken-over state included.
+    let tasks = c.tasks(&id);
+    let feeder = tasks
+        .iter()
+        .find(|t| t["stage"] == 1 && t["standby"] == false)
+        .and_then(|t| t["worker"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let victim = tasks
+        .iter()
+        .filter(|t| t["stage"] == 2 && t["task"] != 0)
+        .filter_map(|t| t["worker"].as_str())
+        .find(|w| *w != feeder)
+        .and_then(|w| c.worker_index(w));
+    let victim = victim
+        .unwrap_or_else(|| panic!("no worker runs a count task but not its feeder: {tasks:?}"));
+    c.kill_worker(victim);
+    // And shrink it back: the groups go home, their state with them.
+    wait_for(
+        "the count to take its rescale",
+        Duration::from_secs(60),
+        || {
+            let out = c.run(&["scale", &id, "2", "1"]);
+            (out.status.success() && {
+                let start = std::time::Instant::now();
+                loop {
+                    if counted(&c) == Some(1) {
+                        break true;
+                    }
+                    if start.elapsed() > Duration::from_secs(5) {
+                        break false;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+            .then_some(())
+        },
+    );
+    c.ok(&["set-rate", &id, "0"]);
+    let j = c.wait_job(&id, Duration::from_secs(120));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same("counts", &sorted_lines(&c.store_file("out.txt")), &want);
+    let done = scaling(&c, &id)
+        .iter()
+        .filter(|s| s["outcome"] == "done")
+        .count();
+    assert!(done >= 2, "{:?}", scaling(&c, &id));
+}

@@ -47,7 +47,9 @@ pub struct RouteVersion {
     pub version: u32,
     /// Which task owns each group.
     pub map: GroupMap,
-    /// Where each upstream task (by index) switched to it; empty for the first map.
+    /// Where each upstream task (by index) switched to it; empty for the first map. Written
+    /// as a list of pairs: inside a tagged command, serde cannot read integer map keys back.
+    #[serde(with = "pairs")]
     pub at: BTreeMap<u32, SwitchPoint>,
     /// Every upstream task switched and the switch is confirmed.
     pub done: bool,
@@ -171,6 +173,28 @@ impl StageRouting {
             None => self.clone(),
         }
         .with_next(self.next)
+    }
+}
+
+/// A map with integer keys as a list of `[key, value]` pairs.
+mod pairs {
+    use super::SwitchPoint;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<u32, SwitchPoint>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        m.iter().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u32, SwitchPoint>, D::Error> {
+        Ok(Vec::<(u32, SwitchPoint)>::deserialize(d)?
+            .into_iter()
+            .collect())
     }
 }
 
