@@ -289,22 +289,23 @@ impl JobCore {
             stage: upstream,
             index,
         });
-        for p in positions {
-            let Some(t) = self.tasks.get(&p).filter(|_| !self.unplaced.contains(&p)) else {
-                return Some(format!("upstream task {p} waits to be placed"));
-            };
-            // A restarted attempt regenerates what its predecessors routed, and could take its
-            // switch point below an output they already routed by the old map. Until attempts
-            // learn how far their predecessors got, only a task's first attempt of the epoch
-            // switches.
-            if t.attempt > self.epoch && !self.stream_ended(p) {
+        // A restarted upstream attempt defers its switch until it has routed, on every link,
+        // as far as the receiver holds (`dataplane::reroute`). A first-stage task keeps no log
+        // and processes what it takes at once: restarted together with the source, it cannot
+        // say how far its predecessor got, so a restarted source does not switch.
+        let source = TaskPos { stage: 0, index: 0 };
+        if req.stage == 1 && !self.stream_ended(source) {
+            if let Some(t) = self.tasks.get(&source).filter(|t| t.attempt > self.epoch) {
                 return Some(format!(
-                    "upstream task {p} was restarted (attempt {}); a restarted task cannot switch maps yet",
+                    "the source was restarted (attempt {}): the first stage rescales only with the source's first attempt",
                     t.attempt
                 ));
             }
         }
-        None
+        positions
+            .into_iter()
+            .find(|p| self.unplaced.contains(p) || !self.tasks.contains_key(p))
+            .map(|p| format!("upstream task {p} waits to be placed"))
     }
 
     /// The tasks that own groups after a rescale to `tasks`: the lowest-numbered of the

@@ -14,9 +14,19 @@ use tokio_util::sync::CancellationToken;
 /// Lets a task reset the connection a message came from: on a protocol error (a sequence
 /// gap) the connection is dropped unacknowledged and the sender re-sends from its last ack.
 #[derive(Clone, Debug, Default)]
-pub struct ConnCtl(CancellationToken);
+pub struct ConnCtl(CancellationToken, u32);
 
 impl ConnCtl {
+    /// The control of a connection from attempt `attempt` of its sender.
+    pub fn new(attempt: u32) -> ConnCtl {
+        ConnCtl(CancellationToken::new(), attempt)
+    }
+
+    /// The sender attempt the connection speaks for.
+    pub fn attempt(&self) -> u32 {
+        self.1
+    }
+
     /// Asks the connection's handler to drop it.
     pub fn reset(&self) {
         self.0.cancel();
@@ -67,8 +77,9 @@ pub enum Inbound {
     },
 }
 
-/// Ack state of one link: (accepted up to, end of stream accepted).
-pub type AckState = (u64, bool);
+/// Ack state of one link: (accepted up to, end of stream accepted, held up to as of taking
+/// the connection of sender attempt `by − 1`, `by`): see `Frame::Ack`.
+pub type AckState = (u64, bool, u64, u32);
 
 /// Per-link ack state of one task.
 ///
@@ -87,7 +98,7 @@ impl AckBoard {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         links
             .entry(from)
-            .or_insert_with(|| watch::channel((0, false)).0)
+            .or_insert_with(|| watch::channel((0, false, 0, 0)).0)
             .subscribe()
     }
 
@@ -96,12 +107,25 @@ impl AckBoard {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         let tx = links
             .entry(from)
-            .or_insert_with(|| watch::channel((0, false)).0);
+            .or_insert_with(|| watch::channel((0, false, 0, 0)).0);
         tx.send_if_modified(|cur| {
-            let next = (upto.max(cur.0), eos || cur.1);
+            let next = (upto.max(cur.0), eos || cur.1, cur.2, cur.3);
             let changed = next != *cur;
             *cur = next;
             changed
+        });
+    }
+
+    /// Publishes that the link from `from` is held up to `hwm` as of taking the connection
+    /// of its sender attempt `attempt`, from which on nothing of an older attempt is taken.
+    pub fn seen(&self, from: u32, attempt: u32, hwm: u64) {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = links
+            .entry(from)
+            .or_insert_with(|| watch::channel((0, false, 0, 0)).0);
+        tx.send_modify(|cur| {
+            cur.2 = hwm;
+            cur.3 = attempt + 1;
         });
     }
 }

@@ -294,7 +294,7 @@ async fn serve_conn(
     let mut acks = handle.acks.subscribe(from_index);
     let inbox = handle.tx.clone();
     drop(handle);
-    let ctl = ConnCtl::default();
+    let ctl = ConnCtl::new(from_attempt);
     let connected = Inbound::Connected {
         from: from_index,
         acked: hello.acked,
@@ -337,8 +337,17 @@ async fn serve_conn(
     };
     let writer = async {
         loop {
-            let (upto, eos) = *acks.borrow_and_update();
-            wr.send(Frame::Ack { upto, eos }.encode()).await?;
+            let (upto, eos, seen, by) = *acks.borrow_and_update();
+            wr.send(
+                Frame::Ack {
+                    upto,
+                    eos,
+                    seen,
+                    by,
+                }
+                .encode(),
+            )
+            .await?;
             if acks.changed().await.is_err() {
                 return Ok::<_, ConnError>(());
             }

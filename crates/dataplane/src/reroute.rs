@@ -50,9 +50,63 @@ struct Board {
     /// The newest switch aborted before it was asked for here (its verdict overtook it): it
     /// is never made.
     aborted: u32,
+    /// A restarted attempt: what its predecessors routed is not known here, so a switch waits
+    /// until it has routed, on every link, as far as the receiver got before it took this
+    /// attempt's connection (`floors`).
+    restarted: bool,
+    /// Per link: how far the receiver got (unknown until it said).
+    floors: Vec<Option<u64>>,
+    /// A switch asked for before this attempt caught up with its predecessors.
+    deferred: Option<PendingRoute>,
 }
 
 impl Board {
+    /// Whether every output any earlier attempt may have routed was routed here too: on each
+    /// link, at least as far as the receiver got before it took this attempt's connection.
+    fn caught_up(&self) -> bool {
+        !self.restarted
+            || self
+                .floors
+                .iter()
+                .zip(&self.sent)
+                .all(|(f, s)| f.is_some_and(|f| *s >= f))
+    }
+
+    /// Makes the switch `route` at the point reached now.
+    fn switch(&mut self, route: PendingRoute) -> SwitchReport {
+        let point = SwitchPoint {
+            outputs: self.routed,
+            sent: self.sent.clone(),
+        };
+        let report = SwitchReport {
+            version: route.version,
+            point: point.clone(),
+        };
+        let mut gainers = vec![false; self.sent.len()];
+        for g in self.cur.moved(&route.map) {
+            if let Some(x) = gainers.get_mut(route.map.owner(g) as usize) {
+                *x = true;
+            }
+        }
+        self.pending = Some(Pending {
+            route,
+            point,
+            decision: Decision::Waiting,
+            gainers,
+        });
+        self.last = Some(report.clone());
+        report
+    }
+
+    /// Makes a deferred switch once this attempt has caught up.
+    fn catch_up(&mut self) {
+        if self.deferred.is_some() && self.pending.is_none() && self.caught_up() {
+            if let Some(route) = self.deferred.take() {
+                self.switch(route);
+            }
+        }
+    }
+
     /// Puts in force every step that starts at or before output `n`.
     fn advance(&mut self, n: u64) {
         while let Some(s) = self.steps.get(self.applied).filter(|s| s.from < n) {
@@ -91,13 +145,15 @@ pub struct Switchboard {
 impl Default for Switchboard {
     /// A switchboard with no downstream task (a sink's).
     fn default() -> Switchboard {
-        Switchboard::new(Vec::new(), 0)
+        Switchboard::new(Vec::new(), 0, false)
     }
 }
 
 impl Switchboard {
-    /// The switchboard of an attempt with `downstream` tasks whose routing history is `steps`.
-    pub fn new(steps: Vec<RouteStep>, downstream: u32) -> Switchboard {
+    /// The switchboard of an attempt with `downstream` tasks whose routing history is
+    /// `steps`; a `restarted` attempt switches maps only once it caught up with its
+    /// predecessors (see [`Switchboard::floor`]).
+    pub fn new(steps: Vec<RouteStep>, downstream: u32, restarted: bool) -> Switchboard {
         let cur = map_for(&steps, 1, downstream).into_owned();
         let mut board = Board {
             steps,
@@ -108,8 +164,12 @@ impl Switchboard {
             pending: None,
             last: None,
             aborted: 0,
+            restarted: false,
+            floors: vec![None; downstream as usize],
+            deferred: None,
         };
         board.advance(1);
+        board.restarted = restarted;
         Switchboard {
             board: Mutex::new(board),
             decided: watch::Sender::new(0),
@@ -124,6 +184,7 @@ impl Switchboard {
     pub fn route(&self, g: usize) -> Verdict {
         let mut b = self.lock();
         b.settle();
+        b.catch_up();
         let n = b.routed + 1;
         b.advance(n);
         b.routed = n;
@@ -189,28 +250,23 @@ impl Switchboard {
         if b.pending.is_some() || route.version <= b.aborted {
             return None;
         }
-        let point = SwitchPoint {
-            outputs: b.routed,
-            sent: b.sent.clone(),
-        };
-        let report = SwitchReport {
-            version: route.version,
-            point: point.clone(),
-        };
-        let mut gainers = vec![false; b.sent.len()];
-        for g in b.cur.moved(&route.map) {
-            if let Some(x) = gainers.get_mut(route.map.owner(g) as usize) {
-                *x = true;
-            }
+        if !b.caught_up() {
+            // Made once this attempt has routed as far as its predecessors did; reported
+            // then (with the attempt's next report).
+            b.deferred = Some(route);
+            return None;
         }
-        b.pending = Some(Pending {
-            route,
-            point,
-            decision: Decision::Waiting,
-            gainers,
-        });
-        b.last = Some(report.clone());
-        Some(report)
+        Some(b.switch(route))
+    }
+
+    /// The receiver on link `to` held `seen` tuples of it before it took this attempt's
+    /// connection (it takes nothing from an older attempt after that).
+    pub fn floor(&self, to: usize, seen: u64) {
+        let mut b = self.lock();
+        if let Some(f) = b.floors.get_mut(to) {
+            *f = Some(f.map_or(seen, |f| f.max(seen)));
+        }
+        b.catch_up();
     }
 
     /// The leader's verdict on switch `version`: confirmed (held outputs go by the new map)
@@ -228,6 +284,9 @@ impl Switchboard {
             _ => {
                 if !confirm {
                     b.aborted = b.aborted.max(version);
+                    if b.deferred.as_ref().is_some_and(|d| d.version <= version) {
+                        b.deferred = None;
+                    }
                 }
                 return;
             }
@@ -263,7 +322,7 @@ mod tests {
             from: 0,
             map: GroupMap::even(1),
         };
-        Switchboard::new(vec![first], 2)
+        Switchboard::new(vec![first], 2, false)
     }
 
     fn group_of(map: &GroupMap, task: u32) -> usize {
@@ -314,6 +373,36 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_attempt_switches_only_past_what_its_predecessors_routed() {
+        let first = RouteStep {
+            from: 0,
+            map: GroupMap::even(1),
+        };
+        let b = Switchboard::new(vec![first], 2, true);
+        let new = grow();
+        let moving = group_of(&new.map, 1);
+        assert_eq!(
+            b.reroute(new.clone()),
+            None,
+            "deferred: the receivers have not said"
+        );
+        // The receivers held 3 tuples of link 0 and none of link 1 from earlier attempts.
+        b.floor(0, 3);
+        b.floor(1, 0);
+        assert_eq!(b.last(), None);
+        for _ in 0..3 {
+            assert_eq!(
+                b.route(moving),
+                Verdict::To(0),
+                "replayed as the predecessor did"
+            );
+        }
+        // Caught up: the switch is made at the next output.
+        assert_eq!(b.route(moving), Verdict::Hold);
+        assert_eq!(b.last().map(|r| r.point.outputs), Some(3));
+    }
+
+    #[test]
     fn an_abort_that_overtakes_its_switch_keeps_the_switch_from_being_made() {
         let (b, new) = (one_task(), grow());
         b.decide(1, false);
@@ -338,7 +427,7 @@ mod tests {
                 map: new.map,
             },
         ];
-        let b = Switchboard::new(steps, 2);
+        let b = Switchboard::new(steps, 2, false);
         let routed: Vec<Verdict> = (0..5).map(|_| b.route(moving)).collect();
         let (old, moved) = (Verdict::To(0), Verdict::To(1));
         assert_eq!(routed, vec![old, old, old, moved, moved]);

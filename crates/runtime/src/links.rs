@@ -76,6 +76,7 @@ pub fn spawn(
             net: env.net.clone(),
             identity: env.identity.clone(),
             slots: env.slots.clone(),
+            board: Some(out.board.clone()),
         };
         tasks.spawn(run_link(
             spec,

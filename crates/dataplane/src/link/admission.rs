@@ -169,7 +169,7 @@ async fn verdict(
         f = c.rd.next() => f,
     };
     match frame.map(|r| r.map(|b| Frame::decode(b.freeze()))) {
-        Some(Ok(Ok(Frame::Ack { upto, eos }))) => Verdict::Ack(upto, eos),
+        Some(Ok(Ok(Frame::Ack { upto, eos, .. }))) => Verdict::Ack(upto, eos),
         Some(Ok(Ok(Frame::Reject {
             retry: false,
             reason,

@@ -71,6 +71,9 @@ pub struct LinkSpec {
     pub identity: Identity,
     /// The process's budget of link connections: one is held from connect to close.
     pub slots: LinkSlots,
+    /// The sending attempt's switchboard, told how far the receiver got with this link
+    /// before it took this attempt's connection (a restarted sender's switch waits for it).
+    pub board: Option<Arc<crate::reroute::Switchboard>>,
 }
 
 /// How many link connections one process holds open at once (connecting or connected),

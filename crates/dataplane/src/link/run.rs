@@ -158,8 +158,15 @@ pub async fn run_link(
             _ = cancel.cancelled() => return LinkEnd::Cancelled,
             frame = c.rd.next() => {
                 match frame.map(|r| r.map(|b| Frame::decode(b.freeze()))) {
-                    Some(Ok(Ok(Frame::Ack { upto, eos }))) => {
+                    Some(Ok(Ok(Frame::Ack { upto, eos, seen, by }))) => {
                         backoff.reset();
+                        // How far the receiver got with this link before it took our
+                        // connection: a switch of maps waits until we routed that far.
+                        if by == spec.attempt + 1 {
+                            if let Some(board) = &spec.board {
+                                board.floor(spec.to.index as usize, seen);
+                            }
+                        }
                         if take_ack(&spec, &mut window, (upto, eos), (eos_sent, next_seq), &mut eos_acked) {
                             return LinkEnd::Done;
                         }

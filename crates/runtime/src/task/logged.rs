@@ -333,7 +333,8 @@ mod tests {
         if res.is_ok() {
             assert!(feed_rx.recv().await.is_some(), "logged input is released");
         }
-        let ack = *acks.subscribe(0).borrow();
+        let (upto, eos, _, _) = *acks.subscribe(0).borrow();
+        let ack = (upto, eos);
         (res, ack, commits.snapshot())
     }
 

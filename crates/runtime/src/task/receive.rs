@@ -92,6 +92,9 @@ pub(crate) async fn receive<I: Intake>(
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     let tuples_in = &status.tuples_in;
+    // Per link, the sender attempt whose connection was taken last: nothing of an older one
+    // is taken after it (a restarted sender learns how far its predecessors got).
+    let mut senders: std::collections::BTreeMap<u32, u32> = Default::default();
     while !acc.all_ended() {
         let msg = match inbox.try_recv() {
             Ok(m) => m,
@@ -111,9 +114,15 @@ pub(crate) async fn receive<I: Intake>(
                 from,
                 acked,
                 eos_acked,
-                conn: _,
+                conn,
             } => {
-                match acc.connected(from, acked, eos_acked) {
+                if senders.get(&from).is_some_and(|a| *a > conn.attempt()) {
+                    continue;
+                }
+                senders.insert(from, conn.attempt());
+                let verdict = acc.connected(from, acked, eos_acked);
+                acks.seen(from, conn.attempt(), acc.hwm(from));
+                match verdict {
                     Verdict::Regenerate { after, upto, ended } => {
                         let unseen = Unseen {
                             from,
@@ -149,6 +158,9 @@ pub(crate) async fn receive<I: Intake>(
                 emit_ns,
                 mut tuples,
             } => {
+                if senders.get(&from).is_some_and(|a| *a > conn.attempt()) {
+                    continue;
+                }
                 match acc.batch(from, first_seq, &mut tuples) {
                     Verdict::Fresh {
                         first_seq,
@@ -183,6 +195,9 @@ pub(crate) async fn receive<I: Intake>(
                 from,
                 last_seq,
             } => {
+                if senders.get(&from).is_some_and(|a| *a > conn.attempt()) {
+                    continue;
+                }
                 match acc.end(from, last_seq) {
                     Verdict::Ended { last_seq } => intake.ended(from, last_seq).await?,
                     v @ Verdict::Gap { .. } => {

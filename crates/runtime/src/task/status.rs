@@ -69,7 +69,9 @@ impl TaskStatus {
     /// The status of a new attempt of `a`: a source's starts at its assigned rate (set here,
     /// when the worker takes the start, so a later `SetRate` command is never overwritten).
     pub fn of(a: &crate::protocol::control::TaskAssignment) -> TaskStatus {
-        let board = Switchboard::new(a.routing.steps.clone(), a.downstream);
+        // A later attempt of a task (in its epoch) regenerates what earlier ones routed.
+        let restarted = a.attempt > a.epoch;
+        let board = Switchboard::new(a.routing.steps.clone(), a.downstream, restarted);
         let inbound = a.inbound.as_ref().map(|i| i.routing.clone());
         let status = TaskStatus {
             board: Arc::new(board),

@@ -87,7 +87,13 @@ async fn next(rd: &mut Rd) -> Option<Frame> {
 }
 
 async fn ack(wr: &mut Wr, upto: u64, eos: bool) {
-    wr.send(Frame::Ack { upto, eos }.encode()).await.unwrap();
+    let ack = Frame::Ack {
+        upto,
+        eos,
+        seen: 0,
+        by: 0,
+    };
+    wr.send(ack.encode()).await.unwrap();
 }
 
 type Started = (
@@ -128,6 +134,7 @@ fn start_with(
         done: None,
         net: Arc::new(Loopback(conn_tx)),
         identity: Identity::from_seed([1; 32]).unwrap(),
+        board: None,
     };
     let cfg = DataConfig {
         window_bytes: window,
