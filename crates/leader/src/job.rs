@@ -59,8 +59,8 @@ pub struct JobRec {
     pub logs_left: bool,
     /// The door for the sink's writes of the output through the leader, closed by cleanup.
     pub output: OutputGate,
-    /// Every rescale decided for the job, oldest first.
-    pub scaling: Vec<crate::protocol::control::ScaleInfo>,
+    /// Its rescales: the `scaling` list (oldest first) and how many ended each way.
+    pub scaling: crate::scaling::Scaling,
 }
 
 /// Where a job is in its life: what a running job has (a driver to tell, a placement) and
@@ -169,7 +169,7 @@ impl JobRec {
             cleanup_error: None,
             logs_left: true,
             output: OutputGate::default(),
-            scaling: Vec::new(),
+            scaling: Default::default(),
         }
     }
 
@@ -286,7 +286,7 @@ impl JobRec {
             logs_left: job.logs_left,
             // Ended: its output is final, and no sink writes it any more.
             output: OutputGate::shut(),
-            scaling: Vec::new(),
+            scaling: Default::default(),
         }
     }
 }
