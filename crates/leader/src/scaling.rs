@@ -3,26 +3,14 @@
 //! each way, which `/metrics` counts.
 
 use crate::coordinator::{Action, ScaleNote, ScalePhase};
+use crate::job::Scaling;
 use crate::model::ids::JobId;
 use crate::protocol::control::ScaleInfo;
 use crate::state::State;
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 /// Rescales kept per job (the oldest go first).
 const KEPT: usize = 200;
-
-/// A job's rescales as the leader saw them.
-#[derive(Clone, Debug, Default)]
-pub struct Scaling {
-    /// The latest rescales, oldest first (at most [`KEPT`]): the job's `scaling` list.
-    pub list: Vec<ScaleInfo>,
-    /// Rescales of the list that ended, by stage and outcome (`done`, `aborted`, `refused`),
-    /// counted past the list's cap: a Prometheus counter must never fall while the leader
-    /// runs, and a count taken from the list would as its oldest entries go, or as an
-    /// `in-progress` one ends.
-    pub ended: BTreeMap<(u32, &'static str), u64>,
-}
 
 /// Records what a job's core decided about its tasks' key groups, under the lock its decision
 /// was made under: which tasks stand by (their slots are free at once for the next decision
