@@ -280,7 +280,10 @@ fn metrics_count_every_tasks_tuples_and_bytes_with_escaped_labels() {
         let done = want
             .iter()
             .all(|(name, stage, v)| stage_sum(&s, name, &id, *stage) == *v);
-        done.then_some((text, s))
+        // An ended task's last report leaves it no input rate.
+        let still = stage_sum(&s, "rainstorm_stage_input_rate", &id, 1)
+            + stage_sum(&s, "rainstorm_stage_input_rate", &id, 2);
+        (done && still == 0.0).then_some((text, s))
     });
     assert_eq!(text.lines().last(), Some("# EOF"));
     openmetrics_reference_parse(&text);
@@ -313,7 +316,7 @@ fn metrics_count_every_tasks_tuples_and_bytes_with_escaped_labels() {
         .iter()
         .any(|s| s.name == "rainstorm_workers" && s.label("state") == "alive" && s.value == 2.0));
     assert!(c.metric("rainstorm_worker_store_requests_total").is_some());
-    // Both stages kept their two tasks; an ended job takes no input.
+    // Both stages kept their two tasks, and (waited for above) take no input now.
     for stage in ["1", "2"] {
         let at = |name| {
             of(&samples, name, &id)
