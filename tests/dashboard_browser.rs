@@ -1,8 +1,10 @@
 //! The dashboard in a real browser: headless Chromium opens the leader's page while a job's
 //! middle stage is a slow operator, lets the page poll the API (a virtual-time budget runs its
 //! timers and waits for its fetches), and dumps the DOM it built: that stage's box, and only
-//! it, is marked as the bottleneck. A screenshot of the same moment is saved in the test's
-//! output directory. Without Chromium the test skips, except under `CI=true`.
+//! it, is marked as the bottleneck. Its first stage has a task standing by and its last was
+//! rescaled from one task to two: each stage's box counts the tasks owning key groups as the
+//! API does, and the rescale is listed under the graph. A screenshot of the same moment is saved in the test's output directory
+//! (docs/dashboard.png is one). Without Chromium the test skips, except under `CI=true`.
 
 mod common;
 
@@ -84,20 +86,22 @@ fn render(bin: &Path, url: &str, profile: &Path, png: &Path, budget_ms: u32) -> 
     dom
 }
 
-/// The attributes of every element of `dom` carrying `data-stage`, in document order.
-fn stage_elements(dom: &str) -> Vec<(String, String)> {
-    let attr = |tag: &str, name: &str| {
-        tag.split(&format!(" {name}=\""))
-            .nth(1)
-            .and_then(|v| v.split('"').next())
-            .map(str::to_string)
-    };
+/// The value of attribute `name` in the inside of tag `tag`, if it has one.
+fn attr(tag: &str, name: &str) -> Option<String> {
+    tag.split(&format!(" {name}=\""))
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .map(str::to_string)
+}
+
+/// Every element of `dom` carrying `data-stage`: that value and attribute `other`'s (empty
+/// when absent), in document order.
+fn stage_elements(dom: &str, other: &str) -> Vec<(String, String)> {
     dom.split('<')
         .filter_map(|t| t.split_once('>').map(|(tag, _)| tag))
         .filter_map(|tag| {
             let stage = attr(tag, "data-stage")?;
-            let marked = attr(tag, "data-bottleneck").unwrap_or_default();
-            Some((stage, marked))
+            Some((stage, attr(tag, other).unwrap_or_default()))
         })
         .collect()
 }
@@ -149,20 +153,30 @@ fn the_dashboard_marks_the_slow_middle_stage_as_the_bottleneck() {
     let lines: Vec<String> = (0..20_000).map(|i| format!("row {i}")).collect();
     c.file("in.txt", &(lines.join("\n") + "\n"));
     c.ok(&["put", "in.txt", "in.txt"]);
-    let job = job_toml(
-        "slow middle",
-        "in.txt",
-        "out/slow.txt",
-        200.0,
-        "at-least-once",
-        &[
-            (1, "identity", &[]),
-            (1, slow.to_str().unwrap(), &[]),
-            (1, "identity", &[]),
-        ],
+    // The first and last stages may run two tasks each (one stands by), and only a request
+    // rescales them; the last is rescaled to two (it waits for the slow stage either way).
+    let two = "[stages.autoscale]\nlow = 0\nhigh = 1e9\nmax_tasks = 2\n";
+    let job = format!(
+        "name = \"slow middle\"\ndelivery = \"at-least-once\"\n\
+         [source]\npath = \"in.txt\"\nrate = 200\n[sink]\npath = \"out/slow.txt\"\n\
+         [[stages]]\ntasks = 1\nop = \"identity\"\n{two}\
+         [[stages]]\ntasks = 1\nexec = {:?}\n\
+         [[stages]]\ntasks = 1\nop = \"identity\"\n{two}",
+        slow.to_str().unwrap()
     );
     c.file("slow.toml", &job);
     let id = c.submit("slow.toml");
+    wait_for("every task to run", Duration::from_secs(30), || {
+        let tasks = c.tasks(&id);
+        (tasks.len() == 7 && tasks.iter().all(|t| t["state"] == "running")).then_some(())
+    });
+    c.ok(&["scale", &id, "3", "2"]);
+    let rescale = wait_for("the rescale to end", Duration::from_secs(30), || {
+        let j = c.json(&["job", &id, "--json"]);
+        let s = j["scaling"].as_array()?.last()?.clone();
+        (s["outcome"] != "in-progress").then_some(s)
+    });
+    assert_eq!(rescale["outcome"], "done", "{rescale}");
 
     // The meters, as the API reports them, agree before the page is looked at.
     let share = |t: &serde_json::Value, k: &str| t[k].as_f64().unwrap_or(0.0);
@@ -206,7 +220,7 @@ fn the_dashboard_marks_the_slow_middle_stage_as_the_bottleneck() {
             t0.elapsed(),
             png.display()
         );
-        let stages = stage_elements(graph_of(&dom, &id));
+        let stages = stage_elements(graph_of(&dom, &id), "data-bottleneck");
         if stages == want || Instant::now() > deadline {
             break (dom, stages);
         }
@@ -218,6 +232,24 @@ fn the_dashboard_marks_the_slow_middle_stage_as_the_bottleneck() {
         c.tasks(&id)
     );
     assert!(dom.contains("bottleneck"), "{dom}");
+    // Each stage's box counts the tasks owning key groups as the API does (the first has one
+    // and one standing by; the last, rescaled, two).
+    let api = c.json(&["job", &id, "--json"])["stage_tasks"].clone();
+    let counts: Vec<(String, String)> = stage_elements(graph_of(&dom, &id), "data-stage-tasks")
+        .into_iter()
+        .filter(|(_, n)| !n.is_empty())
+        .collect();
+    let want: Vec<(String, String)> = (1..=3)
+        .map(|n| (n.to_string(), api[n - 1].to_string()))
+        .collect();
+    assert_eq!(counts, want, "API stage_tasks {api}");
+    assert_eq!(api, serde_json::json!([1, 1, 2]));
+    assert!(dom.contains("1 task, +1 standby"), "{dom}");
+    // The rescale is listed under the graph.
+    assert!(
+        dom.contains("stage 3 · 1 → 2 tasks · done in "),
+        "no rescale line in the page:\n{dom}"
+    );
     // The ended job is listed, compactly, and has no graph.
     assert!(dom.contains(&done) && !dom.contains(&format!("data-job=\"{done}\"")));
     let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);

@@ -1,7 +1,8 @@
 //! `/metrics` and the task views' meters against real processes: per-task counters equal the
 //! tuple and byte counts computed here from the input, histograms are well formed, label values
 //! are escaped, a slow stage shows as busy while the stage before it shows as back-pressured,
-//! and scrapes answer quickly while a job is under load.
+//! scrapes answer quickly while a job is under load, and a rescale shows in the stage gauges,
+//! the rescale counter and the CLI.
 
 mod common;
 
@@ -25,10 +26,10 @@ impl Sample {
 
 /// Parses `text` with the reference OpenMetrics parser (Python's `prometheus_client`, which
 /// checks what the format requires: names, escapes, histogram buckets in order ending in
-/// `+Inf` with `_count` and `_sum`, `# EOF`) and checks what it found: the histograms as
-/// histograms, the counters as counters, the job's name label as the job was named. Skipped
-/// without the parser, except under `CI=true` (`.ci/run` installs it).
-fn openmetrics_reference_parse(text: &str) {
+/// `+Inf` with `_count` and `_sum`, `# EOF`) and returns what it found: each family's type,
+/// sample count and `name` labels, by family name. `None` without the parser, except under
+/// `CI=true` (`.ci/run` installs it), where that fails.
+fn reference_families(text: &str) -> Option<serde_json::Value> {
     use std::io::Write;
     let script = r#"
 import json, sys
@@ -48,7 +49,7 @@ print(json.dumps(out))
             "CI must have the reference parser (pip install prometheus-client)"
         );
         eprintln!("skipped: the reference OpenMetrics parser (python3 prometheus_client) is not installed");
-        return;
+        return None;
     }
     let mut child = std::process::Command::new("python3")
         .args(["-c", script])
@@ -69,8 +70,21 @@ print(json.dumps(out))
         "the reference parser refused /metrics: {}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let kind = |name: &str| families[name][0].as_str().unwrap_or("missing").to_string();
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// A family's type as the reference parser read it.
+fn kind(families: &serde_json::Value, name: &str) -> String {
+    families[name][0].as_str().unwrap_or("missing").to_string()
+}
+
+/// Checks what the reference parser found: the histograms as histograms, the counters as
+/// counters, the job's name label as the job was named.
+fn openmetrics_reference_parse(text: &str) {
+    let Some(families) = reference_families(text) else {
+        return;
+    };
+    let kind = |name: &str| kind(&families, name);
     assert_eq!(
         kind("rainstorm_job_end_to_end_latency_seconds"),
         "histogram"
@@ -81,6 +95,8 @@ print(json.dumps(out))
     assert_eq!(kind("rainstorm_task_queue_depth"), "gauge");
     assert_eq!(kind("rainstorm_worker_slots"), "gauge");
     assert_eq!(kind("rainstorm_workers"), "gauge");
+    assert_eq!(kind("rainstorm_stage_tasks"), "gauge");
+    assert_eq!(kind("rainstorm_stage_input_rate"), "gauge");
     assert_eq!(
         families["rainstorm_job"][2],
         serde_json::json!([WEIRD]),
@@ -264,7 +280,10 @@ fn metrics_count_every_tasks_tuples_and_bytes_with_escaped_labels() {
         let done = want
             .iter()
             .all(|(name, stage, v)| stage_sum(&s, name, &id, *stage) == *v);
-        done.then_some((text, s))
+        // An ended task's last report leaves it no input rate.
+        let still = stage_sum(&s, "rainstorm_stage_input_rate", &id, 1)
+            + stage_sum(&s, "rainstorm_stage_input_rate", &id, 2);
+        (done && still == 0.0).then_some((text, s))
     });
     assert_eq!(text.lines().last(), Some("# EOF"));
     openmetrics_reference_parse(&text);
@@ -297,6 +316,23 @@ fn metrics_count_every_tasks_tuples_and_bytes_with_escaped_labels() {
         .iter()
         .any(|s| s.name == "rainstorm_workers" && s.label("state") == "alive" && s.value == 2.0));
     assert!(c.metric("rainstorm_worker_store_requests_total").is_some());
+    // Both stages kept their two tasks, and (waited for above) take no input now.
+    for stage in ["1", "2"] {
+        let at = |name| {
+            of(&samples, name, &id)
+                .into_iter()
+                .find(|s| s.label("stage") == stage)
+                .unwrap_or_else(|| panic!("no {name} of stage {stage}"))
+                .value
+        };
+        assert_eq!(at("rainstorm_stage_tasks"), 2.0, "stage {stage}");
+        assert_eq!(at("rainstorm_stage_input_rate"), 0.0, "stage {stage}");
+    }
+    assert!(
+        of(&samples, "rainstorm_stage_tasks", &id).len() == 2,
+        "operator stages only"
+    );
+    assert!(of(&samples, "rainstorm_rescales_total", &id).is_empty());
 
     // Histograms: well formed; the sink saw every kept tuple; logged tasks timed commits.
     let e2e = check_histograms(&samples, "rainstorm_job_end_to_end_latency_seconds");
@@ -418,6 +454,110 @@ fn a_slow_stage_is_busy_while_the_stage_before_it_is_backpressured_and_scrapes_s
     eprintln!(
         "slowest of 30 scrapes under load: {slowest:?}; first stage {first}; second stage {second}"
     );
+    c.ok(&["cancel", &id]);
+    assert_eq!(
+        c.wait_job(&id, Duration::from_secs(20))["status"],
+        "cancelled"
+    );
+}
+
+/// The value of `name` for stage `stage` of job `id` (with `outcome`, if given), if any.
+fn stage_value(samples: &[Sample], name: &str, id: &str, stage: u32, outcome: &str) -> Option<f64> {
+    of(samples, name, id)
+        .into_iter()
+        .find(|s| s.label("stage") == stage.to_string() && s.label("outcome") == outcome)
+        .map(|s| s.value)
+}
+
+#[test]
+fn a_rescale_shows_in_the_stage_gauges_the_rescale_counter_and_the_cli() {
+    let c = Cluster::start(2, 5.0);
+    let lines: Vec<String> = (0..20_000).map(|i| format!("row {i}")).collect();
+    c.file("in.txt", &(lines.join("\n") + "\n"));
+    c.ok(&["put", "in.txt", "in.txt"]);
+    // One stage with room for three tasks, which only a request rescales (no rate is below 0
+    // or above 1e9 per task); the source feeds it 200 tuples a second.
+    let job = "name = \"rescaled\"\ndelivery = \"exactly-once\"\n\
+               [source]\npath = \"in.txt\"\nrate = 200\n[sink]\npath = \"out/r.txt\"\n\
+               [[stages]]\ntasks = 1\nop = \"identity\"\n\
+               [stages.autoscale]\nlow = 0\nhigh = 1e9\nmax_tasks = 3\n";
+    c.file("r.toml", job);
+    let id = c.submit("r.toml");
+    let state_cells = || -> Vec<String> {
+        c.ok(&["tasks"])
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|cols| cols.first() == Some(&id.as_str()) && cols.get(1) == Some(&"1"))
+            .map(|cols| cols[5].to_string())
+            .collect()
+    };
+    // Two of the stage's three positions stand by, and `rainstorm tasks` says so.
+    wait_for(
+        "one task running, two standing by",
+        Duration::from_secs(30),
+        || {
+            let mut cells = state_cells();
+            cells.sort();
+            (cells == ["running", "standby", "standby"]).then_some(())
+        },
+    );
+    let scrape = || parse(&c.http_get("/metrics"));
+    wait_for("stage 1 to take input", Duration::from_secs(30), || {
+        let s = scrape();
+        (stage_value(&s, "rainstorm_stage_tasks", &id, 1, "") == Some(1.0)
+            && stage_value(&s, "rainstorm_stage_input_rate", &id, 1, "")? > 0.0)
+            .then_some(())
+    });
+
+    c.ok(&["scale", &id, "1", "3"]);
+    let rescale = wait_for("the rescale to end", Duration::from_secs(30), || {
+        let j = c.json(&["job", &id, "--json"]);
+        let s = j["scaling"].as_array()?.last()?.clone();
+        (s["outcome"] != "in-progress").then_some(s)
+    });
+    assert_eq!(rescale["outcome"], "done", "{rescale}\n{}", c.diagnose());
+    // The stage gauges follow: three tasks own key groups, and between them they take what
+    // the source sends (its rate, 200/s, measured over 2 s windows on three new windows).
+    let (samples, text) = wait_for(
+        "the stage's gauges to show three tasks taking the source's rate",
+        Duration::from_secs(30),
+        || {
+            let text = c.http_get("/metrics");
+            let s = parse(&text);
+            let rate = stage_value(&s, "rainstorm_stage_input_rate", &id, 1, "")?;
+            (stage_value(&s, "rainstorm_stage_tasks", &id, 1, "") == Some(3.0)
+                && (150.0..=250.0).contains(&rate))
+            .then_some((s, text))
+        },
+    );
+    let rescales = |outcome| stage_value(&samples, "rainstorm_rescales_total", &id, 1, outcome);
+    assert_eq!(rescales("done"), Some(1.0), "{text}");
+    assert_eq!(rescales("aborted"), None);
+    let api: Vec<u64> = c.json(&["job", &id, "--json"])["stage_tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    assert_eq!(api, [3], "the API agrees");
+    if let Some(families) = reference_families(&text) {
+        assert_eq!(kind(&families, "rainstorm_rescales"), "counter");
+        assert_eq!(kind(&families, "rainstorm_stage_input_rate"), "gauge");
+    }
+
+    // The CLI: no task stands by now; the job lists its task count and the rescale.
+    assert_eq!(state_cells(), ["running", "running", "running"]);
+    let shown = c.ok(&["job", &id]);
+    assert!(
+        shown.contains("tasks:      3 (owning key groups)"),
+        "{shown}"
+    );
+    let line = shown
+        .lines()
+        .find(|l| l.contains("stage 1  1→3  done in "))
+        .unwrap_or_else(|| panic!("no rescale line in:\n{shown}"));
+    assert!(line.trim_end().ends_with("requested"), "{line}");
+
     c.ok(&["cancel", &id]);
     assert_eq!(
         c.wait_job(&id, Duration::from_secs(20))["status"],

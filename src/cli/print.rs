@@ -4,7 +4,7 @@
 
 use crate::cli::client::{succeeded, Rejected};
 use crate::model::check::InvalidJob;
-use crate::protocol::control::{JobInfo, TaskInfo, WorkerInfo};
+use crate::protocol::control::{JobInfo, ScaleInfo, TaskInfo, TaskState, WorkerInfo};
 use std::process::ExitCode;
 
 /// The JSON spelling of an enum value (`running`, `at-least-once` …).
@@ -132,7 +132,7 @@ pub(super) fn tasks(tasks: &[TaskInfo], json: bool) -> anyhow::Result<()> {
             t.task.to_string(),
             t.worker.to_string(),
             t.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            status_word(t.state),
+            task_state(t),
             t.attempt.to_string(),
             t.tuples_in.to_string(),
             t.tuples_out.to_string(),
@@ -143,6 +143,42 @@ pub(super) fn tasks(tasks: &[TaskInfo], json: bool) -> anyhow::Result<()> {
             t.operator.clone(),
         ]
     })
+}
+
+/// A task's STATE cell: a running task that owns no key group is `standby`, so the tasks a
+/// rescale added or retired stand out from those doing the work.
+fn task_state(t: &TaskInfo) -> String {
+    match t.state {
+        TaskState::Running if t.standby => "standby".into(),
+        state => status_word(state),
+    }
+}
+
+/// The task counts owning key groups, stage by stage (`None` from a leader that does not say).
+fn stage_tasks_line(j: &JobInfo) -> Option<String> {
+    let counts: Vec<String> = j.stage_tasks.iter().map(u32::to_string).collect();
+    (!counts.is_empty()).then(|| format!("{} (owning key groups)", counts.join(" → ")))
+}
+
+/// One rescale on one line: when (after the job's submission), which stage, from→to, how it
+/// ended and how long it took, the stage's input rate then, and why (and why not).
+fn scale_line(s: &ScaleInfo, submitted_ms: u64) -> String {
+    let at = s.time_ms.saturating_sub(submitted_ms) as f64 / 1000.0;
+    let mut line = format!(
+        "+{at:.1}s  stage {}  {}→{}  {}",
+        s.stage, s.from, s.to, s.outcome
+    );
+    if let Some(ms) = s.took_ms {
+        line.push_str(&format!(" in {ms} ms"));
+    }
+    if let Some(r) = s.rate {
+        line.push_str(&format!("  at {r:.1} tuples/s"));
+    }
+    line.push_str(&format!("  {}", s.reason));
+    if let Some(cause) = &s.cause {
+        line.push_str(&format!(" — {cause}"));
+    }
+    line
 }
 
 /// `rainstorm workers`.
@@ -174,6 +210,9 @@ pub(super) fn job(j: &JobInfo, json: bool) -> anyhow::Result<()> {
     }
     println!("delivery:   {}", j.delivery.as_str());
     println!("stages:     {}", j.stages.join(" → "));
+    if let Some(tasks) = stage_tasks_line(j) {
+        println!("tasks:      {tasks}");
+    }
     println!("sink:       {}", j.sink);
     match j.rate {
         r if r > 0.0 => println!("rate:       {r} tuples/s"),
@@ -197,5 +236,14 @@ pub(super) fn job(j: &JobInfo, json: bool) -> anyhow::Result<()> {
             l.p50, l.p99, l.max
         );
     }
+    if !j.scaling.is_empty() {
+        println!("scaling:    (time after submission)");
+        for s in &j.scaling {
+            println!("  {}", scale_line(s, j.submitted_ms));
+        }
+    }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,7 @@ use crate::model::latency::LatencyHist;
 use crate::model::spec::JobSpec;
 use crate::protocol::control::JobStatus;
 use rainstorm_store::output::SinkProgress;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -22,6 +23,18 @@ pub fn ms_since_epoch(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// A job's rescales as the leader saw them (recorded by `scaling.rs`, which holds the rules).
+#[derive(Clone, Debug, Default)]
+pub struct Scaling {
+    /// The latest rescales, oldest first (a bounded number): the job's `scaling` list.
+    pub list: Vec<crate::protocol::control::ScaleInfo>,
+    /// Rescales of the list that ended, by stage and outcome (`done`, `aborted`, `refused`),
+    /// counted past the list's bound: a Prometheus counter must never fall while the leader
+    /// runs, and a count taken from the list would as its oldest entries go, or as an
+    /// `in-progress` one ends.
+    pub ended: BTreeMap<(u32, &'static str), u64>,
 }
 
 /// A job's record; it outlives the job's tasks (retention), so its final status is always
@@ -59,8 +72,8 @@ pub struct JobRec {
     pub logs_left: bool,
     /// The door for the sink's writes of the output through the leader, closed by cleanup.
     pub output: OutputGate,
-    /// Every rescale decided for the job, oldest first.
-    pub scaling: Vec<crate::protocol::control::ScaleInfo>,
+    /// Its rescales: the `scaling` list (oldest first) and how many ended each way.
+    pub scaling: Scaling,
 }
 
 /// Where a job is in its life: what a running job has (a driver to tell, a placement) and
@@ -169,7 +182,7 @@ impl JobRec {
             cleanup_error: None,
             logs_left: true,
             output: OutputGate::default(),
-            scaling: Vec::new(),
+            scaling: Default::default(),
         }
     }
 
@@ -286,7 +299,7 @@ impl JobRec {
             logs_left: job.logs_left,
             // Ended: its output is final, and no sink writes it any more.
             output: OutputGate::shut(),
-            scaling: Vec::new(),
+            scaling: Default::default(),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! A job's `scaling` list: each rescale its core decided, when, why, and how it ended, with
-//! the time the move took as the leader saw it (the core has no clock).
+//! the time the move took as the leader saw it (the core has no clock); and how many ended
+//! each way, which `/metrics` counts.
 
 use crate::coordinator::{Action, ScaleNote, ScalePhase};
+use crate::job::Scaling;
 use crate::model::ids::JobId;
 use crate::protocol::control::ScaleInfo;
 use crate::state::State;
@@ -22,52 +24,68 @@ pub fn decided(st: &mut State, job: &JobId, action: &Action) {
         }
         Action::Scaling(note) => {
             if let Some(j) = st.jobs.get_mut(job) {
-                record(&mut j.scaling, note);
+                j.scaling.record(note);
             }
         }
         _ => {}
     }
 }
 
-/// Records one step of a rescale in `list`.
-pub fn record(list: &mut Vec<ScaleInfo>, note: &ScaleNote) {
-    let now = crate::job::ms_since_epoch(SystemTime::now());
-    let open = list
-        .iter_mut()
-        .rev()
-        .find(|s| s.stage == note.stage && s.outcome == "in-progress");
-    match (&note.phase, open) {
-        (ScalePhase::Done, Some(s)) => {
-            s.outcome = "done".into();
-            s.to = note.to;
-            s.took_ms = Some(now.saturating_sub(s.time_ms));
+impl Scaling {
+    /// Records one step of a rescale.
+    pub fn record(&mut self, note: &ScaleNote) {
+        let now = crate::job::ms_since_epoch(SystemTime::now());
+        let ended = self.step(note, now);
+        if let Some(outcome) = ended {
+            *self.ended.entry((note.stage, outcome)).or_default() += 1;
         }
-        (ScalePhase::Aborted(why), Some(s)) => {
-            s.outcome = "aborted".into();
-            s.cause = Some(why.clone());
-            s.took_ms = Some(now.saturating_sub(s.time_ms));
-        }
-        (ScalePhase::Started | ScalePhase::Refused(_), _) => {
-            let (outcome, cause) = match &note.phase {
-                ScalePhase::Refused(why) => ("refused", Some(why.clone())),
-                _ => ("in-progress", None),
-            };
-            list.push(ScaleInfo {
-                time_ms: now,
-                stage: note.stage,
-                from: note.from,
-                to: note.to,
-                rate: note.rate.map(|r| (r * 10.0).round() / 10.0),
-                reason: note.reason.clone(),
-                outcome: outcome.into(),
-                cause,
-                took_ms: None,
-            });
-            if list.len() > KEPT {
-                list.remove(0);
+    }
+
+    /// Puts one step in the list at time `now`; returns the outcome if it ended a rescale.
+    fn step(&mut self, note: &ScaleNote, now: u64) -> Option<&'static str> {
+        let list = &mut self.list;
+        let open = list
+            .iter_mut()
+            .rev()
+            .find(|s| s.stage == note.stage && s.outcome == "in-progress");
+        let (open, ended) = match (&note.phase, open) {
+            (ScalePhase::Done, Some(s)) => {
+                s.to = note.to;
+                (s, "done")
             }
-        }
-        // The end of a rescale this leader did not see start (it was resumed).
-        (_, None) => {}
+            (ScalePhase::Aborted(why), Some(s)) => {
+                s.cause = Some(why.clone());
+                (s, "aborted")
+            }
+            (ScalePhase::Started | ScalePhase::Refused(_), _) => {
+                let (outcome, cause) = match &note.phase {
+                    ScalePhase::Refused(why) => ("refused", Some(why.clone())),
+                    _ => ("in-progress", None),
+                };
+                list.push(ScaleInfo {
+                    time_ms: now,
+                    stage: note.stage,
+                    from: note.from,
+                    to: note.to,
+                    rate: note.rate.map(|r| (r * 10.0).round() / 10.0),
+                    reason: note.reason.clone(),
+                    outcome: outcome.into(),
+                    cause,
+                    took_ms: None,
+                });
+                if list.len() > KEPT {
+                    list.remove(0);
+                }
+                return (outcome == "refused").then_some(outcome);
+            }
+            // The end of a rescale this leader did not see start (it was resumed).
+            (_, None) => return None,
+        };
+        open.outcome = ended.into();
+        open.took_ms = Some(now.saturating_sub(open.time_ms));
+        Some(ended)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,7 +2,7 @@
 //! the dashboard show them — built from the records under one short lock.
 
 use super::job::{ms_since_epoch, JobRec};
-use super::state::State;
+use super::state::{State, TaskRec};
 use crate::model::ids::{JobId, TaskKey, TaskPos};
 use crate::protocol::control::{JobInfo, JobStatus, TaskInfo, WorkerInfo, WorkerState};
 use std::sync::atomic::Ordering;
@@ -48,7 +48,7 @@ impl State {
             source_bytes,
             source_read_bytes,
             stage_tasks: self.stage_tasks(id, j),
-            scaling: j.scaling.clone(),
+            scaling: j.scaling.list.clone(),
         })
     }
 
@@ -71,23 +71,32 @@ impl State {
         (size, Some(read))
     }
 
-    /// Each stage's tasks that own key groups (all of a stage's tasks but those standing by).
-    fn stage_tasks(&self, id: &JobId, j: &JobRec) -> Vec<u32> {
+    /// The task records of one stage of a job, in task order.
+    fn stage_records<'a>(
+        &'a self,
+        id: &'a JobId,
+        stage: u32,
+    ) -> impl Iterator<Item = &'a TaskRec> + 'a {
+        let first = TaskKey {
+            job: id.clone(),
+            pos: TaskPos { stage, index: 0 },
+        };
+        self.tasks
+            .range(first..)
+            .take_while(move |(k, _)| k.job == *id && k.pos.stage == stage)
+            .map(|(_, t)| t)
+    }
+
+    /// Each stage's tasks that own key groups (all of a stage's tasks but those standing by;
+    /// before any is placed, the count it starts with).
+    pub(crate) fn stage_tasks(&self, id: &JobId, j: &JobRec) -> Vec<u32> {
         (1..=j.spec.stages.len() as u32)
             .map(|stage| {
-                let placed = self
-                    .tasks
-                    .range(
-                        TaskKey {
-                            job: id.clone(),
-                            pos: TaskPos { stage, index: 0 },
-                        }..,
-                    )
-                    .take_while(|(k, _)| k.job == *id && k.pos.stage == stage);
                 let mut any = false;
-                let n = placed
+                let n = self
+                    .stage_records(id, stage)
                     .inspect(|_| any = true)
-                    .filter(|(_, t)| !t.standby)
+                    .filter(|t| !t.standby)
                     .count() as u32;
                 if any {
                     n
@@ -96,6 +105,17 @@ impl State {
                 }
             })
             .collect()
+    }
+
+    /// Tuples per second into one stage of a job: the recent input rates of its tasks that own
+    /// key groups (a standby task takes none), one decimal.
+    pub(crate) fn stage_input_rate(&self, id: &JobId, stage: u32) -> f64 {
+        let rate: f64 = self
+            .stage_records(id, stage)
+            .filter(|t| !t.standby)
+            .map(|t| t.meters.input_rate)
+            .sum();
+        round1(rate)
     }
 
     /// Public view of all jobs, oldest first.

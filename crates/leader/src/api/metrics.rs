@@ -1,8 +1,8 @@
 //! Prometheus metrics (`/metrics`) in the OpenMetrics text format, encoded by the
 //! `prometheus-client` crate (which escapes label values): workers by state, jobs by status,
-//! per-job counters and end-to-end latency, and per-task counters, gauges and histograms from
-//! the meters workers report (bytes, busy and back-pressured time, queue depth, input-log
-//! commit times, restarts).
+//! per-job counters and end-to-end latency, per-stage task counts, input rates and rescales,
+//! and per-task counters, gauges and histograms from the meters workers report (bytes, busy
+//! and back-pressured time, queue depth, input-log commit times, restarts).
 //!
 //! A scrape copies what it shows out of the state under the lock — plain numbers, label
 //! strings and small histograms — and encodes after releasing it, so a scrape never holds the
@@ -55,7 +55,21 @@ struct Snapshot {
     store_requests: u64,
     jobs_by_status: Vec<(&'static str, u64)>,
     jobs: Vec<JobSample>,
+    stages: Vec<StageSample>,
+    /// Rescales that ended: job, stage, outcome, how many.
+    rescales: Vec<(String, u32, &'static str, u64)>,
     tasks: Vec<TaskSample>,
+}
+
+/// One operator stage's numbers.
+#[derive(Debug)]
+struct StageSample {
+    job: String,
+    stage: u32,
+    /// Tasks owning key groups.
+    tasks: u32,
+    /// Tuples per second into its tasks that own key groups.
+    input_rate: f64,
 }
 
 /// One job's numbers.
@@ -148,6 +162,29 @@ impl Snapshot {
                     .and_then(|t| t.meters.last.latency.clone()),
             })
             .collect();
+        let stages = st
+            .jobs
+            .iter()
+            .flat_map(|(id, j)| {
+                let tasks = st.stage_tasks(id, j);
+                (1..).zip(tasks).map(move |(stage, tasks)| StageSample {
+                    job: id.0.clone(),
+                    stage,
+                    tasks,
+                    input_rate: st.stage_input_rate(id, stage),
+                })
+            })
+            .collect();
+        let rescales = st
+            .jobs
+            .iter()
+            .flat_map(|(id, j)| {
+                j.scaling
+                    .ended
+                    .iter()
+                    .map(|((stage, outcome), n)| (id.0.clone(), *stage, *outcome, *n))
+            })
+            .collect();
         let tasks = st
             .tasks
             .iter()
@@ -171,6 +208,8 @@ impl Snapshot {
             slots,
             jobs_by_status,
             jobs,
+            stages,
+            rescales,
             tasks,
             ..Default::default()
         }

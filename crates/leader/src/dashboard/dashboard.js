@@ -1,6 +1,6 @@
 // The RainStorm dashboard: each job as a graph (source → stages → sink) with the bottleneck
-// stage marked, per-task detail on click, recent failures, and the workers; refreshed from
-// the JSON API every second, updating the nodes in place (what a user expanded stays open).
+// stage marked, per-task detail on click, recent failures and rescales, and the workers;
+// refreshed from the JSON API every second, updating nodes in place (what is open stays open).
 // Every value (a job's name, an operator's path, an error, a worker's address) is put into
 // the page as text (textContent) or an attribute value, never parsed as HTML: whatever a job
 // or a worker sends is shown, never run. The page's Content-Security-Policy runs only this
@@ -11,13 +11,16 @@
 
 const num = (v) => (typeof v === 'number' && isFinite(v) ? v : 0);
 
-// One stage's summary from its tasks' views: counts and rates are sums over the tasks; the
-// busy / back-pressured / idle shares are means over its running tasks (null when none runs).
+// One stage's summary from its tasks' views: counts and rates are sums over the tasks owning
+// key groups, the busy / back-pressured / idle shares means over those running (null if none).
+// Standby tasks (idle, holding no slot) are only counted: they must not dilute the shares.
 function summarize(tasks) {
-  const s = { tasks: tasks.length, running: 0, failed: 0, inRate: 0, outRate: 0, queued: 0,
+  const s = { tasks: 0, standby: 0, running: 0, failed: 0, inRate: 0, outRate: 0, queued: 0,
     busy: null, backpressured: null, idle: null };
   let busy = 0, bp = 0, idle = 0;
   for (const t of tasks) {
+    if (t.standby) { s.standby++; continue; }
+    s.tasks++;
     s.inRate += num(t.input_rate);
     s.outRate += num(t.output_rate);
     s.queued += num(t.queued);
@@ -173,7 +176,7 @@ function newCard(id) {
     name: el('span', 'name', head), status: el('span', 'status', head),
     jid: el('span', 'id', head), facts: el('span', 'facts', head),
     note: el('div', 'note', root), graph: el('div', 'graph', root),
-    details: el('div', 'details', root) };
+    scaling: el('div', 'scaling', root), details: el('div', 'details', root) };
   card.graph.dataset.job = id;
   head.addEventListener('click', () => { if (openJobs.has(id)) toggle(openJobs, id); });
   return card;
@@ -232,9 +235,12 @@ function updateCard(card, job, tasks) {
     const [title, tip] = label(job, n, count);
     setText(p.title, title);
     p.box.title = tip + ' (click for its tasks)';
-    setText(p.lines[0], s.tasks + (s.tasks === 1 ? ' task' : ' tasks') +
-      (s.running !== s.tasks ? ', ' + s.running + ' running' : '') +
-      (s.failed ? ', ' + s.failed + ' failed' : ''));
+    // An operator stage's tasks owning key groups, as the job's view counts them.
+    const owning = (kind === 'stage' && num((job.stage_tasks || [])[n - 1])) || s.tasks;
+    if (kind === 'stage') p.box.dataset.stageTasks = String(owning);
+    setText(p.lines[0], [owning + (owning === 1 ? ' task' : ' tasks'),
+      s.running !== owning && s.running + ' running', s.failed && s.failed + ' failed',
+      s.standby && '+' + s.standby + ' standby'].filter(Boolean).join(', '));
     if (kind === 'source') {
       setText(p.lines[1], num(job.source_tuples) + ' read · out ' + rate(s.outRate));
     } else if (kind === 'sink') {
@@ -256,11 +262,22 @@ function updateCard(card, job, tasks) {
   }
   for (const n of card.nodes.keys()) if (n > count + 1) card.nodes.delete(n);
   order(card.graph, wanted);
+  const scaling = Array.isArray(job.scaling) ? job.scaling.slice(-10).reverse() : [];
+  setText(card.scaling, scaling.map(scaleLine).join('\n'));
   updateDetails(card, job, tasks, count);
 }
 
+// One rescale of the job's list under its graph: when, stage, from → to, outcome, rate, why.
+function scaleLine(s) {
+  return [new Date(num(s.time_ms)).toLocaleTimeString(), 'stage ' + s.stage,
+    num(s.from) + ' → ' + num(s.to) + ' tasks', s.rate === undefined ? '' : 'at ' + rate(s.rate),
+    s.outcome + (s.took_ms === undefined ? '' : ' in ' + num(s.took_ms) + ' ms'),
+    String(s.reason || '') + (s.cause ? ' — ' + s.cause : '')].filter(Boolean).join(' · ');
+}
+
 const TASK_COLS = [
-  ['task', (t) => t.task], ['worker', (t) => t.worker], ['state', (t) => t.state],
+  ['task', (t) => t.task], ['worker', (t) => t.worker],
+  ['state', (t) => (t.standby && t.state === 'running' ? 'standby' : t.state)],
   ['attempt / restarts', (t) => num(t.attempt) + ' / ' + num(t.restarts)],
   ['tuples in / out', (t) => num(t.tuples_in) + ' / ' + num(t.tuples_out)],
   ['rate in / out', (t) => rate(t.input_rate) + ' / ' + rate(t.output_rate)],
@@ -356,9 +373,7 @@ async function get(url) {
   if (r.status === 401) {
     const typed = asked ? null : prompt('Cluster secret');
     asked = true;
-    if (typed) {
-      sessionStorage.setItem('rainstorm-token', typed);
-    }
+    if (typed) sessionStorage.setItem('rainstorm-token', typed);
     throw new Error('the cluster secret is missing or wrong');
   }
   if (!r.ok) throw new Error(url + ': HTTP ' + r.status);

@@ -119,6 +119,7 @@ fn the_bottleneck_is_decided_in_one_function_and_marked_for_tests() {
         "dataset.stage = ",
         "dataset.bottleneck = ",
         "dataset.job = ",
+        "dataset.stageTasks = ",
     ] {
         assert!(SCRIPT.contains(attr), "the script never sets {attr}");
     }

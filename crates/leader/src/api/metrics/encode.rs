@@ -2,7 +2,7 @@
 //! gauges as constants, histograms from the workers' fixed buckets. Runs after the state lock
 //! is released.
 
-use super::{JobSample, Snapshot, TaskSample};
+use super::{JobSample, Snapshot, StageSample, TaskSample};
 use crate::model::hist::Hist;
 use crate::protocol::meters::TaskMeters;
 use prometheus_client::collector::Collector;
@@ -167,6 +167,7 @@ impl Collector for Snapshot {
             .map(|(s, n)| (vec![("status", *s)], gauge(*n as i64)));
         family(e, ("rainstorm_jobs", "Jobs by status."), by_status)?;
         self.encode_jobs(e)?;
+        self.encode_stages(e)?;
         self.encode_tasks(e)
     }
 }
@@ -222,6 +223,50 @@ impl Snapshot {
                 "Time from the source's emit to the sink's accept, per tuple.",
             ),
             latency,
+        )
+    }
+
+    fn encode_stages(&self, e: &mut DescriptorEncoder) -> Result<(), Error> {
+        let labels = |s: &StageSample| vec![("job", s.job.clone()), ("stage", s.stage.to_string())];
+        let tasks = self
+            .stages
+            .iter()
+            .map(|s| (labels(s), gauge(i64::from(s.tasks))));
+        family(
+            e,
+            (
+                "rainstorm_stage_tasks",
+                "Tasks of an operator stage that own key groups (an autoscaled stage's others stand by).",
+            ),
+            tasks,
+        )?;
+        let rates = self
+            .stages
+            .iter()
+            .map(|s| (labels(s), ConstGauge::new(s.input_rate)));
+        family(
+            e,
+            (
+                "rainstorm_stage_input_rate",
+                "Tuples per second into an operator stage, recent (its tasks that own key groups).",
+            ),
+            rates,
+        )?;
+        let rescales = self.rescales.iter().map(|(job, stage, outcome, n)| {
+            let labels: Labels = vec![
+                ("job", job.clone()),
+                ("stage", stage.to_string()),
+                ("outcome", outcome.to_string()),
+            ];
+            (labels, counter(*n))
+        });
+        family(
+            e,
+            (
+                "rainstorm_rescales",
+                "Rescales of a stage that ended, by outcome (done, aborted, refused).",
+            ),
+            rescales,
         )
     }
 

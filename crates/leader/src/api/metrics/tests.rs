@@ -50,3 +50,27 @@ fn label_values_are_escaped_and_histograms_are_cumulative_in_seconds() {
     assert!(text.contains("rainstorm_job_source_tuples_total{job=\"job-1\"} 3"));
     assert!(text.ends_with("# EOF\n"));
 }
+
+#[test]
+fn stages_show_their_tasks_input_rate_and_ended_rescales() {
+    let text = encode(Snapshot {
+        stages: vec![StageSample {
+            job: "job-1".into(),
+            stage: 1,
+            tasks: 3,
+            input_rate: 612.5,
+        }],
+        rescales: vec![("job-1".into(), 1, "done", 2)],
+        ..Default::default()
+    });
+    for line in [
+        "# TYPE rainstorm_stage_tasks gauge",
+        r#"rainstorm_stage_tasks{job="job-1",stage="1"} 3"#,
+        "# TYPE rainstorm_stage_input_rate gauge",
+        r#"rainstorm_stage_input_rate{job="job-1",stage="1"} 612.5"#,
+        "# TYPE rainstorm_rescales counter",
+        r#"rainstorm_rescales_total{job="job-1",stage="1",outcome="done"} 2"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+}
