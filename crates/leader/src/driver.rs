@@ -334,51 +334,8 @@ impl Executor {
                     attempt,
                 },
             ),
-            Action::Reroute {
-                worker,
-                pos,
-                attempt,
-                route,
-            } => st.command(
-                &worker,
-                Command::Reroute {
-                    key: key(pos),
-                    attempt,
-                    route,
-                },
-            ),
-            Action::Rerouted {
-                worker,
-                pos,
-                attempt,
-                version,
-                confirm,
-            } => st.command(
-                &worker,
-                Command::Rerouted {
-                    key: key(pos),
-                    attempt,
-                    version,
-                    confirm,
-                },
-            ),
-            Action::Inbound {
-                workers,
-                stage,
-                routing,
-            } => {
-                for w in workers {
-                    let job = self.id.clone();
-                    let routing = routing.clone();
-                    st.command(
-                        &w,
-                        Command::Inbound {
-                            job,
-                            stage,
-                            routing,
-                        },
-                    );
-                }
+            a @ (Action::Reroute { .. } | Action::Rerouted { .. } | Action::Inbound { .. }) => {
+                crate::scaling::command(&mut st, &self.id, a)
             }
             // Recorded when decided (`decide`).
             Action::Standby(_) | Action::Scaling(_) => {}

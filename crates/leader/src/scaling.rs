@@ -4,7 +4,8 @@
 
 use crate::coordinator::{Action, ScaleNote, ScalePhase};
 use crate::job::Scaling;
-use crate::model::ids::JobId;
+use crate::model::ids::{JobId, TaskKey};
+use crate::protocol::control::Command;
 use crate::protocol::control::ScaleInfo;
 use crate::state::State;
 use std::time::SystemTime;
@@ -84,6 +85,67 @@ impl Scaling {
         open.outcome = ended.into();
         open.took_ms = Some(now.saturating_sub(open.time_ms));
         Some(ended)
+    }
+}
+
+/// Queues a rescale's commands for the workers: a switch of an upstream task's outputs, the
+/// verdict on one, a stage's routing for the tasks that take key groups over.
+pub fn command(st: &mut State, job: &JobId, action: Action) {
+    let key = |pos| TaskKey {
+        job: job.clone(),
+        pos,
+    };
+    match action {
+        Action::Reroute {
+            worker,
+            pos,
+            attempt,
+            route,
+        } => {
+            let key = key(pos);
+            st.command(
+                &worker,
+                Command::Reroute {
+                    key,
+                    attempt,
+                    route,
+                },
+            );
+        }
+        Action::Rerouted {
+            worker,
+            pos,
+            attempt,
+            version,
+            confirm,
+        } => {
+            let key = key(pos);
+            let cmd = Command::Rerouted {
+                key,
+                attempt,
+                version,
+                confirm,
+            };
+            st.command(&worker, cmd);
+        }
+        Action::Inbound {
+            workers,
+            stage,
+            routing,
+        } => {
+            for w in workers {
+                let (job, routing) = (job.clone(), routing.clone());
+                st.command(
+                    &w,
+                    Command::Inbound {
+                        job,
+                        stage,
+                        routing,
+                    },
+                );
+            }
+        }
+        _ => {}
     }
 }
 
