@@ -107,6 +107,18 @@ fn a_stateless_stage_follows_its_rate_up_and_down_exactly_once() {
         Duration::from_secs(40),
         || (stage_tasks(&c, &id)? == 1).then_some(()),
     );
+    // A rescale the job's core refuses says why and exits non-zero; one past the stage's
+    // max_tasks never reaches it.
+    let out = c.run(&["scale", &id, "2", "2"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("refused") && said.contains("already runs 2 tasks"),
+        "{said}"
+    );
+    let out = c.run(&["scale", &id, "1", "5"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 to 4 tasks"));
     c.ok(&["set-rate", &id, "0"]);
     let j = c.wait_job(&id, Duration::from_secs(120));
     assert_eq!(j["status"], "succeeded", "{j}");

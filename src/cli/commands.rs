@@ -258,9 +258,13 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tasks,
             leader,
         } => {
-            client(&leader)?.scale(&id, stage, tasks).await?;
-            eprintln!("rainstorm: job {id}: stage {stage} rescales to {tasks} tasks (see `rainstorm job {id}`)");
-            Ok(ExitCode::SUCCESS)
+            let outcome = client(&leader)?.scale(&id, stage, tasks).await?;
+            eprintln!("rainstorm: job {id}: {}", outcome.said);
+            Ok(if outcome.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Drain { worker, leader } => {
             let done = client(&leader)?.drain(&worker).await?;

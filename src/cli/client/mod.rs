@@ -175,6 +175,14 @@ impl Client {
     }
 }
 
+/// How a `rainstorm scale` went, as the job's `scaling` list says.
+pub struct ScaleOutcome {
+    /// Done, or still in progress when the command stopped looking.
+    pub ok: bool,
+    /// One line for the user.
+    pub said: String,
+}
+
 impl Client {
     /// Changes a running job's source rate (`rainstorm set-rate`).
     pub async fn set_rate(&self, id: &str, rate: f64) -> anyhow::Result<()> {
@@ -185,13 +193,45 @@ impl Client {
         Ok(())
     }
 
-    /// Asks the leader to rescale a stage of a running job (`rainstorm scale`).
-    pub async fn scale(&self, id: &str, stage: u32, tasks: u32) -> anyhow::Result<()> {
+    /// Asks the leader to rescale a stage of a running job (`rainstorm scale`) and follows
+    /// the job's `scaling` list until the request is refused, done or aborted (or still in
+    /// progress after a while: the move goes on).
+    pub async fn scale(&self, id: &str, stage: u32, tasks: u32) -> anyhow::Result<ScaleOutcome> {
+        let before = self.job(id).await?.scaling.len();
         let req = self
             .request(Method::POST, &format!("/api/jobs/{id}/scale"))
             .json(&serde_json::json!({ "stage": stage, "tasks": tasks }));
         let _: serde_json::Value = self.call(req).await?;
-        Ok(())
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let job = self.job(id).await?;
+            let mine = job.scaling.iter().skip(before).find(|s| s.stage == stage);
+            let at = |s: &crate::protocol::control::ScaleInfo| {
+                let took = s.took_ms.map(|t| format!(" in {t} ms")).unwrap_or_default();
+                format!(
+                    "stage {stage}: {} → {} tasks {}{took}",
+                    s.from, s.to, s.outcome
+                )
+            };
+            match mine {
+                Some(s) if s.outcome == "done" => {
+                    return Ok(ScaleOutcome {
+                        ok: true,
+                        said: at(s),
+                    });
+                }
+                Some(s) if s.outcome != "in-progress" => {
+                    let cause = s.cause.clone().unwrap_or_default();
+                    let said = format!("{}: {cause}", at(s));
+                    return Ok(ScaleOutcome { ok: false, said });
+                }
+                _ if tokio::time::Instant::now() >= deadline || job.status.is_terminal() => {
+                    let said = format!("stage {stage}: rescale to {tasks} tasks requested; see `rainstorm job {id}`");
+                    return Ok(ScaleOutcome { ok: true, said });
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Asks the leader to drain a worker (`rainstorm drain`).
