@@ -25,9 +25,13 @@ use crate::protocol::control::SourceReplay;
 use crate::protocol::routing::{Inbound, StageRouting};
 use crate::source::{open_source, SourceReader};
 use std::collections::{BTreeMap, BTreeSet};
+use futures::StreamExt;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::info;
+
+/// Segments of an owner's log read at once by a rebuild.
+const READ_AHEAD: usize = 8;
 
 /// How often a rebuild looks again at an owner's log that has not caught up yet.
 const LOG_POLL: Duration = Duration::from_millis(20);
@@ -197,11 +201,12 @@ impl<'a> Takeover<'a> {
         let mut read = 0usize;
         let mut fed = 0u64;
         let mut part = Partitioner::new(self.partitioner_kind(), 1);
+        let complete = |want: &BTreeMap<u32, (u64, u64, bool)>| {
+            want.values()
+                .all(|(hi, seen, ended)| *ended || (*hi != u64::MAX && seen >= hi))
+        };
         loop {
-            let complete = want
-                .values()
-                .all(|(hi, seen, ended)| *ended || (*hi != u64::MAX && seen >= hi));
-            if complete {
+            if complete(&want) {
                 return Ok(fed);
             }
             let lineage = committed_lineage(&self.env.store, &owner).await?;
@@ -210,13 +215,21 @@ impl<'a> Takeover<'a> {
                 tokio::time::sleep(LOG_POLL).await;
                 continue;
             }
-            for seg in &segments[read..] {
-                let data = self
-                    .env
-                    .store
-                    .get(seg)
-                    .await
-                    .map_err(crate::log::LogError::from)?;
+            // Read ahead a few segments at once, in order: through the leader each read is a
+            // round trip, and a group's history is every segment since the job started.
+            let store = self.env.store.clone();
+            let mut reads = futures::stream::iter(segments[read..].to_vec())
+                .map(move |seg| {
+                    let store = store.clone();
+                    async move {
+                        let data = store.get(&seg).await;
+                        (seg, data)
+                    }
+                })
+                .buffered(READ_AHEAD);
+            while let Some((seg, data)) = reads.next().await {
+                let data = data.map_err(crate::log::LogError::from)?;
+                let seg = &seg;
                 for rec in decode_segment(seg, data)? {
                     match rec {
                         LogRecord::Batch(batch) => {
@@ -237,6 +250,9 @@ impl<'a> Takeover<'a> {
                             }
                         }
                     }
+                }
+                if complete(&want) {
+                    return Ok(fed);
                 }
             }
             read = segments.len();
