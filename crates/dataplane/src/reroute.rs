@@ -56,20 +56,27 @@ struct Board {
     restarted: bool,
     /// Per link: how far the receiver got (unknown until it said).
     floors: Vec<Option<u64>>,
-    /// A switch asked for before this attempt caught up with its predecessors.
+    /// A switch asked for before this attempt caught up with its predecessors, or while the
+    /// router still held outputs of the previous switch.
     deferred: Option<PendingRoute>,
+    /// Outputs the router holds, not yet routed: a new switch's point is taken only once
+    /// they are (its counts of tuples sent per link must include them).
+    held: u64,
 }
 
 impl Board {
-    /// Whether every output any earlier attempt may have routed was routed here too: on each
-    /// link, at least as far as the receiver got before it took this attempt's connection.
+    /// Whether a switch's point can be taken now: no output of the previous switch is still
+    /// held, and every output any earlier attempt may have routed was routed here too (on
+    /// each link, at least as far as the receiver got before it took this attempt's
+    /// connection).
     fn caught_up(&self) -> bool {
-        !self.restarted
-            || self
-                .floors
+        let floors = || {
+            self.floors
                 .iter()
                 .zip(&self.sent)
                 .all(|(f, s)| f.is_some_and(|f| *s >= f))
+        };
+        self.held == 0 && (!self.restarted || floors())
     }
 
     /// Makes the switch `route` at the point reached now.
@@ -167,6 +174,7 @@ impl Switchboard {
             restarted: false,
             floors: vec![None; downstream as usize],
             deferred: None,
+            held: 0,
         };
         board.advance(1);
         board.restarted = restarted;
@@ -180,10 +188,14 @@ impl Switchboard {
         self.board.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Where the next output, of key group `g`, goes (it is counted either way).
-    pub fn route(&self, g: usize) -> Verdict {
+    /// Where the next output, of key group `g`, goes (it is counted either way). While the
+    /// router still `holds` outputs, a verdict that has come is not applied yet: the held
+    /// outputs go first (`route_held`), so no later output overtakes them on their link.
+    pub fn route(&self, g: usize, holds: bool) -> Verdict {
         let mut b = self.lock();
-        b.settle();
+        if !holds {
+            b.settle();
+        }
         b.catch_up();
         let n = b.routed + 1;
         b.advance(n);
@@ -191,6 +203,7 @@ impl Switchboard {
         if let Some(p) = &b.pending {
             let to = p.route.map.owner(g) as usize;
             if p.route.map.owner(g) != b.cur.owner(g) || p.gainers.get(to) == Some(&true) {
+                b.held += 1;
                 return Verdict::Hold;
             }
         }
@@ -213,6 +226,8 @@ impl Switchboard {
         if let Some(c) = b.sent.get_mut(to) {
             *c += 1;
         }
+        b.held = b.held.saturating_sub(1);
+        b.catch_up();
         Some(to)
     }
 

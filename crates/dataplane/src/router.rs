@@ -95,7 +95,7 @@ impl Router {
         if !self.held.is_empty() {
             self.release().await?;
         }
-        match self.board.route(g) {
+        match self.board.route(g, !self.held.is_empty()) {
             Verdict::To(i) => self.place(i, t, emit_ns).await,
             Verdict::Hold => {
                 self.held.push((t, emit_ns, g));

@@ -24,7 +24,7 @@ fn group_of(map: &GroupMap, task: u32) -> usize {
 fn a_switch_holds_what_moves_until_confirmed() {
     let (b, new) = (one_task(), grow());
     let (moving, staying) = (group_of(&new.map, 1), group_of(&new.map, 0));
-    assert_eq!(b.route(moving), Verdict::To(0));
+    assert_eq!(b.route(moving, false), Verdict::To(0));
     let rep = b.reroute(new.clone()).unwrap();
     assert_eq!(
         rep.point,
@@ -38,17 +38,31 @@ fn a_switch_holds_what_moves_until_confirmed() {
         Some(rep),
         "a repeated command gets the same point"
     );
-    assert_eq!(b.route(moving), Verdict::Hold);
+    assert_eq!(b.route(moving, false), Verdict::Hold);
     assert_eq!(
-        b.route(staying),
+        b.route(staying, false),
         Verdict::To(0),
         "what stays with a task that gains nothing flows on"
     );
     assert_eq!(b.route_held(moving), None);
     b.decide(1, true);
     assert_eq!(b.route_held(moving), Some(1));
-    assert_eq!(b.route(moving), Verdict::To(1));
+    assert_eq!(b.route(moving, false), Verdict::To(1));
     assert!(!b.undecided());
+}
+
+#[test]
+fn a_verdict_waits_for_the_held_outputs_to_go_first() {
+    let (b, new) = (one_task(), grow());
+    let moving = group_of(&new.map, 1);
+    b.reroute(new);
+    assert_eq!(b.route(moving, false), Verdict::Hold);
+    b.decide(1, true);
+    // The router still holds an output for task 1: the next one is held too, not sent ahead.
+    assert_eq!(b.route(moving, true), Verdict::Hold);
+    assert_eq!(b.route_held(moving), Some(1));
+    assert_eq!(b.route_held(moving), Some(1));
+    assert_eq!(b.route(moving, false), Verdict::To(1));
 }
 
 #[test]
@@ -56,10 +70,10 @@ fn an_aborted_switch_routes_held_outputs_by_the_old_map() {
     let (b, new) = (one_task(), grow());
     let moving = group_of(&new.map, 1);
     b.reroute(new);
-    assert_eq!(b.route(moving), Verdict::Hold);
+    assert_eq!(b.route(moving, false), Verdict::Hold);
     b.decide(1, false);
     assert_eq!(b.route_held(moving), Some(0));
-    assert_eq!(b.route(moving), Verdict::To(0));
+    assert_eq!(b.route(moving, false), Verdict::To(0));
     assert_eq!(b.last(), None);
 }
 
@@ -83,13 +97,13 @@ fn a_restarted_attempt_switches_only_past_what_its_predecessors_routed() {
     assert_eq!(b.last(), None);
     for _ in 0..3 {
         assert_eq!(
-            b.route(moving),
+            b.route(moving, false),
             Verdict::To(0),
             "replayed as the predecessor did"
         );
     }
     // Caught up: the switch is made at the next output.
-    assert_eq!(b.route(moving), Verdict::Hold);
+    assert_eq!(b.route(moving, false), Verdict::Hold);
     assert_eq!(b.last().map(|r| r.point.outputs), Some(3));
 }
 
@@ -119,7 +133,7 @@ fn a_replay_switches_at_the_recorded_output() {
         },
     ];
     let b = Switchboard::new(steps, 2, false);
-    let routed: Vec<Verdict> = (0..5).map(|_| b.route(moving)).collect();
+    let routed: Vec<Verdict> = (0..5).map(|_| b.route(moving, false)).collect();
     let (old, moved) = (Verdict::To(0), Verdict::To(1));
     assert_eq!(routed, vec![old, old, old, moved, moved]);
 }

@@ -96,8 +96,13 @@ impl<'a> Takeover<'a> {
             let v = self.map_of(from, seq);
             if self.owner(v, g) == me {
                 if let Some(w) = (1..=v).rev().find(|w| self.gained(*w, g)) {
-                    if self.rebuilt.insert(w) {
-                        self.rebuild(op, w).await?;
+                    // A rebuild adds a group's history since this task last held it, so every
+                    // earlier gain must be rebuilt first (one no tuple has asked for yet).
+                    for earlier in 1..=w {
+                        let any = (0..KEY_GROUPS).any(|g| self.gained(earlier, g));
+                        if self.rebuilt.insert(earlier) && any {
+                            self.rebuild(op, earlier).await?;
+                        }
                     }
                 }
                 return Ok(());
