@@ -30,6 +30,7 @@ impl JobCore {
         if v.version != report.version || v.at.contains_key(&pos.index) {
             return;
         }
+        tracing::debug!(job = %self.id, task = %pos, attempt, version = report.version, outputs = report.point.outputs, sent = ?report.point.sent, "upstream task switched");
         v.at.insert(pos.index, report.point);
         out.push(Action::Persist(self.run_state()));
         self.settle_switch(stage, out);
@@ -104,16 +105,15 @@ impl JobCore {
         }));
     }
 
-    /// A task gets a new attempt: a switch of the next stage it had not made durably is
-    /// aborted (its new attempt replays by the old map, and so must every other).
+    /// A task gets a new attempt: a switch of the next stage in progress is aborted (its new
+    /// attempt starts from the confirmed maps, and replays by the old map; so must every
+    /// other).
     pub(super) fn restarting(&mut self, pos: TaskPos, out: &mut Vec<Action>) {
         let stage = pos.stage + 1;
-        let unswitched = self
-            .routing
-            .get(&stage)
-            .and_then(|r| r.pending())
-            .is_some_and(|v| !v.at.contains_key(&pos.index));
-        if unswitched {
+        // Even a point already recorded: the new attempt starts from the confirmed maps only
+        // and would never make this switch (seed 12921 hung on a tuple routed past it).
+        let pending = self.routing.get(&stage).and_then(|r| r.pending()).is_some();
+        if pending {
             self.abort_switch(stage, &format!("upstream task {pos} restarted"), out);
         }
     }
