@@ -115,7 +115,9 @@ impl JobCore {
     /// What a task of `stage` is told to take key groups over with their state (a stage
     /// that keeps state, under exactly-once): the stage's confirmed routing.
     pub(super) fn inbound_of(&self, stage: u32) -> Option<Inbound> {
-        if !self.keeps_state(stage) || self.spec.delivery != Delivery::ExactlyOnce {
+        // Only a stage whose keys can move with their state: every tuple it takes is checked
+        // against the routing, which an executable stage (never rescaled) need not pay for.
+        if !self.keeps_state(stage) || self.stateful(stage).is_some() {
             return None;
         }
         let mut routing = self.routing_of(stage);

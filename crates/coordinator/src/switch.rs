@@ -47,18 +47,7 @@ impl JobCore {
         }
         v.done = true;
         let (version, to) = (v.version, v.map.active().len() as u32);
-        out.push(Action::Persist(self.run_state()));
-        for (pos, worker, attempt) in self.upstream_attempts(stage) {
-            out.push(Action::Rerouted {
-                worker,
-                pos,
-                attempt,
-                version,
-                confirm: true,
-            });
-        }
-        out.push(Action::ClearTimer(Timer::Switch(stage)));
-        out.push(self.standby_action());
+        self.verdict(stage, version, true, out);
         self.publish_inbound(stage, None, out);
         self.rescaled(stage, to);
         out.push(Action::Scaling(ScaleNote {
@@ -73,13 +62,9 @@ impl JobCore {
         info!(job = %self.id, stage, version, tasks = to, "rescale done: every upstream task switched");
     }
 
-    /// Gives up the switch of `stage` in progress, if any: every upstream task routes what
-    /// it held by the old map.
-    pub(super) fn abort_switch(&mut self, stage: u32, why: &str, out: &mut Vec<Action>) {
-        let Some(version) = self.routing.get_mut(&stage).and_then(|r| r.abort()) else {
-            return;
-        };
-        warn!(job = %self.id, stage, version, %why, "rescale aborted");
+    /// A switch ended either way: made durable, then every upstream attempt told the
+    /// verdict; its timer cleared and the standby tasks told again.
+    fn verdict(&self, stage: u32, version: u32, confirm: bool, out: &mut Vec<Action>) {
         out.push(Action::Persist(self.run_state()));
         for (pos, worker, attempt) in self.upstream_attempts(stage) {
             out.push(Action::Rerouted {
@@ -87,11 +72,21 @@ impl JobCore {
                 pos,
                 attempt,
                 version,
-                confirm: false,
+                confirm,
             });
         }
         out.push(Action::ClearTimer(Timer::Switch(stage)));
         out.push(self.standby_action());
+    }
+
+    /// Gives up the switch of `stage` in progress, if any: every upstream task routes what
+    /// it held by the old map.
+    pub(super) fn abort_switch(&mut self, stage: u32, why: &str, out: &mut Vec<Action>) {
+        let Some(version) = self.routing.get_mut(&stage).and_then(|r| r.abort()) else {
+            return;
+        };
+        warn!(job = %self.id, stage, version, %why, "rescale aborted");
+        self.verdict(stage, version, false, out);
         let tasks = self.active_tasks(stage);
         self.rescaled(stage, tasks);
         out.push(Action::Scaling(ScaleNote {
