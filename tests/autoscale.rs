@@ -220,3 +220,89 @@ fn a_keyed_count_moves_its_keys_with_their_state_through_a_worker_kill() {
         .count();
     assert!(done >= 2, "{:?}", scaling(&c, &id));
 }
+
+/// An executable keyed count: keyby.py (one task) → count.py (1 to 3 tasks), exactly-once.
+fn exec_counting_job(rate: f64, ops: &std::path::Path) -> String {
+    let op = |n: &str| ops.join(n).display().to_string();
+    format!(
+        r#"name = "moves-exec-state"
+delivery = "exactly-once"
+[source]
+path = "in.txt"
+rate = {rate}
+[sink]
+path = "out.txt"
+[[stages]]
+tasks = 1
+exec = "{keyby}"
+args = ["1"]
+[[stages]]
+tasks = 1
+exec = "{count}"
+args = ["1"]
+[stages.autoscale]
+low = 1
+high = 1000000
+max_tasks = 3
+"#,
+        keyby = op("keyby.py"),
+        count = op("count.py"),
+    )
+}
+
+/// Issue 17: a stage running an executable that keeps a running count per key grows and
+/// shrinks while the job runs; its processes are restarted with the moved keys' history, and
+/// an operator process killed right after the move (the new owner of moved keys) restarts
+/// with it too. Every running count is exact.
+#[test]
+fn an_executable_keyed_count_moves_its_keys_with_their_state_through_a_process_kill() {
+    let c = Cluster::start(3, 5.0);
+    let ops = install_ops(c.dir.path());
+    let (input, want) = data(4000);
+    c.file("in.txt", &input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file("job.toml", &exec_counting_job(300.0, &ops));
+    let id = c.submit("job.toml");
+    let counted = |c: &Cluster| c.json(&["job", &id, "--json"])["stage_tasks"][1].as_u64();
+    wait_for("the count to start", Duration::from_secs(30), || {
+        (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? >= 200).then_some(())
+    });
+    c.ok(&["scale", &id, "2", "3"]);
+    wait_for(
+        "the count to run on 3 tasks",
+        Duration::from_secs(30),
+        || (counted(&c)? == 3).then_some(()),
+    );
+    // Kill the process of a task that just gained key groups: it restarts from its log and
+    // takes the groups' history again.
+    let victim = wait_for("a running new count task", Duration::from_secs(30), || {
+        c.tasks(&id).into_iter().find(|t| {
+            t["stage"] == 2 && t["task"] != 0 && t["state"] == "running" && t["pid"].is_u64()
+        })
+    });
+    let pid = victim["pid"].as_u64().unwrap_or_default().to_string();
+    let worker = victim["worker"].as_str().unwrap_or_default().to_string();
+    c.ok(&["kill-task", &worker, &pid]);
+    wait_for(
+        "the leader to count the kill",
+        Duration::from_secs(30),
+        || (c.json(&["job", &id, "--json"])["failures"].as_u64()? >= 1).then_some(()),
+    );
+    wait_for(
+        "the count to shrink back to 1 task",
+        Duration::from_secs(60),
+        || {
+            let out = c.run(&["scale", &id, "2", "1"]);
+            (out.status.success() && counted(&c) == Some(1)).then_some(())
+        },
+    );
+    c.ok(&["set-rate", &id, "0"]);
+    let j = c.wait_job(&id, Duration::from_secs(120));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same("counts", &sorted_lines(&c.store_file("out.txt")), &want);
+    let done = scaling(&c, &id)
+        .iter()
+        .filter(|s| s["outcome"] == "done")
+        .count();
+    assert!(done >= 2, "{:?}", scaling(&c, &id));
+}

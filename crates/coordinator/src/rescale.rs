@@ -93,30 +93,21 @@ impl JobCore {
 
     /// Why the keys of `stage` cannot move with their state, if they cannot: the new owner
     /// of a group rebuilds its state from the group's logged input, which only exactly-once
-    /// keeps, by replaying it into its operator with the outputs dropped, which only a
-    /// built-in can do so far (an executable's outputs cannot be told apart).
+    /// keeps (a built-in takes it into its state, an executable is restarted with it).
     fn stateful(&self, stage: u32) -> Option<String> {
-        if !self.keeps_state(stage) {
+        if !self.keeps_state(stage) || self.spec.delivery == Delivery::ExactlyOnce {
             return None;
         }
-        if self.spec.delivery != Delivery::ExactlyOnce {
-            return Some(format!(
-                "stage {stage} keeps state per key, which moves with its keys only under exactly-once"
-            ));
-        }
-        match self.spec.role_of(stage) {
-            StageRole::Operator(s) if matches!(s.operator, OperatorSpec::Exec { .. }) => Some(
-                format!("stage {stage} runs an executable, which may keep state per key"),
-            ),
-            _ => None,
-        }
+        Some(format!(
+            "stage {stage} keeps state per key, which moves with its keys only under exactly-once"
+        ))
     }
 
     /// What a task of `stage` is told to take key groups over with their state (a stage
     /// that keeps state, under exactly-once): the stage's confirmed routing.
     pub(super) fn inbound_of(&self, stage: u32) -> Option<Inbound> {
         // Only a stage whose keys can move with their state: every tuple it takes is checked
-        // against the routing, which an executable stage (never rescaled) need not pay for.
+        // against the routing.
         if !self.keeps_state(stage) || self.stateful(stage).is_some() {
             return None;
         }

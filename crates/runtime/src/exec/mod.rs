@@ -26,11 +26,13 @@
 //! joining its new process group and before `exec`.
 //!
 //! The parts: `launch` (the factory and the process as the operator sees it), `operator` (the
-//! running operator: feeding, failure, finish, abort), `process` (the OS child in a process
+//! running operator: feeding, failure, finish, abort), `history` (its state rebuilt in a fresh
+//! process, the rebuilt history's output counted and dropped), `process` (the OS child in a process
 //! group of its own), `reader` (the output half of the line protocol), `stderr` (the
 //! operator's stderr into the worker's log, bounded and rate limited), `run_as` (the identity
 //! operators run under), `orphans` (processes an operator detached).
 
+mod history;
 mod launch;
 mod operator;
 mod orphans;
@@ -39,8 +41,9 @@ mod reader;
 mod run_as;
 mod stderr;
 
+pub use history::Tally;
 pub use launch::{Launch, Launched, OperatorProcess};
-pub use operator::ExecOperator;
+pub use operator::{ExecOperator, Relaunch};
 pub use orphans::adopt_orphans;
 pub use process::OsLauncher;
 pub use run_as::{run_operators_as, RunAs};

@@ -18,38 +18,63 @@ use tokio::task::JoinHandle;
 /// A running operator process.
 pub struct ExecOperator {
     /// The process (it ends whatever it left behind once it has exited or is killed).
-    child: Box<dyn OperatorProcess>,
+    pub(super) child: Box<dyn OperatorProcess>,
     /// Its process id (0: not an OS process).
-    pid: u32,
+    pub(super) pid: u32,
     /// Its stdin, until closed or the process finished early.
-    stdin: Option<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>,
+    pub(super) stdin: Option<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>,
     /// The output reader, until joined or aborted.
-    reader: Option<JoinHandle<Result<Router, Closed>>>,
+    pub(super) reader: Option<JoinHandle<Result<Router, Closed>>>,
     /// The router, once the reader returned it early (the process closed its output).
-    router: Option<Router>,
+    pub(super) router: Option<Router>,
     /// The process exited 0: its output is complete and further input is discarded.
-    done: bool,
+    pub(super) done: bool,
     /// A reusable buffer for the encoded input line.
-    line: Vec<u8>,
+    pub(super) line: Vec<u8>,
     /// The emit time of the input being fed, which the reader stamps on the output.
-    current_emit: Arc<AtomicU64>,
+    pub(super) current_emit: Arc<AtomicU64>,
     /// Set by the reader (to the bytes it read of it) when it refused a line too large for a
     /// frame, before it closed stdout: then that is why the operator ended, whatever its exit
     /// status says (SIGPIPE, a write error, or even 0 with its output cut short).
-    refused: Arc<AtomicUsize>,
+    pub(super) refused: Arc<AtomicUsize>,
+    /// Output lines the reader drops first (those of a rebuilt history, see `history`).
+    pub(super) skip: Arc<AtomicU64>,
+    /// How to start the operator again, to rebuild its state (`history`).
+    pub(super) relaunch: Option<Relaunch>,
+}
+
+/// What starting an operator's process again takes: a key group's state is rebuilt in a fresh
+/// process (`history`), which the task's status must then name.
+#[derive(Clone)]
+pub struct Relaunch {
+    /// The factory that started the first process.
+    pub launcher: Arc<dyn super::Launch>,
+    /// The executable, as this worker resolved it.
+    pub path: std::path::PathBuf,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Told each new process id (the task's status, which `kill-task` reads).
+    pub on_pid: Arc<dyn Fn(u32) + Send + Sync>,
 }
 
 impl ExecOperator {
     /// The operator around a freshly launched process: its output reader runs from here on.
     pub fn start(launched: Launched, router: Router) -> ExecOperator {
+        let current_emit = Arc::new(AtomicU64::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let skip = Arc::new(AtomicU64::new(0));
         let Launched {
             process,
             stdin,
             stdout,
         } = launched;
-        let current_emit = Arc::new(AtomicU64::new(0));
-        let refused = Arc::new(AtomicUsize::new(0));
-        let reader = spawn_reader(stdout, router, current_emit.clone(), refused.clone());
+        let reader = spawn_reader(
+            stdout,
+            router,
+            current_emit.clone(),
+            refused.clone(),
+            skip.clone(),
+        );
         ExecOperator {
             pid: process.pid(),
             child: process,
@@ -60,7 +85,40 @@ impl ExecOperator {
             line: Vec::with_capacity(1024),
             current_emit,
             refused,
+            skip,
+            relaunch: None,
         }
+    }
+
+    /// The same, able to start its process again to rebuild key groups' state.
+    pub fn restartable(mut self, relaunch: Relaunch) -> ExecOperator {
+        self.relaunch = Some(relaunch);
+        self
+    }
+
+    /// Replaces the process with a freshly launched one whose first `skip` output lines are
+    /// dropped (the old one must have been drained: `router` is what its reader returned).
+    pub(super) fn replace(&mut self, launched: Launched, router: Router, skip: Arc<AtomicU64>) {
+        let Launched {
+            process,
+            stdin,
+            stdout,
+        } = launched;
+        self.refused = Arc::new(AtomicUsize::new(0));
+        self.skip = skip;
+        let reader = spawn_reader(
+            stdout,
+            router,
+            self.current_emit.clone(),
+            self.refused.clone(),
+            self.skip.clone(),
+        );
+        self.pid = process.pid();
+        self.child = process;
+        self.stdin = Some(BufWriter::with_capacity(PIPE_BUF, stdin));
+        self.reader = Some(reader);
+        self.router = None;
+        self.done = false;
     }
 
     /// The operator's refused line, if the reader refused one: the cause of its end.
@@ -186,6 +244,11 @@ impl ExecOperator {
 
     /// Closes stdin, waits for all output and a clean exit; returns the router to finish.
     pub async fn finish(mut self) -> Result<Router, ExecError> {
+        self.drain().await
+    }
+
+    /// [`finish`](Self::finish), leaving the operator without a process (to be replaced).
+    pub(super) async fn drain(&mut self) -> Result<Router, ExecError> {
         if let Some(mut stdin) = self.stdin.take() {
             // A child that already exited makes these fail; its exit status says why below.
             if stdin.flush().await.is_ok() {

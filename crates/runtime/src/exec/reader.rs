@@ -15,11 +15,16 @@ use tokio::task::JoinHandle;
 /// Parses the operator's stdout into the router until it closes; returns the router. A line
 /// too large for a frame is refused: its size goes into `refused` (before stdout is closed)
 /// and the reader ends with [`Closed::TooLarge`].
+///
+/// The first `skip` lines are read and dropped (a process restarted to rebuild its state
+/// emits again what was emitted already; see `exec::history`). `skip` may be lowered from
+/// `u64::MAX` to the exact count while the reader runs: until then every line is dropped.
 pub(super) fn spawn_reader(
     stdout: impl AsyncRead + Send + Unpin + 'static,
     router: Router,
     emit: Arc<AtomicU64>,
     refused: Arc<AtomicUsize>,
+    skip: Arc<AtomicU64>,
 ) -> JoinHandle<Result<Router, Closed>> {
     tokio::spawn(async move {
         let mut router = router;
@@ -29,8 +34,16 @@ pub(super) fn spawn_reader(
             refused.store(n.max(1), Ordering::SeqCst);
             Closed::TooLarge(n)
         };
+        let mut read = 0u64;
         loop {
-            match read_line_bounded(&mut rd, &mut buf, MAX_TUPLE).await {
+            let got = read_line_bounded(&mut rd, &mut buf, MAX_TUPLE).await;
+            if matches!(got, Ok(LineRead::Line | LineRead::TooLong(_))) {
+                read += 1;
+                if read <= skip.load(Ordering::SeqCst) {
+                    continue;
+                }
+            }
+            match got {
                 Ok(LineRead::Line) => {}
                 Ok(LineRead::End) => break,
                 // Refused before it is all in memory; the task fails saying why.

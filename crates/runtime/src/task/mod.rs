@@ -16,6 +16,7 @@
 mod direct;
 mod logged;
 pub mod operator;
+mod rebuild;
 pub(crate) mod receive;
 mod status;
 mod takeover;
@@ -26,7 +27,7 @@ use crate::builtin::Builtin;
 use crate::dataplane::acceptance::{Acceptance, Gaps};
 use crate::dataplane::inbound::{AckBoard, Inbound};
 use crate::dataplane::link::{LinkEnd, EPOCH_SHIFT};
-use crate::exec::ExecOperator;
+use crate::exec::{ExecOperator, Relaunch};
 use crate::links::{self, Outgoing};
 use crate::log::{decode_segment, recover_lineage, LogError, LogRecord};
 use crate::model::spec::{Delivery, OperatorSpec};
@@ -137,7 +138,13 @@ pub async fn run_task(
                 .launcher
                 .launch(&p, args)
                 .map(|launched| {
-                    let op = ExecOperator::start(launched, router);
+                    let st = status.clone();
+                    let op = ExecOperator::start(launched, router).restartable(Relaunch {
+                        launcher: env.launcher.clone(),
+                        path: p.clone(),
+                        args: args.clone(),
+                        on_pid: Arc::new(move |pid| st.set_pid(pid)),
+                    });
                     status.set_pid(op.pid());
                     Operator::Exec(op)
                 })
@@ -279,7 +286,13 @@ async fn drive(
         .filter(|_| regenerable)
         .map(|r| (a.paths, r));
     let mut takeover = a.inbound.as_ref().map(|i| {
-        takeover::Takeover::new(env, a.key.clone(), i, status.inbound.subscribe(), source)
+        takeover::Takeover::new(
+            env,
+            a.key.clone(),
+            (i, a.attempt),
+            status.inbound.subscribe(),
+            source,
+        )
     });
     if logged {
         let recovered = tokio::select! {

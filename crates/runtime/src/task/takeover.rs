@@ -14,6 +14,7 @@
 //! log, so a restarted task rebuilds the same state.
 
 use super::operator::{Operator, Stop};
+use super::rebuild::{own_input, Piece, Rebuilding, READ_AHEAD};
 use super::TaskEnv;
 use crate::log::{committed_lineage, decode_segment, LogRecord};
 use crate::model::groups::KEY_GROUPS;
@@ -29,9 +30,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::info;
-
-/// Segments of an owner's log read at once by a rebuild.
-const READ_AHEAD: usize = 8;
 
 /// How often a rebuild looks again at an owner's log that has not caught up yet.
 const LOG_POLL: Duration = Duration::from_millis(20);
@@ -50,6 +48,12 @@ pub(super) struct Takeover<'a> {
     rebuilt: BTreeSet<usize>,
     /// The first stage's input log: the source file.
     source: Option<(PathMode, &'a SourceReplay)>,
+    /// This attempt (an executable reads its own log back).
+    attempt: u32,
+    /// Tuples of this task's own input fed so far.
+    own: u64,
+    /// What an executable's process was fed so far, up to `own`'s last mark (`rebuild`).
+    fed: Vec<Piece>,
 }
 
 impl<'a> Takeover<'a> {
@@ -58,7 +62,7 @@ impl<'a> Takeover<'a> {
     pub(super) fn new(
         env: &'a TaskEnv,
         key: TaskKey,
-        inbound: &Inbound,
+        (inbound, attempt): (&Inbound, u32),
         routing: watch::Receiver<Option<StageRouting>>,
         source: Option<(PathMode, &'a SourceReplay)>,
     ) -> Takeover<'a> {
@@ -70,6 +74,9 @@ impl<'a> Takeover<'a> {
             routing,
             rebuilt: BTreeSet::new(),
             source,
+            attempt,
+            own: 0,
+            fed: Vec::new(),
         }
     }
 
@@ -105,6 +112,7 @@ impl<'a> Takeover<'a> {
                         }
                     }
                 }
+                self.own += 1;
                 return Ok(());
             }
             // Routed here by a map this task has not been told of: wait for it.
@@ -141,9 +149,49 @@ impl<'a> Takeover<'a> {
         w > 0 && self.owner(w, g) == me && self.owner(w - 1, g) != me
     }
 
-    /// Rebuilds the state of every group this task gained with map `w`: each group's history
-    /// since this task last held it, stretch by stretch, fed with the outputs dropped.
+    /// Rebuilds the state of every group this task gained with map `w`. A built-in takes the
+    /// groups' history into its state; an executable is restarted and fed everything its
+    /// process was fed so far, then that history (`rebuild`, `exec::history`).
     async fn rebuild(&mut self, op: &mut Operator, w: usize) -> Result<(), Stop> {
+        let Operator::Exec(x) = op else {
+            let mut to = Rebuilding::Builtin(op);
+            return self.gain_history(&mut to, w).await;
+        };
+        let started = tokio::time::Instant::now();
+        let tally = x.begin_history().await?;
+        let mut to = Rebuilding::Exec(x, tally);
+        // The process was fed, in order, what `fed` records, then its own input since.
+        let mark = self.fed.iter().rev().find_map(|p| match p {
+            Piece::Own(_, hi) => Some(*hi),
+            Piece::Gain(_) => None,
+        });
+        let mark = mark.unwrap_or(0);
+        self.fed.push(Piece::Own(mark, self.own));
+        self.fed.push(Piece::Gain(w));
+        for piece in self.fed.clone() {
+            match piece {
+                Piece::Own(lo, hi) => {
+                    own_input(
+                        self.env,
+                        (&self.key, self.attempt),
+                        self.source,
+                        (&self.plan, &self.partitioner),
+                        (lo, hi),
+                        &mut to,
+                    )
+                    .await?
+                }
+                Piece::Gain(g) => self.gain_history(&mut to, g).await?,
+            }
+        }
+        to.end().await?;
+        info!(task = %self.key, map = w, own = self.own, ms = started.elapsed().as_millis() as u64, "restarted the operator with the state of the key groups it gained");
+        Ok(())
+    }
+
+    /// Feeds `to` the history of every group this task gained with map `w`: each group's
+    /// history since this task last held it, stretch by stretch.
+    async fn gain_history(&mut self, to: &mut Rebuilding<'_>, w: usize) -> Result<(), Stop> {
         let me = self.key.pos.index;
         let mut by_history: BTreeMap<Vec<Stretch>, BTreeSet<usize>> = BTreeMap::new();
         for g in (0..KEY_GROUPS).filter(|g| self.gained(w, *g)) {
@@ -166,8 +214,8 @@ impl<'a> Takeover<'a> {
         for (stretches, groups) in &by_history {
             for &(t, a, b) in stretches {
                 fed += match self.source {
-                    Some((paths, r)) => self.replay_source(op, (a, b), groups, paths, r).await?,
-                    None => self.replay_log(op, t, (a, b), groups).await?,
+                    Some((paths, r)) => self.replay_source(to, (a, b), groups, paths, r).await?,
+                    None => self.replay_log(to, t, (a, b), groups).await?,
                 };
             }
         }
@@ -181,7 +229,7 @@ impl<'a> Takeover<'a> {
     /// commits them (waiting for the log to reach each bound).
     async fn replay_log(
         &self,
-        op: &mut Operator,
+        to: &mut Rebuilding<'_>,
         t: u32,
         (a, b): (usize, usize),
         groups: &BTreeSet<usize>,
@@ -244,7 +292,7 @@ impl<'a> Takeover<'a> {
                                 let seq = batch.first_seq + i as u64;
                                 *seen = (*seen).max(seq);
                                 if seq > low && seq <= *hi && groups.contains(&part.group(&tuple)) {
-                                    op.feed_silently(tuple)?;
+                                    to.take(tuple).await?;
                                     fed += 1;
                                 }
                             }
@@ -268,7 +316,7 @@ impl<'a> Takeover<'a> {
     /// source routed while maps `a..b` were in force (the first stage: the file is its log).
     async fn replay_source(
         &self,
-        op: &mut Operator,
+        to: &mut Rebuilding<'_>,
         (a, b): (usize, usize),
         groups: &BTreeSet<usize>,
         paths: PathMode,
@@ -292,7 +340,7 @@ impl<'a> Takeover<'a> {
             };
             line += 1;
             if line > lo && groups.contains(&part.group(&t)) {
-                op.feed_silently(t)?;
+                to.take(t).await?;
                 fed += 1;
             }
         }

@@ -1,0 +1,135 @@
+//! Where a rebuilt history goes, and a task's own input read again for it.
+//!
+//! A built-in takes a gained group's history straight into its state, outputs dropped. An
+//! executable cannot (its outputs cannot be told apart inside one process): it is restarted
+//! with its state rebuilt (`exec::history`), so it must be fed its *whole* input again — the
+//! task's own input as it was fed, with the histories of earlier gains where they were fed —
+//! and then the new gain's history. [`Piece`] records that order; [`own_input`] reads the
+//! task's own input back (its input log, or for the first stage its share of the source file).
+
+use super::operator::{Operator, Stop};
+use super::TaskEnv;
+use crate::exec::{ExecOperator, Tally};
+use crate::log::{decode_segment, lineage_of, LogRecord};
+use crate::model::ids::TaskKey;
+use crate::model::partition::Partitioner;
+use crate::model::spec::PathMode;
+use crate::model::tuple::Tuple;
+use crate::protocol::control::SourceReplay;
+use crate::protocol::routing::StageRouting;
+use crate::source::{open_source, SourceReader};
+use futures::StreamExt;
+
+/// Segments of a log read at once.
+pub(super) const READ_AHEAD: usize = 8;
+
+/// One stretch of what an executable's process was fed, in order.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Piece {
+    /// The task's own input tuples `lo+1..=hi` (counted in the order they were fed).
+    Own(u64, u64),
+    /// The history of the groups gained with map `w`.
+    Gain(usize),
+}
+
+/// Where the tuples of a rebuild go.
+pub(super) enum Rebuilding<'o> {
+    /// A built-in: into its state, outputs dropped.
+    Builtin(&'o mut Operator),
+    /// An executable's fresh process and its scratch twin (`exec::history`).
+    Exec(&'o mut ExecOperator, Tally),
+}
+
+impl Rebuilding<'_> {
+    /// Takes one tuple of the history.
+    pub(super) async fn take(&mut self, t: Tuple) -> Result<(), Stop> {
+        match self {
+            Rebuilding::Builtin(op) => op.feed_silently(t),
+            Rebuilding::Exec(op, tally) => Ok(op.feed_history(tally, &t).await?),
+        }
+    }
+
+    /// Ends the rebuild (an executable's history output is counted, to be dropped).
+    pub(super) async fn end(self) -> Result<(), Stop> {
+        match self {
+            Rebuilding::Builtin(_) => Ok(()),
+            Rebuilding::Exec(op, tally) => {
+                op.end_history(tally).await.map(|_| ()).map_err(Stop::from)
+            }
+        }
+    }
+}
+
+/// Feeds `to` the task's own input tuples `lo+1..=hi`, in the order they were first fed: from
+/// its input log (stages ≥ 2), or for the first stage (`source`) its share of the source file,
+/// each line routed by the map `plan` says was in force for it.
+pub(super) async fn own_input(
+    env: &TaskEnv,
+    (key, attempt): (&TaskKey, u32),
+    source: Option<(PathMode, &SourceReplay)>,
+    (plan, partitioner): (&StageRouting, &Partitioner),
+    (lo, hi): (u64, u64),
+    to: &mut Rebuilding<'_>,
+) -> Result<(), Stop> {
+    if hi <= lo {
+        return Ok(());
+    }
+    let me = key.pos.index;
+    let mut n = 0u64;
+    if let Some((paths, r)) = source {
+        let failed = |e: String| Stop::Failed(format!("rebuilding state from {}: {e}", r.path));
+        let file = open_source(env, paths, &r.path).await.map_err(failed)?;
+        let mut rd = SourceReader::new(file, &r.name);
+        let mut part = Partitioner::new(partitioner.partition().clone(), 1);
+        let point = |i: usize| plan.versions[i].at.get(&0).map_or(0, |p| p.outputs);
+        let mut line = 0u64;
+        while n < hi {
+            let Some(t) = rd.next_tuple().await.map_err(|e| failed(e.to_string()))? else {
+                return Err(failed(format!(
+                    "the file ended before this task's tuple {hi}"
+                )));
+            };
+            line += 1;
+            let v = (1..plan.versions.len())
+                .rev()
+                .find(|i| line > point(*i))
+                .unwrap_or(0);
+            if plan.versions[v].map.owner(part.group(&t)) == me {
+                n += 1;
+                if n > lo {
+                    to.take(t).await?;
+                }
+            }
+        }
+        return Ok(());
+    }
+    let lineage = lineage_of(&env.store, key, attempt).await?;
+    let store = env.store.clone();
+    let mut reads = futures::stream::iter(lineage)
+        .map(move |seg| {
+            let store = store.clone();
+            async move {
+                let data = store.get(&seg).await;
+                (seg, data)
+            }
+        })
+        .buffered(READ_AHEAD);
+    while let Some((seg, data)) = reads.next().await {
+        let data = data.map_err(crate::log::LogError::from)?;
+        for rec in decode_segment(&seg, data)? {
+            let LogRecord::Batch(b) = rec else { continue };
+            for t in b.tuples {
+                n += 1;
+                if n > lo {
+                    to.take(t).await?;
+                }
+                if n >= hi {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(Stop::Failed(format!(
+        "rebuilding state: this task's input log holds {n} tuples, fewer than the {hi} it fed"
+    )))
+}
