@@ -30,6 +30,7 @@ mod readout;
 pub mod record;
 mod recover;
 pub mod rescale;
+mod restart_scale;
 pub use protocol::routing;
 mod start;
 pub mod sweep;

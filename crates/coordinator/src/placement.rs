@@ -83,6 +83,7 @@ pub fn assignment(
         routes: routes.list(),
         routes_version: routes.version,
         source_replay,
+        source_caught_up: 0,
         epoch,
     }
 }

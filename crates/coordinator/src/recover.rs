@@ -46,7 +46,7 @@ impl JobCore {
         }
         match recovery(self.spec.delivery) {
             Recovery::RestartTask => self.restart_task(pos, cluster, out),
-            Recovery::RestartEpoch => self.restart_epoch(cluster, out),
+            Recovery::RestartEpoch => self.restart_epoch(cluster, out, true),
             Recovery::Fail => Err(Outcome::Failed(format!(
                 "task {pos} failed ({cause}); at-most-once never re-runs work, so the job ends with the output written so far"
             ))),
@@ -122,11 +122,13 @@ impl JobCore {
     /// are gone, so the whole pipeline restarts from the source in a new epoch, every task at
     /// a new attempt (on its worker if alive). Sequence numbers of the new epoch start above
     /// every old one, so stale frames are dropped as duplicates; the sink's log keeps what it
-    /// committed and the new epoch appends to it. No loss; duplicates possible.
+    /// committed and the new epoch appends to it. No loss; duplicates possible. A restart
+    /// after a failure backs off (`backoff`); a planned one (a rescale) starts at once.
     pub(super) fn restart_epoch(
         &mut self,
         cluster: &Cluster,
         out: &mut Vec<Action>,
+        backoff: bool,
     ) -> Result<(), Outcome> {
         let workers: BTreeSet<WorkerId> = self
             .tasks
@@ -170,7 +172,10 @@ impl JobCore {
         self.sink_done = false;
         out.push(Action::ClearTimer(Timer::Drain));
         out.push(Action::Persist(self.run_state()));
-        let wait = self.cfg.restart_wait(self.epoch);
+        let wait = match backoff {
+            true => self.cfg.restart_wait(self.epoch),
+            false => std::time::Duration::ZERO,
+        };
         info!(job = %self.id, epoch = self.epoch, wait_ms = wait.as_millis() as u64, "at-least-once: restarting the pipeline from the source");
         if wait.is_zero() {
             self.launch(out);

@@ -91,15 +91,17 @@ impl JobCore {
         }
     }
 
-    /// Why the keys of `stage` cannot move with their state, if they cannot: the new owner
-    /// of a group rebuilds its state from the group's logged input, which only exactly-once
-    /// keeps (a built-in takes it into its state, an executable is restarted with it).
+    /// Why the keys of `stage` cannot move with their state, if they cannot. Under
+    /// exactly-once the new owner of a group rebuilds its state from the group's logged input
+    /// (a built-in takes it into its state, an executable is restarted with it); under
+    /// at-least-once the pipeline restarts from the source with the new map
+    /// ([`restart_rescale`](Self::restart_rescale)); at-most-once replays nothing.
     fn stateful(&self, stage: u32) -> Option<String> {
-        if !self.keeps_state(stage) || self.spec.delivery == Delivery::ExactlyOnce {
+        if !self.keeps_state(stage) || self.spec.delivery != Delivery::AtMostOnce {
             return None;
         }
         Some(format!(
-            "stage {stage} keeps state per key, which moves with its keys only under exactly-once"
+            "stage {stage} keeps state per key, which at-most-once never replays to rebuild"
         ))
     }
 
@@ -108,7 +110,7 @@ impl JobCore {
     pub(super) fn inbound_of(&self, stage: u32) -> Option<Inbound> {
         // Only a stage whose keys can move with their state: every tuple it takes is checked
         // against the routing.
-        if !self.keeps_state(stage) || self.stateful(stage).is_some() {
+        if !self.keeps_state(stage) || self.spec.delivery != Delivery::ExactlyOnce {
             return None;
         }
         let mut routing = self.routing_of(stage);
@@ -199,6 +201,9 @@ impl JobCore {
             Some(v) => v.map.rescaled(&target),
             None => return Err("the stage has no map".into()),
         };
+        if self.by_restart(req.stage) {
+            return self.restart_rescale(req, map, from, cluster, out);
+        }
         let mut routing = routing;
         let version = routing.begin(map.clone());
         // Upstream tasks whose stream has ended route nothing more: their outputs all went
@@ -276,6 +281,10 @@ impl JobCore {
         }
         if routing.pending().is_some() {
             return Some(format!("stage {} is already being rescaled", req.stage));
+        }
+        if self.by_restart(req.stage) {
+            // Every task restarts: how far upstream attempts got does not matter.
+            return None;
         }
         let upstream = req.stage - 1;
         let positions = (0..tasks_of(&self.spec, upstream)).map(|index| TaskPos {

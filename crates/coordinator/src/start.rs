@@ -151,7 +151,7 @@ impl JobCore {
                     *self.moves.entry(*pos).or_default() += 1;
                 }
                 info!(job = %self.id, %worker, "a worker drains: restarting the at-least-once pipeline without it");
-                self.restart_epoch(cluster, out)
+                self.restart_epoch(cluster, out, true)
             }
         }
     }

@@ -315,7 +315,16 @@ impl Executor {
         match action {
             // Recorded when decided (`decide`); the job's wait, likewise.
             Action::Assign { .. } | Action::Waiting(_) => {}
-            Action::Start { worker, assignment } => {
+            Action::Start {
+                worker,
+                mut assignment,
+            } => {
+                if assignment.key.pos.stage == 0 {
+                    if let Some(j) = st.jobs.get(&self.id) {
+                        assignment.source_caught_up =
+                            j.source_read.load(std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 if let Some(t) = st.tasks.get_mut(&assignment.key) {
                     if t.attempt == assignment.attempt {
                         t.start_sent = Some(Instant::now());

@@ -50,6 +50,8 @@ pub struct JobRec {
     pub started: Instant,
     /// Tuples the source emitted.
     pub source_tuples: Arc<AtomicU64>,
+    /// The most lines any source attempt read: a restarted source sends these unpaced.
+    pub source_read: Arc<AtomicU64>,
     /// Lines the sink wrote.
     pub sink_tuples: Arc<AtomicU64>,
     /// Latency histogram.
@@ -171,6 +173,7 @@ impl JobRec {
             submitted: SystemTime::now(),
             started: Instant::now(),
             source_tuples: Arc::new(AtomicU64::new(0)),
+            source_read: Arc::new(AtomicU64::new(0)),
             sink_tuples: Arc::new(AtomicU64::new(0)),
             latency: Arc::default(),
             failures: 0,
@@ -287,6 +290,7 @@ impl JobRec {
             submitted,
             started,
             source_tuples: Arc::new(AtomicU64::new(job.source_tuples)),
+            source_read: Arc::new(AtomicU64::new(job.source_tuples)),
             sink_tuples: Arc::new(AtomicU64::new(job.sink_tuples)),
             latency: Arc::default(),
             failures: job.failures,

@@ -63,7 +63,10 @@ pub fn job_counters(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control
         return;
     };
     match j.spec.role_of(r.key.pos.stage) {
-        StageRole::Source => j.source_tuples.store(r.tuples_out, Ordering::Relaxed),
+        StageRole::Source => {
+            j.source_tuples.store(r.tuples_out, Ordering::Relaxed);
+            j.source_read.fetch_max(r.tuples_out, Ordering::Relaxed);
+        }
         StageRole::Sink => {
             j.sink_tuples.store(r.tuples_in, Ordering::Relaxed);
             if let Some(h) = &r.latency {

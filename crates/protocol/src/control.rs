@@ -261,6 +261,11 @@ pub struct TaskAssignment {
     pub epoch: u32,
     /// For a first-stage task under exactly-once: where its input log, the source file, is.
     pub source_replay: Option<SourceReplay>,
+    /// For the source: how many lines earlier attempts of it already read. They were due
+    /// already, so a restarted source sends them without pacing and paces only what follows
+    /// (an at-least-once restart replays from the first line).
+    #[serde(default)]
+    pub source_caught_up: u64,
 }
 
 /// What a task runs. The source (stage 0) and the sink (stage K+1) are placed on workers like

@@ -132,21 +132,27 @@ impl Default for SourceRead {
 
 /// Where a source's pacing counts from: a new rate starts counting anew from the line it
 /// reached, so a change applies at once and the lines before it keep the old pace.
+/// Lines an earlier attempt read (`caught_up`) were due already: they go at once, and the
+/// pace counts from the first line past them.
 struct Pace {
     since: Instant,
     from_line: u64,
     rate: f64,
+    caught_up: u64,
 }
 
 impl Pace {
     /// When line `line_no` is due, if the source is paced; a changed rate re-bases first.
     fn due(&mut self, line_no: u64, rate: f64) -> Option<Instant> {
+        if line_no < self.caught_up {
+            self.since = Instant::now();
+            self.from_line = line_no + 1;
+            return None;
+        }
         if rate != self.rate {
-            *self = Pace {
-                since: Instant::now(),
-                from_line: line_no,
-                rate,
-            };
+            self.since = Instant::now();
+            self.from_line = line_no;
+            self.rate = rate;
         }
         (rate > 0.0).then(|| {
             let ahead = (line_no - self.from_line) as f64 / rate;
@@ -193,6 +199,8 @@ pub struct SourceSpec {
     pub attempt: u32,
     /// Where it counts how far it has read (reported with its meters).
     pub read: Arc<SourceRead>,
+    /// Lines earlier attempts already read: sent at once, pacing starts after them.
+    pub caught_up: u64,
 }
 
 /// Why a source stopped.
@@ -252,6 +260,7 @@ pub async fn run_source(
             since: Instant::now(),
             from_line: 0,
             rate: *rate.borrow_and_update(),
+            caught_up: spec.caught_up,
         };
         loop {
             let now_rate = *rate.borrow_and_update();
@@ -311,6 +320,34 @@ mod tests {
             out.push(t);
         }
         Ok(out)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lines_an_earlier_attempt_read_go_at_once_and_the_pace_counts_after_them() {
+        let rate = 10.0;
+        let mut pace = Pace {
+            since: Instant::now(),
+            from_line: 0,
+            rate,
+            caught_up: 100,
+        };
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!((0..100).all(|l| pace.due(l, rate).is_none()), "no wait");
+        let start = Instant::now();
+        assert_eq!(
+            pace.due(100, rate),
+            Some(start),
+            "the first new line at once"
+        );
+        assert_eq!(pace.due(110, rate), Some(start + Duration::from_secs(1)));
+        // Without it, line 110 was due 11 s after the start.
+        let mut fresh = Pace {
+            since: start,
+            from_line: 0,
+            rate,
+            caught_up: 0,
+        };
+        assert_eq!(fresh.due(110, rate), Some(start + Duration::from_secs(11)));
     }
 
     #[tokio::test]

@@ -76,6 +76,7 @@ pub async fn run_task(
             epoch: a.epoch,
             attempt: a.attempt,
             read: status.source.clone(),
+            caught_up: a.source_caught_up,
         };
         env.routes.set_many(&a.key.job, a.routes_version, &a.routes);
         status.set_state(TaskState::Running);

@@ -62,6 +62,7 @@ fn assignment(operator: OperatorSpec) -> TaskAssignment {
         routes_version: 1,
         epoch: 0,
         source_replay: None,
+        source_caught_up: 0,
     }
 }
 
