@@ -117,10 +117,12 @@ def run_once(args, tmp, data, lines, app, rnd, expected):
                     bench.engine_stages(app, "builtin"), args.tasks)
     argv = [args.bin, "run", job, "--workers", str(args.workers), "--summary-json",
             os.path.join(d, "summary.json")]
-    log("- %s: %s" % (name, " ".join(argv)))
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
+    log("- %s (load %s): %s" % (name, load, " ".join(argv)))
     # stdout carries every output line too; keep it out of the way.
     res = bench.measure(argv, d, os.devnull, os.path.join(d, "stderr.txt"), args.timeout)
-    row = {"app": app, "lines": lines, "res": res, "check": "—"}
+    row = {"app": app, "lines": lines, "res": res, "check": "—", "load": load}
     if not bench.succeeded(res) or not os.path.exists(sink):
         row["check"] = bench.Suite.status_text(res) if not bench.succeeded(res) else "no sink"
         log("  !! failed; stderr:\n" + bench.tail(os.path.join(d, "stderr.txt")))
@@ -154,8 +156,9 @@ def ok(row):
 
 
 def render(rows, args, sizes):
-    out = ["| App | Input lines | Run | Wall s | µs per line | CPU s | Output lines | Check "
-           "| Peak RSS MB: rainstorm | Peak RSS MB: tree |", "|" + "---|" * 10]
+    out = ["| App | Input lines | Run | Wall s | µs per line | CPU s | CPU µs per line "
+           "| Load avg at start | Output lines | Check | Peak RSS MB: rainstorm "
+           "| Peak RSS MB: tree |", "|" + "---|" * 12]
     for r in rows:
         res = r["res"]
         wall = res["wall"] if bench.succeeded(res) else None
@@ -164,28 +167,33 @@ def render(rows, args, sizes):
             "%.2f" % wall if wall else "—",
             "%.3f" % (wall / r["lines"] * 1e6) if wall else "—",
             "%.1f" % res["cpu"] if res["cpu"] is not None else "—",
+            "%.3f" % (res["cpu"] / r["lines"] * 1e6) if wall else "—", r["load"],
             bench.fmt_int(r.get("out_lines", 0)), r["check"],
             bench.fmt_mb(res["mem"]["main"]), bench.fmt_mb(res["tree_kb"])]))
     out += ["", "| App | " + " | ".join("µs/line at %s (median wall s)" % bench.fmt_int(s)
                                          for s in sizes) +
-            " | µs/line %s ÷ %s (target ≤ 1.10) | max RSS of any process at %s (target < 256 MB) |"
+            " | µs/line %s ÷ %s (target ≤ 1.10) | CPU µs/line, same ratio | max RSS of any "
+            "process at %s (target < 256 MB) |"
             % (short(sizes[-1]), short(sizes[-2]) if len(sizes) > 1 else "—",
                short(sizes[-1])),
-            "|" + "---|" * (len(sizes) + 3)]
+            "|" + "---|" * (len(sizes) + 4)]
     for app in args.apps:
-        per_line = {}
+        per_line, cpu_line = {}, {}
         cells = [app]
         for s in sizes:
-            walls = [r["res"]["wall"] for r in rows
-                     if r["app"] == app and r["lines"] == s and ok(r)]
-            m = bench.median(walls)
+            done = [r["res"] for r in rows if r["app"] == app and r["lines"] == s and ok(r)]
+            m = bench.median([res["wall"] for res in done])
+            c = bench.median([res["cpu"] for res in done])
             per_line[s] = m / s * 1e6 if m else None
-            cells.append("%.3f (%.2f s, n=%d)" % (per_line[s], m, len(walls)) if m else "—")
+            cpu_line[s] = c / s * 1e6 if c else None
+            cells.append("%.3f (%.2f s, n=%d)" % (per_line[s], m, len(done)) if m else "—")
         if len(sizes) > 1 and per_line[sizes[-1]] and per_line[sizes[-2]]:
             x = per_line[sizes[-1]] / per_line[sizes[-2]]
             cells.append("%.2f %s" % (x, "met" if x <= 1.10 else "missed"))
+            cells.append("%.3f / %.3f = %.2f" % (cpu_line[sizes[-1]], cpu_line[sizes[-2]],
+                                                  cpu_line[sizes[-1]] / cpu_line[sizes[-2]]))
         else:
-            cells.append("—")
+            cells += ["—", "—"]
         big = [r["max_proc_kb"] for r in rows if r["app"] == app and r["lines"] == sizes[-1]]
         if big:
             mx = max(big)
