@@ -15,7 +15,9 @@
 # tasks running bench/ops/burn.py ITERATIONS (SHA-256 rounds per tuple, output = input),
 # exactly-once. With 1 worker (--slots 2) both tasks share core 0; with 2 workers (--slots 1
 # each) the leader has to put one task on each. Each configuration starts a fresh cluster;
-# ROUNDS rounds alternate 1 and 2 workers. Throughput = LINES / wall time of
+# ROUNDS rounds alternate 1 and 2 workers. Each round also runs the control: the same two
+# burn.py processes with no engine, each on half the input (key<TAB>line), both pinned to
+# core 0 and then one per core: the factor this machine gives two pinned processes right now. Throughput = LINES / wall time of
 # `rainstorm submit --follow` (submission to the last output line); the job's own elapsed_ms
 # is shown too. The output is checked against the input (sorted, digested).
 #
@@ -133,8 +135,30 @@ start_cluster() {
     cli put "$TMP/in.csv" in.csv >/dev/null
 }
 
+awk '{ printf "k%d\t%s\n", NR, $0 }' "$TMP/in.csv" >"$TMP/kv.txt"
+split -n l/2 "$TMP/kv.txt" "$TMP/half."
+# control CORE_A CORE_B: wall seconds of two burn.py on the halves, pinned to those cores.
+control() {
+    local t0 t1 a b
+    t0=$(date +%s.%N)
+    nice -n "$NICE" taskset -c "$1" python3 "$OPS/burn.py" "$ITERS" <"$TMP/half.aa" >/dev/null &
+    a=$!
+    nice -n "$NICE" taskset -c "$2" python3 "$OPS/burn.py" "$ITERS" <"$TMP/half.ab" >/dev/null &
+    b=$!
+    wait "$a" "$b"
+    t1=$(date +%s.%N)
+    echo "$t1 - $t0" | bc -l
+}
+
 RESULTS=()
+CONTROL=()
 for r in $(seq "$ROUNDS"); do
+    c1=$(control 0 0)
+    c2=$(control 0 1)
+    CONTROL+=("$(printf '| %d | %.2f | %.0f | %.2f | %.0f | %.2f× | %s |' "$r" "$c1" \
+        "$(echo "$LINES / $c1" | bc -l)" "$c2" "$(echo "$LINES / $c2" | bc -l)" \
+        "$(echo "$c1 / $c2" | bc -l)" "$(cut -d' ' -f1 /proc/loadavg)")")
+    echo "round $r, control (no engine): ${CONTROL[-1]}" >&2
     for n in 1 2; do
         tag=r$r-w$n
         start_cluster "$n" "$tag"
@@ -164,6 +188,12 @@ echo
 echo "| Round | Workers | Stage tasks per worker | Wall s (submit → last line) | Job elapsed s | Lines/s | Check | Load avg at start |"
 echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${RESULTS[@]}"
+echo
+echo "Control, no engine (two burn.py on half the input each):"
+echo
+echo "| Round | Both on core 0: s | lines/s | One per core: s | lines/s | factor | Load avg |"
+echo "|---|---|---|---|---|---|---|"
+printf '%s\n' "${CONTROL[@]}"
 # Median throughput per worker count and the factor.
 printf '%s\n' "${RESULTS[@]}" | awk -F'|' '
     { w = $3 + 0; v[w, ++n[w]] = $7 + 0; ok = ok && 1; if ($8 !~ /ok/) bad = 1 }
