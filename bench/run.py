@@ -19,6 +19,16 @@ kind of process (the rainstorm process itself, the operator processes, the whole
 sampled from /proc every 50 ms.
 
 A run that fails or times out is reported as such in the table; the suite carries on.
+
+One run only, e.g. app2 with built-ins, exactly-once, on 5M lines, no baselines or latency:
+
+    python3 bench/run.py --apps app2 --kinds builtin --modes exactly-once --lines 5000000 \
+        --baselines none --latency-jobs none
+
+The ratio table (Unix pipe, Python ops in a pipe, built-in exactly-once / at-least-once,
+Python exactly-once; medians over interleaved rounds of one invocation):
+
+    python3 bench/run.py --compare [--repeat 3] [--out docs/benchmarks.md]
 """
 
 import argparse
@@ -41,9 +51,18 @@ EXAMPLES = os.path.join(REPO, "examples")
 OPS = os.path.join(EXAMPLES, "ops")
 DEFAULT_BIN = os.path.join(REPO, "target", "release", "rainstorm")
 MODES = ["exactly-once", "at-least-once", "at-most-once"]
+APPS = ["app1", "app2"]
+BASELINES = ["unix", "python"]
+PY_PIPE = "Python ops in a shell pipe"
+# The engine runs --compare sets against the baselines, in this order.
+COMPARE_ENGINE = [("builtin", "exactly-once"), ("builtin", "at-least-once"),
+                  ("exec", "exactly-once")]
 NEEDLE = "Punched Telespar"
 BEGIN_MARK = "<!-- BEGIN bench/run.py results -->"
 END_MARK = "<!-- END bench/run.py results -->"
+# --compare writes its own section, so that it never replaces the full run's.
+COMPARE_BEGIN_MARK = "<!-- BEGIN bench/run.py --compare results -->"
+COMPARE_END_MARK = "<!-- END bench/run.py --compare results -->"
 SAMPLE_EVERY = 0.05  # seconds between /proc samples
 
 
@@ -483,21 +502,47 @@ class Suite:
 
     # -- the plan ----------------------------------------------------------------------------
 
-    def throughput(self, data, lines):
-        a = self.args
-        for app in ("app1", "app2"):
-            out = os.path.join(self.rundir("%s-unix" % app), "out.txt")
+    def baseline(self, app, which, data, lines):
+        """One baseline run: "unix" (grep | cut/awk) or "python" (the operators in a pipe)."""
+        out = os.path.join(self.rundir("%s-%s" % (app, which)), "out.txt")
+        if which == "unix":
             runner = "Unix grep | cut" if app == "app1" else "Unix grep | awk"
             row = self.run_shell(app, runner, unix_pipeline(app, data, out), out, data, lines)
             if succeeded(row["res"]):
                 self.unix_wall[app] = row["res"]["wall"]
-            out = os.path.join(self.rundir("%s-python" % app), "out.txt")
-            self.run_shell(app, "Python ops in a shell pipe", python_pipeline(app, data, out),
-                           out, data, lines)
+        else:
+            row = self.run_shell(app, PY_PIPE, python_pipeline(app, data, out), out, data,
+                                 lines)
+        row["config"] = which
+        return row
+
+    def engine(self, app, kind, mode, data, lines):
+        name = "%s-%s-%s" % (app, kind, mode)
+        row = self.run_engine(name, app, kind, mode, data, 0, lines)
+        row["config"] = "%s-%s" % (kind, mode)
+        self.rows.append(row)
+        return row
+
+    def throughput(self, data, lines):
+        a = self.args
+        for app in a.apps:
+            for which in a.baselines:
+                self.baseline(app, which, data, lines)
             for kind in a.kinds:
                 for mode in a.modes:
-                    name = "%s-%s-%s" % (app, kind, mode)
-                    self.rows.append(self.run_engine(name, app, kind, mode, data, 0, lines))
+                    self.engine(app, kind, mode, data, lines)
+
+    def compare(self, data, lines):
+        """The runs behind the ratio table, interleaved round by round (--repeat)."""
+        a = self.args
+        for r in range(a.repeat):
+            if a.repeat > 1:
+                self.log("round %d of %d" % (r + 1, a.repeat))
+            for app in a.apps:
+                for which in ("unix", "python"):
+                    self.baseline(app, which, data, lines)
+                for kind, mode in COMPARE_ENGINE:
+                    self.engine(app, kind, mode, data, lines)
 
     def latency(self, data, lines):
         a = self.args
@@ -561,6 +606,70 @@ def throughput_table(suite):
             cells[-1] += " (%s)" % r["note"]
         rows.append(md_row([r["app"], r["runner"], r["delivery"]] + cells +
                            [main_mb, ops_mb, tree_mb]))
+    return "\n".join(rows)
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return None if n == 0 else (xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2)
+
+
+# (label, numerator config, denominator config, target) for the ratio table's columns.
+RATIOS = [
+    ("built-in EO ÷ Unix", "builtin-exactly-once", "unix", {"app1": 3.0, "app2": 2.0}),
+    ("built-in ALO ÷ Unix", "builtin-at-least-once", "unix", None),
+    ("Python pipe ÷ Unix", "python", "unix", None),
+    ("Python EO ÷ Unix", "exec-exactly-once", "unix", None),
+    ("Python EO ÷ Python pipe", "exec-exactly-once", "python", 1.3),
+    ("built-in EO ÷ built-in ALO", "builtin-exactly-once", "builtin-at-least-once", 1.25),
+]
+RATIO_WALLS = [("Unix", "unix"), ("Python pipe", "python"),
+               ("built-in EO", "builtin-exactly-once"),
+               ("built-in ALO", "builtin-at-least-once"), ("Python EO", "exec-exactly-once")]
+
+
+def compare_walls(suite):
+    """{app: {config: [wall seconds of each successful run whose output checked]}}.
+
+    The Unix baselines' check is expected to differ (they do not parse CSV), so only their
+    exit status counts.
+    """
+    walls = {}
+    for r in suite.rows:
+        res = r["res"]
+        if "config" not in r or not succeeded(res):
+            continue
+        if r["config"] != "unix" and r.get("check") != "ok":
+            continue
+        walls.setdefault(r["app"], {}).setdefault(r["config"], []).append(res["wall"])
+    return walls
+
+
+def ratio_table(suite):
+    """Median wall per runner and their ratios, every number from this invocation."""
+    walls = compare_walls(suite)
+    head = (["App"] + ["%s s" % label for label, _ in RATIO_WALLS] +
+            ["%s%s" % (label, "" if t is None else " (target %s)" % (
+                ", ".join("%s ≤ %g" % kv for kv in sorted(t.items())) if isinstance(t, dict)
+                else "≤ %g" % t)) for label, _, _, t in RATIOS])
+    rows = [md_row(head), "|" + "---|" * len(head)]
+    for app in suite.args.apps:
+        w = walls.get(app, {})
+        med = {cfg: median(w.get(cfg, [])) for _, cfg in RATIO_WALLS}
+        cells = [app]
+        for _, cfg in RATIO_WALLS:
+            m = med[cfg]
+            cells.append("—" if m is None else "%.2f (n=%d)" % (m, len(w[cfg])))
+        for _, num, den, target in RATIOS:
+            if med[num] is None or not med[den]:
+                cells.append("—")
+                continue
+            x = med[num] / med[den]
+            t = target.get(app) if isinstance(target, dict) else target
+            verdict = "" if t is None else (" met" if x <= t else " missed")
+            cells.append("%.2f×%s" % (x, verdict))
+        rows.append(md_row(cells))
     return "\n".join(rows)
 
 
@@ -632,7 +741,8 @@ def git_rev():
 
 def render(suite, args, command, data_info, started):
     parts = [
-        "## Benchmark results",
+        "## Benchmark ratios (`bench/run.py --compare`)" if args.compare
+        else "## Benchmark results",
         "",
         "Produced by `%s` on %s (git %s)." % (command, started, git_rev()),
         "",
@@ -644,6 +754,14 @@ def render(suite, args, command, data_info, started):
     ]
     if suite.rows:
         parts += ["### Throughput", "", throughput_table(suite), ""]
+    if args.compare:
+        parts += ["### Ratios (medians of %d round%s, same invocation)" % (
+            args.repeat, "" if args.repeat == 1 else "s"), "", ratio_table(suite), "",
+            "Each ratio divides two median wall times from this invocation (lower is "
+            "better); EO = exactly-once, ALO = at-least-once, *Python* = the "
+            "`examples/ops/` scripts (EO: as RainStorm executable operators; pipe: chained "
+            "by a shell pipe, no engine). A run that failed, or whose output did not match "
+            "the reference, is left out of the medians (n counts the rest).", ""]
     if suite.lat_rows:
         parts += ["### Latency (source emit → sink write, measured by the engine)", "",
                   latency_table(suite), ""]
@@ -667,16 +785,16 @@ def render(suite, args, command, data_info, started):
     return "\n".join(parts) + "\n"
 
 
-def write_section(path, section):
-    block = BEGIN_MARK + "\n" + section + END_MARK + "\n"
+def write_section(path, section, begin=BEGIN_MARK, end_mark=END_MARK):
+    block = begin + "\n" + section + end_mark + "\n"
     try:
         with open(path) as f:
             old = f.read()
     except FileNotFoundError:
         old = "# Benchmarks\n\n"
-    start, end = old.find(BEGIN_MARK), old.find(END_MARK)
+    start, end = old.find(begin), old.find(end_mark)
     if start >= 0 and end > start:
-        new = old[:start] + block + old[end + len(END_MARK):].lstrip("\n")
+        new = old[:start] + block + old[end + len(end_mark):].lstrip("\n")
     else:
         new = old.rstrip("\n") + "\n\n" + block
     parent = os.path.dirname(os.path.abspath(path))
@@ -707,7 +825,21 @@ def parse_args(argv):
     ap.add_argument("--modes", help="comma-separated delivery modes (default: all three; "
                     "exactly-once with --quick)")
     ap.add_argument("--kinds", default="builtin,exec",
-                    help="operator kinds to run on the engine: builtin, exec")
+                    help="operator kinds to run on the engine: builtin, exec; 'none' for "
+                    "no engine run")
+    ap.add_argument("--apps", default="app1,app2", help="comma-separated: app1, app2")
+    ap.add_argument("--baselines", default="unix,python",
+                    help="baselines to run: unix (grep | cut/awk), python (the operators in "
+                    "a shell pipe); 'none' for neither")
+    ap.add_argument("--data", help="use this dataset instead of generating one (its lines "
+                    "are counted; --lines and --seed are then ignored)")
+    ap.add_argument("--compare", action="store_true",
+                    help="run, per app, the Unix pipe, the Python ops in a shell pipe, and "
+                    "RainStorm built-in exactly-once, built-in at-least-once and Python "
+                    "exactly-once, then print their ratios (ignores --modes, --kinds, "
+                    "--baselines; no latency runs unless --latency-jobs is given)")
+    ap.add_argument("--repeat", type=int, default=1, help="with --compare: rounds, "
+                    "interleaved; the ratios use median wall times")
     ap.add_argument("--latency-lines", type=int, help="input lines for the latency runs "
                     "(default 100000; 20000 with --quick)")
     ap.add_argument("--latency-rate", type=int, default=10000, help="tuples per second")
@@ -728,16 +860,36 @@ def parse_args(argv):
     for m in args.modes:
         if m not in MODES:
             ap.error("unknown delivery mode %r" % m)
-    args.kinds = [k for k in args.kinds.split(",") if k]
+    args.kinds = [] if args.kinds == "none" else [k for k in args.kinds.split(",") if k]
     for k in args.kinds:
         if k not in ("builtin", "exec"):
             ap.error("unknown operator kind %r" % k)
-    lj = args.latency_jobs or ("app1" if args.quick else "app1,app1-exec")
+    args.apps = [x for x in args.apps.split(",") if x]
+    for x in args.apps:
+        if x not in APPS:
+            ap.error("unknown app %r" % x)
+    args.baselines = ([] if args.baselines == "none"
+                      else [x for x in args.baselines.split(",") if x])
+    for x in args.baselines:
+        if x not in BASELINES:
+            ap.error("unknown baseline %r" % x)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
+    if args.repeat > 1 and not args.compare:
+        ap.error("--repeat goes with --compare")
+    if args.compare and args.baselines_only:
+        ap.error("--compare needs the engine: drop --baselines-only")
+    if args.data:
+        args.data = os.path.abspath(args.data)
+        if not os.path.isfile(args.data):
+            ap.error("no dataset at %s" % args.data)
+    lj = args.latency_jobs or ("none" if args.compare else
+                               "app1" if args.quick else "app1,app1-exec")
     args.latency_jobs = [] if lj == "none" else lj.split(",")
     for j in args.latency_jobs:
         if j not in ("app1", "app1-exec", "app2", "app2-exec"):
             ap.error("unknown latency job %r" % j)
-    if args.lines < 2 or args.latency_lines < 1:
+    if (args.lines < 2 and not args.data) or args.latency_lines < 1:
         ap.error("need at least 2 lines")
     args.bin = os.path.abspath(args.bin)
     return args
@@ -746,7 +898,9 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     command = "python3 bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if not args.baselines_only and not os.access(args.bin, os.X_OK):
+    needs_engine = args.compare or (args.kinds and not args.baselines_only) or (
+        args.latency_jobs and not args.baselines_only)
+    if needs_engine and not os.access(args.bin, os.X_OK):
         print("rainstorm binary not found at %s.\nBuild it first:  cargo build --release\n"
               "(or pass --bin PATH, or --baselines-only to run just the baselines)"
               % args.bin, file=sys.stderr)
@@ -755,24 +909,35 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="rainstorm-bench-")
     try:
         suite = Suite(args, tmp)
-        data = os.path.join(tmp, "signs.csv")
-        suite.log("generating %s lines (seed %d) into %s" % (fmt_int(args.lines), args.seed,
-                                                            data))
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, os.path.join(EXAMPLES, "gen_signs.py"), "--lines",
-                        str(args.lines), "--seed", str(args.seed), "--out", data], check=True)
-        gen_s = time.perf_counter() - t0
-        size = os.path.getsize(data)
-        data_info = ("%s lines, %.0f MB (%.0f bytes/line), `examples/gen_signs.py --seed %d`, "
-                     "generated in %.1f s" % (fmt_int(args.lines), size / 1e6,
-                                              size / args.lines, args.seed, gen_s))
+        if args.data:
+            data = args.data
+            args.lines = count_lines(data)
+            size = os.path.getsize(data)
+            data_info = "%s lines, %.0f MB (%.0f bytes/line), `%s`" % (
+                fmt_int(args.lines), size / 1e6, size / max(args.lines, 1), data)
+        else:
+            data = os.path.join(tmp, "signs.csv")
+            suite.log("generating %s lines (seed %d) into %s"
+                      % (fmt_int(args.lines), args.seed, data))
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, os.path.join(EXAMPLES, "gen_signs.py"), "--lines",
+                            str(args.lines), "--seed", str(args.seed), "--out", data],
+                           check=True)
+            gen_s = time.perf_counter() - t0
+            size = os.path.getsize(data)
+            data_info = ("%s lines, %.0f MB (%.0f bytes/line), `examples/gen_signs.py --seed "
+                         "%d`, generated in %.1f s" % (fmt_int(args.lines), size / 1e6,
+                                                       size / args.lines, args.seed, gen_s))
         suite.log("computing reference outputs")
-        for app in ("app1", "app2"):
+        for app in args.apps:
             suite.expected_lines(data, app)
 
         if args.baselines_only:
             args.kinds = []
-        suite.throughput(data, args.lines)
+        if args.compare:
+            suite.compare(data, args.lines)
+        else:
+            suite.throughput(data, args.lines)
 
         if args.latency_jobs and not args.baselines_only:
             lat_data = os.path.join(tmp, "latency.csv")
@@ -790,7 +955,10 @@ def main(argv=None):
         section = render(suite, args, command, data_info, started)
         print(section)
         if args.out:
-            write_section(args.out, section)
+            if args.compare:
+                write_section(args.out, section, COMPARE_BEGIN_MARK, COMPARE_END_MARK)
+            else:
+                write_section(args.out, section)
             suite.log("results written to %s" % args.out)
         if suite.failures:
             suite.log("%d run(s) failed; see above" % suite.failures)
