@@ -65,6 +65,10 @@ pub const WORKER_HEADER: &str = "x-rainstorm-worker";
 /// Header carrying the session key of the registration [`WORKER_HEADER`] names.
 pub const SESSION_HEADER: &str = "x-rainstorm-session";
 
+/// The header in which the leader's store answers an object's size (to a HEAD as to a GET):
+/// a worker learns how large a source is without moving it.
+pub const OBJECT_SIZE_HEADER: &str = "x-object-size";
+
 /// The leader's answer to `POST /internal/challenge`: a fresh value a registration signs,
 /// good for one registration within a minute.
 #[derive(Debug, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ use super::{error, Shared};
 use crate::job::OutputWrite;
 use crate::model::ids::{JobId, WorkerId};
 use crate::owned::reserved;
+use crate::protocol::control::OBJECT_SIZE_HEADER;
 use crate::state::{lock, State as LeaderState};
 use crate::Leader;
 use axum::body::Body;
@@ -60,9 +61,15 @@ pub(super) async fn store_get(State(l): Shared, Path(path): Path<String>) -> Res
     match l.store.open(&path).await {
         Ok(rd) => {
             let stream = tokio_util::io::ReaderStream::with_capacity(rd, 256 << 10);
-            Response::builder()
-                .header("content-type", "application/octet-stream")
-                .body(Body::from_stream(stream))
+            let mut resp = Response::builder().header("content-type", "application/octet-stream");
+            // For a HEAD (axum answers it with this handler, without the body): the size.
+            match l.store.size(&path).await {
+                Ok(n) => resp = resp.header(OBJECT_SIZE_HEADER, n),
+                Err(e) => {
+                    tracing::debug!(%path, error = %e, "cannot size a store object being read")
+                }
+            }
+            resp.body(Body::from_stream(stream))
                 .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
         }
         Err(e) => store_error(e),

@@ -7,7 +7,7 @@
 //! leader serves the worker store only to a live registration.
 
 use super::{upload_broke, ObjectMeta, ObjectReader, StoreError};
-use crate::protocol::control::{SESSION_HEADER, WORKER_HEADER};
+use crate::protocol::control::{OBJECT_SIZE_HEADER, SESSION_HEADER, WORKER_HEADER};
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use std::sync::{Arc, RwLock};
@@ -177,9 +177,24 @@ where
     })
 }
 
-/// The API has no HEAD: the size of what a GET returns.
+/// The size the leader answers a HEAD with ([`OBJECT_SIZE_HEADER`]): a multi-gigabyte source
+/// is sized without moving it. A leader that does not say gets a GET, counted.
 pub(super) async fn size(h: &HttpStore, clean: &str) -> Result<u64, StoreError> {
-    get(h, clean).await.map(|b| b.len() as u64)
+    let resp = h
+        .internal(reqwest::Method::HEAD, &format!("/{clean}"))
+        .send()
+        .await
+        .map_err(|e| StoreError::Http(format!("HEAD {clean}: {e}")))?;
+    let resp = check(resp, clean).await?;
+    let said = resp
+        .headers()
+        .get(OBJECT_SIZE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    match said {
+        Some(n) => Ok(n),
+        None => get(h, clean).await.map(|b| b.len() as u64),
+    }
 }
 
 pub(super) async fn open(h: &HttpStore, clean: &str) -> Result<ObjectReader, StoreError> {

@@ -75,3 +75,38 @@ fn blob_paths_pin_content_hashes() {
     assert_eq!(pinned_hash("blobs/sha256/xyz"), None);
     assert_eq!(pinned_hash(&blob_path(&"A".repeat(64))), None);
 }
+
+/// A store reached through the leader sized a source with a GET of the whole object (the
+/// source's worker held a 1.3 GB source in memory at once). Now it asks with a HEAD.
+#[tokio::test]
+async fn a_store_through_the_leader_sizes_an_object_without_fetching_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A leader that answers a HEAD with the size, and a GET with a body of another size.
+    let fake = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let method = String::from_utf8_lossy(&head)
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let reply: &[u8] = if method == "HEAD" {
+            b"HTTP/1.1 200 OK\r\nx-object-size: 5000000000\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nabc"
+        };
+        conn.write_all(reply).await.unwrap();
+        method
+    });
+    let store = Store::http(&format!("http://{addr}"));
+    assert_eq!(store.size("big.csv").await.unwrap(), 5_000_000_000);
+    assert_eq!(fake.await.unwrap(), "HEAD");
+}
