@@ -58,6 +58,7 @@ import time
 import urllib.parse
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPS = os.path.join(REPO, "examples", "ops")
 DEFAULT_BIN = os.path.join(REPO, "target", "release", "rainstorm")
 TOKEN = "rescale-bench-secret-0123456789abcdef"
 KEYS = 97
@@ -96,7 +97,9 @@ class Cluster:
         return p
 
     def start(self):
-        self.spawn("leader", ["leader", "--listen", "127.0.0.1:0", "--data-dir", "lead"])
+        # The example operators may run (`--exec`).
+        self.spawn("leader", ["leader", "--listen", "127.0.0.1:0", "--data-dir", "lead",
+                              "--allow-exec", OPS])
         deadline = time.time() + 20
         path = os.path.join(self.tmp, "leader.log")
         while self.url is None:
@@ -116,7 +119,8 @@ class Cluster:
         if self.commit_ms is not None:
             wenv["RAINSTORM_LOG_COMMIT_MS"] = str(self.commit_ms)
         for w in range(1, WORKERS + 1):
-            self.spawn("w%d" % w, ["worker", "--data-dir", "w%d" % w, "--slots", str(SLOTS)],
+            self.spawn("w%d" % w, ["worker", "--data-dir", "w%d" % w, "--slots", str(SLOTS),
+                                   "--allow-exec", OPS],
                        env=wenv)
         deadline = time.time() + 30
         while True:
@@ -305,7 +309,16 @@ def fmt(v):
 # The run
 
 
-def write_job(path, rate):
+def stages(exec_ops):
+    """The two stages: built-ins, or (`--exec`) the example Python operators doing the same."""
+    if not exec_ops:
+        return '[[stages]]\ntasks = 2\nop = "identity"\n[[stages]]\ntasks = 2\nop = "count-by"\nargs = ["1"]\n'
+    return ('[[stages]]\ntasks = 2\nexec = "%s"\nargs = ["1"]\n'
+            '[[stages]]\ntasks = 2\nexec = "%s"\nargs = ["1"]\n'
+            % (os.path.join(OPS, "keyby.py"), os.path.join(OPS, "count.py")))
+
+
+def write_job(path, rate, exec_ops=False):
     with open(path, "w") as f:
         f.write("""name = "rescale-bench"
 delivery = "exactly-once"
@@ -321,14 +334,7 @@ high = 1000000000
 max_tasks = 4
 cooldown_s = 0
 scale_down_grace_s = 3600
-[[stages]]
-tasks = 2
-op = "identity"
-[[stages]]
-tasks = 2
-op = "count-by"
-args = ["1"]
-""" % rate)
+""" % rate + stages(exec_ops))
 
 
 def reference(n):
@@ -383,7 +389,7 @@ def run(args, tmp):
         with open(os.path.join(tmp, "in.txt"), "w") as f:
             f.writelines("k%d,%d\n" % (i % KEYS, i) for i in range(lines))
         c.cli("put", "in.txt", "in.txt")
-        write_job(os.path.join(tmp, "job.toml"), args.rate)
+        write_job(os.path.join(tmp, "job.toml"), args.rate, args.exec)
         job = c.cli("submit", "job.toml").strip().splitlines()[-1].strip()
         log("job %s: %d lines at %d lines/s" % (job, lines, args.rate))
         fol = Follower(c, job)
@@ -466,10 +472,11 @@ def analyse(args, n, fol, sink, attempts, before, after, final, got, ended):
 
     print()
     print("Machine: %s" % machine())
-    print("Job: %d lines `k<i%%%d>,<i>` at %d lines/s, exactly-once, identity (2 tasks) → "
-          "count-by 1 (2 tasks), max_tasks 4, %d workers × %d slots, gap %g s, "
-          "RAINSTORM_LOG_COMMIT_MS %s"
-          % (n, KEYS, args.rate, WORKERS, SLOTS, args.gap,
+    ops = ("keyby.py 1 (2 tasks) → count.py 1" if args.exec
+           else "identity (2 tasks) → count-by 1")
+    print("Job: %d lines `k<i%%%d>,<i>` at %d lines/s, exactly-once, %s (2 tasks), "
+          "max_tasks 4, %d workers × %d slots, gap %g s, RAINSTORM_LOG_COMMIT_MS %s"
+          % (n, KEYS, args.rate, ops, WORKERS, SLOTS, args.gap,
              "default" if args.commit_ms is None else args.commit_ms))
     print()
     print("| Rescale | outcome | took_ms | longest gap at the follower, ms: around / steady | "
@@ -478,7 +485,8 @@ def analyse(args, n, fol, sink, attempts, before, after, final, got, ended):
           "p99 sink latency per second, ms, -3 s … ▸ rescale … +3 s |")
     print("|---|---|---|---|---|---|---|")
     for s, ar, st in rows:
-        kind = "stateless" if s["stage"] == 1 else "count-by"
+        kind = ("stateless" if s["stage"] == 1 else "count-by") if not args.exec else (
+            "keyby.py" if s["stage"] == 1 else "count.py")
 
         def add(k):
             if ar[k] is None or st[k] is None:
@@ -584,6 +592,8 @@ def main():
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds for the job's end after the plan (then it is cancelled)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--exec", action="store_true",
+                   help="run the stages as the example Python operators (keyby.py, count.py)")
     p.add_argument("--detail", help="write per-rescale details (100 ms buckets) as JSON here")
     args = p.parse_args()
     args.bin = os.path.abspath(args.bin)
