@@ -229,3 +229,19 @@ pub async fn read_object(
         Err(e) => Err(e.into()),
     }
 }
+
+/// Whether two lineages of one task hold the same slots in the same order, whichever objects
+/// hold them (a name that says nothing stands for itself).
+pub fn same_slots(a: &[String], b: &[String]) -> bool {
+    fn expand(paths: &[String]) -> Vec<(u32, u64, &str)> {
+        let mut out = Vec::new();
+        for p in paths {
+            match span(p) {
+                Some((a, f, l)) => out.extend((f..=l).map(|n| (a, n, ""))),
+                None => out.push((0, 0, p.as_str())),
+            }
+        }
+        out
+    }
+    expand(a) == expand(b)
+}
