@@ -414,4 +414,16 @@ fn merged_objects_are_checked_and_names_parse() {
         None
     );
     assert!(log_task(&name).is_some());
+    // The same slots, whichever objects hold them (the sink's spool against its lineage).
+    let s: Vec<String> = (4..7).map(|n| segment_path(&k, 0, n)).collect();
+    assert!(compact::same_slots(&s, std::slice::from_ref(&name)));
+    assert!(compact::same_slots(
+        &s,
+        &[compact::merged_name(&p, 0, 4, 5), s[2].clone()]
+    ));
+    assert!(!compact::same_slots(&s, &s[..2]));
+    assert!(!compact::same_slots(
+        &s,
+        &[compact::merged_name(&p, 1, 4, 6)]
+    ));
 }
