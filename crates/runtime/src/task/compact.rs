@@ -99,3 +99,6 @@ fn next_run(cover: &[Entry], fanin: usize, max: u64) -> Option<Range<usize>> {
     let bytes: u64 = cover[run.clone()].iter().map(|e| e.bytes).sum();
     (same && bytes <= max).then_some(run)
 }
+
+#[cfg(test)]
+mod tests;

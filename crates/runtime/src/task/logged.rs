@@ -281,4 +281,4 @@ pub(super) async fn feed(
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
