@@ -281,4 +281,4 @@ pub(super) async fn feed(
 }
 
 #[cfg(test)]
-pub(super) mod tests;
+mod tests;

@@ -6,9 +6,30 @@ use crate::log::{committed_lineage, encode_record, seal_segment, segment_path, s
 use crate::log::{BatchRecord, LogRecord};
 use crate::model::tuple::Tuple;
 use crate::store::Store;
-use crate::task::logged::tests::{env, key};
 use bytes::BytesMut;
 use std::sync::Arc;
+
+fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
+    TaskEnv {
+        registry: Arc::new(crate::dataplane::inbound::Registry::default()),
+        routes: Arc::new(crate::dataplane::routes::Routes::default()),
+        cfg: Default::default(),
+        store: Store::objects(mem.clone(), "faulty"),
+        work_dir: std::env::temp_dir(),
+        net: Arc::new(crate::dataplane::transport::Tcp),
+        launcher: Arc::new(crate::exec::OsLauncher),
+        identity: crate::protocol::auth::Identity::from_seed([5; 32]).unwrap(),
+        slots: crate::dataplane::link::LinkSlots::new(64),
+        spool: false,
+    }
+}
+
+fn key() -> TaskKey {
+    TaskKey {
+        job: crate::model::ids::JobId("j".into()),
+        pos: crate::model::ids::TaskPos { stage: 2, index: 0 },
+    }
+}
 
 /// A segment of one record holding the value `v`.
 fn segment(v: &str) -> Bytes {

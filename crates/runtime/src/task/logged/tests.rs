@@ -11,7 +11,7 @@ use crate::model::ids::{JobId, TaskPos};
 use crate::store::Store;
 use std::sync::atomic::Ordering;
 
-pub(in crate::task) fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
+fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
     TaskEnv {
         registry: Arc::new(Registry::default()),
         routes: Arc::new(Routes::default()),
@@ -26,7 +26,7 @@ pub(in crate::task) fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
     }
 }
 
-pub(in crate::task) fn key() -> TaskKey {
+fn key() -> TaskKey {
     TaskKey {
         job: JobId("j".into()),
         pos: TaskPos { stage: 2, index: 0 },
