@@ -4,10 +4,14 @@
 # through the leader). For each commit interval given, runs one exactly-once job (20,000
 # lines at 2,000 lines/s, identity → identity, 2 tasks each) and prints: when every tuple had
 # reached the sink, when the job succeeded (output written), the sink's segments, every
-# logged task's segments, the end-to-end latency the engine measured, and checks the output.
+# logged task's segments, the end-to-end latency the engine measured, and checks the output;
+# then, per compaction fan-in given in FANINS (RAINSTORM_LOG_COMPACT_FANIN; 0 = none), the
+# log objects left per logged task (most of any task) and the store requests the workers made
+# through the leader per job-minute (the leader's `rainstorm_worker_store_requests`).
 #
 #   bench/store_cost.sh [COMMIT_MS ...]      (default: 0 100)
 #   BIN=target/debug/rainstorm LINES=20000 RATE=2000 bench/store_cost.sh 0 50 100 250
+#   LINES=120000 FANINS="0 8" bench/store_cost.sh 100     (one job-minute, with and without)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN=$(realpath -m "${BIN:-target/release/rainstorm}")
@@ -15,10 +19,11 @@ LINES=${LINES:-20000}
 RATE=${RATE:-2000}
 [[ -x $BIN ]] || cargo build --release --bin rainstorm
 [[ $# -gt 0 ]] || set -- 0 100
+FANINS=${FANINS:-8}
 export RAINSTORM_TOKEN=store-cost-bench-secret-0123456789
 
 one() {
-    local commit=$1 dir pids=()
+    local commit=$1 fanin=$2 dir pids=()
     dir=$(mktemp -d)
     trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' RETURN
     cd "$dir"
@@ -28,7 +33,7 @@ one() {
     export RAINSTORM_LEADER
     RAINSTORM_LEADER=$(grep -o "listening on http://[0-9.:]*" leader.log | head -1 | awk '{print $3}')
     for w in 1 2; do
-        RAINSTORM_LOG_COMMIT_MS=$commit "$BIN" worker --data-dir "w$w" >"w$w.log" 2>&1 &
+        RAINSTORM_LOG_COMMIT_MS=$commit RAINSTORM_LOG_COMPACT_FANIN=$fanin "$BIN" worker --data-dir "w$w" >"w$w.log" 2>&1 &
         pids+=($!)
     done
     until [[ $("$BIN" workers --json | grep -o '"alive"' | wc -l) -ge 2 ]]; do sleep 0.05; done
@@ -49,11 +54,16 @@ one() {
     all_segs=$(find lead/store/logs/"$id" -name '*.seg' | wc -l)
     lat=$("$BIN" job "$id" --json | python3 -c 'import json,sys; l=json.load(sys.stdin)["latency_ms"]; print("p50 %.0f ms, p99 %.0f ms" % (l["p50"], l["p99"]))')
     "$BIN" get out.txt got.txt >/dev/null && cmp -s <(sort got.txt) <(sort in.txt) && exact=yes
-    printf '| %s | %s | %.1f s | %.1f s | %s | %s | %s | %s |\n' "$commit" "$status" \
-        "$(echo "$ts - $t0" | bc)" "$(echo "$te - $t0" | bc)" "$sink_segs" "$all_segs" "$lat" "$exact"
+    local per_task reqs per_min
+    per_task=$(find lead/store/logs/"$id" -name '*.seg' -printf '%h\n' | sort | uniq -c | sort -n | tail -1 | awk '{print $1}')
+    reqs=$(curl -s -H "Authorization: Bearer $RAINSTORM_TOKEN" "$RAINSTORM_LEADER/metrics" |
+        awk '/^rainstorm_worker_store_requests/ {print $2}')
+    per_min=$(echo "$reqs * 60 / ($te - $t0)" | bc)
+    printf '| %s | %s | %s | %.1f s | %.1f s | %s | %s | %s | %s | %s | %s |\n' "$commit" "$fanin" "$status" \
+        "$(echo "$ts - $t0" | bc)" "$(echo "$te - $t0" | bc)" "$sink_segs" "$all_segs" "$per_task" "$per_min" "$lat" "$exact"
     cd - >/dev/null
 }
 
-echo "| RAINSTORM_LOG_COMMIT_MS | status | all tuples in the sink | job succeeded (output written) | sink segments | all logged tasks' segments | latency | output exact |"
-echo "|---|---|---|---|---|---|---|---|"
-for c in "$@"; do one "$c"; done
+echo "| RAINSTORM_LOG_COMMIT_MS | compaction fan-in | status | all tuples in the sink | job succeeded (output written) | sink's lineage (objects) | log objects left, all tasks | most per task | store requests per job-minute | latency | output exact |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+for c in "$@"; do for f in $FANINS; do one "$c" "$f"; done; done

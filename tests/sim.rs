@@ -67,7 +67,7 @@ use rainstorm::protocol::routing::StageRouting;
 use rainstorm::runtime::exec::Launch;
 use rainstorm::runtime::log::committed_lineage;
 use rainstorm::runtime::sink::segment_text;
-use rainstorm::runtime::store::Store;
+use rainstorm::runtime::store::{Store, StoreError};
 use rainstorm::runtime::task::{run_task, TaskEnd, TaskEnv, TaskStatus};
 use sim::net::SimNet;
 use sim::operators::{ScriptFn, StandIns};
@@ -1056,10 +1056,12 @@ async fn committed_text(store: &Store, key: &TaskKey) -> Result<Option<Vec<u8>>,
     };
     let mut out = Vec::new();
     for seg in &lineage {
-        let data = store
-            .get(seg)
-            .await
-            .map_err(|e| format!("reading {seg}: {e}"))?;
+        let data = match store.get(seg).await {
+            Ok(d) => d,
+            // Compacted since the listing: as a reader that lists again would, from scratch.
+            Err(StoreError::NotFound(_)) => return Box::pin(committed_text(store, key)).await,
+            Err(e) => return Err(format!("reading {seg}: {e}")),
+        };
         let text = segment_text(seg, data).map_err(|e| format!("decoding {seg}: {e}"))?;
         out.extend_from_slice(&text);
     }
@@ -1198,6 +1200,9 @@ async fn run_seed(seed: u64) -> SeedResult {
         queue_batches: 1 + rng.below(4) as usize,
         log_linger_us: rng.below(1000) as usize,
         log_commit_ms: [0, 0, 5, 30][rng.below(4) as usize],
+        // Small tiers and caps, so logs are compacted (and compacted again) within a seed.
+        log_compact_fanin: [0, 2, 3, 4][rng.below(4) as usize],
+        log_compact_bytes: [512, 4096, 1 << 20][rng.below(3) as usize],
         sink_spool: 0,
         ..DataConfig::default()
     };

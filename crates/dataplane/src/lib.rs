@@ -43,6 +43,13 @@ pub struct DataConfig {
     /// a second, whatever its traffic), at the cost of up to this much latency per logged
     /// stage. 0: a segment as soon as the previous one is written.
     pub log_commit_ms: usize,
+    /// How many objects of one level a logged task's compaction merges into one (`docs/
+    /// exactly-once.md`, "Compaction"): a log of `n` group commits keeps about
+    /// `(fanin - 1) * log_fanin(n)` objects. 0 or 1: no compaction.
+    pub log_compact_fanin: usize,
+    /// The largest object a compaction writes (bytes): a run that would be larger stays as it
+    /// is, so readers never hold more than this of one object in memory.
+    pub log_compact_bytes: usize,
     /// Whether a sink spools its lineage's text for the output (1, the default) or reads its
     /// segments back from the store at the end (0: for a worker short of local disk).
     pub sink_spool: usize,
@@ -69,6 +76,8 @@ impl Default for DataConfig {
             queue_batches: 8,
             log_linger_us: 2000,
             log_commit_ms: DEFAULT_LOG_COMMIT_MS,
+            log_compact_fanin: 8,
+            log_compact_bytes: 64 << 20,
             sink_spool: 1,
             hello_deadline_ms: 10_000,
             max_conns: model::check::MAX_LINKS as usize,
@@ -79,12 +88,15 @@ impl Default for DataConfig {
 impl DataConfig {
     /// Defaults, overridden by `RAINSTORM_BATCH_TUPLES`, `RAINSTORM_BATCH_BYTES`,
     /// `RAINSTORM_WINDOW_BYTES`, `RAINSTORM_QUEUE_BATCHES`, `RAINSTORM_LOG_LINGER_US`,
+    /// `RAINSTORM_LOG_COMMIT_MS`, `RAINSTORM_LOG_COMPACT_FANIN`, `RAINSTORM_LOG_COMPACT_BYTES`,
     /// `RAINSTORM_HELLO_DEADLINE_MS` and `RAINSTORM_MAX_DATA_CONNS` when set (bad values are
     /// reported and ignored).
     pub fn from_env() -> Self {
         let mut c = DataConfig::default();
-        let vars: [(&str, &mut usize); 9] = [
+        let vars: [(&str, &mut usize); 11] = [
             ("RAINSTORM_SINK_SPOOL", &mut c.sink_spool),
+            ("RAINSTORM_LOG_COMPACT_FANIN", &mut c.log_compact_fanin),
+            ("RAINSTORM_LOG_COMPACT_BYTES", &mut c.log_compact_bytes),
             ("RAINSTORM_LOG_LINGER_US", &mut c.log_linger_us),
             ("RAINSTORM_LOG_COMMIT_MS", &mut c.log_commit_ms),
             ("RAINSTORM_BATCH_TUPLES", &mut c.batch_tuples),

@@ -212,12 +212,17 @@ async fn write_committed_output(leader: &Leader, id: &JobId) {
         match rainstorm_store::log::committed_lineage(&leader.store, &key).await {
             Ok(Some(lineage)) => {
                 match rainstorm_store::output::assemble(&leader.store, &lineage, &target).await {
-                    Ok(bytes) => info!(job = %id, bytes, "wrote the output the job had committed"),
+                    Ok(bytes) => {
+                        info!(job = %id, bytes, "wrote the output the job had committed");
+                        return;
+                    }
+                    // An object compacted away since the listing, or a store hiccup: list
+                    // again (the output is replaced whole or not at all).
                     Err(e) => {
-                        warn!(job = %id, error = %e, "could not write the job's committed output")
+                        warn!(job = %id, error = %e, "could not write the job's committed output; trying again");
+                        tokio::time::sleep(backoff.next()).await
                     }
                 }
-                return;
             }
             Ok(None) => tokio::time::sleep(backoff.next()).await,
             Err(e) => {
@@ -226,7 +231,7 @@ async fn write_committed_output(leader: &Leader, id: &JobId) {
             }
         }
     }
-    warn!(job = %id, "the sink's log stayed in a takeover; the output stays as it was");
+    warn!(job = %id, "the sink's log stayed in a takeover or unreadable; the output stays as it was");
 }
 
 /// The cause recorded for a job that was running when its leader went away.

@@ -1,11 +1,13 @@
 //! A follower's place in a running job's committed output: the sink task's log, read through
-//! `runtime::log::committed_lineage` (each answer a prefix of every later one, so the cursor
-//! only ever moves forward over segments it has already passed). Reads that may have
+//! `runtime::log::committed_lineage` (each answer a prefix of every later one in slots — group
+//! commits — whatever compaction merged, so the cursor only ever moves forward over slots it
+//! has already passed). Reads that may have
 //! overlapped the log's removal at the job's end are discarded, never printed.
 
 use crate::model::ids::TaskKey;
 use axum::body::Bytes;
 use rainstorm_store::log::committed_lineage;
+use rainstorm_store::log::compact::{from_slot, read_object};
 use rainstorm_store::output::{segment_text, SinkProgress};
 use rainstorm_store::store::Store;
 use std::time::Duration;
@@ -48,29 +50,48 @@ pub(super) enum Seek {
     Beyond(u64),
 }
 
-/// A cursor over the committed segments of one sink's log.
+/// A cursor over the committed segments of one sink's log. It counts slots (group commits),
+/// not objects: the sink compacts its log as it runs (`store::log::compact`), so the objects
+/// that hold a slot change, never the slot's text.
 pub(super) struct LogCursor {
     key: TaskKey,
-    /// Committed segments wholly before the cursor, and the output byte the next one starts at.
-    segs_done: usize,
+    /// Committed slots wholly before the cursor, and the output byte the next one starts at.
+    slots_done: u64,
     seg_start: u64,
-    /// The text of the segment the cursor is inside, while it hands it out chunk by chunk.
-    current: Option<(usize, Bytes)>,
+    /// The text of each segment of the object the cursor is inside, while it hands it out.
+    current: Option<(String, Vec<Bytes>)>,
 }
+
+/// Times a cursor lists the log again after an object it listed was compacted away.
+const RELISTS: u32 = 50;
 
 impl LogCursor {
     pub(super) fn new(key: TaskKey) -> LogCursor {
         LogCursor {
             key,
-            segs_done: 0,
+            slots_done: 0,
             seg_start: 0,
             current: None,
         }
     }
 
-    async fn segment(store: &Store, seg: &str) -> std::io::Result<Bytes> {
-        let data = store.get(seg).await.map_err(io)?;
-        segment_text(seg, data).map_err(io)
+    /// The text of each segment of the object at `path`, cached while the cursor is inside
+    /// it; `None` if the object is gone (compacted since it was listed).
+    async fn texts(&mut self, store: &Store, path: &str) -> std::io::Result<Option<Vec<Bytes>>> {
+        if let Some((p, texts)) = &self.current {
+            if p == path {
+                return Ok(Some(texts.clone()));
+            }
+        }
+        let Some(segs) = read_object(store, path).await.map_err(io)? else {
+            return Ok(None);
+        };
+        let texts = segs
+            .into_iter()
+            .map(|seg| segment_text(path, seg).map_err(io))
+            .collect::<std::io::Result<Vec<Bytes>>>()?;
+        self.current = Some((path.to_string(), texts.clone()));
+        Ok(Some(texts))
     }
 
     /// The committed lineage, waiting a little while a new sink attempt takes over.
@@ -95,24 +116,36 @@ impl LogCursor {
     /// Moves the cursor from the start to the segment holding byte `offset` and says where
     /// that byte falls.
     pub(super) async fn seek(&mut self, store: &Store, offset: u64) -> std::io::Result<Seek> {
-        (self.segs_done, self.seg_start, self.current) = (0, 0, None);
+        (self.slots_done, self.seg_start, self.current) = (0, 0, None);
         if offset == 0 {
             return Ok(Seek::LineStart);
         }
-        for seg in &self.lineage(store).await? {
-            let text = Self::segment(store, seg).await?;
-            let end = self.seg_start + text.len() as u64;
-            if end >= offset {
-                let at = (offset - self.seg_start) as usize;
-                return Ok(match at.checked_sub(1).map(|i| text[i]) {
-                    None | Some(b'\n') => Seek::LineStart,
-                    Some(_) => Seek::InsideLine,
-                });
+        let mut relists = 0;
+        'list: loop {
+            let lineage = self.lineage(store).await?;
+            for (path, skip) in from_slot(&lineage, self.slots_done) {
+                let Some(texts) = self.texts(store, &path).await? else {
+                    relists += 1;
+                    if relists > RELISTS {
+                        return Err(io("the sink's log keeps changing; try again"));
+                    }
+                    continue 'list;
+                };
+                for text in texts.iter().skip(skip) {
+                    let end = self.seg_start + text.len() as u64;
+                    if end >= offset {
+                        let at = (offset - self.seg_start) as usize;
+                        return Ok(match at.checked_sub(1).map(|i| text[i]) {
+                            None | Some(b'\n') => Seek::LineStart,
+                            Some(_) => Seek::InsideLine,
+                        });
+                    }
+                    self.slots_done += 1;
+                    self.seg_start = end;
+                }
             }
-            self.segs_done += 1;
-            self.seg_start = end;
+            return Ok(Seek::Beyond(self.seg_start));
         }
-        Ok(Seek::Beyond(self.seg_start))
     }
 
     /// The committed lines from `*offset` to the end of the next segment that has any, moving
@@ -126,47 +159,48 @@ impl LogCursor {
         progress: &watch::Receiver<SinkProgress>,
         offset: &mut u64,
     ) -> std::io::Result<Option<Vec<u8>>> {
-        let (segs_done, seg_start, at) = (self.segs_done, self.seg_start, *offset);
+        let (slots_done, seg_start, at) = (self.slots_done, self.seg_start, *offset);
         let read = self.read(store, offset).await;
         if progress.borrow().closing {
-            (self.segs_done, self.seg_start, *offset) = (segs_done, seg_start, at);
+            (self.slots_done, self.seg_start, *offset) = (slots_done, seg_start, at);
             self.current = None;
             return Ok(None);
         }
         read
     }
 
+    /// See [`LogCursor::next`]; an object compacted away since the listing reads as nothing
+    /// new yet (the next call lists again).
     async fn read(&mut self, store: &Store, offset: &mut u64) -> std::io::Result<Option<Vec<u8>>> {
         let Some(lineage) = committed_lineage(store, &self.key).await.map_err(io)? else {
             return Ok(None);
         };
-        while let Some(seg) = lineage.get(self.segs_done) {
-            let text = match self.current.take() {
-                Some((at, text)) if at == self.segs_done => text,
-                _ => Self::segment(store, seg).await?,
+        for (path, skip) in from_slot(&lineage, self.slots_done) {
+            let Some(texts) = self.texts(store, &path).await? else {
+                return Ok(None);
             };
-            let end = self.seg_start + text.len() as u64;
-            if end <= *offset {
-                self.segs_done += 1;
-                self.seg_start = end;
-                continue;
+            for text in texts.iter().skip(skip) {
+                let end = self.seg_start + text.len() as u64;
+                if end <= *offset {
+                    self.slots_done += 1;
+                    self.seg_start = end;
+                    continue;
+                }
+                // About a chunk of whole lines at a time (a segment's text ends with a newline).
+                let rest = &text[(*offset - self.seg_start) as usize..];
+                let take = if rest.len() <= CHUNK {
+                    rest.len()
+                } else {
+                    whole_lines(rest).unwrap_or(rest.len())
+                };
+                let out = rest[..take].to_vec();
+                *offset += take as u64;
+                if *offset == end {
+                    self.slots_done += 1;
+                    self.seg_start = end;
+                }
+                return Ok(Some(out));
             }
-            // About a chunk of whole lines at a time (a segment's text ends with a newline).
-            let rest = &text[(*offset - self.seg_start) as usize..];
-            let take = if rest.len() <= CHUNK {
-                rest.len()
-            } else {
-                whole_lines(rest).unwrap_or(rest.len())
-            };
-            let out = rest[..take].to_vec();
-            *offset += take as u64;
-            if *offset == end {
-                self.segs_done += 1;
-                self.seg_start = end;
-            } else {
-                self.current = Some((self.segs_done, text));
-            }
-            return Ok(Some(out));
         }
         Ok(None)
     }

@@ -141,6 +141,7 @@ pub fn router(leader: Arc<Leader>) -> Router {
             "/internal/store/{*path}",
             get(store::internal_get)
                 .put(store::internal_put)
+                .delete(store::internal_delete)
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route_layer(axum::middleware::from_fn_with_state(

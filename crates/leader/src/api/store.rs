@@ -325,6 +325,37 @@ fn admit_worker_write(
     }
 }
 
+/// Workers' deletes: only objects of the input logs of their own tasks (a task compacting
+/// its log drops the segments a merged object replaced), from a live registration.
+pub(super) async fn internal_delete(
+    State(l): Shared,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+) -> Response {
+    let caller = match store_caller(&l, &headers) {
+        Ok(c) => c,
+        Err(denied) => return *denied,
+    };
+    let clean = match clean_path(&path) {
+        Ok(c) => c,
+        Err(e) => return store_error(e),
+    };
+    let allowed = may_write(&lock(&l.state), caller.as_ref(), &clean);
+    match allowed {
+        Ok(WorkerWrite::Log) => match l.store.delete(&clean).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => store_error(e),
+        },
+        Ok(WorkerWrite::Output(_)) | Err(_) => {
+            warn!(worker = ?caller.map(|w| w.0), path = %clean, "a worker delete outside the worker's own input logs was refused");
+            error(
+                StatusCode::FORBIDDEN,
+                format!("{clean}: workers delete only objects of their own tasks' input logs"),
+            )
+        }
+    }
+}
+
 /// Workers' writes: objects of the input logs of their own tasks, and their sinks' outputs
 /// (through the job's output gate), from a live registration.
 pub(super) async fn internal_put(

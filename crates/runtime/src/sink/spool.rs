@@ -98,13 +98,14 @@ impl Spool {
         }
     }
 
-    /// The spool's text as a stream, if it holds exactly `lineage` (and is intact).
+    /// The spool's text as a stream, if it holds exactly `lineage` (and is intact): the same
+    /// group commits in the same order, however the log has been compacted since.
     pub async fn body_if(
         &self,
         lineage: &[String],
     ) -> Option<tokio_util::io::ReaderStream<tokio::fs::File>> {
         let mut st = self.state.lock().await;
-        if st.segments != lineage {
+        if !crate::log::compact::same_slots(&st.segments, lineage) {
             return None;
         }
         let file = st.file.as_mut()?;

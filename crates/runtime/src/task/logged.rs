@@ -133,96 +133,113 @@ pub(super) async fn log_writer(
     feed: mpsc::Sender<Released>,
     meter: CommitMeter<'_>,
 ) -> Result<(), Stop> {
-    const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
-    let mut n: u64 = 0;
-    let mut body = BytesMut::new();
-    let every = Duration::from_millis(env.cfg.log_commit_ms as u64);
-    let mut last_write: Option<tokio::time::Instant> = None;
-    while let Some(first) = rx.recv().await {
-        body.clear();
-        let mut marks = Vec::new();
-        let mut released = Vec::new();
-        let mut take = |l: Logged, body: &mut BytesMut| {
-            body.extend_from_slice(&l.record);
-            marks.push(l.mark);
-            if !l.tuples.is_empty() {
-                let (from, last, _) = l.mark;
-                released.push(Fed {
-                    from,
-                    first_seq: last + 1 - l.tuples.len() as u64,
-                    tuples: l.tuples,
-                    emit_ns: l.emit_ns,
-                });
+    // Compaction runs beside the writer, joined with it: it has merged what it will before
+    // the writer returns (a sink writes its output from its lineage only after that).
+    let (compact_tx, compact_rx) = mpsc::channel(COMPACT_QUEUE);
+    let compact_tx = (env.cfg.log_compact_fanin >= 2).then_some(compact_tx);
+    let compacting = super::compact::compactor(env.clone(), key.clone(), attempt, compact_rx);
+    let writing = async move {
+        const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
+        let mut n: u64 = 0;
+        let mut body = BytesMut::new();
+        let every = Duration::from_millis(env.cfg.log_commit_ms as u64);
+        let mut last_write: Option<tokio::time::Instant> = None;
+        while let Some(first) = rx.recv().await {
+            body.clear();
+            let mut marks = Vec::new();
+            let mut released = Vec::new();
+            let mut take = |l: Logged, body: &mut BytesMut| {
+                body.extend_from_slice(&l.record);
+                marks.push(l.mark);
+                if !l.tuples.is_empty() {
+                    let (from, last, _) = l.mark;
+                    released.push(Fed {
+                        from,
+                        first_seq: last + 1 - l.tuples.len() as u64,
+                        tuples: l.tuples,
+                        emit_ns: l.emit_ns,
+                    });
+                }
+            };
+            take(first, &mut body);
+            // Wait for more records at least the linger, and until the commit interval since the
+            // previous write has passed: store writes are bounded by time, not by traffic.
+            let mut linger =
+                tokio::time::Instant::now() + Duration::from_micros(env.cfg.log_linger_us as u64);
+            if let Some(at) = last_write {
+                linger = linger.max(at + every);
             }
-        };
-        take(first, &mut body);
-        // Wait for more records at least the linger, and until the commit interval since the
-        // previous write has passed: store writes are bounded by time, not by traffic.
-        let mut linger =
-            tokio::time::Instant::now() + Duration::from_micros(env.cfg.log_linger_us as u64);
-        if let Some(at) = last_write {
-            linger = linger.max(at + every);
-        }
-        while body.len() < SEGMENT_BYTES {
-            match rx.try_recv() {
-                Ok(l) => take(l, &mut body),
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(linger, rx.recv()).await {
-                        Ok(Some(l)) => take(l, &mut body),
-                        Ok(None) | Err(_) => break,
+            while body.len() < SEGMENT_BYTES {
+                match rx.try_recv() {
+                    Ok(l) => take(l, &mut body),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        match tokio::time::timeout_at(linger, rx.recv()).await {
+                            Ok(Some(l)) => take(l, &mut body),
+                            Ok(None) | Err(_) => break,
+                        }
                     }
                 }
             }
-        }
-        let seg = seal_segment(&body, marks.len() as u32);
-        let path = segment_path(&key, attempt, n);
-        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
-        let mut tries = 0;
-        let began = tokio::time::Instant::now();
-        last_write = Some(began);
-        let working = meter.working.map(Stopwatch::run);
-        let is_fenced = loop {
-            tries += 1;
-            let res = match env.store.put(&path, seg.clone()).await {
-                Ok(()) => fenced(&env.store, &key, attempt).await,
-                Err(e) => Err(e.into()),
-            };
-            match res {
-                Ok(f) => break f,
-                Err(e) if tries >= WRITE_TRIES => {
-                    return Err(Stop::Failed(format!(
-                        "input log: writing {path} failed {tries} times; last error: {e}"
-                    )))
+            let seg = seal_segment(&body, marks.len() as u32);
+            let path = segment_path(&key, attempt, n);
+            let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+            let mut tries = 0;
+            let began = tokio::time::Instant::now();
+            last_write = Some(began);
+            let working = meter.working.map(Stopwatch::run);
+            let is_fenced = loop {
+                tries += 1;
+                let res = match env.store.put(&path, seg.clone()).await {
+                    Ok(()) => fenced(&env.store, &key, attempt).await,
+                    Err(e) => Err(e.into()),
+                };
+                match res {
+                    Ok(f) => break f,
+                    Err(e) if tries >= WRITE_TRIES => {
+                        return Err(Stop::Failed(format!(
+                            "input log: writing {path} failed {tries} times; last error: {e}"
+                        )))
+                    }
+                    Err(e) => {
+                        let d = backoff.next();
+                        tracing::warn!(task = %key, attempt, error = %e, retry_in = ?d, "input log write failed; retrying");
+                        tokio::time::sleep(d).await;
+                    }
                 }
-                Err(e) => {
-                    let d = backoff.next();
-                    tracing::warn!(task = %key, attempt, error = %e, retry_in = ?d, "input log write failed; retrying");
-                    tokio::time::sleep(d).await;
+            };
+            drop(working);
+            meter.commits.record(began.elapsed().as_micros() as u64, 1);
+            if is_fenced {
+                return Err(Stop::Failed(format!(
+                    "attempt {attempt} is fenced: a newer attempt of this task took over its log"
+                )));
+            }
+            n += 1;
+            if let Some(s) = meter.spool {
+                s.append(&path, &seg).await;
+            }
+            if let Some(c) = &compact_tx {
+                if c.send((path.clone(), seg.clone())).await.is_err() {
+                    tracing::warn!(task = %key, attempt, "input log compaction stopped; the log grows by a segment a commit");
                 }
             }
-        };
-        drop(working);
-        meter.commits.record(began.elapsed().as_micros() as u64, 1);
-        if is_fenced {
-            return Err(Stop::Failed(format!(
-                "attempt {attempt} is fenced: a newer attempt of this task took over its log"
-            )));
+            for (from, upto, eos) in &marks {
+                acks.set(*from, *upto, *eos);
+            }
+            if !released.is_empty() && feed.send(released).await.is_err() {
+                // The feeder only stops on an error, which its own future reports.
+                return Ok(());
+            }
         }
-        n += 1;
-        if let Some(s) = meter.spool {
-            s.append(&path, &seg).await;
-        }
-        for (from, upto, eos) in &marks {
-            acks.set(*from, *upto, *eos);
-        }
-        if !released.is_empty() && feed.send(released).await.is_err() {
-            // The feeder only stops on an error, which its own future reports.
-            return Ok(());
-        }
-    }
-    Ok(())
+        Ok(())
+    };
+    let (res, ()) = tokio::join!(writing, compacting);
+    res
 }
+
+/// Committed segments queued for the compactor before the writer waits for it.
+const COMPACT_QUEUE: usize = 64;
 
 /// Feeds the operator what the log writer released; ends when the writer does.
 pub(super) async fn feed(
@@ -264,136 +281,4 @@ pub(super) async fn feed(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dataplane::inbound::Registry;
-    use crate::dataplane::routes::Routes;
-    use crate::dataplane::transport::Tcp;
-    use crate::faulty::FaultyStore;
-    use crate::log::fence_path;
-    use crate::model::hist::Hist;
-    use crate::model::ids::{JobId, TaskPos};
-    use crate::store::Store;
-    use std::sync::atomic::Ordering;
-
-    fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
-        TaskEnv {
-            registry: Arc::new(Registry::default()),
-            routes: Arc::new(Routes::default()),
-            cfg: Default::default(),
-            store: Store::objects(mem.clone(), "faulty"),
-            work_dir: std::env::temp_dir(),
-            net: Arc::new(Tcp),
-            launcher: Arc::new(crate::exec::OsLauncher),
-            identity: crate::protocol::auth::Identity::from_seed([5; 32]).unwrap(),
-            slots: crate::dataplane::link::LinkSlots::new(64),
-            spool: false,
-        }
-    }
-
-    fn key() -> TaskKey {
-        TaskKey {
-            job: JobId("j".into()),
-            pos: TaskPos { stage: 2, index: 0 },
-        }
-    }
-
-    /// Logs one batch of one tuple on link 0 with a writer for `attempt`; returns what the
-    /// writer returned and the link's ack afterwards.
-    async fn log_one(mem: &Arc<FaultyStore>, attempt: u32) -> (Result<(), Stop>, (u64, bool)) {
-        let (res, ack, _) = log_one_timed(mem, attempt).await;
-        (res, ack)
-    }
-
-    /// [`log_one`], with the commit durations the writer recorded.
-    async fn log_one_timed(
-        mem: &Arc<FaultyStore>,
-        attempt: u32,
-    ) -> (Result<(), Stop>, (u64, bool), Option<Hist>) {
-        let acks = Arc::new(AckBoard::default());
-        let (tx, rx) = mpsc::channel(4);
-        let (feed_tx, mut feed_rx) = mpsc::channel(4);
-        let mut intake = LogIntake { tx, sink: None };
-        let batch = Accepted {
-            from: 0,
-            first_seq: 1,
-            last_seq: 1,
-            emit_ns: 0,
-            tuples: vec![Tuple::new("k", "v")],
-        };
-        intake.fresh(batch).await.unwrap();
-        drop(intake);
-        let commits = AtomicHist::default();
-        let meter = CommitMeter {
-            commits: &commits,
-            working: None,
-            spool: None,
-        };
-        let res = log_writer(env(mem), key(), attempt, acks.clone(), rx, feed_tx, meter).await;
-        if res.is_ok() {
-            assert!(feed_rx.recv().await.is_some(), "logged input is released");
-        }
-        let (upto, eos, _, _) = *acks.subscribe(0).borrow();
-        let ack = (upto, eos);
-        (res, ack, commits.snapshot())
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_commit_is_timed_from_its_first_try_until_it_is_durable() {
-        let mem = Arc::new(FaultyStore::default());
-        mem.fail_puts.store(3, Ordering::Relaxed);
-        let (res, _, commits) = log_one_timed(&mem, 0).await;
-        assert!(res.is_ok(), "{res:?}");
-        let commits = commits.expect("the commit was timed");
-        assert_eq!(commits.count(), 1);
-        // Three retries after 20, 40 and 80 ms at least (the backoff's first delays).
-        assert!(commits.sum_us >= 140_000, "{commits:?}");
-        let le = commits.cumulative();
-        assert_eq!(le.last(), Some(&(u64::MAX, 1)));
-        assert_eq!(
-            le.iter()
-                .find(|(_, n)| *n == 1)
-                .map(|(b, _)| *b >= commits.sum_us),
-            Some(true),
-            "the sample sits in the first bucket that holds it: {le:?}"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_log_write_is_retried() {
-        let mem = Arc::new(FaultyStore::default());
-        mem.fail_puts.store(WRITE_TRIES - 1, Ordering::Relaxed);
-        let (res, ack) = log_one(&mem, 0).await;
-        assert!(res.is_ok(), "{res:?}");
-        assert_eq!(ack, (1, false), "acknowledged once durable");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_log_write_that_keeps_failing_fails_the_task_with_the_store_error() {
-        let mem = Arc::new(FaultyStore::default());
-        mem.fail_puts.store(WRITE_TRIES, Ordering::Relaxed);
-        let (res, ack) = log_one(&mem, 0).await;
-        match res {
-            Err(Stop::Failed(cause)) => {
-                assert!(cause.contains("injected write failure"), "{cause}")
-            }
-            other => panic!("expected a failure, got {other:?}"),
-        }
-        assert_eq!(ack, (0, false), "nothing acknowledged");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_fenced_attempt_acknowledges_and_processes_nothing() {
-        let mem = Arc::new(FaultyStore::default());
-        Store::objects(mem.clone(), "faulty")
-            .put(&fence_path(&key(), 0), bytes::Bytes::new())
-            .await
-            .unwrap();
-        let (res, ack) = log_one(&mem, 0).await;
-        assert!(
-            matches!(res, Err(Stop::Failed(ref c)) if c.contains("fenced")),
-            "{res:?}"
-        );
-        assert_eq!(ack, (0, false));
-    }
-}
+mod tests;

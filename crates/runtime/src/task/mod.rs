@@ -13,6 +13,7 @@
 //! - [`direct`]: input fed straight to the operator (and first-stage source regeneration).
 //! - [`logged`]: exactly-once input through the group-committed, fenced input log.
 
+mod compact;
 mod direct;
 mod logged;
 pub mod operator;

@@ -10,6 +10,7 @@
 use super::operator::{Operator, Stop};
 use super::TaskEnv;
 use crate::exec::{ExecOperator, Tally};
+use crate::log::compact::{from_slot, read_object};
 use crate::log::{decode_segment, lineage_of, LogRecord};
 use crate::model::ids::TaskKey;
 use crate::model::partition::Partitioner;
@@ -103,29 +104,41 @@ pub(super) async fn own_input(
         }
         return Ok(());
     }
-    let lineage = lineage_of(&env.store, key, attempt).await?;
-    let store = env.store.clone();
-    let mut reads = futures::stream::iter(lineage)
-        .map(move |seg| {
-            let store = store.clone();
-            async move {
-                let data = store.get(&seg).await;
-                (seg, data)
-            }
-        })
-        .buffered(READ_AHEAD);
-    while let Some((seg, data)) = reads.next().await {
-        let data = data.map_err(crate::log::LogError::from)?;
-        for rec in decode_segment(&seg, data)? {
-            let LogRecord::Batch(b) = rec else { continue };
-            for t in b.tuples {
-                n += 1;
-                if n > lo {
-                    to.take(t).await?;
+    // Slots of this task's log read so far: its own compactor merges objects as it goes
+    // (`store::log::compact`), so an object gone since the listing means list again.
+    let mut slot = 0u64;
+    loop {
+        let lineage = lineage_of(&env.store, key, attempt).await?;
+        let objects = from_slot(&lineage, slot);
+        if objects.is_empty() {
+            break;
+        }
+        let store = env.store.clone();
+        let mut reads = futures::stream::iter(objects)
+            .map(move |(path, skip)| {
+                let store = store.clone();
+                async move {
+                    let segs = read_object(&store, &path).await;
+                    (path, skip, segs)
                 }
-                if n >= hi {
-                    return Ok(());
+            })
+            .buffered(READ_AHEAD);
+        while let Some((path, skip, segs)) = reads.next().await {
+            let Some(segs) = segs? else { break };
+            for seg in segs.into_iter().skip(skip) {
+                for rec in decode_segment(&path, seg)? {
+                    let LogRecord::Batch(b) = rec else { continue };
+                    for t in b.tuples {
+                        n += 1;
+                        if n > lo {
+                            to.take(t).await?;
+                        }
+                        if n >= hi {
+                            return Ok(());
+                        }
+                    }
                 }
+                slot += 1;
             }
         }
     }

@@ -16,6 +16,7 @@
 use super::operator::{Operator, Stop};
 use super::rebuild::{own_input, Piece, Rebuilding, READ_AHEAD};
 use super::TaskEnv;
+use crate::log::compact::{from_slot, read_object};
 use crate::log::{committed_lineage, decode_segment, LogRecord};
 use crate::model::groups::KEY_GROUPS;
 use crate::model::ids::{TaskKey, TaskPos};
@@ -251,7 +252,9 @@ impl<'a> Takeover<'a> {
             .keys()
             .map(|u| (*u, (StageRouting::bound(upto.get(u), t), 0, false)))
             .collect();
-        let mut read = 0usize;
+        // Slots of the owner's log read so far (a slot is one group commit, whichever object
+        // holds it now: the owner compacts its log as it goes, `store::log::compact`).
+        let mut read = 0u64;
         let mut fed = 0u64;
         let mut part = Partitioner::new(self.partitioner_kind(), 1);
         let complete = |want: &BTreeMap<u32, (u64, u64, bool)>| {
@@ -263,52 +266,57 @@ impl<'a> Takeover<'a> {
                 return Ok(fed);
             }
             let lineage = committed_lineage(&self.env.store, &owner).await?;
-            let segments = lineage.unwrap_or_default();
-            if segments.len() <= read {
+            let objects = from_slot(&lineage.unwrap_or_default(), read);
+            if objects.is_empty() {
                 tokio::time::sleep(LOG_POLL).await;
                 continue;
             }
-            // Read ahead a few segments at once, in order: through the leader each read is a
-            // round trip, and a group's history is every segment since the job started.
+            // Read ahead a few objects at once, in order: through the leader each read is a
+            // round trip, and a group's history is every commit since the job started.
             let store = self.env.store.clone();
-            let mut reads = futures::stream::iter(segments[read..].to_vec())
-                .map(move |seg| {
+            let mut reads = futures::stream::iter(objects)
+                .map(move |(path, skip)| {
                     let store = store.clone();
                     async move {
-                        let data = store.get(&seg).await;
-                        (seg, data)
+                        let segs = read_object(&store, &path).await;
+                        (path, skip, segs)
                     }
                 })
                 .buffered(READ_AHEAD);
-            while let Some((seg, data)) = reads.next().await {
-                let data = data.map_err(crate::log::LogError::from)?;
-                let seg = &seg;
-                for rec in decode_segment(seg, data)? {
-                    match rec {
-                        LogRecord::Batch(batch) => {
-                            let (low, w) = (lo(batch.from), want.get_mut(&batch.from));
-                            let Some((hi, seen, _)) = w else { continue };
-                            for (i, tuple) in batch.tuples.into_iter().enumerate() {
-                                let seq = batch.first_seq + i as u64;
-                                *seen = (*seen).max(seq);
-                                if seq > low && seq <= *hi && groups.contains(&part.group(&tuple)) {
-                                    to.take(tuple).await?;
-                                    fed += 1;
+            while let Some((path, skip, segs)) = reads.next().await {
+                // Gone: compacted since the listing; list again from the slot reached.
+                let Some(segs) = segs? else { break };
+                for seg in segs.into_iter().skip(skip) {
+                    for rec in decode_segment(&path, seg)? {
+                        match rec {
+                            LogRecord::Batch(batch) => {
+                                let (low, w) = (lo(batch.from), want.get_mut(&batch.from));
+                                let Some((hi, seen, _)) = w else { continue };
+                                for (i, tuple) in batch.tuples.into_iter().enumerate() {
+                                    let seq = batch.first_seq + i as u64;
+                                    *seen = (*seen).max(seq);
+                                    if seq > low
+                                        && seq <= *hi
+                                        && groups.contains(&part.group(&tuple))
+                                    {
+                                        to.take(tuple).await?;
+                                        fed += 1;
+                                    }
+                                }
+                            }
+                            LogRecord::Eos { from, .. } => {
+                                if let Some(w) = want.get_mut(&from) {
+                                    w.2 = true;
                                 }
                             }
                         }
-                        LogRecord::Eos { from, .. } => {
-                            if let Some(w) = want.get_mut(&from) {
-                                w.2 = true;
-                            }
-                        }
                     }
+                    read += 1;
                 }
                 if complete(&want) {
                     return Ok(fed);
                 }
             }
-            read = segments.len();
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::ids::{JobId, TaskPos};
+use bytes::BytesMut;
 
 fn key() -> TaskKey {
     TaskKey {
@@ -211,4 +212,218 @@ async fn recovery_writes_are_retried_through_a_short_store_outage() {
         .fail_puts
         .store(RECOVERY_WRITE_TRIES, std::sync::atomic::Ordering::Relaxed);
     assert!(recover_lineage(&store, &k, 5).await.is_err());
+}
+
+/// A segment of one batch record whose single tuple's value is `v`.
+fn one(v: &str) -> Bytes {
+    let mut body = BytesMut::new();
+    encode_record(
+        &mut body,
+        &LogRecord::Batch(BatchRecord {
+            from: 0,
+            first_seq: 1,
+            emit_ns: 0,
+            tuples: vec![Tuple::new("k", v)],
+        }),
+    );
+    seal_segment(&body, 1)
+}
+
+/// Writes slots `from..to` of attempt `a`, slot `n` holding the value `"<a>.<n>"`.
+async fn write_slots(store: &Store, k: &TaskKey, a: u32, from: u64, to: u64) {
+    for n in from..to {
+        store
+            .put(&segment_path(k, a, n), one(&format!("{a}.{n}")))
+            .await
+            .unwrap();
+    }
+}
+
+/// The values of a lineage's records, read object by object.
+async fn values(store: &Store, lineage: &[String]) -> Vec<String> {
+    let mut out = BytesMut::new();
+    for p in lineage {
+        segment_values(p, &store.get(p).await.unwrap(), &mut out).unwrap();
+    }
+    String::from_utf8(out.to_vec())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn expected(a: u32, slots: std::ops::Range<u64>) -> Vec<String> {
+    slots.map(|n| format!("{a}.{n}")).collect()
+}
+
+#[tokio::test]
+async fn a_lineage_compacted_midway_reads_the_same_records_in_the_same_order() {
+    let store = Store::memory();
+    let k = key();
+    write_slots(&store, &k, 0, 0, 10).await;
+    let before = committed_lineage(&store, &k).await.unwrap().unwrap();
+    assert_eq!(before.len(), 10);
+    // Merge slots 2..=5, then 0..=1 with them (a merge of a merge is flattened).
+    let run: Vec<_> = before[2..6].iter().map(|p| (p.clone(), None)).collect();
+    let done = compact::compact_run(&store, &k, 0, &run).await.unwrap();
+    let compact::Compacted::Merged { path, .. } = done else {
+        panic!("{done:?}")
+    };
+    assert_eq!(compact::span(&path), Some((0, 2, 5)));
+    let mid = committed_lineage(&store, &k).await.unwrap().unwrap();
+    assert_eq!(mid.len(), 7);
+    assert_eq!(values(&store, &mid).await, expected(0, 0..10));
+    let run: Vec<_> = mid[..3].iter().map(|p| (p.clone(), None)).collect();
+    compact::compact_run(&store, &k, 0, &run).await.unwrap();
+    let after = committed_lineage(&store, &k).await.unwrap().unwrap();
+    assert_eq!(after.len(), 5);
+    assert_eq!(compact::span(&after[0]), Some((0, 0, 5)));
+    assert_eq!(values(&store, &after).await, expected(0, 0..10));
+    for p in &before[..6] {
+        assert!(!store.exists(p).await.unwrap(), "{p} was replaced");
+    }
+    // Slots count the same in every lineage: slot 7 is the second object after the merge.
+    assert_eq!(compact::from_slot(&after, 7)[0], (before[7].clone(), 0));
+    assert_eq!(compact::from_slot(&after, 3)[0], (after[0].clone(), 3));
+    // A successor recovers the compacted lineage, then merges its own slots the same way.
+    let l1 = recover_lineage(&store, &k, 1).await.unwrap();
+    assert_eq!(l1, after);
+    write_slots(&store, &k, 1, 0, 3).await;
+    let own: Vec<_> = (0..2).map(|n| (segment_path(&k, 1, n), None)).collect();
+    compact::compact_run(&store, &k, 1, &own).await.unwrap();
+    let l2 = recover_lineage(&store, &k, 2).await.unwrap();
+    let mut want = expected(0, 0..10);
+    want.extend(expected(1, 0..3));
+    assert_eq!(values(&store, &l2).await, want);
+}
+
+/// A reader that lists, then reads after a compaction removed what it listed, lists again and
+/// goes on from the slot it reached: every record once, in order.
+#[tokio::test]
+async fn a_reader_overtaken_by_a_compaction_reads_every_record_once() {
+    let store = Store::memory();
+    let k = key();
+    write_slots(&store, &k, 0, 0, 8).await;
+    let mut lineage = committed_lineage(&store, &k).await.unwrap().unwrap();
+    let (mut slot, mut got, mut compacted) = (0u64, Vec::new(), false);
+    'read: loop {
+        for (path, skip) in compact::from_slot(&lineage, slot) {
+            if slot == 3 && !compacted {
+                // Between the listing and this read: slots 0..=5 become one object.
+                let run: Vec<_> = (0..6).map(|n| (segment_path(&k, 0, n), None)).collect();
+                compact::compact_run(&store, &k, 0, &run).await.unwrap();
+                compacted = true;
+            }
+            let Some(segs) = compact::read_object(&store, &path).await.unwrap() else {
+                lineage = committed_lineage(&store, &k).await.unwrap().unwrap();
+                continue 'read;
+            };
+            for seg in segs.into_iter().skip(skip) {
+                for rec in decode_segment(&path, seg).unwrap() {
+                    let LogRecord::Batch(b) = rec else { continue };
+                    got.extend(b.tuples.into_iter().map(|t| t.value));
+                }
+                slot += 1;
+            }
+        }
+        break;
+    }
+    assert!(compacted);
+    assert_eq!(lineage.len(), 3, "{lineage:?}");
+    assert_eq!(got, expected(0, 0..8));
+}
+
+/// A listing that missed a merged object written while it ran, but not the deletes that
+/// followed, has a gap: the cover refuses it rather than skip the missing slots.
+#[test]
+fn a_cover_with_a_gap_is_refused_and_nested_objects_are_taken_once() {
+    let k = key();
+    let p = task_prefix(&k);
+    let s = |n| segment_path(&k, 0, n);
+    let m = |f, l| compact::merged_name(&p, 0, f, l);
+    let listed = vec![
+        m(0, 3),
+        s(0),
+        s(1),
+        m(0, 1),
+        s(4),
+        s(5),
+        segment_path(&k, 1, 0),
+    ];
+    let got = compact::cover(&listed, 0).unwrap();
+    assert_eq!(got, vec![m(0, 3), s(4), s(5)]);
+    assert!(compact::cover(&[s(0), s(3)], 0).is_err());
+    assert!(compact::cover(&[m(1, 2)], 0).is_err());
+    assert_eq!(compact::cover(&[], 0).unwrap(), Vec::<String>::new());
+}
+
+/// A fenced attempt's compaction changes nothing a successor sees: it deletes nothing, and
+/// its merged object, written after the fence, is in no successor's lineage.
+#[tokio::test]
+async fn a_fenced_attempts_compaction_is_refused_and_ignored() {
+    let store = Store::memory();
+    let k = key();
+    write_slots(&store, &k, 0, 0, 4).await;
+    let l1 = recover_lineage(&store, &k, 1).await.unwrap();
+    assert_eq!(l1.len(), 4);
+    let run: Vec<_> = l1.iter().map(|p| (p.clone(), None)).collect();
+    let done = compact::compact_run(&store, &k, 0, &run).await.unwrap();
+    assert_eq!(done, compact::Compacted::Fenced);
+    for p in &l1 {
+        assert!(store.exists(p).await.unwrap(), "{p} deleted by a zombie");
+    }
+    write_slots(&store, &k, 1, 0, 1).await;
+    let next = committed_lineage(&store, &k).await.unwrap().unwrap();
+    assert_eq!(next[..4], l1[..]);
+    assert_eq!(values(&store, &next).await.len(), 5);
+    assert_eq!(recover_lineage(&store, &k, 2).await.unwrap(), next);
+}
+
+#[test]
+fn merged_objects_are_checked_and_names_parse() {
+    let k = key();
+    let p = task_prefix(&k);
+    let parts: Vec<_> = (0..3)
+        .map(|n| (format!("s{n}"), one(&n.to_string())))
+        .collect();
+    let merged = compact::merge(&parts).unwrap();
+    let name = compact::merged_name(&p, 0, 4, 6);
+    assert_eq!(
+        compact::segments_of(&name, merged.clone()).unwrap().len(),
+        3
+    );
+    // The name says how many segments it holds.
+    let wrong = compact::merged_name(&p, 0, 4, 7);
+    assert!(compact::segments_of(&wrong, merged.clone()).is_err());
+    for cut in [merged.len() - 1, 9, 5] {
+        assert!(
+            compact::segments_of(&name, merged.slice(..cut)).is_err(),
+            "cut {cut}"
+        );
+    }
+    let mut bad = merged.to_vec();
+    let at = bad.len() - 3;
+    bad[at] ^= 1;
+    assert!(decode_segment(&name, Bytes::from(bad)).is_err());
+    assert_eq!(compact::span(&segment_path(&k, 3, 9)), Some((3, 9, 9)));
+    assert_eq!(compact::span(&name), Some((0, 4, 6)));
+    assert_eq!(compact::span(&fence_path(&k, 1)), None);
+    assert_eq!(compact::span(&format!("{p}000001-manifest")), None);
+    assert_eq!(
+        compact::span(&format!("{p}000001-0000000005-0000000002.seg")),
+        None
+    );
+    assert!(log_task(&name).is_some());
+    // The same slots, whichever objects hold them (the sink's spool against its lineage).
+    let s: Vec<String> = (4..7).map(|n| segment_path(&k, 0, n)).collect();
+    assert!(compact::same_slots(&s, std::slice::from_ref(&name)));
+    assert!(compact::same_slots(
+        &s,
+        &[compact::merged_name(&p, 0, 4, 5), s[2].clone()]
+    ));
+    assert!(!compact::same_slots(&s, &s[..2]));
+    assert!(!compact::same_slots(
+        &s,
+        &[compact::merged_name(&p, 1, 4, 6)]
+    ));
 }

@@ -223,6 +223,17 @@ pub(super) async fn list(h: &HttpStore, prefix: &str) -> Result<Vec<ObjectMeta>,
         .map_err(|e| StoreError::Http(format!("LIST {prefix}: {e}")))
 }
 
+/// Deletes one object of a task's input log through the workers' API (the leader allows it
+/// only under the logs of the caller's own tasks).
+pub(super) async fn delete(h: &HttpStore, clean: &str) -> Result<(), StoreError> {
+    let resp = h
+        .internal(reqwest::Method::DELETE, &format!("/{clean}"))
+        .send()
+        .await
+        .map_err(|e| StoreError::Http(format!("DELETE {clean}: {e}")))?;
+    check(resp, clean).await.map(|_| ())
+}
+
 /// Deletes through the public API, which answers with what it removed.
 pub(super) async fn delete_report(h: &HttpStore, clean: &str) -> (Vec<String>, Option<StoreError>) {
     let resp = h

@@ -335,6 +335,20 @@ impl Store {
         f.flush().await.map_err(local_err)
     }
 
+    /// Deletes one object; one that is already gone is no error (a compacted input log drops
+    /// the segments a merged object replaced, and a retry must not fail on its own success).
+    pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        let clean = clean_path(path)?;
+        let res = match self {
+            Store::Object(o) => o.delete(&clean).await,
+            Store::Http(h) => http::delete(h, &clean).await,
+        };
+        match res {
+            Err(StoreError::NotFound(_)) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Deletes every object under a prefix (used to drop a finished job's logs).
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
         match self.delete_report(prefix).await {

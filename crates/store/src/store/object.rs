@@ -212,6 +212,13 @@ impl Objects {
         self.unlinked(out, prefix).await
     }
 
+    /// Deletes one object.
+    pub(super) async fn delete(&self, clean: &str) -> Result<(), StoreError> {
+        let p = os_path(clean)?;
+        self.no_symlink(clean).await?;
+        self.inner.delete(&p).await.map_err(os_err(clean))
+    }
+
     /// Deletes `clean` and everything under `clean/`, one object at a time, so a failure can
     /// say what is already gone; a local store's empty directories go too.
     pub(super) async fn delete_report(&self, clean: &str) -> (Vec<String>, Option<StoreError>) {

@@ -1,0 +1,82 @@
+//! Unit tests of `compact`.
+
+use super::*;
+use crate::faulty::FaultyStore;
+use crate::log::{committed_lineage, encode_record, seal_segment, segment_path, segment_values};
+use crate::log::{BatchRecord, LogRecord};
+use crate::model::tuple::Tuple;
+use crate::store::Store;
+use bytes::BytesMut;
+use std::sync::Arc;
+
+fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
+    TaskEnv {
+        registry: Arc::new(crate::dataplane::inbound::Registry::default()),
+        routes: Arc::new(crate::dataplane::routes::Routes::default()),
+        cfg: Default::default(),
+        store: Store::objects(mem.clone(), "faulty"),
+        work_dir: std::env::temp_dir(),
+        net: Arc::new(crate::dataplane::transport::Tcp),
+        launcher: Arc::new(crate::exec::OsLauncher),
+        identity: crate::protocol::auth::Identity::from_seed([5; 32]).unwrap(),
+        slots: crate::dataplane::link::LinkSlots::new(64),
+        spool: false,
+    }
+}
+
+fn key() -> TaskKey {
+    TaskKey {
+        job: crate::model::ids::JobId("j".into()),
+        pos: crate::model::ids::TaskPos { stage: 2, index: 0 },
+    }
+}
+
+/// A segment of one record holding the value `v`.
+fn segment(v: &str) -> Bytes {
+    let mut body = BytesMut::new();
+    encode_record(
+        &mut body,
+        &LogRecord::Batch(BatchRecord {
+            from: 0,
+            first_seq: 1,
+            emit_ns: 0,
+            tuples: vec![Tuple::new("k", v)],
+        }),
+    );
+    seal_segment(&body, 1)
+}
+
+/// 1,000 commits with a fan-in of 4 leave a handful of objects (about 3 per level, 5 levels),
+/// holding every record once, in order.
+#[tokio::test]
+async fn a_long_log_is_compacted_to_a_few_objects_holding_every_record_in_order() {
+    let mem = Arc::new(FaultyStore::default());
+    let mut env = env(&mem);
+    env.cfg.log_compact_fanin = 4;
+    let store = env.store.clone();
+    let (tx, rx) = mpsc::channel(4);
+    let compacting = compactor(env, key(), 0, rx);
+    let writing = async move {
+        for n in 0..1000u64 {
+            let (path, seg) = (segment_path(&key(), 0, n), segment(&n.to_string()));
+            store.put(&path, seg.clone()).await.unwrap();
+            tx.send((path, seg)).await.unwrap();
+        }
+    };
+    tokio::join!(writing, compacting);
+    let store = Store::objects(mem.clone(), "faulty");
+    let lineage = committed_lineage(&store, &key()).await.unwrap().unwrap();
+    assert!(
+        lineage.len() <= 16,
+        "{} objects: {lineage:?}",
+        lineage.len()
+    );
+    let listed = store.list(&crate::log::task_prefix(&key())).await.unwrap();
+    assert_eq!(listed.len(), lineage.len(), "what was merged is deleted");
+    let mut text = BytesMut::new();
+    for p in &lineage {
+        segment_values(p, &store.get(p).await.unwrap(), &mut text).unwrap();
+    }
+    let want: String = (0..1000).map(|n| format!("{n}\n")).collect();
+    assert_eq!(std::str::from_utf8(&text).unwrap(), want);
+}

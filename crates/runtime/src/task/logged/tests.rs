@@ -1,0 +1,133 @@
+//! Unit tests of `logged`.
+
+use super::*;
+use crate::dataplane::inbound::Registry;
+use crate::dataplane::routes::Routes;
+use crate::dataplane::transport::Tcp;
+use crate::faulty::FaultyStore;
+use crate::log::fence_path;
+use crate::model::hist::Hist;
+use crate::model::ids::{JobId, TaskPos};
+use crate::store::Store;
+use std::sync::atomic::Ordering;
+
+fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
+    TaskEnv {
+        registry: Arc::new(Registry::default()),
+        routes: Arc::new(Routes::default()),
+        cfg: Default::default(),
+        store: Store::objects(mem.clone(), "faulty"),
+        work_dir: std::env::temp_dir(),
+        net: Arc::new(Tcp),
+        launcher: Arc::new(crate::exec::OsLauncher),
+        identity: crate::protocol::auth::Identity::from_seed([5; 32]).unwrap(),
+        slots: crate::dataplane::link::LinkSlots::new(64),
+        spool: false,
+    }
+}
+
+fn key() -> TaskKey {
+    TaskKey {
+        job: JobId("j".into()),
+        pos: TaskPos { stage: 2, index: 0 },
+    }
+}
+
+/// Logs one batch of one tuple on link 0 with a writer for `attempt`; returns what the
+/// writer returned and the link's ack afterwards.
+async fn log_one(mem: &Arc<FaultyStore>, attempt: u32) -> (Result<(), Stop>, (u64, bool)) {
+    let (res, ack, _) = log_one_timed(mem, attempt).await;
+    (res, ack)
+}
+
+/// [`log_one`], with the commit durations the writer recorded.
+async fn log_one_timed(
+    mem: &Arc<FaultyStore>,
+    attempt: u32,
+) -> (Result<(), Stop>, (u64, bool), Option<Hist>) {
+    let acks = Arc::new(AckBoard::default());
+    let (tx, rx) = mpsc::channel(4);
+    let (feed_tx, mut feed_rx) = mpsc::channel(4);
+    let mut intake = LogIntake { tx, sink: None };
+    let batch = Accepted {
+        from: 0,
+        first_seq: 1,
+        last_seq: 1,
+        emit_ns: 0,
+        tuples: vec![Tuple::new("k", "v")],
+    };
+    intake.fresh(batch).await.unwrap();
+    drop(intake);
+    let commits = AtomicHist::default();
+    let meter = CommitMeter {
+        commits: &commits,
+        working: None,
+        spool: None,
+    };
+    let res = log_writer(env(mem), key(), attempt, acks.clone(), rx, feed_tx, meter).await;
+    if res.is_ok() {
+        assert!(feed_rx.recv().await.is_some(), "logged input is released");
+    }
+    let (upto, eos, _, _) = *acks.subscribe(0).borrow();
+    let ack = (upto, eos);
+    (res, ack, commits.snapshot())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_is_timed_from_its_first_try_until_it_is_durable() {
+    let mem = Arc::new(FaultyStore::default());
+    mem.fail_puts.store(3, Ordering::Relaxed);
+    let (res, _, commits) = log_one_timed(&mem, 0).await;
+    assert!(res.is_ok(), "{res:?}");
+    let commits = commits.expect("the commit was timed");
+    assert_eq!(commits.count(), 1);
+    // Three retries after 20, 40 and 80 ms at least (the backoff's first delays).
+    assert!(commits.sum_us >= 140_000, "{commits:?}");
+    let le = commits.cumulative();
+    assert_eq!(le.last(), Some(&(u64::MAX, 1)));
+    assert_eq!(
+        le.iter()
+            .find(|(_, n)| *n == 1)
+            .map(|(b, _)| *b >= commits.sum_us),
+        Some(true),
+        "the sample sits in the first bucket that holds it: {le:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_log_write_is_retried() {
+    let mem = Arc::new(FaultyStore::default());
+    mem.fail_puts.store(WRITE_TRIES - 1, Ordering::Relaxed);
+    let (res, ack) = log_one(&mem, 0).await;
+    assert!(res.is_ok(), "{res:?}");
+    assert_eq!(ack, (1, false), "acknowledged once durable");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_log_write_that_keeps_failing_fails_the_task_with_the_store_error() {
+    let mem = Arc::new(FaultyStore::default());
+    mem.fail_puts.store(WRITE_TRIES, Ordering::Relaxed);
+    let (res, ack) = log_one(&mem, 0).await;
+    match res {
+        Err(Stop::Failed(cause)) => {
+            assert!(cause.contains("injected write failure"), "{cause}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert_eq!(ack, (0, false), "nothing acknowledged");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_attempt_acknowledges_and_processes_nothing() {
+    let mem = Arc::new(FaultyStore::default());
+    Store::objects(mem.clone(), "faulty")
+        .put(&fence_path(&key(), 0), bytes::Bytes::new())
+        .await
+        .unwrap();
+    let (res, ack) = log_one(&mem, 0).await;
+    assert!(
+        matches!(res, Err(Stop::Failed(ref c)) if c.contains("fenced")),
+        "{res:?}"
+    );
+    assert_eq!(ack, (0, false));
+}

@@ -1,0 +1,165 @@
+//! Segments: how records are encoded, framed and checked (see `log` for the format).
+
+use super::{compact, BatchRecord, LogError, LogRecord};
+use crate::model::tuple::Tuple;
+use crate::protocol::frame::{decode_tuples, encode_tuples};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Appends a batch record without building a [`LogRecord`] (the tuples stay with the caller).
+pub fn encode_batch_record(
+    buf: &mut BytesMut,
+    from: u32,
+    first_seq: u64,
+    emit_ns: u64,
+    tuples: &[Tuple],
+) {
+    buf.put_u8(1);
+    buf.put_u32(from);
+    buf.put_u64(first_seq);
+    buf.put_u64(emit_ns);
+    encode_tuples(buf, tuples);
+}
+
+/// Appends a record to a segment body under construction.
+pub fn encode_record(buf: &mut BytesMut, rec: &LogRecord) {
+    match rec {
+        LogRecord::Batch(b) => encode_batch_record(buf, b.from, b.first_seq, b.emit_ns, &b.tuples),
+        LogRecord::Eos { from, last_seq } => {
+            buf.put_u8(2);
+            buf.put_u32(*from);
+            buf.put_u64(*last_seq);
+        }
+    }
+}
+
+/// Frames a segment around encoded records.
+pub fn seal_segment(records: &[u8], count: u32) -> Bytes {
+    let mut buf = BytesMut::with_capacity(records.len() + 12);
+    buf.put_slice(b"RSEG");
+    buf.put_u32(count);
+    buf.put_slice(records);
+    let crc = crc32fast::hash(&buf);
+    buf.put_u32(crc);
+    buf.freeze()
+}
+
+/// The records part of a whole segment (after the magic, up to the checksum), once its
+/// framing and checksum are checked.
+fn segment_body(name: &str, data: &[u8]) -> Result<std::ops::Range<usize>, LogError> {
+    let corrupt = || LogError::Corrupt(name.to_string());
+    if data.len() < 12 || &data[..4] != b"RSEG" {
+        return Err(corrupt());
+    }
+    let body_len = data.len() - 4;
+    let want = u32::from_be_bytes([
+        data[body_len],
+        data[body_len + 1],
+        data[body_len + 2],
+        data[body_len + 3],
+    ]);
+    if crc32fast::hash(&data[..body_len]) != want {
+        return Err(corrupt());
+    }
+    Ok(4..body_len)
+}
+
+/// Decodes a whole segment, or every segment of a merged object in order (`compact`).
+pub fn decode_segment(name: &str, data: Bytes) -> Result<Vec<LogRecord>, LogError> {
+    let mut out = Vec::new();
+    for seg in compact::segments_of(name, data)? {
+        out.extend(decode_one(name, seg)?);
+    }
+    Ok(out)
+}
+
+fn decode_one(name: &str, mut data: Bytes) -> Result<Vec<LogRecord>, LogError> {
+    let corrupt = || LogError::Corrupt(name.to_string());
+    let body = segment_body(name, &data)?;
+    data.truncate(body.end);
+    data.advance(body.start);
+    let count = data.get_u32();
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        if data.remaining() < 13 {
+            return Err(corrupt());
+        }
+        match data.get_u8() {
+            1 => {
+                if data.remaining() < 20 {
+                    return Err(corrupt());
+                }
+                let from = data.get_u32();
+                let first_seq = data.get_u64();
+                let emit_ns = data.get_u64();
+                let tuples = decode_tuples(&mut data).map_err(|_| corrupt())?;
+                out.push(LogRecord::Batch(BatchRecord {
+                    from,
+                    first_seq,
+                    emit_ns,
+                    tuples,
+                }));
+            }
+            2 => {
+                let from = data.get_u32();
+                let last_seq = data.get_u64();
+                out.push(LogRecord::Eos { from, last_seq });
+            }
+            _ => return Err(corrupt()),
+        }
+    }
+    Ok(out)
+}
+
+/// Appends the values of a segment's batch records to `out`, each followed by a newline, in
+/// log order, without building tuples (a sink's log rendered as its output: the output file
+/// and what followers print). The segment (or merged object) is checked as [`decode_segment`]
+/// checks it.
+pub fn segment_values(name: &str, data: &[u8], out: &mut BytesMut) -> Result<(), LogError> {
+    if !compact::is_merged(data) {
+        return values_one(name, data, out);
+    }
+    for seg in compact::segments_of(name, Bytes::copy_from_slice(data))? {
+        values_one(name, &seg, out)?;
+    }
+    Ok(())
+}
+
+fn values_one(name: &str, data: &[u8], out: &mut BytesMut) -> Result<(), LogError> {
+    let corrupt = || LogError::Corrupt(name.to_string());
+    let mut body = &data[segment_body(name, data)?];
+    let count = body.try_get_u32().map_err(|_| corrupt())?;
+    for _ in 0..count {
+        match body.try_get_u8().map_err(|_| corrupt())? {
+            1 => {
+                // from, first_seq, emit_ns
+                if body.remaining() < 20 {
+                    return Err(corrupt());
+                }
+                body.advance(20);
+                let n = body.try_get_u32().map_err(|_| corrupt())?;
+                for _ in 0..n {
+                    let key = body.try_get_u32().map_err(|_| corrupt())? as usize;
+                    if body.remaining() < key {
+                        return Err(corrupt());
+                    }
+                    body.advance(key);
+                    let len = body.try_get_u32().map_err(|_| corrupt())? as usize;
+                    if body.remaining() < len {
+                        return Err(corrupt());
+                    }
+                    out.extend_from_slice(&body[..len]);
+                    out.put_u8(b'\n');
+                    body.advance(len);
+                }
+            }
+            2 => {
+                if body.remaining() < 12 {
+                    return Err(corrupt());
+                }
+                body.advance(12);
+            }
+            _ => return Err(corrupt()),
+        }
+    }
+    Ok(())
+}
