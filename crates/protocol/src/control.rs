@@ -58,16 +58,7 @@ pub type Route = (TaskPos, Dest);
 /// Bumped whenever a control message changes incompatibly; checked at registration.
 pub const PROTOCOL_VERSION: u32 = 8;
 
-/// Header naming the worker registration a worker-store request (`/internal/store`) comes
-/// from; [`SESSION_HEADER`] carries that registration's session key.
-pub const WORKER_HEADER: &str = "x-rainstorm-worker";
-
-/// Header carrying the session key of the registration [`WORKER_HEADER`] names.
-pub const SESSION_HEADER: &str = "x-rainstorm-session";
-
-/// The header in which the leader's store answers an object's size (to a HEAD as to a GET):
-/// a worker learns how large a source is without moving it.
-pub const OBJECT_SIZE_HEADER: &str = "x-object-size";
+pub use crate::headers::{OBJECT_SIZE_HEADER, SESSION_HEADER, WORKER_HEADER};
 
 /// The leader's answer to `POST /internal/challenge`: a fresh value a registration signs,
 /// good for one registration within a minute.

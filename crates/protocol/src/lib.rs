@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod control;
 pub mod frame;
+pub mod headers;
 pub mod line;
 pub mod meters;
 pub mod refusal;
