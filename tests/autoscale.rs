@@ -385,3 +385,79 @@ fn an_at_least_once_keyed_count_follows_its_rate_and_loses_nothing() {
     assert_eq!(done.get(..2), Some(&[(1, 3), (3, 1)][..]), "{done:?}");
     assert!(done.len() <= 4, "few decisions: {done:?}");
 }
+
+/// A keyed count straight after the source: count-by (1 to 3 tasks), exactly-once.
+fn first_stage_count_job(rate: f64) -> String {
+    format!(
+        r#"name = "first-stage-after-source-restart"
+delivery = "exactly-once"
+[source]
+path = "in.txt"
+rate = {rate}
+[sink]
+path = "out.txt"
+[[stages]]
+tasks = 2
+op = "count-by"
+args = ["1"]
+[stages.autoscale]
+low = 1
+high = 1000000
+max_tasks = 3
+"#
+    )
+}
+
+/// Issue 17: the worker running the source (and first-stage tasks with it) is SIGKILLed; the
+/// source restarts from the file, and so do the first-stage tasks, which keep no log. The
+/// first stage still rescales, both ways, once the restarted tasks caught up with what their
+/// predecessors delivered, and every running count is exact.
+#[test]
+fn the_first_stage_rescales_after_its_source_restarted() {
+    let mut c = Cluster::start(3, 5.0);
+    let (input, want) = data(5000);
+    c.file("in.txt", &input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file("job.toml", &first_stage_count_job(300.0));
+    let id = c.submit("job.toml");
+    let counted = |c: &Cluster| c.json(&["job", &id, "--json"])["stage_tasks"][0].as_u64();
+    wait_for("the count to start", Duration::from_secs(30), || {
+        (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? >= 300).then_some(())
+    });
+    let source_worker = c
+        .tasks(&id)
+        .iter()
+        .find(|t| t["stage"] == 0)
+        .and_then(|t| t["worker"].as_str())
+        .and_then(|w| c.worker_index(w));
+    let victim = source_worker.unwrap_or_else(|| panic!("no source: {:?}", c.tasks(&id)));
+    c.kill_worker(victim);
+    wait_for("the source to restart", Duration::from_secs(60), || {
+        c.tasks(&id)
+            .iter()
+            .find(|t| t["stage"] == 0 && t["state"] == "running")
+            .filter(|t| t["attempt"].as_u64() >= Some(1))
+            .map(|_| ())
+    });
+    // Refused only while a restarted task is being placed or started; then done.
+    wait_for(
+        "the first stage to grow to 3",
+        Duration::from_secs(60),
+        || {
+            let out = c.run(&["scale", &id, "1", "3"]);
+            (out.status.success() && counted(&c) == Some(3)).then_some(())
+        },
+    );
+    wait_for(
+        "the first stage to shrink to 1",
+        Duration::from_secs(60),
+        || {
+            let out = c.run(&["scale", &id, "1", "1"]);
+            (out.status.success() && counted(&c) == Some(1)).then_some(())
+        },
+    );
+    c.ok(&["set-rate", &id, "0"]);
+    let j = c.wait_job(&id, Duration::from_secs(120));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same("counts", &sorted_lines(&c.store_file("out.txt")), &want);
+}

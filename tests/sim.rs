@@ -201,7 +201,7 @@ fn count_by() -> OperatorSpec {
 }
 
 impl Pipeline {
-    fn stages(self, rng: &Rng) -> Vec<StageSpec> {
+    fn stages(self, rng: &Rng, declared: bool) -> Vec<StageSpec> {
         let n = |rng: &Rng| 1 + rng.below(3) as u32;
         match self {
             Pipeline::KeepCountUpper => vec![
@@ -209,16 +209,19 @@ impl Pipeline {
                     tasks: n(rng),
                     operator: exec("keep"),
                     autoscale: Default::default(),
+                    stateless: declared,
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: count_by(),
                     autoscale: Default::default(),
+                    stateless: false,
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: exec("upper"),
                     autoscale: Default::default(),
+                    stateless: declared,
                 },
             ],
             Pipeline::CountEven => vec![
@@ -226,11 +229,13 @@ impl Pipeline {
                     tasks: n(rng),
                     operator: count_by(),
                     autoscale: Default::default(),
+                    stateless: false,
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: exec("even"),
                     autoscale: Default::default(),
+                    stateless: declared,
                 },
             ],
             Pipeline::ExecCount => vec![
@@ -238,16 +243,19 @@ impl Pipeline {
                     tasks: n(rng),
                     operator: exec("keyby"),
                     autoscale: Default::default(),
+                    stateless: declared,
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: exec("tally"),
                     autoscale: Default::default(),
+                    stateless: false,
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: identity(),
                     autoscale: Default::default(),
+                    stateless: false,
                 },
             ],
             Pipeline::Builtins => vec![
@@ -255,16 +263,19 @@ impl Pipeline {
                     tasks: n(rng),
                     operator: identity(),
                     autoscale: Default::default(),
+                    stateless: false,
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: count_by(),
                     autoscale: Default::default(),
+                    stateless: false,
                 },
                 StageSpec {
                     tasks: n(rng),
                     operator: identity(),
                     autoscale: Default::default(),
+                    stateless: false,
                 },
             ],
         }
@@ -1182,7 +1193,9 @@ async fn run_seed(seed: u64) -> SeedResult {
         source_name: "in.csv".into(),
         rate: n_rows as f64 * (1.0 + rng.below(3) as f64),
         sink_path: "out.txt".into(),
-        stages: pipeline.stages(&rng),
+        // A third of the seeds declare their stateless executables so (a live switch, no
+        // process restart); the rest leave the engine to assume state.
+        stages: pipeline.stages(&rng, seed.is_multiple_of(3)),
         paths: PathMode::Store,
         keep_logs: false,
         // Half the jobs autoscale: their stages get task positions to grow into (standing by).

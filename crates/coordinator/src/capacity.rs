@@ -205,6 +205,7 @@ mod tests {
                 args: vec![],
             },
             autoscale: Default::default(),
+            stateless: false,
         };
         let spec = JobSpec::sample(vec![stage(3), stage(2)]);
         assert!(!takes_slot(&spec, 0));

@@ -42,3 +42,5 @@ pub use job::{CoreConfig, CoreTask, JobCore};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rescale;

@@ -17,6 +17,7 @@ fn spec(delivery: Delivery) -> JobSpec {
             args: vec![],
         },
         autoscale: Default::default(),
+        stateless: false,
     };
     let mut s = JobSpec::sample(vec![stage(2), stage(1)]);
     s.delivery = delivery;

@@ -243,6 +243,17 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
             }
             OperatorSpec::Exec { .. } => {}
         }
+        if st.stateless {
+            if let OperatorSpec::Builtin { name, args } = &st.operator {
+                if BuiltinSpec::routing_column(name, args).is_some() {
+                    problems.push(Problem::new(
+                        stage_field(i, "stateless"),
+                        "true",
+                        format!("{name} keeps state per key; only an executable's state can be declared absent"),
+                    ));
+                }
+            }
+        }
         problems.extend(autoscale::stage_problems(spec, i));
     }
     // Counted only over valid stages: a stage of 100000 tasks is reported once, as itself.

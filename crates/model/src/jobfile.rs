@@ -45,6 +45,8 @@ struct RawStage {
     #[serde(default)]
     args: Vec<toml::Value>,
     autoscale: Option<toml::Value>,
+    #[serde(default)]
+    stateless: bool,
 }
 
 fn arg_string(v: &toml::Value) -> String {
@@ -212,6 +214,7 @@ pub fn parse_job_toml(text: &str) -> Result<JobSpec, InvalidJob> {
             tasks: d.tasks(i, st.tasks.as_ref()),
             operator: d.operator(i, st),
             autoscale: d.stage_autoscale(i, st.autoscale.as_ref(), autoscale.is_some()),
+            stateless: st.stateless,
         })
         .collect();
     let spec = JobSpec {

@@ -95,6 +95,11 @@ pub struct StageSpec {
     /// before this field), none, or its own override.
     #[serde(default, skip_serializing_if = "StageAutoscale::is_inherit")]
     pub autoscale: StageAutoscale,
+    /// The user's word that the stage's executable keeps no state between tuples: its key
+    /// groups then move without rebuilding anything (a live switch in every delivery mode,
+    /// no process restart). An executable is otherwise taken to keep state per key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stateless: bool,
 }
 
 impl StageSpec {
@@ -104,6 +109,7 @@ impl StageSpec {
             tasks,
             operator,
             autoscale: StageAutoscale::Inherit,
+            stateless: false,
         }
     }
 }

@@ -44,6 +44,7 @@ fn unused_registrations_go_at_once_dead_workers_after_a_while_never_one_a_runnin
             args: vec![],
         },
         autoscale: Default::default(),
+        stateless: false,
     }]);
     let running = JobId("job-1".into());
     st.add_job(running.clone(), JobRec::detached(spec.clone()));

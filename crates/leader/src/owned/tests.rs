@@ -22,6 +22,7 @@ fn spec(source: &str, sink: &str) -> JobSpec {
                 args: vec![],
             },
             autoscale: Default::default(),
+            stateless: false,
         }],
         paths: PathMode::Store,
         keep_logs: false,

@@ -9,6 +9,7 @@ fn jobs() -> BTreeMap<JobId, JobRec> {
         tasks: 1,
         operator,
         autoscale: Default::default(),
+        stateless: false,
     };
     let spec = JobSpec::sample(vec![
         stage(OperatorSpec::Builtin {

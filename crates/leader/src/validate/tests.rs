@@ -18,6 +18,7 @@ fn job(tasks: &[u32]) -> JobSpec {
                     args: vec![],
                 },
                 autoscale: Default::default(),
+                stateless: false,
             })
             .collect(),
     )

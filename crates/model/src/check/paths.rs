@@ -79,6 +79,7 @@ mod tests {
                     args: vec![],
                 },
                 autoscale: Default::default(),
+                stateless: false,
             }],
             paths: PathMode::Store,
             keep_logs: false,

@@ -30,6 +30,7 @@ fn a_good_spec_has_no_problems() {
         tasks: 3,
         operator: builtin("count-by", &["9"]),
         autoscale: Default::default(),
+        stateless: false,
     }]);
     assert!(check_spec(&s).is_empty());
 }
@@ -41,11 +42,13 @@ fn names_each_field_and_the_value() {
             tasks: 0,
             operator: builtin("frobnicate", &[]),
             autoscale: Default::default(),
+            stateless: false,
         },
         StageSpec {
             tasks: 2000,
             operator: builtin("count-by", &["zero"]),
             autoscale: Default::default(),
+            stateless: false,
         },
         StageSpec {
             tasks: 1,
@@ -54,6 +57,7 @@ fn names_each_field_and_the_value() {
                 args: vec![],
             },
             autoscale: Default::default(),
+            stateless: false,
         },
     ]);
     s.rate = -3.0;
@@ -83,6 +87,7 @@ fn with_rate(rate: f64) -> Vec<Problem> {
         tasks: 1,
         operator: builtin("identity", &[]),
         autoscale: Default::default(),
+        stateless: false,
     }]);
     s.rate = rate;
     check_spec(&s)
@@ -131,6 +136,7 @@ fn autoscale_watermarks_must_be_finite_and_ordered() {
             tasks: 1,
             operator: builtin("identity", &[]),
             autoscale: Default::default(),
+            stateless: false,
         }]);
         s.autoscale = Some(crate::autoscale::AutoscaleSpec::new(lw, hw));
         let p = check_spec(&s);
@@ -145,6 +151,7 @@ fn more_than_256_tasks_in_a_stage_is_rejected_with_the_limit() {
         tasks: 257,
         operator: builtin("identity", &[]),
         autoscale: Default::default(),
+        stateless: false,
     }]);
     let p = check_spec(&s);
     assert_eq!(p.len(), 1, "{p:?}");
@@ -156,6 +163,7 @@ fn more_than_256_tasks_in_a_stage_is_rejected_with_the_limit() {
         tasks: 256,
         operator: builtin("identity", &[]),
         autoscale: Default::default(),
+        stateless: false,
     }]);
     assert!(check_spec(&s).is_empty());
 }
@@ -166,6 +174,7 @@ fn more_than_64_stages_is_rejected_with_the_limit() {
         tasks: 1,
         operator: builtin("identity", &[]),
         autoscale: Default::default(),
+        stateless: false,
     };
     let p = check_spec(&spec(vec![stage.clone(); 65]));
     assert_eq!(p.len(), 1, "{p:?}");
@@ -183,6 +192,7 @@ fn stages_of(tasks: &[u32]) -> Vec<StageSpec> {
             tasks: t,
             operator: builtin("identity", &[]),
             autoscale: Default::default(),
+            stateless: false,
         })
         .collect()
 }

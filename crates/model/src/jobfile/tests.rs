@@ -109,3 +109,30 @@ fn bad_builtin_arguments_name_the_args_field() {
     assert_eq!(err.0[0].field, "stages[1].args");
     assert!(err.0[0].value.contains("zero"));
 }
+
+#[test]
+fn a_stage_may_declare_its_executable_stateless_but_not_a_keyed_built_in() {
+    let job = |stage: &str| {
+        format!(
+            "[source]\npath = \"a\"\n[sink]\npath = \"o\"\n[[stages]]\n{stage}stateless = true\n"
+        )
+    };
+    let spec = parse_job_toml(&job("exec = \"op.py\"\n")).unwrap();
+    assert!(spec.stages[0].stateless);
+    let plain = parse_job_toml(
+        "[source]\npath = \"a\"\n[sink]\npath = \"o\"\n[[stages]]\nexec = \"op.py\"\n",
+    )
+    .unwrap();
+    assert!(
+        !plain.stages[0].stateless,
+        "an executable may keep state unless told"
+    );
+    let err = parse_job_toml(&job("op = \"count-by\"\nargs = [\"1\"]\n")).unwrap_err();
+    assert_eq!(err.0.len(), 1);
+    assert_eq!(err.0[0].field, "stages[1].stateless");
+    assert!(
+        err.0[0].message.contains("count-by keeps state"),
+        "{}",
+        err.0[0].message
+    );
+}

@@ -27,6 +27,7 @@ fn state() -> LeaderState {
                 args: vec![],
             },
             autoscale: Default::default(),
+            stateless: false,
         };
         2
     ]);

@@ -1,0 +1,134 @@
+//! How a stage's rescale is carried out by delivery mode and by what its operator keeps:
+//! live (a switch of maps), by restarting the pipeline (state under at-least-once), or not
+//! at all (state under at-most-once).
+
+use super::event::{ScaleNote, ScalePhase};
+use super::rescale::ScaleRequest;
+use super::{Action, Cluster, CoreConfig, Input, JobCore};
+use crate::model::ids::{JobId, WorkerId};
+use crate::model::spec::{Delivery, JobSpec, OperatorSpec, StageSpec};
+use crate::protocol::auth::Identity;
+use crate::protocol::control::Endpoint;
+use std::time::Duration;
+
+/// identity (1 task) → an executable (2 tasks), declared stateless or not.
+fn job(delivery: Delivery, stateless: bool) -> JobCore {
+    let mut spec = JobSpec::sample(vec![
+        StageSpec::new(
+            1,
+            OperatorSpec::Builtin {
+                name: "identity".into(),
+                args: vec![],
+            },
+        ),
+        StageSpec {
+            stateless,
+            ..StageSpec::new(
+                2,
+                OperatorSpec::Exec {
+                    path: "op.py".into(),
+                    args: vec![],
+                },
+            )
+        },
+    ]);
+    spec.delivery = delivery;
+    let cfg = CoreConfig {
+        max_restarts: 3,
+        adopt_after: Duration::from_secs(5),
+        drain_after: Duration::from_secs(10),
+        restart_delay: Duration::from_millis(100),
+        restart_delay_max: Duration::from_secs(2),
+        timeout: None,
+    };
+    JobCore::new(JobId("job-1".into()), spec, cfg)
+}
+
+fn cluster() -> Cluster {
+    let worker = |i: u32| {
+        let endpoint = Endpoint {
+            addr: format!("10.0.0.{i}:7100"),
+            key: Identity::from_seed([i as u8; 32]).unwrap().public(),
+        };
+        (WorkerId(format!("w{i}")), endpoint)
+    };
+    Cluster {
+        workers: (1..=3).map(worker).collect(),
+        ..Cluster::default()
+    }
+}
+
+/// Starts the job and asks for stage 2 on one task; the actions and the outcome noted.
+fn shrink(c: &mut JobCore) -> (Vec<Action>, Vec<ScalePhase>) {
+    c.handle(Input::Start, &cluster());
+    let actions = c.handle(
+        Input::Scale(ScaleRequest {
+            stage: 2,
+            tasks: 1,
+            reason: "test".into(),
+            rate: None,
+        }),
+        &cluster(),
+    );
+    let phases = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Scaling(ScaleNote { phase, .. }) => Some(phase.clone()),
+            _ => None,
+        })
+        .collect();
+    (actions, phases)
+}
+
+fn reroutes(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Reroute { .. }))
+        .count()
+}
+
+#[test]
+fn under_at_least_once_an_executable_that_may_keep_state_rescales_by_restarting_the_pipeline() {
+    let mut c = job(Delivery::AtLeastOnce, false);
+    let (actions, phases) = shrink(&mut c);
+    assert_eq!(c.epoch(), 1, "the pipeline restarted: {actions:?}");
+    assert_eq!(reroutes(&actions), 0);
+    assert_eq!(phases, [ScalePhase::Started, ScalePhase::Done]);
+    assert!(actions.iter().any(|a| matches!(a, Action::Start { .. })));
+    assert_eq!(
+        c.active_tasks(2),
+        1,
+        "the new map is the restarted pipeline's"
+    );
+}
+
+#[test]
+fn a_stateless_executable_switches_live_in_every_mode() {
+    for delivery in [
+        Delivery::AtLeastOnce,
+        Delivery::AtMostOnce,
+        Delivery::ExactlyOnce,
+    ] {
+        let mut c = job(delivery, true);
+        let (actions, phases) = shrink(&mut c);
+        assert_eq!(c.epoch(), 0, "{delivery:?}: no restart");
+        assert_eq!(
+            reroutes(&actions),
+            1,
+            "{delivery:?}: its upstream task switches"
+        );
+        assert_eq!(phases.first(), Some(&ScalePhase::Started), "{delivery:?}");
+    }
+}
+
+#[test]
+fn under_at_most_once_an_executable_that_may_keep_state_is_not_rescaled() {
+    let mut c = job(Delivery::AtMostOnce, false);
+    let (actions, phases) = shrink(&mut c);
+    assert_eq!(c.epoch(), 0);
+    assert_eq!(reroutes(&actions), 0);
+    match phases.as_slice() {
+        [ScalePhase::Refused(why)] => assert!(why.contains("at-most-once"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
