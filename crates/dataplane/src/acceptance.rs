@@ -86,13 +86,6 @@ pub struct Acceptance {
 }
 
 impl Acceptance {
-    /// Whether this receiver rebuilds acknowledged input it never saw (a first-stage task
-    /// under exactly-once: it keeps no log, so what it holds says nothing of its
-    /// predecessors).
-    pub fn regenerable(&self) -> bool {
-        self.regenerable
-    }
-
     /// State for `links` upstream tasks in the epoch whose sequence numbers start above
     /// `floor`. `regenerable`: the receiver can rebuild acknowledged input it never saw (a
     /// first-stage task under exactly-once, from the source file).

@@ -274,18 +274,6 @@ impl Switchboard {
         Some(b.switch(route))
     }
 
-    /// Whether this attempt has routed, on every link, as far as its receivers held of its
-    /// predecessors (always, for a first attempt): everything they delivered, it delivered
-    /// again, from the same input.
-    pub fn caught_up_with_predecessors(&self) -> bool {
-        let b = self.lock();
-        !b.restarted
-            || b.floors
-                .iter()
-                .zip(&b.sent)
-                .all(|(f, s)| f.is_some_and(|f| *s >= f))
-    }
-
     /// The receiver on link `to` held `seen` tuples of it before it took this attempt's
     /// connection (it takes nothing from an older attempt after that).
     pub fn floor(&self, to: usize, seen: u64) {

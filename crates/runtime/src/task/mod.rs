@@ -287,15 +287,10 @@ async fn drive(
         .as_ref()
         .filter(|_| regenerable)
         .map(|r| (a.paths, r));
-    let mut takeover = a.inbound.as_ref().map(|i| {
-        takeover::Takeover::new(
-            env,
-            a.key.clone(),
-            (i, a.attempt),
-            status.inbound.subscribe(),
-            source,
-        )
-    });
+    let mut takeover = a
+        .inbound
+        .as_ref()
+        .map(|i| takeover::Takeover::new(env, a.key.clone(), (i, a.attempt), status, source));
     if logged {
         let recovered = tokio::select! {
             _ = cancel.cancelled() => Err(Stop::Cancelled),

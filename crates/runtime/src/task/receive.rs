@@ -81,10 +81,6 @@ pub(crate) trait Intake {
     fn acks_on_accept(&self) -> bool;
 }
 
-/// How often a restarted first-stage task looks whether it caught up with its predecessors,
-/// while it has a floor to tell and no input comes.
-const FLOOR_POLL: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// Receives until every incoming link has ended.
 pub(crate) async fn receive<I: Intake>(
     task: &TaskKey,
@@ -99,19 +95,7 @@ pub(crate) async fn receive<I: Intake>(
     // Per link, the sender attempt whose connection was taken last: nothing of an older one
     // is taken after it (a restarted sender learns how far its predecessors got).
     let mut senders: std::collections::BTreeMap<u32, u32> = Default::default();
-    // A restarted first-stage task keeps no log: what it holds says nothing of how far its
-    // predecessors got. It tells a sender how far it holds (the floor a restarted sender
-    // routes up to before it switches maps) only once its own outputs have caught up with
-    // everything its receivers held of its predecessors' — then every input whose outputs
-    // were delivered is behind it. Until then: per link, the sender attempt to tell.
-    let mut untold: std::collections::BTreeMap<u32, u32> = Default::default();
-    let defer_floors = acc.regenerable();
     while !acc.all_ended() {
-        if !untold.is_empty() && status.board.caught_up_with_predecessors() {
-            for (from, attempt) in std::mem::take(&mut untold) {
-                acks.seen(from, attempt, acc.hwm(from));
-            }
-        }
         let msg = match inbox.try_recv() {
             Ok(m) => m,
             Err(_) => {
@@ -121,8 +105,6 @@ pub(crate) async fn receive<I: Intake>(
                     _ = cancel.cancelled() => return Err(Stop::Cancelled),
                     e = intake.died() => return Err(e),
                     m = inbox.recv() => m.ok_or(Stop::Cancelled)?,
-                    // Its outputs' floors come from its receivers: look again.
-                    _ = tokio::time::sleep(FLOOR_POLL), if !untold.is_empty() => continue,
                 }
             }
         };
@@ -139,12 +121,7 @@ pub(crate) async fn receive<I: Intake>(
                 }
                 senders.insert(from, conn.attempt());
                 let verdict = acc.connected(from, acked, eos_acked);
-                if defer_floors && !status.board.caught_up_with_predecessors() {
-                    untold.insert(from, conn.attempt());
-                } else {
-                    untold.remove(&from);
-                    acks.seen(from, conn.attempt(), acc.hwm(from));
-                }
+                acks.seen(from, conn.attempt(), acc.hwm(from));
                 match verdict {
                     Verdict::Regenerate { after, upto, ended } => {
                         let unseen = Unseen {

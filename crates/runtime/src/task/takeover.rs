@@ -23,7 +23,7 @@ use crate::model::ids::{TaskKey, TaskPos};
 use crate::model::partition::Partitioner;
 use crate::model::spec::PathMode;
 use crate::model::tuple::Tuple;
-use crate::protocol::control::SourceReplay;
+use crate::protocol::control::{SourceReplay, TaskState};
 use crate::protocol::routing::{Inbound, StageRouting};
 use crate::source::{open_source, SourceReader};
 use futures::StreamExt;
@@ -55,6 +55,8 @@ pub(super) struct Takeover<'a> {
     own: u64,
     /// What an executable's process was fed so far, up to `own`'s last mark (`rebuild`).
     fed: Vec<Piece>,
+    /// The attempt's status: a running task reports itself starting while it rebuilds.
+    status: &'a super::TaskStatus,
 }
 
 impl<'a> Takeover<'a> {
@@ -64,7 +66,7 @@ impl<'a> Takeover<'a> {
         env: &'a TaskEnv,
         key: TaskKey,
         (inbound, attempt): (&Inbound, u32),
-        routing: watch::Receiver<Option<StageRouting>>,
+        status: &'a super::TaskStatus,
         source: Option<(PathMode, &'a SourceReplay)>,
     ) -> Takeover<'a> {
         Takeover {
@@ -72,7 +74,8 @@ impl<'a> Takeover<'a> {
             key,
             partitioner: Partitioner::new(inbound.partition.clone(), 1),
             plan: inbound.routing.clone(),
-            routing,
+            routing: status.inbound.subscribe(),
+            status,
             rebuilt: BTreeSet::new(),
             source,
             attempt,
@@ -154,6 +157,20 @@ impl<'a> Takeover<'a> {
     /// groups' history into its state; an executable is restarted and fed everything its
     /// process was fed so far, then that history (`rebuild`, `exec::history`).
     async fn rebuild(&mut self, op: &mut Operator, w: usize) -> Result<(), Stop> {
+        // Recovering, as after a restart: no stall is seen, and the autoscaler waits.
+        let running = self.status.state() == TaskState::Running;
+        if running {
+            self.status.set_state(TaskState::Starting);
+        }
+        let rebuilt = self.rebuild_now(op, w).await;
+        if running && rebuilt.is_ok() {
+            self.status.set_state(TaskState::Running);
+        }
+        rebuilt
+    }
+
+    /// See [`rebuild`](Self::rebuild).
+    async fn rebuild_now(&mut self, op: &mut Operator, w: usize) -> Result<(), Stop> {
         let Operator::Exec(x) = op else {
             let mut to = Rebuilding::Builtin(op);
             return self.gain_history(&mut to, w).await;
