@@ -11,7 +11,7 @@ use super::operator::{Operator, Stop};
 use super::TaskEnv;
 use crate::exec::{ExecOperator, Tally};
 use crate::log::compact::{from_slot, read_object};
-use crate::log::{decode_segment, lineage_of, LogRecord};
+use crate::log::{decode_segment, lineage_of, LogError, LogRecord};
 use crate::model::ids::TaskKey;
 use crate::model::partition::Partitioner;
 use crate::model::spec::PathMode;
@@ -22,7 +22,7 @@ use crate::source::{open_source, SourceReader};
 use futures::StreamExt;
 
 /// Segments of a log read at once.
-pub(super) const READ_AHEAD: usize = 8;
+const READ_AHEAD: usize = 8;
 
 /// One stretch of what an executable's process was fed, in order.
 #[derive(Clone, Copy, Debug)]
@@ -59,6 +59,28 @@ impl Rebuilding<'_> {
             }
         }
     }
+}
+
+/// One object of a log as read: its path, how many of its leading segments were read
+/// already, and its segments (`None`: compacted away since the listing, list again).
+pub(super) type ObjectRead = (String, usize, Result<Option<Vec<bytes::Bytes>>, LogError>);
+
+/// Reads `objects` (from [`from_slot`]) a few at a time, in order: through the leader each
+/// read is a round trip, and a log holds every commit since the job started.
+pub(super) fn read_ahead(
+    store: &crate::store::Store,
+    objects: Vec<(String, usize)>,
+) -> impl futures::Stream<Item = ObjectRead> {
+    let store = store.clone();
+    futures::stream::iter(objects)
+        .map(move |(path, skip)| {
+            let store = store.clone();
+            async move {
+                let segs = read_object(&store, &path).await;
+                (path, skip, segs)
+            }
+        })
+        .buffered(READ_AHEAD)
 }
 
 /// Feeds `to` the task's own input tuples `lo+1..=hi`, in the order they were first fed: from
@@ -113,16 +135,7 @@ pub(super) async fn own_input(
         if objects.is_empty() {
             break;
         }
-        let store = env.store.clone();
-        let mut reads = futures::stream::iter(objects)
-            .map(move |(path, skip)| {
-                let store = store.clone();
-                async move {
-                    let segs = read_object(&store, &path).await;
-                    (path, skip, segs)
-                }
-            })
-            .buffered(READ_AHEAD);
+        let mut reads = read_ahead(&env.store, objects);
         while let Some((path, skip, segs)) = reads.next().await {
             let Some(segs) = segs? else { break };
             for seg in segs.into_iter().skip(skip) {

@@ -14,9 +14,9 @@
 //! log, so a restarted task rebuilds the same state.
 
 use super::operator::{Operator, Stop};
-use super::rebuild::{own_input, Piece, Rebuilding, READ_AHEAD};
+use super::rebuild::{own_input, read_ahead, Piece, Rebuilding};
 use super::TaskEnv;
-use crate::log::compact::{from_slot, read_object};
+use crate::log::compact::from_slot;
 use crate::log::{committed_lineage, decode_segment, LogRecord};
 use crate::model::groups::KEY_GROUPS;
 use crate::model::ids::{TaskKey, TaskPos};
@@ -288,18 +288,7 @@ impl<'a> Takeover<'a> {
                 tokio::time::sleep(LOG_POLL).await;
                 continue;
             }
-            // Read ahead a few objects at once, in order: through the leader each read is a
-            // round trip, and a group's history is every commit since the job started.
-            let store = self.env.store.clone();
-            let mut reads = futures::stream::iter(objects)
-                .map(move |(path, skip)| {
-                    let store = store.clone();
-                    async move {
-                        let segs = read_object(&store, &path).await;
-                        (path, skip, segs)
-                    }
-                })
-                .buffered(READ_AHEAD);
+            let mut reads = read_ahead(&self.env.store, objects);
             while let Some((path, skip, segs)) = reads.next().await {
                 // Gone: compacted since the listing; list again from the slot reached.
                 let Some(segs) = segs? else { break };
