@@ -775,6 +775,17 @@ impl Sim {
                 report,
             });
         }
+        // Handovers of key groups' state, as every heartbeat repeats them.
+        let handed: Vec<(TaskPos, u32)> = self
+            .running
+            .iter()
+            .filter(|(_, a)| self.alive[a.host])
+            .map(|((pos, _), a)| (*pos, a.status.handed.load(Ordering::Relaxed)))
+            .filter(|(_, v)| *v > 0)
+            .collect();
+        for (pos, version) in handed {
+            self.feed(Input::HandedOver { pos, version });
+        }
     }
 
     /// A worker rejoins the leader under its old identity, reporting the attempts it runs and

@@ -32,7 +32,8 @@ impl JobCore {
                 (0..tasks_of(&self.spec, s))
                     .any(|index| self.unplaced.contains(&TaskPos { stage: s, index }))
             });
-            l.settling |= r.pending().is_some() || waiting;
+            let handing = self.handing_over(l.stage).is_some();
+            l.settling |= r.pending().is_some() || waiting || handing;
         }
         let (free, _) = super::capacity::Room::of(self, cluster, false).free();
         let decisions = self.scaler.decide(now_ms, &loads, free.unwrap_or(u32::MAX));

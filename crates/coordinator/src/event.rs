@@ -84,6 +84,14 @@ pub enum Input {
         /// The version and the point.
         report: crate::protocol::reroute::SwitchReport,
     },
+    /// A task handed over the state of the key groups it lost with its stage's routing
+    /// `version` (a stage whose built-in keeps state): the stage may be rescaled again.
+    HandedOver {
+        /// Which task.
+        pos: TaskPos,
+        /// The version.
+        version: u32,
+    },
     /// The user cancelled the job.
     Cancel,
     /// The executor could not carry out an action (the placement could not be made

@@ -23,7 +23,9 @@ mod adopt;
 pub mod autoscale;
 mod autoscaled;
 pub mod capacity;
+mod config;
 mod event;
+mod handover;
 mod job;
 pub mod placement;
 mod readout;
@@ -37,8 +39,9 @@ pub mod sweep;
 mod switch;
 
 pub use autoscale::{ScaleDecision, Scaler, StageLoad};
+pub use config::CoreConfig;
 pub use event::{Action, Cluster, Input, Outcome, Reported, ScaleNote, ScalePhase, Timer};
-pub use job::{CoreConfig, CoreTask, JobCore};
+pub use job::{CoreTask, JobCore};
 
 #[cfg(test)]
 mod tests;

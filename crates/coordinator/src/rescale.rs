@@ -92,13 +92,16 @@ impl JobCore {
         }
     }
 
-    /// Why the keys of `stage` cannot move with their state, if they cannot. Under
-    /// exactly-once the new owner of a group rebuilds its state from the group's logged input
-    /// (a built-in takes it into its state, an executable is restarted with it); under
+    /// Why the keys of `stage` cannot move with their state, if they cannot. A built-in hands
+    /// a group's state to its new owner in every mode (`handover`). An executable, under
+    /// exactly-once, is restarted with the state rebuilt from the group's logged input; under
     /// at-least-once the pipeline restarts from the source with the new map
     /// ([`restart_rescale`](Self::restart_rescale)); at-most-once replays nothing.
     fn stateful(&self, stage: u32) -> Option<String> {
-        if !self.keeps_state(stage) || self.spec.delivery != Delivery::AtMostOnce {
+        if !self.keeps_state(stage)
+            || self.hands_over(stage)
+            || self.spec.delivery != Delivery::AtMostOnce
+        {
             return None;
         }
         Some(format!(
@@ -106,12 +109,14 @@ impl JobCore {
         ))
     }
 
-    /// What a task of `stage` is told to take key groups over with their state (a stage
-    /// that keeps state, under exactly-once): the stage's confirmed routing.
+    /// What a task of `stage` is told to take key groups over with their state (a built-in
+    /// that keeps state, or an executable that may under exactly-once): the stage's
+    /// confirmed routing.
     pub(super) fn inbound_of(&self, stage: u32) -> Option<Inbound> {
         // Only a stage whose keys can move with their state: every tuple it takes is checked
         // against the routing.
-        if !self.keeps_state(stage) || self.spec.delivery != Delivery::ExactlyOnce {
+        let rebuilds = self.keeps_state(stage) && self.spec.delivery == Delivery::ExactlyOnce;
+        if !rebuilds && !self.hands_over(stage) {
             return None;
         }
         let mut routing = self.routing_of(stage);
@@ -282,6 +287,9 @@ impl JobCore {
         }
         if routing.pending().is_some() {
             return Some(format!("stage {} is already being rescaled", req.stage));
+        }
+        if let Some(why) = self.handing_over(req.stage) {
+            return Some(why);
         }
         if self.by_restart(req.stage) {
             // Every task restarts: how far upstream attempts got does not matter.

@@ -13,10 +13,13 @@ use crate::model::spec::Delivery;
 use tracing::info;
 
 impl JobCore {
-    /// Whether a rescale of `stage` restarts the pipeline: a stage that keeps state, under
-    /// at-least-once, keeps no log to rebuild a moved group's state from.
+    /// Whether a rescale of `stage` restarts the pipeline: an executable that may keep state,
+    /// under at-least-once, keeps no log to rebuild a moved group's state from (a built-in
+    /// hands its state over instead, `handover`).
     pub(super) fn by_restart(&self, stage: u32) -> bool {
-        self.keeps_state(stage) && self.spec.delivery == Delivery::AtLeastOnce
+        self.keeps_state(stage)
+            && !self.hands_over(stage)
+            && self.spec.delivery == Delivery::AtLeastOnce
     }
 
     /// At-least-once, a stage that keeps state: the stage takes `map` and the whole pipeline

@@ -1,14 +1,16 @@
 //! How a stage's rescale is carried out by delivery mode and by what its operator keeps:
-//! live (a switch of maps), by restarting the pipeline (state under at-least-once), or not
-//! at all (state under at-most-once).
+//! live (a switch of maps; a built-in's state handed over), by restarting the pipeline (an
+//! executable's state under at-least-once), or not at all (an executable's state under
+//! at-most-once).
 
 use super::event::{ScaleNote, ScalePhase};
 use super::rescale::ScaleRequest;
 use super::{Action, Cluster, CoreConfig, Input, JobCore};
-use crate::model::ids::{JobId, WorkerId};
+use crate::model::ids::{JobId, TaskPos, WorkerId};
 use crate::model::spec::{Delivery, JobSpec, OperatorSpec, StageSpec};
 use crate::protocol::auth::Identity;
 use crate::protocol::control::Endpoint;
+use crate::protocol::reroute::{SwitchPoint, SwitchReport};
 use std::time::Duration;
 
 /// identity (1 task) → an executable (2 tasks), declared stateless or not.
@@ -131,4 +133,111 @@ fn under_at_most_once_an_executable_that_may_keep_state_is_not_rescaled() {
         [ScalePhase::Refused(why)] => assert!(why.contains("at-most-once"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// identity (1 task) → count-by (2 tasks).
+fn count_job(delivery: Delivery) -> JobCore {
+    let mut c = job(delivery, false);
+    c.spec.stages[1].operator = OperatorSpec::Builtin {
+        name: "count-by".into(),
+        args: vec!["1".into()],
+    };
+    c
+}
+
+fn scale_to(c: &mut JobCore, tasks: u32) -> Vec<ScalePhase> {
+    let req = ScaleRequest {
+        stage: 2,
+        tasks,
+        reason: "test".into(),
+        rate: None,
+    };
+    c.handle(Input::Scale(req), &cluster())
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Scaling(ScaleNote { phase, .. }) => Some(phase),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_count_by_moves_its_keys_live_with_their_state_in_every_mode() {
+    for delivery in [
+        Delivery::AtLeastOnce,
+        Delivery::AtMostOnce,
+        Delivery::ExactlyOnce,
+    ] {
+        let mut c = count_job(delivery);
+        let (actions, phases) = shrink(&mut c);
+        assert_eq!(c.epoch(), 0, "{delivery:?}: no restart: {actions:?}");
+        assert_eq!(
+            reroutes(&actions),
+            1,
+            "{delivery:?}: its upstream task switches"
+        );
+        assert_eq!(phases, [ScalePhase::Started], "{delivery:?}");
+        assert!(
+            c.inbound_of(2).is_some(),
+            "{delivery:?}: its tasks are told the routing"
+        );
+    }
+}
+
+#[test]
+fn a_count_by_is_not_rescaled_again_until_the_state_it_moved_is_handed_over() {
+    let mut c = count_job(Delivery::AtLeastOnce);
+    shrink(&mut c);
+    let upstream = TaskPos { stage: 1, index: 0 };
+    let report = SwitchReport {
+        version: 1,
+        point: SwitchPoint {
+            outputs: 5,
+            sent: vec![3, 2],
+        },
+    };
+    let done = c.handle(
+        Input::Switched {
+            pos: upstream,
+            attempt: 0,
+            report,
+        },
+        &cluster(),
+    );
+    assert!(
+        done.iter().any(|a| matches!(
+            a,
+            Action::Scaling(ScaleNote {
+                phase: ScalePhase::Done,
+                ..
+            })
+        )),
+        "{done:?}"
+    );
+    // Task 2.1 lost its groups with version 1 and has not handed their state over.
+    match scale_to(&mut c, 2).as_slice() {
+        [ScalePhase::Refused(why)] => assert!(why.contains("task 2.1"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A report of an older version does not count.
+    let loser = TaskPos { stage: 2, index: 1 };
+    c.handle(
+        Input::HandedOver {
+            pos: loser,
+            version: 0,
+        },
+        &cluster(),
+    );
+    assert!(matches!(
+        scale_to(&mut c, 2).as_slice(),
+        [ScalePhase::Refused(_)]
+    ));
+    c.handle(
+        Input::HandedOver {
+            pos: loser,
+            version: 1,
+        },
+        &cluster(),
+    );
+    assert_eq!(scale_to(&mut c, 2), [ScalePhase::Started]);
 }

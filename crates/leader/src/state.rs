@@ -212,6 +212,7 @@ impl State {
         t.pid = pid.or(t.pid);
         t.state = r.state;
         let newly_done = r.done && !t.done;
+        let handed_new = r.handed > t.handed;
         // A new switch goes to the core first; a source's "done" then waits for the next
         // report (it is repeated in every one).
         let switch = r.switched.clone().filter(|s| t.switched < Some(s.version));
@@ -247,7 +248,18 @@ impl State {
                 },
             ));
         }
-        newly_done.then_some((tx, Input::SourceDone { attempt: r.attempt }))
+        if newly_done {
+            return Some((tx, Input::SourceDone { attempt: r.attempt }));
+        }
+        // Repeated in every report: a handover the core missed (a leader restart) comes again.
+        if !handed_new {
+            return None;
+        }
+        if let Some(t) = self.tasks.get_mut(&r.key) {
+            t.handed = r.handed;
+        }
+        let (pos, version) = (r.key.pos, r.handed);
+        Some((tx, Input::HandedOver { pos, version }))
     }
 
     /// Records in the task's record that its attempt failed (the job's core decides what

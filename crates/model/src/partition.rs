@@ -54,14 +54,13 @@ impl Partitioner {
 
     /// The key group of `t`.
     pub fn group(&mut self, t: &Tuple) -> usize {
-        let h = match self.partition {
-            Partition::Key => stable_hash(t.key.as_bytes()),
+        match self.partition {
+            Partition::Key => group_of(&t.key),
             Partition::Column(c) => {
                 self.csv.split(&t.value);
-                stable_hash(self.csv.field(c).unwrap_or("").as_bytes())
+                group_of(self.csv.field(c).unwrap_or(""))
             }
-        };
-        (h % KEY_GROUPS as u64) as usize
+        }
     }
 
     /// Destination index of `t`.
@@ -69,6 +68,12 @@ impl Partitioner {
         let g = self.group(t);
         self.map.owner(g) as usize
     }
+}
+
+/// The key group of a key (or of the column value a keyed built-in counts by): what a
+/// built-in's state is handed over by when its groups move.
+pub fn group_of(key: &str) -> usize {
+    (stable_hash(key.as_bytes()) % KEY_GROUPS as u64) as usize
 }
 
 /// How tuples entering `stage` (1-based; K+1 = the sink) pick their task.

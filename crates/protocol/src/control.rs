@@ -192,6 +192,10 @@ pub struct TaskReport {
     /// The latest switch of this attempt's outputs to a new map, and where it made it.
     #[serde(default)]
     pub switched: Option<crate::reroute::SwitchReport>,
+    /// The latest version of its stage's routing whose key groups this attempt lost and whose
+    /// state it has handed over (a stage whose built-in keeps state; 0: none).
+    #[serde(default)]
+    pub handed: u32,
 }
 
 /// Periodic liveness message.

@@ -3,9 +3,10 @@
 
 use crate::model::builtin::{BuiltinError, BuiltinSpec};
 use crate::model::csv::{push_field, CsvSplitter};
+use crate::model::partition::group_of;
 use crate::model::tuple::Tuple;
 use regex::Regex;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// A built-in operator instance with its state.
 pub enum Builtin {
@@ -92,6 +93,36 @@ impl Builtin {
             Builtin::Identity => out.push(t),
         }
     }
+
+    /// The state of key groups `groups` (they move to another task): every count of a value
+    /// in one of them, sorted. Stateless built-ins hold none.
+    pub fn export(&self, groups: &BTreeSet<usize>) -> Vec<(String, u64)> {
+        let Builtin::CountBy { counts, .. } = self else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, u64)> = counts
+            .iter()
+            .filter(|(k, _)| groups.contains(&group_of(k)))
+            .map(|(k, n)| (k.clone(), *n))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Drops the state of key groups `groups` (handed over to another task).
+    pub fn forget(&mut self, groups: &BTreeSet<usize>) {
+        if let Builtin::CountBy { counts, .. } = self {
+            counts.retain(|k, _| !groups.contains(&group_of(k)));
+        }
+    }
+
+    /// Takes in state another task exported ([`export`](Self::export)): each value's count
+    /// replaces whatever this operator held for it.
+    pub fn import(&mut self, state: Vec<(String, u64)>) {
+        if let Builtin::CountBy { counts, .. } = self {
+            counts.extend(state);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -123,5 +154,24 @@ mod tests {
         let vals: Vec<_> = out.iter().map(|t| t.value.as_str()).collect();
         assert_eq!(vals, ["x,1", "y,1", "x,2"]);
         assert_eq!(out[2].key, "x");
+    }
+
+    #[test]
+    fn a_count_moves_with_its_group_and_continues_where_it_was() {
+        let mut a = Builtin::from_spec("count-by", &["2".into()]).unwrap();
+        let mut b = Builtin::from_spec("count-by", &["2".into()]).unwrap();
+        run(&mut a, &["1,x", "2,y", "3,x"]);
+        let moving: BTreeSet<usize> = [group_of("x")].into();
+        let state = a.export(&moving);
+        assert_eq!(state, vec![("x".to_string(), 2)]);
+        b.import(state);
+        let vals: Vec<_> = run(&mut b, &["4,x"]).into_iter().map(|t| t.value).collect();
+        assert_eq!(vals, ["x,3"]);
+        // Once forgotten the exporter no longer holds it; the other group stayed.
+        assert_eq!(a.export(&moving).len(), 1);
+        a.forget(&moving);
+        assert!(a.export(&moving).is_empty());
+        let rest: BTreeSet<usize> = (0..crate::model::groups::KEY_GROUPS).collect();
+        assert_eq!(a.export(&rest), vec![("y".to_string(), 1)]);
     }
 }

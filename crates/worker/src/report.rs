@@ -33,6 +33,7 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         done: s.done.load(Ordering::Relaxed),
         meters: s.meters(),
         switched: s.board.last(),
+        handed: s.handed.load(Ordering::Relaxed),
     }
 }
 

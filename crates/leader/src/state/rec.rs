@@ -44,6 +44,9 @@ pub struct TaskRec {
     pub standby: bool,
     /// The latest switch of its outputs the job's core was told of (its version).
     pub switched: Option<u32>,
+    /// The latest routing version whose lost key groups' state it handed over, as the job's
+    /// core was told.
+    pub handed: u32,
 }
 
 impl TaskRec {
@@ -77,6 +80,7 @@ impl TaskRec {
             meters: Default::default(),
             standby: false,
             switched: None,
+            handed: 0,
         }
     }
 }

@@ -14,31 +14,37 @@ use crate::source::{open_source, SourceReader};
 use std::sync::atomic::Ordering;
 
 /// Feeds the operator as input is accepted.
-pub(super) struct DirectIntake<'a> {
+pub(super) struct DirectIntake<'a, 't> {
     pub(super) op: &'a mut Operator,
     /// How to regenerate the source link's input (first stage under exactly-once).
     pub(super) replay: Option<(&'a TaskEnv, PathMode, &'a SourceReplay, u32)>,
     /// The task's working time: feeding, flushing and regenerating run on it.
     pub(super) working: &'a Stopwatch,
     /// Key groups it gains are taken over with their state (a stage that keeps state).
-    pub(super) takeover: Option<&'a mut super::takeover::Takeover<'a>>,
+    pub(super) takeover: Option<&'a mut super::takeover::Takeover<'t>>,
 }
 
-impl Intake for DirectIntake<'_> {
+impl Intake for DirectIntake<'_, '_> {
     async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop> {
         let _working = self.working.run();
         for (i, t) in batch.tuples.into_iter().enumerate() {
+            let seq = batch.first_seq + i as u64;
             if let Some(k) = self.takeover.as_deref_mut() {
-                k.before(self.op, batch.from, batch.first_seq + i as u64, &t)
-                    .await?;
+                k.before(self.op, batch.from, seq, &t).await?;
             }
             self.op.feed(t, batch.emit_ns).await?;
+            if let Some(k) = self.takeover.as_deref_mut() {
+                k.fed(self.op, batch.from, seq).await?;
+            }
         }
         Ok(())
     }
 
-    async fn ended(&mut self, _from: u32, _last_seq: u64) -> Result<(), Stop> {
-        Ok(())
+    async fn ended(&mut self, from: u32, _last_seq: u64) -> Result<(), Stop> {
+        match self.takeover.as_deref_mut() {
+            Some(k) => k.ended(self.op, from).await,
+            None => Ok(()),
+        }
     }
 
     async fn regenerate(&mut self, unseen: Unseen, progress: &TaskStatus) -> Result<(), Stop> {
@@ -70,6 +76,9 @@ impl Intake for DirectIntake<'_> {
                     }
                     let bytes = (t.key.len() + t.value.len()) as u64;
                     self.op.feed(t, crate::dataplane::now_ns()).await?;
+                    if let Some(k) = self.takeover.as_deref_mut() {
+                        k.fed(self.op, from, seq).await?;
+                    }
                     progress.tuples_in.fetch_add(1, Ordering::Relaxed);
                     progress.bytes_in.fetch_add(bytes, Ordering::Relaxed);
                 }
@@ -87,11 +96,24 @@ impl Intake for DirectIntake<'_> {
 
     async fn idle(&mut self) -> Result<(), Stop> {
         let _working = self.working.run();
+        if let Some(k) = self.takeover.as_deref_mut() {
+            k.refresh(self.op).await?;
+        }
         self.op.idle().await
     }
 
-    async fn died(&mut self) -> Stop {
-        self.op.died().await
+    async fn interrupted(&mut self) -> Result<(), Stop> {
+        let DirectIntake { op, takeover, .. } = self;
+        let changed = async {
+            match takeover.as_deref_mut() {
+                Some(k) => k.routing_changed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            e = op.died() => Err(e),
+            () = changed => Ok(()),
+        }
     }
 
     fn acks_on_accept(&self) -> bool {

@@ -48,6 +48,8 @@ pub(super) struct Fed {
     first_seq: u64,
     tuples: Vec<Tuple>,
     emit_ns: u64,
+    /// The link ended behind these tuples.
+    ended: bool,
 }
 
 /// The receive side: accepted input goes to the log writer.
@@ -151,13 +153,14 @@ pub(super) async fn log_writer(
             let mut take = |l: Logged, body: &mut BytesMut| {
                 body.extend_from_slice(&l.record);
                 marks.push(l.mark);
-                if !l.tuples.is_empty() {
-                    let (from, last, _) = l.mark;
+                let (from, last, ended) = l.mark;
+                if !l.tuples.is_empty() || ended {
                     released.push(Fed {
                         from,
                         first_seq: last + 1 - l.tuples.len() as u64,
                         tuples: l.tuples,
                         emit_ns: l.emit_ns,
+                        ended,
                     });
                 }
             };
@@ -257,6 +260,12 @@ pub(super) async fn feed(
                 let flushing = working.run();
                 op.idle().await?;
                 drop(flushing);
+                let changed = async {
+                    match takeover.as_deref_mut() {
+                        Some(k) => k.routing_changed().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => return Err(Stop::Cancelled),
@@ -265,16 +274,29 @@ pub(super) async fn feed(
                         Some(g) => g,
                         None => return Ok(()),
                     },
+                    () = changed => {
+                        if let Some(k) = takeover.as_deref_mut() {
+                            k.refresh(op).await?;
+                        }
+                        continue;
+                    }
                 }
             }
         };
         let _feeding = working.run();
         for fed in group {
             for (i, t) in fed.tuples.into_iter().enumerate() {
+                let seq = fed.first_seq + i as u64;
                 if let Some(k) = takeover.as_deref_mut() {
-                    k.before(op, fed.from, fed.first_seq + i as u64, &t).await?;
+                    k.before(op, fed.from, seq, &t).await?;
                 }
                 op.feed(t, fed.emit_ns).await?;
+                if let Some(k) = takeover.as_deref_mut() {
+                    k.fed(op, fed.from, seq).await?;
+                }
+            }
+            if let (true, Some(k)) = (fed.ended, takeover.as_deref_mut()) {
+                k.ended(op, fed.from).await?;
             }
         }
     }

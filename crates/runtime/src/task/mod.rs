@@ -19,6 +19,7 @@ mod logged;
 pub mod operator;
 mod rebuild;
 pub(crate) mod receive;
+mod replay;
 mod status;
 mod takeover;
 
@@ -30,7 +31,6 @@ use crate::dataplane::inbound::{AckBoard, Inbound};
 use crate::dataplane::link::{LinkEnd, EPOCH_SHIFT};
 use crate::exec::{ExecOperator, Relaunch};
 use crate::links::{self, Outgoing};
-use crate::log::{decode_segment, recover_lineage, LogError, LogRecord};
 use crate::model::spec::{Delivery, OperatorSpec};
 use crate::protocol::control::{TaskAssignment, TaskRole, TaskState};
 use crate::sink::{write_output, Spool};
@@ -41,7 +41,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 
 /// How a task attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,66 +198,6 @@ fn settle(status: &TaskStatus, outcome: TaskEnd) -> TaskEnd {
     outcome
 }
 
-/// Replays the input log (exactly-once, stages ≥ 2) into a fresh operator: the same inputs in
-/// the same order, so a deterministic operator emits the same outputs with the same sequence
-/// numbers; downstream drops what it already had.
-async fn replay_log(
-    env: &TaskEnv,
-    a: &TaskAssignment,
-    op: &mut Operator,
-    acc: &mut Acceptance,
-    status: &TaskStatus,
-    mut takeover: Option<&mut takeover::Takeover<'_>>,
-) -> Result<(), Stop> {
-    let lineage = recover_lineage(&env.store, &a.key, a.attempt).await?;
-    let _working = status.working.run();
-    let mut replayed = 0u64;
-    // Records of an earlier epoch (the sink's, under at-least-once) are output already written,
-    // not positions on this epoch's links.
-    let floor = u64::from(a.epoch) << EPOCH_SHIFT;
-    // The sink's log is its output: replay restores its positions, there is nothing to feed.
-    let spool = match op {
-        Operator::Sink(s) => Some(s.clone()),
-        _ => None,
-    };
-    let feeds = spool.is_none();
-    for seg in &lineage {
-        let data = env.store.get(seg).await.map_err(LogError::from)?;
-        if let Some(Some(s)) = &spool {
-            s.append(seg, &data).await;
-        }
-        for rec in decode_segment(seg, data)? {
-            match rec {
-                LogRecord::Batch(b) => {
-                    let n = b.tuples.len() as u64;
-                    let last = b.first_seq + n - 1;
-                    if feeds {
-                        for (i, t) in b.tuples.into_iter().enumerate() {
-                            if let Some(k) = takeover.as_deref_mut() {
-                                k.before(op, b.from, b.first_seq + i as u64, &t).await?;
-                            }
-                            op.feed(t, b.emit_ns).await?;
-                        }
-                    }
-                    replayed += n;
-                    if b.first_seq > floor {
-                        acc.advance(b.from, last);
-                    }
-                }
-                LogRecord::Eos { from, last_seq } if last_seq >= floor => {
-                    acc.replay_end(from, last_seq)
-                }
-                LogRecord::Eos { .. } => {}
-            }
-        }
-    }
-    status.tuples_in.store(replayed, Ordering::Relaxed);
-    if !lineage.is_empty() {
-        info!(task = %a.key, attempt = a.attempt, segments = lineage.len(), tuples = replayed, "recovered from input log");
-    }
-    Ok(())
-}
-
 /// Recover, receive, drain: the attempt's work between start and the links' ends.
 async fn drive(
     env: &TaskEnv,
@@ -287,14 +227,15 @@ async fn drive(
         .as_ref()
         .filter(|_| regenerable)
         .map(|r| (a.paths, r));
-    let mut takeover = a
-        .inbound
-        .as_ref()
-        .map(|i| takeover::Takeover::new(env, a.key.clone(), (i, a.attempt), status, source));
+    let builtin = matches!(op, Operator::Builtin(..));
+    let mut takeover = a.inbound.as_ref().map(|i| {
+        let at = (i, a.attempt, a.epoch);
+        takeover::Takeover::new(env, a.key.clone(), at, status, source, builtin)
+    });
     if logged {
         let recovered = tokio::select! {
             _ = cancel.cancelled() => Err(Stop::Cancelled),
-            r = replay_log(env, a, &mut op, &mut acc, status, takeover.as_mut()) => r,
+            r = replay::replay_log(env, a, &mut op, &mut acc, status, takeover.as_mut()) => r,
         };
         if let Err(e) = recovered {
             op.abort().await;
@@ -367,6 +308,15 @@ async fn drive(
             _ = cancel.cancelled() => Err(Stop::Cancelled),
             r = receive::receive(&a.key, &mut inbox, &mut acc, &mut intake, acks, status, cancel) => r,
         }
+    };
+    // A built-in that keeps state writes what it still holds, for a move it may not have
+    // heard of yet (`takeover::handover`).
+    let res = match (res, takeover.as_mut()) {
+        (Ok(()), Some(k)) => tokio::select! {
+            _ = cancel.cancelled() => Err(Stop::Cancelled),
+            r = k.finish(&mut op) => r,
+        },
+        (res, _) => res,
     };
     if let Err(e) = res {
         op.abort().await;

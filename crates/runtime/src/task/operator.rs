@@ -70,22 +70,6 @@ impl Operator {
         }
     }
 
-    /// Processes one tuple and drops its outputs: a key group's state rebuilt from tuples
-    /// whose outputs its earlier owner emitted. Only a built-in can: an executable's outputs
-    /// cannot be told from those of the tuples around them.
-    pub fn feed_silently(&mut self, t: Tuple) -> Result<(), Stop> {
-        match self {
-            Operator::Builtin(op, _, out) => {
-                op.process(t, out);
-                out.clear();
-                Ok(())
-            }
-            _ => Err(Stop::Failed(
-                "only a built-in operator can take key groups over with their state".into(),
-            )),
-        }
-    }
-
     /// The input ran dry for now: push out what is buffered.
     pub async fn idle(&mut self) -> Result<(), Stop> {
         match self {

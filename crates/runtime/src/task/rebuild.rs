@@ -1,13 +1,14 @@
 //! Where a rebuilt history goes, and a task's own input read again for it.
 //!
-//! A built-in takes a gained group's history straight into its state, outputs dropped. An
-//! executable cannot (its outputs cannot be told apart inside one process): it is restarted
-//! with its state rebuilt (`exec::history`), so it must be fed its *whole* input again — the
+//! A built-in takes a gained group's state as its earlier owner handed it over
+//! (`takeover::handover`). An executable cannot hand state over, and its outputs cannot be
+//! told apart inside one process: it is restarted with its state rebuilt from the group's
+//! logged history (`exec::history`), so it must be fed its *whole* input again — the
 //! task's own input as it was fed, with the histories of earlier gains where they were fed —
 //! and then the new gain's history. [`Piece`] records that order; [`own_input`] reads the
 //! task's own input back (its input log, or for the first stage its share of the source file).
 
-use super::operator::{Operator, Stop};
+use super::operator::Stop;
 use super::TaskEnv;
 use crate::exec::{ExecOperator, Tally};
 use crate::log::compact::{from_slot, read_object};
@@ -35,8 +36,6 @@ pub(super) enum Piece {
 
 /// Where the tuples of a rebuild go.
 pub(super) enum Rebuilding<'o> {
-    /// A built-in: into its state, outputs dropped.
-    Builtin(&'o mut Operator),
     /// An executable's fresh process and its scratch twin (`exec::history`).
     Exec(&'o mut ExecOperator, Tally),
 }
@@ -45,7 +44,6 @@ impl Rebuilding<'_> {
     /// Takes one tuple of the history.
     pub(super) async fn take(&mut self, t: Tuple) -> Result<(), Stop> {
         match self {
-            Rebuilding::Builtin(op) => op.feed_silently(t),
             Rebuilding::Exec(op, tally) => Ok(op.feed_history(tally, &t).await?),
         }
     }
@@ -53,7 +51,6 @@ impl Rebuilding<'_> {
     /// Ends the rebuild (an executable's history output is counted, to be dropped).
     pub(super) async fn end(self) -> Result<(), Stop> {
         match self {
-            Rebuilding::Builtin(_) => Ok(()),
             Rebuilding::Exec(op, tally) => {
                 op.end_history(tally).await.map(|_| ()).map_err(Stop::from)
             }

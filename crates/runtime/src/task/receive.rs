@@ -71,8 +71,11 @@ pub(crate) trait Intake {
     /// The inbox is momentarily empty: push out what is buffered.
     async fn idle(&mut self) -> Result<(), Stop>;
 
-    /// Resolves only if the consumer failed on its own (an operator process died).
-    async fn died(&mut self) -> Stop {
+    /// Resolves when the consumer needs a turn while no input comes: `Err` if it failed on
+    /// its own (an operator process died), `Ok` when its stage's routing changed (it takes
+    /// its turn in [`Intake::idle`], outside the race with the inbox: a task may now hand
+    /// key groups' state over, which must not be dropped halfway).
+    async fn interrupted(&mut self) -> Result<(), Stop> {
         std::future::pending().await
     }
 
@@ -103,7 +106,11 @@ pub(crate) async fn receive<I: Intake>(
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => return Err(Stop::Cancelled),
-                    e = intake.died() => return Err(e),
+                    r = intake.interrupted() => {
+                        r?;
+                        intake.idle().await?;
+                        continue;
+                    }
                     m = inbox.recv() => m.ok_or(Stop::Cancelled)?,
                 }
             }

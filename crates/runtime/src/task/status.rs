@@ -63,6 +63,8 @@ pub struct TaskStatus {
     /// Its stage's routing as the leader last told it (a stage whose key groups keep state):
     /// which groups it gained, to take their state over.
     pub inbound: tokio::sync::watch::Sender<Option<crate::protocol::routing::StageRouting>>,
+    /// The latest routing version whose lost key groups' state this attempt handed over.
+    pub handed: std::sync::atomic::AtomicU32,
 }
 
 impl TaskStatus {

@@ -1,17 +1,25 @@
-//! Taking key groups over with their state, in a stage whose operator keeps state per key
-//! (exactly-once). When a rescale gives this task a key group, the group's earlier tuples
-//! were processed by other tasks. Before the first tuple of the group routed here by the new
-//! map is fed, this task rebuilds the group's state: it feeds its operator, with the outputs
-//! dropped (they were emitted already, by the group's earlier owners), every tuple of the
-//! group those owners took — read from their input logs, or for the first stage from the
-//! source file — in the order each owner took them. The owners and the tuples' bounds on every
-//! link come from the stage's routing (`protocol::routing`), which the leader tells the task.
+//! Taking key groups over with their state, in a stage whose operator keeps state per key.
+//! When a rescale gives this task a key group, the group's earlier tuples were processed by
+//! other tasks. Before the first tuple of the group routed here by the new map is fed, this
+//! task takes the group's state:
+//!
+//! - A built-in loads it from the task that lost the group, which handed it over once it had
+//!   taken every tuple routed to it by the old map ([`handover`]; every delivery mode).
+//! - An executable (exactly-once) is restarted with its state rebuilt: it is fed, with the
+//!   outputs dropped (they were emitted already, by the group's earlier owners), every tuple
+//!   of the group those owners took — read from their input logs, or for the first stage from
+//!   the source file — in the order each owner took them.
+//!
+//! The owners and the tuples' bounds on every link come from the stage's routing
+//! (`protocol::routing`), which the leader tells the task.
 //!
 //! A tuple's map is known from where it sits on its link: past the point its upstream task
 //! switched to a map, it was routed by that map. A tuple of a group this task does not own by
 //! the newest map it knows was routed by a newer one: it waits for the leader's word. The
 //! rebuild happens at the same place in the task's input whether it runs live or replays its
 //! log, so a restarted task rebuilds the same state.
+
+mod handover;
 
 use super::operator::{Operator, Stop};
 use super::rebuild::{own_input, read_ahead, Piece, Rebuilding};
@@ -57,19 +65,24 @@ pub(super) struct Takeover<'a> {
     fed: Vec<Piece>,
     /// The attempt's status: a running task reports itself starting while it rebuilds.
     status: &'a super::TaskStatus,
+    /// What a built-in hands over when it loses key groups ([`handover`]).
+    hand: handover::Hand,
 }
 
 impl<'a> Takeover<'a> {
     /// The takeover of a task whose stage keeps state (`inbound`), told of later switches on
     /// `routing`.
+    /// `epoch` is the job's (at-least-once restarts the pipeline in new epochs; sequence
+    /// numbers start above each); `builtin` whether the operator hands its state over.
     pub(super) fn new(
         env: &'a TaskEnv,
         key: TaskKey,
-        (inbound, attempt): (&Inbound, u32),
+        (inbound, attempt, epoch): (&Inbound, u32, u32),
         status: &'a super::TaskStatus,
         source: Option<(PathMode, &'a SourceReplay)>,
+        builtin: bool,
     ) -> Takeover<'a> {
-        Takeover {
+        let mut t = Takeover {
             env,
             key,
             partitioner: Partitioner::new(inbound.partition.clone(), 1),
@@ -81,7 +94,10 @@ impl<'a> Takeover<'a> {
             attempt,
             own: 0,
             fed: Vec::new(),
-        }
+            hand: handover::Hand::new(builtin, epoch),
+        };
+        t.hand.plan_changed(&t.plan, t.key.pos.index);
+        t
     }
 
     /// Before `t` (tuple `seq` of the link from upstream task `from`) is fed: makes sure this
@@ -95,26 +111,16 @@ impl<'a> Takeover<'a> {
     ) -> Result<(), Stop> {
         let g = self.partitioner.group(t);
         let me = self.key.pos.index;
+        let seq = seq.saturating_sub(self.hand.floor);
         let mut look = self.routing.has_changed().unwrap_or(false);
         loop {
             if look {
-                if let Some(r) = self.routing.borrow_and_update().clone() {
-                    if r.versions.len() > self.plan.versions.len() {
-                        self.plan = r;
-                    }
-                }
+                self.take_routing();
             }
             let v = self.map_of(from, seq);
             if self.owner(v, g) == me {
                 if let Some(w) = (1..=v).rev().find(|w| self.gained(*w, g)) {
-                    // A rebuild adds a group's history since this task last held it, so every
-                    // earlier gain must be rebuilt first (one no tuple has asked for yet).
-                    for earlier in 1..=w {
-                        let any = (0..KEY_GROUPS).any(|g| self.gained(earlier, g));
-                        if self.rebuilt.insert(earlier) && any {
-                            self.rebuild(op, earlier).await?;
-                        }
-                    }
+                    self.gains_upto(op, w).await?;
                 }
                 self.own += 1;
                 return Ok(());
@@ -129,6 +135,30 @@ impl<'a> Takeover<'a> {
                 ));
             }
         }
+    }
+
+    /// Takes the routing the leader last told, if it is newer than the plan.
+    fn take_routing(&mut self) {
+        if let Some(r) = self.routing.borrow_and_update().clone() {
+            if r.versions.len() > self.plan.versions.len() {
+                self.plan = r;
+                self.hand.plan_changed(&self.plan, self.key.pos.index);
+            }
+        }
+    }
+
+    /// Takes over the state of every group gained with maps `1..=w` not taken yet. A
+    /// rebuild adds a group's history since this task last held it, and a handover hands on
+    /// what this task holds, so every earlier gain must be taken first (one no tuple has
+    /// asked for yet).
+    async fn gains_upto(&mut self, op: &mut Operator, w: usize) -> Result<(), Stop> {
+        for earlier in 1..=w {
+            let any = (0..KEY_GROUPS).any(|g| self.gained(earlier, g));
+            if self.rebuilt.insert(earlier) && any {
+                self.rebuild(op, earlier).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The index of the map tuple `seq` of the link from `from` was routed by.
@@ -172,8 +202,7 @@ impl<'a> Takeover<'a> {
     /// See [`rebuild`](Self::rebuild).
     async fn rebuild_now(&mut self, op: &mut Operator, w: usize) -> Result<(), Stop> {
         let Operator::Exec(x) = op else {
-            let mut to = Rebuilding::Builtin(op);
-            return self.gain_history(&mut to, w).await;
+            return self.take_handed(op, w).await;
         };
         let started = tokio::time::Instant::now();
         let tally = x.begin_history().await?;

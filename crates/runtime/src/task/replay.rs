@@ -1,0 +1,77 @@
+//! Recovery of a logged task: its input log replayed into a fresh operator.
+
+use super::operator::{Operator, Stop};
+use super::{takeover, TaskEnv, TaskStatus};
+use crate::dataplane::acceptance::Acceptance;
+use crate::dataplane::link::EPOCH_SHIFT;
+use crate::log::{decode_segment, recover_lineage, LogError, LogRecord};
+use crate::protocol::control::TaskAssignment;
+use std::sync::atomic::Ordering;
+use tracing::info;
+
+/// Replays the input log (exactly-once, stages ≥ 2) into a fresh operator: the same inputs in
+/// the same order, so a deterministic operator emits the same outputs with the same sequence
+/// numbers; downstream drops what it already had.
+pub(super) async fn replay_log(
+    env: &TaskEnv,
+    a: &TaskAssignment,
+    op: &mut Operator,
+    acc: &mut Acceptance,
+    status: &TaskStatus,
+    mut takeover: Option<&mut takeover::Takeover<'_>>,
+) -> Result<(), Stop> {
+    let lineage = recover_lineage(&env.store, &a.key, a.attempt).await?;
+    let _working = status.working.run();
+    let mut replayed = 0u64;
+    // Records of an earlier epoch (the sink's, under at-least-once) are output already written,
+    // not positions on this epoch's links.
+    let floor = u64::from(a.epoch) << EPOCH_SHIFT;
+    // The sink's log is its output: replay restores its positions, there is nothing to feed.
+    let spool = match op {
+        Operator::Sink(s) => Some(s.clone()),
+        _ => None,
+    };
+    let feeds = spool.is_none();
+    for seg in &lineage {
+        let data = env.store.get(seg).await.map_err(LogError::from)?;
+        if let Some(Some(s)) = &spool {
+            s.append(seg, &data).await;
+        }
+        for rec in decode_segment(seg, data)? {
+            match rec {
+                LogRecord::Batch(b) => {
+                    let n = b.tuples.len() as u64;
+                    let last = b.first_seq + n - 1;
+                    if feeds {
+                        for (i, t) in b.tuples.into_iter().enumerate() {
+                            let seq = b.first_seq + i as u64;
+                            if let Some(k) = takeover.as_deref_mut() {
+                                k.before(op, b.from, seq, &t).await?;
+                            }
+                            op.feed(t, b.emit_ns).await?;
+                            if let Some(k) = takeover.as_deref_mut() {
+                                k.fed(op, b.from, seq).await?;
+                            }
+                        }
+                    }
+                    replayed += n;
+                    if b.first_seq > floor {
+                        acc.advance(b.from, last);
+                    }
+                }
+                LogRecord::Eos { from, last_seq } if last_seq >= floor => {
+                    acc.replay_end(from, last_seq);
+                    if let Some(k) = takeover.as_deref_mut() {
+                        k.ended(op, from).await?;
+                    }
+                }
+                LogRecord::Eos { .. } => {}
+            }
+        }
+    }
+    status.tuples_in.store(replayed, Ordering::Relaxed);
+    if !lineage.is_empty() {
+        info!(task = %a.key, attempt = a.attempt, segments = lineage.len(), tuples = replayed, "recovered from input log");
+    }
+    Ok(())
+}
