@@ -469,6 +469,17 @@ impl Sim {
     }
 
     /// Sets a timed action.
+    /// `rainstorm scale`: asks the job's core to rescale `stage` to `tasks`.
+    fn scale(&mut self, stage: u32, tasks: u32) {
+        self.log.push(format!("scale stage {stage} to {tasks}"));
+        self.feed(Input::Scale(ScaleRequest {
+            stage,
+            tasks,
+            reason: "simulated".into(),
+            rate: None,
+        }));
+    }
+
     fn at(&mut self, when: Instant, t: Timed) {
         self.timer_seq += 1;
         self.timers.insert((when, self.timer_seq), t);
@@ -921,13 +932,13 @@ impl Sim {
                     let stage = 1 + self.rng.below(self.spec.stages.len() as u64) as u32;
                     let most = tasks_of(&self.spec, stage);
                     let tasks = 1 + self.rng.below(most as u64) as u32;
-                    self.log.push(format!("scale stage {stage} to {tasks}"));
-                    self.feed(Input::Scale(ScaleRequest {
-                        stage,
-                        tasks,
-                        reason: "simulated".into(),
-                        rate: None,
-                    }));
+                    self.scale(stage, tasks);
+                    // Half the time, another rescale of the same stage follows closely.
+                    if self.rng.chance(0.5) {
+                        let again = 1 + self.rng.below(most as u64) as u32;
+                        let after = Duration::from_micros(5_000 + self.rng.below(150_000));
+                        self.at(Instant::now() + after, Timed::Scale(stage, again));
+                    }
                 }
             }
             Chaos::SetRate => {
@@ -1046,6 +1057,11 @@ impl Sim {
                     // little later, and rejoins under its old identity.
                     let at = now + Duration::from_micros(self.rng.below(20_000));
                     self.at(at, Timed::Rejoin(w));
+                }
+            }
+            Timed::Scale(stage, tasks) => {
+                if self.leader_down.is_none() {
+                    self.scale(stage, tasks);
                 }
             }
             Timed::Undrain(w) => {
@@ -1472,6 +1488,9 @@ enum Timed {
     Rerouted(usize, TaskPos, u32, u32, bool),
     /// A stage's routing reaches a worker.
     Inbound(usize, u32, StageRouting),
+    /// A rescale asked for right after another of the same stage (stage, tasks): a key
+    /// group's state may still be on its way.
+    Scale(u32, u32),
 }
 
 /// Checks a seed's result against its delivery mode's invariant, and every follower's read
