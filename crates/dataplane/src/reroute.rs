@@ -35,6 +35,11 @@ struct Pending {
     /// Tasks that gain a group in this switch: every output for them waits, so each link
     /// still carries its outputs in output order (as a replay will send them).
     gainers: Vec<bool>,
+    /// Tasks that lose a group and one of whose outputs (of a moving group) waits: every
+    /// later output for them waits too. Should the switch be aborted, the held outputs go
+    /// to them after all, and a replay (which routes by the old map) sends each link's
+    /// outputs in output order; so no later output may overtake a held one on that link.
+    blocked: Vec<bool>,
 }
 
 struct Board {
@@ -95,11 +100,13 @@ impl Board {
                 *x = true;
             }
         }
+        let blocked = vec![false; gainers.len()];
         self.pending = Some(Pending {
             route,
             point,
             decision: Decision::Waiting,
             gainers,
+            blocked,
         });
         self.last = Some(report.clone());
         report
@@ -200,9 +207,15 @@ impl Switchboard {
         let n = b.routed + 1;
         b.advance(n);
         b.routed = n;
-        if let Some(p) = &b.pending {
+        let old = b.cur.owner(g) as usize;
+        if let Some(p) = &mut b.pending {
             let to = p.route.map.owner(g) as usize;
-            if p.route.map.owner(g) != b.cur.owner(g) || p.gainers.get(to) == Some(&true) {
+            let moving = to != old;
+            let wait = |v: &Vec<bool>, i: usize| v.get(i) == Some(&true);
+            if moving || wait(&p.gainers, to) || wait(&p.blocked, old) {
+                if let Some(x) = p.blocked.get_mut(old).filter(|_| moving) {
+                    *x = true;
+                }
                 b.held += 1;
                 return Verdict::Hold;
             }

@@ -38,17 +38,37 @@ fn a_switch_holds_what_moves_until_confirmed() {
         Some(rep),
         "a repeated command gets the same point"
     );
-    assert_eq!(b.route(moving, false), Verdict::Hold);
     assert_eq!(
         b.route(staying, false),
         Verdict::To(0),
         "what stays with a task that gains nothing flows on"
     );
+    assert_eq!(b.route(moving, false), Verdict::Hold);
     assert_eq!(b.route_held(moving), None);
     b.decide(1, true);
     assert_eq!(b.route_held(moving), Some(1));
     assert_eq!(b.route(moving, false), Verdict::To(1));
     assert!(!b.undecided());
+}
+
+#[test]
+fn once_an_output_of_a_moving_group_waits_nothing_overtakes_it_on_its_old_link() {
+    // Task 0 loses the moving group. Were the staying output sent to task 0 while the moving
+    // one waits, an abort would put the moving one on task 0's link after it; a replay of
+    // this attempt routes both by the old map in output order, so the receiver, which
+    // dedups by sequence number, would take the replayed moving output for one it has.
+    for confirm in [true, false] {
+        let (b, new) = (one_task(), grow());
+        let (moving, staying) = (group_of(&new.map, 1), group_of(&new.map, 0));
+        b.reroute(new);
+        assert_eq!(b.route(moving, false), Verdict::Hold);
+        assert_eq!(b.route(staying, true), Verdict::Hold, "confirm: {confirm}");
+        b.decide(1, confirm);
+        let to = if confirm { 1 } else { 0 };
+        assert_eq!(b.route_held(moving), Some(to));
+        assert_eq!(b.route_held(staying), Some(0));
+        assert_eq!(b.route(staying, false), Verdict::To(0));
+    }
 }
 
 #[test]
