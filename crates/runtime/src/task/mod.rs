@@ -227,10 +227,13 @@ async fn drive(
         .as_ref()
         .filter(|_| regenerable)
         .map(|r| (a.paths, r));
-    let builtin = matches!(op, Operator::Builtin(..));
+    let hands = (
+        matches!(op, Operator::Builtin(..)),
+        a.delivery == Delivery::AtMostOnce,
+    );
     let mut takeover = a.inbound.as_ref().map(|i| {
         let at = (i, a.attempt, a.epoch);
-        takeover::Takeover::new(env, a.key.clone(), at, status, source, builtin)
+        takeover::Takeover::new(env, a.key.clone(), at, status, source, hands)
     });
     if logged {
         let recovered = tokio::select! {

@@ -73,14 +73,15 @@ impl<'a> Takeover<'a> {
     /// The takeover of a task whose stage keeps state (`inbound`), told of later switches on
     /// `routing`.
     /// `epoch` is the job's (at-least-once restarts the pipeline in new epochs; sequence
-    /// numbers start above each); `builtin` whether the operator hands its state over.
+    /// numbers start above each); `builtin` whether the operator hands its state over, and
+    /// `may_lose` whether the job is at-most-once (a handover that never comes is given up).
     pub(super) fn new(
         env: &'a TaskEnv,
         key: TaskKey,
         (inbound, attempt, epoch): (&Inbound, u32, u32),
         status: &'a super::TaskStatus,
         source: Option<(PathMode, &'a SourceReplay)>,
-        builtin: bool,
+        (builtin, may_lose): (bool, bool),
     ) -> Takeover<'a> {
         let mut t = Takeover {
             env,
@@ -94,7 +95,7 @@ impl<'a> Takeover<'a> {
             attempt,
             own: 0,
             fed: Vec::new(),
-            hand: handover::Hand::new(builtin, epoch),
+            hand: handover::Hand::new(builtin, epoch, may_lose),
         };
         t.hand.plan_changed(&t.plan, t.key.pos.index);
         t

@@ -46,6 +46,11 @@ const POLL: Duration = Duration::from_millis(5);
 /// Tries of a handover write or read that failed before the task fails.
 const TRIES: u32 = 5;
 
+/// At-most-once, how long a gaining task waits for state before it goes on without it: a
+/// batch lost on a link (which at-most-once allows) can keep the losing task from ever
+/// feeding its last old-map tuple, and the moved keys must not wait for the job's end.
+const AT_MOST_ONCE_PATIENCE: Duration = Duration::from_secs(10);
+
 /// The state of some key groups of a built-in, as one task hands it to another. Version 1:
 /// JSON; `counts` holds each counted value with its count (`count-by`).
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +96,8 @@ pub(super) struct Hand {
     on: bool,
     /// The epoch (at-least-once restarts the pipeline in new ones).
     epoch: u32,
+    /// At-most-once: state that does not come is given up after a while.
+    may_lose: bool,
     /// Where the epoch's sequence numbers start.
     pub(super) floor: u64,
     /// Per upstream link, the last tuple fed (relative to `floor`).
@@ -105,10 +112,11 @@ pub(super) struct Hand {
 }
 
 impl Hand {
-    pub(super) fn new(on: bool, epoch: u32) -> Hand {
+    pub(super) fn new(on: bool, epoch: u32, may_lose: bool) -> Hand {
         Hand {
             on,
             epoch,
+            may_lose,
             floor: u64::from(epoch) << crate::dataplane::link::EPOCH_SHIFT,
             fed: Vec::new(),
             ended: BTreeSet::new(),
@@ -338,6 +346,7 @@ impl Takeover<'_> {
         let version = self.plan.versions[at].version;
         let moved = handover_path(&owner, version);
         let last = final_path(&owner, self.hand.epoch);
+        let since = tokio::time::Instant::now();
         loop {
             if let Some(s) = self.read_state(&moved).await? {
                 if s.version != version || s.from != t {
@@ -350,6 +359,17 @@ impl Takeover<'_> {
             }
             if let Some(s) = self.read_state(&last).await? {
                 return Ok(Found::Final(s));
+            }
+            if self.hand.may_lose && since.elapsed() >= AT_MOST_ONCE_PATIENCE {
+                tracing::warn!(task = %self.key, from = t, version, "at-most-once: the state of key groups this task gained did not come; their counts start again");
+                let none = GroupState {
+                    format: FORMAT,
+                    version,
+                    from: t,
+                    groups: Vec::new(),
+                    counts: Vec::new(),
+                };
+                return Ok(Found::Moved(none));
             }
             tokio::time::sleep(POLL).await;
         }
