@@ -3,7 +3,7 @@
 //! a session's streams one by one. The acceptor owns every session's driver (a `JoinSet`,
 //! joined as they end and at [`Acceptor::shutdown`]).
 
-use super::session::{self, Shared};
+use super::session::{self, Inbound, Shared};
 use super::sniff::{self, Upgrade};
 use super::MuxConfig;
 use crate::protocol::refusal::{RefusalLog, INTERVAL};
@@ -32,8 +32,8 @@ pub struct MuxAcceptor {
     fds: Arc<Semaphore>,
     upgrades_tx: mpsc::Sender<Upgrade>,
     upgrades: mpsc::Receiver<Upgrade>,
-    streams_tx: mpsc::Sender<Conn>,
-    streams: mpsc::Receiver<Conn>,
+    streams_tx: mpsc::Sender<Inbound>,
+    streams: mpsc::Receiver<Inbound>,
     sessions: JoinSet<()>,
     refusals: Arc<RefusalLog>,
     stop: CancellationToken,
@@ -93,7 +93,9 @@ impl Acceptor for MuxAcceptor {
         Box::pin(async move {
             loop {
                 tokio::select! {
-                    Some(c) = self.streams.recv() => return Ok(c),
+                    Some(s) = self.streams.recv() => {
+                        return Ok(super::stream::conn(s.stream, s.place, None, s.peer));
+                    }
                     Some(up) = self.upgrades.recv() => self.start(up),
                     Some(ended) = self.sessions.join_next(), if !self.sessions.is_empty() => {
                         if let Err(e) = ended {

@@ -6,7 +6,6 @@
 
 use super::MuxConfig;
 use crate::protocol::refusal::RefusalLog;
-use crate::transport::Conn;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -23,6 +22,16 @@ use tracing::{debug, warn};
 
 /// A session's yamux connection over TCP.
 pub(super) type Mux = yamux::Connection<Compat<Heard>>;
+
+/// A stream a peer opened, for the listener, with its place in the session's count.
+pub(super) struct Inbound {
+    /// The stream.
+    pub(super) stream: yamux::Stream,
+    /// Its place, held until its connection is dropped.
+    pub(super) place: Place,
+    /// The peer and the stream, for logs.
+    pub(super) peer: String,
+}
 
 /// A request for a new outbound stream, answered by the driver.
 pub(super) type Open = oneshot::Sender<Result<yamux::Stream, yamux::ConnectionError>>;
@@ -334,13 +343,13 @@ pub(super) async fn drive_client(
 }
 
 /// Drives a session a peer opened: hands every stream it opens to `out` (the listener's
-/// queue) as a connection, until the connection breaks, it has had no stream for
+/// queue), until the connection breaks, it has had no stream for
 /// `cfg.peer_idle`, or `stop`. While `out` is full the session waits (not reading its TCP
 /// connection), so a flood of streams is held back by TCP, not queued here.
 pub(super) async fn drive_server(
     mut conn: Mux,
     shared: Arc<Shared>,
-    out: mpsc::Sender<Conn>,
+    out: mpsc::Sender<Inbound>,
     cfg: MuxConfig,
     peer: String,
     refusals: Arc<RefusalLog>,
@@ -358,9 +367,12 @@ pub(super) async fn drive_server(
                 }
             }
             inbound = poll_fn(|cx| conn.poll_next_inbound(cx)) => match inbound {
-                Some(Ok(s)) => {
-                    let id = s.id();
-                    let c = super::stream::conn(s, shared.place(), None, format!("{peer} (stream {id})"));
+                Some(Ok(stream)) => {
+                    let c = Inbound {
+                        peer: format!("{peer} (stream {})", stream.id()),
+                        place: shared.place(),
+                        stream,
+                    };
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         sent = out.send(c) => if sent.is_err() {

@@ -265,7 +265,7 @@ async fn many_links_between_two_processes_share_one_tcp_connection() {
     }
     for (tx, _, _) in &links {
         for _ in 0..5 {
-            feed(&tx, batch(100, 20)).await;
+            feed(tx, batch(100, 20)).await;
         }
     }
     until("every link's stream", Duration::from_secs(20), || {
@@ -274,7 +274,7 @@ async fn many_links_between_two_processes_share_one_tcp_connection() {
     .await;
     assert_eq!(net.sessions(), 1, "64 links opened more than one session");
     for (tx, _, _) in &links {
-        feed(&tx, LinkMsg::End).await;
+        feed(tx, LinkMsg::End).await;
     }
     for (_, task, _) in links {
         assert_eq!(ended(task).await, LinkEnd::Done);
@@ -635,8 +635,8 @@ async fn links_connections_and_sessions_share_one_port() {
     let (tx_plain, plain, _) = link(&l, Arc::new(Tcp), (0, 0), 1 << 20);
     let (tx_mux, muxed, _) = link(&l, mux.clone(), (1, 0), 1 << 20);
     for tx in [&tx_plain, &tx_mux] {
-        feed(&tx, batch(7, 10)).await;
-        feed(&tx, LinkMsg::End).await;
+        feed(tx, batch(7, 10)).await;
+        feed(tx, LinkMsg::End).await;
     }
     assert_eq!(ended(plain).await, LinkEnd::Done);
     assert_eq!(ended(muxed).await, LinkEnd::Done);
