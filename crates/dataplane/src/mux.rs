@@ -20,11 +20,12 @@
 //! multiplexing listener.
 //!
 //! `dial` is the connecting side (`MuxNet`, the pool of sessions by address), `accept` the
-//! listening side (`MuxAcceptor`), `session` the task that drives one session and what it
-//! shares with its streams, `stream` a stream as a connection.
+//! listening side (`MuxAcceptor`), `session` one session's shared state, `drive` the task that
+//! drives it, `stream` a stream as a connection.
 
 mod accept;
 mod dial;
+mod drive;
 mod session;
 mod sniff;
 mod stream;

@@ -68,7 +68,7 @@ impl MuxAcceptor {
         let shared = Shared::new();
         let conn = session::connection(up.tcp, shared.clone(), &self.cfg, yamux::Mode::Server);
         let span = tracing::debug_span!("data_session", peer = %up.peer);
-        let driver = session::drive_server(
+        let driver = super::drive::drive_server(
             conn,
             shared,
             self.streams_tx.clone(),

@@ -182,7 +182,7 @@ async fn dial(
     let shared = Shared::new();
     let conn = session::connection(tcp, shared.clone(), &cfg, yamux::Mode::Client);
     let (opens, rx) = mpsc::channel(OPEN_QUEUE);
-    let driver = session::drive_client(conn, rx, shared.clone(), cfg, stop.child_token());
+    let driver = super::drive::drive_client(conn, rx, shared.clone(), cfg, stop.child_token());
     let span = tracing::debug_span!("data_session", peer = %addr, id);
     drivers.spawn(driver.instrument(span));
     debug!(peer = %addr, id, "data session opened");

@@ -1,12 +1,8 @@
-//! One session: a TCP connection carrying many streams (yamux), the task that drives it, and
-//! what that task shares with the session's streams and (connecting side) the pool. yamux
-//! makes progress only while its connection is polled, so each session has exactly one
-//! driver, owned by whoever started it (the pool's tracker, or the acceptor's `JoinSet`), that
-//! polls it until the session ends; the streams it yields are independent connections.
+//! One session: a TCP connection carrying many streams (yamux), and what its driver (`drive`)
+//! shares with the session's streams and (connecting side) the pool: how many streams are
+//! open, whether it takes more, and when the peer was last heard.
 
 use super::MuxConfig;
-use crate::protocol::refusal::RefusalLog;
-use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,10 +11,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 /// A session's yamux connection over TCP.
 pub(super) type Mux = yamux::Connection<Compat<Heard>>;
@@ -116,13 +111,13 @@ impl Shared {
     }
 
     /// Marks the session closed.
-    fn close(&self) {
+    pub(super) fn close(&self) {
         self.lock().closed = true;
     }
 
     /// Whether no stream has been open for `idle`; if so the session is closed at once, in
     /// the same hold of the lock, so that no stream is placed on it meanwhile.
-    fn retire_if_idle(&self, idle: Duration) -> bool {
+    pub(super) fn retire_if_idle(&self, idle: Duration) -> bool {
         let mut s = self.lock();
         let idle = s.open == 0 && s.idle_since.elapsed() >= idle;
         if idle {
@@ -132,7 +127,7 @@ impl Shared {
     }
 
     /// Whether a stream has waited for the peer while the peer sent nothing for `silence`.
-    fn silent_for(&self, silence: Duration) -> bool {
+    pub(super) fn silent_for(&self, silence: Duration) -> bool {
         let quiet = self
             .now_ms()
             .saturating_sub(self.heard.load(Ordering::Relaxed));
@@ -222,179 +217,4 @@ pub(super) fn connection(
         debug!(error = %e, "set_nodelay failed");
     }
     yamux::Connection::new(Heard { tcp, shared }.compat(), cfg.yamux(), mode)
-}
-
-/// How often a driver looks at its session's idleness and silence.
-fn ticker(cfg: &MuxConfig) -> tokio::time::Interval {
-    let least = cfg.idle.min(cfg.peer_idle).min(cfg.silence);
-    let period = (least / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let mut t = tokio::time::interval(period);
-    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    t
-}
-
-/// Closes a session politely, for at most a second (a peer that does not read its socket
-/// gets the TCP connection dropped instead).
-async fn close(conn: &mut Mux) {
-    let closing = poll_fn(|cx| conn.poll_close(cx));
-    match tokio::time::timeout(Duration::from_secs(1), closing).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => debug!(error = %e, "session closed with an error"),
-        Err(_) => debug!("the peer did not take the session's close within 1 s"),
-    }
-}
-
-/// What one poll of a connecting side's session came to.
-enum Step {
-    /// A requested stream, or why there is none.
-    Opened(Open, Result<yamux::Stream, yamux::ConnectionError>),
-    /// The peer opened a stream: links only go one way, so it is refused.
-    Inbound(yamux::Stream),
-    /// The session ended (with the error, if any).
-    Ended(Option<yamux::ConnectionError>),
-}
-
-/// Serves requests for streams and drives the connection, until something happens.
-fn client_step(
-    conn: &mut Mux,
-    opens: &mut mpsc::Receiver<Open>,
-    pending: &mut Option<Open>,
-    cx: &mut Context<'_>,
-) -> Poll<Step> {
-    loop {
-        if pending.is_none() {
-            match opens.poll_recv(cx) {
-                Poll::Ready(Some(o)) => *pending = Some(o),
-                // Nothing asked for (or nobody left to ask): drive the connection.
-                Poll::Ready(None) | Poll::Pending => break,
-            }
-        }
-        match pending.take() {
-            // The link gave up waiting (its connect timed out): nothing to open.
-            Some(o) if o.is_closed() => continue,
-            Some(o) => match conn.poll_new_outbound(cx) {
-                Poll::Ready(r) => return Poll::Ready(Step::Opened(o, r)),
-                // Too many streams not yet acknowledged by the peer: wait, driving.
-                Poll::Pending => {
-                    *pending = Some(o);
-                    break;
-                }
-            },
-            None => break,
-        }
-    }
-    match conn.poll_next_inbound(cx) {
-        Poll::Ready(Some(Ok(s))) => Poll::Ready(Step::Inbound(s)),
-        Poll::Ready(Some(Err(e))) => Poll::Ready(Step::Ended(Some(e))),
-        Poll::Ready(None) => Poll::Ready(Step::Ended(None)),
-        Poll::Pending => Poll::Pending,
-    }
-}
-
-/// Drives a session this process opened: opens the streams its links ask for, until the
-/// connection breaks, the peer stays silent while a stream waits for it, no link has used it
-/// for `cfg.idle`, or `stop`.
-pub(super) async fn drive_client(
-    mut conn: Mux,
-    mut opens: mpsc::Receiver<Open>,
-    shared: Arc<Shared>,
-    cfg: MuxConfig,
-    stop: CancellationToken,
-) {
-    let mut pending = None;
-    let mut tick = ticker(&cfg);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => {
-                shared.close();
-                close(&mut conn).await;
-                break;
-            }
-            _ = tick.tick() => {
-                if shared.silent_for(cfg.silence) {
-                    warn!(silence = ?cfg.silence, "the peer sent nothing while a new link waited for its answer; closing the connection (its links reconnect on a new one)");
-                    break;
-                }
-                if shared.retire_if_idle(cfg.idle) {
-                    debug!("no link uses the session; closing it");
-                    close(&mut conn).await;
-                    break;
-                }
-            }
-            step = poll_fn(|cx| client_step(&mut conn, &mut opens, &mut pending, cx)) => match step {
-                Step::Opened(reply, opened) => {
-                    if reply.send(opened).is_err() {
-                        debug!("a link stopped waiting for its stream; the stream is closed");
-                    }
-                }
-                Step::Inbound(s) => debug!(stream = %s.id(), "the peer opened a stream; refused"),
-                Step::Ended(Some(e)) => {
-                    debug!(error = %e, "session ended");
-                    break;
-                }
-                Step::Ended(None) => {
-                    debug!("session closed by the peer");
-                    break;
-                }
-            }
-        }
-    }
-    shared.close();
-}
-
-/// Drives a session a peer opened: hands every stream it opens to `out` (the listener's
-/// queue), until the connection breaks, it has had no stream for
-/// `cfg.peer_idle`, or `stop`. While `out` is full the session waits (not reading its TCP
-/// connection), so a flood of streams is held back by TCP, not queued here.
-pub(super) async fn drive_server(
-    mut conn: Mux,
-    shared: Arc<Shared>,
-    out: mpsc::Sender<Inbound>,
-    cfg: MuxConfig,
-    peer: String,
-    refusals: Arc<RefusalLog>,
-    stop: CancellationToken,
-) {
-    let mut tick = ticker(&cfg);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {
-                if shared.retire_if_idle(cfg.peer_idle) {
-                    debug!("no stream on the session for {:?}; closing it", cfg.peer_idle);
-                    close(&mut conn).await;
-                    break;
-                }
-            }
-            inbound = poll_fn(|cx| conn.poll_next_inbound(cx)) => match inbound {
-                Some(Ok(stream)) => {
-                    let c = Inbound {
-                        peer: format!("{peer} (stream {})", stream.id()),
-                        place: shared.place(),
-                        stream,
-                    };
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        sent = out.send(c) => if sent.is_err() {
-                            break;
-                        },
-                    }
-                }
-                Some(Err(yamux::ConnectionError::Decode(e))) => {
-                    // A peer speaking something else than yamux ends here.
-                    refusals.refused("session ended by a malformed frame", || format!("peer {peer}: {e}"));
-                    break;
-                }
-                Some(Err(e)) => {
-                    debug!(error = %e, "session ended");
-                    break;
-                }
-                None => {
-                    debug!("session closed by the peer");
-                    break;
-                }
-            }
-        }
-    }
-    shared.close();
 }

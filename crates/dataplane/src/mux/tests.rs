@@ -535,31 +535,43 @@ async fn an_unauthenticated_peer_holds_bounded_sessions_and_streams() {
         "a connection past the cap was served: {got:?}"
     );
     drop((_a, _b));
+    // Those ended: their places serve a new connection.
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the places freed by closed connections never served again"
+        );
+        let attempt = TcpStream::connect(l.addr).await.unwrap();
+        let mut rd = FramedRead::new(attempt, codec());
+        let first = tokio::time::timeout(Duration::from_secs(10), rd.next()).await;
+        if let Ok(Some(Ok(f))) = first {
+            assert!(matches!(Frame::decode(f.freeze()), Ok(Frame::Challenge(_))));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    l.stop().await;
     // A client that opens more streams than the listener's session allows: the session
-    // ends, and every stream on it.
+    // ends, and every stream on it. (A listener whose idle sessions last: a session is not
+    // closed for idleness while its first stream is on its way.)
+    let server = MuxConfig {
+        max_streams: 4,
+        ..MuxConfig::default()
+    };
+    let l = Listener::start(server, Limits::default()).await;
     let greedy = MuxNet::new(MuxConfig {
         streams_per_session: 64,
         ..MuxConfig::default()
     });
     let mut streams = Vec::new();
-    let t0 = Instant::now();
-    loop {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the place freed by closed connections never served"
-        );
-        if let Ok(c) = within("a stream", greedy.connect(&l.addr.to_string())).await {
-            streams.push(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for _ in 0..8 {
+    for _ in 0..9 {
         match within("a stream", greedy.connect(&l.addr.to_string())).await {
             Ok(c) => streams.push(c),
             Err(_) => break,
         }
     }
+    assert!(streams.len() >= 5, "only {} streams opened", streams.len());
     until("the greedy session to end", Duration::from_secs(10), || {
         greedy.sessions() == 0
     })
