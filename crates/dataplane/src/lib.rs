@@ -57,8 +57,9 @@ pub struct DataConfig {
     /// How long a new connection to the data listener may take to prove the cluster secret
     /// in its Hello before it is closed (milliseconds).
     pub hello_deadline_ms: usize,
-    /// Connections the data listener serves at once (more are closed as they come), and link
-    /// connections this process's links hold open at once (more wait for one to close). Each
+    /// Connections (links' streams or TCP connections) the data listener serves at once, and
+    /// TCP connections it holds (more are closed as they come), and link connections this
+    /// process's links hold open at once (more wait for one to close). A link connecting per
     /// link holds one descriptor at each end, so this bounds the data plane's descriptors at
     /// twice it; [`DataConfig::fit_to_fds`] lowers it to what the process may open. The leader
     /// admits no more links into the cluster than the smallest worker's cap.
