@@ -49,8 +49,8 @@ pub struct MuxConfig {
     /// to the same peer. Two stages of 64 tasks on two workers put 32 × 32 = 1,024 links
     /// between each pair: one session each.
     pub streams_per_session: usize,
-    /// Streams a session holds at once on either side (yamux's cap: a peer that opens more
-    /// loses the session). Above `streams_per_session`, because a listener may still hold a
+    /// Streams a session holds at once on either side (yamux's cap: a stream past it is not
+    /// opened and the peer is told to go away). Above `streams_per_session`, because a listener may still hold a
     /// stream its client already closed.
     pub max_streams: usize,
     /// TCP connections the listening side holds at once, sessions and per-link connections
