@@ -17,8 +17,9 @@ Two measurements, each with links multiplexed (the default) and with `RAINSTORM_
     job's wall time (submit to succeeded) and whether its output is its input.
   * throughput: app1 (built-in filter -> select, exactly-once, `rainstorm run --workers 3`,
     3 tasks per stage) over --lines lines of examples/gen_signs.py, runs of the two settings
-    interleaved --repeat times; median wall time and lines/s, output checked against
-    examples/reference.py.
+    interleaved --repeat times; median wall time, lines/s and CPU time (user + system of the
+    `rainstorm run` process: what the engine spent, whatever else the machine ran), output
+    checked against examples/reference.py.
 
 With --out FILE the results replace the marked section of FILE (or are appended).
 """
@@ -29,6 +30,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -209,16 +211,18 @@ def app1(args, name, env, tmp, data, i):
                 '[sink]\npath = "%s"\n[[stages]]\ntasks = 3\nop = "filter"\n'
                 'args = ["Punched Telespar"]\n[[stages]]\ntasks = 3\nop = "select"\n'
                 'args = ["3-5"]\n' % (data, os.path.join(d, "out.txt")))
-    t0 = time.time()
+    t0, ru0 = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run([args.bin, "run", job, "--workers", "3"], cwd=d,
                        env=dict(os.environ, **env), capture_output=True, text=True,
                        timeout=args.timeout)
-    wall = time.time() - t0
+    wall, ru1 = time.time() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     ok = r.returncode == 0 and subprocess.run(
         [sys.executable, os.path.join(REPO, "examples", "reference.py"), "app1", data,
          "--compare", os.path.join(d, "out.txt")], capture_output=True).returncode == 0
-    log("app1, %s, run %d: %.2f s%s" % (name, i + 1, wall, "" if ok else " (WRONG OUTPUT)"))
-    return wall, ok
+    log("app1, %s, run %d: %.2f s, %.2f s CPU%s" % (name, i + 1, wall, cpu,
+                                                   "" if ok else " (WRONG OUTPUT)"))
+    return wall, cpu, ok
 
 
 def machine():
@@ -248,15 +252,16 @@ def render(args, rows, runs, command):
     out.append("\napp1 (built-in, exactly-once, `rainstorm run --workers 3`, 3 tasks per "
                "stage) over %d lines, %d interleaved runs each:\n" % (args.lines,
                                                                        args.repeat))
-    out.append("\n| links | median wall time | lines/s | runs (s) | output |\n"
-               "|---|---:|---:|---|---|\n")
+    out.append("\n| links | median wall time | lines/s | median CPU time | runs: wall / CPU (s) "
+               "| output |\n|---|---:|---:|---:|---|---|\n")
     for name, _ in SETTINGS:
-        walls = [w for w, _ in runs[name]]
+        walls = [w for w, _, _ in runs[name]]
+        cpus = [c for _, c, _ in runs[name]]
         med = statistics.median(walls)
-        out.append("| %s | %.2f s | %s | %s | %s |\n" % (
-            name, med, "{:,}".format(int(args.lines / med)),
-            ", ".join("%.2f" % w for w in walls),
-            "matches the reference" if all(ok for _, ok in runs[name]) else "WRONG"))
+        out.append("| %s | %.2f s | %s | %.2f s | %s | %s |\n" % (
+            name, med, "{:,}".format(int(args.lines / med)), statistics.median(cpus),
+            ", ".join("%.2f / %.2f" % (w, c) for w, c in zip(walls, cpus)),
+            "matches the reference" if all(ok for _, _, ok in runs[name]) else "WRONG"))
     return "".join(out)
 
 

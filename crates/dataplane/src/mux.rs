@@ -21,13 +21,14 @@
 //!
 //! `dial` is the connecting side (`MuxNet`, the pool of sessions by address), `accept` the
 //! listening side (`MuxAcceptor`), `session` one session's shared state, `drive` the task that
-//! drives it, `stream` a stream as a connection.
+//! drives it, `socket` its TCP connection, `stream` a stream as a connection.
 
 mod accept;
 mod dial;
 mod drive;
 mod session;
 mod sniff;
+mod socket;
 mod stream;
 
 pub use accept::MuxAcceptor;

@@ -3,7 +3,7 @@
 //! a session's streams one by one. The acceptor owns every session's driver (a `JoinSet`,
 //! joined as they end and at [`Acceptor::shutdown`]).
 
-use super::session::{self, Inbound, Shared};
+use super::session::{Inbound, Shared};
 use super::sniff::{self, Upgrade};
 use super::MuxConfig;
 use crate::protocol::refusal::{RefusalLog, INTERVAL};
@@ -66,7 +66,8 @@ impl MuxAcceptor {
     /// Starts the session a connection asked for.
     fn start(&mut self, up: Upgrade) {
         let shared = Shared::new();
-        let conn = session::connection(up.tcp, shared.clone(), &self.cfg, yamux::Mode::Server);
+        let conn =
+            super::socket::connection(up.tcp, shared.clone(), &self.cfg, yamux::Mode::Server);
         let span = tracing::debug_span!("data_session", peer = %up.peer);
         let driver = super::drive::drive_server(
             conn,

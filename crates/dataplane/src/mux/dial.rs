@@ -5,7 +5,7 @@
 //! pool as soon as its driver ends, so the next connect dials a fresh one. Every driver
 //! belongs to the pool's tracker and ends at [`Network::shutdown`].
 
-use super::session::{self, Awaiting, Open, Place, Shared};
+use super::session::{Awaiting, Open, Place, Shared};
 use super::{MuxConfig, PREFACE};
 use crate::protocol::frame::{Frame, MAX_HELLO};
 use crate::transport::{Conn, Network};
@@ -180,7 +180,7 @@ async fn dial(
         }
     };
     let shared = Shared::new();
-    let conn = session::connection(tcp, shared.clone(), &cfg, yamux::Mode::Client);
+    let conn = super::socket::connection(tcp, shared.clone(), &cfg, yamux::Mode::Client);
     let (opens, rx) = mpsc::channel(OPEN_QUEUE);
     let driver = super::drive::drive_client(conn, rx, shared.clone(), cfg, stop.child_token());
     let span = tracing::debug_span!("data_session", peer = %addr, id);

@@ -4,7 +4,8 @@
 //! also opens the streams links ask for and watches for a silent peer; on both sides it closes
 //! a session no stream has used for a while.
 
-use super::session::{Inbound, Mux, Open, Shared};
+use super::session::{Inbound, Open, Shared};
+use super::socket::Mux;
 use super::MuxConfig;
 use crate::protocol::refusal::RefusalLog;
 use std::future::poll_fn;

@@ -2,21 +2,10 @@
 //! shares with the session's streams and (connecting side) the pool: how many streams are
 //! open, whether it takes more, and when the peer was last heard.
 
-use super::MuxConfig;
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
-use tracing::debug;
-
-/// A session's yamux connection over TCP.
-pub(super) type Mux = yamux::Connection<Compat<Heard>>;
 
 /// A stream a peer opened, for the listener, with its place in the session's count.
 pub(super) struct Inbound {
@@ -80,7 +69,7 @@ impl Shared {
     }
 
     /// Notes that the peer was heard (or that a stream began to wait for it) now.
-    fn heard_now(&self) {
+    pub(super) fn heard_now(&self) {
         self.heard.fetch_max(self.now_ms(), Ordering::Relaxed);
     }
 
@@ -164,57 +153,4 @@ impl Drop for Awaiting {
     fn drop(&mut self) {
         self.0.awaiting.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// A session's TCP connection, noting when the peer last sent anything.
-pub(super) struct Heard {
-    tcp: TcpStream,
-    shared: Arc<Shared>,
-}
-
-impl AsyncRead for Heard {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.tcp).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.shared.heard_now();
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Heard {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
-    }
-}
-
-/// A yamux connection over `tcp` in `mode`, shaped by `cfg`.
-pub(super) fn connection(
-    tcp: TcpStream,
-    shared: Arc<Shared>,
-    cfg: &MuxConfig,
-    mode: yamux::Mode,
-) -> Mux {
-    if let Err(e) = tcp.set_nodelay(true) {
-        debug!(error = %e, "set_nodelay failed");
-    }
-    yamux::Connection::new(Heard { tcp, shared }.compat(), cfg.yamux(), mode)
 }

@@ -3,6 +3,7 @@
 //! sessions, a silent peer, and both kinds of connection on one port.
 
 use super::*;
+use super::{session, socket};
 use crate::inbound::{AckBoard, Inbound, Registration, Registry};
 use crate::link::{run_link, LinkEnd, LinkMsg, LinkSlots, LinkSpec, OutBatch};
 use crate::listener::{serve, Limits};
@@ -685,4 +686,43 @@ async fn links_connections_and_sessions_share_one_port() {
     assert_eq!((held.get(&0), held.get(&1)), (Some(&7), Some(&7)));
     within("the sessions to end", mux.shutdown()).await;
     l.stop().await;
+}
+
+/// The socket under a session holds small writes for the next one and writes everything, in
+/// order, by the next flush at the latest.
+#[tokio::test]
+async fn small_writes_are_joined_to_the_next_and_nothing_is_lost_or_reordered() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let mut w = socket::Heard::new(client.unwrap(), session::Shared::new());
+    let mut r = server.unwrap().0;
+    let mut want = Vec::new();
+    // Headers, small frames, bodies larger than the socket takes at once, and a flush.
+    let pieces: Vec<Vec<u8>> = (0..200u32)
+        .map(|i| {
+            let len = match i % 4 {
+                0 => 12,
+                1 => 40,
+                2 => 70_000 + i as usize,
+                _ => socket::SMALL + 1,
+            };
+            (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
+        })
+        .collect();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    for p in &pieces {
+        w.write_all(p).await.unwrap();
+        want.extend_from_slice(p);
+    }
+    w.write_all(b"tail").await.unwrap();
+    want.extend_from_slice(b"tail");
+    w.shutdown().await.unwrap();
+    let got = within("the reader", reader).await.unwrap();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "bytes reordered or changed");
 }
