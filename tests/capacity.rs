@@ -98,10 +98,15 @@ fn jobs_over_the_link_rule_are_refused_and_a_normal_job_still_runs() {
 /// admitted while a bigger worker ran it, and that worker died): its links wait for a slot
 /// and its listener turns the excess away, so it never runs out of descriptors, keeps its
 /// heartbeats, and is not declared dead. Once the job is cancelled its links stop connecting
-/// (no connection left on its port) and the next job runs on it.
+/// (no connection left on its port) and the next job runs on it. The workers connect per
+/// link (`RAINSTORM_DATA_MUX=0`): links sharing a connection per process pair hold a handful
+/// of descriptors, not two a link (`tests/mux.rs`), so only the fallback can run short.
 #[test]
 fn a_worker_short_of_descriptors_degrades_instead_of_dying() {
-    let mut c = Cluster::start(1, 2.0);
+    let per_link = [("RAINSTORM_DATA_MUX", "0")];
+    let mut c = Cluster::start(0, 2.0);
+    c.add_worker_env(&per_link);
+    c.wait_alive(1);
     let big = c.json(&["workers", "--json"])[0]["id"]
         .as_str()
         .unwrap()
@@ -127,7 +132,7 @@ fn a_worker_short_of_descriptors_degrades_instead_of_dying() {
         (j["sink_tuples"].as_u64()? > 0).then_some(())
     });
     // A worker limited to 512 descriptors: a reserve of 256, so 128 connections each way.
-    c.add_worker_with(&[], Some(512));
+    c.add_worker_with(&per_link, Some(512));
     c.wait_alive(2);
     let small = wait_for("the small worker", Duration::from_secs(20), || {
         let ws = c.json(&["workers", "--json"]);

@@ -18,6 +18,7 @@ pub mod inbound;
 pub mod link;
 pub mod listener;
 pub mod meter;
+pub mod mux;
 pub mod net;
 pub mod reroute;
 pub mod router;
@@ -56,12 +57,17 @@ pub struct DataConfig {
     /// How long a new connection to the data listener may take to prove the cluster secret
     /// in its Hello before it is closed (milliseconds).
     pub hello_deadline_ms: usize,
-    /// Connections the data listener serves at once (more are closed as they come), and link
-    /// connections this process's links hold open at once (more wait for one to close). Each
+    /// Connections (links' streams or TCP connections) the data listener serves at once, and
+    /// TCP connections it holds (more are closed as they come), and link connections this
+    /// process's links hold open at once (more wait for one to close). A link connecting per
     /// link holds one descriptor at each end, so this bounds the data plane's descriptors at
     /// twice it; [`DataConfig::fit_to_fds`] lowers it to what the process may open. The leader
     /// admits no more links into the cluster than the smallest worker's cap.
     pub max_conns: usize,
+    /// Whether this process's links share one TCP connection per peer process (1, the
+    /// default: [`mux`]) or each open a TCP connection of its own (0). Only how this process
+    /// connects: its listener takes both kinds from any peer.
+    pub mux: usize,
 }
 
 /// See [`DataConfig::log_commit_ms`] (`docs/benchmarks.md`: what it costs and saves).
@@ -81,6 +87,7 @@ impl Default for DataConfig {
             sink_spool: 1,
             hello_deadline_ms: 10_000,
             max_conns: model::check::MAX_LINKS as usize,
+            mux: 1,
         }
     }
 }
@@ -89,11 +96,12 @@ impl DataConfig {
     /// Defaults, overridden by `RAINSTORM_BATCH_TUPLES`, `RAINSTORM_BATCH_BYTES`,
     /// `RAINSTORM_WINDOW_BYTES`, `RAINSTORM_QUEUE_BATCHES`, `RAINSTORM_LOG_LINGER_US`,
     /// `RAINSTORM_LOG_COMMIT_MS`, `RAINSTORM_LOG_COMPACT_FANIN`, `RAINSTORM_LOG_COMPACT_BYTES`,
-    /// `RAINSTORM_HELLO_DEADLINE_MS` and `RAINSTORM_MAX_DATA_CONNS` when set (bad values are
-    /// reported and ignored).
+    /// `RAINSTORM_HELLO_DEADLINE_MS`, `RAINSTORM_MAX_DATA_CONNS` and `RAINSTORM_DATA_MUX`
+    /// when set (bad values are reported and ignored).
     pub fn from_env() -> Self {
         let mut c = DataConfig::default();
-        let vars: [(&str, &mut usize); 11] = [
+        let vars: [(&str, &mut usize); 12] = [
+            ("RAINSTORM_DATA_MUX", &mut c.mux),
             ("RAINSTORM_SINK_SPOOL", &mut c.sink_spool),
             ("RAINSTORM_LOG_COMPACT_FANIN", &mut c.log_compact_fanin),
             ("RAINSTORM_LOG_COMPACT_BYTES", &mut c.log_compact_bytes),
@@ -112,7 +120,8 @@ impl DataConfig {
                     Ok(n)
                         if n > 0
                             || name.starts_with("RAINSTORM_LOG_")
-                            || name == "RAINSTORM_SINK_SPOOL" =>
+                            || name == "RAINSTORM_SINK_SPOOL"
+                            || name == "RAINSTORM_DATA_MUX" =>
                     {
                         *slot = n
                     }

@@ -111,6 +111,7 @@ pub async fn serve(
         }
     }
     conns.shutdown().await;
+    listener.shutdown().await;
     refusals.flush();
 }
 

@@ -28,12 +28,25 @@ pub struct Conn {
 pub trait Network: Send + Sync + 'static {
     /// Connects to `addr`.
     fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Conn>>;
+
+    /// Ends whatever the network keeps running beside its connections (a multiplexer's
+    /// sessions) and waits for it, so nothing outlives the process's data plane. Called once,
+    /// when the process's links are over; a network that keeps nothing has nothing to do.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A bound data listener's accept side.
 pub trait Acceptor: Send + 'static {
     /// Waits for the next inbound connection.
     fn accept(&mut self) -> BoxFuture<'_, io::Result<Conn>>;
+
+    /// Ends whatever the acceptor runs beside the connections it yields (a multiplexer's
+    /// sessions) and waits for it. The listener calls it once, after its last connection.
+    fn shutdown(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The network that ships: TCP with Nagle off (batches are already large; acks must not wait).

@@ -21,10 +21,11 @@ pub const TASKS: std::ops::RangeInclusive<u32> = 1..=256;
 /// The most stages one job may have.
 pub const MAX_STAGES: usize = 64;
 
-/// The most data links one job may open. A link is one TCP connection from a sending task to
-/// a receiving task of the next stage (acks come back on it); each one holds a descriptor at
-/// both ends for the whole job, so a job's links, not its tasks, are what a worker runs out
-/// of. 4096 is also a worker's default data-connection cap, so a job within it fits on any
+/// The most data links one job may open. A link is one connection from a sending task to a
+/// receiving task of the next stage (acks come back on it): a stream of the TCP connection
+/// between their processes, or with `RAINSTORM_DATA_MUX=0` a TCP connection of its own, which
+/// holds a descriptor at both ends. Each one holds a place in its listener's and sender's cap
+/// for the whole job, so a job's links, not its tasks, are what a worker runs out of. 4096 is also a worker's default data-connection cap, so a job within it fits on any
 /// one worker with the default settings. See [`links`] for how they are counted.
 pub const MAX_LINKS: u64 = 4096;
 

@@ -43,8 +43,9 @@ pub struct TaskEnv {
 }
 
 impl TaskEnv {
-    /// The environment of a real process: TCP links, operators as OS processes, data-plane
-    /// connections signed with the worker's key `identity`.
+    /// The environment of a real process: links over TCP — sharing one connection per peer
+    /// process unless `cfg.mux` is 0 (`dataplane::mux`) —, operators as OS processes,
+    /// data-plane connections signed with the worker's key `identity`.
     pub fn new(
         cfg: DataConfig,
         store: Store,
@@ -54,14 +55,25 @@ impl TaskEnv {
         TaskEnv {
             registry: Arc::default(),
             routes: Arc::default(),
+            net: network(&cfg),
             slots: LinkSlots::new(cfg.max_conns),
             spool: cfg.sink_spool != 0,
             cfg,
             store,
             work_dir,
-            net: Arc::new(crate::dataplane::transport::Tcp),
             launcher: Arc::new(OsLauncher),
             identity,
         }
+    }
+}
+
+/// How a real process's links reach other processes: sessions of many links per TCP
+/// connection, or (`RAINSTORM_DATA_MUX=0`) a TCP connection per link.
+fn network(cfg: &DataConfig) -> Arc<dyn Network> {
+    if cfg.mux == 0 {
+        Arc::new(crate::dataplane::transport::Tcp)
+    } else {
+        let shape = crate::dataplane::mux::MuxConfig::of(cfg);
+        Arc::new(crate::dataplane::mux::MuxNet::new(shape))
     }
 }

@@ -140,18 +140,26 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         .context("building the heartbeats' HTTP client")?;
     tracing::info!(
         max_conns = cfg.data.max_conns,
-        "data plane: at most this many connections in (listener) and out (links) at once"
+        mux = cfg.data.mux != 0,
+        "data plane: at most this many links in (listener) and out (links) at once; with mux, links to one process share its TCP connection"
     );
 
     let mut bg = JoinSet::new();
     let net_stop = CancellationToken::new();
-    bg.spawn(listener::serve(
+    // Links' connections and sessions of many links alike, whatever this worker's own
+    // links use (`RAINSTORM_DATA_MUX` is only how it connects).
+    let acceptor = crate::dataplane::mux::MuxAcceptor::new(
         bound_listener,
+        crate::dataplane::mux::MuxConfig::of(&cfg.data),
+    );
+    bg.spawn(listener::serve(
+        acceptor,
         env.registry.clone(),
         env.routes.clone(),
         listener::Limits::of(&cfg.data),
         net_stop.clone(),
     ));
+    let net = env.net.clone();
     let worker = state::Worker {
         cfg,
         env,
@@ -163,5 +171,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
     let result = worker.serve(&shutdown).await;
     net_stop.cancel();
     while bg.join_next().await.is_some() {}
+    // The links' sessions, once no task runs.
+    net.shutdown().await;
     result
 }

@@ -1,0 +1,80 @@
+//! Connections by process, not by task pair (issue 19, target 8), against real processes: a
+//! job with two adjacent stages of 16 tasks on two workers (16 + 256 + 16 = 288 links) holds
+//! a handful of data-plane TCP connections between the worker processes, and its output is
+//! exact; the same job with `RAINSTORM_DATA_MUX=0` holds one per link, which shows the count
+//! is taken where links live.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+/// Lines `1..=n`, the input (identity stages write them back unchanged).
+fn numbered(n: usize) -> String {
+    (1..=n).map(|i| format!("line {i}\n")).collect()
+}
+
+/// Runs the wide job on two workers started with `env` and returns the most data-plane TCP
+/// sockets seen while it ran (both ends of each connection count: they are all on this host),
+/// sampled for a second from when `enough` holds of the count; checks the output.
+fn wide_job(env: &[(&str, &str)], enough: impl Fn(usize) -> bool) -> usize {
+    let mut c = Cluster::start(0, 5.0);
+    for _ in 0..2 {
+        c.add_worker_env(env);
+    }
+    c.wait_alive(2);
+    let lines = 6000;
+    c.file("in.txt", &numbered(lines));
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file(
+        "wide.toml",
+        &job_toml(
+            "wide",
+            "in.txt",
+            "out/wide.txt",
+            1500.0,
+            "exactly-once",
+            &[(16, "identity", &[]), (16, "identity", &[])],
+        ),
+    );
+    let ports = c.data_ports();
+    assert_eq!(ports.len(), 2);
+    let id = c.submit("wide.toml");
+    let seen = wait_for(
+        "the job's links to be connected",
+        Duration::from_secs(60),
+        || {
+            let n = established_on(&ports);
+            enough(n).then_some(n)
+        },
+    );
+    // Sample for a second of the job's steady state.
+    let mut most = seen;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(1) {
+        most = most.max(established_on(&ports));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let j = c.wait_job(&id, Duration::from_secs(120));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same(
+        "the wide job's output",
+        &sorted_lines(&c.store_file("out/wide.txt")),
+        &sorted_lines(&numbered(lines)),
+    );
+    most
+}
+
+#[test]
+fn links_between_two_processes_share_a_few_tcp_connections() {
+    // Per link: at least the 256 links between the two stages, two sockets each.
+    let per_link = wide_job(&[("RAINSTORM_DATA_MUX", "0")], |n| n >= 2 * 256);
+    // Multiplexed: one connection from each worker to each worker (itself included), two
+    // sockets each; at most twice that while one is replaced.
+    let muxed = wide_job(&[], |n| n >= 2);
+    eprintln!("data-plane TCP sockets: {per_link} per link, {muxed} multiplexed");
+    assert!(
+        muxed <= 2 * 2 * 4,
+        "{muxed} data-plane sockets for 288 links between two processes"
+    );
+}
