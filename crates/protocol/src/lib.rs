@@ -9,6 +9,7 @@ use rainstorm_model as model;
 pub mod api;
 pub mod auth;
 pub mod control;
+pub mod dest;
 pub mod frame;
 pub mod headers;
 pub mod line;

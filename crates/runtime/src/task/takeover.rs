@@ -19,6 +19,7 @@
 //! rebuild happens at the same place in the task's input whether it runs live or replays its
 //! log, so a restarted task rebuilds the same state.
 
+mod group_state;
 mod handover;
 
 use super::operator::{Operator, Stop};

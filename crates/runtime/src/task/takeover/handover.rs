@@ -23,10 +23,11 @@
 //! tuple of the group ever reached it), the group's state is what that earlier move handed
 //! to it, and the gaining task looks there.
 //!
-//! The object is [`GroupState`]: the format periodic snapshots of built-in state will use.
+//! The object is `GroupState` (`group_state.rs`): the format periodic snapshots of built-in
+//! state will use.
 
+use super::group_state::{final_path, handover_path, GroupState, FORMAT};
 use super::Takeover;
-use crate::log::task_prefix;
 use crate::model::groups::KEY_GROUPS;
 use crate::model::ids::{TaskKey, TaskPos};
 use crate::model::partition::group_of;
@@ -34,7 +35,6 @@ use crate::protocol::routing::StageRouting;
 use crate::store::StoreError;
 use crate::task::operator::{Operator, Stop};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -50,37 +50,6 @@ const TRIES: u32 = 5;
 /// batch lost on a link (which at-most-once allows) can keep the losing task from ever
 /// feeding its last old-map tuple, and the moved keys must not wait for the job's end.
 const AT_MOST_ONCE_PATIENCE: Duration = Duration::from_secs(10);
-
-/// The state of some key groups of a built-in, as one task hands it to another. Version 1:
-/// JSON; `counts` holds each counted value with its count (`count-by`).
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct GroupState {
-    /// The format's version.
-    pub(crate) format: u32,
-    /// The routing version the groups moved with.
-    pub(crate) version: u32,
-    /// The task that handed them over.
-    pub(crate) from: u32,
-    /// The groups handed over.
-    pub(crate) groups: Vec<u32>,
-    /// Their state: each value and its count.
-    pub(crate) counts: Vec<(String, u64)>,
-}
-
-/// The format [`GroupState`] is written in.
-const FORMAT: u32 = 1;
-
-/// Where task `key` writes the state of the groups it lost with routing version `version`:
-/// in its own log's folder (the store lets a worker write there only for its own tasks).
-pub(crate) fn handover_path(key: &TaskKey, version: u32) -> String {
-    format!("{}state-v{version:010}.json", task_prefix(key))
-}
-
-/// Where task `key` writes, as it finishes in epoch `epoch`, the state it still holds; its
-/// `version` is the newest routing version the task knew.
-pub(crate) fn final_path(key: &TaskKey, epoch: u32) -> String {
-    format!("{}state-final-e{epoch:06}.json", task_prefix(key))
-}
 
 /// What a gaining task found of a losing task's state.
 enum Found {
