@@ -310,7 +310,7 @@ fn an_executable_keyed_count_moves_its_keys_with_their_state_through_a_process_k
 /// An at-least-once keyed count that autoscales: identity (one task) → count-by.
 fn at_least_once_counting_job(rate: f64) -> String {
     format!(
-        r#"name = "restarts-to-rescale"
+        r#"name = "moves-its-state"
 delivery = "at-least-once"
 [source]
 path = "in.txt"
@@ -335,10 +335,10 @@ args = ["1"]
     )
 }
 
-/// Issue 17: under at-least-once no log holds a moved key's history, so a keyed count that
-/// autoscales rescales by restarting the pipeline from the source with the new map (lines
-/// the source had read go again at once, unpaced). Its task count follows the rate up and
-/// back down, and the output holds every running count of the reference.
+/// Issue 17: under at-least-once no log holds a moved key's history, but a built-in hands
+/// the moved keys' state to their new task: a keyed count that autoscales follows the rate up
+/// and back down live, with no restart, and the output is every running count of the
+/// reference, each once.
 #[test]
 fn an_at_least_once_keyed_count_moves_its_state_live_as_it_follows_its_rate() {
     let c = Cluster::start(3, 5.0);

@@ -54,6 +54,9 @@ pub struct StageLoad {
     pub busy: f64,
     /// A task starting or recovering, or a rescale in flight: the rates are not the stage's.
     pub settling: bool,
+    /// Its input rate is still climbing (a task's last window well above the one before):
+    /// a grow waits for it to level off, so a step is met in one decision of its full size.
+    pub rising: bool,
 }
 
 /// A stage should run `to` tasks instead of `from`.
@@ -287,6 +290,10 @@ impl StageState {
         let at = |n: u32| num(l.rate / f64::from(n.max(1)));
         if r > cfg.high {
             self.below_since = None;
+            if l.rising {
+                // Sized now, the grow would be sized by a window that is part old rate.
+                return None;
+            }
             let to = need.max(cfg.min_tasks);
             let text = format!(
                 "{head} > HW {}{why}; need {to} at {}/s per task",

@@ -14,6 +14,9 @@ const MIN_INTERVAL_NS: u64 = 50_000_000;
 /// twice the truth.
 const RATE_WINDOW_NS: u64 = 2_000_000_000;
 
+/// A window's input rate this many times the one before it counts as still climbing.
+const RISING: f64 = 1.25;
+
 /// One task's meters as the leader keeps them (its current attempt's).
 #[derive(Clone, Debug, Default)]
 pub struct Meters {
@@ -29,6 +32,11 @@ pub struct Meters {
     pub output_rate: f64,
     /// Recent input, tuples per second (likewise).
     pub input_rate: f64,
+    /// The last window's input was well above the one before it: the rate is still
+    /// climbing (a step in progress), so it is not yet what the task will carry.
+    pub input_rising: bool,
+    /// The last window's input rate, unsmoothed.
+    raw_in: f64,
     /// Where the current rate window began: the attempt's uptime and its tuples in and out.
     window: (u64, u64, u64),
 }
@@ -71,6 +79,8 @@ impl Meters {
                 backpressured: share(m.backpressure_ns, m.uptime_ns),
                 output_rate: 0.0,
                 input_rate: 0.0,
+                input_rising: false,
+                raw_in: 0.0,
                 window: (m.uptime_ns, tuples_in, tuples_out),
             };
         } else {
@@ -105,6 +115,8 @@ impl Meters {
             let per_s = |now: u64, then: u64| now.saturating_sub(then) as f64 * 1e9 / span as f64;
             let (rate_in, rate_out) = (per_s(tuples_in, was_in), per_s(tuples_out, was_out));
             let first = from == 0 || self.input_rate == 0.0 && self.output_rate == 0.0;
+            self.input_rising = rate_in > RISING * self.raw_in;
+            self.raw_in = rate_in;
             self.input_rate = smooth(self.input_rate, rate_in, first);
             self.output_rate = smooth(self.output_rate, rate_out, first);
             self.window = (m.uptime_ns, tuples_in, tuples_out);
@@ -114,6 +126,7 @@ impl Meters {
             self.backpressured = 0.0;
             self.output_rate = 0.0;
             self.input_rate = 0.0;
+            self.input_rising = false;
             self.last = m.clone();
         }
     }
@@ -151,6 +164,25 @@ mod tests {
         // A new attempt starts over.
         t.update(1, (0, 0), &m(0, 1, 2), false);
         assert_eq!((t.busy, t.backpressured, t.output_rate), (0.0, 0.5, 0.0));
+    }
+
+    #[test]
+    fn a_rate_is_rising_while_a_window_is_well_above_the_one_before() {
+        let mut t = Meters::default();
+        let at = |s: u64| TaskMeters {
+            uptime_ns: s * 1_000_000_000,
+            ..Default::default()
+        };
+        t.update(0, (0, 0), &at(1), false);
+        t.update(0, (200, 200), &at(3), false); // 100/s
+        t.update(0, (400, 400), &at(5), false); // 100/s
+        assert!(!t.input_rising, "{t:?}");
+        t.update(0, (1100, 1100), &at(7), false); // 350/s: a step half-way in the window
+        assert!(t.input_rising, "{t:?}");
+        t.update(0, (2300, 2300), &at(9), false); // 600/s
+        assert!(t.input_rising, "{t:?}");
+        t.update(0, (3500, 3500), &at(11), false); // 600/s: levelled off
+        assert!(!t.input_rising, "{t:?}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn load(stage: u32, tasks: u32, rate: f64, busy: f64) -> StageLoad {
         rate,
         busy,
         settling: false,
+        rising: false,
     }
 }
 
@@ -44,6 +45,19 @@ const FREE: u32 = 100;
 fn one(d: Vec<ScaleDecision>) -> ScaleDecision {
     assert_eq!(d.len(), 1, "{d:?}");
     d.into_iter().next().unwrap()
+}
+
+#[test]
+fn a_grow_waits_while_the_rate_is_still_climbing() {
+    // The first window after a step mixes the old rate and the new: sized by it, the grow
+    // would take two decisions (1 → 3 → 4 where the step needs 4 at once).
+    let mut s = Scaler::new(&job(&[1], lw_hw()));
+    let climbing = StageLoad {
+        rising: true,
+        ..load(1, 1, 1200.0, 0.2)
+    };
+    assert!(s.decide(0, &[climbing], FREE).is_empty());
+    assert_eq!(one(s.decide(S, &[load(1, 1, 2400.0, 0.3)], FREE)).to, 5);
 }
 
 #[test]

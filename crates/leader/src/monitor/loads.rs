@@ -46,6 +46,7 @@ pub(super) fn loads(st: &State, now_ms: u64) -> Vec<(mpsc::Sender<Input>, Input)
                     settling: active
                         .iter()
                         .any(|t| t.state != TaskState::Running || !t.reported),
+                    rising: active.iter().any(|t| t.meters.input_rising),
                 }
             })
             .collect();
