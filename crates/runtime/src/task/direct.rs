@@ -28,14 +28,9 @@ impl Intake for DirectIntake<'_, '_> {
     async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop> {
         let _working = self.working.run();
         for (i, t) in batch.tuples.into_iter().enumerate() {
-            let seq = batch.first_seq + i as u64;
-            if let Some(k) = self.takeover.as_deref_mut() {
-                k.before(self.op, batch.from, seq, &t).await?;
-            }
-            self.op.feed(t, batch.emit_ns).await?;
-            if let Some(k) = self.takeover.as_deref_mut() {
-                k.fed(self.op, batch.from, seq).await?;
-            }
+            let at = (batch.from, batch.first_seq + i as u64);
+            let k = self.takeover.as_deref_mut();
+            super::takeover::feed(self.op, k, at, t, batch.emit_ns).await?;
         }
         Ok(())
     }
@@ -71,14 +66,9 @@ impl Intake for DirectIntake<'_, '_> {
             if map_for(&r.steps, line, r.tasks).owner(g) == me {
                 seq += 1;
                 if seq > after {
-                    if let Some(k) = self.takeover.as_deref_mut() {
-                        k.before(self.op, from, seq, &t).await?;
-                    }
                     let bytes = (t.key.len() + t.value.len()) as u64;
-                    self.op.feed(t, crate::dataplane::now_ns()).await?;
-                    if let Some(k) = self.takeover.as_deref_mut() {
-                        k.fed(self.op, from, seq).await?;
-                    }
+                    let (k, now) = (self.takeover.as_deref_mut(), crate::dataplane::now_ns());
+                    super::takeover::feed(self.op, k, (from, seq), t, now).await?;
                     progress.tuples_in.fetch_add(1, Ordering::Relaxed);
                     progress.bytes_in.fetch_add(bytes, Ordering::Relaxed);
                 }
@@ -104,15 +94,9 @@ impl Intake for DirectIntake<'_, '_> {
 
     async fn interrupted(&mut self) -> Result<(), Stop> {
         let DirectIntake { op, takeover, .. } = self;
-        let changed = async {
-            match takeover.as_deref_mut() {
-                Some(k) => k.routing_changed().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             e = op.died() => Err(e),
-            () = changed => Ok(()),
+            () = super::takeover::routing_changed(takeover.as_deref_mut()) => Ok(()),
         }
     }
 

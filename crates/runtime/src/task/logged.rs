@@ -260,12 +260,7 @@ pub(super) async fn feed(
                 let flushing = working.run();
                 op.idle().await?;
                 drop(flushing);
-                let changed = async {
-                    match takeover.as_deref_mut() {
-                        Some(k) => k.routing_changed().await,
-                        None => std::future::pending().await,
-                    }
-                };
+                let changed = super::takeover::routing_changed(takeover.as_deref_mut());
                 tokio::select! {
                     biased;
                     _ = cancel.cancelled() => return Err(Stop::Cancelled),
@@ -286,14 +281,8 @@ pub(super) async fn feed(
         let _feeding = working.run();
         for fed in group {
             for (i, t) in fed.tuples.into_iter().enumerate() {
-                let seq = fed.first_seq + i as u64;
-                if let Some(k) = takeover.as_deref_mut() {
-                    k.before(op, fed.from, seq, &t).await?;
-                }
-                op.feed(t, fed.emit_ns).await?;
-                if let Some(k) = takeover.as_deref_mut() {
-                    k.fed(op, fed.from, seq).await?;
-                }
+                let at = (fed.from, fed.first_seq + i as u64);
+                super::takeover::feed(op, takeover.as_deref_mut(), at, t, fed.emit_ns).await?;
             }
             if let (true, Some(k)) = (fed.ended, takeover.as_deref_mut()) {
                 k.ended(op, fed.from).await?;

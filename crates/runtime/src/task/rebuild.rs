@@ -34,27 +34,23 @@ pub(super) enum Piece {
     Gain(usize),
 }
 
-/// Where the tuples of a rebuild go.
-pub(super) enum Rebuilding<'o> {
-    /// An executable's fresh process and its scratch twin (`exec::history`).
-    Exec(&'o mut ExecOperator, Tally),
-}
+/// Where the tuples of a rebuild go: an executable's fresh process and its scratch twin
+/// (`exec::history`).
+pub(super) struct Rebuilding<'o>(pub(super) &'o mut ExecOperator, pub(super) Tally);
 
 impl Rebuilding<'_> {
     /// Takes one tuple of the history.
     pub(super) async fn take(&mut self, t: Tuple) -> Result<(), Stop> {
-        match self {
-            Rebuilding::Exec(op, tally) => Ok(op.feed_history(tally, &t).await?),
-        }
+        Ok(self.0.feed_history(&mut self.1, &t).await?)
     }
 
-    /// Ends the rebuild (an executable's history output is counted, to be dropped).
+    /// Ends the rebuild (the history's output is counted, to be dropped).
     pub(super) async fn end(self) -> Result<(), Stop> {
-        match self {
-            Rebuilding::Exec(op, tally) => {
-                op.end_history(tally).await.map(|_| ()).map_err(Stop::from)
-            }
-        }
+        self.0
+            .end_history(self.1)
+            .await
+            .map(|_| ())
+            .map_err(Stop::from)
     }
 }
 

@@ -44,14 +44,9 @@ pub(super) async fn replay_log(
                     let last = b.first_seq + n - 1;
                     if feeds {
                         for (i, t) in b.tuples.into_iter().enumerate() {
-                            let seq = b.first_seq + i as u64;
-                            if let Some(k) = takeover.as_deref_mut() {
-                                k.before(op, b.from, seq, &t).await?;
-                            }
-                            op.feed(t, b.emit_ns).await?;
-                            if let Some(k) = takeover.as_deref_mut() {
-                                k.fed(op, b.from, seq).await?;
-                            }
+                            let at = (b.from, b.first_seq + i as u64);
+                            let k = takeover.as_deref_mut();
+                            takeover::feed(op, k, at, t, b.emit_ns).await?;
                         }
                     }
                     replayed += n;

@@ -19,8 +19,10 @@
 //! rebuild happens at the same place in the task's input whether it runs live or replays its
 //! log, so a restarted task rebuilds the same state.
 
+mod feed;
 mod group_state;
 mod handover;
+pub(super) use feed::{feed, routing_changed};
 
 use super::operator::{Operator, Stop};
 use super::rebuild::{own_input, read_ahead, Piece, Rebuilding};
@@ -113,7 +115,7 @@ impl<'a> Takeover<'a> {
     ) -> Result<(), Stop> {
         let g = self.partitioner.group(t);
         let me = self.key.pos.index;
-        let seq = seq.saturating_sub(self.hand.floor);
+        let seq = seq.saturating_sub(self.hand.floor());
         let mut look = self.routing.has_changed().unwrap_or(false);
         loop {
             if look {
@@ -208,7 +210,7 @@ impl<'a> Takeover<'a> {
         };
         let started = tokio::time::Instant::now();
         let tally = x.begin_history().await?;
-        let mut to = Rebuilding::Exec(x, tally);
+        let mut to = Rebuilding(x, tally);
         // The process was fed, in order, what `fed` records, then its own input since.
         let mark = self.fed.iter().rev().find_map(|p| match p {
             Piece::Own(_, hi) => Some(*hi),

@@ -67,8 +67,6 @@ pub(super) struct Hand {
     epoch: u32,
     /// At-most-once: state that does not come is given up after a while.
     may_lose: bool,
-    /// Where the epoch's sequence numbers start.
-    pub(super) floor: u64,
     /// Per upstream link, the last tuple fed (relative to `floor`).
     fed: Vec<u64>,
     /// Upstream links that ended.
@@ -86,12 +84,16 @@ impl Hand {
             on,
             epoch,
             may_lose,
-            floor: u64::from(epoch) << crate::dataplane::link::EPOCH_SHIFT,
             fed: Vec::new(),
             ended: BTreeSet::new(),
             owed: None,
             done: 0,
         }
+    }
+
+    /// Where the epoch's sequence numbers start.
+    pub(super) fn floor(&self) -> u64 {
+        u64::from(self.epoch) << crate::dataplane::link::EPOCH_SHIFT
     }
 
     /// The plan grew: finds the next map with which task `me` loses groups.
@@ -125,7 +127,7 @@ impl Takeover<'_> {
         if !self.hand.on {
             return Ok(());
         }
-        let seq = seq.saturating_sub(self.hand.floor);
+        let seq = seq.saturating_sub(self.hand.floor());
         let i = from as usize;
         if self.hand.fed.len() <= i {
             self.hand.fed.resize(i + 1, 0);
