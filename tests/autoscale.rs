@@ -388,3 +388,89 @@ fn an_at_least_once_keyed_count_moves_its_state_live_as_it_follows_its_rate() {
     assert_eq!(done.get(..2), Some(&[(1, 3), (3, 1)][..]), "{done:?}");
     assert!(done.len() <= 4, "few decisions: {done:?}");
 }
+
+/// A keyed count right behind the source, exactly-once, rescaled by hand (its autoscale
+/// watermarks are out of reach: they only set `max_tasks`).
+fn first_stage_count_job(rate: f64) -> String {
+    format!(
+        r#"name = "first-stage"
+delivery = "exactly-once"
+[source]
+path = "in.txt"
+rate = {rate}
+[sink]
+path = "out.txt"
+[[stages]]
+tasks = 2
+op = "count-by"
+args = ["1"]
+[stages.autoscale]
+low = 1
+high = 1000000
+max_tasks = 3
+"#
+    )
+}
+
+/// A restarted source does not know how far its predecessor routed, and a first-stage task
+/// restarted with it keeps no log of what it took: the source's durable reach
+/// (`store::reach`) says, so the first stage rescales after the source's worker dies too. The
+/// leader refused it before.
+#[test]
+fn the_first_stage_rescales_after_the_source_was_restarted() {
+    let mut c = Cluster::start(3, 5.0);
+    let (input, want) = data(6000);
+    c.file("in.txt", &input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file("job.toml", &first_stage_count_job(300.0));
+    let id = c.submit("job.toml");
+    wait_for("the count to start", Duration::from_secs(30), || {
+        (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? >= 300).then_some(())
+    });
+    let source = |c: &Cluster| {
+        c.tasks(&id)
+            .into_iter()
+            .find(|t| t["stage"] == 0 && t["state"] == "running")
+    };
+    let before = source(&c).expect("the source runs");
+    let worker = before["worker"].as_str().unwrap_or_default().to_string();
+    let victim = c
+        .worker_index(&worker)
+        .unwrap_or_else(|| panic!("no process registered as {worker}"));
+    c.kill_worker(victim);
+    wait_for(
+        "the source to run a restarted attempt",
+        Duration::from_secs(60),
+        || {
+            let t = source(&c)?;
+            (t["worker"] != worker.as_str() && t["attempt"].as_u64()? > 0).then_some(())
+        },
+    );
+    // A task of the stage may still be restarting right after the kill: ask until done.
+    let counted = |c: &Cluster| c.json(&["job", &id, "--json"])["stage_tasks"][0].as_u64();
+    wait_for(
+        "the count to grow to 3 tasks",
+        Duration::from_secs(60),
+        || {
+            let out = c.run(&["scale", &id, "1", "3"]);
+            (out.status.success() && counted(&c) == Some(3)).then_some(())
+        },
+    );
+    wait_for(
+        "the count to shrink to 1 task",
+        Duration::from_secs(60),
+        || {
+            let out = c.run(&["scale", &id, "1", "1"]);
+            (out.status.success() && counted(&c) == Some(1)).then_some(())
+        },
+    );
+    c.ok(&["set-rate", &id, "0"]);
+    let j = c.wait_job(&id, Duration::from_secs(120));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same("counts", &sorted_lines(&c.store_file("out.txt")), &want);
+    let done = scaling(&c, &id)
+        .iter()
+        .filter(|s| s["outcome"] == "done")
+        .count();
+    assert!(done >= 2, "{:?}", scaling(&c, &id));
+}

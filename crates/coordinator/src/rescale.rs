@@ -301,18 +301,8 @@ impl JobCore {
             index,
         });
         // A restarted upstream attempt defers its switch until it has routed, on every link,
-        // as far as the receiver holds (`dataplane::reroute`). A first-stage task keeps no log
-        // and processes what it takes at once: restarted together with the source, it cannot
-        // say how far its predecessor got, so a restarted source does not switch.
-        let source = TaskPos { stage: 0, index: 0 };
-        if req.stage == 1 && !self.stream_ended(source) {
-            if let Some(t) = self.tasks.get(&source).filter(|t| t.attempt > self.epoch) {
-                return Some(format!(
-                    "the source was restarted (attempt {}): the first stage rescales only with the source's first attempt",
-                    t.attempt
-                ));
-            }
-        }
+        // as far as the receiver holds, and a restarted source also as far as its
+        // predecessors' durable reach (`dataplane::reroute`, `store::reach`).
         positions
             .into_iter()
             .find(|p| self.unplaced.contains(p) || !self.tasks.contains_key(p))

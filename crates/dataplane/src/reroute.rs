@@ -67,6 +67,9 @@ struct Board {
     /// Outputs the router holds, not yet routed: a new switch's point is taken only once
     /// they are (its counts of tuples sent per link must include them).
     held: u64,
+    /// A restarted source: how many outputs its predecessors may have routed (their reach,
+    /// `store::reach`), which a switch waits to pass; `None` until it is read.
+    reach: Option<Option<u64>>,
 }
 
 impl Board {
@@ -81,7 +84,11 @@ impl Board {
                 .zip(&self.sent)
                 .all(|(f, s)| f.is_some_and(|f| *s >= f))
         };
-        self.held == 0 && (!self.restarted || floors())
+        let reach = match self.reach {
+            None => true,
+            Some(r) => r.is_some_and(|r| self.routed >= r),
+        };
+        self.held == 0 && (!self.restarted || floors()) && reach
     }
 
     /// Makes the switch `route` at the point reached now.
@@ -182,6 +189,7 @@ impl Switchboard {
             floors: vec![None; downstream as usize],
             deferred: None,
             held: 0,
+            reach: None,
         };
         board.advance(1);
         board.restarted = restarted;
@@ -189,6 +197,25 @@ impl Switchboard {
             board: Mutex::new(board),
             decided: watch::Sender::new(0),
         }
+    }
+
+    /// The switchboard of a restarted source: a switch also waits until it has routed as
+    /// many outputs as its predecessors may have (told by [`Switchboard::reach`]). Its
+    /// first-stage receivers cannot always say how far those got: one restarted with it
+    /// keeps no log of what its predecessor took.
+    pub fn with_reach(self) -> Switchboard {
+        self.lock().reach = Some(None);
+        self
+    }
+
+    /// A restarted source's predecessors routed at most `outputs` outputs (or this attempt
+    /// has routed all it ever will: pass 0).
+    pub fn reach(&self, outputs: u64) {
+        let mut b = self.lock();
+        if b.reach.is_some() {
+            b.reach = Some(Some(outputs));
+        }
+        b.catch_up();
     }
 
     fn lock(&self) -> MutexGuard<'_, Board> {

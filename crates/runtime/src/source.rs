@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod reach;
+
 /// Turns the source file into tuples `(NAME:LINE, line)`; the one definition of what the
 /// source emits, shared with first-stage replay after a crash.
 pub struct SourceReader<R> {
@@ -252,7 +254,21 @@ pub async fn run_source(
         meter,
         &cancel,
     );
+    let key = crate::model::ids::TaskKey {
+        job: spec.job.clone(),
+        pos: TaskPos { stage: 0, index: 0 },
+    };
+    let mut reach = reach::Reach::new(env.store.clone(), key.clone(), spec.epoch, spec.attempt);
     let read = async {
+        if spec.attempt > spec.epoch {
+            // A restarted attempt: a switch waits until it routed as far as its predecessors
+            // may have (`store::reach`).
+            let r = crate::reach::predecessors_reach(&env.store, &key, spec.epoch, spec.attempt)
+                .await
+                .map_err(|e| format!("reading the earlier attempts' reach: {e}"))?;
+            tracing::debug!(job = %spec.job, attempt = spec.attempt, lines = r, "the source's predecessors routed at most this far");
+            spec.board.reach(r);
+        }
         let mut rd = SourceReader::new(file, &spec.name);
         let mut line_no: u64 = 0;
         let mut rate = spec.read.rate.subscribe();
@@ -282,11 +298,14 @@ pub async fn run_source(
             };
             line_no += 1;
             spec.read.bytes.store(rd.consumed(), Ordering::Relaxed);
+            reach.admit(line_no, now_rate).await?;
             router.push(t, now_ns()).await.map_err(|e| e.to_string())?;
             if !rd.buffered() {
                 router.flush().await.map_err(|e| e.to_string())?;
             }
         }
+        // Every line is routed: no predecessor routed more, whatever its reach.
+        spec.board.reach(0);
         router.finish().await.map_err(|e| e.to_string())?;
         for _ in 0..spec.downstream {
             if done_rx.recv().await.is_none() {

@@ -13,4 +13,5 @@ pub mod fetch;
 pub mod log;
 pub mod opcache;
 pub mod output;
+pub mod reach;
 pub mod store;

@@ -128,21 +128,7 @@ pub async fn recover_lineage(
     key: &TaskKey,
     attempt: u32,
 ) -> Result<Vec<String>, LogError> {
-    let prefix = task_prefix(key);
-    if attempt > 0 {
-        let existing: std::collections::BTreeSet<String> = store
-            .list(&prefix)
-            .await?
-            .into_iter()
-            .map(|o| o.path)
-            .collect();
-        for a in 0..attempt {
-            let fence = fence_path(key, a);
-            if !existing.contains(&fence) {
-                put_retrying(store, &fence, Bytes::new()).await?;
-            }
-        }
-    }
+    fence_predecessors(store, key, attempt).await?;
     // Newest earlier attempt that wrote a manifest (attempt 0 has an implicit empty one).
     let (_, lineage) = latest_lineage(store, key, attempt).await?;
     if attempt > 0 {
@@ -153,13 +139,38 @@ pub async fn recover_lineage(
     Ok(lineage)
 }
 
+/// Writes `fence-<a>` for every attempt `a` before `attempt` that has none yet: from then on
+/// none of them may act on a write it makes (it checks its fence after each one).
+pub async fn fence_predecessors(
+    store: &Store,
+    key: &TaskKey,
+    attempt: u32,
+) -> Result<(), LogError> {
+    if attempt == 0 {
+        return Ok(());
+    }
+    let existing: std::collections::BTreeSet<String> = store
+        .list(&task_prefix(key))
+        .await?
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    for a in 0..attempt {
+        let fence = fence_path(key, a);
+        if !existing.contains(&fence) {
+            put_retrying(store, &fence, Bytes::new()).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Tries of a recovery write (a fence or a manifest) before the attempt fails.
 const RECOVERY_WRITE_TRIES: u32 = 8;
 
 /// Writes a fence or a manifest, retrying a failed write with backoff: both are idempotent,
 /// and a store that fails a few writes in a row must not cost the attempt (every attempt it
 /// costs counts against the task's restarts, and a restarted attempt meets the same store).
-async fn put_retrying(store: &Store, path: &str, data: Bytes) -> Result<(), LogError> {
+pub(crate) async fn put_retrying(store: &Store, path: &str, data: Bytes) -> Result<(), LogError> {
     let mut backoff = crate::model::backoff::Backoff::new(
         std::time::Duration::from_millis(20),
         std::time::Duration::from_secs(2),

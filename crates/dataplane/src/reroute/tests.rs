@@ -128,6 +128,59 @@ fn a_restarted_attempt_switches_only_past_what_its_predecessors_routed() {
 }
 
 #[test]
+fn a_restarted_source_switches_only_past_its_predecessors_reach_though_its_receivers_held_less() {
+    let first = RouteStep {
+        from: 0,
+        map: GroupMap::even(1),
+    };
+    let b = Switchboard::new(vec![first], 2, true).with_reach();
+    let new = grow();
+    let moving = group_of(&new.map, 1);
+    // Its receivers were restarted too: they hold nothing of the predecessors'.
+    b.floor(0, 0);
+    b.floor(1, 0);
+    assert_eq!(
+        b.reroute(new.clone()),
+        None,
+        "deferred: the reach is not read yet"
+    );
+    assert_eq!(b.route(moving, false), Verdict::To(0));
+    // The predecessors may have routed 4 outputs.
+    b.reach(4);
+    for _ in 0..3 {
+        assert_eq!(
+            b.route(moving, false),
+            Verdict::To(0),
+            "as a predecessor may have"
+        );
+    }
+    assert_eq!(b.last(), None);
+    assert_eq!(
+        b.route(moving, false),
+        Verdict::Hold,
+        "past the reach: switched"
+    );
+    assert_eq!(b.last().map(|r| r.point.outputs), Some(4));
+}
+
+#[test]
+fn a_restarted_source_that_routed_all_it_ever_will_switches_short_of_its_reach() {
+    let first = RouteStep {
+        from: 0,
+        map: GroupMap::even(1),
+    };
+    let b = Switchboard::new(vec![first], 2, true).with_reach();
+    b.floor(0, 0);
+    b.floor(1, 0);
+    b.reach(100);
+    assert_eq!(b.route(0, false), Verdict::To(0));
+    assert_eq!(b.reroute(grow()), None);
+    // The file ended after one line: nobody routed more.
+    b.reach(0);
+    assert_eq!(b.last().map(|r| r.point.outputs), Some(1));
+}
+
+#[test]
 fn an_abort_that_overtakes_its_switch_keeps_the_switch_from_being_made() {
     let (b, new) = (one_task(), grow());
     b.decide(1, false);

@@ -73,7 +73,10 @@ impl TaskStatus {
     pub fn of(a: &crate::protocol::control::TaskAssignment) -> TaskStatus {
         // A later attempt of a task (in its epoch) regenerates what earlier ones routed.
         let restarted = a.attempt > a.epoch;
-        let board = Switchboard::new(a.routing.steps.clone(), a.downstream, restarted);
+        let mut board = Switchboard::new(a.routing.steps.clone(), a.downstream, restarted);
+        if restarted && matches!(a.role, crate::protocol::control::TaskRole::Source { .. }) {
+            board = board.with_reach();
+        }
         let inbound = a.inbound.as_ref().map(|i| i.routing.clone());
         let status = TaskStatus {
             board: Arc::new(board),
