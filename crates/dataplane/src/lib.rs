@@ -49,7 +49,9 @@ pub struct DataConfig {
     /// `(fanin - 1) * log_fanin(n)` objects. 0 or 1: no compaction.
     pub log_compact_fanin: usize,
     /// The largest object a compaction writes (bytes): a run that would be larger stays as it
-    /// is, so readers never hold more than this of one object in memory.
+    /// is, so readers never hold more than this of one object in memory, and a merge (its
+    /// inputs and its output) at most twice this (8 MiB: at 64 MiB a long job's merges
+    /// grew the process by hundreds of megabytes, docs/benchmarks.md).
     pub log_compact_bytes: usize,
     /// Whether a sink spools its lineage's text for the output (1, the default) or reads its
     /// segments back from the store at the end (0: for a worker short of local disk).
@@ -83,7 +85,7 @@ impl Default for DataConfig {
             log_linger_us: 2000,
             log_commit_ms: DEFAULT_LOG_COMMIT_MS,
             log_compact_fanin: 8,
-            log_compact_bytes: 64 << 20,
+            log_compact_bytes: 8 << 20,
             sink_spool: 1,
             hello_deadline_ms: 10_000,
             max_conns: model::check::MAX_LINKS as usize,
