@@ -14,10 +14,30 @@ fn numbered(n: usize) -> String {
     (1..=n).map(|i| format!("line {i}\n")).collect()
 }
 
-/// Runs the wide job on two workers started with `env` and returns the most data-plane TCP
-/// sockets seen while it ran (both ends of each connection count: they are all on this host),
-/// sampled for a second from when `enough` holds of the count; checks the output.
-fn wide_job(env: &[(&str, &str)], enough: impl Fn(usize) -> bool) -> usize {
+/// The sum over workers of a per-worker gauge on the leader's `/metrics`, if any worker has it.
+fn summed(c: &Cluster, name: &str) -> Option<i64> {
+    let text = c.http_get("/metrics");
+    let values: Vec<i64> = text
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// What the wide job showed while it ran: the most data-plane TCP sockets on this host, and
+/// the most shared connections and streams the workers reported on `/metrics`.
+struct Seen {
+    sockets: usize,
+    sessions: Option<i64>,
+    streams: Option<i64>,
+}
+
+/// Runs the wide job on two workers started with `env` and returns what it showed (sockets:
+/// both ends of each connection count, they are all on this host), sampled for a second from
+/// when `enough` holds of the socket count, then until the workers' heartbeats carried the
+/// streams; checks the output.
+fn wide_job(env: &[(&str, &str)], enough: impl Fn(usize) -> bool) -> Seen {
     let mut c = Cluster::start(0, 5.0);
     for _ in 0..2 {
         c.add_worker_env(env);
@@ -55,6 +75,23 @@ fn wide_job(env: &[(&str, &str)], enough: impl Fn(usize) -> bool) -> usize {
         most = most.max(established_on(&ports));
         std::thread::sleep(Duration::from_millis(20));
     }
+    // The metrics lag a heartbeat: read them once they count the stages' links (or, per
+    // link, once a heartbeat has come and said nothing).
+    let (sessions, streams) = wait_for(
+        "the workers to report their connections",
+        Duration::from_secs(30),
+        || {
+            let streams = summed(&c, "rainstorm_worker_data_streams");
+            let sessions = summed(&c, "rainstorm_worker_data_sessions");
+            let per_link = env.contains(&("RAINSTORM_DATA_MUX", "0"));
+            let counted = if per_link {
+                t0.elapsed() > Duration::from_secs(2)
+            } else {
+                streams.is_some_and(|n| n >= 256)
+            };
+            counted.then_some((sessions, streams))
+        },
+    );
     let j = c.wait_job(&id, Duration::from_secs(120));
     assert_eq!(j["status"], "succeeded", "{j}");
     assert_same(
@@ -62,7 +99,11 @@ fn wide_job(env: &[(&str, &str)], enough: impl Fn(usize) -> bool) -> usize {
         &sorted_lines(&c.store_file("out/wide.txt")),
         &sorted_lines(&numbered(lines)),
     );
-    most
+    Seen {
+        sockets: most,
+        sessions,
+        streams,
+    }
 }
 
 #[test]
@@ -72,9 +113,17 @@ fn links_between_two_processes_share_a_few_tcp_connections() {
     // Multiplexed: one connection from each worker to each worker (itself included), two
     // sockets each; at most twice that while one is replaced.
     let muxed = wide_job(&[], |n| n >= 2);
-    eprintln!("data-plane TCP sockets: {per_link} per link, {muxed} multiplexed");
+    let (p, m) = (per_link.sockets, muxed.sockets);
+    eprintln!("data-plane TCP sockets: {p} per link, {m} multiplexed");
     assert!(
-        muxed <= 2 * 2 * 4,
-        "{muxed} data-plane sockets for 288 links between two processes"
+        m <= 2 * 2 * 4,
+        "{m} data-plane sockets for 288 links between two processes"
     );
+    // `/metrics` says the same: a few sessions carry the links (each worker's own count,
+    // at most two per peer while one is replaced); per link, nothing is shared.
+    let sessions = muxed.sessions.unwrap_or_default();
+    assert!((2..=2 * 2 * 2).contains(&sessions), "{sessions} sessions");
+    let streams = muxed.streams.unwrap_or_default();
+    assert!((256..=288).contains(&streams), "{streams} streams");
+    assert_eq!((per_link.sessions, per_link.streams), (None, None));
 }

@@ -35,6 +35,12 @@ pub trait Network: Send + Sync + 'static {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+
+    /// The TCP connections it holds and the links' streams open on them, for a network that
+    /// shares connections among links (`None`: each link is a connection of its own).
+    fn shared(&self) -> Option<crate::protocol::control::DataConns> {
+        None
+    }
 }
 
 /// A bound data listener's accept side.

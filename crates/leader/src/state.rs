@@ -42,6 +42,8 @@ pub struct WorkerRec {
     pub data_conns: u64,
     /// How many operator tasks it runs at once.
     pub slots: u32,
+    /// Its links' shared connections, from its last heartbeat (`None` until one says).
+    pub shared_conns: Option<crate::protocol::control::DataConns>,
     /// It takes no new task (it drains, then leaves).
     pub draining: bool,
     /// It drained and left (its state is then `Dead`).
@@ -165,6 +167,7 @@ impl State {
             key,
             data_conns,
             slots,
+            shared_conns: None,
             draining: false,
             left: false,
             heard: false,

@@ -185,6 +185,7 @@ impl State {
                 data_conns: w.data_conns,
                 slots: w.slots,
                 slots_used: self.slots_held(id, None),
+                shared_conns: w.shared_conns,
             })
             .collect();
         v.sort_by_key(|w| (w.id.0.len(), w.id.0.clone()));

@@ -245,6 +245,10 @@ pub struct WorkerInfo {
     /// How many of them running jobs' tasks hold now.
     #[serde(default)]
     pub slots_used: u32,
+    /// Its links' shared TCP connections to other workers and the streams on them, as its
+    /// last heartbeat said (absent: it opens a connection per link, or has not said yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_conns: Option<crate::control::DataConns>,
 }
 
 /// Request of `rainstorm kill-task`.

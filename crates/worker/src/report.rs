@@ -83,6 +83,7 @@ pub(super) async fn heartbeats(
     every_ms: u64,
     tasks: TaskTable,
     registry: Arc<Registry>,
+    net: Arc<dyn crate::dataplane::transport::Network>,
 ) {
     let session = &link.session;
     let mut tick = tokio::time::interval(Duration::from_millis(every_ms.max(10)));
@@ -109,6 +110,7 @@ pub(super) async fn heartbeats(
         let hb = Heartbeat {
             worker_id: link.id.clone(),
             tasks: reports,
+            data: net.shared(),
         };
         let req = link
             .request(reqwest::Method::POST, "/internal/heartbeat")

@@ -223,6 +223,7 @@ impl Worker {
             heartbeat_ms,
             self.tasks.clone(),
             registry,
+            self.env.net.clone(),
         ));
         let attempts = &mut carry.attempts;
         let ev_tx = carry.ev_tx.clone();

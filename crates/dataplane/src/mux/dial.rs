@@ -226,6 +226,13 @@ async fn handshake(addr: &str) -> io::Result<TcpStream> {
 }
 
 impl Network for MuxNet {
+    fn shared(&self) -> Option<crate::protocol::control::DataConns> {
+        Some(crate::protocol::control::DataConns {
+            sessions: self.sessions() as u64,
+            streams: self.streams() as u64,
+        })
+    }
+
     fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Conn>> {
         Box::pin(async move {
             let mut last = None;

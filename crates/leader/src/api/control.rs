@@ -295,6 +295,7 @@ pub(super) async fn heartbeat(
             Some(w) if w.state == WorkerState::Alive => {
                 w.last_seen = now;
                 w.heard = true;
+                w.shared_conns = hb.data;
             }
             _ => return Json(Known { known: false }).into_response(),
         }

@@ -50,6 +50,8 @@ struct Snapshot {
     workers_by_state: Vec<(&'static str, u64)>,
     /// Each worker that is alive or draining: its id, slots and slots in use.
     slots: Vec<(String, u32, u32)>,
+    /// Each live worker whose links share connections: its id, TCP connections, streams.
+    shared: Vec<(String, u64, u64)>,
     polls_waiting: i64,
     output_streams: i64,
     store_requests: u64,
@@ -132,6 +134,12 @@ impl Snapshot {
             .filter(|w| matches!(w.state, WorkerState::Alive | WorkerState::Draining))
             .map(|w| (w.id.0.clone(), w.slots, w.slots_used))
             .collect();
+        let shared = workers
+            .iter()
+            .filter(|w| matches!(w.state, WorkerState::Alive | WorkerState::Draining))
+            .filter_map(|w| Some((w.id.0.clone(), w.shared_conns?)))
+            .map(|(id, c)| (id, c.sessions, c.streams))
+            .collect();
         let jobs_by_status = [
             JobStatus::Pending,
             JobStatus::Running,
@@ -206,6 +214,7 @@ impl Snapshot {
         Snapshot {
             workers_by_state,
             slots,
+            shared,
             jobs_by_status,
             jobs,
             stages,

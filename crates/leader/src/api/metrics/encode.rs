@@ -103,6 +103,16 @@ fn gauge(v: i64) -> ConstGauge<i64> {
     ConstGauge::new(v)
 }
 
+/// A gauge family with one sample per worker, labelled `worker`.
+fn per_worker<'a>(
+    enc: &mut DescriptorEncoder,
+    what: (&str, &str),
+    samples: impl Iterator<Item = (&'a String, i64)>,
+) -> Result<(), Error> {
+    let samples = samples.map(|(w, v)| (vec![("worker", w.as_str())], gauge(v)));
+    family(enc, what, samples)
+}
+
 /// Counter names carry no `_total`: the encoder appends it to every counter's samples.
 impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), Error> {
@@ -113,29 +123,39 @@ impl Collector for Snapshot {
             .iter()
             .map(|(state, n)| (vec![("state", *state)], gauge(*n as i64)));
         family(e, ("rainstorm_workers", "Workers by state."), workers)?;
-        let slots = self
-            .slots
-            .iter()
-            .map(|(w, total, _)| (vec![("worker", w.as_str())], gauge(*total as i64)));
-        family(
+        let slots = self.slots.iter();
+        per_worker(
             e,
             (
                 "rainstorm_worker_slots",
                 "Operator tasks a live worker runs at once (--slots).",
             ),
-            slots,
+            slots.clone().map(|(w, total, _)| (w, i64::from(*total))),
         )?;
-        let used = self
-            .slots
-            .iter()
-            .map(|(w, _, used)| (vec![("worker", w.as_str())], gauge(*used as i64)));
-        family(
+        per_worker(
             e,
             (
                 "rainstorm_worker_slots_used",
                 "Slots of a live worker the tasks of running jobs hold.",
             ),
-            used,
+            slots.map(|(w, _, used)| (w, i64::from(*used))),
+        )?;
+        let shared = self.shared.iter();
+        per_worker(
+            e,
+            (
+                "rainstorm_worker_data_sessions",
+                "TCP connections a live worker's links share to other workers (multiplexed).",
+            ),
+            shared.clone().map(|(w, n, _)| (w, *n as i64)),
+        )?;
+        per_worker(
+            e,
+            (
+                "rainstorm_worker_data_streams",
+                "Links a live worker has open over its shared connections.",
+            ),
+            shared.map(|(w, _, n)| (w, *n as i64)),
         )?;
         family(
             e,
