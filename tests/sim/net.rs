@@ -404,6 +404,7 @@ impl SimNet {
             }),
             write: Box::new(PipeWriter { pipe: down.clone() }),
             peer: from.to_string(),
+            admitted: None,
         };
         let client = Conn {
             read: Box::new(Holding {
@@ -415,6 +416,7 @@ impl SimNet {
             }),
             write: Box::new(PipeWriter { pipe: up }),
             peer: addr.to_string(),
+            admitted: None,
         };
         tx.send(server)
             .map_err(|_| io::Error::from(io::ErrorKind::ConnectionRefused))?;

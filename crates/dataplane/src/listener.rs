@@ -226,6 +226,7 @@ async fn serve_conn(
     refusals: &RefusalLog,
     shutdown: CancellationToken,
 ) -> Result<(), ConnError> {
+    let admitted = conn.admitted;
     let mut rd = FramedRead::new(conn.read, codec());
     // Until the Hello is authenticated, a peer may not make us buffer a large frame.
     rd.decoder_mut().set_max_frame_length(MAX_HELLO);
@@ -269,6 +270,12 @@ async fn serve_conn(
         handle.as_ref().map(|h| (h.attempt, h.epoch)),
         job_routes.as_ref().map(|r| r.borrow().clone()).as_ref(),
     );
+    if verdict.is_ok() {
+        // Signed by a worker of the cluster: whatever carries the connection may trust it.
+        if let Some(admitted) = admitted {
+            admitted();
+        }
+    }
     let handle = match (verdict, handle) {
         (Ok(()), Some(h)) => h,
         (Err(refusal), _) => {

@@ -22,7 +22,14 @@ pub struct Conn {
     pub write: ConnWrite,
     /// The peer's address, for logs.
     pub peer: String,
+    /// Called by the listener once the peer's signed Hello is admitted: a multiplexed
+    /// session's stream tells its session so, and a session none of whose streams was admitted
+    /// in time is closed (a peer without the cluster secret cannot hold one open).
+    pub admitted: Option<Admitted>,
 }
+
+/// See [`Conn::admitted`].
+pub type Admitted = Box<dyn FnOnce() + Send>;
 
 /// Opens connections to data listeners by address (`host:port`).
 pub trait Network: Send + Sync + 'static {
@@ -38,7 +45,7 @@ pub trait Network: Send + Sync + 'static {
 
     /// The TCP connections it holds and the links' streams open on them, for a network that
     /// shares connections among links (`None`: each link is a connection of its own).
-    fn shared(&self) -> Option<crate::protocol::control::DataConns> {
+    fn shared(&self) -> Option<crate::protocol::api::DataConns> {
         None
     }
 }
@@ -68,6 +75,7 @@ fn tcp_conn(stream: TcpStream, peer: String) -> Conn {
         read: Box::new(r),
         write: Box::new(w),
         peer,
+        admitted: None,
     }
 }
 

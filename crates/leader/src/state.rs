@@ -43,7 +43,7 @@ pub struct WorkerRec {
     /// How many operator tasks it runs at once.
     pub slots: u32,
     /// Its links' shared connections, from its last heartbeat (`None` until one says).
-    pub shared_conns: Option<crate::protocol::control::DataConns>,
+    pub shared_conns: Option<crate::protocol::api::DataConns>,
     /// It takes no new task (it drains, then leaves).
     pub draining: bool,
     /// It drained and left (its state is then `Dead`).

@@ -248,7 +248,17 @@ pub struct WorkerInfo {
     /// Its links' shared TCP connections to other workers and the streams on them, as its
     /// last heartbeat said (absent: it opens a connection per link, or has not said yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shared_conns: Option<crate::control::DataConns>,
+    pub shared_conns: Option<DataConns>,
+}
+
+/// A worker's outgoing data connections when its links share them (multiplexed): how many
+/// TCP connections carry how many links, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataConns {
+    /// TCP connections (sessions) to other processes.
+    pub sessions: u64,
+    /// Links' streams open on them.
+    pub streams: u64,
 }
 
 /// Request of `rainstorm kill-task`.

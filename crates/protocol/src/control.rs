@@ -161,17 +161,7 @@ pub struct Heartbeat {
     pub tasks: Vec<TaskReport>,
     /// Its links' shared connections to other workers (absent: a connection per link).
     #[serde(default)]
-    pub data: Option<DataConns>,
-}
-
-/// A worker's outgoing data connections when its links share them (multiplexed): how many
-/// TCP connections carry how many links, for `/metrics`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataConns {
-    /// TCP connections (sessions) to other processes.
-    pub sessions: u64,
-    /// Links' streams open on them.
-    pub streams: u64,
+    pub data: Option<crate::api::DataConns>,
 }
 
 /// Reply to a heartbeat or event post.

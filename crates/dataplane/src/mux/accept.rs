@@ -95,7 +95,10 @@ impl Acceptor for MuxAcceptor {
             loop {
                 tokio::select! {
                     Some(s) = self.streams.recv() => {
-                        return Ok(super::stream::conn(s.stream, s.place, None, s.peer));
+                        let shared = s.place.session();
+                        let mut c = super::stream::conn(s.stream, s.place, None, s.peer);
+                        c.admitted = Some(Box::new(move || shared.admit()));
+                        return Ok(c);
                     }
                     Some(up) = self.upgrades.recv() => self.start(up),
                     Some(ended) = self.sessions.join_next(), if !self.sessions.is_empty() => {

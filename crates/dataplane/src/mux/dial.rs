@@ -226,8 +226,8 @@ async fn handshake(addr: &str) -> io::Result<TcpStream> {
 }
 
 impl Network for MuxNet {
-    fn shared(&self) -> Option<crate::protocol::control::DataConns> {
-        Some(crate::protocol::control::DataConns {
+    fn shared(&self) -> Option<crate::protocol::api::DataConns> {
+        Some(crate::protocol::api::DataConns {
             sessions: self.sessions() as u64,
             streams: self.streams() as u64,
         })

@@ -157,6 +157,14 @@ pub(super) async fn drive_server(
                     close(&mut conn).await;
                     break;
                 }
+                // Streams refused one after another would otherwise keep it open forever.
+                if shared.retire_if_unproven(cfg.peer_idle) {
+                    refusals.refused("session closed: no stream of it proved the cluster secret", || {
+                        format!("peer {peer}, within {:?}", cfg.peer_idle)
+                    });
+                    close(&mut conn).await;
+                    break;
+                }
             }
             inbound = poll_fn(|cx| conn.poll_next_inbound(cx)) => match inbound {
                 Some(Ok(stream)) => {

@@ -29,6 +29,9 @@ pub(super) struct Shared {
     heard: AtomicU64,
     /// Streams waiting for their first byte from the peer.
     awaiting: AtomicUsize,
+    /// Whether the listener admitted a signed Hello on one of its streams (a session a peer
+    /// opened): only then may it outlive its first Hello deadline.
+    admitted: std::sync::atomic::AtomicBool,
     /// Streams open and whether the session takes more.
     state: Mutex<State>,
 }
@@ -51,6 +54,7 @@ impl Shared {
             born: now,
             heard: AtomicU64::new(0),
             awaiting: AtomicUsize::new(0),
+            admitted: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(State {
                 open: 0,
                 closed: false,
@@ -87,6 +91,22 @@ impl Shared {
     pub(super) fn place(self: &Arc<Self>) -> Place {
         self.lock().open += 1;
         Place(self.clone())
+    }
+
+    /// A stream of this session carried a Hello the listener admitted: its peer holds the
+    /// cluster secret.
+    pub(super) fn admit(&self) {
+        self.admitted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether it is `deadline` old and none of its streams was admitted yet (see
+    /// [`Shared::admit`]); it is then marked closed.
+    pub(super) fn retire_if_unproven(&self, deadline: Duration) -> bool {
+        let unproven = !self.admitted.load(Ordering::Relaxed) && self.born.elapsed() >= deadline;
+        if unproven {
+            self.close();
+        }
+        unproven
     }
 
     /// Whether the session takes no more streams.
@@ -126,6 +146,13 @@ impl Shared {
 
 /// One stream's place in its session's count, given back when dropped.
 pub(super) struct Place(Arc<Shared>);
+
+impl Place {
+    /// The session it is a place of.
+    pub(super) fn session(&self) -> Arc<Shared> {
+        self.0.clone()
+    }
+}
 
 impl Drop for Place {
     fn drop(&mut self) {

@@ -64,6 +64,7 @@ pub(super) fn conn(
             divert,
         }),
         peer,
+        admitted: None,
     }
 }
 

@@ -34,6 +34,7 @@ pub(super) fn conn(
             awaiting: None,
         }),
         peer,
+        admitted: None,
     }
 }
 

@@ -448,6 +448,66 @@ async fn a_peer_that_dies_ends_every_stream_and_the_next_connect_dials_anew() {
     l.stop().await;
 }
 
+/// A Hello with the right names and a proof by a key no worker of the cluster holds.
+fn forged_hello() -> Hello {
+    let mut h = Hello {
+        job: "j".into(),
+        from_stage: 1,
+        from_index: 1,
+        from_attempt: 0,
+        to_stage: 2,
+        to_index: 0,
+        to_attempt: 0,
+        epoch: 0,
+        acked: 0,
+        eos_acked: false,
+        proof: Vec::new(),
+    };
+    h.proof = Identity::from_seed([9; 32])
+        .unwrap()
+        .sign_hello(&[0; 16], &h.signed_body());
+    h
+}
+
+/// A peer without the cluster secret cannot hold a session open by opening stream after
+/// stream that the listener refuses (each one keeps it from being idle): a session none of
+/// whose streams was admitted is closed at the Hello deadline, and the peer has to dial again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_streams_are_all_refused_is_closed_at_the_hello_deadline() {
+    let limits = Limits {
+        hello_deadline: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let l = Listener::start(quick(), limits).await;
+    let net = MuxNet::new(MuxConfig::default());
+    // The client names each stream's session in its peer: "addr (session N, stream M)".
+    let mut sessions = std::collections::BTreeSet::new();
+    let t0 = Instant::now();
+    while sessions.len() < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "one session served refused streams for 10 s: {sessions:?}"
+        );
+        let Ok(conn) = within("a stream", net.connect(&l.addr.to_string())).await else {
+            continue; // the session ended while the stream opened
+        };
+        let session = conn.peer.split(", stream").next().unwrap_or_default();
+        sessions.insert(session.to_string());
+        let Conn { read, write, .. } = conn;
+        let mut rd = FramedRead::new(read, codec());
+        let mut wr = FramedWrite::new(write, codec());
+        if let Some(Frame::Challenge(_)) = frame(&mut rd).await {
+            if wr.send(Frame::Hello(forged_hello()).encode()).await.is_ok() {
+                // Refused, or the session ended under it.
+                let _ = frame(&mut rd).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    within("the sessions to end", net.shutdown()).await;
+    l.stop().await;
+}
+
 /// The listener judges every stream as it judges a link's connection: a stream whose Hello
 /// is not signed by the sender's worker is refused for good, and one that never says Hello
 /// is closed at the deadline; the session and a real link on it carry on.
@@ -469,23 +529,9 @@ async fn a_stream_without_a_valid_hello_is_closed_and_its_session_serves_on() {
     .await;
     // A forged Hello: the right names, a proof by another key.
     let (mut rd, mut wr) = challenged(&net, l.addr).await;
-    let mut h = Hello {
-        job: "j".into(),
-        from_stage: 1,
-        from_index: 1,
-        from_attempt: 0,
-        to_stage: 2,
-        to_index: 0,
-        to_attempt: 0,
-        epoch: 0,
-        acked: 0,
-        eos_acked: false,
-        proof: Vec::new(),
-    };
-    h.proof = Identity::from_seed([9; 32])
-        .unwrap()
-        .sign_hello(&[0; 16], &h.signed_body());
-    wr.send(Frame::Hello(h).encode()).await.unwrap();
+    wr.send(Frame::Hello(forged_hello()).encode())
+        .await
+        .unwrap();
     assert!(matches!(
         frame(&mut rd).await,
         Some(Frame::Reject { retry: false, .. })

@@ -38,6 +38,7 @@ impl Network for Loopback {
                 read: Box::new(br),
                 write: Box::new(bw),
                 peer: "link".into(),
+                admitted: None,
             };
             self.0
                 .send(server)
@@ -46,6 +47,7 @@ impl Network for Loopback {
                 read: Box::new(ar),
                 write: Box::new(aw),
                 peer: "receiver".into(),
+                admitted: None,
             })
         })
     }
