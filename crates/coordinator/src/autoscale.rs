@@ -21,16 +21,14 @@
 //! - A grow from n of a saturated stage (busy ≥ 0.9) whose rate has not risen 10% at the
 //!   first look after the cooldown is ineffective: the stage does not grow above n again until
 //!   its rate rises more than 25% above the higher of its rates before and after that grow.
-//!
-//! Each decision's reason says the numbers it was made from.
+//! - Each decision's reason says the numbers it was made from.
 
 use crate::model::autoscale::Autoscale;
 use crate::model::check::{links_of, MAX_LINKS, MAX_TASKS, TASKS};
 use crate::model::spec::{autoscale_of, JobSpec};
 use std::collections::BTreeMap;
 
-/// Below this busy share a task's capacity is not inferred from it (`r / busy` of an idle
-/// task is noise).
+/// Below this busy share a task's capacity is not inferred from it (idle: `r / busy` is noise).
 pub const BUSY_KNOWN: f64 = 0.05;
 /// The share of a task's measured capacity a rescale plans to use.
 pub const HEADROOM: f64 = 0.8;

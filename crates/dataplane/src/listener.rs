@@ -270,11 +270,9 @@ async fn serve_conn(
         handle.as_ref().map(|h| (h.attempt, h.epoch)),
         job_routes.as_ref().map(|r| r.borrow().clone()).as_ref(),
     );
-    if verdict.is_ok() {
-        // Signed by a worker of the cluster: whatever carries the connection may trust it.
-        if let Some(admitted) = admitted {
-            admitted();
-        }
+    // Signed by a worker of the cluster: whatever carries the connection may trust it.
+    if let (Ok(()), Some(admitted)) = (&verdict, admitted) {
+        admitted();
     }
     let handle = match (verdict, handle) {
         (Ok(()), Some(h)) => h,
