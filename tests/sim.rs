@@ -1278,6 +1278,9 @@ async fn run_seed(seed: u64) -> SeedResult {
             launcher: launcher.clone(),
             identity: identity(i),
             slots: rainstorm::dataplane::link::LinkSlots::new(cfg.max_conns),
+            // Its own: a budget shared with another simulation would make its waits depend
+            // on that one.
+            merges: rainstorm::runtime::env::merge_budget(),
             // Off: file I/O runs outside the virtual clock (the output comes from the store).
             spool: false,
         };

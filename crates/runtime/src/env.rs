@@ -40,6 +40,9 @@ pub struct TaskEnv {
     /// The process's budget of link connections (`cfg.max_conns`), shared by every link of
     /// every task, so links never take the descriptors the control plane needs.
     pub slots: LinkSlots,
+    /// Log compaction merges running at once, shared by every logged task that has this
+    /// budget (`task::compact`): compaction's memory is bounded whatever the task count.
+    pub merges: Arc<tokio::sync::Semaphore>,
 }
 
 impl TaskEnv {
@@ -63,8 +66,27 @@ impl TaskEnv {
             work_dir,
             launcher: Arc::new(OsLauncher),
             identity,
+            merges: process_merge_budget(),
         }
     }
+}
+
+/// Log compaction merges running at once under one budget (`TaskEnv::merges`), whatever the
+/// number of logged tasks: each holds up to twice `log_compact_bytes` (its inputs and its
+/// output), so compaction's memory is bounded by a constant, not by the task count.
+const MERGES: usize = 2;
+
+/// A new budget of [`MERGES`] merges at once.
+pub fn merge_budget() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(MERGES))
+}
+
+/// The budget every real task environment of this process shares (`TaskEnv::new`): an
+/// embedded cluster's workers, all in one process, share it too. The simulation gives each
+/// simulated host its own, so that no seed's merges wait on another seed's.
+fn process_merge_budget() -> Arc<tokio::sync::Semaphore> {
+    static BUDGET: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    BUDGET.get_or_init(merge_budget).clone()
 }
 
 /// How a real process's links reach other processes: sessions of many links per TCP

@@ -16,11 +16,6 @@ use bytes::Bytes;
 use std::ops::Range;
 use tokio::sync::mpsc;
 
-/// Merges running at once in this process, whatever the number of logged tasks: each holds
-/// up to twice `log_compact_bytes` (its inputs and its output), so the process's compaction
-/// memory is bounded by a constant, not by its task count.
-static MERGES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
 /// A committed segment: its store path and its bytes.
 pub(super) type Committed = (String, Bytes);
 
@@ -62,7 +57,7 @@ pub(super) async fn compactor(
                 .map(|e| (e.path.clone(), e.data.clone()))
                 .collect();
             // Never closed, so a permit always comes.
-            let permit = MERGES.acquire().await;
+            let permit = env.merges.acquire().await;
             let merged = compact_run(&env.store, &key, attempt, &items).await;
             drop(permit);
             match merged {

@@ -28,6 +28,7 @@ fn env(cfg: crate::dataplane::DataConfig, launcher: Arc<dyn Launch>) -> TaskEnv 
         registry: Arc::new(Registry::default()),
         routes: Arc::new(Routes::default()),
         slots: crate::dataplane::link::LinkSlots::new(cfg.max_conns),
+        merges: crate::env::merge_budget(),
         spool: true,
         cfg,
         store: Store::objects(Arc::new(FaultyStore::default()), "faulty"),

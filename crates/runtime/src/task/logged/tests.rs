@@ -22,6 +22,7 @@ fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
         launcher: Arc::new(crate::exec::OsLauncher),
         identity: crate::protocol::auth::Identity::from_seed([5; 32]).unwrap(),
         slots: crate::dataplane::link::LinkSlots::new(64),
+        merges: crate::env::merge_budget(),
         spool: false,
     }
 }
