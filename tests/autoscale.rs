@@ -61,6 +61,40 @@ fn scaling(c: &Cluster, id: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Puts `input`, submits `job` and returns its id once `tuples` reached the sink.
+fn running(c: &Cluster, input: &str, job: &str, tuples: u64) -> String {
+    c.file("in.txt", input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    c.file("job.toml", job);
+    let id = c.submit("job.toml");
+    wait_for("the job's output to start", Duration::from_secs(30), || {
+        (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? >= tuples).then_some(())
+    });
+    id
+}
+
+/// Rescales stage `stage` (its `stage_tasks` entry `index`) to `tasks`, asking again until
+/// it is done: right after a kill the leader may refuse (a task of the stage restarting).
+fn rescaled(c: &Cluster, id: &str, stage: u32, index: usize, tasks: u64) {
+    let (s, n) = (stage.to_string(), tasks.to_string());
+    wait_for("the rescale", Duration::from_secs(60), || {
+        let out = c.run(&["scale", id, &s, &n]);
+        let now = c.json(&["job", id, "--json"])["stage_tasks"][index].as_u64();
+        (out.status.success() && now == Some(tasks)).then_some(())
+    });
+}
+
+/// Lets the job finish unthrottled, checks its output is exactly `want`, and returns how
+/// many rescales were done.
+fn finished_exactly(c: &Cluster, id: &str, want: &[String]) -> usize {
+    c.ok(&["set-rate", id, "0"]);
+    let j = c.wait_job(id, Duration::from_secs(120));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same("counts", &sorted_lines(&c.store_file("out.txt")), want);
+    let scaled = scaling(c, id);
+    scaled.iter().filter(|s| s["outcome"] == "done").count()
+}
+
 #[test]
 fn a_stateless_stage_follows_its_rate_up_and_down_exactly_once() {
     let c = Cluster::start(3, 5.0);
@@ -166,14 +200,8 @@ max_tasks = 3
 fn a_keyed_count_moves_its_keys_with_their_state_through_a_worker_kill() {
     let mut c = Cluster::start(4, 5.0);
     let (input, want) = data(6000);
-    c.file("in.txt", &input);
-    c.ok(&["put", "in.txt", "in.txt"]);
-    c.file("job.toml", &counting_job(300.0));
-    let id = c.submit("job.toml");
+    let id = running(&c, &input, &counting_job(300.0), 200);
     let counted = |c: &Cluster| c.json(&["job", &id, "--json"])["stage_tasks"][1].as_u64();
-    wait_for("the count to start", Duration::from_secs(30), || {
-        (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? >= 200).then_some(())
-    });
     // Grow the count: two new tasks take key groups over, with their running counts.
     c.ok(&["scale", &id, "2", "3"]);
     wait_for(
@@ -200,24 +228,8 @@ fn a_keyed_count_moves_its_keys_with_their_state_through_a_worker_kill() {
         .unwrap_or_else(|| panic!("no worker runs a count task but not its feeder: {tasks:?}"));
     c.kill_worker(victim);
     // And shrink it back: the groups go home, their state with them.
-    // `scale` waits for the outcome; right after the kill the leader may refuse (a task of
-    // the stage is still being restarted), so ask until it is done.
-    wait_for(
-        "the count to shrink back to 1 task",
-        Duration::from_secs(60),
-        || {
-            let out = c.run(&["scale", &id, "2", "1"]);
-            (out.status.success() && counted(&c) == Some(1)).then_some(())
-        },
-    );
-    c.ok(&["set-rate", &id, "0"]);
-    let j = c.wait_job(&id, Duration::from_secs(120));
-    assert_eq!(j["status"], "succeeded", "{j}");
-    assert_same("counts", &sorted_lines(&c.store_file("out.txt")), &want);
-    let done = scaling(&c, &id)
-        .iter()
-        .filter(|s| s["outcome"] == "done")
-        .count();
+    rescaled(&c, &id, 2, 1, 1);
+    let done = finished_exactly(&c, &id, &want);
     assert!(done >= 2, "{:?}", scaling(&c, &id));
 }
 
@@ -420,13 +432,7 @@ max_tasks = 3
 fn the_first_stage_rescales_after_the_source_was_restarted() {
     let mut c = Cluster::start(3, 5.0);
     let (input, want) = data(6000);
-    c.file("in.txt", &input);
-    c.ok(&["put", "in.txt", "in.txt"]);
-    c.file("job.toml", &first_stage_count_job(300.0));
-    let id = c.submit("job.toml");
-    wait_for("the count to start", Duration::from_secs(30), || {
-        (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? >= 300).then_some(())
-    });
+    let id = running(&c, &input, &first_stage_count_job(300.0), 300);
     let source = |c: &Cluster| {
         c.tasks(&id)
             .into_iter()
@@ -446,31 +452,8 @@ fn the_first_stage_rescales_after_the_source_was_restarted() {
             (t["worker"] != worker.as_str() && t["attempt"].as_u64()? > 0).then_some(())
         },
     );
-    // A task of the stage may still be restarting right after the kill: ask until done.
-    let counted = |c: &Cluster| c.json(&["job", &id, "--json"])["stage_tasks"][0].as_u64();
-    wait_for(
-        "the count to grow to 3 tasks",
-        Duration::from_secs(60),
-        || {
-            let out = c.run(&["scale", &id, "1", "3"]);
-            (out.status.success() && counted(&c) == Some(3)).then_some(())
-        },
-    );
-    wait_for(
-        "the count to shrink to 1 task",
-        Duration::from_secs(60),
-        || {
-            let out = c.run(&["scale", &id, "1", "1"]);
-            (out.status.success() && counted(&c) == Some(1)).then_some(())
-        },
-    );
-    c.ok(&["set-rate", &id, "0"]);
-    let j = c.wait_job(&id, Duration::from_secs(120));
-    assert_eq!(j["status"], "succeeded", "{j}");
-    assert_same("counts", &sorted_lines(&c.store_file("out.txt")), &want);
-    let done = scaling(&c, &id)
-        .iter()
-        .filter(|s| s["outcome"] == "done")
-        .count();
+    rescaled(&c, &id, 1, 0, 3);
+    rescaled(&c, &id, 1, 0, 1);
+    let done = finished_exactly(&c, &id, &want);
     assert!(done >= 2, "{:?}", scaling(&c, &id));
 }
