@@ -171,8 +171,15 @@ fn a_stateless_stage_follows_its_rate_up_and_down_exactly_once() {
     assert_eq!(done.last().map(|d| d.1), Some(1), "{done:?}");
 }
 
-/// A job whose keyed count moves its keys: identity (one task) → count-by (1 to 3 tasks).
-fn counting_job(rate: f64) -> String {
+/// A job whose keyed count moves its keys, exactly-once, rescaled by hand (its autoscale
+/// watermarks are out of reach: they only set `max_tasks` to 3): identity (one task) →
+/// count-by (`tasks`), or with `behind_source` the count right behind the source.
+fn counting_job(rate: f64, behind_source: bool, tasks: u32) -> String {
+    let identity = if behind_source {
+        ""
+    } else {
+        "[[stages]]\ntasks = 1\nop = \"identity\"\n"
+    };
     format!(
         r#"name = "moves-state"
 delivery = "exactly-once"
@@ -181,11 +188,8 @@ path = "in.txt"
 rate = {rate}
 [sink]
 path = "out.txt"
-[[stages]]
-tasks = 1
-op = "identity"
-[[stages]]
-tasks = 1
+{identity}[[stages]]
+tasks = {tasks}
 op = "count-by"
 args = ["1"]
 [stages.autoscale]
@@ -200,7 +204,7 @@ max_tasks = 3
 fn a_keyed_count_moves_its_keys_with_their_state_through_a_worker_kill() {
     let mut c = Cluster::start(4, 5.0);
     let (input, want) = data(6000);
-    let id = running(&c, &input, &counting_job(300.0), 200);
+    let id = running(&c, &input, &counting_job(300.0, false, 1), 200);
     let counted = |c: &Cluster| c.json(&["job", &id, "--json"])["stage_tasks"][1].as_u64();
     // Grow the count: two new tasks take key groups over, with their running counts.
     c.ok(&["scale", &id, "2", "3"]);
@@ -401,29 +405,6 @@ fn an_at_least_once_keyed_count_moves_its_state_live_as_it_follows_its_rate() {
     assert!(done.len() <= 4, "few decisions: {done:?}");
 }
 
-/// A keyed count right behind the source, exactly-once, rescaled by hand (its autoscale
-/// watermarks are out of reach: they only set `max_tasks`).
-fn first_stage_count_job(rate: f64) -> String {
-    format!(
-        r#"name = "first-stage"
-delivery = "exactly-once"
-[source]
-path = "in.txt"
-rate = {rate}
-[sink]
-path = "out.txt"
-[[stages]]
-tasks = 2
-op = "count-by"
-args = ["1"]
-[stages.autoscale]
-low = 1
-high = 1000000
-max_tasks = 3
-"#
-    )
-}
-
 /// A restarted source does not know how far its predecessor routed, and a first-stage task
 /// restarted with it keeps no log of what it took: the source's durable reach
 /// (`store::reach`) says, so the first stage rescales after the source's worker dies too. The
@@ -432,7 +413,7 @@ max_tasks = 3
 fn the_first_stage_rescales_after_the_source_was_restarted() {
     let mut c = Cluster::start(3, 5.0);
     let (input, want) = data(6000);
-    let id = running(&c, &input, &first_stage_count_job(300.0), 300);
+    let id = running(&c, &input, &counting_job(300.0, true, 2), 300);
     let source = |c: &Cluster| {
         c.tasks(&id)
             .into_iter()
