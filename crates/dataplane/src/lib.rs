@@ -42,7 +42,8 @@ pub struct DataConfig {
     /// The least time between the starts of two segment writes of one task's input log
     /// (milliseconds): what bounds a logged task's store writes by time (at most 1000 / this
     /// a second, whatever its traffic), at the cost of up to this much latency per logged
-    /// stage. 0: a segment as soon as the previous one is written.
+    /// stage. A commit that holds an input link's end goes out at once (once per link), so a
+    /// job's last tuples do not wait it. 0: a segment as soon as the previous one is written.
     pub log_commit_ms: usize,
     /// How many objects of one level a logged task's compaction merges into one (`docs/
     /// exactly-once.md`, "Compaction"): a log of `n` group commits keeps about

@@ -1,7 +1,8 @@
 //! The data plane's frame format.
 //!
 //! Every TCP connection carries one link `(job, from task) → (job, to task)`. Frames are
-//! length-delimited (4-byte big-endian length, by `tokio_util`'s codec) and start with a tag byte:
+//! length-delimited (4-byte big-endian length, by `tokio_util`'s codec; a link writes its
+//! batches with the length already in front, [`encode_batch_wire`]) and start with a tag byte:
 //!
 //! | tag | frame  | body                                                                     |
 //! |-----|--------|--------------------------------------------------------------------------|
@@ -182,8 +183,18 @@ fn get_str(buf: &mut Bytes) -> Result<String, WireError> {
 
 /// Encodes the body of a batch frame straight from tuples, so a sender never builds a `Frame`.
 pub fn encode_batch(first_seq: u64, emit_ns: u64, tuples: &[Tuple]) -> Bytes {
+    encode_batch_wire(first_seq, emit_ns, tuples).slice(LEN_PREFIX..)
+}
+
+/// Bytes of the length that goes before every frame's body on the wire.
+pub const LEN_PREFIX: usize = 4;
+
+/// Encodes a whole batch frame as it goes on the wire, its length first: a link writes it as
+/// it is (`link::writer`), where a codec would copy every batch once more into its buffer.
+pub fn encode_batch_wire(first_seq: u64, emit_ns: u64, tuples: &[Tuple]) -> Bytes {
     let size: usize = tuples.iter().map(|t| 8 + t.key.len() + t.value.len()).sum();
-    let mut buf = BytesMut::with_capacity(1 + 20 + size);
+    let mut buf = BytesMut::with_capacity(LEN_PREFIX + 1 + 20 + size);
+    buf.put_u32(0);
     buf.put_u8(2);
     buf.put_u64(first_seq);
     buf.put_u64(emit_ns);
@@ -192,6 +203,16 @@ pub fn encode_batch(first_seq: u64, emit_ns: u64, tuples: &[Tuple]) -> Bytes {
         put_str(&mut buf, &t.key);
         put_str(&mut buf, &t.value);
     }
+    let body = (buf.len() - LEN_PREFIX) as u32;
+    buf[..LEN_PREFIX].copy_from_slice(&body.to_be_bytes());
+    buf.freeze()
+}
+
+/// A frame's body with its length in front, as [`codec`] would write it.
+pub fn to_wire(body: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(LEN_PREFIX + body.len());
+    buf.put_u32(body.len() as u32);
+    buf.put_slice(body);
     buf.freeze()
 }
 

@@ -96,6 +96,8 @@ pub(super) async fn connect(
                         };
                         hello.proof = spec.identity.sign_hello(&challenge, &hello.signed_body());
                         if wr.send(Frame::Hello(hello).encode()).await.is_ok() {
+                            // The Hello is flushed: the codec holds nothing more.
+                            let wr = super::writer::FrameWriter::new(wr.into_inner());
                             let mut c = Connection {
                                 rd,
                                 wr,

@@ -2,13 +2,13 @@
 //! that gives up when the destination moves or restarts, so a write blocked on a partitioned
 //! host never keeps a link from following its destination.
 
+use super::writer::FrameWriter;
 use crate::model::ids::TaskPos;
 use crate::routes::RouteTable;
-use crate::transport::{ConnRead, ConnWrite};
+use crate::transport::ConnRead;
 use bytes::Bytes;
-use futures::SinkExt;
 use tokio::sync::watch;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -16,8 +16,8 @@ use tracing::debug;
 pub(super) struct Connection {
     /// Frames from the receiver (acks, rejects).
     pub(super) rd: FramedRead<ConnRead, LengthDelimitedCodec>,
-    /// Frames to the receiver (Hello, batches, end of stream).
-    pub(super) wr: FramedWrite<ConnWrite, LengthDelimitedCodec>,
+    /// Frames to the receiver (batches, end of stream), each with its length in front.
+    pub(super) wr: FrameWriter,
     /// Where it goes: the destination's address and attempt when it was opened.
     pub(super) dest: (String, u32),
     /// Its place in the process's budget of link connections, given back on drop.
@@ -37,7 +37,8 @@ pub(super) fn finished(routes: &RouteTable, to: &TaskPos) -> bool {
     routes.get(to).is_some_and(|d| d.finished)
 }
 
-/// Writes frames and flushes; gives up (Err) on cancellation or when the destination moves or
+/// Writes frames (each with its length in front: `encode_batch_wire`, `to_wire`) and
+/// flushes; gives up (Err) on cancellation or when the destination moves or
 /// restarts. A write to a partitioned host can block for minutes (no reset ever comes), so a
 /// blocked write must not keep a link from following its destination to a new attempt.
 pub(super) async fn send(
@@ -51,9 +52,9 @@ pub(super) async fn send(
     let dest = &c.dest;
     let write = async {
         for f in frames {
-            wr.feed(f).await?;
+            wr.feed(f)?;
         }
-        SinkExt::<Bytes>::flush(wr).await
+        wr.flush().await
     };
     let moved = async {
         loop {

@@ -7,12 +7,14 @@
 //! static description, how it ended). The link's loop is in `run` ([`run_link`]); the window
 //! of unacknowledged batches and how an ack shrinks it in `window`; an open connection, the
 //! destination it goes to and the one write that follows a moving destination in `connection`;
-//! connecting, the Hello and the receiver's verdict in `admission`.
+//! connecting, the Hello and the receiver's verdict in `admission`; writing frames that carry
+//! their length already, without a codec's copy, in `writer`.
 
 mod admission;
 mod connection;
 mod run;
 mod window;
+mod writer;
 
 pub use run::run_link;
 

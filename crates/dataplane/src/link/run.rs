@@ -8,7 +8,7 @@ use super::connection::{dest_of, send, Connection};
 use super::window::{notify_done, take_ack, Window};
 use super::{LinkEnd, LinkMsg, LinkSpec, EPOCH_SHIFT};
 use crate::model::backoff::Backoff;
-use crate::protocol::frame::{encode_batch, Frame};
+use crate::protocol::frame::{encode_batch_wire, to_wire, Frame};
 use crate::routes::RouteTable;
 use crate::DataConfig;
 use bytes::Bytes;
@@ -108,12 +108,12 @@ pub async fn run_link(
                     let mut frames: Vec<Bytes> =
                         window.batches.iter().map(|(_, _, b)| b.clone()).collect();
                     if eos_sent {
-                        frames.push(
-                            Frame::Eos {
+                        frames.push(to_wire(
+                            &Frame::Eos {
                                 last_seq: next_seq - 1,
                             }
                             .encode(),
-                        );
+                        ));
                     }
                     if send(&mut c, frames, &cancel, &mut routes, &spec.to)
                         .await
@@ -144,7 +144,7 @@ pub async fn run_link(
             let eos = Frame::Eos {
                 last_seq: next_seq - 1,
             };
-            if send(c, [eos.encode()], &cancel, &mut routes, &spec.to)
+            if send(c, [to_wire(&eos.encode())], &cancel, &mut routes, &spec.to)
                 .await
                 .is_err()
             {
@@ -228,7 +228,7 @@ pub async fn run_link(
                         // changes no ack, so keeping it would hold the window forever.
                         continue;
                     }
-                    let bytes = encode_batch(first, b.emit_ns, &b.tuples);
+                    let bytes = encode_batch_wire(first, b.emit_ns, &b.tuples);
                     window.bytes += bytes.len();
                     window.batches.push_back((first, next_seq - 1, bytes.clone()));
                     if send(c, [bytes], &cancel, &mut routes, &spec.to).await.is_err() {

@@ -150,6 +150,9 @@ pub(super) async fn log_writer(
             body.clear();
             let mut marks = Vec::new();
             let mut released = Vec::new();
+            // Whether a link ended in this commit: the rest of its input is known to be
+            // nothing, so the commit goes out at once rather than at the next interval.
+            let mut link_ended = false;
             let mut take = |l: Logged, body: &mut BytesMut| {
                 body.extend_from_slice(&l.record);
                 marks.push(l.mark);
@@ -163,10 +166,13 @@ pub(super) async fn log_writer(
                         ended,
                     });
                 }
+                ended
             };
-            take(first, &mut body);
+            link_ended |= take(first, &mut body);
             // Wait for more records at least the linger, and until the commit interval since the
-            // previous write has passed: store writes are bounded by time, not by traffic.
+            // previous write has passed: store writes are bounded by time, not by traffic. An
+            // input link's end is not waited behind (it comes once per link): the job's last
+            // tuples would otherwise wait an interval in every logged stage.
             let mut linger =
                 tokio::time::Instant::now() + Duration::from_micros(env.cfg.log_linger_us as u64);
             if let Some(at) = last_write {
@@ -174,11 +180,12 @@ pub(super) async fn log_writer(
             }
             while body.len() < SEGMENT_BYTES {
                 match rx.try_recv() {
-                    Ok(l) => take(l, &mut body),
+                    Ok(l) => link_ended |= take(l, &mut body),
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) if link_ended => break,
                     Err(mpsc::error::TryRecvError::Empty) => {
                         match tokio::time::timeout_at(linger, rx.recv()).await {
-                            Ok(Some(l)) => take(l, &mut body),
+                            Ok(Some(l)) => link_ended |= take(l, &mut body),
                             Ok(None) | Err(_) => break,
                         }
                     }

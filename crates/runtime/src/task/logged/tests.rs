@@ -132,3 +132,46 @@ async fn a_fenced_attempt_acknowledges_and_processes_nothing() {
     );
     assert_eq!(ack, (0, false));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_link_end_is_committed_at_once_not_at_the_next_interval() {
+    let mem = Arc::new(FaultyStore::default());
+    let mut env = env(&mem);
+    env.cfg.log_commit_ms = 10_000;
+    let acks = Arc::new(AckBoard::default());
+    let (tx, rx) = mpsc::channel(4);
+    let (feed_tx, mut feed_rx) = mpsc::channel(4);
+    let commits = AtomicHist::default();
+    let meter = CommitMeter {
+        commits: &commits,
+        working: None,
+        spool: None,
+    };
+    let writer = log_writer(env, key(), 0, acks.clone(), rx, feed_tx, meter);
+    let batch = |seq: u64| Accepted {
+        from: 0,
+        first_seq: seq,
+        last_seq: seq,
+        emit_ns: 0,
+        tuples: vec![Tuple::new("k", "v")],
+    };
+    let driver = async {
+        let mut intake = LogIntake { tx, sink: None };
+        intake.fresh(batch(1)).await.unwrap();
+        assert!(feed_rx.recv().await.is_some(), "the first commit goes out");
+        // The next commit may not start for 10 s after the first, unless its link ended.
+        let began = tokio::time::Instant::now();
+        intake.fresh(batch(2)).await.unwrap();
+        intake.ended(0, 2).await.unwrap();
+        let mut ack = acks.subscribe(0);
+        ack.wait_for(|a| a.1).await.unwrap();
+        drop(intake);
+        began.elapsed()
+    };
+    let (res, waited) = tokio::join!(writer, driver);
+    assert!(res.is_ok(), "{res:?}");
+    assert!(
+        waited < Duration::from_secs(1),
+        "the end of the link waited {waited:?} for the commit interval"
+    );
+}
