@@ -105,7 +105,7 @@ where
                 LineRead::Line
             });
         }
-        let (take, done) = match avail.iter().position(|b| *b == b'\n') {
+        let (take, done) = match memchr::memchr(b'\n', avail) {
             Some(i) => (i + 1, true),
             None => (avail.len(), false),
         };

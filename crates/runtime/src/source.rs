@@ -74,10 +74,14 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
             Ok(s) => s,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
-        Ok(Some(Tuple {
-            key: format!("{}:{}", self.name, self.line_no),
-            value,
-        }))
+        // `NAME:LINE`, built without the formatting machinery (once per line of input).
+        let mut digits = itoa::Buffer::new();
+        let line = digits.format(self.line_no);
+        let mut key = String::with_capacity(self.name.len() + 1 + line.len());
+        key.push_str(&self.name);
+        key.push(':');
+        key.push_str(line);
+        Ok(Some(Tuple { key, value }))
     }
 
     /// Bytes of the file taken so far (each line with its line end).
