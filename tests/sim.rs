@@ -154,7 +154,7 @@ fn scripts() -> StandIns {
         Arc::new(|| {
             let mut counts: HashMap<String, u64> = HashMap::new();
             Box::new(move |t: Tuple| {
-                let c = counts.entry(t.key.clone()).or_default();
+                let c = counts.entry(t.key.to_string()).or_default();
                 *c += 1;
                 tally_lines(&t.key, *c)
                     .into_iter()

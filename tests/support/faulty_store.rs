@@ -26,6 +26,8 @@ pub struct FaultyStore {
     inner: Arc<InMemory>,
     /// Writes still to fail (each failed write decrements it).
     pub fail_puts: AtomicU32,
+    /// Reads (gets, heads) still to fail, as `fail_puts`.
+    pub fail_reads: AtomicU32,
     /// Microseconds every operation waits before it takes effect (0: none).
     pub latency_us: AtomicU64,
 }
@@ -46,10 +48,14 @@ impl FaultyStore {
 
     /// Whether this write is one of those to fail (then one fewer remains).
     fn fails(&self) -> bool {
-        self.fail_puts
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
+        take_one(&self.fail_puts)
     }
+}
+
+/// Whether a count of operations still to fail had one left (then one fewer remains).
+fn take_one(left: &AtomicU32) -> bool {
+    left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 fn injected(location: &Path) -> object_store::Error {
@@ -92,6 +98,12 @@ impl ObjectStore for FaultyStore {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.latency().await;
+        if take_one(&self.fail_reads) {
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: format!("{location}: injected read failure").into(),
+            });
+        }
         self.inner.get_opts(location, options).await
     }
 

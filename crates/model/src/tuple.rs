@@ -2,18 +2,24 @@
 //! and releases, so it is not `std`'s hasher). Its line encoding for executable operators is in
 //! `protocol::line`.
 
+/// Text of a tuple: UTF-8 in shared bytes, so a tuple decoded from a received frame is a
+/// slice of that frame rather than a copy, and cloning one costs a reference count. What
+/// lives long (a count's keys, handed-over state) is copied out into a `String`, so a kept
+/// key never pins the frame it came in.
+pub type Text = bytestring::ByteString;
+
 /// A `(key, value)` pair flowing through a job.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Tuple {
     /// Partitioning key.
-    pub key: String,
+    pub key: Text,
     /// Payload; the sink writes only this.
-    pub value: String,
+    pub value: Text,
 }
 
 impl Tuple {
     /// Builds a tuple from anything string-like.
-    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn new(key: impl Into<Text>, value: impl Into<Text>) -> Self {
         Tuple {
             key: key.into(),
             value: value.into(),

@@ -29,7 +29,7 @@
 //! it will never be sent again, so a receiver that has less must regenerate it (a first-stage
 //! task replays its share of the source file) or fail loudly — it is never skipped.
 
-use crate::model::tuple::Tuple;
+use crate::model::tuple::{Text, Tuple};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
@@ -172,6 +172,15 @@ fn get_bytes(buf: &mut Bytes) -> Result<Vec<u8>, WireError> {
     Ok(buf.split_to(len).to_vec())
 }
 
+/// A string of a tuple: a slice of the frame, checked to be UTF-8, not a copy.
+fn get_text(buf: &mut Bytes) -> Result<Text, WireError> {
+    let len = get_u32(buf)? as usize;
+    if buf.remaining() < len {
+        return Err(WireError::Truncated);
+    }
+    Text::try_from(buf.split_to(len)).map_err(|_| WireError::Utf8)
+}
+
 fn get_str(buf: &mut Bytes) -> Result<String, WireError> {
     let len = get_u32(buf)? as usize;
     if buf.remaining() < len {
@@ -221,8 +230,8 @@ pub fn decode_tuples(buf: &mut Bytes) -> Result<Vec<Tuple>, WireError> {
     let n = get_u32(buf)? as usize;
     let mut tuples = Vec::with_capacity(n.min(1 << 16));
     for _ in 0..n {
-        let key = get_str(buf)?;
-        let value = get_str(buf)?;
+        let key = get_text(buf)?;
+        let value = get_text(buf)?;
         tuples.push(Tuple { key, value });
     }
     Ok(tuples)

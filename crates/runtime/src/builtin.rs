@@ -69,7 +69,7 @@ impl Builtin {
                 }
                 out.push(Tuple {
                     key: t.key,
-                    value: v,
+                    value: v.into(),
                 });
             }
             Builtin::CountBy { col, counts, csv } => {
@@ -86,8 +86,8 @@ impl Builtin {
                     }
                 };
                 out.push(Tuple {
-                    key: k.to_string(),
-                    value: format!("{k},{n}"),
+                    key: k.into(),
+                    value: format!("{k},{n}").into(),
                 });
             }
             Builtin::Identity => out.push(t),
@@ -151,7 +151,7 @@ mod tests {
     fn count_by_counts_per_column_value() {
         let mut c = Builtin::from_spec("count-by", &["2".into()]).unwrap();
         let out = run(&mut c, &["1,x", "2,y", "3,x"]);
-        let vals: Vec<_> = out.iter().map(|t| t.value.as_str()).collect();
+        let vals: Vec<_> = out.iter().map(|t| &*t.value).collect();
         assert_eq!(vals, ["x,1", "y,1", "x,2"]);
         assert_eq!(out[2].key, "x");
     }

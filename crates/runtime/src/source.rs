@@ -81,7 +81,10 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
         key.push_str(&self.name);
         key.push(':');
         key.push_str(line);
-        Ok(Some(Tuple { key, value }))
+        Ok(Some(Tuple {
+            key: key.into(),
+            value: value.into(),
+        }))
     }
 
     /// Bytes of the file taken so far (each line with its line end).

@@ -14,10 +14,12 @@
 //! past the reach it had. The largest reach of the epoch therefore bounds every line any
 //! earlier attempt of it routed.
 
-use crate::log::{fence_predecessors, fenced, put_retrying, task_prefix, LogError};
+use crate::log::{fence_predecessors, fenced, task_prefix, LogError};
+use crate::model::backoff::Backoff;
 use crate::model::ids::TaskKey;
 use crate::store::Store;
 use bytes::Bytes;
+use std::time::Duration;
 
 /// Store path of attempt `attempt`'s reach.
 pub fn reach_path(key: &TaskKey, attempt: u32) -> String {
@@ -45,12 +47,34 @@ pub async fn extend(
     lines: u64,
 ) -> Result<(), ReachError> {
     let body = Bytes::from(format!("{epoch} {lines}"));
-    put_retrying(store, &reach_path(key, attempt), body).await?;
-    if fenced(store, key, attempt).await? {
-        return Err(ReachError::Fenced);
+    let path = reach_path(key, attempt);
+    // The write and the fence check after it are retried together, as a log commit's are: a
+    // store that fails once between them (a leader restarting under a cluster's store) must
+    // not fail the source.
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let res = match store.put(&path, body.clone()).await {
+            Ok(()) => fenced(store, key, attempt).await,
+            Err(e) => Err(e.into()),
+        };
+        match res {
+            Ok(true) => return Err(ReachError::Fenced),
+            Ok(false) => return Ok(()),
+            Err(e) if tries >= REACH_WRITE_TRIES => return Err(e.into()),
+            Err(e) => {
+                let d = backoff.next();
+                tracing::warn!(%path, error = %e, retry_in = ?d, "extending the source's reach failed; retrying");
+                tokio::time::sleep(d).await;
+            }
+        }
     }
-    Ok(())
 }
+
+/// Tries of one extension (write and fence check) before the source fails: with the backoff,
+/// about 2.5 s of a store that keeps failing, as a log commit's.
+const REACH_WRITE_TRIES: u32 = 8;
 
 /// Fences every attempt before `attempt` and returns the most lines any earlier attempt of
 /// epoch `epoch` may have routed (0 when none wrote a reach).
@@ -98,6 +122,23 @@ mod tests {
             job: JobId("j".into()),
             pos: TaskPos { stage: 0, index: 0 },
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_fails_between_the_write_and_the_fence_check_is_retried() {
+        let faulty = std::sync::Arc::new(crate::store::faulty::FaultyStore::default());
+        let store = Store::objects(faulty.clone(), "faulty");
+        let key = source();
+        // The write goes through; the fence check after it fails once, then the write fails.
+        faulty
+            .fail_reads
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        extend(&store, &key, 0, 0, 100).await.unwrap();
+        faulty
+            .fail_puts
+            .store(2, std::sync::atomic::Ordering::Relaxed);
+        extend(&store, &key, 0, 0, 200).await.unwrap();
+        assert_eq!(predecessors_reach(&store, &key, 0, 1).await.unwrap(), 200);
     }
 
     #[tokio::test]

@@ -41,10 +41,7 @@ async fn lines_an_earlier_attempt_read_go_at_once_and_the_pace_counts_after_them
 #[tokio::test]
 async fn lines_become_numbered_tuples_whatever_their_ending() {
     let got = read_all(b"a,1\r\nb,2\n\nlast", 100).await.unwrap();
-    let pairs: Vec<(&str, &str)> = got
-        .iter()
-        .map(|t| (t.key.as_str(), t.value.as_str()))
-        .collect();
+    let pairs: Vec<(&str, &str)> = got.iter().map(|t| (&*t.key, &*t.value)).collect();
     assert_eq!(
         pairs,
         [("f:1", "a,1"), ("f:2", "b,2"), ("f:3", ""), ("f:4", "last")]

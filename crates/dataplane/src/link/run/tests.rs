@@ -240,7 +240,7 @@ async fn self_requeue_a_retry_never_writes_into_its_own_input() {
     }
     producer.await.unwrap();
     assert_eq!(link.await.unwrap(), LinkEnd::Done);
-    let values: Vec<String> = got.into_iter().map(|t| t.value).collect();
+    let values: Vec<String> = got.into_iter().map(|t| t.value.to_string()).collect();
     let want: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
     assert_eq!(values, want);
 }
