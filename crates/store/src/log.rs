@@ -29,7 +29,8 @@ use bytes::Bytes;
 pub mod compact;
 mod segment;
 pub use segment::{
-    decode_segment, encode_batch_record, encode_record, seal_segment, segment_values,
+    decode_segment, encode_batch_record, encode_record, open_segment, seal_in_place, seal_segment,
+    segment_values,
 };
 
 /// The accepted tuples of one batch, as logged.

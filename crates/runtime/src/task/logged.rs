@@ -14,7 +14,8 @@ use super::{TaskEnv, TaskStatus};
 use crate::dataplane::inbound::AckBoard;
 use crate::dataplane::meter::Stopwatch;
 use crate::log::{
-    encode_batch_record, encode_record, fenced, seal_segment, segment_path, LogRecord,
+    encode_batch_record, encode_record, fenced, open_segment, seal_in_place, segment_path,
+    LogRecord,
 };
 use crate::model::backoff::Backoff;
 use crate::model::hist::AtomicHist;
@@ -29,13 +30,34 @@ use tokio_util::sync::CancellationToken;
 /// Tries per segment write before the task fails.
 pub const WRITE_TRIES: u32 = 8;
 
-/// A unit of accepted input on its way through the log: its encoded record, the ack it
-/// releases once durable, and the tuples to feed afterwards.
+/// A unit of accepted input on its way through the log: the ack it releases once durable
+/// and the tuples it holds, which the writer encodes straight into the segment (one copy)
+/// and, unless they only needed logging, feeds afterwards.
 pub(super) struct Logged {
-    record: BytesMut,
     mark: (u32, u64, bool),
     tuples: Vec<Tuple>,
+    /// Whether the tuples go on to the operator (not at a sink: its log is its output).
+    feed: bool,
     emit_ns: u64,
+}
+
+impl Logged {
+    /// Appends this unit's record to a segment under construction.
+    fn encode(&self, body: &mut BytesMut) {
+        let (from, last, ended) = self.mark;
+        if ended {
+            encode_record(
+                body,
+                &LogRecord::Eos {
+                    from,
+                    last_seq: last,
+                },
+            );
+        } else {
+            let first = last + 1 - self.tuples.len() as u64;
+            encode_batch_record(body, from, first, self.emit_ns, &self.tuples);
+        }
+    }
 }
 
 /// Tuples released to the operator by one group commit.
@@ -77,39 +99,31 @@ fn gone() -> Stop {
 
 impl Intake for LogIntake<'_> {
     async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop> {
-        let mut record = BytesMut::new();
         let (from, emit_ns) = (batch.from, batch.emit_ns);
-        encode_batch_record(&mut record, from, batch.first_seq, emit_ns, &batch.tuples);
-        let tuples = match &self.sink {
-            None => batch.tuples,
-            Some(status) => {
-                let us = crate::dataplane::now_ns().saturating_sub(emit_ns) / 1000;
-                status.e2e.record(us, batch.tuples.len() as u64);
-                status
-                    .latency
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert_with(Default::default)
-                    .record(us, batch.tuples.len() as u64);
-                Vec::new()
-            }
-        };
+        if let Some(status) = &self.sink {
+            let us = crate::dataplane::now_ns().saturating_sub(emit_ns) / 1000;
+            status.e2e.record(us, batch.tuples.len() as u64);
+            status
+                .latency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(Default::default)
+                .record(us, batch.tuples.len() as u64);
+        }
         let l = Logged {
-            record,
             mark: (from, batch.last_seq, false),
-            tuples,
+            tuples: batch.tuples,
+            feed: self.sink.is_none(),
             emit_ns,
         };
         self.tx.send(l).await.map_err(|_| gone())
     }
 
     async fn ended(&mut self, from: u32, last_seq: u64) -> Result<(), Stop> {
-        let mut record = BytesMut::new();
-        encode_record(&mut record, &LogRecord::Eos { from, last_seq });
         let l = Logged {
-            record,
             mark: (from, last_seq, true),
             tuples: Vec::new(),
+            feed: self.sink.is_none(),
             emit_ns: 0,
         };
         self.tx.send(l).await.map_err(|_| gone())
@@ -143,25 +157,29 @@ pub(super) async fn log_writer(
     let writing = async move {
         const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
         let mut n: u64 = 0;
-        let mut body = BytesMut::new();
+        // Each segment is built in place in a buffer of its own (it is handed to the store
+        // and the compactor), sized like the one before.
+        let mut cap = 64 * 1024;
         let every = Duration::from_millis(env.cfg.log_commit_ms as u64);
         let mut last_write: Option<tokio::time::Instant> = None;
         while let Some(first) = rx.recv().await {
-            body.clear();
+            let mut body = BytesMut::with_capacity(cap);
+            open_segment(&mut body);
             let mut marks = Vec::new();
             let mut released = Vec::new();
             // Whether a link ended in this commit: the rest of its input is known to be
             // nothing, so the commit goes out at once rather than at the next interval.
             let mut link_ended = false;
             let mut take = |l: Logged, body: &mut BytesMut| {
-                body.extend_from_slice(&l.record);
+                l.encode(body);
                 marks.push(l.mark);
                 let (from, last, ended) = l.mark;
-                if !l.tuples.is_empty() || ended {
+                let tuples = if l.feed { l.tuples } else { Vec::new() };
+                if !tuples.is_empty() || ended {
                     released.push(Fed {
                         from,
-                        first_seq: last + 1 - l.tuples.len() as u64,
-                        tuples: l.tuples,
+                        first_seq: last + 1 - tuples.len() as u64,
+                        tuples,
                         emit_ns: l.emit_ns,
                         ended,
                     });
@@ -191,7 +209,8 @@ pub(super) async fn log_writer(
                     }
                 }
             }
-            let seg = seal_segment(&body, marks.len() as u32);
+            cap = (body.len() + body.len() / 8).clamp(64 * 1024, SEGMENT_BYTES + (1 << 20));
+            let seg = seal_in_place(body, marks.len() as u32);
             let path = segment_path(&key, attempt, n);
             let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
             let mut tries = 0;

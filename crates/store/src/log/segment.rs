@@ -35,9 +35,22 @@ pub fn encode_record(buf: &mut BytesMut, rec: &LogRecord) {
 /// Frames a segment around encoded records.
 pub fn seal_segment(records: &[u8], count: u32) -> Bytes {
     let mut buf = BytesMut::with_capacity(records.len() + 12);
-    buf.put_slice(b"RSEG");
-    buf.put_u32(count);
+    open_segment(&mut buf);
     buf.put_slice(records);
+    seal_in_place(buf, count)
+}
+
+/// Starts a segment to build in place: records are appended after what this writes, then
+/// [`seal_in_place`] frames it, so a log writer copies its records once, not twice.
+pub fn open_segment(buf: &mut BytesMut) {
+    buf.clear();
+    buf.put_slice(b"RSEG");
+    buf.put_u32(0);
+}
+
+/// Finishes a segment begun by [`open_segment`] holding `count` records.
+pub fn seal_in_place(mut buf: BytesMut, count: u32) -> Bytes {
+    buf[4..8].copy_from_slice(&count.to_be_bytes());
     let crc = crc32fast::hash(&buf);
     buf.put_u32(crc);
     buf.freeze()
