@@ -293,7 +293,7 @@ pub async fn run_source(
         let mut stamp = now_ns();
         loop {
             let now_rate = *rate.borrow_and_update();
-            if line_no % STAMP_EVERY == 0 {
+            if line_no.is_multiple_of(STAMP_EVERY) {
                 stamp = now_ns();
             }
             if let Some(due) = pace.due(line_no, now_rate) {
