@@ -3,14 +3,11 @@
 //! numbers are its sequence, so it never needs to log anything.
 
 use crate::dataplane::now_ns;
-use crate::dataplane::router::MAX_TUPLE;
 use crate::env::TaskEnv;
 use crate::links::{self, Outgoing};
 use crate::model::ids::{JobId, TaskPos};
 use crate::model::partition::Partition;
 use crate::model::spec::PathMode;
-use crate::model::tuple::Tuple;
-use crate::protocol::line::{read_line_bounded, LineRead};
 use crate::store::ObjectReader;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,83 +17,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod reach;
+mod reader;
 
-/// Turns the source file into tuples `(NAME:LINE, line)`; the one definition of what the
-/// source emits, shared with first-stage replay after a crash.
-pub struct SourceReader<R> {
-    rd: tokio::io::BufReader<R>,
-    name: String,
-    line_no: u64,
-    buf: Vec<u8>,
-    /// The longest line accepted (`MAX_TUPLE`; smaller in tests).
-    max_line: usize,
-    /// Bytes of the file taken so far, line ends included.
-    consumed: u64,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
-    /// Reads `inner`, naming tuples after `name`.
-    pub fn new(inner: R, name: &str) -> Self {
-        SourceReader {
-            rd: tokio::io::BufReader::with_capacity(1 << 20, inner),
-            name: name.to_string(),
-            line_no: 0,
-            buf: Vec::with_capacity(512),
-            max_line: MAX_TUPLE,
-            consumed: 0,
-        }
-    }
-
-    /// The next tuple, or None at the end of the file.
-    pub async fn next_tuple(&mut self) -> std::io::Result<Option<Tuple>> {
-        match read_line_bounded(&mut self.rd, &mut self.buf, self.max_line).await? {
-            LineRead::End => return Ok(None),
-            LineRead::Line => {}
-            LineRead::TooLong(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                    "line {} is longer than the largest tuple the data plane carries ({} bytes)",
-                    self.line_no + 1,
-                    self.max_line
-                ),
-                ))
-            }
-        }
-        // The line and its newline (one too many for a last line without one: a follower's
-        // share is capped at the size).
-        self.consumed += self.buf.len() as u64 + 1;
-        if self.buf.last() == Some(&b'\r') {
-            self.buf.pop();
-        }
-        self.line_no += 1;
-        let value = match String::from_utf8(std::mem::take(&mut self.buf)) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
-        // `NAME:LINE`, built without the formatting machinery (once per line of input).
-        let mut digits = itoa::Buffer::new();
-        let line = digits.format(self.line_no);
-        let mut key = String::with_capacity(self.name.len() + 1 + line.len());
-        key.push_str(&self.name);
-        key.push(':');
-        key.push_str(line);
-        Ok(Some(Tuple {
-            key: key.into(),
-            value: value.into(),
-        }))
-    }
-
-    /// Bytes of the file taken so far (each line with its line end).
-    pub fn consumed(&self) -> u64 {
-        self.consumed
-    }
-
-    /// Whether the next read would not block on the file (its buffer holds data).
-    pub fn buffered(&self) -> bool {
-        !self.rd.buffer().is_empty()
-    }
-}
+pub use reader::SourceReader;
 
 /// Opens a job's source for reading: a local path in embedded runs, a store object otherwise.
 pub async fn open_source(

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::tuple::Tuple;
 
 async fn read_all(text: &[u8], max_line: usize) -> std::io::Result<Vec<Tuple>> {
     let mut rd = SourceReader::new(std::io::Cursor::new(text.to_vec()), "f");
@@ -71,4 +72,77 @@ async fn a_line_longer_than_a_tuple_fails_the_read_naming_it() {
     let endless = vec![b'x'; 1 << 20];
     let err = read_all(&endless, 1000).await.unwrap_err();
     assert!(err.to_string().contains("line 1 is longer"), "{err}");
+}
+
+/// A file that yields at most `n` bytes per read, so lines straddle every read.
+struct Dribble(std::io::Cursor<Vec<u8>>, usize);
+
+impl tokio::io::AsyncRead for Dribble {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.1.min(buf.remaining());
+        let mut small = vec![0u8; n];
+        let mut rb = tokio::io::ReadBuf::new(&mut small);
+        let me = &mut *self;
+        match std::pin::Pin::new(&mut me.0).poll_read(cx, &mut rb) {
+            std::task::Poll::Ready(Ok(())) => {
+                buf.put_slice(rb.filled());
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+#[tokio::test]
+async fn lines_across_reads_and_chunks_come_out_whole_and_in_order() {
+    // Short and long lines (one longer than a chunk), CRLF, empty lines, bad UTF-8.
+    let mut text = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..3000 {
+        let line = match i % 7 {
+            _ if i % 1000 == 2 => "x".repeat(300 * 1024 + i),
+            0 => String::new(),
+            1 => "é,ü,ß".repeat(i % 50),
+            _ => format!("row {i},{}", "y".repeat(i % 300)),
+        };
+        text.extend_from_slice(line.as_bytes());
+        text.extend_from_slice(if i % 5 == 0 { b"\r\n" } else { b"\n" });
+        want.push((format!("f:{}", i + 1), line));
+    }
+    text.extend_from_slice(b"bad \xff byte");
+    want.push(("f:3001".to_string(), "bad \u{fffd} byte".to_string()));
+    for step in [1 << 20, 4096, 7] {
+        if step == 7 && text.len() > 4 << 20 {
+            // Byte-sized reads of the whole file take too long; the first 2 MB show it.
+            let cut = text[..2 << 20].iter().rposition(|b| *b == b'\n').unwrap() + 1;
+            let lines = text[..cut].iter().filter(|b| **b == b'\n').count();
+            let mut rd = SourceReader::new(
+                Dribble(std::io::Cursor::new(text[..cut].to_vec()), step),
+                "f",
+            );
+            for (k, v) in &want[..lines] {
+                let t = rd.next_tuple().await.unwrap().unwrap();
+                assert_eq!((&*t.key, &*t.value), (k.as_str(), v.as_str()));
+            }
+            assert!(rd.next_tuple().await.unwrap().is_none());
+            assert_eq!(rd.consumed(), cut as u64);
+            continue;
+        }
+        let mut rd = SourceReader::new(Dribble(std::io::Cursor::new(text.clone()), step), "f");
+        for (k, v) in &want {
+            let t = rd.next_tuple().await.unwrap().unwrap();
+            assert_eq!(
+                (&*t.key, &*t.value),
+                (k.as_str(), v.as_str()),
+                "reads of {step}"
+            );
+        }
+        assert!(rd.next_tuple().await.unwrap().is_none());
+        // The last line has no newline: one byte more than the file, as documented.
+        assert_eq!(rd.consumed(), text.len() as u64 + 1);
+    }
 }
