@@ -8,6 +8,8 @@ use super::reroute::{Switchboard, Verdict};
 use super::DataConfig;
 use crate::model::partition::{Partition, Partitioner};
 use crate::model::tuple::Tuple;
+use crate::protocol::frame::{open_batch, put_tuple, BATCH_HEADER};
+use bytes::BytesMut;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -30,6 +32,9 @@ pub enum Closed {
 /// The largest tuple (key and value bytes) a batch frame can carry.
 pub const MAX_TUPLE: usize = crate::protocol::frame::MAX_FRAME - 1024;
 
+/// Bytes a destination's first batch is allocated for (later ones: about the last one's).
+const FIRST_BATCH_CAP: usize = 16 * 1024;
+
 /// Outputs held back during a switch before it waits for the verdict instead (back-pressure).
 const HOLD_MAX: usize = 8192;
 
@@ -43,8 +48,13 @@ pub struct Router {
     /// routed by the old map is on its way before anything goes by the new one (a task
     /// taking a key group over waits for its earlier owner to log the group's last tuples).
     verdicts: tokio::sync::watch::Receiver<u64>,
-    pending: Vec<Vec<Tuple>>,
+    /// Per destination, the batch being filled: encoded as it is routed
+    /// (`protocol::frame::open_batch`), so no routed tuple waits here or in a link's queue.
+    pending: Vec<BytesMut>,
+    pending_count: Vec<u32>,
     pending_bytes: Vec<usize>,
+    /// Per destination, what its next batch is allocated for: about its last batch's size.
+    pending_cap: Vec<usize>,
     pending_emit: Vec<u64>,
     partitioner: Partitioner,
     cfg: DataConfig,
@@ -71,8 +81,10 @@ impl Router {
             verdicts,
             board,
             held: Vec::new(),
-            pending: (0..n).map(|_| Vec::new()).collect(),
+            pending: (0..n).map(|_| BytesMut::new()).collect(),
+            pending_count: vec![0; n],
             pending_bytes: vec![0; n],
+            pending_cap: vec![FIRST_BATCH_CAP; n],
             pending_emit: vec![u64::MAX; n],
             partitioner: Partitioner::new(partition, 1),
             cfg,
@@ -126,15 +138,21 @@ impl Router {
     /// Adds `t` to destination `i`'s batch; sends the batch when full.
     async fn place(&mut self, i: usize, t: Tuple, emit_ns: u64) -> Result<(), Closed> {
         let size = t.key.len() + t.value.len() + 8;
-        if !self.pending[i].is_empty() && self.pending_bytes[i] + size > MAX_TUPLE {
+        if self.pending_count[i] > 0 && self.pending_bytes[i] + size > MAX_TUPLE {
             // Never let one batch grow past what a frame can carry.
             self.send(i).await?;
         }
-        self.pending_bytes[i] += t.key.len() + t.value.len() + 8;
+        if self.pending_count[i] == 0 {
+            let buf = &mut self.pending[i];
+            buf.reserve(self.pending_cap[i].max(BATCH_HEADER + size));
+            open_batch(buf);
+        }
+        self.pending_bytes[i] += size;
         self.pending_emit[i] = self.pending_emit[i].min(emit_ns);
-        self.pending[i].push(t);
+        put_tuple(&mut self.pending[i], &t);
+        self.pending_count[i] += 1;
         self.emitted.fetch_add(1, Ordering::Relaxed);
-        if self.pending[i].len() >= self.cfg.batch_tuples
+        if self.pending_count[i] as usize >= self.cfg.batch_tuples
             || self.pending_bytes[i] >= self.cfg.batch_bytes
         {
             self.send(i).await?;
@@ -143,16 +161,23 @@ impl Router {
     }
 
     async fn send(&mut self, i: usize) -> Result<(), Closed> {
-        if self.pending[i].is_empty() {
+        if self.pending_count[i] == 0 {
             return Ok(());
         }
-        let tuples = std::mem::replace(&mut self.pending[i], Vec::with_capacity(64));
+        let frame = std::mem::take(&mut self.pending[i]);
+        let full = self.cfg.batch_bytes + BATCH_HEADER + 8 * 1024;
+        self.pending_cap[i] = (frame.len() + frame.len() / 8).clamp(FIRST_BATCH_CAP, full);
+        let count = std::mem::take(&mut self.pending_count[i]);
         let emit_ns = std::mem::replace(&mut self.pending_emit[i], u64::MAX);
         // Key and value bytes: the 8 bytes a tuple is counted with for batch sizes are not data.
-        let bytes = self.pending_bytes[i] - 8 * tuples.len();
+        let bytes = self.pending_bytes[i] - 8 * count as usize;
         self.pending_bytes[i] = 0;
-        self.deliver(i, LinkMsg::Batch(OutBatch { tuples, emit_ns }))
-            .await?;
+        let batch = OutBatch {
+            frame,
+            count,
+            emit_ns,
+        };
+        self.deliver(i, LinkMsg::Batch(batch)).await?;
         self.meter.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         Ok(())
     }

@@ -190,39 +190,14 @@ fn get_str(buf: &mut Bytes) -> Result<String, WireError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| WireError::Utf8)
 }
 
+mod wire;
+pub use wire::{
+    encode_batch_wire, open_batch, put_tuple, seal_batch, to_wire, BATCH_HEADER, LEN_PREFIX,
+};
+
 /// Encodes the body of a batch frame straight from tuples, so a sender never builds a `Frame`.
 pub fn encode_batch(first_seq: u64, emit_ns: u64, tuples: &[Tuple]) -> Bytes {
     encode_batch_wire(first_seq, emit_ns, tuples).slice(LEN_PREFIX..)
-}
-
-/// Bytes of the length that goes before every frame's body on the wire.
-pub const LEN_PREFIX: usize = 4;
-
-/// Encodes a whole batch frame as it goes on the wire, its length first: a link writes it as
-/// it is (`link::writer`), where a codec would copy every batch once more into its buffer.
-pub fn encode_batch_wire(first_seq: u64, emit_ns: u64, tuples: &[Tuple]) -> Bytes {
-    let size: usize = tuples.iter().map(|t| 8 + t.key.len() + t.value.len()).sum();
-    let mut buf = BytesMut::with_capacity(LEN_PREFIX + 1 + 20 + size);
-    buf.put_u32(0);
-    buf.put_u8(2);
-    buf.put_u64(first_seq);
-    buf.put_u64(emit_ns);
-    buf.put_u32(tuples.len() as u32);
-    for t in tuples {
-        put_str(&mut buf, &t.key);
-        put_str(&mut buf, &t.value);
-    }
-    let body = (buf.len() - LEN_PREFIX) as u32;
-    buf[..LEN_PREFIX].copy_from_slice(&body.to_be_bytes());
-    buf.freeze()
-}
-
-/// A frame's body with its length in front, as [`codec`] would write it.
-pub fn to_wire(body: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(LEN_PREFIX + body.len());
-    buf.put_u32(body.len() as u32);
-    buf.put_slice(body);
-    buf.freeze()
 }
 
 /// Decodes the tuples of a batch body (after `first_seq`, `emit_ns`); shared with the input log.

@@ -22,6 +22,8 @@ use super::transport::Network;
 use crate::model::ids::{JobId, TaskPos};
 use crate::model::tuple::Tuple;
 use crate::protocol::auth::Identity;
+use crate::protocol::frame::{open_batch, put_tuple, seal_batch};
+use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -36,13 +38,37 @@ pub enum LinkMsg {
     End,
 }
 
-/// A batch handed from a router to a link.
+/// A batch handed from a router to a link: its tuples already encoded into a batch frame
+/// whose header the link fills in when it numbers them (`protocol::frame::open_batch`).
 #[derive(Debug)]
 pub struct OutBatch {
-    /// The tuples, in order.
-    pub tuples: Vec<Tuple>,
+    /// The frame, header left blank, then the tuples in order.
+    pub frame: BytesMut,
+    /// How many tuples it holds.
+    pub count: u32,
     /// Oldest source emit time among them.
     pub emit_ns: u64,
+}
+
+impl OutBatch {
+    /// A batch of `tuples` (what a router builds tuple by tuple).
+    pub fn of(tuples: &[Tuple], emit_ns: u64) -> OutBatch {
+        let mut frame = BytesMut::new();
+        open_batch(&mut frame);
+        for t in tuples {
+            put_tuple(&mut frame, t);
+        }
+        OutBatch {
+            frame,
+            count: tuples.len() as u32,
+            emit_ns,
+        }
+    }
+
+    /// The frame as it goes on the wire, its tuples numbered from `first_seq`.
+    pub fn seal(self, first_seq: u64) -> bytes::Bytes {
+        seal_batch(self.frame, first_seq, self.emit_ns, self.count)
+    }
 }
 
 /// Static description of a link.

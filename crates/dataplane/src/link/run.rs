@@ -8,7 +8,7 @@ use super::connection::{dest_of, send, Connection};
 use super::window::{notify_done, take_ack, Window};
 use super::{LinkEnd, LinkMsg, LinkSpec, EPOCH_SHIFT};
 use crate::model::backoff::Backoff;
-use crate::protocol::frame::{encode_batch_wire, to_wire, Frame};
+use crate::protocol::frame::{to_wire, Frame};
 use crate::routes::RouteTable;
 use crate::DataConfig;
 use bytes::Bytes;
@@ -216,7 +216,7 @@ pub async fn run_link(
             }
             batch = input.recv(), if can_take => match batch {
                 Some(LinkMsg::Batch(b)) => {
-                    let n = b.tuples.len() as u64;
+                    let n = u64::from(b.count);
                     if n == 0 {
                         continue;
                     }
@@ -228,7 +228,7 @@ pub async fn run_link(
                         // changes no ack, so keeping it would hold the window forever.
                         continue;
                     }
-                    let bytes = encode_batch_wire(first, b.emit_ns, &b.tuples);
+                    let bytes = b.seal(first);
                     window.bytes += bytes.len();
                     window.batches.push_back((first, next_seq - 1, bytes.clone()));
                     if send(c, [bytes], &cancel, &mut routes, &spec.to).await.is_err() {

@@ -208,10 +208,8 @@ fn link(
 /// A batch of `n` tuples of `bytes` bytes each.
 fn batch(n: usize, bytes: usize) -> LinkMsg {
     let value = "x".repeat(bytes);
-    LinkMsg::Batch(OutBatch {
-        tuples: (0..n).map(|_| Tuple::new("k", value.as_str())).collect(),
-        emit_ns: 0,
-    })
+    let tuples: Vec<Tuple> = (0..n).map(|_| Tuple::new("k", value.as_str())).collect();
+    LinkMsg::Batch(OutBatch::of(&tuples, 0))
 }
 
 /// `f`'s result, within 30 s (a test fails, it does not hang).

@@ -16,8 +16,9 @@ use bytes::Bytes;
 use std::ops::Range;
 use tokio::sync::mpsc;
 
-/// A committed segment: its store path and its bytes.
-pub(super) type Committed = (String, Bytes);
+/// A committed segment: its path, and its bytes while few are queued (the compactor reads
+/// the others back from the store when it merges them).
+pub(super) type Committed = (String, Option<Bytes>);
 
 /// One object of the attempt's own log, in slot order.
 struct Entry {
@@ -41,15 +42,30 @@ pub(super) async fn compactor(
     let (fanin, max) = (env.cfg.log_compact_fanin, env.cfg.log_compact_bytes as u64);
     let mut cover: Vec<Entry> = Vec::new();
     let mut fenced = false;
-    while let Some((path, data)) = rx.recv().await {
+    while let Some((path, data, bytes)) = rx.recv().await.map(|(p, d)| {
+        let n = d.as_ref().map_or(0, |d| d.len() as u64);
+        (p, d, n)
+    }) {
         if fenced {
             continue;
         }
+        let bytes = match (bytes, &data) {
+            (n, Some(_)) => n,
+            // Sent without its bytes: its size, for the merge's cap, from the store.
+            (_, None) => match env.store.size(&path).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(task = %key, attempt, %path, error = %e, "input log compaction could not size a segment; it stays as it is");
+                    cover.clear();
+                    continue;
+                }
+            },
+        };
         cover.push(Entry {
             path,
             level: 0,
-            bytes: data.len() as u64,
-            data: Some(data),
+            bytes,
+            data,
         });
         while let Some(run) = next_run(&cover, fanin, max) {
             let items: Vec<(String, Option<Bytes>)> = cover[run.clone()]

@@ -249,7 +249,14 @@ pub(super) async fn log_writer(
                 s.append(&path, &seg).await;
             }
             if let Some(c) = &compact_tx {
-                if c.send((path.clone(), seg.clone())).await.is_err() {
+                // A segment goes to the compactor with its bytes only if it is small and few
+                // are queued: the compactor keeps what it is given until it merges (up to a
+                // fan-in of them), so a fast writer's large segments would hold tens of
+                // megabytes per task; those it reads back from the store instead.
+                let keep = seg.len() <= COMPACT_KEEP_BYTES
+                    && c.capacity() + COMPACT_WITH_DATA > COMPACT_QUEUE;
+                let data = keep.then(|| seg.clone());
+                if c.send((path.clone(), data)).await.is_err() {
                     tracing::warn!(task = %key, attempt, "input log compaction stopped; the log grows by a segment a commit");
                 }
             }
@@ -269,6 +276,13 @@ pub(super) async fn log_writer(
 
 /// Committed segments queued for the compactor before the writer waits for it.
 const COMPACT_QUEUE: usize = 64;
+
+/// Of those, how many may carry their bytes (a level-0 merge's worth, fan-in 8).
+const COMPACT_WITH_DATA: usize = 8;
+
+/// The largest segment handed to the compactor with its bytes (a rate-limited task's
+/// segments are far smaller, so its merges need no reads; docs/benchmarks.md, 20M lines).
+const COMPACT_KEEP_BYTES: usize = 256 * 1024;
 
 /// Feeds the operator what the log writer released; ends when the writer does.
 pub(super) async fn feed(

@@ -149,10 +149,8 @@ fn start_with(
 }
 
 fn batch(values: &[&str]) -> LinkMsg {
-    LinkMsg::Batch(OutBatch {
-        tuples: values.iter().map(|v| Tuple::new("k", *v)).collect(),
-        emit_ns: 0,
-    })
+    let tuples: Vec<Tuple> = values.iter().map(|v| Tuple::new("k", *v)).collect();
+    LinkMsg::Batch(OutBatch::of(&tuples, 0))
 }
 
 /// War story: stale acks from timed-out sends desynchronised the stream. Acks here are
