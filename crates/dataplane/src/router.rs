@@ -166,7 +166,10 @@ impl Router {
         }
         let frame = std::mem::take(&mut self.pending[i]);
         let full = self.cfg.batch_bytes + BATCH_HEADER + 8 * 1024;
-        self.pending_cap[i] = (frame.len() + frame.len() / 8).clamp(FIRST_BATCH_CAP, full);
+        // (`clamp` would panic under a batch size set below the first batch's.)
+        self.pending_cap[i] = (frame.len() + frame.len() / 8)
+            .min(full)
+            .max(FIRST_BATCH_CAP.min(full));
         let count = std::mem::take(&mut self.pending_count[i]);
         let emit_ns = std::mem::replace(&mut self.pending_emit[i], u64::MAX);
         // Key and value bytes: the 8 bytes a tuple is counted with for batch sizes are not data.
