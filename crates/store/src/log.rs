@@ -168,6 +168,46 @@ pub async fn fence_predecessors(
 /// Tries of a recovery write (a fence or a manifest) before the attempt fails.
 const RECOVERY_WRITE_TRIES: u32 = 8;
 
+/// Tries of a write whose attempt must be unfenced after it (a log commit, a source's reach)
+/// before the caller fails: with the backoff, about 2.5 s of a store that keeps failing.
+pub const FENCED_WRITE_TRIES: u32 = 8;
+
+/// Writes `data` to `path`, then checks whether attempt `attempt` of `key` is fenced; the
+/// write and the check are retried together ([`FENCED_WRITE_TRIES`], backoff 20 ms to 2 s), so
+/// a store that fails between them (a leader restarting under a cluster's store) costs a
+/// retry, not the caller. `Ok(true)`: fenced, the caller must go no further. `what` names the
+/// write in the retry warnings.
+pub async fn put_then_check_fence(
+    store: &Store,
+    path: &str,
+    data: Bytes,
+    key: &TaskKey,
+    attempt: u32,
+    what: &str,
+) -> Result<bool, LogError> {
+    let mut backoff = crate::model::backoff::Backoff::new(
+        std::time::Duration::from_millis(20),
+        std::time::Duration::from_secs(2),
+    );
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let res = match store.put(path, data.clone()).await {
+            Ok(()) => fenced(store, key, attempt).await,
+            Err(e) => Err(e.into()),
+        };
+        match res {
+            Ok(f) => return Ok(f),
+            Err(e) if tries >= FENCED_WRITE_TRIES => return Err(e),
+            Err(e) => {
+                let d = backoff.next();
+                tracing::warn!(task = %key, attempt, %path, error = %e, retry_in = ?d, "{what} failed; retrying");
+                tokio::time::sleep(d).await;
+            }
+        }
+    }
+}
+
 /// Writes a fence or a manifest, retrying a failed write with backoff: both are idempotent,
 /// and a store that fails a few writes in a row must not cost the attempt (every attempt it
 /// costs counts against the task's restarts, and a restarted attempt meets the same store).

@@ -14,12 +14,10 @@
 //! past the reach it had. The largest reach of the epoch therefore bounds every line any
 //! earlier attempt of it routed.
 
-use crate::log::{fence_predecessors, fenced, task_prefix, LogError};
-use crate::model::backoff::Backoff;
+use crate::log::{fence_predecessors, put_then_check_fence, task_prefix, LogError};
 use crate::model::ids::TaskKey;
 use crate::store::Store;
 use bytes::Bytes;
-use std::time::Duration;
 
 /// Store path of attempt `attempt`'s reach.
 pub fn reach_path(key: &TaskKey, attempt: u32) -> String {
@@ -48,33 +46,21 @@ pub async fn extend(
 ) -> Result<(), ReachError> {
     let body = Bytes::from(format!("{epoch} {lines}"));
     let path = reach_path(key, attempt);
-    // The write and the fence check after it are retried together, as a log commit's are: a
-    // store that fails once between them (a leader restarting under a cluster's store) must
-    // not fail the source.
-    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let res = match store.put(&path, body.clone()).await {
-            Ok(()) => fenced(store, key, attempt).await,
-            Err(e) => Err(e.into()),
-        };
-        match res {
-            Ok(true) => return Err(ReachError::Fenced),
-            Ok(false) => return Ok(()),
-            Err(e) if tries >= REACH_WRITE_TRIES => return Err(e.into()),
-            Err(e) => {
-                let d = backoff.next();
-                tracing::warn!(%path, error = %e, retry_in = ?d, "extending the source's reach failed; retrying");
-                tokio::time::sleep(d).await;
-            }
-        }
+    // Retried with the fence check after it, as a log commit is.
+    match put_then_check_fence(
+        store,
+        &path,
+        body,
+        key,
+        attempt,
+        "extending the source's reach",
+    )
+    .await?
+    {
+        true => Err(ReachError::Fenced),
+        false => Ok(()),
     }
 }
-
-/// Tries of one extension (write and fence check) before the source fails: with the backoff,
-/// about 2.5 s of a store that keeps failing, as a log commit's.
-const REACH_WRITE_TRIES: u32 = 8;
 
 /// Fences every attempt before `attempt` and returns the most lines any earlier attempt of
 /// epoch `epoch` may have routed (0 when none wrote a reach).

@@ -14,10 +14,9 @@ use super::{TaskEnv, TaskStatus};
 use crate::dataplane::inbound::AckBoard;
 use crate::dataplane::meter::Stopwatch;
 use crate::log::{
-    encode_batch_record, encode_record, fenced, open_segment, seal_in_place, segment_path,
-    LogRecord,
+    encode_batch_record, encode_record, open_segment, put_then_check_fence, seal_in_place,
+    segment_path, LogRecord,
 };
-use crate::model::backoff::Backoff;
 use crate::model::hist::AtomicHist;
 use crate::model::ids::TaskKey;
 use crate::model::tuple::Tuple;
@@ -28,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Tries per segment write before the task fails.
-pub const WRITE_TRIES: u32 = 8;
+pub const WRITE_TRIES: u32 = crate::log::FENCED_WRITE_TRIES;
 
 /// A unit of accepted input on its way through the log: the ack it releases once durable
 /// and the tuples it holds, which the writer encodes straight into the segment (one copy)
@@ -212,29 +211,24 @@ pub(super) async fn log_writer(
             cap = (body.len() + body.len() / 8).clamp(64 * 1024, SEGMENT_BYTES + (1 << 20));
             let seg = seal_in_place(body, marks.len() as u32);
             let path = segment_path(&key, attempt, n);
-            let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(2));
-            let mut tries = 0;
             let began = tokio::time::Instant::now();
             last_write = Some(began);
             let working = meter.working.map(Stopwatch::run);
-            let is_fenced = loop {
-                tries += 1;
-                let res = match env.store.put(&path, seg.clone()).await {
-                    Ok(()) => fenced(&env.store, &key, attempt).await,
-                    Err(e) => Err(e.into()),
-                };
-                match res {
-                    Ok(f) => break f,
-                    Err(e) if tries >= WRITE_TRIES => {
-                        return Err(Stop::Failed(format!(
-                            "input log: writing {path} failed {tries} times; last error: {e}"
-                        )))
-                    }
-                    Err(e) => {
-                        let d = backoff.next();
-                        tracing::warn!(task = %key, attempt, error = %e, retry_in = ?d, "input log write failed; retrying");
-                        tokio::time::sleep(d).await;
-                    }
+            let written = put_then_check_fence(
+                &env.store,
+                &path,
+                seg.clone(),
+                &key,
+                attempt,
+                "input log write",
+            )
+            .await;
+            let is_fenced = match written {
+                Ok(f) => f,
+                Err(e) => {
+                    return Err(Stop::Failed(format!(
+                        "input log: writing {path} failed {WRITE_TRIES} times; last error: {e}"
+                    )))
                 }
             };
             drop(working);
