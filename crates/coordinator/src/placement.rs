@@ -5,7 +5,7 @@
 
 use crate::model::ids::{TaskKey, TaskPos};
 use crate::model::partition::{partition_into, tasks_of};
-use crate::model::spec::{Delivery, JobSpec, StageRole};
+use crate::model::spec::{autoscale_of, Delivery, JobSpec, OperatorSpec, StageRole};
 use crate::protocol::control::{Dest, Endpoint, SourceReplay, TaskAssignment, TaskRole};
 use std::collections::BTreeMap;
 
@@ -42,14 +42,15 @@ pub fn assignment(
     // The first stage's input log is the source file: a first-stage task under exactly-once
     // regenerates from it whatever its source link holds acknowledged (the link says how far
     // in its Hello), so every attempt is told where the file is.
-    let source_replay =
-        (stage == 1 && spec.delivery == Delivery::ExactlyOnce).then(|| SourceReplay {
-            path: spec.source_path.clone(),
-            name: spec.source_name.clone(),
-            partition: partition_into(spec, 1),
-            tasks: tasks_of(spec, 1),
-            steps: Vec::new(),
-        });
+    let source_replay = (stage == 1
+        && (spec.delivery == Delivery::ExactlyOnce || rebuilds_from_history(spec, stage)))
+    .then(|| SourceReplay {
+        path: spec.source_path.clone(),
+        name: spec.source_name.clone(),
+        partition: partition_into(spec, 1),
+        tasks: tasks_of(spec, 1),
+        steps: Vec::new(),
+    });
     let role = match spec.role_of(stage) {
         StageRole::Source => TaskRole::Source {
             path: spec.source_path.clone(),
@@ -85,6 +86,27 @@ pub fn assignment(
         source_replay,
         source_caught_up: 0,
         epoch,
+        log_input: stage > 1 && rebuilds_from_history(spec, stage),
+    }
+}
+
+/// Whether the tasks of `stage` rebuild a key group they gain from the group's history (an
+/// executable that may keep state cannot hand it over): under exactly-once always (stages
+/// ≥ 2 log their input, the first stage's log is the source file); under at-least-once when
+/// the stage autoscales, for which its tasks log their input ([`TaskAssignment::log_input`]).
+/// An at-least-once stage that does not autoscale keeps no log, and a manual rescale of it
+/// restarts the pipeline (`restart_scale`); at-most-once never rebuilds.
+pub fn rebuilds_from_history(spec: &JobSpec, stage: u32) -> bool {
+    let StageRole::Operator(s) = spec.role_of(stage) else {
+        return false;
+    };
+    if s.stateless || !matches!(s.operator, OperatorSpec::Exec { .. }) {
+        return false;
+    }
+    match spec.delivery {
+        Delivery::ExactlyOnce => true,
+        Delivery::AtLeastOnce => autoscale_of(spec, stage).is_some(),
+        Delivery::AtMostOnce => false,
     }
 }
 

@@ -14,6 +14,7 @@
 use super::capacity::{takes_slot, Room};
 use super::event::{Action, Cluster, ScaleNote, ScalePhase, Timer};
 use super::job::JobCore;
+use super::placement::rebuilds_from_history;
 use super::routing::{StageRouting, NEVER};
 use crate::model::builtin::BuiltinSpec;
 use crate::model::ids::{TaskPos, WorkerId};
@@ -93,10 +94,12 @@ impl JobCore {
     }
 
     /// Why the keys of `stage` cannot move with their state, if they cannot. A built-in hands
-    /// a group's state to its new owner in every mode (`handover`). An executable, under
-    /// exactly-once, is restarted with the state rebuilt from the group's logged input; under
-    /// at-least-once the pipeline restarts from the source with the new map
-    /// ([`restart_rescale`](Self::restart_rescale)); at-most-once replays nothing.
+    /// a group's state to its new owner in every mode (`handover`). An executable is restarted
+    /// with the state rebuilt from the group's logged input under exactly-once, and under
+    /// at-least-once when the stage autoscales (it logs its input for that,
+    /// [`rebuilds_from_history`]); an at-least-once stage that does not autoscale restarts the
+    /// pipeline from the source with the new map ([`restart_rescale`](Self::restart_rescale));
+    /// at-most-once replays nothing.
     fn stateful(&self, stage: u32) -> Option<String> {
         if !self.keeps_state(stage)
             || self.hands_over(stage)
@@ -110,13 +113,12 @@ impl JobCore {
     }
 
     /// What a task of `stage` is told to take key groups over with their state (a built-in
-    /// that keeps state, or an executable that may under exactly-once): the stage's
-    /// confirmed routing.
+    /// that keeps state, or an executable that may and whose groups are rebuilt from their
+    /// history, [`rebuilds_from_history`]): the stage's confirmed routing.
     pub(super) fn inbound_of(&self, stage: u32) -> Option<Inbound> {
         // Only a stage whose keys can move with their state: every tuple it takes is checked
         // against the routing.
-        let rebuilds = self.keeps_state(stage) && self.spec.delivery == Delivery::ExactlyOnce;
-        if !rebuilds && !self.hands_over(stage) {
+        if !rebuilds_from_history(&self.spec, stage) && !self.hands_over(stage) {
             return None;
         }
         let mut routing = self.routing_of(stage);

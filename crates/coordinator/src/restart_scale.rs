@@ -1,11 +1,14 @@
-//! Rescaling a stage that keeps state under at-least-once: no input log holds a moved
-//! group's history, so the stage takes its new map and the whole pipeline restarts from the
-//! source in a new epoch, as after a crash (every key's state is rebuilt from its first tuple;
-//! the sink keeps what it committed, so lines may repeat, none is lost). The other rescales
-//! switch live (`rescale`, `switch`).
+//! Rescaling a stage that keeps state under at-least-once when the stage does not autoscale
+//! (a manual `rainstorm scale`): no input log holds a moved group's history, so the stage
+//! takes its new map and the whole pipeline restarts from the source in a new epoch, as after
+//! a crash (every key's state is rebuilt from its first tuple; the sink keeps what it
+//! committed, so lines may repeat, none is lost). An autoscaled stage logs its input and
+//! rebuilds moved groups live, as under exactly-once (`placement::rebuilds_from_history`).
+//! The other rescales switch live (`rescale`, `switch`).
 
 use super::event::{Action, Cluster, ScaleNote, ScalePhase};
 use super::job::JobCore;
+use super::placement::rebuilds_from_history;
 use super::rescale::ScaleRequest;
 use super::routing::StageRouting;
 use crate::model::groups::GroupMap;
@@ -14,12 +17,13 @@ use tracing::info;
 
 impl JobCore {
     /// Whether a rescale of `stage` restarts the pipeline: an executable that may keep state,
-    /// under at-least-once, keeps no log to rebuild a moved group's state from (a built-in
-    /// hands its state over instead, `handover`).
+    /// under at-least-once in a stage that does not autoscale, keeps no log to rebuild a
+    /// moved group's state from (a built-in hands its state over instead, `handover`).
     pub(super) fn by_restart(&self, stage: u32) -> bool {
         self.keeps_state(stage)
             && !self.hands_over(stage)
             && self.spec.delivery == Delivery::AtLeastOnce
+            && !rebuilds_from_history(&self.spec, stage)
     }
 
     /// At-least-once, a stage that keeps state: the stage takes `map` and the whole pipeline

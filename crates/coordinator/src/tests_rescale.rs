@@ -1,11 +1,14 @@
 //! How a stage's rescale is carried out by delivery mode and by what its operator keeps:
-//! live (a switch of maps; a built-in's state handed over), by restarting the pipeline (an
-//! executable's state under at-least-once), or not at all (an executable's state under
-//! at-most-once).
+//! live (a switch of maps; a built-in's state handed over; an executable's state rebuilt
+//! from its logged history under exactly-once, and under at-least-once when its stage
+//! autoscales), by restarting the pipeline (an executable's state under at-least-once, rescaled
+//! by hand), or not at all (an executable's state under at-most-once).
 
 use super::event::{ScaleNote, ScalePhase};
+use super::placement::rebuilds_from_history;
 use super::rescale::ScaleRequest;
 use super::{Action, Cluster, CoreConfig, Input, JobCore};
+use crate::model::autoscale::AutoscaleSpec;
 use crate::model::ids::{JobId, TaskPos, WorkerId};
 use crate::model::spec::{Delivery, JobSpec, OperatorSpec, StageSpec};
 use crate::protocol::auth::Identity;
@@ -102,6 +105,43 @@ fn under_at_least_once_an_executable_that_may_keep_state_rescales_by_restarting_
         1,
         "the new map is the restarted pipeline's"
     );
+}
+
+#[test]
+fn under_at_least_once_an_autoscaled_executable_that_may_keep_state_moves_its_keys_live() {
+    let mut c = job(Delivery::AtLeastOnce, false);
+    c.spec.autoscale = Some(AutoscaleSpec::new(1.0, 1e9));
+    let (actions, phases) = shrink(&mut c);
+    assert_eq!(c.epoch(), 0, "no restart: {actions:?}");
+    // Every position of the autoscaled upstream stage switches (standing by or not).
+    assert!(reroutes(&actions) >= 1, "its upstream tasks switch");
+    assert_eq!(phases, [ScalePhase::Started]);
+    assert!(c.inbound_of(2).is_some(), "its tasks are told the routing");
+    // Its tasks were started logging their input, from which a moved group is rebuilt; the
+    // identity stage before it keeps no log.
+    let started = |stage: u32| {
+        let key = c.key(TaskPos { stage, index: 0 });
+        crate::placement::assignment(&c.spec, &key, 0, 0, &c.placement)
+    };
+    assert!(started(2).log_input);
+    assert!(!started(1).log_input && started(1).source_replay.is_none());
+}
+
+#[test]
+fn an_autoscaled_first_stage_executable_rebuilds_from_the_source_file_under_at_least_once() {
+    let mut spec = job(Delivery::AtLeastOnce, false).spec.clone();
+    spec.stages.swap(0, 1);
+    spec.autoscale = Some(AutoscaleSpec::new(1.0, 1e9));
+    assert!(rebuilds_from_history(&spec, 1));
+    assert!(!rebuilds_from_history(&spec, 2), "identity keeps no state");
+    spec.delivery = Delivery::AtMostOnce;
+    assert!(
+        !rebuilds_from_history(&spec, 1),
+        "at-most-once never rebuilds"
+    );
+    spec.delivery = Delivery::AtLeastOnce;
+    spec.autoscale = None;
+    assert!(!rebuilds_from_history(&spec, 1), "no autoscale, no log");
 }
 
 #[test]

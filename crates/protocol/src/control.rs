@@ -215,8 +215,16 @@ pub struct TaskAssignment {
     /// Job epoch (at-least-once restarts the whole pipeline in a new epoch).
     #[serde(default)]
     pub epoch: u32,
-    /// For a first-stage task under exactly-once: where its input log, the source file, is.
+    /// For a first-stage task that may read its input again (exactly-once, or a stage that
+    /// rebuilds moved key groups from their history): where its input log, the source file,
+    /// is.
     pub source_replay: Option<SourceReplay>,
+    /// Whether this task (a stage ≥ 2) keeps an input log although its delivery mode would
+    /// not: an at-least-once stage whose executable may keep state and which autoscales logs
+    /// its input so that a key group it loses can be rebuilt by its new owner, live, rather
+    /// than by restarting the pipeline. Exactly-once stages ≥ 2 and the sink always log.
+    #[serde(default)]
+    pub log_input: bool,
     /// For the source: how many lines earlier attempts of it already read. They were due
     /// already, so a restarted source sends them without pacing and paces only what follows
     /// (an at-least-once restart replays from the first line).

@@ -140,6 +140,26 @@ pub async fn recover_lineage(
     Ok(lineage)
 }
 
+/// Starts attempt `attempt`'s log afresh: fences every earlier attempt, as
+/// [`recover_lineage`] does, and records an empty manifest, so none of their segments is in
+/// this attempt's lineage (nor in what [`committed_lineage`] reads from now on). For an
+/// at-least-once operator's log: each attempt of it runs in a new epoch, whose upstream sends
+/// everything again from the source, so what earlier epochs logged is no longer its input.
+pub async fn start_lineage_afresh(
+    store: &Store,
+    key: &TaskKey,
+    attempt: u32,
+) -> Result<(), LogError> {
+    fence_predecessors(store, key, attempt).await?;
+    if attempt > 0 {
+        let empty: Vec<String> = Vec::new();
+        let manifest =
+            serde_json::to_vec(&empty).map_err(|_| LogError::Corrupt("manifest".into()))?;
+        put_retrying(store, &manifest_path(key, attempt), Bytes::from(manifest)).await?;
+    }
+    Ok(())
+}
+
 /// Writes `fence-<a>` for every attempt `a` before `attempt` that has none yet: from then on
 /// none of them may act on a write it makes (it checks its fence after each one).
 pub async fn fence_predecessors(

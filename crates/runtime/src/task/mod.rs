@@ -211,8 +211,11 @@ async fn drive(
     let exactly_once = a.delivery == Delivery::ExactlyOnce;
     // A first-stage task's only input is the source, so its consumption order is sequence
     // order and the source file is its log: it needs no input log of its own.
-    // The sink's input log is its committed output, under every delivery mode.
-    let logged = (exactly_once && a.key.pos.stage > 1) || matches!(a.role, TaskRole::Sink { .. });
+    // The sink's input log is its committed output, under every delivery mode. An
+    // at-least-once stage that rebuilds moved key groups logs its input for that alone.
+    let logged = (exactly_once && a.key.pos.stage > 1)
+        || a.log_input
+        || matches!(a.role, TaskRole::Sink { .. });
     let gaps = if a.delivery == Delivery::AtMostOnce {
         Gaps::Accept
     } else {
@@ -222,10 +225,12 @@ async fn drive(
     let floor = u64::from(a.epoch) << EPOCH_SHIFT;
     let mut acc = Acceptance::new(a.upstream, floor, gaps, regenerable);
     // A stage whose key groups keep state takes the groups it gains over with their state.
+    // The first stage rebuilds a gained group from the source file, in every mode it is
+    // told where that is.
     let source = a
         .source_replay
         .as_ref()
-        .filter(|_| regenerable)
+        .filter(|_| a.key.pos.stage == 1)
         .map(|r| (a.paths, r));
     let hands = (
         matches!(op, Operator::Builtin(..)),

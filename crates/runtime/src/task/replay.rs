@@ -4,12 +4,13 @@ use super::operator::{Operator, Stop};
 use super::{takeover, TaskEnv, TaskStatus};
 use crate::dataplane::acceptance::Acceptance;
 use crate::dataplane::link::EPOCH_SHIFT;
-use crate::log::{decode_segment, recover_lineage, LogError, LogRecord};
-use crate::protocol::control::TaskAssignment;
+use crate::log::{decode_segment, recover_lineage, start_lineage_afresh, LogError, LogRecord};
+use crate::model::spec::Delivery;
+use crate::protocol::control::{TaskAssignment, TaskRole};
 use std::sync::atomic::Ordering;
 use tracing::info;
 
-/// Replays the input log (exactly-once, stages ≥ 2) into a fresh operator: the same inputs in
+/// Replays the input log (exactly-once stages ≥ 2, and the sink) into a fresh operator: the same inputs in
 /// the same order, so a deterministic operator emits the same outputs with the same sequence
 /// numbers; downstream drops what it already had.
 pub(super) async fn replay_log(
@@ -20,7 +21,15 @@ pub(super) async fn replay_log(
     status: &TaskStatus,
     mut takeover: Option<&mut takeover::Takeover<'_>>,
 ) -> Result<(), Stop> {
-    let lineage = recover_lineage(&env.store, &a.key, a.attempt).await?;
+    // An at-least-once operator (one that logs to rebuild moved key groups) runs each attempt
+    // in a new epoch fed again from the source: its earlier epochs' log is not its input.
+    let afresh = a.delivery != Delivery::ExactlyOnce && !matches!(a.role, TaskRole::Sink { .. });
+    let lineage = match afresh {
+        true => start_lineage_afresh(&env.store, &a.key, a.attempt)
+            .await
+            .map(|()| Vec::new())?,
+        false => recover_lineage(&env.store, &a.key, a.attempt).await?,
+    };
     let _working = status.working.run();
     let mut replayed = 0u64;
     // Records of an earlier epoch (the sink's, under at-least-once) are output already written,

@@ -5,7 +5,8 @@
 //!
 //! - A built-in loads it from the task that lost the group, which handed it over once it had
 //!   taken every tuple routed to it by the old map ([`handover`]; every delivery mode).
-//! - An executable (exactly-once) is restarted with its state rebuilt: it is fed, with the
+//! - An executable (exactly-once, or an at-least-once stage that autoscales and logs its
+//!   input for this) is restarted with its state rebuilt: it is fed, with the
 //!   outputs dropped (they were emitted already, by the group's earlier owners), every tuple
 //!   of the group those owners took — read from their input logs, or for the first stage from
 //!   the source file — in the order each owner took them.
@@ -22,22 +23,19 @@
 mod feed;
 mod group_state;
 mod handover;
+mod history;
 pub(super) use feed::{feed, routing_changed};
 
 use super::operator::{Operator, Stop};
-use super::rebuild::{own_input, read_ahead, Piece, Rebuilding};
+use super::rebuild::{own_input, Piece, Rebuilding};
 use super::TaskEnv;
-use crate::log::compact::from_slot;
-use crate::log::{committed_lineage, decode_segment, LogRecord};
 use crate::model::groups::KEY_GROUPS;
-use crate::model::ids::{TaskKey, TaskPos};
+use crate::model::ids::TaskKey;
 use crate::model::partition::Partitioner;
 use crate::model::spec::PathMode;
 use crate::model::tuple::Tuple;
 use crate::protocol::control::{SourceReplay, TaskState};
 use crate::protocol::routing::{Inbound, StageRouting};
-use crate::source::{open_source, SourceReader};
-use futures::StreamExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -273,125 +271,6 @@ impl<'a> Takeover<'a> {
         let groups: usize = by_history.values().map(BTreeSet::len).sum();
         info!(task = %self.key, map = w, groups, tuples = fed, ms = started.elapsed().as_millis() as u64, "took key groups over with their state");
         Ok(())
-    }
-
-    /// Feeds, with the outputs dropped, the tuples of `groups` that task `t` took from each
-    /// upstream link while maps `a..b` were in force, read from `t`'s input log as it
-    /// commits them (waiting for the log to reach each bound).
-    async fn replay_log(
-        &self,
-        to: &mut Rebuilding<'_>,
-        t: u32,
-        (a, b): (usize, usize),
-        groups: &BTreeSet<usize>,
-    ) -> Result<u64, Stop> {
-        let owner = TaskKey {
-            job: self.key.job.clone(),
-            pos: TaskPos {
-                stage: self.key.pos.stage,
-                index: t,
-            },
-        };
-        let upto = &self.plan.versions[b].at;
-        let lo = |u: u32| match a {
-            0 => 0,
-            _ => StageRouting::bound(self.plan.versions[a].at.get(&u), t),
-        };
-        // Per upstream link: the last tuple of the stretch, and how far the log was read.
-        let mut want: BTreeMap<u32, (u64, u64, bool)> = upto
-            .keys()
-            .map(|u| (*u, (StageRouting::bound(upto.get(u), t), 0, false)))
-            .collect();
-        // Slots of the owner's log read so far (a slot is one group commit, whichever object
-        // holds it now: the owner compacts its log as it goes, `store::log::compact`).
-        let mut read = 0u64;
-        let mut fed = 0u64;
-        let mut part = Partitioner::new(self.partitioner_kind(), 1);
-        let complete = |want: &BTreeMap<u32, (u64, u64, bool)>| {
-            want.values()
-                .all(|(hi, seen, ended)| *ended || (*hi != u64::MAX && seen >= hi))
-        };
-        loop {
-            if complete(&want) {
-                return Ok(fed);
-            }
-            let lineage = committed_lineage(&self.env.store, &owner).await?;
-            let objects = from_slot(&lineage.unwrap_or_default(), read);
-            if objects.is_empty() {
-                tokio::time::sleep(LOG_POLL).await;
-                continue;
-            }
-            let mut reads = read_ahead(&self.env.store, objects);
-            while let Some((path, skip, segs)) = reads.next().await {
-                // Gone: compacted since the listing; list again from the slot reached.
-                let Some(segs) = segs? else { break };
-                for seg in segs.into_iter().skip(skip) {
-                    for rec in decode_segment(&path, seg)? {
-                        match rec {
-                            LogRecord::Batch(batch) => {
-                                let (low, w) = (lo(batch.from), want.get_mut(&batch.from));
-                                let Some((hi, seen, _)) = w else { continue };
-                                for (i, tuple) in batch.tuples.into_iter().enumerate() {
-                                    let seq = batch.first_seq + i as u64;
-                                    *seen = (*seen).max(seq);
-                                    if seq > low
-                                        && seq <= *hi
-                                        && groups.contains(&part.group(&tuple))
-                                    {
-                                        to.take(tuple).await?;
-                                        fed += 1;
-                                    }
-                                }
-                            }
-                            LogRecord::Eos { from, .. } => {
-                                if let Some(w) = want.get_mut(&from) {
-                                    w.2 = true;
-                                }
-                            }
-                        }
-                    }
-                    read += 1;
-                }
-                if complete(&want) {
-                    return Ok(fed);
-                }
-            }
-        }
-    }
-
-    /// Feeds, with the outputs dropped, the lines of the source file in `groups` that the
-    /// source routed while maps `a..b` were in force (the first stage: the file is its log).
-    async fn replay_source(
-        &self,
-        to: &mut Rebuilding<'_>,
-        (a, b): (usize, usize),
-        groups: &BTreeSet<usize>,
-        paths: PathMode,
-        r: &SourceReplay,
-    ) -> Result<u64, Stop> {
-        let point = |i: usize| match i {
-            0 => 0,
-            _ => self.plan.versions[i].at.get(&0).map_or(0, |p| p.outputs),
-        };
-        let (lo, hi) = (point(a), point(b));
-        let failed = |e: String| Stop::Failed(format!("rebuilding state from {}: {e}", r.path));
-        let file = open_source(self.env, paths, &r.path)
-            .await
-            .map_err(failed)?;
-        let mut rd = SourceReader::new(file, &r.name);
-        let mut part = Partitioner::new(self.partitioner_kind(), 1);
-        let (mut line, mut fed) = (0u64, 0u64);
-        while line < hi {
-            let Some(t) = rd.next_tuple().await.map_err(|e| failed(e.to_string()))? else {
-                break;
-            };
-            line += 1;
-            if line > lo && groups.contains(&part.group(&t)) {
-                to.take(t).await?;
-                fed += 1;
-            }
-        }
-        Ok(fed)
     }
 
     fn partitioner_kind(&self) -> crate::model::partition::Partition {

@@ -63,6 +63,7 @@ fn assignment(operator: OperatorSpec) -> TaskAssignment {
         routes_version: 1,
         epoch: 0,
         source_replay: None,
+        log_input: false,
         source_caught_up: 0,
     }
 }

@@ -154,6 +154,31 @@ async fn lineage_excludes_stale_attempts() {
 }
 
 #[tokio::test]
+async fn a_lineage_started_afresh_fences_its_predecessors_and_holds_none_of_their_segments() {
+    let store = Store::memory();
+    let k = key();
+    let seg = seal_segment(&[], 0);
+    for (attempt, n) in [(0, 0), (0, 1), (1, 0)] {
+        store
+            .put(&segment_path(&k, attempt, n), seg.clone())
+            .await
+            .unwrap();
+    }
+    start_lineage_afresh(&store, &k, 2).await.unwrap();
+    assert!(fenced(&store, &k, 0).await.unwrap() && fenced(&store, &k, 1).await.unwrap());
+    assert!(lineage_of(&store, &k, 2).await.unwrap().is_empty());
+    assert_eq!(committed_lineage(&store, &k).await.unwrap(), Some(vec![]));
+    // What it writes from then on is its whole lineage, and a successor that recovers
+    // (rather than starting afresh) takes exactly that.
+    store
+        .put(&segment_path(&k, 2, 0), seg.clone())
+        .await
+        .unwrap();
+    let l3 = recover_lineage(&store, &k, 3).await.unwrap();
+    assert_eq!(l3, vec![segment_path(&k, 2, 0)]);
+}
+
+#[tokio::test]
 async fn a_readers_committed_lineage_only_grows_and_waits_out_a_takeover() {
     let store = Store::memory();
     let k = key();
