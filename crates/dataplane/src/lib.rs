@@ -41,9 +41,12 @@ pub struct DataConfig {
     pub log_linger_us: usize,
     /// The least time between the starts of two segment writes of one task's input log
     /// (milliseconds): what bounds a logged task's store writes by time (at most 1000 / this
-    /// a second, whatever its traffic), at the cost of up to this much latency per logged
-    /// stage. A commit that holds an input link's end goes out at once (once per link), so a
-    /// job's last tuples do not wait it. 0: a segment as soon as the previous one is written.
+    /// a second while its links are far from their windows), at the cost of up to this much
+    /// latency per logged stage. A commit that holds an input link's end goes out at once
+    /// (once per link), so a job's last tuples do not wait it; so does one that holds half an
+    /// input link's window (its sender would stop until the commit acknowledges it): writes
+    /// are then bounded by bytes, each at least half a window. 0: a segment as soon as the
+    /// previous one is written.
     pub log_commit_ms: usize,
     /// How many objects of one level a logged task's compaction merges into one (`docs/
     /// exactly-once.md`, "Compaction"): a log of `n` group commits keeps about

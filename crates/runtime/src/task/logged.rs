@@ -160,19 +160,32 @@ pub(super) async fn log_writer(
         // and the compactor), sized like the one before.
         let mut cap = 64 * 1024;
         let every = Duration::from_millis(env.cfg.log_commit_ms as u64);
+        let pressing = (env.cfg.window_bytes / 2).max(1);
         let mut last_write: Option<tokio::time::Instant> = None;
         while let Some(first) = rx.recv().await {
             let mut body = BytesMut::with_capacity(cap);
             open_segment(&mut body);
             let mut marks = Vec::new();
             let mut released = Vec::new();
-            // Whether a link ended in this commit: the rest of its input is known to be
-            // nothing, so the commit goes out at once rather than at the next interval.
-            let mut link_ended = false;
+            // Bytes of this commit from each upstream link.
+            let mut from_link: Vec<usize> = Vec::new();
+            // Whether the commit goes out as soon as nothing more is queued rather than at
+            // the next interval: a link ended in it (the rest of its input is known to be
+            // nothing), or a link sent half its window in it (its sender stops at a full
+            // window until this commit acknowledges it, so waiting out the interval would
+            // only idle both; the commit is large then, so writes stay bounded by bytes).
+            let mut now = false;
             let mut take = |l: Logged, body: &mut BytesMut| {
+                let before = body.len();
                 l.encode(body);
                 marks.push(l.mark);
                 let (from, last, ended) = l.mark;
+                let link = from as usize;
+                if from_link.len() <= link {
+                    from_link.resize(link + 1, 0);
+                }
+                from_link[link] += body.len() - before;
+                let pressed = from_link[link] >= pressing;
                 let tuples = if l.feed { l.tuples } else { Vec::new() };
                 if !tuples.is_empty() || ended {
                     released.push(Fed {
@@ -183,9 +196,9 @@ pub(super) async fn log_writer(
                         ended,
                     });
                 }
-                ended
+                ended || pressed
             };
-            link_ended |= take(first, &mut body);
+            now |= take(first, &mut body);
             // Wait for more records at least the linger, and until the commit interval since the
             // previous write has passed: store writes are bounded by time, not by traffic. An
             // input link's end is not waited behind (it comes once per link): the job's last
@@ -197,12 +210,12 @@ pub(super) async fn log_writer(
             }
             while body.len() < SEGMENT_BYTES {
                 match rx.try_recv() {
-                    Ok(l) => link_ended |= take(l, &mut body),
+                    Ok(l) => now |= take(l, &mut body),
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
-                    Err(mpsc::error::TryRecvError::Empty) if link_ended => break,
+                    Err(mpsc::error::TryRecvError::Empty) if now => break,
                     Err(mpsc::error::TryRecvError::Empty) => {
                         match tokio::time::timeout_at(linger, rx.recv()).await {
-                            Ok(Some(l)) => link_ended |= take(l, &mut body),
+                            Ok(Some(l)) => now |= take(l, &mut body),
                             Ok(None) | Err(_) => break,
                         }
                     }

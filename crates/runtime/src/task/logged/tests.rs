@@ -175,3 +175,53 @@ async fn a_link_end_is_committed_at_once_not_at_the_next_interval() {
         "the end of the link waited {waited:?} for the commit interval"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_link_that_sent_half_its_window_is_committed_at_once_not_at_the_next_interval() {
+    let mem = Arc::new(FaultyStore::default());
+    let mut env = env(&mem);
+    env.cfg.log_commit_ms = 10_000;
+    env.cfg.window_bytes = 64 * 1024;
+    let acks = Arc::new(AckBoard::default());
+    let (tx, rx) = mpsc::channel(4);
+    let (feed_tx, mut feed_rx) = mpsc::channel(4);
+    let commits = AtomicHist::default();
+    let meter = CommitMeter {
+        commits: &commits,
+        working: None,
+        spool: None,
+    };
+    let writer = log_writer(env, key(), 0, acks.clone(), rx, feed_tx, meter);
+    // One tuple of `bytes` value bytes on link `from`.
+    let batch = |from: u32, seq: u64, bytes: usize| Accepted {
+        from,
+        first_seq: seq,
+        last_seq: seq,
+        emit_ns: 0,
+        tuples: vec![Tuple::new("k", "v".repeat(bytes).as_str())],
+    };
+    let driver = async {
+        let mut intake = LogIntake { tx, sink: None };
+        intake.fresh(batch(0, 1, 10)).await.unwrap();
+        assert!(feed_rx.recv().await.is_some(), "the first commit goes out");
+        let began = tokio::time::Instant::now();
+        // Two links each sent under half their window: the commit waits for the interval.
+        intake.fresh(batch(0, 2, 20_000)).await.unwrap();
+        intake.fresh(batch(1, 1, 20_000)).await.unwrap();
+        let early = tokio::time::timeout(Duration::from_secs(5), feed_rx.recv()).await;
+        assert!(early.is_err(), "committed before the interval");
+        // Link 0 reaches half its window: the commit goes out at once, acknowledging both.
+        intake.fresh(batch(0, 3, 20_000)).await.unwrap();
+        let mut ack = acks.subscribe(0);
+        ack.wait_for(|a| a.0 == 3).await.unwrap();
+        assert_eq!(acks.subscribe(1).borrow().0, 1);
+        drop(intake);
+        began.elapsed()
+    };
+    let (res, waited) = tokio::join!(writer, driver);
+    assert!(res.is_ok(), "{res:?}");
+    assert!(
+        waited < Duration::from_secs(6),
+        "a link at half its window waited {waited:?} for the commit interval"
+    );
+}
