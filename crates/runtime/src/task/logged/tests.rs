@@ -133,21 +133,38 @@ async fn a_fenced_attempt_acknowledges_and_processes_nothing() {
     assert_eq!(ack, (0, false));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_link_end_is_committed_at_once_not_at_the_next_interval() {
+/// A log writer on a memory store whose commits wait 10 s after the previous one, with its
+/// input, what it releases to feed, and its acks.
+#[allow(clippy::type_complexity)]
+fn slow_committer(
+    window_bytes: usize,
+    commits: &AtomicHist,
+) -> (
+    impl std::future::Future<Output = Result<(), Stop>> + '_,
+    mpsc::Sender<Logged>,
+    mpsc::Receiver<Released>,
+    Arc<AckBoard>,
+) {
     let mem = Arc::new(FaultyStore::default());
     let mut env = env(&mem);
     env.cfg.log_commit_ms = 10_000;
+    env.cfg.window_bytes = window_bytes;
     let acks = Arc::new(AckBoard::default());
     let (tx, rx) = mpsc::channel(4);
-    let (feed_tx, mut feed_rx) = mpsc::channel(4);
-    let commits = AtomicHist::default();
+    let (feed_tx, feed_rx) = mpsc::channel(4);
     let meter = CommitMeter {
-        commits: &commits,
+        commits,
         working: None,
         spool: None,
     };
     let writer = log_writer(env, key(), 0, acks.clone(), rx, feed_tx, meter);
+    (writer, tx, feed_rx, acks)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_end_is_committed_at_once_not_at_the_next_interval() {
+    let commits = AtomicHist::default();
+    let (writer, tx, mut feed_rx, acks) = slow_committer(64 * 1024, &commits);
     let batch = |seq: u64| Accepted {
         from: 0,
         first_seq: seq,
@@ -178,20 +195,8 @@ async fn a_link_end_is_committed_at_once_not_at_the_next_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn a_link_that_sent_half_its_window_is_committed_at_once_not_at_the_next_interval() {
-    let mem = Arc::new(FaultyStore::default());
-    let mut env = env(&mem);
-    env.cfg.log_commit_ms = 10_000;
-    env.cfg.window_bytes = 64 * 1024;
-    let acks = Arc::new(AckBoard::default());
-    let (tx, rx) = mpsc::channel(4);
-    let (feed_tx, mut feed_rx) = mpsc::channel(4);
     let commits = AtomicHist::default();
-    let meter = CommitMeter {
-        commits: &commits,
-        working: None,
-        spool: None,
-    };
-    let writer = log_writer(env, key(), 0, acks.clone(), rx, feed_tx, meter);
+    let (writer, tx, mut feed_rx, acks) = slow_committer(64 * 1024, &commits);
     // One tuple of `bytes` value bytes on link `from`.
     let batch = |from: u32, seq: u64, bytes: usize| Accepted {
         from,
