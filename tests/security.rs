@@ -67,6 +67,7 @@ fn the_public_api_refuses_requests_without_the_secret() {
             ("GET", "/internal/store?prefix=", ""),
             ("GET", "/internal/store/in.txt", ""),
             ("PUT", "/internal/store/logs/job-1/x", "forged"),
+            ("POST", "/internal/store", r#"{"delete":["logs/job-1/x"]}"#),
             ("POST", "/api/jobs", JOB),
             ("POST", "/api/kill-task", r#"{"worker":"w1","pid":1}"#),
         ] {
@@ -319,8 +320,8 @@ fn an_operator_line_over_64_mib_is_the_failure_reason_not_the_sigpipe_after_it()
 /// The workers' store through the leader (`/internal/store`) serves live worker registrations
 /// only: a caller holding just the cluster secret (an operator process that read
 /// `RAINSTORM_TOKEN`, say), or naming a worker without its registration's session key, can
-/// neither write an input log (new or existing) nor read or list the store there, and
-/// nothing changes; the real worker's own log writes go through, so the job is exact.
+/// neither write nor delete an input log (new or existing) nor read or list the store there,
+/// and nothing changes; the real worker's own log writes go through, so the job is exact.
 #[test]
 fn store_writes_through_the_worker_path_need_a_worker_registration() {
     use rainstorm::protocol::control::{SESSION_HEADER, WORKER_HEADER};
@@ -370,11 +371,14 @@ fn store_writes_through_the_worker_path_need_a_worker_registration() {
         &[(WORKER_HEADER, &worker), (SESSION_HEADER, &c.token)],
     ];
     let addr = c.url.trim_start_matches("http://");
+    // A bulk delete of the segment and the source (`Store::delete_many`).
+    let bulk = format!(r#"{{"delete":["{seg}","in.txt"]}}"#);
     for headers in callers {
         for (method, path, body) in [
             ("PUT", format!("/internal/store/{seg}"), "forged"),
             ("PUT", format!("/internal/store/{forged}"), "forged"),
             ("PUT", "/internal/store/in.txt".to_string(), "forged"),
+            ("POST", "/internal/store".to_string(), &bulk),
             ("GET", "/internal/store/in.txt".to_string(), ""),
             ("GET", "/internal/store?prefix=".to_string(), ""),
         ] {
@@ -389,13 +393,7 @@ fn store_writes_through_the_worker_path_need_a_worker_registration() {
     );
     assert!(!store.join(&forged).exists(), "no forged segment appeared");
     assert_eq!(c.store_file("in.txt"), text, "the source is untouched");
-    let j = c.wait_job(&id, Duration::from_secs(60));
-    assert_eq!(j["status"], "succeeded", "{j}\n{}", c.diagnose());
-    assert_same(
-        "the job's output",
-        &sorted_lines(&c.store_file("out.txt")),
-        &sorted_lines(&text),
-    );
+    c.succeeds_with_lines(&id, "out.txt", &text);
 }
 
 /// `rainstorm run` guards its embedded cluster with a secret of its own, made fresh for the

@@ -633,3 +633,53 @@ fn a_large_put_and_get_keep_the_leader_small() {
     let (want, got) = (sha256_file(&src), sha256_file(&back));
     assert_eq!(got, want, "the round-tripped file is byte-identical");
 }
+
+/// A logged task on a worker without a store of its own compacts its input log through the
+/// leader: each merge deletes the run it replaced in one bulk request (`POST /internal/store`),
+/// so the kept log of a job of ~40 group commits is a handful of objects, and the output is
+/// exact.
+#[test]
+fn a_worker_compacts_its_input_log_through_the_leader_and_the_merged_runs_are_deleted() {
+    let mut c = Cluster::start(0, 5.0);
+    c.add_worker_env(&[
+        ("RAINSTORM_LOG_COMPACT_FANIN", "2"),
+        ("RAINSTORM_LOG_COMMIT_MS", "50"),
+    ]);
+    c.wait_alive(1);
+    let text: String = (1..=400).map(|i| format!("line {i:04}\n")).collect();
+    c.file("in.txt", &text);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    // Two stages at 200 lines/s, exactly-once: the second stage and the sink log ~40 commits.
+    let job = job_toml(
+        "compacts",
+        "in.txt",
+        "out.txt",
+        200.0,
+        "exactly-once",
+        &[(1, "identity", &[]), (1, "identity", &[])],
+    );
+    c.file("job.toml", &format!("keep_logs = true\n{job}"));
+    let id = c.submit("job.toml");
+    c.succeeds_with_lines(&id, "out.txt", &text);
+    let (status, body) = http(&c, "GET", &format!("/api/store?prefix=logs/{id}/2.0/"), b"");
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let segments: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["path"].as_str())
+        .filter(|p| p.ends_with(".seg"))
+        .collect();
+    // Fan-in 2: at most one object per level, about log2(40) levels, and the newest.
+    assert!(
+        !segments.is_empty() && segments.len() <= 10,
+        "{} objects left: {segments:?}",
+        segments.len()
+    );
+    let worker_log = std::fs::read_to_string(c.dir.path().join("worker-0.log")).unwrap();
+    assert!(
+        !worker_log.contains("could not delete compacted log objects"),
+        "{worker_log}"
+    );
+}

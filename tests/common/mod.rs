@@ -541,6 +541,18 @@ impl Cluster {
         }
     }
 
+    /// Waits for job `id` to succeed (within 60 s) and checks that store file `out` holds
+    /// exactly the lines of `text`, in any order.
+    pub fn succeeds_with_lines(&self, id: &str, out: &str, text: &str) {
+        let j = self.wait_job(id, Duration::from_secs(60));
+        assert_eq!(j["status"], "succeeded", "{j}\n{}", self.diagnose());
+        assert_same(
+            "the job's output",
+            &sorted_lines(&self.store_file(out)),
+            &sorted_lines(text),
+        );
+    }
+
     /// The cluster's tasks and the tail of every process's log, for a failure message.
     pub fn diagnose(&self) -> String {
         let workers: String = (0..self.workers.len())

@@ -136,7 +136,10 @@ pub fn router(leader: Arc<Leader>) -> Router {
     // Workers without a store of their own reach the leader's through these: every request
     // proves the cluster secret and, checked by each handler, a live worker registration.
     let worker_store = Router::new()
-        .route("/internal/store", get(store::internal_list))
+        .route(
+            "/internal/store",
+            get(store::internal_list).post(store::internal_delete_many),
+        )
         .route(
             "/internal/store/{*path}",
             get(store::internal_get)

@@ -11,7 +11,7 @@
 use super::control::store_caller;
 use super::{error, Shared};
 use crate::job::OutputWrite;
-use crate::model::ids::{JobId, WorkerId};
+use crate::model::ids::WorkerId;
 use crate::owned::reserved;
 use crate::protocol::control::OBJECT_SIZE_HEADER;
 use crate::state::{lock, State as LeaderState};
@@ -23,12 +23,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
-use rainstorm_store::log::log_task;
 use rainstorm_store::store::{clean_path, clean_prefix, StoreError};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
+
+mod may_write;
+use may_write::{may_delete_all, may_write, WorkerWrite};
 
 #[derive(Deserialize)]
 pub(super) struct PrefixQuery {
@@ -235,67 +237,6 @@ pub(super) async fn internal_list(
     store_list(state, q).await
 }
 
-/// What a worker's store write is, once allowed.
-#[derive(Debug, PartialEq, Eq)]
-enum WorkerWrite {
-    /// An object of a task's input log.
-    Log,
-    /// The output of this running job, written by its sink: admitted through the job's
-    /// output gate (`job::OutputGate`).
-    Output(JobId),
-}
-
-/// Whether worker `caller` may write store path `clean`: only an object of the input log of
-/// a task of a running job that the leader placed on that worker (segments, manifests, and
-/// the fences a new attempt puts on its predecessors, all under the task's own prefix), or the
-/// output of a running job whose sink task it runs. Without a cluster secret there are no
-/// registrations to tell apart (`caller` is `None`): any task's log or running job's output.
-/// `Err` says why not.
-fn may_write(
-    st: &LeaderState,
-    caller: Option<&WorkerId>,
-    clean: &str,
-) -> Result<WorkerWrite, String> {
-    let (key, what) = match log_task(clean) {
-        Some(key) => (key, WorkerWrite::Log),
-        None => match output_of(st, clean) {
-            Some(key) => {
-                let job = key.job.clone();
-                (key, WorkerWrite::Output(job))
-            }
-            None => {
-                return Err(format!(
-                    "{clean}: workers write only their tasks' input logs (logs/<job>/<stage>.<index>/...) and their sinks' outputs"
-                ))
-            }
-        },
-    };
-    let Some(id) = caller else {
-        return Ok(what);
-    };
-    let running = st
-        .jobs
-        .get(&key.job)
-        .is_some_and(|j| !j.status().is_terminal());
-    if running && st.tasks.get(&key).is_some_and(|t| t.worker == *id) {
-        Ok(what)
-    } else {
-        Err(format!(
-            "{clean}: task {key} is not a task of a running job placed on worker {id}"
-        ))
-    }
-}
-
-/// The sink task of the running job whose output is store path `clean`, if any.
-fn output_of(st: &LeaderState, clean: &str) -> Option<crate::model::ids::TaskKey> {
-    st.jobs.iter().find_map(|(id, j)| {
-        (!j.status().is_terminal()
-            && j.spec.paths == crate::model::spec::PathMode::Store
-            && clean_path(&j.spec.sink_path).is_ok_and(|p| p == clean))
-        .then(|| j.sink_key(id))
-    })
-}
-
 /// Admits a worker's store write: `Ok(None)` for a log object, `Ok(Some(_))` for a job's
 /// output (the admission, held until the store has finished with the write), `Err` the
 /// refusal to send — 403 for a write the worker may not make, 409 for the output of a job
@@ -353,6 +294,45 @@ pub(super) async fn internal_delete(
                 format!("{clean}: workers delete only objects of their own tasks' input logs"),
             )
         }
+    }
+}
+
+/// A worker's bulk delete: `{"delete": [paths]}`.
+#[derive(Deserialize)]
+pub(super) struct DeleteMany {
+    delete: Vec<String>,
+}
+
+/// Workers' bulk deletes (`POST /internal/store`): every path must be an object of the input
+/// log of one of the worker's own tasks, or nothing is deleted (a compaction drops the run of
+/// segments a merged object replaced in one request, `Store::delete_many`).
+pub(super) async fn internal_delete_many(
+    State(l): Shared,
+    headers: HeaderMap,
+    Json(body): Json<DeleteMany>,
+) -> Response {
+    let caller = match store_caller(&l, &headers) {
+        Ok(c) => c,
+        Err(denied) => return *denied,
+    };
+    let mut clean = Vec::with_capacity(body.delete.len());
+    for path in &body.delete {
+        match clean_path(path) {
+            Ok(c) => clean.push(c),
+            Err(e) => return store_error(e),
+        }
+    }
+    let refused = may_delete_all(&lock(&l.state), caller.as_ref(), &clean);
+    if let Some(c) = refused {
+        warn!(worker = ?caller.map(|w| w.0), path = %c, "a worker bulk delete outside the worker's own input logs was refused; nothing was deleted");
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{c}: workers delete only objects of their own tasks' input logs (nothing was deleted)"),
+        );
+    }
+    match l.store.delete_many(&clean).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => store_error(e),
     }
 }
 

@@ -153,7 +153,7 @@ pub(super) fn cover(paths: &[String], attempt: u32) -> Result<Vec<String>, Gap> 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Compacted {
     /// The run is now the merged object at `path`, of `bytes` bytes; the objects it replaced
-    /// are deleted (a delete that failed leaves a harmless duplicate, logged).
+    /// are deleted, in one bulk delete (one that failed leaves harmless duplicates, logged).
     Merged {
         /// Store path of the merged object.
         path: String,
@@ -208,10 +208,11 @@ pub async fn compact_run(
     if super::fenced(store, key, attempt).await? {
         return Ok(Compacted::Fenced);
     }
-    for (old, _) in run {
-        if let Err(e) = store.delete(old).await {
-            tracing::warn!(task = %key, attempt, object = %old, error = %e, "could not delete a compacted log object; it stays as a duplicate the lineage ignores");
-        }
+    // One request for the whole run (S3: `DeleteObjects`): in any order, since the merged
+    // object already covers every one of them.
+    let old: Vec<String> = run.iter().map(|(p, _)| p.clone()).collect();
+    if let Err(e) = store.delete_many(&old).await {
+        tracing::warn!(task = %key, attempt, objects = old.len(), first = ?old.first(), error = %e, "could not delete compacted log objects; those left stay as duplicates the lineage ignores");
     }
     Ok(Compacted::Merged { path, bytes })
 }

@@ -234,6 +234,22 @@ pub(super) async fn delete(h: &HttpStore, clean: &str) -> Result<(), StoreError>
     check(resp, clean).await.map(|_| ())
 }
 
+/// Deletes `clean` objects in one request: the leader checks every path before it deletes
+/// any (`POST /internal/store`, `{"delete": [...]}`).
+pub(super) async fn delete_many(h: &HttpStore, clean: &[String]) -> Result<(), StoreError> {
+    if clean.is_empty() {
+        return Ok(());
+    }
+    let what = format!("{} objects from {}", clean.len(), clean[0]);
+    let resp = h
+        .internal(reqwest::Method::POST, "")
+        .json(&serde_json::json!({ "delete": clean }))
+        .send()
+        .await
+        .map_err(|e| StoreError::Http(format!("deleting {what}: {e}")))?;
+    check(resp, &what).await.map(|_| ())
+}
+
 /// Deletes through the public API, which answers with what it removed.
 pub(super) async fn delete_report(h: &HttpStore, clean: &str) -> (Vec<String>, Option<StoreError>) {
     let resp = h

@@ -12,6 +12,7 @@
 //! with `s3` building the S3 client) and `http` (through the leader).
 
 mod atomic;
+mod blob;
 mod http;
 mod nofollow;
 mod object;
@@ -19,6 +20,7 @@ mod ranged;
 mod s3;
 
 pub use atomic::{write_atomic, write_stream_atomic};
+pub use blob::{blob_path, pinned_hash, sha256_hex, BLOBS};
 pub use http::{HttpStore, StoreSession};
 pub use object::Objects;
 pub use s3::{S3Location, S3UrlError};
@@ -349,6 +351,22 @@ impl Store {
         }
     }
 
+    /// Deletes these objects in as few requests as the backend allows (S3: `DeleteObjects`,
+    /// up to 1,000 keys a request; through the leader: one request), so a compaction that
+    /// replaced a run of segments pays one request, not one per segment. Objects already gone
+    /// are no error, as with [`delete`](Self::delete); a path that is not a store path
+    /// deletes nothing.
+    pub async fn delete_many(&self, paths: &[String]) -> Result<(), StoreError> {
+        let clean = paths
+            .iter()
+            .map(|p| clean_path(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        match self {
+            Store::Object(o) => o.delete_many(clean).await,
+            Store::Http(h) => http::delete_many(h, &clean).await,
+        }
+    }
+
     /// Deletes every object under a prefix (used to drop a finished job's logs).
     pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
         match self.delete_report(prefix).await {
@@ -369,29 +387,6 @@ impl Store {
             Store::Http(h) => http::delete_report(h, &clean).await,
         }
     }
-}
-
-/// SHA-256 of bytes, as lowercase hex.
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
-/// Where an operator's content lives once pinned by its SHA-256: an immutable store object.
-pub const BLOBS: &str = "blobs/sha256/";
-
-/// The store path of content with SHA-256 `hex`.
-pub fn blob_path(hex: &str) -> String {
-    format!("{BLOBS}{hex}")
-}
-
-/// The SHA-256 a store path pins, if it is a content-addressed path.
-pub fn pinned_hash(path: &str) -> Option<&str> {
-    let h = path.strip_prefix(BLOBS)?;
-    (h.len() == 64
-        && h.bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-    .then_some(h)
 }
 
 #[cfg(test)]

@@ -219,6 +219,26 @@ impl Objects {
         self.inner.delete(&p).await.map_err(os_err(clean))
     }
 
+    /// Deletes `clean` objects with the backend's bulk delete; one already gone is no error.
+    pub(super) async fn delete_many(&self, clean: Vec<String>) -> Result<(), StoreError> {
+        let mut located = Vec::with_capacity(clean.len());
+        for c in &clean {
+            self.no_symlink(c).await?;
+            located.push(os_path(c)?);
+        }
+        let first = clean.first().cloned().unwrap_or_default();
+        let mut gone = self
+            .inner
+            .delete_stream(futures::stream::iter(located.into_iter().map(Ok)).boxed());
+        while let Some(r) = gone.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(os_err(&first)(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes `clean` and everything under `clean/`, one object at a time, so a failure can
     /// say what is already gone; a local store's empty directories go too.
     pub(super) async fn delete_report(&self, clean: &str) -> (Vec<String>, Option<StoreError>) {

@@ -26,6 +26,36 @@ async fn injected_put_failures_are_counted_down_then_puts_succeed() {
 }
 
 #[tokio::test]
+async fn a_bulk_delete_removes_what_it_names_skips_what_is_gone_and_checks_every_path_first() {
+    let dir = tempfile::tempdir().unwrap();
+    for store in [Store::memory(), Store::local(dir.path()).unwrap()] {
+        for p in ["logs/j/1.0/a.seg", "logs/j/1.0/b.seg", "logs/j/1.0/c.seg"] {
+            store.put(p, Bytes::from_static(b"z")).await.unwrap();
+        }
+        // A path outside the store deletes nothing, not even the valid ones before it.
+        let bad = ["logs/j/1.0/a.seg".to_string(), "../escape".to_string()];
+        assert!(store.delete_many(&bad).await.is_err());
+        assert!(store.exists("logs/j/1.0/a.seg").await.unwrap());
+        let some = [
+            "logs/j/1.0/a.seg",
+            "logs/j/1.0/gone.seg",
+            "logs/j/1.0/c.seg",
+        ];
+        let some: Vec<String> = some.iter().map(|p| p.to_string()).collect();
+        store.delete_many(&some).await.unwrap();
+        let left: Vec<String> = store
+            .list("logs/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        assert_eq!(left, ["logs/j/1.0/b.seg"]);
+        store.delete_many(&[]).await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn memory_lists_by_string_prefix_and_deletes_a_subtree() {
     let store = Store::memory();
     for p in ["a/1", "a/2", "ab", "a"] {

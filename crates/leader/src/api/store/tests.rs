@@ -41,6 +41,21 @@ fn state() -> LeaderState {
 }
 
 #[test]
+fn a_bulk_delete_is_refused_whole_if_one_object_is_not_the_worker_s_own_log() {
+    let st = state();
+    let w1 = WorkerId("w1".into());
+    let mine = key("job-1", 1);
+    let own: Vec<String> = (0..3).map(|n| segment_path(&mine, 0, n)).collect();
+    assert_eq!(may_delete_all(&st, Some(&w1), &own), None);
+    // Another worker's segment, or the job's output, among them.
+    for other in [segment_path(&key("job-1", 2), 0, 0), "o.txt".to_string()] {
+        let mut paths = own.clone();
+        paths.insert(1, other.clone());
+        assert_eq!(may_delete_all(&st, Some(&w1), &paths), Some(other));
+    }
+}
+
+#[test]
 fn a_worker_writes_only_the_input_logs_of_its_own_tasks_of_running_jobs() {
     let mut st = state();
     let w1 = WorkerId("w1".into());
