@@ -190,3 +190,38 @@ fn an_operator_replaced_between_two_jobs_runs_the_new_version() {
         assert_same(v, &out, &want);
     }
 }
+
+/// A compaction deletes the run it merged with one bulk request (`Store::delete_many`, S3's
+/// `DeleteObjects` through `object_store`): every object it names goes, one already gone is no
+/// error, and the others stay.
+#[test]
+fn a_bulk_delete_on_s3_removes_every_object_it_names() {
+    if s3().is_none() {
+        return;
+    }
+    use rainstorm::runtime::store::{install_crypto, S3Location, Store};
+    install_crypto();
+    let (url, endpoint) = (
+        std::env::var("RAINSTORM_STORE").unwrap(),
+        std::env::var("RAINSTORM_STORE_ENDPOINT").ok(),
+    );
+    let store = Store::s3(&S3Location::parse(&url, endpoint).unwrap()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let names: Vec<String> = (0..12).map(|i| format!("bulk/{i:02}.seg")).collect();
+        for n in &names {
+            store.put(n, bytes::Bytes::from_static(b"x")).await.unwrap();
+        }
+        let mut doomed: Vec<String> = names[..10].to_vec();
+        doomed.push("bulk/never-written.seg".into());
+        store.delete_many(&doomed).await.unwrap();
+        let left: Vec<String> = store
+            .list("bulk/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        assert_eq!(left, names[10..]);
+    });
+}
