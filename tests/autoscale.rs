@@ -410,12 +410,13 @@ fn an_at_least_once_keyed_count_moves_its_state_live_as_it_follows_its_rate() {
 /// input, so its moved keys are rebuilt by their new task live, as under exactly-once: the
 /// count follows its rate up and back down with no task restarted (before, the pipeline
 /// restarted from the source at each move). A process killed afterwards restarts the
-/// pipeline (at-least-once's recovery) and no count is lost or made up.
+/// pipeline (at-least-once's recovery); the count grows again in the new epoch and the worker
+/// of a task that just gained groups is SIGKILLed; no count is lost or made up.
 #[test]
 fn an_at_least_once_executable_count_follows_its_rate_live_and_loses_nothing_to_a_kill() {
-    let c = Cluster::start(3, 5.0);
+    let mut c = Cluster::start(3, 5.0);
     let ops = install_ops(c.dir.path());
-    let (input, want) = data(6000);
+    let (input, want) = data(12000);
     let follows = "low = 60\nhigh = 200\nmax_tasks = 3\ncooldown_s = 1\nscale_down_grace_s = 2";
     let job = exec_counting_job("at-least-once", 100.0, &ops, follows);
     let id = running(&c, &input, &job, 50);
@@ -441,6 +442,18 @@ fn an_at_least_once_executable_count_follows_its_rate_live_and_loses_nothing_to_
     // Kill the count's process: the pipeline restarts in a new epoch, whose count task must
     // not take its earlier epochs' log for its input.
     kill_process(&c, &id, |t| t["stage"] == 2);
+    // Grow again in the new epoch, and SIGKILL the worker of a task that just gained groups.
+    c.ok(&["set-rate", &id, "500"]);
+    let gained = wait_for("the count to grow again", Duration::from_secs(60), || {
+        c.tasks(&id).into_iter().find(|t| {
+            t["stage"] == 2 && t["task"] != 0 && t["state"] == "running" && t["attempt"] != 0
+        })
+    });
+    let worker = gained["worker"].as_str().unwrap_or_default().to_string();
+    let victim = c
+        .worker_index(&worker)
+        .unwrap_or_else(|| panic!("no process registered as {worker}"));
+    c.kill_worker(victim);
     c.ok(&["set-rate", &id, "0"]);
     let j = c.wait_job(&id, Duration::from_secs(120));
     assert_eq!(j["status"], "succeeded", "{j}");
