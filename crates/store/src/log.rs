@@ -205,46 +205,44 @@ pub async fn put_then_check_fence(
     attempt: u32,
     what: &str,
 ) -> Result<bool, LogError> {
-    let mut backoff = crate::model::backoff::Backoff::new(
-        std::time::Duration::from_millis(20),
-        std::time::Duration::from_secs(2),
-    );
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let res = match store.put(path, data.clone()).await {
-            Ok(()) => fenced(store, key, attempt).await,
-            Err(e) => Err(e.into()),
-        };
-        match res {
-            Ok(f) => return Ok(f),
-            Err(e) if tries >= FENCED_WRITE_TRIES => return Err(e),
-            Err(e) => {
-                let d = backoff.next();
-                tracing::warn!(task = %key, attempt, %path, error = %e, retry_in = ?d, "{what} failed; retrying");
-                tokio::time::sleep(d).await;
-            }
-        }
-    }
+    retrying(FENCED_WRITE_TRIES, path, what, || async {
+        store.put(path, data.clone()).await?;
+        fenced(store, key, attempt).await
+    })
+    .await
 }
 
 /// Writes a fence or a manifest, retrying a failed write with backoff: both are idempotent,
 /// and a store that fails a few writes in a row must not cost the attempt (every attempt it
 /// costs counts against the task's restarts, and a restarted attempt meets the same store).
 pub(crate) async fn put_retrying(store: &Store, path: &str, data: Bytes) -> Result<(), LogError> {
+    let what = "input log recovery write";
+    retrying(RECOVERY_WRITE_TRIES, path, what, || async {
+        Ok(store.put(path, data.clone()).await?)
+    })
+    .await
+}
+
+/// Runs `op` (a write of store path `path`, named `what` in the warnings) up to `tries`
+/// times, with backoff from 20 ms to 2 s between tries; the last error if none succeeded.
+async fn retrying<T, F, Fut>(tries: u32, path: &str, what: &str, mut op: F) -> Result<T, LogError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, LogError>>,
+{
     let mut backoff = crate::model::backoff::Backoff::new(
         std::time::Duration::from_millis(20),
         std::time::Duration::from_secs(2),
     );
-    let mut tries = 0;
+    let mut tried = 0;
     loop {
-        tries += 1;
-        match store.put(path, data.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(e) if tries >= RECOVERY_WRITE_TRIES => return Err(e.into()),
+        tried += 1;
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tried >= tries => return Err(e),
             Err(e) => {
                 let d = backoff.next();
-                tracing::warn!(%path, error = %e, retry_in = ?d, "input log recovery write failed; retrying");
+                tracing::warn!(%path, error = %e, retry_in = ?d, "{what} failed; retrying");
                 tokio::time::sleep(d).await;
             }
         }
