@@ -4,7 +4,8 @@
 //! cannot be replaced or deleted (409). Internal (`/internal/store`, workers without direct
 //! access to the store): only for a live worker registration (its session key, not just the
 //! cluster secret); reads anything, writes only the input logs of that worker's own tasks and
-//! the output of a job whose sink it runs, the latter only until the job's cleanup starts
+//! the output of a job whose sink it runs (and deletes only those logs' objects, one at a time
+//! or in bulk, `POST /internal/store`), the latter only until the job's cleanup starts
 //! (`job::OutputGate`). Every upload is whole or absent: only a body that ended properly is
 //! committed.
 

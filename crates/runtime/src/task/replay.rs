@@ -10,9 +10,10 @@ use crate::protocol::control::{TaskAssignment, TaskRole};
 use std::sync::atomic::Ordering;
 use tracing::info;
 
-/// Replays the input log (exactly-once stages ≥ 2, and the sink) into a fresh operator: the same inputs in
-/// the same order, so a deterministic operator emits the same outputs with the same sequence
-/// numbers; downstream drops what it already had.
+/// Replays the input log (exactly-once stages ≥ 2, and the sink) into a fresh operator: the
+/// same inputs in the same order, so a deterministic operator emits the same outputs with the
+/// same sequence numbers; downstream drops what it already had. An at-least-once operator
+/// that logs (to rebuild moved key groups) starts its log afresh instead.
 pub(super) async fn replay_log(
     env: &TaskEnv,
     a: &TaskAssignment,
