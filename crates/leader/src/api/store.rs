@@ -274,28 +274,7 @@ pub(super) async fn internal_delete(
     headers: HeaderMap,
     Path(path): Path<String>,
 ) -> Response {
-    let caller = match store_caller(&l, &headers) {
-        Ok(c) => c,
-        Err(denied) => return *denied,
-    };
-    let clean = match clean_path(&path) {
-        Ok(c) => c,
-        Err(e) => return store_error(e),
-    };
-    let allowed = may_write(&lock(&l.state), caller.as_ref(), &clean);
-    match allowed {
-        Ok(WorkerWrite::Log) => match l.store.delete(&clean).await {
-            Ok(()) => StatusCode::NO_CONTENT.into_response(),
-            Err(e) => store_error(e),
-        },
-        Ok(WorkerWrite::Output(_)) | Err(_) => {
-            warn!(worker = ?caller.map(|w| w.0), path = %clean, "a worker delete outside the worker's own input logs was refused");
-            error(
-                StatusCode::FORBIDDEN,
-                format!("{clean}: workers delete only objects of their own tasks' input logs"),
-            )
-        }
-    }
+    delete_own_logs(&l, &headers, std::slice::from_ref(&path)).await
 }
 
 /// A worker's bulk delete: `{"delete": [paths]}`.
@@ -312,12 +291,18 @@ pub(super) async fn internal_delete_many(
     headers: HeaderMap,
     Json(body): Json<DeleteMany>,
 ) -> Response {
-    let caller = match store_caller(&l, &headers) {
+    delete_own_logs(&l, &headers, &body.delete).await
+}
+
+/// Deletes `paths` for the worker the request comes from, if every one is an object of the
+/// input log of one of its own tasks; otherwise deletes nothing (403).
+async fn delete_own_logs(l: &Leader, headers: &HeaderMap, paths: &[String]) -> Response {
+    let caller = match store_caller(l, headers) {
         Ok(c) => c,
         Err(denied) => return *denied,
     };
-    let mut clean = Vec::with_capacity(body.delete.len());
-    for path in &body.delete {
+    let mut clean = Vec::with_capacity(paths.len());
+    for path in paths {
         match clean_path(path) {
             Ok(c) => clean.push(c),
             Err(e) => return store_error(e),
@@ -325,7 +310,7 @@ pub(super) async fn internal_delete_many(
     }
     let refused = may_delete_all(&lock(&l.state), caller.as_ref(), &clean);
     if let Some(c) = refused {
-        warn!(worker = ?caller.map(|w| w.0), path = %c, "a worker bulk delete outside the worker's own input logs was refused; nothing was deleted");
+        warn!(worker = ?caller.map(|w| w.0), path = %c, "a worker delete outside the worker's own input logs was refused; nothing was deleted");
         return error(
             StatusCode::FORBIDDEN,
             format!("{c}: workers delete only objects of their own tasks' input logs (nothing was deleted)"),
