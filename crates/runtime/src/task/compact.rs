@@ -93,7 +93,13 @@ pub(super) async fn compactor(
                     break;
                 }
                 Err(e) => {
+                    // The merged object may be durable already (the fence check or a read
+                    // after its write failed). Merging any of these objects again could write
+                    // a run that overlaps it without nesting — a gap in every later listing —
+                    // so the compactor forgets them: they stay as they are, and merges go on
+                    // from the next segment.
                     tracing::warn!(task = %key, attempt, error = %e, "input log compaction failed; its objects stay as they are");
+                    cover.clear();
                     break;
                 }
             }
