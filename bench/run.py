@@ -58,6 +58,9 @@ PY_PIPE = "Python ops in a shell pipe"
 COMPARE_ENGINE = [("builtin", "exactly-once"), ("builtin", "at-least-once"),
                   ("exec", "exactly-once"), ("exec", "at-least-once")]
 NEEDLE = "Punched Telespar"
+# The worker's default input-log commit interval (`DEFAULT_LOG_COMMIT_MS` in the dataplane
+# crate), shown for latency runs whose job file leaves `commit_interval_ms` out.
+DEFAULT_COMMIT_MS = int(os.environ.get("RAINSTORM_LOG_COMMIT_MS") or 100)
 BEGIN_MARK = "<!-- BEGIN bench/run.py results -->"
 END_MARK = "<!-- END bench/run.py results -->"
 # --compare writes its own section, so that it never replaces the full run's.
@@ -96,8 +99,11 @@ def toml_str(s):
     return json.dumps(s)  # a JSON string literal is a valid TOML basic string
 
 
-def write_job(path, name, delivery, source, rate, sink, stages, tasks):
-    lines = ["name = %s" % toml_str(name), "delivery = %s" % toml_str(delivery), "",
+def write_job(path, name, delivery, source, rate, sink, stages, tasks, commit_ms=None):
+    lines = ["name = %s" % toml_str(name), "delivery = %s" % toml_str(delivery)]
+    if commit_ms is not None:
+        lines.append("commit_interval_ms = %d" % commit_ms)
+    lines += ["",
              "[source]", "path = %s" % toml_str(source), "rate = %d" % rate, "",
              "[sink]", "path = %s" % toml_str(sink)]
     for st in stages:
@@ -457,7 +463,7 @@ class Suite:
 
     # -- one engine job ----------------------------------------------------------------------
 
-    def run_engine(self, name, app, kind, delivery, data, rate, lines):
+    def run_engine(self, name, app, kind, delivery, data, rate, lines, commit_ms=None):
         a = self.args
         d = self.rundir(name)
         job = os.path.join(d, "job.toml")
@@ -465,7 +471,8 @@ class Suite:
         summary = os.path.join(d, "summary.json")
         stdout_path = os.path.join(d, "stdout.txt")
         errpath = os.path.join(d, "stderr.txt")
-        write_job(job, name, delivery, data, rate, sink, engine_stages(app, kind), a.tasks)
+        write_job(job, name, delivery, data, rate, sink, engine_stages(app, kind), a.tasks,
+                  commit_ms)
         argv = [a.bin, "run", job, "--workers", str(a.workers), "--summary-json", summary]
         if kind == "exec":
             # Executables run only from directories the operator allows (issue 10).
@@ -546,13 +553,18 @@ class Suite:
 
     def latency(self, data, lines):
         a = self.args
-        for spec in a.latency_jobs:
-            app, _, kind = spec.partition("-")
-            kind = "exec" if kind == "exec" else "builtin"
-            name = "latency-%s-%s" % (app, kind)
-            row = self.run_engine(name, app, kind, "exactly-once", data, a.latency_rate, lines)
-            row["rate"] = a.latency_rate
-            self.lat_rows.append(row)
+        for commit_ms in a.latency_commit_ms:
+            for spec in a.latency_jobs:
+                app, _, kind = spec.partition("-")
+                kind = "exec" if kind == "exec" else "builtin"
+                name = "latency-%s-%s" % (app, kind)
+                if commit_ms is not None:
+                    name += "-commit-%dms" % commit_ms
+                row = self.run_engine(name, app, kind, "exactly-once", data, a.latency_rate,
+                                      lines, commit_ms)
+                row["rate"] = a.latency_rate
+                row["commit_ms"] = commit_ms
+                self.lat_rows.append(row)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -678,14 +690,17 @@ def ratio_table(suite):
 
 
 def latency_table(suite):
-    rows = ["| Job | Operators | Rate (tuples/s) | Input lines | p50 ms | p99 ms | max ms "
-            "| Source tuples/s achieved | Check |", "|" + "---|" * 9]
+    rows = ["| Job | Operators | Commit interval ms | Rate (tuples/s) | Input lines | p50 ms "
+            "| p99 ms | max ms | Source tuples/s achieved | Check |", "|" + "---|" * 10]
     for r in suite.lat_rows:
         res = r["res"]
         kind = "built-in" if r["kind"] == "builtin" else "Python exec"
+        cm = r.get("commit_ms")
+        commit = "default (%s)" % DEFAULT_COMMIT_MS if cm is None else str(cm)
         if not succeeded(res):
-            rows.append(md_row([r["app"], kind, fmt_int(r["rate"]), fmt_int(r["lines"]),
-                                Suite.status_text(res), "—", "—", "—", "—"]))
+            rows.append(md_row([r["app"], kind, commit, fmt_int(r["rate"]),
+                                fmt_int(r["lines"]), Suite.status_text(res), "—", "—", "—",
+                                "—"]))
             continue
         s = r.get("summary") or {}
         lat = s.get("latency_ms") or {}
@@ -697,8 +712,8 @@ def latency_table(suite):
         src, el = s.get("source_tuples"), s.get("elapsed_ms")
         achieved = fmt_int(src / (el / 1000.0)) if src and el else "—"
         check = r.get("check", "—") + (" (%s)" % r["note"] if r.get("note") else "")
-        rows.append(md_row([r["app"], kind, fmt_int(r["rate"]), fmt_int(r["lines"]), g("p50"),
-                            g("p99"), g("max"), achieved, check]))
+        rows.append(md_row([r["app"], kind, commit, fmt_int(r["rate"]), fmt_int(r["lines"]),
+                            g("p50"), g("p99"), g("max"), achieved, check]))
     return "\n".join(rows)
 
 
@@ -847,6 +862,11 @@ def parse_args(argv):
     ap.add_argument("--latency-lines", type=int, help="input lines for the latency runs "
                     "(default 100000; 20000 with --quick)")
     ap.add_argument("--latency-rate", type=int, default=10000, help="tuples per second")
+    ap.add_argument("--latency-commit-ms", default="default",
+                    help="comma-separated commit intervals (the job file's "
+                    "commit_interval_ms) to run each latency job with; 'default' leaves the "
+                    "field out (the worker's setting, %s ms unless RAINSTORM_LOG_COMMIT_MS "
+                    "says otherwise); e.g. default,40,20" % DEFAULT_COMMIT_MS)
     ap.add_argument("--latency-jobs", help="comma-separated, from app1, app1-exec, app2, "
                     "app2-exec (default app1,app1-exec; app1 with --quick); 'none' to skip")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds allowed per run")
@@ -890,6 +910,11 @@ def parse_args(argv):
     lj = args.latency_jobs or ("none" if args.compare else
                                "app1" if args.quick else "app1,app1-exec")
     args.latency_jobs = [] if lj == "none" else lj.split(",")
+    try:
+        args.latency_commit_ms = [None if c == "default" else int(c)
+                                  for c in args.latency_commit_ms.split(",")]
+    except ValueError:
+        ap.error("--latency-commit-ms takes 'default' or integers, comma-separated")
     for j in args.latency_jobs:
         if j not in ("app1", "app1-exec", "app2", "app2-exec"):
             ap.error("unknown latency job %r" % j)

@@ -87,6 +87,7 @@ pub fn assignment(
         source_caught_up: 0,
         epoch,
         log_input: stage > 1 && rebuilds_from_history(spec, stage),
+        commit_interval_ms: spec.limits.commit_interval_ms,
     }
 }
 

@@ -281,3 +281,17 @@ fn a_count_by_is_not_rescaled_again_until_the_state_it_moved_is_handed_over() {
     );
     assert_eq!(scale_to(&mut c, 2), [ScalePhase::Started]);
 }
+
+#[test]
+fn every_task_is_told_its_job_s_commit_interval() {
+    let mut c = job(Delivery::ExactlyOnce, false);
+    let told = |c: &JobCore, stage: u32| {
+        let key = c.key(TaskPos { stage, index: 0 });
+        crate::placement::assignment(&c.spec, &key, 0, 0, &c.placement).commit_interval_ms
+    };
+    assert_eq!(told(&c, 2), None, "no interval given: the worker's own");
+    c.spec.limits.commit_interval_ms = Some(20);
+    for stage in 0..=3 {
+        assert_eq!(told(&c, stage), Some(20), "stage {stage}");
+    }
+}

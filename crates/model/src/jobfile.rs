@@ -23,6 +23,7 @@ struct RawJob {
     max_restarts: Option<toml::Value>,
     timeout_s: Option<toml::Value>,
     retention_s: Option<toml::Value>,
+    commit_interval_ms: Option<toml::Value>,
     autoscale: Option<toml::Value>,
 }
 
@@ -232,6 +233,7 @@ pub fn parse_job_toml(text: &str) -> Result<JobSpec, InvalidJob> {
             max_restarts: d.count("max_restarts", raw.max_restarts.as_ref()),
             timeout_s: d.seconds("timeout_s", raw.timeout_s.as_ref()),
             retention_s: d.seconds("retention_s", raw.retention_s.as_ref()),
+            commit_interval_ms: d.count("commit_interval_ms", raw.commit_interval_ms.as_ref()),
         },
     };
     let mut problems = check_spec(&spec);

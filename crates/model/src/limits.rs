@@ -1,7 +1,8 @@
 //! A job's own limits, from its job file: how often a task may fail, how long the job may
-//! run, and how long its record (and output) stay once it ended. Each is optional; an absent
-//! one falls back to the leader's setting, so one leader can host a quick batch job and a
-//! long-lived stream side by side.
+//! run, how long its record (and output) stay once it ended, and how often its logged tasks
+//! may write to the store. Each is optional; an absent one falls back to the cluster's
+//! setting, so one cluster can host a quick batch job, a latency-bound stream and a
+//! long-lived, cost-bound one side by side.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -11,6 +12,10 @@ pub const MAX_RESTARTS: u32 = 1000;
 /// The longest `timeout_s` or `retention_s` (ten years, in seconds): beyond that a value is a
 /// mistake, not a plan.
 pub const MAX_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
+/// The longest `commit_interval_ms` (a minute): a logged task's input waits up to the
+/// interval before it is acknowledged, so a longer one would stall its senders for longer
+/// than the cluster takes to call a task stalled.
+pub const MAX_COMMIT_INTERVAL_MS: u32 = 60_000;
 
 /// A job's limits; `None` means the leader's default.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -24,6 +29,13 @@ pub struct JobLimits {
     /// How long the job's record, and its output file, stay once it ended (seconds).
     #[serde(default)]
     pub retention_s: Option<f64>,
+    /// The least time between two writes of one logged task's input log (group commits),
+    /// in milliseconds; absent: the worker's setting (`RAINSTORM_LOG_COMMIT_MS`, 100 ms).
+    /// The trade the job makes: each tuple waits up to this long at each logged stage
+    /// before it moves on, and each logged task writes at most 1000 / this objects a second
+    /// (`docs/benchmarks.md`). 0 commits as soon as nothing more is queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_interval_ms: Option<u32>,
 }
 
 impl JobLimits {
@@ -69,6 +81,17 @@ impl JobLimits {
                 ));
             }
         }
+        if let Some(ms) = self.commit_interval_ms {
+            if ms > MAX_COMMIT_INTERVAL_MS {
+                problems.push((
+                    "commit_interval_ms",
+                    ms.to_string(),
+                    format!(
+                        "must be an integer of milliseconds from 0 to {MAX_COMMIT_INTERVAL_MS}"
+                    ),
+                ));
+            }
+        }
         problems
     }
 }
@@ -83,13 +106,22 @@ mod tests {
             max_restarts: Some(MAX_RESTARTS + 1),
             timeout_s: Some(0.0),
             retention_s: Some(f64::NAN),
+            commit_interval_ms: Some(MAX_COMMIT_INTERVAL_MS + 1),
         };
         let fields: Vec<String> = bad
             .problems()
             .into_iter()
             .map(|p| p.0.to_string())
             .collect();
-        assert_eq!(fields, ["max_restarts", "timeout_s", "retention_s"]);
+        assert_eq!(
+            fields,
+            [
+                "max_restarts",
+                "timeout_s",
+                "retention_s",
+                "commit_interval_ms"
+            ]
+        );
         let negative = JobLimits {
             timeout_s: Some(-1.0),
             retention_s: Some(-1.0),
@@ -100,6 +132,7 @@ mod tests {
             max_restarts: Some(0),
             timeout_s: Some(0.5),
             retention_s: Some(0.0),
+            commit_interval_ms: Some(0),
         };
         assert!(good.problems().is_empty());
         assert_eq!(good.timeout(), Some(Duration::from_millis(500)));

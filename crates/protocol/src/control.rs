@@ -230,6 +230,10 @@ pub struct TaskAssignment {
     /// (an at-least-once restart replays from the first line).
     #[serde(default)]
     pub source_caught_up: u64,
+    /// The job's `commit_interval_ms`, if it gave one: a logged task writes its input log at
+    /// most once per this many milliseconds (absent: the worker's own setting).
+    #[serde(default)]
+    pub commit_interval_ms: Option<u32>,
 }
 
 /// What a task runs. The source (stage 0) and the sink (stage K+1) are placed on workers like

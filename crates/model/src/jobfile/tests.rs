@@ -136,3 +136,30 @@ fn a_stage_may_declare_its_executable_stateless_but_not_a_keyed_built_in() {
         err.0[0].message
     );
 }
+
+/// A job chooses its own commit interval (latency against store writes); a value that is
+/// not a whole number of milliseconds up to a minute is refused, shown as written.
+#[test]
+fn a_job_s_commit_interval_is_read_and_checked() {
+    let job = |line: &str| format!("{line}\n{APP2}");
+    let spec = parse_job_toml(&job("commit_interval_ms = 20")).unwrap();
+    assert_eq!(spec.limits.commit_interval_ms, Some(20));
+    let spec = parse_job_toml(APP2).unwrap();
+    assert_eq!(spec.limits.commit_interval_ms, None);
+    for (line, shown) in [
+        ("commit_interval_ms = -1", "-1"),
+        ("commit_interval_ms = \"fast\"", "\"fast\""),
+        ("commit_interval_ms = 2.5", "2.5"),
+        ("commit_interval_ms = 60001", "60001"),
+    ] {
+        let err = parse_job_toml(&job(line)).unwrap_err();
+        let got: Vec<String> = err.0.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            got,
+            [format!(
+                "commit_interval_ms = {shown}: must be an integer of milliseconds from 0 to 60000"
+            )],
+            "{line}"
+        );
+    }
+}

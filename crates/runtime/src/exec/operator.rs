@@ -31,8 +31,10 @@ pub struct ExecOperator {
     pub(super) done: bool,
     /// A reusable buffer for the encoded input line.
     pub(super) line: Vec<u8>,
-    /// The emit time of the input being fed, which the reader stamps on the output.
-    pub(super) current_emit: Arc<AtomicU64>,
+    /// The oldest emit time among the inputs fed since the reader last took it (`u64::MAX`:
+    /// none), which the reader stamps on the output it reads next: an output is charged the
+    /// wait of the oldest input it may derive from, so latency is never understated.
+    pub(super) oldest_fed: Arc<AtomicU64>,
     /// Set by the reader (to the bytes it read of it) when it refused a line too large for a
     /// frame, before it closed stdout: then that is why the operator ended, whatever its exit
     /// status says (SIGPIPE, a write error, or even 0 with its output cut short).
@@ -60,7 +62,7 @@ pub struct Relaunch {
 impl ExecOperator {
     /// The operator around a freshly launched process: its output reader runs from here on.
     pub fn start(launched: Launched, router: Router) -> ExecOperator {
-        let current_emit = Arc::new(AtomicU64::new(0));
+        let oldest_fed = Arc::new(AtomicU64::new(u64::MAX));
         let refused = Arc::new(AtomicUsize::new(0));
         let skip = Arc::new(AtomicU64::new(0));
         let Launched {
@@ -71,7 +73,7 @@ impl ExecOperator {
         let reader = spawn_reader(
             stdout,
             router,
-            current_emit.clone(),
+            oldest_fed.clone(),
             refused.clone(),
             skip.clone(),
         );
@@ -83,7 +85,7 @@ impl ExecOperator {
             router: None,
             done: false,
             line: Vec::with_capacity(1024),
-            current_emit,
+            oldest_fed,
             refused,
             skip,
             relaunch: None,
@@ -109,7 +111,7 @@ impl ExecOperator {
         let reader = spawn_reader(
             stdout,
             router,
-            self.current_emit.clone(),
+            self.oldest_fed.clone(),
             self.refused.clone(),
             self.skip.clone(),
         );
@@ -177,7 +179,7 @@ impl ExecOperator {
         if self.done {
             return Ok(());
         }
-        self.current_emit.store(emit_ns, Ordering::Relaxed);
+        self.oldest_fed.fetch_min(emit_ns, Ordering::Relaxed);
         self.line.clear();
         encode_line(t, &mut self.line);
         let Some(stdin) = self.stdin.as_mut() else {
@@ -308,3 +310,6 @@ impl Drop for ExecOperator {
         // The process ends as it is dropped (an OS child with its group).
     }
 }
+
+#[cfg(test)]
+mod tests;

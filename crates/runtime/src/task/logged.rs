@@ -74,46 +74,51 @@ pub(super) struct Fed {
 }
 
 /// The receive side: accepted input goes to the log writer.
-pub(super) struct LogIntake<'a> {
+pub(super) struct LogIntake {
     pub(super) tx: mpsc::Sender<Logged>,
-    /// A sink's status, where its latency histograms are: its log is its output, so nothing
-    /// is fed on; each batch's latency is recorded as it is accepted and its tuples are
-    /// dropped once encoded.
-    pub(super) sink: Option<&'a TaskStatus>,
+    /// At a sink: its log is its output, so nothing is fed on and its tuples are dropped
+    /// once encoded.
+    pub(super) sink: bool,
 }
 
 /// What the log writer tells besides the log: each segment write's duration, from its first
 /// try until it is durable (fence checked) and its input can be acknowledged; for a sink,
-/// whose work is its log, the time writing as working time, and the spool each committed
-/// segment's text goes to.
+/// whose work is its log, the time writing as working time, the spool each committed
+/// segment's text goes to, and the status whose latency histograms it keeps.
 pub(super) struct CommitMeter<'a> {
     pub(super) commits: &'a AtomicHist,
     pub(super) working: Option<&'a Stopwatch>,
     pub(super) spool: Option<&'a crate::sink::Spool>,
+    /// A sink's status: each batch's end-to-end latency is taken when the write that holds
+    /// it is durable — when its lines are output (visible to a follower, in the output file
+    /// at the end) — not when it arrives, which would leave the sink's commit out.
+    pub(super) latency: Option<&'a TaskStatus>,
+}
+
+/// Records, at a sink, the end-to-end latency of the batches a durable write held: from each
+/// batch's emit time (its oldest tuple's) to now, for each of its tuples.
+fn record_latency(status: &TaskStatus, batches: &[(u64, u64)]) {
+    let now = crate::dataplane::now_ns();
+    let mut hist = status.latency.lock().unwrap_or_else(|p| p.into_inner());
+    let hist = hist.get_or_insert_with(Default::default);
+    for &(emit_ns, n) in batches {
+        let us = now.saturating_sub(emit_ns) / 1000;
+        status.e2e.record(us, n);
+        hist.record(us, n);
+    }
 }
 
 fn gone() -> Stop {
     Stop::Failed("input log writer stopped".into())
 }
 
-impl Intake for LogIntake<'_> {
+impl Intake for LogIntake {
     async fn fresh(&mut self, batch: Accepted) -> Result<(), Stop> {
-        let (from, emit_ns) = (batch.from, batch.emit_ns);
-        if let Some(status) = &self.sink {
-            let us = crate::dataplane::now_ns().saturating_sub(emit_ns) / 1000;
-            status.e2e.record(us, batch.tuples.len() as u64);
-            status
-                .latency
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(Default::default)
-                .record(us, batch.tuples.len() as u64);
-        }
         let l = Logged {
-            mark: (from, batch.last_seq, false),
+            mark: (batch.from, batch.last_seq, false),
             tuples: batch.tuples,
-            feed: self.sink.is_none(),
-            emit_ns,
+            feed: !self.sink,
+            emit_ns: batch.emit_ns,
         };
         self.tx.send(l).await.map_err(|_| gone())
     }
@@ -122,7 +127,7 @@ impl Intake for LogIntake<'_> {
         let l = Logged {
             mark: (from, last_seq, true),
             tuples: Vec::new(),
-            feed: self.sink.is_none(),
+            feed: !self.sink,
             emit_ns: 0,
         };
         self.tx.send(l).await.map_err(|_| gone())
@@ -167,6 +172,8 @@ pub(super) async fn log_writer(
             open_segment(&mut body);
             let mut marks = Vec::new();
             let mut released = Vec::new();
+            // A sink's batches in this commit: emit time and tuple count.
+            let mut output: Vec<(u64, u64)> = Vec::new();
             // Bytes of this commit from each upstream link.
             let mut from_link: Vec<usize> = Vec::new();
             // Whether the commit goes out as soon as nothing more is queued rather than at
@@ -186,6 +193,9 @@ pub(super) async fn log_writer(
                 }
                 from_link[link] += body.len() - before;
                 let pressed = from_link[link] >= pressing;
+                if meter.latency.is_some() && !l.tuples.is_empty() {
+                    output.push((l.emit_ns, l.tuples.len() as u64));
+                }
                 let tuples = if l.feed { l.tuples } else { Vec::new() };
                 if !tuples.is_empty() || ended {
                     released.push(Fed {
@@ -252,6 +262,9 @@ pub(super) async fn log_writer(
                 )));
             }
             n += 1;
+            if let Some(status) = meter.latency {
+                record_latency(status, &output);
+            }
             if let Some(s) = meter.spool {
                 s.append(&path, &seg).await;
             }

@@ -264,7 +264,10 @@ async fn drive(
         };
         let sink = matches!(op, Operator::Sink(_)).then_some(status);
         let receiving = async {
-            let mut intake = logged::LogIntake { tx: log_tx, sink };
+            let mut intake = logged::LogIntake {
+                tx: log_tx,
+                sink: sink.is_some(),
+            };
             let r = receive::receive(
                 &a.key,
                 &mut inbox,
@@ -278,8 +281,13 @@ async fn drive(
             drop(intake);
             r
         };
+        // The job's own commit interval, if it gave one, over the worker's.
+        let mut log_env = env.clone();
+        if let Some(ms) = a.commit_interval_ms {
+            log_env.cfg.log_commit_ms = ms as usize;
+        }
         let writing = logged::log_writer(
-            env.clone(),
+            log_env,
             a.key.clone(),
             a.attempt,
             acks.clone(),
@@ -289,6 +297,7 @@ async fn drive(
                 commits: &status.log_commit,
                 working: sink.map(|s| &s.working),
                 spool: spool.as_deref(),
+                latency: sink,
             },
         );
         let feeding = logged::feed(&mut op, feed_rx, &status.working, takeover.as_mut(), cancel);

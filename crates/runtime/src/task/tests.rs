@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const SECOND: u64 = 1_000_000_000;
+const ZERO: Duration = Duration::ZERO;
 
 fn env(cfg: crate::dataplane::DataConfig, launcher: Arc<dyn Launch>) -> TaskEnv {
     TaskEnv {
@@ -65,20 +66,47 @@ fn assignment(operator: OperatorSpec) -> TaskAssignment {
         source_replay: None,
         log_input: false,
         source_caught_up: 0,
+        commit_interval_ms: None,
     }
 }
 
-/// Starts the attempt and hands its inbox one batch of `n` tuples on link 0; returns the
-/// attempt's status, its cancel token and its task.
-async fn start_with_input(
+/// An attempt's upstream link 0, connected: hands batches straight to its inbox.
+struct Upstream {
+    inbox: tokio::sync::mpsc::Sender<Inbound>,
+    conn: ConnCtl,
+}
+
+impl Upstream {
+    /// Sends `n` tuples numbered from `first_seq`.
+    async fn batch(&self, first_seq: u64, n: usize) {
+        let tuples = (0..n as u64)
+            .map(|i| {
+                let s = first_seq + i;
+                Tuple::new(format!("f:{s}"), format!("line {s}"))
+            })
+            .collect();
+        let batch = Inbound::Batch {
+            conn: self.conn.clone(),
+            from: 0,
+            first_seq,
+            emit_ns: 0,
+            tuples,
+        };
+        self.inbox.send(batch).await.unwrap();
+    }
+}
+
+/// Starts the attempt and connects its upstream link 0; returns the attempt's status, its
+/// cancel token, its task and the link.
+async fn start(
     env: TaskEnv,
     a: TaskAssignment,
     exec: Option<PathBuf>,
-    n: usize,
 ) -> (
     Arc<TaskStatus>,
     CancellationToken,
     tokio::task::JoinHandle<TaskEnd>,
+    Upstream,
 ) {
     let status = Arc::new(TaskStatus::default());
     let cancel = CancellationToken::new();
@@ -98,17 +126,23 @@ async fn start_with_input(
         conn: conn.clone(),
     };
     inbox.send(connected).await.unwrap();
-    let tuples = (0..n)
-        .map(|i| Tuple::new(format!("f:{i}"), format!("line {i}")))
-        .collect();
-    let batch = Inbound::Batch {
-        conn,
-        from: 0,
-        first_seq: 1,
-        emit_ns: 0,
-        tuples,
-    };
-    inbox.send(batch).await.unwrap();
+    (status, cancel, run, Upstream { inbox, conn })
+}
+
+/// Starts the attempt and hands its inbox one batch of `n` tuples on link 0; returns the
+/// attempt's status, its cancel token and its task.
+async fn start_with_input(
+    env: TaskEnv,
+    a: TaskAssignment,
+    exec: Option<PathBuf>,
+    n: usize,
+) -> (
+    Arc<TaskStatus>,
+    CancellationToken,
+    tokio::task::JoinHandle<TaskEnd>,
+) {
+    let (status, cancel, run, upstream) = start(env, a, exec).await;
+    upstream.batch(1, n).await;
     (status, cancel, run)
 }
 
@@ -180,6 +214,41 @@ async fn a_slow_operator_is_busy_not_backpressured() {
     assert!(m.busy_ns >= 3 * SECOND, "{m:?}");
     assert_eq!(m.backpressure_ns, 0, "{m:?}");
     assert_eq!((m.bytes_in, m.bytes_out), (45, 45), "{m:?}");
+    stop(cancel, run).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_logged_task_commits_at_its_job_s_interval_not_its_worker_s() {
+    // The worker would commit as soon as nothing more is queued; the job says once a minute.
+    let cfg = crate::dataplane::DataConfig {
+        log_commit_ms: 0,
+        ..Default::default()
+    };
+    let identity = OperatorSpec::Builtin {
+        name: "identity".into(),
+        args: Vec::new(),
+    };
+    let mut a = assignment(identity);
+    a.log_input = true;
+    a.commit_interval_ms = Some(60_000);
+    let (status, cancel, run, upstream) = start(env(cfg, Arc::new(SlowEcho(ZERO))), a, None).await;
+    // The first commit has no write before it to wait for.
+    upstream.batch(1, 1).await;
+    wait_emitted(&status, 1).await;
+    let first = tokio::time::Instant::now();
+    upstream.batch(2, 1).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        status.tuples_out.load(Ordering::Relaxed),
+        1,
+        "fed before its commit"
+    );
+    wait_emitted(&status, 2).await;
+    let waited = first.elapsed();
+    assert!(
+        (Duration::from_secs(59)..Duration::from_secs(61)).contains(&waited),
+        "the second commit came {waited:?} after the first"
+    );
     stop(cancel, run).await;
 }
 

@@ -49,7 +49,7 @@ async fn log_one_timed(
     let acks = Arc::new(AckBoard::default());
     let (tx, rx) = mpsc::channel(4);
     let (feed_tx, mut feed_rx) = mpsc::channel(4);
-    let mut intake = LogIntake { tx, sink: None };
+    let mut intake = LogIntake { tx, sink: false };
     let batch = Accepted {
         from: 0,
         first_seq: 1,
@@ -64,6 +64,7 @@ async fn log_one_timed(
         commits: &commits,
         working: None,
         spool: None,
+        latency: None,
     };
     let res = log_writer(env(mem), key(), attempt, acks.clone(), rx, feed_tx, meter).await;
     if res.is_ok() {
@@ -136,11 +137,12 @@ async fn a_fenced_attempt_acknowledges_and_processes_nothing() {
 /// A log writer on a memory store whose commits wait 10 s after the previous one, with its
 /// input, what it releases to feed, and its acks.
 #[allow(clippy::type_complexity)]
-fn slow_committer(
+fn slow_committer<'a>(
     window_bytes: usize,
-    commits: &AtomicHist,
+    commits: &'a AtomicHist,
+    sink: Option<&'a TaskStatus>,
 ) -> (
-    impl std::future::Future<Output = Result<(), Stop>> + '_,
+    impl std::future::Future<Output = Result<(), Stop>> + 'a,
     mpsc::Sender<Logged>,
     mpsc::Receiver<Released>,
     Arc<AckBoard>,
@@ -156,6 +158,7 @@ fn slow_committer(
         commits,
         working: None,
         spool: None,
+        latency: sink,
     };
     let writer = log_writer(env, key(), 0, acks.clone(), rx, feed_tx, meter);
     (writer, tx, feed_rx, acks)
@@ -164,7 +167,7 @@ fn slow_committer(
 #[tokio::test(start_paused = true)]
 async fn a_link_end_is_committed_at_once_not_at_the_next_interval() {
     let commits = AtomicHist::default();
-    let (writer, tx, mut feed_rx, acks) = slow_committer(64 * 1024, &commits);
+    let (writer, tx, mut feed_rx, acks) = slow_committer(64 * 1024, &commits, None);
     let batch = |seq: u64| Accepted {
         from: 0,
         first_seq: seq,
@@ -173,7 +176,7 @@ async fn a_link_end_is_committed_at_once_not_at_the_next_interval() {
         tuples: vec![Tuple::new("k", "v")],
     };
     let driver = async {
-        let mut intake = LogIntake { tx, sink: None };
+        let mut intake = LogIntake { tx, sink: false };
         intake.fresh(batch(1)).await.unwrap();
         assert!(feed_rx.recv().await.is_some(), "the first commit goes out");
         // The next commit may not start for 10 s after the first, unless its link ended.
@@ -196,7 +199,7 @@ async fn a_link_end_is_committed_at_once_not_at_the_next_interval() {
 #[tokio::test(start_paused = true)]
 async fn a_link_that_sent_half_its_window_is_committed_at_once_not_at_the_next_interval() {
     let commits = AtomicHist::default();
-    let (writer, tx, mut feed_rx, acks) = slow_committer(64 * 1024, &commits);
+    let (writer, tx, mut feed_rx, acks) = slow_committer(64 * 1024, &commits, None);
     // One tuple of `bytes` value bytes on link `from`.
     let batch = |from: u32, seq: u64, bytes: usize| Accepted {
         from,
@@ -206,7 +209,7 @@ async fn a_link_that_sent_half_its_window_is_committed_at_once_not_at_the_next_i
         tuples: vec![Tuple::new("k", "v".repeat(bytes).as_str())],
     };
     let driver = async {
-        let mut intake = LogIntake { tx, sink: None };
+        let mut intake = LogIntake { tx, sink: false };
         intake.fresh(batch(0, 1, 10)).await.unwrap();
         assert!(feed_rx.recv().await.is_some(), "the first commit goes out");
         let began = tokio::time::Instant::now();
@@ -229,4 +232,37 @@ async fn a_link_that_sent_half_its_window_is_committed_at_once_not_at_the_next_i
         waited < Duration::from_secs(6),
         "a link at half its window waited {waited:?} for the commit interval"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sink_takes_a_batch_s_latency_when_its_commit_is_durable_not_when_it_arrives() {
+    let commits = AtomicHist::default();
+    let status = TaskStatus::default();
+    let (writer, tx, _feed_rx, acks) = slow_committer(64 * 1024, &commits, Some(&status));
+    let batch = |seq: u64, n: usize| Accepted {
+        from: 0,
+        first_seq: seq,
+        last_seq: seq + n as u64 - 1,
+        emit_ns: crate::dataplane::now_ns(),
+        tuples: vec![Tuple::new("k", "v"); n],
+    };
+    let recorded = || status.e2e.snapshot().map_or(0, |h| h.count());
+    let driver = async {
+        let mut intake = LogIntake { tx, sink: true };
+        intake.fresh(batch(1, 1)).await.unwrap();
+        let mut ack = acks.subscribe(0);
+        ack.wait_for(|a| a.0 == 1).await.unwrap();
+        assert_eq!(recorded(), 1, "the first commit's batch");
+        // The next commit waits out the 10 s interval: its lines are not output before it.
+        intake.fresh(batch(2, 3)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(recorded(), 1, "latency taken before the lines were durable");
+        ack.wait_for(|a| a.0 == 4).await.unwrap();
+        assert_eq!(recorded(), 4);
+        let api = status.latency.lock().unwrap().clone().unwrap();
+        assert!(api.summary().is_some());
+        drop(intake);
+    };
+    let (res, ()) = tokio::join!(writer, driver);
+    assert!(res.is_ok(), "{res:?}");
 }
