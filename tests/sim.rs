@@ -58,6 +58,7 @@ use rainstorm::dataplane::routes::Routes;
 use rainstorm::dataplane::DataConfig;
 use rainstorm::model::autoscale::AutoscaleSpec;
 use rainstorm::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
+use rainstorm::model::limits::JobLimits;
 use rainstorm::model::partition::tasks_of;
 use rainstorm::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
 use rainstorm::model::tuple::Tuple;
@@ -1241,7 +1242,11 @@ async fn run_seed(seed: u64) -> SeedResult {
             max_tasks: Some(4),
             ..AutoscaleSpec::new(1.0, 1e9)
         }),
-        limits: Default::default(),
+        // Half the jobs set their own commit interval, over the workers' (below).
+        limits: JobLimits {
+            commit_interval_ms: [None, None, Some(0), Some(12)][rng.below(4) as usize],
+            ..Default::default()
+        },
     };
     let reference = pipeline.reference(&rows);
     let cfg = DataConfig {
