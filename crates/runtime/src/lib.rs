@@ -15,7 +15,7 @@ pub mod sink;
 pub mod source;
 pub mod task;
 
-pub use rainstorm_store::{fetch, log, opcache, reach, store};
+pub use rainstorm_store::{client, fetch, log, opcache, reach, store};
 
 /// The fault-injecting store of the tests (it lives with them).
 #[cfg(test)]

@@ -9,6 +9,7 @@
 use rainstorm_model as model;
 use rainstorm_protocol as protocol;
 
+pub mod client;
 pub mod fetch;
 pub mod log;
 pub mod opcache;

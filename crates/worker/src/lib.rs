@@ -129,11 +129,11 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         cfg.data_dir.clone(),
         identity,
     );
-    let http = reqwest::Client::builder()
+    let http = crate::runtime::client::http_client()
         .timeout(Duration::from_secs(60))
         .build()
         .context("building the HTTP client")?;
-    let beat_http = reqwest::Client::builder()
+    let beat_http = crate::runtime::client::http_client()
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1)
         .build()

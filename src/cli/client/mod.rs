@@ -68,7 +68,9 @@ impl Client {
         crate::runtime::store::install_crypto();
         Client {
             base,
-            http: reqwest::Client::new(),
+            http: crate::store::client::http_client()
+                .build()
+                .unwrap_or_default(),
             token: None,
         }
     }

@@ -91,7 +91,7 @@ impl ExecOperator {
 
     /// Step 3: feeds one tuple of the history to both processes.
     pub async fn feed_history(&mut self, tally: &mut Tally, t: &Tuple) -> Result<(), ExecError> {
-        self.feed(t, 0).await?;
+        self.send(t).await?;
         self.line.clear();
         encode_line(t, &mut self.line);
         tally.fed += 1;

@@ -31,10 +31,11 @@ pub struct ExecOperator {
     pub(super) done: bool,
     /// A reusable buffer for the encoded input line.
     pub(super) line: Vec<u8>,
-    /// The oldest emit time among the inputs fed since the reader last took it (`u64::MAX`:
-    /// none), which the reader stamps on the output it reads next: an output is charged the
-    /// wait of the oldest input it may derive from, so latency is never understated.
-    pub(super) oldest_fed: Arc<AtomicU64>,
+    /// The emit time the reader stamps on the output it reads (0: nothing fed yet): the one
+    /// the latest input was fed with. A logged task feeds each commit's tuples with the
+    /// commit's oldest emit time (`task::logged::feed`), so an output is charged the wait of
+    /// the oldest input it may derive from, as a built-in's router batch is.
+    pub(super) stamp: Arc<AtomicU64>,
     /// Set by the reader (to the bytes it read of it) when it refused a line too large for a
     /// frame, before it closed stdout: then that is why the operator ended, whatever its exit
     /// status says (SIGPIPE, a write error, or even 0 with its output cut short).
@@ -62,7 +63,7 @@ pub struct Relaunch {
 impl ExecOperator {
     /// The operator around a freshly launched process: its output reader runs from here on.
     pub fn start(launched: Launched, router: Router) -> ExecOperator {
-        let oldest_fed = Arc::new(AtomicU64::new(u64::MAX));
+        let stamp = Arc::new(AtomicU64::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
         let skip = Arc::new(AtomicU64::new(0));
         let Launched {
@@ -70,13 +71,7 @@ impl ExecOperator {
             stdin,
             stdout,
         } = launched;
-        let reader = spawn_reader(
-            stdout,
-            router,
-            oldest_fed.clone(),
-            refused.clone(),
-            skip.clone(),
-        );
+        let reader = spawn_reader(stdout, router, stamp.clone(), refused.clone(), skip.clone());
         ExecOperator {
             pid: process.pid(),
             child: process,
@@ -85,7 +80,7 @@ impl ExecOperator {
             router: None,
             done: false,
             line: Vec::with_capacity(1024),
-            oldest_fed,
+            stamp,
             refused,
             skip,
             relaunch: None,
@@ -111,7 +106,7 @@ impl ExecOperator {
         let reader = spawn_reader(
             stdout,
             router,
-            self.oldest_fed.clone(),
+            self.stamp.clone(),
             self.refused.clone(),
             self.skip.clone(),
         );
@@ -176,10 +171,16 @@ impl ExecOperator {
 
     /// Writes one tuple to the operator's stdin (buffered); discarded once it has exited 0.
     pub async fn feed(&mut self, t: &Tuple, emit_ns: u64) -> Result<(), ExecError> {
+        self.stamp.store(emit_ns, Ordering::Relaxed);
+        self.send(t).await
+    }
+
+    /// Writes one tuple to the operator's stdin without touching the stamp (a rebuilt
+    /// history's tuples: their output is dropped).
+    pub(super) async fn send(&mut self, t: &Tuple) -> Result<(), ExecError> {
         if self.done {
             return Ok(());
         }
-        self.oldest_fed.fetch_min(emit_ns, Ordering::Relaxed);
         self.line.clear();
         encode_line(t, &mut self.line);
         let Some(stdin) = self.stdin.as_mut() else {
@@ -310,6 +311,3 @@ impl Drop for ExecOperator {
         // The process ends as it is dropped (an OS child with its group).
     }
 }
-
-#[cfg(test)]
-mod tests;

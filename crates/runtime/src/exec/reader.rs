@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 pub(super) fn spawn_reader(
     stdout: impl AsyncRead + Send + Unpin + 'static,
     router: Router,
-    oldest_fed: Arc<AtomicU64>,
+    stamp: Arc<AtomicU64>,
     refused: Arc<AtomicUsize>,
     skip: Arc<AtomicU64>,
 ) -> JoinHandle<Result<Router, Closed>> {
@@ -35,9 +35,6 @@ pub(super) fn spawn_reader(
             Closed::TooLarge(n)
         };
         let mut read = 0u64;
-        // The emit time stamped on the last output: the next one without newer input since
-        // is charged the same (output before any input: its own read time).
-        let mut stamp = None;
         loop {
             let got = read_line_bounded(&mut rd, &mut buf, MAX_TUPLE).await;
             if matches!(got, Ok(LineRead::Line | LineRead::TooLong(_))) {
@@ -59,13 +56,11 @@ pub(super) fn spawn_reader(
                 }
             }
             let line = String::from_utf8_lossy(&buf);
-            let fed = oldest_fed.swap(u64::MAX, Ordering::Relaxed);
-            let emit_ns = match (fed, stamp) {
-                (u64::MAX, Some(s)) => s,
-                (u64::MAX, None) => crate::dataplane::now_ns(),
-                (fed, _) => fed,
+            // Output before any input is stamped with its own read time.
+            let emit_ns = match stamp.load(Ordering::Relaxed) {
+                0 => crate::dataplane::now_ns(),
+                fed => fed,
             };
-            stamp = Some(emit_ns);
             match router.push(decode_line(&line), emit_ns).await {
                 Err(Closed::TooLarge(n)) => return Err(refuse(n)),
                 other => other?,

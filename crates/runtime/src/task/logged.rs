@@ -339,10 +339,18 @@ pub(super) async fn feed(
             }
         };
         let _feeding = working.run();
+        // Every tuple of a commit is fed as emitted when its oldest one was: the commit held
+        // them all until it was durable, and an output cannot say which of them it came from
+        // (an executable's is stamped with what its latest input was fed with).
+        let emit_ns = (group.iter())
+            .filter(|f| !f.tuples.is_empty())
+            .map(|f| f.emit_ns)
+            .min()
+            .unwrap_or(0);
         for fed in group {
             for (i, t) in fed.tuples.into_iter().enumerate() {
                 let at = (fed.from, fed.first_seq + i as u64);
-                super::takeover::feed(op, takeover.as_deref_mut(), at, t, fed.emit_ns).await?;
+                super::takeover::feed(op, takeover.as_deref_mut(), at, t, emit_ns).await?;
             }
             if let (true, Some(k)) = (fed.ended, takeover.as_deref_mut()) {
                 k.ended(op, fed.from).await?;

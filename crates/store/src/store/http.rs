@@ -78,7 +78,7 @@ pub(super) fn client(token: Option<&crate::protocol::auth::Secret>) -> reqwest::
             }
         }
     }
-    reqwest::Client::builder()
+    crate::client::http_client()
         .default_headers(headers)
         .build()
         .unwrap_or_default()

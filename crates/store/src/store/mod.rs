@@ -186,7 +186,7 @@ impl Store {
         install_crypto();
         Store::Http(HttpStore {
             base: leader.trim_end_matches('/').to_string(),
-            client: reqwest::Client::new(),
+            client: crate::client::http_client().build().unwrap_or_default(),
             session: StoreSession::default(),
         })
     }

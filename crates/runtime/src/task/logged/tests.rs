@@ -266,3 +266,54 @@ async fn a_sink_takes_a_batch_s_latency_when_its_commit_is_durable_not_when_it_a
     let (res, ()) = tokio::join!(writer, driver);
     assert!(res.is_ok(), "{res:?}");
 }
+
+/// A commit's tuples are fed as emitted when its oldest one was, so an executable's output,
+/// stamped with what its latest input was fed with, is charged the commit's whole wait (as a
+/// built-in's router batch is, by its oldest tuple).
+#[tokio::test]
+async fn an_executable_s_output_is_charged_the_wait_of_its_commit_s_oldest_input() {
+    use crate::dataplane::link::LinkMsg;
+    use crate::dataplane::meter::SendMeter;
+    use crate::dataplane::reroute::Switchboard;
+    use crate::dataplane::router::Router;
+    use crate::exec::{ExecOperator, Launch, OsLauncher};
+    use crate::model::partition::Partition;
+
+    let launched = OsLauncher.launch(std::path::Path::new("cat"), &[]).unwrap();
+    let (link_tx, mut link_rx) = mpsc::channel(8);
+    let router = Router::new(
+        vec![link_tx],
+        Partition::Key,
+        Arc::new(Switchboard::new(Vec::new(), 1, false)),
+        Default::default(),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        Arc::new(SendMeter::default()),
+    );
+    let mut op = Operator::Exec(ExecOperator::start(launched, router));
+    // One commit of three batches from three links, emitted 100, 300 and 200 ns after epoch.
+    let fed = |from: u32, emit_ns: u64| Fed {
+        from,
+        first_seq: 1,
+        tuples: vec![Tuple::new(format!("k{from}"), "v")],
+        emit_ns,
+        ended: false,
+    };
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(vec![fed(0, 100), fed(1, 300), fed(2, 200)])
+        .await
+        .unwrap();
+    let working = Stopwatch::default();
+    let cancel = CancellationToken::new();
+    let output = async move {
+        let got = link_rx.recv().await;
+        drop(tx);
+        got
+    };
+    let (fed_all, got) = tokio::join!(feed(&mut op, rx, &working, None, &cancel), output);
+    fed_all.unwrap();
+    let Some(LinkMsg::Batch(first)) = got else {
+        panic!("no batch from the operator's output");
+    };
+    assert_eq!(first.emit_ns, 100, "the first output's stamp");
+    op.abort().await;
+}
