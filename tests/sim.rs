@@ -1297,6 +1297,10 @@ async fn run_seed(seed: u64) -> SeedResult {
             // Its own: a budget shared with another simulation would make its waits depend
             // on that one.
             merges: rainstorm::runtime::env::merge_budget(),
+            // Anchored on the virtual clock: a seed's commits fall at the same times each run.
+            commit_clock: rainstorm::runtime::commit_clock::CommitClock::anchored(
+                tokio::time::Instant::now(),
+            ),
             // Off: file I/O runs outside the virtual clock (the output comes from the store).
             spool: false,
         };

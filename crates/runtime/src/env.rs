@@ -43,6 +43,8 @@ pub struct TaskEnv {
     /// Log compaction merges running at once, shared by every logged task that has this
     /// budget (`task::compact`): compaction's memory is bounded whatever the task count.
     pub merges: Arc<tokio::sync::Semaphore>,
+    /// The grid its logged tasks' group commits go out on (`commit_clock`).
+    pub commit_clock: crate::commit_clock::CommitClock,
 }
 
 impl TaskEnv {
@@ -67,6 +69,7 @@ impl TaskEnv {
             launcher: Arc::new(OsLauncher),
             identity,
             merges: process_merge_budget(),
+            commit_clock: crate::commit_clock::CommitClock::wall(),
         }
     }
 }

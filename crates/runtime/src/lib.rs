@@ -8,6 +8,7 @@ use rainstorm_model as model;
 use rainstorm_protocol as protocol;
 
 pub mod builtin;
+pub mod commit_clock;
 pub mod env;
 pub mod exec;
 pub mod links;

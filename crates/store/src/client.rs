@@ -6,13 +6,19 @@
 
 use std::sync::OnceLock;
 
+/// Installs the TLS crypto provider (ring) the HTTP clients use; call once at start-up (later
+/// calls do nothing).
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The process's TLS client configuration: the platform's roots, verified as `reqwest` would
 /// (`rustls-platform-verifier`); `None` if they could not be loaded (each client then makes
 /// its own and reports what is wrong when it is built).
 fn shared_tls() -> Option<rustls::ClientConfig> {
     static TLS: OnceLock<Option<rustls::ClientConfig>> = OnceLock::new();
     TLS.get_or_init(|| {
-        crate::store::install_crypto();
+        install_crypto();
         use rustls_platform_verifier::ConfigVerifierExt;
         match rustls::ClientConfig::with_platform_verifier() {
             Ok(c) => Some(c),

@@ -209,14 +209,17 @@ pub(super) async fn log_writer(
                 ended || pressed
             };
             now |= take(first, &mut body);
-            // Wait for more records at least the linger, and until the commit interval since the
-            // previous write has passed: store writes are bounded by time, not by traffic. An
-            // input link's end is not waited behind (it comes once per link): the job's last
-            // tuples would otherwise wait an interval in every logged stage.
+            // Wait for more records at least the linger, and until the commit clock's next tick
+            // at least half an interval after the previous write: store writes are bounded by
+            // time, not by traffic, and the stages of a job commit one just after the other
+            // (`commit_clock`). An input link's end is not waited behind (it comes once per
+            // link): the job's last tuples would otherwise wait an interval in every logged
+            // stage.
             let mut linger =
                 tokio::time::Instant::now() + Duration::from_micros(env.cfg.log_linger_us as u64);
             if let Some(at) = last_write {
-                linger = linger.max(at + every);
+                let tick = env.commit_clock.tick(at + every / 2, every, key.pos.stage);
+                linger = linger.max(tick);
             }
             while body.len() < SEGMENT_BYTES {
                 match rx.try_recv() {

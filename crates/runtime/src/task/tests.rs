@@ -30,6 +30,7 @@ fn env(cfg: crate::dataplane::DataConfig, launcher: Arc<dyn Launch>) -> TaskEnv 
         routes: Arc::new(Routes::default()),
         slots: crate::dataplane::link::LinkSlots::new(cfg.max_conns),
         merges: crate::env::merge_budget(),
+        commit_clock: crate::commit_clock::CommitClock::anchored(tokio::time::Instant::now()),
         spool: true,
         cfg,
         store: Store::objects(Arc::new(FaultyStore::default()), "faulty"),

@@ -130,11 +130,7 @@ pub fn clean_prefix(prefix: &str) -> Result<String, StoreError> {
     Ok(p.to_string())
 }
 
-/// Installs the TLS crypto provider (ring) the HTTP clients use; call once at start-up (later
-/// calls do nothing).
-pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use crate::client::install_crypto;
 
 /// The store handle every component holds.
 #[derive(Clone, Debug)]

@@ -21,6 +21,7 @@ fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
         identity: crate::protocol::auth::Identity::from_seed([5; 32]).unwrap(),
         slots: crate::dataplane::link::LinkSlots::new(64),
         merges: crate::env::merge_budget(),
+        commit_clock: crate::commit_clock::CommitClock::anchored(tokio::time::Instant::now()),
         spool: false,
     }
 }

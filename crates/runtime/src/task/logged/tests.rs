@@ -23,6 +23,7 @@ fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
         identity: crate::protocol::auth::Identity::from_seed([5; 32]).unwrap(),
         slots: crate::dataplane::link::LinkSlots::new(64),
         merges: crate::env::merge_budget(),
+        commit_clock: crate::commit_clock::CommitClock::anchored(tokio::time::Instant::now()),
         spool: false,
     }
 }
@@ -316,4 +317,63 @@ async fn an_executable_s_output_is_charged_the_wait_of_its_commit_s_oldest_input
     };
     assert_eq!(first.emit_ns, 100, "the first output's stamp");
     op.abort().await;
+}
+
+/// Commits go out on the commit clock's ticks, each stage just after the one before it: a
+/// stage-2 task and a stage-3 task of one process, both past their first commit, commit
+/// their next batches at the same tick of the interval, the later stage its offset after.
+#[tokio::test(start_paused = true)]
+async fn the_stages_of_a_job_commit_on_one_grid_each_just_after_the_one_before() {
+    let mem = Arc::new(FaultyStore::default());
+    let mut base = env(&mem);
+    base.cfg.log_commit_ms = 10_000;
+    let t0 = tokio::time::Instant::now();
+    base.commit_clock = crate::commit_clock::CommitClock::anchored(t0);
+    let commits = AtomicHist::default();
+    // A writer at `stage`: when its second commit released its batch, since t0.
+    let second_commit = |stage: u32, late: Duration| {
+        let (env, commits) = (base.clone(), &commits);
+        async move {
+            let (tx, rx) = mpsc::channel(4);
+            let (feed_tx, mut feed_rx) = mpsc::channel(4);
+            let meter = CommitMeter {
+                commits,
+                working: None,
+                spool: None,
+                latency: None,
+            };
+            let mut k = key();
+            k.pos.stage = stage;
+            let writer = log_writer(env, k, 0, Arc::default(), rx, feed_tx, meter);
+            let driver = async {
+                let mut intake = LogIntake { tx, sink: false };
+                let batch = |seq: u64| Accepted {
+                    from: 0,
+                    first_seq: seq,
+                    last_seq: seq,
+                    emit_ns: 0,
+                    tuples: vec![Tuple::new("k", "v")],
+                };
+                // The first commit has no write before it to wait for.
+                intake.fresh(batch(1)).await.unwrap();
+                feed_rx.recv().await.unwrap();
+                tokio::time::sleep(late).await;
+                intake.fresh(batch(2)).await.unwrap();
+                feed_rx.recv().await.unwrap();
+                let at = t0.elapsed();
+                drop(intake);
+                at
+            };
+            let (res, at) = tokio::join!(writer, driver);
+            res.unwrap();
+            at
+        }
+    };
+    // Whenever their batches came, the next tick after half an interval is the one.
+    let (two, three) = tokio::join!(
+        second_commit(2, Duration::from_millis(700)),
+        second_commit(3, Duration::from_millis(4_900)),
+    );
+    assert_eq!(two, Duration::from_secs(10));
+    assert_eq!(three, Duration::from_millis(10_010));
 }
