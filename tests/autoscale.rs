@@ -266,21 +266,37 @@ args = ["1"]
 }
 
 /// Kills the operator process of a running task of job `id` that `which` picks (with
-/// `kill-task`), and waits until the leader counted the failure.
+/// `kill-task`), and waits until the leader counted the failure. A task that rebuilds moved
+/// keys' state starts a new process, so the pid listed may be gone by the time the kill
+/// arrives: the leader then refuses it, or its worker ignores it and logs so; either way the
+/// task is listed again and its new process killed.
 fn kill_process(c: &Cluster, id: &str, which: impl Fn(&Value) -> bool) {
-    let victim = wait_for("a running task to kill", Duration::from_secs(30), || {
-        c.tasks(id)
+    wait_for("a kill the leader counts", Duration::from_secs(60), || {
+        let victim = c
+            .tasks(id)
             .into_iter()
-            .find(|t| which(t) && t["state"] == "running" && t["pid"].is_u64())
+            .find(|t| which(t) && t["state"] == "running" && t["pid"].is_u64())?;
+        let pid = victim["pid"].as_u64().unwrap_or_default().to_string();
+        let worker = victim["worker"].as_str().unwrap_or_default().to_string();
+        let out = c.run(&["kill-task", &worker, &pid]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            assert!(
+                err.contains("runs no operator process with pid"),
+                "kill-task {worker} {pid} failed: {err}"
+            );
+            return None;
+        }
+        let ignored = format!("not a running operator of this worker; ignored pid={pid}");
+        wait_for("the kill to land", Duration::from_secs(30), || {
+            let failures = c.json(&["job", id, "--json"])["failures"].as_u64();
+            if failures >= Some(1) {
+                Some(Some(()))
+            } else {
+                c.worker_logs().contains(&ignored).then_some(None)
+            }
+        })
     });
-    let pid = victim["pid"].as_u64().unwrap_or_default().to_string();
-    let worker = victim["worker"].as_str().unwrap_or_default().to_string();
-    c.ok(&["kill-task", &worker, &pid]);
-    wait_for(
-        "the leader to count the kill",
-        Duration::from_secs(30),
-        || (c.json(&["job", id, "--json"])["failures"].as_u64()? >= 1).then_some(()),
-    );
 }
 
 /// Issue 17: a stage running an executable that keeps a running count per key grows and
