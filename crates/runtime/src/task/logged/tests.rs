@@ -139,6 +139,7 @@ async fn a_fenced_attempt_acknowledges_and_processes_nothing() {
 /// input, what it releases to feed, and its acks.
 #[allow(clippy::type_complexity)]
 fn slow_committer<'a>(
+    stage: u32,
     window_bytes: usize,
     commits: &'a AtomicHist,
     sink: Option<&'a TaskStatus>,
@@ -161,21 +162,28 @@ fn slow_committer<'a>(
         spool: None,
         latency: sink,
     };
-    let writer = log_writer(env, key(), 0, acks.clone(), rx, feed_tx, meter);
+    let mut k = key();
+    k.pos.stage = stage;
+    let writer = log_writer(env, k, 0, acks.clone(), rx, feed_tx, meter);
     (writer, tx, feed_rx, acks)
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_link_end_is_committed_at_once_not_at_the_next_interval() {
-    let commits = AtomicHist::default();
-    let (writer, tx, mut feed_rx, acks) = slow_committer(64 * 1024, &commits, None);
-    let batch = |seq: u64| Accepted {
+/// One tuple on link 0 with sequence number `seq`.
+fn one(seq: u64) -> Accepted {
+    Accepted {
         from: 0,
         first_seq: seq,
         last_seq: seq,
         emit_ns: 0,
         tuples: vec![Tuple::new("k", "v")],
-    };
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_end_is_committed_at_once_not_at_the_next_interval() {
+    let commits = AtomicHist::default();
+    let (writer, tx, mut feed_rx, acks) = slow_committer(2, 64 * 1024, &commits, None);
+    let batch = one;
     let driver = async {
         let mut intake = LogIntake { tx, sink: false };
         intake.fresh(batch(1)).await.unwrap();
@@ -200,7 +208,7 @@ async fn a_link_end_is_committed_at_once_not_at_the_next_interval() {
 #[tokio::test(start_paused = true)]
 async fn a_link_that_sent_half_its_window_is_committed_at_once_not_at_the_next_interval() {
     let commits = AtomicHist::default();
-    let (writer, tx, mut feed_rx, acks) = slow_committer(64 * 1024, &commits, None);
+    let (writer, tx, mut feed_rx, acks) = slow_committer(2, 64 * 1024, &commits, None);
     // One tuple of `bytes` value bytes on link `from`.
     let batch = |from: u32, seq: u64, bytes: usize| Accepted {
         from,
@@ -239,7 +247,7 @@ async fn a_link_that_sent_half_its_window_is_committed_at_once_not_at_the_next_i
 async fn a_sink_takes_a_batch_s_latency_when_its_commit_is_durable_not_when_it_arrives() {
     let commits = AtomicHist::default();
     let status = TaskStatus::default();
-    let (writer, tx, _feed_rx, acks) = slow_committer(64 * 1024, &commits, Some(&status));
+    let (writer, tx, _feed_rx, acks) = slow_committer(2, 64 * 1024, &commits, Some(&status));
     let batch = |seq: u64, n: usize| Accepted {
         from: 0,
         first_seq: seq,
@@ -324,46 +332,23 @@ async fn an_executable_s_output_is_charged_the_wait_of_its_commit_s_oldest_input
 /// their next batches at the same tick of the interval, the later stage its offset after.
 #[tokio::test(start_paused = true)]
 async fn the_stages_of_a_job_commit_on_one_grid_each_just_after_the_one_before() {
-    let mem = Arc::new(FaultyStore::default());
-    let mut base = env(&mem);
-    base.cfg.log_commit_ms = 10_000;
+    // Both writers' clocks are anchored now (the paused clock does not move in between).
     let t0 = tokio::time::Instant::now();
-    base.commit_clock = crate::commit_clock::CommitClock::anchored(t0);
     let commits = AtomicHist::default();
-    // A writer at `stage`: when its second commit released its batch, since t0.
+    // A writer at `stage` (10 s interval): when its second commit released its batch.
     let second_commit = |stage: u32, late: Duration| {
-        let (env, commits) = (base.clone(), &commits);
+        let (writer, tx, mut feed_rx, _acks) = slow_committer(stage, 64 * 1024, &commits, None);
+        let driver = async move {
+            let mut intake = LogIntake { tx, sink: false };
+            // The first commit has no write before it to wait for.
+            intake.fresh(one(1)).await.unwrap();
+            feed_rx.recv().await.unwrap();
+            tokio::time::sleep(late).await;
+            intake.fresh(one(2)).await.unwrap();
+            feed_rx.recv().await.unwrap();
+            t0.elapsed()
+        };
         async move {
-            let (tx, rx) = mpsc::channel(4);
-            let (feed_tx, mut feed_rx) = mpsc::channel(4);
-            let meter = CommitMeter {
-                commits,
-                working: None,
-                spool: None,
-                latency: None,
-            };
-            let mut k = key();
-            k.pos.stage = stage;
-            let writer = log_writer(env, k, 0, Arc::default(), rx, feed_tx, meter);
-            let driver = async {
-                let mut intake = LogIntake { tx, sink: false };
-                let batch = |seq: u64| Accepted {
-                    from: 0,
-                    first_seq: seq,
-                    last_seq: seq,
-                    emit_ns: 0,
-                    tuples: vec![Tuple::new("k", "v")],
-                };
-                // The first commit has no write before it to wait for.
-                intake.fresh(batch(1)).await.unwrap();
-                feed_rx.recv().await.unwrap();
-                tokio::time::sleep(late).await;
-                intake.fresh(batch(2)).await.unwrap();
-                feed_rx.recv().await.unwrap();
-                let at = t0.elapsed();
-                drop(intake);
-                at
-            };
             let (res, at) = tokio::join!(writer, driver);
             res.unwrap();
             at
