@@ -93,12 +93,15 @@ impl Upstream {
             emit_ns: 0,
             tuples,
         };
-        self.inbox.send(batch).await.unwrap();
+        // An attempt that already ended (its operator failed) has dropped its inbox; the
+        // test reads how it ended from its task.
+        let _ended = self.inbox.send(batch).await.is_err();
     }
 }
 
 /// Starts the attempt and connects its upstream link 0; returns the attempt's status, its
-/// cancel token, its task and the link.
+/// cancel token, its task and the link — none if the attempt ended before it could be
+/// connected (an operator that fails at once; its registration goes with it).
 async fn start(
     env: TaskEnv,
     a: TaskAssignment,
@@ -107,7 +110,7 @@ async fn start(
     Arc<TaskStatus>,
     CancellationToken,
     tokio::task::JoinHandle<TaskEnd>,
-    Upstream,
+    Option<Upstream>,
 ) {
     let status = Arc::new(TaskStatus::default());
     let cancel = CancellationToken::new();
@@ -116,6 +119,9 @@ async fn start(
     let inbox = loop {
         if let Some(h) = registry.get(&key()) {
             break h.tx;
+        }
+        if run.is_finished() {
+            return (status, cancel, run, None);
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
@@ -126,8 +132,11 @@ async fn start(
         eos_acked: false,
         conn: conn.clone(),
     };
-    inbox.send(connected).await.unwrap();
-    (status, cancel, run, Upstream { inbox, conn })
+    if inbox.send(connected).await.is_err() {
+        // Ended just now (see above).
+        return (status, cancel, run, None);
+    }
+    (status, cancel, run, Some(Upstream { inbox, conn }))
 }
 
 /// Starts the attempt and hands its inbox one batch of `n` tuples on link 0; returns the
@@ -143,7 +152,9 @@ async fn start_with_input(
     tokio::task::JoinHandle<TaskEnd>,
 ) {
     let (status, cancel, run, upstream) = start(env, a, exec).await;
-    upstream.batch(1, n).await;
+    if let Some(upstream) = upstream {
+        upstream.batch(1, n).await;
+    }
     (status, cancel, run)
 }
 
@@ -233,6 +244,7 @@ async fn a_logged_task_commits_at_its_job_s_interval_not_its_worker_s() {
     a.log_input = true;
     a.commit_interval_ms = Some(60_000);
     let (status, cancel, run, upstream) = start(env(cfg, Arc::new(SlowEcho(ZERO))), a, None).await;
+    let upstream = upstream.expect("the attempt is running");
     // The first commit has no write before it to wait for.
     upstream.batch(1, 1).await;
     wait_emitted(&status, 1).await;
