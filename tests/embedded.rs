@@ -62,6 +62,60 @@ fn run_app1_builtins_prints_exactly_the_output_and_writes_the_sink() {
     assert_eq!(summary["sink_tuples"], signs.app1().len(), "{summary}");
 }
 
+/// Built-ins chained in one stage give what the same built-ins give as stages of their own:
+/// a stateless chain (app1 in one stage), and a count behind a filter, whose input is routed
+/// by the count's column although the chain starts with a filter.
+#[test]
+fn chained_built_ins_give_the_output_of_their_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let signs = Signs::generate(5000, 4);
+    signs.write(&dir.path().join("signs.csv"));
+    let cases = [
+        (
+            "app1",
+            chain_stage(
+                3,
+                &[("filter", &["Punched Telespar"]), ("select", &["3-5"])],
+            ),
+            signs.app1(),
+        ),
+        (
+            "app2",
+            chain_stage(
+                3,
+                &[("filter", &["Punched Telespar"]), ("count-by", &["9"])],
+            ),
+            signs.app2(),
+        ),
+    ];
+    for (name, stage, want) in cases {
+        for delivery in ["exactly-once", "at-least-once"] {
+            let sink = format!("out/{name}-{delivery}.txt");
+            let job = job_toml(name, "signs.csv", &sink, 0.0, delivery, &[]) + &stage;
+            let file = format!("{name}-{delivery}.toml");
+            std::fs::write(dir.path().join(&file), job).unwrap();
+            let out = run_in(dir.path(), &file);
+            assert!(
+                out.status.success(),
+                "{name} {delivery}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8(out.stdout).unwrap();
+            assert_same(
+                &format!("{name} {delivery} stdout"),
+                &sorted_lines(&stdout),
+                &want,
+            );
+            let written = std::fs::read_to_string(dir.path().join(&sink)).unwrap();
+            assert_same(
+                &format!("{name} {delivery} sink"),
+                &sorted_lines(&written),
+                &want,
+            );
+        }
+    }
+}
+
 /// What `run` prints while a rate-limited job runs is the output file byte for byte: it
 /// follows the sink's committed log until the job ends, then the file — including across the
 /// moment the job ends and the log is removed (a follower that kept listing the log while it

@@ -208,6 +208,47 @@ fn sigkilled_worker_is_declared_dead_and_its_builtin_stateful_tasks_recover() {
         .all(|t| t["worker"] != worker_id.as_str()));
 }
 
+/// A chain ending in a count keeps its state in the chain's last step: the worker running a
+/// task of it with counts is SIGKILLed, and the task rebuilds its counts (filter and count
+/// replayed from the source, as a first stage does) to give the exact output.
+#[test]
+fn a_chained_count_on_a_killed_worker_recovers_its_counts_exactly() {
+    let mut c = Cluster::start(3, 1.5);
+    let (signs, _) = setup(&c, 12000, 23);
+    let job = job_toml(
+        "chained",
+        "signs.csv",
+        "out/chained.txt",
+        4000.0,
+        "exactly-once",
+        &[],
+    ) + &chain_stage(
+        3,
+        &[
+            ("filter", &["Punched Telespar"]),
+            ("identity", &[]),
+            ("count-by", &["9"]),
+        ],
+    ) + &chain_stage(2, &[("identity", &[])]);
+    c.file("chained.toml", &job);
+    let id = c.submit("chained.toml");
+    wait_source(&c, &id, 4000);
+    let victim = wait_for("a chained count task with state", LONG, || {
+        c.tasks(&id).into_iter().find(|t| {
+            t["stage"] == 1 && t["tuples_out"].as_u64() > Some(0) && t["worker"].is_string()
+        })
+    });
+    let worker_id = victim["worker"].as_str().unwrap_or_default().to_string();
+    let index = c.worker_index(&worker_id).expect("the victim's process");
+    c.kill_worker(index);
+    let j = check_output(&c, &id, "out/chained.txt", &signs.app2());
+    assert!(j["recoveries"].as_u64().unwrap_or(0) >= 1, "{j}");
+    assert!(c
+        .tasks(&id)
+        .iter()
+        .all(|t| t["worker"] != worker_id.as_str()));
+}
+
 /// War story: "a restarted task waited forever: the previous stage finished signal had been
 /// sent before it existed". The end of stream is recorded state, recovered from the log.
 #[test]

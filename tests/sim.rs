@@ -60,7 +60,7 @@ use rainstorm::model::autoscale::AutoscaleSpec;
 use rainstorm::model::ids::{JobId, TaskKey, TaskPos, WorkerId};
 use rainstorm::model::limits::JobLimits;
 use rainstorm::model::partition::tasks_of;
-use rainstorm::model::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
+use rainstorm::model::spec::{ChainStep, Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
 use rainstorm::model::tuple::Tuple;
 use rainstorm::protocol::auth::Identity;
 use rainstorm::protocol::control::{Endpoint, TaskAssignment, TaskState};
@@ -202,6 +202,20 @@ fn count_by() -> OperatorSpec {
     }
 }
 
+fn chained_count_by() -> OperatorSpec {
+    let step = |name: &str, args: &[&str]| ChainStep {
+        name: name.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+    };
+    OperatorSpec::Chain {
+        steps: vec![
+            step("filter", &[","]),
+            step("identity", &[]),
+            step("count-by", &["2"]),
+        ],
+    }
+}
+
 impl Pipeline {
     fn stages(self, rng: &Rng, declared: bool) -> Vec<StageSpec> {
         let n = |rng: &Rng| 1 + rng.below(3) as u32;
@@ -269,7 +283,13 @@ impl Pipeline {
                 },
                 StageSpec {
                     tasks: n(rng),
-                    operator: count_by(),
+                    // Half the time chained behind a filter every row passes: the count's
+                    // state, routing and handover are then a chain's last step's.
+                    operator: if rng.chance(0.5) {
+                        chained_count_by()
+                    } else {
+                        count_by()
+                    },
                     autoscale: Default::default(),
                     stateless: false,
                 },

@@ -222,6 +222,19 @@ pub fn job_toml(
     s
 }
 
+/// A `[[stages]]` table of `tasks` tasks chaining the built-ins `steps` (name, arguments), to
+/// append to a [`job_toml`] job.
+pub fn chain_stage(tasks: u32, steps: &[(&str, &[&str])]) -> String {
+    let steps: Vec<String> = steps
+        .iter()
+        .map(|(op, args)| format!("{{ op = {op:?}, args = {args:?} }}"))
+        .collect();
+    format!(
+        "[[stages]]\ntasks = {tasks}\nchain = [{}]\n",
+        steps.join(", ")
+    )
+}
+
 /// Copies the example operators into `dir` (a path unique to the test, so leftover processes
 /// can be found by it).
 pub fn install_ops(dir: &Path) -> PathBuf {

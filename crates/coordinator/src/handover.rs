@@ -11,10 +11,9 @@
 //! each waiting for the other (`docs/rescale.md` §3).
 
 use super::job::JobCore;
-use crate::model::builtin::BuiltinSpec;
 use crate::model::groups::KEY_GROUPS;
 use crate::model::ids::TaskPos;
-use crate::model::spec::{OperatorSpec, StageRole};
+use crate::model::spec::StageRole;
 use crate::protocol::control::TaskState;
 use std::collections::BTreeSet;
 
@@ -23,12 +22,7 @@ impl JobCore {
     /// state per key.
     pub(super) fn hands_over(&self, stage: u32) -> bool {
         match self.spec.role_of(stage) {
-            StageRole::Operator(s) => match &s.operator {
-                OperatorSpec::Builtin { name, args } => {
-                    BuiltinSpec::routing_column(name, args).is_some()
-                }
-                OperatorSpec::Exec { .. } => false,
-            },
+            StageRole::Operator(s) => s.operator.keyed_column().is_some(),
             _ => false,
         }
     }

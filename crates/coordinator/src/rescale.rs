@@ -16,10 +16,9 @@ use super::event::{Action, Cluster, ScaleNote, ScalePhase, Timer};
 use super::job::JobCore;
 use super::placement::rebuilds_from_history;
 use super::routing::{StageRouting, NEVER};
-use crate::model::builtin::BuiltinSpec;
 use crate::model::ids::{TaskPos, WorkerId};
 use crate::model::partition::{initial_map, partition_into, tasks_of};
-use crate::model::spec::{Delivery, OperatorSpec, StageRole};
+use crate::model::spec::{Delivery, StageRole};
 use crate::protocol::control::TaskState;
 use crate::protocol::reroute::{PendingRoute, SwitchPoint};
 use crate::protocol::routing::Inbound;
@@ -82,13 +81,9 @@ impl JobCore {
     /// (`count-by`), or an executable (which may).
     pub(super) fn keeps_state(&self, stage: u32) -> bool {
         match self.spec.role_of(stage) {
-            StageRole::Operator(s) => match &s.operator {
-                OperatorSpec::Builtin { name, args } => {
-                    BuiltinSpec::routing_column(name, args).is_some()
-                }
-                // Unless the user said it keeps none, an executable may keep state per key.
-                OperatorSpec::Exec { .. } => !s.stateless,
-            },
+            // Unless the user said it keeps none, an executable may keep state per key.
+            StageRole::Operator(s) if s.operator.is_exec() => !s.stateless,
+            StageRole::Operator(s) => s.operator.keyed_column().is_some(),
             _ => false,
         }
     }

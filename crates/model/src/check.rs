@@ -6,7 +6,10 @@
 //! reported at once so a user fixes them in one round.
 
 mod autoscale;
+mod chain;
 mod paths;
+
+pub use chain::MAX_STEPS;
 
 pub use paths::{path_problem, MAX_COMPONENT, MAX_PATH};
 
@@ -162,6 +165,15 @@ pub fn stage_field(i: usize, f: &str) -> String {
     format!("stages[{}].{f}", i + 1)
 }
 
+/// The name of the built-in that keeps state in `op` (a chain's last step).
+fn keyed_name(op: &OperatorSpec) -> &str {
+    match op {
+        OperatorSpec::Builtin { name, .. } => name,
+        OperatorSpec::Chain { steps } => steps.last().map_or("", |s| &s.name),
+        OperatorSpec::Exec { path, .. } => path,
+    }
+}
+
 /// Every static problem of a spec, in the order of the job file (source, sink, stages).
 pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -243,17 +255,17 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
                 ));
             }
             OperatorSpec::Exec { .. } => {}
+            OperatorSpec::Chain { steps } => problems.extend(chain::chain_problems(i, steps)),
         }
-        if st.stateless {
-            if let OperatorSpec::Builtin { name, args } = &st.operator {
-                if BuiltinSpec::routing_column(name, args).is_some() {
-                    problems.push(Problem::new(
-                        stage_field(i, "stateless"),
-                        "true",
-                        format!("{name} keeps state per key; only an executable's state can be declared absent"),
-                    ));
-                }
-            }
+        if st.stateless && st.operator.keyed_column().is_some() {
+            problems.push(Problem::new(
+                stage_field(i, "stateless"),
+                "true",
+                format!(
+                    "{} keeps state per key; only an executable's state can be declared absent",
+                    keyed_name(&st.operator)
+                ),
+            ));
         }
         problems.extend(autoscale::stage_problems(spec, i));
     }

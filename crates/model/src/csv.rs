@@ -1,5 +1,7 @@
 //! CSV fields of a single line, with real quoting rules, without allocating per line: the
-//! splitter keeps its buffers between calls (`csv_core` does the parsing).
+//! splitter keeps its buffers between calls. A line with no quote and no line break is cut at
+//! its commas (what `csv_core` would find, found with `memchr`, several times faster: most
+//! lines of most files); any other line is parsed by `csv_core`.
 
 /// Reusable splitter of one CSV record (building a `csv_core` reader compiles a DFA, so the
 /// reader is built once and reset per line).
@@ -8,6 +10,9 @@ pub struct CsvSplitter {
     out: Vec<u8>,
     ends: Vec<usize>,
     nfields: usize,
+    /// The last line was cut at its commas: `out` holds it whole and `ends` the commas'
+    /// positions, so field i starts one past end i-1 (`csv_core`'s output has no delimiters).
+    plain: bool,
 }
 
 impl Default for CsvSplitter {
@@ -18,6 +23,7 @@ impl Default for CsvSplitter {
             out: Vec::new(),
             ends: Vec::new(),
             nfields: 0,
+            plain: false,
         }
     }
 }
@@ -25,6 +31,23 @@ impl Default for CsvSplitter {
 impl CsvSplitter {
     /// Splits `line` into fields; read them with [`CsvSplitter::field`].
     pub fn split(&mut self, line: &str) {
+        let bytes = line.as_bytes();
+        self.plain = !bytes.is_empty() && memchr::memchr3(b'"', b'\r', b'\n', bytes).is_none();
+        if self.plain {
+            self.out.clear();
+            self.out.extend_from_slice(bytes);
+            self.ends.clear();
+            self.ends.extend(memchr::memchr_iter(b',', bytes));
+            self.ends.push(bytes.len());
+            self.nfields = self.ends.len();
+        } else {
+            self.split_with_csv_core(line);
+        }
+    }
+
+    /// Splits `line` by the full CSV rules.
+    fn split_with_csv_core(&mut self, line: &str) {
+        self.plain = false;
         self.rdr.reset();
         let rdr = &mut *self.rdr;
         if self.out.len() < line.len() + 1 {
@@ -94,7 +117,11 @@ impl CsvSplitter {
         if i >= self.nfields {
             return None;
         }
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let start = match i {
+            0 => 0,
+            _ if self.plain => self.ends[i - 1] + 1,
+            _ => self.ends[i - 1],
+        };
         std::str::from_utf8(&self.out[start..self.ends[i]]).ok()
     }
 }
@@ -142,6 +169,38 @@ mod tests {
         s.split(&line.join(","));
         assert_eq!(s.len(), 100);
         assert_eq!(s.field(99), Some("field99"));
+    }
+
+    /// The comma cut and `csv_core` find the same fields in every line, quoted or not: lines
+    /// of random commas, quotes, line breaks, spaces and multi-byte letters, each split
+    /// after a line of the other kind so no state leaks between them.
+    #[test]
+    fn plain_lines_split_as_csv_core_splits_them() {
+        let alphabet = ["a", ",", "\"", "\r", "\n", " ", "é", "x,y", "\"\""];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut fast, mut slow) = (CsvSplitter::default(), CsvSplitter::default());
+        let mut plain_seen = 0;
+        for _ in 0..20_000 {
+            let len = (next() % 12) as usize;
+            let line: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            fast.split(&line);
+            plain_seen += usize::from(fast.plain);
+            // The reference: csv_core alone, on a splitter that never takes the cut.
+            slow.plain = false;
+            slow.split_with_csv_core(&line);
+            let got: Vec<_> = (0..=fast.len()).map(|i| fast.field(i)).collect();
+            let want: Vec<_> = (0..=slow.len()).map(|i| slow.field(i)).collect();
+            assert_eq!(got, want, "line {line:?}");
+        }
+        assert!(plain_seen > 1000, "only {plain_seen} plain lines");
     }
 
     #[test]

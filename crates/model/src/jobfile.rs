@@ -1,10 +1,10 @@
 //! The job file (TOML): decodes it into a [`JobSpec`] and hands that to the one static
 //! validator, [`check_spec`]. Decoding itself only reports what a `JobSpec` cannot hold (bad
-//! TOML, an unknown delivery, a stage with both or neither of `exec` and `op`); a value of the
+//! TOML, an unknown delivery, a stage with more or fewer than one of `exec`, `op` and `chain`); a value of the
 //! wrong type becomes an invalid value that `check_spec` then rejects, shown as written.
 
 use crate::check::{check_spec, stage_field, InvalidJob, Problem};
-use crate::spec::{Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
+use crate::spec::{ChainStep, Delivery, JobSpec, OperatorSpec, PathMode, StageSpec};
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -45,9 +45,19 @@ struct RawStage {
     op: Option<String>,
     #[serde(default)]
     args: Vec<toml::Value>,
+    chain: Option<Vec<RawStep>>,
     autoscale: Option<toml::Value>,
     #[serde(default)]
     stateless: bool,
+}
+
+/// One step of a stage's `chain`: a built-in and its arguments.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    op: String,
+    #[serde(default)]
+    args: Vec<toml::Value>,
 }
 
 fn arg_string(v: &toml::Value) -> String {
@@ -160,6 +170,26 @@ impl Decoding {
 
     fn operator(&mut self, i: usize, st: &RawStage) -> OperatorSpec {
         let args: Vec<String> = st.args.iter().map(arg_string).collect();
+        if let Some(chain) = &st.chain {
+            if st.exec.is_none() && st.op.is_none() && st.args.is_empty() {
+                return OperatorSpec::Chain {
+                    steps: chain
+                        .iter()
+                        .map(|s| ChainStep {
+                            name: s.op.clone(),
+                            args: s.args.iter().map(arg_string).collect(),
+                        })
+                        .collect(),
+                };
+            }
+            self.problems.push(Problem::new(
+                stage_field(i, "chain"),
+                "(with exec, op or args)",
+                "a chain names its built-ins in its steps: give either chain or exec/op and \
+                 args, not both",
+            ));
+            return identity();
+        }
         let (value, message) = match (&st.exec, &st.op) {
             (Some(path), None) => {
                 return OperatorSpec::Exec {
@@ -176,16 +206,20 @@ impl Decoding {
             (Some(_), Some(_)) => ("(both)", "give either exec or op, not both"),
             (None, None) => (
                 "(missing)",
-                "give exec = \"path/to/operator\" or op = \"<built-in>\"",
+                "give exec = \"path/to/operator\", op = \"<built-in>\" or chain = [...]",
             ),
         };
         self.problems
             .push(Problem::new(stage_field(i, "op"), value, message));
-        // A stand-in that passes validation, so only this stage's other problems are added.
-        OperatorSpec::Builtin {
-            name: "identity".into(),
-            args: Vec::new(),
-        }
+        identity()
+    }
+}
+
+/// A stand-in operator that passes validation, so only a stage's other problems are added.
+fn identity() -> OperatorSpec {
+    OperatorSpec::Builtin {
+        name: "identity".into(),
+        args: Vec::new(),
     }
 }
 

@@ -3,10 +3,9 @@
 //! routers, by first-stage replay (which must route exactly as the source did) and by the
 //! leader (which tells each task how its outputs are partitioned).
 
-use crate::builtin::BuiltinSpec;
 use crate::csv::CsvSplitter;
 use crate::groups::{GroupMap, KEY_GROUPS};
-use crate::spec::{JobSpec, OperatorSpec};
+use crate::spec::JobSpec;
 use crate::tuple::{stable_hash, Tuple};
 
 /// How a tuple picks its key group (and so its destination task).
@@ -78,13 +77,13 @@ pub fn group_of(key: &str) -> usize {
 
 /// How tuples entering `stage` (1-based; K+1 = the sink) pick their task.
 pub fn partition_into(spec: &JobSpec, stage: u32) -> Partition {
-    match spec.stages.get(stage as usize - 1).map(|s| &s.operator) {
-        Some(OperatorSpec::Builtin { name, args }) => match BuiltinSpec::routing_column(name, args)
-        {
-            Some(c) => Partition::Column(c),
-            None => Partition::Key,
-        },
-        _ => Partition::Key,
+    match spec
+        .stages
+        .get(stage as usize - 1)
+        .and_then(|s| s.operator.keyed_column())
+    {
+        Some(c) => Partition::Column(c),
+        None => Partition::Key,
     }
 }
 

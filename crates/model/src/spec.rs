@@ -4,6 +4,7 @@
 //! validator every spec passes is `check`.
 
 use crate::autoscale::{resolve, Autoscale, AutoscaleSpec, StageAutoscale};
+use crate::builtin::BuiltinSpec;
 use serde::{Deserialize, Serialize};
 
 /// Delivery guarantee of a job.
@@ -70,6 +71,22 @@ pub enum OperatorSpec {
         /// Command-line arguments.
         args: Vec<String>,
     },
+    /// Built-ins chained inside each task (Flink's operator chain): each step's output is the
+    /// next step's input, with no hop, log or partition between them, so a pipeline of cheap
+    /// built-ins costs one stage. Only the last step may keep state (see `check`).
+    Chain {
+        /// The steps, in order.
+        steps: Vec<ChainStep>,
+    },
+}
+
+/// One built-in of a [`OperatorSpec::Chain`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStep {
+    /// Built-in name, e.g. `filter`.
+    pub name: String,
+    /// Its arguments.
+    pub args: Vec<String>,
 }
 
 impl OperatorSpec {
@@ -78,9 +95,38 @@ impl OperatorSpec {
         match self {
             OperatorSpec::Builtin { name, args } => format!("{name} {}", args.join(" ")),
             OperatorSpec::Exec { path, args } => format!("{path} {}", args.join(" ")),
+            OperatorSpec::Chain { steps } => steps
+                .iter()
+                .map(|s| {
+                    format!("{} {}", s.name, s.args.join(" "))
+                        .trim_end()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(" | "),
         }
         .trim_end()
         .to_string()
+    }
+
+    /// The CSV column (0-based) a built-in that keeps state per key (`count-by`, also as a
+    /// chain's last step) reads its key from: upstream routes by it, and its key groups move
+    /// with their state. `None` for stateless built-ins and for executables, which route by
+    /// the tuple's key. A chain's keyed step follows only steps that pass values unchanged
+    /// (`check` says so), so the column means the same in the stage's input.
+    pub fn keyed_column(&self) -> Option<usize> {
+        match self {
+            OperatorSpec::Builtin { name, args } => BuiltinSpec::routing_column(name, args),
+            OperatorSpec::Chain { steps } => steps
+                .last()
+                .and_then(|s| BuiltinSpec::routing_column(&s.name, &s.args)),
+            OperatorSpec::Exec { .. } => None,
+        }
+    }
+
+    /// Whether the operator is an executable (a process per task).
+    pub fn is_exec(&self) -> bool {
+        matches!(self, OperatorSpec::Exec { .. })
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::model::builtin::{BuiltinError, BuiltinSpec};
 use crate::model::csv::{push_field, CsvSplitter};
 use crate::model::partition::group_of;
+use crate::model::spec::OperatorSpec;
 use crate::model::tuple::Tuple;
 use regex::Regex;
 use std::collections::{BTreeSet, HashMap};
@@ -27,9 +28,35 @@ pub enum Builtin {
     },
     /// Passes everything.
     Identity,
+    /// Built-ins applied in turn inside one task (a job's `chain`): each step's output is the
+    /// next step's input. Only the last step keeps state (the job was checked for it), so
+    /// state calls go to it.
+    Chain(Vec<Builtin>, Relay),
 }
 
+/// The two buffers a chain passes one tuple's results through, step to step, kept so a
+/// chain allocates nothing per tuple.
+#[derive(Default)]
+pub struct Relay(Vec<Tuple>, Vec<Tuple>);
+
 impl Builtin {
+    /// Builds the operator a stage's spec names, built-in or chain; `None` for an executable,
+    /// which is not a built-in. A bad name or argument is an error (the leader checked the
+    /// spec, so this is only reached by a spec that skipped it).
+    pub fn from_operator(op: &OperatorSpec) -> Option<Result<Builtin, BuiltinError>> {
+        match op {
+            OperatorSpec::Builtin { name, args } => Some(Builtin::from_spec(name, args)),
+            OperatorSpec::Chain { steps } => Some(
+                steps
+                    .iter()
+                    .map(|s| Builtin::from_spec(&s.name, &s.args))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|steps| Builtin::Chain(steps, Relay::default())),
+            ),
+            OperatorSpec::Exec { .. } => None,
+        }
+    }
+
     /// Builds the operator, or says what is wrong with its name or arguments.
     pub fn from_spec(name: &str, args: &[String]) -> Result<Builtin, BuiltinError> {
         Ok(match BuiltinSpec::parse(name, args)? {
@@ -91,13 +118,45 @@ impl Builtin {
                 });
             }
             Builtin::Identity => out.push(t),
+            Builtin::Chain(steps, Relay(cur, next)) => {
+                let Some((last, first)) = steps.split_last_mut() else {
+                    return out.push(t);
+                };
+                cur.clear();
+                cur.push(t);
+                for step in first {
+                    next.clear();
+                    for t in cur.drain(..) {
+                        step.process(t, next);
+                    }
+                    std::mem::swap(cur, next);
+                }
+                for t in cur.drain(..) {
+                    last.process(t, out);
+                }
+            }
+        }
+    }
+
+    /// The step that holds state: a chain's last (chains do not nest), or the operator itself.
+    fn keeper(&self) -> Option<&Builtin> {
+        match self {
+            Builtin::Chain(steps, _) => steps.last(),
+            other => Some(other),
+        }
+    }
+
+    fn keeper_mut(&mut self) -> Option<&mut Builtin> {
+        match self {
+            Builtin::Chain(steps, _) => steps.last_mut(),
+            other => Some(other),
         }
     }
 
     /// The state of key groups `groups` (they move to another task): every count of a value
     /// in one of them, sorted. Stateless built-ins hold none.
     pub fn export(&self, groups: &BTreeSet<usize>) -> Vec<(String, u64)> {
-        let Builtin::CountBy { counts, .. } = self else {
+        let Some(Builtin::CountBy { counts, .. }) = self.keeper() else {
             return Vec::new();
         };
         let mut out: Vec<(String, u64)> = counts
@@ -111,7 +170,7 @@ impl Builtin {
 
     /// Drops the state of key groups `groups` (handed over to another task).
     pub fn forget(&mut self, groups: &BTreeSet<usize>) {
-        if let Builtin::CountBy { counts, .. } = self {
+        if let Some(Builtin::CountBy { counts, .. }) = self.keeper_mut() {
             counts.retain(|k, _| !groups.contains(&group_of(k)));
         }
     }
@@ -119,7 +178,7 @@ impl Builtin {
     /// Takes in state another task exported ([`export`](Self::export)): each value's count
     /// replaces whatever this operator held for it.
     pub fn import(&mut self, state: Vec<(String, u64)>) {
-        if let Builtin::CountBy { counts, .. } = self {
+        if let Some(Builtin::CountBy { counts, .. }) = self.keeper_mut() {
             counts.extend(state);
         }
     }
@@ -173,5 +232,63 @@ mod tests {
         assert!(a.export(&moving).is_empty());
         let rest: BTreeSet<usize> = (0..crate::model::groups::KEY_GROUPS).collect();
         assert_eq!(a.export(&rest), vec![("y".to_string(), 1)]);
+    }
+
+    fn chain(steps: &[(&str, &[&str])]) -> Builtin {
+        let op = OperatorSpec::Chain {
+            steps: steps
+                .iter()
+                .map(|(name, args)| crate::model::spec::ChainStep {
+                    name: name.to_string(),
+                    args: args.iter().map(|a| a.to_string()).collect(),
+                })
+                .collect(),
+        };
+        Builtin::from_operator(&op).unwrap().unwrap()
+    }
+
+    /// A chain gives what its steps give one after the other, keys and order kept.
+    #[test]
+    fn a_chain_feeds_each_step_s_output_to_the_next() {
+        let lines = ["1,Tele,a,b", "2,wood,c,d", "3,Telespar,e,f", "4,x,g,h"];
+        let mut chained = chain(&[
+            ("filter", &["Tele"]),
+            ("select", &["1,3"]),
+            ("identity", &[]),
+        ]);
+        let (mut f, mut s) = (
+            Builtin::from_spec("filter", &["Tele".into()]).unwrap(),
+            Builtin::from_spec("select", &["1,3".into()]).unwrap(),
+        );
+        let mut by_hand = Vec::new();
+        for t in run(&mut f, &lines) {
+            s.process(t, &mut by_hand);
+        }
+        let got = run(&mut chained, &lines);
+        assert_eq!(got, by_hand);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].value, "3,e");
+        assert_eq!(got[1].key, "f:2");
+    }
+
+    /// A chain's state is its last step's: a count after a filter moves with its group.
+    #[test]
+    fn a_chain_ending_in_a_count_hands_its_counts_over() {
+        let mut a = chain(&[("filter", &["T"]), ("count-by", &["2"])]);
+        let mut b = chain(&[("filter", &["T"]), ("count-by", &["2"])]);
+        let vals: Vec<_> = run(&mut a, &["T,x", "w,x", "T,y", "T,x"])
+            .into_iter()
+            .map(|t| t.value)
+            .collect();
+        assert_eq!(vals, ["x,1", "y,1", "x,2"]);
+        let moving: BTreeSet<usize> = [group_of("x")].into();
+        b.import(a.export(&moving));
+        a.forget(&moving);
+        assert!(a.export(&moving).is_empty());
+        let vals: Vec<_> = run(&mut b, &["T,x", "no,x"])
+            .into_iter()
+            .map(|t| t.value)
+            .collect();
+        assert_eq!(vals, ["x,3"]);
     }
 }

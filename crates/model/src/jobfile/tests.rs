@@ -96,7 +96,7 @@ tasks = "many"
         "stages[1].tasks = -2: must be an integer from 1 to 256",
         "stages[1].op = (both): give either exec or op, not both",
         "stages[2].tasks = \"many\": must be an integer from 1 to 256",
-        "stages[2].op = (missing): give exec = \"path/to/operator\" or op = \"<built-in>\"",
+        "stages[2].op = (missing): give exec = \"path/to/operator\", op = \"<built-in>\" or chain = [...]",
     ];
     assert_eq!(got, want);
 }
@@ -162,4 +162,74 @@ fn a_job_s_commit_interval_is_read_and_checked() {
             "{line}"
         );
     }
+}
+
+/// A stage may chain built-ins; a keyed built-in only last and after steps that keep values,
+/// and a chain comes alone (no exec, op or args beside it). Every problem names its step.
+#[test]
+fn a_stage_chains_built_ins_and_a_bad_chain_is_refused_naming_its_step() {
+    let job = |stage: &str| {
+        format!("[source]\npath = \"a\"\n[sink]\npath = \"o\"\n[[stages]]\ntasks = 2\n{stage}\n")
+    };
+    let spec = parse_job_toml(&job(
+        "chain = [{ op = \"filter\", args = [\"T\"] }, { op = \"select\", args = [3] }]",
+    ))
+    .unwrap();
+    assert_eq!(spec.stages[0].operator.describe(), "filter T | select 3");
+    assert_eq!(spec.stages[0].operator.keyed_column(), None);
+    let keyed = parse_job_toml(&job(
+        "chain = [{ op = \"filter-regex\", args = [\"^T\"] }, { op = \"count-by\", args = [\"9\"] }]",
+    ))
+    .unwrap();
+    assert_eq!(keyed.stages[0].operator.keyed_column(), Some(8));
+    let refused = |stage: &str| {
+        let err = parse_job_toml(&job(stage)).unwrap_err();
+        err.0
+            .iter()
+            .map(|p| format!("{} = {}: {}", p.field, p.value, p.message))
+            .collect::<Vec<_>>()
+    };
+    let cases = [
+        ("chain = []", "stages[1].chain = []"),
+        (
+            "chain = [{ op = \"count-by\", args = [\"2\"] }, { op = \"identity\" }]",
+            "stages[1].chain[1].op = count-by: count-by keeps state per key, so it must be a chain's last step",
+        ),
+        (
+            "chain = [{ op = \"select\", args = [\"2\"] }, { op = \"count-by\", args = [\"1\"] }]",
+            "stages[1].chain[2].op = count-by: count-by reads its key from the stage's input",
+        ),
+        (
+            "chain = [{ op = \"filter\" }, { op = \"sort\" }]",
+            "stages[1].chain[1].args = []: filter takes exactly one argument",
+        ),
+        (
+            "op = \"filter\"\nchain = [{ op = \"identity\" }]",
+            "stages[1].chain = (with exec, op or args): a chain names its built-ins",
+        ),
+        (
+            "stateless = true\nchain = [{ op = \"count-by\", args = [\"2\"] }]",
+            "stages[1].stateless = true: count-by keeps state per key",
+        ),
+    ];
+    for (stage, want) in cases {
+        let got = refused(stage);
+        assert!(got[0].starts_with(want), "{stage}: {got:?}");
+    }
+    let unknown = refused("chain = [{ op = \"filter\", args = [\"T\"] }, { op = \"sort\" }]");
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert!(
+        unknown[0].starts_with("stages[1].chain[2].op = sort: unknown built-in"),
+        "{unknown:?}"
+    );
+    let long = format!("chain = [{}]", vec!["{ op = \"identity\" }"; 17].join(", "));
+    assert!(refused(&long)[0].contains("at most 16 steps"));
+    // A step is a built-in: an executable in a chain is not read as one.
+    let exec =
+        parse_job_toml(&job("chain = [{ op = \"identity\" }, { exec = \"x.py\" }]")).unwrap_err();
+    assert!(
+        exec.0[0].message.contains("unknown field `exec`"),
+        "{:?}",
+        exec.0
+    );
 }

@@ -127,10 +127,12 @@ pub async fn run_task(
     };
     let op = match &a.role {
         TaskRole::Operator {
-            operator: OperatorSpec::Builtin { name, args },
-        } => Builtin::from_spec(name, args)
-            .map(|b| Operator::Builtin(b, router, Vec::new()))
-            .map_err(|e| e.to_string()),
+            operator: operator @ (OperatorSpec::Builtin { .. } | OperatorSpec::Chain { .. }),
+        } => match Builtin::from_operator(operator) {
+            Some(Ok(b)) => Ok(Operator::Builtin(b, router, Vec::new())),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("not a built-in".to_string()),
+        },
         TaskRole::Sink { .. } => Ok(Operator::Sink(spool.clone())),
         TaskRole::Source { .. } => Err("a source is not an operator".to_string()),
         TaskRole::Operator {
