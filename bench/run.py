@@ -56,6 +56,7 @@ BASELINES = ["unix", "python"]
 PY_PIPE = "Python ops in a shell pipe"
 # The engine runs --compare sets against the baselines, in this order.
 COMPARE_ENGINE = [("builtin", "exactly-once"), ("builtin", "at-least-once"),
+                  ("chain", "exactly-once"), ("chain", "at-least-once"),
                   ("exec", "exactly-once"), ("exec", "at-least-once")]
 NEEDLE = "Punched Telespar"
 # The worker's default input-log commit interval (`DEFAULT_LOG_COMMIT_MS` in the dataplane
@@ -82,7 +83,10 @@ def load_reference():
 
 
 def engine_stages(app, kind):
-    """Stage list for app1/app2 with built-in ("builtin") or executable ("exec") operators."""
+    """Stage list for app1/app2 with built-in ("builtin") or executable ("exec") operators,
+    or the two built-ins chained in one stage ("chain")."""
+    if kind == "chain":
+        return [{"chain": engine_stages(app, "builtin")}]
     if app == "app1":
         if kind == "builtin":
             return [{"op": "filter", "args": [NEEDLE]}, {"op": "select", "args": ["3-5"]}]
@@ -108,6 +112,11 @@ def write_job(path, name, delivery, source, rate, sink, stages, tasks, commit_ms
              "[sink]", "path = %s" % toml_str(sink)]
     for st in stages:
         lines += ["", "[[stages]]", "tasks = %d" % tasks]
+        if "chain" in st:
+            lines.append("chain = [%s]" % ", ".join(
+                "{ op = %s, args = [%s] }" % (toml_str(c["op"]), ", ".join(
+                    toml_str(a) for a in c["args"])) for c in st["chain"]))
+            continue
         if "op" in st:
             lines.append("op = %s" % toml_str(st["op"]))
         else:
@@ -480,8 +489,9 @@ class Suite:
         self.log("- %s: %s" % (name, " ".join(shlex.quote(x) for x in argv)))
         res = measure(argv, d, stdout_path, errpath, a.timeout)
         row = {"app": app, "kind": kind, "delivery": delivery, "res": res, "lines": lines,
-               "runner": "RainStorm, %s ops" % ("built-in" if kind == "builtin" else
-                                                  "Python exec")}
+               "runner": "RainStorm, %s ops" % {"builtin": "built-in",
+                                                "chain": "chained built-in"}.get(
+                                                    kind, "Python exec")}
         if res["rc"] == 0 and not res["timed_out"] and not os.path.exists(sink):
             res["error"] = "exited 0 but wrote no sink file"
         if succeeded(res):
@@ -636,12 +646,16 @@ RATIOS = [
     ("Python pipe ÷ Unix", "python", "unix", None),
     ("Python EO ÷ Unix", "exec-exactly-once", "unix", None),
     ("Python EO ÷ Python pipe", "exec-exactly-once", "python", 1.3),
+    ("chained EO ÷ Unix", "chain-exactly-once", "unix", {"app1": 2.5, "app2": 1.0}),
     ("built-in EO ÷ built-in ALO", "builtin-exactly-once", "builtin-at-least-once", 1.10),
+    ("chained EO ÷ chained ALO", "chain-exactly-once", "chain-at-least-once", 1.10),
     ("Python EO ÷ Python ALO", "exec-exactly-once", "exec-at-least-once", 1.25),
 ]
 RATIO_WALLS = [("Unix", "unix"), ("Python pipe", "python"),
                ("built-in EO", "builtin-exactly-once"),
-               ("built-in ALO", "builtin-at-least-once"), ("Python EO", "exec-exactly-once"),
+               ("built-in ALO", "builtin-at-least-once"),
+               ("chained EO", "chain-exactly-once"), ("chained ALO", "chain-at-least-once"),
+               ("Python EO", "exec-exactly-once"),
                ("Python ALO", "exec-at-least-once")]
 
 
@@ -843,8 +857,9 @@ def parse_args(argv):
     ap.add_argument("--tasks", type=int, default=3, help="tasks per stage")
     ap.add_argument("--modes", help="comma-separated delivery modes (default: all three; "
                     "exactly-once with --quick)")
-    ap.add_argument("--kinds", default="builtin,exec",
-                    help="operator kinds to run on the engine: builtin, exec; 'none' for "
+    ap.add_argument("--kinds", default="builtin,chain,exec",
+                    help="operator kinds to run on the engine: builtin, chain (the two "
+                    "built-ins chained in one stage), exec; 'none' for "
                     "no engine run")
     ap.add_argument("--apps", default="app1,app2", help="comma-separated: app1, app2")
     ap.add_argument("--baselines", default="unix,python",
@@ -886,7 +901,7 @@ def parse_args(argv):
             ap.error("unknown delivery mode %r" % m)
     args.kinds = [] if args.kinds == "none" else [k for k in args.kinds.split(",") if k]
     for k in args.kinds:
-        if k not in ("builtin", "exec"):
+        if k not in ("builtin", "chain", "exec"):
             ap.error("unknown operator kind %r" % k)
     args.apps = [x for x in args.apps.split(",") if x]
     for x in args.apps:
