@@ -99,7 +99,7 @@ impl Router {
         if size > MAX_TUPLE {
             return Err(Closed::TooLarge(size));
         }
-        let g = self.partitioner.group(&t);
+        let (g, t) = self.partitioner.route(t);
         if self.verdicts.has_changed().unwrap_or(false) {
             self.verdicts.mark_unchanged();
             self.send_all().await?;
