@@ -3,6 +3,7 @@
 //! routers, by first-stage replay (which must route exactly as the source did) and by the
 //! leader (which tells each task how its outputs are partitioned).
 
+use crate::builtin::BuiltinSpec;
 use crate::csv::{push_field, CsvSplitter};
 use crate::groups::{GroupMap, KEY_GROUPS};
 use crate::spec::{JobSpec, OperatorSpec};
@@ -23,6 +24,11 @@ pub enum Partition {
     /// any reader that takes column `c` again ([`Partitioner::group`] on the receiving side)
     /// see the same field, in a fraction of the bytes.
     Field(usize),
+    /// `hash(key)` into a stage that reads only some columns of a value (a plain `select`,
+    /// 0-based columns): the key travels, and of the value only those columns, at their
+    /// places (the others empty, none after the last), so the stage finds the same fields
+    /// in a fraction of the bytes, and so does its input log.
+    KeySelect(Vec<usize>),
 }
 
 /// Picks a tuple's key group, and its destination by a [`GroupMap`]; shared by routers and
@@ -61,7 +67,7 @@ impl Partitioner {
     /// The key group of `t`.
     pub fn group(&mut self, t: &Tuple) -> usize {
         match self.partition {
-            Partition::Key => group_of(&t.key),
+            Partition::Key | Partition::KeySelect(_) => group_of(&t.key),
             Partition::Column(c) | Partition::Field(c) => {
                 self.csv.split(&t.value);
                 group_of(self.csv.field(c).unwrap_or(""))
@@ -73,20 +79,38 @@ impl Partitioner {
     /// alone, at its place, with no key (see there); otherwise `t` itself.
     pub fn route(&mut self, t: Tuple) -> (usize, Tuple) {
         let g = self.group(&t);
-        let Partition::Field(c) = self.partition else {
-            return (g, t);
-        };
-        let field = self.csv.field(c).unwrap_or("");
-        let mut value = String::with_capacity(c + field.len() + 2);
-        value.extend(std::iter::repeat_n(',', c));
-        push_field(&mut value, field);
-        (
-            g,
-            Tuple {
-                key: Default::default(),
-                value: value.into(),
-            },
-        )
+        match &self.partition {
+            Partition::Field(c) => {
+                let field = self.csv.field(*c).unwrap_or("");
+                let mut value = String::with_capacity(c + field.len() + 2);
+                value.extend(std::iter::repeat_n(',', *c));
+                push_field(&mut value, field);
+                let t = Tuple {
+                    key: Default::default(),
+                    value: value.into(),
+                };
+                (g, t)
+            }
+            Partition::KeySelect(cols) => {
+                self.csv.split(&t.value);
+                let last = cols.iter().copied().max().unwrap_or(0);
+                let mut value = String::with_capacity(t.value.len().min(64));
+                for i in 0..=last {
+                    if i > 0 {
+                        value.push(',');
+                    }
+                    if cols.contains(&i) {
+                        push_field(&mut value, self.csv.field(i).unwrap_or(""));
+                    }
+                }
+                let t = Tuple {
+                    key: t.key,
+                    value: value.into(),
+                };
+                (g, t)
+            }
+            Partition::Key | Partition::Column(_) => (g, t),
+        }
     }
 
     /// Destination index of `t`.
@@ -111,6 +135,10 @@ pub fn partition_into(spec: &JobSpec, stage: u32) -> Partition {
         // A lone keyed built-in reads only its column; a chain's first steps read it all.
         (Some(c), OperatorSpec::Builtin { .. }) => Partition::Field(c),
         (Some(c), _) => Partition::Column(c),
+        (None, OperatorSpec::Builtin { name, args }) => match BuiltinSpec::parse(name, args) {
+            Ok(BuiltinSpec::Select(cols)) => Partition::KeySelect(cols),
+            _ => Partition::Key,
+        },
         (None, _) => Partition::Key,
     }
 }
@@ -195,6 +223,47 @@ mod tests {
             let field = csv.field(2).unwrap_or("").to_string();
             csv.split(&sent.value);
             assert_eq!(csv.field(2).unwrap_or(""), field, "{line:?}");
+        }
+    }
+
+    /// Into a lone `select` the key travels and the value keeps only the selected columns,
+    /// each at its place, so the select finds what it would have found in the whole line.
+    #[test]
+    fn a_lone_select_gets_its_columns_alone_at_their_places() {
+        let select = |cols: &str| OperatorSpec::Builtin {
+            name: "select".into(),
+            args: vec![cols.into()],
+        };
+        let spec = JobSpec::sample(vec![
+            StageSpec::new(1, select("2,4")),
+            StageSpec::new(1, select("1")),
+        ]);
+        assert_eq!(partition_into(&spec, 1), Partition::KeySelect(vec![1, 3]));
+        let mut p = Partitioner::new(Partition::KeySelect(vec![1, 3, 1]), 3);
+        let mut csv = CsvSplitter::default();
+        for (line, want) in [
+            ("a,b,c,d,e", ",b,,d"),
+            (r#"a,"b, ""q""",c,"#, r#","b, ""q""",,"#),
+            ("a", ",,,"),
+            ("", ",,,"),
+        ] {
+            let t = Tuple::new("f:7", line);
+            let g = group_of("f:7");
+            let (got, sent) = p.route(t);
+            assert_eq!(
+                (got, &*sent.key, &*sent.value),
+                (g, "f:7", want),
+                "{line:?}"
+            );
+            csv.split(line);
+            let fields: Vec<String> = [1, 3]
+                .iter()
+                .map(|&c| csv.field(c).unwrap_or("").to_string())
+                .collect();
+            csv.split(&sent.value);
+            for (c, f) in [1, 3].iter().zip(&fields) {
+                assert_eq!(csv.field(*c).unwrap_or(""), f, "{line:?}");
+            }
         }
     }
 }
