@@ -29,6 +29,9 @@ pub enum Partition {
     /// places (the others empty, none after the last), so the stage finds the same fields
     /// in a fraction of the bytes, and so does its input log.
     KeySelect(Vec<usize>),
+    /// Into the sink: its one task keeps only values (its log is the output), so the key is
+    /// not sent, and every tuple is in group 0, which that task owns.
+    ValueOnly,
 }
 
 /// Picks a tuple's key group, and its destination by a [`GroupMap`]; shared by routers and
@@ -68,6 +71,7 @@ impl Partitioner {
     pub fn group(&mut self, t: &Tuple) -> usize {
         match self.partition {
             Partition::Key | Partition::KeySelect(_) => group_of(&t.key),
+            Partition::ValueOnly => 0,
             Partition::Column(c) | Partition::Field(c) => {
                 self.csv.split(&t.value);
                 group_of(self.csv.field(c).unwrap_or(""))
@@ -109,6 +113,13 @@ impl Partitioner {
                 };
                 (g, t)
             }
+            Partition::ValueOnly => {
+                let t = Tuple {
+                    key: Default::default(),
+                    value: t.value,
+                };
+                (g, t)
+            }
             Partition::Key | Partition::Column(_) => (g, t),
         }
     }
@@ -128,6 +139,9 @@ pub fn group_of(key: &str) -> usize {
 
 /// How tuples entering `stage` (1-based; K+1 = the sink) pick their task.
 pub fn partition_into(spec: &JobSpec, stage: u32) -> Partition {
+    if stage == spec.sink_stage() {
+        return Partition::ValueOnly;
+    }
     let Some(op) = spec.stages.get(stage as usize - 1).map(|s| &s.operator) else {
         return Partition::Key;
     };
@@ -194,7 +208,7 @@ mod tests {
         let spec = JobSpec::sample(vec![StageSpec::new(2, count), StageSpec::new(2, chain)]);
         assert_eq!(partition_into(&spec, 1), Partition::Field(2));
         assert_eq!(partition_into(&spec, 2), Partition::Column(2));
-        assert_eq!(partition_into(&spec, 3), Partition::Key);
+        assert_eq!(partition_into(&spec, 3), Partition::ValueOnly);
         let lines = [
             "a,b,c,d",
             r#"1,2,"x, ""y""",4"#,
