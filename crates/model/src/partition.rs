@@ -15,8 +15,12 @@ use crate::tuple::{stable_hash, Tuple};
 pub enum Partition {
     /// `hash(key)`.
     Key,
+    /// `hash(key)`, and the key is not sent: nothing after the stage reads it (see
+    /// [`key_read_from`]), so it would only be carried, logged and dropped.
+    Hashed,
     /// `hash(CSV column of the value)` (0-based column): a chain ending in a keyed built-in,
-    /// whose first steps read the whole value.
+    /// whose first steps read the whole value; its key is not sent (the keyed step emits
+    /// its own).
     Column(usize),
     /// `hash(CSV column of the value)` into a stage that reads nothing else of a tuple (a
     /// plain `count-by`, which emits its own key): only that column is sent, at its place
@@ -24,11 +28,16 @@ pub enum Partition {
     /// any reader that takes column `c` again ([`Partitioner::group`] on the receiving side)
     /// see the same field, in a fraction of the bytes.
     Field(usize),
-    /// `hash(key)` into a stage that reads only some columns of a value (a plain `select`,
-    /// 0-based columns): the key travels, and of the value only those columns, at their
-    /// places (the others empty, none after the last), so the stage finds the same fields
-    /// in a fraction of the bytes, and so does its input log.
-    KeySelect(Vec<usize>),
+    /// `hash(key)` into a stage that reads only some columns of a value (a plain `select`):
+    /// of the value only those columns travel, at their places (the others empty, none after
+    /// the last), so the stage finds the same fields in a fraction of the bytes, and so does
+    /// its input log; the key travels only if something after the stage reads it.
+    KeySelect {
+        /// The columns the stage reads, 0-based.
+        cols: Vec<usize>,
+        /// Whether the key is sent ([`key_read_from`]).
+        key: bool,
+    },
     /// Into the sink: its one task keeps only values (its log is the output), so the key is
     /// not sent, and every tuple is in group 0, which that task owns.
     ValueOnly,
@@ -70,7 +79,7 @@ impl Partitioner {
     /// The key group of `t`.
     pub fn group(&mut self, t: &Tuple) -> usize {
         match self.partition {
-            Partition::Key | Partition::KeySelect(_) => group_of(&t.key),
+            Partition::Key | Partition::Hashed | Partition::KeySelect { .. } => group_of(&t.key),
             Partition::ValueOnly => 0,
             Partition::Column(c) | Partition::Field(c) => {
                 self.csv.split(&t.value);
@@ -95,7 +104,7 @@ impl Partitioner {
                 };
                 (g, t)
             }
-            Partition::KeySelect(cols) => {
+            Partition::KeySelect { cols, key } => {
                 self.csv.split(&t.value);
                 let last = cols.iter().copied().max().unwrap_or(0);
                 let mut value = String::with_capacity(t.value.len().min(64));
@@ -107,20 +116,21 @@ impl Partitioner {
                         push_field(&mut value, self.csv.field(i).unwrap_or(""));
                     }
                 }
+                let key = if *key { t.key } else { Default::default() };
                 let t = Tuple {
-                    key: t.key,
+                    key,
                     value: value.into(),
                 };
                 (g, t)
             }
-            Partition::ValueOnly => {
+            Partition::ValueOnly | Partition::Hashed | Partition::Column(_) => {
                 let t = Tuple {
                     key: Default::default(),
                     value: t.value,
                 };
                 (g, t)
             }
-            Partition::Key | Partition::Column(_) => (g, t),
+            Partition::Key => (g, t),
         }
     }
 
@@ -150,11 +160,33 @@ pub fn partition_into(spec: &JobSpec, stage: u32) -> Partition {
         (Some(c), OperatorSpec::Builtin { .. }) => Partition::Field(c),
         (Some(c), _) => Partition::Column(c),
         (None, OperatorSpec::Builtin { name, args }) => match BuiltinSpec::parse(name, args) {
-            Ok(BuiltinSpec::Select(cols)) => Partition::KeySelect(cols),
-            _ => Partition::Key,
+            Ok(BuiltinSpec::Select(cols)) => Partition::KeySelect {
+                cols,
+                key: key_read_from(spec, stage),
+            },
+            _ if key_read_from(spec, stage) => Partition::Key,
+            _ => Partition::Hashed,
         },
+        (None, OperatorSpec::Chain { .. }) if !key_read_from(spec, stage) => Partition::Hashed,
         (None, _) => Partition::Key,
     }
+}
+
+/// Whether anything reads the key of a tuple entering `stage` (1-based; K+1 = the sink): an
+/// executable does (it sees keys); the sink and a keyed built-in do not (it emits its own
+/// keys); a stateless built-in passes its input's key on, so it is read if the stage's own
+/// outputs are routed by key or read after. Where it is not read, it is not sent.
+pub fn key_read_from(spec: &JobSpec, stage: u32) -> bool {
+    // From the sink back to `stage`: whether the key entering each stage is read, and
+    // whether the stage's input is routed by the key's hash (every operator stage but a
+    // keyed built-in's; not the sink).
+    let (mut read, mut hashed) = (false, false);
+    for st in spec.stages.iter().skip(stage as usize - 1).rev() {
+        let keyed = st.operator.keyed_column().is_some();
+        read = st.operator.is_exec() || (!keyed && (hashed || read));
+        hashed = !keyed;
+    }
+    read
 }
 
 /// Number of task positions of `stage`: the source and the sink have one each; an operator
@@ -180,104 +212,4 @@ pub fn initial_map(spec: &JobSpec, stage: u32) -> GroupMap {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::spec::{ChainStep, StageSpec};
-
-    /// Into a lone `count-by` only its column is sent, at its place and with no key, so the
-    /// receiver finds the same group and the same field in it, quoted or missing alike; into
-    /// a chain ending in one, whose filter reads the whole line, the tuple goes as it is.
-    #[test]
-    fn a_lone_count_gets_its_column_alone_and_finds_it_where_it_was() {
-        let count = OperatorSpec::Builtin {
-            name: "count-by".into(),
-            args: vec!["3".into()],
-        };
-        let chain = OperatorSpec::Chain {
-            steps: vec![
-                ChainStep {
-                    name: "filter".into(),
-                    args: vec!["a".into()],
-                },
-                ChainStep {
-                    name: "count-by".into(),
-                    args: vec!["3".into()],
-                },
-            ],
-        };
-        let spec = JobSpec::sample(vec![StageSpec::new(2, count), StageSpec::new(2, chain)]);
-        assert_eq!(partition_into(&spec, 1), Partition::Field(2));
-        assert_eq!(partition_into(&spec, 2), Partition::Column(2));
-        assert_eq!(partition_into(&spec, 3), Partition::ValueOnly);
-        let lines = [
-            "a,b,c,d",
-            r#"1,2,"x, ""y""",4"#,
-            "1,2",
-            "1,2,,4",
-            "",
-            "a,b,é,d",
-        ];
-        let mut sender = Partitioner::new(Partition::Field(2), 4);
-        let mut receiver = Partitioner::new(Partition::Field(2), 4);
-        let mut column = Partitioner::new(Partition::Column(2), 4);
-        let mut csv = CsvSplitter::default();
-        for line in lines {
-            let t = Tuple::new("f:1", line);
-            let (g, sent) = sender.route(t.clone());
-            assert_eq!(g, column.group(&t), "{line:?}");
-            assert_eq!(column.route(t.clone()), (g, t.clone()), "{line:?}");
-            assert_eq!(sent.key, "", "{line:?}");
-            assert!(
-                sent.value.len() <= line.len() + 2,
-                "{line:?} → {:?}",
-                sent.value
-            );
-            assert_eq!(receiver.group(&sent), g, "{line:?}");
-            csv.split(line);
-            let field = csv.field(2).unwrap_or("").to_string();
-            csv.split(&sent.value);
-            assert_eq!(csv.field(2).unwrap_or(""), field, "{line:?}");
-        }
-    }
-
-    /// Into a lone `select` the key travels and the value keeps only the selected columns,
-    /// each at its place, so the select finds what it would have found in the whole line.
-    #[test]
-    fn a_lone_select_gets_its_columns_alone_at_their_places() {
-        let select = |cols: &str| OperatorSpec::Builtin {
-            name: "select".into(),
-            args: vec![cols.into()],
-        };
-        let spec = JobSpec::sample(vec![
-            StageSpec::new(1, select("2,4")),
-            StageSpec::new(1, select("1")),
-        ]);
-        assert_eq!(partition_into(&spec, 1), Partition::KeySelect(vec![1, 3]));
-        let mut p = Partitioner::new(Partition::KeySelect(vec![1, 3, 1]), 3);
-        let mut csv = CsvSplitter::default();
-        for (line, want) in [
-            ("a,b,c,d,e", ",b,,d"),
-            (r#"a,"b, ""q""",c,"#, r#","b, ""q""",,"#),
-            ("a", ",,,"),
-            ("", ",,,"),
-        ] {
-            let t = Tuple::new("f:7", line);
-            let g = group_of("f:7");
-            let (got, sent) = p.route(t);
-            assert_eq!(
-                (got, &*sent.key, &*sent.value),
-                (g, "f:7", want),
-                "{line:?}"
-            );
-            csv.split(line);
-            let fields: Vec<String> = [1, 3]
-                .iter()
-                .map(|&c| csv.field(c).unwrap_or("").to_string())
-                .collect();
-            csv.split(&sent.value);
-            for (c, f) in [1, 3].iter().zip(&fields) {
-                assert_eq!(csv.field(*c).unwrap_or(""), f, "{line:?}");
-            }
-        }
-    }
-}
+mod tests;

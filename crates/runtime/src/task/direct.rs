@@ -62,7 +62,8 @@ impl Intake for DirectIntake<'_, '_> {
                 )));
             };
             line += 1;
-            let g = part.group(&t);
+            // As the source sent it: projected where the stage reads only part of it.
+            let (g, t) = part.route(t);
             if map_for(&r.steps, line, r.tasks).owner(g) == me {
                 seq += 1;
                 if seq > after {
