@@ -288,22 +288,27 @@ fn metrics_count_every_tasks_tuples_and_bytes_with_escaped_labels() {
     assert_eq!(text.lines().last(), Some("# EOF"));
     openmetrics_reference_parse(&text);
 
-    // Bytes, against the input.
+    // Bytes, against the input: a tuple's bytes as sent. A key goes only as far as something
+    // reads it: the identity's outputs are routed by key, so it gets the source's keys, but
+    // nothing after the filter reads one, so the filter and the sink get values only.
+    let all_values = lines.iter().map(|l| l.len()).sum::<usize>() as f64;
+    let kept_values = kept.iter().map(|(_, l)| l.len()).sum::<usize>() as f64;
     let bytes = |name: &str, stage| stage_sum(&samples, name, &id, stage);
     assert_eq!(bytes("rainstorm_task_bytes_out_total", 0), all_bytes);
     assert_eq!(bytes("rainstorm_task_bytes_in_total", 1), all_bytes);
-    assert_eq!(bytes("rainstorm_task_bytes_out_total", 1), all_bytes);
-    assert_eq!(bytes("rainstorm_task_bytes_in_total", 2), all_bytes);
-    assert_eq!(bytes("rainstorm_task_bytes_out_total", 2), kept_bytes);
-    assert_eq!(bytes("rainstorm_task_bytes_in_total", 3), kept_bytes);
-    // Each identity task emits what it accepts.
+    assert_eq!(bytes("rainstorm_task_bytes_out_total", 1), all_values);
+    assert_eq!(bytes("rainstorm_task_bytes_in_total", 2), all_values);
+    assert_eq!(bytes("rainstorm_task_bytes_out_total", 2), kept_values);
+    assert_eq!(bytes("rainstorm_task_bytes_in_total", 3), kept_values);
+    assert!(kept_bytes > kept_values && all_bytes > all_values);
+    // Each identity task emits the values of what it accepts, without their keys.
     for s in of(&samples, "rainstorm_task_bytes_in_total", &id) {
         if s.label("stage") == "1" {
             let out = of(&samples, "rainstorm_task_bytes_out_total", &id)
                 .into_iter()
                 .find(|o| o.labels == s.labels)
                 .unwrap();
-            assert_eq!(out.value, s.value, "{s:?}");
+            assert!(out.value > 0.0 && out.value < s.value, "{s:?} {out:?}");
         }
     }
     // Per-job counters keep their names.
