@@ -34,11 +34,14 @@ pub(super) fn chain_problems(i: usize, steps: &[ChainStep]) -> Vec<Problem> {
         return problems;
     }
     if steps.len() > MAX_STEPS {
+        // Said once; its steps are not each parsed (a regex compiled per step of a chain a
+        // client made huge would be work done for nothing).
         problems.push(Problem::new(
             field,
             format!("({} steps)", steps.len()),
             format!("a chain has at most {MAX_STEPS} steps"),
         ));
+        return problems;
     }
     for (j, st) in steps.iter().enumerate() {
         if let Err(e) = BuiltinSpec::parse(&st.name, &st.args) {

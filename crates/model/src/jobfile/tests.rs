@@ -223,6 +223,7 @@ fn a_stage_chains_built_ins_and_a_bad_chain_is_refused_naming_its_step() {
         "{unknown:?}"
     );
     let long = format!("chain = [{}]", vec!["{ op = \"identity\" }"; 17].join(", "));
+    assert_eq!(refused(&long).len(), 1);
     assert!(refused(&long)[0].contains("at most 16 steps"));
     // A step is a built-in: an executable in a chain is not read as one.
     let exec =
