@@ -74,8 +74,13 @@ function duration(ms) {
   if (s < 3600) return Math.floor(s / 60) + 'm ' + (s % 60) + 's';
   return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm';
 }
-// An operator or path by its last component (the full text goes in the tooltip).
-const base = (p) => String(p || '').split(' ')[0].split('/').pop();
+// An operator or path by its last component, each step of a chain of built-ins
+// (`filter x | select 3`) by its name (the full text goes in the tooltip).
+const base = (p) =>
+  String(p || '')
+    .split(' | ')
+    .map((step) => step.split(' ')[0].split('/').pop())
+    .join(' | ');
 
 // ---- DOM helpers: elements built empty, text written only when it changed ----
 
