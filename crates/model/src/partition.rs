@@ -1,7 +1,8 @@
 //! How a tuple picks its task in the next stage: by the hash of its key, or, into a keyed
-//! built-in, by the hash of the CSV column the built-in counts by. One definition, shared by
-//! routers, by first-stage replay (which must route exactly as the source did) and by the
-//! leader (which tells each task how its outputs are partitioned).
+//! built-in, by the hash of the CSV column the built-in counts by; and what of it is sent
+//! there: only what the next stage, or anything after it, reads. One definition, shared by
+//! routers, by first-stage replay (which must route and project exactly as the source did)
+//! and by the leader (which tells each task how its outputs are partitioned).
 
 use crate::builtin::BuiltinSpec;
 use crate::csv::{push_field, CsvSplitter};
@@ -88,8 +89,8 @@ impl Partitioner {
         }
     }
 
-    /// The key group of `t`, and `t` as it is sent: under [`Partition::Field`] its column
-    /// alone, at its place, with no key (see there); otherwise `t` itself.
+    /// The key group of `t`, and `t` as it is sent: only what the receiving stage or anything
+    /// after it reads (see each [`Partition`]); under [`Partition::Key`], `t` itself.
     pub fn route(&mut self, t: Tuple) -> (usize, Tuple) {
         let g = self.group(&t);
         match &self.partition {
@@ -152,7 +153,11 @@ pub fn partition_into(spec: &JobSpec, stage: u32) -> Partition {
     if stage == spec.sink_stage() {
         return Partition::ValueOnly;
     }
-    let Some(op) = spec.stages.get(stage as usize - 1).map(|s| &s.operator) else {
+    let Some(op) = (stage as usize)
+        .checked_sub(1)
+        .and_then(|i| spec.stages.get(i))
+        .map(|s| &s.operator)
+    else {
         return Partition::Key;
     };
     match (op.keyed_column(), op) {
@@ -181,7 +186,12 @@ pub fn key_read_from(spec: &JobSpec, stage: u32) -> bool {
     // whether the stage's input is routed by the key's hash (every operator stage but a
     // keyed built-in's; not the sink).
     let (mut read, mut hashed) = (false, false);
-    for st in spec.stages.iter().skip(stage as usize - 1).rev() {
+    for st in spec
+        .stages
+        .iter()
+        .skip((stage as usize).saturating_sub(1))
+        .rev()
+    {
         let keyed = st.operator.keyed_column().is_some();
         read = st.operator.is_exec() || (!keyed && (hashed || read));
         hashed = !keyed;
