@@ -6,6 +6,10 @@ use regex::Regex;
 /// Names of the built-in operators.
 pub const NAMES: [&str; 5] = ["filter", "filter-regex", "select", "count-by", "identity"];
 
+/// Built-ins that pass each value through unchanged or not at all: what a chain may put
+/// before a keyed step, whose column must mean the same at the chain's start and end.
+pub const VALUE_PRESERVING: [&str; 3] = ["filter", "filter-regex", "identity"];
+
 /// A built-in operator with its arguments parsed.
 #[derive(Clone, Debug)]
 pub enum BuiltinSpec {
@@ -128,6 +132,10 @@ impl BuiltinSpec {
     /// The CSV column (0-based) a keyed built-in partitions its input by, so that upstream
     /// routing agrees with the operator's own key whatever key the upstream emitted.
     pub fn routing_column(name: &str, args: &[String]) -> Option<usize> {
+        if name != "count-by" {
+            // Not keyed: no need to parse (a `filter-regex` would compile its expression).
+            return None;
+        }
         match Self::parse(name, args) {
             Ok(BuiltinSpec::CountBy(c)) => Some(c),
             _ => None,

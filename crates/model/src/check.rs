@@ -9,8 +9,6 @@ mod autoscale;
 mod chain;
 mod paths;
 
-pub use chain::MAX_STEPS;
-
 pub use paths::{path_problem, MAX_COMPONENT, MAX_PATH};
 
 use crate::builtin::BuiltinSpec;

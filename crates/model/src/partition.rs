@@ -89,21 +89,28 @@ impl Partitioner {
         }
     }
 
-    /// The key group of `t`, and `t` as it is sent: only what the receiving stage or anything
-    /// after it reads (see each [`Partition`]); under [`Partition::Key`], `t` itself.
+    /// The key group of `t`, and `t` as it is sent ([`Partitioner::project`]).
     pub fn route(&mut self, t: Tuple) -> (usize, Tuple) {
         let g = self.group(&t);
+        (g, self.project(t))
+    }
+
+    /// `t` as it is sent: only what the receiving stage or anything after it reads (see each
+    /// [`Partition`]); under [`Partition::Key`], `t` itself. Call it right after
+    /// [`Partitioner::group`] of the same tuple (a [`Partition::Field`] takes its column from
+    /// that split), and only for tuples that are sent: a reader that skips most tuples (a
+    /// first-stage replay keeps its own share) projects only what it keeps.
+    pub fn project(&mut self, t: Tuple) -> Tuple {
         match &self.partition {
             Partition::Field(c) => {
                 let field = self.csv.field(*c).unwrap_or("");
                 let mut value = String::with_capacity(c + field.len() + 2);
                 value.extend(std::iter::repeat_n(',', *c));
                 push_field(&mut value, field);
-                let t = Tuple {
+                Tuple {
                     key: Default::default(),
                     value: value.into(),
-                };
-                (g, t)
+                }
             }
             Partition::KeySelect { cols, key } => {
                 self.csv.split(&t.value);
@@ -118,20 +125,16 @@ impl Partitioner {
                     }
                 }
                 let key = if *key { t.key } else { Default::default() };
-                let t = Tuple {
+                Tuple {
                     key,
                     value: value.into(),
-                };
-                (g, t)
+                }
             }
-            Partition::ValueOnly | Partition::Hashed | Partition::Column(_) => {
-                let t = Tuple {
-                    key: Default::default(),
-                    value: t.value,
-                };
-                (g, t)
-            }
-            Partition::Key => (g, t),
+            Partition::ValueOnly | Partition::Hashed | Partition::Column(_) => Tuple {
+                key: Default::default(),
+                value: t.value,
+            },
+            Partition::Key => t,
         }
     }
 

@@ -5,15 +5,12 @@
 //! be where the routing sends them, and state would split across tasks.
 
 use super::Problem;
-use crate::builtin::BuiltinSpec;
+use crate::builtin::{BuiltinSpec, VALUE_PRESERVING};
 use crate::spec::ChainStep;
 
 /// The most steps one chain may have: enough for any pipeline of built-ins, few enough that
 /// a listing shows them.
-pub const MAX_STEPS: usize = 16;
-
-/// Built-ins that pass each value through unchanged or not at all.
-const VALUE_PRESERVING: [&str; 3] = ["filter", "filter-regex", "identity"];
+pub(super) const MAX_STEPS: usize = 16;
 
 /// The field of step `j` (0-based) of stage `i` (0-based), as the job file writes it.
 fn step_field(i: usize, j: usize, f: &str) -> String {

@@ -62,10 +62,11 @@ impl Intake for DirectIntake<'_, '_> {
                 )));
             };
             line += 1;
-            // As the source sent it: projected where the stage reads only part of it.
-            let (g, t) = part.route(t);
+            let g = part.group(&t);
             if map_for(&r.steps, line, r.tasks).owner(g) == me {
                 seq += 1;
+                // As the source sent it: projected where the stage reads only part of it.
+                let t = part.project(t);
                 if seq > after {
                     let bytes = (t.key.len() + t.value.len()) as u64;
                     let (k, now) = (self.takeover.as_deref_mut(), crate::dataplane::now_ns());
