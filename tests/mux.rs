@@ -1,8 +1,9 @@
 //! Connections by process, not by task pair (issue 19, target 8), against real processes: a
 //! job with two adjacent stages of 16 tasks on two workers (16 + 256 + 16 = 288 links) holds
 //! a handful of data-plane TCP connections between the worker processes, and its output is
-//! exact; the same job with `RAINSTORM_DATA_MUX=0` holds one per link, which shows the count
-//! is taken where links live.
+//! exact, and a worker's links to its own tasks go in memory (`dataplane::local`); the same
+//! job with `RAINSTORM_DATA_MUX=0 RAINSTORM_DATA_LOCAL=0` holds one per link, which shows the
+//! count is taken where links live.
 
 mod common;
 
@@ -31,6 +32,7 @@ struct Seen {
     sockets: usize,
     sessions: Option<i64>,
     streams: Option<i64>,
+    local: Option<i64>,
 }
 
 /// Runs the wide job on two workers started with `env` and returns what it showed (sockets:
@@ -77,19 +79,20 @@ fn wide_job(env: &[(&str, &str)], enough: impl Fn(usize) -> bool) -> Seen {
     }
     // The metrics lag a heartbeat: read them once they count the stages' links (or, per
     // link, once a heartbeat has come and said nothing).
-    let (sessions, streams) = wait_for(
+    let (sessions, streams, local) = wait_for(
         "the workers to report their connections",
         Duration::from_secs(30),
         || {
             let streams = summed(&c, "rainstorm_worker_data_streams");
             let sessions = summed(&c, "rainstorm_worker_data_sessions");
+            let local = summed(&c, "rainstorm_worker_data_local_links");
             let per_link = env.contains(&("RAINSTORM_DATA_MUX", "0"));
             let counted = if per_link {
                 t0.elapsed() > Duration::from_secs(2)
             } else {
-                streams.is_some_and(|n| n >= 256)
+                streams.unwrap_or(0) + local.unwrap_or(0) >= 256
             };
-            counted.then_some((sessions, streams))
+            counted.then_some((sessions, streams, local))
         },
     );
     let j = c.wait_job(&id, Duration::from_secs(120));
@@ -103,15 +106,20 @@ fn wide_job(env: &[(&str, &str)], enough: impl Fn(usize) -> bool) -> Seen {
         sockets: most,
         sessions,
         streams,
+        local,
     }
 }
 
 #[test]
 fn links_between_two_processes_share_a_few_tcp_connections() {
-    // Per link: at least the 256 links between the two stages, two sockets each.
-    let per_link = wide_job(&[("RAINSTORM_DATA_MUX", "0")], |n| n >= 2 * 256);
-    // Multiplexed: one connection from each worker to each worker (itself included), two
-    // sockets each; at most twice that while one is replaced.
+    // Per link, and every link through the network: at least the 256 links between the two
+    // stages, two sockets each.
+    let per_link = wide_job(
+        &[("RAINSTORM_DATA_MUX", "0"), ("RAINSTORM_DATA_LOCAL", "0")],
+        |n| n >= 2 * 256,
+    );
+    // Multiplexed: one connection from each worker to the other, two sockets each; at most
+    // twice that while one is replaced. A worker's links to its own tasks take none.
     let muxed = wide_job(&[], |n| n >= 2);
     let (p, m) = (per_link.sockets, muxed.sockets);
     eprintln!("data-plane TCP sockets: {p} per link, {m} multiplexed");
@@ -119,11 +127,23 @@ fn links_between_two_processes_share_a_few_tcp_connections() {
         m <= 2 * 2 * 4,
         "{m} data-plane sockets for 288 links between two processes"
     );
-    // `/metrics` says the same: a few sessions carry the links (each worker's own count,
-    // at most two per peer while one is replaced); per link, nothing is shared.
+    // `/metrics` says the same: a few sessions carry the links between the workers (each
+    // worker's own count, at most two per peer while one is replaced), and each worker's
+    // links to itself are in memory; per link, nothing is shared.
     let sessions = muxed.sessions.unwrap_or_default();
     assert!((2..=2 * 2 * 2).contains(&sessions), "{sessions} sessions");
     let streams = muxed.streams.unwrap_or_default();
-    assert!((256..=288).contains(&streams), "{streams} streams");
-    assert_eq!((per_link.sessions, per_link.streams), (None, None));
+    let local = muxed.local.unwrap_or_default();
+    assert!(
+        (256..=288).contains(&(streams + local)),
+        "{streams} streams and {local} links in memory"
+    );
+    assert!(
+        streams > 0 && local > 0,
+        "both workers run tasks of both stages: {streams} streams, {local} in memory"
+    );
+    assert_eq!(
+        (per_link.sessions, per_link.streams, per_link.local),
+        (None, None, None)
+    );
 }

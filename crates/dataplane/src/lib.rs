@@ -17,6 +17,7 @@ pub mod acceptance;
 pub mod inbound;
 pub mod link;
 pub mod listener;
+pub mod local;
 pub mod meter;
 pub mod mux;
 pub mod net;
@@ -74,6 +75,10 @@ pub struct DataConfig {
     /// default: [`mux`]) or each open a TCP connection of its own (0). Only how this process
     /// connects: its listener takes both kinds from any peer.
     pub mux: usize,
+    /// Whether links to a listener of this same process (an embedded cluster's workers, a
+    /// worker's own tasks) go through in-memory pipes (1, the default: [`local`]) or through
+    /// the network like any other (0).
+    pub local: usize,
 }
 
 /// See [`DataConfig::log_commit_ms`] (`docs/benchmarks.md`: what it costs and saves).
@@ -94,6 +99,7 @@ impl Default for DataConfig {
             hello_deadline_ms: 10_000,
             max_conns: model::check::MAX_LINKS as usize,
             mux: 1,
+            local: 1,
         }
     }
 }
@@ -102,12 +108,13 @@ impl DataConfig {
     /// Defaults, overridden by `RAINSTORM_BATCH_TUPLES`, `RAINSTORM_BATCH_BYTES`,
     /// `RAINSTORM_WINDOW_BYTES`, `RAINSTORM_QUEUE_BATCHES`, `RAINSTORM_LOG_LINGER_US`,
     /// `RAINSTORM_LOG_COMMIT_MS`, `RAINSTORM_LOG_COMPACT_FANIN`, `RAINSTORM_LOG_COMPACT_BYTES`,
-    /// `RAINSTORM_HELLO_DEADLINE_MS`, `RAINSTORM_MAX_DATA_CONNS` and `RAINSTORM_DATA_MUX`
-    /// when set (bad values are reported and ignored).
+    /// `RAINSTORM_HELLO_DEADLINE_MS`, `RAINSTORM_MAX_DATA_CONNS`, `RAINSTORM_DATA_MUX` and
+    /// `RAINSTORM_DATA_LOCAL` when set (bad values are reported and ignored).
     pub fn from_env() -> Self {
         let mut c = DataConfig::default();
-        let vars: [(&str, &mut usize); 12] = [
+        let vars: [(&str, &mut usize); 13] = [
             ("RAINSTORM_DATA_MUX", &mut c.mux),
+            ("RAINSTORM_DATA_LOCAL", &mut c.local),
             ("RAINSTORM_SINK_SPOOL", &mut c.sink_spool),
             ("RAINSTORM_LOG_COMPACT_FANIN", &mut c.log_compact_fanin),
             ("RAINSTORM_LOG_COMPACT_BYTES", &mut c.log_compact_bytes),
@@ -127,7 +134,8 @@ impl DataConfig {
                         if n > 0
                             || name.starts_with("RAINSTORM_LOG_")
                             || name == "RAINSTORM_SINK_SPOOL"
-                            || name == "RAINSTORM_DATA_MUX" =>
+                            || name == "RAINSTORM_DATA_MUX"
+                            || name == "RAINSTORM_DATA_LOCAL" =>
                     {
                         *slot = n
                     }

@@ -252,13 +252,17 @@ pub struct WorkerInfo {
 }
 
 /// A worker's outgoing data connections when its links share them (multiplexed): how many
-/// TCP connections carry how many links, for `/metrics`.
+/// TCP connections carry how many links, and how many links need none, for `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataConns {
     /// TCP connections (sessions) to other processes.
     pub sessions: u64,
     /// Links' streams open on them.
     pub streams: u64,
+    /// Links open in memory to a listener of the same process (`dataplane::local`): no TCP
+    /// connection at all.
+    #[serde(default)]
+    pub local: u64,
 }
 
 /// Request of `rainstorm kill-task`.

@@ -49,7 +49,8 @@ pub struct TaskEnv {
 
 impl TaskEnv {
     /// The environment of a real process: links over TCP — sharing one connection per peer
-    /// process unless `cfg.mux` is 0 (`dataplane::mux`) —, operators as OS processes,
+    /// process unless `cfg.mux` is 0 (`dataplane::mux`), in memory to a listener of this same
+    /// process unless `cfg.local` is 0 (`dataplane::local`) —, operators as OS processes,
     /// data-plane connections signed with the worker's key `identity`.
     pub fn new(
         cfg: DataConfig,
@@ -93,12 +94,18 @@ fn process_merge_budget() -> Arc<tokio::sync::Semaphore> {
 }
 
 /// How a real process's links reach other processes: sessions of many links per TCP
-/// connection, or (`RAINSTORM_DATA_MUX=0`) a TCP connection per link.
+/// connection, or (`RAINSTORM_DATA_MUX=0`) a TCP connection per link; and the listeners of
+/// this same process in memory (`dataplane::local`) unless `RAINSTORM_DATA_LOCAL=0`.
 fn network(cfg: &DataConfig) -> Arc<dyn Network> {
-    if cfg.mux == 0 {
+    let remote: Arc<dyn Network> = if cfg.mux == 0 {
         Arc::new(crate::dataplane::transport::Tcp)
     } else {
         let shape = crate::dataplane::mux::MuxConfig::of(cfg);
         Arc::new(crate::dataplane::mux::MuxNet::new(shape))
+    };
+    if cfg.local == 0 {
+        return remote;
     }
+    let hub = crate::dataplane::local::LocalHub::process();
+    Arc::new(crate::dataplane::local::LocalNet::new(hub, remote))
 }

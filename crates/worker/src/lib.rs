@@ -141,6 +141,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
     tracing::info!(
         max_conns = cfg.data.max_conns,
         mux = cfg.data.mux != 0,
+        local = cfg.data.local != 0,
         "data plane: at most this many links in (listener) and out (links) at once; with mux, links to one process share its TCP connection"
     );
 
@@ -152,6 +153,10 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         bound_listener,
         crate::dataplane::mux::MuxConfig::of(&cfg.data),
     );
+    // And this process's own links to it, in memory (`dataplane::local`), whatever this
+    // worker's own links use: an embedded cluster's other workers may use them.
+    let hub = crate::dataplane::local::LocalHub::process();
+    let acceptor = crate::dataplane::local::LocalAcceptor::new(acceptor, &hub, &data_addr);
     bg.spawn(listener::serve(
         acceptor,
         env.registry.clone(),

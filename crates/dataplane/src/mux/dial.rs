@@ -230,6 +230,7 @@ impl Network for MuxNet {
         Some(crate::protocol::api::DataConns {
             sessions: self.sessions() as u64,
             streams: self.streams() as u64,
+            local: 0,
         })
     }
 

@@ -50,8 +50,9 @@ struct Snapshot {
     workers_by_state: Vec<(&'static str, u64)>,
     /// Each worker that is alive or draining: its id, slots and slots in use.
     slots: Vec<(String, u32, u32)>,
-    /// Each live worker whose links share connections: its id, TCP connections, streams.
-    shared: Vec<(String, u64, u64)>,
+    /// Each live worker whose links share connections or run in memory: its id, TCP
+    /// connections, streams on them, links in memory.
+    shared: Vec<(String, u64, u64, u64)>,
     polls_waiting: i64,
     output_streams: i64,
     store_requests: u64,
@@ -138,7 +139,7 @@ impl Snapshot {
             .iter()
             .filter(|w| matches!(w.state, WorkerState::Alive | WorkerState::Draining))
             .filter_map(|w| Some((w.id.0.clone(), w.shared_conns?)))
-            .map(|(id, c)| (id, c.sessions, c.streams))
+            .map(|(id, c)| (id, c.sessions, c.streams, c.local))
             .collect();
         let jobs_by_status = [
             JobStatus::Pending,

@@ -147,7 +147,7 @@ impl Collector for Snapshot {
                 "rainstorm_worker_data_sessions",
                 "TCP connections a live worker's links share to other workers (multiplexed).",
             ),
-            shared.clone().map(|(w, n, _)| (w, *n as i64)),
+            shared.clone().map(|(w, n, _, _)| (w, *n as i64)),
         )?;
         per_worker(
             e,
@@ -155,7 +155,15 @@ impl Collector for Snapshot {
                 "rainstorm_worker_data_streams",
                 "Links a live worker has open over its shared connections.",
             ),
-            shared.map(|(w, _, n)| (w, *n as i64)),
+            shared.clone().map(|(w, _, n, _)| (w, *n as i64)),
+        )?;
+        per_worker(
+            e,
+            (
+                "rainstorm_worker_data_local_links",
+                "Links a live worker has open in memory to tasks of its own process (no TCP).",
+            ),
+            shared.map(|(w, _, _, n)| (w, *n as i64)),
         )?;
         family(
             e,
