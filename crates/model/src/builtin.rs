@@ -10,6 +10,13 @@ pub const NAMES: [&str; 5] = ["filter", "filter-regex", "select", "count-by", "i
 /// before a keyed step, whose column must mean the same at the chain's start and end.
 pub const VALUE_PRESERVING: [&str; 3] = ["filter", "filter-regex", "identity"];
 
+/// The highest column a built-in may name, and the most columns one `select` may keep (more
+/// than a spreadsheet has: 16,384). A column is an index into every line, and a `select` or a
+/// `count-by` projection makes room for every column up to it, so an unbounded one would let
+/// one job spec (`select 1-4000000000`) exhaust the memory of the CLI, the leader and every
+/// worker.
+pub const MAX_COLUMN: usize = 65_536;
+
 /// A built-in operator with its arguments parsed.
 #[derive(Clone, Debug)]
 pub enum BuiltinSpec {
@@ -53,6 +60,9 @@ pub enum BuiltinError {
     /// A column range whose end comes before its start.
     #[error("column range {0:?} is backwards")]
     BackwardsRange(String),
+    /// A column past [`MAX_COLUMN`], or more columns than that in one `select`.
+    #[error("{0:?} goes past the most columns a built-in may name ({MAX_COLUMN})")]
+    TooManyColumns(String),
     /// A regular expression that does not compile.
     #[error("bad regular expression: {0}")]
     BadRegex(String),
@@ -60,25 +70,31 @@ pub enum BuiltinError {
 
 fn parse_col(s: &str) -> Result<usize, BuiltinError> {
     match s.trim().parse::<usize>() {
+        Ok(n) if n > MAX_COLUMN => Err(BuiltinError::TooManyColumns(s.to_string())),
         Ok(n) if n >= 1 => Ok(n - 1),
         _ => Err(BuiltinError::BadColumn(s.to_string())),
     }
 }
 
-/// Parses `3,4,5`, `3-5` or mixes like `1,3-5` into 0-based indices.
+/// Parses `3,4,5`, `3-5` or mixes like `1,3-5` into 0-based indices: at most [`MAX_COLUMN`]
+/// of them, each at most that, counted before anything is allocated for them.
 pub fn parse_cols(spec: &str) -> Result<Vec<usize>, BuiltinError> {
     let mut cols = Vec::new();
     for part in spec.split(',') {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (parse_col(a)?, parse_col(b)?);
-                if b < a {
-                    return Err(BuiltinError::BackwardsRange(part.to_string()));
-                }
-                cols.extend(a..=b);
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (parse_col(a)?, parse_col(b)?),
+            None => {
+                let c = parse_col(part)?;
+                (c, c)
             }
-            None => cols.push(parse_col(part)?),
+        };
+        if b < a {
+            return Err(BuiltinError::BackwardsRange(part.to_string()));
         }
+        if cols.len() + (b - a + 1) > MAX_COLUMN {
+            return Err(BuiltinError::TooManyColumns(spec.to_string()));
+        }
+        cols.extend(a..=b);
     }
     Ok(cols)
 }
@@ -158,5 +174,20 @@ mod tests {
             Some(8)
         );
         assert_eq!(parse_cols("1,3-4").unwrap(), vec![0, 2, 3]);
+    }
+
+    #[test]
+    fn columns_are_bounded_before_anything_is_allocated_for_them() {
+        let too_many = |r: Result<BuiltinSpec, BuiltinError>| {
+            matches!(r, Err(BuiltinError::TooManyColumns(_)))
+        };
+        let sel = |a: &str| BuiltinSpec::parse("select", &[a.to_string()]);
+        assert!(too_many(sel("1-4000000000")));
+        assert!(sel("1-99999999999999999999").is_err(), "past any integer");
+        assert!(too_many(sel("65537")));
+        assert!(too_many(sel("1-65536,1")), "the count is bounded too");
+        assert!(too_many(BuiltinSpec::parse("count-by", &["65537".into()])));
+        assert_eq!(parse_cols("1-65536").unwrap().len(), MAX_COLUMN);
+        assert!(BuiltinSpec::parse("count-by", &["65536".into()]).is_ok());
     }
 }
