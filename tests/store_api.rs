@@ -240,6 +240,45 @@ fn delete_of_a_running_jobs_sink_is_refused() {
     assert!(body.contains("out/a.txt"), "{body}");
 }
 
+/// A file where a job's output needs a folder makes the output unwritable: a job whose sink
+/// lies under a file is refused at submit, and a `put` that would turn a running job's sink
+/// folder into a file (or put a file under its sink) is refused (409) while the job runs, so
+/// the job ends with its whole output.
+#[test]
+fn a_file_cannot_stand_where_a_job_s_output_needs_a_folder() {
+    let c = Cluster::start(1, 5.0);
+    let original = lines(60);
+    put_text(&c, "in.txt", &original);
+    put_text(&c, "scratch/d/x.csv", "a file\n");
+    let err = refused_submit(
+        &c,
+        &job(&c, "under.toml", "in.txt", "scratch/d/x.csv/y", 0.0),
+    );
+    assert!(
+        err.contains("sink.path") && err.contains("is a file"),
+        "{err}"
+    );
+    assert_eq!(job_count(&c), 0, "nothing ran");
+
+    let id = c.submit(&job(&c, "a.toml", "in.txt", "res/x/v1.txt", 20.0));
+    for path in [
+        "/api/store/res/x",
+        "/api/store/res",
+        "/api/store/res/x/v1.txt/y",
+    ] {
+        let (status, body) = http(&c, "PUT", path, b"in the way\n");
+        assert_eq!(status, 409, "PUT {path}: {body}");
+        assert!(body.contains(&id), "{body}");
+    }
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same(
+        "the output the refused uploads would have broken",
+        &sorted_lines(&c.store_file("res/x/v1.txt")),
+        &sorted_lines(&original),
+    );
+}
+
 /// An operator executable uploaded into the store is read by the running job that uses it:
 /// replacing or deleting it (or the directory holding it) is refused (409, naming the job)
 /// and the file stays as it was; once the job has ended it is the user's again.
@@ -682,4 +721,57 @@ fn a_worker_compacts_its_input_log_through_the_leader_and_the_merged_runs_are_de
         !worker_log.contains("could not delete compacted log objects"),
         "{worker_log}"
     );
+}
+
+/// When the output a cancelled job committed cannot be written (here a file, put in the
+/// store's directory behind the API's back, stands where the output's folder must be), the
+/// sink's log — the only copy of what the job committed — is kept and the job says where; and
+/// a follower of the ended job gets its final status instead of a stream that never ends.
+#[test]
+fn an_output_that_cannot_be_written_keeps_the_log_and_followers_get_the_status() {
+    let c = Cluster::start(1, 5.0);
+    put_text(&c, "in.txt", &lines(400));
+    let id = c.submit(&job(&c, "a.toml", "in.txt", "res/x/out.txt", 40.0));
+    wait_for(
+        "some output to be committed",
+        Duration::from_secs(60),
+        || {
+            let j = c.json(&["job", &id, "--json"]);
+            (j["sink_tuples"].as_u64()? > 0).then_some(())
+        },
+    );
+    let store = c.dir.path().join("leader/store");
+    std::fs::write(store.join("res"), "in the way\n").unwrap();
+    c.ok(&["cancel", &id]);
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "cancelled", "{j}");
+    let error = j["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("could not be written") && error.contains(&format!("logs/{id}/")),
+        "the job says its output is in its kept log: {j}"
+    );
+    let segments = std::fs::read_dir(store.join("logs").join(&id))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(segments > 0, "the sink's log is kept");
+
+    // A follower of the ended job ends, with its status.
+    let mut follow = c
+        .cmd(&["follow", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while follow.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = follow.kill();
+            panic!("`rainstorm follow` of an ended job with an unreadable output never ended");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = follow.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(said.to_lowercase().contains("cancelled"), "{said}");
 }

@@ -67,11 +67,22 @@ pub(super) async fn cleanup(
         // Each stops at its next chunk or ends its commit: one store operation at most.
         finished.await;
     }
-    if !succeeded {
-        // A succeeded job's sink wrote the output; any other end keeps what was committed.
-        write_committed_output(leader, id).await;
-    }
-    let keep = spec.keep_logs || leader.cfg.keep_logs;
+    // A succeeded job's sink wrote the output; any other end keeps what was committed. If
+    // that cannot be written, the sink's log is the only copy of it: kept, and the job says
+    // where.
+    let unwritten = match succeeded {
+        true => None,
+        false => write_committed_output(leader, id).await.err(),
+    };
+    let error = match (error, &unwritten) {
+        (e, Some(why)) => Some(format!(
+            "{}the output it committed could not be written ({why}); the sink's log is kept under {}/",
+            e.map(|e| format!("{e}; ")).unwrap_or_default(),
+            rainstorm_store::log::job_prefix(id),
+        )),
+        (e, None) => e,
+    };
+    let keep = spec.keep_logs || leader.cfg.keep_logs || unwritten.is_some();
     let removed = if keep {
         Ok(())
     } else {
@@ -199,27 +210,29 @@ fn retry_removal(leader: &Arc<Leader>, id: JobId) {
 
 /// Writes what the sink of a job that did not succeed had committed as its output (an
 /// at-most-once job that failed, a cancelled one): the same text a follower saw, whole lines.
-/// A sink that is being taken over is waited for briefly; a failure is logged, and the output
-/// then stays as it was. Called once the job's output gate is closed and the sink's writes
-/// have finished, so no sink write can land over it.
-async fn write_committed_output(leader: &Leader, id: &JobId) {
+/// A sink that is being taken over is waited for briefly. Called once the job's output gate
+/// is closed and the sink's writes have finished, so no sink write can land over it. Says why
+/// if the output could not be written (it then stays as it was, and the caller keeps the log).
+async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<(), String> {
     let (key, target) = match lock(&leader.state).jobs.get(id) {
         Some(j) => (j.sink_key(id), j.output()),
-        None => return,
+        None => return Ok(()),
     };
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+    let mut last = String::from("the sink's log stayed in a takeover");
     for _ in 0..20 {
         match rainstorm_store::log::committed_lineage(&leader.store, &key).await {
             Ok(Some(lineage)) => {
                 match rainstorm_store::output::assemble(&leader.store, &lineage, &target).await {
                     Ok(bytes) => {
                         info!(job = %id, bytes, "wrote the output the job had committed");
-                        return;
+                        return Ok(());
                     }
                     // An object compacted away since the listing, or a store hiccup: list
                     // again (the output is replaced whole or not at all).
                     Err(e) => {
                         warn!(job = %id, error = %e, "could not write the job's committed output; trying again");
+                        last = e.to_string();
                         tokio::time::sleep(backoff.next()).await
                     }
                 }
@@ -227,11 +240,12 @@ async fn write_committed_output(leader: &Leader, id: &JobId) {
             Ok(None) => tokio::time::sleep(backoff.next()).await,
             Err(e) => {
                 warn!(job = %id, error = %e, "could not read the sink's log; the output stays as it was");
-                return;
+                return Err(format!("reading the sink's log: {e}"));
             }
         }
     }
-    warn!(job = %id, "the sink's log stayed in a takeover or unreadable; the output stays as it was");
+    warn!(job = %id, error = %last, "the committed output could not be written; the output stays as it was and the sink's log is kept");
+    Err(last)
 }
 
 /// The cause recorded for a job that was running when its leader went away.

@@ -57,6 +57,13 @@ fn under(path: &str, prefix: &str) -> bool {
     path == prefix || path.starts_with(&format!("{prefix}/"))
 }
 
+/// Whether writing one of `a` and `b` can break the other: the same path, or one a folder of
+/// the other (an object at `res/x` makes a sink at `res/x/out.txt` unwritable on a
+/// filesystem, and an object under `res/x` makes a sink at `res/x` a directory).
+fn overlap(a: &str, b: &str) -> bool {
+    under(a, b) || under(b, a)
+}
+
 impl State {
     /// Problems of a job submission that reads the output of a running job: that output is
     /// written only when the job ends, so the submission is told so rather than "not found".
@@ -111,25 +118,31 @@ impl State {
                     "sink.path {sink}: already the sink of running job {id}; job {me} cannot write it too"
                 )));
             }
-            if other.reads.contains(sink) {
+            if overlap(&other.writes, sink) {
                 return Err(FileConflict(format!(
-                    "sink.path {sink}: running job {id} reads it; job {me} cannot write it"
+                    "sink.path {sink}: running job {id} writes {}, and one of the two paths is a folder of the other; job {me} cannot write it",
+                    other.writes
                 )));
             }
-            if let Some(r) = files.reads.iter().find(|r| **r == other.writes) {
+            if let Some(r) = other.reads.iter().find(|r| overlap(r, sink)) {
                 return Err(FileConflict(format!(
-                    "{r}: the sink of running job {id}; job {me} cannot read it while it is written"
+                    "sink.path {sink}: running job {id} reads {r}; job {me} cannot write it"
+                )));
+            }
+            if let Some(r) = files.reads.iter().find(|r| overlap(r, &other.writes)) {
+                return Err(FileConflict(format!(
+                    "{r}: the sink of running job {id} is {}; job {me} cannot read it while it is written",
+                    other.writes
                 )));
             }
         }
-        if let Some(p) = files
-            .reads
-            .iter()
-            .chain([sink])
-            .find(|p| self.files.writing.contains_key(*p))
-        {
+        if let Some((p, w)) = files.reads.iter().chain([sink]).find_map(|p| {
+            (self.files.writing.keys())
+                .find(|w| overlap(p, w))
+                .map(|w| (p, w))
+        }) {
             return Err(FileConflict(format!(
-                "{p}: being uploaded now; job {me} cannot use it"
+                "{p}: {w} is being uploaded now; job {me} cannot use it"
             )));
         }
         if let Some((p, d)) = files.reads.iter().chain([sink]).find_map(|p| {
@@ -166,6 +179,30 @@ impl State {
         unhold(&mut self.files.deleting, clean);
     }
 
+    /// Holds `clean` for an upload, unless a running job reads or writes it, or writes its
+    /// output where the upload would be a folder of it or lie under it: until the hold ends
+    /// (`Writing` dropped), a job naming it is refused.
+    pub fn begin_write(&mut self, clean: &str) -> Result<(), FileConflict> {
+        if let Some((id, f)) =
+            running(self).find(|(_, f)| f.reads.contains(clean) || f.writes == clean)
+        {
+            let how = if f.writes == clean { "writes" } else { "reads" };
+            return Err(FileConflict(format!(
+                "{clean}: running job {id} {how} it; try again when it ends"
+            )));
+        }
+        // A file where a running job's sink needs a folder, or under its sink's path, would
+        // make the output unwritable when the job ends.
+        if let Some((id, f)) = running(self).find(|(_, f)| overlap(&f.writes, clean)) {
+            return Err(FileConflict(format!(
+                "{clean}: running job {id} writes its output to {}, and one of the two paths is a folder of the other; try again when it ends",
+                f.writes
+            )));
+        }
+        *self.files.writing.entry(clean.to_string()).or_default() += 1;
+        Ok(())
+    }
+
     /// Forgets an ended job's files (kept only while they can matter: running jobs).
     pub fn release_files(&mut self, id: &JobId) {
         self.files.jobs.remove(id);
@@ -197,18 +234,10 @@ impl Drop for Deleting {
 }
 
 impl Leader {
-    /// Claims `clean` for an upload, unless a running job reads or writes it.
+    /// Claims `clean` for an upload, unless a running job reads or writes it (see
+    /// [`State::begin_write`]).
     pub fn claim_write(self: &Arc<Self>, clean: &str) -> Result<Writing, FileConflict> {
-        let mut st = lock(&self.state);
-        if let Some((id, f)) =
-            running(&st).find(|(_, f)| f.reads.contains(clean) || f.writes == clean)
-        {
-            let how = if f.writes == clean { "writes" } else { "reads" };
-            return Err(FileConflict(format!(
-                "{clean}: running job {id} {how} it; try again when it ends"
-            )));
-        }
-        *st.files.writing.entry(clean.to_string()).or_default() += 1;
+        lock(&self.state).begin_write(clean)?;
         Ok(Writing {
             leader: self.clone(),
             path: clean.to_string(),

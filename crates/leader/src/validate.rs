@@ -74,6 +74,19 @@ pub fn check(
                 &spec.sink_path,
                 "is a directory; name a file",
             ));
+        } else if let Some(file) = p.ancestors().skip(1).find(|a| a.is_file()) {
+            // Found now, not when the job ends and its output cannot be written.
+            let name = match spec.paths {
+                PathMode::Local => file.display().to_string(),
+                PathMode::Store => "one of its folders".to_string(),
+            };
+            problems.push(Problem::new(
+                "sink.path",
+                &spec.sink_path,
+                format!(
+                    "{name} is a file, so no output can be written under it; name another path"
+                ),
+            ));
         }
     }
     if spec.paths == PathMode::Store

@@ -78,6 +78,16 @@ pub(super) async fn output(
     match tail.check().await {
         Ok(()) => {}
         Err(Refused::Bad(msg)) => return error(StatusCode::BAD_REQUEST, msg),
+        // As below: an ended job whose output cannot be read still gives its final status.
+        Err(Refused::Io(e)) if tail.progress.borrow().finished => {
+            tracing::warn!(job = %id, offset, error = %e, "the ended job's output cannot be read; the stream is its status");
+            let info = lock(&l.state).job_info(&id);
+            let end = info.map(|i| Ok::<_, std::io::Error>(ndjson(&OutputEvent::End(i))));
+            return Response::builder()
+                .header("content-type", "application/x-ndjson")
+                .body(Body::from_stream(futures::stream::iter(end)))
+                .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+        }
         Err(Refused::Io(e)) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,6 +117,15 @@ pub(super) async fn output(
                     return Some((Ok(ndjson(&OutputEvent::End(info))), t));
                 }
                 Ok(None) => {}
+                // The job has ended and its output cannot be read (its record says why): the
+                // follower still gets the final status, instead of a broken stream it would
+                // reconnect to forever.
+                Err(e) if finished => {
+                    tracing::warn!(job = %t.id, offset = t.offset, error = %e, "the ended job's output cannot be read; the stream ends with its status");
+                    t.done = true;
+                    let info = lock(&t.leader.state).job_info(&t.id)?;
+                    return Some((Ok(ndjson(&OutputEvent::End(info))), t));
+                }
                 Err(e) => {
                     t.done = true;
                     return Some((Err(e), t));

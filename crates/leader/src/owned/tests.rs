@@ -75,3 +75,37 @@ fn a_job_submitted_while_a_delete_runs_cannot_claim_what_it_deletes() {
     // And the next delete of it is refused: a running job reads it now.
     assert!(st.begin_delete("b").is_err());
 }
+
+#[test]
+fn a_file_cannot_be_put_where_a_running_job_s_output_needs_a_folder() {
+    let mut st = State::default();
+    submit(&mut st, "job-1", "in.csv", "res/x/v1.txt").unwrap();
+    // An upload that would make the sink's folder a file, or the sink a folder: refused.
+    for clash in ["res/x", "res", "res/x/v1.txt/y", "res/x/v1.txt"] {
+        let err = st.begin_write(clash).unwrap_err().0;
+        assert!(err.contains("job-1"), "{clash}: {err}");
+    }
+    assert!(
+        st.files.writing.is_empty(),
+        "a refused upload holds nothing"
+    );
+    // Beside it is fine.
+    for fine in ["res/xy", "res/x/other.txt", "out/x"] {
+        st.begin_write(fine).unwrap();
+    }
+    // No other job may write where it would be a folder of the sink, or under it, or read it.
+    for (source, sink) in [
+        ("a.csv", "res/x"),
+        ("a.csv", "res/x/v1.txt/z"),
+        ("res/x/v1.txt", "out/b.txt"),
+    ] {
+        let err = submit(&mut st, "job-2", source, sink).unwrap_err().0;
+        assert!(err.contains("job-1"), "{source} -> {sink}: {err}");
+    }
+    // Nor write under a path being uploaded.
+    let err = submit(&mut st, "job-2", "a.csv", "out/x/y.txt")
+        .unwrap_err()
+        .0;
+    assert!(err.contains("being uploaded"), "{err}");
+    submit(&mut st, "job-2", "a.csv", "res/x/v2.txt").unwrap();
+}
