@@ -199,6 +199,15 @@ fn cancel_and_check(c: &Cluster, i: usize, moment: Moment, text: &str) -> bool {
             out.lines().count()
         );
     }
+    // A cancelled job's lines out are its output's, not the sink's last report (which may
+    // lag: a probe saw "0 lines out" over a file of 60,158).
+    if status == "cancelled" {
+        assert_eq!(
+            rec["sink_tuples"].as_u64(),
+            Some(out.lines().count() as u64),
+            "{moment:?}: the record's lines out against the output: {rec}"
+        );
+    }
     // An upload the leader refused leaves nothing behind.
     let dir = c.dir.path().join("leader/store").join(format!("out-{i}"));
     assert_eq!(

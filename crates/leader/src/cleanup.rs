@@ -70,9 +70,12 @@ pub(super) async fn cleanup(
     // A succeeded job's sink wrote the output; any other end keeps what was committed. If
     // that cannot be written, the sink's log is the only copy of it: kept, and the job says
     // where.
-    let unwritten = match succeeded {
-        true => None,
-        false => write_committed_output(leader, id).await.err(),
+    let (lines_out, unwritten) = match succeeded {
+        true => (None, None),
+        false => match write_committed_output(leader, id).await {
+            Ok(lines) => (lines, None),
+            Err(why) => (None, Some(why)),
+        },
     };
     let error = match (error, &unwritten) {
         (e, Some(why)) => Some(format!(
@@ -91,6 +94,11 @@ pub(super) async fn cleanup(
     // The final status is durable before it is visible.
     let now = SystemTime::now();
     let record = lock(&leader.state).jobs.get(id).map(|j| {
+        // Its lines out are the output's, whatever the sink last reported (a job stopped
+        // between two of its reports).
+        if let Some(n) = lines_out {
+            j.sink_tuples.store(n, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut r = j.stored(id);
         r.status = status;
         r.error = error.clone();
@@ -116,6 +124,10 @@ pub(super) async fn cleanup(
     {
         let mut st = lock(&leader.state);
         if let Some(j) = st.jobs.get_mut(id) {
+            if let Some(n) = lines_out {
+                // Again, under the lock that ends it: no report lands after this.
+                j.sink_tuples.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
             j.end(status, error.clone(), now);
             j.logs_left = removed.is_err();
             j.cleanup_error = removed.as_ref().err().cloned();
@@ -213,10 +225,10 @@ fn retry_removal(leader: &Arc<Leader>, id: JobId) {
 /// A sink that is being taken over is waited for briefly. Called once the job's output gate
 /// is closed and the sink's writes have finished, so no sink write can land over it. Says why
 /// if the output could not be written (it then stays as it was, and the caller keeps the log).
-async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<(), String> {
+async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<Option<u64>, String> {
     let (key, target) = match lock(&leader.state).jobs.get(id) {
         Some(j) => (j.sink_key(id), j.output()),
-        None => return Ok(()),
+        None => return Ok(None),
     };
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
     let mut last = String::from("the sink's log stayed in a takeover");
@@ -224,9 +236,9 @@ async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<(), Strin
         match rainstorm_store::log::committed_lineage(&leader.store, &key).await {
             Ok(Some(lineage)) => {
                 match rainstorm_store::output::assemble(&leader.store, &lineage, &target).await {
-                    Ok(bytes) => {
-                        info!(job = %id, bytes, "wrote the output the job had committed");
-                        return Ok(());
+                    Ok(written) => {
+                        info!(job = %id, bytes = written.bytes, lines = written.lines, "wrote the output the job had committed");
+                        return Ok(Some(written.lines));
                     }
                     // An object compacted away since the listing, or a store hiccup: list
                     // again (the output is replaced whole or not at all).

@@ -246,6 +246,8 @@ impl JobRec {
     ) -> JobRec {
         let mut rec = JobRec::new(job.spec.clone(), events, cancel, progress);
         rec.submitted = UNIX_EPOCH + std::time::Duration::from_millis(job.submitted_ms);
+        // Its time counts from its submission, not from when this leader took it over.
+        rec.started = instant_of(rec.submitted);
         rec.source_tuples
             .store(job.source_tuples, Ordering::Relaxed);
         rec.sink_tuples.store(job.sink_tuples, Ordering::Relaxed);
@@ -265,12 +267,7 @@ impl JobRec {
         let at = |ms: u64| UNIX_EPOCH + std::time::Duration::from_millis(ms);
         let submitted = at(job.submitted_ms);
         let ended_at = at(job.ended_ms.unwrap_or(job.submitted_ms));
-        // Instants of the past, as far as this process's clock reaches back.
-        let ago = |t: SystemTime| {
-            let d = SystemTime::now().duration_since(t).unwrap_or_default();
-            Instant::now().checked_sub(d).unwrap_or_else(Instant::now)
-        };
-        let ended = ago(ended_at);
+        let ended = instant_of(ended_at);
         let run = ended_at.duration_since(submitted).unwrap_or_default();
         let started = ended.checked_sub(run).unwrap_or(ended);
         let (_, progress) = watch::channel(SinkProgress {
@@ -316,4 +313,11 @@ impl JobRec {
         let (_, progress) = watch::channel(SinkProgress::default());
         JobRec::new(spec, tx, CancellationToken::new(), progress)
     }
+}
+
+/// The instant of wall-clock time `t` in the past, as far as this process's clock reaches back
+/// (records keep wall-clock times; durations are measured on instants).
+fn instant_of(t: SystemTime) -> Instant {
+    let d = SystemTime::now().duration_since(t).unwrap_or_default();
+    Instant::now().checked_sub(d).unwrap_or_else(Instant::now)
 }

@@ -61,7 +61,9 @@ pub use rec::TaskRec;
 /// Carries the counters of a job's source and sink task (current attempt) onto the job: the
 /// tuples the source emitted, the lines the sink holds, the sink's latency histogram.
 pub fn job_counters(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control::TaskReport) {
-    let Some(j) = jobs.get(&r.key.job) else {
+    // An ended job's counts are final (its lines out are its output's): a report that comes
+    // late changes nothing.
+    let Some(j) = jobs.get(&r.key.job).filter(|j| !j.status().is_terminal()) else {
         return;
     };
     match j.spec.role_of(r.key.pos.stage) {

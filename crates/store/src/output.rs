@@ -44,7 +44,17 @@ pub fn segment_text(name: &str, data: Bytes) -> Result<Bytes, LogError> {
     Ok(out.freeze())
 }
 
-/// Writes the lines of `lineage` to `target`; returns the bytes written. Both targets are
+/// What [`assemble`] wrote: the output's size and its lines, which is what a job reports as
+/// its lines out once the output is final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes of the output.
+    pub bytes: u64,
+    /// Lines of the output.
+    pub lines: u64,
+}
+
+/// Writes the lines of `lineage` to `target` and says how much it wrote. Both targets are
 /// replaced whole or not at all: a local file through `store::write_stream_atomic`, a store
 /// object by an upload that takes effect when it completes. One segment is in memory at a
 /// time.
@@ -52,7 +62,9 @@ pub async fn assemble(
     store: &Store,
     lineage: &[String],
     target: &SinkTarget,
-) -> Result<u64, OutputError> {
+) -> Result<Written, OutputError> {
+    let lines = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = lines.clone();
     let reader = store.clone();
     // Read ahead a few segments at once (in order): through the leader each read is a round
     // trip, and one at a time made a long job's output take seconds per thousand segments.
@@ -64,10 +76,18 @@ pub async fn assemble(
                 segment_text(&seg, data).map_err(|e| e.to_string())
             }
         })
-        .buffered(READ_AHEAD);
-    write_body(store, target, body)
+        .buffered(READ_AHEAD)
+        .inspect(move |text| {
+            if let Ok(t) = text {
+                let n = t.iter().filter(|b| **b == b'\n').count() as u64;
+                counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    let bytes = write_body(store, target, body)
         .await
-        .map_err(OutputError::Write)
+        .map_err(OutputError::Write)?;
+    let lines = lines.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Written { bytes, lines })
 }
 
 /// Segments read at once while assembling an output.
@@ -149,7 +169,13 @@ mod tests {
         let n = assemble(&store, &lineage, &SinkTarget::File(file.clone()))
             .await
             .unwrap();
-        assert_eq!(n, want.len() as u64);
+        assert_eq!(
+            n,
+            Written {
+                bytes: want.len() as u64,
+                lines: 4
+            }
+        );
         assert_eq!(std::fs::read_to_string(&file).unwrap(), want);
         // Only the output is left: the temporary file was renamed over it.
         assert_eq!(

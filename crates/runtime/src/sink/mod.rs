@@ -48,7 +48,7 @@ pub async fn write_output(
         Some(body) => write_body(&env.store, &target, body)
             .await
             .map_err(OutputError::Write)?,
-        None => assemble(&env.store, &lineage, &target).await?,
+        None => assemble(&env.store, &lineage, &target).await?.bytes,
     };
     tracing::info!(sink = %a.key, attempt = a.attempt, segments = lineage.len(), bytes, from_spool, "sink wrote its output");
     Ok(())
