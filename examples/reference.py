@@ -29,6 +29,10 @@ import csv
 import io
 import sys
 
+# A field may be as long as a line (the engine carries lines up to about 64 MiB); the csv
+# module's default cap is 128 KiB.
+csv.field_size_limit(1 << 30)
+
 APP_DEFAULTS = {"app1": {"select": "3-5"}, "app2": {"count_col": 9}}
 DEFAULT_FILTER = "Punched Telespar"
 
@@ -42,7 +46,9 @@ def read_lines(path):
     for raw in lines:
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        yield raw.decode("utf-8", "surrogateescape")
+        # As the engine reads its source: UTF-8 text, a byte sequence that is not UTF-8
+        # taken as U+FFFD (README, "Every line of the source is a tuple").
+        yield raw.decode("utf-8", "replace")
 
 
 def parse_record(line):

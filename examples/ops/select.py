@@ -16,6 +16,10 @@ import csv
 import os
 import sys
 
+# A field may be as long as a line (the engine carries lines up to about 64 MiB); the csv
+# module's default cap is 128 KiB.
+csv.field_size_limit(1 << 30)
+
 # ---- protocol helpers (the same block is in every Python operator here) -------------------
 
 _UNESCAPES = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
