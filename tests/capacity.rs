@@ -100,10 +100,12 @@ fn jobs_over_the_link_rule_are_refused_and_a_normal_job_still_runs() {
 /// heartbeats, and is not declared dead. Once the job is cancelled its links stop connecting
 /// (no connection left on its port) and the next job runs on it. The workers connect per
 /// link (`RAINSTORM_DATA_MUX=0`): links sharing a connection per process pair hold a handful
-/// of descriptors, not two a link (`tests/mux.rs`), so only the fallback can run short.
+/// of descriptors, not two a link (`tests/mux.rs`), so only the fallback can run short; and
+/// through the network even to their own process (`RAINSTORM_DATA_LOCAL=0`), since links in
+/// memory hold no descriptor at all.
 #[test]
 fn a_worker_short_of_descriptors_degrades_instead_of_dying() {
-    let per_link = [("RAINSTORM_DATA_MUX", "0")];
+    let per_link = [("RAINSTORM_DATA_MUX", "0"), ("RAINSTORM_DATA_LOCAL", "0")];
     let mut c = Cluster::start(0, 2.0);
     c.add_worker_env(&per_link);
     c.wait_alive(1);
