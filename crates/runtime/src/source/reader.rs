@@ -106,11 +106,9 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
         self.keys.put_u8(b':');
         self.keys.put_slice(line.as_bytes());
         let key: Bytes = self.keys.split().freeze();
-        match Text::try_from(key.clone()) {
-            Ok(k) => k,
-            // The name is a `String` and the digits ASCII: this cannot be reached.
-            Err(_) => Text::from(String::from_utf8_lossy(&key).into_owned()),
-        }
+        // The name is a `String` and the digits ASCII: the fallback cannot be reached (it
+        // spells the same key again rather than keep a second reference to the first).
+        Text::try_from(key).unwrap_or_else(|_| Text::from(format!("{}:{line}", self.name)))
     }
 
     /// Reads the next chunk of the file after what `buf` holds.
