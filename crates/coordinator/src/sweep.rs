@@ -63,14 +63,30 @@ pub fn unstarted_tasks(tasks: &[TaskSeen], now: Instant, timeout: Duration) -> V
 
 /// Running tasks with input waiting and no progress for longer than `stall` at `now`. Tasks
 /// upstream of a stalled task are only backpressured: per job, only the deepest stalled stage
-/// is the culprit.
+/// is the culprit. So are tasks upstream of a task that cannot take input yet (starting,
+/// recovering its log, waiting for a free slot, failed and about to restart): the job already
+/// handles that cause (its start deadline, its restarts), and restarting the tasks it holds
+/// back would only spend their restarts — and take the slot it waits for.
 pub fn stalled_tasks(tasks: &[TaskSeen], now: Instant, stall: Duration) -> Vec<(TaskKey, u32)> {
+    let mut not_taking: BTreeMap<&JobId, u32> = BTreeMap::new();
+    for t in tasks.iter().filter(|t| {
+        matches!(
+            t.state,
+            TaskState::Starting | TaskState::Failed | TaskState::Cancelled
+        )
+    }) {
+        let d = not_taking.entry(&t.key.job).or_insert(0);
+        *d = (*d).max(t.key.pos.stage);
+    }
     let candidates: Vec<&TaskSeen> = tasks
         .iter()
         .filter(|t| {
             t.state == TaskState::Running
                 && t.queued > 0
                 && now.saturating_duration_since(t.progressed) > stall
+                && not_taking
+                    .get(&t.key.job)
+                    .is_none_or(|s| *s <= t.key.pos.stage)
         })
         .collect();
     let mut deepest: BTreeMap<&JobId, u32> = BTreeMap::new();
@@ -138,6 +154,30 @@ mod tests {
         let stalled = stalled_tasks(&tasks, now, Duration::from_secs(60));
         let got: Vec<String> = stalled.iter().map(|(k, _)| k.to_string()).collect();
         assert_eq!(got, ["a/2.0", "b/1.0"]);
+    }
+
+    /// War story (hostile probe): a sink waiting for a free slot held its upstream task back;
+    /// the monitor took that task for stalled and restarted it until the job failed, each
+    /// restart taking the very slot the sink waited for.
+    #[test]
+    fn a_task_held_back_by_one_that_cannot_take_input_yet_is_not_stalled() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let state = |t: TaskSeen, state: TaskState| TaskSeen { state, ..t };
+        for waiting in [TaskState::Starting, TaskState::Failed, TaskState::Cancelled] {
+            let tasks = [
+                seen("a", 1, 3, 90, now),
+                seen("a", 2, 3, 90, now),
+                state(seen("a", 3, 0, 90, now), waiting),
+                // Downstream of the one that waits, a task with input and no progress is
+                // still a stall.
+                seen("b", 1, 3, 90, now),
+                state(seen("b", 2, 0, 90, now), waiting),
+                seen("b", 3, 3, 90, now),
+            ];
+            let stalled = stalled_tasks(&tasks, now, Duration::from_secs(60));
+            let got: Vec<String> = stalled.iter().map(|(k, _)| k.to_string()).collect();
+            assert_eq!(got, ["b/3.0"], "{waiting:?}");
+        }
     }
 
     #[test]
