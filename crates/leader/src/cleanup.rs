@@ -57,6 +57,9 @@ pub(super) async fn cleanup(
             if !t.state.is_terminal() {
                 t.state = TaskState::Cancelled;
             }
+            // An ended job moves nothing: no gauge or view keeps its last rates or queues.
+            t.queued = 0;
+            t.meters.stop();
         }
         closing
     };

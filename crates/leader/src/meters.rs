@@ -131,6 +131,17 @@ impl Meters {
         }
     }
 
+    /// The attempt stopped without a last report (its job cancelled or failed, the attempt
+    /// failed or its worker was lost): it is neither busy nor back-pressured and has no rate,
+    /// as an attempt that reported its end.
+    pub fn stop(&mut self) {
+        self.busy = 0.0;
+        self.backpressured = 0.0;
+        self.output_rate = 0.0;
+        self.input_rate = 0.0;
+        self.input_rising = false;
+    }
+
     /// Recent share of time waiting for input: what is neither busy nor back-pressured.
     pub fn idle(&self) -> f64 {
         (1.0 - self.busy - self.backpressured).max(0.0)

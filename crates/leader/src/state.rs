@@ -274,6 +274,9 @@ impl State {
             if t.attempt == attempt && !t.state.is_terminal() {
                 t.state = TaskState::Failed;
                 t.error = Some(cause);
+                // Its inbox and its rates went with it.
+                t.queued = 0;
+                t.meters.stop();
             }
         }
     }

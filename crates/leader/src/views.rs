@@ -115,7 +115,8 @@ impl State {
             .filter(|t| !t.standby)
             .map(|t| t.meters.input_rate)
             .sum();
-        round1(rate)
+        // An empty sum of floats is -0.0, which a scrape would show as "-0.0".
+        round1(rate) + 0.0
     }
 
     /// Public view of all jobs, oldest first.
