@@ -55,7 +55,13 @@ pub(super) async fn cleanup(
         }
         for (_, t) in st.tasks.iter_mut().filter(|(k, _)| &k.job == id) {
             if !t.state.is_terminal() {
-                t.state = TaskState::Cancelled;
+                // A succeeded job's tasks still up (the source, serving acks to the end)
+                // finished their work; any other job's were stopped.
+                t.state = if succeeded {
+                    TaskState::Finished
+                } else {
+                    TaskState::Cancelled
+                };
             }
             // An ended job moves nothing: no gauge or view keeps its last rates or queues.
             t.queued = 0;

@@ -314,7 +314,8 @@ pub enum Command {
         /// Job.
         job: JobId,
     },
-    /// Stop one task attempt (the leader found it stalled and restarts it elsewhere).
+    /// Stop one task attempt the leader no longer runs: found stalled, moved (its worker was
+    /// taken for dead, then came back) or replaced.
     StopTask {
         /// Which task.
         key: TaskKey,

@@ -85,7 +85,7 @@ impl Worker {
             Command::StopJob { job } => self.stop_job(&job),
             Command::StopTask { key, attempt } => {
                 if let Some(r) = lock_tasks(&self.tasks).get(&(key.clone(), attempt)) {
-                    warn!(task = %key, attempt, "stopping a task the leader found stalled");
+                    warn!(task = %key, attempt, "stopping a task attempt the leader no longer runs (found stalled, moved or replaced)");
                     r.cancel.cancel();
                 }
             }
