@@ -24,6 +24,7 @@ pub use rainstorm_store::output::{
 use crate::env::TaskEnv;
 use crate::log::{fenced, lineage_of};
 use crate::protocol::control::TaskAssignment;
+use crate::store::StoreError;
 
 /// Writes a finished sink's committed lineage out as the job's output: its spool streamed
 /// out when it holds exactly that lineage, else the segments read back from the store.
@@ -39,6 +40,18 @@ pub async fn write_output(
         return Err(OutputError::Fenced);
     }
     let target = target(a.paths, path);
+    if let (SinkTarget::File(file), Some(s)) = (&target, spool) {
+        if let Some(moved) = s.move_if(&lineage, file).await {
+            let bytes = moved.map_err(|e| {
+                OutputError::Write(StoreError::Io {
+                    path: path.to_string(),
+                    source: e,
+                })
+            })?;
+            tracing::info!(sink = %a.key, attempt = a.attempt, segments = lineage.len(), bytes, moved = true, "sink wrote its output");
+            return Ok(());
+        }
+    }
     let spooled = match spool {
         Some(s) => s.body_if(&lineage).await,
         None => None,
