@@ -3,7 +3,7 @@
 
 use super::Client;
 use crate::model::spec::{JobSpec, OperatorSpec};
-use crate::runtime::store::{clean_path, ObjectMeta};
+use crate::runtime::store::{clean_path, url_path, ObjectMeta};
 use anyhow::Context;
 use reqwest::Method;
 use std::path::Path;
@@ -19,7 +19,7 @@ impl Client {
             file,
             256 << 10,
         ));
-        let req = self.request(Method::PUT, &format!("/api/store/{remote}"));
+        let req = self.request(Method::PUT, &format!("/api/store/{}", url_path(&remote)));
         self.send(req.body(body)).await.map(drop)
     }
 
@@ -27,7 +27,7 @@ impl Client {
     pub async fn get(&self, remote: &str, local: &Path) -> anyhow::Result<()> {
         use tokio::io::AsyncWriteExt;
         let remote = clean_path(remote)?;
-        let req = self.request(Method::GET, &format!("/api/store/{remote}"));
+        let req = self.request(Method::GET, &format!("/api/store/{}", url_path(&remote)));
         let mut resp = self.send(req).await?;
         let dir = match local.parent().filter(|d| !d.as_os_str().is_empty()) {
             Some(d) => {

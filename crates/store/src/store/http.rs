@@ -100,7 +100,10 @@ async fn check(resp: reqwest::Response, path: &str) -> Result<reqwest::Response,
 /// GETs an object, mapping transport and status errors.
 async fn get_response(h: &HttpStore, clean: &str) -> Result<reqwest::Response, StoreError> {
     let resp = h
-        .internal(reqwest::Method::GET, &format!("/{clean}"))
+        .internal(
+            reqwest::Method::GET,
+            &format!("/{}", super::url_path(clean)),
+        )
         .send()
         .await
         .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))?;
@@ -109,7 +112,10 @@ async fn get_response(h: &HttpStore, clean: &str) -> Result<reqwest::Response, S
 
 pub(super) async fn put(h: &HttpStore, clean: &str, data: Bytes) -> Result<(), StoreError> {
     let resp = h
-        .internal(reqwest::Method::PUT, &format!("/{clean}"))
+        .internal(
+            reqwest::Method::PUT,
+            &format!("/{}", super::url_path(clean)),
+        )
         .body(data)
         .send()
         .await
@@ -133,7 +139,10 @@ where
     let mut body = std::pin::pin!(body);
     let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let send = h
-        .internal(reqwest::Method::PUT, &format!("/{clean}"))
+        .internal(
+            reqwest::Method::PUT,
+            &format!("/{}", super::url_path(clean)),
+        )
         .body(reqwest::Body::wrap_stream(rx))
         .send();
     let feed = async move {
@@ -181,7 +190,10 @@ where
 /// is sized without moving it. A leader that does not say gets a GET, counted.
 pub(super) async fn size(h: &HttpStore, clean: &str) -> Result<u64, StoreError> {
     let resp = h
-        .internal(reqwest::Method::HEAD, &format!("/{clean}"))
+        .internal(
+            reqwest::Method::HEAD,
+            &format!("/{}", super::url_path(clean)),
+        )
         .send()
         .await
         .map_err(|e| StoreError::Http(format!("HEAD {clean}: {e}")))?;
@@ -227,7 +239,10 @@ pub(super) async fn list(h: &HttpStore, prefix: &str) -> Result<Vec<ObjectMeta>,
 /// only under the logs of the caller's own tasks).
 pub(super) async fn delete(h: &HttpStore, clean: &str) -> Result<(), StoreError> {
     let resp = h
-        .internal(reqwest::Method::DELETE, &format!("/{clean}"))
+        .internal(
+            reqwest::Method::DELETE,
+            &format!("/{}", super::url_path(clean)),
+        )
         .send()
         .await
         .map_err(|e| StoreError::Http(format!("DELETE {clean}: {e}")))?;
@@ -254,7 +269,7 @@ pub(super) async fn delete_many(h: &HttpStore, clean: &[String]) -> Result<(), S
 pub(super) async fn delete_report(h: &HttpStore, clean: &str) -> (Vec<String>, Option<StoreError>) {
     let resp = h
         .client
-        .delete(format!("{}/api/store/{clean}", h.base))
+        .delete(format!("{}/api/store/{}", h.base, super::url_path(clean)))
         .send()
         .await
         .map_err(|e| StoreError::Http(format!("DELETE {clean}: {e}")));
