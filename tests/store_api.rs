@@ -819,3 +819,58 @@ fn store_paths_with_url_characters_keep_their_names() {
         &sorted_lines(&original),
     );
 }
+
+/// `follow` of an ended job shows that job's output, or says it cannot: once a later job, an
+/// upload or a delete has written over its output file, what is there is not its output (a
+/// probe saw `follow` of a finished job print the next job's lines under its own status).
+#[test]
+fn follow_of_an_ended_job_never_shows_another_s_output() {
+    let c = Cluster::start(1, 5.0);
+    put_text(&c, "a.txt", &lines(30));
+    put_text(&c, "b.txt", "other\n");
+    let first = c.submit(&job(&c, "a.toml", "a.txt", "out/same.txt", 0.0));
+    assert_eq!(
+        c.wait_job(&first, Duration::from_secs(60))["status"],
+        "succeeded"
+    );
+    // Its own output, while it is there.
+    let out = c.run(&["follow", &first]);
+    assert!(out.status.success());
+    assert_same(
+        "follow of the first job",
+        &sorted_lines(&String::from_utf8_lossy(&out.stdout)),
+        &sorted_lines(&lines(30)),
+    );
+    let second = c.submit(&job(&c, "b.toml", "b.txt", "out/same.txt", 0.0));
+    assert_eq!(
+        c.wait_job(&second, Duration::from_secs(60))["status"],
+        "succeeded"
+    );
+    let out = c.run(&["follow", &first]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        !stdout.contains("other"),
+        "the second job's output shown as the first's: {stdout}"
+    );
+    assert!(
+        stderr.contains("written over") && stderr.contains(&second),
+        "{stderr}"
+    );
+    let j = c.json(&["job", &first, "--json"]);
+    assert!(
+        j["output_replaced"]
+            .as_str()
+            .is_some_and(|s| s.contains(&second)),
+        "{j}"
+    );
+    // The second job's own output is still shown, until an upload replaces it.
+    let out = c.run(&["follow", &second]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "other\n");
+    put_text(&c, "out/same.txt", "uploaded\n");
+    let out = c.run(&["follow", &second]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("uploaded"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upload"));
+}

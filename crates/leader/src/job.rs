@@ -72,6 +72,8 @@ pub struct JobRec {
     pub cleanup_error: Option<String>,
     /// The job's input logs may still be in the store (see `persist::StoredJob::logs_left`).
     pub logs_left: bool,
+    /// What wrote over or removed its output since it ended (`JobInfo::output_replaced`).
+    pub output_replaced: Option<String>,
     /// The door for the sink's writes of the output through the leader, closed by cleanup.
     pub output: OutputGate,
     /// Its rescales: the `scaling` list (oldest first) and how many ended each way.
@@ -184,6 +186,7 @@ impl JobRec {
             progress,
             cleanup_error: None,
             logs_left: true,
+            output_replaced: None,
             output: OutputGate::default(),
             scaling: Default::default(),
         }
@@ -229,6 +232,7 @@ impl JobRec {
             },
             cleanup_error: self.cleanup_error.clone(),
             logs_left: self.logs_left,
+            output_replaced: self.output_replaced.clone(),
             run: match &self.phase {
                 Phase::Running { run, .. } => run.clone(),
                 Phase::Ended { .. } => None,
@@ -298,6 +302,7 @@ impl JobRec {
             progress,
             cleanup_error: job.cleanup_error,
             logs_left: job.logs_left,
+            output_replaced: job.output_replaced.clone(),
             // Ended: its output is final, and no sink writes it any more.
             output: OutputGate::shut(),
             scaling: Default::default(),

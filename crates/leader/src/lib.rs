@@ -216,20 +216,28 @@ impl Leader {
             if !over.is_empty() {
                 Err(SubmitError::Invalid(over))
             } else {
+                let sink = files.writes.clone();
                 let claimed = st.claim_files(&id, files);
-                if claimed.is_ok() {
-                    st.add_job(id.clone(), rec);
-                }
-                claimed.map_err(SubmitError::Conflict)
+                claimed
+                    .map(|()| {
+                        st.add_job(id.clone(), rec);
+                        // Ended jobs that wrote there no longer have their output there.
+                        st.replace_outputs(|s| s == sink, &format!("job {id}"))
+                    })
+                    .map_err(SubmitError::Conflict)
             }
         };
-        if let Err(refused) = admitted {
-            // The id stays used up: ids are never handed out twice.
-            if let Err(e) = self.persist.remove_job(id.clone()).await {
-                warn!(job = %id, error = %e, "could not forget a refused job's record");
+        let replaced = match admitted {
+            Ok(replaced) => replaced,
+            Err(refused) => {
+                // The id stays used up: ids are never handed out twice.
+                if let Err(e) = self.persist.remove_job(id.clone()).await {
+                    warn!(job = %id, error = %e, "could not forget a refused job's record");
+                }
+                return Err(refused);
             }
-            return Err(refused);
-        }
+        };
+        self.record_replaced(replaced).await;
         info!(job = %id, name = ?spec.name, "job submitted");
         if self
             .spawn_tx

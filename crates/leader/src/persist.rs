@@ -54,6 +54,9 @@ pub struct StoredJob {
     /// removed (or kept on purpose). A restarted leader removes what is still flagged.
     #[serde(default)]
     pub logs_left: bool,
+    /// See `JobInfo::output_replaced`.
+    #[serde(default)]
+    pub output_replaced: Option<String>,
     /// While the job runs: where its tasks run, so a restarted leader carries it on.
     #[serde(default)]
     pub run: Option<RunState>,

@@ -45,6 +45,7 @@ impl State {
                 .unwrap_or_else(|p| p.into_inner())
                 .summary(),
             cleanup_error: j.cleanup_error.clone(),
+            output_replaced: j.output_replaced.clone(),
             source_bytes,
             source_read_bytes,
             stage_tasks: self.stage_tasks(id, j),

@@ -101,6 +101,11 @@ pub struct JobInfo {
     /// Why the job's leftovers (input logs) could not be removed yet; removal is retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleanup_error: Option<String>,
+    /// An ended job's output file was written over or removed since it ended (by another
+    /// job, an upload or a delete): what is there now is not this job's output, and a
+    /// follower is not shown it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_replaced: Option<String>,
     /// The source file's size, bytes, as its task found it (unknown before the source
     /// reported, or from a leader or worker that does not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -216,7 +216,15 @@ where
                     *written += len;
                     progressed = true;
                 }
-                OutputEvent::End(info) => return Ok(info),
+                OutputEvent::End(info) => {
+                    if let Some(by) = &info.output_replaced {
+                        eprintln!(
+                            "rainstorm: the output of job {} at {} was written over or removed since it ended ({by}); it is not shown",
+                            info.id, info.sink
+                        );
+                    }
+                    return Ok(info);
+                }
             }
         }
     }

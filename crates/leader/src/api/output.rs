@@ -57,13 +57,23 @@ pub(super) async fn output(
         },
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query: {e}")),
     };
-    let (progress, key, target) = {
+    let (progress, key, target, replaced) = {
         let st = lock(&l.state);
         match st.jobs.get(&id) {
-            Some(j) => (j.progress.clone(), j.sink_key(&id), j.output()),
+            Some(j) => (
+                j.progress.clone(),
+                j.sink_key(&id),
+                j.output(),
+                j.output_replaced.is_some(),
+            ),
             None => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
         }
     };
+    if replaced {
+        // What is at its sink path now is another's (a later job, an upload) or nothing:
+        // not this job's output. Its final status, which says so, and no lines.
+        return end_only(&l, &id);
+    }
     let mut tail = Tail {
         _open: InUse::new(&l.output_streams),
         leader: l.clone(),
@@ -81,12 +91,7 @@ pub(super) async fn output(
         // As below: an ended job whose output cannot be read still gives its final status.
         Err(Refused::Io(e)) if tail.progress.borrow().finished => {
             tracing::warn!(job = %id, offset, error = %e, "the ended job's output cannot be read; the stream is its status");
-            let info = lock(&l.state).job_info(&id);
-            let end = info.map(|i| Ok::<_, std::io::Error>(ndjson(&OutputEvent::End(i))));
-            return Response::builder()
-                .header("content-type", "application/x-ndjson")
-                .body(Body::from_stream(futures::stream::iter(end)))
-                .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+            return end_only(&l, &id);
         }
         Err(Refused::Io(e)) => {
             return error(
@@ -156,6 +161,16 @@ pub(super) async fn output(
     Response::builder()
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A stream of just the job's final status (its `End` event).
+fn end_only(l: &Leader, id: &JobId) -> Response {
+    let info = lock(&l.state).job_info(id);
+    let end = info.map(|i| Ok::<_, std::io::Error>(ndjson(&OutputEvent::End(i))));
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(futures::stream::iter(end)))
         .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 

@@ -181,7 +181,12 @@ pub(super) async fn store_put(State(l): Shared, Path(path): Path<String>, body: 
         Ok(g) => g,
         Err(e) => return refuse_upload(body, error(StatusCode::CONFLICT, e.to_string())).await,
     };
-    put_body(&l, &clean, body_stream(body), writing).await
+    let answer = put_body(&l, &clean, body_stream(body), writing).await;
+    if answer.status().is_success() {
+        let replaced = lock(&l.state).replace_outputs(|sink| sink == clean, "an upload");
+        l.record_replaced(replaced).await;
+    }
+    answer
 }
 
 pub(super) async fn store_delete(State(l): Shared, Path(path): Path<String>) -> Response {
@@ -200,7 +205,11 @@ pub(super) async fn store_delete(State(l): Shared, Path(path): Path<String>) -> 
         Ok(g) => g,
         Err(e) => return error(StatusCode::CONFLICT, e.to_string()),
     };
-    match l.store.delete_report(&clean).await {
+    let (removed, failed) = l.store.delete_report(&clean).await;
+    let replaced =
+        lock(&l.state).replace_outputs(|sink| removed.iter().any(|r| r == sink), "a delete");
+    l.record_replaced(replaced).await;
+    match (removed, failed) {
         (removed, None) => Json(json!({ "removed": removed })).into_response(),
         (removed, Some(e @ StoreError::Symlink(_))) if removed.is_empty() => store_error(e),
         (removed, Some(e)) => (

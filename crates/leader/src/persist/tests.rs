@@ -40,6 +40,7 @@ fn job(id: &str, status: JobStatus) -> StoredJob {
         ended_ms: None,
         cleanup_error: None,
         logs_left: true,
+        output_replaced: None,
         run: Some(RunState {
             epoch: 1,
             version: 7,

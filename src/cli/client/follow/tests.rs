@@ -51,6 +51,7 @@ fn end() -> OutputEvent {
         elapsed_ms: 0,
         latency_ms: None,
         cleanup_error: None,
+        output_replaced: None,
         source_bytes: None,
         source_read_bytes: None,
         stage_tasks: Vec::new(),
