@@ -111,9 +111,9 @@ pub(super) enum Cmd {
     Run {
         /// Job file (TOML).
         job: PathBuf,
-        /// Number of embedded workers.
-        #[arg(long, default_value_t = 3)]
-        workers: usize,
+        /// Number of embedded workers (at least 1).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+        workers: u16,
         /// Write the final job record (JSON) to this file.
         #[arg(long)]
         summary_json: Option<PathBuf>,

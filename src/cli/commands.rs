@@ -77,7 +77,8 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => cwd.clone(),
             };
             let policy = ExecPolicy::local_run(&allow_exec, &cwd, &job_dir)?;
-            let info = crate::cli::embedded::run_job(spec, workers, keep_logs, policy).await?;
+            let info = crate::cli::embedded::run_job(spec, usize::from(workers), keep_logs, policy)
+                .await?;
             if let Some(p) = summary_json {
                 std::fs::write(&p, serde_json::to_vec_pretty(&info)?)
                     .with_context(|| format!("writing {}", p.display()))?;

@@ -54,8 +54,25 @@ pub(super) fn final_status(info: &JobInfo) -> ExitCode {
     }
 }
 
-/// Prints rows under headers, each column as wide as its widest cell.
+/// `text` as a terminal shows it safely: control characters (a newline, an escape sequence)
+/// written as escapes. Job names, errors and paths are what clients sent: a name with a
+/// newline could fake a table row, one with ESC could drive the terminal.
+fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// Prints rows under headers, each column as wide as its widest cell (every cell
+/// [`shown`] safely).
 fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| r.iter().map(|c| shown(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -203,17 +220,20 @@ pub(super) fn job(j: &JobInfo, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("id:         {}", j.id);
-    println!("name:       {}", j.name.clone().unwrap_or_default());
+    println!(
+        "name:       {}",
+        shown(j.name.as_deref().unwrap_or_default())
+    );
     println!("status:     {}", status_word(j.status));
     if let Some(e) = &j.error {
-        println!("error:      {e}");
+        println!("error:      {}", shown(e));
     }
     println!("delivery:   {}", j.delivery.as_str());
-    println!("stages:     {}", j.stages.join(" → "));
+    println!("stages:     {}", shown(&j.stages.join(" → ")));
     if let Some(tasks) = stage_tasks_line(j) {
         println!("tasks:      {tasks}");
     }
-    println!("sink:       {}", j.sink);
+    println!("sink:       {}", shown(&j.sink));
     match j.rate {
         r if r > 0.0 => println!("rate:       {r} tuples/s"),
         _ => println!("rate:       unthrottled"),
@@ -224,10 +244,10 @@ pub(super) fn job(j: &JobInfo, json: bool) -> anyhow::Result<()> {
         j.failures, j.recoveries
     );
     if let Some(f) = &j.last_failure {
-        println!("last failure: {f}");
+        println!("last failure: {}", shown(f));
     }
     if let Some(why) = &j.pending_reason {
-        println!("waiting:    {why}");
+        println!("waiting:    {}", shown(why));
     }
     println!("elapsed:    {:.2} s", j.elapsed_ms as f64 / 1000.0);
     if let Some(l) = &j.latency_ms {

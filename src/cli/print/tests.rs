@@ -69,3 +69,14 @@ fn a_rescale_is_one_line_with_its_time_outcome_duration_rate_and_reason() {
     // step) does not underflow.
     assert!(scale_line(&done, 2_000_000).starts_with("+0.0s  "));
 }
+
+/// A probe named a job `x\n<fake row>` and `\x1b[2J…`: what clients sent is shown escaped,
+/// one line, no terminal control.
+#[test]
+fn what_clients_sent_is_shown_without_control_characters() {
+    assert_eq!(shown("app1"), "app1");
+    assert_eq!(shown("a\nb"), "a\\nb");
+    assert_eq!(shown("\u{1b}[2Jgone"), "\\u{1b}[2Jgone");
+    assert_eq!(shown("tab\there"), "tab\\there");
+    assert_eq!(shown("ünï"), "ünï");
+}
