@@ -1,5 +1,6 @@
 //! The job file (TOML): decodes it into a [`JobSpec`] and hands that to the one static
-//! validator, [`check_spec`]. Decoding itself only reports what a `JobSpec` cannot hold (bad
+//! validator, [`check_spec`]. A field it does not know is refused, not ignored: a typo such
+//! as `delivry = "at-most-once"` would otherwise run the job under another guarantee. Decoding itself only reports what a `JobSpec` cannot hold (bad
 //! TOML, an unknown delivery, a stage with more or fewer than one of `exec`, `op` and `chain`); a value of the
 //! wrong type becomes an invalid value that `check_spec` then rejects, shown as written.
 
@@ -11,6 +12,7 @@ use std::collections::HashMap;
 mod autoscale;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawJob {
     name: Option<String>,
     delivery: Option<toml::Value>,
@@ -28,17 +30,20 @@ struct RawJob {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawSource {
     path: Option<String>,
     rate: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawSink {
     path: Option<String>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawStage {
     tasks: Option<toml::Value>,
     exec: Option<String>,

@@ -234,3 +234,35 @@ fn a_stage_chains_built_ins_and_a_bad_chain_is_refused_naming_its_step() {
         exec.0
     );
 }
+
+/// A field the job file does not know is refused, wherever it is, naming it: a probe's
+/// `taskz = 3` and `bogus = 1` ran silently, and `delivry = "at-most-once"` would run a job
+/// under another guarantee than the one written.
+#[test]
+fn an_unknown_field_is_refused_naming_it() {
+    for (from, to, name) in [
+        (
+            "name = \"app2\"",
+            "name = \"app2\"\ndelivry = \"at-most-once\"",
+            "delivry",
+        ),
+        ("rate = 0", "rate = 0\nrat = 5", "rat"),
+        (
+            "path = \"out/app2.txt\"",
+            "path = \"out/app2.txt\"\npth = \"x\"",
+            "pth",
+        ),
+        ("op = \"count-by\"", "op = \"count-by\"\ntaskz = 3", "taskz"),
+    ] {
+        assert!(APP2.contains(from), "{from}");
+        let text = APP2.replacen(from, to, 1);
+        let err = parse_job_toml(&text)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains(&format!("unknown field `{name}`")),
+            "{name}: {err}"
+        );
+    }
+}
