@@ -23,7 +23,7 @@ use std::sync::Arc;
 #[error("{0}")]
 pub struct FileConflict(pub String);
 
-fn norm(spec: &JobSpec, p: &str) -> String {
+pub(crate) fn norm(spec: &JobSpec, p: &str) -> String {
     match spec.paths {
         PathMode::Store => clean_path(p).unwrap_or_else(|_| p.to_string()),
         PathMode::Local => p.to_string(),
@@ -203,27 +203,6 @@ impl State {
         Ok(())
     }
 
-    /// Marks every ended job whose output `hit` writes over or removes (`hit(sink)`) as
-    /// replaced `by` that: a follower of it is no longer shown what is there now. Returns the
-    /// records to store again.
-    pub fn replace_outputs(
-        &mut self,
-        hit: impl Fn(&str) -> bool,
-        by: &str,
-    ) -> Vec<crate::persist::StoredJob> {
-        let mut changed = Vec::new();
-        for (id, j) in self.jobs.iter_mut() {
-            if j.status().is_terminal()
-                && j.output_replaced.is_none()
-                && hit(&norm(&j.spec, &j.spec.sink_path))
-            {
-                j.output_replaced = Some(by.to_string());
-                changed.push(j.stored(id));
-            }
-        }
-        changed
-    }
-
     /// Forgets an ended job's files (kept only while they can matter: running jobs).
     pub fn release_files(&mut self, id: &JobId) {
         self.files.jobs.remove(id);
@@ -273,17 +252,6 @@ impl Leader {
             leader: self.clone(),
             path: clean.to_string(),
         })
-    }
-
-    /// Stores again the records of ended jobs whose output was just replaced
-    /// ([`State::replace_outputs`]); a failure is logged (the mark then lasts until a restart).
-    pub async fn record_replaced(&self, records: Vec<crate::persist::StoredJob>) {
-        for r in records {
-            let id = r.id.clone();
-            if let Err(e) = self.persist.put_job(r).await {
-                tracing::warn!(job = %id, error = %format!("{e:#}"), "could not record that the job's output was replaced");
-            }
-        }
     }
 
     /// Store paths of the job (source, operators) that exist in a store other than a local

@@ -18,12 +18,14 @@ mod nofollow;
 mod object;
 mod ranged;
 mod s3;
+mod url;
 
 pub use atomic::{write_atomic, write_stream_atomic};
 pub use blob::{blob_path, pinned_hash, sha256_hex, BLOBS};
 pub use http::{HttpStore, StoreSession};
 pub use object::Objects;
 pub use s3::{S3Location, S3UrlError};
+pub use url::url_path;
 
 /// The fault-injecting store of the tests and the simulation (it lives with the tests).
 #[cfg(test)]
@@ -89,22 +91,6 @@ pub struct ObjectMeta {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
-}
-
-/// Bytes a store path keeps as they are in a URL: letters, digits, `-._~` and the `/` between
-/// its segments. Every other byte is percent-encoded.
-const URL_KEEPS: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'/');
-
-/// `path` as it goes into a URL's path (`/api/store/{this}`): a `?` or `#` in a store path
-/// would otherwise start the URL's query or fragment, and `%41` be read as `A` (a probe saw
-/// `put A 'r/f?1'` and `put B 'r/f?2'` both write `r/f`).
-pub fn url_path(path: &str) -> String {
-    percent_encoding::utf8_percent_encode(path, URL_KEEPS).to_string()
 }
 
 /// Checks and normalises a store path (`a/b/c`, no leading slash, no `..`, no NUL byte).
