@@ -874,3 +874,25 @@ fn follow_of_an_ended_job_never_shows_another_s_output() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("uploaded"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("upload"));
 }
+
+/// A request body that is not what the route takes gets the API's JSON error with a
+/// `problems` list naming the body, not the extractor's plain text (a probe's job-file-shaped
+/// body and `{"rate": null}` got `422 rate: invalid type: null, expected f64` as text).
+#[test]
+fn a_malformed_body_gets_the_api_s_json_error() {
+    let c = Cluster::start(1, 5.0);
+    for (path, body) in [
+        ("/api/jobs", r#"{"name":"x","delivery":"x"}"#),
+        ("/api/jobs", "name = \"not json\""),
+        ("/api/jobs/job-1/rate", r#"{"rate":null}"#),
+        ("/api/jobs/job-1/scale", r#"{"stage":"one"}"#),
+    ] {
+        let (status, text) = http(&c, "POST", path, body.as_bytes());
+        assert!((400..500).contains(&status), "{path}: {status} {text}");
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}"));
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+        assert_eq!(v["problems"][0]["field"], "body", "{v}");
+    }
+    assert_eq!(job_count(&c), 0);
+}

@@ -309,7 +309,8 @@ pub(super) enum Cmd {
     SetRate {
         /// Job id.
         id: String,
-        /// Tuples per second.
+        /// Tuples per second (a finite number ≥ 0).
+        #[arg(value_parser = finite_rate)]
         rate: f64,
         #[command(flatten)]
         leader: LeaderArg,
@@ -350,5 +351,16 @@ fn positive_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
+}
+
+/// A rate as `set-rate` takes it: a finite number ≥ 0 (JSON has no NaN or infinity: they
+/// would reach the leader as `null`).
+fn finite_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "{text:?} is not a rate: a number of tuples per second, 0 (unthrottled) or more"
+        )),
     }
 }

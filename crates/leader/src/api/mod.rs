@@ -49,6 +49,23 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 
+/// A request body decoded as `T`, or the answer to a body that is not one: the API's JSON
+/// error (`{"error": …, "problems": [{"field": "body", …}]}`) with the decoder's reason, not
+/// the extractor's plain text, so every client reads every refusal the same way.
+fn body<T>(
+    decoded: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, Response> {
+    decoded.map(|Json(t)| t).map_err(|rejection| {
+        let why = rejection.body_text();
+        let problem = crate::model::check::Problem::new("body", "", why.clone());
+        (
+            rejection.status(),
+            Json(json!({ "error": format!("bad request body: {why}"), "problems": [problem] })),
+        )
+            .into_response()
+    })
+}
+
 /// The bearer token of a request, if it sent one.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
