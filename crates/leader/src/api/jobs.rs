@@ -22,7 +22,7 @@ pub(super) async fn submit(
 ) -> Response {
     let spec = match body(spec) {
         Ok(spec) => spec,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     // Paths on the API are store paths: local paths are only for `rainstorm run`, which
     // submits in-process on the machine it runs on.
@@ -95,7 +95,7 @@ pub(super) async fn set_rate(
 ) -> Response {
     let req = match body(req) {
         Ok(req) => req,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if !req.rate.is_finite() || !(0.0..=MAX_RATE).contains(&req.rate) {
         return error(
@@ -145,7 +145,7 @@ pub(super) async fn scale(
 ) -> Response {
     let req = match body(req) {
         Ok(req) => req,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let tx = {
         let st = lock(&l.state);
@@ -201,7 +201,7 @@ pub(super) async fn kill_task(
 ) -> Response {
     let req = match body(req) {
         Ok(req) => req,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if req.pid <= 1 || req.pid > i32::MAX as u32 {
         return error(

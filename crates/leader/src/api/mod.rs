@@ -54,7 +54,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 /// the extractor's plain text, so every client reads every refusal the same way.
 fn body<T>(
     decoded: Result<Json<T>, axum::extract::rejection::JsonRejection>,
-) -> Result<T, Response> {
+) -> Result<T, Box<Response>> {
     decoded.map(|Json(t)| t).map_err(|rejection| {
         let why = rejection.body_text();
         let problem = crate::model::check::Problem::new("body", "", why.clone());
@@ -63,6 +63,7 @@ fn body<T>(
             Json(json!({ "error": format!("bad request body: {why}"), "problems": [problem] })),
         )
             .into_response()
+            .into()
     })
 }
 
