@@ -1,14 +1,13 @@
 //! The public job API, for clients and the dashboard: submit, list, show and cancel jobs, list
 //! tasks and workers, and kill an operator process (failure injection).
 
-use super::{body, error, Shared};
+use super::{error, ApiJson, Shared};
 use crate::coordinator::Input;
 use crate::model::ids::JobId;
 use crate::model::spec::JobSpec;
 use crate::protocol::control::{Command, KillRequest, WorkerState};
 use crate::state::lock;
 use crate::SubmitError;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,14 +15,7 @@ use axum::Json;
 use serde_json::json;
 use tracing::info;
 
-pub(super) async fn submit(
-    State(l): Shared,
-    spec: Result<Json<JobSpec>, JsonRejection>,
-) -> Response {
-    let spec = match body(spec) {
-        Ok(spec) => spec,
-        Err(refused) => return *refused,
-    };
+pub(super) async fn submit(State(l): Shared, ApiJson(spec): ApiJson<JobSpec>) -> Response {
     // Paths on the API are store paths: local paths are only for `rainstorm run`, which
     // submits in-process on the machine it runs on.
     if spec.paths != crate::model::spec::PathMode::Store {
@@ -91,12 +83,8 @@ const MAX_RATE: f64 = 1e9;
 pub(super) async fn set_rate(
     State(l): Shared,
     Path(id): Path<String>,
-    req: Result<Json<RateRequest>, JsonRejection>,
+    ApiJson(req): ApiJson<RateRequest>,
 ) -> Response {
-    let req = match body(req) {
-        Ok(req) => req,
-        Err(refused) => return *refused,
-    };
     if !req.rate.is_finite() || !(0.0..=MAX_RATE).contains(&req.rate) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -141,12 +129,8 @@ pub(super) struct ScaleRequest {
 pub(super) async fn scale(
     State(l): Shared,
     Path(id): Path<String>,
-    req: Result<Json<ScaleRequest>, JsonRejection>,
+    ApiJson(req): ApiJson<ScaleRequest>,
 ) -> Response {
-    let req = match body(req) {
-        Ok(req) => req,
-        Err(refused) => return *refused,
-    };
     let tx = {
         let st = lock(&l.state);
         let Some(j) = st.jobs.get(&JobId(id.clone())) else {
@@ -195,14 +179,7 @@ pub(super) async fn list_workers(State(l): Shared) -> Response {
     Json(lock(&l.state).workers_info()).into_response()
 }
 
-pub(super) async fn kill_task(
-    State(l): Shared,
-    req: Result<Json<KillRequest>, JsonRejection>,
-) -> Response {
-    let req = match body(req) {
-        Ok(req) => req,
-        Err(refused) => return *refused,
-    };
+pub(super) async fn kill_task(State(l): Shared, ApiJson(req): ApiJson<KillRequest>) -> Response {
     if req.pid <= 1 || req.pid > i32::MAX as u32 {
         return error(
             StatusCode::BAD_REQUEST,

@@ -49,22 +49,30 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 
-/// A request body decoded as `T`, or the answer to a body that is not one: the API's JSON
-/// error (`{"error": …, "problems": [{"field": "body", …}]}`) with the decoder's reason, not
+/// A JSON request body decoded as `T`. A body that is not one is answered with the API's JSON
+/// error (`{"error": …, "problems": [{"field": "body", …}]}`) and the decoder's reason, not
 /// the extractor's plain text, so every client reads every refusal the same way.
-fn body<T>(
-    decoded: Result<Json<T>, axum::extract::rejection::JsonRejection>,
-) -> Result<T, Box<Response>> {
-    decoded.map(|Json(t)| t).map_err(|rejection| {
-        let why = rejection.body_text();
-        let problem = crate::model::check::Problem::new("body", "", why.clone());
-        (
-            rejection.status(),
-            Json(json!({ "error": format!("bad request body: {why}"), "problems": [problem] })),
-        )
-            .into_response()
-            .into()
-    })
+struct ApiJson<T>(T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(t)) => Ok(ApiJson(t)),
+            Err(rejection) => {
+                let why = rejection.body_text();
+                let problem = crate::model::check::Problem::new("body", "", why.clone());
+                let answer =
+                    json!({ "error": format!("bad request body: {why}"), "problems": [problem] });
+                Err((rejection.status(), Json(answer)).into_response())
+            }
+        }
+    }
 }
 
 /// The bearer token of a request, if it sent one.
