@@ -3,7 +3,7 @@
 
 use crate::cli::client::{succeeded, Client};
 use crate::dataplane::DataConfig;
-use crate::leader::{self, LeaderConfig};
+use crate::leader::{self, state::lock, LeaderConfig};
 use crate::model::spec::{JobSpec, OperatorSpec, PathMode};
 use crate::protocol::auth::Secret;
 use crate::protocol::control::{JobInfo, WorkerState};
@@ -119,17 +119,28 @@ impl Cluster {
             .await
             .context("the embedded leader did not start")?;
         let client = Client::new(&url).with_token(Some(token));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(ws) = client.workers().await {
-                if ws.iter().filter(|w| w.state == WorkerState::Alive).count() >= workers {
-                    break;
+        // Woken by each registration, not by a timer: the job is submitted the moment the
+        // last worker is in.
+        let mut joined = leader.joined.subscribe();
+        let all_in = async {
+            loop {
+                let alive = lock(&leader.state)
+                    .workers
+                    .values()
+                    .filter(|w| w.state == WorkerState::Alive)
+                    .count();
+                if alive >= workers {
+                    return Ok(());
                 }
+                joined.changed().await?;
             }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("the embedded workers did not join within 30 s");
+        };
+        match tokio::time::timeout(Duration::from_secs(30), all_in).await {
+            Ok(Ok(())) => {}
+            Ok(Err(tokio::sync::watch::error::RecvError { .. })) => {
+                anyhow::bail!("the embedded leader stopped before its workers joined")
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            Err(_) => anyhow::bail!("the embedded workers did not join within 30 s"),
         }
         // With --keep-logs the data directory outlives the cluster (it is not deleted).
         let dir = if keep_logs {

@@ -151,6 +151,9 @@ pub struct Leader {
     pub shutdown: CancellationToken,
     /// Background removals of ended jobs' leftovers, retried with backoff.
     pub cleanups: Mutex<JoinSet<()>>,
+    /// Bumped whenever a worker registers, so whoever waits for workers to join (the embedded
+    /// cluster before it submits) wakes on the join instead of polling.
+    pub joined: tokio::sync::watch::Sender<u64>,
     spawn_tx: mpsc::Sender<NewJob>,
 }
 
@@ -278,6 +281,7 @@ pub async fn run(
         persist,
         shutdown: CancellationToken::new(),
         cleanups: Mutex::new(JoinSet::new()),
+        joined: tokio::sync::watch::Sender::new(0),
         spawn_tx,
     });
     let resumed = cleanup::restore_jobs(&leader).await?;

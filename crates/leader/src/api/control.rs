@@ -266,6 +266,7 @@ pub(super) async fn register(
         }
     };
     deliver(to_send).await;
+    l.joined.send_modify(|n| *n += 1);
     if adopted {
         info!(worker = %id, data = %req.data_addr, pid = req.pid, "worker rejoined with its tasks");
     } else {

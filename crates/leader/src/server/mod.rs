@@ -131,6 +131,11 @@ pub async fn serve(
             }
         };
         backoff.reset();
+        // A streamed answer (a job's output, its final status) is many small writes: without
+        // this, Nagle's algorithm holds each behind the peer's delayed ACK (up to 40 ms).
+        if let Err(e) = sock.set_nodelay(true) {
+            debug!(peer = %peer, error = %e, "set_nodelay failed");
+        }
         let admitted = lock(&table).admit(Instant::now());
         let Some((id, close, evicted)) = admitted else {
             log.refused(

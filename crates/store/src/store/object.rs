@@ -239,8 +239,9 @@ impl Objects {
         Ok(())
     }
 
-    /// Deletes `clean` and everything under `clean/`, one object at a time, so a failure can
-    /// say what is already gone; a local store's empty directories go too.
+    /// Deletes `clean` and everything under `clean/`, [`DELETES_AT_ONCE`] objects at a time,
+    /// and says exactly which are gone, so a failure can say what was removed; a local store's
+    /// empty directories go too.
     pub(super) async fn delete_report(&self, clean: &str) -> (Vec<String>, Option<StoreError>) {
         if let Err(e) = self.no_symlink(clean).await {
             return (Vec::new(), Some(e));
@@ -254,26 +255,45 @@ impl Objects {
                 names.insert(0, clean.to_string());
             }
         }
-        let mut removed = Vec::new();
-        for n in names {
-            let res = match os_path(&n) {
-                Ok(p) => self.inner.delete(&p).await.map_err(os_err(&n)),
-                Err(e) => Err(e),
-            };
+        let mut results = futures::stream::iter(names)
+            .map(|n| async move {
+                let res = match os_path(&n) {
+                    Ok(p) => self.inner.delete(&p).await.map_err(os_err(&n)),
+                    Err(e) => Err(e),
+                };
+                (n, res)
+            })
+            .buffer_unordered(DELETES_AT_ONCE);
+        let (mut removed, mut failed) = (Vec::new(), None);
+        while let Some((n, res)) = results.next().await {
             match res {
                 Ok(()) | Err(StoreError::NotFound(_)) => removed.push(n),
-                Err(e) => return (removed, Some(e)),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
+        }
+        drop(results);
+        if failed.is_some() {
+            return (removed, failed);
         }
         if let Some(root) = &self.root {
             let dir = root.join(clean);
             if dir.is_dir() {
-                let _ = tokio::fs::remove_dir_all(&dir).await;
+                // Only empty directories can be left (every object in them is deleted).
+                if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove the emptied directories");
+                }
             }
         }
         (removed, None)
     }
 }
+
+/// Deletes in flight at once when a prefix is removed: a job's logs are tens of objects, each a
+/// round trip to a bucket (or a blocking unlink on a local disk); one at a time, the end of
+/// every job waited for all of them in a row.
+const DELETES_AT_ONCE: usize = 16;
 
 #[cfg(test)]
 mod tests;
