@@ -896,3 +896,27 @@ fn a_malformed_body_gets_the_api_s_json_error() {
     }
     assert_eq!(job_count(&c), 0);
 }
+
+/// A job submitted through the API with a field it does not know (a typo) is refused naming
+/// the field, as a job file is: nothing is dropped silently and run with its default.
+#[test]
+fn an_unknown_field_in_a_submitted_job_is_refused_naming_it() {
+    let c = Cluster::start(1, 5.0);
+    let input = c.file("in.txt", "a\n");
+    c.ok(&["put", input.to_str().unwrap(), "in.txt"]);
+    let job = |extra: &str| {
+        format!(
+            r#"{{"delivery":"exactly-once","source_path":"in.txt","source_name":"in.txt","rate":0.0,"sink_path":"o.txt","stages":[{{"tasks":1,{extra}"operator":{{"kind":"builtin","name":"identity","args":[]}}}}],"paths":"store","keep_logs":false}}"#
+        )
+    };
+    let (status, text) = http(&c, "POST", "/api/jobs", job(r#""taskz":3,"#).as_bytes());
+    assert_eq!(status, 400, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["problems"][0]["field"], "stages.0.taskz", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("taskz"), "{v}");
+    assert_eq!(job_count(&c), 0);
+    // The same job without it is taken.
+    let (status, text) = http(&c, "POST", "/api/jobs", job("").as_bytes());
+    assert!((200..300).contains(&status), "{status} {text}");
+    assert_eq!(job_count(&c), 1);
+}

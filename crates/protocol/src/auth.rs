@@ -25,12 +25,12 @@ impl fmt::Debug for Secret {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The token file could not be read.
-    #[error("reading the token file {path}: {source}")]
+    #[error("reading the token file {path}: {cause}")]
     Read {
         /// The file.
         path: String,
-        /// Cause.
-        source: std::io::Error,
+        /// Cause: in the message, so not a `source` too (a printed chain would repeat it).
+        cause: std::io::Error,
     },
     /// The secret is too short to be a secret.
     #[error("the cluster secret must be at least 16 characters (it has {0})")]
@@ -55,9 +55,9 @@ impl Secret {
 
     /// Reads the secret from a file (the first line).
     pub fn from_file(path: &std::path::Path) -> Result<Secret, SecretError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| SecretError::Read {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         Secret::new(text.lines().next().unwrap_or(""))
     }
@@ -283,6 +283,25 @@ impl<'de> serde::Deserialize<'de> for PeerKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The message and its chain of sources, as `{:#}` prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut next = e.source();
+        while let Some(s) = next {
+            out = format!("{out}: {s}");
+            next = s.source();
+        }
+        out
+    }
+
+    #[test]
+    fn an_unreadable_token_file_names_its_cause_once() {
+        let e = Secret::from_file(std::path::Path::new("/nonexistent/token")).unwrap_err();
+        let shown = chain(&e);
+        assert_eq!(shown.matches("No such file").count(), 1, "{shown}");
+        assert!(shown.contains("/nonexistent/token"), "{shown}");
+    }
 
     #[test]
     fn hello_proofs_bind_the_worker_key_the_challenge_and_the_hello() {

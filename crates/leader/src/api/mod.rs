@@ -62,17 +62,44 @@ where
     type Rejection = Response;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(t)) => Ok(ApiJson(t)),
-            Err(rejection) => {
-                let why = rejection.body_text();
-                let problem = crate::model::check::Problem::new("body", "", why.clone());
-                let answer =
-                    json!({ "error": format!("bad request body: {why}"), "problems": [problem] });
-                Err((rejection.status(), Json(answer)).into_response())
-            }
+        let value = match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(v)) => v,
+            Err(rejection) => return Err(bad_body(rejection.status(), rejection.body_text())),
+        };
+        // Every field the request names must mean something, as in a job file: a misspelt
+        // one (`taskz`, `delivry`) would otherwise be dropped and its default run instead.
+        let mut unknown = Vec::new();
+        let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let fields = serde_ignored::Deserializer::new(value, &mut note);
+        let t: T = serde_path_to_error::deserialize(fields).map_err(|e| {
+            let why = format!(
+                "Failed to deserialize the JSON body into the target type: {}: {}",
+                e.path(),
+                e.inner()
+            );
+            bad_body(StatusCode::UNPROCESSABLE_ENTITY, why)
+        })?;
+        if unknown.is_empty() {
+            return Ok(ApiJson(t));
         }
+        let problems: Vec<_> = unknown
+            .iter()
+            .map(|f| crate::model::check::Problem::new(f.as_str(), "", "unknown field"))
+            .collect();
+        let answer = json!({
+            "error": format!("unknown field(s) in the request body: {}", unknown.join(", ")),
+            "problems": problems,
+        });
+        Err((StatusCode::BAD_REQUEST, Json(answer)).into_response())
     }
+}
+
+/// The answer to a body that is not the JSON a route takes: the API's error, with a problem
+/// naming the body.
+fn bad_body(status: StatusCode, why: String) -> Response {
+    let problem = crate::model::check::Problem::new("body", "", why.clone());
+    let answer = json!({ "error": format!("bad request body: {why}"), "problems": [problem] });
+    (status, Json(answer)).into_response()
 }
 
 /// The bearer token of a request, if it sent one.

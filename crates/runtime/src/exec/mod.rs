@@ -59,12 +59,12 @@ pub const PIPE_BUF: usize = 256 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// It could not be started.
-    #[error("cannot start operator {path}: {source}")]
+    #[error("cannot start operator {path}: {cause}")]
     Spawn {
         /// Executable.
         path: String,
-        /// Cause.
-        source: std::io::Error,
+        /// Cause: in the message, so not a `source` too (a printed chain would repeat it).
+        cause: std::io::Error,
     },
     /// It exited (or was killed) before or without finishing cleanly.
     #[error("operator process {pid} {how}{stderr}")]

@@ -244,9 +244,9 @@ fn spawn_child(
             Ok(())
         });
     }
-    let spawn_err = |source| ExecError::Spawn {
+    let spawn_err = |cause| ExecError::Spawn {
         path: path.display().to_string(),
-        source,
+        cause,
     };
     let mut child = super::orphans::spawn_live(|| {
         let child = cmd.spawn()?;

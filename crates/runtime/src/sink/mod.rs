@@ -45,7 +45,7 @@ pub async fn write_output(
             let bytes = moved.map_err(|e| {
                 OutputError::Write(StoreError::Io {
                     path: path.to_string(),
-                    source: e,
+                    cause: e,
                 })
             })?;
             tracing::info!(sink = %a.key, attempt = a.attempt, segments = lineage.len(), bytes, moved = true, "sink wrote its output");

@@ -64,12 +64,12 @@ pub enum StoreError {
     #[error("{0}: crosses a symbolic link inside the store directory; the store does not follow symbolic links")]
     Symlink(String),
     /// Local I/O failed.
-    #[error("store i/o on {path}: {source}")]
+    #[error("store i/o on {path}: {cause}")]
     Io {
         /// Store path.
         path: String,
-        /// Cause.
-        source: std::io::Error,
+        /// Cause: in the message, so not a `source` too (a printed chain would repeat it).
+        cause: std::io::Error,
     },
     /// The leader's store API failed.
     #[error("store request {0}")]
@@ -145,13 +145,13 @@ pub enum Store {
 
 /// Maps a local I/O error on store path `path`: a missing file is [`StoreError::NotFound`].
 fn io_err(path: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
+    move |cause| {
+        if cause.kind() == std::io::ErrorKind::NotFound {
             StoreError::NotFound(path.to_string())
         } else {
             StoreError::Io {
                 path: path.to_string(),
-                source,
+                cause,
             }
         }
     }
@@ -161,7 +161,7 @@ fn io_err(path: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 fn upload_broke(clean: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Io {
         path: clean.to_string(),
-        source: std::io::Error::other(format!("upload broke: {e}")),
+        cause: std::io::Error::other(format!("upload broke: {e}")),
     }
 }
 
@@ -320,7 +320,7 @@ impl Store {
         let clean = clean_path(path)?;
         let local_err = |e: std::io::Error| StoreError::Io {
             path: target.display().to_string(),
-            source: e,
+            cause: e,
         };
         if let Some(dir) = target.parent() {
             tokio::fs::create_dir_all(dir).await.map_err(local_err)?;
