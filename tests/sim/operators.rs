@@ -36,7 +36,7 @@ impl Launch for StandIns {
         let Some(script) = path.to_str().and_then(|p| self.0.get(p)) else {
             return Err(ExecError::Spawn {
                 path: path.display().to_string(),
-                source: std::io::ErrorKind::NotFound.into(),
+                cause: std::io::ErrorKind::NotFound.into(),
             });
         };
         Ok(start(script()))
