@@ -380,6 +380,32 @@ fn logs_are_not_writable_or_deletable_through_the_api() {
     );
 }
 
+/// An ended job's input logs are removed after its end is visible, not before it (their
+/// removal is off the job's end): they are gone soon after, and its output is whole.
+#[test]
+fn an_ended_job_s_logs_are_removed_after_its_end() {
+    let c = Cluster::start(1, 5.0);
+    put_text(&c, "in.txt", &lines(300));
+    let two = job_toml(
+        "logged",
+        "in.txt",
+        "out/a.txt",
+        0.0,
+        "exactly-once",
+        &[(2, "identity", &[]), (2, "identity", &[])],
+    );
+    c.file("a.toml", &two);
+    let id = c.submit("a.toml");
+    let info = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(info["status"], "succeeded", "{info}");
+    wait_for(
+        "the ended job's logs to go",
+        Duration::from_secs(30),
+        || listing(&c, "logs/").is_empty().then_some(()),
+    );
+    assert_eq!(c.store_file("out/a.txt").lines().count(), 300);
+}
+
 #[test]
 fn the_api_refuses_local_paths() {
     let c = Cluster::start(1, 5.0);

@@ -1,10 +1,10 @@
 //! The end of a job, whatever the outcome: the job's output gate is closed (from then on the
 //! leader is the output's last writer, see `job::OutputGate`), every task of it is stopped, a
-//! job that did not succeed gets what it committed as its output, its routes and (unless
-//! kept) its input logs are removed, and its record keeps the final status for followers,
-//! durably (written before it is visible). A failed removal is retried with backoff in the
-//! background and shown on the job (`cleanup_error`). At start-up, the records of an earlier
-//! leader on the same data dir are loaded here too.
+//! job that did not succeed gets what it committed as its output, and its record keeps the
+//! final status for followers, durably (written before it is visible). Then, off the job's
+//! end, (unless kept) its input logs are removed in the background; a failed removal is
+//! retried with backoff and shown on the job (`cleanup_error`). At start-up, the records of
+//! an earlier leader on the same data dir are loaded here too.
 
 use super::job::JobRec;
 use super::state::lock;
@@ -18,7 +18,7 @@ use rainstorm_store::output::SinkProgress;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Stops the job's tasks, removes what it leaves behind and records its final status.
 pub(super) async fn cleanup(
@@ -94,12 +94,11 @@ pub(super) async fn cleanup(
         )),
         (e, None) => e,
     };
+    // The logs are removed once the end is visible, not before: nothing reads them after it
+    // (followers read the output file), and their removal (tens of store requests) would only
+    // delay the end. Until it is done the record says they are left, so a restarted leader
+    // carries it on.
     let keep = spec.keep_logs || leader.cfg.keep_logs || unwritten.is_some();
-    let removed = if keep {
-        Ok(())
-    } else {
-        remove_logs(leader, id).await
-    };
     // The final status is durable before it is visible.
     let now = SystemTime::now();
     let record = lock(&leader.state).jobs.get(id).map(|j| {
@@ -112,9 +111,9 @@ pub(super) async fn cleanup(
         r.status = status;
         r.error = error.clone();
         r.ended_ms = Some(ms(now));
-        r.logs_left = removed.is_err();
+        r.logs_left = !keep;
         r.run = None;
-        r.cleanup_error = removed.as_ref().err().cloned();
+        r.cleanup_error = None;
         r
     });
     let recorded = match record {
@@ -138,13 +137,9 @@ pub(super) async fn cleanup(
                 j.sink_tuples.store(n, std::sync::atomic::Ordering::Relaxed);
             }
             j.end(status, error.clone(), now);
-            j.logs_left = removed.is_err();
-            j.cleanup_error = removed.as_ref().err().cloned();
+            j.logs_left = !keep;
+            j.cleanup_error = None;
         }
-    }
-    if let Err(e) = removed {
-        warn!(job = %id, error = %e, "could not delete the job's input logs; retrying in the background");
-        retry_removal(leader, id.clone());
     }
     progress.send_modify(|p| {
         p.closing = true;
@@ -153,6 +148,9 @@ pub(super) async fn cleanup(
     match &error {
         None => info!(job = %id, status = ?status, "job ended"),
         Some(e) => warn!(job = %id, error = %e, "job failed"),
+    }
+    if !keep {
+        remove_in_background(leader, id.clone());
     }
 }
 
@@ -192,22 +190,25 @@ async fn record_removal(leader: &Leader, id: &JobId, result: &Result<(), String>
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_CAP: Duration = Duration::from_secs(30);
 
-/// Retries the removal of an ended job's logs with backoff, in the background, until it
-/// succeeds or the leader stops (the record keeps `logs_left`, so the next leader carries on).
-/// Every failure is logged and kept in the job record (`cleanup_error`).
-fn retry_removal(leader: &Arc<Leader>, id: JobId) {
+/// Removes an ended job's logs in the background, retrying with backoff until it succeeds or
+/// the leader stops (the record keeps `logs_left`, so the next leader carries on). Every
+/// failure is logged and kept in the job record (`cleanup_error`); the leader's stop waits
+/// for an attempt in progress (`Leader::cleanups`).
+fn remove_in_background(leader: &Arc<Leader>, id: JobId) {
     let l = leader.clone();
     let task = async move {
         let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
         let mut last: Option<String> = None;
         for attempt in 1u64.. {
-            tokio::select! {
-                _ = l.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff.next()) => {}
+            if attempt > 1 {
+                tokio::select! {
+                    _ = l.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff.next()) => {}
+                }
             }
             let result = remove_logs(&l, &id).await;
             match &result {
-                Ok(()) => info!(job = %id, attempt, "the job's input logs are removed"),
+                Ok(()) => debug!(job = %id, attempt, "the job's input logs are removed"),
                 Err(e) => {
                     warn!(job = %id, attempt, error = %e, "could not delete the job's input logs; retrying")
                 }
@@ -324,7 +325,7 @@ pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<Vec<sup
         );
     }
     for id in leftovers {
-        retry_removal(leader, id);
+        remove_in_background(leader, id);
     }
     Ok(resumed)
 }
