@@ -94,6 +94,11 @@ impl Builtin {
                     }
                     push_field(&mut v, csv.field(*c).unwrap_or(""));
                 }
+                if cols.len() == 1 && v.is_empty() {
+                    // One empty field is written `""`, as CSV writers do (Python's csv, and so
+                    // the reference): an empty line would be a record of no fields.
+                    v.push_str("\"\"");
+                }
                 out.push(Tuple {
                     key: t.key,
                     value: v.into(),
@@ -204,6 +209,19 @@ mod tests {
         let out = run(&mut s, &[r#"a,b,"c, d",e,f"#]);
         assert_eq!(out[0].value, r#"a,"c, d",e"#);
         assert_eq!(out[0].key, "f:0");
+    }
+
+    #[test]
+    fn a_lone_empty_field_is_selected_as_a_quoted_empty_field() {
+        let mut one = Builtin::from_spec("select", &["2".into()]).unwrap();
+        let vals: Vec<_> = run(&mut one, &["a,,c", "a", r#"a,"",c"#, "a,b"])
+            .into_iter()
+            .map(|t| t.value)
+            .collect();
+        assert_eq!(vals, [r#""""#, r#""""#, r#""""#, "b"]);
+        // Two or more empty fields are their commas, as a CSV writer has them.
+        let mut two = Builtin::from_spec("select", &["2-3".into()]).unwrap();
+        assert_eq!(run(&mut two, &["a,,"])[0].value, ",");
     }
 
     #[test]
