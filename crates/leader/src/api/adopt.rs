@@ -20,6 +20,10 @@ pub(super) fn adopt(
 ) -> Vec<(tokio::sync::mpsc::Sender<Input>, Input)> {
     let now = Instant::now();
     let mut by_job: BTreeMap<JobId, Vec<Reported>> = BTreeMap::new();
+    // What a report says besides its state — a switch of maps made, a key group's state
+    // handed over, a source done — follows the rejoin: a report applied here is not new again
+    // when it is repeated, so an input not passed on now would never reach the core.
+    let mut after = Vec::new();
     // Every running job with a task placed on this worker hears of the rejoin, even one whose
     // tasks the worker no longer reports (it lost them).
     for (k, t) in st.tasks.iter() {
@@ -45,13 +49,16 @@ pub(super) fn adopt(
             error: r.error.clone(),
         });
         let key = r.key.clone();
-        // The job's core gets the end, if any, with the rejoin.
-        let _already_in_the_rejoin = st.take_report(id, r, now);
+        match st.take_report(id, r, now) {
+            // The job's core gets the end with the rejoin.
+            Some((_, Input::TaskEnded { .. })) | None => {}
+            Some(other) => after.push(other),
+        }
         if let Some(t) = st.tasks.get_mut(&key) {
             t.progressed = now;
         }
     }
-    by_job
+    let mut inputs: Vec<_> = by_job
         .into_iter()
         .filter_map(|(job, reports)| {
             let input = Input::Rejoined {
@@ -60,8 +67,14 @@ pub(super) fn adopt(
             };
             st.driver_of(&job).map(|tx| (tx, input))
         })
-        .collect()
+        .collect();
+    // After the rejoin, which makes the attempts current again in their cores.
+    inputs.extend(after);
+    inputs
 }
+
+#[cfg(test)]
+mod tests;
 
 /// Hands inputs to their jobs' drivers.
 pub(super) async fn deliver(inputs: Vec<(tokio::sync::mpsc::Sender<Input>, Input)>) {
