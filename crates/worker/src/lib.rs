@@ -14,6 +14,7 @@ use rainstorm_protocol as protocol;
 use rainstorm_runtime as runtime;
 
 mod commands;
+mod drain;
 mod link;
 mod report;
 mod session;

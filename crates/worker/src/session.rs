@@ -14,8 +14,8 @@ use crate::model::backoff::Backoff;
 use crate::model::ids::WorkerId;
 use crate::protocol::auth::RegistrationClaim;
 use crate::protocol::control::{
-    Command, LeavePhase, RegisterChallenge, RegisterRequest, RegisterResponse, Rejoin, TaskReport,
-    TaskState, PROTOCOL_VERSION,
+    Command, RegisterChallenge, RegisterRequest, RegisterResponse, Rejoin, TaskReport, TaskState,
+    PROTOCOL_VERSION,
 };
 use crate::runtime::task::TaskEnd;
 use std::time::Duration;
@@ -41,6 +41,10 @@ pub(super) struct Carry {
     pub(super) ev_rx: mpsc::Receiver<TaskReport>,
     /// Reports not yet delivered (ends included), handed to the next registration.
     pub(super) backlog: Vec<TaskReport>,
+    /// The deadline of a drain begun in an earlier session: a leader that restarts while this
+    /// worker drains does not know it, so the next session tells it again and keeps the
+    /// deadline (the drain is not forgotten, nor its timeout restarted).
+    pub(super) draining: Option<tokio::time::Instant>,
 }
 
 impl Worker {
@@ -52,6 +56,7 @@ impl Worker {
             ev_tx,
             ev_rx,
             backlog: Vec::new(),
+            draining: None,
         };
         let mut previous: Option<WorkerId> = None;
         loop {
@@ -230,7 +235,15 @@ impl Worker {
         // Once draining: when the drain gives up on the leader moving the tasks.
         let mut draining: Option<tokio::time::Instant> = None;
         let mut drained = false;
+        let mut resumed = carry.draining.take();
         let lost = loop {
+            if let Some(at) = resumed.take() {
+                info!("a drain begun before the leader restarted goes on");
+                match self.start_drain(&link).await {
+                    Some(_) => draining = Some(at),
+                    None => break false,
+                }
+            }
             if draining.is_some() && attempts.set.is_empty() && lock_tasks(&self.tasks).is_empty() {
                 drained = true;
                 break false;
@@ -274,7 +287,9 @@ impl Worker {
                 },
             }
         };
-        if !lost {
+        if lost {
+            carry.draining = draining;
+        } else {
             self.stop_all(&mut attempts.set, Some(&link)).await;
         }
         session.cancel();
@@ -298,40 +313,6 @@ impl Worker {
             Err(e) => warn!(error = %e, "event reporter panicked; its unsent reports are lost"),
         }
         lost
-    }
-
-    /// Starts draining: tells the leader, which moves this worker's tasks; the deadline of
-    /// the drain, or `None` (stop at once) when the leader cannot be told.
-    async fn start_drain(&self, link: &LeaderLink) -> Option<tokio::time::Instant> {
-        match link.post_leave(LeavePhase::Draining).await {
-            Ok(true) => {
-                info!(tasks = lock_tasks(&self.tasks).len(), timeout_s = self.cfg.drain_timeout.as_secs_f64(), "draining: the leader moves this worker's tasks, then it leaves (signal again to stop at once)");
-                Some(tokio::time::Instant::now() + self.cfg.drain_timeout)
-            }
-            Ok(false) => {
-                warn!("the leader no longer knows this worker; stopping at once");
-                None
-            }
-            Err(e) => {
-                warn!(error = %e, "could not tell the leader this worker drains; stopping at once");
-                None
-            }
-        }
-    }
-
-    /// Drained: delivers the last task ends, then tells the leader this worker left.
-    async fn leave(&self, link: &LeaderLink, last: Vec<TaskReport>) {
-        if !last.is_empty() {
-            if let Err(e) = link.post_events(last).await {
-                warn!(error = %e, "could not deliver the last task ends before leaving");
-            }
-        }
-        match link.post_leave(LeavePhase::Left).await {
-            Ok(_) => info!("drained: left the cluster"),
-            Err(e) => {
-                warn!(error = %e, "drained, but could not tell the leader; it will find this worker silent")
-            }
-        }
     }
 
     /// The report of an attempt whose supervisor returned (or panicked), removing it from the
