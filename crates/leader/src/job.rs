@@ -7,7 +7,7 @@ use super::persist::StoredJob;
 use crate::coordinator::record::RunState;
 use crate::coordinator::Input;
 use crate::model::ids::{JobId, TaskKey};
-use crate::model::latency::LatencyHist;
+use crate::model::latency::SinkLatency;
 use crate::model::spec::JobSpec;
 use crate::protocol::control::JobStatus;
 use rainstorm_store::output::SinkProgress;
@@ -55,7 +55,7 @@ pub struct JobRec {
     /// Lines the sink wrote.
     pub sink_tuples: Arc<AtomicU64>,
     /// Latency histogram.
-    pub latency: Arc<Mutex<LatencyHist>>,
+    pub latency: Arc<Mutex<SinkLatency>>,
     /// Failures seen.
     pub failures: u64,
     /// Restarts done.

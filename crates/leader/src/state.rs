@@ -73,9 +73,11 @@ pub fn job_counters(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control
         }
         StageRole::Sink => {
             j.sink_tuples.store(r.tuples_in, Ordering::Relaxed);
-            if let Some(h) = &r.latency {
-                *j.latency.lock().unwrap_or_else(|p| p.into_inner()) = h.clone();
-            }
+            j.latency.lock().unwrap_or_else(|p| p.into_inner()).report(
+                r.attempt,
+                r.latency.as_ref(),
+                r.meters.latency.as_ref(),
+            );
         }
         StageRole::Operator(_) => {}
     }

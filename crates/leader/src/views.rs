@@ -43,6 +43,7 @@ impl State {
                 .latency
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
+                .summary()
                 .summary(),
             cleanup_error: j.cleanup_error.clone(),
             output_replaced: j.output_replaced.clone(),

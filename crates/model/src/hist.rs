@@ -41,6 +41,17 @@ impl Hist {
         self.sum_us = self.sum_us.saturating_add(us.saturating_mul(n));
     }
 
+    /// Adds what `other` recorded to this one.
+    pub fn merge(&mut self, other: &Hist) {
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (c, n) in self.counts.iter_mut().zip(&other.counts) {
+            *c += n;
+        }
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
+
     /// Number of samples.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()

@@ -59,9 +59,97 @@ impl LatencyHist {
     }
 }
 
+impl LatencyHist {
+    /// Adds what `other` recorded to this one.
+    pub fn merge(&mut self, other: &LatencyHist) {
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (b, n) in self.buckets.iter_mut().zip(&other.buckets) {
+            *b += n;
+        }
+        self.count += other.count;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+}
+
+/// A job's end-to-end latency over all its sink's attempts. Each attempt reports the
+/// histograms of what it committed since it started (a new attempt, after a restart, a drain
+/// or a move, starts empty), so the job's are those of the attempts that ended plus the
+/// current one's; a late report of an attempt already replaced changes nothing.
+#[derive(Clone, Debug, Default)]
+pub struct SinkLatency {
+    attempt: u32,
+    ended: (LatencyHist, crate::hist::Hist),
+    current: (LatencyHist, crate::hist::Hist),
+}
+
+impl SinkLatency {
+    /// Takes attempt `attempt`'s latest histograms (the summary one and the Prometheus one).
+    pub fn report(
+        &mut self,
+        attempt: u32,
+        summary: Option<&LatencyHist>,
+        prom: Option<&crate::hist::Hist>,
+    ) {
+        if attempt < self.attempt {
+            return;
+        }
+        if attempt > self.attempt {
+            let (s, p) = std::mem::take(&mut self.current);
+            self.ended.0.merge(&s);
+            self.ended.1.merge(&p);
+            self.attempt = attempt;
+        }
+        if let Some(s) = summary {
+            self.current.0 = s.clone();
+        }
+        if let Some(p) = prom {
+            self.current.1 = p.clone();
+        }
+    }
+
+    /// Every attempt's tuples, as a summary histogram.
+    pub fn summary(&self) -> LatencyHist {
+        let mut t = self.ended.0.clone();
+        t.merge(&self.current.0);
+        t
+    }
+
+    /// Every attempt's tuples, as a Prometheus histogram.
+    pub fn prometheus(&self) -> crate::hist::Hist {
+        let mut t = self.ended.1.clone();
+        t.merge(&self.current.1);
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::LatencyHist;
+    use super::{LatencyHist, SinkLatency};
+
+    #[test]
+    fn a_job_s_latency_counts_every_sink_attempt_s_tuples() {
+        let mut one = LatencyHist::default();
+        one.record(1_000, 10);
+        let mut two = LatencyHist::default();
+        two.record(5_000, 3);
+        let mut prom = crate::hist::Hist::default();
+        prom.record(1_000, 10);
+        let mut j = SinkLatency::default();
+        j.report(0, Some(&one), Some(&prom));
+        // Attempt 1 starts empty and reports its own; attempt 0's stay counted.
+        j.report(1, Some(&two), None);
+        assert_eq!(j.summary().count, 13);
+        assert_eq!(j.summary().max_us, 5_000);
+        assert_eq!(j.prometheus().count(), 10);
+        // A late report of attempt 0 changes nothing; attempt 1's next one replaces its last.
+        j.report(0, Some(&one), Some(&prom));
+        let mut two_more = two.clone();
+        two_more.record(2_000, 1);
+        j.report(1, Some(&two_more), None);
+        assert_eq!(j.summary().count, 14);
+    }
 
     #[test]
     fn latency_quantiles() {

@@ -85,7 +85,7 @@ struct JobSample {
     sink_tuples: u64,
     recoveries: u64,
     failures: u64,
-    /// Its sink's end-to-end latency histogram (current sink attempt).
+    /// Its sink's end-to-end latency histogram (every sink attempt's tuples).
     latency: Option<Hist>,
 }
 
@@ -165,10 +165,13 @@ impl Snapshot {
                 sink_tuples: j.sink_tuples.load(Ordering::Relaxed),
                 recoveries: j.recoveries,
                 failures: j.failures,
-                latency: st
-                    .tasks
-                    .get(&j.sink_key(id))
-                    .and_then(|t| t.meters.last.latency.clone()),
+                latency: Some(
+                    j.latency
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .prometheus(),
+                )
+                .filter(|h| h.count() > 0),
             })
             .collect();
         let stages = st
