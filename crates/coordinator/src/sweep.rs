@@ -39,6 +39,8 @@ pub struct TaskSeen {
     pub queued: u32,
     /// When its input last advanced, or last had nothing pending.
     pub progressed: Instant,
+    /// Its output is held back (a full link): work pending, like input waiting.
+    pub blocked: bool,
     /// When its Start command was sent (none while it is expected back, or held back).
     pub start_sent: Option<Instant>,
     /// Whether its worker has reported it at all.
@@ -61,7 +63,9 @@ pub fn unstarted_tasks(tasks: &[TaskSeen], now: Instant, timeout: Duration) -> V
         .collect()
 }
 
-/// Running tasks with input waiting and no progress for longer than `stall` at `now`. Tasks
+/// Running tasks with work pending — input waiting, or output held back by a full link — and
+/// no progress for longer than `stall` at `now` (a task that cannot reach the one it sends to
+/// has an empty inbox: without the second, its job waited forever, silently). Tasks
 /// upstream of a stalled task are only backpressured: per job, only the deepest stalled stage
 /// is the culprit. So are tasks upstream of a task that cannot take input yet (starting,
 /// recovering its log, waiting for a free slot, failed and about to restart): the job already
@@ -82,7 +86,7 @@ pub fn stalled_tasks(tasks: &[TaskSeen], now: Instant, stall: Duration) -> Vec<(
         .iter()
         .filter(|t| {
             t.state == TaskState::Running
-                && t.queued > 0
+                && (t.queued > 0 || t.blocked)
                 && now.saturating_duration_since(t.progressed) > stall
                 && not_taking
                     .get(&t.key.job)
@@ -116,9 +120,36 @@ mod tests {
             state: TaskState::Running,
             queued,
             progressed: now - Duration::from_secs(idle),
+            blocked: false,
             start_sent: None,
             reported: true,
         }
+    }
+
+    /// A task that cannot send — its downstream unreachable, its links never connecting —
+    /// takes nothing more, so its inbox reads empty: its held-back output is what makes it
+    /// stalled, not idle. (A partition between two workers wedged a job silently.)
+    #[test]
+    fn a_task_whose_output_is_held_back_without_progress_is_stalled() {
+        let now = Instant::now() + Duration::from_secs(100);
+        let blocked = |job: &str, stage: u32, idle: u64| TaskSeen {
+            blocked: true,
+            ..seen(job, stage, 0, idle, now)
+        };
+        let tasks = [
+            blocked("cut", 0, 90),
+            blocked("cut", 1, 90),
+            seen("cut", 2, 0, 90, now), // idle: nothing reaches it
+            blocked("slow", 1, 10),     // held back, but it moved within the timeout
+            seen("idle", 1, 0, 90, now),
+        ];
+        let stalled = stalled_tasks(&tasks, now, Duration::from_secs(60));
+        let got: Vec<String> = stalled.iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(
+            got,
+            ["cut/1.0"],
+            "the deepest held-back stage is the culprit"
+        );
     }
 
     #[test]

@@ -59,6 +59,14 @@ fn smooth(old: f64, new: f64, first: bool) -> f64 {
 }
 
 impl Meters {
+    /// Whether attempt `attempt`'s output was held back by a full link for at least half the
+    /// time between its last report and `m`.
+    pub fn held_back(&self, attempt: u32, m: &TaskMeters) -> bool {
+        let since = m.uptime_ns.saturating_sub(self.last.uptime_ns);
+        let held = m.backpressure_ns.saturating_sub(self.last.backpressure_ns);
+        attempt == self.attempt && since > 0 && held.saturating_mul(2) >= since
+    }
+
     /// Takes a report of `attempt` that took `tuples_in` and emitted `tuples_out` tuples so
     /// far, with meters `m`; `ended` when the attempt ended (it is then neither busy nor
     /// back-pressured, and has no rate).

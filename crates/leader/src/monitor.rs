@@ -88,6 +88,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                     state: t.state,
                     queued: t.queued,
                     progressed: t.progressed,
+                    blocked: t.blocked,
                     start_sent: t.start_sent,
                     reported: t.reported,
                 })
@@ -102,7 +103,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
             });
             let stalled = stalled_tasks(&tasks, now, stall).into_iter().map(|t| {
                 let cause = format!(
-                    "stalled: input waiting and no progress for {:.0} s",
+                    "stalled: input waiting or output held back (a task it sends to is unreachable or takes nothing) and no progress for {:.0} s",
                     stall.as_secs_f64()
                 );
                 (t, cause)

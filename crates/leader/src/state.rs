@@ -197,11 +197,15 @@ impl State {
         if t.attempt != r.attempt || t.worker != *worker || t.state.is_terminal() {
             return None;
         }
+        // Its output was held back (a full link) for most of the time since its last report:
+        // a task that cannot send — to a task it cannot reach, or that takes nothing — has
+        // work pending though its inbox is empty.
+        t.blocked = t.meters.held_back(r.attempt, &r.meters);
         // Progress is new input or new output; no pending work (an empty inbox, not
-        // draining) is never a stall.
+        // draining, nothing held back) is never a stall.
         if r.tuples_in != t.tuples_in
             || r.tuples_out != t.tuples_out
-            || r.queued == 0
+            || (r.queued == 0 && !t.blocked)
             || r.state != TaskState::Running
         {
             t.progressed = now;

@@ -47,6 +47,9 @@ pub struct TaskRec {
     /// The latest routing version whose lost key groups' state it handed over, as the job's
     /// core was told.
     pub handed: u32,
+    /// Its output was held back for most of the time between its last two reports (see
+    /// `State::take_report`): pending work the stall detector counts like a full inbox.
+    pub blocked: bool,
 }
 
 impl TaskRec {
@@ -81,6 +84,7 @@ impl TaskRec {
             standby: false,
             switched: None,
             handed: 0,
+            blocked: false,
         }
     }
 }
