@@ -225,3 +225,33 @@ fn a_bulk_delete_on_s3_removes_every_object_it_names() {
         assert_eq!(left, names[10..]);
     });
 }
+
+/// A worker whose `--store` is another bucket or prefix than the leader's is refused at its
+/// registration, saying why, and never takes a task: its tasks would write logs and outputs
+/// where the leader and the other workers never look (a job "succeeded" with its output
+/// missing from the cluster's store).
+#[test]
+fn a_worker_on_another_store_is_refused_saying_why() {
+    let Some(url) = s3() else {
+        return;
+    };
+    let mut c = Cluster::start(1, 5.0);
+    let bucket = url.rsplit('/').next().unwrap();
+    let elsewhere = format!("s3://{bucket}/{}-elsewhere", std::process::id());
+    c.add_worker_env(&[("RAINSTORM_STORE", &elsewhere)]);
+    let log = c.dir.path().join("worker-1.log");
+    wait_for(
+        "the refusal in the worker's log",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("this worker's store is not the cluster's")
+                .then_some(())
+        },
+    );
+    let workers = c.json(&["workers", "--json"]);
+    assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
+    // A worker on the leader's store joins as ever.
+    c.add_worker();
+    c.wait_alive(2);
+}

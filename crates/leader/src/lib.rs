@@ -154,6 +154,9 @@ pub struct Leader {
     /// Bumped whenever a worker registers, so whoever waits for workers to join (the embedded
     /// cluster before it submits) wakes on the join instead of polling.
     pub joined: tokio::sync::watch::Sender<u64>,
+    /// The cluster id its store holds (`rainstorm_store::marker`): a worker with a store of its
+    /// own must read the same one there to register.
+    pub store_id: String,
     spawn_tx: mpsc::Sender<NewJob>,
 }
 
@@ -269,6 +272,15 @@ pub async fn run(
         Some(loc) => Store::s3(loc).context("opening the S3 store")?,
         None => Store::local(cfg.data_dir.join("store")).context("opening the store")?,
     };
+    let fresh = crate::protocol::auth::random_hex(16).context("making the cluster id")?;
+    let store_id = rainstorm_store::marker::ensure(&store, &fresh)
+        .await
+        .with_context(|| {
+            format!(
+                "reading or writing the cluster id in the store ({})",
+                store.describe()
+            )
+        })?;
     let http_addr = http.local_addr()?;
     let (spawn_tx, mut spawn_rx) = mpsc::channel(16);
     let leader = Arc::new(Leader {
@@ -282,6 +294,7 @@ pub async fn run(
         shutdown: CancellationToken::new(),
         cleanups: Mutex::new(JoinSet::new()),
         joined: tokio::sync::watch::Sender::new(0),
+        store_id,
         spawn_tx,
     });
     let resumed = cleanup::restore_jobs(&leader).await?;

@@ -12,6 +12,7 @@ use rainstorm_protocol as protocol;
 pub mod client;
 pub mod fetch;
 pub mod log;
+pub mod marker;
 pub mod opcache;
 pub mod output;
 pub mod reach;

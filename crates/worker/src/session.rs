@@ -134,6 +134,22 @@ impl Worker {
     /// One registration: a fresh challenge from the leader, then the request signed over it
     /// with this worker's key.
     async fn try_register(&self, rejoin: Option<&Rejoin>) -> Result<RegisterResponse, Refused> {
+        // A store of its own must be the cluster's, and readable: the leader checks the id it
+        // holds (`rainstorm_store::marker`). A worker on the leader's store has nothing to show.
+        let store_id = match &self.cfg.store {
+            Some(store) => Some(
+                crate::runtime::marker::read(store)
+                    .await
+                    .map_err(|e| {
+                        Refused::Other(format!(
+                            "cannot read the cluster id in this worker's store ({}): {e}",
+                            store.describe()
+                        ))
+                    })?
+                    .unwrap_or_default(),
+            ),
+            None => None,
+        };
         let with_secret = |req: reqwest::RequestBuilder| match &self.cfg.token {
             Some(t) => req.bearer_auth(t.expose()),
             None => req,
@@ -172,6 +188,7 @@ impl Worker {
             }),
             data_conns: Some(self.cfg.data.max_conns as u64),
             slots: Some(self.cfg.slots),
+            store_id,
         };
         let res = with_secret(
             self.http
@@ -181,6 +198,11 @@ impl Worker {
         .send()
         .await
         .map_err(|e| Refused::Other(e.to_string()))?;
+        if res.status() == reqwest::StatusCode::CONFLICT {
+            // Its store is not the cluster's: say so, as the leader put it.
+            let why = res.text().await.unwrap_or_else(|e| e.to_string());
+            return Err(Refused::Other(why));
+        }
         if res.status() == reqwest::StatusCode::UNAUTHORIZED {
             // The secret was good (the challenge came): the identity claimed was refused.
             let why = res.text().await.unwrap_or_else(|e| e.to_string());

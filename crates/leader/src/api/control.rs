@@ -159,6 +159,9 @@ pub(super) async fn register(
             ),
         );
     }
+    if let Some(refusal) = super::store_id::refuse_another(&l, &req) {
+        return refusal;
+    }
     if !plausible_addr(&req.data_addr) {
         return error(
             StatusCode::BAD_REQUEST,

@@ -11,6 +11,7 @@ mod jobs;
 mod metrics;
 mod output;
 mod store;
+mod store_id;
 
 use super::Leader;
 use axum::extract::State;

@@ -239,6 +239,15 @@ impl Store {
         })
     }
 
+    /// What the store is, for messages: its directory, its bucket (`s3://…`), or the leader it
+    /// is reached through.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Object(o) => o.url.clone(),
+            Store::Http(h) => format!("the leader's, at {}", h.base),
+        }
+    }
+
     /// Whether this store is a directory on this host.
     pub fn is_local(&self) -> bool {
         matches!(self, Store::Object(o) if o.root().is_some())
