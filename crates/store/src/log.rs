@@ -185,15 +185,15 @@ pub async fn fence_predecessors(
     Ok(())
 }
 
-/// Tries of a recovery write (a fence or a manifest) before the attempt fails.
-const RECOVERY_WRITE_TRIES: u32 = 8;
-
-/// Tries of a write whose attempt must be unfenced after it (a log commit, a source's reach)
-/// before the caller fails: with the backoff, about 2.5 s of a store that keeps failing.
-pub const FENCED_WRITE_TRIES: u32 = 8;
+/// How long a log write (a commit, a source's reach, a fence or a manifest) is retried before
+/// its attempt fails. It outlasts a leader restart, which takes seconds: a cluster on the
+/// leader's store reaches it through the leader, and every attempt a restart failed would
+/// count against its task's restarts (eight tries, about 2.5 s, failed every logged task of a
+/// leader restarted within 3 s).
+pub const WRITE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Writes `data` to `path`, then checks whether attempt `attempt` of `key` is fenced; the
-/// write and the check are retried together ([`FENCED_WRITE_TRIES`], backoff 20 ms to 2 s), so
+/// write and the check are retried together (for [`WRITE_PATIENCE`], backoff 20 ms to 2 s), so
 /// a store that fails between them (a leader restarting under a cluster's store) costs a
 /// retry, not the caller. `Ok(true)`: fenced, the caller must go no further. `what` names the
 /// write in the retry warnings.
@@ -205,7 +205,7 @@ pub async fn put_then_check_fence(
     attempt: u32,
     what: &str,
 ) -> Result<bool, LogError> {
-    retrying(FENCED_WRITE_TRIES, path, what, || async {
+    retrying(path, what, || async {
         store.put(path, data.clone()).await?;
         fenced(store, key, attempt).await
     })
@@ -217,15 +217,16 @@ pub async fn put_then_check_fence(
 /// costs counts against the task's restarts, and a restarted attempt meets the same store).
 pub(crate) async fn put_retrying(store: &Store, path: &str, data: Bytes) -> Result<(), LogError> {
     let what = "input log recovery write";
-    retrying(RECOVERY_WRITE_TRIES, path, what, || async {
+    retrying(path, what, || async {
         Ok(store.put(path, data.clone()).await?)
     })
     .await
 }
 
-/// Runs `op` (a write of store path `path`, named `what` in the warnings) up to `tries`
-/// times, with backoff from 20 ms to 2 s between tries; the last error if none succeeded.
-async fn retrying<T, F, Fut>(tries: u32, path: &str, what: &str, mut op: F) -> Result<T, LogError>
+/// Runs `op` (a write of store path `path`, named `what` in the warnings) until it succeeds or
+/// [`WRITE_PATIENCE`] has passed, with backoff from 20 ms to 2 s between tries; the last error
+/// if none succeeded.
+async fn retrying<T, F, Fut>(path: &str, what: &str, mut op: F) -> Result<T, LogError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, LogError>>,
@@ -234,12 +235,11 @@ where
         std::time::Duration::from_millis(20),
         std::time::Duration::from_secs(2),
     );
-    let mut tried = 0;
+    let give_up = tokio::time::Instant::now() + WRITE_PATIENCE;
     loop {
-        tried += 1;
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if tried >= tries => return Err(e),
+            Err(e) if tokio::time::Instant::now() >= give_up => return Err(e),
             Err(e) => {
                 let d = backoff.next();
                 tracing::warn!(%path, error = %e, retry_in = ?d, "{what} failed; retrying");

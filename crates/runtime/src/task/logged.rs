@@ -26,8 +26,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Tries per segment write before the task fails.
-pub const WRITE_TRIES: u32 = crate::log::FENCED_WRITE_TRIES;
+/// How long a segment write is retried before the task fails.
+pub const WRITE_PATIENCE: std::time::Duration = crate::log::WRITE_PATIENCE;
 
 /// A unit of accepted input on its way through the log: the ack it releases once durable
 /// and the tuples it holds, which the writer encodes straight into the segment (one copy)
@@ -253,7 +253,8 @@ pub(super) async fn log_writer(
                 Ok(f) => f,
                 Err(e) => {
                     return Err(Stop::Failed(format!(
-                        "input log: writing {path} failed {WRITE_TRIES} times; last error: {e}"
+                        "input log: writing {path} failed for {} s; last error: {e}",
+                        WRITE_PATIENCE.as_secs()
                     )))
                 }
             };
