@@ -134,7 +134,13 @@ fn cluster_across_hosts_survives_a_partitioned_worker() {
     );
     for host in [2, 3] {
         let wdir = dir.path().join(format!("worker-{host}"));
-        let listen = format!("{}:0", net.addr(host));
+        // Host 3 binds every address, as an operator often does: it must advertise the one its
+        // peers reach it at (the route toward the leader), not a host name that resolves to
+        // loopback there.
+        let listen = match host {
+            3 => "0.0.0.0:0".to_string(),
+            _ => format!("{}:0", net.addr(host)),
+        };
         net.spawn(
             host,
             &[
@@ -175,7 +181,7 @@ fn cluster_across_hosts_survives_a_partitioned_worker() {
             .unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     };
-    wait_for(
+    let ws = wait_for(
         "both workers to join across the bridge",
         Duration::from_secs(30),
         || {
@@ -185,8 +191,20 @@ fn cluster_across_hosts_survives_a_partitioned_worker() {
                 .filter(|w| w["state"] == "alive")
                 .count()
                 == 2)
-                .then_some(())
+                .then_some(ws)
         },
+    );
+    let advertised: Vec<String> = ws
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["address"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        advertised
+            .iter()
+            .any(|a| a.starts_with(&format!("{}:", net.addr(3)))),
+        "the wildcard-bound worker advertises its address toward the leader: {advertised:?}"
     );
     let signs = Signs::generate(12000, 31);
     signs.write(&dir.path().join("signs.csv"));

@@ -1,13 +1,18 @@
 //! Which address a process tells its peers to use for its data listener.
 
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 /// The host to advertise for a listener bound to `bound`: the bound IP itself, or, for a
-/// wildcard bind (`0.0.0.0`), this host's name when it resolves (so peers on other hosts can
-/// reach it), else loopback.
-pub fn advertise_host(bound: IpAddr) -> String {
+/// wildcard bind (`0.0.0.0`), the address of the interface this host reaches `toward` (the
+/// leader) from, when that is not loopback — the address its peers on other hosts reach it
+/// at too; else this host's name when it resolves, else loopback. (The host name alone, as it
+/// was, often resolves to 127.0.0.1 in `/etc/hosts`: peers elsewhere then dialled themselves.)
+pub fn advertise_host(bound: IpAddr, toward: Option<SocketAddr>) -> String {
     if !bound.is_unspecified() {
         return bound.to_string();
+    }
+    if let Some(ip) = toward.and_then(route_source) {
+        return ip.to_string();
     }
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -23,13 +28,37 @@ pub fn advertise_host(bound: IpAddr) -> String {
     "127.0.0.1".to_string()
 }
 
+/// The local address this host would send from to reach `peer`, if it is neither loopback
+/// nor unspecified. Connecting a UDP socket only picks a route: nothing is sent.
+fn route_source(peer: SocketAddr) -> Option<IpAddr> {
+    let any: SocketAddr = match peer {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = std::net::UdpSocket::bind(any).ok()?;
+    sock.connect(peer).ok()?;
+    let ip = sock.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn specific_binds_advertise_themselves() {
-        assert_eq!(advertise_host("10.1.2.3".parse().unwrap()), "10.1.2.3");
-        assert!(!advertise_host("0.0.0.0".parse().unwrap()).is_empty());
+        assert_eq!(
+            advertise_host("10.1.2.3".parse().unwrap(), None),
+            "10.1.2.3"
+        );
+        assert!(!advertise_host("0.0.0.0".parse().unwrap(), None).is_empty());
+        // Toward a leader on loopback the route's source is loopback: not what peers elsewhere
+        // could use, so the host name (or loopback) it is, as without a leader.
+        let leader: SocketAddr = "127.0.0.1:7070".parse().unwrap();
+        assert_eq!(route_source(leader), None);
+        assert_eq!(
+            advertise_host("0.0.0.0".parse().unwrap(), Some(leader)),
+            advertise_host("0.0.0.0".parse().unwrap(), None)
+        );
     }
 }

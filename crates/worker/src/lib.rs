@@ -116,7 +116,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         Some(a) => a.clone(),
         None => format!(
             "{}:{}",
-            crate::dataplane::net::advertise_host(bound.ip()),
+            crate::dataplane::net::advertise_host(bound.ip(), leader_addr(&cfg.leader).await),
             bound.port()
         ),
     };
@@ -180,4 +180,20 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
     // The links' sessions, once no task runs.
     net.shutdown().await;
     result
+}
+
+/// The leader's address, from its URL (resolved once, at start-up): what a worker bound to a
+/// wildcard address advertises the route toward (`dataplane::net::advertise_host`).
+async fn leader_addr(leader: &str) -> Option<std::net::SocketAddr> {
+    let url = reqwest::Url::parse(leader).ok()?;
+    let host = url
+        .host_str()?
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
+    let port = url.port_or_known_default()?;
+    let first = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()?
+        .next();
+    first
 }
