@@ -69,6 +69,16 @@ pub enum LogError {
     /// A segment is damaged.
     #[error("log segment {0} is corrupt")]
     Corrupt(String),
+    /// Objects of a log are gone: no object holds slots `from..to` (deleted from the store).
+    #[error("log {log} is missing the objects of slots {from} to {last} (deleted from the store?)", last = .to - 1)]
+    Missing {
+        /// The log's prefix.
+        log: String,
+        /// The first slot no object holds.
+        from: u64,
+        /// The next slot an object holds.
+        to: u64,
+    },
 }
 
 /// Store prefix of a task's log.
@@ -267,10 +277,16 @@ async fn latest_lineage(
         match listed_lineage(store, key, below).await? {
             Ok(found) => return Ok(found),
             // A listing that overlapped a compaction: look again (see `compact`).
-            Err(compact::Gap) if tries < 50 => {
+            Err(compact::Gap(..)) if tries < 50 => {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await
             }
-            Err(compact::Gap) => return Err(LogError::Corrupt(task_prefix(key))),
+            Err(compact::Gap(from, to)) => {
+                return Err(LogError::Missing {
+                    log: task_prefix(key),
+                    from,
+                    to,
+                })
+            }
         }
     }
 }

@@ -120,9 +120,10 @@ pub fn merge(objects: &[(String, Bytes)]) -> Result<Bytes, LogError> {
     Ok(buf.freeze())
 }
 
-/// A listing that missed a merged object written while it ran (see the module doc).
+/// A listing that missed a merged object written while it ran (see the module doc), or a log
+/// missing its objects from slot `.0` on (slot `.1` is the next one it holds).
 #[derive(Debug)]
-pub(super) struct Gap;
+pub(super) struct Gap(pub(super) u64, pub(super) u64);
 
 /// The cover of one attempt's listed objects (see the module doc), as store paths in slot
 /// order; objects that are not of that attempt are ignored.
@@ -143,7 +144,7 @@ pub(super) fn cover(paths: &[String], attempt: u32) -> Result<Vec<String>, Gap> 
             out.push(p.clone());
             next = l + 1;
         } else if f > next {
-            return Err(Gap);
+            return Err(Gap(next, f));
         }
     }
     Ok(out)

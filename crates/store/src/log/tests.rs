@@ -451,3 +451,28 @@ fn merged_objects_are_checked_and_names_parse() {
         &[compact::merged_name(&p, 1, 4, 6)]
     ));
 }
+
+/// A log whose middle object was deleted from the store says which slots are gone, not that a
+/// segment (named by the log's folder) is "corrupt".
+#[tokio::test(start_paused = true)]
+async fn a_log_missing_objects_says_which_slots_are_gone() {
+    let store = Store::memory();
+    let k = key();
+    let seg = seal_segment(&[], 0);
+    for n in 0..4 {
+        store
+            .put(&segment_path(&k, 0, n), seg.clone())
+            .await
+            .unwrap();
+    }
+    store.delete(&segment_path(&k, 0, 1)).await.unwrap();
+    store.delete(&segment_path(&k, 0, 2)).await.unwrap();
+    let err = recover_lineage(&store, &k, 1).await.unwrap_err();
+    assert!(
+        matches!(err, LogError::Missing { from: 1, to: 3, .. }),
+        "{err:?}"
+    );
+    let shown = err.to_string();
+    assert!(shown.contains("slots 1 to 2"), "{shown}");
+    assert!(shown.contains(&task_prefix(&k)), "{shown}");
+}
