@@ -195,15 +195,20 @@ pub async fn fence_predecessors(
     Ok(())
 }
 
-/// How long a log write (a commit, a source's reach, a fence or a manifest) is retried before
-/// its attempt fails. It outlasts a leader restart, which takes seconds: a cluster on the
-/// leader's store reaches it through the leader, and every attempt a restart failed would
-/// count against its task's restarts (eight tries, about 2.5 s, failed every logged task of a
-/// leader restarted within 3 s).
+/// Tries of a log write (a commit, a source's reach, a fence or a manifest) whose store
+/// answered with an error, before its attempt fails: with the backoff, about 2.5 s.
+pub const WRITE_TRIES: u32 = 8;
+
+/// How long a log write is retried while the store does not answer at all
+/// ([`StoreError::Unreachable`]: the leader's store, with the leader away). It outlasts a
+/// leader restart, which takes seconds: every attempt a restart failed would count against
+/// its task's restarts ([`WRITE_TRIES`] alone failed every logged task of a leader restarted
+/// within 3 s). A store that answers — a full disk, a refusal — still fails after
+/// [`WRITE_TRIES`].
 pub const WRITE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Writes `data` to `path`, then checks whether attempt `attempt` of `key` is fenced; the
-/// write and the check are retried together (for [`WRITE_PATIENCE`], backoff 20 ms to 2 s), so
+/// write and the check are retried together (see [`retrying`]), so
 /// a store that fails between them (a leader restarting under a cluster's store) costs a
 /// retry, not the caller. `Ok(true)`: fenced, the caller must go no further. `what` names the
 /// write in the retry warnings.
@@ -233,9 +238,9 @@ pub(crate) async fn put_retrying(store: &Store, path: &str, data: Bytes) -> Resu
     .await
 }
 
-/// Runs `op` (a write of store path `path`, named `what` in the warnings) until it succeeds or
-/// [`WRITE_PATIENCE`] has passed, with backoff from 20 ms to 2 s between tries; the last error
-/// if none succeeded.
+/// Runs `op` (a write of store path `path`, named `what` in the warnings) until it succeeds,
+/// with backoff from 20 ms to 2 s between tries: [`WRITE_TRIES`] tries, or for
+/// [`WRITE_PATIENCE`] while the store does not answer; the last error if none succeeded.
 async fn retrying<T, F, Fut>(path: &str, what: &str, mut op: F) -> Result<T, LogError>
 where
     F: FnMut() -> Fut,
@@ -245,12 +250,21 @@ where
         std::time::Duration::from_millis(20),
         std::time::Duration::from_secs(2),
     );
-    let give_up = tokio::time::Instant::now() + WRITE_PATIENCE;
+    let started = tokio::time::Instant::now();
+    let mut tried = 0;
     loop {
+        tried += 1;
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if tokio::time::Instant::now() >= give_up => return Err(e),
             Err(e) => {
+                let unanswered = matches!(e, LogError::Store(StoreError::Unreachable(_)));
+                let done = match unanswered {
+                    true => started.elapsed() >= WRITE_PATIENCE,
+                    false => tried >= WRITE_TRIES,
+                };
+                if done {
+                    return Err(e);
+                }
                 let d = backoff.next();
                 tracing::warn!(%path, error = %e, retry_in = ?d, "{what} failed; retrying");
                 tokio::time::sleep(d).await;

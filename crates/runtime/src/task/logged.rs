@@ -26,9 +26,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// How long a segment write is retried before the task fails.
-pub const WRITE_PATIENCE: std::time::Duration = crate::log::WRITE_PATIENCE;
-
 /// A unit of accepted input on its way through the log: the ack it releases once durable
 /// and the tuples it holds, which the writer encodes straight into the segment (one copy)
 /// and, unless they only needed logging, feeds afterwards.
@@ -253,8 +250,7 @@ pub(super) async fn log_writer(
                 Ok(f) => f,
                 Err(e) => {
                     return Err(Stop::Failed(format!(
-                        "input log: writing {path} failed for {} s; last error: {e}",
-                        WRITE_PATIENCE.as_secs()
+                        "input log: writing {path} failed; last error: {e}"
                     )))
                 }
             };

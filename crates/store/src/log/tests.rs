@@ -225,7 +225,7 @@ async fn recovery_writes_are_retried_through_a_short_store_outage() {
     let k = key();
     faulty
         .fail_puts
-        .store(15, std::sync::atomic::Ordering::Relaxed);
+        .store(WRITE_TRIES - 1, std::sync::atomic::Ordering::Relaxed);
     let lineage = recover_lineage(&store, &k, 2).await.unwrap();
     assert!(lineage.is_empty());
     for a in 0..2 {
@@ -234,7 +234,7 @@ async fn recovery_writes_are_retried_through_a_short_store_outage() {
     // A longer outage still fails the attempt, with the store's error.
     faulty
         .fail_puts
-        .store(10_000, std::sync::atomic::Ordering::Relaxed);
+        .store(WRITE_TRIES, std::sync::atomic::Ordering::Relaxed);
     assert!(recover_lineage(&store, &k, 5).await.is_err());
 }
 
@@ -475,4 +475,47 @@ async fn a_log_missing_objects_says_which_slots_are_gone() {
     let shown = err.to_string();
     assert!(shown.contains("slots 1 to 2"), "{shown}");
     assert!(shown.contains(&task_prefix(&k)), "{shown}");
+}
+
+/// A store that does not answer (the leader's, with the leader restarting) is waited for up
+/// to `WRITE_PATIENCE`, far past the tries one that answers with an error gets: a leader
+/// restart failed every logged task of its cluster when both had eight tries.
+#[tokio::test(start_paused = true)]
+async fn a_write_waits_out_a_store_that_does_not_answer_and_not_one_that_refuses() {
+    let unanswered =
+        || LogError::Store(StoreError::Unreachable("PUT x: connection refused".into()));
+    let mut n = 0;
+    let started = tokio::time::Instant::now();
+    let res = retrying("x", "test write", || {
+        n += 1;
+        let fail = n <= 15;
+        async move {
+            if fail {
+                Err(unanswered())
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await;
+    assert!(res.is_ok(), "{res:?}");
+    assert!(started.elapsed() > std::time::Duration::from_secs(10));
+    // Never answering: given up after its patience.
+    let started = tokio::time::Instant::now();
+    let res: Result<(), _> = retrying("x", "test write", || async { Err(unanswered()) }).await;
+    assert!(res.is_err());
+    assert!(started.elapsed() >= WRITE_PATIENCE);
+    // A store that answers with an error (a full disk): its tries, as before.
+    let mut n = 0;
+    let res: Result<(), _> = retrying("x", "test write", || {
+        n += 1;
+        async {
+            Err(LogError::Store(StoreError::Http(
+                "PUT x: 500: no space".into(),
+            )))
+        }
+    })
+    .await;
+    assert!(res.is_err());
+    assert_eq!(n, WRITE_TRIES);
 }

@@ -90,6 +90,12 @@ async fn check(resp: reqwest::Response, path: &str) -> Result<reqwest::Response,
     match resp.status() {
         s if s.is_success() => Ok(resp),
         reqwest::StatusCode::NOT_FOUND => Err(StoreError::NotFound(path.to_string())),
+        s @ (reqwest::StatusCode::BAD_GATEWAY
+        | reqwest::StatusCode::SERVICE_UNAVAILABLE
+        | reqwest::StatusCode::GATEWAY_TIMEOUT) => {
+            let body = resp.text().await.unwrap_or_default();
+            Err(StoreError::Unreachable(format!("{path}: {s}: {body}")))
+        }
         s => {
             let body = resp.text().await.unwrap_or_default();
             Err(StoreError::Http(format!("{path}: {s}: {body}")))
@@ -106,7 +112,7 @@ async fn get_response(h: &HttpStore, clean: &str) -> Result<reqwest::Response, S
         )
         .send()
         .await
-        .map_err(|e| StoreError::Http(format!("GET {clean}: {e}")))?;
+        .map_err(|e| StoreError::Unreachable(format!("GET {clean}: {e}")))?;
     check(resp, clean).await
 }
 
@@ -119,7 +125,7 @@ pub(super) async fn put(h: &HttpStore, clean: &str, data: Bytes) -> Result<(), S
         .body(data)
         .send()
         .await
-        .map_err(|e| StoreError::Http(format!("PUT {clean}: {e}")))?;
+        .map_err(|e| StoreError::Unreachable(format!("PUT {clean}: {e}")))?;
     check(resp, clean).await.map(|_| ())
 }
 
@@ -176,7 +182,7 @@ where
     };
     let (resp, total) = tokio::join!(send, feed);
     let total = total?;
-    let resp = resp.map_err(|e| StoreError::Http(format!("PUT {clean}: {e}")))?;
+    let resp = resp.map_err(|e| StoreError::Unreachable(format!("PUT {clean}: {e}")))?;
     let resp = check(resp, clean).await?;
     total.ok_or_else(|| {
         StoreError::Http(format!(
@@ -196,7 +202,7 @@ pub(super) async fn size(h: &HttpStore, clean: &str) -> Result<u64, StoreError> 
         )
         .send()
         .await
-        .map_err(|e| StoreError::Http(format!("HEAD {clean}: {e}")))?;
+        .map_err(|e| StoreError::Unreachable(format!("HEAD {clean}: {e}")))?;
     let resp = check(resp, clean).await?;
     let said = resp
         .headers()
@@ -228,7 +234,7 @@ pub(super) async fn list(h: &HttpStore, prefix: &str) -> Result<Vec<ObjectMeta>,
         .query(&[("prefix", prefix)])
         .send()
         .await
-        .map_err(|e| StoreError::Http(format!("LIST {prefix}: {e}")))?;
+        .map_err(|e| StoreError::Unreachable(format!("LIST {prefix}: {e}")))?;
     let resp = check(resp, prefix).await?;
     resp.json()
         .await
@@ -245,7 +251,7 @@ pub(super) async fn delete(h: &HttpStore, clean: &str) -> Result<(), StoreError>
         )
         .send()
         .await
-        .map_err(|e| StoreError::Http(format!("DELETE {clean}: {e}")))?;
+        .map_err(|e| StoreError::Unreachable(format!("DELETE {clean}: {e}")))?;
     check(resp, clean).await.map(|_| ())
 }
 
@@ -261,7 +267,7 @@ pub(super) async fn delete_many(h: &HttpStore, clean: &[String]) -> Result<(), S
         .json(&serde_json::json!({ "delete": clean }))
         .send()
         .await
-        .map_err(|e| StoreError::Http(format!("deleting {what}: {e}")))?;
+        .map_err(|e| StoreError::Unreachable(format!("deleting {what}: {e}")))?;
     check(resp, &what).await.map(|_| ())
 }
 
@@ -272,7 +278,7 @@ pub(super) async fn delete_report(h: &HttpStore, clean: &str) -> (Vec<String>, O
         .delete(format!("{}/api/store/{}", h.base, super::url_path(clean)))
         .send()
         .await
-        .map_err(|e| StoreError::Http(format!("DELETE {clean}: {e}")));
+        .map_err(|e| StoreError::Unreachable(format!("DELETE {clean}: {e}")));
     let resp = match resp {
         Ok(r) => check(r, clean).await,
         Err(e) => Err(e),

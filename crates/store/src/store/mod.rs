@@ -74,6 +74,11 @@ pub enum StoreError {
     /// The leader's store API failed.
     #[error("store request {0}")]
     Http(String),
+    /// The leader's store could not be reached: no answer, or one from a leader starting or
+    /// stopping (502, 503, 504). A log write retries this for longer than other errors
+    /// (`log::WRITE_PATIENCE`): a leader restart makes it, and passes.
+    #[error("store request {0} (the leader did not answer)")]
+    Unreachable(String),
     /// The object store (local directory or S3) failed.
     #[error("object store, {path}: {msg}")]
     Object {
