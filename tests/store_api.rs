@@ -356,6 +356,9 @@ fn logs_are_not_writable_or_deletable_through_the_api() {
         ("DELETE", format!("/api/store/logs/{id}")),
         ("DELETE", format!("/api/store/{}", logs[0])),
         ("DELETE", "/api/store/blobs".to_string()),
+        // The cluster's id, which a worker with a store of its own must find there.
+        ("PUT", "/api/store/cluster/id".to_string()),
+        ("DELETE", "/api/store/cluster".to_string()),
     ] {
         let (status, body) = http(&c, method, &path, b"forged\n");
         assert_eq!(status, 403, "{method} {path}: {body}");
@@ -506,7 +509,8 @@ fn a_nul_or_a_symlink_in_a_store_path_is_refused_with_a_clear_message() {
         assert!(body.contains("symbolic link"), "{method} {path}: {body}");
         assert!(!body.contains("private"), "{body}");
     }
-    assert_eq!(listing(&c, ""), ["in.txt"]);
+    // Nothing was planted: the store holds the upload and the engine's cluster id.
+    assert_eq!(listing(&c, ""), ["cluster/id", "in.txt"]);
     assert_eq!(
         std::fs::read_to_string(outside.join("secret")).unwrap(),
         "private\n"

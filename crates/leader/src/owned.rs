@@ -109,7 +109,7 @@ impl State {
         }
         if reserved(sink) {
             return Err(FileConflict(format!(
-                "sink.path {sink}: logs/ and blobs/ belong to the engine"
+                "sink.path {sink}: logs/, blobs/ and cluster/ belong to the engine"
             )));
         }
         for (id, other) in running(self) {
@@ -354,8 +354,9 @@ impl Leader {
     }
 }
 
-/// Store areas the engine owns: input logs and content-addressed operators.
-pub const RESERVED: [&str; 2] = ["logs", "blobs"];
+/// Store areas the engine owns: input logs, content-addressed operators, and the cluster's id
+/// (`rainstorm_store::marker`).
+pub const RESERVED: [&str; 3] = ["logs", "blobs", "cluster"];
 
 /// Whether a clean store path lies in an area the engine owns (not writable, deletable or
 /// usable as a sink through the API).

@@ -58,7 +58,7 @@ pub struct RegisterRequest {
     /// worker, which is taken to have [`DEFAULT_SLOTS_OF_OLD_WORKERS`].
     #[serde(default)]
     pub slots: Option<u32>,
-    /// The cluster id the worker read in its own store (`logs/cluster-id`; empty if none is
+    /// The cluster id the worker read in its own store (`cluster/id`; empty if none is
     /// there), when it has one: the leader refuses a worker whose store is not its own.
     /// `None`: the worker uses the leader's store (or is older).
     #[serde(default)]

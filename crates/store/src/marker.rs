@@ -8,9 +8,9 @@
 use crate::store::{Store, StoreError};
 use bytes::Bytes;
 
-/// The marker's path: under `logs/`, which belongs to the engine (clients can neither write
-/// nor delete there), and no job's prefix (job ids start with `job-`).
-pub const CLUSTER_MARKER: &str = "logs/cluster-id";
+/// The marker's path: under `cluster/`, which belongs to the engine (clients can neither write
+/// nor delete there, nor name it as a sink).
+pub const CLUSTER_MARKER: &str = "cluster/id";
 
 /// The cluster's id as the leader's store holds it, written first if it is not there yet
 /// (`fresh` is the id to write then). What is read back is what counts, so two leaders that

@@ -1,6 +1,6 @@
 //! The store over HTTP. Public (`/api/store`, clients' `put`, `get`, `ls`): uploads and
 //! downloads are streamed (a file of any size passes through a small buffer); `logs/` and
-//! `blobs/` belong to the engine and are read-only here; a file a running job reads or writes
+//! `blobs/` (and `cluster/`) belong to the engine and are read-only here; a file a running job reads or writes
 //! cannot be replaced or deleted (409). Internal (`/internal/store`, workers without direct
 //! access to the store): only for a live worker registration (its session key, not just the
 //! cluster secret); reads anything, writes only the input logs of that worker's own tasks and
@@ -172,7 +172,7 @@ pub(super) async fn store_put(State(l): Shared, Path(path): Path<String>, body: 
     if reserved(&clean) {
         let refusal = error(
             StatusCode::FORBIDDEN,
-            format!("{clean}: logs/ and blobs/ belong to the engine and cannot be written through the API"),
+            format!("{clean}: logs/, blobs/ and cluster/ belong to the engine and cannot be written through the API"),
         );
         return refuse_upload(body, refusal).await;
     }
@@ -197,7 +197,7 @@ pub(super) async fn store_delete(State(l): Shared, Path(path): Path<String>) -> 
     if reserved(&clean) {
         return error(
             StatusCode::FORBIDDEN,
-            format!("{clean}: logs/ and blobs/ belong to the engine and cannot be deleted through the API"),
+            format!("{clean}: logs/, blobs/ and cluster/ belong to the engine and cannot be deleted through the API"),
         );
     }
     // Held until the answer: a job submitted meanwhile cannot claim what is being deleted.
