@@ -116,10 +116,17 @@ fn a_stateless_stage_follows_its_rate_up_and_down_exactly_once() {
 
     // Six times the rate one task should carry: one decision, straight to the most it may run.
     c.ok(&["set-rate", &id, "600"]);
+    // The stage shows its 4 tasks once they are placed; its rescale is done once every
+    // upstream task switched to the new map, a moment later: wait for both.
     wait_for(
-        "stage 1 to grow to 4 tasks",
+        "stage 1 to grow to 4 tasks, its rescale done",
         Duration::from_secs(30),
-        || (stage_tasks(&c, &id)? == 4).then_some(()),
+        || {
+            let done = scaling(&c, &id)
+                .iter()
+                .any(|s| s["outcome"] == "done" && s["to"] == 4);
+            (stage_tasks(&c, &id)? == 4 && done).then_some(())
+        },
     );
     let grows: Vec<Value> = scaling(&c, &id)
         .into_iter()
