@@ -134,22 +134,6 @@ impl Worker {
     /// One registration: a fresh challenge from the leader, then the request signed over it
     /// with this worker's key.
     async fn try_register(&self, rejoin: Option<&Rejoin>) -> Result<RegisterResponse, Refused> {
-        // A store of its own must be the cluster's, and readable: the leader checks the id it
-        // holds (`rainstorm_store::marker`). A worker on the leader's store has nothing to show.
-        let store_id = match &self.cfg.store {
-            Some(store) => Some(
-                crate::runtime::marker::read(store)
-                    .await
-                    .map_err(|e| {
-                        Refused::Other(format!(
-                            "cannot read the cluster id in this worker's store ({}): {e}",
-                            store.describe()
-                        ))
-                    })?
-                    .unwrap_or_default(),
-            ),
-            None => None,
-        };
         let with_secret = |req: reqwest::RequestBuilder| match &self.cfg.token {
             Some(t) => req.bearer_auth(t.expose()),
             None => req,
@@ -166,6 +150,23 @@ impl Worker {
         .await
         .map_err(|e| Refused::Other(format!("bad challenge: {e}")))?
         .challenge;
+        // A store of its own must be the cluster's, and readable: the leader checks the id it
+        // holds (`rainstorm_store::marker`). A worker on the leader's store has nothing to show.
+        // Read once the leader answered, so after it wrote the id (it does before it serves).
+        let store_id = match &self.cfg.store {
+            Some(store) => Some(
+                crate::runtime::marker::read(store)
+                    .await
+                    .map_err(|e| {
+                        Refused::Other(format!(
+                            "cannot read the cluster id in this worker's store ({}): {e}",
+                            store.describe()
+                        ))
+                    })?
+                    .unwrap_or_default(),
+            ),
+            None => None,
+        };
         let identity = &self.env.identity;
         let pid = std::process::id();
         let claim = RegistrationClaim {
