@@ -1132,7 +1132,8 @@ async fn committed_text(store: &Store, key: &TaskKey) -> Result<Option<Vec<u8>>,
             Err(StoreError::NotFound(_)) => return Box::pin(committed_text(store, key)).await,
             Err(e) => return Err(format!("reading {seg}: {e}")),
         };
-        let text = segment_text(seg, data).map_err(|e| format!("decoding {seg}: {e}"))?;
+        let text =
+            segment_text(store.seal(), seg, data).map_err(|e| format!("decoding {seg}: {e}"))?;
         out.extend_from_slice(&text);
     }
     Ok(Some(out))

@@ -37,6 +37,7 @@ use crate::model::ids::JobId;
 use crate::model::spec::JobSpec;
 use anyhow::Context;
 use job::JobRec;
+use rainstorm_store::seal::SealKey;
 use rainstorm_store::output::SinkProgress;
 use rainstorm_store::store::Store;
 use state::{lock, SharedState};
@@ -272,6 +273,8 @@ pub async fn run(
         Some(loc) => Store::s3(loc).context("opening the S3 store")?,
         None => Store::local(cfg.data_dir.join("store")).context("opening the store")?,
     };
+    // What the engine writes into the store is sealed with the cluster secret (`log::seal`).
+    let store = store.with_seal(SealKey::from_secret(cfg.token.as_ref()));
     let fresh = crate::protocol::auth::random_hex(16).context("making the cluster id")?;
     let store_id = rainstorm_store::marker::ensure(&store, &fresh)
         .await

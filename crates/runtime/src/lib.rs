@@ -16,7 +16,7 @@ pub mod sink;
 pub mod source;
 pub mod task;
 
-pub use rainstorm_store::{client, fetch, log, marker, opcache, reach, store};
+pub use rainstorm_store::{client, fetch, log, marker, opcache, reach, seal, store};
 
 /// The fault-injecting store of the tests (it lives with them).
 #[cfg(test)]

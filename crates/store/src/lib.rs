@@ -16,4 +16,5 @@ pub mod marker;
 pub mod opcache;
 pub mod output;
 pub mod reach;
+pub mod seal;
 pub mod store;

@@ -2,7 +2,8 @@
 //!
 //! Format: the log of task `(job, stage, index)` lives under `logs/<job>/<stage>.<index>/` as
 //! immutable segments `<attempt>-<n>.seg`, each one group commit:
-//! `"RSEG" | u32 record count | records | u32 crc32 of everything before it`. A record is
+//! `"RSEG" | u32 record count | records | 16-byte tag`, the tag sealing everything before it
+//! to the segment's store path with the cluster secret (`seal`). A record is
 //! `1 | from u32 | first_seq u64 | emit_ns u64 | tuples` (only the non-duplicate tuples of a
 //! batch, in the order the task consumed them) or `2 | from u32 | last_seq u64` (an end of stream).
 //!
@@ -27,6 +28,7 @@ use crate::store::{Store, StoreError};
 use bytes::Bytes;
 
 pub mod compact;
+mod manifest;
 mod segment;
 pub use segment::{
     decode_segment, encode_batch_record, encode_record, open_segment, seal_in_place, seal_segment,
@@ -69,6 +71,11 @@ pub enum LogError {
     /// A segment is damaged.
     #[error("log segment {0} is corrupt")]
     Corrupt(String),
+    /// An object's tag does not match its bytes and its path under the cluster's key: it was
+    /// changed, made up, or copied from elsewhere in the store, by someone without the
+    /// cluster secret (or written by a cluster with another secret).
+    #[error("log object {0} is not sealed by this cluster's secret (changed, copied from another task or slot, or written with another secret)")]
+    Unsealed(String),
     /// Objects of a log are gone: no object holds slots `from..to` (deleted from the store).
     #[error("log {log} is missing the objects of slots {from} to {last} (deleted from the store?)", last = .to - 1)]
     Missing {
@@ -143,9 +150,9 @@ pub async fn recover_lineage(
     // Newest earlier attempt that wrote a manifest (attempt 0 has an implicit empty one).
     let (_, lineage) = latest_lineage(store, key, attempt).await?;
     if attempt > 0 {
-        let manifest =
-            serde_json::to_vec(&lineage).map_err(|_| LogError::Corrupt("manifest".into()))?;
-        put_retrying(store, &manifest_path(key, attempt), Bytes::from(manifest)).await?;
+        let path = manifest_path(key, attempt);
+        let manifest = manifest::seal(store.seal(), &path, &lineage)?;
+        put_retrying(store, &path, manifest).await?;
     }
     Ok(lineage)
 }
@@ -162,10 +169,9 @@ pub async fn start_lineage_afresh(
 ) -> Result<(), LogError> {
     fence_predecessors(store, key, attempt).await?;
     if attempt > 0 {
-        let empty: Vec<String> = Vec::new();
-        let manifest =
-            serde_json::to_vec(&empty).map_err(|_| LogError::Corrupt("manifest".into()))?;
-        put_retrying(store, &manifest_path(key, attempt), Bytes::from(manifest)).await?;
+        let path = manifest_path(key, attempt);
+        let manifest = manifest::seal(store.seal(), &path, &[])?;
+        put_retrying(store, &path, manifest).await?;
     }
     Ok(())
 }
@@ -332,7 +338,7 @@ async fn listed_lineage(
         Some(a) => {
             let path = manifest_path(key, a);
             let data = store.get(&path).await?;
-            serde_json::from_slice(&data).map_err(|_| LogError::Corrupt(path))?
+            manifest::open(store.seal(), &path, &prefix, &data)?
         }
         None => Vec::new(),
     };

@@ -2,6 +2,7 @@
 //! lineage written out as the output file (a local file replaced atomically, or a store
 //! object uploaded as a stream), and how far a job's output has come, for followers.
 
+use crate::seal::SealKey;
 use crate::log::{segment_values, LogError};
 use crate::model::spec::PathMode;
 use crate::store::{write_stream_atomic, Store, StoreError};
@@ -38,9 +39,9 @@ pub fn target(paths: PathMode, path: &str) -> SinkTarget {
 }
 
 /// The lines a sink log segment commits: each logged value and a newline, in log order.
-pub fn segment_text(name: &str, data: Bytes) -> Result<Bytes, LogError> {
+pub fn segment_text(seal: &SealKey, name: &str, data: Bytes) -> Result<Bytes, LogError> {
     let mut out = BytesMut::with_capacity(data.len());
-    segment_values(name, &data, &mut out)?;
+    segment_values(seal, name, &data, &mut out)?;
     Ok(out.freeze())
 }
 
@@ -73,7 +74,7 @@ pub async fn assemble(
             let reader = reader.clone();
             async move {
                 let data = reader.get(&seg).await.map_err(|e| e.to_string())?;
-                segment_text(&seg, data).map_err(|e| e.to_string())
+                segment_text(reader.seal(), &seg, data).map_err(|e| e.to_string())
             }
         })
         .buffered(READ_AHEAD)
@@ -150,7 +151,10 @@ mod tests {
                 last_seq: 9,
             },
         );
-        store.put(path, seal_segment(&body, 2)).await.unwrap();
+        store
+            .put(path, seal_segment(&body, 2, store.seal(), path))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -161,7 +165,7 @@ mod tests {
         let lineage = vec!["s/1".to_string(), "s/2".to_string()];
         let want = "a\nb,c\n\nd\n";
         assert_eq!(
-            segment_text("s/1", store.get("s/1").await.unwrap()).unwrap(),
+            segment_text(store.seal(), "s/1", store.get("s/1").await.unwrap()).unwrap(),
             "a\nb,c\n"
         );
         let dir = tempfile::tempdir().unwrap();

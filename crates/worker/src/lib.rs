@@ -25,6 +25,7 @@ use crate::dataplane::DataConfig;
 use crate::model::ids::TaskKey;
 use crate::protocol::auth::Identity;
 use crate::protocol::control::TaskAssignment;
+use crate::runtime::seal::SealKey;
 use crate::runtime::store::Store;
 use crate::runtime::task::{TaskEnv, TaskStatus};
 use anyhow::Context;
@@ -126,7 +127,8 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
     let env = TaskEnv::new(
         cfg.data.clone(),
         (cfg.store.clone())
-            .unwrap_or_else(|| Store::http_with_token(&cfg.leader, cfg.token.as_ref())),
+            .unwrap_or_else(|| Store::http_with_token(&cfg.leader, cfg.token.as_ref()))
+            .with_seal(SealKey::from_secret(cfg.token.as_ref())),
         cfg.data_dir.clone(),
         identity,
     );

@@ -88,7 +88,7 @@ impl LogCursor {
         };
         let texts = segs
             .into_iter()
-            .map(|seg| segment_text(path, seg).map_err(io))
+            .map(|(sealed_for, seg)| segment_text(store.seal(), &sealed_for, seg).map_err(io))
             .collect::<std::io::Result<Vec<Bytes>>>()?;
         self.current = Some((path.to_string(), texts.clone()));
         Ok(Some(texts))
@@ -224,8 +224,9 @@ mod tests {
                 tuples: values.iter().map(|v| Tuple::new("k", *v)).collect(),
             }),
         );
-        let seg = seal_segment(&body, 1);
-        store.put(&segment_path(key, 0, n), seg).await.unwrap();
+        let path = segment_path(key, 0, n);
+        let seg = seal_segment(&body, 1, store.seal(), &path);
+        store.put(&path, seg).await.unwrap();
     }
 
     #[tokio::test]

@@ -232,8 +232,8 @@ pub(super) async fn log_writer(
                 }
             }
             cap = (body.len() + body.len() / 8).clamp(64 * 1024, SEGMENT_BYTES + (1 << 20));
-            let seg = seal_in_place(body, marks.len() as u32);
             let path = segment_path(&key, attempt, n);
+            let seg = seal_in_place(body, marks.len() as u32, env.store.seal(), &path);
             let began = tokio::time::Instant::now();
             last_write = Some(began);
             let working = meter.working.map(Stopwatch::run);
@@ -266,7 +266,7 @@ pub(super) async fn log_writer(
                 record_latency(status, &output);
             }
             if let Some(s) = meter.spool {
-                s.append(&path, &seg).await;
+                s.append(env.store.seal(), &path, &seg).await;
             }
             if let Some(c) = &compact_tx {
                 // A segment goes to the compactor with its bytes only if it is small and few

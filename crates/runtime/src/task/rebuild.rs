@@ -56,7 +56,11 @@ impl Rebuilding<'_> {
 
 /// One object of a log as read: its path, how many of its leading segments were read
 /// already, and its segments (`None`: compacted away since the listing, list again).
-pub(super) type ObjectRead = (String, usize, Result<Option<Vec<bytes::Bytes>>, LogError>);
+pub(super) type ObjectRead = (
+    String,
+    usize,
+    Result<Option<Vec<(String, bytes::Bytes)>>, LogError>,
+);
 
 /// Reads `objects` (from [`from_slot`]) a few at a time, in order: through the leader each
 /// read is a round trip, and a log holds every commit since the job started.
@@ -129,10 +133,10 @@ pub(super) async fn own_input(
             break;
         }
         let mut reads = read_ahead(&env.store, objects);
-        while let Some((path, skip, segs)) = reads.next().await {
+        while let Some((_, skip, segs)) = reads.next().await {
             let Some(segs) = segs? else { break };
-            for seg in segs.into_iter().skip(skip) {
-                for rec in decode_segment(&path, seg)? {
+            for (sealed_for, seg) in segs.into_iter().skip(skip) {
+                for rec in decode_segment(env.store.seal(), &sealed_for, seg)? {
                     let LogRecord::Batch(b) = rec else { continue };
                     for t in b.tuples {
                         n += 1;

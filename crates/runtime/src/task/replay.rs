@@ -45,9 +45,9 @@ pub(super) async fn replay_log(
     for seg in &lineage {
         let data = env.store.get(seg).await.map_err(LogError::from)?;
         if let Some(Some(s)) = &spool {
-            s.append(seg, &data).await;
+            s.append(env.store.seal(), seg, &data).await;
         }
-        for rec in decode_segment(seg, data)? {
+        for rec in decode_segment(env.store.seal(), seg, data)? {
             match rec {
                 LogRecord::Batch(b) => {
                     let n = b.tuples.len() as u64;

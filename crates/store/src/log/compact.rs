@@ -3,7 +3,8 @@
 //! Each group commit of attempt `a` is one *slot*, numbered 0, 1, 2 … in commit order, first
 //! written as the segment `<a>-<n>.seg`. A merged object `<a>-<first>-<last>.seg` holds the
 //! segments of slots `first..=last` byte for byte, back to back:
-//! `"RMRG" | u32 count | count × u32 length | segments` (each segment keeps its own checksum).
+//! `"RMRG" | u32 count | count × u32 length | segments` (each segment keeps its own tag,
+//! sealed for its slot's path: `seal`).
 //! Merged objects are merged again (the segments are flattened, never nested), so every object
 //! of an attempt covers a range of slots, and any two such ranges are nested or disjoint.
 //!
@@ -46,6 +47,21 @@ pub fn span(path: &str) -> Option<(u32, u64, u64)> {
     (parts.next().is_none() && first <= last).then_some((attempt, first, last))
 }
 
+/// The store path a segment of object `name` was sealed for: `name` itself for a segment,
+/// the path of its slot for the `i`-th segment of a merged object (`compact`).
+pub fn identity(name: &str, merged: bool, i: usize) -> String {
+    match (merged, span(name)) {
+        (true, Some((attempt, first, _))) => {
+            let prefix = &name[..name.rfind('/').map_or(0, |at| at + 1)];
+            format!("{prefix}{attempt:06}-{:010}.seg", first + i as u64)
+        }
+        // A merged object without a slot range in its name cannot be checked: nothing was
+        // sealed for this path, so every segment in it fails.
+        (true, None) => format!("{name}#{i}"),
+        (false, _) => name.to_string(),
+    }
+}
+
 /// How many slots the object at `path` holds (1 for a name that says nothing).
 pub fn slots(path: &str) -> u64 {
     span(path).map_or(1, |(_, f, l)| l - f + 1)
@@ -68,7 +84,7 @@ pub fn from_slot(lineage: &[String], slot: u64) -> Vec<(String, usize)> {
 
 /// The segments an object holds, in slot order: itself if it is a segment, else the segments
 /// a merged object holds. A merged object whose framing, or whose count of segments against
-/// the slots its name says it holds, is wrong is corrupt (each segment's own checksum is
+/// the slots its name says it holds, is wrong is corrupt (each segment's own tag is
 /// checked when it is decoded).
 pub fn segments_of(name: &str, data: Bytes) -> Result<Vec<Bytes>, LogError> {
     if !is_merged(&data) {
@@ -218,15 +234,22 @@ pub async fn compact_run(
     Ok(Compacted::Merged { path, bytes })
 }
 
-/// Reads one object of a lineage as its segments in slot order; `None` if it is gone (a
-/// compaction replaced it since the lineage was listed: list again, and go on from the slot
-/// reached, with [`from_slot`]).
+/// Reads one object of a lineage as its segments in slot order, each with the store path it
+/// was sealed for ([`identity`], what `log::decode_segment` checks it against); `None` if it
+/// is gone (a compaction replaced it since the lineage was listed: list again, and go on from
+/// the slot reached, with [`from_slot`]).
 pub async fn read_object(
     store: &crate::store::Store,
     path: &str,
-) -> Result<Option<Vec<Bytes>>, LogError> {
+) -> Result<Option<Vec<(String, Bytes)>>, LogError> {
     match store.get(path).await {
-        Ok(data) => Ok(Some(segments_of(path, data)?)),
+        Ok(data) => {
+            let merged = is_merged(&data);
+            let segs = segments_of(path, data)?.into_iter().enumerate();
+            Ok(Some(
+                segs.map(|(i, s)| (identity(path, merged, i), s)).collect(),
+            ))
+        }
         Err(crate::store::StoreError::NotFound(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }

@@ -1,5 +1,6 @@
 //! Segments: how records are encoded, framed and checked (see `log` for the format).
 
+use crate::seal::{SealKey, TAG_LEN};
 use super::{compact, BatchRecord, LogError, LogRecord};
 use crate::model::tuple::Tuple;
 use crate::protocol::frame::{decode_tuples, encode_tuples};
@@ -32,12 +33,12 @@ pub fn encode_record(buf: &mut BytesMut, rec: &LogRecord) {
     }
 }
 
-/// Frames a segment around encoded records.
-pub fn seal_segment(records: &[u8], count: u32) -> Bytes {
-    let mut buf = BytesMut::with_capacity(records.len() + 12);
+/// Frames a segment around encoded records, sealed for store path `path` (see `seal`).
+pub fn seal_segment(records: &[u8], count: u32, seal: &SealKey, path: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(records.len() + 8 + TAG_LEN);
     open_segment(&mut buf);
     buf.put_slice(records);
-    seal_in_place(buf, count)
+    seal_in_place(buf, count, seal, path)
 }
 
 /// Starts a segment to build in place: records are appended after what this writes, then
@@ -48,46 +49,56 @@ pub fn open_segment(buf: &mut BytesMut) {
     buf.put_u32(0);
 }
 
-/// Finishes a segment begun by [`open_segment`] holding `count` records.
-pub fn seal_in_place(mut buf: BytesMut, count: u32) -> Bytes {
+/// Finishes a segment begun by [`open_segment`] holding `count` records, to be written at
+/// store path `path`: the tag that ends it binds its bytes to that path (see `seal`).
+pub fn seal_in_place(mut buf: BytesMut, count: u32, seal: &SealKey, path: &str) -> Bytes {
     buf[4..8].copy_from_slice(&count.to_be_bytes());
-    let crc = crc32fast::hash(&buf);
-    buf.put_u32(crc);
+    let tag = seal.tag(path, &buf);
+    buf.put_slice(&tag);
     buf.freeze()
 }
 
-/// The records part of a whole segment (after the magic, up to the checksum), once its
-/// framing and checksum are checked.
-fn segment_body(name: &str, data: &[u8]) -> Result<std::ops::Range<usize>, LogError> {
-    let corrupt = || LogError::Corrupt(name.to_string());
-    if data.len() < 12 || &data[..4] != b"RSEG" {
-        return Err(corrupt());
+/// The records part of a whole segment (after the magic, up to the tag), once its framing
+/// and its tag for `identity` are checked.
+fn segment_body(
+    seal: &SealKey,
+    identity: &str,
+    name: &str,
+    data: &[u8],
+) -> Result<std::ops::Range<usize>, LogError> {
+    if data.len() < 8 + TAG_LEN || &data[..4] != b"RSEG" {
+        return Err(LogError::Corrupt(name.to_string()));
     }
-    let body_len = data.len() - 4;
-    let want = u32::from_be_bytes([
-        data[body_len],
-        data[body_len + 1],
-        data[body_len + 2],
-        data[body_len + 3],
-    ]);
-    if crc32fast::hash(&data[..body_len]) != want {
-        return Err(corrupt());
+    let body_len = data.len() - TAG_LEN;
+    if !seal.check(identity, &data[..body_len], &data[body_len..]) {
+        return Err(LogError::Unsealed(name.to_string()));
     }
     Ok(4..body_len)
 }
 
 /// Decodes a whole segment, or every segment of a merged object in order (`compact`).
-pub fn decode_segment(name: &str, data: Bytes) -> Result<Vec<LogRecord>, LogError> {
+pub fn decode_segment(seal: &SealKey, name: &str, data: Bytes) -> Result<Vec<LogRecord>, LogError> {
+    let merged = compact::is_merged(&data);
     let mut out = Vec::new();
-    for seg in compact::segments_of(name, data)? {
-        out.extend(decode_one(name, seg)?);
+    for (i, seg) in compact::segments_of(name, data)?.into_iter().enumerate() {
+        out.extend(decode_one(
+            seal,
+            &compact::identity(name, merged, i),
+            name,
+            seg,
+        )?);
     }
     Ok(out)
 }
 
-fn decode_one(name: &str, mut data: Bytes) -> Result<Vec<LogRecord>, LogError> {
+fn decode_one(
+    seal: &SealKey,
+    identity: &str,
+    name: &str,
+    mut data: Bytes,
+) -> Result<Vec<LogRecord>, LogError> {
     let corrupt = || LogError::Corrupt(name.to_string());
-    let body = segment_body(name, &data)?;
+    let body = segment_body(seal, identity, name, &data)?;
     data.truncate(body.end);
     data.advance(body.start);
     let count = data.get_u32();
@@ -127,19 +138,33 @@ fn decode_one(name: &str, mut data: Bytes) -> Result<Vec<LogRecord>, LogError> {
 /// log order, without building tuples (a sink's log rendered as its output: the output file
 /// and what followers print). The segment (or merged object) is checked as [`decode_segment`]
 /// checks it.
-pub fn segment_values(name: &str, data: &[u8], out: &mut BytesMut) -> Result<(), LogError> {
+pub fn segment_values(
+    seal: &SealKey,
+    name: &str,
+    data: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), LogError> {
     if !compact::is_merged(data) {
-        return values_one(name, data, out);
+        return values_one(seal, name, name, data, out);
     }
-    for seg in compact::segments_of(name, Bytes::copy_from_slice(data))? {
-        values_one(name, &seg, out)?;
+    for (i, seg) in compact::segments_of(name, Bytes::copy_from_slice(data))?
+        .iter()
+        .enumerate()
+    {
+        values_one(seal, &compact::identity(name, true, i), name, seg, out)?;
     }
     Ok(())
 }
 
-fn values_one(name: &str, data: &[u8], out: &mut BytesMut) -> Result<(), LogError> {
+fn values_one(
+    seal: &SealKey,
+    identity: &str,
+    name: &str,
+    data: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), LogError> {
     let corrupt = || LogError::Corrupt(name.to_string());
-    let mut body = &data[segment_body(name, data)?];
+    let mut body = &data[segment_body(seal, identity, name, data)?];
     let count = body.try_get_u32().map_err(|_| corrupt())?;
     for _ in 0..count {
         match body.try_get_u8().map_err(|_| corrupt())? {

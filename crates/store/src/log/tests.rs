@@ -1,5 +1,6 @@
 //! Unit tests of `log`.
 
+use crate::seal::SealKey;
 use super::*;
 use crate::model::ids::{JobId, TaskPos};
 use bytes::BytesMut;
@@ -54,11 +55,12 @@ fn segment_round_trip_and_corruption() {
     for r in &recs {
         encode_record(&mut body, r);
     }
-    let seg = seal_segment(&body, 2);
-    assert_eq!(decode_segment("s", seg.clone()).unwrap(), recs);
+    let seal = SealKey::default();
+    let seg = seal_segment(&body, 2, &seal, "s");
+    assert_eq!(decode_segment(&seal, "s", seg.clone()).unwrap(), recs);
     let mut bad = seg.to_vec();
     bad[10] ^= 1;
-    assert!(decode_segment("s", Bytes::from(bad)).is_err());
+    assert!(decode_segment(&seal, "s", Bytes::from(bad)).is_err());
 }
 
 #[test]
@@ -89,16 +91,17 @@ fn segment_values_are_the_logged_values_line_by_line_and_corruption_is_refused()
     for r in &recs {
         encode_record(&mut body, r);
     }
-    let seg = seal_segment(&body, 3);
+    let seal = SealKey::default();
+    let seg = seal_segment(&body, 3, &seal, "s");
     let mut out = BytesMut::new();
-    segment_values("s", &seg, &mut out).unwrap();
+    segment_values(&seal, "s", &seg, &mut out).unwrap();
     assert_eq!(&out[..], "v,1\n\né\nlast\n".as_bytes());
     for cut in [seg.len() - 1, 11, 3] {
-        assert!(segment_values("s", &seg[..cut], &mut BytesMut::new()).is_err());
+        assert!(segment_values(&seal, "s", &seg[..cut], &mut BytesMut::new()).is_err());
     }
     let mut bad = seg.to_vec();
     bad[14] ^= 1;
-    assert!(segment_values("s", &bad, &mut BytesMut::new()).is_err());
+    assert!(segment_values(&seal, "s", &bad, &mut BytesMut::new()).is_err());
 }
 
 #[tokio::test]
@@ -126,13 +129,18 @@ async fn lineage_excludes_stale_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::local(dir.path()).unwrap();
     let k = key();
-    let seg = seal_segment(&[], 0);
     store
-        .put(&segment_path(&k, 0, 0), seg.clone())
+        .put(
+            &segment_path(&k, 0, 0),
+            empty(&store, &segment_path(&k, 0, 0)),
+        )
         .await
         .unwrap();
     store
-        .put(&segment_path(&k, 0, 1), seg.clone())
+        .put(
+            &segment_path(&k, 0, 1),
+            empty(&store, &segment_path(&k, 0, 1)),
+        )
         .await
         .unwrap();
     // Attempt 1 takes over from attempt 0.
@@ -140,11 +148,17 @@ async fn lineage_excludes_stale_attempts() {
     assert_eq!(l1.len(), 2);
     // The stale attempt 0 writes once more; attempt 1 writes its own segment.
     store
-        .put(&segment_path(&k, 0, 2), seg.clone())
+        .put(
+            &segment_path(&k, 0, 2),
+            empty(&store, &segment_path(&k, 0, 2)),
+        )
         .await
         .unwrap();
     store
-        .put(&segment_path(&k, 1, 0), seg.clone())
+        .put(
+            &segment_path(&k, 1, 0),
+            empty(&store, &segment_path(&k, 1, 0)),
+        )
         .await
         .unwrap();
     let l2 = recover_lineage(&store, &k, 2).await.unwrap();
@@ -157,10 +171,12 @@ async fn lineage_excludes_stale_attempts() {
 async fn a_lineage_started_afresh_fences_its_predecessors_and_holds_none_of_their_segments() {
     let store = Store::memory();
     let k = key();
-    let seg = seal_segment(&[], 0);
     for (attempt, n) in [(0, 0), (0, 1), (1, 0)] {
         store
-            .put(&segment_path(&k, attempt, n), seg.clone())
+            .put(
+                &segment_path(&k, attempt, n),
+                empty(&store, &segment_path(&k, attempt, n)),
+            )
             .await
             .unwrap();
     }
@@ -171,7 +187,10 @@ async fn a_lineage_started_afresh_fences_its_predecessors_and_holds_none_of_thei
     // What it writes from then on is its whole lineage, and a successor that recovers
     // (rather than starting afresh) takes exactly that.
     store
-        .put(&segment_path(&k, 2, 0), seg.clone())
+        .put(
+            &segment_path(&k, 2, 0),
+            empty(&store, &segment_path(&k, 2, 0)),
+        )
         .await
         .unwrap();
     let l3 = recover_lineage(&store, &k, 3).await.unwrap();
@@ -182,10 +201,12 @@ async fn a_lineage_started_afresh_fences_its_predecessors_and_holds_none_of_thei
 async fn a_readers_committed_lineage_only_grows_and_waits_out_a_takeover() {
     let store = Store::memory();
     let k = key();
-    let seg = seal_segment(&[], 0);
     assert_eq!(committed_lineage(&store, &k).await.unwrap(), Some(vec![]));
     store
-        .put(&segment_path(&k, 0, 0), seg.clone())
+        .put(
+            &segment_path(&k, 0, 0),
+            empty(&store, &segment_path(&k, 0, 0)),
+        )
         .await
         .unwrap();
     let first = committed_lineage(&store, &k).await.unwrap().unwrap();
@@ -197,11 +218,17 @@ async fn a_readers_committed_lineage_only_grows_and_waits_out_a_takeover() {
     // nobody's history, and what a reader sees next extends what it saw before.
     let l1 = recover_lineage(&store, &k, 1).await.unwrap();
     store
-        .put(&segment_path(&k, 0, 1), seg.clone())
+        .put(
+            &segment_path(&k, 0, 1),
+            empty(&store, &segment_path(&k, 0, 1)),
+        )
         .await
         .unwrap();
     store
-        .put(&segment_path(&k, 1, 0), seg.clone())
+        .put(
+            &segment_path(&k, 1, 0),
+            empty(&store, &segment_path(&k, 1, 0)),
+        )
         .await
         .unwrap();
     let next = committed_lineage(&store, &k).await.unwrap().unwrap();
@@ -239,7 +266,17 @@ async fn recovery_writes_are_retried_through_a_short_store_outage() {
 }
 
 /// A segment of one batch record whose single tuple's value is `v`.
-fn one(v: &str) -> Bytes {
+/// A segment of no records, sealed for `path` in `store`.
+fn empty(store: &Store, path: &str) -> Bytes {
+    seal_segment(&[], 0, store.seal(), path)
+}
+
+fn one(path: &str, v: &str) -> Bytes {
+    sealed(&SealKey::default(), path, v)
+}
+
+/// A segment of one record holding `v`, sealed with `seal` for `path`.
+fn sealed(seal: &SealKey, path: &str, v: &str) -> Bytes {
     let mut body = BytesMut::new();
     encode_record(
         &mut body,
@@ -250,14 +287,17 @@ fn one(v: &str) -> Bytes {
             tuples: vec![Tuple::new("k", v)],
         }),
     );
-    seal_segment(&body, 1)
+    seal_segment(&body, 1, seal, path)
 }
 
 /// Writes slots `from..to` of attempt `a`, slot `n` holding the value `"<a>.<n>"`.
 async fn write_slots(store: &Store, k: &TaskKey, a: u32, from: u64, to: u64) {
     for n in from..to {
         store
-            .put(&segment_path(k, a, n), one(&format!("{a}.{n}")))
+            .put(
+                &segment_path(k, a, n),
+                one(&segment_path(k, a, n), &format!("{a}.{n}")),
+            )
             .await
             .unwrap();
     }
@@ -267,7 +307,7 @@ async fn write_slots(store: &Store, k: &TaskKey, a: u32, from: u64, to: u64) {
 async fn values(store: &Store, lineage: &[String]) -> Vec<String> {
     let mut out = BytesMut::new();
     for p in lineage {
-        segment_values(p, &store.get(p).await.unwrap(), &mut out).unwrap();
+        segment_values(store.seal(), p, &store.get(p).await.unwrap(), &mut out).unwrap();
     }
     String::from_utf8(out.to_vec())
         .unwrap()
@@ -342,8 +382,8 @@ async fn a_reader_overtaken_by_a_compaction_reads_every_record_once() {
                 lineage = committed_lineage(&store, &k).await.unwrap().unwrap();
                 continue 'read;
             };
-            for seg in segs.into_iter().skip(skip) {
-                for rec in decode_segment(&path, seg).unwrap() {
+            for (sealed_for, seg) in segs.into_iter().skip(skip) {
+                for rec in decode_segment(store.seal(), &sealed_for, seg).unwrap() {
                     let LogRecord::Batch(b) = rec else { continue };
                     got.extend(b.tuples.into_iter().map(|t| t.value));
                 }
@@ -407,8 +447,11 @@ async fn a_fenced_attempts_compaction_is_refused_and_ignored() {
 fn merged_objects_are_checked_and_names_parse() {
     let k = key();
     let p = task_prefix(&k);
-    let parts: Vec<_> = (0..3)
-        .map(|n| (format!("s{n}"), one(&n.to_string())))
+    let parts: Vec<_> = (4..7)
+        .map(|n| {
+            let path = segment_path(&k, 0, n);
+            (path.clone(), one(&path, &n.to_string()))
+        })
         .collect();
     let merged = compact::merge(&parts).unwrap();
     let name = compact::merged_name(&p, 0, 4, 6);
@@ -416,6 +459,17 @@ fn merged_objects_are_checked_and_names_parse() {
         compact::segments_of(&name, merged.clone()).unwrap().len(),
         3
     );
+    // Each segment of a merged object is checked against the slot it holds.
+    let seal = SealKey::default();
+    assert_eq!(
+        decode_segment(&seal, &name, merged.clone()).unwrap().len(),
+        3
+    );
+    let shifted = compact::merged_name(&p, 0, 5, 7);
+    assert!(matches!(
+        decode_segment(&seal, &shifted, merged.clone()),
+        Err(LogError::Unsealed(_))
+    ));
     // The name says how many segments it holds.
     let wrong = compact::merged_name(&p, 0, 4, 7);
     assert!(compact::segments_of(&wrong, merged.clone()).is_err());
@@ -428,7 +482,7 @@ fn merged_objects_are_checked_and_names_parse() {
     let mut bad = merged.to_vec();
     let at = bad.len() - 3;
     bad[at] ^= 1;
-    assert!(decode_segment(&name, Bytes::from(bad)).is_err());
+    assert!(decode_segment(&seal, &name, Bytes::from(bad)).is_err());
     assert_eq!(compact::span(&segment_path(&k, 3, 9)), Some((3, 9, 9)));
     assert_eq!(compact::span(&name), Some((0, 4, 6)));
     assert_eq!(compact::span(&fence_path(&k, 1)), None);
@@ -458,10 +512,12 @@ fn merged_objects_are_checked_and_names_parse() {
 async fn a_log_missing_objects_says_which_slots_are_gone() {
     let store = Store::memory();
     let k = key();
-    let seg = seal_segment(&[], 0);
     for n in 0..4 {
         store
-            .put(&segment_path(&k, 0, n), seg.clone())
+            .put(
+                &segment_path(&k, 0, n),
+                empty(&store, &segment_path(&k, 0, n)),
+            )
             .await
             .unwrap();
     }
@@ -518,4 +574,85 @@ async fn a_write_waits_out_a_store_that_does_not_answer_and_not_one_that_refuses
     .await;
     assert!(res.is_err());
     assert_eq!(n, WRITE_TRIES);
+}
+
+/// Someone who can write to the bucket but does not hold the cluster secret cannot change
+/// what a task replays (a hostile probe copied another task's valid segment over a sink's, and
+/// it was replayed as the sink's own): a segment is sealed for the path it was written to, and
+/// a manifest for its own path, listing only its own task's objects.
+#[tokio::test]
+async fn a_log_refuses_what_was_not_sealed_for_where_it_lies() {
+    let secret = crate::protocol::auth::Secret::new("a cluster secret of some length").unwrap();
+    let store = Store::memory().with_seal(SealKey::from_secret(Some(&secret)));
+    let seal = store.seal().clone();
+    let k = key();
+    let other = TaskKey {
+        pos: TaskPos { stage: 1, index: 3 },
+        ..key()
+    };
+    let unsealed = |r: Result<Vec<LogRecord>, LogError>| matches!(r, Err(LogError::Unsealed(_)));
+    // This task's slot 0, then another task's valid segment copied over this task's slot 1.
+    let (mine, theirs) = (segment_path(&k, 0, 0), segment_path(&other, 0, 0));
+    store
+        .put(&mine, sealed(&seal, &mine, "mine"))
+        .await
+        .unwrap();
+    let copied = sealed(&seal, &theirs, "theirs");
+    store
+        .put(&segment_path(&k, 0, 1), copied.clone())
+        .await
+        .unwrap();
+    let lineage = recover_lineage(&store, &k, 1).await.unwrap();
+    assert_eq!(lineage, [mine.clone(), segment_path(&k, 0, 1)]);
+    let read = |p: String| {
+        let store = store.clone();
+        async move { store.get(&p).await.unwrap() }
+    };
+    assert_eq!(
+        decode_segment(&seal, &mine, read(mine.clone()).await)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(unsealed(decode_segment(&seal, &lineage[1], copied.clone())));
+    let mut text = BytesMut::new();
+    let refused = segment_values(&seal, &lineage[1], &copied, &mut text);
+    assert!(matches!(refused, Err(LogError::Unsealed(_))) && text.is_empty());
+    // Its own slot 0 copied to slot 2: the slot is part of what is sealed.
+    assert!(unsealed(decode_segment(
+        &seal,
+        &segment_path(&k, 0, 2),
+        read(mine.clone()).await
+    )));
+    // Made with another secret, or with none (the key of a cluster without one).
+    let stranger = SealKey::from_secret(Some(
+        &crate::protocol::auth::Secret::new("another secret of some length").unwrap(),
+    ));
+    for key in [stranger.clone(), SealKey::default()] {
+        assert!(unsealed(decode_segment(
+            &seal,
+            &mine,
+            sealed(&key, &mine, "forged")
+        )));
+    }
+    // A manifest made up without the key is refused, and so is a sealed one that lists
+    // another task's objects.
+    let forged = manifest::seal(
+        &stranger,
+        &manifest_path(&k, 1),
+        std::slice::from_ref(&theirs),
+    )
+    .unwrap();
+    store.put(&manifest_path(&k, 1), forged).await.unwrap();
+    let refused = recover_lineage(&store, &k, 2).await;
+    assert!(matches!(refused, Err(LogError::Unsealed(_))), "{refused:?}");
+    let foreign =
+        manifest::seal(&seal, &manifest_path(&k, 1), std::slice::from_ref(&theirs)).unwrap();
+    store.put(&manifest_path(&k, 1), foreign).await.unwrap();
+    let refused = recover_lineage(&store, &k, 2).await;
+    assert!(matches!(refused, Err(LogError::Corrupt(_))), "{refused:?}");
+    // A manifest of its own objects, sealed with the key, is read.
+    let own = manifest::seal(&seal, &manifest_path(&k, 1), std::slice::from_ref(&mine)).unwrap();
+    store.put(&manifest_path(&k, 1), own).await.unwrap();
+    assert_eq!(recover_lineage(&store, &k, 2).await.unwrap(), [mine]);
 }

@@ -35,6 +35,7 @@ pub use url::url_path;
 #[path = "../../../../tests/support/faulty_store.rs"]
 pub(crate) mod faulty;
 
+use crate::seal::SealKey;
 use bytes::Bytes;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -95,19 +96,48 @@ pub fn clean_prefix(prefix: &str) -> Result<String, StoreError> {
 
 pub use crate::client::install_crypto;
 
-/// The store handle every component holds.
+/// The store handle every component holds: where objects live, and the key that seals what
+/// the engine itself writes there (its logs, `log::seal`).
 #[derive(Clone, Debug)]
-pub enum Store {
+pub struct Store {
+    backend: Backend,
+    seal: SealKey,
+}
+
+/// Where a store's objects live.
+#[derive(Clone, Debug)]
+pub enum Backend {
     /// An `object_store` backend: a directory on this host or an S3-compatible service.
     Object(Arc<Objects>),
     /// The leader's store API, as a worker reaches it.
     Http(HttpStore),
 }
 
+impl From<Backend> for Store {
+    fn from(backend: Backend) -> Store {
+        Store {
+            backend,
+            seal: SealKey::default(),
+        }
+    }
+}
+
 impl Store {
+    /// This store with the engine's objects sealed by `seal` (the cluster secret's key);
+    /// without it, by the key of a cluster with no secret.
+    pub fn with_seal(mut self, seal: SealKey) -> Store {
+        self.seal = seal;
+        self
+    }
+
+    /// The key that seals and checks the engine's own objects in this store.
+    pub fn seal(&self) -> &SealKey {
+        &self.seal
+    }
+
     /// A store over a local directory (created if missing).
     pub fn local(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
-        Objects::local(root.into()).map(|o| Store::Object(Arc::new(o)))
+        Objects::local(root.into()).map(|o| Backend::Object(Arc::new(o)).into())
     }
 
     /// A store in an S3-compatible bucket. Credentials and region come from the usual AWS
@@ -115,34 +145,36 @@ impl Store {
     /// the endpoint from `loc.endpoint`, else `AWS_ENDPOINT_URL`. Plain `http://` is allowed
     /// for a loopback endpoint (or with `AWS_ALLOW_HTTP=true`).
     pub fn s3(loc: &S3Location) -> Result<Store, StoreError> {
-        Objects::s3(loc).map(|o| Store::Object(Arc::new(o)))
+        Objects::s3(loc).map(|o| Backend::Object(Arc::new(o)).into())
     }
 
     /// A store reached through the leader's HTTP API.
     pub fn http(leader: &str) -> Store {
         install_crypto();
-        Store::Http(HttpStore {
+        Backend::Http(HttpStore {
             base: leader.trim_end_matches('/').to_string(),
             client: crate::client::http_client().build().unwrap_or_default(),
             session: StoreSession::default(),
         })
+        .into()
     }
 
     /// A store reached through the leader's HTTP API, proving the cluster secret (if any) as
     /// a bearer token on every request, and the worker registration bound with
     /// [`Store::bind_session`].
     pub fn http_with_token(leader: &str, token: Option<&crate::protocol::auth::Secret>) -> Store {
-        Store::Http(HttpStore {
+        Backend::Http(HttpStore {
             base: leader.trim_end_matches('/').to_string(),
             client: http::client(token),
             session: StoreSession::default(),
         })
+        .into()
     }
 
     /// Makes a store reached through the leader speak for worker registration `worker`
     /// (session key `key`) from now on; other stores have no use for it.
     pub fn bind_session(&self, worker: &crate::model::ids::WorkerId, key: Option<&str>) {
-        if let Store::Http(h) = self {
+        if let Backend::Http(h) = &self.backend {
             h.session.bind(worker, key);
         }
     }
@@ -150,11 +182,12 @@ impl Store {
     /// A store over any `object_store` implementation (`url` names it in messages): how
     /// tests and the simulation bring their own (in memory, or wrapped to inject faults).
     pub fn objects(inner: Arc<dyn object_store::ObjectStore>, url: impl Into<String>) -> Store {
-        Store::Object(Arc::new(Objects {
+        Backend::Object(Arc::new(Objects {
             inner,
             root: None,
             url: url.into(),
         }))
+        .into()
     }
 
     /// A fresh, empty in-memory store (`object_store`'s own), for tests.
@@ -166,38 +199,38 @@ impl Store {
     /// crosses a symbolic link inside the store directory (it would name a file outside it).
     pub fn local_path(&self, path: &str) -> Result<Option<PathBuf>, StoreError> {
         let clean = clean_path(path)?;
-        Ok(match self {
-            Store::Object(o) => match o.root() {
+        Ok(match &self.backend {
+            Backend::Object(o) => match o.root() {
                 Some(r) => {
                     nofollow::check(r, &clean)?;
                     Some(r.join(clean))
                 }
                 None => None,
             },
-            Store::Http(..) => None,
+            Backend::Http(..) => None,
         })
     }
 
     /// What the store is, for messages: its directory, its bucket (`s3://…`), or the leader it
     /// is reached through.
     pub fn describe(&self) -> String {
-        match self {
-            Store::Object(o) => o.url.clone(),
-            Store::Http(h) => format!("the leader's, at {}", h.base),
+        match &self.backend {
+            Backend::Object(o) => o.url.clone(),
+            Backend::Http(h) => format!("the leader's, at {}", h.base),
         }
     }
 
     /// Whether this store is a directory on this host.
     pub fn is_local(&self) -> bool {
-        matches!(self, Store::Object(o) if o.root().is_some())
+        matches!(&self.backend, Backend::Object(o) if o.root().is_some())
     }
 
     /// Writes an object atomically and durably.
     pub async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
         let clean = clean_path(path)?;
-        match self {
-            Store::Object(o) => o.put(&clean, data).await,
-            Store::Http(h) => http::put(h, &clean, data).await,
+        match &self.backend {
+            Backend::Object(o) => o.put(&clean, data).await,
+            Backend::Http(h) => http::put(h, &clean, data).await,
         }
     }
 
@@ -209,9 +242,9 @@ impl Store {
         E: std::fmt::Display,
     {
         let clean = clean_path(path)?;
-        match self {
-            Store::Object(o) => o.put_stream(&clean, body).await,
-            Store::Http(h) => http::put_stream(h, &clean, body).await,
+        match &self.backend {
+            Backend::Object(o) => o.put_stream(&clean, body).await,
+            Backend::Http(h) => http::put_stream(h, &clean, body).await,
         }
     }
 
@@ -227,27 +260,27 @@ impl Store {
     /// The size of an object.
     pub async fn size(&self, path: &str) -> Result<u64, StoreError> {
         let clean = clean_path(path)?;
-        match self {
-            Store::Object(o) => o.size(&clean).await,
-            Store::Http(h) => http::size(h, &clean).await,
+        match &self.backend {
+            Backend::Object(o) => o.size(&clean).await,
+            Backend::Http(h) => http::size(h, &clean).await,
         }
     }
 
     /// Opens an object for streaming reads (a source file of any size).
     pub async fn open(&self, path: &str) -> Result<ObjectReader, StoreError> {
         let clean = clean_path(path)?;
-        match self {
-            Store::Object(o) => o.open(&clean).await,
-            Store::Http(h) => http::open(h, &clean).await,
+        match &self.backend {
+            Backend::Object(o) => o.open(&clean).await,
+            Backend::Http(h) => http::open(h, &clean).await,
         }
     }
 
     /// Reads a whole object.
     pub async fn get(&self, path: &str) -> Result<Bytes, StoreError> {
         let clean = clean_path(path)?;
-        match self {
-            Store::Object(o) => o.get(&clean).await,
-            Store::Http(h) => http::get(h, &clean).await,
+        match &self.backend {
+            Backend::Object(o) => o.get(&clean).await,
+            Backend::Http(h) => http::get(h, &clean).await,
         }
     }
 
@@ -255,9 +288,9 @@ impl Store {
     /// sorted by path. A prefix with `..` is refused: a listing never leaves the store.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
         let prefix = clean_prefix(prefix)?;
-        match self {
-            Store::Object(o) => o.list(&prefix).await,
-            Store::Http(h) => http::list(h, &prefix).await,
+        match &self.backend {
+            Backend::Object(o) => o.list(&prefix).await,
+            Backend::Http(h) => http::list(h, &prefix).await,
         }
     }
 
@@ -287,9 +320,9 @@ impl Store {
     /// the segments a merged object replaced, and a retry must not fail on its own success).
     pub async fn delete(&self, path: &str) -> Result<(), StoreError> {
         let clean = clean_path(path)?;
-        let res = match self {
-            Store::Object(o) => o.delete(&clean).await,
-            Store::Http(h) => http::delete(h, &clean).await,
+        let res = match &self.backend {
+            Backend::Object(o) => o.delete(&clean).await,
+            Backend::Http(h) => http::delete(h, &clean).await,
         };
         match res {
             Err(StoreError::NotFound(_)) => Ok(()),
@@ -307,9 +340,9 @@ impl Store {
             .iter()
             .map(|p| clean_path(p))
             .collect::<Result<Vec<_>, _>>()?;
-        match self {
-            Store::Object(o) => o.delete_many(clean).await,
-            Store::Http(h) => http::delete_many(h, &clean).await,
+        match &self.backend {
+            Backend::Object(o) => o.delete_many(clean).await,
+            Backend::Http(h) => http::delete_many(h, &clean).await,
         }
     }
 
@@ -328,9 +361,9 @@ impl Store {
             Ok(c) => c,
             Err(e) => return (Vec::new(), Some(e)),
         };
-        match self {
-            Store::Object(o) => o.delete_report(&clean).await,
-            Store::Http(h) => http::delete_report(h, &clean).await,
+        match &self.backend {
+            Backend::Object(o) => o.delete_report(&clean).await,
+            Backend::Http(h) => http::delete_report(h, &clean).await,
         }
     }
 }

@@ -33,8 +33,8 @@ fn key() -> TaskKey {
     }
 }
 
-/// A segment of one record holding the value `v`.
-fn segment(v: &str) -> Bytes {
+/// A segment of one record holding the value `v`, sealed for `path`.
+fn segment(path: &str, v: &str) -> Bytes {
     let mut body = BytesMut::new();
     encode_record(
         &mut body,
@@ -45,7 +45,7 @@ fn segment(v: &str) -> Bytes {
             tuples: vec![Tuple::new("k", v)],
         }),
     );
-    seal_segment(&body, 1)
+    seal_segment(&body, 1, &Default::default(), path)
 }
 
 /// 1,000 commits with a fan-in of 4 leave a handful of objects (about 3 per level, 5 levels),
@@ -60,7 +60,8 @@ async fn a_long_log_is_compacted_to_a_few_objects_holding_every_record_in_order(
     let compacting = compactor(env, key(), 0, rx);
     let writing = async move {
         for n in 0..1000u64 {
-            let (path, seg) = (segment_path(&key(), 0, n), segment(&n.to_string()));
+            let path = segment_path(&key(), 0, n);
+            let seg = segment(&path, &n.to_string());
             store.put(&path, seg.clone()).await.unwrap();
             // Every third without its bytes, as a writer sends them when the compactor is
             // behind: those are read back from the store.
@@ -79,7 +80,7 @@ async fn a_long_log_is_compacted_to_a_few_objects_holding_every_record_in_order(
     assert_eq!(listed.len(), lineage.len(), "what was merged is deleted");
     let mut text = BytesMut::new();
     for p in &lineage {
-        segment_values(p, &store.get(p).await.unwrap(), &mut text).unwrap();
+        segment_values(store.seal(), p, &store.get(p).await.unwrap(), &mut text).unwrap();
     }
     let want: String = (0..1000).map(|n| format!("{n}\n")).collect();
     assert_eq!(std::str::from_utf8(&text).unwrap(), want);
@@ -100,7 +101,8 @@ async fn a_compaction_that_failed_after_writing_its_merge_leaves_a_readable_log(
     let faults = mem.clone();
     let writing = async move {
         for n in 0..100u64 {
-            let (path, seg) = (segment_path(&key(), 0, n), segment(&n.to_string()));
+            let path = segment_path(&key(), 0, n);
+            let seg = segment(&path, &n.to_string());
             store.put(&path, seg.clone()).await.unwrap();
             if n == 4 {
                 // The first merge (slots 0-3) runs on this segment; every segment so far came
@@ -127,7 +129,7 @@ async fn a_compaction_that_failed_after_writing_its_merge_leaves_a_readable_log(
     let lineage = committed_lineage(&store, &key()).await.unwrap().unwrap();
     let mut text = BytesMut::new();
     for p in &lineage {
-        segment_values(p, &store.get(p).await.unwrap(), &mut text).unwrap();
+        segment_values(store.seal(), p, &store.get(p).await.unwrap(), &mut text).unwrap();
     }
     let want: String = (0..100).map(|n| format!("{n}\n")).collect();
     assert_eq!(std::str::from_utf8(&text).unwrap(), want);

@@ -66,11 +66,11 @@ impl Takeover<'_> {
                 continue;
             }
             let mut reads = read_ahead(&self.env.store, objects);
-            while let Some((path, skip, segs)) = reads.next().await {
+            while let Some((_, skip, segs)) = reads.next().await {
                 // Gone: compacted since the listing; list again from the slot reached.
                 let Some(segs) = segs? else { break };
-                for seg in segs.into_iter().skip(skip) {
-                    for rec in decode_segment(&path, seg)? {
+                for (sealed_for, seg) in segs.into_iter().skip(skip) {
+                    for rec in decode_segment(self.env.store.seal(), &sealed_for, seg)? {
                         match rec {
                             LogRecord::Batch(batch) => {
                                 let (low, w) = (lo(batch.from), want.get_mut(&batch.from));

@@ -127,14 +127,14 @@ impl ObjectStore for Undeletable {
 
 #[tokio::test]
 async fn a_delete_that_stops_part_way_reports_what_it_removed() {
-    let store = Store::Object(Arc::new(Objects {
+    let store = Store::from(super::super::Backend::Object(Arc::new(Objects {
         inner: Arc::new(Undeletable {
             inner: Arc::default(),
             stuck: "d/b",
         }),
         root: None,
         url: "undeletable".into(),
-    }));
+    })));
     for p in ["d/a", "d/b", "d/c", "e"] {
         store.put(p, Bytes::from_static(b"x")).await.unwrap();
     }
@@ -210,11 +210,11 @@ async fn a_broken_upload_leaves_no_object() {
 /// object already there keeps its whole content.
 #[tokio::test]
 async fn a_broken_upload_to_an_object_store_commits_nothing() {
-    let store = Store::Object(Arc::new(Objects {
+    let store = Store::from(super::super::Backend::Object(Arc::new(Objects {
         inner: Arc::new(object_store::memory::InMemory::new()),
         root: None,
         url: "memory".into(),
-    }));
+    })));
     store
         .put("o", Bytes::from_static(b"whole\n"))
         .await
