@@ -336,3 +336,44 @@ fn an_executable_job_carries_on_through_leader_sigkills_with_exact_output() {
         j["failures"], j["recoveries"]
     );
 }
+
+/// A source read through the leader's store reads on through a leader restart (a hostile
+/// probe: its one long response died with the leader, the source failed with "error decoding
+/// response body" and was restarted, reading its file again). It now reads in ranges, each
+/// retried until the leader answers again (`store/ranged.rs`). The file is larger than any
+/// socket buffer, so the old single response was still open when the leader died.
+#[test]
+fn a_source_read_through_the_leader_reads_on_through_a_leader_restart() {
+    let mut c = Cluster::start(1, 5.0);
+    let signs = Signs::generate(500_000, 5);
+    signs.write(&c.dir.path().join("signs.csv"));
+    c.ok(&["put", "signs.csv", "signs.csv"]);
+    // About 3.5 MB a second: the old response's buffered part (the socket buffers, some
+    // 10 MB at most) runs out within the few seconds the check below waits.
+    let id = slow_job(&c, "long", "out/long.txt", 50_000.0);
+    let read = |c: &Cluster| {
+        let j = c.json(&["job", &id, "--json"]);
+        assert_eq!(j["status"], "running", "{j}\n{}", c.diagnose());
+        (j["sink_tuples"].as_u64()? > 0).then_some(j["source_tuples"].as_u64()?)
+    };
+    wait_for("the job to move tuples", Duration::from_secs(30), || {
+        read(&c)
+    });
+    c.restart_leader();
+    let before = wait_for(
+        "the new leader to hear from the source",
+        Duration::from_secs(30),
+        || read(&c),
+    );
+    wait_for(
+        "the source to read on under the new leader",
+        Duration::from_secs(60),
+        || (read(&c)? > before + 250_000).then_some(()),
+    );
+    let j = c.json(&["job", &id, "--json"]);
+    assert_eq!(j["failures"], 0, "{j}\n{}", c.diagnose());
+    let source = c.tasks(&id).into_iter().find(|t| t["stage"] == 0);
+    let source = source.unwrap_or_else(|| panic!("no source task listed: {j}"));
+    assert_eq!(source["attempt"], 0, "the source was restarted: {source}");
+    c.ok(&["cancel", &id]);
+}

@@ -2,9 +2,9 @@
 //! lineage written out as the output file (a local file replaced atomically, or a store
 //! object uploaded as a stream), and how far a job's output has come, for followers.
 
-use crate::seal::SealKey;
 use crate::log::{segment_values, LogError};
 use crate::model::spec::PathMode;
+use crate::seal::SealKey;
 use crate::store::{write_stream_atomic, Store, StoreError};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;

@@ -10,6 +10,7 @@ mod drain;
 mod jobs;
 mod metrics;
 mod output;
+mod ranged;
 mod store;
 mod store_id;
 

@@ -60,7 +60,14 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
-pub(super) async fn store_get(State(l): Shared, Path(path): Path<String>) -> Response {
+pub(super) async fn store_get(
+    State(l): Shared,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+) -> Response {
+    if let Some(range) = headers.get(axum::http::header::RANGE) {
+        return (super::ranged::answer(&l.store, &path, range).await).unwrap_or_else(store_error);
+    }
     match l.store.open(&path).await {
         Ok(rd) => {
             let stream = tokio_util::io::ReaderStream::with_capacity(rd, 256 << 10);
@@ -232,7 +239,7 @@ pub(super) async fn internal_get(
     if let Err(denied) = store_caller(&state.0, &headers) {
         return *denied;
     }
-    store_get(state, path).await
+    store_get(state, headers, path).await
 }
 
 /// Workers' listings (input logs), from a live registration.

@@ -13,8 +13,8 @@
 //! into place ([`Spool::move_if`]), the output without a copy.
 
 use super::segment_text;
-use crate::seal::SealKey;
 use crate::model::ids::TaskKey;
+use crate::seal::SealKey;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;

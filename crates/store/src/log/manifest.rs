@@ -4,8 +4,8 @@
 //! manifest's own path (`seal`). Every path it lists must be an object of the same task's
 //! log: a manifest cannot make a task replay another task's segments, even sealed ones.
 
-use crate::seal::SealKey;
 use super::LogError;
+use crate::seal::SealKey;
 use bytes::Bytes;
 
 /// The manifest at store path `path` listing `lineage`.

@@ -1,9 +1,9 @@
 //! Segments: how records are encoded, framed and checked (see `log` for the format).
 
-use crate::seal::{SealKey, TAG_LEN};
 use super::{compact, BatchRecord, LogError, LogRecord};
 use crate::model::tuple::Tuple;
 use crate::protocol::frame::{decode_tuples, encode_tuples};
+use crate::seal::{SealKey, TAG_LEN};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Appends a batch record without building a [`LogRecord`] (the tuples stay with the caller).

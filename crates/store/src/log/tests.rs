@@ -1,8 +1,8 @@
 //! Unit tests of `log`.
 
-use crate::seal::SealKey;
 use super::*;
 use crate::model::ids::{JobId, TaskPos};
+use crate::seal::SealKey;
 use bytes::BytesMut;
 
 fn key() -> TaskKey {

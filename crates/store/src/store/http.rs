@@ -9,7 +9,7 @@
 use super::{upload_broke, ObjectMeta, ObjectReader, StoreError};
 use crate::protocol::control::{OBJECT_SIZE_HEADER, SESSION_HEADER, WORKER_HEADER};
 use bytes::Bytes;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use std::sync::{Arc, RwLock};
 
 /// The worker registration a store client speaks for: set by the worker each time it
@@ -215,10 +215,56 @@ pub(super) async fn size(h: &HttpStore, clean: &str) -> Result<u64, StoreError> 
     }
 }
 
+/// An object read in ranged GETs (`ranged.rs`), not one long response: a source read through
+/// the leader outlives a leader restart, each range retried until the leader answers again
+/// (one long response died with the leader, and took the source's attempt with it).
 pub(super) async fn open(h: &HttpStore, clean: &str) -> Result<ObjectReader, StoreError> {
-    let resp = get_response(h, clean).await?;
-    let stream = resp.bytes_stream().map_err(std::io::Error::other);
-    Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+    let size = size(h, clean).await?;
+    let (h, name) = (h.clone(), clean.to_string());
+    Ok(super::ranged::ranged_reader(
+        clean.to_string(),
+        size,
+        super::ranged::RANGE_BYTES,
+        move |r| {
+            let (h, name) = (h.clone(), name.clone());
+            async move { get_range(&h, &name, r).await }
+        },
+    ))
+}
+
+/// Bytes `r` of an object (`Range: bytes=a-b`, answered 206 by the leader).
+pub(super) async fn get_range(
+    h: &HttpStore,
+    clean: &str,
+    r: std::ops::Range<u64>,
+) -> Result<Bytes, StoreError> {
+    if r.is_empty() {
+        return Ok(Bytes::new());
+    }
+    let what = format!("GET {clean} bytes {}..{}", r.start, r.end);
+    let resp = h
+        .internal(
+            reqwest::Method::GET,
+            &format!("/{}", super::url_path(clean)),
+        )
+        .header(
+            reqwest::header::RANGE,
+            format!("bytes={}-{}", r.start, r.end - 1),
+        )
+        .send()
+        .await
+        .map_err(|e| StoreError::Unreachable(format!("{what}: {e}")))?;
+    let resp = check(resp, clean).await?;
+    if resp.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+        return Err(StoreError::Http(format!(
+            "{what}: answered {} instead of 206 (a leader without ranged reads?)",
+            resp.status()
+        )));
+    }
+    // A body cut short by the leader going away: as unanswered as a refused connection.
+    resp.bytes()
+        .await
+        .map_err(|e| StoreError::Unreachable(format!("{what}: {e}")))
 }
 
 pub(super) async fn get(h: &HttpStore, clean: &str) -> Result<Bytes, StoreError> {

@@ -284,6 +284,20 @@ impl Store {
         }
     }
 
+    /// Bytes `r` of an object: what a reader resuming part-way asks for (a source read through
+    /// the leader goes on where it was after the leader restarts, `ranged.rs`).
+    pub async fn get_range(
+        &self,
+        path: &str,
+        r: std::ops::Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        let clean = clean_path(path)?;
+        match &self.backend {
+            Backend::Object(o) => o.get_range(&clean, r).await,
+            Backend::Http(h) => http::get_range(h, &clean, r).await,
+        }
+    }
+
     /// Lists objects under a prefix (a string prefix of store paths; `""` lists everything),
     /// sorted by path. A prefix with `..` is refused: a listing never leaves the store.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {

@@ -175,6 +175,17 @@ impl Objects {
         ))
     }
 
+    /// Bytes `r` of an object (`r` within its size).
+    pub(super) async fn get_range(
+        &self,
+        clean: &str,
+        r: std::ops::Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        let p = os_path(clean)?;
+        self.no_symlink(clean).await?;
+        self.inner.get_range(&p, r).await.map_err(os_err(clean))
+    }
+
     pub(super) async fn get(&self, clean: &str) -> Result<Bytes, StoreError> {
         let p = os_path(clean)?;
         self.no_symlink(clean).await?;

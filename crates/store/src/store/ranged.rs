@@ -21,6 +21,11 @@ pub const RANGE_BYTES: u64 = 8 << 20;
 /// Tries per range before the read fails (a missing object is not retried).
 const RANGE_TRIES: u32 = 5;
 
+/// How long a range is retried while the store does not answer at all
+/// ([`StoreError::Unreachable`]: through the leader, a leader restarting). A source's read
+/// outlives a leader restart, as its logged tasks' writes do (`log::WRITE_PATIENCE`).
+const RANGE_PATIENCE: Duration = Duration::from_secs(30);
+
 /// A reader of the `size` bytes of `path`, fetched `chunk` bytes at a time by `fetch`, one
 /// range ahead of the reader. A range that comes back with another length than asked (the
 /// object changed under the read) fails the read instead of splicing two versions.
@@ -51,6 +56,7 @@ where
     Fut: Future<Output = Result<Bytes, StoreError>>,
 {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let started = tokio::time::Instant::now();
     let mut tries = 0;
     loop {
         tries += 1;
@@ -68,7 +74,12 @@ where
                 })
             }
             Err(e @ StoreError::NotFound(_)) => return Err(e),
-            Err(e) if tries >= RANGE_TRIES => return Err(e),
+            Err(e @ StoreError::Unreachable(_)) if started.elapsed() >= RANGE_PATIENCE => {
+                return Err(e)
+            }
+            Err(e) if tries >= RANGE_TRIES && !matches!(e, StoreError::Unreachable(_)) => {
+                return Err(e)
+            }
             Err(e) => {
                 let wait = backoff.next();
                 warn!(%path, start = r.start, end = r.end, tries, error = %e, ?wait, "a ranged read failed; retrying");
@@ -130,6 +141,37 @@ mod tests {
         let mut got = Vec::new();
         rd.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, data, "two failures of one range are retried");
+
+        // A store that does not answer (the leader restarting) is waited for longer than
+        // RANGE_TRIES: 12 failures in a row, some 20 s, and the read goes on where it was.
+        let outage = Arc::new(Mutex::new(12));
+        let (d, o) = (data.clone(), outage.clone());
+        let mut rd = ranged_reader("in.csv".into(), 5_000, 2_000, move |r: Range<u64>| {
+            let down = r.start == 2_000 && {
+                let mut left = o.lock().unwrap();
+                *left > 0 && {
+                    *left -= 1;
+                    true
+                }
+            };
+            let b = d.slice(r.start as usize..r.end as usize);
+            async move {
+                match down {
+                    true => Err(StoreError::Unreachable("connection refused".into())),
+                    false => Ok(b),
+                }
+            }
+        });
+        let mut got = Vec::new();
+        rd.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, data, "a leader away for 20 s is waited for");
+        assert_eq!(*outage.lock().unwrap(), 0);
+        // ... but not for ever.
+        let mut rd = ranged_reader("in.csv".into(), 5_000, 2_000, move |_r: Range<u64>| async {
+            Err(StoreError::Unreachable("connection refused".into()))
+        });
+        let err = rd.read_to_end(&mut Vec::new()).await.unwrap_err();
+        assert!(err.to_string().contains("connection refused"), "{err}");
 
         let short = data.slice(0..100);
         let mut rd = ranged_reader("in.csv".into(), 5_000, 2_000, move |_r: Range<u64>| {
