@@ -48,7 +48,8 @@ pub struct JobRec {
     pub submitted: SystemTime,
     /// Start instant.
     pub started: Instant,
-    /// Tuples the source emitted.
+    /// Tuples the source emitted: the most any attempt did (a restarted source counts from
+    /// its first line again).
     pub source_tuples: Arc<AtomicU64>,
     /// The most lines any source attempt read: a restarted source sends these unpaced.
     pub source_read: Arc<AtomicU64>,

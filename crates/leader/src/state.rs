@@ -68,7 +68,11 @@ pub fn job_counters(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control
     };
     match j.spec.role_of(r.key.pos.stage) {
         StageRole::Source => {
-            j.source_tuples.store(r.tuples_out, Ordering::Relaxed);
+            // The most any attempt read: a restarted source counts from its first line again,
+            // and the job may end (its first stage holding the whole stream) before it is
+            // back where its predecessor was. A count that fell would say the job read less
+            // than it did, and a Prometheus counter must never fall.
+            j.source_tuples.fetch_max(r.tuples_out, Ordering::Relaxed);
             j.source_read.fetch_max(r.tuples_out, Ordering::Relaxed);
         }
         StageRole::Sink => {

@@ -48,6 +48,39 @@ fn a_forged_pid_for_a_builtin_task_or_a_pid_naming_a_group_is_ignored() {
     assert_eq!(reported_pid(&jobs, &key(3), Some(4242)), None);
 }
 
+/// A job's tuples in are the most any attempt of its source read: a restarted source counts
+/// from its first line again (a probe saw a succeeded job report 65,442 of 200,000 lines).
+#[test]
+fn a_restarted_source_does_not_lower_the_job_s_tuples_in() {
+    let jobs = jobs();
+    let report = |attempt, tuples_out| crate::protocol::control::TaskReport {
+        key: key(0),
+        attempt,
+        pid: None,
+        state: TaskState::Running,
+        tuples_in: 0,
+        tuples_out,
+        error: None,
+        queued: 0,
+        latency: None,
+        done: false,
+        meters: Default::default(),
+        switched: None,
+        handed: 0,
+    };
+    let tuples_in = || {
+        jobs[&JobId("job-1".into())]
+            .source_tuples
+            .load(Ordering::Relaxed)
+    };
+    job_counters(&jobs, &report(0, 200_000));
+    assert_eq!(tuples_in(), 200_000);
+    job_counters(&jobs, &report(1, 65_442));
+    assert_eq!(tuples_in(), 200_000);
+    job_counters(&jobs, &report(1, 200_000));
+    assert_eq!(tuples_in(), 200_000);
+}
+
 #[test]
 fn a_registration_challenge_is_good_once_and_only_for_a_while() {
     let mut c = Challenges::default();
