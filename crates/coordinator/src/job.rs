@@ -49,6 +49,8 @@ pub struct JobCore {
     pub(super) unplaced: BTreeSet<TaskPos>,
     /// Times each task moved off a draining worker (restarts that are not failures).
     pub(super) moves: BTreeMap<TaskPos, u32>,
+    /// Tasks a drain left on each draining worker for want of room elsewhere (as last said).
+    pub(super) drain_kept: BTreeMap<WorkerId, usize>,
     /// The key-group maps of the stages rescaled so far.
     pub(super) routing: BTreeMap<u32, super::routing::StageRouting>,
     /// The autoscaler of its autoscaled stages.
@@ -81,6 +83,7 @@ impl JobCore {
             waiting_reason: None,
             unplaced: BTreeSet::new(),
             moves: BTreeMap::new(),
+            drain_kept: BTreeMap::new(),
             routing: BTreeMap::new(),
             scaler,
             now_ms: 0,

@@ -84,6 +84,10 @@ impl JobCore {
         for pos in self.unplaced() {
             self.restart_task(pos, cluster, out)?;
         }
+        // Tasks a drain left where they were for want of room elsewhere: room may have come.
+        for worker in &cluster.draining {
+            self.drain_worker(worker, cluster, out)?;
+        }
         if self.unplaced.is_empty() {
             self.waited(out);
         }
@@ -114,6 +118,12 @@ impl JobCore {
     /// exactly-once already proves, but a move is not a failure (it counts toward neither
     /// the failures nor `max_restarts`). At-most-once tasks cannot re-run: they stay until
     /// they end, and the worker leaves after.
+    ///
+    /// A task moves only when there is room for it elsewhere now (a free slot, for one that
+    /// takes a slot; another worker, for any): one stopped with nowhere to go stalled its
+    /// job until a worker joined. The rest keep running where they are and are looked at
+    /// again with the tasks that wait for a slot ([`Timer::Place`]); the worker leaves once
+    /// it runs nothing, or when its drain times out.
     pub(super) fn drain_worker(
         &mut self,
         worker: &WorkerId,
@@ -130,7 +140,17 @@ impl JobCore {
                 Ok(())
             }
             Recovery::RestartTask => {
+                let (mut free, workers) = Room::of(self, cluster, false).free();
+                let mut kept = 0;
                 for (pos, attempt) in here {
+                    let slot = self.holds_slot(pos);
+                    if workers == 0 || (slot && free == Some(0)) {
+                        kept += 1;
+                        continue;
+                    }
+                    if slot {
+                        free = free.map(|f| f - 1);
+                    }
                     let Some(t) = self.current_mut(pos, attempt) else {
                         continue;
                     };
@@ -144,9 +164,15 @@ impl JobCore {
                     info!(job = %self.id, task = %pos, attempt, %worker, "moving a task off a draining worker");
                     self.restart_task(pos, cluster, out)?;
                 }
+                self.keep_draining(worker, kept, out);
                 Ok(())
             }
             Recovery::RestartEpoch => {
+                let (free, workers) = Room::of(self, cluster, true).free();
+                if workers == 0 || free.is_some_and(|f| f < super::capacity::demand(&self.spec)) {
+                    self.keep_draining(worker, here.len(), out);
+                    return Ok(());
+                }
                 for pos in self.tasks.keys() {
                     *self.moves.entry(*pos).or_default() += 1;
                 }
@@ -154,5 +180,19 @@ impl JobCore {
                 self.restart_epoch(cluster, out, true)
             }
         }
+    }
+
+    /// `kept` tasks stay on draining `worker` for want of room elsewhere: said once per
+    /// count, and looked at again soon.
+    fn keep_draining(&mut self, worker: &WorkerId, kept: usize, out: &mut Vec<Action>) {
+        let said = self.drain_kept.insert(worker.clone(), kept);
+        if kept == 0 {
+            self.drain_kept.remove(worker);
+            return;
+        }
+        if said != Some(kept) {
+            info!(job = %self.id, %worker, tasks = kept, "tasks stay on the draining worker until there is room for them elsewhere");
+        }
+        out.push(Action::SetTimer(Timer::Place, super::capacity::PLACE_RETRY));
     }
 }

@@ -171,3 +171,56 @@ fn a_draining_worker_keeps_at_most_once_tasks_and_at_least_once_restarts_elsewhe
     assert!(c.tasks().values().all(|t| t.worker != w(1)));
     assert_eq!(c.failures(), 0);
 }
+
+/// A drain moves a task only where there is room for it now: one stopped with nowhere to go
+/// stalled its job until a worker joined (a hostile probe). The others keep running on the
+/// draining worker and move at a later look, once a worker with free slots is there.
+#[test]
+fn a_drain_with_no_room_elsewhere_keeps_the_tasks_running_until_there_is() {
+    let mut c = core(Delivery::ExactlyOnce);
+    c.handle(Input::Start, &sized(&[1, 2], &[2, 1]));
+    let operators_on = |c: &JobCore, i| -> BTreeSet<TaskPos> {
+        c.tasks()
+            .iter()
+            .filter(|(p, t)| t.worker == w(i) && !t.state.is_terminal() && c.holds_slot(**p))
+            .map(|(p, _)| *p)
+            .collect()
+    };
+    let kept = operators_on(&c, 1);
+    assert_eq!(kept.len(), 2);
+    // w2's one slot is this job's: w1's operator tasks have nowhere to go and stay; only
+    // what takes no slot (the source, the sink) moves.
+    let mut full = sized(&[1, 2], &[2, 1]);
+    full.draining.insert(w(1));
+    let actions = c.handle(Input::WorkerDraining { worker: w(1) }, &full);
+    for p in &kept {
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::Stop { pos, .. } if pos == p)),
+            "{p} was stopped with nowhere to go: {actions:?}"
+        );
+    }
+    assert_eq!(operators_on(&c, 1), kept);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::SetTimer(Timer::Place, _))));
+    assert!(c
+        .tasks()
+        .iter()
+        .all(|(p, t)| c.holds_slot(*p) || t.worker != w(1)));
+    // Still no room at the next look: nothing moves.
+    let actions = c.handle(Input::Timer(Timer::Place), &full);
+    assert_eq!(starts(&actions), 0, "{actions:?}");
+    // A worker with two free slots joins: both move there, as moves, not failures.
+    let mut roomy = sized(&[1, 2, 3], &[2, 1, 2]);
+    roomy.draining.insert(w(1));
+    let actions = c.handle(Input::Timer(Timer::Place), &roomy);
+    assert_eq!(starts(&actions), 2, "{actions:?}");
+    assert!(operators_on(&c, 1).is_empty());
+    assert_eq!(operators_on(&c, 3), kept);
+    assert_eq!(c.failures(), 0);
+    // Nothing left to move: the looks stop.
+    let actions = c.handle(Input::Timer(Timer::Place), &roomy);
+    assert!(actions.is_empty(), "{actions:?}");
+}
