@@ -123,10 +123,15 @@ impl Executor {
     async fn step(&mut self, core: &mut JobCore, input: Input) -> Option<Outcome> {
         let mut actions = self.decide(core, input);
         let mut i = 0;
+        let mut rescale_ended = false;
         while i < actions.len() {
             let action = actions[i].clone();
             i += 1;
             match action {
+                Action::Scaling(note) => {
+                    rescale_ended |= !matches!(note.phase, crate::coordinator::ScalePhase::Started);
+                    self.command(Action::Scaling(note));
+                }
                 Action::Persist(run) => {
                     if let Err(e) = self.persist(run).await {
                         // Nothing after an undurable placement may take effect.
@@ -147,8 +152,27 @@ impl Executor {
                 other => self.command(other),
             }
         }
+        if rescale_ended {
+            // The job's `scaling` list outlives a leader restart as of its last ended rescale.
+            self.persist_record().await;
+        }
         self.counters(core);
         None
+    }
+
+    /// Records the job as it is now, its placement unchanged; a failure is logged (what it
+    /// records is for the job's views, not its placement).
+    async fn persist_record(&self) {
+        let record = {
+            let st = lock(&self.leader.state);
+            match st.jobs.get(&self.id) {
+                Some(j) => j.stored(&self.id),
+                None => return,
+            }
+        };
+        if let Err(e) = self.leader.persist.put_job(record).await {
+            tracing::warn!(job = %self.id, error = %format!("{e:#}"), "could not record the job's rescales");
+        }
     }
 
     /// What the core sees, read under the state lock `st`: the live workers, least loaded

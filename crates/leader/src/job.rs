@@ -238,6 +238,7 @@ impl JobRec {
                 Phase::Running { run, .. } => run.clone(),
                 Phase::Ended { .. } => None,
             },
+            scaling: self.scaling.list.clone(),
         }
     }
 
@@ -260,6 +261,7 @@ impl JobRec {
         rec.recoveries = job.recoveries;
         rec.last_failure = job.last_failure.clone();
         rec.logs_left = job.logs_left;
+        rec.scaling = Scaling::restored(job.scaling.clone(), true);
         if let Some(run) = &job.run {
             rec.set_run(run.clone());
         }
@@ -306,7 +308,7 @@ impl JobRec {
             output_replaced: job.output_replaced.clone(),
             // Ended: its output is final, and no sink writes it any more.
             output: OutputGate::shut(),
-            scaling: Default::default(),
+            scaling: Scaling::restored(job.scaling, false),
         }
     }
 }

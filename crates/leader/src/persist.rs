@@ -60,6 +60,9 @@ pub struct StoredJob {
     /// While the job runs: where its tasks run, so a restarted leader carries it on.
     #[serde(default)]
     pub run: Option<RunState>,
+    /// Its `scaling` list as of this record (a restarted leader shows it on).
+    #[serde(default)]
+    pub scaling: Vec<crate::protocol::control::ScaleInfo>,
 }
 
 pub use crate::coordinator::record::{PlacedTask, RunState};

@@ -8,6 +8,7 @@ use crate::model::ids::{JobId, TaskKey};
 use crate::protocol::control::Command;
 use crate::protocol::control::ScaleInfo;
 use crate::state::State;
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 /// Rescales kept per job (the oldest go first).
@@ -33,6 +34,29 @@ pub fn decided(st: &mut State, job: &JobId, action: &Action) {
 }
 
 impl Scaling {
+    /// A job's list as an earlier leader recorded it, its ended rescales counted again. A
+    /// rescale still in progress stays open if the job carries on (`running`: its end, if the
+    /// resumed core reports one, closes it); in a job that ended it is aborted.
+    pub fn restored(mut list: Vec<ScaleInfo>, running: bool) -> Scaling {
+        let over = list.len().saturating_sub(KEPT);
+        list.drain(..over);
+        let mut ended = BTreeMap::new();
+        for s in &mut list {
+            if s.outcome == "in-progress" && !running {
+                s.outcome = "aborted".into();
+                s.cause = Some("the leader restarted while it was under way".into());
+            }
+            let outcome = match s.outcome.as_str() {
+                "done" => "done",
+                "aborted" => "aborted",
+                "refused" => "refused",
+                _ => continue,
+            };
+            *ended.entry((s.stage, outcome)).or_default() += 1;
+        }
+        Scaling { list, ended }
+    }
+
     /// Records one step of a rescale.
     pub fn record(&mut self, note: &ScaleNote) {
         let now = crate::job::ms_since_epoch(SystemTime::now());

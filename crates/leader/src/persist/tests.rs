@@ -73,6 +73,18 @@ fn job(id: &str, status: JobStatus) -> StoredJob {
             .into_iter()
             .collect(),
         }),
+        // The job's rescales so far survive the leader too.
+        scaling: vec![crate::protocol::control::ScaleInfo {
+            time_ms: 1500,
+            stage: 2,
+            from: 2,
+            to: 3,
+            rate: Some(812.5),
+            reason: "input 812/s over 2 tasks".into(),
+            outcome: "done".into(),
+            cause: None,
+            took_ms: Some(40),
+        }],
     }
 }
 

@@ -59,3 +59,51 @@ fn the_ended_counts_never_fall_as_the_list_drops_its_oldest() {
     s.record(&note(2, ScalePhase::Started));
     assert_eq!(s.ended.len(), 2);
 }
+
+/// A restarted leader shows a job's rescales as the last one recorded them (a probe found
+/// the list empty after a restart): counted again, and one still under way either stays open
+/// for the resumed job to close or, in a job that ended, is aborted.
+#[test]
+fn a_restored_list_is_counted_again_and_its_open_rescale_kept_or_aborted() {
+    let mut s = Scaling::default();
+    s.step(&note(1, ScalePhase::Started), 1_000);
+    s.step(&note(1, ScalePhase::Done), 1_200);
+    s.step(&note(2, ScalePhase::Started), 1_300);
+    let running = Scaling::restored(s.list.clone(), true);
+    assert_eq!(running.list, s.list);
+    assert_eq!(
+        running.ended.iter().collect::<Vec<_>>(),
+        [(&(1, "done"), &1)]
+    );
+    let mut resumed = running.clone();
+    assert_eq!(
+        resumed.step(&note(2, ScalePhase::Done), 1_500),
+        Some("done")
+    );
+    let ended = Scaling::restored(s.list.clone(), false);
+    assert_eq!(ended.list[1].outcome, "aborted");
+    assert!(ended.list[1]
+        .cause
+        .as_deref()
+        .unwrap()
+        .contains("leader restarted"));
+    assert_eq!(ended.ended.get(&(2, "aborted")), Some(&1));
+}
+
+/// The list goes into the job's durable record and comes back out of it, whether the job is
+/// carried on or shown as ended.
+#[test]
+fn a_job_s_record_carries_its_rescales_across_a_leader_restart() {
+    let spec = crate::model::spec::JobSpec::sample(vec![]);
+    let mut rec = crate::job::JobRec::detached(spec);
+    rec.scaling.record(&note(1, ScalePhase::Started));
+    rec.scaling.record(&note(1, ScalePhase::Done));
+    let stored = rec.stored(&JobId("job-1".into()));
+    assert_eq!(stored.scaling, rec.scaling.list);
+    let (events, _) = tokio::sync::mpsc::channel(1);
+    let (_, progress) = tokio::sync::watch::channel(Default::default());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let resumed = crate::job::JobRec::resumed(&stored, events, cancel, progress);
+    assert_eq!(resumed.scaling.list, rec.scaling.list);
+    assert_eq!(crate::job::JobRec::restored(stored).scaling.list, rec.scaling.list);
+}
