@@ -32,7 +32,7 @@ mod manifest;
 mod segment;
 pub use segment::{
     decode_segment, encode_batch_record, encode_record, open_segment, seal_in_place, seal_segment,
-    segment_values,
+    segment_values, segment_values_written,
 };
 
 /// The accepted tuples of one batch, as logged.

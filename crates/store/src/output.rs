@@ -2,7 +2,7 @@
 //! lineage written out as the output file (a local file replaced atomically, or a store
 //! object uploaded as a stream), and how far a job's output has come, for followers.
 
-use crate::log::{segment_values, LogError};
+use crate::log::{segment_values, segment_values_written, LogError};
 use crate::model::spec::PathMode;
 use crate::seal::SealKey;
 use crate::store::{write_stream_atomic, Store, StoreError};
@@ -42,6 +42,14 @@ pub fn target(paths: PathMode, path: &str) -> SinkTarget {
 pub fn segment_text(seal: &SealKey, name: &str, data: Bytes) -> Result<Bytes, LogError> {
     let mut out = BytesMut::with_capacity(data.len());
     segment_values(seal, name, &data, &mut out)?;
+    Ok(out.freeze())
+}
+
+/// [`segment_text`] of a segment this process wrote itself or has checked already (a sink's
+/// spool of what it commits or replays): its tag is not checked again.
+pub fn segment_text_written(name: &str, data: Bytes) -> Result<Bytes, LogError> {
+    let mut out = BytesMut::with_capacity(data.len());
+    segment_values_written(name, &data, &mut out)?;
     Ok(out.freeze())
 }
 

@@ -105,5 +105,8 @@ fn a_job_s_record_carries_its_rescales_across_a_leader_restart() {
     let cancel = tokio_util::sync::CancellationToken::new();
     let resumed = crate::job::JobRec::resumed(&stored, events, cancel, progress);
     assert_eq!(resumed.scaling.list, rec.scaling.list);
-    assert_eq!(crate::job::JobRec::restored(stored).scaling.list, rec.scaling.list);
+    assert_eq!(
+        crate::job::JobRec::restored(stored).scaling.list,
+        rec.scaling.list
+    );
 }

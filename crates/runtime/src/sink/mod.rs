@@ -18,7 +18,8 @@ mod spool;
 pub use spool::Spool;
 
 pub use rainstorm_store::output::{
-    assemble, segment_text, target, write_body, OutputError, SinkProgress, SinkTarget,
+    assemble, segment_text, segment_text_written, target, write_body, OutputError, SinkProgress,
+    SinkTarget,
 };
 
 use crate::env::TaskEnv;

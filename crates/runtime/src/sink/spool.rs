@@ -12,9 +12,8 @@
 //! output is a local file on the same filesystem: the spool is then synced once and renamed
 //! into place ([`Spool::move_if`]), the output without a copy.
 
-use super::segment_text;
+use super::segment_text_written;
 use crate::model::ids::TaskKey;
-use crate::seal::SealKey;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -81,14 +80,15 @@ impl Spool {
         }
     }
 
-    /// Appends the text of segment `name` (its committed bytes `data`, checked with `seal`).
-    /// A failure leaves the spool unused, logged; the sink goes on.
-    pub async fn append(&self, seal: &SealKey, name: &str, data: &Bytes) {
+    /// Appends the text of segment `name` (its committed bytes `data`: written by this sink,
+    /// or replayed and checked already, so its tag is not checked again). A failure leaves the
+    /// spool unused, logged; the sink goes on.
+    pub async fn append(&self, name: &str, data: &Bytes) {
         let mut st = self.state.lock().await;
         let Some(file) = st.file.as_mut() else {
             return;
         };
-        let written = match segment_text(seal, name, data.clone()) {
+        let written = match segment_text_written(name, data.clone()) {
             Ok(text) => file.write_all(&text).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -205,6 +205,7 @@ mod tests {
     use crate::log::{encode_record, seal_segment, BatchRecord, LogRecord};
     use crate::model::ids::{JobId, TaskPos};
     use crate::model::tuple::Tuple;
+    use crate::seal::SealKey;
     use bytes::BytesMut;
     use futures::StreamExt;
 
@@ -244,12 +245,8 @@ mod tests {
         let spool = Spool::create(dir.path(), &key(), 2).await.unwrap();
         let path = spool.path.clone();
         assert!(path.starts_with(dir.path().join("spool")), "{path:?}");
-        spool
-            .append(&SealKey::default(), "s/1", &segment("s/1", &["a", "b"]))
-            .await;
-        spool
-            .append(&SealKey::default(), "s/2", &segment("s/2", &["c"]))
-            .await;
+        spool.append("s/1", &segment("s/1", &["a", "b"])).await;
+        spool.append("s/2", &segment("s/2", &["c"])).await;
         let lineage = ["s/1".to_string(), "s/2".to_string()];
         assert_eq!(text(&spool, &lineage).await.as_deref(), Some("a\nb\nc\n"));
         // Anything but exactly its segments, in order: not used.
@@ -257,9 +254,7 @@ mod tests {
         let other = ["s/1".to_string(), "s/3".to_string()];
         assert!(spool.body_if(&other).await.is_none());
         // A segment that does not decode leaves the spool unused from then on.
-        spool
-            .append(&SealKey::default(), "s/3", &Bytes::from_static(b"junk"))
-            .await;
+        spool.append("s/3", &Bytes::from_static(b"junk")).await;
         let three = ["s/1".to_string(), "s/2".to_string(), "s/3".to_string()];
         assert!(spool.body_if(&three).await.is_none());
         assert!(spool.body_if(&lineage).await.is_none());
@@ -271,12 +266,8 @@ mod tests {
     async fn a_spool_of_exactly_its_lineage_becomes_the_output_by_one_rename() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::create(dir.path(), &key(), 0).await.unwrap();
-        spool
-            .append(&SealKey::default(), "s/1", &segment("s/1", &["a", "b"]))
-            .await;
-        spool
-            .append(&SealKey::default(), "s/2", &segment("s/2", &["c"]))
-            .await;
+        spool.append("s/1", &segment("s/1", &["a", "b"])).await;
+        spool.append("s/2", &segment("s/2", &["c"])).await;
         let lineage = ["s/1".to_string(), "s/2".to_string()];
         let target = dir.path().join("out/o.txt");
         // Not its lineage: nothing moves, nothing is written.

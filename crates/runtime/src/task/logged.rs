@@ -266,7 +266,7 @@ pub(super) async fn log_writer(
                 record_latency(status, &output);
             }
             if let Some(s) = meter.spool {
-                s.append(env.store.seal(), &path, &seg).await;
+                s.append(&path, &seg).await;
             }
             if let Some(c) = &compact_tx {
                 // A segment goes to the compactor with its bytes only if it is small and few

@@ -44,10 +44,12 @@ pub(super) async fn replay_log(
     let feeds = spool.is_none();
     for seg in &lineage {
         let data = env.store.get(seg).await.map_err(LogError::from)?;
+        // Checked (its tag) before any of it is used, the spool's copy included.
+        let records = decode_segment(env.store.seal(), seg, data.clone())?;
         if let Some(Some(s)) = &spool {
-            s.append(env.store.seal(), seg, &data).await;
+            s.append(seg, &data).await;
         }
-        for rec in decode_segment(env.store.seal(), seg, data)? {
+        for rec in records {
             match rec {
                 LogRecord::Batch(b) => {
                     let n = b.tuples.len() as u64;

@@ -60,8 +60,9 @@ pub fn seal_in_place(mut buf: BytesMut, count: u32, seal: &SealKey, path: &str) 
 
 /// The records part of a whole segment (after the magic, up to the tag), once its framing
 /// and its tag for `identity` are checked.
+/// (`seal` is `None` for bytes this process wrote itself or has checked already.)
 fn segment_body(
-    seal: &SealKey,
+    seal: Option<&SealKey>,
     identity: &str,
     name: &str,
     data: &[u8],
@@ -70,7 +71,7 @@ fn segment_body(
         return Err(LogError::Corrupt(name.to_string()));
     }
     let body_len = data.len() - TAG_LEN;
-    if !seal.check(identity, &data[..body_len], &data[body_len..]) {
+    if seal.is_some_and(|k| !k.check(identity, &data[..body_len], &data[body_len..])) {
         return Err(LogError::Unsealed(name.to_string()));
     }
     Ok(4..body_len)
@@ -98,7 +99,7 @@ fn decode_one(
     mut data: Bytes,
 ) -> Result<Vec<LogRecord>, LogError> {
     let corrupt = || LogError::Corrupt(name.to_string());
-    let body = segment_body(seal, identity, name, &data)?;
+    let body = segment_body(Some(seal), identity, name, &data)?;
     data.truncate(body.end);
     data.advance(body.start);
     let count = data.get_u32();
@@ -144,6 +145,21 @@ pub fn segment_values(
     data: &[u8],
     out: &mut BytesMut,
 ) -> Result<(), LogError> {
+    values_checked(Some(seal), name, data, out)
+}
+
+/// [`segment_values`] of a segment this process wrote itself, or has checked already
+/// (`decode_segment`): its framing is checked, its tag is not again.
+pub fn segment_values_written(name: &str, data: &[u8], out: &mut BytesMut) -> Result<(), LogError> {
+    values_checked(None, name, data, out)
+}
+
+fn values_checked(
+    seal: Option<&SealKey>,
+    name: &str,
+    data: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), LogError> {
     if !compact::is_merged(data) {
         return values_one(seal, name, name, data, out);
     }
@@ -157,7 +173,7 @@ pub fn segment_values(
 }
 
 fn values_one(
-    seal: &SealKey,
+    seal: Option<&SealKey>,
     identity: &str,
     name: &str,
     data: &[u8],
