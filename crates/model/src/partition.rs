@@ -89,6 +89,19 @@ impl Partitioner {
         }
     }
 
+    /// For a tuple routed by its key alone (the source's lines into most first stages): its
+    /// key group and whether its key is sent, its value sent whole. `None` where the value
+    /// must be read or cut ([`Partition::Column`], [`Partition::Field`],
+    /// [`Partition::KeySelect`]): route a [`Tuple`] instead.
+    pub fn route_key(&self, key: &str) -> Option<(usize, bool)> {
+        match self.partition {
+            Partition::Key => Some((group_of(key), true)),
+            Partition::Hashed => Some((group_of(key), false)),
+            Partition::ValueOnly => Some((0, false)),
+            Partition::Column(_) | Partition::Field(_) | Partition::KeySelect { .. } => None,
+        }
+    }
+
     /// The key group of `t`, and `t` as it is sent ([`Partitioner::project`]).
     pub fn route(&mut self, t: Tuple) -> (usize, Tuple) {
         let g = self.group(&t);

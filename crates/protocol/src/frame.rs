@@ -192,7 +192,8 @@ fn get_str(buf: &mut Bytes) -> Result<String, WireError> {
 
 mod wire;
 pub use wire::{
-    encode_batch_wire, open_batch, put_tuple, seal_batch, to_wire, BATCH_HEADER, LEN_PREFIX,
+    encode_batch_wire, open_batch, put_pair, put_tuple, seal_batch, to_wire, BATCH_HEADER,
+    LEN_PREFIX,
 };
 
 /// Encodes the body of a batch frame straight from tuples, so a sender never builds a `Frame`.

@@ -231,15 +231,15 @@ pub async fn run_source(
                     stamp = now_ns();
                 }
             }
-            let t = match rd.next_tuple().await {
-                Ok(Some(t)) => t,
+            let line = match rd.next_line().await {
+                Ok(Some(l)) => l,
                 Ok(None) => break,
                 Err(e) => return Err(format!("reading source {}: {e}", spec.path)),
             };
             line_no += 1;
-            spec.read.bytes.store(rd.consumed(), Ordering::Relaxed);
             reach.admit(line_no, now_rate).await?;
-            router.push(t, stamp).await.map_err(|e| e.to_string())?;
+            (router.push_pair(line.key, &line.value, stamp).await).map_err(|e| e.to_string())?;
+            spec.read.bytes.store(rd.consumed(), Ordering::Relaxed);
             if !rd.buffered() {
                 router.flush().await.map_err(|e| e.to_string())?;
             }

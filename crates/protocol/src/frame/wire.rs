@@ -35,8 +35,14 @@ pub fn open_batch(buf: &mut BytesMut) {
 
 /// Appends one tuple to a batch begun by [`open_batch`].
 pub fn put_tuple(buf: &mut BytesMut, t: &Tuple) {
-    put_str(buf, &t.key);
-    put_str(buf, &t.value);
+    put_pair(buf, &t.key, &t.value);
+}
+
+/// Appends one tuple given as its key and value (a line the source has not made a
+/// [`Tuple`] of) to a batch begun by [`open_batch`].
+pub fn put_pair(buf: &mut BytesMut, key: &str, value: &str) {
+    put_str(buf, key);
+    put_str(buf, value);
 }
 
 /// Finishes a batch begun by [`open_batch`] holding `count` tuples, numbered from

@@ -1,39 +1,48 @@
 //! Turning the source file into tuples `(NAME:LINE, line)`: the one definition of what the
 //! source emits, shared with first-stage replay after a crash.
 //!
-//! The file is read in chunks of shared bytes, and each line's value is a slice of its chunk;
-//! keys are written one after another into a small arena and sliced off it. So a line costs
-//! no allocation of its own (a profile of a 1M-line job had the source's two allocations per
-//! line among the process's largest costs). A slice keeps its chunk alive while it lives,
-//! which is while its tuple waits in a router's batch or a link's queue: at most about a
-//! chunk per destination more than the lines themselves.
+//! The file is read in chunks into one buffer, and each line is lent out of it
+//! ([`SourceReader::next_line`]) with its key written into a small buffer of the reader's: the
+//! live source routes the pair straight into its batches (`Router::push_pair`), so a line
+//! costs no allocation and no reference count. (Lines used to be slices of shared chunks: a
+//! profile of a 1M-line job had a tenth of its CPU in those slices' reference counts.)
+//! Replay, which keeps lines past the next read, takes owned tuples
+//! ([`SourceReader::next_tuple`]).
 
 use crate::dataplane::router::MAX_TUPLE;
-use crate::model::tuple::{Text, Tuple};
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::model::tuple::Tuple;
+use bytes::{Buf, BytesMut};
+use std::borrow::Cow;
 use tokio::io::AsyncReadExt;
 
-/// Bytes read from the file at a time (the chunks lines are sliced from).
+/// Bytes read from the file at a time.
 const CHUNK: usize = 256 * 1024;
-
-/// Bytes of the key arena, refilled when a key no longer fits.
-const KEY_ARENA: usize = 16 * 1024;
 
 /// See the module doc.
 pub struct SourceReader<R> {
     rd: R,
     name: String,
     line_no: u64,
-    /// Read from the file and not yet taken as lines.
+    /// Read from the file; its first `taken` bytes are lines already lent out.
     buf: BytesMut,
-    /// Where keys are written before they are sliced off.
-    keys: BytesMut,
-    /// The file has ended (what `buf` holds is its last line, if anything).
+    taken: usize,
+    /// The current line's key, `NAME:LINE`.
+    key: String,
+    /// The file has ended (what `buf` holds past `taken` is its last line, if anything).
     eof: bool,
     /// The longest line accepted (`MAX_TUPLE`; smaller in tests).
     pub(super) max_line: usize,
     /// Bytes of the file taken so far, line ends included.
     consumed: u64,
+}
+
+/// One line of the source, lent by the reader until its next read.
+pub struct Line<'a> {
+    /// `NAME:LINE`.
+    pub key: &'a str,
+    /// The line without its line end (invalid UTF-8 replaced, as `String::from_utf8_lossy`
+    /// does).
+    pub value: Cow<'a, str>,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
@@ -44,81 +53,77 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
             name: name.to_string(),
             line_no: 0,
             buf: BytesMut::new(),
-            keys: BytesMut::new(),
+            taken: 0,
+            key: String::new(),
             eof: false,
             max_line: MAX_TUPLE,
             consumed: 0,
         }
     }
 
-    /// The next tuple, or None at the end of the file.
-    pub async fn next_tuple(&mut self) -> std::io::Result<Option<Tuple>> {
+    /// The next line and its key, or None at the end of the file.
+    pub async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
         let mut searched = 0;
-        let line = loop {
-            if let Some(i) = memchr::memchr(b'\n', &self.buf[searched..]) {
+        let (start, end, next) = loop {
+            let rest = &self.buf[self.taken..];
+            if let Some(i) = memchr::memchr(b'\n', &rest[searched..]) {
                 let end = searched + i;
                 if end > self.max_line {
                     return Err(self.too_long());
                 }
-                let mut line = self.buf.split_to(end + 1);
-                line.truncate(end);
-                break line;
+                break (self.taken, self.taken + end, self.taken + end + 1);
             }
-            searched = self.buf.len();
+            searched = rest.len();
             if searched > self.max_line {
                 return Err(self.too_long());
             }
             if self.eof {
-                if self.buf.is_empty() {
+                if rest.is_empty() {
                     return Ok(None);
                 }
-                break self.buf.split();
+                let len = self.buf.len();
+                break (self.taken, len, len);
             }
             self.fill().await?;
         };
         // The line and its newline (one too many for a last line without one: a follower's
         // share is capped at the size).
-        self.consumed += line.len() as u64 + 1;
-        let mut line = line.freeze();
-        if line.last() == Some(&b'\r') {
-            line.truncate(line.len() - 1);
-        }
+        self.consumed += (end - start) as u64 + 1;
+        self.taken = next;
         self.line_no += 1;
-        let value = match Text::try_from(line.clone()) {
-            Ok(t) => t,
-            Err(_) => Text::from(String::from_utf8_lossy(&line).into_owned()),
-        };
-        Ok(Some(Tuple {
-            key: self.key(),
-            value,
+        self.key.clear();
+        self.key.push_str(&self.name);
+        self.key.push(':');
+        self.key.push_str(itoa::Buffer::new().format(self.line_no));
+        let mut line = &self.buf[start..end];
+        if line.last() == Some(&b'\r') {
+            line = &line[..line.len() - 1];
+        }
+        Ok(Some(Line {
+            key: &self.key,
+            value: String::from_utf8_lossy(line),
         }))
     }
 
-    /// `NAME:LINE` of the current line, written into the arena and sliced off it.
-    fn key(&mut self) -> Text {
-        let mut digits = itoa::Buffer::new();
-        let line = digits.format(self.line_no);
-        let len = self.name.len() + 1 + line.len();
-        if self.keys.capacity() < len {
-            self.keys = BytesMut::with_capacity(KEY_ARENA.max(len));
-        }
-        self.keys.put_slice(self.name.as_bytes());
-        self.keys.put_u8(b':');
-        self.keys.put_slice(line.as_bytes());
-        let key: Bytes = self.keys.split().freeze();
-        // The name is a `String` and the digits ASCII: the fallback cannot be reached (it
-        // spells the same key again rather than keep a second reference to the first).
-        Text::try_from(key).unwrap_or_else(|_| Text::from(format!("{}:{line}", self.name)))
+    /// The next tuple, or None at the end of the file: [`next_line`](Self::next_line) as a
+    /// tuple of its own.
+    pub async fn next_tuple(&mut self) -> std::io::Result<Option<Tuple>> {
+        Ok(self
+            .next_line()
+            .await?
+            .map(|l| Tuple::new(l.key.to_string(), l.value.into_owned())))
     }
 
-    /// Reads the next chunk of the file after what `buf` holds.
+    /// Reads the next chunk of the file after what `buf` holds, dropping the lines already
+    /// lent (nothing borrows them any more: the borrow ended with the call that lent them).
     async fn fill(&mut self) -> std::io::Result<()> {
+        self.buf.advance(self.taken);
+        self.taken = 0;
         if self.buf.capacity() - self.buf.len() < CHUNK / 4 {
-            // A fresh chunk, with the partial line carried over (lines in flight keep the
-            // old one alive).
-            let mut next = BytesMut::with_capacity(CHUNK.max(self.buf.len() * 2));
-            next.put_slice(&self.buf);
-            self.buf = next;
+            // Room for the next chunk: in place when the partial line is small (the buffer
+            // is this reader's alone), else a buffer twice the line's size.
+            self.buf
+                .reserve(CHUNK.max(self.buf.len() * 2) - self.buf.len());
         }
         if self.rd.read_buf(&mut self.buf).await? == 0 {
             self.eof = true;
@@ -145,6 +150,6 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
     /// Whether the reader holds data not yet taken as lines (as a buffered reader's buffer;
     /// the next tuple may still need a read when that is part of a line).
     pub fn buffered(&self) -> bool {
-        !self.buf.is_empty()
+        self.buf.len() > self.taken
     }
 }
