@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod reach;
+mod read_ahead;
 mod reader;
 
 pub use reader::SourceReader;
@@ -28,10 +29,10 @@ pub async fn open_source(
     path: &str,
 ) -> Result<ObjectReader, String> {
     match paths {
-        PathMode::Local => tokio::fs::File::open(path)
-            .await
-            .map(|f| Box::new(f) as ObjectReader)
-            .map_err(|e| format!("cannot open source {path}: {e}")),
+        PathMode::Local => match tokio::fs::File::open(path).await {
+            Ok(f) => Ok(read_ahead::read_ahead(f.into_std().await)),
+            Err(e) => Err(format!("cannot open source {path}: {e}")),
+        },
         PathMode::Store => env
             .store
             .open(path)
