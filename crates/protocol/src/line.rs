@@ -76,6 +76,17 @@ pub fn decode_line(line: &str) -> Tuple {
     }
 }
 
+/// The key and value of a protocol line (without its newline) as slices of it, when it holds
+/// no escape (nothing to undo): what [`decode_line`] would make a tuple of, without making
+/// one. `None` for a line with a backslash.
+pub fn split_plain_line(line: &str) -> Option<(&str, &str)> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.contains('\\') {
+        return None;
+    }
+    Some(line.split_once('\t').unwrap_or(("", line)))
+}
+
 /// What [`read_line_bounded`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LineRead {
@@ -201,5 +212,28 @@ mod tests {
             "{r:?}"
         );
         assert!(buf.len() <= 1000);
+    }
+
+    /// A line with nothing to unescape splits into what `decode_line` makes of it.
+    #[test]
+    fn a_plain_line_splits_as_it_decodes() {
+        for line in [
+            "k\tv",
+            "k\tv\r",
+            "no tab",
+            "",
+            "\t",
+            "a\tb\tc",
+            "é\t,\"q\"",
+            "\r",
+        ] {
+            let t = decode_line(line);
+            assert_eq!(
+                split_plain_line(line),
+                Some((&*t.key, &*t.value)),
+                "{line:?}"
+            );
+        }
+        assert_eq!(split_plain_line("k\\t\tv"), None);
     }
 }
