@@ -15,11 +15,16 @@ use std::time::{Duration, Instant};
 /// the body. The body is written from another thread while the answer is read, so a server
 /// that answers early (413) and closes is still heard.
 fn http(c: &Cluster, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    http_with(c, method, path, body, "")
+}
+
+/// [`http`] with `extra` header lines (each ending in `\r\n`).
+fn http_with(c: &Cluster, method: &str, path: &str, body: &[u8], extra: &str) -> (u16, String) {
     let addr = c.url.trim_start_matches("http://").to_string();
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         c.token,
         body.len()
     );
@@ -407,6 +412,39 @@ fn an_ended_job_s_logs_are_removed_after_its_end() {
         || listing(&c, "logs/").is_empty().then_some(()),
     );
     assert_eq!(c.store_file("out/a.txt").lines().count(), 300);
+}
+
+/// A path under a file (the file used as a folder) names nothing: 404 for a read, a ranged
+/// read and a delete, as a missing path gets, and no answer names the leader's directories (a
+/// hostile probe got a 500 quoting the local path). A `Range` that is not one well-formed
+/// range is ignored (200, the whole file); a well-formed one outside the file is 416.
+#[test]
+fn a_file_used_as_a_folder_is_not_found_and_no_answer_names_a_local_path() {
+    let c = Cluster::start(1, 5.0);
+    put_text(&c, "data/f.csv", "a\nb\n");
+    let dir = c.dir.path().display().to_string();
+    for (method, extra) in [("GET", ""), ("GET", "Range: bytes=0-1\r\n")] {
+        let (status, body) = http_with(&c, method, "/api/store/data/f.csv/x", b"", extra);
+        assert_eq!(status, 404, "{method} {extra:?}: {body}");
+        assert!(
+            !body.contains(&dir),
+            "{method} {extra:?} named a local path: {body}"
+        );
+    }
+    // A delete of what is not there removes nothing, as for a missing path.
+    let (status, body) = http(&c, "DELETE", "/api/store/data/f.csv/x", b"");
+    assert_eq!((status, body.as_str()), (200, r#"{"removed":[]}"#));
+    let ranged = |h: &str| http_with(&c, "GET", "/api/store/data/f.csv", b"", h);
+    assert_eq!(ranged("Range: bytes=2-3\r\n"), (206, "b\n".to_string()));
+    for ignored in ["bytes=0-1,2-3", "items=0-1", "bytes=x-y"] {
+        let (status, body) = ranged(&format!("Range: {ignored}\r\n"));
+        // (The whole file, streamed: chunked.)
+        assert!(
+            status == 200 && body.contains("a\nb\n"),
+            "{ignored}: {status} {body:?}"
+        );
+    }
+    assert_eq!(ranged("Range: bytes=10-\r\n").0, 416);
 }
 
 #[test]

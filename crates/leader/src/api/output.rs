@@ -94,10 +94,12 @@ pub(super) async fn output(
             return end_only(&l, &id);
         }
         Err(Refused::Io(e)) => {
+            // The cause may name the leader's own directories: it goes to the log only.
+            tracing::warn!(job = %id, offset, error = %e, "the output cannot be read");
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reading the output of job {id}: {e}"),
-            )
+                format!("reading the output of job {id} failed (the leader's log says why)"),
+            );
         }
     }
     let stream = futures::stream::unfold(tail, |mut t| async move {

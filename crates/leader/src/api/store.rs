@@ -56,7 +56,19 @@ fn store_error(e: StoreError) -> Response {
             error(StatusCode::BAD_REQUEST, e.to_string())
         }
         StoreError::Symlink(_) => error(StatusCode::FORBIDDEN, e.to_string()),
-        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, store_failure(&other)),
+    }
+}
+
+/// What a client is told of a store failure: which path failed, not the store's own words
+/// (a local store's name its directory on the leader's host); those go to the leader's log.
+pub(super) fn store_failure(e: &StoreError) -> String {
+    warn!(error = %e, "a store request failed");
+    match e {
+        StoreError::Io { path, .. } | StoreError::Object { path, .. } => {
+            format!("{path}: the store failed (the leader's log says why)")
+        }
+        _ => "the store failed (the leader's log says why)".to_string(),
     }
 }
 
@@ -66,7 +78,11 @@ pub(super) async fn store_get(
     Path(path): Path<String>,
 ) -> Response {
     if let Some(range) = headers.get(axum::http::header::RANGE) {
-        return (super::ranged::answer(&l.store, &path, range).await).unwrap_or_else(store_error);
+        match super::ranged::answer(&l.store, &path, range).await {
+            Ok(Some(partial)) => return partial,
+            Ok(None) => {}
+            Err(e) => return store_error(e),
+        }
     }
     match l.store.open(&path).await {
         Ok(rd) => {
@@ -222,7 +238,7 @@ pub(super) async fn store_delete(State(l): Shared, Path(path): Path<String>) -> 
         (removed, Some(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({
-                "error": format!("delete of {clean} stopped after {} objects: {e}", removed.len()),
+                "error": format!("delete of {clean} stopped after {} objects: {}", removed.len(), store_failure(&e)),
                 "removed": removed,
             })),
         )

@@ -47,10 +47,20 @@ pub enum StoreError {
     },
 }
 
-/// Maps a local I/O error on store path `path`: a missing file is [`StoreError::NotFound`].
+/// Whether a local I/O error says the path names nothing: missing, or under a file used as
+/// a folder (`a/b` where `a` is a file, `ENOTDIR`), which is as absent as a missing one.
+pub(super) fn names_nothing(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+    )
+}
+
+/// Maps a local I/O error on store path `path`: a path that names nothing
+/// ([`names_nothing`]) is [`StoreError::NotFound`].
 pub(super) fn io_err(path: &str) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |cause| {
-        if cause.kind() == std::io::ErrorKind::NotFound {
+        if names_nothing(&cause) {
             StoreError::NotFound(path.to_string())
         } else {
             StoreError::Io {

@@ -27,11 +27,28 @@ pub struct Objects {
 fn os_err(path: &str) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
     move |e| match e {
         object_store::Error::NotFound { .. } => StoreError::NotFound(path.to_string()),
+        // The local file system's errors come as `Generic` around the I/O error: a path
+        // under a file used as a folder names nothing, as a missing one does.
+        other if io_cause(&other).is_some_and(super::error::names_nothing) => {
+            StoreError::NotFound(path.to_string())
+        }
         other => StoreError::Object {
             path: path.to_string(),
             msg: other.to_string(),
         },
     }
+}
+
+/// The I/O error behind an object store error, if one is in its chain.
+fn io_cause(e: &object_store::Error) -> Option<&std::io::Error> {
+    let mut at: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = at {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        at = err.source();
+    }
+    None
 }
 
 fn os_path(clean: &str) -> Result<object_store::path::Path, StoreError> {
@@ -210,7 +227,11 @@ impl Objects {
             let m = match m {
                 Ok(m) => m,
                 Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(os_err(prefix)(e)),
+                // A folder that is a file (or was removed while listed) holds nothing.
+                Err(e) => match os_err(prefix)(e) {
+                    StoreError::NotFound(_) => continue,
+                    other => return Err(other),
+                },
             };
             let path = m.location.to_string();
             let name = path.rsplit('/').next().unwrap_or("");
