@@ -44,6 +44,13 @@ pub enum Input {
         /// The worker.
         worker: WorkerId,
     },
+    /// A draining worker left with tasks still on it (its drain timed out before there was
+    /// room for them elsewhere): they move now, as a drain's moves (not failures), waiting for
+    /// a slot if none is free. At-most-once tasks on it are lost, as with [`Input::WorkerLost`].
+    DrainEnded {
+        /// The worker.
+        worker: WorkerId,
+    },
     /// The monitor found this attempt stalled (input waiting, no progress).
     Stalled {
         /// Which task.

@@ -120,7 +120,10 @@ impl JobCore {
                 let lost = self.running_on(&worker);
                 self.fail_each(lost, &format!("worker {worker} lost"), cluster, &mut out)
             }
-            Input::WorkerDraining { worker } => self.drain_worker(&worker, cluster, &mut out),
+            Input::WorkerDraining { worker } => {
+                self.drain_worker(&worker, cluster, &mut out, false)
+            }
+            Input::DrainEnded { worker } => self.drain_worker(&worker, cluster, &mut out, true),
             Input::Stalled {
                 pos,
                 attempt,

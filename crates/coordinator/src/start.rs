@@ -86,7 +86,7 @@ impl JobCore {
         }
         // Tasks a drain left where they were for want of room elsewhere: room may have come.
         for worker in &cluster.draining {
-            self.drain_worker(worker, cluster, out)?;
+            self.drain_worker(worker, cluster, out, false)?;
         }
         if self.unplaced.is_empty() {
             self.waited(out);
@@ -123,18 +123,24 @@ impl JobCore {
     /// takes a slot; another worker, for any): one stopped with nowhere to go stalled its
     /// job until a worker joined. The rest keep running where they are and are looked at
     /// again with the tasks that wait for a slot ([`Timer::Place`]); the worker leaves once
-    /// it runs nothing, or when its drain times out.
+    /// it runs nothing, or when its drain times out: then (`forced`) every task still there
+    /// moves, waiting for a slot if none is free ([`Input::DrainEnded`]).
     pub(super) fn drain_worker(
         &mut self,
         worker: &WorkerId,
         cluster: &Cluster,
         out: &mut Vec<Action>,
+        forced: bool,
     ) -> Result<(), Outcome> {
         let here = self.running_on(worker);
         if here.is_empty() {
+            self.drain_kept.remove(worker);
             return Ok(());
         }
         match recovery(self.spec.delivery) {
+            Recovery::Fail if forced => {
+                self.fail_each(here, &format!("worker {worker} left"), cluster, out)
+            }
             Recovery::Fail => {
                 info!(job = %self.id, %worker, tasks = here.len(), "at-most-once tasks stay on the draining worker until they end");
                 Ok(())
@@ -144,12 +150,12 @@ impl JobCore {
                 let mut kept = 0;
                 for (pos, attempt) in here {
                     let slot = self.holds_slot(pos);
-                    if workers == 0 || (slot && free == Some(0)) {
+                    if !forced && (workers == 0 || (slot && free == Some(0))) {
                         kept += 1;
                         continue;
                     }
                     if slot {
-                        free = free.map(|f| f - 1);
+                        free = free.map(|f| f.saturating_sub(1));
                     }
                     let Some(t) = self.current_mut(pos, attempt) else {
                         continue;
@@ -169,7 +175,8 @@ impl JobCore {
             }
             Recovery::RestartEpoch => {
                 let (free, workers) = Room::of(self, cluster, true).free();
-                if workers == 0 || free.is_some_and(|f| f < super::capacity::demand(&self.spec)) {
+                let short = free.is_some_and(|f| f < super::capacity::demand(&self.spec));
+                if !forced && (workers == 0 || short) {
                     self.keep_draining(worker, here.len(), out);
                     return Ok(());
                 }

@@ -224,3 +224,41 @@ fn a_drain_with_no_room_elsewhere_keeps_the_tasks_running_until_there_is() {
     let actions = c.handle(Input::Timer(Timer::Place), &roomy);
     assert!(actions.is_empty(), "{actions:?}");
 }
+
+/// A drain that times out with tasks still on the worker (no room came): the worker leaves,
+/// and they move then, as a drain's moves, not failures, waiting for a slot (a probe saw the
+/// worker listed dead and a failure counted, as if it had died).
+#[test]
+fn a_drain_that_ends_with_tasks_left_moves_them_without_failures() {
+    let mut c = core(Delivery::ExactlyOnce);
+    c.handle(Input::Start, &sized(&[1, 2], &[2, 1]));
+    let mut full = sized(&[1, 2], &[2, 1]);
+    full.draining.insert(w(1));
+    c.handle(Input::WorkerDraining { worker: w(1) }, &full);
+    let left: BTreeSet<TaskPos> = c
+        .tasks()
+        .iter()
+        .filter(|(_, t)| t.worker == w(1) && !t.state.is_terminal())
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(left.len(), 2, "kept for want of room");
+    // w1 left; w2 has no free slot: both are stopped and wait for one.
+    let gone = sized(&[2], &[1]);
+    let actions = c.handle(Input::DrainEnded { worker: w(1) }, &gone);
+    assert!(ended(&actions).is_none(), "{actions:?}");
+    for p in &left {
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Stop { pos, .. } if pos == p)));
+    }
+    assert_eq!(c.failures(), 0);
+    assert_eq!(c.unplaced().len(), 2);
+    // A worker with room joins: they start there.
+    let actions = c.handle(Input::Timer(Timer::Place), &sized(&[2, 3], &[1, 2]));
+    assert_eq!(starts(&actions), 2, "{actions:?}");
+    assert_eq!(c.failures(), 0);
+    // At-most-once tasks cannot move: a drain's end loses them, as a worker's death does.
+    let mut amo = started(Delivery::AtMostOnce);
+    let actions = amo.handle(Input::DrainEnded { worker: w(1) }, &cluster(&[2, 3]));
+    assert!(ended(&actions).is_some(), "{actions:?}");
+}

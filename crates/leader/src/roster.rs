@@ -43,15 +43,20 @@ impl State {
     /// A drained worker left: it is gone like a dead one (whatever it still ran is lost),
     /// but listed as `left`.
     pub fn worker_left(&mut self, id: &WorkerId) -> Vec<(mpsc::Sender<Input>, Input)> {
-        match self.workers.get_mut(id) {
+        let drained = match self.workers.get_mut(id) {
             Some(w) if w.state == WorkerState::Alive => {
                 w.state = WorkerState::Dead;
                 w.left = true;
                 w.dead_since = Some(Instant::now());
+                w.draining
             }
             _ => return Vec::new(),
+        };
+        // A drain that timed out leaves tasks behind: they move, as its other moves did.
+        match drained {
+            true => self.each_running_job(|| Input::DrainEnded { worker: id.clone() }),
+            false => self.each_running_job(|| Input::WorkerLost { worker: id.clone() }),
         }
-        self.each_running_job(|| Input::WorkerLost { worker: id.clone() })
     }
 
     /// One input for every running job's core.

@@ -258,6 +258,7 @@ impl Worker {
         // Once draining: when the drain gives up on the leader moving the tasks.
         let mut draining: Option<tokio::time::Instant> = None;
         let mut drained = false;
+        let mut timed_out = false;
         let mut resumed = carry.draining.take();
         let lost = loop {
             if let Some(at) = resumed.take() {
@@ -285,7 +286,8 @@ impl Worker {
                     }
                 }
                 _ = give_up => {
-                    warn!(tasks = lock_tasks(&self.tasks).len(), "the drain timed out; stopping the tasks still here (reported failed)");
+                    warn!(tasks = lock_tasks(&self.tasks).len(), "the drain timed out; leaving: the leader moves the tasks still here");
+                    timed_out = true;
                     break false;
                 }
                 _ = session.cancelled() => break true,
@@ -313,6 +315,11 @@ impl Worker {
         if lost {
             carry.draining = draining;
         } else {
+            if timed_out {
+                // Left before the tasks stop: the leader moves them as a drain's moves, not
+                // as failures of a worker gone silent.
+                self.leave(&link, Vec::new()).await;
+            }
             self.stop_all(&mut attempts.set, Some(&link)).await;
         }
         session.cancel();
