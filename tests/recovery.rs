@@ -723,3 +723,62 @@ fn workers_running_the_sink_and_then_the_source_die_and_the_output_is_exact() {
         &c.store_file("out/edges.txt"),
     );
 }
+
+/// Someone who can write to the store but lacks the cluster secret copies another task's
+/// valid log segment over one of a running count's. When that count restarts (its process
+/// killed), its replay refuses the segment, "not sealed by this cluster's secret", and the
+/// job fails at once saying so: before, the copy was replayed as the count's own input (wrong
+/// output, a hostile probe), and then, once refused, retried through every restart (some
+/// 2.5 minutes, a later probe). Whatever output the failed job leaves is the reference's.
+#[test]
+fn a_log_segment_copied_from_another_task_fails_the_job_at_once_with_no_wrong_line() {
+    let mut c = Cluster::start(0, 5.0);
+    // No compaction: the segments stay where the test copies them.
+    c.add_worker_env(&[("RAINSTORM_LOG_COMPACT_FANIN", "0")]);
+    c.wait_alive(1);
+    let (signs, ops) = setup(&c, 4000, 17);
+    let op = |n: &str| ops.join(n).to_str().unwrap().to_string();
+    let job = job_toml(
+        "tamper",
+        "signs.csv",
+        "out/tamper.txt",
+        400.0,
+        "exactly-once",
+        &[
+            (
+                2,
+                &op("filter.py"),
+                &["7", "Punched Telespar", "--key-col", "9"],
+            ),
+            (2, &op("count.py"), &["9"]),
+        ],
+    );
+    c.file("tamper.toml", &job);
+    let id = c.submit("tamper.toml");
+    let logs = c.dir.path().join("leader/store/logs").join(&id);
+    let seg = |i: u32| logs.join(format!("2.{i}")).join("000000-0000000000.seg");
+    wait_for("both counts' first log segments", LONG, || {
+        (seg(0).exists() && seg(1).exists()).then_some(())
+    });
+    std::fs::copy(seg(1), seg(0)).unwrap();
+    let first_count =
+        |c: &Cluster, id: &str, stage: u64| running_task(c, id, stage).filter(|t| t["task"] == 0);
+    kill_matching(&c, &id, 2, first_count);
+    let started = std::time::Instant::now();
+    let j = c.wait_job(&id, LONG);
+    let took = started.elapsed();
+    assert_eq!(j["status"], "failed", "{j}\n{}", c.diagnose());
+    let why = j["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("cannot recover") && why.contains("not sealed by this cluster's secret"),
+        "{why}"
+    );
+    assert!(took < Duration::from_secs(30), "failed after {took:?}");
+    let want: std::collections::HashSet<String> = signs.app2().into_iter().collect();
+    for line in sorted_lines(&c.store_file("out/tamper.txt")) {
+        assert!(
+            want.contains(&line),
+            "a line the reference does not have: {line:?}"
+        );
+    }
+}

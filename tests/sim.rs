@@ -465,16 +465,18 @@ fn host_of(w: &WorkerId) -> usize {
 }
 
 fn input_of(pos: TaskPos, attempt: u32, end: TaskEnd) -> Input {
-    let (state, error) = match end {
-        TaskEnd::Finished => (TaskState::Finished, None),
-        TaskEnd::Failed(e) => (TaskState::Failed, Some(e)),
-        TaskEnd::Cancelled => (TaskState::Cancelled, None),
+    let (state, error, unrecoverable) = match end {
+        TaskEnd::Finished => (TaskState::Finished, None, false),
+        TaskEnd::Failed(e) => (TaskState::Failed, Some(e), false),
+        TaskEnd::Unrecoverable(e) => (TaskState::Failed, Some(e), true),
+        TaskEnd::Cancelled => (TaskState::Cancelled, None, false),
     };
     Input::TaskEnded {
         pos,
         attempt,
         state,
         error,
+        unrecoverable,
     }
 }
 

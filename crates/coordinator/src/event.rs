@@ -25,6 +25,9 @@ pub enum Input {
         state: TaskState,
         /// Why it failed.
         error: Option<String>,
+        /// The failure is one no restart can mend (its input log is damaged, gone, or not
+        /// sealed by this cluster): the job fails at once rather than after every restart.
+        unrecoverable: bool,
     },
     /// The source's attempt reported its whole stream acknowledged (its counters are final).
     SourceDone {

@@ -109,7 +109,14 @@ impl JobCore {
                 attempt,
                 state,
                 error,
-            } => self.ended_attempt(pos, attempt, state, error, cluster, &mut out),
+                unrecoverable,
+            } => match unrecoverable && state == TaskState::Failed {
+                true if self.current_mut(pos, attempt).is_some() => Err(Outcome::Failed(format!(
+                    "task {pos} attempt {attempt} cannot recover, so it is not restarted: {}",
+                    error.as_deref().unwrap_or("task failed")
+                ))),
+                _ => self.ended_attempt(pos, attempt, state, error, cluster, &mut out),
+            },
             Input::SourceDone { attempt } => {
                 if let Some(t) = self.current_mut(TaskPos { stage: 0, index: 0 }, attempt) {
                     t.done = true;

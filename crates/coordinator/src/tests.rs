@@ -71,6 +71,7 @@ fn failed(pos: TaskPos, attempt: u32) -> Input {
         attempt,
         state: TaskState::Failed,
         error: Some("boom".into()),
+        unrecoverable: false,
     }
 }
 
@@ -80,6 +81,7 @@ fn finished(pos: TaskPos, attempt: u32) -> Input {
         attempt,
         state: TaskState::Finished,
         error: None,
+        unrecoverable: false,
     }
 }
 
@@ -181,6 +183,36 @@ fn a_stale_attempt_ending_changes_nothing() {
         assert!(actions.is_empty(), "{actions:?}");
     }
     assert_eq!(c.tasks()[&p].attempt, 1);
+}
+
+/// A failure no restart can mend (the input log is damaged, gone, or not sealed by this
+/// cluster) fails the job at once, saying why; a hostile probe's tampered log was retried
+/// through every restart, some 2.5 minutes, before the job failed. An earlier attempt's such
+/// report changes nothing (its successor reads the log too, and will say so itself).
+#[test]
+fn an_unrecoverable_failure_fails_the_job_at_once() {
+    let mut c = started(Delivery::ExactlyOnce);
+    let broken = |attempt| Input::TaskEnded {
+        pos: pos(1, 0),
+        attempt,
+        state: TaskState::Failed,
+        error: Some("input log: log object logs/j/1.0/000000-0000000003.seg is not sealed".into()),
+        unrecoverable: true,
+    };
+    c.handle(failed(pos(1, 0), 0), &cluster(&[1, 2, 3]));
+    let actions = c.handle(broken(0), &cluster(&[1, 2, 3]));
+    assert!(
+        ended(&actions).is_none(),
+        "a stale attempt's report: {actions:?}"
+    );
+    let actions = c.handle(broken(1), &cluster(&[1, 2, 3]));
+    match ended(&actions) {
+        Some(Outcome::Failed(why)) => {
+            assert!(why.contains("task 1.0 attempt 1 cannot recover"), "{why}");
+            assert!(why.contains("is not sealed"), "{why}");
+        }
+        other => panic!("{other:?}: {actions:?}"),
+    }
 }
 
 #[test]

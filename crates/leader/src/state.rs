@@ -248,6 +248,7 @@ impl State {
                 attempt: r.attempt,
                 state: r.state,
                 error: r.error,
+                unrecoverable: r.unrecoverable,
             };
             return Some((tx, input));
         }

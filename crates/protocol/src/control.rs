@@ -135,6 +135,9 @@ pub struct TaskReport {
     pub tuples_out: u64,
     /// Why it failed.
     pub error: Option<String>,
+    /// Its failure is one no restart can mend (see `coordinator::Input::TaskEnded`).
+    #[serde(default)]
+    pub unrecoverable: bool,
     /// Input batches waiting in the task's inbox (stall detection).
     #[serde(default)]
     pub queued: u32,

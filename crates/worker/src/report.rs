@@ -28,6 +28,7 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         tuples_in: s.tuples_in.load(Ordering::Relaxed),
         tuples_out: s.tuples_out.load(Ordering::Relaxed),
         error: s.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        unrecoverable: s.unrecoverable.load(Ordering::Relaxed),
         queued: 0,
         latency: s.latency.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         done: s.done.load(Ordering::Relaxed),

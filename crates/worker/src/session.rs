@@ -357,7 +357,7 @@ impl Worker {
                 attempts.ids.remove(&tid);
                 info!(task = %k.0, attempt = k.1, outcome = ?outcome, "task ended");
                 match outcome {
-                    TaskEnd::Failed(e) => (k, Some(e)),
+                    TaskEnd::Failed(e) | TaskEnd::Unrecoverable(e) => (k, Some(e)),
                     _ => (k, None),
                 }
             }

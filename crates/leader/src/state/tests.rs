@@ -61,6 +61,7 @@ fn a_restarted_source_does_not_lower_the_job_s_tuples_in() {
         tuples_in: 0,
         tuples_out,
         error: None,
+        unrecoverable: false,
         queued: 0,
         latency: None,
         done: false,

@@ -50,6 +50,8 @@ pub enum TaskEnd {
     Finished,
     /// Failed, with the cause.
     Failed(String),
+    /// Failed with a cause no restart can mend (`Stop::Unrecoverable`): its job fails.
+    Unrecoverable(String),
     /// Stopped by cancellation.
     Cancelled,
 }
@@ -180,6 +182,7 @@ pub async fn run_task(
             },
             Err(Stop::Cancelled) => TaskEnd::Cancelled,
             Err(Stop::Failed(e)) => TaskEnd::Failed(e),
+            Err(Stop::Unrecoverable(e)) => TaskEnd::Unrecoverable(e),
         },
     };
     links.stop().await;
@@ -193,6 +196,11 @@ fn settle(status: &TaskStatus, outcome: TaskEnd) -> TaskEnd {
         TaskEnd::Finished => status.set_state(TaskState::Finished),
         TaskEnd::Failed(e) => {
             *status.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            status.set_state(TaskState::Failed);
+        }
+        TaskEnd::Unrecoverable(e) => {
+            *status.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            status.unrecoverable.store(true, Ordering::Relaxed);
             status.set_state(TaskState::Failed);
         }
         TaskEnd::Cancelled => status.set_state(TaskState::Cancelled),

@@ -17,6 +17,10 @@ pub enum Stop {
     /// Failed, with the cause.
     #[error("{0}")]
     Failed(String),
+    /// Failed with a cause no restart can mend: its input log is damaged, gone or not sealed
+    /// by this cluster, and every attempt would read the same log.
+    #[error("{0}")]
+    Unrecoverable(String),
 }
 
 impl From<ExecError> for Stop {
@@ -30,7 +34,12 @@ impl From<ExecError> for Stop {
 
 impl From<LogError> for Stop {
     fn from(e: LogError) -> Self {
-        Stop::Failed(format!("input log: {e}"))
+        match e {
+            LogError::Store(_) => Stop::Failed(format!("input log: {e}")),
+            LogError::Corrupt(_) | LogError::Unsealed(_) | LogError::Missing { .. } => {
+                Stop::Unrecoverable(format!("input log: {e}"))
+            }
+        }
     }
 }
 

@@ -31,6 +31,8 @@ pub struct TaskStatus {
     pub tuples_out: Arc<AtomicU64>,
     /// Failure cause.
     pub error: Mutex<Option<String>>,
+    /// The failure is one no restart can mend (`TaskEnd::Unrecoverable`).
+    pub unrecoverable: AtomicBool,
     /// Signalled when the state or pid changes (the worker announces a start on it).
     pub changed: tokio::sync::Notify,
     /// Every input ended and the operator is draining: work is pending even with an empty

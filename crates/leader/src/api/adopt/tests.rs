@@ -50,6 +50,7 @@ fn report(key: &TaskKey, handed: u32) -> TaskReport {
         tuples_in: 5,
         tuples_out: 5,
         error: None,
+        unrecoverable: false,
         queued: 0,
         latency: None,
         done: false,
