@@ -60,14 +60,16 @@ fn store_error(e: StoreError) -> Response {
     }
 }
 
-/// What a client is told of a store failure: which path failed, not the store's own words
-/// (a local store's name its directory on the leader's host); those go to the leader's log.
+/// What a client is told of a store failure: an I/O error's store path and kind ("No space
+/// left on device"), which name no local path; not an object store's own words (the local
+/// store's name its directory on the leader's host), which go to the leader's log.
 pub(super) fn store_failure(e: &StoreError) -> String {
     warn!(error = %e, "a store request failed");
     match e {
-        StoreError::Io { path, .. } | StoreError::Object { path, .. } => {
+        StoreError::Object { path, .. } => {
             format!("{path}: the store failed (the leader's log says why)")
         }
+        StoreError::Io { .. } => e.to_string(),
         _ => "the store failed (the leader's log says why)".to_string(),
     }
 }

@@ -27,11 +27,25 @@ pub struct Objects {
 fn os_err(path: &str) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
     move |e| match e {
         object_store::Error::NotFound { .. } => StoreError::NotFound(path.to_string()),
-        // The local file system's errors come as `Generic` around the I/O error: a path
-        // under a file used as a folder names nothing, as a missing one does.
-        other if io_cause(&other).is_some_and(super::error::names_nothing) => {
-            StoreError::NotFound(path.to_string())
-        }
+        // The local file system's errors come as `Generic` around the I/O error, their text
+        // naming the file's local path: a path under a file used as a folder names nothing,
+        // as a missing one does, and any other I/O error is kept as its kind and code alone
+        // ("No space left on device"), the store path in front, so no message a client may
+        // see names the store's directory.
+        other if io_cause(&other).is_some() => match io_cause(&other) {
+            Some(io) if super::error::names_nothing(io) => StoreError::NotFound(path.to_string()),
+            Some(io) => StoreError::Io {
+                path: path.to_string(),
+                cause: match io.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::from(io.kind()),
+                },
+            },
+            None => StoreError::Object {
+                path: path.to_string(),
+                msg: other.to_string(),
+            },
+        },
         other => StoreError::Object {
             path: path.to_string(),
             msg: other.to_string(),
