@@ -64,8 +64,8 @@ pub struct Router {
 
 impl Router {
     /// A router over `links` (one per downstream task, in index order) that routes by the
-    /// key-group maps of `board`, counting the tuples it routes on `emitted` and their bytes
-    /// and its waits for room on `meter`.
+    /// key-group maps of `board`, counting the tuples it sends on `emitted` (a batch at a
+    /// time) and their bytes and its waits for room on `meter`.
     pub fn new(
         links: Vec<mpsc::Sender<LinkMsg>>,
         partition: Partition,
@@ -127,11 +127,24 @@ impl Router {
     /// partition that must cut the value, and an output held during a switch, take the
     /// [`Tuple`] path.
     pub async fn push_pair(&mut self, key: &str, value: &str, emit_ns: u64) -> Result<(), Closed> {
+        let hash = crate::model::tuple::stable_hash(key.as_bytes());
+        self.push_hashed_pair(key, hash, value, emit_ns).await
+    }
+
+    /// [`Router::push_pair`] of a key whose `stable_hash` the caller has (the source's keys
+    /// share a prefix it hashes once).
+    pub async fn push_hashed_pair(
+        &mut self,
+        key: &str,
+        hash: u64,
+        value: &str,
+        emit_ns: u64,
+    ) -> Result<(), Closed> {
         let size = key.len() + value.len() + 8;
         if size > MAX_TUPLE {
             return Err(Closed::TooLarge(size));
         }
-        let Some((g, send_key)) = self.partitioner.route_key(key) else {
+        let Some((g, send_key)) = self.partitioner.route_hash(hash) else {
             return self.push(Tuple::new(key, value), emit_ns).await;
         };
         if self.verdicts.has_changed().unwrap_or(false) {
@@ -197,7 +210,6 @@ impl Router {
         self.pending_emit[i] = self.pending_emit[i].min(emit_ns);
         put_pair(&mut self.pending[i], key, value);
         self.pending_count[i] += 1;
-        self.emitted.fetch_add(1, Ordering::Relaxed);
         if self.pending_count[i] as usize >= self.cfg.batch_tuples
             || self.pending_bytes[i] >= self.cfg.batch_bytes
         {
@@ -217,6 +229,9 @@ impl Router {
             .min(full)
             .max(FIRST_BATCH_CAP.min(full));
         let count = std::mem::take(&mut self.pending_count[i]);
+        // Counted a batch at a time, not a tuple at a time (an atomic add per tuple per hop):
+        // what a report shows is at most a batch per destination behind, until a flush.
+        self.emitted.fetch_add(u64::from(count), Ordering::Relaxed);
         let emit_ns = std::mem::replace(&mut self.pending_emit[i], u64::MAX);
         // Key and value bytes: the 8 bytes a tuple is counted with for batch sizes are not data.
         let bytes = self.pending_bytes[i] - 8 * count as usize;

@@ -94,9 +94,16 @@ impl Partitioner {
     /// must be read or cut ([`Partition::Column`], [`Partition::Field`],
     /// [`Partition::KeySelect`]): route a [`Tuple`] instead.
     pub fn route_key(&self, key: &str) -> Option<(usize, bool)> {
+        self.route_hash(stable_hash(key.as_bytes()))
+    }
+
+    /// [`Partitioner::route_key`] of a key whose [`stable_hash`] is `hash` (the source hashes
+    /// its keys' common prefix once).
+    pub fn route_hash(&self, hash: u64) -> Option<(usize, bool)> {
+        let group = (hash % KEY_GROUPS as u64) as usize;
         match self.partition {
-            Partition::Key => Some((group_of(key), true)),
-            Partition::Hashed => Some((group_of(key), false)),
+            Partition::Key => Some((group, true)),
+            Partition::Hashed => Some((group, false)),
             Partition::ValueOnly => Some((0, false)),
             Partition::Column(_) | Partition::Field(_) | Partition::KeySelect { .. } => None,
         }

@@ -29,7 +29,12 @@ impl Tuple {
 
 /// 64-bit FNV-1a: tiny, deterministic everywhere, good enough spread for partitioning.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    stable_hash_more(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// [`stable_hash`] of `a ++ bytes`, given `h = stable_hash(a)`: FNV-1a goes byte by byte, so
+/// keys that share a prefix (the source's `NAME:LINE`) need hash only what follows it.
+pub fn stable_hash_more(mut h: u64, bytes: &[u8]) -> u64 {
     for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -45,5 +50,10 @@ mod tests {
     fn hash_is_stable() {
         assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let prefix = stable_hash(b"in.csv:");
+        assert_eq!(
+            stable_hash_more(prefix, b"1234"),
+            stable_hash(b"in.csv:1234")
+        );
     }
 }

@@ -239,7 +239,8 @@ pub async fn run_source(
             };
             line_no += 1;
             reach.admit(line_no, now_rate).await?;
-            (router.push_pair(line.key, &line.value, stamp).await).map_err(|e| e.to_string())?;
+            let routed = router.push_hashed_pair(line.key, line.key_hash, &line.value, stamp);
+            routed.await.map_err(|e| e.to_string())?;
             spec.read.bytes.store(rd.consumed(), Ordering::Relaxed);
             if !rd.buffered() {
                 router.flush().await.map_err(|e| e.to_string())?;

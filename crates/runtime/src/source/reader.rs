@@ -10,7 +10,7 @@
 //! ([`SourceReader::next_tuple`]).
 
 use crate::dataplane::router::MAX_TUPLE;
-use crate::model::tuple::Tuple;
+use crate::model::tuple::{stable_hash, stable_hash_more, Tuple};
 use bytes::{Buf, BytesMut};
 use std::borrow::Cow;
 use tokio::io::AsyncReadExt;
@@ -28,6 +28,8 @@ pub struct SourceReader<R> {
     taken: usize,
     /// The current line's key, `NAME:LINE`.
     key: String,
+    /// The `stable_hash` of `NAME:`, which every key starts with.
+    prefix_hash: u64,
     /// The file has ended (what `buf` holds past `taken` is its last line, if anything).
     eof: bool,
     /// The longest line accepted (`MAX_TUPLE`; smaller in tests).
@@ -40,6 +42,8 @@ pub struct SourceReader<R> {
 pub struct Line<'a> {
     /// `NAME:LINE`.
     pub key: &'a str,
+    /// The key's `stable_hash`.
+    pub key_hash: u64,
     /// The line without its line end (invalid UTF-8 replaced, as `String::from_utf8_lossy`
     /// does).
     pub value: Cow<'a, str>,
@@ -55,6 +59,7 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
             buf: BytesMut::new(),
             taken: 0,
             key: String::new(),
+            prefix_hash: stable_hash_more(stable_hash(name.as_bytes()), b":"),
             eof: false,
             max_line: MAX_TUPLE,
             consumed: 0,
@@ -94,7 +99,10 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
         self.key.clear();
         self.key.push_str(&self.name);
         self.key.push(':');
-        self.key.push_str(itoa::Buffer::new().format(self.line_no));
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(self.line_no);
+        self.key.push_str(digits);
+        let key_hash = stable_hash_more(self.prefix_hash, digits.as_bytes());
         let mut line = &self.buf[start..end];
         if line.last() == Some(&b'\r') {
             line = &line[..line.len() - 1];
@@ -107,6 +115,7 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
         };
         Ok(Some(Line {
             key: &self.key,
+            key_hash,
             value,
         }))
     }

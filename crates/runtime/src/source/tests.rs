@@ -146,3 +146,18 @@ async fn lines_across_reads_and_chunks_come_out_whole_and_in_order() {
         assert_eq!(rd.consumed(), text.len() as u64 + 1);
     }
 }
+
+/// A line's key hash, continued from its name's, is the hash of its whole key: what the
+/// partitioner would compute (replay routes by the key itself).
+#[tokio::test]
+async fn a_line_s_key_hash_is_its_key_s() {
+    let mut rd = SourceReader::new(std::io::Cursor::new(b"a\nb\n".repeat(600)), "in.csv");
+    while let Some(l) = rd.next_line().await.unwrap() {
+        assert_eq!(
+            l.key_hash,
+            crate::model::tuple::stable_hash(l.key.as_bytes()),
+            "{}",
+            l.key
+        );
+    }
+}
