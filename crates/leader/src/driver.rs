@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 /// Once a job's sink finished, how long its other tasks have to report their own ends.
 const DRAIN: Duration = Duration::from_secs(10);
 
+mod record;
+
 /// Runs a job to its final status: from the start, or (`resume`) from the placement an
 /// earlier leader recorded, carrying on with the tasks the workers still run.
 pub async fn drive(
@@ -160,21 +162,6 @@ impl Executor {
         None
     }
 
-    /// Records the job as it is now, its placement unchanged; a failure is logged (what it
-    /// records is for the job's views, not its placement).
-    async fn persist_record(&self) {
-        let record = {
-            let st = lock(&self.leader.state);
-            match st.jobs.get(&self.id) {
-                Some(j) => j.stored(&self.id),
-                None => return,
-            }
-        };
-        if let Err(e) = self.leader.persist.put_job(record).await {
-            tracing::warn!(job = %self.id, error = %format!("{e:#}"), "could not record the job's rescales");
-        }
-    }
-
     /// What the core sees, read under the state lock `st`: the live workers, least loaded
     /// first; the slots each has free for this job (other running jobs' tasks subtracted);
     /// which drain; and the earliest other job still pending, if it was submitted first.
@@ -294,39 +281,6 @@ impl Executor {
                 st.tasks.insert(key, rec);
             }
         }
-    }
-
-    /// Copies the core's counters onto the job's record.
-    fn counters(&self, core: &JobCore) {
-        let mut st = lock(&self.leader.state);
-        self.count(&mut st, core);
-    }
-
-    /// See [`Executor::counters`], under the lock `st` already held.
-    fn count(&self, st: &mut State, core: &JobCore) {
-        if let Some(j) = st.jobs.get_mut(&self.id) {
-            j.failures = self.before.0 + core.failures();
-            j.recoveries = self.before.1 + core.recoveries();
-            // A resumed job keeps the failure an earlier leader recorded until a new one.
-            if let Some(f) = core.last_failure() {
-                j.last_failure = Some(f.to_string());
-            }
-        }
-    }
-
-    /// Records the placement durably; called before any change of it takes effect.
-    async fn persist(&self, run: RunState) -> Result<(), String> {
-        let record = {
-            let mut st = lock(&self.leader.state);
-            let j = st.jobs.get_mut(&self.id).ok_or("job record vanished")?;
-            j.set_run(run);
-            j.stored(&self.id)
-        };
-        self.leader
-            .persist
-            .put_job(record)
-            .await
-            .map_err(|e| format!("recording the job's placement: {e:#}"))
     }
 
     /// Carries out an action that touches the task records or workers' command queues.

@@ -8,21 +8,22 @@
 
 use super::link::LeaderLink;
 use super::report::report;
-use super::state::{Attempts, Ended, Worker};
+use super::state::{Attempts, Worker};
 use super::{lock_tasks, pause};
 use crate::model::backoff::Backoff;
 use crate::model::ids::WorkerId;
 use crate::protocol::auth::RegistrationClaim;
 use crate::protocol::control::{
-    Command, RegisterChallenge, RegisterRequest, RegisterResponse, Rejoin, TaskReport, TaskState,
+    Command, RegisterChallenge, RegisterRequest, RegisterResponse, Rejoin, TaskReport,
     PROTOCOL_VERSION,
 };
-use crate::runtime::task::TaskEnd;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
+
+mod ends;
 
 /// Why one registration did not go through.
 enum Refused {
@@ -343,62 +344,5 @@ impl Worker {
             Err(e) => warn!(error = %e, "event reporter panicked; its unsent reports are lost"),
         }
         lost
-    }
-
-    /// The report of an attempt whose supervisor returned (or panicked), removing it from the
-    /// table; `None` if it was no longer there.
-    fn ended(
-        &self,
-        done: Result<(tokio::task::Id, Ended), tokio::task::JoinError>,
-        attempts: &mut Attempts,
-    ) -> Option<TaskReport> {
-        let (k, failure) = match done {
-            Ok((tid, (k, outcome))) => {
-                attempts.ids.remove(&tid);
-                info!(task = %k.0, attempt = k.1, outcome = ?outcome, "task ended");
-                match outcome {
-                    TaskEnd::Failed(e) | TaskEnd::Unrecoverable(e) => (k, Some(e)),
-                    _ => (k, None),
-                }
-            }
-            Err(e) => {
-                // A panicked supervisor still reports: the attempt it ran is failed.
-                warn!(error = %e, "task supervisor panicked");
-                let k = attempts.ids.remove(&e.id())?;
-                let r = lock_tasks(&self.tasks).remove(&k)?;
-                let mut rep = report(&r.assignment, &r.status);
-                rep.state = TaskState::Failed;
-                rep.error = Some(format!("task supervisor panicked: {e}"));
-                return Some(rep);
-            }
-        };
-        let r = lock_tasks(&self.tasks).remove(&k)?;
-        let mut rep = report(&r.assignment, &r.status);
-        if failure.is_some() {
-            rep.error = failure;
-        }
-        Some(rep)
-    }
-
-    /// Stops every attempt and waits for them; with a `link` (a graceful exit), reports what
-    /// was still running as failed.
-    async fn stop_all(&self, running: &mut JoinSet<Ended>, link: Option<&LeaderLink>) {
-        let reports: Vec<TaskReport> = lock_tasks(&self.tasks)
-            .values()
-            .map(|r| {
-                r.cancel.cancel();
-                let mut rep = report(&r.assignment, &r.status);
-                rep.state = TaskState::Failed;
-                rep.error = Some("worker shutting down".into());
-                rep
-            })
-            .collect();
-        if let Some(link) = link.filter(|_| !reports.is_empty()) {
-            if let Err(e) = link.post_events(reports).await {
-                warn!(error = %e, "could not report stopped tasks to the leader");
-            }
-        }
-        while running.join_next().await.is_some() {}
-        lock_tasks(&self.tasks).clear();
     }
 }
