@@ -76,7 +76,11 @@ pub fn job_counters(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control
             j.source_read.fetch_max(r.tuples_out, Ordering::Relaxed);
         }
         StageRole::Sink => {
-            j.sink_tuples.store(r.tuples_in, Ordering::Relaxed);
+            // Likewise the most any sink attempt held: its committed log only grows, and a
+            // new attempt counts from 0 until its replay (a probe saw 0 out while a sink
+            // kept failing to restart with 5,000 lines committed). The output's count
+            // replaces it when the job ends (`cleanup.rs`).
+            j.sink_tuples.fetch_max(r.tuples_in, Ordering::Relaxed);
             j.latency.lock().unwrap_or_else(|p| p.into_inner()).report(
                 r.attempt,
                 r.latency.as_ref(),

@@ -80,6 +80,20 @@ fn a_restarted_source_does_not_lower_the_job_s_tuples_in() {
     assert_eq!(tuples_in(), 200_000);
     job_counters(&jobs, &report(1, 200_000));
     assert_eq!(tuples_in(), 200_000);
+    // The sink's lines out likewise: a new attempt that has not replayed yet holds 0.
+    let sink = |attempt, tuples_in| crate::protocol::control::TaskReport {
+        key: key(3),
+        tuples_in,
+        ..report(attempt, 0)
+    };
+    let lines_out = || {
+        jobs[&JobId("job-1".into())]
+            .sink_tuples
+            .load(Ordering::Relaxed)
+    };
+    job_counters(&jobs, &sink(0, 5_000));
+    job_counters(&jobs, &sink(1, 0));
+    assert_eq!(lines_out(), 5_000);
 }
 
 #[test]
