@@ -287,6 +287,49 @@ fn a_file_cannot_stand_where_a_job_s_output_needs_a_folder() {
 /// An operator executable uploaded into the store is read by the running job that uses it:
 /// replacing or deleting it (or the directory holding it) is refused (409, naming the job)
 /// and the file stays as it was; once the job has ended it is the user's again.
+/// A job submitted again while the first runs, with the same local operator file, is
+/// accepted: `submit` sees the store holds the same bytes and does not upload them over the
+/// file the running job reads (a hostile probe's second submit was refused with 409). A
+/// changed file is still refused while the first job runs.
+#[test]
+fn a_second_submit_with_the_same_operator_file_is_accepted_while_the_first_runs() {
+    let c = Cluster::start(1, 5.0);
+    put_text(&c, "in.txt", &lines(1000));
+    let op = c.file("ops/same.sh", "#!/bin/sh\nexec cat\n");
+    std::fs::set_permissions(&op, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // 1,000 lines at 20/s: running for about a minute, until cancelled.
+    let job = |name: &str| {
+        let sink = format!("out/{name}.txt");
+        let toml = job_toml(
+            name,
+            "in.txt",
+            &sink,
+            20.0,
+            "exactly-once",
+            &[(1, "ops/same.sh", &[])],
+        );
+        c.file(&format!("{name}.toml"), &toml);
+        format!("{name}.toml")
+    };
+    let first = c.submit(&job("first"));
+    let out = c.run(&["submit", &job("second")]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("same file; not uploaded again"), "{said}");
+    let second = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    c.file("ops/same.sh", "#!/bin/sh\nexec tac\n");
+    let out = c.run(&["submit", &job("third")]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("409") && said.contains(&first),
+        "{said}"
+    );
+    for id in [&first, &second] {
+        assert_eq!(c.json(&["job", id, "--json"])["status"], "running");
+        c.ok(&["cancel", id]);
+    }
+}
+
 #[test]
 fn put_or_delete_of_a_running_jobs_operator_is_refused() {
     let c = Cluster::start(1, 5.0);

@@ -8,6 +8,10 @@ use anyhow::Context;
 use reqwest::Method;
 use std::path::Path;
 
+/// The largest local file compared with its store copy before submission (operators are
+/// scripts and small programs; a larger one is uploaded).
+const SAME_UP_TO: u64 = 64 << 20;
+
 impl Client {
     /// Uploads a local file to the store, streaming it (a file of any size).
     pub async fn put(&self, local: &Path, remote: &str) -> anyhow::Result<()> {
@@ -78,11 +82,46 @@ impl Client {
         }
         for p in paths {
             let local = Path::new(p);
-            if local.is_file() {
-                eprintln!("rainstorm: uploading {p} to the store");
-                self.put(local, p).await?;
+            if !local.is_file() {
+                continue;
             }
+            if self.same_in_store(local, p).await? {
+                // A running job may read it (an upload over it would be refused): nothing
+                // to send anyway.
+                eprintln!("rainstorm: {p} in the store is the same file; not uploaded again");
+                continue;
+            }
+            eprintln!("rainstorm: uploading {p} to the store");
+            self.put(local, p).await?;
         }
         Ok(())
+    }
+
+    /// Whether store path `remote` holds exactly the bytes of `local` (compared only up to
+    /// [`SAME_UP_TO`] bytes: a larger file is uploaded again). Submitting a job a second
+    /// time while the first runs must not re-upload its operators: the store refuses a write
+    /// over a file a running job reads.
+    async fn same_in_store(&self, local: &Path, remote: &str) -> anyhow::Result<bool> {
+        let len = tokio::fs::metadata(local)
+            .await
+            .with_context(|| format!("reading {}", local.display()))?
+            .len();
+        let clean = clean_path(remote)?;
+        let listed = self.ls(&clean).await?;
+        let stored = listed.iter().find(|o| o.path == clean).map(|o| o.size);
+        if stored != Some(len) || len > SAME_UP_TO {
+            return Ok(false);
+        }
+        let mine = tokio::fs::read(local)
+            .await
+            .with_context(|| format!("reading {}", local.display()))?;
+        let req = self.request(Method::GET, &format!("/api/store/{}", url_path(&clean)));
+        let theirs = self
+            .send(req)
+            .await?
+            .bytes()
+            .await
+            .context("reading it back")?;
+        Ok(theirs.as_ref() == mine.as_slice())
     }
 }
