@@ -100,6 +100,16 @@ impl Router {
             return Err(Closed::TooLarge(size));
         }
         let (g, t) = self.partitioner.route(t);
+        self.before_route().await?;
+        match self.board.route(g, !self.held.is_empty()) {
+            Verdict::To(i) => self.place(i, t, emit_ns).await,
+            Verdict::Hold => self.hold(t, emit_ns, g).await,
+        }
+    }
+
+    /// What comes before routing an output: after a new verdict every pending batch goes
+    /// first, and held outputs whose switch is decided go before anything new.
+    async fn before_route(&mut self) -> Result<(), Closed> {
         if self.verdicts.has_changed().unwrap_or(false) {
             self.verdicts.mark_unchanged();
             self.send_all().await?;
@@ -107,17 +117,18 @@ impl Router {
         if !self.held.is_empty() {
             self.release().await?;
         }
-        match self.board.route(g, !self.held.is_empty()) {
-            Verdict::To(i) => self.place(i, t, emit_ns).await,
-            Verdict::Hold => {
-                self.held.push((t, emit_ns, g));
-                if self.held.len() >= HOLD_MAX {
-                    self.board.wait_decided().await;
-                    self.release().await?;
-                }
-                Ok(())
-            }
+        Ok(())
+    }
+
+    /// Holds an output of key group `g` until its switch is decided; past [`HOLD_MAX`]
+    /// held, waits for the verdict (back-pressure).
+    async fn hold(&mut self, t: Tuple, emit_ns: u64, g: usize) -> Result<(), Closed> {
+        self.held.push((t, emit_ns, g));
+        if self.held.len() >= HOLD_MAX {
+            self.board.wait_decided().await;
+            self.release().await?;
         }
+        Ok(())
     }
 
     /// Routes one tuple given as its key and value, without a [`Tuple`] made of it: how the
@@ -147,24 +158,11 @@ impl Router {
         let Some((g, send_key)) = self.partitioner.route_hash(hash) else {
             return self.push(Tuple::new(key, value), emit_ns).await;
         };
-        if self.verdicts.has_changed().unwrap_or(false) {
-            self.verdicts.mark_unchanged();
-            self.send_all().await?;
-        }
-        if !self.held.is_empty() {
-            self.release().await?;
-        }
+        self.before_route().await?;
         let key = if send_key { key } else { "" };
         match self.board.route(g, !self.held.is_empty()) {
             Verdict::To(i) => self.place_pair(i, key, value, emit_ns).await,
-            Verdict::Hold => {
-                self.held.push((Tuple::new(key, value), emit_ns, g));
-                if self.held.len() >= HOLD_MAX {
-                    self.board.wait_decided().await;
-                    self.release().await?;
-                }
-                Ok(())
-            }
+            Verdict::Hold => self.hold(Tuple::new(key, value), emit_ns, g).await,
         }
     }
 
