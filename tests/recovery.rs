@@ -782,3 +782,66 @@ fn a_log_segment_copied_from_another_task_fails_the_job_at_once_with_no_wrong_li
         );
     }
 }
+
+/// A count's log loses an object that said what it recovered (its attempt's manifest,
+/// deleted from the store): its next attempt recovers less than its upstream knows it
+/// acknowledged. That reads the same on every attempt, so the job fails at once saying so
+/// (a probe saw "protocol violation", and restarts until the last).
+#[test]
+fn a_log_missing_what_it_acknowledged_fails_the_job_at_once_saying_so() {
+    let mut c = Cluster::start(0, 5.0);
+    c.add_worker_env(&[("RAINSTORM_LOG_COMPACT_FANIN", "0")]);
+    c.wait_alive(1);
+    let (signs, ops) = setup(&c, 4000, 23);
+    let op = |n: &str| ops.join(n).to_str().unwrap().to_string();
+    let job = job_toml(
+        "lose",
+        "signs.csv",
+        "out/lose.txt",
+        400.0,
+        "exactly-once",
+        &[
+            (
+                2,
+                &op("filter.py"),
+                &["7", "Punched Telespar", "--key-col", "9"],
+            ),
+            (2, &op("count.py"), &["9"]),
+        ],
+    );
+    c.file("lose.toml", &job);
+    let id = c.submit("lose.toml");
+    let log = c.dir.path().join("leader/store/logs").join(&id).join("2.0");
+    let first_count =
+        |c: &Cluster, id: &str, stage: u64| running_task(c, id, stage).filter(|t| t["task"] == 0);
+    wait_for("the count's first segment", LONG, || {
+        log.join("000000-0000000000.seg").exists().then_some(())
+    });
+    kill_matching(&c, &id, 2, first_count);
+    // Its second attempt recovered (its manifest) and committed input of its own.
+    wait_for("the second attempt's first segment", LONG, || {
+        log.join("000001-0000000000.seg").exists().then_some(())
+    });
+    let second = |c: &Cluster, id: &str, stage: u64| {
+        running_task(c, id, stage).filter(|t| t["task"] == 0 && t["attempt"] == 1)
+    };
+    std::fs::remove_file(log.join("000001-manifest")).unwrap();
+    kill_matching(&c, &id, 2, second);
+    let started = std::time::Instant::now();
+    let j = c.wait_job(&id, LONG);
+    let took = started.elapsed();
+    assert_eq!(j["status"], "failed", "{j}\n{}", c.diagnose());
+    let why = j["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("cannot recover") && why.contains("holds less than was acknowledged"),
+        "{why}"
+    );
+    assert!(took < Duration::from_secs(30), "failed after {took:?}");
+    let want: std::collections::HashSet<String> = signs.app2().into_iter().collect();
+    for line in sorted_lines(&c.store_file("out/lose.txt")) {
+        assert!(
+            want.contains(&line),
+            "a line the reference does not have: {line:?}"
+        );
+    }
+}

@@ -143,10 +143,13 @@ pub(crate) async fn receive<I: Intake>(
                             intake.ended(from, upto).await?;
                         }
                     }
+                    // Every attempt recovers the same log, so none can mend it: the job fails.
                     Verdict::Lost { have, acked } => {
-                        return Err(Stop::Failed(format!(
-                            "protocol violation: link {from} is acknowledged up to {acked} but \
-                             this attempt holds only {have}; refusing to lose tuples"
+                        return Err(Stop::Unrecoverable(format!(
+                            "input log holds less than was acknowledged: link {from} is \
+                             acknowledged up to {acked} but the log this attempt recovered holds \
+                             only {have} (objects of the log deleted from the store?); refusing \
+                             to lose tuples"
                         )))
                     }
                     Verdict::Ended { last_seq } => intake.ended(from, last_seq).await?,
