@@ -724,6 +724,65 @@ fn workers_running_the_sink_and_then_the_source_die_and_the_output_is_exact() {
     );
 }
 
+/// A running exactly-once app2 job of executables (filter → count, 2 tasks each, 400 lines/s)
+/// on one worker whose logs are never compacted, so a test finds each segment where it was
+/// written: the cluster, the reference, the job's id and the store directory of its logs.
+fn slow_logged_job(name: &str, seed: u64) -> (Cluster, Signs, String, std::path::PathBuf) {
+    let mut c = Cluster::start(0, 5.0);
+    c.add_worker_env(&[("RAINSTORM_LOG_COMPACT_FANIN", "0")]);
+    c.wait_alive(1);
+    let (signs, ops) = setup(&c, 4000, seed);
+    let op = |n: &str| ops.join(n).to_str().unwrap().to_string();
+    let job = job_toml(
+        name,
+        "signs.csv",
+        &format!("out/{name}.txt"),
+        400.0,
+        "exactly-once",
+        &[
+            (
+                2,
+                &op("filter.py"),
+                &["7", "Punched Telespar", "--key-col", "9"],
+            ),
+            (2, &op("count.py"), &["9"]),
+        ],
+    );
+    c.file(&format!("{name}.toml"), &job);
+    let id = c.submit(&format!("{name}.toml"));
+    let logs = c.dir.path().join("leader/store/logs").join(&id);
+    (c, signs, id, logs)
+}
+
+/// The first count task (2.0), running with input.
+fn first_count(c: &Cluster, id: &str, stage: u64) -> Option<Value> {
+    running_task(c, id, stage).filter(|t| t["task"] == 0)
+}
+
+/// Waits (from now) for job `id` (named `name` by [`slow_logged_job`]) to fail within 30 s
+/// with a cause that names `says`, and checks that whatever output it left holds only lines
+/// of the reference.
+fn fails_at_once_saying(c: &Cluster, signs: &Signs, id: &str, name: &str, says: &str) {
+    let started = std::time::Instant::now();
+    let j = c.wait_job(id, LONG);
+    let took = started.elapsed();
+    assert_eq!(j["status"], "failed", "{j}\n{}", c.diagnose());
+    let why = j["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("cannot recover") && why.contains(says),
+        "{why}"
+    );
+    assert!(took < Duration::from_secs(30), "failed after {took:?}");
+    let want: std::collections::HashSet<String> = signs.app2().into_iter().collect();
+    let sink = format!("out/{name}.txt");
+    for line in sorted_lines(&c.store_file(&sink)) {
+        assert!(
+            want.contains(&line),
+            "a line the reference does not have: {line:?}"
+        );
+    }
+}
+
 /// Someone who can write to the store but lacks the cluster secret copies another task's
 /// valid log segment over one of a running count's. When that count restarts (its process
 /// killed), its replay refuses the segment, "not sealed by this cluster's secret", and the
@@ -732,55 +791,20 @@ fn workers_running_the_sink_and_then_the_source_die_and_the_output_is_exact() {
 /// 2.5 minutes, a later probe). Whatever output the failed job leaves is the reference's.
 #[test]
 fn a_log_segment_copied_from_another_task_fails_the_job_at_once_with_no_wrong_line() {
-    let mut c = Cluster::start(0, 5.0);
-    // No compaction: the segments stay where the test copies them.
-    c.add_worker_env(&[("RAINSTORM_LOG_COMPACT_FANIN", "0")]);
-    c.wait_alive(1);
-    let (signs, ops) = setup(&c, 4000, 17);
-    let op = |n: &str| ops.join(n).to_str().unwrap().to_string();
-    let job = job_toml(
-        "tamper",
-        "signs.csv",
-        "out/tamper.txt",
-        400.0,
-        "exactly-once",
-        &[
-            (
-                2,
-                &op("filter.py"),
-                &["7", "Punched Telespar", "--key-col", "9"],
-            ),
-            (2, &op("count.py"), &["9"]),
-        ],
-    );
-    c.file("tamper.toml", &job);
-    let id = c.submit("tamper.toml");
-    let logs = c.dir.path().join("leader/store/logs").join(&id);
+    let (c, signs, id, logs) = slow_logged_job("tamper", 17);
     let seg = |i: u32| logs.join(format!("2.{i}")).join("000000-0000000000.seg");
     wait_for("both counts' first log segments", LONG, || {
         (seg(0).exists() && seg(1).exists()).then_some(())
     });
     std::fs::copy(seg(1), seg(0)).unwrap();
-    let first_count =
-        |c: &Cluster, id: &str, stage: u64| running_task(c, id, stage).filter(|t| t["task"] == 0);
     kill_matching(&c, &id, 2, first_count);
-    let started = std::time::Instant::now();
-    let j = c.wait_job(&id, LONG);
-    let took = started.elapsed();
-    assert_eq!(j["status"], "failed", "{j}\n{}", c.diagnose());
-    let why = j["error"].as_str().unwrap_or_default();
-    assert!(
-        why.contains("cannot recover") && why.contains("not sealed by this cluster's secret"),
-        "{why}"
+    fails_at_once_saying(
+        &c,
+        &signs,
+        &id,
+        "tamper",
+        "not sealed by this cluster's secret",
     );
-    assert!(took < Duration::from_secs(30), "failed after {took:?}");
-    let want: std::collections::HashSet<String> = signs.app2().into_iter().collect();
-    for line in sorted_lines(&c.store_file("out/tamper.txt")) {
-        assert!(
-            want.contains(&line),
-            "a line the reference does not have: {line:?}"
-        );
-    }
 }
 
 /// A count's log loses an object that said what it recovered (its attempt's manifest,
@@ -789,31 +813,8 @@ fn a_log_segment_copied_from_another_task_fails_the_job_at_once_with_no_wrong_li
 /// (a probe saw "protocol violation", and restarts until the last).
 #[test]
 fn a_log_missing_what_it_acknowledged_fails_the_job_at_once_saying_so() {
-    let mut c = Cluster::start(0, 5.0);
-    c.add_worker_env(&[("RAINSTORM_LOG_COMPACT_FANIN", "0")]);
-    c.wait_alive(1);
-    let (signs, ops) = setup(&c, 4000, 23);
-    let op = |n: &str| ops.join(n).to_str().unwrap().to_string();
-    let job = job_toml(
-        "lose",
-        "signs.csv",
-        "out/lose.txt",
-        400.0,
-        "exactly-once",
-        &[
-            (
-                2,
-                &op("filter.py"),
-                &["7", "Punched Telespar", "--key-col", "9"],
-            ),
-            (2, &op("count.py"), &["9"]),
-        ],
-    );
-    c.file("lose.toml", &job);
-    let id = c.submit("lose.toml");
-    let log = c.dir.path().join("leader/store/logs").join(&id).join("2.0");
-    let first_count =
-        |c: &Cluster, id: &str, stage: u64| running_task(c, id, stage).filter(|t| t["task"] == 0);
+    let (c, signs, id, logs) = slow_logged_job("lose", 23);
+    let log = logs.join("2.0");
     wait_for("the count's first segment", LONG, || {
         log.join("000000-0000000000.seg").exists().then_some(())
     });
@@ -827,21 +828,5 @@ fn a_log_missing_what_it_acknowledged_fails_the_job_at_once_saying_so() {
     };
     std::fs::remove_file(log.join("000001-manifest")).unwrap();
     kill_matching(&c, &id, 2, second);
-    let started = std::time::Instant::now();
-    let j = c.wait_job(&id, LONG);
-    let took = started.elapsed();
-    assert_eq!(j["status"], "failed", "{j}\n{}", c.diagnose());
-    let why = j["error"].as_str().unwrap_or_default();
-    assert!(
-        why.contains("cannot recover") && why.contains("holds less than was acknowledged"),
-        "{why}"
-    );
-    assert!(took < Duration::from_secs(30), "failed after {took:?}");
-    let want: std::collections::HashSet<String> = signs.app2().into_iter().collect();
-    for line in sorted_lines(&c.store_file("out/lose.txt")) {
-        assert!(
-            want.contains(&line),
-            "a line the reference does not have: {line:?}"
-        );
-    }
+    fails_at_once_saying(&c, &signs, &id, "lose", "holds less than was acknowledged");
 }
