@@ -5,6 +5,7 @@
 
 use crate::model::ids::{TaskKey, TaskPos};
 use crate::model::partition::{partition_into, tasks_of};
+use crate::model::pushdown::SourceFilter;
 use crate::model::spec::{autoscale_of, Delivery, JobSpec, OperatorSpec, StageRole};
 use crate::protocol::control::{Dest, Endpoint, SourceReplay, TaskAssignment, TaskRole};
 use std::collections::BTreeMap;
@@ -50,12 +51,14 @@ pub fn assignment(
         partition: partition_into(spec, 1),
         tasks: tasks_of(spec, 1),
         steps: Vec::new(),
+        filter: SourceFilter::of(spec),
     });
     let role = match spec.role_of(stage) {
         StageRole::Source => TaskRole::Source {
             path: spec.source_path.clone(),
             name: spec.source_name.clone(),
             rate: spec.rate,
+            filter: SourceFilter::of(spec),
         },
         StageRole::Sink => TaskRole::Sink {
             path: spec.sink_path.clone(),

@@ -72,8 +72,10 @@ pub fn job_counters(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control
             // and the job may end (its first stage holding the whole stream) before it is
             // back where its predecessor was. A count that fell would say the job read less
             // than it did, and a Prometheus counter must never fall.
-            j.source_tuples.fetch_max(r.tuples_out, Ordering::Relaxed);
-            j.source_read.fetch_max(r.tuples_out, Ordering::Relaxed);
+            // Lines read, not routed: the first stage's pushed-down filters drop some before
+            // routing (`model::pushdown`), and `source_read` paces a restart by lines.
+            j.source_tuples.fetch_max(r.tuples_in, Ordering::Relaxed);
+            j.source_read.fetch_max(r.tuples_in, Ordering::Relaxed);
         }
         StageRole::Sink => {
             // Likewise the most any sink attempt held: its committed log only grows, and a

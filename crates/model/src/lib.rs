@@ -16,5 +16,6 @@ pub mod jobfile;
 pub mod latency;
 pub mod limits;
 pub mod partition;
+pub mod pushdown;
 pub mod spec;
 pub mod tuple;

@@ -262,6 +262,10 @@ pub enum TaskRole {
         name: String,
         /// Tuples per second; 0 = unthrottled.
         rate: f64,
+        /// The first stage's leading filters, applied before routing (`model::pushdown`);
+        /// the first stage's replays apply the same ([`SourceReplay::filter`]).
+        #[serde(default)]
+        filter: Option<crate::model::pushdown::SourceFilter>,
     },
     /// The job's sink: logs what the last stage delivers, then writes the output file.
     Sink {
@@ -294,9 +298,14 @@ pub struct SourceReplay {
     pub partition: Partition,
     /// First-stage task count.
     pub tasks: u32,
-    /// The source's routing history into the first stage, by line number.
+    /// The source's routing history into the first stage, by its output's number (a line
+    /// the source's filter drops is no output).
     #[serde(default)]
     pub steps: Vec<crate::model::groups::RouteStep>,
+    /// What the source drops before routing (`model::pushdown`): a replay reads the file
+    /// through it, so its n-th line kept is the source's n-th output.
+    #[serde(default)]
+    pub filter: Option<crate::model::pushdown::SourceFilter>,
 }
 
 /// A command from leader to worker.

@@ -41,12 +41,32 @@ pub async fn open_source(
     }
 }
 
+/// Opens the source file as a first-stage replay must read it: through the source's
+/// pushed-down filter (`model::pushdown`), so its n-th line is the source's n-th output.
+pub async fn open_replay(
+    env: &TaskEnv,
+    paths: PathMode,
+    r: &crate::protocol::control::SourceReplay,
+) -> Result<SourceReader<ObjectReader>, String> {
+    let filter = r
+        .filter
+        .as_ref()
+        .map(|f| f.compile())
+        .transpose()
+        .map_err(|e| format!("the source's filter: {e}"))?;
+    let file = open_source(env, paths, &r.path).await?;
+    Ok(SourceReader::new(file, &r.name).filtered(filter))
+}
+
 /// How far a source has read its file, shared with the reports of its attempt; and its
 /// rate, which `rainstorm set-rate` changes while it runs.
 #[derive(Debug)]
 pub struct SourceRead {
     /// Bytes read so far (see [`SourceReader::consumed`]).
     pub bytes: AtomicU64,
+    /// Lines read so far, those the pushed-down filter dropped included: the source's
+    /// tuples in (see [`SourceReader::lines`]).
+    pub lines: AtomicU64,
     /// The file's size, once looked up.
     pub size: std::sync::OnceLock<u64>,
     /// Tuples per second (0: unthrottled); the running source paces by the latest value.
@@ -57,6 +77,7 @@ impl Default for SourceRead {
     fn default() -> Self {
         SourceRead {
             bytes: AtomicU64::new(0),
+            lines: AtomicU64::new(0),
             size: std::sync::OnceLock::new(),
             rate: tokio::sync::watch::Sender::new(0.0),
         }
@@ -134,6 +155,9 @@ pub struct SourceSpec {
     pub read: Arc<SourceRead>,
     /// Lines earlier attempts already read: sent at once, pacing starts after them.
     pub caught_up: u64,
+    /// The first stage's filters pushed into the source (`model::pushdown`): lines they drop
+    /// are not routed.
+    pub filter: Option<crate::model::pushdown::LineFilter>,
 }
 
 /// Lines stamped with one reading of the clock at most (unpaced, some tens of microseconds).
@@ -203,8 +227,10 @@ pub async fn run_source(
             tracing::debug!(job = %spec.job, attempt = spec.attempt, lines = r, "the source's predecessors routed at most this far");
             spec.board.reach(r);
         }
-        let mut rd = SourceReader::new(file, &spec.name);
-        let mut line_no: u64 = 0;
+        let mut rd = SourceReader::new(file, &spec.name).filtered(spec.filter);
+        // Lines routed: the source's outputs, which its switch points and reach count (a
+        // line the pushed-down filter drops is read, paced and counted as read, not routed).
+        let mut outputs: u64 = 0;
         let mut rate = spec.read.rate.subscribe();
         let mut pace = Pace {
             since: Instant::now(),
@@ -216,36 +242,45 @@ pub async fn run_source(
         // is read every few lines (microseconds apart unpaced) and after every wait.
         let mut stamp = now_ns();
         loop {
-            let now_rate = *rate.borrow_and_update();
-            if line_no.is_multiple_of(STAMP_EVERY) {
-                stamp = now_ns();
-            }
-            if let Some(due) = pace.due(line_no, now_rate) {
-                if due > Instant::now() {
-                    router.flush().await.map_err(|e| e.to_string())?;
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(due) => {}
-                        // A new rate: pace by it from here (a dropped sender never happens
-                        // while the attempt's status lives; then the old pace holds).
-                        Ok(()) = rate.changed() => continue,
-                    }
-                    stamp = now_ns();
-                }
-            }
             let line = match rd.next_line().await {
                 Ok(Some(l)) => l,
                 Ok(None) => break,
                 Err(e) => return Err(format!("reading source {}: {e}", spec.path)),
             };
-            line_no += 1;
-            reach.admit(line_no, now_rate).await?;
+            if outputs.is_multiple_of(STAMP_EVERY) {
+                stamp = now_ns();
+            }
+            // Paced by lines read: the line is due where its number puts it.
+            let now_rate = loop {
+                let now_rate = *rate.borrow_and_update();
+                let Some(due) = pace.due(line.number - 1, now_rate) else {
+                    break now_rate;
+                };
+                if due <= Instant::now() {
+                    break now_rate;
+                }
+                router.flush().await.map_err(|e| e.to_string())?;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    // A new rate: pace by it from here (a dropped sender never happens
+                    // while the attempt's status lives; then the old pace holds).
+                    Ok(()) = rate.changed() => continue,
+                }
+                stamp = now_ns();
+                break now_rate;
+            };
+            outputs += 1;
+            reach.admit(outputs, now_rate).await?;
             let routed = router.push_hashed_pair(line.key, line.key_hash, &line.value, stamp);
             routed.await.map_err(|e| e.to_string())?;
             spec.read.bytes.store(rd.consumed(), Ordering::Relaxed);
+            spec.read.lines.store(rd.lines(), Ordering::Relaxed);
             if !rd.buffered() {
                 router.flush().await.map_err(|e| e.to_string())?;
             }
         }
+        spec.read.bytes.store(rd.consumed(), Ordering::Relaxed);
+        spec.read.lines.store(rd.lines(), Ordering::Relaxed);
         // Every line is routed: no predecessor routed more, whatever its reach.
         spec.board.reach(0);
         router.finish().await.map_err(|e| e.to_string())?;

@@ -25,7 +25,7 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         attempt: a.attempt,
         pid: (pid != 0).then_some(pid),
         state: s.state(),
-        tuples_in: s.tuples_in.load(Ordering::Relaxed),
+        tuples_in: s.accepted(),
         tuples_out: s.tuples_out.load(Ordering::Relaxed),
         error: s.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         unrecoverable: s.unrecoverable.load(Ordering::Relaxed),

@@ -1,5 +1,8 @@
 //! The source's reach kept ahead of what it routes (`store::reach`): extended in the
-//! background when half of it is used, so a store write is rarely waited for.
+//! background when half of it is used, so a store write is rarely waited for. A reach counts
+//! the source's outputs, the lines it routed: with a filter pushed into it
+//! (`model::pushdown`) those are fewer than the lines it read, and its switch points and its
+//! first stage's replays count outputs too.
 
 use crate::model::ids::TaskKey;
 use crate::reach::{extend, ReachError};
@@ -26,7 +29,7 @@ pub(super) struct Reach {
     key: TaskKey,
     epoch: u32,
     attempt: u32,
-    /// Lines this attempt may route: durable, and it was not fenced after.
+    /// Outputs (lines routed) this attempt may route: durable, and it was not fenced after.
     granted: u64,
     /// An extension being written, to this many lines.
     pending: Option<(u64, AbortOnDropHandle<Result<(), ReachError>>)>,
@@ -45,7 +48,7 @@ impl Reach {
         }
     }
 
-    /// Returns once line `n` may be routed (waiting for an extension only when the reach is
+    /// Returns once output `n` (the `n`th line routed) may be routed (waiting for an extension only when the reach is
     /// used up), and starts the next extension when half of the reach is used.
     pub(super) async fn admit(&mut self, n: u64, rate: f64) -> Result<(), String> {
         let done = self.pending.as_ref().is_some_and(|(_, h)| h.is_finished());

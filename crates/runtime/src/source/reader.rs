@@ -10,6 +10,7 @@
 //! ([`SourceReader::next_tuple`]).
 
 use crate::dataplane::router::MAX_TUPLE;
+use crate::model::pushdown::LineFilter;
 use crate::model::tuple::{stable_hash, stable_hash_more, Tuple};
 use bytes::{Buf, BytesMut};
 use std::borrow::Cow;
@@ -36,6 +37,8 @@ pub struct SourceReader<R> {
     pub(super) max_line: usize,
     /// Bytes of the file taken so far, line ends included.
     consumed: u64,
+    /// The first stage's filters pushed into the source (`model::pushdown`).
+    filter: Option<LineFilter>,
 }
 
 /// One line of the source, lent by the reader until its next read.
@@ -47,6 +50,22 @@ pub struct Line<'a> {
     /// The line without its line end (invalid UTF-8 replaced, as `String::from_utf8_lossy`
     /// does).
     pub value: Cow<'a, str>,
+    /// Its number in the file, from 1 (lines a filter dropped counted).
+    pub number: u64,
+}
+
+/// A line without its carriage return, if it ends in one.
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// A line's text: `from_utf8` first, as `from_utf8_lossy` walks the line in chunks, several
+/// times slower for the valid line that nearly every line is.
+fn text_of(line: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(line) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(line),
+    }
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
@@ -63,11 +82,54 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
             eof: false,
             max_line: MAX_TUPLE,
             consumed: 0,
+            filter: None,
         }
     }
 
-    /// The next line and its key, or None at the end of the file.
+    /// The reader yielding only the lines `filter` keeps (the source's pushed-down filter):
+    /// what the source sends and what every first-stage replay must read alike.
+    pub fn filtered(mut self, filter: Option<LineFilter>) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Lines of the file taken so far, those a filter dropped included.
+    pub fn lines(&self) -> u64 {
+        self.line_no
+    }
+
+    /// The next line and its key, or None at the end of the file; with a filter
+    /// ([`SourceReader::filtered`]), the next line it keeps.
     pub async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
+        let (start, end) = loop {
+            let Some((start, end)) = self.take_line().await? else {
+                return Ok(None);
+            };
+            let raw = strip_cr(&self.buf[start..end]);
+            match &self.filter {
+                Some(f) if !f.may_keep(raw) => continue,
+                Some(f) if !f.decided_by_bytes() && !f.keeps(&text_of(raw)) => continue,
+                _ => break (start, end),
+            }
+        };
+        self.key.clear();
+        self.key.push_str(&self.name);
+        self.key.push(':');
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(self.line_no);
+        self.key.push_str(digits);
+        let key_hash = stable_hash_more(self.prefix_hash, digits.as_bytes());
+        Ok(Some(Line {
+            key: &self.key,
+            key_hash,
+            value: text_of(strip_cr(&self.buf[start..end])),
+            number: self.line_no,
+        }))
+    }
+
+    /// Takes the next line of the file (counted, its bytes consumed): where it lies in `buf`,
+    /// line end excluded, or None at the end of the file.
+    async fn take_line(&mut self) -> std::io::Result<Option<(usize, usize)>> {
         let mut searched = 0;
         let (start, end, next) = loop {
             let rest = &self.buf[self.taken..];
@@ -96,28 +158,7 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
         self.consumed += (end - start) as u64 + 1;
         self.taken = next;
         self.line_no += 1;
-        self.key.clear();
-        self.key.push_str(&self.name);
-        self.key.push(':');
-        let mut digits = itoa::Buffer::new();
-        let digits = digits.format(self.line_no);
-        self.key.push_str(digits);
-        let key_hash = stable_hash_more(self.prefix_hash, digits.as_bytes());
-        let mut line = &self.buf[start..end];
-        if line.last() == Some(&b'\r') {
-            line = &line[..line.len() - 1];
-        }
-        // `from_utf8` first: `from_utf8_lossy` walks the line in chunks, several times slower
-        // for the valid line that nearly every line is.
-        let value = match std::str::from_utf8(line) {
-            Ok(text) => Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(line),
-        };
-        Ok(Some(Line {
-            key: &self.key,
-            key_hash,
-            value,
-        }))
+        Ok(Some((start, end)))
     }
 
     /// The next tuple, or None at the end of the file: [`next_line`](Self::next_line) as a

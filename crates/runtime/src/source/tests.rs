@@ -161,3 +161,43 @@ async fn a_line_s_key_hash_is_its_key_s() {
         );
     }
 }
+
+/// Through the pushed-down filter the reader yields only the lines it keeps, each keyed by
+/// its number in the file, while it counts every line and byte it took: what the source
+/// sends, and what a first-stage replay must read alike.
+#[tokio::test]
+async fn a_filtered_reader_keeps_line_numbers_and_counts_every_line() {
+    use crate::model::pushdown::SourceFilter;
+    use crate::model::spec::ChainStep;
+    let filter = SourceFilter {
+        steps: vec![ChainStep {
+            name: "filter".into(),
+            args: vec!["keep".into()],
+        }],
+    };
+    let text = b"keep 1\r\ndrop\nkeep \xff 3\n\ndrop\nlast keep";
+    let mut rd = SourceReader::new(std::io::Cursor::new(text.to_vec()), "f")
+        .filtered(Some(filter.compile().unwrap()));
+    let mut got = Vec::new();
+    while let Some(l) = rd.next_line().await.unwrap() {
+        got.push((l.key.to_string(), l.value.into_owned(), l.number));
+    }
+    assert_eq!(
+        got,
+        [
+            ("f:1".to_string(), "keep 1".to_string(), 1),
+            ("f:3".to_string(), "keep \u{FFFD} 3".to_string(), 3),
+            ("f:6".to_string(), "last keep".to_string(), 6),
+        ]
+    );
+    assert_eq!(rd.lines(), 6);
+    assert_eq!(rd.consumed(), text.len() as u64 + 1);
+    // The same file unfiltered gives those tuples among the rest, with the same keys.
+    let all = read_all(text, 100).await.unwrap();
+    let kept: Vec<&str> = all
+        .iter()
+        .filter(|t| t.value.contains("keep"))
+        .map(|t| &*t.key)
+        .collect();
+    assert_eq!(kept, ["f:1", "f:3", "f:6"]);
+}

@@ -10,7 +10,7 @@ use crate::model::groups::map_for;
 use crate::model::partition::Partitioner;
 use crate::model::spec::PathMode;
 use crate::protocol::control::SourceReplay;
-use crate::source::{open_source, SourceReader};
+use crate::source::open_replay;
 use std::sync::atomic::Ordering;
 
 /// Feeds the operator as input is accepted.
@@ -49,11 +49,11 @@ impl Intake for DirectIntake<'_, '_> {
         let (from, after, upto, ended) = (unseen.from, unseen.after, unseen.upto, unseen.ended);
         let _working = self.working.run();
         let failed = |e: String| Stop::Failed(format!("replaying source {}: {e}", r.path));
-        let file = open_source(env, paths, &r.path).await.map_err(failed)?;
-        let mut rd = SourceReader::new(file, &r.name);
+        let mut rd = open_replay(env, paths, r).await.map_err(failed)?;
         let mut part = Partitioner::new(r.partition.clone(), r.tasks as usize);
-        // The source routed line n by the map in force for its n-th output.
-        let mut line = 0u64;
+        // The source routed its n-th output (the n-th line its filter kept, `open_replay`) by
+        // the map in force for it.
+        let mut output = 0u64;
         let mut seq = 0u64;
         while seq < upto {
             let Some(t) = rd.next_tuple().await.map_err(|e| failed(e.to_string()))? else {
@@ -61,9 +61,9 @@ impl Intake for DirectIntake<'_, '_> {
                     "the file ended at tuple {seq} of this task, before the acknowledged {upto}"
                 )));
             };
-            line += 1;
+            output += 1;
             let g = part.group(&t);
-            if map_for(&r.steps, line, r.tasks).owner(g) == me {
+            if map_for(&r.steps, output, r.tasks).owner(g) == me {
                 seq += 1;
                 // As the source sent it: projected where the stage reads only part of it.
                 let t = part.project(t);

@@ -66,7 +66,17 @@ pub async fn run_task(
     status: Arc<TaskStatus>,
     cancel: CancellationToken,
 ) -> TaskEnd {
-    if let TaskRole::Source { path, name, .. } = &a.role {
+    if let TaskRole::Source {
+        path, name, filter, ..
+    } = &a.role
+    {
+        let filter = match filter.as_ref().map(|f| f.compile()).transpose() {
+            Ok(f) => f,
+            Err(e) => {
+                let why = format!("the first stage's filter cannot be pushed into the source: {e}");
+                return settle(&status, TaskEnd::Failed(why));
+            }
+        };
         let spec = SourceSpec {
             job: a.key.job.clone(),
             path: path.clone(),
@@ -80,6 +90,7 @@ pub async fn run_task(
             attempt: a.attempt,
             read: status.source.clone(),
             caught_up: a.source_caught_up,
+            filter,
         };
         env.routes.set_many(&a.key.job, a.routes_version, &a.routes);
         status.set_state(TaskState::Running);

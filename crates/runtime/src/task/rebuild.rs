@@ -19,7 +19,7 @@ use crate::model::spec::PathMode;
 use crate::model::tuple::Tuple;
 use crate::protocol::control::SourceReplay;
 use crate::protocol::routing::StageRouting;
-use crate::source::{open_source, SourceReader};
+use crate::source::open_replay;
 use futures::StreamExt;
 
 /// Segments of a log read at once.
@@ -98,21 +98,21 @@ pub(super) async fn own_input(
     let mut n = 0u64;
     if let Some((paths, r)) = source {
         let failed = |e: String| Stop::Failed(format!("rebuilding state from {}: {e}", r.path));
-        let file = open_source(env, paths, &r.path).await.map_err(failed)?;
-        let mut rd = SourceReader::new(file, &r.name);
+        let mut rd = open_replay(env, paths, r).await.map_err(failed)?;
         let mut part = Partitioner::new(partitioner.partition().clone(), 1);
         let point = |i: usize| plan.versions[i].at.get(&0).map_or(0, |p| p.outputs);
-        let mut line = 0u64;
+        // The source's outputs so far (the lines its filter kept, `open_replay`).
+        let mut output = 0u64;
         while n < hi {
             let Some(t) = rd.next_tuple().await.map_err(|e| failed(e.to_string()))? else {
                 return Err(failed(format!(
                     "the file ended before this task's tuple {hi}"
                 )));
             };
-            line += 1;
+            output += 1;
             let v = (1..plan.versions.len())
                 .rev()
-                .find(|i| line > point(*i))
+                .find(|i| output > point(*i))
                 .unwrap_or(0);
             if plan.versions[v].map.owner(part.group(&t)) == me {
                 n += 1;

@@ -121,6 +121,14 @@ impl TaskStatus {
         self.changed.notify_one();
     }
 
+    /// Tuples in as reported: those accepted, or a source's lines read (it accepts no tuples;
+    /// lines its pushed-down filter dropped are read, not routed, so its tuples out can be
+    /// fewer).
+    pub fn accepted(&self) -> u64 {
+        let lines = self.source.lines.load(Ordering::Relaxed);
+        self.tuples_in.load(Ordering::Relaxed).max(lines)
+    }
+
     /// Records the operator's process id.
     pub fn set_pid(&self, pid: u32) {
         self.pid.store(pid, Ordering::Relaxed);

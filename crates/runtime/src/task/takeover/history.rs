@@ -9,7 +9,7 @@ use crate::model::partition::Partitioner;
 use crate::model::spec::PathMode;
 use crate::protocol::control::SourceReplay;
 use crate::protocol::routing::StageRouting;
-use crate::source::{open_source, SourceReader};
+use crate::source::open_replay;
 use crate::task::operator::Stop;
 use crate::task::rebuild::{read_ahead, Rebuilding};
 use futures::StreamExt;
@@ -119,18 +119,16 @@ impl Takeover<'_> {
         };
         let (lo, hi) = (point(a), point(b));
         let failed = |e: String| Stop::Failed(format!("rebuilding state from {}: {e}", r.path));
-        let file = open_source(self.env, paths, &r.path)
-            .await
-            .map_err(failed)?;
-        let mut rd = SourceReader::new(file, &r.name);
+        let mut rd = open_replay(self.env, paths, r).await.map_err(failed)?;
         let mut part = Partitioner::new(self.partitioner_kind(), 1);
-        let (mut line, mut fed) = (0u64, 0u64);
-        while line < hi {
+        // The source's outputs so far (the lines its filter kept, `open_replay`).
+        let (mut output, mut fed) = (0u64, 0u64);
+        while output < hi {
             let Some(t) = rd.next_tuple().await.map_err(|e| failed(e.to_string()))? else {
                 break;
             };
-            line += 1;
-            if line > lo && groups.contains(&part.group(&t)) {
+            output += 1;
+            if output > lo && groups.contains(&part.group(&t)) {
                 to.take(t).await?;
                 fed += 1;
             }
