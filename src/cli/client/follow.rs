@@ -196,7 +196,11 @@ where
 {
     let mut progressed = false;
     let mut body = std::pin::pin!(body);
+    // Bytes received and not yet parsed; the first `scanned` of them hold no line end. An
+    // event may span many chunks: each chunk is searched once (a search from the start on
+    // every chunk, and a drain per event, made a large output cost quadratic time).
     let mut pending: Vec<u8> = Vec::new();
+    let mut scanned = 0;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Break::Lost {
             connected: true,
@@ -204,11 +208,13 @@ where
             error: anyhow::Error::new(e).context("output stream broke"),
         })?;
         pending.extend_from_slice(&chunk);
-        while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=nl).collect();
-            let ev: OutputEvent = serde_json::from_slice(&line)
+        let mut start = 0;
+        while let Some(i) = memchr::memchr(b'\n', &pending[scanned..]) {
+            let end = scanned + i + 1;
+            let ev: OutputEvent = serde_json::from_slice(&pending[start..end])
                 .context("bad event in the output stream")
                 .map_err(Break::Fatal)?;
+            (start, scanned) = (end, end);
             match ev {
                 OutputEvent::Data(text) => {
                     let len = text.len() as u64;
@@ -227,6 +233,8 @@ where
                 }
             }
         }
+        pending.drain(..start);
+        scanned = pending.len();
     }
     Err(Break::Lost {
         connected: true,

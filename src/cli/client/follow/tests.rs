@@ -316,3 +316,34 @@ async fn a_stream_that_always_breaks_at_once_is_given_up() {
     assert!(msg.contains("3 times in a row"), "{msg}");
     assert_eq!(*requests.lock().unwrap(), 3);
 }
+
+/// Events cut into chunks of every size from 1 byte to several events: the relay prints
+/// every line once, in order, and counts every byte, wherever the cuts fall.
+#[tokio::test]
+async fn events_cut_anywhere_across_chunks_are_relayed_whole() {
+    let mut stream = Vec::new();
+    let mut want = String::new();
+    for i in 0..20 {
+        let text = format!("line {i} \"quoted\" \\ {}\n", "x".repeat(i * 7));
+        want.push_str(&text);
+        stream.extend(event(&OutputEvent::Data(text)));
+    }
+    stream.extend(event(&end()));
+    for size in [1, 2, 7, 64, 300, stream.len()] {
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = stream
+            .chunks(size)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let got = Capture::default();
+        let mut out = OutputWriter::spawn(got.clone(), None, 1).unwrap();
+        let mut written = 0;
+        let info = relay(futures::stream::iter(chunks), &mut out, &mut written)
+            .await
+            .unwrap_or_else(|e| panic!("chunks of {size}: {}", e.into_error()));
+        out.finish().await.unwrap();
+        assert_eq!(info.status, JobStatus::Succeeded);
+        let text = String::from_utf8(got.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, want, "chunks of {size}");
+        assert_eq!(written, want.len() as u64, "chunks of {size}");
+    }
+}
