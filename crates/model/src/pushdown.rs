@@ -116,6 +116,19 @@ impl LineFilter {
         })
     }
 
+    /// A substring every kept line holds, whose bytes missing from a line prove the line is
+    /// dropped: a reader may search a whole buffer for it and drop the lines before its next
+    /// occurrence unseen (a line that holds it is still tested whole).
+    pub fn anchor(&self) -> Option<&Finder<'static>> {
+        self.tests.iter().find_map(|t| match t {
+            Test::Contains {
+                finder,
+                bytes_decide: true,
+            } => Some(&**finder),
+            _ => None,
+        })
+    }
+
     /// Whether [`LineFilter::may_keep`] decides alone: every test is a substring whose bytes
     /// decide (a needle's bytes in the raw line are its text in the line's text too, since a
     /// needle starts on no continuation byte, which is all an invalid sequence swallows), so

@@ -102,6 +102,7 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
     /// ([`SourceReader::filtered`]), the next line it keeps.
     pub async fn next_line(&mut self) -> std::io::Result<Option<Line<'_>>> {
         let (start, end) = loop {
+            self.skip_lines_without_anchor().await?;
             let Some((start, end)) = self.take_line().await? else {
                 return Ok(None);
             };
@@ -125,6 +126,45 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
             value: text_of(strip_cr(&self.buf[start..end])),
             number: self.line_no,
         }))
+    }
+
+    /// With a filter whose substring decides by bytes ([`LineFilter::anchor`]), takes in bulk
+    /// the whole lines before the next one that holds the substring's bytes, as grep does:
+    /// one search over the buffer and a count of its line ends, instead of a look at each
+    /// line (app1 drops seven lines in ten). They are counted and consumed as
+    /// [`take_line`](Self::take_line) would take them; being dropped, they are never carried,
+    /// so their length is not held against the longest tuple. Returns once what is left
+    /// starts with the line that holds the next occurrence, or at the end of the file.
+    async fn skip_lines_without_anchor(&mut self) -> std::io::Result<()> {
+        loop {
+            let Some(anchor) = self.filter.as_ref().and_then(|f| f.anchor()) else {
+                return Ok(());
+            };
+            let rest = &self.buf[self.taken..];
+            let found = anchor.find(rest);
+            let whole = match found {
+                Some(at) => memchr::memrchr(b'\n', &rest[..at]).map_or(0, |nl| nl + 1),
+                // Not in what is left of the file: all of it goes, a last line without a line
+                // end too.
+                None if self.eof => rest.len(),
+                None => memchr::memrchr(b'\n', rest).map_or(0, |nl| nl + 1),
+            };
+            if whole > 0 {
+                let ends = memchr::memchr_iter(b'\n', &rest[..whole]).count() as u64;
+                let unended = u64::from(rest[whole - 1] != b'\n');
+                self.line_no += ends + unended;
+                // Each line with its line end, one too many for a last line without one (as
+                // `take_line` counts).
+                self.consumed += whole as u64 + unended;
+                self.taken += whole;
+            }
+            let partial = self.buf.len() - self.taken;
+            if found.is_some() || self.eof || partial > self.max_line {
+                // A line too long to carry is `take_line`'s to refuse.
+                return Ok(());
+            }
+            self.fill().await?;
+        }
     }
 
     /// Takes the next line of the file (counted, its bytes consumed): where it lies in `buf`,
