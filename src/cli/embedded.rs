@@ -84,6 +84,9 @@ impl Cluster {
         let cfg = LeaderConfig {
             token: Some(token.clone()),
             data_dir: dir.path().join("leader"),
+            // The temporary directory goes with this process, nothing in it outlives the run
+            // (unless kept for inspection): its store is written without fsync.
+            scratch: !keep_logs,
             keep_logs,
             exec_policy: policy.clone(),
             ..LeaderConfig::default()
@@ -93,7 +96,10 @@ impl Cluster {
             ready: Some(ready_tx),
             ..cfg
         };
-        let store = Store::local(cfg.data_dir.join("store"))?;
+        let store = match cfg.scratch {
+            true => Store::local_scratch(cfg.data_dir.join("store"))?,
+            false => Store::local(cfg.data_dir.join("store"))?,
+        };
         parts.spawn(leader::run(cfg, http, shutdown.clone()));
         // The workers share this process's descriptors: each is fitted to its share.
         let share = super::limits::open_files() / workers.max(1) as u64;

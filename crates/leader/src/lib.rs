@@ -85,6 +85,9 @@ pub struct LeaderConfig {
     pub token: Option<crate::protocol::auth::Secret>,
     /// The store: an S3-compatible bucket, else the directory `DATA_DIR/store`.
     pub store: Option<rainstorm_store::store::S3Location>,
+    /// The data dir lives and dies with this process (`rainstorm run`): its local store is
+    /// scratch, written without fsync (`Store::local_scratch`).
+    pub scratch: bool,
     /// The data-dir lock, if the caller took it before `run` (the CLI does, before binding
     /// its port, so a second leader is told why at once); else `run` takes it.
     pub dir_lock: Option<Arc<persist::DirLock>>,
@@ -112,6 +115,7 @@ impl Default for LeaderConfig {
             exec_policy: Default::default(),
             token: None,
             store: None,
+            scratch: false,
             dir_lock: None,
             api: server::ApiLimits::default(),
             ready: None,
@@ -271,6 +275,9 @@ pub async fn run(
     let persist = persist::Persist::open_dir(&cfg.data_dir)?;
     let store = match &cfg.store {
         Some(loc) => Store::s3(loc).context("opening the S3 store")?,
+        None if cfg.scratch => {
+            Store::local_scratch(cfg.data_dir.join("store")).context("opening the store")?
+        }
         None => Store::local(cfg.data_dir.join("store")).context("opening the store")?,
     };
     // What the engine writes into the store is sealed with the cluster secret (`log::seal`).

@@ -1,4 +1,5 @@
-//! The `object_store` backend: a directory on this host (`LocalFileSystem`, every write fsynced)
+//! The `object_store` backend: a directory on this host (`LocalFileSystem`, every write fsynced
+//! unless the store is scratch)
 //! or any S3-compatible bucket (`--store s3://bucket/prefix`, built in `s3.rs`). Both speak the
 //! same `ObjectStore` interface, so every operation is written once, here; the one difference
 //! is that a local store knows its root directory (local paths for `rainstorm run`, plain file
@@ -73,13 +74,13 @@ fn os_path(clean: &str) -> Result<object_store::path::Path, StoreError> {
 const SINGLE_PUT: usize = 8 << 20;
 
 impl Objects {
-    /// A local directory (created if missing).
-    pub(super) fn local(root: PathBuf) -> Result<Objects, StoreError> {
+    /// A local directory (created if missing); every write fsynced if `sync`.
+    pub(super) fn local(root: PathBuf, sync: bool) -> Result<Objects, StoreError> {
         std::fs::create_dir_all(&root).map_err(io_err("(root)"))?;
         let root = root.canonicalize().map_err(io_err("(root)"))?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)
             .map_err(os_err("(root)"))?
-            .with_fsync(true)
+            .with_fsync(sync)
             .with_automatic_cleanup(true);
         Ok(Objects {
             inner: Arc::new(fs),

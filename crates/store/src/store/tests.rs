@@ -27,8 +27,13 @@ async fn injected_put_failures_are_counted_down_then_puts_succeed() {
 
 #[tokio::test]
 async fn a_bulk_delete_removes_what_it_names_skips_what_is_gone_and_checks_every_path_first() {
-    let dir = tempfile::tempdir().unwrap();
-    for store in [Store::memory(), Store::local(dir.path()).unwrap()] {
+    let (dir, scratch) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for store in [
+        Store::memory(),
+        Store::local(dir.path()).unwrap(),
+        // The embedded run's store, written without fsync, behaves the same.
+        Store::local_scratch(scratch.path()).unwrap(),
+    ] {
         for p in ["logs/j/1.0/a.seg", "logs/j/1.0/b.seg", "logs/j/1.0/c.seg"] {
             store.put(p, Bytes::from_static(b"z")).await.unwrap();
         }
