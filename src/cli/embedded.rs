@@ -227,7 +227,8 @@ pub async fn run_job(
             })?
             .0;
         eprintln!("rainstorm: job {id} running on {workers} embedded workers");
-        let follow = crate::cli::progress::follow_to_stdout(&cluster.client, &id);
+        let follow =
+            crate::cli::progress::follow_local_to_stdout(&cluster.leader, &cluster.client, &id);
         tokio::select! {
             info = follow => info,
             _ = sigint.recv() => {

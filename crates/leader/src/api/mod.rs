@@ -10,6 +10,8 @@ mod drain;
 mod jobs;
 mod metrics;
 mod output;
+
+pub use output::{chunks as output_chunks, OutputChunk};
 mod ranged;
 mod store;
 mod store_id;

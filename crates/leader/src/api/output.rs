@@ -9,7 +9,7 @@
 use super::committed::{io, whole_lines, LogCursor, Seek, CHUNK};
 use super::{error, InUse, Shared};
 use crate::model::ids::JobId;
-use crate::protocol::control::OutputEvent;
+use crate::protocol::control::{JobInfo, OutputEvent};
 use crate::state::lock;
 use crate::Leader;
 use axum::body::{Body, Bytes};
@@ -17,6 +17,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use futures::stream::{BoxStream, StreamExt};
 use rainstorm_store::output::{SinkProgress, SinkTarget};
 use rainstorm_store::store::ObjectReader;
 use std::sync::Arc;
@@ -57,6 +58,35 @@ pub(super) async fn output(
         },
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query: {e}")),
     };
+    match chunks(l, id, offset).await {
+        Ok(chunks) => Response::builder()
+            .header("content-type", "application/x-ndjson")
+            .body(Body::from_stream(chunks.map(|c| c.map(ndjson))))
+            .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err((code, msg)) => error(code, msg),
+    }
+}
+
+/// What a follower is handed, in order: whole lines of the output, then the job's final
+/// status, once.
+pub enum OutputChunk {
+    /// Whole lines (the output's last line even without its newline), from where the previous
+    /// chunk ended.
+    Lines(Vec<u8>),
+    /// The job's final status (boxed: it is large, and comes once).
+    End(Box<JobInfo>),
+}
+
+/// A job's output from byte `offset` on as [`OutputChunk`]s: what the HTTP stream above
+/// encodes as NDJSON, and what `rainstorm run`, whose leader runs in its own process, writes
+/// to its stdout as it comes (no HTTP hop, no JSON either side). Refused (a status and why)
+/// for an unknown job, an offset past the output or inside a line, or an output that cannot
+/// be read.
+pub async fn chunks(
+    l: Arc<Leader>,
+    id: JobId,
+    offset: u64,
+) -> Result<BoxStream<'static, std::io::Result<OutputChunk>>, (StatusCode, String)> {
     let (progress, key, target, replaced) = {
         let st = lock(&l.state);
         match st.jobs.get(&id) {
@@ -66,13 +96,13 @@ pub(super) async fn output(
                 j.output(),
                 j.output_replaced.is_some(),
             ),
-            None => return error(StatusCode::NOT_FOUND, format!("no job {id}")),
+            None => return Err((StatusCode::NOT_FOUND, format!("no job {id}"))),
         }
     };
     if replaced {
         // What is at its sink path now is another's (a later job, an upload) or nothing:
         // not this job's output. Its final status, which says so, and no lines.
-        return end_only(&l, &id);
+        return Ok(end_only(&l, &id));
     }
     let mut tail = Tail {
         _open: InUse::new(&l.output_streams),
@@ -87,19 +117,19 @@ pub(super) async fn output(
     };
     match tail.check().await {
         Ok(()) => {}
-        Err(Refused::Bad(msg)) => return error(StatusCode::BAD_REQUEST, msg),
+        Err(Refused::Bad(msg)) => return Err((StatusCode::BAD_REQUEST, msg)),
         // As below: an ended job whose output cannot be read still gives its final status.
         Err(Refused::Io(e)) if tail.progress.borrow().finished => {
             tracing::warn!(job = %id, offset, error = %e, "the ended job's output cannot be read; the stream is its status");
-            return end_only(&l, &id);
+            return Ok(end_only(&l, &id));
         }
         Err(Refused::Io(e)) => {
             // The cause may name the leader's own directories: it goes to the log only.
             tracing::warn!(job = %id, offset, error = %e, "the output cannot be read");
-            return error(
+            return Err((
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("reading the output of job {id} failed (the leader's log says why)"),
-            );
+            ));
         }
     }
     let stream = futures::stream::unfold(tail, |mut t| async move {
@@ -114,14 +144,11 @@ pub(super) async fn output(
                 t.committed_lines().await
             };
             match next {
-                Ok(Some(buf)) => {
-                    let ev = OutputEvent::Data(String::from_utf8_lossy(&buf).into_owned());
-                    return Some((Ok(ndjson(&ev)), t));
-                }
+                Ok(Some(buf)) => return Some((Ok(OutputChunk::Lines(buf)), t)),
                 Ok(None) if finished => {
                     t.done = true;
                     let info = lock(&t.leader.state).job_info(&t.id)?;
-                    return Some((Ok(ndjson(&OutputEvent::End(info))), t));
+                    return Some((Ok(OutputChunk::End(Box::new(info))), t));
                 }
                 Ok(None) => {}
                 // The job has ended and its output cannot be read (its record says why): the
@@ -131,7 +158,7 @@ pub(super) async fn output(
                     tracing::warn!(job = %t.id, offset = t.offset, error = %e, "the ended job's output cannot be read; the stream ends with its status");
                     t.done = true;
                     let info = lock(&t.leader.state).job_info(&t.id)?;
-                    return Some((Ok(ndjson(&OutputEvent::End(info))), t));
+                    return Some((Ok(OutputChunk::End(Box::new(info))), t));
                 }
                 Err(e) => {
                     t.done = true;
@@ -156,24 +183,17 @@ pub(super) async fn output(
                 // with what we know.
                 t.done = true;
                 let info = lock(&t.leader.state).job_info(&t.id)?;
-                return Some((Ok(ndjson(&OutputEvent::End(info))), t));
+                return Some((Ok(OutputChunk::End(Box::new(info))), t));
             }
         }
     });
-    Response::builder()
-        .header("content-type", "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    Ok(stream.boxed())
 }
 
 /// A stream of just the job's final status (its `End` event).
-fn end_only(l: &Leader, id: &JobId) -> Response {
+fn end_only(l: &Leader, id: &JobId) -> BoxStream<'static, std::io::Result<OutputChunk>> {
     let info = lock(&l.state).job_info(id);
-    let end = info.map(|i| Ok::<_, std::io::Error>(ndjson(&OutputEvent::End(i))));
-    Response::builder()
-        .header("content-type", "application/x-ndjson")
-        .body(Body::from_stream(futures::stream::iter(end)))
-        .unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    futures::stream::iter(info.map(|i| Ok(OutputChunk::End(Box::new(i))))).boxed()
 }
 
 /// How often a follower of a running job looks for newly committed output.
@@ -331,10 +351,17 @@ impl Tail {
     }
 }
 
-/// Counts a stream as open for as long as its state lives: the server drops the stream's
-/// state as soon as the client goes away, whatever the stream was waiting on.
-fn ndjson(ev: &OutputEvent) -> Bytes {
-    let mut v = serde_json::to_vec(ev).unwrap_or_default();
+/// A chunk as one NDJSON line of the HTTP stream (`OutputEvent`).
+fn ndjson(chunk: OutputChunk) -> Bytes {
+    let ev = match chunk {
+        // The output is text (values are strings), so this takes the bytes as they are.
+        OutputChunk::Lines(buf) => OutputEvent::Data(
+            String::from_utf8(buf)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        ),
+        OutputChunk::End(info) => OutputEvent::End(*info),
+    };
+    let mut v = serde_json::to_vec(&ev).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
 }
