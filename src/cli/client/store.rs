@@ -24,7 +24,28 @@ impl Client {
             256 << 10,
         ));
         let req = self.request(Method::PUT, &format!("/api/store/{}", url_path(&remote)));
-        self.send(req.body(body)).await.map(drop)
+        let resp = match req.body(body).send().await {
+            Ok(resp) => resp,
+            // The leader answers a refused upload after reading at most its first 64 MiB;
+            // a client still sending the rest finds the connection closed.
+            Err(e) if cut_off(&e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "the leader at {} closed the connection during the upload of {remote}: it \
+                     does so when it refuses an upload larger than 64 MiB (to a path a running \
+                     job reads or writes, or to the engine's own; `rainstorm jobs` shows what \
+                     runs), or when it stops",
+                    self.base
+                )))
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot reach the leader at {}", self.base)))
+            }
+        };
+        if !resp.status().is_success() {
+            return Err(super::refusal(resp).await);
+        }
+        Ok(())
     }
 
     /// Downloads a store file, streaming it to `local` (written whole or not at all).
@@ -124,4 +145,21 @@ impl Client {
             .context("reading it back")?;
         Ok(theirs.as_ref() == mine.as_slice())
     }
+}
+
+/// Whether a request failed because the leader closed the connection while its body was being
+/// sent (a broken pipe or a reset, after it connected).
+fn cut_off(e: &reqwest::Error) -> bool {
+    if e.is_connect() {
+        return false;
+    }
+    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = at {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+            return matches!(io.kind(), BrokenPipe | ConnectionReset);
+        }
+        at = err.source();
+    }
+    false
 }
