@@ -272,7 +272,7 @@ pub async fn run(
         Some(l) => l.clone(),
         None => Arc::new(persist::DirLock::acquire(&cfg.data_dir)?),
     };
-    let persist = persist::Persist::open_dir(&cfg.data_dir)?;
+    let persist = persist::Persist::open_dir(&cfg.data_dir, cfg.scratch)?;
     let store = match &cfg.store {
         Some(loc) => Store::s3(loc).context("opening the S3 store")?,
         None if cfg.scratch => {

@@ -108,25 +108,38 @@ const WORKERS: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("w
 /// (id → JSON of [`KnownWorker`]; a plain data address in records from before worker keys).
 pub struct RedbJobs {
     db: redb::Database,
+    /// Commits reach the disk before they return (`Durability::Immediate`); not for a
+    /// scratch data dir ([`Persist::open_dir`]).
+    durable: bool,
 }
 
 impl RedbJobs {
-    /// Opens (or creates) the database at `path`.
-    pub fn open(path: &Path) -> anyhow::Result<RedbJobs> {
+    /// Opens (or creates) the database at `path`; `durable`: every commit synced.
+    pub fn open(path: &Path, durable: bool) -> anyhow::Result<RedbJobs> {
         let db = redb::Database::create(path)
             .with_context(|| format!("opening the leader's database {}", path.display()))?;
-        let tx = db.begin_write()?;
+        let jobs = RedbJobs { db, durable };
+        let tx = jobs.begin_write()?;
         tx.open_table(JOBS)?;
         tx.open_table(META)?;
         tx.open_table(WORKERS)?;
         tx.commit()?;
-        Ok(RedbJobs { db })
+        Ok(jobs)
+    }
+
+    /// A write transaction, synced at commit unless the database is scratch.
+    fn begin_write(&self) -> anyhow::Result<redb::WriteTransaction> {
+        let mut tx = self.db.begin_write()?;
+        if !self.durable {
+            tx.set_durability(redb::Durability::None)?;
+        }
+        Ok(tx)
     }
 }
 
 impl JobStore for RedbJobs {
     fn next_number(&self, counter: &str) -> anyhow::Result<u64> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         let n = {
             let mut meta = tx.open_table(META)?;
             let n = meta.get(counter)?.map_or(0, |v| v.value()) + 1;
@@ -139,7 +152,7 @@ impl JobStore for RedbJobs {
 
     fn put_job(&self, job: &StoredJob) -> anyhow::Result<()> {
         let bytes = serde_json::to_vec(job)?;
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(JOBS)?
             .insert(job.id.0.as_str(), bytes.as_slice())?;
         tx.commit()?;
@@ -147,7 +160,7 @@ impl JobStore for RedbJobs {
     }
 
     fn remove_job(&self, id: &JobId) -> anyhow::Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(JOBS)?.remove(id.0.as_str())?;
         tx.commit()?;
         Ok(())
@@ -168,7 +181,7 @@ impl JobStore for RedbJobs {
 
     fn put_worker(&self, id: &WorkerId, worker: &KnownWorker) -> anyhow::Result<()> {
         let text = serde_json::to_string(worker)?;
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(WORKERS)?
             .insert(id.0.as_str(), text.as_str())?;
         tx.commit()?;
@@ -176,7 +189,7 @@ impl JobStore for RedbJobs {
     }
 
     fn remove_worker(&self, id: &WorkerId) -> anyhow::Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin_write()?;
         tx.open_table(WORKERS)?.remove(id.0.as_str())?;
         tx.commit()?;
         Ok(())
@@ -215,12 +228,14 @@ impl Persist {
         Persist(store)
     }
 
-    /// The redb backend at `DATA_DIR/leader.redb`.
-    pub fn open_dir(data_dir: &Path) -> anyhow::Result<Persist> {
+    /// The redb backend at `DATA_DIR/leader.redb`; `scratch`: the data dir lives and dies
+    /// with this process (`rainstorm run`), so commits are not synced (`LeaderConfig.scratch`).
+    pub fn open_dir(data_dir: &Path, scratch: bool) -> anyhow::Result<Persist> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
         Ok(Persist(Arc::new(RedbJobs::open(
             &data_dir.join("leader.redb"),
+            !scratch,
         )?)))
     }
 

@@ -93,7 +93,7 @@ fn the_counter_and_the_records_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("leader.redb");
     {
-        let db = RedbJobs::open(&path).unwrap();
+        let db = RedbJobs::open(&path, true).unwrap();
         assert_eq!(db.next_number("job").unwrap(), 1);
         assert_eq!(db.next_number("job").unwrap(), 2);
         assert_eq!(db.next_number("worker").unwrap(), 1);
@@ -118,7 +118,7 @@ fn the_counter_and_the_records_survive_a_reopen() {
             .unwrap();
         tx.commit().unwrap();
     }
-    let db = RedbJobs::open(&path).unwrap();
+    let db = RedbJobs::open(&path, true).unwrap();
     assert_eq!(db.next_number("job").unwrap(), 3);
     assert_eq!(db.next_number("worker").unwrap(), 2);
     let jobs = db.load_jobs().unwrap();
@@ -190,4 +190,22 @@ async fn a_carried_on_job_s_elapsed_time_counts_from_its_submission() {
         "elapsed {} ms for a job submitted 10 s ago",
         info.elapsed_ms
     );
+}
+
+/// A scratch database (`rainstorm run`'s, commits not synced) reads back what it was given
+/// while it is open, as a durable one does.
+#[test]
+fn a_scratch_database_reads_back_its_records_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = RedbJobs::open(&dir.path().join("leader.redb"), false).unwrap();
+    assert_eq!(db.next_number("job").unwrap(), 1);
+    assert_eq!(db.next_number("job").unwrap(), 2);
+    db.put_job(&job("job-1-aaaaaa", JobStatus::Running))
+        .unwrap();
+    let mut done = job("job-1-aaaaaa", JobStatus::Succeeded);
+    done.ended_ms = Some(2000);
+    db.put_job(&done).unwrap();
+    let jobs = db.load_jobs().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].status, JobStatus::Succeeded);
 }
