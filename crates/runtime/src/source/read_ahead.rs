@@ -7,7 +7,7 @@
 //! at most `DEPTH` chunks wait, so memory stays bounded, and the thread stops at the end of the
 //! file, at an error (handed to the reader), or at its next chunk once the reader is gone.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::io::Read;
 
 /// Bytes read at a time.
@@ -22,18 +22,19 @@ pub fn read_ahead(mut file: std::fs::File) -> crate::store::ObjectReader {
     // Not joined: it ends by itself, at most one chunk after its reader is dropped (its send
     // fails), and holds nothing but the file and that chunk.
     tokio::task::spawn_blocking(move || loop {
-        let mut chunk = BytesMut::zeroed(CHUNK);
-        let n = match file.read(&mut chunk) {
+        // Read into the vector's spare capacity: `read_to_end` on a file reads into memory it
+        // has not zeroed first (a zeroed chunk cost a memset of the whole file). `Interrupted`
+        // is retried inside it.
+        let mut chunk = Vec::with_capacity(CHUNK);
+        match (&mut file).take(CHUNK as u64).read_to_end(&mut chunk) {
             Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(_) => {}
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }
-        };
-        chunk.truncate(n);
-        if tx.blocking_send(Ok(chunk.freeze())).is_err() {
+        }
+        if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
             return;
         }
     });
