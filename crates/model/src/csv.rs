@@ -128,7 +128,12 @@ impl CsvSplitter {
 
 /// Appends `field` to `out`, quoted only where CSV needs it.
 pub fn push_field(out: &mut String, field: &str) {
-    if field.contains([',', '"', '\n', '\r']) {
+    // Tested byte by byte: the four are ASCII, and a `[char]` pattern decodes every char
+    // (a profile of app1 had this test at 2-3% of the job).
+    if field
+        .bytes()
+        .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+    {
         out.push('"');
         for c in field.chars() {
             if c == '"' {
