@@ -10,9 +10,13 @@ pub struct CsvSplitter {
     out: Vec<u8>,
     ends: Vec<usize>,
     nfields: usize,
-    /// The last line was cut at its commas: `out` holds it whole and `ends` the commas'
-    /// positions, so field i starts one past end i-1 (`csv_core`'s output has no delimiters).
+    /// The last line was cut at its commas: `text` holds it whole and `ends` the commas'
+    /// positions, so field i starts one past end i-1 (`csv_core`'s output, in `out`, has no
+    /// delimiters).
     plain: bool,
+    /// The last line when it was cut at its commas: its fields are slices of it, already
+    /// known to be UTF-8 (a comma is ASCII, so every cut falls between characters).
+    text: String,
 }
 
 impl Default for CsvSplitter {
@@ -24,6 +28,7 @@ impl Default for CsvSplitter {
             ends: Vec::new(),
             nfields: 0,
             plain: false,
+            text: String::new(),
         }
     }
 }
@@ -34,8 +39,8 @@ impl CsvSplitter {
         let bytes = line.as_bytes();
         self.plain = !bytes.is_empty() && memchr::memchr3(b'"', b'\r', b'\n', bytes).is_none();
         if self.plain {
-            self.out.clear();
-            self.out.extend_from_slice(bytes);
+            self.text.clear();
+            self.text.push_str(line);
             self.ends.clear();
             self.ends.extend(memchr::memchr_iter(b',', bytes));
             self.ends.push(bytes.len());
@@ -117,11 +122,11 @@ impl CsvSplitter {
         if i >= self.nfields {
             return None;
         }
-        let start = match i {
-            0 => 0,
-            _ if self.plain => self.ends[i - 1] + 1,
-            _ => self.ends[i - 1],
-        };
+        if self.plain {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] + 1 };
+            return self.text.get(start..self.ends[i]);
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
         std::str::from_utf8(&self.out[start..self.ends[i]]).ok()
     }
 }
