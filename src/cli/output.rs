@@ -36,7 +36,10 @@ pub enum Msg {
 /// The async handle of an output writer thread.
 pub struct OutputWriter {
     tx: mpsc::Sender<Msg>,
-    done: oneshot::Receiver<std::io::Result<()>>,
+    /// The thread's result, until it is taken: a failed write takes it, and `finish` after
+    /// it must not wait on it again (a oneshot polled after it completed panics: `run |
+    /// head` did).
+    done: Option<oneshot::Receiver<std::io::Result<()>>>,
     /// Whether the thread also owns the progress line.
     draws_status: bool,
 }
@@ -111,7 +114,7 @@ impl OutputWriter {
             .context("starting the output writer thread")?;
         Ok(OutputWriter {
             tx,
-            done,
+            done: Some(done),
             draws_status,
         })
     }
@@ -184,9 +187,13 @@ impl Terminal {
     }
 }
 
-/// How the waiting for the writer thread ended.
-async fn outcome(done: &mut oneshot::Receiver<std::io::Result<()>>) -> anyhow::Result<()> {
-    match done.await {
+/// How the waiting for the writer thread ended; once told, it is not told again (the
+/// failure was returned already).
+async fn outcome(done: &mut Option<oneshot::Receiver<std::io::Result<()>>>) -> anyhow::Result<()> {
+    let Some(rx) = done.take() else {
+        return Err(anyhow!("the output writer thread stopped"));
+    };
+    match rx.await {
         Ok(res) => res.context("writing output"),
         Err(_) => Err(anyhow!("the output writer thread died")),
     }

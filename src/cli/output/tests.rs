@@ -71,6 +71,35 @@ async fn a_dropped_writer_erases_the_progress_line() {
         drop(tx);
         done
     };
-    done.await.unwrap().unwrap();
+    done.expect("not taken yet").await.unwrap().unwrap();
     assert_eq!(screen.text(), "\rbusy\x1b[K\r\x1b[K");
+}
+
+/// A reader gone (`run | head`): the write that finds the thread failed says why, and
+/// finishing after it is an error too, not a panic (it waited on the thread's result twice).
+#[tokio::test]
+async fn finishing_after_a_failed_write_is_an_error_not_a_panic() {
+    struct Gone;
+    impl Write for Gone {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut out = OutputWriter::spawn(Gone, None, 1).unwrap();
+    let mut failed = None;
+    for _ in 0..100 {
+        if let Err(e) = out.write(b"x\n".to_vec()).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    let failed = failed.expect("a write to a gone reader fails");
+    assert!(
+        format!("{failed:#}").to_lowercase().contains("broken pipe"),
+        "{failed:#}"
+    );
+    assert!(out.finish().await.is_err());
 }
