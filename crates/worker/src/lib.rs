@@ -132,11 +132,11 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         cfg.data_dir.clone(),
         identity,
     );
-    let http = crate::runtime::client::http_client()
+    let http = crate::runtime::client::http_client_for(&cfg.leader)
         .timeout(Duration::from_secs(60))
         .build()
         .context("building the HTTP client")?;
-    let beat_http = crate::runtime::client::http_client()
+    let beat_http = crate::runtime::client::http_client_for(&cfg.leader)
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1)
         .build()

@@ -66,11 +66,12 @@ impl Client {
             format!("http://{}", base.trim_end_matches('/'))
         };
         crate::runtime::store::install_crypto();
+        let http = crate::store::client::http_client_for(&base)
+            .build()
+            .unwrap_or_default();
         Client {
             base,
-            http: crate::store::client::http_client()
-                .build()
-                .unwrap_or_default(),
+            http,
             token: None,
         }
     }

@@ -65,7 +65,10 @@ impl HttpStore {
 }
 
 /// An HTTP client that proves the cluster secret (if any) as a bearer token on every request.
-pub(super) fn client(token: Option<&crate::protocol::auth::Secret>) -> reqwest::Client {
+pub(super) fn client(
+    leader: &str,
+    token: Option<&crate::protocol::auth::Secret>,
+) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
         match reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose())) {
@@ -78,7 +81,7 @@ pub(super) fn client(token: Option<&crate::protocol::auth::Secret>) -> reqwest::
             }
         }
     }
-    crate::client::http_client()
+    crate::client::http_client_for(leader)
         .default_headers(headers)
         .build()
         .unwrap_or_default()

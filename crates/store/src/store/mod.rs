@@ -163,7 +163,9 @@ impl Store {
         install_crypto();
         Backend::Http(HttpStore {
             base: leader.trim_end_matches('/').to_string(),
-            client: crate::client::http_client().build().unwrap_or_default(),
+            client: crate::client::http_client_for(leader)
+                .build()
+                .unwrap_or_default(),
             session: StoreSession::default(),
         })
         .into()
@@ -175,7 +177,7 @@ impl Store {
     pub fn http_with_token(leader: &str, token: Option<&crate::protocol::auth::Secret>) -> Store {
         Backend::Http(HttpStore {
             base: leader.trim_end_matches('/').to_string(),
-            client: http::client(token),
+            client: http::client(leader, token),
             session: StoreSession::default(),
         })
         .into()
