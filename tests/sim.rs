@@ -1282,6 +1282,8 @@ async fn run_seed(seed: u64) -> SeedResult {
         // Small tiers and caps, so logs are compacted (and compacted again) within a seed.
         log_compact_fanin: [0, 2, 3, 4][rng.below(4) as usize],
         log_compact_bytes: [512, 4096, 1 << 20][rng.below(3) as usize],
+        // Mostly merging at once; now and then only what is older than a lag.
+        log_compact_lag_ms: [0, 0, 20, 200][rng.below(4) as usize],
         sink_spool: 0,
         ..DataConfig::default()
     };

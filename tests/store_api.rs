@@ -806,6 +806,8 @@ fn a_worker_compacts_its_input_log_through_the_leader_and_the_merged_runs_are_de
     c.add_worker_env(&[
         ("RAINSTORM_LOG_COMPACT_FANIN", "2"),
         ("RAINSTORM_LOG_COMMIT_MS", "50"),
+        // Merging as soon as a tier fills: this two-second job is within the default lag.
+        ("RAINSTORM_LOG_COMPACT_LAG_MS", "0"),
     ]);
     c.wait_alive(1);
     let text: String = (1..=400).map(|i| format!("line {i:04}\n")).collect();

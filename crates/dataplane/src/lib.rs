@@ -58,6 +58,12 @@ pub struct DataConfig {
     /// inputs and its output) at most twice this (8 MiB: at 64 MiB a long job's merges
     /// grew the process by hundreds of megabytes, docs/benchmarks.md).
     pub log_compact_bytes: usize,
+    /// How old a group commit must be before compaction may merge it (milliseconds; Kafka's
+    /// `min.compaction.lag.ms`): a job that ends sooner rewrites nothing (its log is deleted
+    /// with it), and a long job keeps at most this much of its newest commits unmerged
+    /// besides its tiers (at 100 ms commits and the default 2 s, 20 objects). 0: merge as
+    /// soon as a tier fills.
+    pub log_compact_lag_ms: usize,
     /// Whether a sink spools its lineage's text for the output (1, the default) or reads its
     /// segments back from the store at the end (0: for a worker short of local disk).
     pub sink_spool: usize,
@@ -95,6 +101,7 @@ impl Default for DataConfig {
             log_commit_ms: DEFAULT_LOG_COMMIT_MS,
             log_compact_fanin: 8,
             log_compact_bytes: 8 << 20,
+            log_compact_lag_ms: 2000,
             sink_spool: 1,
             hello_deadline_ms: 10_000,
             max_conns: model::check::MAX_LINKS as usize,
@@ -108,16 +115,18 @@ impl DataConfig {
     /// Defaults, overridden by `RAINSTORM_BATCH_TUPLES`, `RAINSTORM_BATCH_BYTES`,
     /// `RAINSTORM_WINDOW_BYTES`, `RAINSTORM_QUEUE_BATCHES`, `RAINSTORM_LOG_LINGER_US`,
     /// `RAINSTORM_LOG_COMMIT_MS`, `RAINSTORM_LOG_COMPACT_FANIN`, `RAINSTORM_LOG_COMPACT_BYTES`,
+    /// `RAINSTORM_LOG_COMPACT_LAG_MS`,
     /// `RAINSTORM_HELLO_DEADLINE_MS`, `RAINSTORM_MAX_DATA_CONNS`, `RAINSTORM_DATA_MUX` and
     /// `RAINSTORM_DATA_LOCAL` when set (bad values are reported and ignored).
     pub fn from_env() -> Self {
         let mut c = DataConfig::default();
-        let vars: [(&str, &mut usize); 13] = [
+        let vars: [(&str, &mut usize); 14] = [
             ("RAINSTORM_DATA_MUX", &mut c.mux),
             ("RAINSTORM_DATA_LOCAL", &mut c.local),
             ("RAINSTORM_SINK_SPOOL", &mut c.sink_spool),
             ("RAINSTORM_LOG_COMPACT_FANIN", &mut c.log_compact_fanin),
             ("RAINSTORM_LOG_COMPACT_BYTES", &mut c.log_compact_bytes),
+            ("RAINSTORM_LOG_COMPACT_LAG_MS", &mut c.log_compact_lag_ms),
             ("RAINSTORM_LOG_LINGER_US", &mut c.log_linger_us),
             ("RAINSTORM_LOG_COMMIT_MS", &mut c.log_commit_ms),
             ("RAINSTORM_BATCH_TUPLES", &mut c.batch_tuples),

@@ -3,18 +3,26 @@
 //! exactly-once.md`, "Compaction"; the format and the safety argument are in
 //! `store::log::compact`).
 //!
-//! Size-tiered: every commit adds a level-0 object; whenever the `fanin` objects before the
-//! newest are of one level and together at most `log_compact_bytes`, they are merged into one
-//! object of the next level. The newest object is never merged, so a listing that overlapped
-//! a merge sees an object beyond what it missed and knows to look again. A log of `n` commits
-//! keeps about `(fanin - 1)` objects per level, `log_fanin(n)` levels.
+//! Size-tiered: every commit adds a level-0 object; whenever the last `fanin` objects
+//! committed at least `log_compact_lag_ms` ago (the newest object aside) are of one level and
+//! together at most `log_compact_bytes`, they are merged into one object of the next level.
+//! The newest object is never merged, so a listing that overlapped a merge sees an object
+//! beyond what it missed and knows to look again. A log of `n` commits keeps about
+//! `(fanin - 1)` objects per level, `log_fanin(n)` levels, and the commits of the last lag.
+//!
+//! The lag (Kafka's `min.compaction.lag.ms`) is what keeps a short job from paying for a
+//! bound it never needs: a job that ends within it merges nothing (its log goes with it), where
+//! a fan-in of 8 at once rewrote most of a one-second job's log (6% of its wall time,
+//! docs/benchmarks.md).
 
 use super::TaskEnv;
 use crate::log::compact::{compact_run, Compacted};
 use crate::model::ids::TaskKey;
 use bytes::Bytes;
 use std::ops::Range;
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// A committed segment: its path, and its bytes while few are queued (the compactor reads
 /// the others back from the store when it merges them).
@@ -27,7 +35,14 @@ struct Entry {
     bytes: u64,
     /// A level-0 segment's bytes while it may still be merged (saves reading it back).
     data: Option<Bytes>,
+    /// When the compactor was handed it (a merged object: when its newest input was).
+    at: Instant,
 }
+
+/// Bytes of level-0 segments a compactor keeps to merge from memory, newest first: a
+/// level-0 merge's worth of the segments the writer hands over with their bytes (8 of at
+/// most 256 KiB, `logged.rs`) and the newest besides; older ones are read back when merged.
+const KEEP_BYTES: u64 = 9 * 256 * 1024;
 
 /// Merges the attempt's own committed segments as they come (see the module doc); ends when
 /// the writer drops its sender. A compaction that fails is logged and left (its objects stay
@@ -40,6 +55,7 @@ pub(super) async fn compactor(
     mut rx: mpsc::Receiver<Committed>,
 ) {
     let (fanin, max) = (env.cfg.log_compact_fanin, env.cfg.log_compact_bytes as u64);
+    let lag = Duration::from_millis(env.cfg.log_compact_lag_ms as u64);
     let mut cover: Vec<Entry> = Vec::new();
     let mut fenced = false;
     while let Some((path, data, bytes)) = rx.recv().await.map(|(p, d)| {
@@ -66,8 +82,9 @@ pub(super) async fn compactor(
             level: 0,
             bytes,
             data,
+            at: Instant::now(),
         });
-        while let Some(run) = next_run(&cover, fanin, max) {
+        while let Some(run) = next_run(&cover, fanin, max, Instant::now().checked_sub(lag)) {
             let items: Vec<(String, Option<Bytes>)> = cover[run.clone()]
                 .iter()
                 .map(|e| (e.path.clone(), e.data.clone()))
@@ -85,6 +102,7 @@ pub(super) async fn compactor(
                         level,
                         bytes,
                         data: None,
+                        at: cover[run.end - 1].at,
                     };
                     cover.splice(run, [merged]);
                 }
@@ -104,22 +122,38 @@ pub(super) async fn compactor(
                 }
             }
         }
-        // Only the newest objects can still be merged from memory.
-        let old = cover.len().saturating_sub(fanin + 1);
-        for e in &mut cover[..old] {
-            e.data = None;
+        // Only the newest objects are merged from memory (up to KEEP_BYTES of them).
+        let mut kept = 0;
+        for e in cover.iter_mut().rev() {
+            if let Some(d) = &e.data {
+                kept += d.len() as u64;
+                if kept > KEEP_BYTES {
+                    e.data = None;
+                }
+            }
         }
     }
 }
 
-/// The run to merge next, if any: the `fanin` objects before the newest, when they are of
-/// one level and not too large together.
-fn next_run(cover: &[Entry], fanin: usize, max: u64) -> Option<Range<usize>> {
-    if fanin < 2 || cover.len() < fanin + 1 {
+/// The run to merge next, if any: the last `fanin` objects handed over at or before `ripe`
+/// (`None`: none is old enough yet), the newest object aside, when they are of one level
+/// and not too large together. Objects come in the order they were handed over, merged
+/// ones in place of their runs, so the ripe ones are a prefix and levels never rise along
+/// the cover: a merge's output sits just before the objects that were newer than its run.
+fn next_run(
+    cover: &[Entry],
+    fanin: usize,
+    max: u64,
+    ripe: Option<Instant>,
+) -> Option<Range<usize>> {
+    if fanin < 2 {
         return None;
     }
-    let end = cover.len() - 1;
-    let run = end - fanin..end;
+    let end = cover[..cover.len().saturating_sub(1)]
+        .iter()
+        .take_while(|e| ripe.is_some_and(|r| e.at <= r))
+        .count();
+    let run = end.checked_sub(fanin)?..end;
     let level = cover[run.start].level;
     let same = cover[run.clone()].iter().all(|e| e.level == level);
     let bytes: u64 = cover[run.clone()].iter().map(|e| e.bytes).sum();

@@ -8,12 +8,18 @@ use crate::model::tuple::Tuple;
 use crate::store::Store;
 use bytes::BytesMut;
 use std::sync::Arc;
+use std::time::Duration;
 
+/// An environment whose compactor merges as soon as a tier fills (no lag), unless a test
+/// sets one.
 fn env(mem: &Arc<FaultyStore>) -> TaskEnv {
     TaskEnv {
         registry: Arc::new(crate::dataplane::inbound::Registry::default()),
         routes: Arc::new(crate::dataplane::routes::Routes::default()),
-        cfg: Default::default(),
+        cfg: crate::dataplane::DataConfig {
+            log_compact_lag_ms: 0,
+            ..Default::default()
+        },
         store: Store::objects(mem.clone(), "faulty"),
         work_dir: std::env::temp_dir(),
         net: Arc::new(crate::dataplane::transport::Tcp),
@@ -84,6 +90,70 @@ async fn a_long_log_is_compacted_to_a_few_objects_holding_every_record_in_order(
     }
     let want: String = (0..1000).map(|n| format!("{n}\n")).collect();
     assert_eq!(std::str::from_utf8(&text).unwrap(), want);
+}
+
+/// The records of `key()`'s committed lineage, one value a line.
+async fn lineage_text(mem: &Arc<FaultyStore>) -> String {
+    let store = Store::objects(mem.clone(), "faulty");
+    let lineage = committed_lineage(&store, &key()).await.unwrap().unwrap();
+    let mut text = BytesMut::new();
+    for p in &lineage {
+        segment_values(store.seal(), p, &store.get(p).await.unwrap(), &mut text).unwrap();
+    }
+    String::from_utf8(text.to_vec()).unwrap()
+}
+
+/// Nothing committed less than the lag ago is merged: a log that ends within it keeps every
+/// commit as it was written (a short job rewrites nothing), and a longer one merges only what
+/// is older, into the same tiers, every record once and in order.
+#[tokio::test(start_paused = true)]
+async fn compaction_merges_only_commits_older_than_its_lag() {
+    for commits in [9u64, 40] {
+        let mem = Arc::new(FaultyStore::default());
+        let mut env = env(&mem);
+        env.cfg.log_compact_fanin = 4;
+        env.cfg.log_compact_lag_ms = 1000;
+        let store = env.store.clone();
+        let (tx, rx) = mpsc::channel(4);
+        let compacting = compactor(env, key(), 0, rx);
+        let writing = async move {
+            // A commit every 100 ms: commit n is 1 s old when commit n + 10 comes.
+            for n in 0..commits {
+                let path = segment_path(&key(), 0, n);
+                let seg = segment(&path, &n.to_string());
+                store.put(&path, seg.clone()).await.unwrap();
+                tx.send((path, Some(seg))).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::join!(writing, compacting);
+        let store = Store::objects(mem.clone(), "faulty");
+        let listed = store.list(&crate::log::task_prefix(&key())).await.unwrap();
+        // `000000-0000000003.seg` is one commit, `000000-0000000000-0000000003.seg` a merge.
+        let merged_upto: Vec<u64> = listed
+            .iter()
+            .filter_map(|p| {
+                let name = p.path.rsplit('/').next()?.strip_suffix(".seg")?;
+                let parts: Vec<&str> = name.split('-').collect();
+                (parts.len() == 3).then(|| parts[2].parse().unwrap())
+            })
+            .collect();
+        if commits == 9 {
+            assert!(merged_upto.is_empty(), "merged within the lag: {listed:?}");
+            assert_eq!(listed.len(), 9);
+        } else {
+            // When commit 39 came, commits 0..=29 were ripe: 28 of them merge (7 merges of 4,
+            // then those into one of 16 and 3 of 4); 30..=39 stay as they are.
+            assert!(!merged_upto.is_empty(), "nothing merged: {listed:?}");
+            assert!(
+                merged_upto.iter().all(|&l| l <= 29),
+                "a merge took a commit younger than the lag: {listed:?}"
+            );
+            assert!(listed.len() < 20, "{listed:?}");
+        }
+        let want: String = (0..commits).map(|n| format!("{n}\n")).collect();
+        assert_eq!(lineage_text(&mem).await, want);
+    }
 }
 
 /// A compaction that fails after its merged object was written (here its fence check, as when
