@@ -36,14 +36,32 @@ impl Default for CsvSplitter {
 impl CsvSplitter {
     /// Splits `line` into fields; read them with [`CsvSplitter::field`].
     pub fn split(&mut self, line: &str) {
+        self.split_upto(line, usize::MAX);
+    }
+
+    /// Splits `line` far enough to read its first `n` fields: [`CsvSplitter::field`] of
+    /// `0..n` is what [`CsvSplitter::split`] gives, a later one may be `None`. A line whose
+    /// quotes and line breaks all come after those fields is cut at its commas up to there
+    /// and only they are copied: a field's text never depends on what follows it (a select
+    /// of a record's first columns, a count by its ninth, skip its quoted notes).
+    pub fn split_upto(&mut self, line: &str, n: usize) {
         let bytes = line.as_bytes();
-        self.plain = !bytes.is_empty() && memchr::memchr3(b'"', b'\r', b'\n', bytes).is_none();
+        self.ends.clear();
+        let mut cut = bytes.len();
+        for (k, p) in memchr::memchr_iter(b',', bytes).enumerate() {
+            if k + 1 == n {
+                cut = p;
+                break;
+            }
+            self.ends.push(p);
+        }
+        let head = &bytes[..cut];
+        self.plain = !bytes.is_empty() && memchr::memchr3(b'"', b'\r', b'\n', head).is_none();
         if self.plain {
             self.text.clear();
-            self.text.push_str(line);
-            self.ends.clear();
-            self.ends.extend(memchr::memchr_iter(b',', bytes));
-            self.ends.push(bytes.len());
+            // `cut` is a comma's place or the end: a character boundary.
+            self.text.push_str(&line[..cut]);
+            self.ends.push(cut);
             self.nfields = self.ends.len();
         } else {
             self.split_with_csv_core(line);
@@ -211,6 +229,40 @@ mod tests {
             assert_eq!(got, want, "line {line:?}");
         }
         assert!(plain_seen > 1000, "only {plain_seen} plain lines");
+    }
+
+    /// The first `n` fields of a line split only that far are the fields a whole split
+    /// finds, whatever follows them: random lines as above, random `n`.
+    #[test]
+    fn a_split_up_to_n_fields_reads_those_fields_as_a_whole_split() {
+        let alphabet = ["a", ",", "\"", "\r", "\n", " ", "é", "x,y", "\"\"", ",,"];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut part, mut whole) = (CsvSplitter::default(), CsvSplitter::default());
+        let mut cut_short = 0;
+        for _ in 0..20_000 {
+            let len = (next() % 14) as usize;
+            let line: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let n = 1 + (next() % 6) as usize;
+            part.split_upto(&line, n);
+            whole.split(&line);
+            cut_short += usize::from(part.plain && part.len() < whole.len());
+            for i in 0..n {
+                assert_eq!(
+                    part.field(i),
+                    whole.field(i),
+                    "field {i} of {line:?}, n {n}"
+                );
+            }
+        }
+        assert!(cut_short > 1000, "only {cut_short} lines cut short");
     }
 
     #[test]

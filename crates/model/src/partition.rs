@@ -83,7 +83,7 @@ impl Partitioner {
             Partition::Key | Partition::Hashed | Partition::KeySelect { .. } => group_of(&t.key),
             Partition::ValueOnly => 0,
             Partition::Column(c) | Partition::Field(c) => {
-                self.csv.split(&t.value);
+                self.csv.split_upto(&t.value, c + 1);
                 group_of(self.csv.field(c).unwrap_or(""))
             }
         }
@@ -133,8 +133,8 @@ impl Partitioner {
                 }
             }
             Partition::KeySelect { cols, key } => {
-                self.csv.split(&t.value);
                 let last = cols.iter().copied().max().unwrap_or(0);
+                self.csv.split_upto(&t.value, last + 1);
                 let mut value = String::with_capacity(t.value.len().min(64));
                 for i in 0..=last {
                     if i > 0 {

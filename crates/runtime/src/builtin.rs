@@ -86,7 +86,7 @@ impl Builtin {
                 }
             }
             Builtin::Select(cols, csv) => {
-                csv.split(&t.value);
+                csv.split_upto(&t.value, cols.iter().max().map_or(0, |m| m + 1));
                 let mut v = String::with_capacity(t.value.len() / 2);
                 for (i, c) in cols.iter().enumerate() {
                     if i > 0 {
@@ -105,7 +105,7 @@ impl Builtin {
                 });
             }
             Builtin::CountBy { col, counts, csv } => {
-                csv.split(&t.value);
+                csv.split_upto(&t.value, *col + 1);
                 let k = csv.field(*col).unwrap_or("");
                 let n = match counts.get_mut(k) {
                     Some(n) => {
