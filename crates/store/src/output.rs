@@ -133,6 +133,19 @@ pub enum OutputError {
     /// Reading a segment or writing the target failed (nothing was committed).
     #[error("writing the output: {0}")]
     Write(StoreError),
+    /// The sink's log in the store holds fewer group commits than the sink made: its newest
+    /// objects were deleted behind its back (a gap in the middle is `LogError::Missing`), so
+    /// the output would end early. Nothing is written; no attempt can do better.
+    #[error(
+        "the sink's log holds {found} of the {made} group commits this sink made or replayed: \
+         committed output was deleted from the store, so the output is not written"
+    )]
+    Lost {
+        /// Group commits the sink made or replayed.
+        made: u64,
+        /// Group commits its log in the store holds.
+        found: u64,
+    },
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@ use crate::store::StoreError;
 
 /// Writes a finished sink's committed lineage out as the job's output: its spool streamed
 /// out when it holds exactly that lineage, else the segments read back from the store.
-/// Refused once a newer attempt fenced this one (that attempt writes the output instead).
+/// Refused once a newer attempt fenced this one (that attempt writes the output instead), and
+/// when the store lost commits the spool holds ([`OutputError::Lost`]).
 pub async fn write_output(
     env: &TaskEnv,
     a: &TaskAssignment,
@@ -39,6 +40,13 @@ pub async fn write_output(
     let lineage = lineage_of(&env.store, &a.key, a.attempt).await?;
     if fenced(&env.store, &a.key, a.attempt).await? {
         return Err(OutputError::Fenced);
+    }
+    // The store's listing is the truth for what is written out, but it cannot show a missing
+    // tail: what this attempt took in can.
+    if let Some(s) = spool {
+        if let Some((made, found)) = s.lost(&lineage).await {
+            return Err(OutputError::Lost { made, found });
+        }
     }
     let target = target(a.paths, path);
     if let (SinkTarget::File(file), Some(s)) = (&target, spool) {
@@ -67,3 +75,6 @@ pub async fn write_output(
     tracing::info!(sink = %a.key, attempt = a.attempt, segments = lineage.len(), bytes, from_spool, "sink wrote its output");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,6 +22,9 @@ use tokio::io::AsyncWriteExt;
 pub struct Spool {
     path: PathBuf,
     state: tokio::sync::Mutex<State>,
+    /// Whether it is synced before it is moved into place as the output, and the output's
+    /// directory after (not for the output of a scratch store's run, `Store::durable`).
+    sync: bool,
 }
 
 /// What the spool holds so far; `file` is `None` once a write failed (it is then unused).
@@ -41,9 +44,10 @@ fn safe(s: &str) -> String {
 }
 
 impl Spool {
-    /// A fresh spool for attempt `attempt` of the sink `key`, under `work_dir/spool`; `None`
-    /// (logged) when the file cannot be made: the output is then assembled from the store.
-    pub async fn create(work_dir: &Path, key: &TaskKey, attempt: u32) -> Option<Spool> {
+    /// A fresh spool for attempt `attempt` of the sink `key`, under `work_dir/spool`, synced
+    /// before it becomes the output if `sync`; `None` (logged) when the file cannot be made:
+    /// the output is then assembled from the store.
+    pub async fn create(work_dir: &Path, key: &TaskKey, attempt: u32, sync: bool) -> Option<Spool> {
         // Unique per process and per spool, whatever else shares the directory (another
         // attempt of the same task, another worker given the same data dir by mistake).
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -72,6 +76,7 @@ impl Spool {
                     file: Some(file),
                     segments: Vec::new(),
                 }),
+                sync,
             }),
             Err(e) => {
                 tracing::warn!(sink = %key, path = %path.display(), error = %e, "no output spool; the output will be assembled from the store");
@@ -99,6 +104,17 @@ impl Spool {
                 st.file = None;
             }
         }
+    }
+
+    /// `Some((made, found))` when `lineage`, the sink's log as the store lists it, holds fewer
+    /// group commits (`found`) than this spool took in (`made`): its newest objects were
+    /// deleted (slots, not objects, are counted: compaction changes only the latter). A
+    /// spool whose write failed took in a prefix, which proves less but never too much.
+    pub async fn lost(&self, lineage: &[String]) -> Option<(u64, u64)> {
+        let slots = |l: &[String]| l.iter().map(|p| crate::log::compact::slots(p)).sum::<u64>();
+        let made = slots(&self.state.lock().await.segments);
+        let found = slots(lineage);
+        (found < made).then_some((made, found))
     }
 
     /// The spool's text as a stream, if it holds exactly `lineage` (and is intact): the same
@@ -141,9 +157,12 @@ impl Spool {
         let file = st.file.as_mut()?;
         // As a copy would: every byte on disk before the rename makes it the output (and
         // `flush` reports a failed background write, `sync_all` would not).
+        let sync = self.sync;
         let synced = async {
             file.flush().await?;
-            file.sync_all().await?;
+            if sync {
+                file.sync_all().await?;
+            }
             Ok::<u64, std::io::Error>(file.metadata().await?.len())
         };
         let len = match synced.await {
@@ -180,6 +199,9 @@ impl Spool {
         };
         // It is the output now, no longer this attempt's spool.
         st.file = None;
+        if !self.sync {
+            return Some(Ok(len));
+        }
         let synced = tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
@@ -242,7 +264,7 @@ mod tests {
     #[tokio::test]
     async fn the_spool_is_the_output_only_for_exactly_its_lineage_and_goes_with_its_attempt() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::create(dir.path(), &key(), 2).await.unwrap();
+        let spool = Spool::create(dir.path(), &key(), 2, true).await.unwrap();
         let path = spool.path.clone();
         assert!(path.starts_with(dir.path().join("spool")), "{path:?}");
         spool.append("s/1", &segment("s/1", &["a", "b"])).await;
@@ -262,10 +284,30 @@ mod tests {
         assert!(!path.exists(), "the spool goes with its attempt");
     }
 
+    /// A lineage with fewer slots than the spool took in has lost its newest commits; the
+    /// same slots merged, or a spool that took in less, are not a loss.
+    #[tokio::test]
+    async fn a_lineage_short_of_the_spool_s_commits_is_a_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::create(dir.path(), &key(), 0, true).await.unwrap();
+        let names: Vec<String> = (0..3).map(|n| format!("l/000000-{n:010}.seg")).collect();
+        for n in &names {
+            spool.append(n, &segment(n, &["x"])).await;
+        }
+        assert_eq!(spool.lost(&names).await, None);
+        assert_eq!(spool.lost(&names[..2]).await, Some((3, 2)));
+        let merged = [
+            "l/000000-0000000000-0000000001.seg".to_string(),
+            names[2].clone(),
+        ];
+        assert_eq!(spool.lost(&merged).await, None);
+        assert_eq!(spool.lost(&merged[..1]).await, Some((3, 2)));
+    }
+
     #[tokio::test]
     async fn a_spool_of_exactly_its_lineage_becomes_the_output_by_one_rename() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::create(dir.path(), &key(), 0).await.unwrap();
+        let spool = Spool::create(dir.path(), &key(), 0, true).await.unwrap();
         spool.append("s/1", &segment("s/1", &["a", "b"])).await;
         spool.append("s/2", &segment("s/2", &["c"])).await;
         let lineage = ["s/1".to_string(), "s/2".to_string()];

@@ -33,7 +33,7 @@ use crate::exec::{ExecOperator, Relaunch};
 use crate::links::{self, Outgoing};
 use crate::model::spec::{Delivery, OperatorSpec};
 use crate::protocol::control::{TaskAssignment, TaskRole, TaskState};
-use crate::sink::{write_output, Spool};
+use crate::sink::{write_output, OutputError, Spool};
 use crate::source::{run_source, SourceEnd, SourceSpec};
 use operator::{Operator, Stop};
 use std::path::PathBuf;
@@ -133,9 +133,11 @@ pub async fn run_task(
     );
     // A sink spools the text of its log as it goes, for the output at its end.
     let spool = match &a.role {
-        TaskRole::Sink { .. } if env.spool => Spool::create(&env.work_dir, &key, a.attempt)
-            .await
-            .map(Arc::new),
+        TaskRole::Sink { .. } if env.spool => {
+            Spool::create(&env.work_dir, &key, a.attempt, env.store.durable())
+                .await
+                .map(Arc::new)
+        }
         _ => None,
     };
     let op = match &a.role {
@@ -181,6 +183,10 @@ pub async fn run_task(
                         status.draining.store(false, Ordering::Relaxed);
                         match write_output(&env, &a, path, spool.as_deref()).await {
                             Ok(()) => TaskEnd::Finished,
+                            // Every attempt would find the same log: the job fails, saying why.
+                            Err(e @ OutputError::Lost { .. }) => {
+                                TaskEnd::Unrecoverable(e.to_string())
+                            }
                             Err(e) => TaskEnd::Failed(e.to_string()),
                         }
                     }

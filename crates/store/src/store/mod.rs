@@ -102,6 +102,8 @@ pub use crate::client::install_crypto;
 pub struct Store {
     backend: Backend,
     seal: SealKey,
+    /// Whether its writes are synced ([`Store::durable`]).
+    durable: bool,
 }
 
 /// Where a store's objects live.
@@ -118,6 +120,7 @@ impl From<Backend> for Store {
         Store {
             backend,
             seal: SealKey::default(),
+            durable: true,
         }
     }
 }
@@ -147,7 +150,19 @@ impl Store {
     /// disk; a task restarted in the run reads what was written through the page cache. It
     /// cost about 6 ms a write on this kind of machine, on every group commit.
     pub fn local_scratch(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
-        Objects::local(root.into(), false).map(|o| Backend::Object(Arc::new(o)).into())
+        let store: Result<Store, _> =
+            Objects::local(root.into(), false).map(|o| Backend::Object(Arc::new(o)).into());
+        store.map(|s| Store {
+            durable: false,
+            ..s
+        })
+    }
+
+    /// Whether what is written to this store is synced to disk (every store but a
+    /// [`Store::local_scratch`] one): what lives and dies with a scratch store's process, as
+    /// the output of `rainstorm run` does, need not be synced either.
+    pub fn durable(&self) -> bool {
+        self.durable
     }
 
     /// A store in an S3-compatible bucket. Credentials and region come from the usual AWS

@@ -1,0 +1,109 @@
+//! Unit tests of the sink's output.
+
+use super::*;
+use crate::log::{encode_record, seal_segment, segment_path, BatchRecord, LogRecord};
+use crate::model::ids::{JobId, TaskKey, TaskPos};
+use crate::model::partition::Partition;
+use crate::model::spec::{Delivery, PathMode};
+use crate::model::tuple::Tuple;
+use crate::protocol::control::TaskRole;
+use crate::store::Store;
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+
+fn env(store: Store, work_dir: &std::path::Path) -> TaskEnv {
+    let cfg = crate::dataplane::DataConfig::default();
+    TaskEnv {
+        registry: Arc::new(crate::dataplane::inbound::Registry::default()),
+        routes: Arc::new(crate::dataplane::routes::Routes::default()),
+        slots: crate::dataplane::link::LinkSlots::new(cfg.max_conns),
+        merges: crate::env::merge_budget(),
+        commit_clock: crate::commit_clock::CommitClock::anchored(tokio::time::Instant::now()),
+        spool: true,
+        cfg,
+        store,
+        work_dir: work_dir.to_path_buf(),
+        net: Arc::new(crate::dataplane::transport::Tcp),
+        launcher: Arc::new(crate::exec::OsLauncher),
+        identity: crate::protocol::auth::Identity::from_seed([3; 32]).unwrap(),
+    }
+}
+
+fn sink(out: &str) -> TaskAssignment {
+    TaskAssignment {
+        key: TaskKey {
+            job: JobId("lost".into()),
+            pos: TaskPos { stage: 2, index: 0 },
+        },
+        attempt: 0,
+        role: TaskRole::Sink { path: out.into() },
+        paths: PathMode::Local,
+        upstream: 1,
+        downstream: 0,
+        partition: Partition::ValueOnly,
+        routing: Default::default(),
+        inbound: None,
+        delivery: Delivery::ExactlyOnce,
+        routes: Vec::new(),
+        routes_version: 1,
+        epoch: 0,
+        source_replay: None,
+        log_input: true,
+        source_caught_up: 0,
+        commit_interval_ms: None,
+    }
+}
+
+/// A segment of `path` holding one line, sealed for it.
+fn segment(store: &Store, path: &str, line: &str) -> Bytes {
+    let mut body = BytesMut::new();
+    encode_record(
+        &mut body,
+        &LogRecord::Batch(BatchRecord {
+            from: 0,
+            first_seq: 1,
+            emit_ns: 0,
+            tuples: vec![Tuple::new("", line)],
+        }),
+    );
+    seal_segment(&body, 1, store.seal(), path)
+}
+
+/// A sink whose newest commits were deleted from the store behind its back (after its last
+/// commit, so the listing shows no gap) writes no output and fails for good, saying so; with
+/// its log whole, the same sink writes every line.
+#[tokio::test]
+async fn a_sink_whose_newest_commits_were_deleted_writes_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.txt");
+    let a = sink(out.to_str().unwrap());
+    for lose in [false, true] {
+        let store = Store::memory();
+        let env = env(store.clone(), dir.path());
+        let spool = Spool::create(dir.path(), &a.key, 0, false).await.unwrap();
+        for n in 0..3 {
+            let path = segment_path(&a.key, 0, n);
+            let seg = segment(&store, &path, &format!("line {n}"));
+            store.put(&path, seg.clone()).await.unwrap();
+            spool.append(&path, &seg).await;
+        }
+        if lose {
+            store.delete(&segment_path(&a.key, 0, 2)).await.unwrap();
+        }
+        let _ = std::fs::remove_file(&out);
+        let written = write_output(&env, &a, out.to_str().unwrap(), Some(&spool)).await;
+        match lose {
+            false => {
+                written.unwrap();
+                let text = std::fs::read_to_string(&out).unwrap();
+                assert_eq!(text, "line 0\nline 1\nline 2\n");
+            }
+            true => {
+                let e = written.unwrap_err();
+                assert!(matches!(e, OutputError::Lost { made: 3, found: 2 }), "{e}");
+                assert!(e.to_string().contains("deleted from the store"), "{e}");
+                assert!(!out.exists(), "a truncated output was written");
+            }
+        }
+    }
+}
