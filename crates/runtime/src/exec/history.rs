@@ -75,6 +75,9 @@ impl ExecOperator {
             )));
         };
         let router = self.drain().await?;
+        // The old process is reaped: its pid no longer names it (a kill-task for it is refused
+        // as for any process not an operator's, not sent to a pid that may be reused).
+        (again.on_pid)(0);
         let skip = Arc::new(AtomicU64::new(u64::MAX));
         let fresh = again.launcher.launch(&again.path, &again.args)?;
         self.replace(fresh, router, skip.clone());
