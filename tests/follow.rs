@@ -201,3 +201,43 @@ fn follow_prints_a_finished_jobs_output_once_and_the_stream_checks_its_offset() 
     refused("offset=-1".into(), "byte count");
     refused("offset=1".into(), "not at the start of a line");
 }
+
+/// A follower of a running job reads each group commit of the sink when the sink's worker
+/// reports it, not at its next look: with the leader's fallback look once a minute
+/// (`--follow-poll-ms 60000`) and heartbeats (which carry the count too) every 20 s, a
+/// follower of a 10-second job prints its first lines within seconds, while the job still
+/// runs, and then every line once. (Without the commit reports it printed nothing until the
+/// job ended, or until a heartbeat.)
+#[test]
+fn a_follower_reads_each_commit_as_the_sink_reports_it() {
+    let c = Cluster::start_with(
+        1,
+        60.0,
+        &["--follow-poll-ms", "60000", "--heartbeat-ms", "20000"],
+    );
+    let text: String = (1..=200).map(|i| format!("line {i:03}\n")).collect();
+    c.file("in.txt", &text);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let toml = job_toml(
+        "prompt",
+        "in.txt",
+        "out/prompt.txt",
+        20.0,
+        "exactly-once",
+        &[(1, "identity", &[])],
+    );
+    c.file("prompt.toml", &toml);
+    let id = c.submit("prompt.toml");
+    let follower = Follower::start(&c, &["follow", &id], "follow.err");
+    wait_for("the follower's first lines", Duration::from_secs(8), || {
+        (follower.lines() >= 5).then_some(())
+    });
+    let job = c.json(&["job", &id, "--json"]);
+    assert_eq!(
+        job["status"], "running",
+        "lines came only at the end: {job}"
+    );
+    let (status, out, err) = follower.finish(Duration::from_secs(60));
+    assert!(status.success(), "{err}");
+    assert_same_text("the follower's output", &out, &text);
+}

@@ -126,6 +126,9 @@ pub(super) enum Cmd {
         allow_exec: Vec<PathBuf>,
     },
     /// Run the leader of a cluster.
+    // A setting given twice takes its last value (a wrapper script's defaults, then the
+    // caller's own).
+    #[command(args_override_self = true)]
     Leader {
         /// Address of the HTTP API and control plane.
         #[arg(long, default_value = "127.0.0.1:7070")]
@@ -139,6 +142,11 @@ pub(super) enum Cmd {
         /// Heartbeat period workers use, in milliseconds.
         #[arg(long, default_value_t = 500)]
         heartbeat_ms: u64,
+        /// Milliseconds between a follower's looks at a running job's committed output when
+        /// no word of a new commit came (the sink's worker reports each commit, which wakes
+        /// followers at once; on S3 each look is a listing).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        follow_poll_ms: u64,
         /// Restarts of one task before its job fails.
         #[arg(long, default_value_t = 20)]
         max_restarts: u32,

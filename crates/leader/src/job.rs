@@ -79,6 +79,9 @@ pub struct JobRec {
     pub output: OutputGate,
     /// Its rescales: the `scaling` list (oldest first) and how many ended each way.
     pub scaling: Scaling,
+    /// The sink's latest group commit as its worker reported it (attempt, commits): each new
+    /// one wakes the job's followers (`api/output.rs`), which otherwise look every poll.
+    pub commits: watch::Sender<(u32, u64)>,
 }
 
 /// Where a job is in its life: what a running job has (a driver to tell, a placement) and
@@ -190,6 +193,7 @@ impl JobRec {
             output_replaced: None,
             output: OutputGate::default(),
             scaling: Default::default(),
+            commits: watch::Sender::new((0, 0)),
         }
     }
 
@@ -309,6 +313,7 @@ impl JobRec {
             // Ended: its output is final, and no sink writes it any more.
             output: OutputGate::shut(),
             scaling: Scaling::restored(job.scaling, false),
+            commits: watch::Sender::new((0, 0)),
         }
     }
 }

@@ -59,6 +59,9 @@ pub struct LeaderConfig {
     pub heartbeat_timeout: Duration,
     /// How often workers heartbeat.
     pub heartbeat_interval: Duration,
+    /// How often a follower of a running job looks for new output without a word from the
+    /// sink (each commit the sink's worker reports wakes it at once: `api/output.rs`).
+    pub follow_poll: Duration,
     /// Restarts of one task before its job fails.
     pub max_restarts: u32,
     /// Keep input logs of ended jobs.
@@ -104,6 +107,7 @@ impl Default for LeaderConfig {
             data_dir: PathBuf::from("rainstorm-data"),
             heartbeat_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_millis(500),
+            follow_poll: Duration::from_millis(100),
             max_restarts: 20,
             keep_logs: false,
             retention: Duration::from_secs(3600),

@@ -58,6 +58,20 @@ pub struct WorkerRec {
 
 pub use rec::TaskRec;
 
+/// Wakes the followers of `r`'s job when `r` is its sink's report of a group commit they have
+/// not seen (its worker reports each one as it is made).
+fn sink_committed(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control::TaskReport) {
+    let Some(j) = jobs.get(&r.key.job) else {
+        return;
+    };
+    if r.commits > 0 && r.key.pos.stage == j.spec.sink_stage() {
+        j.commits.send_if_modified(|seen| {
+            let new = (r.attempt, r.commits);
+            std::mem::replace(seen, new) != new
+        });
+    }
+}
+
 /// Carries the counters of a job's source and sink task (current attempt) onto the job: the
 /// tuples the source emitted, the lines the sink holds, the sink's latency histogram.
 pub fn job_counters(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control::TaskReport) {
@@ -244,6 +258,7 @@ impl State {
             t.switched = Some(s.version);
         }
         job_counters(&self.jobs, &r);
+        sink_committed(&self.jobs, &r);
         if r.error.is_some() {
             t.error = r.error.clone();
         }

@@ -158,6 +158,11 @@ pub struct TaskReport {
     /// state it has handed over (a stage whose built-in keeps state; 0: none).
     #[serde(default)]
     pub handed: u32,
+    /// A sink: the group commits this attempt made. Its worker reports each new one at once
+    /// (not at the next heartbeat), so the job's followers read the new output then rather
+    /// than at their next poll.
+    #[serde(default)]
+    pub commits: u64,
 }
 
 /// Periodic liveness message.

@@ -209,14 +209,60 @@ impl Worker {
     }
 }
 
-/// Reports an attempt once its operator runs (it has a pid, or left `Starting`), and a source
-/// once its whole stream is acknowledged (its final count, without waiting for a heartbeat).
+/// Reports an attempt once its operator runs (it has a pid, or left `Starting`), a source
+/// once its whole stream is acknowledged (its final count, without waiting for a heartbeat),
+/// and a sink at each group commit ([`announce_commits`]).
 async fn announce_start(
     a: TaskAssignment,
     status: Arc<TaskStatus>,
     ev_tx: mpsc::Sender<TaskReport>,
 ) {
     let source = matches!(a.role, TaskRole::Source { .. });
+    if matches!(a.role, TaskRole::Sink { .. }) {
+        let commits = status.commits.subscribe();
+        let a2 = a.clone();
+        let status2 = status.clone();
+        let ev2 = ev_tx.clone();
+        // Both run until the attempt ends (the caller stops polling this then).
+        tokio::join!(
+            announce_first(a, status, ev_tx, source),
+            announce_commits(a2, status2, ev2, commits)
+        );
+        return;
+    }
+    announce_first(a, status, ev_tx, source).await
+}
+
+/// A sink's report at each group commit, at most one every [`COMMIT_REPORT_GAP`]: the leader
+/// wakes the job's followers with it, who then read the new output at once (rather than at
+/// their next look, `LeaderConfig::follow_poll`).
+async fn announce_commits(
+    a: TaskAssignment,
+    status: Arc<TaskStatus>,
+    ev_tx: mpsc::Sender<TaskReport>,
+    mut commits: tokio::sync::watch::Receiver<u64>,
+) {
+    // The sender lives in `status`, which this holds: `changed` fails only if it is dropped.
+    while commits.changed().await.is_ok() {
+        if ev_tx.send(report(&a, &status)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(COMMIT_REPORT_GAP).await;
+    }
+}
+
+/// The least time between two of a sink's commit reports: at the default commit interval
+/// every commit is reported; a job committing far faster (`commit_interval_ms = 0`) sends
+/// at most a hundred reports a second.
+const COMMIT_REPORT_GAP: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// See [`announce_start`]: the start, and a source's end.
+async fn announce_first(
+    a: TaskAssignment,
+    status: Arc<TaskStatus>,
+    ev_tx: mpsc::Sender<TaskReport>,
+    source: bool,
+) {
     let mut started = false;
     loop {
         let due = if !started {

@@ -35,6 +35,7 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         meters: s.meters(),
         switched: s.board.last(),
         handed: s.handed.load(Ordering::Relaxed),
+        commits: *s.commits.borrow(),
     }
 }
 

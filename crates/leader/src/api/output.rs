@@ -87,11 +87,12 @@ pub async fn chunks(
     id: JobId,
     offset: u64,
 ) -> Result<BoxStream<'static, std::io::Result<OutputChunk>>, (StatusCode, String)> {
-    let (progress, key, target, replaced) = {
+    let (progress, commits, key, target, replaced) = {
         let st = lock(&l.state);
         match st.jobs.get(&id) {
             Some(j) => (
                 j.progress.clone(),
+                j.commits.subscribe(),
                 j.sink_key(&id),
                 j.output(),
                 j.output_replaced.is_some(),
@@ -109,6 +110,7 @@ pub async fn chunks(
         leader: l.clone(),
         id: id.clone(),
         progress,
+        commits,
         log: LogCursor::new(key),
         target,
         offset,
@@ -172,9 +174,11 @@ pub async fn chunks(
                     .await
                     .is_ok_and(|r| r.is_ok())
             } else {
+                let poll = t.leader.cfg.follow_poll;
                 tokio::select! {
                     r = t.progress.changed() => r.is_ok(),
-                    _ = tokio::time::sleep(POLL) => true,
+                    Ok(()) = t.commits.changed() => true,
+                    _ = tokio::time::sleep(poll) => true,
                     _ = t.leader.shutdown.cancelled() => continue,
                 }
             };
@@ -196,9 +200,6 @@ fn end_only(l: &Leader, id: &JobId) -> BoxStream<'static, std::io::Result<Output
     futures::stream::iter(info.map(|i| Ok(OutputChunk::End(Box::new(i))))).boxed()
 }
 
-/// How often a follower of a running job looks for newly committed output.
-const POLL: Duration = Duration::from_millis(100);
-
 /// How long a stream waits for its job's final status once the leader is stopping.
 const STOP_GRACE: Duration = Duration::from_millis(400);
 
@@ -213,6 +214,8 @@ struct Tail {
     leader: Arc<Leader>,
     id: JobId,
     progress: watch::Receiver<SinkProgress>,
+    /// The sink's commits as its worker reports them: each wakes the stream to read.
+    commits: watch::Receiver<(u32, u64)>,
     /// Where the follower is in the sink's log, the output while the job runs.
     log: LogCursor,
     /// The output file, read once the job ended.

@@ -70,6 +70,7 @@ fn a_restarted_source_does_not_lower_the_job_s_tuples_in() {
         meters: Default::default(),
         switched: None,
         handed: 0,
+        commits: 0,
     };
     let tuples_in = || {
         jobs[&JobId("job-1".into())]
@@ -114,4 +115,43 @@ fn a_registration_challenge_is_good_once_and_only_for_a_while() {
     assert!(c.0.len() <= CHALLENGES_KEPT, "bounded");
     assert!(!c.take("0", t0), "the oldest were forgotten");
     assert!(c.take(&format!("{}", CHALLENGES_KEPT + 9), t0));
+}
+
+/// A sink's report of a group commit its job's followers have not seen wakes them, once; the
+/// same report again, another task's, or no commit at all does not.
+#[test]
+fn a_sink_s_new_commit_wakes_its_followers_once() {
+    let jobs = jobs();
+    let mut seen = jobs[&JobId("job-1".into())].commits.subscribe();
+    let report = |stage, attempt, commits| crate::protocol::control::TaskReport {
+        key: key(stage),
+        attempt,
+        pid: None,
+        state: TaskState::Running,
+        tuples_in: 0,
+        tuples_out: 0,
+        error: None,
+        unrecoverable: false,
+        queued: 0,
+        latency: None,
+        done: false,
+        meters: Default::default(),
+        switched: None,
+        handed: 0,
+        commits,
+    };
+    sink_committed(&jobs, &report(3, 0, 0));
+    assert!(!seen.has_changed().unwrap(), "no commit yet");
+    sink_committed(&jobs, &report(3, 0, 1));
+    assert!(seen.has_changed().unwrap());
+    seen.mark_unchanged();
+    sink_committed(&jobs, &report(3, 0, 1));
+    sink_committed(&jobs, &report(2, 0, 7));
+    assert!(
+        !seen.has_changed().unwrap(),
+        "seen already, or not the sink"
+    );
+    // A new attempt counts its commits from 1 again: still new.
+    sink_committed(&jobs, &report(3, 1, 1));
+    assert!(seen.has_changed().unwrap());
 }

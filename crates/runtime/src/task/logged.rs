@@ -264,6 +264,7 @@ pub(super) async fn log_writer(
             n += 1;
             if let Some(status) = meter.latency {
                 record_latency(status, &output);
+                status.commits.send_replace(n);
             }
             if let Some(s) = meter.spool {
                 s.append(&path, &seg).await;

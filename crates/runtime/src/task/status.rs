@@ -67,6 +67,8 @@ pub struct TaskStatus {
     pub inbound: tokio::sync::watch::Sender<Option<crate::protocol::routing::StageRouting>>,
     /// The latest routing version whose lost key groups' state this attempt handed over.
     pub handed: std::sync::atomic::AtomicU32,
+    /// A sink: its group commits so far, watched by its worker, which reports each one.
+    pub commits: tokio::sync::watch::Sender<u64>,
 }
 
 impl TaskStatus {

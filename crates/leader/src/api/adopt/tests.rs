@@ -57,6 +57,7 @@ fn report(key: &TaskKey, handed: u32) -> TaskReport {
         meters: Default::default(),
         switched: None,
         handed,
+        commits: 0,
     }
 }
 
