@@ -204,3 +204,36 @@ async fn a_compaction_that_failed_after_writing_its_merge_leaves_a_readable_log(
     let want: String = (0..100).map(|n| format!("{n}\n")).collect();
     assert_eq!(std::str::from_utf8(&text).unwrap(), want);
 }
+
+/// Commits that reach the compactor three at a time (a writer's segments queue while it merges)
+/// still leave a bounded log: merges take the oldest run of a level, so no object is left
+/// stranded between two of the next level (one was, for every merge of merges, and a
+/// one-minute job kept 105 objects per task).
+#[tokio::test(start_paused = true)]
+async fn commits_that_come_in_bursts_still_leave_a_bounded_log() {
+    let mem = Arc::new(FaultyStore::default());
+    let mut env = env(&mem);
+    env.cfg.log_compact_fanin = 4;
+    env.cfg.log_compact_lag_ms = 1000;
+    let store = env.store.clone();
+    let (tx, rx) = mpsc::channel(4);
+    let compacting = compactor(env, key(), 0, rx);
+    let writing = async move {
+        for n in 0..800u64 {
+            let path = segment_path(&key(), 0, n);
+            let seg = segment(&path, &n.to_string());
+            store.put(&path, seg.clone()).await.unwrap();
+            tx.send((path, Some(seg))).await.unwrap();
+            if n % 3 == 2 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    tokio::join!(writing, compacting);
+    let store = Store::objects(mem.clone(), "faulty");
+    let listed = store.list(&crate::log::task_prefix(&key())).await.unwrap();
+    // The last second's 10 commits, then at most 3 objects a level for 5 levels.
+    assert!(listed.len() <= 26, "{} objects: {listed:?}", listed.len());
+    let want: String = (0..800).map(|n| format!("{n}\n")).collect();
+    assert_eq!(lineage_text(&mem).await, want);
+}
