@@ -112,12 +112,13 @@ pub(super) async fn compactor(
                 }
                 Err(e) => {
                     // The merged object may be durable already (the fence check or a read
-                    // after its write failed). Merging any of these objects again could write
-                    // a run that overlaps it without nesting — a gap in every later listing —
-                    // so the compactor forgets them: they stay as they are, and merges go on
-                    // from the next segment.
+                    // after its write failed). Merging any of its run again, or anything on
+                    // both sides of it, could write a run that overlaps it without nesting —
+                    // a gap in every later listing — so the compactor forgets the run and
+                    // everything before it: they stay as they are, and merges go on among
+                    // the newer objects (those within the lag, with it).
                     tracing::warn!(task = %key, attempt, error = %e, "input log compaction failed; its objects stay as they are");
-                    cover.clear();
+                    cover.drain(..run.end);
                     break;
                 }
             }
