@@ -217,34 +217,27 @@ async fn announce_start(
     status: Arc<TaskStatus>,
     ev_tx: mpsc::Sender<TaskReport>,
 ) {
-    let source = matches!(a.role, TaskRole::Source { .. });
+    let first = announce_first(&a, &status, &ev_tx);
     if matches!(a.role, TaskRole::Sink { .. }) {
-        let commits = status.commits.subscribe();
-        let a2 = a.clone();
-        let status2 = status.clone();
-        let ev2 = ev_tx.clone();
         // Both run until the attempt ends (the caller stops polling this then).
-        tokio::join!(
-            announce_first(a, status, ev_tx, source),
-            announce_commits(a2, status2, ev2, commits)
-        );
+        tokio::join!(first, announce_commits(&a, &status, &ev_tx));
         return;
     }
-    announce_first(a, status, ev_tx, source).await
+    first.await
 }
 
 /// A sink's report at each group commit, at most one every [`COMMIT_REPORT_GAP`]: the leader
 /// wakes the job's followers with it, who then read the new output at once (rather than at
 /// their next look, `LeaderConfig::follow_poll`).
 async fn announce_commits(
-    a: TaskAssignment,
-    status: Arc<TaskStatus>,
-    ev_tx: mpsc::Sender<TaskReport>,
-    mut commits: tokio::sync::watch::Receiver<u64>,
+    a: &TaskAssignment,
+    status: &TaskStatus,
+    ev_tx: &mpsc::Sender<TaskReport>,
 ) {
-    // The sender lives in `status`, which this holds: `changed` fails only if it is dropped.
+    let mut commits = status.commits.subscribe();
+    // The sender lives in `status`, which outlives this: `changed` fails only if it is dropped.
     while commits.changed().await.is_ok() {
-        if ev_tx.send(report(&a, &status)).await.is_err() {
+        if ev_tx.send(report(a, status)).await.is_err() {
             return;
         }
         tokio::time::sleep(COMMIT_REPORT_GAP).await;
@@ -257,12 +250,8 @@ async fn announce_commits(
 const COMMIT_REPORT_GAP: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// See [`announce_start`]: the start, and a source's end.
-async fn announce_first(
-    a: TaskAssignment,
-    status: Arc<TaskStatus>,
-    ev_tx: mpsc::Sender<TaskReport>,
-    source: bool,
-) {
+async fn announce_first(a: &TaskAssignment, status: &TaskStatus, ev_tx: &mpsc::Sender<TaskReport>) {
+    let source = matches!(a.role, TaskRole::Source { .. });
     let mut started = false;
     loop {
         let due = if !started {
@@ -271,7 +260,7 @@ async fn announce_first(
             status.done.load(Ordering::Relaxed)
         };
         if due {
-            if ev_tx.send(report(&a, &status)).await.is_err() {
+            if ev_tx.send(report(a, status)).await.is_err() {
                 warn!(task = %a.key, "event reporter gone; a start or a source's end goes unreported");
                 return;
             }
