@@ -5,7 +5,7 @@
 use crate::log::{segment_values, segment_values_written, LogError};
 use crate::model::spec::PathMode;
 use crate::seal::SealKey;
-use crate::store::{write_stream_atomic, Store, StoreError};
+use crate::store::{write_stream_atomic, Access, Store, StoreError};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use std::path::PathBuf;
@@ -115,7 +115,7 @@ where
 {
     match target {
         SinkTarget::File(path) => {
-            write_stream_atomic(path, &path.display().to_string(), body).await
+            write_stream_atomic(path, &path.display().to_string(), body, Access::Output).await
         }
         SinkTarget::Store(path) => store.put_stream(path, body).await,
     }
@@ -207,6 +207,22 @@ mod tests {
             std::fs::read_dir(dir.path().join("out")).unwrap().count(),
             1
         );
+        // Made as any file is (0666 less the umask), not private to the writer; written again,
+        // it keeps the mode its owner gave it.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let umask = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|m| u32::from_str_radix(m.trim(), 8).unwrap())
+            .unwrap();
+        assert_eq!(mode(&file), 0o666 & !umask);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assemble(&store, &lineage, &SinkTarget::File(file.clone()))
+            .await
+            .unwrap();
+        assert_eq!(mode(&file), 0o640);
         assemble(&store, &lineage, &SinkTarget::Store("o.txt".into()))
             .await
             .unwrap();

@@ -183,6 +183,7 @@ impl Spool {
                 .unwrap_or(Path::new("."))
                 .to_path_buf();
             std::fs::create_dir_all(&dir)?;
+            crate::store::keep_mode_of(&to, &from)?;
             let displaced = put_in_place(&from, &to)?;
             Ok::<_, std::io::Error>((dir, displaced))
         })

@@ -21,7 +21,7 @@ mod ranged;
 mod s3;
 mod url;
 
-pub use atomic::{write_atomic, write_stream_atomic};
+pub use atomic::{keep_mode_of, write_atomic, write_stream_atomic, Access};
 pub use blob::{blob_path, pinned_hash, sha256_hex, BLOBS};
 pub use error::StoreError;
 use error::{io_err, upload_broke};

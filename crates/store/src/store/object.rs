@@ -114,7 +114,13 @@ impl Objects {
     {
         if let Some(root) = &self.root {
             self.no_symlink(clean).await?;
-            return super::write_stream_atomic(&root.join(clean), clean, body).await;
+            return super::write_stream_atomic(
+                &root.join(clean),
+                clean,
+                body,
+                super::Access::Private,
+            )
+            .await;
         }
         let mut body = std::pin::pin!(body);
         let p = os_path(clean)?;

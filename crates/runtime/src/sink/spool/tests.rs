@@ -100,8 +100,10 @@ async fn a_spool_of_exactly_its_lineage_becomes_the_output_by_one_rename() {
     assert!(spool.move_if(&lineage, &target).await.is_none());
     drop(spool);
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "a\nb\nc\n");
-    // A later spool replaces that output as one step (never a moment without it), and the
-    // replaced file goes when the spool does.
+    // A later spool replaces that output as one step (never a moment without it), with the
+    // mode its owner gave it, and the replaced file goes when the spool does.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
     let spool = Spool::create(dir.path(), &key(), 1, true).await.unwrap();
     spool.append("s/1", &segment("s/1", &["d"])).await;
     let path = spool.path.clone();
@@ -112,6 +114,8 @@ async fn a_spool_of_exactly_its_lineage_becomes_the_output_by_one_rename() {
         .unwrap();
     assert_eq!(moved, 2);
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "d\n");
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
     drop(spool);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while path.exists() {
