@@ -899,6 +899,78 @@ fn an_output_that_cannot_be_written_keeps_the_log_and_followers_get_the_status()
     let said =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(said.to_lowercase().contains("cancelled"), "{said}");
+
+    // A file that turns up at its sink path later is not its output: a follower prints none
+    // of it (one printed an old file's lines from the byte it had reached).
+    std::fs::remove_file(store.join("res")).unwrap();
+    std::fs::create_dir_all(store.join("res/x")).unwrap();
+    std::fs::write(
+        store.join("res/x/out.txt"),
+        "NOT THIS JOB'S 1\nNOT THIS JOB'S 2\n",
+    )
+    .unwrap();
+    let j = c.json(&["job", &id, "--json"]);
+    assert!(j["output_replaced"].is_string(), "{j}");
+    let out = c.run(&["follow", &id]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !printed.contains("NOT THIS JOB"),
+        "printed another file: {printed}"
+    );
+}
+
+/// A job cancelled just after the newest objects of its sink's log were deleted behind the
+/// store's back (its listing then shows no gap) writes no output from what is left: the
+/// output at its path stays whole, the job says why, and the log is kept. (The leader wrote
+/// the shortened log over the whole output of an earlier run: a hostile probe.) What the
+/// sink's worker reported, its commits, is what the log is checked against.
+#[test]
+fn a_cancel_after_the_sink_s_newest_commits_were_deleted_keeps_the_old_output() {
+    let c = Cluster::start(1, 5.0);
+    put_text(&c, "in.txt", &lines(60));
+    // A first run writes the whole output.
+    let first = c.submit(&job(&c, "whole.toml", "in.txt", "res/out.txt", 0.0));
+    assert_eq!(
+        c.wait_job(&first, Duration::from_secs(60))["status"],
+        "succeeded"
+    );
+    let whole = c.store_file("res/out.txt");
+    assert_eq!(whole, lines(60));
+    // A second, at a line a second, committing each as it comes.
+    let id = c.submit(&job(&c, "slow.toml", "in.txt", "res/out.txt", 1.0));
+    let sink_log = c.dir.path().join("leader/store/logs").join(&id).join("2.0");
+    let segments = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut s: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        s.retain(|p| p.extension().is_some_and(|e| e == "seg"));
+        s.sort();
+        s
+    };
+    wait_for(
+        "the sink to commit some lines",
+        Duration::from_secs(60),
+        || (segments(&sink_log).len() >= 4).then_some(()),
+    );
+    // Just after a commit (the next is a second away): its newest objects go, then the cancel.
+    let before = segments(&sink_log).len();
+    wait_for("the sink's next commit", Duration::from_secs(30), || {
+        (segments(&sink_log).len() > before).then_some(())
+    });
+    let mut newest = segments(&sink_log);
+    for p in newest.split_off(newest.len() - 2) {
+        std::fs::remove_file(p).unwrap();
+    }
+    c.ok(&["cancel", &id]);
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "cancelled", "{j}");
+    let error = j["error"].as_str().unwrap_or_default();
+    assert!(error.contains("deleted from the store"), "{j}");
+    assert_same_text(
+        "the output after the cancel",
+        &c.store_file("res/out.txt"),
+        &whole,
+    );
 }
 
 /// Store paths are names, whatever characters they hold: a `?`, `#` or `%` in one is not the

@@ -79,18 +79,33 @@ pub(super) async fn cleanup(
     // A succeeded job's sink wrote the output; any other end keeps what was committed. If
     // that cannot be written, the sink's log is the only copy of it: kept, and the job says
     // where.
-    let (lines_out, unwritten) = match succeeded {
-        true => (None, None),
-        false => match write_committed_output(leader, id).await {
+    // A sink that failed for good has a log that is not whole (objects of it are gone or
+    // forged): what it holds is not what the job committed, so nothing is written from it
+    // (it wrote a shortened output over a whole one).
+    let log_broken = {
+        let st = lock(&leader.state);
+        st.jobs
+            .get(id)
+            .and_then(|j| st.tasks.get(&j.sink_key(id)))
+            .is_some_and(|t| t.unrecoverable)
+    };
+    let (lines_out, unwritten) = match (succeeded, log_broken) {
+        (true, _) => (None, None),
+        (false, true) => (None, Some("the sink's log is not whole".to_string())),
+        (false, false) => match write_committed_output(leader, id).await {
             Ok(lines) => (lines, None),
             Err(why) => (None, Some(why)),
         },
     };
     let error = match (error, &unwritten) {
         (e, Some(why)) => Some(format!(
-            "{}the output it committed could not be written ({why}); the sink's log is kept under {}/",
+            "{}the output it committed could not be written ({why}); the output stays as it was and the sink's log is kept under {}/{}",
             e.map(|e| format!("{e}; ")).unwrap_or_default(),
             rainstorm_store::log::job_prefix(id),
+            match leader.cfg.scratch {
+                true => " (`rainstorm run` removes it when it exits: run the job again with --keep-logs to keep it)",
+                false => "",
+            },
         )),
         (e, None) => e,
     };
@@ -99,6 +114,11 @@ pub(super) async fn cleanup(
     // delay the end. Until it is done the record says they are left, so a restarted leader
     // carries it on.
     let keep = spec.keep_logs || leader.cfg.keep_logs || unwritten.is_some();
+    // Whatever is at its sink path then is not its output: its followers print none of it
+    // (`api/output.rs`).
+    let not_its_output = unwritten.as_ref().map(|_| {
+        "its output was not written: what is at its sink path is not this job's".to_string()
+    });
     // The final status is durable before it is visible.
     let now = SystemTime::now();
     let record = lock(&leader.state).jobs.get(id).map(|j| {
@@ -113,6 +133,9 @@ pub(super) async fn cleanup(
         r.ended_ms = Some(ms(now));
         r.logs_left = !keep;
         r.run = None;
+        if not_its_output.is_some() {
+            r.output_replaced = not_its_output.clone();
+        }
         r.cleanup_error = None;
         r
     });
@@ -138,6 +161,9 @@ pub(super) async fn cleanup(
             }
             j.end(status, error.clone(), now);
             j.logs_left = !keep;
+            if not_its_output.is_some() {
+                j.output_replaced = not_its_output.clone();
+            }
             j.cleanup_error = None;
         }
     }
@@ -236,8 +262,8 @@ fn remove_in_background(leader: &Arc<Leader>, id: JobId) {
 /// is closed and the sink's writes have finished, so no sink write can land over it. Says why
 /// if the output could not be written (it then stays as it was, and the caller keeps the log).
 async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<Option<u64>, String> {
-    let (key, target) = match lock(&leader.state).jobs.get(id) {
-        Some(j) => (j.sink_key(id), j.output()),
+    let (key, target, reported) = match lock(&leader.state).jobs.get(id) {
+        Some(j) => (j.sink_key(id), j.output(), *j.commits.borrow()),
         None => return Ok(None),
     };
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
@@ -245,6 +271,21 @@ async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<Option<u6
     for _ in 0..20 {
         match rainstorm_store::log::committed_lineage(&leader.store, &key).await {
             Ok(Some(lineage)) => {
+                // The store's listing cannot show a lost tail; the commits the sink's worker
+                // reported can (a cancel just after its newest objects were deleted wrote a
+                // shortened output over a whole one).
+                let (attempt, commits) = reported;
+                let held: u64 = lineage
+                    .iter()
+                    .filter_map(|p| rainstorm_store::log::compact::span(p))
+                    .filter(|(a, _, _)| *a == attempt)
+                    .map(|(_, f, l)| l - f + 1)
+                    .sum();
+                if held < commits {
+                    let why = format!("the sink's log holds {held} of the {commits} group commits its attempt {attempt} made: objects of it were deleted from the store");
+                    warn!(job = %id, error = %why, "the committed output is not written; the output stays as it was");
+                    return Err(why);
+                }
                 match rainstorm_store::output::assemble(&leader.store, &lineage, &target).await {
                     Ok(written) => {
                         info!(job = %id, bytes = written.bytes, lines = written.lines, "wrote the output the job had committed");

@@ -262,6 +262,7 @@ impl State {
         if r.error.is_some() {
             t.error = r.error.clone();
         }
+        t.unrecoverable |= r.unrecoverable;
         let tx = self.driver_of(&r.key.job)?;
         if r.state.is_terminal() {
             let input = Input::TaskEnded {

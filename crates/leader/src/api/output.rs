@@ -329,6 +329,15 @@ impl Tail {
     /// line even without a newline); `None` at its end.
     async fn final_lines(&mut self) -> std::io::Result<Option<Vec<u8>>> {
         if self.fin.is_none() {
+            // Its output was never written, or another's stands at its path: none of it is
+            // this job's (a follower of `run` printed an old file's lines from its offset).
+            let foreign = lock(&self.leader.state)
+                .jobs
+                .get(&self.id)
+                .is_some_and(|j| j.output_replaced.is_some());
+            if foreign {
+                return Ok(None);
+            }
             let (rd, _) = self.open_final(self.offset).await?;
             self.fin = Some((std::sync::Mutex::new(rd), Vec::new()));
         }

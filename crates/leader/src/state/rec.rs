@@ -50,6 +50,9 @@ pub struct TaskRec {
     /// Its output was held back for most of the time between its last two reports (see
     /// `State::take_report`): pending work the stall detector counts like a full inbox.
     pub blocked: bool,
+    /// Its current attempt failed in a way no restart mends (`TaskReport::unrecoverable`): for
+    /// the sink, a log that is not whole, from which no output is written (`cleanup.rs`).
+    pub unrecoverable: bool,
 }
 
 impl TaskRec {
@@ -84,6 +87,7 @@ impl TaskRec {
             standby: false,
             switched: None,
             handed: 0,
+            unrecoverable: false,
             blocked: false,
         }
     }
