@@ -309,6 +309,14 @@ impl JobCore {
         );
         a.routing.steps = self.steps_of(pos);
         a.inbound = self.inbound_of(pos.stage);
+        if let Some(up) = pos.stage.checked_sub(1) {
+            a.finished_upstream = self
+                .tasks
+                .iter()
+                .filter(|(p, t)| p.stage == up && t.state == TaskState::Finished)
+                .map(|(p, _)| p.index)
+                .collect();
+        }
         if let Some(r) = a.source_replay.as_mut() {
             r.steps = self.steps_of(TaskPos { stage: 0, index: 0 });
         }

@@ -91,6 +91,7 @@ pub fn assignment(
         epoch,
         log_input: stage > 1 && rebuilds_from_history(spec, stage),
         commit_interval_ms: spec.limits.commit_interval_ms,
+        finished_upstream: Vec::new(),
     }
 }
 

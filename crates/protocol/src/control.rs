@@ -247,6 +247,13 @@ pub struct TaskAssignment {
     /// most once per this many milliseconds (absent: the worker's own setting).
     #[serde(default)]
     pub commit_interval_ms: Option<u32>,
+    /// The tasks of the stage before this one (their indices) that had finished when this
+    /// attempt was started. Each ended its stream into this task, which logged the end before
+    /// acknowledging it, so an exactly-once attempt's recovered log must hold every one of those
+    /// ends: one missing means objects of the log are gone, and a finished task never sends
+    /// again (the attempt would wait for it for ever).
+    #[serde(default)]
+    pub finished_upstream: Vec<u32>,
 }
 
 /// What a task runs. The source (stage 0) and the sink (stage K+1) are placed on workers like

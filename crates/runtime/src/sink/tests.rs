@@ -51,6 +51,7 @@ fn sink(out: &str) -> TaskAssignment {
         log_input: true,
         source_caught_up: 0,
         commit_interval_ms: None,
+        finished_upstream: Vec::new(),
     }
 }
 

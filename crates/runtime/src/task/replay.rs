@@ -77,6 +77,17 @@ pub(super) async fn replay_log(
         }
     }
     status.tuples_in.store(replayed, Ordering::Relaxed);
+    if a.delivery == Delivery::ExactlyOnce {
+        // A finished upstream task's end was logged before it was acknowledged: missing, the
+        // log lost objects, and nothing will ever send that end again. (Under the other
+        // modes a restart begins a new epoch, whose receivers do not count earlier ends.)
+        if let Some(i) = a.finished_upstream.iter().find(|i| !acc.ended(**i)) {
+            return Err(Stop::Unrecoverable(format!(
+                "the input log holds no end of the stream from task {}.{i}, which finished: objects of the log were deleted from the store",
+                a.key.pos.stage.saturating_sub(1)
+            )));
+        }
+    }
     if !lineage.is_empty() {
         info!(task = %a.key, attempt = a.attempt, segments = lineage.len(), tuples = replayed, "recovered from input log");
     }

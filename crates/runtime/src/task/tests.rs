@@ -68,6 +68,7 @@ fn assignment(operator: OperatorSpec) -> TaskAssignment {
         log_input: false,
         source_caught_up: 0,
         commit_interval_ms: None,
+        finished_upstream: Vec::new(),
     }
 }
 
@@ -353,5 +354,62 @@ impl OperatorProcess for StandIn {
             }
             Ok(())
         })
+    }
+}
+
+/// A restarted exactly-once sink whose upstream task had finished must find that task's end
+/// in its log: a log that lost it (objects deleted behind the store's back) fails the
+/// attempt for good, where it waited for ever for a task that never sends again (a hostile
+/// probe's job stayed running ten minutes). With the end in the log, it recovers.
+#[tokio::test]
+async fn a_restarted_receiver_whose_finished_upstream_s_end_is_not_in_its_log_fails_for_good() {
+    use crate::dataplane::acceptance::{Acceptance, Gaps};
+    use crate::log::{encode_record, seal_segment, segment_path, LogRecord};
+    let sink_key = TaskKey {
+        job: JobId("lost-end".into()),
+        pos: TaskPos { stage: 2, index: 0 },
+    };
+    for logged_end in [false, true] {
+        let env = env(Default::default(), Arc::new(crate::exec::OsLauncher));
+        if logged_end {
+            // Attempt 0 logged the end of link 0 before it acknowledged it.
+            let path = segment_path(&sink_key, 0, 0);
+            let mut body = bytes::BytesMut::new();
+            encode_record(
+                &mut body,
+                &LogRecord::Eos {
+                    from: 0,
+                    last_seq: 0,
+                },
+            );
+            let seg = seal_segment(&body, 1, env.store.seal(), &path);
+            env.store.put(&path, seg).await.unwrap();
+        }
+        let a = TaskAssignment {
+            key: sink_key.clone(),
+            attempt: 1,
+            role: TaskRole::Sink {
+                path: "out.txt".into(),
+            },
+            delivery: Delivery::ExactlyOnce,
+            downstream: 0,
+            partition: Partition::ValueOnly,
+            finished_upstream: vec![0],
+            ..assignment(OperatorSpec::Builtin {
+                name: "identity".into(),
+                args: vec![],
+            })
+        };
+        let status = TaskStatus::of(&a);
+        let mut op = Operator::Sink(None);
+        let mut acc = Acceptance::new(a.upstream, 0, Gaps::Refuse, false);
+        let res = replay::replay_log(&env, &a, &mut op, &mut acc, &status, None).await;
+        match (logged_end, res) {
+            (true, Ok(())) => assert!(acc.ended(0)),
+            (false, Err(Stop::Unrecoverable(e))) => {
+                assert!(e.contains("no end of the stream from task 1.0"), "{e}")
+            }
+            (_, other) => panic!("logged end {logged_end}: {:?}", other.err()),
+        }
     }
 }
