@@ -7,6 +7,7 @@
 use rainstorm_model as model;
 
 pub mod api;
+pub mod assignment;
 pub mod auth;
 pub mod control;
 pub mod dest;

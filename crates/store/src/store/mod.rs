@@ -17,6 +17,7 @@ mod error;
 mod http;
 mod nofollow;
 mod object;
+mod paths;
 mod ranged;
 mod s3;
 mod url;
@@ -27,6 +28,7 @@ pub use error::StoreError;
 use error::{io_err, upload_broke};
 pub use http::{HttpStore, StoreSession};
 pub use object::Objects;
+pub use paths::{clean_path, clean_prefix};
 pub use s3::{S3Location, S3UrlError};
 pub use url::url_path;
 
@@ -39,7 +41,7 @@ use crate::seal::SealKey;
 use bytes::Bytes;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::AsyncRead;
 
@@ -53,45 +55,6 @@ pub struct ObjectMeta {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
-}
-
-/// Checks and normalises a store path (`a/b/c`, no leading slash, no `..`, no NUL byte).
-pub fn clean_path(path: &str) -> Result<String, StoreError> {
-    if path.contains('\0') {
-        return Err(StoreError::BadByte {
-            path: path.to_string(),
-            why: "it contains a NUL byte",
-        });
-    }
-    let p = Path::new(path.trim_start_matches('/'));
-    let mut parts = Vec::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
-            Component::CurDir => {}
-            _ => return Err(StoreError::BadPath(path.to_string())),
-        }
-    }
-    if parts.is_empty() {
-        return Err(StoreError::BadPath(path.to_string()));
-    }
-    Ok(parts.join("/"))
-}
-
-/// Checks a listing prefix: `""` (everything) or a string prefix of clean store paths (no `..`,
-/// no `.` segment, no leading slash), so a listing can never name anything outside the store.
-pub fn clean_prefix(prefix: &str) -> Result<String, StoreError> {
-    let p = prefix.trim_start_matches('/');
-    if p.is_empty() {
-        return Ok(String::new());
-    }
-    let bad = p.split('/').enumerate().any(|(i, seg)| {
-        seg == ".." || seg == "." || (seg.is_empty() && i + 1 < p.split('/').count())
-    });
-    if bad || p.contains('\\') || p.contains('\0') {
-        return Err(StoreError::BadPath(prefix.to_string()));
-    }
-    Ok(p.to_string())
 }
 
 pub use crate::client::install_crypto;
