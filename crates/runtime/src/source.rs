@@ -170,6 +170,9 @@ pub enum SourceEnd {
     Cancelled,
     /// It could not read or deliver its stream.
     Failed(String),
+    /// Its file cannot be carried whatever the attempt (a line longer than a tuple may be):
+    /// the job fails at once rather than after every restart.
+    Unrecoverable(String),
 }
 
 /// Reads and routes the whole file, waits until every first-stage task has acknowledged the
@@ -217,6 +220,8 @@ pub async fn run_source(
         pos: TaskPos { stage: 0, index: 0 },
     };
     let mut reach = reach::Reach::new(env.store.clone(), key.clone(), spec.epoch, spec.attempt);
+    // Set when the read failed in a way every attempt would (see `SourceEnd::Unrecoverable`).
+    let deterministic = std::sync::atomic::AtomicBool::new(false);
     let read = async {
         if spec.attempt > spec.epoch {
             // A restarted attempt: a switch waits until it routed as far as its predecessors
@@ -245,7 +250,10 @@ pub async fn run_source(
             let line = match rd.next_line().await {
                 Ok(Some(l)) => l,
                 Ok(None) => break,
-                Err(e) => return Err(format!("reading source {}: {e}", spec.path)),
+                Err(e) => {
+                    deterministic.store(reader::is_line_too_long(&e), Ordering::Relaxed);
+                    return Err(format!("reading source {}: {e}", spec.path));
+                }
             };
             if outputs.is_multiple_of(STAMP_EVERY) {
                 stamp = now_ns();
@@ -293,7 +301,10 @@ pub async fn run_source(
     };
     let res = tokio::select! {
         _ = cancel.cancelled() => Err(SourceEnd::Cancelled),
-        r = read => r.map_err(SourceEnd::Failed),
+        r = read => r.map_err(|e| match deterministic.load(Ordering::Relaxed) {
+            true => SourceEnd::Unrecoverable(e),
+            false => SourceEnd::Failed(e),
+        }),
     };
     if res.is_ok() {
         tracing::info!(job = %spec.job, "source finished: every first-stage task acknowledged its end");

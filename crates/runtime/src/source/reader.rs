@@ -41,6 +41,31 @@ pub struct SourceReader<R> {
     filter: Option<LineFilter>,
 }
 
+/// A line longer than the largest tuple: the same on every read of the file, so no restart of
+/// the source mends it ([`is_line_too_long`]).
+#[derive(Debug)]
+pub struct LineTooLong {
+    line: u64,
+    max: usize,
+}
+
+impl std::fmt::Display for LineTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {} is longer than the largest tuple the data plane carries ({} bytes)",
+            self.line, self.max
+        )
+    }
+}
+
+impl std::error::Error for LineTooLong {}
+
+/// Whether a read of the source failed on a line too long to carry ([`LineTooLong`]).
+pub fn is_line_too_long(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<LineTooLong>())
+}
+
 /// One line of the source, lent by the reader until its next read.
 pub struct Line<'a> {
     /// `NAME:LINE`.
@@ -230,11 +255,10 @@ impl<R: tokio::io::AsyncRead + Unpin> SourceReader<R> {
     fn too_long(&self) -> std::io::Error {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!(
-                "line {} is longer than the largest tuple the data plane carries ({} bytes)",
-                self.line_no + 1,
-                self.max_line
-            ),
+            LineTooLong {
+                line: self.line_no + 1,
+                max: self.max_line,
+            },
         )
     }
 

@@ -72,6 +72,13 @@ async fn a_line_longer_than_a_tuple_fails_the_read_naming_it() {
     let endless = vec![b'x'; 1 << 20];
     let err = read_all(&endless, 1000).await.unwrap_err();
     assert!(err.to_string().contains("line 1 is longer"), "{err}");
+    // Every attempt would meet it (the source fails its job at once); a read that failed
+    // otherwise is not such an error.
+    assert!(super::reader::is_line_too_long(&err));
+    assert!(!super::reader::is_line_too_long(&std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "line 1 is longer than the largest tuple"
+    )));
 }
 
 /// A file that yields at most `n` bytes per read, so lines straddle every read.

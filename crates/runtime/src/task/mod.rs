@@ -100,6 +100,7 @@ pub async fn run_task(
             Ok(()) => TaskEnd::Cancelled,
             Err(SourceEnd::Cancelled) => TaskEnd::Cancelled,
             Err(SourceEnd::Failed(e)) => TaskEnd::Failed(e),
+            Err(SourceEnd::Unrecoverable(e)) => TaskEnd::Unrecoverable(e),
         };
         return settle(&status, end);
     }
