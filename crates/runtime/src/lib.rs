@@ -22,3 +22,28 @@ pub use rainstorm_store::{client, fetch, log, marker, opcache, reach, seal, stor
 #[cfg(test)]
 #[path = "../../../tests/support/faulty_store.rs"]
 mod faulty;
+
+/// Log segments for the unit tests.
+#[cfg(test)]
+mod test_log {
+    use crate::log::{encode_record, seal_segment, BatchRecord, LogRecord};
+    use crate::model::tuple::Tuple;
+    use crate::seal::SealKey;
+    use bytes::{Bytes, BytesMut};
+
+    /// A segment of one batch from link 0 whose tuples are `values` under `key`, sealed by
+    /// `seal` for `path`.
+    pub(crate) fn segment(seal: &SealKey, path: &str, key: &str, values: &[&str]) -> Bytes {
+        let mut body = BytesMut::new();
+        encode_record(
+            &mut body,
+            &LogRecord::Batch(BatchRecord {
+                from: 0,
+                first_seq: 1,
+                emit_ns: 0,
+                tuples: values.iter().map(|v| Tuple::new(key, *v)).collect(),
+            }),
+        );
+        seal_segment(&body, 1, seal, path)
+    }
+}

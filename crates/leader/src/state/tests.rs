@@ -32,6 +32,27 @@ fn key(stage: u32) -> TaskKey {
     }
 }
 
+/// A running attempt's report with nothing counted yet.
+fn running(key: TaskKey, attempt: u32) -> crate::protocol::control::TaskReport {
+    crate::protocol::control::TaskReport {
+        key,
+        attempt,
+        pid: None,
+        state: TaskState::Running,
+        tuples_in: 0,
+        tuples_out: 0,
+        error: None,
+        unrecoverable: false,
+        queued: 0,
+        latency: None,
+        done: false,
+        meters: Default::default(),
+        switched: None,
+        handed: 0,
+        commits: 0,
+    }
+}
+
 #[test]
 fn a_forged_pid_for_a_builtin_task_or_a_pid_naming_a_group_is_ignored() {
     let jobs = jobs();
@@ -56,21 +77,9 @@ fn a_forged_pid_for_a_builtin_task_or_a_pid_naming_a_group_is_ignored() {
 fn a_restarted_source_does_not_lower_the_job_s_tuples_in() {
     let jobs = jobs();
     let report = |attempt, read: u64| crate::protocol::control::TaskReport {
-        key: key(0),
-        attempt,
-        pid: None,
-        state: TaskState::Running,
         tuples_in: read,
         tuples_out: read / 3,
-        error: None,
-        unrecoverable: false,
-        queued: 0,
-        latency: None,
-        done: false,
-        meters: Default::default(),
-        switched: None,
-        handed: 0,
-        commits: 0,
+        ..running(key(0), attempt)
     };
     let tuples_in = || {
         jobs[&JobId("job-1".into())]
@@ -124,21 +133,8 @@ fn a_sink_s_new_commit_wakes_its_followers_once() {
     let jobs = jobs();
     let mut seen = jobs[&JobId("job-1".into())].commits.subscribe();
     let report = |stage, attempt, commits| crate::protocol::control::TaskReport {
-        key: key(stage),
-        attempt,
-        pid: None,
-        state: TaskState::Running,
-        tuples_in: 0,
-        tuples_out: 0,
-        error: None,
-        unrecoverable: false,
-        queued: 0,
-        latency: None,
-        done: false,
-        meters: Default::default(),
-        switched: None,
-        handed: 0,
         commits,
+        ..running(key(stage), attempt)
     };
     sink_committed(&jobs, &report(3, 0, 0));
     assert!(!seen.has_changed().unwrap(), "no commit yet");

@@ -1,14 +1,13 @@
 //! Unit tests of the sink's output.
 
 use super::*;
-use crate::log::{encode_record, seal_segment, segment_path, BatchRecord, LogRecord};
+use crate::log::segment_path;
 use crate::model::ids::{JobId, TaskKey, TaskPos};
 use crate::model::partition::Partition;
 use crate::model::spec::{Delivery, PathMode};
-use crate::model::tuple::Tuple;
 use crate::protocol::control::TaskRole;
 use crate::store::Store;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::sync::Arc;
 
 fn env(store: Store, work_dir: &std::path::Path) -> TaskEnv {
@@ -57,17 +56,7 @@ fn sink(out: &str) -> TaskAssignment {
 
 /// A segment of `path` holding one line, sealed for it.
 fn segment(store: &Store, path: &str, line: &str) -> Bytes {
-    let mut body = BytesMut::new();
-    encode_record(
-        &mut body,
-        &LogRecord::Batch(BatchRecord {
-            from: 0,
-            first_seq: 1,
-            emit_ns: 0,
-            tuples: vec![Tuple::new("", line)],
-        }),
-    );
-    seal_segment(&body, 1, store.seal(), path)
+    crate::test_log::segment(store.seal(), path, "", &[line])
 }
 
 /// A sink whose newest commits were deleted from the store behind its back (after its last

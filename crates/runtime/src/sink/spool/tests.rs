@@ -1,24 +1,11 @@
 //! Unit tests of the spool.
 use super::*;
-use crate::log::{encode_record, seal_segment, BatchRecord, LogRecord};
 use crate::model::ids::{JobId, TaskPos};
-use crate::model::tuple::Tuple;
 use crate::seal::SealKey;
-use bytes::BytesMut;
 use futures::StreamExt;
 
 fn segment(path: &str, values: &[&str]) -> Bytes {
-    let mut body = BytesMut::new();
-    encode_record(
-        &mut body,
-        &LogRecord::Batch(BatchRecord {
-            from: 0,
-            first_seq: 1,
-            emit_ns: 0,
-            tuples: values.iter().map(|v| Tuple::new("k", *v)).collect(),
-        }),
-    );
-    seal_segment(&body, 1, &SealKey::default(), path)
+    crate::test_log::segment(&SealKey::default(), path, "k", values)
 }
 
 fn key() -> TaskKey {

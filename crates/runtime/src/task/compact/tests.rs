@@ -2,9 +2,7 @@
 
 use super::*;
 use crate::faulty::FaultyStore;
-use crate::log::{committed_lineage, encode_record, seal_segment, segment_path, segment_values};
-use crate::log::{BatchRecord, LogRecord};
-use crate::model::tuple::Tuple;
+use crate::log::{committed_lineage, segment_path, segment_values};
 use crate::store::Store;
 use bytes::BytesMut;
 use std::sync::Arc;
@@ -41,17 +39,16 @@ fn key() -> TaskKey {
 
 /// A segment of one record holding the value `v`, sealed for `path`.
 fn segment(path: &str, v: &str) -> Bytes {
-    let mut body = BytesMut::new();
-    encode_record(
-        &mut body,
-        &LogRecord::Batch(BatchRecord {
-            from: 0,
-            first_seq: 1,
-            emit_ns: 0,
-            tuples: vec![Tuple::new("k", v)],
-        }),
-    );
-    seal_segment(&body, 1, &Default::default(), path)
+    crate::test_log::segment(&Default::default(), path, "k", &[v])
+}
+
+/// Commit `n` of attempt 0: its segment written to `store`, and what a writer hands the
+/// compactor for it (path and bytes).
+async fn commit(store: &Store, n: u64) -> (String, Bytes) {
+    let path = segment_path(&key(), 0, n);
+    let seg = segment(&path, &n.to_string());
+    store.put(&path, seg.clone()).await.unwrap();
+    (path, seg)
 }
 
 /// 1,000 commits with a fan-in of 4 leave a handful of objects (about 3 per level, 5 levels),
@@ -66,9 +63,7 @@ async fn a_long_log_is_compacted_to_a_few_objects_holding_every_record_in_order(
     let compacting = compactor(env, key(), 0, rx);
     let writing = async move {
         for n in 0..1000u64 {
-            let path = segment_path(&key(), 0, n);
-            let seg = segment(&path, &n.to_string());
-            store.put(&path, seg.clone()).await.unwrap();
+            let (path, seg) = commit(&store, n).await;
             // Every third without its bytes, as a writer sends them when the compactor is
             // behind: those are read back from the store.
             tx.send((path, (n % 3 != 0).then_some(seg))).await.unwrap();
@@ -119,9 +114,7 @@ async fn compaction_merges_only_commits_older_than_its_lag() {
         let writing = async move {
             // A commit every 100 ms: commit n is 1 s old when commit n + 10 comes.
             for n in 0..commits {
-                let path = segment_path(&key(), 0, n);
-                let seg = segment(&path, &n.to_string());
-                store.put(&path, seg.clone()).await.unwrap();
+                let (path, seg) = commit(&store, n).await;
                 tx.send((path, Some(seg))).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -171,9 +164,7 @@ async fn a_compaction_that_failed_after_writing_its_merge_leaves_a_readable_log(
     let faults = mem.clone();
     let writing = async move {
         for n in 0..100u64 {
-            let path = segment_path(&key(), 0, n);
-            let seg = segment(&path, &n.to_string());
-            store.put(&path, seg.clone()).await.unwrap();
+            let (path, seg) = commit(&store, n).await;
             if n == 4 {
                 // The first merge (slots 0-3) runs on this segment; every segment so far came
                 // with its bytes, so its only read is the fence check after its write.
@@ -220,9 +211,7 @@ async fn commits_that_come_in_bursts_still_leave_a_bounded_log() {
     let compacting = compactor(env, key(), 0, rx);
     let writing = async move {
         for n in 0..800u64 {
-            let path = segment_path(&key(), 0, n);
-            let seg = segment(&path, &n.to_string());
-            store.put(&path, seg.clone()).await.unwrap();
+            let (path, seg) = commit(&store, n).await;
             tx.send((path, Some(seg))).await.unwrap();
             if n % 3 == 2 {
                 tokio::time::sleep(Duration::from_millis(300)).await;
