@@ -10,6 +10,8 @@ What it does, in one run:
     (`rainstorm run --workers 3`, 3 tasks per stage), with built-in and with executable
     Python operators, in each delivery mode;
   * (b) runs the same work as plain Unix pipelines (grep | cut, grep | awk), the baseline;
+    for app2 also the batch pipe issue 19's target 1 names (awk | sort | uniq -c: a count per
+    Category at the end, not a running count per line);
   * (c) runs the same Python operators chained by a shell pipe, no engine;
   * (d) measures end-to-end latency (source emit -> sink write, as reported by the engine's
     --summary-json) for a job fed at a fixed rate, exactly-once.
@@ -52,7 +54,8 @@ OPS = os.path.join(EXAMPLES, "ops")
 DEFAULT_BIN = os.path.join(REPO, "target", "release", "rainstorm")
 MODES = ["exactly-once", "at-least-once", "at-most-once"]
 APPS = ["app1", "app2"]
-BASELINES = ["unix", "python"]
+BASELINES = ["unix", "python", "unix-batch"]
+UNIX_BATCH = "Unix awk | sort | uniq -c"
 PY_PIPE = "Python ops in a shell pipe"
 # The engine runs --compare sets against the baselines, in this order.
 COMPARE_ENGINE = [("builtin", "exactly-once"), ("builtin", "at-least-once"),
@@ -132,6 +135,13 @@ def unix_pipeline(app, data, out):
         return "LC_ALL=C grep -F %s %s | cut -d, -f3-5 > %s" % (q(NEEDLE), q(data), q(out))
     return ("LC_ALL=C grep -F %s %s | awk -F, '{ n[$9]++; print $9 \",\" n[$9] }' > %s"
             % (q(NEEDLE), q(data), q(out)))
+
+
+def unix_batch_pipeline(data, out):
+    """app2 as a batch: each Category's final count, the pipe issue 19's target 1 names."""
+    q = shlex.quote
+    return ("LC_ALL=C awk -F, -v n=%s 'index($0, n) { print $9 }' %s | LC_ALL=C sort "
+            "| LC_ALL=C uniq -c > %s" % (q(NEEDLE), q(data), q(out)))
 
 
 def python_pipeline(app, data, out):
@@ -400,6 +410,25 @@ class Suite:
             self.expected[key] = self.ref.reference_lines(app, data)
         return self.expected[key]
 
+    def check_final_counts(self, data, out_path):
+        """A batch count (`uniq -c` lines) against each Category's last running count."""
+        if not os.path.exists(out_path):
+            return "no output"
+        want = {}
+        for line in self.expected_lines(data, "app2"):
+            cat, _, n = line.rpartition(",")
+            want[cat] = max(want.get(cat, 0), int(n))
+        got = {}
+        with open(out_path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                n, _, cat = line.strip().partition(" ")
+                got[cat] = int(n)
+        wrong = sum(1 for k in want if want[k] != got.get(k))
+        extra = sum(1 for k in got if k not in want)
+        if not wrong and not extra:
+            return "ok"
+        return "DIFF: %d of %d counts wrong, %d keys extra" % (wrong, len(want), extra)
+
     def check(self, data, app, out_path):
         if not os.path.exists(out_path):
             return "no output"
@@ -451,8 +480,8 @@ class Suite:
 
     # -- one shell pipeline (baselines) -----------------------------------------------------
 
-    def run_shell(self, app, runner, script, out_path, data, lines):
-        name = "%s-%s" % (app, runner.split()[0].lower())
+    def run_shell(self, app, runner, script, out_path, data, lines, check=None):
+        name = "%s-%s" % (app, "-".join(runner.split()[:2]).lower())
         d = self.rundir(name)
         errpath = os.path.join(d, "stderr.txt")
         self.log("- %s: %s" % (name, script))
@@ -460,7 +489,7 @@ class Suite:
                       os.path.join(d, "stdout.txt"), errpath, self.args.timeout)
         row = {"app": app, "runner": runner, "delivery": "—", "res": res, "lines": lines}
         if succeeded(res):
-            row["check"] = self.check(data, app, out_path)
+            row["check"] = check() if check else self.check(data, app, out_path)
             row["out_lines"] = count_lines(out_path)
             self.log_result(res, row)
         else:
@@ -527,6 +556,9 @@ class Suite:
             row = self.run_shell(app, runner, unix_pipeline(app, data, out), out, data, lines)
             if succeeded(row["res"]):
                 self.unix_wall[app] = row["res"]["wall"]
+        elif which == "unix-batch":
+            row = self.run_shell(app, UNIX_BATCH, unix_batch_pipeline(data, out), out, data,
+                                 lines, check=lambda: self.check_final_counts(data, out))
         else:
             row = self.run_shell(app, PY_PIPE, python_pipeline(app, data, out), out, data,
                                  lines)
@@ -544,7 +576,8 @@ class Suite:
         a = self.args
         for app in a.apps:
             for which in a.baselines:
-                self.baseline(app, which, data, lines)
+                if which != "unix-batch" or app == "app2":
+                    self.baseline(app, which, data, lines)
             for kind in a.kinds:
                 for mode in a.modes:
                     self.engine(app, kind, mode, data, lines)
@@ -556,7 +589,7 @@ class Suite:
             if a.repeat > 1:
                 self.log("round %d of %d" % (r + 1, a.repeat))
             for app in a.apps:
-                for which in ("unix", "python"):
+                for which in ("unix", "python") + (("unix-batch",) if app == "app2" else ()):
                     self.baseline(app, which, data, lines)
                 for kind, mode in COMPARE_ENGINE:
                     self.engine(app, kind, mode, data, lines)
@@ -638,20 +671,25 @@ def median(xs):
 
 
 # (label, numerator config, denominator config, target) for the ratio table's columns; the
-# targets are issue 19's (1: built-ins against the Unix pipe; 2: exactly-once against
-# at-least-once; 3: Python operators in the engine against the same scripts in a pipe).
+# targets are issue 19's (1: built-ins against the Unix pipe, for app2 the batch pipe the issue
+# names, `awk | sort | uniq -c`; the running-count awk is shown beside it, a stricter floor;
+# 2: exactly-once against at-least-once; 3: Python operators in the engine against the same
+# scripts in a pipe).
 RATIOS = [
-    ("built-in EO ÷ Unix", "builtin-exactly-once", "unix", {"app1": 2.5, "app2": 1.0}),
+    ("built-in EO ÷ Unix", "builtin-exactly-once", "unix", {"app1": 2.5}),
+    ("built-in EO ÷ awk | sort | uniq -c", "builtin-exactly-once", "unix-batch", {"app2": 1.0}),
     ("built-in ALO ÷ Unix", "builtin-at-least-once", "unix", None),
     ("Python pipe ÷ Unix", "python", "unix", None),
     ("Python EO ÷ Unix", "exec-exactly-once", "unix", None),
     ("Python EO ÷ Python pipe", "exec-exactly-once", "python", 1.3),
-    ("chained EO ÷ Unix", "chain-exactly-once", "unix", {"app1": 2.5, "app2": 1.0}),
+    ("chained EO ÷ Unix", "chain-exactly-once", "unix", {"app1": 2.5}),
+    ("chained EO ÷ awk | sort | uniq -c", "chain-exactly-once", "unix-batch", {"app2": 1.0}),
     ("built-in EO ÷ built-in ALO", "builtin-exactly-once", "builtin-at-least-once", 1.10),
     ("chained EO ÷ chained ALO", "chain-exactly-once", "chain-at-least-once", 1.10),
     ("Python EO ÷ Python ALO", "exec-exactly-once", "exec-at-least-once", 1.25),
 ]
-RATIO_WALLS = [("Unix", "unix"), ("Python pipe", "python"),
+RATIO_WALLS = [("Unix", "unix"), ("awk | sort | uniq -c", "unix-batch"),
+               ("Python pipe", "python"),
                ("built-in EO", "builtin-exactly-once"),
                ("built-in ALO", "builtin-at-least-once"),
                ("chained EO", "chain-exactly-once"), ("chained ALO", "chain-at-least-once"),
@@ -670,7 +708,7 @@ def compare_walls(suite):
         res = r["res"]
         if "config" not in r or not succeeded(res):
             continue
-        if r["config"] != "unix" and r.get("check") != "ok":
+        if not r["config"].startswith("unix") and r.get("check") != "ok":
             continue
         walls.setdefault(r["app"], {}).setdefault(r["config"], []).append(res["wall"])
     return walls
@@ -864,7 +902,8 @@ def parse_args(argv):
     ap.add_argument("--apps", default="app1,app2", help="comma-separated: app1, app2")
     ap.add_argument("--baselines", default="unix,python",
                     help="baselines to run: unix (grep | cut/awk), python (the operators in "
-                    "a shell pipe); 'none' for neither")
+                    "a shell pipe), unix-batch (app2 only: awk | sort | uniq -c, final "
+                    "counts); 'none' for none")
     ap.add_argument("--data", help="use this dataset instead of generating one (its lines "
                     "are counted; --lines and --seed are then ignored)")
     ap.add_argument("--compare", action="store_true",

@@ -117,9 +117,14 @@ impl Builtin {
                         1
                     }
                 };
+                // Not `format!`: its machinery costs more than the line it writes.
+                let mut value = String::with_capacity(k.len() + 21);
+                value.push_str(k);
+                value.push(',');
+                value.push_str(itoa::Buffer::new().format(n));
                 out.push(Tuple {
                     key: k.into(),
-                    value: format!("{k},{n}").into(),
+                    value: value.into(),
                 });
             }
             Builtin::Identity => out.push(t),

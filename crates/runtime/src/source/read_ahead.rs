@@ -7,8 +7,12 @@
 //! at most `DEPTH` chunks wait, so memory stays bounded, and the thread stops at the end of the
 //! file, at an error (handed to the reader), or at its next chunk once the reader is gone.
 
-use bytes::Bytes;
 use std::io::Read;
+use std::pin::Pin;
+use std::sync::mpsc as recycle;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::mpsc;
 
 /// Bytes read at a time.
 const CHUNK: usize = 1 << 20;
@@ -17,15 +21,24 @@ const CHUNK: usize = 1 << 20;
 const DEPTH: usize = 2;
 
 /// Reads `file` ahead of the returned reader (see the module doc).
+///
+/// The chunks' buffers go back to the reading thread once read, so a file is read through
+/// the same few megabytes: a fresh megabyte per chunk was a fresh mapping for the kernel to
+/// fault in page by page, 5% of a 1M-line job's CPU.
 pub fn read_ahead(mut file: std::fs::File) -> crate::store::ObjectReader {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(DEPTH);
+    let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
+    // One more than can be in flight (queued, being read, being filled): never full.
+    let (back, spare) = recycle::sync_channel::<Vec<u8>>(DEPTH + 2);
     // Not joined: it ends by itself, at most one chunk after its reader is dropped (its send
     // fails), and holds nothing but the file and that chunk.
     tokio::task::spawn_blocking(move || loop {
+        let mut chunk = spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        chunk.clear();
         // Read into the vector's spare capacity: `read_to_end` on a file reads into memory it
         // has not zeroed first (a zeroed chunk cost a memset of the whole file). `Interrupted`
         // is retried inside it.
-        let mut chunk = Vec::with_capacity(CHUNK);
         match (&mut file).take(CHUNK as u64).read_to_end(&mut chunk) {
             Ok(0) => return,
             Ok(_) => {}
@@ -34,15 +47,55 @@ pub fn read_ahead(mut file: std::fs::File) -> crate::store::ObjectReader {
                 return;
             }
         }
-        if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+        if tx.blocking_send(Ok(chunk)).is_err() {
             return;
         }
     });
-    let chunks = futures::stream::unfold(rx, |mut rx| async move {
-        let next = rx.recv().await?;
-        Some((next, rx))
-    });
-    Box::new(tokio_util::io::StreamReader::new(Box::pin(chunks)))
+    Box::new(AheadReader {
+        rx,
+        back,
+        cur: Vec::new(),
+        pos: 0,
+    })
+}
+
+/// The reading end: copies out of the chunk at hand, and hands each chunk's buffer back
+/// once it is read.
+struct AheadReader {
+    rx: mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    back: recycle::SyncSender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl AsyncRead for AheadReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        while me.pos == me.cur.len() {
+            match me.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                // The end of the file.
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(Some(Ok(next))) => {
+                    let done = std::mem::replace(&mut me.cur, next);
+                    me.pos = 0;
+                    // Full only if the thread is gone (the file is read): then it is dropped.
+                    if done.capacity() > 0 {
+                        let _ = me.back.try_send(done);
+                    }
+                }
+            }
+        }
+        let n = buf.remaining().min(me.cur.len() - me.pos);
+        buf.put_slice(&me.cur[me.pos..me.pos + n]);
+        me.pos += n;
+        Poll::Ready(Ok(()))
+    }
 }
 
 #[cfg(test)]
