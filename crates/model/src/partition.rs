@@ -50,6 +50,10 @@ pub struct Partitioner {
     partition: Partition,
     map: GroupMap,
     csv: CsvSplitter,
+    /// Under [`Partition::KeySelect`], whether each column up to the last selected is sent:
+    /// looked up per column, not searched for in the list (a `select` of 65,536 columns
+    /// took 65,536² steps a line and froze its worker).
+    selected: Vec<bool>,
 }
 
 impl Partitioner {
@@ -60,10 +64,18 @@ impl Partitioner {
 
     /// A partitioner by `map`.
     pub fn with_map(partition: Partition, map: GroupMap) -> Self {
+        let mut selected = Vec::new();
+        if let Partition::KeySelect { cols, .. } = &partition {
+            selected = vec![false; cols.iter().max().map_or(0, |m| m + 1)];
+            for &c in cols {
+                selected[c] = true;
+            }
+        }
         Partitioner {
             partition,
             map,
             csv: CsvSplitter::default(),
+            selected,
         }
     }
 
@@ -132,15 +144,14 @@ impl Partitioner {
                     value: value.into(),
                 }
             }
-            Partition::KeySelect { cols, key } => {
-                let last = cols.iter().copied().max().unwrap_or(0);
-                self.csv.split_upto(&t.value, last + 1);
+            Partition::KeySelect { key, .. } => {
+                self.csv.split_upto(&t.value, self.selected.len().max(1));
                 let mut value = String::with_capacity(t.value.len().min(64));
-                for i in 0..=last {
+                for (i, &sent) in self.selected.iter().enumerate() {
                     if i > 0 {
                         value.push(',');
                     }
-                    if cols.contains(&i) {
+                    if sent {
                         push_field(&mut value, self.csv.field(i).unwrap_or(""));
                     }
                 }

@@ -178,3 +178,53 @@ fn a_key_travels_only_as_far_as_something_reads_it() {
         [Key, Key, select(false), ValueOnly]
     );
 }
+
+/// A `select` as wide as a job may name (65,536 columns, some twice, out of order) projects
+/// each line in one pass over its columns: the projection looked every column up in the
+/// list, 65,536² steps a line, and froze the worker running it until the leader declared it
+/// dead, then the next one (hostile probe). The same line projected by the narrow select of
+/// the same columns is the reference.
+#[test]
+fn the_widest_select_projects_a_line_in_one_pass() {
+    let cols: Vec<usize> = (0..crate::builtin::MAX_COLUMN)
+        .rev()
+        .chain([3, 3])
+        .collect();
+    let mut wide = Partitioner::new(
+        Partition::KeySelect {
+            cols: cols.clone(),
+            key: false,
+        },
+        3,
+    );
+    let line = (0..70_000)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    for i in 0..20 {
+        got.push(wide.project(Tuple::new("k", line.as_str())).value);
+        // Linear: some milliseconds a line in a debug build; the quadratic walk took
+        // seconds a line in a release build.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{} lines took {:?}",
+            i + 1,
+            started.elapsed()
+        );
+    }
+    let want: String = (0..crate::builtin::MAX_COLUMN)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(got.iter().all(|v| **v == *want));
+    let mut narrow = Partitioner::new(
+        Partition::KeySelect {
+            cols: vec![1, 3],
+            key: false,
+        },
+        3,
+    );
+    assert_eq!(narrow.project(Tuple::new("k", "a,b,c,d,e")).value, ",b,,d");
+}
