@@ -311,24 +311,26 @@ async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<Option<u6
     Err(last)
 }
 
-/// The cause recorded for a job that was running when its leader went away.
-pub const LEADER_RESTARTED: &str = "the leader restarted while the job ran";
-
 /// Loads what an earlier leader on this data dir left: the worker identities it handed out,
-/// ended jobs as they ended, running jobs with a recorded placement to be carried on (their
-/// drivers are returned, to be spawned), running ones without one as failed; and resumes
-/// removing the input logs of every ended job that may still have some.
+/// ended jobs as they ended, and running jobs to be carried on (their drivers are returned,
+/// to be spawned): from their recorded placement, or, never placed (pending, or submitted
+/// just before the leader went away), from the start, in their turn; and resumes removing
+/// the input logs of every ended job that may still have some.
+///
+/// A job without a recorded placement never had a task started: every start is sent after
+/// the placement it belongs to is durable (`driver.rs`, `Action::Persist`), so starting it
+/// afresh runs it once. Before, such a job was recorded as failed, and a job waiting for
+/// capacity was lost to a leader restart (hostile probe).
 pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<Vec<super::NewJob>> {
     let workers = leader.persist.load_workers().await?;
     // An identity recorded without a key cannot be proved: its worker gets a new one.
     let keyed = workers.into_iter().filter_map(|(id, w)| Some((id, w.key?)));
     lock(&leader.state).known_workers.extend(keyed);
     let jobs = leader.persist.load_jobs().await?;
-    let now = SystemTime::now();
     let mut leftovers = Vec::new();
     let mut resumed = Vec::new();
-    for mut job in jobs {
-        if job.status == JobStatus::Running && job.run.is_some() {
+    for job in jobs {
+        if job.status == JobStatus::Running {
             let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(256);
             let cancel = tokio_util::sync::CancellationToken::new();
             let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
@@ -341,16 +343,14 @@ pub(super) async fn restore_jobs(leader: &Arc<Leader>) -> anyhow::Result<Vec<sup
                 }
                 st.add_job(id.clone(), rec);
             }
-            info!(job = %id, "the previous leader ran this job; carrying it on");
+            match job.run {
+                Some(_) => info!(job = %id, "the previous leader ran this job; carrying it on"),
+                None => {
+                    info!(job = %id, "the previous leader had not started this job; starting it")
+                }
+            }
             resumed.push((id, job.spec, ev_rx, cancel, progress_tx, job.run));
             continue;
-        }
-        if job.status == JobStatus::Running {
-            job.status = JobStatus::Failed;
-            job.error = Some(LEADER_RESTARTED.into());
-            job.ended_ms = Some(ms(now));
-            leader.persist.put_job(job.clone()).await?;
-            warn!(job = %job.id, "{LEADER_RESTARTED}; recorded as failed");
         }
         if job.logs_left {
             leftovers.push(job.id.clone());

@@ -279,18 +279,16 @@ pub async fn run(
         }
     }
     // Graceful stop, bounded (SIGTERM must end a leader within 2 s): pending long polls are
-    // answered and retries give up at once; running jobs are cancelled and their drivers
-    // record it; then the servers stop. Whatever is still running at a deadline is aborted:
-    // the records are durable before they change, so the next leader sees the truth.
+    // answered, output streams are cut (their followers reconnect to the next leader) and
+    // retries give up at once; then the servers stop. Jobs are not ended: a leader's stop is
+    // not a job's (`rainstorm cancel` is), so, as after a crash, the next leader on this data
+    // dir carries each one on from its record, and the workers keep its tasks running
+    // meanwhile. Cancelling them here wrote a running job's partial output as its final one
+    // (hostile probe). The drivers are stopped where they wait: the records are durable
+    // before they change, so the next leader sees the truth.
     let started = std::time::Instant::now();
     leader.shutdown.cancel();
-    {
-        let st = lock(&leader.state);
-        for j in st.jobs.values() {
-            j.cancel.cancel();
-        }
-    }
-    join_within(&mut drivers, STOP_DRIVERS, "job drivers").await;
+    drivers.shutdown().await;
     let mut cleanups =
         std::mem::take(&mut *leader.cleanups.lock().unwrap_or_else(|p| p.into_inner()));
     join_within(&mut cleanups, STOP_SERVERS, "leftover removals").await;
@@ -300,8 +298,6 @@ pub async fn run(
     Ok(())
 }
 
-/// How long a stopping leader waits for its job drivers to record their jobs' ends.
-const STOP_DRIVERS: Duration = Duration::from_millis(1000);
 /// How long a stopping leader waits for its servers (HTTP connections, data listener).
 const STOP_SERVERS: Duration = Duration::from_millis(600);
 

@@ -20,6 +20,22 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// Moves forward by `lag` every time the sweep judges silence by, as far as `now`: while the
+/// leader itself did not run (SIGSTOP, a stalled host or VM) it heard nobody, and blaming
+/// the workers declared every one dead the moment it resumed, before it read the heartbeats
+/// waiting for it, and restarted every task (hostile probe). A worker that did die meanwhile
+/// is declared dead `lag` later than it would have been.
+fn excuse(st: &mut State, lag: Duration, now: Instant) {
+    let later = |t: Instant| (t + lag).min(now);
+    for w in st.workers.values_mut() {
+        w.last_seen = later(w.last_seen);
+    }
+    for t in st.tasks.values_mut() {
+        t.progressed = later(t.progressed);
+        t.start_sent = t.start_sent.map(later);
+    }
+}
+
 /// Declares workers dead after the heartbeat timeout, fails their tasks (the drivers decide on
 /// recovery), and drops ended jobs past retention.
 pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
@@ -27,6 +43,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
         .clamp(Duration::from_millis(20), Duration::from_millis(500));
     let mut tick = tokio::time::interval(period);
     let mut looked = Instant::now();
+    let mut swept = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -40,6 +57,16 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
         {
             let mut st = lock(&leader.state);
             let now = Instant::now();
+            let gap = now.duration_since(std::mem::replace(&mut swept, now));
+            if gap > period + leader.cfg.heartbeat_timeout / 4 {
+                let lag = gap - period;
+                warn!(
+                    ms = lag.as_millis() as u64,
+                    "the leader did not run for a while (stopped, or its host stalled); \
+                     that time counts as no worker's or task's silence"
+                );
+                excuse(&mut st, lag, now);
+            }
             if now.duration_since(looked) >= loads::EVERY {
                 looked = now;
                 let now_ms = crate::job::ms_since_epoch(std::time::SystemTime::now());

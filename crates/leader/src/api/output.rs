@@ -21,7 +21,6 @@ use futures::stream::{BoxStream, StreamExt};
 use rainstorm_store::output::{SinkProgress, SinkTarget};
 use rainstorm_store::store::ObjectReader;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
@@ -167,24 +166,20 @@ pub async fn chunks(
                     return Some((Err(e), t));
                 }
             }
-            let changed = if t.leader.shutdown.is_cancelled() {
-                // The leader is stopping and cancelling the job: give its driver a moment to
-                // record the end, but never hold the server's stop for long.
-                tokio::time::timeout(STOP_GRACE, t.progress.changed())
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-            } else {
-                let poll = t.leader.cfg.follow_poll;
-                tokio::select! {
-                    r = t.progress.changed() => r.is_ok(),
-                    Ok(()) = t.commits.changed() => true,
-                    _ = tokio::time::sleep(poll) => true,
-                    _ = t.leader.shutdown.cancelled() => continue,
-                }
+            if t.leader.shutdown.is_cancelled() {
+                // The leader is stopping, the job is not: the stream ends without a final
+                // status, and the follower asks the next leader for the rest.
+                return None;
+            }
+            let poll = t.leader.cfg.follow_poll;
+            let changed = tokio::select! {
+                r = t.progress.changed() => r.is_ok(),
+                Ok(()) = t.commits.changed() => true,
+                _ = tokio::time::sleep(poll) => true,
+                _ = t.leader.shutdown.cancelled() => continue,
             };
             if !changed {
-                // The job record was dropped (retention), or the leader is stopping: end
-                // with what we know.
+                // The job record was dropped (retention): end with what we know.
                 t.done = true;
                 let info = lock(&t.leader.state).job_info(&t.id)?;
                 return Some((Ok(OutputChunk::End(Box::new(info))), t));
@@ -199,9 +194,6 @@ fn end_only(l: &Leader, id: &JobId) -> BoxStream<'static, std::io::Result<Output
     let info = lock(&l.state).job_info(id);
     futures::stream::iter(info.map(|i| Ok(OutputChunk::End(Box::new(i))))).boxed()
 }
-
-/// How long a stream waits for its job's final status once the leader is stopping.
-const STOP_GRACE: Duration = Duration::from_millis(400);
 
 /// Why a follower's offset is refused.
 enum Refused {
