@@ -268,7 +268,8 @@ fn a_tuple_larger_than_a_frame_fails_its_task_with_a_message() {
 
 /// The hostile probe's find: an operator line over 64 MiB was reported as "killed by signal
 /// 13" — the engine refuses the line and closes the operator's stdout, and the operator dies
-/// of the SIGPIPE that follows. The task's failure now names the real cause. (This operator
+/// of the SIGPIPE that follows. The task's failure now names the real cause, and fails the
+/// job at once rather than after every restart. (This operator
 /// reads all its input first, so the line comes once its input has ended, and it keeps the
 /// default SIGPIPE action, so it dies of the signal rather than of a Python exception.)
 #[test]
@@ -293,13 +294,21 @@ fn an_operator_line_over_64_mib_is_the_failure_reason_not_the_sigpipe_after_it()
         "in.txt",
         "out/huge.txt",
         0.0,
-        "at-most-once",
+        "exactly-once",
         &[(1, big.to_str().unwrap(), &[])],
     );
     c.file("huge.toml", &job);
     let id = c.submit("huge.toml");
     let j = c.wait_job(&id, Duration::from_secs(60));
     assert_eq!(j["status"], "failed", "{j}\n{}", c.diagnose());
+    // At once: every attempt would be fed the same input and write the same line.
+    assert_eq!(j["failures"], 0, "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot recover")),
+        "{j}"
+    );
     let errors: Vec<String> = c
         .tasks(&id)
         .iter()

@@ -62,7 +62,13 @@ fn a_running_jobs_source_rate_changes_at_once_and_the_output_stays_exact() {
     let out = c.run(&["set-rate", "job-9-nothere", "100"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no job"));
-    let (code, body) = c.http_json("POST", &format!("/api/jobs/{id}/rate"), r#"{"rate":-5}"#);
-    assert_eq!(code, 400, "{body}");
+    // Negative, and a rate the job file refuses too: too small to tell from a stop (a
+    // hostile probe set 5e-324 and froze the source without a word).
+    for rate in ["-5", "5e-324", "0.0009", "2e9"] {
+        let body = format!(r#"{{"rate":{rate}}}"#);
+        let (code, said) = c.http_json("POST", &format!("/api/jobs/{id}/rate"), &body);
+        assert_eq!(code, 400, "{rate}: {said}");
+        assert!(said.contains("0.001"), "{rate}: {said}");
+    }
     assert_eq!(c.json(&["job", &id, "--json"])["rate"], 0.0);
 }

@@ -73,7 +73,7 @@ fn a_job_larger_than_the_free_slots_waits_pending_and_runs_when_a_worker_joins()
     let a = c.submit("big.toml");
     let (s, why) = status(&c, &a);
     assert_eq!(s, "pending");
-    assert_eq!(why, "waiting for 4 free slots: 2 free on 1 workers");
+    assert_eq!(why, "waiting for 4 free slots: 2 free on 1 worker");
     // One task would fit, but an earlier job waits: first come, first served.
     let small = job_toml(
         "small",

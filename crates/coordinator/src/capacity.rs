@@ -162,9 +162,16 @@ impl JobCore {
         }
         let need = demand(&self.spec);
         match free {
-            Some(free) if free < need => Some(format!(
-                "waiting for {need} free slots: {free} free on {workers} workers"
-            )),
+            Some(free) if free < need => {
+                let plural = |n: u32, one: &str, many: &str| {
+                    format!("{n} {}", if n == 1 { one } else { many })
+                };
+                Some(format!(
+                    "waiting for {}: {free} free on {}",
+                    plural(need, "free slot", "free slots"),
+                    plural(workers as u32, "worker", "workers")
+                ))
+            }
             _ => None,
         }
     }

@@ -75,9 +75,6 @@ pub(super) struct RateRequest {
     rate: f64,
 }
 
-/// The most tuples per second a source may be set to (beyond, 0 means unthrottled).
-const MAX_RATE: f64 = 1e9;
-
 /// `POST /api/jobs/{id}/rate` (`rainstorm set-rate`): the job's source paces by the new rate
 /// from now on, and so does any later attempt of it.
 pub(super) async fn set_rate(
@@ -85,12 +82,16 @@ pub(super) async fn set_rate(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<RateRequest>,
 ) -> Response {
-    if !req.rate.is_finite() || !(0.0..=MAX_RATE).contains(&req.rate) {
+    // The job file's rule: a rate too small to tell from a stop (5e-324 was taken) is refused.
+    if !crate::model::check::rate_ok(req.rate) {
+        let range = crate::model::check::RATE;
         return error(
             StatusCode::BAD_REQUEST,
             format!(
-                "rate {} is not a number of tuples per second from 0 (unthrottled) to {MAX_RATE}",
-                req.rate
+                "rate {} is not a number of tuples per second: 0 (unthrottled), or {} to {}",
+                req.rate,
+                range.start(),
+                range.end()
             ),
         );
     }

@@ -27,6 +27,10 @@ impl From<ExecError> for Stop {
     fn from(e: ExecError) -> Self {
         match e {
             ExecError::Closed => Stop::Cancelled,
+            // Every attempt is fed the same input, so an operator that wrote a line too long
+            // to carry writes it again: restarting only delays the failure (a hostile probe
+            // waited through 20 restarts and their back-off).
+            too_long @ ExecError::LineTooLong { .. } => Stop::Unrecoverable(too_long.to_string()),
             other => Stop::Failed(other.to_string()),
         }
     }
@@ -43,11 +47,12 @@ impl From<LogError> for Stop {
     }
 }
 
-/// A router refusal as a task stop: gone links mean cancellation, an oversized tuple a failure.
+/// A router refusal as a task stop: gone links mean cancellation, an oversized tuple a
+/// failure no restart mends (the same input makes the same tuple).
 fn routed(e: crate::dataplane::router::Closed) -> Stop {
     match e {
         crate::dataplane::router::Closed::Gone => Stop::Cancelled,
-        too_large => Stop::Failed(too_large.to_string()),
+        too_large => Stop::Unrecoverable(too_large.to_string()),
     }
 }
 
