@@ -1117,3 +1117,57 @@ fn an_unknown_field_in_a_submitted_job_is_refused_naming_it() {
     assert!((200..300).contains(&status), "{status} {text}");
     assert_eq!(job_count(&c), 1);
 }
+
+/// A submission the leader refuses changes nothing in the store: the local source and
+/// operator `submit` uploaded for it are taken back (a hostile probe's refused job left its
+/// source, a secret file, in the store); a file that was in the store before stays.
+#[test]
+fn a_refused_submit_takes_back_the_files_it_uploaded() {
+    let c = Cluster::start(1, 5.0);
+    put_text(&c, "kept/old.txt", &lines(1000));
+    // A running job reads kept/old.txt (1,000 lines at 20/s).
+    let running = job(&c, "running.toml", "kept/old.txt", "out/running.txt", 20.0);
+    let running = c.submit(&running);
+    c.file("mine/in.txt", &lines(50));
+    let op = c.file("mine/op.sh", "#!/bin/sh\nexec cat\n");
+    std::fs::set_permissions(&op, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Refused by the leader, after the upload: its sink is what the running job reads.
+    let toml = job_toml(
+        "refused",
+        "mine/in.txt",
+        "kept/old.txt",
+        0.0,
+        "exactly-once",
+        &[(1, "mine/op.sh", &[])],
+    );
+    c.file("refused.toml", &toml);
+    let out = c.run(&["submit", "refused.toml"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("uploading mine/in.txt"), "{said}");
+    assert!(said.contains(&running), "{said}");
+    assert!(said.contains("removed mine/in.txt"), "{said}");
+    assert!(said.contains("removed mine/op.sh"), "{said}");
+    let listed = c.ok(&["ls", ""]);
+    assert!(!listed.contains("mine/"), "{listed}");
+    assert!(listed.contains("kept/old.txt"), "{listed}");
+    c.ok(&["cancel", &running]);
+    // Accepted, the same files are uploaded and stay.
+    let good = job_toml(
+        "good",
+        "mine/in.txt",
+        "out/good.txt",
+        0.0,
+        "exactly-once",
+        &[(1, "mine/op.sh", &[])],
+    );
+    c.file("good.toml", &good);
+    let id = c.submit("good.toml");
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let listed = c.ok(&["ls", ""]);
+    assert!(
+        listed.contains("mine/in.txt") && listed.contains("mine/op.sh"),
+        "{listed}"
+    );
+}

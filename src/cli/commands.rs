@@ -49,8 +49,14 @@ async fn submit_and_maybe_follow(
     spec: JobSpec,
     follow: bool,
 ) -> anyhow::Result<ExitCode> {
-    client.upload_local_inputs(&spec).await?;
-    let id = client.submit(&spec).await?;
+    let created = client.upload_local_inputs(&spec).await?;
+    let id = match client.submit(&spec).await {
+        Ok(id) => id,
+        Err(e) => {
+            client.remove_uploads(&created).await;
+            return Err(e);
+        }
+    };
     if !follow {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);

@@ -82,7 +82,9 @@ impl Client {
 
     /// Cluster mode convenience, like Hadoop's `-file`: executables (and a source) named by a
     /// local path that exists here are uploaded to the same store path before submission.
-    pub async fn upload_local_inputs(&self, spec: &JobSpec) -> anyhow::Result<()> {
+    /// Returns the store paths it created (none was there before), for
+    /// [`Client::remove_uploads`] to take back if the job is refused.
+    pub async fn upload_local_inputs(&self, spec: &JobSpec) -> anyhow::Result<Vec<String>> {
         let mut paths: Vec<&str> = spec
             .stages
             .iter()
@@ -101,11 +103,14 @@ impl Client {
         if !source_in_store {
             paths.push(&spec.source_path);
         }
+        let mut created = Vec::new();
         for p in paths {
             let local = Path::new(p);
             if !local.is_file() {
                 continue;
             }
+            let clean = clean_path(p)?;
+            let before = self.ls(&clean).await?.into_iter().any(|o| o.path == clean);
             if self.same_in_store(local, p).await? {
                 // A running job may read it (an upload over it would be refused): nothing
                 // to send anyway.
@@ -114,8 +119,25 @@ impl Client {
             }
             eprintln!("rainstorm: uploading {p} to the store");
             self.put(local, p).await?;
+            if !before {
+                created.push(clean);
+            }
         }
-        Ok(())
+        Ok(created)
+    }
+
+    /// Deletes what [`Client::upload_local_inputs`] created for a job the leader refused: a
+    /// refused submission changes nothing (a probe's refused job left its source, a secret
+    /// file, in the store). A path another job reads meanwhile is refused by the store and
+    /// stays; each failure is said, none hides the refusal.
+    pub async fn remove_uploads(&self, created: &[String]) {
+        for p in created {
+            let req = self.request(Method::DELETE, &format!("/api/store/{}", url_path(p)));
+            match self.send(req).await {
+                Ok(_) => eprintln!("rainstorm: removed {p} from the store (uploaded for this job)"),
+                Err(e) => eprintln!("rainstorm: {p} stays in the store: {e:#}"),
+            }
+        }
     }
 
     /// Whether store path `remote` holds exactly the bytes of `local` (compared only up to
