@@ -280,6 +280,30 @@ exec = "nowhere/op.py"
         assert!(err.contains(needle), "missing {needle:?} in: {err}");
     }
     assert!(!dir.path().join("out/x.txt").exists());
+    // A source that cannot be read again after a failure (a pipe) or at all (a directory)
+    // is refused at the door, not found out by every attempt of its source.
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("pipe.csv"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::create_dir(dir.path().join("folder.csv")).unwrap();
+    for (source, said) in [
+        ("pipe.csv", "is not a regular file"),
+        ("folder.csv", "is a directory"),
+    ] {
+        let job = format!(
+            "[source]\npath = \"{source}\"\n[sink]\npath = \"out/x.txt\"\n[[stages]]\nop = \"identity\"\n"
+        );
+        std::fs::write(dir.path().join("src.toml"), job).unwrap();
+        let out = run_in(dir.path(), "src.toml");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{source}: {err}");
+        assert!(
+            err.contains("source.path") && err.contains(said),
+            "{source}: {err}"
+        );
+    }
 }
 
 extern "C" {

@@ -37,24 +37,27 @@ pub fn check(
             PathMode::Store => store.local_path(p).ok().flatten(),
         }
     };
-    match resolve(&spec.source_path) {
-        None if remote(&spec.source_path) => {}
-        Some(p) if p.is_file() => {}
-        Some(p) if p.is_dir() => problems.push(Problem::new(
-            "source.path",
-            &spec.source_path,
-            "is a directory; name a file",
-        )),
-        _ => problems.push(Problem::new(
-            "source.path",
-            &spec.source_path,
-            match spec.paths {
-                PathMode::Local => "file not found",
-                PathMode::Store => {
-                    "not found in the store (upload it with `rainstorm put LOCAL REMOTE`)"
-                }
-            },
-        )),
+    let not_found = match spec.paths {
+        PathMode::Local => "file not found",
+        PathMode::Store => "not found in the store (upload it with `rainstorm put LOCAL REMOTE`)",
+    };
+    let source_problem = match resolve(&spec.source_path) {
+        None if remote(&spec.source_path) => None,
+        None => Some(not_found.to_string()),
+        Some(p) => match std::fs::metadata(&p) {
+            // Opened once here: a file its readers may not open failed every attempt of the
+            // source, 20 restarts and minutes of back-off later (hostile probe).
+            Ok(m) if m.is_file() => std::fs::File::open(&p)
+                .err()
+                .map(|e| format!("cannot be read: {e}")),
+            Ok(m) if m.is_dir() => Some("is a directory; name a file".into()),
+            // A FIFO or a device is read once: a restarted source could not read it again.
+            Ok(_) => Some("is not a regular file (a pipe or a device cannot be read again after a failure); name a file".into()),
+            Err(_) => Some(not_found.to_string()),
+        },
+    };
+    if let Some(why) = source_problem {
+        problems.push(Problem::new("source.path", &spec.source_path, why));
     }
     // As for an operator: an absolute path names a local file, never a store object. A
     // submitted job's output is a store object, so such a sink is refused rather than quietly
