@@ -255,3 +255,26 @@ fn a_worker_on_another_store_is_refused_saying_why() {
     c.add_worker();
     c.wait_alive(2);
 }
+
+/// A leader pointed at a bucket that does not exist exits at once saying so: it said only
+/// "cluster/id: not found in the store" (a probe's find).
+#[test]
+fn a_leader_on_a_bucket_that_does_not_exist_says_so() {
+    if s3().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("s3://no-such-bucket-{}", std::process::id());
+    let out = Command::new(bin())
+        .args(["leader", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("leader"))
+        .env("RAINSTORM_STORE", &missing)
+        .env("RAINSTORM_TOKEN", "a-test-secret-of-some-length")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("the store does not exist"), "{err}");
+    assert!(err.contains(&missing), "{err}");
+}

@@ -19,9 +19,20 @@ pub async fn ensure(store: &Store, fresh: &str) -> Result<String, StoreError> {
     match read(store).await? {
         Some(id) => Ok(id),
         None => {
-            store
+            match store
                 .put(CLUSTER_MARKER, Bytes::from(fresh.to_string()))
-                .await?;
+                .await
+            {
+                // A write "not found" is the store's root missing: an S3 bucket that does not
+                // exist (which said only "cluster/id: not found in the store").
+                Err(StoreError::NotFound(p)) => Err(StoreError::Object {
+                    path: p,
+                    msg: "the store does not exist: is the bucket's name right, and is it \
+                          created?"
+                        .into(),
+                }),
+                other => other,
+            }?;
             Ok(read(store).await?.unwrap_or_else(|| fresh.to_string()))
         }
     }
