@@ -258,7 +258,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::SetRate { id, rate, leader } => {
             client(&leader)?.set_rate(&id, rate).await?;
-            eprintln!("rainstorm: job {id}: the source paces by {rate} tuples/s from now on");
+            if rate == 0.0 {
+                eprintln!("rainstorm: job {id}: the source reads as fast as it can from now on (unthrottled)");
+            } else {
+                eprintln!("rainstorm: job {id}: the source paces by {rate} tuples/s from now on");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Scale {

@@ -89,7 +89,11 @@ pub(super) async fn set_rate(
             StatusCode::BAD_REQUEST,
             format!(
                 "rate {} is not a number of tuples per second: 0 (unthrottled), or {} to {}",
-                req.rate,
+                // 1e-300 in full is 300 digits.
+                match req.rate.abs() {
+                    a if (1e-3..1e12).contains(&a) => req.rate.to_string(),
+                    _ => format!("{:e}", req.rate),
+                },
                 range.start(),
                 range.end()
             ),

@@ -12,7 +12,9 @@ use tracing::warn;
 pub(super) fn refuse_another(l: &Leader, req: &RegisterRequest) -> Option<Response> {
     let theirs = req.store_id.as_deref().filter(|t| *t != l.store_id)?;
     let found = match theirs {
-        "" => "no cluster id".to_string(),
+        // An S3 bucket that does not exist reads as empty too.
+        "" => "no cluster id (is it the leader's bucket and prefix? does the bucket exist?)"
+            .to_string(),
         other => format!("cluster id {other}"),
     };
     warn!(data = %req.data_addr, %found, "a worker whose store is not the cluster's tried to register");
