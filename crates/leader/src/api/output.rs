@@ -179,9 +179,16 @@ pub async fn chunks(
                 _ = t.leader.shutdown.cancelled() => continue,
             };
             if !changed {
-                // The job record was dropped (retention): end with what we know.
+                // The job's progress went: its record was dropped (retention), or its driver
+                // was stopped with the leader. Only a status that is final ends a stream: a
+                // job not over (a leader stopping stops its drivers, not its jobs) has its
+                // stream cut, and its follower asks the next leader. Its "pending" here was
+                // taken for final, and the follower exited 1 (hostile probe).
                 t.done = true;
                 let info = lock(&t.leader.state).job_info(&t.id)?;
+                if !info.status.is_terminal() {
+                    return None;
+                }
                 return Some((Ok(OutputChunk::End(Box::new(info))), t));
             }
         }
