@@ -175,17 +175,16 @@ fn submit_follow_streams_only_output_and_exit_code_follows_the_job() {
     );
     // A failing operator: the follower exits non-zero with the cause on stderr.
     let fail_path = write_exec(&c.dir.path().join("fail.sh"), "#!/bin/sh\nexit 3\n");
-    c.file(
-        "fail.toml",
-        &job_toml(
-            "fail",
-            "in/signs.csv",
-            "out/fail.txt",
-            0.0,
-            "at-least-once",
-            &[(1, fail_path.to_str().unwrap(), &[])],
-        ),
+    // Two restarts, not the default twenty with their back-off (two and a half minutes).
+    let fail = job_toml(
+        "fail",
+        "in/signs.csv",
+        "out/fail.txt",
+        0.0,
+        "at-least-once",
+        &[(1, fail_path.to_str().unwrap(), &[])],
     );
+    c.file("fail.toml", &format!("max_restarts = 2\n{fail}"));
     let out = c.run(&["submit", "fail.toml", "--follow"]);
     assert!(!out.status.success());
     assert!(

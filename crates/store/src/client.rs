@@ -31,10 +31,17 @@ fn shared_tls() -> Option<rustls::ClientConfig> {
     .clone()
 }
 
+/// How long a client keeps an idle connection for its next request: less than the leader's
+/// server waits for one (its header timeout, 10 s, closes an idle keep-alive connection).
+/// With reqwest's 90 s, a request sent on a connection idle for 10 s could cross the
+/// server's close and fail "error sending request": a sink restarted after 10 s of back-off
+/// failed its first LIST so (found by a full test suite).
+pub const IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// A client builder on the process's shared TLS configuration: what every HTTP client of
 /// RainStorm starts from.
 pub fn http_client() -> reqwest::ClientBuilder {
-    let builder = reqwest::Client::builder();
+    let builder = reqwest::Client::builder().pool_idle_timeout(IDLE_CONNECTION);
     match shared_tls() {
         Some(tls) => builder.tls_backend_preconfigured(tls),
         None => builder,
@@ -56,7 +63,9 @@ pub fn http_client_for(base: &str) -> reqwest::ClientBuilder {
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth()
     });
-    reqwest::Client::builder().tls_backend_preconfigured(tls.clone())
+    reqwest::Client::builder()
+        .pool_idle_timeout(IDLE_CONNECTION)
+        .tls_backend_preconfigured(tls.clone())
 }
 
 #[cfg(test)]

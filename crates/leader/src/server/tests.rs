@@ -288,3 +288,17 @@ fn at_the_cap_the_oldest_of_the_lowest_rank_gives_way() {
     t.remove(h);
     assert_eq!(t.len(), 3);
 }
+
+/// Clients let an idle connection go before this server closes it: the server ends an idle
+/// keep-alive connection at its header timeout, and a client that kept one longer could send
+/// its next request as the server closed it ("error sending request"; a sink restarted after
+/// 10 s of back-off failed its first LIST so, found by a full test suite).
+#[test]
+fn clients_drop_idle_connections_before_the_server_closes_them() {
+    let server_idle = ApiLimits::default().header_timeout;
+    let client_idle = rainstorm_store::client::IDLE_CONNECTION;
+    assert!(
+        client_idle * 2 <= server_idle,
+        "clients keep idle connections {client_idle:?}, the server closes them at {server_idle:?}"
+    );
+}
