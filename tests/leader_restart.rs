@@ -502,3 +502,26 @@ fn a_leader_stopped_longer_than_the_heartbeat_timeout_declares_no_worker_dead() 
         &signs.app2(),
     );
 }
+
+/// A cancel is answered once the job's end is recorded, so a leader stopped right after it
+/// cannot lose it: a cancel answered at once and a SIGTERM next let the next leader carry
+/// the job on to a success (hostile probe, once a leader's stop no longer ended its jobs).
+#[test]
+fn a_cancel_answered_just_before_the_leader_stops_holds_under_the_next_leader() {
+    let mut c = Cluster::start(2, 5.0);
+    let signs = Signs::generate(2000, 23);
+    signs.write(&c.dir.path().join("signs.csv"));
+    c.ok(&["put", "signs.csv", "signs.csv"]);
+    let id = slow_job(&c, "cancelled", "out/cancelled.txt", 300.0);
+    wait_for("the job to move tuples", Duration::from_secs(20), || {
+        let j = c.json(&["job", &id, "--json"]);
+        (j["sink_tuples"].as_u64()? > 0).then_some(())
+    });
+    c.ok(&["cancel", &id]);
+    let args = c.leader_args_same_port();
+    let (stopped, _) = c.sigterm_leader(Duration::from_secs(20));
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?}");
+    c.start_leader_again(&args);
+    let j = c.json(&["job", &id, "--json"]);
+    assert_eq!(j["status"], "cancelled", "{j}");
+}

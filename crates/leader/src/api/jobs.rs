@@ -58,16 +58,43 @@ pub(super) async fn get_job(State(l): Shared, Path(id): Path<String>) -> Respons
 }
 
 pub(super) async fn cancel_job(State(l): Shared, Path(id): Path<String>) -> Response {
-    let st = lock(&l.state);
-    match st.jobs.get(&JobId(id.clone())) {
-        Some(j) => {
-            j.cancel.cancel();
-            info!(job = %id, "cancel requested");
-            Json(json!({ "id": id, "status": j.status() })).into_response()
+    let job = JobId(id.clone());
+    let mut progress = {
+        let st = lock(&l.state);
+        let Some(j) = st.jobs.get(&job) else {
+            return error(StatusCode::NOT_FOUND, format!("no job {id}"));
+        };
+        j.cancel.cancel();
+        j.progress.clone()
+    };
+    info!(job = %id, "cancel requested");
+    // Answered once the job's end is durable (its record is written before `finished`): a
+    // cancel acknowledged is a cancel a leader stopped or killed next cannot lose. A leader
+    // stopping now stops its drivers, not its jobs, and a cancel answered before its job's
+    // end was recorded was carried on by the next leader to a success (hostile probe).
+    let ended = tokio::select! {
+        r = tokio::time::timeout(CANCEL_RECORDED, progress.wait_for(|p| p.finished)) => {
+            matches!(r, Ok(Ok(_)))
         }
-        None => error(StatusCode::NOT_FOUND, format!("no job {id}")),
-    }
+        _ = l.shutdown.cancelled() => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the leader is stopping and job {id}'s cancel was not recorded; cancel it again once a leader answers"),
+            );
+        }
+    };
+    let status = lock(&l.state).jobs.get(&job).map(|j| j.status());
+    let code = if ended {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    (code, Json(json!({ "id": id, "status": status }))).into_response()
 }
+
+/// How long a cancel waits for its job's end to be recorded before it answers "accepted"
+/// (a sink's output write in flight ends within one store operation).
+const CANCEL_RECORDED: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Body of `POST /api/jobs/{id}/rate`.
 #[derive(serde::Deserialize)]
