@@ -207,7 +207,16 @@ impl Client {
         let _: serde_json::Value = self.call(req).await?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
         loop {
-            let job = self.job(id).await?;
+            // The rescale was accepted: a leader that cannot be asked how it went (stopping,
+            // restarting) does not make it an error (a probe's CLI failed on a rescale that
+            // was done).
+            let job = match self.job(id).await {
+                Ok(job) => job,
+                Err(e) => {
+                    let said = format!("stage {stage}: rescale to {tasks} tasks requested; how it went could not be read ({e:#}); see `rainstorm job {id}`");
+                    return Ok(ScaleOutcome { ok: true, said });
+                }
+            };
             let mine = job.scaling.iter().skip(before).find(|s| s.stage == stage);
             let at = |s: &crate::protocol::control::ScaleInfo| {
                 let took = s.took_ms.map(|t| format!(" in {t} ms")).unwrap_or_default();
