@@ -28,6 +28,26 @@ fn jobs(c: &Cluster) -> Vec<serde_json::Value> {
     c.json(&["jobs", "--json"]).as_array().unwrap().clone()
 }
 
+/// `n` signs lines (seed `seed`), written and put into the store as `signs.csv`.
+fn put_signs(c: &Cluster, n: usize, seed: u64) -> Signs {
+    let signs = Signs::generate(n, seed);
+    signs.write(&c.dir.path().join("signs.csv"));
+    c.ok(&["put", "signs.csv", "signs.csv"]);
+    signs
+}
+
+/// Waits until job `id`'s counter `field` (`source_tuples`, `sink_tuples`) is above `above`.
+fn wait_counted(c: &Cluster, id: &str, field: &str, above: u64) {
+    wait_for(
+        &format!("job {id}'s {field} to pass {above}"),
+        Duration::from_secs(20),
+        || {
+            let j = c.json(&["job", id, "--json"]);
+            (j[field].as_u64()? > above).then_some(())
+        },
+    );
+}
+
 #[test]
 fn a_second_leader_on_the_same_data_dir_exits_at_once_naming_the_dir_and_the_holder() {
     let c = Cluster::start(1, 5.0);
@@ -64,9 +84,7 @@ fn a_second_leader_on_the_same_data_dir_exits_at_once_naming_the_dir_and_the_hol
 #[test]
 fn sigterm_stops_a_leader_within_two_seconds_and_its_running_job_carries_on_under_the_next() {
     let mut c = Cluster::start(2, 5.0);
-    let signs = Signs::generate(2000, 3);
-    signs.write(&c.dir.path().join("signs.csv"));
-    c.ok(&["put", "signs.csv", "signs.csv"]);
+    let signs = put_signs(&c, 2000, 3);
     let toml = job_toml(
         "slow",
         "signs.csv",
@@ -83,10 +101,7 @@ fn sigterm_stops_a_leader_within_two_seconds_and_its_running_job_carries_on_unde
     let id = wait_for("the job to be listed", Duration::from_secs(20), || {
         Some(jobs(&c).first()?["id"].as_str()?.to_string())
     });
-    wait_for("the job to move tuples", Duration::from_secs(20), || {
-        let j = c.json(&["job", &id, "--json"]);
-        (j["source_tuples"].as_u64()? > 20).then_some(())
-    });
+    wait_counted(&c, &id, "source_tuples", 20);
     // Both workers parked in their long polls: the leader must answer them, not wait them out.
     wait_for(
         "both workers' polls to wait",
@@ -131,9 +146,7 @@ fn sigterm_stops_a_leader_within_two_seconds_and_its_running_job_carries_on_unde
 #[test]
 fn after_a_sigkill_and_restart_old_jobs_are_listed_a_running_one_carries_on_and_ids_are_new() {
     let mut c = Cluster::start(2, 5.0);
-    let signs = Signs::generate(3000, 11);
-    signs.write(&c.dir.path().join("signs.csv"));
-    c.ok(&["put", "signs.csv", "signs.csv"]);
+    let signs = put_signs(&c, 3000, 11);
     let app2 = job_toml(
         "app2",
         "signs.csv",
@@ -156,14 +169,7 @@ fn after_a_sigkill_and_restart_old_jobs_are_listed_a_running_one_carries_on_and_
     );
     // A job still running when the leader dies carries on under the new leader.
     let slow = slow_job(&c, "slow", "out/slow.txt", 1000.0);
-    wait_for(
-        "the slow job to move tuples",
-        Duration::from_secs(20),
-        || {
-            let j = c.json(&["job", &slow, "--json"]);
-            (j["sink_tuples"].as_u64()? > 0).then_some(())
-        },
-    );
+    wait_counted(&c, &slow, "sink_tuples", 0);
     c.restart_leader();
 
     let listed = jobs(&c);
@@ -224,9 +230,7 @@ fn after_a_sigkill_and_restart_old_jobs_are_listed_a_running_one_carries_on_and_
 #[test]
 fn an_executable_job_carries_on_through_leader_sigkills_with_exact_output() {
     let mut c = Cluster::start(3, 5.0);
-    let signs = Signs::generate(12000, 29);
-    signs.write(&c.dir.path().join("signs.csv"));
-    c.ok(&["put", "signs.csv", "signs.csv"]);
+    let signs = put_signs(&c, 12000, 29);
     let ops = install_ops(c.dir.path());
     let op = |n: &str| ops.join(n).to_str().unwrap().to_string();
     let job = job_toml(
@@ -352,9 +356,7 @@ fn an_executable_job_carries_on_through_leader_sigkills_with_exact_output() {
 #[test]
 fn a_source_read_through_the_leader_reads_on_through_a_leader_restart() {
     let mut c = Cluster::start(1, 5.0);
-    let signs = Signs::generate(500_000, 5);
-    signs.write(&c.dir.path().join("signs.csv"));
-    c.ok(&["put", "signs.csv", "signs.csv"]);
+    put_signs(&c, 500_000, 5);
     // About 3.5 MB a second: the old response's buffered part (the socket buffers, some
     // 10 MB at most) runs out within the few seconds the check below waits.
     let id = slow_job(&c, "long", "out/long.txt", 50_000.0);
@@ -397,9 +399,7 @@ fn jobs_waiting_for_capacity_wait_on_under_the_next_leader_and_run_in_their_turn
     c.worker_slots = 1;
     c.add_worker();
     c.wait_alive(1);
-    let signs = Signs::generate(1500, 5);
-    signs.write(&c.dir.path().join("signs.csv"));
-    c.ok(&["put", "signs.csv", "signs.csv"]);
+    let signs = put_signs(&c, 1500, 5);
     let job = |name: &str, rate: f64| {
         let toml = job_toml(
             name,
@@ -413,10 +413,7 @@ fn jobs_waiting_for_capacity_wait_on_under_the_next_leader_and_run_in_their_turn
         c.submit(&format!("{name}.toml"))
     };
     let first = job("first", 300.0);
-    wait_for("the first job to run", Duration::from_secs(20), || {
-        let j = c.json(&["job", &first, "--json"]);
-        (j["source_tuples"].as_u64()? > 0).then_some(())
-    });
+    wait_counted(&c, &first, "source_tuples", 0);
     let names: Vec<String> = (0..5).map(|i| format!("waits{i}")).collect();
     let waiting: Vec<String> = names.iter().map(|n| job(n, 0.0)).collect();
     let status = |c: &Cluster, id: &str| c.json(&["job", id, "--json"])["status"].clone();
@@ -473,14 +470,9 @@ fn jobs_waiting_for_capacity_wait_on_under_the_next_leader_and_run_in_their_turn
 #[test]
 fn a_leader_stopped_longer_than_the_heartbeat_timeout_declares_no_worker_dead() {
     let c = Cluster::start(2, 1.0);
-    let signs = Signs::generate(2000, 17);
-    signs.write(&c.dir.path().join("signs.csv"));
-    c.ok(&["put", "signs.csv", "signs.csv"]);
+    let signs = put_signs(&c, 2000, 17);
     let id = slow_job(&c, "paused", "out/paused.txt", 400.0);
-    wait_for("the job to move tuples", Duration::from_secs(20), || {
-        let j = c.json(&["job", &id, "--json"]);
-        (j["sink_tuples"].as_u64()? > 0).then_some(())
-    });
+    wait_counted(&c, &id, "sink_tuples", 0);
     let pid = c.leader_pid().to_string();
     let signal = |sig: &str| {
         let st = Command::new("kill").args([sig, &pid]).status().unwrap();
@@ -509,14 +501,9 @@ fn a_leader_stopped_longer_than_the_heartbeat_timeout_declares_no_worker_dead() 
 #[test]
 fn a_cancel_answered_just_before_the_leader_stops_holds_under_the_next_leader() {
     let mut c = Cluster::start(2, 5.0);
-    let signs = Signs::generate(2000, 23);
-    signs.write(&c.dir.path().join("signs.csv"));
-    c.ok(&["put", "signs.csv", "signs.csv"]);
+    put_signs(&c, 2000, 23);
     let id = slow_job(&c, "cancelled", "out/cancelled.txt", 300.0);
-    wait_for("the job to move tuples", Duration::from_secs(20), || {
-        let j = c.json(&["job", &id, "--json"]);
-        (j["sink_tuples"].as_u64()? > 0).then_some(())
-    });
+    wait_counted(&c, &id, "sink_tuples", 0);
     c.ok(&["cancel", &id]);
     let args = c.leader_args_same_port();
     let (stopped, _) = c.sigterm_leader(Duration::from_secs(20));
