@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The job file: a rate-limited source, an autoscaled stateless stage, a keyed count that
 /// does not autoscale.
@@ -274,19 +274,22 @@ args = ["1"]
 
 /// Kills the operator process of a running task of job `id` that `which` picks (with
 /// `kill-task`), and waits until the leader counted the failure. A task that rebuilds moved
-/// keys' state starts a new process, so the pid listed may be gone by the time the kill
-/// arrives: the leader then refuses it, or its worker ignores it or finds no such process and
-/// logs so; either way the task is listed again and its new process killed (a full suite on a
-/// loaded machine once waited 30 s for a kill that had found its process reaped).
+/// keys' state drains its process and starts a new one, so the pid listed may be on its way
+/// out by the time the kill arrives: the leader then refuses it, or its worker ignores it,
+/// finds no such process, or signals a process that had already exited 0 (drained, not yet
+/// reaped), and the task lists its new process at the same attempt; either way its new
+/// process is killed (a full suite on a loaded machine once waited 30 s for a kill that had
+/// found its process reaped). A kill that lands and is never counted fails with what the
+/// leader and the workers said.
 fn kill_process(c: &Cluster, id: &str, which: impl Fn(&Value) -> bool) {
-    wait_for("a kill the leader counts", Duration::from_secs(60), || {
+    wait_for("a kill the leader counts", Duration::from_secs(90), || {
         let victim = c
             .tasks(id)
             .into_iter()
             .find(|t| which(t) && t["state"] == "running" && t["pid"].is_u64())?;
-        let pid = victim["pid"].as_u64().unwrap_or_default().to_string();
+        let pid = victim["pid"].as_u64().unwrap_or_default();
         let worker = victim["worker"].as_str().unwrap_or_default().to_string();
-        let out = c.run(&["kill-task", &worker, &pid]);
+        let out = c.run(&["kill-task", &worker, &pid.to_string()]);
         let err = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
             assert!(
@@ -296,18 +299,45 @@ fn kill_process(c: &Cluster, id: &str, which: impl Fn(&Value) -> bool) {
             return None;
         }
         let ignored = format!("not a running operator of this worker; ignored pid={pid}");
-        // The process was reaped between the listing and the kill (a task rebuilding state
-        // drains it and starts another): the signal found no process.
+        // The process was reaped between the listing and the kill: the signal found none.
         let missed = format!("kill-task failed pid={pid}");
-        wait_for("the kill to land", Duration::from_secs(30), || {
-            let failures = c.json(&["job", id, "--json"])["failures"].as_u64();
-            if failures >= Some(1) {
-                Some(Some(()))
-            } else {
-                let logs = c.worker_logs();
-                (logs.contains(&ignored) || logs.contains(&missed)).then_some(None)
+        let zombie = format!("already exited (not yet reaped); nothing to kill pid={pid}");
+        let same_task = |t: &Value| t["stage"] == victim["stage"] && t["task"] == victim["task"];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if c.json(&["job", id, "--json"])["failures"].as_u64() >= Some(1) {
+                return Some(());
             }
-        })
+            let logs = c.worker_logs();
+            if [&ignored, &missed, &zombie]
+                .iter()
+                .any(|m| logs.contains(m.as_str()))
+            {
+                return None;
+            }
+            // Same attempt, another process: the task replaced the one signalled itself.
+            let replaced = c.tasks(id).iter().any(|t| {
+                same_task(t)
+                    && t["attempt"] == victim["attempt"]
+                    && t["pid"].as_u64().is_some_and(|p| p != 0 && p != pid)
+            });
+            if replaced {
+                return None;
+            }
+            if Instant::now() > deadline {
+                let said: Vec<&str> = logs
+                    .lines()
+                    .filter(|l| l.contains(&format!("pid={pid}")) || l.contains("task failed"))
+                    .collect();
+                panic!(
+                    "the kill of {worker}'s pid {pid} ({victim}) was never counted after 30 s;\n\
+                     job: {}\ntasks: {:?}\nworkers said: {said:#?}",
+                    c.json(&["job", id, "--json"]),
+                    c.tasks(id)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     });
 }
 

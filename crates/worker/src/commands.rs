@@ -283,6 +283,15 @@ fn single_process(pid: u32) -> bool {
     pid > 1 && pid <= i32::MAX as u32
 }
 
+/// Whether `pid` has exited but is not reaped yet (a zombie: state `Z` in `/proc/PID/stat`,
+/// the field after the command's closing parenthesis). Unknown (no `/proc`) counts as alive.
+fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// SIGKILLs `pid` only if it is the live operator process of one of this worker's running
 /// executable tasks (failure injection); never pid 0, never a group.
 fn kill(pid: u32, tasks: &TaskTable) {
@@ -299,6 +308,15 @@ fn kill(pid: u32, tasks: &TaskTable) {
         );
         return;
     }
+    if exited(pid) {
+        // Drained to be replaced (a task rebuilding moved keys' state) and not reaped yet:
+        // the signal would land on a zombie and the kill would be reported done.
+        warn!(
+            pid,
+            "kill-task for an operator process that has already exited (not yet reaped); nothing to kill"
+        );
+        return;
+    }
     // SAFETY: plain syscall on one process (pid > 1) this worker spawned and has not reaped.
     let rc = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     if rc != 0 {
@@ -308,5 +326,32 @@ fn kill(pid: u32, tasks: &TaskTable) {
             pid,
             "operator process killed on request (failure injection)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exited;
+    use std::time::{Duration, Instant};
+
+    /// A kill-task that reached an operator drained but not reaped would signal a zombie and
+    /// report the kill done; the worker tells such a process from a live one.
+    #[test]
+    fn an_exited_process_not_yet_reaped_is_told_from_a_live_one() {
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(!exited(live.id()), "a sleeping process is alive");
+        let mut done = std::process::Command::new("true").spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !exited(done.id()) {
+            assert!(Instant::now() < deadline, "`true` never became a zombie");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        done.wait().unwrap();
+        assert!(!exited(done.id()), "a reaped pid is no zombie of ours");
+        live.kill().unwrap();
+        live.wait().unwrap();
     }
 }
