@@ -90,7 +90,9 @@ fn finished_exactly(c: &Cluster, id: &str, want: &[String]) -> usize {
     c.ok(&["set-rate", id, "0"]);
     let j = c.wait_job(id, Duration::from_secs(120));
     assert_eq!(j["status"], "succeeded", "{j}");
-    assert_same("counts", &sorted_lines(&c.store_file("out.txt")), want);
+    let out = c.store_file("out.txt");
+    assert_same("counts", &sorted_lines(&out), want);
+    assert_keys_in_order(&out);
     let scaled = scaling(c, id);
     scaled.iter().filter(|s| s["outcome"] == "done").count()
 }
@@ -176,6 +178,25 @@ fn a_stateless_stage_follows_its_rate_up_and_down_exactly_once() {
         .collect();
     assert!(done.len() <= 4, "few decisions: {done:?}");
     assert_eq!(done.last().map(|d| d.1), Some(1), "{done:?}");
+}
+
+/// Each key's running counts appear in the output in their order, through every move of
+/// its group (a reader of a running count takes a key's last line as its count).
+fn assert_keys_in_order(out: &str) {
+    let mut last: std::collections::BTreeMap<&str, (u64, usize)> = Default::default();
+    for (i, l) in out.lines().enumerate() {
+        let (key, n) = l
+            .rsplit_once(',')
+            .unwrap_or_else(|| panic!("not key,count: {l:?}"));
+        let n: u64 = n.parse().unwrap_or_else(|_| panic!("not key,count: {l:?}"));
+        if let Some((before, at)) = last.insert(key, (n, i + 1)) {
+            assert!(
+                n > before,
+                "{key}'s count went from {before} (line {at}) to {n} (line {})",
+                i + 1
+            );
+        }
+    }
 }
 
 /// A job whose keyed count moves its keys, exactly-once, rescaled by hand (its autoscale

@@ -411,6 +411,8 @@ struct Sim {
     commands_at: BTreeMap<usize, Instant>,
     /// Lines in the source file.
     rows: u64,
+    /// Stages a rescale began on (their key groups may have moved).
+    moved: BTreeSet<u32>,
 }
 
 const LEADER: usize = 0;
@@ -443,6 +445,8 @@ static SINK_RESTARTS: AtomicU64 = AtomicU64::new(0);
 /// output is the committed lineage).
 static SAMPLES_CHECKED: AtomicU64 = AtomicU64::new(0);
 static JOBS_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Exactly-once outputs whose every key's counts were checked in order.
+static KEYS_ORDERED: AtomicU64 = AtomicU64::new(0);
 /// Drains of a worker simulated, and seeds run with counted (tight) slots.
 static DRAINS: AtomicU64 = AtomicU64::new(0);
 static SCALES_DONE: AtomicU64 = AtomicU64::new(0);
@@ -700,6 +704,9 @@ impl Sim {
                 // A stage under at-least-once whose executable's groups were rebuilt live.
                 let rebuilt = self.spec.delivery == Delivery::AtLeastOnce
                     && rebuilds_from_history(&self.spec, note.stage);
+                if matches!(note.phase, ScalePhase::Started) {
+                    self.moved.insert(note.stage);
+                }
                 match note.phase {
                     ScalePhase::Done if rebuilt => {
                         SCALES_DONE.fetch_add(1, Ordering::Relaxed);
@@ -1190,6 +1197,11 @@ struct SeedResult {
     /// Followers' reads during the run.
     samples: Vec<Sample>,
     reference: BTreeMap<String, i64>,
+    /// Whether each key's outputs must come in order: every stage a rescale began on hands
+    /// its key groups over (a keyed built-in). An executable's outputs cannot be told apart
+    /// by input, and a stateless stage moves no state: a moved key's outputs from its old
+    /// and new task may interleave there (docs/rescale.md).
+    keeps_order: bool,
     log: Vec<String>,
     /// A fingerprint of the run: the coordinator's log, the output bytes, the virtual time the
     /// run took and the data-plane traffic (`sim::net`'s trace). A seed's replay gives the
@@ -1375,6 +1387,7 @@ async fn run_seed(seed: u64) -> SeedResult {
         draining: BTreeSet::new(),
         commands_at: BTreeMap::new(),
         rows: n_rows,
+        moved: BTreeSet::new(),
         log: vec![format!(
             "{delivery:?} {pipeline:?} rows={n_rows} workers={n_workers} {:?} cfg={cfg:?}",
             spec.stages.iter().map(|s| s.tasks).collect::<Vec<_>>()
@@ -1483,6 +1496,11 @@ async fn run_seed(seed: u64) -> SeedResult {
     for s in servers {
         s.abort();
     }
+    let keeps_order = sim.moved.iter().all(|stage| {
+        ((*stage as usize).checked_sub(1))
+            .and_then(|i| sim.spec.stages.get(i))
+            .is_some_and(|s| s.operator.keyed_column().is_some())
+    });
     let written = store
         .get(&sim.spec.sink_path)
         .await
@@ -1512,6 +1530,7 @@ async fn run_seed(seed: u64) -> SeedResult {
         committed,
         samples,
         reference,
+        keeps_order,
         log: sim.log,
         trace,
     }
@@ -1606,6 +1625,9 @@ fn check(r: &SeedResult) -> Result<(), String> {
             }
         }
     }
+    if r.delivery == Delivery::ExactlyOnce && r.keeps_order {
+        keys_in_order(raw)?;
+    }
     if r.outcome.is_err() {
         JOBS_FAILED.fetch_add(1, Ordering::Relaxed);
     }
@@ -1646,6 +1668,30 @@ fn check(r: &SeedResult) -> Result<(), String> {
             Err(e) => return Err(format!("follower read {i} failed: {e}")),
         }
     }
+    Ok(())
+}
+
+/// Exactly-once output keeps each key's order: every pipeline writes `key,count[,…]` lines,
+/// and a key's counts never go back, through restarts and through rescales that move its
+/// group from one task to another (a user reading a running count takes its last line).
+fn keys_in_order(raw: &[u8]) -> Result<(), String> {
+    let mut last: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+    for (i, l) in String::from_utf8_lossy(raw).lines().enumerate() {
+        let mut fields = l.split(',');
+        let (Some(key), Some(Ok(count))) = (fields.next(), fields.next().map(str::parse::<u64>))
+        else {
+            return Err(format!("output line {} is not key,count: {l:?}", i + 1));
+        };
+        if let Some((before, at)) = last.insert(key.to_string(), (count, i + 1)) {
+            if count < before {
+                return Err(format!(
+                    "key {key}'s count went back: {before} at line {at}, then {count} at line {}",
+                    i + 1
+                ));
+            }
+        }
+    }
+    KEYS_ORDERED.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
@@ -1783,7 +1829,8 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
     let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
     eprintln!(
         "{seeds} seeds passed ({} simulated leader restarts, {} source and {} sink restarts, \
-         {} jobs failed under at-most-once, {} follower reads checked, {} worker drains, \
+         {} jobs failed under at-most-once, {} follower reads checked, {} exactly-once outputs \
+         with every key's counts in order, {} worker drains, \
          {} seeds with tight slots, {} rate changes, {} rescales done ({} of them an at-least-once \
          executable's, live) and {} aborted)",
         n(&LEADER_RESTARTS),
@@ -1791,6 +1838,7 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
         n(&SINK_RESTARTS),
         n(&JOBS_FAILED),
         n(&SAMPLES_CHECKED),
+        n(&KEYS_ORDERED),
         n(&DRAINS),
         n(&SLOTTED),
         n(&RATE_CHANGES),

@@ -60,6 +60,11 @@ pub struct Router {
     cfg: DataConfig,
     emitted: Arc<AtomicU64>,
     meter: Arc<SendMeter>,
+    /// Per destination, the tuples handed to its link.
+    sent: Vec<u64>,
+    /// Per destination, how many of them its receiver holds (`LinkSpec::settled`); empty
+    /// when nobody waits on it (`settle` then only flushes).
+    settled: Vec<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Router {
@@ -90,7 +95,33 @@ impl Router {
             cfg,
             emitted,
             meter,
+            sent: vec![0; n],
+            settled: Vec::new(),
         }
+    }
+
+    /// Has [`settle`](Self::settle) wait on what each link reports its receiver holds (one
+    /// per link, in index order, as each `LinkSpec::settled` publishes it).
+    pub fn with_settled(mut self, settled: Vec<tokio::sync::watch::Receiver<u64>>) -> Self {
+        self.settled = settled;
+        self
+    }
+
+    /// Sends everything routed so far (held outputs too, once their switch is decided) and
+    /// waits until every receiver holds it. A task hands a key group's state on only after
+    /// this: what it emitted for the group is then ahead, at the next stage, of anything the
+    /// group's next owner emits (each key's outputs stay in order through a rescale).
+    pub async fn settle(&mut self) -> Result<(), Closed> {
+        if !self.held.is_empty() {
+            self.board.wait_decided().await;
+        }
+        self.flush().await?;
+        for (rx, want) in self.settled.iter_mut().zip(&self.sent) {
+            rx.wait_for(|held| *held >= *want)
+                .await
+                .map_err(|_| Closed::Gone)?;
+        }
+        Ok(())
     }
 
     /// Routes one tuple; sends its destination's batch if that batch is full.
@@ -227,6 +258,7 @@ impl Router {
             .min(full)
             .max(FIRST_BATCH_CAP.min(full));
         let count = std::mem::take(&mut self.pending_count[i]);
+        self.sent[i] += u64::from(count);
         // Counted a batch at a time, not a tuple at a time (an atomic add per tuple per hop):
         // what a report shows is at most a batch per destination behind, until a flush.
         self.emitted.fetch_add(u64::from(count), Ordering::Relaxed);
@@ -352,5 +384,71 @@ mod tests {
             assert!(!a.is_empty());
             assert_eq!(a, b, "{p:?}");
         }
+    }
+
+    /// `settle` returns only once every link's receiver holds what was routed to it: a task
+    /// hands a key group's state on after it, so its outputs for the group stay ahead of the
+    /// next owner's.
+    #[tokio::test]
+    async fn settle_waits_until_every_receiver_holds_what_was_routed_to_it() {
+        let (mut rxs, mut links, mut held, mut watches) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..2 {
+            let (tx, rx) = mpsc::channel(64);
+            links.push(tx);
+            rxs.push(rx);
+            let (w_tx, w_rx) = tokio::sync::watch::channel(0u64);
+            held.push(w_tx);
+            watches.push(w_rx);
+        }
+        let mut r = Router::new(
+            links,
+            Partition::Key,
+            Arc::new(Switchboard::new(Vec::new(), 2, false)),
+            DataConfig::default(),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(SendMeter::default()),
+        )
+        .with_settled(watches);
+        for k in ["a", "b", "c", "d", "e", "f"] {
+            r.push(Tuple::new(k, "v"), 1).await.unwrap();
+        }
+        let mut sent = Vec::new();
+        {
+            let settle = r.settle();
+            tokio::pin!(settle);
+            // Nothing acknowledged yet: it waits (and flushed the batches meanwhile).
+            tokio::select! {
+                biased;
+                _ = &mut settle => panic!("settled before any receiver held anything"),
+                _ = tokio::task::yield_now() => {}
+            }
+            for rx in &mut rxs {
+                let mut n = 0u64;
+                while let Ok(LinkMsg::Batch(b)) = rx.try_recv() {
+                    n += u64::from(b.count);
+                }
+                sent.push(n);
+            }
+            assert_eq!(
+                sent.iter().sum::<u64>(),
+                6,
+                "every output was flushed: {sent:?}"
+            );
+            // One receiver holds all of its share, the other all but one tuple: still waiting.
+            held[0].send_replace(sent[0]);
+            held[1].send_replace(sent[1].saturating_sub(1));
+            let waited = tokio::time::timeout(std::time::Duration::from_millis(50), &mut settle);
+            assert!(
+                waited.await.is_err() || sent[1] == 0,
+                "settled with a tuple unheld"
+            );
+            held[1].send_replace(sent[1]);
+            settle.await.unwrap();
+        }
+        // A link that ends (its sender gone) makes the wait fail, not hang.
+        r.push(Tuple::new("a", "v"), 1).await.unwrap();
+        r.push(Tuple::new("b", "v"), 1).await.unwrap();
+        drop(held);
+        assert!(r.settle().await.is_err());
     }
 }

@@ -58,9 +58,12 @@ pub fn spawn(
     let cancel = cancel.child_token();
     let mut tasks = JoinSet::new();
     let mut senders = Vec::with_capacity(out.downstream as usize);
+    let mut settled = Vec::with_capacity(out.downstream as usize);
     for i in 0..out.downstream {
         let (tx, rx) = mpsc::channel::<LinkMsg>(env.cfg.queue_batches);
         senders.push(tx);
+        let (held_tx, held_rx) = tokio::sync::watch::channel(0u64);
+        settled.push(held_rx);
         let spec = LinkSpec {
             job: out.job.clone(),
             from: out.from,
@@ -77,6 +80,7 @@ pub fn spawn(
             identity: env.identity.clone(),
             slots: env.slots.clone(),
             board: Some(out.board.clone()),
+            settled: Some(held_tx),
         };
         tasks.spawn(run_link(
             spec,
@@ -93,7 +97,8 @@ pub fn spawn(
         env.cfg.clone(),
         emitted,
         meter,
-    );
+    )
+    .with_settled(settled);
     (router, Links { tasks, cancel })
 }
 

@@ -102,6 +102,27 @@ pub struct LinkSpec {
     /// The sending attempt's switchboard, told how far the receiver got with this link
     /// before it took this attempt's connection (a restarted sender's switch waits for it).
     pub board: Option<Arc<crate::reroute::Switchboard>>,
+    /// Told how many of this attempt's tuples the receiver holds, or no longer needs (an
+    /// at-most-once link's dropped window; everything, once the receiver finished): the
+    /// sending task's router waits on it before a key group's state moves on
+    /// (`Router::settle`), so a key's outputs reach the next stage in their order.
+    pub settled: Option<tokio::sync::watch::Sender<u64>>,
+}
+
+impl LinkSpec {
+    /// Publishes that the receiver holds (or no longer needs) this attempt's tuples up to
+    /// sequence number `upto`; never lowers what was published.
+    pub(crate) fn settle_upto(&self, upto: u64) {
+        let floor = u64::from(self.epoch) << EPOCH_SHIFT;
+        let n = upto.saturating_sub(floor);
+        if let Some(s) = &self.settled {
+            s.send_if_modified(|v| {
+                let more = n > *v;
+                *v = (*v).max(n);
+                more
+            });
+        }
+    }
 }
 
 /// How many link connections one process holds open at once (connecting or connected),

@@ -37,6 +37,7 @@ async fn drain_to_finished(
     cancel: &CancellationToken,
 ) -> LinkEnd {
     debug!(job = %spec.job, from = %spec.from, to = %spec.to, "destination finished; its share of the regenerated output is dropped");
+    spec.settle_upto(u64::MAX);
     if !input_closed {
         loop {
             tokio::select! {
@@ -104,6 +105,7 @@ pub async fn run_link(
                     if !spec.resend {
                         window.batches.clear();
                         window.bytes = 0;
+                        spec.settle_upto(next_seq - 1);
                     }
                     let mut frames: Vec<Bytes> =
                         window.batches.iter().map(|(_, _, b)| b.clone()).collect();

@@ -53,6 +53,7 @@ pub(super) fn take_ack(
 ) -> bool {
     tracing::trace!(job = %spec.job, from = %spec.from, to = %spec.to, upto, eos, "ack");
     window.ack(upto);
+    spec.settle_upto(window.acked);
     window.peer_ended |= eos;
     if window.peer_ended && eos_sent && window.acked >= next_seq - 1 && !*eos_acked {
         *eos_acked = true;

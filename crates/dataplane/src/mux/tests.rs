@@ -193,6 +193,7 @@ fn link(
         identity: sender(),
         slots: LinkSlots::new(4096),
         board: None,
+        settled: None,
     };
     let cfg = crate::DataConfig {
         window_bytes: window,

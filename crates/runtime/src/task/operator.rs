@@ -93,6 +93,15 @@ impl Operator {
         }
     }
 
+    /// A built-in's outputs so far, all held by the next stage (`Router::settle`): what a
+    /// task waits for before it hands a key group's state on.
+    pub async fn settle(&mut self) -> Result<(), Stop> {
+        match self {
+            Operator::Builtin(_, router, _) => router.settle().await.map_err(routed),
+            Operator::Exec(_) | Operator::Sink(_) => Ok(()),
+        }
+    }
+
     /// Resolves only if the operator failed on its own (an executable died).
     pub async fn died(&mut self) -> Stop {
         match self {

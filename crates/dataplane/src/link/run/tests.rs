@@ -137,6 +137,7 @@ fn start_with(
         net: Arc::new(Loopback(conn_tx)),
         identity: Identity::from_seed([1; 32]).unwrap(),
         board: None,
+        settled: None,
     };
     let cfg = DataConfig {
         window_bytes: window,

@@ -192,6 +192,9 @@ impl Takeover<'_> {
             let groups: BTreeSet<usize> = (0..KEY_GROUPS)
                 .filter(|g| self.owner(i - 1, *g) == me && self.owner(i, *g) != me)
                 .collect();
+            // What it emitted for the groups reaches the next stage before anything their
+            // next owner emits: that one waits for this state.
+            op.settle().await?;
             let Operator::Builtin(b, ..) = op else {
                 return Err(Stop::Failed("only a built-in hands its state over".into()));
             };
