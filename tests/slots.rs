@@ -73,7 +73,12 @@ fn a_job_larger_than_the_free_slots_waits_pending_and_runs_when_a_worker_joins()
     let a = c.submit("big.toml");
     let (s, why) = status(&c, &a);
     assert_eq!(s, "pending");
-    assert_eq!(why, "waiting for 4 free slots: 2 free on 1 worker");
+    // More than the cluster has in all: only a new worker can start it, and it says so.
+    assert_eq!(
+        why,
+        "waiting for 4 free slots: 2 free on 1 worker; the live workers have 2 in all, so it \
+         starts only once workers with 2 more join (or it is cancelled)"
+    );
     // One task would fit, but an earlier job waits: first come, first served.
     let small = job_toml(
         "small",

@@ -231,8 +231,9 @@ impl Executor {
             match a {
                 Action::Assign { .. } => self.assign(&mut st, a),
                 Action::Waiting(why) => {
+                    let why = why.as_ref().map(|w| beyond_capacity(&st, &self.id, w));
                     if let Some(j) = st.jobs.get_mut(&self.id) {
-                        j.waiting = why.clone();
+                        j.waiting = why;
                     }
                 }
                 // The job's record takes the new rate before the Persist that follows.
@@ -360,4 +361,28 @@ impl Executor {
             Action::Persist(_) | Action::SetTimer(..) | Action::ClearTimer(_) | Action::End(_) => {}
         }
     }
+}
+
+/// A wait's reason, told when the job needs more slots than every worker that takes tasks
+/// has in all, free or not: only more workers can start it (a probe's job waited on with no
+/// hint that it never could).
+fn beyond_capacity(st: &State, id: &JobId, why: &str) -> String {
+    let Some(j) = st.jobs.get(id) else {
+        return why.to_string();
+    };
+    let need = crate::coordinator::capacity::demand(&j.spec);
+    let total: u32 = (st.workers.values())
+        .filter(|w| {
+            w.state == crate::protocol::control::WorkerState::Alive && !w.draining && w.heard
+        })
+        .map(|w| w.slots)
+        .sum();
+    if total == 0 || need <= total {
+        return why.to_string();
+    }
+    format!(
+        "{why}; the live workers have {total} in all, so it starts only once workers with {} \
+         more join (or it is cancelled)",
+        need - total
+    )
 }
