@@ -178,6 +178,11 @@ fn a_stateless_stage_follows_its_rate_up_and_down_exactly_once() {
         .collect();
     assert!(done.len() <= 4, "few decisions: {done:?}");
     assert_eq!(done.last().map(|d| d.1), Some(1), "{done:?}");
+    // An ended job says so, whatever count is asked (not that the count is out of range).
+    let out = c.run(&["scale", &id, "1", "99"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("has ended"), "{said}");
 }
 
 /// Each key's running counts appear in the output in their order, through every move of

@@ -168,6 +168,12 @@ pub(super) async fn scale(
         let Some(j) = st.jobs.get(&JobId(id.clone())) else {
             return error(StatusCode::NOT_FOUND, format!("no job {id}"));
         };
+        // An ended job is told so whatever was asked of it (the stage and count are
+        // checked against a job that can still change).
+        let Some(tx) = j.events().cloned() else {
+            let why = format!("job {id} has ended ({:?})", j.status());
+            return error(StatusCode::CONFLICT, why);
+        };
         let stages = j.spec.stages.len() as u32;
         if req.stage == 0 || req.stage > stages {
             let why = format!("job {id} has stages 1 to {stages}, not {}", req.stage);
@@ -181,13 +187,7 @@ pub(super) async fn scale(
             );
             return error(StatusCode::BAD_REQUEST, why);
         }
-        match j.events() {
-            Some(tx) => tx.clone(),
-            None => {
-                let why = format!("job {id} has ended ({:?})", j.status());
-                return error(StatusCode::CONFLICT, why);
-            }
-        }
+        tx
     };
     let input = Input::Scale(crate::coordinator::rescale::ScaleRequest {
         stage: req.stage,
