@@ -1083,6 +1083,12 @@ fn a_malformed_body_gets_the_api_s_json_error() {
         ("/api/jobs", "name = \"not json\""),
         ("/api/jobs/job-1/rate", r#"{"rate":null}"#),
         ("/api/jobs/job-1/scale", r#"{"stage":"one"}"#),
+        // A field named twice: a map would keep the last, and a reader the first.
+        (
+            "/api/jobs/job-1/scale",
+            r#"{"stage":2,"tasks":3,"stage":1}"#,
+        ),
+        ("/api/kill-task", r#"{"worker":"w1","pid":1,"pid":4242}"#),
     ] {
         let (status, text) = http(&c, "POST", path, body.as_bytes());
         assert!((400..500).contains(&status), "{path}: {status} {text}");
@@ -1111,6 +1117,11 @@ fn an_unknown_field_in_a_submitted_job_is_refused_naming_it() {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["problems"][0]["field"], "stages.0.taskz", "{v}");
     assert!(v["error"].as_str().unwrap().contains("taskz"), "{v}");
+    assert_eq!(job_count(&c), 0);
+    // A field given twice is refused too, naming it (not the last one taken).
+    let (status, text) = http(&c, "POST", "/api/jobs", job(r#""tasks":2,"#).as_bytes());
+    assert!((400..500).contains(&status), "{status} {text}");
+    assert!(text.contains("duplicate field `tasks`"), "{text}");
     assert_eq!(job_count(&c), 0);
     // The same job without it is taken.
     let (status, text) = http(&c, "POST", "/api/jobs", job("").as_bytes());

@@ -66,15 +66,26 @@ where
     type Rejection = Response;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
-        let value = match Json::<serde_json::Value>::from_request(req, state).await {
-            Ok(Json(v)) => v,
+        let (parts, body) = req.into_parts();
+        let again = |body| axum::extract::Request::from_parts(parts.clone(), body);
+        let bytes = match axum::body::Bytes::from_request(again(body), state).await {
+            Ok(b) => b,
             Err(rejection) => return Err(bad_body(rejection.status(), rejection.body_text())),
         };
+        // The content type and the JSON's syntax, refused as axum's extractor words it.
+        let checked = again(axum::body::Body::from(bytes.clone()));
+        if let Err(rejection) = Json::<serde_json::Value>::from_request(checked, state).await {
+            return Err(bad_body(rejection.status(), rejection.body_text()));
+        }
+        // Decoded from the text itself, not a parsed map: a field named twice is refused
+        // (`duplicate field`), where a map keeps the last and a request read by eye, or by a
+        // proxy, on its first would do something else (hostile probe: `"stage":2,…,"stage":1`).
         // Every field the request names must mean something, as in a job file: a misspelt
         // one (`taskz`, `delivry`) would otherwise be dropped and its default run instead.
         let mut unknown = Vec::new();
         let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-        let fields = serde_ignored::Deserializer::new(value, &mut note);
+        let mut text = serde_json::Deserializer::from_slice(&bytes);
+        let fields = serde_ignored::Deserializer::new(&mut text, &mut note);
         let t: T = serde_path_to_error::deserialize(fields).map_err(|e| {
             let why = format!(
                 "Failed to deserialize the JSON body into the target type: {}: {}",
