@@ -181,15 +181,6 @@ impl JobCore {
         cluster: &Cluster,
         out: &mut Vec<Action>,
     ) -> Result<(), String> {
-        let note = |phase, from, to, version| ScaleNote {
-            stage: req.stage,
-            version,
-            from,
-            to,
-            reason: req.reason.clone(),
-            rate: req.rate,
-            phase,
-        };
         let routing = self.routing_of(req.stage);
         let active = routing
             .current()
@@ -200,6 +191,27 @@ impl JobCore {
             return Err(why);
         }
         let target = self.target_tasks(req.stage, &active, req.tasks, cluster)?;
+        // A grow the free slots cut short goes ahead as far as they allow, and says so (a
+        // probe's `scale … 6` was reported "2 → 4 done" and nothing more).
+        let cut;
+        let req = if (target.len() as u32) < req.tasks && target.len() > active.len() {
+            cut = ScaleRequest {
+                reason: format!("{}; {} asked, limited by free slots", req.reason, req.tasks),
+                ..req.clone()
+            };
+            &cut
+        } else {
+            req
+        };
+        let note = |phase, from, to, version| ScaleNote {
+            stage: req.stage,
+            version,
+            from,
+            to,
+            reason: req.reason.clone(),
+            rate: req.rate,
+            phase,
+        };
         let map = match routing.current() {
             Some(v) => v.map.rescaled(&target),
             None => return Err("the stage has no map".into()),

@@ -295,3 +295,54 @@ fn every_task_is_told_its_job_s_commit_interval() {
         assert_eq!(told(&c, stage), Some(20), "stage {stage}");
     }
 }
+
+/// A grow that the free slots cut short goes as far as they allow and says so: its note
+/// names the count asked for (a probe's `scale … 6` read "2 → 4 done" and nothing more).
+#[test]
+fn a_grow_the_free_slots_cut_short_says_how_many_were_asked() {
+    let mut c = count_job(Delivery::ExactlyOnce);
+    c.spec.autoscale = Some(AutoscaleSpec {
+        max_tasks: Some(6),
+        ..AutoscaleSpec::new(1.0, 1e9)
+    });
+    c.spec.stages[1].tasks = 1;
+    c.handle(Input::Start, &cluster());
+    // Every worker is full but one, which has room for one more task.
+    let mut cl = cluster();
+    let mut slots: std::collections::BTreeMap<WorkerId, u32> = std::collections::BTreeMap::new();
+    for (pos, t) in c.tasks() {
+        if c.holds_slot(*pos) {
+            *slots.entry(t.worker.clone()).or_default() += 1;
+        }
+    }
+    let standby = c
+        .tasks()
+        .iter()
+        .find(|(p, _)| p.stage == 2 && !c.holds_slot(**p))
+        .map(|(_, t)| t.worker.clone())
+        .expect("a standing-by count task");
+    for (w, _) in &cl.workers {
+        slots.entry(w.clone()).or_default();
+    }
+    *slots.entry(standby).or_default() += 1;
+    cl.slots = Some(slots);
+    let req = ScaleRequest {
+        stage: 2,
+        tasks: 4,
+        reason: "requested".into(),
+        rate: None,
+    };
+    let notes: Vec<ScaleNote> = (c.handle(Input::Scale(req), &cl).into_iter())
+        .filter_map(|a| match a {
+            Action::Scaling(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].phase, ScalePhase::Started, "{notes:?}");
+    assert_eq!((notes[0].from, notes[0].to), (1, 2), "{notes:?}");
+    assert_eq!(
+        notes[0].reason, "requested; 4 asked, limited by free slots",
+        "{notes:?}"
+    );
+}

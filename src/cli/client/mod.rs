@@ -220,8 +220,13 @@ impl Client {
             let mine = job.scaling.iter().skip(before).find(|s| s.stage == stage);
             let at = |s: &crate::protocol::control::ScaleInfo| {
                 let took = s.took_ms.map(|t| format!(" in {t} ms")).unwrap_or_default();
+                // Fewer than asked (a grow the free slots cut short): the note says why.
+                let short = match s.to != tasks && s.outcome == "done" {
+                    true => format!(" ({})", s.reason),
+                    false => String::new(),
+                };
                 format!(
-                    "stage {stage}: {} → {} tasks {}{took}",
+                    "stage {stage}: {} → {} tasks {}{took}{short}",
                     s.from, s.to, s.outcome
                 )
             };
