@@ -75,11 +75,16 @@ fn sink_committed(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control::
 /// Carries the counters of a job's source and sink task (current attempt) onto the job: the
 /// tuples the source emitted, the lines the sink holds, the sink's latency histogram.
 pub fn job_counters(jobs: &BTreeMap<JobId, JobRec>, r: &crate::protocol::control::TaskReport) {
-    // An ended job's counts are final (its lines out are its output's): a report that comes
-    // late changes nothing.
-    let Some(j) = jobs.get(&r.key.job).filter(|j| !j.status().is_terminal()) else {
+    let Some(j) = jobs.get(&r.key.job) else {
         return;
     };
+    // An ended job's lines out are final (its output's): a report that comes late changes
+    // nothing. Its tuples in may still grow: a source stopped by a cancel reports what it
+    // read last, after the job's end (a probe's cancelled jobs kept 1,060 in for 1,155 out).
+    let ended = j.status().is_terminal();
+    if ended && !matches!(j.spec.role_of(r.key.pos.stage), StageRole::Source) {
+        return;
+    }
     match j.spec.role_of(r.key.pos.stage) {
         StageRole::Source => {
             // The most any attempt read: a restarted source counts from its first line again,
@@ -218,7 +223,13 @@ impl State {
     ) -> Option<(mpsc::Sender<Input>, Input)> {
         let pid = reported_pid(&self.jobs, &r.key, r.pid);
         let t = self.tasks.get_mut(&r.key)?;
-        if t.attempt != r.attempt || t.worker != *worker || t.state.is_terminal() {
+        if t.attempt != r.attempt || t.worker != *worker {
+            return None;
+        }
+        if t.state.is_terminal() {
+            // Stopped already (a cancel marks its tasks at once): only a source's last count
+            // still counts, for its job's tuples in (`job_counters`).
+            job_counters(&self.jobs, &r);
             return None;
         }
         // Its output was held back (a full link) for most of the time since its last report:

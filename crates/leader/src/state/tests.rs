@@ -151,3 +151,31 @@ fn a_sink_s_new_commit_wakes_its_followers_once() {
     sink_committed(&jobs, &report(3, 1, 1));
     assert!(seen.has_changed().unwrap());
 }
+
+/// A cancelled job's source reports what it read last after the job's end: its tuples in
+/// take it (a probe's cancelled jobs kept 1,060 in for 1,155 lines out), while its lines out
+/// stay its output's.
+#[test]
+fn a_source_s_last_count_after_a_cancel_still_counts_but_lines_out_stay_final() {
+    let mut jobs = jobs();
+    let id = JobId("job-1".into());
+    let report = |stage: u32, n: u64| crate::protocol::control::TaskReport {
+        tuples_in: n,
+        state: TaskState::Cancelled,
+        ..running(key(stage), 0)
+    };
+    job_counters(&jobs, &report(0, 1_060));
+    job_counters(&jobs, &report(3, 1_155));
+    if let Some(j) = jobs.get_mut(&id) {
+        j.end(
+            crate::protocol::control::JobStatus::Cancelled,
+            None,
+            std::time::SystemTime::now(),
+        );
+    }
+    job_counters(&jobs, &report(0, 1_201));
+    job_counters(&jobs, &report(3, 9_999));
+    let j = &jobs[&id];
+    assert_eq!(j.source_tuples.load(Ordering::Relaxed), 1_201);
+    assert_eq!(j.sink_tuples.load(Ordering::Relaxed), 1_155);
+}
