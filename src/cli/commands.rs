@@ -44,17 +44,47 @@ fn restart_settings(a: &super::args::RestartArgs, cfg: &mut LeaderConfig) -> any
     Ok(())
 }
 
+/// How long `submit` tries again after a conflict that passes.
+const SUBMIT_RETRY_FOR: Duration = Duration::from_secs(15);
+
+/// Whether a refusal names a conflict that passes by itself: an upload or a delete of one of
+/// the job's files under way at that moment (the leader's 409s say "is being … now").
+fn passing_conflict(e: &anyhow::Error) -> bool {
+    let said = format!("{e:#}");
+    said.contains("is being uploaded now") || said.contains("is being deleted now")
+}
+
 async fn submit_and_maybe_follow(
     client: &Client,
     spec: JobSpec,
     follow: bool,
 ) -> anyhow::Result<ExitCode> {
-    let created = client.upload_local_inputs(&spec).await?;
-    let id = match client.submit(&spec).await {
-        Ok(id) => id,
-        Err(e) => {
-            client.remove_uploads(&created).await;
-            return Err(e);
+    // A conflict that passes (another client uploading or deleting one of the job's files
+    // this moment, as when several submit jobs on one new source at once) is tried again,
+    // uploads and all, for a while; what this client uploaded is taken back only when the
+    // job is refused for good.
+    let deadline = tokio::time::Instant::now() + SUBMIT_RETRY_FOR;
+    let mut pause = Duration::from_millis(50 + u64::from(std::process::id() % 50));
+    let mut created: Vec<String> = Vec::new();
+    let id = loop {
+        let tried = match client.upload_local_inputs(&spec).await {
+            Ok(more) => {
+                created.extend(more);
+                client.submit(&spec).await
+            }
+            Err(e) => Err(e),
+        };
+        match tried {
+            Ok(id) => break id,
+            Err(e) if passing_conflict(&e) && tokio::time::Instant::now() < deadline => {
+                eprintln!("rainstorm: {e:#}; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => {
+                client.remove_uploads(&created).await;
+                return Err(e);
+            }
         }
     };
     if !follow {

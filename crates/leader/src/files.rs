@@ -23,6 +23,12 @@ pub struct Files {
     /// Store paths being deleted now (each with everything under it), with how many deletes
     /// hold each.
     pub(super) deleting: BTreeMap<String, u32>,
+    /// Files jobs being submitted read (their source and operators as named), by the
+    /// submission's number: held from before they are checked until the job claims them as
+    /// a running job, so no delete can remove one in between (`submitting.rs`).
+    pub(super) submitting: BTreeMap<u64, BTreeSet<String>>,
+    /// The number the next submission's hold takes.
+    pub(super) next_submission: u64,
 }
 
 /// Drops one hold on `path` in a map of held paths.

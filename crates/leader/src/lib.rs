@@ -29,6 +29,7 @@ mod roster;
 mod scaling;
 pub mod server;
 pub mod state;
+pub mod submitting;
 pub mod validate;
 mod views;
 
@@ -125,6 +126,14 @@ impl Leader {
                 validate::link_room(&st).as_ref(),
             ));
         }
+        // From before its files are checked until the job claims them, none can be deleted.
+        let _held = match problems.is_empty() {
+            true => Some(
+                self.hold_for_submission(&spec)
+                    .map_err(SubmitError::Conflict)?,
+            ),
+            false => None,
+        };
         if problems.is_empty() {
             let present = self.present_in_store(&spec).await;
             problems = validate::check(&spec, &self.store, &self.cfg.exec_policy, &present);

@@ -170,6 +170,11 @@ impl State {
                 )));
             }
         }
+        if let Some(p) = self.read_by_a_submission(clean) {
+            return Err(FileConflict(format!(
+                "{clean}: a job being submitted reads {p}; nothing was deleted"
+            )));
+        }
         *self.files.deleting.entry(clean.to_string()).or_default() += 1;
         Ok(())
     }

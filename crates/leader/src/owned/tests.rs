@@ -109,3 +109,25 @@ fn a_file_cannot_be_put_where_a_running_job_s_output_needs_a_folder() {
     assert!(err.contains("being uploaded"), "{err}");
     submit(&mut st, "job-2", "a.csv", "res/x/v2.txt").unwrap();
 }
+
+/// A job being submitted holds the files it reads from before they are checked: a delete of
+/// one is refused until the job claims them (or is refused), so a job is never accepted on a
+/// source deleted between its check and its claim (a probe's concurrent submits).
+#[test]
+fn a_delete_is_refused_while_a_job_being_submitted_reads_the_file() {
+    let mut st = State::default();
+    let reads = job_files(&spec("shared/src.txt", "out/a.txt"), &[]).reads;
+    st.files.submitting.insert(7, reads);
+    for busy in ["shared/src.txt", "shared", "ops/op.sh"] {
+        let err = st.begin_delete(busy).unwrap_err().0;
+        assert!(
+            err.contains("being submitted") && err.contains("nothing was deleted"),
+            "{err}"
+        );
+    }
+    // Its sink is not read: deleting what is there now changes nothing the check saw.
+    st.begin_delete("out/a.txt").unwrap();
+    st.end_delete("out/a.txt");
+    st.files.submitting.remove(&7);
+    st.begin_delete("shared").unwrap();
+}
