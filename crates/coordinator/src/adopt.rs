@@ -28,6 +28,7 @@ impl JobCore {
         }
         self.epoch = run.epoch;
         self.routing = run.routing.clone();
+        self.handed = run.handed.iter().copied().collect();
         // Placed by the earlier leader: a later look for capacity places only waiting tasks.
         self.placed = true;
         self.placement = Placement::restored(

@@ -232,6 +232,7 @@ impl JobCore {
                 })
                 .collect(),
             routing: self.routing.clone(),
+            handed: self.handed.iter().map(|(p, v)| (*p, *v)).collect(),
         }
     }
 

@@ -21,6 +21,13 @@ pub struct RunState {
     /// The key-group maps of every stage that was rescaled, by stage.
     #[serde(default)]
     pub routing: std::collections::BTreeMap<u32, crate::routing::StageRouting>,
+    /// The latest routing version each task reported its lost key groups' state handed over
+    /// for (the state is in the store by then). A leader that takes over knows it, so a stage
+    /// whose losing task has moved since need not wait for the new attempt to hand it over
+    /// again before it may be rescaled (a probe's rescales were refused ~35 s after drains
+    /// and leader restarts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handed: Vec<(TaskPos, u32)>,
 }
 
 /// One task of a running job's placement.

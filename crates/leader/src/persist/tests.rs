@@ -72,6 +72,8 @@ fn job(id: &str, status: JobStatus) -> StoredJob {
             })]
             .into_iter()
             .collect(),
+            // Which tasks handed their lost groups' state over, for which version.
+            handed: vec![(TaskPos { stage: 2, index: 1 }, 1)],
         }),
         // The job's rescales so far survive the leader too.
         scaling: vec![crate::protocol::control::ScaleInfo {
