@@ -43,6 +43,22 @@ pub struct ScaleRequest {
     pub rate: Option<f64>,
 }
 
+impl ScaleRequest {
+    /// What the job's `scaling` list says of this request at `phase`: a move of the stage
+    /// from `from` to `to` tasks with routing `version`.
+    pub(super) fn note(&self, phase: ScalePhase, from: u32, to: u32, version: u32) -> ScaleNote {
+        ScaleNote {
+            stage: self.stage,
+            version,
+            from,
+            to,
+            reason: self.reason.clone(),
+            rate: self.rate,
+            phase,
+        }
+    }
+}
+
 impl JobCore {
     /// The routing of `stage` (its first map if it was never rescaled).
     pub(super) fn routing_of(&self, stage: u32) -> StageRouting {
@@ -156,15 +172,9 @@ impl JobCore {
     pub(super) fn scale(&mut self, req: ScaleRequest, cluster: &Cluster, out: &mut Vec<Action>) {
         if let Err(why) = self.try_scale(&req, cluster, out) {
             info!(job = %self.id, stage = req.stage, to = req.tasks, %why, "rescale refused");
-            out.push(Action::Scaling(ScaleNote {
-                stage: req.stage,
-                version: 0,
-                from: self.active_tasks(req.stage),
-                to: req.tasks,
-                reason: req.reason.clone(),
-                rate: req.rate,
-                phase: ScalePhase::Refused(why),
-            }));
+            let from = self.active_tasks(req.stage);
+            let note = req.note(ScalePhase::Refused(why), from, req.tasks, 0);
+            out.push(Action::Scaling(note));
         }
     }
 
@@ -203,15 +213,6 @@ impl JobCore {
         } else {
             req
         };
-        let note = |phase, from, to, version| ScaleNote {
-            stage: req.stage,
-            version,
-            from,
-            to,
-            reason: req.reason.clone(),
-            rate: req.rate,
-            phase,
-        };
         let map = match routing.current() {
             Some(v) => v.map.rescaled(&target),
             None => return Err("the stage has no map".into()),
@@ -248,7 +249,7 @@ impl JobCore {
         info!(job = %self.id, stage = req.stage, from, to, version, reason = %req.reason, "rescaling a stage");
         out.push(Action::Persist(self.run_state()));
         out.push(self.standby_action());
-        out.push(Action::Scaling(note(
+        out.push(Action::Scaling(req.note(
             ScalePhase::Started,
             from,
             to,

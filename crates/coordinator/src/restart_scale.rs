@@ -6,7 +6,7 @@
 //! rebuilds moved groups live, as under exactly-once (`placement::rebuilds_from_history`).
 //! The other rescales switch live (`rescale`, `switch`).
 
-use super::event::{Action, Cluster, ScaleNote, ScalePhase};
+use super::event::{Action, Cluster, ScalePhase};
 use super::job::JobCore;
 use super::placement::rebuilds_from_history;
 use super::rescale::ScaleRequest;
@@ -43,17 +43,7 @@ impl JobCore {
         self.routing
             .insert(req.stage, StageRouting::starting(map, version));
         info!(job = %self.id, stage = req.stage, from, to, version, reason = %req.reason, "rescaling a stage that keeps state under at-least-once: restarting the pipeline from the source");
-        let note = |phase| {
-            Action::Scaling(ScaleNote {
-                stage: req.stage,
-                version,
-                from,
-                to,
-                reason: req.reason.clone(),
-                rate: req.rate,
-                phase,
-            })
-        };
+        let note = |phase| Action::Scaling(req.note(phase, from, to, version));
         out.push(note(ScalePhase::Started));
         if let Err(outcome) = self.restart_epoch(cluster, out, false) {
             return Err(format!("the pipeline could not restart: {outcome:?}"));
