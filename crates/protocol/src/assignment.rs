@@ -99,6 +99,34 @@ pub enum TaskRole {
     },
 }
 
+#[cfg(any(test, feature = "test-util"))]
+impl TaskAssignment {
+    /// An attempt 0 of task `key` as `role` for unit tests: local paths, one link each way,
+    /// exactly-once, routed by key, nothing logged or replayed; callers set what they test.
+    pub fn sample(key: TaskKey, role: TaskRole) -> TaskAssignment {
+        TaskAssignment {
+            key,
+            attempt: 0,
+            role,
+            paths: PathMode::Local,
+            upstream: 1,
+            downstream: 1,
+            partition: Partition::Key,
+            routing: Default::default(),
+            inbound: None,
+            delivery: Delivery::ExactlyOnce,
+            routes: Vec::new(),
+            routes_version: 1,
+            epoch: 0,
+            source_replay: None,
+            log_input: false,
+            source_caught_up: 0,
+            commit_interval_ms: None,
+            finished_upstream: Vec::new(),
+        }
+    }
+}
+
 impl TaskRole {
     /// The executable this task runs, if it runs one.
     pub fn exec(&self) -> Option<&str> {

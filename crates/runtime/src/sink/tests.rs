@@ -4,7 +4,6 @@ use super::*;
 use crate::log::segment_path;
 use crate::model::ids::{JobId, TaskKey, TaskPos};
 use crate::model::partition::Partition;
-use crate::model::spec::{Delivery, PathMode};
 use crate::protocol::control::TaskRole;
 use crate::store::Store;
 use bytes::Bytes;
@@ -29,28 +28,15 @@ fn env(store: Store, work_dir: &std::path::Path) -> TaskEnv {
 }
 
 fn sink(out: &str) -> TaskAssignment {
+    let key = TaskKey {
+        job: JobId("lost".into()),
+        pos: TaskPos { stage: 2, index: 0 },
+    };
     TaskAssignment {
-        key: TaskKey {
-            job: JobId("lost".into()),
-            pos: TaskPos { stage: 2, index: 0 },
-        },
-        attempt: 0,
-        role: TaskRole::Sink { path: out.into() },
-        paths: PathMode::Local,
-        upstream: 1,
         downstream: 0,
         partition: Partition::ValueOnly,
-        routing: Default::default(),
-        inbound: None,
-        delivery: Delivery::ExactlyOnce,
-        routes: Vec::new(),
-        routes_version: 1,
-        epoch: 0,
-        source_replay: None,
         log_input: true,
-        source_caught_up: 0,
-        commit_interval_ms: None,
-        finished_upstream: Vec::new(),
+        ..TaskAssignment::sample(key, TaskRole::Sink { path: out.into() })
     }
 }
 

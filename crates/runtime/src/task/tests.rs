@@ -12,7 +12,6 @@ use crate::exec::{ExecError, Launch, Launched, OperatorProcess};
 use crate::faulty::FaultyStore;
 use crate::model::ids::{JobId, TaskKey, TaskPos};
 use crate::model::partition::Partition;
-use crate::model::spec::PathMode;
 use crate::model::tuple::Tuple;
 use crate::protocol::meters::TaskMeters;
 use crate::store::Store;
@@ -51,24 +50,8 @@ fn key() -> TaskKey {
 /// Stage 1 of 1 under at-least-once: one upstream link, one downstream task.
 fn assignment(operator: OperatorSpec) -> TaskAssignment {
     TaskAssignment {
-        key: key(),
-        attempt: 0,
-        role: TaskRole::Operator { operator },
-        paths: PathMode::Local,
-        upstream: 1,
-        downstream: 1,
-        partition: Partition::Key,
-        routing: Default::default(),
-        inbound: None,
         delivery: Delivery::AtLeastOnce,
-        routes: Vec::new(),
-        routes_version: 1,
-        epoch: 0,
-        source_replay: None,
-        log_input: false,
-        source_caught_up: 0,
-        commit_interval_ms: None,
-        finished_upstream: Vec::new(),
+        ..TaskAssignment::sample(key(), TaskRole::Operator { operator })
     }
 }
 

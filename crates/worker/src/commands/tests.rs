@@ -2,8 +2,6 @@
 
 use super::{announce_start, exited, READ_REPORT_GAP};
 use crate::model::ids::{JobId, TaskKey, TaskPos};
-use crate::model::partition::Partition;
-use crate::model::spec::{Delivery, PathMode};
 use crate::protocol::control::{TaskAssignment, TaskRole, TaskState};
 use crate::runtime::task::TaskStatus;
 use std::sync::atomic::Ordering;
@@ -13,33 +11,19 @@ use std::sync::Arc;
 /// next heartbeat: the sink reports at each commit, and "tuples in" read below "out".
 #[tokio::test(start_paused = true)]
 async fn a_running_source_reports_its_lines_read_between_heartbeats() {
+    let key = TaskKey {
+        job: JobId("job-1".into()),
+        pos: TaskPos { stage: 0, index: 0 },
+    };
+    let role = TaskRole::Source {
+        path: "in.txt".into(),
+        name: "in.txt".into(),
+        rate: 100.0,
+        filter: None,
+    };
     let a = TaskAssignment {
-        key: TaskKey {
-            job: JobId("job-1".into()),
-            pos: TaskPos { stage: 0, index: 0 },
-        },
-        attempt: 0,
-        role: TaskRole::Source {
-            path: "in.txt".into(),
-            name: "in.txt".into(),
-            rate: 100.0,
-            filter: None,
-        },
-        paths: PathMode::Local,
         upstream: 0,
-        downstream: 1,
-        partition: Partition::Key,
-        routing: Default::default(),
-        inbound: None,
-        delivery: Delivery::ExactlyOnce,
-        routes: Vec::new(),
-        routes_version: 1,
-        epoch: 0,
-        source_replay: None,
-        log_input: false,
-        source_caught_up: 0,
-        commit_interval_ms: None,
-        finished_upstream: Vec::new(),
+        ..TaskAssignment::sample(key, role)
     };
     let status = Arc::new(TaskStatus::of(&a));
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
