@@ -4,8 +4,8 @@
 //! cluster secret must not be able to change what a task replays. A checksum only finds
 //! damage; a copy of another task's valid segment, or a segment made up whole, passed it and
 //! was replayed as the task's own input (wrong output, found by a hostile probe). So each
-//! segment and each manifest ends with a tag: HMAC-SHA-256, keyed by a key derived from the
-//! secret, over the object's *identity* (the store path it was written to: job, task, attempt
+//! segment and each manifest ends with a tag: BLAKE3 in its keyed mode (a MAC), keyed by a key
+//! derived from the secret, over the object's *identity* (the store path it was written to: job, task, attempt
 //! and slot) and its bytes. A reader checks the tag against the path it reads, so an object
 //! copied to another path, another task's or another slot's, fails the check as surely as a
 //! changed byte does.
@@ -13,18 +13,17 @@
 //! Without a cluster secret the key is a fixed one: the tag is then a checksum bound to the
 //! identity (copies are still caught; forgery is not, as nothing else is closed either).
 
-use ring::hmac;
-
-/// Bytes of a tag at the end of a sealed object (128 bits of HMAC-SHA-256).
+/// Bytes of a tag at the end of a sealed object (128 bits of keyed BLAKE3).
 pub const TAG_LEN: usize = 16;
 
-/// What a key is derived for, so no other use of the secret yields the same key.
-const CONTEXT: &[u8] = b"rainstorm log seal v1";
+/// What a key is derived for, so no other use of the secret yields the same key (BLAKE3's
+/// key derivation takes a context string unique to the application and the purpose).
+const CONTEXT: &str = "rainstorm 2026-12-07 log seal v2";
 
 /// The key that seals and checks the engine's own store objects (see the module doc). Every
 /// process of a cluster derives the same key from the same secret.
 #[derive(Clone)]
-pub struct SealKey(hmac::Key);
+pub struct SealKey([u8; 32]);
 
 impl std::fmt::Debug for SealKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,16 +45,18 @@ impl SealKey {
     }
 
     fn derive(secret: &[u8]) -> SealKey {
-        let key = mac(&hmac::Key::new(hmac::HMAC_SHA256, secret), &[CONTEXT]);
-        SealKey(hmac::Key::new(hmac::HMAC_SHA256, &key))
+        SealKey(blake3::derive_key(CONTEXT, secret))
     }
 
     /// The tag of `bytes` written at `identity` (a store path).
     pub fn tag(&self, identity: &str, bytes: &[u8]) -> [u8; TAG_LEN] {
         let len = (identity.len() as u64).to_be_bytes();
-        let full = mac(&self.0, &[&len, identity.as_bytes(), bytes]);
+        let mut m = blake3::Hasher::new_keyed(&self.0);
+        m.update(&len);
+        m.update(identity.as_bytes());
+        m.update(bytes);
         let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&full[..TAG_LEN]);
+        m.finalize_xof().fill(&mut tag);
         tag
     }
 
@@ -63,16 +64,6 @@ impl SealKey {
     pub fn check(&self, identity: &str, bytes: &[u8], tag: &[u8]) -> bool {
         crate::protocol::auth::eq_ct(&self.tag(identity, bytes), tag)
     }
-}
-
-fn mac(key: &hmac::Key, parts: &[&[u8]]) -> [u8; 32] {
-    let mut m = hmac::Context::with_key(key);
-    for p in parts {
-        m.update(p);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(m.sign().as_ref());
-    out
 }
 
 #[cfg(test)]
