@@ -9,7 +9,8 @@ pub enum StoreError {
     /// The path is not a valid store path.
     #[error("{0:?} is not a valid store path (relative, no '..')")]
     BadPath(String),
-    /// The path holds a byte no store path may hold (a NUL), which a file system cannot name.
+    /// The path holds a byte no store path may hold (a NUL, a control character), or is
+    /// longer than a file system or S3 can name.
     #[error("{path:?} is not a valid store path: {why}")]
     BadByte {
         /// The path as given.
