@@ -261,8 +261,10 @@ fn a_tuple_larger_than_a_frame_fails_its_task_with_a_message() {
         .filter_map(|t| t["error"].as_str().map(str::to_string))
         .collect();
     assert!(
-        errors.iter().any(|e| e.contains("frame limit")),
-        "the task's error must name the frame limit: {errors:?} / {j}"
+        errors
+            .iter()
+            .any(|e| e.contains("larger than the data plane carries")),
+        "the task's error must name the limit: {errors:?} / {j}"
     );
 }
 

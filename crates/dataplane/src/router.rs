@@ -22,15 +22,22 @@ pub enum Closed {
     #[error("downstream link closed")]
     Gone,
     /// One tuple is larger than a data-plane frame can carry: the task must fail, since no
-    /// retry can ever deliver it.
+    /// retry can ever deliver it. The number is its key's and value's bytes.
     #[error(
-        "a tuple of {0} bytes is larger than the data plane's frame limit of {MAX_TUPLE} bytes"
+        "a tuple whose key and value hold {0} bytes is larger than the data plane carries ({MAX_TUPLE} bytes at most)"
     )]
     TooLarge(usize),
 }
 
-/// The largest tuple (key and value bytes) a batch frame can carry.
+/// The largest tuple (key and value bytes) a batch frame can carry: the frame's limit less
+/// room for a batch's header and the tuple's lengths.
 pub const MAX_TUPLE: usize = crate::protocol::frame::MAX_FRAME - 1024;
+
+/// The longest line an executable operator may write: a tuple of [`MAX_TUPLE`] bytes and
+/// the tab between its key and its value. (Lines were bounded by `MAX_TUPLE` and the tuple
+/// by `MAX_TUPLE` less its encoded lengths, 8 bytes: a line at the stated limit was refused,
+/// quoting its size plus 7; hostile probe.)
+pub const MAX_LINE: usize = MAX_TUPLE + 1;
 
 /// Bytes a destination's first batch is allocated for (later ones: about the last one's).
 const FIRST_BATCH_CAP: usize = 16 * 1024;
@@ -126,9 +133,9 @@ impl Router {
 
     /// Routes one tuple; sends its destination's batch if that batch is full.
     pub async fn push(&mut self, t: Tuple, emit_ns: u64) -> Result<(), Closed> {
-        let size = t.key.len() + t.value.len() + 8;
-        if size > MAX_TUPLE {
-            return Err(Closed::TooLarge(size));
+        let text = t.key.len() + t.value.len();
+        if text > MAX_TUPLE {
+            return Err(Closed::TooLarge(text));
         }
         let (g, t) = self.partitioner.route(t);
         self.before_route().await?;
@@ -182,9 +189,9 @@ impl Router {
         value: &str,
         emit_ns: u64,
     ) -> Result<(), Closed> {
-        let size = key.len() + value.len() + 8;
-        if size > MAX_TUPLE {
-            return Err(Closed::TooLarge(size));
+        let text = key.len() + value.len();
+        if text > MAX_TUPLE {
+            return Err(Closed::TooLarge(text));
         }
         let Some((g, send_key)) = self.partitioner.route_hash(hash) else {
             return self.push(Tuple::new(key, value), emit_ns).await;

@@ -128,3 +128,37 @@ async fn settle_waits_until_every_receiver_holds_what_was_routed_to_it() {
     drop(held);
     assert!(r.settle().await.is_err());
 }
+
+/// The limit is on a tuple's key and value bytes, as stated, and a refusal quotes them: a
+/// tuple exactly at it was refused and quoted 8 bytes more (its encoded lengths; hostile
+/// probe). The frame still carries it.
+#[tokio::test]
+async fn a_tuple_at_the_stated_limit_is_carried_and_one_byte_more_is_refused() {
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut r = Router::new(
+        vec![tx],
+        Partition::Key,
+        Arc::new(Switchboard::new(Vec::new(), 1, false)),
+        DataConfig::default(),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(SendMeter::default()),
+    );
+    let value = "x".repeat(MAX_TUPLE - 1);
+    r.push_pair("k", &value, 7).await.unwrap();
+    r.flush().await.unwrap();
+    let carried = std::iter::from_fn(|| rx.try_recv().ok())
+        .filter(|m| matches!(m, LinkMsg::Batch(_)))
+        .count();
+    assert_eq!(carried, 1);
+    let over = "x".repeat(MAX_TUPLE);
+    for refused in [
+        r.push_pair("k", &over, 7).await,
+        r.push(Tuple::new("k", over.as_str()), 7).await,
+    ] {
+        assert!(
+            matches!(refused, Err(Closed::TooLarge(n)) if n == MAX_TUPLE + 1),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(MAX_LINE, MAX_TUPLE + 1, "a tab between key and value");
+}

@@ -20,7 +20,7 @@
 use super::launch::OperatorProcess;
 use super::operator::ExecOperator;
 use super::{describe_exit, ExecError, LastStderr, PIPE_BUF};
-use crate::dataplane::router::MAX_TUPLE;
+use crate::dataplane::router::MAX_LINE;
 use crate::model::tuple::Tuple;
 use crate::protocol::line::{encode_line, read_line_bounded, LineRead};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,7 +57,7 @@ fn count_lines(
         let mut buf = Vec::with_capacity(1024);
         let mut n = 0u64;
         loop {
-            match read_line_bounded(&mut rd, &mut buf, MAX_TUPLE).await? {
+            match read_line_bounded(&mut rd, &mut buf, MAX_LINE).await? {
                 LineRead::End => return Ok(n),
                 LineRead::Line | LineRead::TooLong(_) => n += 1,
             }

@@ -83,12 +83,14 @@ pub enum ExecError {
     /// the operator's stdout (so it then died of SIGPIPE, or of a write error — that is not
     /// the cause, this is).
     #[error(
-        "operator wrote a line longer than the data plane's frame limit of {limit} bytes \
-         (64 MiB; {seen} bytes of it were read before it was refused)",
+        "operator wrote a line larger than the data plane carries: a tuple's key and value \
+         may hold {limit} bytes at most (64 MiB less framing); {seen} bytes of it were read \
+         before it was refused",
         limit = crate::dataplane::router::MAX_TUPLE
     )]
     LineTooLong {
-        /// How many bytes of the line were read (more than the limit).
+        /// How many bytes of the line were read (more than the limit), or its tuple's key and
+        /// value bytes when the line was read whole.
         seen: usize,
     },
     /// Pipe I/O failed for another reason.

@@ -5,7 +5,7 @@
 //! operator's death from the closed pipe that follows is never taken for the cause.
 
 use super::PIPE_BUF;
-use crate::dataplane::router::{Closed, Router, MAX_TUPLE};
+use crate::dataplane::router::{Closed, Router, MAX_LINE};
 use crate::protocol::line::{decode_line, read_line_bounded, split_plain_line, LineRead};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub(super) fn spawn_reader(
         };
         let mut read = 0u64;
         loop {
-            let got = read_line_bounded(&mut rd, &mut buf, MAX_TUPLE).await;
+            let got = read_line_bounded(&mut rd, &mut buf, MAX_LINE).await;
             if matches!(got, Ok(LineRead::Line | LineRead::TooLong(_))) {
                 read += 1;
                 if read <= skip.load(Ordering::SeqCst) {
