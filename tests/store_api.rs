@@ -850,13 +850,24 @@ fn a_worker_compacts_its_input_log_through_the_leader_and_the_merged_runs_are_de
 
 /// When the output a cancelled job committed cannot be written (here a file, put in the
 /// store's directory behind the API's back, stands where the output's folder must be), the
-/// sink's log — the only copy of what the job committed — is kept and the job says where; and
-/// a follower of the ended job gets its final status instead of a stream that never ends.
+/// sink's log — the only copy of what the job committed — is kept and the job says where, and
+/// only it: the other stages' logs go (a probe's full store kept them all, for good); and a
+/// follower of the ended job gets its final status instead of a stream that never ends.
 #[test]
 fn an_output_that_cannot_be_written_keeps_the_log_and_followers_get_the_status() {
     let c = Cluster::start(1, 5.0);
     put_text(&c, "in.txt", &lines(400));
-    let id = c.submit(&job(&c, "a.toml", "in.txt", "res/x/out.txt", 40.0));
+    // Two stages: the second logs its input too (exactly-once), the sink is stage 3.
+    let toml = job_toml(
+        "a.toml",
+        "in.txt",
+        "res/x/out.txt",
+        40.0,
+        "exactly-once",
+        &[(1, "identity", &[]), (1, "identity", &[])],
+    );
+    c.file("a.toml", &toml);
+    let id = c.submit("a.toml");
     wait_for(
         "some output to be committed",
         Duration::from_secs(60),
@@ -866,16 +877,38 @@ fn an_output_that_cannot_be_written_keeps_the_log_and_followers_get_the_status()
         },
     );
     let store = c.dir.path().join("leader/store");
+    let logs = store.join("logs").join(&id);
+    let folders = || -> Vec<String> {
+        let mut f: Vec<String> = std::fs::read_dir(&logs)
+            .map(|d| {
+                d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        f.sort();
+        f
+    };
+    // The sink holds output only once stage 2 committed it to its log.
+    assert!(
+        folders().iter().any(|f| f == "2.0"),
+        "stage 2 logs: {:?}",
+        folders()
+    );
     std::fs::write(store.join("res"), "in the way\n").unwrap();
     c.ok(&["cancel", &id]);
     let j = c.wait_job(&id, Duration::from_secs(60));
     assert_eq!(j["status"], "cancelled", "{j}");
     let error = j["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("could not be written") && error.contains(&format!("logs/{id}/")),
-        "the job says its output is in its kept log: {j}"
+        error.contains("could not be written") && error.contains(&format!("logs/{id}/3.0/")),
+        "the job says its output is in its sink's kept log: {j}"
     );
-    let segments = std::fs::read_dir(store.join("logs").join(&id))
+    wait_for(
+        "only the sink's log to be left",
+        Duration::from_secs(30),
+        || (folders() == ["3.0"]).then_some(()),
+    );
+    let segments = std::fs::read_dir(logs.join("3.0"))
         .map(|d| d.count())
         .unwrap_or(0);
     assert!(segments > 0, "the sink's log is kept");

@@ -18,7 +18,10 @@ use rainstorm_store::output::SinkProgress;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
+
+mod logs;
+use logs::{remove_in_background, trim_to_sink_log};
 
 /// Stops the job's tasks, removes what it leaves behind and records its final status.
 pub(super) async fn cleanup(
@@ -97,11 +100,12 @@ pub(super) async fn cleanup(
             Err(why) => (None, Some(why)),
         },
     };
+    let sink_key = super::job::sink_key(id, spec);
     let error = match (error, &unwritten) {
         (e, Some(why)) => Some(format!(
-            "{}the output it committed could not be written ({why}); the output stays as it was and the sink's log is kept under {}/{}",
+            "{}the output it committed could not be written ({why}); the output stays as it was and the sink's log is kept under {}{}",
             e.map(|e| format!("{e}; ")).unwrap_or_default(),
-            rainstorm_store::log::job_prefix(id),
+            rainstorm_store::log::task_prefix(&sink_key),
             match leader.cfg.scratch {
                 true => " (`rainstorm run` removes it when it exits: run the job again with --keep-logs to keep it)",
                 false => "",
@@ -173,10 +177,14 @@ pub(super) async fn cleanup(
     });
     match &error {
         None => info!(job = %id, status = ?status, "job ended"),
-        Some(e) => warn!(job = %id, error = %e, "job failed"),
+        Some(e) => warn!(job = %id, status = ?status, error = %e, "job ended with an error"),
     }
     if !keep {
         remove_in_background(leader, id.clone());
+    } else if unwritten.is_some() && !(spec.keep_logs || leader.cfg.keep_logs) {
+        // Only the sink's log holds what the job committed: the other stages' logs are of no
+        // use to anyone now (a probe's full store kept 26 MB of them for good).
+        trim_to_sink_log(leader, id.clone(), sink_key);
     }
 }
 
@@ -184,76 +192,6 @@ fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Removes a job's input logs (`logs/<id>/`).
-async fn remove_logs(leader: &Leader, id: &JobId) -> Result<(), String> {
-    let prefix = format!("{}/", rainstorm_store::log::job_prefix(id));
-    leader
-        .store
-        .delete_prefix(&prefix)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Updates a job's record (in memory, then durably) after a removal attempt.
-async fn record_removal(leader: &Leader, id: &JobId, result: &Result<(), String>) {
-    let record = {
-        let mut st = lock(&leader.state);
-        let Some(j) = st.jobs.get_mut(id) else {
-            return;
-        };
-        j.logs_left = result.is_err();
-        j.cleanup_error = result.as_ref().err().cloned();
-        j.stored(id)
-    };
-    if let Err(e) = leader.persist.put_job(record).await {
-        warn!(job = %id, error = %format!("{e:#}"), "could not record the removal of the job's logs");
-    }
-}
-
-/// First delay and cap of the removal retries.
-const RETRY_FIRST: Duration = Duration::from_millis(200);
-const RETRY_CAP: Duration = Duration::from_secs(30);
-
-/// Removes an ended job's logs in the background, retrying with backoff until it succeeds or
-/// the leader stops (the record keeps `logs_left`, so the next leader carries on). Every
-/// failure is logged and kept in the job record (`cleanup_error`); the leader's stop waits
-/// for an attempt in progress (`Leader::cleanups`).
-fn remove_in_background(leader: &Arc<Leader>, id: JobId) {
-    let l = leader.clone();
-    let task = async move {
-        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
-        let mut last: Option<String> = None;
-        for attempt in 1u64.. {
-            if attempt > 1 {
-                tokio::select! {
-                    _ = l.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff.next()) => {}
-                }
-            }
-            let result = remove_logs(&l, &id).await;
-            match &result {
-                Ok(()) => debug!(job = %id, attempt, "the job's input logs are removed"),
-                Err(e) => {
-                    warn!(job = %id, attempt, error = %e, "could not delete the job's input logs; retrying")
-                }
-            }
-            let changed = result.as_ref().err() != last.as_ref();
-            if changed || result.is_ok() {
-                record_removal(&l, &id, &result).await;
-            }
-            match result {
-                Ok(()) => return,
-                Err(e) => last = Some(e),
-            }
-        }
-    };
-    leader
-        .cleanups
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .spawn(task);
 }
 
 /// Writes what the sink of a job that did not succeed had committed as its output (an

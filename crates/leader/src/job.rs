@@ -199,13 +199,7 @@ impl JobRec {
 
     /// The sink task of this job (stage K+1): its log is the job's committed output.
     pub fn sink_key(&self, id: &JobId) -> TaskKey {
-        TaskKey {
-            job: id.clone(),
-            pos: crate::model::ids::TaskPos {
-                stage: self.spec.sink_stage(),
-                index: 0,
-            },
-        }
+        sink_key(id, &self.spec)
     }
 
     /// Where the job's output file goes.
@@ -315,6 +309,17 @@ impl JobRec {
             scaling: Scaling::restored(job.scaling, false),
             commits: watch::Sender::new((0, 0)),
         }
+    }
+}
+
+/// The sink task of job `id` with spec `spec` (stage K+1, its only task).
+pub fn sink_key(id: &JobId, spec: &JobSpec) -> TaskKey {
+    TaskKey {
+        job: id.clone(),
+        pos: crate::model::ids::TaskPos {
+            stage: spec.sink_stage(),
+            index: 0,
+        },
     }
 }
 
