@@ -47,11 +47,23 @@ pub(super) fn final_status(info: &JobInfo) -> ExitCode {
             info.elapsed_ms as f64 / 1000.0
         ),
     }
+    if info.discarded_tuples > 0 {
+        eprintln!("rainstorm: warning: {}", discarded(info.discarded_tuples));
+    }
     if succeeded(info) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     }
+}
+
+/// What a job's discarded tuples mean, said where its status is shown.
+fn discarded(n: u64) -> String {
+    format!(
+        "at least {n} tuples were not processed: an operator exited 0 before its input ended, \
+         and what its task was fed after that was discarded (`rainstorm tasks --json`: \
+         `discarded`)"
+    )
 }
 
 /// `text` as a terminal shows it safely: control characters (a newline, an escape sequence)
@@ -239,6 +251,9 @@ pub(super) fn job(j: &JobInfo, json: bool) -> anyhow::Result<()> {
         _ => println!("rate:       unthrottled"),
     }
     println!("tuples:     {} in, {} out", j.source_tuples, j.sink_tuples);
+    if j.discarded_tuples > 0 {
+        println!("discarded:  {}", discarded(j.discarded_tuples));
+    }
     println!(
         "failures:   {} seen, {} recoveries",
         j.failures, j.recoveries

@@ -56,7 +56,7 @@ pub struct WorkerRec {
     pub dead_since: Option<Instant>,
 }
 
-pub use rec::TaskRec;
+pub use rec::{reported_pid, TaskRec};
 
 /// Wakes the followers of `r`'s job when `r` is its sink's report of a group commit they have
 /// not seen (its worker reports each one as it is made).
@@ -255,6 +255,7 @@ impl State {
         t.queued = r.queued;
         t.tuples_in = r.tuples_in;
         t.tuples_out = r.tuples_out;
+        t.discarded = r.discarded;
         t.pid = pid.or(t.pid);
         t.state = r.state;
         let newly_done = r.done && !t.done;
@@ -368,24 +369,6 @@ impl State {
             .filter(|t| &t.worker == worker && !t.state.is_terminal())
             .count() as u32
     }
-}
-
-/// A pid a worker reports for a task, if it can be an operator process: the task runs an
-/// executable, and the pid names one process (not 0, 1 or a group). Anything else is ignored,
-/// so a report can never make `kill-task` aim at a group or at the worker itself.
-pub fn reported_pid(
-    jobs: &BTreeMap<JobId, JobRec>,
-    key: &TaskKey,
-    pid: Option<u32>,
-) -> Option<u32> {
-    let pid = pid.filter(|p| *p > 1 && *p <= i32::MAX as u32)?;
-    let exec = jobs.get(&key.job).is_some_and(|j| {
-        matches!(
-            j.spec.role_of(key.pos.stage),
-            StageRole::Operator(s) if matches!(s.operator, crate::model::spec::OperatorSpec::Exec { .. })
-        )
-    });
-    exec.then_some(pid)
 }
 
 /// Shared handle to the state.

@@ -51,6 +51,10 @@ impl State {
             source_read_bytes,
             stage_tasks: self.stage_tasks(id, j),
             scaling: j.scaling.list.clone(),
+            discarded_tuples: (self.tasks.iter())
+                .filter(|(k, _)| &k.job == id)
+                .map(|(_, t)| t.discarded)
+                .sum(),
         })
     }
 
@@ -162,6 +166,7 @@ impl State {
                 busy_s: round3(t.meters.last.busy_ns as f64 / 1e9),
                 backpressured_s: round3(t.meters.last.backpressure_ns as f64 / 1e9),
                 uptime_s: round3(t.meters.last.uptime_ns as f64 / 1e9),
+                discarded: t.discarded,
             })
             .collect();
         v.sort_by_key(|t| (t.job.0.len(), t.job.0.clone(), t.stage, t.task));

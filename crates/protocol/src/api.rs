@@ -120,6 +120,12 @@ pub struct JobInfo {
     /// Every rescale decided for the job, oldest first.
     #[serde(default)]
     pub scaling: Vec<ScaleInfo>,
+    /// Tuples its executables were fed after they exited 0 before their input ended, and
+    /// discarded (the operator protocol lets an operator stop early, like `head`), as the
+    /// current attempts of its tasks last reported: not 0 means part of the input was not
+    /// processed.
+    #[serde(default)]
+    pub discarded_tuples: u64,
 }
 
 /// One rescale of a stage, as `rainstorm job ID --json` lists it.
@@ -212,6 +218,9 @@ pub struct TaskInfo {
     /// Age of the current attempt as its worker last reported it, seconds.
     #[serde(default)]
     pub uptime_s: f64,
+    /// Tuples fed after its executable exited 0 before its input ended: discarded.
+    #[serde(default)]
+    pub discarded: u64,
 }
 
 /// Liveness of a worker.

@@ -162,6 +162,11 @@ pub struct TaskReport {
     /// than at their next poll.
     #[serde(default)]
     pub commits: u64,
+    /// Tuples fed to this attempt's executable after it exited 0 before its input ended:
+    /// discarded, as the operator protocol allows (`head -n 5`), and counted so a job can say
+    /// so rather than end as if it had processed them (hostile probe).
+    #[serde(default)]
+    pub discarded: u64,
 }
 
 /// Periodic liveness message.

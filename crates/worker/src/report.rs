@@ -36,6 +36,7 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         switched: s.board.last(),
         handed: s.handed.load(Ordering::Relaxed),
         commits: *s.commits.borrow(),
+        discarded: s.discarded.load(Ordering::Relaxed),
     }
 }
 

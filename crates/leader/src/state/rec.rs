@@ -47,6 +47,8 @@ pub struct TaskRec {
     /// The latest routing version whose lost key groups' state it handed over, as the job's
     /// core was told.
     pub handed: u32,
+    /// Tuples its current attempt's executable was fed after it exited 0 early: discarded.
+    pub discarded: u64,
     /// Its output was held back for most of the time between its last two reports (see
     /// `State::take_report`): pending work the stall detector counts like a full inbox.
     pub blocked: bool,
@@ -87,8 +89,27 @@ impl TaskRec {
             standby: false,
             switched: None,
             handed: 0,
+            discarded: 0,
             unrecoverable: false,
             blocked: false,
         }
     }
+}
+
+/// A pid a worker reports for a task, if it can be an operator process: the task runs an
+/// executable, and the pid names one process (not 0, 1 or a group). Anything else is ignored,
+/// so a report can never make `kill-task` aim at a group or at the worker itself.
+pub fn reported_pid(
+    jobs: &std::collections::BTreeMap<crate::model::ids::JobId, crate::job::JobRec>,
+    key: &crate::model::ids::TaskKey,
+    pid: Option<u32>,
+) -> Option<u32> {
+    let pid = pid.filter(|p| *p > 1 && *p <= i32::MAX as u32)?;
+    let exec = jobs.get(&key.job).is_some_and(|j| {
+        matches!(
+            j.spec.role_of(key.pos.stage),
+            StageRole::Operator(s) if matches!(s.operator, crate::model::spec::OperatorSpec::Exec { .. })
+        )
+    });
+    exec.then_some(pid)
 }

@@ -50,6 +50,7 @@ fn running(key: TaskKey, attempt: u32) -> crate::protocol::control::TaskReport {
         switched: None,
         handed: 0,
         commits: 0,
+        discarded: 0,
     }
 }
 

@@ -44,6 +44,8 @@ pub struct ExecOperator {
     pub(super) skip: Arc<AtomicU64>,
     /// How to start the operator again, to rebuild its state (`history`).
     pub(super) relaunch: Option<Relaunch>,
+    /// Tuples fed after the process exited 0 before its input ended (the task's count).
+    pub(super) discarded: Arc<AtomicU64>,
 }
 
 /// What starting an operator's process again takes: a key group's state is rebuilt in a fresh
@@ -84,7 +86,14 @@ impl ExecOperator {
             refused,
             skip,
             relaunch: None,
+            discarded: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The same, counting the tuples it discards on `discarded` (the task's status).
+    pub fn counting_discards(mut self, discarded: Arc<AtomicU64>) -> ExecOperator {
+        self.discarded = discarded;
+        self
     }
 
     /// The same, able to start its process again to rebuild key groups' state.
@@ -160,9 +169,9 @@ impl ExecOperator {
     /// input is discarded.
     fn finished_early(&mut self) {
         if !self.done {
-            tracing::info!(
+            tracing::warn!(
                 pid = self.pid,
-                "operator exited 0 before its input ended; the rest of its input is discarded"
+                "operator exited 0 before its input ended; the rest of its input is discarded (counted as the task's `discarded`)"
             );
         }
         self.done = true;
@@ -171,6 +180,10 @@ impl ExecOperator {
 
     /// Writes one tuple to the operator's stdin (buffered); discarded once it has exited 0.
     pub async fn feed(&mut self, t: &Tuple, emit_ns: u64) -> Result<(), ExecError> {
+        if self.done {
+            self.discarded.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         self.stamp.store(emit_ns, Ordering::Relaxed);
         self.send(t).await
     }

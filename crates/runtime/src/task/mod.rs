@@ -159,12 +159,14 @@ pub async fn run_task(
                 .launch(&p, args)
                 .map(|launched| {
                     let st = status.clone();
-                    let op = ExecOperator::start(launched, router).restartable(Relaunch {
-                        launcher: env.launcher.clone(),
-                        path: p.clone(),
-                        args: args.clone(),
-                        on_pid: Arc::new(move |pid| st.set_pid(pid)),
-                    });
+                    let op = ExecOperator::start(launched, router)
+                        .restartable(Relaunch {
+                            launcher: env.launcher.clone(),
+                            path: p.clone(),
+                            args: args.clone(),
+                            on_pid: Arc::new(move |pid| st.set_pid(pid)),
+                        })
+                        .counting_discards(status.discarded.clone());
                     status.set_pid(op.pid());
                     Operator::Exec(op)
                 })

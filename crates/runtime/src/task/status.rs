@@ -69,6 +69,8 @@ pub struct TaskStatus {
     pub handed: std::sync::atomic::AtomicU32,
     /// A sink: its group commits so far, watched by its worker, which reports each one.
     pub commits: tokio::sync::watch::Sender<u64>,
+    /// Tuples fed after its executable exited 0 before its input ended: discarded.
+    pub discarded: Arc<AtomicU64>,
 }
 
 impl TaskStatus {

@@ -56,6 +56,7 @@ fn end() -> OutputEvent {
         source_read_bytes: None,
         stage_tasks: Vec::new(),
         scaling: Vec::new(),
+        discarded_tuples: 0,
     })
 }
 

@@ -58,6 +58,7 @@ fn report(key: &TaskKey, handed: u32) -> TaskReport {
         switched: None,
         handed,
         commits: 0,
+        discarded: 0,
     }
 }
 
