@@ -230,6 +230,21 @@ fn a_leader_without_a_secret_listens_on_loopback_only() {
     );
 }
 
+/// A job id the user typed that looks like a path names that id, not another route: the
+/// leader answers "no job" for it (an empty 404 before: the URL was resolved to another path).
+#[test]
+fn a_job_id_like_a_path_is_answered_as_no_such_job() {
+    let c = Cluster::start(0, 5.0);
+    for id in ["../x", "a/../../b", "x/output"] {
+        for cmd in [&["job", id][..], &["cancel", id], &["follow", id]] {
+            let out = c.run(cmd);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{cmd:?}");
+            assert!(err.contains(&format!("no job {id}")), "{cmd:?}: {err}");
+        }
+    }
+}
+
 /// A tuple no data-plane frame can carry fails its task with a message saying so, instead of
 /// a link reconnecting in a loop forever.
 #[test]

@@ -104,7 +104,7 @@ impl State {
         let sink = &files.writes;
         if files.reads.contains(sink) {
             return Err(FileConflict(format!(
-                "sink.path {sink}: job {me}'s sink cannot be its own source or operator (job {me} reads it)"
+                "sink.path {sink}: a job's sink cannot be its own source or operator (this job reads it)"
             )));
         }
         if reserved(sink) {
@@ -115,23 +115,23 @@ impl State {
         for (id, other) in running(self) {
             if &other.writes == sink {
                 return Err(FileConflict(format!(
-                    "sink.path {sink}: already the sink of running job {id}; job {me} cannot write it too"
+                    "sink.path {sink}: already the sink of running job {id}; this job cannot write it too"
                 )));
             }
             if overlap(&other.writes, sink) {
                 return Err(FileConflict(format!(
-                    "sink.path {sink}: running job {id} writes {}, and one of the two paths is a folder of the other; job {me} cannot write it",
+                    "sink.path {sink}: running job {id} writes {}, and one of the two paths is a folder of the other; this job cannot write it",
                     other.writes
                 )));
             }
             if let Some(r) = other.reads.iter().find(|r| overlap(r, sink)) {
                 return Err(FileConflict(format!(
-                    "sink.path {sink}: running job {id} reads {r}; job {me} cannot write it"
+                    "sink.path {sink}: running job {id} reads {r}; this job cannot write it"
                 )));
             }
             if let Some(r) = files.reads.iter().find(|r| overlap(r, &other.writes)) {
                 return Err(FileConflict(format!(
-                    "{r}: the sink of running job {id} is {}; job {me} cannot read it while it is written",
+                    "{r}: the sink of running job {id} is {}; this job cannot read it while it is written",
                     other.writes
                 )));
             }
@@ -142,7 +142,7 @@ impl State {
                 .map(|w| (p, w))
         }) {
             return Err(FileConflict(format!(
-                "{p}: {w} is being uploaded now; job {me} cannot use it"
+                "{p}: {w} is being uploaded now; this job cannot use it"
             )));
         }
         if let Some((p, d)) = files.reads.iter().chain([sink]).find_map(|p| {
@@ -153,7 +153,7 @@ impl State {
                 .map(|d| (p, d))
         }) {
             return Err(FileConflict(format!(
-                "{p}: {d} is being deleted now; job {me} cannot use it"
+                "{p}: {d} is being deleted now; this job cannot use it"
             )));
         }
         self.files.jobs.insert(me.clone(), files);

@@ -111,7 +111,10 @@ impl Client {
         out: &mut OutputWriter,
     ) -> Result<JobInfo, Break> {
         let req = self
-            .request(Method::GET, &format!("/api/jobs/{id}/output"))
+            .request(
+                Method::GET,
+                &format!("/api/jobs/{}/output", super::job_segment(id)),
+            )
             .query(&[("offset", *written)]);
         let resp = req.send().await.map_err(|e| Break::Lost {
             connected: false,

@@ -134,7 +134,8 @@ impl Client {
 
     /// One job.
     pub async fn job(&self, id: &str) -> anyhow::Result<JobInfo> {
-        self.get_json(&format!("/api/jobs/{id}")).await
+        self.get_json(&format!("/api/jobs/{}", job_segment(id)))
+            .await
     }
 
     /// All jobs.
@@ -154,7 +155,10 @@ impl Client {
 
     /// Cancels a job.
     pub async fn cancel(&self, id: &str) -> anyhow::Result<()> {
-        let req = self.request(Method::POST, &format!("/api/jobs/{id}/cancel"));
+        let req = self.request(
+            Method::POST,
+            &format!("/api/jobs/{}/cancel", job_segment(id)),
+        );
         self.send(req).await.map(drop)
     }
 
@@ -190,7 +194,7 @@ impl Client {
     /// Changes a running job's source rate (`rainstorm set-rate`).
     pub async fn set_rate(&self, id: &str, rate: f64) -> anyhow::Result<()> {
         let req = self
-            .request(Method::POST, &format!("/api/jobs/{id}/rate"))
+            .request(Method::POST, &format!("/api/jobs/{}/rate", job_segment(id)))
             .json(&serde_json::json!({ "rate": rate }));
         let _: serde_json::Value = self.call(req).await?;
         Ok(())
@@ -202,7 +206,10 @@ impl Client {
     pub async fn scale(&self, id: &str, stage: u32, tasks: u32) -> anyhow::Result<ScaleOutcome> {
         let before = self.job(id).await?.scaling.len();
         let req = self
-            .request(Method::POST, &format!("/api/jobs/{id}/scale"))
+            .request(
+                Method::POST,
+                &format!("/api/jobs/{}/scale", job_segment(id)),
+            )
             .json(&serde_json::json!({ "stage": stage, "tasks": tasks }));
         let _: serde_json::Value = self.call(req).await?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -273,4 +280,13 @@ impl Client {
 /// Whether a status means success, for exit codes.
 pub fn succeeded(info: &JobInfo) -> bool {
     info.status == JobStatus::Succeeded
+}
+
+/// A job id as one segment of an API path: every byte but letters, digits, `-` and `_`
+/// percent-encoded, so an id the user typed (`../x`) names no other route; the leader then
+/// answers "no job" for it (an empty 404 before: the URL had been resolved to another path).
+pub(crate) fn job_segment(id: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_');
+    percent_encoding::utf8_percent_encode(id, KEEP).to_string()
 }
