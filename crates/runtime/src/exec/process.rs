@@ -260,64 +260,12 @@ fn spawn_child(
     else {
         return Err(spawn_err(std::io::Error::other("no pipes")));
     };
-    widen_pipe(&stdin, pid, "stdin");
-    widen_pipe(&stdout, pid, "stdout");
     Ok((child, pid, stdin, stdout, stderr))
-}
-
-/// The capacity asked for an operator's stdin and stdout pipes: the task writes its input in
-/// [`PIPE_BUF`](super::PIPE_BUF) pieces, which the kernel's default 64 KiB pipe took in
-/// four wake-ups of the reader and the writer each.
-const PIPE_CAPACITY: libc::c_int = 1 << 20;
-
-/// Asks the kernel for a larger pipe (`F_SETPIPE_SZ`). Refused past the system's limit for
-/// an unprivileged user (`/proc/sys/fs/pipe-max-size`, 1 MiB by default): the pipe keeps
-/// its size, which works, only with more wake-ups.
-fn widen_pipe(pipe: &impl std::os::fd::AsRawFd, pid: u32, which: &str) {
-    // SAFETY: fcntl on a descriptor this process owns; F_SETPIPE_SZ reads no memory.
-    let got = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY) };
-    if got < 0 {
-        let e = std::io::Error::last_os_error();
-        tracing::debug!(pid, which, error = %e, "operator pipe keeps its default size");
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
-
-    /// Whether this system lets this process have a pipe of [`PIPE_CAPACITY`].
-    fn wide_pipes_allowed() -> bool {
-        let mut fds = [0; 2];
-        // SAFETY: pipe and fcntl on descriptors made here and closed before returning.
-        unsafe {
-            if libc::pipe(fds.as_mut_ptr()) != 0 {
-                return false;
-            }
-            let got = libc::fcntl(fds[1], libc::F_SETPIPE_SZ, PIPE_CAPACITY);
-            libc::close(fds[0]);
-            libc::close(fds[1]);
-            got >= PIPE_CAPACITY
-        }
-    }
-
-    #[tokio::test]
-    async fn an_operator_s_pipes_are_widened() {
-        if !wide_pipes_allowed() {
-            eprintln!("this system refuses {PIPE_CAPACITY}-byte pipes; nothing to check");
-            return;
-        }
-        let (mut child, _, stdin, stdout, _) =
-            spawn_child(Path::new("/bin/cat"), &[]).expect("cat starts");
-        for fd in [stdin.as_raw_fd(), stdout.as_raw_fd()] {
-            // SAFETY: fcntl on descriptors this test owns; F_GETPIPE_SZ reads no memory.
-            let size = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
-            assert_eq!(size, PIPE_CAPACITY, "pipe {fd}");
-        }
-        drop(stdin);
-        child.wait().await.expect("cat ends");
-    }
 
     #[test]
     fn an_operator_sees_no_secret_and_no_store_credential() {
