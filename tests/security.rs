@@ -334,7 +334,7 @@ fn an_operator_line_over_64_mib_is_the_failure_reason_not_the_sigpipe_after_it()
     assert!(
         errors
             .iter()
-            .any(|e| e.contains("operator wrote a line longer than") && e.contains("64 MiB")),
+            .any(|e| e.contains("operator wrote a line larger than") && e.contains("64 MiB")),
         "the task's error must name the long line: {errors:?} / {j}"
     );
     assert!(
