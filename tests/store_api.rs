@@ -132,7 +132,11 @@ fn two_running_jobs_cannot_share_a_sink() {
     );
     // Only the running job: the refused one gets no record (its id named a job that never
     // existed; hostile probe).
-    assert_eq!(job_ids(&err).len(), 1, "only the running job is named: {err}");
+    assert_eq!(
+        job_ids(&err).len(),
+        1,
+        "only the running job is named: {err}"
+    );
     assert!(err.contains("this job"), "{err}");
     assert_eq!(job_count(&c), 1, "nothing of the refused job was created");
     // Once the first job has ended, the sink is free again.
@@ -155,7 +159,11 @@ fn a_jobs_sink_cannot_be_a_running_jobs_source() {
         err.contains(&first) && err.contains("in.txt") && err.contains("reads"),
         "the refusal names the running job that reads the file: {err}"
     );
-    assert_eq!(job_ids(&err).len(), 1, "only the running job is named: {err}");
+    assert_eq!(
+        job_ids(&err).len(),
+        1,
+        "only the running job is named: {err}"
+    );
     // Nor the other way round: a job cannot read what a running job is writing.
     let err = refused_submit(&c, &job(&c, "c.toml", "out/a.txt", "out/c.txt", 0.0));
     assert!(err.contains(&first) && err.contains("out/a.txt"), "{err}");
