@@ -512,3 +512,37 @@ fn a_cancel_answered_just_before_the_leader_stops_holds_under_the_next_leader() 
     let j = c.json(&["job", &id, "--json"]);
     assert_eq!(j["status"], "cancelled", "{j}");
 }
+
+/// A job whose operator exited 0 early says how many tuples it discarded, and still does under
+/// the next leader: the count is recorded with its end (it was only in the task records, which
+/// a restarted leader does not have).
+#[test]
+fn a_job_s_discarded_tuples_are_recorded_with_its_end() {
+    let mut c = Cluster::start(1, 5.0);
+    let text: String = (0..20_000).map(|i| format!("row {i}\n")).collect();
+    c.file("in.txt", &text);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let head = write_exec(
+        &c.dir.path().join("head5.sh"),
+        "#!/bin/sh\nexec head -n 5\n",
+    );
+    let job = job_toml(
+        "head",
+        "in.txt",
+        "out/head.txt",
+        0.0,
+        "exactly-once",
+        &[(1, head.to_str().unwrap(), &[])],
+    );
+    c.file("head.toml", &job);
+    let id = c.submit("head.toml");
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let discarded = j["discarded_tuples"].as_u64().unwrap_or(0);
+    assert!(discarded > 0, "20,000 lines do not fit in the pipe: {j}");
+    let shown = c.ok(&["job", &id]);
+    assert!(shown.contains("were not processed"), "{shown}");
+    c.restart_leader();
+    let after = c.json(&["job", &id, "--json"]);
+    assert_eq!(after["discarded_tuples"], discarded, "{after}");
+}

@@ -125,24 +125,32 @@ pub(super) async fn cleanup(
     });
     // The final status is durable before it is visible.
     let now = SystemTime::now();
-    let record = lock(&leader.state).jobs.get(id).map(|j| {
-        // Its lines out are the output's, whatever the sink last reported (a job stopped
-        // between two of its reports).
-        if let Some(n) = lines_out {
-            j.sink_tuples.store(n, std::sync::atomic::Ordering::Relaxed);
-        }
-        let mut r = j.stored(id);
-        r.status = status;
-        r.error = error.clone();
-        r.ended_ms = Some(ms(now));
-        r.logs_left = !keep;
-        r.run = None;
-        if not_its_output.is_some() {
-            r.output_replaced = not_its_output.clone();
-        }
-        r.cleanup_error = None;
-        r
-    });
+    let (discarded, record) = {
+        let st = lock(&leader.state);
+        let discarded = st.discarded(id);
+        (
+            discarded,
+            st.jobs.get(id).map(|j| {
+                // Its lines out are the output's, whatever the sink last reported (a job stopped
+                // between two of its reports).
+                if let Some(n) = lines_out {
+                    j.sink_tuples.store(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                let mut r = j.stored(id);
+                r.status = status;
+                r.error = error.clone();
+                r.ended_ms = Some(ms(now));
+                r.logs_left = !keep;
+                r.run = None;
+                if not_its_output.is_some() {
+                    r.output_replaced = not_its_output.clone();
+                }
+                r.cleanup_error = None;
+                r.discarded = r.discarded.max(discarded);
+                r
+            }),
+        )
+    };
     let recorded = match record {
         Some(r) => match leader.persist.put_job(r).await {
             Ok(()) => true,
@@ -165,6 +173,7 @@ pub(super) async fn cleanup(
             }
             j.end(status, error.clone(), now);
             j.logs_left = !keep;
+            j.discarded = j.discarded.max(discarded);
             if not_its_output.is_some() {
                 j.output_replaced = not_its_output.clone();
             }

@@ -75,6 +75,9 @@ pub struct JobRec {
     pub logs_left: bool,
     /// What wrote over or removed its output since it ended (`JobInfo::output_replaced`).
     pub output_replaced: Option<String>,
+    /// Tuples its executables discarded after exiting 0 early, as its tasks had reported when
+    /// it ended (recorded then; while it runs, the view sums its tasks' reports).
+    pub discarded: u64,
     /// The door for the sink's writes of the output through the leader, closed by cleanup.
     pub output: OutputGate,
     /// Its rescales: the `scaling` list (oldest first) and how many ended each way.
@@ -191,6 +194,7 @@ impl JobRec {
             cleanup_error: None,
             logs_left: true,
             output_replaced: None,
+            discarded: 0,
             output: OutputGate::default(),
             scaling: Default::default(),
             commits: watch::Sender::new((0, 0)),
@@ -237,6 +241,7 @@ impl JobRec {
                 Phase::Ended { .. } => None,
             },
             scaling: self.scaling.list.clone(),
+            discarded: self.discarded,
         }
     }
 
@@ -259,6 +264,7 @@ impl JobRec {
         rec.recoveries = job.recoveries;
         rec.last_failure = job.last_failure.clone();
         rec.logs_left = job.logs_left;
+        rec.discarded = job.discarded;
         rec.scaling = Scaling::restored(job.scaling.clone(), true);
         if let Some(run) = &job.run {
             rec.set_run(run.clone());
@@ -304,6 +310,7 @@ impl JobRec {
             cleanup_error: job.cleanup_error,
             logs_left: job.logs_left,
             output_replaced: job.output_replaced.clone(),
+            discarded: job.discarded,
             // Ended: its output is final, and no sink writes it any more.
             output: OutputGate::shut(),
             scaling: Scaling::restored(job.scaling, false),

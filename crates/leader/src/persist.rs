@@ -63,6 +63,9 @@ pub struct StoredJob {
     /// Its `scaling` list as of this record (a restarted leader shows it on).
     #[serde(default)]
     pub scaling: Vec<crate::protocol::control::ScaleInfo>,
+    /// See `JobInfo::discarded_tuples`: what its tasks had reported when it ended.
+    #[serde(default)]
+    pub discarded: u64,
 }
 
 pub use crate::coordinator::record::{PlacedTask, RunState};

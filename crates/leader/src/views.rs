@@ -51,11 +51,17 @@ impl State {
             source_read_bytes,
             stage_tasks: self.stage_tasks(id, j),
             scaling: j.scaling.list.clone(),
-            discarded_tuples: (self.tasks.iter())
-                .filter(|(k, _)| &k.job == id)
-                .map(|(_, t)| t.discarded)
-                .sum(),
+            discarded_tuples: self.discarded(id).max(j.discarded),
         })
+    }
+
+    /// Tuples the current attempts of a job's tasks reported discarded (their executables
+    /// exited 0 early), summed.
+    pub fn discarded(&self, id: &JobId) -> u64 {
+        (self.tasks.iter())
+            .filter(|(k, _)| &k.job == id)
+            .map(|(_, t)| t.discarded)
+            .sum()
     }
 
     /// The source file's size and how much of it the source's current attempt has read, as
