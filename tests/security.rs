@@ -230,6 +230,49 @@ fn a_leader_without_a_secret_listens_on_loopback_only() {
     );
 }
 
+/// A worker holding the secret cannot register on a live worker's data address (`--advertise`):
+/// the tasks placed on it would wait for input that goes to the other's listener, and a
+/// hostile probe's job wedged that way through every restart. It is refused, saying why, and
+/// the cluster keeps its one worker there.
+#[test]
+fn a_worker_cannot_register_on_a_live_worker_s_data_address() {
+    let c = Cluster::start(1, 5.0);
+    let ws = c.json(&["workers", "--json"]);
+    let taken = ws[0]["address"].as_str().unwrap().to_string();
+    let log_path = c.dir.path().join("impostor.log");
+    let mut impostor = std::process::Command::new(bin())
+        .args(["worker", "--leader", &c.url, "--data-dir"])
+        .arg(c.dir.path().join("impostor"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--advertise",
+            &taken,
+            "--slots",
+            "2",
+        ])
+        .env("RAINSTORM_TOKEN", &c.token)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the impostor's refusal", Duration::from_secs(30), || {
+        let log = std::fs::read_to_string(&log_path).ok()?;
+        log.contains(&format!("{taken} is the data address of live worker"))
+            .then_some(())
+    });
+    let ws = c.json(&["workers", "--json"]);
+    let listed: Vec<&str> = ws
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["address"].as_str())
+        .collect();
+    assert_eq!(listed, [taken.as_str()], "{ws}");
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+}
+
 /// A job id the user typed that looks like a path names that id, not another route: the
 /// leader answers "no job" for it (an empty 404 before: the URL was resolved to another path).
 #[test]

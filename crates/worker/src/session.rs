@@ -139,18 +139,27 @@ impl Worker {
             Some(t) => req.bearer_auth(t.expose()),
             None => req,
         };
-        let challenge = with_secret(
+        let asked = with_secret(
             self.http
                 .post(format!("{}/internal/challenge", self.cfg.leader)),
         )
         .send()
         .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| Refused::Other(e.to_string()))?
-        .json::<RegisterChallenge>()
-        .await
-        .map_err(|e| Refused::Other(format!("bad challenge: {e}")))?
-        .challenge;
+        .map_err(|e| Refused::Other(e.to_string()))?;
+        if asked.status() == reqwest::StatusCode::UNAUTHORIZED {
+            // The leader says why (no secret, or another one): its words, not a bare 401.
+            let why = asked.text().await.unwrap_or_else(|e| e.to_string());
+            return Err(Refused::Other(format!(
+                "the leader refused this worker's cluster secret (RAINSTORM_TOKEN / --token-file): {why}"
+            )));
+        }
+        let challenge = asked
+            .error_for_status()
+            .map_err(|e| Refused::Other(e.to_string()))?
+            .json::<RegisterChallenge>()
+            .await
+            .map_err(|e| Refused::Other(format!("bad challenge: {e}")))?
+            .challenge;
         // A store of its own must be the cluster's, and readable: the leader checks the id it
         // holds (`rainstorm_store::marker`). A worker on the leader's store has nothing to show.
         // Read once the leader answered, so after it wrote the id (it does before it serves).

@@ -3,6 +3,7 @@
 //! through which a worker receives its numbered commands.
 
 use super::adopt::{adopt, deliver};
+use super::data_addr::{live_holder, plausible_addr};
 use super::{bearer, error, Shared};
 use crate::model::ids::WorkerId;
 use crate::persist::KnownWorker;
@@ -98,21 +99,6 @@ fn has_secret(l: &Leader, headers: &HeaderMap) -> bool {
         Some(secret) => bearer(headers).is_some_and(|t| secret.matches(t)),
         None => true,
     }
-}
-
-/// Whether a worker's data address can be one: `HOST:PORT`, the host made of the characters
-/// of names and IP addresses. Peers connect to it and every view shows it, so anything else
-/// (markup, control characters) is refused at registration.
-fn plausible_addr(addr: &str) -> bool {
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return false;
-    };
-    addr.len() <= 300
-        && port.parse::<u16>().is_ok()
-        && !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-_:[]%".contains(c))
 }
 
 /// What a registration without the cluster secret is told.
@@ -223,6 +209,16 @@ pub(super) async fn register(
         },
         None => None,
     };
+    if let Some(holder) = live_holder(&l, &req.data_addr, rejoin.as_ref()) {
+        warn!(data = %req.data_addr, holder = %holder, pid = req.pid, "a registration at a live worker's data address was refused");
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "{} is the data address of live worker {holder}: a second worker there would never receive its tasks' input (if {holder} is gone, this registration succeeds once the leader has declared it dead)",
+                req.data_addr
+            ),
+        );
+    }
     let session = match l.cfg.token {
         Some(_) => match random_hex(32) {
             Ok(k) => Some(k),

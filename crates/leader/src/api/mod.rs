@@ -6,6 +6,7 @@
 mod adopt;
 mod committed;
 mod control;
+mod data_addr;
 mod drain;
 mod jobs;
 mod metrics;
