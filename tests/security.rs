@@ -840,15 +840,21 @@ fn registration(
     assert_eq!(status, 200, "{body}");
     let challenge: serde_json::Value = serde_json::from_str(&body).unwrap();
     let challenge = challenge["challenge"].as_str().unwrap().to_string();
+    // A data address of its own: a second live worker on one address is refused.
+    static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(20_000);
+    let data_addr = format!(
+        "127.0.0.1:{}",
+        PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     let claim = RegistrationClaim {
         challenge: challenge.as_bytes(),
-        data_addr: "127.0.0.1:9",
+        data_addr: &data_addr,
         pid: 4242,
         rejoin,
     };
     let req = serde_json::json!({
         "version": PROTOCOL_VERSION,
-        "data_addr": "127.0.0.1:9",
+        "data_addr": data_addr,
         "pid": 4242,
         "key": me.public(),
         "challenge": challenge,
