@@ -73,11 +73,7 @@ pub(super) fn remove_in_background(leader: &Arc<Leader>, id: JobId) {
             }
         }
     };
-    leader
-        .cleanups
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .spawn(task);
+    spawn_cleanup(leader, task);
 }
 
 /// Removes, in the background, every log of an ended job but its sink's (`keep`): once,
@@ -107,6 +103,11 @@ pub(super) fn trim_to_sink_log(leader: &Arc<Leader>, id: JobId, keep: TaskKey) {
             }
         }
     };
+    spawn_cleanup(leader, task);
+}
+
+/// Runs `task` in the leader's set of cleanups, which its stop waits for.
+fn spawn_cleanup(leader: &Leader, task: impl std::future::Future<Output = ()> + Send + 'static) {
     leader
         .cleanups
         .lock()
