@@ -122,6 +122,28 @@ fn forged_control_plane_calls_are_refused() {
         let poll = format!("/internal/commands/{w}?after=18446744073709551615&wait_ms=0");
         assert_eq!(http(&c, "GET", &poll, bearer, "").0, 401);
     }
+    // Nobody without the secret or a session has a body decoded: no 422 that names the
+    // fields the leader expects (hostile probe 9).
+    for path in [
+        "/internal/register",
+        "/internal/heartbeat",
+        "/internal/events",
+        "/internal/leave",
+    ] {
+        let (status, body) = http(&c, "POST", path, None, "{\"not\": \"it\"}");
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(!body.contains("worker_id"), "{path}: {body}");
+    }
+    // A call naming a worker this leader does not know is told so, and its body not read.
+    let (status, body) = http_at(
+        c.url.trim_start_matches("http://"),
+        "POST",
+        "/internal/heartbeat",
+        None,
+        &[("x-rainstorm-worker", "w-nobody")],
+        "{",
+    );
+    assert_eq!((status, body.as_str()), (200, r#"{"known":false}"#));
     // Registering needs the secret.
     assert_eq!(
         http(&c, "POST", "/internal/register", None, register).0,
@@ -1178,7 +1200,14 @@ fn a_pid_a_worker_reports_is_named_as_its_report_not_as_a_fact() {
         "the leader to record the report",
         Duration::from_secs(20),
         || {
-            let (status, body) = http(&c, "POST", "/internal/heartbeat", Some(&session), &beat);
+            let (status, body) = http_at(
+                c.url.trim_start_matches("http://"),
+                "POST",
+                "/internal/heartbeat",
+                Some(&session),
+                &[("x-rainstorm-worker", w.as_str())],
+                &beat,
+            );
             assert_eq!(status, 200, "{body}");
             c.tasks(&id)
                 .iter()
@@ -1240,7 +1269,7 @@ fn a_worker_that_never_starts_its_tasks_cannot_wedge_a_job() {
                     "POST",
                     "/internal/heartbeat",
                     Some(&session),
-                    &[],
+                    &[("x-rainstorm-worker", me.as_str())],
                     &hb,
                 );
                 assert_eq!(status, 200, "the rogue's heartbeat: {body}");

@@ -3,6 +3,7 @@
 //! through it.
 
 use crate::model::ids::WorkerId;
+use crate::protocol::control::WORKER_HEADER;
 use tokio_util::sync::CancellationToken;
 
 /// What a session's helpers need to talk to the leader: who we are, and when to stop.
@@ -22,7 +23,10 @@ pub(crate) struct LeaderLink {
 impl LeaderLink {
     /// A request to the leader's control plane, proving this registration.
     pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, format!("{}{path}", self.leader));
+        let req = self
+            .http
+            .request(method, format!("{}{path}", self.leader))
+            .header(WORKER_HEADER, self.id.0.as_str());
         match &self.key {
             Some(k) => req.bearer_auth(k),
             None => req,

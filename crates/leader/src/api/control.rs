@@ -3,6 +3,7 @@
 //! through which a worker receives its numbered commands.
 
 use super::adopt::{adopt, deliver};
+use super::caller::same_worker;
 use super::data_addr::{live_holder, plausible_addr};
 use super::{bearer, error, Shared};
 use crate::model::ids::WorkerId;
@@ -130,12 +131,17 @@ pub(super) async fn challenge(State(l): Shared, headers: HeaderMap) -> Response 
 pub(super) async fn register(
     State(l): Shared,
     headers: HeaderMap,
-    Json(req): Json<RegisterRequest>,
+    body: axum::body::Bytes,
 ) -> Response {
+    // The secret first: the body of a caller without it is never decoded.
     if !has_secret(&l, &headers) {
-        warn!(data = ?req.data_addr, "a worker without the cluster secret tried to register");
+        warn!("a caller without the cluster secret tried to register");
         return error(StatusCode::UNAUTHORIZED, NO_SECRET);
     }
+    let req: RegisterRequest = match Json::from_bytes(&body) {
+        Ok(Json(req)) => req,
+        Err(rejection) => return rejection.into_response(),
+    };
     if req.version != PROTOCOL_VERSION {
         return error(
             StatusCode::BAD_REQUEST,
@@ -285,7 +291,7 @@ pub(super) async fn heartbeat(
     headers: HeaderMap,
     Json(hb): Json<Heartbeat>,
 ) -> Response {
-    if let Err(denied) = authorize(&l, &headers, &hb.worker_id) {
+    if let Err(denied) = same_worker(&headers, &hb.worker_id) {
         return *denied;
     }
     let to_send = {
@@ -314,7 +320,7 @@ pub(super) async fn events(
     headers: HeaderMap,
     Json(ev): Json<Events>,
 ) -> Response {
-    if let Err(denied) = authorize(&l, &headers, &ev.worker_id) {
+    if let Err(denied) = same_worker(&headers, &ev.worker_id) {
         return *denied;
     }
     let mut to_send = Vec::new();

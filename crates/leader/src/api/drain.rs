@@ -3,7 +3,7 @@
 //! core moves its tasks elsewhere; once it runs nothing the worker says it left and exits.
 
 use super::adopt::deliver;
-use super::control::authorize;
+use super::caller::same_worker;
 use super::{error, Shared};
 use crate::model::ids::WorkerId;
 use crate::protocol::control::{Command, Known, Leave, LeavePhase, WorkerState};
@@ -48,7 +48,7 @@ pub(super) async fn leave(
     headers: HeaderMap,
     Json(req): Json<Leave>,
 ) -> Response {
-    if let Err(denied) = authorize(&l, &headers, &req.worker_id) {
+    if let Err(denied) = same_worker(&headers, &req.worker_id) {
         return *denied;
     }
     let (known, inputs) = {

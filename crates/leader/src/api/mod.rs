@@ -4,6 +4,7 @@
 //! operators: Prometheus metrics (`metrics`) and the dashboard (`leader::dashboard`).
 
 mod adopt;
+mod caller;
 mod committed;
 mod control;
 mod data_addr;
@@ -195,13 +196,21 @@ pub fn router(leader: Arc<Leader>) -> Router {
     // The control plane checks its callers itself: registration proves the secret and the
     // worker's own key (over a fresh challenge), and every later call proves the session key
     // that registration handed out.
-    let internal = Router::new()
-        .route("/internal/challenge", post(control::challenge))
-        .route("/internal/register", post(control::register))
+    // Calls with a body name their worker in a header and prove its session before the body
+    // is read (`caller.rs`).
+    let sessions = Router::new()
         .route("/internal/heartbeat", post(control::heartbeat))
         .route("/internal/leave", post(drain::leave))
         .route("/internal/events", post(control::events))
-        .route("/internal/commands/{id}", get(control::commands));
+        .route_layer(axum::middleware::from_fn_with_state(
+            leader.clone(),
+            caller::require_worker,
+        ));
+    let internal = Router::new()
+        .route("/internal/challenge", post(control::challenge))
+        .route("/internal/register", post(control::register))
+        .route("/internal/commands/{id}", get(control::commands))
+        .merge(sessions);
     // Workers without a store of their own reach the leader's through these: every request
     // proves the cluster secret and, checked by each handler, a live worker registration.
     let worker_store = Router::new()
