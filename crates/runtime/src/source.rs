@@ -108,12 +108,28 @@ impl Pace {
             self.from_line = line_no;
             self.rate = rate;
         }
-        (rate > 0.0).then(|| {
-            let ahead = (line_no - self.from_line) as f64 / rate;
-            self.since + Duration::from_secs_f64(ahead.min(1e9))
-        })
+        if rate <= 0.0 {
+            return None;
+        }
+        let ahead = (line_no - self.from_line) as f64 / rate;
+        let due = self.since + Duration::from_secs_f64(ahead.min(1e9));
+        let now = Instant::now();
+        if now.saturating_duration_since(due) > MAX_LAG {
+            // Held back longer than jitter explains (back-pressure, a store pause): the
+            // backlog is not rushed through; the pace resumes from here.
+            self.since = now;
+            self.from_line = line_no;
+            return Some(now);
+        }
+        Some(due)
     }
 }
+
+/// How far behind its pace a source may fall and still catch up (a burst of at most this
+/// long's worth of lines). Beyond it the pace counts anew from the line reached, as a token
+/// bucket of this size would: a source paused by back-pressure or a store outage goes on at
+/// its rate, not as fast as it can (hostile probe 9).
+const MAX_LAG: Duration = Duration::from_secs(1);
 
 /// The size of a job's source, for progress only: a failed look-up is logged, not fatal.
 async fn source_size(env: &TaskEnv, paths: PathMode, path: &str) -> Option<u64> {

@@ -39,6 +39,28 @@ async fn lines_an_earlier_attempt_read_go_at_once_and_the_pace_counts_after_them
     assert_eq!(fresh.due(110, rate), Some(start + Duration::from_secs(11)));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_source_held_back_resumes_at_its_rate_not_in_a_rush() {
+    let rate = 100.0;
+    let start = Instant::now();
+    let mut pace = Pace {
+        since: start,
+        from_line: 0,
+        rate,
+        caught_up: 0,
+    };
+    assert_eq!(pace.due(0, rate), Some(start));
+    // Behind by half a second (jitter): the lines that were due go at once.
+    tokio::time::advance(Duration::from_millis(600)).await;
+    assert_eq!(pace.due(10, rate), Some(start + Duration::from_millis(100)));
+    // Held back 30 s (a store pause): the 3,000 lines due since are not rushed; line 11 goes
+    // now and every later one at the rate from here.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let now = Instant::now();
+    assert_eq!(pace.due(11, rate), Some(now));
+    assert_eq!(pace.due(111, rate), Some(now + Duration::from_secs(1)));
+}
+
 #[tokio::test]
 async fn lines_become_numbered_tuples_whatever_their_ending() {
     let got = read_all(b"a,1\r\nb,2\n\nlast", 100).await.unwrap();
