@@ -29,6 +29,7 @@ mod roster;
 mod scaling;
 pub mod server;
 pub mod state;
+mod store_wait;
 pub mod submitting;
 pub mod validate;
 mod views;
@@ -220,14 +221,7 @@ pub async fn run(
     // What the engine writes into the store is sealed with the cluster secret (`log::seal`).
     let store = store.with_seal(SealKey::from_secret(cfg.token.as_ref()));
     let fresh = crate::protocol::auth::random_hex(16).context("making the cluster id")?;
-    let store_id = rainstorm_store::marker::ensure(&store, &fresh)
-        .await
-        .with_context(|| {
-            format!(
-                "reading or writing the cluster id in the store ({})",
-                store.describe()
-            )
-        })?;
+    let store_id = store_wait::cluster_id(&store, &fresh).await?;
     let http_addr = http.local_addr()?;
     let (spawn_tx, mut spawn_rx) = mpsc::channel(16);
     let leader = Arc::new(Leader {
