@@ -292,3 +292,86 @@ fn a_draining_worker_keeps_at_most_once_tasks_and_a_second_sigterm_stops_it_at_o
     );
     println!("second SIGTERM → exit in {} ms", t0.elapsed().as_millis());
 }
+
+/// An autoscaled stage grows onto a worker that joined after the job was placed. Its
+/// standing-by positions were all put on the two full workers, so every grow was refused
+/// ("no free slot on a worker that runs a standing-by task") for the rest of the job while
+/// the new worker sat idle (hostile probe 10). Now a standby task moves to the new worker, as
+/// a move and not a failure, the stage grows there, and the output is exact.
+#[test]
+fn an_autoscaled_stage_grows_onto_a_worker_that_joined_later() {
+    let mut c = Cluster::start(0, 5.0);
+    c.worker_slots = 2;
+    c.add_worker();
+    c.add_worker();
+    c.wait_alive(2);
+    let input = numbered(3000);
+    c.file("in.txt", &input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    // Four operator tasks own key groups on the four slots; the autoscaler never decides
+    // (its band is wide), the grow is asked for by hand.
+    let job = r#"name = "grows"
+delivery = "exactly-once"
+[source]
+path = "in.txt"
+rate = 300
+[sink]
+path = "out.txt"
+[autoscale]
+low = 1
+high = 1000000
+max_tasks = 3
+[[stages]]
+tasks = 2
+op = "identity"
+[[stages]]
+tasks = 2
+op = "identity"
+"#;
+    c.file("grows.toml", job);
+    let id = c.submit("grows.toml");
+    wait_for("the job to run", Duration::from_secs(30), || {
+        (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? > 0).then_some(())
+    });
+    let refused = c.run(&["scale", &id, "1", "3"]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no free slot"),
+        "{refused:?}"
+    );
+    c.add_worker();
+    c.wait_alive(3);
+    let joined = c
+        .json(&["workers", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["slots_used"] == 0)
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .expect("the new worker");
+    c.ok(&["scale", &id, "1", "3"]);
+    wait_for(
+        "the grow onto the new worker",
+        Duration::from_secs(30),
+        || {
+            let j = c.json(&["job", &id, "--json"]);
+            let grown = j["stage_tasks"][0].as_u64() == Some(3);
+            let there = c.tasks(&id).iter().any(|t| {
+                t["stage"] == 1 && t["worker"] == joined.as_str() && t["state"] == "running"
+            });
+            (grown && there).then_some(())
+        },
+    );
+    c.ok(&["set-rate", &id, "0"]);
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(j["failures"], 0, "a move is not a failure: {j}");
+    assert_same(
+        "grown",
+        &sorted_lines(&c.store_file("out.txt")),
+        &sorted_lines(&input),
+    );
+    for (w, n) in operator_tasks_per_worker(&c) {
+        assert!(n <= 2, "worker {w} holds {n} operator tasks on 2 slots");
+    }
+}

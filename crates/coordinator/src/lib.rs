@@ -34,6 +34,7 @@ mod recover;
 pub mod rescale;
 mod restart_scale;
 pub use protocol::routing;
+mod standby;
 mod start;
 pub mod sweep;
 mod switch;

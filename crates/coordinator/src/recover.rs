@@ -63,6 +63,18 @@ impl JobCore {
         cluster: &Cluster,
         out: &mut Vec<Action>,
     ) -> Result<(), Outcome> {
+        self.restart_task_to(pos, None, cluster, out);
+        Ok(())
+    }
+
+    /// [`restart_task`](Self::restart_task), on `prefer` if it has room for the task.
+    pub(super) fn restart_task_to(
+        &mut self,
+        pos: TaskPos,
+        prefer: Option<&WorkerId>,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) {
         // A switch of the next stage this task had not made durably cannot be made now.
         self.restarting(pos, out);
         let (old, mut attempt) = match self.tasks.get(&pos) {
@@ -74,7 +86,7 @@ impl JobCore {
             attempt = self.placement.get(&pos).map_or(attempt, |d| d.attempt);
         }
         let slot = self.holds_slot(pos);
-        let Some((target, at)) = Room::of(self, cluster, false).take(slot, old.as_ref(), None)
+        let Some((target, at)) = Room::of(self, cluster, false).take(slot, old.as_ref(), prefer)
         else {
             let why = match cluster.placeable().next() {
                 None => "a live worker",
@@ -82,7 +94,7 @@ impl JobCore {
             };
             self.unplace(pos, attempt, cluster, out);
             self.wait(format!("task {pos} waits for {why}"), out);
-            return Ok(());
+            return;
         };
         self.unplaced.remove(&pos);
         self.assign(pos, target.clone(), &at, attempt, out);
@@ -98,7 +110,6 @@ impl JobCore {
             out.push(Action::SetTimer(Timer::Start(pos, attempt), wait));
         }
         info!(job = %self.id, task = %pos, attempt, worker = %target, wait_ms = wait.as_millis() as u64, "task restarted");
-        Ok(())
     }
 
     /// A task waits for a slot: its next attempt is reserved in the placement, which is made

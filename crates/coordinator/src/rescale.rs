@@ -200,6 +200,9 @@ impl JobCore {
         if let Some(why) = self.cannot_rescale(req, &routing) {
             return Err(why);
         }
+        if req.tasks as usize > active.len() {
+            self.bring_standby_to_room(req.stage, &active, req.tasks as usize, cluster, out);
+        }
         let target = self.target_tasks(req.stage, &active, req.tasks, cluster)?;
         // A grow the free slots cut short goes ahead as far as they allow, and says so (a
         // probe's `scale … 6` was reported "2 → 4 done" and nothing more).

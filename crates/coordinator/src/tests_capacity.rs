@@ -262,3 +262,54 @@ fn a_drain_that_ends_with_tasks_left_moves_them_without_failures() {
     let actions = amo.handle(Input::DrainEnded { worker: w(1) }, &cluster(&[2, 3]));
     assert!(ended(&actions).is_some(), "{actions:?}");
 }
+
+/// A stage that autoscales grows onto a worker that joined after the job was placed. Its
+/// standing-by tasks all sat on full workers, so every grow was refused for the rest of the
+/// job ("no free slot on a worker that runs a standing-by task"; hostile probe 10) while the
+/// new worker stayed idle. Now a standby task moves there, as a move (no failure counted),
+/// and the rescale starts at once.
+#[test]
+fn a_stage_grows_onto_a_worker_that_joined_after_its_standby_tasks_were_placed() {
+    use crate::model::autoscale::AutoscaleSpec;
+    let mut c = core(Delivery::ExactlyOnce);
+    let mut auto = AutoscaleSpec::new(1.0, 1e9);
+    auto.max_tasks = Some(3);
+    c.spec.autoscale = Some(auto);
+    // Three operator tasks own key groups, on the three slots there are; the standby
+    // positions sit on the same two full workers.
+    c.handle(Input::Start, &sized(&[1, 2], &[2, 1]));
+    let standby = pos(1, 2);
+    let before = c.tasks()[&standby].clone();
+    assert_ne!(before.worker, w(3));
+    let grow = || {
+        Input::Scale(crate::rescale::ScaleRequest {
+            stage: 1,
+            tasks: 3,
+            reason: "test".into(),
+            rate: None,
+        })
+    };
+    // No room anywhere: refused, and nothing moves.
+    let actions = c.handle(grow(), &sized(&[1, 2], &[2, 1]));
+    assert_eq!(starts(&actions), 0, "{actions:?}");
+    assert!(actions.iter().any(|a| matches!(a,
+        Action::Scaling(n) if matches!(&n.phase, crate::ScalePhase::Refused(_)))));
+    // w3 joins with two free slots: the standby task moves there and the grow starts.
+    let actions = c.handle(grow(), &sized(&[1, 2, 3], &[2, 1, 2]));
+    assert!(
+        actions.iter().any(|a| matches!(a,
+            Action::Stop { pos, attempt, .. } if *pos == standby && *attempt == before.attempt)),
+        "{actions:?}"
+    );
+    let moved = &c.tasks()[&standby];
+    assert_eq!(
+        (moved.worker.clone(), moved.attempt),
+        (w(3), before.attempt + 1)
+    );
+    assert!(
+        actions.iter().any(|a| matches!(a,
+            Action::Scaling(n) if n.phase == crate::ScalePhase::Started)),
+        "{actions:?}"
+    );
+    assert_eq!(c.failures(), 0);
+}

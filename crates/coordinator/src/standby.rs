@@ -1,0 +1,79 @@
+//! Standing-by tasks follow the free slots. A stage that autoscales places all its task
+//! positions when the job starts, those owning no key group standing by where they were put.
+//! A grow activates standby tasks on workers with a free slot; a worker that joined later
+//! held none of them, so a stage whose standby tasks all sat on full workers could never
+//! grow onto it (hostile probe 10: "no free slot on a worker that runs a standing-by task"
+//! for the rest of the job, the new worker idle). Before a grow, a standby task that cannot
+//! take a slot where it is moves to a worker that has one, as a drain moves a task: a new
+//! attempt there, not counted as a restart.
+
+use super::capacity::Room;
+use super::event::{Action, Cluster};
+use super::job::JobCore;
+use crate::model::ids::TaskPos;
+use crate::model::partition::tasks_of;
+use crate::protocol::control::TaskState;
+use std::collections::BTreeSet;
+use tracing::info;
+
+impl JobCore {
+    /// Moves standby tasks of `stage` from workers without a free slot to workers with one,
+    /// as many as a grow from `active` to `want` tasks needs beyond the standby tasks that
+    /// can take a slot where they are. Returns how many moved.
+    pub(super) fn bring_standby_to_room(
+        &mut self,
+        stage: u32,
+        active: &BTreeSet<u32>,
+        want: usize,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> usize {
+        let mut short = want.saturating_sub(active.len());
+        let mut room = Room::of(self, cluster, false);
+        let mut stuck = Vec::new();
+        for index in 0..tasks_of(&self.spec, stage) {
+            if short == 0 {
+                break;
+            }
+            let pos = TaskPos { stage, index };
+            let Some(t) = self.tasks.get(&pos) else {
+                continue;
+            };
+            if active.contains(&index) || t.state.is_terminal() || self.unplaced.contains(&pos) {
+                continue;
+            }
+            if room.take_on(&t.worker) {
+                short -= 1;
+            } else {
+                stuck.push((pos, t.worker.clone(), t.attempt));
+            }
+        }
+        let mut moved = 0;
+        for (pos, from, attempt) in stuck {
+            if short == 0 {
+                break;
+            }
+            let Some((to, _)) = room.take(true, Some(&from), None) else {
+                break;
+            };
+            if to == from {
+                break;
+            }
+            let Some(t) = self.current_mut(pos, attempt) else {
+                continue;
+            };
+            t.state = TaskState::Cancelled;
+            out.push(Action::Stop {
+                worker: from.clone(),
+                pos,
+                attempt,
+            });
+            *self.moves.entry(pos).or_default() += 1;
+            info!(job = %self.id, task = %pos, attempt, %from, %to, "moving a standing-by task to a worker with a free slot");
+            self.restart_task_to(pos, Some(&to), cluster, out);
+            short -= 1;
+            moved += 1;
+        }
+        moved
+    }
+}
