@@ -310,6 +310,7 @@ impl JobCore {
         );
         a.routing.steps = self.steps_of(pos);
         a.inbound = self.inbound_of(pos.stage);
+        a.standby = crate::capacity::takes_slot(&self.spec, pos.stage) && !self.holds_slot(pos);
         if let Some(up) = pos.stage.checked_sub(1) {
             a.finished_upstream = self
                 .tasks

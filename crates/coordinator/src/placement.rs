@@ -92,6 +92,7 @@ pub fn assignment(
         log_input: stage > 1 && rebuilds_from_history(spec, stage),
         commit_interval_ms: spec.limits.commit_interval_ms,
         finished_upstream: Vec::new(),
+        standby: false,
     }
 }
 

@@ -67,6 +67,10 @@ pub struct TaskAssignment {
     /// again (the attempt would wait for it for ever).
     #[serde(default)]
     pub finished_upstream: Vec<u32>,
+    /// Whether the task starts standing by: its stage autoscales and it owns no key group
+    /// yet. An executable's process then starts only when input first comes for it.
+    #[serde(default)]
+    pub standby: bool,
 }
 
 /// What a task runs. The source (stage 0) and the sink (stage K+1) are placed on workers like
@@ -123,6 +127,7 @@ impl TaskAssignment {
             source_caught_up: 0,
             commit_interval_ms: None,
             finished_upstream: Vec::new(),
+            standby: false,
         }
     }
 }

@@ -29,13 +29,13 @@ use crate::builtin::Builtin;
 use crate::dataplane::acceptance::{Acceptance, Gaps};
 use crate::dataplane::inbound::{AckBoard, Inbound};
 use crate::dataplane::link::{LinkEnd, EPOCH_SHIFT};
-use crate::exec::{ExecOperator, Relaunch};
+use crate::exec::Relaunch;
 use crate::links::{self, Outgoing};
 use crate::model::spec::{Delivery, OperatorSpec};
 use crate::protocol::control::{TaskAssignment, TaskRole, TaskState};
 use crate::sink::{write_output, OutputError, Spool};
 use crate::source::{run_source, SourceEnd, SourceSpec};
-use operator::{Operator, Stop};
+use operator::{Deferred, Operator, Stop};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -154,23 +154,25 @@ pub async fn run_task(
         TaskRole::Operator {
             operator: OperatorSpec::Exec { path, args },
         } => match exec_path {
-            Some(p) => env
-                .launcher
-                .launch(&p, args)
-                .map(|launched| {
-                    let st = status.clone();
-                    let op = ExecOperator::start(launched, router)
-                        .restartable(Relaunch {
-                            launcher: env.launcher.clone(),
-                            path: p.clone(),
-                            args: args.clone(),
-                            on_pid: Arc::new(move |pid| st.set_pid(pid)),
-                        })
-                        .counting_discards(status.discarded.clone());
-                    status.set_pid(op.pid());
-                    Operator::Exec(op)
-                })
-                .map_err(|e| e.to_string()),
+            Some(p) => {
+                let st = status.clone();
+                let deferred = Deferred {
+                    relaunch: Relaunch {
+                        launcher: env.launcher.clone(),
+                        path: p.clone(),
+                        args: args.clone(),
+                        on_pid: Arc::new(move |pid| st.set_pid(pid)),
+                    },
+                    router,
+                    discarded: status.discarded.clone(),
+                };
+                // A standby position's process waits for its first input (`Deferred`).
+                if a.standby {
+                    Ok(Operator::Deferred(Box::new(deferred)))
+                } else {
+                    deferred.start().map(Operator::Exec)
+                }
+            }
             None => Err(format!("operator {path} is not available on this worker")),
         },
     };

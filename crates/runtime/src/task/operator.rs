@@ -3,9 +3,10 @@
 
 use crate::builtin::Builtin;
 use crate::dataplane::router::Router;
-use crate::exec::{ExecError, ExecOperator};
+use crate::exec::{ExecError, ExecOperator, Relaunch};
 use crate::log::LogError;
 use crate::model::tuple::Tuple;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// Why a task attempt stopped before finishing.
@@ -56,21 +57,75 @@ fn routed(e: crate::dataplane::router::Closed) -> Stop {
     }
 }
 
+/// An executable whose process is not started yet. A task that starts standing by (its
+/// stage autoscales and it owns no key group) may never be fed: its process starts with its
+/// first input, a rebuild of gained key groups, or, if none comes, as its input ends (so an
+/// operator that writes at the end of its input still does). Hostile probe 10 counted 80
+/// idle Python processes of standby positions on a cluster of 6 slots.
+pub struct Deferred {
+    /// How to start it, and whom to tell its process id.
+    pub relaunch: Relaunch,
+    /// Where its output goes.
+    pub router: Router,
+    /// The task's count of input discarded after an early exit 0.
+    pub discarded: Arc<AtomicU64>,
+}
+
+impl Deferred {
+    /// Starts the process: the operator as a task that did not defer it would have it.
+    pub fn start(self) -> Result<ExecOperator, String> {
+        let Deferred {
+            relaunch,
+            router,
+            discarded,
+        } = self;
+        let launched = relaunch
+            .launcher
+            .launch(&relaunch.path, &relaunch.args)
+            .map_err(|e| e.to_string())?;
+        let on_pid = relaunch.on_pid.clone();
+        let op = ExecOperator::start(launched, router)
+            .restartable(relaunch)
+            .counting_discards(discarded);
+        on_pid(op.pid());
+        Ok(op)
+    }
+}
+
+/// What a deferred executable that [`Operator::started`] did not start answers (it always
+/// starts it or fails first, so this is never seen).
+fn not_started() -> Stop {
+    Stop::Failed("the operator's process was not started".into())
+}
+
 /// The operator of one task attempt.
 pub enum Operator {
     /// A built-in, its router and a reusable output buffer.
     Builtin(Builtin, Router, Vec<Tuple>),
     /// An executable (whatever process the task's launcher started for it).
     Exec(ExecOperator),
+    /// An executable not started yet ([`Deferred`]).
+    Deferred(Box<Deferred>),
     /// The sink: its input log is its output, so nothing is fed to it (its intake records
     /// the latency of what it accepts); its spool keeps the text of that log for the output.
     Sink(Option<Arc<crate::sink::Spool>>),
 }
 
 impl Operator {
+    /// A deferred executable started (a no-op for any other operator).
+    pub fn started(&mut self) -> Result<&mut Operator, Stop> {
+        if matches!(self, Operator::Deferred(_)) {
+            // A start that fails leaves a stand-in that feeds nothing: the task fails with it.
+            if let Operator::Deferred(d) = std::mem::replace(self, Operator::Sink(None)) {
+                *self = Operator::Exec(d.start().map_err(Stop::Failed)?);
+            }
+        }
+        Ok(self)
+    }
+
     /// Processes one tuple.
     pub async fn feed(&mut self, t: Tuple, emit_ns: u64) -> Result<(), Stop> {
-        match self {
+        match self.started()? {
             Operator::Builtin(op, router, out) => {
                 op.process(t, out);
                 for t in out.drain(..) {
@@ -79,6 +134,7 @@ impl Operator {
                 Ok(())
             }
             Operator::Exec(op) => Ok(op.feed(&t, emit_ns).await?),
+            Operator::Deferred(_) => Err(not_started()),
             // The sink's tuples stay in its log (their latency is taken as they arrive).
             Operator::Sink(_) => Ok(()),
         }
@@ -89,7 +145,7 @@ impl Operator {
         match self {
             Operator::Builtin(_, router, _) => router.flush().await.map_err(routed),
             Operator::Exec(op) => Ok(op.idle().await?),
-            Operator::Sink(_) => Ok(()),
+            Operator::Deferred(_) | Operator::Sink(_) => Ok(()),
         }
     }
 
@@ -98,23 +154,27 @@ impl Operator {
     pub async fn settle(&mut self) -> Result<(), Stop> {
         match self {
             Operator::Builtin(_, router, _) => router.settle().await.map_err(routed),
-            Operator::Exec(_) | Operator::Sink(_) => Ok(()),
+            Operator::Exec(_) | Operator::Deferred(_) | Operator::Sink(_) => Ok(()),
         }
     }
 
     /// Resolves only if the operator failed on its own (an executable died).
     pub async fn died(&mut self) -> Stop {
         match self {
-            Operator::Builtin(..) | Operator::Sink(_) => std::future::pending().await,
+            Operator::Builtin(..) | Operator::Deferred(_) | Operator::Sink(_) => {
+                std::future::pending().await
+            }
             Operator::Exec(op) => op.died().await.into(),
         }
     }
 
     /// Every input ended: lets the operator drain, then ends every outgoing stream.
-    pub async fn finish(self) -> Result<(), Stop> {
+    pub async fn finish(mut self) -> Result<(), Stop> {
+        self.started()?;
         let router = match self {
             Operator::Builtin(_, router, _) => router,
             Operator::Exec(op) => op.finish().await?,
+            Operator::Deferred(_) => return Err(not_started()),
             Operator::Sink(_) => return Ok(()),
         };
         router.finish().await.map_err(routed)

@@ -203,7 +203,8 @@ impl<'a> Takeover<'a> {
 
     /// See [`rebuild`](Self::rebuild).
     async fn rebuild_now(&mut self, op: &mut Operator, w: usize) -> Result<(), Stop> {
-        let Operator::Exec(x) = op else {
+        // A standby position's process starts now, to be restarted with the history.
+        let Operator::Exec(x) = op.started()? else {
             return self.take_handed(op, w).await;
         };
         let started = tokio::time::Instant::now();

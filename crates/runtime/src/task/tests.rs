@@ -310,6 +310,48 @@ impl Launch for SlowEcho {
     }
 }
 
+/// Counts the processes `SlowEcho` starts.
+struct Counted(SlowEcho, Arc<std::sync::atomic::AtomicUsize>);
+
+impl Launch for Counted {
+    fn launch(&self, path: &Path, args: &[String]) -> Result<Launched, ExecError> {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        self.0.launch(path, args)
+    }
+}
+
+/// A task that starts standing by (its stage autoscales, it owns no key group) runs no
+/// process until input comes for it: hostile probe 10 counted 80 idle operator processes of
+/// standby positions on 6 slots. Its first tuple starts the process, which then works as
+/// any other.
+#[tokio::test(start_paused = true)]
+async fn a_standby_executable_starts_its_process_with_its_first_input() {
+    let echo = OperatorSpec::Exec {
+        path: "echo".into(),
+        args: Vec::new(),
+    };
+    let launches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let env = env(
+        Default::default(),
+        Arc::new(Counted(SlowEcho(ZERO), launches.clone())),
+    );
+    let mut a = assignment(echo);
+    a.standby = true;
+    let (status, cancel, run, upstream) = start(env, a, Some(PathBuf::from("echo"))).await;
+    let upstream = upstream.expect("the attempt is running");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        launches.load(Ordering::Relaxed),
+        0,
+        "no process while it stands by"
+    );
+    assert!(!run.is_finished());
+    upstream.batch(1, 3).await;
+    wait_emitted(&status, 3).await;
+    assert_eq!(launches.load(Ordering::Relaxed), 1);
+    stop(cancel, run).await;
+}
+
 /// A stand-in's task in the place of a process (exit 0 once it returned).
 struct StandIn(Option<tokio::task::JoinHandle<()>>);
 
