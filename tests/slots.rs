@@ -375,3 +375,79 @@ op = "identity"
         assert!(n <= 2, "worker {w} holds {n} operator tasks on 2 slots");
     }
 }
+
+/// A worker whose drain timed out with a task that had nowhere to go left the cluster, and
+/// the task waits for a slot. The views said it still ran there: `tasks` listed it running on
+/// the departed worker with its last rate, `workers` the departed worker with a running task
+/// and a slot used (hostile probe 10). Now it is listed `waiting`, the worker that left holds
+/// nothing, and once a worker with room joins the job ends exact.
+#[test]
+fn a_task_left_behind_by_a_drain_that_timed_out_is_listed_waiting() {
+    let mut c = Cluster::start(0, 5.0);
+    c.worker_slots = 2;
+    c.add_worker_env(&[("RAINSTORM_DRAIN_TIMEOUT", "1")]);
+    c.add_worker();
+    c.wait_alive(2);
+    let input = numbered(3000);
+    c.file("in.txt", &input);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    // Three operator tasks on four slots: the drained worker's cannot all move.
+    let job = job_toml(
+        "left-behind",
+        "in.txt",
+        "out.txt",
+        300.0,
+        "exactly-once",
+        &[(2, "identity", &[]), (1, "identity", &[])],
+    );
+    c.file("job.toml", &job);
+    let id = c.submit("job.toml");
+    wait_for("the job to run", Duration::from_secs(30), || {
+        (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? > 0).then_some(())
+    });
+    let drained = c
+        .json(&["workers", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .find(|w| c.worker_index(w) == Some(0))
+        .expect("worker 0's id");
+    c.ok(&["drain", &drained]);
+    let status = wait_exit(&mut c, 0, Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+    wait_state(&c, &drained, &["left"], Duration::from_secs(5));
+    wait_for("a task listed waiting", Duration::from_secs(10), || {
+        let tasks = c.tasks(&id);
+        let waiting = tasks.iter().any(|t| t["state"] == "waiting");
+        let there = tasks
+            .iter()
+            .any(|t| t["worker"] == drained.as_str() && t["state"] == "running");
+        (waiting && !there).then_some(())
+    });
+    let ws = c.json(&["workers", "--json"]);
+    let left = ws
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == drained.as_str())
+        .unwrap();
+    assert_eq!(
+        (&left["running_tasks"], &left["slots_used"]),
+        (&0.into(), &0.into()),
+        "{ws}"
+    );
+    let shown = c.ok(&["tasks"]);
+    assert!(shown.contains("waiting"), "{shown}");
+    // A worker with room joins: the task runs there, and nothing was lost.
+    c.add_worker();
+    c.ok(&["set-rate", &id, "0"]);
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", c.diagnose());
+    assert_eq!(j["failures"], 0, "a move is not a failure: {j}");
+    assert_same(
+        "left behind",
+        &sorted_lines(&c.store_file("out.txt")),
+        &sorted_lines(&input),
+    );
+}

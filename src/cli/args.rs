@@ -210,7 +210,12 @@ pub(super) enum Cmd {
         slots: Option<u32>,
         /// How long a drain (SIGTERM or `rainstorm drain`) waits for the leader to move this
         /// worker's tasks before it stops what is left, in seconds.
-        #[arg(long = "drain-timeout", default_value_t = 60.0, value_parser = positive_secs)]
+        #[arg(
+            long = "drain-timeout",
+            env = "RAINSTORM_DRAIN_TIMEOUT",
+            default_value_t = 60.0,
+            value_parser = positive_secs
+        )]
         drain_timeout: f64,
         #[command(flatten)]
         store: StoreArg,

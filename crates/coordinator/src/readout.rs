@@ -30,6 +30,18 @@ impl JobCore {
         self.recoveries
     }
 
+    /// Tasks whose next attempt waits for a free slot or a live worker, with that attempt's
+    /// number (reserved in the placement: every earlier attempt is fenced off).
+    pub fn waiting(&self) -> Vec<(TaskPos, u32)> {
+        self.unplaced
+            .iter()
+            .map(|p| {
+                let attempt = self.placement.get(p).map(|d| d.attempt);
+                (*p, attempt.unwrap_or_default())
+            })
+            .collect()
+    }
+
     /// The job has an outcome; the core takes no more inputs.
     pub fn ended(&self) -> bool {
         self.ended

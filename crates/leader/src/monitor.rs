@@ -92,7 +92,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 let lost: Vec<(TaskKey, u32)> = st
                     .tasks
                     .iter()
-                    .filter(|(_, t)| t.worker == id && !t.state.is_terminal())
+                    .filter(|(_, t)| t.worker == id && t.state.on_worker())
                     .map(|(k, t)| (k.clone(), t.attempt))
                     .collect();
                 let mut jobs = BTreeSet::new();

@@ -16,10 +16,7 @@ impl State {
         self.tasks
             .iter()
             .filter(|(k, t)| {
-                &t.worker == worker
-                    && !t.state.is_terminal()
-                    && !t.standby
-                    && Some(&k.job) != except
+                &t.worker == worker && t.state.on_worker() && !t.standby && Some(&k.job) != except
             })
             .filter(|(k, _)| {
                 self.jobs.get(&k.job).is_some_and(|j| {

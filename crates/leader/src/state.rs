@@ -316,7 +316,7 @@ impl State {
     /// follows; this only keeps the views true meanwhile).
     pub fn mark_failed(&mut self, key: &TaskKey, attempt: u32, cause: String) {
         if let Some(t) = self.tasks.get_mut(key) {
-            if t.attempt == attempt && !t.state.is_terminal() {
+            if t.attempt == attempt && t.state.on_worker() {
                 t.state = TaskState::Failed;
                 t.error = Some(cause);
                 // Its inbox and its rates went with it.
@@ -351,7 +351,7 @@ impl State {
             .map(|(id, _)| (id, 0))
             .collect();
         for t in self.tasks.values() {
-            if !t.state.is_terminal() {
+            if t.state.on_worker() {
                 if let Some(n) = load.get_mut(&t.worker) {
                     *n += 1;
                 }
@@ -366,7 +366,7 @@ impl State {
     pub fn running_on(&self, worker: &WorkerId) -> u32 {
         self.tasks
             .values()
-            .filter(|t| &t.worker == worker && !t.state.is_terminal())
+            .filter(|t| &t.worker == worker && t.state.on_worker())
             .count() as u32
     }
 }

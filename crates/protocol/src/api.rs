@@ -20,6 +20,9 @@ pub enum TaskState {
     Failed,
     /// Stopped because its job was cancelled or ended.
     Cancelled,
+    /// Its last attempt was stopped and the next one waits for a free slot or a live worker
+    /// (the leader's view: no worker runs it and it holds no slot).
+    Waiting,
 }
 
 impl TaskState {
@@ -29,6 +32,11 @@ impl TaskState {
             self,
             TaskState::Finished | TaskState::Failed | TaskState::Cancelled
         )
+    }
+
+    /// Whether an attempt of the task is on a worker now: not ended, not waiting for room.
+    pub fn on_worker(self) -> bool {
+        !self.is_terminal() && self != TaskState::Waiting
     }
 }
 

@@ -58,6 +58,22 @@ pub struct TaskRec {
 }
 
 impl TaskRec {
+    /// Its next attempt, `attempt`, waits for a free slot or a live worker: nothing of the
+    /// last one is shown as current (its reports, which name the older attempt, are ignored).
+    pub fn wait_for_room(&mut self, attempt: u32) {
+        if self.state == TaskState::Waiting && self.attempt == attempt {
+            return;
+        }
+        self.attempt = attempt;
+        self.state = TaskState::Waiting;
+        self.pid = None;
+        self.queued = 0;
+        self.start_sent = None;
+        self.reported = false;
+        self.blocked = false;
+        self.meters.stop();
+    }
+
     /// A task just placed (or expected back from its worker): no counters, no pid yet.
     pub fn placed(
         worker: WorkerId,

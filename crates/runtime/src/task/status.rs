@@ -102,6 +102,7 @@ impl TaskStatus {
             1 => TaskState::Running,
             2 => TaskState::Finished,
             3 => TaskState::Failed,
+            5 => TaskState::Waiting,
             _ => TaskState::Cancelled,
         }
     }
@@ -114,6 +115,7 @@ impl TaskStatus {
             TaskState::Finished => 2,
             TaskState::Failed => 3,
             TaskState::Cancelled => 4,
+            TaskState::Waiting => 5,
         };
         self.state.store(v, Ordering::Relaxed);
         self.changed.notify_one();
