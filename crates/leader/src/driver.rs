@@ -287,6 +287,7 @@ impl Executor {
                 t.progressed = Instant::now();
                 t.start_sent = None;
                 t.reported = false;
+                t.store_wait_ms = 0;
             }
             None => {
                 let rec = TaskRec::placed(worker.clone(), *attempt, *state, &self.spec, pos.stage);

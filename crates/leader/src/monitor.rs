@@ -6,6 +6,7 @@
 //! job's task is still placed on.
 
 use super::state::{lock, State};
+use super::views::STORE_WAIT_SHOWN_MS;
 use super::Leader;
 use crate::coordinator::sweep::{
     silent_workers, stalled_tasks, unstarted_tasks, TaskSeen, WorkerSeen,
@@ -129,10 +130,19 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 (t, cause)
             });
             let stalled = stalled_tasks(&tasks, now, stall).into_iter().map(|t| {
-                let cause = format!(
-                    "stalled: input waiting or output held back (a task it sends to is unreachable or takes nothing) and no progress for {:.0} s",
-                    stall.as_secs_f64()
-                );
+                let store_wait = st.tasks.get(&t.0).map_or(0, |r| r.store_wait_ms);
+                let cause = match store_wait {
+                    // Its own log write waits: the store, not a peer, holds it up.
+                    ms if ms >= STORE_WAIT_SHOWN_MS => format!(
+                        "stalled: its input-log write has waited {:.0} s for the store, and no progress for {:.0} s",
+                        ms as f64 / 1000.0,
+                        stall.as_secs_f64()
+                    ),
+                    _ => format!(
+                        "stalled: input waiting or output held back (a task it sends to is unreachable or takes nothing) and no progress for {:.0} s",
+                        stall.as_secs_f64()
+                    ),
+                };
                 (t, cause)
             });
             // Both are stopped and recovered like a failed attempt, by the job's core.

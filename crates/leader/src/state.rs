@@ -256,6 +256,7 @@ impl State {
         t.tuples_in = r.tuples_in;
         t.tuples_out = r.tuples_out;
         t.discarded = r.discarded;
+        t.store_wait_ms = r.store_wait_ms;
         t.pid = pid.or(t.pid);
         t.state = r.state;
         let newly_done = r.done && !t.done;
@@ -319,6 +320,7 @@ impl State {
             if t.attempt == attempt && t.state.on_worker() {
                 t.state = TaskState::Failed;
                 t.error = Some(cause);
+                t.store_wait_ms = 0;
                 // Its inbox and its rates went with it.
                 t.queued = 0;
                 t.meters.stop();

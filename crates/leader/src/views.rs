@@ -8,6 +8,11 @@ use crate::protocol::control::{JobInfo, JobStatus, TaskInfo, WorkerInfo, WorkerS
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+/// How long an input-log write must have waited for the store before the job's views say
+/// so (and the stall detector names the store as the cause): longer than a busy store's slow
+/// write, far shorter than the stall timeout.
+pub(crate) const STORE_WAIT_SHOWN_MS: u64 = 2_000;
+
 impl State {
     /// Public view of a job.
     pub fn job_info(&self, id: &JobId) -> Option<JobInfo> {
@@ -35,7 +40,9 @@ impl State {
             failures: j.failures,
             recoveries: j.recoveries,
             last_failure: j.last_failure.clone(),
-            pending_reason: j.events().and(j.waiting.clone()),
+            pending_reason: j
+                .events()
+                .and_then(|_| j.waiting.clone().or_else(|| self.store_waiting(id))),
             rate: j.spec.rate,
             submitted_ms: ms_since_epoch(j.submitted),
             elapsed_ms: elapsed.as_millis() as u64,
@@ -97,6 +104,24 @@ impl State {
             .range(first..)
             .take_while(move |(k, _)| k.job == *id && k.pos.stage == stage)
             .map(|(_, t)| t)
+    }
+
+    /// Which of a running job's tasks has waited longest for the store to take an input-log
+    /// write, once that is [`STORE_WAIT_SHOWN_MS`] or more: a frozen job says why at once.
+    fn store_waiting(&self, id: &JobId) -> Option<String> {
+        let (key, t) = self
+            .tasks
+            .iter()
+            .filter(|(k, t)| &k.job == id && t.state.on_worker())
+            .max_by_key(|(_, t)| t.store_wait_ms)?;
+        (t.store_wait_ms >= STORE_WAIT_SHOWN_MS).then(|| {
+            format!(
+                "task {}.{} has waited {:.0} s for the store to take its input-log write",
+                key.pos.stage,
+                key.pos.index,
+                t.store_wait_ms as f64 / 1000.0
+            )
+        })
     }
 
     /// Each stage's tasks that own key groups (all of a stage's tasks but those standing by;
@@ -173,6 +198,7 @@ impl State {
                 backpressured_s: round3(t.meters.last.backpressure_ns as f64 / 1e9),
                 uptime_s: round3(t.meters.last.uptime_ns as f64 / 1e9),
                 discarded: t.discarded,
+                store_wait_s: round3(t.store_wait_ms as f64 / 1000.0),
             })
             .collect();
         v.sort_by_key(|t| (t.job.0.len(), t.job.0.clone(), t.stage, t.task));

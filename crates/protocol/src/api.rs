@@ -97,7 +97,8 @@ pub struct JobInfo {
     /// The source's rate, tuples per second (0: unthrottled); `set-rate` changes it.
     #[serde(default)]
     pub rate: f64,
-    /// Why the job (`pending`), or some of its tasks, wait for capacity.
+    /// Why the job (`pending`), or some of its tasks, wait: for capacity, or for a store that
+    /// does not take their input-log writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_reason: Option<String>,
     /// Submission time, ms since the Unix epoch.
@@ -229,6 +230,10 @@ pub struct TaskInfo {
     /// Tuples fed after its executable exited 0 before its input ended: discarded.
     #[serde(default)]
     pub discarded: u64,
+    /// How long its input-log write in progress has waited for the store, in seconds (0:
+    /// none waits).
+    #[serde(default)]
+    pub store_wait_s: f64,
 }
 
 /// Liveness of a worker.

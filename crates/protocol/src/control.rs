@@ -167,6 +167,10 @@ pub struct TaskReport {
     /// so rather than end as if it had processed them (hostile probe).
     #[serde(default)]
     pub discarded: u64,
+    /// How long its input-log write in progress has waited for the store, in ms (0: none
+    /// waits): a store that does not answer, named as such in the job's views.
+    #[serde(default)]
+    pub store_wait_ms: u64,
 }
 
 /// Periodic liveness message.

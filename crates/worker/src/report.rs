@@ -37,6 +37,7 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         handed: s.handed.load(Ordering::Relaxed),
         commits: *s.commits.borrow(),
         discarded: s.discarded.load(Ordering::Relaxed),
+        store_wait_ms: s.store_wait.waited(&s.started).as_millis() as u64,
     }
 }
 

@@ -52,6 +52,9 @@ pub struct TaskRec {
     /// Its output was held back for most of the time between its last two reports (see
     /// `State::take_report`): pending work the stall detector counts like a full inbox.
     pub blocked: bool,
+    /// How long its current attempt's input-log write in progress had waited for the store,
+    /// per its last report, in ms (0: none waits).
+    pub store_wait_ms: u64,
     /// Its current attempt failed in a way no restart mends (`TaskReport::unrecoverable`): for
     /// the sink, a log that is not whole, from which no output is written (`cleanup.rs`).
     pub unrecoverable: bool,
@@ -71,6 +74,7 @@ impl TaskRec {
         self.start_sent = None;
         self.reported = false;
         self.blocked = false;
+        self.store_wait_ms = 0;
         self.meters.stop();
     }
 
@@ -108,6 +112,7 @@ impl TaskRec {
             discarded: 0,
             unrecoverable: false,
             blocked: false,
+            store_wait_ms: 0,
         }
     }
 }

@@ -51,6 +51,7 @@ fn running(key: TaskKey, attempt: u32) -> crate::protocol::control::TaskReport {
         handed: 0,
         commits: 0,
         discarded: 0,
+        store_wait_ms: 0,
     }
 }
 
@@ -179,4 +180,56 @@ fn a_source_s_last_count_after_a_cancel_still_counts_but_lines_out_stay_final() 
     let j = &jobs[&id];
     assert_eq!(j.source_tuples.load(Ordering::Relaxed), 1_201);
     assert_eq!(j.sink_tuples.load(Ordering::Relaxed), 1_155);
+}
+
+/// A job whose task's input-log write waits for the store says so in its views at once (a
+/// store outage froze a job with no reason shown until the stall detector's 60 s, which then
+/// blamed a peer; hostile probe 9), and stops saying so once the write went through.
+#[test]
+fn a_task_waiting_for_the_store_is_the_job_s_waiting_reason() {
+    let spec = JobSpec::sample(vec![StageSpec {
+        tasks: 1,
+        operator: OperatorSpec::Builtin {
+            name: "identity".into(),
+            args: vec![],
+        },
+        autoscale: Default::default(),
+        stateless: false,
+    }]);
+    let (tx, _rx) = tokio::sync::mpsc::channel(8);
+    let (_, progress) = tokio::sync::watch::channel(Default::default());
+    let job = JobId("job-1".into());
+    let mut st = State::default();
+    let rec = JobRec::new(
+        spec.clone(),
+        tx,
+        tokio_util::sync::CancellationToken::new(),
+        progress,
+    );
+    st.add_job(job.clone(), rec);
+    let w = WorkerId("w1".into());
+    st.tasks.insert(
+        key(2),
+        TaskRec::placed(w.clone(), 0, TaskState::Running, &spec, 2),
+    );
+    let waiting = |ms| crate::protocol::control::TaskReport {
+        store_wait_ms: ms,
+        ..running(key(2), 0)
+    };
+    let reason = |st: &State| st.job_info(&job).and_then(|j| j.pending_reason);
+    st.take_report(&w, waiting(1_000), Instant::now());
+    assert_eq!(
+        reason(&st),
+        None,
+        "a slow write is not a wait worth showing"
+    );
+    st.take_report(&w, waiting(12_400), Instant::now());
+    assert_eq!(
+        reason(&st).as_deref(),
+        Some("task 2.0 has waited 12 s for the store to take its input-log write")
+    );
+    let shown = st.tasks_info();
+    assert_eq!(shown[0].store_wait_s, 12.4);
+    st.take_report(&w, waiting(0), Instant::now());
+    assert_eq!(reason(&st), None);
 }

@@ -90,6 +90,8 @@ pub(super) struct CommitMeter<'a> {
     /// it is durable — when its lines are output (visible to a follower, in the output file
     /// at the end) — not when it arrives, which would leave the sink's commit out.
     pub(super) latency: Option<&'a TaskStatus>,
+    /// Where the write in progress is timed, and the attempt's clock (its status's).
+    pub(super) waiting: Option<(&'a super::status::StoreWait, &'a super::status::Started)>,
 }
 
 /// Records, at a sink, the end-to-end latency of the batches a durable write held: from each
@@ -237,6 +239,9 @@ pub(super) async fn log_writer(
             let began = tokio::time::Instant::now();
             last_write = Some(began);
             let working = meter.working.map(Stopwatch::run);
+            if let Some((w, started)) = meter.waiting {
+                w.begin(started);
+            }
             let written = put_then_check_fence(
                 &env.store,
                 &path,
@@ -246,6 +251,9 @@ pub(super) async fn log_writer(
                 "input log write",
             )
             .await;
+            if let Some((w, _)) = meter.waiting {
+                w.end();
+            }
             let is_fenced = match written {
                 Ok(f) => f,
                 Err(e) => {

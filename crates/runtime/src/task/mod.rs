@@ -330,6 +330,7 @@ async fn drive(
                 working: sink.map(|s| &s.working),
                 spool: spool.as_deref(),
                 latency: sink,
+                waiting: Some((&status.store_wait, &status.started)),
             },
         );
         let feeding = logged::feed(&mut op, feed_rx, &status.working, takeover.as_mut(), cancel);

@@ -19,6 +19,39 @@ impl Default for Started {
     }
 }
 
+/// An input-log write in progress, timed on the attempt's clock: how long the store has kept
+/// the task waiting, which its reports carry, so a job frozen by a store that does not
+/// answer says so instead of waiting for the stall detector to blame a peer (hostile probe 9).
+#[derive(Debug, Default)]
+pub struct StoreWait {
+    /// When the write began, in µs after the attempt began, plus one; 0: no write waits.
+    since_us: AtomicU64,
+}
+
+impl StoreWait {
+    /// A write to the store begins.
+    pub fn begin(&self, started: &Started) {
+        let us = started.0.elapsed().as_micros() as u64;
+        self.since_us.store(us.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// The write ended (written or given up).
+    pub fn end(&self) {
+        self.since_us.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the write in progress has waited (zero when none does).
+    pub fn waited(&self, started: &Started) -> std::time::Duration {
+        match self.since_us.load(Ordering::Relaxed) {
+            0 => std::time::Duration::ZERO,
+            since => started
+                .0
+                .elapsed()
+                .saturating_sub(std::time::Duration::from_micros(since - 1)),
+        }
+    }
+}
+
 /// Live state of a task, read by heartbeats without touching the task.
 #[derive(Default)]
 pub struct TaskStatus {
@@ -71,6 +104,8 @@ pub struct TaskStatus {
     pub commits: tokio::sync::watch::Sender<u64>,
     /// Tuples fed after its executable exited 0 before its input ended: discarded.
     pub discarded: Arc<AtomicU64>,
+    /// The input-log write in progress, if one is.
+    pub store_wait: StoreWait,
 }
 
 impl TaskStatus {

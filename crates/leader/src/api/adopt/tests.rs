@@ -59,6 +59,7 @@ fn report(key: &TaskKey, handed: u32) -> TaskReport {
         handed,
         commits: 0,
         discarded: 0,
+        store_wait_ms: 0,
     }
 }
 

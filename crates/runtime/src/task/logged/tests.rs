@@ -67,6 +67,7 @@ async fn log_one_timed(
         working: None,
         spool: None,
         latency: None,
+        waiting: None,
     };
     let res = log_writer(env(mem), key(), attempt, acks.clone(), rx, feed_tx, meter).await;
     if res.is_ok() {
@@ -162,6 +163,7 @@ fn slow_committer<'a>(
         working: None,
         spool: None,
         latency: sink,
+        waiting: None,
     };
     let mut k = key();
     k.pos.stage = stage;
@@ -362,4 +364,37 @@ async fn the_stages_of_a_job_commit_on_one_grid_each_just_after_the_one_before()
     );
     assert_eq!(two, Duration::from_secs(10));
     assert_eq!(three, Duration::from_millis(10_010));
+}
+
+/// A write the store keeps waiting is timed on the task's status while it waits (its reports
+/// carry it, and the job says the store holds it up), and not once it is written.
+#[tokio::test(start_paused = true)]
+async fn a_write_the_store_keeps_waiting_is_timed_while_it_waits() {
+    let mem = Arc::new(FaultyStore::default());
+    mem.latency_us.store(20_000_000, Ordering::Relaxed);
+    let status = super::super::TaskStatus::default();
+    let acks = Arc::new(AckBoard::default());
+    let (tx, rx) = mpsc::channel(4);
+    let (feed_tx, mut feed_rx) = mpsc::channel(4);
+    let commits = AtomicHist::default();
+    let meter = CommitMeter {
+        commits: &commits,
+        working: None,
+        spool: None,
+        latency: None,
+        waiting: Some((&status.store_wait, &status.started)),
+    };
+    let writer = log_writer(env(&mem), key(), 0, acks, rx, feed_tx, meter);
+    let watch = async {
+        let mut intake = LogIntake { tx, sink: false };
+        intake.fresh(one(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let waited = status.store_wait.waited(&status.started);
+        assert!(waited >= Duration::from_secs(4), "{waited:?}");
+        assert!(feed_rx.recv().await.is_some(), "written in the end");
+        assert_eq!(status.store_wait.waited(&status.started), Duration::ZERO);
+        drop(intake);
+    };
+    let (res, ()) = tokio::join!(writer, watch);
+    assert!(res.is_ok(), "{res:?}");
 }
