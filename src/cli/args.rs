@@ -194,7 +194,8 @@ pub(super) enum Cmd {
         /// Address of this worker's data listener (port 0 = any free port).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
-        /// Address other nodes use to reach the data listener, if not the bound one.
+        /// Address other nodes use to reach the data listener, if not the bound one
+        /// (`HOST:PORT`; a host alone takes the listener's port).
         #[arg(long)]
         advertise: Option<String>,
         /// Operators may run from this directory (repeatable); otherwise only executables

@@ -28,6 +28,30 @@ pub fn advertise_host(bound: IpAddr, toward: Option<SocketAddr>) -> String {
     "127.0.0.1".to_string()
 }
 
+/// The data address to advertise for `--advertise a` on a listener bound to `port`: `a` as
+/// given when it names a port, else its host with that port. A host alone (`--advertise
+/// 10.0.0.5`) was sent as it was, and the leader refused every registration ("data_addr
+/// must be HOST:PORT") while the worker retried for ever.
+pub fn advertised(a: &str, port: u16) -> String {
+    if a.parse::<SocketAddr>().is_ok() {
+        return a.to_string();
+    }
+    if let Ok(ip) = a.parse::<IpAddr>() {
+        return SocketAddr::new(ip, port).to_string();
+    }
+    if a.starts_with('[') && a.ends_with(']') {
+        return format!("{a}:{port}");
+    }
+    match a.rsplit_once(':') {
+        Some((host, p))
+            if !host.is_empty() && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            a.to_string()
+        }
+        _ => format!("{a}:{port}"),
+    }
+}
+
 /// The local address this host would send from to reach `peer`, if it is neither loopback
 /// nor unspecified. Connecting a UDP socket only picks a route: nothing is sent.
 fn route_source(peer: SocketAddr) -> Option<IpAddr> {
@@ -44,6 +68,21 @@ fn route_source(peer: SocketAddr) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_advertised_host_without_a_port_takes_the_listener_s() {
+        for (given, want) in [
+            ("10.0.0.5:7100", "10.0.0.5:7100"),
+            ("10.0.0.5", "10.0.0.5:7200"),
+            ("node-3.example", "node-3.example:7200"),
+            ("node-3.example:7100", "node-3.example:7100"),
+            ("::1", "[::1]:7200"),
+            ("[::1]", "[::1]:7200"),
+            ("[::1]:7100", "[::1]:7100"),
+        ] {
+            assert_eq!(advertised(given, 7200), want, "{given}");
+        }
+    }
 
     #[test]
     fn specific_binds_advertise_themselves() {

@@ -114,7 +114,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
         .with_context(|| format!("binding the data listener on {}", cfg.data_listen))?;
     let bound = bound_listener.local_addr()?;
     let data_addr = match &cfg.advertise {
-        Some(a) => a.clone(),
+        Some(a) => crate::dataplane::net::advertised(a, bound.port()),
         None => format!(
             "{}:{}",
             crate::dataplane::net::advertise_host(bound.ip(), leader_addr(&cfg.leader).await),

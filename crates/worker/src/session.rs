@@ -219,9 +219,15 @@ impl Worker {
             let why = res.text().await.unwrap_or_else(|e| e.to_string());
             return Err(Refused::Identity(why));
         }
-        res.error_for_status()
-            .map_err(|e| Refused::Other(e.to_string()))?
-            .json::<RegisterResponse>()
+        if !res.status().is_success() {
+            // The leader says why (a bad data address, another protocol version): its words.
+            let status = res.status();
+            let why = res.text().await.unwrap_or_else(|e| e.to_string());
+            return Err(Refused::Other(format!(
+                "the leader answered {status}: {why}"
+            )));
+        }
+        res.json::<RegisterResponse>()
             .await
             .map_err(|e| Refused::Other(format!("bad registration answer: {e}")))
     }
