@@ -1269,3 +1269,52 @@ fn jobs_submitted_at_once_on_one_new_local_source_all_run_on_it() {
         assert_eq!(c.store_file(&format!("out/{i}.txt")), text, "job {id}");
     }
 }
+
+/// The sink's log kept for an output that could not be written goes with the job's record
+/// when it expires: it stayed in the store for good, until someone removed it by hand.
+#[test]
+fn a_kept_sink_log_goes_with_the_job_s_expired_record() {
+    let c = Cluster::start(1, 5.0);
+    put_text(&c, "in.txt", &lines(400));
+    let mut toml = job_toml(
+        "kept",
+        "in.txt",
+        "res/x/out.txt",
+        40.0,
+        "exactly-once",
+        &[(1, "identity", &[])],
+    );
+    toml.insert_str(0, "retention_s = 5\n");
+    c.file("kept.toml", &toml);
+    let id = c.submit("kept.toml");
+    wait_for(
+        "some output to be committed",
+        Duration::from_secs(60),
+        || {
+            let j = c.json(&["job", &id, "--json"]);
+            (j["sink_tuples"].as_u64()? > 0).then_some(())
+        },
+    );
+    let store = c.dir.path().join("leader/store");
+    std::fs::write(store.join("res"), "in the way\n").unwrap();
+    c.ok(&["cancel", &id]);
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert!(
+        j["error"].as_str().unwrap_or_default().contains("kept"),
+        "{j}"
+    );
+    let logs = store.join("logs").join(&id);
+    assert!(
+        logs.join("2.0").exists(),
+        "the sink's log is kept while the record lives"
+    );
+    wait_for(
+        "the expired job's logs to be removed",
+        Duration::from_secs(30),
+        || {
+            (!logs.exists() || std::fs::read_dir(&logs).is_ok_and(|mut d| d.next().is_none()))
+                .then_some(())
+        },
+    );
+    assert!(!c.run(&["job", &id]).status.success(), "the record expired");
+}

@@ -53,6 +53,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
         let mut to_send = Vec::new();
         let forget: Vec<JobId>;
         let outputs: Vec<(JobId, String)>;
+        let logs: Vec<JobId>;
         let unused: Vec<WorkerId>;
         let mut measured = Vec::new();
         {
@@ -172,6 +173,14 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 }
                 st.tasks.retain(|k, _| &k.job != id);
             }
+            // What is left of its logs goes with its record: a sink's log kept because the
+            // committed output could not be written stayed for good (`cleanup.rs`). Logs the
+            // job or the leader asked to keep stay.
+            logs = gone
+                .iter()
+                .filter(|(_, spec)| !(spec.keep_logs || leader.cfg.keep_logs))
+                .map(|(id, _)| id.clone())
+                .collect();
             // A job whose own retention_s ran out takes its output with it, unless another
             // job the leader still knows writes (or wrote) the same file.
             outputs = gone
@@ -199,6 +208,17 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 Err(e) => {
                     warn!(job = %id, %path, error = %e, "could not remove an expired job's output")
                 }
+            }
+        }
+        for id in logs {
+            let prefix = format!("{}/", rainstorm_store::log::job_prefix(&id));
+            let (removed, failed) = leader.store.delete_report(&prefix).await;
+            match failed {
+                None if removed.is_empty() => {}
+                None => {
+                    info!(job = %id, removed = removed.len(), "the job's record expired: its kept logs are removed")
+                }
+                Some(e) => warn!(job = %id, error = %e, "could not remove an expired job's logs"),
             }
         }
         for id in forget {
