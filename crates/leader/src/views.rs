@@ -22,17 +22,21 @@ impl State {
             .unwrap_or_else(Instant::now)
             .duration_since(j.started);
         let (source_bytes, source_read_bytes) = self.source_read(id, j);
+        let stage_tasks = self.stage_tasks(id, j);
         Some(JobInfo {
             id: id.clone(),
             name: j.spec.name.clone(),
             status: j.status(),
             error: j.error().map(str::to_string),
             delivery: j.spec.delivery,
+            // Each stage with the tasks owning its key groups now (a rescale changes it; the
+            // count submitted showed beside the current one confused a probe).
             stages: j
                 .spec
                 .stages
                 .iter()
-                .map(|s| format!("{}×{}", s.tasks, s.operator.describe()))
+                .zip(&stage_tasks)
+                .map(|(s, n)| format!("{n}×{}", s.operator.describe()))
                 .collect(),
             sink: j.spec.sink_path.clone(),
             source_tuples: j.source_tuples.load(Ordering::Relaxed),
@@ -56,7 +60,7 @@ impl State {
             output_replaced: j.output_replaced.clone(),
             source_bytes,
             source_read_bytes,
-            stage_tasks: self.stage_tasks(id, j),
+            stage_tasks,
             scaling: j.scaling.list.clone(),
             discarded_tuples: self.discarded(id).max(j.discarded),
         })

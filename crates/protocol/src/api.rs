@@ -78,7 +78,7 @@ pub struct JobInfo {
     pub error: Option<String>,
     /// Delivery mode.
     pub delivery: Delivery,
-    /// Stages, described.
+    /// Stages, described: `N×operator`, N the tasks owning its key groups now.
     pub stages: Vec<String>,
     /// Sink path.
     pub sink: String,
