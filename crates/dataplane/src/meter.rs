@@ -4,6 +4,7 @@
 //! task: a reading includes the interval in progress, so a task blocked for a minute shows it
 //! while it is still blocked.
 
+use crate::model::ids::TaskPos;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use tokio::time::Instant;
@@ -61,6 +62,8 @@ pub struct SendMeter {
     pub bytes: AtomicU64,
     /// Time spent waiting for room in a full link queue (back-pressure from downstream).
     pub blocked: Stopwatch,
+    /// Since when each link without a connection has tried to reach its receiver.
+    unreached: std::sync::Mutex<std::collections::BTreeMap<TaskPos, tokio::time::Instant>>,
 }
 
 impl SendMeter {
@@ -68,12 +71,54 @@ impl SendMeter {
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
+
+    /// The link to `to` has no connection and tries to make one (from now, unless it has
+    /// been trying since earlier).
+    pub fn unreached(&self, to: TaskPos) {
+        let mut m = self.unreached.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(to).or_insert_with(tokio::time::Instant::now);
+    }
+
+    /// The link to `to` is connected again, or ended.
+    pub fn reached(&self, to: TaskPos) {
+        let mut m = self.unreached.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(&to);
+    }
+
+    /// The receiver this task's links have tried to reach longest, and for how long: a
+    /// worker-to-worker cut, named in the job's views before the stall detector acts.
+    pub fn longest_unreached(&self) -> Option<(TaskPos, std::time::Duration)> {
+        let m = self.unreached.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter()
+            .min_by_key(|(_, since)| **since)
+            .map(|(to, since)| (*to, since.elapsed()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_receiver_tried_longest_is_the_one_reported_until_it_is_reached() {
+        let m = SendMeter::default();
+        let (a, b) = (
+            TaskPos { stage: 2, index: 0 },
+            TaskPos { stage: 2, index: 1 },
+        );
+        assert_eq!(m.longest_unreached(), None);
+        m.unreached(a);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        m.unreached(b);
+        m.unreached(a); // still trying: counted from the first try
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(m.longest_unreached(), Some((a, Duration::from_secs(4))));
+        m.reached(a);
+        assert_eq!(m.longest_unreached(), Some((b, Duration::from_secs(1))));
+        m.reached(b);
+        assert_eq!(m.longest_unreached(), None);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_stopwatch_counts_intervals_and_the_one_in_progress() {

@@ -288,6 +288,7 @@ impl Executor {
                 t.start_sent = None;
                 t.reported = false;
                 t.store_wait_ms = 0;
+                t.unreached = None;
             }
             None => {
                 let rec = TaskRec::placed(worker.clone(), *attempt, *state, &self.spec, pos.stage);

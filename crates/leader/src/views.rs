@@ -44,9 +44,12 @@ impl State {
             failures: j.failures,
             recoveries: j.recoveries,
             last_failure: j.last_failure.clone(),
-            pending_reason: j
-                .events()
-                .and_then(|_| j.waiting.clone().or_else(|| self.store_waiting(id))),
+            pending_reason: j.events().and_then(|_| {
+                j.waiting
+                    .clone()
+                    .or_else(|| self.store_waiting(id))
+                    .or_else(|| self.unreaching(id))
+            }),
             rate: j.spec.rate,
             submitted_ms: ms_since_epoch(j.submitted),
             elapsed_ms: elapsed.as_millis() as u64,
@@ -124,6 +127,37 @@ impl State {
                 key.pos.stage,
                 key.pos.index,
                 t.store_wait_ms as f64 / 1000.0
+            )
+        })
+    }
+
+    /// Which of a running job's tasks has tried longest to reach a task it sends to, once
+    /// that is [`STORE_WAIT_SHOWN_MS`] or more: a cut between two workers (or a receiver that
+    /// does not come back) is named at once, not after the stall detector's minute.
+    fn unreaching(&self, id: &JobId) -> Option<String> {
+        let (key, (to, ms)) = self
+            .tasks
+            .iter()
+            .filter(|(k, t)| &k.job == id && t.state.on_worker())
+            .filter_map(|(k, t)| Some((k, t.unreached?)))
+            .max_by_key(|(_, (_, ms))| *ms)?;
+        (ms >= STORE_WAIT_SHOWN_MS).then(|| {
+            let at = self
+                .tasks
+                .get(&TaskKey {
+                    job: id.clone(),
+                    pos: to,
+                })
+                .filter(|r| r.state.on_worker())
+                .map(|r| format!(" on worker {}", r.worker))
+                .unwrap_or_default();
+            format!(
+                "task {}.{} has tried for {:.0} s to reach task {}.{}{at}",
+                key.pos.stage,
+                key.pos.index,
+                ms as f64 / 1000.0,
+                to.stage,
+                to.index
             )
         })
     }

@@ -171,6 +171,10 @@ pub struct TaskReport {
     /// waits): a store that does not answer, named as such in the job's views.
     #[serde(default)]
     pub store_wait_ms: u64,
+    /// The receiver its links have tried longest to reach without a connection, and for how
+    /// long in ms (a worker-to-worker cut, or a receiver restarting).
+    #[serde(default)]
+    pub unreached: Option<(crate::model::ids::TaskPos, u64)>,
 }
 
 /// Periodic liveness message.

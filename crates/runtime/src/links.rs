@@ -81,6 +81,7 @@ pub fn spawn(
             slots: env.slots.clone(),
             board: Some(out.board.clone()),
             settled: Some(held_tx),
+            meter: Some(meter.clone()),
         };
         tasks.spawn(run_link(
             spec,

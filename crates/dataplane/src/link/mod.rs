@@ -107,6 +107,9 @@ pub struct LinkSpec {
     /// sending task's router waits on it before a key group's state moves on
     /// (`Router::settle`), so a key's outputs reach the next stage in their order.
     pub settled: Option<tokio::sync::watch::Sender<u64>>,
+    /// The sending task's meter, told while this link has no connection to its receiver
+    /// (`SendMeter::unreached`).
+    pub meter: Option<Arc<crate::meter::SendMeter>>,
 }
 
 impl LinkSpec {

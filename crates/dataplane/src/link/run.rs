@@ -56,6 +56,17 @@ async fn drain_to_finished(
     LinkEnd::Done
 }
 
+/// Tells the sending task's meter, as a link ends, that it no longer tries to connect.
+struct Reached<'a>(&'a LinkSpec);
+
+impl Drop for Reached<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = &self.0.meter {
+            m.reached(self.0.to);
+        }
+    }
+}
+
 /// Runs a link until its end of stream is acknowledged (or, lingering, until cancelled).
 pub async fn run_link(
     spec: LinkSpec,
@@ -77,9 +88,14 @@ pub async fn run_link(
     let mut eos_acked = false;
     let mut conn: Option<Connection> = None;
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_CAP);
+    // However the link ends, it no longer counts as trying to reach its receiver.
+    let _reached = Reached(&spec);
     loop {
         if conn.is_none() {
             let hello_state = (window.acked, eos_acked);
+            if let Some(m) = &spec.meter {
+                m.unreached(spec.to);
+            }
             match connect(&spec, hello_state, &mut routes, &cancel, &mut backoff).await {
                 Admission::Cancelled => return LinkEnd::Cancelled,
                 Admission::Finished => {
@@ -91,6 +107,9 @@ pub async fn run_link(
                     return LinkEnd::Fenced;
                 }
                 Admission::Admitted(mut c, upto, eos) => {
+                    if let Some(m) = &spec.meter {
+                        m.reached(spec.to);
+                    }
                     if take_ack(
                         &spec,
                         &mut window,

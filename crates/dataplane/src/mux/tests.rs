@@ -194,6 +194,7 @@ fn link(
         slots: LinkSlots::new(4096),
         board: None,
         settled: None,
+        meter: None,
     };
     let cfg = crate::DataConfig {
         window_bytes: window,

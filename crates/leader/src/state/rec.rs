@@ -55,6 +55,9 @@ pub struct TaskRec {
     /// How long its current attempt's input-log write in progress had waited for the store,
     /// per its last report, in ms (0: none waits).
     pub store_wait_ms: u64,
+    /// The receiver its links had tried longest to reach, and for how many ms, per its last
+    /// report.
+    pub unreached: Option<(crate::model::ids::TaskPos, u64)>,
     /// Its current attempt failed in a way no restart mends (`TaskReport::unrecoverable`): for
     /// the sink, a log that is not whole, from which no output is written (`cleanup.rs`).
     pub unrecoverable: bool,
@@ -75,6 +78,7 @@ impl TaskRec {
         self.reported = false;
         self.blocked = false;
         self.store_wait_ms = 0;
+        self.unreached = None;
         self.meters.stop();
     }
 
@@ -113,6 +117,7 @@ impl TaskRec {
             unrecoverable: false,
             blocked: false,
             store_wait_ms: 0,
+            unreached: None,
         }
     }
 }

@@ -52,6 +52,7 @@ fn running(key: TaskKey, attempt: u32) -> crate::protocol::control::TaskReport {
         commits: 0,
         discarded: 0,
         store_wait_ms: 0,
+        unreached: None,
     }
 }
 
@@ -231,5 +232,62 @@ fn a_task_waiting_for_the_store_is_the_job_s_waiting_reason() {
     let shown = st.tasks_info();
     assert_eq!(shown[0].store_wait_s, 12.4);
     st.take_report(&w, waiting(0), Instant::now());
+    assert_eq!(reason(&st), None);
+}
+
+/// A task whose links cannot reach a task they send to (a cut between two workers) is the
+/// job's waiting reason once it has tried for 2 s, naming both tasks and the receiver's
+/// worker; the stall detector's reason came only after a minute.
+#[test]
+fn a_task_that_cannot_reach_its_receiver_is_the_job_s_waiting_reason() {
+    let spec = JobSpec::sample(vec![StageSpec {
+        tasks: 1,
+        operator: OperatorSpec::Builtin {
+            name: "identity".into(),
+            args: vec![],
+        },
+        autoscale: Default::default(),
+        stateless: false,
+    }]);
+    let (tx, _rx) = tokio::sync::mpsc::channel(8);
+    let (_, progress) = tokio::sync::watch::channel(Default::default());
+    let job = JobId("job-1".into());
+    let mut st = State::default();
+    st.add_job(
+        job.clone(),
+        JobRec::new(
+            spec.clone(),
+            tx,
+            tokio_util::sync::CancellationToken::new(),
+            progress,
+        ),
+    );
+    let (w1, w2) = (WorkerId("w1".into()), WorkerId("w2".into()));
+    st.tasks.insert(
+        key(1),
+        TaskRec::placed(w1.clone(), 0, TaskState::Running, &spec, 1),
+    );
+    st.tasks
+        .insert(key(2), TaskRec::placed(w2, 0, TaskState::Running, &spec, 2));
+    let cut = |ms| crate::protocol::control::TaskReport {
+        unreached: Some((TaskPos { stage: 2, index: 0 }, ms)),
+        ..running(key(1), 0)
+    };
+    let reason = |st: &State| st.job_info(&job).and_then(|j| j.pending_reason);
+    st.take_report(&w1, cut(300), Instant::now());
+    assert_eq!(reason(&st), None, "a connection being made is no wait");
+    st.take_report(&w1, cut(7_200), Instant::now());
+    assert_eq!(
+        reason(&st).as_deref(),
+        Some("task 1.0 has tried for 7 s to reach task 2.0 on worker w2")
+    );
+    st.take_report(
+        &w1,
+        crate::protocol::control::TaskReport {
+            unreached: None,
+            ..running(key(1), 0)
+        },
+        Instant::now(),
+    );
     assert_eq!(reason(&st), None);
 }

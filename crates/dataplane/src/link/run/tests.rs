@@ -138,6 +138,7 @@ fn start_with(
         identity: Identity::from_seed([1; 32]).unwrap(),
         board: None,
         settled: None,
+        meter: None,
     };
     let cfg = DataConfig {
         window_bytes: window,
