@@ -124,6 +124,8 @@ pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Resu
     // This process's own key, in memory only: it signs the registration and every Hello, and
     // a rejoin under this worker's id is accepted only with it.
     let identity = Identity::generate().context("making the worker's key")?;
+    // Output spools that earlier processes on this data dir left (killed with a sink running).
+    crate::runtime::sink::remove_orphans(&cfg.data_dir);
     let env = TaskEnv::new(
         cfg.data.clone(),
         (cfg.store.clone())

@@ -15,7 +15,7 @@
 //! what was committed (`leader::cleanup`).
 
 mod spool;
-pub use spool::Spool;
+pub use spool::{remove_orphans, Spool};
 
 pub use rainstorm_store::output::{
     assemble, segment_text, segment_text_written, target, write_body, OutputError, SinkProgress,

@@ -247,6 +247,51 @@ fn put_in_place(from: &Path, to: &Path) -> std::io::Result<bool> {
     Ok(false)
 }
 
+/// Removes the spool files under `work_dir/spool` that processes no longer running left: a
+/// worker killed while it ran a sink left its spool, a copy of the output committed so far,
+/// for good, one file per kill (hostile probe 11). A spool's name ends with the id of the
+/// process that made it; one whose process lives (this one, or another worker given the same
+/// data dir by mistake) stays. Returns how many went; a failure is logged.
+pub fn remove_orphans(work_dir: &Path) -> usize {
+    let dir = work_dir.join("spool");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot look for spools left by earlier processes");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = maker_of(&name) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(spool = %entry.path().display(), error = %e, "could not remove a spool left by an earlier process")
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "removed output spools that earlier processes left");
+    }
+    removed
+}
+
+/// The id of the process that made spool file `name` (`…-PID-N.txt`), if it is one.
+fn maker_of(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".txt")?;
+    let (rest, n) = stem.rsplit_once('-')?;
+    n.parse::<u64>().ok()?;
+    rest.rsplit_once('-')?.1.parse().ok()
+}
+
 impl Drop for Spool {
     /// The attempt is over, however it ended: the file goes (one unlink; a spool is never
     /// read after its attempt). An output it replaced, left at its path, is removed on the

@@ -113,3 +113,24 @@ async fn a_spool_of_exactly_its_lineage_becomes_the_output_by_one_rename() {
         tokio::task::yield_now().await;
     }
 }
+
+/// Spools left by processes that no longer run go when a worker starts on the data dir (one
+/// stayed per worker killed while it ran a sink); a live process's spool and anything else
+/// in the directory stay.
+#[tokio::test]
+async fn spools_left_by_dead_processes_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = Spool::create(dir.path(), &key(), 0, false).await.unwrap();
+    let spools = dir.path().join("spool");
+    // No process has this id (above any pid_max).
+    let dead = spools.join("job-1-abc-3-0-2-999999999-0.txt");
+    let other = spools.join("notes.txt");
+    std::fs::write(&dead, "a committed line\n").unwrap();
+    std::fs::write(&other, "not a spool\n").unwrap();
+    assert_eq!(remove_orphans(dir.path()), 1);
+    assert!(!dead.exists());
+    assert!(other.exists());
+    assert!(mine.path.exists(), "this process's spool stays");
+    assert_eq!(remove_orphans(dir.path()), 0);
+    assert_eq!(remove_orphans(&dir.path().join("none")), 0);
+}
