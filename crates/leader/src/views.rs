@@ -263,7 +263,8 @@ impl State {
                 data_conns: w.data_conns,
                 slots: w.slots,
                 slots_used: self.slots_held(id, None),
-                shared_conns: w.shared_conns,
+                // A worker that is gone holds no connection, whatever it last said.
+                shared_conns: w.shared_conns.filter(|_| w.state == WorkerState::Alive),
             })
             .collect();
         v.sort_by_key(|w| (w.id.0.len(), w.id.0.clone()));
