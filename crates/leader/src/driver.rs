@@ -227,17 +227,6 @@ impl Executor {
         let actions = core.handle(input, &cluster);
         // The counters first: a Persist among these actions records them.
         self.count(&mut st, core);
-        // A task whose next attempt waits for room runs nowhere: no view shows it running
-        // on the worker it left (hostile probe 10), and it holds no slot there.
-        for (pos, attempt) in core.waiting() {
-            let key = TaskKey {
-                job: self.id.clone(),
-                pos,
-            };
-            if let Some(t) = st.tasks.get_mut(&key) {
-                t.wait_for_room(attempt);
-            }
-        }
         for a in &actions {
             match a {
                 Action::Assign { .. } => self.assign(&mut st, a),

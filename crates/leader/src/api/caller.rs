@@ -3,11 +3,12 @@
 //! body is decoded, so a stranger learns nothing of what the leader expects (probe 9 saw a 422
 //! naming the fields).
 
-use super::control::authorize;
-use super::{error, Shared};
+use super::{bearer, error, Shared};
 use crate::model::ids::WorkerId;
+use crate::protocol::auth::eq_ct;
 use crate::protocol::control::{Known, WORKER_HEADER};
 use crate::state::lock;
+use crate::Leader;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
@@ -55,5 +56,36 @@ pub(super) fn same_worker(headers: &HeaderMap, body: &WorkerId) -> Result<(), Bo
             format!("the body names worker {body}, the {WORKER_HEADER} header {id}"),
         ))),
         _ => Ok(()),
+    }
+}
+
+/// Checks that a control-plane call comes from the registration of worker `id`: it must
+/// carry the session key that registration received. `Err` is the answer to send.
+pub(super) fn authorize(
+    l: &Leader,
+    headers: &HeaderMap,
+    id: &WorkerId,
+) -> Result<(), Box<Response>> {
+    if l.cfg.token.is_none() {
+        return Ok(());
+    }
+    let st = lock(&l.state);
+    let Some(w) = st.workers.get(id) else {
+        // A worker this leader never registered (it registered with an earlier leader, or
+        // this one forgot it): the handler answers "unknown", which only makes it register
+        // again, with the cluster secret.
+        return Ok(());
+    };
+    let ok = match (w.session.as_deref(), bearer(headers)) {
+        (Some(key), Some(sent)) => eq_ct(key.as_bytes(), sent.as_bytes()),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            format!("not the registration of worker {id}"),
+        )))
     }
 }

@@ -3,7 +3,7 @@
 //! through which a worker receives its numbered commands.
 
 use super::adopt::{adopt, deliver};
-use super::caller::same_worker;
+use super::caller::{authorize, same_worker};
 use super::data_addr::{live_holder, plausible_addr};
 use super::{bearer, error, Shared};
 use crate::model::ids::WorkerId;
@@ -23,37 +23,6 @@ use axum::Json;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
-
-/// Checks that a control-plane call comes from the registration of worker `id`: it must
-/// carry the session key that registration received. `Err` is the answer to send.
-pub(super) fn authorize(
-    l: &Leader,
-    headers: &HeaderMap,
-    id: &WorkerId,
-) -> Result<(), Box<Response>> {
-    if l.cfg.token.is_none() {
-        return Ok(());
-    }
-    let st = lock(&l.state);
-    let Some(w) = st.workers.get(id) else {
-        // A worker this leader never registered (it registered with an earlier leader, or
-        // this one forgot it): the handler answers "unknown", which only makes it register
-        // again, with the cluster secret.
-        return Ok(());
-    };
-    let ok = match (w.session.as_deref(), bearer(headers)) {
-        (Some(key), Some(sent)) => eq_ct(key.as_bytes(), sent.as_bytes()),
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            format!("not the registration of worker {id}"),
-        )))
-    }
-}
 
 /// The live registration a worker-store request (`/internal/store`) comes from: it must name a
 /// live worker ([`WORKER_HEADER`]) and prove that registration's session key

@@ -13,7 +13,8 @@ impl Executor {
         self.count(&mut st, core);
     }
 
-    /// See [`Executor::counters`], under the lock `st` already held.
+    /// See [`Executor::counters`], under the lock `st` already held; and each task whose next
+    /// attempt waits for room marked so in its record.
     pub(super) fn count(&self, st: &mut State, core: &JobCore) {
         if let Some(j) = st.jobs.get_mut(&self.id) {
             j.failures = self.before.0 + core.failures();
@@ -21,6 +22,17 @@ impl Executor {
             // A resumed job keeps the failure an earlier leader recorded until a new one.
             if let Some(f) = core.last_failure() {
                 j.last_failure = Some(f.to_string());
+            }
+        }
+        // A task whose next attempt waits for room runs nowhere: no view shows it running
+        // on the worker it left (hostile probe 10), and it holds no slot there.
+        for (pos, attempt) in core.waiting() {
+            let key = crate::model::ids::TaskKey {
+                job: self.id.clone(),
+                pos,
+            };
+            if let Some(t) = st.tasks.get_mut(&key) {
+                t.wait_for_room(attempt);
             }
         }
     }
