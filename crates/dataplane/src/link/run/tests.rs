@@ -420,3 +420,58 @@ async fn a_refusing_destination_is_retried_with_backoff_and_not_after_cancel() {
     assert!(recv.conns.try_recv().is_err(), "a cancelled link connected");
     assert_eq!(slots.in_use(), 0);
 }
+
+/// While a link has no connection its task's meter names the receiver it tries to reach
+/// (the job's views say so after 2 s: a cut between two workers); once admitted, and once the
+/// link ends, it no longer does.
+#[tokio::test]
+async fn a_link_without_a_connection_is_named_on_its_task_s_meter() {
+    let meter = Arc::new(crate::meter::SendMeter::default());
+    let (conn_tx, conns) = mpsc::unbounded_channel();
+    let to = TaskPos { stage: 2, index: 0 };
+    let spec = LinkSpec {
+        slots: LinkSlots::new(64),
+        job: JobId("j".into()),
+        from: TaskPos { stage: 1, index: 0 },
+        attempt: 0,
+        epoch: 0,
+        to,
+        resend: true,
+        linger: false,
+        done: None,
+        net: Arc::new(Loopback(conn_tx)),
+        identity: Identity::from_seed([1; 32]).unwrap(),
+        board: None,
+        settled: None,
+        meter: Some(meter.clone()),
+    };
+    let (tx, rx) = mpsc::channel(4);
+    let (_routes_tx, routes) = watch::channel(HashMap::from([(to, receiver())]));
+    let cancel = CancellationToken::new();
+    let link = tokio::spawn(run_link(
+        spec,
+        DataConfig::default(),
+        rx,
+        routes,
+        cancel.clone(),
+    ));
+    let mut recv = Receiver { conns };
+    // The receiver has not answered: the link tries to reach it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (who, how_long) = meter.longest_unreached().expect("named while unreached");
+    assert_eq!(who, to);
+    assert!(how_long >= Duration::from_millis(50), "{how_long:?}");
+    let (_rd, _wr, _hello) = recv.admit().await;
+    tx.send(batch(&["a"])).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while meter.longest_unreached().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still named once admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancel.cancel();
+    link.await.unwrap();
+    assert_eq!(meter.longest_unreached(), None);
+}
