@@ -201,7 +201,15 @@ impl JobCore {
             return Err(why);
         }
         if req.tasks as usize > active.len() {
-            self.bring_standby_to_room(req.stage, &active, req.tasks as usize, cluster, out);
+            let moved =
+                self.bring_standby_to_room(req.stage, &active, req.tasks as usize, cluster, out);
+            // The grow waits for a later decision: a task restarted in the same step as the
+            // switch of maps it is to gain groups by wedged seeds of the simulation.
+            if moved > 0 {
+                return Err(format!(
+                    "{moved} standing-by task(s) moved to workers with a free slot; the stage grows once asked again"
+                ));
+            }
         }
         let target = self.target_tasks(req.stage, &active, req.tasks, cluster)?;
         // A grow the free slots cut short goes ahead as far as they allow, and says so (a

@@ -5,11 +5,14 @@
 //! grow onto it (hostile probe 10: "no free slot on a worker that runs a standing-by task"
 //! for the rest of the job, the new worker idle). Before a grow, a standby task that cannot
 //! take a slot where it is moves to a worker that has one, as a drain moves a task: a new
-//! attempt there, not counted as a restart.
+//! attempt there, not counted as a restart. Only under exactly-once, where one task restarts
+//! alone; and the grow itself waits for the next decision (the autoscaler's next look, or the
+//! user's next `scale`), so no task restarts in the step that switches maps.
 
 use super::capacity::Room;
 use super::event::{Action, Cluster};
 use super::job::JobCore;
+use super::placement::{recovery, Recovery};
 use crate::model::ids::TaskPos;
 use crate::model::partition::tasks_of;
 use crate::protocol::control::TaskState;
@@ -28,6 +31,11 @@ impl JobCore {
         cluster: &Cluster,
         out: &mut Vec<Action>,
     ) -> usize {
+        // A standby task moves as a task restart; only exactly-once restarts one task alone
+        // (at-least-once restarts the pipeline, at-most-once none).
+        if recovery(self.spec.delivery) != Recovery::RestartTask {
+            return 0;
+        }
         let mut short = want.saturating_sub(active.len());
         let mut room = Room::of(self, cluster, false);
         let mut stuck = Vec::new();
