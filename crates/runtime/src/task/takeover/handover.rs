@@ -321,17 +321,29 @@ impl Takeover<'_> {
         let moved = handover_path(&owner, version);
         let last = final_path(&owner, self.hand.epoch);
         let since = tokio::time::Instant::now();
+        // The move's state, checked to be the one asked for.
+        let checked = |s: GroupState| {
+            if s.version != version || s.from != t {
+                return Err(Stop::Failed(format!(
+                    "{moved} holds version {} from task {}, not version {version} from task {t}",
+                    s.version, s.from
+                )));
+            }
+            Ok(Found::Moved(s))
+        };
         loop {
             if let Some(s) = self.read_state(&moved).await? {
-                if s.version != version || s.from != t {
-                    return Err(Stop::Failed(format!(
-                        "{moved} holds version {} from task {}, not version {version} from task {t}",
-                        s.version, s.from
-                    )));
-                }
-                return Ok(Found::Moved(s));
+                return checked(s);
             }
             if let Some(s) = self.read_state(&last).await? {
+                // A task writes its move's state before its final state: one that handed the
+                // groups over and then finished may have written both between the two reads
+                // above, and its final state no longer holds them (a running count started
+                // again from 1 in a real-process run). Look at the move's state again before
+                // trusting the final one.
+                if let Some(m) = self.read_state(&moved).await? {
+                    return checked(m);
+                }
                 return Ok(Found::Final(s));
             }
             if self.hand.may_lose && since.elapsed() >= AT_MOST_ONCE_PATIENCE {
