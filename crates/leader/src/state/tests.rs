@@ -183,11 +183,14 @@ fn a_source_s_last_count_after_a_cancel_still_counts_but_lines_out_stay_final() 
     assert_eq!(j.sink_tuples.load(Ordering::Relaxed), 1_155);
 }
 
-/// A job whose task's input-log write waits for the store says so in its views at once (a
-/// store outage froze a job with no reason shown until the stall detector's 60 s, which then
-/// blamed a peer; hostile probe 9), and stops saying so once the write went through.
-#[test]
-fn a_task_waiting_for_the_store_is_the_job_s_waiting_reason() {
+/// A running job of one `identity` stage (its driver's inbox kept open in `State`'s record,
+/// the receiver returned so it stays open), with no task placed yet.
+fn running_job() -> (
+    State,
+    JobSpec,
+    JobId,
+    tokio::sync::mpsc::Receiver<crate::coordinator::Input>,
+) {
     let spec = JobSpec::sample(vec![StageSpec {
         tasks: 1,
         operator: OperatorSpec::Builtin {
@@ -197,17 +200,28 @@ fn a_task_waiting_for_the_store_is_the_job_s_waiting_reason() {
         autoscale: Default::default(),
         stateless: false,
     }]);
-    let (tx, _rx) = tokio::sync::mpsc::channel(8);
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
     let (_, progress) = tokio::sync::watch::channel(Default::default());
     let job = JobId("job-1".into());
     let mut st = State::default();
-    let rec = JobRec::new(
-        spec.clone(),
-        tx,
-        tokio_util::sync::CancellationToken::new(),
-        progress,
+    st.add_job(
+        job.clone(),
+        JobRec::new(
+            spec.clone(),
+            tx,
+            tokio_util::sync::CancellationToken::new(),
+            progress,
+        ),
     );
-    st.add_job(job.clone(), rec);
+    (st, spec, job, rx)
+}
+
+/// A job whose task's input-log write waits for the store says so in its views at once (a
+/// store outage froze a job with no reason shown until the stall detector's 60 s, which then
+/// blamed a peer; hostile probe 9), and stops saying so once the write went through.
+#[test]
+fn a_task_waiting_for_the_store_is_the_job_s_waiting_reason() {
+    let (mut st, spec, job, _rx) = running_job();
     let w = WorkerId("w1".into());
     st.tasks.insert(
         key(2),
@@ -240,28 +254,7 @@ fn a_task_waiting_for_the_store_is_the_job_s_waiting_reason() {
 /// worker; the stall detector's reason came only after a minute.
 #[test]
 fn a_task_that_cannot_reach_its_receiver_is_the_job_s_waiting_reason() {
-    let spec = JobSpec::sample(vec![StageSpec {
-        tasks: 1,
-        operator: OperatorSpec::Builtin {
-            name: "identity".into(),
-            args: vec![],
-        },
-        autoscale: Default::default(),
-        stateless: false,
-    }]);
-    let (tx, _rx) = tokio::sync::mpsc::channel(8);
-    let (_, progress) = tokio::sync::watch::channel(Default::default());
-    let job = JobId("job-1".into());
-    let mut st = State::default();
-    st.add_job(
-        job.clone(),
-        JobRec::new(
-            spec.clone(),
-            tx,
-            tokio_util::sync::CancellationToken::new(),
-            progress,
-        ),
-    );
+    let (mut st, spec, job, _rx) = running_job();
     let (w1, w2) = (WorkerId("w1".into()), WorkerId("w2".into()));
     st.tasks.insert(
         key(1),
