@@ -349,19 +349,12 @@ impl JobCore {
         }
         let mut room = Room::of(self, cluster, false);
         let mut target = active.clone();
-        for index in 0..tasks_of(&self.spec, stage) {
+        for (pos, worker, _) in self.standing_by(stage, active) {
             if target.len() == want {
                 break;
             }
-            let pos = TaskPos { stage, index };
-            let Some(t) = self.tasks.get(&pos) else {
-                continue;
-            };
-            if active.contains(&index) || t.state.is_terminal() || self.unplaced.contains(&pos) {
-                continue;
-            }
-            if room.take_on(&t.worker) {
-                target.insert(index);
+            if room.take_on(&worker) {
+                target.insert(pos.index);
             }
         }
         if target.len() == active.len() {

@@ -13,13 +13,30 @@ use super::capacity::Room;
 use super::event::{Action, Cluster};
 use super::job::JobCore;
 use super::placement::{recovery, Recovery};
-use crate::model::ids::TaskPos;
+use crate::model::ids::{TaskPos, WorkerId};
 use crate::model::partition::tasks_of;
 use crate::protocol::control::TaskState;
 use std::collections::BTreeSet;
 use tracing::info;
 
 impl JobCore {
+    /// The tasks of `stage` that stand by and could own key groups: placed, not ended, not
+    /// in `active`; in position order, with their worker and attempt.
+    pub(super) fn standing_by(
+        &self,
+        stage: u32,
+        active: &BTreeSet<u32>,
+    ) -> Vec<(TaskPos, WorkerId, u32)> {
+        (0..tasks_of(&self.spec, stage))
+            .map(|index| TaskPos { stage, index })
+            .filter(|pos| !active.contains(&pos.index) && !self.unplaced.contains(pos))
+            .filter_map(|pos| {
+                let t = self.tasks.get(&pos)?;
+                (!t.state.is_terminal()).then(|| (pos, t.worker.clone(), t.attempt))
+            })
+            .collect()
+    }
+
     /// Moves standby tasks of `stage` from workers without a free slot to workers with one,
     /// as many as a grow from `active` to `want` tasks needs beyond the standby tasks that
     /// can take a slot where they are. Returns how many moved.
@@ -39,21 +56,14 @@ impl JobCore {
         let mut short = want.saturating_sub(active.len());
         let mut room = Room::of(self, cluster, false);
         let mut stuck = Vec::new();
-        for index in 0..tasks_of(&self.spec, stage) {
+        for (pos, worker, attempt) in self.standing_by(stage, active) {
             if short == 0 {
                 break;
             }
-            let pos = TaskPos { stage, index };
-            let Some(t) = self.tasks.get(&pos) else {
-                continue;
-            };
-            if active.contains(&index) || t.state.is_terminal() || self.unplaced.contains(&pos) {
-                continue;
-            }
-            if room.take_on(&t.worker) {
+            if room.take_on(&worker) {
                 short -= 1;
             } else {
-                stuck.push((pos, t.worker.clone(), t.attempt));
+                stuck.push((pos, worker, attempt));
             }
         }
         let mut moved = 0;
