@@ -20,6 +20,31 @@ use std::collections::BTreeSet;
 use tracing::info;
 
 impl JobCore {
+    /// Moves the current attempt `attempt` of task `pos` (stopped on its worker) to a new
+    /// attempt, on `prefer` if it has room: a move, not counted as a failure (a drain's, or a
+    /// standby task's toward a free slot). False if `attempt` is not the current one.
+    pub(super) fn move_task(
+        &mut self,
+        pos: TaskPos,
+        attempt: u32,
+        prefer: Option<&WorkerId>,
+        cluster: &Cluster,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let Some(t) = self.current_mut(pos, attempt) else {
+            return false;
+        };
+        t.state = TaskState::Cancelled;
+        out.push(Action::Stop {
+            worker: t.worker.clone(),
+            pos,
+            attempt,
+        });
+        *self.moves.entry(pos).or_default() += 1;
+        self.restart_task_to(pos, prefer, cluster, out);
+        true
+    }
+
     /// The tasks of `stage` that stand by and could own key groups: placed, not ended, not
     /// in `active`; in position order, with their worker and attempt.
     pub(super) fn standing_by(
@@ -77,18 +102,10 @@ impl JobCore {
             if to == from {
                 break;
             }
-            let Some(t) = self.current_mut(pos, attempt) else {
+            if !self.move_task(pos, attempt, Some(&to), cluster, out) {
                 continue;
-            };
-            t.state = TaskState::Cancelled;
-            out.push(Action::Stop {
-                worker: from.clone(),
-                pos,
-                attempt,
-            });
-            *self.moves.entry(pos).or_default() += 1;
-            info!(job = %self.id, task = %pos, attempt, %from, %to, "moving a standing-by task to a worker with a free slot");
-            self.restart_task_to(pos, Some(&to), cluster, out);
+            }
+            info!(job = %self.id, task = %pos, attempt, %from, %to, "moved a standing-by task to a worker with a free slot");
             short -= 1;
             moved += 1;
         }

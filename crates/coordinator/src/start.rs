@@ -8,7 +8,6 @@ use super::job::JobCore;
 use super::placement::{recovery, Recovery};
 use crate::model::ids::{TaskPos, WorkerId};
 use crate::model::partition::tasks_of;
-use crate::protocol::control::TaskState;
 use tracing::info;
 
 impl JobCore {
@@ -157,18 +156,9 @@ impl JobCore {
                     if slot {
                         free = free.map(|f| f.saturating_sub(1));
                     }
-                    let Some(t) = self.current_mut(pos, attempt) else {
-                        continue;
-                    };
-                    t.state = TaskState::Cancelled;
-                    out.push(Action::Stop {
-                        worker: worker.clone(),
-                        pos,
-                        attempt,
-                    });
-                    *self.moves.entry(pos).or_default() += 1;
-                    info!(job = %self.id, task = %pos, attempt, %worker, "moving a task off a draining worker");
-                    self.restart_task(pos, cluster, out)?;
+                    if self.move_task(pos, attempt, None, cluster, out) {
+                        info!(job = %self.id, task = %pos, attempt, %worker, "moved a task off a draining worker");
+                    }
                 }
                 self.keep_draining(worker, kept, out);
                 Ok(())
