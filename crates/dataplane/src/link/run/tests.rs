@@ -456,11 +456,19 @@ async fn a_link_without_a_connection_is_named_on_its_task_s_meter() {
         cancel.clone(),
     ));
     let mut recv = Receiver { conns };
-    // The receiver has not answered: the link tries to reach it.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (who, how_long) = meter.longest_unreached().expect("named while unreached");
-    assert_eq!(who, to);
-    assert!(how_long >= Duration::from_millis(50), "{how_long:?}");
+    // The receiver has not answered: the link tries to reach it, and says so for as long.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (who, how_long) = loop {
+        match meter.longest_unreached() {
+            Some((who, d)) if d >= Duration::from_millis(50) => break (who, d),
+            _ => assert!(
+                tokio::time::Instant::now() < deadline,
+                "never named while unreached"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(who, to, "{how_long:?}");
     let (_rd, _wr, _hello) = recv.admit().await;
     tx.send(batch(&["a"])).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
