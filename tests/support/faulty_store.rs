@@ -20,6 +20,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// An object and its bytes, written when a set moment comes (`FaultyStore::after_miss`).
+pub type Landing = (String, Vec<u8>);
+
 /// An in-memory object store whose writes can be made to fail and whose operations take time.
 #[derive(Debug, Default)]
 pub struct FaultyStore {
@@ -30,6 +33,10 @@ pub struct FaultyStore {
     pub fail_reads: AtomicU32,
     /// Microseconds every operation waits before it takes effect (0: none).
     pub latency_us: AtomicU64,
+    /// Writes that land just after a read of a given location finds nothing: the location,
+    /// then each object and its bytes. It puts a reader's two looks on either side of a
+    /// writer's writes, an order a real store's latency allows and equal latencies never make.
+    pub after_miss: std::sync::Mutex<Option<(String, Vec<Landing>)>>,
 }
 
 impl std::fmt::Display for FaultyStore {
@@ -44,6 +51,27 @@ impl FaultyStore {
         if us > 0 {
             tokio::time::sleep(Duration::from_micros(us)).await;
         }
+    }
+
+    /// Puts the writes set to land after a read of `location` missed, once.
+    async fn land_after_miss(&self, location: &Path) -> object_store::Result<()> {
+        let writes = {
+            let mut set = self.after_miss.lock().unwrap_or_else(|e| e.into_inner());
+            match set.take() {
+                Some((at, writes)) if at == location.as_ref() => writes,
+                other => {
+                    *set = other;
+                    return Ok(());
+                }
+            }
+        };
+        for (at, body) in writes {
+            let at = Path::from(at);
+            self.inner
+                .put_opts(&at, body.into(), PutOptions::default())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Whether this write is one of those to fail (then one fewer remains).
@@ -104,7 +132,11 @@ impl ObjectStore for FaultyStore {
                 source: format!("{location}: injected read failure").into(),
             });
         }
-        self.inner.get_opts(location, options).await
+        let got = self.inner.get_opts(location, options).await;
+        if matches!(got, Err(object_store::Error::NotFound { .. })) {
+            self.land_after_miss(location).await?;
+        }
+        got
     }
 
     fn delete_stream(

@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 const SECOND: u64 = 1_000_000_000;
 const ZERO: Duration = Duration::ZERO;
 
-fn env(cfg: crate::dataplane::DataConfig, launcher: Arc<dyn Launch>) -> TaskEnv {
+pub(super) fn env(cfg: crate::dataplane::DataConfig, launcher: Arc<dyn Launch>) -> TaskEnv {
     TaskEnv {
         registry: Arc::new(Registry::default()),
         routes: Arc::new(Routes::default()),

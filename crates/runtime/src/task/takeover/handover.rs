@@ -392,3 +392,6 @@ impl Takeover<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
