@@ -455,6 +455,8 @@ static SCALES_ABORTED: AtomicU64 = AtomicU64::new(0);
 /// state rebuilt from its input log (no pipeline restart).
 static REBUILT_LIVE_ALO: AtomicU64 = AtomicU64::new(0);
 static SLOTTED: AtomicU64 = AtomicU64::new(0);
+/// Seeds whose store operations each took a random extra time.
+static JITTERED: AtomicU64 = AtomicU64::new(0);
 /// Source rate changes simulated.
 static RATE_CHANGES: AtomicU64 = AtomicU64::new(0);
 
@@ -1247,6 +1249,17 @@ async fn run_seed(seed: u64) -> SeedResult {
     // successor's fences, listing and manifest, a follower's listing and its fence check.
     let us = [0, 20, 100, 400][rng.below(4) as usize];
     faults.latency_us.store(us, Ordering::Relaxed);
+    // In half the seeds every store operation also takes a random extra time, so one task's
+    // read can overtake another's earlier write or fall between two of its writes: a gaining
+    // task's two looks around a losing task's move and final state restarted a running count
+    // in a real run, an order equal latencies never make. Drawn from a stream of its own, so
+    // the seed's other draws stay as they were.
+    let jitter = Rng::new(seed ^ 0x6A09_E667_F3BC_C908);
+    if jitter.chance(0.5) {
+        let max_us = [100, 1_000, 5_000][jitter.below(3) as usize];
+        faults.jitter(max_us, jitter.next());
+        JITTERED.fetch_add(1, Ordering::Relaxed);
+    }
     let delivery = match rng.below(10) {
         0..=5 => Delivery::ExactlyOnce,
         6..=7 => Delivery::AtLeastOnce,
@@ -1831,7 +1844,7 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
         "{seeds} seeds passed ({} simulated leader restarts, {} source and {} sink restarts, \
          {} jobs failed under at-most-once, {} follower reads checked, {} exactly-once outputs \
          with every key's counts in order, {} worker drains, \
-         {} seeds with tight slots, {} rate changes, {} rescales done ({} of them an at-least-once \
+         {} seeds with tight slots, {} with a jittered store, {} rate changes, {} rescales done ({} of them an at-least-once \
          executable's, live) and {} aborted)",
         n(&LEADER_RESTARTS),
         n(&SOURCE_RESTARTS),
@@ -1841,6 +1854,7 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
         n(&KEYS_ORDERED),
         n(&DRAINS),
         n(&SLOTTED),
+        n(&JITTERED),
         n(&RATE_CHANGES),
         n(&SCALES_DONE),
         n(&REBUILT_LIVE_ALO),

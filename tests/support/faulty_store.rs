@@ -3,7 +3,10 @@
 //! path run on purpose) and makes every operation take a fixed time on tokio's clock (virtual
 //! time in the simulation), so that other tasks run between a caller's store operations, as
 //! against a real store — the fence and takeover races of the input log only happen then.
-//! Deterministic: no I/O, the in-memory store's order, no time but that latency.
+//! Operations can also take a seeded random extra time each (`jitter`), so that one caller's
+//! read can overtake another's earlier write, as on a real store.
+//! Deterministic: no I/O, the in-memory store's order, no time but that latency, and a jitter
+//! drawn in the order operations are called (one thread in the simulation).
 //!
 //! It lives with the tests: `tests/sim.rs` includes it, and so do the library's unit tests
 //! (`runtime::store`), through `#[path]`.
@@ -33,6 +36,11 @@ pub struct FaultyStore {
     pub fail_reads: AtomicU32,
     /// Microseconds every operation waits before it takes effect (0: none).
     pub latency_us: AtomicU64,
+    /// At most this many microseconds more for each operation, drawn from `jitter_state`
+    /// (0: none).
+    pub jitter_us: AtomicU64,
+    /// The jitter's random state (SplitMix64).
+    jitter_state: AtomicU64,
     /// Writes that land just after a read of a given location finds nothing: the location,
     /// then each object and its bytes. It puts a reader's two looks on either side of a
     /// writer's writes, an order a real store's latency allows and equal latencies never make.
@@ -46,8 +54,31 @@ impl std::fmt::Display for FaultyStore {
 }
 
 impl FaultyStore {
+    /// Gives every operation up to `max_us` more microseconds, drawn from `seed`.
+    #[allow(dead_code)] // the simulation's; the unit tests that include this file do not jitter
+    pub fn jitter(&self, max_us: u64, seed: u64) {
+        self.jitter_state.store(seed, Ordering::Relaxed);
+        self.jitter_us.store(max_us, Ordering::Relaxed);
+    }
+
+    /// This operation's time: the latency and its draw of the jitter.
+    fn delay_us(&self) -> u64 {
+        let base = self.latency_us.load(Ordering::Relaxed);
+        let max = self.jitter_us.load(Ordering::Relaxed);
+        if max == 0 {
+            return base;
+        }
+        let mut z = self
+            .jitter_state
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        base + (z ^ (z >> 31)) % (max + 1)
+    }
+
     async fn latency(&self) {
-        let us = self.latency_us.load(Ordering::Relaxed);
+        let us = self.delay_us();
         if us > 0 {
             tokio::time::sleep(Duration::from_micros(us)).await;
         }
@@ -148,7 +179,7 @@ impl ObjectStore for FaultyStore {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         // The listing is taken after the latency, as every other operation takes effect.
-        let us = self.latency_us.load(Ordering::Relaxed);
+        let us = self.delay_us();
         let inner = self.inner.clone();
         let prefix = prefix.cloned();
         futures::stream::once(async move {
