@@ -250,11 +250,19 @@ exec = "nowhere/op.py"
         "-5",
         "stages[1].tasks",
         "frobnicate",
+        // The files are looked at in the same answer, not once the rest is mended (hostile
+        // probe 12).
+        "source.path",
+        "missing.csv",
+        "stages[2].exec",
+        "not executable",
+        "stages[3].exec",
+        "nowhere/op.py",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in: {err}");
     }
     assert!(out.stdout.is_empty());
-    // Static problems fixed, the environment ones are reported next, all of them.
+    // Static problems fixed, the environment ones are all still reported.
     let job = r#"
 [source]
 path = "missing.csv"

@@ -108,6 +108,16 @@ fn an_executable_outside_the_store_and_allowed_dirs_is_rejected_at_submit_and_no
         ),
         "{body}"
     );
+    // Every problem in one answer: one the job's text shows does not hide the files' (hostile
+    // probe 12: a bad value hid a missing source and operator until it was mended).
+    let worse = exec_job("/bin/sh", &["-c", "cat"], -5.0, "o.txt")
+        .replace(r#""source_path":"in.txt""#, r#""source_path":"absent.txt""#);
+    assert!(worse.contains("absent.txt"));
+    let (status, body) = http(&c, "POST", "/api/jobs", &worse);
+    assert_eq!(status, 400, "{body}");
+    for said in ["source.rate", "source.path", "absent.txt", "stages[1].exec"] {
+        assert!(body.contains(said), "no {said:?} in {body}");
+    }
     // Claiming local paths changes nothing: the cluster's policy holds for them too.
     let local = attack.replace(r#""paths":"store""#, r#""paths":"local""#);
     assert!(local.contains(r#""paths":"local""#));

@@ -106,13 +106,25 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keep_logs,
             allow_exec,
         } => {
-            let spec = read_job(&job)?;
+            let text = std::fs::read_to_string(&job)
+                .with_context(|| format!("cannot read job file {}", job.display()))?;
+            let (spec, mut problems) = jobfile::parse_job_toml_checked(&text)?;
             let cwd = std::env::current_dir().context("reading the current directory")?;
             let job_dir = match job.parent() {
                 Some(d) if !d.as_os_str().is_empty() => cwd.join(d),
                 _ => cwd.clone(),
             };
             let policy = ExecPolicy::local_run(&allow_exec, &cwd, &job_dir)?;
+            if !problems.is_empty() {
+                // The files it names are looked at too, as the leader would, so that one
+                // answer lists every problem (hostile probe 12: a bad regex hid a missing
+                // source and a missing operator until it was mended).
+                let local = crate::cli::embedded::localize(spec, &cwd);
+                let store = crate::runtime::store::Store::memory();
+                let files = leader::validate::check(&local, &store, &policy, &Default::default());
+                jobfile::add_problems(&mut problems, files);
+                return Err(crate::model::check::InvalidJob(problems).into());
+            }
             let info = crate::cli::embedded::run_job(spec, usize::from(workers), keep_logs, policy)
                 .await?;
             if let Some(p) = summary_json {

@@ -135,10 +135,12 @@ impl Leader {
             ),
             false => None,
         };
-        if problems.is_empty() {
-            let present = self.present_in_store(&spec).await;
-            problems = validate::check(&spec, &self.store, &self.cfg.exec_policy, &present);
-        }
+        // The files are looked at even when the job has other problems, so that one answer
+        // lists them all (hostile probe 12: a bad regex hid a missing source and a missing
+        // operator until it was fixed); a field refused already is not looked up.
+        let present = self.present_in_store(&spec).await;
+        let files = validate::check(&spec, &self.store, &self.cfg.exec_policy, &present);
+        model::jobfile::add_problems(&mut problems, files);
         if !problems.is_empty() {
             return Err(SubmitError::Invalid(problems));
         }

@@ -185,7 +185,7 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
     if !rate_ok(spec.rate) {
         problems.push(Problem::new(
             "source.rate",
-            spec.rate,
+            shown_number(spec.rate),
             format!(
                 "must be 0 (as fast as possible) or a number of tuples per second from {} to {}",
                 RATE.start(),
@@ -295,6 +295,16 @@ pub fn check_spec(spec: &JobSpec) -> Vec<Problem> {
     // What a file system can name (NUL, lengths): a rule of its own, in its own file.
     problems.extend(paths::check_paths(spec));
     problems
+}
+
+/// A number as a person would write it back: `1e300`, not its 301 digits (hostile probe 12).
+fn shown_number(x: f64) -> String {
+    let a = x.abs();
+    if a.is_finite() && a != 0.0 && !(1e-4..1e15).contains(&a) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
 }
 
 #[cfg(test)]

@@ -230,6 +230,16 @@ fn identity() -> OperatorSpec {
 
 /// Parses and statically validates a job file's text; every problem is reported.
 pub fn parse_job_toml(text: &str) -> Result<JobSpec, InvalidJob> {
+    match parse_job_toml_checked(text)? {
+        (spec, problems) if problems.is_empty() => Ok(spec),
+        (_, problems) => Err(InvalidJob(problems)),
+    }
+}
+
+/// The job a file's text describes, with every problem of its static validation (in file
+/// order), so that a caller can add what it finds of the files it names to one answer. An
+/// error only for text that is not a job file at all.
+pub fn parse_job_toml_checked(text: &str) -> Result<(JobSpec, Vec<Problem>), InvalidJob> {
     let raw: RawJob = toml::from_str(text).map_err(|e| {
         InvalidJob(vec![Problem::new(
             "(file)",
@@ -285,11 +295,15 @@ pub fn parse_job_toml(text: &str) -> Result<JobSpec, InvalidJob> {
     // stable sort keeps that and puts the groups in file order.
     problems.append(&mut d.problems);
     problems.sort_by_key(|p| file_order(&p.field));
-    if problems.is_empty() {
-        Ok(spec)
-    } else {
-        Err(InvalidJob(problems))
-    }
+    Ok((spec, problems))
+}
+
+/// `problems` with `more` of fields not among them, in file order.
+pub fn add_problems(problems: &mut Vec<Problem>, more: Vec<Problem>) {
+    let refused: std::collections::BTreeSet<String> =
+        problems.iter().map(|p| p.field.clone()).collect();
+    problems.extend(more.into_iter().filter(|p| !refused.contains(&p.field)));
+    problems.sort_by_key(|p| file_order(&p.field));
 }
 
 #[cfg(test)]
