@@ -606,21 +606,29 @@ fn at_most_once_never_duplicates() {
 #[test]
 fn stalled_task_is_detected_and_restarted() {
     // Enough input that the hung operator's pipe fills: batches wait in the inbox.
-    stall_case(6000, 30, "stall");
+    stall_case(6000, 30, "stall", "input waiting or output held back");
 }
 
 /// A hung operator that already received all its input (so its inbox is empty) is a stall too:
-/// the task is draining, which is pending work.
+/// the task is draining, which is pending work. The stall names the operator, not a peer
+/// (hostile probe 12: a process that closed its output and never exited was blamed on "a
+/// task it sends to").
 #[test]
 fn a_task_stalled_after_its_last_input_is_detected_and_restarted() {
     // So little input that all of it fits in the operator's pipe: the hang comes after the
     // last input, while the operator should be draining, with nothing left in the inbox.
-    stall_case(100, 31, "stall-drain");
+    stall_case(
+        100,
+        31,
+        "stall-drain",
+        "every input ended and its operator has not finished",
+    );
 }
 
 /// A job whose operator hangs on its first attempt (a marker file makes later attempts
 /// behave): the stall must be detected and the task restarted, with exact output.
-fn stall_case(rows: usize, seed: u64, name: &str) {
+/// `cause`: what the leader's stall warning says.
+fn stall_case(rows: usize, seed: u64, name: &str, cause: &str) {
     let c = Cluster::start_with(2, 5.0, &["--stall-timeout", "8"]);
     let (signs, _) = setup(&c, rows, seed);
     let marker = c.dir.path().join("hung-once");
@@ -644,7 +652,9 @@ fn stall_case(rows: usize, seed: u64, name: &str) {
     let id = c.submit(&format!("{name}.toml"));
     let j = check_output(&c, &id, &sink, &signs.all_lines());
     assert!(j["recoveries"].as_u64().unwrap() >= 1, "{j}");
-    assert!(c.leader_log().contains("stalled"), "no stall reported");
+    let log = c.leader_log();
+    assert!(log.contains("stalled"), "no stall reported");
+    assert!(log.contains(cause), "the stall does not say {cause:?}");
 }
 
 /// The source and the sink are tasks on workers like any other, so the leader carries no

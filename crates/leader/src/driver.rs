@@ -277,6 +277,7 @@ impl Executor {
                 t.start_sent = None;
                 t.reported = false;
                 t.store_wait_ms = 0;
+                t.finishing = false;
                 t.unreached = None;
             }
             None => {

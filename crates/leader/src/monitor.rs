@@ -131,8 +131,17 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 (t, cause)
             });
             let stalled = stalled_tasks(&tasks, now, stall).into_iter().map(|t| {
-                let store_wait = st.tasks.get(&t.0).map_or(0, |r| r.store_wait_ms);
+                let rec = st.tasks.get(&t.0);
+                let store_wait = rec.map_or(0, |r| r.store_wait_ms);
+                let finishing = rec.is_some_and(|r| r.finishing);
                 let cause = match store_wait {
+                    // Its operator, not a peer, holds it up: every input ended and the
+                    // process has neither exited nor (so far as it ends with it) closed its
+                    // output (hostile probe 12).
+                    _ if finishing => format!(
+                        "stalled: every input ended and its operator has not finished for {:.0} s (an executable must close its output and exit once its input closes)",
+                        stall.as_secs_f64()
+                    ),
                     // Its own log write waits: the store, not a peer, holds it up.
                     ms if ms >= STORE_WAIT_SHOWN_MS => format!(
                         "stalled: its input-log write has waited {:.0} s for the store, and no progress for {:.0} s",

@@ -257,6 +257,7 @@ impl State {
         t.tuples_out = r.tuples_out;
         t.discarded = r.discarded;
         t.store_wait_ms = r.store_wait_ms;
+        t.finishing = r.finishing;
         t.unreached = r.unreached;
         t.pid = pid.or(t.pid);
         t.state = r.state;
@@ -322,6 +323,7 @@ impl State {
                 t.state = TaskState::Failed;
                 t.error = Some(cause);
                 t.store_wait_ms = 0;
+                t.finishing = false;
                 t.unreached = None;
                 // Its inbox and its rates went with it.
                 t.queued = 0;

@@ -171,6 +171,10 @@ pub struct TaskReport {
     /// waits): a store that does not answer, named as such in the job's views.
     #[serde(default)]
     pub store_wait_ms: u64,
+    /// Every input ended and the attempt waits for its operator to finish (an executable's
+    /// process to exit): a stall then names the operator.
+    #[serde(default)]
+    pub finishing: bool,
     /// The receiver its links have tried longest to reach without a connection, and for how
     /// long in ms (a worker-to-worker cut, or a receiver restarting).
     #[serde(default)]

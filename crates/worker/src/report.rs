@@ -38,6 +38,7 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         commits: *s.commits.borrow(),
         discarded: s.discarded.load(Ordering::Relaxed),
         store_wait_ms: s.store_wait.waited(&s.started).as_millis() as u64,
+        finishing: s.finishing.load(Ordering::Relaxed),
         unreached: s
             .sent
             .longest_unreached()

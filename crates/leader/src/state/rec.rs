@@ -55,6 +55,9 @@ pub struct TaskRec {
     /// How long its current attempt's input-log write in progress had waited for the store,
     /// per its last report, in ms (0: none waits).
     pub store_wait_ms: u64,
+    /// Its current attempt waited for its operator to finish after its last input, per its
+    /// last report.
+    pub finishing: bool,
     /// The receiver its links had tried longest to reach, and for how many ms, per its last
     /// report.
     pub unreached: Option<(crate::model::ids::TaskPos, u64)>,
@@ -78,6 +81,7 @@ impl TaskRec {
         self.reported = false;
         self.blocked = false;
         self.store_wait_ms = 0;
+        self.finishing = false;
         self.unreached = None;
         self.meters.stop();
     }
@@ -117,6 +121,7 @@ impl TaskRec {
             unrecoverable: false,
             blocked: false,
             store_wait_ms: 0,
+            finishing: false,
             unreached: None,
         }
     }

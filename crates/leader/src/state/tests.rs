@@ -52,6 +52,7 @@ fn running(key: TaskKey, attempt: u32) -> crate::protocol::control::TaskReport {
         commits: 0,
         discarded: 0,
         store_wait_ms: 0,
+        finishing: false,
         unreached: None,
     }
 }
@@ -229,6 +230,7 @@ fn a_task_waiting_for_the_store_is_the_job_s_waiting_reason() {
     );
     let waiting = |ms| crate::protocol::control::TaskReport {
         store_wait_ms: ms,
+        finishing: false,
         ..running(key(2), 0)
     };
     let reason = |st: &State| st.job_info(&job).and_then(|j| j.pending_reason);

@@ -375,10 +375,13 @@ async fn drive(
     // All inputs ended and were processed: let the operator drain and end its streams.
     status.draining.store(true, Ordering::Relaxed);
     let draining = status.working.run();
-    tokio::select! {
+    status.finishing.store(true, Ordering::Relaxed);
+    let finished = tokio::select! {
         _ = cancel.cancelled() => Err(Stop::Cancelled),
         r = op.finish() => r,
-    }?;
+    };
+    status.finishing.store(false, Ordering::Relaxed);
+    finished?;
     drop(draining);
     debug!(task = %a.key, "operator drained");
     Ok(())

@@ -71,6 +71,11 @@ pub struct TaskStatus {
     /// Every input ended and the operator is draining: work is pending even with an empty
     /// inbox, so an operator that never finishes is seen as stalled.
     pub draining: AtomicBool,
+    /// Every input ended and the task waits for its operator to finish: an executable's
+    /// process to close its output and exit. A stall then names the operator, not a peer
+    /// (hostile probe 12: a process that closed its output and never exited was blamed on
+    /// the network, 20 times over).
+    pub finishing: AtomicBool,
     /// A sink's end-to-end latency histogram (reported to the leader with its counters).
     pub latency: Mutex<Option<crate::model::latency::LatencyHist>>,
     /// A source: its whole stream is acknowledged, its counters are final (it serves on).

@@ -60,6 +60,7 @@ fn report(key: &TaskKey, handed: u32) -> TaskReport {
         commits: 0,
         discarded: 0,
         store_wait_ms: 0,
+        finishing: false,
         unreached: None,
     }
 }
