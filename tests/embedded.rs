@@ -423,6 +423,39 @@ fn an_operator_that_exits_0_early_finishes_its_task_at_any_input_size() {
     }
 }
 
+/// An operator that exits 0 having read only part of what it was given says so, even when
+/// everything fit in its pipe before it exited: the lines it left there are counted as
+/// discarded (hostile probe 12: `head -n 3` on 5,000 lines ended "succeeded" without a word).
+#[test]
+fn input_an_operator_left_unread_in_its_pipe_is_counted_as_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (1..=200).map(|i| format!("{i}\n")).collect();
+    std::fs::write(dir.path().join("in.txt"), lines).unwrap();
+    // `read` takes one line, byte by byte: the other 199 stay in the pipe, or come after.
+    let first = write_exec(
+        &dir.path().join("first.sh"),
+        "#!/bin/sh\nIFS= read -r line\nprintf '%s\\n' \"$line\"\nexit 0\n",
+    );
+    let job = job_toml(
+        "first",
+        "in.txt",
+        "out/first.txt",
+        0.0,
+        "exactly-once",
+        &[(1, first.to_str().unwrap(), &[])],
+    );
+    std::fs::write(dir.path().join("first.toml"), job).unwrap();
+    let out = run_in(dir.path(), "first.toml");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: at least 199 tuples were not processed"),
+        "{stderr}"
+    );
+    let sink = std::fs::read_to_string(dir.path().join("out/first.txt")).unwrap();
+    assert_eq!(sink, "1\n");
+}
+
 /// Records of awkward CSV — empty, quoted and missing fields, quotes inside quotes, CRLF line
 /// ends, multi-byte text — selected and counted by columns the example apps do not use, and
 /// checked against `examples/reference.py`, which parses and writes with Python's `csv`

@@ -45,6 +45,13 @@ pub trait OperatorProcess: Send {
     /// Kills the process and whatever it left behind, and reaps it.
     fn kill(&mut self) -> BoxFuture<'_, std::io::Result<()>>;
 
+    /// The write end of its stdin as a descriptor, valid while the operator holds that end:
+    /// what the operator counts the input the process left unread through (`unread.rs`);
+    /// none for a process without an OS pipe.
+    fn stdin_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
     /// Its last stderr lines, oldest first, for its failure to quote (all of them in once
     /// `wait` has returned); none for a process without a stderr.
     fn last_stderr(&self) -> Vec<String> {

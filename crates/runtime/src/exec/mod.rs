@@ -40,6 +40,7 @@ mod process;
 mod reader;
 mod run_as;
 mod stderr;
+mod unread;
 
 pub use history::Tally;
 pub use launch::{Launch, Launched, OperatorProcess};

@@ -5,6 +5,7 @@
 
 use super::launch::{Launched, OperatorProcess};
 use super::reader::spawn_reader;
+use super::unread::{lines_in, Probe};
 use super::{describe_exit, ExecError, LastStderr, PIPE_BUF};
 use crate::dataplane::router::{Closed, Router};
 use crate::model::tuple::Tuple;
@@ -169,8 +170,15 @@ impl ExecOperator {
     /// input is discarded.
     fn finished_early(&mut self) {
         if !self.done {
+            // What it was given and never took is discarded too, not only what comes next.
+            let unread = self.stdin.as_ref().map_or(0, |w| {
+                let probe = self.child.stdin_fd().and_then(Probe::open);
+                lines_in(w.buffer()) + probe.map_or(0, Probe::unread_lines)
+            });
+            self.discarded.fetch_add(unread, Ordering::Relaxed);
             tracing::warn!(
                 pid = self.pid,
+                unread,
                 "operator exited 0 before its input ended; the rest of its input is discarded (counted as the task's `discarded`)"
             );
         }
@@ -265,12 +273,20 @@ impl ExecOperator {
 
     /// [`finish`](Self::finish), leaving the operator without a process (to be replaced).
     pub(super) async fn drain(&mut self) -> Result<Router, ExecError> {
+        // Opened while the write end is held: what the process leaves unread is counted.
+        let mut unread = 0;
+        let probe = match &self.stdin {
+            Some(_) => self.child.stdin_fd().and_then(Probe::open),
+            None => None,
+        };
         if let Some(mut stdin) = self.stdin.take() {
             // A child that already exited makes these fail; its exit status says why below.
             if stdin.flush().await.is_ok() {
                 if let Err(e) = stdin.shutdown().await {
                     tracing::debug!(pid = self.pid, error = %e, "closing operator stdin failed; its exit status tells why");
                 }
+            } else {
+                unread += lines_in(stdin.buffer());
             }
             drop(stdin);
         }
@@ -278,6 +294,7 @@ impl ExecOperator {
         // group), so a helper left holding stdout open cannot keep the reader (and the task)
         // waiting.
         let status = self.child.wait().await;
+        unread += probe.map_or(0, Probe::unread_lines);
         let routed = match (self.reader.take(), self.router.take()) {
             (Some(r), _) => match r.await {
                 Ok(res) => res.map_err(|e| match e {
@@ -296,6 +313,11 @@ impl ExecOperator {
         let status = status?;
         if !status.success() {
             return Err(self.failure(status));
+        }
+        if unread > 0 {
+            // It exited 0 without taking all of its input: as an early finish, discarded.
+            tracing::warn!(pid = self.pid, unread, "operator exited 0 without reading all of its input; what it left is discarded (counted as the task's `discarded`)");
+            self.discarded.fetch_add(unread, Ordering::Relaxed);
         }
         routed
     }

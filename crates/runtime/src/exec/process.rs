@@ -24,6 +24,7 @@ pub struct OsLauncher;
 impl Launch for OsLauncher {
     fn launch(&self, path: &Path, args: &[String]) -> Result<Launched, ExecError> {
         let (child, pid, stdin, stdout, stderr) = spawn_child(path, args)?;
+        let stdin_fd = std::os::fd::AsRawFd::as_raw_fd(&stdin);
         // In the span of the task that launches it: each line names the job, stage, task and
         // attempt.
         let tail = Tail::default();
@@ -37,6 +38,7 @@ impl Launch for OsLauncher {
                 group: pid,
                 stderr: Some(relay),
                 tail,
+                stdin_fd,
             }),
             stdin: Box::new(stdin),
             stdout: Box::new(stdout),
@@ -56,6 +58,8 @@ struct OsProcess {
     stderr: Option<JoinHandle<()>>,
     /// Its last stderr lines, which the relay keeps.
     tail: Tail,
+    /// The write end of its stdin, which the operator holds.
+    stdin_fd: std::os::fd::RawFd,
 }
 
 impl OsProcess {
@@ -120,6 +124,10 @@ async fn log_stderr(stderr: ChildStderr, pid: u32, tail: Tail) {
 impl OperatorProcess for OsProcess {
     fn pid(&self) -> u32 {
         self.pid
+    }
+
+    fn stdin_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.stdin_fd)
     }
 
     fn wait(&mut self) -> BoxFuture<'_, std::io::Result<ExitStatus>> {
