@@ -180,6 +180,22 @@ mod tests {
         assert_eq!(s.field(0), Some("x"));
     }
 
+    /// What the README says of a bare line end in a line: inside, it ends the record; at the
+    /// start, it is skipped (hostile probe 12 found the README said only the first).
+    #[test]
+    fn a_bare_line_end_ends_a_record_inside_a_line_and_is_skipped_at_its_start() {
+        let mut s = CsvSplitter::default();
+        s.split("x,\ry,z");
+        assert_eq!((s.len(), s.field(0), s.field(1)), (2, Some("x"), Some("")));
+        s.split("\rabc,def");
+        assert_eq!(
+            (s.len(), s.field(0), s.field(1)),
+            (2, Some("abc"), Some("def"))
+        );
+        s.split("\r\r1,2,3");
+        assert_eq!((s.len(), s.field(0)), (3, Some("1")));
+    }
+
     #[test]
     fn many_fields_and_long_lines_grow_buffers() {
         let line: Vec<String> = (0..100).map(|i| format!("field{i}")).collect();
