@@ -92,6 +92,10 @@ pub(super) struct ApiLimitsArg {
     /// for it; slower ones are cut.
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(super) api_body_timeout_ms: u64,
+    /// At the connection cap, an answer whose client has left it unread this many
+    /// milliseconds (a follower that stopped reading) gives way to a new connection.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(super) api_unread_timeout_ms: u64,
 }
 
 impl ApiLimitsArg {
@@ -101,6 +105,7 @@ impl ApiLimitsArg {
             max_conns: usize::try_from(self.api_max_conns).unwrap_or(usize::MAX),
             header_timeout: std::time::Duration::from_millis(self.api_header_timeout_ms),
             body_timeout: std::time::Duration::from_millis(self.api_body_timeout_ms),
+            unread_timeout: std::time::Duration::from_millis(self.api_unread_timeout_ms),
         }
     }
 }

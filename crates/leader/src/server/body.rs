@@ -113,24 +113,32 @@ where
     }
 }
 
+/// What an answer tells its connection's guard as it goes out: the server handed a piece to
+/// the connection, or asked for the next one (so the client took what it had).
+pub(crate) trait Progress {
+    /// A piece of the answer went to the connection.
+    fn handed(&self);
+    /// The connection asks for the next piece: what it was handed is on its way.
+    fn taken(&self);
+}
+
 /// An answer's body holding `guard` until it is sent (or dropped): a long poll or a followed
-/// output stream keeps its connection busy for as long as it streams.
+/// output stream keeps its connection busy for as long as it streams. Each piece handed to
+/// the connection and each ask for the next are told to the guard: a connection that stops
+/// asking while it holds a piece has a client that stopped reading.
 pub(crate) struct Held<B, G> {
     inner: B,
-    _guard: G,
+    guard: G,
 }
 
 impl<B, G> Held<B, G> {
     /// `inner`, holding `guard` while it lives.
     pub(crate) fn new(inner: B, guard: G) -> Held<B, G> {
-        Held {
-            inner,
-            _guard: guard,
-        }
+        Held { inner, guard }
     }
 }
 
-impl<B: Body + Unpin, G: Unpin> Body for Held<B, G> {
+impl<B: Body + Unpin, G: Progress + Unpin> Body for Held<B, G> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -138,7 +146,13 @@ impl<B: Body + Unpin, G: Unpin> Body for Held<B, G> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        this.guard.taken();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            this.guard.handed();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

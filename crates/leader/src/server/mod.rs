@@ -40,6 +40,9 @@ pub struct ApiLimits {
     /// A request body must bring [`MIN_BODY_BYTES`] bytes (or end) in every this much time
     /// the server spends waiting for it.
     pub body_timeout: Duration,
+    /// How long an answer may wait for its client to take it before its connection may give
+    /// way at the cap (`table.rs`, rank 4).
+    pub unread_timeout: Duration,
 }
 
 /// The bytes a request body must bring in every [`ApiLimits::body_timeout`] of waiting.
@@ -51,6 +54,7 @@ impl Default for ApiLimits {
             max_conns: 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            unread_timeout: table::UNREAD,
         }
     }
 }
@@ -91,7 +95,7 @@ pub async fn serve(
     drain: Duration,
 ) {
     let cap = limits.effective_max_conns();
-    let table = Arc::new(Mutex::new(Table::new(cap)));
+    let table = Arc::new(Mutex::new(Table::new(cap, limits.unread_timeout)));
     let log = RefusalLog::new("HTTP connections refused or closed", INTERVAL);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -117,7 +121,7 @@ pub async fn serve(
             Err(e) => {
                 if out_of_descriptors(&e) {
                     // Free one that proves nothing, so the next accept can succeed.
-                    if let Some(ev) = lock(&table).evict(Rank::Unproven) {
+                    if let Some(ev) = lock(&table).evict(Rank::Unproven, Instant::now()) {
                         ev.close.cancel();
                         log.refused(ev.rank.reason(), || "to free a descriptor");
                     }
@@ -264,6 +268,16 @@ impl Busy {
     fn begin(open: &Arc<Open>, vouched: bool) -> Busy {
         lock(&open.table).begin(open.id, vouched, Instant::now());
         Busy(open.clone())
+    }
+}
+
+impl body::Progress for Busy {
+    fn handed(&self) {
+        lock(&self.0.table).handed(self.0.id, Instant::now());
+    }
+
+    fn taken(&self) {
+        lock(&self.0.table).taken(self.0.id);
     }
 }
 

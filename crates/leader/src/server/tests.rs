@@ -28,7 +28,8 @@ async fn count(body: Body, pause: Duration) -> (axum::http::StatusCode, String) 
 
 /// A server of a small app under `limits` whose clients prove themselves with [`GOOD`]:
 /// `/hello` answers at once, `/count` counts a body's bytes, `/count-slowly` too at
-/// the pace of a slow store, `/forever` streams an answer that never ends.
+/// the pace of a slow store, `/forever` streams an answer that never ends, and `/flood` one
+/// that never stops sending.
 async fn start(limits: ApiLimits) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
     let app = Router::new()
         .route("/hello", get(|| async { "hello" }))
@@ -36,6 +37,15 @@ async fn start(limits: ApiLimits) -> (SocketAddr, CancellationToken, tokio::task
         .route(
             "/count-slowly",
             post(|body: Body| count(body, Duration::from_millis(20))),
+        )
+        .route(
+            "/flood",
+            get(|| async {
+                let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+                Body::from_stream(futures::stream::repeat_with(move || {
+                    Ok::<_, std::io::Error>(chunk.clone())
+                }))
+            }),
         )
         .route(
             "/forever",
@@ -96,6 +106,7 @@ fn limits(max_conns: usize, header_ms: u64, body_ms: u64) -> ApiLimits {
         max_conns,
         header_timeout: Duration::from_millis(header_ms),
         body_timeout: Duration::from_millis(body_ms),
+        unread_timeout: table::UNREAD,
     }
 }
 
@@ -229,7 +240,7 @@ async fn idle_connections_end_at_the_header_deadline() {
 fn at_the_cap_the_oldest_of_the_lowest_rank_gives_way() {
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
-    let mut t = Table::new(4);
+    let mut t = Table::new(4, table::UNREAD);
     let admit = |t: &mut Table, ms| {
         let (id, close, evicted) = t.admit(at(ms)).expect("room");
         (id, close, evicted.map(|e| (e.rank, e.close)))
@@ -301,4 +312,93 @@ fn clients_drop_idle_connections_before_the_server_closes_them() {
         client_idle * 2 <= server_idle,
         "clients keep idle connections {client_idle:?}, the server closes them at {server_idle:?}"
     );
+}
+
+/// A follower that stops reading holds an answer with a credential, which is never cut
+/// short otherwise: once it has left what it was handed unread for `UNREAD`, its connection
+/// gives way at the cap, after every other rank (hostile probe 13: 39 stalled followers filled
+/// a cap of 40, and the workers' heartbeats, refused, had them declared dead). A stream that
+/// waits for output to send is not waiting on its client and stays.
+#[test]
+fn an_answer_its_client_stopped_reading_gives_way_at_the_cap_after_every_other() {
+    use super::table::UNREAD;
+    let t0 = Instant::now();
+    let at = |d: Duration| t0 + d;
+    let ms = Duration::from_millis;
+    let mut t = Table::new(3, UNREAD);
+    let (stalled, stalled_close, _) = t.admit(at(ms(0))).expect("room");
+    t.begin(stalled, true, at(ms(1)));
+    t.handed(stalled, at(ms(2))); // its client never asks for more
+    let (waiting, _, _) = t.admit(at(ms(3))).expect("room");
+    t.begin(waiting, true, at(ms(4)));
+    t.handed(waiting, at(ms(5)));
+    t.taken(waiting); // it took everything: the stream waits for output
+    let (reading, _, _) = t.admit(at(ms(6))).expect("room");
+    t.begin(reading, true, at(ms(7)));
+    t.handed(reading, at(ms(8) + UNREAD - ms(100)));
+    // Before UNREAD has passed, nothing may give way.
+    assert!(t.admit(at(ms(2) + UNREAD - ms(1))).is_none());
+    // Then the one that left its answer unread longest goes; the others stay.
+    let (newcomer, _, ev) = t
+        .admit(at(ms(2) + UNREAD))
+        .expect("the stalled one gives way");
+    t.begin(newcomer, true, at(ms(3) + UNREAD));
+    let ev = ev.expect("one closed");
+    assert_eq!(ev.rank, Rank::Unread);
+    ev.close.cancel();
+    assert!(stalled_close.is_cancelled());
+    // An idle keep-alive connection still goes before a stalled answer.
+    t.end(waiting, at(UNREAD * 2));
+    t.handed(reading, at(UNREAD * 2));
+    let (_, _, ev) = t.admit(at(UNREAD * 4)).expect("room made");
+    assert_eq!(ev.map(|e| e.rank), Some(Rank::Idle));
+}
+
+/// The same through a real server: a client with the credential that stops reading an
+/// endless answer gives way at the cap once it has left it unread for the unread timeout,
+/// while a stream waiting for something to send stays.
+#[tokio::test]
+async fn a_client_that_stopped_reading_gives_way_to_a_new_one_at_the_cap() {
+    let limits = ApiLimits {
+        unread_timeout: Duration::from_millis(300),
+        ..limits(2, 10_000, 30_000)
+    };
+    let (addr, stop, server) = start(limits).await;
+    let ask =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {GOOD}\r\n\r\n");
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(ask("/flood").as_bytes()).await.unwrap();
+    let mut waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
+    waiting.write_all(ask("/forever").as_bytes()).await.unwrap();
+    // A new client gets in once the flood's reader has left it unread long enough; until
+    // then the cap refuses it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut text = String::new();
+        let answered = async {
+            let hello = ask("/hello").replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+            s.write_all(hello.as_bytes()).await?;
+            s.read_to_string(&mut text).await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), answered).await;
+        if text.contains("hello") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never let in: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        closed_within(&mut stalled, Duration::from_secs(10)).await,
+        "the stalled reader's connection is still open"
+    );
+    assert!(
+        !closed_within(&mut waiting, Duration::from_millis(200)).await,
+        "the stream waiting for output was closed"
+    );
+    stop.cancel();
+    server.await.unwrap();
 }
