@@ -241,3 +241,120 @@ fn a_follower_reads_each_commit_as_the_sink_reports_it() {
     assert!(status.success(), "{err}");
     assert_same_text("the follower's output", &out, &text);
 }
+
+/// A job with `retention_s = 1` and 100,000 lines of output, followed by a raw client that
+/// reads 64 KiB and stops; once `expired` says the retention has passed (given the cluster
+/// and the followed job's id), the client reads the rest. The text, and what the stream
+/// carried: its data and its final record.
+fn follow_past_retention(
+    c: &Cluster,
+    expired: impl Fn(&Cluster, &str),
+) -> (String, String, Option<serde_json::Value>) {
+    // More output than the sockets' buffers between the leader and the follower hold, so a
+    // follower that stops reading holds its stream part-way.
+    let pad = "x".repeat(100);
+    let text: String = (0..100_000).map(|i| format!("{i},{pad}\n")).collect();
+    c.file("in.txt", &text);
+    c.ok(&["put", "in.txt", "in.txt"]);
+    // Read at a rate, so that the follower reads the sink's log while the job runs, and
+    // the output file, which the expiry removes, only after it ended.
+    let followed = submit_short(c, "followed", 40_000.0);
+    let addr = c.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /api/jobs/{followed}/output HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        c.token
+    )
+    .unwrap();
+    let mut raw = vec![0u8; 64 * 1024];
+    s.read_exact(&mut raw).unwrap();
+    expired(c, &followed);
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let (data, end) = events(&dechunk(&raw[split + 4..]));
+    (text, data, end)
+}
+
+/// Submits an identity job over `in.txt` at `rate` lines a second with `retention_s = 1`.
+fn submit_short(c: &Cluster, name: &str, rate: f64) -> String {
+    let toml = job_toml(
+        name,
+        "in.txt",
+        &format!("out/{name}.txt"),
+        rate,
+        "exactly-once",
+        &[(1, "identity", &[])],
+    );
+    c.file(&format!("{name}.toml"), &format!("retention_s = 1\n{toml}"));
+    c.submit(&format!("{name}.toml"))
+}
+
+/// Waits for job `id` to succeed.
+fn succeeded(c: &Cluster, id: &str) {
+    let j = c.wait_job(id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+}
+
+/// A follower still reading an ended job's output keeps the job's record and output past its
+/// retention (for a while), so it reads every line and then the final status. Hostile probe
+/// 13: a slow follower of a job with `retention_s = 2` got 60,000 of 300,000 lines, and its
+/// stream ended as if complete, without the status, once the record and output expired.
+#[test]
+fn a_follower_still_reading_keeps_an_expiring_job_until_it_has_read_it_all() {
+    let c = Cluster::start(1, 5.0);
+    let (text, data, end) = follow_past_retention(&c, |c, followed| {
+        // A later job with the same retention, not followed: once its record is gone, the
+        // followed job's retention has passed too.
+        succeeded(c, followed);
+        let later = submit_short(c, "later", 0.0);
+        succeeded(c, &later);
+        wait_for(
+            "the later job's record to expire",
+            Duration::from_secs(60),
+            || (!c.ok(&["jobs"]).contains(&later)).then_some(()),
+        );
+        assert!(
+            c.ok(&["jobs"]).contains(followed),
+            "the followed job's record expired under its follower"
+        );
+    });
+    assert_same(
+        "followed output",
+        &sorted_lines(&data),
+        &sorted_lines(&text),
+    );
+    let end = end.expect("the stream ends with the job's final status");
+    assert_eq!(end["status"], "succeeded", "{end}");
+    assert!(end.get("output_replaced").is_none(), "{end}");
+}
+
+/// A follower slower than the retention and the grace after it is cut short, and told so:
+/// its stream still ends with the job's final status, saying its output went before it was
+/// read, never as if it were complete.
+#[test]
+fn a_follower_slower_than_the_grace_is_told_its_stream_was_cut_short() {
+    let c = Cluster::start_with(1, 5.0, &["--follow-grace", "0.2"]);
+    let (text, data, end) = follow_past_retention(&c, |c, followed| {
+        succeeded(c, followed);
+        wait_for(
+            "the followed job's record to expire",
+            Duration::from_secs(60),
+            || (!c.ok(&["jobs"]).contains(followed)).then_some(()),
+        );
+    });
+    let want: std::collections::HashSet<&str> = text.lines().collect();
+    assert!(
+        data.lines().all(|l| want.contains(l)),
+        "lines not of the output"
+    );
+    assert!(
+        data.lines().count() < want.len(),
+        "every line came: nothing was cut"
+    );
+    let end = end.expect("the stream ends with the job's final status");
+    assert_eq!(end["status"], "succeeded", "{end}");
+    let why = end["output_replaced"].as_str().unwrap_or_default();
+    assert!(why.contains("before this follower read all of"), "{end}");
+}

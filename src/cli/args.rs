@@ -162,6 +162,10 @@ pub(super) enum Cmd {
         /// declared stalled and restarted.
         #[arg(long, default_value_t = 60.0)]
         stall_timeout: f64,
+        /// Seconds past its retention an ended job's record and output stay while a follower
+        /// still reads them; a follower slower than that is told its stream was cut short.
+        #[arg(long, default_value_t = 600.0)]
+        follow_grace: f64,
         #[command(flatten)]
         restarts: RestartArgs,
         /// Seconds a dead worker stays listed before it is forgotten (never while a running

@@ -143,6 +143,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             keep_logs,
             advertise_host,
             stall_timeout,
+            follow_grace,
             restarts,
             forget_dead_after,
             allow_exec,
@@ -162,6 +163,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let token = Secret::from_args(token_file.as_deref())?;
             let heartbeat_timeout = positive_secs("heartbeat-timeout", heartbeat_timeout)?;
             let stall_timeout = positive_secs("stall-timeout", stall_timeout)?;
+            let follow_grace = positive_secs("follow-grace", follow_grace)?;
             let forget_dead_after = positive_secs("forget-dead-after", forget_dead_after)?;
             // The data dir first: a second leader on it is refused before it takes a port.
             let dir_lock = std::sync::Arc::new(leader::persist::DirLock::acquire(&data_dir)?);
@@ -187,6 +189,7 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_restarts,
                 keep_logs,
                 stall_timeout,
+                follow_grace,
                 forget_dead_after,
                 exec_policy,
                 token,

@@ -24,6 +24,9 @@ pub struct LeaderConfig {
     pub keep_logs: bool,
     /// How long ended jobs stay listed.
     pub retention: Duration,
+    /// How much longer an ended job's record and output stay while a follower still reads
+    /// them (`monitor.rs`); one slower than that is told its stream was cut short.
+    pub follow_grace: Duration,
     /// How long a dead worker stays listed before it is forgotten (never while a running
     /// job's task is still placed on it). A registration never used (no heartbeat, event or
     /// command poll) is forgotten as soon as it is declared dead.
@@ -67,6 +70,7 @@ impl Default for LeaderConfig {
             max_restarts: 20,
             keep_logs: false,
             retention: Duration::from_secs(3600),
+            follow_grace: Duration::from_secs(600),
             forget_dead_after: Duration::from_secs(300),
             stall_timeout: Duration::from_secs(60),
             start_timeout: Duration::from_secs(30),

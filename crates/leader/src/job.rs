@@ -85,6 +85,12 @@ pub struct JobRec {
     /// The sink's latest group commit as its worker reported it (attempt, commits): each new
     /// one wakes the job's followers (`api/output.rs`), which otherwise look every poll.
     pub commits: watch::Sender<(u32, u64)>,
+    /// Output streams of this job open now: its record (and an output its `retention_s`
+    /// removes) waits for them to finish, a while (`LeaderConfig::follow_grace`).
+    pub followers: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// The job's status as its record expired, for followers still streaming it then: their
+    /// streams end with it (the record is gone), saying what they did not read.
+    pub last_word: std::sync::Arc<std::sync::OnceLock<crate::protocol::control::JobInfo>>,
 }
 
 /// Where a job is in its life: what a running job has (a driver to tell, a placement) and
@@ -198,6 +204,8 @@ impl JobRec {
             output: OutputGate::default(),
             scaling: Default::default(),
             commits: watch::Sender::new((0, 0)),
+            followers: Default::default(),
+            last_word: Default::default(),
         }
     }
 
@@ -315,6 +323,8 @@ impl JobRec {
             output: OutputGate::shut(),
             scaling: Scaling::restored(job.scaling, false),
             commits: watch::Sender::new((0, 0)),
+            followers: Default::default(),
+            last_word: Default::default(),
         }
     }
 }

@@ -171,12 +171,21 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 .iter()
                 .filter(|(_, j)| {
                     let retention = j.spec.limits.retention().unwrap_or(leader.cfg.retention);
-                    j.ended().is_some_and(|e| now.duration_since(e) > retention)
+                    // A follower still reading its output keeps it, a while: a record
+                    // dropped under a slow follower cut its stream short (hostile probe 13).
+                    let followed = j.followers.load(std::sync::atomic::Ordering::Relaxed) > 0;
+                    let grace = leader.cfg.follow_grace;
+                    let keep = retention + if followed { grace } else { Duration::ZERO };
+                    j.ended().is_some_and(|e| now.duration_since(e) > keep)
                 })
                 .map(|(id, _)| id.clone())
                 .collect();
             let mut gone = Vec::new();
             for id in &expired {
+                // Its followers still streaming end with its status as it was.
+                if let (Some(j), Some(info)) = (st.jobs.get(id), st.job_info(id)) {
+                    let _told = j.last_word.set(info).is_ok();
+                }
                 if let Some(j) = st.jobs.remove(id) {
                     gone.push((id.clone(), j.spec));
                 }

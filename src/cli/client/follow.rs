@@ -228,7 +228,7 @@ where
                 OutputEvent::End(info) => {
                     if let Some(by) = &info.output_replaced {
                         eprintln!(
-                            "rainstorm: the output of job {} at {} was written over or removed since it ended ({by}); it is not shown",
+                            "rainstorm: the output of job {} at {} was written over or removed since it ended ({by}); what was not printed of it cannot be",
                             info.id, info.sink
                         );
                     }

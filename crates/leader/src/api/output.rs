@@ -6,7 +6,9 @@
 //! the output file, which holds exactly that text. This stream is the only job data the
 //! leader carries, and only for followers.
 
-use super::committed::{io, whole_lines, LogCursor, Seek, CHUNK};
+mod tail;
+
+use super::committed::LogCursor;
 use super::{error, InUse, Shared};
 use crate::model::ids::JobId;
 use crate::protocol::control::{JobInfo, OutputEvent};
@@ -18,11 +20,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use futures::stream::{BoxStream, StreamExt};
-use rainstorm_store::output::{SinkProgress, SinkTarget};
-use rainstorm_store::store::ObjectReader;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::watch;
+use tail::{Refused, Tail, EXPIRED, REMOVED};
 
 /// The query of an output stream. `offset` is the byte of the sink file to start at (0 by
 /// default): a follower that reconnects asks for the byte it had reached. It is taken as text
@@ -86,7 +85,7 @@ pub async fn chunks(
     id: JobId,
     offset: u64,
 ) -> Result<BoxStream<'static, std::io::Result<OutputChunk>>, (StatusCode, String)> {
-    let (progress, commits, key, target, replaced) = {
+    let (progress, commits, key, target, replaced, followers, last_word) = {
         let st = lock(&l.state);
         match st.jobs.get(&id) {
             Some(j) => (
@@ -95,6 +94,8 @@ pub async fn chunks(
                 j.sink_key(&id),
                 j.output(),
                 j.output_replaced.is_some(),
+                InUse::new(&j.followers),
+                j.last_word.clone(),
             ),
             None => return Err((StatusCode::NOT_FOUND, format!("no job {id}"))),
         }
@@ -106,6 +107,8 @@ pub async fn chunks(
     }
     let mut tail = Tail {
         _open: InUse::new(&l.output_streams),
+        _following: followers,
+        last_word,
         leader: l.clone(),
         id: id.clone(),
         progress,
@@ -148,7 +151,7 @@ pub async fn chunks(
                 Ok(Some(buf)) => return Some((Ok(OutputChunk::Lines(buf)), t)),
                 Ok(None) if finished => {
                     t.done = true;
-                    let info = lock(&t.leader.state).job_info(&t.id)?;
+                    let info = t.status(None)?;
                     return Some((Ok(OutputChunk::End(Box::new(info))), t));
                 }
                 Ok(None) => {}
@@ -158,7 +161,8 @@ pub async fn chunks(
                 Err(e) if finished => {
                     tracing::warn!(job = %t.id, offset = t.offset, error = %e, "the ended job's output cannot be read; the stream ends with its status");
                     t.done = true;
-                    let info = lock(&t.leader.state).job_info(&t.id)?;
+                    let cut = (e.kind() == std::io::ErrorKind::NotFound).then_some(REMOVED);
+                    let info = t.status(cut)?;
                     return Some((Ok(OutputChunk::End(Box::new(info))), t));
                 }
                 Err(e) => {
@@ -185,7 +189,10 @@ pub async fn chunks(
                 // stream cut, and its follower asks the next leader. Its "pending" here was
                 // taken for final, and the follower exited 1 (hostile probe).
                 t.done = true;
-                let info = lock(&t.leader.state).job_info(&t.id)?;
+                // Expired before this follower read the end of its output (it read slower
+                // than the record's retention and the grace after it allow): it is told so,
+                // not handed a stream that ends as if complete.
+                let info = t.status(Some(EXPIRED))?;
                 if !info.status.is_terminal() {
                     return None;
                 }
@@ -200,166 +207,6 @@ pub async fn chunks(
 fn end_only(l: &Leader, id: &JobId) -> BoxStream<'static, std::io::Result<OutputChunk>> {
     let info = lock(&l.state).job_info(id);
     futures::stream::iter(info.map(|i| Ok(OutputChunk::End(Box::new(i))))).boxed()
-}
-
-/// Why a follower's offset is refused.
-enum Refused {
-    Bad(String),
-    Io(std::io::Error),
-}
-
-/// One follower's stream: where it is in the output.
-struct Tail {
-    leader: Arc<Leader>,
-    id: JobId,
-    progress: watch::Receiver<SinkProgress>,
-    /// The sink's commits as its worker reports them: each wakes the stream to read.
-    commits: watch::Receiver<(u32, u64)>,
-    /// Where the follower is in the sink's log, the output while the job runs.
-    log: LogCursor,
-    /// The output file, read once the job ended.
-    target: SinkTarget,
-    /// The next byte of the output to hand out (always the start of a line).
-    offset: u64,
-    /// The output file, opened at `offset`, with the bytes read past the last whole line (in
-    /// a mutex only to make the stream `Sync`; it is only ever borrowed mutably, never locked).
-    fin: Option<(std::sync::Mutex<ObjectReader>, Vec<u8>)>,
-    done: bool,
-    _open: InUse,
-}
-
-impl Tail {
-    /// Refuses an offset that is past the output so far or inside a line.
-    async fn check_offset(&mut self) -> Result<(), Refused> {
-        if self.offset == 0 {
-            return Ok(());
-        }
-        let beyond = |have: u64| {
-            Refused::Bad(format!(
-                "offset {} is beyond the output of job {} ({have} bytes so far)",
-                self.offset, self.id
-            ))
-        };
-        let inside = || {
-            Refused::Bad(format!(
-                "offset {} is not at the start of a line of job {}'s output",
-                self.offset, self.id
-            ))
-        };
-        if self.progress.borrow().closing {
-            // The log is going away: check against the output file once it is final.
-            if self.progress.wait_for(|p| p.finished).await.is_err() {
-                return Err(Refused::Io(io("the job's record went away")));
-            }
-        }
-        if self.progress.borrow().finished {
-            let (mut rd, have) = self
-                .open_final(self.offset - 1)
-                .await
-                .map_err(Refused::Io)?;
-            if self.offset > have {
-                return Err(beyond(have));
-            }
-            let mut b = [0u8; 1];
-            rd.read_exact(&mut b).await.map_err(Refused::Io)?;
-            return if b[0] == b'\n' { Ok(()) } else { Err(inside()) };
-        }
-        match self
-            .log
-            .seek(&self.leader.store, self.offset)
-            .await
-            .map_err(Refused::Io)?
-        {
-            Seek::LineStart => Ok(()),
-            Seek::InsideLine => Err(inside()),
-            Seek::Beyond(have) => Err(beyond(have)),
-        }
-    }
-
-    /// [`Tail::check_offset`], checked again against the output file if the job started
-    /// closing meanwhile (its log may have been removed under the first check).
-    async fn check(&mut self) -> Result<(), Refused> {
-        let first = self.check_offset().await;
-        if self.progress.borrow().closing {
-            return self.check_offset().await;
-        }
-        first
-    }
-
-    /// The committed lines from `offset` on (see [`LogCursor::next`]).
-    async fn committed_lines(&mut self) -> std::io::Result<Option<Vec<u8>>> {
-        self.log
-            .next(&self.leader.store, &self.progress, &mut self.offset)
-            .await
-    }
-
-    /// The output file from byte `at`, and its length.
-    async fn open_final(&self, at: u64) -> std::io::Result<(ObjectReader, u64)> {
-        match &self.target {
-            SinkTarget::File(path) => {
-                let mut f = match tokio::fs::File::open(path).await {
-                    Ok(f) => f,
-                    // A job that ended before its sink wrote anything has no output.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Ok((Box::new(tokio::io::empty()), 0))
-                    }
-                    Err(e) => return Err(e),
-                };
-                let len = f.metadata().await?.len();
-                f.seek(std::io::SeekFrom::Start(at.min(len))).await?;
-                Ok((Box::new(f), len))
-            }
-            SinkTarget::Store(path) => {
-                let len = match self.leader.store.size(path).await {
-                    Ok(n) => n,
-                    Err(rainstorm_store::store::StoreError::NotFound(_)) => {
-                        return Ok((Box::new(tokio::io::empty()), 0))
-                    }
-                    Err(e) => return Err(io(e)),
-                };
-                let mut rd = self.leader.store.open(path).await.map_err(io)?;
-                tokio::io::copy(&mut (&mut rd).take(at.min(len)), &mut tokio::io::sink()).await?;
-                Ok((rd, len))
-            }
-        }
-    }
-
-    /// The next whole lines of the ended job's output file, about a chunk at a time (its last
-    /// line even without a newline); `None` at its end.
-    async fn final_lines(&mut self) -> std::io::Result<Option<Vec<u8>>> {
-        if self.fin.is_none() {
-            // Its output was never written, or another's stands at its path: none of it is
-            // this job's (a follower of `run` printed an old file's lines from its offset).
-            let foreign = lock(&self.leader.state)
-                .jobs
-                .get(&self.id)
-                .is_some_and(|j| j.output_replaced.is_some());
-            if foreign {
-                return Ok(None);
-            }
-            let (rd, _) = self.open_final(self.offset).await?;
-            self.fin = Some((std::sync::Mutex::new(rd), Vec::new()));
-        }
-        let Some((rd, carry)) = self.fin.as_mut() else {
-            return Ok(None);
-        };
-        let rd = rd.get_mut().unwrap_or_else(|p| p.into_inner());
-        let mut buf = std::mem::take(carry);
-        loop {
-            if buf.len() >= CHUNK {
-                if let Some(n) = whole_lines(&buf) {
-                    *carry = buf.split_off(n);
-                    self.offset += n as u64;
-                    return Ok(Some(buf));
-                }
-            }
-            buf.reserve(CHUNK);
-            if rd.read_buf(&mut buf).await? == 0 {
-                self.offset += buf.len() as u64;
-                return Ok((!buf.is_empty()).then_some(buf));
-            }
-        }
-    }
 }
 
 /// A chunk as one NDJSON line of the HTTP stream (`OutputEvent`).
