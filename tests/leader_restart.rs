@@ -183,6 +183,11 @@ fn after_a_sigkill_and_restart_old_jobs_are_listed_a_running_one_carries_on_and_
     let old = find(&first);
     assert_eq!(old["status"], "succeeded", "{old}");
     assert_eq!(old["sink_tuples"], j["sink_tuples"], "{old}");
+    // Its latency is part of its record: the new leader, which never heard its sink, shows
+    // it on (hostile probe 13 saw it go null).
+    assert!(j["latency_ms"].is_object(), "{j}");
+    let shown = c.json(&["job", &first, "--json"]);
+    assert_eq!(shown["latency_ms"], j["latency_ms"], "{shown}");
     let carried = find(&slow);
     assert_eq!(carried["status"], "running", "{carried}");
     let done = c.wait_job(&slow, Duration::from_secs(90));

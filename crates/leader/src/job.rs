@@ -57,6 +57,8 @@ pub struct JobRec {
     pub sink_tuples: Arc<AtomicU64>,
     /// Latency histogram.
     pub latency: Arc<Mutex<SinkLatency>>,
+    /// The latency summary its record held, for an ended job a restarted leader restored.
+    pub latency_at_end: Option<crate::model::latency::Latency>,
     /// Failures seen.
     pub failures: u64,
     /// Restarts done.
@@ -191,6 +193,7 @@ impl JobRec {
             source_read: Arc::new(AtomicU64::new(0)),
             sink_tuples: Arc::new(AtomicU64::new(0)),
             latency: Arc::default(),
+            latency_at_end: None,
             failures: 0,
             recoveries: 0,
             last_failure: None,
@@ -207,6 +210,17 @@ impl JobRec {
             followers: Default::default(),
             last_word: Default::default(),
         }
+    }
+
+    /// Its latency summary: from its sink's reports, or the one its record held (a job that
+    /// ended before this leader started).
+    pub fn latency_summary(&self) -> Option<crate::model::latency::Latency> {
+        let live = self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .summary();
+        live.summary().or_else(|| self.latency_at_end.clone())
     }
 
     /// The sink task of this job (stage K+1): its log is the job's committed output.
@@ -248,6 +262,7 @@ impl JobRec {
                 Phase::Running { run, .. } => run.clone(),
                 Phase::Ended { .. } => None,
             },
+            latency: self.latency_summary(),
             scaling: self.scaling.list.clone(),
             discarded: self.discarded,
         }
@@ -309,6 +324,7 @@ impl JobRec {
             source_read: Arc::new(AtomicU64::new(job.source_tuples)),
             sink_tuples: Arc::new(AtomicU64::new(job.sink_tuples)),
             latency: Arc::default(),
+            latency_at_end: job.latency.clone(),
             failures: job.failures,
             recoveries: job.recoveries,
             last_failure: job.last_failure.clone(),

@@ -60,6 +60,10 @@ pub struct StoredJob {
     /// While the job runs: where its tasks run, so a restarted leader carries it on.
     #[serde(default)]
     pub run: Option<RunState>,
+    /// Its latency summary as of this record: an ended job's, shown on by a restarted leader
+    /// (which has none of its sink's reports; hostile probe 13 saw it go null).
+    #[serde(default)]
+    pub latency: Option<crate::model::latency::Latency>,
     /// Its `scaling` list as of this record (a restarted leader shows it on).
     #[serde(default)]
     pub scaling: Vec<crate::protocol::control::ScaleInfo>,

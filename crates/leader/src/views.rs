@@ -53,12 +53,7 @@ impl State {
             rate: j.spec.rate,
             submitted_ms: ms_since_epoch(j.submitted),
             elapsed_ms: elapsed.as_millis() as u64,
-            latency_ms: j
-                .latency
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .summary()
-                .summary(),
+            latency_ms: j.latency_summary(),
             cleanup_error: j.cleanup_error.clone(),
             output_replaced: j.output_replaced.clone(),
             source_bytes,

@@ -3,7 +3,7 @@
 //! p50/p99/max by the API and the dashboard.
 
 /// Tuple latency summary (source emit → sink write), as the API shows it.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Latency {
     /// Median, ms.
     pub p50: f64,

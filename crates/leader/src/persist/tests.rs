@@ -41,6 +41,7 @@ fn job(id: &str, status: JobStatus) -> StoredJob {
         cleanup_error: None,
         logs_left: true,
         output_replaced: None,
+        latency: None,
         discarded: 4,
         run: Some(RunState {
             epoch: 1,
