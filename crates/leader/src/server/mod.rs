@@ -45,6 +45,11 @@ pub struct ApiLimits {
     pub unread_timeout: Duration,
 }
 
+/// An answer left unread this many times [`ApiLimits::unread_timeout`] is closed, at the cap
+/// or not: each holds some 2 MB of buffers (hostile probe 13: 200 stalled followers took the
+/// leader from 48 to 502 MB).
+pub const ABANDONED: u32 = 10;
+
 /// The bytes a request body must bring in every [`ApiLimits::body_timeout`] of waiting.
 pub const MIN_BODY_BYTES: usize = body::MIN_BYTES_PER_WINDOW;
 
@@ -158,6 +163,7 @@ pub async fn serve(
         });
         let (http, app, vouch, stop) = (http.clone(), app.clone(), vouch.clone(), stop.clone());
         let body_timeout = limits.body_timeout;
+        let abandoned = limits.unread_timeout * ABANDONED;
         conns.spawn(async move {
             let conn = connection(sock, &http, app, vouch, body_timeout, open.clone());
             tokio::pin!(conn);
@@ -165,6 +171,12 @@ pub async fn serve(
                 r = conn.as_mut() => r,
                 // Closed to make room: dropping it closes the socket.
                 _ = close.cancelled() => Ok(()),
+                // Its client left its answer unread for good: what it holds is freed (a
+                // follower reconnects where it stopped).
+                () = open.abandoned(abandoned) => {
+                    debug!(%peer, "closing an answer its client left unread");
+                    Ok(())
+                }
                 // Stopping: a connection without a request (a slowloris among them) closes now;
                 // one carrying a request closes once its answer is sent.
                 _ = stop.cancelled() => {
@@ -252,6 +264,18 @@ impl Open {
     /// Whether it carries a request now.
     fn busy(&self) -> bool {
         lock(&self.table).busy(self.id)
+    }
+
+    /// Resolves once the answer it carries has waited `after` for its client to take it.
+    async fn abandoned(&self, after: Duration) {
+        loop {
+            let unread = lock(&self.table).unread_for(self.id, Instant::now());
+            match unread {
+                Some(d) if d >= after => return,
+                Some(d) => tokio::time::sleep(after.saturating_sub(d)).await,
+                None => tokio::time::sleep(after).await,
+            }
+        }
     }
 }
 

@@ -203,6 +203,12 @@ impl Table {
         }
     }
 
+    /// How long connection `id`'s answer has waited at `now` for its client to take it.
+    pub(crate) fn unread_for(&self, id: u64, now: Instant) -> Option<Duration> {
+        let since = self.conns.get(&id)?.unread_since?;
+        Some(now.saturating_duration_since(since))
+    }
+
     /// Whether connection `id` carries a request now.
     pub(crate) fn busy(&self, id: u64) -> bool {
         self.conns.get(&id).is_some_and(|e| e.busy > 0)

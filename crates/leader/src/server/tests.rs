@@ -402,3 +402,33 @@ async fn a_client_that_stopped_reading_gives_way_to_a_new_one_at_the_cap() {
     stop.cancel();
     server.await.unwrap();
 }
+
+/// Below the cap too, an answer its client leaves unread for `ABANDONED` times the unread
+/// timeout is closed, freeing its buffers; one that waits for something to send stays.
+#[tokio::test]
+async fn an_answer_left_unread_for_long_is_closed_below_the_cap() {
+    let limits = ApiLimits {
+        unread_timeout: Duration::from_millis(50),
+        ..limits(64, 10_000, 30_000)
+    };
+    let (addr, stop, server) = start(limits).await;
+    let ask =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {GOOD}\r\n\r\n");
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(ask("/flood").as_bytes()).await.unwrap();
+    let mut waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
+    waiting.write_all(ask("/forever").as_bytes()).await.unwrap();
+    // The client stalls (what is under test, not a wait for the server: the server's
+    // close can only be seen by reading), well past the 500 ms it may leave an answer unread.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        closed_within(&mut stalled, Duration::from_secs(10)).await,
+        "the answer left unread is still streaming"
+    );
+    assert!(
+        !closed_within(&mut waiting, Duration::from_millis(200)).await,
+        "the stream waiting for output was closed"
+    );
+    stop.cancel();
+    server.await.unwrap();
+}
