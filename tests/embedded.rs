@@ -312,6 +312,35 @@ exec = "nowhere/op.py"
             "{source}: {err}"
         );
     }
+    // A sink that is the source or the job file under another spelling would replace it
+    // (hostile probe 14: `./in.csv` for `in.csv` overwrote the input, exit 0).
+    std::fs::write(dir.path().join("in.csv"), "a\nb\n").unwrap();
+    for (sink, said) in [
+        ("./in.csv", "is the job's source file"),
+        ("sub/../in.csv", "is the job's source file"),
+        ("self.toml", "is this job file"),
+    ] {
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        let job = format!(
+            "[source]\npath = \"in.csv\"\n[sink]\npath = \"{sink}\"\n[[stages]]\nop = \"identity\"\n"
+        );
+        std::fs::write(dir.path().join("self.toml"), &job).unwrap();
+        let out = run_in(dir.path(), "self.toml");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sink}: {err}");
+        assert!(
+            err.contains("sink.path") && err.contains(said),
+            "{sink}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("in.csv")).unwrap(),
+            "a\nb\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("self.toml")).unwrap(),
+            job
+        );
+    }
 }
 
 extern "C" {

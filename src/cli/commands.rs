@@ -115,6 +115,15 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => cwd.clone(),
             };
             let policy = ExecPolicy::local_run(&allow_exec, &cwd, &job_dir)?;
+            // A sink that is the job file itself would be written over by the output.
+            let job_text = job.to_string_lossy();
+            if leader::validate::same_file(&job_text, &spec.sink_path) {
+                problems.push(crate::model::check::Problem::new(
+                    "sink.path",
+                    &spec.sink_path,
+                    "is this job file: the output would replace it; name another file",
+                ));
+            }
             if !problems.is_empty() {
                 // The files it names are looked at too, as the leader would, so that one
                 // answer lists every problem (hostile probe 12: a bad regex hid a missing

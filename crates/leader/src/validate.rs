@@ -92,6 +92,16 @@ pub fn check(
             ));
         }
     }
+    // A local sink that is the source spelled another way (`./in.csv`, an absolute path, a
+    // link): the output would replace the input (hostile probe 14; the static check compares
+    // the spellings only).
+    if spec.paths == PathMode::Local && same_file(&spec.source_path, &spec.sink_path) {
+        problems.push(Problem::new(
+            "sink.path",
+            &spec.sink_path,
+            "is the job's source file, named another way: the output would replace the input; name another file",
+        ));
+    }
     if spec.paths == PathMode::Store
         && !sink_absolute
         && rainstorm_store::store::clean_path(&spec.sink_path).is_err()
@@ -132,6 +142,32 @@ pub fn check(
         }
     }
     problems
+}
+
+/// Whether local paths `a` (an existing file) and `b` (a file that may not exist yet) name
+/// the same file, whatever their spelling: `b`'s folder resolved, links and all.
+pub fn same_file(a: &str, b: &str) -> bool {
+    let (Ok(a), b) = (std::fs::canonicalize(a), Path::new(b)) else {
+        return false;
+    };
+    let b = match std::fs::canonicalize(b) {
+        Ok(b) => b,
+        Err(_) => match (b.parent(), b.file_name()) {
+            (Some(dir), Some(name)) => {
+                let dir = if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                };
+                match std::fs::canonicalize(dir) {
+                    Ok(d) => d.join(name),
+                    Err(_) => return false,
+                }
+            }
+            _ => return false,
+        },
+    };
+    a == b
 }
 
 /// What the cluster holds of data links: the smallest data-connection cap among the live
