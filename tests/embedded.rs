@@ -452,6 +452,68 @@ fn an_operator_that_exits_0_early_finishes_its_task_at_any_input_size() {
     }
 }
 
+/// Ctrl-C while `run` is still printing a job that already succeeded: it must not say the
+/// job succeeded as if everything was printed (hostile probe 14: 18,604 of 1,000,000 lines
+/// printed, "succeeded", exit 0). It exits non-zero, saying the output file holds it all.
+#[test]
+fn interrupting_run_while_it_prints_a_finished_job_does_not_claim_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let pad = "y".repeat(60);
+    let text: String = (0..200_000).map(|i| format!("{i},{pad}\n")).collect();
+    std::fs::write(dir.path().join("in.csv"), &text).unwrap();
+    let job = job_toml(
+        "big",
+        "in.csv",
+        "out/big.txt",
+        0.0,
+        "exactly-once",
+        &[(1, "identity", &[])],
+    );
+    std::fs::write(dir.path().join("big.toml"), job).unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "big.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads its stdout yet: the job ends (its output file appears, whole) while
+    // `run` still waits to print most of it.
+    let sink = dir.path().join("out/big.txt");
+    wait_for(
+        "the job's output file",
+        std::time::Duration::from_secs(60),
+        || {
+            let n = std::fs::read_to_string(&sink).ok()?.len();
+            (n == text.len()).then_some(())
+        },
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut out);
+        out.len()
+    });
+    let status = wait_for(
+        "run to exit after Ctrl-C",
+        std::time::Duration::from_secs(30),
+        || child.try_wait().unwrap(),
+    );
+    let printed = reader.join().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    if printed < text.len() {
+        assert!(
+            !status.success(),
+            "printed {printed} of {} bytes, exit 0: {err}",
+            text.len()
+        );
+        assert!(err.contains("not all of it was printed"), "{err}");
+    }
+}
+
 /// An operator that exits 0 having read only part of what it was given says so, even when
 /// everything fit in its pipe before it exited: the lines it left there are counted as
 /// discarded (hostile probe 12: `head -n 3` on 5,000 lines ended "succeeded" without a word).

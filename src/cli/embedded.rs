@@ -233,16 +233,34 @@ pub async fn run_job(
             info = follow => info,
             _ = sigint.recv() => {
                 eprintln!("rainstorm: interrupted; cancelling job {id}");
+                // A second Ctrl-C does not wait for the rest (a slow reader of stdout held
+                // the first one's way out; hostile probe 14).
+                tokio::spawn(async move {
+                    if sigint.recv().await.is_some() {
+                        eprintln!("rainstorm: interrupted again; exiting at once");
+                        std::process::exit(130);
+                    }
+                });
                 cluster.client.cancel(&id).await?;
                 // The terminal status is always deliverable: wait for it (bounded).
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-                loop {
+                let info = loop {
                     let info = cluster.client.job(&id).await?;
                     if info.status.is_terminal() || tokio::time::Instant::now() > deadline {
-                        break Ok(info);
+                        break info;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                // The job may have ended before the interrupt, with its output still being
+                // printed: what was printed is not all of it, and `run` must not say it
+                // succeeded (hostile probe 14: 18,604 of 1,000,000 lines, exit 0).
+                if succeeded(&info) {
+                    anyhow::bail!(
+                        "interrupted while printing the output: job {id} succeeded and {} holds all of its output, but not all of it was printed",
+                        info.sink
+                    );
                 }
+                Ok(info)
             }
         }
     }
