@@ -1303,3 +1303,41 @@ fn a_worker_that_never_starts_its_tasks_cannot_wedge_a_job() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     beat.join().unwrap();
 }
+
+/// A secret read from a file that is missing (`export RAINSTORM_TOKEN=$(cat missing)`) is an
+/// empty variable: the leader refuses to start rather than run without a secret in silence
+/// (hostile probe 14), and says why.
+#[test]
+fn an_empty_secret_variable_stops_the_leader_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["leader", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("leader"))
+        .env("RAINSTORM_TOKEN", "")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A leader that started anyway would serve for ever: it is given 10 s, then killed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = status.unwrap_or_else(|| panic!("the leader started without a secret: {err}"));
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("RAINSTORM_TOKEN is set but empty"), "{err}");
+}

@@ -35,6 +35,10 @@ pub enum SecretError {
     /// The secret is too short to be a secret.
     #[error("the cluster secret must be at least 16 characters (it has {0})")]
     TooShort(usize),
+    /// `RAINSTORM_TOKEN` is set but holds nothing: most likely `$(cat FILE)` of a file that
+    /// is missing, which must not start a process without a secret in silence.
+    #[error("RAINSTORM_TOKEN is set but empty (was the file it was read from missing?): set the secret, or unset RAINSTORM_TOKEN to run without one")]
+    EmptyEnv,
     /// The system's random source failed.
     #[error("no randomness for a secret: {0}")]
     Random(String),
@@ -69,7 +73,10 @@ impl Secret {
         }
         match std::env::var("RAINSTORM_TOKEN") {
             Ok(t) if !t.trim().is_empty() => Secret::new(&t).map(Some),
-            _ => Ok(None),
+            // Hostile probe 14: `export RAINSTORM_TOKEN=$(cat missing)` started a leader with
+            // no secret and no word.
+            Ok(_) => Err(SecretError::EmptyEnv),
+            Err(_) => Ok(None),
         }
     }
 
