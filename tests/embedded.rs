@@ -514,6 +514,49 @@ fn interrupting_run_while_it_prints_a_finished_job_does_not_claim_success() {
     }
 }
 
+/// `run JOB | head -n 5`: once its reader has gone, `run` cancels the job and exits at once,
+/// non-zero, rather than let its workers wait out their drain (hostile probe 14: 10 s).
+#[test]
+fn run_whose_reader_went_away_cancels_its_job_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..200_000).map(|i| format!("{i},z\n")).collect();
+    std::fs::write(dir.path().join("in.csv"), &text).unwrap();
+    // Slow enough to be running still when its reader goes (20 s at this rate).
+    let job = job_toml(
+        "head",
+        "in.csv",
+        "out/head.txt",
+        10_000.0,
+        "exactly-once",
+        &[(2, "identity", &[])],
+    );
+    std::fs::write(dir.path().join("head.toml"), job).unwrap();
+    let mut child = Command::new(bin())
+        .args(["run", "head.toml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    for _ in 0..5 {
+        lines.next().expect("a line").unwrap();
+    }
+    drop(lines);
+    let status = wait_for(
+        "run to exit after its reader went",
+        std::time::Duration::from_secs(8),
+        || child.try_wait().unwrap(),
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    // The job was cancelled: its committed output is written, not all of it.
+    let written = std::fs::read_to_string(dir.path().join("out/head.txt")).unwrap();
+    assert!(written.lines().count() < 200_000, "the job ran to its end");
+}
+
 /// An operator that exits 0 having read only part of what it was given says so, even when
 /// everything fit in its pipe before it exited: the lines it left there are counted as
 /// discarded (hostile probe 12: `head -n 3` on 5,000 lines ended "succeeded" without a word).

@@ -230,7 +230,17 @@ pub async fn run_job(
         let follow =
             crate::cli::progress::follow_local_to_stdout(&cluster.leader, &cluster.client, &id);
         tokio::select! {
-            info = follow => info,
+            info = follow => {
+                if info.is_err() {
+                    // Its output could not be printed (a reader like `head` that had what it
+                    // wanted closed the pipe): the job is cancelled, not waited out by the
+                    // workers' drain (hostile probe 14: 10 s, and misleading warnings).
+                    if let Err(e) = cluster.client.cancel(&id).await {
+                        tracing::debug!(job = %id, error = %format!("{e:#}"), "cancelling the job whose output could not be printed");
+                    }
+                }
+                info
+            }
             _ = sigint.recv() => {
                 eprintln!("rainstorm: interrupted; cancelling job {id}");
                 // A second Ctrl-C does not wait for the rest (a slow reader of stdout held
