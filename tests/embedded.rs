@@ -352,6 +352,19 @@ extern "C" {
 /// cancelled, exits non-zero and leaves no operator process behind.
 #[test]
 fn interrupting_run_cancels_the_job_and_leaves_nothing_behind() {
+    interrupt_run(2);
+}
+
+/// SIGTERM (what `timeout`, systemd and CI send) stops `run` as Ctrl-C does: its job is
+/// cancelled with its committed output written, and nothing is left behind (hostile probe 14:
+/// it killed `run` at once, its temporary store left in `$TMPDIR`).
+#[test]
+fn terminating_run_cancels_the_job_as_ctrl_c_does() {
+    interrupt_run(15);
+}
+
+/// Runs a slow job, sends `run` signal `sig` once output flows, and checks the cancel.
+fn interrupt_run(sig: i32) {
     let dir = tempfile::tempdir().unwrap();
     let signs = Signs::generate(20000, 4);
     signs.write(&dir.path().join("signs.csv"));
@@ -387,7 +400,7 @@ fn interrupting_run_cancels_the_job_and_leaves_nothing_behind() {
         .recv_timeout(std::time::Duration::from_secs(60))
         .expect("output to flow");
     // SAFETY: signalling our own child.
-    unsafe { libc_kill(child.id() as i32, 2) };
+    unsafe { libc_kill(child.id() as i32, sig) };
     let status = wait_for(
         "run to exit after Ctrl-C",
         std::time::Duration::from_secs(10),

@@ -208,6 +208,11 @@ pub async fn run_job(
     // the background, which inherits SIGINT as ignored, still gets it from here on).
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("watching SIGINT")?;
+    // SIGTERM (what `timeout`, systemd and CI send) stops a run as Ctrl-C does: the job is
+    // cancelled and its committed output written, and the temporary store removed (hostile
+    // probe 14: it killed `run` at once, leaving its store in $TMPDIR).
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("watching SIGTERM")?;
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let spec = localize(spec, &cwd);
     let cluster = Cluster::start(workers.max(1), keep_logs, policy).await?;
@@ -241,12 +246,13 @@ pub async fn run_job(
                 }
                 info
             }
-            _ = sigint.recv() => {
+            _ = async { tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} } } => {
                 eprintln!("rainstorm: interrupted; cancelling job {id}");
                 // A second Ctrl-C does not wait for the rest (a slow reader of stdout held
                 // the first one's way out; hostile probe 14).
                 tokio::spawn(async move {
-                    if sigint.recv().await.is_some() {
+                    let again = tokio::select! { s = sigint.recv() => s, s = sigterm.recv() => s };
+                    if again.is_some() {
                         eprintln!("rainstorm: interrupted again; exiting at once");
                         std::process::exit(130);
                     }
