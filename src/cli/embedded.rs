@@ -216,6 +216,8 @@ pub async fn run_job(
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let spec = localize(spec, &cwd);
     let cluster = Cluster::start(workers.max(1), keep_logs, policy).await?;
+    // After a first interrupt: the watch for a second one, joined once the run is over.
+    let mut again: Option<tokio::task::JoinHandle<()>> = None;
     let result = async {
         let id = cluster
             .leader
@@ -250,13 +252,13 @@ pub async fn run_job(
                 eprintln!("rainstorm: interrupted; cancelling job {id}");
                 // A second Ctrl-C does not wait for the rest (a slow reader of stdout held
                 // the first one's way out; hostile probe 14).
-                tokio::spawn(async move {
-                    let again = tokio::select! { s = sigint.recv() => s, s = sigterm.recv() => s };
-                    if again.is_some() {
+                again = Some(tokio::spawn(async move {
+                    let second = tokio::select! { s = sigint.recv() => s, s = sigterm.recv() => s };
+                    if second.is_some() {
                         eprintln!("rainstorm: interrupted again; exiting at once");
                         std::process::exit(130);
                     }
-                });
+                }));
                 cluster.client.cancel(&id).await?;
                 // The terminal status is always deliverable: wait for it (bounded).
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -282,6 +284,14 @@ pub async fn run_job(
     }
     .await;
     let stopped = cluster.stop().await;
+    if let Some(watch) = again {
+        watch.abort();
+        if let Err(e) = watch.await {
+            if !e.is_cancelled() {
+                tracing::warn!(error = %e, "the watch for a second interrupt failed");
+            }
+        }
+    }
     let info = result?;
     stopped?;
     if !succeeded(&info) {
