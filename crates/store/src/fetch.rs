@@ -122,12 +122,19 @@ impl ExecPolicy {
             return Err(ExecUnavailable::NotAllowed(self.rule().to_string()));
         }
         let Ok(canon) = std::fs::canonicalize(p) else {
-            // Not there: say so only if its directory is an allowed place.
+            // Not there: say so only if the nearest folder of it that exists is an allowed
+            // place (a folder missing under the current directory is a path typed from
+            // elsewhere, not a forbidden place: hostile probe 14).
             let inside = p
-                .parent()
-                .and_then(|d| std::fs::canonicalize(d).ok())
+                .ancestors()
+                .skip(1)
+                .find_map(|d| std::fs::canonicalize(d).ok())
                 .is_some_and(|d| self.dirs.iter().any(|a| d.starts_with(a)));
-            return Err(if inside {
+            return Err(if inside && self.path_commands {
+                ExecUnavailable::NotFound(
+                    "operator not found (a relative path in a job file is taken from the current directory)".to_string(),
+                )
+            } else if inside {
                 ExecUnavailable::NotFound("operator not found".to_string())
             } else {
                 ExecUnavailable::NotAllowed(self.rule().to_string())
