@@ -354,6 +354,21 @@ fn an_answer_its_client_stopped_reading_gives_way_at_the_cap_after_every_other()
     assert_eq!(ev.map(|e| e.rank), Some(Rank::Idle));
 }
 
+/// A request with the credential for `path`.
+fn ask(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {GOOD}\r\n\r\n")
+}
+
+/// Two clients with the credential: one asks for the endless `/flood` and reads none of it,
+/// the other for `/forever`, a stream with nothing to send.
+async fn stalled_and_waiting(addr: SocketAddr) -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(ask("/flood").as_bytes()).await.unwrap();
+    let mut waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
+    waiting.write_all(ask("/forever").as_bytes()).await.unwrap();
+    (stalled, waiting)
+}
+
 /// The same through a real server: a client with the credential that stops reading an
 /// endless answer gives way at the cap once it has left it unread for the unread timeout,
 /// while a stream waiting for something to send stays.
@@ -364,12 +379,7 @@ async fn a_client_that_stopped_reading_gives_way_to_a_new_one_at_the_cap() {
         ..limits(2, 10_000, 30_000)
     };
     let (addr, stop, server) = start(limits).await;
-    let ask =
-        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {GOOD}\r\n\r\n");
-    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stalled.write_all(ask("/flood").as_bytes()).await.unwrap();
-    let mut waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
-    waiting.write_all(ask("/forever").as_bytes()).await.unwrap();
+    let (mut stalled, mut waiting) = stalled_and_waiting(addr).await;
     // A new client gets in once the flood's reader has left it unread long enough; until
     // then the cap refuses it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -412,12 +422,7 @@ async fn an_answer_left_unread_for_long_is_closed_below_the_cap() {
         ..limits(64, 10_000, 30_000)
     };
     let (addr, stop, server) = start(limits).await;
-    let ask =
-        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {GOOD}\r\n\r\n");
-    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stalled.write_all(ask("/flood").as_bytes()).await.unwrap();
-    let mut waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
-    waiting.write_all(ask("/forever").as_bytes()).await.unwrap();
+    let (mut stalled, mut waiting) = stalled_and_waiting(addr).await;
     // The client stalls (what is under test, not a wait for the server: the server's
     // close can only be seen by reading), well past the 500 ms it may leave an answer unread.
     tokio::time::sleep(Duration::from_secs(2)).await;
