@@ -605,8 +605,17 @@ fn at_most_once_never_duplicates() {
 /// input waiting and no progress is declared stalled, stopped and restarted.
 #[test]
 fn stalled_task_is_detected_and_restarted() {
-    // Enough input that the hung operator's pipe fills: batches wait in the inbox.
-    stall_case(6000, 30, "stall", "input waiting or output held back");
+    // Enough input that the hung operator cannot take all of it (about 650 KB per task):
+    // the task waits inside a write to it. With 6,000 rows all of a task's input could fit
+    // in the operator's pipe and the task's writer, and the stall was then, rightly, the one
+    // after the last input (the suite's CI met it). Its output is not held back: the
+    // operator, not a peer, is named.
+    stall_case(
+        20000,
+        30,
+        "stall",
+        "its operator has taken none of the input handed to it",
+    );
 }
 
 /// A hung operator that already received all its input (so its inbox is empty) is a stall too:

@@ -35,6 +35,13 @@ impl Stopwatch {
         g.0 + g.1.map_or(0, |s| s.elapsed().as_nanos() as u64)
     }
 
+    /// Whether an interval is in progress now: for a task's working time, that it is inside
+    /// a call to its operator, which a hung operator never leaves.
+    pub fn is_running(&self) -> bool {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.1.is_some()
+    }
+
     fn stop(&self) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = g.1.take() {

@@ -278,6 +278,7 @@ impl Executor {
                 t.reported = false;
                 t.store_wait_ms = 0;
                 t.finishing = false;
+                t.in_operator = false;
                 t.unreached = None;
             }
             None => {

@@ -134,6 +134,9 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 let rec = st.tasks.get(&t.0);
                 let store_wait = rec.map_or(0, |r| r.store_wait_ms);
                 let finishing = rec.is_some_and(|r| r.finishing);
+                // Inside a call to its operator with its output not held back: the
+                // operator, not a peer, takes nothing.
+                let operator = rec.is_some_and(|r| r.in_operator && !r.blocked);
                 let cause = match store_wait {
                     // Its operator, not a peer, holds it up: every input ended and the
                     // process has neither exited nor (so far as it ends with it) closed its
@@ -146,6 +149,10 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                     ms if ms >= STORE_WAIT_SHOWN_MS => format!(
                         "stalled: its input-log write has waited {:.0} s for the store, and no progress for {:.0} s",
                         ms as f64 / 1000.0,
+                        stall.as_secs_f64()
+                    ),
+                    _ if operator => format!(
+                        "stalled: its operator has taken none of the input handed to it for {:.0} s, and its output is not held back (an executable must keep reading its stdin)",
                         stall.as_secs_f64()
                     ),
                     _ => format!(

@@ -258,6 +258,7 @@ impl State {
         t.discarded = r.discarded;
         t.store_wait_ms = r.store_wait_ms;
         t.finishing = r.finishing;
+        t.in_operator = r.in_operator;
         t.unreached = r.unreached;
         t.pid = pid.or(t.pid);
         t.state = r.state;
@@ -324,6 +325,7 @@ impl State {
                 t.error = Some(cause);
                 t.store_wait_ms = 0;
                 t.finishing = false;
+                t.in_operator = false;
                 t.unreached = None;
                 // Its inbox and its rates went with it.
                 t.queued = 0;

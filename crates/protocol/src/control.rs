@@ -175,6 +175,11 @@ pub struct TaskReport {
     /// process to exit): a stall then names the operator.
     #[serde(default)]
     pub finishing: bool,
+    /// The attempt is inside a call to its operator now (feeding it, flushing its input, or
+    /// waiting for it to end): work is pending even with an empty inbox, and an operator that
+    /// takes no input is named as the stall's cause.
+    #[serde(default)]
+    pub in_operator: bool,
     /// The receiver its links have tried longest to reach without a connection, and for how
     /// long in ms (a worker-to-worker cut, or a receiver restarting).
     #[serde(default)]

@@ -39,6 +39,7 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         discarded: s.discarded.load(Ordering::Relaxed),
         store_wait_ms: s.store_wait.waited(&s.started).as_millis() as u64,
         finishing: s.finishing.load(Ordering::Relaxed),
+        in_operator: s.working.is_running(),
         unreached: s
             .sent
             .longest_unreached()
@@ -87,6 +88,16 @@ impl LeaderLink {
 }
 
 /// Heartbeats every `every_ms` until the session ends; an answer `known: false` ends it.
+/// An attempt's pending work, for the leader's stall detector: the batches waiting in its
+/// inbox, plus one while its operator drains after the last input or while the task is inside
+/// a call to its operator. An operator that never finishes, or never takes the input it was
+/// handed, is a stall even once every tuple has left the inbox for the task's own buffers (an
+/// exactly-once task's log writer and feeder hold several commits).
+fn pending(inbox: u32, s: &TaskStatus) -> u32 {
+    let draining = s.draining.load(Ordering::Relaxed);
+    inbox + u32::from(draining || s.working.is_running())
+}
+
 pub(super) async fn heartbeats(
     link: LeaderLink,
     every_ms: u64,
@@ -105,14 +116,11 @@ pub(super) async fn heartbeats(
             .values()
             .map(|r| {
                 let mut rep = report(&r.assignment, &r.status);
-                // Pending work: batches waiting in the inbox, plus one while the operator
-                // drains after its last input (an operator that never finishes is a stall).
                 let inbox = registry
                     .get(&r.assignment.key)
                     .map(|h| (h.tx.max_capacity() - h.tx.capacity()) as u32)
                     .unwrap_or(0);
-                let draining = r.status.draining.load(std::sync::atomic::Ordering::Relaxed);
-                rep.queued = inbox + u32::from(draining);
+                rep.queued = pending(inbox, &r.status);
                 rep
             })
             .collect();
@@ -175,4 +183,29 @@ pub(super) async fn send_events(
         }
     }
     (rx, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task waiting inside a write to an operator that takes nothing, its inbox empty, has
+    /// work pending. (It had none: a hung operator whose task had passed every tuple to its
+    /// log writer and feeder was never declared stalled.)
+    #[test]
+    fn a_task_inside_a_call_to_its_operator_has_work_pending_with_an_empty_inbox() {
+        let s = TaskStatus::default();
+        assert_eq!(pending(0, &s), 0, "an idle task has no pending work");
+        assert_eq!(pending(3, &s), 3);
+        let feeding = s.working.run();
+        assert_eq!(
+            pending(0, &s),
+            1,
+            "a task inside its operator has pending work"
+        );
+        drop(feeding);
+        assert_eq!(pending(0, &s), 0);
+        s.draining.store(true, Ordering::Relaxed);
+        assert_eq!(pending(2, &s), 3);
+    }
 }

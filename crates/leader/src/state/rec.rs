@@ -58,6 +58,8 @@ pub struct TaskRec {
     /// Its current attempt waited for its operator to finish after its last input, per its
     /// last report.
     pub finishing: bool,
+    /// Its current attempt was inside a call to its operator, per its last report.
+    pub in_operator: bool,
     /// The receiver its links had tried longest to reach, and for how many ms, per its last
     /// report.
     pub unreached: Option<(crate::model::ids::TaskPos, u64)>,
@@ -82,6 +84,7 @@ impl TaskRec {
         self.blocked = false;
         self.store_wait_ms = 0;
         self.finishing = false;
+        self.in_operator = false;
         self.unreached = None;
         self.meters.stop();
     }
@@ -122,6 +125,7 @@ impl TaskRec {
             blocked: false,
             store_wait_ms: 0,
             finishing: false,
+            in_operator: false,
             unreached: None,
         }
     }

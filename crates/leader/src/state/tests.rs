@@ -53,6 +53,7 @@ fn running(key: TaskKey, attempt: u32) -> crate::protocol::control::TaskReport {
         discarded: 0,
         store_wait_ms: 0,
         finishing: false,
+        in_operator: false,
         unreached: None,
     }
 }
@@ -231,6 +232,7 @@ fn a_task_waiting_for_the_store_is_the_job_s_waiting_reason() {
     let waiting = |ms| crate::protocol::control::TaskReport {
         store_wait_ms: ms,
         finishing: false,
+        in_operator: false,
         ..running(key(2), 0)
     };
     let reason = |st: &State| st.job_info(&job).and_then(|j| j.pending_reason);

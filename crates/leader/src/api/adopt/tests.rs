@@ -61,6 +61,7 @@ fn report(key: &TaskKey, handed: u32) -> TaskReport {
         discarded: 0,
         store_wait_ms: 0,
         finishing: false,
+        in_operator: false,
         unreached: None,
     }
 }
