@@ -387,13 +387,27 @@ fn cancel_stops_the_job_and_followers_still_get_the_final_status() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    c.ok(&["cancel", &id]);
+    let said = |args: &[&str]| {
+        let out = c.run(args);
+        assert!(out.status.success(), "rainstorm {args:?} failed");
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    // The cancel answers once the job's end is recorded, and says what it did.
+    assert_eq!(
+        said(&["cancel", &id]),
+        format!("rainstorm: job {id} cancelled")
+    );
     for j in [&id, &follow_id] {
         assert_eq!(
             c.wait_job(j, Duration::from_secs(10))["status"],
             "cancelled"
         );
     }
+    // A job that had ended is not said to be cancelled again (hostile probe 14).
+    assert_eq!(
+        said(&["cancel", &id]),
+        format!("rainstorm: job {id} had already ended (cancelled); nothing to cancel")
+    );
     wait_for("operator processes to go", Duration::from_secs(10), || {
         processes_matching(ops.to_str().unwrap())
             .is_empty()

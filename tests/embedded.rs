@@ -60,6 +60,20 @@ fn run_app1_builtins_prints_exactly_the_output_and_writes_the_sink() {
         "{summary}"
     );
     assert_eq!(summary["sink_tuples"], signs.app1().len(), "{summary}");
+    // A summary that cannot be written is found before the job runs, not after (hostile
+    // probe 14): nothing is printed, and the error names the flag.
+    let out = Command::new(bin())
+        .args(["run", "app1.toml", "--summary-json", "no-such-dir/s.json"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot write --summary-json no-such-dir/s.json"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "the job ran");
 }
 
 /// Built-ins chained in one stage give what the same built-ins give as stages of their own:
@@ -692,4 +706,77 @@ fn awkward_csv_matches_the_python_reference_for_other_columns() {
             String::from_utf8_lossy(&check.stderr)
         );
     }
+}
+
+/// Ctrl-C during `get` leaves neither the file nor a hidden partial one beside it (hostile
+/// probe 14: the temporary file of the download stayed). The "leader" here sends the start of
+/// a file and then nothing, so the download is in progress when the signal comes.
+#[test]
+fn an_interrupted_get_leaves_no_partial_file() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let start = "HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n";
+        s.write_all(start.as_bytes()).unwrap();
+        s.write_all(&[b'x'; 4096]).unwrap();
+        // Holds the connection until the client goes.
+        let _ = s.read(&mut buf);
+    });
+    let mut child = Command::new(bin())
+        .args(["get", "data/big.csv", "got/big.csv", "--leader", &url])
+        .env_remove("RAINSTORM_TOKEN")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let got = dir.path().join("got");
+    let partial = || {
+        std::fs::read_dir(&got)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    wait_for(
+        "the download to start",
+        std::time::Duration::from_secs(30),
+        || {
+            partial()
+                .iter()
+                .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+                .then_some(())
+        },
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let status = wait_for("get to exit", std::time::Duration::from_secs(10), || {
+        child.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted; got/big.csv was not written"),
+        "{err}"
+    );
+    assert_eq!(partial(), Vec::<std::path::PathBuf>::new(), "left behind");
+    server.join().unwrap();
 }

@@ -134,6 +134,11 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 jobfile::add_problems(&mut problems, files);
                 return Err(crate::model::check::InvalidJob(problems).into());
             }
+            // Found now, not after the job has run (hostile probe 14).
+            if let Some(p) = &summary_json {
+                writable(p)
+                    .with_context(|| format!("cannot write --summary-json {}", p.display()))?;
+            }
             let info = crate::cli::embedded::run_job(spec, usize::from(workers), keep_logs, policy)
                 .await?;
             if let Some(p) = summary_json {
@@ -260,7 +265,16 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             local,
             leader,
         } => {
-            client(&leader)?.get(&remote, &local).await?;
+            // An interrupt drops the download, and with it its temporary file (hostile probe
+            // 14: a hidden partial file was left beside `local`).
+            let c = client(&leader)?;
+            tokio::select! {
+                r = c.get(&remote, &local) => r?,
+                () = super::signals::interrupted() => {
+                    eprintln!("rainstorm: interrupted; {} was not written", local.display());
+                    return Ok(ExitCode::from(130));
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Ls { prefix, leader } => {
@@ -298,8 +312,8 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(print::final_status(&info))
         }
         Cmd::Cancel { id, leader } => {
-            client(&leader)?.cancel(&id).await?;
-            eprintln!("rainstorm: cancel requested for {id}");
+            let done = client(&leader)?.cancel(&id).await?;
+            eprintln!("rainstorm: {}", print::cancelled(&id, &done));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Tasks { json, leader } => {
@@ -352,6 +366,25 @@ pub(super) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// A client of the leader named by `--leader`, sending the cluster secret of `--token-file`
 /// or `RAINSTORM_TOKEN`.
+/// Whether a file can be written at `path`, checked without changing it: an existing one is
+/// opened for writing (not truncated), else a scratch file is made and removed in its folder.
+fn writable(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        anyhow::bail!("it is a directory");
+    }
+    if path.exists() {
+        std::fs::OpenOptions::new().write(true).open(path)?;
+        return Ok(());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    Ok(())
+}
+
 fn client(arg: &crate::cli::args::LeaderArg) -> anyhow::Result<Client> {
     Ok(Client::new(&arg.leader).with_token(Secret::from_args(arg.token_file.as_deref())?))
 }

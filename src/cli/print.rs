@@ -2,8 +2,9 @@
 //! status line (and the exit code it means), and the problems of an invalid job. Data goes to
 //! stdout; status and problems go to stderr.
 
-use crate::cli::client::{succeeded, Rejected};
+use crate::cli::client::{succeeded, Cancelled, Rejected};
 use crate::model::check::InvalidJob;
+use crate::protocol::api::JobStatus;
 use crate::protocol::control::{JobInfo, ScaleInfo, TaskInfo, TaskState, WorkerInfo};
 use std::process::ExitCode;
 
@@ -36,17 +37,7 @@ pub(super) fn print_problems(err: &anyhow::Error) -> bool {
 
 /// Prints a job's final status on stderr; the exit code is 0 only if it succeeded.
 pub(super) fn final_status(info: &JobInfo) -> ExitCode {
-    match &info.error {
-        Some(e) => eprintln!("rainstorm: job {} {:?}: {e}", info.id, info.status),
-        None => eprintln!(
-            "rainstorm: job {} {} ({} tuples in, {} lines out, {:.2} s)",
-            info.id,
-            status_word(info.status),
-            info.source_tuples,
-            info.sink_tuples,
-            info.elapsed_ms as f64 / 1000.0
-        ),
-    }
+    eprintln!("rainstorm: {}", status_line(info));
     if info.discarded_tuples > 0 {
         eprintln!("rainstorm: warning: {}", discarded(info.discarded_tuples));
     }
@@ -54,6 +45,41 @@ pub(super) fn final_status(info: &JobInfo) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// A job's final status in one line, of one form whatever the status; a failure adds its
+/// cause (hostile probe 14: a failure's line had another form, the status in Rust's spelling).
+pub(super) fn status_line(info: &JobInfo) -> String {
+    let line = format!(
+        "job {} {} ({} tuples in, {} lines out, {:.2} s)",
+        info.id,
+        status_word(info.status),
+        info.source_tuples,
+        info.sink_tuples,
+        info.elapsed_ms as f64 / 1000.0
+    );
+    match &info.error {
+        Some(e) => format!("{line}: {}", shown(e)),
+        None => line,
+    }
+}
+
+/// What a cancel did, in one line: the job's status now, and whether the cancel made it.
+pub(super) fn cancelled(id: &str, c: &Cancelled) -> String {
+    match (c.already_ended, c.status) {
+        (true, Some(s)) => format!(
+            "job {id} had already ended ({}); nothing to cancel",
+            status_word(s)
+        ),
+        (_, Some(JobStatus::Cancelled)) => format!("job {id} cancelled"),
+        (_, Some(s)) if s.is_terminal() => format!(
+            "job {id} ended ({}) before the cancel took effect",
+            status_word(s)
+        ),
+        _ => {
+            format!("cancel of job {id} requested; it has not ended yet (see `rainstorm job {id}`)")
+        }
     }
 }
 

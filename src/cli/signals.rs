@@ -1,5 +1,6 @@
 //! Signals for the long-running roles (leader, worker): SIGINT or SIGTERM starts a graceful stop,
-//! and a second one exits at once. (`run` watches SIGINT itself, to cancel its job.)
+//! and a second one exits at once. (`run` watches SIGINT itself, to cancel its job.) A command
+//! that writes a file (`get`) races its work against [`interrupted`].
 
 use tokio_util::sync::CancellationToken;
 
@@ -30,4 +31,22 @@ pub(super) fn shutdown_on_signal() -> CancellationToken {
         std::process::exit(130);
     });
     token
+}
+
+/// Resolves at the first SIGINT or SIGTERM: raced against a command's work, so that the work
+/// is dropped (its temporary files removed) rather than the process killed mid-write.
+pub(super) async fn interrupted() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM");
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::warn!(error = %e, "cannot watch SIGINT");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }

@@ -54,6 +54,7 @@ impl Client {
         let mut reached = Instant::now();
         // Connections in a row that broke before delivering anything.
         let mut fruitless = 0u32;
+
         loop {
             let lost = match self.follow_once(id, &mut written, out).await {
                 Ok(info) => return Ok(info),
@@ -80,6 +81,15 @@ impl Client {
                     "the leader at {} broke job {id}'s output stream {fruitless} times in a row \
                      before sending anything",
                     self.base
+                )));
+            }
+            // A leader that never answered this client is most likely a mistyped address: given
+            // up on sooner than one that answered and restarts.
+            if !self.answered() && reached.elapsed() >= patience.first_contact {
+                return Err(lost.context(format!(
+                    "the leader at {} did not answer within {} s",
+                    self.base,
+                    patience.first_contact.as_secs()
                 )));
             }
             if reached.elapsed() >= patience.give_up {
@@ -122,6 +132,7 @@ impl Client {
             error: anyhow::Error::new(e)
                 .context(format!("cannot reach the leader at {}", self.base)),
         })?;
+        self.heard();
         let status = resp.status();
         if !status.is_success() {
             let error = refusal(resp).await;
@@ -145,6 +156,8 @@ impl Client {
 pub struct Patience {
     /// Time without a successful connection.
     pub give_up: Duration,
+    /// Time without a first connection (a leader that never answered this follower).
+    pub first_contact: Duration,
     /// Connections in a row that broke before delivering anything: a leader that always cuts
     /// the stream at once (an output file it can no longer read) must not be retried
     /// forever, while a restart costs one such break.
@@ -154,6 +167,7 @@ pub struct Patience {
 /// A follower's limits: two minutes is long enough for a leader to be restarted by hand.
 pub const FOLLOW_PATIENCE: Patience = Patience {
     give_up: Duration::from_secs(120),
+    first_contact: Duration::from_secs(10),
     fruitless: 30,
 };
 

@@ -23,6 +23,8 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<crate::protocol::auth::Secret>,
+    /// Whether the leader has answered this client (any HTTP answer) at least once.
+    answered: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Submission refused with the leader's list of problems.
@@ -73,6 +75,7 @@ impl Client {
             base,
             http,
             token: None,
+            answered: Default::default(),
         }
     }
 
@@ -96,12 +99,24 @@ impl Client {
         }
     }
 
+    /// Notes that the leader answered.
+    fn heard(&self) {
+        self.answered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the leader has answered this client at least once.
+    fn answered(&self) -> bool {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Sends a request; a refusal becomes an error carrying the leader's message.
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach the leader at {}", self.base))?;
+        self.heard();
         if !resp.status().is_success() {
             return Err(refusal(resp).await);
         }
@@ -154,12 +169,17 @@ impl Client {
     }
 
     /// Cancels a job.
-    pub async fn cancel(&self, id: &str) -> anyhow::Result<()> {
+    pub async fn cancel(&self, id: &str) -> anyhow::Result<Cancelled> {
         let req = self.request(
             Method::POST,
             &format!("/api/jobs/{}/cancel", job_segment(id)),
         );
-        self.send(req).await.map(drop)
+        let v: serde_json::Value = self.call(req).await?;
+        let status = serde_json::from_value(v["status"].clone()).ok();
+        Ok(Cancelled {
+            status,
+            already_ended: v["already_ended"].as_bool().unwrap_or(false),
+        })
     }
 
     /// Asks a worker to SIGKILL an operator process; returns the leader's account of what it
@@ -289,4 +309,13 @@ pub(crate) fn job_segment(id: &str) -> String {
     const KEEP: &percent_encoding::AsciiSet =
         &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_');
     percent_encoding::utf8_percent_encode(id, KEEP).to_string()
+}
+
+/// What a cancel did, as the leader answered it.
+#[derive(Debug)]
+pub struct Cancelled {
+    /// The job's status after the cancel (None from a leader that did not say).
+    pub status: Option<crate::protocol::api::JobStatus>,
+    /// The job had ended before the cancel: its status is its own, not the cancel's.
+    pub already_ended: bool,
 }

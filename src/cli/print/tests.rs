@@ -80,3 +80,53 @@ fn what_clients_sent_is_shown_without_control_characters() {
     assert_eq!(shown("tab\there"), "tab\\there");
     assert_eq!(shown("ünï"), "ünï");
 }
+
+fn ended(status: &str, error: Option<&str>) -> JobInfo {
+    serde_json::from_value(json!({
+        "id": "job-7", "name": null, "status": status, "error": error,
+        "delivery": "exactly-once", "stages": ["1×identity"], "sink": "out.txt",
+        "source_tuples": 120, "sink_tuples": 80, "failures": 0, "recoveries": 0,
+        "submitted_ms": 0, "elapsed_ms": 2500, "latency_ms": null
+    }))
+    .unwrap()
+}
+
+/// A failed job's line has the form of every other, its cause after it, with control
+/// characters escaped (it had Rust's spelling of the status: `job-7 Failed: …`).
+#[test]
+fn a_final_status_has_one_form_and_a_failure_adds_its_cause() {
+    assert_eq!(
+        status_line(&ended("succeeded", None)),
+        "job job-7 succeeded (120 tuples in, 80 lines out, 2.50 s)"
+    );
+    assert_eq!(
+        status_line(&ended("failed", Some("operator exited 3\n\u{1b}[2J"))),
+        "job job-7 failed (120 tuples in, 80 lines out, 2.50 s): operator exited 3\\n\\u{1b}[2J"
+    );
+}
+
+/// A cancel says what it did: cancelled, found the job ended, or could not wait for its end.
+#[test]
+fn a_cancel_says_whether_it_ended_the_job() {
+    let said = |status, already_ended| {
+        let c = Cancelled {
+            status,
+            already_ended,
+        };
+        cancelled("job-7", &c)
+    };
+    assert_eq!(
+        said(Some(JobStatus::Cancelled), false),
+        "job job-7 cancelled"
+    );
+    assert_eq!(
+        said(Some(JobStatus::Succeeded), true),
+        "job job-7 had already ended (succeeded); nothing to cancel"
+    );
+    assert_eq!(
+        said(Some(JobStatus::Failed), false),
+        "job job-7 ended (failed) before the cancel took effect"
+    );
+    assert!(said(Some(JobStatus::Running), false).contains("has not ended yet"));
+    assert!(said(None, false).contains("requested"));
+}

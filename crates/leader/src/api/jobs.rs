@@ -59,13 +59,15 @@ pub(super) async fn get_job(State(l): Shared, Path(id): Path<String>) -> Respons
 
 pub(super) async fn cancel_job(State(l): Shared, Path(id): Path<String>) -> Response {
     let job = JobId(id.clone());
-    let mut progress = {
+    let (mut progress, already_ended) = {
         let st = lock(&l.state);
         let Some(j) = st.jobs.get(&job) else {
             return error(StatusCode::NOT_FOUND, format!("no job {id}"));
         };
+        // A job that had ended keeps its status: the answer says so, rather than "cancelled".
+        let already_ended = j.status().is_terminal();
         j.cancel.cancel();
-        j.progress.clone()
+        (j.progress.clone(), already_ended)
     };
     info!(job = %id, "cancel requested");
     // Answered once the job's end is durable (its record is written before `finished`): a
@@ -89,7 +91,8 @@ pub(super) async fn cancel_job(State(l): Shared, Path(id): Path<String>) -> Resp
     } else {
         StatusCode::ACCEPTED
     };
-    (code, Json(json!({ "id": id, "status": status }))).into_response()
+    let body = json!({ "id": id, "status": status, "already_ended": already_ended });
+    (code, Json(body)).into_response()
 }
 
 /// How long a cancel waits for its job's end to be recorded before it answers "accepted"

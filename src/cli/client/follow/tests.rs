@@ -348,3 +348,33 @@ async fn events_cut_anywhere_across_chunks_are_relayed_whole() {
         assert_eq!(written, want.len() as u64, "chunks of {size}");
     }
 }
+
+/// A leader that never answered this client (a mistyped address, a leader not started) is
+/// given up on after the first-contact limit, not the two minutes a restart is allowed.
+#[tokio::test]
+async fn a_leader_that_never_answered_is_given_up_sooner() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let out = OutputWriter::spawn(Capture::default(), None, 1).unwrap();
+    let t0 = std::time::Instant::now();
+    let err = Client::new(&url)
+        .follow_until(
+            "job-1",
+            out,
+            Patience {
+                first_contact: Duration::from_millis(300),
+                ..FOLLOW_PATIENCE
+            },
+        )
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains(&format!("the leader at {url} did not answer within")),
+        "{msg}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+}
