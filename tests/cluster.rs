@@ -568,3 +568,36 @@ fn an_operators_stderr_reaches_the_worker_log_bounded_and_tagged_with_its_task()
         "every noise line is logged or counted ({logged} logged, {dropped} counted)"
     );
 }
+
+/// A worker whose data dir cannot be made exits at once saying so, and never registers (hostile
+/// probe 14: it registered, and every task placed on it then failed).
+#[test]
+fn a_worker_whose_data_dir_cannot_be_made_exits_saying_so() {
+    let c = Cluster::start(1, 5.0);
+    c.wait_alive(1);
+    let file = c.file("a-file", "not a directory\n");
+    let mut w = std::process::Command::new(bin())
+        .args(["worker", "--leader", &c.url, "--data-dir"])
+        .arg(file.join("data"))
+        .env("RAINSTORM_TOKEN", &c.token)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A worker that started anyway would serve for ever: it is given 10 s.
+    let status = wait_for("the worker to exit", Duration::from_secs(10), || {
+        w.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(w.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the worker's data dir {} cannot be used",
+            file.join("data").display()
+        )),
+        "{err}"
+    );
+    let workers = c.json(&["workers", "--json"]);
+    assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
+}

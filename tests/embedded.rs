@@ -780,3 +780,43 @@ fn an_interrupted_get_leaves_no_partial_file() {
     assert_eq!(partial(), Vec::<std::path::PathBuf>::new(), "left behind");
     server.join().unwrap();
 }
+
+/// A local sink named by a symbolic link is written where the link points, as a shell's `>`
+/// writes, and the link stays (hostile probe 14: the link was replaced by a file).
+#[test]
+fn a_sink_named_by_a_symbolic_link_is_written_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let signs = Signs::generate(2000, 9);
+    signs.write(&dir.path().join("signs.csv"));
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("real.txt"), "old content\n").unwrap();
+    std::os::unix::fs::symlink("../real.txt", dir.path().join("out/link.txt")).unwrap();
+    let job = job_toml(
+        "linked",
+        "signs.csv",
+        "out/link.txt",
+        0.0,
+        "exactly-once",
+        &[
+            (2, "filter", &["Punched Telespar"]),
+            (1, "select", &["3-5"]),
+        ],
+    );
+    std::fs::write(dir.path().join("linked.toml"), job).unwrap();
+    let out = run_in(dir.path(), "linked.toml");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = dir.path().join("out/link.txt");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link was replaced"
+    );
+    let written = std::fs::read_to_string(dir.path().join("real.txt")).unwrap();
+    assert_same("the link's target", &sorted_lines(&written), &signs.app1());
+}

@@ -31,7 +31,7 @@ pub fn localize(mut spec: JobSpec, cwd: &Path) -> JobSpec {
         spec.source_name = spec.source_path.clone();
     }
     spec.source_path = abs(&spec.source_path);
-    spec.sink_path = abs(&spec.sink_path);
+    spec.sink_path = through_links(&abs(&spec.sink_path));
     for st in &mut spec.stages {
         if let OperatorSpec::Exec { path, .. } = &mut st.operator {
             // A bare name is a file in the current directory if there is one, else a command
@@ -43,6 +43,26 @@ pub fn localize(mut spec: JobSpec, cwd: &Path) -> JobSpec {
     }
     spec.paths = PathMode::Local;
     spec
+}
+
+/// A local sink named by a symbolic link is written where the link points, as a shell's `>`
+/// writes: the output replaces the target's content, and the link stays (hostile probe 14: the
+/// link was replaced by a file). Links to links are followed, a few deep; a dangling link's
+/// target is made.
+fn through_links(path: &str) -> String {
+    let mut p = std::path::PathBuf::from(path);
+    for _ in 0..16 {
+        match std::fs::read_link(&p) {
+            Ok(to) => {
+                p = match p.parent() {
+                    Some(dir) => dir.join(to),
+                    None => to,
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    p.to_string_lossy().into_owned()
 }
 
 /// A running embedded cluster.

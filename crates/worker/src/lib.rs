@@ -90,12 +90,26 @@ async fn pause(token: &CancellationToken, delay: Duration) -> bool {
         .is_some()
 }
 
+/// Creates `dir` if need be and checks that a file can be made in it.
+fn usable_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    tempfile::NamedTempFile::new_in(dir).map(drop)
+}
+
 /// Runs a worker until `shutdown`, which drains it: it tells the leader, which moves its
 /// tasks to other workers, and leaves once it runs nothing (or at `drain_timeout`, stopping
 /// what is left, reported failed). A worker without a leader to drain through stops at once.
 pub async fn run(cfg: WorkerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Processes an operator detaches from its group become ours, and are killed when it ends.
     crate::runtime::exec::adopt_orphans().context("becoming the subreaper of operators")?;
+    // Its data dir holds operators, spools and output: one it cannot write is an error now,
+    // not a worker that registers and then fails every task placed on it (hostile probe 14).
+    usable_dir(&cfg.data_dir).with_context(|| {
+        format!(
+            "the worker's data dir {} cannot be used",
+            cfg.data_dir.display()
+        )
+    })?;
     if let Some(who) = &cfg.run_as {
         crate::runtime::exec::run_operators_as(who.clone())?;
         // The operator cache must be reachable by that user (created open to it).
