@@ -167,6 +167,7 @@ fn after_a_sigkill_and_restart_old_jobs_are_listed_a_running_one_carries_on_and_
         &sorted_lines(&c.store_file("out/app2.txt")),
         &signs.app2(),
     );
+    let tasks_before = c.tasks(&first);
     // A job still running when the leader dies carries on under the new leader.
     let slow = slow_job(&c, "slow", "out/slow.txt", 1000.0);
     wait_counted(&c, &slow, "sink_tuples", 0);
@@ -188,6 +189,27 @@ fn after_a_sigkill_and_restart_old_jobs_are_listed_a_running_one_carries_on_and_
     assert!(j["latency_ms"].is_object(), "{j}");
     let shown = c.json(&["job", &first, "--json"]);
     assert_eq!(shown["latency_ms"], j["latency_ms"], "{shown}");
+    // So are its tasks as they were at its end (they vanished: hostile probe 13), none of
+    // them shown as still running.
+    let tasks_after = c.tasks(&first);
+    let places = |ts: &[serde_json::Value]| -> Vec<(u64, u64)> {
+        ts.iter()
+            .map(|t| (t["stage"].as_u64().unwrap(), t["task"].as_u64().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        places(&tasks_after),
+        places(&tasks_before),
+        "{tasks_after:?}"
+    );
+    for t in &tasks_after {
+        assert!(
+            ["finished", "cancelled", "failed"].contains(&t["state"].as_str().unwrap()),
+            "{t}"
+        );
+    }
+    let sink_in = |ts: &[serde_json::Value]| ts.iter().map(|t| t["tuples_in"].clone()).last();
+    assert_eq!(sink_in(&tasks_after), sink_in(&tasks_before));
     let carried = find(&slow);
     assert_eq!(carried["status"], "running", "{carried}");
     let done = c.wait_job(&slow, Duration::from_secs(90));

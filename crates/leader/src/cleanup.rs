@@ -125,11 +125,18 @@ pub(super) async fn cleanup(
     });
     // The final status is durable before it is visible.
     let now = SystemTime::now();
-    let (discarded, record) = {
+    let (discarded, tasks, record) = {
         let st = lock(&leader.state);
         let discarded = st.discarded(id);
+        // Its tasks as they are now, recorded with its end (a restarted leader shows them).
+        let tasks: Vec<_> = st
+            .tasks_info()
+            .into_iter()
+            .filter(|t| t.job == *id)
+            .collect();
         (
             discarded,
+            tasks.clone(),
             st.jobs.get(id).map(|j| {
                 // Its lines out are the output's, whatever the sink last reported (a job stopped
                 // between two of its reports).
@@ -147,6 +154,7 @@ pub(super) async fn cleanup(
                 }
                 r.cleanup_error = None;
                 r.discarded = r.discarded.max(discarded);
+                r.tasks = tasks;
                 r
             }),
         )
@@ -172,6 +180,7 @@ pub(super) async fn cleanup(
                 j.sink_tuples.store(n, std::sync::atomic::Ordering::Relaxed);
             }
             j.end(status, error.clone(), now);
+            j.tasks_at_end = tasks;
             j.logs_left = !keep;
             j.discarded = j.discarded.max(discarded);
             if not_its_output.is_some() {

@@ -59,6 +59,8 @@ pub struct JobRec {
     pub latency: Arc<Mutex<SinkLatency>>,
     /// The latency summary its record held, for an ended job a restarted leader restored.
     pub latency_at_end: Option<crate::model::latency::Latency>,
+    /// Its tasks as they were at its end, once it has ended (see `StoredJob::tasks`).
+    pub tasks_at_end: Vec<crate::protocol::control::TaskInfo>,
     /// Failures seen.
     pub failures: u64,
     /// Restarts done.
@@ -194,6 +196,7 @@ impl JobRec {
             sink_tuples: Arc::new(AtomicU64::new(0)),
             latency: Arc::default(),
             latency_at_end: None,
+            tasks_at_end: Vec::new(),
             failures: 0,
             recoveries: 0,
             last_failure: None,
@@ -265,6 +268,7 @@ impl JobRec {
             latency: self.latency_summary(),
             scaling: self.scaling.list.clone(),
             discarded: self.discarded,
+            tasks: self.tasks_at_end.clone(),
         }
     }
 
@@ -325,6 +329,8 @@ impl JobRec {
             sink_tuples: Arc::new(AtomicU64::new(job.sink_tuples)),
             latency: Arc::default(),
             latency_at_end: job.latency.clone(),
+            // Its tasks ended with it: none still runs, whatever state it was last seen in.
+            tasks_at_end: job.tasks.into_iter().map(ended_task).collect(),
             failures: job.failures,
             recoveries: job.recoveries,
             last_failure: job.last_failure.clone(),
@@ -371,4 +377,17 @@ impl JobRec {
 fn instant_of(t: SystemTime) -> Instant {
     let d = SystemTime::now().duration_since(t).unwrap_or_default();
     Instant::now().checked_sub(d).unwrap_or_else(Instant::now)
+}
+
+/// A task of an ended job as a restarted leader shows it: stopped, with no process and no rate.
+fn ended_task(mut t: crate::protocol::control::TaskInfo) -> crate::protocol::control::TaskInfo {
+    use crate::protocol::control::TaskState;
+    if !t.state.is_terminal() {
+        t.state = TaskState::Cancelled;
+    }
+    t.pid = None;
+    t.queued = 0;
+    t.input_rate = 0.0;
+    t.output_rate = 0.0;
+    t
 }

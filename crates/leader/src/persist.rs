@@ -70,6 +70,10 @@ pub struct StoredJob {
     /// See `JobInfo::discarded_tuples`: what its tasks had reported when it ended.
     #[serde(default)]
     pub discarded: u64,
+    /// An ended job's tasks as they were at its end (`rainstorm tasks`), shown on by a
+    /// restarted leader, which has none of their reports (hostile probe 13: they vanished).
+    #[serde(default)]
+    pub tasks: Vec<crate::protocol::control::TaskInfo>,
 }
 
 pub use crate::coordinator::record::{PlacedTask, RunState};

@@ -234,6 +234,14 @@ impl State {
                 store_wait_s: round3(t.store_wait_ms as f64 / 1000.0),
             })
             .collect();
+        // An ended job a restarted leader restored has no task records: its tasks as they
+        // were at its end.
+        let live: std::collections::BTreeSet<&JobId> = self.tasks.keys().map(|k| &k.job).collect();
+        for (id, j) in &self.jobs {
+            if !live.contains(id) {
+                v.extend(j.tasks_at_end.iter().cloned());
+            }
+        }
         v.sort_by_key(|t| (t.job.0.len(), t.job.0.clone(), t.stage, t.task));
         v
     }

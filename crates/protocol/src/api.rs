@@ -164,7 +164,7 @@ pub struct ScaleInfo {
 }
 
 /// A task as `rainstorm tasks` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TaskInfo {
     /// Job id.
     pub job: JobId,

@@ -38,6 +38,7 @@ fn job(id: &str, status: JobStatus) -> StoredJob {
         last_failure: Some("task 1.0 attempt 0: boom".into()),
         submitted_ms: 1000,
         ended_ms: None,
+        tasks: vec![],
         cleanup_error: None,
         logs_left: true,
         output_replaced: None,
