@@ -208,7 +208,7 @@ fn after_a_sigkill_and_restart_old_jobs_are_listed_a_running_one_carries_on_and_
             "{t}"
         );
     }
-    let sink_in = |ts: &[serde_json::Value]| ts.iter().map(|t| t["tuples_in"].clone()).last();
+    let sink_in = |ts: &[serde_json::Value]| ts.last().map(|t| t["tuples_in"].clone());
     assert_eq!(sink_in(&tasks_after), sink_in(&tasks_before));
     let carried = find(&slow);
     assert_eq!(carried["status"], "running", "{carried}");
