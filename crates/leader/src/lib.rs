@@ -27,6 +27,7 @@ pub mod persist;
 mod replaced;
 mod roster;
 mod scaling;
+mod segment_cache;
 pub mod server;
 pub mod state;
 mod store_wait;
@@ -73,6 +74,8 @@ pub struct Leader {
     pub cfg: LeaderConfig,
     /// Output streams being served now (a follower that goes away must free its stream).
     pub output_streams: Arc<std::sync::atomic::AtomicI64>,
+    /// Sink-log objects' text, shared by the followers of running jobs.
+    pub(crate) segments: Arc<segment_cache::SegmentCache>,
     /// Worker command polls parked waiting for a command now (answered at once on shutdown).
     pub waiting_polls: Arc<std::sync::atomic::AtomicI64>,
     /// Store requests workers made through the leader (`/internal/store`): zero when every
@@ -231,6 +234,7 @@ pub async fn run(
         store,
         cfg: cfg.clone(),
         output_streams: Arc::default(),
+        segments: Arc::default(),
         waiting_polls: Arc::default(),
         worker_store_requests: Default::default(),
         persist,

@@ -5,11 +5,13 @@
 //! overlapped the log's removal at the job's end are discarded, never printed.
 
 use crate::model::ids::TaskKey;
+use crate::segment_cache::SegmentCache;
 use axum::body::Bytes;
 use rainstorm_store::log::committed_lineage;
 use rainstorm_store::log::compact::{from_slot, read_object};
 use rainstorm_store::output::{segment_text, SinkProgress};
 use rainstorm_store::store::Store;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -60,36 +62,48 @@ pub(super) struct LogCursor {
     seg_start: u64,
     /// The text of each segment of the object the cursor is inside, while it hands it out.
     current: Option<(String, Vec<Bytes>)>,
+    /// Objects' text other followers read (or this one, earlier).
+    shared: Arc<SegmentCache>,
 }
 
 /// Times a cursor lists the log again after an object it listed was compacted away.
 const RELISTS: u32 = 50;
 
 impl LogCursor {
-    pub(super) fn new(key: TaskKey) -> LogCursor {
+    pub(super) fn new(key: TaskKey, shared: Arc<SegmentCache>) -> LogCursor {
         LogCursor {
             key,
             slots_done: 0,
             seg_start: 0,
             current: None,
+            shared,
         }
     }
 
-    /// The text of each segment of the object at `path`, cached while the cursor is inside
-    /// it; `None` if the object is gone (compacted since it was listed).
+    /// The text of each segment of the object at `path`, kept while the cursor is inside it
+    /// and shared with other followers (`segment_cache`); `None` if the object is gone
+    /// (compacted since it was listed).
     async fn texts(&mut self, store: &Store, path: &str) -> std::io::Result<Option<Vec<Bytes>>> {
         if let Some((p, texts)) = &self.current {
             if p == path {
                 return Ok(Some(texts.clone()));
             }
         }
-        let Some(segs) = read_object(store, path).await.map_err(io)? else {
-            return Ok(None);
+        let texts = match self.shared.get(path) {
+            Some(texts) => texts,
+            None => {
+                let Some(segs) = read_object(store, path).await.map_err(io)? else {
+                    return Ok(None);
+                };
+                let texts = (segs.into_iter())
+                    .map(|(sealed_for, seg)| {
+                        segment_text(store.seal(), &sealed_for, seg).map_err(io)
+                    })
+                    .collect::<std::io::Result<Vec<Bytes>>>()?;
+                self.shared.put(path, &texts);
+                texts
+            }
         };
-        let texts = segs
-            .into_iter()
-            .map(|(sealed_for, seg)| segment_text(store.seal(), &sealed_for, seg).map_err(io))
-            .collect::<std::io::Result<Vec<Bytes>>>()?;
         self.current = Some((path.to_string(), texts.clone()));
         Ok(Some(texts))
     }
@@ -245,7 +259,7 @@ mod tests {
         }
         // A follower that reconnects at byte 4 ("c\n…") starts inside the second segment;
         // byte 3 is inside a line; the output so far is 16 bytes.
-        let mut cur = LogCursor::new(key.clone());
+        let mut cur = LogCursor::new(key.clone(), Arc::default());
         assert_eq!(cur.seek(&store, 3).await.unwrap(), Seek::InsideLine);
         assert_eq!(cur.seek(&store, 17).await.unwrap(), Seek::Beyond(16));
         assert_eq!(cur.seek(&store, 4).await.unwrap(), Seek::LineStart);
@@ -288,7 +302,7 @@ mod tests {
         let lines: Vec<String> = (0..40_000).map(|i| format!("{i:0>70}")).collect();
         let values: Vec<&str> = lines.iter().map(String::as_str).collect();
         put_segment(&store, &key, 0, &values).await;
-        let mut cur = LogCursor::new(key);
+        let mut cur = LogCursor::new(key, Arc::default());
         let (mut offset, mut got, mut chunks) = (0u64, Vec::new(), 0);
         while let Some(chunk) = cur.next(&store, &rx, &mut offset).await.unwrap() {
             assert!(chunk.len() <= CHUNK && chunk.ends_with(b"\n"));

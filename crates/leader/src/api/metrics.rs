@@ -30,6 +30,7 @@ pub(super) async fn metrics(Extract(l): Shared) -> Response {
     let snap = Snapshot {
         polls_waiting: l.waiting_polls.load(Ordering::Relaxed),
         output_streams: l.output_streams.load(Ordering::Relaxed),
+        follower_cache_bytes: l.segments.held() as i64,
         store_requests: l.worker_store_requests.load(Ordering::Relaxed),
         ..snap
     };
@@ -55,6 +56,7 @@ struct Snapshot {
     shared: Vec<(String, u64, u64, u64)>,
     polls_waiting: i64,
     output_streams: i64,
+    follower_cache_bytes: i64,
     store_requests: u64,
     jobs_by_status: Vec<(&'static str, u64)>,
     jobs: Vec<JobSample>,

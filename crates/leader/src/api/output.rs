@@ -113,7 +113,7 @@ pub async fn chunks(
         id: id.clone(),
         progress,
         commits,
-        log: LogCursor::new(key),
+        log: LogCursor::new(key, l.segments.clone()),
         target,
         offset,
         fin: None,

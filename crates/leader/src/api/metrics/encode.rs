@@ -184,6 +184,14 @@ impl Collector for Snapshot {
         family(
             e,
             (
+                "rainstorm_follower_cache_bytes",
+                "Bytes of sink-log text the leader keeps for followers, shared by all of them.",
+            ),
+            [(none(), gauge(self.follower_cache_bytes))],
+        )?;
+        family(
+            e,
+            (
                 "rainstorm_worker_store_requests",
                 "Store requests workers made through the leader (workers with a store of their own make none).",
             ),
