@@ -11,7 +11,7 @@ pub use crate::dest::{Dest, Endpoint, Route};
 /// Bumped whenever a control message changes incompatibly; checked at registration.
 pub const PROTOCOL_VERSION: u32 = 8;
 
-pub use crate::headers::{OBJECT_SIZE_HEADER, SESSION_HEADER, WORKER_HEADER};
+pub use crate::headers::{CLAIM_HEADER, OBJECT_SIZE_HEADER, SESSION_HEADER, WORKER_HEADER};
 
 /// The leader's answer to `POST /internal/challenge`: a fresh value a registration signs,
 /// good for one registration within a minute.

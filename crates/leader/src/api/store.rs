@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 mod may_write;
-use may_write::{may_delete_all, may_write, WorkerWrite};
+use may_write::{may_delete_all, may_write_claimed, WorkerWrite};
 
 #[derive(Deserialize)]
 pub(super) struct PrefixQuery {
@@ -280,8 +280,9 @@ fn admit_worker_write(
     st: &LeaderState,
     caller: Option<&WorkerId>,
     clean: &str,
+    claim: Option<&str>,
 ) -> Result<Option<OutputWrite>, Box<Response>> {
-    match may_write(st, caller, clean) {
+    match may_write_claimed(st, caller, clean, claim) {
         Ok(WorkerWrite::Log) => Ok(None),
         Ok(WorkerWrite::Output(job)) => st
             .jobs
@@ -372,7 +373,8 @@ pub(super) async fn internal_put(
         Ok(c) => c,
         Err(e) => return store_error(e),
     };
-    let admitted = admit_worker_write(&lock(&l.state), caller.as_ref(), &clean);
+    let claim = (headers.get(crate::protocol::control::CLAIM_HEADER)).and_then(|v| v.to_str().ok());
+    let admitted = admit_worker_write(&lock(&l.state), caller.as_ref(), &clean, claim);
     match admitted {
         Ok(None) => put_body(&l, &clean, body_stream(body), ()).await,
         Ok(Some(output)) => {

@@ -66,11 +66,15 @@ pub async fn write_output(
         None => None,
     };
     let from_spool = spooled.is_some();
+    // Written as this attempt: through the leader, the write is refused once another attempt
+    // replaced this one, however late it comes (a fence checked above can be passed just
+    // before it is put).
+    let store = env.store.claiming(&a.key, a.attempt);
     let bytes = match spooled {
-        Some(body) => write_body(&env.store, &target, body)
+        Some(body) => write_body(&store, &target, body)
             .await
             .map_err(OutputError::Write)?,
-        None => assemble(&env.store, &lineage, &target).await?.bytes,
+        None => assemble(&store, &lineage, &target).await?.bytes,
     };
     tracing::info!(sink = %a.key, attempt = a.attempt, segments = lineage.len(), bytes, from_spool, "sink wrote its output");
     Ok(())

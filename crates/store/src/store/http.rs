@@ -7,7 +7,7 @@
 //! leader serves the worker store only to a live registration.
 
 use super::{upload_broke, ObjectMeta, ObjectReader, StoreError};
-use crate::protocol::control::{OBJECT_SIZE_HEADER, SESSION_HEADER, WORKER_HEADER};
+use crate::protocol::control::{CLAIM_HEADER, OBJECT_SIZE_HEADER, SESSION_HEADER, WORKER_HEADER};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use std::sync::{Arc, RwLock};
@@ -52,6 +52,8 @@ pub struct HttpStore {
     pub(super) base: String,
     pub(super) client: reqwest::Client,
     pub(super) session: StoreSession,
+    /// The task attempt its writes speak for, if any (`Store::claiming`).
+    pub(super) claim: Option<String>,
 }
 
 impl HttpStore {
@@ -60,6 +62,10 @@ impl HttpStore {
         let req = self
             .client
             .request(method, format!("{}/internal/store{rest}", self.base));
+        let req = match &self.claim {
+            Some(c) => req.header(CLAIM_HEADER, c.as_str()),
+            None => req,
+        };
         self.session.prove(req)
     }
 }

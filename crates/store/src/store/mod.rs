@@ -145,6 +145,7 @@ impl Store {
                 .build()
                 .unwrap_or_default(),
             session: StoreSession::default(),
+            claim: None,
         })
         .into()
     }
@@ -157,8 +158,20 @@ impl Store {
             base: leader.trim_end_matches('/').to_string(),
             client: http::client(leader, token),
             session: StoreSession::default(),
+            claim: None,
         })
         .into()
+    }
+
+    /// This store, its writes through the leader speaking for task attempt `attempt` of `key`
+    /// (see `CLAIM_HEADER`): how a sink writes its job's output. Other stores are unchanged:
+    /// no leader stands between them and their writers.
+    pub fn claiming(&self, key: &crate::model::ids::TaskKey, attempt: u32) -> Store {
+        let mut s = self.clone();
+        if let Backend::Http(h) = &mut s.backend {
+            h.claim = Some(claim(key, attempt));
+        }
+        s
     }
 
     /// Makes a store reached through the leader speak for worker registration `worker`
@@ -374,3 +387,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests;
+
+/// How a write names the task attempt it speaks for (`CLAIM_HEADER`).
+pub fn claim(key: &crate::model::ids::TaskKey, attempt: u32) -> String {
+    format!("{key}@{attempt}")
+}

@@ -57,6 +57,40 @@ pub(super) fn may_write(
     }
 }
 
+/// [`may_write`], and for a job's output also the attempt the write speaks for (`claim`, the
+/// `CLAIM_HEADER`): with registrations to tell apart, an output is written only by its job's
+/// current sink attempt. A sink attempt that was replaced on the same worker (the worker
+/// paused past its heartbeat timeout and rejoined, and the sink placed there again) and that
+/// passed its fence check just before, would otherwise land its shorter output over its
+/// successor's, or over the output of a later job with the same sink path (hostile probe 15).
+pub(super) fn may_write_claimed(
+    st: &LeaderState,
+    caller: Option<&WorkerId>,
+    clean: &str,
+    claim: Option<&str>,
+) -> Result<WorkerWrite, String> {
+    let what = may_write(st, caller, clean)?;
+    let WorkerWrite::Output(job) = &what else {
+        return Ok(what);
+    };
+    if caller.is_none() {
+        return Ok(what);
+    }
+    let Some(j) = st.jobs.get(job) else {
+        return Err(format!("{clean}: no job {job}"));
+    };
+    let key = j.sink_key(job);
+    let current = st.tasks.get(&key).map(|t| t.attempt);
+    match (claim, current) {
+        (Some(c), Some(a)) if c == rainstorm_store::store::claim(&key, a) => Ok(what),
+        (c, _) => Err(format!(
+            "{clean}: the output of job {job} is written by its current sink attempt ({}), not by {}",
+            current.map_or("none".to_string(), |a| rainstorm_store::store::claim(&key, a)),
+            c.unwrap_or("a write that names no attempt")
+        )),
+    }
+}
+
 /// The sink task of the running job whose output is store path `clean`, if any.
 fn output_of(st: &LeaderState, clean: &str) -> Option<crate::model::ids::TaskKey> {
     st.jobs.iter().find_map(|(id, j)| {

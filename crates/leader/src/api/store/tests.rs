@@ -7,6 +7,7 @@ use crate::model::spec::{JobSpec, OperatorSpec, StageSpec};
 use crate::protocol::control::JobStatus;
 use crate::protocol::control::TaskState;
 use crate::state::TaskRec;
+use may_write::may_write;
 use rainstorm_store::log::{fence_path, segment_path};
 
 fn key(job: &str, stage: u32) -> TaskKey {
@@ -99,7 +100,8 @@ fn a_worker_writes_only_the_input_logs_of_its_own_tasks_of_running_jobs() {
 fn the_output_of_an_ending_job_is_refused_to_its_sink() {
     let st = state();
     let w3 = WorkerId("w3".into());
-    let admitted = admit_worker_write(&st, Some(&w3), "o.txt");
+    let sink = rainstorm_store::store::claim(&key("job-1", 3), 0);
+    let admitted = admit_worker_write(&st, Some(&w3), "o.txt", Some(&sink));
     assert!(
         matches!(admitted, Ok(Some(_))),
         "the sink writes the output"
@@ -108,7 +110,8 @@ fn the_output_of_an_ending_job_is_refused_to_its_sink() {
         admit_worker_write(
             &st,
             Some(&WorkerId("w1".into())),
-            &segment_path(&key("job-1", 1), 0, 0)
+            &segment_path(&key("job-1", 1), 0, 0),
+            None
         ),
         Ok(None)
     ));
@@ -118,7 +121,7 @@ fn the_output_of_an_ending_job_is_refused_to_its_sink() {
         .get(&JobId("job-1".into()))
         .map(|j| j.output.close());
     assert!(closing.is_some());
-    match admit_worker_write(&st, Some(&w3), "o.txt") {
+    match admit_worker_write(&st, Some(&w3), "o.txt", Some(&sink)) {
         Err(r) => assert_eq!(r.status(), StatusCode::CONFLICT),
         Ok(_) => panic!("a sink write after cleanup started was admitted"),
     }
@@ -160,4 +163,50 @@ async fn an_output_body_fails_when_its_job_starts_ending_even_while_it_waits() {
     let chunks: Vec<_> = whole.collect().await;
     assert_eq!(chunks.len(), 1);
     assert_eq!(&chunks[0].as_ref().unwrap()[..], b"xy");
+}
+
+/// A job's output is written only by its current sink attempt, named by the write: a sink
+/// attempt replaced on the same worker, or another job's, is refused however late it writes
+/// (hostile probe 15).
+#[test]
+fn an_output_is_written_only_by_the_current_sink_attempt_it_names() {
+    let mut st = state();
+    let w3 = WorkerId("w3".into());
+    let sink = key("job-1", 3);
+    let named = |attempt| rainstorm_store::store::claim(&sink, attempt);
+    let output = Ok(WorkerWrite::Output(JobId("job-1".into())));
+    assert_eq!(
+        may_write_claimed(&st, Some(&w3), "o.txt", Some(&named(0))),
+        output
+    );
+    // No attempt named, another job's task, another stage's.
+    for claim in [
+        None,
+        Some(rainstorm_store::store::claim(&key("job-2", 3), 0)),
+        Some(rainstorm_store::store::claim(&key("job-1", 2), 0)),
+    ] {
+        let said = may_write_claimed(&st, Some(&w3), "o.txt", claim.as_deref());
+        assert!(said.is_err(), "{claim:?}: {said:?}");
+    }
+    // The sink restarted on the same worker: attempt 0 is refused, attempt 1 admitted.
+    if let Some(t) = st.tasks.get_mut(&sink) {
+        t.attempt = 1;
+    }
+    let late = may_write_claimed(&st, Some(&w3), "o.txt", Some(&named(0))).unwrap_err();
+    assert!(
+        late.contains("current sink attempt (job-1/3.0@1)"),
+        "{late}"
+    );
+    assert_eq!(
+        may_write_claimed(&st, Some(&w3), "o.txt", Some(&named(1))),
+        output
+    );
+    // Logs are not claimed; a leader without a secret has no registrations to tell apart.
+    let log = segment_path(&key("job-1", 1), 0, 0);
+    let w1 = WorkerId("w1".into());
+    assert_eq!(
+        may_write_claimed(&st, Some(&w1), &log, None),
+        Ok(WorkerWrite::Log)
+    );
+    assert_eq!(may_write_claimed(&st, None, "o.txt", None), output);
 }
