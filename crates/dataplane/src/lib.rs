@@ -14,6 +14,7 @@ use rainstorm_model as model;
 use rainstorm_protocol as protocol;
 
 pub mod acceptance;
+pub mod clock;
 pub mod inbound;
 pub mod link;
 pub mod listener;
@@ -178,10 +179,4 @@ impl DataConfig {
     }
 }
 
-/// Nanoseconds since the Unix epoch, the clock of batch emit times.
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+pub use clock::now_ns;

@@ -44,6 +44,8 @@ pub struct WorkerRec {
     pub slots: u32,
     /// Its links' shared connections, from its last heartbeat (`None` until one says).
     pub shared_conns: Option<crate::protocol::api::DataConns>,
+    /// How far its clock is behind the leader's, ns, per its last heartbeat.
+    pub clock_offset_ns: i64,
     /// It takes no new task (it drains, then leaves).
     pub draining: bool,
     /// It drained and left (its state is then `Dead`).
@@ -201,6 +203,7 @@ impl State {
             data_conns,
             slots,
             shared_conns: None,
+            clock_offset_ns: 0,
             draining: false,
             left: false,
             heard: false,

@@ -268,6 +268,7 @@ impl State {
                 slots_used: self.slots_held(id, None),
                 // A worker that is gone holds no connection, whatever it last said.
                 shared_conns: w.shared_conns.filter(|_| w.state == WorkerState::Alive),
+                clock_offset_ms: (w.clock_offset_ns as f64 / 1e5).round() / 10.0,
             })
             .collect();
         v.sort_by_key(|w| (w.id.0.len(), w.id.0.clone()));

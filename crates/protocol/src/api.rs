@@ -276,6 +276,10 @@ pub struct WorkerInfo {
     /// last heartbeat said (absent: it opens a connection per link, or has not said yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_conns: Option<DataConns>,
+    /// How far its clock is behind the leader's, ms (negative: ahead), as it measured it; it
+    /// stamps emit times in the leader's time, so latency across hosts stays right.
+    #[serde(default)]
+    pub clock_offset_ms: f64,
 }
 
 /// A worker's outgoing data connections when its links share them (multiplexed): how many

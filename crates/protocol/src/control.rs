@@ -196,6 +196,10 @@ pub struct Heartbeat {
     /// Its links' shared connections to other workers (absent: a connection per link).
     #[serde(default)]
     pub data: Option<crate::api::DataConns>,
+    /// How far its clock is behind the leader's, as it measured on earlier heartbeats, ns
+    /// (negative: ahead); its emit times are corrected by it (`dataplane::clock`).
+    #[serde(default)]
+    pub clock_offset_ns: i64,
 }
 
 /// Reply to a heartbeat or event post.
@@ -204,6 +208,20 @@ pub struct Known {
     /// False when the leader no longer knows the worker (declared dead): it must stop its
     /// tasks and register again.
     pub known: bool,
+    /// The leader's wall clock as it answered, ns since the Unix epoch (0: not said): a worker
+    /// measures its own clock against it (`dataplane::clock`).
+    #[serde(default)]
+    pub leader_ns: u64,
+}
+
+impl Known {
+    /// The leader's answer, stamped with its wall clock.
+    pub fn answer(known: bool) -> Known {
+        let leader_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Known { known, leader_ns }
+    }
 }
 
 /// Terminal and start events, posted as they happen.

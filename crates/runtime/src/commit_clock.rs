@@ -23,6 +23,9 @@ pub const STAGE_OFFSET: Duration = Duration::from_millis(10);
 pub struct CommitClock {
     anchor: Instant,
     anchor_ns: u64,
+    /// Anchored afresh at every tick to the cluster's clock (`dataplane::clock`), which a
+    /// worker corrects to the leader's once it has measured its own against it.
+    wall: bool,
 }
 
 impl CommitClock {
@@ -32,6 +35,7 @@ impl CommitClock {
         CommitClock {
             anchor: Instant::now(),
             anchor_ns: crate::dataplane::now_ns(),
+            wall: true,
         }
     }
 
@@ -41,6 +45,7 @@ impl CommitClock {
         CommitClock {
             anchor,
             anchor_ns: 0,
+            wall: false,
         }
     }
 
@@ -53,9 +58,13 @@ impl CommitClock {
             return t;
         }
         let offset = STAGE_OFFSET.min(every / 4).as_nanos() * u128::from(stage.saturating_sub(2));
-        let since = t.saturating_duration_since(self.anchor).as_nanos();
-        let before = self.anchor.saturating_duration_since(t).as_nanos();
-        let at = i128::from(self.anchor_ns) + since as i128 - before as i128 - offset as i128;
+        let (anchor, anchor_ns) = match self.wall {
+            true => (Instant::now(), crate::dataplane::now_ns()),
+            false => (self.anchor, self.anchor_ns),
+        };
+        let since = t.saturating_duration_since(anchor).as_nanos();
+        let before = anchor.saturating_duration_since(t).as_nanos();
+        let at = i128::from(anchor_ns) + since as i128 - before as i128 - offset as i128;
         let rem = at.rem_euclid(period as i128) as u128;
         if rem == 0 {
             t
@@ -93,10 +102,14 @@ mod tests {
     #[test]
     fn a_wall_grid_is_the_same_in_every_process() {
         // Two clocks made apart (two processes) agree on where the ticks are.
-        let a = CommitClock::wall();
+        let a = CommitClock {
+            wall: false,
+            ..CommitClock::wall()
+        };
         let b = CommitClock {
             anchor: a.anchor + 37 * MS,
             anchor_ns: a.anchor_ns + 37_000_000,
+            wall: false,
         };
         let t = a.anchor + 250 * MS;
         for stage in 2..5 {

@@ -98,6 +98,19 @@ fn pending(inbox: u32, s: &TaskStatus) -> u32 {
     inbox + u32::from(draining || s.working.is_running())
 }
 
+/// Applies a measured correction of this host's clock to the leader's, saying so when it
+/// changes by more than a second (a clock that far off is worth an operator's look).
+fn set_clock_offset(off: i64) {
+    let before = crate::dataplane::clock::offset_ns();
+    if (off - before).unsigned_abs() > 1_000_000_000 {
+        warn!(
+            offset_ms = off / 1_000_000,
+            "this host's clock differs from the leader's; emit times and latencies are taken in the leader's time"
+        );
+    }
+    crate::dataplane::clock::set_offset_ns(off);
+}
+
 pub(super) async fn heartbeats(
     link: LeaderLink,
     every_ms: u64,
@@ -107,6 +120,9 @@ pub(super) async fn heartbeats(
 ) {
     let session = &link.session;
     let mut tick = tokio::time::interval(Duration::from_millis(every_ms.max(10)));
+    // This host's clock against the leader's, measured on every heartbeat: emit times are
+    // stamped in the leader's time (`dataplane::clock`).
+    let mut clock = crate::dataplane::clock::ClockSync::default();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if session.run_until_cancelled(tick.tick()).await.is_none() {
@@ -128,22 +144,29 @@ pub(super) async fn heartbeats(
             worker_id: link.id.clone(),
             tasks: reports,
             data: net.shared(),
+            clock_offset_ns: crate::dataplane::clock::offset_ns(),
         };
         let req = link
             .request(reqwest::Method::POST, "/internal/heartbeat")
             .timeout(Duration::from_secs(5))
             .json(&hb)
             .send();
+        let sent = crate::dataplane::clock::wall_ns();
         let Some(res) = session.run_until_cancelled(req).await else {
             return;
         };
+        let came = crate::dataplane::clock::wall_ns();
         match res {
             Ok(r) => match r.json::<Known>().await {
                 Ok(k) if !k.known => {
                     session.cancel();
                     return;
                 }
-                Ok(_) => {}
+                Ok(k) => {
+                    if let Some(off) = clock.sample(sent, came, k.leader_ns) {
+                        set_clock_offset(off);
+                    }
+                }
                 Err(e) => warn!(error = %e, "bad heartbeat answer"),
             },
             Err(e) => warn!(error = %e, "heartbeat failed"),

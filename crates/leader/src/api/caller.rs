@@ -40,7 +40,7 @@ pub(super) async fn require_worker(State(l): Shared, req: Request, next: Next) -
         );
     };
     if !lock(&l.state).workers.contains_key(&id) {
-        return Json(Known { known: false }).into_response();
+        return Json(Known::answer(false)).into_response();
     }
     if let Err(denied) = authorize(&l, req.headers(), &id) {
         return *denied;

@@ -271,8 +271,9 @@ pub(super) async fn heartbeat(
                 w.last_seen = now;
                 w.heard = true;
                 w.shared_conns = hb.data;
+                w.clock_offset_ns = hb.clock_offset_ns;
             }
-            _ => return Json(Known { known: false }).into_response(),
+            _ => return Json(Known::answer(false)).into_response(),
         }
         let mut to_send = Vec::new();
         for r in hb.tasks {
@@ -281,7 +282,7 @@ pub(super) async fn heartbeat(
         to_send
     };
     deliver(to_send).await;
-    Json(Known { known: true }).into_response()
+    Json(Known::answer(true)).into_response()
 }
 
 pub(super) async fn events(
@@ -297,7 +298,7 @@ pub(super) async fn events(
         let mut st = lock(&l.state);
         match st.workers.get_mut(&ev.worker_id) {
             Some(w) if w.state == WorkerState::Alive => w.heard = true,
-            _ => return Json(Known { known: false }).into_response(),
+            _ => return Json(Known::answer(false)).into_response(),
         }
         let now = Instant::now();
         for r in ev.reports {
@@ -305,7 +306,7 @@ pub(super) async fn events(
         }
     }
     deliver(to_send).await;
-    Json(Known { known: true }).into_response()
+    Json(Known::answer(true)).into_response()
 }
 
 #[derive(Deserialize)]

@@ -67,5 +67,5 @@ pub(super) async fn leave(
         info!(worker = %req.worker_id, phase = ?req.phase, "worker leaving");
     }
     deliver(inputs).await;
-    Json(Known { known }).into_response()
+    Json(Known::answer(known)).into_response()
 }
