@@ -820,3 +820,51 @@ fn a_sink_named_by_a_symbolic_link_is_written_through_it() {
     let written = std::fs::read_to_string(dir.path().join("real.txt")).unwrap();
     assert_same("the link's target", &sorted_lines(&written), &signs.app1());
 }
+
+/// `run`'s workers link to each other in memory, which takes no descriptor: a job is not
+/// refused for descriptors it would never use (hostile probe 14: under `ulimit -Hn 1024` a
+/// job of two 6-task stages on 8 workers was refused, each worker fitted to an eighth of the
+/// limit).
+#[test]
+fn run_does_not_count_in_memory_links_against_the_open_files_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let signs = Signs::generate(3000, 21);
+    signs.write(&dir.path().join("signs.csv"));
+    let job = job_toml(
+        "wide",
+        "signs.csv",
+        "out/wide.txt",
+        0.0,
+        "exactly-once",
+        &[
+            (6, "filter", &["Punched Telespar"]),
+            (6, "count-by", &["9"]),
+        ],
+    );
+    std::fs::write(dir.path().join("wide.toml"), job).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["run", "wide.toml", "--workers", "8"])
+        .current_dir(dir.path());
+    let limit = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: only setrlimit runs between fork and exec (async-signal-safe).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_same("stdout", &sorted_lines(&stdout), &signs.app2());
+}

@@ -121,8 +121,9 @@ impl Cluster {
             false => Store::local(cfg.data_dir.join("store"))?,
         };
         parts.spawn(leader::run(cfg, http, shutdown.clone()));
-        // The workers share this process's descriptors: each is fitted to its share.
-        let share = super::limits::open_files() / workers.max(1) as u64;
+        // The workers' links to each other are in memory (`dataplane::local`), which takes no
+        // descriptor: none is fitted to a share of this process's open-files limit (that
+        // refused `--workers 70` for want of descriptors it would never use; hostile probe 14).
         for i in 0..workers {
             let wc = WorkerConfig {
                 leader: url.clone(),
@@ -130,7 +131,7 @@ impl Cluster {
                 data_listen: "127.0.0.1:0".into(),
                 advertise: None,
                 store: Some(store.clone()),
-                data: DataConfig::from_env().fit_to_fds(share),
+                data: DataConfig::from_env(),
                 exec_policy: policy.clone(),
                 run_as: None,
                 token: Some(token.clone()),
