@@ -7,6 +7,7 @@ mod args;
 pub mod client;
 mod commands;
 pub mod embedded;
+mod leader_url;
 pub mod limits;
 pub mod output;
 mod print;

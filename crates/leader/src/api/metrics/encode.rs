@@ -165,30 +165,26 @@ impl Collector for Snapshot {
             ),
             shared.map(|(w, _, _, n)| (w, *n as i64)),
         )?;
-        family(
-            e,
+        // The leader's own gauges.
+        for (name, help, value) in [
             (
                 "rainstorm_command_polls_waiting",
                 "Worker command polls parked at the leader, waiting for a command.",
+                self.polls_waiting,
             ),
-            [(none(), gauge(self.polls_waiting))],
-        )?;
-        family(
-            e,
             (
                 "rainstorm_output_streams",
                 "Job output streams being served to followers.",
+                self.output_streams,
             ),
-            [(none(), gauge(self.output_streams))],
-        )?;
-        family(
-            e,
             (
                 "rainstorm_follower_cache_bytes",
                 "Bytes of sink-log text the leader keeps for followers, shared by all of them.",
+                self.follower_cache_bytes,
             ),
-            [(none(), gauge(self.follower_cache_bytes))],
-        )?;
+        ] {
+            family(e, (name, help), [(none(), gauge(value))])?;
+        }
         family(
             e,
             (
