@@ -868,3 +868,89 @@ fn run_does_not_count_in_memory_links_against_the_open_files_limit() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_same("stdout", &sorted_lines(&stdout), &signs.app2());
 }
+
+/// A `run` killed with SIGKILL cannot remove its temporary cluster directory; the next `run`
+/// removes it (hostile probe 14: each left 37–64 MB in `$TMPDIR`), and leaves a running one's
+/// alone.
+#[test]
+fn the_next_run_removes_what_a_killed_run_left() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let signs = Signs::generate(20000, 22);
+    signs.write(&dir.path().join("signs.csv"));
+    let slow = job_toml(
+        "slow",
+        "signs.csv",
+        "out/slow.txt",
+        500.0,
+        "exactly-once",
+        &[(1, "identity", &[])],
+    );
+    std::fs::write(dir.path().join("slow.toml"), slow).unwrap();
+    let runs = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("rainstorm-"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let start_slow = || {
+        let mut child = Command::new(bin())
+            .args(["run", "slow.toml"])
+            .env("TMPDIR", &tmp)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Running: it printed a line.
+        let mut first = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut first).unwrap();
+        assert!(!first.is_empty(), "the slow run printed nothing");
+        (child, out)
+    };
+    let (mut killed, _out) = start_slow();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let left = runs();
+    assert_eq!(left.len(), 1, "{left:?}");
+    // The next run removes it as it starts, and its own is there while it runs.
+    let (mut running, _out2) = start_slow();
+    let during = runs();
+    assert_eq!(during.len(), 1, "{during:?}");
+    assert_ne!(during, left, "the killed run's directory is still there");
+    // A run beside it leaves the running one's directory alone, and removes its own.
+    let quick = job_toml(
+        "quick",
+        "signs.csv",
+        "out/quick.txt",
+        0.0,
+        "exactly-once",
+        &[(1, "identity", &[])],
+    );
+    std::fs::write(dir.path().join("quick.toml"), quick).unwrap();
+    let out = Command::new(bin())
+        .args(["run", "quick.toml"])
+        .env("TMPDIR", &tmp)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = runs();
+    running.kill().unwrap();
+    running.wait().unwrap();
+    assert_eq!(after, during, "the running run's directory went");
+}

@@ -74,6 +74,8 @@ pub struct Cluster {
     parts: JoinSet<anyhow::Result<()>>,
     worker_parts: JoinSet<anyhow::Result<()>>,
     _dir: Option<tempfile::TempDir>,
+    /// This run's hold on its directory (`scratch`), until the directory is removed.
+    _held: Option<std::fs::File>,
     /// The leader in this process: jobs with local paths are submitted to it directly (the
     /// HTTP API takes store paths only).
     pub leader: std::sync::Arc<leader::Leader>,
@@ -87,10 +89,16 @@ impl Cluster {
         keep_logs: bool,
         policy: ExecPolicy,
     ) -> anyhow::Result<Cluster> {
+        // What runs killed before they could clean up left (`scratch`).
+        for gone in super::scratch::remove_abandoned(&std::env::temp_dir()) {
+            tracing::info!(dir = %gone.display(), "removed the directory of a run that had ended without removing it");
+        }
         let dir = tempfile::Builder::new()
-            .prefix("rainstorm-")
+            .prefix(super::scratch::PREFIX)
             .tempdir()
             .context("creating a temporary data directory")?;
+        let held = super::scratch::hold(dir.path())
+            .context("marking the temporary data directory as this run's")?;
         let http = TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the leader")?;
@@ -170,15 +178,16 @@ impl Cluster {
             Err(_) => anyhow::bail!("the embedded workers did not join within 30 s"),
         }
         // With --keep-logs the data directory outlives the cluster (it is not deleted).
-        let dir = if keep_logs {
+        let (dir, held) = if keep_logs {
+            super::scratch::release(dir.path(), held);
             let kept = dir.keep();
             eprintln!(
                 "rainstorm: keeping the cluster's data (input logs) in {}",
                 kept.display()
             );
-            None
+            (None, None)
         } else {
-            Some(dir)
+            (Some(dir), Some(held))
         };
         Ok(Cluster {
             client,
@@ -187,6 +196,7 @@ impl Cluster {
             parts,
             worker_parts,
             _dir: dir,
+            _held: held,
             leader,
         })
     }

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod output;
 mod print;
 pub mod progress;
+mod scratch;
 mod signals;
 
 use args::{Cli, Cmd};
