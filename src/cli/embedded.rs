@@ -89,8 +89,16 @@ impl Cluster {
         keep_logs: bool,
         policy: ExecPolicy,
     ) -> anyhow::Result<Cluster> {
-        // What runs killed before they could clean up left (`scratch`).
-        for gone in super::scratch::remove_abandoned(&std::env::temp_dir()) {
+        // What runs killed before they could clean up left (`scratch`): tens of megabytes
+        // each, removed off the runtime's threads.
+        let tmp = std::env::temp_dir();
+        let removed = tokio::task::spawn_blocking(move || super::scratch::remove_abandoned(&tmp))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "removing abandoned run directories stopped");
+                Vec::new()
+            });
+        for gone in removed {
             tracing::info!(dir = %gone.display(), "removed the directory of a run that had ended without removing it");
         }
         let dir = tempfile::Builder::new()
