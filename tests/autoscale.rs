@@ -273,6 +273,17 @@ fn a_keyed_count_moves_its_keys_with_their_state_through_a_worker_kill() {
 /// An executable keyed count: keyby.py (one task) → count.py (from one task; its stage
 /// autoscales with `autoscale`, a `[stages.autoscale]` body).
 fn exec_counting_job(delivery: &str, rate: f64, ops: &std::path::Path, autoscale: &str) -> String {
+    exec_counting_job_with(delivery, rate, ops, "count.py", autoscale)
+}
+
+/// [`exec_counting_job`] with the counting operator `count`, a file of `ops`.
+fn exec_counting_job_with(
+    delivery: &str,
+    rate: f64,
+    ops: &std::path::Path,
+    count: &str,
+    autoscale: &str,
+) -> String {
     let op = |n: &str| ops.join(n).display().to_string();
     format!(
         r#"name = "moves-exec-state"
@@ -294,7 +305,7 @@ args = ["1"]
 {autoscale}
 "#,
         keyby = op("keyby.py"),
-        count = op("count.py"),
+        count = op(count),
     )
 }
 
@@ -406,6 +417,58 @@ fn an_executable_keyed_count_moves_its_keys_with_their_state_through_a_process_k
         .filter(|s| s["outcome"] == "done")
         .count();
     assert!(done >= 2, "{:?}", scaling(&c, &id));
+}
+
+/// A running count per key (the line's key) that answers in bursts of seven, each burst
+/// written in reverse; what it holds at the end of its input it writes then. Deterministic,
+/// its state per key: what rescaling asks of an executable.
+const REVERSED_BURSTS: &str = r#"#!/usr/bin/env python3
+import sys
+counts, held = {}, []
+def flush():
+    sys.stdout.write("".join(reversed(held)))
+    sys.stdout.flush()
+    held.clear()
+for line in sys.stdin:
+    key = line.rstrip("\n").partition("\t")[0]
+    counts[key] = counts.get(key, 0) + 1
+    held.append(f"{key}\t{key},{counts[key]}\n")
+    if len(held) == 7:
+        flush()
+flush()
+"#;
+
+/// Hostile probe 16: an executable that keeps state and writes its answers in another order
+/// than its input, across the end of a rebuilt history. The history's answers it still held
+/// came out after live ones, and dropping the history's output by count dropped live answers
+/// and let history answers through twice (counts lost and doubled, the job "succeeded").
+/// Rescaled up and back down, every running count is exact.
+#[test]
+fn a_stateful_executable_answering_out_of_order_keeps_exact_counts_through_rescales() {
+    let c = Cluster::start(3, 5.0);
+    let ops = install_ops(c.dir.path());
+    write_exec(&ops.join("reversed_bursts.py"), REVERSED_BURSTS);
+    let (input, want) = data(4000);
+    let manual = "low = 1\nhigh = 1000000\nmax_tasks = 3";
+    let job = exec_counting_job_with("exactly-once", 300.0, &ops, "reversed_bursts.py", manual);
+    let id = running(&c, &input, &job, 200);
+    let out = |c: &Cluster| c.json(&["job", &id, "--json"])["sink_tuples"].as_u64();
+    for tasks in [3, 1] {
+        rescaled(&c, &id, 2, 1, tasks);
+        let now = out(&c).unwrap_or(0);
+        wait_for("output after the rescale", Duration::from_secs(60), || {
+            (out(&c)? >= now + 150).then_some(())
+        });
+    }
+    c.ok(&["set-rate", &id, "0"]);
+    let j = c.wait_job(&id, Duration::from_secs(120));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_same("counts", &sorted_lines(&c.store_file("out.txt")), &want);
+    let done = scaling(&c, &id)
+        .iter()
+        .filter(|s| s["outcome"] == "done")
+        .count();
+    assert_eq!(done, 2, "{:?}", scaling(&c, &id));
 }
 
 /// An at-least-once keyed count that autoscales: identity (one task) → count-by.

@@ -209,17 +209,24 @@ pub struct Known {
     /// tasks and register again.
     pub known: bool,
     /// The leader's wall clock as it answered, ns since the Unix epoch (0: not said): a worker
-    /// measures its own clock against it (`dataplane::clock`).
-    #[serde(default)]
+    /// measures its own clock against it (`dataplane::clock`). Told only to a known worker.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub leader_ns: u64,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Known {
-    /// The leader's answer, stamped with its wall clock.
+    /// The leader's answer; a known worker's is stamped with the leader's wall clock.
     pub fn answer(known: bool) -> Known {
-        let leader_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let leader_ns = match known {
+            true => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            false => 0,
+        };
         Known { known, leader_ns }
     }
 }

@@ -2,39 +2,43 @@
 //! its task key groups whose earlier tuples other tasks processed; see `task::takeover`).
 //!
 //! Inside one process, the lines a history produces cannot be told from those of the tuples
-//! around it. So the history goes into a fresh process whose output is counted:
+//! around it by where they come. So the history also goes into a scratch process, whose lines
+//! say what the history produces:
 //!
 //! 1. The running process is drained: its stdin closes, every line it writes is routed as
 //!    usual, and it must exit 0. Everything it owed for its input has then gone out.
 //! 2. Two fresh processes of the same operator start: the new operator, whose reader drops
-//!    every line for now, and a scratch one, whose lines are only counted.
+//!    every line for now, and a scratch one, whose lines go to the [`Echo`].
 //! 3. Both are fed the same history: the old process's whole input, as the task rebuilds it,
 //!    then the gained groups' history.
-//! 4. The scratch process's stdin closes; the lines it wrote in all are the exact count of
-//!    the history's output (the operator is deterministic, as exactly-once requires). The new
-//!    operator's reader drops that many lines, and the task feeds it live input again.
+//! 4. The scratch process's stdin closes, and it writes what it held back. Its lines are the
+//!    history's output (the operator is deterministic, as exactly-once requires); those the
+//!    new operator's reader had not reached are dropped wherever they come in its output
+//!    (`exec::echo`), and the task feeds it live input again.
 //!
-//! The new operator emits nothing before the count is known: it is fed only history until
-//! then. The cost is feeding the history twice, in parallel (two processes).
+//! The new operator emits nothing but history's answers before the scratch one has ended: it
+//! is fed only history until then. The cost is feeding the history twice, in parallel (two
+//! processes).
 
+use super::echo::{too_long, Echo};
 use super::launch::OperatorProcess;
 use super::operator::ExecOperator;
 use super::{describe_exit, ExecError, LastStderr, PIPE_BUF};
 use crate::dataplane::router::MAX_LINE;
 use crate::model::tuple::Tuple;
 use crate::protocol::line::{encode_line, read_line_bounded, LineRead};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::task::JoinHandle;
 
-/// The scratch process of a rebuild: fed what the new operator is fed, its lines counted.
+/// The scratch process of a rebuild: fed what the new operator is fed, its lines the
+/// history's output that the new operator's reader drops.
 pub struct Tally {
     process: Box<dyn OperatorProcess>,
     stdin: Option<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>,
-    counting: Option<JoinHandle<std::io::Result<u64>>>,
-    /// The new operator's reader drops this many lines, once known.
-    skip: Arc<AtomicU64>,
+    counting: Option<JoinHandle<std::io::Result<()>>>,
+    /// Its lines, matched against the new operator's.
+    echo: Arc<Echo>,
     /// Tuples fed.
     fed: u64,
 }
@@ -48,18 +52,20 @@ impl Drop for Tally {
     }
 }
 
-/// Counts the lines on `stdout` (as the output reader would read them) until it closes.
-fn count_lines(
+/// Hands the lines on `stdout` (as the output reader would read them) to `echo` until it
+/// closes.
+fn echo_lines(
     stdout: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-) -> JoinHandle<std::io::Result<u64>> {
+    echo: Arc<Echo>,
+) -> JoinHandle<std::io::Result<()>> {
     tokio::spawn(async move {
         let mut rd = BufReader::with_capacity(PIPE_BUF, stdout);
         let mut buf = Vec::with_capacity(1024);
-        let mut n = 0u64;
         loop {
             match read_line_bounded(&mut rd, &mut buf, MAX_LINE).await? {
-                LineRead::End => return Ok(n),
-                LineRead::Line | LineRead::TooLong(_) => n += 1,
+                LineRead::End => return Ok(()),
+                LineRead::Line => echo.twin_line(&buf),
+                LineRead::TooLong(n) => echo.twin_line(&too_long(n)),
             }
         }
     })
@@ -78,16 +84,16 @@ impl ExecOperator {
         // The old process is reaped: its pid no longer names it (a kill-task for it is refused
         // as for any process not an operator's, not sent to a pid that may be reused).
         (again.on_pid)(0);
-        let skip = Arc::new(AtomicU64::new(u64::MAX));
+        let echo = Arc::new(Echo::default());
         let fresh = again.launcher.launch(&again.path, &again.args)?;
-        self.replace(fresh, router, skip.clone());
+        self.replace(fresh, router, echo.clone());
         (again.on_pid)(self.pid);
         let scratch = again.launcher.launch(&again.path, &again.args)?;
         Ok(Tally {
             process: scratch.process,
             stdin: Some(BufWriter::with_capacity(PIPE_BUF, scratch.stdin)),
-            counting: Some(count_lines(scratch.stdout)),
-            skip,
+            counting: Some(echo_lines(scratch.stdout, echo.clone())),
+            echo,
             fed: 0,
         })
     }
@@ -107,8 +113,9 @@ impl ExecOperator {
         Ok(())
     }
 
-    /// Step 4: closes the scratch process, takes its count as the lines the new operator
-    /// drops, and returns it.
+    /// Step 4: closes the scratch process and waits for all of its lines: what the new
+    /// operator drops is then known (`exec::echo`). Returns how many lines the history
+    /// produced.
     pub async fn end_history(&mut self, mut tally: Tally) -> Result<u64, ExecError> {
         self.idle().await?;
         if let Some(mut stdin) = tally.stdin.take() {
@@ -119,10 +126,9 @@ impl ExecOperator {
             }
         }
         let status = tally.process.wait().await?;
-        let counted = match tally.counting.take() {
-            Some(c) => c.await.map_err(std::io::Error::other)??,
-            None => 0,
-        };
+        if let Some(c) = tally.counting.take() {
+            c.await.map_err(std::io::Error::other)??;
+        }
         if !status.success() {
             return Err(ExecError::Exited {
                 pid: tally.process.pid(),
@@ -133,7 +139,16 @@ impl ExecOperator {
                 stderr: LastStderr(tally.process.last_stderr()),
             });
         }
-        tally.skip.store(counted, Ordering::SeqCst);
+        let (counted, diverged) = tally.echo.twin_ended();
+        if diverged > 0 {
+            // Nothing in the engine can mend it: the rebuilt state is not the one the
+            // operator had, and its output after the rescale may be too.
+            tracing::warn!(
+                pid = self.pid,
+                diverged,
+                "a rebuilt operator wrote other lines than its scratch twin fed the same input: it is not deterministic, which exactly-once and rescaling require"
+            );
+        }
         tracing::info!(
             pid = self.pid,
             tuples = tally.fed,

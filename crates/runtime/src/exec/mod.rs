@@ -32,6 +32,7 @@
 //! operator's stderr into the worker's log, bounded and rate limited), `run_as` (the identity
 //! operators run under), `orphans` (processes an operator detached).
 
+mod echo;
 mod history;
 mod launch;
 mod operator;

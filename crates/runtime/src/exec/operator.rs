@@ -3,6 +3,7 @@
 //! output reader, and makes sure each is always waited for or killed, whichever way the
 //! attempt ends.
 
+use super::echo::Echo;
 use super::launch::{Launched, OperatorProcess};
 use super::reader::spawn_reader;
 use super::unread::{lines_in, Probe};
@@ -41,8 +42,6 @@ pub struct ExecOperator {
     /// frame, before it closed stdout: then that is why the operator ended, whatever its exit
     /// status says (SIGPIPE, a write error, or even 0 with its output cut short).
     pub(super) refused: Arc<AtomicUsize>,
-    /// Output lines the reader drops first (those of a rebuilt history, see `history`).
-    pub(super) skip: Arc<AtomicU64>,
     /// How to start the operator again, to rebuild its state (`history`).
     pub(super) relaunch: Option<Relaunch>,
     /// Tuples fed after the process exited 0 before its input ended (the task's count).
@@ -68,13 +67,12 @@ impl ExecOperator {
     pub fn start(launched: Launched, router: Router) -> ExecOperator {
         let stamp = Arc::new(AtomicU64::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
-        let skip = Arc::new(AtomicU64::new(0));
         let Launched {
             process,
             stdin,
             stdout,
         } = launched;
-        let reader = spawn_reader(stdout, router, stamp.clone(), refused.clone(), skip.clone());
+        let reader = spawn_reader(stdout, router, stamp.clone(), refused.clone(), None);
         ExecOperator {
             pid: process.pid(),
             child: process,
@@ -85,7 +83,6 @@ impl ExecOperator {
             line: Vec::with_capacity(1024),
             stamp,
             refused,
-            skip,
             relaunch: None,
             discarded: Arc::new(AtomicU64::new(0)),
         }
@@ -103,22 +100,22 @@ impl ExecOperator {
         self
     }
 
-    /// Replaces the process with a freshly launched one whose first `skip` output lines are
-    /// dropped (the old one must have been drained: `router` is what its reader returned).
-    pub(super) fn replace(&mut self, launched: Launched, router: Router, skip: Arc<AtomicU64>) {
+    /// Replaces the process with a freshly launched one whose output that `echo` says its
+    /// history produced is dropped (the old one must have been drained: `router` is what its
+    /// reader returned).
+    pub(super) fn replace(&mut self, launched: Launched, router: Router, echo: Arc<Echo>) {
         let Launched {
             process,
             stdin,
             stdout,
         } = launched;
         self.refused = Arc::new(AtomicUsize::new(0));
-        self.skip = skip;
         let reader = spawn_reader(
             stdout,
             router,
             self.stamp.clone(),
             self.refused.clone(),
-            self.skip.clone(),
+            Some(echo),
         );
         self.pid = process.pid();
         self.child = process;

@@ -4,6 +4,7 @@
 //! frame ends the reader; it records that in `refused` before it lets go of stdout, so the
 //! operator's death from the closed pipe that follows is never taken for the cause.
 
+use super::echo::{too_long, Echo, Verdict};
 use super::PIPE_BUF;
 use crate::dataplane::router::{Closed, Router, MAX_LINE};
 use crate::protocol::line::{decode_line, read_line_bounded, split_plain_line, LineRead};
@@ -16,15 +17,15 @@ use tokio::task::JoinHandle;
 /// too large for a frame is refused: its size goes into `refused` (before stdout is closed)
 /// and the reader ends with [`Closed::TooLarge`].
 ///
-/// The first `skip` lines are read and dropped (a process restarted to rebuild its state
-/// emits again what was emitted already; see `exec::history`). `skip` may be lowered from
-/// `u64::MAX` to the exact count while the reader runs: until then every line is dropped.
+/// With an `echo`, the lines its history produced are read and dropped (a process restarted to
+/// rebuild its state emits again what was emitted already; see `exec::history` and
+/// `exec::echo`).
 pub(super) fn spawn_reader(
     stdout: impl AsyncRead + Send + Unpin + 'static,
     router: Router,
     stamp: Arc<AtomicU64>,
     refused: Arc<AtomicUsize>,
-    skip: Arc<AtomicU64>,
+    echo: Option<Arc<Echo>>,
 ) -> JoinHandle<Result<Router, Closed>> {
     tokio::spawn(async move {
         let mut router = router;
@@ -34,13 +35,18 @@ pub(super) fn spawn_reader(
             refused.store(n.max(1), Ordering::SeqCst);
             Closed::TooLarge(n)
         };
-        let mut read = 0u64;
+        let mut echo = echo;
         loop {
             let got = read_line_bounded(&mut rd, &mut buf, MAX_LINE).await;
-            if matches!(got, Ok(LineRead::Line | LineRead::TooLong(_))) {
-                read += 1;
-                if read <= skip.load(Ordering::SeqCst) {
-                    continue;
+            if let (Some(e), Ok(read @ (LineRead::Line | LineRead::TooLong(_)))) = (&echo, &got) {
+                let verdict = match read {
+                    LineRead::TooLong(n) => e.verdict(&too_long(*n)),
+                    _ => e.verdict(&buf),
+                };
+                match verdict {
+                    Verdict::Drop => continue,
+                    Verdict::Keep => {}
+                    Verdict::KeepAll => echo = None,
                 }
             }
             match got {
