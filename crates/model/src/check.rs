@@ -149,7 +149,12 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} = {}: {}", self.field, self.value, self.message)
+        // A problem with no value (a field that should not be there, a file that is not TOML)
+        // reads `field: message`, not `field = : message`.
+        match self.value.as_str() {
+            "" => write!(f, "{}: {}", self.field, self.message),
+            value => write!(f, "{} = {}: {}", self.field, value, self.message),
+        }
     }
 }
 

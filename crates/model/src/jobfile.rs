@@ -12,7 +12,6 @@ use std::collections::HashMap;
 mod autoscale;
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawJob {
     name: Option<String>,
     delivery: Option<toml::Value>,
@@ -30,20 +29,17 @@ struct RawJob {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSource {
     path: Option<String>,
     rate: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSink {
     path: Option<String>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawStage {
     tasks: Option<toml::Value>,
     exec: Option<String>,
@@ -58,7 +54,6 @@ struct RawStage {
 
 /// One step of a stage's `chain`: a built-in and its arguments.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawStep {
     op: String,
     #[serde(default)]
@@ -240,14 +235,25 @@ pub fn parse_job_toml(text: &str) -> Result<JobSpec, InvalidJob> {
 /// order), so that a caller can add what it finds of the files it names to one answer. An
 /// error only for text that is not a job file at all.
 pub fn parse_job_toml_checked(text: &str) -> Result<(JobSpec, Vec<Problem>), InvalidJob> {
-    let raw: RawJob = toml::from_str(text).map_err(|e| {
-        InvalidJob(vec![Problem::new(
-            "(file)",
-            "",
-            format!("not a valid job file: {e}"),
-        )])
-    })?;
+    // Every field it does not know is named, not only the first (serde's
+    // `deny_unknown_fields` stops there): two typos are reported in one answer.
+    let mut unknown = Vec::new();
+    let decoded = toml::Deserializer::parse(text).and_then(|de| {
+        serde_ignored::deserialize(de, |path| unknown.push(unknown_field(&path.to_string())))
+    });
+    let raw: RawJob = match decoded {
+        Ok(raw) => raw,
+        Err(e) => {
+            unknown.push(Problem::new(
+                "(file)",
+                "",
+                format!("not a valid job file: {e}"),
+            ));
+            return Err(InvalidJob(unknown));
+        }
+    };
     let mut d = Decoding::default();
+    d.problems.append(&mut unknown);
     let delivery = d.delivery(raw.delivery.as_ref());
     let source_path = raw
         .source
@@ -310,3 +316,27 @@ pub fn add_problems(problems: &mut Vec<Problem>, more: Vec<Problem>) {
 pub(crate) mod tests;
 #[cfg(test)]
 mod tests_autoscale;
+
+/// A field the job file does not know, as a problem: where it is (`stages[2].taskz`, numbered
+/// from 1 as every other problem is) and its name.
+fn unknown_field(path: &str) -> Problem {
+    let mut field = String::new();
+    // serde_ignored writes `?` for an optional table's value: not part of the file's path.
+    for part in path.split('.').filter(|p| *p != "?") {
+        match part.parse::<usize>() {
+            Ok(i) => field.push_str(&format!("[{}]", i + 1)),
+            Err(_) => {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(part);
+            }
+        }
+    }
+    let name = path.rsplit('.').next().unwrap_or(path);
+    Problem::new(
+        &field,
+        "",
+        format!("unknown field `{name}`: not a job file field (a misspelling would otherwise be ignored and its default used)"),
+    )
+}

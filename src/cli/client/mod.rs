@@ -115,7 +115,12 @@ impl Client {
         let resp = req
             .send()
             .await
-            .with_context(|| format!("cannot reach the leader at {}", self.base))?;
+            .with_context(|| {
+                format!(
+                    "cannot reach the leader at {} (another one: --leader URL or RAINSTORM_LEADER)",
+                    self.base
+                )
+            })?;
         self.heard();
         if !resp.status().is_success() {
             return Err(refusal(resp).await);

@@ -8,14 +8,32 @@ use crate::model::spec::JobSpec;
 use crate::protocol::control::{Command, KillRequest, WorkerState};
 use crate::state::lock;
 use crate::SubmitError;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use tracing::info;
 
-pub(super) async fn submit(State(l): Shared, ApiJson(spec): ApiJson<JobSpec>) -> Response {
+pub(super) async fn submit(State(l): Shared, req: axum::extract::Request) -> Response {
+    // A job file as it is written (`content-type: application/toml`), or the `JobSpec` JSON
+    // `rainstorm submit` sends.
+    let toml = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/toml") || t.starts_with("text/x-toml"));
+    let spec = if toml {
+        match job_file(req).await {
+            Ok(spec) => spec,
+            Err(refused) => return refused,
+        }
+    } else {
+        match ApiJson::<JobSpec>::from_request(req, &()).await {
+            Ok(ApiJson(spec)) => spec,
+            Err(refused) => return refused,
+        }
+    };
     // Paths on the API are store paths: local paths are only for `rainstorm run`, which
     // submits in-process on the machine it runs on.
     if spec.paths != crate::model::spec::PathMode::Store {
@@ -43,6 +61,29 @@ pub(super) async fn submit(State(l): Shared, ApiJson(spec): ApiJson<JobSpec>) ->
             .into_response(),
         Err(SubmitError::Internal(msg)) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// A job file posted as the body: the job, or a 400 listing every problem of its text (the
+/// files it names are checked by the submission, as for JSON).
+async fn job_file(req: axum::extract::Request) -> Result<JobSpec, Response> {
+    let invalid = |problems: Vec<crate::model::check::Problem>| {
+        let said: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        let body =
+            json!({ "error": format!("invalid job: {}", said.join("; ")), "problems": problems });
+        (StatusCode::BAD_REQUEST, Json(body)).into_response()
+    };
+    let bytes = axum::body::Bytes::from_request(req, &())
+        .await
+        .map_err(|r| error(r.status(), r.body_text()))?;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        let p = crate::model::check::Problem::new("body", "", "a job file is UTF-8 text");
+        return Err(invalid(vec![p]));
+    };
+    match crate::model::jobfile::parse_job_toml_checked(text) {
+        Ok((spec, problems)) if problems.is_empty() => Ok(spec),
+        Ok((_, problems)) => Err(invalid(problems)),
+        Err(crate::model::check::InvalidJob(problems)) => Err(invalid(problems)),
     }
 }
 

@@ -266,3 +266,28 @@ fn an_unknown_field_is_refused_naming_it() {
         );
     }
 }
+
+/// Every unknown field is named in one answer, with the others' problems, where it is in the
+/// file (a probe's two typos were reported one at a time, as `(file) = : …`).
+#[test]
+fn every_unknown_field_is_named_in_one_answer_with_where_it_is() {
+    let text = APP2
+        .replacen(
+            "name = \"app2\"",
+            "name = \"app2\"\ndelivry = \"at-most-once\"",
+            1,
+        )
+        .replacen("rate = 0", "rate = -1\nrat = 5", 1)
+        .replacen("op = \"count-by\"", "op = \"count-by\"\ntaskz = 3", 1);
+    let err = parse_job_toml(&text).unwrap_err();
+    let shown: Vec<String> = err.0.iter().map(|p| p.to_string()).collect();
+    for want in [
+        "delivry: unknown field `delivry`",
+        "source.rat: unknown field `rat`",
+        "source.rate = -1",
+        "taskz: unknown field `taskz`",
+    ] {
+        assert!(shown.iter().any(|s| s.contains(want)), "{want}: {shown:?}");
+    }
+    assert!(shown.iter().any(|s| s.starts_with("stages[")), "{shown:?}");
+}
