@@ -72,7 +72,7 @@ use rainstorm::runtime::sink::segment_text;
 use rainstorm::runtime::store::{Store, StoreError};
 use rainstorm::runtime::task::{run_task, TaskEnd, TaskEnv, TaskStatus};
 use sim::net::SimNet;
-use sim::operators::{ScriptFn, StandIns};
+use sim::operators::{per_line, ScriptFn, StandIns};
 use sim::rng::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -108,7 +108,7 @@ fn scripts() -> StandIns {
     m.insert(
         "keep".into(),
         Arc::new(|| {
-            Box::new(|t: Tuple| {
+            per_line(|t: Tuple| {
                 let mut cols = t.value.split(',');
                 let id: u64 = cols.next().and_then(|c| c.parse().ok()).unwrap_or(0);
                 let cat = cols.next().unwrap_or("").to_string();
@@ -122,12 +122,12 @@ fn scripts() -> StandIns {
     );
     m.insert(
         "upper".into(),
-        Arc::new(|| Box::new(|t: Tuple| vec![Tuple::new(t.key, t.value.to_uppercase())])),
+        Arc::new(|| per_line(|t: Tuple| vec![Tuple::new(t.key, t.value.to_uppercase())])),
     );
     m.insert(
         "even".into(),
         Arc::new(|| {
-            Box::new(|t: Tuple| {
+            per_line(|t: Tuple| {
                 let n: u64 = t
                     .value
                     .rsplit(',')
@@ -145,7 +145,7 @@ fn scripts() -> StandIns {
     m.insert(
         "keyby".into(),
         Arc::new(|| {
-            Box::new(|t: Tuple| {
+            per_line(|t: Tuple| {
                 let cat = t.value.split(',').nth(1).unwrap_or("").to_string();
                 vec![Tuple::new(cat, t.value)]
             })
@@ -155,13 +155,44 @@ fn scripts() -> StandIns {
         "tally".into(),
         Arc::new(|| {
             let mut counts: HashMap<String, u64> = HashMap::new();
-            Box::new(move |t: Tuple| {
+            per_line(move |t: Tuple| {
                 let c = counts.entry(t.key.to_string()).or_default();
                 *c += 1;
                 tally_lines(&t.key, *c)
                     .into_iter()
                     .map(|v| Tuple::new(t.key.clone(), v))
                     .collect()
+            })
+        }),
+    );
+    // The same count, its answers held in bursts of three tuples and each burst written in
+    // reverse, what it holds written at the end of its input: deterministic and per key, but
+    // answering in another order than its input (hostile probe 16: its rebuilt history's
+    // held answers came out after live ones).
+    m.insert(
+        "tally_held".into(),
+        Arc::new(|| {
+            let mut counts: HashMap<String, u64> = HashMap::new();
+            let (mut held, mut tuples) = (Vec::new(), 0u32);
+            Box::new(move |t: Option<Tuple>| {
+                let Some(t) = t else {
+                    held.reverse();
+                    return std::mem::take(&mut held);
+                };
+                let c = counts.entry(t.key.to_string()).or_default();
+                *c += 1;
+                held.extend(
+                    tally_lines(&t.key, *c)
+                        .into_iter()
+                        .map(|v| Tuple::new(t.key.clone(), v)),
+                );
+                tuples += 1;
+                if tuples.is_multiple_of(3) {
+                    held.reverse();
+                    std::mem::take(&mut held)
+                } else {
+                    Vec::new()
+                }
             })
         }),
     );
@@ -217,7 +248,8 @@ fn chained_count_by() -> OperatorSpec {
 }
 
 impl Pipeline {
-    fn stages(self, rng: &Rng, declared: bool) -> Vec<StageSpec> {
+    /// `held`: the count of `ExecCount` holds its answers back (`tally_held`).
+    fn stages(self, rng: &Rng, declared: bool, held: bool) -> Vec<StageSpec> {
         let n = |rng: &Rng| 1 + rng.below(3) as u32;
         match self {
             Pipeline::KeepCountUpper => vec![
@@ -263,7 +295,7 @@ impl Pipeline {
                 },
                 StageSpec {
                     tasks: n(rng),
-                    operator: exec("tally"),
+                    operator: exec(if held { "tally_held" } else { "tally" }),
                     autoscale: Default::default(),
                     stateless: false,
                 },
@@ -457,6 +489,8 @@ static REBUILT_LIVE_ALO: AtomicU64 = AtomicU64::new(0);
 static SLOTTED: AtomicU64 = AtomicU64::new(0);
 /// Seeds whose store operations each took a random extra time.
 static JITTERED: AtomicU64 = AtomicU64::new(0);
+/// Rescales done of a stage whose executable holds its answers back (`tally_held`).
+static HELD_SCALES: AtomicU64 = AtomicU64::new(0);
 /// Source rate changes simulated.
 static RATE_CHANGES: AtomicU64 = AtomicU64::new(0);
 
@@ -708,6 +742,15 @@ impl Sim {
                     && rebuilds_from_history(&self.spec, note.stage);
                 if matches!(note.phase, ScalePhase::Started) {
                     self.moved.insert(note.stage);
+                }
+                let held = (note.stage as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.spec.stages.get(i))
+                    .is_some_and(|s| {
+                        matches!(&s.operator, OperatorSpec::Exec { path, .. } if path == "tally_held")
+                    });
+                if held && matches!(note.phase, ScalePhase::Done) {
+                    HELD_SCALES.fetch_add(1, Ordering::Relaxed);
                 }
                 match note.phase {
                     ScalePhase::Done if rebuilt => {
@@ -972,7 +1015,14 @@ impl Sim {
             }
             Chaos::Scale => {
                 if self.leader_down.is_none() {
-                    let stage = 1 + self.rng.below(self.spec.stages.len() as u64) as u32;
+                    let drawn = 1 + self.rng.below(self.spec.stages.len() as u64) as u32;
+                    // A seed whose count holds its answers back rescales that count: its
+                    // rebuilt history's held answers are what it is there to test.
+                    let stage = (self.spec.stages.iter())
+                        .position(|s| {
+                            matches!(&s.operator, OperatorSpec::Exec { path, .. } if path == "tally_held")
+                        })
+                        .map_or(drawn, |i| i as u32 + 1);
                     let most = tasks_of(&self.spec, stage);
                     let tasks = 1 + self.rng.below(most as u64) as u32;
                     self.scale(stage, tasks);
@@ -1282,7 +1332,9 @@ async fn run_seed(seed: u64) -> SeedResult {
         sink_path: "out.txt".into(),
         // A third of the seeds declare their stateless executables so (a live switch, no
         // process restart); the rest leave the engine to assume state.
-        stages: pipeline.stages(&rng, seed.is_multiple_of(3)),
+        // Half the seeds of the executable count hold its answers back (seeds 3 mod 4, chosen
+        // without a draw, so every seed's other draws stay as they were).
+        stages: pipeline.stages(&rng, seed.is_multiple_of(3), seed % 4 == 3),
         paths: PathMode::Store,
         keep_logs: false,
         // Half the jobs autoscale: their stages get task positions to grow into (standing by).
@@ -1509,11 +1561,17 @@ async fn run_seed(seed: u64) -> SeedResult {
     for s in servers {
         s.abort();
     }
-    let keeps_order = sim.moved.iter().all(|stage| {
-        ((*stage as usize).checked_sub(1))
-            .and_then(|i| sim.spec.stages.get(i))
-            .is_some_and(|s| s.operator.keyed_column().is_some())
-    });
+    // An operator that answers out of its input's order (`tally_held`) keeps no key's order.
+    let held =
+        sim.spec.stages.iter().any(
+            |s| matches!(&s.operator, OperatorSpec::Exec { path, .. } if path == "tally_held"),
+        );
+    let keeps_order = !held
+        && sim.moved.iter().all(|stage| {
+            ((*stage as usize).checked_sub(1))
+                .and_then(|i| sim.spec.stages.get(i))
+                .is_some_and(|s| s.operator.keyed_column().is_some())
+        });
     let written = store
         .get(&sim.spec.sink_path)
         .await
@@ -1845,7 +1903,7 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
          {} jobs failed under at-most-once, {} follower reads checked, {} exactly-once outputs \
          with every key's counts in order, {} worker drains, \
          {} seeds with tight slots, {} with a jittered store, {} rate changes, {} rescales done ({} of them an at-least-once \
-         executable's, live) and {} aborted)",
+         executable's, live; {} of an executable that holds its answers back) and {} aborted)",
         n(&LEADER_RESTARTS),
         n(&SOURCE_RESTARTS),
         n(&SINK_RESTARTS),
@@ -1858,6 +1916,7 @@ fn simulated_faults_never_break_the_delivery_guarantees() {
         n(&RATE_CHANGES),
         n(&SCALES_DONE),
         n(&REBUILT_LIVE_ALO),
+        n(&HELD_SCALES),
         n(&SCALES_ABORTED)
     );
 }

@@ -14,8 +14,14 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::task::JoinHandle;
 
-/// A line transformer: what a stand-in does to each input tuple.
-pub type Transform = Box<dyn FnMut(Tuple) -> Vec<Tuple> + Send>;
+/// A line transformer: what a stand-in does to each input tuple, and (given `None`) what it
+/// writes when its input ends.
+pub type Transform = Box<dyn FnMut(Option<Tuple>) -> Vec<Tuple> + Send>;
+
+/// A transformer that answers each tuple as it comes and writes nothing at the end.
+pub fn per_line(mut f: impl FnMut(Tuple) -> Vec<Tuple> + Send + 'static) -> Transform {
+    Box::new(move |t: Option<Tuple>| t.map_or_else(Vec::new, &mut f))
+}
 
 /// A stand-in for an executable: makes a fresh transformer for each attempt (so state never
 /// leaks from one attempt to the next, as with a real process).
@@ -60,7 +66,7 @@ fn start(mut f: Transform) -> Launched {
                 Ok(_) => {}
             }
             let t = decode_line(line.trim_end_matches('\n'));
-            for o in f(t) {
+            for o in f(Some(t)) {
                 enc.clear();
                 encode_line(&o, &mut enc);
                 if out.write_all(&enc).await.is_err() {
@@ -68,6 +74,14 @@ fn start(mut f: Transform) -> Launched {
                 }
             }
             if rd.buffer().is_empty() && out.flush().await.is_err() {
+                return;
+            }
+        }
+        // The end of its input: what it held back.
+        for o in f(None) {
+            enc.clear();
+            encode_line(&o, &mut enc);
+            if out.write_all(&enc).await.is_err() {
                 return;
             }
         }

@@ -112,15 +112,12 @@ impl Client {
 
     /// Sends a request; a refusal becomes an error carrying the leader's message.
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let resp = req
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the leader at {} (another one: --leader URL or RAINSTORM_LEADER)",
-                    self.base
-                )
-            })?;
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the leader at {} (another one: --leader URL or RAINSTORM_LEADER)",
+                self.base
+            )
+        })?;
         self.heard();
         if !resp.status().is_success() {
             return Err(refusal(resp).await);
