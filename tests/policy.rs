@@ -177,11 +177,15 @@ fn an_absolute_path_never_names_a_store_operator_which_runs_only_pinned() {
     let j = c.wait_job(&id, Duration::from_secs(30));
     assert_eq!(j["status"], "succeeded", "{j}");
     assert_eq!(sorted_lines(&c.store_file("rel.txt")), ["A"]);
+    // Listed as submitted, with the hash it runs pinned by.
     let tasks = c.json(&["tasks", "--json"]).to_string();
     assert!(
-        tasks.contains("blobs/sha256/"),
-        "the stage names its pinned blob: {tasks}"
+        tasks.contains("x/op.sh [sha256:"),
+        "the stage names its operator and the blob it is pinned by: {tasks}"
     );
+    assert!(!tasks.contains("blobs/sha256/"), "{tasks}");
+    let stages = c.json(&["job", &id, "--json"])["stages"].to_string();
+    assert!(stages.contains("1×x/op.sh [sha256:"), "{stages}");
 }
 
 /// A process an operator detaches from its group (`setsid`) escapes the group kill; the

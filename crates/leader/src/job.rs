@@ -61,6 +61,8 @@ pub struct JobRec {
     pub latency_at_end: Option<crate::model::latency::Latency>,
     /// Its tasks as they were at its end, once it has ended (see `StoredJob::tasks`).
     pub tasks_at_end: Vec<crate::protocol::control::TaskInfo>,
+    /// See `StoredJob::operator_names`.
+    pub operator_names: BTreeMap<String, String>,
     /// Failures seen.
     pub failures: u64,
     /// Restarts done.
@@ -197,6 +199,7 @@ impl JobRec {
             latency: Arc::default(),
             latency_at_end: None,
             tasks_at_end: Vec::new(),
+            operator_names: BTreeMap::new(),
             failures: 0,
             recoveries: 0,
             last_failure: None,
@@ -269,6 +272,7 @@ impl JobRec {
             scaling: self.scaling.list.clone(),
             discarded: self.discarded,
             tasks: self.tasks_at_end.clone(),
+            operator_names: self.operator_names.clone(),
         }
     }
 
@@ -293,6 +297,7 @@ impl JobRec {
         rec.logs_left = job.logs_left;
         rec.discarded = job.discarded;
         rec.scaling = Scaling::restored(job.scaling.clone(), true);
+        rec.operator_names = job.operator_names.clone();
         if let Some(run) = &job.run {
             rec.set_run(run.clone());
         }
@@ -330,7 +335,12 @@ impl JobRec {
             latency: Arc::default(),
             latency_at_end: job.latency.clone(),
             // Its tasks ended with it: none still runs, whatever state it was last seen in.
-            tasks_at_end: job.tasks.into_iter().map(ended_task).collect(),
+            tasks_at_end: job
+                .tasks
+                .into_iter()
+                .map(crate::views::ended_task)
+                .collect(),
+            operator_names: job.operator_names,
             failures: job.failures,
             recoveries: job.recoveries,
             last_failure: job.last_failure.clone(),
@@ -377,17 +387,4 @@ impl JobRec {
 fn instant_of(t: SystemTime) -> Instant {
     let d = SystemTime::now().duration_since(t).unwrap_or_default();
     Instant::now().checked_sub(d).unwrap_or_else(Instant::now)
-}
-
-/// A task of an ended job as a restarted leader shows it: stopped, with no process and no rate.
-fn ended_task(mut t: crate::protocol::control::TaskInfo) -> crate::protocol::control::TaskInfo {
-    use crate::protocol::control::TaskState;
-    if !t.state.is_terminal() {
-        t.state = TaskState::Cancelled;
-    }
-    t.pid = None;
-    t.queued = 0;
-    t.input_rate = 0.0;
-    t.output_rate = 0.0;
-    t
 }

@@ -147,6 +147,7 @@ impl Leader {
         if !problems.is_empty() {
             return Err(SubmitError::Invalid(problems));
         }
+        let submitted = spec.clone();
         let pinned = self.pin_operators(&mut spec).await?;
         let files = owned::job_files(&spec, &pinned);
         let (ev_tx, ev_rx) = mpsc::channel(256);
@@ -154,6 +155,7 @@ impl Leader {
         let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
         let mut rec = JobRec::new(spec.clone(), ev_tx, cancel.clone(), progress_rx);
         rec.logs_left = !(spec.keep_logs || self.cfg.keep_logs);
+        rec.operator_names = views::pinned_names(&submitted, &spec);
         let id = self.new_job_id().await?;
         // Durable before anyone can see it: a restarted leader knows every job it showed.
         self.persist

@@ -74,6 +74,10 @@ pub struct StoredJob {
     /// restarted leader, which has none of their reports (hostile probe 13: they vanished).
     #[serde(default)]
     pub tasks: Vec<crate::protocol::control::TaskInfo>,
+    /// Each pinned operator's store path (`blobs/sha256/…`) and the path it was submitted as,
+    /// which listings show.
+    #[serde(default)]
+    pub operator_names: std::collections::BTreeMap<String, String>,
 }
 
 pub use crate::coordinator::record::{PlacedTask, RunState};

@@ -36,7 +36,7 @@ impl State {
                 .stages
                 .iter()
                 .zip(&stage_tasks)
-                .map(|(s, n)| format!("{n}×{}", s.operator.describe()))
+                .map(|(s, n)| format!("{n}×{}", j.shown_operator(&s.operator.describe())))
                 .collect(),
             sink: j.spec.sink_path.clone(),
             source_tuples: j.source_tuples.load(Ordering::Relaxed),
@@ -218,7 +218,10 @@ impl State {
                 tuples_in: t.tuples_in,
                 tuples_out: t.tuples_out,
                 input_rate: (t.meters.input_rate * 10.0).round() / 10.0,
-                operator: t.operator.clone(),
+                operator: match self.jobs.get(&k.job) {
+                    Some(j) => j.shown_operator(&t.operator),
+                    None => t.operator.clone(),
+                },
                 error: t.error.clone(),
                 queued: t.queued,
                 bytes_in: t.meters.last.bytes_in,
@@ -284,4 +287,52 @@ fn round1(x: f64) -> f64 {
 /// Three decimals (shares, seconds).
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// Each operator [`crate::Leader::pin_operators`] pinned: its pinned path, and the path it was
+/// submitted as (`submitted`, the spec before pinning), for listings.
+pub(crate) fn pinned_names(
+    submitted: &crate::model::spec::JobSpec,
+    pinned: &crate::model::spec::JobSpec,
+) -> std::collections::BTreeMap<String, String> {
+    (pinned.stages.iter().zip(&submitted.stages))
+        .filter_map(|(now, then)| match (&now.operator, &then.operator) {
+            (
+                crate::model::spec::OperatorSpec::Exec { path: blob, .. },
+                crate::model::spec::OperatorSpec::Exec { path: named, .. },
+            ) if blob != named => Some((blob.clone(), named.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+impl crate::job::JobRec {
+    /// An operator's description as listings show it: a pinned operator under the path it
+    /// was submitted as, with the start of the hash it was pinned by (`x/op.sh
+    /// [sha256:3ed58d1c2a4b]`), not as its `blobs/sha256/…` store path (a probe's newcomer
+    /// could not tell the stages apart).
+    pub fn shown_operator(&self, described: &str) -> String {
+        let mut shown = described.to_string();
+        for (blob, named) in &self.operator_names {
+            let hash = rainstorm_store::store::pinned_hash(blob).unwrap_or_default();
+            let short = hash.get(..12).unwrap_or(hash);
+            shown = shown.replace(blob.as_str(), &format!("{named} [sha256:{short}]"));
+        }
+        shown
+    }
+}
+
+/// A task of an ended job as a restarted leader shows it: stopped, with no process and no rate.
+pub(crate) fn ended_task(
+    mut t: crate::protocol::control::TaskInfo,
+) -> crate::protocol::control::TaskInfo {
+    use crate::protocol::control::TaskState;
+    if !t.state.is_terminal() {
+        t.state = TaskState::Cancelled;
+    }
+    t.pid = None;
+    t.queued = 0;
+    t.input_rate = 0.0;
+    t.output_rate = 0.0;
+    t
 }

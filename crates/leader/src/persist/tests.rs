@@ -39,6 +39,7 @@ fn job(id: &str, status: JobStatus) -> StoredJob {
         submitted_ms: 1000,
         ended_ms: None,
         tasks: vec![],
+        operator_names: Default::default(),
         cleanup_error: None,
         logs_left: true,
         output_replaced: None,
