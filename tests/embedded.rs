@@ -845,20 +845,7 @@ fn run_does_not_count_in_memory_links_against_the_open_files_limit() {
     let mut cmd = Command::new(bin());
     cmd.args(["run", "wide.toml", "--workers", "8"])
         .current_dir(dir.path());
-    let limit = libc::rlimit {
-        rlim_cur: 1024,
-        rlim_max: 1024,
-    };
-    // SAFETY: only setrlimit runs between fork and exec (async-signal-safe).
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    limit_open_files(&mut cmd, 1024);
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),

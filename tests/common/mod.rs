@@ -462,20 +462,7 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(n) = nofile {
-            let limit = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            // SAFETY: only setrlimit runs between fork and exec (async-signal-safe).
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut w, move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
+            limit_open_files(&mut w, n);
         }
         let w = w.spawn().unwrap();
         self.workers.push(w);
@@ -973,4 +960,23 @@ pub fn split_response(text: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Makes `cmd`'s process start with an open-files limit of `n`, soft and hard (so it cannot
+/// raise it).
+pub fn limit_open_files(cmd: &mut Command, n: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: only setrlimit runs between fork and exec (async-signal-safe).
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
 }

@@ -250,11 +250,7 @@ async fn an_unknown_job_is_final() {
 /// A leader that never comes back: the follower gives up after its limit, naming it.
 #[tokio::test]
 async fn a_leader_gone_for_good_is_given_up_naming_it() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let url = format!("http://127.0.0.1:{port}");
+    let url = nobody_listens();
     let out = OutputWriter::spawn(Capture::default(), None, 1).unwrap();
     let t0 = std::time::Instant::now();
     let err = Client::new(&url)
@@ -353,11 +349,7 @@ async fn events_cut_anywhere_across_chunks_are_relayed_whole() {
 /// given up on after the first-contact limit, not the two minutes a restart is allowed.
 #[tokio::test]
 async fn a_leader_that_never_answered_is_given_up_sooner() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let url = format!("http://127.0.0.1:{port}");
+    let url = nobody_listens();
     let out = OutputWriter::spawn(Capture::default(), None, 1).unwrap();
     let t0 = std::time::Instant::now();
     let err = Client::new(&url)
@@ -377,4 +369,10 @@ async fn a_leader_that_never_answered_is_given_up_sooner() {
         "{msg}"
     );
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+}
+
+/// The URL of a loopback port nobody listens on (bound, then let go).
+fn nobody_listens() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
 }
