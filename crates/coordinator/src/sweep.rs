@@ -76,7 +76,7 @@ pub fn stalled_tasks(tasks: &[TaskSeen], now: Instant, stall: Duration) -> Vec<(
     for t in tasks.iter().filter(|t| {
         matches!(
             t.state,
-            TaskState::Starting | TaskState::Failed | TaskState::Cancelled
+            TaskState::Starting | TaskState::Failed | TaskState::Cancelled | TaskState::Waiting
         )
     }) {
         let d = not_taking.entry(&t.key.job).or_insert(0);
@@ -194,7 +194,14 @@ mod tests {
     fn a_task_held_back_by_one_that_cannot_take_input_yet_is_not_stalled() {
         let now = Instant::now() + Duration::from_secs(100);
         let state = |t: TaskSeen, state: TaskState| TaskSeen { state, ..t };
-        for waiting in [TaskState::Starting, TaskState::Failed, TaskState::Cancelled] {
+        // Waiting: for a free slot or a live worker (hostile probe 18: after a worker loss on
+        // a full cluster, the source held back by it was restarted until the job failed).
+        for waiting in [
+            TaskState::Starting,
+            TaskState::Failed,
+            TaskState::Cancelled,
+            TaskState::Waiting,
+        ] {
             let tasks = [
                 seen("a", 1, 3, 90, now),
                 seen("a", 2, 3, 90, now),
