@@ -100,7 +100,13 @@ mod tests {
             t.reported = true;
             t.meters.last.uptime_ns = up_s * 1_000_000_000;
             let pos = TaskPos { stage, index: 0 };
-            st.tasks.insert(TaskKey { job: job.clone(), pos }, t);
+            st.tasks.insert(
+                TaskKey {
+                    job: job.clone(),
+                    pos,
+                },
+                t,
+            );
         }
         st.add_job(job, JobRec::detached(spec));
         match loads(&st, 0).pop() {
@@ -114,8 +120,14 @@ mod tests {
     /// 18: a worker loss at a steady 200/s read as 1451/s and grew the stage to its maximum).
     #[test]
     fn a_stage_whose_task_or_sender_was_just_restarted_is_settling() {
-        assert!(!settling((0, 0), 1), "first attempts: the rates are the load");
-        assert!(settling((0, 1), 1), "the stage's task restarted a second ago");
+        assert!(
+            !settling((0, 0), 1),
+            "first attempts: the rates are the load"
+        );
+        assert!(
+            settling((0, 1), 1),
+            "the stage's task restarted a second ago"
+        );
         assert!(settling((2, 0), 1), "its sender (the source) restarted");
         assert!(!settling((2, 1), 6), "both restarted long enough ago");
     }
