@@ -4,6 +4,17 @@ mod common;
 use common::*;
 use std::process::Command;
 
+/// `rainstorm run JOB` started in `dir`, its stdout and stderr piped to the test.
+fn spawn_run(dir: &std::path::Path, job: &str) -> std::process::Child {
+    Command::new(bin())
+        .args(["run", job])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn run_in(dir: &std::path::Path, job: &str) -> std::process::Output {
     Command::new(bin())
         .args(["run", job, "--workers", "3"])
@@ -395,13 +406,7 @@ fn interrupt_run(sig: i32) {
         &[(2, "identity", &[]), (1, "./slow.py", &[])],
     );
     std::fs::write(dir.path().join("slow.toml"), job).unwrap();
-    let mut child = Command::new(bin())
-        .args(["run", "slow.toml"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(dir.path(), "slow.toml");
     let sink = dir.path().join("out/slow.txt");
     // Output flows: `run` printed a committed line (the file itself is written at the end).
     let (line_tx, line_rx) = std::sync::mpsc::channel();
@@ -500,13 +505,7 @@ fn interrupting_run_while_it_prints_a_finished_job_does_not_claim_success() {
         &[(1, "identity", &[])],
     );
     std::fs::write(dir.path().join("big.toml"), job).unwrap();
-    let mut child = Command::new(bin())
-        .args(["run", "big.toml"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(dir.path(), "big.toml");
     // Nobody reads its stdout yet: the job ends (its output file appears, whole) while
     // `run` still waits to print most of it.
     let sink = dir.path().join("out/big.txt");
@@ -561,13 +560,7 @@ fn run_whose_reader_went_away_cancels_its_job_and_exits() {
         &[(2, "identity", &[])],
     );
     std::fs::write(dir.path().join("head.toml"), job).unwrap();
-    let mut child = Command::new(bin())
-        .args(["run", "head.toml"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(dir.path(), "head.toml");
     let stdout = child.stdout.take().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     for _ in 0..5 {

@@ -250,23 +250,26 @@ async fn an_unknown_job_is_final() {
 /// A leader that never comes back: the follower gives up after its limit, naming it.
 #[tokio::test]
 async fn a_leader_gone_for_good_is_given_up_naming_it() {
+    let (url, msg) = follow_nobody(Patience {
+        give_up: Duration::from_millis(500),
+        ..FOLLOW_PATIENCE
+    })
+    .await;
+    assert!(msg.contains(&format!("lost the leader at {url}")), "{msg}");
+}
+
+/// Follows a job at a port nobody listens on with `patience`: the URL, and the error it
+/// gave up with (well within 10 s).
+async fn follow_nobody(patience: Patience) -> (String, String) {
     let url = nobody_listens();
     let out = OutputWriter::spawn(Capture::default(), None, 1).unwrap();
     let t0 = std::time::Instant::now();
     let err = Client::new(&url)
-        .follow_until(
-            "job-1",
-            out,
-            Patience {
-                give_up: Duration::from_millis(500),
-                ..FOLLOW_PATIENCE
-            },
-        )
+        .follow_until("job-1", out, patience)
         .await
         .unwrap_err();
-    let msg = format!("{err:#}");
-    assert!(msg.contains(&format!("lost the leader at {url}")), "{msg}");
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    (url, format!("{err:#}"))
 }
 
 /// A leader that answers but always cuts the stream before sending anything is given up
@@ -349,26 +352,15 @@ async fn events_cut_anywhere_across_chunks_are_relayed_whole() {
 /// given up on after the first-contact limit, not the two minutes a restart is allowed.
 #[tokio::test]
 async fn a_leader_that_never_answered_is_given_up_sooner() {
-    let url = nobody_listens();
-    let out = OutputWriter::spawn(Capture::default(), None, 1).unwrap();
-    let t0 = std::time::Instant::now();
-    let err = Client::new(&url)
-        .follow_until(
-            "job-1",
-            out,
-            Patience {
-                first_contact: Duration::from_millis(300),
-                ..FOLLOW_PATIENCE
-            },
-        )
-        .await
-        .unwrap_err();
-    let msg = format!("{err:#}");
+    let (url, msg) = follow_nobody(Patience {
+        first_contact: Duration::from_millis(300),
+        ..FOLLOW_PATIENCE
+    })
+    .await;
     assert!(
         msg.contains(&format!("the leader at {url} did not answer within")),
         "{msg}"
     );
-    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
 }
 
 /// The URL of a loopback port nobody listens on (bound, then let go).
