@@ -49,27 +49,86 @@ pub(super) fn sweep() {
     }
     // Read /proc without the lock (no I/O under it), then decide under it: an operator
     // being spawned holds the lock until it is in `LIVE`, so a child that existed at the
-    // scan and is an operator is known as one by the time it is checked.
+    // scan and is an operator is known as one by the time it is checked. Each child is held
+    // by a pidfd from the scan on: an operator reaped by its task between the scan and the
+    // check (and so no longer in `LIVE`) is then seen as gone, where a pid would have been
+    // taken for an orphan, and could even name a new process by then.
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
-    let children: Vec<u32> = entries
+    let children: Vec<(u32, Pidfd)> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid > 1 && parent_of(*pid) == Some(me))
+        .filter_map(|pid| Some((pid, Pidfd::open(pid)?)))
         .collect();
-    if children.is_empty() {
-        return;
+    if !children.is_empty() {
+        settle(children);
     }
+}
+
+/// Kills and reaps each of `children` (found by a scan) that is not a live operator and has
+/// not been reaped since; returns the pids it killed.
+fn settle(children: Vec<(u32, Pidfd)>) -> Vec<u32> {
     let live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
-    for pid in children.into_iter().filter(|p| !live.contains(p)) {
-        tracing::warn!(pid, "killing a process an operator left behind");
-        // SAFETY: plain syscalls on one process (pid > 1) that is our own child; waitpid on
-        // that pid only, so no other child's status is taken from its owner.
+    let mut killed = Vec::new();
+    for (pid, fd) in children.into_iter().filter(|(p, _)| !live.contains(p)) {
+        if fd.kill() {
+            tracing::warn!(pid, "killing a process an operator left behind");
+            fd.reap();
+            killed.push(pid);
+        }
+    }
+    killed
+}
+
+/// A process held by a pid file descriptor: signals and waits reach that process only, never
+/// one that took its pid after it was reaped.
+struct Pidfd(std::os::fd::OwnedFd);
+
+impl Pidfd {
+    /// A descriptor for `pid`; none if it is gone.
+    fn open(pid: u32) -> Option<Pidfd> {
+        // SAFETY: plain syscall; on success it returns a new descriptor we own.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` is a valid descriptor that nothing else owns.
+        Some(Pidfd(unsafe {
+            std::os::fd::FromRawFd::from_raw_fd(fd as std::os::fd::RawFd)
+        }))
+    }
+
+    /// SIGKILLs the process; false if it was reaped already (by its own task).
+    fn kill(&self) -> bool {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.0);
+        // SAFETY: plain syscall on a descriptor we own.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd,
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        r == 0
+    }
+
+    /// Reaps the process if it has ended (it is this process's child: an adopted orphan).
+    fn reap(&self) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.0);
+        // SAFETY: plain syscall on a descriptor we own; `info` is written by the kernel.
         unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-            libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG);
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PIDFD,
+                fd as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            );
         }
     }
 }
@@ -95,5 +154,44 @@ mod tests {
         assert_eq!(parse_ppid("42 (a) b) c) S 7 42 42 0"), Some(7));
         assert_eq!(parse_ppid("1 (init) S 0 1 1"), Some(0));
         assert_eq!(parse_ppid("garbage"), None);
+    }
+
+    fn sleeper() -> (std::process::Child, u32) {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        (child, pid)
+    }
+
+    #[test]
+    fn an_operator_reaped_between_the_scan_and_the_check_is_not_taken_for_an_orphan() {
+        // Its task reaps it after the scan has seen it as a child: by the check it is no
+        // longer live, and its pid names nothing (or, later, another process).
+        let mut child = spawn_live(|| Ok(sleeper())).unwrap();
+        let pid = child.id();
+        let fd = Pidfd::open(pid).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reaped(pid);
+        assert_eq!(settle(vec![(pid, fd)]), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn a_child_that_is_no_operator_is_killed_and_reaped() {
+        let (child, pid) = sleeper();
+        let fd = Pidfd::open(pid).unwrap();
+        assert_eq!(settle(vec![(pid, fd)]), vec![pid]);
+        // SIGKILL is not instant: it is gone, or a zombie, soon after.
+        std::mem::forget(child);
+        let gone = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !gone() {
+            assert!(std::time::Instant::now() < deadline, "{pid} still runs");
+            std::thread::yield_now();
+        }
     }
 }
