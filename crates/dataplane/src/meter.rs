@@ -10,23 +10,26 @@ use std::sync::Mutex;
 use tokio::time::Instant;
 
 /// Accumulated time in one state, plus the interval in progress if the state holds now. The
-/// tokio clock, so that tests on a paused clock measure virtual time.
+/// tokio clock, so that tests on a paused clock measure virtual time. Several holders may be
+/// in the state at once (a task inside a call to its operator, and the writer of that
+/// operator's stdin): the state holds while any of them is in it.
 #[derive(Debug, Default)]
 pub struct Stopwatch {
-    /// Time of the intervals that ended, ns; and the start of the one in progress.
-    inner: Mutex<(u64, Option<Instant>)>,
+    /// Time of the intervals that ended, ns; the start of the one in progress; and how many
+    /// guards hold it.
+    inner: Mutex<(u64, Option<Instant>, u32)>,
 }
 
 impl Stopwatch {
-    /// Starts an interval that ends when the guard is dropped (on every exit path, a
-    /// cancelled future's included). Inside an interval already running, the guard is inert.
+    /// Starts an interval, or joins the one in progress; it ends when the last guard is
+    /// dropped (on every exit path, a cancelled future's included).
     pub fn run(&self) -> Running<'_> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let started = g.1.is_none();
-        if started {
+        if g.2 == 0 {
             g.1 = Some(Instant::now());
         }
-        Running(started.then_some(self))
+        g.2 += 1;
+        Running(self)
     }
 
     /// Total time so far, ns, the interval in progress included.
@@ -36,7 +39,8 @@ impl Stopwatch {
     }
 
     /// Whether an interval is in progress now: for a task's working time, that it is inside
-    /// a call to its operator, which a hung operator never leaves.
+    /// a call to its operator or its operator has input it has not taken, which a hung
+    /// operator never leaves.
     pub fn is_running(&self) -> bool {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         g.1.is_some()
@@ -44,21 +48,22 @@ impl Stopwatch {
 
     fn stop(&self) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = g.1.take() {
-            g.0 += s.elapsed().as_nanos() as u64;
+        g.2 = g.2.saturating_sub(1);
+        if g.2 == 0 {
+            if let Some(s) = g.1.take() {
+                g.0 += s.elapsed().as_nanos() as u64;
+            }
         }
     }
 }
 
-/// An interval of a [`Stopwatch`] in progress; dropping it ends the interval.
+/// A holder of a [`Stopwatch`]'s interval; dropping the last one ends the interval.
 #[must_use = "the interval ends when this is dropped"]
-pub struct Running<'a>(Option<&'a Stopwatch>);
+pub struct Running<'a>(&'a Stopwatch);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        if let Some(w) = self.0 {
-            w.stop();
-        }
+        self.0.stop();
     }
 }
 
@@ -145,5 +150,23 @@ mod tests {
         drop(outer);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(w.read_ns(), 4_000_000_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopwatch_runs_while_any_holder_holds_it() {
+        // A task and its operator's stdin writer: the first to start is not always the last
+        // to stop, and the interval must last until the last one does (a task waiting for
+        // its operator to finish is inside it after the writer is done).
+        let w = Stopwatch::default();
+        let writer = w.run();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let task = w.run();
+        drop(writer);
+        assert!(w.is_running(), "the task still holds it");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(task);
+        assert!(!w.is_running());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(w.read_ns(), 3_000_000_000);
     }
 }

@@ -39,7 +39,7 @@ pub(super) fn report(a: &TaskAssignment, s: &TaskStatus) -> TaskReport {
         discarded: s.discarded.load(Ordering::Relaxed),
         store_wait_ms: s.store_wait.waited(&s.started).as_millis() as u64,
         finishing: s.finishing.load(Ordering::Relaxed),
-        in_operator: s.working.is_running(),
+        in_operator: in_operator(s),
         unreached: s
             .sent
             .longest_unreached()
@@ -89,13 +89,20 @@ impl LeaderLink {
 
 /// Heartbeats every `every_ms` until the session ends; an answer `known: false` ends it.
 /// An attempt's pending work, for the leader's stall detector: the batches waiting in its
-/// inbox, plus one while its operator drains after the last input or while the task is inside
-/// a call to its operator. An operator that never finishes, or never takes the input it was
-/// handed, is a stall even once every tuple has left the inbox for the task's own buffers (an
-/// exactly-once task's log writer and feeder hold several commits).
+/// inbox, plus one while its operator drains after the last input or while its operator has
+/// input it has not taken (see [`in_operator`]). An operator that never finishes, or never
+/// takes the input it was handed, is a stall even once every tuple has left the inbox for the
+/// task's own buffers (an exactly-once task's log writer and feeder hold several commits).
 fn pending(inbox: u32, s: &TaskStatus) -> u32 {
     let draining = s.draining.load(Ordering::Relaxed);
-    inbox + u32::from(draining || s.working.is_running())
+    inbox + u32::from(draining || in_operator(s))
+}
+
+/// Whether the task's operator holds it up: the task is inside a call to it, or its
+/// executable's stdin writer has input the process has not taken (the task itself may be
+/// waiting for input meanwhile): both run the task's working time.
+fn in_operator(s: &TaskStatus) -> bool {
+    s.working.is_running()
 }
 
 /// Applies a measured correction of this host's clock to the leader's, saying so when it

@@ -33,6 +33,7 @@
 //! operators run under), `orphans` (processes an operator detached).
 
 mod echo;
+mod feeder;
 mod history;
 mod launch;
 mod operator;

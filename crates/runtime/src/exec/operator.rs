@@ -4,17 +4,19 @@
 //! attempt ends.
 
 use super::echo::Echo;
+use super::feeder::Feeder;
 use super::launch::{Launched, OperatorProcess};
 use super::reader::spawn_reader;
-use super::unread::{lines_in, Probe};
-use super::{describe_exit, ExecError, LastStderr, PIPE_BUF};
+use super::unread::Probe;
+use super::{describe_exit, ExecError, LastStderr};
+use crate::dataplane::meter::Stopwatch;
 use crate::dataplane::router::{Closed, Router};
 use crate::model::tuple::Tuple;
 use crate::protocol::line::encode_line;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 /// A running operator process.
@@ -23,8 +25,8 @@ pub struct ExecOperator {
     pub(super) child: Box<dyn OperatorProcess>,
     /// Its process id (0: not an OS process).
     pub(super) pid: u32,
-    /// Its stdin, until closed or the process finished early.
-    pub(super) stdin: Option<BufWriter<Box<dyn AsyncWrite + Send + Unpin>>>,
+    /// Its stdin (written by a task of its own), until closed or the process finished early.
+    pub(super) stdin: Option<Feeder>,
     /// The output reader, until joined or aborted.
     pub(super) reader: Option<JoinHandle<Result<Router, Closed>>>,
     /// The router, once the reader returned it early (the process closed its output).
@@ -46,6 +48,8 @@ pub struct ExecOperator {
     pub(super) relaunch: Option<Relaunch>,
     /// Tuples fed after the process exited 0 before its input ended (the task's count).
     pub(super) discarded: Arc<AtomicU64>,
+    /// The task's working time, which its stdin's writer runs while it has input to write.
+    pub(super) working: Arc<Stopwatch>,
 }
 
 /// What starting an operator's process again takes: a key group's state is rebuilt in a fresh
@@ -65,6 +69,17 @@ pub struct Relaunch {
 impl ExecOperator {
     /// The operator around a freshly launched process: its output reader runs from here on.
     pub fn start(launched: Launched, router: Router) -> ExecOperator {
+        let counts = (Arc::default(), Arc::default());
+        ExecOperator::counting(launched, router, counts)
+    }
+
+    /// The same, counting on the task's status the tuples it discards (after an early exit
+    /// 0) and, as its working time, the time its stdin's writer has input to write.
+    pub fn counting(
+        launched: Launched,
+        router: Router,
+        (discarded, working): (Arc<AtomicU64>, Arc<Stopwatch>),
+    ) -> ExecOperator {
         let stamp = Arc::new(AtomicU64::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
         let Launched {
@@ -76,7 +91,7 @@ impl ExecOperator {
         ExecOperator {
             pid: process.pid(),
             child: process,
-            stdin: Some(BufWriter::with_capacity(PIPE_BUF, stdin)),
+            stdin: Some(Feeder::spawn(stdin, working.clone())),
             reader: Some(reader),
             router: None,
             done: false,
@@ -84,14 +99,9 @@ impl ExecOperator {
             stamp,
             refused,
             relaunch: None,
-            discarded: Arc::new(AtomicU64::new(0)),
+            discarded,
+            working,
         }
-    }
-
-    /// The same, counting the tuples it discards on `discarded` (the task's status).
-    pub fn counting_discards(mut self, discarded: Arc<AtomicU64>) -> ExecOperator {
-        self.discarded = discarded;
-        self
     }
 
     /// The same, able to start its process again to rebuild key groups' state.
@@ -119,7 +129,7 @@ impl ExecOperator {
         );
         self.pid = process.pid();
         self.child = process;
-        self.stdin = Some(BufWriter::with_capacity(PIPE_BUF, stdin));
+        self.stdin = Some(Feeder::spawn(stdin, self.working.clone()));
         self.reader = Some(reader);
         self.router = None;
         self.done = false;
@@ -155,7 +165,7 @@ impl ExecOperator {
         let status = self.child.wait().await;
         match status {
             Ok(status) if status.success() && self.line_refused().is_none() => {
-                self.finished_early();
+                self.finished_early().await;
                 Ok(())
             }
             Ok(status) => Err(self.failure(status)),
@@ -165,13 +175,22 @@ impl ExecOperator {
 
     /// The process exited 0 before its input ended: its output is complete, the rest of its
     /// input is discarded.
-    fn finished_early(&mut self) {
+    async fn finished_early(&mut self) {
         if !self.done {
-            // What it was given and never took is discarded too, not only what comes next.
-            let unread = self.stdin.as_ref().map_or(0, |w| {
-                let probe = self.child.stdin_fd().and_then(Probe::open);
-                lines_in(w.buffer()) + probe.map_or(0, Probe::unread_lines)
-            });
+            // What it was given and never took is discarded too, not only what comes next:
+            // what never reached the pipe, and what is left in it.
+            let unread = match self.stdin.take() {
+                Some(f) => {
+                    let ended = f.close().await;
+                    let probe = ended
+                        .stdin
+                        .as_ref()
+                        .and(self.child.stdin_fd())
+                        .and_then(Probe::open);
+                    ended.unwritten + probe.map_or(0, Probe::unread_lines)
+                }
+                None => 0,
+            };
             self.discarded.fetch_add(unread, Ordering::Relaxed);
             tracing::warn!(
                 pid = self.pid,
@@ -204,16 +223,17 @@ impl ExecOperator {
         let Some(stdin) = self.stdin.as_mut() else {
             return Err(ExecError::Closed);
         };
-        if stdin.write_all(&self.line).await.is_err() {
+        if stdin.write(&self.line).await.is_err() {
             return self.stdin_failed().await;
         }
         Ok(())
     }
 
-    /// Flushes stdin: the input ran dry.
+    /// Hands what is encoded to stdin's writer: the input ran dry, and the process gets what
+    /// it was fed now.
     pub async fn idle(&mut self) -> Result<(), ExecError> {
         if let Some(stdin) = self.stdin.as_mut() {
-            if stdin.flush().await.is_err() {
+            if stdin.hand_over().await.is_err() {
                 return self.stdin_failed().await;
             }
         }
@@ -255,7 +275,7 @@ impl ExecOperator {
             };
             match status {
                 Ok(status) if status.success() && self.line_refused().is_none() => {
-                    self.finished_early()
+                    self.finished_early().await
                 }
                 Ok(status) => return self.failure(status),
                 Err(e) => return ExecError::Io(e),
@@ -270,22 +290,22 @@ impl ExecOperator {
 
     /// [`finish`](Self::finish), leaving the operator without a process (to be replaced).
     pub(super) async fn drain(&mut self) -> Result<Router, ExecError> {
-        // Opened while the write end is held: what the process leaves unread is counted.
         let mut unread = 0;
-        let probe = match &self.stdin {
-            Some(_) => self.child.stdin_fd().and_then(Probe::open),
-            None => None,
-        };
-        if let Some(mut stdin) = self.stdin.take() {
-            // A child that already exited makes these fail; its exit status says why below.
-            if stdin.flush().await.is_ok() {
+        let mut probe = None;
+        if let Some(feeder) = self.stdin.take() {
+            // Every write done first (one to a process that already exited fails; its exit
+            // status says why below), then a second read end opened while the write end is
+            // still held, to count what the process leaves unread. Opened before, it would
+            // keep the pipe open for writes nobody reads: a process that exited 0 with input
+            // still to come wedged the task (`head -n 5` on 1,500 lines).
+            let ended = feeder.close().await;
+            unread += ended.unwritten;
+            if let Some(mut stdin) = ended.stdin {
+                probe = self.child.stdin_fd().and_then(Probe::open);
                 if let Err(e) = stdin.shutdown().await {
                     tracing::debug!(pid = self.pid, error = %e, "closing operator stdin failed; its exit status tells why");
                 }
-            } else {
-                unread += lines_in(stdin.buffer());
             }
-            drop(stdin);
         }
         // The exit ends the output: whatever the process left behind goes with it (its
         // group), so a helper left holding stdout open cannot keep the reader (and the task)
@@ -343,3 +363,6 @@ impl Drop for ExecOperator {
         // The process ends as it is dropped (an OS child with its group).
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -165,6 +165,7 @@ pub async fn run_task(
                     },
                     router,
                     discarded: status.discarded.clone(),
+                    working: status.working.clone(),
                 };
                 // A standby position's process waits for its first input (`Deferred`).
                 if a.standby {
@@ -327,7 +328,7 @@ async fn drive(
             feed_tx,
             logged::CommitMeter {
                 commits: &status.log_commit,
-                working: sink.map(|s| &s.working),
+                working: sink.map(|s| &*s.working),
                 spool: spool.as_deref(),
                 latency: sink,
                 waiting: Some((&status.store_wait, &status.started)),

@@ -69,6 +69,8 @@ pub struct Deferred {
     pub router: Router,
     /// The task's count of input discarded after an early exit 0.
     pub discarded: Arc<AtomicU64>,
+    /// The task's working time, which the process's stdin writer runs while it has input.
+    pub working: Arc<crate::dataplane::meter::Stopwatch>,
 }
 
 impl Deferred {
@@ -78,15 +80,15 @@ impl Deferred {
             relaunch,
             router,
             discarded,
+            working,
         } = self;
         let launched = relaunch
             .launcher
             .launch(&relaunch.path, &relaunch.args)
             .map_err(|e| e.to_string())?;
         let on_pid = relaunch.on_pid.clone();
-        let op = ExecOperator::start(launched, router)
-            .restartable(relaunch)
-            .counting_discards(discarded);
+        let op =
+            ExecOperator::counting(launched, router, (discarded, working)).restartable(relaunch);
         on_pid(op.pid());
         Ok(op)
     }

@@ -84,10 +84,11 @@ pub struct TaskStatus {
     pub bytes_in: AtomicU64,
     /// What the task's router measures: bytes emitted, time blocked on a full link queue.
     pub sent: Arc<SendMeter>,
-    /// Time spent processing: feeding and flushing the operator and letting it drain (a
+    /// Time spent processing: feeding and flushing the operator and letting it drain, and
+    /// the time an executable has input it has not taken (its stdin's writer runs it too; a
     /// sink: writing its log). Time blocked downstream meanwhile is in it too; the busy time
     /// reported is this less that.
-    pub working: Stopwatch,
+    pub working: Arc<Stopwatch>,
     /// The busy time last reported: reports never show less (see [`TaskStatus::meters`]).
     busy_seen: AtomicU64,
     /// Durations of the input log's segment writes.
