@@ -120,3 +120,92 @@ fn a_jobs_record_and_output_go_after_its_retention() {
     assert!(c.ok(&["jobs"]).contains(&kept));
     assert!(c.dir.path().join("leader/store/kept.txt").exists());
 }
+
+/// What is at an expired job's sink path is removed only if it is that job's output: a user's
+/// upload over it stays (hostile probe 19: `put` over a job's output, then its retention_s
+/// ran out, and the upload was deleted).
+#[test]
+fn an_upload_over_an_expired_jobs_output_stays() {
+    let c = Cluster::start(1, 5.0);
+    c.file("in.txt", &numbered(50));
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let job = |name: &str| {
+        let toml = job_toml(
+            name,
+            "in.txt",
+            &format!("{name}.txt"),
+            0.0,
+            "exactly-once",
+            &[(1, "identity", &[])],
+        );
+        c.file(&format!("{name}.toml"), &format!("retention_s = 1\n{toml}"));
+        let id = c.submit(&format!("{name}.toml"));
+        assert_eq!(
+            c.wait_job(&id, Duration::from_secs(60))["status"],
+            "succeeded"
+        );
+        id
+    };
+    let mine = job("mine");
+    c.file("user.txt", "the user's own\n");
+    c.ok(&["put", "user.txt", "mine.txt"]);
+    wait_for("the record to go", Duration::from_secs(30), || {
+        (!c.ok(&["jobs"]).contains(&mine)).then_some(())
+    });
+    // A job that expires after it: once its output is gone, the expiry of the first has been
+    // carried out too.
+    job("later");
+    let later = c.dir.path().join("leader/store/later.txt");
+    wait_for("the later output to go", Duration::from_secs(30), || {
+        (!later.exists()).then_some(())
+    });
+    assert_eq!(c.store_file("mine.txt"), "the user's own\n");
+}
+
+/// A job cancelled before it started (waiting for slots) committed nothing: the file at its
+/// sink path, an earlier job's output, stays whole (hostile probe 19: it became empty).
+#[test]
+fn cancelling_a_job_that_never_started_leaves_the_file_at_its_sink_path() {
+    let mut c = Cluster::start(0, 5.0);
+    c.worker_slots = 2;
+    c.add_worker();
+    c.wait_alive(1);
+    c.file("in.txt", &numbered(50));
+    c.ok(&["put", "in.txt", "in.txt"]);
+    let toml = |name: &str, tasks: u32| {
+        job_toml(
+            name,
+            "in.txt",
+            "out.txt",
+            0.0,
+            "exactly-once",
+            &[(tasks, "identity", &[])],
+        )
+    };
+    c.file("first.toml", &toml("first", 1));
+    let first = c.submit("first.toml");
+    assert_eq!(
+        c.wait_job(&first, Duration::from_secs(60))["status"],
+        "succeeded"
+    );
+    // More tasks than the cluster has slots: it waits.
+    c.file("wide.toml", &toml("wide", 4));
+    let wide = c.submit("wide.toml");
+    wait_for("the wide job to wait", Duration::from_secs(30), || {
+        (c.json(&["job", &wide, "--json"])["status"] == "pending").then_some(())
+    });
+    c.ok(&["cancel", &wide]);
+    let j = c.wait_job(&wide, Duration::from_secs(30));
+    assert_eq!(j["status"], "cancelled");
+    assert!(
+        j["output_replaced"]
+            .as_str()
+            .is_some_and(|s| s.contains("committed nothing")),
+        "{j}"
+    );
+    assert_same(
+        "the first job's output",
+        &sorted_lines(&c.store_file("out.txt")),
+        &sorted_lines(&numbered(50)),
+    );
+}

@@ -147,7 +147,18 @@ impl Acceptance {
             return Verdict::UnknownLink;
         };
         let n = tuples.len() as u64;
-        if n == 0 || first_seq + n - 1 <= have {
+        if n == 0 {
+            return Verdict::Nothing;
+        }
+        // Numbers from a peer: a batch whose last number does not exist is refused as a gap
+        // (its connection is reset), never wrapped round into old numbers.
+        let Some(last_seq) = first_seq.checked_add(n - 1) else {
+            return Verdict::Gap {
+                expected: have.saturating_add(1),
+                got: first_seq,
+            };
+        };
+        if last_seq <= have {
             return Verdict::Nothing;
         }
         if first_seq > have + 1 && self.gaps == Gaps::Refuse {
@@ -158,7 +169,6 @@ impl Acceptance {
         }
         let dups = have.saturating_sub(first_seq.saturating_sub(1));
         tuples.drain(..dups as usize);
-        let last_seq = first_seq + n - 1;
         self.advance(from, last_seq);
         Verdict::Fresh {
             first_seq: first_seq + dups,
@@ -302,6 +312,24 @@ mod tests {
         g.batch(0, 1, &mut vec![1]);
         assert!(matches!(g.batch(0, 5, &mut vec![5]), Verdict::Fresh { .. }));
         assert_eq!(g.end(0, 9), Verdict::Ended { last_seq: 9 });
+    }
+
+    #[test]
+    fn a_batch_numbered_past_the_last_number_is_refused_not_wrapped() {
+        // A peer's numbers: wrapped round, its last number fell below the mark and the
+        // batch was taken for duplicates (a debug build panicked).
+        for gaps in [Gaps::Refuse, Gaps::Accept] {
+            let mut a = Acceptance::new(1, 0, gaps, false);
+            a.batch(0, 1, &mut vec![1, 2]);
+            assert_eq!(
+                a.batch(0, u64::MAX, &mut vec![7, 8, 9]),
+                Verdict::Gap {
+                    expected: 3,
+                    got: u64::MAX
+                }
+            );
+            assert_eq!(a.hwm(0), 2);
+        }
     }
 
     #[test]

@@ -92,12 +92,13 @@ pub(super) async fn cleanup(
             .and_then(|j| st.tasks.get(&j.sink_key(id)))
             .is_some_and(|t| t.unrecoverable)
     };
-    let (lines_out, unwritten) = match (succeeded, log_broken) {
-        (true, _) => (None, None),
-        (false, true) => (None, Some("the sink's log is not whole".to_string())),
+    let (lines_out, unwritten, nothing) = match (succeeded, log_broken) {
+        (true, _) => (None, None, false),
+        (false, true) => (None, Some("the sink's log is not whole".to_string()), false),
         (false, false) => match write_committed_output(leader, id).await {
-            Ok(lines) => (lines, None),
-            Err(why) => (None, Some(why)),
+            Ok(Committed::Lines(lines)) => (lines, None, false),
+            Ok(Committed::Nothing) => (Some(0), None, true),
+            Err(why) => (None, Some(why), false),
         },
     };
     let sink_key = super::job::sink_key(id, spec);
@@ -120,9 +121,17 @@ pub(super) async fn cleanup(
     let keep = spec.keep_logs || leader.cfg.keep_logs || unwritten.is_some();
     // Whatever is at its sink path then is not its output: its followers print none of it
     // (`api/output.rs`).
-    let not_its_output = unwritten.as_ref().map(|_| {
-        "its output was not written: what is at its sink path is not this job's".to_string()
-    });
+    let not_its_output = match (&unwritten, nothing) {
+        (Some(_), _) => Some(
+            "its output was not written: what is at its sink path is not this job's".to_string(),
+        ),
+        // It committed no line: what is at its sink path (another job's output) stays.
+        (None, true) => Some(
+            "it committed nothing, so it wrote no output: what is at its sink path is not this job's"
+                .to_string(),
+        ),
+        (None, false) => None,
+    };
     // The final status is durable before it is visible.
     let now = SystemTime::now();
     let (discarded, tasks, record) = {
@@ -212,20 +221,31 @@ fn ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// What a job that did not succeed had committed, as its output.
+enum Committed {
+    /// Written to its sink path: this many lines (none if its record went meanwhile).
+    Lines(Option<u64>),
+    /// No line: its sink never committed (a job cancelled before it started, or failed before
+    /// its sink's first commit). Nothing is written: an empty output written over the file at
+    /// its sink path destroyed an earlier job's output (hostile probe 19).
+    Nothing,
+}
+
 /// Writes what the sink of a job that did not succeed had committed as its output (an
 /// at-most-once job that failed, a cancelled one): the same text a follower saw, whole lines.
 /// A sink that is being taken over is waited for briefly. Called once the job's output gate
 /// is closed and the sink's writes have finished, so no sink write can land over it. Says why
 /// if the output could not be written (it then stays as it was, and the caller keeps the log).
-async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<Option<u64>, String> {
+async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<Committed, String> {
     let (key, target, reported) = match lock(&leader.state).jobs.get(id) {
         Some(j) => (j.sink_key(id), j.output(), *j.commits.borrow()),
-        None => return Ok(None),
+        None => return Ok(Committed::Lines(None)),
     };
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
     let mut last = String::from("the sink's log stayed in a takeover");
     for _ in 0..20 {
         match rainstorm_store::log::committed_lineage(&leader.store, &key).await {
+            Ok(Some(lineage)) if lineage.is_empty() => return Ok(Committed::Nothing),
             Ok(Some(lineage)) => {
                 // The store's listing cannot show a lost tail; the commits the sink's worker
                 // reported can (a cancel just after its newest objects were deleted wrote a
@@ -235,7 +255,7 @@ async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<Option<u6
                     .iter()
                     .filter_map(|p| rainstorm_store::log::compact::span(p))
                     .filter(|(a, _, _)| *a == attempt)
-                    .map(|(_, f, l)| l - f + 1)
+                    .map(|(_, f, l)| (l - f).saturating_add(1))
                     .sum();
                 if held < commits {
                     let why = format!("the sink's log holds {held} of the {commits} group commits its attempt {attempt} made: objects of it were deleted from the store");
@@ -245,7 +265,7 @@ async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<Option<u6
                 match rainstorm_store::output::assemble(&leader.store, &lineage, &target).await {
                     Ok(written) => {
                         info!(job = %id, bytes = written.bytes, lines = written.lines, "wrote the output the job had committed");
-                        return Ok(Some(written.lines));
+                        return Ok(Committed::Lines(Some(written.lines)));
                     }
                     // An object compacted away since the listing, or a store hiccup: list
                     // again (the output is replaced whole or not at all).
@@ -256,7 +276,18 @@ async fn write_committed_output(leader: &Leader, id: &JobId) -> Result<Option<u6
                     }
                 }
             }
-            Ok(None) => tokio::time::sleep(backoff.next()).await,
+            // A takeover under way. No attempt can write any more (the gate is closed): a log
+            // without a segment committed nothing, and no takeover will ever end to say so (an
+            // at-least-once job failing at once waited 8.5 s, then said its output could not
+            // be written).
+            Ok(None) => match rainstorm_store::log::holds_segments(&leader.store, &key).await {
+                Ok(false) => return Ok(Committed::Nothing),
+                Ok(true) => tokio::time::sleep(backoff.next()).await,
+                Err(e) => {
+                    warn!(job = %id, error = %e, "could not read the sink's log; the output stays as it was");
+                    return Err(format!("reading the sink's log: {e}"));
+                }
+            },
             Err(e) => {
                 warn!(job = %id, error = %e, "could not read the sink's log; the output stays as it was");
                 return Err(format!("reading the sink's log: {e}"));

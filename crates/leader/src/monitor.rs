@@ -194,7 +194,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                     let _told = j.last_word.set(info).is_ok();
                 }
                 if let Some(j) = st.jobs.remove(id) {
-                    gone.push((id.clone(), j.spec));
+                    gone.push((id.clone(), j.spec, j.output_replaced));
                 }
                 st.tasks.retain(|k, _| &k.job != id);
             }
@@ -203,18 +203,24 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
             // job or the leader asked to keep stay.
             logs = gone
                 .iter()
-                .filter(|(_, spec)| !(spec.keep_logs || leader.cfg.keep_logs))
-                .map(|(id, _)| id.clone())
+                .filter(|(_, spec, _)| !(spec.keep_logs || leader.cfg.keep_logs))
+                .map(|(id, _, _)| id.clone())
                 .collect();
-            // A job whose own retention_s ran out takes its output with it, unless another
-            // job the leader still knows writes (or wrote) the same file.
+            // A job whose own retention_s ran out takes its output with it, unless what is at
+            // its sink path is not its output (an upload, a delete or a later job replaced it,
+            // or the job never wrote it: hostile probe 19 saw a user's upload removed), or
+            // another job the leader still knows writes (or wrote) the same file.
             outputs = gone
                 .into_iter()
-                .filter(|(_, spec)| {
-                    spec.limits.retention_s.is_some() && spec.paths == PathMode::Store
+                .filter(|(_, spec, replaced)| {
+                    spec.limits.retention_s.is_some()
+                        && spec.paths == PathMode::Store
+                        && replaced.is_none()
                 })
-                .filter(|(_, spec)| !st.jobs.values().any(|j| j.spec.sink_path == spec.sink_path))
-                .map(|(id, spec)| (id, spec.sink_path))
+                .filter(|(_, spec, _)| {
+                    !st.jobs.values().any(|j| j.spec.sink_path == spec.sink_path)
+                })
+                .map(|(id, spec, _)| (id, spec.sink_path))
                 .collect();
             forget = expired;
             unused = forget_dead_workers(&mut st, now, leader.cfg.forget_dead_after);
@@ -226,7 +232,8 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
             }
         }
         for (id, path) in outputs {
-            match leader.store.delete_prefix(&path).await {
+            // That one object: never what is under it or beside it.
+            match leader.store.delete(&path).await {
                 Ok(()) => {
                     info!(job = %id, %path, "retention_s ran out: the job's output is removed")
                 }

@@ -380,6 +380,13 @@ pub async fn committed_lineage(
     Ok(Some(lineage))
 }
 
+/// Whether a task's log holds any segment, as listed now. Once no attempt of the task can
+/// write any more (its job ended, its output gate closed), none means nothing was ever
+/// committed, whatever takeover was under way when it stopped.
+pub async fn holds_segments(store: &Store, key: &TaskKey) -> Result<bool, LogError> {
+    Ok(!latest_lineage(store, key, u32::MAX).await?.1.is_empty())
+}
+
 /// Name of segment `n` of an attempt.
 pub fn segment_path(key: &TaskKey, attempt: u32, n: u64) -> String {
     format!("{}{attempt:06}-{n:010}.seg", task_prefix(key))

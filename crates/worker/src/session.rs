@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 mod ends;
+mod outbox;
 
 /// Why one registration did not go through.
 enum Refused {
@@ -42,6 +43,8 @@ pub(super) struct Carry {
     pub(super) ev_rx: mpsc::Receiver<TaskReport>,
     /// Reports not yet delivered (ends included), handed to the next registration.
     pub(super) backlog: Vec<TaskReport>,
+    /// Ends of attempts a session could not queue: they follow every report still queued.
+    pub(super) ends: Vec<TaskReport>,
     /// The deadline of a drain begun in an earlier session: a leader that restarts while this
     /// worker drains does not know it, so the next session tells it again and keeps the
     /// deadline (the drain is not forgotten, nor its timeout restarted).
@@ -57,6 +60,7 @@ impl Worker {
             ev_tx,
             ev_rx,
             backlog: Vec::new(),
+            ends: Vec::new(),
             draining: None,
         };
         let mut previous: Option<WorkerId> = None;
@@ -66,6 +70,7 @@ impl Worker {
                 while let Ok(r) = carry.ev_rx.try_recv() {
                     tasks.push(r);
                 }
+                tasks.append(&mut carry.ends);
                 tasks.extend(
                     lock_tasks(&self.tasks)
                         .values()
@@ -88,6 +93,7 @@ impl Worker {
                 }
                 self.stop_all(&mut carry.attempts.set, None).await;
                 carry.backlog.clear();
+                carry.ends.clear();
                 while carry.ev_rx.try_recv().is_ok() {}
                 info!(worker = %id, data_addr = %self.data_addr, "registered with the leader");
             }
@@ -271,6 +277,10 @@ impl Worker {
         ));
         let attempts = &mut carry.attempts;
         let ev_tx = carry.ev_tx.clone();
+        // Ends of attempts, waiting for room in the report queue: never awaited in a branch's
+        // body, which would keep the loop from commands, shutdown and the session's end while
+        // the leader is away (a full queue and a session that ended wedged the worker).
+        let mut ends = outbox::Outbox::default();
         // Once draining: when the drain gives up on the leader moving the tasks.
         let mut draining: Option<tokio::time::Instant> = None;
         let mut drained = false;
@@ -309,9 +319,12 @@ impl Worker {
                 _ = session.cancelled() => break true,
                 Some(done) = attempts.set.join_next_with_id(), if !attempts.set.is_empty() => {
                     if let Some(rep) = self.ended(done, attempts) {
-                        if ev_tx.send(rep).await.is_err() {
-                            warn!("event reporter gone; the end of a task goes unreported");
-                        }
+                        ends.push(rep);
+                    }
+                }
+                sent = ends.send_next(&ev_tx) => {
+                    if sent.is_err() {
+                        warn!("event reporter gone; the end of a task waits for the next session");
                     }
                 }
                 cmd = cmd_rx.recv() => match cmd {
@@ -328,6 +341,8 @@ impl Worker {
                 },
             }
         };
+        // Ends not queued yet go before the reports of the next session (or the leave).
+        let ends = ends.into_unsent();
         if lost {
             carry.draining = draining;
         } else {
@@ -351,12 +366,18 @@ impl Worker {
                     while let Ok(r) = rx.try_recv() {
                         unsent.push(r);
                     }
+                    unsent.extend(ends);
                     self.leave(&link, std::mem::take(&mut unsent)).await;
+                } else {
+                    carry.ends.extend(ends);
                 }
                 carry.ev_rx = rx;
                 carry.backlog.extend(unsent);
             }
-            Err(e) => warn!(error = %e, "event reporter panicked; its unsent reports are lost"),
+            Err(e) => {
+                warn!(error = %e, "event reporter panicked; its unsent reports are lost");
+                carry.ends.extend(ends);
+            }
         }
         lost
     }

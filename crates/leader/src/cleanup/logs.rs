@@ -108,9 +108,41 @@ pub(super) fn trim_to_sink_log(leader: &Arc<Leader>, id: JobId, keep: TaskKey) {
 
 /// Runs `task` in the leader's set of cleanups, which its stop waits for.
 fn spawn_cleanup(leader: &Leader, task: impl std::future::Future<Output = ()> + Send + 'static) {
-    leader
-        .cleanups
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .spawn(task);
+    spawn_into(&leader.cleanups, task);
+}
+
+/// Spawns `task` into `set`, taking those that ended out of it first: the leader's set held
+/// one per job ever ended, for its life (hostile review, probe 20).
+fn spawn_into(
+    set: &std::sync::Mutex<tokio::task::JoinSet<()>>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut set = set.lock().unwrap_or_else(|p| p.into_inner());
+    while let Some(done) = set.try_join_next() {
+        if let Err(e) = done {
+            warn!(error = %e, "a removal of a job's logs panicked");
+        }
+    }
+    set.spawn(task);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spawn_into;
+
+    #[tokio::test]
+    async fn cleanups_that_ended_leave_the_set() {
+        let set = std::sync::Mutex::new(tokio::task::JoinSet::new());
+        let (_hold, blocked) = tokio::sync::oneshot::channel::<()>();
+        spawn_into(&set, async move {
+            let _ = blocked.await;
+        });
+        for _ in 0..100 {
+            spawn_into(&set, async {});
+            // The runtime runs the quick one before the next is spawned.
+            tokio::task::yield_now().await;
+        }
+        let left = set.lock().unwrap().len();
+        assert!(left <= 2, "{left} cleanups kept");
+    }
 }

@@ -64,7 +64,7 @@ pub fn identity(name: &str, merged: bool, i: usize) -> String {
 
 /// How many slots the object at `path` holds (1 for a name that says nothing).
 pub fn slots(path: &str) -> u64 {
-    span(path).map_or(1, |(_, f, l)| l - f + 1)
+    span(path).map_or(1, |(_, f, l)| (l - f).saturating_add(1))
 }
 
 /// The objects of `lineage` a reader that has read its first `slot` slots still has to read,
