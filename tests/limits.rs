@@ -209,3 +209,61 @@ fn cancelling_a_job_that_never_started_leaves_the_file_at_its_sink_path() {
         &sorted_lines(&numbered(50)),
     );
 }
+
+/// The operators pinned for jobs (`blobs/sha256/HEX`) go once no job the leader knows runs
+/// them: kept while another job within its retention names the same one (hostile probe 19:
+/// every operator ever submitted stayed in the store, 115 after an hour of edits).
+#[test]
+fn a_pinned_operator_goes_with_the_last_job_that_runs_it() {
+    let c = Cluster::start(1, 5.0);
+    c.file("in.txt", &numbered(20));
+    c.ok(&["put", "in.txt", "in.txt"]);
+    // Relative paths (with a `/`, so `job_toml` makes them `exec`): uploaded and pinned.
+    std::fs::create_dir_all(c.dir.path().join("ops")).unwrap();
+    write_exec(&c.dir.path().join("ops/shared.sh"), "#!/bin/sh\ncat\n");
+    write_exec(&c.dir.path().join("ops/own.sh"), "#!/bin/sh\nexec cat\n");
+    let run = |name: &str, op: &str, retention: Option<u32>| {
+        let toml = job_toml(
+            name,
+            "in.txt",
+            &format!("{name}.txt"),
+            0.0,
+            "exactly-once",
+            &[(1, op, &[])],
+        );
+        let toml = match retention {
+            Some(s) => format!("retention_s = {s}\n{toml}"),
+            None => toml,
+        };
+        c.file(&format!("{name}.toml"), &toml);
+        let id = c.submit(&format!("{name}.toml"));
+        assert_eq!(
+            c.wait_job(&id, Duration::from_secs(60))["status"],
+            "succeeded"
+        );
+        id
+    };
+    let blobs = || -> Vec<String> {
+        let dir = c.dir.path().join("leader/store/blobs/sha256");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let short = run("short", "ops/shared.sh", Some(1));
+    run("kept", "ops/shared.sh", None);
+    let own = run("own", "ops/own.sh", Some(1));
+    assert_eq!(blobs().len(), 2, "{:?}", blobs());
+    wait_for("both short jobs to expire", Duration::from_secs(30), || {
+        let listed = c.ok(&["jobs"]);
+        (!listed.contains(&short) && !listed.contains(&own) && blobs().len() == 1).then_some(())
+    });
+    // What is left is the shared one, which the kept job still runs: its next run works.
+    run("again", "ops/shared.sh", None);
+    assert_eq!(blobs().len(), 1, "{:?}", blobs());
+}

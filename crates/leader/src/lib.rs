@@ -24,6 +24,7 @@ pub mod meters;
 mod monitor;
 pub mod owned;
 pub mod persist;
+pub mod pins;
 mod replaced;
 mod roster;
 mod scaling;
@@ -89,6 +90,8 @@ pub struct Leader {
     pub shutdown: CancellationToken,
     /// Background removals of ended jobs' leftovers, retried with backoff.
     pub cleanups: Mutex<JoinSet<()>>,
+    /// Pinned operators submissions hold and those being removed (`pins`).
+    pub pins: Arc<pins::Pins>,
     /// Bumped whenever a worker registers, so whoever waits for workers to join (the embedded
     /// cluster before it submits) wakes on the join instead of polling.
     pub joined: tokio::sync::watch::Sender<u64>,
@@ -148,7 +151,9 @@ impl Leader {
             return Err(SubmitError::Invalid(problems));
         }
         let submitted = spec.clone();
-        let pinned = self.pin_operators(&mut spec).await?;
+        // Its blobs are held until its job names them (or it is refused): none is removed
+        // in between (`pins`).
+        let (pinned, _held) = self.pin_operators(&mut spec).await?;
         let files = owned::job_files(&spec, &pinned);
         let (ev_tx, ev_rx) = mpsc::channel(256);
         let cancel = CancellationToken::new();
@@ -242,6 +247,7 @@ pub async fn run(
         persist,
         shutdown: CancellationToken::new(),
         cleanups: Mutex::new(JoinSet::new()),
+        pins: Arc::default(),
         joined: tokio::sync::watch::Sender::new(0),
         store_id,
         spawn_tx,

@@ -53,6 +53,7 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
         let mut to_send = Vec::new();
         let forget: Vec<JobId>;
         let outputs: Vec<(JobId, String)>;
+        let blobs: Vec<String>;
         let logs: Vec<JobId>;
         let unused: Vec<WorkerId>;
         let mut measured = Vec::new();
@@ -206,6 +207,19 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 .filter(|(_, spec, _)| !(spec.keep_logs || leader.cfg.keep_logs))
                 .map(|(id, _, _)| id.clone())
                 .collect();
+            // The operators only they ran go with them (`pins`).
+            let named: std::collections::BTreeSet<&str> = st
+                .jobs
+                .values()
+                .flat_map(|j| crate::pins::blobs_of(&j.spec))
+                .collect();
+            let only_theirs = gone
+                .iter()
+                .flat_map(|(_, spec, _)| crate::pins::blobs_of(spec))
+                .filter(|b| !named.contains(b))
+                .map(str::to_string)
+                .collect();
+            blobs = leader.pins.take_unused(only_theirs);
             // A job whose own retention_s ran out takes its output with it, unless what is at
             // its sink path is not its output (an upload, a delete or a later job replaced it,
             // or the job never wrote it: hostile probe 19 saw a user's upload removed), or
@@ -242,6 +256,17 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 }
             }
         }
+        for blob in &blobs {
+            match leader.store.delete(blob).await {
+                Ok(()) => {
+                    info!(%blob, "no job the leader knows runs this operator any more: removed")
+                }
+                Err(e) => {
+                    warn!(%blob, error = %e, "could not remove an operator no job runs any more")
+                }
+            }
+        }
+        leader.pins.removed(&blobs);
         for id in logs {
             let prefix = format!("{}/", rainstorm_store::log::job_prefix(&id));
             let (removed, failed) = leader.store.delete_report(&prefix).await;

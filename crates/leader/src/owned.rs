@@ -286,13 +286,15 @@ impl Leader {
     /// the blob's path, streaming both passes (hash, then copy) so an operator of any size
     /// costs the leader one buffer. A copy whose content is not what was hashed (the object
     /// was replaced in between) is removed and refused.
-    async fn pin_blob(&self, clean: &str) -> Result<String, String> {
+    async fn pin_blob(&self, clean: &str) -> Result<(String, crate::pins::Hold), String> {
         let hex = hash_stream(self.store.open(clean).await.map_err(|e| e.to_string())?)
             .await
             .map_err(|e| format!("reading {clean}: {e}"))?;
         let blob = blob_path(&hex);
+        // Held before it is looked up: not removed until the job names it.
+        let held = self.pins.hold(&blob).await;
         if self.store.exists(&blob).await.unwrap_or(false) {
-            return Ok(blob);
+            return Ok((blob, held));
         }
         let rd = self.store.open(clean).await.map_err(|e| e.to_string())?;
         let hasher = Arc::new(std::sync::Mutex::new(<sha2::Sha256 as sha2::Digest>::new()));
@@ -318,24 +320,32 @@ impl Leader {
                 "{clean} changed while it was being pinned; submit again"
             ));
         }
-        Ok(blob)
+        Ok((blob, held))
     }
 
     /// Pins every store operator of `spec` by content: reads it, stores it under
     /// `blobs/sha256/HEX` and makes the stage name that object, which workers verify before
-    /// running. Returns the store paths as named (the job reads them).
-    pub async fn pin_operators(&self, spec: &mut JobSpec) -> Result<Vec<String>, SubmitError> {
+    /// running. Returns the store paths as named (the job reads them), and a hold on each blob
+    /// the job runs, to keep until the job is recorded (`pins`).
+    pub async fn pin_operators(
+        &self,
+        spec: &mut JobSpec,
+    ) -> Result<(Vec<String>, Vec<crate::pins::Hold>), SubmitError> {
         let mut named = Vec::new();
+        let mut held = Vec::new();
         if spec.paths != PathMode::Store {
-            return Ok(named);
+            return Ok((named, held));
         }
         for (i, st) in spec.stages.iter_mut().enumerate() {
             let OperatorSpec::Exec { path, .. } = &mut st.operator else {
                 continue;
             };
-            if std::path::Path::new(path.as_str()).is_absolute()
-                || rainstorm_store::store::pinned_hash(path).is_some()
-            {
+            if rainstorm_store::store::pinned_hash(path).is_some() {
+                // Named by content already: held as if pinned here.
+                held.push(self.pins.hold(path).await);
+                continue;
+            }
+            if std::path::Path::new(path.as_str()).is_absolute() {
                 continue;
             }
             let Ok(clean) = clean_path(path) else {
@@ -348,14 +358,15 @@ impl Leader {
                     msg,
                 )])
             };
-            let blob = self
+            let (blob, hold) = self
                 .pin_blob(&clean)
                 .await
                 .map_err(|e| problem(format!("cannot pin the operator: {e}")))?;
             named.push(clean);
+            held.push(hold);
             *path = blob;
         }
-        Ok(named)
+        Ok((named, held))
     }
 }
 

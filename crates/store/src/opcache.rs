@@ -2,6 +2,10 @@
 //! store's `blobs/sha256/HEX` and verified against HEX before it is installed, and verified
 //! again every time a task is about to run it. A cached file whose content does not match is
 //! thrown away and fetched again, so a replaced or tampered copy never runs.
+//!
+//! The cache is bounded ([`prune`]): a copy is touched whenever it is run, and beyond
+//! [`KEEP_UNUSED`] copies no live task runs, the least recently run go (hostile probe 19: a
+//! worker kept every operator it had ever run, one per edit of a user's script).
 
 use crate::store::{blob_path, Store};
 use std::path::{Path, PathBuf};
@@ -47,10 +51,26 @@ async fn fetch(store: &Store, hex: &str, ops_dir: &Path) -> Result<PathBuf, Stri
         .await
         .map_err(|e| e.to_string())?;
     match cached {
-        Some(h) if h == hex => return Ok(target),
+        Some(h) if h == hex => {
+            // Run now: the last to go when the cache is pruned.
+            let t = target.clone();
+            let touched = tokio::task::spawn_blocking(move || {
+                std::fs::File::options()
+                    .append(true)
+                    .open(&t)?
+                    .set_modified(std::time::SystemTime::now())
+            })
+            .await;
+            if let Ok(Err(e)) | Err(e) = touched.map_err(std::io::Error::other) {
+                tracing::debug!(cached = %target.display(), error = %e, "could not mark a cached operator as run");
+            }
+            return Ok(target);
+        }
         Some(h) => {
             tracing::warn!(cached = %target.display(), want = hex, found = %h, "cached operator does not match its hash; fetching it again");
-            let _ = tokio::fs::remove_file(&target).await;
+            if let Err(e) = tokio::fs::remove_file(&target).await {
+                tracing::warn!(cached = %target.display(), error = %e, "could not remove a cached operator that does not match its hash");
+            }
         }
         None => {}
     }
@@ -93,6 +113,40 @@ async fn fetch(store: &Store, hex: &str, ops_dir: &Path) -> Result<PathBuf, Stri
     }
 }
 
+/// How many cached operators no live task runs a worker keeps (the most recently run).
+pub const KEEP_UNUSED: usize = 16;
+
+/// Removes the cached operators of `ops_dir` beyond the [`KEEP_UNUSED`] most recently run
+/// that are not in `live` (the hashes the worker's tasks run, which may start their process
+/// again); returns the hashes removed. Blocking: run it off the runtime's threads.
+pub fn prune(ops_dir: &Path, live: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let dir = ops_dir.join("sha256");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut unused: Vec<(std::time::SystemTime, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            // Fetches in progress are hidden files; only installed copies are pruned.
+            let installed = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            let run = e.metadata().and_then(|m| m.modified()).ok()?;
+            (installed && !live.contains(&name)).then_some((run, name))
+        })
+        .collect();
+    unused.sort_by(|a, b| b.cmp(a));
+    let mut removed = Vec::new();
+    for (_, name) in unused.into_iter().skip(KEEP_UNUSED) {
+        match std::fs::remove_file(dir.join(&name)) {
+            Ok(()) => removed.push(name),
+            Err(e) => {
+                tracing::warn!(operator = %name, error = %e, "could not remove a cached operator no task runs")
+            }
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +166,28 @@ mod tests {
         std::fs::write(&p, b"#!/bin/sh\necho stale\n").unwrap();
         let again = fetch_pinned(&store, &hex, dir.path()).await.unwrap();
         assert_eq!(std::fs::read(&again).unwrap(), v1);
+    }
+
+    #[test]
+    fn the_cache_keeps_what_runs_and_the_most_recently_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = dir.path().join("sha256");
+        std::fs::create_dir_all(&sha).unwrap();
+        let t0 = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let names: Vec<String> = (0..KEEP_UNUSED + 5).map(|i| format!("{i:064x}")).collect();
+        for (i, n) in names.iter().enumerate() {
+            let f = std::fs::File::create(sha.join(n)).unwrap();
+            f.set_modified(t0 + std::time::Duration::from_secs(i as u64))
+                .unwrap();
+        }
+        std::fs::write(sha.join(".fetch-x-1-0"), b"half").unwrap();
+        // The oldest one runs in a live task: it stays; the next four oldest go.
+        let live = [names[0].clone()].into();
+        let mut removed = prune(dir.path(), &live);
+        removed.sort();
+        assert_eq!(removed, names[1..5].to_vec());
+        assert!(sha.join(&names[0]).exists() && sha.join(".fetch-x-1-0").exists());
+        assert_eq!(std::fs::read_dir(&sha).unwrap().count(), KEEP_UNUSED + 2);
     }
 
     #[tokio::test]

@@ -172,10 +172,14 @@ impl Worker {
         let ev_tx = ev_tx.clone();
         let span = tracing::info_span!("task", job = %key.job, stage = key.pos.stage, task = key.pos.index, attempt);
         let id_key = (key.clone(), attempt);
+        let tasks = self.tasks.clone();
         let supervisor = async move {
             let exec = match a.role.exec() {
                 Some(path) => match resolve_exec(&env.store, &a, path, &ops_dir, &policy).await {
-                    Ok(p) => Some(p),
+                    Ok(p) => {
+                        prune_ops(&tasks, ops_dir).await;
+                        Some(p)
+                    }
                     Err(e) => {
                         let e = e.to_string();
                         *status.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
@@ -206,6 +210,28 @@ impl Worker {
             }
         }
         self.env.routes.remove(job);
+    }
+}
+
+/// Bounds the worker's cache of operators (`opcache::prune`) once a task has its own: the
+/// operators its live tasks run stay (a task may start its process again).
+async fn prune_ops(tasks: &TaskTable, ops_dir: std::path::PathBuf) {
+    let live: std::collections::BTreeSet<String> = lock_tasks(tasks)
+        .values()
+        .filter_map(|r| r.assignment.role.exec())
+        .filter_map(crate::runtime::store::pinned_hash)
+        .map(str::to_string)
+        .collect();
+    match tokio::task::spawn_blocking(move || crate::runtime::opcache::prune(&ops_dir, &live)).await
+    {
+        Ok(removed) if !removed.is_empty() => {
+            info!(
+                removed = removed.len(),
+                "removed cached operators no task has run lately"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "pruning the operator cache panicked"),
     }
 }
 
