@@ -5,6 +5,30 @@ mod common;
 use common::*;
 use std::time::Duration;
 
+/// Runs a one-stage job `name` of `op` over `in.txt` into `NAME.txt`, with its own
+/// `retention_s` if given, and waits for it to succeed; returns its id.
+fn run_to_success(c: &Cluster, name: &str, op: &str, retention: Option<u32>) -> String {
+    let toml = job_toml(
+        name,
+        "in.txt",
+        &format!("{name}.txt"),
+        0.0,
+        "exactly-once",
+        &[(1, op, &[])],
+    );
+    let toml = match retention {
+        Some(s) => format!("retention_s = {s}\n{toml}"),
+        None => toml,
+    };
+    c.file(&format!("{name}.toml"), &toml);
+    let id = c.submit(&format!("{name}.toml"));
+    assert_eq!(
+        c.wait_job(&id, Duration::from_secs(60))["status"],
+        "succeeded"
+    );
+    id
+}
+
 fn numbered(lines: usize) -> String {
     (1..=lines).map(|i| format!("line {i:04}\n")).collect()
 }
@@ -129,23 +153,7 @@ fn an_upload_over_an_expired_jobs_output_stays() {
     let c = Cluster::start(1, 5.0);
     c.file("in.txt", &numbered(50));
     c.ok(&["put", "in.txt", "in.txt"]);
-    let job = |name: &str| {
-        let toml = job_toml(
-            name,
-            "in.txt",
-            &format!("{name}.txt"),
-            0.0,
-            "exactly-once",
-            &[(1, "identity", &[])],
-        );
-        c.file(&format!("{name}.toml"), &format!("retention_s = 1\n{toml}"));
-        let id = c.submit(&format!("{name}.toml"));
-        assert_eq!(
-            c.wait_job(&id, Duration::from_secs(60))["status"],
-            "succeeded"
-        );
-        id
-    };
+    let job = |name: &str| run_to_success(&c, name, "identity", Some(1));
     let mine = job("mine");
     c.file("user.txt", "the user's own\n");
     c.ok(&["put", "user.txt", "mine.txt"]);
@@ -222,27 +230,7 @@ fn a_pinned_operator_goes_with_the_last_job_that_runs_it() {
     std::fs::create_dir_all(c.dir.path().join("ops")).unwrap();
     write_exec(&c.dir.path().join("ops/shared.sh"), "#!/bin/sh\ncat\n");
     write_exec(&c.dir.path().join("ops/own.sh"), "#!/bin/sh\nexec cat\n");
-    let run = |name: &str, op: &str, retention: Option<u32>| {
-        let toml = job_toml(
-            name,
-            "in.txt",
-            &format!("{name}.txt"),
-            0.0,
-            "exactly-once",
-            &[(1, op, &[])],
-        );
-        let toml = match retention {
-            Some(s) => format!("retention_s = {s}\n{toml}"),
-            None => toml,
-        };
-        c.file(&format!("{name}.toml"), &toml);
-        let id = c.submit(&format!("{name}.toml"));
-        assert_eq!(
-            c.wait_job(&id, Duration::from_secs(60))["status"],
-            "succeeded"
-        );
-        id
-    };
+    let run = |name: &str, op: &str, retention| run_to_success(&c, name, op, retention);
     let blobs = || -> Vec<String> {
         let dir = c.dir.path().join("leader/store/blobs/sha256");
         let mut names: Vec<String> = std::fs::read_dir(dir)
