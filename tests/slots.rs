@@ -79,51 +79,58 @@ fn a_job_larger_than_the_free_slots_waits_pending_and_runs_when_a_worker_joins()
         "waiting for 4 free slots: 2 free on 1 worker; the live workers have 2 in all, so it \
          starts only once workers with 2 more join (or it is cancelled)"
     );
-    // One task would fit, but an earlier job waits: first come, first served.
-    let small = job_toml(
-        "small",
-        "in.txt",
-        "small.txt",
-        0.0,
-        "exactly-once",
-        &[(1, "identity", &[])],
-    );
-    c.file("small.toml", &small);
-    let b = c.submit("small.toml");
-    let (s, why) = wait_for(
-        "the small job to say why it waits",
-        Duration::from_secs(10),
-        || {
-            let (s, why) = status(&c, &b);
-            (!why.is_empty()).then_some((s, why))
-        },
-    );
-    assert_eq!(s, "pending");
-    assert!(why.contains(&format!("behind {a}")), "{why}");
-    let listed = c.ok(&["jobs"]);
-    assert!(listed.contains("pending"), "{listed}");
+    // One task fits: it runs now, not behind a job only new workers can start (hostile
+    // probe 19: such a job stopped every later one until it was cancelled).
+    let small = |c: &Cluster, name: &str| {
+        c.file(
+            &format!("{name}.toml"),
+            &job_toml(
+                name,
+                "in.txt",
+                &format!("{name}.txt"),
+                0.0,
+                "exactly-once",
+                &[(1, "identity", &[])],
+            ),
+        );
+        c.submit(&format!("{name}.toml"))
+    };
+    let b = small(&c, "small");
+    let j = c.wait_job(&b, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(status(&c, &a).0, "pending");
 
-    // A worker with two more slots joins: the big job starts, never over-filling a worker.
+    // A worker with two more slots joins: the big job fits the cluster now, so it goes first
+    // (first come, first served): a job submitted after it waits behind it until it starts.
     c.add_worker();
     c.wait_alive(2);
+    let d = small(&c, "after");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (sa, _) = status(&c, &a);
-        let (sb, _) = status(&c, &b);
+        let (sd, why) = status(&c, &d);
         assert!(
-            !(sa == "pending" && sb != "pending"),
+            !(sa == "pending" && sd != "pending"),
             "the later job started before the earlier one"
+        );
+        // Behind the big job while it waits, then for the slots it took.
+        assert!(
+            sd != "pending"
+                || why.is_empty()
+                || why.contains(&format!("behind {a}"))
+                || (sa != "pending" && why.contains("free slot")),
+            "{sa}: {why}"
         );
         for (w, n) in operator_tasks_per_worker(&c) {
             assert!(n <= 2, "worker {w} holds {n} operator tasks on 2 slots");
         }
-        if sa == "succeeded" && sb == "succeeded" {
+        if sa == "succeeded" && sd == "succeeded" {
             break;
         }
         assert!(
             !["failed", "cancelled"].contains(&sa.as_str())
-                && !["failed", "cancelled"].contains(&sb.as_str()),
-            "{sa} {sb}\n{}",
+                && !["failed", "cancelled"].contains(&sd.as_str()),
+            "{sa} {sd}\n{}",
             c.diagnose()
         );
         assert!(Instant::now() < deadline, "{}", c.diagnose());
@@ -132,6 +139,7 @@ fn a_job_larger_than_the_free_slots_waits_pending_and_runs_when_a_worker_joins()
     let want = sorted_lines(&input);
     assert_same("big", &sorted_lines(&c.store_file("big.txt")), &want);
     assert_same("small", &sorted_lines(&c.store_file("small.txt")), &want);
+    assert_same("after", &sorted_lines(&c.store_file("after.txt")), &want);
     // Every slot is free again.
     for w in c.json(&["workers", "--json"]).as_array().unwrap() {
         assert_eq!(w["slots_used"], 0, "{w}");

@@ -191,7 +191,7 @@ impl Executor {
         // Draining workers take no new task, and neither does a registration never used
         // since it was made (no command poll, no heartbeat): a flood of registrations that
         // never ask for work does not attract any.
-        let draining = workers
+        let draining: std::collections::BTreeSet<crate::model::ids::WorkerId> = workers
             .iter()
             .filter(|(w, _)| st.workers.get(w).is_some_and(|r| r.draining || !r.heard))
             .map(|(w, _)| w.clone())
@@ -200,12 +200,22 @@ impl Executor {
             .jobs
             .get(&self.id)
             .map(|j| (j.submitted, self.id.clone()));
+        // Slots of the workers that take tasks, free or not.
+        let all: u32 = workers
+            .iter()
+            .filter(|(w, _)| !draining.contains(w))
+            .filter_map(|(w, _)| st.workers.get(w).map(|r| r.slots))
+            .sum();
         let behind = st
             .jobs
             .iter()
             // An earlier job not placed yet — pending, or its driver has not decided yet —
-            // goes first, so two drivers starting at once keep the order of submission.
+            // goes first, so two drivers starting at once keep the order of submission;
+            // unless it needs more slots than the workers have in all, which only new
+            // workers can give it: it waits without holding up the jobs after it (hostile
+            // probe 19: one such job stopped every later one until it was cancelled).
             .filter(|(id, j)| **id != self.id && j.unplaced())
+            .filter(|(_, j)| crate::coordinator::capacity::demand(&j.spec) <= all)
             .map(|(id, j)| (j.submitted, id.clone()))
             .filter(|earlier| mine.as_ref().is_some_and(|m| earlier < m))
             .min()
