@@ -202,6 +202,10 @@ pub(super) async fn cleanup(
         p.closing = true;
         p.finished = true;
     });
+    // Its followers read the output file from now on: the text of its log goes.
+    leader
+        .segments
+        .forget_under(&format!("{}/", rainstorm_store::log::job_prefix(id)));
     match &error {
         None => info!(job = %id, status = ?status, "job ended"),
         Some(e) => warn!(job = %id, status = ?status, error = %e, "job ended with an error"),

@@ -81,6 +81,23 @@ impl SegmentCache {
             .insert(path.to_string(), (texts.to_vec(), size, now));
     }
 
+    /// Drops every object under `prefix` (an ended job's logs: its followers read its output
+    /// file from then on, and the text stayed until evicted; hostile probe 19).
+    pub fn forget_under(&self, prefix: &str) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<String> = g
+            .objects
+            .keys()
+            .filter(|p| p.starts_with(prefix))
+            .cloned()
+            .collect();
+        for p in gone {
+            if let Some((_, n, _)) = g.objects.remove(&p) {
+                g.held -= n;
+            }
+        }
+    }
+
     /// Bytes held now.
     pub fn held(&self) -> usize {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).held
@@ -117,5 +134,16 @@ mod tests {
         // Put again under the same path: counted once.
         c.put_within("a", &text(40), 100);
         assert_eq!(c.held(), 80);
+    }
+
+    #[test]
+    fn an_ended_job_s_text_leaves_the_cache() {
+        let c = SegmentCache::default();
+        c.put("logs/job-1/2.0/a.seg", &text(10));
+        c.put("logs/job-12/2.0/a.seg", &text(20));
+        c.forget_under("logs/job-1/");
+        assert!(c.get("logs/job-1/2.0/a.seg").is_none());
+        assert!(c.get("logs/job-12/2.0/a.seg").is_some());
+        assert_eq!(c.held(), 20);
     }
 }
