@@ -338,7 +338,7 @@ impl JobRec {
             tasks_at_end: job
                 .tasks
                 .into_iter()
-                .map(crate::views::ended_task)
+                .map(crate::protocol::control::TaskInfo::ended)
                 .collect(),
             operator_names: job.operator_names,
             failures: job.failures,

@@ -321,18 +321,3 @@ impl crate::job::JobRec {
         shown
     }
 }
-
-/// A task of an ended job as a restarted leader shows it: stopped, with no process and no rate.
-pub(crate) fn ended_task(
-    mut t: crate::protocol::control::TaskInfo,
-) -> crate::protocol::control::TaskInfo {
-    use crate::protocol::control::TaskState;
-    if !t.state.is_terminal() {
-        t.state = TaskState::Cancelled;
-    }
-    t.pid = None;
-    t.queued = 0;
-    t.input_rate = 0.0;
-    t.output_rate = 0.0;
-    t
-}

@@ -236,6 +236,21 @@ pub struct TaskInfo {
     pub store_wait_s: f64,
 }
 
+impl TaskInfo {
+    /// The task as shown once its job has ended (a restarted leader shows it so): stopped,
+    /// with no process and no rate.
+    pub fn ended(mut self) -> TaskInfo {
+        if !self.state.is_terminal() {
+            self.state = TaskState::Cancelled;
+        }
+        self.pid = None;
+        self.queued = 0;
+        self.input_rate = 0.0;
+        self.output_rate = 0.0;
+        self
+    }
+}
+
 /// Liveness of a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
