@@ -216,6 +216,18 @@ fn cancelling_a_job_that_never_started_leaves_the_file_at_its_sink_path() {
         &sorted_lines(&c.store_file("out.txt")),
         &sorted_lines(&numbered(50)),
     );
+    // It is still the first job's output, and the first job's record says so.
+    let j = c.json(&["job", &first, "--json"]);
+    assert!(j.get("output_replaced").is_none(), "{j}");
+    // A later job that writes its own output there does replace it.
+    c.file("third.toml", &toml("third", 1));
+    let third = c.submit("third.toml");
+    assert_eq!(
+        c.wait_job(&third, Duration::from_secs(60))["status"],
+        "succeeded"
+    );
+    let j = c.json(&["job", &first, "--json"]);
+    assert_eq!(j["output_replaced"], format!("job {third}"), "{j}");
 }
 
 /// The operators pinned for jobs (`blobs/sha256/HEX`) go once no job the leader knows runs

@@ -101,6 +101,13 @@ pub(super) async fn cleanup(
             Err(why) => (None, Some(why), false),
         },
     };
+    // It wrote its output: ended jobs that wrote there before no longer have theirs there.
+    if unwritten.is_none() && !nothing {
+        let sink = crate::owned::norm(spec, &spec.sink_path);
+        let replaced =
+            lock(&leader.state).replace_outputs(|s| s == sink, Some(id), &format!("job {id}"));
+        leader.record_replaced(replaced).await;
+    }
     let sink_key = super::job::sink_key(id, spec);
     let error = match (error, &unwritten) {
         (e, Some(why)) => Some(format!(

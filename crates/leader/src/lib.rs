@@ -175,19 +175,16 @@ impl Leader {
             if !over.is_empty() {
                 Err(SubmitError::Invalid(over))
             } else {
-                let sink = files.writes.clone();
+                // Ended jobs that wrote where it writes keep their output there until it
+                // writes its own (`cleanup.rs`): one that never does leaves theirs.
                 let claimed = st.claim_files(&id, files);
                 claimed
-                    .map(|()| {
-                        st.add_job(id.clone(), rec);
-                        // Ended jobs that wrote there no longer have their output there.
-                        st.replace_outputs(|s| s == sink, &format!("job {id}"))
-                    })
+                    .map(|()| st.add_job(id.clone(), rec))
                     .map_err(SubmitError::Conflict)
             }
         };
-        let replaced = match admitted {
-            Ok(replaced) => replaced,
+        match admitted {
+            Ok(()) => {}
             Err(refused) => {
                 // The id stays used up: ids are never handed out twice.
                 if let Err(e) = self.persist.remove_job(id.clone()).await {
@@ -196,7 +193,6 @@ impl Leader {
                 return Err(refused);
             }
         };
-        self.record_replaced(replaced).await;
         info!(job = %id, name = ?spec.name, "job submitted");
         if self
             .spawn_tx

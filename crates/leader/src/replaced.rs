@@ -7,17 +7,19 @@ use crate::state::State;
 use crate::Leader;
 
 impl State {
-    /// Marks every ended job whose output `hit` writes over or removes (`hit(sink)`) as
-    /// replaced `by` that: a follower of it is no longer shown what is there now. Returns the
+    /// Marks every ended job but `except` whose output `hit` writes over or removes
+    /// (`hit(sink)`) as replaced `by` that: a follower of it is no longer shown what is there now. Returns the
     /// records to store again.
     pub fn replace_outputs(
         &mut self,
         hit: impl Fn(&str) -> bool,
+        except: Option<&crate::model::ids::JobId>,
         by: &str,
     ) -> Vec<crate::persist::StoredJob> {
         let mut changed = Vec::new();
         for (id, j) in self.jobs.iter_mut() {
-            if j.status().is_terminal()
+            if Some(id) != except
+                && j.status().is_terminal()
                 && j.output_replaced.is_none()
                 && hit(&norm(&j.spec, &j.spec.sink_path))
             {

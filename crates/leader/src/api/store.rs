@@ -208,7 +208,7 @@ pub(super) async fn store_put(State(l): Shared, Path(path): Path<String>, body: 
     };
     let answer = put_body(&l, &clean, body_stream(body), writing).await;
     if answer.status().is_success() {
-        let replaced = lock(&l.state).replace_outputs(|sink| sink == clean, "an upload");
+        let replaced = lock(&l.state).replace_outputs(|sink| sink == clean, None, "an upload");
         l.record_replaced(replaced).await;
     }
     answer
@@ -232,7 +232,7 @@ pub(super) async fn store_delete(State(l): Shared, Path(path): Path<String>) -> 
     };
     let (removed, failed) = l.store.delete_report(&clean).await;
     let replaced =
-        lock(&l.state).replace_outputs(|sink| removed.iter().any(|r| r == sink), "a delete");
+        lock(&l.state).replace_outputs(|sink| removed.iter().any(|r| r == sink), None, "a delete");
     l.record_replaced(replaced).await;
     match (removed, failed) {
         (removed, None) => Json(json!({ "removed": removed })).into_response(),
