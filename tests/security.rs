@@ -89,11 +89,17 @@ fn the_public_api_refuses_requests_without_the_secret() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("secret"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("requires the cluster secret"), "{said}");
+    // With another secret, it says that one is wrong: which of the two to fix.
+    let out = c
+        .cmd(&["jobs"])
+        .env("RAINSTORM_TOKEN", "wrong-secret-0123456789")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not this cluster's"), "{said}");
 }
 
 #[test]

@@ -147,6 +147,14 @@ pub(crate) fn vouched(l: &Leader, headers: &HeaderMap) -> bool {
         })
 }
 
+/// What a request without a bearer token is told.
+const NO_SECRET: &str = "this leader requires the cluster secret: send `Authorization: Bearer \
+     <secret>` (the CLI reads it from --token-file or RAINSTORM_TOKEN)";
+
+/// What a request with another secret is told.
+const WRONG_SECRET: &str = "the secret sent is not this cluster's: check --token-file or \
+     RAINSTORM_TOKEN (the CLI sends it as `Authorization: Bearer <secret>`)";
+
 /// The public API's door: every request must carry the cluster secret as a bearer token
 /// (a leader without a secret listens on loopback only, and lets loopback callers in).
 async fn require_secret(
@@ -155,12 +163,12 @@ async fn require_secret(
     next: axum::middleware::Next,
 ) -> Response {
     if let Some(secret) = &l.cfg.token {
-        if !bearer(req.headers()).is_some_and(|t| secret.matches(t)) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "this leader requires the cluster secret: send `Authorization: Bearer <secret>` \
-                 (the CLI reads it from --token-file or RAINSTORM_TOKEN)",
-            );
+        match bearer(req.headers()) {
+            Some(t) if secret.matches(t) => {}
+            // Said apart, so a user knows which to fix: it tells a caller nothing it did not
+            // know (whether it sent a token), and nothing of the secret.
+            Some(_) => return error(StatusCode::UNAUTHORIZED, WRONG_SECRET),
+            None => return error(StatusCode::UNAUTHORIZED, NO_SECRET),
         }
     }
     next.run(req).await
