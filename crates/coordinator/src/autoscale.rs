@@ -24,7 +24,6 @@
 //! - Each decision's reason says the numbers it was made from.
 
 use crate::model::autoscale::Autoscale;
-use crate::model::check::{links_of, MAX_LINKS, MAX_TASKS, TASKS};
 use crate::model::spec::{autoscale_of, JobSpec};
 use std::collections::BTreeMap;
 
@@ -112,6 +111,10 @@ pub struct Scaler {
     tasks: Vec<u32>,
     /// The autoscaled stages, by stage number.
     stages: BTreeMap<u32, StageState>,
+    /// Grows the last [`Scaler::decide`] wanted and the free slots held to nothing (`to`:
+    /// what it would grow to with slots enough; the reason names the bound), for the job's
+    /// scaling list.
+    held: Vec<ScaleDecision>,
 }
 
 impl Scaler {
@@ -137,6 +140,7 @@ impl Scaler {
         Scaler {
             tasks: spec.stages.iter().map(|s| s.tasks).collect(),
             stages,
+            held: Vec::new(),
         }
     }
 
@@ -179,6 +183,7 @@ impl Scaler {
         let mut planned = self.tasks.clone();
         let mut free = free_slots;
         let mut out = Vec::new();
+        self.held.clear();
         for l in loads {
             let Some(st) = self.stages.get_mut(&l.stage) else {
                 continue;
@@ -194,8 +199,13 @@ impl Scaler {
                 reason,
             };
             if d.to > d.from {
+                // What it would grow to with slots enough: told if the slots held it.
+                let room = bound_grow(d.clone(), &st.cfg, st.ineffective, u32::MAX, &planned);
                 d = bound_grow(d, &st.cfg, st.ineffective, free, &planned);
                 if d.to <= d.from {
+                    if room.to > d.from {
+                        self.held.push(ScaleDecision { to: room.to, ..d });
+                    }
                     continue;
                 }
                 free -= d.to - d.from;
@@ -211,6 +221,13 @@ impl Scaler {
             out.push(d);
         }
         out
+    }
+
+    /// The grows the last [`Scaler::decide`] wanted and could not make at all for want of a
+    /// free slot: none is lost silently (a stage at `max_tasks` or held by an ineffective
+    /// grow's mark is where its settings put it, and says nothing).
+    pub fn take_held(&mut self) -> Vec<ScaleDecision> {
+        std::mem::take(&mut self.held)
     }
 
     /// A rescale of `stage` to `to` tasks finished at `now_ms`: the cooldown starts, and a
@@ -320,73 +337,8 @@ impl StageState {
     }
 }
 
-/// A grow held to the stage's `max_tasks`, an ineffective grow's mark, the free slots and the
-/// job-wide limits, each bound that cut it named in the reason.
-fn bound_grow(
-    mut d: ScaleDecision,
-    cfg: &Autoscale,
-    ineffective: Option<Ineffective>,
-    free: u32,
-    planned: &[u32],
-) -> ScaleDecision {
-    fn cut(d: &mut ScaleDecision, bound: u32, why: String) {
-        if d.to > bound {
-            d.to = bound;
-            d.reason.push_str(&format!("; limited by {why} to {bound}"));
-        }
-    }
-    let from = d.from;
-    cut(
-        &mut d,
-        cfg.max_tasks,
-        format!("max_tasks {}", cfg.max_tasks),
-    );
-    if let Some(i) = ineffective {
-        cut(
-            &mut d,
-            i.above.max(from),
-            format!(
-                "an earlier grow above {} that did not raise the rate past {}/s",
-                i.above,
-                num(i.ceiling)
-            ),
-        );
-    }
-    cut(
-        &mut d,
-        from.saturating_add(free),
-        format!("free slots ({free} free)"),
-    );
-    let room = job_room(planned, d.stage as usize - 1, d.to);
-    cut(
-        &mut d,
-        room,
-        format!("the job's limits ({MAX_TASKS} tasks, {MAX_LINKS} data links)"),
-    );
-    d
-}
-
-/// The most tasks (up to `want`) stage index `i` may run with the other stages as `planned`,
-/// within a stage's and a job's limits.
-fn job_room(planned: &[u32], i: usize, want: u32) -> u32 {
-    let mut counts = planned.to_vec();
-    let Some(now) = counts.get(i).copied() else {
-        return 0;
-    };
-    let mut m = want.min(*TASKS.end());
-    while m > now {
-        counts[i] = m;
-        let tasks: u64 = counts.iter().map(|&t| u64::from(t)).sum();
-        if tasks <= MAX_TASKS && links_of(&counts) <= MAX_LINKS {
-            break;
-        }
-        m -= 1;
-    }
-    m.max(now)
-}
-
 /// A rate or a duration for a reason: whole numbers from 100 up, else a few digits.
-fn num(x: f64) -> String {
+pub(super) fn num(x: f64) -> String {
     if x.abs() >= 100.0 || x.fract() == 0.0 {
         format!("{x:.0}")
     } else if x.abs() >= 1.0 {
@@ -395,6 +347,9 @@ fn num(x: f64) -> String {
         format!("{x:.2}")
     }
 }
+
+mod bounds;
+use bounds::bound_grow;
 
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,16 @@ impl JobCore {
         }
         let (free, _) = super::capacity::Room::of(self, cluster, false).free();
         let decisions = self.scaler.decide(now_ms, &loads, free.unwrap_or(u32::MAX));
+        // A grow held to nothing is listed once, like a refusal, until its cause changes (a
+        // stage at its limit said nothing of why it did not grow; hostile probe 18).
+        for h in self.scaler.take_held() {
+            let bound = h
+                .reason
+                .split("; limited by ")
+                .find(|b| b.starts_with("free slots"));
+            let why = format!("held by {}", bound.unwrap_or("free slots"));
+            self.note_refused(h.stage, h.from, h.to, h.reason, Some(h.rate), why, out);
+        }
         for d in decisions {
             let req = ScaleRequest {
                 stage: d.stage,
@@ -47,23 +57,40 @@ impl JobCore {
             info!(job = %self.id, stage = d.stage, from = d.from, to = d.to, rate = d.rate, reason = %req.reason, "autoscaler decided");
             if let Err(why) = self.try_scale(&req, cluster, out) {
                 self.scaler.applied(now_ms, d.stage, d.from);
-                if self.refused.get(&d.stage) != Some(&why) {
-                    self.refused.insert(d.stage, why.clone());
-                    info!(job = %self.id, stage = d.stage, %why, "autoscaler's rescale refused");
-                    out.push(Action::Scaling(ScaleNote {
-                        stage: d.stage,
-                        version: 0,
-                        from: d.from,
-                        to: d.to,
-                        reason: req.reason,
-                        rate: req.rate,
-                        phase: ScalePhase::Refused(why),
-                    }));
-                }
+                self.note_refused(d.stage, d.from, d.to, req.reason, req.rate, why, out);
             } else {
                 self.refused.remove(&d.stage);
             }
         }
+    }
+
+    /// Lists a rescale of `stage` the autoscaler wanted and could not make, once until its
+    /// cause `why` changes.
+    #[allow(clippy::too_many_arguments)]
+    fn note_refused(
+        &mut self,
+        stage: u32,
+        from: u32,
+        to: u32,
+        reason: String,
+        rate: Option<f64>,
+        why: String,
+        out: &mut Vec<Action>,
+    ) {
+        if self.refused.get(&stage) == Some(&why) {
+            return;
+        }
+        self.refused.insert(stage, why.clone());
+        info!(job = %self.id, stage, %why, "autoscaler's rescale refused");
+        out.push(Action::Scaling(ScaleNote {
+            stage,
+            version: 0,
+            from,
+            to,
+            reason,
+            rate,
+            phase: ScalePhase::Refused(why),
+        }));
     }
 
     /// A rescale of `stage` ended with `tasks` tasks owning key groups: its cooldown starts.

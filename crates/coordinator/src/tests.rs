@@ -47,16 +47,19 @@ fn pos(stage: u32, index: u32) -> TaskPos {
     TaskPos { stage, index }
 }
 
-fn core(delivery: Delivery) -> JobCore {
-    let cfg = CoreConfig {
+fn config() -> CoreConfig {
+    CoreConfig {
         max_restarts: 3,
         adopt_after: Duration::from_secs(5),
         drain_after: Duration::from_secs(10),
         restart_delay: Duration::from_millis(100),
         restart_delay_max: Duration::from_secs(2),
         timeout: None,
-    };
-    JobCore::new(JobId("job-1".into()), spec(delivery), cfg)
+    }
+}
+
+fn core(delivery: Delivery) -> JobCore {
+    JobCore::new(JobId("job-1".into()), spec(delivery), config())
 }
 
 fn started(delivery: Delivery) -> JobCore {

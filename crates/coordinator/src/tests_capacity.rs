@@ -319,3 +319,53 @@ fn a_stage_grows_onto_a_worker_that_joined_after_its_standby_tasks_were_placed()
     assert!(started(&actions), "{actions:?}");
     assert_eq!(c.failures(), 0);
 }
+
+/// An autoscaled stage that wants to grow with no free slot says so in the job's scaling
+/// list, once while the cause holds (a stage at full load on a full cluster said nothing of
+/// why it did not grow; hostile probe 18).
+#[test]
+fn a_grow_held_by_the_free_slots_is_listed_once() {
+    use crate::autoscale::StageLoad;
+    use crate::model::autoscale::AutoscaleSpec;
+    let mut auto = AutoscaleSpec::new(1.0, 100.0);
+    auto.max_tasks = Some(4);
+    // The scaler is made from the spec the job starts with.
+    let mut spec = core(Delivery::ExactlyOnce).spec.clone();
+    spec.autoscale = Some(auto);
+    let mut c = JobCore::new(core(Delivery::ExactlyOnce).id.clone(), spec, config());
+    let full = sized(&[1, 2], &[2, 1]);
+    c.handle(Input::Start, &full);
+    let busy = |now_ms| Input::Loads {
+        now_ms,
+        loads: vec![StageLoad {
+            stage: 1,
+            tasks: 2,
+            rate: 10_000.0,
+            busy: 1.0,
+            settling: false,
+            rising: false,
+        }],
+    };
+    let notes = |actions: &[Action]| -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Scaling(n) => match &n.phase {
+                    crate::ScalePhase::Refused(why) => Some(format!("{}→{}: {why}", n.from, n.to)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    let first = notes(&c.handle(busy(1_000), &full));
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(
+        first[0].starts_with("2→4: held by free slots (0 free)"),
+        "{first:?}"
+    );
+    assert!(
+        notes(&c.handle(busy(2_000), &full)).is_empty(),
+        "listed again"
+    );
+}

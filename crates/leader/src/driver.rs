@@ -209,11 +209,8 @@ impl Executor {
         let behind = st
             .jobs
             .iter()
-            // An earlier job not placed yet — pending, or its driver has not decided yet —
-            // goes first, so two drivers starting at once keep the order of submission;
-            // unless it needs more slots than the workers have in all, which only new
-            // workers can give it: it waits without holding up the jobs after it (hostile
-            // probe 19: one such job stopped every later one until it was cancelled).
+            // An earlier job not placed yet (pending, or its driver has not decided yet)
+            // goes first, unless only new workers can start it (probe 19: it held up all).
             .filter(|(id, j)| **id != self.id && j.unplaced())
             .filter(|(_, j)| crate::coordinator::capacity::demand(&j.spec) <= all)
             .map(|(id, j)| (j.submitted, id.clone()))

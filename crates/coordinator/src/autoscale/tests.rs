@@ -225,6 +225,15 @@ fn decisions_stay_within_min_max_and_the_free_slots() {
         d.reason
     );
     assert!(s.decide(2 * S, &[load(1, 3, 8000.0, 0.5)], 0).is_empty());
+    // No free slot: no decision, but the grow it wanted is told, with what held it.
+    let held = one(s.take_held());
+    assert_eq!((held.from, held.to), (3, 6));
+    assert!(
+        held.reason.contains("limited by free slots (0 free) to 3"),
+        "{}",
+        held.reason
+    );
+    assert!(s.take_held().is_empty());
     // Idle: down to min_tasks, not to 1; at min_tasks, nothing.
     let mut s = Scaler::new(&job(&[6], a));
     s.decide(0, &[load(1, 6, 0.0, 0.0)], FREE);
