@@ -166,9 +166,9 @@ fn wait_exit(c: &mut Cluster, i: usize, limit: Duration) -> std::process::ExitSt
     })
 }
 
-#[test]
-fn drained_workers_hand_their_tasks_over_mid_job_and_the_exactly_once_output_is_exact() {
-    let mut c = Cluster::start(4, 5.0);
+/// A job of two identity stages of `tasks` tasks each over 3,000 lines at 500 a second, once
+/// it has made progress: its id and its input.
+fn running_job(c: &Cluster, tasks: u32) -> (String, String) {
     let input = numbered(3000);
     c.file("in.txt", &input);
     c.ok(&["put", "in.txt", "in.txt"]);
@@ -178,21 +178,79 @@ fn drained_workers_hand_their_tasks_over_mid_job_and_the_exactly_once_output_is_
         "out.txt",
         500.0,
         "exactly-once",
-        &[(3, "identity", &[]), (3, "identity", &[])],
+        &[(tasks, "identity", &[]), (tasks, "identity", &[])],
     );
     c.file("job.toml", &job);
     let id = c.submit("job.toml");
     wait_for("the job to make progress", Duration::from_secs(30), || {
         (c.json(&["job", &id, "--json"])["sink_tuples"].as_u64()? > 300).then_some(())
     });
-    // The worker running the most operator tasks drains by SIGTERM.
-    let busiest = |c: &Cluster| {
-        operator_tasks_per_worker(c)
-            .into_iter()
-            .max_by_key(|(_, n)| *n)
-            .map(|(w, _)| w)
-            .unwrap()
+    (id, input)
+}
+
+/// The worker running the most operator tasks.
+fn busiest(c: &Cluster) -> String {
+    operator_tasks_per_worker(c)
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(w, _)| w)
+        .unwrap()
+}
+
+/// SIGTERM on a worker while the leader does not answer (paused): the worker asks again
+/// until the leader is back, its tasks running meanwhile, then drains as usual: listed
+/// `left`, exit 0, and the job's tasks moved without a failure. (It stopped at once, went on
+/// beating while it stopped, took new tasks from the resumed leader, and was declared dead
+/// with its tasks failed; hostile probe 21.)
+#[test]
+fn a_worker_told_to_drain_while_the_leader_is_paused_drains_once_it_is_back() {
+    let mut c = Cluster::start(3, 5.0);
+    let (id, input) = running_job(&c, 2);
+    let worker = busiest(&c);
+    let i = c.worker_index(&worker).unwrap();
+    let signal = |sig: &str, pid: u32| {
+        let sent = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
     };
+    let leader = c.leader_pid();
+    signal("-STOP", leader);
+    signal("-TERM", c.workers[i].id());
+    let log = c.dir.path().join(format!("worker-{i}.log"));
+    wait_for(
+        "the worker to find the leader silent",
+        Duration::from_secs(30),
+        || {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.contains("asking again until the drain's timeout")
+                .then_some(())
+        },
+    );
+    assert!(
+        c.workers[i].try_wait().unwrap().is_none(),
+        "it stopped while its leader was away"
+    );
+    signal("-CONT", leader);
+    let status = wait_exit(&mut c, i, Duration::from_secs(60));
+    assert!(status.success(), "a drained worker exits 0: {status:?}");
+    wait_state(&c, &worker, &["left"], Duration::from_secs(10));
+    let j = c.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", c.diagnose());
+    assert_eq!(j["failures"], 0, "a move is not a failure: {j}");
+    assert_same(
+        "paused",
+        &sorted_lines(&c.store_file("out.txt")),
+        &sorted_lines(&input),
+    );
+}
+
+#[test]
+fn drained_workers_hand_their_tasks_over_mid_job_and_the_exactly_once_output_is_exact() {
+    let mut c = Cluster::start(4, 5.0);
+    let (id, input) = running_job(&c, 3);
+    // The worker running the most operator tasks drains by SIGTERM.
     let first = busiest(&c);
     let i = c.worker_index(&first).unwrap();
     let sent = std::process::Command::new("kill")

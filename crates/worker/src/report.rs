@@ -75,6 +75,17 @@ impl LeaderLink {
         self.post_known("/internal/events", &ev, None).await
     }
 
+    /// [`post_events`](Self::post_events) with a short deadline: the reports of a worker
+    /// that stops must not keep it waiting on a leader that does not answer.
+    pub(super) async fn post_last_events(&self, reports: Vec<TaskReport>) -> reqwest::Result<bool> {
+        let ev = Events {
+            worker_id: self.id.clone(),
+            reports,
+        };
+        self.post_known("/internal/events", &ev, Some(Duration::from_secs(5)))
+            .await
+    }
+
     /// Tells the leader this worker drains or left; `Ok(false)` when the leader does not
     /// know it. A short deadline: a drain must not hang on a leader that is gone.
     pub(super) async fn post_leave(&self, phase: LeavePhase) -> reqwest::Result<bool> {
@@ -87,7 +98,6 @@ impl LeaderLink {
     }
 }
 
-/// Heartbeats every `every_ms` until the session ends; an answer `known: false` ends it.
 /// An attempt's pending work, for the leader's stall detector: the batches waiting in its
 /// inbox, plus one while its operator drains after the last input or while its operator has
 /// input it has not taken (see [`in_operator`]). An operator that never finishes, or never
@@ -118,6 +128,7 @@ fn set_clock_offset(off: i64) {
     crate::dataplane::clock::set_offset_ns(off);
 }
 
+/// Heartbeats every `every_ms` until the session ends; an answer `known: false` ends it.
 pub(super) async fn heartbeats(
     link: LeaderLink,
     every_ms: u64,

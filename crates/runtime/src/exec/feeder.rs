@@ -151,7 +151,10 @@ async fn write_chunks(
                         .err()
                         .unwrap_or_else(|| std::io::ErrorKind::WriteZero.into());
                     tracing::debug!(error = %e, "writing to the operator's stdin failed; its exit tells why");
-                    let mut unwritten = lines_in(&chunk[at..]);
+                    // A line cut by the pipe's end is counted with the pipe's lines (its
+                    // start is there, `unread.rs`), not again here.
+                    let cut = at > 0 && chunk.get(at - 1).is_some_and(|b| *b != b'\n');
+                    let mut unwritten = lines_in(&chunk[at..]).saturating_sub(u64::from(cut));
                     rx.close();
                     while let Some(rest) = rx.recv().await {
                         unwritten += lines_in(&rest);

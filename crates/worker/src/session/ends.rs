@@ -69,7 +69,7 @@ impl Worker {
             })
             .collect();
         if let Some(link) = link.filter(|_| !reports.is_empty()) {
-            if let Err(e) = link.post_events(reports).await {
+            if let Err(e) = link.post_last_events(reports).await {
                 warn!(error = %e, "could not report stopped tasks to the leader");
             }
         }
