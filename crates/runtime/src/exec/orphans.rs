@@ -85,7 +85,7 @@ fn settle(children: Vec<(u32, Pidfd)>) -> Vec<u32> {
 
 /// How long a sweep waits for a process it SIGKILLed to end, to reap it: without the wait,
 /// it was left a zombie until the next sweep, which an idle worker may never run.
-const REAP_WAIT_MS: i32 = 200;
+const REAP_WAIT_MS: i32 = 1000;
 
 /// A process held by a pid file descriptor: signals and waits reach that process only, never
 /// one that took its pid after it was reaped.
