@@ -104,6 +104,16 @@ fn a_job_larger_than_the_free_slots_waits_pending_and_runs_when_a_worker_joins()
     // (first come, first served): a job submitted after it waits behind it until it starts.
     c.add_worker();
     c.wait_alive(2);
+    // Counted as taking tasks once the leader has heard from it (its first heartbeat): until
+    // then the big job still needs more than the workers that take tasks have.
+    wait_for("both workers' heartbeats", Duration::from_secs(20), || {
+        let ws = c.json(&["workers", "--json"]);
+        let heard = ws
+            .as_array()?
+            .iter()
+            .filter(|w| w["shared_conns"].is_object());
+        (heard.count() >= 2).then_some(())
+    });
     let d = small(&c, "after");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
