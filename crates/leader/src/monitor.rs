@@ -232,7 +232,11 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                         && replaced.is_none()
                 })
                 .filter(|(_, spec, _)| {
-                    !st.jobs.values().any(|j| j.spec.sink_path == spec.sink_path)
+                    // As the jobs name it (`./out/x` and `out/x` are one file).
+                    let sink = crate::owned::norm(spec, &spec.sink_path);
+                    !st.jobs
+                        .values()
+                        .any(|j| crate::owned::norm(&j.spec, &j.spec.sink_path) == sink)
                 })
                 .map(|(id, spec, _)| (id, spec.sink_path))
                 .collect();

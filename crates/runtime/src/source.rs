@@ -41,6 +41,17 @@ pub async fn open_source(
     }
 }
 
+/// Whether a source that could not be opened is not there at all (as opposed to unreadable
+/// for now: a store that does not answer, a permission).
+async fn source_gone(env: &TaskEnv, paths: PathMode, path: &str) -> bool {
+    match paths {
+        PathMode::Local => tokio::fs::metadata(path)
+            .await
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound),
+        PathMode::Store => env.store.exists(path).await.is_ok_and(|there| !there),
+    }
+}
+
 /// Opens the source file as a first-stage replay must read it: through the source's
 /// pushed-down filter (`model::pushdown`), so its n-th line is the source's n-th output.
 pub async fn open_replay(
@@ -205,9 +216,18 @@ pub async fn run_source(
     on_done: impl FnOnce(),
     cancel: CancellationToken,
 ) -> Result<(), SourceEnd> {
-    let file = open_source(&env, spec.paths, &spec.path)
-        .await
-        .map_err(SourceEnd::Failed)?;
+    let file = match open_source(&env, spec.paths, &spec.path).await {
+        Ok(file) => file,
+        // Gone (it was there at submission): every attempt would find it gone, and the job
+        // fails at once, saying so, not after every restart (2.5 minutes on a store wiped
+        // under a job; hostile probe 22).
+        Err(e) if source_gone(&env, spec.paths, &spec.path).await => {
+            return Err(SourceEnd::Unrecoverable(format!(
+                "{e}; it was there when the job was submitted"
+            )))
+        }
+        Err(e) => return Err(SourceEnd::Failed(e)),
+    };
     if let Some(size) = source_size(&env, spec.paths, &spec.path).await {
         // Set once per attempt; a second set cannot happen and would change nothing.
         let _ = spec.read.size.set(size);

@@ -438,3 +438,30 @@ async fn a_restarted_receiver_whose_finished_upstream_s_end_is_not_in_its_log_fa
         }
     }
 }
+
+/// A source that is gone when its attempt opens it fails the job at once: every attempt would
+/// find it gone (hostile probe 22: 21 restarts, 2.5 minutes, on a store wiped under a job).
+#[tokio::test]
+async fn a_source_that_is_gone_fails_for_good() {
+    let key = TaskKey {
+        job: JobId("gone".into()),
+        pos: TaskPos { stage: 0, index: 0 },
+    };
+    let role = TaskRole::Source {
+        path: "/nonexistent/rainstorm/in.txt".into(),
+        name: "in.txt".into(),
+        rate: 0.0,
+        filter: None,
+    };
+    let a = TaskAssignment {
+        upstream: 0,
+        ..TaskAssignment::sample(key, role)
+    };
+    let env = env(Default::default(), Arc::new(crate::exec::OsLauncher));
+    let status = Arc::new(TaskStatus::of(&a));
+    let end = run_task(env, a, None, status, CancellationToken::new()).await;
+    match end {
+        TaskEnd::Unrecoverable(why) => assert!(why.contains("cannot open source"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
