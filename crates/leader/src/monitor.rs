@@ -207,19 +207,24 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 .filter(|(_, spec, _)| !(spec.keep_logs || leader.cfg.keep_logs))
                 .map(|(id, _, _)| id.clone())
                 .collect();
-            // The operators only they ran go with them (`pins`).
-            let named: std::collections::BTreeSet<&str> = st
-                .jobs
-                .values()
-                .flat_map(|j| crate::pins::blobs_of(&j.spec))
-                .collect();
-            let only_theirs = gone
+            // The operators only they ran go with them (`pins`); the jobs still known are
+            // looked through only when an expired one ran some.
+            let mut theirs: std::collections::BTreeSet<String> = gone
                 .iter()
                 .flat_map(|(_, spec, _)| crate::pins::blobs_of(spec))
-                .filter(|b| !named.contains(b))
                 .map(str::to_string)
                 .collect();
-            blobs = leader.pins.take_unused(only_theirs);
+            if !theirs.is_empty() {
+                for j in st.jobs.values() {
+                    for b in crate::pins::blobs_of(&j.spec) {
+                        theirs.remove(b);
+                    }
+                }
+            }
+            blobs = match theirs.is_empty() {
+                true => Vec::new(),
+                false => leader.pins.take_unused(theirs),
+            };
             // A job whose own retention_s ran out takes its output with it, unless what is at
             // its sink path is not its output (an upload, a delete or a later job replaced it,
             // or the job never wrote it: hostile probe 19 saw a user's upload removed), or
@@ -270,7 +275,9 @@ pub(super) async fn monitor(leader: Arc<Leader>, stop: CancellationToken) {
                 }
             }
         }
-        leader.pins.removed(&blobs);
+        if !blobs.is_empty() {
+            leader.pins.removed(&blobs);
+        }
         for id in logs {
             let prefix = format!("{}/", rainstorm_store::log::job_prefix(&id));
             let (removed, failed) = leader.store.delete_report(&prefix).await;
